@@ -1,0 +1,197 @@
+//! The operator's commands that run beside the server on the same files:
+//! revoke, list certificates and reports, and print a CRL. They go through
+//! the store's own interface, so SQLite's locking makes them safe while the
+//! server runs.
+
+use std::fmt;
+use std::io::Write;
+
+use crate::ca::CertificateAuthority;
+use crate::store::{now_unix, Storage, StoreError};
+
+/// RFC 5280 revocation reasons an operator may give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RevokeReason {
+    /// No reason given.
+    Unspecified,
+    /// Her private key is compromised.
+    KeyCompromise,
+    /// She left the course.
+    AffiliationChanged,
+    /// A new certificate replaces it.
+    Superseded,
+    /// No longer needed.
+    CessationOfOperation,
+}
+
+impl RevokeReason {
+    /// The RFC 5280 name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RevokeReason::Unspecified => "unspecified",
+            RevokeReason::KeyCompromise => "keyCompromise",
+            RevokeReason::AffiliationChanged => "affiliationChanged",
+            RevokeReason::Superseded => "superseded",
+            RevokeReason::CessationOfOperation => "cessationOfOperation",
+        }
+    }
+}
+
+/// Why an admin command failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// The store failed.
+    Store(StoreError),
+    /// Nothing matched.
+    NotFound(String),
+    /// OpenSSL failed.
+    Crypto(openssl::error::ErrorStack),
+    /// The CA failed.
+    Ca(crate::ca::CaError),
+    /// Output could not be written.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for AdminError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminError::Store(e) => write!(f, "store: {e}"),
+            AdminError::NotFound(m) => write!(f, "{m}"),
+            AdminError::Crypto(e) => write!(f, "OpenSSL: {e}"),
+            AdminError::Ca(e) => write!(f, "CA: {e}"),
+            AdminError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for AdminError {}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        AdminError::Store(e)
+    }
+}
+impl From<openssl::error::ErrorStack> for AdminError {
+    fn from(e: openssl::error::ErrorStack) -> Self {
+        AdminError::Crypto(e)
+    }
+}
+impl From<crate::ca::CaError> for AdminError {
+    fn from(e: crate::ca::CaError) -> Self {
+        AdminError::Ca(e)
+    }
+}
+impl From<std::io::Error> for AdminError {
+    fn from(e: std::io::Error) -> Self {
+        AdminError::Io(e)
+    }
+}
+
+/// What to revoke.
+#[derive(Debug, Clone)]
+pub enum RevokeTarget {
+    /// One certificate by serial (hex, any case, leading zeros allowed).
+    Serial(String),
+    /// Every certificate of a SID.
+    Sid(String),
+}
+
+/// Normalises a hex serial to the store's form (upper case, no leading zeros).
+pub fn normalise_serial(hex: &str) -> Result<String, AdminError> {
+    let hex = hex.trim().trim_start_matches("0x");
+    let bn = openssl::bn::BigNum::from_hex_str(hex)
+        .map_err(|_| AdminError::NotFound(format!("{hex:?} is not a hexadecimal serial")))?;
+    Ok(bn.to_hex_str()?.to_string())
+}
+
+/// Revokes; returns how many certificates were newly revoked.
+pub fn revoke(
+    store: &mut dyn Storage,
+    target: &RevokeTarget,
+    reason: RevokeReason,
+) -> Result<usize, AdminError> {
+    let now = now_unix();
+    let n = match target {
+        RevokeTarget::Serial(s) => {
+            let serial = normalise_serial(s)?;
+            let n = store.revoke_serial(&serial, reason.name(), now)?;
+            if n == 0 && !store.certs()?.iter().any(|c| c.serial_hex == serial) {
+                return Err(AdminError::NotFound(format!(
+                    "no certificate with serial {serial}"
+                )));
+            }
+            n
+        }
+        RevokeTarget::Sid(sid) => {
+            let n = store.revoke_sid(sid, reason.name(), now)?;
+            if n == 0 && !store.certs()?.iter().any(|c| &c.sid == sid) {
+                return Err(AdminError::NotFound(format!(
+                    "no certificate for SID {sid}"
+                )));
+            }
+            n
+        }
+    };
+    Ok(n)
+}
+
+fn time_text(t: i64) -> String {
+    openssl::asn1::Asn1Time::from_unix(t)
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| t.to_string())
+}
+
+/// Lists certificates, one line each.
+pub fn list_certs(store: &mut dyn Storage, out: &mut dyn Write) -> Result<(), AdminError> {
+    for c in store.certs()? {
+        let status = match &c.revoked {
+            None if c.not_after < now_unix() => "expired".to_string(),
+            None => "good".to_string(),
+            Some((at, reason)) => format!("revoked {} ({reason})", time_text(*at)),
+        };
+        writeln!(
+            out,
+            "serial={} sid={} not_after=\"{}\" origin={} status={status}",
+            c.serial_hex,
+            c.sid,
+            time_text(c.not_after),
+            c.origin
+        )?;
+    }
+    Ok(())
+}
+
+/// Lists reports, one line each (the text's first line only).
+pub fn list_reports(store: &mut dyn Storage, out: &mut dyn Write) -> Result<(), AdminError> {
+    for r in store.reports()? {
+        let lines = r.text.lines().count();
+        let first = r.text.lines().next().unwrap_or("");
+        writeln!(
+            out,
+            "receipt={} sid={} serial={} received=\"{}\" origin={:?} lines={lines} first={first:?}",
+            r.receipt_id,
+            r.sid,
+            r.serial_hex,
+            time_text(r.received_at),
+            r.origin
+        )?;
+    }
+    Ok(())
+}
+
+/// A fresh CRL of every revoked certificate, as PEM or DER.
+pub fn crl(
+    store: &mut dyn Storage,
+    ca: &CertificateAuthority,
+    der: bool,
+) -> Result<Vec<u8>, AdminError> {
+    let revoked: Vec<(String, i64)> = store
+        .certs()?
+        .into_iter()
+        .filter_map(|c| c.revoked.map(|(at, _)| (c.serial_hex, at)))
+        .collect();
+    let number = store.next_crl_number()?;
+    let crl = ca.crl(&revoked, number)?;
+    Ok(if der { crl.to_der()? } else { crl.to_pem()? })
+}

@@ -1,0 +1,507 @@
+//! The student's side: make her key and CSR, enroll with the CA, then submit
+//! the report to Blackboard. Blocking sockets are right here: a client does
+//! one thing at a time. The pieces are public so that tests, the load
+//! generator and the adversary can drive single steps.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use openssl::asn1::Asn1Time;
+use openssl::error::ErrorStack;
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::x509::{X509Name, X509ReqBuilder, X509};
+
+use crate::crypto::{self, SessionKeys, SESSION_KEY_LEN};
+use crate::framing::{self, Decoder};
+use crate::message::{CipherId, ErrorCode, Message, IV_LEN};
+use crate::verify::Verifier;
+
+/// The student's key type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyType {
+    /// RSA, 2048-bit modulus (the default).
+    Rsa2048,
+    /// RSA, 3072-bit modulus.
+    Rsa3072,
+}
+
+impl KeyType {
+    fn bits(self) -> u32 {
+        match self {
+            KeyType::Rsa2048 => 2048,
+            KeyType::Rsa3072 => 3072,
+        }
+    }
+}
+
+/// The report cipher, as chosen on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Cipher {
+    /// AES-256 in counter mode (the default).
+    Aes256Ctr,
+    /// RC4 (the lab's cipher; weak, kept for the lab).
+    Rc4,
+}
+
+impl From<Cipher> for CipherId {
+    fn from(c: Cipher) -> CipherId {
+        match c {
+            Cipher::Aes256Ctr => CipherId::Aes256Ctr,
+            Cipher::Rc4 => CipherId::Rc4,
+        }
+    }
+}
+
+/// Why a student's run failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Connecting, reading or writing failed.
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The server refused, with its reason.
+    Refused {
+        /// The server's code.
+        code: ErrorCode,
+        /// The server's reason.
+        reason: String,
+    },
+    /// The server sent something the protocol does not allow here.
+    Protocol(String),
+    /// What the CA returned does not hold up.
+    BadCertificate(String),
+    /// OpenSSL failed.
+    Crypto(ErrorStack),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Io { what, source } => write!(f, "{what}: {source}"),
+            ClientError::Refused { reason, .. } => write!(f, "refused by the server: {reason}"),
+            ClientError::Protocol(m) => write!(f, "protocol error: {m}"),
+            ClientError::BadCertificate(m) => write!(f, "bad certificate from the CA: {m}"),
+            ClientError::Crypto(e) => write!(f, "OpenSSL error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<ErrorStack> for ClientError {
+    fn from(e: ErrorStack) -> Self {
+        ClientError::Crypto(e)
+    }
+}
+
+fn io_ctx(what: impl Into<String>) -> impl FnOnce(io::Error) -> ClientError {
+    let what = what.into();
+    move |source| ClientError::Io { what, source }
+}
+
+/// A blocking, framed connection to one of the services.
+#[derive(Debug)]
+pub struct FramedStream {
+    stream: TcpStream,
+    decoder: Decoder,
+    buf: Vec<u8>,
+    peer: String,
+}
+
+impl FramedStream {
+    /// Connects, with `timeout` for the connection and for every read and
+    /// write after it.
+    pub fn connect(addr: &str, timeout: Duration) -> Result<FramedStream, ClientError> {
+        let what = format!("connecting to {addr}");
+        let sock = addr
+            .to_socket_addrs()
+            .map_err(io_ctx(what.clone()))?
+            .next()
+            .ok_or_else(|| ClientError::Io {
+                what: what.clone(),
+                source: io::Error::new(io::ErrorKind::NotFound, "no address"),
+            })?;
+        let stream = TcpStream::connect_timeout(&sock, timeout).map_err(io_ctx(what.clone()))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(io_ctx(what.clone()))?;
+        stream
+            .set_write_timeout(Some(timeout))
+            .map_err(io_ctx(what))?;
+        let _ = stream.set_nodelay(true);
+        Ok(FramedStream {
+            stream,
+            decoder: Decoder::new(framing::DEFAULT_MAX_FRAME),
+            buf: Vec::new(),
+            peer: addr.to_string(),
+        })
+    }
+
+    /// Sends one frame.
+    pub fn send_frame(&mut self, payload: &[u8]) -> Result<(), ClientError> {
+        let peer = self.peer.clone();
+        self.stream
+            .write_all(&framing::frame(payload))
+            .map_err(io_ctx(format!("sending to {peer}")))
+    }
+
+    /// Sends one message.
+    pub fn send(&mut self, msg: &Message) -> Result<(), ClientError> {
+        self.send_frame(&msg.encode())
+    }
+
+    /// Receives one frame.
+    pub fn recv_frame(&mut self) -> Result<Vec<u8>, ClientError> {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match self.decoder.decode(&mut self.buf) {
+                Ok(Some(f)) => return Ok(f),
+                Ok(None) => {}
+                Err(e) => return Err(ClientError::Protocol(e.to_string())),
+            }
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .map_err(io_ctx(format!("reading from {}", self.peer)))?;
+            if n == 0 {
+                return Err(ClientError::Io {
+                    what: format!("reading from {}", self.peer),
+                    source: io::ErrorKind::UnexpectedEof.into(),
+                });
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Receives one message; a server error becomes [`ClientError::Refused`].
+    pub fn recv(&mut self) -> Result<Message, ClientError> {
+        let frame = self.recv_frame()?;
+        match Message::decode(&frame) {
+            Ok(Message::Error { code, reason }) => Err(ClientError::Refused { code, reason }),
+            Ok(m) => Ok(m),
+            Err(e) => Err(ClientError::Protocol(e.to_string())),
+        }
+    }
+
+    /// Answers the admission challenge when a secret is configured.
+    pub fn admit(&mut self, secret: Option<&[u8]>) -> Result<(), ClientError> {
+        let Some(secret) = secret else {
+            return Ok(());
+        };
+        match self.recv()? {
+            Message::AdmissionChallenge { challenge } => {
+                let mac = crypto::hmac_sha256(secret, &challenge)?;
+                self.send(&Message::AdmissionResponse { mac })
+            }
+            other => Err(ClientError::Protocol(format!(
+                "expected an admission challenge, got {}",
+                other.name()
+            ))),
+        }
+    }
+}
+
+/// Generates the student's key pair.
+pub fn make_key(kind: KeyType) -> Result<PKey<Private>, ErrorStack> {
+    PKey::from_rsa(Rsa::generate(kind.bits())?)
+}
+
+/// A CSR for CN=`sid`, signed with her key (proof of possession).
+pub fn make_csr(sid: &str, key: &PKey<Private>) -> Result<Vec<u8>, ErrorStack> {
+    let mut name = X509Name::builder()?;
+    name.append_entry_by_nid(Nid::COMMONNAME, sid)?;
+    let mut b = X509ReqBuilder::new()?;
+    b.set_subject_name(&name.build())?;
+    b.set_pubkey(key)?;
+    b.sign(key, MessageDigest::sha256())?;
+    b.build().to_der()
+}
+
+/// Sends a CSR to the CA; returns (certificate, root), DER.
+pub fn enroll(
+    conn: &mut FramedStream,
+    csr_der: Vec<u8>,
+) -> Result<(Vec<u8>, Vec<u8>), ClientError> {
+    conn.send(&Message::EnrollRequest { csr_der })?;
+    match conn.recv()? {
+        Message::EnrollResponse {
+            cert_der,
+            ca_cert_der,
+        } => Ok((cert_der, ca_cert_der)),
+        other => Err(ClientError::Protocol(format!(
+            "expected EnrollResponse, got {}",
+            other.name()
+        ))),
+    }
+}
+
+/// Checks that `cert` chains to `root`, is hers (her key, her SID) and is a
+/// client certificate.
+pub fn check_certificate(
+    sid: &str,
+    cert_der: &[u8],
+    root: &X509,
+    key: &PKey<Private>,
+) -> Result<X509, ClientError> {
+    let verifier = Verifier::new(root)?;
+    verifier
+        .verify(sid, cert_der, &[])
+        .map_err(|e| ClientError::BadCertificate(e.to_string()))?;
+    let cert = X509::from_der(cert_der)?;
+    if !cert.public_key()?.public_eq(key) {
+        return Err(ClientError::BadCertificate(
+            "the certificate does not certify her own public key".into(),
+        ));
+    }
+    Ok(cert)
+}
+
+/// What Blackboard said at the end of a submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The receipt id.
+    pub receipt_id: u64,
+    /// The certificate serial it was accepted under.
+    pub serial_hex: String,
+}
+
+/// Steps 3–6 on an open Blackboard connection.
+pub fn submit(
+    conn: &mut FramedStream,
+    sid: &str,
+    cert_der: &[u8],
+    key: &PKey<Private>,
+    cipher: CipherId,
+    report: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Receipt, ClientError> {
+    conn.send(&Message::SubmitHello {
+        sid: sid.to_string(),
+        cert_der: cert_der.to_vec(),
+        chain: Vec::new(),
+    })?;
+    progress("step 3: sent SID and certificate to Blackboard");
+    let (nonce, wrapped_key) = match conn.recv()? {
+        Message::SessionKey { nonce, wrapped_key } => (nonce, wrapped_key),
+        other => {
+            return Err(ClientError::Protocol(format!(
+                "expected SessionKey, got {}",
+                other.name()
+            )))
+        }
+    };
+    progress("step 4: Blackboard verified the certificate and sent a session key (RSA-OAEP)");
+    let session = crypto::unwrap_key(key, &wrapped_key)?;
+    let session: [u8; SESSION_KEY_LEN] = session
+        .try_into()
+        .map_err(|_| ClientError::Protocol("session key is not 32 bytes".into()))?;
+    let keys = SessionKeys::derive(&session, &nonce)?;
+    progress("step 5: session key decrypted with her private key");
+    let iv = crypto::random::<IV_LEN>()?;
+    let ciphertext = keys.apply_cipher(cipher, &iv, report.as_bytes())?;
+    let mac = keys.report_mac(&nonce, sid, cipher, &iv, &ciphertext)?;
+    conn.send(&Message::Report {
+        cipher,
+        iv,
+        ciphertext,
+        mac,
+    })?;
+    progress(&format!(
+        "step 6: report sent ({} + HMAC-SHA256, {} bytes)",
+        cipher.name(),
+        report.len()
+    ));
+    match conn.recv()? {
+        Message::Receipt {
+            receipt_id,
+            serial_hex,
+        } => Ok(Receipt {
+            receipt_id,
+            serial_hex,
+        }),
+        other => Err(ClientError::Protocol(format!(
+            "expected Receipt, got {}",
+            other.name()
+        ))),
+    }
+}
+
+/// Everything a run of the client needs besides the SIDs.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// CA address.
+    pub ca: String,
+    /// Blackboard address.
+    pub blackboard: String,
+    /// Where each student's files go.
+    pub out_dir: PathBuf,
+    /// Her key type.
+    pub key_type: KeyType,
+    /// The report cipher.
+    pub cipher: CipherId,
+    /// A pinned root; without it the root the CA sends is trusted on first use.
+    pub ca_cert: Option<X509>,
+    /// Always make a new key and enroll again.
+    pub renew: bool,
+    /// Admission-control secret.
+    pub admission_secret: Option<Vec<u8>>,
+    /// Timeout of every network step.
+    pub timeout: Duration,
+}
+
+/// A student's files.
+struct Files {
+    dir: PathBuf,
+}
+
+impl Files {
+    fn key(&self) -> PathBuf {
+        self.dir.join("key.pem")
+    }
+    fn cert(&self) -> PathBuf {
+        self.dir.join("cert.pem")
+    }
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+}
+
+fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), ClientError> {
+    let tmp = path.with_extension("tmp");
+    let ctx = || io_ctx(format!("writing {}", path.display()));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(ctx())?;
+    f.write_all(data).map_err(ctx())?;
+    f.sync_all().map_err(ctx())?;
+    fs::rename(&tmp, path).map_err(ctx())
+}
+
+/// Loads saved credentials if they are still good; says why not otherwise.
+fn load_saved(
+    files: &Files,
+    sid: &str,
+    pinned: Option<&X509>,
+) -> Result<(PKey<Private>, Vec<u8>), String> {
+    let read = |p: PathBuf| fs::read(&p).map_err(|e| format!("{}: {e}", p.display()));
+    let key = PKey::private_key_from_pem(&read(files.key())?)
+        .map_err(|_| "saved key.pem is not a private key".to_string())?;
+    let cert = X509::from_pem(&read(files.cert())?)
+        .map_err(|_| "saved cert.pem is not a certificate".to_string())?;
+    let root = match pinned {
+        Some(r) => r.clone(),
+        None => X509::from_pem(&read(files.ca())?)
+            .map_err(|_| "saved ca.pem is not a certificate".to_string())?,
+    };
+    let soon = Asn1Time::from_unix(crate::store::now_unix() + 60).map_err(|e| e.to_string())?;
+    if cert.not_after() <= soon {
+        return Err("saved certificate has expired or expires within a minute".into());
+    }
+    let der = cert.to_der().map_err(|e| e.to_string())?;
+    check_certificate(sid, &der, &root, &key).map_err(|e| format!("saved certificate: {e}"))?;
+    Ok((key, der))
+}
+
+/// Runs steps 1–6 for one SID, reporting each step through `progress`.
+pub fn run_student(
+    opts: &ClientOptions,
+    sid: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Receipt, ClientError> {
+    crate::sid::validate(sid).map_err(|e| ClientError::Protocol(format!("SID {sid:?}: {e}")))?;
+    let files = Files {
+        dir: opts.out_dir.join(sid),
+    };
+    let saved = if opts.renew {
+        None
+    } else {
+        match load_saved(&files, sid, opts.ca_cert.as_ref()) {
+            Ok(s) => Some(s),
+            Err(why) if files.dir.exists() => {
+                progress(&format!("not reusing saved credentials: {why}"));
+                None
+            }
+            Err(_) => None,
+        }
+    };
+    let (key, cert_der) = match saved {
+        Some((key, der)) => {
+            progress(&format!(
+                "steps 1-2: reusing her key and valid certificate from {}",
+                files.dir.display()
+            ));
+            (key, der)
+        }
+        None => {
+            let key = make_key(opts.key_type)?;
+            let csr = make_csr(sid, &key)?;
+            progress(&format!(
+                "step 1: generated her {}-bit RSA key pair and a CSR for CN={sid}",
+                key.bits()
+            ));
+            let mut conn = FramedStream::connect(&opts.ca, opts.timeout)?;
+            conn.admit(opts.admission_secret.as_deref())?;
+            let (cert_der, ca_der) = enroll(&mut conn, csr)?;
+            let sent_root = X509::from_der(&ca_der)
+                .map_err(|_| ClientError::BadCertificate("root is not DER".into()))?;
+            let root = match &opts.ca_cert {
+                Some(pinned) => {
+                    if pinned.to_der()? != ca_der {
+                        return Err(ClientError::BadCertificate(
+                            "the CA sent a root that differs from the pinned --ca-cert".into(),
+                        ));
+                    }
+                    pinned.clone()
+                }
+                None => sent_root,
+            };
+            let cert = check_certificate(sid, &cert_der, &root, &key)?;
+            let serial = cert.serial_number().to_bn()?.to_hex_str()?.to_string();
+            progress(&format!(
+                "step 2: CA issued certificate serial {serial}, valid until {}; it chains to the root{}",
+                cert.not_after(),
+                if opts.ca_cert.is_some() { " (pinned)" } else { " (not pinned: use --ca-cert)" }
+            ));
+            fs::create_dir_all(&files.dir)
+                .map_err(io_ctx(format!("creating {}", files.dir.display())))?;
+            write_file(&files.key(), &key.private_key_to_pem_pkcs8()?, 0o600)?;
+            write_file(&files.cert(), &cert.to_pem()?, 0o644)?;
+            write_file(&files.ca(), &root.to_pem()?, 0o644)?;
+            progress(&format!("SID{sid} sign finished"));
+            (key, cert_der)
+        }
+    };
+    let mut conn = FramedStream::connect(&opts.blackboard, opts.timeout)?;
+    conn.admit(opts.admission_secret.as_deref())?;
+    let report = crypto::lab_report(sid);
+    let receipt = submit(
+        &mut conn,
+        sid,
+        &cert_der,
+        &key,
+        opts.cipher,
+        &report,
+        progress,
+    )?;
+    progress(&format!(
+        "Blackboard acknowledged: receipt {} (certificate serial {})",
+        receipt.receipt_id, receipt.serial_hex
+    ));
+    Ok(receipt)
+}

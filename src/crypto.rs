@@ -1,0 +1,235 @@
+//! The submission's cryptography, shared by Blackboard and the client so
+//! both sides compute exactly the same thing. Everything here is OpenSSL
+//! except RC4 (see `rc4.rs`).
+//!
+//! From the 32-byte session key and the Blackboard nonce, HKDF-SHA256
+//! derives two independent keys, one to encrypt the report and one to MAC
+//! it. The MAC covers the nonce, the SID, the cipher, the IV and the
+//! ciphertext, each length-prefixed, so no field can be moved into another.
+
+use openssl::encrypt::{Decrypter, Encrypter};
+use openssl::error::ErrorStack;
+use openssl::hash::MessageDigest;
+use openssl::md::Md;
+use openssl::pkey::{HasPrivate, HasPublic, Id, PKey, PKeyRef};
+use openssl::pkey_ctx::{HkdfMode, PkeyCtx};
+use openssl::rsa::Padding;
+use openssl::sign::Signer;
+use openssl::symm::{Cipher, Crypter, Mode};
+
+use crate::message::{CipherId, IV_LEN, MAC_LEN, NONCE_LEN};
+use crate::rc4::Rc4;
+
+/// Length of the session key Blackboard hands out.
+pub const SESSION_KEY_LEN: usize = 32;
+
+/// Fills a fresh array from OpenSSL's CSPRNG.
+pub fn random<const N: usize>() -> Result<[u8; N], ErrorStack> {
+    let mut out = [0u8; N];
+    openssl::rand::rand_bytes(&mut out)?;
+    Ok(out)
+}
+
+/// The report the lab fixes: `This is submission from SID<sid>.\n`, ten times.
+pub fn lab_report(sid: &str) -> String {
+    format!("This is submission from SID{sid}.\n").repeat(10)
+}
+
+/// The two keys derived from one session key.
+pub struct SessionKeys {
+    enc: [u8; 32],
+    mac: [u8; 32],
+}
+
+impl std::fmt::Debug for SessionKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKeys { .. }")
+    }
+}
+
+fn hkdf(key: &[u8], salt: &[u8], info: &[u8]) -> Result<[u8; 32], ErrorStack> {
+    let mut ctx = PkeyCtx::new_id(Id::HKDF)?;
+    ctx.derive_init()?;
+    ctx.set_hkdf_mode(HkdfMode::EXTRACT_THEN_EXPAND)?;
+    ctx.set_hkdf_md(Md::sha256())?;
+    ctx.set_hkdf_key(key)?;
+    ctx.set_hkdf_salt(salt)?;
+    ctx.add_hkdf_info(info)?;
+    let mut out = [0u8; 32];
+    ctx.derive(Some(&mut out))?;
+    Ok(out)
+}
+
+impl SessionKeys {
+    /// Derives the encryption and MAC keys for one submission.
+    pub fn derive(
+        session_key: &[u8; SESSION_KEY_LEN],
+        nonce: &[u8; NONCE_LEN],
+    ) -> Result<SessionKeys, ErrorStack> {
+        Ok(SessionKeys {
+            enc: hkdf(session_key, nonce, b"certboard v1 report encryption")?,
+            mac: hkdf(session_key, nonce, b"certboard v1 report mac")?,
+        })
+    }
+
+    /// Encrypts or decrypts (the same operation for both ciphers, which are
+    /// stream ciphers) the report.
+    pub fn apply_cipher(
+        &self,
+        cipher: CipherId,
+        iv: &[u8; IV_LEN],
+        data: &[u8],
+    ) -> Result<Vec<u8>, ErrorStack> {
+        match cipher {
+            CipherId::Aes256Ctr => {
+                let mut c =
+                    Crypter::new(Cipher::aes_256_ctr(), Mode::Encrypt, &self.enc, Some(iv))?;
+                let mut out = vec![0u8; data.len() + 16];
+                let n = c.update(data, &mut out)?;
+                let m = c.finalize(&mut out[n..])?;
+                out.truncate(n + m);
+                Ok(out)
+            }
+            CipherId::Rc4 => {
+                let mut out = data.to_vec();
+                // The key is 32 bytes, always a valid RC4 key length.
+                match Rc4::new(&self.enc) {
+                    Ok(mut rc4) => {
+                        // RC4-drop[3072]: the first key-stream bytes are the
+                        // most biased.
+                        rc4.skip(3072);
+                        rc4.apply(&mut out);
+                        Ok(out)
+                    }
+                    Err(_) => Err(ErrorStack::get()),
+                }
+            }
+        }
+    }
+
+    /// The report's MAC.
+    pub fn report_mac(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        sid: &str,
+        cipher: CipherId,
+        iv: &[u8; IV_LEN],
+        ciphertext: &[u8],
+    ) -> Result<[u8; MAC_LEN], ErrorStack> {
+        let key = PKey::hmac(&self.mac)?;
+        let mut s = Signer::new(MessageDigest::sha256(), &key)?;
+        s.update(b"certboard v1 report")?;
+        for field in [
+            &nonce[..],
+            sid.as_bytes(),
+            &[cipher as u8],
+            &iv[..],
+            ciphertext,
+        ] {
+            s.update(&(field.len() as u64).to_le_bytes())?;
+            s.update(field)?;
+        }
+        let mut out = [0u8; MAC_LEN];
+        s.sign(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// Constant-time equality (OpenSSL's `CRYPTO_memcmp`); unequal lengths are
+/// unequal without looking at the bytes.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && openssl::memcmp::eq(a, b)
+}
+
+/// HMAC-SHA256(key, data) as one call.
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Result<[u8; 32], ErrorStack> {
+    let key = PKey::hmac(key)?;
+    let mut s = Signer::new(MessageDigest::sha256(), &key)?;
+    s.update(data)?;
+    let mut out = [0u8; 32];
+    s.sign(&mut out)?;
+    Ok(out)
+}
+
+/// RSA-OAEP(SHA-256) encryption of the session key to a student's key.
+pub fn wrap_key<T: HasPublic>(key: &PKeyRef<T>, session_key: &[u8]) -> Result<Vec<u8>, ErrorStack> {
+    let mut e = Encrypter::new(key)?;
+    e.set_rsa_padding(Padding::PKCS1_OAEP)?;
+    e.set_rsa_oaep_md(MessageDigest::sha256())?;
+    e.set_rsa_mgf1_md(MessageDigest::sha256())?;
+    let mut out = vec![0u8; e.encrypt_len(session_key)?];
+    let n = e.encrypt(session_key, &mut out)?;
+    out.truncate(n);
+    Ok(out)
+}
+
+/// The inverse of [`wrap_key`], with the student's private key.
+pub fn unwrap_key<T: HasPrivate>(key: &PKeyRef<T>, wrapped: &[u8]) -> Result<Vec<u8>, ErrorStack> {
+    let mut d = Decrypter::new(key)?;
+    d.set_rsa_padding(Padding::PKCS1_OAEP)?;
+    d.set_rsa_oaep_md(MessageDigest::sha256())?;
+    d.set_rsa_mgf1_md(MessageDigest::sha256())?;
+    let mut out = vec![0u8; d.decrypt_len(wrapped)?];
+    let n = d.decrypt(wrapped, &mut out)?;
+    out.truncate(n);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::rsa::Rsa;
+
+    #[test]
+    fn report_round_trips_with_both_ciphers_and_mac_binds_every_field() -> Result<(), ErrorStack> {
+        let session: [u8; 32] = random()?;
+        let nonce: [u8; 32] = random()?;
+        let iv: [u8; 16] = random()?;
+        let keys = SessionKeys::derive(&session, &nonce)?;
+        let report = lab_report("42");
+        for cipher in [CipherId::Aes256Ctr, CipherId::Rc4] {
+            let ct = keys.apply_cipher(cipher, &iv, report.as_bytes())?;
+            assert_ne!(ct, report.as_bytes());
+            assert_eq!(keys.apply_cipher(cipher, &iv, &ct)?, report.as_bytes());
+            let mac = keys.report_mac(&nonce, "42", cipher, &iv, &ct)?;
+            assert_ne!(mac, keys.report_mac(&nonce, "43", cipher, &iv, &ct)?);
+            let mut other_nonce = nonce;
+            other_nonce[0] ^= 1;
+            assert_ne!(mac, keys.report_mac(&other_nonce, "42", cipher, &iv, &ct)?);
+            let mut flipped = ct.clone();
+            flipped[3] ^= 0x10;
+            assert_ne!(mac, keys.report_mac(&nonce, "42", cipher, &iv, &flipped)?);
+        }
+        // Different nonces give different keys for the same session key.
+        let other = SessionKeys::derive(&session, &[0u8; 32])?;
+        assert_ne!(other.enc, keys.enc);
+        assert_ne!(keys.enc, keys.mac);
+        Ok(())
+    }
+
+    #[test]
+    fn oaep_wrap_unwrap() -> Result<(), ErrorStack> {
+        let key = PKey::from_rsa(Rsa::generate(2048)?)?;
+        let session: [u8; 32] = random()?;
+        let wrapped = wrap_key(&key, &session)?;
+        assert_eq!(wrapped.len(), 256);
+        assert_eq!(unwrap_key(&key, &wrapped)?, session);
+        let other = PKey::from_rsa(Rsa::generate(2048)?)?;
+        assert!(unwrap_key(&other, &wrapped).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn ct_eq_compares() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn lab_report_is_ten_lines() {
+        let r = lab_report("1155000001");
+        assert_eq!(r.lines().count(), 10);
+        assert!(r.starts_with("This is submission from SID1155000001.\n"));
+    }
+}

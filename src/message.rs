@@ -1,0 +1,526 @@
+//! certboard's own protocol messages, one per frame payload.
+//!
+//! Every payload starts with a one-byte message type, then the fields in
+//! order: integers little-endian, variable-length byte strings with a
+//! `u32` length, text with a `u16` length (UTF-8). Decoding is strict: an
+//! unknown type, a short field, an oversized length or a trailing byte is an
+//! error. PROTOCOL.md is the normative description; keep the two in step.
+//!
+//! No type byte is a printable ASCII character, so a legacy client's
+//! one-character command frames (`1`, `2`, `q`, `Q`) can never be mistaken
+//! for one of ours.
+
+use std::fmt;
+
+use byteorder::{ByteOrder, LittleEndian};
+
+/// Length of the admission challenge and of the Blackboard nonce.
+pub const NONCE_LEN: usize = 32;
+/// Length of an HMAC-SHA256 tag.
+pub const MAC_LEN: usize = 32;
+/// Length of the AES-CTR initial counter block.
+pub const IV_LEN: usize = 16;
+
+/// Message type bytes.
+mod tag {
+    pub(super) const ADMISSION_CHALLENGE: u8 = 0x01;
+    pub(super) const ADMISSION_RESPONSE: u8 = 0x02;
+    pub(super) const ENROLL_REQUEST: u8 = 0x10;
+    pub(super) const ENROLL_RESPONSE: u8 = 0x11;
+    pub(super) const SUBMIT_HELLO: u8 = 0x20;
+    pub(super) const SESSION_KEY: u8 = 0x21;
+    pub(super) const REPORT: u8 = 0x22;
+    pub(super) const RECEIPT: u8 = 0x23;
+    pub(super) const ERROR: u8 = 0x7f;
+}
+
+/// The cipher a report is encrypted with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CipherId {
+    /// AES-256 in counter mode (the default).
+    Aes256Ctr = 1,
+    /// RC4, kept because the lab asks for it; never the default.
+    Rc4 = 2,
+}
+
+impl CipherId {
+    fn from_byte(b: u8) -> Result<Self, DecodeError> {
+        match b {
+            1 => Ok(CipherId::Aes256Ctr),
+            2 => Ok(CipherId::Rc4),
+            other => Err(DecodeError::UnknownCipher(other)),
+        }
+    }
+
+    /// The name used on the command line and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            CipherId::Aes256Ctr => "aes-256-ctr",
+            CipherId::Rc4 => "rc4",
+        }
+    }
+}
+
+/// Error codes carried by [`Message::Error`]; PROTOCOL.md lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The bytes were not a valid message.
+    Malformed = 1,
+    /// A valid message that the exchange does not allow at this point.
+    UnexpectedMessage = 2,
+    /// The CSR was refused (bad signature, bad SID, unsupported key).
+    BadRequest = 3,
+    /// The certificate was refused.
+    BadCertificate = 4,
+    /// The report's MAC did not verify.
+    BadMac = 5,
+    /// A limit was exceeded (size, count, time, connections).
+    Limit = 6,
+    /// The admission response was wrong or missing.
+    AdmissionRefused = 7,
+    /// Something failed on the server's side.
+    Internal = 8,
+    /// The first frame was a legacy command but legacy mode is off.
+    LegacyDisabled = 9,
+}
+
+impl ErrorCode {
+    fn from_u16(v: u16) -> Self {
+        match v {
+            1 => ErrorCode::Malformed,
+            2 => ErrorCode::UnexpectedMessage,
+            3 => ErrorCode::BadRequest,
+            4 => ErrorCode::BadCertificate,
+            5 => ErrorCode::BadMac,
+            6 => ErrorCode::Limit,
+            7 => ErrorCode::AdmissionRefused,
+            9 => ErrorCode::LegacyDisabled,
+            _ => ErrorCode::Internal,
+        }
+    }
+}
+
+/// A decoded certboard message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// S→C, first frame on every connection when admission control is on.
+    AdmissionChallenge {
+        /// Fresh random bytes.
+        challenge: [u8; NONCE_LEN],
+    },
+    /// C→S, HMAC-SHA256(shared secret, challenge).
+    AdmissionResponse {
+        /// The client's tag.
+        mac: [u8; MAC_LEN],
+    },
+    /// C→S to the CA: a PKCS#10 CSR, DER.
+    EnrollRequest {
+        /// The CSR.
+        csr_der: Vec<u8>,
+    },
+    /// S→C from the CA: the issued certificate and the root, DER.
+    EnrollResponse {
+        /// The student's certificate.
+        cert_der: Vec<u8>,
+        /// The CA root certificate.
+        ca_cert_der: Vec<u8>,
+    },
+    /// C→S to Blackboard: who she is and her certificate.
+    SubmitHello {
+        /// The student id.
+        sid: String,
+        /// Her certificate, DER.
+        cert_der: Vec<u8>,
+        /// Intermediate certificates, DER (normally none: CUHK issues
+        /// students directly, and Blackboard refuses any chain longer).
+        chain: Vec<Vec<u8>>,
+    },
+    /// S→C from Blackboard: the session key under RSA-OAEP, and a nonce.
+    SessionKey {
+        /// Fresh nonce bound into the key derivation and the MAC.
+        nonce: [u8; NONCE_LEN],
+        /// RSA-OAEP(SHA-256) encryption of the 32-byte session key.
+        wrapped_key: Vec<u8>,
+    },
+    /// C→S to Blackboard: the encrypted, MAC'd report.
+    Report {
+        /// The cipher used.
+        cipher: CipherId,
+        /// AES-CTR initial counter block (ignored, but MAC'd, for RC4).
+        iv: [u8; IV_LEN],
+        /// The encrypted report.
+        ciphertext: Vec<u8>,
+        /// HMAC-SHA256 over the exchange (see `crypto::report_mac`).
+        mac: [u8; MAC_LEN],
+    },
+    /// S→C from Blackboard: the report is durably stored.
+    Receipt {
+        /// The store's receipt id.
+        receipt_id: u64,
+        /// Serial of the certificate the report was accepted under.
+        serial_hex: String,
+    },
+    /// Either way: a refusal with a reason; the sender closes after it.
+    Error {
+        /// A machine-readable code.
+        code: ErrorCode,
+        /// A reason for a person.
+        reason: String,
+    },
+}
+
+/// Why a payload is not a valid message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The payload is empty.
+    Empty,
+    /// The type byte is not one we know.
+    UnknownType(u8),
+    /// A field runs past the end of the payload.
+    Truncated(&'static str),
+    /// Bytes remain after the last field.
+    TrailingBytes(usize),
+    /// A text field is not UTF-8.
+    BadUtf8(&'static str),
+    /// The cipher byte is not one we know.
+    UnknownCipher(u8),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Empty => write!(f, "empty message"),
+            DecodeError::UnknownType(t) => write!(f, "unknown message type 0x{t:02x}"),
+            DecodeError::Truncated(field) => write!(f, "message truncated in field `{field}`"),
+            DecodeError::TrailingBytes(n) => write!(f, "{n} unexpected bytes after the message"),
+            DecodeError::BadUtf8(field) => write!(f, "field `{field}` is not valid UTF-8"),
+            DecodeError::UnknownCipher(c) => write!(f, "unknown cipher id {c}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// A borrowing cursor over a payload; every read names its field so that a
+/// truncation error says where.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
+        if self.rest.len() < n {
+            return Err(DecodeError::Truncated(field));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.take(1, field)?[0])
+    }
+
+    fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
+        Ok(LittleEndian::read_u16(self.take(2, field)?))
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
+        Ok(LittleEndian::read_u64(self.take(8, field)?))
+    }
+
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, field)?);
+        Ok(out)
+    }
+
+    fn bytes(&mut self, field: &'static str) -> Result<Vec<u8>, DecodeError> {
+        let len = LittleEndian::read_u32(self.take(4, field)?);
+        // A length larger than what is left is refused before any allocation.
+        let len = usize::try_from(len).map_err(|_| DecodeError::Truncated(field))?;
+        Ok(self.take(len, field)?.to_vec())
+    }
+
+    fn text(&mut self, field: &'static str) -> Result<String, DecodeError> {
+        let len = usize::from(self.u16(field)?);
+        let raw = self.take(len, field)?;
+        String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::BadUtf8(field))
+    }
+
+    fn finish(self) -> Result<(), DecodeError> {
+        match self.rest.len() {
+            0 => Ok(()),
+            n => Err(DecodeError::TrailingBytes(n)),
+        }
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    let len = u32::try_from(b.len()).unwrap_or(u32::MAX); // ok: frames are capped far below 4 GiB
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn put_text(out: &mut Vec<u8>, s: &str) {
+    // Text fields are short by construction; cut at a char boundary rather
+    // than emit a length that disagrees with the bytes.
+    let mut end = s.len().min(usize::from(u16::MAX));
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.extend_from_slice(&(end as u16).to_le_bytes());
+    out.extend_from_slice(&s.as_bytes()[..end]);
+}
+
+impl Message {
+    /// Encodes the message as a frame payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Message::AdmissionChallenge { challenge } => {
+                out.push(tag::ADMISSION_CHALLENGE);
+                out.extend_from_slice(challenge);
+            }
+            Message::AdmissionResponse { mac } => {
+                out.push(tag::ADMISSION_RESPONSE);
+                out.extend_from_slice(mac);
+            }
+            Message::EnrollRequest { csr_der } => {
+                out.push(tag::ENROLL_REQUEST);
+                put_bytes(&mut out, csr_der);
+            }
+            Message::EnrollResponse {
+                cert_der,
+                ca_cert_der,
+            } => {
+                out.push(tag::ENROLL_RESPONSE);
+                put_bytes(&mut out, cert_der);
+                put_bytes(&mut out, ca_cert_der);
+            }
+            Message::SubmitHello {
+                sid,
+                cert_der,
+                chain,
+            } => {
+                out.push(tag::SUBMIT_HELLO);
+                put_text(&mut out, sid);
+                put_bytes(&mut out, cert_der);
+                out.push(u8::try_from(chain.len()).unwrap_or(u8::MAX)); // ok: senders send at most a few
+                for c in chain.iter().take(usize::from(u8::MAX)) {
+                    put_bytes(&mut out, c);
+                }
+            }
+            Message::SessionKey { nonce, wrapped_key } => {
+                out.push(tag::SESSION_KEY);
+                out.extend_from_slice(nonce);
+                put_bytes(&mut out, wrapped_key);
+            }
+            Message::Report {
+                cipher,
+                iv,
+                ciphertext,
+                mac,
+            } => {
+                out.push(tag::REPORT);
+                out.push(*cipher as u8);
+                out.extend_from_slice(iv);
+                put_bytes(&mut out, ciphertext);
+                out.extend_from_slice(mac);
+            }
+            Message::Receipt {
+                receipt_id,
+                serial_hex,
+            } => {
+                out.push(tag::RECEIPT);
+                out.extend_from_slice(&receipt_id.to_le_bytes());
+                put_text(&mut out, serial_hex);
+            }
+            Message::Error { code, reason } => {
+                out.push(tag::ERROR);
+                out.extend_from_slice(&(*code as u16).to_le_bytes());
+                put_text(&mut out, reason);
+            }
+        }
+        out
+    }
+
+    /// Decodes one frame payload.
+    pub fn decode(payload: &[u8]) -> Result<Message, DecodeError> {
+        let (&t, rest) = payload.split_first().ok_or(DecodeError::Empty)?;
+        let mut r = Reader { rest };
+        let msg = match t {
+            tag::ADMISSION_CHALLENGE => Message::AdmissionChallenge {
+                challenge: r.array("challenge")?,
+            },
+            tag::ADMISSION_RESPONSE => Message::AdmissionResponse {
+                mac: r.array("mac")?,
+            },
+            tag::ENROLL_REQUEST => Message::EnrollRequest {
+                csr_der: r.bytes("csr")?,
+            },
+            tag::ENROLL_RESPONSE => Message::EnrollResponse {
+                cert_der: r.bytes("cert")?,
+                ca_cert_der: r.bytes("ca_cert")?,
+            },
+            tag::SUBMIT_HELLO => {
+                let sid = r.text("sid")?;
+                let cert_der = r.bytes("cert")?;
+                let count = r.u8("chain_count")?;
+                let chain = (0..count)
+                    .map(|_| r.bytes("chain"))
+                    .collect::<Result<_, _>>()?;
+                Message::SubmitHello {
+                    sid,
+                    cert_der,
+                    chain,
+                }
+            }
+            tag::SESSION_KEY => Message::SessionKey {
+                nonce: r.array("nonce")?,
+                wrapped_key: r.bytes("wrapped_key")?,
+            },
+            tag::REPORT => Message::Report {
+                cipher: CipherId::from_byte(r.u8("cipher")?)?,
+                iv: r.array("iv")?,
+                ciphertext: r.bytes("ciphertext")?,
+                mac: r.array("mac")?,
+            },
+            tag::RECEIPT => Message::Receipt {
+                receipt_id: r.u64("receipt_id")?,
+                serial_hex: r.text("serial")?,
+            },
+            tag::ERROR => Message::Error {
+                code: ErrorCode::from_u16(r.u16("code")?),
+                reason: r.text("reason")?,
+            },
+            other => return Err(DecodeError::UnknownType(other)),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::AdmissionChallenge { .. } => "AdmissionChallenge",
+            Message::AdmissionResponse { .. } => "AdmissionResponse",
+            Message::EnrollRequest { .. } => "EnrollRequest",
+            Message::EnrollResponse { .. } => "EnrollResponse",
+            Message::SubmitHello { .. } => "SubmitHello",
+            Message::SessionKey { .. } => "SessionKey",
+            Message::Report { .. } => "Report",
+            Message::Receipt { .. } => "Receipt",
+            Message::Error { .. } => "Error",
+        }
+    }
+
+    /// An error message.
+    pub fn error(code: ErrorCode, reason: impl Into<String>) -> Message {
+        Message::Error {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_message() -> impl Strategy<Value = Message> {
+        let bytes = || proptest::collection::vec(any::<u8>(), 0..300);
+        prop_oneof![
+            any::<[u8; 32]>().prop_map(|challenge| Message::AdmissionChallenge { challenge }),
+            any::<[u8; 32]>().prop_map(|mac| Message::AdmissionResponse { mac }),
+            bytes().prop_map(|csr_der| Message::EnrollRequest { csr_der }),
+            (bytes(), bytes()).prop_map(|(cert_der, ca_cert_der)| Message::EnrollResponse {
+                cert_der,
+                ca_cert_der
+            }),
+            (".{0,40}", bytes(), proptest::collection::vec(bytes(), 0..3)).prop_map(
+                |(sid, cert_der, chain)| Message::SubmitHello {
+                    sid,
+                    cert_der,
+                    chain
+                }
+            ),
+            (any::<[u8; 32]>(), bytes())
+                .prop_map(|(nonce, wrapped_key)| Message::SessionKey { nonce, wrapped_key }),
+            (
+                prop_oneof![Just(CipherId::Aes256Ctr), Just(CipherId::Rc4)],
+                any::<[u8; 16]>(),
+                bytes(),
+                any::<[u8; 32]>()
+            )
+                .prop_map(|(cipher, iv, ciphertext, mac)| Message::Report {
+                    cipher,
+                    iv,
+                    ciphertext,
+                    mac
+                }),
+            (any::<u64>(), "[0-9A-F]{0,40}").prop_map(|(receipt_id, serial_hex)| {
+                Message::Receipt {
+                    receipt_id,
+                    serial_hex,
+                }
+            }),
+            (
+                prop_oneof![
+                    Just(ErrorCode::Malformed),
+                    Just(ErrorCode::BadMac),
+                    Just(ErrorCode::Limit),
+                    Just(ErrorCode::LegacyDisabled)
+                ],
+                ".{0,80}"
+            )
+                .prop_map(|(code, reason)| Message::Error { code, reason }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trips(msg in arb_message()) {
+            prop_assert_eq!(Message::decode(&msg.encode()), Ok(msg));
+        }
+
+        #[test]
+        fn decode_never_panics(payload in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Message::decode(&payload);
+        }
+
+        #[test]
+        fn every_strict_prefix_is_refused(msg in arb_message()) {
+            let wire = msg.encode();
+            for cut in 0..wire.len() {
+                prop_assert!(Message::decode(&wire[..cut]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_trailing_bytes() {
+        let mut wire = Message::EnrollRequest { csr_der: vec![1] }.encode();
+        wire.push(0);
+        assert_eq!(Message::decode(&wire), Err(DecodeError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn refuses_oversized_inner_length() {
+        let wire = [tag::ENROLL_REQUEST, 0xff, 0xff, 0xff, 0x7f, 1, 2];
+        assert_eq!(Message::decode(&wire), Err(DecodeError::Truncated("csr")));
+    }
+
+    #[test]
+    fn legacy_commands_are_not_our_messages() {
+        for cmd in [b"1", b"2", b"q", b"Q"] {
+            assert!(matches!(
+                Message::decode(cmd),
+                Err(DecodeError::UnknownType(_))
+            ));
+        }
+    }
+}

@@ -1,0 +1,643 @@
+//! The event loop: one thread, one `mio::Poll`, the listeners and a
+//! token → connection map, like the original Python `select` loop — except
+//! that nothing here ever blocks on a socket. Partial frames are buffered,
+//! replies are queued and flushed when the socket is writable, and every
+//! connection runs under limits (bytes, messages, an idle timeout and a
+//! deadline for the whole exchange), so no client can stall another.
+//!
+//! Acknowledgments that promise durability (a certificate, a receipt) are
+//! held back: every record made ready in one turn of the loop is committed
+//! in one transaction, and only then are their frames released.
+//!
+//! Sockets live here and nowhere else.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::framing::{self, Decoder};
+use crate::message::ErrorCode;
+use crate::service::{self, Output, ServiceKind, Session, Shared};
+use crate::store::Record;
+
+/// Per-connection and per-listener limits. Every one is a flag of the server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest frame payload accepted.
+    pub max_frame: usize,
+    /// Most bytes one connection may send in all.
+    pub max_conn_bytes: u64,
+    /// Most frames one connection may send.
+    pub max_messages: u32,
+    /// Most concurrent connections per listener.
+    pub max_connections: usize,
+    /// Longest time a connection may wait between two whole frames (and
+    /// before its first); a slowloris trickle is cut off here.
+    pub idle_timeout: Duration,
+    /// Longest a connection may live, start to end.
+    pub exchange_deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: framing::DEFAULT_MAX_FRAME,
+            max_conn_bytes: 4 << 20,
+            max_messages: 32,
+            max_connections: 10_000,
+            idle_timeout: Duration::from_secs(10),
+            exchange_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+const SIGNAL_TOKEN: Token = Token(usize::MAX);
+/// Listener tokens are 0..LISTENER_TOKENS; connection tokens follow.
+const LISTENER_TOKENS: usize = 16;
+/// How often deadlines are checked.
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+/// Pause before accepting again after running out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+struct ListenerSlot {
+    kind: ServiceKind,
+    socket: TcpListener,
+    active: usize,
+    paused_until: Option<Instant>,
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading frames and answering them.
+    Open,
+    /// A reply is held until the turn's batch is committed.
+    Committing,
+    /// Flushing the last frames, then closing; nothing more is read.
+    Closing,
+}
+
+struct Connection {
+    stream: TcpStream,
+    peer: String,
+    listener: usize,
+    decoder: Decoder,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+    /// Frames waiting on the group commit.
+    held: Vec<u8>,
+    /// Close once the held frames are out (the state machine asked so).
+    close_after_held: bool,
+    session: Session,
+    phase: Phase,
+    /// The peer has closed its sending side.
+    eof: bool,
+    started: Instant,
+    last_frame: Instant,
+    bytes_in: u64,
+    messages: u32,
+    interest: Interest,
+}
+
+/// The single-threaded server loop.
+pub struct Reactor {
+    poll: Poll,
+    listeners: Vec<ListenerSlot>,
+    conns: HashMap<Token, Connection>,
+    next_token: usize,
+    shared: Shared,
+    limits: Limits,
+    /// Records made ready this turn, with the connection awaiting each.
+    pending: Vec<(Token, Record)>,
+    signals: Option<Signals>,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reactor")
+            .field("listeners", &self.listeners.len())
+            .field("connections", &self.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+fn interrupted(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Interrupted
+}
+
+/// Binds a listening socket; with `reuse_port` several reactors can bind the
+/// same address and the kernel spreads connections among them.
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+impl Reactor {
+    /// A reactor serving `listeners` (already bound, non-blocking).
+    /// `handle_signals` makes SIGINT/SIGTERM stop it cleanly.
+    pub fn new(
+        listeners: Vec<(ServiceKind, std::net::TcpListener)>,
+        shared: Shared,
+        limits: Limits,
+        handle_signals: bool,
+    ) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let mut slots = Vec::new();
+        for (i, (kind, l)) in listeners.into_iter().enumerate().take(LISTENER_TOKENS) {
+            l.set_nonblocking(true)?;
+            let mut socket = TcpListener::from_std(l);
+            poll.registry()
+                .register(&mut socket, Token(i), Interest::READABLE)?;
+            slots.push(ListenerSlot {
+                kind,
+                socket,
+                active: 0,
+                paused_until: None,
+            });
+        }
+        let signals = if handle_signals {
+            let mut s = Signals::new([SIGINT, SIGTERM])?;
+            poll.registry()
+                .register(&mut s, SIGNAL_TOKEN, Interest::READABLE)?;
+            Some(s)
+        } else {
+            None
+        };
+        Ok(Reactor {
+            poll,
+            listeners: slots,
+            conns: HashMap::new(),
+            next_token: LISTENER_TOKENS,
+            shared,
+            limits,
+            pending: Vec::new(),
+            signals,
+            scratch: vec![0u8; 64 * 1024],
+        })
+    }
+
+    /// The bound address of each listener, in order.
+    pub fn local_addrs(&self) -> io::Result<Vec<(ServiceKind, SocketAddr)>> {
+        self.listeners
+            .iter()
+            .map(|l| Ok((l.kind, l.socket.local_addr()?)))
+            .collect()
+    }
+
+    /// Runs until SIGINT or SIGTERM (when handled), then closes everything.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        loop {
+            let timeout = next_sweep.saturating_duration_since(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if interrupted(&e) {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    SIGNAL_TOKEN => {
+                        if self.stop_requested() {
+                            self.shutdown();
+                            return Ok(());
+                        }
+                    }
+                    Token(i) if i < LISTENER_TOKENS => self.accept(i),
+                    token => self.on_conn_event(token),
+                }
+            }
+            self.commit_pending();
+            if Instant::now() >= next_sweep {
+                self.sweep();
+                next_sweep = Instant::now() + SWEEP_EVERY;
+            }
+        }
+    }
+
+    fn stop_requested(&mut self) -> bool {
+        let Some(signals) = &mut self.signals else {
+            return false;
+        };
+        let mut stop = false;
+        for sig in signals.pending() {
+            info!(
+                "received {}, shutting down",
+                if sig == SIGINT { "SIGINT" } else { "SIGTERM" }
+            );
+            stop = true;
+        }
+        stop
+    }
+
+    fn shutdown(&mut self) {
+        // Anything already computed is committed and sent before leaving.
+        self.commit_pending();
+        let tokens: Vec<Token> = self.conns.keys().copied().collect();
+        for t in tokens {
+            if let Some(c) = self.conns.get_mut(&t) {
+                let _ = flush(c);
+            }
+            self.close(t, "server shutting down");
+        }
+        info!("stopped");
+    }
+
+    fn accept(&mut self, idx: usize) {
+        loop {
+            let Some(slot) = self.listeners.get_mut(idx) else {
+                return;
+            };
+            if slot.paused_until.is_some_and(|t| Instant::now() < t) {
+                return;
+            }
+            slot.paused_until = None;
+            let (mut stream, addr) = match slot.socket.accept() {
+                Ok(x) => x,
+                Err(e) if would_block(&e) => return,
+                Err(e) if interrupted(&e) => continue,
+                Err(e) => {
+                    // EMFILE and friends: stop accepting for a moment instead
+                    // of spinning; the sweep retries.
+                    warn!("{} listener: accept failed: {e}", slot.kind.name());
+                    slot.paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return;
+                }
+            };
+            let kind = slot.kind;
+            if slot.active >= self.limits.max_connections {
+                warn!(
+                    "{addr}: refused: {} listener is at its limit of {} connections",
+                    kind.name(),
+                    self.limits.max_connections
+                );
+                let mut out = Vec::new();
+                let msg = crate::message::Message::error(
+                    ErrorCode::Limit,
+                    "server busy: too many connections, try again later",
+                );
+                framing::encode(&msg.encode(), &mut out);
+                // One best-effort write; the socket is new, so its buffer
+                // is empty and this small frame fits.
+                let _ = stream.write(&out);
+                continue;
+            }
+            slot.active += 1;
+            let token = Token(self.next_token);
+            self.next_token += 1;
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE)
+            {
+                error!("{addr}: cannot register: {e}");
+                slot.active -= 1;
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let now = Instant::now();
+            let (session, out) = Session::start(kind, &self.shared);
+            let peer = format!("{}:{addr}", kind.name());
+            debug!("{peer}: connected");
+            let conn = Connection {
+                stream,
+                peer,
+                listener: idx,
+                decoder: Decoder::new(self.limits.max_frame),
+                inbuf: Vec::new(),
+                outbuf: Vec::new(),
+                held: Vec::new(),
+                close_after_held: false,
+                session,
+                phase: Phase::Open,
+                eof: false,
+                started: now,
+                last_frame: now,
+                bytes_in: 0,
+                messages: 0,
+                interest: Interest::READABLE,
+            };
+            self.conns.insert(token, conn);
+            self.apply(token, out);
+            self.after_io(token);
+        }
+    }
+
+    fn on_conn_event(&mut self, token: Token) {
+        // Events for a token already closed are stale: ignore them.
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if let Err(e) = flush(conn) {
+            let reason = format!("write failed: {e}");
+            self.close(token, &reason);
+            return;
+        }
+        if let Err(reason) = read_all(conn, &mut self.scratch, &self.limits) {
+            self.refuse(token, ErrorCode::Limit, &reason);
+            self.after_io(token);
+            return;
+        }
+        self.process_input(token);
+        self.after_io(token);
+    }
+
+    /// Decodes and handles every whole frame buffered, while the connection
+    /// is open to new frames.
+    fn process_input(&mut self, token: Token) {
+        loop {
+            let Some(conn) = self.conns.get_mut(&token) else {
+                return;
+            };
+            if conn.phase != Phase::Open {
+                return;
+            }
+            let frame = match conn.decoder.decode(&mut conn.inbuf) {
+                Ok(Some(f)) => f,
+                Ok(None) => return,
+                Err(e) => {
+                    let reason = format!("bad frame: {e}");
+                    self.refuse(token, ErrorCode::Malformed, &reason);
+                    return;
+                }
+            };
+            conn.messages += 1;
+            conn.last_frame = Instant::now();
+            if conn.messages > self.limits.max_messages {
+                let reason = format!(
+                    "more than {} messages on one connection",
+                    self.limits.max_messages
+                );
+                self.refuse(token, ErrorCode::Limit, &reason);
+                return;
+            }
+            let session = std::mem::replace(&mut conn.session, Session::Done);
+            let (next, out) = session.on_frame(&frame, &mut self.shared, &conn.peer);
+            conn.session = next;
+            self.apply(token, out);
+        }
+    }
+
+    /// Carries out a state machine's output.
+    fn apply(&mut self, token: Token, out: Output) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let mut frames = Vec::new();
+        for payload in &out.send {
+            framing::encode(payload, &mut frames);
+        }
+        match out.persist {
+            Some(record) => {
+                conn.held.extend_from_slice(&frames);
+                conn.close_after_held = out.close;
+                conn.phase = Phase::Committing;
+                self.pending.push((token, record));
+            }
+            None => {
+                conn.outbuf.extend_from_slice(&frames);
+                if out.close {
+                    conn.phase = Phase::Closing;
+                }
+            }
+        }
+    }
+
+    /// Commits the turn's records in one transaction, then releases the
+    /// replies that waited on it.
+    fn commit_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let batch: Vec<Record> = pending.iter().map(|(_, r)| r.clone()).collect();
+        let result = self.shared.store.commit(&batch);
+        match &result {
+            Ok(()) => {
+                debug!("committed {} record(s)", batch.len());
+                service::announce(&batch);
+            }
+            Err(e) => error!("commit of {} record(s) failed: {e}", batch.len()),
+        }
+        for (token, _) in pending {
+            let Some(conn) = self.conns.get_mut(&token) else {
+                continue;
+            };
+            let held = std::mem::take(&mut conn.held);
+            if result.is_ok() {
+                conn.outbuf.extend_from_slice(&held);
+                conn.phase = if conn.close_after_held {
+                    Phase::Closing
+                } else {
+                    Phase::Open
+                };
+            } else {
+                let msg = crate::message::Message::error(
+                    ErrorCode::Internal,
+                    "internal error: could not record the result; nothing was acknowledged",
+                );
+                framing::encode(&msg.encode(), &mut conn.outbuf);
+                conn.phase = Phase::Closing;
+            }
+            // Frames that arrived meanwhile are handled now.
+            self.process_input(token);
+            self.after_io(token);
+        }
+    }
+
+    /// Queues an error frame and closes after it.
+    fn refuse(&mut self, token: Token, code: ErrorCode, reason: &str) {
+        if let Some(conn) = self.conns.get_mut(&token) {
+            warn!("{}: {reason}", conn.peer);
+            let msg = crate::message::Message::error(code, reason);
+            if matches!(conn.session, Session::Legacy(_)) {
+                // The original client reads text frames; keep it UTF-8.
+                framing::encode(format!("error: {reason}").as_bytes(), &mut conn.outbuf);
+            } else {
+                framing::encode(&msg.encode(), &mut conn.outbuf);
+            }
+            conn.phase = Phase::Closing;
+            conn.held.clear();
+        }
+    }
+
+    /// After reading or queueing: flush, close when finished, and set the
+    /// interest to match what the connection is waiting for.
+    fn after_io(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if let Err(e) = flush(conn) {
+            let reason = format!("write failed: {e}");
+            self.close(token, &reason);
+            return;
+        }
+        let drained = conn.outbuf.is_empty();
+        match conn.phase {
+            Phase::Closing if drained => {
+                self.close(token, "exchange finished");
+                return;
+            }
+            Phase::Open if conn.eof && drained => {
+                self.close(token, "peer closed the connection");
+                return;
+            }
+            _ => {}
+        }
+        let wanted = if drained {
+            Interest::READABLE
+        } else {
+            Interest::READABLE | Interest::WRITABLE
+        };
+        if wanted != conn.interest {
+            if let Err(e) = self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, token, wanted)
+            {
+                let reason = format!("reregister failed: {e}");
+                self.close(token, &reason);
+                return;
+            }
+            conn.interest = wanted;
+        }
+    }
+
+    fn close(&mut self, token: Token, why: &str) {
+        if let Some(mut conn) = self.conns.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            if let Some(slot) = self.listeners.get_mut(conn.listener) {
+                slot.active = slot.active.saturating_sub(1);
+            }
+            debug!("{}: closed ({why})", conn.peer);
+        }
+    }
+
+    /// Enforces the idle timeout and the exchange deadline, and retries
+    /// paused listeners.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        for (token, c) in &self.conns {
+            if c.phase == Phase::Committing {
+                continue;
+            }
+            if now.duration_since(c.started) >= self.limits.exchange_deadline {
+                expired.push((*token, "exchange deadline"));
+            } else if now.duration_since(c.last_frame) >= self.limits.idle_timeout {
+                expired.push((*token, "idle timeout"));
+            }
+        }
+        for (token, what) in expired {
+            let Some(conn) = self.conns.get(&token) else {
+                continue;
+            };
+            if conn.phase == Phase::Closing || conn.session.is_done() {
+                // It had its answer; the peer is just slow to read or leave.
+                self.close(token, what);
+                continue;
+            }
+            let limit = match what {
+                "idle timeout" => self.limits.idle_timeout,
+                _ => self.limits.exchange_deadline,
+            };
+            let reason = format!("{what} of {} s reached", limit.as_secs_f32());
+            self.refuse(token, ErrorCode::Limit, &reason);
+            // One try to send the reason, then close regardless: a peer that
+            // is not reading must not hold the slot.
+            if let Some(conn) = self.conns.get_mut(&token) {
+                let _ = flush(conn);
+            }
+            self.close(token, what);
+        }
+        for i in 0..self.listeners.len() {
+            if self.listeners[i].paused_until.is_some() {
+                self.accept(i);
+            }
+        }
+    }
+}
+
+/// Reads until the socket would block, the peer closes, or a limit is hit.
+fn read_all(conn: &mut Connection, scratch: &mut [u8], limits: &Limits) -> Result<(), String> {
+    if conn.phase == Phase::Closing || conn.eof {
+        // Nothing more will be handled; discard without buffering.
+        loop {
+            match conn.stream.read(scratch) {
+                Ok(0) => {
+                    conn.eof = true;
+                    return Ok(());
+                }
+                Ok(_) => continue,
+                Err(e) if interrupted(&e) => continue,
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+    loop {
+        match conn.stream.read(scratch) {
+            Ok(0) => {
+                conn.eof = true;
+                return Ok(());
+            }
+            Ok(n) => {
+                conn.bytes_in += n as u64;
+                if conn.bytes_in > limits.max_conn_bytes {
+                    return Err(format!(
+                        "connection sent more than {} bytes",
+                        limits.max_conn_bytes
+                    ));
+                }
+                conn.inbuf.extend_from_slice(&scratch[..n]);
+            }
+            Err(e) if would_block(&e) => return Ok(()),
+            Err(e) if interrupted(&e) => continue,
+            Err(e) => {
+                // Reset by peer and the like: treat as a close.
+                debug!("{}: read error: {e}", conn.peer);
+                conn.eof = true;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Writes as much of the output buffer as the socket takes.
+fn flush(conn: &mut Connection) -> io::Result<()> {
+    let mut written = 0;
+    while written < conn.outbuf.len() {
+        match conn.stream.write(&conn.outbuf[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if would_block(&e) => break,
+            Err(e) if interrupted(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    conn.outbuf.drain(..written);
+    if conn.outbuf.is_empty() && conn.outbuf.capacity() > 4096 {
+        conn.outbuf = Vec::new();
+    }
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! Assembles a running server from its configuration: the CA and the
+//! verifier, the store, the listeners and one reactor per thread.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use log::{info, warn};
+use openssl::x509::X509;
+
+use crate::ca::{self, CaError, CaKeyType, CertificateAuthority, RootOrigin};
+use crate::config::{self, SecretError};
+use crate::reactor::{self, Limits, Reactor};
+use crate::service::{ServiceKind, Shared};
+use crate::store::{SqliteStore, StoreError};
+use crate::verify::Verifier;
+
+/// Which services this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Both the CA and Blackboard.
+    All,
+    /// The CA only.
+    Ca,
+    /// Blackboard only (needs the root certificate).
+    Blackboard,
+}
+
+/// Everything the server is started with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// CA listen address.
+    pub ca_listen: SocketAddr,
+    /// Blackboard listen address.
+    pub blackboard_listen: SocketAddr,
+    /// Which services to run.
+    pub role: Role,
+    /// Where the root key and certificate live.
+    pub keys_dir: PathBuf,
+    /// Where the database lives.
+    pub data_dir: PathBuf,
+    /// Passphrase file (else the environment, else a prompt).
+    pub passphrase_file: Option<PathBuf>,
+    /// Key type of a new root.
+    pub ca_key_type: CaKeyType,
+    /// Root certificate for a Blackboard running alone.
+    pub ca_cert: Option<PathBuf>,
+    /// Validity of student certificates, days.
+    pub validity_days: u32,
+    /// Admission-control secret file.
+    pub admission_secret_file: Option<PathBuf>,
+    /// Serve the original lab client too.
+    pub legacy: bool,
+    /// Reactor threads.
+    pub reactors: usize,
+    /// Connection limits.
+    pub limits: Limits,
+}
+
+/// Why the server could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The CA could not be opened.
+    Ca(CaError),
+    /// A secret could not be read.
+    Secret(SecretError),
+    /// The store could not be opened.
+    Store(StoreError),
+    /// The root certificate for Blackboard could not be read.
+    RootCert(PathBuf, String),
+    /// A listener could not be bound or the loop failed.
+    Io(String, std::io::Error),
+    /// Nonsense configuration.
+    Config(String),
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::Ca(e) => write!(f, "CA: {e}"),
+            ServerError::Secret(e) => write!(f, "{e}"),
+            ServerError::Store(e) => write!(f, "store: {e}"),
+            ServerError::RootCert(p, e) => write!(f, "root certificate {}: {e}", p.display()),
+            ServerError::Io(what, e) => write!(f, "{what}: {e}"),
+            ServerError::Config(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+impl From<CaError> for ServerError {
+    fn from(e: CaError) -> Self {
+        ServerError::Ca(e)
+    }
+}
+impl From<SecretError> for ServerError {
+    fn from(e: SecretError) -> Self {
+        ServerError::Secret(e)
+    }
+}
+impl From<StoreError> for ServerError {
+    fn from(e: StoreError) -> Self {
+        ServerError::Store(e)
+    }
+}
+
+/// Opens the CA from the keys dir, asking for the passphrase as configured.
+pub fn open_ca(
+    keys_dir: &std::path::Path,
+    passphrase_file: Option<&std::path::Path>,
+    kind: CaKeyType,
+    validity_days: u32,
+) -> Result<CertificateAuthority, ServerError> {
+    let creating = !ca::root_exists(keys_dir);
+    let pass = config::ca_passphrase(passphrase_file, creating)?;
+    let (ca, origin) = CertificateAuthority::open(keys_dir, &pass, kind, validity_days)?;
+    match origin {
+        RootOrigin::Created => info!(
+            "created a new {kind:?} CA root in {} ({})",
+            keys_dir.display(),
+            ca::name_text(ca.cert().subject_name())
+        ),
+        RootOrigin::Loaded => info!(
+            "loaded the CA root from {} ({})",
+            keys_dir.display(),
+            ca::name_text(ca.cert().subject_name())
+        ),
+    }
+    Ok(ca)
+}
+
+fn read_root(path: &std::path::Path) -> Result<X509, ServerError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| ServerError::RootCert(path.to_path_buf(), e.to_string()))?;
+    X509::from_pem(&pem)
+        .map_err(|_| ServerError::RootCert(path.to_path_buf(), "not a PEM certificate".into()))
+}
+
+/// A server with its listeners bound, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    reactors: Vec<Reactor>,
+    addrs: Vec<(ServiceKind, SocketAddr)>,
+}
+
+impl Server {
+    /// Opens everything and binds the listeners; nothing is served yet.
+    pub fn bind(cfg: &ServerConfig) -> Result<Server, ServerError> {
+        if cfg.reactors == 0 {
+            return Err(ServerError::Config("--reactors must be at least 1".into()));
+        }
+        let serve_ca = cfg.role != Role::Blackboard;
+        let serve_bb = cfg.role != Role::Ca;
+        let ca = if serve_ca {
+            Some(Arc::new(open_ca(
+                &cfg.keys_dir,
+                cfg.passphrase_file.as_deref(),
+                cfg.ca_key_type,
+                cfg.validity_days,
+            )?))
+        } else {
+            None
+        };
+        let verifier = if serve_bb {
+            let root = match (&ca, &cfg.ca_cert) {
+                (_, Some(path)) => read_root(path)?,
+                (Some(ca), None) => ca.cert().clone(),
+                (None, None) => read_root(&ca::root_paths(&cfg.keys_dir).1)?,
+            };
+            let v = Verifier::new(&root)
+                .map_err(|e| ServerError::RootCert(PathBuf::from("root"), e.to_string()))?;
+            Some(Arc::new(v))
+        } else {
+            None
+        };
+        let admission_secret = match &cfg.admission_secret_file {
+            Some(p) => Some(Arc::new(config::read_admission_secret(p)?)),
+            None => None,
+        };
+        if cfg.legacy {
+            warn!(
+                "legacy mode is ON: the original lab client is served on both ports. It gives up, \
+                 for legacy connections only: the session key is RC4-encrypted under a key anyone \
+                 who knows the SID can compute, the MAC covers only the SID (the report can be \
+                 altered undetected), student keys are generated on the server, and the admission \
+                 challenge cannot be answered by the original client"
+            );
+        }
+        if cfg.legacy && cfg.admission_secret_file.is_some() {
+            warn!("with admission control on, legacy clients (which cannot answer the challenge) are refused");
+        }
+
+        let reuse = cfg.reactors > 1;
+        let mut wanted = Vec::new();
+        if serve_ca {
+            wanted.push((ServiceKind::Ca, cfg.ca_listen));
+        }
+        if serve_bb {
+            wanted.push((ServiceKind::Blackboard, cfg.blackboard_listen));
+        }
+        // The first reactor binds the configured addresses; the others bind
+        // the addresses actually obtained (port 0 resolved) with SO_REUSEPORT.
+        let mut addrs: Vec<(ServiceKind, SocketAddr)> = Vec::new();
+        let mut reactors = Vec::new();
+        for i in 0..cfg.reactors {
+            let mut listeners = Vec::new();
+            for (j, (kind, addr)) in wanted.iter().enumerate() {
+                let addr = addrs.get(j).map(|(_, a)| *a).unwrap_or(*addr);
+                let l = reactor::bind(addr, reuse).map_err(|e| {
+                    ServerError::Io(format!("cannot listen on {addr} for {}", kind.name()), e)
+                })?;
+                listeners.push((*kind, l));
+            }
+            let store = SqliteStore::open(&cfg.data_dir)?;
+            let shared = Shared {
+                ca: ca.clone(),
+                verifier: verifier.clone(),
+                store: Box::new(store),
+                admission_secret: admission_secret.clone(),
+                legacy: cfg.legacy,
+            };
+            let r = Reactor::new(listeners, shared, cfg.limits.clone(), true)
+                .map_err(|e| ServerError::Io(format!("reactor {i}"), e))?;
+            if i == 0 {
+                addrs = r
+                    .local_addrs()
+                    .map_err(|e| ServerError::Io("local address".into(), e))?;
+            }
+            reactors.push(r);
+        }
+        Ok(Server { reactors, addrs })
+    }
+
+    /// The bound addresses.
+    pub fn addrs(&self) -> &[(ServiceKind, SocketAddr)] {
+        &self.addrs
+    }
+
+    /// Serves until SIGINT/SIGTERM.
+    pub fn run(self) -> Result<(), ServerError> {
+        let n = self.reactors.len();
+        let mut reactors = self.reactors.into_iter();
+        let Some(mut first) = reactors.next() else {
+            return Ok(());
+        };
+        let mut handles = Vec::new();
+        for (i, mut r) in reactors.enumerate() {
+            let h = std::thread::Builder::new()
+                .name(format!("reactor-{}", i + 1))
+                .spawn(move || r.run())
+                .map_err(|e| ServerError::Io("spawning a reactor thread".into(), e))?;
+            handles.push(h);
+        }
+        info!("serving with {n} reactor thread(s)");
+        // The first reactor runs on the main thread: one reactor, one thread.
+        let mut result = first
+            .run()
+            .map_err(|e| ServerError::Io("event loop".into(), e));
+        for h in handles {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(ServerError::Io("event loop".into(), e)),
+                Err(_) => result = Err(ServerError::Config("a reactor thread panicked".into())),
+            }
+        }
+        result
+    }
+}

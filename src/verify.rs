@@ -1,0 +1,222 @@
+//! Blackboard's check of a student's certificate: OpenSSL path validation to
+//! the pinned CUHK root, then the profile this service needs. Each refusal
+//! has its own variant, so the student and the operator learn exactly why.
+
+use std::fmt;
+
+use openssl::error::ErrorStack;
+use openssl::nid::Nid;
+use openssl::pkey::{Id, PKey, Public};
+use openssl::stack::Stack;
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::verify::X509VerifyFlags;
+use openssl::x509::{
+    X509ExtendedKeyUsage, X509PurposeId, X509StoreContext, X509VerifyResult, X509,
+};
+
+/// Most untrusted intermediates a submission may carry (and all are refused
+/// by the depth limit: the CUHK root issues students directly).
+pub const MAX_CHAIN: usize = 4;
+
+/// Why a presented certificate is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertError {
+    /// The bytes are not a DER certificate.
+    Malformed,
+    /// OpenSSL's path validation failed; the text is OpenSSL's reason
+    /// (expired, not yet valid, unable to get local issuer, self-signed,
+    /// chain too long, bad signature…).
+    Path {
+        /// OpenSSL's `X509_V_ERR_*` code.
+        code: i32,
+        /// Its description.
+        reason: String,
+    },
+    /// The certificate is itself a CA.
+    IsCa,
+    /// No extendedKeyUsage, or one without clientAuth.
+    NotClientAuth,
+    /// The CN differs from the SID the student claims.
+    SidMismatch {
+        /// The SID claimed in the message.
+        claimed: String,
+        /// The CN in the certificate.
+        in_cert: String,
+    },
+    /// The key is not RSA, so the session key cannot be sent to it.
+    NotRsa,
+    /// The CA's records do not list this certificate.
+    NotIssued(String),
+    /// The CA revoked it.
+    Revoked {
+        /// Serial (hex).
+        serial: String,
+        /// The operator's reason.
+        reason: String,
+    },
+}
+
+impl fmt::Display for CertError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertError::Malformed => write!(f, "the certificate is not valid DER"),
+            CertError::Path { reason, .. } => {
+                write!(f, "the certificate does not chain to the CUHK root: {reason}")
+            }
+            CertError::IsCa => write!(f, "a CA certificate cannot be used as a student's"),
+            CertError::NotClientAuth => write!(
+                f,
+                "the certificate is not valid for client authentication (extendedKeyUsage clientAuth missing)"
+            ),
+            CertError::SidMismatch { claimed, in_cert } => write!(
+                f,
+                "the certificate is for {in_cert:?}, not for the claimed SID {claimed:?}"
+            ),
+            CertError::NotRsa => write!(
+                f,
+                "the certificate's key is not RSA; Blackboard needs RSA to send the session key"
+            ),
+            CertError::NotIssued(s) => {
+                write!(f, "certificate serial {s} is not in the CA's records")
+            }
+            CertError::Revoked { serial, reason } if reason.is_empty() => {
+                write!(f, "certificate serial {serial} has been revoked")
+            }
+            CertError::Revoked { serial, reason } => {
+                write!(f, "certificate serial {serial} has been revoked ({reason})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CertError {}
+
+/// What a valid certificate tells Blackboard.
+#[derive(Debug)]
+pub struct Student {
+    /// The verified SID.
+    pub sid: String,
+    /// The certificate's serial, hex.
+    pub serial_hex: String,
+    /// Her public key, to encrypt the session key to.
+    pub key: PKey<Public>,
+}
+
+/// The pinned root and the validation policy.
+pub struct Verifier {
+    store: X509Store,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Verifier { .. }")
+    }
+}
+
+impl Verifier {
+    /// A verifier trusting only `root`.
+    pub fn new(root: &X509) -> Result<Verifier, ErrorStack> {
+        let mut b = X509StoreBuilder::new()?;
+        b.add_cert(root.clone())?;
+        b.set_purpose(X509PurposeId::SSL_CLIENT)?;
+        b.set_flags(X509VerifyFlags::X509_STRICT)?;
+        // Depth 0: no intermediate between the student and the root.
+        let mut param = openssl::x509::verify::X509VerifyParam::new()?;
+        param.set_depth(0);
+        param.set_flags(X509VerifyFlags::X509_STRICT)?;
+        param.set_purpose(X509PurposeId::SSL_CLIENT)?;
+        b.set_param(&param)?;
+        Ok(Verifier { store: b.build() })
+    }
+
+    /// Checks a student's certificate (plus any intermediates she sent)
+    /// for the claimed SID. Revocation is checked by the caller against the
+    /// store.
+    pub fn verify(
+        &self,
+        claimed_sid: &str,
+        cert_der: &[u8],
+        chain: &[Vec<u8>],
+    ) -> Result<Student, CertError> {
+        let cert = X509::from_der(cert_der).map_err(|_| CertError::Malformed)?;
+        let mut untrusted = Stack::new().map_err(|_| CertError::Malformed)?;
+        for der in chain {
+            let c = X509::from_der(der).map_err(|_| CertError::Malformed)?;
+            untrusted.push(c).map_err(|_| CertError::Malformed)?;
+        }
+        let mut ctx = X509StoreContext::new().map_err(|_| CertError::Malformed)?;
+        let result = ctx
+            .init(&self.store, &cert, &untrusted, |c| {
+                Ok(match c.verify_cert()? {
+                    true => X509VerifyResult::OK,
+                    false => c.error(),
+                })
+            })
+            .unwrap_or(X509VerifyResult::APPLICATION_VERIFICATION);
+        if result != X509VerifyResult::OK {
+            // The purpose check reports "unsupported certificate purpose"
+            // for a leaf lacking clientAuth; say it plainly.
+            if result.as_raw() == 26 {
+                return Err(CertError::NotClientAuth);
+            }
+            return Err(CertError::Path {
+                code: result.as_raw(),
+                reason: result.error_string().to_string(),
+            });
+        }
+        // Path validation accepts a leaf without extendedKeyUsage or one that
+        // is a CA (a root-signed sub-CA); our profile does not.
+        if cert.pathlen().is_some() || is_ca(&cert) {
+            return Err(CertError::IsCa);
+        }
+        match cert.extended_key_usage() {
+            Some(eku) if eku.contains(X509ExtendedKeyUsage::SSL_CLIENT) => {}
+            _ => return Err(CertError::NotClientAuth),
+        }
+        let cn = cert
+            .subject_name()
+            .entries_by_nid(Nid::COMMONNAME)
+            .next()
+            .and_then(|e| e.data().to_string().ok())
+            .unwrap_or_default();
+        if cn != claimed_sid {
+            return Err(CertError::SidMismatch {
+                claimed: claimed_sid.to_string(),
+                in_cert: cn,
+            });
+        }
+        let key = cert.public_key().map_err(|_| CertError::Malformed)?;
+        if key.id() != Id::RSA {
+            return Err(CertError::NotRsa);
+        }
+        let serial_hex = cert
+            .serial_number()
+            .to_bn()
+            .and_then(|bn| bn.to_hex_str().map(|s| s.to_string()))
+            .map_err(|_| CertError::Malformed)?;
+        Ok(Student {
+            sid: cn,
+            serial_hex,
+            key,
+        })
+    }
+}
+
+/// Whether basicConstraints marks the certificate as a CA, or its key
+/// usage allows signing certificates. rust-openssl exposes no accessor for
+/// basicConstraints, so read OpenSSL's own rendering of the parsed
+/// extension: a line that is exactly `CA:TRUE` (a name can never render as
+/// a line of its own).
+fn is_ca(cert: &X509) -> bool {
+    if cert
+        .key_usage()
+        .is_some_and(|ku| ku.contains(openssl::x509::X509KeyUsage::KEY_CERT_SIGN))
+    {
+        return true;
+    }
+    let text = cert.to_text().unwrap_or_default();
+    String::from_utf8_lossy(&text)
+        .lines()
+        .any(|l| l.trim() == "CA:TRUE")
+}
