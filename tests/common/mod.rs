@@ -1,0 +1,178 @@
+//! Shared helpers for the end-to-end tests: a real server binary on
+//! loopback port 0 in a temporary directory, and the real client.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+pub const PASSPHRASE: &str = "test passphrase for certboard";
+
+/// A server process, killed when dropped.
+pub struct TestServer {
+    pub child: Child,
+    pub ca: SocketAddr,
+    pub blackboard: SocketAddr,
+    /// The temporary directory holding keys/ and data/ (kept alive here).
+    pub dir: tempfile::TempDir,
+    /// Lines the server printed on stdout after the listening lines.
+    pub stdout: mpsc::Receiver<String>,
+    /// The server's stderr (logs), collected in the background.
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl TestServer {
+    /// Starts `server` with port-0 listeners and a fresh temp dir, plus `extra` flags.
+    pub fn start(extra: &[&str]) -> Result<TestServer, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        Self::start_in(dir, extra)
+    }
+
+    /// Starts `server` in an existing temp dir (keys/ and data/ inside it).
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Result<TestServer, Box<dyn std::error::Error>> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_server"));
+        cmd.current_dir(dir.path())
+            .args(["--ca-listen", "127.0.0.1:0", "--blackboard-listen", "127.0.0.1:0"])
+            .args(["--keys-dir", "keys", "--data-dir", "data"])
+            .args(["--ca-key-type", "p256"])
+            .args(extra)
+            .env("CERTBOARD_CA_PASSPHRASE", PASSPHRASE)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut stderr_pipe = child.stderr.take().ok_or("no stderr")?;
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut ca = None;
+        let mut blackboard = None;
+        while ca.is_none() || blackboard.is_none() {
+            let line = match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(l) => l,
+                Err(_) => {
+                    let _ = child.kill();
+                    let log = stderr.lock().map(|s| s.clone()).unwrap_or_default();
+                    return Err(format!("server did not start listening; log:\n{log}").into());
+                }
+            };
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            match parts.as_slice() {
+                ["listening", "ca", addr] => ca = Some(addr.parse()?),
+                ["listening", "blackboard", addr] => blackboard = Some(addr.parse()?),
+                _ => {}
+            }
+        }
+        Ok(TestServer {
+            child,
+            ca: ca.ok_or("no ca")?,
+            blackboard: blackboard.ok_or("no blackboard")?,
+            dir,
+            stdout: rx,
+            stderr,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn root_pem(&self) -> PathBuf {
+        self.dir.path().join("keys").join("ca-cert.pem")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` (up to `secs`).
+    pub fn wait_log(&self, needle: &str, secs: u64) -> bool {
+        let until = std::time::Instant::now() + Duration::from_secs(secs);
+        while std::time::Instant::now() < until {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Runs the client binary against this server with `args` (SIDs and flags),
+    /// students' files under `<tempdir>/students`.
+    pub fn client(&self, args: &[&str]) -> std::io::Result<Output> {
+        Command::new(env!("CARGO_BIN_EXE_client"))
+            .current_dir(self.dir.path())
+            .args(["--ca", &self.ca.to_string(), "--blackboard", &self.blackboard.to_string()])
+            .args(["--timeout", "20"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+    }
+
+    /// Runs an admin subcommand of the server binary on this server's dirs.
+    pub fn admin(&self, args: &[&str]) -> std::io::Result<Output> {
+        Command::new(env!("CARGO_BIN_EXE_server"))
+            .current_dir(self.dir.path())
+            .args(args)
+            .args(["--keys-dir", "keys", "--data-dir", "data"])
+            .env("CERTBOARD_CA_PASSPHRASE", PASSPHRASE)
+            .stdin(Stdio::null())
+            .output()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(mut self) -> Result<std::process::ExitStatus, Box<dyn std::error::Error>> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Text of a process output, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
