@@ -7,7 +7,7 @@ use std::fmt;
 use std::io::Write;
 
 use crate::ca::CertificateAuthority;
-use crate::store::{now_unix, Storage, StoreError};
+use crate::store::{now_unix, time_text, Storage, StoreError};
 
 /// RFC 5280 revocation reasons an operator may give.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -134,12 +134,6 @@ pub fn revoke(
         }
     };
     Ok(n)
-}
-
-fn time_text(t: i64) -> String {
-    openssl::asn1::Asn1Time::from_unix(t)
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| t.to_string())
 }
 
 /// Lists certificates, one line each.

@@ -319,7 +319,7 @@ impl Reactor {
             let now = Instant::now();
             let (session, out) = Session::start(kind, &self.shared);
             let peer = format!("{}:{addr}", kind.name());
-            debug!("{peer}: connected");
+            info!("{peer}: connected");
             let conn = Connection {
                 stream,
                 peer,
@@ -530,7 +530,7 @@ impl Reactor {
             if let Some(slot) = self.listeners.get_mut(conn.listener) {
                 slot.active = slot.active.saturating_sub(1);
             }
-            debug!("{}: closed ({why})", conn.peer);
+            info!("{}: closed ({why})", conn.peer);
         }
     }
 

@@ -319,7 +319,9 @@ fn enroll(csr_der: &[u8], shared: &mut Shared, peer: &str) -> Output {
         Ok(issued) => {
             info!(
                 "{peer}: issued certificate serial {} for SID {} (valid until {})",
-                issued.serial_hex, issued.sid, issued.not_after
+                issued.serial_hex,
+                issued.sid,
+                crate::store::time_text(issued.not_after)
             );
             let reply = Message::EnrollResponse {
                 cert_der: issued.der.clone(),

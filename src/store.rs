@@ -225,6 +225,13 @@ pub fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
+/// A Unix time as text for people (`Dec 23 19:30:36 2026 GMT`).
+pub fn time_text(t: i64) -> String {
+    openssl::asn1::Asn1Time::from_unix(t)
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| t.to_string())
+}
+
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _)
         if f.code == rusqlite::ErrorCode::ConstraintViolation)

@@ -1,16 +1,323 @@
-//! End-to-end: the real server and client binaries, the whole lab workflow.
+//! End-to-end: the real server and client binaries, the whole lab workflow
+//! (steps 0–6), and the refusals an honest server must make.
 
 mod common;
 use common::*;
 
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use certboard::ca::{CaKeyType, CertificateAuthority};
+use certboard::client::{self, ClientError, FramedStream, KeyType};
+use certboard::crypto::{self, SessionKeys};
+use certboard::message::{CipherId, ErrorCode, Message};
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Enrolls `sid` with the library's client pieces; returns her key and cert.
+fn enroll(
+    server: &TestServer,
+    sid: &str,
+) -> Result<(PKey<Private>, Vec<u8>), Box<dyn std::error::Error>> {
+    let key = client::make_key(KeyType::Rsa2048)?;
+    let mut conn = FramedStream::connect(&server.ca.to_string(), TIMEOUT)?;
+    let (cert, _root) = client::enroll(&mut conn, client::make_csr(sid, &key)?)?;
+    Ok((key, cert))
+}
+
+fn refused_code(r: Result<client::Receipt, ClientError>) -> Option<(ErrorCode, String)> {
+    match r {
+        Err(ClientError::Refused { code, reason }) => Some((code, reason)),
+        _ => None,
+    }
+}
+
+fn submit(
+    server: &TestServer,
+    sid: &str,
+    cert: &[u8],
+    key: &PKey<Private>,
+) -> Result<client::Receipt, ClientError> {
+    let mut conn = FramedStream::connect(&server.blackboard.to_string(), TIMEOUT)?;
+    let report = crypto::lab_report(sid);
+    client::submit(
+        &mut conn,
+        sid,
+        cert,
+        key,
+        CipherId::Aes256Ctr,
+        &report,
+        &mut |_| {},
+    )
+}
+
+/// Submits with a report whose ciphertext or MAC is altered by `tamper`.
+fn submit_tampered(
+    server: &TestServer,
+    sid: &str,
+    cert: &[u8],
+    key: &PKey<Private>,
+    tamper: impl Fn(&mut Vec<u8>, &mut [u8; 32]),
+) -> Result<Message, Box<dyn std::error::Error>> {
+    let mut conn = FramedStream::connect(&server.blackboard.to_string(), TIMEOUT)?;
+    conn.send(&Message::SubmitHello {
+        sid: sid.into(),
+        cert_der: cert.to_vec(),
+        chain: vec![],
+    })?;
+    let Message::SessionKey { nonce, wrapped_key } = conn.recv()? else {
+        return Err("no session key".into());
+    };
+    let session: [u8; 32] = crypto::unwrap_key(key, &wrapped_key)?
+        .try_into()
+        .map_err(|_| "key size")?;
+    let keys = SessionKeys::derive(&session, &nonce)?;
+    let iv = crypto::random::<16>()?;
+    let cipher = CipherId::Aes256Ctr;
+    let mut ct = keys.apply_cipher(cipher, &iv, crypto::lab_report(sid).as_bytes())?;
+    let mut mac = keys.report_mac(&nonce, sid, cipher, &iv, &ct)?;
+    tamper(&mut ct, &mut mac);
+    conn.send(&Message::Report {
+        cipher,
+        iv,
+        ciphertext: ct,
+        mac,
+    })?;
+    let frame = conn.recv_frame()?;
+    Ok(Message::decode(&frame)?)
+}
+
 #[test]
-fn three_students_enroll_and_submit() -> TestResult {
+fn three_students_enroll_submit_and_every_certificate_verifies() -> TestResult {
     let server = TestServer::start(&[])?;
-    let out = server.client(&["1155000001", "alice", "bob"])?;
+    let out = server.client(&[
+        "--ca-cert",
+        server.root_pem().to_str().ok_or("path")?,
+        "1155000001",
+        "alice",
+        "bob-2",
+    ])?;
     assert!(out.status.success(), "{}", text(&out));
     let s = stdout(&out);
-    for sid in ["1155000001", "alice", "bob"] {
+    for sid in ["1155000001", "alice", "bob-2"] {
         assert!(s.contains(&format!("SID{sid} sign finished")), "{s}");
+        let dir = server.path().join("students").join(sid);
+        let mode = std::fs::metadata(dir.join("key.pem"))?.permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "key.pem is private");
+        // The saved certificate verifies with the openssl command against the root.
+        let v = std::process::Command::new("openssl")
+            .args(["verify", "-CAfile"])
+            .arg(server.root_pem())
+            .arg(dir.join("cert.pem"))
+            .output()?;
+        assert!(v.status.success(), "{}", text(&v));
+        // It certifies her own key.
+        let cert = X509::from_pem(&std::fs::read(dir.join("cert.pem"))?)?;
+        let key = PKey::private_key_from_pem(&std::fs::read(dir.join("key.pem"))?)?;
+        assert!(cert.public_key()?.public_eq(&key));
     }
+    for step in [
+        "step 1:", "step 2:", "step 3:", "step 4:", "step 5:", "step 6:", "receipt",
+    ] {
+        assert_eq!(s.matches(step).count(), 3, "{step} once per student:\n{s}");
+    }
+    // Blackboard printed each report, ten lines as they are, with SID and serial.
+    let mut reports = String::new();
+    while let Ok(line) = server.stdout.recv_timeout(Duration::from_secs(5)) {
+        reports.push_str(&line);
+        reports.push('\n');
+        if reports.matches("This is submission from SIDbob-2.").count() == 10 {
+            break;
+        }
+    }
+    for sid in ["1155000001", "alice", "bob-2"] {
+        assert!(
+            reports.contains(&format!("report SID{sid} serial ")),
+            "{reports}"
+        );
+        assert_eq!(
+            reports
+                .matches(&format!("This is submission from SID{sid}.\n"))
+                .count(),
+            10,
+            "{reports}"
+        );
+    }
+    let status = server.stop()?;
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    Ok(())
+}
+
+#[test]
+fn second_run_reuses_credentials_and_renew_enrolls_again() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let out = server.client(&["carol"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let cert1 = std::fs::read(server.path().join("students/carol/cert.pem"))?;
+
+    let out = server.client(&["--cipher", "rc4", "carol"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains("reusing"), "{}", text(&out));
+    assert!(!stdout(&out).contains("sign finished"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(server.path().join("students/carol/cert.pem"))?,
+        cert1
+    );
+
+    let out = server.client(&["--renew", "carol"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("SIDcarol sign finished"),
+        "{}",
+        text(&out)
+    );
+    assert_ne!(
+        std::fs::read(server.path().join("students/carol/cert.pem"))?,
+        cert1
+    );
+    Ok(())
+}
+
+#[test]
+fn client_refuses_a_ca_whose_root_differs_from_the_pinned_one() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let other = tempfile::tempdir()?;
+    CertificateAuthority::open(other.path(), PASSPHRASE.as_bytes(), CaKeyType::P256, 30)?;
+    let out = server.client(&[
+        "--ca-cert",
+        other.path().join("ca-cert.pem").to_str().ok_or("path")?,
+        "dave",
+    ])?;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("pinned"), "{}", text(&out));
+    Ok(())
+}
+
+#[test]
+fn certificate_from_another_ca_with_the_same_subject_is_refused() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let other = tempfile::tempdir()?;
+    let (evil, _) =
+        CertificateAuthority::open(other.path(), PASSPHRASE.as_bytes(), CaKeyType::P256, 30)?;
+    let key = client::make_key(KeyType::Rsa2048)?;
+    let forged = evil.issue(&client::make_csr("erin", &key)?)?;
+    let (code, reason) =
+        refused_code(submit(&server, "erin", &forged.der, &key)).ok_or("forged cert accepted")?;
+    assert_eq!(code, ErrorCode::BadCertificate);
+    assert!(
+        reason.contains("does not chain to the CUHK root"),
+        "{reason}"
+    );
+    assert!(
+        server.wait_log("certificate refused for SID \"erin\"", 5),
+        "{}",
+        server.log()
+    );
+
+    // The next honest client is still served.
+    let out = server.client(&["erin"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    Ok(())
+}
+
+#[test]
+fn sid_that_does_not_match_the_certificate_is_refused() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let (key, cert) = enroll(&server, "frank")?;
+    let (code, reason) = refused_code(submit(&server, "grace", &cert, &key)).ok_or("accepted")?;
+    assert_eq!(code, ErrorCode::BadCertificate);
+    assert!(reason.contains("not for the claimed SID"), "{reason}");
+    assert!(submit(&server, "frank", &cert, &key).is_ok());
+    Ok(())
+}
+
+#[test]
+fn flipped_bits_in_ciphertext_or_mac_are_refused_and_nothing_is_recorded() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let (key, cert) = enroll(&server, "heidi")?;
+    let flipped_ct = submit_tampered(&server, "heidi", &cert, &key, |ct, _| ct[5] ^= 0x04)?;
+    let flipped_mac = submit_tampered(&server, "heidi", &cert, &key, |_, mac| mac[31] ^= 0x80)?;
+    for reply in [flipped_ct, flipped_mac] {
+        match reply {
+            Message::Error { code, reason } => {
+                assert_eq!(code, ErrorCode::BadMac);
+                assert!(reason.contains("MAC"), "{reason}");
+            }
+            other => return Err(format!("tampered report accepted: {other:?}").into()),
+        }
+    }
+    let reports = server.admin(&["reports"])?;
+    assert!(reports.status.success(), "{}", text(&reports));
+    assert!(!stdout(&reports).contains("heidi"), "{}", text(&reports));
+    // An untampered one goes through and is recorded.
+    let receipt = submit_tampered(&server, "heidi", &cert, &key, |_, _| {})?;
+    assert!(matches!(receipt, Message::Receipt { .. }), "{receipt:?}");
+    assert!(stdout(&server.admin(&["reports"])?).contains("sid=heidi"));
+    Ok(())
+}
+
+#[test]
+fn wrong_or_missing_passphrase_stops_the_server_and_overwrites_nothing() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let dir = server.crash()?;
+    let key_before = std::fs::read(dir.path().join("keys/ca-key.pem"))?;
+    let run = |pass: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_server"));
+        cmd.current_dir(dir.path())
+            .args([
+                "--ca-listen",
+                "127.0.0.1:0",
+                "--blackboard-listen",
+                "127.0.0.1:0",
+            ])
+            .env_remove("CERTBOARD_CA_PASSPHRASE")
+            .stdin(std::process::Stdio::null());
+        if let Some(p) = pass {
+            cmd.env("CERTBOARD_CA_PASSPHRASE", p);
+        }
+        cmd.output()
+    };
+    let wrong = run(Some("not the passphrase"))?;
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong).contains("wrong passphrase"),
+        "{}",
+        text(&wrong)
+    );
+    let none = run(None)?;
+    assert!(!none.status.success());
+    assert!(text(&none).contains("no CA passphrase"), "{}", text(&none));
+    assert_eq!(
+        std::fs::read(dir.path().join("keys/ca-key.pem"))?,
+        key_before
+    );
+    Ok(())
+}
+
+#[test]
+fn root_key_is_encrypted_private_and_reloaded_across_restarts() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let key_path = server.path().join("keys/ca-key.pem");
+    assert_eq!(
+        std::fs::metadata(&key_path)?.permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(std::fs::read_to_string(&key_path)?.contains("ENCRYPTED PRIVATE KEY"));
+    let root = std::fs::read(server.root_pem())?;
+    let out = server.client(&["ivan"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = server.crash()?;
+    let server = TestServer::start_in(dir, &[])?;
+    assert_eq!(
+        std::fs::read(server.root_pem())?,
+        root,
+        "same root after restart"
+    );
+    // Her saved certificate is still accepted by the restarted Blackboard.
+    let out = server.client(&["ivan"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains("reusing"), "{}", text(&out));
     Ok(())
 }

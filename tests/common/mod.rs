@@ -35,10 +35,18 @@ impl TestServer {
     }
 
     /// Starts `server` in an existing temp dir (keys/ and data/ inside it).
-    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Result<TestServer, Box<dyn std::error::Error>> {
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        extra: &[&str],
+    ) -> Result<TestServer, Box<dyn std::error::Error>> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_server"));
         cmd.current_dir(dir.path())
-            .args(["--ca-listen", "127.0.0.1:0", "--blackboard-listen", "127.0.0.1:0"])
+            .args([
+                "--ca-listen",
+                "127.0.0.1:0",
+                "--blackboard-listen",
+                "127.0.0.1:0",
+            ])
             .args(["--keys-dir", "keys", "--data-dir", "data"])
             .args(["--ca-key-type", "p256"])
             .args(extra)
@@ -130,7 +138,12 @@ impl TestServer {
     pub fn client(&self, args: &[&str]) -> std::io::Result<Output> {
         Command::new(env!("CARGO_BIN_EXE_client"))
             .current_dir(self.dir.path())
-            .args(["--ca", &self.ca.to_string(), "--blackboard", &self.blackboard.to_string()])
+            .args([
+                "--ca",
+                &self.ca.to_string(),
+                "--blackboard",
+                &self.blackboard.to_string(),
+            ])
             .args(["--timeout", "20"])
             .args(args)
             .stdin(Stdio::null())
@@ -146,6 +159,14 @@ impl TestServer {
             .env("CERTBOARD_CA_PASSPHRASE", PASSPHRASE)
             .stdin(Stdio::null())
             .output()
+    }
+
+    /// Kills the server with SIGKILL (a crash) and hands back its directory
+    /// so that a new server can be started on the same keys and data.
+    pub fn crash(mut self) -> Result<tempfile::TempDir, Box<dyn std::error::Error>> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(std::mem::replace(&mut self.dir, tempfile::tempdir()?))
     }
 
     /// Sends SIGTERM and waits for the exit status.
