@@ -321,3 +321,24 @@ fn root_key_is_encrypted_private_and_reloaded_across_restarts() -> TestResult {
     assert!(stdout(&out).contains("reusing"), "{}", text(&out));
     Ok(())
 }
+
+#[test]
+fn demo_script_runs_the_whole_lab() -> TestResult {
+    let server_bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_server"));
+    let bin_dir = server_bin.parent().ok_or("bin dir")?;
+    let out = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.sh"))
+        .env("CERTBOARD_BIN_DIR", bin_dir)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    assert!(out.status.success(), "{}", text(&out));
+    let s = stdout(&out);
+    assert_eq!(
+        s.matches(": OK").count(),
+        3,
+        "three certificates verified by openssl:\n{s}"
+    );
+    assert!(s.contains("all 3 student(s) submitted"), "{s}");
+    assert!(s.contains("TLS Web Client Authentication"), "{s}");
+    Ok(())
+}

@@ -205,6 +205,17 @@ fn revocation_takes_effect_at_once_and_the_crl_verifies_with_openssl() -> TestRe
     assert!(!refused.status.success(), "{}", text(&refused));
     assert!(text(&refused).contains("revoked"), "{}", text(&refused));
 
+    // A backup taken while the server runs holds the same records.
+    let b = server.admin(&["backup", "--out", "backup.sqlite3"])?;
+    assert!(b.status.success(), "{}", text(&b));
+    let copy = rusqlite::Connection::open(dir.join("backup.sqlite3"))?;
+    let n: i64 = copy.query_row(
+        "SELECT count(*) FROM certs WHERE revoked_at IS NOT NULL",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(n, 2);
+
     let parsed = openssl::x509::X509Crl::from_pem(&crl.stdout)?;
     assert_eq!(
         parsed.get_revoked().map(|r| r.len()).unwrap_or(0),

@@ -128,6 +128,13 @@ enum Command {
     Certs,
     /// List accepted reports, one per line.
     Reports,
+    /// Write a consistent copy of the database to FILE (safe while the
+    /// server runs).
+    Backup {
+        /// Where to write the copy (must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Print a CRL signed by the CA (needs the passphrase).
     Crl {
         /// DER instead of PEM.
@@ -200,6 +207,10 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
             };
             let n = admin::revoke(&mut store, &target, reason)?;
             println!("revoked {n} certificate(s) ({})", reason.name());
+        }
+        Command::Backup { out } => {
+            store.backup_to(&out)?;
+            println!("database copied to {}", out.display());
         }
         Command::Certs => admin::list_certs(&mut store, &mut stdout.lock())?,
         Command::Reports => admin::list_reports(&mut store, &mut stdout.lock())?,
