@@ -1,7 +1,7 @@
 //! Shared helpers for the end-to-end tests: a real server binary on
 //! loopback port 0 in a temporary directory, and the real client.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
