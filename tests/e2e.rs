@@ -16,14 +16,13 @@ use openssl::x509::X509;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Enrolls `sid` with the library's client pieces; returns her key and cert.
+/// Enrolls `sid` with a new key; returns her key and cert.
 fn enroll(
     server: &TestServer,
     sid: &str,
 ) -> Result<(PKey<Private>, Vec<u8>), Box<dyn std::error::Error>> {
     let key = client::make_key(KeyType::Rsa2048)?;
-    let mut conn = FramedStream::connect(&server.ca.to_string(), TIMEOUT)?;
-    let (cert, _root) = client::enroll(&mut conn, client::make_csr(sid, &key)?)?;
+    let cert = enroll_key(server.ca, sid, &key)?;
     Ok((key, cert))
 }
 
@@ -40,17 +39,7 @@ fn submit(
     cert: &[u8],
     key: &PKey<Private>,
 ) -> Result<client::Receipt, ClientError> {
-    let mut conn = FramedStream::connect(&server.blackboard.to_string(), TIMEOUT)?;
-    let report = crypto::lab_report(sid);
-    client::submit(
-        &mut conn,
-        sid,
-        cert,
-        key,
-        CipherId::Aes256Ctr,
-        &report,
-        &mut |_| {},
-    )
+    submit_report(server.blackboard, sid, cert, key)
 }
 
 /// Submits with a report whose ciphertext or MAC is altered by `tamper`.

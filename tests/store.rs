@@ -10,35 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use certboard::client::{self, ClientError, FramedStream, KeyType};
-use certboard::crypto;
-use certboard::message::{CipherId, ErrorCode};
+use certboard::message::ErrorCode;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 fn enroll(server: &TestServer, sid: &str, key: &PKey<Private>) -> Result<Vec<u8>, ClientError> {
-    let mut conn = FramedStream::connect(&server.ca.to_string(), TIMEOUT)?;
-    Ok(client::enroll(&mut conn, client::make_csr(sid, key)?)?.0)
-}
-
-fn submit(
-    bb: &str,
-    sid: &str,
-    cert: &[u8],
-    key: &PKey<Private>,
-) -> Result<client::Receipt, ClientError> {
-    let mut conn = FramedStream::connect(bb, TIMEOUT)?;
-    let report = crypto::lab_report(sid);
-    client::submit(
-        &mut conn,
-        sid,
-        cert,
-        key,
-        CipherId::Aes256Ctr,
-        &report,
-        &mut |_| {},
-    )
+    enroll_key(server.ca, sid, key)
 }
 
 fn serial_of(der: &[u8]) -> Result<String, Box<dyn std::error::Error>> {
@@ -62,12 +41,12 @@ fn write_pem(
 #[test]
 fn revocation_takes_effect_at_once_and_the_crl_verifies_with_openssl() -> TestResult {
     let server = TestServer::start(&[])?;
-    let bb = server.blackboard.to_string();
+    let bb = server.blackboard;
     let key = client::make_key(KeyType::Rsa2048)?;
     let good = enroll(&server, "gina", &key)?;
     let bad = enroll(&server, "mallory", &key)?;
     let bad2 = enroll(&server, "mallory", &key)?;
-    assert!(submit(&bb, "mallory", &bad, &key).is_ok());
+    assert!(submit_report(bb, "mallory", &bad, &key).is_ok());
 
     // Revoke one by serial (lower case, as an operator might paste it).
     let serial = serial_of(&bad)?;
@@ -84,7 +63,7 @@ fn revocation_takes_effect_at_once_and_the_crl_verifies_with_openssl() -> TestRe
         "{}",
         text(&out)
     );
-    match submit(&bb, "mallory", &bad, &key) {
+    match submit_report(bb, "mallory", &bad, &key) {
         Err(ClientError::Refused { code, reason }) => {
             assert_eq!(code, ErrorCode::BadCertificate);
             assert!(
@@ -95,7 +74,7 @@ fn revocation_takes_effect_at_once_and_the_crl_verifies_with_openssl() -> TestRe
         other => return Err(format!("revoked certificate accepted: {other:?}").into()),
     }
     // The other certificate of the same SID still works until the SID is revoked.
-    assert!(submit(&bb, "mallory", &bad2, &key).is_ok());
+    assert!(submit_report(bb, "mallory", &bad2, &key).is_ok());
     let out = server.admin(&["revoke", "--sid", "mallory"])?;
     assert!(
         stdout(&out).contains("revoked 1 certificate"),
@@ -103,11 +82,11 @@ fn revocation_takes_effect_at_once_and_the_crl_verifies_with_openssl() -> TestRe
         text(&out)
     );
     assert!(matches!(
-        submit(&bb, "mallory", &bad2, &key),
+        submit_report(bb, "mallory", &bad2, &key),
         Err(ClientError::Refused { .. })
     ));
     assert!(
-        submit(&bb, "gina", &good, &key).is_ok(),
+        submit_report(bb, "gina", &good, &key).is_ok(),
         "others unaffected"
     );
 
@@ -278,10 +257,10 @@ fn nothing_acknowledged_is_lost_when_the_server_is_killed() -> TestResult {
         let server = TestServer::start_in(dir, &[])?;
         let acked = Arc::new(Mutex::new(Acked::default()));
         let ca = server.ca;
-        let bb = server.blackboard.to_string();
+        let bb = server.blackboard;
         let mut threads = Vec::new();
         for t in 0..CLIENTS {
-            let (acked, keys, bb) = (acked.clone(), keys.clone(), bb.clone());
+            let (acked, keys) = (acked.clone(), keys.clone());
             threads.push(std::thread::spawn(move || {
                 let deadline = Instant::now() + Duration::from_secs(20);
                 for i in 0..10_000 {
@@ -300,7 +279,7 @@ fn nothing_acknowledged_is_lost_when_the_server_is_killed() -> TestResult {
                     if let (Ok(serial), Ok(mut a)) = (serial_of(&cert), acked.lock()) {
                         a.serials.push(serial);
                     }
-                    match submit(&bb, &sid, &cert, key) {
+                    match submit_report(bb, &sid, &cert, key) {
                         Ok(r) => {
                             if let Ok(mut a) = acked.lock() {
                                 a.receipts.push(r.receipt_id);

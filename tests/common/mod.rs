@@ -184,6 +184,35 @@ impl Drop for TestServer {
     }
 }
 
+/// Timeout of the library client's network steps in tests.
+pub const NET_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Enrolls `sid` for `key` with the library's client pieces; returns the
+/// certificate (DER).
+pub fn enroll_key(
+    ca: SocketAddr,
+    sid: &str,
+    key: &openssl::pkey::PKey<openssl::pkey::Private>,
+) -> Result<Vec<u8>, certboard::client::ClientError> {
+    use certboard::client;
+    let mut conn = client::FramedStream::connect(&ca.to_string(), NET_TIMEOUT)?;
+    Ok(client::enroll(&mut conn, client::make_csr(sid, key)?)?.0)
+}
+
+/// Submits the lab report for `sid` under `cert` (AES-256-CTR).
+pub fn submit_report(
+    blackboard: SocketAddr,
+    sid: &str,
+    cert: &[u8],
+    key: &openssl::pkey::PKey<openssl::pkey::Private>,
+) -> Result<certboard::client::Receipt, certboard::client::ClientError> {
+    use certboard::client;
+    let mut conn = client::FramedStream::connect(&blackboard.to_string(), NET_TIMEOUT)?;
+    let report = certboard::crypto::lab_report(sid);
+    let cipher = certboard::message::CipherId::Aes256Ctr;
+    client::submit(&mut conn, sid, cert, key, cipher, &report, &mut |_| {})
+}
+
 /// Text of a process output, for assertion messages.
 pub fn text(o: &Output) -> String {
     format!(
