@@ -331,3 +331,37 @@ fn demo_script_runs_the_whole_lab() -> TestResult {
     assert!(s.contains("TLS Web Client Authentication"), "{s}");
     Ok(())
 }
+
+#[test]
+fn ca_and_blackboard_can_run_as_separate_processes_on_the_same_files() -> TestResult {
+    // Start a CA-only server, then a Blackboard-only server on the same
+    // keys and data dirs (it reads the root certificate, never the key).
+    let ca_only = TestServer::start(&["--role", "ca"])?;
+    let dir = ca_only.path().to_path_buf();
+    let mut bb = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        .current_dir(&dir)
+        .args(["--role", "blackboard", "--blackboard-listen", "127.0.0.1:0"])
+        .env_remove("CERTBOARD_CA_PASSPHRASE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let result = (|| -> TestResult {
+        use std::io::BufRead;
+        let out = bb.stdout.take().ok_or("stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(out).read_line(&mut line)?;
+        let addr: std::net::SocketAddr = line
+            .strip_prefix("listening blackboard ")
+            .ok_or(format!("unexpected line {line:?}"))?
+            .trim()
+            .parse()?;
+        let (key, cert) = enroll(&ca_only, "split")?;
+        let receipt = submit_report(addr, "split", &cert, &key)?;
+        assert!(!receipt.serial_hex.is_empty());
+        Ok(())
+    })();
+    let _ = bb.kill();
+    let _ = bb.wait();
+    result
+}

@@ -80,8 +80,16 @@ impl TestServer {
                 }
             }
         });
-        let mut ca = None;
-        let mut blackboard = None;
+        // With --role ca or --role blackboard only one listener comes up;
+        // the other address is left unspecified.
+        let role = extra
+            .windows(2)
+            .find(|w| w[0] == "--role")
+            .map(|w| w[1])
+            .unwrap_or("all");
+        let unused: SocketAddr = "0.0.0.0:0".parse()?;
+        let mut ca = (role == "blackboard").then_some(unused);
+        let mut blackboard = (role == "ca").then_some(unused);
         while ca.is_none() || blackboard.is_none() {
             let line = match rx.recv_timeout(Duration::from_secs(30)) {
                 Ok(l) => l,
