@@ -1,6 +1,67 @@
-//! Legacy mode: the original lab's student client (see PROTOCOL.md).
+//! Legacy mode: serving the original lab's Python student client, unmodified
+//! (its wire protocol is described in docs/legacy.md).
+//!
+//! The original client speaks UTF-8 text frames in the same framing as ours.
+//! A connection whose first frame is `1`, `2`, `q` or `Q` is routed here by
+//! `service.rs` when `server --legacy` is on. What the original protocol
+//! cannot protect stays unprotected (docs/legacy.md lists it); everything
+//! the server itself decides is done properly:
+//!
+//! - CA (`1`): the original client cannot make a key pair, so the server
+//!   generates an RSA-2048 key for the student, issues a certificate with our
+//!   ordinary profile for CN=SID, records it as legacy, and forgets the
+//!   private key (it is never stored or sent: the original client never
+//!   uses one).
+//! - Blackboard (`2`): the certificate text is parsed and checked like any
+//!   other ([`crate::service::check_certificate`]: chain, validity,
+//!   clientAuth, CN, issued by us and not revoked); the session key is
+//!   fresh and random; the MAC is compared in constant time.
+//!
+//! After each answer the connection waits for the client's next command, so
+//! the original client can go on to its next student; `q`/`Q` closes it
+//! quietly. Every refusal is a UTF-8 text frame starting with `error:`
+//! (the original client decodes every frame as strict UTF-8), and is logged
+//! with the peer.
+//!
+//! As in `service.rs`, each state holds only its own data and a transition
+//! consumes the old state.
 
-use crate::service::{Output, ServiceKind, Shared};
+use std::fmt;
+
+use log::{info, warn};
+use openssl::error::ErrorStack;
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::rsa::Rsa;
+use openssl::sign::Signer;
+use openssl::x509::X509;
+
+use crate::ca::CaError;
+use crate::crypto;
+use crate::rc4::{BadKeyLength, Rc4};
+use crate::service::{self, CertCheckError, Output, ServiceKind, Shared};
+use crate::sid;
+use crate::store::{now_unix, Origin, Record, ReportRecord};
+
+/// The CA's prompt after command `1` (the original's text; the client
+/// reads and discards it).
+pub const PROMPT: &str = "please input your student_id";
+/// Blackboard's answer to a report whose MAC verifies (sic: the original
+/// client expects this spelling).
+pub const REPORT_ACCEPTED: &str = "massage sent!";
+/// Blackboard's answer to a report whose MAC does not verify.
+pub const MAC_FAILED: &str = "mac verification failed!";
+/// Length of the session key handed to a legacy client, in characters.
+pub const SESSION_KEY_CHARS: usize = 32;
+/// Length of the hex HMAC-SHA1 at the end of a `<msg>_<mac>` frame.
+pub const MAC_HEX_LEN: usize = 40;
+/// Largest certificate text accepted from a legacy client, in bytes (ours
+/// are about 1.2 KB).
+pub const MAX_CERT_TEXT: usize = 16 * 1024;
+
+/// The alphabet of session keys: letters and digits, so that the key is
+/// printable ASCII and survives every layer of the original client as is.
+const KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// Whether a first frame is one of the original client's commands.
 pub fn is_command(payload: &[u8]) -> bool {
@@ -9,30 +70,766 @@ pub fn is_command(payload: &[u8]) -> bool {
 
 /// A legacy connection's state.
 #[derive(Debug)]
-pub struct LegacySession {
-    service: ServiceKind,
+pub enum LegacySession {
+    /// CA: waiting for a command (`1` enrolls, `q`/`Q` closes).
+    CaAwaitCommand,
+    /// CA: prompt sent, waiting for the SID.
+    CaAwaitSid,
+    /// Blackboard: waiting for a command (`2` submits, `q`/`Q` closes).
+    BbAwaitCommand,
+    /// Blackboard: waiting for the SID.
+    BbAwaitSid,
+    /// Blackboard: waiting for the certificate text of a valid SID.
+    BbAwaitCert {
+        /// The SID, already validated.
+        sid: String,
+    },
+    /// Blackboard: the SID was refused; the certificate the client sends
+    /// right behind it is read first, so that the refusal is its one answer.
+    BbRefuseAfterCert {
+        /// Why the SID was refused.
+        reason: String,
+    },
+    /// Blackboard: the session key was sent; waiting for `<msg>_<mac>`.
+    BbAwaitReport(Box<PendingReport>),
+}
+
+/// What Blackboard keeps between the session key and the report.
+pub struct PendingReport {
+    sid: String,
+    serial_hex: String,
+    session_key: String,
+}
+
+impl fmt::Debug for PendingReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The session key is secret: never logged.
+        f.debug_struct("PendingReport")
+            .field("sid", &self.sid)
+            .field("serial", &self.serial_hex)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One step's result.
+type Step = (Option<LegacySession>, Output);
+
+/// Logs a refusal with the peer, then sends it as one UTF-8 text frame and
+/// closes.
+fn refuse(peer: &str, reason: impl fmt::Display) -> Step {
+    warn!("{peer}: legacy: {reason}");
+    (
+        None,
+        Output::final_frame(format!("error: {reason}").into_bytes()),
+    )
+}
+
+/// An internal failure: the details go to the log only.
+fn internal(peer: &str, what: &str, e: impl fmt::Display) -> Step {
+    warn!("{peer}: legacy: {what}: {e}");
+    (
+        None,
+        Output::final_frame(format!("error: internal server error ({what})").into_bytes()),
+    )
+}
+
+/// Text frames, no record, connection kept open.
+fn reply(next: LegacySession, frames: Vec<Vec<u8>>) -> Step {
+    (
+        Some(next),
+        Output {
+            send: frames,
+            ..Output::default()
+        },
+    )
+}
+
+/// Closes without a word: the client's `q`.
+fn quiet_close(peer: &str) -> Step {
+    info!("{peer}: legacy client quit");
+    (
+        None,
+        Output {
+            close: true,
+            ..Output::default()
+        },
+    )
+}
+
+/// A frame as it may appear in a log line: short and escaped.
+fn shown(payload: &[u8]) -> String {
+    const MAX: usize = 40;
+    let text = String::from_utf8_lossy(payload.get(..MAX).unwrap_or(payload)).into_owned();
+    if payload.len() > MAX {
+        format!("{text:?}… ({} bytes)", payload.len())
+    } else {
+        format!("{text:?}")
+    }
 }
 
 impl LegacySession {
-    /// A new legacy connection on `service`'s listener.
+    /// A new legacy connection on `service`'s listener, before its first
+    /// frame (which is fed to [`LegacySession::on_frame`] next).
     pub fn start(service: ServiceKind) -> LegacySession {
-        LegacySession { service }
+        match service {
+            ServiceKind::Ca => LegacySession::CaAwaitCommand,
+            ServiceKind::Blackboard => LegacySession::BbAwaitCommand,
+        }
+    }
+
+    /// Whether the connection is between two exchanges: an idle connection
+    /// in this state has had every answer it asked for and may be closed
+    /// quietly.
+    pub fn is_between_commands(&self) -> bool {
+        matches!(
+            self,
+            LegacySession::CaAwaitCommand | LegacySession::BbAwaitCommand
+        )
     }
 
     /// Feeds one frame; `None` means the exchange is over.
-    pub fn on_frame(
-        self,
-        _payload: &[u8],
-        _shared: &mut Shared,
-        _peer: &str,
-    ) -> (Option<LegacySession>, Output) {
-        let _ = self.service;
-        (
-            None,
-            Output {
-                close: true,
-                ..Output::default()
+    pub fn on_frame(self, payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
+        match self {
+            LegacySession::CaAwaitCommand => ca_command(payload, peer),
+            LegacySession::CaAwaitSid => enroll(payload, shared, peer),
+            LegacySession::BbAwaitCommand => bb_command(payload, peer),
+            LegacySession::BbAwaitSid => match parse_sid(payload) {
+                Ok(sid) => (Some(LegacySession::BbAwaitCert { sid }), Output::default()),
+                Err(reason) => (
+                    Some(LegacySession::BbRefuseAfterCert { reason }),
+                    Output::default(),
+                ),
             },
+            LegacySession::BbAwaitCert { sid } => verify(sid, payload, shared, peer),
+            LegacySession::BbRefuseAfterCert { reason } => {
+                refuse(peer, format!("the student has not been verified: {reason}"))
+            }
+            LegacySession::BbAwaitReport(p) => report(*p, payload, peer),
+        }
+    }
+}
+
+fn ca_command(payload: &[u8], peer: &str) -> Step {
+    match payload {
+        b"1" => reply(LegacySession::CaAwaitSid, vec![PROMPT.as_bytes().to_vec()]),
+        b"q" | b"Q" => quiet_close(peer),
+        b"2" => refuse(
+            peer,
+            "command \"2\" (Blackboard) was sent to the CA port; send it to Blackboard",
+        ),
+        other => refuse(
+            peer,
+            format!(
+                "unknown command {} on the CA port (expected \"1\" to enroll or \"q\" to quit)",
+                shown(other)
+            ),
+        ),
+    }
+}
+
+fn bb_command(payload: &[u8], peer: &str) -> Step {
+    match payload {
+        b"2" => (Some(LegacySession::BbAwaitSid), Output::default()),
+        b"q" | b"Q" => quiet_close(peer),
+        b"1" => refuse(
+            peer,
+            "command \"1\" (enrollment) was sent to the Blackboard port; send it to the CA",
+        ),
+        other => refuse(
+            peer,
+            format!(
+                "unknown command {} on the Blackboard port (expected \"2\" to submit or \"q\" to quit)",
+                shown(other)
+            ),
+        ),
+    }
+}
+
+/// A SID frame: UTF-8 text that is a valid SID.
+fn parse_sid(payload: &[u8]) -> Result<String, String> {
+    let text =
+        std::str::from_utf8(payload).map_err(|_| "the student id is not UTF-8 text".to_string())?;
+    sid::validate(text)
+        .map(str::to_string)
+        .map_err(|e| format!("bad student id: {e}"))
+}
+
+/// A fresh RSA-2048 key for the student, made and dropped on the server;
+/// only its public half leaves this function.
+fn student_public_key() -> Result<PKey<openssl::pkey::Public>, ErrorStack> {
+    let key = PKey::from_rsa(Rsa::generate(2048)?)?;
+    PKey::public_key_from_der(&key.public_key_to_der()?)
+}
+
+fn enroll(payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
+    let sid = match parse_sid(payload) {
+        Ok(s) => s,
+        Err(reason) => return refuse(peer, format!("enrollment refused: {reason}")),
+    };
+    let Some(ca) = &shared.ca else {
+        return internal(peer, "enrollment", "this listener has no CA");
+    };
+    let pubkey = match student_public_key() {
+        Ok(k) => k,
+        Err(e) => return internal(peer, "key generation", e),
+    };
+    let issued = match ca.issue_for(&sid, &pubkey) {
+        Ok(i) => i,
+        Err(CaError::Crypto(e)) => return internal(peer, "issuance", e),
+        Err(e) => return refuse(peer, format!("enrollment refused: {e}")),
+    };
+    let pem = match X509::from_der(&issued.der).and_then(|c| c.to_pem()) {
+        Ok(p) => p,
+        Err(e) => return internal(peer, "PEM encoding", e),
+    };
+    info!(
+        "{peer}: legacy: issued certificate serial {} for SID {} (valid until {}; key made on the server)",
+        issued.serial_hex, issued.sid, issued.not_after
+    );
+    (
+        Some(LegacySession::CaAwaitCommand),
+        Output {
+            send: vec![
+                format!("ID{sid} logins successfully").into_bytes(),
+                format!("student {sid} sign finished").into_bytes(),
+                // OpenSSL writes PEM with LF line endings, so the text the
+                // client reads back is byte-identical.
+                pem,
+            ],
+            persist: Some(Record::Cert {
+                issued,
+                origin: Origin::Legacy,
+            }),
+            close: false,
+        },
+    )
+}
+
+/// The DER of the one PEM certificate in `payload`, which must hold nothing
+/// else but surrounding whitespace.
+pub fn parse_cert_text(payload: &[u8]) -> Result<Vec<u8>, String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    if payload.len() > MAX_CERT_TEXT {
+        return Err(format!(
+            "the certificate text is {} bytes; at most {MAX_CERT_TEXT} are accepted",
+            payload.len()
+        ));
+    }
+    let text = std::str::from_utf8(payload)
+        .map_err(|_| "the certificate text is not UTF-8".to_string())?
+        .trim();
+    if !text.starts_with(BEGIN) || !text.ends_with(END) || text.matches("-----BEGIN").count() != 1 {
+        return Err("the certificate text is not exactly one PEM certificate".into());
+    }
+    // OpenSSL's PEM reader wants LF line ends; a copy saved with CRLF is
+    // the same certificate.
+    X509::from_pem(text.replace("\r\n", "\n").as_bytes())
+        .and_then(|c| c.to_der())
+        .map_err(|_| "the certificate PEM does not decode to a certificate".into())
+}
+
+fn verify(sid: String, payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
+    let der = match parse_cert_text(payload) {
+        Ok(d) => d,
+        Err(reason) => return refuse(peer, format!("{sid} has not been verified: {reason}")),
+    };
+    let student = match service::check_certificate(shared, &sid, &der, &[]) {
+        Ok(s) => s,
+        Err(CertCheckError::Refused(reason)) => {
+            return refuse(peer, format!("{sid} has not been verified: {reason}"))
+        }
+        Err(CertCheckError::Internal(e)) => return internal(peer, "certificate check", e),
+    };
+    let session_key = match new_session_key() {
+        Ok(k) => k,
+        Err(e) => return internal(peer, "session key", e),
+    };
+    let wrapped = match wrap_session_key(&student.sid, &session_key) {
+        Ok(w) => w,
+        Err(e) => return internal(peer, "session key", e),
+    };
+    info!(
+        "{peer}: legacy: certificate serial {} verified for SID {}; session key sent",
+        student.serial_hex, student.sid
+    );
+    reply(
+        LegacySession::BbAwaitReport(Box::new(PendingReport {
+            sid: student.sid.clone(),
+            serial_hex: student.serial_hex,
+            session_key,
+        })),
+        vec![
+            format!("{} has been verified", student.sid).into_bytes(),
+            wrapped.into_bytes(),
+        ],
+    )
+}
+
+fn report(p: PendingReport, payload: &[u8], peer: &str) -> Step {
+    let Ok(text) = std::str::from_utf8(payload) else {
+        return refuse(peer, "the report frame is not UTF-8 text");
+    };
+    let (msg, mac) = match split_msg_mac(text) {
+        Ok(parts) => parts,
+        Err(e) => return refuse(peer, format!("report refused: {e}")),
+    };
+    let expected = match mac_hex(&p.session_key, &p.sid) {
+        Ok(m) => m,
+        Err(e) => return internal(peer, "MAC", e),
+    };
+    // Constant time; `split_msg_mac` has already fixed the length.
+    if !crypto::ct_eq(expected.as_bytes(), mac.as_bytes()) {
+        warn!(
+            "{peer}: legacy: report from SID {} refused: MAC does not verify",
+            p.sid
+        );
+        return reply(
+            LegacySession::BbAwaitCommand,
+            vec![MAC_FAILED.as_bytes().to_vec()],
+        );
+    }
+    if let Err(reason) = service::check_report_text(msg) {
+        return refuse(peer, format!("report refused: {reason}"));
+    }
+    let receipt_id = match crypto::random::<8>() {
+        Ok(b) => u64::from_le_bytes(b) >> 1,
+        Err(e) => return internal(peer, "receipt id", e),
+    };
+    info!(
+        "{peer}: legacy: report from SID {} accepted ({} bytes), receipt {receipt_id}",
+        p.sid,
+        msg.len()
+    );
+    (
+        Some(LegacySession::BbAwaitCommand),
+        Output {
+            send: vec![REPORT_ACCEPTED.as_bytes().to_vec()],
+            persist: Some(Record::Report(ReportRecord {
+                receipt_id,
+                sid: p.sid,
+                serial_hex: p.serial_hex,
+                received_at: now_unix(),
+                text: msg.to_string(),
+                origin: Origin::Legacy,
+            })),
+            close: false,
+        },
+    )
+}
+
+/// A fresh session key: [`SESSION_KEY_CHARS`] letters and digits from
+/// OpenSSL's CSPRNG, drawn without modulo bias.
+pub fn new_session_key() -> Result<String, ErrorStack> {
+    // 248 = 4 × 62: bytes below it map uniformly onto the alphabet.
+    const LIMIT: u8 = 248;
+    let mut key = String::with_capacity(SESSION_KEY_CHARS);
+    while key.len() < SESSION_KEY_CHARS {
+        let bytes = crypto::random::<64>()?;
+        for b in bytes.into_iter().filter(|b| *b < LIMIT) {
+            if key.len() == SESSION_KEY_CHARS {
+                break;
+            }
+            if let Some(c) = KEY_ALPHABET.get(usize::from(b) % KEY_ALPHABET.len()) {
+                key.push(char::from(*c));
+            }
+        }
+    }
+    Ok(key)
+}
+
+/// The session key as the original client expects it: RC4 keyed with the
+/// SID twice, each output byte taken as a Latin-1 character, that string
+/// UTF-8 encoded, then standard base64.
+///
+/// The original RC4 works on Python characters, keyed by code points mod
+/// 256; for the ASCII SIDs and keys used here that is byte-wise RC4.
+pub fn wrap_session_key(sid: &str, session_key: &str) -> Result<String, BadKeyLength> {
+    let rc4_key = format!("{sid}{sid}");
+    let mut bytes = session_key.as_bytes().to_vec();
+    Rc4::new(rc4_key.as_bytes())?.apply(&mut bytes);
+    // Latin-1 decode: byte b becomes U+00b, which UTF-8 writes as one byte
+    // below 0x80 and two (C2/C3 xx) above.
+    let latin1: String = bytes.into_iter().map(char::from).collect();
+    Ok(openssl::base64::encode_block(latin1.as_bytes()))
+}
+
+/// HMAC-SHA1(key = session key, data = SID), as 40 lower-case hex digits:
+/// the original client's MAC (it covers only the SID).
+pub fn mac_hex(session_key: &str, sid: &str) -> Result<String, ErrorStack> {
+    let key = PKey::hmac(session_key.as_bytes())?;
+    let mut s = Signer::new(MessageDigest::sha1(), &key)?;
+    s.update(sid.as_bytes())?;
+    let mac = s.sign_to_vec()?;
+    Ok(mac.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Why a report frame is not `<msg>_<mac>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MsgMacError {
+    /// There is no `_` at all.
+    NoSeparator,
+    /// The text after the last `_` is not 40 lower-case hex digits.
+    BadMac {
+        /// How long that text is, in bytes.
+        len: usize,
+    },
+}
+
+impl fmt::Display for MsgMacError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MsgMacError::NoSeparator => write!(
+                f,
+                "expected <message>_<mac> but the frame has no '_' separator"
+            ),
+            MsgMacError::BadMac { len } => write!(
+                f,
+                "expected <message>_<mac> with the MAC as {MAC_HEX_LEN} lower-case hex digits \
+                 after the last '_', found {len} bytes that are not"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MsgMacError {}
+
+/// Splits a report frame into the message and the MAC. The MAC is the text
+/// after the LAST `_` and must be exactly 40 lower-case hex digits; the
+/// message may itself contain `_` (a SID may).
+pub fn split_msg_mac(text: &str) -> Result<(&str, &str), MsgMacError> {
+    let (msg, mac) = text.rsplit_once('_').ok_or(MsgMacError::NoSeparator)?;
+    let is_hex = mac.len() == MAC_HEX_LEN
+        && mac
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !is_hex {
+        return Err(MsgMacError::BadMac { len: mac.len() });
+    }
+    Ok((msg, mac))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // ../shared/legacy-protocol.md §6, worked example.
+    const SID: &str = "1155000001";
+    const MAC: &str = "10481f4194100e769fa8dc221baadea4a86a1a06";
+
+    /// The original client's decryption, from the spec: base64, strict
+    /// UTF-8, then RC4 over characters (code point XOR key-stream byte).
+    fn client_unwrap(sid: &str, wire: &str) -> String {
+        let bytes = openssl::base64::decode_block(wire).unwrap();
+        let chars: Vec<u32> = String::from_utf8(bytes)
+            .unwrap()
+            .chars()
+            .map(u32::from)
+            .collect();
+        let mut stream = vec![0u8; chars.len()];
+        Rc4::new(format!("{sid}{sid}").as_bytes())
+            .unwrap()
+            .apply(&mut stream);
+        chars
+            .iter()
+            .zip(stream)
+            .map(|(c, k)| char::from_u32(c ^ u32::from(k)).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn wrap_reproduces_the_worked_example() {
+        assert_eq!(wrap_session_key(SID, "regina").unwrap(), "w7XCmcKOO8O4wog=");
+        // The bytes under the base64, as listed in the spec.
+        let raw = openssl::base64::decode_block("w7XCmcKOO8O4wog=").unwrap();
+        assert_eq!(
+            raw,
+            [0xc3, 0xb5, 0xc2, 0x99, 0xc2, 0x8e, 0x3b, 0xc3, 0xb8, 0xc2, 0x88]
+        );
+        assert_eq!(client_unwrap(SID, "w7XCmcKOO8O4wog="), "regina");
+    }
+
+    #[test]
+    fn hmac_reproduces_the_worked_example() {
+        assert_eq!(mac_hex("regina", SID).unwrap(), MAC);
+    }
+
+    #[test]
+    fn fresh_session_keys_are_printable_distinct_and_round_trip() {
+        let a = new_session_key().unwrap();
+        let b = new_session_key().unwrap();
+        assert_ne!(a, b);
+        for key in [&a, &b] {
+            assert_eq!(key.len(), SESSION_KEY_CHARS);
+            assert!(key.bytes().all(|c| c.is_ascii_alphanumeric()), "{key}");
+            for sid in [SID, "a", "x_y-Z", &"9".repeat(32)] {
+                let wire = wrap_session_key(sid, key).unwrap();
+                assert!(wire.is_ascii());
+                assert_eq!(&client_unwrap(sid, &wire), key);
+            }
+        }
+    }
+
+    #[test]
+    fn msg_mac_splits_at_the_last_underscore() {
+        let text = format!(
+            "{}_{MAC}",
+            "This is submission from SID1155000001\n".repeat(10)
+        );
+        let (msg, mac) = split_msg_mac(&text).unwrap();
+        assert_eq!(mac, MAC);
+        assert_eq!(msg.len(), 380);
+        // A message (or SID) containing '_' is fine.
+        assert_eq!(
+            split_msg_mac(&format!("SID a_b_{MAC}")),
+            Ok(("SID a_b", MAC))
+        );
+        // An empty message is still well-formed.
+        assert_eq!(split_msg_mac(&format!("_{MAC}")), Ok(("", MAC)));
+    }
+
+    #[test]
+    fn msg_mac_refuses_malformed_frames() {
+        assert_eq!(split_msg_mac(""), Err(MsgMacError::NoSeparator));
+        assert_eq!(split_msg_mac("no separator"), Err(MsgMacError::NoSeparator));
+        assert_eq!(split_msg_mac(MAC), Err(MsgMacError::NoSeparator));
+        // '_' in the wrong place: what follows the last one is not a MAC.
+        assert_eq!(
+            split_msg_mac(&format!("msg_{MAC}_tail")),
+            Err(MsgMacError::BadMac { len: 4 })
+        );
+        assert_eq!(split_msg_mac("msg_"), Err(MsgMacError::BadMac { len: 0 }));
+        assert_eq!(
+            split_msg_mac(&format!("msg_{}", &MAC[..39])),
+            Err(MsgMacError::BadMac { len: 39 })
+        );
+        assert_eq!(
+            split_msg_mac(&format!("msg_{MAC}0")),
+            Err(MsgMacError::BadMac { len: 41 })
+        );
+        assert_eq!(
+            split_msg_mac(&format!("msg_{}", MAC.to_uppercase())),
+            Err(MsgMacError::BadMac { len: 40 })
+        );
+        // Multi-byte characters in the MAC position do not split a char.
+        assert!(split_msg_mac(&format!("msg_{}é", &MAC[..38])).is_err());
+        let msg = MsgMacError::NoSeparator.to_string();
+        assert!(msg.contains("'_'"), "{msg}");
+    }
+
+    #[test]
+    fn cert_text_must_be_one_pem_certificate() {
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let mut b = openssl::x509::X509Builder::new().unwrap();
+        let mut name = openssl::x509::X509Name::builder().unwrap();
+        name.append_entry_by_text("CN", "x").unwrap();
+        let name = name.build();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        let now = openssl::asn1::Asn1Time::days_from_now(0).unwrap();
+        b.set_not_before(&now).unwrap();
+        b.set_not_after(&now).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        let cert = b.build();
+        let pem = cert.to_pem().unwrap();
+        let der = cert.to_der().unwrap();
+        assert_eq!(parse_cert_text(&pem).unwrap(), der);
+        // CRLF (a copy saved on Windows) and surrounding blank lines are fine.
+        let crlf = String::from_utf8(pem.clone())
+            .unwrap()
+            .replace('\n', "\r\n");
+        assert_eq!(parse_cert_text(crlf.as_bytes()).unwrap(), der);
+        let twice = [pem.clone(), pem.clone()].concat();
+        assert!(parse_cert_text(&twice).is_err());
+        let trailing = [pem.clone(), b"x".to_vec()].concat();
+        assert!(parse_cert_text(&trailing).is_err());
+        assert!(parse_cert_text(b"").is_err());
+        assert!(parse_cert_text(b"\xff\xfe").is_err());
+        assert!(parse_cert_text(
+            b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----"
         )
+        .is_err());
+        assert!(parse_cert_text(&vec![b' '; MAX_CERT_TEXT + 1]).is_err());
+    }
+
+    // The state machine, driven in-process the way the reactor drives it:
+    // records are committed before the next frame.
+
+    use crate::ca::{CaKeyType, CertificateAuthority};
+    use crate::store::{SqliteStore, Storage};
+    use crate::verify::Verifier;
+    use std::sync::Arc;
+
+    fn shared(dir: &std::path::Path) -> Shared {
+        let (ca, _) =
+            CertificateAuthority::open(&dir.join("keys"), b"legacy tests", CaKeyType::P256, 30)
+                .unwrap();
+        let verifier = Verifier::new(ca.cert()).unwrap();
+        Shared {
+            ca: Some(Arc::new(ca)),
+            verifier: Some(Arc::new(verifier)),
+            store: Box::new(SqliteStore::open(&dir.join("data")).unwrap()),
+            admission_secret: None,
+            legacy: true,
+        }
+    }
+
+    /// Feeds frames in order, committing any record, and returns the final
+    /// state and every frame sent, as text.
+    fn drive(
+        mut state: LegacySession,
+        frames: &[&[u8]],
+        shared: &mut Shared,
+    ) -> (Option<LegacySession>, Vec<String>, bool) {
+        let mut sent = Vec::new();
+        let mut closed = false;
+        for (i, f) in frames.iter().enumerate() {
+            assert!(!closed, "frame {i} after close");
+            let (next, out) = state.on_frame(f, shared, "test-peer");
+            if let Some(r) = out.persist {
+                shared.store.commit(&[r]).unwrap();
+            }
+            for p in out.send {
+                sent.push(String::from_utf8(p).expect("text frames are UTF-8"));
+            }
+            closed = out.close;
+            match next {
+                Some(n) => state = n,
+                None => {
+                    assert!(closed, "a finished session closes");
+                    assert_eq!(i + 1, frames.len(), "session ended early");
+                    return (None, sent, closed);
+                }
+            }
+        }
+        (Some(state), sent, closed)
+    }
+
+    fn enroll_in_process(sid: &str, shared: &mut Shared) -> String {
+        let (state, sent, closed) = drive(
+            LegacySession::start(ServiceKind::Ca),
+            &[b"1", sid.as_bytes()],
+            shared,
+        );
+        assert!(!closed);
+        assert!(matches!(state, Some(LegacySession::CaAwaitCommand)));
+        assert_eq!(sent.len(), 4, "{sent:?}");
+        assert_eq!(sent[0], PROMPT);
+        assert_eq!(sent[1], format!("ID{sid} logins successfully"));
+        assert_eq!(sent[2], format!("student {sid} sign finished"));
+        assert!(!sent[3].contains('\r'));
+        sent[3].clone()
+    }
+
+    #[test]
+    fn in_process_enroll_then_submit_then_quit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path());
+        let pem = enroll_in_process(SID, &mut sh);
+        assert_eq!(sh.store.certs().unwrap()[0].origin, "legacy");
+
+        let (state, sent, closed) = drive(
+            LegacySession::start(ServiceKind::Blackboard),
+            &[b"2", SID.as_bytes(), pem.as_bytes()],
+            &mut sh,
+        );
+        assert!(!closed);
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0], format!("{SID} has been verified"));
+        let key = client_unwrap(SID, &sent[1]);
+        assert_eq!(key.len(), SESSION_KEY_CHARS);
+        let msg = "This is submission from SID1155000001\n".repeat(10);
+        let frame = format!("{msg}_{}", mac_hex(&key, SID).unwrap());
+        let (state, sent, closed) = drive(state.unwrap(), &[frame.as_bytes()], &mut sh);
+        assert_eq!(sent, [REPORT_ACCEPTED]);
+        assert!(!closed);
+        let state = state.unwrap();
+        assert!(state.is_between_commands());
+        let reports = sh.store.reports().unwrap();
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].text, msg);
+        assert_eq!(reports[0].origin, Origin::Legacy);
+
+        let (state, sent, closed) = drive(state, &[b"q"], &mut sh);
+        assert!(state.is_none() && closed && sent.is_empty());
+    }
+
+    #[test]
+    fn in_process_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path());
+        let pem = enroll_in_process("alice", &mut sh);
+        let bb = || LegacySession::start(ServiceKind::Blackboard);
+        let refused = |sent: &[String], closed: bool, needle: &str| {
+            assert!(closed);
+            assert_eq!(sent.len(), 1, "{sent:?}");
+            assert!(sent[0].starts_with("error: "), "{sent:?}");
+            assert!(sent[0].contains(needle), "{sent:?} lacks {needle:?}");
+        };
+
+        // A certificate for someone else.
+        let (_, sent, closed) = drive(bb(), &[b"2", b"bob", pem.as_bytes()], &mut sh);
+        refused(&sent, closed, "not for the claimed SID");
+        // A bad SID: the one answer comes after the certificate frame.
+        let (_, sent, closed) = drive(bb(), &[b"2", b"a b", pem.as_bytes()], &mut sh);
+        refused(&sent, closed, "bad student id");
+        // Not PEM at all.
+        let (_, sent, closed) = drive(bb(), &[b"2", b"alice", b"hello"], &mut sh);
+        refused(&sent, closed, "not exactly one PEM certificate");
+        // Revoked.
+        let pem2 = enroll_in_process("carol", &mut sh);
+        sh.store.revoke_sid("carol", "test", 1).unwrap();
+        let (_, sent, closed) = drive(bb(), &[b"2", b"carol", pem2.as_bytes()], &mut sh);
+        refused(&sent, closed, "revoked");
+        // Signed by our root but never recorded (the commit did not happen).
+        let (_, out) = LegacySession::CaAwaitSid.on_frame(b"dave", &mut sh, "p");
+        let unrecorded = String::from_utf8(out.send[2].clone()).unwrap();
+        let (_, sent, closed) = drive(bb(), &[b"2", b"dave", unrecorded.as_bytes()], &mut sh);
+        refused(&sent, closed, "not in the CA's records");
+
+        // A wrong MAC is answered as the original does, and the connection stays.
+        let (state, sent, _) = drive(bb(), &[b"2", b"alice", pem.as_bytes()], &mut sh);
+        assert_eq!(sent[0], "alice has been verified");
+        let (state, sent, closed) =
+            drive(state.unwrap(), &[format!("msg_{MAC}").as_bytes()], &mut sh);
+        assert_eq!(sent, [MAC_FAILED]);
+        assert!(!closed && state.unwrap().is_between_commands());
+        // A report frame with no '_' is a clear error.
+        let (state, _, _) = drive(bb(), &[b"2", b"alice", pem.as_bytes()], &mut sh);
+        let (_, sent, closed) = drive(state.unwrap(), &[b"no separator"], &mut sh);
+        refused(&sent, closed, "no '_' separator");
+        assert!(sh.store.reports().unwrap().is_empty());
+
+        // CA side: a bad SID, a command for the other port, an unknown one.
+        let (_, sent, closed) = drive(
+            LegacySession::start(ServiceKind::Ca),
+            &[b"1", b"../x"],
+            &mut sh,
+        );
+        assert_eq!(sent[0], PROMPT);
+        refused(&sent[1..], closed, "bad student id");
+        let (_, sent, closed) = drive(LegacySession::start(ServiceKind::Ca), &[b"2"], &mut sh);
+        refused(&sent, closed, "CA port");
+        let (_, sent, closed) = drive(bb(), &[b"1"], &mut sh);
+        refused(&sent, closed, "Blackboard port");
+        let (state, _, _) = drive(
+            LegacySession::start(ServiceKind::Ca),
+            &[b"1", b"erin"],
+            &mut sh,
+        );
+        let (_, sent, closed) = drive(state.unwrap(), &[b"\xff"], &mut sh);
+        refused(&sent, closed, "unknown command");
+    }
+
+    #[test]
+    fn commands_are_recognised_exactly() {
+        for c in ["1", "2", "q", "Q"] {
+            assert!(is_command(c.as_bytes()));
+        }
+        for c in ["", "1 ", "12", "x", "\u{1}"] {
+            assert!(!is_command(c.as_bytes()));
+        }
     }
 }

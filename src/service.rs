@@ -166,7 +166,12 @@ impl Session {
     /// Whether the connection has finished its exchange; an idle connection
     /// in this state is closed quietly.
     pub fn is_done(&self) -> bool {
-        matches!(self, Session::Done)
+        match self {
+            Session::Done => true,
+            // Between two legacy commands every answer has been given.
+            Session::Legacy(l) => l.is_between_commands(),
+            _ => false,
+        }
     }
 
     /// Feeds one frame payload to the state machine.
@@ -441,6 +446,22 @@ fn hello(
 /// Largest report accepted, in bytes.
 pub const MAX_REPORT: usize = 64 * 1024;
 
+/// Checks a report's text before it is stored and printed: at most
+/// [`MAX_REPORT`] bytes and no control characters but newline and tab (the
+/// text is shown on the operator's terminal). Shared with legacy mode.
+pub fn check_report_text(text: &str) -> Result<(), String> {
+    if text.len() > MAX_REPORT {
+        return Err(format!("the report is over {MAX_REPORT} bytes"));
+    }
+    match text
+        .chars()
+        .find(|c| c.is_control() && *c != '\n' && *c != '\t')
+    {
+        Some(c) => Err(format!("it contains the control character {c:?}")),
+        None => Ok(()),
+    }
+}
+
 fn report(
     p: PendingReport,
     cipher: crate::message::CipherId,
@@ -477,14 +498,8 @@ fn report(
             return Output::refuse(ErrorCode::BadRequest, "report refused: not UTF-8 text");
         }
     };
-    if let Some(c) = text
-        .chars()
-        .find(|c| c.is_control() && *c != '\n' && *c != '\t')
-    {
-        return Output::refuse(
-            ErrorCode::BadRequest,
-            format!("report refused: it contains the control character {c:?}"),
-        );
+    if let Err(reason) = check_report_text(&text) {
+        return Output::refuse(ErrorCode::BadRequest, format!("report refused: {reason}"));
     }
     let receipt_id = match crypto::random::<8>() {
         Ok(b) => u64::from_le_bytes(b) >> 1,
