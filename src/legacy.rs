@@ -188,7 +188,12 @@ impl LegacySession {
     }
 
     /// Feeds one frame; `None` means the exchange is over.
-    pub fn on_frame(self, payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
+    pub fn on_frame(
+        self,
+        payload: &[u8],
+        shared: &mut Shared,
+        peer: &str,
+    ) -> (Option<LegacySession>, Output) {
         match self {
             LegacySession::CaAwaitCommand => ca_command(payload, peer),
             LegacySession::CaAwaitSid => enroll(payload, shared, peer),
@@ -658,7 +663,7 @@ mod tests {
     // records are committed before the next frame.
 
     use crate::ca::{CaKeyType, CertificateAuthority};
-    use crate::store::{SqliteStore, Storage};
+    use crate::store::SqliteStore;
     use crate::verify::Verifier;
     use std::sync::Arc;
 
