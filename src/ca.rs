@@ -411,13 +411,7 @@ impl CertificateAuthority {
         b.set_not_before(&not_before)?;
         b.set_not_after(&not_after)?;
         b.append_extension(BasicConstraints::new().critical().build()?)?;
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .digital_signature()
-                .key_encipherment()
-                .build()?,
-        )?;
+        b.append_extension(leaf_key_usage(pubkey)?)?;
         b.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
         let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(Some(&self.cert), None))?;
         b.append_extension(ski)?;
@@ -436,6 +430,19 @@ impl CertificateAuthority {
             der: cert.to_der()?,
         })
     }
+}
+
+/// The leaf's key usage: digitalSignature for the TLS handshake, plus
+/// keyEncipherment for RSA keys only (Blackboard encrypts the session key to
+/// an RSA student key). RFC 5480 section 3 forbids keyEncipherment on an EC
+/// key, so a P-256 student gets digitalSignature alone.
+fn leaf_key_usage(pubkey: &PKeyRef<Public>) -> Result<openssl::x509::X509Extension, ErrorStack> {
+    let mut ku = KeyUsage::new();
+    ku.critical().digital_signature();
+    if pubkey.id() == Id::RSA {
+        ku.key_encipherment();
+    }
+    ku.build()
 }
 
 /// Days a CRL stays current (its nextUpdate).
@@ -680,6 +687,19 @@ mod tests {
         }
         let err = ca.issue(b"not a csr").err();
         assert!(matches!(err, Some(CaError::MalformedCsr(_))), "{err:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn ec_student_keys_get_no_key_encipherment() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let ca = test_ca(dir.path(), CaKeyType::Rsa2048)?;
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+        let key = PKey::from_ec_key(EcKey::generate(&group)?)?;
+        let issued = ca.issue(&csr("1155000001", &key)?.to_der()?)?;
+        let text = ext_text(&X509::from_der(&issued.der)?);
+        assert!(text.contains("Digital Signature"), "{text}");
+        assert!(!text.contains("Key Encipherment"), "RFC 5480: {text}");
         Ok(())
     }
 
