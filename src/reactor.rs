@@ -563,7 +563,13 @@ impl Reactor {
                 _ => self.limits.exchange_deadline,
             };
             let reason = format!("{what} of {} s reached", limit.as_secs_f32());
-            self.refuse(token, ErrorCode::Limit, &reason);
+            if matches!(conn.session, Session::Admission { .. }) {
+                // Silence after the challenge is a failed admission.
+                let reason = format!("admission refused: no answer to the challenge ({reason})");
+                self.refuse(token, ErrorCode::AdmissionRefused, &reason);
+            } else {
+                self.refuse(token, ErrorCode::Limit, &reason);
+            }
             // One try to send the reason, then close regardless: a peer that
             // is not reading must not hold the slot.
             if let Some(conn) = self.conns.get_mut(&token) {

@@ -247,6 +247,26 @@ impl Session {
                 Session::Done,
                 report(*p, cipher, &iv, &ciphertext, &mac, peer),
             ),
+            // Anything but the answer, before admission, is a client without
+            // the secret: say so, rather than "unexpected message".
+            (Session::Admission { .. }, msg) => {
+                warn!(
+                    "{peer}: admission refused: {} instead of the answer to the challenge",
+                    msg.name()
+                );
+                (
+                    Session::Done,
+                    Output::refuse(
+                        ErrorCode::AdmissionRefused,
+                        format!(
+                            "admission refused: this server requires the answer to its admission \
+                             challenge first (got {}); give the client the shared secret \
+                             (--admission-secret-file)",
+                            msg.name()
+                        ),
+                    ),
+                )
+            }
             (state, Message::Error { code, reason }) => {
                 info!("{peer}: client reported error {code:?}: {reason}");
                 drop(state);

@@ -156,8 +156,13 @@ impl Verifier {
             .unwrap_or(X509VerifyResult::APPLICATION_VERIFICATION);
         if result != X509VerifyResult::OK {
             // The purpose check reports "unsupported certificate purpose"
-            // for a leaf lacking clientAuth; say it plainly.
+            // for a leaf lacking clientAuth, and for a CA certificate (the
+            // root itself, say) whose key usage is for signing
+            // certificates; say which plainly.
             if result.as_raw() == 26 {
+                if cert.pathlen().is_some() || is_ca(&cert) {
+                    return Err(CertError::IsCa);
+                }
                 return Err(CertError::NotClientAuth);
             }
             return Err(CertError::Path {

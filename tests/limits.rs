@@ -1,0 +1,300 @@
+//! End-to-end: every connection limit of the real server binary, each with
+//! a client that crosses it, and each time an honest client still served.
+//! Timing is only ever bounded, never asserted: what is checked is who got
+//! which answer, and in which order.
+
+mod common;
+mod wire;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use certboard::client::{self, FramedStream, KeyType};
+use certboard::message::{ErrorCode, Message};
+use common::*;
+use wire::*;
+
+fn honest(server: &TestServer, sid: &str) -> TestResult {
+    let out = server.client(&[sid])?;
+    assert!(
+        out.status.success(),
+        "honest client failed:\n{}",
+        text(&out)
+    );
+    assert!(
+        stdout(&out).contains("Blackboard acknowledged"),
+        "{}",
+        text(&out)
+    );
+    Ok(())
+}
+
+fn csr(sid: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let key = client::make_key(KeyType::Rsa2048)?;
+    Ok(client::make_csr(sid, &key)?)
+}
+
+#[test]
+fn frame_over_max_frame_is_refused_before_it_is_read() -> TestResult {
+    let server = TestServer::start(&["--max-frame", "4096"])?;
+    // Only the header is sent: the refusal must not wait for the payload.
+    let (code, reason) = send_and_refusal(server.ca, &header(5000))?;
+    assert_eq!(code, ErrorCode::Malformed);
+    assert!(
+        reason.contains("frame length 5000 exceeds the limit of 4096 bytes"),
+        "{reason}"
+    );
+    assert!(server.wait_log("frame length 5000 exceeds the limit", 5));
+    // A frame at the limit is read (and refused for what it is, not its size).
+    let mut at_limit = header(4096).to_vec();
+    at_limit.extend(std::iter::repeat(0x10).take(4096));
+    let (code, reason) = send_and_refusal(server.ca, &at_limit)?;
+    assert_eq!(code, ErrorCode::Malformed, "{reason}");
+    assert!(!reason.contains("exceeds the limit"), "{reason}");
+    honest(&server, "framelimit")
+}
+
+#[test]
+fn total_bytes_per_connection_are_capped() -> TestResult {
+    let server = TestServer::start(&["--max-conn-bytes", "3000"])?;
+    // A frame well under --max-frame, but more than the connection may send.
+    let mut s = connect(server.ca)?;
+    let mut bytes = header(8000).to_vec();
+    bytes.extend(std::iter::repeat(0xAA).take(8000));
+    // The server may close while we still write: ignore write errors.
+    let _ = s.write_all(&bytes);
+    let got = read_to_close(&mut s, WAIT).ok_or("not closed")?;
+    let (code, reason) = refusal(&got)?;
+    assert_eq!(code, ErrorCode::Limit);
+    assert!(
+        reason.contains("connection sent more than 3000 bytes"),
+        "{reason}"
+    );
+    assert!(server.wait_log("connection sent more than 3000 bytes", 5));
+    honest(&server, "bytelimit")
+}
+
+#[test]
+fn connections_past_the_listener_limit_get_an_error_frame_and_others_are_served() -> TestResult {
+    let server = TestServer::start(&["--max-connections", "3"])?;
+    // Fill the CA listener with three silent connections.
+    let mut held: Vec<TcpStream> = (0..3)
+        .map(|_| connect(server.ca))
+        .collect::<Result<_, _>>()?;
+    // The server counts a connection once it has accepted it; wait for that.
+    assert!(eventually(WAIT, || {
+        let Ok(mut extra) = connect(server.ca) else {
+            return false;
+        };
+        match read_to_close(&mut extra, Duration::from_secs(2)).map(|b| refusal(&b)) {
+            Some(Ok((code, reason))) => {
+                code == ErrorCode::Limit && reason.contains("too many connections")
+            }
+            _ => false,
+        }
+    }));
+    assert!(server.wait_log("listener is at its limit of 3 connections", 5));
+
+    // The three held connections are still served.
+    let csr_der = csr("held0")?;
+    let mut first = held.remove(0);
+    first.write_all(&frame(&Message::EnrollRequest { csr_der }))?;
+    let got = read_to_close(&mut first, WAIT).ok_or("held connection not answered")?;
+    assert!(
+        matches!(messages(&got).first(), Some(Message::EnrollResponse { .. })),
+        "{:?}",
+        messages(&got)
+    );
+    // The limit is per listener: Blackboard is not affected by the CA's.
+    let mut bb = connect(server.blackboard)?;
+    bb.write_all(&frame(&Message::Report {
+        cipher: certboard::message::CipherId::Aes256Ctr,
+        iv: [0; 16],
+        ciphertext: vec![1, 2, 3],
+        mac: [0; 32],
+    }))?;
+    let (code, _) = refusal(&read_to_close(&mut bb, WAIT).ok_or("bb not answered")?)?;
+    assert_eq!(code, ErrorCode::UnexpectedMessage);
+
+    // Closing the rest frees their slots: an honest client goes through.
+    drop(held);
+    assert!(eventually(WAIT, || honest(&server, "afterlimit").is_ok()));
+    Ok(())
+}
+
+#[test]
+fn a_silent_connection_is_cut_off_at_the_idle_timeout() -> TestResult {
+    let server = TestServer::start(&["--idle-timeout", "1", "--deadline", "60"])?;
+    let mut s = connect(server.ca)?;
+    let got = read_to_close(&mut s, WAIT).ok_or("silent connection never closed")?;
+    let (code, reason) = refusal(&got)?;
+    assert_eq!(code, ErrorCode::Limit);
+    assert!(reason.contains("idle timeout of 1 s reached"), "{reason}");
+    assert!(server.wait_log("idle timeout of 1 s reached", 5));
+    honest(&server, "afteridle")
+}
+
+/// A slowloris: announces a frame, then sends one byte of it every 200 ms,
+/// reading whatever the server says meanwhile. Returns what it received,
+/// when the server closed, or `None` if it never did within `limit`.
+fn slowloris(
+    addr: std::net::SocketAddr,
+    limit: Duration,
+) -> mpsc::Receiver<Option<(Vec<u8>, Instant)>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let run = || -> Option<(Vec<u8>, Instant)> {
+            let mut s = connect(addr).ok()?;
+            s.write_all(&header(1000)).ok()?;
+            let until = Instant::now() + limit;
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while Instant::now() < until {
+                // A write after the server closed fails; keep reading anyway.
+                let _ = s.write_all(b"x");
+                // The 200 ms read timeout paces the trickle.
+                match std::io::Read::read(&mut s, &mut buf) {
+                    Ok(0) => return Some((got, Instant::now())),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return Some((got, Instant::now())),
+                }
+            }
+            None
+        };
+        let _ = tx.send(run());
+    });
+    rx
+}
+
+#[test]
+fn a_trickling_slowloris_is_cut_off_at_the_deadline_while_others_are_served() -> TestResult {
+    // Idle timeout long, deadline short: the trickle keeps bytes coming but
+    // never finishes its exchange in time.
+    let server = TestServer::start(&["--idle-timeout", "60", "--deadline", "4"])?;
+    let lorises: Vec<_> = (0..5)
+        .map(|_| slowloris(server.ca, Duration::from_secs(30)))
+        .collect();
+    // Meanwhile an honest student enrolls and submits, on the same loop.
+    honest(&server, "meanwhile")?;
+    let honest_done = Instant::now();
+    for rx in lorises {
+        let (got, closed_at) = rx
+            .recv_timeout(Duration::from_secs(40))?
+            .ok_or("the slowloris was never cut off")?;
+        assert!(
+            closed_at > honest_done,
+            "the honest client finished while the trickling clients were still connected"
+        );
+        let (code, reason) = refusal(&got)?;
+        assert_eq!(code, ErrorCode::Limit);
+        assert!(
+            reason.contains("exchange deadline of 4 s reached"),
+            "{reason}"
+        );
+    }
+    assert!(server.wait_log("exchange deadline of 4 s reached", 5));
+    Ok(())
+}
+
+#[test]
+fn a_trickle_that_never_completes_a_frame_is_cut_off_at_the_idle_timeout() -> TestResult {
+    // Bytes keep arriving, but the idle timer runs between whole frames.
+    let server = TestServer::start(&["--idle-timeout", "1", "--deadline", "60"])?;
+    let (got, _) = slowloris(server.blackboard, Duration::from_secs(20))
+        .recv_timeout(Duration::from_secs(30))?
+        .ok_or("the trickle was never cut off")?;
+    let (code, reason) = refusal(&got)?;
+    assert_eq!(code, ErrorCode::Limit);
+    assert!(reason.contains("idle timeout of 1 s reached"), "{reason}");
+    Ok(())
+}
+
+#[test]
+fn messages_past_the_cap_are_refused() -> TestResult {
+    // One message per connection: enrollment (one frame) works, a
+    // submission (hello, then report) is stopped at its second frame.
+    let server = TestServer::start(&["--max-messages", "1"])?;
+    let out = server.client(&["capped"])?;
+    assert!(!out.status.success(), "{}", text(&out));
+    let s = stdout(&out);
+    assert!(s.contains("SIDcapped sign finished"), "{s}");
+    assert!(s.contains("more than 1 messages on one connection"), "{s}");
+    assert!(server.wait_log("more than 1 messages on one connection", 5));
+    let reports = server.admin(&["reports"])?;
+    assert_eq!(stdout(&reports), "", "nothing recorded: {}", text(&reports));
+    Ok(())
+}
+
+#[test]
+fn frames_out_of_order_are_refused_with_a_reason() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let report = Message::Report {
+        cipher: certboard::message::CipherId::Aes256Ctr,
+        iv: [0; 16],
+        ciphertext: b"never decrypted".to_vec(),
+        mac: [0; 32],
+    };
+    let cases = [
+        // A report before any hello.
+        (
+            server.blackboard,
+            report.clone(),
+            "unexpected Report message",
+            "unexpected Report while waiting for a submission hello",
+        ),
+        // A hello to the CA.
+        (
+            server.ca,
+            Message::SubmitHello {
+                sid: "alice".into(),
+                cert_der: vec![0x30, 0],
+                chain: vec![],
+            },
+            "unexpected SubmitHello message: this connection is waiting for an enrollment request",
+            "unexpected SubmitHello while waiting for an enrollment request",
+        ),
+        // A server's message sent by a client.
+        (
+            server.ca,
+            Message::EnrollResponse {
+                cert_der: vec![],
+                ca_cert_der: vec![],
+            },
+            "unexpected EnrollResponse message",
+            "unexpected EnrollResponse while",
+        ),
+        // An admission answer nobody asked for.
+        (
+            server.blackboard,
+            Message::AdmissionResponse { mac: [7; 32] },
+            "unexpected AdmissionResponse message: this connection is waiting for a submission hello",
+            "unexpected AdmissionResponse while waiting for a submission hello",
+        ),
+    ];
+    for (addr, msg, want, logged) in cases {
+        let (code, reason) = send_and_refusal(addr, &frame(&msg))?;
+        assert_eq!(code, ErrorCode::UnexpectedMessage, "{reason}");
+        assert!(reason.contains(want), "{reason}");
+        assert!(server.wait_log(logged, 5), "{logged:?} not logged");
+    }
+    // After a full enrollment, a second request on the same connection is
+    // not acted on: the server has closed the exchange.
+    let mut conn = FramedStream::connect(&server.ca.to_string(), WAIT)?;
+    let csr_der = csr("twice")?;
+    conn.send(&Message::EnrollRequest {
+        csr_der: csr_der.clone(),
+    })?;
+    assert!(matches!(conn.recv()?, Message::EnrollResponse { .. }));
+    let _ = conn.send(&Message::EnrollRequest { csr_der });
+    assert!(conn.recv().is_err(), "a second request was answered");
+    let certs = server.admin(&["certs"])?;
+    assert_eq!(stdout(&certs).lines().count(), 1, "{}", text(&certs));
+    honest(&server, "inorder")
+}
