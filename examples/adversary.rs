@@ -1,0 +1,481 @@
+//! The adversary of the lab's picture: a man in the middle between the
+//! student and Blackboard, which reads the certboard frames going by and
+//! tampers with them.
+//!
+//! ```text
+//! cargo run --example adversary -- --listen 127.0.0.1:9002 --upstream 127.0.0.1:8002 --mode flip
+//! cargo run --bin client -- --blackboard 127.0.0.1:9002 1155000001
+//! ```
+//!
+//! Modes (what it does to the student's traffic):
+//!
+//! - `pass`: relays every frame unchanged; the student's submission succeeds.
+//! - `flip`: flips one bit of the encrypted report.
+//! - `truncate`: cuts the encrypted report to half its length.
+//! - `drop-mac`: removes the report's MAC. The 32 MAC bytes are the last
+//!   field of the Report message, so they are cut off the payload and the
+//!   frame is re-framed with the shorter, correct length: the frame is
+//!   well-formed, the message inside is not (Blackboard refuses it as
+//!   malformed). A report without a MAC is not a thing the protocol has.
+//! - `swap-cert`: replaces the student's certificate with one it made for
+//!   the same SID, signed by its own CA, a look-alike with CUHK's name, over
+//!   its own key: if Blackboard took it, the session key would be encrypted
+//!   to the adversary.
+//! - `replay`: relays the first whole submission unchanged, records it, and
+//!   once it is over plays the student's side of it back to Blackboard on a
+//!   new connection.
+//!
+//! Everything it sees and does is printed on stdout, one line per event;
+//! the first line is `listening ADDR` once bound (so `--listen
+//! 127.0.0.1:0` works). It runs until killed. Tooling, not the server:
+//! blocking sockets, two threads per connection.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::error::ErrorStack;
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::x509::extension::{
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier,
+};
+use openssl::x509::{X509Builder, X509Name, X509NameRef, X509};
+
+use certboard::framing::{self, Decoder};
+use certboard::message::{Message, MAC_LEN};
+
+/// What the adversary does to the traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Relay unchanged.
+    Pass,
+    /// Flip one bit of the encrypted report.
+    Flip,
+    /// Record one whole submission, play it back later on a new connection.
+    Replay,
+    /// Replace the student's certificate with a look-alike CA's.
+    SwapCert,
+    /// Cut the encrypted report short.
+    Truncate,
+    /// Remove the report's MAC.
+    DropMac,
+}
+
+/// A man-in-the-middle proxy for certboard's Blackboard protocol.
+#[derive(Debug, Parser)]
+struct Cli {
+    /// Where students connect (port 0: any free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: SocketAddr,
+    /// The real Blackboard.
+    #[arg(long, value_name = "ADDR")]
+    upstream: SocketAddr,
+    /// What to do to the traffic.
+    #[arg(long, value_enum)]
+    mode: Mode,
+    /// Milliseconds to wait after the recorded submission before replaying it.
+    #[arg(long, value_name = "MS", default_value_t = 300)]
+    replay_delay: u64,
+}
+
+/// One line on stdout, flushed at once (a test or a person reads it live).
+fn say(line: &str) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// The look-alike CA and the adversary's own key.
+struct Forger {
+    ca_key: PKey<Private>,
+    ca_cert: X509,
+    key: PKey<Private>,
+}
+
+/// The subject certboard gives its root (see `ca.rs`): the look-alike
+/// copies it.
+fn cuhk_root_name() -> Result<X509Name, ErrorStack> {
+    let mut name = X509Name::builder()?;
+    name.append_entry_by_nid(Nid::ORGANIZATIONNAME, "CUHK")?;
+    name.append_entry_by_nid(Nid::COMMONNAME, "CUHK certboard Root CA")?;
+    Ok(name.build())
+}
+
+fn serial() -> Result<Asn1Integer, ErrorStack> {
+    certboard::ca::random_serial()?.to_asn1_integer()
+}
+
+impl Forger {
+    fn new() -> Result<Forger, ErrorStack> {
+        let ca_key = PKey::from_rsa(Rsa::generate(2048)?)?;
+        let name = cuhk_root_name()?;
+        let mut b = X509Builder::new()?;
+        b.set_version(2)?;
+        b.set_serial_number(serial()?.as_ref())?;
+        b.set_subject_name(&name)?;
+        b.set_issuer_name(&name)?;
+        b.set_pubkey(&ca_key)?;
+        b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
+        b.set_not_after(Asn1Time::days_from_now(365)?.as_ref())?;
+        b.append_extension(BasicConstraints::new().critical().ca().pathlen(0).build()?)?;
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .key_cert_sign()
+                .crl_sign()
+                .build()?,
+        )?;
+        let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
+        b.append_extension(ski)?;
+        b.sign(&ca_key, MessageDigest::sha256())?;
+        Ok(Forger {
+            ca_key,
+            ca_cert: b.build(),
+            key: PKey::from_rsa(Rsa::generate(2048)?)?,
+        })
+    }
+
+    /// A student certificate for `sid` in CUHK's exact profile, but from
+    /// the look-alike CA and over the adversary's key.
+    fn forge(&self, sid: &str) -> Result<Vec<u8>, ErrorStack> {
+        let mut name = X509Name::builder()?;
+        name.append_entry_by_nid(Nid::COMMONNAME, sid)?;
+        let name = name.build();
+        let mut b = X509Builder::new()?;
+        b.set_version(2)?;
+        b.set_serial_number(serial()?.as_ref())?;
+        b.set_subject_name(&name)?;
+        b.set_issuer_name(self.ca_cert.subject_name())?;
+        b.set_pubkey(&self.key)?;
+        b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
+        b.set_not_after(Asn1Time::days_from_now(30)?.as_ref())?;
+        b.append_extension(BasicConstraints::new().critical().build()?)?;
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .digital_signature()
+                .key_encipherment()
+                .build()?,
+        )?;
+        b.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
+        let ski =
+            SubjectKeyIdentifier::new().build(&b.x509v3_context(Some(&self.ca_cert), None))?;
+        b.append_extension(ski)?;
+        let aki = AuthorityKeyIdentifier::new()
+            .keyid(true)
+            .build(&b.x509v3_context(Some(&self.ca_cert), None))?;
+        b.append_extension(aki)?;
+        b.sign(&self.ca_key, MessageDigest::sha256())?;
+        b.build().to_der()
+    }
+}
+
+fn name_text(name: &X509NameRef) -> String {
+    certboard::ca::name_text(name)
+}
+
+/// Which way a frame went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    /// Student to Blackboard.
+    Up,
+    /// Blackboard to student.
+    Down,
+}
+
+/// A submission as it went by: every frame, in order.
+type Transcript = Vec<(Dir, Vec<u8>)>;
+
+struct Proxy {
+    mode: Mode,
+    upstream: SocketAddr,
+    forger: Option<Forger>,
+    replay_delay: Duration,
+    replayed: AtomicBool,
+    next_id: AtomicUsize,
+}
+
+/// Reads one frame; `Ok(None)` when the peer closed.
+fn read_frame(
+    s: &mut TcpStream,
+    d: &mut Decoder,
+    buf: &mut Vec<u8>,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match d.decode(buf) {
+            Ok(Some(f)) => return Ok(Some(f)),
+            Ok(None) => {}
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn describe(payload: &[u8]) -> String {
+    match Message::decode(payload) {
+        Ok(Message::Error { code, reason }) => format!("Error {code:?}: {reason}"),
+        Ok(m) => m.name().to_string(),
+        Err(e) => format!("undecodable frame ({e})"),
+    }
+}
+
+impl Proxy {
+    /// What the adversary does to one frame from the student; `None` lets
+    /// it through unchanged.
+    fn tamper(&self, payload: &[u8]) -> Option<(Vec<u8>, String)> {
+        let msg = Message::decode(payload).ok()?;
+        match (self.mode, msg) {
+            (
+                Mode::Flip,
+                Message::Report {
+                    cipher,
+                    iv,
+                    mut ciphertext,
+                    mac,
+                },
+            ) => {
+                let at = ciphertext.len() / 2;
+                let byte = ciphertext.get_mut(at)?;
+                *byte ^= 0x01;
+                let out = Message::Report {
+                    cipher,
+                    iv,
+                    ciphertext,
+                    mac,
+                };
+                Some((
+                    out.encode(),
+                    format!("flipped the low bit of report ciphertext byte {at}"),
+                ))
+            }
+            (
+                Mode::Truncate,
+                Message::Report {
+                    cipher,
+                    iv,
+                    mut ciphertext,
+                    mac,
+                },
+            ) => {
+                let was = ciphertext.len();
+                ciphertext.truncate(was / 2);
+                let now = ciphertext.len();
+                let out = Message::Report {
+                    cipher,
+                    iv,
+                    ciphertext,
+                    mac,
+                };
+                Some((
+                    out.encode(),
+                    format!("cut the report ciphertext from {was} to {now} bytes"),
+                ))
+            }
+            (Mode::DropMac, Message::Report { .. }) => {
+                // The MAC is the last field: drop its bytes, re-frame.
+                let keep = payload.len().checked_sub(MAC_LEN)?;
+                Some((
+                    payload.get(..keep)?.to_vec(),
+                    format!("removed the {MAC_LEN}-byte MAC from the report"),
+                ))
+            }
+            (Mode::SwapCert, Message::SubmitHello { sid, cert_der, .. }) => {
+                let forger = self.forger.as_ref()?;
+                let forged = match forger.forge(&sid) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        say(&format!("cannot forge a certificate: {e}"));
+                        return None;
+                    }
+                };
+                let real_issuer = X509::from_der(&cert_der)
+                    .map(|c| name_text(c.issuer_name()))
+                    .unwrap_or_else(|_| "?".into());
+                let out = Message::SubmitHello {
+                    sid: sid.clone(),
+                    cert_der: forged,
+                    chain: Vec::new(),
+                };
+                Some((
+                    out.encode(),
+                    format!(
+                        "replaced SID {sid}'s certificate (issuer {real_issuer}) with one from a \
+                         look-alike CA ({}) over the adversary's key",
+                        name_text(forger.ca_cert.subject_name())
+                    ),
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    fn serve(self: Arc<Self>, mut client: TcpStream, peer: SocketAddr) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        say(&format!("conn {id}: student {peer} connected"));
+        let mut upstream = match TcpStream::connect(self.upstream) {
+            Ok(s) => s,
+            Err(e) => {
+                say(&format!("conn {id}: cannot reach Blackboard: {e}"));
+                return;
+            }
+        };
+        let _ = client.set_nodelay(true);
+        let _ = upstream.set_nodelay(true);
+        let transcript = Arc::new(Mutex::new(Transcript::new()));
+        let (Ok(mut up_rd), Ok(mut client_wr)) = (upstream.try_clone(), client.try_clone()) else {
+            say(&format!("conn {id}: cannot clone sockets"));
+            return;
+        };
+        // Blackboard → student: relayed as it is, and watched.
+        let down_log = transcript.clone();
+        let down = std::thread::spawn(move || {
+            let mut d = Decoder::new(framing::DEFAULT_MAX_FRAME);
+            let mut buf = Vec::new();
+            while let Ok(Some(f)) = read_frame(&mut up_rd, &mut d, &mut buf) {
+                let what = describe(&f);
+                match Message::decode(&f) {
+                    Ok(Message::Error { .. }) => {
+                        say(&format!("conn {id}: Blackboard refused: {what}"))
+                    }
+                    _ => say(&format!("conn {id}: Blackboard sent {what}")),
+                }
+                if let Ok(mut t) = down_log.lock() {
+                    t.push((Dir::Down, f.clone()));
+                }
+                if client_wr.write_all(&framing::frame(&f)).is_err() {
+                    break;
+                }
+            }
+            let _ = client_wr.shutdown(Shutdown::Write);
+        });
+        // Student → Blackboard: where the tampering happens.
+        let mut d = Decoder::new(framing::DEFAULT_MAX_FRAME);
+        let mut buf = Vec::new();
+        loop {
+            let f = match read_frame(&mut client, &mut d, &mut buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    say(&format!("conn {id}: student stream: {e}"));
+                    break;
+                }
+            };
+            let f = match self.tamper(&f) {
+                Some((changed, what)) => {
+                    say(&format!("conn {id}: tampered: {what}"));
+                    changed
+                }
+                None => {
+                    say(&format!("conn {id}: student sent {}", describe(&f)));
+                    f
+                }
+            };
+            if let Ok(mut t) = transcript.lock() {
+                t.push((Dir::Up, f.clone()));
+            }
+            if upstream.write_all(&framing::frame(&f)).is_err() {
+                break;
+            }
+        }
+        let _ = upstream.shutdown(Shutdown::Write);
+        let _ = down.join();
+        say(&format!("conn {id}: closed"));
+        if self.mode == Mode::Replay {
+            let recorded = transcript.lock().map(|t| t.clone()).unwrap_or_default();
+            let has_report = recorded.iter().any(|(dir, f)| {
+                *dir == Dir::Up && matches!(Message::decode(f), Ok(Message::Report { .. }))
+            });
+            if has_report && !self.replayed.swap(true, Ordering::SeqCst) {
+                say(&format!(
+                    "conn {id}: recorded a whole submission ({} frames)",
+                    recorded.len()
+                ));
+                std::thread::sleep(self.replay_delay);
+                self.replay(&recorded);
+            }
+        }
+    }
+
+    /// Plays the student's side of a recorded submission to Blackboard on a
+    /// new connection, waiting for Blackboard's frame wherever it answered
+    /// before.
+    fn replay(&self, recorded: &Transcript) {
+        let result = (|| -> io::Result<String> {
+            let mut s = TcpStream::connect(self.upstream)?;
+            s.set_read_timeout(Some(Duration::from_secs(20)))?;
+            let mut d = Decoder::new(framing::DEFAULT_MAX_FRAME);
+            let mut buf = Vec::new();
+            for (dir, f) in recorded {
+                match dir {
+                    Dir::Up => {
+                        say(&format!("replay: sent {}", describe(f)));
+                        s.write_all(&framing::frame(f))?;
+                    }
+                    Dir::Down => match read_frame(&mut s, &mut d, &mut buf)? {
+                        None => return Ok("Blackboard closed the connection".into()),
+                        Some(got) => match Message::decode(&got) {
+                            Ok(Message::Error { code, reason }) => {
+                                return Ok(format!("Blackboard refused the replay: Error {code:?}: {reason}"))
+                            }
+                            Ok(Message::Receipt { receipt_id, .. }) => {
+                                return Ok(format!(
+                                    "Blackboard ACCEPTED the replayed submission (receipt {receipt_id})"
+                                ))
+                            }
+                            _ => say(&format!("replay: Blackboard sent {}", describe(&got))),
+                        },
+                    },
+                }
+            }
+            Ok("the recording ended without a verdict".into())
+        })();
+        match result {
+            Ok(verdict) => say(&format!("replay verdict: {verdict}")),
+            Err(e) => say(&format!("replay verdict: failed: {e}")),
+        }
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    let forger = match cli.mode {
+        Mode::SwapCert => Some(Forger::new()?),
+        _ => None,
+    };
+    let listener = TcpListener::bind(cli.listen)?;
+    say(&format!("listening {}", listener.local_addr()?));
+    say(&format!("mode {:?}, upstream {}", cli.mode, cli.upstream));
+    let proxy = Arc::new(Proxy {
+        mode: cli.mode,
+        upstream: cli.upstream,
+        forger,
+        replay_delay: Duration::from_millis(cli.replay_delay),
+        replayed: AtomicBool::new(false),
+        next_id: AtomicUsize::new(1),
+    });
+    for conn in listener.incoming() {
+        match conn {
+            Ok(stream) => {
+                let peer = stream
+                    .peer_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                let p = proxy.clone();
+                std::thread::spawn(move || p.serve(stream, peer));
+            }
+            Err(e) => say(&format!("accept failed: {e}")),
+        }
+    }
+    Ok(())
+}

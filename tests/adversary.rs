@@ -1,0 +1,269 @@
+//! End-to-end: the man in the middle (`examples/adversary.rs`) between the
+//! real client and the real server, in every mode. Through `pass` the
+//! student succeeds; every tampering is refused by Blackboard, which says
+//! why (to the student and in its log), and nothing tampered is recorded.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+type Error = Box<dyn std::error::Error>;
+
+/// The adversary example's binary, built (or found up to date) by cargo:
+/// `cargo test --test adversary` alone does not build examples, and a stale
+/// one would test old code.
+fn adversary_exe() -> Result<PathBuf, Error> {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_server"))
+            .parent()
+            .ok_or("no target dir")?
+            .to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--example", "adversary"]);
+        if bin_dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .map_err(|e| format!("running cargo: {e}"))?;
+        if !status.success() {
+            return Err("cannot build the adversary example".into());
+        }
+        Ok(bin_dir.join("examples").join("adversary"))
+    });
+    Ok(built.clone()?)
+}
+
+/// A running adversary, killed when dropped; its stdout lines collected.
+struct Adversary {
+    child: Child,
+    addr: SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Adversary {
+    fn start(upstream: SocketAddr, mode: &str) -> Result<Adversary, Error> {
+        let mut child = Command::new(adversary_exe()?)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                &upstream.to_string(),
+            ])
+            .args(["--mode", mode])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("listening ") {
+                    let _ = tx.send(addr.to_string());
+                }
+                if let Ok(mut l) = sink.lock() {
+                    l.push(line);
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a.parse()?,
+            Err(_) => {
+                let _ = child.kill();
+                return Err("the adversary did not start listening".into());
+            }
+        };
+        Ok(Adversary { child, addr, lines })
+    }
+
+    fn output(&self) -> String {
+        self.lines.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// Waits until the adversary printed a line containing `needle`.
+    fn wait_for(&self, needle: &str, secs: u64) -> Option<String> {
+        let until = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < until {
+            if let Ok(l) = self.lines.lock() {
+                if let Some(line) = l.iter().find(|l| l.contains(needle)) {
+                    return Some(line.clone());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Adversary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The real client, enrolling directly with the CA and submitting through
+/// the adversary.
+fn client_through(
+    server: &TestServer,
+    adversary: &Adversary,
+    sid: &str,
+) -> std::io::Result<Output> {
+    Command::new(env!("CARGO_BIN_EXE_client"))
+        .current_dir(server.path())
+        .args(["--ca", &server.ca.to_string()])
+        .args(["--blackboard", &adversary.addr.to_string()])
+        .args(["--timeout", "20", sid])
+        .stdin(Stdio::null())
+        .output()
+}
+
+fn reports_for(server: &TestServer, sid: &str) -> Result<usize, Error> {
+    let out = server.admin(&["reports"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let needle = format!(" sid={sid} ");
+    Ok(stdout(&out).lines().filter(|l| l.contains(&needle)).count())
+}
+
+/// Runs one tampering mode: the student fails with `to_student`, the server
+/// logs `logged`, the adversary says it tampered, nothing is recorded.
+fn refused_mode(
+    server: &TestServer,
+    mode: &str,
+    sid: &str,
+    tampered: &str,
+    to_student: &str,
+    logged: &str,
+) -> TestResult {
+    let adversary = Adversary::start(server.blackboard, mode)?;
+    let out = client_through(server, &adversary, sid)?;
+    let context = format!(
+        "mode {mode}\n{}\n--- adversary\n{}",
+        text(&out),
+        adversary.output()
+    );
+    assert!(!out.status.success(), "{context}");
+    assert!(stdout(&out).contains(to_student), "{context}");
+    assert!(
+        adversary
+            .wait_for(&format!("tampered: {tampered}"), 10)
+            .is_some(),
+        "{context}"
+    );
+    assert!(
+        adversary.wait_for("Blackboard refused", 10).is_some(),
+        "{context}"
+    );
+    assert!(
+        server.wait_log(logged, 10),
+        "{mode}: {logged:?} not in the server log:\n{}",
+        server.log()
+    );
+    assert_eq!(reports_for(server, sid)?, 0, "{context}");
+    Ok(())
+}
+
+#[test]
+fn pass_relays_an_honest_submission() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let adversary = Adversary::start(server.blackboard, "pass")?;
+    let out = client_through(&server, &adversary, "passer")?;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        adversary.output()
+    );
+    assert!(adversary.wait_for("Blackboard sent Receipt", 10).is_some());
+    assert!(!adversary.output().contains("tampered"));
+    assert_eq!(reports_for(&server, "passer")?, 1);
+    Ok(())
+}
+
+#[test]
+fn flip_truncate_and_drop_mac_are_refused_and_nothing_is_recorded() -> TestResult {
+    let server = TestServer::start(&[])?;
+    refused_mode(
+        &server,
+        "flip",
+        "flipped",
+        "flipped the low bit of report ciphertext byte",
+        "report refused: the MAC does not verify",
+        "report from SID flipped refused: MAC does not verify",
+    )?;
+    refused_mode(
+        &server,
+        "truncate",
+        "truncated",
+        "cut the report ciphertext from",
+        "report refused: the MAC does not verify",
+        "report from SID truncated refused: MAC does not verify",
+    )?;
+    refused_mode(
+        &server,
+        "drop-mac",
+        "macless",
+        "removed the 32-byte MAC",
+        "malformed message: message truncated in field `mac`",
+        "malformed message: message truncated in field `mac`",
+    )?;
+    Ok(())
+}
+
+#[test]
+fn a_swapped_certificate_is_refused_and_nothing_is_recorded() -> TestResult {
+    let server = TestServer::start(&[])?;
+    refused_mode(
+        &server,
+        "swap-cert",
+        "swapped",
+        "replaced SID swapped's certificate",
+        "the certificate does not chain to the CUHK root",
+        "certificate refused for SID \"swapped\": the certificate does not chain to the CUHK root",
+    )
+}
+
+#[test]
+fn a_replayed_submission_is_refused_and_recorded_only_once() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let adversary = Adversary::start(server.blackboard, "replay")?;
+    // The student's own submission goes through untouched.
+    let out = client_through(&server, &adversary, "replayed")?;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        adversary.output()
+    );
+    // Then the adversary plays it back on a new connection.
+    let verdict = adversary
+        .wait_for("replay verdict:", 30)
+        .ok_or_else(|| format!("no replay verdict:\n{}", adversary.output()))?;
+    assert!(
+        verdict.contains("Blackboard refused the replay")
+            && verdict.contains("the MAC does not verify"),
+        "{verdict}\n{}",
+        adversary.output()
+    );
+    assert!(server.wait_log("report from SID replayed refused: MAC does not verify", 10));
+    assert_eq!(
+        reports_for(&server, "replayed")?,
+        1,
+        "only the student's own submission is recorded"
+    );
+    Ok(())
+}
