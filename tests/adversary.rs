@@ -267,3 +267,46 @@ fn a_replayed_submission_is_refused_and_recorded_only_once() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn the_script_shows_every_mode_to_a_person() -> TestResult {
+    let exe = adversary_exe()?;
+    let bin_dir = exe.parent().and_then(|p| p.parent()).ok_or("no bin dir")?;
+    let out = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/adversary.sh"
+        ))
+        .env("CERTBOARD_BIN_DIR", bin_dir)
+        .stdin(Stdio::null())
+        .output()?;
+    assert!(out.status.success(), "{}", text(&out));
+    let s = stdout(&out);
+    for mode in [
+        "pass",
+        "flip",
+        "truncate",
+        "drop-mac",
+        "swap-cert",
+        "replay",
+    ] {
+        assert!(
+            s.contains(&format!("mode {mode} (student sid-{mode})")),
+            "{s}"
+        );
+    }
+    assert_eq!(s.matches("-- outcome: student SUCCEEDED").count(), 2, "{s}");
+    assert_eq!(s.matches("-- outcome: student FAILED").count(), 4, "{s}");
+    assert!(
+        s.contains("replay verdict: Blackboard refused the replay"),
+        "{s}"
+    );
+    let recorded: Vec<&str> = s.lines().filter(|l| l.starts_with("receipt=")).collect();
+    assert_eq!(recorded.len(), 2, "{s}");
+    assert!(recorded.iter().any(|l| l.contains(" sid=sid-pass ")), "{s}");
+    assert!(
+        recorded.iter().any(|l| l.contains(" sid=sid-replay ")),
+        "{s}"
+    );
+    Ok(())
+}
