@@ -177,7 +177,7 @@ fn slowloris(
 fn a_trickling_slowloris_is_cut_off_at_the_deadline_while_others_are_served() -> TestResult {
     // Idle timeout long, deadline short: the trickle keeps bytes coming but
     // never finishes its exchange in time.
-    let server = TestServer::start(&["--idle-timeout", "60", "--deadline", "4"])?;
+    let server = TestServer::start(&["--idle-timeout", "60", "--deadline", "5"])?;
     let lorises: Vec<_> = (0..5)
         .map(|_| slowloris(server.ca, Duration::from_secs(30)))
         .collect();
@@ -195,11 +195,11 @@ fn a_trickling_slowloris_is_cut_off_at_the_deadline_while_others_are_served() ->
         let (code, reason) = refusal(&got)?;
         assert_eq!(code, ErrorCode::Limit);
         assert!(
-            reason.contains("exchange deadline of 4 s reached"),
+            reason.contains("exchange deadline of 5 s reached"),
             "{reason}"
         );
     }
-    assert!(server.wait_log("exchange deadline of 4 s reached", 5));
+    assert!(server.wait_log("exchange deadline of 5 s reached", 5));
     Ok(())
 }
 

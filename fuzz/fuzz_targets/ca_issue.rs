@@ -1,0 +1,35 @@
+//! The CA's issuance path on arbitrary bytes posing as a CSR: never panics;
+//! anything it does issue is a certificate for a valid SID that chains to
+//! the root and is not a CA.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use certboard::ca::{CaKeyType, CertificateAuthority};
+use certboard::verify::{CertError, Verifier};
+use libfuzzer_sys::fuzz_target;
+
+fn ca() -> &'static (CertificateAuthority, Verifier) {
+    static CA: OnceLock<(CertificateAuthority, Verifier)> = OnceLock::new();
+    CA.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("certboard-fuzz-ca-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (ca, _) = CertificateAuthority::open(&dir, b"fuzzing passphrase", CaKeyType::P256, 30)
+            .expect("test CA");
+        let _ = std::fs::remove_dir_all(&dir);
+        let verifier = Verifier::new(ca.cert()).expect("verifier");
+        (ca, verifier)
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (ca, verifier) = ca();
+    if let Ok(issued) = ca.issue(data) {
+        assert!(certboard::sid::validate(&issued.sid).is_ok());
+        match verifier.verify(&issued.sid, &issued.der, &[]) {
+            // An EC key is certified by the CA but not usable at Blackboard.
+            Ok(_) | Err(CertError::NotRsa) => {}
+            Err(e) => panic!("issued a certificate Blackboard refuses: {e}"),
+        }
+    }
+});
