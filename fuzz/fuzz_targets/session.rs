@@ -1,7 +1,7 @@
 //! The per-connection state machines (CA and Blackboard, with or without
 //! admission control and legacy mode) fed a sequence of arbitrary frames,
-//! as the reactor would: never panics, and stops acting once it says
-//! "close". A frame `[0xFE]` stands for a valid SubmitHello with a
+//! as the reactor would (until it says "close"): never panics, and every
+//! frame it sends is a well-formed message. A frame `[0xFE]` stands for a valid SubmitHello with a
 //! certificate from this process's CA, so the fuzzer gets past the
 //! certificate check to the report (which it cannot MAC).
 #![no_main]
