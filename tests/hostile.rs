@@ -34,6 +34,75 @@ fn hostile(addr: SocketAddr, bytes: &[u8]) -> Result<(ErrorCode, String), String
 #[test]
 fn hostile_bytes_do_not_crash_or_stall_the_server() -> TestResult {
     let mut server = TestServer::start(&["--idle-timeout", "3", "--deadline", "10"])?;
+    battery(&mut server)?;
+    let status = server.stop()?;
+    assert!(status.success(), "server exit: {status:?}");
+    Ok(())
+}
+
+/// The text frames a legacy connection got before the server closed it.
+fn legacy_frames(
+    addr: SocketAddr,
+    frames: &[&[u8]],
+) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let mut s = connect(addr)?;
+    for f in frames {
+        s.write_all(&certboard::framing::frame(f))?;
+    }
+    let got = read_to_close(&mut s, WAIT).ok_or("legacy connection not closed")?;
+    let mut d = certboard::framing::Decoder::new(certboard::framing::DEFAULT_MAX_FRAME);
+    let mut buf = got;
+    let mut out = Vec::new();
+    while let Ok(Some(f)) = d.decode(&mut buf) {
+        out.push(String::from_utf8(f)?);
+    }
+    Ok(out)
+}
+
+#[test]
+fn hostile_bytes_with_legacy_mode_on() -> TestResult {
+    let mut server = TestServer::start(&["--legacy", "--idle-timeout", "3", "--deadline", "10"])?;
+    // The original protocol's text frames, abused.
+    let long_cert = vec![b'A'; 20 * 1024];
+    let cases: Vec<(SocketAddr, Vec<&[u8]>)> = vec![
+        (server.ca, vec![b"1", b"../../etc/passwd"]),
+        (server.ca, vec![b"1", &[0xff, 0xfe, 0x00]]),
+        (server.ca, vec![b"2"]),
+        (server.blackboard, vec![b"2", b"alice", &long_cert]),
+        (
+            server.blackboard,
+            vec![
+                b"2",
+                b"alice",
+                b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----",
+            ],
+        ),
+        (server.blackboard, vec![b"2", b"bad sid!", b"whatever"]),
+        (server.blackboard, vec![b"1"]),
+        (server.blackboard, vec![b"2", &[0x20, 0x00]]),
+    ];
+    for (addr, frames) in cases {
+        let got = legacy_frames(addr, &frames)?;
+        assert!(
+            got.last().is_some_and(|l| l.starts_with("error: ")),
+            "{frames:?} got {got:?}"
+        );
+    }
+    // A legacy client that asks to enroll and then goes silent is cut off.
+    let got = legacy_frames(server.ca, &[b"1"])?;
+    assert!(
+        got.last().is_some_and(|l| l.contains("idle timeout")),
+        "{got:?}"
+    );
+    battery(&mut server)?;
+    let status = server.stop()?;
+    assert!(status.success(), "server exit: {status:?}");
+    Ok(())
+}
+
+/// Everything hostile, then an honest student; the server must be alive
+/// and have recorded her report.
+fn battery(server: &mut TestServer) -> TestResult {
     let listeners = [server.ca, server.blackboard];
 
     // Random garbage, many times, on both listeners: the first four bytes
@@ -55,7 +124,7 @@ fn hostile_bytes_do_not_crash_or_stall_the_server() -> TestResult {
             Err(e) => return Err(format!("garbage #{i}: {e}").into()),
         }
     }
-    assert!(alive(&mut server), "server died on random garbage");
+    assert!(alive(server), "server died on random garbage");
 
     // A negative length; the two lengths around 2 GiB (i32::MAX, and 2^31
     // itself, which is negative as an i32).
@@ -147,7 +216,7 @@ fn hostile_bytes_do_not_crash_or_stall_the_server() -> TestResult {
         s.set_read_timeout(Some(Duration::from_millis(200)))?;
         read_to_close(&mut s, WAIT).ok_or("a half-open connection was never closed")?;
     }
-    assert!(alive(&mut server), "server died");
+    assert!(alive(server), "server died");
 
     // After all of it: an honest student enrolls and submits, and her report
     // is recorded.
@@ -164,7 +233,7 @@ fn hostile_bytes_do_not_crash_or_stall_the_server() -> TestResult {
         "{}",
         text(&reports)
     );
-    assert!(alive(&mut server), "server died");
+    assert!(alive(server), "server died");
     // Every refusal above was logged with the peer's address.
     let log = server.log();
     for needle in [
@@ -180,7 +249,5 @@ fn hostile_bytes_do_not_crash_or_stall_the_server() -> TestResult {
             .any(|l| l.contains("ca:127.0.0.1:") && l.contains("bad frame")),
         "refusals are logged with the peer address"
     );
-    let status = server.stop()?;
-    assert!(status.success(), "server exit: {status:?}");
     Ok(())
 }

@@ -49,7 +49,7 @@ fn frame_over_max_frame_is_refused_before_it_is_read() -> TestResult {
     assert!(server.wait_log("frame length 5000 exceeds the limit", 5));
     // A frame at the limit is read (and refused for what it is, not its size).
     let mut at_limit = header(4096).to_vec();
-    at_limit.extend(std::iter::repeat(0x10).take(4096));
+    at_limit.extend(std::iter::repeat_n(0x10, 4096));
     let (code, reason) = send_and_refusal(server.ca, &at_limit)?;
     assert_eq!(code, ErrorCode::Malformed, "{reason}");
     assert!(!reason.contains("exceeds the limit"), "{reason}");
@@ -62,7 +62,7 @@ fn total_bytes_per_connection_are_capped() -> TestResult {
     // A frame well under --max-frame, but more than the connection may send.
     let mut s = connect(server.ca)?;
     let mut bytes = header(8000).to_vec();
-    bytes.extend(std::iter::repeat(0xAA).take(8000));
+    bytes.extend(std::iter::repeat_n(0xAA, 8000));
     // The server may close while we still write: ignore write errors.
     let _ = s.write_all(&bytes);
     let got = read_to_close(&mut s, WAIT).ok_or("not closed")?;
