@@ -213,6 +213,17 @@ impl FramedStream {
     }
 }
 
+/// The error for a message that does not belong at this step; a challenge
+/// means the server wants an admission secret we were not given.
+fn unexpected(expected: &str, got: &Message) -> ClientError {
+    match got {
+        Message::AdmissionChallenge { .. } => ClientError::Protocol(
+            "the server requires admission control: give the shared secret with --admission-secret-file".into(),
+        ),
+        other => ClientError::Protocol(format!("expected {expected}, got {}", other.name())),
+    }
+}
+
 /// Generates the student's key pair.
 pub fn make_key(kind: KeyType) -> Result<PKey<Private>, ErrorStack> {
     PKey::from_rsa(Rsa::generate(kind.bits())?)
@@ -240,10 +251,7 @@ pub fn enroll(
             cert_der,
             ca_cert_der,
         } => Ok((cert_der, ca_cert_der)),
-        other => Err(ClientError::Protocol(format!(
-            "expected EnrollResponse, got {}",
-            other.name()
-        ))),
+        other => Err(unexpected("EnrollResponse", &other)),
     }
 }
 
@@ -295,12 +303,7 @@ pub fn submit(
     progress("step 3: sent SID and certificate to Blackboard");
     let (nonce, wrapped_key) = match conn.recv()? {
         Message::SessionKey { nonce, wrapped_key } => (nonce, wrapped_key),
-        other => {
-            return Err(ClientError::Protocol(format!(
-                "expected SessionKey, got {}",
-                other.name()
-            )))
-        }
+        other => return Err(unexpected("SessionKey", &other)),
     };
     progress("step 4: Blackboard verified the certificate and sent a session key (RSA-OAEP)");
     let session = crypto::unwrap_key(key, &wrapped_key)?;
@@ -331,10 +334,7 @@ pub fn submit(
             receipt_id,
             serial_hex,
         }),
-        other => Err(ClientError::Protocol(format!(
-            "expected Receipt, got {}",
-            other.name()
-        ))),
+        other => Err(unexpected("Receipt", &other)),
     }
 }
 

@@ -43,6 +43,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Longest a connection may live, start to end.
     pub exchange_deadline: Duration,
+    /// Most bytes of partial frames buffered across all connections of a
+    /// reactor: without it, many connections each sending most of a large
+    /// frame could exhaust memory.
+    pub max_buffered: usize,
 }
 
 impl Default for Limits {
@@ -54,6 +58,7 @@ impl Default for Limits {
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(10),
             exchange_deadline: Duration::from_secs(30),
+            max_buffered: 256 << 20,
         }
     }
 }
@@ -118,6 +123,8 @@ pub struct Reactor {
     pending: Vec<(Token, Record)>,
     signals: Option<Signals>,
     scratch: Vec<u8>,
+    /// Bytes held in all connections' input buffers.
+    buffered: usize,
 }
 
 impl std::fmt::Debug for Reactor {
@@ -193,6 +200,7 @@ impl Reactor {
             pending: Vec::new(),
             signals,
             scratch: vec![0u8; 64 * 1024],
+            buffered: 0,
         })
     }
 
@@ -354,7 +362,21 @@ impl Reactor {
             self.close(token, &reason);
             return;
         }
-        if let Err(reason) = read_all(conn, &mut self.scratch, &self.limits) {
+        let before = conn.inbuf.len();
+        let read = read_all(conn, &mut self.scratch, &self.limits);
+        let added = conn.inbuf.len().saturating_sub(before);
+        self.buffered += added;
+        let over_budget = self.buffered > self.limits.max_buffered && added > 0;
+        if let Err(reason) = read {
+            self.refuse(token, ErrorCode::Limit, &reason);
+            self.after_io(token);
+            return;
+        }
+        if over_budget {
+            let reason = format!(
+                "server busy: more than {} bytes of unfinished frames in flight",
+                self.limits.max_buffered
+            );
             self.refuse(token, ErrorCode::Limit, &reason);
             self.after_io(token);
             return;
@@ -373,7 +395,12 @@ impl Reactor {
             if conn.phase != Phase::Open {
                 return;
             }
-            let frame = match conn.decoder.decode(&mut conn.inbuf) {
+            let before = conn.inbuf.len();
+            let decoded = conn.decoder.decode(&mut conn.inbuf);
+            self.buffered = self
+                .buffered
+                .saturating_sub(before.saturating_sub(conn.inbuf.len()));
+            let frame = match decoded {
                 Ok(Some(f)) => f,
                 Ok(None) => return,
                 Err(e) => {
@@ -444,6 +471,10 @@ impl Reactor {
             let Some(conn) = self.conns.get_mut(&token) else {
                 continue;
             };
+            if conn.phase != Phase::Committing {
+                // Refused meanwhile (a limit): its error frame is queued.
+                continue;
+            }
             let held = std::mem::take(&mut conn.held);
             if result.is_ok() {
                 conn.outbuf.extend_from_slice(&held);
@@ -453,11 +484,11 @@ impl Reactor {
                     Phase::Open
                 };
             } else {
-                let msg = crate::message::Message::error(
+                queue_error(
+                    conn,
                     ErrorCode::Internal,
                     "internal error: could not record the result; nothing was acknowledged",
                 );
-                framing::encode(&msg.encode(), &mut conn.outbuf);
                 conn.phase = Phase::Closing;
             }
             // Frames that arrived meanwhile are handled now.
@@ -466,19 +497,15 @@ impl Reactor {
         }
     }
 
-    /// Queues an error frame and closes after it.
+    /// Queues an error frame and closes after it; nothing more is read.
     fn refuse(&mut self, token: Token, code: ErrorCode, reason: &str) {
         if let Some(conn) = self.conns.get_mut(&token) {
             warn!("{}: {reason}", conn.peer);
-            let msg = crate::message::Message::error(code, reason);
-            if matches!(conn.session, Session::Legacy(_)) {
-                // The original client reads text frames; keep it UTF-8.
-                framing::encode(format!("error: {reason}").as_bytes(), &mut conn.outbuf);
-            } else {
-                framing::encode(&msg.encode(), &mut conn.outbuf);
-            }
+            queue_error(conn, code, reason);
             conn.phase = Phase::Closing;
             conn.held.clear();
+            self.buffered = self.buffered.saturating_sub(conn.inbuf.len());
+            conn.inbuf = Vec::new();
         }
     }
 
@@ -526,6 +553,7 @@ impl Reactor {
 
     fn close(&mut self, token: Token, why: &str) {
         if let Some(mut conn) = self.conns.remove(&token) {
+            self.buffered = self.buffered.saturating_sub(conn.inbuf.len());
             let _ = self.poll.registry().deregister(&mut conn.stream);
             if let Some(slot) = self.listeners.get_mut(conn.listener) {
                 slot.active = slot.active.saturating_sub(1);
@@ -585,11 +613,27 @@ impl Reactor {
     }
 }
 
+/// Queues an error frame in the form the connection's peer reads: our
+/// `Error` message, or a UTF-8 text line for the original lab client.
+fn queue_error(conn: &mut Connection, code: ErrorCode, reason: &str) {
+    if matches!(conn.session, Session::Legacy(_)) {
+        framing::encode(format!("error: {reason}").as_bytes(), &mut conn.outbuf);
+    } else {
+        let msg = crate::message::Message::error(code, reason);
+        framing::encode(&msg.encode(), &mut conn.outbuf);
+    }
+}
+
+/// Most reads spent discarding input from a connection that is closing,
+/// per event: a peer that keeps sending must not hold the loop.
+const DISCARD_READS: usize = 16;
+
 /// Reads until the socket would block, the peer closes, or a limit is hit.
 fn read_all(conn: &mut Connection, scratch: &mut [u8], limits: &Limits) -> Result<(), String> {
     if conn.phase == Phase::Closing || conn.eof {
-        // Nothing more will be handled; discard without buffering.
-        loop {
+        // Nothing more will be handled; discard without buffering. (New
+        // data raises a new edge, so stopping early loses nothing.)
+        for _ in 0..DISCARD_READS {
             match conn.stream.read(scratch) {
                 Ok(0) => {
                     conn.eof = true;
@@ -600,6 +644,7 @@ fn read_all(conn: &mut Connection, scratch: &mut [u8], limits: &Limits) -> Resul
                 Err(_) => return Ok(()),
             }
         }
+        return Ok(());
     }
     loop {
         match conn.stream.read(scratch) {

@@ -128,8 +128,9 @@ fn missing_secret_is_refused_with_a_clear_reason() -> TestResult {
     let out = server.client(&["nosecret"])?;
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
-        stdout(&out).contains("AdmissionChallenge"),
-        "the client says it met a challenge: {}",
+        stdout(&out).contains("requires admission control")
+            && stdout(&out).contains("--admission-secret-file"),
+        "the client says what is missing: {}",
         text(&out)
     );
     // On the wire: a client that skips the challenge and sends its request

@@ -77,6 +77,30 @@ fn total_bytes_per_connection_are_capped() -> TestResult {
 }
 
 #[test]
+fn unfinished_frames_across_connections_are_capped_by_the_memory_budget() -> TestResult {
+    let server = TestServer::start(&["--max-buffered", "100000"])?;
+    // Two connections each park 60,000 bytes of an unfinished 90,000-byte
+    // frame: together over the budget, each alone under every other limit.
+    let mut part = header(90_000).to_vec();
+    part.extend(std::iter::repeat_n(0x10, 60_000));
+    let mut first = connect(server.ca)?;
+    first.write_all(&part)?;
+    assert!(
+        read_to_close(&mut first, Duration::from_millis(500)).is_none(),
+        "the first is within the budget and stays open"
+    );
+    let mut second = connect(server.ca)?;
+    let _ = second.write_all(&part);
+    let got = read_to_close(&mut second, WAIT).ok_or("second not closed")?;
+    let (code, reason) = refusal(&got)?;
+    assert_eq!(code, ErrorCode::Limit);
+    assert!(reason.contains("unfinished frames in flight"), "{reason}");
+    // Closing the first returns its share: honest clients are served.
+    drop(first);
+    honest(&server, "budget")
+}
+
+#[test]
 fn connections_past_the_listener_limit_get_an_error_frame_and_others_are_served() -> TestResult {
     let server = TestServer::start(&["--max-connections", "3"])?;
     // Fill the CA listener with three silent connections.

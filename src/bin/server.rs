@@ -97,6 +97,10 @@ struct RunArgs {
     /// Most concurrent connections per listener.
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// Most bytes of unfinished frames buffered across all connections (per
+    /// reactor); past it the connection that reads more is refused.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    max_buffered: usize,
     /// Seconds a connection may wait between two whole frames.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     idle_timeout: f64,
@@ -164,6 +168,7 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
         max_connections: a.max_connections as usize,
         idle_timeout: seconds("idle-timeout", a.idle_timeout)?,
         exchange_deadline: seconds("deadline", a.deadline)?,
+        max_buffered: a.max_buffered,
     };
     let cfg = ServerConfig {
         ca_listen: a.ca_listen,
