@@ -14,22 +14,24 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use openssl::asn1::{Asn1Integer, Asn1Time};
-use openssl::bn::BigNum;
-use openssl::ec::{EcGroup, EcKey};
+use openssl::bn::{BigNum, BigNumContext};
+use openssl::ec::{EcGroup, EcKey, EcPoint};
 use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, PKeyRef, Private, Public};
 use openssl::rsa::Rsa;
+use openssl::sign::{Signer, Verifier};
 use openssl::symm::Cipher;
 use openssl::x509::extension::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier,
+    AuthorityKeyIdentifier, BasicConstraints, KeyUsage, SubjectKeyIdentifier,
 };
 use openssl::x509::{
-    CrlNumber, X509Builder, X509Crl, X509CrlBuilder, X509Name, X509NameRef, X509Req,
-    X509RevokedBuilder, X509,
+    CrlNumber, X509Builder, X509Crl, X509CrlBuilder, X509Name, X509NameRef, X509RevokedBuilder,
+    X509,
 };
 
+use crate::der::{self, oid, tag, DerError, Reader};
 use crate::sid::{self, SidError};
 
 /// File name of the encrypted root key inside the keys dir.
@@ -74,8 +76,12 @@ pub enum CaError {
     },
     /// The root certificate does not belong to the root key, or is not a CA.
     RootMismatch(PathBuf),
-    /// The CSR is not a parseable PKCS#10 request.
-    MalformedCsr(ErrorStack),
+    /// The CSR is not a well-formed PKCS#10 request in DER.
+    MalformedCsr(DerError),
+    /// The CSR is signed with an algorithm the CA does not accept (the
+    /// dotted OID): SHA-256, SHA-384 or SHA-512 with RSA (PKCS#1 v1.5) or
+    /// ECDSA are accepted.
+    UnsupportedSignature(String),
     /// The CSR's signature does not verify with its own public key.
     CsrSignature,
     /// The CSR's subject has no usable CN.
@@ -113,6 +119,10 @@ impl fmt::Display for CaError {
                 p.display()
             ),
             CaError::MalformedCsr(e) => write!(f, "the CSR is not valid PKCS#10 DER: {e}"),
+            CaError::UnsupportedSignature(oid) => write!(
+                f,
+                "the CSR is signed with algorithm {oid}; SHA-256/384/512 with RSA or ECDSA are accepted"
+            ),
             CaError::CsrSignature => write!(
                 f,
                 "the CSR's signature does not verify with its public key (no proof of possession)"
@@ -161,6 +171,16 @@ pub struct CertificateAuthority {
     cert: X509,
     cert_der: Vec<u8>,
     validity_days: u32,
+    /// The AlgorithmIdentifier of the CA's signatures (SHA-256 with its key
+    /// type), DER, as it appears twice in every certificate.
+    sig_alg_der: Vec<u8>,
+    /// The root's subject Name, DER, exactly as in the root certificate:
+    /// the issuer of every certificate.
+    issuer_der: Vec<u8>,
+    /// The authorityKeyIdentifier extension (the root's key id), DER.
+    aki_ext_der: Vec<u8>,
+    /// P-256, for checking students' EC keys.
+    p256: EcGroup,
 }
 
 impl fmt::Debug for CertificateAuthority {
@@ -349,11 +369,53 @@ impl CertificateAuthority {
         validity_days: u32,
     ) -> Result<CertificateAuthority, CaError> {
         let cert_der = cert.to_der()?;
+        let mut sig_alg_der = Vec::new();
+        match key.id() {
+            Id::RSA => der::write_nested(&mut sig_alg_der, tag::SEQUENCE, |a| {
+                der::write_tlv(a, tag::OID, oid::SHA256_WITH_RSA);
+                der::write_tlv(a, tag::NULL, &[]);
+            }),
+            Id::EC => der::write_nested(&mut sig_alg_der, tag::SEQUENCE, |a| {
+                der::write_tlv(a, tag::OID, oid::ECDSA_WITH_SHA256);
+            }),
+            other => {
+                return Err(CaError::UnsupportedKey(format!(
+                    "CA root key of type {other:?} (RSA or EC accepted)"
+                )))
+            }
+        }
+        let issuer_der = root_subject_der(&cert_der)
+            .map_err(|_| CaError::RootMismatch(PathBuf::from(CA_CERT_FILE)))?;
+        // The root's own subjectKeyIdentifier; a root made elsewhere without
+        // one gets the same SHA-1 of its key bits.
+        let key_id = match cert.subject_key_id() {
+            Some(id) => id.as_slice().to_vec(),
+            None => {
+                let spki = key.public_key_to_der()?;
+                let parts = spki_parts(&spki).map_err(CaError::MalformedCsr)?;
+                openssl::sha::sha1(parts.bits).to_vec()
+            }
+        };
+        let mut aki_ext_der = Vec::new();
+        der::write_nested(&mut aki_ext_der, tag::SEQUENCE, |e| {
+            // authorityKeyIdentifier 2.5.29.35, not critical.
+            der::write_tlv(e, tag::OID, &[0x55, 0x1d, 0x23]);
+            der::write_nested(e, tag::OCTET_STRING, |o| {
+                der::write_nested(o, tag::SEQUENCE, |aki| {
+                    // keyIdentifier [0] IMPLICIT OCTET STRING
+                    der::write_tlv(aki, 0x80, &key_id);
+                });
+            });
+        });
         Ok(CertificateAuthority {
             key,
             cert,
             cert_der,
             validity_days,
+            sig_alg_der,
+            issuer_der,
+            aki_ext_der,
+            p256: EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?,
         })
     }
 
@@ -373,76 +435,421 @@ impl CertificateAuthority {
     }
 
     /// Checks a CSR and issues a certificate for its SID and key.
+    ///
+    /// The CSR is read with the small DER reader of `der.rs`, not decoded
+    /// by OpenSSL: its key is checked (type, size, curve) and rebuilt from
+    /// its components only to verify the CSR's signature, and its
+    /// SubjectPublicKeyInfo goes into the certificate byte for byte. The
+    /// refusals, in order: [`CaError::MalformedCsr`],
+    /// [`CaError::UnsupportedKey`], [`CaError::UnsupportedSignature`],
+    /// [`CaError::CsrSignature`], [`CaError::MissingCn`], [`CaError::BadSid`].
     pub fn issue(&self, csr_der: &[u8]) -> Result<Issued, CaError> {
-        let req = X509Req::from_der(csr_der).map_err(CaError::MalformedCsr)?;
-        let pubkey = req.public_key().map_err(CaError::MalformedCsr)?;
-        if !req.verify(&pubkey).unwrap_or(false) {
-            // Clear OpenSSL's error queue so it does not leak into the next call.
-            let _ = ErrorStack::get();
-            return Err(CaError::CsrSignature);
-        }
-        check_student_key(&pubkey)?;
-        let cn = req
-            .subject_name()
-            .entries_by_nid(Nid::COMMONNAME)
-            .next()
-            .ok_or(CaError::MissingCn)?;
-        let cn = cn.data().to_string().map_err(|_| CaError::MissingCn)?;
-        let sid = sid::validate(&cn).map_err(CaError::BadSid)?.to_string();
-        self.issue_for(&sid, &pubkey)
+        let csr = CsrParts::parse(csr_der).map_err(CaError::MalformedCsr)?;
+        let key = StudentKey::parse(csr.spki)?;
+        self.verify_csr_signature(&csr, &key)?;
+        let cn = csr.common_name()?.ok_or(CaError::MissingCn)?;
+        let sid = sid::validate(&cn).map_err(CaError::BadSid)?;
+        self.sign_certificate(sid, csr.spki, &key)
     }
 
-    /// Issues a certificate for `sid` and an already checked public key.
+    /// Issues a certificate for `sid` and an already checked public key
+    /// (legacy mode, where the server made the key).
     pub fn issue_for(&self, sid: &str, pubkey: &PKeyRef<Public>) -> Result<Issued, CaError> {
-        let mut name = X509Name::builder()?;
-        name.append_entry_by_nid(Nid::COMMONNAME, sid)?;
-        let name = name.build();
+        let sid = sid::validate(sid).map_err(CaError::BadSid)?;
+        let spki = pubkey.public_key_to_der()?;
+        let key = StudentKey::parse(&spki)?;
+        self.sign_certificate(sid, &spki, &key)
+    }
 
-        let serial = random_serial()?;
-        let not_before = Asn1Time::days_from_now(0)?;
-        let not_after = Asn1Time::days_from_now(self.validity_days)?;
+    /// Verifies the CSR's signature over its CertificationRequestInfo with
+    /// the key it carries (proof of possession).
+    fn verify_csr_signature(
+        &self,
+        csr: &CsrParts<'_>,
+        key: &StudentKey<'_>,
+    ) -> Result<(), CaError> {
+        let (md, family) = signature_algorithm(csr.sig_alg, csr.sig_params.as_ref())?;
+        if family != key.family {
+            return Err(CaError::CsrSignature);
+        }
+        let pkey = match key.material {
+            KeyMaterial::Rsa { n, e } => PKey::from_rsa(Rsa::from_public_components(
+                BigNum::from_slice(n)?,
+                BigNum::from_slice(e)?,
+            )?)?,
+            KeyMaterial::P256 { point } => {
+                let mut ctx = BigNumContext::new()?;
+                let point = EcPoint::from_bytes(&self.p256, point, &mut ctx)
+                    .map_err(|_| CaError::UnsupportedKey("EC point not on P-256".into()))?;
+                PKey::from_ec_key(EcKey::from_public_key(&self.p256, &point)?)?
+            }
+        };
+        let mut verifier = Verifier::new(md, &pkey)?;
+        if verifier
+            .verify_oneshot(csr.signature, csr.info)
+            .unwrap_or(false)
+        {
+            Ok(())
+        } else {
+            // Clear OpenSSL's error queue so it does not leak into the next call.
+            let _ = ErrorStack::get();
+            Err(CaError::CsrSignature)
+        }
+    }
 
-        let mut b = X509Builder::new()?;
-        b.set_version(2)?;
-        b.set_serial_number(Asn1Integer::from_bn(&serial)?.as_ref())?;
-        b.set_subject_name(&name)?;
-        b.set_issuer_name(self.cert.subject_name())?;
-        b.set_pubkey(pubkey)?;
-        b.set_not_before(&not_before)?;
-        b.set_not_after(&not_after)?;
-        b.append_extension(BasicConstraints::new().critical().build()?)?;
-        b.append_extension(leaf_key_usage(pubkey)?)?;
-        b.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
-        let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(Some(&self.cert), None))?;
-        b.append_extension(ski)?;
-        let aki = AuthorityKeyIdentifier::new()
-            .keyid(true)
-            .build(&b.x509v3_context(Some(&self.cert), None))?;
-        b.append_extension(aki)?;
-        b.sign(&self.key, MessageDigest::sha256())?;
-        let cert = b.build();
+    /// Builds the fixed profile's TBSCertificate around `spki` (kept as it
+    /// came), signs it and assembles the certificate.
+    ///
+    /// The profile, in this order (the order OpenSSL's builder produced
+    /// before this path replaced it): v3; a random 16-byte serial; the
+    /// root's subject as issuer; now to now + validity; `CN=<sid>` as a
+    /// UTF8String; the key; basicConstraints critical CA:FALSE; keyUsage
+    /// critical digitalSignature, plus keyEncipherment for an RSA key (RFC
+    /// 5480 forbids it on EC keys); extendedKeyUsage
+    /// clientAuth; subjectKeyIdentifier (SHA-1 of the key bits, RFC 5280
+    /// 4.2.1.2 method 1); authorityKeyIdentifier keyid of the root.
+    fn sign_certificate(
+        &self,
+        sid: &str,
+        spki: &[u8],
+        key: &StudentKey<'_>,
+    ) -> Result<Issued, CaError> {
+        let mut serial = [0u8; 16];
+        openssl::rand::rand_bytes(&mut serial)?;
+        serial[0] = (serial[0] & 0x3f) | 0x40;
+        let not_before = crate::store::now_unix();
+        let not_after = not_before + i64::from(self.validity_days) * 86_400;
+        let ski = openssl::sha::sha1(key.bits);
 
+        let mut tbs = Vec::with_capacity(512 + spki.len());
+        der::write_nested(&mut tbs, tag::SEQUENCE, |t| {
+            t.extend_from_slice(&[tag::CONTEXT_0, 3, tag::INTEGER, 1, 2]);
+            der::write_tlv(t, tag::INTEGER, &serial);
+            t.extend_from_slice(&self.sig_alg_der);
+            t.extend_from_slice(&self.issuer_der);
+            der::write_nested(t, tag::SEQUENCE, |v| {
+                der::CivilTime::from_unix(not_before).write(v);
+                der::CivilTime::from_unix(not_after).write(v);
+            });
+            der::write_nested(t, tag::SEQUENCE, |name| {
+                der::write_nested(name, tag::SET, |rdn| {
+                    der::write_nested(rdn, tag::SEQUENCE, |atv| {
+                        der::write_tlv(atv, tag::OID, oid::COMMON_NAME);
+                        der::write_tlv(atv, tag::UTF8_STRING, sid.as_bytes());
+                    });
+                });
+            });
+            t.extend_from_slice(spki);
+            der::write_nested(t, tag::CONTEXT_3, |x| {
+                der::write_nested(x, tag::SEQUENCE, |exts| {
+                    exts.extend_from_slice(BASIC_CONSTRAINTS_LEAF);
+                    exts.extend_from_slice(match key.family {
+                        KeyFamily::Rsa => KEY_USAGE_RSA,
+                        KeyFamily::Ec => KEY_USAGE_EC,
+                    });
+                    exts.extend_from_slice(EXT_KEY_USAGE_CLIENT);
+                    // subjectKeyIdentifier 2.5.29.14
+                    exts.extend_from_slice(&[0x30, 0x1d, 0x06, 0x03, 0x55, 0x1d, 0x0e]);
+                    exts.extend_from_slice(&[0x04, 0x16, tag::OCTET_STRING, 0x14]);
+                    exts.extend_from_slice(&ski);
+                    exts.extend_from_slice(&self.aki_ext_der);
+                });
+            });
+        });
+
+        let mut signer = Signer::new(MessageDigest::sha256(), &self.key)?;
+        let signature = signer.sign_oneshot_to_vec(&tbs)?;
+        let mut cert =
+            Vec::with_capacity(tbs.len() + self.sig_alg_der.len() + signature.len() + 16);
+        der::write_nested(&mut cert, tag::SEQUENCE, |c| {
+            c.extend_from_slice(&tbs);
+            c.extend_from_slice(&self.sig_alg_der);
+            der::write_header(c, tag::BIT_STRING, signature.len() + 1);
+            c.push(0);
+            c.extend_from_slice(&signature);
+        });
+        let serial_hex = serial.iter().map(|b| format!("{b:02X}")).collect();
         Ok(Issued {
             sid: sid.to_string(),
-            serial_hex: serial.to_hex_str()?.to_string(),
-            not_before: unix_time(&not_before)?,
-            not_after: unix_time(&not_after)?,
-            der: cert.to_der()?,
+            serial_hex,
+            not_before,
+            not_after,
+            der: cert,
         })
     }
 }
 
-/// The leaf's key usage: digitalSignature for the TLS handshake, plus
-/// keyEncipherment for RSA keys only (Blackboard encrypts the session key to
-/// an RSA student key). RFC 5480 section 3 forbids keyEncipherment on an EC
-/// key, so a P-256 student gets digitalSignature alone.
-fn leaf_key_usage(pubkey: &PKeyRef<Public>) -> Result<openssl::x509::X509Extension, ErrorStack> {
-    let mut ku = KeyUsage::new();
-    ku.critical().digital_signature();
-    if pubkey.id() == Id::RSA {
-        ku.key_encipherment();
+/// basicConstraints (2.5.29.19) critical, CA:FALSE (an empty SEQUENCE).
+const BASIC_CONSTRAINTS_LEAF: &[u8] = &[
+    0x30, 0x0c, 0x06, 0x03, 0x55, 0x1d, 0x13, 0x01, 0x01, 0xff, 0x04, 0x02, 0x30, 0x00,
+];
+
+/// keyUsage (2.5.29.15) critical, digitalSignature and keyEncipherment:
+/// for RSA keys (Blackboard encrypts the session key to an RSA student key).
+const KEY_USAGE_RSA: &[u8] = &[
+    0x30, 0x0e, 0x06, 0x03, 0x55, 0x1d, 0x0f, 0x01, 0x01, 0xff, 0x04, 0x04, 0x03, 0x02, 0x05, 0xa0,
+];
+
+/// keyUsage (2.5.29.15) critical, digitalSignature alone: for EC keys, on
+/// which RFC 5480 section 3 forbids keyEncipherment.
+const KEY_USAGE_EC: &[u8] = &[
+    0x30, 0x0e, 0x06, 0x03, 0x55, 0x1d, 0x0f, 0x01, 0x01, 0xff, 0x04, 0x04, 0x03, 0x02, 0x07, 0x80,
+];
+
+/// extendedKeyUsage (2.5.29.37) clientAuth (1.3.6.1.5.5.7.3.2).
+const EXT_KEY_USAGE_CLIENT: &[u8] = &[
+    0x30, 0x13, 0x06, 0x03, 0x55, 0x1d, 0x25, 0x04, 0x0c, 0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01,
+    0x05, 0x05, 0x07, 0x03, 0x02,
+];
+
+/// The parts of a PKCS#10 request issuance needs, borrowed from its DER.
+#[derive(Debug)]
+struct CsrParts<'a> {
+    /// The CertificationRequestInfo, all of its bytes: what is signed.
+    info: &'a [u8],
+    /// The subject Name's content (its RDNs).
+    subject: &'a [u8],
+    /// The SubjectPublicKeyInfo, all of its bytes.
+    spki: &'a [u8],
+    /// The signature algorithm's OID (content bytes) and parameters.
+    sig_alg: &'a [u8],
+    sig_params: Option<der::Tlv<'a>>,
+    /// The signature bits.
+    signature: &'a [u8],
+}
+
+impl<'a> CsrParts<'a> {
+    /// CertificationRequest ::= SEQUENCE { certificationRequestInfo,
+    /// signatureAlgorithm, signature BIT STRING }, with
+    /// CertificationRequestInfo ::= SEQUENCE { version INTEGER (0), subject
+    /// Name, subjectPKInfo, attributes [0] } (RFC 2986).
+    fn parse(csr_der: &'a [u8]) -> Result<CsrParts<'a>, DerError> {
+        let mut outer = Reader::new(csr_der);
+        let mut req = outer.nested(tag::SEQUENCE)?;
+        outer.finish()?;
+        let info = req.expect(tag::SEQUENCE)?;
+        let (sig_alg, sig_params) = der::algorithm(&mut req)?;
+        let signature = der::bit_string_bytes(&req.expect(tag::BIT_STRING)?)?;
+        req.finish()?;
+
+        let mut fields = Reader::new(info.content);
+        if fields.expect(tag::INTEGER)?.content != [0] {
+            return Err(DerError::BadValue("CSR version (must be 0, v1)"));
+        }
+        let subject = fields.expect(tag::SEQUENCE)?.content;
+        let spki = fields.expect(tag::SEQUENCE)?.raw;
+        // The attributes are ignored (a requested extension is never
+        // copied), but must be well-formed DER; some writers omit them.
+        if !fields.is_empty() {
+            fields.expect(tag::CONTEXT_0)?;
+        }
+        fields.finish()?;
+        Ok(CsrParts {
+            info: info.raw,
+            subject,
+            spki,
+            sig_alg,
+            sig_params,
+            signature,
+        })
     }
-    ku.build()
+
+    /// The first commonName of the subject, as text (`Ok(None)` when there
+    /// is none, `Err` when the name is not well-formed).
+    fn common_name(&self) -> Result<Option<String>, CaError> {
+        let malformed = CaError::MalformedCsr;
+        let mut rdns = Reader::new(self.subject);
+        let mut found = None;
+        while !rdns.is_empty() {
+            let mut rdn = rdns.nested(tag::SET).map_err(malformed)?;
+            while !rdn.is_empty() {
+                let mut atv = rdn.nested(tag::SEQUENCE).map_err(malformed)?;
+                let oid = atv.expect(tag::OID).map_err(malformed)?.content;
+                let value = atv.any().map_err(malformed)?;
+                atv.finish().map_err(malformed)?;
+                if found.is_none() && oid == oid::COMMON_NAME {
+                    found = Some(value);
+                }
+            }
+        }
+        let Some(value) = found else {
+            return Ok(None);
+        };
+        directory_string(&value).map(Some).ok_or(CaError::MissingCn)
+    }
+}
+
+/// A DirectoryString as UTF-8, the way OpenSSL's `ASN1_STRING_to_UTF8`
+/// reads it: the 8-bit types byte by byte (Latin-1), BMPString as UTF-16
+/// and UniversalString as UTF-32, big-endian. None for other types or
+/// invalid text.
+fn directory_string(value: &der::Tlv<'_>) -> Option<String> {
+    let c = value.content;
+    match value.tag {
+        tag::UTF8_STRING => std::str::from_utf8(c).ok().map(str::to_owned),
+        tag::PRINTABLE_STRING | tag::IA5_STRING | tag::T61_STRING => {
+            Some(c.iter().map(|b| char::from(*b)).collect())
+        }
+        tag::BMP_STRING if c.len() % 2 == 0 => {
+            char::decode_utf16(c.chunks_exact(2).map(|p| u16::from_be_bytes([p[0], p[1]])))
+                .collect::<Result<String, _>>()
+                .ok()
+        }
+        tag::UNIVERSAL_STRING if c.len() % 4 == 0 => c
+            .chunks_exact(4)
+            .map(|q| char::from_u32(u32::from_be_bytes([q[0], q[1], q[2], q[3]])))
+            .collect(),
+        _ => None,
+    }
+}
+
+/// Key families the CA certifies for students.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyFamily {
+    Rsa,
+    Ec,
+}
+
+/// A student key's components, borrowed from its SubjectPublicKeyInfo.
+#[derive(Debug)]
+enum KeyMaterial<'a> {
+    /// Modulus and public exponent, big-endian magnitudes.
+    Rsa { n: &'a [u8], e: &'a [u8] },
+    /// An encoded P-256 point.
+    P256 { point: &'a [u8] },
+}
+
+/// A student's public key, checked against what the CA certifies.
+#[derive(Debug)]
+struct StudentKey<'a> {
+    family: KeyFamily,
+    material: KeyMaterial<'a>,
+    /// The subjectPublicKey BIT STRING's bytes (hashed for the SKI).
+    bits: &'a [u8],
+}
+
+impl<'a> StudentKey<'a> {
+    /// The key types the CA certifies for students: RSA of 2048 to 4096
+    /// bits (Blackboard needs RSA to encrypt the session key) and EC P-256.
+    /// Everything else is refused before any signature is checked, so an
+    /// oversized key costs nothing.
+    fn parse(spki: &'a [u8]) -> Result<StudentKey<'a>, CaError> {
+        let malformed = CaError::MalformedCsr;
+        let SpkiParts { alg, params, bits } = spki_parts(spki).map_err(malformed)?;
+        match alg {
+            oid::RSA_ENCRYPTION => {
+                // RFC 3279 2.3.1: the parameters MUST be NULL.
+                if params.map(|p| p.raw) != Some(&[tag::NULL, 0][..]) {
+                    return Err(malformed(DerError::BadValue(
+                        "RSA key parameters (must be NULL)",
+                    )));
+                }
+                let mut outer = Reader::new(bits);
+                let mut key = outer.nested(tag::SEQUENCE).map_err(malformed)?;
+                outer.finish().map_err(malformed)?;
+                let n = der::positive_integer(&key.expect(tag::INTEGER).map_err(malformed)?)
+                    .map_err(malformed)?;
+                let e = der::positive_integer(&key.expect(tag::INTEGER).map_err(malformed)?)
+                    .map_err(malformed)?;
+                key.finish().map_err(malformed)?;
+                let modulus_bits = n.len() * 8 - n[0].leading_zeros() as usize; // ok: n is non-empty
+                if !(2048..=4096).contains(&modulus_bits) {
+                    return Err(CaError::UnsupportedKey(format!(
+                        "RSA-{modulus_bits} (2048 to 4096 bits accepted)"
+                    )));
+                }
+                Ok(StudentKey {
+                    family: KeyFamily::Rsa,
+                    material: KeyMaterial::Rsa { n, e },
+                    bits,
+                })
+            }
+            oid::EC_PUBLIC_KEY => {
+                let on_p256 =
+                    params.is_some_and(|p| p.tag == tag::OID && p.content == oid::PRIME256V1);
+                if !on_p256 {
+                    return Err(CaError::UnsupportedKey("EC key not on P-256".into()));
+                }
+                Ok(StudentKey {
+                    family: KeyFamily::Ec,
+                    material: KeyMaterial::P256 { point: bits },
+                    bits,
+                })
+            }
+            other => Err(CaError::UnsupportedKey(format!(
+                "key type with algorithm OID {} (RSA and EC P-256 accepted)",
+                oid_text(other)
+            ))),
+        }
+    }
+}
+
+/// A SubjectPublicKeyInfo's parts, borrowed from its DER.
+struct SpkiParts<'a> {
+    /// The algorithm's OID (content bytes).
+    alg: &'a [u8],
+    /// The algorithm's parameters, when present.
+    params: Option<der::Tlv<'a>>,
+    /// The subjectPublicKey BIT STRING's bytes.
+    bits: &'a [u8],
+}
+
+/// Splits a SubjectPublicKeyInfo into its parts.
+fn spki_parts(spki: &[u8]) -> Result<SpkiParts<'_>, DerError> {
+    let mut outer = Reader::new(spki);
+    let mut r = outer.nested(tag::SEQUENCE)?;
+    outer.finish()?;
+    let (alg, params) = der::algorithm(&mut r)?;
+    let bits = der::bit_string_bytes(&r.expect(tag::BIT_STRING)?)?;
+    r.finish()?;
+    Ok(SpkiParts { alg, params, bits })
+}
+
+/// The digest and key family of a CSR's signature algorithm.
+fn signature_algorithm(
+    alg: &[u8],
+    params: Option<&der::Tlv<'_>>,
+) -> Result<(MessageDigest, KeyFamily), CaError> {
+    let null_or_absent = params.map_or(true, |p| p.raw == [tag::NULL, 0]);
+    let found = match alg {
+        oid::SHA256_WITH_RSA if null_or_absent => Some((MessageDigest::sha256(), KeyFamily::Rsa)),
+        oid::SHA384_WITH_RSA if null_or_absent => Some((MessageDigest::sha384(), KeyFamily::Rsa)),
+        oid::SHA512_WITH_RSA if null_or_absent => Some((MessageDigest::sha512(), KeyFamily::Rsa)),
+        oid::ECDSA_WITH_SHA256 if params.is_none() => {
+            Some((MessageDigest::sha256(), KeyFamily::Ec))
+        }
+        oid::ECDSA_WITH_SHA384 if params.is_none() => {
+            Some((MessageDigest::sha384(), KeyFamily::Ec))
+        }
+        oid::ECDSA_WITH_SHA512 if params.is_none() => {
+            Some((MessageDigest::sha512(), KeyFamily::Ec))
+        }
+        _ => None,
+    };
+    found.ok_or_else(|| CaError::UnsupportedSignature(oid_text(alg)))
+}
+
+/// Dotted text of an OID's content bytes, for messages.
+fn oid_text(content: &[u8]) -> String {
+    let mut arcs: Vec<u64> = Vec::new();
+    let mut acc: u64 = 0;
+    for b in content {
+        acc = acc.saturating_mul(128).saturating_add(u64::from(b & 0x7f));
+        if b & 0x80 == 0 {
+            if arcs.is_empty() {
+                let first = (acc / 40).min(2);
+                arcs.push(first);
+                arcs.push(acc - first * 40);
+            } else {
+                arcs.push(acc);
+            }
+            acc = 0;
+        }
+    }
+    arcs.iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Days a CRL stays current (its nextUpdate).
@@ -480,38 +887,28 @@ pub fn unix_time(t: &openssl::asn1::Asn1TimeRef) -> Result<i64, ErrorStack> {
     Ok(i64::from(d.days) * 86_400 + i64::from(d.secs))
 }
 
-/// The key types the CA certifies for students: RSA of 2048 to 4096 bits
-/// (Blackboard needs RSA to encrypt the session key) and EC P-256.
-fn check_student_key(key: &PKeyRef<Public>) -> Result<(), CaError> {
-    match key.id() {
-        Id::RSA => {
-            let bits = key.bits();
-            if (2048..=4096).contains(&bits) {
-                Ok(())
-            } else {
-                Err(CaError::UnsupportedKey(format!(
-                    "RSA-{bits} (2048 to 4096 bits accepted)"
-                )))
-            }
-        }
-        Id::EC => {
-            let ec = key.ec_key()?;
-            if ec.group().curve_name() == Some(Nid::X9_62_PRIME256V1) {
-                Ok(())
-            } else {
-                Err(CaError::UnsupportedKey("EC key not on P-256".into()))
-            }
-        }
-        other => Err(CaError::UnsupportedKey(format!("key type {other:?}"))),
+/// The subject Name of a certificate, all of its bytes, as encoded in it.
+fn root_subject_der(cert_der: &[u8]) -> Result<Vec<u8>, DerError> {
+    let mut cert = Reader::new(cert_der).nested(tag::SEQUENCE)?;
+    let mut tbs = cert.nested(tag::SEQUENCE)?;
+    if tbs.peek_tag() == Some(tag::CONTEXT_0) {
+        tbs.any()?; // version
     }
+    tbs.expect(tag::INTEGER)?; // serial
+    tbs.expect(tag::SEQUENCE)?; // signature algorithm
+    tbs.expect(tag::SEQUENCE)?; // issuer
+    tbs.expect(tag::SEQUENCE)?; // validity
+    Ok(tbs.expect(tag::SEQUENCE)?.raw.to_vec())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use openssl::stack::Stack;
+    use openssl::x509::extension::ExtendedKeyUsage;
     use openssl::x509::store::X509StoreBuilder;
-    use openssl::x509::{X509Extension, X509ReqBuilder, X509StoreContext};
+    use openssl::x509::{X509Extension, X509Req, X509ReqBuilder, X509StoreContext};
+    use proptest::prelude::*;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -711,5 +1108,297 @@ mod tests {
         let err = ca.issue(&csr("alice", &key)?.to_der()?).err();
         assert!(matches!(err, Some(CaError::UnsupportedKey(_))), "{err:?}");
         Ok(())
+    }
+
+    /// The issuance this module did before the fast path: OpenSSL's own
+    /// builder, kept here as the reference the fast path must match.
+    fn reference_issue(
+        ca: &CertificateAuthority,
+        sid: &str,
+        pubkey: &PKeyRef<Public>,
+    ) -> Result<X509, ErrorStack> {
+        let mut name = X509Name::builder()?;
+        name.append_entry_by_nid(Nid::COMMONNAME, sid)?;
+        let name = name.build();
+        let mut b = X509Builder::new()?;
+        b.set_version(2)?;
+        let serial = random_serial()?;
+        b.set_serial_number(Asn1Integer::from_bn(&serial)?.as_ref())?;
+        b.set_subject_name(&name)?;
+        b.set_issuer_name(ca.cert.subject_name())?;
+        b.set_pubkey(pubkey)?;
+        b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
+        b.set_not_after(Asn1Time::days_from_now(ca.validity_days)?.as_ref())?;
+        b.append_extension(BasicConstraints::new().critical().build()?)?;
+        let mut ku = KeyUsage::new();
+        ku.critical().digital_signature();
+        if pubkey.id() == Id::RSA {
+            ku.key_encipherment();
+        }
+        b.append_extension(ku.build()?)?;
+        b.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
+        let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(Some(&ca.cert), None))?;
+        b.append_extension(ski)?;
+        let aki = AuthorityKeyIdentifier::new()
+            .keyid(true)
+            .build(&b.x509v3_context(Some(&ca.cert), None))?;
+        b.append_extension(aki)?;
+        b.sign(&ca.key, MessageDigest::sha256())?;
+        Ok(b.build())
+    }
+
+    /// The TBSCertificate's fields of a certificate, each as raw DER:
+    /// version, serial, signature algorithm, issuer, validity, subject,
+    /// key, extensions; then the outer signature algorithm.
+    fn cert_fields(der: &[u8]) -> Result<Vec<Vec<u8>>, DerError> {
+        let mut outer = Reader::new(der);
+        let mut cert = outer.nested(tag::SEQUENCE)?;
+        outer.finish()?;
+        let mut tbs = cert.nested(tag::SEQUENCE)?;
+        let mut fields = Vec::new();
+        while !tbs.is_empty() {
+            fields.push(tbs.any()?.raw.to_vec());
+        }
+        fields.push(cert.expect(tag::SEQUENCE)?.raw.to_vec());
+        cert.expect(tag::BIT_STRING)?;
+        cert.finish()?;
+        Ok(fields)
+    }
+
+    fn p256_key() -> Result<PKey<Private>, ErrorStack> {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+        PKey::from_ec_key(EcKey::generate(&group)?)
+    }
+
+    fn verifies_under_root(ca: &CertificateAuthority, cert: &X509) -> Result<bool, ErrorStack> {
+        let mut store = X509StoreBuilder::new()?;
+        store.add_cert(ca.cert().clone())?;
+        let store = store.build();
+        let mut ctx = X509StoreContext::new()?;
+        let chain: Stack<X509> = Stack::new()?;
+        ctx.init(&store, cert, &chain, |c| c.verify_cert())
+    }
+
+    #[test]
+    fn fast_path_matches_the_openssl_builder_byte_for_byte() -> TestResult {
+        for kind in [CaKeyType::Rsa2048, CaKeyType::P256] {
+            let dir = tempfile::tempdir()?;
+            let ca = test_ca(dir.path(), kind)?;
+            for student in [rsa_key()?, p256_key()?] {
+                let issued = ca.issue(&csr("1155000042", &student)?.to_der()?)?;
+                let pubkey = PKey::public_key_from_der(&student.public_key_to_der()?)?;
+                let reference = reference_issue(&ca, "1155000042", &pubkey)?;
+                let ours = cert_fields(&issued.der)?;
+                let theirs = cert_fields(&reference.to_der()?)?;
+                assert_eq!(ours.len(), 9, "{kind:?}: v3 with extensions");
+                assert_eq!(ours.len(), theirs.len());
+                // Everything but the serial (1) and validity (4) is identical.
+                for i in [0, 2, 3, 5, 6, 7, 8] {
+                    assert_eq!(ours[i], theirs[i], "{kind:?}, field {i}");
+                }
+                assert_eq!(ours[1].len(), theirs[1].len(), "serial length");
+                assert_eq!(ours[4].len(), theirs[4].len(), "validity encoding");
+
+                // OpenSSL parses it, reads the same values, and it chains.
+                let cert = X509::from_der(&issued.der)?;
+                assert_eq!(cert.to_der()?, issued.der);
+                assert!(cert.public_key()?.public_eq(&student));
+                assert_eq!(
+                    cert.serial_number().to_bn()?.to_hex_str()?.to_string(),
+                    issued.serial_hex
+                );
+                assert!(cert.not_before() == Asn1Time::from_unix(issued.not_before)?);
+                assert!(cert.not_after() == Asn1Time::from_unix(issued.not_after)?);
+                assert!(cert.verify(ca.cert().public_key()?.as_ref())?);
+                assert!(verifies_under_root(&ca, &cert)?, "{kind:?}");
+                // The Blackboard check accepts it (RSA students only).
+                if student.id() == Id::RSA {
+                    let v = crate::verify::Verifier::new(ca.cert())?;
+                    let s = v.verify("1155000042", &issued.der, &[])?;
+                    assert_eq!(s.serial_hex, issued.serial_hex);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn issue_for_a_server_made_key_matches_too() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let ca = test_ca(dir.path(), CaKeyType::Rsa2048)?;
+        let key = rsa_key()?;
+        let pubkey = PKey::public_key_from_der(&key.public_key_to_der()?)?;
+        let issued = ca.issue_for("legacy-1", &pubkey)?;
+        let cert = X509::from_der(&issued.der)?;
+        assert!(verifies_under_root(&ca, &cert)?);
+        assert_eq!(name_text(cert.subject_name()), "CN=legacy-1");
+        let reference = reference_issue(&ca, "legacy-1", &pubkey)?;
+        assert_eq!(
+            cert_fields(&issued.der)?[7],
+            cert_fields(&reference.to_der()?)?[7],
+            "same extensions"
+        );
+        let err = ca.issue_for("bad sid", &pubkey).err();
+        assert!(matches!(err, Some(CaError::BadSid(_))), "{err:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn other_key_types_and_curves_are_refused() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let ca = test_ca(dir.path(), CaKeyType::P256)?;
+        let p384_group = EcGroup::from_curve_name(Nid::SECP384R1)?;
+        let p384 = PKey::from_ec_key(EcKey::generate(&p384_group)?)?;
+        let err = ca.issue(&csr("alice", &p384)?.to_der()?).err();
+        assert!(
+            matches!(&err, Some(CaError::UnsupportedKey(m)) if m.contains("P-256")),
+            "{err:?}"
+        );
+
+        let ed = PKey::generate_ed25519()?;
+        let mut b = X509ReqBuilder::new()?;
+        let mut name = X509Name::builder()?;
+        name.append_entry_by_nid(Nid::COMMONNAME, "alice")?;
+        b.set_subject_name(&name.build())?;
+        b.set_pubkey(&ed)?;
+        b.sign(&ed, MessageDigest::null())?;
+        let err = ca.issue(&b.build().to_der()?).err();
+        assert!(
+            matches!(&err, Some(CaError::UnsupportedKey(m)) if m.contains("1.3.101.112")),
+            "{err:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn weak_csr_signature_algorithms_are_refused() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let ca = test_ca(dir.path(), CaKeyType::P256)?;
+        let key = rsa_key()?;
+        let mut b = X509ReqBuilder::new()?;
+        let mut name = X509Name::builder()?;
+        name.append_entry_by_nid(Nid::COMMONNAME, "alice")?;
+        b.set_subject_name(&name.build())?;
+        b.set_pubkey(&key)?;
+        b.sign(&key, MessageDigest::sha1())?;
+        let err = ca.issue(&b.build().to_der()?).err();
+        assert!(
+            matches!(&err, Some(CaError::UnsupportedSignature(o)) if o == "1.2.840.113549.1.1.5"),
+            "{err:?}"
+        );
+        // SHA-512 is fine, and an EC student key signs with ECDSA.
+        let mut b = X509ReqBuilder::new()?;
+        let mut name = X509Name::builder()?;
+        name.append_entry_by_nid(Nid::COMMONNAME, "alice")?;
+        b.set_subject_name(&name.build())?;
+        b.set_pubkey(&key)?;
+        b.sign(&key, MessageDigest::sha512())?;
+        ca.issue(&b.build().to_der()?)?;
+        ca.issue(&csr("bob", &p256_key()?)?.to_der()?)?;
+        Ok(())
+    }
+
+    #[test]
+    fn common_name_string_types_and_missing_cn() -> TestResult {
+        use openssl::asn1::Asn1Type;
+        let dir = tempfile::tempdir()?;
+        let ca = test_ca(dir.path(), CaKeyType::P256)?;
+        let key = rsa_key()?;
+        let request = |entries: &[(Nid, &str, Asn1Type)]| -> Result<Vec<u8>, ErrorStack> {
+            let mut b = X509ReqBuilder::new()?;
+            let mut name = X509Name::builder()?;
+            for (nid, value, ty) in entries {
+                name.append_entry_by_nid_with_type(*nid, value, *ty)?;
+            }
+            b.set_subject_name(&name.build())?;
+            b.set_pubkey(&key)?;
+            b.sign(&key, MessageDigest::sha256())?;
+            b.build().to_der()
+        };
+        for ty in [
+            Asn1Type::PRINTABLESTRING,
+            Asn1Type::IA5STRING,
+            Asn1Type::T61STRING,
+        ] {
+            let der = request(&[
+                (Nid::ORGANIZATIONNAME, "CUHK", Asn1Type::UTF8STRING),
+                (Nid::COMMONNAME, "s-1155", ty),
+            ])?;
+            let issued = ca.issue(&der)?;
+            assert_eq!(issued.sid, "s-1155", "{ty:?}");
+            let cert = X509::from_der(&issued.der)?;
+            assert_eq!(name_text(cert.subject_name()), "CN=s-1155");
+        }
+        let der = request(&[(Nid::ORGANIZATIONNAME, "CUHK", Asn1Type::UTF8STRING)])?;
+        let err = ca.issue(&der).err();
+        assert!(matches!(err, Some(CaError::MissingCn)), "{err:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn directory_strings_decode_like_openssl() {
+        let text = |tag: u8, content: &'static [u8]| {
+            directory_string(&der::Tlv {
+                tag,
+                content,
+                raw: content,
+            })
+        };
+        assert_eq!(
+            text(tag::BMP_STRING, b"\0s\0-\x001").as_deref(),
+            Some("s-1")
+        );
+        assert_eq!(text(tag::BMP_STRING, b"\0s\0"), None, "odd length");
+        assert_eq!(
+            text(tag::UNIVERSAL_STRING, b"\0\0\0a").as_deref(),
+            Some("a")
+        );
+        assert_eq!(text(tag::UTF8_STRING, b"\xff"), None, "not UTF-8");
+        assert_eq!(text(tag::T61_STRING, b"\xfc").as_deref(), Some("\u{fc}"));
+        assert_eq!(text(tag::OCTET_STRING, b"a"), None);
+    }
+
+    #[test]
+    fn truncated_or_padded_csrs_are_malformed() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let ca = test_ca(dir.path(), CaKeyType::P256)?;
+        let der = csr("alice", &rsa_key()?)?.to_der()?;
+        for bad in [
+            der[..der.len() - 1].to_vec(),
+            [der.as_slice(), &[0]].concat(),
+            Vec::new(),
+        ] {
+            let err = ca.issue(&bad).err();
+            assert!(matches!(err, Some(CaError::MalformedCsr(_))), "{err:?}");
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// A CSR with any byte changed is refused or, when the change
+        /// happens to leave it valid, issued as a valid certificate; it
+        /// never panics.
+        #[test]
+        fn mutated_csrs_never_panic(at in any::<prop::sample::Index>(), xor in 1u8..) {
+            thread_local! {
+                static FIXTURE: (tempfile::TempDir, CertificateAuthority, Vec<u8>) = {
+                    let dir = tempfile::tempdir().expect("ok: test fixture");
+                    let ca = test_ca(dir.path(), CaKeyType::P256).expect("ok: test fixture");
+                    let key = rsa_key().expect("ok: test fixture");
+                    let der = csr("alice", &key).and_then(|r| r.to_der()).expect("ok: test fixture");
+                    (dir, ca, der)
+                };
+            }
+            FIXTURE.with(|(_, ca, der)| {
+                let mut bad = der.clone();
+                let i = at.index(bad.len());
+                bad[i] ^= xor;
+                if let Ok(issued) = ca.issue(&bad) {
+                    let cert = X509::from_der(&issued.der).expect("ok: issued DER parses");
+                    assert!(verifies_under_root(ca, &cert).unwrap_or(false));
+                }
+            });
+        }
     }
 }

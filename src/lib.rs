@@ -12,6 +12,7 @@ pub mod ca;
 pub mod client;
 pub mod config;
 pub mod crypto;
+pub mod der;
 pub mod framing;
 pub mod legacy;
 pub mod message;

@@ -1,0 +1,609 @@
+//! A load generator for a running certboard server (or, for comparison, a
+//! `cfssl serve`):
+//!
+//! ```text
+//! cargo run --release --example loadgen -- --ca 127.0.0.1:8011 --blackboard 127.0.0.1:8002 \
+//!     --mode enroll --concurrency 32 --duration 10
+//! cargo run --release --example loadgen -- --ca 127.0.0.1:8011 --blackboard 127.0.0.1:8002 \
+//!     --mode submit --concurrency 8 --count 5000
+//! cargo run --release --example loadgen -- --cfssl 127.0.0.1:8888 --mode cfssl \
+//!     --concurrency 8 --duration 10
+//! cargo run --release --example loadgen -- --mode oaep-speed --duration 3
+//! ```
+//!
+//! Everything expensive happens before the timed phase: RSA keys are
+//! generated once (a small pool, optionally kept in `--key-file` between
+//! runs, since RSA key generation is slow) and reused across CSRs with
+//! distinct SIDs; in `submit` mode every submission gets its own certificate,
+//! all enrolled before the clock starts. The timed phase then runs
+//! `--concurrency` blocking connections, one thread each, until `--count`
+//! operations or `--duration` seconds, whichever comes first.
+//!
+//! It prints figures for people, then one JSON line for scripts with the
+//! keys `mode`, `ops`, `seconds`, `ops_per_sec`, `p50_ms`, `p99_ms`,
+//! `max_ms`, `errors` (and, with `--server-pid`, the server's CPU time over
+//! the timed phase, read from `/proc/PID/stat`).
+//!
+//! Loopback only: it refuses any address that is not 127.0.0.0/8 or ::1.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use certboard::client::{self, FramedStream, KeyType};
+use certboard::crypto;
+use certboard::message::CipherId;
+use clap::{Parser, ValueEnum};
+use openssl::pkey::{PKey, Private};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// CSR in, certificate out: one connection to the CA per enrollment.
+    Enroll,
+    /// A full submission to Blackboard (steps 3-6), a distinct certificate each.
+    Submit,
+    /// The same CSRs to cfssl's HTTP `/api/v1/cfssl/sign` (keep-alive).
+    Cfssl,
+    /// No server: times OpenSSL's RSA-2048 OAEP-SHA256 encryption of a
+    /// 32-byte key (what Blackboard does per submission), which
+    /// `openssl speed` does not measure.
+    OaepSpeed,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Enroll => "enroll",
+            Mode::Submit => "submit",
+            Mode::Cfssl => "cfssl",
+            Mode::OaepSpeed => "oaep-speed",
+        }
+    }
+}
+
+/// Drives a certboard server (or cfssl) and reports throughput and latency.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen")]
+struct Cli {
+    /// The CA's address.
+    #[arg(long, default_value = "127.0.0.1:8011")]
+    ca: String,
+    /// Blackboard's address.
+    #[arg(long, default_value = "127.0.0.1:8002")]
+    blackboard: String,
+    /// cfssl's address (mode cfssl).
+    #[arg(long, default_value = "127.0.0.1:8888")]
+    cfssl: String,
+    /// What to do.
+    #[arg(long, value_enum, default_value_t = Mode::Enroll)]
+    mode: Mode,
+    /// Concurrent connections (one thread each).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    concurrency: u32,
+    /// Stop after this many seconds of timed phase (at most one hour).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Stop after this many operations.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    count: Option<u64>,
+    /// RSA-2048 keys in the pool (reused across CSRs with distinct SIDs).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    keys: u32,
+    /// Keep the key pool in this PEM file: loaded when present, written
+    /// when generated (test keys only: the file is not protected).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Distinct CSRs prepared for enroll/cfssl (cycled when the run is
+    /// longer); in submit mode with --duration, the certificates enrolled
+    /// beforehand (the run stops early when they are used up).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pool: u32,
+    /// First SID; the others count up from it.
+    #[arg(long, default_value_t = 1_155_000_000)]
+    first_sid: u64,
+    /// Timeout of every network step, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// The server's PID: its CPU time over the timed phase is reported.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// A label copied into the JSON line.
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+/// The CPU time (user + system) of a process, from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> Result<Duration, BoxError> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name is in parentheses and may hold spaces: fields are
+    // counted after the last ')'. utime and stime are fields 14 and 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or("unexpected /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64, BoxError> {
+        Ok(fields
+            .get(i)
+            .ok_or("short /proc/PID/stat")?
+            .parse::<u64>()?)
+    };
+    // fields[0] is field 3 (state): utime is field 14 -> index 11.
+    let total = ticks(11)? + ticks(12)?;
+    Ok(Duration::from_secs_f64(total as f64 / clock_ticks() as f64))
+}
+
+/// USER_HZ: 100 on every Linux this runs on (sysconf needs unsafe code).
+fn clock_ticks() -> u64 {
+    100
+}
+
+fn loopback_only(addr: &str) -> Result<SocketAddr, BoxError> {
+    let sa = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| format!("{addr}: no address"))?;
+    if !sa.ip().is_loopback() {
+        return Err(format!("{addr}: the load generator only targets loopback addresses").into());
+    }
+    Ok(sa)
+}
+
+fn load_or_make_keys(n: usize, file: Option<&Path>) -> Result<Vec<PKey<Private>>, BoxError> {
+    let mut keys = Vec::new();
+    if let Some(path) = file.filter(|p| p.exists()) {
+        let text = fs::read_to_string(path)?;
+        let marker = "-----END PRIVATE KEY-----";
+        for block in text.split_inclusive(marker) {
+            if block.contains(marker) && keys.len() < n {
+                keys.push(PKey::private_key_from_pem(block.trim_start().as_bytes())?);
+            }
+        }
+        eprintln!("loaded {} keys from {}", keys.len(), path.display());
+    }
+    if keys.len() < n {
+        let missing = n - keys.len();
+        let t = Instant::now();
+        let workers = std::thread::available_parallelism().map_or(1, |p| p.get());
+        let next = Arc::new(AtomicUsize::new(0));
+        let made = Arc::new(Mutex::new(Vec::new()));
+        let mut handles = Vec::new();
+        for _ in 0..workers {
+            let next = next.clone();
+            let made = made.clone();
+            handles.push(std::thread::spawn(move || -> Result<(), BoxError> {
+                while next.fetch_add(1, Ordering::Relaxed) < missing {
+                    let k = client::make_key(KeyType::Rsa2048)?;
+                    made.lock().map_err(|_| "poisoned")?.push(k);
+                }
+                Ok(())
+            }));
+        }
+        for h in handles {
+            h.join().map_err(|_| "key generation thread panicked")??;
+        }
+        let made = std::mem::take(&mut *made.lock().map_err(|_| "poisoned")?);
+        eprintln!(
+            "generated {} RSA-2048 keys in {:.1} s",
+            made.len(),
+            t.elapsed().as_secs_f64()
+        );
+        keys.extend(made);
+        if let Some(path) = file {
+            let mut pem = Vec::new();
+            for k in &keys {
+                pem.extend_from_slice(&k.private_key_to_pem_pkcs8()?);
+            }
+            fs::write(path, pem)?;
+        }
+    }
+    Ok(keys)
+}
+
+/// One prepared unit of work.
+struct Job {
+    sid: String,
+    key: usize,
+    csr: Vec<u8>,
+    /// The certificate for submit mode, enrolled before the timed phase.
+    cert: Vec<u8>,
+}
+
+fn make_jobs(n: usize, first_sid: u64, keys: &[PKey<Private>]) -> Result<Vec<Job>, BoxError> {
+    let t = Instant::now();
+    let mut jobs = Vec::with_capacity(n);
+    for i in 0..n {
+        let sid = (first_sid + i as u64).to_string();
+        let key = i % keys.len();
+        let csr = client::make_csr(&sid, &keys[key])?;
+        jobs.push(Job {
+            sid,
+            key,
+            csr,
+            cert: Vec::new(),
+        });
+    }
+    eprintln!("prepared {n} CSRs in {:.1} s", t.elapsed().as_secs_f64());
+    Ok(jobs)
+}
+
+/// What one worker thread measured.
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u64>,
+    errors: u64,
+    first_errors: Vec<String>,
+}
+
+impl Tally {
+    fn record<T, E: std::fmt::Display>(&mut self, started: Instant, r: Result<T, E>) {
+        match r {
+            Ok(_) => self
+                .latencies_us
+                .push(started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64),
+            Err(e) => {
+                self.errors += 1;
+                if self.first_errors.len() < 3 {
+                    self.first_errors.push(e.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// Shared schedule of the timed phase: a ticket counter and the bounds.
+struct Schedule {
+    next: AtomicUsize,
+    count: usize,
+    end: Instant,
+}
+
+impl Schedule {
+    /// The next operation's number, or None when the run is over.
+    fn ticket(&self) -> Option<usize> {
+        if Instant::now() >= self.end {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        (i < self.count).then_some(i)
+    }
+}
+
+fn enroll_once(ca: &str, timeout: Duration, csr: &[u8]) -> Result<(), BoxError> {
+    let mut conn = FramedStream::connect(ca, timeout)?;
+    let (cert, _root) = client::enroll(&mut conn, csr.to_vec())?;
+    if cert.is_empty() {
+        return Err("empty certificate".into());
+    }
+    Ok(())
+}
+
+fn submit_once(
+    bb: &str,
+    timeout: Duration,
+    job: &Job,
+    key: &PKey<Private>,
+) -> Result<(), BoxError> {
+    let mut conn = FramedStream::connect(bb, timeout)?;
+    let report = crypto::lab_report(&job.sid);
+    client::submit(
+        &mut conn,
+        &job.sid,
+        &job.cert,
+        key,
+        CipherId::Aes256Ctr,
+        &report,
+        &mut |_| {},
+    )?;
+    Ok(())
+}
+
+/// A minimal HTTP/1.1 keep-alive client for cfssl's sign endpoint.
+struct HttpConn {
+    stream: TcpStream,
+    addr: SocketAddr,
+    buf: Vec<u8>,
+}
+
+impl HttpConn {
+    fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<HttpConn> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream.set_nodelay(true)?;
+        Ok(HttpConn {
+            stream,
+            addr,
+            buf: Vec::new(),
+        })
+    }
+
+    fn post(&mut self, path: &str, body: &[u8]) -> Result<Vec<u8>, BoxError> {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        let mut req = head.into_bytes();
+        req.extend_from_slice(body);
+        self.stream.write_all(&req)?;
+        // Headers.
+        let end = loop {
+            if let Some(p) = find(&self.buf, b"\r\n\r\n") {
+                break p;
+            }
+            self.fill()?;
+        };
+        let headers = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+        self.buf.drain(..end + 4);
+        let status_ok = headers.starts_with("http/1.1 200");
+        let body = if let Some(len) = headers
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+        {
+            let len: usize = len.trim().parse()?;
+            while self.buf.len() < len {
+                self.fill()?;
+            }
+            self.buf.drain(..len).collect()
+        } else if headers.contains("transfer-encoding: chunked") {
+            self.read_chunked()?
+        } else {
+            return Err("HTTP response without a length".into());
+        };
+        if !status_ok {
+            return Err(format!("HTTP {}", headers.lines().next().unwrap_or_default()).into());
+        }
+        Ok(body)
+    }
+
+    fn read_chunked(&mut self) -> Result<Vec<u8>, BoxError> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(p) = find(&self.buf, b"\r\n") {
+                    break p;
+                }
+                self.fill()?;
+            };
+            let size_text = String::from_utf8_lossy(&self.buf[..line_end]).to_string();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)?;
+            self.buf.drain(..line_end + 2);
+            while self.buf.len() < size + 2 {
+                self.fill()?;
+            }
+            body.extend(self.buf.drain(..size));
+            self.buf.drain(..2);
+            if size == 0 {
+                return Ok(body);
+            }
+        }
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The JSON body of a cfssl sign request for one CSR.
+fn cfssl_body(csr_der: &[u8]) -> Result<Vec<u8>, BoxError> {
+    let req = openssl::x509::X509Req::from_der(csr_der)?;
+    let pem = String::from_utf8(req.to_pem()?)?;
+    Ok(format!(
+        "{{\"certificate_request\":\"{}\"}}",
+        pem.replace('\n', "\\n")
+    )
+    .into_bytes())
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    let idx = rank.clamp(1, sorted.len()) - 1;
+    sorted[idx] as f64 / 1000.0
+}
+
+fn oaep_speed(seconds: f64) -> Result<(), BoxError> {
+    let key = client::make_key(KeyType::Rsa2048)?;
+    let session: [u8; 32] = crypto::random()?;
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let mut n = 0u64;
+    while Instant::now() < end {
+        for _ in 0..100 {
+            crypto::wrap_key(&key, &session)?;
+        }
+        n += 100;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let per = secs / n as f64 * 1e6;
+    println!(
+        "RSA-2048 OAEP-SHA256 encrypt of 32 bytes: {:.0}/s, {per:.1} µs each",
+        n as f64 / secs
+    );
+    println!(
+        "{{\"mode\":\"oaep-speed\",\"ops\":{n},\"seconds\":{secs:.3},\"ops_per_sec\":{:.1},\"us_per_op\":{per:.2}}}",
+        n as f64 / secs
+    );
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<(), BoxError> {
+    if cli.mode == Mode::OaepSpeed {
+        return oaep_speed(cli.duration.clamp(0.1, 60.0));
+    }
+    if !(cli.duration.is_finite() && cli.duration > 0.0 && cli.duration <= 3600.0) {
+        return Err("--duration must be between 0 and 3600 seconds".into());
+    }
+    if !(cli.timeout.is_finite() && cli.timeout > 0.0 && cli.timeout <= 600.0) {
+        return Err("--timeout must be between 0 and 600 seconds".into());
+    }
+    let timeout = Duration::from_secs_f64(cli.timeout);
+    let target = match cli.mode {
+        Mode::Enroll => loopback_only(&cli.ca)?,
+        Mode::Submit => {
+            loopback_only(&cli.ca)?;
+            loopback_only(&cli.blackboard)?
+        }
+        Mode::Cfssl | Mode::OaepSpeed => loopback_only(&cli.cfssl)?,
+    };
+    let count = cli.count.map_or(usize::MAX, |c| c as usize);
+    let keys = load_or_make_keys(cli.keys as usize, cli.key_file.as_deref())?;
+    // Enroll and cfssl cycle through the pool; submit uses each job (and
+    // so each certificate) once.
+    let pool = count.min(cli.pool as usize);
+    let mut jobs = make_jobs(pool, cli.first_sid, &keys)?;
+    let bodies: Vec<Vec<u8>> = if cli.mode == Mode::Cfssl {
+        jobs.iter()
+            .map(|j| cfssl_body(&j.csr))
+            .collect::<Result<_, _>>()?
+    } else {
+        Vec::new()
+    };
+    if cli.mode == Mode::Submit {
+        let t = Instant::now();
+        for job in &mut jobs {
+            let mut conn = FramedStream::connect(&cli.ca, timeout)?;
+            job.cert = client::enroll(&mut conn, job.csr.clone())?.0;
+        }
+        eprintln!(
+            "enrolled {} certificates (one per submission) in {:.1} s",
+            jobs.len(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let jobs = Arc::new(jobs);
+    let keys = Arc::new(keys);
+    let bodies = Arc::new(bodies);
+    let count = match cli.mode {
+        Mode::Submit => pool,
+        _ => count,
+    };
+
+    let cpu_before = cli.server_pid.map(cpu_time).transpose()?;
+    let start = Instant::now();
+    let schedule = Arc::new(Schedule {
+        next: AtomicUsize::new(0),
+        count,
+        end: start + Duration::from_secs_f64(cli.duration),
+    });
+    let mut handles = Vec::new();
+    for _ in 0..cli.concurrency {
+        let schedule = schedule.clone();
+        let jobs = jobs.clone();
+        let keys = keys.clone();
+        let bodies = bodies.clone();
+        let ca = cli.ca.clone();
+        let bb = cli.blackboard.clone();
+        let mode = cli.mode;
+        handles.push(std::thread::spawn(move || {
+            let mut tally = Tally::default();
+            let mut http: Option<HttpConn> = None;
+            while let Some(i) = schedule.ticket() {
+                let job = &jobs[i % jobs.len()];
+                let t = Instant::now();
+                match mode {
+                    Mode::Enroll => tally.record(t, enroll_once(&ca, timeout, &job.csr)),
+                    Mode::Submit => tally.record(t, submit_once(&bb, timeout, job, &keys[job.key])),
+                    Mode::Cfssl => {
+                        let r = (|| -> Result<(), BoxError> {
+                            let conn = match &mut http {
+                                Some(c) => c,
+                                None => http.insert(HttpConn::connect(target, timeout)?),
+                            };
+                            let body =
+                                conn.post("/api/v1/cfssl/sign", &bodies[i % bodies.len()])?;
+                            if find(&body, b"\"success\":true").is_none() {
+                                return Err(format!(
+                                    "cfssl refused: {}",
+                                    String::from_utf8_lossy(&body)
+                                )
+                                .into());
+                            }
+                            Ok(())
+                        })();
+                        if r.is_err() {
+                            http = None;
+                        }
+                        tally.record(t, r)
+                    }
+                    Mode::OaepSpeed => {}
+                }
+            }
+            tally
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0u64;
+    let mut first_errors = Vec::new();
+    for h in handles {
+        let t = h.join().map_err(|_| "worker thread panicked")?;
+        latencies.extend(t.latencies_us);
+        errors += t.errors;
+        first_errors.extend(t.first_errors);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu_after = cli.server_pid.map(cpu_time).transpose()?;
+    latencies.sort_unstable();
+    let ops = latencies.len() as u64;
+    let rate = ops as f64 / seconds;
+    let (p50, p99, max) = (
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0),
+        percentile(&latencies, 100.0),
+    );
+    println!(
+        "{}: {ops} ok, {errors} errors in {seconds:.2} s with {} connections: {rate:.0}/s",
+        cli.mode.name(),
+        cli.concurrency
+    );
+    println!("latency: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
+    for e in first_errors.iter().take(3) {
+        println!("error: {e}");
+    }
+    let mut extra = String::new();
+    if let (Some(b), Some(a)) = (cpu_before, cpu_after) {
+        let cpu = a.saturating_sub(b).as_secs_f64();
+        let per_op = if ops > 0 { cpu / ops as f64 * 1e6 } else { 0.0 };
+        println!(
+            "server CPU: {:.2} s over the run, {per_op:.1} µs per operation",
+            cpu
+        );
+        extra = format!(",\"server_cpu_s\":{cpu:.3},\"server_cpu_us_per_op\":{per_op:.1}");
+    }
+    println!(
+        "{{\"mode\":\"{}\",\"label\":\"{}\",\"concurrency\":{},\"ops\":{ops},\"seconds\":{seconds:.3},\"ops_per_sec\":{rate:.1},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"max_ms\":{max:.3},\"errors\":{errors}{extra}}}",
+        cli.mode.name(),
+        cli.label.replace(['"', '\\'], ""),
+        cli.concurrency
+    );
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
