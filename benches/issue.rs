@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench --bench issue               # 2 s per CA key type
 //! cargo bench --bench issue -- 5          # 5 s per CA key type
+//! cargo bench --bench issue -- 5 p256     # only the P-256 CA
 //! ```
 //!
 //! Prints one line per CA key type for people, then a JSON line per type
@@ -19,16 +20,22 @@ use certboard::client::{make_csr, make_key, KeyType};
 type BoxError = Box<dyn std::error::Error>;
 
 fn main() -> Result<(), BoxError> {
-    // `cargo bench` passes `--bench`; the only argument we take is seconds.
-    let seconds: f64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(2.0);
+    // `cargo bench` passes `--bench`; we take seconds and CA key type names.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let seconds: f64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(2.0);
+    let only: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| ["rsa2048", "p256"].contains(a))
+        .collect();
     let key = make_key(KeyType::Rsa2048)?;
     let csrs: Vec<Vec<u8>> = (0..64)
         .map(|i| make_csr(&format!("{}", 1_155_000_000 + i), &key))
         .collect::<Result<_, _>>()?;
     for (kind, name) in [(CaKeyType::Rsa2048, "rsa2048"), (CaKeyType::P256, "p256")] {
+        if !only.is_empty() && !only.contains(&name) {
+            continue;
+        }
         let dir = tempfile::tempdir()?;
         let (ca, _) = CertificateAuthority::open(dir.path(), b"bench passphrase", kind, 30)?;
         let end = Instant::now() + Duration::from_secs_f64(seconds);

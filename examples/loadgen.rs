@@ -50,6 +50,8 @@ enum Mode {
     Submit,
     /// The same CSRs to cfssl's HTTP `/api/v1/cfssl/sign` (keep-alive).
     Cfssl,
+    /// No server: only make (or load) the key pool of --key-file, and exit.
+    Keys,
     /// No server: times OpenSSL's RSA-2048 OAEP-SHA256 encryption of a
     /// 32-byte key (what Blackboard does per submission), which
     /// `openssl speed` does not measure.
@@ -63,6 +65,7 @@ impl Mode {
             Mode::Submit => "submit",
             Mode::Cfssl => "cfssl",
             Mode::OaepSpeed => "oaep-speed",
+            Mode::Keys => "keys",
         }
     }
 }
@@ -457,13 +460,18 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         return Err("--timeout must be between 0 and 600 seconds".into());
     }
     let timeout = Duration::from_secs_f64(cli.timeout);
+    if cli.mode == Mode::Keys {
+        let keys = load_or_make_keys(cli.keys as usize, cli.key_file.as_deref())?;
+        println!("{{\"mode\":\"keys\",\"keys\":{}}}", keys.len());
+        return Ok(());
+    }
     let target = match cli.mode {
         Mode::Enroll => loopback_only(&cli.ca)?,
         Mode::Submit => {
             loopback_only(&cli.ca)?;
             loopback_only(&cli.blackboard)?
         }
-        Mode::Cfssl | Mode::OaepSpeed => loopback_only(&cli.cfssl)?,
+        Mode::Cfssl | Mode::OaepSpeed | Mode::Keys => loopback_only(&cli.cfssl)?,
     };
     let count = cli.count.map_or(usize::MAX, |c| c as usize);
     let keys = load_or_make_keys(cli.keys as usize, cli.key_file.as_deref())?;
@@ -480,10 +488,27 @@ fn run(cli: Cli) -> Result<(), BoxError> {
     };
     if cli.mode == Mode::Submit {
         let t = Instant::now();
-        for job in &mut jobs {
-            let mut conn = FramedStream::connect(&cli.ca, timeout)?;
-            job.cert = client::enroll(&mut conn, job.csr.clone())?.0;
-        }
+        // Enrolled concurrently (the CA acknowledges after a durable
+        // commit, so one at a time would wait on every fsync).
+        let ca = cli.ca.clone();
+        let chunk = jobs.len().div_ceil(cli.concurrency as usize).max(1);
+        std::thread::scope(|scope| -> Result<(), BoxError> {
+            let mut handles = Vec::new();
+            for part in jobs.chunks_mut(chunk) {
+                let ca = ca.clone();
+                handles.push(scope.spawn(move || -> Result<(), BoxError> {
+                    for job in part {
+                        let mut conn = FramedStream::connect(&ca, timeout)?;
+                        job.cert = client::enroll(&mut conn, job.csr.clone())?.0;
+                    }
+                    Ok(())
+                }));
+            }
+            for h in handles {
+                h.join().map_err(|_| "enrollment thread panicked")??;
+            }
+            Ok(())
+        })?;
         eprintln!(
             "enrolled {} certificates (one per submission) in {:.1} s",
             jobs.len(),
@@ -499,6 +524,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
     };
 
     let cpu_before = cli.server_pid.map(cpu_time).transpose()?;
+    let own_before = cpu_time(std::process::id())?;
     let start = Instant::now();
     let schedule = Arc::new(Schedule {
         next: AtomicUsize::new(0),
@@ -545,7 +571,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                         }
                         tally.record(t, r)
                     }
-                    Mode::OaepSpeed => {}
+                    Mode::OaepSpeed | Mode::Keys => {}
                 }
             }
             tally
@@ -562,6 +588,9 @@ fn run(cli: Cli) -> Result<(), BoxError> {
     }
     let seconds = start.elapsed().as_secs_f64();
     let cpu_after = cli.server_pid.map(cpu_time).transpose()?;
+    let own_cpu = cpu_time(std::process::id())?
+        .saturating_sub(own_before)
+        .as_secs_f64();
     latencies.sort_unstable();
     let ops = latencies.len() as u64;
     let rate = ops as f64 / seconds;
@@ -579,7 +608,11 @@ fn run(cli: Cli) -> Result<(), BoxError> {
     for e in first_errors.iter().take(3) {
         println!("error: {e}");
     }
-    let mut extra = String::new();
+    println!(
+        "load generator CPU: {own_cpu:.2} s ({:.0}% of one core)",
+        own_cpu / seconds * 100.0
+    );
+    let mut extra = format!(",\"loadgen_cpu_s\":{own_cpu:.3}");
     if let (Some(b), Some(a)) = (cpu_before, cpu_after) {
         let cpu = a.saturating_sub(b).as_secs_f64();
         let per_op = if ops > 0 { cpu / ops as f64 * 1e6 } else { 0.0 };
@@ -587,7 +620,9 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             "server CPU: {:.2} s over the run, {per_op:.1} µs per operation",
             cpu
         );
-        extra = format!(",\"server_cpu_s\":{cpu:.3},\"server_cpu_us_per_op\":{per_op:.1}");
+        extra.push_str(&format!(
+            ",\"server_cpu_s\":{cpu:.3},\"server_cpu_us_per_op\":{per_op:.1}"
+        ));
     }
     println!(
         "{{\"mode\":\"{}\",\"label\":\"{}\",\"concurrency\":{},\"ops\":{ops},\"seconds\":{seconds:.3},\"ops_per_sec\":{rate:.1},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"max_ms\":{max:.3},\"errors\":{errors}{extra}}}",

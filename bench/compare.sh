@@ -1,0 +1,345 @@
+#!/usr/bin/env bash
+# bench/compare.sh — certboard against the bare cryptography and against
+# cfssl, on this machine, in one run. See BENCHMARKS.md for what each figure
+# means and for a recorded run.
+#
+#   bash bench/compare.sh                 # everything, ~5-8 minutes
+#   BENCH_SECONDS=4 bash bench/compare.sh # shorter timed phases
+#
+# Needs: 2+ cores, taskset, openssl, cargo; installs Debian's golang-cfssl
+# with apt-get when `cfssl` is missing (root). Everything listens on
+# 127.0.0.1 only; every process it starts is stopped by PID at exit; every
+# load phase is bounded by --duration or --count.
+#
+# Layout: the server under test (certboard or cfssl) is pinned to CPU 0,
+# the load generator and the connection holder to CPU 1 (the two-reactor run
+# leaves both unpinned). The server's CPU time per operation is read from
+# /proc/PID/stat by the load generator over its timed phase only.
+
+set -euo pipefail
+
+SECS=${BENCH_SECONDS:-8}
+SERVER_CPU=0
+CLIENT_CPU=1
+ENROLL_CONC=${BENCH_ENROLL_CONCURRENCY:-64}
+SUBMIT_COUNT=${BENCH_SUBMIT_COUNT:-3000}
+CFSSL_CONC=8
+IDLE_CONNS=10000
+SLOW_CONNS=1000
+PASS="certboard bench passphrase"
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/certboard-bench.XXXXXX")
+RESULTS="$WORK/results.txt"
+PIDS=()
+
+cleanup() {
+    for pid in "${PIDS[@]:-}"; do
+        [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+    [ -n "${SHM:-}" ] && rm -rf "$SHM"
+}
+trap cleanup EXIT INT TERM
+
+say() { printf '%s\n' "$*" | tee -a "$RESULTS"; }
+die() { echo "compare.sh: $*" >&2; exit 1; }
+
+# A field of a one-line JSON object: jget JSON KEY.
+jget() { sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p" <<<"$1"; }
+# Floating-point arithmetic: calc EXPR.
+calc() { awk "BEGIN { printf \"%.2f\", $* }"; }
+# A process's resident set, KiB.
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# ---------------------------------------------------------------- setup
+[ "$(nproc)" -ge 2 ] || die "needs at least 2 cores (server and load generator on separate cores)"
+for tool in taskset openssl cargo awk sed; do
+    command -v "$tool" >/dev/null || die "$tool is missing"
+done
+if ! command -v cfssl >/dev/null; then
+    echo "installing golang-cfssl (Debian) ..."
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq golang-cfssl >/dev/null \
+        || die "could not install golang-cfssl"
+fi
+# 10,000 idle connections need 10,000+ descriptors in the server and in the holder.
+ulimit -n 20000 2>/dev/null || true
+[ "$(ulimit -n)" -ge 12000 ] || die "ulimit -n is $(ulimit -n); the scale test needs 12000+"
+
+echo "building (release) ..."
+(cd "$ROOT" && cargo build --release --quiet --bin server --example loadgen --example holder)
+SERVER="$ROOT/target/release/server"
+LOADGEN="$ROOT/target/release/examples/loadgen"
+HOLDER="$ROOT/target/release/examples/holder"
+KEYS="$WORK/student-keys.pem"
+
+: >"$RESULTS"
+say "# certboard bench, $(date -u '+%Y-%m-%d %H:%M UTC')"
+say "machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(openssl version)"
+say "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+say "timed phases: ${SECS} s; server on CPU $SERVER_CPU, load generator on CPU $CLIENT_CPU"
+say ""
+
+# ---------------------------------------------------------------- bare crypto
+echo "openssl speed (CPU $SERVER_CPU) ..."
+SPEED=$(taskset -c $SERVER_CPU openssl speed -seconds 3 rsa2048 ecdsap256 2>/dev/null)
+RSA_SIGN_PS=$(awk '/^rsa 2048 bits/ { print $(NF-1) }' <<<"$SPEED")
+RSA_VERIFY_PS=$(awk '/^rsa 2048 bits/ { print $NF }' <<<"$SPEED")
+P256_SIGN_PS=$(awk '/nistp256/ { print $(NF-1) }' <<<"$SPEED")
+P256_VERIFY_PS=$(awk '/nistp256/ { print $NF }' <<<"$SPEED")
+[ -n "$RSA_SIGN_PS" ] && [ -n "$P256_SIGN_PS" ] || die "could not read openssl speed's output"
+RSA_SIGN_US=$(calc "1e6 / $RSA_SIGN_PS")
+RSA_VERIFY_US=$(calc "1e6 / $RSA_VERIFY_PS")
+P256_SIGN_US=$(calc "1e6 / $P256_SIGN_PS")
+P256_VERIFY_US=$(calc "1e6 / $P256_VERIFY_PS")
+# openssl speed (3.0) has no OAEP figure: time OpenSSL's EVP OAEP-SHA256
+# encryption of a 32-byte key, as Blackboard does it, on the same core.
+OAEP_JSON=$(taskset -c $SERVER_CPU "$LOADGEN" --mode oaep-speed --duration 3 | tail -1)
+OAEP_US=$(jget "$OAEP_JSON" us_per_op)
+say "## bare cryptography, one core (openssl speed -seconds 3; OAEP: loadgen --mode oaep-speed)"
+say "RSA-2048 sign ${RSA_SIGN_US} us, verify ${RSA_VERIFY_US} us; P-256 sign ${P256_SIGN_US} us, verify ${P256_VERIFY_US} us; RSA-2048 OAEP-SHA256 encrypt ${OAEP_US} us"
+say ""
+
+# Student keys: RSA-2048, generated once for the whole run.
+echo "generating the student key pool ..."
+"$LOADGEN" --mode keys --keys 64 --key-file "$KEYS" >/dev/null
+
+# ---------------------------------------------------------------- helpers
+SERVER_PID=""
+CA_ADDR=""
+BB_ADDR=""
+
+# start_server DIR CA_TYPE CPU_LIST [--data-dir D] EXTRA_FLAGS...
+start_server() {
+    local dir=$1 kind=$2 cpus=$3
+    shift 3
+    local data="$dir/data"
+    if [ "${1:-}" = --data-dir ]; then
+        data=$2
+        shift 2
+    fi
+    mkdir -p "$dir"
+    local out="$dir/stdout" err="$dir/stderr"
+    CERTBOARD_CA_PASSPHRASE="$PASS" RUST_LOG=warn \
+        taskset -c "$cpus" "$SERVER" \
+        --ca-listen 127.0.0.1:0 --blackboard-listen 127.0.0.1:0 \
+        --keys-dir "$dir/keys" --data-dir "$data" --ca-key-type "$kind" "$@" \
+        >"$out" 2>"$err" &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    for _ in $(seq 1 100); do
+        CA_ADDR=$(awk '/^listening ca / { print $3 }' "$out")
+        BB_ADDR=$(awk '/^listening blackboard / { print $3 }' "$out")
+        [ -n "$CA_ADDR" ] && [ -n "$BB_ADDR" ] && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$err" >&2
+    die "the server did not start"
+}
+
+stop_pid() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+# loadgen CPU_LIST ARGS... : prints the JSON line
+loadgen() {
+    local cpus=$1
+    shift
+    taskset -c "$cpus" "$LOADGEN" --key-file "$KEYS" --keys 64 "$@" 2>>"$WORK/loadgen.log" | tail -1
+}
+
+# ---------------------------------------------------------------- per CA type
+declare -A ENROLL_RATE ENROLL_CPU SUBMIT_CPU SUBMIT_RATE CFSSL_RATE CFSSL_CPU ENROLL_P99 SHM_RATE SHM_CPU
+SHM=""
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+    SHM=$(mktemp -d /dev/shm/certboard-bench.XXXXXX)
+fi
+for kind in rsa2048 p256; do
+    echo "certboard, $kind CA ..."
+    start_server "$WORK/cb-$kind" "$kind" $SERVER_CPU
+    loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" --count 2000 >/dev/null # warm-up
+    J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" \
+        --duration "$SECS" --server-pid "$SERVER_PID" --label "enroll-$kind")
+    say "certboard enroll, $kind CA: $J"
+    ENROLL_RATE[$kind]=$(jget "$J" ops_per_sec)
+    ENROLL_CPU[$kind]=$(jget "$J" server_cpu_us_per_op)
+    ENROLL_P99[$kind]=$(jget "$J" p99_ms)
+    J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --blackboard "$BB_ADDR" --mode submit --concurrency 8 \
+        --count "$SUBMIT_COUNT" --pool "$SUBMIT_COUNT" --duration 120 --first-sid 1166000000 \
+        --server-pid "$SERVER_PID" --label "submit-$kind")
+    say "certboard submit, $kind CA: $J"
+    SUBMIT_RATE[$kind]=$(jget "$J" ops_per_sec)
+    SUBMIT_CPU[$kind]=$(jget "$J" server_cpu_us_per_op)
+    stop_pid "$SERVER_PID"
+
+    if [ -n "$SHM" ]; then
+        # The same with the database on tmpfs: fsync returns at once, so
+        # this separates waiting on the disk from the CPU path.
+        start_server "$WORK/cb-shm-$kind" "$kind" $SERVER_CPU --data-dir "$SHM/$kind"
+        loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" --count 2000 >/dev/null
+        J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" \
+            --duration "$SECS" --server-pid "$SERVER_PID" --label "enroll-tmpfs-$kind")
+        say "certboard enroll, $kind CA, database on tmpfs: $J"
+        SHM_RATE[$kind]=$(jget "$J" ops_per_sec)
+        SHM_CPU[$kind]=$(jget "$J" server_cpu_us_per_op)
+        stop_pid "$SERVER_PID"
+    fi
+
+    echo "cfssl, $kind CA ..."
+    CF="$WORK/cfssl-$kind"
+    mkdir -p "$CF"
+    if [ "$kind" = rsa2048 ]; then
+        openssl genrsa -traditional -out "$CF/ca-key.pem" 2048 2>/dev/null
+    else
+        openssl ecparam -name prime256v1 -genkey -noout -out "$CF/ca-key.pem"
+    fi
+    openssl req -x509 -new -key "$CF/ca-key.pem" -sha256 -days 30 \
+        -subj "/O=CUHK/CN=cfssl bench root" -out "$CF/ca.pem" 2>/dev/null
+    cat >"$CF/config.json" <<'EOF'
+{"signing":{"default":{"usages":["digital signature","key encipherment","client auth"],"expiry":"720h"}}}
+EOF
+    CF_PORT=""
+    for port in $(shuf -i 20000-40000 -n 20); do
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            CF_PORT=$port
+            break
+        fi
+    done
+    [ -n "$CF_PORT" ] || die "no free port for cfssl"
+    # -loglevel 2: warnings only (info logs every request, as RUST_LOG=warn
+    # keeps certboard quiet).
+    taskset -c $SERVER_CPU cfssl serve -address 127.0.0.1 -port "$CF_PORT" \
+        -ca "$CF/ca.pem" -ca-key "$CF/ca-key.pem" -config "$CF/config.json" -loglevel 2 \
+        >"$CF/log" 2>&1 &
+    CF_PID=$!
+    PIDS+=("$CF_PID")
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$CF_PORT") 2>/dev/null && break
+        sleep 0.1
+    done
+    loadgen $CLIENT_CPU --cfssl "127.0.0.1:$CF_PORT" --mode cfssl --concurrency $CFSSL_CONC --count 2000 >/dev/null
+    J=$(loadgen $CLIENT_CPU --cfssl "127.0.0.1:$CF_PORT" --mode cfssl --concurrency $CFSSL_CONC \
+        --duration "$SECS" --server-pid "$CF_PID" --label "cfssl-$kind")
+    say "cfssl sign, $kind CA: $J"
+    CFSSL_RATE[$kind]=$(jget "$J" ops_per_sec)
+    CFSSL_CPU[$kind]=$(jget "$J" server_cpu_us_per_op)
+    stop_pid "$CF_PID"
+done
+say ""
+
+# ---------------------------------------------------------------- scale
+# P-256 CA: the cheapest enrollment, so the one most sensitive to overhead.
+# The idle timeout and exchange deadline are raised to 900 s so that the
+# held and slowloris connections are not cut off (by default they would be
+# after 10 s and 30 s, which is the defence against slowloris).
+echo "scale: $IDLE_CONNS idle connections ..."
+SCALE_FLAGS=(--idle-timeout 900 --deadline 900 --max-connections 12000)
+start_server "$WORK/cb-scale" p256 $SERVER_CPU "${SCALE_FLAGS[@]}"
+loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" --count 2000 >/dev/null
+J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" --duration "$SECS" \
+    --server-pid "$SERVER_PID" --label scale-baseline)
+say "scale baseline (no held connections): $J"
+BASE_RATE=$(jget "$J" ops_per_sec)
+RSS0=$(rss_kib "$SERVER_PID")
+HOLD_OUT="$WORK/holder-idle.out"
+taskset -c $CLIENT_CPU "$HOLDER" --addr "$CA_ADDR" --idle $IDLE_CONNS --seconds $((SECS + 15)) >"$HOLD_OUT" 2>&1 &
+HOLD_PID=$!
+PIDS+=("$HOLD_PID")
+for _ in $(seq 1 300); do
+    grep -q '^ready' "$HOLD_OUT" && break
+    kill -0 "$HOLD_PID" 2>/dev/null || { cat "$HOLD_OUT" >&2; die "holder failed"; }
+    sleep 0.1
+done
+sleep 2 # let the server accept the backlog
+RSS1=$(rss_kib "$SERVER_PID")
+RSS_PER=$(calc "($RSS1 - $RSS0) * 1024 / $IDLE_CONNS")
+say "server RSS: ${RSS0} KiB before, ${RSS1} KiB with $IDLE_CONNS idle connections: ${RSS_PER} bytes per connection"
+J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" --duration "$SECS" \
+    --server-pid "$SERVER_PID" --label scale-idle)
+say "enroll with $IDLE_CONNS idle connections held: $J"
+IDLE_RATE=$(jget "$J" ops_per_sec)
+wait "$HOLD_PID" || true
+say "idle holder: $(tail -1 "$HOLD_OUT")"
+sleep 1
+
+echo "scale: $SLOW_CONNS slowloris connections ..."
+J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency 16 --duration "$SECS" \
+    --server-pid "$SERVER_PID" --label slowloris-baseline)
+say "honest clients (16), no slowloris: $J"
+SLOW_BASE_P99=$(jget "$J" p99_ms)
+HOLD_OUT="$WORK/holder-slow.out"
+taskset -c $CLIENT_CPU "$HOLDER" --addr "$CA_ADDR" --slowloris $SLOW_CONNS --seconds $((SECS + 8)) >"$HOLD_OUT" 2>&1 &
+HOLD_PID=$!
+PIDS+=("$HOLD_PID")
+for _ in $(seq 1 300); do
+    grep -q '^ready' "$HOLD_OUT" && break
+    kill -0 "$HOLD_PID" 2>/dev/null || { cat "$HOLD_OUT" >&2; die "holder failed"; }
+    sleep 0.1
+done
+sleep 3 # a few bytes on every slowloris connection first
+J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency 16 --duration "$SECS" \
+    --server-pid "$SERVER_PID" --label slowloris)
+say "honest clients (16), $SLOW_CONNS slowloris connections: $J"
+SLOW_P99=$(jget "$J" p99_ms)
+wait "$HOLD_PID" || true
+say "slowloris holder: $(tail -1 "$HOLD_OUT")"
+stop_pid "$SERVER_PID"
+say ""
+
+# ---------------------------------------------------------------- reactors
+# Two reactors on two cores: nothing pinned (the load generator shares the
+# cores), against the pinned one-reactor figure above.
+declare -A RRATE
+for kind in rsa2048 p256; do
+    for store in disk tmpfs; do
+        [ "$store" = tmpfs ] && [ -z "$SHM" ] && continue
+        for n in 1 2; do
+            echo "reactors: $n, $kind CA, database on $store ..."
+            dir="$WORK/cb-r$n-$kind-$store"
+            if [ "$store" = tmpfs ]; then
+                start_server "$dir" "$kind" 0-1 --data-dir "$SHM/r$n-$kind" --reactors "$n"
+            else
+                start_server "$dir" "$kind" 0-1 --reactors "$n"
+            fi
+            loadgen 0-1 --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" --count 2000 >/dev/null
+            J=$(loadgen 0-1 --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" --duration "$SECS" \
+                --server-pid "$SERVER_PID" --label "reactors-$n-$kind-$store")
+            say "--reactors $n, $kind CA, database on $store, nothing pinned: $J"
+            RRATE[$n-$kind-$store]=$(jget "$J" ops_per_sec)
+            stop_pid "$SERVER_PID"
+        done
+    done
+done
+say ""
+
+# ---------------------------------------------------------------- summary
+say "## summary (target in brackets)"
+for kind in rsa2048 p256; do
+    if [ "$kind" = rsa2048 ]; then
+        SIGN=$RSA_SIGN_US; CHAIN=$RSA_VERIFY_US; ETARGET=1.2
+    else
+        SIGN=$P256_SIGN_US; CHAIN=$P256_VERIFY_US; ETARGET=1.5
+    fi
+    # Students' keys are RSA-2048: the CSR check is an RSA verification.
+    EBARE=$(calc "$SIGN + $RSA_VERIFY_US")
+    SBARE=$(calc "$CHAIN + $OAEP_US")
+    say "$kind CA: enroll ${ENROLL_RATE[$kind]}/s vs cfssl ${CFSSL_RATE[$kind]}/s = $(calc "${ENROLL_RATE[$kind]} / ${CFSSL_RATE[$kind]}")x [>= 3x]"
+    say "$kind CA: server CPU per enrollment ${ENROLL_CPU[$kind]} us / bare ${EBARE} us (CA sign + RSA verify) = $(calc "${ENROLL_CPU[$kind]} / $EBARE")x [<= ${ETARGET}x]; cfssl ${CFSSL_CPU[$kind]} us = $(calc "${CFSSL_CPU[$kind]} / $EBARE")x"
+    say "$kind CA: server CPU per submission ${SUBMIT_CPU[$kind]} us / bare ${SBARE} us (chain verify + OAEP) = $(calc "${SUBMIT_CPU[$kind]} / $SBARE")x [<= 3x] (${SUBMIT_RATE[$kind]}/s, load generator bound)"
+    if [ -n "$SHM" ]; then
+        say "$kind CA, database on tmpfs: enroll ${SHM_RATE[$kind]}/s = $(calc "${SHM_RATE[$kind]} / ${CFSSL_RATE[$kind]}")x cfssl; server CPU per enrollment ${SHM_CPU[$kind]} us = $(calc "${SHM_CPU[$kind]} / $EBARE")x bare"
+    fi
+    for store in disk tmpfs; do
+        [ -n "${RRATE[2-$kind-$store]:-}" ] || continue
+        say "$kind CA, database on $store: --reactors 2 ${RRATE[2-$kind-$store]}/s vs --reactors 1 ${RRATE[1-$kind-$store]}/s (both unpinned, sharing the cores with the load generator) = $(calc "${RRATE[2-$kind-$store]} / ${RRATE[1-$kind-$store]}")x [>= 1.7x]"
+    done
+done
+say "scale (p256 CA): RSS ${RSS_PER} bytes per idle connection [<= 8192]; enroll with $IDLE_CONNS idle ${IDLE_RATE}/s vs ${BASE_RATE}/s = $(calc "$IDLE_RATE / $BASE_RATE")x [>= 0.9x]"
+say "scale (p256 CA): honest p99 with $SLOW_CONNS slowloris ${SLOW_P99} ms vs ${SLOW_BASE_P99} ms = $(calc "$SLOW_P99 / $SLOW_BASE_P99")x [<= 2x]"
+say "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+cp "$RESULTS" "${BENCH_RESULTS:-$ROOT/target/bench-results.txt}" 2>/dev/null || true
+echo "results saved to ${BENCH_RESULTS:-$ROOT/target/bench-results.txt}"
