@@ -22,7 +22,13 @@ type BoxError = Box<dyn std::error::Error>;
 fn main() -> Result<(), BoxError> {
     // `cargo bench` passes `--bench`; we take seconds and CA key type names.
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let seconds: f64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(2.0);
+    // Under `cargo test --all-targets` (no `--bench`), a short smoke run.
+    let default = if args.iter().any(|a| a == "--bench") {
+        2.0
+    } else {
+        0.1
+    };
+    let seconds: f64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(default);
     let only: Vec<&str> = args
         .iter()
         .map(String::as_str)

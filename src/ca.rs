@@ -690,12 +690,12 @@ fn directory_string(value: &der::Tlv<'_>) -> Option<String> {
         tag::PRINTABLE_STRING | tag::IA5_STRING | tag::T61_STRING => {
             Some(c.iter().map(|b| char::from(*b)).collect())
         }
-        tag::BMP_STRING if c.len() % 2 == 0 => {
+        tag::BMP_STRING if c.len().is_multiple_of(2) => {
             char::decode_utf16(c.chunks_exact(2).map(|p| u16::from_be_bytes([p[0], p[1]])))
                 .collect::<Result<String, _>>()
                 .ok()
         }
-        tag::UNIVERSAL_STRING if c.len() % 4 == 0 => c
+        tag::UNIVERSAL_STRING if c.len().is_multiple_of(4) => c
             .chunks_exact(4)
             .map(|q| char::from_u32(u32::from_be_bytes([q[0], q[1], q[2], q[3]])))
             .collect(),
@@ -810,7 +810,7 @@ fn signature_algorithm(
     alg: &[u8],
     params: Option<&der::Tlv<'_>>,
 ) -> Result<(MessageDigest, KeyFamily), CaError> {
-    let null_or_absent = params.map_or(true, |p| p.raw == [tag::NULL, 0]);
+    let null_or_absent = params.is_none_or(|p| p.raw == [tag::NULL, 0]);
     let found = match alg {
         oid::SHA256_WITH_RSA if null_or_absent => Some((MessageDigest::sha256(), KeyFamily::Rsa)),
         oid::SHA384_WITH_RSA if null_or_absent => Some((MessageDigest::sha384(), KeyFamily::Rsa)),

@@ -339,7 +339,7 @@ mod tests {
     #[test]
     fn reads_short_and_long_lengths() -> Result<(), DerError> {
         let mut long = vec![0x04, 0x81, 0x80];
-        long.extend(std::iter::repeat(7).take(0x80));
+        long.extend(std::iter::repeat_n(7, 0x80));
         let mut r = Reader::new(&long);
         let t = r.expect(tag::OCTET_STRING)?;
         assert_eq!(t.content.len(), 0x80);
