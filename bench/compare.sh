@@ -5,6 +5,8 @@
 #
 #   bash bench/compare.sh                 # everything, ~5-8 minutes
 #   BENCH_SECONDS=4 bash bench/compare.sh # shorter timed phases
+#   BENCH_BASELINE_SERVER=/path/to/older/server bash bench/compare.sh
+#                                         # also enrollment with an older build
 #
 # Needs: 2+ cores, taskset, openssl, cargo; installs Debian's golang-cfssl
 # with apt-get when `cfssl` is missing (root). Everything listens on
@@ -154,6 +156,7 @@ loadgen() {
 
 # ---------------------------------------------------------------- per CA type
 declare -A ENROLL_RATE ENROLL_CPU SUBMIT_CPU SUBMIT_RATE CFSSL_RATE CFSSL_CPU ENROLL_P99 SHM_RATE SHM_CPU
+declare -A BASE_ENROLL_RATE BASE_ENROLL_CPU
 SHM=""
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then
     SHM=$(mktemp -d /dev/shm/certboard-bench.XXXXXX)
@@ -175,6 +178,20 @@ for kind in rsa2048 p256; do
     SUBMIT_RATE[$kind]=$(jget "$J" ops_per_sec)
     SUBMIT_CPU[$kind]=$(jget "$J" server_cpu_us_per_op)
     stop_pid "$SERVER_PID"
+
+    if [ -n "${BENCH_BASELINE_SERVER:-}" ]; then
+        SERVER_SAVED=$SERVER
+        SERVER=$BENCH_BASELINE_SERVER
+        start_server "$WORK/cb-base-$kind" "$kind" $SERVER_CPU
+        SERVER=$SERVER_SAVED
+        loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" --count 1000 >/dev/null
+        J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" \
+            --duration "$SECS" --server-pid "$SERVER_PID" --label "baseline-enroll-$kind")
+        say "baseline build ($BENCH_BASELINE_SERVER) enroll, $kind CA: $J"
+        BASE_ENROLL_RATE[$kind]=$(jget "$J" ops_per_sec)
+        BASE_ENROLL_CPU[$kind]=$(jget "$J" server_cpu_us_per_op)
+        stop_pid "$SERVER_PID"
+    fi
 
     if [ -n "$SHM" ]; then
         # The same with the database on tmpfs: fsync returns at once, so
@@ -330,6 +347,9 @@ for kind in rsa2048 p256; do
     say "$kind CA: enroll ${ENROLL_RATE[$kind]}/s vs cfssl ${CFSSL_RATE[$kind]}/s = $(calc "${ENROLL_RATE[$kind]} / ${CFSSL_RATE[$kind]}")x [>= 3x]"
     say "$kind CA: server CPU per enrollment ${ENROLL_CPU[$kind]} us / bare ${EBARE} us (CA sign + RSA verify) = $(calc "${ENROLL_CPU[$kind]} / $EBARE")x [<= ${ETARGET}x]; cfssl ${CFSSL_CPU[$kind]} us = $(calc "${CFSSL_CPU[$kind]} / $EBARE")x"
     say "$kind CA: server CPU per submission ${SUBMIT_CPU[$kind]} us / bare ${SBARE} us (chain verify + OAEP) = $(calc "${SUBMIT_CPU[$kind]} / $SBARE")x [<= 3x] (${SUBMIT_RATE[$kind]}/s, load generator bound)"
+    if [ -n "${BASE_ENROLL_RATE[$kind]:-}" ]; then
+        say "$kind CA, baseline build: enroll ${BASE_ENROLL_RATE[$kind]}/s, server CPU per enrollment ${BASE_ENROLL_CPU[$kind]} us = $(calc "${BASE_ENROLL_CPU[$kind]} / $EBARE")x bare"
+    fi
     if [ -n "$SHM" ]; then
         say "$kind CA, database on tmpfs: enroll ${SHM_RATE[$kind]}/s = $(calc "${SHM_RATE[$kind]} / ${CFSSL_RATE[$kind]}")x cfssl; server CPU per enrollment ${SHM_CPU[$kind]} us = $(calc "${SHM_CPU[$kind]} / $EBARE")x bare"
     fi
