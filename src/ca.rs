@@ -392,7 +392,8 @@ impl CertificateAuthority {
             Some(id) => id.as_slice().to_vec(),
             None => {
                 let spki = key.public_key_to_der()?;
-                let parts = spki_parts(&spki).map_err(CaError::MalformedCsr)?;
+                let parts = spki_parts(&spki)
+                    .map_err(|_| CaError::RootMismatch(PathBuf::from(CA_CERT_FILE)))?;
                 openssl::sha::sha1(parts.bits).to_vec()
             }
         };
