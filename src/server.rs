@@ -107,6 +107,22 @@ impl From<StoreError> for ServerError {
     }
 }
 
+/// Opens an existing CA root for an admin command, which must never create
+/// one (a new root would silently orphan every certificate issued).
+pub fn open_existing_ca(
+    keys_dir: &std::path::Path,
+    passphrase_file: Option<&std::path::Path>,
+) -> Result<CertificateAuthority, ServerError> {
+    if !ca::root_exists(keys_dir) {
+        return Err(ServerError::Config(format!(
+            "no CA root in {} (ca-key.pem and ca-cert.pem); check --keys-dir, or start the server once to create it",
+            keys_dir.display()
+        )));
+    }
+    // The key type and validity only matter when issuing or creating.
+    open_ca(keys_dir, passphrase_file, CaKeyType::Rsa2048, 1)
+}
+
 /// Opens the CA from the keys dir, asking for the passphrase as configured.
 pub fn open_ca(
     keys_dir: &std::path::Path,

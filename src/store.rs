@@ -247,6 +247,22 @@ impl SqliteStore {
         Self::open_file(&data_dir.join(DB_FILE))
     }
 
+    /// Opens the database in `data_dir` only if it exists: the admin
+    /// commands must not create an empty one behind a mistyped path.
+    pub fn open_existing(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        let path = data_dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(StoreError::Io {
+                path,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no database here (check --data-dir; the server creates it on first start)",
+                ),
+            });
+        }
+        Self::open_file(&path)
+    }
+
     /// Opens (creating if needed) the database file at `path`.
     pub fn open_file(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path)?;

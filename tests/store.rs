@@ -205,6 +205,34 @@ fn revocation_takes_effect_at_once_and_the_crl_verifies_with_openssl() -> TestRe
 }
 
 #[test]
+fn admin_commands_never_create_a_root() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    certboard::store::SqliteStore::open(&dir.path().join("data"))?;
+    let out = Command::new(env!("CARGO_BIN_EXE_server"))
+        .current_dir(dir.path())
+        .args(["crl", "--keys-dir", "nokeys", "--data-dir", "data"])
+        .env("CERTBOARD_CA_PASSPHRASE", PASSPHRASE)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("no CA root in nokeys"),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.path().join("nokeys").exists(), "nothing created");
+    let out = Command::new(env!("CARGO_BIN_EXE_server"))
+        .current_dir(dir.path())
+        .args(["certs", "--data-dir", "nodata"])
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("no database here"), "{}", text(&out));
+    assert!(!dir.path().join("nodata").exists(), "nothing created");
+    Ok(())
+}
+
+#[test]
 fn a_database_from_the_future_is_refused_untouched() -> TestResult {
     let server = TestServer::start(&[])?;
     let dir = server.crash()?;

@@ -197,7 +197,7 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
 }
 
 fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Error>> {
-    let mut store = SqliteStore::open(&common.data_dir)?;
+    let mut store = SqliteStore::open_existing(&common.data_dir)?;
     let stdout = std::io::stdout();
     match cmd {
         Command::Revoke {
@@ -220,12 +220,8 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
         Command::Certs => admin::list_certs(&mut store, &mut stdout.lock())?,
         Command::Reports => admin::list_reports(&mut store, &mut stdout.lock())?,
         Command::Crl { der, out } => {
-            let ca = server::open_ca(
-                &common.keys_dir,
-                common.ca_passphrase_file.as_deref(),
-                CaKeyType::Rsa2048,
-                30,
-            )?;
+            let ca =
+                server::open_existing_ca(&common.keys_dir, common.ca_passphrase_file.as_deref())?;
             let bytes = admin::crl(&mut store, &ca, der)?;
             match out {
                 Some(path) => {
