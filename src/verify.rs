@@ -14,6 +14,8 @@ use openssl::x509::{
     X509ExtendedKeyUsage, X509PurposeId, X509StoreContext, X509VerifyResult, X509,
 };
 
+use crate::der::{DerError, Reader};
+
 /// Most untrusted intermediates a submission may carry (and all are refused
 /// by the depth limit: the CUHK root issues students directly).
 pub const MAX_CHAIN: usize = 4;
@@ -160,7 +162,7 @@ impl Verifier {
             // root itself, say) whose key usage is for signing
             // certificates; say which plainly.
             if result.as_raw() == 26 {
-                if cert.pathlen().is_some() || is_ca(&cert) {
+                if cert.pathlen().is_some() || is_ca(&cert, cert_der) {
                     return Err(CertError::IsCa);
                 }
                 return Err(CertError::NotClientAuth);
@@ -172,7 +174,7 @@ impl Verifier {
         }
         // Path validation accepts a leaf without extendedKeyUsage or one that
         // is a CA (a root-signed sub-CA); our profile does not.
-        if cert.pathlen().is_some() || is_ca(&cert) {
+        if cert.pathlen().is_some() || is_ca(&cert, cert_der) {
             return Err(CertError::IsCa);
         }
         match cert.extended_key_usage() {
@@ -208,20 +210,100 @@ impl Verifier {
     }
 }
 
-/// Whether basicConstraints marks the certificate as a CA, or its key
-/// usage allows signing certificates. rust-openssl exposes no accessor for
-/// basicConstraints, so read OpenSSL's own rendering of the parsed
-/// extension: a line that is exactly `CA:TRUE` (a name can never render as
-/// a line of its own).
-fn is_ca(cert: &X509) -> bool {
+/// Whether the certificate is a CA's: basicConstraints says `cA: TRUE`,
+/// or its key usage allows signing certificates. rust-openssl exposes no
+/// accessor for basicConstraints, so it is read from the DER (which
+/// OpenSSL has already parsed and path-validated). A certificate whose
+/// extensions do not read as strict DER is treated as a CA: refused.
+fn is_ca(cert: &X509, der: &[u8]) -> bool {
     if cert
         .key_usage()
         .is_some_and(|ku| ku.contains(openssl::x509::X509KeyUsage::KEY_CERT_SIGN))
     {
         return true;
     }
-    let text = cert.to_text().unwrap_or_default();
-    String::from_utf8_lossy(&text)
-        .lines()
-        .any(|l| l.trim() == "CA:TRUE")
+    basic_constraints_ca(der).unwrap_or(true)
+}
+
+/// 2.5.29.19, basicConstraints.
+const OID_BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
+
+/// Reads `cA` from a certificate's basicConstraints extension (absent:
+/// false).
+fn basic_constraints_ca(der: &[u8]) -> Result<bool, DerError> {
+    const SEQUENCE: u8 = 0x30;
+    const EXTENSIONS: u8 = 0xa3; // [3] EXPLICIT in TBSCertificate
+    const OID: u8 = 0x06;
+    const BOOLEAN: u8 = 0x01;
+    const OCTET_STRING: u8 = 0x04;
+    let mut cert = Reader::new(der).nested(SEQUENCE)?;
+    let mut tbs = cert.nested(SEQUENCE)?;
+    while !tbs.is_empty() {
+        let field = tbs.any()?;
+        if field.tag != EXTENSIONS {
+            continue;
+        }
+        let mut exts = Reader::new(field.content).nested(SEQUENCE)?;
+        while !exts.is_empty() {
+            let mut ext = exts.nested(SEQUENCE)?;
+            let oid = ext.expect(OID)?;
+            if oid.content != OID_BASIC_CONSTRAINTS {
+                continue;
+            }
+            if ext.peek_tag() == Some(BOOLEAN) {
+                ext.any()?; // critical
+            }
+            let value = ext.expect(OCTET_STRING)?;
+            let mut bc = Reader::new(value.content).nested(SEQUENCE)?;
+            return Ok(bc.peek_tag() == Some(BOOLEAN) && bc.any()?.content != [0x00]);
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::extension::BasicConstraints;
+    use openssl::x509::{X509Builder, X509Name};
+
+    fn cert_with(bc: Option<BasicConstraints>) -> Result<Vec<u8>, ErrorStack> {
+        let key = PKey::from_rsa(Rsa::generate(2048)?)?;
+        let mut name = X509Name::builder()?;
+        name.append_entry_by_nid(Nid::COMMONNAME, "CA:TRUE")?;
+        let name = name.build();
+        let mut b = X509Builder::new()?;
+        b.set_version(2)?;
+        b.set_subject_name(&name)?;
+        b.set_issuer_name(&name)?;
+        b.set_pubkey(&key)?;
+        b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
+        b.set_not_after(Asn1Time::days_from_now(1)?.as_ref())?;
+        if let Some(mut bc) = bc {
+            b.append_extension(bc.build()?)?;
+        }
+        b.sign(&key, MessageDigest::sha256())?;
+        b.build().to_der()
+    }
+
+    #[test]
+    fn reads_basic_constraints_from_der() -> Result<(), Box<dyn std::error::Error>> {
+        let mut ca = BasicConstraints::new();
+        ca.critical().ca();
+        assert!(basic_constraints_ca(&cert_with(Some(ca))?)?);
+        let mut ca_len = BasicConstraints::new();
+        ca_len.ca().pathlen(0);
+        assert!(basic_constraints_ca(&cert_with(Some(ca_len))?)?);
+        let mut leaf = BasicConstraints::new();
+        leaf.critical();
+        assert!(!basic_constraints_ca(&cert_with(Some(leaf))?)?);
+        // A name that renders as "CA:TRUE" fools no one.
+        assert!(!basic_constraints_ca(&cert_with(None)?)?);
+        assert!(basic_constraints_ca(b"\x30\x03garbage").is_err());
+        Ok(())
+    }
 }
