@@ -283,7 +283,7 @@ mod tests {
         b.set_pubkey(&key)?;
         b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
         b.set_not_after(Asn1Time::days_from_now(1)?.as_ref())?;
-        if let Some(mut bc) = bc {
+        if let Some(bc) = bc {
             b.append_extension(bc.build()?)?;
         }
         b.sign(&key, MessageDigest::sha256())?;
