@@ -628,21 +628,21 @@ impl<'a> CsrParts<'a> {
         let mut outer = Reader::new(csr_der);
         let mut req = outer.nested(tag::SEQUENCE)?;
         outer.finish()?;
-        let info = req.expect(tag::SEQUENCE)?;
+        let info = req.expect_tag(tag::SEQUENCE)?;
         let (sig_alg, sig_params) = der::algorithm(&mut req)?;
-        let signature = der::bit_string_bytes(&req.expect(tag::BIT_STRING)?)?;
+        let signature = der::bit_string_bytes(&req.expect_tag(tag::BIT_STRING)?)?;
         req.finish()?;
 
         let mut fields = Reader::new(info.content);
-        if fields.expect(tag::INTEGER)?.content != [0] {
+        if fields.expect_tag(tag::INTEGER)?.content != [0] {
             return Err(DerError::BadValue("CSR version (must be 0, v1)"));
         }
-        let subject = fields.expect(tag::SEQUENCE)?.content;
-        let spki = fields.expect(tag::SEQUENCE)?.raw;
+        let subject = fields.expect_tag(tag::SEQUENCE)?.content;
+        let spki = fields.expect_tag(tag::SEQUENCE)?.raw;
         // The attributes are ignored (a requested extension is never
         // copied), but must be well-formed DER; some writers omit them.
         if !fields.is_empty() {
-            fields.expect(tag::CONTEXT_0)?;
+            fields.expect_tag(tag::CONTEXT_0)?;
         }
         fields.finish()?;
         Ok(CsrParts {
@@ -665,7 +665,7 @@ impl<'a> CsrParts<'a> {
             let mut rdn = rdns.nested(tag::SET).map_err(malformed)?;
             while !rdn.is_empty() {
                 let mut atv = rdn.nested(tag::SEQUENCE).map_err(malformed)?;
-                let oid = atv.expect(tag::OID).map_err(malformed)?.content;
+                let oid = atv.expect_tag(tag::OID).map_err(malformed)?.content;
                 let value = atv.any().map_err(malformed)?;
                 atv.finish().map_err(malformed)?;
                 if found.is_none() && oid == oid::COMMON_NAME {
@@ -748,9 +748,9 @@ impl<'a> StudentKey<'a> {
                 let mut outer = Reader::new(bits);
                 let mut key = outer.nested(tag::SEQUENCE).map_err(malformed)?;
                 outer.finish().map_err(malformed)?;
-                let n = der::positive_integer(&key.expect(tag::INTEGER).map_err(malformed)?)
+                let n = der::positive_integer(&key.expect_tag(tag::INTEGER).map_err(malformed)?)
                     .map_err(malformed)?;
-                let e = der::positive_integer(&key.expect(tag::INTEGER).map_err(malformed)?)
+                let e = der::positive_integer(&key.expect_tag(tag::INTEGER).map_err(malformed)?)
                     .map_err(malformed)?;
                 key.finish().map_err(malformed)?;
                 let modulus_bits = n.len() * 8 - n[0].leading_zeros() as usize; // ok: n is non-empty
@@ -801,7 +801,7 @@ fn spki_parts(spki: &[u8]) -> Result<SpkiParts<'_>, DerError> {
     let mut r = outer.nested(tag::SEQUENCE)?;
     outer.finish()?;
     let (alg, params) = der::algorithm(&mut r)?;
-    let bits = der::bit_string_bytes(&r.expect(tag::BIT_STRING)?)?;
+    let bits = der::bit_string_bytes(&r.expect_tag(tag::BIT_STRING)?)?;
     r.finish()?;
     Ok(SpkiParts { alg, params, bits })
 }
@@ -895,11 +895,11 @@ fn root_subject_der(cert_der: &[u8]) -> Result<Vec<u8>, DerError> {
     if tbs.peek_tag() == Some(tag::CONTEXT_0) {
         tbs.any()?; // version
     }
-    tbs.expect(tag::INTEGER)?; // serial
-    tbs.expect(tag::SEQUENCE)?; // signature algorithm
-    tbs.expect(tag::SEQUENCE)?; // issuer
-    tbs.expect(tag::SEQUENCE)?; // validity
-    Ok(tbs.expect(tag::SEQUENCE)?.raw.to_vec())
+    tbs.expect_tag(tag::INTEGER)?; // serial
+    tbs.expect_tag(tag::SEQUENCE)?; // signature algorithm
+    tbs.expect_tag(tag::SEQUENCE)?; // issuer
+    tbs.expect_tag(tag::SEQUENCE)?; // validity
+    Ok(tbs.expect_tag(tag::SEQUENCE)?.raw.to_vec())
 }
 
 #[cfg(test)]
@@ -1160,8 +1160,8 @@ mod tests {
         while !tbs.is_empty() {
             fields.push(tbs.any()?.raw.to_vec());
         }
-        fields.push(cert.expect(tag::SEQUENCE)?.raw.to_vec());
-        cert.expect(tag::BIT_STRING)?;
+        fields.push(cert.expect_tag(tag::SEQUENCE)?.raw.to_vec());
+        cert.expect_tag(tag::BIT_STRING)?;
         cert.finish()?;
         Ok(fields)
     }

@@ -178,7 +178,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next element, which must have tag `expected`.
-    pub(crate) fn expect(&mut self, expected: u8) -> Result<Tlv<'a>, DerError> {
+    pub(crate) fn expect_tag(&mut self, expected: u8) -> Result<Tlv<'a>, DerError> {
         let found = self.peek_tag().ok_or(DerError::Truncated)?;
         if found != expected {
             return Err(DerError::UnexpectedTag { expected, found });
@@ -189,7 +189,7 @@ impl<'a> Reader<'a> {
     /// A reader over the content of the next element, which must have tag
     /// `expected` (a SEQUENCE, a SET, an explicit tag…).
     pub(crate) fn nested(&mut self, expected: u8) -> Result<Reader<'a>, DerError> {
-        Ok(Reader::new(self.expect(expected)?.content))
+        Ok(Reader::new(self.expect_tag(expected)?.content))
     }
 
     /// Fails unless every byte was read.
@@ -229,7 +229,7 @@ pub(crate) fn bit_string_bytes<'a>(t: &Tlv<'a>) -> Result<&'a [u8], DerError> {
 /// (None when absent).
 pub(crate) fn algorithm<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], Option<Tlv<'a>>), DerError> {
     let mut alg = r.nested(tag::SEQUENCE)?;
-    let oid = alg.expect(tag::OID)?.content;
+    let oid = alg.expect_tag(tag::OID)?.content;
     let params = if alg.is_empty() {
         None
     } else {
@@ -341,13 +341,13 @@ mod tests {
         let mut long = vec![0x04, 0x81, 0x80];
         long.extend(std::iter::repeat_n(7, 0x80));
         let mut r = Reader::new(&long);
-        let t = r.expect(tag::OCTET_STRING)?;
+        let t = r.expect_tag(tag::OCTET_STRING)?;
         assert_eq!(t.content.len(), 0x80);
         assert_eq!(t.raw.len(), long.len());
         r.finish()?;
         let mut r = Reader::new(&[0x05, 0x00, 0x02, 0x01, 0x05]);
-        assert_eq!(r.expect(tag::NULL)?.content, b"");
-        assert_eq!(r.expect(tag::INTEGER)?.content, [5]);
+        assert_eq!(r.expect_tag(tag::NULL)?.content, b"");
+        assert_eq!(r.expect_tag(tag::INTEGER)?.content, [5]);
         assert!(r.is_empty());
         Ok(())
     }
@@ -367,7 +367,7 @@ mod tests {
         }
         let mut r = Reader::new(&[0x02, 0x01, 0x01]);
         assert_eq!(
-            r.expect(tag::SEQUENCE),
+            r.expect_tag(tag::SEQUENCE),
             Err(DerError::UnexpectedTag {
                 expected: tag::SEQUENCE,
                 found: tag::INTEGER

@@ -246,14 +246,14 @@ fn basic_constraints_ca(der: &[u8]) -> Result<bool, DerError> {
         let mut exts = Reader::new(field.content).nested(SEQUENCE)?;
         while !exts.is_empty() {
             let mut ext = exts.nested(SEQUENCE)?;
-            let oid = ext.expect(OID)?;
+            let oid = ext.expect_tag(OID)?;
             if oid.content != OID_BASIC_CONSTRAINTS {
                 continue;
             }
             if ext.peek_tag() == Some(BOOLEAN) {
                 ext.any()?; // critical
             }
-            let value = ext.expect(OCTET_STRING)?;
+            let value = ext.expect_tag(OCTET_STRING)?;
             let mut bc = Reader::new(value.content).nested(SEQUENCE)?;
             return Ok(bc.peek_tag() == Some(BOOLEAN) && bc.any()?.content != [0x00]);
         }
