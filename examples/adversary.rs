@@ -37,17 +37,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use openssl::asn1::{Asn1Integer, Asn1Time};
-use openssl::error::ErrorStack;
-use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
-use openssl::x509::extension::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier,
-};
-use openssl::x509::{X509Builder, X509Name, X509NameRef, X509};
+use openssl::x509::{X509NameRef, X509};
 
+use certboard::ca::{CaKeyType, CertificateAuthority};
 use certboard::framing::{self, Decoder};
 use certboard::message::{Message, MAC_LEN};
 
@@ -94,86 +88,35 @@ fn say(line: &str) {
 
 /// The look-alike CA and the adversary's own key.
 struct Forger {
-    ca_key: PKey<Private>,
-    ca_cert: X509,
+    /// A CA made exactly as certboard makes its root, so with the same name
+    /// ("CUHK certboard Root CA"), but with the adversary's key. Its files
+    /// live in a temporary directory for as long as the proxy runs.
+    ca: CertificateAuthority,
+    _dir: tempfile::TempDir,
     key: PKey<Private>,
 }
 
-/// The subject certboard gives its root (see `ca.rs`): the look-alike
-/// copies it.
-fn cuhk_root_name() -> Result<X509Name, ErrorStack> {
-    let mut name = X509Name::builder()?;
-    name.append_entry_by_nid(Nid::ORGANIZATIONNAME, "CUHK")?;
-    name.append_entry_by_nid(Nid::COMMONNAME, "CUHK certboard Root CA")?;
-    Ok(name.build())
-}
-
-fn serial() -> Result<Asn1Integer, ErrorStack> {
-    certboard::ca::random_serial()?.to_asn1_integer()
-}
-
 impl Forger {
-    fn new() -> Result<Forger, ErrorStack> {
-        let ca_key = PKey::from_rsa(Rsa::generate(2048)?)?;
-        let name = cuhk_root_name()?;
-        let mut b = X509Builder::new()?;
-        b.set_version(2)?;
-        b.set_serial_number(serial()?.as_ref())?;
-        b.set_subject_name(&name)?;
-        b.set_issuer_name(&name)?;
-        b.set_pubkey(&ca_key)?;
-        b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
-        b.set_not_after(Asn1Time::days_from_now(365)?.as_ref())?;
-        b.append_extension(BasicConstraints::new().critical().ca().pathlen(0).build()?)?;
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .key_cert_sign()
-                .crl_sign()
-                .build()?,
+    fn new() -> Result<Forger, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let (ca, _) = CertificateAuthority::open(
+            dir.path(),
+            b"adversary's passphrase",
+            CaKeyType::Rsa2048,
+            30,
         )?;
-        let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
-        b.append_extension(ski)?;
-        b.sign(&ca_key, MessageDigest::sha256())?;
         Ok(Forger {
-            ca_key,
-            ca_cert: b.build(),
+            ca,
+            _dir: dir,
             key: PKey::from_rsa(Rsa::generate(2048)?)?,
         })
     }
 
     /// A student certificate for `sid` in CUHK's exact profile, but from
     /// the look-alike CA and over the adversary's key.
-    fn forge(&self, sid: &str) -> Result<Vec<u8>, ErrorStack> {
-        let mut name = X509Name::builder()?;
-        name.append_entry_by_nid(Nid::COMMONNAME, sid)?;
-        let name = name.build();
-        let mut b = X509Builder::new()?;
-        b.set_version(2)?;
-        b.set_serial_number(serial()?.as_ref())?;
-        b.set_subject_name(&name)?;
-        b.set_issuer_name(self.ca_cert.subject_name())?;
-        b.set_pubkey(&self.key)?;
-        b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
-        b.set_not_after(Asn1Time::days_from_now(30)?.as_ref())?;
-        b.append_extension(BasicConstraints::new().critical().build()?)?;
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .digital_signature()
-                .key_encipherment()
-                .build()?,
-        )?;
-        b.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
-        let ski =
-            SubjectKeyIdentifier::new().build(&b.x509v3_context(Some(&self.ca_cert), None))?;
-        b.append_extension(ski)?;
-        let aki = AuthorityKeyIdentifier::new()
-            .keyid(true)
-            .build(&b.x509v3_context(Some(&self.ca_cert), None))?;
-        b.append_extension(aki)?;
-        b.sign(&self.ca_key, MessageDigest::sha256())?;
-        b.build().to_der()
+    fn forge(&self, sid: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+        let public = PKey::public_key_from_der(&self.key.public_key_to_der()?)?;
+        Ok(self.ca.issue_for(sid, &public)?.der)
     }
 }
 
@@ -313,7 +256,7 @@ impl Proxy {
                     format!(
                         "replaced SID {sid}'s certificate (issuer {real_issuer}) with one from a \
                          look-alike CA ({}) over the adversary's key",
-                        name_text(forger.ca_cert.subject_name())
+                        name_text(forger.ca.cert().subject_name())
                     ),
                 ))
             }
