@@ -109,6 +109,9 @@ pub enum Session {
     },
     /// CA: waiting for the enrollment request.
     CaAwaitRequest,
+    /// CA: an enrollment answered; the client may send another on the same
+    /// connection (or close).
+    CaAwaitNext,
     /// Blackboard: waiting for the student's hello.
     BbAwaitHello,
     /// Blackboard: session key sent, waiting for the report.
@@ -167,7 +170,7 @@ impl Session {
     /// in this state is closed quietly.
     pub fn is_done(&self) -> bool {
         match self {
-            Session::Done => true,
+            Session::Done | Session::CaAwaitNext => true,
             // Between two legacy commands every answer has been given.
             Session::Legacy(l) => l.is_between_commands(),
             _ => false,
@@ -224,9 +227,10 @@ impl Session {
             (Session::Admission { challenge, service }, Message::AdmissionResponse { mac }) => {
                 admit(challenge, service, &mac, shared, peer)
             }
-            (Session::CaAwaitRequest, Message::EnrollRequest { csr_der }) => {
-                (Session::Done, enroll(&csr_der, shared, peer))
-            }
+            (
+                Session::CaAwaitRequest | Session::CaAwaitNext,
+                Message::EnrollRequest { csr_der },
+            ) => enroll(&csr_der, shared, peer),
             (
                 Session::BbAwaitHello,
                 Message::SubmitHello {
@@ -298,7 +302,7 @@ impl Session {
     fn expecting(&self) -> &'static str {
         match self {
             Session::Admission { .. } => "waiting for the admission response",
-            Session::CaAwaitRequest => "waiting for an enrollment request",
+            Session::CaAwaitRequest | Session::CaAwaitNext => "waiting for an enrollment request",
             Session::BbAwaitHello => "waiting for a submission hello",
             Session::BbAwaitReport(_) => "waiting for the report",
             Session::Legacy(_) => "serving the legacy protocol",
@@ -336,9 +340,15 @@ fn admit(
     }
 }
 
-fn enroll(csr_der: &[u8], shared: &mut Shared, peer: &str) -> Output {
+/// Issues for one CSR. A connection may carry several enrollments in turn
+/// (a client enrolling many students saves a TCP handshake each); a refusal
+/// ends it.
+fn enroll(csr_der: &[u8], shared: &mut Shared, peer: &str) -> (Session, Output) {
     let Some(ca) = &shared.ca else {
-        return Output::refuse(ErrorCode::UnexpectedMessage, "this listener is not a CA");
+        return (
+            Session::Done,
+            Output::refuse(ErrorCode::UnexpectedMessage, "this listener is not a CA"),
+        );
     };
     match ca.issue(csr_der) {
         Ok(issued) => {
@@ -352,19 +362,21 @@ fn enroll(csr_der: &[u8], shared: &mut Shared, peer: &str) -> Output {
                 cert_der: issued.der.clone(),
                 ca_cert_der: ca.cert_der().to_vec(),
             };
-            Output {
+            let out = Output {
                 send: vec![reply.encode()],
                 persist: Some(Record::Cert {
                     issued,
                     origin: Origin::Certboard,
                 }),
-                close: true,
-            }
+                close: false,
+            };
+            (Session::CaAwaitNext, out)
         }
-        Err(CaError::Crypto(e)) => internal(peer, "issuance", e),
+        Err(CaError::Crypto(e)) => (Session::Done, internal(peer, "issuance", e)),
         Err(e) => {
             warn!("{peer}: enrollment refused: {e}");
-            Output::refuse(ErrorCode::BadRequest, format!("enrollment refused: {e}"))
+            let out = Output::refuse(ErrorCode::BadRequest, format!("enrollment refused: {e}"));
+            (Session::Done, out)
         }
     }
 }

@@ -308,17 +308,29 @@ fn frames_out_of_order_are_refused_with_a_reason() -> TestResult {
         assert!(reason.contains(want), "{reason}");
         assert!(server.wait_log(logged, 5), "{logged:?} not logged");
     }
-    // After a full enrollment, a second request on the same connection is
-    // not acted on: the server has closed the exchange.
+    // A CA connection may carry several enrollments in turn, but nothing
+    // else: a submission hello after an enrollment is refused, not acted on.
     let mut conn = FramedStream::connect(&server.ca.to_string(), WAIT)?;
-    let csr_der = csr("twice")?;
-    conn.send(&Message::EnrollRequest {
-        csr_der: csr_der.clone(),
+    for sid in ["twice-1", "twice-2"] {
+        conn.send(&Message::EnrollRequest { csr_der: csr(sid)? })?;
+        assert!(matches!(conn.recv()?, Message::EnrollResponse { .. }));
+    }
+    conn.send(&Message::SubmitHello {
+        sid: "twice-1".into(),
+        cert_der: vec![0x30, 0x00],
+        chain: vec![],
     })?;
-    assert!(matches!(conn.recv()?, Message::EnrollResponse { .. }));
-    let _ = conn.send(&Message::EnrollRequest { csr_der });
-    assert!(conn.recv().is_err(), "a second request was answered");
+    match conn.recv() {
+        Err(client::ClientError::Refused { code, reason }) => {
+            assert_eq!(code, ErrorCode::UnexpectedMessage, "{reason}");
+            assert!(
+                reason.contains("waiting for an enrollment request"),
+                "{reason}"
+            );
+        }
+        other => return Err(format!("hello on a CA connection: {other:?}").into()),
+    }
     let certs = server.admin(&["certs"])?;
-    assert_eq!(stdout(&certs).lines().count(), 1, "{}", text(&certs));
+    assert_eq!(stdout(&certs).lines().count(), 2, "{}", text(&certs));
     honest(&server, "inorder")
 }
