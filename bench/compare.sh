@@ -7,6 +7,10 @@
 #   BENCH_SECONDS=4 bash bench/compare.sh # shorter timed phases
 #   BENCH_BASELINE_SERVER=/path/to/older/server bash bench/compare.sh
 #                                         # also enrollment with an older build
+#   BENCH_PER_CONNECTION=1 bash bench/compare.sh
+#                                         # one enrollment per CA connection
+#                                         # (default 16, as cfssl's clients
+#                                         # keep their HTTP connections)
 #
 # Needs: 2+ cores, taskset, openssl, cargo; installs Debian's golang-cfssl
 # with apt-get when `cfssl` is missing (root). Everything listens on
@@ -26,6 +30,9 @@ CLIENT_CPU=1
 ENROLL_CONC=${BENCH_ENROLL_CONCURRENCY:-64}
 SUBMIT_COUNT=${BENCH_SUBMIT_COUNT:-3000}
 CFSSL_CONC=8
+# Enrollments per CA connection: the protocol allows several in turn, and
+# cfssl is driven over keep-alive connections, so both reuse connections.
+PER_CONN=${BENCH_PER_CONNECTION:-16}
 IDLE_CONNS=10000
 SLOW_CONNS=1000
 PASS="certboard bench passphrase"
@@ -151,7 +158,8 @@ stop_pid() {
 loadgen() {
     local cpus=$1
     shift
-    taskset -c "$cpus" "$LOADGEN" --key-file "$KEYS" --keys 64 "$@" 2>>"$WORK/loadgen.log" | tail -1
+    taskset -c "$cpus" "$LOADGEN" --key-file "$KEYS" --keys 64 --per-connection "$PER_CONN" "$@" \
+        2>>"$WORK/loadgen.log" | tail -1
 }
 
 # ---------------------------------------------------------------- per CA type

@@ -113,6 +113,11 @@ struct Cli {
     /// Timeout of every network step, seconds.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
+    /// Enrollments per CA connection (the protocol allows several in turn,
+    /// as cfssl's keep-alive HTTP does); at most the server's
+    /// --max-messages (default 32).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    per_connection: u32,
     /// The server's PID: its CPU time over the timed phase is reported.
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
@@ -278,9 +283,37 @@ impl Schedule {
     }
 }
 
-fn enroll_once(ca: &str, timeout: Duration, csr: &[u8]) -> Result<(), BoxError> {
-    let mut conn = FramedStream::connect(ca, timeout)?;
-    let (cert, _root) = client::enroll(&mut conn, csr.to_vec())?;
+/// A CA connection kept for several enrollments.
+struct CaConn {
+    conn: FramedStream,
+    used: u32,
+}
+
+/// One enrollment, on the thread's open CA connection when it may carry
+/// more (`per_connection`), else on a new one.
+fn enroll_once(
+    slot: &mut Option<CaConn>,
+    ca: &str,
+    timeout: Duration,
+    per_connection: u32,
+    csr: &[u8],
+) -> Result<(), BoxError> {
+    let c = match slot {
+        Some(c) if c.used < per_connection => c,
+        _ => slot.insert(CaConn {
+            conn: FramedStream::connect(ca, timeout)?,
+            used: 0,
+        }),
+    };
+    c.used += 1;
+    let result = client::enroll(&mut c.conn, csr.to_vec());
+    let (cert, _root) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            *slot = None;
+            return Err(e.into());
+        }
+    };
     if cert.is_empty() {
         return Err("empty certificate".into());
     }
@@ -540,14 +573,19 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         let ca = cli.ca.clone();
         let bb = cli.blackboard.clone();
         let mode = cli.mode;
+        let per_connection = cli.per_connection;
         handles.push(std::thread::spawn(move || {
             let mut tally = Tally::default();
             let mut http: Option<HttpConn> = None;
+            let mut ca_conn: Option<CaConn> = None;
             while let Some(i) = schedule.ticket() {
                 let job = &jobs[i % jobs.len()];
                 let t = Instant::now();
                 match mode {
-                    Mode::Enroll => tally.record(t, enroll_once(&ca, timeout, &job.csr)),
+                    Mode::Enroll => tally.record(
+                        t,
+                        enroll_once(&mut ca_conn, &ca, timeout, per_connection, &job.csr),
+                    ),
                     Mode::Submit => tally.record(t, submit_once(&bb, timeout, job, &keys[job.key])),
                     Mode::Cfssl => {
                         let r = (|| -> Result<(), BoxError> {
