@@ -680,3 +680,37 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank_in_milliseconds() {
+        let us: Vec<u64> = (1..=100).map(|i| i * 1000).collect();
+        assert_eq!(percentile(&us, 50.0), 50.0);
+        assert_eq!(percentile(&us, 99.0), 99.0);
+        assert_eq!(percentile(&us, 100.0), 100.0);
+        assert_eq!(percentile(&[7000], 99.0), 7.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+
+    #[test]
+    fn only_loopback_is_a_target() {
+        assert!(loopback_only("127.0.0.1:8011").is_ok());
+        assert!(loopback_only("[::1]:8011").is_ok());
+        assert!(loopback_only("10.0.0.1:8011").is_err());
+        assert!(loopback_only("192.168.1.1:80").is_err());
+    }
+
+    #[test]
+    fn cfssl_body_carries_the_csr_as_escaped_pem() -> Result<(), BoxError> {
+        let key = client::make_key(KeyType::Rsa2048)?;
+        let body = String::from_utf8(cfssl_body(&client::make_csr("x", &key)?)?)?;
+        assert!(
+            body.starts_with("{\"certificate_request\":\"-----BEGIN CERTIFICATE REQUEST-----\\n")
+        );
+        assert!(!body.contains('\n'));
+        Ok(())
+    }
+}
