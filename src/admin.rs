@@ -163,12 +163,12 @@ pub fn list_reports(store: &mut dyn Storage, out: &mut dyn Write) -> Result<(), 
         let first = r.text.lines().next().unwrap_or("");
         writeln!(
             out,
-            "receipt={} sid={} serial={} received=\"{}\" origin={:?} lines={lines} first={first:?}",
+            "receipt={} sid={} serial={} received=\"{}\" origin={} lines={lines} first={first:?}",
             r.receipt_id,
             r.sid,
             r.serial_hex,
             time_text(r.received_at),
-            r.origin
+            r.origin.as_str()
         )?;
     }
     Ok(())

@@ -339,7 +339,7 @@ fn verify(sid: String, payload: &[u8], shared: &mut Shared, peer: &str) -> Step 
         Ok(d) => d,
         Err(reason) => return refuse(peer, format!("{sid} has not been verified: {reason}")),
     };
-    let student = match service::check_certificate(shared, &sid, &der, &[]) {
+    let student = match service::check_certificate(shared, &sid, &der, &[], Origin::Legacy) {
         Ok(s) => s,
         Err(CertCheckError::Refused(reason)) => {
             return refuse(peer, format!("{sid} has not been verified: {reason}"))

@@ -382,12 +382,16 @@ fn enroll(csr_der: &[u8], shared: &mut Shared, peer: &str) -> (Session, Output) 
 }
 
 /// Checks a certificate for a SID against the root and the store; shared by
-/// our protocol and legacy mode.
+/// our protocol and legacy mode. A submission by the legacy protocol
+/// (`by = Origin::Legacy`) proves no key, only that the submitter holds the
+/// certificate, which is public: so it is accepted only for certificates
+/// issued to legacy clients, never for a certboard student's.
 pub fn check_certificate(
     shared: &mut Shared,
     sid: &str,
     cert_der: &[u8],
     chain: &[Vec<u8>],
+    by: Origin,
 ) -> Result<crate::verify::Student, CertCheckError> {
     sid::validate(sid).map_err(|e| CertCheckError::Refused(format!("bad SID: {e}")))?;
     if chain.len() > MAX_CHAIN {
@@ -404,7 +408,14 @@ pub fn check_certificate(
         .verify(sid, cert_der, chain)
         .map_err(|e| CertCheckError::Refused(e.to_string()))?;
     match shared.store.cert_status(&student.serial_hex) {
-        Ok(CertStatus::Good) => Ok(student),
+        Ok(CertStatus::Good { origin }) if by == Origin::Legacy && origin != Origin::Legacy => {
+            Err(CertCheckError::Refused(format!(
+                "certificate serial {} was issued to a certboard client, which must submit with \
+                 its own key; the legacy protocol is only for certificates issued by legacy mode",
+                student.serial_hex
+            )))
+        }
+        Ok(CertStatus::Good { .. }) => Ok(student),
         Ok(CertStatus::Unknown) => Err(CertCheckError::Refused(
             CertError::NotIssued(student.serial_hex).to_string(),
         )),
@@ -435,7 +446,7 @@ fn hello(
     shared: &mut Shared,
     peer: &str,
 ) -> (Session, Output) {
-    let student = match check_certificate(shared, sid, cert_der, chain) {
+    let student = match check_certificate(shared, sid, cert_der, chain, Origin::Certboard) {
         Ok(s) => s,
         Err(CertCheckError::Refused(reason)) => {
             warn!("{peer}: certificate refused for SID {sid:?}: {reason}");

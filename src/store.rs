@@ -77,10 +77,19 @@ pub enum Origin {
 }
 
 impl Origin {
-    fn as_str(self) -> &'static str {
+    /// The name stored and listed.
+    pub fn as_str(self) -> &'static str {
         match self {
             Origin::Certboard => "certboard",
             Origin::Legacy => "legacy",
+        }
+    }
+
+    fn parse(s: &str) -> Origin {
+        if s == "legacy" {
+            Origin::Legacy
+        } else {
+            Origin::Certboard
         }
     }
 }
@@ -122,7 +131,10 @@ pub enum CertStatus {
     /// Never recorded as issued by this CA.
     Unknown,
     /// Issued and not revoked.
-    Good,
+    Good {
+        /// The protocol it was issued by.
+        origin: Origin,
+    },
     /// Revoked.
     Revoked {
         /// When, Unix seconds.
@@ -412,15 +424,21 @@ impl Storage for SqliteStore {
     }
 
     fn cert_status(&mut self, serial_hex: &str) -> Result<CertStatus, StoreError> {
-        let row: Option<(Option<i64>, Option<String>)> = self
+        let row: Option<(Option<i64>, Option<String>, String)> = self
             .conn
-            .prepare_cached("SELECT revoked_at, revoke_reason FROM certs WHERE serial = ?1")?
-            .query_row(params![serial_hex], |r| Ok((r.get(0)?, r.get(1)?)))
+            .prepare_cached(
+                "SELECT revoked_at, revoke_reason, origin FROM certs WHERE serial = ?1",
+            )?
+            .query_row(params![serial_hex], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()?;
         Ok(match row {
             None => CertStatus::Unknown,
-            Some((None, _)) => CertStatus::Good,
-            Some((Some(at), reason)) => CertStatus::Revoked {
+            Some((None, _, origin)) => CertStatus::Good {
+                origin: Origin::parse(&origin),
+            },
+            Some((Some(at), reason, _)) => CertStatus::Revoked {
                 at,
                 reason: reason.unwrap_or_default(),
             },
@@ -475,11 +493,7 @@ impl Storage for SqliteStore {
                 serial_hex: r.get(2)?,
                 received_at: r.get(3)?,
                 text: r.get(4)?,
-                origin: if origin == "legacy" {
-                    Origin::Legacy
-                } else {
-                    Origin::Certboard
-                },
+                origin: Origin::parse(&origin),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -544,7 +558,12 @@ mod tests {
             ])?;
         }
         let mut s = SqliteStore::open(dir.path())?;
-        assert_eq!(s.cert_status("AA")?, CertStatus::Good);
+        assert_eq!(
+            s.cert_status("AA")?,
+            CertStatus::Good {
+                origin: Origin::Certboard
+            }
+        );
         assert_eq!(s.cert_status("BB")?, CertStatus::Unknown);
         let reports = s.reports()?;
         assert_eq!(reports.len(), 1);
@@ -599,7 +618,12 @@ mod tests {
         s.backup_to(&copy)?;
         assert!(s.backup_to(&copy).is_err(), "never overwrites");
         let mut b = SqliteStore::open_file(&copy)?;
-        assert_eq!(b.cert_status("0A")?, CertStatus::Good);
+        assert_eq!(
+            b.cert_status("0A")?,
+            CertStatus::Good {
+                origin: Origin::Certboard
+            }
+        );
         Ok(())
     }
 

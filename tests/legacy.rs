@@ -274,7 +274,7 @@ fn three_students_in_a_row_on_the_same_connections() -> TestResult {
             .lines()
             .find(|l| l.contains(&format!("sid={sid} ")))
             .ok_or_else(|| format!("no report for {sid}:\n{reports}"))?;
-        assert!(line.contains("origin=Legacy"), "{line}");
+        assert!(line.contains("origin=legacy"), "{line}");
         assert!(line.contains("lines=10"), "{line}");
         assert!(
             line.contains(&format!("first=\"This is submission from SID{sid}\"")),
@@ -317,7 +317,7 @@ fn original_client_fresh_connections_per_student_then_q() -> TestResult {
         bb.expect_closed()?;
     }
     let reports = admin_text(&server, &["reports"])?;
-    assert_eq!(reports.matches("origin=Legacy").count(), 3, "{reports}");
+    assert_eq!(reports.matches("origin=legacy").count(), 3, "{reports}");
     // A fresh connection whose first frame is `q` is closed quietly too.
     let mut c = Legacy::connect(server.ca)?;
     c.send("q")?;
@@ -389,6 +389,17 @@ fn foreign_certificate_or_wrong_sid_gets_one_refusal_frame() -> TestResult {
         &["revoke", "--sid", "carol", "--reason", "key-compromise"],
     )?;
     expect_one_refusal(&server, "carol", &carol, "revoked")?;
+    // A certboard student's certificate is public (it travels in clear):
+    // the legacy protocol, which proves no key, must not accept it.
+    let out = server.client(&["modern"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let modern_pem = std::fs::read_to_string(server.path().join("students/modern/cert.pem"))?;
+    expect_one_refusal(
+        &server,
+        "modern",
+        &modern_pem,
+        "issued to a certboard client",
+    )?;
     // A bad SID: the refusal still comes as the one answer after the cert.
     expect_one_refusal(&server, "../etc", &alice, "bad student id")?;
     let log = server.log();
@@ -397,7 +408,8 @@ fn foreign_certificate_or_wrong_sid_gets_one_refusal_frame() -> TestResult {
         log.contains("blackboard:127.0.0.1:"),
         "refusals are logged with the peer:\n{log}"
     );
-    assert!(admin_text(&server, &["reports"])?.is_empty());
+    let reports = admin_text(&server, &["reports"])?;
+    assert!(!reports.contains("origin=legacy"), "{reports}");
     Ok(())
 }
 

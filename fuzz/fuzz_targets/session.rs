@@ -61,7 +61,7 @@ impl Storage for MemStore {
     }
     fn cert_status(&mut self, serial_hex: &str) -> Result<CertStatus, StoreError> {
         Ok(if serial_hex == self.good {
-            CertStatus::Good
+            CertStatus::Good { origin: certboard::store::Origin::Certboard }
         } else {
             CertStatus::Unknown
         })
