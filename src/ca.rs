@@ -759,6 +759,17 @@ impl<'a> StudentKey<'a> {
                         "RSA-{modulus_bits} (2048 to 4096 bits accepted)"
                     )));
                 }
+                if n.last().is_some_and(|b| b & 1 == 0) {
+                    return Err(CaError::UnsupportedKey("RSA modulus is even".into()));
+                }
+                if !rsa_exponent_ok(e) {
+                    return Err(CaError::UnsupportedKey(
+                        "RSA public exponent must be odd and from 65537 to 2^256-1 \
+                         (a tiny exponent such as 1 makes the proof of possession and \
+                         the session key's encryption worthless)"
+                            .into(),
+                    ));
+                }
                 Ok(StudentKey {
                     family: KeyFamily::Rsa,
                     material: KeyMaterial::Rsa { n, e },
@@ -783,6 +794,15 @@ impl<'a> StudentKey<'a> {
             ))),
         }
     }
+}
+
+/// Whether an RSA public exponent (big-endian magnitude, minimal) is odd and
+/// in 65537..2^256, the range CA/Browser Forum practice allows: e = 1 makes
+/// "encryption" the identity, and a small e is needlessly fragile.
+pub(crate) fn rsa_exponent_ok(e: &[u8]) -> bool {
+    let odd = e.last().is_some_and(|b| b & 1 == 1);
+    let at_least_65537 = e.len() > 3 || (e.len() == 3 && e >= &[0x01, 0x00, 0x01][..]);
+    odd && at_least_65537 && e.len() <= 32
 }
 
 /// A SubjectPublicKeyInfo's parts, borrowed from its DER.
@@ -1098,6 +1118,30 @@ mod tests {
         let text = ext_text(&X509::from_der(&issued.der)?);
         assert!(text.contains("Digital Signature"), "{text}");
         assert!(!text.contains("Key Encipherment"), "RFC 5480: {text}");
+        Ok(())
+    }
+
+    #[test]
+    fn rsa_exponents_outside_the_safe_range_are_refused() {
+        assert!(rsa_exponent_ok(&[0x01, 0x00, 0x01]));
+        assert!(rsa_exponent_ok(&[0x01, 0x00, 0x00, 0x01]));
+        assert!(!rsa_exponent_ok(&[0x01]), "e = 1");
+        assert!(!rsa_exponent_ok(&[0x03]), "e = 3");
+        assert!(!rsa_exponent_ok(&[0x01, 0x00, 0x00]), "even");
+        assert!(!rsa_exponent_ok(&[0x01, 0x00, 0x00, 0x00]), "even");
+        assert!(!rsa_exponent_ok(&[0xff; 33]), "over 2^256");
+    }
+
+    #[test]
+    fn a_csr_with_exponent_3_is_refused() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let ca = test_ca(dir.path(), CaKeyType::P256)?;
+        let key = PKey::from_rsa(Rsa::generate_with_e(2048, BigNum::from_u32(3)?.as_ref())?)?;
+        let err = ca.issue(&csr("alice", &key)?.to_der()?).err();
+        assert!(
+            matches!(&err, Some(CaError::UnsupportedKey(m)) if m.contains("exponent")),
+            "{err:?}"
+        );
         Ok(())
     }
 

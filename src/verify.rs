@@ -48,6 +48,8 @@ pub enum CertError {
     },
     /// The key is not RSA, so the session key cannot be sent to it.
     NotRsa,
+    /// The RSA public exponent is even, below 65537 or above 2^256.
+    WeakRsaExponent,
     /// The CA's records do not list this certificate.
     NotIssued(String),
     /// The CA revoked it.
@@ -78,6 +80,10 @@ impl fmt::Display for CertError {
             CertError::NotRsa => write!(
                 f,
                 "the certificate's key is not RSA; Blackboard needs RSA to send the session key"
+            ),
+            CertError::WeakRsaExponent => write!(
+                f,
+                "the certificate's RSA public exponent is unsafe (must be odd, from 65537 to 2^256-1)"
             ),
             CertError::NotIssued(s) => {
                 write!(f, "certificate serial {s} is not in the CA's records")
@@ -197,6 +203,15 @@ impl Verifier {
         if key.id() != Id::RSA {
             return Err(CertError::NotRsa);
         }
+        // The session key is encrypted to this key: a tiny exponent (e = 1
+        // is the identity) would hand it to anyone watching.
+        let exponent_ok = key
+            .rsa()
+            .map(|rsa| crate::ca::rsa_exponent_ok(&rsa.e().to_vec()))
+            .unwrap_or(false);
+        if !exponent_ok {
+            return Err(CertError::WeakRsaExponent);
+        }
         let serial_hex = cert
             .serial_number()
             .to_bn()
@@ -288,6 +303,55 @@ mod tests {
         }
         b.sign(&key, MessageDigest::sha256())?;
         b.build().to_der()
+    }
+
+    #[test]
+    fn a_certificate_with_a_tiny_rsa_exponent_is_refused() -> Result<(), Box<dyn std::error::Error>>
+    {
+        use openssl::bn::BigNum;
+        use openssl::x509::extension::{ExtendedKeyUsage, KeyUsage};
+        let dir = tempfile::tempdir()?;
+        let (ca, _) = crate::ca::CertificateAuthority::open(
+            dir.path(),
+            b"correct horse",
+            crate::ca::CaKeyType::P256,
+            30,
+        )?;
+        let weak = PKey::from_rsa(Rsa::generate_with_e(2048, BigNum::from_u32(3)?.as_ref())?)?;
+        let mut name = X509Name::builder()?;
+        name.append_entry_by_nid(Nid::COMMONNAME, "alice")?;
+        let mut b = X509Builder::new()?;
+        b.set_version(2)?;
+        b.set_serial_number(crate::ca::random_serial()?.to_asn1_integer()?.as_ref())?;
+        b.set_subject_name(&name.build())?;
+        b.set_issuer_name(ca.cert().subject_name())?;
+        b.set_pubkey(&weak)?;
+        b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
+        b.set_not_after(Asn1Time::days_from_now(1)?.as_ref())?;
+        b.append_extension(BasicConstraints::new().critical().build()?)?;
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .digital_signature()
+                .key_encipherment()
+                .build()?,
+        )?;
+        b.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
+        let aki = openssl::x509::extension::AuthorityKeyIdentifier::new()
+            .keyid(true)
+            .build(&b.x509v3_context(Some(ca.cert()), None))?;
+        b.append_extension(aki)?;
+        let ski = openssl::x509::extension::SubjectKeyIdentifier::new()
+            .build(&b.x509v3_context(Some(ca.cert()), None))?;
+        b.append_extension(ski)?;
+        b.sign(ca.key(), MessageDigest::sha256())?;
+        let der = b.build().to_der()?;
+        let v = Verifier::new(ca.cert())?;
+        assert_eq!(
+            v.verify("alice", &der, &[]).err(),
+            Some(CertError::WeakRsaExponent)
+        );
+        Ok(())
     }
 
     #[test]
