@@ -159,6 +159,18 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListe
     Ok(socket.into())
 }
 
+/// Binds the first of several SO_REUSEPORT listeners. SO_REUSEPORT would
+/// also let a second server (of the same user) bind the same port and take
+/// half of the connections, silently: so the address is first bound
+/// without it, which fails if anyone holds it, then released and bound
+/// shared. (Port 0 resolves to a free port in the first step.)
+pub fn bind_first_shared(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let probe = std::net::TcpListener::bind(addr)?;
+    let resolved = probe.local_addr()?;
+    drop(probe);
+    bind(resolved, true)
+}
+
 impl Reactor {
     /// A reactor serving `listeners` (already bound, non-blocking).
     /// `handle_signals` makes SIGINT/SIGTERM stop it cleanly.

@@ -225,7 +225,12 @@ impl Server {
             let mut listeners = Vec::new();
             for (j, (kind, addr)) in wanted.iter().enumerate() {
                 let addr = addrs.get(j).map(|(_, a)| *a).unwrap_or(*addr);
-                let l = reactor::bind(addr, reuse).map_err(|e| {
+                let bound = if reuse && i == 0 {
+                    reactor::bind_first_shared(addr)
+                } else {
+                    reactor::bind(addr, reuse)
+                };
+                let l = bound.map_err(|e| {
                     ServerError::Io(format!("cannot listen on {addr} for {}", kind.name()), e)
                 })?;
                 listeners.push((*kind, l));

@@ -365,3 +365,40 @@ fn ca_and_blackboard_can_run_as_separate_processes_on_the_same_files() -> TestRe
     let _ = bb.wait();
     result
 }
+
+#[test]
+fn a_second_server_cannot_share_the_ports_of_a_multi_reactor_one() -> TestResult {
+    let first = TestServer::start(&["--reactors", "2"])?;
+    // Both reactors serve.
+    for sid in ["r-1", "r-2", "r-3"] {
+        let out = first.client(&[sid])?;
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let other = tempfile::tempdir()?;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        .current_dir(other.path())
+        .args(["--reactors", "2", "--ca-listen", &first.ca.to_string()])
+        .args(["--blackboard-listen", &first.blackboard.to_string()])
+        .env("CERTBOARD_CA_PASSPHRASE", PASSPHRASE)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // It must fail at once; one that binds and serves is killed and fails
+    // the test.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait()?.is_none() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if child.try_wait()?.is_none() {
+        child.kill()?;
+    }
+    let second = child.wait_with_output()?;
+    assert!(!second.status.success(), "{}", text(&second));
+    assert!(
+        text(&second).contains("cannot listen on"),
+        "{}",
+        text(&second)
+    );
+    Ok(())
+}
