@@ -12,7 +12,7 @@ if [ -n "${CERTBOARD_BIN_DIR:-}" ]; then
   bin=$CERTBOARD_BIN_DIR
 else
   cargo build --quiet --manifest-path "$repo/Cargo.toml" --bins
-  bin="$repo/target/debug"
+  bin="${CARGO_TARGET_DIR:-$repo/target}/debug"
 fi
 
 work=$(mktemp -d)

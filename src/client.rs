@@ -46,6 +46,7 @@ impl KeyType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Cipher {
     /// AES-256 in counter mode (the default).
+    #[value(name = "aes-256-ctr")]
     Aes256Ctr,
     /// RC4 (the lab's cipher; weak, kept for the lab).
     Rc4,
@@ -200,7 +201,19 @@ impl FramedStream {
         let Some(secret) = secret else {
             return Ok(());
         };
-        match self.recv()? {
+        let first = match self.recv() {
+            Ok(m) => m,
+            // A server without admission control waits for our request and
+            // eventually refuses the silence.
+            Err(ClientError::Refused { reason, .. }) => {
+                return Err(ClientError::Protocol(format!(
+                    "no admission challenge came (the server said: {reason}); if the server \
+                     does not use admission control, drop --admission-secret-file"
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        match first {
             Message::AdmissionChallenge { challenge } => {
                 let mac = crypto::hmac_sha256(secret, &challenge)?;
                 self.send(&Message::AdmissionResponse { mac })

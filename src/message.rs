@@ -6,9 +6,9 @@
 //! unknown type, a short field, an oversized length or a trailing byte is an
 //! error. PROTOCOL.md is the normative description; keep the two in step.
 //!
-//! No type byte is a printable ASCII character, so a legacy client's
-//! one-character command frames (`1`, `2`, `q`, `Q`) can never be mistaken
-//! for one of ours.
+//! Every message has at least one byte of fields, and no type byte is
+//! `1`, `2`, `q` or `Q`, so a legacy client's one-character command frames
+//! can never be mistaken for one of ours.
 
 use std::fmt;
 

@@ -182,7 +182,19 @@ impl Server {
         };
         let verifier = if serve_bb {
             let root = match (&ca, &cfg.ca_cert) {
-                (_, Some(path)) => read_root(path)?,
+                (Some(ca), Some(path)) => {
+                    let root = read_root(path)?;
+                    if root.to_der().ok().as_deref() != Some(ca.cert_der()) {
+                        return Err(ServerError::RootCert(
+                            path.clone(),
+                            "is not this CA's root; with --role all Blackboard trusts the CA's \
+                             own root (drop --ca-cert, or run --role blackboard alone)"
+                                .into(),
+                        ));
+                    }
+                    root
+                }
+                (None, Some(path)) => read_root(path)?,
                 (Some(ca), None) => ca.cert().clone(),
                 (None, None) => read_root(&ca::root_paths(&cfg.keys_dir).1)?,
             };

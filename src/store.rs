@@ -237,6 +237,18 @@ pub fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
+/// application_id, user_version and the number of tables.
+fn schema_marks(conn: &Connection) -> Result<(i64, i64, i64), StoreError> {
+    let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let tables: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type='table'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok((app, version, tables))
+}
+
 /// A Unix time as text for people (`Dec 23 19:30:36 2026 GMT`).
 pub fn time_text(t: i64) -> String {
     openssl::asn1::Asn1Time::from_unix(t)
@@ -251,12 +263,31 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database in `data_dir`.
+    ///
+    /// A new data dir and database are private to the server's user (0700,
+    /// 0600): they hold every report's text.
     pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
-            path: data_dir.to_path_buf(),
-            source,
-        })?;
-        Self::open_file(&data_dir.join(DB_FILE))
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, source }
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(io(data_dir))?;
+        let db = data_dir.join(DB_FILE);
+        if !db.exists() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&db)
+                .map_err(io(&db))?;
+        }
+        Self::open_file(&db)
     }
 
     /// Opens the database in `data_dir` only if it exists: the admin
@@ -316,40 +347,57 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Reads the schema marks; creates the schema in an empty file. Only
+    /// creation takes the write lock, so opening an existing database (an
+    /// admin command beside the running server) never blocks the server's
+    /// commits.
     fn check_or_create_schema(&mut self) -> Result<(), StoreError> {
+        if self.schema_is_current(rusqlite::TransactionBehavior::Deferred)? {
+            return Ok(());
+        }
+        // Empty: create it, under the write lock, unless someone else just did.
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let app: i64 = tx.query_row("PRAGMA application_id", [], |r| r.get(0))?;
-        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let tables: i64 = tx.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type='table'",
-            [],
-            |r| r.get(0),
-        )?;
-        match (app, version, tables) {
-            (0, 0, 0) => {
-                tx.execute_batch(SCHEMA)?;
-                tx.execute_batch(&format!(
-                    "PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version={SCHEMA_VERSION};"
-                ))?;
-            }
-            (APPLICATION_ID, SCHEMA_VERSION, _) => {}
-            (APPLICATION_ID, v, _) => {
-                return Err(StoreError::Incompatible(format!(
-                    "{} has schema version {v}; this build understands version {SCHEMA_VERSION}",
-                    self.path.display()
-                )))
-            }
-            _ => {
-                return Err(StoreError::Incompatible(format!(
-                    "{} is not a certboard database",
-                    self.path.display()
-                )))
-            }
+        let (app, version, tables) = schema_marks(&tx)?;
+        if (app, version, tables) == (0, 0, 0) {
+            tx.execute_batch(SCHEMA)?;
+            tx.execute_batch(&format!(
+                "PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version={SCHEMA_VERSION};"
+            ))?;
         }
         tx.commit()?;
-        Ok(())
+        if self.schema_is_current(rusqlite::TransactionBehavior::Deferred)? {
+            Ok(())
+        } else {
+            Err(StoreError::Incompatible(format!(
+                "{}: could not create the schema",
+                self.path.display()
+            )))
+        }
+    }
+
+    /// Whether the file holds our current schema (`Ok(false)`: it is empty);
+    /// an error when it is someone else's or another version.
+    fn schema_is_current(
+        &mut self,
+        how: rusqlite::TransactionBehavior,
+    ) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction_with_behavior(how)?;
+        let marks = schema_marks(&tx)?;
+        drop(tx);
+        match marks {
+            (0, 0, 0) => Ok(false),
+            (APPLICATION_ID, SCHEMA_VERSION, _) => Ok(true),
+            (APPLICATION_ID, v, _) => Err(StoreError::Incompatible(format!(
+                "{} has schema version {v}; this build understands version {SCHEMA_VERSION}",
+                self.path.display()
+            ))),
+            _ => Err(StoreError::Incompatible(format!(
+                "{} is not a certboard database",
+                self.path.display()
+            ))),
+        }
     }
 
     fn revoke(

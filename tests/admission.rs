@@ -202,3 +202,19 @@ fn a_client_that_never_answers_is_cut_off_while_others_are_served() -> TestResul
     }
     Ok(())
 }
+
+#[test]
+fn a_secret_given_to_a_server_without_admission_control_gets_a_hint() -> TestResult {
+    let server = TestServer::start(&["--idle-timeout", "1"])?;
+    let secret = secret_file(server.path(), "admission.secret", SECRET)?;
+    let secret = secret.to_string_lossy().into_owned();
+    let out = server.client(&["--admission-secret-file", &secret, "eager"])?;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("no admission challenge came")
+            && stdout(&out).contains("drop --admission-secret-file"),
+        "{}",
+        text(&out)
+    );
+    Ok(())
+}

@@ -104,6 +104,13 @@ fn revocation_takes_effect_at_once_and_the_crl_verifies_with_openssl() -> TestRe
         text(&out)
     );
 
+    // The data dir holds every report: private to the server's user.
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |p: &str| std::fs::metadata(server.path().join(p)).map(|m| m.permissions().mode() & 0o777);
+    assert_eq!(mode("data")?, 0o700);
+    assert_eq!(mode("data/certboard.sqlite3")?, 0o600);
+
     // Listings carry the SID and the status on each line.
     let certs = stdout(&server.admin(&["certs"])?);
     assert_eq!(certs.lines().count(), 3, "{certs}");
