@@ -124,6 +124,8 @@ pub fn revoke(
             n
         }
         RevokeTarget::Sid(sid) => {
+            crate::sid::validate(sid)
+                .map_err(|e| AdminError::NotFound(format!("--sid {sid:?}: {e}")))?;
             let n = store.revoke_sid(sid, reason.name(), now)?;
             if n == 0 && !store.certs()?.iter().any(|c| &c.sid == sid) {
                 return Err(AdminError::NotFound(format!(

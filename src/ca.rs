@@ -224,13 +224,28 @@ pub fn root_exists(keys_dir: &Path) -> bool {
     k.exists() && c.exists()
 }
 
+/// How far notBefore (and a CRL's thisUpdate) is set in the past: a
+/// verifier whose clock is a little behind ours, or a clock stepped back
+/// between issuance and the first check, must not see "not yet valid".
+pub const BACKDATE_SECS: i64 = 300;
+
+/// Now, minus [`BACKDATE_SECS`], in Unix seconds.
+fn backdated_now() -> i64 {
+    crate::store::now_unix() - BACKDATE_SECS
+}
+
 /// A random, positive serial of 16 bytes (126 random bits; the top bits are
 /// fixed so every serial has the same DER length and is never negative).
 pub fn random_serial() -> Result<BigNum, ErrorStack> {
+    BigNum::from_slice(&random_serial_bytes()?)
+}
+
+/// The DER content octets of a fresh serial (see [`random_serial`]).
+fn random_serial_bytes() -> Result<[u8; 16], ErrorStack> {
     let mut bytes = [0u8; 16];
     openssl::rand::rand_bytes(&mut bytes)?;
     bytes[0] = (bytes[0] & 0x3f) | 0x40;
-    BigNum::from_slice(&bytes)
+    Ok(bytes)
 }
 
 /// Writes `data` to `path` atomically (temporary file, fsync, rename) with
@@ -279,7 +294,7 @@ fn make_root_cert(key: &PKeyRef<Private>) -> Result<X509, ErrorStack> {
     b.set_subject_name(&name)?;
     b.set_issuer_name(&name)?;
     b.set_pubkey(key)?;
-    b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
+    b.set_not_before(Asn1Time::from_unix(backdated_now())?.as_ref())?;
     b.set_not_after(Asn1Time::days_from_now(ROOT_VALIDITY_DAYS)?.as_ref())?;
     b.append_extension(BasicConstraints::new().critical().ca().pathlen(0).build()?)?;
     b.append_extension(
@@ -515,10 +530,8 @@ impl CertificateAuthority {
         spki: &[u8],
         key: &StudentKey<'_>,
     ) -> Result<Issued, CaError> {
-        let mut serial = [0u8; 16];
-        openssl::rand::rand_bytes(&mut serial)?;
-        serial[0] = (serial[0] & 0x3f) | 0x40;
-        let not_before = crate::store::now_unix();
+        let serial = random_serial_bytes()?;
+        let not_before = backdated_now();
         let not_after = not_before + i64::from(self.validity_days) * 86_400;
         let ski = openssl::sha::sha1(key.bits);
 
@@ -882,7 +895,7 @@ impl CertificateAuthority {
     pub fn crl(&self, revoked: &[(String, i64)], number: u64) -> Result<X509Crl, CaError> {
         let mut b = X509CrlBuilder::new()?;
         b.set_issuer_name(self.cert.subject_name())?;
-        b.set_last_update(Asn1Time::days_from_now(0)?.as_ref())?;
+        b.set_last_update(Asn1Time::from_unix(backdated_now())?.as_ref())?;
         b.set_next_update(Asn1Time::days_from_now(CRL_VALIDITY_DAYS)?.as_ref())?;
         let dummy = X509Builder::new()?;
         let ctx = dummy.x509v3_context(Some(&self.cert), None);

@@ -453,6 +453,7 @@ pub fn run_student(
             Err(_) => None,
         }
     };
+    let reused = saved.is_some();
     let (key, cert_der) = match saved {
         Some((key, der)) => {
             progress(&format!(
@@ -462,6 +463,10 @@ pub fn run_student(
             (key, der)
         }
         None => {
+            // Her directory first: a certificate whose key cannot be saved
+            // would be issued for nothing.
+            fs::create_dir_all(&files.dir)
+                .map_err(io_ctx(format!("creating {}", files.dir.display())))?;
             let key = make_key(opts.key_type)?;
             let csr = make_csr(sid, &key)?;
             progress(&format!(
@@ -491,8 +496,6 @@ pub fn run_student(
                 cert.not_after(),
                 if opts.ca_cert.is_some() { " (pinned)" } else { " (not pinned: use --ca-cert)" }
             ));
-            fs::create_dir_all(&files.dir)
-                .map_err(io_ctx(format!("creating {}", files.dir.display())))?;
             write_file(&files.key(), &key.private_key_to_pem_pkcs8()?, 0o600)?;
             write_file(&files.cert(), &cert.to_pem()?, 0o644)?;
             write_file(&files.ca(), &root.to_pem()?, 0o644)?;
@@ -503,7 +506,7 @@ pub fn run_student(
     let mut conn = FramedStream::connect(&opts.blackboard, opts.timeout)?;
     conn.admit(opts.admission_secret.as_deref())?;
     let report = crypto::lab_report(sid);
-    let receipt = submit(
+    let submitted = submit(
         &mut conn,
         sid,
         &cert_der,
@@ -511,7 +514,17 @@ pub fn run_student(
         opts.cipher,
         &report,
         progress,
-    )?;
+    );
+    let receipt = match submitted {
+        Err(ClientError::Refused {
+            code: ErrorCode::BadCertificate,
+            reason,
+        }) if reused => Err(ClientError::Refused {
+            code: ErrorCode::BadCertificate,
+            reason: format!("{reason} (it was her saved certificate: --renew enrolls again)"),
+        }),
+        other => other,
+    }?;
     progress(&format!(
         "Blackboard acknowledged: receipt {} (certificate serial {})",
         receipt.receipt_id, receipt.serial_hex

@@ -16,6 +16,10 @@ use openssl::x509::{
 
 use crate::der::{DerError, Reader};
 
+/// OpenSSL's `X509_V_ERR_INVALID_PURPOSE` ("unsupported certificate
+/// purpose"), which rust-openssl has no constant for.
+const X509_V_ERR_INVALID_PURPOSE: i32 = 26;
+
 /// Most untrusted intermediates a submission may carry (and all are refused
 /// by the depth limit: the CUHK root issues students directly).
 pub const MAX_CHAIN: usize = 4;
@@ -167,7 +171,7 @@ impl Verifier {
             // for a leaf lacking clientAuth, and for a CA certificate (the
             // root itself, say) whose key usage is for signing
             // certificates; say which plainly.
-            if result.as_raw() == 26 {
+            if result.as_raw() == X509_V_ERR_INVALID_PURPOSE {
                 if cert.pathlen().is_some() || is_ca(&cert, cert_der) {
                     return Err(CertError::IsCa);
                 }

@@ -97,6 +97,13 @@ fn main() -> ExitCode {
         admission_secret,
         timeout: Duration::from_secs(cli.timeout.max(1)),
     };
+    // Every SID is checked before any work is done for the first.
+    for sid in &cli.sids {
+        if let Err(e) = certboard::sid::validate(sid) {
+            eprintln!("client: SID {sid:?}: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let mut failed = Vec::new();
     for sid in &cli.sids {
         println!("== student {sid} ==");

@@ -211,7 +211,11 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
                 (None, None) => return Err("give --serial HEX or --sid SID".into()),
             };
             let n = admin::revoke(&mut store, &target, reason)?;
-            println!("revoked {n} certificate(s) ({})", reason.name());
+            if n == 0 {
+                println!("revoked 0 certificate(s): already revoked");
+            } else {
+                println!("revoked {n} certificate(s) ({})", reason.name());
+            }
         }
         Command::Backup { out } => {
             store.backup_to(&out)?;
