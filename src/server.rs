@@ -131,7 +131,11 @@ pub fn open_ca(
     validity_days: u32,
 ) -> Result<CertificateAuthority, ServerError> {
     let creating = !ca::root_exists(keys_dir);
-    let pass = config::ca_passphrase(passphrase_file, creating)?;
+    let pass =
+        config::ca_passphrase(passphrase_file, creating).map_err(|e| match passphrase_file {
+            Some(_) => ServerError::Config(format!("--ca-passphrase-file: {e}")),
+            None => ServerError::Secret(e),
+        })?;
     let (ca, origin) = CertificateAuthority::open(keys_dir, &pass, kind, validity_days)?;
     match origin {
         RootOrigin::Created => info!(
@@ -205,7 +209,9 @@ impl Server {
             None
         };
         let admission_secret = match &cfg.admission_secret_file {
-            Some(p) => Some(Arc::new(config::read_admission_secret(p)?)),
+            Some(p) => Some(Arc::new(config::read_admission_secret(p).map_err(|e| {
+                ServerError::Config(format!("--admission-secret-file: {e}"))
+            })?)),
             None => None,
         };
         if cfg.legacy {

@@ -82,7 +82,7 @@ fn main() -> ExitCode {
         None => None,
         Some(Ok(s)) => Some(s),
         Some(Err(e)) => {
-            eprintln!("client: {e}");
+            eprintln!("client: --admission-secret-file: {e}");
             return ExitCode::from(2);
         }
     };
