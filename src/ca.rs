@@ -9,8 +9,6 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use openssl::asn1::{Asn1Integer, Asn1Time};
@@ -257,17 +255,7 @@ fn write_new_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
             source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "refusing to overwrite"),
         });
     }
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    f.write_all(data).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))?;
+    crate::fsutil::write_atomic(path, data, mode).map_err(io_err(path))?;
     Ok(())
 }
 

@@ -7,7 +7,6 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -392,18 +391,8 @@ impl Files {
 }
 
 fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), ClientError> {
-    let tmp = path.with_extension("tmp");
-    let ctx = || io_ctx(format!("writing {}", path.display()));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(ctx())?;
-    f.write_all(data).map_err(ctx())?;
-    f.sync_all().map_err(ctx())?;
-    fs::rename(&tmp, path).map_err(ctx())
+    crate::fsutil::write_atomic(path, data, mode)
+        .map_err(io_ctx(format!("writing {}", path.display())))
 }
 
 /// Loads saved credentials if they are still good; says why not otherwise.

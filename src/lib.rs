@@ -14,6 +14,7 @@ pub mod config;
 pub mod crypto;
 pub mod der;
 pub mod framing;
+pub mod fsutil;
 pub mod legacy;
 pub mod message;
 pub mod rc4;
