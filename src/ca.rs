@@ -1134,6 +1134,29 @@ mod tests {
     }
 
     #[test]
+    fn certificates_verify_at_once_even_across_a_second_boundary() -> TestResult {
+        // OpenSSL's time() may lag the clock notBefore is taken from by a
+        // coarse-clock tick: issue and verify back to back for a while
+        // (bounded) so some pairs straddle a second boundary.
+        let dir = tempfile::tempdir()?;
+        let ca = test_ca(dir.path(), CaKeyType::P256)?;
+        let verifier = crate::verify::Verifier::new(ca.cert())?;
+        let key = rsa_key()?;
+        let der = csr("alice", &key)?.to_der()?;
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+        let mut n = 0;
+        while std::time::Instant::now() < until && n < 5000 {
+            let issued = ca.issue(&der)?;
+            verifier
+                .verify("alice", &issued.der, &[])
+                .map_err(|e| format!("issuance {n}: {e}"))?;
+            n += 1;
+        }
+        assert!(n > 0);
+        Ok(())
+    }
+
+    #[test]
     fn a_csr_with_exponent_3_is_refused() -> TestResult {
         let dir = tempfile::tempdir()?;
         let ca = test_ca(dir.path(), CaKeyType::P256)?;
