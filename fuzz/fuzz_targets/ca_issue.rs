@@ -5,18 +5,16 @@
 
 use std::sync::OnceLock;
 
-use certboard::ca::{CaKeyType, CertificateAuthority};
+use certboard::ca::CertificateAuthority;
 use certboard::verify::{CertError, Verifier};
 use libfuzzer_sys::fuzz_target;
+
+mod common;
 
 fn ca() -> &'static (CertificateAuthority, Verifier) {
     static CA: OnceLock<(CertificateAuthority, Verifier)> = OnceLock::new();
     CA.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("certboard-fuzz-ca-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (ca, _) = CertificateAuthority::open(&dir, b"fuzzing passphrase", CaKeyType::P256, 30)
-            .expect("test CA");
-        let _ = std::fs::remove_dir_all(&dir);
+        let ca = common::throwaway_ca("ca");
         let verifier = Verifier::new(ca.cert()).expect("verifier");
         (ca, verifier)
     })

@@ -8,13 +8,14 @@
 
 use std::sync::{Arc, OnceLock};
 
-use certboard::ca::{CaKeyType, CertificateAuthority};
-use certboard::client;
+use certboard::ca::CertificateAuthority;
 use certboard::message::Message;
 use certboard::service::{ServiceKind, Session, Shared};
 use certboard::store::{CertRow, CertStatus, Record, ReportRecord, Storage, StoreError};
 use certboard::verify::Verifier;
 use libfuzzer_sys::fuzz_target;
+
+mod common;
 
 struct Fixture {
     ca: Arc<CertificateAuthority>,
@@ -26,15 +27,8 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("certboard-fuzz-ss-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (ca, _) = CertificateAuthority::open(&dir, b"fuzzing passphrase", CaKeyType::P256, 30)
-            .expect("test CA");
-        let _ = std::fs::remove_dir_all(&dir);
-        let key = client::make_key(client::KeyType::Rsa2048).expect("key");
-        let issued = ca
-            .issue(&client::make_csr("fuzz", &key).expect("csr"))
-            .expect("issue");
+        let ca = common::throwaway_ca("ss");
+        let issued = common::honest_certificate(&ca);
         let hello = Message::SubmitHello {
             sid: "fuzz".into(),
             cert_der: issued.der.clone(),
@@ -61,7 +55,9 @@ impl Storage for MemStore {
     }
     fn cert_status(&mut self, serial_hex: &str) -> Result<CertStatus, StoreError> {
         Ok(if serial_hex == self.good {
-            CertStatus::Good { origin: certboard::store::Origin::Certboard }
+            CertStatus::Good {
+                origin: certboard::store::Origin::Certboard,
+            }
         } else {
             CertStatus::Unknown
         })

@@ -12,10 +12,10 @@
 
 use std::sync::OnceLock;
 
-use certboard::ca::{CaKeyType, CertificateAuthority};
-use certboard::client;
 use certboard::verify::Verifier;
 use libfuzzer_sys::fuzz_target;
+
+mod common;
 
 struct Fixture {
     verifier: Verifier,
@@ -25,15 +25,8 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("certboard-fuzz-vf-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (ca, _) = CertificateAuthority::open(&dir, b"fuzzing passphrase", CaKeyType::P256, 30)
-            .expect("test CA");
-        let _ = std::fs::remove_dir_all(&dir);
-        let key = client::make_key(client::KeyType::Rsa2048).expect("key");
-        let issued = ca
-            .issue(&client::make_csr("fuzz", &key).expect("csr"))
-            .expect("issue");
+        let ca = common::throwaway_ca("vf");
+        let issued = common::honest_certificate(&ca);
         Fixture {
             verifier: Verifier::new(ca.cert()).expect("verifier"),
             valid: issued.der,
