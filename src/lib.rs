@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod ca;
 pub mod client;
+pub mod commit;
 pub mod config;
 pub mod crypto;
 pub mod der;

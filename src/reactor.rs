@@ -6,25 +6,30 @@
 //! deadline for the whole exchange), so no client can stall another.
 //!
 //! Acknowledgments that promise durability (a certificate, a receipt) are
-//! held back: every record made ready in one turn of the loop is committed
-//! in one transaction, and only then are their frames released.
+//! held back: the records made ready in a turn of the loop go to the
+//! writer thread ([`crate::commit`]) as one batch, and their frames are
+//! released only when it says the batch is durable. The loop goes on
+//! serving meanwhile; records made ready while a batch is in flight form
+//! the next one.
 //!
 //! Sockets live here and nowhere else.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::commit::{CommitHandle, Committer, InFlight};
 use crate::framing::{self, Decoder};
 use crate::message::ErrorCode;
-use crate::service::{self, Output, ServiceKind, Session, Shared};
+use crate::service::{Output, ServiceKind, Session, Shared};
 use crate::store::Record;
 
 /// Per-connection and per-listener limits. Every one is a flag of the server.
@@ -64,6 +69,8 @@ impl Default for Limits {
 }
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
+/// The writer thread wakes the loop through this token when a batch is durable.
+const COMMIT_TOKEN: Token = Token(usize::MAX - 1);
 /// Listener tokens are 0..LISTENER_TOKENS; connection tokens follow.
 const LISTENER_TOKENS: usize = 16;
 /// How often deadlines are checked.
@@ -119,8 +126,13 @@ pub struct Reactor {
     next_token: usize,
     shared: Shared,
     limits: Limits,
-    /// Records made ready this turn, with the connection awaiting each.
+    /// Records made ready and not yet handed to the writer, with the
+    /// connection awaiting each.
     pending: Vec<(Token, Record)>,
+    /// The writer thread.
+    commits: CommitHandle,
+    /// The batch the writer is committing, with the connections awaiting it.
+    in_flight: Option<(InFlight, Vec<Token>)>,
     signals: Option<Signals>,
     scratch: Vec<u8>,
     /// Bytes held in all connections' input buffers.
@@ -172,15 +184,18 @@ pub fn bind_first_shared(addr: SocketAddr) -> io::Result<std::net::TcpListener> 
 }
 
 impl Reactor {
-    /// A reactor serving `listeners` (already bound, non-blocking).
-    /// `handle_signals` makes SIGINT/SIGTERM stop it cleanly.
+    /// A reactor serving `listeners` (already bound, non-blocking), whose
+    /// records `committer` makes durable. `handle_signals` makes
+    /// SIGINT/SIGTERM stop it cleanly.
     pub fn new(
         listeners: Vec<(ServiceKind, std::net::TcpListener)>,
         shared: Shared,
         limits: Limits,
+        committer: &Committer,
         handle_signals: bool,
     ) -> io::Result<Reactor> {
         let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), COMMIT_TOKEN)?);
         let mut slots = Vec::new();
         for (i, (kind, l)) in listeners.into_iter().enumerate().take(LISTENER_TOKENS) {
             l.set_nonblocking(true)?;
@@ -210,6 +225,8 @@ impl Reactor {
             shared,
             limits,
             pending: Vec::new(),
+            commits: committer.handle(waker),
+            in_flight: None,
             signals,
             scratch: vec![0u8; 64 * 1024],
             buffered: 0,
@@ -244,11 +261,12 @@ impl Reactor {
                             return Ok(());
                         }
                     }
+                    COMMIT_TOKEN => self.collect_commit(),
                     Token(i) if i < LISTENER_TOKENS => self.accept(i),
-                    token => self.on_conn_event(token),
+                    token => self.on_conn_event(token, event.is_read_closed()),
                 }
             }
-            self.commit_pending();
+            self.start_commit();
             if Instant::now() >= next_sweep {
                 self.sweep();
                 next_sweep = Instant::now() + SWEEP_EVERY;
@@ -273,7 +291,16 @@ impl Reactor {
 
     fn shutdown(&mut self) {
         // Anything already computed is committed and sent before leaving.
-        self.commit_pending();
+        loop {
+            if let Some((flight, tokens)) = self.in_flight.take() {
+                let durable = flight.wait().is_ok();
+                self.release(tokens, durable);
+            }
+            self.start_commit();
+            if self.in_flight.is_none() {
+                break;
+            }
+        }
         let tokens: Vec<Token> = self.conns.keys().copied().collect();
         for t in tokens {
             if let Some(c) = self.conns.get_mut(&t) {
@@ -364,7 +391,8 @@ impl Reactor {
         }
     }
 
-    fn on_conn_event(&mut self, token: Token) {
+    /// `peer_closed`: the event says the peer's FIN (or a reset) has come.
+    fn on_conn_event(&mut self, token: Token, peer_closed: bool) {
         // Events for a token already closed are stale: ignore them.
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
@@ -375,7 +403,7 @@ impl Reactor {
             return;
         }
         let before = conn.inbuf.len();
-        let read = read_all(conn, &mut self.scratch, &self.limits);
+        let read = read_all(conn, &mut self.scratch, &self.limits, peer_closed);
         let added = conn.inbuf.len().saturating_sub(before);
         self.buffered += added;
         let over_budget = self.buffered > self.limits.max_buffered && added > 0;
@@ -463,23 +491,39 @@ impl Reactor {
         }
     }
 
-    /// Commits the turn's records in one transaction, then releases the
-    /// replies that waited on it.
-    fn commit_pending(&mut self) {
-        if self.pending.is_empty() {
+    /// Hands the records made ready to the writer as one batch, unless a
+    /// batch is already in flight: they then wait for the next.
+    fn start_commit(&mut self) {
+        if self.in_flight.is_some() || self.pending.is_empty() {
             return;
         }
-        let pending = std::mem::take(&mut self.pending);
-        let batch: Vec<Record> = pending.iter().map(|(_, r)| r.clone()).collect();
-        let result = self.shared.store.commit(&batch);
-        match &result {
-            Ok(()) => {
-                debug!("committed {} record(s)", batch.len());
-                service::announce(&batch);
+        let (tokens, records): (Vec<Token>, Vec<Record>) =
+            std::mem::take(&mut self.pending).into_iter().unzip();
+        match self.commits.submit(records) {
+            Ok(flight) => self.in_flight = Some((flight, tokens)),
+            Err(e) => {
+                error!("commit of {} record(s) failed: {e}", tokens.len());
+                self.release(tokens, false);
             }
-            Err(e) => error!("commit of {} record(s) failed: {e}", batch.len()),
         }
-        for (token, _) in pending {
+    }
+
+    /// Takes the writer's answer for the batch in flight, if it has come,
+    /// and sends the next batch.
+    fn collect_commit(&mut self) {
+        let Some(outcome) = self.in_flight.as_ref().and_then(|(f, _)| f.poll()) else {
+            return;
+        };
+        if let Some((_, tokens)) = self.in_flight.take() {
+            self.release(tokens, outcome.is_ok());
+        }
+        self.start_commit();
+    }
+
+    /// Releases the replies held for a batch, or, if it could not be made
+    /// durable, replaces them with an error.
+    fn release(&mut self, tokens: Vec<Token>, durable: bool) {
+        for token in tokens {
             let Some(conn) = self.conns.get_mut(&token) else {
                 continue;
             };
@@ -488,7 +532,7 @@ impl Reactor {
                 continue;
             }
             let held = std::mem::take(&mut conn.held);
-            if result.is_ok() {
+            if durable {
                 conn.outbuf.extend_from_slice(&held);
                 conn.phase = if conn.close_after_held {
                     Phase::Closing
@@ -577,6 +621,8 @@ impl Reactor {
     /// Enforces the idle timeout and the exchange deadline, and retries
     /// paused listeners.
     fn sweep(&mut self) {
+        // A writer that died answers no more: notice it here.
+        self.collect_commit();
         let now = Instant::now();
         let mut expired = Vec::new();
         for (token, c) in &self.conns {
@@ -640,8 +686,19 @@ fn queue_error(conn: &mut Connection, code: ErrorCode, reason: &str) {
 /// per event: a peer that keeps sending must not hold the loop.
 const DISCARD_READS: usize = 16;
 
-/// Reads until the socket would block, the peer closes, or a limit is hit.
-fn read_all(conn: &mut Connection, scratch: &mut [u8], limits: &Limits) -> Result<(), String> {
+/// Reads until the socket is drained, the peer closes, or a limit is hit.
+///
+/// A read shorter than the buffer has emptied the socket's receive queue,
+/// so the read that would only say `EAGAIN` is skipped (one system call per
+/// message): anything arriving later raises a new edge. Unless the event
+/// announced the peer's FIN, which raises no new edge: then the socket is
+/// read to its end so that the close is seen now.
+fn read_all(
+    conn: &mut Connection,
+    scratch: &mut [u8],
+    limits: &Limits,
+    peer_closed: bool,
+) -> Result<(), String> {
     if conn.phase == Phase::Closing || conn.eof {
         // Nothing more will be handled; discard without buffering. (New
         // data raises a new edge, so stopping early loses nothing.)
@@ -673,6 +730,9 @@ fn read_all(conn: &mut Connection, scratch: &mut [u8], limits: &Limits) -> Resul
                     ));
                 }
                 conn.inbuf.extend_from_slice(&scratch[..n]);
+                if n < scratch.len() && !peer_closed {
+                    return Ok(());
+                }
             }
             Err(e) if would_block(&e) => return Ok(()),
             Err(e) if interrupted(&e) => continue,

@@ -10,9 +10,10 @@ use log::{info, warn};
 use openssl::x509::X509;
 
 use crate::ca::{self, CaError, CaKeyType, CertificateAuthority, RootOrigin};
+use crate::commit::Committer;
 use crate::config::{self, SecretError};
 use crate::reactor::{self, Limits, Reactor};
-use crate::service::{ServiceKind, Shared};
+use crate::service::{self, ServiceKind, Shared};
 use crate::store::{SqliteStore, StoreError};
 use crate::verify::Verifier;
 
@@ -163,6 +164,7 @@ fn read_root(path: &std::path::Path) -> Result<X509, ServerError> {
 #[derive(Debug)]
 pub struct Server {
     reactors: Vec<Reactor>,
+    committer: Committer,
     addrs: Vec<(ServiceKind, SocketAddr)>,
 }
 
@@ -239,6 +241,13 @@ impl Server {
         // the addresses actually obtained (port 0 resolved) with SO_REUSEPORT.
         let mut addrs: Vec<(ServiceKind, SocketAddr)> = Vec::new();
         let mut reactors = Vec::new();
+        // One writer for every reactor; each reactor keeps its own
+        // connection for reads (WAL readers never wait for the writer).
+        let committer = Committer::start(
+            Box::new(SqliteStore::open(&cfg.data_dir)?),
+            service::announce,
+        )
+        .map_err(|e| ServerError::Io("starting the commit thread".into(), e))?;
         for i in 0..cfg.reactors {
             let mut listeners = Vec::new();
             for (j, (kind, addr)) in wanted.iter().enumerate() {
@@ -261,7 +270,7 @@ impl Server {
                 admission_secret: admission_secret.clone(),
                 legacy: cfg.legacy,
             };
-            let r = Reactor::new(listeners, shared, cfg.limits.clone(), true)
+            let r = Reactor::new(listeners, shared, cfg.limits.clone(), &committer, true)
                 .map_err(|e| ServerError::Io(format!("reactor {i}"), e))?;
             if i == 0 {
                 addrs = r
@@ -270,7 +279,11 @@ impl Server {
             }
             reactors.push(r);
         }
-        Ok(Server { reactors, addrs })
+        Ok(Server {
+            reactors,
+            committer,
+            addrs,
+        })
     }
 
     /// The bound addresses.
@@ -281,8 +294,10 @@ impl Server {
     /// Serves until SIGINT/SIGTERM.
     pub fn run(self) -> Result<(), ServerError> {
         let n = self.reactors.len();
+        let committer = self.committer;
         let mut reactors = self.reactors.into_iter();
         let Some(mut first) = reactors.next() else {
+            committer.stop();
             return Ok(());
         };
         let mut handles = Vec::new();
@@ -298,6 +313,8 @@ impl Server {
         let mut result = first
             .run()
             .map_err(|e| ServerError::Io("event loop".into(), e));
+        // Its handle on the writer goes with it (the writer waits for all).
+        drop(first);
         for h in handles {
             match h.join() {
                 Ok(Ok(())) => {}
@@ -305,6 +322,9 @@ impl Server {
                 Err(_) => result = Err(ServerError::Config("a reactor thread panicked".into())),
             }
         }
+        // Every reactor has stopped and dropped its handle: the writer
+        // finishes what it was given, then ends.
+        committer.stop();
         result
     }
 }

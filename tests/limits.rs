@@ -334,3 +334,36 @@ fn frames_out_of_order_are_refused_with_a_reason() -> TestResult {
     assert_eq!(stdout(&certs).lines().count(), 2, "{}", text(&certs));
     honest(&server, "inorder")
 }
+
+#[test]
+fn a_client_that_half_closes_gets_its_answer_and_the_close_at_once() -> TestResult {
+    // The server skips the read that would only say "no more data" after a
+    // short read; a FIN that came with the request must still be seen, or
+    // the connection would linger until the idle timeout (60 s here).
+    let server = TestServer::start(&["--idle-timeout", "60", "--deadline", "120"])?;
+    let mut stream = TcpStream::connect(server.ca)?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let request = Message::EnrollRequest {
+        csr_der: csr("halfclose")?,
+    };
+    // Corked, the request and the FIN leave in one segment, so the server
+    // sees both in one event, after which no new edge comes.
+    let socket = socket2::SockRef::from(&stream);
+    socket.set_cork(true)?;
+    stream.write_all(&certboard::framing::frame(&request.encode()))?;
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut answer)
+        .map_err(|e| format!("no close from the server within 20 s: {e}"))?;
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let mut decoder = certboard::framing::Decoder::new(1 << 20);
+    let frame = decoder.decode(&mut answer)?.ok_or("no whole frame")?;
+    assert!(
+        matches!(Message::decode(&frame)?, Message::EnrollResponse { .. }),
+        "expected a certificate"
+    );
+    assert!(answer.is_empty(), "nothing after the answer");
+    assert!(server.wait_log("closed (peer closed the connection)", 5));
+    Ok(())
+}

@@ -1,0 +1,352 @@
+//! Group commit off the event loop.
+//!
+//! One writer thread per server owns the store connection that writes.
+//! A reactor hands it the records made ready in a turn of its loop and goes
+//! on serving: reading, verifying and signing the next requests while the
+//! disk flushes. When the transaction is durable the writer answers on the
+//! batch's own channel and wakes the reactor's `Poll`, and only then does
+//! the reactor release the replies that waited on it. So an
+//! acknowledgment still never outruns its record; what changes is that no
+//! connection waits for an `fsync` it has nothing to do with.
+//!
+//! Batches that arrive while a transaction runs are merged into the next
+//! one, across reactors too: with `--reactors N` there is one writer, so
+//! one `fsync` serves them all and they never contend for SQLite's write
+//! lock.
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use log::{debug, error};
+use mio::Waker;
+
+use crate::store::{Record, Storage};
+
+/// What became of a batch: `Err` carries the store's reason.
+pub type Outcome = Result<(), String>;
+
+/// One reactor's batch, and how to tell that reactor it is done.
+struct Job {
+    records: Vec<Record>,
+    reply: Sender<Outcome>,
+    waker: Arc<Waker>,
+}
+
+/// The writer thread; stopping it waits for every batch handed to it.
+#[derive(Debug)]
+pub struct Committer {
+    jobs: Option<Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Committer {
+    /// Starts the writer thread on `store`; `announce` runs on the writer
+    /// after each durable transaction (it prints the accepted reports).
+    pub fn start(
+        store: Box<dyn Storage + Send>,
+        announce: fn(&[Record]),
+    ) -> std::io::Result<Committer> {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("commit".into())
+            .spawn(move || write_loop(store, rx, announce))?;
+        Ok(Committer {
+            jobs: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle for one reactor, whose `Poll` the `waker` belongs to.
+    pub fn handle(&self, waker: Arc<Waker>) -> CommitHandle {
+        CommitHandle {
+            jobs: self.jobs.clone(),
+            waker,
+        }
+    }
+
+    /// Waits until every batch handed over so far is committed (the
+    /// reactors, which hold the other senders, must have stopped).
+    pub fn stop(mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                error!("the commit thread panicked");
+            }
+        }
+    }
+}
+
+/// A reactor's side of the writer.
+#[derive(Debug)]
+pub struct CommitHandle {
+    jobs: Option<Sender<Job>>,
+    waker: Arc<Waker>,
+}
+
+/// A batch handed to the writer, not yet answered.
+#[derive(Debug)]
+pub struct InFlight {
+    answer: Receiver<Outcome>,
+}
+
+/// How long a stopping reactor waits for its last batch before giving up
+/// on it (the writer is then stuck on the disk, or gone).
+const STOP_WAIT: Duration = Duration::from_secs(60);
+
+impl CommitHandle {
+    /// Hands `records` to the writer. An `Err` means the writer is gone:
+    /// nothing was recorded.
+    pub fn submit(&self, records: Vec<Record>) -> Result<InFlight, String> {
+        let (reply, answer) = mpsc::channel();
+        let job = Job {
+            records,
+            reply,
+            waker: Arc::clone(&self.waker),
+        };
+        match &self.jobs {
+            Some(jobs) if jobs.send(job).is_ok() => Ok(InFlight { answer }),
+            _ => Err("the commit thread has stopped".into()),
+        }
+    }
+}
+
+impl InFlight {
+    /// The outcome if the writer has answered; `None` while it works.
+    pub fn poll(&self) -> Option<Outcome> {
+        match self.answer.try_recv() {
+            Ok(outcome) => Some(outcome),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Err("the commit thread has stopped".into())),
+        }
+    }
+
+    /// Blocks until the writer answers (used when stopping).
+    pub fn wait(self) -> Outcome {
+        match self.answer.recv_timeout(STOP_WAIT) {
+            Ok(outcome) => outcome,
+            Err(RecvTimeoutError::Timeout) => Err("the commit thread did not answer".into()),
+            Err(RecvTimeoutError::Disconnected) => Err("the commit thread has stopped".into()),
+        }
+    }
+}
+
+fn write_loop(mut store: Box<dyn Storage + Send>, jobs: Receiver<Job>, announce: fn(&[Record])) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = jobs.try_recv() {
+            batch.push(more);
+        }
+        commit_jobs(store.as_mut(), batch, announce);
+    }
+    debug!("commit thread stopped");
+}
+
+/// Commits several reactors' batches in one transaction. Should that fail,
+/// each is retried alone, so one reactor's bad record (a duplicate serial)
+/// cannot fail another's.
+fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: fn(&[Record])) {
+    let outcomes: Vec<Outcome> = if batch.len() == 1 {
+        vec![commit_one(store, &batch[0].records, announce)]
+    } else {
+        let mut all = Vec::new();
+        let mut lens = Vec::with_capacity(batch.len());
+        for job in &mut batch {
+            lens.push(job.records.len());
+            all.append(&mut job.records);
+        }
+        match store.commit(&all) {
+            Ok(()) => {
+                debug!(
+                    "committed {} record(s) of {} batches",
+                    all.len(),
+                    lens.len()
+                );
+                announce(&all);
+                vec![Ok(()); batch.len()]
+            }
+            Err(e) => {
+                debug!("merged commit failed ({e}); committing each batch alone");
+                let mut start = 0;
+                lens.iter()
+                    .map(|len| {
+                        let part = &all[start..start + len];
+                        start += len;
+                        commit_one(store, part, announce)
+                    })
+                    .collect()
+            }
+        }
+    };
+    for (job, outcome) in batch.into_iter().zip(outcomes) {
+        // A reactor that stopped waiting has closed its connections: there
+        // is no one left to tell.
+        let _ = job.reply.send(outcome);
+        if let Err(e) = job.waker.wake() {
+            error!("cannot wake a reactor after a commit: {e}");
+        }
+    }
+}
+
+fn commit_one(store: &mut dyn Storage, records: &[Record], announce: fn(&[Record])) -> Outcome {
+    match store.commit(records) {
+        Ok(()) => {
+            debug!("committed {} record(s)", records.len());
+            announce(records);
+            Ok(())
+        }
+        Err(e) => {
+            error!("commit of {} record(s) failed: {e}", records.len());
+            Err(e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{CertRow, CertStatus, ReportRecord, StoreError};
+    use std::sync::Mutex;
+
+    /// A store that records what it was asked to commit and refuses any
+    /// transaction holding a report with receipt id 0.
+    #[derive(Default)]
+    struct FakeStore {
+        committed: Arc<Mutex<Vec<Vec<u64>>>>,
+    }
+
+    impl Storage for FakeStore {
+        fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+            let ids: Vec<u64> = batch
+                .iter()
+                .filter_map(|r| match r {
+                    Record::Report(r) => Some(r.receipt_id),
+                    Record::Cert { .. } => None,
+                })
+                .collect();
+            if ids.contains(&0) {
+                return Err(StoreError::Duplicate("receipt 0".into()));
+            }
+            self.committed
+                .lock()
+                .map_err(|_| StoreError::Duplicate("poisoned".into()))?
+                .push(ids);
+            Ok(())
+        }
+        fn cert_status(&mut self, _: &str) -> Result<CertStatus, StoreError> {
+            Ok(CertStatus::Unknown)
+        }
+        fn revoke_serial(&mut self, _: &str, _: &str, _: i64) -> Result<usize, StoreError> {
+            Ok(0)
+        }
+        fn revoke_sid(&mut self, _: &str, _: &str, _: i64) -> Result<usize, StoreError> {
+            Ok(0)
+        }
+        fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn reports(&mut self) -> Result<Vec<ReportRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn next_crl_number(&mut self) -> Result<u64, StoreError> {
+            Ok(1)
+        }
+    }
+
+    fn report(id: u64) -> Record {
+        Record::Report(ReportRecord {
+            receipt_id: id,
+            sid: "1155000001".into(),
+            serial_hex: "01".into(),
+            received_at: 0,
+            text: "r".into(),
+            origin: crate::store::Origin::Certboard,
+        })
+    }
+
+    fn no_announce(_: &[Record]) {}
+
+    fn waker() -> Result<(mio::Poll, Arc<Waker>), std::io::Error> {
+        let poll = mio::Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0))?);
+        Ok((poll, waker))
+    }
+
+    #[test]
+    fn batches_are_committed_and_answered_in_order() -> Result<(), Box<dyn std::error::Error>> {
+        let fake = FakeStore::default();
+        let committed = Arc::clone(&fake.committed);
+        let committer = Committer::start(Box::new(fake), no_announce)?;
+        let (_poll, w) = waker()?;
+        let handle = committer.handle(w);
+        let a = handle.submit(vec![report(1), report(2)])?;
+        let b = handle.submit(vec![report(3)])?;
+        assert_eq!(a.wait(), Ok(()));
+        assert_eq!(b.wait(), Ok(()));
+        drop(handle);
+        committer.stop();
+        let all: Vec<u64> = committed.lock().map_err(|e| e.to_string())?.concat();
+        assert_eq!(all, vec![1, 2, 3]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_bad_batch_does_not_fail_the_others_merged_with_it() {
+        let fake = FakeStore::default();
+        let committed = Arc::clone(&fake.committed);
+        let mut store: Box<dyn Storage + Send> = Box::new(fake);
+        let (_poll, w) = match waker() {
+            Ok(x) => x,
+            Err(e) => panic!("poll: {e}"),
+        };
+        let mut answers = Vec::new();
+        let jobs: Vec<Job> = [vec![report(1)], vec![report(0)], vec![report(2)]]
+            .into_iter()
+            .map(|records| {
+                let (reply, answer) = mpsc::channel();
+                answers.push(answer);
+                Job {
+                    records,
+                    reply,
+                    waker: Arc::clone(&w),
+                }
+            })
+            .collect();
+        commit_jobs(store.as_mut(), jobs, no_announce);
+        let outcomes: Vec<bool> = answers
+            .iter()
+            .map(|a| matches!(a.try_recv(), Ok(Ok(()))))
+            .collect();
+        assert_eq!(outcomes, vec![true, false, true]);
+        let done = committed.lock().map(|c| c.clone()).unwrap_or_default();
+        assert_eq!(done, vec![vec![1], vec![2]]);
+    }
+
+    #[test]
+    fn a_dead_writer_is_reported_not_waited_for() -> Result<(), Box<dyn std::error::Error>> {
+        let committer = Committer::start(Box::new(FakeStore::default()), panicking_announce)?;
+        let (_poll, w) = waker()?;
+        let handle = committer.handle(w);
+        // The writer panics after this commit, so the answer never comes.
+        let first = handle.submit(vec![report(7)])?;
+        assert_eq!(
+            first.wait(),
+            Err("the commit thread has stopped".to_string())
+        );
+        // Later batches fail too, whether the writer's queue is already
+        // gone (submit fails) or not yet (the answer never comes).
+        let later = match handle.submit(vec![report(8)]) {
+            Ok(in_flight) => in_flight.wait(),
+            Err(e) => Err(e),
+        };
+        assert!(later.is_err());
+        drop(handle);
+        committer.stop();
+        Ok(())
+    }
+
+    fn panicking_announce(_: &[Record]) {
+        panic!("simulated bug in the writer");
+    }
+}
