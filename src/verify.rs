@@ -208,11 +208,11 @@ impl Verifier {
             return Err(CertError::NotRsa);
         }
         // The session key is encrypted to this key: a tiny exponent (e = 1
-        // is the identity) would hand it to anyone watching.
-        let exponent_ok = key
-            .rsa()
-            .map(|rsa| crate::ca::rsa_exponent_ok(&rsa.e().to_vec()))
-            .unwrap_or(false);
+        // is the identity) would hand it to anyone watching. The exponent
+        // is read from the DER OpenSSL has just decoded this RSA key from:
+        // asking OpenSSL 3 for it (`EVP_PKEY_get1_RSA`) copies the whole key
+        // into a legacy RSA structure first, 1.3% of a submission.
+        let exponent_ok = rsa_public_exponent(cert_der).is_ok_and(crate::ca::rsa_exponent_ok);
         if !exponent_ok {
             return Err(CertError::WeakRsaExponent);
         }
@@ -242,6 +242,32 @@ fn is_ca(cert: &X509, der: &[u8]) -> bool {
         return true;
     }
     basic_constraints_ca(der).unwrap_or(true)
+}
+
+/// The public exponent (big-endian magnitude, minimal) of a certificate's
+/// RSA key, read from its SubjectPublicKeyInfo. Anything but a DER
+/// rsaEncryption key with a positive, minimally encoded exponent is an
+/// error, and the caller refuses the certificate.
+fn rsa_public_exponent(der: &[u8]) -> Result<&[u8], DerError> {
+    use crate::der::{self, oid, tag};
+    let mut cert = Reader::new(der).nested(tag::SEQUENCE)?;
+    let mut tbs = cert.nested(tag::SEQUENCE)?;
+    if tbs.peek_tag() == Some(tag::CONTEXT_0) {
+        tbs.any()?; // version
+    }
+    // serialNumber, signature, issuer, validity, subject.
+    for _ in 0..5 {
+        tbs.any()?;
+    }
+    let mut spki = tbs.nested(tag::SEQUENCE)?;
+    let (alg, _) = der::algorithm(&mut spki)?;
+    if alg != oid::RSA_ENCRYPTION {
+        return Err(DerError::BadValue("key algorithm (not rsaEncryption)"));
+    }
+    let bits = der::bit_string_bytes(&spki.expect_tag(tag::BIT_STRING)?)?;
+    let mut key = Reader::new(bits).nested(tag::SEQUENCE)?;
+    key.expect_tag(tag::INTEGER)?; // modulus
+    der::positive_integer(&key.expect_tag(tag::INTEGER)?)
 }
 
 /// 2.5.29.19, basicConstraints.
@@ -355,6 +381,55 @@ mod tests {
             v.verify("alice", &der, &[]).err(),
             Some(CertError::WeakRsaExponent)
         );
+        Ok(())
+    }
+
+    #[test]
+    fn reads_the_rsa_exponent_from_der_as_openssl_decodes_it(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use openssl::bn::BigNum;
+        for e in [3u32, 65_537, 0x7fff_ffff, 0x8000_0001] {
+            let key = PKey::from_rsa(Rsa::generate_with_e(2048, BigNum::from_u32(e)?.as_ref())?)?;
+            let mut name = X509Name::builder()?;
+            name.append_entry_by_nid(Nid::COMMONNAME, "alice")?;
+            let name = name.build();
+            let mut b = X509Builder::new()?;
+            b.set_version(2)?;
+            b.set_subject_name(&name)?;
+            b.set_issuer_name(&name)?;
+            b.set_pubkey(&key)?;
+            b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
+            b.set_not_after(Asn1Time::days_from_now(1)?.as_ref())?;
+            b.sign(&key, MessageDigest::sha256())?;
+            let der = b.build().to_der()?;
+            let openssl_e = X509::from_der(&der)?.public_key()?.rsa()?.e().to_vec();
+            assert_eq!(rsa_public_exponent(&der)?, &openssl_e[..], "e = {e}");
+        }
+        // A P-256 key is not read as RSA.
+        let ec = PKey::from_ec_key(openssl::ec::EcKey::generate(
+            openssl::ec::EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?.as_ref(),
+        )?)?;
+        let mut b = X509Builder::new()?;
+        b.set_version(2)?;
+        b.set_pubkey(&ec)?;
+        b.sign(&ec, MessageDigest::sha256())?;
+        assert!(rsa_public_exponent(&b.build().to_der()?).is_err());
+        // Version 1 certificates carry no [0] version field.
+        let key = PKey::from_rsa(Rsa::generate(2048)?)?;
+        let mut b = X509Builder::new()?;
+        b.set_version(0)?;
+        b.set_pubkey(&key)?;
+        b.sign(&key, MessageDigest::sha256())?;
+        let der = b.build().to_der()?;
+        let mut cert = Reader::new(&der).nested(crate::der::tag::SEQUENCE)?;
+        let tbs = cert.nested(crate::der::tag::SEQUENCE)?;
+        assert_ne!(
+            tbs.peek_tag(),
+            Some(crate::der::tag::CONTEXT_0),
+            "version 1"
+        );
+        assert_eq!(rsa_public_exponent(&der)?, &[1, 0, 1]);
+        assert!(rsa_public_exponent(b"\x30\x03garbage").is_err());
         Ok(())
     }
 

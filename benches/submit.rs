@@ -1,0 +1,196 @@
+//! Blackboard's per-submission work without the network: the SubmitHello
+//! frame handed to the state machine exactly as the reactor hands it
+//! (message decode, `check_certificate`: path validation to the pinned root,
+//! the profile checks and the store's status lookup; then the session key:
+//! random key and nonce, RSA-OAEP to the student's key, the two HKDFs, the
+//! SessionKey frame), per CA key type. Every certificate is distinct (its
+//! own serial, and its own RSA-2048 key up to `--keys`), issued up front and
+//! recorded in a SQLite store as the CA would record it.
+//!
+//! ```text
+//! cargo bench --bench submit                      # 2 s per CA key type and part
+//! cargo bench --bench submit -- 5 p256            # 5 s, only the P-256 CA
+//! cargo bench --bench submit -- --count 64 --keys 4 hello   # a fixed count, for callgrind
+//! valgrind --tool=callgrind target/release/deps/submit-* --count 64 --keys 4 hello
+//! ```
+//!
+//! Parts: `verify` (`Verifier::verify` alone), `check` (`check_certificate`:
+//! SID, verify, store status), `hello` (the whole frame: `Session::on_frame`
+//! from `BbAwaitHello`). Prints one line per CA key type and part for
+//! people, then a JSON line each
+//! (`{"bench":"submit","ca":"p256","part":"hello","us_per_op":…}`) for
+//! scripts. With `--count N` each part runs exactly N operations (cycling
+//! through the certificates), which makes callgrind's instruction counts per
+//! operation exact; otherwise each part runs for the given seconds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use certboard::ca::{CaKeyType, CertificateAuthority};
+use certboard::client::{make_key, KeyType};
+use certboard::message::Message;
+use certboard::service::{check_certificate, Session, Shared};
+use certboard::store::{Origin, Record, SqliteStore, Storage};
+use certboard::verify::Verifier;
+use openssl::pkey::PKey;
+
+type BoxError = Box<dyn std::error::Error>;
+
+const PARTS: [&str; 3] = ["verify", "check", "hello"];
+
+struct Args {
+    seconds: f64,
+    count: Option<usize>,
+    keys: usize,
+    certs: usize,
+    cas: Vec<String>,
+    parts: Vec<String>,
+}
+
+fn parse_args() -> Result<Args, BoxError> {
+    // `cargo bench` passes `--bench`; under `cargo test --all-targets`
+    // (no `--bench`) this is a short smoke run.
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let bench = raw.iter().any(|a| a == "--bench");
+    let mut args = Args {
+        seconds: if bench { 2.0 } else { 0.05 },
+        count: None,
+        keys: if bench { 32 } else { 2 },
+        certs: if bench { 256 } else { 4 },
+        cas: Vec::new(),
+        parts: Vec::new(),
+    };
+    let mut it = raw.into_iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| -> Result<usize, BoxError> {
+            Ok(it
+                .next()
+                .ok_or_else(|| format!("{name} needs a value"))?
+                .parse()?)
+        };
+        match a.as_str() {
+            "--bench" => {}
+            "--count" => args.count = Some(value("--count")?),
+            "--keys" => args.keys = value("--keys")?.max(1),
+            "--certs" => args.certs = value("--certs")?.max(1),
+            "rsa2048" | "p256" => args.cas.push(a),
+            p if PARTS.contains(&p) => args.parts.push(a),
+            other => match other.parse() {
+                Ok(s) => args.seconds = s,
+                Err(_) => return Err(format!("unknown argument {other:?}").into()),
+            },
+        }
+    }
+    args.certs = args.certs.max(args.keys);
+    Ok(args)
+}
+
+/// What a part does with one SubmitHello.
+fn run_part(part: &str, shared: &mut Shared, hello: &Hello) -> Result<(), BoxError> {
+    match part {
+        "verify" => {
+            let v = shared.verifier.as_ref().ok_or("no verifier")?;
+            v.verify(&hello.sid, &hello.cert_der, &[])?;
+        }
+        "check" => {
+            check_certificate(shared, &hello.sid, &hello.cert_der, &[], Origin::Certboard)
+                .map_err(|e| format!("{e:?}"))?;
+        }
+        _ => {
+            let (next, out) = Session::BbAwaitHello.on_frame(&hello.frame, shared, "bench");
+            if !matches!(next, Session::BbAwaitReport(_)) || out.send.len() != 1 || out.close {
+                return Err(format!("submission not accepted: {out:?}").into());
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Hello {
+    sid: String,
+    cert_der: Vec<u8>,
+    frame: Vec<u8>,
+}
+
+fn main() -> Result<(), BoxError> {
+    let args = parse_args()?;
+    let keys: Vec<PKey<openssl::pkey::Public>> = (0..args.keys)
+        .map(|_| {
+            let k = make_key(KeyType::Rsa2048)?;
+            Ok(PKey::public_key_from_der(&k.public_key_to_der()?)?)
+        })
+        .collect::<Result<_, BoxError>>()?;
+    for (kind, name) in [(CaKeyType::Rsa2048, "rsa2048"), (CaKeyType::P256, "p256")] {
+        if !args.cas.is_empty() && !args.cas.iter().any(|c| c == name) {
+            continue;
+        }
+        let dir = tempfile::tempdir()?;
+        let (ca, _) =
+            CertificateAuthority::open(&dir.path().join("keys"), b"bench passphrase", kind, 30)?;
+        let mut store = SqliteStore::open(&dir.path().join("data"))?;
+        let mut hellos = Vec::with_capacity(args.certs);
+        let mut records = Vec::with_capacity(args.certs);
+        for i in 0..args.certs {
+            let sid = format!("{}", 1_155_000_000 + i);
+            let issued = ca.issue_for(&sid, &keys[i % keys.len()])?;
+            let frame = Message::SubmitHello {
+                sid: sid.clone(),
+                cert_der: issued.der.clone(),
+                chain: Vec::new(),
+            }
+            .encode();
+            hellos.push(Hello {
+                sid,
+                cert_der: issued.der.clone(),
+                frame,
+            });
+            records.push(Record::Cert {
+                issued,
+                origin: Origin::Certboard,
+            });
+        }
+        store.commit(&records)?;
+        let mut shared = Shared {
+            ca: None,
+            verifier: Some(Arc::new(Verifier::new(ca.cert())?)),
+            store: Box::new(store),
+            admission_secret: None,
+            legacy: false,
+        };
+        for part in PARTS {
+            if !args.parts.is_empty() && !args.parts.iter().any(|p| p == part) {
+                continue;
+            }
+            let start = Instant::now();
+            let mut n = 0usize;
+            match args.count {
+                Some(count) => {
+                    for hello in hellos.iter().cycle().take(count) {
+                        run_part(part, &mut shared, hello)?;
+                    }
+                    n = count;
+                }
+                None => {
+                    let end = start + Duration::from_secs_f64(args.seconds);
+                    while n == 0 || Instant::now() < end {
+                        for hello in &hellos {
+                            run_part(part, &mut shared, hello)?;
+                        }
+                        n += hellos.len();
+                    }
+                }
+            }
+            let us = start.elapsed().as_secs_f64() / n.max(1) as f64 * 1e6;
+            println!(
+                "submit {part} with a {name} CA: {us:.1} µs per submission ({n} in {:.2} s, {} distinct certificates, {} keys)",
+                start.elapsed().as_secs_f64(),
+                hellos.len(),
+                keys.len()
+            );
+            println!(
+                "{{\"bench\":\"submit\",\"ca\":\"{name}\",\"part\":\"{part}\",\"us_per_op\":{us:.2}}}"
+            );
+        }
+    }
+    Ok(())
+}
