@@ -14,7 +14,8 @@
 //!
 //! Sockets live here and nowhere else.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,6 +53,19 @@ pub struct Limits {
     /// reactor: without it, many connections each sending most of a large
     /// frame could exhaust memory.
     pub max_buffered: usize,
+}
+
+impl Limits {
+    /// The earliest moment `conn` may break a time limit, as things stand.
+    fn deadline(&self, conn: &Connection) -> Instant {
+        // A limit too large for the clock is no limit: look again in an hour.
+        let after = |t: Instant, d: Duration| {
+            t.checked_add(d)
+                .or_else(|| t.checked_add(Duration::from_secs(3600)))
+                .unwrap_or(t)
+        };
+        after(conn.started, self.exchange_deadline).min(after(conn.last_frame, self.idle_timeout))
+    }
 }
 
 impl Default for Limits {
@@ -137,6 +151,12 @@ pub struct Reactor {
     scratch: Vec<u8>,
     /// Bytes held in all connections' input buffers.
     buffered: usize,
+    /// When each connection's limits should next be checked, earliest
+    /// first. Entries are not moved when a frame comes in: a due entry is
+    /// checked against the connection and put back if it is not yet due,
+    /// so the sweep costs nothing for connections far from their limits
+    /// (10,000 idle ones included).
+    deadlines: BinaryHeap<Reverse<(Instant, Token)>>,
 }
 
 impl std::fmt::Debug for Reactor {
@@ -230,6 +250,7 @@ impl Reactor {
             signals,
             scratch: vec![0u8; 64 * 1024],
             buffered: 0,
+            deadlines: BinaryHeap::new(),
         })
     }
 
@@ -385,6 +406,8 @@ impl Reactor {
                 messages: 0,
                 interest: Interest::READABLE,
             };
+            self.deadlines
+                .push(Reverse((self.limits.deadline(&conn), token)));
             self.conns.insert(token, conn);
             self.apply(token, out);
             self.after_io(token);
@@ -625,15 +648,34 @@ impl Reactor {
         self.collect_commit();
         let now = Instant::now();
         let mut expired = Vec::new();
-        for (token, c) in &self.conns {
+        while let Some(Reverse((due, token))) = self.deadlines.peek().copied() {
+            if due > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(c) = self.conns.get(&token) else {
+                continue; // closed since
+            };
             if c.phase == Phase::Committing {
-                continue;
-            }
-            if now.duration_since(c.started) >= self.limits.exchange_deadline {
-                expired.push((*token, "exchange deadline"));
+                // Waiting on the disk, not on the peer: look again later.
+                self.deadlines.push(Reverse((now + SWEEP_EVERY, token)));
+            } else if now.duration_since(c.started) >= self.limits.exchange_deadline {
+                expired.push((token, "exchange deadline"));
             } else if now.duration_since(c.last_frame) >= self.limits.idle_timeout {
-                expired.push((*token, "idle timeout"));
+                expired.push((token, "idle timeout"));
+            } else {
+                // Never before the next sweep, so this loop ends.
+                let next = self.limits.deadline(c).max(now + SWEEP_EVERY);
+                self.deadlines.push(Reverse((next, token)));
             }
+        }
+        // Entries of closed connections wait for their time to be dropped;
+        // under heavy churn, drop them sooner so the heap stays near the
+        // number of live connections.
+        if self.deadlines.len() > 2 * self.conns.len() + 1024 {
+            let conns = &self.conns;
+            self.deadlines
+                .retain(|Reverse((_, t))| conns.contains_key(t));
         }
         for (token, what) in expired {
             let Some(conn) = self.conns.get(&token) else {
