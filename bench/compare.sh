@@ -11,6 +11,13 @@
 #                                         # one enrollment per CA connection
 #                                         # (default 16, as cfssl's clients
 #                                         # keep their HTTP connections)
+#   BENCH_IO=threads bash bench/compare.sh
+#                                         # the load generator's I/O for
+#                                         # enroll and cfssl: events (default,
+#                                         # one thread polling all connections)
+#                                         # or threads (one per connection);
+#                                         # certboard and cfssl always get the
+#                                         # same one
 #
 # Needs: 2+ cores, taskset, openssl, cargo; installs Debian's golang-cfssl
 # with apt-get when `cfssl` is missing (root). Everything listens on
@@ -33,6 +40,9 @@ CFSSL_CONC=8
 # Enrollments per CA connection: the protocol allows several in turn, and
 # cfssl is driven over keep-alive connections, so both reuse connections.
 PER_CONN=${BENCH_PER_CONNECTION:-16}
+# How the load generator drives enroll and cfssl connections (submit is
+# always threads). One variable for both servers, so they are measured alike.
+BENCH_IO=${BENCH_IO:-events}
 IDLE_CONNS=10000
 SLOW_CONNS=1000
 PASS="certboard bench passphrase"
@@ -89,6 +99,7 @@ say "# certboard bench, $(date -u '+%Y-%m-%d %H:%M UTC')"
 say "machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(openssl version)"
 say "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 say "timed phases: ${SECS} s; server on CPU $SERVER_CPU, load generator on CPU $CLIENT_CPU"
+say "load generator I/O (enroll and cfssl, both servers): $BENCH_IO"
 say ""
 
 # ---------------------------------------------------------------- bare crypto
@@ -172,8 +183,8 @@ fi
 for kind in rsa2048 p256; do
     echo "certboard, $kind CA ..."
     start_server "$WORK/cb-$kind" "$kind" $SERVER_CPU
-    loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" --count 2000 >/dev/null # warm-up
-    J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" \
+    loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --io "$BENCH_IO" --concurrency "$ENROLL_CONC" --count 2000 >/dev/null # warm-up
+    J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --io "$BENCH_IO" --concurrency "$ENROLL_CONC" \
         --duration "$SECS" --server-pid "$SERVER_PID" --label "enroll-$kind")
     say "certboard enroll, $kind CA: $J"
     ENROLL_RATE[$kind]=$(jget "$J" ops_per_sec)
@@ -192,8 +203,8 @@ for kind in rsa2048 p256; do
         SERVER=$BENCH_BASELINE_SERVER
         start_server "$WORK/cb-base-$kind" "$kind" $SERVER_CPU
         SERVER=$SERVER_SAVED
-        loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" --count 1000 >/dev/null
-        J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" \
+        loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --io "$BENCH_IO" --concurrency "$ENROLL_CONC" --count 1000 >/dev/null
+        J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --io "$BENCH_IO" --concurrency "$ENROLL_CONC" \
             --duration "$SECS" --server-pid "$SERVER_PID" --label "baseline-enroll-$kind")
         say "baseline build ($BENCH_BASELINE_SERVER) enroll, $kind CA: $J"
         BASE_ENROLL_RATE[$kind]=$(jget "$J" ops_per_sec)
@@ -205,8 +216,8 @@ for kind in rsa2048 p256; do
         # The same with the database on tmpfs: fsync returns at once, so
         # this separates waiting on the disk from the CPU path.
         start_server "$WORK/cb-shm-$kind" "$kind" $SERVER_CPU --data-dir "$SHM/$kind"
-        loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" --count 2000 >/dev/null
-        J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" \
+        loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --io "$BENCH_IO" --concurrency "$ENROLL_CONC" --count 2000 >/dev/null
+        J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --io "$BENCH_IO" --concurrency "$ENROLL_CONC" \
             --duration "$SECS" --server-pid "$SERVER_PID" --label "enroll-tmpfs-$kind")
         say "certboard enroll, $kind CA, database on tmpfs: $J"
         SHM_RATE[$kind]=$(jget "$J" ops_per_sec)
@@ -253,8 +264,8 @@ EOF
         sleep 0.1
     done
     kill -0 "$CF_PID" 2>/dev/null || { cat "$CF/log" >&2; die "cfssl did not start"; }
-    loadgen $CLIENT_CPU --cfssl "127.0.0.1:$CF_PORT" --mode cfssl --concurrency $CFSSL_CONC --count 2000 >/dev/null
-    J=$(loadgen $CLIENT_CPU --cfssl "127.0.0.1:$CF_PORT" --mode cfssl --concurrency $CFSSL_CONC \
+    loadgen $CLIENT_CPU --cfssl "127.0.0.1:$CF_PORT" --mode cfssl --io "$BENCH_IO" --concurrency $CFSSL_CONC --count 2000 >/dev/null
+    J=$(loadgen $CLIENT_CPU --cfssl "127.0.0.1:$CF_PORT" --mode cfssl --io "$BENCH_IO" --concurrency $CFSSL_CONC \
         --duration "$SECS" --server-pid "$CF_PID" --label "cfssl-$kind")
     say "cfssl sign, $kind CA: $J"
     CFSSL_RATE[$kind]=$(jget "$J" ops_per_sec)
@@ -271,8 +282,8 @@ say ""
 echo "scale: $IDLE_CONNS idle connections ..."
 SCALE_FLAGS=(--idle-timeout 900 --deadline 900 --max-connections 12000)
 start_server "$WORK/cb-scale" p256 $SERVER_CPU "${SCALE_FLAGS[@]}"
-loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" --count 2000 >/dev/null
-J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" --duration "$SECS" \
+loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --io "$BENCH_IO" --concurrency "$ENROLL_CONC" --count 2000 >/dev/null
+J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --io "$BENCH_IO" --concurrency "$ENROLL_CONC" --duration "$SECS" \
     --server-pid "$SERVER_PID" --label scale-baseline)
 say "scale baseline (no held connections): $J"
 BASE_RATE=$(jget "$J" ops_per_sec)
@@ -290,7 +301,7 @@ sleep 2 # let the server accept the backlog
 RSS1=$(rss_kib "$SERVER_PID")
 RSS_PER=$(calc "($RSS1 - $RSS0) * 1024 / $IDLE_CONNS")
 say "server RSS: ${RSS0} KiB before, ${RSS1} KiB with $IDLE_CONNS idle connections: ${RSS_PER} bytes per connection"
-J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" --duration "$SECS" \
+J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --io "$BENCH_IO" --concurrency "$ENROLL_CONC" --duration "$SECS" \
     --server-pid "$SERVER_PID" --label scale-idle)
 say "enroll with $IDLE_CONNS idle connections held: $J"
 IDLE_RATE=$(jget "$J" ops_per_sec)
@@ -299,7 +310,7 @@ say "idle holder: $(tail -1 "$HOLD_OUT")"
 sleep 1
 
 echo "scale: $SLOW_CONNS slowloris connections ..."
-J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency 16 --duration "$SECS" \
+J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --io "$BENCH_IO" --concurrency 16 --duration "$SECS" \
     --server-pid "$SERVER_PID" --label slowloris-baseline)
 say "honest clients (16), no slowloris: $J"
 SLOW_BASE_P99=$(jget "$J" p99_ms)
@@ -313,7 +324,7 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 sleep 3 # a few bytes on every slowloris connection first
-J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --concurrency 16 --duration "$SECS" \
+J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --io "$BENCH_IO" --concurrency 16 --duration "$SECS" \
     --server-pid "$SERVER_PID" --label slowloris)
 say "honest clients (16), $SLOW_CONNS slowloris connections: $J"
 SLOW_P99=$(jget "$J" p99_ms)
@@ -337,8 +348,8 @@ for kind in rsa2048 p256; do
             else
                 start_server "$dir" "$kind" 0-1 --reactors "$n"
             fi
-            loadgen 0-1 --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" --count 2000 >/dev/null
-            J=$(loadgen 0-1 --ca "$CA_ADDR" --mode enroll --concurrency "$ENROLL_CONC" --duration "$SECS" \
+            loadgen 0-1 --ca "$CA_ADDR" --mode enroll --io "$BENCH_IO" --concurrency "$ENROLL_CONC" --count 2000 >/dev/null
+            J=$(loadgen 0-1 --ca "$CA_ADDR" --mode enroll --io "$BENCH_IO" --concurrency "$ENROLL_CONC" --duration "$SECS" \
                 --server-pid "$SERVER_PID" --label "reactors-$n-$kind-$store")
             say "--reactors $n, $kind CA, database on $store, nothing pinned: $J"
             RRATE[$n-$kind-$store]=$(jget "$J" ops_per_sec)

@@ -16,11 +16,22 @@
 //! runs, since RSA key generation is slow) and reused across CSRs with
 //! distinct SIDs; in `submit` mode every submission gets its own certificate,
 //! all enrolled before the clock starts. The timed phase then runs
-//! `--concurrency` blocking connections, one thread each, until `--count`
-//! operations or `--duration` seconds, whichever comes first.
+//! `--concurrency` connections until `--count` operations or `--duration`
+//! seconds, whichever comes first, driven in one of two ways (`--io`):
+//!
+//! - `threads`: one blocking connection per thread.
+//! - `events` (enroll and cfssl modes): one thread and one `mio::Poll` over
+//!   all the connections, non-blocking. On loopback a server's send runs
+//!   its client's receive path and wakes the client's thread; with a thread
+//!   per connection that is a cross-CPU wakeup per reply, charged to the
+//!   server, which a server on a real network never pays. One event loop
+//!   that is mostly busy is woken far less often.
+//!
+//! Both modes use the same prepared requests, bounds, checks, timeouts and
+//! figures.
 //!
 //! It prints figures for people, then one JSON line for scripts with the
-//! keys `mode`, `ops`, `seconds`, `ops_per_sec`, `p50_ms`, `p99_ms`,
+//! keys `mode`, `io`, `ops`, `seconds`, `ops_per_sec`, `p50_ms`, `p99_ms`,
 //! `max_ms`, `errors` (and, with `--server-pid`, the server's CPU time over
 //! the timed phase, read from `/proc/PID/stat`).
 //!
@@ -36,8 +47,10 @@ use std::time::{Duration, Instant};
 
 use certboard::client::{self, FramedStream, KeyType};
 use certboard::crypto;
-use certboard::message::CipherId;
+use certboard::framing::{self, Decoder};
+use certboard::message::{CipherId, Message};
 use clap::{Parser, ValueEnum};
+use mio::{Events, Interest, Poll, Token};
 use openssl::pkey::{PKey, Private};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -70,6 +83,28 @@ impl Mode {
     }
 }
 
+/// How the timed phase drives its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Io {
+    /// One blocking connection per thread.
+    Threads,
+    /// One thread, a mio poll over non-blocking connections (enroll and
+    /// cfssl modes; submit is threads only).
+    Events,
+}
+
+impl Io {
+    fn name(self) -> &'static str {
+        match self {
+            Io::Threads => "threads",
+            Io::Events => "events",
+        }
+    }
+}
+
+/// Where cfssl signs.
+const CFSSL_SIGN_PATH: &str = "/api/v1/cfssl/sign";
+
 /// Drives a certboard server (or cfssl) and reports throughput and latency.
 #[derive(Debug, Parser)]
 #[command(name = "loadgen")]
@@ -86,9 +121,14 @@ struct Cli {
     /// What to do.
     #[arg(long, value_enum, default_value_t = Mode::Enroll)]
     mode: Mode,
-    /// Concurrent connections (one thread each).
+    /// Concurrent connections.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     concurrency: u32,
+    /// How the connections are driven: `threads`, one blocking thread per
+    /// connection; `events`, one thread polling them all non-blocking
+    /// (enroll and cfssl modes only: submit is threads only).
+    #[arg(long, value_enum, default_value_t = Io::Threads)]
+    io: Io,
     /// Stop after this many seconds of timed phase (at most one hour).
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -361,65 +401,16 @@ impl HttpConn {
     }
 
     fn post(&mut self, path: &str, body: &[u8]) -> Result<Vec<u8>, BoxError> {
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            self.addr,
-            body.len()
-        );
-        let mut req = head.into_bytes();
-        req.extend_from_slice(body);
-        self.stream.write_all(&req)?;
-        // Headers.
-        let end = loop {
-            if let Some(p) = find(&self.buf, b"\r\n\r\n") {
-                break p;
+        self.stream
+            .write_all(&http_post_request(self.addr, path, body))?;
+        let response = loop {
+            if let Some(r) = parse_http_response(&self.buf)? {
+                break r;
             }
             self.fill()?;
         };
-        let headers = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
-        self.buf.drain(..end + 4);
-        let status_ok = headers.starts_with("http/1.1 200");
-        let body = if let Some(len) = headers
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-        {
-            let len: usize = len.trim().parse()?;
-            while self.buf.len() < len {
-                self.fill()?;
-            }
-            self.buf.drain(..len).collect()
-        } else if headers.contains("transfer-encoding: chunked") {
-            self.read_chunked()?
-        } else {
-            return Err("HTTP response without a length".into());
-        };
-        if !status_ok {
-            return Err(format!("HTTP {}", headers.lines().next().unwrap_or_default()).into());
-        }
-        Ok(body)
-    }
-
-    fn read_chunked(&mut self) -> Result<Vec<u8>, BoxError> {
-        let mut body = Vec::new();
-        loop {
-            let line_end = loop {
-                if let Some(p) = find(&self.buf, b"\r\n") {
-                    break p;
-                }
-                self.fill()?;
-            };
-            let size_text = String::from_utf8_lossy(&self.buf[..line_end]).to_string();
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)?;
-            self.buf.drain(..line_end + 2);
-            while self.buf.len() < size + 2 {
-                self.fill()?;
-            }
-            body.extend(self.buf.drain(..size));
-            self.buf.drain(..2);
-            if size == 0 {
-                return Ok(body);
-            }
-        }
+        self.buf.drain(..response.consumed);
+        response.into_body()
     }
 
     fn fill(&mut self) -> io::Result<()> {
@@ -431,6 +422,113 @@ impl HttpConn {
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(())
     }
+}
+
+/// The bytes of one HTTP/1.1 keep-alive POST of a JSON body.
+fn http_post_request(addr: SocketAddr, path: &str, body: &[u8]) -> Vec<u8> {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut req = head.into_bytes();
+    req.extend_from_slice(body);
+    req
+}
+
+/// A response buffered past this without being whole is refused (cfssl's
+/// answers are a few KiB).
+const MAX_HTTP_RESPONSE: usize = 1 << 20;
+
+/// One whole HTTP response, parsed off the front of a buffer.
+struct HttpResponse {
+    /// Bytes of the buffer it took (headers and body).
+    consumed: usize,
+    /// The status line, lowercased.
+    status: String,
+    body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The body of a 200 response; any other status is an error.
+    fn into_body(self) -> Result<Vec<u8>, BoxError> {
+        if !self.status.starts_with("http/1.1 200") {
+            return Err(format!("HTTP {}", self.status).into());
+        }
+        Ok(self.body)
+    }
+}
+
+/// The response at the front of `buf`: `Ok(None)` while it is not whole yet.
+/// The body is delimited by Content-Length or chunked encoding.
+fn parse_http_response(buf: &[u8]) -> Result<Option<HttpResponse>, BoxError> {
+    let incomplete = || -> Result<Option<HttpResponse>, BoxError> {
+        if buf.len() > MAX_HTTP_RESPONSE {
+            return Err(format!("HTTP response over {MAX_HTTP_RESPONSE} bytes").into());
+        }
+        Ok(None)
+    };
+    let Some(end) = find(buf, b"\r\n\r\n") else {
+        return incomplete();
+    };
+    let headers = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let rest = &buf[end + 4..];
+    let (body, used) = if let Some(len) = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+    {
+        let len: usize = len.trim().parse()?;
+        match rest.get(..len) {
+            Some(body) => (body.to_vec(), len),
+            None => return incomplete(),
+        }
+    } else if headers.contains("transfer-encoding: chunked") {
+        match parse_chunked(rest)? {
+            Some(whole) => whole,
+            None => return incomplete(),
+        }
+    } else {
+        return Err("HTTP response without a length".into());
+    };
+    Ok(Some(HttpResponse {
+        consumed: end + 4 + used,
+        status: headers.lines().next().unwrap_or_default().to_string(),
+        body,
+    }))
+}
+
+/// A chunked body at the front of `buf` (no trailers): the body and the
+/// bytes it took, or `Ok(None)` while it is not whole yet.
+fn parse_chunked(buf: &[u8]) -> Result<Option<(Vec<u8>, usize)>, BoxError> {
+    let mut body = Vec::new();
+    let mut pos = 0;
+    loop {
+        let Some(line_end) = find(&buf[pos..], b"\r\n") else {
+            return Ok(None);
+        };
+        let size_text = String::from_utf8_lossy(&buf[pos..pos + line_end]).to_string();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)?;
+        let start = pos + line_end + 2;
+        let next = start
+            .checked_add(size)
+            .and_then(|e| e.checked_add(2))
+            .ok_or("HTTP chunk size overflows")?;
+        if buf.len() < next {
+            return Ok(None);
+        }
+        body.extend_from_slice(&buf[start..start + size]);
+        pos = next;
+        if size == 0 {
+            return Ok(Some((body, pos)));
+        }
+    }
+}
+
+/// cfssl answers 200 with `"success":true` when it signed.
+fn check_cfssl_body(body: &[u8]) -> Result<(), BoxError> {
+    if find(body, b"\"success\":true").is_none() {
+        return Err(format!("cfssl refused: {}", String::from_utf8_lossy(body)).into());
+    }
+    Ok(())
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -446,6 +544,404 @@ fn cfssl_body(csr_der: &[u8]) -> Result<Vec<u8>, BoxError> {
         pem.replace('\n', "\\n")
     )
     .into_bytes())
+}
+
+/// What the timed phase needs, shared by both I/O modes.
+struct Plan {
+    mode: Mode,
+    target: SocketAddr,
+    ca: String,
+    blackboard: String,
+    timeout: Duration,
+    per_connection: u32,
+    concurrency: u32,
+    jobs: Arc<Vec<Job>>,
+    keys: Arc<Vec<PKey<Private>>>,
+    bodies: Arc<Vec<Vec<u8>>>,
+}
+
+/// `--io threads`: one blocking connection per thread.
+fn run_threads(plan: &Plan, schedule: &Arc<Schedule>) -> Result<Vec<Tally>, BoxError> {
+    let mut handles = Vec::new();
+    for _ in 0..plan.concurrency {
+        let schedule = schedule.clone();
+        let jobs = plan.jobs.clone();
+        let keys = plan.keys.clone();
+        let bodies = plan.bodies.clone();
+        let ca = plan.ca.clone();
+        let bb = plan.blackboard.clone();
+        let (mode, target, timeout, per_connection) =
+            (plan.mode, plan.target, plan.timeout, plan.per_connection);
+        handles.push(std::thread::spawn(move || {
+            let mut tally = Tally::default();
+            let mut http: Option<HttpConn> = None;
+            let mut ca_conn: Option<CaConn> = None;
+            while let Some(i) = schedule.ticket() {
+                let job = &jobs[i % jobs.len()];
+                let t = Instant::now();
+                match mode {
+                    Mode::Enroll => tally.record(
+                        t,
+                        enroll_once(&mut ca_conn, &ca, timeout, per_connection, &job.csr),
+                    ),
+                    Mode::Submit => tally.record(t, submit_once(&bb, timeout, job, &keys[job.key])),
+                    Mode::Cfssl => {
+                        let r = (|| -> Result<(), BoxError> {
+                            let conn = match &mut http {
+                                Some(c) => c,
+                                None => http.insert(HttpConn::connect(target, timeout)?),
+                            };
+                            check_cfssl_body(
+                                &conn.post(CFSSL_SIGN_PATH, &bodies[i % bodies.len()])?,
+                            )
+                        })();
+                        if r.is_err() {
+                            http = None;
+                        }
+                        tally.record(t, r)
+                    }
+                    Mode::OaepSpeed | Mode::Keys => {}
+                }
+            }
+            tally
+        }));
+    }
+    handles
+        .into_iter()
+        .map(|h| h.join().map_err(|_| "worker thread panicked".into()))
+        .collect()
+}
+
+/// Where one event-driven connection is in its current operation.
+enum Phase {
+    /// The non-blocking connect has not completed yet.
+    Connecting,
+    /// Writing the request; `sent` bytes of it are out.
+    Sending { sent: usize },
+    /// Reading the reply.
+    Receiving,
+}
+
+/// One non-blocking connection of `--io events`.
+struct EventConn {
+    stream: mio::net::TcpStream,
+    phase: Phase,
+    inbuf: Vec<u8>,
+    decoder: Decoder,
+    /// Operations started on this connection.
+    used: u32,
+}
+
+/// One of the `--concurrency` slots: the operation in flight and the
+/// connection carrying it (None until connected, and after an error).
+struct Slot {
+    conn: Option<EventConn>,
+    /// The current request's bytes.
+    request: Vec<u8>,
+    /// When the current operation began (before its connect, if any), as
+    /// the thread mode measures it.
+    started: Instant,
+    /// No progress by then: the operation fails and the connection goes.
+    deadline: Instant,
+    /// False once the schedule has no more tickets for this slot.
+    active: bool,
+}
+
+/// How far one drive of a slot got.
+enum Progress {
+    /// Waiting for the socket.
+    Pending,
+    /// The reply is whole and correct.
+    Done,
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+fn interrupted(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Interrupted
+}
+
+/// `--io events`: one thread, one `mio::Poll`, `--concurrency` non-blocking
+/// connections each running send request → read the whole reply → next,
+/// so that the server's send does not pay for waking a client thread per
+/// connection (a loopback artifact: on a network the server never pays for
+/// waking its client).
+struct EventDriver<'a> {
+    plan: &'a Plan,
+    schedule: &'a Schedule,
+    poll: Poll,
+    slots: Vec<Slot>,
+    tally: Tally,
+}
+
+impl EventDriver<'_> {
+    /// Takes the slot's next ticket and prepares its request; the slot goes
+    /// inactive (its connection closed) when the schedule is over.
+    fn next_op(&mut self, s: usize) {
+        let Some(i) = self.schedule.ticket() else {
+            self.close(s);
+            self.slots[s].active = false;
+            return;
+        };
+        let plan = self.plan;
+        let request = match plan.mode {
+            Mode::Cfssl => http_post_request(
+                plan.target,
+                CFSSL_SIGN_PATH,
+                &plan.bodies[i % plan.bodies.len()],
+            ),
+            _ => framing::frame(
+                &Message::EnrollRequest {
+                    csr_der: plan.jobs[i % plan.jobs.len()].csr.clone(),
+                }
+                .encode(),
+            ),
+        };
+        let now = Instant::now();
+        let slot = &mut self.slots[s];
+        slot.request = request;
+        slot.started = now;
+        slot.deadline = now + plan.timeout;
+        // Enrollments reconnect after --per-connection, as the thread mode
+        // does; cfssl keeps its keep-alive connection until an error.
+        let spent = plan.mode == Mode::Enroll
+            && slot
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.used >= plan.per_connection);
+        if spent {
+            self.close(s);
+        }
+        if let Some(c) = &mut self.slots[s].conn {
+            c.used += 1;
+            c.phase = Phase::Sending { sent: 0 };
+        }
+    }
+
+    fn close(&mut self, s: usize) {
+        if let Some(mut c) = self.slots[s].conn.take() {
+            // Dropping closes the socket anyway; deregistering first is
+            // what mio asks for.
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
+    }
+
+    /// Drives slot `s` as far as its socket allows, finishing operations
+    /// and starting the next ones, until it must wait.
+    fn service(&mut self, s: usize) {
+        while self.slots[s].active {
+            match self.advance(s) {
+                Ok(Progress::Pending) => return,
+                Ok(Progress::Done) => {
+                    self.tally
+                        .record(self.slots[s].started, Ok::<(), BoxError>(()));
+                    self.next_op(s);
+                }
+                Err(e) => self.fail(s, e),
+            }
+        }
+    }
+
+    /// The operation in flight on `s` failed: counted, the connection
+    /// replaced on the next operation.
+    fn fail(&mut self, s: usize, e: BoxError) {
+        self.tally.record(self.slots[s].started, Err::<(), _>(e));
+        self.close(s);
+        self.next_op(s);
+    }
+
+    fn advance(&mut self, s: usize) -> Result<Progress, BoxError> {
+        let plan = self.plan;
+        if self.slots[s].conn.is_none() {
+            let mut stream = mio::net::TcpStream::connect(plan.target)?;
+            self.poll.registry().register(
+                &mut stream,
+                Token(s),
+                // Edge-triggered: both interests stay registered for the
+                // connection's life; a readiness that finds nothing to do
+                // costs one WouldBlock.
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            self.slots[s].conn = Some(EventConn {
+                stream,
+                phase: Phase::Connecting,
+                inbuf: Vec::new(),
+                decoder: Decoder::new(framing::DEFAULT_MAX_FRAME),
+                used: 1,
+            });
+        }
+        let slot = &mut self.slots[s];
+        let Some(conn) = slot.conn.as_mut() else {
+            return Err("no connection".into());
+        };
+        loop {
+            match conn.phase {
+                Phase::Connecting => {
+                    if let Some(e) = conn.stream.take_error()? {
+                        return Err(format!("connecting to {}: {e}", plan.target).into());
+                    }
+                    match conn.stream.peer_addr() {
+                        Ok(_) => {
+                            conn.stream.set_nodelay(true)?;
+                            slot.deadline = Instant::now() + plan.timeout;
+                            conn.phase = Phase::Sending { sent: 0 };
+                        }
+                        Err(e)
+                            if e.kind() == io::ErrorKind::NotConnected
+                                || would_block(&e)
+                                || interrupted(&e) =>
+                        {
+                            return Ok(Progress::Pending)
+                        }
+                        Err(e) => return Err(format!("connecting to {}: {e}", plan.target).into()),
+                    }
+                }
+                Phase::Sending { sent } => {
+                    let Some(rest) = slot.request.get(sent..).filter(|r| !r.is_empty()) else {
+                        conn.phase = Phase::Receiving;
+                        continue;
+                    };
+                    match conn.stream.write(rest) {
+                        Ok(0) => return Err("sending: the connection wrote nothing".into()),
+                        Ok(n) => {
+                            slot.deadline = Instant::now() + plan.timeout;
+                            conn.phase = Phase::Sending { sent: sent + n };
+                        }
+                        Err(e) if would_block(&e) => return Ok(Progress::Pending),
+                        Err(e) if interrupted(&e) => {}
+                        Err(e) => return Err(format!("sending to {}: {e}", plan.target).into()),
+                    }
+                }
+                Phase::Receiving => {
+                    if reply_is_whole(plan.mode, conn)? {
+                        return Ok(Progress::Done);
+                    }
+                    let mut chunk = [0u8; 16 * 1024];
+                    match conn.stream.read(&mut chunk) {
+                        Ok(0) => {
+                            return Err(format!(
+                                "reading from {}: the server closed the connection",
+                                plan.target
+                            )
+                            .into())
+                        }
+                        Ok(n) => {
+                            slot.deadline = Instant::now() + plan.timeout;
+                            conn.inbuf.extend_from_slice(&chunk[..n]);
+                        }
+                        Err(e) if would_block(&e) => return Ok(Progress::Pending),
+                        Err(e) if interrupted(&e) => {}
+                        Err(e) => return Err(format!("reading from {}: {e}", plan.target).into()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether `conn`'s input holds the whole reply (taken off the buffer), and
+/// whether it is a success, with the same checks as the thread mode.
+fn reply_is_whole(mode: Mode, conn: &mut EventConn) -> Result<bool, BoxError> {
+    match mode {
+        Mode::Cfssl => {
+            let Some(response) = parse_http_response(&conn.inbuf)? else {
+                return Ok(false);
+            };
+            conn.inbuf.drain(..response.consumed);
+            check_cfssl_body(&response.into_body()?)?;
+            Ok(true)
+        }
+        _ => {
+            let Some(frame) = conn.decoder.decode(&mut conn.inbuf)? else {
+                return Ok(false);
+            };
+            match Message::decode(&frame)? {
+                Message::EnrollResponse { cert_der, .. } if !cert_der.is_empty() => Ok(true),
+                Message::EnrollResponse { .. } => Err("empty certificate".into()),
+                Message::Error { reason, .. } => {
+                    Err(format!("refused by the server: {reason}").into())
+                }
+                other => Err(format!(
+                    "protocol error: expected EnrollResponse, got {}",
+                    other.name()
+                )
+                .into()),
+            }
+        }
+    }
+}
+
+fn run_events(plan: &Plan, schedule: &Schedule, poll: Poll) -> Result<Vec<Tally>, BoxError> {
+    let now = Instant::now();
+    let mut driver = EventDriver {
+        plan,
+        schedule,
+        poll,
+        slots: (0..plan.concurrency)
+            .map(|_| Slot {
+                conn: None,
+                request: Vec::new(),
+                started: now,
+                deadline: now + plan.timeout,
+                active: true,
+            })
+            .collect(),
+        tally: Tally::default(),
+    };
+    let n = driver.slots.len();
+    for s in 0..n {
+        driver.next_op(s);
+        driver.service(s);
+    }
+    let mut events = Events::with_capacity(1024);
+    loop {
+        let now = Instant::now();
+        let Some(next_deadline) = driver
+            .slots
+            .iter()
+            .filter(|s| s.active)
+            .map(|s| s.deadline)
+            .min()
+        else {
+            break; // every slot is done
+        };
+        let wait = next_deadline
+            .saturating_duration_since(now)
+            .max(Duration::from_millis(1));
+        match driver.poll.poll(&mut events, Some(wait)) {
+            Ok(()) => {}
+            Err(e) if interrupted(&e) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        for event in events.iter() {
+            let s = event.token().0;
+            // Events are hints (possibly for a connection this slot has
+            // since replaced): the drive finds out what is really ready.
+            if s < n {
+                driver.service(s);
+            }
+        }
+        let now = Instant::now();
+        for s in 0..n {
+            let slot = &driver.slots[s];
+            if slot.active && now >= slot.deadline {
+                let what = match slot.conn.as_ref().map(|c| &c.phase) {
+                    None | Some(Phase::Connecting) => "connecting",
+                    Some(Phase::Sending { .. }) => "sending",
+                    Some(Phase::Receiving) => "waiting for the reply",
+                };
+                let e = format!(
+                    "{what}: no progress for {:.1} s",
+                    plan.timeout.as_secs_f64()
+                );
+                driver.fail(s, e.into());
+                driver.service(s);
+            }
+        }
+    }
+    Ok(vec![driver.tally])
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -498,6 +994,11 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         println!("{{\"mode\":\"keys\",\"keys\":{}}}", keys.len());
         return Ok(());
     }
+    if cli.io == Io::Events && cli.mode == Mode::Submit {
+        return Err(
+            "--io events drives enroll and cfssl only: use --io threads with --mode submit".into(),
+        );
+    }
     let target = match cli.mode {
         Mode::Enroll => loopback_only(&cli.ca)?,
         Mode::Submit => {
@@ -548,12 +1049,25 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             t.elapsed().as_secs_f64()
         );
     }
-    let jobs = Arc::new(jobs);
-    let keys = Arc::new(keys);
-    let bodies = Arc::new(bodies);
     let count = match cli.mode {
         Mode::Submit => pool,
         _ => count,
+    };
+    let plan = Plan {
+        mode: cli.mode,
+        target,
+        ca: cli.ca.clone(),
+        blackboard: cli.blackboard.clone(),
+        timeout,
+        per_connection: cli.per_connection,
+        concurrency: cli.concurrency,
+        jobs: Arc::new(jobs),
+        keys: Arc::new(keys),
+        bodies: Arc::new(bodies),
+    };
+    let poll = match cli.io {
+        Io::Events => Some(Poll::new()?),
+        Io::Threads => None,
     };
 
     let cpu_before = cli.server_pid.map(cpu_time).transpose()?;
@@ -564,62 +1078,14 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         count,
         end: start + Duration::from_secs_f64(cli.duration),
     });
-    let mut handles = Vec::new();
-    for _ in 0..cli.concurrency {
-        let schedule = schedule.clone();
-        let jobs = jobs.clone();
-        let keys = keys.clone();
-        let bodies = bodies.clone();
-        let ca = cli.ca.clone();
-        let bb = cli.blackboard.clone();
-        let mode = cli.mode;
-        let per_connection = cli.per_connection;
-        handles.push(std::thread::spawn(move || {
-            let mut tally = Tally::default();
-            let mut http: Option<HttpConn> = None;
-            let mut ca_conn: Option<CaConn> = None;
-            while let Some(i) = schedule.ticket() {
-                let job = &jobs[i % jobs.len()];
-                let t = Instant::now();
-                match mode {
-                    Mode::Enroll => tally.record(
-                        t,
-                        enroll_once(&mut ca_conn, &ca, timeout, per_connection, &job.csr),
-                    ),
-                    Mode::Submit => tally.record(t, submit_once(&bb, timeout, job, &keys[job.key])),
-                    Mode::Cfssl => {
-                        let r = (|| -> Result<(), BoxError> {
-                            let conn = match &mut http {
-                                Some(c) => c,
-                                None => http.insert(HttpConn::connect(target, timeout)?),
-                            };
-                            let body =
-                                conn.post("/api/v1/cfssl/sign", &bodies[i % bodies.len()])?;
-                            if find(&body, b"\"success\":true").is_none() {
-                                return Err(format!(
-                                    "cfssl refused: {}",
-                                    String::from_utf8_lossy(&body)
-                                )
-                                .into());
-                            }
-                            Ok(())
-                        })();
-                        if r.is_err() {
-                            http = None;
-                        }
-                        tally.record(t, r)
-                    }
-                    Mode::OaepSpeed | Mode::Keys => {}
-                }
-            }
-            tally
-        }));
-    }
+    let tallies = match poll {
+        Some(poll) => run_events(&plan, &schedule, poll)?,
+        None => run_threads(&plan, &schedule)?,
+    };
     let mut latencies = Vec::new();
     let mut errors = 0u64;
     let mut first_errors = Vec::new();
-    for h in handles {
-        let t = h.join().map_err(|_| "worker thread panicked")?;
+    for t in tallies {
         latencies.extend(t.latencies_us);
         errors += t.errors;
         first_errors.extend(t.first_errors);
@@ -638,9 +1104,10 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         percentile(&latencies, 100.0),
     );
     println!(
-        "{}: {ops} ok, {errors} errors in {seconds:.2} s with {} connections: {rate:.0}/s",
+        "{}: {ops} ok, {errors} errors in {seconds:.2} s with {} connections ({} I/O): {rate:.0}/s",
         cli.mode.name(),
-        cli.concurrency
+        cli.concurrency,
+        cli.io.name()
     );
     println!("latency: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
     for e in first_errors.iter().take(3) {
@@ -663,8 +1130,9 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         ));
     }
     println!(
-        "{{\"mode\":\"{}\",\"label\":\"{}\",\"concurrency\":{},\"ops\":{ops},\"seconds\":{seconds:.3},\"ops_per_sec\":{rate:.1},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"max_ms\":{max:.3},\"errors\":{errors}{extra}}}",
+        "{{\"mode\":\"{}\",\"io\":\"{}\",\"label\":\"{}\",\"concurrency\":{},\"ops\":{ops},\"seconds\":{seconds:.3},\"ops_per_sec\":{rate:.1},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"max_ms\":{max:.3},\"errors\":{errors}{extra}}}",
         cli.mode.name(),
+        cli.io.name(),
         cli.label.replace(['"', '\\'], ""),
         cli.concurrency
     );
@@ -701,6 +1169,38 @@ mod tests {
         assert!(loopback_only("[::1]:8011").is_ok());
         assert!(loopback_only("10.0.0.1:8011").is_err());
         assert!(loopback_only("192.168.1.1:80").is_err());
+    }
+
+    #[test]
+    fn http_response_is_whole_only_with_its_whole_body() -> Result<(), BoxError> {
+        let whole = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloNEXT";
+        for cut in [10, 38, 42] {
+            assert!(parse_http_response(&whole[..cut])?.is_none(), "{cut}");
+        }
+        let r = parse_http_response(whole)?.ok_or("incomplete")?;
+        assert_eq!(r.consumed, whole.len() - 4);
+        assert_eq!(r.into_body()?, b"hello");
+        Ok(())
+    }
+
+    #[test]
+    fn http_chunked_response_is_reassembled() -> Result<(), BoxError> {
+        let whole = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x\r\nde\r\n0\r\n\r\n";
+        assert!(parse_http_response(&whole[..whole.len() - 1])?.is_none());
+        let r = parse_http_response(whole)?.ok_or("incomplete")?;
+        assert_eq!(r.consumed, whole.len());
+        assert_eq!(r.into_body()?, b"abcde");
+        Ok(())
+    }
+
+    #[test]
+    fn http_error_status_and_unbounded_response_are_errors() -> Result<(), BoxError> {
+        let r = parse_http_response(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")?
+            .ok_or("incomplete")?;
+        assert!(r.into_body().is_err());
+        assert!(parse_http_response(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
+        assert!(parse_http_response(&vec![b'x'; MAX_HTTP_RESPONSE + 1]).is_err());
+        Ok(())
     }
 
     #[test]
