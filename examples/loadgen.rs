@@ -8,7 +8,6 @@
 //!     --mode submit --concurrency 8 --count 5000
 //! cargo run --release --example loadgen -- --cfssl 127.0.0.1:8888 --mode cfssl \
 //!     --concurrency 8 --duration 10
-//! cargo run --release --example loadgen -- --mode oaep-speed --duration 3
 //! ```
 //!
 //! Everything expensive happens before the timed phase: RSA keys are
@@ -65,10 +64,6 @@ enum Mode {
     Cfssl,
     /// No server: only make (or load) the key pool of --key-file, and exit.
     Keys,
-    /// No server: times OpenSSL's RSA-2048 OAEP-SHA256 encryption of a
-    /// 32-byte key (what Blackboard does per submission), which
-    /// `openssl speed` does not measure.
-    OaepSpeed,
 }
 
 impl Mode {
@@ -77,7 +72,6 @@ impl Mode {
             Mode::Enroll => "enroll",
             Mode::Submit => "submit",
             Mode::Cfssl => "cfssl",
-            Mode::OaepSpeed => "oaep-speed",
             Mode::Keys => "keys",
         }
     }
@@ -600,7 +594,7 @@ fn run_threads(plan: &Plan, schedule: &Arc<Schedule>) -> Result<Vec<Tally>, BoxE
                         }
                         tally.record(t, r)
                     }
-                    Mode::OaepSpeed | Mode::Keys => {}
+                    Mode::Keys => {}
                 }
             }
             tally
@@ -953,35 +947,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[idx] as f64 / 1000.0
 }
 
-fn oaep_speed(seconds: f64) -> Result<(), BoxError> {
-    let key = client::make_key(KeyType::Rsa2048)?;
-    let session: [u8; 32] = crypto::random()?;
-    let end = Instant::now() + Duration::from_secs_f64(seconds);
-    let start = Instant::now();
-    let mut n = 0u64;
-    while Instant::now() < end {
-        for _ in 0..100 {
-            crypto::wrap_key(&key, &session)?;
-        }
-        n += 100;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let per = secs / n as f64 * 1e6;
-    println!(
-        "RSA-2048 OAEP-SHA256 encrypt of 32 bytes: {:.0}/s, {per:.1} µs each",
-        n as f64 / secs
-    );
-    println!(
-        "{{\"mode\":\"oaep-speed\",\"ops\":{n},\"seconds\":{secs:.3},\"ops_per_sec\":{:.1},\"us_per_op\":{per:.2}}}",
-        n as f64 / secs
-    );
-    Ok(())
-}
-
 fn run(cli: Cli) -> Result<(), BoxError> {
-    if cli.mode == Mode::OaepSpeed {
-        return oaep_speed(cli.duration.clamp(0.1, 60.0));
-    }
     if !(cli.duration.is_finite() && cli.duration > 0.0 && cli.duration <= 3600.0) {
         return Err("--duration must be between 0 and 3600 seconds".into());
     }
@@ -1005,7 +971,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             loopback_only(&cli.ca)?;
             loopback_only(&cli.blackboard)?
         }
-        Mode::Cfssl | Mode::OaepSpeed | Mode::Keys => loopback_only(&cli.cfssl)?,
+        Mode::Cfssl | Mode::Keys => loopback_only(&cli.cfssl)?,
     };
     let count = cli.count.map_or(usize::MAX, |c| c as usize);
     let keys = load_or_make_keys(cli.keys as usize, cli.key_file.as_deref())?;

@@ -308,7 +308,10 @@ impl Server {
                 .map_err(|e| ServerError::Io("spawning a reactor thread".into(), e))?;
             handles.push(h);
         }
-        info!("serving with {n} reactor thread(s)");
+        info!(
+            "serving with {n} reactor thread(s), {}",
+            openssl::version::version()
+        );
         // The first reactor runs on the main thread: one reactor, one thread.
         let mut result = first
             .run()
