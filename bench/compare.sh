@@ -97,7 +97,7 @@ KEYS="$WORK/student-keys.pem"
 
 : >"$RESULTS"
 say "# certboard bench, $(date -u '+%Y-%m-%d %H:%M UTC')"
-say "machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(openssl version)"
+say "machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo); system $(openssl version)"
 say "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 say "timed phases: ${SECS} s; server on CPU $SERVER_CPU, load generator on CPU $CLIENT_CPU"
 say "load generator I/O (enroll and cfssl, both servers): $BENCH_IO"
@@ -309,6 +309,14 @@ IDLE_RATE=$(jget "$J" ops_per_sec)
 wait "$HOLD_PID" || true
 say "idle holder: $(tail -1 "$HOLD_OUT")"
 sleep 1
+# The store grows by ~100,000 certificates per run, and enrollment slows as
+# it grows (measured: 4 runs in a row, no idle connections, 13.7k/s falling
+# to 11.4k/s): so the baseline is measured again after, and the idle run is
+# compared with the mean of the two (A-B-A).
+J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --io "$BENCH_IO" --concurrency "$ENROLL_CONC" --duration "$SECS" \
+    --server-pid "$SERVER_PID" --label scale-baseline-after)
+say "scale baseline again, after (no held connections): $J"
+BASE_RATE=$(calc "($BASE_RATE + $(jget "$J" ops_per_sec)) / 2")
 
 echo "scale: $SLOW_CONNS slowloris connections ..."
 J=$(loadgen $CLIENT_CPU --ca "$CA_ADDR" --mode enroll --io "$BENCH_IO" --concurrency 16 --duration "$SECS" \
@@ -385,7 +393,7 @@ for kind in rsa2048 p256; do
         say "$kind CA, database on $store: --reactors 2 ${RRATE[2-$kind-$store]}/s vs --reactors 1 ${RRATE[1-$kind-$store]}/s (both unpinned, sharing the cores with the load generator) = $(calc "${RRATE[2-$kind-$store]} / ${RRATE[1-$kind-$store]}")x [>= 1.7x]"
     done
 done
-say "scale (p256 CA): RSS ${RSS_PER} bytes per idle connection [<= 8192]; enroll with $IDLE_CONNS idle ${IDLE_RATE}/s vs ${BASE_RATE}/s = $(calc "$IDLE_RATE / $BASE_RATE")x [>= 0.9x]"
+say "scale (p256 CA): RSS ${RSS_PER} bytes per idle connection [<= 8192]; enroll with $IDLE_CONNS idle ${IDLE_RATE}/s vs ${BASE_RATE}/s (mean of the runs before and after) = $(calc "$IDLE_RATE / $BASE_RATE")x [>= 0.9x]"
 say "scale (p256 CA): honest p99 with $SLOW_CONNS slowloris ${SLOW_P99} ms vs ${SLOW_BASE_P99} ms = $(calc "$SLOW_P99 / $SLOW_BASE_P99")x [<= 2x]"
 say "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 cp "$RESULTS" "${BENCH_RESULTS:-$ROOT/target/bench-results.txt}" 2>/dev/null || true
