@@ -433,49 +433,6 @@ impl CertificateAuthority {
         &self.cert_der
     }
 
-    /// The same CA with its own copy of the private key, for another
-    /// reactor thread: OpenSSL serializes the private-key operations of one
-    /// key object across threads (an RSA key's lock and shared blinding),
-    /// so each reactor signs with its own. The copy is made from the key's
-    /// components, never through an unencrypted serialization.
-    pub fn for_another_thread(&self) -> Result<CertificateAuthority, CaError> {
-        let key = match self.key.id() {
-            Id::RSA => {
-                let r = self.key.rsa()?;
-                let part = |b: Option<&openssl::bn::BigNumRef>| -> Result<BigNum, CaError> {
-                    Ok(b.ok_or_else(|| {
-                        CaError::UnsupportedKey("RSA root key without its CRT components".into())
-                    })?
-                    .to_owned()?)
-                };
-                PKey::from_rsa(Rsa::from_private_components(
-                    r.n().to_owned()?,
-                    r.e().to_owned()?,
-                    r.d().to_owned()?,
-                    part(r.p())?,
-                    part(r.q())?,
-                    part(r.dmp1())?,
-                    part(r.dmq1())?,
-                    part(r.iqmp())?,
-                )?)?
-            }
-            Id::EC => {
-                let ec = self.key.ec_key()?;
-                PKey::from_ec_key(EcKey::from_private_components(
-                    ec.group(),
-                    ec.private_key(),
-                    ec.public_key(),
-                )?)?
-            }
-            other => {
-                return Err(CaError::UnsupportedKey(format!(
-                    "CA root key of type {other:?} (RSA or EC accepted)"
-                )))
-            }
-        };
-        Self::from_parts(key, self.cert.clone(), self.validity_days)
-    }
-
     /// The root key (for signing CRLs).
     pub fn key(&self) -> &PKeyRef<Private> {
         &self.key
@@ -1280,23 +1237,6 @@ mod tests {
     fn p256_key() -> Result<PKey<Private>, ErrorStack> {
         let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
         PKey::from_ec_key(EcKey::generate(&group)?)
-    }
-
-    #[test]
-    fn a_copy_for_another_thread_signs_as_the_root() -> TestResult {
-        for kind in [CaKeyType::Rsa2048, CaKeyType::P256] {
-            let dir = tempfile::tempdir()?;
-            let ca = test_ca(dir.path(), kind)?;
-            let copy = ca.for_another_thread()?;
-            assert!(copy.key().public_eq(ca.key()), "the same key pair");
-            assert!(copy.key().private_key_to_der()? == ca.key().private_key_to_der()?);
-            assert_eq!(copy.cert_der(), ca.cert_der());
-            let key = rsa_key()?;
-            let issued = copy.issue(&csr("1155000002", &key)?.to_der()?)?;
-            let cert = X509::from_der(&issued.der)?;
-            assert!(verifies_under_root(&ca, &cert)?, "{kind:?}");
-        }
-        Ok(())
     }
 
     fn verifies_under_root(ca: &CertificateAuthority, cert: &X509) -> Result<bool, ErrorStack> {

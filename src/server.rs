@@ -263,13 +263,8 @@ impl Server {
                 listeners.push((*kind, l));
             }
             let store = SqliteStore::open(&cfg.data_dir)?;
-            // Each reactor signs with its own copy of the root key.
-            let ca = match &ca {
-                Some(ca) if i > 0 => Some(Arc::new(ca.for_another_thread()?)),
-                other => other.clone(),
-            };
             let shared = Shared {
-                ca,
+                ca: ca.clone(),
                 verifier: verifier.clone(),
                 store: Box::new(store),
                 admission_secret: admission_secret.clone(),
