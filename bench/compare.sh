@@ -115,7 +115,9 @@ RSA_VERIFY_US=$(jget "$BARE" rsa2048_verify_us)
 P256_SIGN_US=$(jget "$BARE" p256_sign_us)
 P256_VERIFY_US=$(jget "$BARE" p256_verify_us)
 OAEP_US=$(jget "$BARE" oaep_us)
-[ -n "$RSA_SIGN_US" ] && [ -n "$P256_SIGN_US" ] && [ -n "$OAEP_US" ] || die "could not read examples/speed's output"
+for v in "$RSA_SIGN_US" "$RSA_VERIFY_US" "$P256_SIGN_US" "$P256_VERIFY_US" "$OAEP_US"; do
+    awk -v v="$v" 'BEGIN { exit !(v + 0 > 0) }' || die "examples/speed gave no usable figure: $BARE"
+done
 SPEED=$(taskset -c $SERVER_CPU openssl speed -seconds 3 rsa2048 ecdsap256 2>/dev/null)
 us_of() { awk -v re="$1" -v f="$2" '$0 ~ re { printf "%.2f", 1e6 / $(NF - f) }' <<<"$SPEED"; }
 say "## bare cryptography, one core"

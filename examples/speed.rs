@@ -52,7 +52,7 @@ thread_local! {
 }
 
 /// Runs `op` for about `secs` seconds of CPU; microseconds of CPU per call.
-fn time(secs: f64, mut op: impl FnMut() -> Result<(), ErrorStack>) -> Result<f64, ErrorStack> {
+fn time(secs: f64, mut op: impl FnMut() -> Result<(), ErrorStack>) -> Result<f64, BoxError> {
     let budget = Duration::from_secs_f64(secs);
     let wall = Instant::now();
     let start = cpu_now()?;
@@ -64,10 +64,16 @@ fn time(secs: f64, mut op: impl FnMut() -> Result<(), ErrorStack>) -> Result<f64
         }
         n += 16;
     }
-    Ok((cpu_now()? - start).as_secs_f64() * 1e6 / n as f64)
+    let used = cpu_now()? - start;
+    if used.is_zero() {
+        // A kernel without scheduler statistics reads 0: no figure at all
+        // is better than a zero that every ratio would divide by.
+        return Err("this thread's CPU time does not advance (/proc/thread-self/schedstat)".into());
+    }
+    Ok(used.as_secs_f64() * 1e6 / n as f64)
 }
 
-fn sign_verify(key: &PKey<Private>, secs: f64) -> Result<(f64, f64), ErrorStack> {
+fn sign_verify(key: &PKey<Private>, secs: f64) -> Result<(f64, f64), BoxError> {
     // As `openssl speed` does: one context, the primitive in the loop.
     let digest = [0x5au8; 32];
     let mut sig = Vec::new();

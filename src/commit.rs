@@ -24,8 +24,32 @@ use mio::Waker;
 
 use crate::store::{Record, Storage};
 
-/// What became of a batch: `Err` carries the store's reason.
-pub type Outcome = Result<(), String>;
+/// Why a batch is not known to be durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitError {
+    /// The store refused the transaction: nothing of the batch was kept.
+    Store(String),
+    /// The writer thread is gone (it panicked) or did not answer in time:
+    /// the batch may or may not have been kept. The server cannot record
+    /// anything more and must stop.
+    WriterLost(&'static str),
+}
+
+impl std::fmt::Display for CommitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommitError::Store(e) => write!(f, "{e}"),
+            CommitError::WriterLost(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+impl std::error::Error for CommitError {}
+
+const WRITER_GONE: CommitError = CommitError::WriterLost("the commit thread has stopped");
+
+/// What became of a batch.
+pub type Outcome = Result<(), CommitError>;
 
 /// One reactor's batch, and how to tell that reactor it is done.
 struct Job {
@@ -39,6 +63,8 @@ struct Job {
 pub struct Committer {
     jobs: Option<Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    /// Closed (its sender dropped) when the writer thread ends, however.
+    ended: Receiver<()>,
 }
 
 impl Committer {
@@ -49,12 +75,18 @@ impl Committer {
         announce: fn(&[Record]),
     ) -> std::io::Result<Committer> {
         let (tx, rx) = mpsc::channel();
+        let (ended_tx, ended) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("commit".into())
-            .spawn(move || write_loop(store, rx, announce))?;
+            .spawn(move || {
+                // Dropped when the thread ends, panic included.
+                let _ended = ended_tx;
+                write_loop(store, rx, announce)
+            })?;
         Ok(Committer {
             jobs: Some(tx),
             thread: Some(thread),
+            ended,
         })
     }
 
@@ -67,12 +99,24 @@ impl Committer {
     }
 
     /// Waits until every batch handed over so far is committed (the
-    /// reactors, which hold the other senders, must have stopped).
+    /// reactors, which hold the other senders, must have stopped), for at
+    /// most [`STOP_WAIT`]: a writer stuck on the disk must not make the
+    /// process hang on SIGTERM.
     pub fn stop(mut self) {
         self.jobs = None;
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                error!("the commit thread panicked");
+        match self.ended.recv_timeout(STOP_WAIT) {
+            Err(RecvTimeoutError::Timeout) => {
+                error!(
+                    "the commit thread did not finish within {} s; leaving it",
+                    STOP_WAIT.as_secs()
+                );
+            }
+            _ => {
+                if let Some(t) = self.thread.take() {
+                    if t.join().is_err() {
+                        error!("the commit thread panicked");
+                    }
+                }
             }
         }
     }
@@ -98,7 +142,7 @@ const STOP_WAIT: Duration = Duration::from_secs(60);
 impl CommitHandle {
     /// Hands `records` to the writer. An `Err` means the writer is gone:
     /// nothing was recorded.
-    pub fn submit(&self, records: Vec<Record>) -> Result<InFlight, String> {
+    pub fn submit(&self, records: Vec<Record>) -> Result<InFlight, CommitError> {
         let (reply, answer) = mpsc::channel();
         let job = Job {
             records,
@@ -107,7 +151,7 @@ impl CommitHandle {
         };
         match &self.jobs {
             Some(jobs) if jobs.send(job).is_ok() => Ok(InFlight { answer }),
-            _ => Err("the commit thread has stopped".into()),
+            _ => Err(WRITER_GONE),
         }
     }
 }
@@ -118,7 +162,7 @@ impl InFlight {
         match self.answer.try_recv() {
             Ok(outcome) => Some(outcome),
             Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Disconnected) => Some(Err("the commit thread has stopped".into())),
+            Err(TryRecvError::Disconnected) => Some(Err(WRITER_GONE)),
         }
     }
 
@@ -126,8 +170,10 @@ impl InFlight {
     pub fn wait(self) -> Outcome {
         match self.answer.recv_timeout(STOP_WAIT) {
             Ok(outcome) => outcome,
-            Err(RecvTimeoutError::Timeout) => Err("the commit thread did not answer".into()),
-            Err(RecvTimeoutError::Disconnected) => Err("the commit thread has stopped".into()),
+            Err(RecvTimeoutError::Timeout) => Err(CommitError::WriterLost(
+                "the commit thread did not answer in time",
+            )),
+            Err(RecvTimeoutError::Disconnected) => Err(WRITER_GONE),
         }
     }
 }
@@ -198,7 +244,7 @@ fn commit_one(store: &mut dyn Storage, records: &[Record], announce: fn(&[Record
         }
         Err(e) => {
             error!("commit of {} record(s) failed: {e}", records.len());
-            Err(e.to_string())
+            Err(CommitError::Store(e.to_string()))
         }
     }
 }
@@ -330,10 +376,7 @@ mod tests {
         let handle = committer.handle(w);
         // The writer panics after this commit, so the answer never comes.
         let first = handle.submit(vec![report(7)])?;
-        assert_eq!(
-            first.wait(),
-            Err("the commit thread has stopped".to_string())
-        );
+        assert_eq!(first.wait(), Err(WRITER_GONE));
         // Later batches fail too, whether the writer's queue is already
         // gone (submit fails) or not yet (the answer never comes).
         let later = match handle.submit(vec![report(8)]) {

@@ -27,7 +27,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::commit::{CommitHandle, Committer, InFlight};
+use crate::commit::{CommitError, CommitHandle, Committer, InFlight, Outcome};
 use crate::framing::{self, Decoder};
 use crate::message::ErrorCode;
 use crate::service::{Output, ServiceKind, Session, Shared};
@@ -147,6 +147,11 @@ pub struct Reactor {
     commits: CommitHandle,
     /// The batch the writer is committing, with the connections awaiting it.
     in_flight: Option<(InFlight, Vec<Token>)>,
+    /// The writer thread is gone: nothing can be recorded any more, so the
+    /// reactor stops (with an error, for a supervisor to restart it).
+    writer_lost: bool,
+    /// This reactor's number, for the logs.
+    id: usize,
     signals: Option<Signals>,
     scratch: Vec<u8>,
     /// Bytes held in all connections' input buffers.
@@ -204,10 +209,11 @@ pub fn bind_first_shared(addr: SocketAddr) -> io::Result<std::net::TcpListener> 
 }
 
 impl Reactor {
-    /// A reactor serving `listeners` (already bound, non-blocking), whose
-    /// records `committer` makes durable. `handle_signals` makes
-    /// SIGINT/SIGTERM stop it cleanly.
+    /// Reactor number `id`, serving `listeners` (already bound,
+    /// non-blocking), whose records `committer` makes durable.
+    /// `handle_signals` makes SIGINT/SIGTERM stop it cleanly.
     pub fn new(
+        id: usize,
         listeners: Vec<(ServiceKind, std::net::TcpListener)>,
         shared: Shared,
         limits: Limits,
@@ -247,6 +253,8 @@ impl Reactor {
             pending: Vec::new(),
             commits: committer.handle(waker),
             in_flight: None,
+            writer_lost: false,
+            id,
             signals,
             scratch: vec![0u8; 64 * 1024],
             buffered: 0,
@@ -292,6 +300,18 @@ impl Reactor {
                 self.sweep();
                 next_sweep = Instant::now() + SWEEP_EVERY;
             }
+            if self.writer_lost {
+                error!(
+                    "reactor {}: the database writer is gone; stopping, since nothing can be recorded",
+                    self.id
+                );
+                if self.signals.is_some() {
+                    // The other reactors stop too, as on SIGTERM.
+                    let _ = signal_hook::low_level::raise(SIGTERM);
+                }
+                self.shutdown();
+                return Err(io::Error::other("the database writer thread stopped"));
+            }
         }
     }
 
@@ -302,7 +322,8 @@ impl Reactor {
         let mut stop = false;
         for sig in signals.pending() {
             info!(
-                "received {}, shutting down",
+                "reactor {}: received {}, shutting down",
+                self.id,
                 if sig == SIGINT { "SIGINT" } else { "SIGTERM" }
             );
             stop = true;
@@ -312,10 +333,17 @@ impl Reactor {
 
     fn shutdown(&mut self) {
         // Anything already computed is committed and sent before leaving.
+        let waiting = self.pending.len() + self.in_flight.as_ref().map_or(0, |(_, t)| t.len());
+        if waiting > 0 {
+            info!(
+                "reactor {}: waiting for {waiting} record(s) to be committed",
+                self.id
+            );
+        }
         loop {
             if let Some((flight, tokens)) = self.in_flight.take() {
-                let durable = flight.wait().is_ok();
-                self.release(tokens, durable);
+                let outcome = flight.wait();
+                self.release(tokens, &outcome);
             }
             self.start_commit();
             if self.in_flight.is_none() {
@@ -329,7 +357,7 @@ impl Reactor {
             }
             self.close(t, "server shutting down");
         }
-        info!("stopped");
+        info!("reactor {}: stopped", self.id);
     }
 
     fn accept(&mut self, idx: usize) {
@@ -526,7 +554,7 @@ impl Reactor {
             Ok(flight) => self.in_flight = Some((flight, tokens)),
             Err(e) => {
                 error!("commit of {} record(s) failed: {e}", tokens.len());
-                self.release(tokens, false);
+                self.release(tokens, &Err(e));
             }
         }
     }
@@ -538,14 +566,27 @@ impl Reactor {
             return;
         };
         if let Some((_, tokens)) = self.in_flight.take() {
-            self.release(tokens, outcome.is_ok());
+            self.release(tokens, &outcome);
         }
         self.start_commit();
     }
 
-    /// Releases the replies held for a batch, or, if it could not be made
-    /// durable, replaces them with an error.
-    fn release(&mut self, tokens: Vec<Token>, durable: bool) {
+    /// Releases the replies held for a batch, or, if it is not known to be
+    /// durable, replaces them with an error that says what is known.
+    fn release(&mut self, tokens: Vec<Token>, outcome: &Outcome) {
+        let failure = match outcome {
+            Ok(()) => None,
+            Err(CommitError::Store(_)) => {
+                Some("internal error: could not record the result; nothing was acknowledged")
+            }
+            Err(CommitError::WriterLost(_)) => {
+                self.writer_lost = true;
+                Some(
+                    "internal error: the server lost its database writer; the result may or may \
+                     not have been recorded",
+                )
+            }
+        };
         for token in tokens {
             let Some(conn) = self.conns.get_mut(&token) else {
                 continue;
@@ -555,20 +596,19 @@ impl Reactor {
                 continue;
             }
             let held = std::mem::take(&mut conn.held);
-            if durable {
-                conn.outbuf.extend_from_slice(&held);
-                conn.phase = if conn.close_after_held {
-                    Phase::Closing
-                } else {
-                    Phase::Open
-                };
-            } else {
-                queue_error(
-                    conn,
-                    ErrorCode::Internal,
-                    "internal error: could not record the result; nothing was acknowledged",
-                );
-                conn.phase = Phase::Closing;
+            match failure {
+                None => {
+                    conn.outbuf.extend_from_slice(&held);
+                    conn.phase = if conn.close_after_held {
+                        Phase::Closing
+                    } else {
+                        Phase::Open
+                    };
+                }
+                Some(why) => {
+                    queue_error(conn, ErrorCode::Internal, why);
+                    conn.phase = Phase::Closing;
+                }
             }
             // Frames that arrived meanwhile are handled now.
             self.process_input(token);
@@ -734,7 +774,9 @@ const DISCARD_READS: usize = 16;
 /// so the read that would only say `EAGAIN` is skipped (one system call per
 /// message): anything arriving later raises a new edge. Unless the event
 /// announced the peer's FIN, which raises no new edge: then the socket is
-/// read to its end so that the close is seen now.
+/// read to its end so that the close is seen now. (One exception: Linux
+/// stops a read at TCP urgent data, so a peer that sends some stalls its
+/// own connection until its next segment or its limits; no one else's.)
 fn read_all(
     conn: &mut Connection,
     scratch: &mut [u8],
@@ -805,4 +847,75 @@ fn flush(conn: &mut Connection) -> io::Result<()> {
         conn.outbuf = Vec::new();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::{CaKeyType, CertificateAuthority};
+    use crate::client::{self, FramedStream, KeyType};
+    use crate::message::Message;
+    use crate::store::SqliteStore;
+
+    fn panicking_announce(_: &[Record]) {
+        panic!("simulated bug in the commit thread");
+    }
+
+    /// The commit thread dies after making a batch durable (its
+    /// `announce` panics): the client is told the outcome is unknown, not
+    /// that nothing was kept, and the reactor stops with an error instead
+    /// of serving on without a way to record anything.
+    #[test]
+    fn a_lost_writer_stops_the_reactor_and_says_the_outcome_is_unknown(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let (ca, _) = CertificateAuthority::open(
+            &dir.path().join("keys"),
+            b"test passphrase",
+            CaKeyType::P256,
+            30,
+        )?;
+        let data = dir.path().join("data");
+        let committer = Committer::start(Box::new(SqliteStore::open(&data)?), panicking_announce)?;
+        let shared = Shared {
+            ca: Some(Arc::new(ca)),
+            verifier: None,
+            store: Box::new(SqliteStore::open(&data)?),
+            admission_secret: None,
+            legacy: false,
+        };
+        let listener = bind("127.0.0.1:0".parse()?, false)?;
+        let addr = listener.local_addr()?;
+        let mut reactor = Reactor::new(
+            0,
+            vec![(ServiceKind::Ca, listener)],
+            shared,
+            Limits::default(),
+            &committer,
+            false,
+        )?;
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(reactor.run().is_err());
+        });
+        let mut conn = FramedStream::connect(&addr.to_string(), Duration::from_secs(10))?;
+        let key = client::make_key(KeyType::Rsa2048)?;
+        conn.send(&Message::EnrollRequest {
+            csr_der: client::make_csr("1155000009", &key)?,
+        })?;
+        match conn.recv() {
+            Err(client::ClientError::Refused { code, reason }) => {
+                assert_eq!(code, ErrorCode::Internal);
+                assert!(
+                    reason.contains("may or may not have been recorded"),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let stopped_with_error = done.recv_timeout(Duration::from_secs(10))?;
+        assert!(stopped_with_error, "the reactor must stop with an error");
+        committer.stop();
+        Ok(())
+    }
 }

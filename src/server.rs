@@ -140,7 +140,11 @@ pub fn open_ca(
     let (ca, origin) = CertificateAuthority::open(keys_dir, &pass, kind, validity_days)?;
     match origin {
         RootOrigin::Created => info!(
-            "created a new {kind:?} CA root in {} ({})",
+            "created a new {} CA root in {} ({})",
+            match kind {
+                CaKeyType::Rsa2048 => "RSA-2048",
+                CaKeyType::P256 => "P-256",
+            },
             keys_dir.display(),
             ca::name_text(ca.cert().subject_name())
         ),
@@ -270,7 +274,7 @@ impl Server {
                 admission_secret: admission_secret.clone(),
                 legacy: cfg.legacy,
             };
-            let r = Reactor::new(listeners, shared, cfg.limits.clone(), &committer, true)
+            let r = Reactor::new(i, listeners, shared, cfg.limits.clone(), &committer, true)
                 .map_err(|e| ServerError::Io(format!("reactor {i}"), e))?;
             if i == 0 {
                 addrs = r

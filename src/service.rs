@@ -353,7 +353,7 @@ fn enroll(csr_der: &[u8], shared: &mut Shared, peer: &str) -> (Session, Output) 
     match ca.issue(csr_der) {
         Ok(issued) => {
             info!(
-                "{peer}: issued certificate serial {} for SID {} (valid until {})",
+                "{peer}: signed certificate serial {} for SID {} (valid until {}); sent once recorded",
                 issued.serial_hex,
                 issued.sid,
                 crate::store::time_text(issued.not_after)
@@ -549,7 +549,7 @@ fn report(
         Err(e) => return internal(peer, "receipt id", e),
     };
     info!(
-        "{peer}: report from SID {} accepted ({} bytes, {}), receipt {receipt_id}",
+        "{peer}: report from SID {} accepted ({} bytes, {}), receipt {receipt_id}; acknowledged once recorded",
         p.sid,
         text.len(),
         cipher.name()

@@ -3,10 +3,11 @@
 //!
 //! [`Storage`] is the interface the services and admin commands use;
 //! [`SqliteStore`] is the engine behind it. Writes come in batches: the
-//! reactor gathers every record made ready in one turn of its loop and
-//! commits them in one transaction, and only then sends the
-//! acknowledgments (group commit), so no acknowledgment ever outruns its
-//! record and no client pays for a whole fsync of its own.
+//! reactors hand the records made ready in a turn of their loop to the
+//! commit thread ([`crate::commit`]), which commits what it has in one
+//! transaction; only then are the acknowledgments sent (group commit), so
+//! no acknowledgment ever outruns its record and no client pays for a
+//! whole fsync of its own.
 //!
 //! Durability: the database runs in WAL mode with `synchronous=FULL`, so a
 //! COMMIT returns only after the WAL has been fsync'd; a power cut or a
