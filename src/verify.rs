@@ -316,23 +316,31 @@ mod tests {
     use openssl::x509::extension::BasicConstraints;
     use openssl::x509::{X509Builder, X509Name};
 
-    fn cert_with(bc: Option<BasicConstraints>) -> Result<Vec<u8>, ErrorStack> {
-        let key = PKey::from_rsa(Rsa::generate(2048)?)?;
+    /// A self-signed v3 certificate for `cn` and `key`, DER.
+    fn self_signed(
+        cn: &str,
+        key: &PKey<openssl::pkey::Private>,
+        bc: Option<BasicConstraints>,
+    ) -> Result<Vec<u8>, ErrorStack> {
         let mut name = X509Name::builder()?;
-        name.append_entry_by_nid(Nid::COMMONNAME, "CA:TRUE")?;
+        name.append_entry_by_nid(Nid::COMMONNAME, cn)?;
         let name = name.build();
         let mut b = X509Builder::new()?;
         b.set_version(2)?;
         b.set_subject_name(&name)?;
         b.set_issuer_name(&name)?;
-        b.set_pubkey(&key)?;
+        b.set_pubkey(key)?;
         b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
         b.set_not_after(Asn1Time::days_from_now(1)?.as_ref())?;
         if let Some(bc) = bc {
             b.append_extension(bc.build()?)?;
         }
-        b.sign(&key, MessageDigest::sha256())?;
+        b.sign(key, MessageDigest::sha256())?;
         b.build().to_der()
+    }
+
+    fn cert_with(bc: Option<BasicConstraints>) -> Result<Vec<u8>, ErrorStack> {
+        self_signed("CA:TRUE", &PKey::from_rsa(Rsa::generate(2048)?)?, bc)
     }
 
     #[test]
@@ -390,18 +398,7 @@ mod tests {
         use openssl::bn::BigNum;
         for e in [3u32, 65_537, 0x7fff_ffff, 0x8000_0001] {
             let key = PKey::from_rsa(Rsa::generate_with_e(2048, BigNum::from_u32(e)?.as_ref())?)?;
-            let mut name = X509Name::builder()?;
-            name.append_entry_by_nid(Nid::COMMONNAME, "alice")?;
-            let name = name.build();
-            let mut b = X509Builder::new()?;
-            b.set_version(2)?;
-            b.set_subject_name(&name)?;
-            b.set_issuer_name(&name)?;
-            b.set_pubkey(&key)?;
-            b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
-            b.set_not_after(Asn1Time::days_from_now(1)?.as_ref())?;
-            b.sign(&key, MessageDigest::sha256())?;
-            let der = b.build().to_der()?;
+            let der = self_signed("alice", &key, None)?;
             let openssl_e = X509::from_der(&der)?.public_key()?.rsa()?.e().to_vec();
             assert_eq!(rsa_public_exponent(&der)?, &openssl_e[..], "e = {e}");
         }
