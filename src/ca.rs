@@ -255,7 +255,9 @@ fn write_new_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
             source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "refusing to overwrite"),
         });
     }
-    crate::fsutil::write_atomic(path, data, mode).map_err(io_err(path))?;
+    crate::fsutil::write_private_atomic(path, data, mode)
+        .map_err(std::io::Error::from)
+        .map_err(io_err(path))?;
     Ok(())
 }
 
@@ -323,7 +325,7 @@ impl CertificateAuthority {
             }
             (false, false) => {
                 check_passphrase_strength(passphrase)?;
-                fs::create_dir_all(keys_dir).map_err(io_err(keys_dir))?;
+                crate::fsutil::create_private_dir_all(keys_dir).map_err(io_err(keys_dir))?;
                 let key = make_root_key(kind)?;
                 let cert = make_root_cert(&key)?;
                 let pem =

@@ -391,7 +391,8 @@ impl Files {
 }
 
 fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), ClientError> {
-    crate::fsutil::write_atomic(path, data, mode)
+    crate::fsutil::write_private_atomic(path, data, mode)
+        .map_err(io::Error::from)
         .map_err(io_ctx(format!("writing {}", path.display())))
 }
 
@@ -454,7 +455,7 @@ pub fn run_student(
         None => {
             // Her directory first: a certificate whose key cannot be saved
             // would be issued for nothing.
-            fs::create_dir_all(&files.dir)
+            crate::fsutil::create_private_dir_all(&files.dir)
                 .map_err(io_ctx(format!("creating {}", files.dir.display())))?;
             let key = make_key(opts.key_type)?;
             let csr = make_csr(sid, &key)?;
