@@ -7,6 +7,7 @@ use std::fmt;
 use std::io::Write;
 
 use crate::ca::CertificateAuthority;
+use crate::escape::escaped;
 use crate::store::{now_unix, time_text, Storage, StoreError};
 
 /// RFC 5280 revocation reasons an operator may give.
@@ -144,13 +145,13 @@ pub fn list_certs(store: &mut dyn Storage, out: &mut dyn Write) -> Result<(), Ad
         let status = match &c.revoked {
             None if c.not_after < now_unix() => "expired".to_string(),
             None => "good".to_string(),
-            Some((at, reason)) => format!("revoked {} ({reason})", time_text(*at)),
+            Some((at, reason)) => format!("revoked {} ({})", time_text(*at), escaped(reason)),
         };
         writeln!(
             out,
             "serial={} sid={} not_after=\"{}\" origin={} status={status}",
-            c.serial_hex,
-            c.sid,
+            escaped(&c.serial_hex),
+            escaped(&c.sid),
             time_text(c.not_after),
             c.origin
         )?;
@@ -167,8 +168,8 @@ pub fn list_reports(store: &mut dyn Storage, out: &mut dyn Write) -> Result<(), 
             out,
             "receipt={} sid={} serial={} received=\"{}\" origin={} lines={lines} first={first:?}",
             r.receipt_id,
-            r.sid,
-            r.serial_hex,
+            escaped(&r.sid),
+            escaped(&r.serial_hex),
             time_text(r.received_at),
             r.origin.as_str()
         )?;

@@ -90,7 +90,13 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientError::Io { what, source } => write!(f, "{what}: {source}"),
-            ClientError::Refused { reason, .. } => write!(f, "refused by the server: {reason}"),
+            ClientError::Refused { reason, .. } => {
+                write!(
+                    f,
+                    "refused by the server: {}",
+                    crate::escape::escaped(reason)
+                )
+            }
             ClientError::Protocol(m) => write!(f, "protocol error: {m}"),
             ClientError::BadCertificate(m) => write!(f, "bad certificate from the CA: {m}"),
             ClientError::Crypto(e) => write!(f, "OpenSSL error: {e}"),

@@ -12,6 +12,7 @@ use openssl::x509::X509;
 
 use certboard::client::{self, Cipher, ClientOptions, KeyType};
 use certboard::config;
+use certboard::escape::escaped;
 
 /// certboard's student client: enroll with the CUHK CA, then submit the lab
 /// report to Blackboard, for each SID given.
@@ -57,7 +58,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    certboard::logging::init("warn");
     let cli = Cli::parse();
     let ca_cert = match &cli.ca_cert {
         None => None,
@@ -107,12 +108,12 @@ fn main() -> ExitCode {
     let mut failed = Vec::new();
     for sid in &cli.sids {
         println!("== student {sid} ==");
-        let mut progress = |msg: &str| println!("{msg}");
+        let mut progress = |msg: &str| println!("{}", escaped(msg));
         match client::run_student(&opts, sid, &mut progress) {
             Ok(_) => println!("student {sid}: done"),
             Err(e) => {
-                println!("student {sid}: FAILED: {e}");
-                eprintln!("client: student {sid}: {e}");
+                println!("student {sid}: FAILED: {}", escaped(&e));
+                eprintln!("client: student {sid}: {}", escaped(&e));
                 failed.push(sid.as_str());
             }
         }

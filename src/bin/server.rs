@@ -242,7 +242,7 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    certboard::logging::init("info");
     let cli = Cli::parse();
     let result = match cli.command {
         None => run_server(cli.common, cli.run),
