@@ -69,10 +69,12 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the writer thread on `store`; `announce` runs on the writer
-    /// after each durable transaction (it prints the accepted reports).
+    /// after each durable transaction, before the replies are released, so
+    /// it must never block (the server's hands the reports to
+    /// [`crate::report_log`] with a `try_send`).
     pub fn start(
         store: Box<dyn Storage + Send>,
-        announce: fn(&[Record]),
+        mut announce: impl FnMut(&[Record]) + Send + 'static,
     ) -> std::io::Result<Committer> {
         let (tx, rx) = mpsc::channel();
         let (ended_tx, ended) = mpsc::channel::<()>();
@@ -81,7 +83,7 @@ impl Committer {
             .spawn(move || {
                 // Dropped when the thread ends, panic included.
                 let _ended = ended_tx;
-                write_loop(store, rx, announce)
+                write_loop(store, rx, &mut announce)
             })?;
         Ok(Committer {
             jobs: Some(tx),
@@ -178,7 +180,11 @@ impl InFlight {
     }
 }
 
-fn write_loop(mut store: Box<dyn Storage + Send>, jobs: Receiver<Job>, announce: fn(&[Record])) {
+fn write_loop(
+    mut store: Box<dyn Storage + Send>,
+    jobs: Receiver<Job>,
+    announce: &mut dyn FnMut(&[Record]),
+) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while let Ok(more) = jobs.try_recv() {
@@ -192,7 +198,7 @@ fn write_loop(mut store: Box<dyn Storage + Send>, jobs: Receiver<Job>, announce:
 /// Commits several reactors' batches in one transaction. Should that fail,
 /// each is retried alone, so one reactor's bad record (a duplicate serial)
 /// cannot fail another's.
-fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: fn(&[Record])) {
+fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: &mut dyn FnMut(&[Record])) {
     let outcomes: Vec<Outcome> = if batch.len() == 1 {
         vec![commit_one(store, &batch[0].records, announce)]
     } else {
@@ -235,7 +241,11 @@ fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: fn(&[Reco
     }
 }
 
-fn commit_one(store: &mut dyn Storage, records: &[Record], announce: fn(&[Record])) -> Outcome {
+fn commit_one(
+    store: &mut dyn Storage,
+    records: &[Record],
+    announce: &mut dyn FnMut(&[Record]),
+) -> Outcome {
     match store.commit(records) {
         Ok(()) => {
             debug!("committed {} record(s)", records.len());
@@ -359,7 +369,7 @@ mod tests {
                 }
             })
             .collect();
-        commit_jobs(store.as_mut(), jobs, no_announce);
+        commit_jobs(store.as_mut(), jobs, &mut no_announce);
         let outcomes: Vec<bool> = answers
             .iter()
             .map(|a| matches!(a.try_recv(), Ok(Ok(()))))

@@ -22,6 +22,7 @@ pub mod logging;
 pub mod message;
 pub mod rc4;
 pub mod reactor;
+pub mod report_log;
 pub mod server;
 pub mod service;
 pub mod sid;

@@ -13,7 +13,8 @@ use crate::ca::{self, CaError, CaKeyType, CertificateAuthority, RootOrigin};
 use crate::commit::Committer;
 use crate::config::{self, SecretError};
 use crate::reactor::{self, Limits, Reactor};
-use crate::service::{self, ServiceKind, Shared};
+use crate::report_log::{self, ReportLog};
+use crate::service::{ServiceKind, Shared};
 use crate::store::{SqliteStore, StoreError};
 use crate::verify::Verifier;
 
@@ -169,6 +170,7 @@ fn read_root(path: &std::path::Path) -> Result<X509, ServerError> {
 pub struct Server {
     reactors: Vec<Reactor>,
     committer: Committer,
+    reports: ReportLog,
     addrs: Vec<(ServiceKind, SocketAddr)>,
 }
 
@@ -247,9 +249,12 @@ impl Server {
         let mut reactors = Vec::new();
         // One writer for every reactor; each reactor keeps its own
         // connection for reads (WAL readers never wait for the writer).
+        let reports = ReportLog::stdout()
+            .map_err(|e| ServerError::Io("starting the report printer".into(), e))?;
+        let printer = reports.sender();
         let committer = Committer::start(
             Box::new(SqliteStore::open(&cfg.data_dir)?),
-            service::announce,
+            move |batch: &[_]| printer.announce(batch),
         )
         .map_err(|e| ServerError::Io("starting the commit thread".into(), e))?;
         for i in 0..cfg.reactors {
@@ -286,6 +291,7 @@ impl Server {
         Ok(Server {
             reactors,
             committer,
+            reports,
             addrs,
         })
     }
@@ -299,9 +305,11 @@ impl Server {
     pub fn run(self) -> Result<(), ServerError> {
         let n = self.reactors.len();
         let committer = self.committer;
+        let reports = self.reports;
         let mut reactors = self.reactors.into_iter();
         let Some(mut first) = reactors.next() else {
             committer.stop();
+            reports.stop(report_log::STOP_WAIT);
             return Ok(());
         };
         let mut handles = Vec::new();
@@ -332,6 +340,7 @@ impl Server {
         // Every reactor has stopped and dropped its handle: the writer
         // finishes what it was given, then ends.
         committer.stop();
+        reports.stop(report_log::STOP_WAIT);
         result
     }
 }

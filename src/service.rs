@@ -571,28 +571,3 @@ fn report(
         close: true,
     }
 }
-
-/// Prints accepted reports once they are durable: the operator's view of
-/// Blackboard, on stdout, each report's lines as they came.
-pub fn announce(batch: &[Record]) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    for record in batch {
-        if let Record::Report(r) = record {
-            let origin = match r.origin {
-                Origin::Legacy => " (legacy)",
-                Origin::Certboard => "",
-            };
-            let _ = writeln!(
-                out,
-                "report SID{} serial {} receipt {}{origin}:",
-                r.sid, r.serial_hex, r.receipt_id
-            );
-            let _ = out.write_all(r.text.as_bytes());
-            if !r.text.ends_with('\n') {
-                let _ = writeln!(out);
-            }
-        }
-    }
-    let _ = out.flush();
-}
