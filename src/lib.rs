@@ -15,6 +15,7 @@ pub mod config;
 pub mod crypto;
 pub mod der;
 pub mod escape;
+pub mod fdlimit;
 pub mod framing;
 pub mod fsutil;
 pub mod legacy;

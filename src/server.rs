@@ -243,6 +243,9 @@ impl Server {
         if serve_bb {
             wanted.push((ServiceKind::Blackboard, cfg.blackboard_listen));
         }
+        let mut limits = cfg.limits.clone();
+        limits.max_connections =
+            crate::fdlimit::fit_max_connections(limits.max_connections, wanted.len(), cfg.reactors);
         // The first reactor binds the configured addresses; the others bind
         // the addresses actually obtained (port 0 resolved) with SO_REUSEPORT.
         let mut addrs: Vec<(ServiceKind, SocketAddr)> = Vec::new();
@@ -279,7 +282,7 @@ impl Server {
                 admission_secret: admission_secret.clone(),
                 legacy: cfg.legacy,
             };
-            let r = Reactor::new(i, listeners, shared, cfg.limits.clone(), &committer, true)
+            let r = Reactor::new(i, listeners, shared, limits.clone(), &committer, true)
                 .map_err(|e| ServerError::Io(format!("reactor {i}"), e))?;
             if i == 0 {
                 addrs = r
