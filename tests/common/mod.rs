@@ -25,6 +25,20 @@ pub struct TestServer {
     pub stdout: mpsc::Receiver<String>,
     /// The server's stderr (logs), collected in the background.
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Dropped with the server: lets an unread stdout pipe close.
+    _hold_stdout: mpsc::Sender<()>,
+}
+
+/// How [`TestServer::launch`] starts the server.
+#[derive(Debug, Default)]
+pub struct Launch {
+    /// A program and its arguments that run the server binary (given as
+    /// their last argument, before the server's own), e.g. a shell that
+    /// sets a limit first.
+    pub wrapper: Vec<String>,
+    /// Read stdout only up to the listening lines, then leave the pipe
+    /// open and unread, as a stuck pager or log shipper would.
+    pub stop_reading_stdout: bool,
 }
 
 impl TestServer {
@@ -39,7 +53,23 @@ impl TestServer {
         dir: tempfile::TempDir,
         extra: &[&str],
     ) -> Result<TestServer, Box<dyn std::error::Error>> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_server"));
+        Self::launch(dir, extra, &Launch::default())
+    }
+
+    /// Starts `server` as [`Launch`] says.
+    pub fn launch(
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        how: &Launch,
+    ) -> Result<TestServer, Box<dyn std::error::Error>> {
+        let mut cmd = match how.wrapper.split_first() {
+            None => Command::new(env!("CARGO_BIN_EXE_server")),
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_server"));
+                c
+            }
+        };
         cmd.current_dir(dir.path())
             .args([
                 "--ca-listen",
@@ -71,15 +101,6 @@ impl TestServer {
                 }
             }
         });
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         // With --role ca or --role blackboard only one listener comes up;
         // the other address is left unspecified.
         let role = extra
@@ -87,6 +108,29 @@ impl TestServer {
             .find(|w| w[0] == "--role")
             .map(|w| w[1])
             .unwrap_or("all");
+        let listeners = if role == "all" { 2 } else { 1 };
+        let (tx, rx) = mpsc::channel();
+        let (hold, held) = mpsc::channel::<()>();
+        let read_all = !how.stop_reading_stdout;
+        std::thread::spawn(move || {
+            let mut stdout = BufReader::new(stdout);
+            let mut seen = 0;
+            while read_all || seen < listeners {
+                let mut line = String::new();
+                match stdout.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                seen += usize::from(line.starts_with("listening "));
+                let line = line.trim_end_matches('\n').to_string();
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+            // Keep the pipe open, unread, until the TestServer goes.
+            let _ = held.recv();
+            drop(stdout);
+        });
         let unused: SocketAddr = "0.0.0.0:0".parse()?;
         let mut ca = (role == "blackboard").then_some(unused);
         let mut blackboard = (role == "ca").then_some(unused);
@@ -113,6 +157,7 @@ impl TestServer {
             dir,
             stdout: rx,
             stderr,
+            _hold_stdout: hold,
         })
     }
 
