@@ -7,7 +7,8 @@ use std::fmt;
 use std::io::Write;
 
 use crate::ca::CertificateAuthority;
-use crate::store::{now_unix, time_text, Storage, StoreError};
+use crate::store::{Storage, StoreError};
+use crate::time::{now_unix, time_text};
 
 /// RFC 5280 revocation reasons an operator may give.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -229,7 +229,7 @@ pub const BACKDATE_SECS: i64 = 300;
 
 /// Now, minus [`BACKDATE_SECS`], in Unix seconds.
 fn backdated_now() -> i64 {
-    crate::store::now_unix() - BACKDATE_SECS
+    crate::time::now_unix() - BACKDATE_SECS
 }
 
 /// A random, positive serial of 16 bytes (126 random bits; the top bits are
@@ -900,13 +900,6 @@ impl CertificateAuthority {
         b.sign(&self.key, MessageDigest::sha256())?;
         Ok(b.build()?)
     }
-}
-
-/// Seconds since the Unix epoch of an ASN.1 time.
-pub fn unix_time(t: &openssl::asn1::Asn1TimeRef) -> Result<i64, ErrorStack> {
-    let epoch = Asn1Time::from_unix(0)?;
-    let d = epoch.diff(t)?;
-    Ok(i64::from(d.days) * 86_400 + i64::from(d.secs))
 }
 
 /// The subject Name of a certificate, all of its bytes, as encoded in it.

@@ -411,7 +411,7 @@ fn load_saved(
         None => X509::from_pem(&read(files.ca())?)
             .map_err(|_| "saved ca.pem is not a certificate".to_string())?,
     };
-    let soon = Asn1Time::from_unix(crate::store::now_unix() + 60).map_err(|e| e.to_string())?;
+    let soon = Asn1Time::from_unix(crate::time::now_unix() + 60).map_err(|e| e.to_string())?;
     if cert.not_after() <= soon {
         return Err("saved certificate has expired or expires within a minute".into());
     }

@@ -41,7 +41,8 @@ use crate::crypto;
 use crate::rc4::{BadKeyLength, Rc4};
 use crate::service::{self, CertCheckError, Output, ServiceKind, Shared};
 use crate::sid;
-use crate::store::{now_unix, Origin, Record, ReportRecord};
+use crate::store::{Origin, Record, ReportRecord};
+use crate::time::now_unix;
 
 /// The CA's prompt after command `1` (the original's text; the client
 /// reads and discards it).

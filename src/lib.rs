@@ -24,4 +24,5 @@ pub mod server;
 pub mod service;
 pub mod sid;
 pub mod store;
+pub mod time;
 pub mod verify;

@@ -16,7 +16,8 @@ use crate::crypto::{self, SessionKeys, SESSION_KEY_LEN};
 use crate::legacy::{self, LegacySession};
 use crate::message::{ErrorCode, Message, NONCE_LEN};
 use crate::sid;
-use crate::store::{now_unix, CertStatus, Origin, Record, ReportRecord, Storage};
+use crate::store::{CertStatus, Origin, Record, ReportRecord, Storage};
+use crate::time::now_unix;
 use crate::verify::{CertError, Verifier, MAX_CHAIN};
 
 /// Which listener a connection came in on.
@@ -356,7 +357,7 @@ fn enroll(csr_der: &[u8], shared: &mut Shared, peer: &str) -> (Session, Output) 
                 "{peer}: signed certificate serial {} for SID {} (valid until {}); sent once recorded",
                 issued.serial_hex,
                 issued.sid,
-                crate::store::time_text(issued.not_after)
+                crate::time::time_text(issued.not_after)
             );
             let reply = Message::EnrollResponse {
                 cert_der: issued.der.clone(),

@@ -22,6 +22,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::ca::Issued;
+use crate::time::now_unix;
 
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -230,14 +231,6 @@ CREATE TABLE counters (
 INSERT INTO counters VALUES ('crl_number', 0);
 ";
 
-/// Current time as Unix seconds.
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// application_id, user_version and the number of tables.
 fn schema_marks(conn: &Connection) -> Result<(i64, i64, i64), StoreError> {
     let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
@@ -248,13 +241,6 @@ fn schema_marks(conn: &Connection) -> Result<(i64, i64, i64), StoreError> {
         |r| r.get(0),
     )?;
     Ok((app, version, tables))
-}
-
-/// A Unix time as text for people (`Dec 23 19:30:36 2026 GMT`).
-pub fn time_text(t: i64) -> String {
-    openssl::asn1::Asn1Time::from_unix(t)
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| t.to_string())
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
