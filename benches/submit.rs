@@ -30,7 +30,7 @@ use certboard::ca::{CaKeyType, CertificateAuthority};
 use certboard::client::{make_key, KeyType};
 use certboard::message::Message;
 use certboard::service::{check_certificate, Session, Shared};
-use certboard::store::{Origin, Record, SqliteStore, Storage};
+use certboard::store::{CertRecord, Origin, Record, SqliteStore, Storage};
 use certboard::verify::Verifier;
 use openssl::pkey::PKey;
 
@@ -144,10 +144,14 @@ fn main() -> Result<(), BoxError> {
                 cert_der: issued.der.clone(),
                 frame,
             });
-            records.push(Record::Cert {
-                issued,
+            records.push(Record::Cert(CertRecord {
+                serial_hex: issued.serial_hex,
+                sid: issued.sid,
+                not_before: issued.not_before,
+                not_after: issued.not_after,
+                der: issued.der,
                 origin: Origin::Certboard,
-            });
+            }));
         }
         store.commit(&records)?;
         let mut shared = Shared {

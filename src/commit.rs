@@ -268,7 +268,7 @@ mod tests {
                 .iter()
                 .filter_map(|r| match r {
                     Record::Report(r) => Some(r.receipt_id),
-                    Record::Cert { .. } => None,
+                    Record::Cert(_) => None,
                 })
                 .collect();
             if ids.contains(&0) {

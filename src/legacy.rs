@@ -302,10 +302,7 @@ fn enroll(payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
                 // client reads back is byte-identical.
                 pem,
             ],
-            persist: Some(Record::Cert {
-                issued,
-                origin: Origin::Legacy,
-            }),
+            persist: Some(service::cert_record(issued, Origin::Legacy)),
             close: false,
         },
     )

@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use log::{info, warn};
 
-use crate::ca::{CaError, CertificateAuthority};
+use crate::ca::{CaError, CertificateAuthority, Issued};
 use crate::crypto::{self, SessionKeys, SESSION_KEY_LEN};
 use crate::legacy::{self, LegacySession};
 use crate::message::{ErrorCode, Message, NONCE_LEN};
 use crate::sid;
-use crate::store::{CertStatus, Origin, Record, ReportRecord, Storage};
+use crate::store::{CertRecord, CertStatus, Origin, Record, ReportRecord, Storage};
 use crate::time::now_unix;
 use crate::verify::{CertError, Verifier, MAX_CHAIN};
 
@@ -365,10 +365,7 @@ fn enroll(csr_der: &[u8], shared: &mut Shared, peer: &str) -> (Session, Output) 
             };
             let out = Output {
                 send: vec![reply.encode()],
-                persist: Some(Record::Cert {
-                    issued,
-                    origin: Origin::Certboard,
-                }),
+                persist: Some(cert_record(issued, Origin::Certboard)),
                 close: false,
             };
             (Session::CaAwaitNext, out)
@@ -380,6 +377,19 @@ fn enroll(csr_der: &[u8], shared: &mut Shared, peer: &str) -> (Session, Output) 
             (Session::Done, out)
         }
     }
+}
+
+/// The store's record of a certificate the CA has just issued; shared by
+/// our protocol and legacy mode.
+pub(crate) fn cert_record(issued: Issued, origin: Origin) -> Record {
+    Record::Cert(CertRecord {
+        serial_hex: issued.serial_hex,
+        sid: issued.sid,
+        not_before: issued.not_before,
+        not_after: issued.not_after,
+        der: issued.der,
+        origin,
+    })
 }
 
 /// Checks a certificate for a SID against the root and the store; shared by
