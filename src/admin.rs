@@ -6,7 +6,7 @@
 use std::fmt;
 use std::io::Write;
 
-use crate::ca::CertificateAuthority;
+use crate::ca::{CertificateAuthority, Serial};
 use crate::store::{Storage, StoreError};
 use crate::time::{now_unix, time_text};
 
@@ -101,9 +101,9 @@ pub enum RevokeTarget {
 /// Normalises a hex serial to the store's form (upper case, no leading zeros).
 pub fn normalise_serial(hex: &str) -> Result<String, AdminError> {
     let hex = hex.trim().trim_start_matches("0x");
-    let bn = openssl::bn::BigNum::from_hex_str(hex)
+    let serial = Serial::parse_hex(hex)
         .map_err(|_| AdminError::NotFound(format!("{hex:?} is not a hexadecimal serial")))?;
-    Ok(bn.to_hex_str()?.to_string())
+    Ok(serial.to_string())
 }
 
 /// Revokes; returns how many certificates were newly revoked.

@@ -479,7 +479,7 @@ pub fn run_student(
                 None => sent_root,
             };
             let cert = check_certificate(sid, &cert_der, &root, &key)?;
-            let serial = cert.serial_number().to_bn()?.to_hex_str()?.to_string();
+            let serial = crate::ca::Serial::from_asn1(cert.serial_number())?;
             progress(&format!(
                 "step 2: CA issued certificate serial {serial}, valid until {}; it chains to the root{}",
                 cert.not_after(),

@@ -14,6 +14,7 @@ use openssl::x509::{
     X509ExtendedKeyUsage, X509PurposeId, X509StoreContext, X509VerifyResult, X509,
 };
 
+use crate::ca::Serial;
 use crate::der::{DerError, Reader};
 
 /// OpenSSL's `X509_V_ERR_INVALID_PURPOSE` ("unsupported certificate
@@ -216,11 +217,9 @@ impl Verifier {
         if !exponent_ok {
             return Err(CertError::WeakRsaExponent);
         }
-        let serial_hex = cert
-            .serial_number()
-            .to_bn()
-            .and_then(|bn| bn.to_hex_str().map(|s| s.to_string()))
-            .map_err(|_| CertError::Malformed)?;
+        let serial_hex = Serial::from_asn1(cert.serial_number())
+            .map_err(|_| CertError::Malformed)?
+            .to_string();
         Ok(Student {
             sid: cn,
             serial_hex,
