@@ -16,6 +16,7 @@ use std::fmt;
 
 /// Universal tags used here.
 pub(crate) mod tag {
+    pub(crate) const BOOLEAN: u8 = 0x01;
     pub(crate) const INTEGER: u8 = 0x02;
     pub(crate) const BIT_STRING: u8 = 0x03;
     pub(crate) const OCTET_STRING: u8 = 0x04;
@@ -39,6 +40,8 @@ pub(crate) mod tag {
 
 /// Content bytes of the object identifiers used here.
 pub(crate) mod oid {
+    /// 2.5.29.19 basicConstraints.
+    pub(crate) const BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
     /// 2.5.4.3 commonName.
     pub(crate) const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
     /// 1.2.840.113549.1.1.1 rsaEncryption.
@@ -237,6 +240,130 @@ pub(crate) fn algorithm<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], Option<Tlv<
     };
     alg.finish()?;
     Ok((oid, params))
+}
+
+/// A SubjectPublicKeyInfo's parts (RFC 5280 4.1.2.7), borrowed from its DER.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SpkiParts<'a> {
+    /// The algorithm's OID (content bytes).
+    pub(crate) alg: &'a [u8],
+    /// The algorithm's parameters, when present.
+    pub(crate) params: Option<Tlv<'a>>,
+    /// The subjectPublicKey BIT STRING's bytes.
+    pub(crate) bits: &'a [u8],
+}
+
+/// Splits a SubjectPublicKeyInfo into its parts.
+pub(crate) fn spki_parts(spki: &[u8]) -> Result<SpkiParts<'_>, DerError> {
+    let mut outer = Reader::new(spki);
+    let mut r = outer.nested(tag::SEQUENCE)?;
+    outer.finish()?;
+    let (alg, params) = algorithm(&mut r)?;
+    let bits = bit_string_bytes(&r.expect_tag(tag::BIT_STRING)?)?;
+    r.finish()?;
+    Ok(SpkiParts { alg, params, bits })
+}
+
+/// A certificate's TBSCertificate (RFC 5280 4.1), the one walker of it:
+/// the CA reads its root's subject here, Blackboard's check a student's
+/// key and extensions.
+///
+/// The fields up to the key are read at once, each checked for its tag;
+/// the optional fields after it (unique ids, extensions) and the
+/// signature after the TBSCertificate only when asked for, so a caller
+/// that wants the subject or the key does not depend on how the rest is
+/// encoded.
+// Every field is named so the next reader finds it; today's code reads the
+// subject, the key and the extensions, and the tests read them all.
+#[cfg_attr(not(test), allow(dead_code))]
+#[derive(Debug, Clone)]
+pub(crate) struct TbsCertificate<'a> {
+    /// `[0] EXPLICIT Version`, absent in a v1 certificate.
+    pub(crate) version: Option<Tlv<'a>>,
+    /// serialNumber.
+    pub(crate) serial: Tlv<'a>,
+    /// signature (the AlgorithmIdentifier, repeated inside the TBS).
+    pub(crate) signature: Tlv<'a>,
+    /// issuer Name.
+    pub(crate) issuer: Tlv<'a>,
+    /// validity.
+    pub(crate) validity: Tlv<'a>,
+    /// subject Name.
+    pub(crate) subject: Tlv<'a>,
+    /// subjectPublicKeyInfo.
+    pub(crate) spki: Tlv<'a>,
+    /// The TBS fields after the key, unread.
+    rest: Reader<'a>,
+    /// The Certificate's fields after the TBS, unread.
+    after: Reader<'a>,
+}
+
+#[cfg_attr(not(test), allow(dead_code))]
+impl<'a> TbsCertificate<'a> {
+    /// Reads the TBSCertificate of a Certificate ::= SEQUENCE {
+    /// tbsCertificate, signatureAlgorithm, signatureValue }.
+    pub(crate) fn parse(cert_der: &'a [u8]) -> Result<TbsCertificate<'a>, DerError> {
+        let mut cert = Reader::new(cert_der).nested(tag::SEQUENCE)?;
+        let mut tbs = cert.nested(tag::SEQUENCE)?;
+        let version = if tbs.peek_tag() == Some(tag::CONTEXT_0) {
+            Some(tbs.any()?)
+        } else {
+            None
+        };
+        Ok(TbsCertificate {
+            version,
+            serial: tbs.expect_tag(tag::INTEGER)?,
+            signature: tbs.expect_tag(tag::SEQUENCE)?,
+            issuer: tbs.expect_tag(tag::SEQUENCE)?,
+            validity: tbs.expect_tag(tag::SEQUENCE)?,
+            subject: tbs.expect_tag(tag::SEQUENCE)?,
+            spki: tbs.expect_tag(tag::SEQUENCE)?,
+            rest: tbs,
+            after: cert,
+        })
+    }
+
+    /// Every field of the TBSCertificate in order, the optional ones
+    /// included.
+    pub(crate) fn fields(&self) -> Result<Vec<Tlv<'a>>, DerError> {
+        let mut fields: Vec<Tlv<'a>> = self.version.into_iter().collect();
+        fields.extend([
+            self.serial,
+            self.signature,
+            self.issuer,
+            self.validity,
+            self.subject,
+            self.spki,
+        ]);
+        let mut rest = self.rest.clone();
+        while !rest.is_empty() {
+            fields.push(rest.any()?);
+        }
+        Ok(fields)
+    }
+
+    /// A reader over the extensions (each an Extension SEQUENCE), or None
+    /// when the certificate has no `[3]` field.
+    pub(crate) fn extensions(&self) -> Result<Option<Reader<'a>>, DerError> {
+        let mut rest = self.rest.clone();
+        while !rest.is_empty() {
+            let field = rest.any()?;
+            if field.tag == tag::CONTEXT_3 {
+                return Ok(Some(Reader::new(field.content).nested(tag::SEQUENCE)?));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The Certificate's signatureAlgorithm and the signature's bits, the
+    /// last two fields.
+    pub(crate) fn signature_value(&self) -> Result<(Tlv<'a>, &'a [u8]), DerError> {
+        let mut after = self.after.clone();
+        let alg = after.expect_tag(tag::SEQUENCE)?;
+        let bits = bit_string_bytes(&after.expect_tag(tag::BIT_STRING)?)?;
+        after.finish()?;
+        Ok((alg, bits))
+    }
 }
 
 /// Appends a header for an element of `len` content bytes.

@@ -15,7 +15,7 @@ use openssl::x509::{
 };
 
 use crate::ca::Serial;
-use crate::der::{DerError, Reader};
+use crate::der::{self, oid, tag, DerError, Reader, TbsCertificate};
 
 /// OpenSSL's `X509_V_ERR_INVALID_PURPOSE` ("unsupported certificate
 /// purpose"), which rust-openssl has no constant for.
@@ -248,59 +248,34 @@ fn is_ca(cert: &X509, der: &[u8]) -> bool {
 /// rsaEncryption key with a positive, minimally encoded exponent is an
 /// error, and the caller refuses the certificate.
 fn rsa_public_exponent(der: &[u8]) -> Result<&[u8], DerError> {
-    use crate::der::{self, oid, tag};
-    let mut cert = Reader::new(der).nested(tag::SEQUENCE)?;
-    let mut tbs = cert.nested(tag::SEQUENCE)?;
-    if tbs.peek_tag() == Some(tag::CONTEXT_0) {
-        tbs.any()?; // version
-    }
-    // serialNumber, signature, issuer, validity, subject.
-    for _ in 0..5 {
-        tbs.any()?;
-    }
-    let mut spki = tbs.nested(tag::SEQUENCE)?;
-    let (alg, _) = der::algorithm(&mut spki)?;
-    if alg != oid::RSA_ENCRYPTION {
+    let tbs = TbsCertificate::parse(der)?;
+    let spki = der::spki_parts(tbs.spki.raw)?;
+    if spki.alg != oid::RSA_ENCRYPTION {
         return Err(DerError::BadValue("key algorithm (not rsaEncryption)"));
     }
-    let bits = der::bit_string_bytes(&spki.expect_tag(tag::BIT_STRING)?)?;
-    let mut key = Reader::new(bits).nested(tag::SEQUENCE)?;
+    let mut key = Reader::new(spki.bits).nested(tag::SEQUENCE)?;
     key.expect_tag(tag::INTEGER)?; // modulus
     der::positive_integer(&key.expect_tag(tag::INTEGER)?)
 }
 
-/// 2.5.29.19, basicConstraints.
-const OID_BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
-
 /// Reads `cA` from a certificate's basicConstraints extension (absent:
 /// false).
 fn basic_constraints_ca(der: &[u8]) -> Result<bool, DerError> {
-    const SEQUENCE: u8 = 0x30;
-    const EXTENSIONS: u8 = 0xa3; // [3] EXPLICIT in TBSCertificate
-    const OID: u8 = 0x06;
-    const BOOLEAN: u8 = 0x01;
-    const OCTET_STRING: u8 = 0x04;
-    let mut cert = Reader::new(der).nested(SEQUENCE)?;
-    let mut tbs = cert.nested(SEQUENCE)?;
-    while !tbs.is_empty() {
-        let field = tbs.any()?;
-        if field.tag != EXTENSIONS {
+    let Some(mut exts) = TbsCertificate::parse(der)?.extensions()? else {
+        return Ok(false);
+    };
+    while !exts.is_empty() {
+        let mut ext = exts.nested(tag::SEQUENCE)?;
+        let oid = ext.expect_tag(tag::OID)?;
+        if oid.content != oid::BASIC_CONSTRAINTS {
             continue;
         }
-        let mut exts = Reader::new(field.content).nested(SEQUENCE)?;
-        while !exts.is_empty() {
-            let mut ext = exts.nested(SEQUENCE)?;
-            let oid = ext.expect_tag(OID)?;
-            if oid.content != OID_BASIC_CONSTRAINTS {
-                continue;
-            }
-            if ext.peek_tag() == Some(BOOLEAN) {
-                ext.any()?; // critical
-            }
-            let value = ext.expect_tag(OCTET_STRING)?;
-            let mut bc = Reader::new(value.content).nested(SEQUENCE)?;
-            return Ok(bc.peek_tag() == Some(BOOLEAN) && bc.any()?.content != [0x00]);
+        if ext.peek_tag() == Some(tag::BOOLEAN) {
+            ext.any()?; // critical
         }
+        let value = ext.expect_tag(tag::OCTET_STRING)?;
+        let mut bc = Reader::new(value.content).nested(tag::SEQUENCE)?;
+        return Ok(bc.peek_tag() == Some(tag::BOOLEAN) && bc.any()?.content != [0x00]);
     }
     Ok(false)
 }

@@ -187,7 +187,7 @@ impl<'a> StudentKey<'a> {
     /// oversized key costs nothing.
     pub(super) fn parse(spki: &'a [u8]) -> Result<StudentKey<'a>, CaError> {
         let malformed = CaError::MalformedCsr;
-        let SpkiParts { alg, params, bits } = spki_parts(spki).map_err(malformed)?;
+        let der::SpkiParts { alg, params, bits } = der::spki_parts(spki).map_err(malformed)?;
         match alg {
             oid::RSA_ENCRYPTION => {
                 // RFC 3279 2.3.1: the parameters MUST be NULL.
@@ -254,27 +254,6 @@ pub(crate) fn rsa_exponent_ok(e: &[u8]) -> bool {
     let odd = e.last().is_some_and(|b| b & 1 == 1);
     let at_least_65537 = e.len() > 3 || (e.len() == 3 && e >= &[0x01, 0x00, 0x01][..]);
     odd && at_least_65537 && e.len() <= 32
-}
-
-/// A SubjectPublicKeyInfo's parts, borrowed from its DER.
-pub(super) struct SpkiParts<'a> {
-    /// The algorithm's OID (content bytes).
-    pub(super) alg: &'a [u8],
-    /// The algorithm's parameters, when present.
-    pub(super) params: Option<der::Tlv<'a>>,
-    /// The subjectPublicKey BIT STRING's bytes.
-    pub(super) bits: &'a [u8],
-}
-
-/// Splits a SubjectPublicKeyInfo into its parts.
-pub(super) fn spki_parts(spki: &[u8]) -> Result<SpkiParts<'_>, DerError> {
-    let mut outer = Reader::new(spki);
-    let mut r = outer.nested(tag::SEQUENCE)?;
-    outer.finish()?;
-    let (alg, params) = der::algorithm(&mut r)?;
-    let bits = der::bit_string_bytes(&r.expect_tag(tag::BIT_STRING)?)?;
-    r.finish()?;
-    Ok(SpkiParts { alg, params, bits })
 }
 
 /// The digest and key family of a CSR's signature algorithm.

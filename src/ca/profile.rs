@@ -13,9 +13,9 @@ use openssl::pkey::{Id, PKeyRef, Private};
 use openssl::sign::Signer;
 use openssl::x509::X509Ref;
 
-use super::csr::{self, KeyFamily, StudentKey};
+use super::csr::{KeyFamily, StudentKey};
 use super::{backdated_now, CaError, Issued, Serial, CA_CERT_FILE};
-use crate::der::{self, oid, tag, DerError, Reader};
+use crate::der::{self, oid, tag, DerError};
 
 /// What every leaf takes from the root, encoded once when the CA starts.
 pub(super) struct LeafProfile {
@@ -59,7 +59,7 @@ impl LeafProfile {
             Some(id) => id.as_slice().to_vec(),
             None => {
                 let spki = key.public_key_to_der()?;
-                let parts = csr::spki_parts(&spki)
+                let parts = der::spki_parts(&spki)
                     .map_err(|_| CaError::RootMismatch(PathBuf::from(CA_CERT_FILE)))?;
                 openssl::sha::sha1(parts.bits).to_vec()
             }
@@ -190,16 +190,7 @@ const EXT_KEY_USAGE_CLIENT: &[u8] = &[
 
 /// The subject Name of a certificate, all of its bytes, as encoded in it.
 fn root_subject_der(cert_der: &[u8]) -> Result<Vec<u8>, DerError> {
-    let mut cert = Reader::new(cert_der).nested(tag::SEQUENCE)?;
-    let mut tbs = cert.nested(tag::SEQUENCE)?;
-    if tbs.peek_tag() == Some(tag::CONTEXT_0) {
-        tbs.any()?; // version
-    }
-    tbs.expect_tag(tag::INTEGER)?; // serial
-    tbs.expect_tag(tag::SEQUENCE)?; // signature algorithm
-    tbs.expect_tag(tag::SEQUENCE)?; // issuer
-    tbs.expect_tag(tag::SEQUENCE)?; // validity
-    Ok(tbs.expect_tag(tag::SEQUENCE)?.raw.to_vec())
+    Ok(der::TbsCertificate::parse(cert_der)?.subject.raw.to_vec())
 }
 
 #[cfg(test)]
@@ -209,6 +200,7 @@ mod tests {
     };
     use super::super::{name_text, random_serial, CaError, CaKeyType, CertificateAuthority};
     use super::*;
+    use crate::der::Reader;
     use openssl::asn1::{Asn1Integer, Asn1Time};
     use openssl::ec::{EcGroup, EcKey};
     use openssl::error::ErrorStack;
@@ -265,16 +257,11 @@ mod tests {
     /// key, extensions; then the outer signature algorithm.
     fn cert_fields(der: &[u8]) -> Result<Vec<Vec<u8>>, DerError> {
         let mut outer = Reader::new(der);
-        let mut cert = outer.nested(tag::SEQUENCE)?;
+        outer.any()?;
         outer.finish()?;
-        let mut tbs = cert.nested(tag::SEQUENCE)?;
-        let mut fields = Vec::new();
-        while !tbs.is_empty() {
-            fields.push(tbs.any()?.raw.to_vec());
-        }
-        fields.push(cert.expect_tag(tag::SEQUENCE)?.raw.to_vec());
-        cert.expect_tag(tag::BIT_STRING)?;
-        cert.finish()?;
+        let tbs = der::TbsCertificate::parse(der)?;
+        let mut fields: Vec<Vec<u8>> = tbs.fields()?.iter().map(|f| f.raw.to_vec()).collect();
+        fields.push(tbs.signature_value()?.0.raw.to_vec());
         Ok(fields)
     }
 
