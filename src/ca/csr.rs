@@ -241,7 +241,7 @@ impl<'a> StudentKey<'a> {
             }
             other => Err(CaError::UnsupportedKey(format!(
                 "key type with algorithm OID {} (RSA and EC P-256 accepted)",
-                oid_text(other)
+                oid::text(other)
             ))),
         }
     }
@@ -277,30 +277,7 @@ fn signature_algorithm(
         }
         _ => None,
     };
-    found.ok_or_else(|| CaError::UnsupportedSignature(oid_text(alg)))
-}
-
-/// Dotted text of an OID's content bytes, for messages.
-fn oid_text(content: &[u8]) -> String {
-    let mut arcs: Vec<u64> = Vec::new();
-    let mut acc: u64 = 0;
-    for b in content {
-        acc = acc.saturating_mul(128).saturating_add(u64::from(b & 0x7f));
-        if b & 0x80 == 0 {
-            if arcs.is_empty() {
-                let first = (acc / 40).min(2);
-                arcs.push(first);
-                arcs.push(acc - first * 40);
-            } else {
-                arcs.push(acc);
-            }
-            acc = 0;
-        }
-    }
-    arcs.iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(".")
+    found.ok_or_else(|| CaError::UnsupportedSignature(oid::text(alg)))
 }
 
 #[cfg(test)]

@@ -27,6 +27,10 @@ pub(super) struct LeafProfile {
     issuer_der: Vec<u8>,
     /// The authorityKeyIdentifier extension (the root's key id), DER.
     aki_ext_der: Vec<u8>,
+    /// The extensions an RSA leaf gets before its key identifiers, DER.
+    fixed_exts_rsa: Vec<u8>,
+    /// The same for an EC leaf.
+    fixed_exts_ec: Vec<u8>,
 }
 
 impl LeafProfile {
@@ -66,12 +70,12 @@ impl LeafProfile {
         };
         let mut aki_ext_der = Vec::new();
         der::write_nested(&mut aki_ext_der, tag::SEQUENCE, |e| {
-            // authorityKeyIdentifier 2.5.29.35, not critical.
-            der::write_tlv(e, tag::OID, &[0x55, 0x1d, 0x23]);
+            // authorityKeyIdentifier, not critical.
+            der::write_tlv(e, tag::OID, oid::AUTHORITY_KEY_IDENTIFIER);
             der::write_nested(e, tag::OCTET_STRING, |o| {
                 der::write_nested(o, tag::SEQUENCE, |aki| {
                     // keyIdentifier [0] IMPLICIT OCTET STRING
-                    der::write_tlv(aki, 0x80, &key_id);
+                    der::write_tlv(aki, tag::IMPLICIT_0, &key_id);
                 });
             });
         });
@@ -79,6 +83,8 @@ impl LeafProfile {
             sig_alg_der,
             issuer_der,
             aki_ext_der,
+            fixed_exts_rsa: fixed_extensions(KeyFamily::Rsa),
+            fixed_exts_ec: fixed_extensions(KeyFamily::Ec),
         })
     }
 
@@ -129,16 +135,13 @@ impl LeafProfile {
             t.extend_from_slice(spki);
             der::write_nested(t, tag::CONTEXT_3, |x| {
                 der::write_nested(x, tag::SEQUENCE, |exts| {
-                    exts.extend_from_slice(BASIC_CONSTRAINTS_LEAF);
                     exts.extend_from_slice(match key.family {
-                        KeyFamily::Rsa => KEY_USAGE_RSA,
-                        KeyFamily::Ec => KEY_USAGE_EC,
+                        KeyFamily::Rsa => &self.fixed_exts_rsa,
+                        KeyFamily::Ec => &self.fixed_exts_ec,
                     });
-                    exts.extend_from_slice(EXT_KEY_USAGE_CLIENT);
-                    // subjectKeyIdentifier 2.5.29.14
-                    exts.extend_from_slice(&[0x30, 0x1d, 0x06, 0x03, 0x55, 0x1d, 0x0e]);
-                    exts.extend_from_slice(&[0x04, 0x16, tag::OCTET_STRING, 0x14]);
-                    exts.extend_from_slice(&ski);
+                    extension(exts, oid::SUBJECT_KEY_IDENTIFIER, false, |v| {
+                        der::write_tlv(v, tag::OCTET_STRING, &ski);
+                    });
                     exts.extend_from_slice(&self.aki_ext_der);
                 });
             });
@@ -165,28 +168,45 @@ impl LeafProfile {
     }
 }
 
-/// basicConstraints (2.5.29.19) critical, CA:FALSE (an empty SEQUENCE).
-const BASIC_CONSTRAINTS_LEAF: &[u8] = &[
-    0x30, 0x0c, 0x06, 0x03, 0x55, 0x1d, 0x13, 0x01, 0x01, 0xff, 0x04, 0x02, 0x30, 0x00,
-];
+/// Appends one Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT
+/// FALSE, extnValue OCTET STRING } whose value `value` writes.
+fn extension(out: &mut Vec<u8>, id: &[u8], critical: bool, value: impl FnOnce(&mut Vec<u8>)) {
+    der::write_nested(out, tag::SEQUENCE, |e| {
+        der::write_tlv(e, tag::OID, id);
+        if critical {
+            der::write_tlv(e, tag::BOOLEAN, &[0xff]);
+        }
+        der::write_nested(e, tag::OCTET_STRING, value);
+    });
+}
 
-/// keyUsage (2.5.29.15) critical, digitalSignature and keyEncipherment:
-/// for RSA keys (Blackboard encrypts the session key to an RSA student key).
-const KEY_USAGE_RSA: &[u8] = &[
-    0x30, 0x0e, 0x06, 0x03, 0x55, 0x1d, 0x0f, 0x01, 0x01, 0xff, 0x04, 0x04, 0x03, 0x02, 0x05, 0xa0,
-];
-
-/// keyUsage (2.5.29.15) critical, digitalSignature alone: for EC keys, on
-/// which RFC 5480 section 3 forbids keyEncipherment.
-const KEY_USAGE_EC: &[u8] = &[
-    0x30, 0x0e, 0x06, 0x03, 0x55, 0x1d, 0x0f, 0x01, 0x01, 0xff, 0x04, 0x04, 0x03, 0x02, 0x07, 0x80,
-];
-
-/// extendedKeyUsage (2.5.29.37) clientAuth (1.3.6.1.5.5.7.3.2).
-const EXT_KEY_USAGE_CLIENT: &[u8] = &[
-    0x30, 0x13, 0x06, 0x03, 0x55, 0x1d, 0x25, 0x04, 0x0c, 0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01,
-    0x05, 0x05, 0x07, 0x03, 0x02,
-];
+/// The extensions every leaf of a key family gets before its key
+/// identifiers, in order: basicConstraints critical CA:FALSE (an empty
+/// SEQUENCE); keyUsage critical, digitalSignature plus keyEncipherment for
+/// an RSA key (Blackboard encrypts the session key to it) and
+/// digitalSignature alone for an EC key (RFC 5480 section 3 forbids
+/// keyEncipherment there); extendedKeyUsage clientAuth, not critical.
+fn fixed_extensions(family: KeyFamily) -> Vec<u8> {
+    // KeyUsage BIT STRING contents: the count of unused bits, then the bits
+    // (digitalSignature is bit 0, keyEncipherment bit 2).
+    let key_usage: &[u8] = match family {
+        KeyFamily::Rsa => &[5, 0xa0],
+        KeyFamily::Ec => &[7, 0x80],
+    };
+    let mut out = Vec::with_capacity(64);
+    extension(&mut out, oid::BASIC_CONSTRAINTS, true, |v| {
+        der::write_tlv(v, tag::SEQUENCE, &[]);
+    });
+    extension(&mut out, oid::KEY_USAGE, true, |v| {
+        der::write_tlv(v, tag::BIT_STRING, key_usage);
+    });
+    extension(&mut out, oid::EXT_KEY_USAGE, false, |v| {
+        der::write_nested(v, tag::SEQUENCE, |kps| {
+            der::write_tlv(kps, tag::OID, oid::KP_CLIENT_AUTH);
+        });
+    });
+    out
+}
 
 /// The subject Name of a certificate, all of its bytes, as encoded in it.
 fn root_subject_der(cert_der: &[u8]) -> Result<Vec<u8>, DerError> {
