@@ -31,6 +31,9 @@ pub const MAX_CHAIN: usize = 4;
 pub enum CertError {
     /// The bytes are not a DER certificate.
     Malformed,
+    /// OpenSSL failed for a reason of its own (out of memory), not because
+    /// of the certificate.
+    Internal(OpensslFailure),
     /// OpenSSL's path validation failed; the text is OpenSSL's reason
     /// (expired, not yet valid, unable to get local issuer, self-signed,
     /// chain too long, bad signature…).
@@ -70,6 +73,7 @@ impl fmt::Display for CertError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CertError::Malformed => write!(f, "the certificate is not valid DER"),
+            CertError::Internal(e) => write!(f, "OpenSSL failed while checking the certificate: {e}"),
             CertError::Path { reason, .. } => {
                 write!(f, "the certificate does not chain to the CUHK root: {reason}")
             }
@@ -103,7 +107,39 @@ impl fmt::Display for CertError {
     }
 }
 
-impl std::error::Error for CertError {}
+impl std::error::Error for CertError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CertError::Internal(e) => Some(&e.0),
+            _ => None,
+        }
+    }
+}
+
+/// An OpenSSL error stack inside a [`CertError`], compared by its text:
+/// rust-openssl's `ErrorStack` has no equality, and `CertError` is compared
+/// in tests.
+#[derive(Debug, Clone)]
+pub struct OpensslFailure(pub ErrorStack);
+
+impl PartialEq for OpensslFailure {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for OpensslFailure {}
+
+impl fmt::Display for OpensslFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An OpenSSL failure that is not the certificate's fault.
+fn internal(e: ErrorStack) -> CertError {
+    CertError::Internal(OpensslFailure(e))
+}
 
 /// What a valid certificate tells Blackboard.
 #[derive(Debug)]
@@ -153,12 +189,12 @@ impl Verifier {
         chain: &[Vec<u8>],
     ) -> Result<Student, CertError> {
         let cert = X509::from_der(cert_der).map_err(|_| CertError::Malformed)?;
-        let mut untrusted = Stack::new().map_err(|_| CertError::Malformed)?;
+        let mut untrusted = Stack::new().map_err(internal)?;
         for der in chain {
             let c = X509::from_der(der).map_err(|_| CertError::Malformed)?;
-            untrusted.push(c).map_err(|_| CertError::Malformed)?;
+            untrusted.push(c).map_err(internal)?;
         }
-        let mut ctx = X509StoreContext::new().map_err(|_| CertError::Malformed)?;
+        let mut ctx = X509StoreContext::new().map_err(internal)?;
         let result = ctx
             .init(&self.store, &cert, &untrusted, |c| {
                 Ok(match c.verify_cert()? {
@@ -218,7 +254,7 @@ impl Verifier {
             return Err(CertError::WeakRsaExponent);
         }
         let serial_hex = Serial::from_asn1(cert.serial_number())
-            .map_err(|_| CertError::Malformed)?
+            .map_err(internal)?
             .to_string();
         Ok(Student {
             sid: cn,
