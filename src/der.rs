@@ -1,8 +1,9 @@
 //! Just enough DER for the CA's fast issuance path: a strict reader for the
 //! few structures the CA looks into (a PKCS#10 request, a
-//! SubjectPublicKeyInfo, a name) and a writer for the TBSCertificate of our
-//! one fixed profile. No cryptography here: signatures are checked and made
-//! by OpenSSL in `ca.rs`.
+//! SubjectPublicKeyInfo, a name, a certificate's TBSCertificate) and a
+//! writer for the TBSCertificate of our one fixed profile; and `oid`,
+//! every object identifier certboard uses. No cryptography here: signatures
+//! are checked and made by OpenSSL in `ca/`.
 //!
 //! Why not let OpenSSL parse the request and build the certificate? Its
 //! 3.0 key decoders and encoders cost ten times the P-256 signature itself
