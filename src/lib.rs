@@ -3,8 +3,7 @@
 //! student client, re-implementing a university cryptography lab properly.
 //!
 //! Data flows one way: socket ([`reactor`]) → frames ([`framing`]) →
-//! messages ([`message`]) → per-connection state machines ([`service`],
-//! [`legacy`]) → the CA ([`ca`]), the certificate check ([`verify`]) and the
+//! messages ([`message`]) → per-connection state machines ([`protocol`]) → the CA ([`ca`]), the certificate check ([`verify`]) and the
 //! durable [`store`] → response frames.
 
 pub mod admin;
@@ -16,12 +15,11 @@ pub mod crypto;
 pub mod der;
 pub mod framing;
 pub mod fsutil;
-pub mod legacy;
 pub mod message;
+pub mod protocol;
 pub mod rc4;
 pub mod reactor;
 pub mod server;
-pub mod service;
 pub mod sid;
 pub mod store;
 pub mod verify;

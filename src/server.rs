@@ -12,8 +12,8 @@ use openssl::x509::X509;
 use crate::ca::{self, CaError, CaKeyType, CertificateAuthority, RootOrigin};
 use crate::commit::Committer;
 use crate::config::{self, SecretError};
+use crate::protocol::{self, ServiceKind, Shared};
 use crate::reactor::{self, Limits, Reactor};
-use crate::service::{self, ServiceKind, Shared};
 use crate::store::{SqliteStore, StoreError};
 use crate::verify::Verifier;
 
@@ -249,7 +249,7 @@ impl Server {
         // connection for reads (WAL readers never wait for the writer).
         let committer = Committer::start(
             Box::new(SqliteStore::open(&cfg.data_dir)?),
-            service::announce,
+            protocol::announce,
         )
         .map_err(|e| ServerError::Io("starting the commit thread".into(), e))?;
         for i in 0..cfg.reactors {

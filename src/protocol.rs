@@ -1,0 +1,357 @@
+//! The per-connection protocol: a frame payload goes in, an [`Output`]
+//! (frames to send, a record to make durable first, whether to close) comes
+//! out. No sockets here; the reactor does the I/O and only asks a
+//! [`Session`] questions, never which state it is in.
+//!
+//! This module owns what its children share; each child is one part of the
+//! exchange:
+//!
+//! - `admission`: the optional HMAC challenge in front of either service;
+//! - `enrollment`: the CA's session (our protocol);
+//! - `blackboard`: Blackboard's session (our protocol);
+//! - [`legacy`]: the original lab client's protocol (`--legacy`);
+//! - `submission`: the checks every submission goes through, whichever
+//!   protocol it came by: the certificate, the MAC comparison, the report
+//!   text, the receipt and the record;
+//! - `error`: every refusal as a typed error, and the one place where
+//!   errors become wire codes ([`ErrorCode`]).
+//!
+//! Each state holds only its own data, and a transition consumes the old
+//! state and returns the next (rustls' handshake style).
+
+mod admission;
+mod blackboard;
+mod enrollment;
+mod error;
+pub mod legacy;
+mod submission;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{info, warn};
+
+use crate::ca::{CertificateAuthority, Issued};
+use crate::message::{ErrorCode, Message};
+use crate::store::{Origin, Record, Storage};
+use crate::verify::Verifier;
+
+pub use admission::AdmissionError;
+pub use error::{Internal, ProtocolError};
+pub use submission::{
+    announce, check_certificate, check_report_text, CertCheckError, ReportError, ReportTextError,
+    MAX_REPORT,
+};
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// The CA ("CUHK").
+    Ca,
+    /// The course site.
+    Blackboard,
+}
+
+impl ServiceKind {
+    /// Lower-case name for logs and the `listening` lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceKind::Ca => "ca",
+            ServiceKind::Blackboard => "blackboard",
+        }
+    }
+}
+
+/// What the services share, owned by one reactor.
+pub struct Shared {
+    /// The CA, when this process serves the CA role (and for legacy mode).
+    pub ca: Option<Arc<CertificateAuthority>>,
+    /// The pinned-root verifier, when this process serves Blackboard.
+    pub verifier: Option<Arc<Verifier>>,
+    /// The durable store (one connection per reactor).
+    pub store: Box<dyn Storage + Send>,
+    /// Admission-control secret; `None` turns admission control off.
+    pub admission_secret: Option<Arc<Vec<u8>>>,
+    /// Whether the original lab client is served too.
+    pub legacy: bool,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("ca", &self.ca.is_some())
+            .field("blackboard", &self.verifier.is_some())
+            .field("admission", &self.admission_secret.is_some())
+            .field("legacy", &self.legacy)
+            .finish()
+    }
+}
+
+/// What a step of a state machine asks the reactor to do.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Frame payloads to send, in order.
+    pub send: Vec<Vec<u8>>,
+    /// A record to commit before any of `send` leaves (group commit).
+    pub persist: Option<Record>,
+    /// Close once `send` is flushed.
+    pub close: bool,
+}
+
+impl Output {
+    fn reply(msg: Message) -> Output {
+        Output {
+            send: vec![msg.encode()],
+            ..Output::default()
+        }
+    }
+
+    /// One frame, then close.
+    fn final_frame(payload: Vec<u8>) -> Output {
+        Output {
+            send: vec![payload],
+            close: true,
+            ..Output::default()
+        }
+    }
+
+    /// Close without a word.
+    fn close() -> Output {
+        Output {
+            close: true,
+            ..Output::default()
+        }
+    }
+}
+
+/// The record of a certificate just issued, whichever protocol asked.
+fn cert_record(issued: Issued, origin: Origin) -> Record {
+    Record::Cert { issued, origin }
+}
+
+/// Which time limit a connection reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Too long without a whole frame.
+    Idle,
+    /// Too long since the connection opened.
+    Deadline,
+}
+
+impl fmt::Display for Expiry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Expiry::Idle => "idle timeout",
+            Expiry::Deadline => "exchange deadline",
+        })
+    }
+}
+
+/// A time limit reached, with its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    /// Which limit.
+    pub expiry: Expiry,
+    /// How long it is.
+    pub limit: Duration,
+}
+
+impl fmt::Display for Expired {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of {} s reached",
+            self.expiry,
+            self.limit.as_secs_f32()
+        )
+    }
+}
+
+/// A connection's protocol state. The reactor only asks it questions
+/// ([`Session::on_frame`], [`Session::on_expiry`], [`Session::error_frame`]).
+#[derive(Debug, Default)]
+pub struct Session(State);
+
+#[derive(Debug, Default)]
+enum State {
+    /// Waiting for the admission response.
+    Admission(admission::Challenged),
+    /// The CA's exchange.
+    Enrollment(enrollment::Enrollment),
+    /// Blackboard's exchange.
+    Blackboard(blackboard::Blackboard),
+    /// Serving the original lab client.
+    Legacy(legacy::LegacySession),
+    /// Finished: anything more is refused.
+    #[default]
+    Done,
+}
+
+/// A step's result: the next state and what to do, or a refusal.
+type Step = Result<(State, Output), ProtocolError>;
+
+impl Session {
+    /// The state of a new connection, and what to send at once.
+    pub fn start(service: ServiceKind, shared: &Shared) -> (Session, Output) {
+        let (state, out) = match shared.admission_secret {
+            None => (State::first(service), Output::default()),
+            Some(_) => match admission::start(service) {
+                Ok(x) => x,
+                Err(e) => (State::Done, e.refusal("-")),
+            },
+        };
+        (Session(state), out)
+    }
+
+    /// Feeds one frame payload to the state machine.
+    pub fn on_frame(self, payload: &[u8], shared: &mut Shared, peer: &str) -> (Session, Output) {
+        let (state, out) = match self.0.on_frame(payload, shared, peer) {
+            Ok(x) => x,
+            Err(e) => (State::Done, e.refusal(peer)),
+        };
+        (Session(state), out)
+    }
+
+    /// What to do when a time limit is reached: `None` when every answer
+    /// asked for has been given (close quietly), else the refusal to send.
+    pub fn on_expiry(&self, expiry: Expiry, limit: Duration) -> Option<ProtocolError> {
+        let expired = Expired { expiry, limit };
+        match &self.0 {
+            State::Done | State::Enrollment(enrollment::Enrollment::AwaitNext) => None,
+            // Between two legacy commands every answer has been given.
+            State::Legacy(l) if l.is_between_commands() => None,
+            // Silence after the challenge is a failed admission.
+            State::Admission(_) => Some(ProtocolError::Admission(AdmissionError::Silent(expired))),
+            _ => Some(ProtocolError::Expired(expired)),
+        }
+    }
+
+    /// An error frame's payload in the form this connection's peer reads:
+    /// our `Error` message, or a UTF-8 text line for the original lab
+    /// client.
+    pub fn error_frame(&self, code: ErrorCode, reason: &str) -> Vec<u8> {
+        match self.0 {
+            State::Legacy(_) => legacy::error_text(reason),
+            _ => Message::error(code, reason).encode(),
+        }
+    }
+}
+
+impl State {
+    fn first(service: ServiceKind) -> State {
+        match service {
+            ServiceKind::Ca => State::Enrollment(enrollment::Enrollment::AwaitRequest),
+            ServiceKind::Blackboard => State::Blackboard(blackboard::Blackboard::AwaitHello),
+        }
+    }
+
+    /// The service whose first frame this state is waiting for, if any: a
+    /// legacy command is recognised only there.
+    fn awaiting_first_frame(&self) -> Option<ServiceKind> {
+        match self {
+            State::Enrollment(enrollment::Enrollment::AwaitRequest) => Some(ServiceKind::Ca),
+            State::Blackboard(blackboard::Blackboard::AwaitHello) => Some(ServiceKind::Blackboard),
+            _ => None,
+        }
+    }
+
+    fn on_frame(self, payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
+        if let State::Legacy(l) = self {
+            return Ok(legacy::step(l.on_frame(payload, shared, peer)));
+        }
+        match self.awaiting_first_frame() {
+            Some(service) if legacy::is_command(payload) => {
+                if !shared.legacy {
+                    return Err(ProtocolError::LegacyDisabled {
+                        first: String::from_utf8_lossy(payload).into_owned(),
+                    });
+                }
+                let session = legacy::LegacySession::start(service);
+                Ok(legacy::step(session.on_frame(payload, shared, peer)))
+            }
+            _ => {
+                let msg = Message::decode(payload).map_err(ProtocolError::Malformed)?;
+                self.on_message(msg, shared, peer)
+            }
+        }
+    }
+
+    fn on_message(self, msg: Message, shared: &mut Shared, peer: &str) -> Step {
+        match (self, msg) {
+            // Anything but the answer, before admission, is refused there.
+            (State::Admission(c), msg) => c.on_message(msg, shared, peer),
+            (State::Enrollment(_), Message::EnrollRequest { csr_der }) => {
+                enrollment::enroll(&csr_der, shared, peer)
+            }
+            (
+                State::Blackboard(blackboard::Blackboard::AwaitHello),
+                Message::SubmitHello {
+                    sid,
+                    cert_der,
+                    chain,
+                },
+            ) => blackboard::hello(&sid, &cert_der, &chain, shared, peer),
+            (
+                State::Blackboard(blackboard::Blackboard::AwaitReport(p)),
+                Message::Report {
+                    cipher,
+                    iv,
+                    ciphertext,
+                    mac,
+                },
+            ) => blackboard::report(*p, cipher, &iv, &ciphertext, &mac, peer),
+            (_, Message::Error { code, reason }) => {
+                info!("{peer}: client reported error {code:?}: {reason}");
+                Ok((State::Done, Output::close()))
+            }
+            (state, msg) => Err(ProtocolError::Unexpected {
+                got: msg.name(),
+                expecting: state.expecting(),
+            }),
+        }
+    }
+
+    fn expecting(&self) -> &'static str {
+        match self {
+            State::Admission(_) => "waiting for the admission response",
+            State::Enrollment(_) => "waiting for an enrollment request",
+            State::Blackboard(blackboard::Blackboard::AwaitHello) => {
+                "waiting for a submission hello"
+            }
+            State::Blackboard(blackboard::Blackboard::AwaitReport(_)) => "waiting for the report",
+            State::Legacy(_) => "serving the legacy protocol",
+            State::Done => "finished",
+        }
+    }
+}
+
+impl ProtocolError {
+    /// Logs the refusal with the peer and turns it into the error frame
+    /// that ends the connection.
+    fn refusal(&self, peer: &str) -> Output {
+        self.log(peer);
+        Output::final_frame(Message::error(ErrorCode::from(self), self.to_string()).encode())
+    }
+
+    fn log(&self, peer: &str) {
+        match self {
+            ProtocolError::Unexpected { got, expecting } => {
+                warn!("{peer}: unexpected {got} while {expecting}")
+            }
+            ProtocolError::LegacyDisabled { first } => warn!(
+                "{peer}: first frame {first:?} is a legacy lab-client command; \
+                 legacy mode is off (start the server with --legacy to serve the original client)"
+            ),
+            ProtocolError::Admission(e) => warn!("{peer}: {}", e.logged()),
+            ProtocolError::Certificate { sid, source } => {
+                warn!("{peer}: certificate refused for SID {sid:?}: {source}")
+            }
+            ProtocolError::Report { sid, source } => {
+                warn!("{peer}: report from SID {sid} refused: {}", source.logged())
+            }
+            ProtocolError::Internal(e) => warn!("{peer}: {}", e.logged()),
+            other => warn!("{peer}: {other}"),
+        }
+    }
+}
