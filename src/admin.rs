@@ -7,6 +7,7 @@ use std::fmt;
 use std::io::Write;
 
 use crate::ca::CertificateAuthority;
+use crate::sid::SidError;
 use crate::store::{now_unix, time_text, Storage, StoreError};
 
 /// RFC 5280 revocation reasons an operator may give.
@@ -43,6 +44,15 @@ impl RevokeReason {
 pub enum AdminError {
     /// The store failed.
     Store(StoreError),
+    /// The serial given is not hexadecimal.
+    BadSerial(String),
+    /// The SID given is not a valid SID.
+    BadSid {
+        /// The SID as given.
+        sid: String,
+        /// Why it is not valid.
+        source: SidError,
+    },
     /// Nothing matched.
     NotFound(String),
     /// OpenSSL failed.
@@ -57,6 +67,8 @@ impl fmt::Display for AdminError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AdminError::Store(e) => write!(f, "store: {e}"),
+            AdminError::BadSerial(hex) => write!(f, "{hex:?} is not a hexadecimal serial"),
+            AdminError::BadSid { sid, source } => write!(f, "--sid {sid:?}: {source}"),
             AdminError::NotFound(m) => write!(f, "{m}"),
             AdminError::Crypto(e) => write!(f, "OpenSSL: {e}"),
             AdminError::Ca(e) => write!(f, "CA: {e}"),
@@ -65,7 +77,18 @@ impl fmt::Display for AdminError {
     }
 }
 
-impl std::error::Error for AdminError {}
+impl std::error::Error for AdminError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AdminError::Store(e) => Some(e),
+            AdminError::BadSid { source, .. } => Some(source),
+            AdminError::Crypto(e) => Some(e),
+            AdminError::Ca(e) => Some(e),
+            AdminError::Io(e) => Some(e),
+            AdminError::BadSerial(_) | AdminError::NotFound(_) => None,
+        }
+    }
+}
 
 impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
@@ -101,7 +124,7 @@ pub enum RevokeTarget {
 pub fn normalise_serial(hex: &str) -> Result<String, AdminError> {
     let hex = hex.trim().trim_start_matches("0x");
     let bn = openssl::bn::BigNum::from_hex_str(hex)
-        .map_err(|_| AdminError::NotFound(format!("{hex:?} is not a hexadecimal serial")))?;
+        .map_err(|_| AdminError::BadSerial(hex.to_string()))?;
     Ok(bn.to_hex_str()?.to_string())
 }
 
@@ -124,8 +147,10 @@ pub fn revoke(
             n
         }
         RevokeTarget::Sid(sid) => {
-            crate::sid::validate(sid)
-                .map_err(|e| AdminError::NotFound(format!("--sid {sid:?}: {e}")))?;
+            crate::sid::validate(sid).map_err(|source| AdminError::BadSid {
+                sid: sid.clone(),
+                source,
+            })?;
             let n = store.revoke_sid(sid, reason.name(), now)?;
             if n == 0 && !store.certs()?.iter().any(|c| &c.sid == sid) {
                 return Err(AdminError::NotFound(format!(

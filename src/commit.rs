@@ -22,13 +22,13 @@ use std::time::Duration;
 use log::{debug, error};
 use mio::Waker;
 
-use crate::store::{Record, Storage};
+use crate::store::{Record, Storage, StoreError};
 
 /// Why a batch is not known to be durable.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum CommitError {
     /// The store refused the transaction: nothing of the batch was kept.
-    Store(String),
+    Store(StoreError),
     /// The writer thread is gone (it panicked) or did not answer in time:
     /// the batch may or may not have been kept. The server cannot record
     /// anything more and must stop.
@@ -44,7 +44,27 @@ impl std::fmt::Display for CommitError {
     }
 }
 
-impl std::error::Error for CommitError {}
+impl std::error::Error for CommitError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CommitError::Store(e) => Some(e),
+            CommitError::WriterLost(_) => None,
+        }
+    }
+}
+
+/// Two outcomes are alike when they fail the same way: store failures by
+/// what they say (a `StoreError` holds I/O and SQLite errors, which have no
+/// equality of their own).
+impl PartialEq for CommitError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (CommitError::Store(a), CommitError::Store(b)) => a.to_string() == b.to_string(),
+            (CommitError::WriterLost(a), CommitError::WriterLost(b)) => a == b,
+            _ => false,
+        }
+    }
+}
 
 const WRITER_GONE: CommitError = CommitError::WriterLost("the commit thread has stopped");
 
@@ -210,7 +230,7 @@ fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: fn(&[Reco
                     lens.len()
                 );
                 announce(&all);
-                vec![Ok(()); batch.len()]
+                batch.iter().map(|_| Ok(())).collect()
             }
             Err(e) => {
                 debug!("merged commit failed ({e}); committing each batch alone");
@@ -244,7 +264,7 @@ fn commit_one(store: &mut dyn Storage, records: &[Record], announce: fn(&[Record
         }
         Err(e) => {
             error!("commit of {} record(s) failed: {e}", records.len());
-            Err(CommitError::Store(e.to_string()))
+            Err(CommitError::Store(e))
         }
     }
 }
