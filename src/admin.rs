@@ -216,3 +216,114 @@ pub fn crl(
     let crl = ca.crl(&revoked, number)?;
     Ok(if der { crl.to_der()? } else { crl.to_pem()? })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::{CaKeyType, CertificateAuthority};
+    use crate::client::{make_csr, make_key, KeyType};
+    use crate::store::{Origin, Record, ReportRecord, SqliteStore};
+
+    /// A store holding one certificate for each SID, and one report.
+    fn store_with(dir: &std::path::Path, sids: &[&str]) -> (SqliteStore, Vec<String>) {
+        let (ca, _) =
+            CertificateAuthority::open(&dir.join("keys"), b"admin tests", CaKeyType::P256, 30)
+                .unwrap();
+        let mut store = SqliteStore::open(&dir.join("data")).unwrap();
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let mut serials = Vec::new();
+        for sid in sids {
+            let issued = ca.issue(&make_csr(sid, &key).unwrap()).unwrap();
+            serials.push(issued.serial_hex.clone());
+            store
+                .commit(&[Record::Cert {
+                    issued,
+                    origin: Origin::Certboard,
+                }])
+                .unwrap();
+        }
+        store
+            .commit(&[Record::Report(ReportRecord {
+                receipt_id: 42,
+                sid: sids[0].into(),
+                serial_hex: serials[0].clone(),
+                received_at: now_unix(),
+                text: "first line\nsecond line\n".into(),
+                origin: Origin::Certboard,
+            })])
+            .unwrap();
+        (store, serials)
+    }
+
+    fn text(f: impl FnOnce(&mut dyn Write) -> Result<(), AdminError>) -> String {
+        let mut out = Vec::new();
+        f(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn revoke_by_serial_in_any_form_then_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, serials) = store_with(dir.path(), &["alice", "bob"]);
+        let listed = text(|out| list_certs(&mut store, out));
+        assert_eq!(listed.lines().count(), 2, "{listed}");
+        assert_eq!(listed.matches("status=good").count(), 2, "{listed}");
+
+        // Lower case, a 0x prefix and leading zeros name the same serial.
+        let given = format!("0x00{}", serials[0].to_lowercase());
+        let target = RevokeTarget::Serial(given);
+        assert_eq!(
+            revoke(&mut store, &target, RevokeReason::KeyCompromise).unwrap(),
+            1
+        );
+        assert_eq!(
+            revoke(&mut store, &target, RevokeReason::KeyCompromise).unwrap(),
+            0
+        );
+        let listed = text(|out| list_certs(&mut store, out));
+        let alice = listed.lines().find(|l| l.contains("sid=alice")).unwrap();
+        assert!(alice.contains("(keyCompromise)"), "{alice}");
+        assert!(listed
+            .lines()
+            .any(|l| l.contains("sid=bob") && l.contains("status=good")));
+    }
+
+    #[test]
+    fn revoke_by_sid_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = store_with(dir.path(), &["alice"]);
+        let sid = |s: &str| RevokeTarget::Sid(s.into());
+        let reason = RevokeReason::Superseded;
+        assert_eq!(revoke(&mut store, &sid("alice"), reason).unwrap(), 1);
+        assert!(matches!(
+            revoke(&mut store, &sid("nobody"), reason),
+            Err(AdminError::NotFound(_))
+        ));
+        assert!(matches!(
+            revoke(&mut store, &sid("a b"), reason),
+            Err(AdminError::BadSid { .. })
+        ));
+        let serial = |s: &str| RevokeTarget::Serial(s.into());
+        assert!(matches!(
+            revoke(&mut store, &serial("xyz"), reason),
+            Err(AdminError::BadSerial(_))
+        ));
+        assert!(matches!(
+            revoke(&mut store, &serial("ABCDEF"), reason),
+            Err(AdminError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn reports_are_listed_by_their_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, serials) = store_with(dir.path(), &["alice"]);
+        let listed = text(|out| list_reports(&mut store, out));
+        assert!(listed.starts_with("receipt=42 sid=alice "), "{listed}");
+        assert!(
+            listed.contains(&format!("serial={}", serials[0])),
+            "{listed}"
+        );
+        assert!(listed.contains("lines=2 first=\"first line\""), "{listed}");
+    }
+}

@@ -590,3 +590,95 @@ pub fn run_student(
     ));
     Ok(receipt)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::{CaKeyType, CertificateAuthority};
+
+    fn ca(dir: &Path) -> CertificateAuthority {
+        CertificateAuthority::open(dir, b"client tests", CaKeyType::P256, 30)
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn her_certificate_must_certify_her_key_and_sid() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ca(dir.path());
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let issued = ca.issue(&make_csr("alice", &key).unwrap()).unwrap();
+        assert!(check_certificate("alice", &issued.der, ca.cert(), &key).is_ok());
+        let other = make_key(KeyType::Rsa2048).unwrap();
+        assert!(matches!(
+            check_certificate("alice", &issued.der, ca.cert(), &other),
+            Err(ClientError::BadCertificate(_))
+        ));
+        assert!(matches!(
+            check_certificate("bob", &issued.der, ca.cert(), &key),
+            Err(ClientError::Certificate(CertError::SidMismatch { .. }))
+        ));
+    }
+
+    #[test]
+    fn saved_credentials_are_reused_only_when_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ca(&dir.path().join("keys"));
+        let files = Files {
+            dir: dir.path().join("alice"),
+        };
+        assert!(matches!(
+            load_saved(&files, "alice", None),
+            Err(SavedError::Read(..))
+        ));
+        fs::create_dir_all(&files.dir).unwrap();
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let issued = ca.issue(&make_csr("alice", &key).unwrap()).unwrap();
+        let cert = X509::from_der(&issued.der).unwrap();
+        fs::write(files.key(), key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        fs::write(files.cert(), b"not PEM").unwrap();
+        fs::write(files.ca(), ca.cert().to_pem().unwrap()).unwrap();
+        let err = load_saved(&files, "alice", None).unwrap_err();
+        assert_eq!(err.to_string(), "saved cert.pem is not a certificate");
+        fs::write(files.cert(), cert.to_pem().unwrap()).unwrap();
+        let (_, der) = load_saved(&files, "alice", None).unwrap();
+        assert_eq!(der, issued.der);
+        // Saved for someone else: refused by the same check as a new one.
+        assert!(matches!(
+            load_saved(&files, "bob", None),
+            Err(SavedError::Check(_))
+        ));
+    }
+
+    #[test]
+    fn a_bad_sid_is_refused_before_any_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ClientOptions {
+            ca: "127.0.0.1:1".into(),
+            blackboard: "127.0.0.1:1".into(),
+            out_dir: dir.path().to_path_buf(),
+            key_type: KeyType::Rsa2048,
+            cipher: CipherId::Aes256Ctr,
+            ca_cert: None,
+            renew: false,
+            admission_secret: None,
+            timeout: Duration::from_secs(1),
+        };
+        let err = run_student(&opts, "../x", &mut |_| {}).unwrap_err();
+        assert!(matches!(err, ClientError::BadSid { .. }), "{err}");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_unexpected_challenge_asks_for_the_secret() {
+        let challenge = Message::AdmissionChallenge { challenge: [0; 32] };
+        let hint = unexpected("SessionKey", &challenge).to_string();
+        assert!(hint.contains("--admission-secret-file"), "{hint}");
+        let other = unexpected("SessionKey", &Message::EnrollRequest { csr_der: vec![] });
+        assert_eq!(
+            other.to_string(),
+            "protocol error: expected SessionKey, got EnrollRequest"
+        );
+        assert_eq!(CipherId::from(Cipher::Rc4), CipherId::Rc4);
+    }
+}

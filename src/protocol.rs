@@ -355,3 +355,300 @@ impl ProtocolError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::CaKeyType;
+    use crate::client::{make_csr, make_key, KeyType};
+    use crate::crypto::{self, SessionKeys};
+    use crate::message::{CipherId, IV_LEN};
+    use crate::store::SqliteStore;
+    use openssl::pkey::{PKey, Private};
+
+    const SID: &str = "1155000001";
+
+    fn ca(dir: &std::path::Path) -> CertificateAuthority {
+        CertificateAuthority::open(dir, b"protocol tests", CaKeyType::P256, 30)
+            .unwrap()
+            .0
+    }
+
+    fn shared(dir: &std::path::Path, admission: Option<&[u8]>) -> Shared {
+        let ca = ca(&dir.join("keys"));
+        let verifier = Verifier::new(ca.cert()).unwrap();
+        Shared {
+            ca: Some(Arc::new(ca)),
+            verifier: Some(Arc::new(verifier)),
+            store: Box::new(SqliteStore::open(&dir.join("data")).unwrap()),
+            admission_secret: admission.map(|s| Arc::new(s.to_vec())),
+            legacy: false,
+        }
+    }
+
+    /// What a run of frames did.
+    struct Run {
+        session: Session,
+        replies: Vec<Message>,
+        closed: bool,
+    }
+
+    /// Feeds frames in order, as the reactor does: a record is committed
+    /// before the next frame; no frame follows a close.
+    fn drive(mut session: Session, frames: &[Vec<u8>], shared: &mut Shared) -> Run {
+        let mut replies = Vec::new();
+        let mut closed = false;
+        for (i, f) in frames.iter().enumerate() {
+            assert!(!closed, "frame {i} after close");
+            let (next, out) = session.on_frame(f, shared, "test-peer");
+            if let Some(r) = out.persist {
+                shared.store.commit(&[r]).unwrap();
+            }
+            replies.extend(out.send.iter().map(|p| Message::decode(p).unwrap()));
+            closed = out.close;
+            session = next;
+        }
+        Run {
+            session,
+            replies,
+            closed,
+        }
+    }
+
+    fn start(kind: ServiceKind, shared: &mut Shared) -> Session {
+        let (session, out) = Session::start(kind, shared);
+        assert!(out.send.is_empty() && !out.close);
+        session
+    }
+
+    fn refusal(run: &Run) -> (ErrorCode, String) {
+        assert!(run.closed, "a refusal closes");
+        match run.replies.as_slice() {
+            [Message::Error { code, reason }] => (*code, reason.clone()),
+            other => panic!("expected one Error, got {other:?}"),
+        }
+    }
+
+    fn enroll(sid: &str, key: &PKey<Private>, shared: &mut Shared) -> Vec<u8> {
+        let request = Message::EnrollRequest {
+            csr_der: make_csr(sid, key).unwrap(),
+        };
+        let run = drive(start(ServiceKind::Ca, shared), &[request.encode()], shared);
+        assert!(!run.closed, "another enrollment may follow");
+        match run.replies.as_slice() {
+            [Message::EnrollResponse { cert_der, .. }] => cert_der.clone(),
+            other => panic!("expected EnrollResponse, got {other:?}"),
+        }
+    }
+
+    fn hello(sid: &str, cert_der: &[u8]) -> Vec<u8> {
+        Message::SubmitHello {
+            sid: sid.into(),
+            cert_der: cert_der.to_vec(),
+            chain: vec![],
+        }
+        .encode()
+    }
+
+    /// The student's side of a report, under the session key Blackboard sent.
+    fn report_frame(sid: &str, key: &PKey<Private>, session_key: &Message, text: &str) -> Vec<u8> {
+        let Message::SessionKey { nonce, wrapped_key } = session_key else {
+            panic!("expected SessionKey, got {session_key:?}");
+        };
+        let raw = crypto::unwrap_key(key, wrapped_key).unwrap();
+        let keys = SessionKeys::derive(&raw.try_into().unwrap(), nonce).unwrap();
+        let cipher = CipherId::Aes256Ctr;
+        let iv = [7u8; IV_LEN];
+        let ciphertext = keys.apply_cipher(cipher, &iv, text.as_bytes()).unwrap();
+        let mac = keys
+            .report_mac(nonce, sid, cipher, &iv, &ciphertext)
+            .unwrap();
+        Message::Report {
+            cipher,
+            iv,
+            ciphertext,
+            mac,
+        }
+        .encode()
+    }
+
+    #[test]
+    fn honest_enrollment_then_submission() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let cert = enroll(SID, &key, &mut sh);
+        assert_eq!(sh.store.certs().unwrap().len(), 1);
+
+        let run = drive(
+            start(ServiceKind::Blackboard, &mut sh),
+            &[hello(SID, &cert)],
+            &mut sh,
+        );
+        assert!(!run.closed);
+        let text = "This is submission from SID1155000001.\n";
+        let frame = report_frame(SID, &key, &run.replies[0], text);
+        let run = drive(run.session, &[frame], &mut sh);
+        assert!(run.closed);
+        let Some(Message::Receipt { receipt_id, .. }) = run.replies.first() else {
+            panic!("expected a receipt, got {:?}", run.replies);
+        };
+        let reports = sh.store.reports().unwrap();
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].receipt_id, *receipt_id);
+        assert_eq!(reports[0].text, text);
+        assert_eq!(reports[0].origin, Origin::Certboard);
+    }
+
+    #[test]
+    fn refusals_carry_the_right_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let cert = enroll(SID, &key, &mut sh);
+        let bb = |sh: &mut Shared| start(ServiceKind::Blackboard, sh);
+
+        // A bad SID.
+        let run = drive(bb(&mut sh), &[hello("a b", &cert)], &mut sh);
+        let (code, reason) = refusal(&run);
+        assert_eq!(code, ErrorCode::BadCertificate);
+        assert!(reason.starts_with("bad SID"), "{reason}");
+        // A bad CSR.
+        let garbage = Message::EnrollRequest {
+            csr_der: b"not a CSR".to_vec(),
+        };
+        let run = drive(
+            start(ServiceKind::Ca, &mut sh),
+            &[garbage.encode()],
+            &mut sh,
+        );
+        assert_eq!(refusal(&run).0, ErrorCode::BadRequest);
+        // A certificate from another root.
+        let other = ca(&dir.path().join("other-keys"));
+        let foreign = other.issue(&make_csr(SID, &key).unwrap()).unwrap();
+        let run = drive(bb(&mut sh), &[hello(SID, &foreign.der)], &mut sh);
+        let (code, reason) = refusal(&run);
+        assert_eq!(code, ErrorCode::BadCertificate);
+        assert!(reason.contains("does not chain"), "{reason}");
+        // A MAC under the wrong key: the report of another session.
+        let first = drive(bb(&mut sh), &[hello(SID, &cert)], &mut sh);
+        let frame = report_frame(SID, &key, &first.replies[0], "first");
+        let second = drive(bb(&mut sh), &[hello(SID, &cert)], &mut sh);
+        let run = drive(second.session, &[frame.clone()], &mut sh);
+        assert_eq!(refusal(&run).0, ErrorCode::BadMac);
+        // The report itself, accepted once, then replayed on a new session.
+        let run = drive(first.session, &[frame.clone()], &mut sh);
+        assert!(matches!(run.replies[..], [Message::Receipt { .. }]));
+        let replay = drive(bb(&mut sh), &[hello(SID, &cert), frame], &mut sh);
+        assert!(matches!(replay.replies[0], Message::SessionKey { .. }));
+        assert_eq!(replay.replies.len(), 2);
+        let Message::Error { code, .. } = &replay.replies[1] else {
+            panic!("replay accepted: {:?}", replay.replies);
+        };
+        assert_eq!(*code, ErrorCode::BadMac);
+        assert_eq!(sh.store.reports().unwrap().len(), 1);
+        // A message out of turn.
+        let run = drive(bb(&mut sh), &[garbage.encode()], &mut sh);
+        assert_eq!(refusal(&run).0, ErrorCode::UnexpectedMessage);
+        // A legacy command, legacy mode off.
+        let run = drive(bb(&mut sh), &[b"2".to_vec()], &mut sh);
+        assert_eq!(refusal(&run).0, ErrorCode::LegacyDisabled);
+        // Not a message at all.
+        let run = drive(bb(&mut sh), &[vec![0xEE]], &mut sh);
+        assert_eq!(refusal(&run).0, ErrorCode::Malformed);
+    }
+
+    fn challenged(sh: &mut Shared) -> (Session, [u8; crate::message::NONCE_LEN]) {
+        let (session, out) = Session::start(ServiceKind::Ca, sh);
+        assert!(!out.close);
+        match out.send.as_slice() {
+            [frame] => match Message::decode(frame) {
+                Ok(Message::AdmissionChallenge { challenge }) => (session, challenge),
+                other => panic!("expected a challenge, got {other:?}"),
+            },
+            other => panic!("expected one frame, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn admission_right_and_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = b"sixteen byte secret!";
+        let mut sh = shared(dir.path(), Some(secret));
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let request = Message::EnrollRequest {
+            csr_der: make_csr(SID, &key).unwrap(),
+        }
+        .encode();
+
+        // The right answer admits: the enrollment that follows is served.
+        let (session, challenge) = challenged(&mut sh);
+        let mac = crypto::hmac_sha256(secret, &challenge).unwrap();
+        let answer = Message::AdmissionResponse { mac }.encode();
+        let run = drive(session, &[answer, request.clone()], &mut sh);
+        assert!(matches!(run.replies[..], [Message::EnrollResponse { .. }]));
+
+        // A wrong answer, or none, is refused.
+        let (session, _) = challenged(&mut sh);
+        let wrong = Message::AdmissionResponse { mac: [0; 32] }.encode();
+        let (code, reason) = refusal(&drive(session, &[wrong], &mut sh));
+        assert_eq!(code, ErrorCode::AdmissionRefused);
+        assert_eq!(reason, "admission refused: wrong response");
+        let (session, _) = challenged(&mut sh);
+        let (code, reason) = refusal(&drive(session, &[request], &mut sh));
+        assert_eq!(code, ErrorCode::AdmissionRefused);
+        assert!(reason.contains("(got EnrollRequest)"), "{reason}");
+        // Silence until a time limit.
+        let (session, _) = challenged(&mut sh);
+        let err = session
+            .on_expiry(Expiry::Idle, Duration::from_secs(10))
+            .expect("silence is refused");
+        assert_eq!(ErrorCode::from(&err), ErrorCode::AdmissionRefused);
+        assert_eq!(
+            err.to_string(),
+            "admission refused: no answer to the challenge (idle timeout of 10 s reached)"
+        );
+    }
+
+    #[test]
+    fn expiry_refuses_only_an_unfinished_exchange() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let limit = Duration::from_secs(30);
+        let waiting = start(ServiceKind::Blackboard, &mut sh);
+        let err = waiting.on_expiry(Expiry::Deadline, limit).unwrap();
+        assert_eq!(ErrorCode::from(&err), ErrorCode::Limit);
+        assert_eq!(err.to_string(), "exchange deadline of 30 s reached");
+        // After an enrollment, an idle connection has had its answer.
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let request = Message::EnrollRequest {
+            csr_der: make_csr(SID, &key).unwrap(),
+        };
+        let run = drive(
+            start(ServiceKind::Ca, &mut sh),
+            &[request.encode()],
+            &mut sh,
+        );
+        assert!(run.session.on_expiry(Expiry::Idle, limit).is_none());
+    }
+
+    #[test]
+    fn error_frames_take_the_peers_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        sh.legacy = true;
+        let ours = start(ServiceKind::Ca, &mut sh);
+        let frame = ours.error_frame(ErrorCode::Limit, "too much");
+        assert_eq!(
+            Message::decode(&frame).unwrap(),
+            Message::error(ErrorCode::Limit, "too much")
+        );
+        // A connection that turned legacy reads text.
+        let (legacy, out) = start(ServiceKind::Ca, &mut sh).on_frame(b"1", &mut sh, "p");
+        assert_eq!(out.send, [legacy::PROMPT.as_bytes()]);
+        assert_eq!(
+            legacy.error_frame(ErrorCode::Limit, "too much"),
+            b"error: too much"
+        );
+    }
+}

@@ -417,3 +417,87 @@ impl Server {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path) -> ServerConfig {
+        let pass = dir.join("pass");
+        std::fs::write(&pass, "server tests passphrase\n").unwrap();
+        let any = "127.0.0.1:0".parse().unwrap();
+        ServerConfig {
+            ca_listen: any,
+            blackboard_listen: any,
+            role: Role::All,
+            keys_dir: dir.join("keys"),
+            data_dir: dir.join("data"),
+            passphrase_file: Some(pass),
+            ca_key_type: CaKeyType::P256,
+            ca_cert: None,
+            validity_days: 30,
+            admission_secret_file: None,
+            legacy: false,
+            reactors: 1,
+            limits: Limits::default(),
+        }
+    }
+
+    #[test]
+    fn nonsense_configurations_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ServerConfig {
+            reactors: 0,
+            ..config(dir.path())
+        };
+        assert!(matches!(Server::bind(&cfg), Err(ServerError::NoReactors)));
+        // A Blackboard alone needs a root.
+        let cfg = ServerConfig {
+            role: Role::Blackboard,
+            ..config(dir.path())
+        };
+        assert!(matches!(
+            Server::bind(&cfg),
+            Err(ServerError::RootCert {
+                problem: RootCertError::Read(_),
+                ..
+            })
+        ));
+        // An admin command never creates a root.
+        let cfg = config(dir.path());
+        assert!(matches!(
+            open_existing_ca(&cfg.keys_dir, cfg.passphrase_file.as_deref()),
+            Err(ServerError::NoRoot(_))
+        ));
+        assert!(!ca::root_exists(&cfg.keys_dir));
+    }
+
+    #[test]
+    fn with_role_all_the_root_must_be_the_cas_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let stranger = CertificateAuthority::open(
+            &dir.path().join("other"),
+            b"another passphrase",
+            CaKeyType::P256,
+            30,
+        )
+        .unwrap()
+        .0;
+        let foreign = dir.path().join("foreign.pem");
+        std::fs::write(&foreign, stranger.cert().to_pem().unwrap()).unwrap();
+        let cfg = ServerConfig {
+            ca_cert: Some(foreign),
+            ..config(dir.path())
+        };
+        assert!(matches!(
+            Server::bind(&cfg),
+            Err(ServerError::RootCert {
+                problem: RootCertError::NotThisCa,
+                ..
+            })
+        ));
+        // The root is now there, and loads without being created again.
+        let ca = open_existing_ca(&cfg.keys_dir, cfg.passphrase_file.as_deref()).unwrap();
+        assert_ne!(ca.cert_der(), stranger.cert_der());
+    }
+}

@@ -227,3 +227,34 @@ impl From<&ProtocolError> for ErrorCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_fault_is_internal_the_peers_is_not() {
+        let crypto = CaError::Crypto(openssl::error::ErrorStack::get());
+        assert_eq!(ErrorCode::from(&crypto), ErrorCode::Internal);
+        assert_eq!(
+            ErrorCode::from(&CaError::CsrSignature),
+            ErrorCode::BadRequest
+        );
+        let e = ProtocolError::enrollment(crypto);
+        assert_eq!(ErrorCode::from(&e), ErrorCode::Internal);
+        // The peer learns what failed, not why.
+        assert_eq!(e.to_string(), "internal error: issuance");
+        let e = ProtocolError::enrollment(CaError::MissingCn);
+        assert_eq!(ErrorCode::from(&e), ErrorCode::BadRequest);
+        assert!(e.to_string().starts_with("enrollment refused: "), "{e}");
+        let store = CertCheckError::NotBlackboard;
+        assert_eq!(ErrorCode::from(&store), ErrorCode::Internal);
+        let revoked = CertCheckError::Rejected(CertError::Revoked {
+            serial: "01".into(),
+            reason: "superseded".into(),
+        });
+        assert_eq!(ErrorCode::from(&revoked), ErrorCode::BadCertificate);
+        assert_eq!(ErrorCode::from(&ReportError::BadMac), ErrorCode::BadMac);
+        assert_eq!(ErrorCode::from(&ReportError::TooLarge), ErrorCode::Limit);
+    }
+}
