@@ -534,10 +534,10 @@ mod tests {
         let first = drive(bb(&mut sh), &[hello(SID, &cert)], &mut sh);
         let frame = report_frame(SID, &key, &first.replies[0], "first");
         let second = drive(bb(&mut sh), &[hello(SID, &cert)], &mut sh);
-        let run = drive(second.session, &[frame.clone()], &mut sh);
+        let run = drive(second.session, std::slice::from_ref(&frame), &mut sh);
         assert_eq!(refusal(&run).0, ErrorCode::BadMac);
         // The report itself, accepted once, then replayed on a new session.
-        let run = drive(first.session, &[frame.clone()], &mut sh);
+        let run = drive(first.session, std::slice::from_ref(&frame), &mut sh);
         assert!(matches!(run.replies[..], [Message::Receipt { .. }]));
         let replay = drive(bb(&mut sh), &[hello(SID, &cert), frame], &mut sh);
         assert!(matches!(replay.replies[0], Message::SessionKey { .. }));
