@@ -140,7 +140,7 @@ struct Connection {
 }
 
 /// The single-threaded server loop.
-pub struct Reactor {
+pub(crate) struct Reactor {
     poll: Poll,
     listeners: Vec<ListenerSlot>,
     conns: HashMap<Token, Connection>,
@@ -190,7 +190,7 @@ fn interrupted(e: &io::Error) -> bool {
 
 /// Binds a listening socket; with `reuse_port` several reactors can bind the
 /// same address and the kernel spreads connections among them.
-pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -208,7 +208,7 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListe
 /// half of the connections, silently: so the address is first bound
 /// without it, which fails if anyone holds it, then released and bound
 /// shared. (Port 0 resolves to a free port in the first step.)
-pub fn bind_first_shared(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub(crate) fn bind_first_shared(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let probe = std::net::TcpListener::bind(addr)?;
     let resolved = probe.local_addr()?;
     drop(probe);
@@ -219,7 +219,7 @@ impl Reactor {
     /// Reactor number `id`, serving `listeners` (already bound,
     /// non-blocking), whose records `committer` makes durable.
     /// `handle_signals` makes SIGINT/SIGTERM stop it cleanly.
-    pub fn new(
+    pub(crate) fn new(
         id: usize,
         listeners: Vec<(ServiceKind, std::net::TcpListener)>,
         shared: Shared,
@@ -270,7 +270,7 @@ impl Reactor {
     }
 
     /// The bound address of each listener, in order.
-    pub fn local_addrs(&self) -> io::Result<Vec<(ServiceKind, SocketAddr)>> {
+    pub(crate) fn local_addrs(&self) -> io::Result<Vec<(ServiceKind, SocketAddr)>> {
         self.listeners
             .iter()
             .map(|l| Ok((l.kind, l.socket.local_addr()?)))
@@ -278,7 +278,7 @@ impl Reactor {
     }
 
     /// Runs until SIGINT or SIGTERM (when handled), then closes everything.
-    pub fn run(&mut self) -> io::Result<()> {
+    pub(crate) fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
         loop {

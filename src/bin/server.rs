@@ -13,9 +13,9 @@ use clap::{Args, Parser, Subcommand};
 
 use certboard::admin::{self, RevokeReason, RevokeTarget};
 use certboard::ca::CaKeyType;
-use certboard::reactor::Limits;
 use certboard::server::{self, Role, Server, ServerConfig};
 use certboard::store::SqliteStore;
+use certboard::Limits;
 
 /// certboard: the CUHK certificate authority and the Blackboard submission
 /// server of the lab, on one single-threaded event loop.
