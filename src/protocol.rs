@@ -374,7 +374,8 @@ mod tests {
             .0
     }
 
-    fn shared(dir: &std::path::Path, admission: Option<&[u8]>) -> Shared {
+    /// A CA, its verifier and a store in `dir`; shared with legacy's tests.
+    pub(super) fn shared(dir: &std::path::Path, admission: Option<&[u8]>) -> Shared {
         let ca = ca(&dir.join("keys"));
         let verifier = Verifier::new(ca.cert()).unwrap();
         Shared {

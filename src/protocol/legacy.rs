@@ -796,22 +796,10 @@ mod tests {
     // The state machine, driven in-process the way the reactor drives it:
     // records are committed before the next frame.
 
-    use crate::ca::{CaKeyType, CertificateAuthority};
-    use crate::store::SqliteStore;
-    use crate::verify::Verifier;
-    use std::sync::Arc;
-
     fn shared(dir: &std::path::Path) -> Shared {
-        let (ca, _) =
-            CertificateAuthority::open(&dir.join("keys"), b"legacy tests", CaKeyType::P256, 30)
-                .unwrap();
-        let verifier = Verifier::new(ca.cert()).unwrap();
         Shared {
-            ca: Some(Arc::new(ca)),
-            verifier: Some(Arc::new(verifier)),
-            store: Box::new(SqliteStore::open(&dir.join("data")).unwrap()),
-            admission_secret: None,
             legacy: true,
+            ..super::super::tests::shared(dir, None)
         }
     }
 
