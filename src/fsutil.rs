@@ -9,7 +9,7 @@ use std::path::Path;
 /// Writes `data` to `path` through a temporary file beside it (created with
 /// `mode`, fsync'd, then renamed over `path`), so `path` holds either its
 /// old content or all of the new.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::OpenOptions::new()
         .write(true)
