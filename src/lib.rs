@@ -17,7 +17,7 @@ pub mod client;
 mod commit;
 pub mod config;
 pub mod crypto;
-pub mod der;
+mod der;
 pub mod framing;
 mod fsutil;
 pub mod message;

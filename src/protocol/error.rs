@@ -162,9 +162,22 @@ impl Error for Internal {
 // What each error is on the wire (PROTOCOL.md lists the codes).
 
 impl From<&CertError> for ErrorCode {
-    fn from(_: &CertError) -> ErrorCode {
-        // Every verifier refusal is about the certificate presented.
-        ErrorCode::BadCertificate
+    fn from(e: &CertError) -> ErrorCode {
+        match e {
+            // OpenSSL failing in our own process decides nothing about the
+            // certificate presented.
+            CertError::Internal(_) => ErrorCode::Internal,
+            // Every other verifier refusal is about the certificate.
+            CertError::Malformed
+            | CertError::Path { .. }
+            | CertError::IsCa
+            | CertError::NotClientAuth
+            | CertError::SidMismatch { .. }
+            | CertError::NotRsa
+            | CertError::WeakRsaExponent
+            | CertError::NotIssued(_)
+            | CertError::Revoked { .. } => ErrorCode::BadCertificate,
+        }
     }
 }
 
@@ -178,8 +191,14 @@ impl From<&CaError> for ErrorCode {
             | CaError::HalfRoot { .. }
             | CaError::RootMismatch(_)
             | CaError::Crypto(_) => ErrorCode::Internal,
-            // Everything else is about the CSR.
-            _ => ErrorCode::BadRequest,
+            // Everything else is about the CSR (listed, so that a new
+            // variant has to be placed here on purpose).
+            CaError::MalformedCsr(_)
+            | CaError::UnsupportedSignature(_)
+            | CaError::CsrSignature
+            | CaError::MissingCn
+            | CaError::BadSid(_)
+            | CaError::UnsupportedKey(_) => ErrorCode::BadRequest,
         }
     }
 }
