@@ -16,7 +16,7 @@
 //!
 //! Parts: `verify` (`Verifier::verify` alone), `check` (`check_certificate`:
 //! SID, verify, store status), `hello` (the whole frame: `Session::on_frame`
-//! from `BbAwaitHello`). Prints one line per CA key type and part for
+//! from a new Blackboard session). Prints one line per CA key type and part for
 //! people, then a JSON line each
 //! (`{"bench":"submit","ca":"p256","part":"hello","us_per_op":…}`) for
 //! scripts. With `--count N` each part runs exactly N operations (cycling
@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use certboard::ca::{CaKeyType, CertificateAuthority};
 use certboard::client::{make_key, KeyType};
 use certboard::message::Message;
-use certboard::service::{check_certificate, Session, Shared};
-use certboard::store::{Origin, Record, SqliteStore, Storage};
+use certboard::protocol::{check_certificate, ServiceKind, Session, Shared};
+use certboard::store::{CertRecord, Origin, Record, SqliteStore, Storage};
 use certboard::verify::Verifier;
 use openssl::pkey::PKey;
 
@@ -97,8 +97,15 @@ fn run_part(part: &str, shared: &mut Shared, hello: &Hello) -> Result<(), BoxErr
                 .map_err(|e| format!("{e:?}"))?;
         }
         _ => {
-            let (next, out) = Session::BbAwaitHello.on_frame(&hello.frame, shared, "bench");
-            if !matches!(next, Session::BbAwaitReport(_)) || out.send.len() != 1 || out.close {
+            // Without admission control a Blackboard session starts
+            // waiting for the hello, and says nothing.
+            let (session, _) = Session::start(ServiceKind::Blackboard, shared);
+            let (_, out) = session.on_frame(&hello.frame, shared, "bench");
+            let key_sent = match out.send.as_slice() {
+                [frame] => matches!(Message::decode(frame), Ok(Message::SessionKey { .. })),
+                _ => false,
+            };
+            if !key_sent || out.close {
                 return Err(format!("submission not accepted: {out:?}").into());
             }
         }
@@ -144,10 +151,14 @@ fn main() -> Result<(), BoxError> {
                 cert_der: issued.der.clone(),
                 frame,
             });
-            records.push(Record::Cert {
-                issued,
+            records.push(Record::Cert(CertRecord {
+                serial_hex: issued.serial_hex,
+                sid: issued.sid,
+                not_before: issued.not_before,
+                not_after: issued.not_after,
+                der: issued.der,
                 origin: Origin::Certboard,
-            });
+            }));
         }
         store.commit(&records)?;
         let mut shared = Shared {

@@ -6,9 +6,11 @@
 use std::fmt;
 use std::io::Write;
 
-use crate::ca::CertificateAuthority;
+use crate::ca::{CertificateAuthority, Serial};
 use crate::escape::escaped;
-use crate::store::{now_unix, time_text, Storage, StoreError};
+use crate::sid::SidError;
+use crate::store::{Storage, StoreError};
+use crate::time::{now_unix, time_text};
 
 /// RFC 5280 revocation reasons an operator may give.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -44,6 +46,15 @@ impl RevokeReason {
 pub enum AdminError {
     /// The store failed.
     Store(StoreError),
+    /// The serial given is not hexadecimal.
+    BadSerial(String),
+    /// The SID given is not a valid SID.
+    BadSid {
+        /// The SID as given.
+        sid: String,
+        /// Why it is not valid.
+        source: SidError,
+    },
     /// Nothing matched.
     NotFound(String),
     /// OpenSSL failed.
@@ -58,6 +69,8 @@ impl fmt::Display for AdminError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AdminError::Store(e) => write!(f, "store: {e}"),
+            AdminError::BadSerial(hex) => write!(f, "{hex:?} is not a hexadecimal serial"),
+            AdminError::BadSid { sid, source } => write!(f, "--sid {sid:?}: {source}"),
             AdminError::NotFound(m) => write!(f, "{m}"),
             AdminError::Crypto(e) => write!(f, "OpenSSL: {e}"),
             AdminError::Ca(e) => write!(f, "CA: {e}"),
@@ -66,7 +79,18 @@ impl fmt::Display for AdminError {
     }
 }
 
-impl std::error::Error for AdminError {}
+impl std::error::Error for AdminError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AdminError::Store(e) => Some(e),
+            AdminError::BadSid { source, .. } => Some(source),
+            AdminError::Crypto(e) => Some(e),
+            AdminError::Ca(e) => Some(e),
+            AdminError::Io(e) => Some(e),
+            AdminError::BadSerial(_) | AdminError::NotFound(_) => None,
+        }
+    }
+}
 
 impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
@@ -101,9 +125,8 @@ pub enum RevokeTarget {
 /// Normalises a hex serial to the store's form (upper case, no leading zeros).
 pub fn normalise_serial(hex: &str) -> Result<String, AdminError> {
     let hex = hex.trim().trim_start_matches("0x");
-    let bn = openssl::bn::BigNum::from_hex_str(hex)
-        .map_err(|_| AdminError::NotFound(format!("{hex:?} is not a hexadecimal serial")))?;
-    Ok(bn.to_hex_str()?.to_string())
+    let serial = Serial::parse_hex(hex).map_err(|_| AdminError::BadSerial(hex.to_string()))?;
+    Ok(serial.to_string())
 }
 
 /// Revokes; returns how many certificates were newly revoked.
@@ -125,8 +148,10 @@ pub fn revoke(
             n
         }
         RevokeTarget::Sid(sid) => {
-            crate::sid::validate(sid)
-                .map_err(|e| AdminError::NotFound(format!("--sid {sid:?}: {e}")))?;
+            crate::sid::validate(sid).map_err(|source| AdminError::BadSid {
+                sid: sid.clone(),
+                source,
+            })?;
             let n = store.revoke_sid(sid, reason.name(), now)?;
             if n == 0 && !store.certs()?.iter().any(|c| &c.sid == sid) {
                 return Err(AdminError::NotFound(format!(
@@ -191,4 +216,112 @@ pub fn crl(
     let number = store.next_crl_number()?;
     let crl = ca.crl(&revoked, number)?;
     Ok(if der { crl.to_der()? } else { crl.to_pem()? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::{CaKeyType, CertificateAuthority};
+    use crate::client::{make_csr, make_key, KeyType};
+    use crate::store::{Origin, Record, ReportRecord, SqliteStore};
+
+    /// A store holding one certificate for each SID, and one report.
+    fn store_with(dir: &std::path::Path, sids: &[&str]) -> (SqliteStore, Vec<String>) {
+        let (ca, _) =
+            CertificateAuthority::open(&dir.join("keys"), b"admin tests", CaKeyType::P256, 30)
+                .unwrap();
+        let mut store = SqliteStore::open(&dir.join("data")).unwrap();
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let mut serials = Vec::new();
+        for sid in sids {
+            let issued = ca.issue(&make_csr(sid, &key).unwrap()).unwrap();
+            serials.push(issued.serial_hex.clone());
+            store
+                .commit(&[crate::protocol::cert_record(issued, Origin::Certboard)])
+                .unwrap();
+        }
+        store
+            .commit(&[Record::Report(ReportRecord {
+                receipt_id: 42,
+                sid: sids[0].into(),
+                serial_hex: serials[0].clone(),
+                received_at: now_unix(),
+                text: "first line\nsecond line\n".into(),
+                origin: Origin::Certboard,
+            })])
+            .unwrap();
+        (store, serials)
+    }
+
+    fn text(f: impl FnOnce(&mut dyn Write) -> Result<(), AdminError>) -> String {
+        let mut out = Vec::new();
+        f(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn revoke_by_serial_in_any_form_then_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, serials) = store_with(dir.path(), &["alice", "bob"]);
+        let listed = text(|out| list_certs(&mut store, out));
+        assert_eq!(listed.lines().count(), 2, "{listed}");
+        assert_eq!(listed.matches("status=good").count(), 2, "{listed}");
+
+        // Lower case, a 0x prefix and leading zeros name the same serial.
+        let given = format!("0x00{}", serials[0].to_lowercase());
+        let target = RevokeTarget::Serial(given);
+        assert_eq!(
+            revoke(&mut store, &target, RevokeReason::KeyCompromise).unwrap(),
+            1
+        );
+        assert_eq!(
+            revoke(&mut store, &target, RevokeReason::KeyCompromise).unwrap(),
+            0
+        );
+        let listed = text(|out| list_certs(&mut store, out));
+        let alice = listed.lines().find(|l| l.contains("sid=alice")).unwrap();
+        assert!(alice.contains("(keyCompromise)"), "{alice}");
+        assert!(listed
+            .lines()
+            .any(|l| l.contains("sid=bob") && l.contains("status=good")));
+    }
+
+    #[test]
+    fn revoke_by_sid_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = store_with(dir.path(), &["alice"]);
+        let sid = |s: &str| RevokeTarget::Sid(s.into());
+        let reason = RevokeReason::Superseded;
+        assert_eq!(revoke(&mut store, &sid("alice"), reason).unwrap(), 1);
+        assert!(matches!(
+            revoke(&mut store, &sid("nobody"), reason),
+            Err(AdminError::NotFound(_))
+        ));
+        assert!(matches!(
+            revoke(&mut store, &sid("a b"), reason),
+            Err(AdminError::BadSid { .. })
+        ));
+        let serial = |s: &str| RevokeTarget::Serial(s.into());
+        assert!(matches!(
+            revoke(&mut store, &serial("xyz"), reason),
+            Err(AdminError::BadSerial(_))
+        ));
+        assert!(matches!(
+            revoke(&mut store, &serial("ABCDEF"), reason),
+            Err(AdminError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn reports_are_listed_by_their_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, serials) = store_with(dir.path(), &["alice"]);
+        let listed = text(|out| list_reports(&mut store, out));
+        assert!(listed.starts_with("receipt=42 sid=alice "), "{listed}");
+        assert!(
+            listed.contains(&format!("serial={}", serials[0])),
+            "{listed}"
+        );
+        assert!(listed.contains("lines=2 first=\"first line\""), "{listed}");
+    }
 }

@@ -19,9 +19,10 @@ use openssl::rsa::Rsa;
 use openssl::x509::{X509Name, X509ReqBuilder, X509};
 
 use crate::crypto::{self, SessionKeys, SESSION_KEY_LEN};
-use crate::framing::{self, Decoder};
-use crate::message::{CipherId, ErrorCode, Message, IV_LEN};
-use crate::verify::Verifier;
+use crate::framing::{self, Decoder, FrameError};
+use crate::message::{CipherId, DecodeError, ErrorCode, Message, IV_LEN};
+use crate::sid::SidError;
+use crate::verify::{CertError, Verifier};
 
 /// The student's key type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -78,10 +79,23 @@ pub enum ClientError {
         /// The server's reason.
         reason: String,
     },
+    /// The server's bytes are not a frame.
+    Frame(FrameError),
+    /// The server's frame is not a message.
+    Decode(DecodeError),
     /// The server sent something the protocol does not allow here.
     Protocol(String),
     /// What the CA returned does not hold up.
     BadCertificate(String),
+    /// The certificate the CA returned fails the check Blackboard will make.
+    Certificate(CertError),
+    /// A SID given to the client is not a valid SID.
+    BadSid {
+        /// The SID as given.
+        sid: String,
+        /// Why it is not valid.
+        source: SidError,
+    },
     /// OpenSSL failed.
     Crypto(ErrorStack),
 }
@@ -97,14 +111,32 @@ impl fmt::Display for ClientError {
                     crate::escape::escaped(reason)
                 )
             }
+            ClientError::Frame(e) => write!(f, "protocol error: {e}"),
+            ClientError::Decode(e) => write!(f, "protocol error: {e}"),
             ClientError::Protocol(m) => write!(f, "protocol error: {m}"),
             ClientError::BadCertificate(m) => write!(f, "bad certificate from the CA: {m}"),
+            ClientError::Certificate(e) => write!(f, "bad certificate from the CA: {e}"),
+            ClientError::BadSid { sid, source } => write!(f, "SID {sid:?}: {source}"),
             ClientError::Crypto(e) => write!(f, "OpenSSL error: {e}"),
         }
     }
 }
 
-impl std::error::Error for ClientError {}
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Io { source, .. } => Some(source),
+            ClientError::Frame(e) => Some(e),
+            ClientError::Decode(e) => Some(e),
+            ClientError::Certificate(e) => Some(e),
+            ClientError::BadSid { source, .. } => Some(source),
+            ClientError::Crypto(e) => Some(e),
+            ClientError::Refused { .. }
+            | ClientError::Protocol(_)
+            | ClientError::BadCertificate(_) => None,
+        }
+    }
+}
 
 impl From<ErrorStack> for ClientError {
     fn from(e: ErrorStack) -> Self {
@@ -175,7 +207,7 @@ impl FramedStream {
             match self.decoder.decode(&mut self.buf) {
                 Ok(Some(f)) => return Ok(f),
                 Ok(None) => {}
-                Err(e) => return Err(ClientError::Protocol(e.to_string())),
+                Err(e) => return Err(ClientError::Frame(e)),
             }
             let n = self
                 .stream
@@ -197,7 +229,7 @@ impl FramedStream {
         match Message::decode(&frame) {
             Ok(Message::Error { code, reason }) => Err(ClientError::Refused { code, reason }),
             Ok(m) => Ok(m),
-            Err(e) => Err(ClientError::Protocol(e.to_string())),
+            Err(e) => Err(ClientError::Decode(e)),
         }
     }
 
@@ -284,7 +316,7 @@ pub fn check_certificate(
     let verifier = Verifier::new(root)?;
     verifier
         .verify(sid, cert_der, &[])
-        .map_err(|e| ClientError::BadCertificate(e.to_string()))?;
+        .map_err(ClientError::Certificate)?;
     let cert = X509::from_der(cert_der)?;
     if !cert.public_key()?.public_eq(key) {
         return Err(ClientError::BadCertificate(
@@ -402,28 +434,63 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), ClientError> {
         .map_err(io_ctx(format!("writing {}", path.display())))
 }
 
+/// Why saved credentials are not reused.
+#[derive(Debug)]
+enum SavedError {
+    /// A file could not be read.
+    Read(PathBuf, io::Error),
+    /// The file (named) does not hold what it should.
+    NotPem(&'static str),
+    /// The certificate has expired or is about to.
+    Expiring,
+    /// OpenSSL failed.
+    Crypto(ErrorStack),
+    /// The certificate fails the check Blackboard will make.
+    Check(ClientError),
+}
+
+impl fmt::Display for SavedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SavedError::Read(path, e) => write!(f, "{}: {e}", path.display()),
+            SavedError::NotPem("key.pem") => write!(f, "saved key.pem is not a private key"),
+            SavedError::NotPem(file) => write!(f, "saved {file} is not a certificate"),
+            SavedError::Expiring => write!(
+                f,
+                "saved certificate has expired or expires within a minute"
+            ),
+            SavedError::Crypto(e) => write!(f, "{e}"),
+            SavedError::Check(e) => write!(f, "saved certificate: {e}"),
+        }
+    }
+}
+
+impl From<ErrorStack> for SavedError {
+    fn from(e: ErrorStack) -> Self {
+        SavedError::Crypto(e)
+    }
+}
+
 /// Loads saved credentials if they are still good; says why not otherwise.
 fn load_saved(
     files: &Files,
     sid: &str,
     pinned: Option<&X509>,
-) -> Result<(PKey<Private>, Vec<u8>), String> {
-    let read = |p: PathBuf| fs::read(&p).map_err(|e| format!("{}: {e}", p.display()));
+) -> Result<(PKey<Private>, Vec<u8>), SavedError> {
+    let read = |p: PathBuf| fs::read(&p).map_err(|e| SavedError::Read(p, e));
     let key = PKey::private_key_from_pem(&read(files.key())?)
-        .map_err(|_| "saved key.pem is not a private key".to_string())?;
-    let cert = X509::from_pem(&read(files.cert())?)
-        .map_err(|_| "saved cert.pem is not a certificate".to_string())?;
+        .map_err(|_| SavedError::NotPem("key.pem"))?;
+    let cert = X509::from_pem(&read(files.cert())?).map_err(|_| SavedError::NotPem("cert.pem"))?;
     let root = match pinned {
         Some(r) => r.clone(),
-        None => X509::from_pem(&read(files.ca())?)
-            .map_err(|_| "saved ca.pem is not a certificate".to_string())?,
+        None => X509::from_pem(&read(files.ca())?).map_err(|_| SavedError::NotPem("ca.pem"))?,
     };
-    let soon = Asn1Time::from_unix(crate::store::now_unix() + 60).map_err(|e| e.to_string())?;
+    let soon = Asn1Time::from_unix(crate::time::now_unix() + 60)?;
     if cert.not_after() <= soon {
-        return Err("saved certificate has expired or expires within a minute".into());
+        return Err(SavedError::Expiring);
     }
-    let der = cert.to_der().map_err(|e| e.to_string())?;
-    check_certificate(sid, &der, &root, &key).map_err(|e| format!("saved certificate: {e}"))?;
+    let der = cert.to_der()?;
+    check_certificate(sid, &der, &root, &key).map_err(SavedError::Check)?;
     Ok((key, der))
 }
 
@@ -433,7 +500,10 @@ pub fn run_student(
     sid: &str,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Receipt, ClientError> {
-    crate::sid::validate(sid).map_err(|e| ClientError::Protocol(format!("SID {sid:?}: {e}")))?;
+    crate::sid::validate(sid).map_err(|source| ClientError::BadSid {
+        sid: sid.to_string(),
+        source,
+    })?;
     let files = Files {
         dir: opts.out_dir.join(sid),
     };
@@ -486,7 +556,7 @@ pub fn run_student(
                 None => sent_root,
             };
             let cert = check_certificate(sid, &cert_der, &root, &key)?;
-            let serial = cert.serial_number().to_bn()?.to_hex_str()?.to_string();
+            let serial = crate::ca::Serial::from_asn1(cert.serial_number())?;
             progress(&format!(
                 "step 2: CA issued certificate serial {serial}, valid until {}; it chains to the root{}",
                 cert.not_after(),
@@ -526,4 +596,96 @@ pub fn run_student(
         receipt.receipt_id, receipt.serial_hex
     ));
     Ok(receipt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::{CaKeyType, CertificateAuthority};
+
+    fn ca(dir: &Path) -> CertificateAuthority {
+        CertificateAuthority::open(dir, b"client tests", CaKeyType::P256, 30)
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn her_certificate_must_certify_her_key_and_sid() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ca(dir.path());
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let issued = ca.issue(&make_csr("alice", &key).unwrap()).unwrap();
+        assert!(check_certificate("alice", &issued.der, ca.cert(), &key).is_ok());
+        let other = make_key(KeyType::Rsa2048).unwrap();
+        assert!(matches!(
+            check_certificate("alice", &issued.der, ca.cert(), &other),
+            Err(ClientError::BadCertificate(_))
+        ));
+        assert!(matches!(
+            check_certificate("bob", &issued.der, ca.cert(), &key),
+            Err(ClientError::Certificate(CertError::SidMismatch { .. }))
+        ));
+    }
+
+    #[test]
+    fn saved_credentials_are_reused_only_when_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ca(&dir.path().join("keys"));
+        let files = Files {
+            dir: dir.path().join("alice"),
+        };
+        assert!(matches!(
+            load_saved(&files, "alice", None),
+            Err(SavedError::Read(..))
+        ));
+        fs::create_dir_all(&files.dir).unwrap();
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let issued = ca.issue(&make_csr("alice", &key).unwrap()).unwrap();
+        let cert = X509::from_der(&issued.der).unwrap();
+        fs::write(files.key(), key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        fs::write(files.cert(), b"not PEM").unwrap();
+        fs::write(files.ca(), ca.cert().to_pem().unwrap()).unwrap();
+        let err = load_saved(&files, "alice", None).unwrap_err();
+        assert_eq!(err.to_string(), "saved cert.pem is not a certificate");
+        fs::write(files.cert(), cert.to_pem().unwrap()).unwrap();
+        let (_, der) = load_saved(&files, "alice", None).unwrap();
+        assert_eq!(der, issued.der);
+        // Saved for someone else: refused by the same check as a new one.
+        assert!(matches!(
+            load_saved(&files, "bob", None),
+            Err(SavedError::Check(_))
+        ));
+    }
+
+    #[test]
+    fn a_bad_sid_is_refused_before_any_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ClientOptions {
+            ca: "127.0.0.1:1".into(),
+            blackboard: "127.0.0.1:1".into(),
+            out_dir: dir.path().to_path_buf(),
+            key_type: KeyType::Rsa2048,
+            cipher: CipherId::Aes256Ctr,
+            ca_cert: None,
+            renew: false,
+            admission_secret: None,
+            timeout: Duration::from_secs(1),
+        };
+        let err = run_student(&opts, "../x", &mut |_| {}).unwrap_err();
+        assert!(matches!(err, ClientError::BadSid { .. }), "{err}");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_unexpected_challenge_asks_for_the_secret() {
+        let challenge = Message::AdmissionChallenge { challenge: [0; 32] };
+        let hint = unexpected("SessionKey", &challenge).to_string();
+        assert!(hint.contains("--admission-secret-file"), "{hint}");
+        let other = unexpected("SessionKey", &Message::EnrollRequest { csr_der: vec![] });
+        assert_eq!(
+            other.to_string(),
+            "protocol error: expected SessionKey, got EnrollRequest"
+        );
+        assert_eq!(CipherId::from(Cipher::Rc4), CipherId::Rc4);
+    }
 }

@@ -22,13 +22,13 @@ use std::time::Duration;
 use log::{debug, error};
 use mio::Waker;
 
-use crate::store::{Record, Storage};
+use crate::store::{Record, Storage, StoreError};
 
 /// Why a batch is not known to be durable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CommitError {
+#[derive(Debug)]
+pub(crate) enum CommitError {
     /// The store refused the transaction: nothing of the batch was kept.
-    Store(String),
+    Store(StoreError),
     /// The writer thread is gone (it panicked) or did not answer in time:
     /// the batch may or may not have been kept. The server cannot record
     /// anything more and must stop.
@@ -44,12 +44,32 @@ impl std::fmt::Display for CommitError {
     }
 }
 
-impl std::error::Error for CommitError {}
+impl std::error::Error for CommitError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CommitError::Store(e) => Some(e),
+            CommitError::WriterLost(_) => None,
+        }
+    }
+}
+
+/// Two outcomes are alike when they fail the same way: store failures by
+/// what they say (a `StoreError` holds I/O and SQLite errors, which have no
+/// equality of their own).
+impl PartialEq for CommitError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (CommitError::Store(a), CommitError::Store(b)) => a.to_string() == b.to_string(),
+            (CommitError::WriterLost(a), CommitError::WriterLost(b)) => a == b,
+            _ => false,
+        }
+    }
+}
 
 const WRITER_GONE: CommitError = CommitError::WriterLost("the commit thread has stopped");
 
 /// What became of a batch.
-pub type Outcome = Result<(), CommitError>;
+pub(crate) type Outcome = Result<(), CommitError>;
 
 /// One reactor's batch, and how to tell that reactor it is done.
 struct Job {
@@ -60,7 +80,7 @@ struct Job {
 
 /// The writer thread; stopping it waits for every batch handed to it.
 #[derive(Debug)]
-pub struct Committer {
+pub(crate) struct Committer {
     jobs: Option<Sender<Job>>,
     thread: Option<JoinHandle<()>>,
     /// Closed (its sender dropped) when the writer thread ends, however.
@@ -72,7 +92,7 @@ impl Committer {
     /// after each durable transaction, before the replies are released, so
     /// it must never block (the server's hands the reports to
     /// [`crate::report_log`] with a `try_send`).
-    pub fn start(
+    pub(crate) fn start(
         store: Box<dyn Storage + Send>,
         mut announce: impl FnMut(&[Record]) + Send + 'static,
     ) -> std::io::Result<Committer> {
@@ -93,7 +113,7 @@ impl Committer {
     }
 
     /// A handle for one reactor, whose `Poll` the `waker` belongs to.
-    pub fn handle(&self, waker: Arc<Waker>) -> CommitHandle {
+    pub(crate) fn handle(&self, waker: Arc<Waker>) -> CommitHandle {
         CommitHandle {
             jobs: self.jobs.clone(),
             waker,
@@ -104,7 +124,7 @@ impl Committer {
     /// reactors, which hold the other senders, must have stopped), for at
     /// most [`STOP_WAIT`]: a writer stuck on the disk must not make the
     /// process hang on SIGTERM.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.jobs = None;
         match self.ended.recv_timeout(STOP_WAIT) {
             Err(RecvTimeoutError::Timeout) => {
@@ -126,14 +146,14 @@ impl Committer {
 
 /// A reactor's side of the writer.
 #[derive(Debug)]
-pub struct CommitHandle {
+pub(crate) struct CommitHandle {
     jobs: Option<Sender<Job>>,
     waker: Arc<Waker>,
 }
 
 /// A batch handed to the writer, not yet answered.
 #[derive(Debug)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     answer: Receiver<Outcome>,
 }
 
@@ -144,7 +164,7 @@ const STOP_WAIT: Duration = Duration::from_secs(60);
 impl CommitHandle {
     /// Hands `records` to the writer. An `Err` means the writer is gone:
     /// nothing was recorded.
-    pub fn submit(&self, records: Vec<Record>) -> Result<InFlight, CommitError> {
+    pub(crate) fn submit(&self, records: Vec<Record>) -> Result<InFlight, CommitError> {
         let (reply, answer) = mpsc::channel();
         let job = Job {
             records,
@@ -160,7 +180,7 @@ impl CommitHandle {
 
 impl InFlight {
     /// The outcome if the writer has answered; `None` while it works.
-    pub fn poll(&self) -> Option<Outcome> {
+    pub(crate) fn poll(&self) -> Option<Outcome> {
         match self.answer.try_recv() {
             Ok(outcome) => Some(outcome),
             Err(TryRecvError::Empty) => None,
@@ -169,7 +189,7 @@ impl InFlight {
     }
 
     /// Blocks until the writer answers (used when stopping).
-    pub fn wait(self) -> Outcome {
+    pub(crate) fn wait(self) -> Outcome {
         match self.answer.recv_timeout(STOP_WAIT) {
             Ok(outcome) => outcome,
             Err(RecvTimeoutError::Timeout) => Err(CommitError::WriterLost(
@@ -216,7 +236,7 @@ fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: &mut dyn 
                     lens.len()
                 );
                 announce(&all);
-                vec![Ok(()); batch.len()]
+                batch.iter().map(|_| Ok(())).collect()
             }
             Err(e) => {
                 debug!("merged commit failed ({e}); committing each batch alone");
@@ -254,7 +274,7 @@ fn commit_one(
         }
         Err(e) => {
             error!("commit of {} record(s) failed: {e}", records.len());
-            Err(CommitError::Store(e.to_string()))
+            Err(CommitError::Store(e))
         }
     }
 }
@@ -278,7 +298,7 @@ mod tests {
                 .iter()
                 .filter_map(|r| match r {
                     Record::Report(r) => Some(r.receipt_id),
-                    Record::Cert { .. } => None,
+                    Record::Cert(_) => None,
                 })
                 .collect();
             if ids.contains(&0) {

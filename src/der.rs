@@ -1,8 +1,9 @@
 //! Just enough DER for the CA's fast issuance path: a strict reader for the
 //! few structures the CA looks into (a PKCS#10 request, a
-//! SubjectPublicKeyInfo, a name) and a writer for the TBSCertificate of our
-//! one fixed profile. No cryptography here: signatures are checked and made
-//! by OpenSSL in `ca.rs`.
+//! SubjectPublicKeyInfo, a name, a certificate's TBSCertificate) and a
+//! writer for the TBSCertificate of our one fixed profile; and `oid`,
+//! every object identifier certboard uses. No cryptography here: signatures
+//! are checked and made by OpenSSL in `ca/`.
 //!
 //! Why not let OpenSSL parse the request and build the certificate? Its
 //! 3.0 key decoders and encoders cost ten times the P-256 signature itself
@@ -16,6 +17,7 @@ use std::fmt;
 
 /// Universal tags used here.
 pub(crate) mod tag {
+    pub(crate) const BOOLEAN: u8 = 0x01;
     pub(crate) const INTEGER: u8 = 0x02;
     pub(crate) const BIT_STRING: u8 = 0x03;
     pub(crate) const OCTET_STRING: u8 = 0x04;
@@ -35,34 +37,79 @@ pub(crate) mod tag {
     pub(crate) const CONTEXT_0: u8 = 0xa0;
     /// `[3]` constructed.
     pub(crate) const CONTEXT_3: u8 = 0xa3;
+    /// `[0]` primitive (an implicitly tagged primitive, such as
+    /// AuthorityKeyIdentifier's keyIdentifier).
+    pub(crate) const IMPLICIT_0: u8 = 0x80;
 }
 
-/// Content bytes of the object identifiers used here.
+/// Every object identifier certboard uses, as the content bytes of its DER
+/// encoding, named once with the standard that defines it (rcgen's
+/// `oid.rs`). No other file spells an OID's bytes.
 pub(crate) mod oid {
-    /// 2.5.4.3 commonName.
+    /// 2.5.4.3 id-at-commonName (X.520; RFC 5280 appendix A.1).
     pub(crate) const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
-    /// 1.2.840.113549.1.1.1 rsaEncryption.
+
+    /// 1.2.840.113549.1.1.1 rsaEncryption (RFC 8017 appendix A.1; RFC 3279
+    /// section 2.3.1).
     pub(crate) const RSA_ENCRYPTION: &[u8] =
         &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-    /// 1.2.840.113549.1.1.11 sha256WithRSAEncryption.
+    /// 1.2.840.113549.1.1.11 sha256WithRSAEncryption (RFC 4055 section 5).
     pub(crate) const SHA256_WITH_RSA: &[u8] =
         &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b];
-    /// 1.2.840.113549.1.1.12 sha384WithRSAEncryption.
+    /// 1.2.840.113549.1.1.12 sha384WithRSAEncryption (RFC 4055 section 5).
     pub(crate) const SHA384_WITH_RSA: &[u8] =
         &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c];
-    /// 1.2.840.113549.1.1.13 sha512WithRSAEncryption.
+    /// 1.2.840.113549.1.1.13 sha512WithRSAEncryption (RFC 4055 section 5).
     pub(crate) const SHA512_WITH_RSA: &[u8] =
         &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d];
-    /// 1.2.840.10045.2.1 id-ecPublicKey.
+
+    /// 1.2.840.10045.2.1 id-ecPublicKey (RFC 5480 section 2.1.1).
     pub(crate) const EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-    /// 1.2.840.10045.3.1.7 prime256v1 (P-256).
+    /// 1.2.840.10045.3.1.7 secp256r1 / prime256v1, P-256 (RFC 5480 section
+    /// 2.1.1.1).
     pub(crate) const PRIME256V1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-    /// 1.2.840.10045.4.3.2 ecdsa-with-SHA256.
+    /// 1.2.840.10045.4.3.2 ecdsa-with-SHA256 (RFC 5758 section 3.2).
     pub(crate) const ECDSA_WITH_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
-    /// 1.2.840.10045.4.3.3 ecdsa-with-SHA384.
+    /// 1.2.840.10045.4.3.3 ecdsa-with-SHA384 (RFC 5758 section 3.2).
     pub(crate) const ECDSA_WITH_SHA384: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03];
-    /// 1.2.840.10045.4.3.4 ecdsa-with-SHA512.
+    /// 1.2.840.10045.4.3.4 ecdsa-with-SHA512 (RFC 5758 section 3.2).
     pub(crate) const ECDSA_WITH_SHA512: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04];
+
+    /// 2.5.29.14 id-ce-subjectKeyIdentifier (RFC 5280 section 4.2.1.2).
+    pub(crate) const SUBJECT_KEY_IDENTIFIER: &[u8] = &[0x55, 0x1d, 0x0e];
+    /// 2.5.29.15 id-ce-keyUsage (RFC 5280 section 4.2.1.3).
+    pub(crate) const KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x0f];
+    /// 2.5.29.19 id-ce-basicConstraints (RFC 5280 section 4.2.1.9).
+    pub(crate) const BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
+    /// 2.5.29.35 id-ce-authorityKeyIdentifier (RFC 5280 section 4.2.1.1).
+    pub(crate) const AUTHORITY_KEY_IDENTIFIER: &[u8] = &[0x55, 0x1d, 0x23];
+    /// 2.5.29.37 id-ce-extKeyUsage (RFC 5280 section 4.2.1.12).
+    pub(crate) const EXT_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x25];
+    /// 1.3.6.1.5.5.7.3.2 id-kp-clientAuth (RFC 5280 section 4.2.1.12).
+    pub(crate) const KP_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+
+    /// Dotted text of an OID's content bytes, for messages.
+    pub(crate) fn text(content: &[u8]) -> String {
+        let mut arcs: Vec<u64> = Vec::new();
+        let mut acc: u64 = 0;
+        for b in content {
+            acc = acc.saturating_mul(128).saturating_add(u64::from(b & 0x7f));
+            if b & 0x80 == 0 {
+                if arcs.is_empty() {
+                    let first = (acc / 40).min(2);
+                    arcs.push(first);
+                    arcs.push(acc - first * 40);
+                } else {
+                    arcs.push(acc);
+                }
+                acc = 0;
+            }
+        }
+        arcs.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(".")
+    }
 }
 
 /// Why bytes are not the DER the CA expects.
@@ -237,6 +284,130 @@ pub(crate) fn algorithm<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], Option<Tlv<
     };
     alg.finish()?;
     Ok((oid, params))
+}
+
+/// A SubjectPublicKeyInfo's parts (RFC 5280 4.1.2.7), borrowed from its DER.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SpkiParts<'a> {
+    /// The algorithm's OID (content bytes).
+    pub(crate) alg: &'a [u8],
+    /// The algorithm's parameters, when present.
+    pub(crate) params: Option<Tlv<'a>>,
+    /// The subjectPublicKey BIT STRING's bytes.
+    pub(crate) bits: &'a [u8],
+}
+
+/// Splits a SubjectPublicKeyInfo into its parts.
+pub(crate) fn spki_parts(spki: &[u8]) -> Result<SpkiParts<'_>, DerError> {
+    let mut outer = Reader::new(spki);
+    let mut r = outer.nested(tag::SEQUENCE)?;
+    outer.finish()?;
+    let (alg, params) = algorithm(&mut r)?;
+    let bits = bit_string_bytes(&r.expect_tag(tag::BIT_STRING)?)?;
+    r.finish()?;
+    Ok(SpkiParts { alg, params, bits })
+}
+
+/// A certificate's TBSCertificate (RFC 5280 4.1), the one walker of it:
+/// the CA reads its root's subject here, Blackboard's check a student's
+/// key and extensions.
+///
+/// The fields up to the key are read at once, each checked for its tag;
+/// the optional fields after it (unique ids, extensions) and the
+/// signature after the TBSCertificate only when asked for, so a caller
+/// that wants the subject or the key does not depend on how the rest is
+/// encoded.
+// Every field is named so the next reader finds it; today's code reads the
+// subject, the key and the extensions, and the tests read them all.
+#[cfg_attr(not(test), allow(dead_code))]
+#[derive(Debug, Clone)]
+pub(crate) struct TbsCertificate<'a> {
+    /// `[0] EXPLICIT Version`, absent in a v1 certificate.
+    pub(crate) version: Option<Tlv<'a>>,
+    /// serialNumber.
+    pub(crate) serial: Tlv<'a>,
+    /// signature (the AlgorithmIdentifier, repeated inside the TBS).
+    pub(crate) signature: Tlv<'a>,
+    /// issuer Name.
+    pub(crate) issuer: Tlv<'a>,
+    /// validity.
+    pub(crate) validity: Tlv<'a>,
+    /// subject Name.
+    pub(crate) subject: Tlv<'a>,
+    /// subjectPublicKeyInfo.
+    pub(crate) spki: Tlv<'a>,
+    /// The TBS fields after the key, unread.
+    rest: Reader<'a>,
+    /// The Certificate's fields after the TBS, unread.
+    after: Reader<'a>,
+}
+
+#[cfg_attr(not(test), allow(dead_code))]
+impl<'a> TbsCertificate<'a> {
+    /// Reads the TBSCertificate of a Certificate ::= SEQUENCE {
+    /// tbsCertificate, signatureAlgorithm, signatureValue }.
+    pub(crate) fn parse(cert_der: &'a [u8]) -> Result<TbsCertificate<'a>, DerError> {
+        let mut cert = Reader::new(cert_der).nested(tag::SEQUENCE)?;
+        let mut tbs = cert.nested(tag::SEQUENCE)?;
+        let version = if tbs.peek_tag() == Some(tag::CONTEXT_0) {
+            Some(tbs.any()?)
+        } else {
+            None
+        };
+        Ok(TbsCertificate {
+            version,
+            serial: tbs.expect_tag(tag::INTEGER)?,
+            signature: tbs.expect_tag(tag::SEQUENCE)?,
+            issuer: tbs.expect_tag(tag::SEQUENCE)?,
+            validity: tbs.expect_tag(tag::SEQUENCE)?,
+            subject: tbs.expect_tag(tag::SEQUENCE)?,
+            spki: tbs.expect_tag(tag::SEQUENCE)?,
+            rest: tbs,
+            after: cert,
+        })
+    }
+
+    /// Every field of the TBSCertificate in order, the optional ones
+    /// included.
+    pub(crate) fn fields(&self) -> Result<Vec<Tlv<'a>>, DerError> {
+        let mut fields: Vec<Tlv<'a>> = self.version.into_iter().collect();
+        fields.extend([
+            self.serial,
+            self.signature,
+            self.issuer,
+            self.validity,
+            self.subject,
+            self.spki,
+        ]);
+        let mut rest = self.rest.clone();
+        while !rest.is_empty() {
+            fields.push(rest.any()?);
+        }
+        Ok(fields)
+    }
+
+    /// A reader over the extensions (each an Extension SEQUENCE), or None
+    /// when the certificate has no `[3]` field.
+    pub(crate) fn extensions(&self) -> Result<Option<Reader<'a>>, DerError> {
+        let mut rest = self.rest.clone();
+        while !rest.is_empty() {
+            let field = rest.any()?;
+            if field.tag == tag::CONTEXT_3 {
+                return Ok(Some(Reader::new(field.content).nested(tag::SEQUENCE)?));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The Certificate's signatureAlgorithm and the signature's bits, the
+    /// last two fields.
+    pub(crate) fn signature_value(&self) -> Result<(Tlv<'a>, &'a [u8]), DerError> {
+        let mut after = self.after.clone();
+        let alg = after.expect_tag(tag::SEQUENCE)?;
+        let bits = bit_string_bytes(&after.expect_tag(tag::BIT_STRING)?)?;
+        after.finish()?;
+        Ok((alg, bits))
+    }
 }
 
 /// Appends a header for an element of `len` content bytes.
@@ -421,6 +592,33 @@ mod tests {
                 tag::GENERALIZED_TIME
             };
             assert_eq!(out[0], want);
+        }
+    }
+
+    #[test]
+    fn oids_read_as_their_dotted_names() {
+        for (content, dotted) in [
+            (oid::COMMON_NAME, "2.5.4.3"),
+            (oid::RSA_ENCRYPTION, "1.2.840.113549.1.1.1"),
+            (oid::SHA256_WITH_RSA, "1.2.840.113549.1.1.11"),
+            (oid::SHA384_WITH_RSA, "1.2.840.113549.1.1.12"),
+            (oid::SHA512_WITH_RSA, "1.2.840.113549.1.1.13"),
+            (oid::EC_PUBLIC_KEY, "1.2.840.10045.2.1"),
+            (oid::PRIME256V1, "1.2.840.10045.3.1.7"),
+            (oid::ECDSA_WITH_SHA256, "1.2.840.10045.4.3.2"),
+            (oid::ECDSA_WITH_SHA384, "1.2.840.10045.4.3.3"),
+            (oid::ECDSA_WITH_SHA512, "1.2.840.10045.4.3.4"),
+            (oid::SUBJECT_KEY_IDENTIFIER, "2.5.29.14"),
+            (oid::KEY_USAGE, "2.5.29.15"),
+            (oid::BASIC_CONSTRAINTS, "2.5.29.19"),
+            (oid::AUTHORITY_KEY_IDENTIFIER, "2.5.29.35"),
+            (oid::EXT_KEY_USAGE, "2.5.29.37"),
+            (oid::KP_CLIENT_AUTH, "1.3.6.1.5.5.7.3.2"),
+        ] {
+            assert_eq!(oid::text(content), dotted);
+            // OpenSSL agrees on the bytes.
+            let obj = openssl::asn1::Asn1Object::from_str(dotted).expect("ok: a valid OID");
+            assert_eq!(obj.as_slice(), content, "{dotted}");
         }
     }
 

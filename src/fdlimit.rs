@@ -22,28 +22,28 @@ const NR_OPEN_DEFAULT: u64 = 1 << 20;
 /// stdout, stderr, the writer's SQLite database, WAL and shared memory
 /// (and a journal), OpenSSL's random device, and slack for what the
 /// libraries open unseen.
-pub const RESERVED_BASE: u64 = 32;
+pub(crate) const RESERVED_BASE: u64 = 32;
 
 /// Descriptors each reactor needs besides its listeners and connections:
 /// its epoll and waker, the signal pipe, its reading SQLite connection
 /// (database, WAL, shared memory) and a spare.
-pub const RESERVED_PER_REACTOR: u64 = 8;
+pub(crate) const RESERVED_PER_REACTOR: u64 = 8;
 
 /// The open-file limit before and after [`raise_nofile`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NoFile {
+pub(crate) struct NoFile {
     /// The soft limit the process started with.
-    pub before: u64,
+    pub(crate) before: u64,
     /// The soft limit now.
-    pub soft: u64,
+    pub(crate) soft: u64,
     /// The hard limit (`None`: unlimited).
-    pub hard: Option<u64>,
+    pub(crate) hard: Option<u64>,
 }
 
 /// Why the soft limit could not be raised.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum FdLimitError {
+pub(crate) enum FdLimitError {
     /// The soft limit is unlimited or unknown: nothing to size against.
     Unknown,
     /// `setrlimit` refused the new soft limit.
@@ -84,7 +84,7 @@ impl std::error::Error for FdLimitError {
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit (to Linux's default
 /// `fs.nr_open` when the hard limit is unlimited). Never lowers it.
-pub fn raise_nofile() -> Result<NoFile, FdLimitError> {
+pub(crate) fn raise_nofile() -> Result<NoFile, FdLimitError> {
     let Rlimit {
         current, maximum, ..
     } = getrlimit(Resource::Nofile);
@@ -114,7 +114,12 @@ pub fn raise_nofile() -> Result<NoFile, FdLimitError> {
 /// The most connections per listener that `soft` descriptors allow with
 /// `reactors` reactors of `listeners` listeners each (at least 1), and
 /// `wanted` if that is fewer.
-pub fn fit_connections(wanted: usize, soft: u64, listeners: usize, reactors: usize) -> usize {
+pub(crate) fn fit_connections(
+    wanted: usize,
+    soft: u64,
+    listeners: usize,
+    reactors: usize,
+) -> usize {
     let listeners = u64::try_from(listeners.max(1)).unwrap_or(u64::MAX);
     let reactors = u64::try_from(reactors.max(1)).unwrap_or(u64::MAX);
     let reserved = reactors
@@ -128,7 +133,7 @@ pub fn fit_connections(wanted: usize, soft: u64, listeners: usize, reactors: usi
 
 /// At start: raises the limit, then returns `--max-connections` lowered to
 /// what it allows, logging both.
-pub fn fit_max_connections(wanted: usize, listeners: usize, reactors: usize) -> usize {
+pub(crate) fn fit_max_connections(wanted: usize, listeners: usize, reactors: usize) -> usize {
     let soft = match raise_nofile() {
         Ok(l) => {
             if l.soft > l.before {

@@ -62,8 +62,8 @@ impl fmt::Display for PermError {
             ),
             PermError::Writable { path, mode } => write!(
                 f,
-                "{} is writable by group or others (mode {:04o}): another user could plant or \
-                 replace files there; run `chmod go-w {}`",
+                "{} is writable by group or others (mode {:04o}): another user could replace \
+                 what it holds; run `chmod go-w {}`",
                 path.display(),
                 mode & 0o7777,
                 path.display()
@@ -91,7 +91,7 @@ impl std::error::Error for PermError {
 /// no temporary file is left behind.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum WriteError {
+pub(crate) enum WriteError {
     /// The target's directory is not safe for a private file.
     Unsafe(PermError),
     /// The target path has no file name (`/`, `..`).
@@ -151,14 +151,14 @@ impl From<WriteError> for io::Error {
 /// beside it (created with `mode`, fsync'd, renamed over `path`, then the
 /// directory fsync'd), so `path` holds either its old content or all of the
 /// new, and a planted symlink never receives the data.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), WriteError> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), WriteError> {
     let tmp = temp_path(path)?;
     write_via(&tmp, path, data, mode)
 }
 
 /// [`write_atomic`] for a private key and the files kept beside it: first
 /// refuses a directory that another user owns or may write to.
-pub fn write_private_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), WriteError> {
+pub(crate) fn write_private_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), WriteError> {
     check_private_dir(dir_of(path)).map_err(WriteError::Unsafe)?;
     write_atomic(path, data, mode)
 }
@@ -167,7 +167,7 @@ pub fn write_private_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), W
 /// symlink), owned by us or root, that neither group nor others may write,
 /// in a directory that passes [`check_private_dir`]. The CA's root loader
 /// calls this before reading its key.
-pub fn check_private_file_perms(path: &Path) -> Result<(), PermError> {
+pub(crate) fn check_private_file_perms(path: &Path) -> Result<(), PermError> {
     check_private_dir(dir_of(path))?;
     let meta = fs::symlink_metadata(path).map_err(|source| PermError::Inspect {
         path: path.to_path_buf(),
@@ -181,7 +181,7 @@ pub fn check_private_file_perms(path: &Path) -> Result<(), PermError> {
 
 /// Checks that a directory may hold a private file: owned by us or root,
 /// and not writable by group or others unless sticky.
-pub fn check_private_dir(dir: &Path) -> Result<(), PermError> {
+pub(crate) fn check_private_dir(dir: &Path) -> Result<(), PermError> {
     let meta = fs::metadata(dir).map_err(|source| PermError::Inspect {
         path: dir.to_path_buf(),
         source,
@@ -196,7 +196,7 @@ pub fn check_private_dir(dir: &Path) -> Result<(), PermError> {
 /// before the umask), so that the directory check of
 /// [`write_private_atomic`] passes whatever the umask (002 is common).
 /// Existing directories are left as they are.
-pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_private_dir_all(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     fs::DirBuilder::new()
         .recursive(true)

@@ -2,30 +2,44 @@
 //! certificate-authenticated submission server ("Blackboard"), with the
 //! student client, re-implementing a university cryptography lab properly.
 //!
-//! Data flows one way: socket ([`reactor`]) → frames ([`framing`]) →
-//! messages ([`message`]) → per-connection state machines ([`service`],
-//! [`legacy`]) → the CA ([`ca`]), the certificate check ([`verify`]) and the
-//! durable [`store`] → response frames.
+//! Data flows one way: socket (`reactor`) → frames ([`framing`]) →
+//! messages ([`message`]) → per-connection state machines ([`protocol`]) →
+//! the CA ([`ca`]), the certificate check ([`verify`]) and the durable
+//! [`store`] → response frames.
+//!
+//! What is `pub` is what the binaries, tests, benches, examples and fuzz
+//! targets use; the event loop, the group commit and the file helpers are
+//! the server's own business.
 
 pub mod admin;
 pub mod ca;
 pub mod client;
-pub mod commit;
+mod commit;
 pub mod config;
 pub mod crypto;
-pub mod der;
+mod der;
 pub mod escape;
-pub mod fdlimit;
+mod fdlimit;
 pub mod framing;
-pub mod fsutil;
-pub mod legacy;
+mod fsutil;
 pub mod logging;
 pub mod message;
+pub mod protocol;
 pub mod rc4;
-pub mod reactor;
-pub mod report_log;
+mod reactor;
+mod report_log;
 pub mod server;
-pub mod service;
 pub mod sid;
 pub mod store;
+pub mod time;
 pub mod verify;
+
+pub use ca::{CaError, CertificateAuthority};
+pub use client::{ClientError, ClientOptions};
+pub use fsutil::PermError;
+pub use message::{ErrorCode, Message};
+pub use protocol::{ServiceKind, Session, Shared};
+pub use reactor::Limits;
+pub use server::{Role, Server, ServerConfig, ServerError};
+pub use store::{SqliteStore, Storage, StoreError};
+pub use verify::{CertError, Verifier};

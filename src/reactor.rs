@@ -30,7 +30,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::commit::{CommitError, CommitHandle, Committer, InFlight, Outcome};
 use crate::framing::{self, Decoder};
 use crate::message::ErrorCode;
-use crate::service::{Output, ServiceKind, Session, Shared};
+use crate::protocol::{Expiry, Output, ServiceKind, Session, Shared};
 use crate::store::Record;
 
 /// Per-connection and per-listener limits. Every one is a flag of the server.
@@ -100,14 +100,25 @@ struct ListenerSlot {
 }
 
 /// Where a connection is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 enum Phase {
     /// Reading frames and answering them.
     Open,
     /// A reply is held until the turn's batch is committed.
-    Committing,
+    Committing {
+        /// The frames waiting on the group commit.
+        held: Vec<u8>,
+        /// Close once they are out (the state machine asked so).
+        close_after: bool,
+    },
     /// Flushing the last frames, then closing; nothing more is read.
     Closing,
+}
+
+impl Phase {
+    fn is_committing(&self) -> bool {
+        matches!(self, Phase::Committing { .. })
+    }
 }
 
 struct Connection {
@@ -117,10 +128,6 @@ struct Connection {
     decoder: Decoder,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
-    /// Frames waiting on the group commit.
-    held: Vec<u8>,
-    /// Close once the held frames are out (the state machine asked so).
-    close_after_held: bool,
     session: Session,
     phase: Phase,
     /// The peer has closed its sending side.
@@ -133,7 +140,7 @@ struct Connection {
 }
 
 /// The single-threaded server loop.
-pub struct Reactor {
+pub(crate) struct Reactor {
     poll: Poll,
     listeners: Vec<ListenerSlot>,
     conns: HashMap<Token, Connection>,
@@ -183,7 +190,7 @@ fn interrupted(e: &io::Error) -> bool {
 
 /// Binds a listening socket; with `reuse_port` several reactors can bind the
 /// same address and the kernel spreads connections among them.
-pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -201,7 +208,7 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListe
 /// half of the connections, silently: so the address is first bound
 /// without it, which fails if anyone holds it, then released and bound
 /// shared. (Port 0 resolves to a free port in the first step.)
-pub fn bind_first_shared(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub(crate) fn bind_first_shared(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let probe = std::net::TcpListener::bind(addr)?;
     let resolved = probe.local_addr()?;
     drop(probe);
@@ -212,7 +219,7 @@ impl Reactor {
     /// Reactor number `id`, serving `listeners` (already bound,
     /// non-blocking), whose records `committer` makes durable.
     /// `handle_signals` makes SIGINT/SIGTERM stop it cleanly.
-    pub fn new(
+    pub(crate) fn new(
         id: usize,
         listeners: Vec<(ServiceKind, std::net::TcpListener)>,
         shared: Shared,
@@ -263,7 +270,7 @@ impl Reactor {
     }
 
     /// The bound address of each listener, in order.
-    pub fn local_addrs(&self) -> io::Result<Vec<(ServiceKind, SocketAddr)>> {
+    pub(crate) fn local_addrs(&self) -> io::Result<Vec<(ServiceKind, SocketAddr)>> {
         self.listeners
             .iter()
             .map(|l| Ok((l.kind, l.socket.local_addr()?)))
@@ -271,7 +278,7 @@ impl Reactor {
     }
 
     /// Runs until SIGINT or SIGTERM (when handled), then closes everything.
-    pub fn run(&mut self) -> io::Result<()> {
+    pub(crate) fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
         loop {
@@ -423,8 +430,6 @@ impl Reactor {
                 decoder: Decoder::new(self.limits.max_frame),
                 inbuf: Vec::new(),
                 outbuf: Vec::new(),
-                held: Vec::new(),
-                close_after_held: false,
                 session,
                 phase: Phase::Open,
                 eof: false,
@@ -458,8 +463,8 @@ impl Reactor {
         let added = conn.inbuf.len().saturating_sub(before);
         self.buffered += added;
         let over_budget = self.buffered > self.limits.max_buffered && added > 0;
-        if let Err(reason) = read {
-            self.refuse(token, ErrorCode::Limit, &reason);
+        if let Err(e) = read {
+            self.refuse(token, ErrorCode::Limit, &e.to_string());
             self.after_io(token);
             return;
         }
@@ -510,7 +515,7 @@ impl Reactor {
                 self.refuse(token, ErrorCode::Limit, &reason);
                 return;
             }
-            let session = std::mem::replace(&mut conn.session, Session::Done);
+            let session = std::mem::take(&mut conn.session);
             let (next, out) = session.on_frame(&frame, &mut self.shared, &conn.peer);
             conn.session = next;
             self.apply(token, out);
@@ -528,9 +533,10 @@ impl Reactor {
         }
         match out.persist {
             Some(record) => {
-                conn.held.extend_from_slice(&frames);
-                conn.close_after_held = out.close;
-                conn.phase = Phase::Committing;
+                conn.phase = Phase::Committing {
+                    held: frames,
+                    close_after: out.close,
+                };
                 self.pending.push((token, record));
             }
             None => {
@@ -591,15 +597,18 @@ impl Reactor {
             let Some(conn) = self.conns.get_mut(&token) else {
                 continue;
             };
-            if conn.phase != Phase::Committing {
-                // Refused meanwhile (a limit): its error frame is queued.
-                continue;
-            }
-            let held = std::mem::take(&mut conn.held);
+            let (held, close_after) = match std::mem::replace(&mut conn.phase, Phase::Closing) {
+                Phase::Committing { held, close_after } => (held, close_after),
+                other => {
+                    // Refused meanwhile (a limit): its error frame is queued.
+                    conn.phase = other;
+                    continue;
+                }
+            };
             match failure {
                 None => {
                     conn.outbuf.extend_from_slice(&held);
-                    conn.phase = if conn.close_after_held {
+                    conn.phase = if close_after {
                         Phase::Closing
                     } else {
                         Phase::Open
@@ -621,8 +630,8 @@ impl Reactor {
         if let Some(conn) = self.conns.get_mut(&token) {
             warn!("{}: {reason}", conn.peer);
             queue_error(conn, code, reason);
+            // Held frames, if any, are dropped: the refusal replaces them.
             conn.phase = Phase::Closing;
-            conn.held.clear();
             self.buffered = self.buffered.saturating_sub(conn.inbuf.len());
             conn.inbuf = Vec::new();
         }
@@ -696,13 +705,13 @@ impl Reactor {
             let Some(c) = self.conns.get(&token) else {
                 continue; // closed since
             };
-            if c.phase == Phase::Committing {
+            if c.phase.is_committing() {
                 // Waiting on the disk, not on the peer: look again later.
                 self.deadlines.push(Reverse((now + SWEEP_EVERY, token)));
             } else if now.duration_since(c.started) >= self.limits.exchange_deadline {
-                expired.push((token, "exchange deadline"));
+                expired.push((token, Expiry::Deadline));
             } else if now.duration_since(c.last_frame) >= self.limits.idle_timeout {
-                expired.push((token, "idle timeout"));
+                expired.push((token, Expiry::Idle));
             } else {
                 // Never before the next sweep, so this loop ends.
                 let next = self.limits.deadline(c).max(now + SWEEP_EVERY);
@@ -717,33 +726,31 @@ impl Reactor {
             self.deadlines
                 .retain(|Reverse((_, t))| conns.contains_key(t));
         }
-        for (token, what) in expired {
+        for (token, expiry) in expired {
             let Some(conn) = self.conns.get(&token) else {
                 continue;
             };
-            if conn.phase == Phase::Closing || conn.session.is_done() {
-                // It had its answer; the peer is just slow to read or leave.
-                self.close(token, what);
-                continue;
-            }
-            let limit = match what {
-                "idle timeout" => self.limits.idle_timeout,
-                _ => self.limits.exchange_deadline,
+            let what = expiry.to_string();
+            let limit = match expiry {
+                Expiry::Idle => self.limits.idle_timeout,
+                Expiry::Deadline => self.limits.exchange_deadline,
             };
-            let reason = format!("{what} of {} s reached", limit.as_secs_f32());
-            if matches!(conn.session, Session::Admission { .. }) {
-                // Silence after the challenge is a failed admission.
-                let reason = format!("admission refused: no answer to the challenge ({reason})");
-                self.refuse(token, ErrorCode::AdmissionRefused, &reason);
-            } else {
-                self.refuse(token, ErrorCode::Limit, &reason);
-            }
+            let refusal = match conn.phase {
+                Phase::Closing => None,
+                _ => conn.session.on_expiry(expiry, limit),
+            };
+            let Some(refusal) = refusal else {
+                // It had its answer; the peer is just slow to read or leave.
+                self.close(token, &what);
+                continue;
+            };
+            self.refuse(token, ErrorCode::from(&refusal), &refusal.to_string());
             // One try to send the reason, then close regardless: a peer that
             // is not reading must not hold the slot.
             if let Some(conn) = self.conns.get_mut(&token) {
                 let _ = flush(conn);
             }
-            self.close(token, what);
+            self.close(token, &what);
         }
         for i in 0..self.listeners.len() {
             if self.listeners[i].paused_until.is_some() {
@@ -753,16 +760,27 @@ impl Reactor {
     }
 }
 
-/// Queues an error frame in the form the connection's peer reads: our
-/// `Error` message, or a UTF-8 text line for the original lab client.
+/// Queues an error frame in the form the connection's peer reads.
 fn queue_error(conn: &mut Connection, code: ErrorCode, reason: &str) {
-    if matches!(conn.session, Session::Legacy(_)) {
-        framing::encode(format!("error: {reason}").as_bytes(), &mut conn.outbuf);
-    } else {
-        let msg = crate::message::Message::error(code, reason);
-        framing::encode(&msg.encode(), &mut conn.outbuf);
+    framing::encode(&conn.session.error_frame(code, reason), &mut conn.outbuf);
+}
+
+/// Why reading from a connection stopped it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ReadError {
+    /// The connection sent more than its byte limit.
+    TooManyBytes(u64),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::TooManyBytes(limit) => write!(f, "connection sent more than {limit} bytes"),
+        }
     }
 }
+
+impl std::error::Error for ReadError {}
 
 /// Most reads spent discarding input from a connection that is closing,
 /// per event: a peer that keeps sending must not hold the loop.
@@ -782,7 +800,7 @@ fn read_all(
     scratch: &mut [u8],
     limits: &Limits,
     peer_closed: bool,
-) -> Result<(), String> {
+) -> Result<(), ReadError> {
     if conn.phase == Phase::Closing || conn.eof {
         // Nothing more will be handled; discard without buffering. (New
         // data raises a new edge, so stopping early loses nothing.)
@@ -808,10 +826,7 @@ fn read_all(
             Ok(n) => {
                 conn.bytes_in += n as u64;
                 if conn.bytes_in > limits.max_conn_bytes {
-                    return Err(format!(
-                        "connection sent more than {} bytes",
-                        limits.max_conn_bytes
-                    ));
+                    return Err(ReadError::TooManyBytes(limits.max_conn_bytes));
                 }
                 conn.inbuf.extend_from_slice(&scratch[..n]);
                 if n < scratch.len() && !peer_closed {

@@ -41,15 +41,15 @@ use crate::store::{Origin, Record, ReportRecord};
 
 /// Reports waiting to be printed, at most: 256 reports of at most 64 KiB
 /// each bound the queue to 16 MiB.
-pub const QUEUE_REPORTS: usize = 256;
+pub(crate) const QUEUE_REPORTS: usize = 256;
 
 /// How long stopping waits for the printer to print what is queued: a
 /// blocked stdout must not hold the process on SIGTERM.
-pub const STOP_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// The printer thread and its queue.
 #[derive(Debug)]
-pub struct ReportLog {
+pub(crate) struct ReportLog {
     sender: ReportSender,
     thread: JoinHandle<()>,
     /// Closed (its sender dropped) when the printer ends, however.
@@ -58,20 +58,23 @@ pub struct ReportLog {
 
 /// The commit thread's side: hands reports over, never waits.
 #[derive(Debug, Clone)]
-pub struct ReportSender {
+pub(crate) struct ReportSender {
     queue: SyncSender<ReportRecord>,
     dropped: Arc<AtomicU64>,
 }
 
 impl ReportLog {
     /// Starts the printer on stdout.
-    pub fn stdout() -> io::Result<ReportLog> {
+    pub(crate) fn stdout() -> io::Result<ReportLog> {
         ReportLog::start(io::stdout(), QUEUE_REPORTS)
     }
 
     /// Starts the printer writing to `out`, with room for `capacity`
     /// reports waiting.
-    pub fn start<W: Write + Send + 'static>(out: W, capacity: usize) -> io::Result<ReportLog> {
+    pub(crate) fn start<W: Write + Send + 'static>(
+        out: W,
+        capacity: usize,
+    ) -> io::Result<ReportLog> {
         let (queue, rx) = mpsc::sync_channel(capacity);
         let dropped = Arc::new(AtomicU64::new(0));
         let (ended_tx, ended) = mpsc::channel::<()>();
@@ -90,13 +93,13 @@ impl ReportLog {
     }
 
     /// A handle for the commit thread.
-    pub fn sender(&self) -> ReportSender {
+    pub(crate) fn sender(&self) -> ReportSender {
         self.sender.clone()
     }
 
     /// Once every sender is dropped (the commit thread has stopped), waits
     /// up to `wait` for the queued reports to be printed.
-    pub fn stop(self, wait: Duration) {
+    pub(crate) fn stop(self, wait: Duration) {
         let ReportLog {
             sender,
             thread,
@@ -118,7 +121,7 @@ impl ReportLog {
 
 impl ReportSender {
     /// Queues the reports of a durable batch for printing, without waiting.
-    pub fn announce(&self, batch: &[Record]) {
+    pub(crate) fn announce(&self, batch: &[Record]) {
         for record in batch {
             if let Record::Report(r) = record {
                 match self.queue.try_send(r.clone()) {

@@ -12,9 +12,9 @@ use openssl::x509::X509;
 use crate::ca::{self, CaError, CaKeyType, CertificateAuthority, RootOrigin};
 use crate::commit::Committer;
 use crate::config::{self, SecretError};
+use crate::protocol::{ServiceKind, Shared};
 use crate::reactor::{self, Limits, Reactor};
 use crate::report_log::{self, ReportLog};
-use crate::service::{ServiceKind, Shared};
 use crate::store::{SqliteStore, StoreError};
 use crate::verify::Verifier;
 
@@ -68,14 +68,69 @@ pub enum ServerError {
     Ca(CaError),
     /// A secret could not be read.
     Secret(SecretError),
+    /// A secret file named by a flag could not be used.
+    SecretFile {
+        /// The flag, e.g. `--admission-secret-file`.
+        flag: &'static str,
+        /// Why.
+        source: SecretError,
+    },
     /// The store could not be opened.
     Store(StoreError),
-    /// The root certificate for Blackboard could not be read.
-    RootCert(PathBuf, String),
+    /// The root certificate for Blackboard is unusable.
+    RootCert {
+        /// Where it came from.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: RootCertError,
+    },
     /// A listener could not be bound or the loop failed.
     Io(String, std::io::Error),
-    /// Nonsense configuration.
-    Config(String),
+    /// An admin command found no CA root in the keys dir.
+    NoRoot(PathBuf),
+    /// `--reactors 0`.
+    NoReactors,
+    /// A reactor thread panicked (its number).
+    ReactorPanicked(usize),
+}
+
+/// What is wrong with a root certificate.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RootCertError {
+    /// The file could not be read.
+    Read(std::io::Error),
+    /// The file is not a PEM certificate.
+    NotPem,
+    /// With `--role all`, a `--ca-cert` that is not the CA's own root.
+    NotThisCa,
+    /// OpenSSL would not build a trust store from it.
+    Unusable(openssl::error::ErrorStack),
+}
+
+impl fmt::Display for RootCertError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RootCertError::Read(e) => write!(f, "{e}"),
+            RootCertError::NotPem => write!(f, "not a PEM certificate"),
+            RootCertError::NotThisCa => write!(
+                f,
+                "is not this CA's root; with --role all Blackboard trusts the CA's own root \
+                 (drop --ca-cert, or run --role blackboard alone)"
+            ),
+            RootCertError::Unusable(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for RootCertError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RootCertError::Read(e) => Some(e),
+            RootCertError::Unusable(e) => Some(e),
+            RootCertError::NotPem | RootCertError::NotThisCa => None,
+        }
+    }
 }
 
 impl fmt::Display for ServerError {
@@ -83,15 +138,37 @@ impl fmt::Display for ServerError {
         match self {
             ServerError::Ca(e) => write!(f, "CA: {e}"),
             ServerError::Secret(e) => write!(f, "{e}"),
+            ServerError::SecretFile { flag, source } => write!(f, "{flag}: {source}"),
             ServerError::Store(e) => write!(f, "store: {e}"),
-            ServerError::RootCert(p, e) => write!(f, "root certificate {}: {e}", p.display()),
+            ServerError::RootCert { path, problem } => {
+                write!(f, "root certificate {}: {problem}", path.display())
+            }
             ServerError::Io(what, e) => write!(f, "{what}: {e}"),
-            ServerError::Config(m) => write!(f, "{m}"),
+            ServerError::NoRoot(dir) => write!(
+                f,
+                "no CA root in {} (ca-key.pem and ca-cert.pem); check --keys-dir, or start the server once to create it",
+                dir.display()
+            ),
+            ServerError::NoReactors => write!(f, "--reactors must be at least 1"),
+            ServerError::ReactorPanicked(i) => write!(f, "reactor thread {i} panicked"),
         }
     }
 }
 
-impl std::error::Error for ServerError {}
+impl std::error::Error for ServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServerError::Ca(e) => Some(e),
+            ServerError::Secret(e) | ServerError::SecretFile { source: e, .. } => Some(e),
+            ServerError::Store(e) => Some(e),
+            ServerError::RootCert { problem, .. } => Some(problem),
+            ServerError::Io(_, e) => Some(e),
+            ServerError::NoRoot(_) | ServerError::NoReactors | ServerError::ReactorPanicked(_) => {
+                None
+            }
+        }
+    }
+}
 
 impl From<CaError> for ServerError {
     fn from(e: CaError) -> Self {
@@ -116,10 +193,7 @@ pub fn open_existing_ca(
     passphrase_file: Option<&std::path::Path>,
 ) -> Result<CertificateAuthority, ServerError> {
     if !ca::root_exists(keys_dir) {
-        return Err(ServerError::Config(format!(
-            "no CA root in {} (ca-key.pem and ca-cert.pem); check --keys-dir, or start the server once to create it",
-            keys_dir.display()
-        )));
+        return Err(ServerError::NoRoot(keys_dir.to_path_buf()));
     }
     // The key type and validity only matter when issuing or creating.
     open_ca(keys_dir, passphrase_file, CaKeyType::Rsa2048, 1)
@@ -135,7 +209,10 @@ pub fn open_ca(
     let creating = !ca::root_exists(keys_dir);
     let pass =
         config::ca_passphrase(passphrase_file, creating).map_err(|e| match passphrase_file {
-            Some(_) => ServerError::Config(format!("--ca-passphrase-file: {e}")),
+            Some(_) => ServerError::SecretFile {
+                flag: "--ca-passphrase-file",
+                source: e,
+            },
             None => ServerError::Secret(e),
         })?;
     let (ca, origin) = CertificateAuthority::open(keys_dir, &pass, kind, validity_days)?;
@@ -159,10 +236,12 @@ pub fn open_ca(
 }
 
 fn read_root(path: &std::path::Path) -> Result<X509, ServerError> {
-    let pem = std::fs::read(path)
-        .map_err(|e| ServerError::RootCert(path.to_path_buf(), e.to_string()))?;
-    X509::from_pem(&pem)
-        .map_err(|_| ServerError::RootCert(path.to_path_buf(), "not a PEM certificate".into()))
+    let bad = |problem| ServerError::RootCert {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(RootCertError::Read(e)))?;
+    X509::from_pem(&pem).map_err(|_| bad(RootCertError::NotPem))
 }
 
 /// A server with its listeners bound, ready to run.
@@ -178,7 +257,7 @@ impl Server {
     /// Opens everything and binds the listeners; nothing is served yet.
     pub fn bind(cfg: &ServerConfig) -> Result<Server, ServerError> {
         if cfg.reactors == 0 {
-            return Err(ServerError::Config("--reactors must be at least 1".into()));
+            return Err(ServerError::NoReactors);
         }
         let serve_ca = cfg.role != Role::Blackboard;
         let serve_bb = cfg.role != Role::Ca;
@@ -197,12 +276,10 @@ impl Server {
                 (Some(ca), Some(path)) => {
                     let root = read_root(path)?;
                     if root.to_der().ok().as_deref() != Some(ca.cert_der()) {
-                        return Err(ServerError::RootCert(
-                            path.clone(),
-                            "is not this CA's root; with --role all Blackboard trusts the CA's \
-                             own root (drop --ca-cert, or run --role blackboard alone)"
-                                .into(),
-                        ));
+                        return Err(ServerError::RootCert {
+                            path: path.clone(),
+                            problem: RootCertError::NotThisCa,
+                        });
                     }
                     root
                 }
@@ -210,16 +287,21 @@ impl Server {
                 (Some(ca), None) => ca.cert().clone(),
                 (None, None) => read_root(&ca::root_paths(&cfg.keys_dir).1)?,
             };
-            let v = Verifier::new(&root)
-                .map_err(|e| ServerError::RootCert(PathBuf::from("root"), e.to_string()))?;
+            let v = Verifier::new(&root).map_err(|e| ServerError::RootCert {
+                path: PathBuf::from("root"),
+                problem: RootCertError::Unusable(e),
+            })?;
             Some(Arc::new(v))
         } else {
             None
         };
         let admission_secret = match &cfg.admission_secret_file {
-            Some(p) => Some(Arc::new(config::read_admission_secret(p).map_err(|e| {
-                ServerError::Config(format!("--admission-secret-file: {e}"))
-            })?)),
+            Some(p) => Some(Arc::new(config::read_admission_secret(p).map_err(
+                |source| ServerError::SecretFile {
+                    flag: "--admission-secret-file",
+                    source,
+                },
+            )?)),
             None => None,
         };
         if cfg.legacy {
@@ -333,11 +415,11 @@ impl Server {
             .map_err(|e| ServerError::Io("event loop".into(), e));
         // Its handle on the writer goes with it (the writer waits for all).
         drop(first);
-        for h in handles {
+        for (i, h) in handles.into_iter().enumerate() {
             match h.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => result = Err(ServerError::Io("event loop".into(), e)),
-                Err(_) => result = Err(ServerError::Config("a reactor thread panicked".into())),
+                Err(_) => result = Err(ServerError::ReactorPanicked(i + 1)),
             }
         }
         // Every reactor has stopped and dropped its handle: the writer
@@ -345,5 +427,89 @@ impl Server {
         committer.stop();
         reports.stop(report_log::STOP_WAIT);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path) -> ServerConfig {
+        let pass = dir.join("pass");
+        std::fs::write(&pass, "server tests passphrase\n").unwrap();
+        let any = "127.0.0.1:0".parse().unwrap();
+        ServerConfig {
+            ca_listen: any,
+            blackboard_listen: any,
+            role: Role::All,
+            keys_dir: dir.join("keys"),
+            data_dir: dir.join("data"),
+            passphrase_file: Some(pass),
+            ca_key_type: CaKeyType::P256,
+            ca_cert: None,
+            validity_days: 30,
+            admission_secret_file: None,
+            legacy: false,
+            reactors: 1,
+            limits: Limits::default(),
+        }
+    }
+
+    #[test]
+    fn nonsense_configurations_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ServerConfig {
+            reactors: 0,
+            ..config(dir.path())
+        };
+        assert!(matches!(Server::bind(&cfg), Err(ServerError::NoReactors)));
+        // A Blackboard alone needs a root.
+        let cfg = ServerConfig {
+            role: Role::Blackboard,
+            ..config(dir.path())
+        };
+        assert!(matches!(
+            Server::bind(&cfg),
+            Err(ServerError::RootCert {
+                problem: RootCertError::Read(_),
+                ..
+            })
+        ));
+        // An admin command never creates a root.
+        let cfg = config(dir.path());
+        assert!(matches!(
+            open_existing_ca(&cfg.keys_dir, cfg.passphrase_file.as_deref()),
+            Err(ServerError::NoRoot(_))
+        ));
+        assert!(!ca::root_exists(&cfg.keys_dir));
+    }
+
+    #[test]
+    fn with_role_all_the_root_must_be_the_cas_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let stranger = CertificateAuthority::open(
+            &dir.path().join("other"),
+            b"another passphrase",
+            CaKeyType::P256,
+            30,
+        )
+        .unwrap()
+        .0;
+        let foreign = dir.path().join("foreign.pem");
+        std::fs::write(&foreign, stranger.cert().to_pem().unwrap()).unwrap();
+        let cfg = ServerConfig {
+            ca_cert: Some(foreign),
+            ..config(dir.path())
+        };
+        assert!(matches!(
+            Server::bind(&cfg),
+            Err(ServerError::RootCert {
+                problem: RootCertError::NotThisCa,
+                ..
+            })
+        ));
+        // The root is now there, and loads without being created again.
+        let ca = open_existing_ca(&cfg.keys_dir, cfg.passphrase_file.as_deref()).unwrap();
+        assert_ne!(ca.cert_der(), stranger.cert_der());
     }
 }

@@ -14,7 +14,8 @@ use openssl::x509::{
     X509ExtendedKeyUsage, X509PurposeId, X509StoreContext, X509VerifyResult, X509,
 };
 
-use crate::der::{DerError, Reader};
+use crate::ca::Serial;
+use crate::der::{self, oid, tag, DerError, Reader, TbsCertificate};
 
 /// OpenSSL's `X509_V_ERR_INVALID_PURPOSE` ("unsupported certificate
 /// purpose"), which rust-openssl has no constant for.
@@ -30,6 +31,9 @@ pub const MAX_CHAIN: usize = 4;
 pub enum CertError {
     /// The bytes are not a DER certificate.
     Malformed,
+    /// OpenSSL failed for a reason of its own (out of memory), not because
+    /// of the certificate.
+    Internal(OpensslFailure),
     /// OpenSSL's path validation failed; the text is OpenSSL's reason
     /// (expired, not yet valid, unable to get local issuer, self-signed,
     /// chain too long, bad signature…).
@@ -69,6 +73,7 @@ impl fmt::Display for CertError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CertError::Malformed => write!(f, "the certificate is not valid DER"),
+            CertError::Internal(e) => write!(f, "OpenSSL failed while checking the certificate: {e}"),
             CertError::Path { reason, .. } => {
                 write!(f, "the certificate does not chain to the CUHK root: {reason}")
             }
@@ -102,7 +107,39 @@ impl fmt::Display for CertError {
     }
 }
 
-impl std::error::Error for CertError {}
+impl std::error::Error for CertError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CertError::Internal(e) => Some(&e.0),
+            _ => None,
+        }
+    }
+}
+
+/// An OpenSSL error stack inside a [`CertError`], compared by its text:
+/// rust-openssl's `ErrorStack` has no equality, and `CertError` is compared
+/// in tests.
+#[derive(Debug, Clone)]
+pub struct OpensslFailure(pub ErrorStack);
+
+impl PartialEq for OpensslFailure {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for OpensslFailure {}
+
+impl fmt::Display for OpensslFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An OpenSSL failure that is not the certificate's fault.
+fn internal(e: ErrorStack) -> CertError {
+    CertError::Internal(OpensslFailure(e))
+}
 
 /// What a valid certificate tells Blackboard.
 #[derive(Debug)]
@@ -152,12 +189,12 @@ impl Verifier {
         chain: &[Vec<u8>],
     ) -> Result<Student, CertError> {
         let cert = X509::from_der(cert_der).map_err(|_| CertError::Malformed)?;
-        let mut untrusted = Stack::new().map_err(|_| CertError::Malformed)?;
+        let mut untrusted = Stack::new().map_err(internal)?;
         for der in chain {
             let c = X509::from_der(der).map_err(|_| CertError::Malformed)?;
-            untrusted.push(c).map_err(|_| CertError::Malformed)?;
+            untrusted.push(c).map_err(internal)?;
         }
-        let mut ctx = X509StoreContext::new().map_err(|_| CertError::Malformed)?;
+        let mut ctx = X509StoreContext::new().map_err(internal)?;
         let result = ctx
             .init(&self.store, &cert, &untrusted, |c| {
                 Ok(match c.verify_cert()? {
@@ -216,11 +253,9 @@ impl Verifier {
         if !exponent_ok {
             return Err(CertError::WeakRsaExponent);
         }
-        let serial_hex = cert
-            .serial_number()
-            .to_bn()
-            .and_then(|bn| bn.to_hex_str().map(|s| s.to_string()))
-            .map_err(|_| CertError::Malformed)?;
+        let serial_hex = Serial::from_asn1(cert.serial_number())
+            .map_err(internal)?
+            .to_string();
         Ok(Student {
             sid: cn,
             serial_hex,
@@ -249,59 +284,34 @@ fn is_ca(cert: &X509, der: &[u8]) -> bool {
 /// rsaEncryption key with a positive, minimally encoded exponent is an
 /// error, and the caller refuses the certificate.
 fn rsa_public_exponent(der: &[u8]) -> Result<&[u8], DerError> {
-    use crate::der::{self, oid, tag};
-    let mut cert = Reader::new(der).nested(tag::SEQUENCE)?;
-    let mut tbs = cert.nested(tag::SEQUENCE)?;
-    if tbs.peek_tag() == Some(tag::CONTEXT_0) {
-        tbs.any()?; // version
-    }
-    // serialNumber, signature, issuer, validity, subject.
-    for _ in 0..5 {
-        tbs.any()?;
-    }
-    let mut spki = tbs.nested(tag::SEQUENCE)?;
-    let (alg, _) = der::algorithm(&mut spki)?;
-    if alg != oid::RSA_ENCRYPTION {
+    let tbs = TbsCertificate::parse(der)?;
+    let spki = der::spki_parts(tbs.spki.raw)?;
+    if spki.alg != oid::RSA_ENCRYPTION {
         return Err(DerError::BadValue("key algorithm (not rsaEncryption)"));
     }
-    let bits = der::bit_string_bytes(&spki.expect_tag(tag::BIT_STRING)?)?;
-    let mut key = Reader::new(bits).nested(tag::SEQUENCE)?;
+    let mut key = Reader::new(spki.bits).nested(tag::SEQUENCE)?;
     key.expect_tag(tag::INTEGER)?; // modulus
     der::positive_integer(&key.expect_tag(tag::INTEGER)?)
 }
 
-/// 2.5.29.19, basicConstraints.
-const OID_BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
-
 /// Reads `cA` from a certificate's basicConstraints extension (absent:
 /// false).
 fn basic_constraints_ca(der: &[u8]) -> Result<bool, DerError> {
-    const SEQUENCE: u8 = 0x30;
-    const EXTENSIONS: u8 = 0xa3; // [3] EXPLICIT in TBSCertificate
-    const OID: u8 = 0x06;
-    const BOOLEAN: u8 = 0x01;
-    const OCTET_STRING: u8 = 0x04;
-    let mut cert = Reader::new(der).nested(SEQUENCE)?;
-    let mut tbs = cert.nested(SEQUENCE)?;
-    while !tbs.is_empty() {
-        let field = tbs.any()?;
-        if field.tag != EXTENSIONS {
+    let Some(mut exts) = TbsCertificate::parse(der)?.extensions()? else {
+        return Ok(false);
+    };
+    while !exts.is_empty() {
+        let mut ext = exts.nested(tag::SEQUENCE)?;
+        let oid = ext.expect_tag(tag::OID)?;
+        if oid.content != oid::BASIC_CONSTRAINTS {
             continue;
         }
-        let mut exts = Reader::new(field.content).nested(SEQUENCE)?;
-        while !exts.is_empty() {
-            let mut ext = exts.nested(SEQUENCE)?;
-            let oid = ext.expect_tag(OID)?;
-            if oid.content != OID_BASIC_CONSTRAINTS {
-                continue;
-            }
-            if ext.peek_tag() == Some(BOOLEAN) {
-                ext.any()?; // critical
-            }
-            let value = ext.expect_tag(OCTET_STRING)?;
-            let mut bc = Reader::new(value.content).nested(SEQUENCE)?;
-            return Ok(bc.peek_tag() == Some(BOOLEAN) && bc.any()?.content != [0x00]);
+        if ext.peek_tag() == Some(tag::BOOLEAN) {
+            ext.any()?; // critical
         }
+        let value = ext.expect_tag(tag::OCTET_STRING)?;
+        let mut bc = Reader::new(value.content).nested(tag::SEQUENCE)?;
+        return Ok(bc.peek_tag() == Some(tag::BOOLEAN) && bc.any()?.content != [0x00]);
     }
     Ok(false)
 }

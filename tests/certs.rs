@@ -11,7 +11,7 @@ use certboard::ca::{CaKeyType, CertificateAuthority};
 use certboard::client::{self, ClientError, FramedStream, KeyType};
 use certboard::crypto;
 use certboard::message::{CipherId, ErrorCode, Message};
-use certboard::store::now_unix;
+use certboard::time::now_unix;
 use common::*;
 use openssl::asn1::{Asn1Integer, Asn1Time};
 use openssl::ec::{EcGroup, EcKey};

@@ -11,8 +11,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use certboard::ca::CaKeyType;
 use certboard::client::{self, KeyType};
 use certboard::message::{CipherId, ErrorCode, Message};
+use certboard::CertificateAuthority;
 use common::{enroll_key, text, Launch, TestResult, TestServer, NET_TIMEOUT};
 
 /// A report of about 60 KiB in 600 lines: printed with its line prefixes it
@@ -264,6 +266,25 @@ fn a_keys_dir_others_may_write_to_is_refused_with_a_clear_error() -> TestResult 
         "{log}"
     );
     assert!(fs::read_dir(&keys)?.next().is_none(), "nothing written");
+    Ok(())
+}
+
+#[test]
+fn a_ca_key_made_writable_by_others_is_not_loaded() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let keys = dir.path().join("keys");
+    CertificateAuthority::open(&keys, common::PASSPHRASE.as_bytes(), CaKeyType::P256, 30)?;
+    let key = keys.join("ca-key.pem");
+    let before = fs::read(&key)?;
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o664))?;
+    let (ok, log) = run_to_exit(dir.path(), &["--keys-dir", "keys", "--data-dir", "data"])?;
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains("ca-key.pem is writable by group or others (mode 0664)"),
+        "{log}"
+    );
+    assert!(log.contains("run `chmod go-w "), "{log}");
+    assert_eq!(fs::read(&key)?, before, "the key was touched");
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! refused.
 #![no_main]
 
-use certboard::legacy::{parse_cert_text, split_msg_mac, MAC_HEX_LEN, MAX_CERT_TEXT};
+use certboard::protocol::legacy::{parse_cert_text, split_msg_mac, MAC_HEX_LEN, MAX_CERT_TEXT};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

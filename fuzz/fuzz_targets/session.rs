@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use certboard::ca::CertificateAuthority;
 use certboard::message::Message;
-use certboard::service::{ServiceKind, Session, Shared};
+use certboard::protocol::{ServiceKind, Session, Shared};
 use certboard::store::{CertRow, CertStatus, Record, ReportRecord, Storage, StoreError};
 use certboard::verify::Verifier;
 use libfuzzer_sys::fuzz_target;
@@ -115,7 +115,7 @@ fuzz_target!(|data: &[u8]| {
         if payload == [0xFE] {
             payload = &f.hello;
         }
-        legacy_conn |= shared.legacy && certboard::legacy::is_command(payload);
+        legacy_conn |= shared.legacy && certboard::protocol::legacy::is_command(payload);
         let (next, out) = session.on_frame(payload, &mut shared, "fuzz");
         if !legacy_conn {
             // What the server says must itself be a well-formed message.

@@ -13,9 +13,9 @@ use clap::{Args, Parser, Subcommand};
 
 use certboard::admin::{self, RevokeReason, RevokeTarget};
 use certboard::ca::CaKeyType;
-use certboard::reactor::Limits;
 use certboard::server::{self, Role, Server, ServerConfig};
 use certboard::store::SqliteStore;
+use certboard::Limits;
 
 /// certboard: the CUHK certificate authority and the Blackboard submission
 /// server of the lab, on one single-threaded event loop.
@@ -150,13 +150,30 @@ enum Command {
     },
 }
 
-fn seconds(what: &str, v: f64) -> Result<Duration, String> {
-    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
-        Ok(Duration::from_secs_f64(v))
+/// A time flag out of range.
+#[derive(Debug)]
+struct BadSeconds {
+    flag: &'static str,
+    value: f64,
+}
+
+impl std::fmt::Display for BadSeconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "--{} must be between 0 and 86400 seconds, got {}",
+            self.flag, self.value
+        )
+    }
+}
+
+impl std::error::Error for BadSeconds {}
+
+fn seconds(flag: &'static str, value: f64) -> Result<Duration, BadSeconds> {
+    if value.is_finite() && value > 0.0 && value <= 86_400.0 {
+        Ok(Duration::from_secs_f64(value))
     } else {
-        Err(format!(
-            "--{what} must be between 0 and 86400 seconds, got {v}"
-        ))
+        Err(BadSeconds { flag, value })
     }
 }
 

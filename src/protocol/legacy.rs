@@ -3,7 +3,7 @@
 //!
 //! The original client speaks UTF-8 text frames in the same framing as ours.
 //! A connection whose first frame is `1`, `2`, `q` or `Q` is routed here by
-//! `service.rs` when `server --legacy` is on. What the original protocol
+//! the protocol parent when `server --legacy` is on. What the original protocol
 //! cannot protect stays unprotected (docs/legacy.md lists it); everything
 //! the server itself decides is done properly:
 //!
@@ -13,9 +13,9 @@
 //!   private key (it is never stored or sent: the original client never
 //!   uses one).
 //! - Blackboard (`2`): the certificate text is parsed and checked like any
-//!   other ([`crate::service::check_certificate`]: chain, validity,
-//!   clientAuth, CN, issued by us and not revoked); the session key is
-//!   fresh and random; the MAC is compared in constant time.
+//!   other ([`super::check_certificate`]: chain, validity, clientAuth, CN,
+//!   issued by us and not revoked); the session key is fresh and random;
+//!   the MAC is compared in constant time (`submission::check_mac`).
 //!
 //! After each answer the connection waits for the client's next command, so
 //! the original client can go on to its next student; `q`/`Q` closes it
@@ -23,7 +23,7 @@
 //! (the original client decodes every frame as strict UTF-8), and is logged
 //! with the peer.
 //!
-//! As in `service.rs`, each state holds only its own data and a transition
+//! As in our protocol, each state holds only its own data and a transition
 //! consumes the old state.
 
 use std::fmt;
@@ -38,10 +38,16 @@ use openssl::x509::X509;
 
 use crate::ca::CaError;
 use crate::crypto;
+use crate::message::ErrorCode;
 use crate::rc4::{BadKeyLength, Rc4};
-use crate::service::{self, CertCheckError, Output, ServiceKind, Shared};
-use crate::sid;
-use crate::store::{now_unix, Origin, Record, ReportRecord};
+use crate::sid::{self, SidError};
+use crate::store::{Origin, Record};
+
+use super::error::Internal;
+use super::submission::{
+    check_certificate, check_mac, check_report_text, CertCheckError, PendingReport, ReportError,
+};
+use super::{cert_record, Output, ServiceKind, Shared, State};
 
 /// The CA's prompt after command `1` (the original's text; the client
 /// reads and discards it).
@@ -70,7 +76,7 @@ pub fn is_command(payload: &[u8]) -> bool {
 
 /// A legacy connection's state.
 #[derive(Debug)]
-pub enum LegacySession {
+pub(super) enum LegacySession {
     /// CA: waiting for a command (`1` enrolls, `q`/`Q` closes).
     CaAwaitCommand,
     /// CA: prompt sent, waiting for the SID.
@@ -88,49 +94,135 @@ pub enum LegacySession {
     /// right behind it is read first, so that the refusal is its one answer.
     BbRefuseAfterCert {
         /// Why the SID was refused.
-        reason: String,
+        reason: SidFrameError,
     },
     /// Blackboard: the session key was sent; waiting for `<msg>_<mac>`.
-    BbAwaitReport(Box<PendingReport>),
+    BbAwaitReport(Box<PendingReport<String>>),
 }
 
-/// What Blackboard keeps between the session key and the report.
-pub struct PendingReport {
-    sid: String,
-    serial_hex: String,
-    session_key: String,
+/// One step's result; `None`: the exchange is over.
+type Step = (Option<LegacySession>, Output);
+
+/// A legacy step as a step of the protocol parent.
+pub(super) fn step((next, out): Step) -> (State, Output) {
+    (next.map_or(State::Done, State::Legacy), out)
 }
 
-impl fmt::Debug for PendingReport {
+/// An error frame as the original client reads it: one UTF-8 text line.
+pub(super) fn error_text(reason: &str) -> Vec<u8> {
+    format!("error: {reason}").into_bytes()
+}
+
+/// Why a legacy exchange was refused; the `Display` text follows `error: `
+/// in the one text frame the client gets.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LegacyError {
+    /// A command for the other service's port.
+    WrongPort {
+        /// The port it came to.
+        port: ServiceKind,
+    },
+    /// Not a command at all.
+    UnknownCommand {
+        /// The port it came to.
+        port: ServiceKind,
+        /// The frame, short and escaped.
+        shown: String,
+    },
+    /// The SID to enroll is refused.
+    EnrollSid(SidFrameError),
+    /// The CA refused.
+    Enrollment(CaError),
+    /// The SID to verify was refused (said after the certificate frame).
+    VerifySid(SidFrameError),
+    /// The certificate text is not one PEM certificate.
+    CertText {
+        /// The SID.
+        sid: String,
+        /// Why.
+        source: CertTextError,
+    },
+    /// The certificate is refused.
+    Certificate {
+        /// The SID.
+        sid: String,
+        /// Why.
+        source: CertCheckError,
+    },
+    /// The report frame is not UTF-8.
+    ReportNotUtf8,
+    /// The report frame is not `<msg>_<mac>`.
+    ReportFrame(MsgMacError),
+    /// The report is refused.
+    Report(ReportError),
+    /// The server failed; the details go to the log only.
+    Internal(Internal),
+}
+
+impl fmt::Display for LegacyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The session key is secret: never logged.
-        f.debug_struct("PendingReport")
-            .field("sid", &self.sid)
-            .field("serial", &self.serial_hex)
-            .finish_non_exhaustive()
+        match self {
+            LegacyError::WrongPort {
+                port: ServiceKind::Ca,
+            } => write!(
+                f,
+                "command \"2\" (Blackboard) was sent to the CA port; send it to Blackboard"
+            ),
+            LegacyError::WrongPort {
+                port: ServiceKind::Blackboard,
+            } => write!(
+                f,
+                "command \"1\" (enrollment) was sent to the Blackboard port; send it to the CA"
+            ),
+            LegacyError::UnknownCommand {
+                port: ServiceKind::Ca,
+                shown,
+            } => write!(
+                f,
+                "unknown command {shown} on the CA port (expected \"1\" to enroll or \"q\" to quit)"
+            ),
+            LegacyError::UnknownCommand {
+                port: ServiceKind::Blackboard,
+                shown,
+            } => write!(
+                f,
+                "unknown command {shown} on the Blackboard port (expected \"2\" to submit or \"q\" to quit)"
+            ),
+            LegacyError::EnrollSid(e) => write!(f, "enrollment refused: {e}"),
+            LegacyError::Enrollment(e) => write!(f, "enrollment refused: {e}"),
+            LegacyError::VerifySid(e) => write!(f, "the student has not been verified: {e}"),
+            LegacyError::CertText { sid, source } => write!(f, "{sid} has not been verified: {source}"),
+            LegacyError::Certificate { sid, source } => {
+                write!(f, "{sid} has not been verified: {source}")
+            }
+            LegacyError::ReportNotUtf8 => write!(f, "the report frame is not UTF-8 text"),
+            LegacyError::ReportFrame(e) => write!(f, "report refused: {e}"),
+            LegacyError::Report(e) => write!(f, "{e}"),
+            LegacyError::Internal(e) => write!(f, "internal server error ({})", e.what()),
+        }
     }
 }
 
-/// One step's result.
-type Step = (Option<LegacySession>, Output);
+impl std::error::Error for LegacyError {}
 
 /// Logs a refusal with the peer, then sends it as one UTF-8 text frame and
 /// closes.
-fn refuse(peer: &str, reason: impl fmt::Display) -> Step {
-    warn!("{peer}: legacy: {reason}");
-    (
-        None,
-        Output::final_frame(format!("error: {reason}").into_bytes()),
-    )
+fn refuse(peer: &str, err: LegacyError) -> Step {
+    match &err {
+        LegacyError::Internal(e) => warn!("{peer}: legacy: {}", e.logged()),
+        other => warn!("{peer}: legacy: {other}"),
+    }
+    (None, Output::final_frame(error_text(&err.to_string())))
 }
 
 /// An internal failure: the details go to the log only.
-fn internal(peer: &str, what: &str, e: impl fmt::Display) -> Step {
-    warn!("{peer}: legacy: {what}: {e}");
-    (
-        None,
-        Output::final_frame(format!("error: internal server error ({what})").into_bytes()),
-    )
+fn internal(
+    peer: &str,
+    what: &'static str,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Step {
+    refuse(peer, LegacyError::Internal(Internal::new(what, e)))
 }
 
 /// Text frames, no record, connection kept open.
@@ -170,7 +262,7 @@ fn shown(payload: &[u8]) -> String {
 impl LegacySession {
     /// A new legacy connection on `service`'s listener, before its first
     /// frame (which is fed to [`LegacySession::on_frame`] next).
-    pub fn start(service: ServiceKind) -> LegacySession {
+    pub(super) fn start(service: ServiceKind) -> LegacySession {
         match service {
             ServiceKind::Ca => LegacySession::CaAwaitCommand,
             ServiceKind::Blackboard => LegacySession::BbAwaitCommand,
@@ -180,7 +272,7 @@ impl LegacySession {
     /// Whether the connection is between two exchanges: an idle connection
     /// in this state has had every answer it asked for and may be closed
     /// quietly.
-    pub fn is_between_commands(&self) -> bool {
+    pub(super) fn is_between_commands(&self) -> bool {
         matches!(
             self,
             LegacySession::CaAwaitCommand | LegacySession::BbAwaitCommand
@@ -188,7 +280,7 @@ impl LegacySession {
     }
 
     /// Feeds one frame; `None` means the exchange is over.
-    pub fn on_frame(
+    pub(super) fn on_frame(
         self,
         payload: &[u8],
         shared: &mut Shared,
@@ -207,7 +299,7 @@ impl LegacySession {
             },
             LegacySession::BbAwaitCert { sid } => verify(sid, payload, shared, peer),
             LegacySession::BbRefuseAfterCert { reason } => {
-                refuse(peer, format!("the student has not been verified: {reason}"))
+                refuse(peer, LegacyError::VerifySid(reason))
             }
             LegacySession::BbAwaitReport(p) => report(*p, payload, peer),
         }
@@ -220,14 +312,16 @@ fn ca_command(payload: &[u8], peer: &str) -> Step {
         b"q" | b"Q" => quiet_close(peer),
         b"2" => refuse(
             peer,
-            "command \"2\" (Blackboard) was sent to the CA port; send it to Blackboard",
+            LegacyError::WrongPort {
+                port: ServiceKind::Ca,
+            },
         ),
         other => refuse(
             peer,
-            format!(
-                "unknown command {} on the CA port (expected \"1\" to enroll or \"q\" to quit)",
-                shown(other)
-            ),
+            LegacyError::UnknownCommand {
+                port: ServiceKind::Ca,
+                shown: shown(other),
+            },
         ),
     }
 }
@@ -238,25 +332,47 @@ fn bb_command(payload: &[u8], peer: &str) -> Step {
         b"q" | b"Q" => quiet_close(peer),
         b"1" => refuse(
             peer,
-            "command \"1\" (enrollment) was sent to the Blackboard port; send it to the CA",
+            LegacyError::WrongPort {
+                port: ServiceKind::Blackboard,
+            },
         ),
         other => refuse(
             peer,
-            format!(
-                "unknown command {} on the Blackboard port (expected \"2\" to submit or \"q\" to quit)",
-                shown(other)
-            ),
+            LegacyError::UnknownCommand {
+                port: ServiceKind::Blackboard,
+                shown: shown(other),
+            },
         ),
     }
 }
 
+/// Why a SID frame is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SidFrameError {
+    /// The frame is not UTF-8.
+    NotUtf8,
+    /// The text is not a valid SID.
+    BadSid(SidError),
+}
+
+impl fmt::Display for SidFrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SidFrameError::NotUtf8 => write!(f, "the student id is not UTF-8 text"),
+            SidFrameError::BadSid(e) => write!(f, "bad student id: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SidFrameError {}
+
 /// A SID frame: UTF-8 text that is a valid SID.
-fn parse_sid(payload: &[u8]) -> Result<String, String> {
-    let text =
-        std::str::from_utf8(payload).map_err(|_| "the student id is not UTF-8 text".to_string())?;
+fn parse_sid(payload: &[u8]) -> Result<String, SidFrameError> {
+    let text = std::str::from_utf8(payload).map_err(|_| SidFrameError::NotUtf8)?;
     sid::validate(text)
         .map(str::to_string)
-        .map_err(|e| format!("bad student id: {e}"))
+        .map_err(SidFrameError::BadSid)
 }
 
 /// A fresh RSA-2048 key for the student, made and dropped on the server;
@@ -269,7 +385,7 @@ fn student_public_key() -> Result<PKey<openssl::pkey::Public>, ErrorStack> {
 fn enroll(payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
     let sid = match parse_sid(payload) {
         Ok(s) => s,
-        Err(reason) => return refuse(peer, format!("enrollment refused: {reason}")),
+        Err(reason) => return refuse(peer, LegacyError::EnrollSid(reason)),
     };
     let Some(ca) = &shared.ca else {
         return internal(peer, "enrollment", "this listener has no CA");
@@ -280,8 +396,10 @@ fn enroll(payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
     };
     let issued = match ca.issue_for(&sid, &pubkey) {
         Ok(i) => i,
-        Err(CaError::Crypto(e)) => return internal(peer, "issuance", e),
-        Err(e) => return refuse(peer, format!("enrollment refused: {e}")),
+        Err(e) if ErrorCode::from(&e) == ErrorCode::Internal => {
+            return internal(peer, "issuance", e)
+        }
+        Err(e) => return refuse(peer, LegacyError::Enrollment(e)),
     };
     let pem = match X509::from_der(&issued.der).and_then(|c| c.to_pem()) {
         Ok(p) => p,
@@ -301,50 +419,78 @@ fn enroll(payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
                 // client reads back is byte-identical.
                 pem,
             ],
-            persist: Some(Record::Cert {
-                issued,
-                origin: Origin::Legacy,
-            }),
+            persist: Some(cert_record(issued, Origin::Legacy)),
             close: false,
         },
     )
 }
 
+/// Why a frame is not one PEM certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertTextError {
+    /// Over [`MAX_CERT_TEXT`] bytes (how many).
+    TooLong(usize),
+    /// Not UTF-8.
+    NotUtf8,
+    /// Not exactly one PEM certificate block.
+    NotOnePem,
+    /// The PEM block does not decode to a certificate.
+    NotACertificate,
+}
+
+impl fmt::Display for CertTextError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertTextError::TooLong(n) => write!(
+                f,
+                "the certificate text is {n} bytes; at most {MAX_CERT_TEXT} are accepted"
+            ),
+            CertTextError::NotUtf8 => write!(f, "the certificate text is not UTF-8"),
+            CertTextError::NotOnePem => {
+                write!(f, "the certificate text is not exactly one PEM certificate")
+            }
+            CertTextError::NotACertificate => {
+                write!(f, "the certificate PEM does not decode to a certificate")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CertTextError {}
+
 /// The DER of the one PEM certificate in `payload`, which must hold nothing
 /// else but surrounding whitespace.
-pub fn parse_cert_text(payload: &[u8]) -> Result<Vec<u8>, String> {
+pub fn parse_cert_text(payload: &[u8]) -> Result<Vec<u8>, CertTextError> {
     const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
     const END: &str = "-----END CERTIFICATE-----";
     if payload.len() > MAX_CERT_TEXT {
-        return Err(format!(
-            "the certificate text is {} bytes; at most {MAX_CERT_TEXT} are accepted",
-            payload.len()
-        ));
+        return Err(CertTextError::TooLong(payload.len()));
     }
     let text = std::str::from_utf8(payload)
-        .map_err(|_| "the certificate text is not UTF-8".to_string())?
+        .map_err(|_| CertTextError::NotUtf8)?
         .trim();
     if !text.starts_with(BEGIN) || !text.ends_with(END) || text.matches("-----BEGIN").count() != 1 {
-        return Err("the certificate text is not exactly one PEM certificate".into());
+        return Err(CertTextError::NotOnePem);
     }
     // OpenSSL's PEM reader wants LF line ends; a copy saved with CRLF is
     // the same certificate.
     X509::from_pem(text.replace("\r\n", "\n").as_bytes())
         .and_then(|c| c.to_der())
-        .map_err(|_| "the certificate PEM does not decode to a certificate".into())
+        .map_err(|_| CertTextError::NotACertificate)
 }
 
 fn verify(sid: String, payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
     let der = match parse_cert_text(payload) {
         Ok(d) => d,
-        Err(reason) => return refuse(peer, format!("{sid} has not been verified: {reason}")),
+        Err(source) => return refuse(peer, LegacyError::CertText { sid, source }),
     };
-    let student = match service::check_certificate(shared, &sid, &der, &[], Origin::Legacy) {
+    let student = match check_certificate(shared, &sid, &der, &[], Origin::Legacy) {
         Ok(s) => s,
-        Err(CertCheckError::Refused(reason)) => {
-            return refuse(peer, format!("{sid} has not been verified: {reason}"))
+        Err(e) if ErrorCode::from(&e) == ErrorCode::Internal => {
+            return internal(peer, "certificate check", e)
         }
-        Err(CertCheckError::Internal(e)) => return internal(peer, "certificate check", e),
+        Err(source) => return refuse(peer, LegacyError::Certificate { sid, source }),
     };
     let session_key = match new_session_key() {
         Ok(k) => k,
@@ -358,33 +504,27 @@ fn verify(sid: String, payload: &[u8], shared: &mut Shared, peer: &str) -> Step 
         "{peer}: legacy: certificate serial {} verified for SID {}; session key sent",
         student.serial_hex, student.sid
     );
+    let verified = format!("{} has been verified", student.sid).into_bytes();
     reply(
-        LegacySession::BbAwaitReport(Box::new(PendingReport {
-            sid: student.sid.clone(),
-            serial_hex: student.serial_hex,
-            session_key,
-        })),
-        vec![
-            format!("{} has been verified", student.sid).into_bytes(),
-            wrapped.into_bytes(),
-        ],
+        LegacySession::BbAwaitReport(Box::new(PendingReport::new(student, session_key))),
+        vec![verified, wrapped.into_bytes()],
     )
 }
 
-fn report(p: PendingReport, payload: &[u8], peer: &str) -> Step {
+fn report(p: PendingReport<String>, payload: &[u8], peer: &str) -> Step {
     let Ok(text) = std::str::from_utf8(payload) else {
-        return refuse(peer, "the report frame is not UTF-8 text");
+        return refuse(peer, LegacyError::ReportNotUtf8);
     };
     let (msg, mac) = match split_msg_mac(text) {
         Ok(parts) => parts,
-        Err(e) => return refuse(peer, format!("report refused: {e}")),
+        Err(e) => return refuse(peer, LegacyError::ReportFrame(e)),
     };
-    let expected = match mac_hex(&p.session_key, &p.sid) {
+    let expected = match mac_hex(&p.keys, &p.sid) {
         Ok(m) => m,
         Err(e) => return internal(peer, "MAC", e),
     };
-    // Constant time; `split_msg_mac` has already fixed the length.
-    if !crypto::ct_eq(expected.as_bytes(), mac.as_bytes()) {
+    // `split_msg_mac` has already fixed the length.
+    if check_mac(expected.as_bytes(), mac.as_bytes()).is_err() {
         warn!(
             "{peer}: legacy: report from SID {} refused: MAC does not verify",
             p.sid
@@ -394,30 +534,24 @@ fn report(p: PendingReport, payload: &[u8], peer: &str) -> Step {
             vec![MAC_FAILED.as_bytes().to_vec()],
         );
     }
-    if let Err(reason) = service::check_report_text(msg) {
-        return refuse(peer, format!("report refused: {reason}"));
+    if let Err(e) = check_report_text(msg) {
+        return refuse(peer, LegacyError::Report(ReportError::Text(e)));
     }
-    let receipt_id = match crypto::random::<8>() {
-        Ok(b) => u64::from_le_bytes(b) >> 1,
+    let record = match p.accept(msg.to_string(), Origin::Legacy) {
+        Ok(r) => r,
         Err(e) => return internal(peer, "receipt id", e),
     };
     info!(
-        "{peer}: legacy: report from SID {} accepted ({} bytes), receipt {receipt_id}",
-        p.sid,
-        msg.len()
+        "{peer}: legacy: report from SID {} accepted ({} bytes), receipt {}",
+        record.sid,
+        record.text.len(),
+        record.receipt_id
     );
     (
         Some(LegacySession::BbAwaitCommand),
         Output {
             send: vec![REPORT_ACCEPTED.as_bytes().to_vec()],
-            persist: Some(Record::Report(ReportRecord {
-                receipt_id,
-                sid: p.sid,
-                serial_hex: p.serial_hex,
-                received_at: now_unix(),
-                text: msg.to_string(),
-                origin: Origin::Legacy,
-            })),
+            persist: Some(Record::Report(record)),
             close: false,
         },
     )
@@ -662,22 +796,10 @@ mod tests {
     // The state machine, driven in-process the way the reactor drives it:
     // records are committed before the next frame.
 
-    use crate::ca::{CaKeyType, CertificateAuthority};
-    use crate::store::SqliteStore;
-    use crate::verify::Verifier;
-    use std::sync::Arc;
-
     fn shared(dir: &std::path::Path) -> Shared {
-        let (ca, _) =
-            CertificateAuthority::open(&dir.join("keys"), b"legacy tests", CaKeyType::P256, 30)
-                .unwrap();
-        let verifier = Verifier::new(ca.cert()).unwrap();
         Shared {
-            ca: Some(Arc::new(ca)),
-            verifier: Some(Arc::new(verifier)),
-            store: Box::new(SqliteStore::open(&dir.join("data")).unwrap()),
-            admission_secret: None,
             legacy: true,
+            ..super::super::tests::shared(dir, None)
         }
     }
 

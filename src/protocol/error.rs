@@ -1,0 +1,280 @@
+//! Every refusal of our protocol as a typed error, and the one place where
+//! errors become wire codes (rustls `error/mod.rs`: `impl From<&..> for
+//! AlertDescription`). Legacy mode answers in text, without codes
+//! (`legacy::LegacyError`).
+
+use std::error::Error;
+use std::fmt;
+
+use crate::ca::CaError;
+use crate::message::{DecodeError, ErrorCode};
+use crate::verify::CertError;
+
+use super::admission::AdmissionError;
+use super::submission::{CertCheckError, ReportError};
+use super::Expired;
+
+/// Why a session refused, closing the connection. The `Display` text is
+/// the reason sent to the peer.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// The frame is not a valid message.
+    Malformed(DecodeError),
+    /// A valid message that the exchange does not allow at this point.
+    Unexpected {
+        /// The message's name.
+        got: &'static str,
+        /// What the connection is waiting for.
+        expecting: &'static str,
+    },
+    /// The first frame is a legacy lab-client command, and legacy mode is off.
+    LegacyDisabled {
+        /// The frame, as text (for the log).
+        first: String,
+    },
+    /// The admission challenge was not answered rightly.
+    Admission(AdmissionError),
+    /// An enrollment request came to a listener that is not a CA.
+    NotACa,
+    /// The CA refused the CSR.
+    Enrollment(CaError),
+    /// Blackboard refused the certificate.
+    Certificate {
+        /// The SID claimed.
+        sid: String,
+        /// Why.
+        source: CertCheckError,
+    },
+    /// Blackboard refused the report.
+    Report {
+        /// The student's (verified) SID.
+        sid: String,
+        /// Why.
+        source: ReportError,
+    },
+    /// A time limit was reached before the exchange finished.
+    Expired(Expired),
+    /// The server failed; the details go to the log only.
+    Internal(Internal),
+}
+
+impl ProtocolError {
+    /// A CA refusal, or an internal error when the fault is the server's
+    /// (the `CaError` split, decided by its wire code).
+    pub(super) fn enrollment(e: CaError) -> ProtocolError {
+        match ErrorCode::from(&e) {
+            ErrorCode::Internal => ProtocolError::Internal(Internal::new("issuance", e)),
+            _ => ProtocolError::Enrollment(e),
+        }
+    }
+
+    /// A certificate refusal, or an internal error when the server could
+    /// not decide.
+    pub(super) fn certificate(sid: &str, e: CertCheckError) -> ProtocolError {
+        match ErrorCode::from(&e) {
+            ErrorCode::Internal => ProtocolError::Internal(Internal::new("certificate check", e)),
+            _ => ProtocolError::Certificate {
+                sid: sid.to_string(),
+                source: e,
+            },
+        }
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::Malformed(e) => write!(f, "malformed message: {e}"),
+            ProtocolError::Unexpected { got, expecting } => {
+                write!(
+                    f,
+                    "unexpected {got} message: this connection is {expecting}"
+                )
+            }
+            ProtocolError::LegacyDisabled { .. } => write!(
+                f,
+                "this server does not speak the legacy lab protocol (legacy mode is off)"
+            ),
+            ProtocolError::Admission(e) => write!(f, "{e}"),
+            ProtocolError::NotACa => write!(f, "this listener is not a CA"),
+            ProtocolError::Enrollment(e) => write!(f, "enrollment refused: {e}"),
+            ProtocolError::Certificate { source, .. } => write!(f, "{source}"),
+            ProtocolError::Report { source, .. } => write!(f, "{source}"),
+            ProtocolError::Expired(e) => write!(f, "{e}"),
+            ProtocolError::Internal(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl Error for ProtocolError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            ProtocolError::Malformed(e) => Some(e),
+            ProtocolError::Enrollment(e) => Some(e),
+            ProtocolError::Certificate { source, .. } => Some(source),
+            ProtocolError::Report { source, .. } => Some(source),
+            ProtocolError::Internal(e) => e.source(),
+            _ => None,
+        }
+    }
+}
+
+/// A failure on the server's side: the peer learns only what was being
+/// done, the log gets the cause.
+#[derive(Debug)]
+pub struct Internal {
+    what: &'static str,
+    source: Box<dyn Error + Send + Sync>,
+}
+
+impl Internal {
+    pub(super) fn new(what: &'static str, source: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
+        Internal {
+            what,
+            source: source.into(),
+        }
+    }
+
+    /// What was being done.
+    pub fn what(&self) -> &'static str {
+        self.what
+    }
+
+    /// The log line: what was being done, and the cause.
+    pub(super) fn logged(&self) -> String {
+        format!("{}: {}", self.what, self.source)
+    }
+}
+
+impl fmt::Display for Internal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "internal error: {}", self.what)
+    }
+}
+
+impl Error for Internal {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}
+
+// What each error is on the wire (PROTOCOL.md lists the codes).
+
+impl From<&CertError> for ErrorCode {
+    fn from(e: &CertError) -> ErrorCode {
+        match e {
+            // OpenSSL failing in our own process decides nothing about the
+            // certificate presented.
+            CertError::Internal(_) => ErrorCode::Internal,
+            // Every other verifier refusal is about the certificate.
+            CertError::Malformed
+            | CertError::Path { .. }
+            | CertError::IsCa
+            | CertError::NotClientAuth
+            | CertError::SidMismatch { .. }
+            | CertError::NotRsa
+            | CertError::WeakRsaExponent
+            | CertError::NotIssued(_)
+            | CertError::Revoked { .. } => ErrorCode::BadCertificate,
+        }
+    }
+}
+
+impl From<&CaError> for ErrorCode {
+    fn from(e: &CaError) -> ErrorCode {
+        match e {
+            // The root's files and OpenSSL are the server's business.
+            CaError::Io { .. }
+            | CaError::BadPassphrase(_)
+            | CaError::WeakPassphrase
+            | CaError::HalfRoot { .. }
+            | CaError::RootMismatch(_)
+            | CaError::UnsafeKeys(_)
+            | CaError::Crypto(_) => ErrorCode::Internal,
+            // Everything else is about the CSR (listed, so that a new
+            // variant has to be placed here on purpose).
+            CaError::MalformedCsr(_)
+            | CaError::UnsupportedSignature(_)
+            | CaError::CsrSignature
+            | CaError::MissingCn
+            | CaError::BadSid(_)
+            | CaError::UnsupportedKey(_) => ErrorCode::BadRequest,
+        }
+    }
+}
+
+impl From<&CertCheckError> for ErrorCode {
+    fn from(e: &CertCheckError) -> ErrorCode {
+        match e {
+            CertCheckError::Rejected(e) => ErrorCode::from(e),
+            CertCheckError::NotBlackboard | CertCheckError::Store(_) => ErrorCode::Internal,
+            _ => ErrorCode::BadCertificate,
+        }
+    }
+}
+
+impl From<&ReportError> for ErrorCode {
+    fn from(e: &ReportError) -> ErrorCode {
+        match e {
+            ReportError::BadMac => ErrorCode::BadMac,
+            ReportError::TooLarge => ErrorCode::Limit,
+            ReportError::NotUtf8 | ReportError::Text(_) => ErrorCode::BadRequest,
+        }
+    }
+}
+
+impl From<&AdmissionError> for ErrorCode {
+    fn from(_: &AdmissionError) -> ErrorCode {
+        ErrorCode::AdmissionRefused
+    }
+}
+
+impl From<&ProtocolError> for ErrorCode {
+    fn from(e: &ProtocolError) -> ErrorCode {
+        match e {
+            ProtocolError::Malformed(_) => ErrorCode::Malformed,
+            ProtocolError::Unexpected { .. } | ProtocolError::NotACa => {
+                ErrorCode::UnexpectedMessage
+            }
+            ProtocolError::LegacyDisabled { .. } => ErrorCode::LegacyDisabled,
+            ProtocolError::Admission(e) => ErrorCode::from(e),
+            ProtocolError::Enrollment(e) => ErrorCode::from(e),
+            ProtocolError::Certificate { source, .. } => ErrorCode::from(source),
+            ProtocolError::Report { source, .. } => ErrorCode::from(source),
+            ProtocolError::Expired(_) => ErrorCode::Limit,
+            ProtocolError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_fault_is_internal_the_peers_is_not() {
+        let crypto = CaError::Crypto(openssl::error::ErrorStack::get());
+        assert_eq!(ErrorCode::from(&crypto), ErrorCode::Internal);
+        assert_eq!(
+            ErrorCode::from(&CaError::CsrSignature),
+            ErrorCode::BadRequest
+        );
+        let e = ProtocolError::enrollment(crypto);
+        assert_eq!(ErrorCode::from(&e), ErrorCode::Internal);
+        // The peer learns what failed, not why.
+        assert_eq!(e.to_string(), "internal error: issuance");
+        let e = ProtocolError::enrollment(CaError::MissingCn);
+        assert_eq!(ErrorCode::from(&e), ErrorCode::BadRequest);
+        assert!(e.to_string().starts_with("enrollment refused: "), "{e}");
+        let store = CertCheckError::NotBlackboard;
+        assert_eq!(ErrorCode::from(&store), ErrorCode::Internal);
+        let revoked = CertCheckError::Rejected(CertError::Revoked {
+            serial: "01".into(),
+            reason: "superseded".into(),
+        });
+        assert_eq!(ErrorCode::from(&revoked), ErrorCode::BadCertificate);
+        assert_eq!(ErrorCode::from(&ReportError::BadMac), ErrorCode::BadMac);
+        assert_eq!(ErrorCode::from(&ReportError::TooLarge), ErrorCode::Limit);
+    }
+}

@@ -1,0 +1,256 @@
+//! The checks every submission goes through, whichever protocol it came
+//! by (ours or legacy): the certificate ([`check_certificate`]), the MAC
+//! (`check_mac`, in constant time, before anything is decrypted), the
+//! report's text ([`check_report_text`]), then the receipt id and the
+//! record (`PendingReport::accept`). Each protocol computes its own MAC
+//! and decrypts in its own way; what it decides with them is decided here.
+
+use std::fmt;
+
+use openssl::error::ErrorStack;
+
+use crate::crypto;
+use crate::sid::{self, SidError};
+use crate::store::{CertStatus, Origin, ReportRecord, StoreError};
+use crate::time::now_unix;
+use crate::verify::{CertError, Student, MAX_CHAIN};
+
+use super::Shared;
+
+/// Why [`check_certificate`] did not accept.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CertCheckError {
+    /// The SID claimed is not a valid SID.
+    BadSid(SidError),
+    /// More chain certificates than [`MAX_CHAIN`].
+    ChainTooLong(usize),
+    /// The certificate does not hold up, or is not (or no longer) one the
+    /// CA stands behind.
+    Rejected(CertError),
+    /// A certificate issued to a certboard client was presented by the
+    /// legacy protocol, which proves no key.
+    NotLegacy {
+        /// Its serial (hex).
+        serial: String,
+    },
+    /// This listener has no verifier (not Blackboard): the server's fault.
+    NotBlackboard,
+    /// The store could not say: the server's fault.
+    Store(StoreError),
+}
+
+impl fmt::Display for CertCheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertCheckError::BadSid(e) => write!(f, "bad SID: {e}"),
+            CertCheckError::ChainTooLong(n) => write!(
+                f,
+                "too many chain certificates ({n}; at most {MAX_CHAIN})"
+            ),
+            CertCheckError::Rejected(e) => write!(f, "{e}"),
+            CertCheckError::NotLegacy { serial } => write!(
+                f,
+                "certificate serial {serial} was issued to a certboard client, which must submit \
+                 with its own key; the legacy protocol is only for certificates issued by legacy mode"
+            ),
+            CertCheckError::NotBlackboard => write!(f, "this listener is not Blackboard"),
+            CertCheckError::Store(e) => write!(f, "store: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CertCheckError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CertCheckError::BadSid(e) => Some(e),
+            CertCheckError::Rejected(e) => Some(e),
+            CertCheckError::Store(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Checks a certificate for a SID against the root and the store. A
+/// submission by the legacy protocol (`by = Origin::Legacy`) proves no key,
+/// only that the submitter holds the certificate, which is public: so it is
+/// accepted only for certificates issued to legacy clients, never for a
+/// certboard student's.
+pub fn check_certificate(
+    shared: &mut Shared,
+    sid: &str,
+    cert_der: &[u8],
+    chain: &[Vec<u8>],
+    by: Origin,
+) -> Result<Student, CertCheckError> {
+    sid::validate(sid).map_err(CertCheckError::BadSid)?;
+    if chain.len() > MAX_CHAIN {
+        return Err(CertCheckError::ChainTooLong(chain.len()));
+    }
+    let verifier = shared
+        .verifier
+        .as_ref()
+        .ok_or(CertCheckError::NotBlackboard)?;
+    let student = verifier
+        .verify(sid, cert_der, chain)
+        .map_err(CertCheckError::Rejected)?;
+    match shared.store.cert_status(&student.serial_hex) {
+        Ok(CertStatus::Good { origin }) if by == Origin::Legacy && origin != Origin::Legacy => {
+            Err(CertCheckError::NotLegacy {
+                serial: student.serial_hex,
+            })
+        }
+        Ok(CertStatus::Good { .. }) => Ok(student),
+        Ok(CertStatus::Unknown) => Err(CertCheckError::Rejected(CertError::NotIssued(
+            student.serial_hex,
+        ))),
+        Ok(CertStatus::Revoked { reason, .. }) => {
+            Err(CertCheckError::Rejected(CertError::Revoked {
+                serial: student.serial_hex,
+                reason,
+            }))
+        }
+        Err(e) => Err(CertCheckError::Store(e)),
+    }
+}
+
+/// Why a report was refused.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ReportError {
+    /// The MAC does not verify: the report was altered, or the key is wrong.
+    BadMac,
+    /// Over [`MAX_REPORT`] bytes.
+    TooLarge,
+    /// The decrypted report is not UTF-8.
+    NotUtf8,
+    /// The text is not acceptable.
+    Text(ReportTextError),
+}
+
+impl ReportError {
+    /// The log line, shorter than the peer's reason.
+    pub(super) fn logged(&self) -> String {
+        match self {
+            ReportError::BadMac => "MAC does not verify".to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for ReportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReportError::BadMac => write!(
+                f,
+                "report refused: the MAC does not verify (the report was altered or the key is wrong)"
+            ),
+            ReportError::TooLarge => write!(f, "report over {MAX_REPORT} bytes"),
+            ReportError::NotUtf8 => write!(f, "report refused: not UTF-8 text"),
+            ReportError::Text(e) => write!(f, "report refused: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReportError::Text(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Compares a submission's MAC with the one expected, in constant time.
+/// Every protocol calls this before it decrypts or reads anything else of
+/// the report.
+pub(super) fn check_mac(expected: &[u8], got: &[u8]) -> Result<(), ReportError> {
+    if crypto::ct_eq(expected, got) {
+        Ok(())
+    } else {
+        Err(ReportError::BadMac)
+    }
+}
+
+/// Largest report accepted, in bytes.
+pub const MAX_REPORT: usize = 64 * 1024;
+
+/// Why a report's text is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReportTextError {
+    /// Over [`MAX_REPORT`] bytes.
+    TooLong,
+    /// A control character other than newline and tab.
+    ControlChar(char),
+}
+
+impl fmt::Display for ReportTextError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReportTextError::TooLong => write!(f, "the report is over {MAX_REPORT} bytes"),
+            ReportTextError::ControlChar(c) => {
+                write!(f, "it contains the control character {c:?}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ReportTextError {}
+
+/// Checks a report's text before it is stored and printed: at most
+/// [`MAX_REPORT`] bytes and no control characters but newline and tab (the
+/// text is shown on the operator's terminal).
+pub fn check_report_text(text: &str) -> Result<(), ReportTextError> {
+    if text.len() > MAX_REPORT {
+        return Err(ReportTextError::TooLong);
+    }
+    match text
+        .chars()
+        .find(|c| c.is_control() && *c != '\n' && *c != '\t')
+    {
+        Some(c) => Err(ReportTextError::ControlChar(c)),
+        None => Ok(()),
+    }
+}
+
+/// A verified student between the session key and her report, with the
+/// protocol's keys for it (`K`, never logged).
+pub(super) struct PendingReport<K> {
+    pub(super) sid: String,
+    pub(super) serial_hex: String,
+    pub(super) keys: K,
+}
+
+impl<K> fmt::Debug for PendingReport<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The keys are secret: never logged.
+        f.debug_struct("PendingReport")
+            .field("sid", &self.sid)
+            .field("serial", &self.serial_hex)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K> PendingReport<K> {
+    pub(super) fn new(student: Student, keys: K) -> Self {
+        PendingReport {
+            sid: student.sid,
+            serial_hex: student.serial_hex,
+            keys,
+        }
+    }
+
+    /// The record of her report, checked, under a fresh receipt id.
+    pub(super) fn accept(self, text: String, origin: Origin) -> Result<ReportRecord, ErrorStack> {
+        let receipt_id = u64::from_le_bytes(crypto::random::<8>()?) >> 1;
+        Ok(ReportRecord {
+            receipt_id,
+            sid: self.sid,
+            serial_hex: self.serial_hex,
+            received_at: now_unix(),
+            text,
+            origin,
+        })
+    }
+}
