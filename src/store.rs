@@ -47,6 +47,14 @@ pub enum StoreError {
     Incompatible(String),
     /// A serial or receipt id is already recorded (never reused).
     Duplicate(String),
+    // Added for the PostgreSQL engine (issue 13, branch s13-pg).
+    /// The PostgreSQL engine failed: a bad URL, a refused login, TLS, or a
+    /// statement the server rejected.
+    Postgres(PgError),
+    /// The database cannot be reached now (down, restarting, the connection
+    /// lost); a later call reconnects. Nothing was committed unless
+    /// [`Unavailable::outcome_unknown`] says the outcome is unknown.
+    Unavailable(Unavailable),
 }
 
 impl fmt::Display for StoreError {
@@ -56,6 +64,8 @@ impl fmt::Display for StoreError {
             StoreError::Sqlite(e) => write!(f, "database error: {e}"),
             StoreError::Incompatible(why) => write!(f, "refusing to use the database: {why}"),
             StoreError::Duplicate(what) => write!(f, "already recorded: {what}"),
+            StoreError::Postgres(e) => write!(f, "database error: {e}"),
+            StoreError::Unavailable(u) => write!(f, "{u}"),
         }
     }
 }
@@ -565,6 +575,10 @@ impl Storage for SqliteStore {
         Ok(n as u64)
     }
 }
+
+// The PostgreSQL engine (issue 13, branch s13-pg).
+mod postgres;
+pub use self::postgres::{PgError, PostgresStore, Unavailable, UrlProblem, PG_SCHEMA_VERSION};
 
 #[cfg(test)]
 mod tests {
