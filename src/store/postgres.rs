@@ -378,9 +378,7 @@ impl Target {
         } else {
             format!("{base}?{}", rest.join("&"))
         };
-        let mut config: Config = rebuilt
-            .parse()
-            .map_err(|e| bad(UrlProblem::Syntax(e)))?;
+        let mut config: Config = rebuilt.parse().map_err(|e| bad(UrlProblem::Syntax(e)))?;
         let user = config
             .get_user()
             .ok_or(bad(UrlProblem::Missing("user")))?
@@ -493,9 +491,7 @@ fn tls_connector(check: TlsCheck, rootcert: Option<PathBuf>) -> Result<MakeTlsCo
             let path = rootcert
                 .as_ref()
                 .ok_or(PgError::BadUrl(UrlProblem::NoRootCert))?;
-            builder
-                .set_ca_file(path)
-                .map_err(setup(&rootcert))?;
+            builder.set_ca_file(path).map_err(setup(&rootcert))?;
             builder.set_verify(SslVerifyMode::PEER);
         }
         TlsCheck::Disable | TlsCheck::Prefer | TlsCheck::Require => {
@@ -559,9 +555,7 @@ impl Backoff {
     fn failed(&mut self, now: Instant, error: Option<Arc<postgres::Error>>) -> Duration {
         let shift = self.failures.min(10);
         self.failures = self.failures.saturating_add(1);
-        let delay = BACKOFF_FIRST
-            .saturating_mul(1 << shift)
-            .min(BACKOFF_MAX);
+        let delay = BACKOFF_FIRST.saturating_mul(1 << shift).min(BACKOFF_MAX);
         self.not_before = Some(now + delay);
         self.last = error;
         delay
@@ -656,10 +650,7 @@ enum Marks {
 
 fn read_marks(tx: &mut Transaction<'_>) -> Result<Marks, postgres::Error> {
     let has_table: bool = tx
-        .query_one(
-            "SELECT to_regclass('certboard_schema') IS NOT NULL",
-            &[],
-        )?
+        .query_one("SELECT to_regclass('certboard_schema') IS NOT NULL", &[])?
         .try_get(0)?;
     if has_table {
         let row = tx.query_opt("SELECT application, version FROM certboard_schema", &[])?;
@@ -768,7 +759,7 @@ impl PostgresStore {
             .map_err(fail)?;
         let from = match read_marks(&mut tx).map_err(fail)? {
             Marks::Ours(v) if v == PG_SCHEMA_VERSION => return Ok(()),
-            Marks::Ours(v) if v > PG_SCHEMA_VERSION || v < 0 || create == Create::Never => {
+            Marks::Ours(v) if !(0..=PG_SCHEMA_VERSION).contains(&v) || create == Create::Never => {
                 return Err(StoreError::Incompatible(format!(
                     "{shown} has schema version {v}; this build understands version {PG_SCHEMA_VERSION}"
                 )))
@@ -883,7 +874,11 @@ impl PostgresStore {
                 return Err(PgError::Statement { what, source: e }.into());
             }
             self.conn = None;
-            log::warn!("{}: connection lost ({what}): {}", self.target.shown, chain(&e));
+            log::warn!(
+                "{}: connection lost ({what}): {}",
+                self.target.shown,
+                chain(&e)
+            );
             if at_commit || fresh || retried {
                 return Err(self.target.failure(e, at_commit, what));
             }
@@ -1148,8 +1143,14 @@ mod tests {
 
     #[test]
     fn urls_are_read_and_bad_ones_named() {
-        assert!(matches!(problem("mysql://a@b/c"), Some(UrlProblem::NotPostgres)));
-        assert!(matches!(problem("host=x user=y"), Some(UrlProblem::NotPostgres)));
+        assert!(matches!(
+            problem("mysql://a@b/c"),
+            Some(UrlProblem::NotPostgres)
+        ));
+        assert!(matches!(
+            problem("host=x user=y"),
+            Some(UrlProblem::NotPostgres)
+        ));
         assert!(matches!(
             problem("postgres://u@h:notaport/db"),
             Some(UrlProblem::Syntax(_))
@@ -1162,27 +1163,39 @@ mod tests {
             problem("postgres://u@h/db?sslmode=verify-full"),
             Some(UrlProblem::NoRootCert)
         ));
-        assert!(matches!(problem("postgres://h:5432/db"), Some(UrlProblem::Missing("user"))));
-        assert!(matches!(problem("postgres://u@h:5432"), Some(UrlProblem::Missing("database"))));
+        assert!(matches!(
+            problem("postgres://h:5432/db"),
+            Some(UrlProblem::Missing("user"))
+        ));
+        assert!(matches!(
+            problem("postgres://u@h:5432"),
+            Some(UrlProblem::Missing("database"))
+        ));
         assert!(matches!(
             problem("postgres://u@h/db?sslrootcert=%zz"),
             Some(UrlProblem::BadEscape("sslrootcert"))
         ));
 
-        let ok = Target::parse("postgresql://alice:s%40cret@db.example:6543/board?sslmode=require&connect_timeout=3");
+        let ok = Target::parse(
+            "postgresql://alice:s%40cret@db.example:6543/board?sslmode=require&connect_timeout=3",
+        );
         let Ok(t) = ok else {
             panic!("a good url refused: {:?}", ok.err());
         };
         assert_eq!(t.shown, "alice@db.example:6543/board", "no password shown");
         assert_eq!(t.config.get_password(), Some(&b"s@cret"[..]));
         assert_eq!(t.config.get_ssl_mode(), SslMode::Require);
-        assert_eq!(t.config.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        assert_eq!(
+            t.config.get_connect_timeout(),
+            Some(&Duration::from_secs(3))
+        );
     }
 
     #[test]
     fn a_missing_root_file_is_named() {
-        let err = Target::parse("postgres://u@h/db?sslmode=verify-ca&sslrootcert=/nonexistent/root.pem")
-            .err();
+        let err =
+            Target::parse("postgres://u@h/db?sslmode=verify-ca&sslrootcert=/nonexistent/root.pem")
+                .err();
         assert!(
             matches!(&err, Some(e @ PgError::TlsSetup { .. }) if e.to_string().contains("/nonexistent/root.pem")),
             "{err:?}"
@@ -1208,7 +1221,10 @@ mod tests {
 
     #[test]
     fn percent_escapes() {
-        assert_eq!(percent_decode("/a%20b/c", "x").ok().as_deref(), Some("/a b/c"));
+        assert_eq!(
+            percent_decode("/a%20b/c", "x").ok().as_deref(),
+            Some("/a b/c")
+        );
         assert!(percent_decode("%4", "x").is_err());
         assert!(percent_decode("%ff", "x").is_err(), "not UTF-8");
     }
