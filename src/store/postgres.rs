@@ -857,8 +857,13 @@ impl PostgresStore {
         loop {
             let fresh = self.connection()?;
             let Some(conn) = self.conn.as_mut() else {
-                // connection() returned Ok only with a connection in place.
-                continue;
+                // Not reached: connection() returns Ok only with one in place.
+                return Err(StoreError::Unavailable(Unavailable {
+                    target: self.target.shown.clone(),
+                    outcome_unknown: false,
+                    retry_in: Duration::ZERO,
+                    source: None,
+                }));
             };
             let (e, at_commit) = match op(conn) {
                 Ok(value) => return Ok(value),
