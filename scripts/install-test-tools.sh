@@ -4,6 +4,8 @@
 #   openssl   (OpenSSL CLI: verify, req, crl, s_server, s_client)  Debian: openssl
 #   certtool  (GnuTLS)                                             Debian: gnutls-bin
 #   pkilint   (DigiCert's RFC 5280 linter: lint_pkix_cert, ...)    PyPI:   pkilint
+# and PostgreSQL (initdb, pg_ctl, psql), which tests/postgres.rs runs as a
+# throwaway cluster (scripts/pg-test-cluster.sh)                  Debian: postgresql
 #
 # Run as root on Debian 12 (as CI does: `bash scripts/install-test-tools.sh`).
 # Idempotent: when everything is present it installs nothing, touches no
@@ -69,6 +71,9 @@ if ! pkilint_ok; then
         exit 1
     fi
 fi
+
+# PostgreSQL: the cluster script knows where Debian puts it.
+bash "$(dirname "${BASH_SOURCE[0]}")/pg-test-cluster.sh" install
 
 # Every tool answers, or the run stops here with the reason.
 openssl version >/dev/null
