@@ -16,6 +16,7 @@ pub mod crypto;
 pub mod der;
 pub mod framing;
 pub mod fsutil;
+pub mod http;
 pub mod legacy;
 pub mod message;
 pub mod rc4;
