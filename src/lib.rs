@@ -19,6 +19,7 @@ pub mod fsutil;
 pub mod http;
 pub mod legacy;
 pub mod message;
+pub mod metrics;
 pub mod ocsp;
 pub mod rc4;
 pub mod reactor;
