@@ -409,15 +409,16 @@ impl RequestDecoder {
     }
 }
 
-/// httparse reports any bad version byte the same way: tell a well-formed
-/// request line asking for another version (505) from garbage (400).
+/// httparse reports any bad version byte the same way: tell a request line
+/// asking for another version (`HTTP/` and a digit: 505) from garbage
+/// (400). Only the bytes up to the one httparse stopped at decide, so the
+/// answer is the same however the head was split into reads.
 fn version_error(head: &[u8]) -> HttpError {
     let line = head.split(|b| *b == b'\n').next().unwrap_or(head); // ok: split yields at least one item
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let mut parts = line.split(|b| *b == b' ');
+    let mut parts = line.splitn(3, |b| *b == b' ');
     let wants_other_version = matches!(
-        (parts.next(), parts.next(), parts.next(), parts.next()),
-        (Some(m), Some(t), Some(v), None)
+        (parts.next(), parts.next(), parts.next()),
+        (Some(m), Some(t), Some(v))
             if !m.is_empty() && !t.is_empty()
                 && v.len() > 5 && v.starts_with(b"HTTP/") && v[5].is_ascii_digit()
     );
@@ -834,6 +835,15 @@ mod tests {
             decode_all(b"GET / HTTP/3\r\n\r\n"),
             Err(HttpError::UnsupportedVersion)
         );
+        // Decided on the version alone, whatever follows it.
+        assert_eq!(
+            decode_all(b"GET / HTTP/2 x\r\n\r\n"),
+            Err(HttpError::UnsupportedVersion)
+        );
+        assert_eq!(
+            decode_all(b"GET / HTTQ/1.1\r\n\r\n"),
+            Err(HttpError::Syntax(httparse::Error::Version))
+        );
     }
 
     #[test]
@@ -963,6 +973,52 @@ mod tests {
             text.contains("Content-Type: text/plainSet-Cookie: x\r\n"),
             "{text}"
         );
+    }
+
+    /// The requests and the final error of `stream` decoded `chunk` bytes
+    /// at a time.
+    fn decode_in_pieces(
+        limits: HttpLimits,
+        stream: &[u8],
+        chunk: usize,
+    ) -> (Vec<Request>, Option<HttpError>) {
+        let mut d = RequestDecoder::new(limits);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        for piece in stream.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            loop {
+                match d.decode(&mut buf) {
+                    Ok(Some(r)) => out.push(r),
+                    Ok(None) => break,
+                    Err(e) => return (out, Some(e)),
+                }
+            }
+        }
+        (out, None)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn how_bytes_arrive_does_not_matter(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(GET.to_vec()),
+                    proptest::strategy::Just(post(b"0123456789")),
+                    proptest::strategy::Just(b"GET / HTTP/1.0\r\n\r\n".to_vec()),
+                    proptest::strategy::Just(b"GET / HTTP/2 x\r\n\r\n".to_vec()),
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+                ],
+                0..6,
+            ),
+            chunk in 1usize..40,
+        ) {
+            let stream = parts.concat();
+            let limits = HttpLimits { max_head: 96, max_headers: 4, max_body: 12 };
+            let whole = decode_in_pieces(limits, &stream, stream.len().max(1));
+            let pieces = decode_in_pieces(limits, &stream, chunk);
+            proptest::prop_assert_eq!(whole, pieces);
+        }
     }
 
     #[test]
