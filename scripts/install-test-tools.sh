@@ -4,6 +4,9 @@
 #   openssl   (OpenSSL CLI: verify, req, crl, s_server, s_client)  Debian: openssl
 #   certtool  (GnuTLS)                                             Debian: gnutls-bin
 #   pkilint   (DigiCert's RFC 5280 linter: lint_pkix_cert, ...)    PyPI:   pkilint
+#   prometheus_client (Python; its text parser reads /metrics)      PyPI:   prometheus_client
+# and PostgreSQL (initdb, pg_ctl, psql), which tests/postgres.rs runs as a
+# throwaway cluster (scripts/pg-test-cluster.sh)                  Debian: postgresql
 #
 # Run as root on Debian 12 (as CI does: `bash scripts/install-test-tools.sh`).
 # Idempotent: when everything is present it installs nothing, touches no
@@ -13,6 +16,9 @@ set -euo pipefail
 # pkilint releases add checks: move to a new minor version on purpose, after
 # running `cargo test --test interop` against it (docs/conformance.md).
 PKILINT_SPEC='pkilint~=0.13.3'
+# The Prometheus project's Python client: src/metrics.rs's tests feed our
+# exposition through its parser (prometheus_client.parser).
+PROMETHEUS_CLIENT_SPEC='prometheus_client>=0.20,<1'
 
 log() { printf 'install-test-tools: %s\n' "$*" >&2; }
 
@@ -20,13 +26,19 @@ have() { command -v "$1" >/dev/null 2>&1; }
 
 # pkilint: its console scripts on PATH are what the tests run.
 pkilint_ok() { have lint_pkix_cert && have lint_crl && have lint_pkix_signer_signee_cert_chain; }
+prometheus_client_ok() { python3 -c 'import prometheus_client.parser' >/dev/null 2>&1; }
+
+# What pip must install.
+pip_missing=()
+pkilint_ok || pip_missing+=("$PKILINT_SPEC")
+prometheus_client_ok || pip_missing+=("$PROMETHEUS_CLIENT_SPEC")
 
 # Debian packages whose command is missing (pip too, if pkilint must be
 # installed and python3 has no pip).
 apt_missing=()
 have openssl || apt_missing+=(openssl)
 have certtool || apt_missing+=(gnutls-bin)
-if ! pkilint_ok && ! python3 -m pip --version >/dev/null 2>&1; then
+if ((${#pip_missing[@]} > 0)) && ! python3 -m pip --version >/dev/null 2>&1; then
     apt_missing+=(python3-pip)
 fi
 
@@ -48,9 +60,9 @@ if ((${#apt_missing[@]} > 0)); then
     "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" </dev/null >/dev/null
 fi
 
-if ! pkilint_ok; then
+if ((${#pip_missing[@]} > 0)); then
     python=python3
-    log "pip install $PKILINT_SPEC (with $(command -v "$python"))"
+    log "pip install ${pip_missing[*]} (with $(command -v "$python"))"
     # Debian's own python3 refuses system-wide pip installs (PEP 668);
     # --break-system-packages is the documented override for a throwaway
     # CI machine, and older pips that do not know it do not need it.
@@ -59,7 +71,7 @@ if ! pkilint_ok; then
     for flag in --break-system-packages --root-user-action=ignore; do
         if grep -q -- "${flag%%=*}" <<<"$pip_help"; then pip_flags+=("$flag"); fi
     done
-    "$python" -m pip install "${pip_flags[@]}" "$PKILINT_SPEC" </dev/null
+    "$python" -m pip install "${pip_flags[@]}" "${pip_missing[@]}" </dev/null
     # pyenv only exposes new console scripts once its shims are rebuilt.
     if have pyenv; then pyenv rehash || true; fi
     hash -r
@@ -70,9 +82,17 @@ if ! pkilint_ok; then
     fi
 fi
 
+# PostgreSQL: the cluster script knows where Debian puts it.
+bash "$(dirname "${BASH_SOURCE[0]}")/pg-test-cluster.sh" install
+
 # Every tool answers, or the run stops here with the reason.
 openssl version >/dev/null
 certtool --version >/dev/null
 lint_pkix_cert --help >/dev/null
+if ! prometheus_client_ok; then
+    log "prometheus_client installed but python3 cannot import it"
+    exit 1
+fi
 pkilint_version=$(python3 -c 'import importlib.metadata as m; print(m.version("pkilint"))' 2>/dev/null || echo '?')
-log "ok: $(openssl version | cut -d' ' -f1-2), $(certtool --version | head -n1), pkilint $pkilint_version"
+prometheus_client_version=$(python3 -c 'import importlib.metadata as m; print(m.version("prometheus_client"))' 2>/dev/null || echo '?')
+log "ok: $(openssl version | cut -d' ' -f1-2), $(certtool --version | head -n1), pkilint $pkilint_version, prometheus_client $prometheus_client_version"

@@ -13,8 +13,10 @@
 use std::fmt;
 use std::path::PathBuf;
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::{PgError, PostgresStore, Unavailable, UrlProblem, PG_SCHEMA_VERSION};
 pub use sqlite::{SqliteStore, DB_FILE, SCHEMA_VERSION};
 
 /// Why the store failed.
@@ -34,6 +36,13 @@ pub enum StoreError {
     Incompatible(String),
     /// A serial or receipt id is already recorded (never reused).
     Duplicate(String),
+    /// The PostgreSQL engine failed: a bad URL, a refused login, TLS, or a
+    /// statement the server rejected.
+    Postgres(PgError),
+    /// The database cannot be reached now (down, restarting, the connection
+    /// lost); a later call reconnects. Nothing was committed unless
+    /// [`Unavailable::outcome_unknown`] says the outcome is unknown.
+    Unavailable(Unavailable),
 }
 
 impl fmt::Display for StoreError {
@@ -43,6 +52,8 @@ impl fmt::Display for StoreError {
             StoreError::Sqlite(e) => write!(f, "database error: {e}"),
             StoreError::Incompatible(why) => write!(f, "refusing to use the database: {why}"),
             StoreError::Duplicate(what) => write!(f, "already recorded: {what}"),
+            StoreError::Postgres(e) => write!(f, "database error: {e}"),
+            StoreError::Unavailable(u) => write!(f, "{u}"),
         }
     }
 }
