@@ -33,7 +33,7 @@ mod serial;
 pub use crl::CRL_VALIDITY_DAYS;
 pub(crate) use csr::rsa_exponent_ok;
 pub use root::{root_exists, root_paths, CA_CERT_FILE, CA_KEY_FILE, MIN_PASSPHRASE_LEN};
-pub use serial::Serial;
+pub use serial::{Serial, SerialError};
 
 /// The key type of the CA root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -82,6 +82,9 @@ pub enum CaError {
     BadSid(SidError),
     /// The CSR's key is of a type or size the CA does not certify.
     UnsupportedKey(String),
+    /// A serial handed to the CA as text (a revoked record's, for the CRL)
+    /// is not one.
+    BadSerial(SerialError),
     /// OpenSSL failed while building or signing.
     Crypto(ErrorStack),
 }
@@ -122,6 +125,7 @@ impl fmt::Display for CaError {
             CaError::MissingCn => write!(f, "the CSR's subject has no common name (the SID)"),
             CaError::BadSid(e) => write!(f, "the CSR's common name is not a valid SID: {e}"),
             CaError::UnsupportedKey(what) => write!(f, "unsupported key in the CSR: {what}"),
+            CaError::BadSerial(e) => write!(f, "bad serial: {e}"),
             CaError::Crypto(e) => write!(f, "OpenSSL error: {e}"),
         }
     }
@@ -132,6 +136,12 @@ impl std::error::Error for CaError {}
 impl From<ErrorStack> for CaError {
     fn from(e: ErrorStack) -> Self {
         CaError::Crypto(e)
+    }
+}
+
+impl From<SerialError> for CaError {
+    fn from(e: SerialError) -> Self {
+        CaError::BadSerial(e)
     }
 }
 
