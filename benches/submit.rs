@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use certboard::ca::{CaKeyType, CertificateAuthority};
 use certboard::client::{make_key, KeyType};
 use certboard::message::Message;
-use certboard::protocol::{check_certificate, ServiceKind, Session, Shared};
-use certboard::store::{CertRecord, Origin, Record, SqliteStore, Storage};
+use certboard::protocol::{cert_record, check_certificate, ServiceKind, Session, Shared};
+use certboard::store::{Origin, SqliteStore, Storage};
 use certboard::verify::Verifier;
 use openssl::pkey::PKey;
 
@@ -151,14 +151,7 @@ fn main() -> Result<(), BoxError> {
                 cert_der: issued.der.clone(),
                 frame,
             });
-            records.push(Record::Cert(CertRecord {
-                serial_hex: issued.serial_hex,
-                sid: issued.sid,
-                not_before: issued.not_before,
-                not_after: issued.not_after,
-                der: issued.der,
-                origin: Origin::Certboard,
-            }));
+            records.push(cert_record(issued, Origin::Certboard));
         }
         store.commit(&records)?;
         let mut shared = Shared {

@@ -1,6 +1,6 @@
 //! The certificate authority ("CUHK"): its root key and certificate, and
 //! issuance of student certificates from CSRs. It knows certificates, not
-//! connections: the CA service in `service.rs` drives it.
+//! connections: the CA session in `protocol/enrollment.rs` drives it.
 //!
 //! Issuance follows one fixed profile. From the CSR only two things are
 //! taken: the subject's CN (the SID) and the public key; every attribute and
@@ -34,7 +34,7 @@ mod serial;
 pub use crl::CRL_VALIDITY_DAYS;
 pub(crate) use csr::rsa_exponent_ok;
 pub use root::{root_exists, root_paths, CA_CERT_FILE, CA_KEY_FILE, MIN_PASSPHRASE_LEN};
-pub use serial::Serial;
+pub use serial::{Serial, SerialError};
 
 /// The key type of the CA root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -87,6 +87,9 @@ pub enum CaError {
     BadSid(SidError),
     /// The CSR's key is of a type or size the CA does not certify.
     UnsupportedKey(String),
+    /// A serial handed to the CA as text (a revoked record's, for the CRL)
+    /// is not one.
+    BadSerial(SerialError),
     /// OpenSSL failed while building or signing.
     Crypto(ErrorStack),
 }
@@ -128,6 +131,7 @@ impl fmt::Display for CaError {
             CaError::MissingCn => write!(f, "the CSR's subject has no common name (the SID)"),
             CaError::BadSid(e) => write!(f, "the CSR's common name is not a valid SID: {e}"),
             CaError::UnsupportedKey(what) => write!(f, "unsupported key in the CSR: {what}"),
+            CaError::BadSerial(e) => write!(f, "bad serial: {e}"),
             CaError::Crypto(e) => write!(f, "OpenSSL error: {e}"),
         }
     }
@@ -138,6 +142,12 @@ impl std::error::Error for CaError {}
 impl From<ErrorStack> for CaError {
     fn from(e: ErrorStack) -> Self {
         CaError::Crypto(e)
+    }
+}
+
+impl From<SerialError> for CaError {
+    fn from(e: SerialError) -> Self {
+        CaError::BadSerial(e)
     }
 }
 

@@ -308,6 +308,35 @@ pub(crate) fn spki_parts(spki: &[u8]) -> Result<SpkiParts<'_>, DerError> {
     Ok(SpkiParts { alg, params, bits })
 }
 
+/// An RSA public key's two integers (RFC 8017 A.1.1), big-endian
+/// magnitudes without sign bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RsaPublicKey<'a> {
+    /// The modulus.
+    pub(crate) n: &'a [u8],
+    /// The public exponent.
+    pub(crate) e: &'a [u8],
+}
+
+/// Reads the RSAPublicKey held in an rsaEncryption key's subjectPublicKey
+/// bits: one SEQUENCE of two positive, minimal INTEGERs, nothing after.
+///
+/// The one reader of it, strict for both its users. The CA refuses a CSR
+/// whose key does not read. Blackboard reads only the exponent of a key
+/// OpenSSL has already decoded, in a certificate that chains to our root;
+/// every key our CA certifies has passed this same reader (`issue` and
+/// `issue_for` both check it), so strictness there refuses nothing our CA
+/// issued, and anything else fails closed.
+pub(crate) fn rsa_public_key(bits: &[u8]) -> Result<RsaPublicKey<'_>, DerError> {
+    let mut outer = Reader::new(bits);
+    let mut key = outer.nested(tag::SEQUENCE)?;
+    outer.finish()?;
+    let n = positive_integer(&key.expect_tag(tag::INTEGER)?)?;
+    let e = positive_integer(&key.expect_tag(tag::INTEGER)?)?;
+    key.finish()?;
+    Ok(RsaPublicKey { n, e })
+}
+
 /// A certificate's TBSCertificate (RFC 5280 4.1), the one walker of it:
 /// the CA reads its root's subject here, Blackboard's check a student's
 /// key and extensions.
@@ -559,6 +588,35 @@ mod tests {
         assert!(positive_integer(&int(&[0x80])).is_err());
         assert!(positive_integer(&int(&[0x00])).is_err());
         assert!(positive_integer(&int(&[])).is_err());
+    }
+
+    #[test]
+    fn rsa_public_keys_are_two_integers_and_nothing_else() {
+        let key = |content: &[u8]| {
+            let mut out = Vec::new();
+            write_tlv(&mut out, tag::SEQUENCE, content);
+            out
+        };
+        let good = key(&[0x02, 0x02, 0x00, 0xC1, 0x02, 0x03, 0x01, 0x00, 0x01]);
+        assert_eq!(
+            rsa_public_key(&good),
+            Ok(RsaPublicKey {
+                n: &[0xC1],
+                e: &[0x01, 0x00, 0x01]
+            })
+        );
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(rsa_public_key(&trailing).is_err(), "bytes after the key");
+        let extra = key(&[0x02, 0x01, 0x41, 0x02, 0x01, 0x03, 0x02, 0x01, 0x01]);
+        assert!(rsa_public_key(&extra).is_err(), "a third integer");
+        let negative = key(&[0x02, 0x01, 0xC1, 0x02, 0x01, 0x03]);
+        assert!(rsa_public_key(&negative).is_err(), "a negative modulus");
+        assert!(
+            rsa_public_key(&key(&[0x02, 0x01, 0x41])).is_err(),
+            "no exponent"
+        );
+        assert!(rsa_public_key(b"").is_err());
     }
 
     #[test]

@@ -42,6 +42,7 @@ use openssl::pkey::{Id, PKey, PKeyRef, Private};
 use openssl::sign::Signer;
 use openssl::x509::X509Ref;
 
+use crate::ca::Serial;
 use crate::der::{self, tag, DerError, Reader, Tlv};
 
 /// Tags of the OCSP structures that [`crate::der::tag`] does not name.
@@ -115,9 +116,10 @@ pub struct CertId {
 }
 
 impl CertId {
-    /// The serial in upper-case hex, as the store keys certificates.
+    /// The serial in the form the store keys certificates by ([`Serial`]'s,
+    /// so a serial with a sign byte reads as the certificate's does).
     pub fn serial_hex(&self) -> String {
-        hex_upper(&self.serial)
+        Serial::from_der_integer(&self.serial).to_string()
     }
 }
 
@@ -1221,6 +1223,12 @@ mod tests {
         assert_eq!(id.hash, HashAlgorithm::Sha1);
         assert_eq!(id.serial, [0x42, 0x42]);
         assert_eq!(id.serial_hex(), "4242");
+        // A sign byte is not part of the serial the store knows.
+        let high = CertId {
+            serial: vec![0x00, 0xC1],
+            ..id.clone()
+        };
+        assert_eq!(high.serial_hex(), "C1");
         let name = p.ca.subject_name().to_der().unwrap();
         assert_eq!(id.issuer_name_hash, openssl::sha::sha1(&name));
         assert_eq!(id.issuer_key_hash.len(), 20);

@@ -124,8 +124,9 @@ impl Output {
     }
 }
 
-/// The record of a certificate just issued, whichever protocol asked.
-pub(crate) fn cert_record(issued: Issued, origin: Origin) -> Record {
+/// The record of a certificate just issued, whichever protocol asked (also
+/// how the benches and the session fuzz target seed a store).
+pub fn cert_record(issued: Issued, origin: Origin) -> Record {
     Record::Cert(CertRecord {
         serial_hex: issued.serial_hex,
         sid: issued.sid,
@@ -380,14 +381,15 @@ mod tests {
             .0
     }
 
-    /// A CA, its verifier and a store in `dir`; shared with legacy's tests.
+    /// A CA in `dir`, its verifier and an in-memory store (the engine the
+    /// session fuzz target uses too); shared with legacy's tests.
     pub(super) fn shared(dir: &std::path::Path, admission: Option<&[u8]>) -> Shared {
         let ca = ca(&dir.join("keys"));
         let verifier = Verifier::new(ca.cert()).unwrap();
         Shared {
             ca: Some(Arc::new(ca)),
             verifier: Some(Arc::new(verifier)),
-            store: Box::new(SqliteStore::open(&dir.join("data")).unwrap()),
+            store: Box::new(SqliteStore::in_memory().unwrap()),
             admission_secret: admission.map(|s| Arc::new(s.to_vec())),
             legacy: false,
         }

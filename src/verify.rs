@@ -280,18 +280,16 @@ fn is_ca(cert: &X509, der: &[u8]) -> bool {
 }
 
 /// The public exponent (big-endian magnitude, minimal) of a certificate's
-/// RSA key, read from its SubjectPublicKeyInfo. Anything but a DER
-/// rsaEncryption key with a positive, minimally encoded exponent is an
-/// error, and the caller refuses the certificate.
+/// RSA key, read from its SubjectPublicKeyInfo by the CA's own key reader
+/// ([`der::rsa_public_key`]). Anything but a strict DER rsaEncryption key
+/// is an error, and the caller refuses the certificate.
 fn rsa_public_exponent(der: &[u8]) -> Result<&[u8], DerError> {
     let tbs = TbsCertificate::parse(der)?;
     let spki = der::spki_parts(tbs.spki.raw)?;
     if spki.alg != oid::RSA_ENCRYPTION {
         return Err(DerError::BadValue("key algorithm (not rsaEncryption)"));
     }
-    let mut key = Reader::new(spki.bits).nested(tag::SEQUENCE)?;
-    key.expect_tag(tag::INTEGER)?; // modulus
-    der::positive_integer(&key.expect_tag(tag::INTEGER)?)
+    Ok(der::rsa_public_key(spki.bits)?.e)
 }
 
 /// Reads `cA` from a certificate's basicConstraints extension (absent:

@@ -3,15 +3,18 @@
 //! as the reactor would (until it says "close"): never panics, and every
 //! frame it sends is a well-formed message. A frame `[0xFE]` stands for a valid SubmitHello with a
 //! certificate from this process's CA, so the fuzzer gets past the
-//! certificate check to the report (which it cannot MAC).
+//! certificate check to the report (which it cannot MAC). The store is the
+//! real SQLite engine in memory, fresh for every input (so a run depends on
+//! its input alone), holding that one certificate as Good; records the
+//! sessions ask to persist are committed to it, as the reactor does.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
 
 use certboard::ca::CertificateAuthority;
 use certboard::message::Message;
-use certboard::protocol::{ServiceKind, Session, Shared};
-use certboard::store::{CertRow, CertStatus, Record, ReportRecord, Storage, StoreError};
+use certboard::protocol::{cert_record, ServiceKind, Session, Shared};
+use certboard::store::{Origin, Record, SqliteStore, Storage};
 use certboard::verify::Verifier;
 use libfuzzer_sys::fuzz_target;
 
@@ -21,7 +24,8 @@ struct Fixture {
     ca: Arc<CertificateAuthority>,
     verifier: Arc<Verifier>,
     hello: Vec<u8>,
-    serial: String,
+    /// The honest certificate's record, committed into every run's store.
+    record: Record,
 }
 
 fn fixture() -> &'static Fixture {
@@ -39,44 +43,9 @@ fn fixture() -> &'static Fixture {
             verifier: Arc::new(Verifier::new(ca.cert()).expect("verifier")),
             ca: Arc::new(ca),
             hello,
-            serial: issued.serial_hex,
+            record: cert_record(issued, Origin::Certboard),
         }
     })
-}
-
-/// A store that knows one good certificate and keeps nothing.
-struct MemStore {
-    good: String,
-}
-
-impl Storage for MemStore {
-    fn commit(&mut self, _: &[Record]) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn cert_status(&mut self, serial_hex: &str) -> Result<CertStatus, StoreError> {
-        Ok(if serial_hex == self.good {
-            CertStatus::Good {
-                origin: certboard::store::Origin::Certboard,
-            }
-        } else {
-            CertStatus::Unknown
-        })
-    }
-    fn revoke_serial(&mut self, _: &str, _: &str, _: i64) -> Result<usize, StoreError> {
-        Ok(0)
-    }
-    fn revoke_sid(&mut self, _: &str, _: &str, _: i64) -> Result<usize, StoreError> {
-        Ok(0)
-    }
-    fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {
-        Ok(vec![])
-    }
-    fn reports(&mut self) -> Result<Vec<ReportRecord>, StoreError> {
-        Ok(vec![])
-    }
-    fn next_crl_number(&mut self) -> Result<u64, StoreError> {
-        Ok(1)
-    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -89,12 +58,14 @@ fuzz_target!(|data: &[u8]| {
     } else {
         ServiceKind::Blackboard
     };
+    let mut store = SqliteStore::in_memory().expect("in-memory store");
+    store
+        .commit(std::slice::from_ref(&f.record))
+        .expect("seed the honest certificate");
     let mut shared = Shared {
         ca: Some(f.ca.clone()),
         verifier: Some(f.verifier.clone()),
-        store: Box::new(MemStore {
-            good: f.serial.clone(),
-        }),
+        store: Box::new(store),
         admission_secret: (flags & 2 != 0).then(|| Arc::new(b"fuzzing admission secret".to_vec())),
         legacy: flags & 4 != 0,
     };
@@ -117,6 +88,13 @@ fuzz_target!(|data: &[u8]| {
         }
         legacy_conn |= shared.legacy && certboard::protocol::legacy::is_command(payload);
         let (next, out) = session.on_frame(payload, &mut shared, "fuzz");
+        // The reactor commits a record before the frames that promise it
+        // leave, and closes the connection if the commit fails.
+        if let Some(record) = &out.persist {
+            if shared.store.commit(std::slice::from_ref(record)).is_err() {
+                break;
+            }
+        }
         if !legacy_conn {
             // What the server says must itself be a well-formed message.
             for frame in &out.send {

@@ -196,14 +196,7 @@ impl<'a> StudentKey<'a> {
                         "RSA key parameters (must be NULL)",
                     )));
                 }
-                let mut outer = Reader::new(bits);
-                let mut key = outer.nested(tag::SEQUENCE).map_err(malformed)?;
-                outer.finish().map_err(malformed)?;
-                let n = der::positive_integer(&key.expect_tag(tag::INTEGER).map_err(malformed)?)
-                    .map_err(malformed)?;
-                let e = der::positive_integer(&key.expect_tag(tag::INTEGER).map_err(malformed)?)
-                    .map_err(malformed)?;
-                key.finish().map_err(malformed)?;
+                let der::RsaPublicKey { n, e } = der::rsa_public_key(bits).map_err(malformed)?;
                 let modulus_bits = n.len() * 8 - n[0].leading_zeros() as usize; // ok: n is non-empty
                 if !(2048..=4096).contains(&modulus_bits) {
                     return Err(CaError::UnsupportedKey(format!(

@@ -184,13 +184,15 @@ impl From<&CertError> for ErrorCode {
 impl From<&CaError> for ErrorCode {
     fn from(e: &CaError) -> ErrorCode {
         match e {
-            // The root's files and OpenSSL are the server's business.
+            // The root's files, the store's serials and OpenSSL are the
+            // server's business.
             CaError::Io { .. }
             | CaError::BadPassphrase(_)
             | CaError::WeakPassphrase
             | CaError::HalfRoot { .. }
             | CaError::RootMismatch(_)
             | CaError::UnsafeKeys(_)
+            | CaError::BadSerial(_)
             | CaError::Crypto(_) => ErrorCode::Internal,
             // Everything else is about the CSR (listed, so that a new
             // variant has to be placed here on purpose).

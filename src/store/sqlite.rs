@@ -145,11 +145,23 @@ impl SqliteStore {
                 "could not switch to WAL mode (got {mode})"
             )));
         }
-        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
-        let mut store = SqliteStore {
-            conn,
-            path: path.to_path_buf(),
-        };
+        conn.execute_batch("PRAGMA synchronous=FULL;")?;
+        Self::with_schema(conn, path.to_path_buf())
+    }
+
+    /// A fresh, private database in memory (SQLite's `:memory:`): the same
+    /// schema, statements and constraints as a file, so protocol tests and
+    /// the session fuzz target run the real engine without a temp dir.
+    /// Nothing survives the value; WAL and fsync do not apply.
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open_in_memory()?;
+        Self::with_schema(conn, PathBuf::from(":memory:"))
+    }
+
+    /// The steps every database shares once its connection is open.
+    fn with_schema(conn: Connection, path: PathBuf) -> Result<SqliteStore, StoreError> {
+        conn.execute_batch("PRAGMA foreign_keys=ON;")?;
+        let mut store = SqliteStore { conn, path };
         store.check_or_create_schema()?;
         Ok(store)
     }
@@ -440,6 +452,25 @@ mod tests {
         assert_eq!(reports[0].receipt_id, u64::MAX);
         assert_eq!(reports[0].origin, Origin::Legacy);
         assert_eq!(s.certs()?[0].sid, "alice");
+        Ok(())
+    }
+
+    #[test]
+    fn in_memory_is_the_same_engine_and_private_to_its_value() -> TestResult {
+        let mut s = SqliteStore::in_memory()?;
+        s.commit(&[cert("01", "a")])?;
+        let err = s.commit(&[cert("01", "b")]).err();
+        assert!(matches!(err, Some(StoreError::Duplicate(_))), "{err:?}");
+        assert_eq!(s.next_crl_number()?, 1);
+        assert_eq!(s.revoke_sid("a", "test", 3)?, 1);
+        assert!(matches!(
+            s.cert_status("01")?,
+            CertStatus::Revoked { at: 3, .. }
+        ));
+        // A second one shares nothing with the first.
+        let mut other = SqliteStore::in_memory()?;
+        assert_eq!(other.cert_status("01")?, CertStatus::Unknown);
+        assert_eq!(other.next_crl_number()?, 1);
         Ok(())
     }
 
