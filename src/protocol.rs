@@ -306,7 +306,7 @@ impl State {
                     ciphertext,
                     mac,
                 },
-            ) => blackboard::report(*p, cipher, &iv, &ciphertext, &mac, peer),
+            ) => blackboard::report(*p, cipher, &iv, &ciphertext, &mac, shared, peer),
             (_, Message::Error { code, reason }) => {
                 info!("{peer}: client reported error {code:?}: {reason}");
                 Ok((State::Done, Output::close()))

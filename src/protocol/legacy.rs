@@ -45,7 +45,8 @@ use crate::store::{Origin, Record};
 
 use super::error::Internal;
 use super::submission::{
-    check_certificate, check_mac, check_report_text, CertCheckError, PendingReport, ReportError,
+    check_certificate, check_mac, check_report_text, check_still_good, CertCheckError,
+    PendingReport, ReportError,
 };
 use super::{cert_record, Output, ServiceKind, Shared, State};
 
@@ -301,7 +302,7 @@ impl LegacySession {
             LegacySession::BbRefuseAfterCert { reason } => {
                 refuse(peer, LegacyError::VerifySid(reason))
             }
-            LegacySession::BbAwaitReport(p) => report(*p, payload, peer),
+            LegacySession::BbAwaitReport(p) => report(*p, payload, shared, peer),
         }
     }
 }
@@ -511,7 +512,7 @@ fn verify(sid: String, payload: &[u8], shared: &mut Shared, peer: &str) -> Step 
     )
 }
 
-fn report(p: PendingReport<String>, payload: &[u8], peer: &str) -> Step {
+fn report(p: PendingReport<String>, payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
     let Ok(text) = std::str::from_utf8(payload) else {
         return refuse(peer, LegacyError::ReportNotUtf8);
     };
@@ -533,6 +534,13 @@ fn report(p: PendingReport<String>, payload: &[u8], peer: &str) -> Step {
             LegacySession::BbAwaitCommand,
             vec![MAC_FAILED.as_bytes().to_vec()],
         );
+    }
+    match check_still_good(shared, &p) {
+        Ok(()) => {}
+        Err(e) if ErrorCode::from(&e) == ErrorCode::Internal => {
+            return internal(peer, "certificate check", e)
+        }
+        Err(source) => return refuse(peer, LegacyError::Certificate { sid: p.sid, source }),
     }
     if let Err(e) = check_report_text(msg) {
         return refuse(peer, LegacyError::Report(ReportError::Text(e)));

@@ -94,24 +94,44 @@ pub fn check_certificate(
     let student = verifier
         .verify(sid, cert_der, chain)
         .map_err(CertCheckError::Rejected)?;
-    match shared.store.cert_status(&student.serial_hex) {
-        Ok(CertStatus::Good { origin }) if by == Origin::Legacy && origin != Origin::Legacy => {
+    match standing(shared, &student.serial_hex)? {
+        origin if by == Origin::Legacy && origin != Origin::Legacy => {
             Err(CertCheckError::NotLegacy {
                 serial: student.serial_hex,
             })
         }
-        Ok(CertStatus::Good { .. }) => Ok(student),
+        _ => Ok(student),
+    }
+}
+
+/// The CA's records on a certificate: the protocol it was issued by when it
+/// is good, else why it is not (never issued, revoked, or the store failed).
+fn standing(shared: &mut Shared, serial_hex: &str) -> Result<Origin, CertCheckError> {
+    match shared.store.cert_status(serial_hex) {
+        Ok(CertStatus::Good { origin }) => Ok(origin),
         Ok(CertStatus::Unknown) => Err(CertCheckError::Rejected(CertError::NotIssued(
-            student.serial_hex,
+            serial_hex.to_string(),
         ))),
         Ok(CertStatus::Revoked { reason, .. }) => {
             Err(CertCheckError::Rejected(CertError::Revoked {
-                serial: student.serial_hex,
+                serial: serial_hex.to_string(),
                 reason,
             }))
         }
         Err(e) => Err(CertCheckError::Store(e)),
     }
+}
+
+/// Checks again, when the report arrives, that the certificate the session
+/// was opened under is still good: a revocation made after the hello takes
+/// effect on sessions already open (one store lookup). Every protocol's
+/// report path calls this after its MAC check and before it decrypts or
+/// records anything.
+pub(super) fn check_still_good<K>(
+    shared: &mut Shared,
+    pending: &PendingReport<K>,
+) -> Result<(), CertCheckError> {
+    standing(shared, &pending.serial_hex).map(|_| ())
 }
 
 /// Why a report was refused.
