@@ -48,3 +48,97 @@ fn a_certificate_revoked_during_a_session_cannot_submit() -> TestResult {
     assert_eq!(common::stdout(&reports), "", "{}", text(&reports));
     Ok(())
 }
+
+/// A self-signed certificate of about `target` bytes made of thousands of
+/// small private extensions: the shape whose parsing costs most per byte.
+fn bloated_certificate(target: usize) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    use openssl::asn1::{Asn1Object, Asn1OctetString, Asn1Time};
+    use openssl::x509::{X509Builder, X509Extension, X509NameBuilder};
+    let key = openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(
+        openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)?.as_ref(),
+    )?)?;
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_text("CN", "1155000042")?;
+    let name = name.build();
+    let mut b = X509Builder::new()?;
+    b.set_subject_name(&name)?;
+    b.set_issuer_name(&name)?;
+    b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
+    b.set_not_after(Asn1Time::days_from_now(1)?.as_ref())?;
+    b.set_pubkey(&key)?;
+    // Each extension is about 18 bytes of DER.
+    for i in 0..target / 18 {
+        let oid = Asn1Object::from_str(&format!("1.3.6.1.4.1.55555.{i}"))?;
+        let value = Asn1OctetString::new_from_bytes(&[5, 0])?;
+        b.append_extension(X509Extension::new_from_der(&oid, false, &value)?)?;
+    }
+    b.sign(&key, openssl::hash::MessageDigest::sha256())?;
+    Ok(b.build().to_der()?)
+}
+
+/// Dozens of connections sending the largest certificate the frame limit
+/// lets through (about 64 KiB, thousands of extensions) are each refused by
+/// its size, and an honest student submits meanwhile. Without the cap such
+/// a certificate was parsed and path-validated on the loop (and with the
+/// old 1 MiB frame limit, a 900 KiB one cost ~60 ms each).
+#[test]
+fn an_oversized_certificate_is_refused_by_size_while_honest_students_submit() -> TestResult {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+    let server = TestServer::start(&[])?;
+    let sid = "1155000042";
+    let key = client::make_key(KeyType::Rsa2048)?;
+    let cert = enroll_key(server.ca, sid, &key)?;
+    let bloated = bloated_certificate(60 * 1024)?;
+    assert!(bloated.len() > 50 * 1024 && bloated.len() < 65_000, "{}", bloated.len());
+    let hello = certboard::message::Message::SubmitHello {
+        sid: sid.into(),
+        cert_der: bloated,
+        chain: vec![],
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (refusals_tx, refusals) = mpsc::channel();
+    let mut attackers = Vec::new();
+    for _ in 0..30 {
+        let (bb, hello, stop, tx) = (
+            server.blackboard.to_string(),
+            hello.clone(),
+            stop.clone(),
+            refusals_tx.clone(),
+        );
+        attackers.push(std::thread::spawn(move || {
+            // Bounded: at most 50 rounds per attacker.
+            for _ in 0..50 {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let answer = client::FramedStream::connect(&bb, NET_TIMEOUT)
+                    .and_then(|mut c| c.send(&hello).and_then(|()| c.recv()));
+                let _ = tx.send(format!("{answer:?}"));
+            }
+        }));
+    }
+    drop(refusals_tx);
+    // The honest student, while the attack runs.
+    let first = refusals.recv_timeout(NET_TIMEOUT)?;
+    let (done_tx, done) = mpsc::channel();
+    let bb = server.blackboard;
+    let (k, c) = (key.clone(), cert.clone());
+    std::thread::spawn(move || {
+        let _ = done_tx.send(common::submit_report(bb, sid, &c, &k).map_err(|e| e.to_string()));
+    });
+    let honest = done.recv_timeout(Duration::from_secs(5));
+    stop.store(true, Ordering::Relaxed);
+    for a in attackers {
+        let _ = a.join();
+    }
+    assert!(matches!(honest, Ok(Ok(_))), "honest submission: {honest:?}");
+    for answer in std::iter::once(first).chain(refusals.try_iter()) {
+        assert!(
+            answer.contains("code: Limit") && answer.contains("at most 16384 are accepted"),
+            "{answer}"
+        );
+    }
+    Ok(())
+}

@@ -25,6 +25,13 @@ pub enum CertCheckError {
     BadSid(SidError),
     /// More chain certificates than [`MAX_CHAIN`].
     ChainTooLong(usize),
+    /// A certificate (the student's or one of the chain) over
+    /// [`MAX_CERT_DER`] bytes: refused by its size alone, before it is
+    /// parsed.
+    TooLarge {
+        /// Its size, in bytes.
+        len: usize,
+    },
     /// The certificate does not hold up, or is not (or no longer) one the
     /// CA stands behind.
     Rejected(CertError),
@@ -47,6 +54,11 @@ impl fmt::Display for CertCheckError {
             CertCheckError::ChainTooLong(n) => write!(
                 f,
                 "too many chain certificates ({n}; at most {MAX_CHAIN})"
+            ),
+            CertCheckError::TooLarge { len } => write!(
+                f,
+                "the certificate is {len} bytes; at most {MAX_CERT_DER} are accepted \
+                 (a student certificate is under 2 KiB)"
             ),
             CertCheckError::Rejected(e) => write!(f, "{e}"),
             CertCheckError::NotLegacy { serial } => write!(
@@ -71,6 +83,14 @@ impl std::error::Error for CertCheckError {
     }
 }
 
+/// Largest certificate accepted at Blackboard, in bytes of DER, for the
+/// student's certificate and each chain certificate alike. The certificates
+/// CUHK issues are under 2 KiB (an RSA-4096 key's included); the parsing and
+/// path validation of a certificate cost time in proportion to its size (a
+/// 900 KiB one with tens of thousands of extensions costs ~60 ms of loop
+/// time), so anything larger is refused by its size before it is parsed.
+pub const MAX_CERT_DER: usize = 16 * 1024;
+
 /// Checks a certificate for a SID against the root and the store. A
 /// submission by the legacy protocol (`by = Origin::Legacy`) proves no key,
 /// only that the submitter holds the certificate, which is public: so it is
@@ -83,10 +103,18 @@ pub fn check_certificate(
     chain: &[Vec<u8>],
     by: Origin,
 ) -> Result<Student, CertCheckError> {
-    sid::validate(sid).map_err(CertCheckError::BadSid)?;
+    // Sizes first: nothing is parsed before they are known to be sane.
     if chain.len() > MAX_CHAIN {
         return Err(CertCheckError::ChainTooLong(chain.len()));
     }
+    if let Some(len) = std::iter::once(cert_der)
+        .chain(chain.iter().map(Vec::as_slice))
+        .map(<[u8]>::len)
+        .find(|&len| len > MAX_CERT_DER)
+    {
+        return Err(CertCheckError::TooLarge { len });
+    }
+    sid::validate(sid).map_err(CertCheckError::BadSid)?;
     let verifier = shared
         .verifier
         .as_ref()
