@@ -109,7 +109,31 @@ pub struct Output {
     pub persist: Option<Record>,
     /// Close once `send` is flushed.
     pub close: bool,
+    /// Work to do off the event loop before this session can go on: the
+    /// reactor hands it to the worker pool and feeds the result back
+    /// through [`Session::on_offloaded`], reading no frame meanwhile. A
+    /// step asks for at most one of `persist` and `offload`.
+    pub offload: Option<Job>,
 }
+
+/// Work a session asks to have done off the event loop, because it costs
+/// more than the loop may spend on one message (an RSA key for a legacy
+/// student: tens of milliseconds). What it is stays the protocol's
+/// business: the reactor only runs it on a worker and hands back the
+/// [`Done`].
+#[derive(Debug)]
+pub struct Job(legacy::KeyJob);
+
+impl Job {
+    /// Does the work; on a worker thread, never on the loop.
+    pub fn run(self) -> Done {
+        Done(self.0.run())
+    }
+}
+
+/// The result of a [`Job`], for [`Session::on_offloaded`].
+#[derive(Debug)]
+pub struct Done(legacy::KeyDone);
 
 impl Output {
     fn reply(msg: Message) -> Output {
@@ -228,6 +252,22 @@ impl Session {
         let (state, out) = match self.0.on_frame(payload, shared, peer) {
             Ok(x) => x,
             Err(e) => (State::Done, e.refusal(peer)),
+        };
+        (Session(state), out)
+    }
+
+    /// Feeds back the result of the [`Job`] this session asked for.
+    pub fn on_offloaded(self, done: Done, peer: &str) -> (Session, Output) {
+        let (state, out) = match self.0 {
+            State::Legacy(l) => legacy::step(l.on_offloaded(done.0, peer)),
+            _ => (
+                State::Done,
+                ProtocolError::Internal(Internal::new(
+                    "off-loop work",
+                    "a result came for a session that asked for none",
+                ))
+                .refusal(peer),
+            ),
         };
         (Session(state), out)
     }
@@ -536,9 +576,10 @@ mod tests {
         assert_eq!(big_hello.len(), 16_424);
         let error = Message::error(ErrorCode::Internal, "x".repeat(usize::from(u16::MAX)));
         assert!(error.encode().len() <= MAX_FRAME_NEEDED);
-        let legacy_report = MAX_REPORT + 1 + legacy::MAC_HEX_LEN;
-        assert!(legacy_report <= MAX_FRAME_NEEDED);
-        assert!(legacy::MAX_CERT_TEXT <= MAX_FRAME_NEEDED);
+        const {
+            assert!(MAX_REPORT + 1 + legacy::MAC_HEX_LEN <= MAX_FRAME_NEEDED);
+            assert!(legacy::MAX_CERT_TEXT <= MAX_FRAME_NEEDED);
+        }
     }
 
     /// A certificate over the cap is refused by its size alone: these bytes
@@ -548,7 +589,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut sh = shared(dir.path(), None);
         let bb = |sh: &mut Shared| start(ServiceKind::Blackboard, sh);
-        let run = drive(bb(&mut sh), &[hello(SID, &[0xff; MAX_CERT_DER + 1])], &mut sh);
+        let run = drive(
+            bb(&mut sh),
+            &[hello(SID, &[0xff; MAX_CERT_DER + 1])],
+            &mut sh,
+        );
         let (code, reason) = refusal(&run);
         assert_eq!(code, ErrorCode::Limit);
         assert!(reason.contains("16385 bytes; at most 16384"), "{reason}");

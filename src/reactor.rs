@@ -30,6 +30,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::commit::{CommitError, CommitHandle, Committer, InFlight, Outcome};
 use crate::framing::{self, Decoder};
 use crate::message::ErrorCode;
+use crate::offload::{WorkHandle, Workers};
 use crate::protocol::{Expiry, Output, ServiceKind, Session, Shared};
 use crate::store::Record;
 
@@ -83,7 +84,9 @@ impl Default for Limits {
 }
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
-/// The writer thread wakes the loop through this token when a batch is durable.
+/// The writer thread wakes the loop through this token when a batch is
+/// durable, and the worker pool when off-loop work is done (mio allows one
+/// waker per poll).
 const COMMIT_TOKEN: Token = Token(usize::MAX - 1);
 /// Listener tokens are 0..LISTENER_TOKENS; connection tokens follow.
 const LISTENER_TOKENS: usize = 16;
@@ -110,6 +113,13 @@ enum Phase {
         held: Vec<u8>,
         /// Close once they are out (the state machine asked so).
         close_after: bool,
+    },
+    /// Waiting for work off the loop (the session's `Output::offload`);
+    /// frames that arrive meanwhile are buffered, not handled.
+    Working {
+        /// Held while the job waits: dropping it (the connection closed)
+        /// makes the pool skip the job.
+        ticket: Arc<()>,
     },
     /// Flushing the last frames, then closing; nothing more is read.
     Closing,
@@ -152,6 +162,8 @@ pub(crate) struct Reactor {
     pending: Vec<(Token, Record)>,
     /// The writer thread.
     commits: CommitHandle,
+    /// The worker pool, when the server has one (legacy mode).
+    workers: Option<WorkHandle>,
     /// The batch the writer is committing, with the connections awaiting it.
     in_flight: Option<(InFlight, Vec<Token>)>,
     /// The writer thread is gone: nothing can be recorded any more, so the
@@ -225,6 +237,7 @@ impl Reactor {
         shared: Shared,
         limits: Limits,
         committer: &Committer,
+        workers: Option<&Workers>,
         handle_signals: bool,
     ) -> io::Result<Reactor> {
         let poll = Poll::new()?;
@@ -258,7 +271,8 @@ impl Reactor {
             shared,
             limits,
             pending: Vec::new(),
-            commits: committer.handle(waker),
+            commits: committer.handle(Arc::clone(&waker)),
+            workers: workers.map(|w| w.handle(waker)),
             in_flight: None,
             writer_lost: false,
             id,
@@ -297,7 +311,10 @@ impl Reactor {
                             return Ok(());
                         }
                     }
-                    COMMIT_TOKEN => self.collect_commit(),
+                    COMMIT_TOKEN => {
+                        self.collect_commit();
+                        self.collect_offloaded();
+                    }
                     Token(i) if i < LISTENER_TOKENS => self.accept(i),
                     token => self.on_conn_event(token, event.is_read_closed()),
                 }
@@ -531,6 +548,23 @@ impl Reactor {
         for payload in &out.send {
             framing::encode(payload, &mut frames);
         }
+        if let Some(job) = out.offload {
+            conn.outbuf.extend_from_slice(&frames);
+            let submitted = match &self.workers {
+                Some(w) => w
+                    .submit(token, job)
+                    .map_err(|busy| (ErrorCode::Limit, busy.to_string())),
+                None => Err((
+                    ErrorCode::Internal,
+                    "internal error: this server has no worker pool".to_string(),
+                )),
+            };
+            match submitted {
+                Ok(ticket) => conn.phase = Phase::Working { ticket },
+                Err((code, reason)) => self.refuse(token, code, &reason),
+            }
+            return;
+        }
         match out.persist {
             Some(record) => {
                 conn.phase = Phase::Committing {
@@ -575,6 +609,32 @@ impl Reactor {
             self.release(tokens, &outcome);
         }
         self.start_commit();
+    }
+
+    /// Feeds each finished off-loop job back to its session, if its
+    /// connection is still waiting for it (else the result is dropped).
+    fn collect_offloaded(&mut self) {
+        let Some(workers) = &self.workers else {
+            return;
+        };
+        let finished: Vec<_> = workers.finished().collect();
+        for (token, done) in finished {
+            let Some(conn) = self.conns.get_mut(&token) else {
+                debug!("off-loop result for a closed connection dropped");
+                continue;
+            };
+            if !matches!(conn.phase, Phase::Working { .. }) {
+                continue; // refused meanwhile (a limit): its error is queued
+            }
+            conn.phase = Phase::Open;
+            let session = std::mem::take(&mut conn.session);
+            let (next, out) = session.on_offloaded(done, &conn.peer);
+            conn.session = next;
+            self.apply(token, out);
+            // Frames that arrived meanwhile are handled now.
+            self.process_input(token);
+            self.after_io(token);
+        }
     }
 
     /// Releases the replies held for a batch, or, if it is not known to be
@@ -656,6 +716,14 @@ impl Reactor {
             }
             Phase::Open if conn.eof && drained => {
                 self.close(token, "peer closed the connection");
+                return;
+            }
+            // Never work for nobody: its job is dropped with the ticket.
+            Phase::Working { .. } if conn.eof => {
+                self.close(
+                    token,
+                    "peer closed the connection; its off-loop work is dropped",
+                );
                 return;
             }
             _ => {}
@@ -907,6 +975,7 @@ mod tests {
             shared,
             Limits::default(),
             &committer,
+            None,
             false,
         )?;
         let (done_tx, done) = std::sync::mpsc::channel();

@@ -91,7 +91,11 @@ fn an_oversized_certificate_is_refused_by_size_while_honest_students_submit() ->
     let key = client::make_key(KeyType::Rsa2048)?;
     let cert = enroll_key(server.ca, sid, &key)?;
     let bloated = bloated_certificate(60 * 1024)?;
-    assert!(bloated.len() > 50 * 1024 && bloated.len() < 65_000, "{}", bloated.len());
+    assert!(
+        bloated.len() > 50 * 1024 && bloated.len() < 65_000,
+        "{}",
+        bloated.len()
+    );
     let hello = certboard::message::Message::SubmitHello {
         sid: sid.into(),
         cert_der: bloated,
@@ -140,5 +144,157 @@ fn an_oversized_certificate_is_refused_by_size_while_honest_students_submit() ->
             "{answer}"
         );
     }
+    Ok(())
+}
+
+// ---- legacy mode: key generation off the loop ----
+
+/// A legacy client's frame: a 4-byte little-endian length, then the text.
+fn legacy_frame(text: &str) -> Vec<u8> {
+    let mut out = (text.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out
+}
+
+fn legacy_recv(s: &mut std::net::TcpStream) -> Result<String, Box<dyn std::error::Error>> {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head)?;
+    let len = usize::try_from(i32::from_le_bytes(head))?;
+    if len > 1 << 16 {
+        return Err(format!("frame of {len} bytes").into());
+    }
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload)?;
+    Ok(String::from_utf8(payload)?)
+}
+
+/// One legacy enrollment on a fresh connection: `Ok(true)` when issued,
+/// `Ok(false)` when refused with a text error (the server is busy).
+fn legacy_enroll(ca: std::net::SocketAddr, sid: &str) -> Result<bool, Box<dyn std::error::Error>> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(ca)?;
+    s.set_read_timeout(Some(NET_TIMEOUT))?;
+    s.write_all(&legacy_frame("1"))?;
+    assert_eq!(legacy_recv(&mut s)?, "please input your student_id");
+    s.write_all(&legacy_frame(sid))?;
+    let first = legacy_recv(&mut s)?;
+    if first.starts_with("error: ") {
+        assert!(first.contains("server busy"), "{first}");
+        return Ok(false);
+    }
+    assert_eq!(first, format!("ID{sid} logins successfully"));
+    legacy_recv(&mut s)?;
+    let pem = legacy_recv(&mut s)?;
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    Ok(true)
+}
+
+/// Thirty connections enroll legacy students back to back (each a fresh
+/// RSA-2048 key made by the server) while an honest student enrolls five
+/// times in our protocol: the honest enrollments finish within a generous
+/// deadline. With the keys made on the loop, each honest request waited
+/// behind a turn of the loop's key generation (seconds per request).
+#[test]
+fn legacy_key_generation_does_not_hold_up_honest_enrollments() -> TestResult {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+    let server = TestServer::start(&["--legacy"])?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (issued, busy) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut attackers = Vec::new();
+    for t in 0..30 {
+        let (ca, stop, issued, busy) = (server.ca, stop.clone(), issued.clone(), busy.clone());
+        attackers.push(std::thread::spawn(move || {
+            for round in 0..40 {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                match legacy_enroll(ca, &format!("legacy{t}x{round}")) {
+                    Ok(true) => issued.fetch_add(1, Ordering::Relaxed),
+                    Ok(false) => busy.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => panic!("legacy enrollment failed: {e}"),
+                };
+            }
+        }));
+    }
+    // The honest student's keys are made before the attack is under way.
+    let key = client::make_key(KeyType::Rsa2048)?;
+    let csrs: Vec<Vec<u8>> = (0..5)
+        .map(|i| client::make_csr(&format!("11550001{i:02}"), &key))
+        .collect::<Result<_, _>>()?;
+    assert!(
+        server.wait_log("key made on the server", 20),
+        "{}",
+        server.log()
+    );
+    let (tx, done) = mpsc::channel();
+    let ca = server.ca.to_string();
+    std::thread::spawn(move || {
+        let result = client::FramedStream::connect(&ca, NET_TIMEOUT).and_then(|mut conn| {
+            csrs.into_iter()
+                .try_for_each(|csr| client::enroll(&mut conn, csr).map(|_| ()))
+        });
+        let _ = tx.send(result.map_err(|e| e.to_string()));
+    });
+    let honest = done.recv_timeout(Duration::from_secs(5));
+    stop.store(true, Ordering::Relaxed);
+    for a in attackers {
+        a.join().map_err(|_| "an attacker thread panicked")?;
+    }
+    assert!(
+        matches!(honest, Ok(Ok(()))),
+        "honest enrollments: {honest:?}"
+    );
+    assert!(
+        issued.load(Ordering::Relaxed) > 0,
+        "no legacy enrollment went through"
+    );
+    Ok(())
+}
+
+/// A burst of legacy enrollments whose connections send the SID and close
+/// at once: no key is made for them (their queued work is dropped, or
+/// refused when the queue is full), nothing is recorded for them, and an
+/// honest legacy student enrolls right after.
+#[test]
+fn a_burst_of_abandoned_legacy_enrollments_leaves_no_work_behind() -> TestResult {
+    use std::io::Write;
+    let server = TestServer::start(&["--legacy"])?;
+    const BURST: usize = 60;
+    for i in 0..BURST {
+        let mut s = std::net::TcpStream::connect(server.ca)?;
+        let mut bytes = legacy_frame("1");
+        bytes.extend(legacy_frame(&format!("burst{i}")));
+        s.write_all(&bytes)?;
+        // Dropped: closed at once, without reading a reply.
+    }
+    assert!(
+        server.wait_log("off-loop work dropped unstarted", 20),
+        "{}",
+        server.log()
+    );
+    let closed = |log: &str| {
+        log.matches("its off-loop work is dropped").count()
+            + log.matches("server busy: 16 requests").count()
+    };
+    // Every burst connection is accounted for: work dropped or refused.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while closed(&server.log()) < BURST - 2 && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(closed(&server.log()) >= BURST - 2, "{}", server.log());
+    assert!(
+        legacy_enroll(server.ca, "honest1")?,
+        "the honest student was refused"
+    );
+    let certs = common::stdout(&server.admin(&["certs"])?);
+    let for_nobody = certs.lines().filter(|l| l.contains("burst")).count();
+    assert!(
+        for_nobody <= 2,
+        "certificates made for closed connections:\n{certs}"
+    );
+    assert!(certs.contains("honest1"), "{certs}");
     Ok(())
 }

@@ -10,8 +10,8 @@ use crate::message::{CipherId, Message, IV_LEN, NONCE_LEN};
 use crate::store::{Origin, Record};
 
 use super::error::{Internal, ProtocolError};
-use super::submission::{check_certificate, check_mac, check_report_text, PendingReport};
 use super::submission::check_still_good;
+use super::submission::{check_certificate, check_mac, check_report_text, PendingReport};
 use super::submission::{ReportError, MAX_REPORT};
 use super::{Output, Shared, State, Step};
 
@@ -116,6 +116,7 @@ pub(super) fn report(
             send: vec![reply.encode()],
             persist: Some(Record::Report(record)),
             close: true,
+            ..Output::default()
         },
     ))
 }
