@@ -175,6 +175,12 @@ pub(crate) struct Reactor {
     scratch: Vec<u8>,
     /// Bytes held in all connections' input buffers.
     buffered: usize,
+    /// A descriptor held in reserve (on /dev/null) so that, when the
+    /// process runs out, one can still be freed to refuse a client.
+    spare: Option<std::fs::File>,
+    /// Failed accepts and refusals for lack of descriptors, logged at most
+    /// once a second.
+    accept_failures: AcceptFailures,
     /// When each connection's limits should next be checked, earliest
     /// first. Entries are not moved when a frame comes in: a due entry is
     /// checked against the connection and put back if it is not yet due,
@@ -198,6 +204,67 @@ fn would_block(e: &io::Error) -> bool {
 
 fn interrupted(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Interrupted
+}
+
+/// EMFILE or ENFILE: the process's or the system's descriptor table is full.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
+}
+
+/// The spare descriptor; `None` (retried later) if even that fails.
+fn open_spare() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+/// How often the accept-failure lines may be written.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Accept failures and "server busy" refusals for lack of descriptors,
+/// counted and logged at most once per [`ACCEPT_LOG_EVERY`]: under a
+/// flood they would otherwise fill the log (and slow the loop on it).
+#[derive(Debug, Default)]
+struct AcceptFailures {
+    last_logged: Option<Instant>,
+    failed: u64,
+    refused: u64,
+}
+
+impl AcceptFailures {
+    fn due(&mut self) -> bool {
+        let now = Instant::now();
+        let due = self
+            .last_logged
+            .is_none_or(|t| now.duration_since(t) >= ACCEPT_LOG_EVERY);
+        if due {
+            self.last_logged = Some(now);
+        }
+        due
+    }
+
+    fn note(&mut self, kind: ServiceKind, e: &io::Error) {
+        self.failed += 1;
+        if self.due() {
+            warn!(
+                "{} listener: accept failed: {e} ({} time(s) since the last such line)",
+                kind.name(),
+                std::mem::take(&mut self.failed)
+            );
+        }
+    }
+
+    fn refused(&mut self, kind: ServiceKind, addr: SocketAddr) {
+        self.refused += 1;
+        if self.due() {
+            warn!(
+                "{addr}: refused: server busy, out of file descriptors ({} connection(s) to the \
+                 {} listener refused so since the last such line)",
+                std::mem::take(&mut self.refused),
+                kind.name()
+            );
+        }
+    }
 }
 
 /// Binds a listening socket; with `reuse_port` several reactors can bind the
@@ -280,6 +347,8 @@ impl Reactor {
             scratch: vec![0u8; 64 * 1024],
             buffered: 0,
             deadlines: BinaryHeap::new(),
+            spare: open_spare(),
+            accept_failures: AcceptFailures::default(),
         })
     }
 
@@ -398,10 +467,19 @@ impl Reactor {
                 Err(e) if would_block(&e) => return,
                 Err(e) if interrupted(&e) => continue,
                 Err(e) => {
-                    // EMFILE and friends: stop accepting for a moment instead
-                    // of spinning; the sweep retries.
-                    warn!("{} listener: accept failed: {e}", slot.kind.name());
-                    slot.paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    let kind = slot.kind;
+                    self.accept_failures.note(kind, &e);
+                    // Out of descriptors: the spare makes room to tell one
+                    // waiting client "server busy" rather than leave it in
+                    // the backlog, unanswered, until descriptors free up.
+                    if out_of_descriptors(&e) && self.refuse_with_spare(idx) {
+                        continue;
+                    }
+                    // Else stop accepting for a moment instead of spinning;
+                    // the sweep retries.
+                    if let Some(slot) = self.listeners.get_mut(idx) {
+                        slot.paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    }
                     return;
                 }
             };
@@ -462,6 +540,38 @@ impl Reactor {
             self.apply(token, out);
             self.after_io(token);
         }
+    }
+
+    /// With no descriptor left to accept with: closes the spare, accepts
+    /// one connection in its place, sends it "server busy" and closes it,
+    /// then takes the spare back. `false` when there was no one to refuse
+    /// (or no spare).
+    fn refuse_with_spare(&mut self, idx: usize) -> bool {
+        let Some(slot) = self.listeners.get(idx) else {
+            return false;
+        };
+        let Some(spare) = self.spare.take() else {
+            self.spare = open_spare();
+            return false;
+        };
+        drop(spare);
+        let refused = match slot.socket.accept() {
+            Ok((mut stream, addr)) => {
+                let mut out = Vec::new();
+                let msg = crate::message::Message::error(
+                    ErrorCode::Limit,
+                    "server busy: out of file descriptors, try again later",
+                );
+                framing::encode(&msg.encode(), &mut out);
+                // One best-effort write into the new socket's empty buffer.
+                let _ = stream.write(&out);
+                self.accept_failures.refused(slot.kind, addr);
+                true
+            }
+            Err(_) => false,
+        };
+        self.spare = open_spare();
+        refused
     }
 
     /// `peer_closed`: the event says the peer's FIN (or a reset) has come.

@@ -298,3 +298,82 @@ fn a_burst_of_abandoned_legacy_enrollments_leaves_no_work_behind() -> TestResult
     assert!(certs.contains("honest1"), "{certs}");
     Ok(())
 }
+
+// ---- out of file descriptors ----
+
+/// The server runs out of descriptors (its limit lowered under it, as
+/// other descriptors or a lower system limit would): a client beyond what
+/// fits is told "server busy" at once (code 6), instead of waiting in the
+/// listen backlog for idle connections to time out; once they go, service
+/// resumes. The idle timeout is long, so waiting it out would fail.
+#[test]
+fn out_of_descriptors_a_client_is_told_server_busy_at_once() -> TestResult {
+    use certboard::message::{ErrorCode, Message};
+    use rustix::process::{prlimit, Pid, Resource, Rlimit};
+    use std::time::Duration;
+    let server = TestServer::start(&["--idle-timeout", "120", "--deadline", "240"])?;
+    let pid = Pid::from_raw(i32::try_from(server.child.id())?).ok_or("no pid")?;
+    let open = std::fs::read_dir(format!("/proc/{}/fd", server.child.id()))?.count();
+    let limit = u64::try_from(open + 8)?;
+    prlimit(
+        Some(pid),
+        Resource::Nofile,
+        Rlimit {
+            current: Some(limit),
+            maximum: Some(limit),
+        },
+    )?;
+    // Fill the table with idle connections: about 8 fit (the count moves by
+    // a descriptor or two the server opens or closes meanwhile), the rest
+    // are refused (bounded: 40).
+    let mut idle = Vec::new();
+    let mut busy = 0;
+    for _ in 0..40 {
+        let mut c =
+            client::FramedStream::connect(&server.ca.to_string(), Duration::from_millis(500))?;
+        match c.recv() {
+            Err(client::ClientError::Refused { code, reason }) => {
+                assert_eq!(code, ErrorCode::Limit, "{reason}");
+                assert!(reason.contains("server busy"), "{reason}");
+                busy += 1;
+            }
+            // Accepted and waiting for a request: it holds a descriptor.
+            _ => idle.push(c),
+        }
+    }
+    assert!(
+        busy > 0 && idle.len() <= 12,
+        "{busy} busy, {} idle\n{}",
+        idle.len(),
+        server.log()
+    );
+    // An honest client now: told at once, not left in the backlog.
+    let key = client::make_key(KeyType::Rsa2048)?;
+    let csr = client::make_csr("1155000051", &key)?;
+    let mut honest = client::FramedStream::connect(&server.ca.to_string(), NET_TIMEOUT)?;
+    honest.send(&Message::EnrollRequest {
+        csr_der: csr.clone(),
+    })?;
+    match honest.recv() {
+        Err(client::ClientError::Refused { code, reason }) => {
+            assert_eq!(code, ErrorCode::Limit);
+            assert!(reason.contains("out of file descriptors"), "{reason}");
+        }
+        other => panic!("expected server busy, got {other:?}\n{}", server.log()),
+    }
+    assert!(server.log().contains("accept failed"), "{}", server.log());
+    // The idle ones leave: service resumes (bounded retries).
+    drop(idle);
+    let mut served = None;
+    for _ in 0..50 {
+        let enrolled = client::FramedStream::connect(&server.ca.to_string(), NET_TIMEOUT)
+            .and_then(|mut c| client::enroll(&mut c, csr.clone()));
+        if let Ok(e) = enrolled {
+            served = Some(e);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(served.is_some(), "service did not resume\n{}", server.log());
+    Ok(())
+}
