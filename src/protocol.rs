@@ -49,10 +49,10 @@ pub use submission::{
 /// `Report` whose ciphertext is a [`MAX_REPORT`]-byte report (type 1,
 /// cipher 1, IV 16, length 4, ciphertext 65,536, MAC 32: 65,590 bytes).
 /// Every other frame is smaller: a `SubmitHello` with a [`MAX_CERT_DER`]
-/// certificate and a 32-byte SID is 16,424 bytes; a CSR is under 2 KiB; a
+/// certificate and a 32-byte SID is 8,232 bytes; a CSR is under 2 KiB; a
 /// peer's `Error` is at most 65,540 (a `u16` of text); the legacy report
 /// frame `<msg>_<mac>` is at most 65,577 and the legacy certificate text
-/// `legacy::MAX_CERT_TEXT`, 16,384.
+/// `legacy::MAX_CERT_TEXT`, 12,288.
 pub const MAX_FRAME_NEEDED: usize =
     1 + 1 + crate::message::IV_LEN + 4 + MAX_REPORT + crate::message::MAC_LEN;
 
@@ -573,7 +573,7 @@ mod tests {
         };
         assert_eq!(report.encode().len(), MAX_FRAME_NEEDED);
         let big_hello = hello(&"9".repeat(crate::sid::MAX_SID_LEN), &[0; MAX_CERT_DER]);
-        assert_eq!(big_hello.len(), 16_424);
+        assert_eq!(big_hello.len(), 8_232);
         let error = Message::error(ErrorCode::Internal, "x".repeat(usize::from(u16::MAX)));
         assert!(error.encode().len() <= MAX_FRAME_NEEDED);
         const {
@@ -596,7 +596,7 @@ mod tests {
         );
         let (code, reason) = refusal(&run);
         assert_eq!(code, ErrorCode::Limit);
-        assert!(reason.contains("16385 bytes; at most 16384"), "{reason}");
+        assert!(reason.contains("8193 bytes; at most 8192"), "{reason}");
         // At the cap, the certificate is parsed (and this one is not DER).
         let run = drive(bb(&mut sh), &[hello(SID, &[0xff; MAX_CERT_DER])], &mut sh);
         let (code, reason) = refusal(&run);
@@ -611,7 +611,7 @@ mod tests {
         let run = drive(bb(&mut sh), &[chained.encode()], &mut sh);
         let (code, reason) = refusal(&run);
         assert_eq!(code, ErrorCode::Limit);
-        assert!(reason.contains("16391 bytes"), "{reason}");
+        assert!(reason.contains("8199 bytes"), "{reason}");
     }
 
     #[test]

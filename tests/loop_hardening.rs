@@ -140,7 +140,7 @@ fn an_oversized_certificate_is_refused_by_size_while_honest_students_submit() ->
     assert!(matches!(honest, Ok(Ok(_))), "honest submission: {honest:?}");
     for answer in std::iter::once(first).chain(refusals.try_iter()) {
         assert!(
-            answer.contains("code: Limit") && answer.contains("at most 16384 are accepted"),
+            answer.contains("code: Limit") && answer.contains("at most 8192 are accepted"),
             "{answer}"
         );
     }

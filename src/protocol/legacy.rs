@@ -63,9 +63,10 @@ pub const MAC_FAILED: &str = "mac verification failed!";
 pub const SESSION_KEY_CHARS: usize = 32;
 /// Length of the hex HMAC-SHA1 at the end of a `<msg>_<mac>` frame.
 pub const MAC_HEX_LEN: usize = 40;
-/// Largest certificate text accepted from a legacy client, in bytes (ours
-/// are about 1.2 KB).
-pub const MAX_CERT_TEXT: usize = 16 * 1024;
+/// Largest certificate text accepted from a legacy client, in bytes,
+/// checked before it is parsed (ours are about 1.2 KB): room for the PEM of
+/// a certificate of `MAX_CERT_DER` (8 KiB), the most Blackboard parses.
+pub const MAX_CERT_TEXT: usize = 12 * 1024;
 
 /// The alphabet of session keys: letters and digits, so that the key is
 /// printable ASCII and survives every layer of the original client as is.

@@ -85,11 +85,12 @@ impl std::error::Error for CertCheckError {
 
 /// Largest certificate accepted at Blackboard, in bytes of DER, for the
 /// student's certificate and each chain certificate alike. The certificates
-/// CUHK issues are under 2 KiB (an RSA-4096 key's included); the parsing and
-/// path validation of a certificate cost time in proportion to its size (a
-/// 900 KiB one with tens of thousands of extensions costs ~60 ms of loop
-/// time), so anything larger is refused by its size before it is parsed.
-pub const MAX_CERT_DER: usize = 16 * 1024;
+/// CUHK issues are under 2 KiB (an RSA-4096 key's included). Parsing a
+/// certificate costs more than linearly in its number of extensions (one of
+/// 16 KiB of them took ~0.7 ms of loop time, one of 60 KiB ~7 ms, one of
+/// 900 KiB ~60 ms: bench/worst-case.sh), so anything over 8 KiB is refused
+/// by its size before it is parsed.
+pub const MAX_CERT_DER: usize = 8 * 1024;
 
 /// Checks a certificate for a SID against the root and the store. A
 /// submission by the legacy protocol (`by = Origin::Legacy`) proves no key,
