@@ -13,8 +13,11 @@ use byteorder::{ByteOrder, LittleEndian};
 /// Size of the length prefix.
 pub const HEADER_LEN: usize = 4;
 
-/// Default cap on one frame's payload: 1 MiB.
-pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
+/// Default cap on one frame's payload: 65,590 bytes, the largest frame an
+/// honest peer sends in either protocol (a `Report` carrying a 64 KiB
+/// report; `protocol::MAX_FRAME_NEEDED` derives it from the message
+/// layouts, and a test there keeps the two equal).
+pub const DEFAULT_MAX_FRAME: usize = 65_590;
 
 /// Why a byte stream is not a valid sequence of frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,6 +27,7 @@ pub mod logging;
 pub mod message;
 pub mod metrics;
 pub mod ocsp;
+mod offload;
 pub mod protocol;
 pub mod rc4;
 mod reactor;

@@ -40,8 +40,21 @@ use crate::verify::Verifier;
 pub use admission::AdmissionError;
 pub use error::{Internal, ProtocolError};
 pub use submission::{
-    check_certificate, check_report_text, CertCheckError, ReportError, ReportTextError, MAX_REPORT,
+    check_certificate, check_report_text, CertCheckError, ReportError, ReportTextError,
+    MAX_CERT_DER, MAX_REPORT,
 };
+
+/// The largest frame payload an honest peer sends, in bytes, and so the
+/// default of `--max-frame` ([`crate::framing::DEFAULT_MAX_FRAME`]): a
+/// `Report` whose ciphertext is a [`MAX_REPORT`]-byte report (type 1,
+/// cipher 1, IV 16, length 4, ciphertext 65,536, MAC 32: 65,590 bytes).
+/// Every other frame is smaller: a `SubmitHello` with a [`MAX_CERT_DER`]
+/// certificate and a 32-byte SID is 8,232 bytes; a CSR is under 2 KiB; a
+/// peer's `Error` is at most 65,540 (a `u16` of text); the legacy report
+/// frame `<msg>_<mac>` is at most 65,577 and the legacy certificate text
+/// `legacy::MAX_CERT_TEXT`, 12,288.
+pub const MAX_FRAME_NEEDED: usize =
+    1 + 1 + crate::message::IV_LEN + 4 + MAX_REPORT + crate::message::MAC_LEN;
 
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +109,31 @@ pub struct Output {
     pub persist: Option<Record>,
     /// Close once `send` is flushed.
     pub close: bool,
+    /// Work to do off the event loop before this session can go on: the
+    /// reactor hands it to the worker pool and feeds the result back
+    /// through [`Session::on_offloaded`], reading no frame meanwhile. A
+    /// step asks for at most one of `persist` and `offload`.
+    pub offload: Option<Job>,
 }
+
+/// Work a session asks to have done off the event loop, because it costs
+/// more than the loop may spend on one message (an RSA key for a legacy
+/// student: tens of milliseconds). What it is stays the protocol's
+/// business: the reactor only runs it on a worker and hands back the
+/// [`Done`].
+#[derive(Debug)]
+pub struct Job(legacy::KeyJob);
+
+impl Job {
+    /// Does the work; on a worker thread, never on the loop.
+    pub fn run(self) -> Done {
+        Done(self.0.run())
+    }
+}
+
+/// The result of a [`Job`], for [`Session::on_offloaded`].
+#[derive(Debug)]
+pub struct Done(legacy::KeyDone);
 
 impl Output {
     fn reply(msg: Message) -> Output {
@@ -220,6 +257,22 @@ impl Session {
         (Session(state), out)
     }
 
+    /// Feeds back the result of the [`Job`] this session asked for.
+    pub fn on_offloaded(self, done: Done, peer: &str) -> (Session, Output) {
+        let (state, out) = match self.0 {
+            State::Legacy(l) => legacy::step(l.on_offloaded(done.0, peer)),
+            _ => (
+                State::Done,
+                ProtocolError::Internal(Internal::new(
+                    "off-loop work",
+                    "a result came for a session that asked for none",
+                ))
+                .refusal(peer),
+            ),
+        };
+        (Session(state), out)
+    }
+
     /// What to do when a time limit is reached: `None` when every answer
     /// asked for has been given (close quietly), else the refusal to send.
     pub fn on_expiry(&self, expiry: Expiry, limit: Duration) -> Option<ProtocolError> {
@@ -307,7 +360,7 @@ impl State {
                     ciphertext,
                     mac,
                 },
-            ) => blackboard::report(*p, cipher, &iv, &ciphertext, &mac, peer),
+            ) => blackboard::report(*p, cipher, &iv, &ciphertext, &mac, shared, peer),
             (_, Message::Error { code, reason }) => {
                 info!("{peer}: client reported error {code:?}: {reason}");
                 Ok((State::Done, Output::close()))
@@ -507,6 +560,60 @@ mod tests {
         assert_eq!(reports[0].receipt_id, *receipt_id);
         assert_eq!(reports[0].text, text);
         assert_eq!(reports[0].origin, Origin::Certboard);
+    }
+
+    /// `--max-frame`'s default is exactly what the largest honest frame
+    /// needs: a maximal report fills it, every other message fits.
+    #[test]
+    fn the_default_max_frame_is_the_largest_honest_frame() {
+        assert_eq!(crate::framing::DEFAULT_MAX_FRAME, MAX_FRAME_NEEDED);
+        let report = Message::Report {
+            cipher: CipherId::Aes256Ctr,
+            iv: [0; IV_LEN],
+            ciphertext: vec![0; MAX_REPORT],
+            mac: [0; crate::message::MAC_LEN],
+        };
+        assert_eq!(report.encode().len(), MAX_FRAME_NEEDED);
+        let big_hello = hello(&"9".repeat(crate::sid::MAX_SID_LEN), &[0; MAX_CERT_DER]);
+        assert_eq!(big_hello.len(), 8_232);
+        let error = Message::error(ErrorCode::Internal, "x".repeat(usize::from(u16::MAX)));
+        assert!(error.encode().len() <= MAX_FRAME_NEEDED);
+        const {
+            assert!(MAX_REPORT + 1 + legacy::MAC_HEX_LEN <= MAX_FRAME_NEEDED);
+            assert!(legacy::MAX_CERT_TEXT <= MAX_FRAME_NEEDED);
+        }
+    }
+
+    /// A certificate over the cap is refused by its size alone: these bytes
+    /// are not DER, yet the reason is the size, not the parse.
+    #[test]
+    fn an_oversized_certificate_is_refused_by_size_before_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let bb = |sh: &mut Shared| start(ServiceKind::Blackboard, sh);
+        let run = drive(
+            bb(&mut sh),
+            &[hello(SID, &[0xff; MAX_CERT_DER + 1])],
+            &mut sh,
+        );
+        let (code, reason) = refusal(&run);
+        assert_eq!(code, ErrorCode::Limit);
+        assert!(reason.contains("8193 bytes; at most 8192"), "{reason}");
+        // At the cap, the certificate is parsed (and this one is not DER).
+        let run = drive(bb(&mut sh), &[hello(SID, &[0xff; MAX_CERT_DER])], &mut sh);
+        let (code, reason) = refusal(&run);
+        assert_eq!(code, ErrorCode::BadCertificate);
+        assert!(reason.contains("not valid DER"), "{reason}");
+        // A chain certificate over the cap, too.
+        let chained = Message::SubmitHello {
+            sid: SID.into(),
+            cert_der: vec![0xff; 10],
+            chain: vec![vec![0; MAX_CERT_DER + 7]],
+        };
+        let run = drive(bb(&mut sh), &[chained.encode()], &mut sh);
+        let (code, reason) = refusal(&run);
+        assert_eq!(code, ErrorCode::Limit);
+        assert!(reason.contains("8199 bytes"), "{reason}");
     }
 
     #[test]

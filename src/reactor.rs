@@ -30,6 +30,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::commit::{CommitError, CommitHandle, Committer, InFlight, Outcome};
 use crate::framing::{self, Decoder};
 use crate::message::ErrorCode;
+use crate::offload::{WorkHandle, Workers};
 use crate::protocol::{Expiry, Output, ServiceKind, Session, Shared};
 use crate::store::Record;
 
@@ -83,7 +84,9 @@ impl Default for Limits {
 }
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
-/// The writer thread wakes the loop through this token when a batch is durable.
+/// The writer thread wakes the loop through this token when a batch is
+/// durable, and the worker pool when off-loop work is done (mio allows one
+/// waker per poll).
 const COMMIT_TOKEN: Token = Token(usize::MAX - 1);
 /// Listener tokens are 0..LISTENER_TOKENS; connection tokens follow.
 const LISTENER_TOKENS: usize = 16;
@@ -110,6 +113,13 @@ enum Phase {
         held: Vec<u8>,
         /// Close once they are out (the state machine asked so).
         close_after: bool,
+    },
+    /// Waiting for work off the loop (the session's `Output::offload`);
+    /// frames that arrive meanwhile are buffered, not handled.
+    Working {
+        /// Held while the job waits: dropping it (the connection closed)
+        /// makes the pool skip the job.
+        ticket: Arc<()>,
     },
     /// Flushing the last frames, then closing; nothing more is read.
     Closing,
@@ -152,6 +162,8 @@ pub(crate) struct Reactor {
     pending: Vec<(Token, Record)>,
     /// The writer thread.
     commits: CommitHandle,
+    /// The worker pool, when the server has one (legacy mode).
+    workers: Option<WorkHandle>,
     /// The batch the writer is committing, with the connections awaiting it.
     in_flight: Option<(InFlight, Vec<Token>)>,
     /// The writer thread is gone: nothing can be recorded any more, so the
@@ -163,6 +175,12 @@ pub(crate) struct Reactor {
     scratch: Vec<u8>,
     /// Bytes held in all connections' input buffers.
     buffered: usize,
+    /// A descriptor held in reserve (on /dev/null) so that, when the
+    /// process runs out, one can still be freed to refuse a client.
+    spare: Option<std::fs::File>,
+    /// Failed accepts and refusals for lack of descriptors, logged at most
+    /// once a second.
+    accept_failures: AcceptFailures,
     /// When each connection's limits should next be checked, earliest
     /// first. Entries are not moved when a frame comes in: a due entry is
     /// checked against the connection and put back if it is not yet due,
@@ -186,6 +204,67 @@ fn would_block(e: &io::Error) -> bool {
 
 fn interrupted(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Interrupted
+}
+
+/// EMFILE or ENFILE: the process's or the system's descriptor table is full.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
+}
+
+/// The spare descriptor; `None` (retried later) if even that fails.
+fn open_spare() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+/// How often the accept-failure lines may be written.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Accept failures and "server busy" refusals for lack of descriptors,
+/// counted and logged at most once per [`ACCEPT_LOG_EVERY`]: under a
+/// flood they would otherwise fill the log (and slow the loop on it).
+#[derive(Debug, Default)]
+struct AcceptFailures {
+    last_logged: Option<Instant>,
+    failed: u64,
+    refused: u64,
+}
+
+impl AcceptFailures {
+    fn due(&mut self) -> bool {
+        let now = Instant::now();
+        let due = self
+            .last_logged
+            .is_none_or(|t| now.duration_since(t) >= ACCEPT_LOG_EVERY);
+        if due {
+            self.last_logged = Some(now);
+        }
+        due
+    }
+
+    fn note(&mut self, kind: ServiceKind, e: &io::Error) {
+        self.failed += 1;
+        if self.due() {
+            warn!(
+                "{} listener: accept failed: {e} ({} time(s) since the last such line)",
+                kind.name(),
+                std::mem::take(&mut self.failed)
+            );
+        }
+    }
+
+    fn refused(&mut self, kind: ServiceKind, addr: SocketAddr) {
+        self.refused += 1;
+        if self.due() {
+            warn!(
+                "{addr}: refused: server busy, out of file descriptors ({} connection(s) to the \
+                 {} listener refused so since the last such line)",
+                std::mem::take(&mut self.refused),
+                kind.name()
+            );
+        }
+    }
 }
 
 /// Binds a listening socket; with `reuse_port` several reactors can bind the
@@ -225,6 +304,7 @@ impl Reactor {
         shared: Shared,
         limits: Limits,
         committer: &Committer,
+        workers: Option<&Workers>,
         handle_signals: bool,
     ) -> io::Result<Reactor> {
         let poll = Poll::new()?;
@@ -258,7 +338,8 @@ impl Reactor {
             shared,
             limits,
             pending: Vec::new(),
-            commits: committer.handle(waker),
+            commits: committer.handle(Arc::clone(&waker)),
+            workers: workers.map(|w| w.handle(waker)),
             in_flight: None,
             writer_lost: false,
             id,
@@ -266,6 +347,8 @@ impl Reactor {
             scratch: vec![0u8; 64 * 1024],
             buffered: 0,
             deadlines: BinaryHeap::new(),
+            spare: open_spare(),
+            accept_failures: AcceptFailures::default(),
         })
     }
 
@@ -297,7 +380,10 @@ impl Reactor {
                             return Ok(());
                         }
                     }
-                    COMMIT_TOKEN => self.collect_commit(),
+                    COMMIT_TOKEN => {
+                        self.collect_commit();
+                        self.collect_offloaded();
+                    }
                     Token(i) if i < LISTENER_TOKENS => self.accept(i),
                     token => self.on_conn_event(token, event.is_read_closed()),
                 }
@@ -381,10 +467,19 @@ impl Reactor {
                 Err(e) if would_block(&e) => return,
                 Err(e) if interrupted(&e) => continue,
                 Err(e) => {
-                    // EMFILE and friends: stop accepting for a moment instead
-                    // of spinning; the sweep retries.
-                    warn!("{} listener: accept failed: {e}", slot.kind.name());
-                    slot.paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    let kind = slot.kind;
+                    self.accept_failures.note(kind, &e);
+                    // Out of descriptors: the spare makes room to tell one
+                    // waiting client "server busy" rather than leave it in
+                    // the backlog, unanswered, until descriptors free up.
+                    if out_of_descriptors(&e) && self.refuse_with_spare(idx) {
+                        continue;
+                    }
+                    // Else stop accepting for a moment instead of spinning;
+                    // the sweep retries.
+                    if let Some(slot) = self.listeners.get_mut(idx) {
+                        slot.paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    }
                     return;
                 }
             };
@@ -445,6 +540,38 @@ impl Reactor {
             self.apply(token, out);
             self.after_io(token);
         }
+    }
+
+    /// With no descriptor left to accept with: closes the spare, accepts
+    /// one connection in its place, sends it "server busy" and closes it,
+    /// then takes the spare back. `false` when there was no one to refuse
+    /// (or no spare).
+    fn refuse_with_spare(&mut self, idx: usize) -> bool {
+        let Some(slot) = self.listeners.get(idx) else {
+            return false;
+        };
+        let Some(spare) = self.spare.take() else {
+            self.spare = open_spare();
+            return false;
+        };
+        drop(spare);
+        let refused = match slot.socket.accept() {
+            Ok((mut stream, addr)) => {
+                let mut out = Vec::new();
+                let msg = crate::message::Message::error(
+                    ErrorCode::Limit,
+                    "server busy: out of file descriptors, try again later",
+                );
+                framing::encode(&msg.encode(), &mut out);
+                // One best-effort write into the new socket's empty buffer.
+                let _ = stream.write(&out);
+                self.accept_failures.refused(slot.kind, addr);
+                true
+            }
+            Err(_) => false,
+        };
+        self.spare = open_spare();
+        refused
     }
 
     /// `peer_closed`: the event says the peer's FIN (or a reset) has come.
@@ -531,6 +658,23 @@ impl Reactor {
         for payload in &out.send {
             framing::encode(payload, &mut frames);
         }
+        if let Some(job) = out.offload {
+            conn.outbuf.extend_from_slice(&frames);
+            let submitted = match &self.workers {
+                Some(w) => w
+                    .submit(token, job)
+                    .map_err(|busy| (ErrorCode::Limit, busy.to_string())),
+                None => Err((
+                    ErrorCode::Internal,
+                    "internal error: this server has no worker pool".to_string(),
+                )),
+            };
+            match submitted {
+                Ok(ticket) => conn.phase = Phase::Working { ticket },
+                Err((code, reason)) => self.refuse(token, code, &reason),
+            }
+            return;
+        }
         match out.persist {
             Some(record) => {
                 conn.phase = Phase::Committing {
@@ -575,6 +719,32 @@ impl Reactor {
             self.release(tokens, &outcome);
         }
         self.start_commit();
+    }
+
+    /// Feeds each finished off-loop job back to its session, if its
+    /// connection is still waiting for it (else the result is dropped).
+    fn collect_offloaded(&mut self) {
+        let Some(workers) = &self.workers else {
+            return;
+        };
+        let finished: Vec<_> = workers.finished().collect();
+        for (token, done) in finished {
+            let Some(conn) = self.conns.get_mut(&token) else {
+                debug!("off-loop result for a closed connection dropped");
+                continue;
+            };
+            if !matches!(conn.phase, Phase::Working { .. }) {
+                continue; // refused meanwhile (a limit): its error is queued
+            }
+            conn.phase = Phase::Open;
+            let session = std::mem::take(&mut conn.session);
+            let (next, out) = session.on_offloaded(done, &conn.peer);
+            conn.session = next;
+            self.apply(token, out);
+            // Frames that arrived meanwhile are handled now.
+            self.process_input(token);
+            self.after_io(token);
+        }
     }
 
     /// Releases the replies held for a batch, or, if it is not known to be
@@ -656,6 +826,14 @@ impl Reactor {
             }
             Phase::Open if conn.eof && drained => {
                 self.close(token, "peer closed the connection");
+                return;
+            }
+            // Never work for nobody: its job is dropped with the ticket.
+            Phase::Working { .. } if conn.eof => {
+                self.close(
+                    token,
+                    "peer closed the connection; its off-loop work is dropped",
+                );
                 return;
             }
             _ => {}
@@ -907,6 +1085,7 @@ mod tests {
             shared,
             Limits::default(),
             &committer,
+            None,
             false,
         )?;
         let (done_tx, done) = std::sync::mpsc::channel();

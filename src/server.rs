@@ -12,6 +12,7 @@ use openssl::x509::X509;
 use crate::ca::{self, CaError, CaKeyType, CertificateAuthority, RootOrigin};
 use crate::commit::Committer;
 use crate::config::{self, SecretError};
+use crate::offload::{self, Workers};
 use crate::protocol::{ServiceKind, Shared};
 use crate::reactor::{self, Limits, Reactor};
 use crate::report_log::{self, ReportLog};
@@ -342,6 +343,15 @@ impl Server {
             move |batch: &[_]| printer.announce(batch),
         )
         .map_err(|e| ServerError::Io("starting the commit thread".into(), e))?;
+        // Legacy enrollments make RSA keys: off the loops, on one pool for
+        // all reactors (its threads stay while any reactor holds a handle).
+        let workers = match cfg.legacy {
+            true => Some(
+                Workers::start(offload::WORKERS, offload::QUEUE)
+                    .map_err(|e| ServerError::Io("starting the worker pool".into(), e))?,
+            ),
+            false => None,
+        };
         for i in 0..cfg.reactors {
             let mut listeners = Vec::new();
             for (j, (kind, addr)) in wanted.iter().enumerate() {
@@ -364,8 +374,16 @@ impl Server {
                 admission_secret: admission_secret.clone(),
                 legacy: cfg.legacy,
             };
-            let r = Reactor::new(i, listeners, shared, limits.clone(), &committer, true)
-                .map_err(|e| ServerError::Io(format!("reactor {i}"), e))?;
+            let r = Reactor::new(
+                i,
+                listeners,
+                shared,
+                limits.clone(),
+                &committer,
+                workers.as_ref(),
+                true,
+            )
+            .map_err(|e| ServerError::Io(format!("reactor {i}"), e))?;
             if i == 0 {
                 addrs = r
                     .local_addrs()

@@ -492,3 +492,24 @@ fn without_legacy_flag_a_legacy_command_is_refused_with_a_hint() -> TestResult {
     assert!(admin_text(&server, &["certs"])?.is_empty());
     Ok(())
 }
+
+/// Issue 15: a revocation made while a submission is open takes effect on
+/// it. The session key was sent before the revocation; the report that
+/// follows is refused with the revoked reason, and nothing is recorded.
+#[test]
+fn a_certificate_revoked_after_the_session_key_cannot_submit() -> TestResult {
+    let server = TestServer::start(&["--legacy"])?;
+    let sid = "1155000031";
+    let cert = enroll(&mut Legacy::connect(server.ca)?, sid)?;
+    let mut bb = Legacy::connect(server.blackboard)?;
+    let key = open_submission(&mut bb, sid, &cert)?;
+    admin_text(&server, &["revoke", "--sid", sid, "--reason", "superseded"])?;
+    let frame = format!("{}_{}", report_text(sid), hmac_sha1_hex(&key, sid)?);
+    bb.send(&frame)?;
+    let answer = bb.recv()?;
+    assert!(answer.starts_with("error: "), "{answer}");
+    assert!(answer.contains("has been revoked (superseded)"), "{answer}");
+    bb.expect_closed()?;
+    assert_eq!(admin_text(&server, &["reports"])?, "");
+    Ok(())
+}

@@ -87,7 +87,11 @@ fuzz_target!(|data: &[u8]| {
             payload = &f.hello;
         }
         legacy_conn |= shared.legacy && certboard::protocol::legacy::is_command(payload);
-        let (next, out) = session.on_frame(payload, &mut shared, "fuzz");
+        let (mut next, mut out) = session.on_frame(payload, &mut shared, "fuzz");
+        // Work off the loop (a legacy key) is done in turn, as a worker would.
+        if let Some(job) = out.offload.take() {
+            (next, out) = next.on_offloaded(job.run(), "fuzz");
+        }
         // The reactor commits a record before the frames that promise it
         // leave, and closes the connection if the commit fails.
         if let Some(record) = &out.persist {

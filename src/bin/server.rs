@@ -17,6 +17,9 @@ use certboard::server::{self, Role, Server, ServerConfig};
 use certboard::store::SqliteStore;
 use certboard::Limits;
 
+/// `--max-frame`'s default, as the `u32` clap's range parser gives.
+const DEFAULT_MAX_FRAME: u32 = certboard::framing::DEFAULT_MAX_FRAME as u32; // ok: 65,590 fits
+
 /// certboard: the CUHK certificate authority and the Blackboard submission
 /// server of the lab, on one single-threaded event loop.
 ///
@@ -85,8 +88,9 @@ struct RunArgs {
     /// Number of reactor threads (each its own event loop; SO_REUSEPORT).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     reactors: u16,
-    /// Largest frame accepted, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(64..=(64 << 20)))]
+    /// Largest frame accepted, in bytes (the default is the largest frame
+    /// an honest client sends: a report of 64 KiB with its fields).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME, value_parser = clap::value_parser!(u32).range(64..=(64 << 20)))]
     max_frame: u32,
     /// Most bytes one connection may send in all.
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]

@@ -10,6 +10,7 @@ use crate::message::{CipherId, Message, IV_LEN, NONCE_LEN};
 use crate::store::{Origin, Record};
 
 use super::error::{Internal, ProtocolError};
+use super::submission::check_still_good;
 use super::submission::{check_certificate, check_mac, check_report_text, PendingReport};
 use super::submission::{ReportError, MAX_REPORT};
 use super::{Output, Shared, State, Step};
@@ -72,6 +73,7 @@ pub(super) fn report(
     iv: &[u8; IV_LEN],
     ciphertext: &[u8],
     mac: &[u8],
+    shared: &mut Shared,
     peer: &str,
 ) -> Step {
     let refused = |source| ProtocolError::Report {
@@ -84,6 +86,7 @@ pub(super) fn report(
         .report_mac(&k.nonce, &p.sid, cipher, iv, ciphertext)
         .map_err(|e| internal("MAC", e))?;
     check_mac(&expected, mac).map_err(refused)?;
+    check_still_good(shared, &p).map_err(|e| ProtocolError::certificate(&p.sid, e))?;
     if ciphertext.len() > MAX_REPORT {
         return Err(refused(ReportError::TooLarge));
     }
@@ -113,6 +116,7 @@ pub(super) fn report(
             send: vec![reply.encode()],
             persist: Some(Record::Report(record)),
             close: true,
+            ..Output::default()
         },
     ))
 }

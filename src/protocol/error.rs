@@ -210,6 +210,7 @@ impl From<&CertCheckError> for ErrorCode {
     fn from(e: &CertCheckError) -> ErrorCode {
         match e {
             CertCheckError::Rejected(e) => ErrorCode::from(e),
+            CertCheckError::TooLarge { .. } => ErrorCode::Limit,
             CertCheckError::NotBlackboard | CertCheckError::Store(_) => ErrorCode::Internal,
             _ => ErrorCode::BadCertificate,
         }

@@ -27,6 +27,7 @@
 //! consumes the old state.
 
 use std::fmt;
+use std::sync::Arc;
 
 use log::{info, warn};
 use openssl::error::ErrorStack;
@@ -36,7 +37,7 @@ use openssl::rsa::Rsa;
 use openssl::sign::Signer;
 use openssl::x509::X509;
 
-use crate::ca::CaError;
+use crate::ca::{CaError, CertificateAuthority, Issued};
 use crate::crypto;
 use crate::message::ErrorCode;
 use crate::rc4::{BadKeyLength, Rc4};
@@ -45,9 +46,10 @@ use crate::store::{Origin, Record};
 
 use super::error::Internal;
 use super::submission::{
-    check_certificate, check_mac, check_report_text, CertCheckError, PendingReport, ReportError,
+    check_certificate, check_mac, check_report_text, check_still_good, CertCheckError,
+    PendingReport, ReportError,
 };
-use super::{cert_record, Output, ServiceKind, Shared, State};
+use super::{cert_record, Job, Output, ServiceKind, Shared, State};
 
 /// The CA's prompt after command `1` (the original's text; the client
 /// reads and discards it).
@@ -61,9 +63,10 @@ pub const MAC_FAILED: &str = "mac verification failed!";
 pub const SESSION_KEY_CHARS: usize = 32;
 /// Length of the hex HMAC-SHA1 at the end of a `<msg>_<mac>` frame.
 pub const MAC_HEX_LEN: usize = 40;
-/// Largest certificate text accepted from a legacy client, in bytes (ours
-/// are about 1.2 KB).
-pub const MAX_CERT_TEXT: usize = 16 * 1024;
+/// Largest certificate text accepted from a legacy client, in bytes,
+/// checked before it is parsed (ours are about 1.2 KB): room for the PEM of
+/// a certificate of `MAX_CERT_DER` (8 KiB), the most Blackboard parses.
+pub const MAX_CERT_TEXT: usize = 12 * 1024;
 
 /// The alphabet of session keys: letters and digits, so that the key is
 /// printable ASCII and survives every layer of the original client as is.
@@ -81,6 +84,11 @@ pub(super) enum LegacySession {
     CaAwaitCommand,
     /// CA: prompt sent, waiting for the SID.
     CaAwaitSid,
+    /// CA: the student's key and certificate are being made off the loop.
+    CaAwaitKey {
+        /// The SID, already validated.
+        sid: String,
+    },
     /// Blackboard: waiting for a command (`2` submits, `q`/`Q` closes).
     BbAwaitCommand,
     /// Blackboard: waiting for the SID.
@@ -279,6 +287,18 @@ impl LegacySession {
         )
     }
 
+    /// The result of the work off the loop this session asked for.
+    pub(super) fn on_offloaded(self, done: KeyDone, peer: &str) -> Step {
+        match self {
+            LegacySession::CaAwaitKey { sid } => enrolled(sid, done, peer),
+            _ => internal(
+                peer,
+                "enrollment",
+                "a key came for a session that asked for none",
+            ),
+        }
+    }
+
     /// Feeds one frame; `None` means the exchange is over.
     pub(super) fn on_frame(
         self,
@@ -289,6 +309,12 @@ impl LegacySession {
         match self {
             LegacySession::CaAwaitCommand => ca_command(payload, peer),
             LegacySession::CaAwaitSid => enroll(payload, shared, peer),
+            // The reactor feeds no frame while work is off the loop.
+            LegacySession::CaAwaitKey { .. } => internal(
+                peer,
+                "enrollment",
+                "a frame was fed while the key was being made",
+            ),
             LegacySession::BbAwaitCommand => bb_command(payload, peer),
             LegacySession::BbAwaitSid => match parse_sid(payload) {
                 Ok(sid) => (Some(LegacySession::BbAwaitCert { sid }), Output::default()),
@@ -301,7 +327,7 @@ impl LegacySession {
             LegacySession::BbRefuseAfterCert { reason } => {
                 refuse(peer, LegacyError::VerifySid(reason))
             }
-            LegacySession::BbAwaitReport(p) => report(*p, payload, peer),
+            LegacySession::BbAwaitReport(p) => report(*p, payload, shared, peer),
         }
     }
 }
@@ -382,6 +408,9 @@ fn student_public_key() -> Result<PKey<openssl::pkey::Public>, ErrorStack> {
     PKey::public_key_from_der(&key.public_key_to_der()?)
 }
 
+/// Checks the SID, then asks for the student's key and certificate to be
+/// made off the event loop (an RSA-2048 key takes tens of milliseconds);
+/// the answer is sent by [`LegacySession::on_offloaded`].
 fn enroll(payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
     let sid = match parse_sid(payload) {
         Ok(s) => s,
@@ -390,20 +419,72 @@ fn enroll(payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
     let Some(ca) = &shared.ca else {
         return internal(peer, "enrollment", "this listener has no CA");
     };
-    let pubkey = match student_public_key() {
-        Ok(k) => k,
-        Err(e) => return internal(peer, "key generation", e),
+    let job = KeyJob {
+        sid: sid.clone(),
+        ca: Arc::clone(ca),
     };
-    let issued = match ca.issue_for(&sid, &pubkey) {
-        Ok(i) => i,
-        Err(e) if ErrorCode::from(&e) == ErrorCode::Internal => {
-            return internal(peer, "issuance", e)
+    (
+        Some(LegacySession::CaAwaitKey { sid }),
+        Output {
+            offload: Some(Job(job)),
+            ..Output::default()
+        },
+    )
+}
+
+/// A legacy enrollment's work off the loop: the student's key, her
+/// certificate and its PEM text.
+pub(super) struct KeyJob {
+    sid: String,
+    ca: Arc<CertificateAuthority>,
+}
+
+impl fmt::Debug for KeyJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyJob")
+            .field("sid", &self.sid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`KeyJob::run`] made: the certificate and its PEM, or why not.
+#[derive(Debug)]
+pub(super) struct KeyDone(Result<(Issued, Vec<u8>), LegacyError>);
+
+impl KeyJob {
+    /// Runs on a worker thread, never on the event loop.
+    pub(super) fn run(self) -> KeyDone {
+        fn internal(
+            what: &'static str,
+            e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+        ) -> LegacyError {
+            LegacyError::Internal(Internal::new(what, e))
         }
-        Err(e) => return refuse(peer, LegacyError::Enrollment(e)),
-    };
-    let pem = match X509::from_der(&issued.der).and_then(|c| c.to_pem()) {
-        Ok(p) => p,
-        Err(e) => return internal(peer, "PEM encoding", e),
+        let made = (|| {
+            let pubkey = student_public_key().map_err(|e| internal("key generation", e))?;
+            let issued = self.ca.issue_for(&self.sid, &pubkey).map_err(|e| {
+                if ErrorCode::from(&e) == ErrorCode::Internal {
+                    internal("issuance", e)
+                } else {
+                    LegacyError::Enrollment(e)
+                }
+            })?;
+            // OpenSSL writes PEM with LF line endings, so the text the
+            // client reads back is byte-identical.
+            let pem = X509::from_der(&issued.der)
+                .and_then(|c| c.to_pem())
+                .map_err(|e| internal("PEM encoding", e))?;
+            Ok((issued, pem))
+        })();
+        KeyDone(made)
+    }
+}
+
+/// Back on the loop: the answer to an enrollment whose key was made.
+fn enrolled(sid: String, done: KeyDone, peer: &str) -> Step {
+    let (issued, pem) = match done.0 {
+        Ok(made) => made,
+        Err(e) => return refuse(peer, e),
     };
     info!(
         "{peer}: legacy: issued certificate serial {} for SID {} (valid until {}; key made on the server)",
@@ -415,12 +496,10 @@ fn enroll(payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
             send: vec![
                 format!("ID{sid} logins successfully").into_bytes(),
                 format!("student {sid} sign finished").into_bytes(),
-                // OpenSSL writes PEM with LF line endings, so the text the
-                // client reads back is byte-identical.
                 pem,
             ],
             persist: Some(cert_record(issued, Origin::Legacy)),
-            close: false,
+            ..Output::default()
         },
     )
 }
@@ -511,7 +590,7 @@ fn verify(sid: String, payload: &[u8], shared: &mut Shared, peer: &str) -> Step 
     )
 }
 
-fn report(p: PendingReport<String>, payload: &[u8], peer: &str) -> Step {
+fn report(p: PendingReport<String>, payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
     let Ok(text) = std::str::from_utf8(payload) else {
         return refuse(peer, LegacyError::ReportNotUtf8);
     };
@@ -534,6 +613,13 @@ fn report(p: PendingReport<String>, payload: &[u8], peer: &str) -> Step {
             vec![MAC_FAILED.as_bytes().to_vec()],
         );
     }
+    match check_still_good(shared, &p) {
+        Ok(()) => {}
+        Err(e) if ErrorCode::from(&e) == ErrorCode::Internal => {
+            return internal(peer, "certificate check", e)
+        }
+        Err(source) => return refuse(peer, LegacyError::Certificate { sid: p.sid, source }),
+    }
     if let Err(e) = check_report_text(msg) {
         return refuse(peer, LegacyError::Report(ReportError::Text(e)));
     }
@@ -553,6 +639,7 @@ fn report(p: PendingReport<String>, payload: &[u8], peer: &str) -> Step {
             send: vec![REPORT_ACCEPTED.as_bytes().to_vec()],
             persist: Some(Record::Report(record)),
             close: false,
+            ..Output::default()
         },
     )
 }
@@ -815,6 +902,13 @@ mod tests {
         for (i, f) in frames.iter().enumerate() {
             assert!(!closed, "frame {i} after close");
             let (next, out) = state.on_frame(f, shared, "test-peer");
+            // Work off the loop is done here, in turn, as a worker would.
+            let (mut next, mut out) = (next, out);
+            if let Some(job) = out.offload.take() {
+                let waiting = next.expect("a session waiting for its job");
+                assert!(matches!(waiting, LegacySession::CaAwaitKey { .. }));
+                (next, out) = waiting.on_offloaded(job.run().0, "test-peer");
+            }
             if let Some(r) = out.persist {
                 shared.store.commit(&[r]).unwrap();
             }
@@ -911,7 +1005,10 @@ mod tests {
         let (_, sent, closed) = drive(bb(), &[b"2", b"carol", pem2.as_bytes()], &mut sh);
         refused(&sent, closed, "revoked");
         // Signed by our root but never recorded (the commit did not happen).
-        let (_, out) = LegacySession::CaAwaitSid.on_frame(b"dave", &mut sh, "p");
+        let (waiting, out) = LegacySession::CaAwaitSid.on_frame(b"dave", &mut sh, "p");
+        assert!(out.send.is_empty() && out.persist.is_none());
+        let done = out.offload.expect("the key is made off the loop").run().0;
+        let (_, out) = waiting.unwrap().on_offloaded(done, "p");
         let unrecorded = String::from_utf8(out.send[2].clone()).unwrap();
         let (_, sent, closed) = drive(bb(), &[b"2", b"dave", unrecorded.as_bytes()], &mut sh);
         refused(&sent, closed, "not in the CA's records");

@@ -25,6 +25,13 @@ pub enum CertCheckError {
     BadSid(SidError),
     /// More chain certificates than [`MAX_CHAIN`].
     ChainTooLong(usize),
+    /// A certificate (the student's or one of the chain) over
+    /// [`MAX_CERT_DER`] bytes: refused by its size alone, before it is
+    /// parsed.
+    TooLarge {
+        /// Its size, in bytes.
+        len: usize,
+    },
     /// The certificate does not hold up, or is not (or no longer) one the
     /// CA stands behind.
     Rejected(CertError),
@@ -47,6 +54,11 @@ impl fmt::Display for CertCheckError {
             CertCheckError::ChainTooLong(n) => write!(
                 f,
                 "too many chain certificates ({n}; at most {MAX_CHAIN})"
+            ),
+            CertCheckError::TooLarge { len } => write!(
+                f,
+                "the certificate is {len} bytes; at most {MAX_CERT_DER} are accepted \
+                 (a student certificate is under 2 KiB)"
             ),
             CertCheckError::Rejected(e) => write!(f, "{e}"),
             CertCheckError::NotLegacy { serial } => write!(
@@ -71,6 +83,15 @@ impl std::error::Error for CertCheckError {
     }
 }
 
+/// Largest certificate accepted at Blackboard, in bytes of DER, for the
+/// student's certificate and each chain certificate alike. The certificates
+/// CUHK issues are under 2 KiB (an RSA-4096 key's included). Parsing a
+/// certificate costs more than linearly in its number of extensions (one of
+/// 16 KiB of them took ~0.7 ms of loop time, one of 60 KiB ~7 ms, one of
+/// 900 KiB ~60 ms: bench/worst-case.sh), so anything over 8 KiB is refused
+/// by its size before it is parsed.
+pub const MAX_CERT_DER: usize = 8 * 1024;
+
 /// Checks a certificate for a SID against the root and the store. A
 /// submission by the legacy protocol (`by = Origin::Legacy`) proves no key,
 /// only that the submitter holds the certificate, which is public: so it is
@@ -83,10 +104,18 @@ pub fn check_certificate(
     chain: &[Vec<u8>],
     by: Origin,
 ) -> Result<Student, CertCheckError> {
-    sid::validate(sid).map_err(CertCheckError::BadSid)?;
+    // Sizes first: nothing is parsed before they are known to be sane.
     if chain.len() > MAX_CHAIN {
         return Err(CertCheckError::ChainTooLong(chain.len()));
     }
+    if let Some(len) = std::iter::once(cert_der)
+        .chain(chain.iter().map(Vec::as_slice))
+        .map(<[u8]>::len)
+        .find(|&len| len > MAX_CERT_DER)
+    {
+        return Err(CertCheckError::TooLarge { len });
+    }
+    sid::validate(sid).map_err(CertCheckError::BadSid)?;
     let verifier = shared
         .verifier
         .as_ref()
@@ -94,24 +123,44 @@ pub fn check_certificate(
     let student = verifier
         .verify(sid, cert_der, chain)
         .map_err(CertCheckError::Rejected)?;
-    match shared.store.cert_status(&student.serial_hex) {
-        Ok(CertStatus::Good { origin }) if by == Origin::Legacy && origin != Origin::Legacy => {
+    match standing(shared, &student.serial_hex)? {
+        origin if by == Origin::Legacy && origin != Origin::Legacy => {
             Err(CertCheckError::NotLegacy {
                 serial: student.serial_hex,
             })
         }
-        Ok(CertStatus::Good { .. }) => Ok(student),
+        _ => Ok(student),
+    }
+}
+
+/// The CA's records on a certificate: the protocol it was issued by when it
+/// is good, else why it is not (never issued, revoked, or the store failed).
+fn standing(shared: &mut Shared, serial_hex: &str) -> Result<Origin, CertCheckError> {
+    match shared.store.cert_status(serial_hex) {
+        Ok(CertStatus::Good { origin }) => Ok(origin),
         Ok(CertStatus::Unknown) => Err(CertCheckError::Rejected(CertError::NotIssued(
-            student.serial_hex,
+            serial_hex.to_string(),
         ))),
         Ok(CertStatus::Revoked { reason, .. }) => {
             Err(CertCheckError::Rejected(CertError::Revoked {
-                serial: student.serial_hex,
+                serial: serial_hex.to_string(),
                 reason,
             }))
         }
         Err(e) => Err(CertCheckError::Store(e)),
     }
+}
+
+/// Checks again, when the report arrives, that the certificate the session
+/// was opened under is still good: a revocation made after the hello takes
+/// effect on sessions already open (one store lookup). Every protocol's
+/// report path calls this after its MAC check and before it decrypts or
+/// records anything.
+pub(super) fn check_still_good<K>(
+    shared: &mut Shared,
+    pending: &PendingReport<K>,
+) -> Result<(), CertCheckError> {
+    standing(shared, &pending.serial_hex).map(|_| ())
 }
 
 /// Why a report was refused.
