@@ -158,6 +158,7 @@ fn main() -> Result<(), BoxError> {
                 not_after: issued.not_after,
                 der: issued.der,
                 origin: Origin::Certboard,
+                consumes_code: None,
             }));
         }
         store.commit(&records)?;
@@ -167,6 +168,7 @@ fn main() -> Result<(), BoxError> {
             store: Box::new(store),
             admission_secret: None,
             legacy: false,
+            window: certboard::course::Window::default(),
         };
         for part in PARTS {
             if !args.parts.is_empty() && !args.parts.iter().any(|p| p == part) {

@@ -22,6 +22,18 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()
     fs::rename(&tmp, path)
 }
 
+/// Creates `path` for the server's user only (0600), refusing to replace
+/// anything there: a file of secrets (enrollment codes, a backup of every
+/// report) is never written over another file, nor readable by others
+/// even for a moment.
+pub(crate) fn create_private(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,6 +48,19 @@ mod tests {
         assert_eq!(fs::read(&p)?, b"two");
         assert_eq!(fs::metadata(&p)?.permissions().mode() & 0o777, 0o600);
         assert!(!dir.path().join("key.tmp").exists());
+        Ok(())
+    }
+
+    #[test]
+    fn private_files_are_new_and_0600() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("codes.csv");
+        create_private(&p)?.write_all(b"sid,code\n")?;
+        assert_eq!(fs::metadata(&p)?.permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            create_private(&p).err().map(|e| e.kind()),
+            Some(io::ErrorKind::AlreadyExists)
+        );
         Ok(())
     }
 }

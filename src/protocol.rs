@@ -33,12 +33,13 @@ use std::time::Duration;
 use log::{info, warn};
 
 use crate::ca::{CertificateAuthority, Issued};
+use crate::course::Window;
 use crate::message::{ErrorCode, Message};
-use crate::store::{CertRecord, Origin, Record, Storage};
+use crate::store::{CertRecord, CodeKey, Origin, Record, Storage};
 use crate::verify::Verifier;
 
 pub use admission::AdmissionError;
-pub use error::{Internal, ProtocolError};
+pub use error::{commit_refusal, Internal, ProtocolError};
 pub use submission::{
     announce, check_certificate, check_report_text, CertCheckError, ReportError, ReportTextError,
     MAX_REPORT,
@@ -75,6 +76,8 @@ pub struct Shared {
     pub admission_secret: Option<Arc<Vec<u8>>>,
     /// Whether the original lab client is served too.
     pub legacy: bool,
+    /// When Blackboard takes reports.
+    pub window: Window,
 }
 
 impl fmt::Debug for Shared {
@@ -84,6 +87,7 @@ impl fmt::Debug for Shared {
             .field("blackboard", &self.verifier.is_some())
             .field("admission", &self.admission_secret.is_some())
             .field("legacy", &self.legacy)
+            .field("window", &self.window)
             .finish()
     }
 }
@@ -125,8 +129,9 @@ impl Output {
     }
 }
 
-/// The record of a certificate just issued, whichever protocol asked.
-pub(crate) fn cert_record(issued: Issued, origin: Origin) -> Record {
+/// The record of a certificate just issued, whichever protocol asked;
+/// `consumes_code`: the key of the enrollment code it spends.
+pub(crate) fn cert_record(issued: Issued, origin: Origin, consumes_code: Option<CodeKey>) -> Record {
     Record::Cert(CertRecord {
         serial_hex: issued.serial_hex,
         sid: issued.sid,
@@ -134,6 +139,7 @@ pub(crate) fn cert_record(issued: Issued, origin: Origin) -> Record {
         not_after: issued.not_after,
         der: issued.der,
         origin,
+        consumes_code,
     })
 }
 
@@ -225,7 +231,8 @@ impl Session {
     pub fn on_expiry(&self, expiry: Expiry, limit: Duration) -> Option<ProtocolError> {
         let expired = Expired { expiry, limit };
         match &self.0 {
-            State::Done | State::Enrollment(enrollment::Enrollment::AwaitNext) => None,
+            State::Done => None,
+            State::Enrollment(e) if e.all_answered() => None,
             // Between two legacy commands every answer has been given.
             State::Legacy(l) if l.is_between_commands() => None,
             // Silence after the challenge is a failed admission.
@@ -288,8 +295,18 @@ impl State {
         match (self, msg) {
             // Anything but the answer, before admission, is refused there.
             (State::Admission(c), msg) => c.on_message(msg, shared, peer),
-            (State::Enrollment(_), Message::EnrollRequest { csr_der }) => {
-                enrollment::enroll(&csr_der, shared, peer)
+            (
+                State::Enrollment(
+                    enrollment::Enrollment::AwaitRequest | enrollment::Enrollment::AwaitNext,
+                ),
+                Message::EnrollRequest { csr_der },
+            ) => enrollment::enroll(&csr_der, shared, peer),
+            (State::Enrollment(enrollment::Enrollment::AwaitRequest), Message::CaHello { version }) => {
+                enrollment::hello(version, shared)
+            }
+            (State::Enrollment(e), Message::CertRequest { csr_der, auth }) if e.nonce().is_some() => {
+                let nonce = e.nonce().unwrap_or_default(); // ok: checked by the guard
+                enrollment::request(nonce, &csr_der, &auth, shared, peer)
             }
             (
                 State::Blackboard(blackboard::Blackboard::AwaitHello),
@@ -307,7 +324,7 @@ impl State {
                     ciphertext,
                     mac,
                 },
-            ) => blackboard::report(*p, cipher, &iv, &ciphertext, &mac, peer),
+            ) => blackboard::report(*p, cipher, &iv, &ciphertext, &mac, &shared.window, peer),
             (_, Message::Error { code, reason }) => {
                 info!("{peer}: client reported error {code:?}: {reason}");
                 Ok((State::Done, Output::close()))
@@ -322,7 +339,13 @@ impl State {
     fn expecting(&self) -> &'static str {
         match self {
             State::Admission(_) => "waiting for the admission response",
-            State::Enrollment(_) => "waiting for an enrollment request",
+            State::Enrollment(enrollment::Enrollment::AwaitRequest) => {
+                "waiting for CaHello (or a version 1 EnrollRequest)"
+            }
+            State::Enrollment(enrollment::Enrollment::AwaitNext) => {
+                "waiting for another version 1 enrollment request"
+            }
+            State::Enrollment(_) => "waiting for a CertRequest",
             State::Blackboard(blackboard::Blackboard::AwaitHello) => {
                 "waiting for a submission hello"
             }
@@ -339,6 +362,14 @@ impl ProtocolError {
     fn refusal(&self, peer: &str) -> Output {
         self.log(peer);
         Output::final_frame(Message::error(ErrorCode::from(self), self.to_string()).encode())
+    }
+
+    /// [`ProtocolError::refusal`], sent only once `record` is committed
+    /// (a wrong enrollment code is counted before it is answered).
+    fn refusal_recorded(&self, peer: &str, record: Record) -> Output {
+        let mut out = self.refusal(peer);
+        out.persist = Some(record);
+        out
     }
 
     fn log(&self, peer: &str) {
@@ -358,6 +389,13 @@ impl ProtocolError {
                 warn!("{peer}: report from SID {sid} refused: {}", source.logged())
             }
             ProtocolError::Internal(e) => warn!("{peer}: {}", e.logged()),
+            ProtocolError::Course { sid, source } => {
+                warn!("{peer}: enrollment for SID {sid} refused: {source}")
+            }
+            ProtocolError::V1WithRoster => warn!(
+                "{peer}: version 1 EnrollRequest refused: a roster is on, and version 1 cannot \
+                 carry an enrollment code"
+            ),
             other => warn!("{peer}: {other}"),
         }
     }
@@ -391,6 +429,7 @@ mod tests {
             store: Box::new(SqliteStore::open(&dir.join("data")).unwrap()),
             admission_secret: admission.map(|s| Arc::new(s.to_vec())),
             legacy: false,
+            window: Window::default(),
         }
     }
 

@@ -30,6 +30,7 @@ fn cert(serial: &str, sid: &str) -> Record {
         not_after: 1_800_000_000,
         der: vec![0x30, 0x03, 0x02, 0x01, 0x07],
         origin: Origin::Certboard,
+        consumes_code: None,
     })
 }
 

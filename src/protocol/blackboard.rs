@@ -5,7 +5,9 @@
 
 use log::info;
 
+use crate::course::Window;
 use crate::crypto::{self, SessionKeys, SESSION_KEY_LEN};
+use crate::time::now_unix;
 use crate::message::{CipherId, Message, IV_LEN, NONCE_LEN};
 use crate::store::{Origin, Record};
 
@@ -43,6 +45,7 @@ pub(super) fn hello(
 ) -> Step {
     let student = check_certificate(shared, sid, cert_der, chain, Origin::Certboard)
         .map_err(|e| ProtocolError::certificate(sid, e))?;
+    shared.window.check(now_unix()).map_err(ProtocolError::Closed)?;
     let setup = (|| {
         let session_key = crypto::random::<SESSION_KEY_LEN>()?;
         let nonce = crypto::random::<NONCE_LEN>()?;
@@ -72,8 +75,11 @@ pub(super) fn report(
     iv: &[u8; IV_LEN],
     ciphertext: &[u8],
     mac: &[u8],
+    window: &Window,
     peer: &str,
 ) -> Step {
+    // The window may have closed since the hello: nothing is recorded.
+    window.check(now_unix()).map_err(ProtocolError::Closed)?;
     let refused = |source| ProtocolError::Report {
         sid: p.sid.clone(),
         source,
