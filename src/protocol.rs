@@ -340,12 +340,12 @@ impl State {
         match self {
             State::Admission(_) => "waiting for the admission response",
             State::Enrollment(enrollment::Enrollment::AwaitRequest) => {
-                "waiting for CaHello (or a version 1 EnrollRequest)"
+                "waiting for an enrollment request (CaHello, or a version 1 EnrollRequest)"
             }
             State::Enrollment(enrollment::Enrollment::AwaitNext) => {
-                "waiting for another version 1 enrollment request"
+                "waiting for an enrollment request (another version 1 EnrollRequest)"
             }
-            State::Enrollment(_) => "waiting for a CertRequest",
+            State::Enrollment(_) => "waiting for an enrollment request (CertRequest)",
             State::Blackboard(blackboard::Blackboard::AwaitHello) => {
                 "waiting for a submission hello"
             }

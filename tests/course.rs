@@ -43,7 +43,7 @@ fn make_codes(server: &TestServer, file: &str, extra: &[&str]) -> Result<HashMap
 
 fn failed_with(out: &std::process::Output, needle: &str) {
     assert!(!out.status.success(), "{}", text(out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stdout);
     assert!(err.contains(needle), "expected {needle:?}: {}", text(out));
     // Said once.
     assert_eq!(err.matches(needle).count(), 1, "{}", text(out));

@@ -7,7 +7,7 @@ use std::io::Write;
 use serde_json::json;
 
 use crate::store::{ReportRecord, Storage};
-use crate::time::{now_unix, rfc3339};
+use crate::time::{now_unix, rfc3339, time_text};
 
 use super::csv;
 use super::{list_certs, AdminError};
@@ -112,7 +112,7 @@ pub fn reports(
                     r.receipt_id,
                     r.sid,
                     r.serial_hex,
-                    rfc3339(r.received_at),
+                    time_text(r.received_at),
                     r.origin.as_str()
                 )?;
                 if filter.full {
@@ -124,7 +124,6 @@ pub fn reports(
                     writeln!(out, " first={first:?}")?;
                 }
             }
-            writeln!(out, "{} report(s)", rows.len())?;
         }
     }
     Ok(())

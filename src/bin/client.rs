@@ -153,9 +153,8 @@ fn main() -> ExitCode {
         match client::run_student(&opts, sid, &mut progress) {
             Ok(_) => say(&format!("student {sid}: done")),
             Err(e) => {
-                // Said once, on stderr; stdout only marks where.
-                eprintln!("client: student {sid}: {e}");
-                say(&format!("student {sid}: FAILED"));
+                // Said once, in her place in the run.
+                say(&format!("student {sid}: FAILED: {e}"));
                 failed.push(sid.as_str());
             }
         }
