@@ -12,8 +12,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 pub use course::{
-    import_roster, issue_codes, parse_roster, status, status_rows, CodeRequest, Imported,
-    StatusRow,
+    import_roster, issue_codes, parse_roster, status, status_rows, CodeRequest, Imported, StatusRow,
 };
 pub use export::{certs, reports, select_reports, Format, ReportFilter};
 
@@ -282,7 +281,11 @@ mod tests {
             let issued = ca.issue(&make_csr(sid, &key).unwrap()).unwrap();
             serials.push(issued.serial_hex.clone());
             store
-                .commit(&[crate::protocol::cert_record(issued, Origin::Certboard, None)])
+                .commit(&[crate::protocol::cert_record(
+                    issued,
+                    Origin::Certboard,
+                    None,
+                )])
                 .unwrap();
         }
         store

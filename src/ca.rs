@@ -323,7 +323,9 @@ impl CheckedCsr<'_> {
 
 impl fmt::Debug for CheckedCsr<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CheckedCsr").field("sid", &self.sid).finish()
+        f.debug_struct("CheckedCsr")
+            .field("sid", &self.sid)
+            .finish()
     }
 }
 

@@ -172,7 +172,10 @@ impl From<ErrorStack> for ClientError {
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 fn io_ctx(what: impl Into<String>) -> impl FnOnce(io::Error) -> ClientError {
@@ -797,7 +800,11 @@ fn enroll_student(
     progress(&format!(
         "step 2: CA issued certificate serial {serial}, valid until {}; it chains to the root{}",
         cert.not_after(),
-        if opts.ca_cert.is_some() { " (pinned)" } else { " (not pinned: use --ca-cert)" }
+        if opts.ca_cert.is_some() {
+            " (pinned)"
+        } else {
+            " (not pinned: use --ca-cert)"
+        }
     ));
     write_file(&files.key(), &key.private_key_to_pem_pkcs8()?, 0o600)?;
     write_file(&files.cert(), &cert.to_pem()?, 0o644)?;

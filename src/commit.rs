@@ -248,7 +248,9 @@ fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: fn(&[Reco
                     lens.len()
                 );
                 announce(&all);
-                lens.iter().map(|&n| (0..n).map(|_| Ok(())).collect()).collect()
+                lens.iter()
+                    .map(|&n| (0..n).map(|_| Ok(())).collect())
+                    .collect()
             }
             Err(e) => {
                 debug!("merged commit failed ({e}); committing each batch alone");
@@ -274,12 +276,19 @@ fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: fn(&[Reco
 }
 
 /// One batch in one transaction; if that fails, each record alone.
-fn commit_each(store: &mut dyn Storage, records: &[Record], announce: fn(&[Record])) -> Vec<Outcome> {
+fn commit_each(
+    store: &mut dyn Storage,
+    records: &[Record],
+    announce: fn(&[Record]),
+) -> Vec<Outcome> {
     match commit_one(store, records, announce) {
         Ok(()) => records.iter().map(|_| Ok(())).collect(),
         Err(e) if records.len() == 1 => vec![Err(e)],
         Err(e) => {
-            debug!("batch of {} failed ({e}); committing each record alone", records.len());
+            debug!(
+                "batch of {} failed ({e}); committing each record alone",
+                records.len()
+            );
             records
                 .iter()
                 .map(|r| commit_one(store, std::slice::from_ref(r), announce))
@@ -444,21 +453,27 @@ mod tests {
             vec![report(2)],
             vec![report(3), report(0), report(4)],
         ]
-            .into_iter()
-            .map(|records| {
-                let (reply, answer) = mpsc::channel();
-                answers.push(answer);
-                Job {
-                    records,
-                    reply,
-                    waker: Arc::clone(&w),
-                }
-            })
-            .collect();
+        .into_iter()
+        .map(|records| {
+            let (reply, answer) = mpsc::channel();
+            answers.push(answer);
+            Job {
+                records,
+                reply,
+                waker: Arc::clone(&w),
+            }
+        })
+        .collect();
         commit_jobs(store.as_mut(), jobs, no_announce);
         let outcomes: Vec<Vec<bool>> = answers
             .iter()
-            .map(|a| a.try_recv().unwrap_or_default().iter().map(Result::is_ok).collect())
+            .map(|a| {
+                a.try_recv()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(Result::is_ok)
+                    .collect()
+            })
             .collect();
         // Within a reactor's batch too, only the bad record's connection fails.
         assert_eq!(

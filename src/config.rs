@@ -188,15 +188,30 @@ mod tests {
 
     #[test]
     fn a_new_passphrase_is_checked_before_the_repeat_and_asked_again() {
-        let (r, log) = prompted(&["short", "long enough", "long enuogh", "long enough", "long enough"]);
+        let (r, log) = prompted(&[
+            "short",
+            "long enough",
+            "long enuogh",
+            "long enough",
+            "long enough",
+        ]);
         assert_eq!(r.ok().as_deref(), Some("long enough"));
         assert!(log[0].contains("at least 8 characters"), "{log:?}");
         // "short" was refused without asking for its repeat.
         assert!(log[1].starts_with("New CA passphrase"), "{log:?}");
-        assert!(log.iter().any(|l| l.contains("too short (5 characters)")), "{log:?}");
-        assert!(log.iter().any(|l| l.contains("differ, try again")), "{log:?}");
+        assert!(
+            log.iter().any(|l| l.contains("too short (5 characters)")),
+            "{log:?}"
+        );
+        assert!(
+            log.iter().any(|l| l.contains("differ, try again")),
+            "{log:?}"
+        );
         let (r, _) = prompted(&["a", "b", "c"]);
-        assert!(matches!(r, Err(Prompted::Gave(SecretError::ShortPassphrase))));
+        assert!(matches!(
+            r,
+            Err(Prompted::Gave(SecretError::ShortPassphrase))
+        ));
     }
 
     #[test]

@@ -276,7 +276,12 @@ mod tests {
         }
     }
 
-    fn decide(v: &EnrollView, nonce: &[u8; 32], csr: &[u8], auth: &EnrollAuth) -> Result<Grant, Refusal> {
+    fn decide(
+        v: &EnrollView,
+        nonce: &[u8; 32],
+        csr: &[u8],
+        auth: &EnrollAuth,
+    ) -> Result<Grant, Refusal> {
         match authorise(v, SID, nonce, csr, auth) {
             Ok(r) => r,
             Err(e) => panic!("openssl: {e}"),
@@ -294,7 +299,10 @@ mod tests {
         };
         let open = EnrollAuth::Open;
         // No roster: open enrollment; a code is refused.
-        assert_eq!(decide(&view(false, false, None), &nonce, &csr, &open)?, Grant::Open);
+        assert_eq!(
+            decide(&view(false, false, None), &nonce, &csr, &open)?,
+            Grant::Open
+        );
         assert!(matches!(
             decide(&view(false, false, None), &nonce, &csr, &good),
             Err(Refusal::NoRoster)
@@ -313,11 +321,21 @@ mod tests {
             Err(Refusal::NoCodeIssued)
         ));
         assert!(matches!(
-            decide(&view(true, true, Some(code_state(key, true, 0))), &nonce, &csr, &good),
+            decide(
+                &view(true, true, Some(code_state(key, true, 0))),
+                &nonce,
+                &csr,
+                &good
+            ),
             Err(Refusal::CodeUsed)
         ));
         assert!(matches!(
-            decide(&view(true, true, Some(code_state(key, false, LOCK_AFTER))), &nonce, &csr, &good),
+            decide(
+                &view(true, true, Some(code_state(key, false, LOCK_AFTER))),
+                &nonce,
+                &csr,
+                &good
+            ),
             Err(Refusal::Locked)
         ));
         assert_eq!(
@@ -333,14 +351,23 @@ mod tests {
         let others = EnrollAuth::Code {
             mac: enroll_mac(&code.key("1155000002")?, &nonce, SID, &csr)?,
         };
-        for (n, c, a) in [(&nonce, &flipped, &good), (&other_nonce, &csr, &good), (&nonce, &csr, &others)] {
+        for (n, c, a) in [
+            (&nonce, &flipped, &good),
+            (&other_nonce, &csr, &good),
+            (&nonce, &csr, &others),
+        ] {
             assert!(matches!(
                 decide(&view(true, true, fresh.clone()), n, c, a),
                 Err(Refusal::WrongCode { left: 4, .. })
             ));
         }
         assert!(matches!(
-            decide(&view(true, true, Some(code_state(key, false, 4))), &other_nonce, &csr, &good),
+            decide(
+                &view(true, true, Some(code_state(key, false, 4))),
+                &other_nonce,
+                &csr,
+                &good
+            ),
             Err(Refusal::WrongCode { left: 0, .. })
         ));
         // Renewal: the roster still decides who is a student.

@@ -298,7 +298,9 @@ impl fmt::Display for DecodeError {
             DecodeError::TrailingBytes(n) => write!(f, "{n} unexpected bytes after the message"),
             DecodeError::BadUtf8(field) => write!(f, "field `{field}` is not valid UTF-8"),
             DecodeError::UnknownCipher(c) => write!(f, "unknown cipher id {c}"),
-            DecodeError::UnknownValue(field, v) => write!(f, "unknown value {v} in field `{field}`"),
+            DecodeError::UnknownValue(field, v) => {
+                write!(f, "unknown value {v} in field `{field}`")
+            }
         }
     }
 }
@@ -641,13 +643,15 @@ mod tests {
                 ]
             )
                 .prop_map(|(csr_der, auth)| Message::CertRequest { csr_der, auth }),
-            (bytes(), bytes(), any::<[u8; 32]>()).prop_map(|(cert_der, ca_cert_der, next_nonce)| {
-                Message::CertIssued {
-                    cert_der,
-                    ca_cert_der,
-                    next_nonce,
+            (bytes(), bytes(), any::<[u8; 32]>()).prop_map(
+                |(cert_der, ca_cert_der, next_nonce)| {
+                    Message::CertIssued {
+                        cert_der,
+                        ca_cert_der,
+                        next_nonce,
+                    }
                 }
-            }),
+            ),
             (".{0,40}", bytes(), proptest::collection::vec(bytes(), 0..3)).prop_map(
                 |(sid, cert_der, chain)| Message::SubmitHello {
                     sid,

@@ -131,7 +131,11 @@ impl Output {
 
 /// The record of a certificate just issued, whichever protocol asked;
 /// `consumes_code`: the key of the enrollment code it spends.
-pub(crate) fn cert_record(issued: Issued, origin: Origin, consumes_code: Option<CodeKey>) -> Record {
+pub(crate) fn cert_record(
+    issued: Issued,
+    origin: Origin,
+    consumes_code: Option<CodeKey>,
+) -> Record {
     Record::Cert(CertRecord {
         serial_hex: issued.serial_hex,
         sid: issued.sid,
@@ -301,10 +305,13 @@ impl State {
                 ),
                 Message::EnrollRequest { csr_der },
             ) => enrollment::enroll(&csr_der, shared, peer),
-            (State::Enrollment(enrollment::Enrollment::AwaitRequest), Message::CaHello { version }) => {
-                enrollment::hello(version, shared)
-            }
-            (State::Enrollment(e), Message::CertRequest { csr_der, auth }) if e.nonce().is_some() => {
+            (
+                State::Enrollment(enrollment::Enrollment::AwaitRequest),
+                Message::CaHello { version },
+            ) => enrollment::hello(version, shared),
+            (State::Enrollment(e), Message::CertRequest { csr_der, auth })
+                if e.nonce().is_some() =>
+            {
                 let nonce = e.nonce().unwrap_or_default(); // ok: checked by the guard
                 enrollment::request(nonce, &csr_der, &auth, shared, peer)
             }

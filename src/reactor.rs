@@ -560,7 +560,10 @@ impl Reactor {
             Ok(flight) => self.in_flight = Some((flight, tokens)),
             Err(e) => {
                 error!("commit of {} record(s) failed: {e}", tokens.len());
-                let outcomes = tokens.iter().map(|_| Err(CommitError::WriterLost("the commit thread has stopped"))).collect();
+                let outcomes = tokens
+                    .iter()
+                    .map(|_| Err(CommitError::WriterLost("the commit thread has stopped")))
+                    .collect();
                 self.release(tokens, outcomes);
             }
         }

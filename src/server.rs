@@ -11,8 +11,8 @@ use openssl::x509::X509;
 
 use crate::ca::{self, CaError, CaKeyType, CertificateAuthority, RootOrigin};
 use crate::commit::Committer;
-use crate::course::Window;
 use crate::config::{self, SecretError};
+use crate::course::Window;
 use crate::protocol::{self, ServiceKind, Shared};
 use crate::reactor::{self, Limits, Reactor};
 use crate::store::{SqliteStore, Storage, StoreError, DB_FILE};
@@ -515,12 +515,24 @@ mod tests {
     fn a_database_of_certificates_without_their_root_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path());
-        let ca = open_ca(&cfg.keys_dir, cfg.passphrase_file.as_deref(), CaKeyType::P256, 30).unwrap();
+        let ca = open_ca(
+            &cfg.keys_dir,
+            cfg.passphrase_file.as_deref(),
+            CaKeyType::P256,
+            30,
+        )
+        .unwrap();
         let key = crate::client::make_key(crate::client::KeyType::Rsa2048).unwrap();
-        let issued = ca.issue(&crate::client::make_csr("1155000001", &key).unwrap()).unwrap();
+        let issued = ca
+            .issue(&crate::client::make_csr("1155000001", &key).unwrap())
+            .unwrap();
         SqliteStore::open(&cfg.data_dir)
             .unwrap()
-            .commit(&[protocol::cert_record(issued, crate::store::Origin::Certboard, None)])
+            .commit(&[protocol::cert_record(
+                issued,
+                crate::store::Origin::Certboard,
+                None,
+            )])
             .unwrap();
         // Started with another keys dir (another working directory, say).
         let cfg = ServerConfig {
@@ -533,7 +545,10 @@ mod tests {
             "{err:?}"
         );
         let text = err.map(|e| e.to_string()).unwrap_or_default();
-        assert!(text.contains("holds 1 certificates from another root: wrong --keys-dir?"), "{text}");
+        assert!(
+            text.contains("holds 1 certificates from another root: wrong --keys-dir?"),
+            "{text}"
+        );
         assert!(!ca::root_exists(&cfg.keys_dir), "no new root made");
     }
 

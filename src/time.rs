@@ -132,7 +132,20 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, BadTime> {
         _ => return Err(bad()),
     };
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     // A leap second (:60) is read as the next second's start.
     if !(1..=12).contains(&mo) || d < 1 || h > 23 || mi > 59 || s > 60 {
         return Err(bad());

@@ -48,7 +48,10 @@ pub fn import_roster(store: &mut dyn Storage, path: &Path) -> Result<Imported, A
 pub fn parse_roster(text: &str) -> Result<Vec<Student>, Vec<(usize, String)>> {
     let records = csv::parse(text).map_err(|e| vec![(e.line, e.why.to_string())])?;
     let Some(((_, header), rows)) = records.split_first() else {
-        return Err(vec![(1, "the file is empty (expected a header `sid,name`)".into())]);
+        return Err(vec![(
+            1,
+            "the file is empty (expected a header `sid,name`)".into(),
+        )]);
     };
     let column = |name: &str| {
         header
@@ -113,9 +116,10 @@ pub fn issue_codes(
     let roster = store.roster()?;
     let wanted: Vec<&str> = match &req.sid {
         Some(sid) => {
-            let entry = roster.iter().find(|e| &e.sid == sid).ok_or_else(|| {
-                AdminError::NotFound(format!("SID {sid} is not on the roster"))
-            })?;
+            let entry = roster
+                .iter()
+                .find(|e| &e.sid == sid)
+                .ok_or_else(|| AdminError::NotFound(format!("SID {sid} is not on the roster")))?;
             if entry.code.as_ref().is_some_and(|c| c.used_at.is_none()) && !req.reissue {
                 return Err(AdminError::Refused(format!(
                     "SID {sid} already has an unused code; give --reissue to replace it (the \
@@ -212,7 +216,10 @@ pub fn status_rows(store: &mut dyn Storage) -> Result<Vec<StatusRow>, AdminError
     if roster.is_empty() {
         let seen: std::collections::BTreeSet<&String> =
             certs.keys().chain(reports.keys()).collect();
-        who = seen.into_iter().map(|s| (s.clone(), String::new(), "none")).collect();
+        who = seen
+            .into_iter()
+            .map(|s| (s.clone(), String::new(), "none"))
+            .collect();
     }
     Ok(who
         .into_iter()
@@ -225,7 +232,10 @@ pub fn status_rows(store: &mut dyn Storage) -> Result<Vec<StatusRow>, AdminError
                 .find(|c| c.revoked.is_none())
                 .or(mine.last())
                 .cloned();
-            let (n, last) = reports.get(&sid).copied().map_or((0, None), |(n, t)| (n, Some(t)));
+            let (n, last) = reports
+                .get(&sid)
+                .copied()
+                .map_or((0, None), |(n, t)| (n, Some(t)));
             StatusRow {
                 sid,
                 name,
@@ -250,8 +260,16 @@ pub fn status(
     let window = crate::course::Window { open, close };
     let now = now_unix();
     let fields = |r: &StatusRow| {
-        let serial = r.cert.as_ref().map(|c| c.serial_hex.clone()).unwrap_or_default();
-        let until = r.cert.as_ref().map(|c| rfc3339(c.not_after)).unwrap_or_default();
+        let serial = r
+            .cert
+            .as_ref()
+            .map(|c| c.serial_hex.clone())
+            .unwrap_or_default();
+        let until = r
+            .cert
+            .as_ref()
+            .map(|c| rfc3339(c.not_after))
+            .unwrap_or_default();
         let revoked = r.cert.as_ref().is_some_and(|c| c.revoked.is_some());
         let last = r.last_report.map(rfc3339).unwrap_or_default();
         (serial, until, revoked, last)

@@ -64,12 +64,11 @@ pub(crate) fn parse(text: &str) -> Result<Vec<(usize, Vec<String>)>, CsvError> {
                 in_quotes = true;
                 quoted = true;
             }
-            '"' => {
-                return Err(CsvError {
-                    line,
-                    why: "a quote inside an unquoted field (quote the whole field, and double the quote)",
-                })
-            }
+            '"' => return Err(CsvError {
+                line,
+                why:
+                    "a quote inside an unquoted field (quote the whole field, and double the quote)",
+            }),
             ',' => {
                 fields.push(std::mem::take(&mut field));
                 quoted = false;
@@ -127,7 +126,10 @@ mod tests {
     #[test]
     fn bad_quoting_is_named_by_line() {
         assert_eq!(parse("sid,name\n1,a\"b\n").err().map(|e| e.line), Some(2));
-        assert_eq!(parse("sid,name\n1,\"ab\"c\n").err().map(|e| e.line), Some(2));
+        assert_eq!(
+            parse("sid,name\n1,\"ab\"c\n").err().map(|e| e.line),
+            Some(2)
+        );
         assert_eq!(parse("sid,name\n\n1,\"ab\n").err().map(|e| e.line), Some(3));
     }
 }

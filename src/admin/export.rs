@@ -130,7 +130,11 @@ pub fn reports(
 }
 
 /// `server certs`.
-pub fn certs(store: &mut dyn Storage, format: Format, out: &mut dyn Write) -> Result<(), AdminError> {
+pub fn certs(
+    store: &mut dyn Storage,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), AdminError> {
     if format == Format::Table {
         return list_certs(store, out);
     }

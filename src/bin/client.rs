@@ -13,8 +13,8 @@ use clap::Parser;
 use openssl::x509::X509;
 
 use certboard::client::{self, Cipher, ClientOptions, KeyType};
-use certboard::course::code::EnrollCode;
 use certboard::config;
+use certboard::course::code::EnrollCode;
 
 /// certboard's student client: enroll with the CUHK CA, then submit the lab
 /// report to Blackboard, for each SID given.

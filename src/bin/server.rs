@@ -12,8 +12,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use certboard::admin::{self, CodeRequest, Format, ReportFilter, RevokeReason, RevokeTarget};
-use certboard::course::Window;
 use certboard::ca::CaKeyType;
+use certboard::course::Window;
 use certboard::server::{self, Role, Server, ServerConfig};
 use certboard::store::SqliteStore;
 use certboard::Limits;

@@ -7,9 +7,9 @@ use log::info;
 
 use crate::course::Window;
 use crate::crypto::{self, SessionKeys, SESSION_KEY_LEN};
-use crate::time::now_unix;
 use crate::message::{CipherId, Message, IV_LEN, NONCE_LEN};
 use crate::store::{Origin, Record};
+use crate::time::now_unix;
 
 use super::error::{Internal, ProtocolError};
 use super::submission::{check_certificate, check_mac, check_report_text, PendingReport};
@@ -45,7 +45,10 @@ pub(super) fn hello(
 ) -> Step {
     let student = check_certificate(shared, sid, cert_der, chain, Origin::Certboard)
         .map_err(|e| ProtocolError::certificate(sid, e))?;
-    shared.window.check(now_unix()).map_err(ProtocolError::Closed)?;
+    shared
+        .window
+        .check(now_unix())
+        .map_err(ProtocolError::Closed)?;
     let setup = (|| {
         let session_key = crypto::random::<SESSION_KEY_LEN>()?;
         let nonce = crypto::random::<NONCE_LEN>()?;

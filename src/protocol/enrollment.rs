@@ -64,7 +64,10 @@ impl Enrollment {
     }
 }
 
-fn internal(what: &'static str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ProtocolError {
+fn internal(
+    what: &'static str,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> ProtocolError {
     ProtocolError::Internal(Internal::new(what, e))
 }
 
@@ -73,14 +76,23 @@ fn store_failed(e: StoreError) -> ProtocolError {
 }
 
 fn the_ca(shared: &Shared) -> Result<Arc<CertificateAuthority>, ProtocolError> {
-    shared.ca.as_ref().map(Arc::clone).ok_or(ProtocolError::NotACa)
+    shared
+        .ca
+        .as_ref()
+        .map(Arc::clone)
+        .ok_or(ProtocolError::NotACa)
 }
 
 /// v1: issues for one CSR, without a roster only. A connection may carry
 /// several enrollments in turn; a refusal ends it.
 pub(super) fn enroll(csr_der: &[u8], shared: &mut Shared, peer: &str) -> Step {
     let ca = the_ca(shared)?;
-    if shared.store.enrollment_view("").map_err(store_failed)?.roster_on {
+    if shared
+        .store
+        .enrollment_view("")
+        .map_err(store_failed)?
+        .roster_on
+    {
         return Err(ProtocolError::V1WithRoster);
     }
     let issued = ca.issue(csr_der).map_err(ProtocolError::enrollment)?;
@@ -110,7 +122,11 @@ pub(super) fn hello(version: u16, shared: &mut Shared) -> Step {
         return Err(ProtocolError::UnsupportedVersion { got: version });
     }
     // The empty SID is on no roster: this reads only whether one exists.
-    let roster_on = shared.store.enrollment_view("").map_err(store_failed)?.roster_on;
+    let roster_on = shared
+        .store
+        .enrollment_view("")
+        .map_err(store_failed)?
+        .roster_on;
     let nonce = crypto::random::<NONCE_LEN>().map_err(|e| internal("nonce", e))?;
     let reply = Message::CaChallenge {
         version: PROTOCOL_VERSION,
@@ -153,7 +169,10 @@ pub(super) fn request(
             .map_err(|e| internal("enrollment code MAC", e))?
         {
             Ok(Grant::Open) => (None, "open enrollment (no roster)"),
-            Ok(Grant::Code(key)) => (Some(key), "enrollment code verified; consumed once recorded"),
+            Ok(Grant::Code(key)) => (
+                Some(key),
+                "enrollment code verified; consumed once recorded",
+            ),
             Err(Refusal::WrongCode { key, left }) => {
                 // The refusal leaves only once the count is recorded: no
                 // more guesses than the lock allows, even on many
@@ -188,7 +207,10 @@ pub(super) fn request(
         persist: Some(cert_record(issued, Origin::Certboard, consumes)),
         close: false,
     };
-    Ok((State::Enrollment(Enrollment::Issued { nonce: next_nonce }), out))
+    Ok((
+        State::Enrollment(Enrollment::Issued { nonce: next_nonce }),
+        out,
+    ))
 }
 
 /// A renewal's proof: her current certificate is ours (path, clientAuth,

@@ -38,12 +38,12 @@ use openssl::x509::X509;
 
 use crate::ca::CaError;
 use crate::course::{Closed, Window};
-use crate::time::now_unix;
 use crate::crypto;
 use crate::message::ErrorCode;
 use crate::rc4::{BadKeyLength, Rc4};
 use crate::sid::{self, SidError};
 use crate::store::{Origin, Record};
+use crate::time::now_unix;
 
 use super::error::Internal;
 use super::submission::{

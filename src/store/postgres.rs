@@ -68,7 +68,8 @@ CREATE TABLE certboard_schema (
 
 /// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`. A new
 /// version appends a step; a step once released never changes.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE certs (
     serial        TEXT PRIMARY KEY,
     sid           TEXT NOT NULL,
@@ -97,7 +98,8 @@ CREATE TABLE reports (
 -- CACHE 1: a host must not hold a block of numbers that another host
 -- overtakes, or the numbers would not increase in time across hosts.
 CREATE SEQUENCE crl_number AS BIGINT MINVALUE 1 START WITH 1 CACHE 1 NO CYCLE;
-", "
+",
+    "
 -- Version 2 (issue 12): the roster and the enrollment codes (only a key
 -- derived from each code is kept).
 CREATE TABLE roster (
@@ -117,7 +119,8 @@ CREATE TABLE settings (
     name   TEXT PRIMARY KEY,
     value  BIGINT
 );
-"];
+",
+];
 
 /// The first wait after a failed reconnect; it doubles up to [`BACKOFF_MAX`].
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);

@@ -338,7 +338,8 @@ impl Storage for SqliteStore {
                     if let Some(key) = &c.consumes_code {
                         // The code is spent by the issuance it authorised,
                         // or neither happens.
-                        let n = consume_stmt.execute(params![now, c.serial_hex, c.sid, &key[..]])?;
+                        let n =
+                            consume_stmt.execute(params![now, c.serial_hex, c.sid, &key[..]])?;
                         if n == 0 {
                             return Err(StoreError::CodeUsed { sid: c.sid.clone() });
                         }
@@ -491,9 +492,7 @@ impl Storage for SqliteStore {
             let mut rename = tx.prepare_cached("UPDATE roster SET name = ?2 WHERE sid = ?1")?;
             let now = now_unix();
             for s in students {
-                let old: Option<String> = get
-                    .query_row(params![s.sid], |r| r.get(0))
-                    .optional()?;
+                let old: Option<String> = get.query_row(params![s.sid], |r| r.get(0)).optional()?;
                 match old {
                     None => {
                         add.execute(params![s.sid, s.name, now])?;
@@ -672,7 +671,10 @@ mod tests {
         );
         let v = s.enrollment_view("1155000001")?;
         assert!(v.roster_on && v.on_roster);
-        assert_eq!(v.code.as_ref().map(|c| (c.used_at, c.wrong)), Some((None, 0)));
+        assert_eq!(
+            v.code.as_ref().map(|c| (c.used_at, c.wrong)),
+            Some((None, 0))
+        );
         assert!(!s.enrollment_view("1155000009")?.on_roster);
         // Wrong codes count, toward the lock.
         for _ in 0..2 {
@@ -681,29 +683,51 @@ mod tests {
                 code_key: key,
             }])?;
         }
-        assert_eq!(s.enrollment_view("1155000001")?.code.map(|c| c.wrong), Some(2));
+        assert_eq!(
+            s.enrollment_view("1155000001")?.code.map(|c| c.wrong),
+            Some(2)
+        );
         // A key that is not the current code's consumes nothing.
         let err = s.commit(&[coded_cert("0B", "1155000001", [2u8; 32])]);
         assert!(matches!(err, Err(StoreError::CodeUsed { .. })), "{err:?}");
         assert_eq!(s.cert_status("0B")?, CertStatus::Unknown);
         s.commit(&[coded_cert("0A", "1155000001", key)])?;
         let c = s.enrollment_view("1155000001")?.code;
-        assert_eq!(c.as_ref().map(|c| (c.used_at.is_some(), c.wrong)), Some((true, 0)));
+        assert_eq!(
+            c.as_ref().map(|c| (c.used_at.is_some(), c.wrong)),
+            Some((true, 0))
+        );
         // A second use fails the whole transaction: the other record too.
-        let err = s.commit(&[cert("0C", "1155000002"), coded_cert("0D", "1155000001", key)]);
+        let err = s.commit(&[
+            cert("0C", "1155000002"),
+            coded_cert("0D", "1155000001", key),
+        ]);
         assert!(matches!(err, Err(StoreError::CodeUsed { sid }) if sid == "1155000001"));
         assert_eq!(s.cert_status("0C")?, CertStatus::Unknown);
         // A used code is replaced by a plain `codes` run; an unused one only
         // by a reissue, which also clears the count.
-        assert_eq!(s.store_codes(&[("1155000001".into(), [3; 32])], 11, false)?.len(), 1);
+        assert_eq!(
+            s.store_codes(&[("1155000001".into(), [3; 32])], 11, false)?
+                .len(),
+            1
+        );
         s.commit(&[Record::WrongCode {
             sid: "1155000001".into(),
             code_key: [3; 32],
         }])?;
-        assert!(s.store_codes(&[("1155000001".into(), [4; 32])], 12, false)?.is_empty());
-        assert_eq!(s.store_codes(&[("1155000001".into(), [4; 32])], 12, true)?.len(), 1);
+        assert!(s
+            .store_codes(&[("1155000001".into(), [4; 32])], 12, false)?
+            .is_empty());
+        assert_eq!(
+            s.store_codes(&[("1155000001".into(), [4; 32])], 12, true)?
+                .len(),
+            1
+        );
         let c = s.enrollment_view("1155000001")?.code;
-        assert_eq!(c.map(|c| (c.code_key, c.wrong, c.used_at)), Some(([4; 32], 0, None)));
+        assert_eq!(
+            c.map(|c| (c.code_key, c.wrong, c.used_at)),
+            Some(([4; 32], 0, None))
+        );
         Ok(())
     }
 
@@ -734,9 +758,15 @@ mod tests {
                 .map(|w| w.join().unwrap_or_else(|_| Err("panicked".into())))
                 .collect()
         });
-        assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 1, "{outcomes:?}");
+        assert_eq!(
+            outcomes.iter().filter(|o| o.is_ok()).count(),
+            1,
+            "{outcomes:?}"
+        );
         assert!(
-            outcomes.iter().any(|o| matches!(o, Err(e) if e.contains("already used"))),
+            outcomes
+                .iter()
+                .any(|o| matches!(o, Err(e) if e.contains("already used"))),
             "{outcomes:?}"
         );
         let issued = s.certs()?.len();
@@ -840,7 +870,10 @@ mod tests {
         s.commit(&[cert("0A", "a")])?;
         let copy = dir.path().join("copy.sqlite3");
         s.backup_to(&copy)?;
-        assert_eq!(std::fs::metadata(&copy)?.permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&copy)?.permissions().mode() & 0o777,
+            0o600
+        );
         assert!(s.backup_to(&copy).is_err(), "never overwrites");
         let mut b = SqliteStore::open_file(&copy)?;
         assert_eq!(
