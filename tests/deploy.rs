@@ -7,14 +7,20 @@ use std::process::Command;
 fn the_systemd_unit_verifies() -> Result<(), Box<dyn std::error::Error>> {
     let unit = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/certboard.service");
     let text = std::fs::read_to_string(unit)?;
-    assert!(text.contains("--ca-passphrase-file"), "the unit never prompts");
+    assert!(
+        text.contains("--ca-passphrase-file"),
+        "the unit never prompts"
+    );
     // The unit names its binary where an install puts it; verify a copy
     // that points at the built server, so the check needs no install.
     let dir = tempfile::tempdir()?;
     let copy = dir.path().join("certboard.service");
     std::fs::write(
         &copy,
-        text.replace("/usr/local/bin/certboard-server", env!("CARGO_BIN_EXE_server")),
+        text.replace(
+            "/usr/local/bin/certboard-server",
+            env!("CARGO_BIN_EXE_server"),
+        ),
     )?;
     let out = match Command::new("systemd-analyze")
         .args(["verify", "--man=no"])

@@ -1,6 +1,7 @@
 //! The per-connection state machines (CA and Blackboard, with or without
 //! admission control and legacy mode) fed a sequence of arbitrary frames,
-//! as the reactor would (until it says "close"): never panics, and every
+//! as the reactor would (until it says "close"), with or without a roster
+//! (enrollment codes, renewal) and a closed submission window: never panics, and every
 //! frame it sends is a well-formed message. A frame `[0xFE]` stands for a valid SubmitHello with a
 //! certificate from this process's CA, so the fuzzer gets past the
 //! certificate check to the report (which it cannot MAC).
@@ -9,9 +10,13 @@
 use std::sync::{Arc, OnceLock};
 
 use certboard::ca::CertificateAuthority;
+use certboard::course::Window;
 use certboard::message::Message;
 use certboard::protocol::{ServiceKind, Session, Shared};
-use certboard::store::{CertRow, CertStatus, Record, ReportRecord, Storage, StoreError};
+use certboard::store::{
+    CertRow, CertStatus, CodeKey, CodeState, Counts, EnrollView, Record, ReportRecord,
+    RosterChange, RosterEntry, Storage, StoreError, Student,
+};
 use certboard::verify::Verifier;
 use libfuzzer_sys::fuzz_target;
 
@@ -44,9 +49,11 @@ fn fixture() -> &'static Fixture {
     })
 }
 
-/// A store that knows one good certificate and keeps nothing.
+/// A store that knows one good certificate and keeps nothing; with
+/// `roster`, SID "fuzz" is on a roster with an unused code.
 struct MemStore {
     good: String,
+    roster: bool,
 }
 
 impl Storage for MemStore {
@@ -77,6 +84,42 @@ impl Storage for MemStore {
     fn next_crl_number(&mut self) -> Result<u64, StoreError> {
         Ok(1)
     }
+    fn import_roster(&mut self, _: &[Student]) -> Result<RosterChange, StoreError> {
+        Ok(RosterChange::default())
+    }
+    fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
+        Ok(vec![])
+    }
+    fn enrollment_view(&mut self, sid: &str) -> Result<EnrollView, StoreError> {
+        let on = self.roster && sid == "fuzz";
+        Ok(EnrollView {
+            roster_on: self.roster,
+            on_roster: on,
+            code: on.then_some(CodeState {
+                code_key: [7; 32],
+                issued_at: 0,
+                used_at: None,
+                wrong: 0,
+            }),
+        })
+    }
+    fn store_codes(
+        &mut self,
+        _: &[(String, CodeKey)],
+        _: i64,
+        _: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(vec![])
+    }
+    fn counts(&mut self) -> Result<Counts, StoreError> {
+        Ok(Counts::default())
+    }
+    fn record_window(&mut self, _: Option<i64>, _: Option<i64>) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        Ok((None, None))
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -94,9 +137,15 @@ fuzz_target!(|data: &[u8]| {
         verifier: Some(f.verifier.clone()),
         store: Box::new(MemStore {
             good: f.serial.clone(),
+            roster: flags & 8 != 0,
         }),
         admission_secret: (flags & 2 != 0).then(|| Arc::new(b"fuzzing admission secret".to_vec())),
         legacy: flags & 4 != 0,
+        // Closed since the epoch's first second: the refusal path too.
+        window: Window {
+            open: None,
+            close: (flags & 16 != 0).then_some(1),
+        },
     };
     let (mut session, out) = Session::start(kind, &shared);
     if out.close {
