@@ -151,7 +151,7 @@ fn main() -> Result<(), BoxError> {
                 cert_der: issued.der.clone(),
                 frame,
             });
-            records.push(cert_record(issued, Origin::Certboard));
+            records.push(cert_record(issued, Origin::Certboard, None));
         }
         store.commit(&records)?;
         let mut shared = Shared {
@@ -160,6 +160,7 @@ fn main() -> Result<(), BoxError> {
             store: Box::new(store),
             admission_secret: None,
             legacy: false,
+            window: certboard::course::Window::default(),
         };
         for part in PARTS {
             if !args.parts.is_empty() && !args.parts.iter().any(|p| p == part) {

@@ -3,8 +3,18 @@
 //! the store's own interface, so SQLite's locking makes them safe while the
 //! server runs.
 
+mod course;
+mod csv;
+mod export;
+
 use std::fmt;
 use std::io::Write;
+use std::path::PathBuf;
+
+pub use course::{
+    import_roster, issue_codes, parse_roster, status, status_rows, CodeRequest, Imported, StatusRow,
+};
+pub use export::{certs, reports, select_reports, Format, ReportFilter};
 
 use crate::ca::{CertificateAuthority, Serial};
 use crate::escape::escaped;
@@ -63,6 +73,23 @@ pub enum AdminError {
     Ca(crate::ca::CaError),
     /// Output could not be written.
     Io(std::io::Error),
+    /// A file named on the command line could not be read or written.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The roster file has bad rows (nothing was imported).
+    BadRoster {
+        /// The file.
+        path: PathBuf,
+        /// Line number and problem, for every bad row.
+        problems: Vec<(usize, String)>,
+    },
+    /// The command would undo something on purpose kept (it says how to
+    /// ask for it).
+    Refused(String),
 }
 
 impl fmt::Display for AdminError {
@@ -75,6 +102,20 @@ impl fmt::Display for AdminError {
             AdminError::Crypto(e) => write!(f, "OpenSSL: {e}"),
             AdminError::Ca(e) => write!(f, "CA: {e}"),
             AdminError::Io(e) => write!(f, "{e}"),
+            AdminError::File { path, source } => write!(f, "{}: {source}", path.display()),
+            AdminError::BadRoster { path, problems } => {
+                write!(
+                    f,
+                    "{}: {} bad row(s), nothing imported:",
+                    path.display(),
+                    problems.len()
+                )?;
+                for (line, why) in problems {
+                    write!(f, "\n  line {line}: {why}")?;
+                }
+                Ok(())
+            }
+            AdminError::Refused(why) => write!(f, "{why}"),
         }
     }
 }
@@ -87,7 +128,11 @@ impl std::error::Error for AdminError {
             AdminError::Crypto(e) => Some(e),
             AdminError::Ca(e) => Some(e),
             AdminError::Io(e) => Some(e),
-            AdminError::BadSerial(_) | AdminError::NotFound(_) => None,
+            AdminError::File { source, .. } => Some(source),
+            AdminError::BadSerial(_)
+            | AdminError::NotFound(_)
+            | AdminError::BadRoster { .. }
+            | AdminError::Refused(_) => None,
         }
     }
 }
@@ -237,7 +282,11 @@ mod tests {
             let issued = ca.issue(&make_csr(sid, &key).unwrap()).unwrap();
             serials.push(issued.serial_hex.clone());
             store
-                .commit(&[crate::protocol::cert_record(issued, Origin::Certboard)])
+                .commit(&[crate::protocol::cert_record(
+                    issued,
+                    Origin::Certboard,
+                    None,
+                )])
                 .unwrap();
         }
         store

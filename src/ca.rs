@@ -287,13 +287,29 @@ impl CertificateAuthority {
     /// [`CaError::UnsupportedKey`], [`CaError::UnsupportedSignature`],
     /// [`CaError::CsrSignature`], [`CaError::MissingCn`], [`CaError::BadSid`].
     pub fn issue(&self, csr_der: &[u8]) -> Result<Issued, CaError> {
+        let checked = self.check_csr(csr_der)?;
+        self.issue_checked(&checked)
+    }
+
+    /// The checks of [`CertificateAuthority::issue`], without signing:
+    /// the enrollment decides on the SID before anything is issued.
+    pub fn check_csr<'a>(&self, csr_der: &'a [u8]) -> Result<CheckedCsr<'a>, CaError> {
         let csr = csr::CsrParts::parse(csr_der).map_err(CaError::MalformedCsr)?;
         let key = csr::StudentKey::parse(csr.spki)?;
         csr.verify_signature(&key, &self.p256)?;
         let cn = csr.common_name()?.ok_or(CaError::MissingCn)?;
-        let sid = sid::validate(&cn).map_err(CaError::BadSid)?;
+        sid::validate(&cn).map_err(CaError::BadSid)?;
+        Ok(CheckedCsr {
+            sid: cn,
+            spki: csr.spki,
+            key,
+        })
+    }
+
+    /// Issues for a CSR [`CertificateAuthority::check_csr`] accepted.
+    pub fn issue_checked(&self, csr: &CheckedCsr<'_>) -> Result<Issued, CaError> {
         self.profile
-            .sign(&self.key, self.validity_days, sid, csr.spki, &key)
+            .sign(&self.key, self.validity_days, &csr.sid, csr.spki, &csr.key)
     }
 
     /// Issues a certificate for `sid` and an already checked public key
@@ -304,6 +320,28 @@ impl CertificateAuthority {
         let key = csr::StudentKey::parse(&spki)?;
         self.profile
             .sign(&self.key, self.validity_days, sid, &spki, &key)
+    }
+}
+
+/// A CSR whose signature, key and SID hold up, not yet signed.
+pub struct CheckedCsr<'a> {
+    sid: String,
+    spki: &'a [u8],
+    key: csr::StudentKey<'a>,
+}
+
+impl CheckedCsr<'_> {
+    /// The SID its subject CN names.
+    pub fn sid(&self) -> &str {
+        &self.sid
+    }
+}
+
+impl fmt::Debug for CheckedCsr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckedCsr")
+            .field("sid", &self.sid)
+            .finish()
     }
 }
 

@@ -18,9 +18,17 @@ use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::x509::{X509Name, X509ReqBuilder, X509};
 
+use std::collections::HashMap;
+
+use openssl::sign::Signer;
+
+use crate::course::code::{self, EnrollCode};
 use crate::crypto::{self, SessionKeys, SESSION_KEY_LEN};
 use crate::framing::{self, Decoder, FrameError};
-use crate::message::{CipherId, DecodeError, ErrorCode, Message, IV_LEN};
+use crate::message::{
+    CipherId, DecodeError, EnrollAuth, EnrollPolicy, ErrorCode, Message, IV_LEN, NONCE_LEN,
+    PROTOCOL_VERSION,
+};
 use crate::sid::SidError;
 use crate::verify::{CertError, Verifier};
 
@@ -98,6 +106,20 @@ pub enum ClientError {
     },
     /// OpenSSL failed.
     Crypto(ErrorStack),
+    /// A network step got no answer in time.
+    Timeout {
+        /// What was being done.
+        what: String,
+        /// How long it waited.
+        after: Duration,
+    },
+    /// The peer's bytes are not certboard's protocol at all.
+    NotCertboard {
+        /// The address.
+        peer: String,
+        /// What was wrong with its first bytes.
+        why: String,
+    },
 }
 
 impl fmt::Display for ClientError {
@@ -118,6 +140,15 @@ impl fmt::Display for ClientError {
             ClientError::Certificate(e) => write!(f, "bad certificate from the CA: {e}"),
             ClientError::BadSid { sid, source } => write!(f, "SID {sid:?}: {source}"),
             ClientError::Crypto(e) => write!(f, "OpenSSL error: {e}"),
+            ClientError::Timeout { what, after } => write!(
+                f,
+                "{what}: timed out after {} s without an answer (--timeout SECS to wait longer)",
+                after.as_secs()
+            ),
+            ClientError::NotCertboard { peer, why } => write!(
+                f,
+                "{peer} does not speak the certboard protocol ({why}): check the address and port"
+            ),
         }
     }
 }
@@ -133,7 +164,9 @@ impl std::error::Error for ClientError {
             ClientError::Crypto(e) => Some(e),
             ClientError::Refused { .. }
             | ClientError::Protocol(_)
-            | ClientError::BadCertificate(_) => None,
+            | ClientError::BadCertificate(_)
+            | ClientError::Timeout { .. }
+            | ClientError::NotCertboard { .. } => None,
         }
     }
 }
@@ -142,6 +175,13 @@ impl From<ErrorStack> for ClientError {
     fn from(e: ErrorStack) -> Self {
         ClientError::Crypto(e)
     }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 fn io_ctx(what: impl Into<String>) -> impl FnOnce(io::Error) -> ClientError {
@@ -156,6 +196,10 @@ pub struct FramedStream {
     decoder: Decoder,
     buf: Vec<u8>,
     peer: String,
+    timeout: Duration,
+    /// Whether a whole certboard frame has come yet (before it, bytes that
+    /// do not frame mean the peer is something else).
+    heard: bool,
 }
 
 impl FramedStream {
@@ -171,7 +215,19 @@ impl FramedStream {
                 what: what.clone(),
                 source: io::Error::new(io::ErrorKind::NotFound, "no address"),
             })?;
-        let stream = TcpStream::connect_timeout(&sock, timeout).map_err(io_ctx(what.clone()))?;
+        let stream = TcpStream::connect_timeout(&sock, timeout).map_err(|e| {
+            if is_timeout(&e) {
+                ClientError::Timeout {
+                    what: what.clone(),
+                    after: timeout,
+                }
+            } else {
+                ClientError::Io {
+                    what: what.clone(),
+                    source: e,
+                }
+            }
+        })?;
         stream
             .set_read_timeout(Some(timeout))
             .map_err(io_ctx(what.clone()))?;
@@ -184,7 +240,14 @@ impl FramedStream {
             decoder: Decoder::new(framing::DEFAULT_MAX_FRAME),
             buf: Vec::new(),
             peer: addr.to_string(),
+            timeout,
+            heard: false,
         })
+    }
+
+    /// The address connected to.
+    pub fn peer(&self) -> &str {
+        &self.peer
     }
 
     /// Sends one frame.
@@ -205,14 +268,34 @@ impl FramedStream {
         let mut chunk = [0u8; 16 * 1024];
         loop {
             match self.decoder.decode(&mut self.buf) {
-                Ok(Some(f)) => return Ok(f),
+                Ok(Some(f)) => {
+                    self.heard = true;
+                    return Ok(f);
+                }
                 Ok(None) => {}
+                Err(e) if !self.heard => {
+                    let start = &self.buf[..self.buf.len().min(8)];
+                    return Err(ClientError::NotCertboard {
+                        peer: self.peer.clone(),
+                        why: format!(
+                            "its first bytes {:?} are not a certboard frame: {e}",
+                            String::from_utf8_lossy(start)
+                        ),
+                    });
+                }
                 Err(e) => return Err(ClientError::Frame(e)),
             }
-            let n = self
-                .stream
-                .read(&mut chunk)
-                .map_err(io_ctx(format!("reading from {}", self.peer)))?;
+            let what = format!("waiting for an answer from {}", self.peer);
+            let n = match self.stream.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if is_timeout(&e) => {
+                    return Err(ClientError::Timeout {
+                        what,
+                        after: self.timeout,
+                    })
+                }
+                Err(e) => return Err(ClientError::Io { what, source: e }),
+            };
             if n == 0 {
                 return Err(ClientError::Io {
                     what: format!("reading from {}", self.peer),
@@ -225,10 +308,15 @@ impl FramedStream {
 
     /// Receives one message; a server error becomes [`ClientError::Refused`].
     pub fn recv(&mut self) -> Result<Message, ClientError> {
+        let first = !self.heard;
         let frame = self.recv_frame()?;
         match Message::decode(&frame) {
             Ok(Message::Error { code, reason }) => Err(ClientError::Refused { code, reason }),
             Ok(m) => Ok(m),
+            Err(e) if first => Err(ClientError::NotCertboard {
+                peer: self.peer.clone(),
+                why: format!("its first frame is not a certboard message: {e}"),
+            }),
             Err(e) => Err(ClientError::Decode(e)),
         }
     }
@@ -290,7 +378,9 @@ pub fn make_csr(sid: &str, key: &PKey<Private>) -> Result<Vec<u8>, ErrorStack> {
     b.build().to_der()
 }
 
-/// Sends a CSR to the CA; returns (certificate, root), DER.
+/// Protocol version 1 (kept until the lead removes it): sends a bare CSR
+/// to the CA; returns (certificate, root), DER. A CA with a roster refuses
+/// it; the client itself enrolls by [`CaSession`].
 pub fn enroll(
     conn: &mut FramedStream,
     csr_der: Vec<u8>,
@@ -303,6 +393,173 @@ pub fn enroll(
         } => Ok((cert_der, ca_cert_der)),
         other => Err(unexpected("EnrollResponse", &other)),
     }
+}
+
+/// The CA side of protocol version 2 on one connection: `CaHello` answered
+/// by the course's policy and a nonce; then any number of requests, each
+/// bound to the latest nonce.
+#[derive(Debug)]
+pub struct CaSession {
+    /// What a first enrollment needs here.
+    pub policy: EnrollPolicy,
+    nonce: [u8; NONCE_LEN],
+}
+
+/// What the CA issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertAnswer {
+    /// Her certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// The CA root, DER.
+    pub ca_cert_der: Vec<u8>,
+}
+
+/// Adds what a person can act on to a refusal of the first CA message:
+/// a v1 server does not know `CaHello`; Blackboard does not expect it.
+fn hello_refused(e: ClientError, peer: &str) -> ClientError {
+    match e {
+        ClientError::Refused {
+            code: ErrorCode::Malformed,
+            reason,
+        } => ClientError::Refused {
+            code: ErrorCode::Malformed,
+            reason: format!("{reason} (the server speaks an older protocol version)"),
+        },
+        ClientError::Refused {
+            code: ErrorCode::UnexpectedMessage,
+            reason,
+        } if reason.contains("submission hello") => ClientError::Refused {
+            code: ErrorCode::UnexpectedMessage,
+            reason: format!(
+                "{reason} ({peer} is Blackboard, not the CA: the ports look swapped; --ca is \
+                 the CA's address)"
+            ),
+        },
+        other => other,
+    }
+}
+
+impl CaSession {
+    /// Sends `CaHello` and reads the challenge.
+    pub fn open(conn: &mut FramedStream) -> Result<CaSession, ClientError> {
+        let peer = conn.peer().to_string();
+        conn.send(&Message::CaHello {
+            version: PROTOCOL_VERSION,
+        })?;
+        match conn.recv().map_err(|e| hello_refused(e, &peer))? {
+            Message::CaChallenge {
+                version: PROTOCOL_VERSION,
+                policy,
+                nonce,
+            } => Ok(CaSession { policy, nonce }),
+            Message::CaChallenge { version, .. } => Err(ClientError::Protocol(format!(
+                "the CA answered with protocol version {version}; this client speaks {PROTOCOL_VERSION}"
+            ))),
+            other => Err(unexpected("CaChallenge", &other)),
+        }
+    }
+
+    /// The nonce the next request must bind.
+    pub fn nonce(&self) -> &[u8; NONCE_LEN] {
+        &self.nonce
+    }
+
+    /// Sends one request and reads the certificate; the next nonce is kept.
+    pub fn request(
+        &mut self,
+        conn: &mut FramedStream,
+        csr_der: Vec<u8>,
+        auth: EnrollAuth,
+    ) -> Result<CertAnswer, ClientError> {
+        conn.send(&Message::CertRequest { csr_der, auth })?;
+        match conn.recv()? {
+            Message::CertIssued {
+                cert_der,
+                ca_cert_der,
+                next_nonce,
+            } => {
+                self.nonce = next_nonce;
+                Ok(CertAnswer {
+                    cert_der,
+                    ca_cert_der,
+                })
+            }
+            other => Err(unexpected("CertIssued", &other)),
+        }
+    }
+}
+
+/// `auth` = code: the HMAC of the code's key over the nonce, SID and CSR.
+pub fn code_auth(
+    code: &EnrollCode,
+    sid: &str,
+    nonce: &[u8; NONCE_LEN],
+    csr_der: &[u8],
+) -> Result<EnrollAuth, ErrorStack> {
+    let key = code.key(sid)?;
+    Ok(EnrollAuth::Code {
+        mac: code::enroll_mac(&key, nonce, sid, csr_der)?,
+    })
+}
+
+/// `auth` = renewal: her current certificate and her signature with its
+/// key over the nonce, that certificate and the new CSR.
+pub fn renewal_auth(
+    current_key: &PKey<Private>,
+    cert_der: &[u8],
+    nonce: &[u8; NONCE_LEN],
+    csr_der: &[u8],
+) -> Result<EnrollAuth, ErrorStack> {
+    let mut signer = Signer::new(MessageDigest::sha256(), current_key)?;
+    signer.update(&code::renewal_message(nonce, cert_der, csr_der))?;
+    Ok(EnrollAuth::Renewal {
+        cert_der: cert_der.to_vec(),
+        signature: signer.sign_to_vec()?,
+    })
+}
+
+/// Why a codes file cannot be read.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CodesFileError {
+    /// A line is not `sid,code`.
+    Line {
+        /// 1-based.
+        line: usize,
+        /// Why.
+        why: String,
+    },
+}
+
+impl fmt::Display for CodesFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CodesFileError::Line { line, why } => write!(f, "line {line}: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for CodesFileError {}
+
+/// Reads `sid,code` lines (the file `server roster codes` writes; a
+/// header line `sid,code` and blank lines are skipped).
+pub fn read_codes(text: &str) -> Result<HashMap<String, EnrollCode>, CodesFileError> {
+    let mut codes = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || (i == 0 && line.eq_ignore_ascii_case("sid,code")) {
+            continue;
+        }
+        let bad = |why: String| CodesFileError::Line { line: i + 1, why };
+        let (sid, code) = line
+            .split_once(',')
+            .ok_or_else(|| bad("expected `sid,code`".into()))?;
+        let sid = sid.trim();
+        crate::sid::validate(sid).map_err(|e| bad(format!("SID {sid:?}: {e}")))?;
+        let code = EnrollCode::parse(code).map_err(|e| bad(format!("SID {sid}: {e}")))?;
+        codes.insert(sid.to_string(), code);
+    }
+    Ok(codes)
 }
 
 /// Checks that `cert` chains to `root`, is hers (her key, her SID) and is a
@@ -403,8 +660,11 @@ pub struct ClientOptions {
     pub cipher: CipherId,
     /// A pinned root; without it the root the CA sends is trusted on first use.
     pub ca_cert: Option<X509>,
-    /// Always make a new key and enroll again.
+    /// Always make a new key and enroll again (by renewal when her saved
+    /// certificate is still good).
     pub renew: bool,
+    /// Enrollment codes by SID, for first enrollments.
+    pub codes: HashMap<String, EnrollCode>,
     /// Admission-control secret.
     pub admission_secret: Option<Vec<u8>>,
     /// Timeout of every network step.
@@ -494,6 +754,72 @@ fn load_saved(
     Ok((key, der))
 }
 
+/// Steps 1–2: her new key and CSR, certified by the CA (protocol version
+/// 2), saved in her directory. `current`: her saved key and certificate,
+/// still good, when she renews.
+fn enroll_student(
+    opts: &ClientOptions,
+    sid: &str,
+    files: &Files,
+    current: Option<(PKey<Private>, Vec<u8>)>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(PKey<Private>, Vec<u8>), ClientError> {
+    let key = make_key(opts.key_type)?;
+    let csr = make_csr(sid, &key)?;
+    progress(&format!(
+        "step 1: generated her {}-bit RSA key pair and a CSR for CN={sid}",
+        key.bits()
+    ));
+    let mut conn = FramedStream::connect(&opts.ca, opts.timeout)?;
+    conn.admit(opts.admission_secret.as_deref())?;
+    let mut ca = CaSession::open(&mut conn)?;
+    let code = opts.codes.get(sid);
+    let auth = match (&current, code, ca.policy) {
+        (Some((old_key, old_cert)), _, _) => {
+            progress("step 2: renewing: proving possession of her current key (no code needed)");
+            renewal_auth(old_key, old_cert, ca.nonce(), &csr)?
+        }
+        (None, Some(_), EnrollPolicy::Open) => {
+            progress(
+                "warning: this CA has no roster (open enrollment): her enrollment code is not needed and not sent",
+            );
+            EnrollAuth::Open
+        }
+        (None, Some(code), EnrollPolicy::Roster) => code_auth(code, sid, ca.nonce(), &csr)?,
+        (None, None, _) => EnrollAuth::Open,
+    };
+    let answer = ca.request(&mut conn, csr, auth)?;
+    let sent_root = X509::from_der(&answer.ca_cert_der)
+        .map_err(|_| ClientError::BadCertificate("root is not DER".into()))?;
+    let root = match &opts.ca_cert {
+        Some(pinned) => {
+            if pinned.to_der()? != answer.ca_cert_der {
+                return Err(ClientError::BadCertificate(
+                    "the CA sent a root that differs from the pinned --ca-cert".into(),
+                ));
+            }
+            pinned.clone()
+        }
+        None => sent_root,
+    };
+    let cert = check_certificate(sid, &answer.cert_der, &root, &key)?;
+    let serial = crate::ca::Serial::from_asn1(cert.serial_number())?;
+    progress(&format!(
+        "step 2: CA issued certificate serial {serial}, valid until {}; it chains to the root{}",
+        cert.not_after(),
+        if opts.ca_cert.is_some() {
+            " (pinned)"
+        } else {
+            " (not pinned: use --ca-cert)"
+        }
+    ));
+    write_file(&files.key(), &key.private_key_to_pem_pkcs8()?, 0o600)?;
+    write_file(&files.cert(), &cert.to_pem()?, 0o644)?;
+    write_file(&files.ca(), &root.to_pem()?, 0o644)?;
+    progress(&format!("SID{sid} sign finished"));
+    Ok((key, answer.cert_der))
+}
+
 /// Runs steps 1–6 for one SID, reporting each step through `progress`.
 pub fn run_student(
     opts: &ClientOptions,
@@ -507,66 +833,35 @@ pub fn run_student(
     let files = Files {
         dir: opts.out_dir.join(sid),
     };
-    let saved = if opts.renew {
-        None
-    } else {
-        match load_saved(&files, sid, opts.ca_cert.as_ref()) {
-            Ok(s) => Some(s),
-            Err(why) if files.dir.exists() => {
-                progress(&format!("not reusing saved credentials: {why}"));
-                None
-            }
-            Err(_) => None,
+    let saved = match load_saved(&files, sid, opts.ca_cert.as_ref()) {
+        Ok(s) => Some(s),
+        Err(why) if files.dir.exists() => {
+            progress(&format!("not reusing saved credentials: {why}"));
+            None
         }
+        Err(_) => None,
     };
-    let reused = saved.is_some();
+    let reused = saved.is_some() && !opts.renew;
     let (key, cert_der) = match saved {
-        Some((key, der)) => {
+        Some((key, der)) if !opts.renew => {
             progress(&format!(
                 "steps 1-2: reusing her key and valid certificate from {}",
                 files.dir.display()
             ));
             (key, der)
         }
-        None => {
+        current => {
             // Her directory first: a certificate whose key cannot be saved
-            // would be issued for nothing.
+            // would be issued for nothing. One made here is removed again
+            // if the enrollment fails, so a refusal leaves nothing behind.
+            let made_dir = !files.dir.exists();
             crate::fsutil::create_private_dir_all(&files.dir)
                 .map_err(io_ctx(format!("creating {}", files.dir.display())))?;
-            let key = make_key(opts.key_type)?;
-            let csr = make_csr(sid, &key)?;
-            progress(&format!(
-                "step 1: generated her {}-bit RSA key pair and a CSR for CN={sid}",
-                key.bits()
-            ));
-            let mut conn = FramedStream::connect(&opts.ca, opts.timeout)?;
-            conn.admit(opts.admission_secret.as_deref())?;
-            let (cert_der, ca_der) = enroll(&mut conn, csr)?;
-            let sent_root = X509::from_der(&ca_der)
-                .map_err(|_| ClientError::BadCertificate("root is not DER".into()))?;
-            let root = match &opts.ca_cert {
-                Some(pinned) => {
-                    if pinned.to_der()? != ca_der {
-                        return Err(ClientError::BadCertificate(
-                            "the CA sent a root that differs from the pinned --ca-cert".into(),
-                        ));
-                    }
-                    pinned.clone()
-                }
-                None => sent_root,
-            };
-            let cert = check_certificate(sid, &cert_der, &root, &key)?;
-            let serial = crate::ca::Serial::from_asn1(cert.serial_number())?;
-            progress(&format!(
-                "step 2: CA issued certificate serial {serial}, valid until {}; it chains to the root{}",
-                cert.not_after(),
-                if opts.ca_cert.is_some() { " (pinned)" } else { " (not pinned: use --ca-cert)" }
-            ));
-            write_file(&files.key(), &key.private_key_to_pem_pkcs8()?, 0o600)?;
-            write_file(&files.cert(), &cert.to_pem()?, 0o644)?;
-            write_file(&files.ca(), &root.to_pem()?, 0o644)?;
-            progress(&format!("SID{sid} sign finished"));
-            (key, cert_der)
+            let enrolled = enroll_student(opts, sid, &files, current, progress);
+            if enrolled.is_err() && made_dir {
+                let _ = fs::remove_dir(&files.dir);
+            }
+            enrolled?
         }
     };
     let mut conn = FramedStream::connect(&opts.blackboard, opts.timeout)?;
@@ -588,6 +883,17 @@ pub fn run_student(
         }) if reused => Err(ClientError::Refused {
             code: ErrorCode::BadCertificate,
             reason: format!("{reason} (it was her saved certificate: --renew enrolls again)"),
+        }),
+        Err(ClientError::Refused {
+            code: ErrorCode::UnexpectedMessage,
+            reason,
+        }) if reason.contains("CaHello") => Err(ClientError::Refused {
+            code: ErrorCode::UnexpectedMessage,
+            reason: format!(
+                "{reason} ({} is the CA, not Blackboard: the ports look swapped; --blackboard \
+                 is Blackboard's address)",
+                opts.blackboard
+            ),
         }),
         other => other,
     }?;
@@ -668,6 +974,7 @@ mod tests {
             cipher: CipherId::Aes256Ctr,
             ca_cert: None,
             renew: false,
+            codes: HashMap::new(),
             admission_secret: None,
             timeout: Duration::from_secs(1),
         };

@@ -68,13 +68,14 @@ impl PartialEq for CommitError {
 
 const WRITER_GONE: CommitError = CommitError::WriterLost("the commit thread has stopped");
 
-/// What became of a batch.
+/// What became of one record.
 pub(crate) type Outcome = Result<(), CommitError>;
 
-/// One reactor's batch, and how to tell that reactor it is done.
+/// One reactor's batch, and how to tell that reactor it is done: one
+/// outcome per record, in order.
 struct Job {
     records: Vec<Record>,
-    reply: Sender<Outcome>,
+    reply: Sender<Vec<Outcome>>,
     waker: Arc<Waker>,
 }
 
@@ -154,7 +155,20 @@ pub(crate) struct CommitHandle {
 /// A batch handed to the writer, not yet answered.
 #[derive(Debug)]
 pub(crate) struct InFlight {
-    answer: Receiver<Outcome>,
+    answer: Receiver<Vec<Outcome>>,
+    len: usize,
+}
+
+/// The same failure for every record of a batch of `len`.
+fn all_failed(len: usize, e: &CommitError) -> Vec<Outcome> {
+    (0..len)
+        .map(|_| {
+            Err(match e {
+                CommitError::WriterLost(why) => CommitError::WriterLost(why),
+                CommitError::Store(_) => WRITER_GONE,
+            })
+        })
+        .collect()
 }
 
 /// How long a stopping reactor waits for its last batch before giving up
@@ -166,36 +180,39 @@ impl CommitHandle {
     /// nothing was recorded.
     pub(crate) fn submit(&self, records: Vec<Record>) -> Result<InFlight, CommitError> {
         let (reply, answer) = mpsc::channel();
+        let len = records.len();
         let job = Job {
             records,
             reply,
             waker: Arc::clone(&self.waker),
         };
         match &self.jobs {
-            Some(jobs) if jobs.send(job).is_ok() => Ok(InFlight { answer }),
+            Some(jobs) if jobs.send(job).is_ok() => Ok(InFlight { answer, len }),
             _ => Err(WRITER_GONE),
         }
     }
 }
 
 impl InFlight {
-    /// The outcome if the writer has answered; `None` while it works.
-    pub(crate) fn poll(&self) -> Option<Outcome> {
+    /// The outcomes, one per record, if the writer has answered; `None`
+    /// while it works.
+    pub(crate) fn poll(&self) -> Option<Vec<Outcome>> {
         match self.answer.try_recv() {
-            Ok(outcome) => Some(outcome),
+            Ok(outcomes) => Some(outcomes),
             Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Disconnected) => Some(Err(WRITER_GONE)),
+            Err(TryRecvError::Disconnected) => Some(all_failed(self.len, &WRITER_GONE)),
         }
     }
 
     /// Blocks until the writer answers (used when stopping).
-    pub(crate) fn wait(self) -> Outcome {
+    pub(crate) fn wait(self) -> Vec<Outcome> {
         match self.answer.recv_timeout(STOP_WAIT) {
-            Ok(outcome) => outcome,
-            Err(RecvTimeoutError::Timeout) => Err(CommitError::WriterLost(
-                "the commit thread did not answer in time",
-            )),
-            Err(RecvTimeoutError::Disconnected) => Err(WRITER_GONE),
+            Ok(outcomes) => outcomes,
+            Err(RecvTimeoutError::Timeout) => all_failed(
+                self.len,
+                &CommitError::WriterLost("the commit thread did not answer in time"),
+            ),
+            Err(RecvTimeoutError::Disconnected) => all_failed(self.len, &WRITER_GONE),
         }
     }
 }
@@ -216,11 +233,12 @@ fn write_loop(
 }
 
 /// Commits several reactors' batches in one transaction. Should that fail,
-/// each is retried alone, so one reactor's bad record (a duplicate serial)
-/// cannot fail another's.
+/// each batch is retried alone, and a batch that still fails has each of
+/// its records retried alone, so one connection's bad record (a duplicate
+/// serial, a code consumed meanwhile) fails only that connection.
 fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: &mut dyn FnMut(&[Record])) {
-    let outcomes: Vec<Outcome> = if batch.len() == 1 {
-        vec![commit_one(store, &batch[0].records, announce)]
+    let outcomes: Vec<Vec<Outcome>> = if batch.len() == 1 {
+        vec![commit_each(store, &batch[0].records, announce)]
     } else {
         let mut all = Vec::new();
         let mut lens = Vec::with_capacity(batch.len());
@@ -236,7 +254,9 @@ fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: &mut dyn 
                     lens.len()
                 );
                 announce(&all);
-                batch.iter().map(|_| Ok(())).collect()
+                lens.iter()
+                    .map(|&n| (0..n).map(|_| Ok(())).collect())
+                    .collect()
             }
             Err(e) => {
                 debug!("merged commit failed ({e}); committing each batch alone");
@@ -245,7 +265,7 @@ fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: &mut dyn 
                     .map(|len| {
                         let part = &all[start..start + len];
                         start += len;
-                        commit_one(store, part, announce)
+                        commit_each(store, part, announce)
                     })
                     .collect()
             }
@@ -261,6 +281,28 @@ fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: &mut dyn 
     }
 }
 
+/// One batch in one transaction; if that fails, each record alone.
+fn commit_each(
+    store: &mut dyn Storage,
+    records: &[Record],
+    announce: &mut dyn FnMut(&[Record]),
+) -> Vec<Outcome> {
+    match commit_one(store, records, announce) {
+        Ok(()) => records.iter().map(|_| Ok(())).collect(),
+        Err(e) if records.len() == 1 => vec![Err(e)],
+        Err(e) => {
+            debug!(
+                "batch of {} failed ({e}); committing each record alone",
+                records.len()
+            );
+            records
+                .iter()
+                .map(|r| commit_one(store, std::slice::from_ref(r), announce))
+                .collect()
+        }
+    }
+}
+
 fn commit_one(
     store: &mut dyn Storage,
     records: &[Record],
@@ -272,6 +314,11 @@ fn commit_one(
             announce(records);
             Ok(())
         }
+        Err(e @ StoreError::CodeUsed { .. }) => {
+            // The student's answer (code 14), not the server's failure.
+            debug!("commit of {} record(s) refused: {e}", records.len());
+            Err(CommitError::Store(e))
+        }
         Err(e) => {
             error!("commit of {} record(s) failed: {e}", records.len());
             Err(CommitError::Store(e))
@@ -282,7 +329,10 @@ fn commit_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{CertRow, CertStatus, ReportRecord, StoreError};
+    use crate::store::{
+        CertRow, CertStatus, CodeKey, Counts, EnrollView, ReportRecord, RosterChange, RosterEntry,
+        StoreError, Student,
+    };
     use std::sync::Mutex;
 
     /// A store that records what it was asked to commit and refuses any
@@ -298,7 +348,7 @@ mod tests {
                 .iter()
                 .filter_map(|r| match r {
                     Record::Report(r) => Some(r.receipt_id),
-                    Record::Cert(_) => None,
+                    Record::Cert(_) | Record::WrongCode { .. } => None,
                 })
                 .collect();
             if ids.contains(&0) {
@@ -327,6 +377,36 @@ mod tests {
         }
         fn next_crl_number(&mut self) -> Result<u64, StoreError> {
             Ok(1)
+        }
+        fn import_roster(&mut self, _: &[Student]) -> Result<RosterChange, StoreError> {
+            Ok(RosterChange::default())
+        }
+        fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn enrollment_view(&mut self, _: &str) -> Result<EnrollView, StoreError> {
+            Ok(EnrollView {
+                roster_on: false,
+                on_roster: false,
+                code: None,
+            })
+        }
+        fn store_codes(
+            &mut self,
+            _: &[(String, CodeKey)],
+            _: i64,
+            _: bool,
+        ) -> Result<Vec<String>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn counts(&mut self) -> Result<Counts, StoreError> {
+            Ok(Counts::default())
+        }
+        fn record_window(&mut self, _: Option<i64>, _: Option<i64>) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+            Ok((None, None))
         }
     }
 
@@ -358,8 +438,8 @@ mod tests {
         let handle = committer.handle(w);
         let a = handle.submit(vec![report(1), report(2)])?;
         let b = handle.submit(vec![report(3)])?;
-        assert_eq!(a.wait(), Ok(()));
-        assert_eq!(b.wait(), Ok(()));
+        assert_eq!(a.wait(), vec![Ok(()), Ok(())]);
+        assert_eq!(b.wait(), vec![Ok(())]);
         drop(handle);
         committer.stop();
         let all: Vec<u64> = committed.lock().map_err(|e| e.to_string())?.concat();
@@ -377,26 +457,41 @@ mod tests {
             Err(e) => panic!("poll: {e}"),
         };
         let mut answers = Vec::new();
-        let jobs: Vec<Job> = [vec![report(1)], vec![report(0)], vec![report(2)]]
-            .into_iter()
-            .map(|records| {
-                let (reply, answer) = mpsc::channel();
-                answers.push(answer);
-                Job {
-                    records,
-                    reply,
-                    waker: Arc::clone(&w),
-                }
+        let jobs: Vec<Job> = [
+            vec![report(1)],
+            vec![report(0)],
+            vec![report(2)],
+            vec![report(3), report(0), report(4)],
+        ]
+        .into_iter()
+        .map(|records| {
+            let (reply, answer) = mpsc::channel();
+            answers.push(answer);
+            Job {
+                records,
+                reply,
+                waker: Arc::clone(&w),
+            }
+        })
+        .collect();
+        commit_jobs(store.as_mut(), jobs, &mut no_announce);
+        let outcomes: Vec<Vec<bool>> = answers
+            .iter()
+            .map(|a| {
+                a.try_recv()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(Result::is_ok)
+                    .collect()
             })
             .collect();
-        commit_jobs(store.as_mut(), jobs, &mut no_announce);
-        let outcomes: Vec<bool> = answers
-            .iter()
-            .map(|a| matches!(a.try_recv(), Ok(Ok(()))))
-            .collect();
-        assert_eq!(outcomes, vec![true, false, true]);
+        // Within a reactor's batch too, only the bad record's connection fails.
+        assert_eq!(
+            outcomes,
+            vec![vec![true], vec![false], vec![true], vec![true, false, true]]
+        );
         let done = committed.lock().map(|c| c.clone()).unwrap_or_default();
-        assert_eq!(done, vec![vec![1], vec![2]]);
+        assert_eq!(done, vec![vec![1], vec![2], vec![3], vec![4]]);
     }
 
     #[test]
@@ -406,14 +501,14 @@ mod tests {
         let handle = committer.handle(w);
         // The writer panics after this commit, so the answer never comes.
         let first = handle.submit(vec![report(7)])?;
-        assert_eq!(first.wait(), Err(WRITER_GONE));
+        assert_eq!(first.wait(), vec![Err(WRITER_GONE)]);
         // Later batches fail too, whether the writer's queue is already
         // gone (submit fails) or not yet (the answer never comes).
         let later = match handle.submit(vec![report(8)]) {
             Ok(in_flight) => in_flight.wait(),
-            Err(e) => Err(e),
+            Err(e) => vec![Err(e)],
         };
-        assert!(later.is_err());
+        assert!(later.iter().all(Result::is_err));
         drop(handle);
         committer.stop();
         Ok(())

@@ -5,6 +5,8 @@ use std::fmt;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
+use crate::ca::MIN_PASSPHRASE_LEN;
+
 /// The environment variable that may hold the CA passphrase.
 pub const PASSPHRASE_ENV: &str = "CERTBOARD_CA_PASSPHRASE";
 /// Shortest admission secret accepted.
@@ -29,6 +31,8 @@ pub enum SecretError {
     Mismatch,
     /// The admission secret is too short.
     TooShort(PathBuf),
+    /// Every passphrase typed for a new root was too short.
+    ShortPassphrase,
 }
 
 impl fmt::Display for SecretError {
@@ -42,6 +46,10 @@ impl fmt::Display for SecretError {
                  or run on a terminal to be asked"
             ),
             SecretError::Mismatch => write!(f, "the two passphrases differ"),
+            SecretError::ShortPassphrase => write!(
+                f,
+                "the CA passphrase must be at least {MIN_PASSPHRASE_LEN} characters"
+            ),
             SecretError::TooShort(p) => write!(
                 f,
                 "admission secret {} is shorter than {MIN_SECRET_LEN} bytes",
@@ -100,27 +108,111 @@ pub fn ca_passphrase(file: Option<&Path>, creating: bool) -> Result<Vec<u8>, Sec
         path: PathBuf::from("/dev/tty"),
         source,
     };
-    let prompt = if creating {
-        "New CA passphrase: "
+    let ask = |prompt: &str| rpassword::prompt_password(prompt);
+    let tell = |line: &str| eprintln!("{line}");
+    let pass = if creating {
+        prompt_new_passphrase(ask, tell).map_err(|e| match e {
+            Prompted::Io(e) => io(e),
+            Prompted::Gave(e) => e,
+        })?
     } else {
-        "CA passphrase: "
+        ask("CA passphrase: ").map_err(io)?
     };
-    let first = rpassword::prompt_password(prompt).map_err(io)?;
-    if creating {
-        let second = rpassword::prompt_password("Repeat the CA passphrase: ").map_err(io)?;
-        if first != second {
-            return Err(SecretError::Mismatch);
-        }
-    }
-    if first.is_empty() {
+    if pass.is_empty() {
         return Err(SecretError::Empty("the passphrase".into()));
     }
-    Ok(first.into_bytes())
+    Ok(pass.into_bytes())
+}
+
+/// How many times a new passphrase is asked for before giving up.
+const PROMPT_TRIES: usize = 3;
+
+/// Why prompting ended without a passphrase.
+#[derive(Debug)]
+enum Prompted {
+    Io(std::io::Error),
+    Gave(SecretError),
+}
+
+/// Asks for a new passphrase: the prompt states the minimum length, which
+/// is checked before the repeat is asked for; a short one or a mismatch is
+/// said and asked again, up to [`PROMPT_TRIES`] times.
+fn prompt_new_passphrase(
+    mut ask: impl FnMut(&str) -> std::io::Result<String>,
+    mut tell: impl FnMut(&str),
+) -> Result<String, Prompted> {
+    let mut last = SecretError::Mismatch;
+    for _ in 0..PROMPT_TRIES {
+        let first = ask(&format!(
+            "New CA passphrase (at least {MIN_PASSPHRASE_LEN} characters): "
+        ))
+        .map_err(Prompted::Io)?;
+        if first.len() < MIN_PASSPHRASE_LEN {
+            tell(&format!(
+                "too short ({} characters); at least {MIN_PASSPHRASE_LEN}, try again",
+                first.len()
+            ));
+            last = SecretError::ShortPassphrase;
+            continue;
+        }
+        let second = ask("Repeat the CA passphrase: ").map_err(Prompted::Io)?;
+        if first == second {
+            return Ok(first);
+        }
+        tell("the two passphrases differ, try again");
+        last = SecretError::Mismatch;
+    }
+    Err(Prompted::Gave(last))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Feeds typed answers to the prompt; records what was asked and said.
+    fn prompted(answers: &[&str]) -> (Result<String, Prompted>, Vec<String>) {
+        let mut typed = answers.iter();
+        let mut seen = Vec::new();
+        let said = std::cell::RefCell::new(Vec::new());
+        let r = prompt_new_passphrase(
+            |p| {
+                seen.push(p.to_string());
+                Ok(typed.next().map(|s| s.to_string()).unwrap_or_default())
+            },
+            |line| said.borrow_mut().push(format!("! {line}")),
+        );
+        let mut all = seen;
+        all.extend(said.into_inner());
+        (r, all)
+    }
+
+    #[test]
+    fn a_new_passphrase_is_checked_before_the_repeat_and_asked_again() {
+        let (r, log) = prompted(&[
+            "short",
+            "long enough",
+            "long enuogh",
+            "long enough",
+            "long enough",
+        ]);
+        assert_eq!(r.ok().as_deref(), Some("long enough"));
+        assert!(log[0].contains("at least 8 characters"), "{log:?}");
+        // "short" was refused without asking for its repeat.
+        assert!(log[1].starts_with("New CA passphrase"), "{log:?}");
+        assert!(
+            log.iter().any(|l| l.contains("too short (5 characters)")),
+            "{log:?}"
+        );
+        assert!(
+            log.iter().any(|l| l.contains("differ, try again")),
+            "{log:?}"
+        );
+        let (r, _) = prompted(&["a", "b", "c"]);
+        assert!(matches!(
+            r,
+            Err(Prompted::Gave(SecretError::ShortPassphrase))
+        ));
+    }
 
     #[test]
     fn secret_file_drops_one_newline() -> Result<(), Box<dyn std::error::Error>> {

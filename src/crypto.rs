@@ -50,7 +50,7 @@ impl std::fmt::Debug for SessionKeys {
 /// EVP_KDF directly: the EVP_PKEY_CTX route (`EVP_PKEY_CTX_new_id(HKDF)`)
 /// computes the same bytes but builds a key-exchange wrapper around the
 /// same KDF on every call, about half the instructions of a derivation.
-fn hkdf(key: &[u8], salt: &[u8], info: &[u8]) -> Result<[u8; 32], ErrorStack> {
+pub(crate) fn hkdf(key: &[u8], salt: &[u8], info: &[u8]) -> Result<[u8; 32], ErrorStack> {
     let mut out = [0u8; 32];
     openssl::kdf::hkdf(
         Md::sha256(),

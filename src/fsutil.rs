@@ -287,6 +287,18 @@ fn write_via(tmp: &Path, path: &Path, data: &[u8], mode: u32) -> Result<(), Writ
         .map_err(io_err("syncing", dir))
 }
 
+/// Creates `path` for the server's user only (0600), refusing to replace
+/// anything there: a file of secrets (enrollment codes, a backup of every
+/// report) is never written over another file, nor readable by others
+/// even for a moment.
+pub(crate) fn create_private(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,5 +515,17 @@ mod tests {
             .and_then(|inner| inner.downcast_ref::<WriteError>())
             .is_some());
         assert_eq!(e.to_string(), "unsafe directory: x is not a directory");
+    }
+    #[test]
+    fn private_files_are_new_and_0600() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("codes.csv");
+        create_private(&p)?.write_all(b"sid,code\n")?;
+        assert_eq!(fs::metadata(&p)?.permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            create_private(&p).err().map(|e| e.kind()),
+            Some(io::ErrorKind::AlreadyExists)
+        );
+        Ok(())
     }
 }

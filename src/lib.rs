@@ -16,6 +16,7 @@ pub mod ca;
 pub mod client;
 mod commit;
 pub mod config;
+pub mod course;
 pub mod crypto;
 mod der;
 pub mod escape;

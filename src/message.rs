@@ -27,6 +27,10 @@ mod tag {
     pub(super) const ADMISSION_RESPONSE: u8 = 0x02;
     pub(super) const ENROLL_REQUEST: u8 = 0x10;
     pub(super) const ENROLL_RESPONSE: u8 = 0x11;
+    pub(super) const CA_HELLO: u8 = 0x12;
+    pub(super) const CA_CHALLENGE: u8 = 0x13;
+    pub(super) const CERT_REQUEST: u8 = 0x14;
+    pub(super) const CERT_ISSUED: u8 = 0x15;
     pub(super) const SUBMIT_HELLO: u8 = 0x20;
     pub(super) const SESSION_KEY: u8 = 0x21;
     pub(super) const REPORT: u8 = 0x22;
@@ -83,6 +87,22 @@ pub enum ErrorCode {
     Internal = 8,
     /// The first frame was a legacy command but legacy mode is off.
     LegacyDisabled = 9,
+    /// A protocol version this server does not serve.
+    UnsupportedVersion = 10,
+    /// The SID is not on the course roster.
+    NotOnRoster = 11,
+    /// A first enrollment needs the student's enrollment code.
+    CodeRequired = 12,
+    /// The enrollment code proof did not verify.
+    WrongCode = 13,
+    /// The enrollment code was already used.
+    CodeUsed = 14,
+    /// The SID is locked after too many wrong codes in a row.
+    Locked = 15,
+    /// The renewal proof or the certificate it rests on was refused.
+    RenewalRefused = 16,
+    /// Submissions are closed (or not yet open).
+    SubmissionsClosed = 17,
 }
 
 impl ErrorCode {
@@ -96,9 +116,58 @@ impl ErrorCode {
             6 => ErrorCode::Limit,
             7 => ErrorCode::AdmissionRefused,
             9 => ErrorCode::LegacyDisabled,
+            10 => ErrorCode::UnsupportedVersion,
+            11 => ErrorCode::NotOnRoster,
+            12 => ErrorCode::CodeRequired,
+            13 => ErrorCode::WrongCode,
+            14 => ErrorCode::CodeUsed,
+            15 => ErrorCode::Locked,
+            16 => ErrorCode::RenewalRefused,
+            17 => ErrorCode::SubmissionsClosed,
             _ => ErrorCode::Internal,
         }
     }
+}
+
+/// The protocol version of the v2 messages ([`Message::CaHello`]).
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// What a CA asks of a first enrollment (in [`Message::CaChallenge`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollPolicy {
+    /// No roster: anyone may enroll for any SID.
+    Open = 0,
+    /// A roster: a first enrollment needs the student's code.
+    Roster = 1,
+}
+
+impl EnrollPolicy {
+    fn from_byte(b: u8) -> Result<Self, DecodeError> {
+        match b {
+            0 => Ok(EnrollPolicy::Open),
+            1 => Ok(EnrollPolicy::Roster),
+            other => Err(DecodeError::UnknownValue("policy", other)),
+        }
+    }
+}
+
+/// How a [`Message::CertRequest`] is authorised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnrollAuth {
+    /// Nothing (open enrollment, no roster).
+    Open,
+    /// HMAC keyed by the enrollment code's key over the nonce, SID and CSR.
+    Code {
+        /// The tag.
+        mac: [u8; MAC_LEN],
+    },
+    /// Possession of the key of her current certificate.
+    Renewal {
+        /// Her current certificate, DER.
+        cert_der: Vec<u8>,
+        /// Her signature over the nonce, that certificate and the CSR.
+        signature: Vec<u8>,
+    },
 }
 
 /// A decoded certboard message.
@@ -125,6 +194,36 @@ pub enum Message {
         cert_der: Vec<u8>,
         /// The CA root certificate.
         ca_cert_der: Vec<u8>,
+    },
+    /// C→S to the CA (v2): the first message, naming the version.
+    CaHello {
+        /// The protocol version ([`PROTOCOL_VERSION`]).
+        version: u16,
+    },
+    /// S→C from the CA (v2): the policy and the nonce the next request binds.
+    CaChallenge {
+        /// The protocol version ([`PROTOCOL_VERSION`]).
+        version: u16,
+        /// What a first enrollment needs.
+        policy: EnrollPolicy,
+        /// Fresh random bytes, good for one request.
+        nonce: [u8; NONCE_LEN],
+    },
+    /// C→S to the CA (v2): a CSR and what authorises it.
+    CertRequest {
+        /// The CSR, DER.
+        csr_der: Vec<u8>,
+        /// The authorisation.
+        auth: EnrollAuth,
+    },
+    /// S→C from the CA (v2): the certificate, the root, and the next nonce.
+    CertIssued {
+        /// The student's certificate, DER.
+        cert_der: Vec<u8>,
+        /// The CA root certificate, DER.
+        ca_cert_der: Vec<u8>,
+        /// The nonce for the next request on this connection.
+        next_nonce: [u8; NONCE_LEN],
     },
     /// C→S to Blackboard: who she is and her certificate.
     SubmitHello {
@@ -186,6 +285,8 @@ pub enum DecodeError {
     BadUtf8(&'static str),
     /// The cipher byte is not one we know.
     UnknownCipher(u8),
+    /// A field holds a value the protocol does not define.
+    UnknownValue(&'static str, u8),
 }
 
 impl fmt::Display for DecodeError {
@@ -197,6 +298,9 @@ impl fmt::Display for DecodeError {
             DecodeError::TrailingBytes(n) => write!(f, "{n} unexpected bytes after the message"),
             DecodeError::BadUtf8(field) => write!(f, "field `{field}` is not valid UTF-8"),
             DecodeError::UnknownCipher(c) => write!(f, "unknown cipher id {c}"),
+            DecodeError::UnknownValue(field, v) => {
+                write!(f, "unknown value {v} in field `{field}`")
+            }
         }
     }
 }
@@ -300,6 +404,49 @@ impl Message {
                 put_bytes(&mut out, cert_der);
                 put_bytes(&mut out, ca_cert_der);
             }
+            Message::CaHello { version } => {
+                out.push(tag::CA_HELLO);
+                out.extend_from_slice(&version.to_le_bytes());
+            }
+            Message::CaChallenge {
+                version,
+                policy,
+                nonce,
+            } => {
+                out.push(tag::CA_CHALLENGE);
+                out.extend_from_slice(&version.to_le_bytes());
+                out.push(*policy as u8);
+                out.extend_from_slice(nonce);
+            }
+            Message::CertRequest { csr_der, auth } => {
+                out.push(tag::CERT_REQUEST);
+                put_bytes(&mut out, csr_der);
+                match auth {
+                    EnrollAuth::Open => out.push(0),
+                    EnrollAuth::Code { mac } => {
+                        out.push(1);
+                        out.extend_from_slice(mac);
+                    }
+                    EnrollAuth::Renewal {
+                        cert_der,
+                        signature,
+                    } => {
+                        out.push(2);
+                        put_bytes(&mut out, cert_der);
+                        put_bytes(&mut out, signature);
+                    }
+                }
+            }
+            Message::CertIssued {
+                cert_der,
+                ca_cert_der,
+                next_nonce,
+            } => {
+                out.push(tag::CERT_ISSUED);
+                put_bytes(&mut out, cert_der);
+                put_bytes(&mut out, ca_cert_der);
+                out.extend_from_slice(next_nonce);
+            }
             Message::SubmitHello {
                 sid,
                 cert_der,
@@ -365,6 +512,34 @@ impl Message {
                 cert_der: r.bytes("cert")?,
                 ca_cert_der: r.bytes("ca_cert")?,
             },
+            tag::CA_HELLO => Message::CaHello {
+                version: r.u16("version")?,
+            },
+            tag::CA_CHALLENGE => Message::CaChallenge {
+                version: r.u16("version")?,
+                policy: EnrollPolicy::from_byte(r.u8("policy")?)?,
+                nonce: r.array("nonce")?,
+            },
+            tag::CERT_REQUEST => {
+                let csr_der = r.bytes("csr")?;
+                let auth = match r.u8("auth")? {
+                    0 => EnrollAuth::Open,
+                    1 => EnrollAuth::Code {
+                        mac: r.array("mac")?,
+                    },
+                    2 => EnrollAuth::Renewal {
+                        cert_der: r.bytes("cert")?,
+                        signature: r.bytes("signature")?,
+                    },
+                    other => return Err(DecodeError::UnknownValue("auth", other)),
+                };
+                Message::CertRequest { csr_der, auth }
+            }
+            tag::CERT_ISSUED => Message::CertIssued {
+                cert_der: r.bytes("cert")?,
+                ca_cert_der: r.bytes("ca_cert")?,
+                next_nonce: r.array("next_nonce")?,
+            },
             tag::SUBMIT_HELLO => {
                 let sid = r.text("sid")?;
                 let cert_der = r.bytes("cert")?;
@@ -409,6 +584,10 @@ impl Message {
             Message::AdmissionResponse { .. } => "AdmissionResponse",
             Message::EnrollRequest { .. } => "EnrollRequest",
             Message::EnrollResponse { .. } => "EnrollResponse",
+            Message::CaHello { .. } => "CaHello",
+            Message::CaChallenge { .. } => "CaChallenge",
+            Message::CertRequest { .. } => "CertRequest",
+            Message::CertIssued { .. } => "CertIssued",
             Message::SubmitHello { .. } => "SubmitHello",
             Message::SessionKey { .. } => "SessionKey",
             Message::Report { .. } => "Report",
@@ -441,6 +620,38 @@ mod tests {
                 cert_der,
                 ca_cert_der
             }),
+            any::<u16>().prop_map(|version| Message::CaHello { version }),
+            (
+                any::<u16>(),
+                prop_oneof![Just(EnrollPolicy::Open), Just(EnrollPolicy::Roster)],
+                any::<[u8; 32]>()
+            )
+                .prop_map(|(version, policy, nonce)| Message::CaChallenge {
+                    version,
+                    policy,
+                    nonce
+                }),
+            (
+                bytes(),
+                prop_oneof![
+                    Just(EnrollAuth::Open),
+                    any::<[u8; 32]>().prop_map(|mac| EnrollAuth::Code { mac }),
+                    (bytes(), bytes()).prop_map(|(cert_der, signature)| EnrollAuth::Renewal {
+                        cert_der,
+                        signature
+                    }),
+                ]
+            )
+                .prop_map(|(csr_der, auth)| Message::CertRequest { csr_der, auth }),
+            (bytes(), bytes(), any::<[u8; 32]>()).prop_map(
+                |(cert_der, ca_cert_der, next_nonce)| {
+                    Message::CertIssued {
+                        cert_der,
+                        ca_cert_der,
+                        next_nonce,
+                    }
+                }
+            ),
             (".{0,40}", bytes(), proptest::collection::vec(bytes(), 0..3)).prop_map(
                 |(sid, cert_der, chain)| Message::SubmitHello {
                     sid,
@@ -473,7 +684,9 @@ mod tests {
                     Just(ErrorCode::Malformed),
                     Just(ErrorCode::BadMac),
                     Just(ErrorCode::Limit),
-                    Just(ErrorCode::LegacyDisabled)
+                    Just(ErrorCode::LegacyDisabled),
+                    Just(ErrorCode::CodeUsed),
+                    Just(ErrorCode::SubmissionsClosed)
                 ],
                 ".{0,80}"
             )
@@ -512,6 +725,40 @@ mod tests {
     fn refuses_oversized_inner_length() {
         let wire = [tag::ENROLL_REQUEST, 0xff, 0xff, 0xff, 0x7f, 1, 2];
         assert_eq!(Message::decode(&wire), Err(DecodeError::Truncated("csr")));
+    }
+
+    #[test]
+    fn an_unknown_auth_or_policy_is_malformed() {
+        let mut wire = Message::CertRequest {
+            csr_der: vec![1],
+            auth: EnrollAuth::Open,
+        }
+        .encode();
+        *wire.last_mut().unwrap() = 3;
+        assert_eq!(
+            Message::decode(&wire),
+            Err(DecodeError::UnknownValue("auth", 3))
+        );
+        let mut wire = Message::CaChallenge {
+            version: 2,
+            policy: EnrollPolicy::Roster,
+            nonce: [0; 32],
+        }
+        .encode();
+        wire[3] = 2;
+        assert_eq!(
+            Message::decode(&wire),
+            Err(DecodeError::UnknownValue("policy", 2))
+        );
+    }
+
+    #[test]
+    fn every_error_code_survives_the_wire() {
+        for v in 1..=17u16 {
+            let code = ErrorCode::from_u16(v);
+            // 8 is Internal, and so is anything unknown.
+            assert_eq!(code as u16, v);
+        }
     }
 
     #[test]

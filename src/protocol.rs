@@ -33,12 +33,13 @@ use std::time::Duration;
 use log::{info, warn};
 
 use crate::ca::{CertificateAuthority, Issued};
+use crate::course::Window;
 use crate::message::{ErrorCode, Message};
-use crate::store::{CertRecord, Origin, Record, Storage};
+use crate::store::{CertRecord, CodeKey, Origin, Record, Storage};
 use crate::verify::Verifier;
 
 pub use admission::AdmissionError;
-pub use error::{Internal, ProtocolError};
+pub use error::{commit_refusal, Internal, ProtocolError};
 pub use submission::{
     check_certificate, check_report_text, CertCheckError, ReportError, ReportTextError,
     MAX_CERT_DER, MAX_REPORT,
@@ -87,6 +88,8 @@ pub struct Shared {
     pub admission_secret: Option<Arc<Vec<u8>>>,
     /// Whether the original lab client is served too.
     pub legacy: bool,
+    /// When Blackboard takes reports.
+    pub window: Window,
 }
 
 impl fmt::Debug for Shared {
@@ -96,6 +99,7 @@ impl fmt::Debug for Shared {
             .field("blackboard", &self.verifier.is_some())
             .field("admission", &self.admission_secret.is_some())
             .field("legacy", &self.legacy)
+            .field("window", &self.window)
             .finish()
     }
 }
@@ -162,8 +166,9 @@ impl Output {
 }
 
 /// The record of a certificate just issued, whichever protocol asked (also
-/// how the benches and the session fuzz target seed a store).
-pub fn cert_record(issued: Issued, origin: Origin) -> Record {
+/// how the benches and the session fuzz target seed a store);
+/// `consumes_code`: the key of the enrollment code it spends.
+pub fn cert_record(issued: Issued, origin: Origin, consumes_code: Option<CodeKey>) -> Record {
     Record::Cert(CertRecord {
         serial_hex: issued.serial_hex,
         sid: issued.sid,
@@ -171,6 +176,7 @@ pub fn cert_record(issued: Issued, origin: Origin) -> Record {
         not_after: issued.not_after,
         der: issued.der,
         origin,
+        consumes_code,
     })
 }
 
@@ -278,7 +284,8 @@ impl Session {
     pub fn on_expiry(&self, expiry: Expiry, limit: Duration) -> Option<ProtocolError> {
         let expired = Expired { expiry, limit };
         match &self.0 {
-            State::Done | State::Enrollment(enrollment::Enrollment::AwaitNext) => None,
+            State::Done => None,
+            State::Enrollment(e) if e.all_answered() => None,
             // Between two legacy commands every answer has been given.
             State::Legacy(l) if l.is_between_commands() => None,
             // Silence after the challenge is a failed admission.
@@ -341,8 +348,21 @@ impl State {
         match (self, msg) {
             // Anything but the answer, before admission, is refused there.
             (State::Admission(c), msg) => c.on_message(msg, shared, peer),
-            (State::Enrollment(_), Message::EnrollRequest { csr_der }) => {
-                enrollment::enroll(&csr_der, shared, peer)
+            (
+                State::Enrollment(
+                    enrollment::Enrollment::AwaitRequest | enrollment::Enrollment::AwaitNext,
+                ),
+                Message::EnrollRequest { csr_der },
+            ) => enrollment::enroll(&csr_der, shared, peer),
+            (
+                State::Enrollment(enrollment::Enrollment::AwaitRequest),
+                Message::CaHello { version },
+            ) => enrollment::hello(version, shared),
+            (State::Enrollment(e), Message::CertRequest { csr_der, auth })
+                if e.nonce().is_some() =>
+            {
+                let nonce = e.nonce().unwrap_or_default(); // ok: checked by the guard
+                enrollment::request(nonce, &csr_der, &auth, shared, peer)
             }
             (
                 State::Blackboard(blackboard::Blackboard::AwaitHello),
@@ -375,7 +395,13 @@ impl State {
     fn expecting(&self) -> &'static str {
         match self {
             State::Admission(_) => "waiting for the admission response",
-            State::Enrollment(_) => "waiting for an enrollment request",
+            State::Enrollment(enrollment::Enrollment::AwaitRequest) => {
+                "waiting for an enrollment request (CaHello, or a version 1 EnrollRequest)"
+            }
+            State::Enrollment(enrollment::Enrollment::AwaitNext) => {
+                "waiting for an enrollment request (another version 1 EnrollRequest)"
+            }
+            State::Enrollment(_) => "waiting for an enrollment request (CertRequest)",
             State::Blackboard(blackboard::Blackboard::AwaitHello) => {
                 "waiting for a submission hello"
             }
@@ -392,6 +418,14 @@ impl ProtocolError {
     fn refusal(&self, peer: &str) -> Output {
         self.log(peer);
         Output::final_frame(Message::error(ErrorCode::from(self), self.to_string()).encode())
+    }
+
+    /// [`ProtocolError::refusal`], sent only once `record` is committed
+    /// (a wrong enrollment code is counted before it is answered).
+    fn refusal_recorded(&self, peer: &str, record: Record) -> Output {
+        let mut out = self.refusal(peer);
+        out.persist = Some(record);
+        out
     }
 
     fn log(&self, peer: &str) {
@@ -411,6 +445,13 @@ impl ProtocolError {
                 warn!("{peer}: report from SID {sid} refused: {}", source.logged())
             }
             ProtocolError::Internal(e) => warn!("{peer}: {}", e.logged()),
+            ProtocolError::Course { sid, source } => {
+                warn!("{peer}: enrollment for SID {sid} refused: {source}")
+            }
+            ProtocolError::V1WithRoster => warn!(
+                "{peer}: version 1 EnrollRequest refused: a roster is on, and version 1 cannot \
+                 carry an enrollment code"
+            ),
             other => warn!("{peer}: {other}"),
         }
     }
@@ -445,6 +486,7 @@ mod tests {
             store: Box::new(SqliteStore::in_memory().unwrap()),
             admission_secret: admission.map(|s| Arc::new(s.to_vec())),
             legacy: false,
+            window: Window::default(),
         }
     }
 

@@ -31,7 +31,7 @@ use crate::commit::{CommitError, CommitHandle, Committer, InFlight, Outcome};
 use crate::framing::{self, Decoder};
 use crate::message::ErrorCode;
 use crate::offload::{WorkHandle, Workers};
-use crate::protocol::{Expiry, Output, ServiceKind, Session, Shared};
+use crate::protocol::{self, Expiry, Output, ServiceKind, Session, Shared};
 use crate::store::Record;
 
 /// Per-connection and per-listener limits. Every one is a flag of the server.
@@ -436,7 +436,7 @@ impl Reactor {
         loop {
             if let Some((flight, tokens)) = self.in_flight.take() {
                 let outcome = flight.wait();
-                self.release(tokens, &outcome);
+                self.release(tokens, outcome);
             }
             self.start_commit();
             if self.in_flight.is_none() {
@@ -704,7 +704,11 @@ impl Reactor {
             Ok(flight) => self.in_flight = Some((flight, tokens)),
             Err(e) => {
                 error!("commit of {} record(s) failed: {e}", tokens.len());
-                self.release(tokens, &Err(e));
+                let outcomes = tokens
+                    .iter()
+                    .map(|_| Err(CommitError::WriterLost("the commit thread has stopped")))
+                    .collect();
+                self.release(tokens, outcomes);
             }
         }
     }
@@ -716,7 +720,7 @@ impl Reactor {
             return;
         };
         if let Some((_, tokens)) = self.in_flight.take() {
-            self.release(tokens, &outcome);
+            self.release(tokens, outcome);
         }
         self.start_commit();
     }
@@ -747,23 +751,24 @@ impl Reactor {
         }
     }
 
-    /// Releases the replies held for a batch, or, if it is not known to be
-    /// durable, replaces them with an error that says what is known.
-    fn release(&mut self, tokens: Vec<Token>, outcome: &Outcome) {
-        let failure = match outcome {
-            Ok(()) => None,
-            Err(CommitError::Store(_)) => {
-                Some("internal error: could not record the result; nothing was acknowledged")
-            }
-            Err(CommitError::WriterLost(_)) => {
-                self.writer_lost = true;
-                Some(
-                    "internal error: the server lost its database writer; the result may or may \
-                     not have been recorded",
-                )
-            }
-        };
-        for token in tokens {
+    /// Releases the replies held for a batch, each by its own record's
+    /// outcome; a reply whose record is not known to be durable is replaced
+    /// with an error that says what is known.
+    fn release(&mut self, tokens: Vec<Token>, outcomes: Vec<Outcome>) {
+        for (token, outcome) in tokens.into_iter().zip(outcomes) {
+            let failure = match &outcome {
+                Ok(()) => None,
+                Err(CommitError::Store(e)) => Some(protocol::commit_refusal(e)),
+                Err(CommitError::WriterLost(_)) => {
+                    self.writer_lost = true;
+                    Some((
+                        ErrorCode::Internal,
+                        "internal error: the server lost its database writer; the result may or \
+                         may not have been recorded"
+                            .to_string(),
+                    ))
+                }
+            };
             let Some(conn) = self.conns.get_mut(&token) else {
                 continue;
             };
@@ -784,8 +789,9 @@ impl Reactor {
                         Phase::Open
                     };
                 }
-                Some(why) => {
-                    queue_error(conn, ErrorCode::Internal, why);
+                Some((code, why)) => {
+                    warn!("{}: {why}", conn.peer);
+                    queue_error(conn, code, &why);
                     conn.phase = Phase::Closing;
                 }
             }
@@ -1076,6 +1082,7 @@ mod tests {
             store: Box::new(SqliteStore::open(&data)?),
             admission_secret: None,
             legacy: false,
+            window: crate::course::Window::default(),
         };
         let listener = bind("127.0.0.1:0".parse()?, false)?;
         let addr = listener.local_addr()?;

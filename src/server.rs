@@ -12,11 +12,12 @@ use openssl::x509::X509;
 use crate::ca::{self, CaError, CaKeyType, CertificateAuthority, RootOrigin};
 use crate::commit::Committer;
 use crate::config::{self, SecretError};
+use crate::course::Window;
 use crate::offload::{self, Workers};
 use crate::protocol::{ServiceKind, Shared};
 use crate::reactor::{self, Limits, Reactor};
 use crate::report_log::{self, ReportLog};
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{SqliteStore, Storage, StoreError, DB_FILE};
 use crate::verify::Verifier;
 
 /// Which services this process runs.
@@ -59,6 +60,8 @@ pub struct ServerConfig {
     pub reactors: usize,
     /// Connection limits.
     pub limits: Limits,
+    /// When Blackboard takes reports.
+    pub window: Window,
 }
 
 /// Why the server could not start.
@@ -93,6 +96,16 @@ pub enum ServerError {
     NoReactors,
     /// A reactor thread panicked (its number).
     ReactorPanicked(usize),
+    /// The keys dir has no root but the database holds certificates: a
+    /// new root would orphan them all.
+    ForeignDatabase {
+        /// Certificates in the database.
+        certs: u64,
+        /// The keys dir given.
+        keys_dir: PathBuf,
+        /// The data dir given.
+        data_dir: PathBuf,
+    },
 }
 
 /// What is wrong with a root certificate.
@@ -152,6 +165,17 @@ impl fmt::Display for ServerError {
             ),
             ServerError::NoReactors => write!(f, "--reactors must be at least 1"),
             ServerError::ReactorPanicked(i) => write!(f, "reactor thread {i} panicked"),
+            ServerError::ForeignDatabase {
+                certs,
+                keys_dir,
+                data_dir,
+            } => write!(
+                f,
+                "the database in {} holds {certs} certificates from another root: wrong \
+                 --keys-dir? ({} has no CA root; refusing to create a new one beside them)",
+                data_dir.display(),
+                keys_dir.display()
+            ),
         }
     }
 }
@@ -164,9 +188,10 @@ impl std::error::Error for ServerError {
             ServerError::Store(e) => Some(e),
             ServerError::RootCert { problem, .. } => Some(problem),
             ServerError::Io(_, e) => Some(e),
-            ServerError::NoRoot(_) | ServerError::NoReactors | ServerError::ReactorPanicked(_) => {
-                None
-            }
+            ServerError::NoRoot(_)
+            | ServerError::NoReactors
+            | ServerError::ReactorPanicked(_)
+            | ServerError::ForeignDatabase { .. } => None,
         }
     }
 }
@@ -236,6 +261,12 @@ pub fn open_ca(
     Ok(ca)
 }
 
+/// A path made absolute against the working directory, for the log (a
+/// relative path says nothing about which directory it meant).
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 fn read_root(path: &std::path::Path) -> Result<X509, ServerError> {
     let bad = |problem| ServerError::RootCert {
         path: path.to_path_buf(),
@@ -262,6 +293,41 @@ impl Server {
         }
         let serve_ca = cfg.role != Role::Blackboard;
         let serve_bb = cfg.role != Role::Ca;
+        let keys_dir = absolute(&cfg.keys_dir);
+        let data_dir = absolute(&cfg.data_dir);
+        // Read what the data dir holds before any root is made: started
+        // from the wrong directory, the server must not create a second CA
+        // beside someone's certificates.
+        let had_db = cfg.data_dir.join(DB_FILE).exists();
+        let mut store = SqliteStore::open(&cfg.data_dir)?;
+        let counts = store.counts()?;
+        if serve_ca && !ca::root_exists(&cfg.keys_dir) && counts.certs > 0 {
+            return Err(ServerError::ForeignDatabase {
+                certs: counts.certs,
+                keys_dir,
+                data_dir,
+            });
+        }
+        info!(
+            "keys dir {}; data dir {} ({}): {} certificate(s), {} report(s), {} student(s) on the roster",
+            keys_dir.display(),
+            data_dir.display(),
+            if had_db { "existing database" } else { "new database" },
+            counts.certs,
+            counts.reports,
+            counts.roster
+        );
+        if serve_ca && counts.roster == 0 {
+            warn!(
+                "no roster: anyone can enroll for any SID (import one with `server roster import \
+                 FILE.csv`; the running server follows it)"
+            );
+        }
+        if serve_bb {
+            info!("submissions: {}", cfg.window.describe());
+            store.record_window(cfg.window.open, cfg.window.close)?;
+        }
+        drop(store);
         let ca = if serve_ca {
             Some(Arc::new(open_ca(
                 &cfg.keys_dir,
@@ -373,6 +439,7 @@ impl Server {
                 store: Box::new(store),
                 admission_secret: admission_secret.clone(),
                 legacy: cfg.legacy,
+                window: cfg.window,
             };
             let r = Reactor::new(
                 i,
@@ -470,7 +537,49 @@ mod tests {
             legacy: false,
             reactors: 1,
             limits: Limits::default(),
+            window: Window::default(),
         }
+    }
+
+    #[test]
+    fn a_database_of_certificates_without_their_root_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let ca = open_ca(
+            &cfg.keys_dir,
+            cfg.passphrase_file.as_deref(),
+            CaKeyType::P256,
+            30,
+        )
+        .unwrap();
+        let key = crate::client::make_key(crate::client::KeyType::Rsa2048).unwrap();
+        let issued = ca
+            .issue(&crate::client::make_csr("1155000001", &key).unwrap())
+            .unwrap();
+        SqliteStore::open(&cfg.data_dir)
+            .unwrap()
+            .commit(&[crate::protocol::cert_record(
+                issued,
+                crate::store::Origin::Certboard,
+                None,
+            )])
+            .unwrap();
+        // Started with another keys dir (another working directory, say).
+        let cfg = ServerConfig {
+            keys_dir: dir.path().join("elsewhere"),
+            ..config(dir.path())
+        };
+        let err = Server::bind(&cfg).err();
+        assert!(
+            matches!(err, Some(ServerError::ForeignDatabase { certs: 1, .. })),
+            "{err:?}"
+        );
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            text.contains("holds 1 certificates from another root: wrong --keys-dir?"),
+            "{text}"
+        );
+        assert!(!ca::root_exists(&cfg.keys_dir), "no new root made");
     }
 
     #[test]

@@ -43,6 +43,13 @@ pub enum StoreError {
     /// lost); a later call reconnects. Nothing was committed unless
     /// [`Unavailable::outcome_unknown`] says the outcome is unknown.
     Unavailable(Unavailable),
+    /// A certificate record was to consume a SID's enrollment code, and
+    /// that code is no longer unused (another request consumed it, or it
+    /// was reissued): nothing of the transaction was kept.
+    CodeUsed {
+        /// The SID whose code it was.
+        sid: String,
+    },
 }
 
 impl fmt::Display for StoreError {
@@ -54,6 +61,9 @@ impl fmt::Display for StoreError {
             StoreError::Duplicate(what) => write!(f, "already recorded: {what}"),
             StoreError::Postgres(e) => write!(f, "database error: {e}"),
             StoreError::Unavailable(u) => write!(f, "{u}"),
+            StoreError::CodeUsed { sid } => {
+                write!(f, "the enrollment code of SID {sid} is already used")
+            }
         }
     }
 }
@@ -95,7 +105,21 @@ pub enum Record {
     Cert(CertRecord),
     /// A report just accepted.
     Report(ReportRecord),
+    /// A wrong enrollment code was tried for a SID: one more toward its lock.
+    WrongCode {
+        /// The SID.
+        sid: String,
+        /// The key of the code it was checked against (a reissued code
+        /// starts its own count).
+        code_key: CodeKey,
+    },
 }
+
+/// The key derived from an enrollment code (the code itself is never stored).
+pub type CodeKey = [u8; 32];
+
+/// Wrong codes in a row after which a SID is locked until its code is reissued.
+pub const LOCK_AFTER: u32 = 5;
 
 /// An issued certificate, as the store keeps it: the protocol builds it
 /// from what the CA returned.
@@ -113,6 +137,10 @@ pub struct CertRecord {
     pub der: Vec<u8>,
     /// How it was requested.
     pub origin: Origin,
+    /// The enrollment code this issuance consumes (its key), if any: the
+    /// record commits only if that code is still unused, in the same
+    /// transaction.
+    pub consumes_code: Option<CodeKey>,
 }
 
 /// An accepted report.
@@ -170,6 +198,79 @@ pub struct CertRow {
     pub der: Vec<u8>,
 }
 
+/// A student of the roster, as imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Student {
+    /// The SID.
+    pub sid: String,
+    /// Her name.
+    pub name: String,
+}
+
+/// What an import changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RosterChange {
+    /// Students new to the roster.
+    pub added: usize,
+    /// Students whose name changed.
+    pub renamed: usize,
+    /// Students already there as given.
+    pub unchanged: usize,
+}
+
+/// A SID's enrollment code, as stored (only its key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeState {
+    /// The key derived from the code.
+    pub code_key: CodeKey,
+    /// When it was issued, Unix seconds.
+    pub issued_at: i64,
+    /// When it was consumed, if it was.
+    pub used_at: Option<i64>,
+    /// Wrong codes tried in a row since it was issued or last used rightly.
+    pub wrong: u32,
+}
+
+impl CodeState {
+    /// Whether the SID is locked ([`LOCK_AFTER`] wrong codes in a row).
+    pub fn locked(&self) -> bool {
+        self.wrong >= LOCK_AFTER
+    }
+}
+
+/// A roster student and her code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterEntry {
+    /// The SID.
+    pub sid: String,
+    /// Her name.
+    pub name: String,
+    /// Her enrollment code, if one was ever issued.
+    pub code: Option<CodeState>,
+}
+
+/// What the CA needs to decide an enrollment for one SID, read in one go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollView {
+    /// Whether a roster exists at all (no roster: open enrollment).
+    pub roster_on: bool,
+    /// Whether this SID is on it.
+    pub on_roster: bool,
+    /// The SID's code, if one was ever issued.
+    pub code: Option<CodeState>,
+}
+
+/// How much the store holds, for the startup log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Certificates issued.
+    pub certs: u64,
+    /// Reports accepted.
+    pub reports: u64,
+    /// Students on the roster.
+    pub roster: u64,
+}
+
 /// The storage interface the rest of certboard uses.
 pub trait Storage {
     /// Makes every record durable in one transaction, all or nothing.
@@ -191,4 +292,28 @@ pub trait Storage {
     fn reports(&mut self) -> Result<Vec<ReportRecord>, StoreError>;
     /// Takes the next CRL number (monotonic, never reused).
     fn next_crl_number(&mut self) -> Result<u64, StoreError>;
+    /// Adds students and updates names, in one transaction; never deletes.
+    fn import_roster(&mut self, students: &[Student]) -> Result<RosterChange, StoreError>;
+    /// The roster with each student's code state, by SID.
+    fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError>;
+    /// What an enrollment for `sid` is decided on (read per request: the
+    /// store, not the process, is the truth about the roster).
+    fn enrollment_view(&mut self, sid: &str) -> Result<EnrollView, StoreError>;
+    /// Stores new code keys for roster SIDs, in one transaction, at `at`.
+    /// A SID holding an unused code keeps it unless `replace_unused`
+    /// (reissue, which also clears its wrong-code count and lock). Returns
+    /// the SIDs whose code was stored.
+    fn store_codes(
+        &mut self,
+        codes: &[(String, CodeKey)],
+        at: i64,
+        replace_unused: bool,
+    ) -> Result<Vec<String>, StoreError>;
+    /// How many certificates, reports and roster students are stored.
+    fn counts(&mut self) -> Result<Counts, StoreError>;
+    /// Records the submission window the server runs with (Unix seconds,
+    /// `None`: that end is open), so `server status` can show it.
+    fn record_window(&mut self, open: Option<i64>, close: Option<i64>) -> Result<(), StoreError>;
+    /// The submission window last recorded.
+    fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError>;
 }

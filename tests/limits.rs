@@ -242,14 +242,16 @@ fn a_trickle_that_never_completes_a_frame_is_cut_off_at_the_idle_timeout() -> Te
 
 #[test]
 fn messages_past_the_cap_are_refused() -> TestResult {
-    // One message per connection: enrollment (one frame) works, a
-    // submission (hello, then report) is stopped at its second frame.
+    // One message per connection: an enrollment (CaHello, then the
+    // request) is stopped at its second frame, and nothing is issued.
     let server = TestServer::start(&["--max-messages", "1"])?;
     let out = server.client(&["capped"])?;
     assert!(!out.status.success(), "{}", text(&out));
     let s = stdout(&out);
-    assert!(s.contains("SIDcapped sign finished"), "{s}");
+    assert!(!s.contains("SIDcapped sign finished"), "{s}");
     assert!(s.contains("more than 1 messages on one connection"), "{s}");
+    let certs = server.admin(&["certs"])?;
+    assert_eq!(stdout(&certs), "", "nothing issued: {}", text(&certs));
     assert!(server.wait_log("more than 1 messages on one connection", 5));
     let reports = server.admin(&["reports"])?;
     assert_eq!(stdout(&reports), "", "nothing recorded: {}", text(&reports));

@@ -30,6 +30,7 @@ fn cert(serial: &str, sid: &str) -> Record {
         not_after: 1_800_000_000,
         der: vec![0x30, 0x03, 0x02, 0x01, 0x07],
         origin: Origin::Certboard,
+        consumes_code: None,
     })
 }
 
@@ -603,5 +604,80 @@ fn the_server_stopped_under_a_commit_then_started_again() -> TestResult {
     store.commit(&[cert("05", "e")])?;
     assert_eq!(store.next_crl_number()?, 1);
     assert_eq!(store.certs()?.len(), 3);
+    Ok(())
+}
+
+#[test]
+fn a_code_is_consumed_once_across_hosts_and_wrong_codes_count() -> TestResult {
+    use certboard::store::Student;
+    let url = Cluster::shared()?.fresh_db("codes")?;
+    let mut s = PostgresStore::open(&url)?;
+    assert!(!s.enrollment_view("1155000001")?.roster_on);
+    let students = vec![Student {
+        sid: "1155000001".into(),
+        name: "Chan Tai Man".into(),
+    }];
+    assert_eq!(s.import_roster(&students)?.added, 1);
+    assert_eq!(s.import_roster(&students)?.unchanged, 1);
+    let key = [5u8; 32];
+    assert_eq!(
+        s.store_codes(&[("1155000001".into(), key)], 1, false)?
+            .len(),
+        1
+    );
+    s.commit(&[Record::WrongCode {
+        sid: "1155000001".into(),
+        code_key: key,
+    }])?;
+    let v = s.enrollment_view("1155000001")?;
+    assert!(v.roster_on && v.on_roster);
+    assert_eq!(v.code.map(|c| c.wrong), Some(1));
+    // Two hosts commit a certificate with the same code at once.
+    let coded = |serial: &str| match cert(serial, "1155000001") {
+        Record::Cert(mut c) => {
+            c.consumes_code = Some(key);
+            Record::Cert(c)
+        }
+        other => other,
+    };
+    let barrier = Arc::new(Barrier::new(2));
+    let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = ["C1", "C2"]
+            .into_iter()
+            .map(|serial| {
+                let (barrier, url, record) = (Arc::clone(&barrier), url.clone(), coded(serial));
+                scope.spawn(move || {
+                    let mut host = PostgresStore::open(&url).map_err(|e| e.to_string())?;
+                    barrier.wait();
+                    host.commit(&[record]).map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err("panicked".into())))
+            .collect()
+    });
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .any(|r| matches!(r, Err(e) if e.contains("already used"))),
+        "{results:?}"
+    );
+    assert_eq!(s.certs()?.len(), 1);
+    let code = s.enrollment_view("1155000001")?.code;
+    assert_eq!(
+        code.map(|c| (c.used_at.is_some(), c.wrong)),
+        Some((true, 0))
+    );
+    assert_eq!(s.roster()?.len(), 1);
+    assert_eq!(s.counts()?.roster, 1);
+    s.record_window(None, Some(7))?;
+    assert_eq!(s.recorded_window()?, (None, Some(7)));
     Ok(())
 }

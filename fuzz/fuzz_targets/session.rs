@@ -1,6 +1,7 @@
 //! The per-connection state machines (CA and Blackboard, with or without
 //! admission control and legacy mode) fed a sequence of arbitrary frames,
-//! as the reactor would (until it says "close"): never panics, and every
+//! as the reactor would (until it says "close"), with or without a roster
+//! (enrollment codes, renewal) and a closed submission window: never panics, and every
 //! frame it sends is a well-formed message. A frame `[0xFE]` stands for a valid SubmitHello with a
 //! certificate from this process's CA, so the fuzzer gets past the
 //! certificate check to the report (which it cannot MAC). The store is the
@@ -12,9 +13,10 @@
 use std::sync::{Arc, OnceLock};
 
 use certboard::ca::CertificateAuthority;
+use certboard::course::Window;
 use certboard::message::Message;
 use certboard::protocol::{cert_record, ServiceKind, Session, Shared};
-use certboard::store::{Origin, Record, SqliteStore, Storage};
+use certboard::store::{Origin, Record, SqliteStore, Storage, Student};
 use certboard::verify::Verifier;
 use libfuzzer_sys::fuzz_target;
 
@@ -43,7 +45,7 @@ fn fixture() -> &'static Fixture {
             verifier: Arc::new(Verifier::new(ca.cert()).expect("verifier")),
             ca: Arc::new(ca),
             hello,
-            record: cert_record(issued, Origin::Certboard),
+            record: cert_record(issued, Origin::Certboard, None),
         }
     })
 }
@@ -62,12 +64,28 @@ fuzz_target!(|data: &[u8]| {
     store
         .commit(std::slice::from_ref(&f.record))
         .expect("seed the honest certificate");
+    if flags & 8 != 0 {
+        // A roster: SID "fuzz" is on it with an unused code.
+        let fuzz = Student {
+            sid: "fuzz".into(),
+            name: "Fuzz".into(),
+        };
+        store.import_roster(&[fuzz]).expect("seed a roster");
+        store
+            .store_codes(&[("fuzz".into(), [7; 32])], 0, false)
+            .expect("seed a code");
+    }
     let mut shared = Shared {
         ca: Some(f.ca.clone()),
         verifier: Some(f.verifier.clone()),
         store: Box::new(store),
         admission_secret: (flags & 2 != 0).then(|| Arc::new(b"fuzzing admission secret".to_vec())),
         legacy: flags & 4 != 0,
+        // Closed since the epoch's first second: the refusal path too.
+        window: Window {
+            open: None,
+            close: (flags & 16 != 0).then_some(1),
+        },
     };
     let (mut session, out) = Session::start(kind, &shared);
     if out.close {

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use certboard::admin::{self, RevokeReason, RevokeTarget};
+use certboard::admin::{self, CodeRequest, Format, ReportFilter, RevokeReason, RevokeTarget};
 use certboard::ca::CaKeyType;
+use certboard::course::Window;
 use certboard::server::{self, Role, Server, ServerConfig};
 use certboard::store::SqliteStore;
 use certboard::Limits;
@@ -111,6 +112,18 @@ struct RunArgs {
     /// Seconds a whole exchange may take.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     deadline: f64,
+    /// Blackboard refuses reports before this time (RFC 3339, e.g.
+    /// 2026-12-01T09:00:00+08:00); enrollment is not affected.
+    #[arg(long, value_name = "TIME", value_parser = rfc3339_arg)]
+    submissions_open: Option<i64>,
+    /// Blackboard refuses reports from this time on (RFC 3339); nothing
+    /// late is recorded.
+    #[arg(long, value_name = "TIME", value_parser = rfc3339_arg)]
+    submissions_close: Option<i64>,
+}
+
+fn rfc3339_arg(s: &str) -> Result<i64, certboard::time::BadTime> {
+    certboard::time::parse_rfc3339(s)
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,10 +145,38 @@ enum Command {
         #[arg(long, value_enum, default_value_t = RevokeReason::Unspecified)]
         reason: RevokeReason,
     },
-    /// List issued certificates, one per line.
-    Certs,
-    /// List accepted reports, one per line.
-    Reports,
+    /// List issued certificates.
+    Certs {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// List accepted reports (the table shows each one's first line).
+    Reports {
+        /// Only this SID's reports.
+        #[arg(long, value_name = "SID")]
+        sid: Option<String>,
+        /// Only each SID's newest report.
+        #[arg(long)]
+        latest: bool,
+        /// The whole text in the table (CSV and JSON always carry it).
+        #[arg(long)]
+        full: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// One row per roster student (per SID seen, without a roster): her
+    /// certificate, reports, last report and code; the table ends with the
+    /// totals (enrolled, submitted, missing) and the submission window.
+    Status {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The course roster and its enrollment codes.
+    #[command(subcommand)]
+    Roster(RosterCommand),
     /// Write a consistent copy of the database to FILE (safe while the
     /// server runs).
     Backup {
@@ -151,6 +192,35 @@ enum Command {
         /// Write to FILE instead of stdout.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RosterCommand {
+    /// Add students and update names from a CSV with a header `sid,name`
+    /// (other columns ignored). Nothing is imported if any row is bad;
+    /// nobody is ever removed. Safe while the server runs, which follows
+    /// the roster at once.
+    Import {
+        /// The roster CSV.
+        file: PathBuf,
+    },
+    /// Make enrollment codes and write `sid,code` to FILE (created new,
+    /// mode 0600): for every roster student never given one, or for
+    /// --sid SID (also after her code was used: a revoked student needs a
+    /// new one). The codes are stored only as keys derived from them: this
+    /// file is the only copy.
+    Codes {
+        /// Where to write the codes (must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Only this student.
+        #[arg(long, value_name = "SID")]
+        sid: Option<String>,
+        /// Replace unused codes too (the old ones stop working) and lift a
+        /// wrong-code lock.
+        #[arg(long)]
+        reissue: bool,
     },
 }
 
@@ -205,7 +275,16 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
         legacy: a.legacy,
         reactors: usize::from(a.reactors),
         limits,
+        window: Window {
+            open: a.submissions_open,
+            close: a.submissions_close,
+        },
     };
+    if let (Some(o), Some(c)) = (a.submissions_open, a.submissions_close) {
+        if o >= c {
+            return Err("--submissions-open must be before --submissions-close".into());
+        }
+    }
     let server = Server::bind(&cfg)?;
     for (kind, addr) in server.addrs() {
         println!("listening {} {addr}", kind.name());
@@ -242,8 +321,39 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
             store.backup_to(&out)?;
             println!("database copied to {}", out.display());
         }
-        Command::Certs => admin::list_certs(&mut store, &mut stdout.lock())?,
-        Command::Reports => admin::list_reports(&mut store, &mut stdout.lock())?,
+        Command::Certs { format } => admin::certs(&mut store, format, &mut stdout.lock())?,
+        Command::Reports {
+            sid,
+            latest,
+            full,
+            format,
+        } => {
+            let filter = ReportFilter { sid, latest, full };
+            admin::reports(&mut store, &filter, format, &mut stdout.lock())?
+        }
+        Command::Status { format } => admin::status(&mut store, format, &mut stdout.lock())?,
+        Command::Roster(RosterCommand::Import { file }) => {
+            let done = admin::import_roster(&mut store, &file)?;
+            println!(
+                "roster: {} student(s) in {}: {} added, {} renamed, {} unchanged",
+                done.students,
+                file.display(),
+                done.change.added,
+                done.change.renamed,
+                done.change.unchanged
+            );
+        }
+        Command::Roster(RosterCommand::Codes { out, sid, reissue }) => {
+            let n = admin::issue_codes(&mut store, &out, &CodeRequest { sid, reissue })?;
+            if n == 0 {
+                println!("no student needs a code (--sid SID for one, --reissue to replace unused ones); nothing written");
+            } else {
+                println!(
+                    "wrote {n} code(s) to {} (mode 0600); hand each student hers: they are stored nowhere else",
+                    out.display()
+                );
+            }
+        }
         Command::Crl { der, out } => {
             let ca =
                 server::open_existing_ca(&common.keys_dir, common.ca_passphrase_file.as_deref())?;
@@ -271,6 +381,13 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `server reports | head`: the reader has gone; end quietly.
+        Err(e)
+            if matches!(e.downcast_ref::<admin::AdminError>(),
+                Some(admin::AdminError::Io(io)) if io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::from(141)
+        }
         Err(e) => {
             eprintln!("server: error: {e}");
             ExitCode::FAILURE

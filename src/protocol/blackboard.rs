@@ -8,6 +8,7 @@ use log::info;
 use crate::crypto::{self, SessionKeys, SESSION_KEY_LEN};
 use crate::message::{CipherId, Message, IV_LEN, NONCE_LEN};
 use crate::store::{Origin, Record};
+use crate::time::now_unix;
 
 use super::error::{Internal, ProtocolError};
 use super::submission::check_still_good;
@@ -44,6 +45,10 @@ pub(super) fn hello(
 ) -> Step {
     let student = check_certificate(shared, sid, cert_der, chain, Origin::Certboard)
         .map_err(|e| ProtocolError::certificate(sid, e))?;
+    shared
+        .window
+        .check(now_unix())
+        .map_err(ProtocolError::Closed)?;
     let setup = (|| {
         let session_key = crypto::random::<SESSION_KEY_LEN>()?;
         let nonce = crypto::random::<NONCE_LEN>()?;
@@ -76,6 +81,11 @@ pub(super) fn report(
     shared: &mut Shared,
     peer: &str,
 ) -> Step {
+    // The window may have closed since the hello: nothing is recorded.
+    shared
+        .window
+        .check(now_unix())
+        .map_err(ProtocolError::Closed)?;
     let refused = |source| ProtocolError::Report {
         sid: p.sid.clone(),
         source,

@@ -7,7 +7,9 @@ use std::error::Error;
 use std::fmt;
 
 use crate::ca::CaError;
+use crate::course::{Closed, Refusal};
 use crate::message::{DecodeError, ErrorCode};
+use crate::store::StoreError;
 use crate::verify::CertError;
 
 use super::admission::AdmissionError;
@@ -55,6 +57,22 @@ pub enum ProtocolError {
     },
     /// A time limit was reached before the exchange finished.
     Expired(Expired),
+    /// `CaHello` named a version this server does not speak.
+    UnsupportedVersion {
+        /// The version asked for.
+        got: u16,
+    },
+    /// A version 1 enrollment while a roster is on: it cannot carry a code.
+    V1WithRoster,
+    /// The course's rules refused an enrollment.
+    Course {
+        /// The SID the CSR names.
+        sid: String,
+        /// Which rule.
+        source: Refusal,
+    },
+    /// A report outside the submission window.
+    Closed(Closed),
     /// The server failed; the details go to the log only.
     Internal(Internal),
 }
@@ -102,6 +120,18 @@ impl fmt::Display for ProtocolError {
             ProtocolError::Certificate { source, .. } => write!(f, "{source}"),
             ProtocolError::Report { source, .. } => write!(f, "{source}"),
             ProtocolError::Expired(e) => write!(f, "{e}"),
+            ProtocolError::UnsupportedVersion { got } => write!(
+                f,
+                "protocol version {got} is not served by this server; it speaks version 2: \
+                 upgrade the client"
+            ),
+            ProtocolError::V1WithRoster => write!(
+                f,
+                "protocol version 1 is not served while a roster is on (it cannot carry an \
+                 enrollment code); this server speaks version 2: upgrade the client"
+            ),
+            ProtocolError::Course { sid, source } => write!(f, "SID {sid}: {source}"),
+            ProtocolError::Closed(e) => write!(f, "{e}"),
             ProtocolError::Internal(e) => write!(f, "{e}"),
         }
     }
@@ -114,6 +144,8 @@ impl Error for ProtocolError {
             ProtocolError::Enrollment(e) => Some(e),
             ProtocolError::Certificate { source, .. } => Some(source),
             ProtocolError::Report { source, .. } => Some(source),
+            ProtocolError::Course { source, .. } => Some(source),
+            ProtocolError::Closed(e) => Some(e),
             ProtocolError::Internal(e) => e.source(),
             _ => None,
         }
@@ -246,8 +278,43 @@ impl From<&ProtocolError> for ErrorCode {
             ProtocolError::Certificate { source, .. } => ErrorCode::from(source),
             ProtocolError::Report { source, .. } => ErrorCode::from(source),
             ProtocolError::Expired(_) => ErrorCode::Limit,
+            ProtocolError::UnsupportedVersion { .. } | ProtocolError::V1WithRoster => {
+                ErrorCode::UnsupportedVersion
+            }
+            ProtocolError::Course { source, .. } => ErrorCode::from(source),
+            ProtocolError::Closed(_) => ErrorCode::SubmissionsClosed,
             ProtocolError::Internal(_) => ErrorCode::Internal,
         }
+    }
+}
+
+impl From<&Refusal> for ErrorCode {
+    fn from(r: &Refusal) -> ErrorCode {
+        match r {
+            Refusal::NotOnRoster => ErrorCode::NotOnRoster,
+            Refusal::CodeRequired | Refusal::NoCodeIssued => ErrorCode::CodeRequired,
+            Refusal::WrongCode { .. } | Refusal::NoRoster => ErrorCode::WrongCode,
+            Refusal::CodeUsed => ErrorCode::CodeUsed,
+            Refusal::Locked => ErrorCode::Locked,
+            Refusal::Renewal(_) => ErrorCode::RenewalRefused,
+        }
+    }
+}
+
+/// What a connection is told when its record could not be committed: the
+/// wire code and reason. A code consumed meanwhile (two requests raced
+/// with one code, or it was reissued) is the student's answer, code 14;
+/// anything else is the server's failure.
+pub fn commit_refusal(e: &StoreError) -> (ErrorCode, String) {
+    match e {
+        StoreError::CodeUsed { sid } => (
+            ErrorCode::CodeUsed,
+            format!("SID {sid}: {}", Refusal::CodeUsed),
+        ),
+        _ => (
+            ErrorCode::Internal,
+            "internal error: could not record the result; nothing was acknowledged".to_string(),
+        ),
     }
 }
 

@@ -38,11 +38,13 @@ use openssl::sign::Signer;
 use openssl::x509::X509;
 
 use crate::ca::{CaError, CertificateAuthority, Issued};
+use crate::course::Closed;
 use crate::crypto;
 use crate::message::ErrorCode;
 use crate::rc4::{BadKeyLength, Rc4};
 use crate::sid::{self, SidError};
 use crate::store::{Origin, Record};
+use crate::time::now_unix;
 
 use super::error::Internal;
 use super::submission::{
@@ -164,6 +166,13 @@ pub enum LegacyError {
     ReportFrame(MsgMacError),
     /// The report is refused.
     Report(ReportError),
+    /// A roster is on: legacy enrollment cannot carry an enrollment code.
+    RosterOn {
+        /// The SID asked for.
+        sid: String,
+    },
+    /// The report came outside the submission window.
+    Closed(Closed),
     /// The server failed; the details go to the log only.
     Internal(Internal),
 }
@@ -207,6 +216,12 @@ impl fmt::Display for LegacyError {
             LegacyError::ReportNotUtf8 => write!(f, "the report frame is not UTF-8 text"),
             LegacyError::ReportFrame(e) => write!(f, "report refused: {e}"),
             LegacyError::Report(e) => write!(f, "{e}"),
+            LegacyError::RosterOn { sid } => write!(
+                f,
+                "enrollment refused for {sid}: this course has a roster and enrollment needs an \
+                 enrollment code, which the legacy protocol cannot carry; use the certboard client"
+            ),
+            LegacyError::Closed(e) => write!(f, "report refused: {e}"),
             LegacyError::Internal(e) => write!(f, "internal server error ({})", e.what()),
         }
     }
@@ -419,6 +434,11 @@ fn enroll(payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
     let Some(ca) = &shared.ca else {
         return internal(peer, "enrollment", "this listener has no CA");
     };
+    match shared.store.enrollment_view(&sid) {
+        Ok(v) if v.roster_on => return refuse(peer, LegacyError::RosterOn { sid }),
+        Ok(_) => {}
+        Err(e) => return internal(peer, "reading the roster", e),
+    }
     let job = KeyJob {
         sid: sid.clone(),
         ca: Arc::clone(ca),
@@ -498,7 +518,7 @@ fn enrolled(sid: String, done: KeyDone, peer: &str) -> Step {
                 format!("student {sid} sign finished").into_bytes(),
                 pem,
             ],
-            persist: Some(cert_record(issued, Origin::Legacy)),
+            persist: Some(cert_record(issued, Origin::Legacy, None)),
             ..Output::default()
         },
     )
@@ -591,6 +611,9 @@ fn verify(sid: String, payload: &[u8], shared: &mut Shared, peer: &str) -> Step 
 }
 
 fn report(p: PendingReport<String>, payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
+    if let Err(e) = shared.window.check(now_unix()) {
+        return refuse(peer, LegacyError::Closed(e));
+    }
     let Ok(text) = std::str::from_utf8(payload) else {
         return refuse(peer, LegacyError::ReportNotUtf8);
     };
@@ -886,6 +909,7 @@ mod tests {
     fn shared(dir: &std::path::Path) -> Shared {
         Shared {
             legacy: true,
+            window: crate::course::Window::default(),
             ..super::super::tests::shared(dir, None)
         }
     }

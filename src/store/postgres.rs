@@ -44,10 +44,13 @@ use postgres::error::SqlState;
 use postgres::{Client, Config, Statement, Transaction};
 use postgres_openssl::MakeTlsConnector;
 
-use super::{CertRow, CertStatus, Origin, Record, ReportRecord, Storage, StoreError};
+use super::{
+    CertRow, CertStatus, CodeKey, CodeState, Counts, EnrollView, Origin, Record, ReportRecord,
+    RosterChange, RosterEntry, Storage, StoreError, Student,
+};
 
 /// The PostgreSQL schema this build reads and writes.
-pub const PG_SCHEMA_VERSION: i32 = 1;
+pub const PG_SCHEMA_VERSION: i32 = 2;
 /// What `certboard_schema.application` says in our databases.
 const APPLICATION: &str = "certboard";
 /// Key of the advisory lock taken while the schema is checked or migrated:
@@ -65,7 +68,8 @@ CREATE TABLE certboard_schema (
 
 /// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`. A new
 /// version appends a step; a step once released never changes.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE certs (
     serial        TEXT PRIMARY KEY,
     sid           TEXT NOT NULL,
@@ -94,7 +98,29 @@ CREATE TABLE reports (
 -- CACHE 1: a host must not hold a block of numbers that another host
 -- overtakes, or the numbers would not increase in time across hosts.
 CREATE SEQUENCE crl_number AS BIGINT MINVALUE 1 START WITH 1 CACHE 1 NO CYCLE;
-"];
+",
+    "
+-- Version 2 (issue 12): the roster and the enrollment codes (only a key
+-- derived from each code is kept).
+CREATE TABLE roster (
+    sid       TEXT PRIMARY KEY,
+    name      TEXT NOT NULL,
+    added_at  BIGINT NOT NULL
+);
+CREATE TABLE codes (
+    sid         TEXT PRIMARY KEY REFERENCES roster (sid),
+    code_key    BYTEA NOT NULL,
+    issued_at   BIGINT NOT NULL,
+    used_at     BIGINT,
+    used_serial TEXT,
+    wrong       INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE settings (
+    name   TEXT PRIMARY KEY,
+    value  BIGINT
+);
+",
+];
 
 /// The first wait after a failed reconnect; it doubles up to [`BACKOFF_MAX`].
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -580,6 +606,9 @@ struct Statements {
     revoke_serial: Statement,
     revoke_sid: Statement,
     next_crl: Statement,
+    consume_code: Statement,
+    wrong_code: Statement,
+    enrollment_view: Statement,
 }
 
 impl Statements {
@@ -613,6 +642,24 @@ impl Statements {
                  WHERE sid = $3 AND revoked_at IS NULL",
             )?,
             next_crl: client.prepare("SELECT nextval('crl_number')")?,
+            // Under READ COMMITTED a second transaction updating the same
+            // row waits for the first, then re-checks `used_at IS NULL`:
+            // one code, one issuance, across hosts too.
+            consume_code: client.prepare(
+                "UPDATE codes SET used_at = $1, used_serial = $2, wrong = 0
+                 WHERE sid = $3 AND code_key = $4 AND used_at IS NULL",
+            )?,
+            wrong_code: client.prepare(
+                "UPDATE codes SET wrong = wrong + 1
+                 WHERE sid = $1 AND code_key = $2 AND used_at IS NULL",
+            )?,
+            enrollment_view: client.prepare(
+                "SELECT EXISTS (SELECT 1 FROM roster), r.sid IS NOT NULL,
+                        c.code_key, c.issued_at, c.used_at, c.wrong
+                 FROM (SELECT 1) one
+                 LEFT JOIN roster r ON r.sid = $1
+                 LEFT JOIN codes c ON c.sid = r.sid",
+            )?,
         })
     }
 }
@@ -935,6 +982,10 @@ struct Columns<'a> {
     received_at: Vec<i64>,
     text: Vec<&'a str>,
     r_origin: Vec<&'static str>,
+    /// Codes to consume: SID, serial, code key.
+    consumes: Vec<(&'a str, &'a str, &'a [u8])>,
+    /// Wrong codes to count: SID, code key.
+    wrong: Vec<(&'a str, &'a [u8])>,
 }
 
 impl<'a> Columns<'a> {
@@ -950,7 +1001,11 @@ impl<'a> Columns<'a> {
                     c.not_after.push(cert.not_after);
                     c.der.push(&cert.der);
                     c.origin.push(cert.origin.as_str());
+                    if let Some(key) = &cert.consumes_code {
+                        c.consumes.push((&cert.sid, &cert.serial_hex, key));
+                    }
                 }
+                Record::WrongCode { sid, code_key } => c.wrong.push((sid, code_key)),
                 Record::Report(r) => {
                     // The same 64 bits as a signed integer, as SQLite stores it.
                     c.receipt_id.push(r.receipt_id as i64);
@@ -973,8 +1028,20 @@ impl Storage for PostgresStore {
         }
         let c = Columns::of(batch);
         let now = now_unix();
-        self.run("committing a batch", |conn| {
-            in_transaction(conn, |tx, stmts| {
+        let outcome = self.run("committing a batch", |conn| {
+            let stmts = &conn.stmts;
+            let mut tx = conn.client.transaction().map_err(TxFailure::Before)?;
+            // Dropping `tx` on any early return rolls back.
+            let body = |tx: &mut Transaction<'_>| -> Result<Option<String>, postgres::Error> {
+                for (sid, serial, key) in &c.consumes {
+                    let n = tx.execute(&stmts.consume_code, &[&now, serial, sid, key])?;
+                    if n == 0 {
+                        return Ok(Some(sid.to_string()));
+                    }
+                }
+                for (sid, key) in &c.wrong {
+                    tx.execute(&stmts.wrong_code, &[sid, key])?;
+                }
                 if !c.serial.is_empty() {
                     tx.execute(
                         &stmts.insert_certs,
@@ -1003,9 +1070,18 @@ impl Storage for PostgresStore {
                         ],
                     )?;
                 }
-                Ok(())
-            })
-        })
+                Ok(None)
+            };
+            if let Some(sid) = body(&mut tx).map_err(TxFailure::Before)? {
+                return Ok(Some(sid));
+            }
+            tx.commit().map_err(TxFailure::AtCommit)?;
+            Ok(None)
+        })?;
+        match outcome {
+            None => Ok(()),
+            Some(sid) => Err(StoreError::CodeUsed { sid }),
+        }
     }
 
     fn cert_status(&mut self, serial_hex: &str) -> Result<CertStatus, StoreError> {
@@ -1129,6 +1205,200 @@ impl Storage for PostgresStore {
         // MINVALUE 1: never negative.
         Ok(n.unsigned_abs())
     }
+
+    fn import_roster(&mut self, students: &[Student]) -> Result<RosterChange, StoreError> {
+        self.run("importing the roster", |conn| {
+            in_transaction(conn, |tx, _| {
+                let mut change = RosterChange::default();
+                let now = now_unix();
+                for s in students {
+                    let old = tx.query_opt("SELECT name FROM roster WHERE sid = $1", &[&s.sid])?;
+                    match old {
+                        None => {
+                            tx.execute(
+                                "INSERT INTO roster (sid, name, added_at) VALUES ($1, $2, $3)",
+                                &[&s.sid, &s.name, &now],
+                            )?;
+                            change.added += 1;
+                        }
+                        Some(row) if row.try_get::<_, String>(0)? != s.name => {
+                            tx.execute(
+                                "UPDATE roster SET name = $2 WHERE sid = $1",
+                                &[&s.sid, &s.name],
+                            )?;
+                            change.renamed += 1;
+                        }
+                        Some(_) => change.unchanged += 1,
+                    }
+                }
+                Ok(change)
+            })
+        })
+    }
+
+    fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
+        self.run("reading the roster", |conn| {
+            let rows = conn
+                .client
+                .query(
+                    "SELECT r.sid, r.name, c.code_key, c.issued_at, c.used_at, c.wrong
+                     FROM roster r LEFT JOIN codes c ON c.sid = r.sid ORDER BY r.sid",
+                    &[],
+                )
+                .map_err(TxFailure::Before)?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, raw_code(r, 2)?)))
+                .collect::<Result<Vec<(String, String, RawCode)>, postgres::Error>>()
+                .map_err(TxFailure::Before)
+        })?
+        .into_iter()
+        .map(|(sid, name, raw)| {
+            Ok(RosterEntry {
+                sid,
+                name,
+                code: code_state(raw)?,
+            })
+        })
+        .collect()
+    }
+
+    fn enrollment_view(&mut self, sid: &str) -> Result<EnrollView, StoreError> {
+        self.run("reading the roster", |conn| {
+            let r = conn
+                .client
+                .query_one(&conn.stmts.enrollment_view, &[&sid])
+                .map_err(TxFailure::Before)?;
+            let read = || -> Result<(bool, bool, RawCode), postgres::Error> {
+                Ok((r.try_get(0)?, r.try_get(1)?, raw_code(&r, 2)?))
+            };
+            read().map_err(TxFailure::Before)
+        })
+        .and_then(|(roster_on, on_roster, raw)| {
+            Ok(EnrollView {
+                roster_on,
+                on_roster,
+                code: code_state(raw)?,
+            })
+        })
+    }
+
+    fn store_codes(
+        &mut self,
+        codes: &[(String, CodeKey)],
+        at: i64,
+        replace_unused: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        self.run("storing enrollment codes", |conn| {
+            in_transaction(conn, |tx, _| {
+                let mut stored = Vec::new();
+                for (sid, key) in codes {
+                    let n = tx.execute(
+                        "INSERT INTO codes (sid, code_key, issued_at) VALUES ($1, $2, $3)
+                         ON CONFLICT (sid) DO UPDATE
+                         SET code_key = excluded.code_key, issued_at = excluded.issued_at,
+                             used_at = NULL, used_serial = NULL, wrong = 0
+                         WHERE codes.used_at IS NOT NULL OR $4",
+                        &[sid, &&key[..], &at, &replace_unused],
+                    )?;
+                    if n == 1 {
+                        stored.push(sid.clone());
+                    }
+                }
+                Ok(stored)
+            })
+        })
+    }
+
+    fn counts(&mut self) -> Result<Counts, StoreError> {
+        self.run("counting records", |conn| {
+            let r = conn
+                .client
+                .query_one(
+                    "SELECT (SELECT count(*) FROM certs), (SELECT count(*) FROM reports),
+                            (SELECT count(*) FROM roster)",
+                    &[],
+                )
+                .map_err(TxFailure::Before)?;
+            let read = || -> Result<Counts, postgres::Error> {
+                Ok(Counts {
+                    certs: r.try_get::<_, i64>(0)?.unsigned_abs(),
+                    reports: r.try_get::<_, i64>(1)?.unsigned_abs(),
+                    roster: r.try_get::<_, i64>(2)?.unsigned_abs(),
+                })
+            };
+            read().map_err(TxFailure::Before)
+        })
+    }
+
+    fn record_window(&mut self, open: Option<i64>, close: Option<i64>) -> Result<(), StoreError> {
+        self.run("recording the submission window", |conn| {
+            in_transaction(conn, |tx, _| {
+                for (name, value) in [("submissions_open", open), ("submissions_close", close)] {
+                    tx.execute(
+                        "INSERT INTO settings (name, value) VALUES ($1, $2)
+                         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                        &[&name, &value],
+                    )?;
+                }
+                Ok(())
+            })
+        })
+    }
+
+    fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        self.run("reading the submission window", |conn| {
+            let rows = conn
+                .client
+                .query("SELECT name, value FROM settings", &[])
+                .map_err(TxFailure::Before)?;
+            let mut window = (None, None);
+            for r in &rows {
+                let name: String = r.try_get(0).map_err(TxFailure::Before)?;
+                let value: Option<i64> = r.try_get(1).map_err(TxFailure::Before)?;
+                match name.as_str() {
+                    "submissions_open" => window.0 = value,
+                    "submissions_close" => window.1 = value,
+                    _ => {}
+                }
+            }
+            Ok(window)
+        })
+    }
+}
+
+/// The columns of `codes` as read, from column `at` on (all NULL: no code
+/// was ever issued); [`code_state`] checks them.
+type RawCode = Option<(Vec<u8>, i64, Option<i64>, i32)>;
+
+fn raw_code(r: &postgres::Row, at: usize) -> Result<RawCode, postgres::Error> {
+    let key: Option<Vec<u8>> = r.try_get(at)?;
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    Ok(Some((
+        key,
+        r.try_get(at + 1)?,
+        r.try_get(at + 2)?,
+        r.try_get(at + 3)?,
+    )))
+}
+
+fn code_state(raw: RawCode) -> Result<Option<CodeState>, StoreError> {
+    let Some((key, issued_at, used_at, wrong)) = raw else {
+        return Ok(None);
+    };
+    let code_key = CodeKey::try_from(key.as_slice()).map_err(|_| {
+        StoreError::Incompatible(format!(
+            "a code key of {} bytes (certboard writes 32)",
+            key.len()
+        ))
+    })?;
+    Ok(Some(CodeState {
+        code_key,
+        issued_at,
+        used_at,
+        wrong: u32::try_from(wrong).unwrap_or(0),
+    }))
 }
 
 /// Rows updated, as the trait's count.

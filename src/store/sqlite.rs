@@ -12,11 +12,14 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{CertRow, CertStatus, Origin, Record, ReportRecord, Storage, StoreError};
+use super::{
+    CertRow, CertStatus, CodeKey, CodeState, Counts, EnrollView, Origin, Record, ReportRecord,
+    RosterChange, RosterEntry, Storage, StoreError, Student,
+};
 use crate::time::now_unix;
 
 /// The schema this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// Marks the file as certboard's (`PRAGMA application_id`): "CBRD".
 const APPLICATION_ID: i64 = 0x4342_5244;
 /// File name of the database inside the data dir.
@@ -70,6 +73,49 @@ CREATE TABLE counters (
 );
 INSERT INTO counters VALUES ('crl_number', 0);
 ";
+
+/// Version 1 to 2: the roster and the enrollment codes (issue 12).
+const MIGRATE_V2: &str = "
+CREATE TABLE roster (
+    sid       TEXT PRIMARY KEY,
+    name      TEXT NOT NULL,
+    added_at  INTEGER NOT NULL
+);
+CREATE TABLE codes (
+    sid         TEXT PRIMARY KEY REFERENCES roster(sid),
+    code_key    BLOB NOT NULL,
+    issued_at   INTEGER NOT NULL,
+    used_at     INTEGER,
+    used_serial TEXT,
+    wrong       INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE settings (
+    name   TEXT PRIMARY KEY,
+    value  INTEGER
+);
+";
+
+/// The columns of `codes` that make a [`CodeState`], from column `at` on.
+fn code_state(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<CodeState>> {
+    let key: Option<Vec<u8>> = r.get(at)?;
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let code_key = CodeKey::try_from(key.as_slice()).map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            at,
+            rusqlite::types::Type::Blob,
+            "code_key is not 32 bytes".into(),
+        )
+    })?;
+    let wrong: i64 = r.get(at + 3)?;
+    Ok(Some(CodeState {
+        code_key,
+        issued_at: r.get(at + 1)?,
+        used_at: r.get(at + 2)?,
+        wrong: u32::try_from(wrong).unwrap_or(u32::MAX),
+    }))
+}
 
 /// application_id, user_version and the number of tables.
 fn schema_marks(conn: &Connection) -> Result<(i64, i64, i64), StoreError> {
@@ -168,21 +214,30 @@ impl SqliteStore {
 
     /// Writes a consistent copy of the database to `dest` (which must not
     /// exist), safe while the server runs: `VACUUM INTO` reads one snapshot.
+    /// The copy holds every report: it is created 0600 before SQLite fills
+    /// it (VACUUM INTO accepts an empty file).
     pub fn backup_to(&mut self, dest: &Path) -> Result<(), StoreError> {
-        let io = |kind: std::io::ErrorKind, msg: &str| StoreError::Io {
+        let io = |source: std::io::Error| StoreError::Io {
             path: dest.to_path_buf(),
-            source: std::io::Error::new(kind, msg.to_string()),
+            source,
         };
-        if dest.exists() {
-            return Err(io(
-                std::io::ErrorKind::AlreadyExists,
-                "refusing to overwrite",
-            ));
+        let name = dest.to_str().ok_or_else(|| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "path is not UTF-8",
+            ))
+        })?;
+        crate::fsutil::create_private(dest).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                io(std::io::Error::new(e.kind(), "refusing to overwrite"))
+            } else {
+                io(e)
+            }
+        })?;
+        if let Err(e) = self.conn.execute("VACUUM INTO ?1", params![name]) {
+            let _ = std::fs::remove_file(dest);
+            return Err(e.into());
         }
-        let name = dest
-            .to_str()
-            .ok_or_else(|| io(std::io::ErrorKind::InvalidInput, "path is not UTF-8"))?;
-        self.conn.execute("VACUUM INTO ?1", params![name])?;
         Ok(())
     }
 
@@ -201,9 +256,18 @@ impl SqliteStore {
         let (app, version, tables) = schema_marks(&tx)?;
         if (app, version, tables) == (0, 0, 0) {
             tx.execute_batch(SCHEMA)?;
+            tx.execute_batch(MIGRATE_V2)?;
             tx.execute_batch(&format!(
                 "PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version={SCHEMA_VERSION};"
             ))?;
+        }
+        if (app, version) == (APPLICATION_ID, 1) {
+            tx.execute_batch(MIGRATE_V2)?;
+            tx.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION};"))?;
+            log::info!(
+                "{}: schema migrated from version 1 to {SCHEMA_VERSION}",
+                self.path.display()
+            );
         }
         tx.commit()?;
         if self.schema_is_current(rusqlite::TransactionBehavior::Deferred)? {
@@ -228,6 +292,8 @@ impl SqliteStore {
         match marks {
             (0, 0, 0) => Ok(false),
             (APPLICATION_ID, SCHEMA_VERSION, _) => Ok(true),
+            // An older schema this build migrates (under the write lock).
+            (APPLICATION_ID, 1, _) => Ok(false),
             (APPLICATION_ID, v, _) => Err(StoreError::Incompatible(format!(
                 "{} has schema version {v}; this build understands version {SCHEMA_VERSION}",
                 self.path.display()
@@ -270,9 +336,31 @@ impl Storage for SqliteStore {
                 "INSERT INTO reports (receipt_id, sid, serial, received_at, text, origin)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
+            let mut consume_stmt = tx.prepare_cached(
+                "UPDATE codes SET used_at = ?1, used_serial = ?2, wrong = 0
+                 WHERE sid = ?3 AND code_key = ?4 AND used_at IS NULL",
+            )?;
+            let mut wrong_stmt = tx.prepare_cached(
+                "UPDATE codes SET wrong = wrong + 1
+                 WHERE sid = ?1 AND code_key = ?2 AND used_at IS NULL",
+            )?;
             let now = now_unix();
             for record in batch {
+                if let Record::Cert(c) = record {
+                    if let Some(key) = &c.consumes_code {
+                        // The code is spent by the issuance it authorised,
+                        // or neither happens.
+                        let n =
+                            consume_stmt.execute(params![now, c.serial_hex, c.sid, &key[..]])?;
+                        if n == 0 {
+                            return Err(StoreError::CodeUsed { sid: c.sid.clone() });
+                        }
+                    }
+                }
                 let result = match record {
+                    Record::WrongCode { sid, code_key } => {
+                        wrong_stmt.execute(params![sid, &code_key[..]])
+                    }
                     Record::Cert(c) => cert_stmt.execute(params![
                         c.serial_hex,
                         c.sid,
@@ -299,6 +387,7 @@ impl Storage for SqliteStore {
                         let what = match record {
                             Record::Cert(c) => format!("serial {}", c.serial_hex),
                             Record::Report(r) => format!("receipt {}", r.receipt_id),
+                            Record::WrongCode { sid, .. } => format!("wrong code of {sid}"),
                         };
                         return Err(StoreError::Duplicate(what));
                     }
@@ -402,6 +491,143 @@ impl Storage for SqliteStore {
         tx.commit()?;
         Ok(n as u64)
     }
+
+    fn import_roster(&mut self, students: &[Student]) -> Result<RosterChange, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut change = RosterChange::default();
+        {
+            let mut get = tx.prepare_cached("SELECT name FROM roster WHERE sid = ?1")?;
+            let mut add =
+                tx.prepare_cached("INSERT INTO roster (sid, name, added_at) VALUES (?1, ?2, ?3)")?;
+            let mut rename = tx.prepare_cached("UPDATE roster SET name = ?2 WHERE sid = ?1")?;
+            let now = now_unix();
+            for s in students {
+                let old: Option<String> = get.query_row(params![s.sid], |r| r.get(0)).optional()?;
+                match old {
+                    None => {
+                        add.execute(params![s.sid, s.name, now])?;
+                        change.added += 1;
+                    }
+                    Some(old) if old != s.name => {
+                        rename.execute(params![s.sid, s.name])?;
+                        change.renamed += 1;
+                    }
+                    Some(_) => change.unchanged += 1,
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(change)
+    }
+
+    fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT r.sid, r.name, c.code_key, c.issued_at, c.used_at, c.wrong
+             FROM roster r LEFT JOIN codes c ON c.sid = r.sid ORDER BY r.sid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(RosterEntry {
+                sid: r.get(0)?,
+                name: r.get(1)?,
+                code: code_state(r, 2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn enrollment_view(&mut self, sid: &str) -> Result<EnrollView, StoreError> {
+        let roster_on: bool = self
+            .conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM roster)")?
+            .query_row([], |r| r.get(0))?;
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT 1, c.code_key, c.issued_at, c.used_at, c.wrong
+                 FROM roster r LEFT JOIN codes c ON c.sid = r.sid WHERE r.sid = ?1",
+            )?
+            .query_row(params![sid], |r| code_state(r, 1))
+            .optional()?;
+        Ok(EnrollView {
+            roster_on,
+            on_roster: row.is_some(),
+            code: row.flatten(),
+        })
+    }
+
+    fn store_codes(
+        &mut self,
+        codes: &[(String, CodeKey)],
+        at: i64,
+        replace_unused: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut stored = Vec::new();
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO codes (sid, code_key, issued_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (sid) DO UPDATE
+                 SET code_key = excluded.code_key, issued_at = excluded.issued_at,
+                     used_at = NULL, used_serial = NULL, wrong = 0
+                 WHERE codes.used_at IS NOT NULL OR ?4",
+            )?;
+            for (sid, key) in codes {
+                if put.execute(params![sid, &key[..], at, replace_unused])? == 1 {
+                    stored.push(sid.clone());
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(stored)
+    }
+
+    fn counts(&mut self) -> Result<Counts, StoreError> {
+        let (certs, reports, roster): (i64, i64, i64) = self.conn.query_row(
+            "SELECT (SELECT count(*) FROM certs), (SELECT count(*) FROM reports),
+                    (SELECT count(*) FROM roster)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        Ok(Counts {
+            certs: certs.unsigned_abs(),
+            reports: reports.unsigned_abs(),
+            roster: roster.unsigned_abs(),
+        })
+    }
+
+    fn record_window(&mut self, open: Option<i64>, close: Option<i64>) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for (name, value) in [("submissions_open", open), ("submissions_close", close)] {
+            tx.execute(
+                "INSERT INTO settings (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![name, value],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        let get = |name: &str| -> Result<Option<i64>, StoreError> {
+            Ok(self
+                .conn
+                .query_row(
+                    "SELECT value FROM settings WHERE name = ?1",
+                    params![name],
+                    |r| r.get::<_, Option<i64>>(0),
+                )
+                .optional()?
+                .flatten())
+        };
+        Ok((get("submissions_open")?, get("submissions_close")?))
+    }
 }
 
 #[cfg(test)]
@@ -419,7 +645,164 @@ mod tests {
             not_after: 2,
             der: vec![0x30, 0x00],
             origin: Origin::Certboard,
+            consumes_code: None,
         })
+    }
+
+    fn coded_cert(serial: &str, sid: &str, key: CodeKey) -> Record {
+        match cert(serial, sid) {
+            Record::Cert(mut c) => {
+                c.consumes_code = Some(key);
+                Record::Cert(c)
+            }
+            other => other,
+        }
+    }
+
+    fn roster_of(s: &mut SqliteStore, sids: &[&str]) -> Result<(), StoreError> {
+        let students: Vec<Student> = sids
+            .iter()
+            .map(|sid| Student {
+                sid: sid.to_string(),
+                name: format!("Student {sid}"),
+            })
+            .collect();
+        s.import_roster(&students).map(|_| ())
+    }
+
+    #[test]
+    fn a_code_is_consumed_with_its_certificate_or_not_at_all() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let mut s = SqliteStore::open(dir.path())?;
+        assert!(!s.enrollment_view("1155000001")?.roster_on);
+        roster_of(&mut s, &["1155000001", "1155000002"])?;
+        let key = [1u8; 32];
+        assert_eq!(
+            s.store_codes(&[("1155000001".into(), key)], 10, false)?,
+            vec!["1155000001".to_string()]
+        );
+        let v = s.enrollment_view("1155000001")?;
+        assert!(v.roster_on && v.on_roster);
+        assert_eq!(
+            v.code.as_ref().map(|c| (c.used_at, c.wrong)),
+            Some((None, 0))
+        );
+        assert!(!s.enrollment_view("1155000009")?.on_roster);
+        // Wrong codes count, toward the lock.
+        for _ in 0..2 {
+            s.commit(&[Record::WrongCode {
+                sid: "1155000001".into(),
+                code_key: key,
+            }])?;
+        }
+        assert_eq!(
+            s.enrollment_view("1155000001")?.code.map(|c| c.wrong),
+            Some(2)
+        );
+        // A key that is not the current code's consumes nothing.
+        let err = s.commit(&[coded_cert("0B", "1155000001", [2u8; 32])]);
+        assert!(matches!(err, Err(StoreError::CodeUsed { .. })), "{err:?}");
+        assert_eq!(s.cert_status("0B")?, CertStatus::Unknown);
+        s.commit(&[coded_cert("0A", "1155000001", key)])?;
+        let c = s.enrollment_view("1155000001")?.code;
+        assert_eq!(
+            c.as_ref().map(|c| (c.used_at.is_some(), c.wrong)),
+            Some((true, 0))
+        );
+        // A second use fails the whole transaction: the other record too.
+        let err = s.commit(&[
+            cert("0C", "1155000002"),
+            coded_cert("0D", "1155000001", key),
+        ]);
+        assert!(matches!(err, Err(StoreError::CodeUsed { sid }) if sid == "1155000001"));
+        assert_eq!(s.cert_status("0C")?, CertStatus::Unknown);
+        // A used code is replaced by a plain `codes` run; an unused one only
+        // by a reissue, which also clears the count.
+        assert_eq!(
+            s.store_codes(&[("1155000001".into(), [3; 32])], 11, false)?
+                .len(),
+            1
+        );
+        s.commit(&[Record::WrongCode {
+            sid: "1155000001".into(),
+            code_key: [3; 32],
+        }])?;
+        assert!(s
+            .store_codes(&[("1155000001".into(), [4; 32])], 12, false)?
+            .is_empty());
+        assert_eq!(
+            s.store_codes(&[("1155000001".into(), [4; 32])], 12, true)?
+                .len(),
+            1
+        );
+        let c = s.enrollment_view("1155000001")?.code;
+        assert_eq!(
+            c.map(|c| (c.code_key, c.wrong, c.used_at)),
+            Some(([4; 32], 0, None))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn two_connections_racing_with_one_code_issue_once() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let mut s = SqliteStore::open(dir.path())?;
+        roster_of(&mut s, &["1155000001"])?;
+        let key = [9u8; 32];
+        s.store_codes(&[("1155000001".into(), key)], 1, false)?;
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let outcomes: Vec<Result<(), String>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = ["0A", "0B"]
+                .into_iter()
+                .map(|serial| {
+                    let barrier = std::sync::Arc::clone(&barrier);
+                    let path = dir.path().to_path_buf();
+                    scope.spawn(move || {
+                        let mut mine = SqliteStore::open(&path).map_err(|e| e.to_string())?;
+                        barrier.wait();
+                        mine.commit(&[coded_cert(serial, "1155000001", key)])
+                            .map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|_| Err("panicked".into())))
+                .collect()
+        });
+        assert_eq!(
+            outcomes.iter().filter(|o| o.is_ok()).count(),
+            1,
+            "{outcomes:?}"
+        );
+        assert!(
+            outcomes
+                .iter()
+                .any(|o| matches!(o, Err(e) if e.contains("already used"))),
+            "{outcomes:?}"
+        );
+        let issued = s.certs()?.len();
+        assert_eq!(issued, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(DB_FILE);
+        {
+            let c = Connection::open(&path)?;
+            c.execute_batch(SCHEMA)?;
+            c.execute_batch(&format!(
+                "PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version=1;"
+            ))?;
+        }
+        let mut s = SqliteStore::open(dir.path())?;
+        roster_of(&mut s, &["1155000001"])?;
+        assert_eq!(s.counts()?.roster, 1);
+        s.record_window(Some(5), None)?;
+        assert_eq!(s.recorded_window()?, (Some(5), None));
+        Ok(())
     }
 
     #[test]
@@ -512,11 +895,16 @@ mod tests {
 
     #[test]
     fn backup_is_a_working_copy() -> TestResult {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir()?;
         let mut s = SqliteStore::open(dir.path())?;
         s.commit(&[cert("0A", "a")])?;
         let copy = dir.path().join("copy.sqlite3");
         s.backup_to(&copy)?;
+        assert_eq!(
+            std::fs::metadata(&copy)?.permissions().mode() & 0o777,
+            0o600
+        );
         assert!(s.backup_to(&copy).is_err(), "never overwrites");
         let mut b = SqliteStore::open_file(&copy)?;
         assert_eq!(

@@ -1,0 +1,383 @@
+//! The instructor's course commands: import the roster, hand out
+//! enrollment codes, and see who has enrolled and submitted.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::course::code::EnrollCode;
+use crate::fsutil;
+use crate::store::{CertRow, Storage, Student};
+use crate::time::{now_unix, rfc3339};
+
+use super::csv;
+use super::{AdminError, Format};
+
+/// What `roster import` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Imported {
+    /// Students in the file.
+    pub students: usize,
+    /// What changed in the store.
+    pub change: crate::store::RosterChange,
+}
+
+/// Reads a roster CSV (a header with `sid` and `name`; other columns
+/// ignored) and imports it in one transaction: every bad row is reported by
+/// line number and then nothing is imported.
+pub fn import_roster(store: &mut dyn Storage, path: &Path) -> Result<Imported, AdminError> {
+    let file_err = |source| AdminError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(file_err)?;
+    let students = parse_roster(&text).map_err(|problems| AdminError::BadRoster {
+        path: path.to_path_buf(),
+        problems,
+    })?;
+    let change = store.import_roster(&students)?;
+    Ok(Imported {
+        students: students.len(),
+        change,
+    })
+}
+
+/// The students of a roster CSV, or every problem found, by line.
+pub fn parse_roster(text: &str) -> Result<Vec<Student>, Vec<(usize, String)>> {
+    let records = csv::parse(text).map_err(|e| vec![(e.line, e.why.to_string())])?;
+    let Some(((_, header), rows)) = records.split_first() else {
+        return Err(vec![(
+            1,
+            "the file is empty (expected a header `sid,name`)".into(),
+        )]);
+    };
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| h.trim().eq_ignore_ascii_case(name))
+    };
+    let (Some(sid_col), Some(name_col)) = (column("sid"), column("name")) else {
+        return Err(vec![(
+            1,
+            format!("the header must name columns `sid` and `name` (found {header:?})"),
+        )]);
+    };
+    let mut problems = Vec::new();
+    let mut students = Vec::new();
+    let mut seen = HashSet::new();
+    for (line, row) in rows {
+        let sid = row.get(sid_col).map(|s| s.trim()).unwrap_or("");
+        let name = row.get(name_col).map(|s| s.trim()).unwrap_or("");
+        if let Err(e) = crate::sid::validate(sid) {
+            problems.push((*line, format!("SID {sid:?}: {e}")));
+            continue;
+        }
+        if name.is_empty() {
+            problems.push((*line, format!("SID {sid}: no name")));
+            continue;
+        }
+        if !seen.insert(sid.to_string()) {
+            problems.push((*line, format!("SID {sid} appears twice")));
+            continue;
+        }
+        students.push(Student {
+            sid: sid.to_string(),
+            name: name.to_string(),
+        });
+    }
+    if problems.is_empty() {
+        Ok(students)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Which students `roster codes` gives a code.
+#[derive(Debug, Clone, Default)]
+pub struct CodeRequest {
+    /// Only this SID (which may have used its code: a revoked student
+    /// needs a new one).
+    pub sid: Option<String>,
+    /// Replace unused codes too (and clear the wrong-code lock).
+    pub reissue: bool,
+}
+
+/// Makes a code for every roster student who needs one (see
+/// [`CodeRequest`]; without `--sid`, those never given one), stores only
+/// their keys, and writes `sid,code` to `out`, created new and 0600. The
+/// codes exist only in that file. Returns how many were written.
+pub fn issue_codes(
+    store: &mut dyn Storage,
+    out: &Path,
+    req: &CodeRequest,
+) -> Result<usize, AdminError> {
+    let roster = store.roster()?;
+    let wanted: Vec<&str> = match &req.sid {
+        Some(sid) => {
+            let entry = roster
+                .iter()
+                .find(|e| &e.sid == sid)
+                .ok_or_else(|| AdminError::NotFound(format!("SID {sid} is not on the roster")))?;
+            if entry.code.as_ref().is_some_and(|c| c.used_at.is_none()) && !req.reissue {
+                return Err(AdminError::Refused(format!(
+                    "SID {sid} already has an unused code; give --reissue to replace it (the \
+                     old one stops working)"
+                )));
+            }
+            vec![sid.as_str()]
+        }
+        None => roster
+            .iter()
+            .filter(|e| match &e.code {
+                None => true,
+                Some(c) => req.reissue && c.used_at.is_none(),
+            })
+            .map(|e| e.sid.as_str())
+            .collect(),
+    };
+    if wanted.is_empty() {
+        return Ok(0);
+    }
+    let mut codes = Vec::with_capacity(wanted.len());
+    let mut keys = Vec::with_capacity(wanted.len());
+    for sid in &wanted {
+        let code = EnrollCode::generate()?;
+        keys.push((sid.to_string(), code.key(sid)?));
+        codes.push((sid.to_string(), code));
+    }
+    // The file first: codes stored but never written down would be lost.
+    let file_err = |source| AdminError::File {
+        path: out.to_path_buf(),
+        source,
+    };
+    let mut file = fsutil::create_private(out).map_err(file_err)?;
+    let stored = match store.store_codes(&keys, now_unix(), req.reissue) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(out);
+            return Err(e.into());
+        }
+    };
+    let stored: HashSet<String> = stored.into_iter().collect();
+    let mut text = csv::record(&["sid", "code"]);
+    for (sid, code) in codes.iter().filter(|(sid, _)| stored.contains(sid)) {
+        text.push_str(&csv::record(&[sid, &code.grouped()]));
+    }
+    file.write_all(text.as_bytes()).map_err(file_err)?;
+    file.sync_all().map_err(file_err)?;
+    Ok(stored.len())
+}
+
+/// One student's line of `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRow {
+    /// The SID.
+    pub sid: String,
+    /// Her name (empty without a roster).
+    pub name: String,
+    /// Her current certificate: the newest unrevoked one, else the newest.
+    pub cert: Option<CertRow>,
+    /// Reports accepted.
+    pub reports: usize,
+    /// When her last report came.
+    pub last_report: Option<i64>,
+    /// Her code: none, unused, used or locked.
+    pub code: &'static str,
+}
+
+/// The course at a glance: one row per roster student (per SID seen,
+/// without a roster).
+pub fn status_rows(store: &mut dyn Storage) -> Result<Vec<StatusRow>, AdminError> {
+    let roster = store.roster()?;
+    let mut certs: BTreeMap<String, Vec<CertRow>> = BTreeMap::new();
+    for c in store.certs()? {
+        certs.entry(c.sid.clone()).or_default().push(c);
+    }
+    let mut reports: BTreeMap<String, (usize, i64)> = BTreeMap::new();
+    for r in store.reports()? {
+        let e = reports.entry(r.sid.clone()).or_insert((0, r.received_at));
+        e.0 += 1;
+        e.1 = e.1.max(r.received_at);
+    }
+    let mut who: Vec<(String, String, &'static str)> = roster
+        .iter()
+        .map(|e| {
+            let code = match &e.code {
+                None => "none",
+                Some(c) if c.locked() => "locked",
+                Some(c) if c.used_at.is_some() => "used",
+                Some(_) => "unused",
+            };
+            (e.sid.clone(), e.name.clone(), code)
+        })
+        .collect();
+    if roster.is_empty() {
+        let seen: std::collections::BTreeSet<&String> =
+            certs.keys().chain(reports.keys()).collect();
+        who = seen
+            .into_iter()
+            .map(|s| (s.clone(), String::new(), "none"))
+            .collect();
+    }
+    Ok(who
+        .into_iter()
+        .map(|(sid, name, code)| {
+            // Oldest first in the store: the last unrevoked is current.
+            let mine = certs.remove(&sid).unwrap_or_default();
+            let cert = mine
+                .iter()
+                .rev()
+                .find(|c| c.revoked.is_none())
+                .or(mine.last())
+                .cloned();
+            let (n, last) = reports
+                .get(&sid)
+                .copied()
+                .map_or((0, None), |(n, t)| (n, Some(t)));
+            StatusRow {
+                sid,
+                name,
+                cert,
+                reports: n,
+                last_report: last,
+                code,
+            }
+        })
+        .collect())
+}
+
+/// `server status`: the rows in `format`, the table ending with totals and
+/// the submission window last recorded by the server.
+pub fn status(
+    store: &mut dyn Storage,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), AdminError> {
+    let rows = status_rows(store)?;
+    let (open, close) = store.recorded_window()?;
+    let window = crate::course::Window { open, close };
+    let now = now_unix();
+    let fields = |r: &StatusRow| {
+        let serial = r
+            .cert
+            .as_ref()
+            .map(|c| c.serial_hex.clone())
+            .unwrap_or_default();
+        let until = r
+            .cert
+            .as_ref()
+            .map(|c| rfc3339(c.not_after))
+            .unwrap_or_default();
+        let revoked = r.cert.as_ref().is_some_and(|c| c.revoked.is_some());
+        let last = r.last_report.map(rfc3339).unwrap_or_default();
+        (serial, until, revoked, last)
+    };
+    match format {
+        Format::Json => {
+            let list: Vec<_> = rows
+                .iter()
+                .map(|r| {
+                    let (serial, until, revoked, _) = fields(r);
+                    json!({
+                        "sid": r.sid,
+                        "name": r.name,
+                        "certificate": if serial.is_empty() { None } else { Some(serial) },
+                        "valid_until": if until.is_empty() { None } else { Some(until) },
+                        "revoked": revoked,
+                        "reports": r.reports,
+                        "last_report": r.last_report.map(rfc3339),
+                        "code": r.code,
+                    })
+                })
+                .collect();
+            writeln!(out, "{}", serde_json::Value::Array(list))?;
+        }
+        Format::Csv => {
+            out.write_all(
+                csv::record(&[
+                    "sid",
+                    "name",
+                    "certificate",
+                    "valid_until",
+                    "revoked",
+                    "reports",
+                    "last_report",
+                    "code",
+                ])
+                .as_bytes(),
+            )?;
+            for r in &rows {
+                let (serial, until, revoked, last) = fields(r);
+                let line = csv::record(&[
+                    &r.sid,
+                    &r.name,
+                    &serial,
+                    &until,
+                    if revoked { "yes" } else { "no" },
+                    &r.reports.to_string(),
+                    &last,
+                    r.code,
+                ]);
+                out.write_all(line.as_bytes())?;
+            }
+        }
+        Format::Table => {
+            writeln!(
+                out,
+                "{:<12} {:<24} {:<34} {:<21} {:<8} {:>7} {:<21} code",
+                "sid", "name", "certificate", "valid_until", "revoked", "reports", "last_report"
+            )?;
+            for r in &rows {
+                let (serial, until, revoked, last) = fields(r);
+                let dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
+                writeln!(
+                    out,
+                    "{:<12} {:<24} {:<34} {:<21} {:<8} {:>7} {:<21} {}",
+                    r.sid,
+                    if r.name.is_empty() { "-" } else { &r.name },
+                    dash(serial),
+                    dash(until),
+                    if revoked { "yes" } else { "no" },
+                    r.reports,
+                    dash(last),
+                    r.code
+                )?;
+            }
+            let enrolled = rows
+                .iter()
+                .filter(|r| {
+                    r.cert
+                        .as_ref()
+                        .is_some_and(|c| c.revoked.is_none() && c.not_after > now)
+                })
+                .count();
+            let submitted = rows.iter().filter(|r| r.reports > 0).count();
+            let missing: Vec<&str> = rows
+                .iter()
+                .filter(|r| r.reports == 0)
+                .map(|r| r.sid.as_str())
+                .collect();
+            let locked = rows.iter().filter(|r| r.code == "locked").count();
+            writeln!(
+                out,
+                "total {}: enrolled {enrolled}, submitted {submitted}, missing {}{}{}",
+                rows.len(),
+                missing.len(),
+                if missing.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", missing.join(" "))
+                },
+                if locked > 0 {
+                    format!(", locked {locked}")
+                } else {
+                    String::new()
+                }
+            )?;
+            writeln!(out, "submissions: {}", window.describe())?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! `reports` and `certs` in the instructor's formats: the table for a
+//! terminal, CSV and JSON for a spreadsheet or a script (dates RFC 3339,
+//! UTC).
+
+use std::io::Write;
+
+use serde_json::json;
+
+use crate::store::{ReportRecord, Storage};
+use crate::time::{now_unix, rfc3339, time_text};
+
+use super::csv;
+use super::{list_certs, AdminError};
+
+/// How a listing is printed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned text for a terminal.
+    #[default]
+    Table,
+    /// RFC 4180 CSV with a header line.
+    Csv,
+    /// One JSON array of objects.
+    Json,
+}
+
+/// Which reports `reports` lists.
+#[derive(Debug, Clone, Default)]
+pub struct ReportFilter {
+    /// Only this SID's.
+    pub sid: Option<String>,
+    /// Only each SID's newest.
+    pub latest: bool,
+    /// The whole text in the table (CSV and JSON always carry it).
+    pub full: bool,
+}
+
+/// The reports `filter` selects, oldest first.
+pub fn select_reports(
+    store: &mut dyn Storage,
+    filter: &ReportFilter,
+) -> Result<Vec<ReportRecord>, AdminError> {
+    let mut all: Vec<ReportRecord> = store
+        .reports()?
+        .into_iter()
+        .filter(|r| filter.sid.as_ref().is_none_or(|s| &r.sid == s))
+        .collect();
+    if filter.latest {
+        // Oldest first: a later report of the same SID replaces an earlier.
+        let mut newest = std::collections::HashMap::new();
+        for (i, r) in all.iter().enumerate() {
+            newest.insert(r.sid.clone(), i);
+        }
+        let keep: std::collections::HashSet<usize> = newest.into_values().collect();
+        all = all
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep.contains(i))
+            .map(|(_, r)| r)
+            .collect();
+    }
+    Ok(all)
+}
+
+/// `server reports`.
+pub fn reports(
+    store: &mut dyn Storage,
+    filter: &ReportFilter,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), AdminError> {
+    let rows = select_reports(store, filter)?;
+    match format {
+        Format::Json => {
+            let list: Vec<_> = rows
+                .iter()
+                .map(|r| {
+                    json!({
+                        "sid": r.sid,
+                        "receipt": r.receipt_id.to_string(),
+                        "serial": r.serial_hex,
+                        "received_at": rfc3339(r.received_at),
+                        "origin": r.origin.as_str(),
+                        "text": r.text,
+                    })
+                })
+                .collect();
+            writeln!(out, "{}", serde_json::Value::Array(list))?;
+        }
+        Format::Csv => {
+            let head = ["sid", "receipt", "serial", "received_at", "origin", "text"];
+            out.write_all(csv::record(&head).as_bytes())?;
+            for r in &rows {
+                let line = csv::record(&[
+                    &r.sid,
+                    &r.receipt_id.to_string(),
+                    &r.serial_hex,
+                    &rfc3339(r.received_at),
+                    r.origin.as_str(),
+                    &r.text,
+                ]);
+                out.write_all(line.as_bytes())?;
+            }
+        }
+        Format::Table => {
+            for r in &rows {
+                let lines = r.text.lines().count();
+                let first = r.text.lines().next().unwrap_or("");
+                write!(
+                    out,
+                    "receipt={} sid={} serial={} received=\"{}\" origin={} lines={lines}",
+                    r.receipt_id,
+                    r.sid,
+                    r.serial_hex,
+                    time_text(r.received_at),
+                    r.origin.as_str()
+                )?;
+                if filter.full {
+                    writeln!(out, ":")?;
+                    for l in r.text.lines() {
+                        writeln!(out, "    {l}")?;
+                    }
+                } else {
+                    writeln!(out, " first={first:?}")?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `server certs`.
+pub fn certs(
+    store: &mut dyn Storage,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), AdminError> {
+    if format == Format::Table {
+        return list_certs(store, out);
+    }
+    let now = now_unix();
+    let rows = store.certs()?;
+    let status = |c: &crate::store::CertRow| match &c.revoked {
+        Some(_) => "revoked",
+        None if c.not_after < now => "expired",
+        None => "good",
+    };
+    if format == Format::Json {
+        let list: Vec<_> = rows
+            .iter()
+            .map(|c| {
+                json!({
+                    "serial": c.serial_hex,
+                    "sid": c.sid,
+                    "not_before": rfc3339(c.not_before),
+                    "not_after": rfc3339(c.not_after),
+                    "origin": c.origin,
+                    "status": status(c),
+                    "revoked_at": c.revoked.as_ref().map(|(at, _)| rfc3339(*at)),
+                    "revoke_reason": c.revoked.as_ref().map(|(_, why)| why),
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::Value::Array(list))?;
+        return Ok(());
+    }
+    let head = [
+        "serial",
+        "sid",
+        "not_before",
+        "not_after",
+        "origin",
+        "status",
+        "revoked_at",
+        "revoke_reason",
+    ];
+    out.write_all(csv::record(&head).as_bytes())?;
+    for c in &rows {
+        let (at, why) = c
+            .revoked
+            .as_ref()
+            .map(|(at, why)| (rfc3339(*at), why.clone()))
+            .unwrap_or_default();
+        let line = csv::record(&[
+            &c.serial_hex,
+            &c.sid,
+            &rfc3339(c.not_before),
+            &rfc3339(c.not_after),
+            &c.origin,
+            status(c),
+            &at,
+            &why,
+        ]);
+        out.write_all(line.as_bytes())?;
+    }
+    Ok(())
+}
