@@ -164,6 +164,7 @@ fn main() -> Result<(), BoxError> {
         let mut shared = Shared {
             ca: None,
             verifier: Some(Arc::new(Verifier::new(ca.cert())?)),
+            blackboard: None,
             store: Box::new(store),
             admission_secret: None,
             legacy: false,

@@ -24,12 +24,18 @@ use openssl::x509::{X509NameRef, X509};
 use crate::der::DerError;
 use crate::sid::{self, SidError};
 
+mod blackboard;
 mod crl;
 mod csr;
 mod profile;
 mod root;
 mod serial;
 
+pub use blackboard::{
+    check_name as check_blackboard_name, paths as blackboard_paths, BlackboardCertProblem, BlackboardIdentity,
+    BlackboardKeys, KeysOrigin, BLACKBOARD_CERT_FILE, BLACKBOARD_KEY_FILE,
+    BLACKBOARD_LIFETIME_SECS, DEFAULT_BLACKBOARD_NAME,
+};
 pub use crl::CRL_VALIDITY_DAYS;
 pub(crate) use csr::rsa_exponent_ok;
 pub use root::{root_exists, root_paths, CA_CERT_FILE, CA_KEY_FILE, MIN_PASSPHRASE_LEN};
@@ -82,6 +88,15 @@ pub enum CaError {
     BadSid(SidError),
     /// The CSR's key is of a type or size the CA does not certify.
     UnsupportedKey(String),
+    /// A Blackboard name that is not a lower-case DNS name.
+    BadBlackboardName(String),
+    /// The keys dir holds no usable Blackboard certificate.
+    BlackboardCert {
+        /// The keys dir.
+        dir: PathBuf,
+        /// What is wrong.
+        why: BlackboardCertProblem,
+    },
     /// OpenSSL failed while building or signing.
     Crypto(ErrorStack),
 }
@@ -122,6 +137,16 @@ impl fmt::Display for CaError {
             CaError::MissingCn => write!(f, "the CSR's subject has no common name (the SID)"),
             CaError::BadSid(e) => write!(f, "the CSR's common name is not a valid SID: {e}"),
             CaError::UnsupportedKey(what) => write!(f, "unsupported key in the CSR: {what}"),
+            CaError::BadBlackboardName(n) => write!(
+                f,
+                "Blackboard name {n:?} is not a DNS name (lower-case letters, digits, '-' and '.')"
+            ),
+            CaError::BlackboardCert { dir, why } => write!(
+                f,
+                "Blackboard's certificate in {} {why}; where the root key is, run                  `server blackboard-cert --out DIR` and put {BLACKBOARD_KEY_FILE} and                  {BLACKBOARD_CERT_FILE} in {}",
+                dir.display(),
+                dir.display()
+            ),
             CaError::Crypto(e) => write!(f, "OpenSSL error: {e}"),
         }
     }

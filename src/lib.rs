@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod ocsp;
 pub mod protocol;
 pub mod rc4;
+pub mod receipt;
 mod reactor;
 pub mod server;
 pub mod sid;

@@ -39,7 +39,8 @@ fn submit(
     cert: &[u8],
     key: &PKey<Private>,
 ) -> Result<client::Receipt, ClientError> {
-    submit_report(server.blackboard, sid, cert, key)
+    let trust = server.trust().map_err(|e| ClientError::Protocol(e.to_string()))?;
+    submit_report(server.blackboard, &trust, sid, cert, key)
 }
 
 /// Submits with a report whose ciphertext or MAC is altered by `tamper`.
@@ -338,6 +339,23 @@ fn ca_and_blackboard_can_run_as_separate_processes_on_the_same_files() -> TestRe
     // keys and data dirs (it reads the root certificate, never the key).
     let ca_only = TestServer::start(&["--role", "ca"])?;
     let dir = ca_only.path().to_path_buf();
+    // Without a Blackboard certificate of its own, and no root key to make
+    // one, it refuses to start and says how to get one.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        .current_dir(&dir)
+        .args(["--role", "blackboard", "--blackboard-listen", "127.0.0.1:0"])
+        .env_remove("CERTBOARD_CA_PASSPHRASE")
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("server blackboard-cert --out DIR"),
+        "{}",
+        text(&refused)
+    );
+    // The admin command, where the root key is, makes one.
+    let made = ca_only.admin(&["blackboard-cert", "--out", "keys"])?;
+    assert!(made.status.success(), "{}", text(&made));
     let mut bb = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
         .current_dir(&dir)
         .args(["--role", "blackboard", "--blackboard-listen", "127.0.0.1:0"])
@@ -349,15 +367,23 @@ fn ca_and_blackboard_can_run_as_separate_processes_on_the_same_files() -> TestRe
     let result = (|| -> TestResult {
         use std::io::BufRead;
         let out = bb.stdout.take().ok_or("stdout")?;
+        let mut out = std::io::BufReader::new(out);
         let mut line = String::new();
-        std::io::BufReader::new(out).read_line(&mut line)?;
+        // The root's fingerprint comes first.
+        for _ in 0..2 {
+            line.clear();
+            out.read_line(&mut line)?;
+            if line.starts_with("listening") {
+                break;
+            }
+        }
         let addr: std::net::SocketAddr = line
             .strip_prefix("listening blackboard ")
             .ok_or(format!("unexpected line {line:?}"))?
             .trim()
             .parse()?;
         let (key, cert) = enroll(&ca_only, "split")?;
-        let receipt = submit_report(addr, "split", &cert, &key)?;
+        let receipt = submit_report(addr, &trust_in(&dir.join("keys"))?, "split", &cert, &key)?;
         assert!(!receipt.serial_hex.is_empty());
         Ok(())
     })();
