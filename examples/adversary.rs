@@ -128,7 +128,7 @@ impl Forger {
             CaKeyType::Rsa2048,
             30,
         )?;
-        let blackboard = ca.issue_blackboard("blackboard")?;
+        let blackboard = ca.issue_blackboard(certboard::ca::DEFAULT_BLACKBOARD_NAME)?;
         Ok(Forger {
             ca,
             _dir: dir,
@@ -385,7 +385,9 @@ impl Proxy {
                     let answer = self.answer(&f, &sid, &cert_der, &chain);
                     match answer {
                         Ok((offer, what)) => {
-                            say(&format!("conn {id}: answered in Blackboard's place: {what}"));
+                            say(&format!(
+                                "conn {id}: answered in Blackboard's place: {what}"
+                            ));
                             if let Ok(mut w) = client.try_clone() {
                                 let _ = w.write_all(&framing::frame(&offer));
                             }
@@ -514,8 +516,10 @@ impl Proxy {
         let signature = match (self.mode, &self.forger) {
             (Mode::ImpersonateLookalike, Some(f)) => f.blackboard.sign(&t)?,
             _ => {
-                let mut signer =
-                    openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), self.own_key()?)?;
+                let mut signer = openssl::sign::Signer::new(
+                    openssl::hash::MessageDigest::sha256(),
+                    self.own_key()?,
+                )?;
                 signer.sign_oneshot_to_vec(&t)?
             }
         };

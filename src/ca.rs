@@ -32,8 +32,8 @@ mod root;
 mod serial;
 
 pub use blackboard::{
-    check_name as check_blackboard_name, paths as blackboard_paths, BlackboardCertProblem, BlackboardIdentity,
-    BlackboardKeys, KeysOrigin, BLACKBOARD_CERT_FILE, BLACKBOARD_KEY_FILE,
+    check_name as check_blackboard_name, paths as blackboard_paths, BlackboardCertProblem,
+    BlackboardIdentity, BlackboardKeys, KeysOrigin, BLACKBOARD_CERT_FILE, BLACKBOARD_KEY_FILE,
     BLACKBOARD_LIFETIME_SECS, DEFAULT_BLACKBOARD_NAME,
 };
 pub use crl::CRL_VALIDITY_DAYS;
@@ -139,7 +139,7 @@ impl fmt::Display for CaError {
             CaError::UnsupportedKey(what) => write!(f, "unsupported key in the CSR: {what}"),
             CaError::BadBlackboardName(n) => write!(
                 f,
-                "Blackboard name {n:?} is not a DNS name (lower-case letters, digits, '-' and '.')"
+                "Blackboard name {n:?} is not a DNS name of at least two labels (lower-case letters, digits, '-', joined by '.')"
             ),
             CaError::BlackboardCert { dir, why } => write!(
                 f,

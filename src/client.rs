@@ -411,9 +411,9 @@ pub fn verify_offer(
 ) -> Result<[u8; DIGEST_LEN], ClientError> {
     let cert = verify_blackboard(&trust.root, bb_chain, Some(&trust.name), None)
         .map_err(ClientError::NotBlackboard)?;
-    let bb_cert = bb_chain.first().ok_or(ClientError::NotBlackboard(
-        BlackboardCertError::Malformed,
-    ))?;
+    let bb_cert = bb_chain
+        .first()
+        .ok_or(ClientError::NotBlackboard(BlackboardCertError::Malformed))?;
     let t = crypto::transcript(hello, server_nonce, wrapped_key, bb_cert);
     let key = cert.public_key()?;
     let mut v = openssl::sign::Verifier::new(MessageDigest::sha256(), &key)?;
@@ -558,7 +558,11 @@ pub fn check_receipt(
         check("receipt", &c.receipt, &id.to_string())?;
     }
     if let Some(report) = want.report {
-        check("report_sha256", &c.report_sha256, &crypto::sha256_hex(report))?;
+        check(
+            "report_sha256",
+            &c.report_sha256,
+            &crypto::sha256_hex(report),
+        )?;
     }
     if let Some(th) = want.transcript {
         let hex: String = th.iter().map(|b| format!("{b:02x}")).collect();
@@ -937,7 +941,7 @@ mod tests {
             key_type: KeyType::Rsa2048,
             cipher: CipherId::Aes256Ctr,
             root_pin: RootPin::FirstUse(dir.path().join(ROOT_FINGERPRINT_FILE)),
-            blackboard_name: "blackboard".into(),
+            blackboard_name: crate::ca::DEFAULT_BLACKBOARD_NAME.into(),
             renew: false,
             admission_secret: None,
             timeout: Duration::from_secs(1),

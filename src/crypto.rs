@@ -347,7 +347,10 @@ mod tests {
         let mac = v2.report_mac_v2(&th, CipherId::Aes256Ctr, &iv, &ct)?;
         let mut other_th = th;
         other_th[31] ^= 1;
-        assert_ne!(mac, v2.report_mac_v2(&other_th, CipherId::Aes256Ctr, &iv, &ct)?);
+        assert_ne!(
+            mac,
+            v2.report_mac_v2(&other_th, CipherId::Aes256Ctr, &iv, &ct)?
+        );
         assert_ne!(mac, v2.report_mac_v2(&th, CipherId::Rc4, &iv, &ct)?);
         // Different nonces give different keys for the same session key.
         let other = SessionKeys::derive(&session, &[0u8; 32])?;

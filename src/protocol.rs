@@ -230,9 +230,10 @@ impl Session {
     /// signed only now. Nothing for every other exchange.
     pub fn on_committed(self, peer: &str) -> (Session, Output) {
         match self.0 {
-            State::Blackboard(blackboard::Blackboard::AwaitCommit(r)) => {
-                (Session(State::Done), blackboard::receipt_after_commit(*r, peer))
-            }
+            State::Blackboard(blackboard::Blackboard::AwaitCommit(r)) => (
+                Session(State::Done),
+                blackboard::receipt_after_commit(*r, peer),
+            ),
             other => (Session(other), Output::default()),
         }
     }
@@ -365,9 +366,7 @@ impl State {
             State::Blackboard(
                 blackboard::Blackboard::AwaitReport(_) | blackboard::Blackboard::AwaitReportV2(_),
             ) => "waiting for the report",
-            State::Blackboard(blackboard::Blackboard::AwaitCommit(_)) => {
-                "recording the report"
-            }
+            State::Blackboard(blackboard::Blackboard::AwaitCommit(_)) => "recording the report",
             State::Legacy(_) => "serving the legacy protocol",
             State::Done => "finished",
         }
@@ -426,8 +425,13 @@ mod tests {
     pub(super) fn shared(dir: &std::path::Path, admission: Option<&[u8]>) -> Shared {
         let ca = ca(&dir.join("keys"));
         let verifier = Verifier::new(ca.cert()).unwrap();
-        let (bb, _) =
-            BlackboardKeys::open(&dir.join("keys"), "blackboard", Some(&ca), ca.cert()).unwrap();
+        let (bb, _) = BlackboardKeys::open(
+            &dir.join("keys"),
+            crate::ca::DEFAULT_BLACKBOARD_NAME,
+            Some(&ca),
+            ca.cert(),
+        )
+        .unwrap();
         Shared {
             ca: Some(Arc::new(ca)),
             verifier: Some(Arc::new(verifier)),
@@ -569,7 +573,7 @@ mod tests {
     fn trust(sh: &Shared) -> crate::client::BlackboardTrust {
         crate::client::BlackboardTrust {
             root: sh.ca.as_ref().unwrap().cert().clone(),
-            name: "blackboard".into(),
+            name: crate::ca::DEFAULT_BLACKBOARD_NAME.into(),
         }
     }
 
@@ -622,7 +626,11 @@ mod tests {
         let key = make_key(KeyType::Rsa2048).unwrap();
         let cert = enroll(SID, &key, &mut sh);
         let hello = open_frame(SID, &cert, [1; 32]);
-        let run = drive(start(ServiceKind::Blackboard, &mut sh), &[hello.clone()], &mut sh);
+        let run = drive(
+            start(ServiceKind::Blackboard, &mut sh),
+            &[hello.clone()],
+            &mut sh,
+        );
         assert!(!run.closed);
         let text = "This is submission from SID1155000001.\n";
         let (frame, th) = report_frame_v2(&hello, &key, &run.replies[0], text, &sh).unwrap();
@@ -685,7 +693,13 @@ mod tests {
         // A version 1 report MAC does not pass in a version 2 session.
         let b = drive(bb(&mut sh), &[hello_b.clone()], &mut sh);
         let (good, _) = report_frame_v2(&hello_b, &key, &b.replies[0], "x", &sh).unwrap();
-        let Ok(Message::Report { cipher, iv, ciphertext, .. }) = Message::decode(&good) else {
+        let Ok(Message::Report {
+            cipher,
+            iv,
+            ciphertext,
+            ..
+        }) = Message::decode(&good)
+        else {
             panic!()
         };
         let forged = Message::Report {
@@ -705,7 +719,11 @@ mod tests {
         let key = make_key(KeyType::Rsa2048).unwrap();
         let cert = enroll(SID, &key, &mut sh);
         let hello = open_frame(SID, &cert, [3; 32]);
-        let run = drive(start(ServiceKind::Blackboard, &mut sh), &[hello.clone()], &mut sh);
+        let run = drive(
+            start(ServiceKind::Blackboard, &mut sh),
+            &[hello.clone()],
+            &mut sh,
+        );
         let (frame, _) = report_frame_v2(&hello, &key, &run.replies[0], "late", &sh).unwrap();
         let serial = sh.store.certs().unwrap()[0].serial_hex.clone();
         let revoked = sh.store.revoke_serial(&serial, "keyCompromise", 0).unwrap();

@@ -151,7 +151,9 @@ pub fn verify_receipt(
     let candidates = cms_certificates(der)
         .map_err(|e| ReceiptError::Malformed(format!("its certificates do not read: {e}")))?;
     if candidates.is_empty() {
-        return Err(ReceiptError::Malformed("no signer certificate in it".into()));
+        return Err(ReceiptError::Malformed(
+            "no signer certificate in it".into(),
+        ));
     }
     // The time the receipt claims: a signature by a real Blackboard
     // certificate makes the claim true; anything else fails below.
@@ -168,7 +170,9 @@ pub fn verify_receipt(
     for c in &candidates {
         match verify_blackboard(root, std::slice::from_ref(c), name, Some(at)) {
             Ok(cert) => {
-                signers.push(cert.clone()).map_err(ReceiptError::Signature)?;
+                signers
+                    .push(cert.clone())
+                    .map_err(ReceiptError::Signature)?;
                 signer.get_or_insert(cert);
             }
             Err(e) => last_err = Some(e),

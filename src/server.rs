@@ -289,12 +289,11 @@ impl Server {
             (Some(ca), _) => ca.cert().clone(),
             (None, None) => read_root(&ca::root_paths(&cfg.keys_dir).1)?,
         };
-        let root_fingerprint = crate::crypto::fingerprint(&root.to_der().map_err(|e| {
-            ServerError::RootCert {
+        let root_fingerprint =
+            crate::crypto::fingerprint(&root.to_der().map_err(|e| ServerError::RootCert {
                 path: PathBuf::from("root"),
                 problem: RootCertError::Unusable(e),
-            }
-        })?);
+            })?);
         let (verifier, blackboard) = if serve_bb {
             let v = Verifier::new(&root).map_err(|e| ServerError::RootCert {
                 path: PathBuf::from("root"),
@@ -474,7 +473,7 @@ mod tests {
             passphrase_file: Some(pass),
             ca_key_type: CaKeyType::P256,
             ca_cert: None,
-            blackboard_name: "blackboard".into(),
+            blackboard_name: ca::DEFAULT_BLACKBOARD_NAME.into(),
             validity_days: 30,
             admission_secret_file: None,
             legacy: false,

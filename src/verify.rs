@@ -302,14 +302,20 @@ impl fmt::Display for BlackboardCertError {
                 write!(f, "Blackboard's certificate is missing or not valid DER")
             }
             BlackboardCertError::Internal(e) => {
-                write!(f, "OpenSSL failed while checking Blackboard's certificate: {e}")
+                write!(
+                    f,
+                    "OpenSSL failed while checking Blackboard's certificate: {e}"
+                )
             }
             BlackboardCertError::Path { reason, .. } => write!(
                 f,
                 "Blackboard's certificate does not chain to the pinned CUHK root: {reason}"
             ),
             BlackboardCertError::IsCa => {
-                write!(f, "the certificate presented as Blackboard's is a CA certificate")
+                write!(
+                    f,
+                    "the certificate presented as Blackboard's is a CA certificate"
+                )
             }
             BlackboardCertError::NotServerAuth => write!(
                 f,

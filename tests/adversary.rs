@@ -360,11 +360,7 @@ fn the_script_shows_every_mode_to_a_person() -> TestResult {
     assert_eq!(s.matches("-- outcome: student SUCCEEDED").count(), 2, "{s}");
     assert_eq!(s.matches("-- outcome: student FAILED").count(), 7, "{s}");
     // Each impostor mode's refusal, on the client's stdout and stderr.
-    assert_eq!(
-        s.matches(": FAILED: refusing to submit").count(),
-        3,
-        "{s}"
-    );
+    assert_eq!(s.matches(": FAILED: refusing to submit").count(), 3, "{s}");
     assert!(
         s.contains("replay verdict: Blackboard refused the replay"),
         "{s}"

@@ -39,7 +39,9 @@ fn submit(
     cert: &[u8],
     key: &PKey<Private>,
 ) -> Result<client::Receipt, ClientError> {
-    let trust = server.trust().map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let trust = server
+        .trust()
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
     submit_report(server.blackboard, &trust, sid, cert, key)
 }
 
@@ -80,7 +82,10 @@ fn submit_tampered(
 }
 
 /// The one receipt saved for `sid`.
-fn saved_receipt(server: &TestServer, sid: &str) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+fn saved_receipt(
+    server: &TestServer,
+    sid: &str,
+) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
     let dir = server.path().join("students").join(sid).join("receipts");
     let mut files: Vec<_> = std::fs::read_dir(&dir)?
         .map(|e| e.map(|e| e.path()))
@@ -185,19 +190,30 @@ fn the_root_is_pinned_on_first_use_and_a_changed_root_is_refused() -> TestResult
     let pinned = std::fs::read_to_string(&fp_file)?;
     let root_der = X509::from_pem(&std::fs::read(first.root_pem())?)?.to_der()?;
     assert_eq!(pinned.trim(), certboard::crypto::fingerprint(&root_der));
-    assert!(stdout(&out).contains(pinned.trim()), "printed on first contact");
+    assert!(
+        stdout(&out).contains(pinned.trim()),
+        "printed on first contact"
+    );
 
     // Another server (another root) in front of the same students dir.
     let second = TestServer::start(&[])?;
     std::fs::create_dir_all(second.path().join("students"))?;
-    std::fs::copy(&fp_file, second.path().join("students").join("root-fingerprint"))?;
+    std::fs::copy(
+        &fp_file,
+        second.path().join("students").join("root-fingerprint"),
+    )?;
     let out = second.client(&["newcomer"])?;
     assert!(!out.status.success(), "{}", text(&out));
     let s = stdout(&out);
     assert!(s.contains("the CA presented a different root"), "{s}");
     assert!(s.contains("fingerprint your instructor published"), "{s}");
     assert!(
-        !second.path().join("students").join("newcomer").join("cert.pem").exists(),
+        !second
+            .path()
+            .join("students")
+            .join("newcomer")
+            .join("cert.pem")
+            .exists(),
         "nothing from the new root is saved"
     );
     // --ca-fingerprint pins it from the start: the right one passes, the
@@ -206,7 +222,13 @@ fn the_root_is_pinned_on_first_use_and_a_changed_root_is_refused() -> TestResult
     let right = certboard::crypto::fingerprint(&second_root);
     let out = second.client(&["--out-dir", "fresh", "--ca-fingerprint", &right, "fp-right"])?;
     assert!(out.status.success(), "{}", text(&out));
-    let out = second.client(&["--out-dir", "fresh2", "--ca-fingerprint", pinned.trim(), "fp-wrong"])?;
+    let out = second.client(&[
+        "--out-dir",
+        "fresh2",
+        "--ca-fingerprint",
+        pinned.trim(),
+        "fp-wrong",
+    ])?;
     assert!(!out.status.success(), "{}", text(&out));
     assert!(stdout(&out).contains("different root"), "{}", text(&out));
     Ok(())

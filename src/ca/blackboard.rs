@@ -30,7 +30,11 @@ pub const BLACKBOARD_KEY_FILE: &str = "blackboard-key.pem";
 /// File name of Blackboard's certificate in the keys dir.
 pub const BLACKBOARD_CERT_FILE: &str = "blackboard-cert.pem";
 /// The name Blackboard's certificate carries when none is configured.
-pub const DEFAULT_BLACKBOARD_NAME: &str = "blackboard";
+/// Two labels, not the design's bare `blackboard`: pkilint (and the CA/B
+/// Forum's rules it follows) refuses a single-label dNSName, and `.invalid`
+/// (RFC 2606) can never resolve to anybody's host: the name is an identity
+/// the client checks, never looked up.
+pub const DEFAULT_BLACKBOARD_NAME: &str = "blackboard.invalid";
 /// How long a Blackboard certificate is valid (after the usual backdating).
 pub const BLACKBOARD_LIFETIME_SECS: i64 = 7 * 86_400;
 /// Least time between two attempts at a renewal that failed (or, without
@@ -62,8 +66,9 @@ impl fmt::Display for BlackboardCertProblem {
     }
 }
 
-/// Checks a Blackboard name: a DNS name (RFC 1035 preferred syntax, lower
-/// case), since it goes into the certificate's dNSName.
+/// Checks a Blackboard name: a DNS name of at least two labels (RFC 1035
+/// preferred syntax, lower case), since it goes into the certificate's
+/// dNSName.
 pub fn check_name(name: &str) -> Result<(), CaError> {
     let label_ok = |l: &str| {
         !l.is_empty()
@@ -73,7 +78,8 @@ pub fn check_name(name: &str) -> Result<(), CaError> {
             && l.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     };
-    if name.len() <= 253 && name.split('.').all(label_ok) {
+    // At least two labels: a single-label dNSName fails RFC 5280 linters.
+    if name.len() <= 253 && name.contains('.') && name.split('.').all(label_ok) {
         Ok(())
     } else {
         Err(CaError::BadBlackboardName(name.to_string()))
@@ -154,8 +160,14 @@ impl BlackboardIdentity {
     /// certificate included, SHA-256, no S/MIME capabilities attribute).
     pub fn sign_receipt(&self, content: &[u8]) -> Result<Vec<u8>, ErrorStack> {
         let flags = CMSOptions::BINARY | CMSOptions::NOSMIMECAP;
-        CmsContentInfo::sign(Some(&self.cert), Some(&self.key), None, Some(content), flags)?
-            .to_der()
+        CmsContentInfo::sign(
+            Some(&self.cert),
+            Some(&self.key),
+            None,
+            Some(content),
+            flags,
+        )?
+        .to_der()
     }
 
     /// The key's PEM (PKCS#8, unencrypted: the server signs with it on
@@ -209,7 +221,10 @@ fn problem(dir: &Path, why: BlackboardCertProblem) -> CaError {
 
 /// The paths of Blackboard's key and certificate in a keys dir.
 pub fn paths(dir: &Path) -> (PathBuf, PathBuf) {
-    (dir.join(BLACKBOARD_KEY_FILE), dir.join(BLACKBOARD_CERT_FILE))
+    (
+        dir.join(BLACKBOARD_KEY_FILE),
+        dir.join(BLACKBOARD_CERT_FILE),
+    )
 }
 
 impl CertificateAuthority {
@@ -224,13 +239,9 @@ impl CertificateAuthority {
             .map_err(CaError::MalformedCsr)?
             .bits
             .to_vec();
-        let issued = self.profile.sign_server(
-            &self.key,
-            BLACKBOARD_LIFETIME_SECS,
-            name,
-            &spki,
-            &bits,
-        )?;
+        let issued =
+            self.profile
+                .sign_server(&self.key, BLACKBOARD_LIFETIME_SECS, name, &spki, &bits)?;
         let cert = X509::from_der(&issued.der)?;
         Ok(BlackboardIdentity::from_parts(key, cert)?)
     }
@@ -373,5 +384,116 @@ impl BlackboardKeys {
                 cur
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{ext_text, test_ca, verifies_under_root, TestResult};
+    use super::super::CaKeyType;
+    use super::*;
+
+    #[test]
+    fn names_are_dns_names_of_two_labels_or_more() {
+        for good in [
+            "blackboard.invalid",
+            "bb-1.cuhk.edu.hk",
+            DEFAULT_BLACKBOARD_NAME,
+        ] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "blackboard",
+            "",
+            "Blackboard.invalid",
+            "-bb.invalid",
+            "bb..x",
+            "b b.x",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_server_profile_signs_chains_and_saves() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let ca = test_ca(&dir.path().join("keys"), CaKeyType::Rsa2048)?;
+        let id = ca.issue_blackboard("bb.example.test")?;
+        assert!(verifies_under_root(&ca, &X509::from_der(id.cert_der())?)?);
+        let text = ext_text(&X509::from_der(id.cert_der())?);
+        for needle in [
+            "CA:FALSE",
+            "Digital Signature",
+            "TLS Web Server Authentication",
+            "DNS:bb.example.test",
+            "X509v3 Subject Key Identifier",
+            "X509v3 Authority Key Identifier",
+            "ASN1 OID: prime256v1",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        assert!(!text.contains("Client Authentication"), "{text}");
+        assert!(!text.contains("Key Encipherment"), "{text}");
+        assert_eq!(id.not_after() - id.not_before, BLACKBOARD_LIFETIME_SECS);
+        assert_eq!(id.name(), "bb.example.test");
+        // Saved with a private key file; loaded back, checked against the root.
+        let out = dir.path().join("out");
+        id.save(&out)?;
+        use std::os::unix::fs::PermissionsExt;
+        let (key_path, _) = paths(&out);
+        assert_eq!(fs::metadata(&key_path)?.permissions().mode() & 0o777, 0o600);
+        let back = BlackboardIdentity::load(&out, ca.cert())?;
+        assert_eq!(back.cert_der(), id.cert_der());
+        let other = test_ca(&dir.path().join("other"), CaKeyType::P256)?;
+        assert!(matches!(
+            BlackboardIdentity::load(&out, other.cert()),
+            Err(CaError::BlackboardCert {
+                why: BlackboardCertProblem::NotThisRoot,
+                ..
+            })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn open_issues_once_then_loads_and_renews_for_a_new_name() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let keys = dir.path().join("keys");
+        let ca = test_ca(&keys, CaKeyType::P256)?;
+        let (a, origin) = BlackboardKeys::open(&keys, "bb.invalid", Some(&ca), ca.cert())?;
+        assert_eq!(origin, KeysOrigin::Issued);
+        let (b, origin) = BlackboardKeys::open(&keys, "bb.invalid", Some(&ca), ca.cert())?;
+        assert_eq!(origin, KeysOrigin::Loaded);
+        assert_eq!(a.current(None).cert_der(), b.current(None).cert_der());
+        // Without the root key, a loaded certificate is used as it is...
+        let (c, origin) = BlackboardKeys::open(&keys, "bb.invalid", None, ca.cert())?;
+        assert_eq!(origin, KeysOrigin::Loaded);
+        assert_eq!(c.current(None).cert_der(), a.current(None).cert_der());
+        // ...a missing one is an error that says what to run.
+        let empty = dir.path().join("empty");
+        let err = BlackboardKeys::open(&empty, "bb.invalid", None, ca.cert()).unwrap_err();
+        assert!(err.to_string().contains("server blackboard-cert"), "{err}");
+        // Another name: a new certificate.
+        let (d, origin) = BlackboardKeys::open(&keys, "other.invalid", Some(&ca), ca.cert())?;
+        assert_eq!(origin, KeysOrigin::Issued);
+        assert_eq!(d.current(None).name(), "other.invalid");
+        Ok(())
+    }
+
+    #[test]
+    fn a_receipt_signature_is_cms_signed_data_with_the_signer_certificate() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let ca = test_ca(dir.path(), CaKeyType::P256)?;
+        let id = ca.issue_blackboard(DEFAULT_BLACKBOARD_NAME)?;
+        let der = id.sign_receipt(b"{\"x\":1}")?;
+        let mut cms = CmsContentInfo::from_der(&der)?;
+        let mut out = Vec::new();
+        let mut store = openssl::x509::store::X509StoreBuilder::new()?;
+        store.add_cert(ca.cert().clone())?;
+        store.set_purpose(openssl::x509::X509PurposeId::ANY)?;
+        let store = store.build();
+        cms.verify(None, Some(&store), None, Some(&mut out), CMSOptions::BINARY)?;
+        assert_eq!(out, b"{\"x\":1}");
+        Ok(())
     }
 }

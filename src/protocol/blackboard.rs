@@ -147,11 +147,7 @@ pub(super) fn open(
     Ok((
         State::Blackboard(Blackboard::AwaitReportV2(Box::new(PendingReport::new(
             student,
-            OfferKeys {
-                th,
-                keys,
-                identity,
-            },
+            OfferKeys { th, keys, identity },
         )))),
         Output::reply(reply),
     ))
@@ -203,8 +199,7 @@ pub(super) fn report_v2(
         Err(e) => e,
     })?;
     // Revoked while she was typing: one store lookup.
-    recheck_revocation(shared, &p.serial_hex)
-        .map_err(|e| ProtocolError::certificate(&p.sid, e))?;
+    recheck_revocation(shared, &p.serial_hex).map_err(|e| ProtocolError::certificate(&p.sid, e))?;
     // Issue 12 re-checks the submission window here (SubmissionsClosed).
     let th = p.keys.th;
     let identity = Arc::clone(&p.keys.identity);

@@ -116,7 +116,10 @@ pub fn check_certificate(
 
 /// Re-checks, when her report arrives, that her certificate has not been
 /// revoked since her hello (one store lookup).
-pub(super) fn recheck_revocation(shared: &mut Shared, serial_hex: &str) -> Result<(), CertCheckError> {
+pub(super) fn recheck_revocation(
+    shared: &mut Shared,
+    serial_hex: &str,
+) -> Result<(), CertCheckError> {
     match shared.store.cert_status(serial_hex) {
         Ok(CertStatus::Good { .. }) => Ok(()),
         Ok(CertStatus::Unknown) => Err(CertCheckError::Rejected(CertError::NotIssued(

@@ -220,7 +220,7 @@ pub fn trust_in(
     let pem = std::fs::read(keys_dir.join("ca-cert.pem"))?;
     Ok(certboard::client::BlackboardTrust {
         root: openssl::x509::X509::from_pem(&pem)?,
-        name: "blackboard".into(),
+        name: certboard::ca::DEFAULT_BLACKBOARD_NAME.into(),
     })
 }
 
@@ -237,7 +237,16 @@ pub fn submit_report(
     let mut conn = client::FramedStream::connect(&blackboard.to_string(), NET_TIMEOUT)?;
     let report = certboard::crypto::lab_report(sid);
     let cipher = certboard::message::CipherId::Aes256Ctr;
-    client::submit(&mut conn, sid, cert, key, cipher, &report, trust, &mut |_| {})
+    client::submit(
+        &mut conn,
+        sid,
+        cert,
+        key,
+        cipher,
+        &report,
+        trust,
+        &mut |_| {},
+    )
 }
 
 /// Text of a process output, for assertion messages.
