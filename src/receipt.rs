@@ -22,8 +22,9 @@ pub const RECEIPT_VERSION: u32 = 2;
 
 /// The receipt's content, as JSON (PROTOCOL.md §4.6): every field a
 /// string but `version`.
+///
+/// Keys a later Blackboard adds are ignored: they are signed with the rest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ReceiptContent {
     /// The student's SID.
     pub sid: String,
