@@ -628,7 +628,7 @@ mod tests {
         let hello = open_frame(SID, &cert, [1; 32]);
         let run = drive(
             start(ServiceKind::Blackboard, &mut sh),
-            &[hello.clone()],
+            std::slice::from_ref(&hello),
             &mut sh,
         );
         assert!(!run.closed);
@@ -691,7 +691,7 @@ mod tests {
             "{err}"
         );
         // A version 1 report MAC does not pass in a version 2 session.
-        let b = drive(bb(&mut sh), &[hello_b.clone()], &mut sh);
+        let b = drive(bb(&mut sh), std::slice::from_ref(&hello_b), &mut sh);
         let (good, _) = report_frame_v2(&hello_b, &key, &b.replies[0], "x", &sh).unwrap();
         let Ok(Message::Report {
             cipher,
@@ -721,7 +721,7 @@ mod tests {
         let hello = open_frame(SID, &cert, [3; 32]);
         let run = drive(
             start(ServiceKind::Blackboard, &mut sh),
-            &[hello.clone()],
+            std::slice::from_ref(&hello),
             &mut sh,
         );
         let (frame, _) = report_frame_v2(&hello, &key, &run.replies[0], "late", &sh).unwrap();

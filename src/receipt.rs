@@ -199,6 +199,8 @@ pub fn verify_receipt(
     param
         .set_flags(X509VerifyFlags::X509_STRICT)
         .map_err(ReceiptError::Signature)?;
+    // time_t is i64 on this platform, not on every one.
+    #[allow(clippy::useless_conversion)]
     let t = at
         .try_into()
         .map_err(|_| ReceiptError::Content(format!("received_at {at} is out of range")))?;

@@ -361,6 +361,7 @@ pub fn verify_blackboard(
         .map_err(bb_internal)?;
     if let Some(t) = at {
         // A time before 1970 or past time_t is no time a receipt was made.
+        #[allow(clippy::useless_conversion)] // time_t is i64 here, not everywhere
         let t = t.try_into().map_err(|_| BlackboardCertError::Path {
             code: 0,
             reason: format!("time {t} is out of range"),

@@ -2,13 +2,14 @@
 //! admission control and legacy mode) fed a sequence of arbitrary frames,
 //! as the reactor would (until it says "close"): never panics, and every
 //! frame it sends is a well-formed message. A frame `[0xFE]` stands for a valid SubmitHello with a
-//! certificate from this process's CA, so the fuzzer gets past the
-//! certificate check to the report (which it cannot MAC).
+//! certificate from this process's CA, and `[0xFD]` for a valid SubmitOpen
+//! (version 2), so the fuzzer gets past the certificate check to the
+//! report (which it cannot MAC).
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
 
-use certboard::ca::CertificateAuthority;
+use certboard::ca::{BlackboardKeys, CertificateAuthority};
 use certboard::message::Message;
 use certboard::protocol::{ServiceKind, Session, Shared};
 use certboard::store::{CertRow, CertStatus, Record, ReportRecord, Storage, StoreError};
@@ -20,7 +21,9 @@ mod common;
 struct Fixture {
     ca: Arc<CertificateAuthority>,
     verifier: Arc<Verifier>,
+    blackboard: Arc<BlackboardKeys>,
     hello: Vec<u8>,
+    open: Vec<u8>,
     serial: String,
 }
 
@@ -35,8 +38,26 @@ fn fixture() -> &'static Fixture {
             chain: vec![],
         }
         .encode();
+        let open = Message::SubmitOpen {
+            sid: "fuzz".into(),
+            cert_der: issued.der.clone(),
+            chain: vec![],
+            client_nonce: [0; 32],
+        }
+        .encode();
+        let dir = std::env::temp_dir().join(format!("certboard-fuzz-bb-{}", std::process::id()));
+        let (blackboard, _) = BlackboardKeys::open(
+            &dir,
+            certboard::ca::DEFAULT_BLACKBOARD_NAME,
+            Some(&ca),
+            ca.cert(),
+        )
+        .expect("Blackboard's certificate");
+        let _ = std::fs::remove_dir_all(&dir);
         Fixture {
             verifier: Arc::new(Verifier::new(ca.cert()).expect("verifier")),
+            blackboard: Arc::new(blackboard),
+            open,
             ca: Arc::new(ca),
             hello,
             serial: issued.serial_hex,
@@ -92,6 +113,7 @@ fuzz_target!(|data: &[u8]| {
     let mut shared = Shared {
         ca: Some(f.ca.clone()),
         verifier: Some(f.verifier.clone()),
+        blackboard: Some(f.blackboard.clone()),
         store: Box::new(MemStore {
             good: f.serial.clone(),
         }),
@@ -115,8 +137,18 @@ fuzz_target!(|data: &[u8]| {
         if payload == [0xFE] {
             payload = &f.hello;
         }
+        if payload == [0xFD] {
+            payload = &f.open;
+        }
         legacy_conn |= shared.legacy && certboard::protocol::legacy::is_command(payload);
-        let (next, out) = session.on_frame(payload, &mut shared, "fuzz");
+        let (mut next, mut out) = session.on_frame(payload, &mut shared, "fuzz");
+        if out.persist.is_some() {
+            // As the reactor does once the record is durable.
+            let (after, more) = next.on_committed("fuzz");
+            next = after;
+            out.send.extend(more.send);
+            out.close |= more.close;
+        }
         if !legacy_conn {
             // What the server says must itself be a well-formed message.
             for frame in &out.send {
