@@ -15,8 +15,11 @@
 //! ```
 //!
 //! Parts: `verify` (`Verifier::verify` alone), `check` (`check_certificate`:
-//! SID, verify, store status), `hello` (the whole frame: `Session::on_frame`
-//! from a new Blackboard session). Prints one line per CA key type and part for
+//! SID, verify, store status), `hello` (the whole protocol version 2 frame,
+//! SubmitOpen: `Session::on_frame` from a new Blackboard session, including
+//! the transcript and Blackboard's ECDSA P-256 signature over it),
+//! `hello-v1` (the version 1 SubmitHello, unsigned: the figure `hello` had
+//! before version 2, kept to compare). Prints one line per CA key type and part for
 //! people, then a JSON line each
 //! (`{"bench":"submit","ca":"p256","part":"hello","us_per_op":…}`) for
 //! scripts. With `--count N` each part runs exactly N operations (cycling
@@ -26,7 +29,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use certboard::ca::{CaKeyType, CertificateAuthority};
+use certboard::ca::{BlackboardKeys, CaKeyType, CertificateAuthority, DEFAULT_BLACKBOARD_NAME};
 use certboard::client::{make_key, KeyType};
 use certboard::message::Message;
 use certboard::protocol::{cert_record, check_certificate, ServiceKind, Session, Shared};
@@ -36,7 +39,7 @@ use openssl::pkey::PKey;
 
 type BoxError = Box<dyn std::error::Error>;
 
-const PARTS: [&str; 3] = ["verify", "check", "hello"];
+const PARTS: [&str; 4] = ["verify", "check", "hello", "hello-v1"];
 
 struct Args {
     seconds: f64,
@@ -96,13 +99,20 @@ fn run_part(part: &str, shared: &mut Shared, hello: &Hello) -> Result<(), BoxErr
             check_certificate(shared, &hello.sid, &hello.cert_der, &[], Origin::Certboard)
                 .map_err(|e| format!("{e:?}"))?;
         }
-        _ => {
+        part => {
             // Without admission control a Blackboard session starts
             // waiting for the hello, and says nothing.
             let (session, _) = Session::start(ServiceKind::Blackboard, shared);
-            let (_, out) = session.on_frame(&hello.frame, shared, "bench");
+            let frame = match part {
+                "hello-v1" => &hello.frame_v1,
+                _ => &hello.frame,
+            };
+            let (_, out) = session.on_frame(frame, shared, "bench");
             let key_sent = match out.send.as_slice() {
-                [frame] => matches!(Message::decode(frame), Ok(Message::SessionKey { .. })),
+                [frame] => matches!(
+                    Message::decode(frame),
+                    Ok(Message::SessionKey { .. } | Message::SessionOffer { .. })
+                ),
                 _ => false,
             };
             if !key_sent || out.close {
@@ -116,7 +126,10 @@ fn run_part(part: &str, shared: &mut Shared, hello: &Hello) -> Result<(), BoxErr
 struct Hello {
     sid: String,
     cert_der: Vec<u8>,
+    /// SubmitOpen (version 2).
     frame: Vec<u8>,
+    /// SubmitHello (version 1).
+    frame_v1: Vec<u8>,
 }
 
 fn main() -> Result<(), BoxError> {
@@ -140,13 +153,21 @@ fn main() -> Result<(), BoxError> {
         for i in 0..args.certs {
             let sid = format!("{}", 1_155_000_000 + i);
             let issued = ca.issue_for(&sid, &keys[i % keys.len()])?;
-            let frame = Message::SubmitHello {
+            let frame_v1 = Message::SubmitHello {
                 sid: sid.clone(),
                 cert_der: issued.der.clone(),
                 chain: Vec::new(),
             }
             .encode();
+            let frame = Message::SubmitOpen {
+                sid: sid.clone(),
+                cert_der: issued.der.clone(),
+                chain: Vec::new(),
+                client_nonce: [7; 32],
+            }
+            .encode();
             hellos.push(Hello {
+                frame_v1,
                 sid,
                 cert_der: issued.der.clone(),
                 frame,
@@ -154,9 +175,16 @@ fn main() -> Result<(), BoxError> {
             records.push(cert_record(issued, Origin::Certboard, None));
         }
         store.commit(&records)?;
+        let (bb, _) = BlackboardKeys::open(
+            &dir.path().join("keys"),
+            DEFAULT_BLACKBOARD_NAME,
+            Some(&ca),
+            ca.cert(),
+        )?;
         let mut shared = Shared {
             ca: None,
             verifier: Some(Arc::new(Verifier::new(ca.cert())?)),
+            blackboard: Some(Arc::new(bb)),
             store: Box::new(store),
             admission_secret: None,
             legacy: false,

@@ -24,6 +24,19 @@
 //! - `replay`: relays the first whole submission unchanged, records it, and
 //!   once it is over plays the student's side of it back to Blackboard on a
 //!   new connection.
+//! - `impersonate`: answers the student's hello in Blackboard's place with
+//!   a session key of its own, under Blackboard's genuine certificate (got
+//!   from Blackboard) but signed with the adversary's own key.
+//! - `impersonate-lookalike`: the same, with a Blackboard certificate of
+//!   its own, from a look-alike root (same name as CUHK's), whose key
+//!   signs the exchange correctly.
+//! - `splice`: answers the student's hello with a genuine offer Blackboard
+//!   signed for another session (the adversary's own hello, same SID and
+//!   certificate, another nonce).
+//!
+//! In the three answering modes the student's client must refuse before
+//! her report leaves: if a Report ever comes, the proxy prints
+//! `student SENT her report`.
 //!
 //! Everything it sees and does is printed on stdout, one line per event;
 //! the first line is `listening ADDR` once bound (so `--listen
@@ -41,7 +54,8 @@ use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::x509::{X509NameRef, X509};
 
-use certboard::ca::{CaKeyType, CertificateAuthority};
+use certboard::ca::{BlackboardIdentity, CaKeyType, CertificateAuthority};
+use certboard::crypto;
 use certboard::framing::{self, Decoder};
 use certboard::message::{Message, MAC_LEN};
 
@@ -60,6 +74,12 @@ enum Mode {
     Truncate,
     /// Remove the report's MAC.
     DropMac,
+    /// Answer in Blackboard's place, signing with the adversary's key.
+    Impersonate,
+    /// Answer in Blackboard's place with a look-alike root's certificate.
+    ImpersonateLookalike,
+    /// Answer with Blackboard's genuine offer from another session.
+    Splice,
 }
 
 /// A man-in-the-middle proxy for certboard's Blackboard protocol.
@@ -94,6 +114,9 @@ struct Forger {
     ca: CertificateAuthority,
     _dir: tempfile::TempDir,
     key: PKey<Private>,
+    /// A Blackboard certificate for the name `blackboard` from the
+    /// look-alike root, with its key.
+    blackboard: BlackboardIdentity,
 }
 
 impl Forger {
@@ -105,10 +128,12 @@ impl Forger {
             CaKeyType::Rsa2048,
             30,
         )?;
+        let blackboard = ca.issue_blackboard(certboard::ca::DEFAULT_BLACKBOARD_NAME)?;
         Ok(Forger {
             ca,
             _dir: dir,
             key: PKey::from_rsa(Rsa::generate(2048)?)?,
+            blackboard,
         })
     }
 
@@ -234,6 +259,35 @@ impl Proxy {
                     format!("removed the {MAC_LEN}-byte MAC from the report"),
                 ))
             }
+            (
+                Mode::SwapCert,
+                Message::SubmitOpen {
+                    sid,
+                    cert_der,
+                    client_nonce,
+                    ..
+                },
+            ) => {
+                let forger = self.forger.as_ref()?;
+                let forged = forger.forge(&sid).ok()?;
+                let out = Message::SubmitOpen {
+                    sid: sid.clone(),
+                    cert_der: forged,
+                    chain: Vec::new(),
+                    client_nonce,
+                };
+                let real_issuer = X509::from_der(&cert_der)
+                    .map(|c| name_text(c.issuer_name()))
+                    .unwrap_or_else(|_| "?".into());
+                Some((
+                    out.encode(),
+                    format!(
+                        "replaced SID {sid}'s certificate (issuer {real_issuer}) with one from a \
+                         look-alike CA ({}) over the adversary's key",
+                        name_text(forger.ca.cert().subject_name())
+                    ),
+                ))
+            }
             (Mode::SwapCert, Message::SubmitHello { sid, cert_der, .. }) => {
                 let forger = self.forger.as_ref()?;
                 let forged = match forger.forge(&sid) {
@@ -315,6 +369,34 @@ impl Proxy {
                     break;
                 }
             };
+            if matches!(Message::decode(&f), Ok(Message::Report { .. })) && self.answers() {
+                say(&format!(
+                    "conn {id}: student SENT her report to the impostor (the client was fooled)"
+                ));
+            }
+            if let Ok(Message::SubmitOpen {
+                sid,
+                cert_der,
+                chain,
+                ..
+            }) = Message::decode(&f)
+            {
+                if self.answers() {
+                    let answer = self.answer(&f, &sid, &cert_der, &chain);
+                    match answer {
+                        Ok((offer, what)) => {
+                            say(&format!(
+                                "conn {id}: answered in Blackboard's place: {what}"
+                            ));
+                            if let Ok(mut w) = client.try_clone() {
+                                let _ = w.write_all(&framing::frame(&offer));
+                            }
+                        }
+                        Err(e) => say(&format!("conn {id}: cannot answer: {e}")),
+                    }
+                    continue;
+                }
+            }
             let f = match self.tamper(&f) {
                 Some((changed, what)) => {
                     say(&format!("conn {id}: tampered: {what}"));
@@ -351,6 +433,109 @@ impl Proxy {
         }
     }
 
+    /// Whether this mode answers the student itself instead of relaying.
+    fn answers(&self) -> bool {
+        matches!(
+            self.mode,
+            Mode::Impersonate | Mode::ImpersonateLookalike | Mode::Splice
+        )
+    }
+
+    /// Asks the real Blackboard for an offer to a hello of the adversary's
+    /// own (her SID and certificate, another nonce): a genuine offer,
+    /// signed for that other exchange.
+    fn genuine_offer(
+        &self,
+        sid: &str,
+        cert_der: &[u8],
+        chain: &[Vec<u8>],
+    ) -> Result<Message, Box<dyn std::error::Error>> {
+        let mut s = TcpStream::connect(self.upstream)?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let hello = Message::SubmitOpen {
+            sid: sid.to_string(),
+            cert_der: cert_der.to_vec(),
+            chain: chain.to_vec(),
+            client_nonce: crypto::random::<32>()?,
+        };
+        s.write_all(&framing::frame(&hello.encode()))?;
+        let mut d = Decoder::new(framing::DEFAULT_MAX_FRAME);
+        let mut buf = Vec::new();
+        let got = read_frame(&mut s, &mut d, &mut buf)?.ok_or("Blackboard closed")?;
+        Ok(Message::decode(&got)?)
+    }
+
+    /// The offer the adversary sends in Blackboard's place, and what it did.
+    fn answer(
+        &self,
+        hello: &[u8],
+        sid: &str,
+        cert_der: &[u8],
+        chain: &[Vec<u8>],
+    ) -> Result<(Vec<u8>, String), Box<dyn std::error::Error>> {
+        if self.mode == Mode::Splice {
+            let offer = self.genuine_offer(sid, cert_der, chain)?;
+            return Ok((
+                offer.encode(),
+                "replayed Blackboard's genuine signed offer from another session".into(),
+            ));
+        }
+        // A session key of its own, to her key: if she took it, the
+        // adversary could read her report.
+        let student = X509::from_der(cert_der)?.public_key()?;
+        let session_key = crypto::random::<32>()?;
+        let wrapped_key = crypto::wrap_key(&student, &session_key)?;
+        let server_nonce = crypto::random::<32>()?;
+        let (bb_cert, what) = match self.mode {
+            Mode::ImpersonateLookalike => {
+                let forger = self.forger.as_ref().ok_or("no forger")?;
+                (
+                    forger.blackboard.cert_der().to_vec(),
+                    format!(
+                        "its own session key, a Blackboard certificate from a look-alike root \
+                         ({}), and a correct signature with that certificate's key",
+                        name_text(forger.ca.cert().subject_name())
+                    ),
+                )
+            }
+            _ => {
+                let Message::SessionOffer { bb_chain, .. } =
+                    self.genuine_offer(sid, cert_der, chain)?
+                else {
+                    return Err("Blackboard sent no offer".into());
+                };
+                (
+                    bb_chain.first().ok_or("empty chain")?.clone(),
+                    "its own session key under Blackboard's genuine certificate, signed with \
+                     the adversary's own key"
+                        .into(),
+                )
+            }
+        };
+        let t = crypto::transcript(hello, &server_nonce, &wrapped_key, &bb_cert);
+        let signature = match (self.mode, &self.forger) {
+            (Mode::ImpersonateLookalike, Some(f)) => f.blackboard.sign(&t)?,
+            _ => {
+                let mut signer = openssl::sign::Signer::new(
+                    openssl::hash::MessageDigest::sha256(),
+                    self.own_key()?,
+                )?;
+                signer.sign_oneshot_to_vec(&t)?
+            }
+        };
+        let offer = Message::SessionOffer {
+            server_nonce,
+            wrapped_key,
+            bb_chain: vec![bb_cert],
+            signature,
+        };
+        Ok((offer.encode(), what))
+    }
+
+    fn own_key(&self) -> Result<&PKey<Private>, Box<dyn std::error::Error>> {
+        Ok(&self.forger.as_ref().ok_or("no forger")?.key)
+    }
+
     /// Plays the student's side of a recorded submission to Blackboard on a
     /// new connection, waiting for Blackboard's frame wherever it answered
     /// before.
@@ -372,7 +557,10 @@ impl Proxy {
                             Ok(Message::Error { code, reason }) => {
                                 return Ok(format!("Blackboard refused the replay: Error {code:?}: {reason}"))
                             }
-                            Ok(Message::Receipt { receipt_id, .. }) => {
+                            Ok(
+                                Message::Receipt { receipt_id, .. }
+                                | Message::SignedReceipt { receipt_id, .. },
+                            ) => {
                                 return Ok(format!(
                                     "Blackboard ACCEPTED the replayed submission (receipt {receipt_id})"
                                 ))
@@ -394,7 +582,7 @@ impl Proxy {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let forger = match cli.mode {
-        Mode::SwapCert => Some(Forger::new()?),
+        Mode::SwapCert | Mode::Impersonate | Mode::ImpersonateLookalike => Some(Forger::new()?),
         _ => None,
     };
     let listener = TcpListener::bind(cli.listen)?;

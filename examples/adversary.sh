@@ -7,6 +7,9 @@
 # shows what the adversary did, what the student was told, and what
 # Blackboard logged. At the end, the reports Blackboard recorded: only the
 # student of `pass` and the student whose submission was replayed (once).
+# In the impersonate, impersonate-lookalike and splice modes the adversary
+# answers in Blackboard's place; the student refuses before her report
+# leaves, and says why.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -59,7 +62,7 @@ ca=$(wait_listening server.out "$server_pid" 3 '^listening ca') || { cat server.
 bb=$(wait_listening server.out "$server_pid" 3 '^listening blackboard') || { cat server.log; exit 1; }
 echo "== server: CA on $ca, Blackboard on $bb"
 
-for mode in pass flip truncate drop-mac swap-cert replay; do
+for mode in pass flip truncate drop-mac swap-cert replay impersonate impersonate-lookalike splice; do
   sid="sid-$mode"
   echo
   echo "==================== mode $mode (student $sid) ===================="
@@ -98,6 +101,6 @@ done
 echo
 echo "==================== what Blackboard recorded ===================="
 "$bin/server" reports --keys-dir keys --data-dir data
-echo "(expected: sid-pass and sid-replay, once each; nothing for the tampered modes)"
+echo "(expected: sid-pass and sid-replay, once each; nothing for the tampered or impostor modes)"
 stop "$server_pid"
 server_pid=""

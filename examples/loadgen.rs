@@ -255,6 +255,9 @@ struct Job {
     csr: Vec<u8>,
     /// The certificate for submit mode, enrolled before the timed phase.
     cert: Vec<u8>,
+    /// The root the CA returned with it (submit mode checks Blackboard's
+    /// signed offer and receipt against it, as the client does).
+    root: Vec<u8>,
 }
 
 fn make_jobs(n: usize, first_sid: u64, keys: &[PKey<Private>]) -> Result<Vec<Job>, BoxError> {
@@ -269,6 +272,7 @@ fn make_jobs(n: usize, first_sid: u64, keys: &[PKey<Private>]) -> Result<Vec<Job
             key,
             csr,
             cert: Vec::new(),
+            root: Vec::new(),
         });
     }
     eprintln!("prepared {n} CSRs in {:.1} s", t.elapsed().as_secs_f64());
@@ -362,6 +366,12 @@ fn submit_once(
 ) -> Result<(), BoxError> {
     let mut conn = FramedStream::connect(bb, timeout)?;
     let report = crypto::lab_report(&job.sid);
+    // Protocol version 2, as the client submits: the offer's signature
+    // and the signed receipt are checked, so the figures include them.
+    let trust = client::BlackboardTrust {
+        root: openssl::x509::X509::from_der(&job.root)?,
+        name: certboard::ca::DEFAULT_BLACKBOARD_NAME.into(),
+    };
     client::submit(
         &mut conn,
         &job.sid,
@@ -369,6 +379,7 @@ fn submit_once(
         key,
         CipherId::Aes256Ctr,
         &report,
+        &trust,
         &mut |_| {},
     )?;
     Ok(())
@@ -999,7 +1010,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 handles.push(scope.spawn(move || -> Result<(), BoxError> {
                     for job in part {
                         let mut conn = FramedStream::connect(&ca, timeout)?;
-                        job.cert = client::enroll(&mut conn, job.csr.clone())?.0;
+                        (job.cert, job.root) = client::enroll(&mut conn, job.csr.clone())?;
                     }
                     Ok(())
                 }));

@@ -25,12 +25,18 @@ use crate::der::DerError;
 use crate::fsutil::PermError;
 use crate::sid::{self, SidError};
 
+mod blackboard;
 mod crl;
 mod csr;
 mod profile;
 mod root;
 mod serial;
 
+pub use blackboard::{
+    check_name as check_blackboard_name, paths as blackboard_paths, BlackboardCertProblem,
+    BlackboardIdentity, BlackboardKeys, KeysOrigin, BLACKBOARD_CERT_FILE, BLACKBOARD_KEY_FILE,
+    BLACKBOARD_LIFETIME_SECS, DEFAULT_BLACKBOARD_NAME,
+};
 pub use crl::CRL_VALIDITY_DAYS;
 pub(crate) use csr::rsa_exponent_ok;
 pub use root::{root_exists, root_paths, CA_CERT_FILE, CA_KEY_FILE, MIN_PASSPHRASE_LEN};
@@ -90,6 +96,15 @@ pub enum CaError {
     /// A serial handed to the CA as text (a revoked record's, for the CRL)
     /// is not one.
     BadSerial(SerialError),
+    /// A Blackboard name that is not a lower-case DNS name.
+    BadBlackboardName(String),
+    /// The keys dir holds no usable Blackboard certificate.
+    BlackboardCert {
+        /// The keys dir.
+        dir: PathBuf,
+        /// What is wrong.
+        why: BlackboardCertProblem,
+    },
     /// OpenSSL failed while building or signing.
     Crypto(ErrorStack),
 }
@@ -132,6 +147,16 @@ impl fmt::Display for CaError {
             CaError::BadSid(e) => write!(f, "the CSR's common name is not a valid SID: {e}"),
             CaError::UnsupportedKey(what) => write!(f, "unsupported key in the CSR: {what}"),
             CaError::BadSerial(e) => write!(f, "bad serial: {e}"),
+            CaError::BadBlackboardName(n) => write!(
+                f,
+                "Blackboard name {n:?} is not a DNS name of at least two labels (lower-case letters, digits, '-', joined by '.')"
+            ),
+            CaError::BlackboardCert { dir, why } => write!(
+                f,
+                "Blackboard's certificate in {} {why}; where the root key is, run                  `server blackboard-cert --out DIR` and put {BLACKBOARD_KEY_FILE} and                  {BLACKBOARD_CERT_FILE} in {}",
+                dir.display(),
+                dir.display()
+            ),
             CaError::Crypto(e) => write!(f, "OpenSSL error: {e}"),
         }
     }
@@ -155,6 +180,18 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
     move |source| CaError::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// A private file write's failure: an unsafe directory is refused as such,
+/// anything else is an I/O error on that path.
+fn write_err(path: &Path) -> impl FnOnce(crate::fsutil::WriteError) -> CaError + '_ {
+    move |e| match e {
+        crate::fsutil::WriteError::Unsafe(e) => CaError::UnsafeKeys(e),
+        other => CaError::Io {
+            path: path.to_path_buf(),
+            source: other.into(),
+        },
     }
 }
 

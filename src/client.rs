@@ -23,14 +23,15 @@ use std::collections::HashMap;
 use openssl::sign::Signer;
 
 use crate::course::code::{self, EnrollCode};
-use crate::crypto::{self, SessionKeys, SESSION_KEY_LEN};
+use crate::crypto::{self, SessionKeys, DIGEST_LEN, SESSION_KEY_LEN};
 use crate::framing::{self, Decoder, FrameError};
 use crate::message::{
     CipherId, DecodeError, EnrollAuth, EnrollPolicy, ErrorCode, Message, IV_LEN, NONCE_LEN,
     PROTOCOL_VERSION,
 };
+use crate::receipt::{self, ReceiptContent, ReceiptError};
 use crate::sid::SidError;
-use crate::verify::{CertError, Verifier};
+use crate::verify::{verify_blackboard, BlackboardCertError, CertError, Verifier};
 
 /// The student's key type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -104,6 +105,25 @@ pub enum ClientError {
         /// Why it is not valid.
         source: SidError,
     },
+    /// What answered as Blackboard did not prove it is Blackboard: its
+    /// certificate is refused. Nothing was decrypted or sent after it.
+    NotBlackboard(BlackboardCertError),
+    /// Blackboard's signature over this exchange does not verify (an
+    /// impostor, or a signature replayed from another session). Nothing
+    /// was decrypted or sent after it.
+    BadOfferSignature,
+    /// The signed receipt does not hold up.
+    Receipt(ReceiptError),
+    /// The CA presented a root other than the one pinned on first use (or
+    /// by --ca-fingerprint).
+    RootChanged {
+        /// The fingerprint pinned.
+        pinned: String,
+        /// The fingerprint presented.
+        presented: String,
+        /// Where the pin is kept (none for --ca-fingerprint).
+        file: Option<PathBuf>,
+    },
     /// OpenSSL failed.
     Crypto(ErrorStack),
     /// A network step got no answer in time.
@@ -139,6 +159,36 @@ impl fmt::Display for ClientError {
             ClientError::BadCertificate(m) => write!(f, "bad certificate from the CA: {m}"),
             ClientError::Certificate(e) => write!(f, "bad certificate from the CA: {e}"),
             ClientError::BadSid { sid, source } => write!(f, "SID {sid:?}: {source}"),
+            ClientError::NotBlackboard(e) => write!(
+                f,
+                "refusing to submit: the server did not prove it is Blackboard: {e}; nothing was sent"
+            ),
+            ClientError::BadOfferSignature => write!(
+                f,
+                "refusing to submit: Blackboard's signature over this exchange does not verify \
+                 (an impostor, or a signature replayed from another session); nothing was sent"
+            ),
+            ClientError::Receipt(e) => write!(f, "bad receipt: {e}"),
+            ClientError::RootChanged {
+                pinned,
+                presented,
+                file,
+            } => {
+                write!(
+                    f,
+                    "the CA presented a different root (SHA-256 {presented}) from the one pinned \
+                     (SHA-256 {pinned}); someone may be impersonating the CA. Compare both with \
+                     the fingerprint your instructor published"
+                )?;
+                match file {
+                    Some(p) => write!(
+                        f,
+                        "; only if the course really changed its root, delete {} and run again",
+                        p.display()
+                    ),
+                    None => write!(f, " (--ca-fingerprint)"),
+                }
+            }
             ClientError::Crypto(e) => write!(f, "OpenSSL error: {e}"),
             ClientError::Timeout { what, after } => write!(
                 f,
@@ -162,11 +212,15 @@ impl std::error::Error for ClientError {
             ClientError::Certificate(e) => Some(e),
             ClientError::BadSid { source, .. } => Some(source),
             ClientError::Crypto(e) => Some(e),
+            ClientError::NotBlackboard(e) => Some(e),
+            ClientError::Receipt(e) => Some(e),
             ClientError::Refused { .. }
             | ClientError::Protocol(_)
             | ClientError::BadCertificate(_)
             | ClientError::Timeout { .. }
-            | ClientError::NotCertboard { .. } => None,
+            | ClientError::NotCertboard { .. }
+            | ClientError::BadOfferSignature
+            | ClientError::RootChanged { .. } => None,
         }
     }
 }
@@ -590,9 +644,54 @@ pub struct Receipt {
     pub receipt_id: u64,
     /// The certificate serial it was accepted under.
     pub serial_hex: String,
+    /// The CMS SignedData, DER, as Blackboard sent it (the `.p7m` file).
+    pub signed_receipt: Vec<u8>,
+    /// What it says, its signature verified.
+    pub content: ReceiptContent,
 }
 
-/// Steps 3–6 on an open Blackboard connection.
+/// What the student trusts Blackboard by: her pinned root and the name
+/// Blackboard's certificate must carry.
+#[derive(Debug, Clone)]
+pub struct BlackboardTrust {
+    /// The CUHK root, pinned (--ca-cert, --ca-fingerprint or first use).
+    pub root: X509,
+    /// The name in Blackboard's subjectAltName (--blackboard-name).
+    pub name: String,
+}
+
+/// Checks a SessionOffer before anything in it is used: Blackboard's
+/// certificate chains to her root, is valid now, is a server certificate
+/// for `trust.name`, and its key signed the transcript of this very
+/// exchange. Returns the transcript's hash.
+pub fn verify_offer(
+    hello: &[u8],
+    server_nonce: &[u8; NONCE_LEN],
+    wrapped_key: &[u8],
+    bb_chain: &[Vec<u8>],
+    signature: &[u8],
+    trust: &BlackboardTrust,
+) -> Result<[u8; DIGEST_LEN], ClientError> {
+    let cert = verify_blackboard(&trust.root, bb_chain, Some(&trust.name), None)
+        .map_err(ClientError::NotBlackboard)?;
+    let bb_cert = bb_chain
+        .first()
+        .ok_or(ClientError::NotBlackboard(BlackboardCertError::Malformed))?;
+    let t = crypto::transcript(hello, server_nonce, wrapped_key, bb_cert);
+    let key = cert.public_key()?;
+    let mut v = openssl::sign::Verifier::new(MessageDigest::sha256(), &key)?;
+    // A malformed signature is as false as a wrong one.
+    if !v.verify_oneshot(signature, &t).unwrap_or(false) {
+        return Err(ClientError::BadOfferSignature);
+    }
+    Ok(openssl::sha::sha256(&t))
+}
+
+/// Steps 3–6 on an open Blackboard connection (protocol version 2): her
+/// hello with a fresh nonce; Blackboard's signed offer, verified before
+/// anything is decrypted or sent; her report; the signed receipt,
+/// verified against what she sent.
+#[allow(clippy::too_many_arguments)]
 pub fn submit(
     conn: &mut FramedStream,
     sid: &str,
@@ -600,28 +699,56 @@ pub fn submit(
     key: &PKey<Private>,
     cipher: CipherId,
     report: &str,
+    trust: &BlackboardTrust,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Receipt, ClientError> {
-    conn.send(&Message::SubmitHello {
+    let hello = Message::SubmitOpen {
         sid: sid.to_string(),
         cert_der: cert_der.to_vec(),
         chain: Vec::new(),
-    })?;
-    progress("step 3: sent SID and certificate to Blackboard");
-    let (nonce, wrapped_key) = match conn.recv()? {
-        Message::SessionKey { nonce, wrapped_key } => (nonce, wrapped_key),
-        other => return Err(unexpected("SessionKey", &other)),
+        client_nonce: crypto::random::<NONCE_LEN>()?,
+    }
+    .encode();
+    conn.send_frame(&hello)?;
+    progress("step 3: sent SID, certificate and a fresh nonce to Blackboard");
+    let (server_nonce, wrapped_key, bb_chain, signature) = match conn.recv()? {
+        Message::SessionOffer {
+            server_nonce,
+            wrapped_key,
+            bb_chain,
+            signature,
+        } => (server_nonce, wrapped_key, bb_chain, signature),
+        Message::SessionKey { .. } => {
+            return Err(ClientError::Protocol(
+                "Blackboard answered in protocol version 1, which proves nothing about who \
+                 answered; refusing to submit (the server must be upgraded)"
+                    .into(),
+            ))
+        }
+        other => return Err(unexpected("SessionOffer", &other)),
     };
-    progress("step 4: Blackboard verified the certificate and sent a session key (RSA-OAEP)");
+    let th = verify_offer(
+        &hello,
+        &server_nonce,
+        &wrapped_key,
+        &bb_chain,
+        &signature,
+        trust,
+    )?;
+    progress(&format!(
+        "step 4: Blackboard proved itself ({:?}, certificate from the pinned root, signature \
+         over this exchange) and sent a session key (RSA-OAEP)",
+        trust.name
+    ));
     let session = crypto::unwrap_key(key, &wrapped_key)?;
     let session: [u8; SESSION_KEY_LEN] = session
         .try_into()
         .map_err(|_| ClientError::Protocol("session key is not 32 bytes".into()))?;
-    let keys = SessionKeys::derive(&session, &nonce)?;
+    let keys = SessionKeys::derive_v2(&session, &th)?;
     progress("step 5: session key decrypted with her private key");
     let iv = crypto::random::<IV_LEN>()?;
     let ciphertext = keys.apply_cipher(cipher, &iv, report.as_bytes())?;
-    let mac = keys.report_mac(&nonce, sid, cipher, &iv, &ciphertext)?;
+    let mac = keys.report_mac_v2(&th, cipher, &iv, &ciphertext)?;
     conn.send(&Message::Report {
         cipher,
         iv,
@@ -633,15 +760,149 @@ pub fn submit(
         cipher.name(),
         report.len()
     ));
-    match conn.recv()? {
-        Message::Receipt {
+    let (receipt_id, serial_hex, signed_receipt) = match conn.recv()? {
+        Message::SignedReceipt {
             receipt_id,
             serial_hex,
-        } => Ok(Receipt {
-            receipt_id,
-            serial_hex,
-        }),
-        other => Err(unexpected("Receipt", &other)),
+            signed_receipt,
+        } => (receipt_id, serial_hex, signed_receipt),
+        other => return Err(unexpected("SignedReceipt", &other)),
+    };
+    let content = check_receipt(
+        &signed_receipt,
+        trust,
+        &Expected {
+            sid,
+            serial: &serial_hex,
+            receipt: Some(receipt_id),
+            report: Some(report.as_bytes()),
+            transcript: Some(&th),
+        },
+    )?;
+    Ok(Receipt {
+        receipt_id,
+        serial_hex,
+        signed_receipt,
+        content,
+    })
+}
+
+/// What a receipt must say.
+#[derive(Debug)]
+pub struct Expected<'a> {
+    /// Her SID.
+    pub sid: &'a str,
+    /// Her certificate's serial (hex; compared without regard to case).
+    pub serial: &'a str,
+    /// The receipt id, when known.
+    pub receipt: Option<u64>,
+    /// The report text's exact bytes, when at hand.
+    pub report: Option<&'a [u8]>,
+    /// The transcript hash of the session, in the session.
+    pub transcript: Option<&'a [u8; DIGEST_LEN]>,
+}
+
+/// Verifies a signed receipt (signature, signer a Blackboard certificate
+/// for `trust.name` from `trust.root`) and that it says what is expected.
+pub fn check_receipt(
+    der: &[u8],
+    trust: &BlackboardTrust,
+    want: &Expected<'_>,
+) -> Result<ReceiptContent, ClientError> {
+    let v = receipt::verify_receipt(der, &trust.root, Some(&trust.name))
+        .map_err(ClientError::Receipt)?;
+    let c = v.content;
+    let check = |field, found: &str, expected: &str| {
+        receipt::expect_field(field, found, expected).map_err(ClientError::Receipt)
+    };
+    check("sid", &c.sid, want.sid)?;
+    check("serial", &c.serial, &want.serial.to_ascii_uppercase())?;
+    if let Some(id) = want.receipt {
+        check("receipt", &c.receipt, &id.to_string())?;
+    }
+    if let Some(report) = want.report {
+        check(
+            "report_sha256",
+            &c.report_sha256,
+            &crypto::sha256_hex(report),
+        )?;
+    }
+    if let Some(th) = want.transcript {
+        let hex: String = th.iter().map(|b| format!("{b:02x}")).collect();
+        check("transcript_sha256", &c.transcript_sha256, &hex)?;
+    }
+    Ok(c)
+}
+
+/// The file beside the students' directories that keeps the root's
+/// fingerprint pinned on first use.
+pub const ROOT_FINGERPRINT_FILE: &str = "root-fingerprint";
+
+/// How the CA root is trusted.
+#[derive(Debug, Clone)]
+pub enum RootPin {
+    /// --ca-cert: exactly this root.
+    Cert(X509),
+    /// --ca-fingerprint: a root with this SHA-256.
+    Fingerprint([u8; DIGEST_LEN]),
+    /// Trust on first use: the fingerprint is kept in this file.
+    FirstUse(PathBuf),
+}
+
+/// Checks a root presented by the CA (or saved earlier) against the pin,
+/// pinning it on first use (printing its fingerprint through `progress`
+/// for the student to compare with the one her instructor published).
+pub fn pin_root(
+    root_der: &[u8],
+    pin: &RootPin,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ClientError> {
+    let presented = openssl::sha::sha256(root_der);
+    let changed = |pinned: &[u8], file: Option<PathBuf>| ClientError::RootChanged {
+        pinned: crypto::fingerprint_of_digest(pinned),
+        presented: crypto::fingerprint_of_digest(&presented),
+        file,
+    };
+    match pin {
+        RootPin::Cert(c) => {
+            if c.to_der()? != root_der {
+                return Err(ClientError::BadCertificate(
+                    "the CA sent a root that differs from the pinned --ca-cert".into(),
+                ));
+            }
+            Ok(())
+        }
+        RootPin::Fingerprint(want) if crypto::ct_eq(want, &presented) => Ok(()),
+        RootPin::Fingerprint(want) => Err(changed(want, None)),
+        RootPin::FirstUse(path) => match fs::read_to_string(path) {
+            Ok(text) => match crypto::parse_fingerprint(text.trim()) {
+                Some(want) if want == presented => Ok(()),
+                Some(want) => Err(changed(&want, Some(path.clone()))),
+                None => Err(ClientError::Protocol(format!(
+                    "{} does not hold a SHA-256 fingerprint; delete it to pin the root again",
+                    path.display()
+                ))),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let fp = crypto::fingerprint(root_der);
+                if let Some(dir) = path.parent() {
+                    fs::create_dir_all(dir)
+                        .map_err(io_ctx(format!("creating {}", dir.display())))?;
+                }
+                write_file(path, format!("{fp}\n").as_bytes(), 0o644)?;
+                progress(&format!(
+                    "first contact with this CA: its root's SHA-256 fingerprint is\n  {fp}\n\
+                     compare it with the fingerprint your instructor published; it is pinned in {} \
+                     and a different root will be refused",
+                    path.display()
+                ));
+                Ok(())
+            }
+            Err(e) => Err(ClientError::Io {
+                what: format!("reading {}", path.display()),
+                source: e,
+            }),
+        },
     }
 }
 
@@ -658,8 +919,11 @@ pub struct ClientOptions {
     pub key_type: KeyType,
     /// The report cipher.
     pub cipher: CipherId,
-    /// A pinned root; without it the root the CA sends is trusted on first use.
-    pub ca_cert: Option<X509>,
+    /// How the root is pinned: --ca-cert, --ca-fingerprint, or on first
+    /// use in `<out_dir>/root-fingerprint`.
+    pub root_pin: RootPin,
+    /// The name Blackboard's certificate must carry (--blackboard-name).
+    pub blackboard_name: String,
     /// Always make a new key and enroll again (by renewal when her saved
     /// certificate is still good).
     pub renew: bool,
@@ -685,6 +949,9 @@ impl Files {
     }
     fn ca(&self) -> PathBuf {
         self.dir.join("ca.pem")
+    }
+    fn receipts(&self) -> PathBuf {
+        self.dir.join("receipts")
     }
 }
 
@@ -736,7 +1003,7 @@ fn load_saved(
     files: &Files,
     sid: &str,
     pinned: Option<&X509>,
-) -> Result<(PKey<Private>, Vec<u8>), SavedError> {
+) -> Result<(PKey<Private>, Vec<u8>, X509), SavedError> {
     let read = |p: PathBuf| fs::read(&p).map_err(|e| SavedError::Read(p, e));
     let key = PKey::private_key_from_pem(&read(files.key())?)
         .map_err(|_| SavedError::NotPem("key.pem"))?;
@@ -751,7 +1018,7 @@ fn load_saved(
     }
     let der = cert.to_der()?;
     check_certificate(sid, &der, &root, &key).map_err(SavedError::Check)?;
-    Ok((key, der))
+    Ok((key, der, root))
 }
 
 /// Steps 1–2: her new key and CSR, certified by the CA (protocol version
@@ -763,7 +1030,7 @@ fn enroll_student(
     files: &Files,
     current: Option<(PKey<Private>, Vec<u8>)>,
     progress: &mut dyn FnMut(&str),
-) -> Result<(PKey<Private>, Vec<u8>), ClientError> {
+) -> Result<(PKey<Private>, Vec<u8>, X509), ClientError> {
     let key = make_key(opts.key_type)?;
     let csr = make_csr(sid, &key)?;
     progress(&format!(
@@ -789,35 +1056,26 @@ fn enroll_student(
         (None, None, _) => EnrollAuth::Open,
     };
     let answer = ca.request(&mut conn, csr, auth)?;
-    let sent_root = X509::from_der(&answer.ca_cert_der)
+    // Before anything the CA sent is trusted.
+    pin_root(&answer.ca_cert_der, &opts.root_pin, progress)?;
+    let root = X509::from_der(&answer.ca_cert_der)
         .map_err(|_| ClientError::BadCertificate("root is not DER".into()))?;
-    let root = match &opts.ca_cert {
-        Some(pinned) => {
-            if pinned.to_der()? != answer.ca_cert_der {
-                return Err(ClientError::BadCertificate(
-                    "the CA sent a root that differs from the pinned --ca-cert".into(),
-                ));
-            }
-            pinned.clone()
-        }
-        None => sent_root,
-    };
     let cert = check_certificate(sid, &answer.cert_der, &root, &key)?;
     let serial = crate::ca::Serial::from_asn1(cert.serial_number())?;
     progress(&format!(
-        "step 2: CA issued certificate serial {serial}, valid until {}; it chains to the root{}",
+        "step 2: CA issued certificate serial {serial}, valid until {}; it chains to the root ({})",
         cert.not_after(),
-        if opts.ca_cert.is_some() {
-            " (pinned)"
-        } else {
-            " (not pinned: use --ca-cert)"
+        match opts.root_pin {
+            RootPin::Cert(_) => "pinned by --ca-cert",
+            RootPin::Fingerprint(_) => "pinned by --ca-fingerprint",
+            RootPin::FirstUse(_) => "pinned on first use",
         }
     ));
     write_file(&files.key(), &key.private_key_to_pem_pkcs8()?, 0o600)?;
     write_file(&files.cert(), &cert.to_pem()?, 0o644)?;
     write_file(&files.ca(), &root.to_pem()?, 0o644)?;
     progress(&format!("SID{sid} sign finished"));
-    Ok((key, answer.cert_der))
+    Ok((key, answer.cert_der, root))
 }
 
 /// Runs steps 1–6 for one SID, reporting each step through `progress`.
@@ -833,7 +1091,11 @@ pub fn run_student(
     let files = Files {
         dir: opts.out_dir.join(sid),
     };
-    let saved = match load_saved(&files, sid, opts.ca_cert.as_ref()) {
+    let pinned_cert = match &opts.root_pin {
+        RootPin::Cert(c) => Some(c),
+        _ => None,
+    };
+    let saved = match load_saved(&files, sid, pinned_cert) {
         Ok(s) => Some(s),
         Err(why) if files.dir.exists() => {
             progress(&format!("not reusing saved credentials: {why}"));
@@ -842,15 +1104,20 @@ pub fn run_student(
         Err(_) => None,
     };
     let reused = saved.is_some() && !opts.renew;
-    let (key, cert_der) = match saved {
-        Some((key, der)) if !opts.renew => {
+    let (key, cert_der, root) = match saved {
+        Some((key, der, root)) if !opts.renew => {
+            // The saved root must still be the pinned one.
+            pin_root(&root.to_der()?, &opts.root_pin, progress)?;
             progress(&format!(
                 "steps 1-2: reusing her key and valid certificate from {}",
                 files.dir.display()
             ));
-            (key, der)
+            (key, der, root)
         }
-        current => {
+        saved => {
+            // With --renew, a saved certificate still good is renewed by
+            // proving possession of its key.
+            let current = saved.map(|(key, der, _)| (key, der));
             // Her directory first: a certificate whose key cannot be saved
             // would be issued for nothing. One made here is removed again
             // if the enrollment fails, so a refusal leaves nothing behind.
@@ -864,6 +1131,10 @@ pub fn run_student(
             enrolled?
         }
     };
+    let trust = BlackboardTrust {
+        root,
+        name: opts.blackboard_name.clone(),
+    };
     let mut conn = FramedStream::connect(&opts.blackboard, opts.timeout)?;
     conn.admit(opts.admission_secret.as_deref())?;
     let report = crypto::lab_report(sid);
@@ -874,6 +1145,7 @@ pub fn run_student(
         &key,
         opts.cipher,
         &report,
+        &trust,
         progress,
     );
     let receipt = match submitted {
@@ -897,9 +1169,17 @@ pub fn run_student(
         }),
         other => other,
     }?;
+    let dir = files.receipts();
+    fs::create_dir_all(&dir).map_err(io_ctx(format!("creating {}", dir.display())))?;
+    let path = dir.join(format!("{}.p7m", receipt.receipt_id));
+    write_file(&path, &receipt.signed_receipt, 0o644)?;
     progress(&format!(
-        "Blackboard acknowledged: receipt {} (certificate serial {})",
-        receipt.receipt_id, receipt.serial_hex
+        "Blackboard acknowledged: receipt {} (certificate serial {}), signed by Blackboard; \
+         report SHA-256 {} matches; saved {}",
+        receipt.receipt_id,
+        receipt.serial_hex,
+        receipt.content.report_sha256,
+        path.display()
     ));
     Ok(receipt)
 }
@@ -954,7 +1234,7 @@ mod tests {
         let err = load_saved(&files, "alice", None).unwrap_err();
         assert_eq!(err.to_string(), "saved cert.pem is not a certificate");
         fs::write(files.cert(), cert.to_pem().unwrap()).unwrap();
-        let (_, der) = load_saved(&files, "alice", None).unwrap();
+        let (_, der, _) = load_saved(&files, "alice", None).unwrap();
         assert_eq!(der, issued.der);
         // Saved for someone else: refused by the same check as a new one.
         assert!(matches!(
@@ -972,7 +1252,8 @@ mod tests {
             out_dir: dir.path().to_path_buf(),
             key_type: KeyType::Rsa2048,
             cipher: CipherId::Aes256Ctr,
-            ca_cert: None,
+            root_pin: RootPin::FirstUse(dir.path().join(ROOT_FINGERPRINT_FILE)),
+            blackboard_name: crate::ca::DEFAULT_BLACKBOARD_NAME.into(),
             renew: false,
             codes: HashMap::new(),
             admission_secret: None,

@@ -6,6 +6,10 @@
 //! derives two independent keys, one to encrypt the report and one to MAC
 //! it. The MAC covers the nonce, the SID, the cipher, the IV and the
 //! ciphertext, each length-prefixed, so no field can be moved into another.
+//!
+//! Version 2 (PROTOCOL.md §4) derives the same two keys from the session
+//! key and the hash of the transcript Blackboard signed ([`transcript`]),
+//! so the report is bound to the very exchange the student verified.
 
 use openssl::encrypt::{Decrypter, Encrypter};
 use openssl::error::ErrorStack;
@@ -139,6 +143,111 @@ impl SessionKeys {
     }
 }
 
+/// Length of a SHA-256 digest (the transcript hash).
+pub const DIGEST_LEN: usize = 32;
+
+/// Appends `lp(x)` = le64(len(x)) || x.
+fn put_lp(out: &mut Vec<u8>, x: &[u8]) {
+    out.extend_from_slice(&(x.len() as u64).to_le_bytes());
+    out.extend_from_slice(x);
+}
+
+/// The version 2 transcript Blackboard signs:
+/// `"certboard v2 transcript" || lp(hello) || lp(server_nonce) ||
+/// lp(wrapped_key) || lp(bb_cert)`, where `hello` is the whole SubmitOpen
+/// payload (type byte included) as received.
+pub fn transcript(
+    hello: &[u8],
+    server_nonce: &[u8; NONCE_LEN],
+    wrapped_key: &[u8],
+    bb_cert_der: &[u8],
+) -> Vec<u8> {
+    let mut t = Vec::with_capacity(64 + hello.len() + wrapped_key.len() + bb_cert_der.len());
+    t.extend_from_slice(b"certboard v2 transcript");
+    for field in [hello, &server_nonce[..], wrapped_key, bb_cert_der] {
+        put_lp(&mut t, field);
+    }
+    t
+}
+
+/// SHA-256 of the exact bytes, as lower-case hex (a report's
+/// `report_sha256`).
+pub fn sha256_hex(data: &[u8]) -> String {
+    openssl::sha::sha256(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A certificate's SHA-256 fingerprint as `openssl x509 -fingerprint
+/// -sha256` prints it: upper-case hex pairs joined by `:`.
+pub fn fingerprint(der: &[u8]) -> String {
+    fingerprint_of_digest(&openssl::sha::sha256(der))
+}
+
+/// A SHA-256 digest in the form of [`fingerprint`].
+pub fn fingerprint_of_digest(digest: &[u8]) -> String {
+    digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Reads a fingerprint given by a person: 64 hex digits, in either case,
+/// with or without `:` (or spaces) between pairs; `None` otherwise.
+pub fn parse_fingerprint(text: &str) -> Option<[u8; DIGEST_LEN]> {
+    let digits: Vec<u8> = text
+        .bytes()
+        .filter(|b| *b != b':' && !b.is_ascii_whitespace())
+        .collect();
+    if digits.len() != 2 * DIGEST_LEN {
+        return None;
+    }
+    let mut out = [0u8; DIGEST_LEN];
+    for (o, pair) in out.iter_mut().zip(digits.chunks(2)) {
+        let hex = std::str::from_utf8(pair).ok()?;
+        *o = u8::from_str_radix(hex, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl SessionKeys {
+    /// Version 2: the keys from the session key and `th` = SHA-256 of the
+    /// transcript.
+    pub fn derive_v2(
+        session_key: &[u8; SESSION_KEY_LEN],
+        th: &[u8; DIGEST_LEN],
+    ) -> Result<SessionKeys, ErrorStack> {
+        Ok(SessionKeys {
+            enc: hkdf(session_key, th, b"certboard v2 report encryption")?,
+            mac: hkdf(session_key, th, b"certboard v2 report mac")?,
+        })
+    }
+
+    /// Version 2 report MAC: `HMAC(mac_key, "certboard v2 report" ||
+    /// lp(th) || lp(cipher) || lp(iv) || lp(ciphertext))`. The SID is not
+    /// repeated: it is in the transcript `th` hashes.
+    pub fn report_mac_v2(
+        &self,
+        th: &[u8; DIGEST_LEN],
+        cipher: CipherId,
+        iv: &[u8; IV_LEN],
+        ciphertext: &[u8],
+    ) -> Result<[u8; MAC_LEN], ErrorStack> {
+        let key = PKey::hmac(&self.mac)?;
+        let mut s = Signer::new(MessageDigest::sha256(), &key)?;
+        s.update(b"certboard v2 report")?;
+        for field in [&th[..], &[cipher as u8], &iv[..], ciphertext] {
+            s.update(&(field.len() as u64).to_le_bytes())?;
+            s.update(field)?;
+        }
+        let mut out = [0u8; MAC_LEN];
+        s.sign(&mut out)?;
+        Ok(out)
+    }
+}
+
 /// Constant-time equality (OpenSSL's `CRYPTO_memcmp`); unequal lengths are
 /// unequal without looking at the bytes.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
@@ -185,6 +294,31 @@ mod tests {
     use openssl::rsa::Rsa;
 
     #[test]
+    fn the_transcript_is_length_prefixed_field_by_field() {
+        let t = transcript(b"ab", &[1; 32], b"c", b"");
+        let mut want = b"certboard v2 transcript".to_vec();
+        want.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0, b'a', b'b']);
+        want.extend_from_slice(&[32, 0, 0, 0, 0, 0, 0, 0]);
+        want.extend_from_slice(&[1; 32]);
+        want.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, b'c']);
+        want.extend_from_slice(&[0; 8]);
+        assert_eq!(t, want);
+        let fp = fingerprint(b"abc");
+        assert!(fp.starts_with("BA:78:16:BF:"), "{fp}");
+        assert_eq!(parse_fingerprint(&fp), Some(openssl::sha::sha256(b"abc")));
+        assert_eq!(
+            parse_fingerprint(&fp.replace(':', "").to_lowercase()),
+            Some(openssl::sha::sha256(b"abc"))
+        );
+        assert_eq!(parse_fingerprint("BA:78"), None);
+        assert_eq!(parse_fingerprint(&fp.replace('B', "G")), None);
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
     fn report_round_trips_with_both_ciphers_and_mac_binds_every_field() -> Result<(), ErrorStack> {
         let session: [u8; 32] = random()?;
         let nonce: [u8; 32] = random()?;
@@ -204,6 +338,20 @@ mod tests {
             flipped[3] ^= 0x10;
             assert_ne!(mac, keys.report_mac(&nonce, "42", cipher, &iv, &flipped)?);
         }
+        // Version 2 keys differ from version 1's, and the MAC binds th.
+        let th = openssl::sha::sha256(&transcript(b"\x24hello", &nonce, b"wk", b"cert"));
+        let v2 = SessionKeys::derive_v2(&session, &th)?;
+        assert_ne!(v2.enc, keys.enc);
+        assert_ne!(v2.mac, keys.mac);
+        let ct = v2.apply_cipher(CipherId::Aes256Ctr, &iv, report.as_bytes())?;
+        let mac = v2.report_mac_v2(&th, CipherId::Aes256Ctr, &iv, &ct)?;
+        let mut other_th = th;
+        other_th[31] ^= 1;
+        assert_ne!(
+            mac,
+            v2.report_mac_v2(&other_th, CipherId::Aes256Ctr, &iv, &ct)?
+        );
+        assert_ne!(mac, v2.report_mac_v2(&th, CipherId::Rc4, &iv, &ct)?);
         // Different nonces give different keys for the same session key.
         let other = SessionKeys::derive(&session, &[0u8; 32])?;
         assert_ne!(other.enc, keys.enc);

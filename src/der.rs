@@ -40,6 +40,8 @@ pub(crate) mod tag {
     /// `[0]` primitive (an implicitly tagged primitive, such as
     /// AuthorityKeyIdentifier's keyIdentifier).
     pub(crate) const IMPLICIT_0: u8 = 0x80;
+    /// `[2] IMPLICIT IA5String`: a GeneralName's dNSName.
+    pub(crate) const IMPLICIT_2: u8 = 0x82;
 }
 
 /// Every object identifier certboard uses, as the content bytes of its DER
@@ -87,6 +89,10 @@ pub(crate) mod oid {
     pub(crate) const EXT_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x25];
     /// 1.3.6.1.5.5.7.3.2 id-kp-clientAuth (RFC 5280 section 4.2.1.12).
     pub(crate) const KP_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+    /// 1.3.6.1.5.5.7.3.1 id-kp-serverAuth (RFC 5280 section 4.2.1.12).
+    pub(crate) const KP_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+    /// 2.5.29.17 id-ce-subjectAltName (RFC 5280 section 4.2.1.6).
+    pub(crate) const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
 
     /// Dotted text of an OID's content bytes, for messages.
     pub(crate) fn text(content: &[u8]) -> String {

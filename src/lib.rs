@@ -32,6 +32,7 @@ mod offload;
 pub mod protocol;
 pub mod rc4;
 mod reactor;
+pub mod receipt;
 mod report_log;
 pub mod server;
 pub mod sid;

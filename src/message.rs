@@ -35,6 +35,9 @@ mod tag {
     pub(super) const SESSION_KEY: u8 = 0x21;
     pub(super) const REPORT: u8 = 0x22;
     pub(super) const RECEIPT: u8 = 0x23;
+    pub(super) const SUBMIT_OPEN: u8 = 0x24;
+    pub(super) const SESSION_OFFER: u8 = 0x25;
+    pub(super) const SIGNED_RECEIPT: u8 = 0x26;
     pub(super) const ERROR: u8 = 0x7f;
 }
 
@@ -260,6 +263,41 @@ pub enum Message {
         /// Serial of the certificate the report was accepted under.
         serial_hex: String,
     },
+    /// C→S to Blackboard, version 2: who she is, her certificate and a
+    /// fresh nonce of hers, which Blackboard's signature will cover.
+    SubmitOpen {
+        /// The student id.
+        sid: String,
+        /// Her certificate, DER.
+        cert_der: Vec<u8>,
+        /// Intermediate certificates, DER (normally none).
+        chain: Vec<Vec<u8>>,
+        /// Fresh random bytes of the client's.
+        client_nonce: [u8; NONCE_LEN],
+    },
+    /// S→C from Blackboard, version 2: the session key under RSA-OAEP,
+    /// Blackboard's certificate chain and its signature over the transcript.
+    SessionOffer {
+        /// Fresh random bytes of Blackboard's.
+        server_nonce: [u8; NONCE_LEN],
+        /// RSA-OAEP(SHA-256) encryption of the 32-byte session key.
+        wrapped_key: Vec<u8>,
+        /// Blackboard's certificate first, then any intermediates (never
+        /// the root); at least one.
+        bb_chain: Vec<Vec<u8>>,
+        /// Blackboard's signature over the transcript (SHA-256).
+        signature: Vec<u8>,
+    },
+    /// S→C from Blackboard, version 2: the report is durably stored, and a
+    /// signed proof of it.
+    SignedReceipt {
+        /// The store's receipt id.
+        receipt_id: u64,
+        /// Serial of the certificate the report was accepted under.
+        serial_hex: String,
+        /// CMS SignedData, DER, whose content is the receipt's JSON.
+        signed_receipt: Vec<u8>,
+    },
     /// Either way: a refusal with a reason; the sender closes after it.
     Error {
         /// A machine-readable code.
@@ -287,6 +325,8 @@ pub enum DecodeError {
     UnknownCipher(u8),
     /// A field holds a value the protocol does not define.
     UnknownValue(&'static str, u8),
+    /// A list that must hold at least one entry is empty.
+    EmptyList(&'static str),
 }
 
 impl fmt::Display for DecodeError {
@@ -301,6 +341,7 @@ impl fmt::Display for DecodeError {
             DecodeError::UnknownValue(field, v) => {
                 write!(f, "unknown value {v} in field `{field}`")
             }
+            DecodeError::EmptyList(field) => write!(f, "field `{field}` must not be empty"),
         }
     }
 }
@@ -354,6 +395,12 @@ impl<'a> Reader<'a> {
         String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::BadUtf8(field))
     }
 
+    /// A `u8` count, then that many `bytes`.
+    fn list(&mut self, field: &'static str) -> Result<Vec<Vec<u8>>, DecodeError> {
+        let count = self.u8(field)?;
+        (0..count).map(|_| self.bytes(field)).collect()
+    }
+
     fn finish(self) -> Result<(), DecodeError> {
         match self.rest.len() {
             0 => Ok(()),
@@ -377,6 +424,13 @@ fn put_text(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&(end as u16).to_le_bytes());
     out.extend_from_slice(&s.as_bytes()[..end]);
+}
+
+fn put_list(out: &mut Vec<u8>, items: &[Vec<u8>]) {
+    out.push(u8::try_from(items.len()).unwrap_or(u8::MAX)); // ok: senders send at most a few
+    for c in items.iter().take(usize::from(u8::MAX)) {
+        put_bytes(out, c);
+    }
 }
 
 impl Message {
@@ -455,10 +509,41 @@ impl Message {
                 out.push(tag::SUBMIT_HELLO);
                 put_text(&mut out, sid);
                 put_bytes(&mut out, cert_der);
-                out.push(u8::try_from(chain.len()).unwrap_or(u8::MAX)); // ok: senders send at most a few
-                for c in chain.iter().take(usize::from(u8::MAX)) {
-                    put_bytes(&mut out, c);
-                }
+                put_list(&mut out, chain);
+            }
+            Message::SubmitOpen {
+                sid,
+                cert_der,
+                chain,
+                client_nonce,
+            } => {
+                out.push(tag::SUBMIT_OPEN);
+                put_text(&mut out, sid);
+                put_bytes(&mut out, cert_der);
+                put_list(&mut out, chain);
+                out.extend_from_slice(client_nonce);
+            }
+            Message::SessionOffer {
+                server_nonce,
+                wrapped_key,
+                bb_chain,
+                signature,
+            } => {
+                out.push(tag::SESSION_OFFER);
+                out.extend_from_slice(server_nonce);
+                put_bytes(&mut out, wrapped_key);
+                put_list(&mut out, bb_chain);
+                put_bytes(&mut out, signature);
+            }
+            Message::SignedReceipt {
+                receipt_id,
+                serial_hex,
+                signed_receipt,
+            } => {
+                out.push(tag::SIGNED_RECEIPT);
+                out.extend_from_slice(&receipt_id.to_le_bytes());
+                put_text(&mut out, serial_hex);
+                put_bytes(&mut out, signed_receipt);
             }
             Message::SessionKey { nonce, wrapped_key } => {
                 out.push(tag::SESSION_KEY);
@@ -540,19 +625,36 @@ impl Message {
                 ca_cert_der: r.bytes("ca_cert")?,
                 next_nonce: r.array("next_nonce")?,
             },
-            tag::SUBMIT_HELLO => {
-                let sid = r.text("sid")?;
-                let cert_der = r.bytes("cert")?;
-                let count = r.u8("chain_count")?;
-                let chain = (0..count)
-                    .map(|_| r.bytes("chain"))
-                    .collect::<Result<_, _>>()?;
-                Message::SubmitHello {
-                    sid,
-                    cert_der,
-                    chain,
+            tag::SUBMIT_HELLO => Message::SubmitHello {
+                sid: r.text("sid")?,
+                cert_der: r.bytes("cert")?,
+                chain: r.list("chain")?,
+            },
+            tag::SUBMIT_OPEN => Message::SubmitOpen {
+                sid: r.text("sid")?,
+                cert_der: r.bytes("cert")?,
+                chain: r.list("chain")?,
+                client_nonce: r.array("client_nonce")?,
+            },
+            tag::SESSION_OFFER => {
+                let server_nonce = r.array("server_nonce")?;
+                let wrapped_key = r.bytes("wrapped_key")?;
+                let bb_chain = r.list("bb_chain")?;
+                if bb_chain.is_empty() {
+                    return Err(DecodeError::EmptyList("bb_chain"));
+                }
+                Message::SessionOffer {
+                    server_nonce,
+                    wrapped_key,
+                    bb_chain,
+                    signature: r.bytes("signature")?,
                 }
             }
+            tag::SIGNED_RECEIPT => Message::SignedReceipt {
+                receipt_id: r.u64("receipt_id")?,
+                serial_hex: r.text("serial")?,
+                signed_receipt: r.bytes("signed_receipt")?,
+            },
             tag::SESSION_KEY => Message::SessionKey {
                 nonce: r.array("nonce")?,
                 wrapped_key: r.bytes("wrapped_key")?,
@@ -592,6 +694,9 @@ impl Message {
             Message::SessionKey { .. } => "SessionKey",
             Message::Report { .. } => "Report",
             Message::Receipt { .. } => "Receipt",
+            Message::SubmitOpen { .. } => "SubmitOpen",
+            Message::SessionOffer { .. } => "SessionOffer",
+            Message::SignedReceipt { .. } => "SignedReceipt",
             Message::Error { .. } => "Error",
         }
     }
@@ -680,13 +785,47 @@ mod tests {
                 }
             }),
             (
+                ".{0,40}",
+                bytes(),
+                proptest::collection::vec(bytes(), 0..3),
+                any::<[u8; 32]>()
+            )
+                .prop_map(|(sid, cert_der, chain, client_nonce)| Message::SubmitOpen {
+                    sid,
+                    cert_der,
+                    chain,
+                    client_nonce
+                }),
+            (
+                any::<[u8; 32]>(),
+                bytes(),
+                proptest::collection::vec(bytes(), 1..3),
+                bytes()
+            )
+                .prop_map(|(server_nonce, wrapped_key, bb_chain, signature)| {
+                    Message::SessionOffer {
+                        server_nonce,
+                        wrapped_key,
+                        bb_chain,
+                        signature,
+                    }
+                }),
+            (any::<u64>(), "[0-9A-F]{0,40}", bytes()).prop_map(
+                |(receipt_id, serial_hex, signed_receipt)| Message::SignedReceipt {
+                    receipt_id,
+                    serial_hex,
+                    signed_receipt,
+                }
+            ),
+            (
                 prop_oneof![
                     Just(ErrorCode::Malformed),
                     Just(ErrorCode::BadMac),
                     Just(ErrorCode::Limit),
                     Just(ErrorCode::LegacyDisabled),
                     Just(ErrorCode::CodeUsed),
-                    Just(ErrorCode::SubmissionsClosed)
+                    Just(ErrorCode::SubmissionsClosed),
+                    Just(ErrorCode::UnsupportedVersion)
                 ],
                 ".{0,80}"
             )
@@ -712,6 +851,41 @@ mod tests {
                 prop_assert!(Message::decode(&wire[..cut]).is_err());
             }
         }
+    }
+
+    #[test]
+    fn a_session_offer_without_a_certificate_is_refused() {
+        let wire = Message::SessionOffer {
+            server_nonce: [7; 32],
+            wrapped_key: vec![1, 2],
+            bb_chain: vec![vec![3]],
+            signature: vec![4],
+        }
+        .encode();
+        // Drop the one chain entry (count byte to 0, its 5 bytes out).
+        let count_at = 1 + 32 + 4 + 2;
+        let mut empty = wire[..count_at].to_vec();
+        empty.push(0);
+        empty.extend_from_slice(&wire[count_at + 1 + 5..]);
+        assert_eq!(
+            Message::decode(&empty),
+            Err(DecodeError::EmptyList("bb_chain"))
+        );
+    }
+
+    #[test]
+    fn a_submit_open_is_its_own_encoding() {
+        // Blackboard signs the hello's bytes as received; decoding then
+        // encoding gives them back, so re-encoding could never disagree.
+        let open = Message::SubmitOpen {
+            sid: "1155000001".into(),
+            cert_der: vec![0x30, 0],
+            chain: vec![vec![1], vec![]],
+            client_nonce: [9; 32],
+        };
+        let wire = open.encode();
+        assert_eq!(wire[0], 0x24);
+        assert_eq!(Message::decode(&wire).map(|m| m.encode()), Ok(wire));
     }
 
     #[test]

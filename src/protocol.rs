@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use log::{info, warn};
 
-use crate::ca::{CertificateAuthority, Issued};
+use crate::ca::{BlackboardKeys, CertificateAuthority, Issued};
 use crate::course::Window;
 use crate::message::{ErrorCode, Message};
 use crate::store::{CertRecord, CodeKey, Origin, Record, Storage};
@@ -82,6 +82,9 @@ pub struct Shared {
     pub ca: Option<Arc<CertificateAuthority>>,
     /// The pinned-root verifier, when this process serves Blackboard.
     pub verifier: Option<Arc<Verifier>>,
+    /// Blackboard's own key and certificate (protocol version 2), when
+    /// this process serves Blackboard.
+    pub blackboard: Option<Arc<BlackboardKeys>>,
     /// The durable store (one connection per reactor).
     pub store: Box<dyn Storage + Send>,
     /// Admission-control secret; `None` turns admission control off.
@@ -97,6 +100,7 @@ impl fmt::Debug for Shared {
         f.debug_struct("Shared")
             .field("ca", &self.ca.is_some())
             .field("blackboard", &self.verifier.is_some())
+            .field("blackboard_cert", &self.blackboard.is_some())
             .field("admission", &self.admission_secret.is_some())
             .field("legacy", &self.legacy)
             .field("window", &self.window)
@@ -219,7 +223,8 @@ impl fmt::Display for Expired {
 }
 
 /// A connection's protocol state. The reactor only asks it questions
-/// ([`Session::on_frame`], [`Session::on_expiry`], [`Session::error_frame`]).
+/// ([`Session::on_frame`], [`Session::on_committed`], [`Session::on_expiry`],
+/// [`Session::error_frame`]).
 #[derive(Debug, Default)]
 pub struct Session(State);
 
@@ -277,6 +282,19 @@ impl Session {
             ),
         };
         (Session(state), out)
+    }
+
+    /// What to send once the record of the last [`Output::persist`] is
+    /// durable, beyond the frames held for it: a version 2 receipt is
+    /// signed only now. Nothing for every other exchange.
+    pub fn on_committed(self, peer: &str) -> (Session, Output) {
+        match self.0 {
+            State::Blackboard(blackboard::Blackboard::AwaitCommit(r)) => (
+                Session(State::Done),
+                blackboard::receipt_after_commit(*r, peer),
+            ),
+            other => (Session(other), Output::default()),
+        }
     }
 
     /// What to do when a time limit is reached: `None` when every answer
@@ -339,12 +357,13 @@ impl State {
             }
             _ => {
                 let msg = Message::decode(payload).map_err(ProtocolError::Malformed)?;
-                self.on_message(msg, shared, peer)
+                self.on_message(msg, payload, shared, peer)
             }
         }
     }
 
-    fn on_message(self, msg: Message, shared: &mut Shared, peer: &str) -> Step {
+    /// `payload` is `msg` as received (Blackboard signs the hello's bytes).
+    fn on_message(self, msg: Message, payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
         match (self, msg) {
             // Anything but the answer, before admission, is refused there.
             (State::Admission(c), msg) => c.on_message(msg, shared, peer),
@@ -381,6 +400,24 @@ impl State {
                     mac,
                 },
             ) => blackboard::report(*p, cipher, &iv, &ciphertext, &mac, shared, peer),
+            (
+                State::Blackboard(blackboard::Blackboard::AwaitHello),
+                Message::SubmitOpen {
+                    sid,
+                    cert_der,
+                    chain,
+                    ..
+                },
+            ) => blackboard::open(payload, &sid, &cert_der, &chain, shared, peer),
+            (
+                State::Blackboard(blackboard::Blackboard::AwaitReportV2(p)),
+                Message::Report {
+                    cipher,
+                    iv,
+                    ciphertext,
+                    mac,
+                },
+            ) => blackboard::report_v2(*p, cipher, &iv, &ciphertext, &mac, shared, peer),
             (_, Message::Error { code, reason }) => {
                 info!("{peer}: client reported error {code:?}: {reason}");
                 Ok((State::Done, Output::close()))
@@ -405,7 +442,10 @@ impl State {
             State::Blackboard(blackboard::Blackboard::AwaitHello) => {
                 "waiting for a submission hello"
             }
-            State::Blackboard(blackboard::Blackboard::AwaitReport(_)) => "waiting for the report",
+            State::Blackboard(
+                blackboard::Blackboard::AwaitReport(_) | blackboard::Blackboard::AwaitReportV2(_),
+            ) => "waiting for the report",
+            State::Blackboard(blackboard::Blackboard::AwaitCommit(_)) => "recording the report",
             State::Legacy(_) => "serving the legacy protocol",
             State::Done => "finished",
         }
@@ -480,9 +520,17 @@ mod tests {
     pub(super) fn shared(dir: &std::path::Path, admission: Option<&[u8]>) -> Shared {
         let ca = ca(&dir.join("keys"));
         let verifier = Verifier::new(ca.cert()).unwrap();
+        let (bb, _) = BlackboardKeys::open(
+            &dir.join("keys"),
+            crate::ca::DEFAULT_BLACKBOARD_NAME,
+            Some(&ca),
+            ca.cert(),
+        )
+        .unwrap();
         Shared {
             ca: Some(Arc::new(ca)),
             verifier: Some(Arc::new(verifier)),
+            blackboard: Some(Arc::new(bb)),
             store: Box::new(SqliteStore::in_memory().unwrap()),
             admission_secret: admission.map(|s| Arc::new(s.to_vec())),
             legacy: false,
@@ -504,12 +552,16 @@ mod tests {
         let mut closed = false;
         for (i, f) in frames.iter().enumerate() {
             assert!(!closed, "frame {i} after close");
-            let (next, out) = session.on_frame(f, shared, "test-peer");
-            if let Some(r) = out.persist {
-                shared.store.commit(&[r]).unwrap();
-            }
+            let (mut next, out) = session.on_frame(f, shared, "test-peer");
             replies.extend(out.send.iter().map(|p| Message::decode(p).unwrap()));
             closed = out.close;
+            if let Some(r) = out.persist {
+                shared.store.commit(&[r]).unwrap();
+                let (after_commit, more) = next.on_committed("test-peer");
+                replies.extend(more.send.iter().map(|p| Message::decode(p).unwrap()));
+                closed |= more.close;
+                next = after_commit;
+            }
             session = next;
         }
         Run {
@@ -656,6 +708,181 @@ mod tests {
         let (code, reason) = refusal(&run);
         assert_eq!(code, ErrorCode::Limit);
         assert!(reason.contains("8199 bytes"), "{reason}");
+    }
+
+    fn open_frame(sid: &str, cert_der: &[u8], client_nonce: [u8; 32]) -> Vec<u8> {
+        Message::SubmitOpen {
+            sid: sid.into(),
+            cert_der: cert_der.to_vec(),
+            chain: vec![],
+            client_nonce,
+        }
+        .encode()
+    }
+
+    fn trust(sh: &Shared) -> crate::client::BlackboardTrust {
+        crate::client::BlackboardTrust {
+            root: sh.ca.as_ref().unwrap().cert().clone(),
+            name: crate::ca::DEFAULT_BLACKBOARD_NAME.into(),
+        }
+    }
+
+    /// The student's side of a version 2 report: the offer verified
+    /// first, as the client does. Returns the frame and the transcript hash.
+    fn report_frame_v2(
+        hello: &[u8],
+        key: &PKey<Private>,
+        offer: &Message,
+        text: &str,
+        sh: &Shared,
+    ) -> Result<(Vec<u8>, [u8; 32]), crate::client::ClientError> {
+        let Message::SessionOffer {
+            server_nonce,
+            wrapped_key,
+            bb_chain,
+            signature,
+        } = offer
+        else {
+            panic!("expected SessionOffer, got {offer:?}");
+        };
+        let th = crate::client::verify_offer(
+            hello,
+            server_nonce,
+            wrapped_key,
+            bb_chain,
+            signature,
+            &trust(sh),
+        )?;
+        let raw = crypto::unwrap_key(key, wrapped_key).unwrap();
+        let keys = SessionKeys::derive_v2(&raw.try_into().unwrap(), &th).unwrap();
+        let cipher = CipherId::Aes256Ctr;
+        let iv = [7u8; IV_LEN];
+        let ciphertext = keys.apply_cipher(cipher, &iv, text.as_bytes()).unwrap();
+        let mac = keys.report_mac_v2(&th, cipher, &iv, &ciphertext).unwrap();
+        let frame = Message::Report {
+            cipher,
+            iv,
+            ciphertext,
+            mac,
+        }
+        .encode();
+        Ok((frame, th))
+    }
+
+    #[test]
+    fn version_2_signs_the_exchange_and_the_receipt_after_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let cert = enroll(SID, &key, &mut sh);
+        let hello = open_frame(SID, &cert, [1; 32]);
+        let run = drive(
+            start(ServiceKind::Blackboard, &mut sh),
+            std::slice::from_ref(&hello),
+            &mut sh,
+        );
+        assert!(!run.closed);
+        let text = "This is submission from SID1155000001.\n";
+        let (frame, th) = report_frame_v2(&hello, &key, &run.replies[0], text, &sh).unwrap();
+
+        // The report's step sends nothing: the receipt is signed only once
+        // the record is durable.
+        let (next, out) = run.session.on_frame(&frame, &mut sh, "p");
+        assert!(out.send.is_empty() && !out.close, "{out:?}");
+        let record = out.persist.expect("a record to commit");
+        assert!(sh.store.reports().unwrap().is_empty());
+        sh.store.commit(&[record]).unwrap();
+        let (_, after) = next.on_committed("p");
+        assert!(after.close);
+        let [frame] = &after.send[..] else {
+            panic!("expected one frame, got {after:?}");
+        };
+        let Ok(Message::SignedReceipt {
+            receipt_id,
+            serial_hex,
+            signed_receipt,
+        }) = Message::decode(frame)
+        else {
+            panic!("expected SignedReceipt");
+        };
+        let want = crate::client::Expected {
+            sid: SID,
+            serial: &serial_hex,
+            receipt: Some(receipt_id),
+            report: Some(text.as_bytes()),
+            transcript: Some(&th),
+        };
+        let content = crate::client::check_receipt(&signed_receipt, &trust(&sh), &want).unwrap();
+        let reports = sh.store.reports().unwrap();
+        assert_eq!(reports[0].receipt_id, receipt_id);
+        assert_eq!(content.report_sha256, reports[0].sha256_hex());
+        // Another text does not match the receipt.
+        let other = crate::client::Expected {
+            report: Some(b"something else"),
+            ..want
+        };
+        assert!(crate::client::check_receipt(&signed_receipt, &trust(&sh), &other).is_err());
+    }
+
+    #[test]
+    fn version_2_offers_do_not_transfer_between_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let cert = enroll(SID, &key, &mut sh);
+        let bb = |sh: &mut Shared| start(ServiceKind::Blackboard, sh);
+        let hello_a = open_frame(SID, &cert, [1; 32]);
+        let hello_b = open_frame(SID, &cert, [2; 32]);
+        let a = drive(bb(&mut sh), &[hello_a], &mut sh);
+        // A's genuine offer spliced into B's exchange: refused before use.
+        let err = report_frame_v2(&hello_b, &key, &a.replies[0], "x", &sh).unwrap_err();
+        assert!(
+            matches!(err, crate::client::ClientError::BadOfferSignature),
+            "{err}"
+        );
+        // A version 1 report MAC does not pass in a version 2 session.
+        let b = drive(bb(&mut sh), std::slice::from_ref(&hello_b), &mut sh);
+        let (good, _) = report_frame_v2(&hello_b, &key, &b.replies[0], "x", &sh).unwrap();
+        let Ok(Message::Report {
+            cipher,
+            iv,
+            ciphertext,
+            ..
+        }) = Message::decode(&good)
+        else {
+            panic!()
+        };
+        let forged = Message::Report {
+            cipher,
+            iv,
+            ciphertext,
+            mac: [0; 32],
+        };
+        let run = drive(b.session, &[forged.encode()], &mut sh);
+        assert_eq!(refusal(&run).0, ErrorCode::BadMac);
+    }
+
+    #[test]
+    fn version_2_rechecks_revocation_when_the_report_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let cert = enroll(SID, &key, &mut sh);
+        let hello = open_frame(SID, &cert, [3; 32]);
+        let run = drive(
+            start(ServiceKind::Blackboard, &mut sh),
+            std::slice::from_ref(&hello),
+            &mut sh,
+        );
+        let (frame, _) = report_frame_v2(&hello, &key, &run.replies[0], "late", &sh).unwrap();
+        let serial = sh.store.certs().unwrap()[0].serial_hex.clone();
+        let revoked = sh.store.revoke_serial(&serial, "keyCompromise", 0).unwrap();
+        assert_eq!(revoked, 1);
+        let run = drive(run.session, &[frame], &mut sh);
+        let (code, reason) = refusal(&run);
+        assert_eq!(code, ErrorCode::BadCertificate);
+        assert!(reason.contains("revoked"), "{reason}");
+        assert!(sh.store.reports().unwrap().is_empty());
     }
 
     #[test]

@@ -788,6 +788,12 @@ impl Reactor {
                     } else {
                         Phase::Open
                     };
+                    // Durable now: whatever the session makes only after
+                    // that (a signed receipt) goes out behind the held frames.
+                    let session = std::mem::take(&mut conn.session);
+                    let (next, after) = session.on_committed(&conn.peer);
+                    conn.session = next;
+                    self.apply(token, after);
                 }
                 Some((code, why)) => {
                     warn!("{}: {why}", conn.peer);
@@ -1079,6 +1085,7 @@ mod tests {
         let shared = Shared {
             ca: Some(Arc::new(ca)),
             verifier: None,
+            blackboard: None,
             store: Box::new(SqliteStore::open(&data)?),
             admission_secret: None,
             legacy: false,

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use log::{info, warn};
 use openssl::x509::X509;
 
-use crate::ca::{self, CaError, CaKeyType, CertificateAuthority, RootOrigin};
+use crate::ca::{
+    self, BlackboardKeys, CaError, CaKeyType, CertificateAuthority, KeysOrigin, RootOrigin,
+};
 use crate::commit::Committer;
 use crate::config::{self, SecretError};
 use crate::course::Window;
@@ -50,6 +52,8 @@ pub struct ServerConfig {
     pub ca_key_type: CaKeyType,
     /// Root certificate for a Blackboard running alone.
     pub ca_cert: Option<PathBuf>,
+    /// The name in Blackboard's certificate (CN and SAN dNSName).
+    pub blackboard_name: String,
     /// Validity of student certificates, days.
     pub validity_days: u32,
     /// Admission-control secret file.
@@ -283,6 +287,7 @@ pub struct Server {
     committer: Committer,
     reports: ReportLog,
     addrs: Vec<(ServiceKind, SocketAddr)>,
+    root_fingerprint: String,
 }
 
 impl Server {
@@ -338,29 +343,54 @@ impl Server {
         } else {
             None
         };
-        let verifier = if serve_bb {
-            let root = match (&ca, &cfg.ca_cert) {
-                (Some(ca), Some(path)) => {
-                    let root = read_root(path)?;
-                    if root.to_der().ok().as_deref() != Some(ca.cert_der()) {
-                        return Err(ServerError::RootCert {
-                            path: path.clone(),
-                            problem: RootCertError::NotThisCa,
-                        });
-                    }
-                    root
+        let root = match (&ca, &cfg.ca_cert) {
+            (Some(ca), Some(path)) if serve_bb => {
+                let root = read_root(path)?;
+                if root.to_der().ok().as_deref() != Some(ca.cert_der()) {
+                    return Err(ServerError::RootCert {
+                        path: path.clone(),
+                        problem: RootCertError::NotThisCa,
+                    });
                 }
-                (None, Some(path)) => read_root(path)?,
-                (Some(ca), None) => ca.cert().clone(),
-                (None, None) => read_root(&ca::root_paths(&cfg.keys_dir).1)?,
-            };
+                root
+            }
+            (None, Some(path)) => read_root(path)?,
+            (Some(ca), _) => ca.cert().clone(),
+            (None, None) => read_root(&ca::root_paths(&cfg.keys_dir).1)?,
+        };
+        let root_fingerprint =
+            crate::crypto::fingerprint(&root.to_der().map_err(|e| ServerError::RootCert {
+                path: PathBuf::from("root"),
+                problem: RootCertError::Unusable(e),
+            })?);
+        let (verifier, blackboard) = if serve_bb {
             let v = Verifier::new(&root).map_err(|e| ServerError::RootCert {
                 path: PathBuf::from("root"),
                 problem: RootCertError::Unusable(e),
             })?;
-            Some(Arc::new(v))
+            let (keys, origin) =
+                BlackboardKeys::open(&cfg.keys_dir, &cfg.blackboard_name, ca.as_deref(), &root)?;
+            let until = crate::time::time_text(keys.current(None).not_after());
+            match origin {
+                KeysOrigin::Loaded => info!(
+                    "loaded Blackboard's certificate for {:?} from {} (valid until {until})",
+                    cfg.blackboard_name,
+                    cfg.keys_dir.display()
+                ),
+                KeysOrigin::Issued => info!(
+                    "issued Blackboard's certificate for {:?} into {} (valid until {until})",
+                    cfg.blackboard_name,
+                    cfg.keys_dir.display()
+                ),
+                KeysOrigin::DueWithoutCa => warn!(
+                    "Blackboard's certificate in {} expires {until} and this process has no root \
+                     key to renew it: run `server blackboard-cert --out DIR` where the root key is",
+                    cfg.keys_dir.display()
+                ),
+            }
+            (Some(Arc::new(v)), Some(Arc::new(keys)))
         } else {
-            None
+            (None, None)
         };
         let admission_secret = match &cfg.admission_secret_file {
             Some(p) => Some(Arc::new(config::read_admission_secret(p).map_err(
@@ -436,6 +466,7 @@ impl Server {
             let shared = Shared {
                 ca: ca.clone(),
                 verifier: verifier.clone(),
+                blackboard: blackboard.clone(),
                 store: Box::new(store),
                 admission_secret: admission_secret.clone(),
                 legacy: cfg.legacy,
@@ -463,7 +494,14 @@ impl Server {
             committer,
             reports,
             addrs,
+            root_fingerprint,
         })
+    }
+
+    /// The root's SHA-256 fingerprint, for the instructor to publish: a
+    /// student's client compares it with the root it is given.
+    pub fn root_fingerprint(&self) -> &str {
+        &self.root_fingerprint
     }
 
     /// The bound addresses.
@@ -532,6 +570,7 @@ mod tests {
             passphrase_file: Some(pass),
             ca_key_type: CaKeyType::P256,
             ca_cert: None,
+            blackboard_name: ca::DEFAULT_BLACKBOARD_NAME.into(),
             validity_days: 30,
             admission_secret_file: None,
             legacy: false,

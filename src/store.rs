@@ -160,6 +160,15 @@ pub struct ReportRecord {
     pub origin: Origin,
 }
 
+impl ReportRecord {
+    /// Lower-case hex SHA-256 of the exact report text bytes: the
+    /// `report_sha256` of its signed receipt, which an instructor and a
+    /// student can compare (`server reports --format json`).
+    pub fn sha256_hex(&self) -> String {
+        crate::crypto::sha256_hex(self.text.as_bytes())
+    }
+}
+
 /// A certificate's standing in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertStatus {

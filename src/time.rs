@@ -196,6 +196,9 @@ mod tests {
             assert_eq!(unix_time(Asn1Time::from_unix(t)?.as_ref())?, t);
         }
         assert_eq!(time_text(0), "Jan  1 00:00:00 1970 GMT");
+        assert_eq!(rfc3339(1_796_133_600), "2026-12-01T14:00:00Z");
+        assert_eq!(parse_rfc3339("2026-12-01T14:00:00Z"), Ok(1_796_133_600));
+        assert!(parse_rfc3339("2026-13-01T14:00:00Z").is_err());
         Ok(())
     }
 }

@@ -264,6 +264,151 @@ impl Verifier {
     }
 }
 
+/// OpenSSL's `X509_V_ERR_HOSTNAME_MISMATCH`.
+const X509_V_ERR_HOSTNAME_MISMATCH: i32 = 62;
+
+/// Why a certificate presented as Blackboard's is refused (by the client,
+/// before she decrypts anything or sends her report).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BlackboardCertError {
+    /// No certificate, or bytes that are not a DER certificate.
+    Malformed,
+    /// OpenSSL failed for a reason of its own.
+    Internal(OpensslFailure),
+    /// Path validation to the pinned root failed (OpenSSL's reason: not
+    /// from this root, expired, bad signature...).
+    Path {
+        /// OpenSSL's `X509_V_ERR_*` code.
+        code: i32,
+        /// Its description.
+        reason: String,
+    },
+    /// It is a CA certificate.
+    IsCa,
+    /// No extendedKeyUsage serverAuth.
+    NotServerAuth,
+    /// Its subjectAltName does not carry the expected Blackboard name.
+    WrongName {
+        /// The name expected.
+        expected: String,
+    },
+}
+
+impl fmt::Display for BlackboardCertError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BlackboardCertError::Malformed => {
+                write!(f, "Blackboard's certificate is missing or not valid DER")
+            }
+            BlackboardCertError::Internal(e) => {
+                write!(
+                    f,
+                    "OpenSSL failed while checking Blackboard's certificate: {e}"
+                )
+            }
+            BlackboardCertError::Path { reason, .. } => write!(
+                f,
+                "Blackboard's certificate does not chain to the pinned CUHK root: {reason}"
+            ),
+            BlackboardCertError::IsCa => {
+                write!(
+                    f,
+                    "the certificate presented as Blackboard's is a CA certificate"
+                )
+            }
+            BlackboardCertError::NotServerAuth => write!(
+                f,
+                "the certificate presented as Blackboard's is not a server certificate \
+                 (extendedKeyUsage serverAuth missing)"
+            ),
+            BlackboardCertError::WrongName { expected } => write!(
+                f,
+                "the certificate presented as Blackboard's is not for the name {expected:?} \
+                 (its subjectAltName dNSName differs; see --blackboard-name)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BlackboardCertError {}
+
+/// Checks a certificate presented as Blackboard's (`chain[0]`, then any
+/// intermediates) against `root` with OpenSSL's path validation: valid at
+/// `at` (Unix seconds; now when `None`), not a CA, extendedKeyUsage
+/// serverAuth present, and, when `name` is given, that name among its
+/// subjectAltName dNSNames (OpenSSL's host check, never the CN).
+pub fn verify_blackboard(
+    root: &X509,
+    chain: &[Vec<u8>],
+    name: Option<&str>,
+    at: Option<i64>,
+) -> Result<X509, BlackboardCertError> {
+    let bb_internal = |e: ErrorStack| BlackboardCertError::Internal(OpensslFailure(e));
+    let (leaf_der, rest) = chain.split_first().ok_or(BlackboardCertError::Malformed)?;
+    let cert = X509::from_der(leaf_der).map_err(|_| BlackboardCertError::Malformed)?;
+    let mut untrusted = Stack::new().map_err(bb_internal)?;
+    for der in rest.iter().take(MAX_CHAIN) {
+        let c = X509::from_der(der).map_err(|_| BlackboardCertError::Malformed)?;
+        untrusted.push(c).map_err(bb_internal)?;
+    }
+    let mut param = openssl::x509::verify::X509VerifyParam::new().map_err(bb_internal)?;
+    param
+        .set_flags(X509VerifyFlags::X509_STRICT)
+        .map_err(bb_internal)?;
+    param
+        .set_purpose(X509PurposeId::SSL_SERVER)
+        .map_err(bb_internal)?;
+    if let Some(t) = at {
+        // A time before 1970 or past time_t is no time a receipt was made.
+        #[allow(clippy::useless_conversion)] // time_t is i64 here, not everywhere
+        let t = t.try_into().map_err(|_| BlackboardCertError::Path {
+            code: 0,
+            reason: format!("time {t} is out of range"),
+        })?;
+        param.set_time(t);
+    }
+    if let Some(n) = name {
+        param.set_hostflags(openssl::x509::verify::X509CheckFlags::NEVER_CHECK_SUBJECT);
+        param.set_host(n).map_err(bb_internal)?;
+    }
+    let mut b = X509StoreBuilder::new().map_err(bb_internal)?;
+    b.add_cert(root.clone()).map_err(bb_internal)?;
+    b.set_param(&param).map_err(bb_internal)?;
+    let store = b.build();
+    let mut ctx = X509StoreContext::new().map_err(bb_internal)?;
+    let result = ctx
+        .init(&store, &cert, &untrusted, |c| {
+            Ok(match c.verify_cert()? {
+                true => X509VerifyResult::OK,
+                false => c.error(),
+            })
+        })
+        .unwrap_or(X509VerifyResult::APPLICATION_VERIFICATION);
+    if result != X509VerifyResult::OK {
+        return Err(match (result.as_raw(), name) {
+            (X509_V_ERR_HOSTNAME_MISMATCH, Some(n)) => BlackboardCertError::WrongName {
+                expected: n.to_string(),
+            },
+            (X509_V_ERR_INVALID_PURPOSE, _) if is_ca(&cert, leaf_der) => BlackboardCertError::IsCa,
+            (X509_V_ERR_INVALID_PURPOSE, _) => BlackboardCertError::NotServerAuth,
+            (code, _) => BlackboardCertError::Path {
+                code,
+                reason: result.error_string().to_string(),
+            },
+        });
+    }
+    if cert.pathlen().is_some() || is_ca(&cert, leaf_der) {
+        return Err(BlackboardCertError::IsCa);
+    }
+    // The purpose check lets a certificate without extendedKeyUsage pass;
+    // Blackboard's profile always has it.
+    match cert.extended_key_usage() {
+        Some(eku) if eku.contains(X509ExtendedKeyUsage::SSL_SERVER) => Ok(cert),
+        _ => Err(BlackboardCertError::NotServerAuth),
+    }
+}
+
 /// Whether the certificate is a CA's: basicConstraints says `cA: TRUE`,
 /// or its key usage allows signing certificates. rust-openssl exposes no
 /// accessor for basicConstraints, so it is read from the DER (which

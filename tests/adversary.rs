@@ -2,6 +2,8 @@
 //! real client and the real server, in every mode. Through `pass` the
 //! student succeeds; every tampering is refused by Blackboard, which says
 //! why (to the student and in its log), and nothing tampered is recorded.
+//! Every answer in Blackboard's place (impostor key, look-alike root,
+//! spliced offer) is refused by the student before her report leaves.
 
 mod common;
 
@@ -188,7 +190,9 @@ fn pass_relays_an_honest_submission() -> TestResult {
         text(&out),
         adversary.output()
     );
-    assert!(adversary.wait_for("Blackboard sent Receipt", 10).is_some());
+    assert!(adversary
+        .wait_for("Blackboard sent SignedReceipt", 10)
+        .is_some());
     assert!(!adversary.output().contains("tampered"));
     assert_eq!(reports_for(&server, "passer")?, 1);
     Ok(())
@@ -234,6 +238,61 @@ fn a_swapped_certificate_is_refused_and_nothing_is_recorded() -> TestResult {
         "replaced SID swapped's certificate",
         "the certificate does not chain to the CUHK root",
         "certificate refused for SID \"swapped\": the certificate does not chain to the CUHK root",
+    )
+}
+
+/// Runs one mode that answers in Blackboard's place: the student refuses
+/// with `to_student` before anything else is sent, and nothing is recorded.
+fn impostor_refused(server: &TestServer, mode: &str, sid: &str, to_student: &str) -> TestResult {
+    let adversary = Adversary::start(server.blackboard, mode)?;
+    let out = client_through(server, &adversary, sid)?;
+    let context = format!(
+        "mode {mode}\n{}\n--- adversary\n{}",
+        text(&out),
+        adversary.output()
+    );
+    assert!(!out.status.success(), "{context}");
+    let said = stdout(&out);
+    assert!(said.contains(to_student), "{context}");
+    assert!(said.contains("nothing was sent"), "{context}");
+    assert!(!said.contains("step 5"), "nothing decrypted: {context}");
+    assert!(!said.contains("step 6"), "no report sent: {context}");
+    assert!(
+        adversary
+            .wait_for("answered in Blackboard's place", 10)
+            .is_some(),
+        "{context}"
+    );
+    // Her client closed: the adversary saw no report come.
+    assert!(adversary.wait_for(": closed", 10).is_some(), "{context}");
+    assert!(!adversary.output().contains("SENT her report"), "{context}");
+    assert_eq!(reports_for(server, sid)?, 0, "{context}");
+    Ok(())
+}
+
+#[test]
+fn an_impostor_blackboard_is_refused_before_the_report_leaves() -> TestResult {
+    let server = TestServer::start(&[])?;
+    // Blackboard's genuine certificate, the adversary's signature.
+    impostor_refused(
+        &server,
+        "impersonate",
+        "impostor",
+        "Blackboard's signature over this exchange does not verify",
+    )?;
+    // A certificate of its own, from a root with CUHK's name.
+    impostor_refused(
+        &server,
+        "impersonate-lookalike",
+        "lookalike",
+        "Blackboard's certificate does not chain to the pinned CUHK root",
+    )?;
+    // A genuine signed offer, from another session.
+    impostor_refused(
+        &server,
+        "splice",
+        "spliced",
+        "Blackboard's signature over this exchange does not verify",
     )
 }
 
@@ -289,6 +348,9 @@ fn the_script_shows_every_mode_to_a_person() -> TestResult {
         "drop-mac",
         "swap-cert",
         "replay",
+        "impersonate",
+        "impersonate-lookalike",
+        "splice",
     ] {
         assert!(
             s.contains(&format!("mode {mode} (student sid-{mode})")),
@@ -296,7 +358,9 @@ fn the_script_shows_every_mode_to_a_person() -> TestResult {
         );
     }
     assert_eq!(s.matches("-- outcome: student SUCCEEDED").count(), 2, "{s}");
-    assert_eq!(s.matches("-- outcome: student FAILED").count(), 4, "{s}");
+    assert_eq!(s.matches("-- outcome: student FAILED").count(), 7, "{s}");
+    // Each impostor mode's refusal, on the client's stdout and stderr.
+    assert_eq!(s.matches(": FAILED: refusing to submit").count(), 3, "{s}");
     assert!(
         s.contains("replay verdict: Blackboard refused the replay"),
         "{s}"

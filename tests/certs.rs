@@ -544,6 +544,7 @@ fn a_csr_asking_to_be_a_ca_gets_an_ordinary_student_certificate() -> TestResult 
         &key,
         CipherId::Aes256Ctr,
         &crypto::lab_report("mallory"),
+        &f.server.trust()?,
         &mut |_| {},
     )?;
     assert!(!receipt.serial_hex.is_empty());

@@ -39,7 +39,10 @@ fn submit(
     cert: &[u8],
     key: &PKey<Private>,
 ) -> Result<client::Receipt, ClientError> {
-    submit_report(server.blackboard, sid, cert, key)
+    let trust = server
+        .trust()
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    submit_report(server.blackboard, &trust, sid, cert, key)
 }
 
 /// Submits with a report whose ciphertext or MAC is altered by `tamper`.
@@ -78,6 +81,159 @@ fn submit_tampered(
     Ok(Message::decode(&frame)?)
 }
 
+/// The one receipt saved for `sid`.
+fn saved_receipt(
+    server: &TestServer,
+    sid: &str,
+) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    let dir = server.path().join("students").join(sid).join("receipts");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(files.len(), 1, "{files:?}");
+    files.pop().ok_or_else(|| "no receipt".into())
+}
+
+/// `openssl cms -verify` as README shows it; returns (success, content).
+fn openssl_cms_verify(
+    file: &std::path::Path,
+    root: &std::path::Path,
+) -> Result<(bool, Vec<u8>), Box<dyn std::error::Error>> {
+    let out = std::process::Command::new("openssl")
+        .args(["cms", "-verify", "-inform", "DER", "-in"])
+        .arg(file)
+        .arg("-CAfile")
+        .arg(root)
+        .args(["-purpose", "any"])
+        .output()?;
+    Ok((out.status.success(), out.stdout))
+}
+
+#[test]
+fn the_signed_receipt_verifies_with_stock_openssl_and_a_flipped_bit_does_not() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let out = server.client(&["receipted"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let file = saved_receipt(&server, "receipted")?;
+    let (ok, content) = openssl_cms_verify(&file, &server.root_pem())?;
+    assert!(ok, "openssl cms -verify refused {}", file.display());
+    let json: serde_json::Value = serde_json::from_slice(&content)?;
+    let report = certboard::crypto::lab_report("receipted");
+    assert_eq!(json["sid"], "receipted");
+    assert_eq!(json["version"], 2);
+    assert_eq!(
+        json["report_sha256"],
+        certboard::crypto::sha256_hex(report.as_bytes())
+    );
+    let receipt_id = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or("name")?
+        .to_string();
+    assert_eq!(json["receipt"], receipt_id.as_str());
+    // The instructor's record has the same hash.
+    let reports = server.admin(&["reports"])?;
+    assert!(stdout(&reports).contains(&receipt_id), "{}", text(&reports));
+
+    // verify-receipt agrees, with the report text and without.
+    let report_file = server.path().join("report.txt");
+    std::fs::write(&report_file, &report)?;
+    let check = |receipt: &std::path::Path, report: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_client"))
+            .current_dir(server.path())
+            .arg("verify-receipt")
+            .arg(receipt)
+            .arg("--report")
+            .arg(report)
+            .output()
+    };
+    let v = check(&file, &report_file)?;
+    assert!(v.status.success(), "{}", text(&v));
+    assert!(stdout(&v).contains("valid receipt"), "{}", text(&v));
+    // Another text: refused.
+    let other = server.path().join("other.txt");
+    std::fs::write(&other, "not what she sent\n")?;
+    let v = check(&file, &other)?;
+    assert!(!v.status.success(), "{}", text(&v));
+    assert!(stdout(&v).contains("INVALID"), "{}", text(&v));
+
+    // A flipped bit anywhere in the signed content: both refuse.
+    let der = std::fs::read(&file)?;
+    let at = der
+        .windows(b"receipted".len())
+        .position(|w| w == b"receipted")
+        .ok_or("sid not in the content")?;
+    let mut flipped = der.clone();
+    flipped[at] ^= 0x01;
+    let bad = server.path().join("flipped.p7m");
+    std::fs::write(&bad, &flipped)?;
+    let (ok, _) = openssl_cms_verify(&bad, &server.root_pem())?;
+    assert!(!ok, "openssl cms -verify accepted a flipped bit");
+    let v = std::process::Command::new(env!("CARGO_BIN_EXE_client"))
+        .current_dir(server.path())
+        .arg("verify-receipt")
+        .arg(&bad)
+        .arg("--ca-cert")
+        .arg(server.root_pem())
+        .output()?;
+    assert!(!v.status.success(), "{}", text(&v));
+    assert!(stdout(&v).contains("INVALID"), "{}", text(&v));
+    Ok(())
+}
+
+#[test]
+fn the_root_is_pinned_on_first_use_and_a_changed_root_is_refused() -> TestResult {
+    let first = TestServer::start(&[])?;
+    let out = first.client(&["pinned"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let fp_file = first.path().join("students").join("root-fingerprint");
+    let pinned = std::fs::read_to_string(&fp_file)?;
+    let root_der = X509::from_pem(&std::fs::read(first.root_pem())?)?.to_der()?;
+    assert_eq!(pinned.trim(), certboard::crypto::fingerprint(&root_der));
+    assert!(
+        stdout(&out).contains(pinned.trim()),
+        "printed on first contact"
+    );
+
+    // Another server (another root) in front of the same students dir.
+    let second = TestServer::start(&[])?;
+    std::fs::create_dir_all(second.path().join("students"))?;
+    std::fs::copy(
+        &fp_file,
+        second.path().join("students").join("root-fingerprint"),
+    )?;
+    let out = second.client(&["newcomer"])?;
+    assert!(!out.status.success(), "{}", text(&out));
+    let s = stdout(&out);
+    assert!(s.contains("the CA presented a different root"), "{s}");
+    assert!(s.contains("fingerprint your instructor published"), "{s}");
+    assert!(
+        !second
+            .path()
+            .join("students")
+            .join("newcomer")
+            .join("cert.pem")
+            .exists(),
+        "nothing from the new root is saved"
+    );
+    // --ca-fingerprint pins it from the start: the right one passes, the
+    // old one is refused.
+    let second_root = X509::from_pem(&std::fs::read(second.root_pem())?)?.to_der()?;
+    let right = certboard::crypto::fingerprint(&second_root);
+    let out = second.client(&["--out-dir", "fresh", "--ca-fingerprint", &right, "fp-right"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = second.client(&[
+        "--out-dir",
+        "fresh2",
+        "--ca-fingerprint",
+        pinned.trim(),
+        "fp-wrong",
+    ])?;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains("different root"), "{}", text(&out));
+    Ok(())
+}
+
 #[test]
 fn three_students_enroll_submit_and_every_certificate_verifies() -> TestResult {
     let server = TestServer::start(&[])?;
@@ -108,7 +264,13 @@ fn three_students_enroll_submit_and_every_certificate_verifies() -> TestResult {
         assert!(cert.public_key()?.public_eq(&key));
     }
     for step in [
-        "step 1:", "step 2:", "step 3:", "step 4:", "step 5:", "step 6:", "receipt",
+        "step 1:",
+        "step 2:",
+        "step 3:",
+        "step 4:",
+        "step 5:",
+        "step 6:",
+        "Blackboard acknowledged: receipt",
     ] {
         assert_eq!(s.matches(step).count(), 3, "{step} once per student:\n{s}");
     }
@@ -338,6 +500,23 @@ fn ca_and_blackboard_can_run_as_separate_processes_on_the_same_files() -> TestRe
     // keys and data dirs (it reads the root certificate, never the key).
     let ca_only = TestServer::start(&["--role", "ca"])?;
     let dir = ca_only.path().to_path_buf();
+    // Without a Blackboard certificate of its own, and no root key to make
+    // one, it refuses to start and says how to get one.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        .current_dir(&dir)
+        .args(["--role", "blackboard", "--blackboard-listen", "127.0.0.1:0"])
+        .env_remove("CERTBOARD_CA_PASSPHRASE")
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("server blackboard-cert --out DIR"),
+        "{}",
+        text(&refused)
+    );
+    // The admin command, where the root key is, makes one.
+    let made = ca_only.admin(&["blackboard-cert", "--out", "keys"])?;
+    assert!(made.status.success(), "{}", text(&made));
     let mut bb = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
         .current_dir(&dir)
         .args(["--role", "blackboard", "--blackboard-listen", "127.0.0.1:0"])
@@ -349,15 +528,23 @@ fn ca_and_blackboard_can_run_as_separate_processes_on_the_same_files() -> TestRe
     let result = (|| -> TestResult {
         use std::io::BufRead;
         let out = bb.stdout.take().ok_or("stdout")?;
+        let mut out = std::io::BufReader::new(out);
         let mut line = String::new();
-        std::io::BufReader::new(out).read_line(&mut line)?;
+        // The root's fingerprint comes first.
+        for _ in 0..2 {
+            line.clear();
+            out.read_line(&mut line)?;
+            if line.starts_with("listening") {
+                break;
+            }
+        }
         let addr: std::net::SocketAddr = line
             .strip_prefix("listening blackboard ")
             .ok_or(format!("unexpected line {line:?}"))?
             .trim()
             .parse()?;
         let (key, cert) = enroll(&ca_only, "split")?;
-        let receipt = submit_report(addr, "split", &cert, &key)?;
+        let receipt = submit_report(addr, &trust_in(&dir.join("keys"))?, "split", &cert, &key)?;
         assert!(!receipt.serial_hex.is_empty());
         Ok(())
     })();

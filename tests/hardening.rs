@@ -44,13 +44,23 @@ fn a_stdout_nobody_reads_never_delays_receipts() -> TestResult {
     }
     let (tx, rx) = mpsc::channel();
     let bb = server.blackboard;
+    let trust = server.trust()?;
     std::thread::spawn(move || {
         for (sid, key, cert) in students {
             let result =
                 client::FramedStream::connect(&bb.to_string(), NET_TIMEOUT).and_then(|mut conn| {
                     let report = big_report(sid);
                     let cipher = CipherId::Aes256Ctr;
-                    client::submit(&mut conn, sid, &cert, &key, cipher, &report, &mut |_| {})
+                    client::submit(
+                        &mut conn,
+                        sid,
+                        &cert,
+                        &key,
+                        cipher,
+                        &report,
+                        &trust,
+                        &mut |_| {},
+                    )
                 });
             if tx.send(result.map_err(|e| e.to_string())).is_err() {
                 return;
@@ -125,6 +135,7 @@ fn a_report_cannot_forge_another_students_entry_on_stdout() -> TestResult {
         &key,
         CipherId::Aes256Ctr,
         report,
+        &server.trust()?,
         &mut |_| {},
     )?;
     let mut printed = Vec::new();

@@ -3,7 +3,7 @@
 //! (`CertificateAuthority::open` in a temp dir, the client's `make_key` and
 //! `make_csr`, `CertificateAuthority::crl`), under both root types.
 //!
-//! - pkilint (RFC 5280 linter): root, students, CRL — no error or warning,
+//! - pkilint (RFC 5280 linter): root, students, Blackboard, CRL — no error or warning,
 //!   and no notice/info that docs/conformance.md does not list.
 //! - OpenSSL CLI: `verify -x509_strict -purpose sslclient`, `req -verify`,
 //!   `crl -verify`, `verify -crl_check`.
@@ -576,6 +576,17 @@ fn pkilint_check(kind: CaKeyType) -> TestResult {
         let f = pkilint("lint_pkix_signer_signee_cert_chain", &[root, p(&s.pem)])?;
         judge(&format!("{object} chain"), &f, &mut problems);
     }
+    // Blackboard's own certificate (the server profile).
+    let bb = pki
+        .ca
+        .issue_blackboard(certboard::ca::DEFAULT_BLACKBOARD_NAME)?;
+    let bb_pem = pki.dir.path().join("blackboard-cert.pem");
+    fs::write(&bb_pem, bb.cert().to_pem()?)?;
+    let object = format!("{kind:?} Blackboard certificate");
+    let f = pkilint("lint_pkix_cert", &[p(&bb_pem)])?;
+    judge(&object, &f, &mut problems);
+    let f = pkilint("lint_pkix_signer_signee_cert_chain", &[root, p(&bb_pem)])?;
+    judge(&format!("{object} chain"), &f, &mut problems);
     let f = pkilint("lint_crl", &["-t", "CRL", "-p", "PKIX", p(&pki.crl_pem)])?;
     judge(&format!("{kind:?} CRL"), &f, &mut problems);
     assert!(

@@ -28,7 +28,8 @@ fn a_certificate_revoked_during_a_session_cannot_submit() -> TestResult {
         &key,
         CipherId::Aes256Ctr,
         &certboard::crypto::lab_report(sid),
-        &mut |step| {
+        &server.trust()?,
+        &mut |step: &str| {
             // Step 5: the session key is in hand, the report not yet sent.
             if step.starts_with("step 5") {
                 revoked = Some(server.admin(&["revoke", "--sid", sid, "--reason", "superseded"]));
@@ -129,8 +130,10 @@ fn an_oversized_certificate_is_refused_by_size_while_honest_students_submit() ->
     let (done_tx, done) = mpsc::channel();
     let bb = server.blackboard;
     let (k, c) = (key.clone(), cert.clone());
+    let trust = server.trust()?;
     std::thread::spawn(move || {
-        let _ = done_tx.send(common::submit_report(bb, sid, &c, &k).map_err(|e| e.to_string()));
+        let _ =
+            done_tx.send(common::submit_report(bb, &trust, sid, &c, &k).map_err(|e| e.to_string()));
     });
     let honest = done.recv_timeout(Duration::from_secs(5));
     stop.store(true, Ordering::Relaxed);

@@ -42,11 +42,12 @@ fn write_pem(
 fn revocation_takes_effect_at_once_and_the_crl_verifies_with_openssl() -> TestResult {
     let server = TestServer::start(&[])?;
     let bb = server.blackboard;
+    let trust = server.trust()?;
     let key = client::make_key(KeyType::Rsa2048)?;
     let good = enroll(&server, "gina", &key)?;
     let bad = enroll(&server, "mallory", &key)?;
     let bad2 = enroll(&server, "mallory", &key)?;
-    assert!(submit_report(bb, "mallory", &bad, &key).is_ok());
+    assert!(submit_report(bb, &trust, "mallory", &bad, &key).is_ok());
 
     // Revoke one by serial (lower case, as an operator might paste it).
     let serial = serial_of(&bad)?;
@@ -63,7 +64,7 @@ fn revocation_takes_effect_at_once_and_the_crl_verifies_with_openssl() -> TestRe
         "{}",
         text(&out)
     );
-    match submit_report(bb, "mallory", &bad, &key) {
+    match submit_report(bb, &trust, "mallory", &bad, &key) {
         Err(ClientError::Refused { code, reason }) => {
             assert_eq!(code, ErrorCode::BadCertificate);
             assert!(
@@ -74,7 +75,7 @@ fn revocation_takes_effect_at_once_and_the_crl_verifies_with_openssl() -> TestRe
         other => return Err(format!("revoked certificate accepted: {other:?}").into()),
     }
     // The other certificate of the same SID still works until the SID is revoked.
-    assert!(submit_report(bb, "mallory", &bad2, &key).is_ok());
+    assert!(submit_report(bb, &trust, "mallory", &bad2, &key).is_ok());
     let out = server.admin(&["revoke", "--sid", "mallory"])?;
     assert!(
         stdout(&out).contains("revoked 1 certificate"),
@@ -82,11 +83,11 @@ fn revocation_takes_effect_at_once_and_the_crl_verifies_with_openssl() -> TestRe
         text(&out)
     );
     assert!(matches!(
-        submit_report(bb, "mallory", &bad2, &key),
+        submit_report(bb, &trust, "mallory", &bad2, &key),
         Err(ClientError::Refused { .. })
     ));
     assert!(
-        submit_report(bb, "gina", &good, &key).is_ok(),
+        submit_report(bb, &trust, "gina", &good, &key).is_ok(),
         "others unaffected"
     );
 
@@ -293,9 +294,10 @@ fn nothing_acknowledged_is_lost_when_the_server_is_killed() -> TestResult {
         let acked = Arc::new(Mutex::new(Acked::default()));
         let ca = server.ca;
         let bb = server.blackboard;
+        let trust = server.trust()?;
         let mut threads = Vec::new();
         for t in 0..CLIENTS {
-            let (acked, keys) = (acked.clone(), keys.clone());
+            let (acked, keys, trust) = (acked.clone(), keys.clone(), trust.clone());
             threads.push(std::thread::spawn(move || {
                 let deadline = Instant::now() + Duration::from_secs(20);
                 for i in 0..10_000 {
@@ -314,7 +316,7 @@ fn nothing_acknowledged_is_lost_when_the_server_is_killed() -> TestResult {
                     if let (Ok(serial), Ok(mut a)) = (serial_of(&cert), acked.lock()) {
                         a.serials.push(serial);
                     }
-                    match submit_report(bb, &sid, &cert, key) {
+                    match submit_report(bb, &trust, &sid, &cert, key) {
                         Ok(r) => {
                             if let Ok(mut a) = acked.lock() {
                                 a.receipts.push(r.receipt_id);

@@ -3,16 +3,17 @@
 //! as the reactor would (until it says "close"), with or without a roster
 //! (enrollment codes, renewal) and a closed submission window: never panics, and every
 //! frame it sends is a well-formed message. A frame `[0xFE]` stands for a valid SubmitHello with a
-//! certificate from this process's CA, so the fuzzer gets past the
-//! certificate check to the report (which it cannot MAC). The store is the
-//! real SQLite engine in memory, fresh for every input (so a run depends on
-//! its input alone), holding that one certificate as Good; records the
-//! sessions ask to persist are committed to it, as the reactor does.
+//! certificate from this process's CA, and `[0xFD]` for a valid SubmitOpen
+//! (version 2), so the fuzzer gets past the certificate check to the
+//! report (which it cannot MAC). The store is the real SQLite engine in
+//! memory, fresh for every input (so a run depends on its input alone),
+//! holding that one certificate as Good; records the sessions ask to
+//! persist are committed to it, as the reactor does.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
 
-use certboard::ca::CertificateAuthority;
+use certboard::ca::{BlackboardKeys, CertificateAuthority};
 use certboard::course::Window;
 use certboard::message::Message;
 use certboard::protocol::{cert_record, ServiceKind, Session, Shared};
@@ -25,9 +26,11 @@ mod common;
 struct Fixture {
     ca: Arc<CertificateAuthority>,
     verifier: Arc<Verifier>,
+    blackboard: Arc<BlackboardKeys>,
     hello: Vec<u8>,
     /// The honest certificate's record, committed into every run's store.
     record: Record,
+    open: Vec<u8>,
 }
 
 fn fixture() -> &'static Fixture {
@@ -41,8 +44,26 @@ fn fixture() -> &'static Fixture {
             chain: vec![],
         }
         .encode();
+        let open = Message::SubmitOpen {
+            sid: "fuzz".into(),
+            cert_der: issued.der.clone(),
+            chain: vec![],
+            client_nonce: [0; 32],
+        }
+        .encode();
+        let dir = std::env::temp_dir().join(format!("certboard-fuzz-bb-{}", std::process::id()));
+        let (blackboard, _) = BlackboardKeys::open(
+            &dir,
+            certboard::ca::DEFAULT_BLACKBOARD_NAME,
+            Some(&ca),
+            ca.cert(),
+        )
+        .expect("Blackboard's certificate");
+        let _ = std::fs::remove_dir_all(&dir);
         Fixture {
             verifier: Arc::new(Verifier::new(ca.cert()).expect("verifier")),
+            blackboard: Arc::new(blackboard),
+            open,
             ca: Arc::new(ca),
             hello,
             record: cert_record(issued, Origin::Certboard, None),
@@ -78,6 +99,7 @@ fuzz_target!(|data: &[u8]| {
     let mut shared = Shared {
         ca: Some(f.ca.clone()),
         verifier: Some(f.verifier.clone()),
+        blackboard: Some(f.blackboard.clone()),
         store: Box::new(store),
         admission_secret: (flags & 2 != 0).then(|| Arc::new(b"fuzzing admission secret".to_vec())),
         legacy: flags & 4 != 0,
@@ -104,6 +126,9 @@ fuzz_target!(|data: &[u8]| {
         if payload == [0xFE] {
             payload = &f.hello;
         }
+        if payload == [0xFD] {
+            payload = &f.open;
+        }
         legacy_conn |= shared.legacy && certboard::protocol::legacy::is_command(payload);
         let (mut next, mut out) = session.on_frame(payload, &mut shared, "fuzz");
         // Work off the loop (a legacy key) is done in turn, as a worker would.
@@ -116,6 +141,13 @@ fuzz_target!(|data: &[u8]| {
             if shared.store.commit(std::slice::from_ref(record)).is_err() {
                 break;
             }
+        }
+        if out.persist.is_some() {
+            // As the reactor does once the record is durable.
+            let (after, more) = next.on_committed("fuzz");
+            next = after;
+            out.send.extend(more.send);
+            out.close |= more.close;
         }
         if !legacy_conn {
             // What the server says must itself be a well-formed message.

@@ -2,6 +2,7 @@
 //!
 //! For each SID in turn: make her key pair and CSR, get it certified by the
 //! CA, then submit her report to Blackboard under that certificate.
+//! `client verify-receipt FILE [--report FILE]` checks a saved receipt.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -9,10 +10,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use openssl::x509::X509;
 
-use certboard::client::{self, Cipher, ClientOptions, KeyType};
+use certboard::ca::DEFAULT_BLACKBOARD_NAME;
+use certboard::client::{self, BlackboardTrust, Cipher, ClientOptions, KeyType, RootPin};
 use certboard::config;
 use certboard::course::code::EnrollCode;
 use certboard::escape::escaped;
@@ -24,9 +26,54 @@ use certboard::escape::escaped;
 /// under OUT_DIR/SID/. A later run reuses a saved key and certificate that
 /// are still valid and goes straight to submission; --renew forces a new key
 /// and enrollment. Exits 0 only if every SID went through.
+///
+/// Blackboard must prove itself (a certificate from the same root for
+/// --blackboard-name, and a signature over the exchange) before her report
+/// leaves; each receipt is a signed proof, saved as
+/// OUT_DIR/SID/receipts/RECEIPT.p7m.
+///
+/// Without --ca-cert or --ca-fingerprint, the root's SHA-256 fingerprint
+/// is printed on first contact and pinned in OUT_DIR/root-fingerprint;
+/// compare it with the one your instructor published. A different root
+/// later is refused.
 #[derive(Debug, Parser)]
-#[command(name = "client", version)]
+#[command(
+    name = "client",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a saved receipt: Blackboard's signature, its certificate from
+    /// the root, and (with --report) the hash of the report text. Prints
+    /// what it says; exits 0 only if it holds.
+    VerifyReceipt {
+        /// The receipt (.p7m, CMS SignedData in DER).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The report text that was sent; its SHA-256 must match.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// The CUHK root (default: ca.pem of the student the receipt is
+        /// saved under, FILE/../../ca.pem).
+        #[arg(long, value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
+        /// The name Blackboard's certificate must carry.
+        #[arg(long, value_name = "NAME", default_value = DEFAULT_BLACKBOARD_NAME)]
+        blackboard_name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
     /// Student ids (1-32 characters of A-Z a-z 0-9 _ -).
     #[arg(required = true, value_name = "SID")]
     sids: Vec<String>,
@@ -46,9 +93,17 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = Cipher::Aes256Ctr)]
     cipher: Cipher,
     /// Pin the CA root: refuse a CA whose root differs from this PEM file.
-    /// Without it, the root the CA sends is trusted on first use.
-    #[arg(long, value_name = "FILE")]
+    /// Without it (or --ca-fingerprint), the root the CA sends is pinned on
+    /// first use in OUT_DIR/root-fingerprint.
+    #[arg(long, value_name = "FILE", conflicts_with = "ca_fingerprint")]
     ca_cert: Option<PathBuf>,
+    /// Pin the CA root by its SHA-256 fingerprint (64 hex digits, `:`
+    /// optional), as the instructor published it.
+    #[arg(long, value_name = "HEX")]
+    ca_fingerprint: Option<String>,
+    /// The name Blackboard's certificate must carry (subjectAltName).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_BLACKBOARD_NAME)]
+    blackboard_name: String,
     /// Make a new key and enroll again even if a valid certificate is saved:
     /// with a saved certificate still good, by proving possession of its
     /// key (no enrollment code needed).
@@ -70,24 +125,125 @@ struct Cli {
     timeout: u64,
 }
 
+fn read_cert(path: &std::path::Path) -> Result<X509, String> {
+    std::fs::read(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
+        .and_then(|pem| {
+            X509::from_pem(&pem).map_err(|_| format!("{}: not a PEM certificate", path.display()))
+        })
+}
+
+fn verify_receipt(
+    file: PathBuf,
+    report: Option<PathBuf>,
+    ca_cert: Option<PathBuf>,
+    blackboard_name: String,
+) -> ExitCode {
+    let root_path = ca_cert.unwrap_or_else(|| {
+        let student = file.parent().and_then(|p| p.parent());
+        student.unwrap_or(std::path::Path::new(".")).join("ca.pem")
+    });
+    let root = match read_cert(&root_path) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("client: root: {e} (give it with --ca-cert)");
+            return ExitCode::from(2);
+        }
+    };
+    let der = match std::fs::read(&file) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("client: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let text = match report.as_deref().map(std::fs::read) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            eprintln!("client: --report: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let trust = BlackboardTrust {
+        root,
+        name: blackboard_name,
+    };
+    match certboard::receipt::verify_receipt(&der, &trust.root, Some(&trust.name)) {
+        Err(e) => {
+            println!("{}: INVALID: {e}", file.display());
+            ExitCode::FAILURE
+        }
+        Ok(v) => {
+            let c = v.content;
+            if let Some(text) = text {
+                let got = certboard::crypto::sha256_hex(&text);
+                if got != c.report_sha256 {
+                    println!(
+                        "{}: INVALID: the report's SHA-256 is {got}, the receipt says {}",
+                        file.display(),
+                        c.report_sha256
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
+            println!(
+                "{}: valid receipt {} signed by Blackboard {:?}: SID {} (certificate serial {}) \
+                 submitted a report with SHA-256 {} at {}{}",
+                file.display(),
+                c.receipt,
+                trust.name,
+                c.sid,
+                c.serial,
+                c.report_sha256,
+                c.received_at,
+                if report.is_some() {
+                    " (matches --report)"
+                } else {
+                    ""
+                }
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
 fn main() -> ExitCode {
     certboard::logging::init("warn");
     let cli = Cli::parse();
-    let ca_cert = match &cli.ca_cert {
-        None => None,
-        Some(path) => {
-            match std::fs::read(path)
-                .map_err(|e| e.to_string())
-                .and_then(|pem| X509::from_pem(&pem).map_err(|_| "not a PEM certificate".into()))
-            {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    eprintln!("client: --ca-cert {}: {e}", path.display());
-                    return ExitCode::from(2);
-                }
+    if let Some(Command::VerifyReceipt {
+        file,
+        report,
+        ca_cert,
+        blackboard_name,
+    }) = cli.command
+    {
+        return verify_receipt(file, report, ca_cert, blackboard_name);
+    }
+    let cli = cli.run;
+    let root_pin = match (&cli.ca_cert, &cli.ca_fingerprint) {
+        (Some(path), _) => match read_cert(path) {
+            Ok(c) => RootPin::Cert(c),
+            Err(e) => {
+                eprintln!("client: --ca-cert {e}");
+                return ExitCode::from(2);
             }
-        }
+        },
+        (None, Some(hex)) => match certboard::crypto::parse_fingerprint(hex) {
+            Some(fp) => RootPin::Fingerprint(fp),
+            None => {
+                eprintln!(
+                    "client: --ca-fingerprint {hex:?}: not a SHA-256 fingerprint (64 hex digits)"
+                );
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => RootPin::FirstUse(cli.out_dir.join(client::ROOT_FINGERPRINT_FILE)),
     };
+    if let Err(e) = certboard::ca::check_blackboard_name(&cli.blackboard_name) {
+        eprintln!("client: --blackboard-name: {e}");
+        return ExitCode::from(2);
+    }
     let admission_secret = match cli
         .admission_secret_file
         .as_deref()
@@ -141,7 +297,8 @@ fn main() -> ExitCode {
         out_dir: cli.out_dir,
         key_type: cli.key_type,
         cipher: cli.cipher.into(),
-        ca_cert,
+        root_pin,
+        blackboard_name: cli.blackboard_name,
         renew: cli.renew,
         codes,
         admission_secret,

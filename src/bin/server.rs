@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use certboard::admin::{self, CodeRequest, Format, ReportFilter, RevokeReason, RevokeTarget};
-use certboard::ca::CaKeyType;
+use certboard::ca::{self, CaKeyType, DEFAULT_BLACKBOARD_NAME};
 use certboard::course::Window;
 use certboard::server::{self, Role, Server, ServerConfig};
 use certboard::store::SqliteStore;
@@ -75,6 +75,13 @@ struct RunArgs {
     /// Root certificate for Blackboard (default: the one in the keys dir).
     #[arg(long, value_name = "FILE")]
     ca_cert: Option<PathBuf>,
+    /// The name in Blackboard's own certificate (CN and subjectAltName
+    /// dNSName); students' clients check it (their --blackboard-name).
+    /// Its key and certificate are kept in the keys dir
+    /// (blackboard-key.pem, blackboard-cert.pem), made at first start and
+    /// renewed when a third of their 7-day life remains.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_BLACKBOARD_NAME)]
+    blackboard_name: String,
     /// Validity of student certificates, in days.
     #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=825))]
     validity_days: u32,
@@ -184,6 +191,18 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Issue a Blackboard key and certificate into DIR, for a `--role
+    /// blackboard` host that has no root key (needs the passphrase; copy
+    /// both files into that host's keys dir, the key privately).
+    BlackboardCert {
+        /// Directory to write blackboard-key.pem (0600) and
+        /// blackboard-cert.pem into (replacing them).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The name in the certificate (CN and subjectAltName dNSName).
+        #[arg(long, value_name = "NAME", default_value = DEFAULT_BLACKBOARD_NAME)]
+        name: String,
+    },
     /// Print a CRL signed by the CA (needs the passphrase).
     Crl {
         /// DER instead of PEM.
@@ -270,6 +289,7 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
         passphrase_file: common.ca_passphrase_file,
         ca_key_type: a.ca_key_type,
         ca_cert: a.ca_cert,
+        blackboard_name: a.blackboard_name,
         validity_days: a.validity_days,
         admission_secret_file: a.admission_secret_file,
         legacy: a.legacy,
@@ -286,6 +306,9 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
         }
     }
     let server = Server::bind(&cfg)?;
+    // For the instructor to publish: students' clients compare it with the
+    // root they are given (trust on first use, or --ca-fingerprint).
+    println!("root fingerprint SHA-256 {}", server.root_fingerprint());
     for (kind, addr) in server.addrs() {
         println!("listening {} {addr}", kind.name());
         log::info!("{} listening on {addr}", kind.name());
@@ -297,6 +320,20 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
 }
 
 fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Error>> {
+    if let Command::BlackboardCert { out, name } = &cmd {
+        // The root key alone: no database needed.
+        let ca = server::open_existing_ca(&common.keys_dir, common.ca_passphrase_file.as_deref())?;
+        let id = ca.issue_blackboard(name)?;
+        id.save(out)?;
+        let (key, cert) = ca::blackboard_paths(out);
+        println!(
+            "Blackboard certificate for {name:?} valid until {}: {} and {} (mode 0600)",
+            certboard::time::time_text(id.not_after()),
+            cert.display(),
+            key.display()
+        );
+        return Ok(());
+    }
     let mut store = SqliteStore::open_existing(&common.data_dir)?;
     let stdout = std::io::stdout();
     match cmd {
@@ -354,6 +391,7 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
                 );
             }
         }
+        Command::BlackboardCert { .. } => {}
         Command::Crl { der, out } => {
             let ca =
                 server::open_existing_ca(&common.keys_dir, common.ca_passphrase_file.as_deref())?;

@@ -107,10 +107,67 @@ impl LeafProfile {
         spki: &[u8],
         key: &StudentKey<'_>,
     ) -> Result<Issued, CaError> {
+        let fixed = match key.family {
+            KeyFamily::Rsa => &self.fixed_exts_rsa,
+            KeyFamily::Ec => &self.fixed_exts_ec,
+        };
+        let lifetime = i64::from(validity_days) * 86_400;
+        self.sign_leaf(root_key, lifetime, sid, spki, key.bits, |exts| {
+            exts.extend_from_slice(fixed)
+        })
+    }
+
+    /// Blackboard's certificate: the same writer, with the server profile
+    /// (after the subject `CN=<name>` and the key): basicConstraints
+    /// critical CA:FALSE; keyUsage critical digitalSignature;
+    /// extendedKeyUsage serverAuth; subjectAltName dNSName `<name>`; then
+    /// the key identifiers as for students. `name` is a checked DNS name.
+    pub(super) fn sign_server(
+        &self,
+        root_key: &PKeyRef<Private>,
+        lifetime_secs: i64,
+        name: &str,
+        spki: &[u8],
+        key_bits: &[u8],
+    ) -> Result<Issued, CaError> {
+        self.sign_leaf(root_key, lifetime_secs, name, spki, key_bits, |exts| {
+            extension(exts, oid::BASIC_CONSTRAINTS, true, |v| {
+                der::write_tlv(v, tag::SEQUENCE, &[]);
+            });
+            extension(exts, oid::KEY_USAGE, true, |v| {
+                der::write_tlv(v, tag::BIT_STRING, &[7, 0x80]);
+            });
+            extension(exts, oid::EXT_KEY_USAGE, false, |v| {
+                der::write_nested(v, tag::SEQUENCE, |kps| {
+                    der::write_tlv(kps, tag::OID, oid::KP_SERVER_AUTH);
+                });
+            });
+            extension(exts, oid::SUBJECT_ALT_NAME, false, |v| {
+                der::write_nested(v, tag::SEQUENCE, |names| {
+                    der::write_tlv(names, tag::IMPLICIT_2, name.as_bytes());
+                });
+            });
+        })
+    }
+
+    /// The one leaf writer: v3; a random 16-byte serial; the root's subject
+    /// as issuer; backdated now to now + `lifetime_secs`; `CN=<cn>` as a
+    /// UTF8String; the key as it came; the extensions `profile_exts`
+    /// writes, then subjectKeyIdentifier (SHA-1 of the key bits, RFC 5280
+    /// 4.2.1.2 method 1) and the root's authorityKeyIdentifier.
+    fn sign_leaf(
+        &self,
+        root_key: &PKeyRef<Private>,
+        lifetime_secs: i64,
+        cn: &str,
+        spki: &[u8],
+        key_bits: &[u8],
+        profile_exts: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Issued, CaError> {
         let serial = Serial::random()?;
         let not_before = backdated_now();
-        let not_after = not_before + i64::from(validity_days) * 86_400;
-        let ski = openssl::sha::sha1(key.bits);
+        let not_after = not_before + lifetime_secs;
+        let ski = openssl::sha::sha1(key_bits);
 
         let mut tbs = Vec::with_capacity(512 + spki.len());
         der::write_nested(&mut tbs, tag::SEQUENCE, |t| {
@@ -128,17 +185,14 @@ impl LeafProfile {
                 der::write_nested(name, tag::SET, |rdn| {
                     der::write_nested(rdn, tag::SEQUENCE, |atv| {
                         der::write_tlv(atv, tag::OID, oid::COMMON_NAME);
-                        der::write_tlv(atv, tag::UTF8_STRING, sid.as_bytes());
+                        der::write_tlv(atv, tag::UTF8_STRING, cn.as_bytes());
                     });
                 });
             });
             t.extend_from_slice(spki);
             der::write_nested(t, tag::CONTEXT_3, |x| {
                 der::write_nested(x, tag::SEQUENCE, |exts| {
-                    exts.extend_from_slice(match key.family {
-                        KeyFamily::Rsa => &self.fixed_exts_rsa,
-                        KeyFamily::Ec => &self.fixed_exts_ec,
-                    });
+                    profile_exts(exts);
                     extension(exts, oid::SUBJECT_KEY_IDENTIFIER, false, |v| {
                         der::write_tlv(v, tag::OCTET_STRING, &ski);
                     });
@@ -159,7 +213,7 @@ impl LeafProfile {
             c.extend_from_slice(&signature);
         });
         Ok(Issued {
-            sid: sid.to_string(),
+            sid: cn.to_string(),
             serial_hex: serial.to_string(),
             not_before,
             not_after,

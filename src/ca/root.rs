@@ -16,9 +16,7 @@ use openssl::symm::Cipher;
 use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectKeyIdentifier};
 use openssl::x509::{X509Builder, X509Name, X509};
 
-use crate::fsutil::WriteError;
-
-use super::{backdated_now, io_err, CaError, CaKeyType, RootOrigin, Serial};
+use super::{backdated_now, io_err, write_err, CaError, CaKeyType, RootOrigin, Serial};
 
 /// File name of the encrypted root key inside the keys dir.
 pub const CA_KEY_FILE: &str = "ca-key.pem";
@@ -111,13 +109,7 @@ fn write_new_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
             source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "refusing to overwrite"),
         });
     }
-    crate::fsutil::write_private_atomic(path, data, mode).map_err(|e| match e {
-        WriteError::Unsafe(e) => CaError::UnsafeKeys(e),
-        other => CaError::Io {
-            path: path.to_path_buf(),
-            source: other.into(),
-        },
-    })
+    crate::fsutil::write_private_atomic(path, data, mode).map_err(write_err(path))
 }
 
 fn make_root_key(kind: CaKeyType) -> Result<PKey<Private>, ErrorStack> {

@@ -225,6 +225,8 @@ impl From<&CaError> for ErrorCode {
             | CaError::RootMismatch(_)
             | CaError::UnsafeKeys(_)
             | CaError::BadSerial(_)
+            | CaError::BadBlackboardName(_)
+            | CaError::BlackboardCert { .. }
             | CaError::Crypto(_) => ErrorCode::Internal,
             // Everything else is about the CSR (listed, so that a new
             // variant has to be placed here on purpose).

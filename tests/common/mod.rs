@@ -169,6 +169,12 @@ impl TestServer {
         self.dir.path().join("keys").join("ca-cert.pem")
     }
 
+    /// What a student trusts this server's Blackboard by: its root and the
+    /// default name.
+    pub fn trust(&self) -> Result<certboard::client::BlackboardTrust, Box<dyn std::error::Error>> {
+        trust_in(&self.dir.path().join("keys"))
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
@@ -252,9 +258,22 @@ pub fn enroll_key(
     Ok(client::enroll(&mut conn, client::make_csr(sid, key)?)?.0)
 }
 
-/// Submits the lab report for `sid` under `cert` (AES-256-CTR).
+/// The trust of a student in the Blackboard of the root in `keys_dir`.
+pub fn trust_in(
+    keys_dir: &Path,
+) -> Result<certboard::client::BlackboardTrust, Box<dyn std::error::Error>> {
+    let pem = std::fs::read(keys_dir.join("ca-cert.pem"))?;
+    Ok(certboard::client::BlackboardTrust {
+        root: openssl::x509::X509::from_pem(&pem)?,
+        name: certboard::ca::DEFAULT_BLACKBOARD_NAME.into(),
+    })
+}
+
+/// Submits the lab report for `sid` under `cert` (AES-256-CTR), protocol
+/// version 2 (Blackboard verified against `trust`).
 pub fn submit_report(
     blackboard: SocketAddr,
+    trust: &certboard::client::BlackboardTrust,
     sid: &str,
     cert: &[u8],
     key: &openssl::pkey::PKey<openssl::pkey::Private>,
@@ -263,7 +282,16 @@ pub fn submit_report(
     let mut conn = client::FramedStream::connect(&blackboard.to_string(), NET_TIMEOUT)?;
     let report = certboard::crypto::lab_report(sid);
     let cipher = certboard::message::CipherId::Aes256Ctr;
-    client::submit(&mut conn, sid, cert, key, cipher, &report, &mut |_| {})
+    client::submit(
+        &mut conn,
+        sid,
+        cert,
+        key,
+        cipher,
+        &report,
+        trust,
+        &mut |_| {},
+    )
 }
 
 /// Text of a process output, for assertion messages.
