@@ -31,7 +31,7 @@ use crate::commit::{CommitError, CommitHandle, Committer, InFlight, Outcome};
 use crate::framing::{self, Decoder};
 use crate::message::ErrorCode;
 use crate::protocol::{Expiry, Output, ServiceKind, Session, Shared};
-use crate::store::Record;
+use crate::store::{Record, StoreError, STORE_UNAVAILABLE};
 
 /// Per-connection and per-listener limits. Every one is a flag of the server.
 #[derive(Debug, Clone)]
@@ -582,9 +582,15 @@ impl Reactor {
     fn release(&mut self, tokens: Vec<Token>, outcome: &Outcome) {
         let failure = match outcome {
             Ok(()) => None,
+            Err(CommitError::Store(StoreError::Unavailable(_))) => Some(STORE_UNAVAILABLE),
             Err(CommitError::Store(_)) => {
                 Some("internal error: could not record the result; nothing was acknowledged")
             }
+            // The store reconnects: unlike a lost writer, the server goes on.
+            Err(CommitError::OutcomeUnknown(_)) => Some(
+                "internal error: the connection to the database was lost during the commit; \
+                 the result may or may not have been recorded",
+            ),
             Err(CommitError::WriterLost(_)) => {
                 self.writer_lost = true;
                 Some(

@@ -14,7 +14,7 @@ use crate::commit::Committer;
 use crate::config::{self, SecretError};
 use crate::protocol::{self, ServiceKind, Shared};
 use crate::reactor::{self, Limits, Reactor};
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{Location, StoreError};
 use crate::verify::Verifier;
 
 /// Which services this process runs.
@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub keys_dir: PathBuf,
     /// Where the database lives.
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL: the store is there instead of in `data_dir`
+    /// (several hosts on one database).
+    pub database: Option<String>,
     /// Passphrase file (else the environment, else a prompt).
     pub passphrase_file: Option<PathBuf>,
     /// Key type of a new root.
@@ -257,6 +260,11 @@ impl Server {
         if cfg.reactors == 0 {
             return Err(ServerError::NoReactors);
         }
+        // The store first: a bad URL, a refused login or a foreign
+        // database stops the start before anything (a new CA root) is made.
+        let location = Location::from_flags(&cfg.data_dir, cfg.database.as_deref());
+        let writer = location.open()?;
+        info!("store: {location}");
         let serve_ca = cfg.role != Role::Blackboard;
         let serve_bb = cfg.role != Role::Ca;
         let ca = if serve_ca {
@@ -329,11 +337,8 @@ impl Server {
         let mut reactors = Vec::new();
         // One writer for every reactor; each reactor keeps its own
         // connection for reads (WAL readers never wait for the writer).
-        let committer = Committer::start(
-            Box::new(SqliteStore::open(&cfg.data_dir)?),
-            protocol::announce,
-        )
-        .map_err(|e| ServerError::Io("starting the commit thread".into(), e))?;
+        let committer = Committer::start(writer, protocol::announce)
+            .map_err(|e| ServerError::Io("starting the commit thread".into(), e))?;
         for i in 0..cfg.reactors {
             let mut listeners = Vec::new();
             for (j, (kind, addr)) in wanted.iter().enumerate() {
@@ -348,11 +353,10 @@ impl Server {
                 })?;
                 listeners.push((*kind, l));
             }
-            let store = SqliteStore::open(&cfg.data_dir)?;
             let shared = Shared {
                 ca: ca.clone(),
                 verifier: verifier.clone(),
-                store: Box::new(store),
+                store: location.open()?,
                 admission_secret: admission_secret.clone(),
                 legacy: cfg.legacy,
             };
@@ -432,6 +436,7 @@ mod tests {
             role: Role::All,
             keys_dir: dir.join("keys"),
             data_dir: dir.join("data"),
+            database: None,
             passphrase_file: Some(pass),
             ca_key_type: CaKeyType::P256,
             ca_cert: None,

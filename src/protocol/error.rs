@@ -8,6 +8,7 @@ use std::fmt;
 
 use crate::ca::CaError;
 use crate::message::{DecodeError, ErrorCode};
+use crate::store::{StoreError, STORE_UNAVAILABLE};
 use crate::verify::CertError;
 
 use super::admission::AdmissionError;
@@ -73,6 +74,13 @@ impl ProtocolError {
     /// not decide.
     pub(super) fn certificate(sid: &str, e: CertCheckError) -> ProtocolError {
         match ErrorCode::from(&e) {
+            // The database is down or restarting: this one request is
+            // refused, saying so; the next may find it back.
+            ErrorCode::Internal
+                if matches!(e, CertCheckError::Store(StoreError::Unavailable(_))) =>
+            {
+                ProtocolError::Internal(Internal::new(STORE_UNAVAILABLE, e))
+            }
             ErrorCode::Internal => ProtocolError::Internal(Internal::new("certificate check", e)),
             _ => ProtocolError::Certificate {
                 sid: sid.to_string(),
