@@ -624,3 +624,31 @@ fn the_two_hosts_example_runs() -> TestResult {
     );
     Ok(())
 }
+
+/// A table migrate does not know (say, a newer build's) is refused, not
+/// skipped: nothing is copied.
+#[test]
+fn migrate_refuses_a_table_it_cannot_copy() -> TestResult {
+    let cluster = Cluster::shared().pg()?;
+    let url = cluster.fresh_db("unknown_table").pg()?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    drop(certboard::store::SqliteStore::open(&data)?);
+    let db = rusqlite::Connection::open(data.join(certboard::store::DB_FILE))?;
+    db.execute_batch("CREATE TABLE roster (sid TEXT PRIMARY KEY)")?;
+    drop(db);
+    let out = run_server(dir.path(), &["migrate", "--to", &url])?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("table \"roster\" that this build cannot copy"),
+        "{err}"
+    );
+    let tables = db_count(
+        cluster,
+        &url,
+        "pg_tables WHERE schemaname = current_schema()",
+    )?;
+    assert_eq!(tables, 0, "nothing written");
+    Ok(())
+}
