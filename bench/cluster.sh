@@ -90,7 +90,8 @@ for ns in "$NS_DB" "$NS_A" "$NS_B"; do
 done
 # host X <-> db: veth pair, a /30 each, nothing else routed.
 link() {
-    local ns=$1 n=$2 host_if="cbb${n}h$TAG" db_if="cbb${n}d$TAG"
+    local ns=$1 n=$2
+    local host_if="cbb${n}h$TAG" db_if="cbb${n}d$TAG"
     ip link add "$host_if" type veth peer name "$db_if"
     ip link set "$host_if" netns "$ns"
     ip link set "$db_if" netns "$NS_DB"
