@@ -22,13 +22,18 @@ use std::time::Duration;
 use log::{debug, error};
 use mio::Waker;
 
-use crate::store::{Record, Storage, StoreError};
+use crate::store::{Record, Storage, StoreError, Unavailable};
 
 /// Why a batch is not known to be durable.
 #[derive(Debug)]
 pub(crate) enum CommitError {
     /// The store refused the transaction: nothing of the batch was kept.
     Store(StoreError),
+    /// The store's connection was lost while the transaction was being
+    /// committed ([`crate::store::Unavailable::outcome_unknown`]): the
+    /// batch may or may not have been kept. Unlike a lost writer, the store
+    /// reconnects and the server carries on.
+    OutcomeUnknown(StoreError),
     /// The writer thread is gone (it panicked) or did not answer in time:
     /// the batch may or may not have been kept. The server cannot record
     /// anything more and must stop.
@@ -38,7 +43,7 @@ pub(crate) enum CommitError {
 impl std::fmt::Display for CommitError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CommitError::Store(e) => write!(f, "{e}"),
+            CommitError::Store(e) | CommitError::OutcomeUnknown(e) => write!(f, "{e}"),
             CommitError::WriterLost(why) => write!(f, "{why}"),
         }
     }
@@ -47,7 +52,7 @@ impl std::fmt::Display for CommitError {
 impl std::error::Error for CommitError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            CommitError::Store(e) => Some(e),
+            CommitError::Store(e) | CommitError::OutcomeUnknown(e) => Some(e),
             CommitError::WriterLost(_) => None,
         }
     }
@@ -59,7 +64,10 @@ impl std::error::Error for CommitError {
 impl PartialEq for CommitError {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
-            (CommitError::Store(a), CommitError::Store(b)) => a.to_string() == b.to_string(),
+            (CommitError::Store(a), CommitError::Store(b))
+            | (CommitError::OutcomeUnknown(a), CommitError::OutcomeUnknown(b)) => {
+                a.to_string() == b.to_string()
+            }
             (CommitError::WriterLost(a), CommitError::WriterLost(b)) => a == b,
             _ => false,
         }
@@ -165,7 +173,7 @@ fn all_failed(len: usize, e: &CommitError) -> Vec<Outcome> {
         .map(|_| {
             Err(match e {
                 CommitError::WriterLost(why) => CommitError::WriterLost(why),
-                CommitError::Store(_) => WRITER_GONE,
+                CommitError::Store(_) | CommitError::OutcomeUnknown(_) => WRITER_GONE,
             })
         })
         .collect()
@@ -232,10 +240,14 @@ fn write_loop(
     debug!("commit thread stopped");
 }
 
-/// Commits several reactors' batches in one transaction. Should that fail,
-/// each batch is retried alone, and a batch that still fails has each of
-/// its records retried alone, so one connection's bad record (a duplicate
-/// serial, a code consumed meanwhile) fails only that connection.
+/// Commits several reactors' batches in one transaction. Should the store
+/// refuse it, each batch is retried alone, and a batch that still fails has
+/// each of its records retried alone, so one connection's bad record (a
+/// duplicate serial, a code consumed meanwhile) fails only that connection.
+/// Not when the store is unavailable: after a lost `COMMIT` a retry of a
+/// batch that did commit would come back as a duplicate and be reported as
+/// refused, and with the database down a retry only fails again; every
+/// record is told what is known.
 fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: &mut dyn FnMut(&[Record])) {
     let outcomes: Vec<Vec<Outcome>> = if batch.len() == 1 {
         vec![commit_each(store, &batch[0].records, announce)]
@@ -257,6 +269,10 @@ fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: &mut dyn 
                 lens.iter()
                     .map(|&n| (0..n).map(|_| Ok(())).collect())
                     .collect()
+            }
+            Err(StoreError::Unavailable(u)) => {
+                error!("commit of {} record(s) failed: {u}", all.len());
+                lens.iter().map(|&n| unavailable(&u, n)).collect()
             }
             Err(e) => {
                 debug!("merged commit failed ({e}); committing each batch alone");
@@ -290,6 +306,10 @@ fn commit_each(
     match commit_one(store, records, announce) {
         Ok(()) => records.iter().map(|_| Ok(())).collect(),
         Err(e) if records.len() == 1 => vec![Err(e)],
+        Err(CommitError::Store(StoreError::Unavailable(u)))
+        | Err(CommitError::OutcomeUnknown(StoreError::Unavailable(u))) => {
+            unavailable(&u, records.len())
+        }
         Err(e) => {
             debug!(
                 "batch of {} failed ({e}); committing each record alone",
@@ -321,8 +341,23 @@ fn commit_one(
         }
         Err(e) => {
             error!("commit of {} record(s) failed: {e}", records.len());
-            Err(CommitError::Store(e))
+            Err(failure(e))
         }
+    }
+}
+
+/// The outcome of each of `n` records when the store was unavailable.
+fn unavailable(u: &Unavailable, n: usize) -> Vec<Outcome> {
+    (0..n)
+        .map(|_| Err(failure(StoreError::Unavailable(u.clone()))))
+        .collect()
+}
+
+/// What a failed commit tells the reactor.
+fn failure(e: StoreError) -> CommitError {
+    match e {
+        StoreError::Unavailable(ref u) if u.outcome_unknown => CommitError::OutcomeUnknown(e),
+        e => CommitError::Store(e),
     }
 }
 
@@ -340,10 +375,24 @@ mod tests {
     #[derive(Default)]
     struct FakeStore {
         committed: Arc<Mutex<Vec<Vec<u64>>>>,
+        /// Some(outcome_unknown): every commit fails as unavailable.
+        down: Option<bool>,
+        calls: Arc<Mutex<usize>>,
     }
 
     impl Storage for FakeStore {
         fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+            if let Ok(mut calls) = self.calls.lock() {
+                *calls += 1;
+            }
+            if let Some(outcome_unknown) = self.down {
+                return Err(StoreError::Unavailable(crate::store::Unavailable {
+                    target: "test@db".into(),
+                    outcome_unknown,
+                    retry_in: Duration::ZERO,
+                    source: None,
+                }));
+            }
             let ids: Vec<u64> = batch
                 .iter()
                 .filter_map(|r| match r {
@@ -492,6 +541,69 @@ mod tests {
         );
         let done = committed.lock().map(|c| c.clone()).unwrap_or_default();
         assert_eq!(done, vec![vec![1], vec![2], vec![3], vec![4]]);
+    }
+
+    /// Runs three merged jobs on a store that is down; returns each job's
+    /// outcome and how many commits were tried.
+    fn merged_on_a_store_down(outcome_unknown: bool) -> (Vec<Option<Outcome>>, usize) {
+        // One record per job: each job's answer is that record's outcome.
+        let fake = FakeStore {
+            down: Some(outcome_unknown),
+            ..FakeStore::default()
+        };
+        let calls = Arc::clone(&fake.calls);
+        let mut store: Box<dyn Storage + Send> = Box::new(fake);
+        let (_poll, w) = match waker() {
+            Ok(x) => x,
+            Err(e) => panic!("poll: {e}"),
+        };
+        let mut answers = Vec::new();
+        let jobs: Vec<Job> = (1..=3)
+            .map(|id| {
+                let (reply, answer) = mpsc::channel();
+                answers.push(answer);
+                Job {
+                    records: vec![report(id)],
+                    reply,
+                    waker: Arc::clone(&w),
+                }
+            })
+            .collect();
+        commit_jobs(store.as_mut(), jobs, &mut no_announce);
+        let outcomes = answers
+            .iter()
+            .map(|a| a.try_recv().ok().and_then(|mut o| o.pop()))
+            .collect();
+        let tried = calls.lock().map(|c| *c).unwrap_or(0);
+        (outcomes, tried)
+    }
+
+    /// After a lost COMMIT, batches are not retried one by one (one that
+    /// did commit would come back a duplicate, reported as refused): each
+    /// is told the outcome is unknown.
+    #[test]
+    fn a_commit_of_unknown_outcome_is_not_retried_and_says_so() {
+        let (outcomes, tried) = merged_on_a_store_down(true);
+        assert_eq!(tried, 1, "no retry after an unknown outcome");
+        for o in outcomes {
+            assert!(
+                matches!(o, Some(Err(CommitError::OutcomeUnknown(_)))),
+                "{o:?}"
+            );
+        }
+    }
+
+    /// With the database down, each batch is told nothing was kept, once.
+    #[test]
+    fn a_store_down_refuses_every_batch_once() {
+        let (outcomes, tried) = merged_on_a_store_down(false);
+        assert_eq!(tried, 1, "no retry while the store is down");
+        for o in outcomes {
+            assert!(
+                matches!(o, Some(Err(CommitError::Store(StoreError::Unavailable(_))))),
+                "{o:?}"
+            );
+        }
     }
 
     #[test]

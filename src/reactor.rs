@@ -759,6 +759,13 @@ impl Reactor {
             let failure = match &outcome {
                 Ok(()) => None,
                 Err(CommitError::Store(e)) => Some(protocol::commit_refusal(e)),
+                // The store reconnects: unlike a lost writer, the server goes on.
+                Err(CommitError::OutcomeUnknown(_)) => Some((
+                    ErrorCode::Internal,
+                    "internal error: the connection to the database was lost during the commit; \
+                     the result may or may not have been recorded"
+                        .to_string(),
+                )),
                 Err(CommitError::WriterLost(_)) => {
                     self.writer_lost = true;
                     Some((

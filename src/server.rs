@@ -19,7 +19,7 @@ use crate::offload::{self, Workers};
 use crate::protocol::{ServiceKind, Shared};
 use crate::reactor::{self, Limits, Reactor};
 use crate::report_log::{self, ReportLog};
-use crate::store::{SqliteStore, Storage, StoreError, DB_FILE};
+use crate::store::{Location, StoreError, DB_FILE};
 use crate::verify::Verifier;
 
 /// Which services this process runs.
@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub keys_dir: PathBuf,
     /// Where the database lives.
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL: the store is there instead of in `data_dir`
+    /// (several hosts on one database).
+    pub database: Option<String>,
     /// Passphrase file (else the environment, else a prompt).
     pub passphrase_file: Option<PathBuf>,
     /// Key type of a new root.
@@ -296,6 +299,15 @@ impl Server {
         if cfg.reactors == 0 {
             return Err(ServerError::NoReactors);
         }
+        // The store first: a bad URL, a refused login or a foreign
+        // database stops the start before anything (a new CA root) is made.
+        let location = Location::from_flags(&cfg.data_dir, cfg.database.as_deref());
+        let had_db = match &location {
+            Location::Sqlite(dir) => dir.join(DB_FILE).exists(),
+            Location::Postgres(_) => true,
+        };
+        let mut writer = location.open()?;
+        info!("store: {location}");
         let serve_ca = cfg.role != Role::Blackboard;
         let serve_bb = cfg.role != Role::Ca;
         let keys_dir = absolute(&cfg.keys_dir);
@@ -303,9 +315,7 @@ impl Server {
         // Read what the data dir holds before any root is made: started
         // from the wrong directory, the server must not create a second CA
         // beside someone's certificates.
-        let had_db = cfg.data_dir.join(DB_FILE).exists();
-        let mut store = SqliteStore::open(&cfg.data_dir)?;
-        let counts = store.counts()?;
+        let counts = writer.counts()?;
         if serve_ca && !ca::root_exists(&cfg.keys_dir) && counts.certs > 0 {
             return Err(ServerError::ForeignDatabase {
                 certs: counts.certs,
@@ -330,9 +340,8 @@ impl Server {
         }
         if serve_bb {
             info!("submissions: {}", cfg.window.describe());
-            store.record_window(cfg.window.open, cfg.window.close)?;
+            writer.record_window(cfg.window.open, cfg.window.close)?;
         }
-        drop(store);
         let ca = if serve_ca {
             Some(Arc::new(open_ca(
                 &cfg.keys_dir,
@@ -434,11 +443,8 @@ impl Server {
         let reports = ReportLog::stdout()
             .map_err(|e| ServerError::Io("starting the report printer".into(), e))?;
         let printer = reports.sender();
-        let committer = Committer::start(
-            Box::new(SqliteStore::open(&cfg.data_dir)?),
-            move |batch: &[_]| printer.announce(batch),
-        )
-        .map_err(|e| ServerError::Io("starting the commit thread".into(), e))?;
+        let committer = Committer::start(writer, move |batch: &[_]| printer.announce(batch))
+            .map_err(|e| ServerError::Io("starting the commit thread".into(), e))?;
         // Legacy enrollments make RSA keys: off the loops, on one pool for
         // all reactors (its threads stay while any reactor holds a handle).
         let workers = match cfg.legacy {
@@ -462,12 +468,11 @@ impl Server {
                 })?;
                 listeners.push((*kind, l));
             }
-            let store = SqliteStore::open(&cfg.data_dir)?;
             let shared = Shared {
                 ca: ca.clone(),
                 verifier: verifier.clone(),
                 blackboard: blackboard.clone(),
-                store: Box::new(store),
+                store: location.open()?,
                 admission_secret: admission_secret.clone(),
                 legacy: cfg.legacy,
                 window: cfg.window,
@@ -556,6 +561,7 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Storage;
 
     fn config(dir: &std::path::Path) -> ServerConfig {
         let pass = dir.join("pass");
@@ -567,6 +573,7 @@ mod tests {
             role: Role::All,
             keys_dir: dir.join("keys"),
             data_dir: dir.join("data"),
+            database: None,
             passphrase_file: Some(pass),
             ca_key_type: CaKeyType::P256,
             ca_cert: None,
@@ -595,7 +602,7 @@ mod tests {
         let issued = ca
             .issue(&crate::client::make_csr("1155000001", &key).unwrap())
             .unwrap();
-        SqliteStore::open(&cfg.data_dir)
+        crate::store::SqliteStore::open(&cfg.data_dir)
             .unwrap()
             .commit(&[crate::protocol::cert_record(
                 issued,

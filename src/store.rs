@@ -3,7 +3,9 @@
 //!
 //! [`Storage`] is the interface the services and admin commands use, over
 //! the records defined here; the engines behind it are children of this
-//! module: [`SqliteStore`] (`store/sqlite.rs`). Writes come in batches: the
+//! module: [`SqliteStore`] (`store/sqlite.rs`) and [`PostgresStore`]
+//! (`store/postgres.rs`), chosen by [`Location`] (`store/location.rs`);
+//! [`migrate`] (`store/migrate.rs`) copies the one into the other. Writes come in batches: the
 //! reactors hand the records made ready in a turn of their loop to the
 //! commit thread ([`crate::commit`]), which commits what it has in one
 //! transaction; only then are the acknowledgments sent (group commit), so
@@ -13,11 +15,19 @@
 use std::fmt;
 use std::path::PathBuf;
 
+mod location;
+mod migrate;
 mod postgres;
 mod sqlite;
 
+pub use location::{shown_url, Location};
+pub use migrate::{migrate, MigrateError, Migrated};
 pub use postgres::{PgError, PostgresStore, Unavailable, UrlProblem, PG_SCHEMA_VERSION};
 pub use sqlite::{SqliteStore, DB_FILE, SCHEMA_VERSION};
+
+/// What a client is told when the store cannot be reached: its request is
+/// refused and nothing it asked for was recorded.
+pub const STORE_UNAVAILABLE: &str = "store unavailable: nothing was acknowledged";
 
 /// Why the store failed.
 #[derive(Debug)]

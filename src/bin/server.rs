@@ -15,7 +15,7 @@ use certboard::admin::{self, CodeRequest, Format, ReportFilter, RevokeReason, Re
 use certboard::ca::{self, CaKeyType, DEFAULT_BLACKBOARD_NAME};
 use certboard::course::Window;
 use certboard::server::{self, Role, Server, ServerConfig};
-use certboard::store::SqliteStore;
+use certboard::store::{self, Location, SqliteStore};
 use certboard::Limits;
 
 /// `--max-frame`'s default, as the `u32` clap's range parser gives.
@@ -56,6 +56,17 @@ struct Common {
     /// File holding the CA passphrase (one line).
     #[arg(long, value_name = "FILE", global = true)]
     ca_passphrase_file: Option<PathBuf>,
+    /// PostgreSQL database of certificates and reports, instead of SQLite
+    /// in the data dir: postgres://USER[:PASSWORD]@HOST:PORT/DB[?sslmode=...]
+    /// (several hosts on one database; README "More than one host").
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CERTBOARD_DATABASE",
+        hide_env_values = true,
+        global = true
+    )]
+    database: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -203,6 +214,13 @@ enum Command {
         #[arg(long, value_name = "NAME", default_value = DEFAULT_BLACKBOARD_NAME)]
         name: String,
     },
+    /// Copy the SQLite store in the data dir into an empty PostgreSQL
+    /// database, in one transaction (stop the server first).
+    Migrate {
+        /// The PostgreSQL database to fill (default: --database).
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+    },
     /// Print a CRL signed by the CA (needs the passphrase).
     Crl {
         /// DER instead of PEM.
@@ -286,6 +304,7 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
         role: a.role,
         keys_dir: common.keys_dir,
         data_dir: common.data_dir,
+        database: common.database,
         passphrase_file: common.ca_passphrase_file,
         ca_key_type: a.ca_key_type,
         ca_cert: a.ca_cert,
@@ -319,6 +338,49 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
     Ok(())
 }
 
+/// The exact `pg_dump` command that backs up the database at `url`
+/// (without its password, which pg_dump takes from `PGPASSWORD` or
+/// `~/.pgpass`).
+fn pg_dump_hint(url: &str) -> String {
+    format!(
+        "backup does not copy a PostgreSQL store; use PostgreSQL's own tool, which takes one \
+         consistent snapshot while the servers run:\n  \
+         pg_dump --format=custom --file=certboard.dump --dbname='{}'\n\
+         (the password from PGPASSWORD or ~/.pgpass); restore into an empty database with\n  \
+         pg_restore --no-owner --dbname='URL' certboard.dump",
+        store::shown_url(url)
+    )
+}
+
+fn migrate(common: &Common, to: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
+    let url = match (to, &common.database) {
+        (Some(to), Some(db)) if &to != db => {
+            return Err(
+                "--to and --database ($CERTBOARD_DATABASE) name different databases: \
+                 migrate copies the SQLite store in --data-dir into --to"
+                    .into(),
+            )
+        }
+        (Some(url), _) => url,
+        (None, Some(url)) => url.clone(),
+        (None, None) => return Err("give the PostgreSQL database to fill: --to URL".into()),
+    };
+    log::info!(
+        "copying SQLite {} into {}",
+        common.data_dir.join(store::DB_FILE).display(),
+        store::shown_url(&url)
+    );
+    let done = store::migrate(&common.data_dir, &url)?;
+    let tables: Vec<String> = done
+        .tables
+        .iter()
+        .chain(&done.counters)
+        .map(|(t, n)| format!("{t}={n}"))
+        .collect();
+    println!("migrated to {}: {}", done.target, tables.join(" "));
+    Ok(())
+}
+
 fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Error>> {
     if let Command::BlackboardCert { out, name } = &cmd {
         // The root key alone: no database needed.
@@ -334,7 +396,20 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
         );
         return Ok(());
     }
-    let mut store = SqliteStore::open_existing(&common.data_dir)?;
+    let location = Location::from_flags(&common.data_dir, common.database.as_deref());
+    match (&cmd, &location) {
+        (Command::Migrate { to }, _) => return migrate(&common, to.clone()),
+        (Command::Backup { .. }, Location::Postgres(url)) => return Err(pg_dump_hint(url).into()),
+        (Command::Backup { out }, Location::Sqlite(dir)) => {
+            SqliteStore::open_existing(dir)?.backup_to(out)?;
+            println!("database copied to {}", out.display());
+            return Ok(());
+        }
+        _ => {}
+    }
+    let mut store = location.open_existing()?;
+    log::debug!("store: {location}");
+    let store = store.as_mut();
     let stdout = std::io::stdout();
     match cmd {
         Command::Revoke {
@@ -347,18 +422,16 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
                 (None, Some(s)) => RevokeTarget::Sid(s),
                 (None, None) => return Err("give --serial HEX or --sid SID".into()),
             };
-            let n = admin::revoke(&mut store, &target, reason)?;
+            let n = admin::revoke(store, &target, reason)?;
             if n == 0 {
                 println!("revoked 0 certificate(s): already revoked");
             } else {
                 println!("revoked {n} certificate(s) ({})", reason.name());
             }
         }
-        Command::Backup { out } => {
-            store.backup_to(&out)?;
-            println!("database copied to {}", out.display());
-        }
-        Command::Certs { format } => admin::certs(&mut store, format, &mut stdout.lock())?,
+        // Handled above, before a store is opened.
+        Command::Backup { .. } | Command::Migrate { .. } => {}
+        Command::Certs { format } => admin::certs(store, format, &mut stdout.lock())?,
         Command::Reports {
             sid,
             latest,
@@ -366,11 +439,11 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
             format,
         } => {
             let filter = ReportFilter { sid, latest, full };
-            admin::reports(&mut store, &filter, format, &mut stdout.lock())?
+            admin::reports(store, &filter, format, &mut stdout.lock())?
         }
-        Command::Status { format } => admin::status(&mut store, format, &mut stdout.lock())?,
+        Command::Status { format } => admin::status(store, format, &mut stdout.lock())?,
         Command::Roster(RosterCommand::Import { file }) => {
-            let done = admin::import_roster(&mut store, &file)?;
+            let done = admin::import_roster(store, &file)?;
             println!(
                 "roster: {} student(s) in {}: {} added, {} renamed, {} unchanged",
                 done.students,
@@ -381,7 +454,7 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
             );
         }
         Command::Roster(RosterCommand::Codes { out, sid, reissue }) => {
-            let n = admin::issue_codes(&mut store, &out, &CodeRequest { sid, reissue })?;
+            let n = admin::issue_codes(store, &out, &CodeRequest { sid, reissue })?;
             if n == 0 {
                 println!("no student needs a code (--sid SID for one, --reissue to replace unused ones); nothing written");
             } else {
@@ -395,7 +468,7 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
         Command::Crl { der, out } => {
             let ca =
                 server::open_existing_ca(&common.keys_dir, common.ca_passphrase_file.as_deref())?;
-            let bytes = admin::crl(&mut store, &ca, der)?;
+            let bytes = admin::crl(store, &ca, der)?;
             match out {
                 Some(path) => {
                     std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?

@@ -72,7 +72,7 @@ fn internal(
 }
 
 fn store_failed(e: StoreError) -> ProtocolError {
-    internal("reading the roster", e)
+    ProtocolError::store("reading the roster", e)
 }
 
 fn the_ca(shared: &Shared) -> Result<Arc<CertificateAuthority>, ProtocolError> {

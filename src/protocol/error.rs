@@ -9,7 +9,7 @@ use std::fmt;
 use crate::ca::CaError;
 use crate::course::{Closed, Refusal};
 use crate::message::{DecodeError, ErrorCode};
-use crate::store::StoreError;
+use crate::store::{StoreError, STORE_UNAVAILABLE};
 use crate::verify::CertError;
 
 use super::admission::AdmissionError;
@@ -87,10 +87,29 @@ impl ProtocolError {
         }
     }
 
+    /// The store failed while `what` was being done. The database down or
+    /// restarting refuses this one request saying so (the next may find it
+    /// back); anything else is an internal error.
+    pub(super) fn store(what: &'static str, e: StoreError) -> ProtocolError {
+        match e {
+            StoreError::Unavailable(_) => {
+                ProtocolError::Internal(Internal::new(STORE_UNAVAILABLE, e))
+            }
+            e => ProtocolError::Internal(Internal::new(what, e)),
+        }
+    }
+
     /// A certificate refusal, or an internal error when the server could
     /// not decide.
     pub(super) fn certificate(sid: &str, e: CertCheckError) -> ProtocolError {
         match ErrorCode::from(&e) {
+            // The database is down or restarting: this one request is
+            // refused, saying so; the next may find it back.
+            ErrorCode::Internal
+                if matches!(e, CertCheckError::Store(StoreError::Unavailable(_))) =>
+            {
+                ProtocolError::Internal(Internal::new(STORE_UNAVAILABLE, e))
+            }
             ErrorCode::Internal => ProtocolError::Internal(Internal::new("certificate check", e)),
             _ => ProtocolError::Certificate {
                 sid: sid.to_string(),
@@ -313,6 +332,7 @@ pub fn commit_refusal(e: &StoreError) -> (ErrorCode, String) {
             ErrorCode::CodeUsed,
             format!("SID {sid}: {}", Refusal::CodeUsed),
         ),
+        StoreError::Unavailable(_) => (ErrorCode::Internal, STORE_UNAVAILABLE.to_string()),
         _ => (
             ErrorCode::Internal,
             "internal error: could not record the result; nothing was acknowledged".to_string(),

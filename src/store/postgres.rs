@@ -315,7 +315,7 @@ impl fmt::Display for Unavailable {
 
 /// An error and its causes, one line: the client library's own `Display`
 /// names only the kind ("error connecting to server"), not the reason.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut next = e.source();
     while let Some(cause) = next {
@@ -785,6 +785,22 @@ impl PostgresStore {
     /// `user@host:port/database`, for logs (never the password).
     pub fn target(&self) -> &str {
         &self.target.shown
+    }
+
+    /// The connection itself (reconnecting if need be), for `migrate`,
+    /// which copies a whole store in one transaction of its own.
+    pub(super) fn client(&mut self) -> Result<&mut Client, StoreError> {
+        self.connection()?;
+        match self.conn.as_mut() {
+            Some(conn) => Ok(&mut conn.client),
+            // Not reached: connection() returns Ok only with one in place.
+            None => Err(StoreError::Unavailable(Unavailable {
+                target: self.target.shown.clone(),
+                outcome_unknown: false,
+                retry_in: Duration::ZERO,
+                source: None,
+            })),
+        }
     }
 
     /// Checks (and if allowed, creates or migrates) the schema on a new

@@ -212,6 +212,12 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// The connection itself, for `migrate`, which reads every table in
+    /// one snapshot.
+    pub(super) fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     /// Writes a consistent copy of the database to `dest` (which must not
     /// exist), safe while the server runs: `VACUUM INTO` reads one snapshot.
     /// The copy holds every report: it is created 0600 before SQLite fills
