@@ -30,7 +30,7 @@ mod profile;
 mod root;
 mod serial;
 
-pub use crl::CRL_VALIDITY_DAYS;
+pub use crl::{reason_code, RevokedEntry, SignedCrl, CRL_VALIDITY_DAYS};
 pub(crate) use csr::rsa_exponent_ok;
 pub use root::{root_exists, root_paths, CA_CERT_FILE, CA_KEY_FILE, MIN_PASSPHRASE_LEN};
 pub use serial::Serial;
@@ -84,6 +84,9 @@ pub enum CaError {
     UnsupportedKey(String),
     /// OpenSSL failed while building or signing.
     Crypto(ErrorStack),
+    /// The public URL given for CRL and OCSP pointers is not a plain
+    /// `http://` URL of printable ASCII.
+    BadPublicUrl(String),
 }
 
 impl fmt::Display for CaError {
@@ -123,6 +126,10 @@ impl fmt::Display for CaError {
             CaError::BadSid(e) => write!(f, "the CSR's common name is not a valid SID: {e}"),
             CaError::UnsupportedKey(what) => write!(f, "unsupported key in the CSR: {what}"),
             CaError::Crypto(e) => write!(f, "OpenSSL error: {e}"),
+            CaError::BadPublicUrl(url) => write!(
+                f,
+                "public URL {url:?} is not an http:// URL (CRL and OCSP pointers are plain HTTP: the answers are signed)"
+            ),
         }
     }
 }
@@ -259,6 +266,12 @@ impl CertificateAuthority {
     /// The root key (for signing CRLs).
     pub fn key(&self) -> &PKeyRef<Private> {
         &self.key
+    }
+
+    /// Names `url/crl` (CRL distribution point) and `url/ocsp` (OCSP
+    /// responder) in every certificate issued from now on.
+    pub fn set_public_url(&mut self, url: &str) -> Result<(), CaError> {
+        self.profile.set_public_url(url)
     }
 
     /// Checks a CSR and issues a certificate for its SID and key.

@@ -22,6 +22,7 @@ use std::time::Duration;
 use log::{debug, error};
 use mio::Waker;
 
+use crate::metrics::Metrics;
 use crate::store::{Record, Storage, StoreError};
 
 /// Why a batch is not known to be durable.
@@ -90,9 +91,12 @@ pub(crate) struct Committer {
 impl Committer {
     /// Starts the writer thread on `store`; `announce` runs on the writer
     /// after each durable transaction (it prints the accepted reports).
+    /// `metrics` counts what became durable, the records waiting and how
+    /// long each commit took.
     pub(crate) fn start(
         store: Box<dyn Storage + Send>,
         announce: fn(&[Record]),
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<Committer> {
         let (tx, rx) = mpsc::channel();
         let (ended_tx, ended) = mpsc::channel::<()>();
@@ -101,7 +105,7 @@ impl Committer {
             .spawn(move || {
                 // Dropped when the thread ends, panic included.
                 let _ended = ended_tx;
-                write_loop(store, rx, announce)
+                write_loop(store, rx, Durable { announce, metrics })
             })?;
         Ok(Committer {
             jobs: Some(tx),
@@ -198,13 +202,43 @@ impl InFlight {
     }
 }
 
-fn write_loop(mut store: Box<dyn Storage + Send>, jobs: Receiver<Job>, announce: fn(&[Record])) {
+/// What runs once records are durable, and only then: the announcement
+/// and the counts (so the metrics never count what a crash could lose).
+struct Durable {
+    announce: fn(&[Record]),
+    metrics: Arc<Metrics>,
+}
+
+impl Durable {
+    fn done(&self, records: &[Record]) {
+        for r in records {
+            match r {
+                Record::Cert(_) => self.metrics.issued(),
+                Record::Report(_) => self.metrics.report_accepted(),
+            }
+        }
+        (self.announce)(records);
+    }
+
+    /// Commits `records`, timing it.
+    fn commit(&self, store: &mut dyn Storage, records: &[Record]) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let result = store.commit(records);
+        self.metrics.commit_latency(started.elapsed());
+        result
+    }
+}
+
+fn write_loop(mut store: Box<dyn Storage + Send>, jobs: Receiver<Job>, durable: Durable) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while let Ok(more) = jobs.try_recv() {
             batch.push(more);
         }
-        commit_jobs(store.as_mut(), batch, announce);
+        let waiting: usize = batch.iter().map(|j| j.records.len()).sum();
+        durable.metrics.set_awaiting_commit(waiting);
+        commit_jobs(store.as_mut(), batch, &durable);
+        durable.metrics.set_awaiting_commit(0);
     }
     debug!("commit thread stopped");
 }
@@ -212,9 +246,9 @@ fn write_loop(mut store: Box<dyn Storage + Send>, jobs: Receiver<Job>, announce:
 /// Commits several reactors' batches in one transaction. Should that fail,
 /// each is retried alone, so one reactor's bad record (a duplicate serial)
 /// cannot fail another's.
-fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: fn(&[Record])) {
+fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, durable: &Durable) {
     let outcomes: Vec<Outcome> = if batch.len() == 1 {
-        vec![commit_one(store, &batch[0].records, announce)]
+        vec![commit_one(store, &batch[0].records, durable)]
     } else {
         let mut all = Vec::new();
         let mut lens = Vec::with_capacity(batch.len());
@@ -222,14 +256,14 @@ fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: fn(&[Reco
             lens.push(job.records.len());
             all.append(&mut job.records);
         }
-        match store.commit(&all) {
+        match durable.commit(store, &all) {
             Ok(()) => {
                 debug!(
                     "committed {} record(s) of {} batches",
                     all.len(),
                     lens.len()
                 );
-                announce(&all);
+                durable.done(&all);
                 batch.iter().map(|_| Ok(())).collect()
             }
             Err(e) => {
@@ -239,7 +273,7 @@ fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: fn(&[Reco
                     .map(|len| {
                         let part = &all[start..start + len];
                         start += len;
-                        commit_one(store, part, announce)
+                        commit_one(store, part, durable)
                     })
                     .collect()
             }
@@ -255,11 +289,11 @@ fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: fn(&[Reco
     }
 }
 
-fn commit_one(store: &mut dyn Storage, records: &[Record], announce: fn(&[Record])) -> Outcome {
-    match store.commit(records) {
+fn commit_one(store: &mut dyn Storage, records: &[Record], durable: &Durable) -> Outcome {
+    match durable.commit(store, records) {
         Ok(()) => {
             debug!("committed {} record(s)", records.len());
-            announce(records);
+            durable.done(records);
             Ok(())
         }
         Err(e) => {
@@ -318,6 +352,15 @@ mod tests {
         fn next_crl_number(&mut self) -> Result<u64, StoreError> {
             Ok(1)
         }
+        fn revocations(&mut self) -> Result<Vec<crate::store::Revocation>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn revocation_mark(&mut self) -> Result<crate::store::RevocationMark, StoreError> {
+            Ok(crate::store::RevocationMark::default())
+        }
+        fn check(&mut self) -> Result<(), StoreError> {
+            Ok(())
+        }
     }
 
     fn report(id: u64) -> Record {
@@ -343,7 +386,7 @@ mod tests {
     fn batches_are_committed_and_answered_in_order() -> Result<(), Box<dyn std::error::Error>> {
         let fake = FakeStore::default();
         let committed = Arc::clone(&fake.committed);
-        let committer = Committer::start(Box::new(fake), no_announce)?;
+        let committer = Committer::start(Box::new(fake), no_announce, Arc::new(Metrics::new()))?;
         let (_poll, w) = waker()?;
         let handle = committer.handle(w);
         let a = handle.submit(vec![report(1), report(2)])?;
@@ -379,7 +422,14 @@ mod tests {
                 }
             })
             .collect();
-        commit_jobs(store.as_mut(), jobs, no_announce);
+        commit_jobs(
+            store.as_mut(),
+            jobs,
+            &Durable {
+                announce: no_announce,
+                metrics: Arc::new(Metrics::new()),
+            },
+        );
         let outcomes: Vec<bool> = answers
             .iter()
             .map(|a| matches!(a.try_recv(), Ok(Ok(()))))
@@ -391,7 +441,11 @@ mod tests {
 
     #[test]
     fn a_dead_writer_is_reported_not_waited_for() -> Result<(), Box<dyn std::error::Error>> {
-        let committer = Committer::start(Box::new(FakeStore::default()), panicking_announce)?;
+        let committer = Committer::start(
+            Box::new(FakeStore::default()),
+            panicking_announce,
+            Arc::new(Metrics::new()),
+        )?;
         let (_poll, w) = waker()?;
         let handle = committer.handle(w);
         // The writer panics after this commit, so the answer never comes.

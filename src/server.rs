@@ -12,8 +12,10 @@ use openssl::x509::X509;
 use crate::ca::{self, CaError, CaKeyType, CertificateAuthority, RootOrigin};
 use crate::commit::Committer;
 use crate::config::{self, SecretError};
+use crate::metrics::Metrics;
+use crate::ops::Ops;
 use crate::protocol::{self, ServiceKind, Shared};
-use crate::reactor::{self, Limits, Reactor};
+use crate::reactor::{self, HttpConnLimits, Limits, Reactor};
 use crate::store::{SqliteStore, StoreError};
 use crate::verify::Verifier;
 
@@ -57,6 +59,14 @@ pub struct ServerConfig {
     pub reactors: usize,
     /// Connection limits.
     pub limits: Limits,
+    /// Address of the HTTP listener (OCSP, CRL, health, metrics); off
+    /// when `None`.
+    pub http_listen: Option<SocketAddr>,
+    /// Limits of the HTTP listener's requests and connections.
+    pub http_limits: HttpConnLimits,
+    /// Base URL of the HTTP listener as relying parties reach it: every
+    /// certificate issued then names `URL/crl` and `URL/ocsp`.
+    pub public_url: Option<String>,
 }
 
 /// Why the server could not start.
@@ -91,6 +101,8 @@ pub enum ServerError {
     NoReactors,
     /// A reactor thread panicked (its number).
     ReactorPanicked(usize),
+    /// The OCSP responder could not be set up with the CA's key.
+    Ocsp(crate::ocsp::OcspError),
 }
 
 /// What is wrong with a root certificate.
@@ -150,6 +162,7 @@ impl fmt::Display for ServerError {
             ),
             ServerError::NoReactors => write!(f, "--reactors must be at least 1"),
             ServerError::ReactorPanicked(i) => write!(f, "reactor thread {i} panicked"),
+            ServerError::Ocsp(e) => write!(f, "OCSP responder: {e}"),
         }
     }
 }
@@ -162,6 +175,7 @@ impl std::error::Error for ServerError {
             ServerError::Store(e) => Some(e),
             ServerError::RootCert { problem, .. } => Some(problem),
             ServerError::Io(_, e) => Some(e),
+            ServerError::Ocsp(e) => Some(e),
             ServerError::NoRoot(_) | ServerError::NoReactors | ServerError::ReactorPanicked(_) => {
                 None
             }
@@ -249,6 +263,7 @@ pub struct Server {
     reactors: Vec<Reactor>,
     committer: Committer,
     addrs: Vec<(ServiceKind, SocketAddr)>,
+    http_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -260,12 +275,16 @@ impl Server {
         let serve_ca = cfg.role != Role::Blackboard;
         let serve_bb = cfg.role != Role::Ca;
         let ca = if serve_ca {
-            Some(Arc::new(open_ca(
+            let mut ca = open_ca(
                 &cfg.keys_dir,
                 cfg.passphrase_file.as_deref(),
                 cfg.ca_key_type,
                 cfg.validity_days,
-            )?))
+            )?;
+            if let Some(url) = &cfg.public_url {
+                ca.set_public_url(url)?;
+            }
+            Some(Arc::new(ca))
         } else {
             None
         };
@@ -329,9 +348,12 @@ impl Server {
         let mut reactors = Vec::new();
         // One writer for every reactor; each reactor keeps its own
         // connection for reads (WAL readers never wait for the writer).
+        let metrics = Arc::new(Metrics::new());
+        let mut http_addr = cfg.http_listen;
         let committer = Committer::start(
             Box::new(SqliteStore::open(&cfg.data_dir)?),
             protocol::announce,
+            Arc::clone(&metrics),
         )
         .map_err(|e| ServerError::Io("starting the commit thread".into(), e))?;
         for i in 0..cfg.reactors {
@@ -356,8 +378,27 @@ impl Server {
                 admission_secret: admission_secret.clone(),
                 legacy: cfg.legacy,
             };
-            let r = Reactor::new(i, listeners, shared, cfg.limits.clone(), &committer, true)
+            let ops =
+                Ops::new(shared.ca.clone(), Arc::clone(&metrics)).map_err(ServerError::Ocsp)?;
+            let mut r = Reactor::new(i, listeners, shared, cfg.limits.clone(), &committer, true)
                 .map_err(|e| ServerError::Io(format!("reactor {i}"), e))?;
+            r.set_metrics(Arc::clone(&metrics));
+            if let Some(addr) = http_addr {
+                let bound = if reuse && i == 0 {
+                    reactor::bind_first_shared(addr)
+                } else {
+                    reactor::bind(addr, reuse)
+                };
+                let l = bound
+                    .map_err(|e| ServerError::Io(format!("cannot listen on {addr} for http"), e))?;
+                r.serve_http(l, ops, cfg.http_limits)
+                    .map_err(|e| ServerError::Io(format!("reactor {i}: http listener"), e))?;
+                if let Some(bound) = r.http_addr() {
+                    // Later reactors bind the port the first one obtained.
+                    http_addr =
+                        Some(bound.map_err(|e| ServerError::Io("local address".into(), e))?);
+                }
+            }
             if i == 0 {
                 addrs = r
                     .local_addrs()
@@ -369,7 +410,13 @@ impl Server {
             reactors,
             committer,
             addrs,
+            http_addr,
         })
+    }
+
+    /// The bound address of the HTTP listener, if one was asked for.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The bound addresses.
@@ -440,6 +487,9 @@ mod tests {
             legacy: false,
             reactors: 1,
             limits: Limits::default(),
+            http_listen: None,
+            http_limits: HttpConnLimits::default(),
+            public_url: None,
         }
     }
 

@@ -170,6 +170,28 @@ pub struct CertRow {
     pub der: Vec<u8>,
 }
 
+/// One revoked certificate, as the CRL lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// Serial (hex).
+    pub serial_hex: String,
+    /// When, Unix seconds.
+    pub at: i64,
+    /// Why, as given by the operator (an RFC 5280 reason name).
+    pub reason: String,
+}
+
+/// A summary of the revocations that changes whenever one is added
+/// (revocations are never undone): how a served CRL knows, with one cheap
+/// query, whether it is still complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RevocationMark {
+    /// Certificates revoked.
+    pub count: u64,
+    /// The latest revocation time (0 when none).
+    pub latest: i64,
+}
+
 /// The storage interface the rest of certboard uses.
 pub trait Storage {
     /// Makes every record durable in one transaction, all or nothing.
@@ -191,4 +213,11 @@ pub trait Storage {
     fn reports(&mut self) -> Result<Vec<ReportRecord>, StoreError>;
     /// Takes the next CRL number (monotonic, never reused).
     fn next_crl_number(&mut self) -> Result<u64, StoreError>;
+    /// Every revoked certificate, in revocation order.
+    fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError>;
+    /// The current [`RevocationMark`].
+    fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError>;
+    /// Whether the store can serve now (`GET /health`): it answers a query,
+    /// and what it answers from is still where later writes will be read.
+    fn check(&mut self) -> Result<(), StoreError>;
 }

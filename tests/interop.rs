@@ -42,8 +42,8 @@ use openssl::x509::extension::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier,
 };
 use openssl::x509::{
-    CrlNumber, X509Builder, X509CrlBuilder, X509Name, X509NameRef, X509Ref, X509RevokedBuilder,
-    X509,
+    CrlNumber, X509Builder, X509Crl, X509CrlBuilder, X509Name, X509NameRef, X509Ref,
+    X509RevokedBuilder, X509,
 };
 use rustls_pki_types::{CertificateDer, UnixTime};
 
@@ -442,10 +442,14 @@ impl Pki {
             &root,
         )?;
         let revoked_at = now_unix()? - 60;
-        let crl = ca.crl(&[(issued.serial_hex.clone(), revoked_at)], 1)?;
+        let entry = certboard::ca::RevokedEntry {
+            serial_hex: issued.serial_hex.clone(),
+            at: revoked_at,
+            reason: certboard::ca::reason_code("keyCompromise"),
+        };
+        let crl_der = ca.crl(&[entry], 1)?.der;
         let crl_pem = d.join("crl.pem");
-        fs::write(&crl_pem, crl.to_pem()?)?;
-        let crl_der = crl.to_der()?;
+        fs::write(&crl_pem, X509Crl::from_der(&crl_der)?.to_pem()?)?;
 
         // The forger: a key of the same type as our root's that signs
         // objects naming our root (issuer name, AKI), so only the signature

@@ -15,7 +15,7 @@ use certboard::admin::{self, RevokeReason, RevokeTarget};
 use certboard::ca::CaKeyType;
 use certboard::server::{self, Role, Server, ServerConfig};
 use certboard::store::SqliteStore;
-use certboard::Limits;
+use certboard::{HttpConnLimits, Limits};
 
 /// certboard: the CUHK certificate authority and the Blackboard submission
 /// server of the lab, on one single-threaded event loop.
@@ -27,7 +27,8 @@ use certboard::Limits;
 /// recorded in the data dir before it is acknowledged.
 ///
 /// Once listening, one line per listener is printed on stdout:
-/// `listening ca ADDR` and `listening blackboard ADDR`. Logs go to stderr
+/// `listening ca ADDR` and `listening blackboard ADDR` (and `listening
+/// http ADDR` with --http-listen). Logs go to stderr
 /// (RUST_LOG=debug for more). SIGINT/SIGTERM stop it cleanly.
 #[derive(Debug, Parser)]
 #[command(name = "server", version)]
@@ -107,6 +108,18 @@ struct RunArgs {
     /// Seconds a whole exchange may take.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     deadline: f64,
+    /// Address of the HTTP listener for OCSP (`/ocsp`), the CRL (`/crl`),
+    /// `/health` and `/metrics` (port 0: any free port); off by default.
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
+    /// Base URL relying parties reach the HTTP listener at
+    /// (`http://host:port`): every certificate issued then names URL/crl
+    /// as its CRL distribution point and URL/ocsp as its OCSP responder.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// Most requests on one HTTP connection (keep-alive).
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    http_max_requests: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,11 +214,21 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
         legacy: a.legacy,
         reactors: usize::from(a.reactors),
         limits,
+        http_listen: a.http_listen,
+        http_limits: HttpConnLimits {
+            max_requests: a.http_max_requests,
+            ..HttpConnLimits::default()
+        },
+        public_url: a.public_url,
     };
     let server = Server::bind(&cfg)?;
     for (kind, addr) in server.addrs() {
         println!("listening {} {addr}", kind.name());
         log::info!("{} listening on {addr}", kind.name());
+    }
+    if let Some(addr) = server.http_addr() {
+        println!("listening http {addr}");
+        log::info!("http listening on {addr}");
     }
     use std::io::Write;
     std::io::stdout().flush()?;

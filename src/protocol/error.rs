@@ -190,6 +190,7 @@ impl From<&CaError> for ErrorCode {
             | CaError::WeakPassphrase
             | CaError::HalfRoot { .. }
             | CaError::RootMismatch(_)
+            | CaError::BadPublicUrl(_)
             | CaError::Crypto(_) => ErrorCode::Internal,
             // Everything else is about the CSR (listed, so that a new
             // variant has to be placed here on purpose).

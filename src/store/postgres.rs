@@ -44,7 +44,10 @@ use postgres::error::SqlState;
 use postgres::{Client, Config, Statement, Transaction};
 use postgres_openssl::MakeTlsConnector;
 
-use super::{CertRow, CertStatus, Origin, Record, ReportRecord, Storage, StoreError};
+use super::{
+    CertRow, CertStatus, Origin, Record, ReportRecord, Revocation, RevocationMark, Storage,
+    StoreError,
+};
 
 /// The PostgreSQL schema this build reads and writes.
 pub const PG_SCHEMA_VERSION: i32 = 1;
@@ -1111,6 +1114,56 @@ impl Storage for PostgresStore {
                     })
                 })
                 .collect::<Result<_, postgres::Error>>()
+                .map_err(TxFailure::Before)
+        })
+    }
+
+    fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
+        self.run("listing revocations", |conn| {
+            let rows = conn
+                .client
+                .query(
+                    "SELECT serial, revoked_at, revoke_reason FROM certs
+                     WHERE revoked_at IS NOT NULL ORDER BY revoked_at, seq",
+                    &[],
+                )
+                .map_err(TxFailure::Before)?;
+            rows.iter()
+                .map(|r| {
+                    let reason: Option<String> = r.try_get(2)?;
+                    Ok(Revocation {
+                        serial_hex: r.try_get(0)?,
+                        at: r.try_get(1)?,
+                        reason: reason.unwrap_or_default(),
+                    })
+                })
+                .collect::<Result<_, postgres::Error>>()
+                .map_err(TxFailure::Before)
+        })
+    }
+
+    fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
+        let (count, latest): (i64, i64) = self.run("reading the revocation mark", |conn| {
+            conn.client
+                .query_one(
+                    "SELECT count(*), coalesce(max(revoked_at), 0)::int8 FROM certs
+                     WHERE revoked_at IS NOT NULL",
+                    &[],
+                )
+                .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .map_err(TxFailure::Before)
+        })?;
+        Ok(RevocationMark {
+            count: count.unsigned_abs(),
+            latest,
+        })
+    }
+
+    fn check(&mut self) -> Result<(), StoreError> {
+        self.run("checking the database", |conn| {
+            conn.client
+                .query_one("SELECT 1", &[])
+                .map(|_| ())
                 .map_err(TxFailure::Before)
         })
     }
