@@ -38,7 +38,7 @@ use crate::store::{CertRecord, Origin, Record, Storage};
 use crate::verify::Verifier;
 
 pub use admission::AdmissionError;
-pub use error::{Internal, ProtocolError};
+pub use error::{refusal_label, Internal, ProtocolError};
 pub use submission::{
     announce, check_certificate, check_report_text, CertCheckError, ReportError, ReportTextError,
     MAX_REPORT,
@@ -97,6 +97,9 @@ pub struct Output {
     pub persist: Option<Record>,
     /// Close once `send` is flushed.
     pub close: bool,
+    /// When this output refuses the peer: the refusal's metrics label
+    /// ([`refusal_label`]), for the reactor to count.
+    pub refusal: Option<&'static str>,
 }
 
 impl Output {
@@ -338,7 +341,11 @@ impl ProtocolError {
     /// that ends the connection.
     fn refusal(&self, peer: &str) -> Output {
         self.log(peer);
-        Output::final_frame(Message::error(ErrorCode::from(self), self.to_string()).encode())
+        let code = ErrorCode::from(self);
+        Output {
+            refusal: Some(refusal_label(code)),
+            ..Output::final_frame(Message::error(code, self.to_string()).encode())
+        }
     }
 
     fn log(&self, peer: &str) {

@@ -605,6 +605,9 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
+        if let Some(label) = out.refusal {
+            self.metrics.refused(label);
+        }
         let mut frames = Vec::new();
         for payload in &out.send {
             framing::encode(payload, &mut frames);
@@ -707,6 +710,7 @@ impl Reactor {
     fn refuse(&mut self, token: Token, code: ErrorCode, reason: &str) {
         if let Some(conn) = self.conns.get_mut(&token) {
             warn!("{}: {reason}", conn.peer);
+            self.metrics.refused(crate::protocol::refusal_label(code));
             queue_error(conn, code, reason);
             // Held frames, if any, are dropped: the refusal replaces them.
             conn.phase = Phase::Closing;

@@ -433,6 +433,21 @@ impl Pki {
                 &root,
             )?);
         }
+        // The other form of the profile (`--public-url`): a CRL
+        // distribution point and an OCSP responder named in the certificate.
+        {
+            let mut with_urls =
+                CertificateAuthority::open(&d.join("keys"), PASSPHRASE, kind, 30)?.0;
+            with_urls.set_public_url("http://ca.example.edu:8080")?;
+            let issued = with_urls.issue(&make_csr("1155000005", &rsa_key)?)?;
+            students.push(Cert::write(
+                &d,
+                "student-urls",
+                X509::from_der(&issued.der)?,
+                &rsa_key,
+                &root,
+            )?);
+        }
         let issued = ca.issue(&make_csr("1155000003", &rsa_key)?)?;
         let revoked = Cert::write(
             &d,
@@ -1209,7 +1224,17 @@ fn fixtures_cover_both_roots() -> TestResult {
             .iter()
             .map(|s| s.x509.public_key().map(|k| k.id()))
             .collect::<Result<_, _>>()?;
-        assert_eq!(ids, [Id::RSA, Id::EC]);
+        assert_eq!(ids, [Id::RSA, Id::EC, Id::RSA]);
+        let urls = pki.students[2].x509.to_text()?;
+        let urls = String::from_utf8_lossy(&urls);
+        assert!(
+            urls.contains("URI:http://ca.example.edu:8080/crl"),
+            "{urls}"
+        );
+        assert!(
+            urls.contains("OCSP - URI:http://ca.example.edu:8080/ocsp"),
+            "{urls}"
+        );
         let root_key = pki.ca.cert().public_key()?.id();
         let want = match kind {
             CaKeyType::Rsa2048 => Id::RSA,

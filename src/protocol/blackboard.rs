@@ -113,6 +113,7 @@ pub(super) fn report(
             send: vec![reply.encode()],
             persist: Some(Record::Report(record)),
             close: true,
+            ..Output::default()
         },
     ))
 }

@@ -40,6 +40,7 @@ pub(super) fn enroll(csr_der: &[u8], shared: &mut Shared, peer: &str) -> Step {
         send: vec![reply.encode()],
         persist: Some(cert_record(issued, Origin::Certboard)),
         close: false,
+        ..Output::default()
     };
     Ok((State::Enrollment(Enrollment::AwaitNext), out))
 }

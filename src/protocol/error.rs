@@ -181,6 +181,23 @@ impl From<&CertError> for ErrorCode {
     }
 }
 
+/// The metrics label of a refusal by its wire code: the one place a
+/// refusal gets its name on `/metrics` (a fixed set, so a peer cannot grow
+/// the number of series).
+pub fn refusal_label(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Malformed => "malformed",
+        ErrorCode::UnexpectedMessage => "unexpected_message",
+        ErrorCode::BadRequest => "bad_request",
+        ErrorCode::BadCertificate => "bad_certificate",
+        ErrorCode::BadMac => "bad_mac",
+        ErrorCode::Limit => "limit",
+        ErrorCode::AdmissionRefused => "admission_refused",
+        ErrorCode::Internal => "internal",
+        ErrorCode::LegacyDisabled => "legacy_disabled",
+    }
+}
+
 impl From<&CaError> for ErrorCode {
     fn from(e: &CaError) -> ErrorCode {
         match e {

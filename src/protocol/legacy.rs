@@ -421,6 +421,7 @@ fn enroll(payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
             ],
             persist: Some(cert_record(issued, Origin::Legacy)),
             close: false,
+            ..Output::default()
         },
     )
 }
@@ -553,6 +554,7 @@ fn report(p: PendingReport<String>, payload: &[u8], peer: &str) -> Step {
             send: vec![REPORT_ACCEPTED.as_bytes().to_vec()],
             persist: Some(Record::Report(record)),
             close: false,
+            ..Output::default()
         },
     )
 }
