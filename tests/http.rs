@@ -474,3 +474,24 @@ fn hostile_http_is_refused_while_an_honest_ocsp_request_is_answered() -> TestRes
     assert!(both(&out).contains("Response verify OK"), "{}", text(&out));
     Ok(())
 }
+
+#[test]
+fn ocsp_example_script_shows_good_revoked_and_the_crl() -> TestResult {
+    let server_bin = PathBuf::from(env!("CARGO_BIN_EXE_server"));
+    let bin_dir = server_bin.parent().ok_or("bin dir")?;
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ocsp.sh"))
+        .env("CERTBOARD_BIN_DIR", bin_dir)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    assert!(out.status.success(), "{}", text(&out));
+    let s = both(&out);
+    assert!(s.contains("cert.pem: good"), "{s}");
+    assert!(s.contains("cert.pem: revoked"), "{s}");
+    assert!(s.contains("Reason: keyCompromise"), "{s}");
+    assert_eq!(s.matches("Response verify OK").count(), 2, "{s}");
+    assert!(s.contains("Key Compromise"), "the CRL's entry: {s}");
+    assert!(s.contains("certificate revoked"), "{s}");
+    assert!(s.contains("== refused, as it should be"), "{s}");
+    Ok(())
+}
