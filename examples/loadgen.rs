@@ -424,7 +424,12 @@ impl HttpConn {
         self.post_as(path, "application/json", body)
     }
 
-    fn post_as(&mut self, path: &str, content_type: &str, body: &[u8]) -> Result<Vec<u8>, BoxError> {
+    fn post_as(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Vec<u8>, BoxError> {
         self.used += 1;
         self.stream
             .write_all(&http_post_request_as(self.addr, path, content_type, body))?;

@@ -547,6 +547,14 @@ mod tests {
             other.cert_status("01")?,
             CertStatus::Revoked { .. }
         ));
+        // What the CRL is made from, and the mark that tells it changed.
+        let revoked = other.revocations()?;
+        assert_eq!(revoked.len(), 3);
+        assert_eq!((revoked[0].serial_hex.as_str(), revoked[0].at), ("03", 10));
+        assert_eq!(revoked[0].reason, "keyCompromise");
+        let mark = other.revocation_mark()?;
+        assert_eq!((mark.count, mark.latest), (3, 12));
+        other.check()?;
         Ok(())
     }
 
