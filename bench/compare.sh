@@ -11,6 +11,9 @@
 #                                         # one enrollment per CA connection
 #                                         # (default 16, as cfssl's clients
 #                                         # keep their HTTP connections)
+#   BENCH_ONLY=ocsp bash bench/compare.sh # only the OCSP responder section
+#                                         # (certboard's /ocsp beside
+#                                         # `openssl ocsp -index -port`), ~1 min
 #   BENCH_IO=threads bash bench/compare.sh
 #                                         # the load generator's I/O for
 #                                         # enroll and cfssl: events (default,
@@ -46,6 +49,8 @@ BENCH_IO=${BENCH_IO:-events}
 IDLE_CONNS=10000
 SLOW_CONNS=1000
 PASS="certboard bench passphrase"
+ONLY=${BENCH_ONLY:-}
+OCSP_CONC=8
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/certboard-bench.XXXXXX")
@@ -58,7 +63,7 @@ cleanup() {
     done
     wait 2>/dev/null || true
     rm -rf "$WORK"
-    [ -n "${SHM:-}" ] && rm -rf "$SHM"
+    if [ -n "${SHM:-}" ]; then rm -rf "$SHM"; fi
 }
 trap cleanup EXIT INT TERM
 
@@ -77,7 +82,7 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 for tool in taskset openssl cargo awk sed; do
     command -v "$tool" >/dev/null || die "$tool is missing"
 done
-if ! command -v cfssl >/dev/null; then
+if [ "$ONLY" != ocsp ] && ! command -v cfssl >/dev/null; then
     echo "installing golang-cfssl (Debian) ..."
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq golang-cfssl >/dev/null \
@@ -85,14 +90,15 @@ if ! command -v cfssl >/dev/null; then
 fi
 # 10,000 idle connections need 10,000+ descriptors in the server and in the holder.
 ulimit -n 20000 2>/dev/null || true
-[ "$(ulimit -n)" -ge 12000 ] || die "ulimit -n is $(ulimit -n); the scale test needs 12000+"
+[ "$ONLY" = ocsp ] || [ "$(ulimit -n)" -ge 12000 ] || die "ulimit -n is $(ulimit -n); the scale test needs 12000+"
 
 echo "building (release) ..."
-(cd "$ROOT" && cargo build --release --quiet --bin server --example loadgen --example holder --example speed)
+(cd "$ROOT" && cargo build --release --quiet --bin server --bin client --example loadgen --example holder --example speed)
 SERVER="$ROOT/target/release/server"
 LOADGEN="$ROOT/target/release/examples/loadgen"
 HOLDER="$ROOT/target/release/examples/holder"
 SPEEDTOOL="$ROOT/target/release/examples/speed"
+CLIENT="$ROOT/target/release/client"
 KEYS="$WORK/student-keys.pem"
 
 : >"$RESULTS"
@@ -108,6 +114,7 @@ say ""
 # linked with (examples/speed.rs: one key, the primitive alone, CPU time, as
 # `openssl speed` measures), so a ratio is certboard's own overhead. The
 # system's `openssl speed` is printed beside it for reference.
+if [ "$ONLY" != ocsp ]; then
 echo "bare cryptography (CPU $SERVER_CPU) ..."
 BARE=$(taskset -c $SERVER_CPU "$SPEEDTOOL" --seconds 3 | tail -1)
 RSA_SIGN_US=$(jget "$BARE" rsa2048_sign_us)
@@ -124,6 +131,7 @@ say "## bare cryptography, one core"
 say "$(jget "$BARE" openssl) (linked, examples/speed): RSA-2048 sign ${RSA_SIGN_US} us, verify ${RSA_VERIFY_US} us; P-256 sign ${P256_SIGN_US} us, verify ${P256_VERIFY_US} us; RSA-2048 OAEP-SHA256 encrypt ${OAEP_US} us"
 say "$(openssl version | cut -d' ' -f1-2) (system, openssl speed -seconds 3): RSA-2048 sign $(us_of '^rsa 2048 bits' 1) us, verify $(us_of '^rsa 2048 bits' 0) us; P-256 sign $(us_of nistp256 1) us, verify $(us_of nistp256 0) us"
 say ""
+fi
 
 # Student keys: RSA-2048, generated once for the whole run.
 echo "generating the student key pool ..."
@@ -175,6 +183,101 @@ loadgen() {
     taskset -c "$cpus" "$LOADGEN" --key-file "$KEYS" --keys 64 --per-connection "$PER_CONN" "$@" \
         2>>"$WORK/loadgen.log" | tail -1
 }
+
+# ---------------------------------------------------------------- OCSP
+# certboard's /ocsp (the CA key signs each answer, the status read from the
+# database per request) beside `openssl ocsp -index FILE -port` (OpenSSL's
+# own responder: one process, HTTP/1.0, a text index read at start), both on
+# CPU $SERVER_CPU, same CA key, same request (one certificate, no nonce),
+# driven by the same load generator. Per core = answers per second of the
+# responder's own CPU time. certboard is measured with one request per
+# connection (as OpenSSL's responder closes after each answer) and with
+# keep-alive.
+# The load generator for OCSP: no CSRs needed (--pool 1), its own
+# --per-connection.
+ocsp_load() {
+    taskset -c $CLIENT_CPU "$LOADGEN" --key-file "$KEYS" --keys 64 --pool 1 "$@" \
+        2>>"$WORK/loadgen.log" | tail -1
+}
+
+ocsp_bench() {
+    say "## OCSP responder (server on CPU $SERVER_CPU, ${OCSP_CONC} connections, ${SECS} s)"
+    local kind dir http req line serial expiry port pid J rate cpu
+    for kind in p256 rsa2048; do
+        echo "ocsp: certboard, $kind CA ..."
+        dir="$WORK/ocsp-$kind"
+        start_server "$dir" "$kind" $SERVER_CPU --http-listen 127.0.0.1:0 --http-max-requests 1000000
+        http=""
+        for _ in $(seq 1 100); do
+            http=$(awk '/^listening http / { print $3 }' "$dir/stdout")
+            [ -n "$http" ] && break
+            sleep 0.1
+        done
+        [ -n "$http" ] || die "no http listener"
+        "$CLIENT" --ca "$CA_ADDR" --blackboard "$BB_ADDR" --out-dir "$dir/students" 1177000001 >/dev/null
+        req="$dir/req.der"
+        openssl ocsp -issuer "$dir/keys/ca-cert.pem" -cert "$dir/students/1177000001/cert.pem" \
+            -no_nonce -reqout "$req" >/dev/null
+        openssl ocsp -reqin "$req" -respout /dev/null -url "http://$http/ocsp" \
+            -issuer "$dir/keys/ca-cert.pem" -cert "$dir/students/1177000001/cert.pem" \
+            -CAfile "$dir/keys/ca-cert.pem" 2>&1 | grep -q ': good' || die "certboard's OCSP answer is not good"
+        for per in 1 100; do
+            ocsp_load --mode ocsp --ocsp "$http" --ocsp-request "$req" --io "$BENCH_IO" \
+                --concurrency $OCSP_CONC --count 2000 --per-connection "$per" >/dev/null
+            J=$(ocsp_load --mode ocsp --ocsp "$http" --ocsp-request "$req" --io "$BENCH_IO" \
+                --concurrency $OCSP_CONC --duration "$SECS" --per-connection "$per" \
+                --server-pid "$SERVER_PID" --label "ocsp-certboard-$kind-per$per")
+            rate=$(jget "$J" ops_per_sec)
+            cpu=$(jget "$J" server_cpu_us_per_op)
+            say "certboard /ocsp, $kind CA, $per request(s) per connection: $J"
+            say "certboard /ocsp, $kind CA, $per request(s) per connection: ${rate}/s, $(calc "1000000 / $cpu") answers per CPU-second"
+        done
+        stop_pid "$SERVER_PID"
+
+        echo "ocsp: openssl ocsp -index, $kind CA ..."
+        serial=$(openssl x509 -in "$dir/students/1177000001/cert.pem" -noout -serial | cut -d= -f2)
+        expiry=$(date -u -d "+30 days" +%y%m%d%H%M%SZ)
+        printf 'V\t%s\t\t%s\tunknown\t/CN=1177000001\n' "$expiry" "$serial" >"$dir/index.txt"
+        port=""
+        for p in $(shuf -i 20000-30000 -n 20); do
+            if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then port=$p; break; fi
+        done
+        [ -n "$port" ] || die "no free port for openssl ocsp"
+        taskset -c $SERVER_CPU openssl ocsp -index "$dir/index.txt" -port "$port" \
+            -rsigner "$dir/keys/ca-cert.pem" -rkey "$dir/keys/ca-key.pem" -passin "pass:$PASS" \
+            -CA "$dir/keys/ca-cert.pem" -nmin 60 -resp_no_certs >"$dir/openssl-ocsp.log" 2>&1 &
+        pid=$!
+        PIDS+=("$pid")
+        # Ready when it says so: probing the port with a connection that
+        # sends nothing would not do, since OpenSSL 3.0's responder then
+        # spins at 100% CPU on that connection and answers no one.
+        for _ in $(seq 1 100); do
+            grep -q 'waiting for OCSP client connections' "$dir/openssl-ocsp.log" && break
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        grep -q 'waiting for OCSP client connections' "$dir/openssl-ocsp.log" \
+            || { cat "$dir/openssl-ocsp.log" >&2; die "openssl ocsp did not start"; }
+        ocsp_load --mode ocsp --ocsp "127.0.0.1:$port" --ocsp-path / --ocsp-request "$req" \
+            --io "$BENCH_IO" --concurrency $OCSP_CONC --count 500 --per-connection 1 >/dev/null
+        J=$(ocsp_load --mode ocsp --ocsp "127.0.0.1:$port" --ocsp-path / --ocsp-request "$req" \
+            --io "$BENCH_IO" --concurrency $OCSP_CONC --duration "$SECS" --per-connection 1 \
+            --server-pid "$pid" --label "ocsp-openssl-$kind")
+        rate=$(jget "$J" ops_per_sec)
+        cpu=$(jget "$J" server_cpu_us_per_op)
+        say "openssl ocsp -index -port, $kind CA: $J"
+        say "openssl ocsp -index -port, $kind CA: ${rate}/s, $(calc "1000000 / $cpu") answers per CPU-second"
+        stop_pid "$pid"
+    done
+    say ""
+}
+
+if [ "$ONLY" = ocsp ]; then
+    ocsp_bench
+    cp "$RESULTS" "${BENCH_RESULTS:-$ROOT/target/bench-results.txt}" 2>/dev/null || true
+    echo "results saved to ${BENCH_RESULTS:-$ROOT/target/bench-results.txt}"
+    exit 0
+fi
 
 # ---------------------------------------------------------------- per CA type
 declare -A ENROLL_RATE ENROLL_CPU SUBMIT_CPU SUBMIT_RATE CFSSL_RATE CFSSL_CPU ENROLL_P99 SHM_RATE SHM_CPU
@@ -369,6 +472,8 @@ for kind in rsa2048 p256; do
     done
 done
 say ""
+
+ocsp_bench
 
 # ---------------------------------------------------------------- summary
 say "## summary (target in brackets)"

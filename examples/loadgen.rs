@@ -8,7 +8,15 @@
 //!     --mode submit --concurrency 8 --count 5000
 //! cargo run --release --example loadgen -- --cfssl 127.0.0.1:8888 --mode cfssl \
 //!     --concurrency 8 --duration 10
+//! cargo run --release --example loadgen -- --ocsp 127.0.0.1:8080 --mode ocsp \
+//!     --ocsp-request req.der --concurrency 8 --duration 10
 //! ```
+//!
+//! In `ocsp` mode the same OCSP request (DER, from `openssl ocsp -reqout`)
+//! is POSTed to any OCSP responder over HTTP (certboard's `/ocsp`, `openssl
+//! ocsp -port`), a connection carrying up to `--per-connection` requests
+//! (fewer when the responder closes it, as HTTP/1.0 ones do); every answer
+//! must be a successful OCSPResponse.
 //!
 //! Everything expensive happens before the timed phase: RSA keys are
 //! generated once (a small pool, optionally kept in `--key-file` between
@@ -62,6 +70,8 @@ enum Mode {
     Submit,
     /// The same CSRs to cfssl's HTTP `/api/v1/cfssl/sign` (keep-alive).
     Cfssl,
+    /// One OCSP request (`--ocsp-request`) POSTed to an OCSP responder.
+    Ocsp,
     /// No server: only make (or load) the key pool of --key-file, and exit.
     Keys,
 }
@@ -72,6 +82,7 @@ impl Mode {
             Mode::Enroll => "enroll",
             Mode::Submit => "submit",
             Mode::Cfssl => "cfssl",
+            Mode::Ocsp => "ocsp",
             Mode::Keys => "keys",
         }
     }
@@ -112,6 +123,15 @@ struct Cli {
     /// cfssl's address (mode cfssl).
     #[arg(long, default_value = "127.0.0.1:8888")]
     cfssl: String,
+    /// The OCSP responder's address (mode ocsp).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    ocsp: String,
+    /// The OCSP request to send, DER (mode ocsp).
+    #[arg(long, value_name = "FILE")]
+    ocsp_request: Option<PathBuf>,
+    /// The path to POST OCSP requests to.
+    #[arg(long, default_value = "/ocsp")]
+    ocsp_path: String,
     /// What to do.
     #[arg(long, value_enum, default_value_t = Mode::Enroll)]
     mode: Mode,
@@ -390,6 +410,10 @@ struct HttpConn {
     stream: TcpStream,
     addr: SocketAddr,
     buf: Vec<u8>,
+    /// Requests sent on it.
+    used: u32,
+    /// The server said it closes after its last answer.
+    closed: bool,
 }
 
 impl HttpConn {
@@ -402,12 +426,24 @@ impl HttpConn {
             stream,
             addr,
             buf: Vec::new(),
+            used: 0,
+            closed: false,
         })
     }
 
     fn post(&mut self, path: &str, body: &[u8]) -> Result<Vec<u8>, BoxError> {
+        self.post_as(path, "application/json", body)
+    }
+
+    fn post_as(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Vec<u8>, BoxError> {
+        self.used += 1;
         self.stream
-            .write_all(&http_post_request(self.addr, path, body))?;
+            .write_all(&http_post_request_as(self.addr, path, content_type, body))?;
         let response = loop {
             if let Some(r) = parse_http_response(&self.buf)? {
                 break r;
@@ -415,6 +451,7 @@ impl HttpConn {
             self.fill()?;
         };
         self.buf.drain(..response.consumed);
+        self.closed = response.closes;
         response.into_body()
     }
 
@@ -431,8 +468,13 @@ impl HttpConn {
 
 /// The bytes of one HTTP/1.1 keep-alive POST of a JSON body.
 fn http_post_request(addr: SocketAddr, path: &str, body: &[u8]) -> Vec<u8> {
+    http_post_request_as(addr, path, "application/json", body)
+}
+
+/// The bytes of one HTTP/1.1 keep-alive POST of a body of `content_type`.
+fn http_post_request_as(addr: SocketAddr, path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     let mut req = head.into_bytes();
@@ -451,12 +493,15 @@ struct HttpResponse {
     /// The status line, lowercased.
     status: String,
     body: Vec<u8>,
+    /// The server closes the connection after it (HTTP/1.0, or
+    /// `Connection: close`).
+    closes: bool,
 }
 
 impl HttpResponse {
     /// The body of a 200 response; any other status is an error.
     fn into_body(self) -> Result<Vec<u8>, BoxError> {
-        if !self.status.starts_with("http/1.1 200") {
+        if !(self.status.starts_with("http/1.1 200") || self.status.starts_with("http/1.0 200")) {
             return Err(format!("HTTP {}", self.status).into());
         }
         Ok(self.body)
@@ -494,10 +539,16 @@ fn parse_http_response(buf: &[u8]) -> Result<Option<HttpResponse>, BoxError> {
     } else {
         return Err("HTTP response without a length".into());
     };
+    let status = headers.lines().next().unwrap_or_default().to_string();
+    let closes = status.starts_with("http/1.0")
+        || headers
+            .lines()
+            .any(|l| l.replace(' ', "") == "connection:close");
     Ok(Some(HttpResponse {
         consumed: end + 4 + used,
-        status: headers.lines().next().unwrap_or_default().to_string(),
+        status,
         body,
+        closes,
     }))
 }
 
@@ -526,6 +577,15 @@ fn parse_chunked(buf: &[u8]) -> Result<Option<(Vec<u8>, usize)>, BoxError> {
             return Ok(Some((body, pos)));
         }
     }
+}
+
+/// A successful OCSPResponse: SEQUENCE { ENUMERATED 0, [0] ... }.
+fn check_ocsp_body(body: &[u8]) -> Result<(), BoxError> {
+    let response = openssl::ocsp::OcspResponse::from_der(body)?;
+    if response.status() != openssl::ocsp::OcspResponseStatus::SUCCESSFUL {
+        return Err(format!("OCSP answer status {:?}", response.status()).into());
+    }
+    Ok(())
 }
 
 /// cfssl answers 200 with `"success":true` when it signed.
@@ -563,6 +623,7 @@ struct Plan {
     jobs: Arc<Vec<Job>>,
     keys: Arc<Vec<PKey<Private>>>,
     bodies: Arc<Vec<Vec<u8>>>,
+    ocsp_path: String,
 }
 
 /// `--io threads`: one blocking connection per thread.
@@ -575,6 +636,7 @@ fn run_threads(plan: &Plan, schedule: &Arc<Schedule>) -> Result<Vec<Tally>, BoxE
         let bodies = plan.bodies.clone();
         let ca = plan.ca.clone();
         let bb = plan.blackboard.clone();
+        let ocsp_path = plan.ocsp_path.clone();
         let (mode, target, timeout, per_connection) =
             (plan.mode, plan.target, plan.timeout, plan.per_connection);
         handles.push(std::thread::spawn(move || {
@@ -599,6 +661,27 @@ fn run_threads(plan: &Plan, schedule: &Arc<Schedule>) -> Result<Vec<Tally>, BoxE
                             check_cfssl_body(
                                 &conn.post(CFSSL_SIGN_PATH, &bodies[i % bodies.len()])?,
                             )
+                        })();
+                        if r.is_err() {
+                            http = None;
+                        }
+                        tally.record(t, r)
+                    }
+                    Mode::Ocsp => {
+                        let r = (|| -> Result<(), BoxError> {
+                            let fresh = match &http {
+                                Some(c) => c.closed || c.used >= per_connection,
+                                None => true,
+                            };
+                            if fresh {
+                                http = Some(HttpConn::connect(target, timeout)?);
+                            }
+                            let conn = http.as_mut().ok_or("no connection")?;
+                            check_ocsp_body(&conn.post_as(
+                                &ocsp_path,
+                                "application/ocsp-request",
+                                &bodies[0],
+                            )?)
                         })();
                         if r.is_err() {
                             http = None;
@@ -635,6 +718,8 @@ struct EventConn {
     decoder: Decoder,
     /// Operations started on this connection.
     used: u32,
+    /// The server said it closes after its last answer (HTTP responders).
+    closes: bool,
 }
 
 /// One of the `--concurrency` slots: the operation in flight and the
@@ -697,6 +782,12 @@ impl EventDriver<'_> {
                 CFSSL_SIGN_PATH,
                 &plan.bodies[i % plan.bodies.len()],
             ),
+            Mode::Ocsp => http_post_request_as(
+                plan.target,
+                &plan.ocsp_path,
+                "application/ocsp-request",
+                &plan.bodies[0],
+            ),
             _ => framing::frame(
                 &Message::EnrollRequest {
                     csr_der: plan.jobs[i % plan.jobs.len()].csr.clone(),
@@ -711,11 +802,11 @@ impl EventDriver<'_> {
         slot.deadline = now + plan.timeout;
         // Enrollments reconnect after --per-connection, as the thread mode
         // does; cfssl keeps its keep-alive connection until an error.
-        let spent = plan.mode == Mode::Enroll
+        let spent = matches!(plan.mode, Mode::Enroll | Mode::Ocsp)
             && slot
                 .conn
                 .as_ref()
-                .is_some_and(|c| c.used >= plan.per_connection);
+                .is_some_and(|c| c.used >= plan.per_connection || c.closes);
         if spent {
             self.close(s);
         }
@@ -775,6 +866,7 @@ impl EventDriver<'_> {
                 inbuf: Vec::new(),
                 decoder: Decoder::new(framing::DEFAULT_MAX_FRAME),
                 used: 1,
+                closes: false,
             });
         }
         let slot = &mut self.slots[s];
@@ -856,6 +948,15 @@ fn reply_is_whole(mode: Mode, conn: &mut EventConn) -> Result<bool, BoxError> {
             };
             conn.inbuf.drain(..response.consumed);
             check_cfssl_body(&response.into_body()?)?;
+            Ok(true)
+        }
+        Mode::Ocsp => {
+            let Some(response) = parse_http_response(&conn.inbuf)? else {
+                return Ok(false);
+            };
+            conn.inbuf.drain(..response.consumed);
+            conn.closes = response.closes;
+            check_ocsp_body(&response.into_body()?)?;
             Ok(true)
         }
         _ => {
@@ -983,6 +1084,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             loopback_only(&cli.blackboard)?
         }
         Mode::Cfssl | Mode::Keys => loopback_only(&cli.cfssl)?,
+        Mode::Ocsp => loopback_only(&cli.ocsp)?,
     };
     let count = cli.count.map_or(usize::MAX, |c| c as usize);
     let keys = load_or_make_keys(cli.keys as usize, cli.key_file.as_deref())?;
@@ -990,7 +1092,13 @@ fn run(cli: Cli) -> Result<(), BoxError> {
     // so each certificate) once.
     let pool = count.min(cli.pool as usize);
     let mut jobs = make_jobs(pool, cli.first_sid, &keys)?;
-    let bodies: Vec<Vec<u8>> = if cli.mode == Mode::Cfssl {
+    let bodies: Vec<Vec<u8>> = if cli.mode == Mode::Ocsp {
+        let path = cli
+            .ocsp_request
+            .as_deref()
+            .ok_or("--mode ocsp needs --ocsp-request FILE (openssl ocsp -reqout)")?;
+        vec![fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?]
+    } else if cli.mode == Mode::Cfssl {
         jobs.iter()
             .map(|j| cfssl_body(&j.csr))
             .collect::<Result<_, _>>()?
@@ -1041,6 +1149,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         jobs: Arc::new(jobs),
         keys: Arc::new(keys),
         bodies: Arc::new(bodies),
+        ocsp_path: cli.ocsp_path.clone(),
     };
     let poll = match cli.io {
         Io::Events => Some(Poll::new()?),

@@ -5,6 +5,7 @@
 #   certtool  (GnuTLS)                                             Debian: gnutls-bin
 #   pkilint   (DigiCert's RFC 5280 linter: lint_pkix_cert, ...)    PyPI:   pkilint
 #   prometheus_client (Python; its text parser reads /metrics)      PyPI:   prometheus_client
+#   curl      (the OCSP GET form and the CRL in tests/http.rs)     Debian: curl
 # and PostgreSQL (initdb, pg_ctl, psql), which tests/postgres.rs runs as a
 # throwaway cluster (scripts/pg-test-cluster.sh)                  Debian: postgresql
 #
@@ -38,6 +39,7 @@ prometheus_client_ok || pip_missing+=("$PROMETHEUS_CLIENT_SPEC")
 apt_missing=()
 have openssl || apt_missing+=(openssl)
 have certtool || apt_missing+=(gnutls-bin)
+have curl || apt_missing+=(curl)
 if ((${#pip_missing[@]} > 0)) && ! python3 -m pip --version >/dev/null 2>&1; then
     apt_missing+=(python3-pip)
 fi

@@ -152,6 +152,14 @@ impl From<crate::ca::CaError> for AdminError {
         AdminError::Ca(e)
     }
 }
+impl From<crate::ops::OpsError> for AdminError {
+    fn from(e: crate::ops::OpsError) -> Self {
+        match e {
+            crate::ops::OpsError::Store(e) => AdminError::Store(e),
+            crate::ops::OpsError::Ca(e) => AdminError::Ca(e),
+        }
+    }
+}
 impl From<std::io::Error> for AdminError {
     fn from(e: std::io::Error) -> Self {
         AdminError::Io(e)
@@ -247,20 +255,19 @@ pub fn list_reports(store: &mut dyn Storage, out: &mut dyn Write) -> Result<(), 
     Ok(())
 }
 
-/// A fresh CRL of every revoked certificate, as PEM or DER.
+/// A fresh CRL of every revoked certificate, as PEM or DER: the same
+/// CRL the HTTP listener serves on `GET /crl`.
 pub fn crl(
     store: &mut dyn Storage,
     ca: &CertificateAuthority,
     der: bool,
 ) -> Result<Vec<u8>, AdminError> {
-    let revoked: Vec<(String, i64)> = store
-        .certs()?
-        .into_iter()
-        .filter_map(|c| c.revoked.map(|(at, _)| (c.serial_hex, at)))
-        .collect();
-    let number = store.next_crl_number()?;
-    let crl = ca.crl(&revoked, number)?;
-    Ok(if der { crl.to_der()? } else { crl.to_pem()? })
+    let crl = crate::ops::fresh_crl(store, ca)?;
+    Ok(if der {
+        crl.der
+    } else {
+        openssl::x509::X509Crl::from_der(&crl.der)?.to_pem()?
+    })
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ pub use blackboard::{
     BlackboardIdentity, BlackboardKeys, KeysOrigin, BLACKBOARD_CERT_FILE, BLACKBOARD_KEY_FILE,
     BLACKBOARD_LIFETIME_SECS, DEFAULT_BLACKBOARD_NAME,
 };
-pub use crl::CRL_VALIDITY_DAYS;
+pub use crl::{reason_code, RevokedEntry, SignedCrl, CRL_VALIDITY_DAYS};
 pub(crate) use csr::rsa_exponent_ok;
 pub use root::{root_exists, root_paths, CA_CERT_FILE, CA_KEY_FILE, MIN_PASSPHRASE_LEN};
 pub use serial::{Serial, SerialError};
@@ -107,6 +107,9 @@ pub enum CaError {
     },
     /// OpenSSL failed while building or signing.
     Crypto(ErrorStack),
+    /// The public URL given for CRL and OCSP pointers is not a plain
+    /// `http://` URL of printable ASCII.
+    BadPublicUrl(String),
 }
 
 impl fmt::Display for CaError {
@@ -153,11 +156,17 @@ impl fmt::Display for CaError {
             ),
             CaError::BlackboardCert { dir, why } => write!(
                 f,
-                "Blackboard's certificate in {} {why}; where the root key is, run                  `server blackboard-cert --out DIR` and put {BLACKBOARD_KEY_FILE} and                  {BLACKBOARD_CERT_FILE} in {}",
+                "Blackboard's certificate in {} {why}; where the root key is, run \
+                 `server blackboard-cert --out DIR` and put {BLACKBOARD_KEY_FILE} and \
+                 {BLACKBOARD_CERT_FILE} in {}",
                 dir.display(),
                 dir.display()
             ),
             CaError::Crypto(e) => write!(f, "OpenSSL error: {e}"),
+            CaError::BadPublicUrl(url) => write!(
+                f,
+                "public URL {url:?} is not an http:// URL (CRL and OCSP pointers are plain HTTP: the answers are signed)"
+            ),
         }
     }
 }
@@ -312,6 +321,12 @@ impl CertificateAuthority {
     /// The root key (for signing CRLs).
     pub fn key(&self) -> &PKeyRef<Private> {
         &self.key
+    }
+
+    /// Names `url/crl` (CRL distribution point) and `url/ocsp` (OCSP
+    /// responder) in every certificate issued from now on.
+    pub fn set_public_url(&mut self, url: &str) -> Result<(), CaError> {
+        self.profile.set_public_url(url)
     }
 
     /// Checks a CSR and issues a certificate for its SID and key.

@@ -22,6 +22,7 @@ use std::time::Duration;
 use log::{debug, error};
 use mio::Waker;
 
+use crate::metrics::Metrics;
 use crate::store::{Record, Storage, StoreError, Unavailable};
 
 /// Why a batch is not known to be durable.
@@ -100,10 +101,12 @@ impl Committer {
     /// Starts the writer thread on `store`; `announce` runs on the writer
     /// after each durable transaction, before the replies are released, so
     /// it must never block (the server's hands the reports to
-    /// [`crate::report_log`] with a `try_send`).
+    /// [`crate::report_log`] with a `try_send`). `metrics` counts what
+    /// became durable, the records waiting and how long each commit took.
     pub(crate) fn start(
         store: Box<dyn Storage + Send>,
-        mut announce: impl FnMut(&[Record]) + Send + 'static,
+        announce: impl FnMut(&[Record]) + Send + 'static,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<Committer> {
         let (tx, rx) = mpsc::channel();
         let (ended_tx, ended) = mpsc::channel::<()>();
@@ -112,7 +115,14 @@ impl Committer {
             .spawn(move || {
                 // Dropped when the thread ends, panic included.
                 let _ended = ended_tx;
-                write_loop(store, rx, &mut announce)
+                write_loop(
+                    store,
+                    rx,
+                    Durable {
+                        announce: Box::new(announce),
+                        metrics,
+                    },
+                )
             })?;
         Ok(Committer {
             jobs: Some(tx),
@@ -225,17 +235,52 @@ impl InFlight {
     }
 }
 
-fn write_loop(
-    mut store: Box<dyn Storage + Send>,
-    jobs: Receiver<Job>,
-    announce: &mut dyn FnMut(&[Record]),
-) {
+/// What the writer calls with each durable batch.
+type Announce = Box<dyn FnMut(&[Record]) + Send>;
+
+/// What runs once records are durable, and only then: the announcement
+/// and the counts (so the metrics never count what a crash could lose).
+struct Durable {
+    announce: Announce,
+    metrics: Arc<Metrics>,
+}
+
+impl Durable {
+    fn done(&mut self, records: &[Record]) {
+        for r in records {
+            match r {
+                Record::Cert(c) => {
+                    self.metrics.issued();
+                    if c.renewal {
+                        self.metrics.renewed();
+                    }
+                }
+                Record::Report(_) => self.metrics.report_accepted(),
+                Record::WrongCode { .. } => {}
+            }
+        }
+        (self.announce)(records);
+    }
+
+    /// Commits `records`, timing it.
+    fn commit(&self, store: &mut dyn Storage, records: &[Record]) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let result = store.commit(records);
+        self.metrics.commit_latency(started.elapsed());
+        result
+    }
+}
+
+fn write_loop(mut store: Box<dyn Storage + Send>, jobs: Receiver<Job>, mut durable: Durable) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while let Ok(more) = jobs.try_recv() {
             batch.push(more);
         }
-        commit_jobs(store.as_mut(), batch, announce);
+        let waiting: usize = batch.iter().map(|j| j.records.len()).sum();
+        durable.metrics.set_awaiting_commit(waiting);
+        commit_jobs(store.as_mut(), batch, &mut durable);
+        durable.metrics.set_awaiting_commit(0);
     }
     debug!("commit thread stopped");
 }
@@ -248,9 +293,9 @@ fn write_loop(
 /// batch that did commit would come back as a duplicate and be reported as
 /// refused, and with the database down a retry only fails again; every
 /// record is told what is known.
-fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: &mut dyn FnMut(&[Record])) {
+fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, durable: &mut Durable) {
     let outcomes: Vec<Vec<Outcome>> = if batch.len() == 1 {
-        vec![commit_each(store, &batch[0].records, announce)]
+        vec![commit_each(store, &batch[0].records, durable)]
     } else {
         let mut all = Vec::new();
         let mut lens = Vec::with_capacity(batch.len());
@@ -258,14 +303,14 @@ fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: &mut dyn 
             lens.push(job.records.len());
             all.append(&mut job.records);
         }
-        match store.commit(&all) {
+        match durable.commit(store, &all) {
             Ok(()) => {
                 debug!(
                     "committed {} record(s) of {} batches",
                     all.len(),
                     lens.len()
                 );
-                announce(&all);
+                durable.done(&all);
                 lens.iter()
                     .map(|&n| (0..n).map(|_| Ok(())).collect())
                     .collect()
@@ -281,7 +326,7 @@ fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: &mut dyn 
                     .map(|len| {
                         let part = &all[start..start + len];
                         start += len;
-                        commit_each(store, part, announce)
+                        commit_each(store, part, durable)
                     })
                     .collect()
             }
@@ -298,12 +343,8 @@ fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, announce: &mut dyn 
 }
 
 /// One batch in one transaction; if that fails, each record alone.
-fn commit_each(
-    store: &mut dyn Storage,
-    records: &[Record],
-    announce: &mut dyn FnMut(&[Record]),
-) -> Vec<Outcome> {
-    match commit_one(store, records, announce) {
+fn commit_each(store: &mut dyn Storage, records: &[Record], durable: &mut Durable) -> Vec<Outcome> {
+    match commit_one(store, records, durable) {
         Ok(()) => records.iter().map(|_| Ok(())).collect(),
         Err(e) if records.len() == 1 => vec![Err(e)],
         Err(CommitError::Store(StoreError::Unavailable(u)))
@@ -317,21 +358,17 @@ fn commit_each(
             );
             records
                 .iter()
-                .map(|r| commit_one(store, std::slice::from_ref(r), announce))
+                .map(|r| commit_one(store, std::slice::from_ref(r), durable))
                 .collect()
         }
     }
 }
 
-fn commit_one(
-    store: &mut dyn Storage,
-    records: &[Record],
-    announce: &mut dyn FnMut(&[Record]),
-) -> Outcome {
-    match store.commit(records) {
+fn commit_one(store: &mut dyn Storage, records: &[Record], durable: &mut Durable) -> Outcome {
+    match durable.commit(store, records) {
         Ok(()) => {
             debug!("committed {} record(s)", records.len());
-            announce(records);
+            durable.done(records);
             Ok(())
         }
         Err(e @ StoreError::CodeUsed { .. }) => {
@@ -457,6 +494,15 @@ mod tests {
         fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
             Ok((None, None))
         }
+        fn revocations(&mut self) -> Result<Vec<crate::store::Revocation>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn revocation_mark(&mut self) -> Result<crate::store::RevocationMark, StoreError> {
+            Ok(crate::store::RevocationMark::default())
+        }
+        fn check(&mut self) -> Result<(), StoreError> {
+            Ok(())
+        }
     }
 
     fn report(id: u64) -> Record {
@@ -482,7 +528,7 @@ mod tests {
     fn batches_are_committed_and_answered_in_order() -> Result<(), Box<dyn std::error::Error>> {
         let fake = FakeStore::default();
         let committed = Arc::clone(&fake.committed);
-        let committer = Committer::start(Box::new(fake), no_announce)?;
+        let committer = Committer::start(Box::new(fake), no_announce, Arc::new(Metrics::new()))?;
         let (_poll, w) = waker()?;
         let handle = committer.handle(w);
         let a = handle.submit(vec![report(1), report(2)])?;
@@ -523,7 +569,14 @@ mod tests {
             }
         })
         .collect();
-        commit_jobs(store.as_mut(), jobs, &mut no_announce);
+        commit_jobs(
+            store.as_mut(),
+            jobs,
+            &mut Durable {
+                announce: Box::new(no_announce),
+                metrics: Arc::new(Metrics::new()),
+            },
+        );
         let outcomes: Vec<Vec<bool>> = answers
             .iter()
             .map(|a| {
@@ -569,7 +622,14 @@ mod tests {
                 }
             })
             .collect();
-        commit_jobs(store.as_mut(), jobs, &mut no_announce);
+        commit_jobs(
+            store.as_mut(),
+            jobs,
+            &mut Durable {
+                announce: Box::new(no_announce),
+                metrics: Arc::new(Metrics::new()),
+            },
+        );
         let outcomes = answers
             .iter()
             .map(|a| a.try_recv().ok().and_then(|mut o| o.pop()))
@@ -608,7 +668,11 @@ mod tests {
 
     #[test]
     fn a_dead_writer_is_reported_not_waited_for() -> Result<(), Box<dyn std::error::Error>> {
-        let committer = Committer::start(Box::new(FakeStore::default()), panicking_announce)?;
+        let committer = Committer::start(
+            Box::new(FakeStore::default()),
+            panicking_announce,
+            Arc::new(Metrics::new()),
+        )?;
         let (_poll, w) = waker()?;
         let handle = committer.handle(w);
         // The writer panics after this commit, so the answer never comes.

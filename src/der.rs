@@ -37,11 +37,15 @@ pub(crate) mod tag {
     pub(crate) const CONTEXT_0: u8 = 0xa0;
     /// `[3]` constructed.
     pub(crate) const CONTEXT_3: u8 = 0xa3;
+    /// ENUMERATED (CRLReason, OCSPResponseStatus).
+    pub(crate) const ENUMERATED: u8 = 0x0a;
     /// `[0]` primitive (an implicitly tagged primitive, such as
     /// AuthorityKeyIdentifier's keyIdentifier).
     pub(crate) const IMPLICIT_0: u8 = 0x80;
     /// `[2] IMPLICIT IA5String`: a GeneralName's dNSName.
     pub(crate) const IMPLICIT_2: u8 = 0x82;
+    /// `[6]` primitive: GeneralName's uniformResourceIdentifier.
+    pub(crate) const IMPLICIT_6: u8 = 0x86;
 }
 
 /// Every object identifier certboard uses, as the content bytes of its DER
@@ -93,6 +97,28 @@ pub(crate) mod oid {
     pub(crate) const KP_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
     /// 2.5.29.17 id-ce-subjectAltName (RFC 5280 section 4.2.1.6).
     pub(crate) const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
+
+    /// 2.5.29.20 id-ce-cRLNumber (RFC 5280 section 5.2.3).
+    pub(crate) const CRL_NUMBER: &[u8] = &[0x55, 0x1d, 0x14];
+    /// 2.5.29.21 id-ce-cRLReasons (RFC 5280 section 5.3.1).
+    pub(crate) const CRL_REASON: &[u8] = &[0x55, 0x1d, 0x15];
+    /// 2.5.29.31 id-ce-cRLDistributionPoints (RFC 5280 section 4.2.1.13).
+    pub(crate) const CRL_DISTRIBUTION_POINTS: &[u8] = &[0x55, 0x1d, 0x1f];
+    /// 1.3.6.1.5.5.7.1.1 id-pe-authorityInfoAccess (RFC 5280 section
+    /// 4.2.2.1).
+    pub(crate) const AUTHORITY_INFO_ACCESS: &[u8] =
+        &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x01, 0x01];
+    /// 1.3.6.1.5.5.7.48.1 id-ad-ocsp (RFC 5280 section 4.2.2.1).
+    pub(crate) const AD_OCSP: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
+
+    /// 1.3.14.3.2.26 id-sha1 (RFC 3279 section 2.2.1), in OCSP CertIDs.
+    pub(crate) const SHA1: &[u8] = &[0x2b, 0x0e, 0x03, 0x02, 0x1a];
+    /// 2.16.840.1.101.3.4.2.1 id-sha256 (RFC 5754 section 2.2).
+    pub(crate) const SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
+    /// 1.3.6.1.5.5.7.48.1.1 id-pkix-ocsp-basic (RFC 6960 section 4.2.1).
+    pub(crate) const OCSP_BASIC: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x01];
+    /// 1.3.6.1.5.5.7.48.1.2 id-pkix-ocsp-nonce (RFC 6960 section 4.4.1).
+    pub(crate) const OCSP_NONCE: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x02];
 
     /// Dotted text of an OID's content bytes, for messages.
     pub(crate) fn text(content: &[u8]) -> String {

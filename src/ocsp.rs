@@ -49,8 +49,6 @@ use crate::der::{self, tag, DerError, Reader, Tlv};
 mod ocsp_tag {
     /// BOOLEAN (an extension's `critical`).
     pub(super) const BOOLEAN: u8 = 0x01;
-    /// ENUMERATED (OCSPResponseStatus, CRLReason).
-    pub(super) const ENUMERATED: u8 = 0x0a;
     /// `[1]` constructed: requestorName, responseExtensions, `revoked`.
     pub(super) const CONTEXT_1: u8 = 0xa1;
     /// `[2]` constructed: requestExtensions, responderID byKey.
@@ -59,18 +57,6 @@ mod ocsp_tag {
     pub(super) const GOOD: u8 = 0x80;
     /// `[2] IMPLICIT NULL`: CertStatus `unknown`.
     pub(super) const UNKNOWN: u8 = 0x82;
-}
-
-/// Object identifiers for OCSP; to move into `der::oid`.
-pub(crate) mod ocsp_oid {
-    /// 1.3.14.3.2.26 id-sha1 (RFC 3279 §2.2.1).
-    pub(crate) const SHA1: &[u8] = &[0x2b, 0x0e, 0x03, 0x02, 0x1a];
-    /// 2.16.840.1.101.3.4.2.1 id-sha256 (RFC 5754 §2.2).
-    pub(crate) const SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
-    /// 1.3.6.1.5.5.7.48.1.1 id-pkix-ocsp-basic (RFC 6960 §4.2.1).
-    pub(crate) const OCSP_BASIC: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x01];
-    /// 1.3.6.1.5.5.7.48.1.2 id-pkix-ocsp-nonce (RFC 6960 §4.4.1).
-    pub(crate) const OCSP_NONCE: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x02];
 }
 
 /// Most CertIDs answered in one request. RFC 5019 clients send one; the
@@ -157,6 +143,9 @@ pub enum ResponseStatus {
     MalformedRequest,
     /// 2: the responder failed (signing).
     InternalError,
+    /// 3: the responder cannot answer now (its store did not answer); the
+    /// client may retry.
+    TryLater,
     /// 6: the request names no certificate this responder answers for.
     Unauthorized,
 }
@@ -167,6 +156,7 @@ impl ResponseStatus {
             ResponseStatus::Successful => 0,
             ResponseStatus::MalformedRequest => 1,
             ResponseStatus::InternalError => 2,
+            ResponseStatus::TryLater => 3,
             ResponseStatus::Unauthorized => 6,
         }
     }
@@ -324,8 +314,8 @@ fn read_cert_id(t: Tlv<'_>) -> Result<CertId, OcspError> {
         return Err(DerError::BadValue("hash algorithm parameters").into());
     }
     let hash = match oid {
-        ocsp_oid::SHA1 => HashAlgorithm::Sha1,
-        ocsp_oid::SHA256 => HashAlgorithm::Sha256,
+        der::oid::SHA1 => HashAlgorithm::Sha1,
+        der::oid::SHA256 => HashAlgorithm::Sha256,
         other => return Err(OcspError::UnsupportedHash(hex_upper(other))),
     };
     let issuer_name_hash = r.expect_tag(tag::OCTET_STRING)?.content.to_vec();
@@ -370,7 +360,7 @@ fn read_extensions(mut exts: Reader<'_>) -> Result<Option<Vec<u8>>, OcspError> {
         };
         let value = ext.expect_tag(tag::OCTET_STRING)?.content;
         ext.finish()?;
-        if oid == ocsp_oid::OCSP_NONCE {
+        if oid == der::oid::OCSP_NONCE {
             nonce = Some(value.to_vec());
         } else if critical {
             return Err(OcspError::UnknownCriticalExtension(hex_upper(oid)));
@@ -453,7 +443,7 @@ impl OcspAnswer {
     fn unsuccessful(status: ResponseStatus, error: Option<OcspError>) -> Self {
         let mut der = Vec::with_capacity(5);
         der::write_nested(&mut der, tag::SEQUENCE, |s| {
-            der::write_tlv(s, ocsp_tag::ENUMERATED, &[status.code()]);
+            der::write_tlv(s, tag::ENUMERATED, &[status.code()]);
         });
         OcspAnswer {
             der,
@@ -462,6 +452,12 @@ impl OcspAnswer {
             next_update: None,
             error,
         }
+    }
+
+    /// The unsigned `tryLater` answer (RFC 6960 §4.2.1), for when the
+    /// status of a certificate cannot be read now: never a signed guess.
+    pub fn try_later() -> Self {
+        OcspAnswer::unsuccessful(ResponseStatus::TryLater, None)
     }
 
     /// A short label for the metrics: the certificate status of a
@@ -487,6 +483,7 @@ impl OcspAnswer {
             ResponseStatus::MalformedRequest => "malformed",
             ResponseStatus::Unauthorized => "unauthorized",
             ResponseStatus::InternalError => "internal_error",
+            ResponseStatus::TryLater => "try_later",
         }
     }
 
@@ -576,10 +573,10 @@ impl Responder {
         &self,
         request_der: &[u8],
         now_unix: i64,
-        lookup: impl Fn(&[u8]) -> CertStatus,
+        mut lookup: impl FnMut(&[u8]) -> CertStatus,
     ) -> OcspAnswer {
         match parse_request(request_der) {
-            Ok(request) => self.respond_to(&request, now_unix, lookup),
+            Ok(request) => self.respond_to(&request, now_unix, &mut lookup),
             Err(e) => OcspAnswer::unsuccessful(ResponseStatus::MalformedRequest, Some(e)),
         }
     }
@@ -589,7 +586,7 @@ impl Responder {
         &self,
         request: &OcspRequest,
         now_unix: i64,
-        lookup: impl Fn(&[u8]) -> CertStatus,
+        mut lookup: impl FnMut(&[u8]) -> CertStatus,
     ) -> OcspAnswer {
         if !request.cert_ids.iter().all(|id| self.issuer.matches(id)) {
             return OcspAnswer::unsuccessful(ResponseStatus::Unauthorized, None);
@@ -643,7 +640,7 @@ impl Responder {
                 der::write_nested(rd, ocsp_tag::CONTEXT_1, |explicit| {
                     der::write_nested(explicit, tag::SEQUENCE, |exts| {
                         der::write_nested(exts, tag::SEQUENCE, |ext| {
-                            der::write_tlv(ext, tag::OID, ocsp_oid::OCSP_NONCE);
+                            der::write_tlv(ext, tag::OID, der::oid::OCSP_NONCE);
                             der::write_tlv(ext, tag::OCTET_STRING, nonce);
                         });
                     });
@@ -668,14 +665,10 @@ impl Responder {
         });
         let mut out = Vec::with_capacity(basic.len() + 32);
         der::write_nested(&mut out, tag::SEQUENCE, |r| {
-            der::write_tlv(
-                r,
-                ocsp_tag::ENUMERATED,
-                &[ResponseStatus::Successful.code()],
-            );
+            der::write_tlv(r, tag::ENUMERATED, &[ResponseStatus::Successful.code()]);
             der::write_nested(r, tag::CONTEXT_0, |explicit| {
                 der::write_nested(explicit, tag::SEQUENCE, |bytes| {
-                    der::write_tlv(bytes, tag::OID, ocsp_oid::OCSP_BASIC);
+                    der::write_tlv(bytes, tag::OID, der::oid::OCSP_BASIC);
                     der::write_tlv(bytes, tag::OCTET_STRING, &basic);
                 });
             });
@@ -700,7 +693,7 @@ fn write_single_response(
                     write_generalized_time(revoked, at_unix);
                     if let Some(code) = reason.filter(|c| reason_is_written(*c)) {
                         der::write_nested(revoked, tag::CONTEXT_0, |explicit| {
-                            der::write_tlv(explicit, ocsp_tag::ENUMERATED, &[code]);
+                            der::write_tlv(explicit, tag::ENUMERATED, &[code]);
                         });
                     }
                 });
@@ -1100,7 +1093,7 @@ mod tests {
                 der::write_nested(tbs, ocsp_tag::CONTEXT_2, |explicit| {
                     der::write_nested(explicit, tag::SEQUENCE, |exts| {
                         der::write_nested(exts, tag::SEQUENCE, |ext| {
-                            der::write_tlv(ext, tag::OID, ocsp_oid::OCSP_NONCE);
+                            der::write_tlv(ext, tag::OID, der::oid::OCSP_NONCE);
                             der::write_nested(ext, tag::OCTET_STRING, |v| {
                                 der::write_tlv(v, tag::OCTET_STRING, nonce);
                             });
@@ -1126,7 +1119,7 @@ mod tests {
     fn response_extensions(der: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut r = Reader::new(der);
         let mut resp = r.nested(tag::SEQUENCE).unwrap();
-        resp.expect_tag(ocsp_tag::ENUMERATED).unwrap();
+        resp.expect_tag(tag::ENUMERATED).unwrap();
         let mut bytes = resp.nested(tag::CONTEXT_0).unwrap();
         let mut bytes = bytes.nested(tag::SEQUENCE).unwrap();
         bytes.expect_tag(tag::OID).unwrap();
@@ -1166,7 +1159,7 @@ mod tests {
         assert_eq!(status, OcspCertStatus::GOOD);
         assert_eq!(
             response_extensions(&a.der),
-            [(ocsp_oid::OCSP_NONCE.to_vec(), wrapped)]
+            [(der::oid::OCSP_NONCE.to_vec(), wrapped)]
         );
         // No nonce asked, none given.
         let a = responder(&p).respond(

@@ -39,7 +39,7 @@ use crate::store::{CertRecord, CodeKey, Origin, Record, Storage};
 use crate::verify::Verifier;
 
 pub use admission::AdmissionError;
-pub use error::{commit_refusal, Internal, ProtocolError};
+pub use error::{commit_refusal, refusal_label, Internal, ProtocolError};
 pub use submission::{
     check_certificate, check_report_text, CertCheckError, ReportError, ReportTextError,
     MAX_CERT_DER, MAX_REPORT,
@@ -122,6 +122,9 @@ pub struct Output {
     /// through [`Session::on_offloaded`], reading no frame meanwhile. A
     /// step asks for at most one of `persist` and `offload`.
     pub offload: Option<Job>,
+    /// When this output refuses the peer: the refusal's metrics label
+    /// ([`refusal_label`]), for the reactor to count.
+    pub refusal: Option<&'static str>,
 }
 
 /// Work a session asks to have done off the event loop, because it costs
@@ -181,6 +184,7 @@ pub fn cert_record(issued: Issued, origin: Origin, consumes_code: Option<CodeKey
         der: issued.der,
         origin,
         consumes_code,
+        renewal: false,
     })
 }
 
@@ -457,7 +461,11 @@ impl ProtocolError {
     /// that ends the connection.
     fn refusal(&self, peer: &str) -> Output {
         self.log(peer);
-        Output::final_frame(Message::error(ErrorCode::from(self), self.to_string()).encode())
+        let code = ErrorCode::from(self);
+        Output {
+            refusal: Some(refusal_label(code)),
+            ..Output::final_frame(Message::error(code, self.to_string()).encode())
+        }
     }
 
     /// [`ProtocolError::refusal`], sent only once `record` is committed

@@ -30,9 +30,15 @@ use signal_hook_mio::v1_0::Signals;
 use crate::commit::{CommitError, CommitHandle, Committer, InFlight, Outcome};
 use crate::framing::{self, Decoder};
 use crate::message::ErrorCode;
+use crate::metrics::Metrics;
 use crate::offload::{WorkHandle, Workers};
+use crate::ops::Ops;
 use crate::protocol::{self, Expiry, Output, ServiceKind, Session, Shared};
 use crate::store::Record;
+
+mod web;
+
+pub use web::HttpConnLimits;
 
 /// Per-connection and per-listener limits. Every one is a flag of the server.
 #[derive(Debug, Clone)]
@@ -88,6 +94,8 @@ const SIGNAL_TOKEN: Token = Token(usize::MAX);
 /// durable, and the worker pool when off-loop work is done (mio allows one
 /// waker per poll).
 const COMMIT_TOKEN: Token = Token(usize::MAX - 1);
+/// The HTTP listener (issue 14), when there is one.
+const HTTP_LISTENER_TOKEN: Token = Token(usize::MAX - 2);
 /// Listener tokens are 0..LISTENER_TOKENS; connection tokens follow.
 const LISTENER_TOKENS: usize = 16;
 /// How often deadlines are checked.
@@ -187,6 +195,10 @@ pub(crate) struct Reactor {
     /// so the sweep costs nothing for connections far from their limits
     /// (10,000 idle ones included).
     deadlines: BinaryHeap<Reverse<(Instant, Token)>>,
+    /// The HTTP listener and its connections, when serving one.
+    web: Option<web::Web>,
+    /// The process's metrics (shared with the other reactors).
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Reactor {
@@ -349,7 +361,66 @@ impl Reactor {
             deadlines: BinaryHeap::new(),
             spare: open_spare(),
             accept_failures: AcceptFailures::default(),
+            web: None,
+            metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// Counts into `metrics` (the process's, shared by every reactor)
+    /// rather than this reactor's own.
+    pub(crate) fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+        self.metrics = metrics;
+    }
+
+    /// Also serves the operations endpoints (OCSP, CRL, health, metrics)
+    /// on `listener` (already bound), answered by `ops` from this
+    /// reactor's store.
+    pub(crate) fn serve_http(
+        &mut self,
+        listener: std::net::TcpListener,
+        ops: Ops,
+        limits: HttpConnLimits,
+    ) -> io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let socket = TcpListener::from_std(listener);
+        let mut w = web::Web::new(socket, ops, limits, Arc::clone(&self.metrics));
+        self.poll
+            .registry()
+            .register(w.listener(), HTTP_LISTENER_TOKEN, Interest::READABLE)?;
+        self.web = Some(w);
+        Ok(())
+    }
+
+    /// The bound address of the HTTP listener, if any.
+    pub(crate) fn http_addr(&mut self) -> Option<io::Result<SocketAddr>> {
+        self.web.as_mut().map(|w| w.listener().local_addr())
+    }
+
+    fn accept_http(&mut self) {
+        if let Some(w) = &mut self.web {
+            w.accept(
+                self.poll.registry(),
+                &mut self.next_token,
+                &self.limits,
+                &mut self.deadlines,
+            );
+        }
+    }
+
+    fn on_http_event(&mut self, token: Token) {
+        if let Some(w) = &mut self.web {
+            w.on_event(
+                token,
+                self.poll.registry(),
+                &mut *self.shared.store,
+                &mut self.scratch,
+                &self.limits,
+            );
+        }
+    }
+
+    fn is_http(&self, token: Token) -> bool {
+        self.web.as_ref().is_some_and(|w| w.owns(token))
     }
 
     /// The bound address of each listener, in order.
@@ -384,6 +455,8 @@ impl Reactor {
                         self.collect_commit();
                         self.collect_offloaded();
                     }
+                    HTTP_LISTENER_TOKEN => self.accept_http(),
+                    token if self.is_http(token) => self.on_http_event(token),
                     Token(i) if i < LISTENER_TOKENS => self.accept(i),
                     token => self.on_conn_event(token, event.is_read_closed()),
                 }
@@ -450,6 +523,9 @@ impl Reactor {
             }
             self.close(t, "server shutting down");
         }
+        if let Some(w) = &mut self.web {
+            w.close_all(self.poll.registry());
+        }
         info!("reactor {}: stopped", self.id);
     }
 
@@ -499,9 +575,11 @@ impl Reactor {
                 // One best-effort write; the socket is new, so its buffer
                 // is empty and this small frame fits.
                 let _ = stream.write(&out);
+                self.metrics.connection_refused(kind.name());
                 continue;
             }
             slot.active += 1;
+            self.metrics.connection_accepted(kind.name());
             let token = Token(self.next_token);
             self.next_token += 1;
             if let Err(e) = self
@@ -654,6 +732,9 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
+        if let Some(label) = out.refusal {
+            self.metrics.refused(label);
+        }
         let mut frames = Vec::new();
         for payload in &out.send {
             framing::encode(payload, &mut frames);
@@ -818,6 +899,7 @@ impl Reactor {
     fn refuse(&mut self, token: Token, code: ErrorCode, reason: &str) {
         if let Some(conn) = self.conns.get_mut(&token) {
             warn!("{}: {reason}", conn.peer);
+            self.metrics.refused(crate::protocol::refusal_label(code));
             queue_error(conn, code, reason);
             // Held frames, if any, are dropped: the refusal replaces them.
             conn.phase = Phase::Closing;
@@ -882,6 +964,7 @@ impl Reactor {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             if let Some(slot) = self.listeners.get_mut(conn.listener) {
                 slot.active = slot.active.saturating_sub(1);
+                self.metrics.connection_closed(slot.kind.name());
             }
             info!("{}: closed ({why})", conn.peer);
         }
@@ -899,6 +982,16 @@ impl Reactor {
                 break;
             }
             self.deadlines.pop();
+            if self.is_http(token) {
+                if let Some(w) = &mut self.web {
+                    let again =
+                        w.expire(token, now, self.poll.registry(), &self.limits, SWEEP_EVERY);
+                    if let Some(next) = again {
+                        self.deadlines.push(Reverse((next, token)));
+                    }
+                }
+                continue;
+            }
             let Some(c) = self.conns.get(&token) else {
                 continue; // closed since
             };
@@ -918,10 +1011,13 @@ impl Reactor {
         // Entries of closed connections wait for their time to be dropped;
         // under heavy churn, drop them sooner so the heap stays near the
         // number of live connections.
-        if self.deadlines.len() > 2 * self.conns.len() + 1024 {
+        let http_conns = self.web.as_ref().map_or(0, |w| w.len());
+        if self.deadlines.len() > 2 * (self.conns.len() + http_conns) + 1024 {
             let conns = &self.conns;
-            self.deadlines
-                .retain(|Reverse((_, t))| conns.contains_key(t));
+            let web = &self.web;
+            self.deadlines.retain(|Reverse((_, t))| {
+                conns.contains_key(t) || web.as_ref().is_some_and(|w| w.owns(*t))
+            });
         }
         for (token, expiry) in expired {
             let Some(conn) = self.conns.get(&token) else {
@@ -953,6 +1049,9 @@ impl Reactor {
             if self.listeners[i].paused_until.is_some() {
                 self.accept(i);
             }
+        }
+        if self.web.as_ref().is_some_and(|w| w.is_paused()) {
+            self.accept_http();
         }
     }
 }
@@ -1088,7 +1187,11 @@ mod tests {
             30,
         )?;
         let data = dir.path().join("data");
-        let committer = Committer::start(Box::new(SqliteStore::open(&data)?), panicking_announce)?;
+        let committer = Committer::start(
+            Box::new(SqliteStore::open(&data)?),
+            panicking_announce,
+            Arc::new(Metrics::new()),
+        )?;
         let shared = Shared {
             ca: Some(Arc::new(ca)),
             verifier: None,

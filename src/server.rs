@@ -15,9 +15,11 @@ use crate::ca::{
 use crate::commit::Committer;
 use crate::config::{self, SecretError};
 use crate::course::Window;
+use crate::metrics::Metrics;
 use crate::offload::{self, Workers};
+use crate::ops::Ops;
 use crate::protocol::{ServiceKind, Shared};
-use crate::reactor::{self, Limits, Reactor};
+use crate::reactor::{self, HttpConnLimits, Limits, Reactor};
 use crate::report_log::{self, ReportLog};
 use crate::store::{Location, StoreError, DB_FILE};
 use crate::verify::Verifier;
@@ -69,6 +71,14 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// When Blackboard takes reports.
     pub window: Window,
+    /// Address of the HTTP listener (OCSP, CRL, health, metrics); off
+    /// when `None`.
+    pub http_listen: Option<SocketAddr>,
+    /// Limits of the HTTP listener's requests and connections.
+    pub http_limits: HttpConnLimits,
+    /// Base URL of the HTTP listener as relying parties reach it: every
+    /// certificate issued then names `URL/crl` and `URL/ocsp`.
+    pub public_url: Option<String>,
 }
 
 /// Why the server could not start.
@@ -113,6 +123,8 @@ pub enum ServerError {
         /// The data dir given.
         data_dir: PathBuf,
     },
+    /// The OCSP responder could not be set up with the CA's key.
+    Ocsp(crate::ocsp::OcspError),
 }
 
 /// What is wrong with a root certificate.
@@ -183,6 +195,7 @@ impl fmt::Display for ServerError {
                 data_dir.display(),
                 keys_dir.display()
             ),
+            ServerError::Ocsp(e) => write!(f, "OCSP responder: {e}"),
         }
     }
 }
@@ -195,6 +208,7 @@ impl std::error::Error for ServerError {
             ServerError::Store(e) => Some(e),
             ServerError::RootCert { problem, .. } => Some(problem),
             ServerError::Io(_, e) => Some(e),
+            ServerError::Ocsp(e) => Some(e),
             ServerError::NoRoot(_)
             | ServerError::NoReactors
             | ServerError::ReactorPanicked(_)
@@ -291,6 +305,7 @@ pub struct Server {
     reports: ReportLog,
     addrs: Vec<(ServiceKind, SocketAddr)>,
     root_fingerprint: String,
+    http_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -343,12 +358,16 @@ impl Server {
             writer.record_window(cfg.window.open, cfg.window.close)?;
         }
         let ca = if serve_ca {
-            Some(Arc::new(open_ca(
+            let mut ca = open_ca(
                 &cfg.keys_dir,
                 cfg.passphrase_file.as_deref(),
                 cfg.ca_key_type,
                 cfg.validity_days,
-            )?))
+            )?;
+            if let Some(url) = &cfg.public_url {
+                ca.set_public_url(url)?;
+            }
+            Some(Arc::new(ca))
         } else {
             None
         };
@@ -443,8 +462,14 @@ impl Server {
         let reports = ReportLog::stdout()
             .map_err(|e| ServerError::Io("starting the report printer".into(), e))?;
         let printer = reports.sender();
-        let committer = Committer::start(writer, move |batch: &[_]| printer.announce(batch))
-            .map_err(|e| ServerError::Io("starting the commit thread".into(), e))?;
+        let metrics = Arc::new(Metrics::new());
+        let mut http_addr = cfg.http_listen;
+        let committer = Committer::start(
+            writer,
+            move |batch: &[_]| printer.announce(batch),
+            Arc::clone(&metrics),
+        )
+        .map_err(|e| ServerError::Io("starting the commit thread".into(), e))?;
         // Legacy enrollments make RSA keys: off the loops, on one pool for
         // all reactors (its threads stay while any reactor holds a handle).
         let workers = match cfg.legacy {
@@ -477,7 +502,9 @@ impl Server {
                 legacy: cfg.legacy,
                 window: cfg.window,
             };
-            let r = Reactor::new(
+            let ops =
+                Ops::new(shared.ca.clone(), Arc::clone(&metrics)).map_err(ServerError::Ocsp)?;
+            let mut r = Reactor::new(
                 i,
                 listeners,
                 shared,
@@ -487,6 +514,23 @@ impl Server {
                 true,
             )
             .map_err(|e| ServerError::Io(format!("reactor {i}"), e))?;
+            r.set_metrics(Arc::clone(&metrics));
+            if let Some(addr) = http_addr {
+                let bound = if reuse && i == 0 {
+                    reactor::bind_first_shared(addr)
+                } else {
+                    reactor::bind(addr, reuse)
+                };
+                let l = bound
+                    .map_err(|e| ServerError::Io(format!("cannot listen on {addr} for http"), e))?;
+                r.serve_http(l, ops, cfg.http_limits)
+                    .map_err(|e| ServerError::Io(format!("reactor {i}: http listener"), e))?;
+                if let Some(bound) = r.http_addr() {
+                    // Later reactors bind the port the first one obtained.
+                    http_addr =
+                        Some(bound.map_err(|e| ServerError::Io("local address".into(), e))?);
+                }
+            }
             if i == 0 {
                 addrs = r
                     .local_addrs()
@@ -500,6 +544,7 @@ impl Server {
             reports,
             addrs,
             root_fingerprint,
+            http_addr,
         })
     }
 
@@ -507,6 +552,11 @@ impl Server {
     /// student's client compares it with the root it is given.
     pub fn root_fingerprint(&self) -> &str {
         &self.root_fingerprint
+    }
+
+    /// The bound address of the HTTP listener, if one was asked for.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The bound addresses.
@@ -584,6 +634,9 @@ mod tests {
             reactors: 1,
             limits: Limits::default(),
             window: Window::default(),
+            http_listen: None,
+            http_limits: HttpConnLimits::default(),
+            public_url: None,
         }
     }
 

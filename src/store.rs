@@ -151,6 +151,9 @@ pub struct CertRecord {
     /// record commits only if that code is still unused, in the same
     /// transaction.
     pub consumes_code: Option<CodeKey>,
+    /// Issued as a renewal (proof of possession of a current certificate's
+    /// key), for the metrics; not stored.
+    pub renewal: bool,
 }
 
 /// An accepted report.
@@ -290,6 +293,28 @@ pub struct Counts {
     pub roster: u64,
 }
 
+/// One revoked certificate, as the CRL lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// Serial (hex).
+    pub serial_hex: String,
+    /// When, Unix seconds.
+    pub at: i64,
+    /// Why, as given by the operator (an RFC 5280 reason name).
+    pub reason: String,
+}
+
+/// A summary of the revocations that changes whenever one is added
+/// (revocations are never undone): how a served CRL knows, with one cheap
+/// query, whether it is still complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RevocationMark {
+    /// Certificates revoked.
+    pub count: u64,
+    /// The latest revocation time (0 when none).
+    pub latest: i64,
+}
+
 /// The storage interface the rest of certboard uses.
 pub trait Storage {
     /// Makes every record durable in one transaction, all or nothing.
@@ -335,4 +360,11 @@ pub trait Storage {
     fn record_window(&mut self, open: Option<i64>, close: Option<i64>) -> Result<(), StoreError>;
     /// The submission window last recorded.
     fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError>;
+    /// Every revoked certificate, in revocation order.
+    fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError>;
+    /// The current [`RevocationMark`].
+    fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError>;
+    /// Whether the store can serve now (`GET /health`): it answers a query,
+    /// and what it answers from is still where later writes will be read.
+    fn check(&mut self) -> Result<(), StoreError>;
 }

@@ -42,8 +42,8 @@ use openssl::x509::extension::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier,
 };
 use openssl::x509::{
-    CrlNumber, X509Builder, X509CrlBuilder, X509Name, X509NameRef, X509Ref, X509RevokedBuilder,
-    X509,
+    CrlNumber, X509Builder, X509Crl, X509CrlBuilder, X509Name, X509NameRef, X509Ref,
+    X509RevokedBuilder, X509,
 };
 use rustls_pki_types::{CertificateDer, UnixTime};
 
@@ -433,6 +433,21 @@ impl Pki {
                 &root,
             )?);
         }
+        // The other form of the profile (`--public-url`): a CRL
+        // distribution point and an OCSP responder named in the certificate.
+        {
+            let mut with_urls =
+                CertificateAuthority::open(&d.join("keys"), PASSPHRASE, kind, 30)?.0;
+            with_urls.set_public_url("http://ca.example.edu:8080")?;
+            let issued = with_urls.issue(&make_csr("1155000005", &rsa_key)?)?;
+            students.push(Cert::write(
+                &d,
+                "student-urls",
+                X509::from_der(&issued.der)?,
+                &rsa_key,
+                &root,
+            )?);
+        }
         let issued = ca.issue(&make_csr("1155000003", &rsa_key)?)?;
         let revoked = Cert::write(
             &d,
@@ -442,10 +457,14 @@ impl Pki {
             &root,
         )?;
         let revoked_at = now_unix()? - 60;
-        let crl = ca.crl(&[(issued.serial_hex.clone(), revoked_at)], 1)?;
+        let entry = certboard::ca::RevokedEntry {
+            serial_hex: issued.serial_hex.clone(),
+            at: revoked_at,
+            reason: certboard::ca::reason_code("keyCompromise"),
+        };
+        let crl_der = ca.crl(&[entry], 1)?.der;
         let crl_pem = d.join("crl.pem");
-        fs::write(&crl_pem, crl.to_pem()?)?;
-        let crl_der = crl.to_der()?;
+        fs::write(&crl_pem, X509Crl::from_der(&crl_der)?.to_pem()?)?;
 
         // The forger: a key of the same type as our root's that signs
         // objects naming our root (issuer name, AKI), so only the signature
@@ -1216,7 +1235,17 @@ fn fixtures_cover_both_roots() -> TestResult {
             .iter()
             .map(|s| s.x509.public_key().map(|k| k.id()))
             .collect::<Result<_, _>>()?;
-        assert_eq!(ids, [Id::RSA, Id::EC]);
+        assert_eq!(ids, [Id::RSA, Id::EC, Id::RSA]);
+        let urls = pki.students[2].x509.to_text()?;
+        let urls = String::from_utf8_lossy(&urls);
+        assert!(
+            urls.contains("URI:http://ca.example.edu:8080/crl"),
+            "{urls}"
+        );
+        assert!(
+            urls.contains("OCSP - URI:http://ca.example.edu:8080/ocsp"),
+            "{urls}"
+        );
         let root_key = pki.ca.cert().public_key()?.id();
         let want = match kind {
             CaKeyType::Rsa2048 => Id::RSA,

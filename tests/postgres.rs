@@ -15,8 +15,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use certboard::store::{
-    CertRecord, CertStatus, Origin, PgError, PostgresStore, Record, ReportRecord, Storage,
-    StoreError, Unavailable, UrlProblem,
+    CertRecord, CertStatus, Origin, PgError, PostgresStore, Record, ReportRecord, RevocationMark,
+    Storage, StoreError, Unavailable, UrlProblem,
 };
 use pg::{BoxError, Cluster};
 
@@ -31,6 +31,7 @@ fn cert(serial: &str, sid: &str) -> Record {
         der: vec![0x30, 0x03, 0x02, 0x01, 0x07],
         origin: Origin::Certboard,
         consumes_code: None,
+        renewal: false,
     })
 }
 
@@ -181,6 +182,22 @@ fn revocation_by_serial_and_sid_is_seen_at_once_by_another_host() -> TestResult 
     );
     let listed = a.certs()?;
     assert_eq!(listed[2].revoked, Some((10, "keyCompromise".to_string())));
+    // What the CRL is made from, as the other host sees it.
+    let revoked = b.revocations()?;
+    let serials: Vec<(&str, i64)> = revoked
+        .iter()
+        .map(|r| (r.serial_hex.as_str(), r.at))
+        .collect();
+    assert_eq!(serials.first(), Some(&("03", 10)));
+    assert_eq!(revoked.len(), 3);
+    assert_eq!(
+        b.revocation_mark()?,
+        RevocationMark {
+            count: 3,
+            latest: 12
+        }
+    );
+    b.check()?;
     Ok(())
 }
 

@@ -143,6 +143,8 @@ fn check(der: &[u8]) {
             assert_eq!(resp.status(), OcspResponseStatus::UNAUTHORIZED);
         }
         ResponseStatus::InternalError => panic!("signing failed: {:?}", answer.error),
+        // Only the HTTP layer answers tryLater (its store did not answer).
+        ResponseStatus::TryLater => panic!("tryLater from the responder itself"),
     }
     if let Ok(req) = parsed {
         for id in &req.cert_ids {

@@ -16,7 +16,7 @@ use certboard::ca::{self, CaKeyType, DEFAULT_BLACKBOARD_NAME};
 use certboard::course::Window;
 use certboard::server::{self, Role, Server, ServerConfig};
 use certboard::store::{self, Location, SqliteStore};
-use certboard::Limits;
+use certboard::{HttpConnLimits, Limits};
 
 /// `--max-frame`'s default, as the `u32` clap's range parser gives.
 const DEFAULT_MAX_FRAME: u32 = certboard::framing::DEFAULT_MAX_FRAME as u32; // ok: 65,590 fits
@@ -31,7 +31,8 @@ const DEFAULT_MAX_FRAME: u32 = certboard::framing::DEFAULT_MAX_FRAME as u32; // 
 /// recorded in the data dir before it is acknowledged.
 ///
 /// Once listening, one line per listener is printed on stdout:
-/// `listening ca ADDR` and `listening blackboard ADDR`. Logs go to stderr
+/// `listening ca ADDR` and `listening blackboard ADDR` (and `listening
+/// http ADDR` with --http-listen). Logs go to stderr
 /// (RUST_LOG=debug for more). SIGINT/SIGTERM stop it cleanly.
 #[derive(Debug, Parser)]
 #[command(name = "server", version)]
@@ -130,6 +131,18 @@ struct RunArgs {
     /// Seconds a whole exchange may take.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     deadline: f64,
+    /// Address of the HTTP listener for OCSP (`/ocsp`), the CRL (`/crl`),
+    /// `/health` and `/metrics` (port 0: any free port); off by default.
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
+    /// Base URL relying parties reach the HTTP listener at
+    /// (`http://host:port`): every certificate issued then names URL/crl
+    /// as its CRL distribution point and URL/ocsp as its OCSP responder.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// Most requests on one HTTP connection (keep-alive).
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    http_max_requests: u32,
     /// Blackboard refuses reports before this time (RFC 3339, e.g.
     /// 2026-12-01T09:00:00+08:00); enrollment is not affected.
     #[arg(long, value_name = "TIME", value_parser = rfc3339_arg)]
@@ -318,6 +331,12 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
             open: a.submissions_open,
             close: a.submissions_close,
         },
+        http_listen: a.http_listen,
+        http_limits: HttpConnLimits {
+            max_requests: a.http_max_requests,
+            ..HttpConnLimits::default()
+        },
+        public_url: a.public_url,
     };
     if let (Some(o), Some(c)) = (a.submissions_open, a.submissions_close) {
         if o >= c {
@@ -331,6 +350,10 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
     for (kind, addr) in server.addrs() {
         println!("listening {} {addr}", kind.name());
         log::info!("{} listening on {addr}", kind.name());
+    }
+    if let Some(addr) = server.http_addr() {
+        println!("listening http {addr}");
+        log::info!("http listening on {addr}");
     }
     use std::io::Write;
     std::io::stdout().flush()?;

@@ -1,37 +1,232 @@
-//! The certificate revocation list, signed by the root.
+//! The certificate revocation list, signed by the root: written in DER
+//! here and signed by OpenSSL, like the leaf certificates (`profile.rs`),
+//! because OpenSSL's CRL builder, as rust-openssl exposes it, cannot put a
+//! reasonCode on an entry.
+//!
+//! Also the one place where the reason an operator gave (the text the
+//! store keeps, `server revoke --reason`) becomes an RFC 5280 CRLReason
+//! code, for the CRL and the OCSP responder alike: [`reason_code`].
 
-use openssl::asn1::Asn1Time;
-use openssl::bn::BigNum;
 use openssl::hash::MessageDigest;
-use openssl::x509::extension::AuthorityKeyIdentifier;
-use openssl::x509::{CrlNumber, X509Builder, X509Crl, X509CrlBuilder, X509RevokedBuilder};
+use openssl::sign::Signer;
 
 use super::{backdated_now, CaError, CertificateAuthority, Serial};
+use crate::der::{self, oid, tag};
 
 /// Days a CRL stays current (its nextUpdate).
 pub const CRL_VALIDITY_DAYS: u32 = 7;
 
+/// The RFC 5280 §5.3.1 CRLReason code of a reason as the store keeps it
+/// (its RFC 5280 name, as `server revoke --reason` records it). `None` for
+/// a text that names no reason: such an entry carries no reasonCode, which
+/// RFC 5280 reads as unspecified.
+pub fn reason_code(stored: &str) -> Option<u8> {
+    Some(match stored {
+        "unspecified" => 0,
+        "keyCompromise" => 1,
+        "cACompromise" => 2,
+        "affiliationChanged" => 3,
+        "superseded" => 4,
+        "cessationOfOperation" => 5,
+        "certificateHold" => 6,
+        "removeFromCRL" => 8,
+        "privilegeWithdrawn" => 9,
+        "aACompromise" => 10,
+        _ => return None,
+    })
+}
+
+/// One revoked certificate, as a CRL lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedEntry {
+    /// Serial, hex (the store's form).
+    pub serial_hex: String,
+    /// Revocation time, Unix seconds.
+    pub at: i64,
+    /// The CRLReason code ([`reason_code`]); `None` or 0 writes none
+    /// (RFC 5280: unspecified SHOULD be absent).
+    pub reason: Option<u8>,
+}
+
+/// A signed CRL and the times it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCrl {
+    /// The CertificateList, DER.
+    pub der: Vec<u8>,
+    /// Its cRLNumber.
+    pub number: u64,
+    /// thisUpdate, Unix seconds.
+    pub this_update: i64,
+    /// nextUpdate, Unix seconds.
+    pub next_update: i64,
+}
+
 impl CertificateAuthority {
-    /// A CRL listing `revoked` (serial hex, revocation time), signed by the
-    /// root, with the given CRL number.
-    pub fn crl(&self, revoked: &[(String, i64)], number: u64) -> Result<X509Crl, CaError> {
-        let mut b = X509CrlBuilder::new()?;
-        b.set_issuer_name(self.cert.subject_name())?;
-        b.set_last_update(Asn1Time::from_unix(backdated_now())?.as_ref())?;
-        b.set_next_update(Asn1Time::days_from_now(CRL_VALIDITY_DAYS)?.as_ref())?;
-        let dummy = X509Builder::new()?;
-        let ctx = dummy.x509v3_context(Some(&self.cert), None);
-        b.append_extension(AuthorityKeyIdentifier::new().keyid(true).build(&ctx)?)?;
-        b.append_extension(CrlNumber::new(BigNum::from_dec_str(&number.to_string())?)?.build()?)?;
-        for (serial_hex, at) in revoked {
-            let serial = Serial::parse_hex(serial_hex)?.to_bn()?;
-            let mut r = X509RevokedBuilder::new()?;
-            r.set_serial_number(serial.to_asn1_integer()?.as_ref())?;
-            r.set_revocation_date(Asn1Time::from_unix(*at)?.as_ref())?;
-            b.add_revoked(r.build())?;
+    /// A v2 CRL listing `revoked`, signed by the root, with the given CRL
+    /// number, the root's authorityKeyIdentifier, thisUpdate now (less
+    /// the backdate) and nextUpdate [`CRL_VALIDITY_DAYS`] later.
+    pub fn crl(&self, revoked: &[RevokedEntry], number: u64) -> Result<SignedCrl, CaError> {
+        let this_update = backdated_now();
+        let next_update = crate::time::now_unix() + i64::from(CRL_VALIDITY_DAYS) * 86_400;
+        let mut serials = Vec::with_capacity(revoked.len());
+        for r in revoked {
+            serials.push(Serial::parse_hex(&r.serial_hex)?);
         }
-        b.sort()?;
-        b.sign(&self.key, MessageDigest::sha256())?;
-        Ok(b.build()?)
+        let profile = &self.profile;
+        let mut tbs = Vec::with_capacity(256 + 48 * revoked.len());
+        der::write_nested(&mut tbs, tag::SEQUENCE, |t| {
+            // version v2 (1): entries and CRL extensions are present.
+            der::write_tlv(t, tag::INTEGER, &[1]);
+            t.extend_from_slice(&profile.sig_alg_der);
+            t.extend_from_slice(&profile.issuer_der);
+            der::CivilTime::from_unix(this_update).write(t);
+            der::CivilTime::from_unix(next_update).write(t);
+            if !revoked.is_empty() {
+                der::write_nested(t, tag::SEQUENCE, |list| {
+                    for (r, serial) in revoked.iter().zip(&serials) {
+                        der::write_nested(list, tag::SEQUENCE, |e| {
+                            write_unsigned(e, serial.magnitude());
+                            der::CivilTime::from_unix(r.at).write(e);
+                            if let Some(code) = r.reason.filter(|c| *c != 0) {
+                                der::write_nested(e, tag::SEQUENCE, |exts| {
+                                    super::profile::extension(exts, oid::CRL_REASON, false, |v| {
+                                        der::write_tlv(v, tag::ENUMERATED, &[code]);
+                                    });
+                                });
+                            }
+                        });
+                    }
+                });
+            }
+            der::write_nested(t, tag::CONTEXT_0, |x| {
+                der::write_nested(x, tag::SEQUENCE, |exts| {
+                    exts.extend_from_slice(&profile.aki_ext_der);
+                    super::profile::extension(exts, oid::CRL_NUMBER, false, |v| {
+                        write_unsigned(v, &number.to_be_bytes());
+                    });
+                });
+            });
+        });
+        let mut signer = Signer::new(MessageDigest::sha256(), &self.key)?;
+        let signature = signer.sign_oneshot_to_vec(&tbs)?;
+        let mut out = Vec::with_capacity(tbs.len() + signature.len() + 32);
+        der::write_nested(&mut out, tag::SEQUENCE, |c| {
+            c.extend_from_slice(&tbs);
+            c.extend_from_slice(&profile.sig_alg_der);
+            der::write_header(c, tag::BIT_STRING, signature.len() + 1);
+            c.push(0);
+            c.extend_from_slice(&signature);
+        });
+        Ok(SignedCrl {
+            der: out,
+            number,
+            this_update,
+            next_update,
+        })
+    }
+}
+
+/// A non-negative INTEGER from its big-endian magnitude: leading zero
+/// bytes dropped, one put back when the top bit would read as a sign.
+fn write_unsigned(out: &mut Vec<u8>, magnitude: &[u8]) {
+    let skip = magnitude.iter().take_while(|b| **b == 0).count();
+    let m = &magnitude[skip..];
+    match m.first() {
+        None => der::write_tlv(out, tag::INTEGER, &[0]),
+        Some(b) if b & 0x80 != 0 => {
+            der::write_header(out, tag::INTEGER, m.len() + 1);
+            out.push(0);
+            out.extend_from_slice(m);
+        }
+        Some(_) => der::write_tlv(out, tag::INTEGER, m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{test_ca, TestResult};
+    use super::super::CaKeyType;
+    use super::*;
+    use openssl::x509::{CrlNumber, ReasonCode, X509Crl};
+
+    #[test]
+    fn openssl_reads_and_verifies_the_crl_with_each_reason() -> TestResult {
+        for kind in [CaKeyType::Rsa2048, CaKeyType::P256] {
+            let dir = tempfile::tempdir()?;
+            let ca = test_ca(dir.path(), kind)?;
+            let entries = vec![
+                RevokedEntry {
+                    serial_hex: "7F3C01".into(),
+                    at: 1_700_000_000,
+                    reason: reason_code("keyCompromise"),
+                },
+                RevokedEntry {
+                    // Top bit set: a leading zero byte keeps it positive.
+                    serial_hex: "80FF".into(),
+                    at: 1_700_000_100,
+                    reason: reason_code("superseded"),
+                },
+                RevokedEntry {
+                    serial_hex: "0A".into(),
+                    at: 1_700_000_200,
+                    reason: reason_code("unspecified"),
+                },
+            ];
+            let signed = ca.crl(&entries, 300)?;
+            let crl = X509Crl::from_der(&signed.der)?;
+            let key = ca.cert().public_key()?;
+            assert!(crl.verify(&key)?, "{kind:?}");
+            let number = crl.extension::<CrlNumber>()?.ok_or("no CRL number")?.1;
+            assert_eq!(number.to_bn()?.to_dec_str()?.to_string(), "300");
+            let revoked = crl.get_revoked().ok_or("no entries")?;
+            let mut seen = Vec::new();
+            for r in revoked {
+                let serial = Serial::from_asn1(r.serial_number())?.to_string();
+                let reason = match r.extension::<ReasonCode>()? {
+                    Some((_, code)) => Some(code.get_i64()?),
+                    None => None,
+                };
+                seen.push((serial, reason));
+            }
+            assert_eq!(
+                seen,
+                vec![
+                    ("7F3C01".to_string(), Some(1)),
+                    ("80FF".to_string(), Some(4)),
+                    // unspecified: left out, as RFC 5280 asks.
+                    ("0A".to_string(), None),
+                ]
+            );
+            assert!(signed.next_update > signed.this_update);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_empty_crl_is_valid_too() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let ca = test_ca(dir.path(), CaKeyType::P256)?;
+        let crl = X509Crl::from_der(&ca.crl(&[], 1)?.der)?;
+        let key = ca.cert().public_key()?;
+        assert!(crl.verify(&key)?);
+        assert!(crl.get_revoked().is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn every_stored_reason_has_its_rfc_5280_code() {
+        assert_eq!(reason_code("keyCompromise"), Some(1));
+        assert_eq!(reason_code("cessationOfOperation"), Some(5));
+        assert_eq!(reason_code("removeFromCRL"), Some(8));
+        assert_eq!(reason_code("because"), None);
+        for r in [
+            crate::admin::RevokeReason::Unspecified,
+            crate::admin::RevokeReason::KeyCompromise,
+            crate::admin::RevokeReason::AffiliationChanged,
+            crate::admin::RevokeReason::Superseded,
+            crate::admin::RevokeReason::CessationOfOperation,
+        ] {
+            assert!(reason_code(r.name()).is_some(), "{}", r.name());
+        }
     }
 }

@@ -21,16 +21,19 @@ use crate::der::{self, oid, tag, DerError};
 pub(super) struct LeafProfile {
     /// The AlgorithmIdentifier of the CA's signatures (SHA-256 with its key
     /// type), DER, as it appears twice in every certificate.
-    sig_alg_der: Vec<u8>,
+    pub(super) sig_alg_der: Vec<u8>,
     /// The root's subject Name, DER, exactly as in the root certificate:
     /// the issuer of every certificate.
-    issuer_der: Vec<u8>,
+    pub(super) issuer_der: Vec<u8>,
     /// The authorityKeyIdentifier extension (the root's key id), DER.
-    aki_ext_der: Vec<u8>,
+    pub(super) aki_ext_der: Vec<u8>,
     /// The extensions an RSA leaf gets before its key identifiers, DER.
     fixed_exts_rsa: Vec<u8>,
     /// The same for an EC leaf.
     fixed_exts_ec: Vec<u8>,
+    /// cRLDistributionPoints and authorityInfoAccess (OCSP) naming the
+    /// public URL (`--public-url`), DER; empty without one.
+    url_exts: Vec<u8>,
 }
 
 impl LeafProfile {
@@ -85,7 +88,47 @@ impl LeafProfile {
             aki_ext_der,
             fixed_exts_rsa: fixed_extensions(KeyFamily::Rsa),
             fixed_exts_ec: fixed_extensions(KeyFamily::Ec),
+            url_exts: Vec::new(),
         })
+    }
+
+    /// Every leaf from now on names `base/crl` as its CRL distribution
+    /// point and `base/ocsp` as its OCSP responder (RFC 5280 §4.2.1.13,
+    /// §4.2.2.1). `base` is an `http://` URL (RFC 5280 and RFC 5019 want
+    /// plain HTTP for both: the answers are signed), printable ASCII.
+    pub(super) fn set_public_url(&mut self, base: &str) -> Result<(), CaError> {
+        let base = base.trim_end_matches('/');
+        let rest = base
+            .strip_prefix("http://")
+            .ok_or_else(|| CaError::BadPublicUrl(base.to_string()))?;
+        if rest.is_empty() || !base.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(CaError::BadPublicUrl(base.to_string()));
+        }
+        let crl = format!("{base}/crl");
+        let ocsp = format!("{base}/ocsp");
+        let mut out = Vec::with_capacity(2 * base.len() + 64);
+        extension(&mut out, oid::CRL_DISTRIBUTION_POINTS, false, |v| {
+            der::write_nested(v, tag::SEQUENCE, |points| {
+                der::write_nested(points, tag::SEQUENCE, |point| {
+                    // distributionPoint [0] { fullName [0] { URI [6] } }
+                    der::write_nested(point, tag::CONTEXT_0, |name| {
+                        der::write_nested(name, tag::CONTEXT_0, |full| {
+                            der::write_tlv(full, tag::IMPLICIT_6, crl.as_bytes());
+                        });
+                    });
+                });
+            });
+        });
+        extension(&mut out, oid::AUTHORITY_INFO_ACCESS, false, |v| {
+            der::write_nested(v, tag::SEQUENCE, |aia| {
+                der::write_nested(aia, tag::SEQUENCE, |desc| {
+                    der::write_tlv(desc, tag::OID, oid::AD_OCSP);
+                    der::write_tlv(desc, tag::IMPLICIT_6, ocsp.as_bytes());
+                });
+            });
+        });
+        self.url_exts = out;
+        Ok(())
     }
 
     /// Builds the fixed profile's TBSCertificate around `spki` (kept as it
@@ -98,7 +141,8 @@ impl LeafProfile {
     /// critical digitalSignature, plus keyEncipherment for an RSA key (RFC
     /// 5480 forbids it on EC keys); extendedKeyUsage
     /// clientAuth; subjectKeyIdentifier (SHA-1 of the key bits, RFC 5280
-    /// 4.2.1.2 method 1); authorityKeyIdentifier keyid of the root.
+    /// 4.2.1.2 method 1); authorityKeyIdentifier keyid of the root; with a
+    /// public URL, cRLDistributionPoints and authorityInfoAccess.
     pub(super) fn sign(
         &self,
         root_key: &PKeyRef<Private>,
@@ -197,6 +241,7 @@ impl LeafProfile {
                         der::write_tlv(v, tag::OCTET_STRING, &ski);
                     });
                     exts.extend_from_slice(&self.aki_ext_der);
+                    exts.extend_from_slice(&self.url_exts);
                 });
             });
         });
@@ -224,7 +269,12 @@ impl LeafProfile {
 
 /// Appends one Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT
 /// FALSE, extnValue OCTET STRING } whose value `value` writes.
-fn extension(out: &mut Vec<u8>, id: &[u8], critical: bool, value: impl FnOnce(&mut Vec<u8>)) {
+pub(super) fn extension(
+    out: &mut Vec<u8>,
+    id: &[u8],
+    critical: bool,
+    value: impl FnOnce(&mut Vec<u8>),
+) {
     der::write_nested(out, tag::SEQUENCE, |e| {
         der::write_tlv(e, tag::OID, id);
         if critical {
@@ -296,6 +346,17 @@ mod tests {
         sid: &str,
         pubkey: &PKeyRef<Public>,
     ) -> Result<X509, ErrorStack> {
+        reference_issue_with(ca, sid, pubkey, None)
+    }
+
+    /// The reference, with the two URL extensions when `url` is given.
+    #[allow(deprecated)] // X509Extension::new_nid: the config-string form
+    fn reference_issue_with(
+        ca: &CertificateAuthority,
+        sid: &str,
+        pubkey: &PKeyRef<Public>,
+        url: Option<&str>,
+    ) -> Result<X509, ErrorStack> {
         let mut name = X509Name::builder()?;
         name.append_entry_by_nid(Nid::COMMONNAME, sid)?;
         let name = name.build();
@@ -322,6 +383,23 @@ mod tests {
             .keyid(true)
             .build(&b.x509v3_context(Some(&ca.cert), None))?;
         b.append_extension(aki)?;
+        if let Some(url) = url {
+            let ctx = b.x509v3_context(Some(&ca.cert), None);
+            let cdp = X509Extension::new_nid(
+                None,
+                Some(&ctx),
+                Nid::CRL_DISTRIBUTION_POINTS,
+                &format!("URI:{url}/crl"),
+            )?;
+            let aia = X509Extension::new_nid(
+                None,
+                Some(&ctx),
+                Nid::INFO_ACCESS,
+                &format!("OCSP;URI:{url}/ocsp"),
+            )?;
+            b.append_extension(cdp)?;
+            b.append_extension(aia)?;
+        }
         b.sign(&ca.key, MessageDigest::sha256())?;
         Ok(b.build())
     }
@@ -454,13 +532,27 @@ mod tests {
 
     #[test]
     fn fast_path_matches_the_openssl_builder_byte_for_byte() -> TestResult {
-        for kind in [CaKeyType::Rsa2048, CaKeyType::P256] {
+        for (kind, url) in [
+            (CaKeyType::Rsa2048, None),
+            (CaKeyType::P256, None),
+            (CaKeyType::Rsa2048, Some("http://ca.example.edu:8080")),
+            (CaKeyType::P256, Some("http://127.0.0.1:9")),
+        ] {
             let dir = tempfile::tempdir()?;
-            let ca = test_ca(dir.path(), kind)?;
+            let mut ca = test_ca(dir.path(), kind)?;
+            if let Some(url) = url {
+                // A trailing slash is not doubled.
+                ca.set_public_url(&format!("{url}/"))?;
+            }
             for student in [rsa_key()?, p256_key()?] {
                 let issued = ca.issue(&csr("1155000042", &student)?.to_der()?)?;
                 let pubkey = PKey::public_key_from_der(&student.public_key_to_der()?)?;
-                let reference = reference_issue(&ca, "1155000042", &pubkey)?;
+                let reference = reference_issue_with(&ca, "1155000042", &pubkey, url)?;
+                if let Some(url) = url {
+                    let text = ext_text(&X509::from_der(&issued.der)?);
+                    assert!(text.contains(&format!("URI:{url}/crl")), "{text}");
+                    assert!(text.contains(&format!("OCSP - URI:{url}/ocsp")), "{text}");
+                }
                 let ours = cert_fields(&issued.der)?;
                 let theirs = cert_fields(&reference.to_der()?)?;
                 assert_eq!(ours.len(), 9, "{kind:?}: v3 with extensions");
@@ -491,6 +583,19 @@ mod tests {
                     assert_eq!(s.serial_hex, issued.serial_hex);
                 }
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn public_urls_must_be_plain_http() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let mut ca = test_ca(dir.path(), CaKeyType::P256)?;
+        for bad in ["https://x", "ftp://x", "http://", "http://a b", "x"] {
+            assert!(
+                matches!(ca.set_public_url(bad), Err(CaError::BadPublicUrl(_))),
+                "{bad}"
+            );
         }
         Ok(())
     }

@@ -156,7 +156,7 @@ pub(super) fn request(
         sid: sid.clone(),
         source,
     };
-    let (consumes, how) = match auth {
+    let (consumes, how, renewal) = match auth {
         EnrollAuth::Renewal {
             cert_der,
             signature,
@@ -164,15 +164,20 @@ pub(super) fn request(
             course::admits_renewal(&view).map_err(refused)?;
             check_renewal(shared, &ca, &sid, &nonce, cert_der, signature, csr_der)?
                 .map_err(|e| refused(Refusal::Renewal(e)))?;
-            (None, "renewed by proof of possession of the current key")
+            (
+                None,
+                "renewed by proof of possession of the current key",
+                true,
+            )
         }
         _ => match course::authorise(&view, &sid, &nonce, csr_der, auth)
             .map_err(|e| internal("enrollment code MAC", e))?
         {
-            Ok(Grant::Open) => (None, "open enrollment (no roster)"),
+            Ok(Grant::Open) => (None, "open enrollment (no roster)", false),
             Ok(Grant::Code(key)) => (
                 Some(key),
                 "enrollment code verified; consumed once recorded",
+                false,
             ),
             Err(Refusal::WrongCode { key, left }) => {
                 // The refusal leaves only once the count is recorded: no
@@ -203,9 +208,13 @@ pub(super) fn request(
         ca_cert_der: ca.cert_der().to_vec(),
         next_nonce,
     };
+    let mut record = cert_record(issued, Origin::Certboard, consumes);
+    if let Record::Cert(cert) = &mut record {
+        cert.renewal = renewal;
+    }
     let out = Output {
         send: vec![reply.encode()],
-        persist: Some(cert_record(issued, Origin::Certboard, consumes)),
+        persist: Some(record),
         ..Output::default()
     };
     Ok((

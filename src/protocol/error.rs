@@ -232,6 +232,31 @@ impl From<&CertError> for ErrorCode {
     }
 }
 
+/// The metrics label of a refusal by its wire code: the one place a
+/// refusal gets its name on `/metrics` (a fixed set, so a peer cannot grow
+/// the number of series).
+pub fn refusal_label(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Malformed => "malformed",
+        ErrorCode::UnexpectedMessage => "unexpected_message",
+        ErrorCode::BadRequest => "bad_request",
+        ErrorCode::BadCertificate => "bad_certificate",
+        ErrorCode::BadMac => "bad_mac",
+        ErrorCode::Limit => "limit",
+        ErrorCode::AdmissionRefused => "admission_refused",
+        ErrorCode::Internal => "internal",
+        ErrorCode::LegacyDisabled => "legacy_disabled",
+        ErrorCode::UnsupportedVersion => "unsupported_version",
+        ErrorCode::NotOnRoster => "not_on_roster",
+        ErrorCode::CodeRequired => "code_required",
+        ErrorCode::WrongCode => "wrong_code",
+        ErrorCode::CodeUsed => "code_used",
+        ErrorCode::Locked => "locked",
+        ErrorCode::RenewalRefused => "renewal_refused",
+        ErrorCode::SubmissionsClosed => "submissions_closed",
+    }
+}
+
 impl From<&CaError> for ErrorCode {
     fn from(e: &CaError) -> ErrorCode {
         match e {
@@ -246,6 +271,7 @@ impl From<&CaError> for ErrorCode {
             | CaError::BadSerial(_)
             | CaError::BadBlackboardName(_)
             | CaError::BlackboardCert { .. }
+            | CaError::BadPublicUrl(_)
             | CaError::Crypto(_) => ErrorCode::Internal,
             // Everything else is about the CSR (listed, so that a new
             // variant has to be placed here on purpose).

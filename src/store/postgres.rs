@@ -46,7 +46,7 @@ use postgres_openssl::MakeTlsConnector;
 
 use super::{
     CertRow, CertStatus, CodeKey, CodeState, Counts, EnrollView, Origin, Record, ReportRecord,
-    RosterChange, RosterEntry, Storage, StoreError, Student,
+    Revocation, RevocationMark, RosterChange, RosterEntry, Storage, StoreError, Student,
 };
 
 /// The PostgreSQL schema this build reads and writes.
@@ -1203,6 +1203,56 @@ impl Storage for PostgresStore {
                     })
                 })
                 .collect::<Result<_, postgres::Error>>()
+                .map_err(TxFailure::Before)
+        })
+    }
+
+    fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
+        self.run("listing revocations", |conn| {
+            let rows = conn
+                .client
+                .query(
+                    "SELECT serial, revoked_at, revoke_reason FROM certs
+                     WHERE revoked_at IS NOT NULL ORDER BY revoked_at, seq",
+                    &[],
+                )
+                .map_err(TxFailure::Before)?;
+            rows.iter()
+                .map(|r| {
+                    let reason: Option<String> = r.try_get(2)?;
+                    Ok(Revocation {
+                        serial_hex: r.try_get(0)?,
+                        at: r.try_get(1)?,
+                        reason: reason.unwrap_or_default(),
+                    })
+                })
+                .collect::<Result<_, postgres::Error>>()
+                .map_err(TxFailure::Before)
+        })
+    }
+
+    fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
+        let (count, latest): (i64, i64) = self.run("reading the revocation mark", |conn| {
+            conn.client
+                .query_one(
+                    "SELECT count(*), coalesce(max(revoked_at), 0)::int8 FROM certs
+                     WHERE revoked_at IS NOT NULL",
+                    &[],
+                )
+                .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .map_err(TxFailure::Before)
+        })?;
+        Ok(RevocationMark {
+            count: count.unsigned_abs(),
+            latest,
+        })
+    }
+
+    fn check(&mut self) -> Result<(), StoreError> {
+        self.run("checking the database", |conn| {
+            conn.client
+                .query_one("SELECT 1", &[])
+                .map(|_| ())
                 .map_err(TxFailure::Before)
         })
     }

@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
     CertRow, CertStatus, CodeKey, CodeState, Counts, EnrollView, Origin, Record, ReportRecord,
-    RosterChange, RosterEntry, Storage, StoreError, Student,
+    Revocation, RevocationMark, RosterChange, RosterEntry, Storage, StoreError, Student,
 };
 use crate::time::now_unix;
 
@@ -35,6 +35,16 @@ impl From<rusqlite::Error> for StoreError {
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// Device and inode of the file opened: the health check tells a
+    /// database removed or replaced under a running server.
+    file_id: Option<(u64, u64)>,
+}
+
+/// Device and inode of the file at `path`.
+fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
 }
 
 impl fmt::Debug for SqliteStore {
@@ -192,7 +202,8 @@ impl SqliteStore {
             )));
         }
         conn.execute_batch("PRAGMA synchronous=FULL;")?;
-        Self::with_schema(conn, path.to_path_buf())
+        let file_id = file_id(path).ok();
+        Self::with_schema(conn, path.to_path_buf(), file_id)
     }
 
     /// A fresh, private database in memory (SQLite's `:memory:`): the same
@@ -201,13 +212,21 @@ impl SqliteStore {
     /// Nothing survives the value; WAL and fsync do not apply.
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
         let conn = Connection::open_in_memory()?;
-        Self::with_schema(conn, PathBuf::from(":memory:"))
+        Self::with_schema(conn, PathBuf::from(":memory:"), None)
     }
 
     /// The steps every database shares once its connection is open.
-    fn with_schema(conn: Connection, path: PathBuf) -> Result<SqliteStore, StoreError> {
+    fn with_schema(
+        conn: Connection,
+        path: PathBuf,
+        file_id: Option<(u64, u64)>,
+    ) -> Result<SqliteStore, StoreError> {
         conn.execute_batch("PRAGMA foreign_keys=ON;")?;
-        let mut store = SqliteStore { conn, path };
+        let mut store = SqliteStore {
+            conn,
+            path,
+            file_id,
+        };
         store.check_or_create_schema()?;
         Ok(store)
     }
@@ -481,6 +500,63 @@ impl Storage for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT serial, revoked_at, revoke_reason FROM certs
+             WHERE revoked_at IS NOT NULL ORDER BY revoked_at, rowid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let reason: Option<String> = r.get(2)?;
+            Ok(Revocation {
+                serial_hex: r.get(0)?,
+                at: r.get(1)?,
+                reason: reason.unwrap_or_default(),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
+        let (count, latest): (i64, i64) = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*), coalesce(max(revoked_at), 0) FROM certs
+                 WHERE revoked_at IS NOT NULL",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(RevocationMark {
+            count: count.unsigned_abs(),
+            latest,
+        })
+    }
+
+    fn check(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("SELECT value FROM counters WHERE name = 'crl_number'")?
+            .query_row([], |r| r.get::<_, i64>(0))?;
+        // A file removed or replaced under the server still answers from
+        // the open descriptor, but nothing written now would be found at
+        // the next start.
+        let now = file_id(&self.path);
+        if now.as_ref().ok() != self.file_id.as_ref() {
+            let source = match now {
+                Err(e) => e,
+                Ok(_) => std::io::Error::other("the file was replaced"),
+            };
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::new(
+                    source.kind(),
+                    format!(
+                        "the database file the server opened is no longer there ({source}); \
+                         what it records now would be lost at restart"
+                    ),
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn next_crl_number(&mut self) -> Result<u64, StoreError> {
         let tx = self
             .conn
@@ -652,6 +728,7 @@ mod tests {
             der: vec![0x30, 0x00],
             origin: Origin::Certboard,
             consumes_code: None,
+            renewal: false,
         })
     }
 
@@ -896,6 +973,14 @@ mod tests {
             other.cert_status("01")?,
             CertStatus::Revoked { .. }
         ));
+        // What the CRL is made from, and the mark that tells it changed.
+        let revoked = other.revocations()?;
+        assert_eq!(revoked.len(), 3);
+        assert_eq!((revoked[0].serial_hex.as_str(), revoked[0].at), ("03", 10));
+        assert_eq!(revoked[0].reason, "keyCompromise");
+        let mark = other.revocation_mark()?;
+        assert_eq!((mark.count, mark.latest), (3, 12));
+        other.check()?;
         Ok(())
     }
 

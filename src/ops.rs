@@ -1,0 +1,375 @@
+//! The operations layer behind the HTTP listener (issue 14): one decoded
+//! [`Request`] in, one [`Response`] out. It answers from the pki (the CA's
+//! key signs OCSP answers and CRLs) and the store (the same connection the
+//! reactor's Blackboard sessions read), never from a protocol session, so a
+//! revocation recorded by `server revoke` on any host is answered as
+//! revoked by the next request, on every reactor.
+//!
+//! Routes:
+//!
+//! | request | answer |
+//! |---|---|
+//! | `POST /ocsp` (`application/ocsp-request`) | OCSP response (RFC 6960) |
+//! | `GET /ocsp/{url-encoded base64}` | the same, cacheable (RFC 5019 §5) |
+//! | `GET /crl` | the current CRL, DER (`application/pkix-crl`) |
+//! | `GET /health` | 200 JSON when the store answers, else 503 with why |
+//! | `GET /metrics` | Prometheus text exposition |
+//!
+//! `HEAD` is served wherever `GET` is. Other paths are 404, other methods
+//! on a known path 405. A process without the CA key (`--role
+//! blackboard`) answers `/ocsp` and `/crl` with 503 and says so: it cannot
+//! sign.
+
+use std::fmt;
+use std::sync::Arc;
+
+use log::warn;
+
+use crate::ca::{self, CaError, CertificateAuthority, RevokedEntry, SignedCrl};
+use crate::http::{Method, Request, Response};
+use crate::metrics::{self, Metrics};
+use crate::ocsp::{self, CertStatus, OcspAnswer, Responder, ResponderConfig};
+use crate::store::{self, RevocationMark, Storage, StoreError};
+use crate::time::now_unix;
+
+/// `Content-Type` of OCSP requests (RFC 6960 appendix A.1).
+const OCSP_REQUEST: &str = "application/ocsp-request";
+/// `Content-Type` of OCSP responses.
+const OCSP_RESPONSE: &str = "application/ocsp-response";
+/// `Content-Type` of a DER CRL (RFC 5280 §4.2.1.13, RFC 2585).
+const PKIX_CRL: &str = "application/pkix-crl";
+/// A served CRL is made again this long before its nextUpdate, so no
+/// relying party ever fetches one about to go stale.
+pub(crate) const CRL_MARGIN_SECS: i64 = 86_400;
+
+/// Why the operations layer could not produce something.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OpsError {
+    /// The store did not answer.
+    Store(StoreError),
+    /// The CA failed to sign.
+    Ca(CaError),
+}
+
+impl fmt::Display for OpsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpsError::Store(e) => write!(f, "store: {e}"),
+            OpsError::Ca(e) => write!(f, "CA: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpsError::Store(e) => Some(e),
+            OpsError::Ca(e) => Some(e),
+        }
+    }
+}
+
+impl From<StoreError> for OpsError {
+    fn from(e: StoreError) -> Self {
+        OpsError::Store(e)
+    }
+}
+
+impl From<CaError> for OpsError {
+    fn from(e: CaError) -> Self {
+        OpsError::Ca(e)
+    }
+}
+
+/// A CRL of every revocation in `store`, numbered with the store's next
+/// CRL number: what `GET /crl` serves and `server crl` prints.
+pub(crate) fn fresh_crl(
+    store: &mut dyn Storage,
+    ca: &CertificateAuthority,
+) -> Result<SignedCrl, OpsError> {
+    let entries: Vec<RevokedEntry> = store
+        .revocations()?
+        .into_iter()
+        .map(|r| RevokedEntry {
+            reason: ca::reason_code(&r.reason),
+            serial_hex: r.serial_hex,
+            at: r.at,
+        })
+        .collect();
+    let number = store.next_crl_number()?;
+    Ok(ca.crl(&entries, number)?)
+}
+
+/// What signs: the CA and its OCSP responder.
+struct Signing {
+    ca: Arc<CertificateAuthority>,
+    responder: Responder,
+}
+
+/// The CRL served now, and the revocations it was made from.
+struct CachedCrl {
+    crl: SignedCrl,
+    mark: RevocationMark,
+}
+
+/// One reactor's operations endpoints.
+pub(crate) struct Ops {
+    signing: Option<Signing>,
+    crl: Option<CachedCrl>,
+    metrics: Arc<Metrics>,
+}
+
+impl fmt::Debug for Ops {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ops")
+            .field("signing", &self.signing.is_some())
+            .field("crl", &self.crl.as_ref().map(|c| c.crl.number))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why `/ocsp` and `/crl` cannot be served by a process without the key.
+const NO_CA: &str = "this server does not hold the CA key (--role blackboard): \
+                     ask the CA's own HTTP listener for OCSP and the CRL\n";
+
+impl Ops {
+    /// The endpoints of a process holding `ca` (or not: `--role
+    /// blackboard`), counting into `metrics`.
+    pub(crate) fn new(
+        ca: Option<Arc<CertificateAuthority>>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Ops, ocsp::OcspError> {
+        let signing = match ca {
+            Some(ca) => Some(Signing {
+                responder: Responder::new(ca.cert(), ca.key(), ResponderConfig::default())?,
+                ca,
+            }),
+            None => None,
+        };
+        Ok(Ops {
+            signing,
+            crl: None,
+            metrics,
+        })
+    }
+
+    /// Answers one request.
+    pub(crate) fn handle(&mut self, req: &Request, store: &mut dyn Storage) -> Response {
+        let path = req.path();
+        let get = matches!(req.method, Method::Get | Method::Head);
+        match path {
+            "/ocsp" if req.method == Method::Post => self.ocsp_post(req, store),
+            "/ocsp" => not_allowed("POST"),
+            _ if path.starts_with("/ocsp/") => match get {
+                true => self.ocsp_get(&path["/ocsp/".len()..], store),
+                false => not_allowed("GET, HEAD"),
+            },
+            "/crl" if get => self.crl(store),
+            "/health" if get => health(store),
+            "/metrics" if get => Response::new(200, self.metrics.encode().into_bytes())
+                .content_type(metrics::CONTENT_TYPE),
+            "/crl" | "/health" | "/metrics" => not_allowed("GET, HEAD"),
+            _ => text(
+                404,
+                "no such resource: try /ocsp, /crl, /health or /metrics\n",
+            ),
+        }
+    }
+
+    fn ocsp_post(&mut self, req: &Request, store: &mut dyn Storage) -> Response {
+        if req.media_type().as_deref() != Some(OCSP_REQUEST) {
+            return text(415, "send the OCSP request as application/ocsp-request\n");
+        }
+        self.ocsp(&req.body, store, false)
+    }
+
+    fn ocsp_get(&mut self, encoded: &str, store: &mut dyn Storage) -> Response {
+        // An undecodable path is a malformed OCSP request, answered as one.
+        let der = ocsp::decode_get_path(encoded).unwrap_or_default();
+        self.ocsp(&der, store, true)
+    }
+
+    fn ocsp(&mut self, der: &[u8], store: &mut dyn Storage, cacheable: bool) -> Response {
+        let Some(signing) = &self.signing else {
+            return text(503, NO_CA);
+        };
+        let now = now_unix();
+        let mut failed: Option<StoreError> = None;
+        let answer = signing.responder.respond(der, now, |serial| {
+            let Some(key) = store_serial(serial) else {
+                return CertStatus::Unknown;
+            };
+            match store.cert_status(&key) {
+                Ok(s) => ocsp_status(s),
+                Err(e) => {
+                    failed = Some(e);
+                    CertStatus::Unknown
+                }
+            }
+        });
+        // Never a signed "unknown" because the store did not answer.
+        let answer = match failed {
+            Some(e) => {
+                warn!("ocsp: the store did not answer ({e}); tryLater");
+                OcspAnswer::try_later()
+            }
+            None => answer,
+        };
+        self.metrics.ocsp_response(answer.label());
+        let max_age = answer.max_age(now);
+        let mut resp = Response::new(200, answer.der).content_type(OCSP_RESPONSE);
+        if cacheable && max_age > 0 {
+            // RFC 5019 §6.2.
+            resp = resp.cache_control(format!(
+                "max-age={max_age}, public, no-transform, must-revalidate"
+            ));
+        }
+        resp
+    }
+
+    fn crl(&mut self, store: &mut dyn Storage) -> Response {
+        let Some(signing) = &self.signing else {
+            return text(503, NO_CA);
+        };
+        let fresh = (|| -> Result<(), OpsError> {
+            let mark = store.revocation_mark()?;
+            let now = now_unix();
+            let current = self.crl.as_ref().is_some_and(|c| {
+                c.mark == mark && now < c.crl.next_update.saturating_sub(CRL_MARGIN_SECS)
+            });
+            if !current {
+                // The mark is read first: the list read after it holds at
+                // least what it counts.
+                let crl = fresh_crl(store, &signing.ca)?;
+                self.crl = Some(CachedCrl { crl, mark });
+            }
+            Ok(())
+        })();
+        match (fresh, &self.crl) {
+            (Ok(()), Some(c)) => Response::new(200, c.crl.der.clone()).content_type(PKIX_CRL),
+            (Err(e), _) => {
+                warn!("crl: {e}");
+                text(503, &format!("cannot make the CRL now: {e}\n"))
+            }
+            (Ok(()), None) => text(500, "no CRL\n"),
+        }
+    }
+}
+
+/// The store's key for an OCSP CertID's serial (the INTEGER's content):
+/// upper-case hex without leading zero bytes. `None` for a negative
+/// serial, which this CA never issues.
+fn store_serial(content: &[u8]) -> Option<String> {
+    if content.first().is_some_and(|b| b & 0x80 != 0) {
+        return None;
+    }
+    let skip = content.iter().take_while(|b| **b == 0).count();
+    let magnitude = &content[skip..];
+    if magnitude.is_empty() {
+        return Some("0".into());
+    }
+    Some(magnitude.iter().map(|b| format!("{b:02X}")).collect())
+}
+
+fn ocsp_status(s: store::CertStatus) -> CertStatus {
+    match s {
+        store::CertStatus::Unknown => CertStatus::Unknown,
+        store::CertStatus::Good { .. } => CertStatus::Good,
+        store::CertStatus::Revoked { at, reason } => CertStatus::Revoked {
+            at_unix: at,
+            reason: ca::reason_code(&reason),
+        },
+    }
+}
+
+fn health(store: &mut dyn Storage) -> Response {
+    match store.check() {
+        Ok(()) => Response::new(200, br#"{"status":"ok","store":"ok"}"#.to_vec())
+            .content_type("application/json"),
+        Err(e) => {
+            warn!("health: {e}");
+            let body = format!(
+                r#"{{"status":"unavailable","store":"{}"}}"#,
+                json_escape(&e.to_string())
+            );
+            Response::new(503, body.into_bytes()).content_type("application/json")
+        }
+    }
+}
+
+/// A JSON string's content for `s`.
+fn json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn text(status: u16, body: &str) -> Response {
+    Response::new(status, body.as_bytes().to_vec()).content_type("text/plain; charset=utf-8")
+}
+
+fn not_allowed(allow: &'static str) -> Response {
+    text(405, "method not allowed here\n").allow(allow)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Version;
+
+    fn get(target: &str) -> Request {
+        Request {
+            method: Method::Get,
+            target: target.into(),
+            version: Version::Http11,
+            content_type: None,
+            expects_continue: false,
+            body: Vec::new(),
+            keep_alive: true,
+        }
+    }
+
+    #[test]
+    fn routes_and_refusals() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let mut store = crate::store::SqliteStore::open(dir.path())?;
+        let mut ops = Ops::new(None, Arc::new(Metrics::new()))?;
+        assert_eq!(ops.handle(&get("/nope"), &mut store).status, 404);
+        assert_eq!(ops.handle(&get("/ocsp"), &mut store).status, 405);
+        let post = Request {
+            method: Method::Post,
+            ..get("/crl")
+        };
+        let r = ops.handle(&post, &mut store);
+        assert_eq!((r.status, r.allow), (405, Some("GET, HEAD")));
+        // Without the CA key: 503 with the reason.
+        let r = ops.handle(&get("/crl"), &mut store);
+        assert_eq!(r.status, 503);
+        assert!(String::from_utf8(r.body)?.contains("--role blackboard"));
+        assert_eq!(ops.handle(&get("/health"), &mut store).status, 200);
+        let m = ops.handle(&get("/metrics"), &mut store);
+        assert!(String::from_utf8(m.body)?.contains("certboard_certificates_issued_total"));
+        Ok(())
+    }
+
+    #[test]
+    fn serials_take_the_stores_form() {
+        assert_eq!(store_serial(&[0x00, 0x80, 0x01]).as_deref(), Some("8001"));
+        assert_eq!(store_serial(&[0x4a, 0x0b]).as_deref(), Some("4A0B"));
+        assert_eq!(store_serial(&[0x00]).as_deref(), Some("0"));
+        assert_eq!(store_serial(&[0xff]), None);
+    }
+
+    #[test]
+    fn health_reasons_are_json_strings() {
+        assert_eq!(json_escape("a \"b\"\\\n"), "a \\\"b\\\"\\\\\\u000a");
+    }
+}
