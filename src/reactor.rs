@@ -1143,9 +1143,15 @@ fn read_all(
 
 /// Writes as much of the output buffer as the socket takes.
 fn flush(conn: &mut Connection) -> io::Result<()> {
+    flush_buf(&mut conn.stream, &mut conn.outbuf)
+}
+
+/// Writes as much of `outbuf` to `stream` as it takes, and keeps the rest
+/// (every connection kind: our protocol's and HTTP's).
+fn flush_buf(stream: &mut TcpStream, outbuf: &mut Vec<u8>) -> io::Result<()> {
     let mut written = 0;
-    while written < conn.outbuf.len() {
-        match conn.stream.write(&conn.outbuf[written..]) {
+    while written < outbuf.len() {
+        match stream.write(&outbuf[written..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => written += n,
             Err(e) if would_block(&e) => break,
@@ -1153,9 +1159,9 @@ fn flush(conn: &mut Connection) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    conn.outbuf.drain(..written);
-    if conn.outbuf.is_empty() && conn.outbuf.capacity() > 4096 {
-        conn.outbuf = Vec::new();
+    outbuf.drain(..written);
+    if outbuf.is_empty() && outbuf.capacity() > 4096 {
+        *outbuf = Vec::new();
     }
     Ok(())
 }

@@ -453,19 +453,5 @@ fn read_all(conn: &mut HttpConn, scratch: &mut [u8], max_bytes: u64) -> Result<(
 
 /// Writes as much of the output as the socket takes.
 fn flush(conn: &mut HttpConn) -> io::Result<()> {
-    let mut written = 0;
-    while written < conn.outbuf.len() {
-        match conn.stream.write(&conn.outbuf[written..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
-            Err(e) if would_block(&e) => break,
-            Err(e) if interrupted(&e) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    conn.outbuf.drain(..written);
-    if conn.outbuf.is_empty() && conn.outbuf.capacity() > 4096 {
-        conn.outbuf = Vec::new();
-    }
-    Ok(())
+    super::flush_buf(&mut conn.stream, &mut conn.outbuf)
 }
