@@ -173,6 +173,12 @@ fn a_whole_course() -> TestResult {
         for k in ["sid", "receipt", "serial", "received_at", "origin", "text"] {
             assert!(r.get(k).is_some(), "{k} missing in {r}");
         }
+        // The hash a student's signed receipt carries, for comparing.
+        let sha: String = openssl::sha::sha256(r["text"].as_str().unwrap_or_default().as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(r["report_sha256"].as_str(), Some(sha.as_str()), "{r}");
         let at = r["received_at"].as_str().unwrap_or_default();
         assert!(at.ends_with('Z') && at.len() == 20, "{at}");
         assert_eq!(r["text"].as_str().map(|t| t.lines().count()), Some(10));

@@ -81,6 +81,7 @@ pub fn reports(
                         "serial": r.serial_hex,
                         "received_at": rfc3339(r.received_at),
                         "origin": r.origin.as_str(),
+                        "report_sha256": r.sha256_hex(),
                         "text": r.text,
                     })
                 })
@@ -88,7 +89,15 @@ pub fn reports(
             writeln!(out, "{}", serde_json::Value::Array(list))?;
         }
         Format::Csv => {
-            let head = ["sid", "receipt", "serial", "received_at", "origin", "text"];
+            let head = [
+                "sid",
+                "receipt",
+                "serial",
+                "received_at",
+                "origin",
+                "report_sha256",
+                "text",
+            ];
             out.write_all(csv::record(&head).as_bytes())?;
             for r in &rows {
                 let line = csv::record(&[
@@ -97,6 +106,7 @@ pub fn reports(
                     &r.serial_hex,
                     &rfc3339(r.received_at),
                     r.origin.as_str(),
+                    &r.sha256_hex(),
                     &r.text,
                 ]);
                 out.write_all(line.as_bytes())?;
