@@ -5,6 +5,10 @@
 //! ```text
 //! cargo run --example adversary -- --listen 127.0.0.1:9002 --upstream 127.0.0.1:8002 --mode flip
 //! cargo run --bin client -- --blackboard 127.0.0.1:9002 1155000001
+//!
+//! cargo run --example adversary -- --listen 127.0.0.1:9001 --upstream 127.0.0.1:8001 \
+//!     --mode reuse-code --enroll-code CODE
+//! cargo run --bin client -- --ca 127.0.0.1:9001 --enroll-code CODE 1155000001
 //! ```
 //!
 //! Modes (what it does to the student's traffic):
@@ -38,6 +42,24 @@
 //! her report leaves: if a Report ever comes, the proxy prints
 //! `student SENT her report`.
 //!
+//! Three more modes sit in front of the CA instead (`--upstream` is the
+//! CA's address, the student's `client --ca` points at the proxy), against
+//! enrollment codes (protocol version 2, a course with a roster):
+//!
+//! - `replay-enrollment`: holds the student's code-authorised
+//!   `CertRequest`, replays it unchanged on a new connection of its own
+//!   first (the CA's nonce there differs, so the code's MAC does not
+//!   verify), then lets the student's own through.
+//! - `swap-csr`: replaces the CSR inside the student's code-MAC'd
+//!   `CertRequest` with one over the adversary's own key, keeping her MAC.
+//! - `reuse-code`: relays the student's enrollment, then, knowing her code
+//!   (`--enroll-code`, as if it had been read over her shoulder), makes a
+//!   fresh, correctly MAC'd request of its own with it: the code is used.
+//!
+//! Each prints a `verdict:` line with the CA's answer to the adversary's
+//! own request (`replay-enrollment`, `reuse-code`); in `swap-csr` the CA's
+//! refusal goes back to the student.
+//!
 //! Everything it sees and does is printed on stdout, one line per event;
 //! the first line is `listening ADDR` once bound (so `--listen
 //! 127.0.0.1:0` works). It runs until killed. Tooling, not the server:
@@ -55,9 +77,11 @@ use openssl::rsa::Rsa;
 use openssl::x509::{X509NameRef, X509};
 
 use certboard::ca::{BlackboardIdentity, CaKeyType, CertificateAuthority};
+use certboard::client;
+use certboard::course::code::EnrollCode;
 use certboard::crypto;
 use certboard::framing::{self, Decoder};
-use certboard::message::{Message, MAC_LEN};
+use certboard::message::{EnrollAuth, Message, MAC_LEN, NONCE_LEN, PROTOCOL_VERSION};
 
 /// What the adversary does to the traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,6 +104,12 @@ enum Mode {
     ImpersonateLookalike,
     /// Answer with Blackboard's genuine offer from another session.
     Splice,
+    /// (CA) Replay the student's code-authorised request on a new connection.
+    ReplayEnrollment,
+    /// (CA) Put the adversary's CSR under the student's code MAC.
+    SwapCsr,
+    /// (CA) Use the student's consumed code again, correctly MAC'd.
+    ReuseCode,
 }
 
 /// A man-in-the-middle proxy for certboard's Blackboard protocol.
@@ -97,6 +127,9 @@ struct Cli {
     /// Milliseconds to wait after the recorded submission before replaying it.
     #[arg(long, value_name = "MS", default_value_t = 300)]
     replay_delay: u64,
+    /// The student's enrollment code, known to the adversary (`reuse-code`).
+    #[arg(long, value_name = "CODE", required_if_eq("mode", "reuse-code"))]
+    enroll_code: Option<String>,
 }
 
 /// One line on stdout, flushed at once (a test or a person reads it live).
@@ -168,6 +201,17 @@ struct Proxy {
     replay_delay: Duration,
     replayed: AtomicBool,
     next_id: AtomicUsize,
+    enroll_code: Option<EnrollCode>,
+}
+
+/// The SID (CN) a CSR asks for.
+fn csr_sid(csr_der: &[u8]) -> Option<String> {
+    let req = openssl::x509::X509Req::from_der(csr_der).ok()?;
+    let cn = req
+        .subject_name()
+        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+        .next()?;
+    cn.data().to_string().ok()
 }
 
 /// Reads one frame; `Ok(None)` when the peer closed.
@@ -314,17 +358,115 @@ impl Proxy {
                     ),
                 ))
             }
+            (
+                Mode::SwapCsr,
+                Message::CertRequest {
+                    csr_der,
+                    auth: auth @ EnrollAuth::Code { .. },
+                },
+            ) => {
+                let forger = self.forger.as_ref()?;
+                let sid = csr_sid(&csr_der)?;
+                let own = client::make_csr(&sid, &forger.key).ok()?;
+                let out = Message::CertRequest { csr_der: own, auth };
+                Some((
+                    out.encode(),
+                    format!(
+                        "replaced SID {sid}'s CSR under her enrollment code's MAC with one over \
+                         the adversary's own key"
+                    ),
+                ))
+            }
             _ => None,
+        }
+    }
+
+    /// What the far end is called in what the proxy prints.
+    fn upstream_name(&self) -> &'static str {
+        match self.mode {
+            Mode::ReplayEnrollment | Mode::SwapCsr | Mode::ReuseCode => "the CA",
+            _ => "Blackboard",
+        }
+    }
+
+    /// One enrollment of the adversary's own on a new connection to the
+    /// CA: hello, the CA's nonce, then the request `build` makes for that
+    /// nonce. Returns what the CA answered, in words.
+    fn ca_attempt(
+        &self,
+        build: impl FnOnce(&[u8; NONCE_LEN]) -> Result<Vec<u8>, Box<dyn std::error::Error>>,
+    ) -> Result<String, Box<dyn std::error::Error>> {
+        let mut s = TcpStream::connect(self.upstream)?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut d = Decoder::new(framing::DEFAULT_MAX_FRAME);
+        let mut buf = Vec::new();
+        let hello = Message::CaHello {
+            version: PROTOCOL_VERSION,
+        };
+        s.write_all(&framing::frame(&hello.encode()))?;
+        let got = read_frame(&mut s, &mut d, &mut buf)?.ok_or("the CA closed")?;
+        let Message::CaChallenge { nonce, .. } = Message::decode(&got)? else {
+            return Err(format!("the CA sent {} to the hello", describe(&got)).into());
+        };
+        let request = build(&nonce)?;
+        s.write_all(&framing::frame(&request))?;
+        let got = read_frame(&mut s, &mut d, &mut buf)?.ok_or("the CA closed")?;
+        Ok(match Message::decode(&got)? {
+            Message::Error { code, reason } => {
+                format!("the CA refused: Error {code:?}: {reason}")
+            }
+            Message::CertIssued { cert_der, .. } => {
+                let serial = X509::from_der(&cert_der)
+                    .ok()
+                    .and_then(|c| c.serial_number().to_bn().ok())
+                    .and_then(|b| b.to_hex_str().ok().map(|h| h.to_string()))
+                    .unwrap_or_else(|| "?".into());
+                format!("the CA ISSUED a certificate to the adversary (serial {serial})")
+            }
+            other => format!("the CA sent {}", other.name()),
+        })
+    }
+
+    /// `replay-enrollment`: the captured request, unchanged, on a new
+    /// connection (so under another nonce).
+    fn replay_enrollment(&self, request: &[u8]) {
+        let verdict = self.ca_attempt(|_| Ok(request.to_vec()));
+        match verdict {
+            Ok(v) => say(&format!("replay verdict: {v}")),
+            Err(e) => say(&format!("replay verdict: failed: {e}")),
+        }
+    }
+
+    /// `reuse-code`: a fresh request for `sid` over the adversary's own key,
+    /// MAC'd correctly with the code it knows, for the CA's new nonce.
+    fn reuse_code(&self, sid: &str) {
+        let verdict = (|| {
+            let code = self.enroll_code.as_ref().ok_or("no --enroll-code")?;
+            let key = &self.forger.as_ref().ok_or("no forger")?.key;
+            let csr = client::make_csr(sid, key)?;
+            self.ca_attempt(|nonce| {
+                let auth = client::code_auth(code, sid, nonce, &csr)?;
+                Ok(Message::CertRequest {
+                    csr_der: csr.clone(),
+                    auth,
+                }
+                .encode())
+            })
+        })();
+        match verdict {
+            Ok(v) => say(&format!("reuse verdict: {v}")),
+            Err(e) => say(&format!("reuse verdict: failed: {e}")),
         }
     }
 
     fn serve(self: Arc<Self>, mut client: TcpStream, peer: SocketAddr) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         say(&format!("conn {id}: student {peer} connected"));
+        let upstream_name = self.upstream_name();
         let mut upstream = match TcpStream::connect(self.upstream) {
             Ok(s) => s,
             Err(e) => {
-                say(&format!("conn {id}: cannot reach Blackboard: {e}"));
+                say(&format!("conn {id}: cannot reach {upstream_name}: {e}"));
                 return;
             }
         };
@@ -344,9 +486,9 @@ impl Proxy {
                 let what = describe(&f);
                 match Message::decode(&f) {
                     Ok(Message::Error { .. }) => {
-                        say(&format!("conn {id}: Blackboard refused: {what}"))
+                        say(&format!("conn {id}: {upstream_name} refused: {what}"))
                     }
-                    _ => say(&format!("conn {id}: Blackboard sent {what}")),
+                    _ => say(&format!("conn {id}: {upstream_name} sent {what}")),
                 }
                 if let Ok(mut t) = down_log.lock() {
                     t.push((Dir::Down, f.clone()));
@@ -360,6 +502,8 @@ impl Proxy {
         // Student → Blackboard: where the tampering happens.
         let mut d = Decoder::new(framing::DEFAULT_MAX_FRAME);
         let mut buf = Vec::new();
+        // The SID the student asked a certificate for (`reuse-code`).
+        let mut enrolled_sid = None;
         loop {
             let f = match read_frame(&mut client, &mut d, &mut buf) {
                 Ok(Some(f)) => f,
@@ -397,6 +541,22 @@ impl Proxy {
                     continue;
                 }
             }
+            if let Ok(Message::CertRequest {
+                csr_der,
+                auth: EnrollAuth::Code { .. },
+            }) = Message::decode(&f)
+            {
+                enrolled_sid = csr_sid(&csr_der);
+                if self.mode == Mode::ReplayEnrollment
+                    && !self.replayed.swap(true, Ordering::SeqCst)
+                {
+                    say(&format!(
+                        "conn {id}: captured the student's code-authorised CertRequest; \
+                         replaying it first on a new connection"
+                    ));
+                    self.replay_enrollment(&f);
+                }
+            }
             let f = match self.tamper(&f) {
                 Some((changed, what)) => {
                     say(&format!("conn {id}: tampered: {what}"));
@@ -417,6 +577,17 @@ impl Proxy {
         let _ = upstream.shutdown(Shutdown::Write);
         let _ = down.join();
         say(&format!("conn {id}: closed"));
+        if self.mode == Mode::ReuseCode {
+            if let Some(sid) = enrolled_sid {
+                if !self.replayed.swap(true, Ordering::SeqCst) {
+                    say(&format!(
+                        "conn {id}: the student enrolled SID {sid}; now her code again, with a \
+                         fresh request of the adversary's own"
+                    ));
+                    self.reuse_code(&sid);
+                }
+            }
+        }
         if self.mode == Mode::Replay {
             let recorded = transcript.lock().map(|t| t.clone()).unwrap_or_default();
             let has_report = recorded.iter().any(|(dir, f)| {
@@ -582,9 +753,18 @@ impl Proxy {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let forger = match cli.mode {
-        Mode::SwapCert | Mode::Impersonate | Mode::ImpersonateLookalike => Some(Forger::new()?),
+        Mode::SwapCert
+        | Mode::Impersonate
+        | Mode::ImpersonateLookalike
+        | Mode::SwapCsr
+        | Mode::ReuseCode => Some(Forger::new()?),
         _ => None,
     };
+    let enroll_code = cli
+        .enroll_code
+        .as_deref()
+        .map(EnrollCode::parse)
+        .transpose()?;
     let listener = TcpListener::bind(cli.listen)?;
     say(&format!("listening {}", listener.local_addr()?));
     say(&format!("mode {:?}, upstream {}", cli.mode, cli.upstream));
@@ -595,6 +775,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         replay_delay: Duration::from_millis(cli.replay_delay),
         replayed: AtomicBool::new(false),
         next_id: AtomicUsize::new(1),
+        enroll_code,
     });
     for conn in listener.incoming() {
         match conn {

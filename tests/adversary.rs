@@ -55,6 +55,10 @@ struct Adversary {
 
 impl Adversary {
     fn start(upstream: SocketAddr, mode: &str) -> Result<Adversary, Error> {
+        Self::start_with(upstream, mode, &[])
+    }
+
+    fn start_with(upstream: SocketAddr, mode: &str, extra: &[&str]) -> Result<Adversary, Error> {
         let mut child = Command::new(adversary_exe()?)
             .args([
                 "--listen",
@@ -63,6 +67,7 @@ impl Adversary {
                 &upstream.to_string(),
             ])
             .args(["--mode", mode])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -372,5 +377,181 @@ fn the_script_shows_every_mode_to_a_person() -> TestResult {
         recorded.iter().any(|l| l.contains(" sid=sid-replay ")),
         "{s}"
     );
+    Ok(())
+}
+
+// Against enrollment codes: the adversary in front of the CA of a course
+// with a roster.
+
+const ROSTER: &str = "sid,name\n1155000001,Chan Tai Man\n1155000002,Lee Ka Yan\n";
+
+/// A server with a roster of two, and their codes (grouped form).
+fn course_server() -> Result<(TestServer, std::collections::HashMap<String, String>), Error> {
+    let server = TestServer::start(&[])?;
+    std::fs::write(server.path().join("roster.csv"), ROSTER)?;
+    let out = server.admin(&["roster", "import", "roster.csv"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = server.admin(&["roster", "codes", "--out", "codes.csv"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let codes =
+        certboard::client::read_codes(&std::fs::read_to_string(server.path().join("codes.csv"))?)?
+            .into_iter()
+            .map(|(sid, code)| (sid, code.grouped()))
+            .collect();
+    Ok((server, codes))
+}
+
+/// The real client, enrolling through the adversary with `code`, then
+/// submitting to Blackboard directly.
+fn enroll_through(
+    server: &TestServer,
+    adversary: &Adversary,
+    code: &str,
+    sid: &str,
+) -> std::io::Result<Output> {
+    Command::new(env!("CARGO_BIN_EXE_client"))
+        .current_dir(server.path())
+        .args(["--ca", &adversary.addr.to_string()])
+        .args(["--blackboard", &server.blackboard.to_string()])
+        .args(["--ca-cert", "keys/ca-cert.pem"])
+        .args(["--timeout", "20", "--enroll-code", code, sid])
+        .stdin(Stdio::null())
+        .output()
+}
+
+/// The serials of the certificates recorded for `sid` (lowercase hex).
+fn serials_of(server: &TestServer, sid: &str) -> Result<Vec<String>, Error> {
+    let out = server.admin(&["certs", "--format", "json"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let certs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(certs
+        .as_array()
+        .ok_or("not an array")?
+        .iter()
+        .filter(|c| c["sid"] == sid)
+        .filter_map(|c| c["serial"].as_str().map(str::to_lowercase))
+        .collect())
+}
+
+/// The serial of the certificate the student saved (lowercase hex).
+fn saved_serial(server: &TestServer, sid: &str) -> Result<String, Error> {
+    let pem = std::fs::read(server.path().join("students").join(sid).join("cert.pem"))?;
+    let cert = openssl::x509::X509::from_pem(&pem)?;
+    Ok(cert
+        .serial_number()
+        .to_bn()?
+        .to_hex_str()?
+        .to_string()
+        .to_lowercase())
+}
+
+/// Only the student's own certificate is recorded for `sid`.
+fn only_hers(server: &TestServer, sid: &str, context: &str) -> TestResult {
+    let serials = serials_of(server, sid)?;
+    let hers = saved_serial(server, sid)?;
+    assert_eq!(serials.len(), 1, "{serials:?}\n{context}");
+    assert_eq!(
+        serials[0].trim_start_matches('0'),
+        hers.trim_start_matches('0'),
+        "{context}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_replayed_enrollment_is_refused_because_the_nonce_differs() -> TestResult {
+    let (server, codes) = course_server()?;
+    let sid = "1155000001";
+    let adversary = Adversary::start(server.ca, "replay-enrollment")?;
+    let out = enroll_through(&server, &adversary, &codes[sid], sid)?;
+    let context = format!("{}\n--- adversary\n{}", text(&out), adversary.output());
+    let verdict = adversary
+        .wait_for("replay verdict:", 30)
+        .ok_or_else(|| format!("no verdict\n{context}"))?;
+    // Replayed while her code was still unused: refused only because the
+    // MAC binds the CA's nonce of the student's own connection.
+    assert!(
+        verdict.contains("the CA refused: Error WrongCode: ")
+            && verdict.contains("wrong enrollment code"),
+        "{verdict}\n{context}"
+    );
+    assert!(
+        server.wait_log(
+            &format!("enrollment for SID {sid} refused: wrong enrollment code"),
+            10
+        ),
+        "{}",
+        server.log()
+    );
+    // The student's own request, let through after it, still enrolls her.
+    assert!(out.status.success(), "{context}");
+    only_hers(&server, sid, &context)?;
+    Ok(())
+}
+
+#[test]
+fn a_csr_swapped_under_a_valid_code_mac_is_refused_as_a_wrong_code() -> TestResult {
+    let (server, codes) = course_server()?;
+    let sid = "1155000002";
+    let adversary = Adversary::start(server.ca, "swap-csr")?;
+    let out = enroll_through(&server, &adversary, &codes[sid], sid)?;
+    let context = format!("{}\n--- adversary\n{}", text(&out), adversary.output());
+    assert!(
+        adversary
+            .wait_for("tampered: replaced SID 1155000002's CSR", 10)
+            .is_some(),
+        "{context}"
+    );
+    assert!(
+        adversary
+            .wait_for("the CA refused: Error WrongCode: ", 10)
+            .is_some(),
+        "{context}"
+    );
+    assert!(!out.status.success(), "{context}");
+    assert!(stdout(&out).contains("wrong enrollment code"), "{context}");
+    assert!(
+        serials_of(&server, sid)?.is_empty(),
+        "nothing issued\n{context}"
+    );
+    // Her code is not consumed by the attempt: she enrolls directly with it.
+    let out = server.client(&[
+        "--ca-cert",
+        "keys/ca-cert.pem",
+        "--enroll-code",
+        &codes[sid],
+        sid,
+    ])?;
+    assert!(out.status.success(), "{}", text(&out));
+    only_hers(&server, sid, &context)?;
+    Ok(())
+}
+
+#[test]
+fn a_consumed_code_reused_with_a_correct_mac_is_refused_as_already_used() -> TestResult {
+    let (server, codes) = course_server()?;
+    let sid = "1155000001";
+    let code = &codes[sid];
+    let adversary = Adversary::start_with(server.ca, "reuse-code", &["--enroll-code", code])?;
+    let out = enroll_through(&server, &adversary, code, sid)?;
+    let context = format!("{}\n--- adversary\n{}", text(&out), adversary.output());
+    assert!(out.status.success(), "{context}");
+    let verdict = adversary
+        .wait_for("reuse verdict:", 30)
+        .ok_or_else(|| format!("no verdict\n{context}"))?;
+    assert!(
+        verdict.contains("the CA refused: Error CodeUsed: ")
+            && verdict.contains("enrollment code already used"),
+        "{verdict}\n{context}"
+    );
+    assert!(
+        server.wait_log(
+            &format!("enrollment for SID {sid} refused: enrollment code already used"),
+            10
+        ),
+        "{}",
+        server.log()
+    );
+    only_hers(&server, sid, &context)?;
     Ok(())
 }

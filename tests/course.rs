@@ -363,3 +363,30 @@ fn five_wrong_codes_lock_until_reissued_and_v1_is_refused_with_a_roster() -> Tes
     ));
     Ok(())
 }
+
+#[test]
+fn the_course_script_runs_the_whole_course() -> TestResult {
+    let server_bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_server"));
+    let bin_dir = server_bin.parent().ok_or("bin dir")?;
+    let out = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/course.sh"))
+        .env("CERTBOARD_BIN_DIR", bin_dir)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    assert!(out.status.success(), "{}", text(&out));
+    let s = stdout(&out);
+    for step in [
+        "FAILED: refused by the server: SID 1155000002: enrollment code required",
+        "FAILED: refused by the server: SID 1155000002: wrong enrollment code",
+        "renewing: proving possession",
+        "total 3: enrolled 3, submitted 3, missing 0",
+        "total 4: enrolled 3, submitted 3, missing 1 (1155000004)",
+        "FAILED: refused by the server: submissions closed at 2000-01-01T00:00:00Z",
+        "submissions: until 2000-01-01T00:00:00Z",
+        "== course complete: every expectation held",
+    ] {
+        assert!(s.contains(step), "{step:?} missing:\n{}", text(&out));
+    }
+    assert_eq!(s.matches("student(s) submitted").count(), 4, "{s}");
+    Ok(())
+}

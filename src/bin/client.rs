@@ -171,7 +171,7 @@ fn verify_receipt(
     };
     match certboard::receipt::verify_receipt(&der, &trust.root, Some(&trust.name)) {
         Err(e) => {
-            println!("{}: INVALID: {e}", file.display());
+            say(&format!("{}: INVALID: {e}", file.display()));
             ExitCode::FAILURE
         }
         Ok(v) => {
@@ -179,15 +179,15 @@ fn verify_receipt(
             if let Some(text) = text {
                 let got = certboard::crypto::sha256_hex(&text);
                 if got != c.report_sha256 {
-                    println!(
+                    say(&format!(
                         "{}: INVALID: the report's SHA-256 is {got}, the receipt says {}",
                         file.display(),
                         c.report_sha256
-                    );
+                    ));
                     return ExitCode::FAILURE;
                 }
             }
-            println!(
+            say(&format!(
                 "{}: valid receipt {} signed by Blackboard {:?}: SID {} (certificate serial {}) \
                  submitted a report with SHA-256 {} at {}{}",
                 file.display(),
@@ -202,7 +202,7 @@ fn verify_receipt(
                 } else {
                     ""
                 }
-            );
+            ));
             ExitCode::SUCCESS
         }
     }

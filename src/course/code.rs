@@ -68,13 +68,14 @@ impl EnrollCode {
         ))
     }
 
-    /// Reads a code as a person typed it: `-` and spaces dropped,
-    /// upper-cased, `I`/`L` read as `1` and `O` as `0`.
+    /// Reads a code as a person typed it: `-` and whitespace dropped (a
+    /// code cut from the CRLF codes file keeps its `\r`), upper-cased,
+    /// `I`/`L` read as `1` and `O` as `0`.
     pub fn parse(text: &str) -> Result<EnrollCode, CodeError> {
         let mut out = String::with_capacity(CODE_SYMBOLS);
         for c in text.chars() {
             let c = match c.to_ascii_uppercase() {
-                '-' | ' ' => continue,
+                c if c == '-' || c.is_ascii_whitespace() => continue,
                 'I' | 'L' => '1',
                 'O' => '0',
                 c => c,
@@ -158,6 +159,8 @@ mod tests {
         assert_eq!(EnrollCode::parse(&shown.to_lowercase())?, code);
         let typed = EnrollCode::parse("o1il0 abcde-fghjk mnpqr")?;
         assert_eq!(typed.grouped(), "01110-ABCDE-FGHJK-MNPQR");
+        assert_eq!(EnrollCode::parse(&format!("{shown}\r\n"))?, code);
+        assert_eq!(EnrollCode::parse(&format!("\t{shown} "))?, code);
         assert_eq!(
             EnrollCode::parse("01110-ABCDE-FGHJK-MNPQU"),
             Err(CodeError::BadSymbol('U'))

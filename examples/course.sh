@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# A whole course, end to end: bash examples/course.sh
+#
+# In a temporary directory: a server (free ports, a fresh CA root) with a
+# roster of three imported and their enrollment codes generated; an
+# impostor refused (no code, then another student's code); the three
+# students enroll with their codes and submit; one renews without a code
+# (--renew); `status` shows who submitted and who is missing; the reports
+# exported as JSON and CSV; then the server restarted with
+# --submissions-close in the past, and a late report refused and not
+# recorded. Every step checks what it expects and the script exits
+# non-zero on the first expectation that fails. CERTBOARD_BIN_DIR names a
+# directory of prebuilt binaries (the tests set it); otherwise cargo
+# builds them.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+if [ -n "${CERTBOARD_BIN_DIR:-}" ]; then
+  bin=$CERTBOARD_BIN_DIR
+else
+  cargo build --quiet --manifest-path "$repo/Cargo.toml" --bins
+  bin="${CARGO_TARGET_DIR:-$repo/target}/debug"
+fi
+
+work=$(mktemp -d)
+server_pid=""
+stop_server() {
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  server_pid=""
+}
+cleanup() {
+  stop_server
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAILED EXPECTATION: $*" >&2
+  [ -f "$work/server.log" ] && { echo "--- server log" >&2; cat "$work/server.log" >&2; }
+  exit 1
+}
+# expect_in FILE TEXT: FILE contains TEXT (a fixed string).
+expect_in() {
+  grep -qF -- "$2" "$1" || { echo "--- $1"; cat "$1"; fail "$1 should contain: $2"; }
+}
+
+admin() { "$bin/server" "$@" --keys-dir keys --data-dir data; }
+
+# start_server [FLAGS...]: starts it on free ports, sets $ca and $bb.
+start_server() {
+  RUST_LOG=${RUST_LOG:-info} "$bin/server" --ca-listen 127.0.0.1:0 --blackboard-listen 127.0.0.1:0 \
+    --keys-dir keys --data-dir data "$@" >server.out 2>server.log &
+  server_pid=$!
+  for _ in $(seq 300); do
+    grep -q '^listening blackboard' server.out 2>/dev/null && break
+    kill -0 "$server_pid" 2>/dev/null || fail "the server exited"
+    sleep 0.1
+  done
+  ca=$(awk '$1=="listening" && $2=="ca" {print $3}' server.out)
+  bb=$(awk '$1=="listening" && $2=="blackboard" {print $3}' server.out)
+  [ -n "$ca" ] && [ -n "$bb" ] || fail "the server did not start listening"
+  echo "   CA on $ca, Blackboard on $bb"
+}
+
+# client OUTFILE ARGS...: runs the client against the server, its output
+# (stdout and stderr) shown and kept in OUTFILE; returns its status.
+client() {
+  local out=$1
+  shift
+  local status=0
+  "$bin/client" --ca "$ca" --blackboard "$bb" --ca-cert keys/ca-cert.pem --timeout 20 "$@" \
+    >"$out" 2>&1 || status=$?
+  sed 's/^/   | /' "$out"
+  return "$status"
+}
+
+cd "$work"
+echo "== course directory: $work"
+export CERTBOARD_CA_PASSPHRASE="course passphrase, not for production"
+
+echo "== server (no roster yet)"
+start_server
+expect_in server.log "no roster: anyone can enroll for any SID"
+
+echo "== roster import: three students"
+cat >roster.csv <<'EOF'
+sid,name,email
+1155000001,Chan Tai Man,a@example.edu
+1155000002,"Wong, Siu Ming",b@example.edu
+1155000003,Lee Ka Yan,c@example.edu
+EOF
+admin roster import roster.csv | tee import.out
+expect_in import.out "3 added"
+
+echo "== enrollment codes (codes.csv, mode 0600, shown only this once)"
+admin roster codes --out codes.csv
+[ "$(stat -c %a codes.csv)" = 600 ] || fail "codes.csv should be mode 0600"
+# codes.csv is CSV with CRLF line ends.
+code_of() { tr -d '\r' <codes.csv | awk -F, -v s="$1" '$1==s {print $2}'; }
+for sid in 1155000001 1155000002 1155000003; do
+  [ -n "$(code_of "$sid")" ] || fail "no code for $sid in codes.csv"
+done
+
+echo "== an impostor for 1155000002 with no code: refused"
+if client impostor-nocode.out --out-dir impostor 1155000002; then
+  fail "an enrollment with no code succeeded"
+fi
+expect_in impostor-nocode.out "enrollment code required"
+[ ! -e impostor/1155000002 ] || fail "a refused enrollment left a student folder"
+
+echo "== the impostor with another student's code (1155000001's): refused"
+if client impostor-other.out --out-dir impostor --enroll-code "$(code_of 1155000001)" 1155000002; then
+  fail "an enrollment with another student's code succeeded"
+fi
+expect_in impostor-other.out "wrong enrollment code"
+
+echo "== the three students enroll with their codes and submit"
+for sid in 1155000001 1155000002 1155000003; do
+  client "enroll-$sid.out" --enroll-code "$(code_of "$sid")" "$sid" ||
+    fail "student $sid could not enroll and submit"
+  expect_in "enroll-$sid.out" "receipt"
+  openssl verify -CAfile keys/ca-cert.pem "students/$sid/cert.pem" >/dev/null ||
+    fail "openssl verify of $sid's certificate"
+done
+
+echo "== 1155000003 renews without a code (--renew, by her current key)"
+old_serial=$(openssl x509 -in students/1155000003/cert.pem -noout -serial)
+client renew.out --renew 1155000003 || fail "the renewal failed"
+expect_in renew.out "renewing: proving possession"
+new_serial=$(openssl x509 -in students/1155000003/cert.pem -noout -serial)
+[ "$old_serial" != "$new_serial" ] || fail "the renewal gave no new certificate"
+expect_in server.log "renewed by proof of possession"
+
+echo "== status: everyone enrolled and submitted"
+admin status | tee status.out
+expect_in status.out "enrolled 3, submitted 3, missing 0"
+expect_in status.out "Wong, Siu Ming"
+
+echo "== a fourth student added to the roster, who has not enrolled: status shows her missing"
+printf '1155000004,Ho Mei Ling,d@example.edu\n' >>roster.csv
+admin roster import roster.csv
+admin status | tee status2.out
+expect_in status2.out "enrolled 3, submitted 3, missing 1 (1155000004)"
+
+echo "== the reports exported as JSON and CSV (full texts)"
+admin reports --full --format json >reports.json
+admin reports --full --format csv >reports.csv
+[ "$(grep -o '"sid":"11550000[0-9]*"' reports.json | wc -l)" = 4 ] ||
+  fail "reports.json should hold 4 reports (three, and the renewed student's second)"
+expect_in reports.json "This is submission from SID1155000002."
+head -1 reports.csv | grep -q '^sid,receipt,serial,received_at,origin,text' ||
+  fail "reports.csv should start with its header"
+[ "$(grep -c '^11550000[0-9]*,' reports.csv)" = 4 ] || fail "reports.csv should hold 4 reports"
+head -3 reports.csv
+
+echo "== submissions closed in the past: the server restarted with --submissions-close"
+stop_server
+start_server --submissions-close 2000-01-01T08:00:00+08:00
+if client late.out 1155000001; then
+  fail "a report after the deadline was accepted"
+fi
+expect_in late.out "submissions closed at 2000-01-01T00:00:00Z"
+admin reports --format json >after.json
+[ "$(grep -o '"sid":"11550000[0-9]*"' after.json | wc -l)" = 4 ] ||
+  fail "the late report must not be recorded"
+admin status | tee status3.out
+expect_in status3.out "submissions: until 2000-01-01T00:00:00Z"
+stop_server
+
+echo "== course complete: every expectation held"
