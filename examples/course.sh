@@ -151,7 +151,7 @@ admin reports --full --format csv >reports.csv
 [ "$(grep -o '"sid":"11550000[0-9]*"' reports.json | wc -l)" = 4 ] ||
   fail "reports.json should hold 4 reports (three, and the renewed student's second)"
 expect_in reports.json "This is submission from SID1155000002."
-head -1 reports.csv | grep -q '^sid,receipt,serial,received_at,origin,text' ||
+head -1 reports.csv | grep -q '^sid,receipt,serial,received_at,origin,report_sha256,text' ||
   fail "reports.csv should start with its header"
 [ "$(grep -c '^11550000[0-9]*,' reports.csv)" = 4 ] || fail "reports.csv should hold 4 reports"
 head -3 reports.csv
