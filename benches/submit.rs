@@ -1,9 +1,10 @@
-//! Blackboard's per-submission work without the network: the SubmitHello
+//! Blackboard's per-submission work without the network: the SubmitOpen
 //! frame handed to the state machine exactly as the reactor hands it
 //! (message decode, `check_certificate`: path validation to the pinned root,
 //! the profile checks and the store's status lookup; then the session key:
-//! random key and nonce, RSA-OAEP to the student's key, the two HKDFs, the
-//! SessionKey frame), per CA key type. Every certificate is distinct (its
+//! random key and nonce, RSA-OAEP to the student's key, the transcript and
+//! Blackboard's signature over it, the two HKDFs, the SessionOffer frame),
+//! per CA key type. Every certificate is distinct (its
 //! own serial, and its own RSA-2048 key up to `--keys`), issued up front and
 //! recorded in a SQLite store as the CA would record it.
 //!
@@ -17,10 +18,8 @@
 //! Parts: `verify` (`Verifier::verify` alone), `check` (`check_certificate`:
 //! SID, verify, store status), `hello` (the whole protocol version 2 frame,
 //! SubmitOpen: `Session::on_frame` from a new Blackboard session, including
-//! the transcript and Blackboard's ECDSA P-256 signature over it),
-//! `hello-v1` (the version 1 SubmitHello, unsigned: the figure `hello` had
-//! before version 2, kept to compare). Prints one line per CA key type and part for
-//! people, then a JSON line each
+//! the transcript and Blackboard's ECDSA P-256 signature over it). Prints
+//! one line per CA key type and part for people, then a JSON line each
 //! (`{"bench":"submit","ca":"p256","part":"hello","us_per_op":…}`) for
 //! scripts. With `--count N` each part runs exactly N operations (cycling
 //! through the certificates), which makes callgrind's instruction counts per
@@ -39,7 +38,7 @@ use openssl::pkey::PKey;
 
 type BoxError = Box<dyn std::error::Error>;
 
-const PARTS: [&str; 4] = ["verify", "check", "hello", "hello-v1"];
+const PARTS: [&str; 3] = ["verify", "check", "hello"];
 
 struct Args {
     seconds: f64,
@@ -88,7 +87,7 @@ fn parse_args() -> Result<Args, BoxError> {
     Ok(args)
 }
 
-/// What a part does with one SubmitHello.
+/// What a part does with one SubmitOpen.
 fn run_part(part: &str, shared: &mut Shared, hello: &Hello) -> Result<(), BoxError> {
     match part {
         "verify" => {
@@ -99,20 +98,13 @@ fn run_part(part: &str, shared: &mut Shared, hello: &Hello) -> Result<(), BoxErr
             check_certificate(shared, &hello.sid, &hello.cert_der, &[], Origin::Certboard)
                 .map_err(|e| format!("{e:?}"))?;
         }
-        part => {
+        _ => {
             // Without admission control a Blackboard session starts
             // waiting for the hello, and says nothing.
             let (session, _) = Session::start(ServiceKind::Blackboard, shared);
-            let frame = match part {
-                "hello-v1" => &hello.frame_v1,
-                _ => &hello.frame,
-            };
-            let (_, out) = session.on_frame(frame, shared, "bench");
+            let (_, out) = session.on_frame(&hello.frame, shared, "bench");
             let key_sent = match out.send.as_slice() {
-                [frame] => matches!(
-                    Message::decode(frame),
-                    Ok(Message::SessionKey { .. } | Message::SessionOffer { .. })
-                ),
+                [frame] => matches!(Message::decode(frame), Ok(Message::SessionOffer { .. })),
                 _ => false,
             };
             if !key_sent || out.close {
@@ -126,10 +118,8 @@ fn run_part(part: &str, shared: &mut Shared, hello: &Hello) -> Result<(), BoxErr
 struct Hello {
     sid: String,
     cert_der: Vec<u8>,
-    /// SubmitOpen (version 2).
+    /// SubmitOpen.
     frame: Vec<u8>,
-    /// SubmitHello (version 1).
-    frame_v1: Vec<u8>,
 }
 
 fn main() -> Result<(), BoxError> {
@@ -153,12 +143,6 @@ fn main() -> Result<(), BoxError> {
         for i in 0..args.certs {
             let sid = format!("{}", 1_155_000_000 + i);
             let issued = ca.issue_for(&sid, &keys[i % keys.len()])?;
-            let frame_v1 = Message::SubmitHello {
-                sid: sid.clone(),
-                cert_der: issued.der.clone(),
-                chain: Vec::new(),
-            }
-            .encode();
             let frame = Message::SubmitOpen {
                 sid: sid.clone(),
                 cert_der: issued.der.clone(),
@@ -167,7 +151,6 @@ fn main() -> Result<(), BoxError> {
             }
             .encode();
             hellos.push(Hello {
-                frame_v1,
                 sid,
                 cert_der: issued.der.clone(),
                 frame,

@@ -332,32 +332,6 @@ impl Proxy {
                     ),
                 ))
             }
-            (Mode::SwapCert, Message::SubmitHello { sid, cert_der, .. }) => {
-                let forger = self.forger.as_ref()?;
-                let forged = match forger.forge(&sid) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        say(&format!("cannot forge a certificate: {e}"));
-                        return None;
-                    }
-                };
-                let real_issuer = X509::from_der(&cert_der)
-                    .map(|c| name_text(c.issuer_name()))
-                    .unwrap_or_else(|_| "?".into());
-                let out = Message::SubmitHello {
-                    sid: sid.clone(),
-                    cert_der: forged,
-                    chain: Vec::new(),
-                };
-                Some((
-                    out.encode(),
-                    format!(
-                        "replaced SID {sid}'s certificate (issuer {real_issuer}) with one from a \
-                         look-alike CA ({}) over the adversary's key",
-                        name_text(forger.ca.cert().subject_name())
-                    ),
-                ))
-            }
             (
                 Mode::SwapCsr,
                 Message::CertRequest {
@@ -728,10 +702,7 @@ impl Proxy {
                             Ok(Message::Error { code, reason }) => {
                                 return Ok(format!("Blackboard refused the replay: Error {code:?}: {reason}"))
                             }
-                            Ok(
-                                Message::Receipt { receipt_id, .. }
-                                | Message::SignedReceipt { receipt_id, .. },
-                            ) => {
+                            Ok(Message::SignedReceipt { receipt_id, .. }) => {
                                 return Ok(format!(
                                     "Blackboard ACCEPTED the replayed submission (receipt {receipt_id})"
                                 ))

@@ -51,6 +51,9 @@ admin() { "$bin/server" "$@" --keys-dir keys --data-dir data; }
 
 # start_server [FLAGS...]: starts it on free ports, sets $ca and $bb.
 start_server() {
+  # Emptied here, not only by the redirection below: that happens in the
+  # background child, and the loop must never read the last server's lines.
+  : >server.out
   RUST_LOG=${RUST_LOG:-info} "$bin/server" --ca-listen 127.0.0.1:0 --blackboard-listen 127.0.0.1:0 \
     --keys-dir keys --data-dir data "$@" >server.out 2>server.log &
   server_pid=$!

@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 use certboard::client::{self, FramedStream, KeyType};
 use certboard::crypto;
 use certboard::framing::{self, Decoder};
-use certboard::message::{CipherId, Message};
+use certboard::message::{CipherId, EnrollAuth, Message, PROTOCOL_VERSION};
 use clap::{Parser, ValueEnum};
 use mio::{Events, Interest, Poll, Token};
 use openssl::pkey::{PKey, Private};
@@ -341,9 +341,13 @@ impl Schedule {
     }
 }
 
-/// A CA connection kept for several enrollments.
+/// A CA connection kept for several enrollments: one `CaHello` when it
+/// opens, then one `CertRequest` per enrollment, each bound to the last
+/// `CertIssued`'s next nonce (kept by the session), so an enrollment
+/// costs the same however long the connection has been in use.
 struct CaConn {
     conn: FramedStream,
+    session: client::CaSession,
     used: u32,
 }
 
@@ -358,15 +362,22 @@ fn enroll_once(
 ) -> Result<(), BoxError> {
     let c = match slot {
         Some(c) if c.used < per_connection => c,
-        _ => slot.insert(CaConn {
-            conn: FramedStream::connect(ca, timeout)?,
-            used: 0,
-        }),
+        _ => {
+            let mut conn = FramedStream::connect(ca, timeout)?;
+            let session = client::CaSession::open(&mut conn)?;
+            slot.insert(CaConn {
+                conn,
+                session,
+                used: 0,
+            })
+        }
     };
     c.used += 1;
-    let result = client::enroll(&mut c.conn, csr.to_vec());
-    let (cert, _root) = match result {
-        Ok(r) => r,
+    let result = c
+        .session
+        .request(&mut c.conn, csr.to_vec(), EnrollAuth::Open);
+    let cert = match result {
+        Ok(answer) => answer.cert_der,
         Err(e) => {
             *slot = None;
             return Err(e.into());
@@ -788,9 +799,13 @@ impl EventDriver<'_> {
                 "application/ocsp-request",
                 &plan.bodies[0],
             ),
+            // Open enrollment binds nothing to the nonce, so a request's
+            // bytes do not depend on the last CertIssued's next_nonce;
+            // a new connection's first request goes after its CaHello.
             _ => framing::frame(
-                &Message::EnrollRequest {
+                &Message::CertRequest {
                     csr_der: plan.jobs[i % plan.jobs.len()].csr.clone(),
+                    auth: EnrollAuth::Open,
                 }
                 .encode(),
             ),
@@ -809,6 +824,16 @@ impl EventDriver<'_> {
                 .is_some_and(|c| c.used >= plan.per_connection || c.closes);
         if spent {
             self.close(s);
+        }
+        if plan.mode == Mode::Enroll && self.slots[s].conn.is_none() {
+            let mut hello = framing::frame(
+                &Message::CaHello {
+                    version: PROTOCOL_VERSION,
+                }
+                .encode(),
+            );
+            hello.append(&mut self.slots[s].request);
+            self.slots[s].request = hello;
         }
         if let Some(c) = &mut self.slots[s].conn {
             c.used += 1;
@@ -959,23 +984,30 @@ fn reply_is_whole(mode: Mode, conn: &mut EventConn) -> Result<bool, BoxError> {
             check_ocsp_body(&response.into_body()?)?;
             Ok(true)
         }
-        _ => {
+        _ => loop {
             let Some(frame) = conn.decoder.decode(&mut conn.inbuf)? else {
                 return Ok(false);
             };
             match Message::decode(&frame)? {
-                Message::EnrollResponse { cert_der, .. } if !cert_der.is_empty() => Ok(true),
-                Message::EnrollResponse { .. } => Err("empty certificate".into()),
+                // A new connection's challenge: its certificate follows.
+                Message::CaChallenge {
+                    version: PROTOCOL_VERSION,
+                    ..
+                } => continue,
+                Message::CertIssued { cert_der, .. } if !cert_der.is_empty() => return Ok(true),
+                Message::CertIssued { .. } => return Err("empty certificate".into()),
                 Message::Error { reason, .. } => {
-                    Err(format!("refused by the server: {reason}").into())
+                    return Err(format!("refused by the server: {reason}").into())
                 }
-                other => Err(format!(
-                    "protocol error: expected EnrollResponse, got {}",
-                    other.name()
-                )
-                .into()),
+                other => {
+                    return Err(format!(
+                        "protocol error: expected CertIssued, got {}",
+                        other.name()
+                    )
+                    .into())
+                }
             }
-        }
+        },
     }
 }
 
@@ -1118,7 +1150,10 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 handles.push(scope.spawn(move || -> Result<(), BoxError> {
                     for job in part {
                         let mut conn = FramedStream::connect(&ca, timeout)?;
-                        (job.cert, job.root) = client::enroll(&mut conn, job.csr.clone())?;
+                        let mut session = client::CaSession::open(&mut conn)?;
+                        let answer =
+                            session.request(&mut conn, job.csr.clone(), EnrollAuth::Open)?;
+                        (job.cert, job.root) = (answer.cert_der, answer.ca_cert_der);
                     }
                     Ok(())
                 }));

@@ -111,7 +111,7 @@ fn main() -> Result<()> {
         || crypto::hmac_sha256(&secret, &challenge).map(|m| crypto::ct_eq(&m, &[0; 32])),
     );
 
-    println!("-- CA: EnrollRequest (RSA-2048 root signs)");
+    println!("-- CA: CertRequest (RSA-2048 root signs)");
     let csr2048 = csr(sid, &rsa2048, 0)?;
     let csr4096 = csr(sid, &rsa4096, 0)?;
     let big_csr = csr(sid, &rsa2048, 3_400)?;
@@ -129,7 +129,7 @@ fn main() -> Result<()> {
         || ca.issue(&big_csr),
     );
 
-    println!("-- Blackboard: SubmitHello");
+    println!("-- Blackboard: SubmitOpen");
     let issued4096 = ca.issue(&csr4096)?;
     time("verify a student certificate (RSA-4096 key)", || {
         verifier.verify(sid, &issued4096.der, &[])
@@ -156,8 +156,8 @@ fn main() -> Result<()> {
     );
 
     println!("-- Blackboard: Report (64 KiB)");
-    let nonce = crypto::random::<32>()?;
-    let keys = SessionKeys::derive(&session_key, &nonce)?;
+    let th = crypto::random::<32>()?;
+    let keys = SessionKeys::derive_v2(&session_key, &th)?;
     let iv = [0u8; IV_LEN];
     let text = "x".repeat(certboard::protocol::MAX_REPORT);
     let report = keys.apply_cipher(CipherId::Aes256Ctr, &iv, text.as_bytes())?;
@@ -173,7 +173,7 @@ fn main() -> Result<()> {
         )
     });
     time("HMAC-SHA256 over a 64 KiB report", || {
-        keys.report_mac(&nonce, sid, CipherId::Aes256Ctr, &iv, &report)
+        keys.report_mac_v2(&th, CipherId::Aes256Ctr, &iv, &report)
     });
     time("AES-256-CTR decryption of 64 KiB", || {
         keys.apply_cipher(CipherId::Aes256Ctr, &iv, &report)

@@ -432,23 +432,6 @@ pub fn make_csr(sid: &str, key: &PKey<Private>) -> Result<Vec<u8>, ErrorStack> {
     b.build().to_der()
 }
 
-/// Protocol version 1 (kept until the lead removes it): sends a bare CSR
-/// to the CA; returns (certificate, root), DER. A CA with a roster refuses
-/// it; the client itself enrolls by [`CaSession`].
-pub fn enroll(
-    conn: &mut FramedStream,
-    csr_der: Vec<u8>,
-) -> Result<(Vec<u8>, Vec<u8>), ClientError> {
-    conn.send(&Message::EnrollRequest { csr_der })?;
-    match conn.recv()? {
-        Message::EnrollResponse {
-            cert_der,
-            ca_cert_der,
-        } => Ok((cert_der, ca_cert_der)),
-        other => Err(unexpected("EnrollResponse", &other)),
-    }
-}
-
 /// The CA side of protocol version 2 on one connection: `CaHello` answered
 /// by the course's policy and a nonce; then any number of requests, each
 /// bound to the latest nonce.
@@ -711,20 +694,22 @@ pub fn submit(
     .encode();
     conn.send_frame(&hello)?;
     progress("step 3: sent SID, certificate and a fresh nonce to Blackboard");
-    let (server_nonce, wrapped_key, bb_chain, signature) = match conn.recv()? {
+    let offer = conn.recv().map_err(|e| match e {
+        // An older server's SessionKey, recognised by its type byte.
+        ClientError::Decode(DecodeError::Version1(_)) => ClientError::Protocol(
+            "Blackboard answered in protocol version 1, which proves nothing about who \
+             answered; refusing to submit (the server must be upgraded)"
+                .into(),
+        ),
+        e => e,
+    })?;
+    let (server_nonce, wrapped_key, bb_chain, signature) = match offer {
         Message::SessionOffer {
             server_nonce,
             wrapped_key,
             bb_chain,
             signature,
         } => (server_nonce, wrapped_key, bb_chain, signature),
-        Message::SessionKey { .. } => {
-            return Err(ClientError::Protocol(
-                "Blackboard answered in protocol version 1, which proves nothing about who \
-                 answered; refusing to submit (the server must be upgraded)"
-                    .into(),
-            ))
-        }
         other => return Err(unexpected("SessionOffer", &other)),
     };
     let th = verify_offer(
@@ -1267,12 +1252,12 @@ mod tests {
     #[test]
     fn an_unexpected_challenge_asks_for_the_secret() {
         let challenge = Message::AdmissionChallenge { challenge: [0; 32] };
-        let hint = unexpected("SessionKey", &challenge).to_string();
+        let hint = unexpected("SessionOffer", &challenge).to_string();
         assert!(hint.contains("--admission-secret-file"), "{hint}");
-        let other = unexpected("SessionKey", &Message::EnrollRequest { csr_der: vec![] });
+        let other = unexpected("SessionOffer", &Message::CaHello { version: 2 });
         assert_eq!(
             other.to_string(),
-            "protocol error: expected SessionKey, got EnrollRequest"
+            "protocol error: expected SessionOffer, got CaHello"
         );
         assert_eq!(CipherId::from(Cipher::Rc4), CipherId::Rc4);
     }

@@ -2,14 +2,12 @@
 //! both sides compute exactly the same thing. Everything here is OpenSSL
 //! except RC4 (see `rc4.rs`).
 //!
-//! From the 32-byte session key and the Blackboard nonce, HKDF-SHA256
-//! derives two independent keys, one to encrypt the report and one to MAC
-//! it. The MAC covers the nonce, the SID, the cipher, the IV and the
-//! ciphertext, each length-prefixed, so no field can be moved into another.
-//!
-//! Version 2 (PROTOCOL.md §4) derives the same two keys from the session
-//! key and the hash of the transcript Blackboard signed ([`transcript`]),
-//! so the report is bound to the very exchange the student verified.
+//! From the 32-byte session key and the hash of the transcript Blackboard
+//! signed ([`transcript`]), HKDF-SHA256 derives two independent keys, one
+//! to encrypt the report and one to MAC it (PROTOCOL.md §4), so the report
+//! is bound to the very exchange the student verified. The MAC covers the
+//! transcript hash, the cipher, the IV and the ciphertext, each
+//! length-prefixed, so no field can be moved into another.
 
 use openssl::encrypt::{Decrypter, Encrypter};
 use openssl::error::ErrorStack;
@@ -69,17 +67,6 @@ pub(crate) fn hkdf(key: &[u8], salt: &[u8], info: &[u8]) -> Result<[u8; 32], Err
 }
 
 impl SessionKeys {
-    /// Derives the encryption and MAC keys for one submission.
-    pub fn derive(
-        session_key: &[u8; SESSION_KEY_LEN],
-        nonce: &[u8; NONCE_LEN],
-    ) -> Result<SessionKeys, ErrorStack> {
-        Ok(SessionKeys {
-            enc: hkdf(session_key, nonce, b"certboard v1 report encryption")?,
-            mac: hkdf(session_key, nonce, b"certboard v1 report mac")?,
-        })
-    }
-
     /// Encrypts or decrypts (the same operation for both ciphers, which are
     /// stream ciphers) the report.
     pub fn apply_cipher(
@@ -113,33 +100,6 @@ impl SessionKeys {
                 }
             }
         }
-    }
-
-    /// The report's MAC.
-    pub fn report_mac(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        sid: &str,
-        cipher: CipherId,
-        iv: &[u8; IV_LEN],
-        ciphertext: &[u8],
-    ) -> Result<[u8; MAC_LEN], ErrorStack> {
-        let key = PKey::hmac(&self.mac)?;
-        let mut s = Signer::new(MessageDigest::sha256(), &key)?;
-        s.update(b"certboard v1 report")?;
-        for field in [
-            &nonce[..],
-            sid.as_bytes(),
-            &[cipher as u8],
-            &iv[..],
-            ciphertext,
-        ] {
-            s.update(&(field.len() as u64).to_le_bytes())?;
-            s.update(field)?;
-        }
-        let mut out = [0u8; MAC_LEN];
-        s.sign(&mut out)?;
-        Ok(out)
     }
 }
 
@@ -323,37 +283,29 @@ mod tests {
         let session: [u8; 32] = random()?;
         let nonce: [u8; 32] = random()?;
         let iv: [u8; 16] = random()?;
-        let keys = SessionKeys::derive(&session, &nonce)?;
+        let th = openssl::sha::sha256(&transcript(b"\x24hello", &nonce, b"wk", b"cert"));
+        let keys = SessionKeys::derive_v2(&session, &th)?;
         let report = lab_report("42");
         for cipher in [CipherId::Aes256Ctr, CipherId::Rc4] {
             let ct = keys.apply_cipher(cipher, &iv, report.as_bytes())?;
             assert_ne!(ct, report.as_bytes());
             assert_eq!(keys.apply_cipher(cipher, &iv, &ct)?, report.as_bytes());
-            let mac = keys.report_mac(&nonce, "42", cipher, &iv, &ct)?;
-            assert_ne!(mac, keys.report_mac(&nonce, "43", cipher, &iv, &ct)?);
-            let mut other_nonce = nonce;
-            other_nonce[0] ^= 1;
-            assert_ne!(mac, keys.report_mac(&other_nonce, "42", cipher, &iv, &ct)?);
+            let mac = keys.report_mac_v2(&th, cipher, &iv, &ct)?;
+            let mut other_th = th;
+            other_th[31] ^= 1;
+            assert_ne!(mac, keys.report_mac_v2(&other_th, cipher, &iv, &ct)?);
+            let mut other_iv = iv;
+            other_iv[0] ^= 1;
+            assert_ne!(mac, keys.report_mac_v2(&th, cipher, &other_iv, &ct)?);
             let mut flipped = ct.clone();
             flipped[3] ^= 0x10;
-            assert_ne!(mac, keys.report_mac(&nonce, "42", cipher, &iv, &flipped)?);
+            assert_ne!(mac, keys.report_mac_v2(&th, cipher, &iv, &flipped)?);
         }
-        // Version 2 keys differ from version 1's, and the MAC binds th.
-        let th = openssl::sha::sha256(&transcript(b"\x24hello", &nonce, b"wk", b"cert"));
-        let v2 = SessionKeys::derive_v2(&session, &th)?;
-        assert_ne!(v2.enc, keys.enc);
-        assert_ne!(v2.mac, keys.mac);
-        let ct = v2.apply_cipher(CipherId::Aes256Ctr, &iv, report.as_bytes())?;
-        let mac = v2.report_mac_v2(&th, CipherId::Aes256Ctr, &iv, &ct)?;
-        let mut other_th = th;
-        other_th[31] ^= 1;
-        assert_ne!(
-            mac,
-            v2.report_mac_v2(&other_th, CipherId::Aes256Ctr, &iv, &ct)?
-        );
-        assert_ne!(mac, v2.report_mac_v2(&th, CipherId::Rc4, &iv, &ct)?);
-        // Different nonces give different keys for the same session key.
-        let other = SessionKeys::derive(&session, &[0u8; 32])?;
+        let ct = keys.apply_cipher(CipherId::Aes256Ctr, &iv, report.as_bytes())?;
+        let mac = keys.report_mac_v2(&th, CipherId::Aes256Ctr, &iv, &ct)?;
+        assert_ne!(mac, keys.report_mac_v2(&th, CipherId::Rc4, &iv, &ct)?);
+        // Different transcripts give different keys for the same session key.
+        let other = SessionKeys::derive_v2(&session, &[0u8; 32])?;
         assert_ne!(other.enc, keys.enc);
         assert_ne!(keys.enc, keys.mac);
         Ok(())
@@ -392,15 +344,15 @@ mod tests {
         assert_eq!(okm, expected);
         for _ in 0..8 {
             let session: [u8; SESSION_KEY_LEN] = random()?;
-            let nonce: [u8; NONCE_LEN] = random()?;
-            let keys = SessionKeys::derive(&session, &nonce)?;
+            let th: [u8; DIGEST_LEN] = random()?;
+            let keys = SessionKeys::derive_v2(&session, &th)?;
             assert_eq!(
                 keys.enc,
-                hkdf_by_pkey_ctx(&session, &nonce, b"certboard v1 report encryption")?
+                hkdf_by_pkey_ctx(&session, &th, b"certboard v2 report encryption")?
             );
             assert_eq!(
                 keys.mac,
-                hkdf_by_pkey_ctx(&session, &nonce, b"certboard v1 report mac")?
+                hkdf_by_pkey_ctx(&session, &th, b"certboard v2 report mac")?
             );
         }
         Ok(())

@@ -25,20 +25,30 @@ pub const IV_LEN: usize = 16;
 mod tag {
     pub(super) const ADMISSION_CHALLENGE: u8 = 0x01;
     pub(super) const ADMISSION_RESPONSE: u8 = 0x02;
-    pub(super) const ENROLL_REQUEST: u8 = 0x10;
-    pub(super) const ENROLL_RESPONSE: u8 = 0x11;
     pub(super) const CA_HELLO: u8 = 0x12;
     pub(super) const CA_CHALLENGE: u8 = 0x13;
     pub(super) const CERT_REQUEST: u8 = 0x14;
     pub(super) const CERT_ISSUED: u8 = 0x15;
-    pub(super) const SUBMIT_HELLO: u8 = 0x20;
-    pub(super) const SESSION_KEY: u8 = 0x21;
     pub(super) const REPORT: u8 = 0x22;
-    pub(super) const RECEIPT: u8 = 0x23;
     pub(super) const SUBMIT_OPEN: u8 = 0x24;
     pub(super) const SESSION_OFFER: u8 = 0x25;
     pub(super) const SIGNED_RECEIPT: u8 = 0x26;
     pub(super) const ERROR: u8 = 0x7f;
+
+    /// The type bytes of protocol version 1, no longer served: recognised
+    /// by their type byte alone, so that a version 1 peer gets a refusal
+    /// naming the version rather than "unknown type" (PROTOCOL.md). 0x22
+    /// (`Report`) is the same in both versions.
+    pub(super) fn version_1(t: u8) -> Option<&'static str> {
+        match t {
+            0x10 => Some("EnrollRequest"),
+            0x11 => Some("EnrollResponse"),
+            0x20 => Some("SubmitHello"),
+            0x21 => Some("SessionKey"),
+            0x23 => Some("Receipt"),
+            _ => None,
+        }
+    }
 }
 
 /// The cipher a report is encrypted with.
@@ -186,18 +196,6 @@ pub enum Message {
         /// The client's tag.
         mac: [u8; MAC_LEN],
     },
-    /// C→S to the CA: a PKCS#10 CSR, DER.
-    EnrollRequest {
-        /// The CSR.
-        csr_der: Vec<u8>,
-    },
-    /// S→C from the CA: the issued certificate and the root, DER.
-    EnrollResponse {
-        /// The student's certificate.
-        cert_der: Vec<u8>,
-        /// The CA root certificate.
-        ca_cert_der: Vec<u8>,
-    },
     /// C→S to the CA (v2): the first message, naming the version.
     CaHello {
         /// The protocol version ([`PROTOCOL_VERSION`]).
@@ -228,23 +226,6 @@ pub enum Message {
         /// The nonce for the next request on this connection.
         next_nonce: [u8; NONCE_LEN],
     },
-    /// C→S to Blackboard: who she is and her certificate.
-    SubmitHello {
-        /// The student id.
-        sid: String,
-        /// Her certificate, DER.
-        cert_der: Vec<u8>,
-        /// Intermediate certificates, DER (normally none: CUHK issues
-        /// students directly, and Blackboard refuses any chain longer).
-        chain: Vec<Vec<u8>>,
-    },
-    /// S→C from Blackboard: the session key under RSA-OAEP, and a nonce.
-    SessionKey {
-        /// Fresh nonce bound into the key derivation and the MAC.
-        nonce: [u8; NONCE_LEN],
-        /// RSA-OAEP(SHA-256) encryption of the 32-byte session key.
-        wrapped_key: Vec<u8>,
-    },
     /// C→S to Blackboard: the encrypted, MAC'd report.
     Report {
         /// The cipher used.
@@ -253,15 +234,8 @@ pub enum Message {
         iv: [u8; IV_LEN],
         /// The encrypted report.
         ciphertext: Vec<u8>,
-        /// HMAC-SHA256 over the exchange (see `crypto::report_mac`).
+        /// HMAC-SHA256 over the exchange (see `SessionKeys::report_mac_v2`).
         mac: [u8; MAC_LEN],
-    },
-    /// S→C from Blackboard: the report is durably stored.
-    Receipt {
-        /// The store's receipt id.
-        receipt_id: u64,
-        /// Serial of the certificate the report was accepted under.
-        serial_hex: String,
     },
     /// C→S to Blackboard, version 2: who she is, her certificate and a
     /// fresh nonce of hers, which Blackboard's signature will cover.
@@ -315,6 +289,9 @@ pub enum DecodeError {
     Empty,
     /// The type byte is not one we know.
     UnknownType(u8),
+    /// The type byte is a message of protocol version 1 (named), which is
+    /// no longer served.
+    Version1(&'static str),
     /// A field runs past the end of the payload.
     Truncated(&'static str),
     /// Bytes remain after the last field.
@@ -334,6 +311,9 @@ impl fmt::Display for DecodeError {
         match self {
             DecodeError::Empty => write!(f, "empty message"),
             DecodeError::UnknownType(t) => write!(f, "unknown message type 0x{t:02x}"),
+            DecodeError::Version1(name) => {
+                write!(f, "a protocol version 1 message ({name}), no longer served")
+            }
             DecodeError::Truncated(field) => write!(f, "message truncated in field `{field}`"),
             DecodeError::TrailingBytes(n) => write!(f, "{n} unexpected bytes after the message"),
             DecodeError::BadUtf8(field) => write!(f, "field `{field}` is not valid UTF-8"),
@@ -446,18 +426,6 @@ impl Message {
                 out.push(tag::ADMISSION_RESPONSE);
                 out.extend_from_slice(mac);
             }
-            Message::EnrollRequest { csr_der } => {
-                out.push(tag::ENROLL_REQUEST);
-                put_bytes(&mut out, csr_der);
-            }
-            Message::EnrollResponse {
-                cert_der,
-                ca_cert_der,
-            } => {
-                out.push(tag::ENROLL_RESPONSE);
-                put_bytes(&mut out, cert_der);
-                put_bytes(&mut out, ca_cert_der);
-            }
             Message::CaHello { version } => {
                 out.push(tag::CA_HELLO);
                 out.extend_from_slice(&version.to_le_bytes());
@@ -501,16 +469,6 @@ impl Message {
                 put_bytes(&mut out, ca_cert_der);
                 out.extend_from_slice(next_nonce);
             }
-            Message::SubmitHello {
-                sid,
-                cert_der,
-                chain,
-            } => {
-                out.push(tag::SUBMIT_HELLO);
-                put_text(&mut out, sid);
-                put_bytes(&mut out, cert_der);
-                put_list(&mut out, chain);
-            }
             Message::SubmitOpen {
                 sid,
                 cert_der,
@@ -545,11 +503,6 @@ impl Message {
                 put_text(&mut out, serial_hex);
                 put_bytes(&mut out, signed_receipt);
             }
-            Message::SessionKey { nonce, wrapped_key } => {
-                out.push(tag::SESSION_KEY);
-                out.extend_from_slice(nonce);
-                put_bytes(&mut out, wrapped_key);
-            }
             Message::Report {
                 cipher,
                 iv,
@@ -561,14 +514,6 @@ impl Message {
                 out.extend_from_slice(iv);
                 put_bytes(&mut out, ciphertext);
                 out.extend_from_slice(mac);
-            }
-            Message::Receipt {
-                receipt_id,
-                serial_hex,
-            } => {
-                out.push(tag::RECEIPT);
-                out.extend_from_slice(&receipt_id.to_le_bytes());
-                put_text(&mut out, serial_hex);
             }
             Message::Error { code, reason } => {
                 out.push(tag::ERROR);
@@ -589,13 +534,6 @@ impl Message {
             },
             tag::ADMISSION_RESPONSE => Message::AdmissionResponse {
                 mac: r.array("mac")?,
-            },
-            tag::ENROLL_REQUEST => Message::EnrollRequest {
-                csr_der: r.bytes("csr")?,
-            },
-            tag::ENROLL_RESPONSE => Message::EnrollResponse {
-                cert_der: r.bytes("cert")?,
-                ca_cert_der: r.bytes("ca_cert")?,
             },
             tag::CA_HELLO => Message::CaHello {
                 version: r.u16("version")?,
@@ -625,11 +563,6 @@ impl Message {
                 ca_cert_der: r.bytes("ca_cert")?,
                 next_nonce: r.array("next_nonce")?,
             },
-            tag::SUBMIT_HELLO => Message::SubmitHello {
-                sid: r.text("sid")?,
-                cert_der: r.bytes("cert")?,
-                chain: r.list("chain")?,
-            },
             tag::SUBMIT_OPEN => Message::SubmitOpen {
                 sid: r.text("sid")?,
                 cert_der: r.bytes("cert")?,
@@ -655,25 +588,22 @@ impl Message {
                 serial_hex: r.text("serial")?,
                 signed_receipt: r.bytes("signed_receipt")?,
             },
-            tag::SESSION_KEY => Message::SessionKey {
-                nonce: r.array("nonce")?,
-                wrapped_key: r.bytes("wrapped_key")?,
-            },
             tag::REPORT => Message::Report {
                 cipher: CipherId::from_byte(r.u8("cipher")?)?,
                 iv: r.array("iv")?,
                 ciphertext: r.bytes("ciphertext")?,
                 mac: r.array("mac")?,
             },
-            tag::RECEIPT => Message::Receipt {
-                receipt_id: r.u64("receipt_id")?,
-                serial_hex: r.text("serial")?,
-            },
             tag::ERROR => Message::Error {
                 code: ErrorCode::from_u16(r.u16("code")?),
                 reason: r.text("reason")?,
             },
-            other => return Err(DecodeError::UnknownType(other)),
+            other => {
+                return Err(match tag::version_1(other) {
+                    Some(name) => DecodeError::Version1(name),
+                    None => DecodeError::UnknownType(other),
+                })
+            }
         };
         r.finish()?;
         Ok(msg)
@@ -684,16 +614,11 @@ impl Message {
         match self {
             Message::AdmissionChallenge { .. } => "AdmissionChallenge",
             Message::AdmissionResponse { .. } => "AdmissionResponse",
-            Message::EnrollRequest { .. } => "EnrollRequest",
-            Message::EnrollResponse { .. } => "EnrollResponse",
             Message::CaHello { .. } => "CaHello",
             Message::CaChallenge { .. } => "CaChallenge",
             Message::CertRequest { .. } => "CertRequest",
             Message::CertIssued { .. } => "CertIssued",
-            Message::SubmitHello { .. } => "SubmitHello",
-            Message::SessionKey { .. } => "SessionKey",
             Message::Report { .. } => "Report",
-            Message::Receipt { .. } => "Receipt",
             Message::SubmitOpen { .. } => "SubmitOpen",
             Message::SessionOffer { .. } => "SessionOffer",
             Message::SignedReceipt { .. } => "SignedReceipt",
@@ -720,11 +645,6 @@ mod tests {
         prop_oneof![
             any::<[u8; 32]>().prop_map(|challenge| Message::AdmissionChallenge { challenge }),
             any::<[u8; 32]>().prop_map(|mac| Message::AdmissionResponse { mac }),
-            bytes().prop_map(|csr_der| Message::EnrollRequest { csr_der }),
-            (bytes(), bytes()).prop_map(|(cert_der, ca_cert_der)| Message::EnrollResponse {
-                cert_der,
-                ca_cert_der
-            }),
             any::<u16>().prop_map(|version| Message::CaHello { version }),
             (
                 any::<u16>(),
@@ -757,15 +677,6 @@ mod tests {
                     }
                 }
             ),
-            (".{0,40}", bytes(), proptest::collection::vec(bytes(), 0..3)).prop_map(
-                |(sid, cert_der, chain)| Message::SubmitHello {
-                    sid,
-                    cert_der,
-                    chain
-                }
-            ),
-            (any::<[u8; 32]>(), bytes())
-                .prop_map(|(nonce, wrapped_key)| Message::SessionKey { nonce, wrapped_key }),
             (
                 prop_oneof![Just(CipherId::Aes256Ctr), Just(CipherId::Rc4)],
                 any::<[u8; 16]>(),
@@ -778,12 +689,6 @@ mod tests {
                     ciphertext,
                     mac
                 }),
-            (any::<u64>(), "[0-9A-F]{0,40}").prop_map(|(receipt_id, serial_hex)| {
-                Message::Receipt {
-                    receipt_id,
-                    serial_hex,
-                }
-            }),
             (
                 ".{0,40}",
                 bytes(),
@@ -890,15 +795,48 @@ mod tests {
 
     #[test]
     fn refuses_trailing_bytes() {
-        let mut wire = Message::EnrollRequest { csr_der: vec![1] }.encode();
+        let mut wire = Message::CaHello { version: 2 }.encode();
         wire.push(0);
         assert_eq!(Message::decode(&wire), Err(DecodeError::TrailingBytes(1)));
     }
 
     #[test]
     fn refuses_oversized_inner_length() {
-        let wire = [tag::ENROLL_REQUEST, 0xff, 0xff, 0xff, 0x7f, 1, 2];
+        let wire = [tag::CERT_REQUEST, 0xff, 0xff, 0xff, 0x7f, 1, 2];
         assert_eq!(Message::decode(&wire), Err(DecodeError::Truncated("csr")));
+    }
+
+    /// Version 1's messages are recognised by their type byte alone,
+    /// whatever follows, and decode to nothing but that.
+    #[test]
+    fn version_1_messages_are_recognised_and_refused() {
+        let csr = [0x10, 1, 0, 0, 0, 0x30];
+        assert_eq!(
+            Message::decode(&csr),
+            Err(DecodeError::Version1("EnrollRequest"))
+        );
+        for (t, name) in [
+            (0x10, "EnrollRequest"),
+            (0x11, "EnrollResponse"),
+            (0x20, "SubmitHello"),
+            (0x21, "SessionKey"),
+            (0x23, "Receipt"),
+        ] {
+            assert_eq!(Message::decode(&[t]), Err(DecodeError::Version1(name)));
+            assert_eq!(
+                Message::decode(&[t, 0xff, 0xff]),
+                Err(DecodeError::Version1(name))
+            );
+        }
+        // Neighbours are not.
+        assert_eq!(
+            Message::decode(&[0x16]),
+            Err(DecodeError::UnknownType(0x16))
+        );
+        assert_eq!(
+            Message::decode(&[0x27]),
+            Err(DecodeError::UnknownType(0x27))
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@ use log::{info, warn};
 
 use crate::ca::{BlackboardKeys, CertificateAuthority, Issued};
 use crate::course::Window;
-use crate::message::{ErrorCode, Message};
+use crate::message::{DecodeError, ErrorCode, Message};
 use crate::store::{CertRecord, CodeKey, Origin, Record, Storage};
 use crate::verify::Verifier;
 
@@ -49,8 +49,8 @@ pub use submission::{
 /// default of `--max-frame` ([`crate::framing::DEFAULT_MAX_FRAME`]): a
 /// `Report` whose ciphertext is a [`MAX_REPORT`]-byte report (type 1,
 /// cipher 1, IV 16, length 4, ciphertext 65,536, MAC 32: 65,590 bytes).
-/// Every other frame is smaller: a `SubmitHello` with a [`MAX_CERT_DER`]
-/// certificate and a 32-byte SID is 8,232 bytes; a CSR is under 2 KiB; a
+/// Every other frame is smaller: a `SubmitOpen` with a [`MAX_CERT_DER`]
+/// certificate and a 32-byte SID is 8,264 bytes; a CSR is under 2 KiB; a
 /// peer's `Error` is at most 65,540 (a `u16` of text); the legacy report
 /// frame `<msg>_<mac>` is at most 65,577 and the legacy certificate text
 /// `legacy::MAX_CERT_TEXT`, 12,288.
@@ -293,7 +293,7 @@ impl Session {
     /// signed only now. Nothing for every other exchange.
     pub fn on_committed(self, peer: &str) -> (Session, Output) {
         match self.0 {
-            State::Blackboard(blackboard::Blackboard::AwaitCommit(r)) => (
+            State::Blackboard(blackboard::Blackboard::Recording(r)) => (
                 Session(State::Done),
                 blackboard::receipt_after_commit(*r, peer),
             ),
@@ -360,7 +360,10 @@ impl State {
                 Ok(legacy::step(session.on_frame(payload, shared, peer)))
             }
             _ => {
-                let msg = Message::decode(payload).map_err(ProtocolError::Malformed)?;
+                let msg = Message::decode(payload).map_err(|e| match e {
+                    DecodeError::Version1(got) => ProtocolError::Version1 { got },
+                    e => ProtocolError::Malformed(e),
+                })?;
                 self.on_message(msg, payload, shared, peer)
             }
         }
@@ -371,12 +374,6 @@ impl State {
         match (self, msg) {
             // Anything but the answer, before admission, is refused there.
             (State::Admission(c), msg) => c.on_message(msg, shared, peer),
-            (
-                State::Enrollment(
-                    enrollment::Enrollment::AwaitRequest | enrollment::Enrollment::AwaitNext,
-                ),
-                Message::EnrollRequest { csr_der },
-            ) => enrollment::enroll(&csr_der, shared, peer),
             (
                 State::Enrollment(enrollment::Enrollment::AwaitRequest),
                 Message::CaHello { version },
@@ -389,12 +386,13 @@ impl State {
             }
             (
                 State::Blackboard(blackboard::Blackboard::AwaitHello),
-                Message::SubmitHello {
+                Message::SubmitOpen {
                     sid,
                     cert_der,
                     chain,
+                    ..
                 },
-            ) => blackboard::hello(&sid, &cert_der, &chain, shared, peer),
+            ) => blackboard::open(payload, &sid, &cert_der, &chain, shared, peer),
             (
                 State::Blackboard(blackboard::Blackboard::AwaitReport(p)),
                 Message::Report {
@@ -404,24 +402,6 @@ impl State {
                     mac,
                 },
             ) => blackboard::report(*p, cipher, &iv, &ciphertext, &mac, shared, peer),
-            (
-                State::Blackboard(blackboard::Blackboard::AwaitHello),
-                Message::SubmitOpen {
-                    sid,
-                    cert_der,
-                    chain,
-                    ..
-                },
-            ) => blackboard::open(payload, &sid, &cert_der, &chain, shared, peer),
-            (
-                State::Blackboard(blackboard::Blackboard::AwaitReportV2(p)),
-                Message::Report {
-                    cipher,
-                    iv,
-                    ciphertext,
-                    mac,
-                },
-            ) => blackboard::report_v2(*p, cipher, &iv, &ciphertext, &mac, shared, peer),
             (_, Message::Error { code, reason }) => {
                 info!("{peer}: client reported error {code:?}: {reason}");
                 Ok((State::Done, Output::close()))
@@ -437,19 +417,14 @@ impl State {
         match self {
             State::Admission(_) => "waiting for the admission response",
             State::Enrollment(enrollment::Enrollment::AwaitRequest) => {
-                "waiting for an enrollment request (CaHello, or a version 1 EnrollRequest)"
-            }
-            State::Enrollment(enrollment::Enrollment::AwaitNext) => {
-                "waiting for an enrollment request (another version 1 EnrollRequest)"
+                "waiting for an enrollment request (CaHello)"
             }
             State::Enrollment(_) => "waiting for an enrollment request (CertRequest)",
             State::Blackboard(blackboard::Blackboard::AwaitHello) => {
                 "waiting for a submission hello"
             }
-            State::Blackboard(
-                blackboard::Blackboard::AwaitReport(_) | blackboard::Blackboard::AwaitReportV2(_),
-            ) => "waiting for the report",
-            State::Blackboard(blackboard::Blackboard::AwaitCommit(_)) => "recording the report",
+            State::Blackboard(blackboard::Blackboard::AwaitReport(_)) => "waiting for the report",
+            State::Blackboard(blackboard::Blackboard::Recording(_)) => "recording the report",
             State::Legacy(_) => "serving the legacy protocol",
             State::Done => "finished",
         }
@@ -496,10 +471,9 @@ impl ProtocolError {
             ProtocolError::Course { sid, source } => {
                 warn!("{peer}: enrollment for SID {sid} refused: {source}")
             }
-            ProtocolError::V1WithRoster => warn!(
-                "{peer}: version 1 EnrollRequest refused: a roster is on, and version 1 cannot \
-                 carry an enrollment code"
-            ),
+            ProtocolError::Version1 { got } => {
+                warn!("{peer}: protocol version 1 {got} refused: version 1 is no longer served")
+            }
             other => warn!("{peer}: {other}"),
         }
     }
@@ -593,47 +567,56 @@ mod tests {
         }
     }
 
+    /// Enrolls by version 2 (open enrollment): `CaHello`, then one
+    /// `CertRequest`.
     fn enroll(sid: &str, key: &PKey<Private>, shared: &mut Shared) -> Vec<u8> {
-        let request = Message::EnrollRequest {
+        let request = Message::CertRequest {
             csr_der: make_csr(sid, key).unwrap(),
+            auth: crate::message::EnrollAuth::Open,
         };
-        let run = drive(start(ServiceKind::Ca, shared), &[request.encode()], shared);
+        let run = drive(
+            start(ServiceKind::Ca, shared),
+            &[ca_hello(), request.encode()],
+            shared,
+        );
         assert!(!run.closed, "another enrollment may follow");
         match run.replies.as_slice() {
-            [Message::EnrollResponse { cert_der, .. }] => cert_der.clone(),
-            other => panic!("expected EnrollResponse, got {other:?}"),
+            [Message::CaChallenge { .. }, Message::CertIssued { cert_der, .. }] => cert_der.clone(),
+            other => panic!("expected CaChallenge and CertIssued, got {other:?}"),
         }
     }
 
+    fn ca_hello() -> Vec<u8> {
+        Message::CaHello {
+            version: crate::message::PROTOCOL_VERSION,
+        }
+        .encode()
+    }
+
+    /// A version 2 hello (`SubmitOpen`) with a fixed client nonce.
     fn hello(sid: &str, cert_der: &[u8]) -> Vec<u8> {
-        Message::SubmitHello {
-            sid: sid.into(),
-            cert_der: cert_der.to_vec(),
-            chain: vec![],
-        }
-        .encode()
+        open_frame(sid, cert_der, [5; 32])
     }
 
-    /// The student's side of a report, under the session key Blackboard sent.
-    fn report_frame(sid: &str, key: &PKey<Private>, session_key: &Message, text: &str) -> Vec<u8> {
-        let Message::SessionKey { nonce, wrapped_key } = session_key else {
-            panic!("expected SessionKey, got {session_key:?}");
-        };
-        let raw = crypto::unwrap_key(key, wrapped_key).unwrap();
-        let keys = SessionKeys::derive(&raw.try_into().unwrap(), nonce).unwrap();
-        let cipher = CipherId::Aes256Ctr;
-        let iv = [7u8; IV_LEN];
-        let ciphertext = keys.apply_cipher(cipher, &iv, text.as_bytes()).unwrap();
-        let mac = keys
-            .report_mac(nonce, sid, cipher, &iv, &ciphertext)
-            .unwrap();
-        Message::Report {
-            cipher,
-            iv,
-            ciphertext,
-            mac,
-        }
-        .encode()
+    /// Version 1's `EnrollRequest` (type 0x10, `bytes csr`), as an old
+    /// client sends it.
+    fn v1_enroll_request(csr_der: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x10];
+        out.extend_from_slice(&u32::try_from(csr_der.len()).unwrap().to_le_bytes());
+        out.extend_from_slice(csr_der);
+        out
+    }
+
+    /// Version 1's `SubmitHello` (type 0x20, `text sid`, `bytes cert`,
+    /// `list chain`), as an old client sends it.
+    fn v1_submit_hello(sid: &str, cert_der: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x20];
+        out.extend_from_slice(&u16::try_from(sid.len()).unwrap().to_le_bytes());
+        out.extend_from_slice(sid.as_bytes());
+        out.extend_from_slice(&u32::try_from(cert_der.len()).unwrap().to_le_bytes());
+        out.extend_from_slice(cert_der);
+        out.push(0);
+        out
     }
 
     #[test]
@@ -644,17 +627,18 @@ mod tests {
         let cert = enroll(SID, &key, &mut sh);
         assert_eq!(sh.store.certs().unwrap().len(), 1);
 
+        let hello = hello(SID, &cert);
         let run = drive(
             start(ServiceKind::Blackboard, &mut sh),
-            &[hello(SID, &cert)],
+            std::slice::from_ref(&hello),
             &mut sh,
         );
         assert!(!run.closed);
         let text = "This is submission from SID1155000001.\n";
-        let frame = report_frame(SID, &key, &run.replies[0], text);
+        let (frame, _) = report_frame_v2(&hello, &key, &run.replies[0], text, &sh).unwrap();
         let run = drive(run.session, &[frame], &mut sh);
         assert!(run.closed);
-        let Some(Message::Receipt { receipt_id, .. }) = run.replies.first() else {
+        let Some(Message::SignedReceipt { receipt_id, .. }) = run.replies.first() else {
             panic!("expected a receipt, got {:?}", run.replies);
         };
         let reports = sh.store.reports().unwrap();
@@ -662,6 +646,57 @@ mod tests {
         assert_eq!(reports[0].receipt_id, *receipt_id);
         assert_eq!(reports[0].text, text);
         assert_eq!(reports[0].origin, Origin::Certboard);
+    }
+
+    /// Version 1 is refused with code 10, a reason saying what to do, and
+    /// a close, whenever its message comes: as the first frame or in the
+    /// middle of a version 2 exchange. Nothing is recorded.
+    #[test]
+    fn version_1_is_refused_with_code_10_whenever_it_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let csr = make_csr(SID, &key).unwrap();
+        let want = "protocol version 1 is no longer served: this server speaks version 2 \
+                    (PROTOCOL.md); upgrade the client";
+        // First frames.
+        let run = drive(
+            start(ServiceKind::Ca, &mut sh),
+            &[v1_enroll_request(&csr)],
+            &mut sh,
+        );
+        assert_eq!(refusal(&run), (ErrorCode::UnsupportedVersion, want.into()));
+        assert!(sh.store.certs().unwrap().is_empty());
+        let cert = enroll(SID, &key, &mut sh);
+        let run = drive(
+            start(ServiceKind::Blackboard, &mut sh),
+            &[v1_submit_hello(SID, &cert)],
+            &mut sh,
+        );
+        assert_eq!(refusal(&run), (ErrorCode::UnsupportedVersion, want.into()));
+        // On the other service too: the version, not the turn, is refused.
+        let run = drive(
+            start(ServiceKind::Ca, &mut sh),
+            &[v1_submit_hello(SID, &cert)],
+            &mut sh,
+        );
+        assert_eq!(refusal(&run).0, ErrorCode::UnsupportedVersion);
+        // Later: after a CaHello was answered, and after a SessionOffer.
+        let ca = drive(start(ServiceKind::Ca, &mut sh), &[ca_hello()], &mut sh);
+        assert!(matches!(ca.replies[..], [Message::CaChallenge { .. }]));
+        let run = drive(ca.session, &[v1_enroll_request(&csr)], &mut sh);
+        assert_eq!(refusal(&run), (ErrorCode::UnsupportedVersion, want.into()));
+        let bb = drive(
+            start(ServiceKind::Blackboard, &mut sh),
+            &[hello(SID, &cert)],
+            &mut sh,
+        );
+        assert!(matches!(bb.replies[..], [Message::SessionOffer { .. }]));
+        let run = drive(bb.session, &[v1_submit_hello(SID, &cert)], &mut sh);
+        assert_eq!(refusal(&run), (ErrorCode::UnsupportedVersion, want.into()));
+        // Only the one certificate enrolled by version 2; no report.
+        assert_eq!(sh.store.certs().unwrap().len(), 1);
+        assert!(sh.store.reports().unwrap().is_empty());
     }
 
     /// `--max-frame`'s default is exactly what the largest honest frame
@@ -677,7 +712,7 @@ mod tests {
         };
         assert_eq!(report.encode().len(), MAX_FRAME_NEEDED);
         let big_hello = hello(&"9".repeat(crate::sid::MAX_SID_LEN), &[0; MAX_CERT_DER]);
-        assert_eq!(big_hello.len(), 8_232);
+        assert_eq!(big_hello.len(), 8_264);
         let error = Message::error(ErrorCode::Internal, "x".repeat(usize::from(u16::MAX)));
         assert!(error.encode().len() <= MAX_FRAME_NEEDED);
         const {
@@ -707,10 +742,11 @@ mod tests {
         assert_eq!(code, ErrorCode::BadCertificate);
         assert!(reason.contains("not valid DER"), "{reason}");
         // A chain certificate over the cap, too.
-        let chained = Message::SubmitHello {
+        let chained = Message::SubmitOpen {
             sid: SID.into(),
             cert_der: vec![0xff; 10],
             chain: vec![vec![0; MAX_CERT_DER + 7]],
+            client_nonce: [0; 32],
         };
         let run = drive(bb(&mut sh), &[chained.encode()], &mut sh);
         let (code, reason) = refusal(&run);
@@ -848,7 +884,7 @@ mod tests {
             matches!(err, crate::client::ClientError::BadOfferSignature),
             "{err}"
         );
-        // A version 1 report MAC does not pass in a version 2 session.
+        // A MAC that is not this session's does not pass.
         let b = drive(bb(&mut sh), std::slice::from_ref(&hello_b), &mut sh);
         let (good, _) = report_frame_v2(&hello_b, &key, &b.replies[0], "x", &sh).unwrap();
         let Ok(Message::Report {
@@ -907,14 +943,12 @@ mod tests {
         assert_eq!(code, ErrorCode::BadCertificate);
         assert!(reason.starts_with("bad SID"), "{reason}");
         // A bad CSR.
-        let garbage = Message::EnrollRequest {
+        let garbage = Message::CertRequest {
             csr_der: b"not a CSR".to_vec(),
+            auth: crate::message::EnrollAuth::Open,
         };
-        let run = drive(
-            start(ServiceKind::Ca, &mut sh),
-            &[garbage.encode()],
-            &mut sh,
-        );
+        let challenged = drive(start(ServiceKind::Ca, &mut sh), &[ca_hello()], &mut sh);
+        let run = drive(challenged.session, &[garbage.encode()], &mut sh);
         assert_eq!(refusal(&run).0, ErrorCode::BadRequest);
         // A certificate from another root.
         let other = ca(&dir.path().join("other-keys"));
@@ -925,15 +959,16 @@ mod tests {
         assert!(reason.contains("does not chain"), "{reason}");
         // A MAC under the wrong key: the report of another session.
         let first = drive(bb(&mut sh), &[hello(SID, &cert)], &mut sh);
-        let frame = report_frame(SID, &key, &first.replies[0], "first");
+        let (frame, _) =
+            report_frame_v2(&hello(SID, &cert), &key, &first.replies[0], "first", &sh).unwrap();
         let second = drive(bb(&mut sh), &[hello(SID, &cert)], &mut sh);
         let run = drive(second.session, std::slice::from_ref(&frame), &mut sh);
         assert_eq!(refusal(&run).0, ErrorCode::BadMac);
         // The report itself, accepted once, then replayed on a new session.
         let run = drive(first.session, std::slice::from_ref(&frame), &mut sh);
-        assert!(matches!(run.replies[..], [Message::Receipt { .. }]));
+        assert!(matches!(run.replies[..], [Message::SignedReceipt { .. }]));
         let replay = drive(bb(&mut sh), &[hello(SID, &cert), frame], &mut sh);
-        assert!(matches!(replay.replies[0], Message::SessionKey { .. }));
+        assert!(matches!(replay.replies[0], Message::SessionOffer { .. }));
         assert_eq!(replay.replies.len(), 2);
         let Message::Error { code, .. } = &replay.replies[1] else {
             panic!("replay accepted: {:?}", replay.replies);
@@ -941,7 +976,7 @@ mod tests {
         assert_eq!(*code, ErrorCode::BadMac);
         assert_eq!(sh.store.reports().unwrap().len(), 1);
         // A message out of turn.
-        let run = drive(bb(&mut sh), &[garbage.encode()], &mut sh);
+        let run = drive(bb(&mut sh), &[ca_hello()], &mut sh);
         assert_eq!(refusal(&run).0, ErrorCode::UnexpectedMessage);
         // A legacy command, legacy mode off.
         let run = drive(bb(&mut sh), &[b"2".to_vec()], &mut sh);
@@ -969,8 +1004,9 @@ mod tests {
         let secret = b"sixteen byte secret!";
         let mut sh = shared(dir.path(), Some(secret));
         let key = make_key(KeyType::Rsa2048).unwrap();
-        let request = Message::EnrollRequest {
+        let request = Message::CertRequest {
             csr_der: make_csr(SID, &key).unwrap(),
+            auth: crate::message::EnrollAuth::Open,
         }
         .encode();
 
@@ -978,8 +1014,11 @@ mod tests {
         let (session, challenge) = challenged(&mut sh);
         let mac = crypto::hmac_sha256(secret, &challenge).unwrap();
         let answer = Message::AdmissionResponse { mac }.encode();
-        let run = drive(session, &[answer, request.clone()], &mut sh);
-        assert!(matches!(run.replies[..], [Message::EnrollResponse { .. }]));
+        let run = drive(session, &[answer, ca_hello(), request.clone()], &mut sh);
+        assert!(matches!(
+            run.replies[..],
+            [Message::CaChallenge { .. }, Message::CertIssued { .. }]
+        ));
 
         // A wrong answer, or none, is refused.
         let (session, _) = challenged(&mut sh);
@@ -990,7 +1029,7 @@ mod tests {
         let (session, _) = challenged(&mut sh);
         let (code, reason) = refusal(&drive(session, &[request], &mut sh));
         assert_eq!(code, ErrorCode::AdmissionRefused);
-        assert!(reason.contains("(got EnrollRequest)"), "{reason}");
+        assert!(reason.contains("(got CertRequest)"), "{reason}");
         // Silence until a time limit.
         let (session, _) = challenged(&mut sh);
         let err = session
@@ -1014,14 +1053,14 @@ mod tests {
         assert_eq!(err.to_string(), "exchange deadline of 30 s reached");
         // After an enrollment, an idle connection has had its answer.
         let key = make_key(KeyType::Rsa2048).unwrap();
-        let request = Message::EnrollRequest {
+        let request = Message::CertRequest {
             csr_der: make_csr(SID, &key).unwrap(),
+            auth: crate::message::EnrollAuth::Open,
         };
-        let run = drive(
-            start(ServiceKind::Ca, &mut sh),
-            &[request.encode()],
-            &mut sh,
-        );
+        let run = drive(start(ServiceKind::Ca, &mut sh), &[ca_hello()], &mut sh);
+        // A challenge is owed its request.
+        assert!(run.session.on_expiry(Expiry::Idle, limit).is_some());
+        let run = drive(run.session, &[request.encode()], &mut sh);
         assert!(run.session.on_expiry(Expiry::Idle, limit).is_none());
     }
 

@@ -1171,7 +1171,6 @@ mod tests {
     use super::*;
     use crate::ca::{CaKeyType, CertificateAuthority};
     use crate::client::{self, FramedStream, KeyType};
-    use crate::message::Message;
     use crate::store::SqliteStore;
 
     fn panicking_announce(_: &[Record]) {
@@ -1224,10 +1223,12 @@ mod tests {
         });
         let mut conn = FramedStream::connect(&addr.to_string(), Duration::from_secs(10))?;
         let key = client::make_key(KeyType::Rsa2048)?;
-        conn.send(&Message::EnrollRequest {
-            csr_der: client::make_csr("1155000009", &key)?,
-        })?;
-        match conn.recv() {
+        let mut ca_session = client::CaSession::open(&mut conn)?;
+        match ca_session.request(
+            &mut conn,
+            client::make_csr("1155000009", &key)?,
+            crate::message::EnrollAuth::Open,
+        ) {
             Err(client::ClientError::Refused { code, reason }) => {
                 assert_eq!(code, ErrorCode::Internal);
                 assert!(

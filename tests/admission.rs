@@ -92,7 +92,10 @@ fn wrong_secret_is_refused_and_others_are_still_served() -> TestResult {
     let csr_der = client::make_csr("smuggled", &key)?;
     let mut s = connect(server.ca)?;
     let mut wire = frame(&Message::AdmissionResponse { mac: [0x5a; 32] });
-    wire.extend(frame(&Message::EnrollRequest { csr_der }));
+    wire.extend(frame(&Message::CertRequest {
+        csr_der,
+        auth: certboard::message::EnrollAuth::Open,
+    }));
     s.write_all(&wire)?;
     let got = read_to_close(&mut s, WAIT).ok_or("not closed")?;
     let msgs = messages(&got);
@@ -137,10 +140,11 @@ fn missing_secret_is_refused_with_a_clear_reason() -> TestResult {
     // is told why it is refused.
     for addr in [server.ca, server.blackboard] {
         let mut s = connect(addr)?;
-        let msg = Message::SubmitHello {
+        let msg = Message::SubmitOpen {
             sid: "nosecret".into(),
             cert_der: vec![0x30, 0x00],
             chain: vec![],
+            client_nonce: [0; 32],
         };
         s.write_all(&frame(&msg))?;
         let got = read_to_close(&mut s, WAIT).ok_or("not closed")?;
@@ -152,7 +156,7 @@ fn missing_secret_is_refused_with_a_clear_reason() -> TestResult {
             "{reason}"
         );
     }
-    assert!(server.wait_log("admission refused: SubmitHello instead of the answer", 5));
+    assert!(server.wait_log("admission refused: SubmitOpen instead of the answer", 5));
     let reports = server.admin(&["reports"])?;
     assert_eq!(stdout(&reports), "", "{}", text(&reports));
     Ok(())
@@ -188,7 +192,7 @@ fn a_client_that_never_answers_is_cut_off_while_others_are_served() -> TestResul
     let mac = crypto::hmac_sha256(SECRET.as_bytes(), &c)?;
     conn.send(&Message::AdmissionResponse { mac })?;
     let key = client::make_key(KeyType::Rsa2048)?;
-    let issued = client::enroll(&mut conn, client::make_csr("byhand", &key)?)?;
+    let issued = enroll_csr(&mut conn, client::make_csr("byhand", &key)?)?;
     assert!(!issued.0.is_empty());
     // And an answer to an older challenge is not.
     let mut conn = FramedStream::connect(&server.ca.to_string(), WAIT)?;

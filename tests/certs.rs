@@ -183,10 +183,11 @@ impl Fixture {
     /// logged the same reason.
     fn refused(&self, sid: &str, cert_der: &[u8], chain: Vec<Vec<u8>>) -> Result<String, Error> {
         let mut conn = FramedStream::connect(&self.server.blackboard.to_string(), WAIT)?;
-        conn.send(&Message::SubmitHello {
+        conn.send(&Message::SubmitOpen {
             sid: sid.to_string(),
             cert_der: cert_der.to_vec(),
             chain,
+            client_nonce: [0; 32],
         })?;
         match conn.recv() {
             Err(ClientError::Refused { code, reason }) => {
@@ -206,7 +207,7 @@ impl Fixture {
     /// Sends a CSR to the CA; returns its refusal (a `BadRequest`, logged).
     fn csr_refused(&self, csr_der: Vec<u8>) -> Result<String, Error> {
         let mut conn = FramedStream::connect(&self.server.ca.to_string(), WAIT)?;
-        match client::enroll(&mut conn, csr_der) {
+        match common::enroll_csr(&mut conn, csr_der) {
             Err(ClientError::Refused { code, reason }) => {
                 assert_eq!(code, ErrorCode::BadRequest, "{reason}");
                 assert!(
@@ -361,7 +362,7 @@ fn a_certificate_for_another_sid_is_refused() -> TestResult {
     // Alice's real certificate, issued by the CA over the wire.
     let key = rsa()?;
     let mut conn = FramedStream::connect(&f.server.ca.to_string(), WAIT)?;
-    let (alice, _) = client::enroll(&mut conn, client::make_csr("alice", &key)?)?;
+    let (alice, _) = common::enroll_csr(&mut conn, client::make_csr("alice", &key)?)?;
     let reason = f.refused("bob", &alice, vec![])?;
     assert_reason(
         &reason,
@@ -375,7 +376,7 @@ fn garbage_truncated_and_pem_certificates_are_refused() -> TestResult {
     let f = Fixture::start()?;
     let key = rsa()?;
     let mut conn = FramedStream::connect(&f.server.ca.to_string(), WAIT)?;
-    let (good, _) = client::enroll(&mut conn, client::make_csr("carol", &key)?)?;
+    let (good, _) = common::enroll_csr(&mut conn, client::make_csr("carol", &key)?)?;
     let pem = X509::from_der(&good)?.to_pem()?;
     let mut random = vec![0u8; 300];
     openssl::rand::rand_bytes(&mut random)?;
@@ -432,7 +433,7 @@ fn a_validly_signed_certificate_unknown_to_the_ca_or_revoked_is_refused() -> Tes
     assert_reason(&reason, "is not in the CA's records");
 
     let mut conn = FramedStream::connect(&f.server.ca.to_string(), WAIT)?;
-    let (dave, _) = client::enroll(&mut conn, client::make_csr("dave", &key)?)?;
+    let (dave, _) = common::enroll_csr(&mut conn, client::make_csr("dave", &key)?)?;
     let out = f
         .server
         .admin(&["revoke", "--sid", "dave", "--reason", "key-compromise"])?;
@@ -519,7 +520,7 @@ fn a_csr_asking_to_be_a_ca_gets_an_ordinary_student_certificate() -> TestResult 
     )?;
     let csr = csr_with("mallory", &key, &key, Some(exts))?;
     let mut conn = FramedStream::connect(&f.server.ca.to_string(), WAIT)?;
-    let (cert_der, _) = client::enroll(&mut conn, csr)?;
+    let (cert_der, _) = common::enroll_csr(&mut conn, csr)?;
     let cert = X509::from_der(&cert_der)?;
     let t = ext_text(&cert)?;
     assert!(t.contains("CA:FALSE"), "{t}");

@@ -326,9 +326,15 @@ fn five_wrong_codes_lock_until_reissued_and_v1_is_refused_with_a_roster() -> Tes
     let codes = make_codes(&server, "new.csv", &["--sid", "1155000001", "--reissue"])?;
     attempt(&EnrollCode::parse(&codes["1155000001"])?)?;
 
-    // Version 1 cannot carry a code: refused while a roster is on.
+    // Version 1 (a bare EnrollRequest, type 0x10) is refused, roster or
+    // not: code 10.
     let mut conn = connect(&server)?;
-    let got = client::enroll(&mut conn, client::make_csr("1155000002", &key)?);
+    let csr = client::make_csr("1155000002", &key)?;
+    let mut v1 = vec![0x10];
+    v1.extend_from_slice(&u32::try_from(csr.len())?.to_le_bytes());
+    v1.extend_from_slice(&csr);
+    conn.send_frame(&v1)?;
+    let got = conn.recv();
     assert!(
         matches!(
             &got,

@@ -54,22 +54,39 @@ fn submit_tampered(
     tamper: impl Fn(&mut Vec<u8>, &mut [u8; 32]),
 ) -> Result<Message, Box<dyn std::error::Error>> {
     let mut conn = FramedStream::connect(&server.blackboard.to_string(), TIMEOUT)?;
-    conn.send(&Message::SubmitHello {
+    let hello = Message::SubmitOpen {
         sid: sid.into(),
         cert_der: cert.to_vec(),
         chain: vec![],
-    })?;
-    let Message::SessionKey { nonce, wrapped_key } = conn.recv()? else {
-        return Err("no session key".into());
+        client_nonce: crypto::random::<32>()?,
+    }
+    .encode();
+    conn.send_frame(&hello)?;
+    let Message::SessionOffer {
+        server_nonce,
+        wrapped_key,
+        bb_chain,
+        signature,
+    } = conn.recv()?
+    else {
+        return Err("no session offer".into());
     };
+    let th = client::verify_offer(
+        &hello,
+        &server_nonce,
+        &wrapped_key,
+        &bb_chain,
+        &signature,
+        &server.trust()?,
+    )?;
     let session: [u8; 32] = crypto::unwrap_key(key, &wrapped_key)?
         .try_into()
         .map_err(|_| "key size")?;
-    let keys = SessionKeys::derive(&session, &nonce)?;
+    let keys = SessionKeys::derive_v2(&session, &th)?;
     let iv = crypto::random::<16>()?;
     let cipher = CipherId::Aes256Ctr;
     let mut ct = keys.apply_cipher(cipher, &iv, crypto::lab_report(sid).as_bytes())?;
-    let mut mac = keys.report_mac(&nonce, sid, cipher, &iv, &ct)?;
+    let mut mac = keys.report_mac_v2(&th, cipher, &iv, &ct)?;
     tamper(&mut ct, &mut mac);
     conn.send(&Message::Report {
         cipher,
@@ -404,7 +421,10 @@ fn flipped_bits_in_ciphertext_or_mac_are_refused_and_nothing_is_recorded() -> Te
     assert!(!stdout(&reports).contains("heidi"), "{}", text(&reports));
     // An untampered one goes through and is recorded.
     let receipt = submit_tampered(&server, "heidi", &cert, &key, |_, _| {})?;
-    assert!(matches!(receipt, Message::Receipt { .. }), "{receipt:?}");
+    assert!(
+        matches!(receipt, Message::SignedReceipt { .. }),
+        "{receipt:?}"
+    );
     assert!(stdout(&server.admin(&["reports"])?).contains("sid=heidi"));
     Ok(())
 }

@@ -49,7 +49,7 @@ fn frame_over_max_frame_is_refused_before_it_is_read() -> TestResult {
     assert!(server.wait_log("frame length 5000 exceeds the limit", 5));
     // A frame at the limit is read (and refused for what it is, not its size).
     let mut at_limit = header(4096).to_vec();
-    at_limit.extend(std::iter::repeat_n(0x10, 4096));
+    at_limit.extend(std::iter::repeat_n(0x14, 4096));
     let (code, reason) = send_and_refusal(server.ca, &at_limit)?;
     assert_eq!(code, ErrorCode::Malformed, "{reason}");
     assert!(!reason.contains("exceeds the limit"), "{reason}");
@@ -124,10 +124,20 @@ fn connections_past_the_listener_limit_get_an_error_frame_and_others_are_served(
     // The three held connections are still served.
     let csr_der = csr("held0")?;
     let mut first = held.remove(0);
-    first.write_all(&frame(&Message::EnrollRequest { csr_der }))?;
+    let mut wire = frame(&Message::CaHello {
+        version: certboard::message::PROTOCOL_VERSION,
+    });
+    wire.extend(frame(&Message::CertRequest {
+        csr_der,
+        auth: certboard::message::EnrollAuth::Open,
+    }));
+    first.write_all(&wire)?;
     let got = read_to_close(&mut first, WAIT).ok_or("held connection not answered")?;
     assert!(
-        matches!(messages(&got).first(), Some(Message::EnrollResponse { .. })),
+        matches!(
+            messages(&got)[..],
+            [Message::CaChallenge { .. }, Message::CertIssued { .. }]
+        ),
         "{:?}",
         messages(&got)
     );
@@ -278,23 +288,25 @@ fn frames_out_of_order_are_refused_with_a_reason() -> TestResult {
         // A hello to the CA.
         (
             server.ca,
-            Message::SubmitHello {
+            Message::SubmitOpen {
                 sid: "alice".into(),
                 cert_der: vec![0x30, 0],
                 chain: vec![],
+                client_nonce: [0; 32],
             },
-            "unexpected SubmitHello message: this connection is waiting for an enrollment request",
-            "unexpected SubmitHello while waiting for an enrollment request",
+            "unexpected SubmitOpen message: this connection is waiting for an enrollment request",
+            "unexpected SubmitOpen while waiting for an enrollment request",
         ),
         // A server's message sent by a client.
         (
             server.ca,
-            Message::EnrollResponse {
+            Message::CertIssued {
                 cert_der: vec![],
                 ca_cert_der: vec![],
+                next_nonce: [0; 32],
             },
-            "unexpected EnrollResponse message",
-            "unexpected EnrollResponse while",
+            "unexpected CertIssued message",
+            "unexpected CertIssued while",
         ),
         // An admission answer nobody asked for.
         (
@@ -313,14 +325,15 @@ fn frames_out_of_order_are_refused_with_a_reason() -> TestResult {
     // A CA connection may carry several enrollments in turn, but nothing
     // else: a submission hello after an enrollment is refused, not acted on.
     let mut conn = FramedStream::connect(&server.ca.to_string(), WAIT)?;
+    let mut session = client::CaSession::open(&mut conn)?;
     for sid in ["twice-1", "twice-2"] {
-        conn.send(&Message::EnrollRequest { csr_der: csr(sid)? })?;
-        assert!(matches!(conn.recv()?, Message::EnrollResponse { .. }));
+        session.request(&mut conn, csr(sid)?, certboard::message::EnrollAuth::Open)?;
     }
-    conn.send(&Message::SubmitHello {
+    conn.send(&Message::SubmitOpen {
         sid: "twice-1".into(),
         cert_der: vec![0x30, 0x00],
         chain: vec![],
+        client_nonce: [0; 32],
     })?;
     match conn.recv() {
         Err(client::ClientError::Refused { code, reason }) => {
@@ -337,6 +350,48 @@ fn frames_out_of_order_are_refused_with_a_reason() -> TestResult {
     honest(&server, "inorder")
 }
 
+/// A version 1 client, on either service, gets code 10 with a reason it
+/// can act on, and the connection closes: the first frame or after a
+/// version 2 exchange began. Nothing is recorded.
+#[test]
+fn a_version_1_client_gets_code_10_and_the_close() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let (code, reason) = send_and_refusal(server.ca, &v1_enroll_request(&csr("old-1")?))?;
+    assert_eq!(
+        (code, reason.as_str()),
+        (ErrorCode::UnsupportedVersion, V1_REFUSED)
+    );
+    assert!(server.wait_log("protocol version 1 EnrollRequest refused", 5));
+    let key = client::make_key(client::KeyType::Rsa2048)?;
+    let cert = enroll_key(server.ca, "old-2", &key)?;
+    let (code, reason) = send_and_refusal(server.blackboard, &v1_submit_hello("old-2", &cert))?;
+    assert_eq!(
+        (code, reason.as_str()),
+        (ErrorCode::UnsupportedVersion, V1_REFUSED)
+    );
+    assert!(server.wait_log("protocol version 1 SubmitHello refused", 5));
+    // After a CaHello was answered.
+    let mut wire = frame(&Message::CaHello {
+        version: certboard::message::PROTOCOL_VERSION,
+    });
+    wire.extend(v1_enroll_request(&csr("old-3")?));
+    let mut s = connect(server.ca)?;
+    s.write_all(&wire)?;
+    let got = read_to_close(&mut s, WAIT).ok_or("not closed")?;
+    assert!(
+        matches!(messages(&got).first(), Some(Message::CaChallenge { .. })),
+        "{:?}",
+        messages(&got)
+    );
+    assert_eq!(refusal(&got)?.0, ErrorCode::UnsupportedVersion);
+    // Only the version 2 enrollment is recorded; no report.
+    let certs = server.admin(&["certs"])?;
+    assert_eq!(stdout(&certs).lines().count(), 1, "{}", text(&certs));
+    let reports = server.admin(&["reports"])?;
+    assert_eq!(stdout(&reports), "", "{}", text(&reports));
+    Ok(())
+}
+
 #[test]
 fn a_client_that_half_closes_gets_its_answer_and_the_close_at_once() -> TestResult {
     // The server skips the read that would only say "no more data" after a
@@ -345,14 +400,24 @@ fn a_client_that_half_closes_gets_its_answer_and_the_close_at_once() -> TestResu
     let server = TestServer::start(&["--idle-timeout", "60", "--deadline", "120"])?;
     let mut stream = TcpStream::connect(server.ca)?;
     stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let request = Message::EnrollRequest {
-        csr_der: csr("halfclose")?,
-    };
+    let mut request = certboard::framing::frame(
+        &Message::CaHello {
+            version: certboard::message::PROTOCOL_VERSION,
+        }
+        .encode(),
+    );
+    request.extend(certboard::framing::frame(
+        &Message::CertRequest {
+            csr_der: csr("halfclose")?,
+            auth: certboard::message::EnrollAuth::Open,
+        }
+        .encode(),
+    ));
     // Corked, the request and the FIN leave in one segment, so the server
     // sees both in one event, after which no new edge comes.
     let socket = socket2::SockRef::from(&stream);
     socket.set_cork(true)?;
-    stream.write_all(&certboard::framing::frame(&request.encode()))?;
+    stream.write_all(&request)?;
     stream.shutdown(std::net::Shutdown::Write)?;
     let started = Instant::now();
     let mut answer = Vec::new();
@@ -362,7 +427,12 @@ fn a_client_that_half_closes_gets_its_answer_and_the_close_at_once() -> TestResu
     let mut decoder = certboard::framing::Decoder::new(1 << 20);
     let frame = decoder.decode(&mut answer)?.ok_or("no whole frame")?;
     assert!(
-        matches!(Message::decode(&frame)?, Message::EnrollResponse { .. }),
+        matches!(Message::decode(&frame)?, Message::CaChallenge { .. }),
+        "expected a challenge"
+    );
+    let frame = decoder.decode(&mut answer)?.ok_or("no second frame")?;
+    assert!(
+        matches!(Message::decode(&frame)?, Message::CertIssued { .. }),
         "expected a certificate"
     );
     assert!(answer.is_empty(), "nothing after the answer");

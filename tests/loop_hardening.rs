@@ -97,10 +97,11 @@ fn an_oversized_certificate_is_refused_by_size_while_honest_students_submit() ->
         "{}",
         bloated.len()
     );
-    let hello = certboard::message::Message::SubmitHello {
+    let hello = certboard::message::Message::SubmitOpen {
         sid: sid.into(),
         cert_der: bloated,
         chain: vec![],
+        client_nonce: [0; 32],
     };
     let stop = Arc::new(AtomicBool::new(false));
     let (refusals_tx, refusals) = mpsc::channel();
@@ -236,8 +237,12 @@ fn legacy_key_generation_does_not_hold_up_honest_enrollments() -> TestResult {
     let ca = server.ca.to_string();
     std::thread::spawn(move || {
         let result = client::FramedStream::connect(&ca, NET_TIMEOUT).and_then(|mut conn| {
-            csrs.into_iter()
-                .try_for_each(|csr| client::enroll(&mut conn, csr).map(|_| ()))
+            let mut session = client::CaSession::open(&mut conn)?;
+            csrs.into_iter().try_for_each(|csr| {
+                session
+                    .request(&mut conn, csr, certboard::message::EnrollAuth::Open)
+                    .map(|_| ())
+            })
         });
         let _ = tx.send(result.map_err(|e| e.to_string()));
     });
@@ -360,8 +365,8 @@ fn out_of_descriptors_a_client_is_told_server_busy_at_once() -> TestResult {
     let key = client::make_key(KeyType::Rsa2048)?;
     let csr = client::make_csr("1155000051", &key)?;
     let mut honest = client::FramedStream::connect(&server.ca.to_string(), NET_TIMEOUT)?;
-    honest.send(&Message::EnrollRequest {
-        csr_der: csr.clone(),
+    honest.send(&Message::CaHello {
+        version: certboard::message::PROTOCOL_VERSION,
     })?;
     match honest.recv() {
         Err(client::ClientError::Refused { code, reason }) => {
@@ -376,7 +381,7 @@ fn out_of_descriptors_a_client_is_told_server_busy_at_once() -> TestResult {
     let mut served = None;
     for _ in 0..50 {
         let enrolled = client::FramedStream::connect(&server.ca.to_string(), NET_TIMEOUT)
-            .and_then(|mut c| client::enroll(&mut c, csr.clone()));
+            .and_then(|mut c| common::enroll_csr(&mut c, csr.clone()));
         if let Ok(e) = enrolled {
             served = Some(e);
             break;

@@ -306,13 +306,12 @@ fn nothing_acknowledged_is_lost_when_the_server_is_killed() -> TestResult {
                     }
                     let sid = format!("r{round}-t{t}-{i}");
                     let key = &keys[t];
-                    let cert =
-                        match FramedStream::connect(&ca.to_string(), TIMEOUT).and_then(|mut c| {
-                            Ok(client::enroll(&mut c, client::make_csr(&sid, key)?)?.0)
-                        }) {
-                            Ok(c) => c,
-                            Err(_) => break, // the server is gone
-                        };
+                    let cert = match FramedStream::connect(&ca.to_string(), TIMEOUT)
+                        .and_then(|mut c| Ok(enroll_csr(&mut c, client::make_csr(&sid, key)?)?.0))
+                    {
+                        Ok(c) => c,
+                        Err(_) => break, // the server is gone
+                    };
                     if let (Ok(serial), Ok(mut a)) = (serial_of(&cert), acked.lock()) {
                         a.serials.push(serial);
                     }

@@ -1,14 +1,12 @@
-//! Blackboard's session in our protocol: the student's certificate in, a
-//! fresh session key out (RSA-OAEP to her key), then her encrypted and
-//! MAC'd report in, and a receipt out once the report is recorded. The
-//! checks any submission goes through are in `submission`.
-//!
-//! Version 2 (`SubmitOpen`): the session key goes out in a `SessionOffer`
-//! with Blackboard's certificate and its signature over the transcript,
-//! the keys come from the transcript's hash, and the receipt is a CMS
-//! SignedData made only once the report is durable
-//! ([`receipt_after_commit`]). Version 1 (`SubmitHello`) is still served
-//! beside it until the lead removes it.
+//! Blackboard's session in our protocol (version 2): the student's
+//! certificate and nonce in (`SubmitOpen`); a fresh session key out
+//! (RSA-OAEP to her key) in a `SessionOffer` with Blackboard's certificate
+//! and its signature over the transcript, the keys coming from the
+//! transcript's hash; then her encrypted and MAC'd report in, and a CMS
+//! SignedData receipt out, made only once the report is durable
+//! ([`receipt_after_commit`]). The checks any submission goes through are
+//! in `submission`. Version 1's `SubmitHello` is refused with code 10
+//! before it reaches this module.
 
 use std::sync::Arc;
 
@@ -34,16 +32,14 @@ use super::{Output, Shared, State, Step};
 pub(super) enum Blackboard {
     /// Waiting for the student's hello.
     AwaitHello,
-    /// Session key sent, waiting for the report (version 1).
-    AwaitReport(Box<PendingReport<ReportKeys>>),
-    /// Signed offer sent, waiting for the report (version 2).
-    AwaitReportV2(Box<PendingReport<OfferKeys>>),
+    /// Signed offer sent, waiting for the report.
+    AwaitReport(Box<PendingReport<OfferKeys>>),
     /// The report is on its way to the store; the signed receipt is made
-    /// once it is durable (version 2).
-    AwaitCommit(Box<ReceiptToSign>),
+    /// once it is durable.
+    Recording(Box<ReceiptToSign>),
 }
 
-/// The keys of one version 2 submission, and the identity that signed its
+/// The keys of one submission, and the identity that signed its
 /// transcript (the receipt is signed with the same one, even if the
 /// certificate is renewed meanwhile).
 pub(super) struct OfferKeys {
@@ -61,53 +57,11 @@ pub(super) struct ReceiptToSign {
     identity: Arc<BlackboardIdentity>,
 }
 
-/// The keys of one submission: the nonce sent and the keys derived.
-pub(super) struct ReportKeys {
-    nonce: [u8; NONCE_LEN],
-    keys: SessionKeys,
-}
-
 fn internal(what: &'static str, e: openssl::error::ErrorStack) -> ProtocolError {
     ProtocolError::Internal(Internal::new(what, e))
 }
 
-/// Checks the certificate and sends the session key.
-pub(super) fn hello(
-    sid: &str,
-    cert_der: &[u8],
-    chain: &[Vec<u8>],
-    shared: &mut Shared,
-    peer: &str,
-) -> Step {
-    let student = check_certificate(shared, sid, cert_der, chain, Origin::Certboard)
-        .map_err(|e| ProtocolError::certificate(sid, e))?;
-    shared
-        .window
-        .check(now_unix())
-        .map_err(ProtocolError::Closed)?;
-    let setup = (|| {
-        let session_key = crypto::random::<SESSION_KEY_LEN>()?;
-        let nonce = crypto::random::<NONCE_LEN>()?;
-        let wrapped_key = crypto::wrap_key(&student.key, &session_key)?;
-        let keys = SessionKeys::derive(&session_key, &nonce)?;
-        Ok::<_, openssl::error::ErrorStack>((nonce, wrapped_key, keys))
-    })();
-    let (nonce, wrapped_key, keys) = setup.map_err(|e| internal("session key", e))?;
-    info!(
-        "{peer}: certificate serial {} verified for SID {}; session key sent",
-        student.serial_hex, student.sid
-    );
-    Ok((
-        State::Blackboard(Blackboard::AwaitReport(Box::new(PendingReport::new(
-            student,
-            ReportKeys { nonce, keys },
-        )))),
-        Output::reply(Message::SessionKey { nonce, wrapped_key }),
-    ))
-}
-
-/// Version 2: checks the certificate exactly as version 1, then sends the
-/// session key with Blackboard's certificate and its signature over the
+/// Checks the certificate, then sends the session key with Blackboard's certificate and its signature over the
 /// transcript. `hello` is the SubmitOpen payload as received.
 pub(super) fn open(
     hello: &[u8],
@@ -152,7 +106,7 @@ pub(super) fn open(
         signature,
     };
     Ok((
-        State::Blackboard(Blackboard::AwaitReportV2(Box::new(PendingReport::new(
+        State::Blackboard(Blackboard::AwaitReport(Box::new(PendingReport::new(
             student,
             OfferKeys { th, keys, identity },
         )))),
@@ -178,11 +132,11 @@ fn open_report(
     Ok(text)
 }
 
-/// Version 2: checks the report (MAC first, in constant time, before
+/// Checks the report (MAC first, in constant time, before
 /// anything is decrypted), re-checks that her certificate is not revoked
 /// meanwhile, and hands the record to the store; the signed receipt
 /// follows once it is durable ([`receipt_after_commit`]).
-pub(super) fn report_v2(
+pub(super) fn report(
     p: PendingReport<OfferKeys>,
     cipher: CipherId,
     iv: &[u8; IV_LEN],
@@ -231,7 +185,7 @@ pub(super) fn report_v2(
         identity,
     };
     Ok((
-        State::Blackboard(Blackboard::AwaitCommit(Box::new(to_sign))),
+        State::Blackboard(Blackboard::Recording(Box::new(to_sign))),
         Output {
             persist: Some(Record::Report(record)),
             ..Output::default()
@@ -276,65 +230,4 @@ pub(super) fn receipt_after_commit(r: ReceiptToSign, peer: &str) -> Output {
             Output::final_frame(Message::error(ErrorCode::Internal, reason).encode())
         }
     }
-}
-
-/// Checks the report (MAC first, before anything is decrypted) and, if it
-/// holds, answers with a receipt once it is recorded.
-pub(super) fn report(
-    p: PendingReport<ReportKeys>,
-    cipher: CipherId,
-    iv: &[u8; IV_LEN],
-    ciphertext: &[u8],
-    mac: &[u8],
-    shared: &mut Shared,
-    peer: &str,
-) -> Step {
-    // The window may have closed since the hello: nothing is recorded.
-    shared
-        .window
-        .check(now_unix())
-        .map_err(ProtocolError::Closed)?;
-    let refused = |source| ProtocolError::Report {
-        sid: p.sid.clone(),
-        source,
-    };
-    let k = &p.keys;
-    let expected = k
-        .keys
-        .report_mac(&k.nonce, &p.sid, cipher, iv, ciphertext)
-        .map_err(|e| internal("MAC", e))?;
-    check_mac(&expected, mac).map_err(refused)?;
-    check_still_good(shared, &p).map_err(|e| ProtocolError::certificate(&p.sid, e))?;
-    if ciphertext.len() > MAX_REPORT {
-        return Err(refused(ReportError::TooLarge));
-    }
-    let plain = k
-        .keys
-        .apply_cipher(cipher, iv, ciphertext)
-        .map_err(|e| internal("decryption", e))?;
-    let text = String::from_utf8(plain).map_err(|_| refused(ReportError::NotUtf8))?;
-    check_report_text(&text).map_err(|e| refused(ReportError::Text(e)))?;
-    let record = p
-        .accept(text, Origin::Certboard)
-        .map_err(|e| internal("receipt id", e))?;
-    info!(
-        "{peer}: report from SID {} accepted ({} bytes, {}), receipt {}; acknowledged once recorded",
-        record.sid,
-        record.text.len(),
-        cipher.name(),
-        record.receipt_id
-    );
-    let reply = Message::Receipt {
-        receipt_id: record.receipt_id,
-        serial_hex: record.serial_hex.clone(),
-    };
-    Ok((
-        State::Done,
-        Output {
-            send: vec![reply.encode()],
-            persist: Some(Record::Report(record)),
-            close: true,
-            ..Output::default()
-        },
-    ))
 }

@@ -9,8 +9,8 @@
 //! (`CertIssued`, with the next nonce) leaves once its record, and the
 //! code it consumes, are committed.
 //!
-//! Version 1 (a bare `EnrollRequest`) is still served until the lead
-//! removes it, but only without a roster: it cannot carry a code.
+//! Version 1's bare `EnrollRequest` is no longer served: it is refused
+//! with code 10 before it reaches this module (`ProtocolError::Version1`).
 
 use std::sync::Arc;
 
@@ -31,17 +31,14 @@ use super::{cert_record, Output, Shared, State, Step};
 /// Where a CA connection is.
 #[derive(Debug)]
 pub(super) enum Enrollment {
-    /// Waiting for the first message: `CaHello` (v2) or `EnrollRequest` (v1).
+    /// Waiting for the first message, `CaHello`.
     AwaitRequest,
-    /// v1: an enrollment answered; the client may send another on the same
-    /// connection (or close).
-    AwaitNext,
-    /// v2: challenge sent; a request bound to `nonce` is owed.
+    /// Challenge sent; a request bound to `nonce` is owed.
     Challenged {
         /// The nonce the next request binds.
         nonce: [u8; NONCE_LEN],
     },
-    /// v2: a certificate issued; the client may send another request bound
+    /// A certificate issued; the client may send another request bound
     /// to `nonce` (the `next_nonce` sent), or close.
     Issued {
         /// The nonce the next request binds.
@@ -52,7 +49,7 @@ pub(super) enum Enrollment {
 impl Enrollment {
     /// Whether every answer asked for has been given (a quiet close then).
     pub(super) fn all_answered(&self) -> bool {
-        matches!(self, Enrollment::AwaitNext | Enrollment::Issued { .. })
+        matches!(self, Enrollment::Issued { .. })
     }
 
     /// The nonce a `CertRequest` must bind, when one may come now.
@@ -83,39 +80,7 @@ fn the_ca(shared: &Shared) -> Result<Arc<CertificateAuthority>, ProtocolError> {
         .ok_or(ProtocolError::NotACa)
 }
 
-/// v1: issues for one CSR, without a roster only. A connection may carry
-/// several enrollments in turn; a refusal ends it.
-pub(super) fn enroll(csr_der: &[u8], shared: &mut Shared, peer: &str) -> Step {
-    let ca = the_ca(shared)?;
-    if shared
-        .store
-        .enrollment_view("")
-        .map_err(store_failed)?
-        .roster_on
-    {
-        return Err(ProtocolError::V1WithRoster);
-    }
-    let issued = ca.issue(csr_der).map_err(ProtocolError::enrollment)?;
-    info!(
-        "{peer}: signed certificate serial {} for SID {} (valid until {}); sent once recorded",
-        issued.serial_hex,
-        issued.sid,
-        time_text(issued.not_after)
-    );
-    let reply = Message::EnrollResponse {
-        cert_der: issued.der.clone(),
-        ca_cert_der: ca.cert_der().to_vec(),
-    };
-    let out = Output {
-        send: vec![reply.encode()],
-        persist: Some(cert_record(issued, Origin::Certboard, None)),
-        close: false,
-        ..Output::default()
-    };
-    Ok((State::Enrollment(Enrollment::AwaitNext), out))
-}
-
-/// v2: answers `CaHello` with the policy (read from the store now) and a
+/// Answers `CaHello` with the policy (read from the store now) and a
 /// fresh nonce.
 pub(super) fn hello(version: u16, shared: &mut Shared) -> Step {
     the_ca(shared)?;
@@ -140,7 +105,7 @@ pub(super) fn hello(version: u16, shared: &mut Shared) -> Step {
     ))
 }
 
-/// v2: one `CertRequest`, bound to `nonce`.
+/// One `CertRequest`, bound to `nonce`.
 pub(super) fn request(
     nonce: [u8; NONCE_LEN],
     csr_der: &[u8],

@@ -62,8 +62,12 @@ pub enum ProtocolError {
         /// The version asked for.
         got: u16,
     },
-    /// A version 1 enrollment while a roster is on: it cannot carry a code.
-    V1WithRoster,
+    /// A message of protocol version 1 (`EnrollRequest`, `SubmitHello`...),
+    /// which this server no longer serves, whenever it arrives.
+    Version1 {
+        /// The message's name (for the log).
+        got: &'static str,
+    },
     /// The course's rules refused an enrollment.
     Course {
         /// The SID the CSR names.
@@ -144,10 +148,10 @@ impl fmt::Display for ProtocolError {
                 "protocol version {got} is not served by this server; it speaks version 2: \
                  upgrade the client"
             ),
-            ProtocolError::V1WithRoster => write!(
+            ProtocolError::Version1 { .. } => write!(
                 f,
-                "protocol version 1 is not served while a roster is on (it cannot carry an \
-                 enrollment code); this server speaks version 2: upgrade the client"
+                "protocol version 1 is no longer served: this server speaks version 2 \
+                 (PROTOCOL.md); upgrade the client"
             ),
             ProtocolError::Course { sid, source } => write!(f, "SID {sid}: {source}"),
             ProtocolError::Closed(e) => write!(f, "{e}"),
@@ -325,7 +329,7 @@ impl From<&ProtocolError> for ErrorCode {
             ProtocolError::Certificate { source, .. } => ErrorCode::from(source),
             ProtocolError::Report { source, .. } => ErrorCode::from(source),
             ProtocolError::Expired(_) => ErrorCode::Limit,
-            ProtocolError::UnsupportedVersion { .. } | ProtocolError::V1WithRoster => {
+            ProtocolError::UnsupportedVersion { .. } | ProtocolError::Version1 { .. } => {
                 ErrorCode::UnsupportedVersion
             }
             ProtocolError::Course { source, .. } => ErrorCode::from(source),
@@ -394,5 +398,16 @@ mod tests {
         assert_eq!(ErrorCode::from(&revoked), ErrorCode::BadCertificate);
         assert_eq!(ErrorCode::from(&ReportError::BadMac), ErrorCode::BadMac);
         assert_eq!(ErrorCode::from(&ReportError::TooLarge), ErrorCode::Limit);
+    }
+
+    #[test]
+    fn version_1_is_refused_with_code_10_and_what_to_do() {
+        let e = ProtocolError::Version1 { got: "SubmitHello" };
+        assert_eq!(ErrorCode::from(&e), ErrorCode::UnsupportedVersion);
+        assert_eq!(
+            e.to_string(),
+            "protocol version 1 is no longer served: this server speaks version 2 \
+             (PROTOCOL.md); upgrade the client"
+        );
     }
 }

@@ -246,8 +246,8 @@ impl Drop for TestServer {
 /// Timeout of the library client's network steps in tests.
 pub const NET_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Enrolls `sid` for `key` with the library's client pieces; returns the
-/// certificate (DER).
+/// Enrolls `sid` for `key` with the library's client pieces (protocol
+/// version 2, open enrollment); returns the certificate (DER).
 pub fn enroll_key(
     ca: SocketAddr,
     sid: &str,
@@ -255,7 +255,18 @@ pub fn enroll_key(
 ) -> Result<Vec<u8>, certboard::client::ClientError> {
     use certboard::client;
     let mut conn = client::FramedStream::connect(&ca.to_string(), NET_TIMEOUT)?;
-    Ok(client::enroll(&mut conn, client::make_csr(sid, key)?)?.0)
+    Ok(enroll_csr(&mut conn, client::make_csr(sid, key)?)?.0)
+}
+
+/// One open enrollment on a fresh CA connection `conn`: `CaHello`, then
+/// one `CertRequest` for `csr_der`; returns (certificate, root), DER.
+pub fn enroll_csr(
+    conn: &mut certboard::client::FramedStream,
+    csr_der: Vec<u8>,
+) -> Result<(Vec<u8>, Vec<u8>), certboard::client::ClientError> {
+    let mut session = certboard::client::CaSession::open(conn)?;
+    let answer = session.request(conn, csr_der, certboard::message::EnrollAuth::Open)?;
+    Ok((answer.cert_der, answer.ca_cert_der))
 }
 
 /// The trust of a student in the Blackboard of the root in `keys_dir`.

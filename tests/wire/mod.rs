@@ -85,6 +85,31 @@ pub(crate) fn frame(msg: &Message) -> Vec<u8> {
     framing::frame(&msg.encode())
 }
 
+/// A frame of protocol version 1's `EnrollRequest` (type 0x10, `bytes
+/// csr`), as an old client sends it: the library no longer encodes it.
+pub(crate) fn v1_enroll_request(csr_der: &[u8]) -> Vec<u8> {
+    let mut payload = vec![0x10];
+    payload.extend_from_slice(&(csr_der.len() as u32).to_le_bytes());
+    payload.extend_from_slice(csr_der);
+    framing::frame(&payload)
+}
+
+/// A frame of protocol version 1's `SubmitHello` (type 0x20, `text sid`,
+/// `bytes cert`, `list chain` empty), as an old client sends it.
+pub(crate) fn v1_submit_hello(sid: &str, cert_der: &[u8]) -> Vec<u8> {
+    let mut payload = vec![0x20];
+    payload.extend_from_slice(&(sid.len() as u16).to_le_bytes());
+    payload.extend_from_slice(sid.as_bytes());
+    payload.extend_from_slice(&(cert_der.len() as u32).to_le_bytes());
+    payload.extend_from_slice(cert_der);
+    payload.push(0);
+    framing::frame(&payload)
+}
+
+/// The reason every version 1 message gets, with code 10.
+pub(crate) const V1_REFUSED: &str = "protocol version 1 is no longer served: this server speaks \
+                                     version 2 (PROTOCOL.md); upgrade the client";
+
 /// A length prefix alone.
 pub(crate) fn header(len: i32) -> [u8; 4] {
     len.to_le_bytes()
