@@ -121,9 +121,10 @@ fn a_whole_course() -> TestResult {
     ])?;
     failed_with(&out, "enrollment code already used");
     assert!(
-        server
-            .log()
-            .contains("enrollment for SID 1155000001 refused: enrollment code already used"),
+        server.wait_log(
+            "enrollment for SID 1155000001 refused: enrollment code already used",
+            10
+        ),
         "{}",
         server.log()
     );
@@ -137,7 +138,7 @@ fn a_whole_course() -> TestResult {
         text(&out)
     );
     assert!(
-        server.log().contains("renewed by proof of possession"),
+        server.wait_log("renewed by proof of possession", 10),
         "{}",
         server.log()
     );

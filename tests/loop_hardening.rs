@@ -375,7 +375,7 @@ fn out_of_descriptors_a_client_is_told_server_busy_at_once() -> TestResult {
         }
         other => panic!("expected server busy, got {other:?}\n{}", server.log()),
     }
-    assert!(server.log().contains("accept failed"), "{}", server.log());
+    assert!(server.wait_log("accept failed", 10), "{}", server.log());
     // The idle ones leave: service resumes (bounded retries).
     drop(idle);
     let mut served = None;
