@@ -326,10 +326,10 @@ fn the_open_file_limit_is_raised_at_start() -> TestResult {
 #[test]
 fn max_connections_is_lowered_to_what_a_low_hard_limit_allows() -> TestResult {
     let server = TestServer::launch(tempfile::tempdir()?, &[], &under_ulimit("-n 100"))?;
-    // (100 - (32 + 1 × (8 + 2))) / 2 listeners = 29.
+    // 100 - (32 + 1 × (8 + 2)) = 58, which either listener may use.
     assert!(
         server.wait_log(
-            "--max-connections lowered from 10000 to 29 per listener",
+            "--max-connections lowered from 10000 to 58 per listener",
             10
         ),
         "{}",
