@@ -1100,16 +1100,8 @@ fn read_all(
     if conn.phase == Phase::Closing || conn.eof {
         // Nothing more will be handled; discard without buffering. (New
         // data raises a new edge, so stopping early loses nothing.)
-        for _ in 0..DISCARD_READS {
-            match conn.stream.read(scratch) {
-                Ok(0) => {
-                    conn.eof = true;
-                    return Ok(());
-                }
-                Ok(_) => continue,
-                Err(e) if interrupted(&e) => continue,
-                Err(_) => return Ok(()),
-            }
+        if discard_input(&mut conn.stream, scratch) {
+            conn.eof = true;
         }
         return Ok(());
     }
@@ -1139,6 +1131,21 @@ fn read_all(
             }
         }
     }
+}
+
+/// Reads and drops what a finished connection still sends, a bounded
+/// number of reads (new data raises a new edge, so stopping early loses
+/// nothing); true once the peer has closed.
+fn discard_input(stream: &mut TcpStream, scratch: &mut [u8]) -> bool {
+    for _ in 0..DISCARD_READS {
+        match stream.read(scratch) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if interrupted(&e) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Writes as much of the output buffer as the socket takes.

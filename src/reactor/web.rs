@@ -23,7 +23,7 @@ use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
-use super::{interrupted, would_block, Limits, ACCEPT_BACKOFF, DISCARD_READS};
+use super::{interrupted, would_block, Limits, ACCEPT_BACKOFF};
 use crate::http::{self, Method, RequestDecoder, Response};
 use crate::metrics::Metrics;
 use crate::ops::Ops;
@@ -414,16 +414,8 @@ fn due(limits: &Limits, conn: &HttpConn) -> Instant {
 /// byte limit. Once the last response is queued, input is discarded.
 fn read_all(conn: &mut HttpConn, scratch: &mut [u8], max_bytes: u64) -> Result<(), ()> {
     if conn.closing || conn.eof {
-        for _ in 0..DISCARD_READS {
-            match conn.stream.read(scratch) {
-                Ok(0) => {
-                    conn.eof = true;
-                    return Ok(());
-                }
-                Ok(_) => continue,
-                Err(e) if interrupted(&e) => continue,
-                Err(_) => return Ok(()),
-            }
+        if super::discard_input(&mut conn.stream, scratch) {
+            conn.eof = true;
         }
         return Ok(());
     }
