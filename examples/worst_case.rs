@@ -138,6 +138,13 @@ fn main() -> Result<()> {
     time("RSA-OAEP wrap of the session key to a 4096-bit key", || {
         crypto::wrap_key(&rsa4096, &session_key)
     });
+    let bb = ca.issue_blackboard(certboard::ca::DEFAULT_BLACKBOARD_NAME)?;
+    // The signed offer covers the hello (up to a certificate of 8 KiB).
+    let transcript = vec![0x5a; 8 * 1024 + 200];
+    time(
+        "sign the session offer's transcript (Blackboard, ECDSA P-256)",
+        || bb.sign(&transcript),
+    );
     let cert8 = bloated_cert(sid, &rsa2048, 7 * 1024 + 256)?;
     time(
         &format!(
@@ -153,6 +160,13 @@ fn main() -> Result<()> {
             cert60.len()
         ),
         || verifier.verify(sid, &cert60, &[]),
+    );
+
+    println!("-- Blackboard: after the report's commit");
+    let receipt_json = br#"{"sid":"1155000001","serial":"7233497DB8A58377DD868F75F1CEF9DC","receipt":"4878421494818374052","received_at":"2026-12-01T14:00:00Z","report_sha256":"0000000000000000000000000000000000000000000000000000000000000000","transcript_sha256":"0000000000000000000000000000000000000000000000000000000000000000","version":2}"#;
+    time(
+        "sign the receipt (CMS SignedData, certificate included)",
+        || bb.sign_receipt(receipt_json),
     );
 
     println!("-- Blackboard: Report (64 KiB)");
