@@ -451,8 +451,11 @@ impl Server {
             wanted.push((ServiceKind::Blackboard, cfg.blackboard_listen));
         }
         let mut limits = cfg.limits.clone();
-        limits.max_connections =
-            crate::fdlimit::fit_max_connections(limits.max_connections, wanted.len(), cfg.reactors);
+        limits.max_connections = crate::fdlimit::fit_max_connections(
+            limits.max_connections,
+            wanted.len() + usize::from(cfg.http_listen.is_some()),
+            cfg.reactors,
+        );
         // The first reactor binds the configured addresses; the others bind
         // the addresses actually obtained (port 0 resolved) with SO_REUSEPORT.
         let mut addrs: Vec<(ServiceKind, SocketAddr)> = Vec::new();
