@@ -9,29 +9,7 @@
 # it. Needs openssl and curl.
 set -euo pipefail
 
-repo=$(cd "$(dirname "$0")/.." && pwd)
-# CERTBOARD_BIN_DIR: use binaries already built (the test suite sets it).
-if [ -n "${CERTBOARD_BIN_DIR:-}" ]; then
-  bin=$CERTBOARD_BIN_DIR
-else
-  cargo build --quiet --manifest-path "$repo/Cargo.toml" --bins
-  bin="${CARGO_TARGET_DIR:-$repo/target}/debug"
-fi
-
-work=$(mktemp -d)
-server_pid=""
-stop_server() {
-  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  server_pid=""
-}
-cleanup() {
-  stop_server
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/lib.sh"
 
 # Starts the server with "$@" and waits for its `listening http` line.
 start_server() {
