@@ -102,15 +102,6 @@ impl Decoder {
         self.state = DecodeState::Head;
         Ok(Some(frame))
     }
-
-    /// How many payload bytes the frame being read still needs, if a header
-    /// has been read; used to bound what is buffered.
-    pub fn awaiting(&self) -> Option<usize> {
-        match self.state {
-            DecodeState::Head => None,
-            DecodeState::Data(len) => Some(len),
-        }
-    }
 }
 
 /// Appends one frame holding `payload` to `out`.
@@ -184,7 +175,6 @@ mod tests {
         assert_eq!(d.decode(&mut buf).unwrap().as_deref(), Some(&b""[..]));
         assert_eq!(d.decode(&mut buf).unwrap().as_deref(), Some(&b"three"[..]));
         assert_eq!(d.decode(&mut buf).unwrap(), None);
-        assert_eq!(d.awaiting(), Some(2));
         buf.extend(b"xy");
         assert_eq!(d.decode(&mut buf).unwrap().as_deref(), Some(&b"xy"[..]));
     }

@@ -39,7 +39,7 @@ use crate::store::{CertRecord, CodeKey, Origin, Record, Storage};
 use crate::verify::Verifier;
 
 pub use admission::AdmissionError;
-pub use error::{commit_refusal, refusal_label, Internal, ProtocolError};
+pub use error::{commit_refusal, refusal_label, ConnectionError, Internal, ProtocolError};
 pub use submission::{
     check_certificate, check_report_text, CertCheckError, ReportError, ReportTextError,
     MAX_CERT_DER, MAX_REPORT,

@@ -1,44 +1,64 @@
-//! The event loop: one thread, one `mio::Poll`, the listeners and a
-//! token → connection map, like the original Python `select` loop — except
-//! that nothing here ever blocks on a socket. Partial frames are buffered,
-//! replies are queued and flushed when the socket is writable, and every
-//! connection runs under limits (bytes, messages, an idle timeout and a
-//! deadline for the whole exchange), so no client can stall another.
+//! The event loop: one thread, one `mio::Poll`, the listeners and one
+//! token → connection table, like the original Python `select` loop. No
+//! socket ever blocks it: partial frames and requests are buffered, replies
+//! are queued and flushed when the socket is writable, and every connection
+//! runs under limits (bytes, messages, an idle timeout and a deadline for
+//! the whole exchange). What the loop does wait on is the store's reads for
+//! a session or an OCSP answer: with SQLite they are local and short; with
+//! PostgreSQL they go over the network (a bounded-wait wrapper of the store
+//! caps them).
+//!
+//! Every connection, whatever it speaks, is a transport part and a protocol
+//! part ([`connection`]), with one accept path, one close path and one
+//! deadline heap. A connection's turn handles at most [`WORK_PER_TURN`]
+//! frames or requests (each may cost a signature); what is still buffered
+//! waits in the ready queue, served round-robin after each poll, so no
+//! client that pipelines can hold the loop.
 //!
 //! Acknowledgments that promise durability (a certificate, a receipt) are
 //! held back: the records made ready in a turn of the loop go to the
-//! writer thread ([`crate::commit`]) as one batch, and their frames are
-//! released only when it says the batch is durable. The loop goes on
-//! serving meanwhile; records made ready while a batch is in flight form
-//! the next one.
+//! writer thread ([`commit`]) as one batch, and their frames are released
+//! only when it says the batch is durable. The loop goes on serving
+//! meanwhile; records made ready while a batch is in flight form the next
+//! one. Work too slow for the loop goes to the worker pool ([`offload`]).
 //!
 //! Sockets live here and nowhere else.
 
+pub(crate) mod commit;
+mod connection;
+pub(crate) mod fdlimit;
+mod frames;
+mod http;
+mod listener;
+pub(crate) mod offload;
+mod transport;
+
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::io::{self, Read, Write};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, error, info, warn};
-use mio::net::{TcpListener, TcpStream};
+use log::{error, info, log, warn};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::commit::{CommitError, CommitHandle, Committer, InFlight, Outcome};
-use crate::framing::{self, Decoder};
-use crate::message::ErrorCode;
+use crate::framing;
 use crate::metrics::Metrics;
-use crate::offload::{WorkHandle, Workers};
 use crate::ops::Ops;
-use crate::protocol::{self, Expiry, Output, ServiceKind, Session, Shared};
+use crate::protocol::{ConnectionError, Expiry, Output, ServiceKind, Shared};
 use crate::store::Record;
+use commit::{CommitError, CommitHandle, Committer, InFlight, Outcome};
+use connection::{Connection, Env, Wait, Work};
+use listener::{open_spare, out_of_descriptors, AcceptFailures, Listener, Serves};
+use offload::{WorkHandle, Workers};
+use transport::{interrupted, would_block, Budget};
 
-mod web;
-
-pub use web::HttpConnLimits;
+pub use http::HttpConnLimits;
+pub(crate) use listener::{bind, bind_first_shared};
 
 /// Per-connection and per-listener limits. Every one is a flag of the server.
 #[derive(Debug, Clone)]
@@ -51,28 +71,15 @@ pub struct Limits {
     pub max_messages: u32,
     /// Most concurrent connections per listener.
     pub max_connections: usize,
-    /// Longest time a connection may wait between two whole frames (and
-    /// before its first); a slowloris trickle is cut off here.
+    /// Longest time a connection may wait between two whole frames or
+    /// requests (and before its first); a slowloris trickle is cut off here.
     pub idle_timeout: Duration,
     /// Longest a connection may live, start to end.
     pub exchange_deadline: Duration,
-    /// Most bytes of partial frames buffered across all connections of a
-    /// reactor: without it, many connections each sending most of a large
-    /// frame could exhaust memory.
+    /// Most bytes of partial frames and requests buffered across all
+    /// connections of a reactor, whatever they speak: without it, many
+    /// connections each sending most of a large frame could exhaust memory.
     pub max_buffered: usize,
-}
-
-impl Limits {
-    /// The earliest moment `conn` may break a time limit, as things stand.
-    fn deadline(&self, conn: &Connection) -> Instant {
-        // A limit too large for the clock is no limit: look again in an hour.
-        let after = |t: Instant, d: Duration| {
-            t.checked_add(d)
-                .or_else(|| t.checked_add(Duration::from_secs(3600)))
-                .unwrap_or(t)
-        };
-        after(conn.started, self.exchange_deadline).min(after(conn.last_frame, self.idle_timeout))
-    }
 }
 
 impl Default for Limits {
@@ -93,78 +100,33 @@ const SIGNAL_TOKEN: Token = Token(usize::MAX);
 /// The writer thread wakes the loop through this token when a batch is
 /// durable, and the worker pool when off-loop work is done (mio allows one
 /// waker per poll).
-const COMMIT_TOKEN: Token = Token(usize::MAX - 1);
-/// The HTTP listener (issue 14), when there is one.
-const HTTP_LISTENER_TOKEN: Token = Token(usize::MAX - 2);
+const WAKE_TOKEN: Token = Token(usize::MAX - 1);
 /// Listener tokens are 0..LISTENER_TOKENS; connection tokens follow.
 const LISTENER_TOKENS: usize = 16;
 /// How often deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
 /// Pause before accepting again after running out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-struct ListenerSlot {
-    kind: ServiceKind,
-    socket: TcpListener,
-    active: usize,
-    paused_until: Option<Instant>,
-}
-
-/// Where a connection is in its life.
-#[derive(Debug, PartialEq, Eq)]
-enum Phase {
-    /// Reading frames and answering them.
-    Open,
-    /// A reply is held until the turn's batch is committed.
-    Committing {
-        /// The frames waiting on the group commit.
-        held: Vec<u8>,
-        /// Close once they are out (the state machine asked so).
-        close_after: bool,
-    },
-    /// Waiting for work off the loop (the session's `Output::offload`);
-    /// frames that arrive meanwhile are buffered, not handled.
-    Working {
-        /// Held while the job waits: dropping it (the connection closed)
-        /// makes the pool skip the job.
-        ticket: Arc<()>,
-    },
-    /// Flushing the last frames, then closing; nothing more is read.
-    Closing,
-}
-
-impl Phase {
-    fn is_committing(&self) -> bool {
-        matches!(self, Phase::Committing { .. })
-    }
-}
-
-struct Connection {
-    stream: TcpStream,
-    peer: String,
-    listener: usize,
-    decoder: Decoder,
-    inbuf: Vec<u8>,
-    outbuf: Vec<u8>,
-    session: Session,
-    phase: Phase,
-    /// The peer has closed its sending side.
-    eof: bool,
-    started: Instant,
-    last_frame: Instant,
-    bytes_in: u64,
-    messages: u32,
-    interest: Interest,
-}
+/// Most frames or requests one connection's turn handles: each may cost a
+/// signature (an OCSP response, a certificate), so one, and the others
+/// get theirs before this one's next.
+const WORK_PER_TURN: usize = 1;
 
 /// The single-threaded server loop.
 pub(crate) struct Reactor {
     poll: Poll,
-    listeners: Vec<ListenerSlot>,
+    listeners: Vec<Listener>,
+    /// Every connection, whatever it speaks.
     conns: HashMap<Token, Connection>,
     next_token: usize,
+    /// Connections with input perhaps left to handle, served one turn each
+    /// after every poll, in order.
+    ready: VecDeque<Token>,
     shared: Shared,
     limits: Limits,
+    /// The HTTP listener's request limits and handler, when serving one.
+    http_limits: HttpConnLimits,
+    ops: Option<Ops>,
     /// Records made ready and not yet handed to the writer, with the
     /// connection awaiting each.
     pending: Vec<(Token, Record)>,
@@ -182,7 +144,7 @@ pub(crate) struct Reactor {
     signals: Option<Signals>,
     scratch: Vec<u8>,
     /// Bytes held in all connections' input buffers.
-    buffered: usize,
+    budget: Budget,
     /// A descriptor held in reserve (on /dev/null) so that, when the
     /// process runs out, one can still be freed to refuse a client.
     spare: Option<std::fs::File>,
@@ -195,8 +157,6 @@ pub(crate) struct Reactor {
     /// so the sweep costs nothing for connections far from their limits
     /// (10,000 idle ones included).
     deadlines: BinaryHeap<Reverse<(Instant, Token)>>,
-    /// The HTTP listener and its connections, when serving one.
-    web: Option<web::Web>,
     /// The process's metrics (shared with the other reactors).
     metrics: Arc<Metrics>,
 }
@@ -208,102 +168,6 @@ impl std::fmt::Debug for Reactor {
             .field("connections", &self.conns.len())
             .finish_non_exhaustive()
     }
-}
-
-fn would_block(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock
-}
-
-fn interrupted(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::Interrupted
-}
-
-/// EMFILE or ENFILE: the process's or the system's descriptor table is full.
-fn out_of_descriptors(e: &io::Error) -> bool {
-    const ENFILE: i32 = 23;
-    const EMFILE: i32 = 24;
-    matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
-}
-
-/// The spare descriptor; `None` (retried later) if even that fails.
-fn open_spare() -> Option<std::fs::File> {
-    std::fs::File::open("/dev/null").ok()
-}
-
-/// How often the accept-failure lines may be written.
-const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(1);
-
-/// Accept failures and "server busy" refusals for lack of descriptors,
-/// counted and logged at most once per [`ACCEPT_LOG_EVERY`]: under a
-/// flood they would otherwise fill the log (and slow the loop on it).
-#[derive(Debug, Default)]
-struct AcceptFailures {
-    last_logged: Option<Instant>,
-    failed: u64,
-    refused: u64,
-}
-
-impl AcceptFailures {
-    fn due(&mut self) -> bool {
-        let now = Instant::now();
-        let due = self
-            .last_logged
-            .is_none_or(|t| now.duration_since(t) >= ACCEPT_LOG_EVERY);
-        if due {
-            self.last_logged = Some(now);
-        }
-        due
-    }
-
-    fn note(&mut self, kind: ServiceKind, e: &io::Error) {
-        self.failed += 1;
-        if self.due() {
-            warn!(
-                "{} listener: accept failed: {e} ({} time(s) since the last such line)",
-                kind.name(),
-                std::mem::take(&mut self.failed)
-            );
-        }
-    }
-
-    fn refused(&mut self, kind: ServiceKind, addr: SocketAddr) {
-        self.refused += 1;
-        if self.due() {
-            warn!(
-                "{addr}: refused: server busy, out of file descriptors ({} connection(s) to the \
-                 {} listener refused so since the last such line)",
-                std::mem::take(&mut self.refused),
-                kind.name()
-            );
-        }
-    }
-}
-
-/// Binds a listening socket; with `reuse_port` several reactors can bind the
-/// same address and the kernel spreads connections among them.
-pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(4096)?;
-    Ok(socket.into())
-}
-
-/// Binds the first of several SO_REUSEPORT listeners. SO_REUSEPORT would
-/// also let a second server (of the same user) bind the same port and take
-/// half of the connections, silently: so the address is first bound
-/// without it, which fails if anyone holds it, then released and bound
-/// shared. (Port 0 resolves to a free port in the first step.)
-pub(crate) fn bind_first_shared(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let probe = std::net::TcpListener::bind(addr)?;
-    let resolved = probe.local_addr()?;
-    drop(probe);
-    bind(resolved, true)
 }
 
 impl Reactor {
@@ -320,20 +184,7 @@ impl Reactor {
         handle_signals: bool,
     ) -> io::Result<Reactor> {
         let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), COMMIT_TOKEN)?);
-        let mut slots = Vec::new();
-        for (i, (kind, l)) in listeners.into_iter().enumerate().take(LISTENER_TOKENS) {
-            l.set_nonblocking(true)?;
-            let mut socket = TcpListener::from_std(l);
-            poll.registry()
-                .register(&mut socket, Token(i), Interest::READABLE)?;
-            slots.push(ListenerSlot {
-                kind,
-                socket,
-                active: 0,
-                paused_until: None,
-            });
-        }
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE_TOKEN)?);
         let signals = if handle_signals {
             let mut s = Signals::new([SIGINT, SIGTERM])?;
             poll.registry()
@@ -342,13 +193,17 @@ impl Reactor {
         } else {
             None
         };
-        Ok(Reactor {
+        let mut reactor = Reactor {
             poll,
-            listeners: slots,
+            listeners: Vec::new(),
             conns: HashMap::new(),
             next_token: LISTENER_TOKENS,
+            ready: VecDeque::new(),
+            budget: Budget::new(limits.max_buffered),
             shared,
             limits,
+            http_limits: HttpConnLimits::default(),
+            ops: None,
             pending: Vec::new(),
             commits: committer.handle(Arc::clone(&waker)),
             workers: workers.map(|w| w.handle(waker)),
@@ -357,13 +212,32 @@ impl Reactor {
             id,
             signals,
             scratch: vec![0u8; 64 * 1024],
-            buffered: 0,
             deadlines: BinaryHeap::new(),
             spare: open_spare(),
             accept_failures: AcceptFailures::default(),
-            web: None,
             metrics: Arc::new(Metrics::new()),
-        })
+        };
+        for (kind, l) in listeners {
+            reactor.listen(Serves::Frames(kind), l)?;
+        }
+        Ok(reactor)
+    }
+
+    /// Registers a bound listener.
+    fn listen(&mut self, serves: Serves, listener: std::net::TcpListener) -> io::Result<()> {
+        let idx = self.listeners.len();
+        if idx >= LISTENER_TOKENS {
+            return Err(io::Error::other(format!(
+                "at most {LISTENER_TOKENS} listeners per reactor"
+            )));
+        }
+        listener.set_nonblocking(true)?;
+        let mut socket = TcpListener::from_std(listener);
+        self.poll
+            .registry()
+            .register(&mut socket, Token(idx), Interest::READABLE)?;
+        self.listeners.push(Listener::new(serves, socket));
+        Ok(())
     }
 
     /// Counts into `metrics` (the process's, shared by every reactor)
@@ -381,53 +255,28 @@ impl Reactor {
         ops: Ops,
         limits: HttpConnLimits,
     ) -> io::Result<()> {
-        listener.set_nonblocking(true)?;
-        let socket = TcpListener::from_std(listener);
-        let mut w = web::Web::new(socket, ops, limits, Arc::clone(&self.metrics));
-        self.poll
-            .registry()
-            .register(w.listener(), HTTP_LISTENER_TOKEN, Interest::READABLE)?;
-        self.web = Some(w);
+        self.listen(Serves::Http, listener)?;
+        self.ops = Some(ops);
+        self.http_limits = limits;
         Ok(())
     }
 
     /// The bound address of the HTTP listener, if any.
     pub(crate) fn http_addr(&mut self) -> Option<io::Result<SocketAddr>> {
-        self.web.as_mut().map(|w| w.listener().local_addr())
+        self.listeners
+            .iter()
+            .find(|l| l.serves == Serves::Http)
+            .map(|l| l.socket.local_addr())
     }
 
-    fn accept_http(&mut self) {
-        if let Some(w) = &mut self.web {
-            w.accept(
-                self.poll.registry(),
-                &mut self.next_token,
-                &self.limits,
-                &mut self.deadlines,
-            );
-        }
-    }
-
-    fn on_http_event(&mut self, token: Token) {
-        if let Some(w) = &mut self.web {
-            w.on_event(
-                token,
-                self.poll.registry(),
-                &mut *self.shared.store,
-                &mut self.scratch,
-                &self.limits,
-            );
-        }
-    }
-
-    fn is_http(&self, token: Token) -> bool {
-        self.web.as_ref().is_some_and(|w| w.owns(token))
-    }
-
-    /// The bound address of each listener, in order.
+    /// The bound address of each listener of our protocol, in order.
     pub(crate) fn local_addrs(&self) -> io::Result<Vec<(ServiceKind, SocketAddr)>> {
         self.listeners
             .iter()
-            .map(|l| Ok((l.kind, l.socket.local_addr()?)))
+            .filter_map(|l| match l.serves {
+                Serves::Frames(kind) => Some(l.socket.local_addr().map(|a| (kind, a))),
+                Serves::Http => None,
+            })
             .collect()
     }
 
@@ -436,7 +285,12 @@ impl Reactor {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
         loop {
-            let timeout = next_sweep.saturating_duration_since(Instant::now());
+            // Buffered work waiting: look at the sockets, but do not sleep.
+            let timeout = if self.ready.is_empty() {
+                next_sweep.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if interrupted(&e) {
                     continue;
@@ -451,16 +305,15 @@ impl Reactor {
                             return Ok(());
                         }
                     }
-                    COMMIT_TOKEN => {
+                    WAKE_TOKEN => {
                         self.collect_commit();
                         self.collect_offloaded();
                     }
-                    HTTP_LISTENER_TOKEN => self.accept_http(),
-                    token if self.is_http(token) => self.on_http_event(token),
                     Token(i) if i < LISTENER_TOKENS => self.accept(i),
-                    token => self.on_conn_event(token, event.is_read_closed()),
+                    token => self.on_event(token, event.is_read_closed()),
                 }
             }
+            self.serve_ready();
             self.start_commit();
             if Instant::now() >= next_sweep {
                 self.sweep();
@@ -519,16 +372,15 @@ impl Reactor {
         let tokens: Vec<Token> = self.conns.keys().copied().collect();
         for t in tokens {
             if let Some(c) = self.conns.get_mut(&t) {
-                let _ = flush(c);
+                let _ = c.transport.flush();
             }
             self.close(t, "server shutting down");
-        }
-        if let Some(w) = &mut self.web {
-            w.close_all(self.poll.registry());
         }
         info!("reactor {}: stopped", self.id);
     }
 
+    /// Accepts every pending connection of listener `idx`, whatever it
+    /// serves.
     fn accept(&mut self, idx: usize) {
         loop {
             let Some(slot) = self.listeners.get_mut(idx) else {
@@ -538,13 +390,13 @@ impl Reactor {
                 return;
             }
             slot.paused_until = None;
+            let serves = slot.serves;
             let (mut stream, addr) = match slot.socket.accept() {
                 Ok(x) => x,
                 Err(e) if would_block(&e) => return,
                 Err(e) if interrupted(&e) => continue,
                 Err(e) => {
-                    let kind = slot.kind;
-                    self.accept_failures.note(kind, &e);
+                    self.accept_failures.note(serves, &e);
                     // Out of descriptors: the spare makes room to tell one
                     // waiting client "server busy" rather than leave it in
                     // the backlog, unanswered, until descriptors free up.
@@ -559,63 +411,47 @@ impl Reactor {
                     return;
                 }
             };
-            let kind = slot.kind;
             if slot.active >= self.limits.max_connections {
                 warn!(
                     "{addr}: refused: {} listener is at its limit of {} connections",
-                    kind.name(),
+                    serves.name(),
                     self.limits.max_connections
                 );
-                let mut out = Vec::new();
-                let msg = crate::message::Message::error(
-                    ErrorCode::Limit,
-                    "server busy: too many connections, try again later",
-                );
-                framing::encode(&msg.encode(), &mut out);
                 // One best-effort write; the socket is new, so its buffer
-                // is empty and this small frame fits.
-                let _ = stream.write(&out);
-                self.metrics.connection_refused(kind.name());
+                // is empty and this small answer fits.
+                let _ =
+                    stream.write(&serves.refusal_at_accept(&ConnectionError::TooManyConnections));
+                self.metrics.connection_refused(serves.name());
                 continue;
             }
-            slot.active += 1;
-            self.metrics.connection_accepted(kind.name());
             let token = Token(self.next_token);
-            self.next_token += 1;
             if let Err(e) = self
                 .poll
                 .registry()
                 .register(&mut stream, token, Interest::READABLE)
             {
                 error!("{addr}: cannot register: {e}");
-                slot.active -= 1;
                 continue;
             }
+            self.next_token += 1;
+            slot.active += 1;
+            self.metrics.connection_accepted(serves.name());
             let _ = stream.set_nodelay(true);
-            let now = Instant::now();
-            let (session, out) = Session::start(kind, &self.shared);
-            let peer = format!("{}:{addr}", kind.name());
-            info!("{peer}: connected");
-            let conn = Connection {
+            let peer = format!("{}:{addr}", serves.name());
+            log!(serves.log_level(), "{peer}: connected");
+            let (conn, out) = Connection::start(
                 stream,
+                serves,
                 peer,
-                listener: idx,
-                decoder: Decoder::new(self.limits.max_frame),
-                inbuf: Vec::new(),
-                outbuf: Vec::new(),
-                session,
-                phase: Phase::Open,
-                eof: false,
-                started: now,
-                last_frame: now,
-                bytes_in: 0,
-                messages: 0,
-                interest: Interest::READABLE,
-            };
+                idx,
+                &self.shared,
+                &self.limits,
+                self.http_limits,
+            );
             self.deadlines
-                .push(Reverse((self.limits.deadline(&conn), token)));
+                .push(Reverse((conn.transport.deadline(&self.limits), token)));
             self.conns.insert(token, conn);
-            self.apply(token, out);
+            self.apply_output(token, out);
             self.after_io(token);
         }
     }
@@ -635,15 +471,12 @@ impl Reactor {
         drop(spare);
         let refused = match slot.socket.accept() {
             Ok((mut stream, addr)) => {
-                let mut out = Vec::new();
-                let msg = crate::message::Message::error(
-                    ErrorCode::Limit,
-                    "server busy: out of file descriptors, try again later",
-                );
-                framing::encode(&msg.encode(), &mut out);
+                let answer = slot
+                    .serves
+                    .refusal_at_accept(&ConnectionError::OutOfDescriptors);
                 // One best-effort write into the new socket's empty buffer.
-                let _ = stream.write(&out);
-                self.accept_failures.refused(slot.kind, addr);
+                let _ = stream.write(&answer);
+                self.accept_failures.refused(slot.serves, addr);
                 true
             }
             Err(_) => false,
@@ -652,83 +485,79 @@ impl Reactor {
         refused
     }
 
-    /// `peer_closed`: the event says the peer's FIN (or a reset) has come.
-    fn on_conn_event(&mut self, token: Token, peer_closed: bool) {
+    /// A readiness event on a connection. `peer_closed`: the event says the
+    /// peer's FIN (or a reset) has come.
+    fn on_event(&mut self, token: Token, peer_closed: bool) {
         // Events for a token already closed are stale: ignore them.
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
-        if let Err(e) = flush(conn) {
-            let reason = format!("write failed: {e}");
-            self.close(token, &reason);
+        if let Err(e) = conn.transport.flush() {
+            self.close(token, &format!("write failed: {e}"));
             return;
         }
-        let before = conn.inbuf.len();
-        let read = read_all(conn, &mut self.scratch, &self.limits, peer_closed);
-        let added = conn.inbuf.len().saturating_sub(before);
-        self.buffered += added;
-        let over_budget = self.buffered > self.limits.max_buffered && added > 0;
-        if let Err(e) = read {
-            self.refuse(token, ErrorCode::Limit, &e.to_string());
-            self.after_io(token);
-            return;
+        let read = conn.transport.read_in(
+            &mut self.scratch,
+            &self.limits,
+            &mut self.budget,
+            peer_closed,
+        );
+        match read {
+            Err(e) => self.refuse(token, e),
+            // A queued connection's input waits its turn, in order.
+            Ok(()) if !conn.queued => self.turn(token),
+            Ok(()) => {}
         }
-        if over_budget {
-            let reason = format!(
-                "server busy: more than {} bytes of unfinished frames in flight",
-                self.limits.max_buffered
-            );
-            self.refuse(token, ErrorCode::Limit, &reason);
-            self.after_io(token);
-            return;
-        }
-        self.process_input(token);
         self.after_io(token);
     }
 
-    /// Decodes and handles every whole frame buffered, while the connection
-    /// is open to new frames.
-    fn process_input(&mut self, token: Token) {
-        loop {
+    /// Serves one turn to each connection that was ready when this round
+    /// began; those with work left go to the back of the queue.
+    fn serve_ready(&mut self) {
+        for _ in 0..self.ready.len() {
+            let Some(token) = self.ready.pop_front() else {
+                return;
+            };
             let Some(conn) = self.conns.get_mut(&token) else {
-                return;
+                continue; // closed since
             };
-            if conn.phase != Phase::Open {
-                return;
-            }
-            let before = conn.inbuf.len();
-            let decoded = conn.decoder.decode(&mut conn.inbuf);
-            self.buffered = self
-                .buffered
-                .saturating_sub(before.saturating_sub(conn.inbuf.len()));
-            let frame = match decoded {
-                Ok(Some(f)) => f,
-                Ok(None) => return,
-                Err(e) => {
-                    let reason = format!("bad frame: {e}");
-                    self.refuse(token, ErrorCode::Malformed, &reason);
-                    return;
-                }
-            };
-            conn.messages += 1;
-            conn.last_frame = Instant::now();
-            if conn.messages > self.limits.max_messages {
-                let reason = format!(
-                    "more than {} messages on one connection",
-                    self.limits.max_messages
-                );
-                self.refuse(token, ErrorCode::Limit, &reason);
-                return;
-            }
-            let session = std::mem::take(&mut conn.session);
-            let (next, out) = session.on_frame(&frame, &mut self.shared, &conn.peer);
-            conn.session = next;
-            self.apply(token, out);
+            conn.queued = false;
+            self.turn(token);
+            self.after_io(token);
         }
     }
 
-    /// Carries out a state machine's output.
-    fn apply(&mut self, token: Token, out: Output) {
+    /// One turn of a connection: at most [`WORK_PER_TURN`] frames or
+    /// requests handled, while it may work.
+    fn turn(&mut self, token: Token) {
+        for _ in 0..WORK_PER_TURN {
+            let Some(conn) = self.conns.get_mut(&token) else {
+                return;
+            };
+            if !conn.may_work() {
+                return;
+            }
+            let mut env = Env {
+                shared: &mut self.shared,
+                ops: self.ops.as_mut(),
+                metrics: &self.metrics,
+            };
+            let work = conn.next(&mut env);
+            conn.transport.settle(&mut self.budget);
+            conn.more = !matches!(work, Work::Idle);
+            match work {
+                Work::Idle => return,
+                Work::Done => {}
+                Work::Finish => conn.transport.finish(&mut self.budget),
+                Work::Output(out) => self.apply_output(token, out),
+                Work::Refuse(e) => self.refuse(token, e),
+            }
+        }
+    }
+
+    /// Carries out a session's output: the one place the reactor reads an
+    /// [`Output`].
+    fn apply_output(&mut self, token: Token, out: Output) {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
@@ -740,34 +569,31 @@ impl Reactor {
             framing::encode(payload, &mut frames);
         }
         if let Some(job) = out.offload {
-            conn.outbuf.extend_from_slice(&frames);
+            conn.transport.outbuf.extend_from_slice(&frames);
             let submitted = match &self.workers {
                 Some(w) => w
                     .submit(token, job)
-                    .map_err(|busy| (ErrorCode::Limit, busy.to_string())),
-                None => Err((
-                    ErrorCode::Internal,
-                    "internal error: this server has no worker pool".to_string(),
-                )),
+                    .map_err(|busy| ConnectionError::WorkersBusy { queue: busy.queue }),
+                None => Err(ConnectionError::NoWorkers),
             };
             match submitted {
-                Ok(ticket) => conn.phase = Phase::Working { ticket },
-                Err((code, reason)) => self.refuse(token, code, &reason),
+                Ok(ticket) => conn.wait = Some(Wait::Work { _ticket: ticket }),
+                Err(e) => self.refuse(token, e),
             }
             return;
         }
         match out.persist {
             Some(record) => {
-                conn.phase = Phase::Committing {
+                conn.wait = Some(Wait::Commit {
                     held: frames,
                     close_after: out.close,
-                };
+                });
                 self.pending.push((token, record));
             }
             None => {
-                conn.outbuf.extend_from_slice(&frames);
+                conn.transport.outbuf.extend_from_slice(&frames);
                 if out.close {
-                    conn.phase = Phase::Closing;
+                    conn.transport.finish(&mut self.budget);
                 }
             }
         }
@@ -806,8 +632,8 @@ impl Reactor {
         self.start_commit();
     }
 
-    /// Feeds each finished off-loop job back to its session, if its
-    /// connection is still waiting for it (else the result is dropped).
+    /// Feeds each finished off-loop job back to its connection, if it is
+    /// still waiting for it (else the result is dropped).
     fn collect_offloaded(&mut self) {
         let Some(workers) = &self.workers else {
             return;
@@ -815,19 +641,17 @@ impl Reactor {
         let finished: Vec<_> = workers.finished().collect();
         for (token, done) in finished {
             let Some(conn) = self.conns.get_mut(&token) else {
-                debug!("off-loop result for a closed connection dropped");
+                log::debug!("off-loop result for a closed connection dropped");
                 continue;
             };
-            if !matches!(conn.phase, Phase::Working { .. }) {
+            if !matches!(conn.wait, Some(Wait::Work { .. })) {
                 continue; // refused meanwhile (a limit): its error is queued
             }
-            conn.phase = Phase::Open;
-            let session = std::mem::take(&mut conn.session);
-            let (next, out) = session.on_offloaded(done, &conn.peer);
-            conn.session = next;
-            self.apply(token, out);
-            // Frames that arrived meanwhile are handled now.
-            self.process_input(token);
+            conn.wait = None;
+            let out = conn.on_offloaded(done);
+            self.apply_output(token, out);
+            // Input that arrived meanwhile is handled now.
+            self.turn(token);
             self.after_io(token);
         }
     }
@@ -837,136 +661,122 @@ impl Reactor {
     /// with an error that says what is known.
     fn release(&mut self, tokens: Vec<Token>, outcomes: Vec<Outcome>) {
         for (token, outcome) in tokens.into_iter().zip(outcomes) {
-            let failure = match &outcome {
+            let failure = match outcome {
                 Ok(()) => None,
-                Err(CommitError::Store(e)) => Some(protocol::commit_refusal(e)),
+                Err(CommitError::Store(e)) => Some(ConnectionError::Commit(e)),
                 // The store reconnects: unlike a lost writer, the server goes on.
-                Err(CommitError::OutcomeUnknown(_)) => Some((
-                    ErrorCode::Internal,
-                    "internal error: the connection to the database was lost during the commit; \
-                     the result may or may not have been recorded"
-                        .to_string(),
-                )),
+                Err(CommitError::OutcomeUnknown(_)) => Some(ConnectionError::CommitOutcomeUnknown),
                 Err(CommitError::WriterLost(_)) => {
                     self.writer_lost = true;
-                    Some((
-                        ErrorCode::Internal,
-                        "internal error: the server lost its database writer; the result may or \
-                         may not have been recorded"
-                            .to_string(),
-                    ))
+                    Some(ConnectionError::WriterLost)
                 }
             };
             let Some(conn) = self.conns.get_mut(&token) else {
                 continue;
             };
-            let (held, close_after) = match std::mem::replace(&mut conn.phase, Phase::Closing) {
-                Phase::Committing { held, close_after } => (held, close_after),
+            let (held, close_after) = match conn.wait.take() {
+                Some(Wait::Commit { held, close_after }) => (held, close_after),
                 other => {
-                    // Refused meanwhile (a limit): its error frame is queued.
-                    conn.phase = other;
+                    // Refused meanwhile (a limit): its error is queued.
+                    conn.wait = other;
                     continue;
                 }
             };
             match failure {
                 None => {
-                    conn.outbuf.extend_from_slice(&held);
-                    conn.phase = if close_after {
-                        Phase::Closing
-                    } else {
-                        Phase::Open
-                    };
+                    conn.transport.outbuf.extend_from_slice(&held);
+                    if close_after {
+                        conn.transport.finish(&mut self.budget);
+                    }
                     // Durable now: whatever the session makes only after
                     // that (a signed receipt) goes out behind the held frames.
-                    let session = std::mem::take(&mut conn.session);
-                    let (next, after) = session.on_committed(&conn.peer);
-                    conn.session = next;
-                    self.apply(token, after);
+                    let after = conn.on_committed();
+                    self.apply_output(token, after);
                 }
-                Some((code, why)) => {
-                    warn!("{}: {why}", conn.peer);
-                    queue_error(conn, code, &why);
-                    conn.phase = Phase::Closing;
-                }
+                Some(e) => self.refuse(token, e),
             }
-            // Frames that arrived meanwhile are handled now.
-            self.process_input(token);
+            // Input that arrived meanwhile is handled now.
+            self.turn(token);
             self.after_io(token);
         }
     }
 
-    /// Queues an error frame and closes after it; nothing more is read.
-    fn refuse(&mut self, token: Token, code: ErrorCode, reason: &str) {
-        if let Some(conn) = self.conns.get_mut(&token) {
-            warn!("{}: {reason}", conn.peer);
-            self.metrics.refused(crate::protocol::refusal_label(code));
-            queue_error(conn, code, reason);
-            // Held frames, if any, are dropped: the refusal replaces them.
-            conn.phase = Phase::Closing;
-            self.buffered = self.buffered.saturating_sub(conn.inbuf.len());
-            conn.inbuf = Vec::new();
+    /// Queues the refusal, in the form the peer reads, and closes after
+    /// it; nothing more is read, and held replies are dropped.
+    fn refuse(&mut self, token: Token, e: ConnectionError) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if e.is_server_fault() {
+            error!("{}: {e}", conn.peer);
+        } else {
+            warn!("{}: {e}", conn.peer);
         }
+        let refused = conn.refusal(&e);
+        self.metrics.refused(refused.label);
+        conn.transport.outbuf.extend_from_slice(&refused.bytes);
+        conn.transport.finish(&mut self.budget);
+        conn.wait = None;
     }
 
-    /// After reading or queueing: flush, close when finished, and set the
-    /// interest to match what the connection is waiting for.
+    /// After reading or queueing: flush, close when finished, queue what
+    /// has work left, and set the interest to match what the connection
+    /// is waiting for.
     fn after_io(&mut self, token: Token) {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
-        if let Err(e) = flush(conn) {
-            let reason = format!("write failed: {e}");
-            self.close(token, &reason);
+        if let Err(e) = conn.transport.flush() {
+            self.close(token, &format!("write failed: {e}"));
             return;
         }
-        let drained = conn.outbuf.is_empty();
-        match conn.phase {
-            Phase::Closing if drained => {
-                self.close(token, "exchange finished");
-                return;
-            }
-            Phase::Open if conn.eof && drained => {
-                self.close(token, "peer closed the connection");
-                return;
-            }
+        let drained = conn.transport.drained();
+        if drained && conn.transport.closing() {
+            self.close(token, "exchange finished");
+            return;
+        }
+        let work_left = conn.more && conn.may_work();
+        if conn.transport.eof() {
             // Never work for nobody: its job is dropped with the ticket.
-            Phase::Working { .. } if conn.eof => {
+            if matches!(conn.wait, Some(Wait::Work { .. })) {
                 self.close(
                     token,
                     "peer closed the connection; its off-loop work is dropped",
                 );
                 return;
             }
-            _ => {}
-        }
-        let wanted = if drained {
-            Interest::READABLE
-        } else {
-            Interest::READABLE | Interest::WRITABLE
-        };
-        if wanted != conn.interest {
-            if let Err(e) = self
-                .poll
-                .registry()
-                .reregister(&mut conn.stream, token, wanted)
-            {
-                let reason = format!("reregister failed: {e}");
-                self.close(token, &reason);
+            if drained && conn.wait.is_none() && !work_left {
+                self.close(token, "peer closed the connection");
                 return;
             }
-            conn.interest = wanted;
+        }
+        if work_left && !conn.queued {
+            conn.queued = true;
+            self.ready.push_back(token);
+        }
+        let wanted = conn.transport.wanted_interest();
+        if conn.transport.interest_changes(wanted) {
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .reregister(conn.transport.stream_mut(), token, wanted)
+            {
+                self.close(token, &format!("reregister failed: {e}"));
+            }
         }
     }
 
+    /// The one way a connection ends.
     fn close(&mut self, token: Token, why: &str) {
-        if let Some(mut conn) = self.conns.remove(&token) {
-            self.buffered = self.buffered.saturating_sub(conn.inbuf.len());
-            let _ = self.poll.registry().deregister(&mut conn.stream);
-            if let Some(slot) = self.listeners.get_mut(conn.listener) {
-                slot.active = slot.active.saturating_sub(1);
-                self.metrics.connection_closed(slot.kind.name());
-            }
-            info!("{}: closed ({why})", conn.peer);
+        let Some(mut conn) = self.conns.remove(&token) else {
+            return;
+        };
+        conn.transport.release(&mut self.budget);
+        let _ = self.poll.registry().deregister(conn.transport.stream_mut());
+        if let Some(slot) = self.listeners.get_mut(conn.listener) {
+            slot.active = slot.active.saturating_sub(1);
+            self.metrics.connection_closed(slot.serves.name());
+            log!(slot.serves.log_level(), "{}: closed ({why})", conn.peer);
         }
     }
 
@@ -982,195 +792,65 @@ impl Reactor {
                 break;
             }
             self.deadlines.pop();
-            if self.is_http(token) {
-                if let Some(w) = &mut self.web {
-                    let again =
-                        w.expire(token, now, self.poll.registry(), &self.limits, SWEEP_EVERY);
-                    if let Some(next) = again {
-                        self.deadlines.push(Reverse((next, token)));
-                    }
-                }
-                continue;
-            }
             let Some(c) = self.conns.get(&token) else {
                 continue; // closed since
             };
-            if c.phase.is_committing() {
+            if matches!(c.wait, Some(Wait::Commit { .. })) {
                 // Waiting on the disk, not on the peer: look again later.
                 self.deadlines.push(Reverse((now + SWEEP_EVERY, token)));
-            } else if now.duration_since(c.started) >= self.limits.exchange_deadline {
-                expired.push((token, Expiry::Deadline));
-            } else if now.duration_since(c.last_frame) >= self.limits.idle_timeout {
-                expired.push((token, Expiry::Idle));
+            } else if let Some(expiry) = c.transport.expired(now, &self.limits) {
+                expired.push((token, expiry));
             } else {
                 // Never before the next sweep, so this loop ends.
-                let next = self.limits.deadline(c).max(now + SWEEP_EVERY);
+                let next = c.transport.deadline(&self.limits).max(now + SWEEP_EVERY);
                 self.deadlines.push(Reverse((next, token)));
             }
         }
         // Entries of closed connections wait for their time to be dropped;
         // under heavy churn, drop them sooner so the heap stays near the
         // number of live connections.
-        let http_conns = self.web.as_ref().map_or(0, |w| w.len());
-        if self.deadlines.len() > 2 * (self.conns.len() + http_conns) + 1024 {
+        if self.deadlines.len() > 2 * self.conns.len() + 1024 {
             let conns = &self.conns;
-            let web = &self.web;
-            self.deadlines.retain(|Reverse((_, t))| {
-                conns.contains_key(t) || web.as_ref().is_some_and(|w| w.owns(*t))
-            });
+            self.deadlines
+                .retain(|Reverse((_, t))| conns.contains_key(t));
         }
         for (token, expiry) in expired {
-            let Some(conn) = self.conns.get(&token) else {
-                continue;
-            };
-            let what = expiry.to_string();
-            let limit = match expiry {
-                Expiry::Idle => self.limits.idle_timeout,
-                Expiry::Deadline => self.limits.exchange_deadline,
-            };
-            let refusal = match conn.phase {
-                Phase::Closing => None,
-                _ => conn.session.on_expiry(expiry, limit),
-            };
-            let Some(refusal) = refusal else {
-                // It had its answer; the peer is just slow to read or leave.
-                self.close(token, &what);
-                continue;
-            };
-            self.refuse(token, ErrorCode::from(&refusal), &refusal.to_string());
-            // One try to send the reason, then close regardless: a peer that
-            // is not reading must not hold the slot.
-            if let Some(conn) = self.conns.get_mut(&token) {
-                let _ = flush(conn);
-            }
-            self.close(token, &what);
+            self.expire(token, expiry);
         }
         for i in 0..self.listeners.len() {
             if self.listeners[i].paused_until.is_some() {
                 self.accept(i);
             }
         }
-        if self.web.as_ref().is_some_and(|w| w.is_paused()) {
-            self.accept_http();
+    }
+
+    /// A time limit of `token` is reached: the peer is told if it is owed
+    /// an answer, then the connection closes.
+    fn expire(&mut self, token: Token, expiry: Expiry) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let limit = match expiry {
+            Expiry::Idle => self.limits.idle_timeout,
+            Expiry::Deadline => self.limits.exchange_deadline,
+        };
+        // A closing connection had its answer; the peer is just slow to
+        // read or leave.
+        let refused = if conn.transport.closing() {
+            None
+        } else {
+            conn.on_expiry(expiry, limit)
+        };
+        if let Some(r) = refused {
+            warn!("{}: {}", conn.peer, r.reason);
+            self.metrics.refused(r.label);
+            conn.transport.outbuf.extend_from_slice(&r.bytes);
+            // One try to send the reason, then close regardless: a peer
+            // that is not reading must not hold the slot.
+            let _ = conn.transport.flush();
         }
+        self.close(token, &expiry.to_string());
     }
-}
-
-/// Queues an error frame in the form the connection's peer reads.
-fn queue_error(conn: &mut Connection, code: ErrorCode, reason: &str) {
-    framing::encode(&conn.session.error_frame(code, reason), &mut conn.outbuf);
-}
-
-/// Why reading from a connection stopped it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum ReadError {
-    /// The connection sent more than its byte limit.
-    TooManyBytes(u64),
-}
-
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReadError::TooManyBytes(limit) => write!(f, "connection sent more than {limit} bytes"),
-        }
-    }
-}
-
-impl std::error::Error for ReadError {}
-
-/// Most reads spent discarding input from a connection that is closing,
-/// per event: a peer that keeps sending must not hold the loop.
-const DISCARD_READS: usize = 16;
-
-/// Reads until the socket is drained, the peer closes, or a limit is hit.
-///
-/// A read shorter than the buffer has emptied the socket's receive queue,
-/// so the read that would only say `EAGAIN` is skipped (one system call per
-/// message): anything arriving later raises a new edge. Unless the event
-/// announced the peer's FIN, which raises no new edge: then the socket is
-/// read to its end so that the close is seen now. (One exception: Linux
-/// stops a read at TCP urgent data, so a peer that sends some stalls its
-/// own connection until its next segment or its limits; no one else's.)
-fn read_all(
-    conn: &mut Connection,
-    scratch: &mut [u8],
-    limits: &Limits,
-    peer_closed: bool,
-) -> Result<(), ReadError> {
-    if conn.phase == Phase::Closing || conn.eof {
-        // Nothing more will be handled; discard without buffering. (New
-        // data raises a new edge, so stopping early loses nothing.)
-        if discard_input(&mut conn.stream, scratch) {
-            conn.eof = true;
-        }
-        return Ok(());
-    }
-    loop {
-        match conn.stream.read(scratch) {
-            Ok(0) => {
-                conn.eof = true;
-                return Ok(());
-            }
-            Ok(n) => {
-                conn.bytes_in += n as u64;
-                if conn.bytes_in > limits.max_conn_bytes {
-                    return Err(ReadError::TooManyBytes(limits.max_conn_bytes));
-                }
-                conn.inbuf.extend_from_slice(&scratch[..n]);
-                if n < scratch.len() && !peer_closed {
-                    return Ok(());
-                }
-            }
-            Err(e) if would_block(&e) => return Ok(()),
-            Err(e) if interrupted(&e) => continue,
-            Err(e) => {
-                // Reset by peer and the like: treat as a close.
-                debug!("{}: read error: {e}", conn.peer);
-                conn.eof = true;
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// Reads and drops what a finished connection still sends, a bounded
-/// number of reads (new data raises a new edge, so stopping early loses
-/// nothing); true once the peer has closed.
-fn discard_input(stream: &mut TcpStream, scratch: &mut [u8]) -> bool {
-    for _ in 0..DISCARD_READS {
-        match stream.read(scratch) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if interrupted(&e) => continue,
-            Err(_) => return false,
-        }
-    }
-    false
-}
-
-/// Writes as much of the output buffer as the socket takes.
-fn flush(conn: &mut Connection) -> io::Result<()> {
-    flush_buf(&mut conn.stream, &mut conn.outbuf)
-}
-
-/// Writes as much of `outbuf` to `stream` as it takes, and keeps the rest
-/// (every connection kind: our protocol's and HTTP's).
-fn flush_buf(stream: &mut TcpStream, outbuf: &mut Vec<u8>) -> io::Result<()> {
-    let mut written = 0;
-    while written < outbuf.len() {
-        match stream.write(&outbuf[written..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
-            Err(e) if would_block(&e) => break,
-            Err(e) if interrupted(&e) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    outbuf.drain(..written);
-    if outbuf.is_empty() && outbuf.capacity() > 4096 {
-        *outbuf = Vec::new();
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1178,6 +858,7 @@ mod tests {
     use super::*;
     use crate::ca::{CaKeyType, CertificateAuthority};
     use crate::client::{self, FramedStream, KeyType};
+    use crate::message::ErrorCode;
     use crate::store::SqliteStore;
 
     fn panicking_announce(_: &[Record]) {

@@ -12,13 +12,13 @@ use openssl::x509::X509;
 use crate::ca::{
     self, BlackboardKeys, CaError, CaKeyType, CertificateAuthority, KeysOrigin, RootOrigin,
 };
-use crate::commit::Committer;
 use crate::config::{self, SecretError};
 use crate::course::Window;
 use crate::metrics::Metrics;
-use crate::offload::{self, Workers};
 use crate::ops::Ops;
 use crate::protocol::{ServiceKind, Shared};
+use crate::reactor::commit::Committer;
+use crate::reactor::offload::{self, Workers};
 use crate::reactor::{self, HttpConnLimits, Limits, Reactor};
 use crate::report_log::{self, ReportLog};
 use crate::store::{Location, StoreError, DB_FILE};
@@ -451,7 +451,7 @@ impl Server {
             wanted.push((ServiceKind::Blackboard, cfg.blackboard_listen));
         }
         let mut limits = cfg.limits.clone();
-        limits.max_connections = crate::fdlimit::fit_max_connections(
+        limits.max_connections = crate::reactor::fdlimit::fit_max_connections(
             limits.max_connections,
             wanted.len() + usize::from(cfg.http_listen.is_some()),
             cfg.reactors,

@@ -1,7 +1,8 @@
 //! The certboard server: `cargo run --bin server`.
 //!
-//! With no subcommand it runs the CA and Blackboard on one single-threaded
-//! reactor; the subcommands are the operator's admin commands, which work on
+//! With no subcommand it runs the CA and Blackboard on single-threaded
+//! reactors (one by default, `--reactors N` for more, sharing the ports);
+//! the subcommands are the operator's admin commands, which work on
 //! the same keys and data dirs, also while the server runs.
 
 use std::net::SocketAddr;

@@ -370,6 +370,188 @@ pub fn commit_refusal(e: &StoreError) -> (ErrorCode, String) {
     }
 }
 
+// Connection-level errors: what the reactor refuses a connection for,
+// outside any session's exchange (framing, limits, load, the worker pool
+// and the group commit). The reactor builds the value; the wire code is
+// decided here.
+
+/// Why the reactor refused a connection (or a request on it) itself. The
+/// `Display` text is the reason sent to the peer.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// The byte stream is not a valid sequence of frames.
+    BadFrame(crate::framing::FrameError),
+    /// The connection sent more than its byte limit.
+    TooManyBytes {
+        /// The limit (`--max-conn-bytes`).
+        limit: u64,
+    },
+    /// The connection sent more than its message limit.
+    TooManyMessages {
+        /// The limit (`--max-messages`).
+        limit: u32,
+    },
+    /// The reactor's budget of buffered input (every connection's unread
+    /// bytes) is spent.
+    Overloaded {
+        /// The budget (`--max-buffered`).
+        max_buffered: usize,
+    },
+    /// The listener is at its limit of connections.
+    TooManyConnections,
+    /// The process has no file descriptor left to serve with.
+    OutOfDescriptors,
+    /// The worker pool's queue is full.
+    WorkersBusy {
+        /// How many jobs may wait.
+        queue: usize,
+    },
+    /// A session asked for off-loop work, and this server has no pool.
+    NoWorkers,
+    /// The store refused to commit the connection's record.
+    Commit(StoreError),
+    /// The connection to the database was lost during the commit: the
+    /// record may or may not be durable.
+    CommitOutcomeUnknown,
+    /// The writer thread is gone: the record may or may not be durable.
+    WriterLost,
+}
+
+impl ConnectionError {
+    /// Whether the server failed (rather than the peer asking too much or
+    /// the server being busy): logged as an error, not a refusal.
+    pub fn is_server_fault(&self) -> bool {
+        match self {
+            ConnectionError::BadFrame(_)
+            | ConnectionError::TooManyBytes { .. }
+            | ConnectionError::TooManyMessages { .. }
+            | ConnectionError::Overloaded { .. }
+            | ConnectionError::TooManyConnections
+            | ConnectionError::OutOfDescriptors
+            | ConnectionError::WorkersBusy { .. } => false,
+            // A code spent meanwhile is the student's answer.
+            ConnectionError::Commit(StoreError::CodeUsed { .. }) => false,
+            ConnectionError::Commit(
+                StoreError::Io { .. }
+                | StoreError::Sqlite(_)
+                | StoreError::Incompatible(_)
+                | StoreError::Duplicate(_)
+                | StoreError::Postgres(_)
+                | StoreError::Unavailable(_),
+            )
+            | ConnectionError::NoWorkers
+            | ConnectionError::CommitOutcomeUnknown
+            | ConnectionError::WriterLost => true,
+        }
+    }
+
+    /// The whole `Error` frame, for a connection that has no session (a
+    /// refusal at accept).
+    pub fn frame(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        crate::framing::encode(
+            &crate::message::Message::error(ErrorCode::from(self), self.to_string()).encode(),
+            &mut out,
+        );
+        out
+    }
+}
+
+impl fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectionError::BadFrame(e) => write!(f, "bad frame: {e}"),
+            ConnectionError::TooManyBytes { limit } => {
+                write!(f, "connection sent more than {limit} bytes")
+            }
+            ConnectionError::TooManyMessages { limit } => {
+                write!(f, "more than {limit} messages on one connection")
+            }
+            ConnectionError::Overloaded { max_buffered } => write!(
+                f,
+                "server busy: more than {max_buffered} bytes of unfinished frames in flight"
+            ),
+            ConnectionError::TooManyConnections => {
+                write!(f, "server busy: too many connections, try again later")
+            }
+            ConnectionError::OutOfDescriptors => {
+                write!(f, "server busy: out of file descriptors, try again later")
+            }
+            ConnectionError::WorkersBusy { queue } => write!(
+                f,
+                "server busy: {queue} requests are already waiting for work that cannot run on \
+                 the event loop (a legacy enrollment's key); try again in a moment"
+            ),
+            ConnectionError::NoWorkers => {
+                write!(f, "internal error: this server has no worker pool")
+            }
+            ConnectionError::Commit(StoreError::CodeUsed { sid }) => {
+                write!(f, "SID {sid}: {}", Refusal::CodeUsed)
+            }
+            ConnectionError::Commit(StoreError::Unavailable(_)) => f.write_str(STORE_UNAVAILABLE),
+            ConnectionError::Commit(_) => write!(
+                f,
+                "internal error: could not record the result; nothing was acknowledged"
+            ),
+            ConnectionError::CommitOutcomeUnknown => write!(
+                f,
+                "internal error: the connection to the database was lost during the commit; \
+                 the result may or may not have been recorded"
+            ),
+            ConnectionError::WriterLost => write!(
+                f,
+                "internal error: the server lost its database writer; the result may or may \
+                 not have been recorded"
+            ),
+        }
+    }
+}
+
+impl Error for ConnectionError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            ConnectionError::BadFrame(e) => Some(e),
+            ConnectionError::Commit(e) => Some(e),
+            ConnectionError::TooManyBytes { .. }
+            | ConnectionError::TooManyMessages { .. }
+            | ConnectionError::Overloaded { .. }
+            | ConnectionError::TooManyConnections
+            | ConnectionError::OutOfDescriptors
+            | ConnectionError::WorkersBusy { .. }
+            | ConnectionError::NoWorkers
+            | ConnectionError::CommitOutcomeUnknown
+            | ConnectionError::WriterLost => None,
+        }
+    }
+}
+
+impl From<&ConnectionError> for ErrorCode {
+    fn from(e: &ConnectionError) -> ErrorCode {
+        match e {
+            ConnectionError::BadFrame(_) => ErrorCode::Malformed,
+            ConnectionError::TooManyBytes { .. }
+            | ConnectionError::TooManyMessages { .. }
+            | ConnectionError::Overloaded { .. }
+            | ConnectionError::TooManyConnections
+            | ConnectionError::OutOfDescriptors
+            | ConnectionError::WorkersBusy { .. } => ErrorCode::Limit,
+            ConnectionError::Commit(StoreError::CodeUsed { .. }) => ErrorCode::CodeUsed,
+            ConnectionError::Commit(
+                StoreError::Io { .. }
+                | StoreError::Sqlite(_)
+                | StoreError::Incompatible(_)
+                | StoreError::Duplicate(_)
+                | StoreError::Postgres(_)
+                | StoreError::Unavailable(_),
+            )
+            | ConnectionError::NoWorkers
+            | ConnectionError::CommitOutcomeUnknown
+            | ConnectionError::WriterLost => ErrorCode::Internal,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

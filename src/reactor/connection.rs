@@ -1,0 +1,180 @@
+//! A connection: its transport part ([`Transport`]: bytes, limits, timers)
+//! and its protocol part ([`Handler`]: frames for a session, or HTTP
+//! requests for the operations endpoints). The reactor drives every
+//! connection the same way and never asks which kind it is: it asks the
+//! handler for the next unit of work, and carries out what comes back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::net::TcpStream;
+
+use super::frames::Frames;
+use super::http::{Http, HttpConnLimits};
+use super::listener::Serves;
+use super::transport::Transport;
+use super::Limits;
+use crate::metrics::Metrics;
+use crate::ops::Ops;
+use crate::protocol::{ConnectionError, Done, Expiry, Output, Shared};
+
+/// What one unit of a connection's work came to.
+#[derive(Debug)]
+pub(super) enum Work {
+    /// Nothing whole is buffered: the turn ends.
+    Idle,
+    /// One frame or request handled, its answer queued.
+    Done,
+    /// One handled, and the connection ends once its answer is out.
+    Finish,
+    /// A session's step, for the reactor to carry out.
+    Output(Output),
+    /// Refuse the peer and close.
+    Refuse(ConnectionError),
+}
+
+/// A refusal in the form the peer reads, with its metrics label and the
+/// reason for the log.
+#[derive(Debug)]
+pub(super) struct Refused {
+    pub(super) bytes: Vec<u8>,
+    pub(super) label: &'static str,
+    pub(super) reason: String,
+}
+
+/// What a handler may use while it works: the reactor's shared services.
+pub(super) struct Env<'a> {
+    pub(super) shared: &'a mut Shared,
+    pub(super) ops: Option<&'a mut Ops>,
+    pub(super) metrics: &'a Metrics,
+}
+
+/// A connection's protocol part.
+#[derive(Debug)]
+pub(super) enum Handler {
+    Frames(Frames),
+    Http(Http),
+}
+
+/// What a connection waits for, off the loop, before it goes on: frames
+/// that arrive meanwhile are buffered, not handled.
+#[derive(Debug)]
+pub(super) enum Wait {
+    /// Its reply is held until the turn's batch is committed.
+    Commit {
+        /// The frames waiting on the group commit.
+        held: Vec<u8>,
+        /// Close once they are out.
+        close_after: bool,
+    },
+    /// Work on the worker pool.
+    Work {
+        /// Held while the job waits: dropping it (the connection closed)
+        /// makes the pool skip the job.
+        _ticket: Arc<()>,
+    },
+}
+
+/// One connection of the reactor's one table.
+#[derive(Debug)]
+pub(super) struct Connection {
+    pub(super) transport: Transport<TcpStream>,
+    handler: Handler,
+    pub(super) peer: String,
+    /// Index of the listener it came in on.
+    pub(super) listener: usize,
+    pub(super) wait: Option<Wait>,
+    /// In the reactor's ready queue.
+    pub(super) queued: bool,
+    /// The last turn stopped with input perhaps left to handle.
+    pub(super) more: bool,
+}
+
+impl Connection {
+    /// A connection accepted on a listener that `serves`, and what to send
+    /// at once.
+    pub(super) fn start(
+        stream: TcpStream,
+        serves: Serves,
+        peer: String,
+        listener: usize,
+        shared: &Shared,
+        limits: &Limits,
+        http_limits: HttpConnLimits,
+    ) -> (Connection, Output) {
+        let (handler, out) = match serves {
+            Serves::Frames(kind) => {
+                let (f, out) = Frames::start(kind, shared, limits);
+                (Handler::Frames(f), out)
+            }
+            Serves::Http => (Handler::Http(Http::new(http_limits)), Output::default()),
+        };
+        let conn = Connection {
+            transport: Transport::new(stream, std::time::Instant::now()),
+            handler,
+            peer,
+            listener,
+            wait: None,
+            queued: false,
+            more: false,
+        };
+        (conn, out)
+    }
+
+    /// Whether it may handle input now: waiting for nothing, not closing,
+    /// its peer reading what it is sent.
+    pub(super) fn may_work(&self) -> bool {
+        self.wait.is_none() && self.transport.can_work()
+    }
+
+    /// Handles the next whole frame or request buffered, if any.
+    pub(super) fn next(&mut self, env: &mut Env<'_>) -> Work {
+        match &mut self.handler {
+            Handler::Frames(f) => f.next(&mut self.transport, env.shared, &self.peer),
+            Handler::Http(h) => match env.ops.as_deref_mut() {
+                Some(ops) => h.next(
+                    &mut self.transport,
+                    ops,
+                    &mut *env.shared.store,
+                    env.metrics,
+                    &self.peer,
+                ),
+                // Never: only a reactor serving HTTP, with its `Ops`,
+                // accepts HTTP connections. Closing is the safe answer.
+                None => Work::Finish,
+            },
+        }
+    }
+
+    /// `e` in the form the peer reads.
+    pub(super) fn refusal(&self, e: &ConnectionError) -> Refused {
+        match &self.handler {
+            Handler::Frames(f) => f.refusal(e),
+            Handler::Http(h) => h.refusal(e),
+        }
+    }
+
+    /// What to send as a time limit is reached, if anything.
+    pub(super) fn on_expiry(&self, expiry: Expiry, limit: Duration) -> Option<Refused> {
+        match &self.handler {
+            Handler::Frames(f) => f.on_expiry(expiry, limit),
+            Handler::Http(h) => h.on_expiry(expiry, &self.transport),
+        }
+    }
+
+    /// The record it waited for is durable: what to send now.
+    pub(super) fn on_committed(&mut self) -> Output {
+        match &mut self.handler {
+            Handler::Frames(f) => f.on_committed(&self.peer),
+            Handler::Http(_) => Output::default(),
+        }
+    }
+
+    /// The off-loop work it waited for is done: what to send now.
+    pub(super) fn on_offloaded(&mut self, done: Done) -> Output {
+        match &mut self.handler {
+            Handler::Frames(f) => f.on_offloaded(done, &self.peer),
+            Handler::Http(_) => Output::default(),
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The protocol part of a connection that speaks frames: the decoder and
+//! the [`Session`], asked one frame at a time. What a session's step asks
+//! for ([`Output`]) is carried out by the reactor.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use super::connection::{Refused, Work};
+use super::transport::Transport;
+use super::Limits;
+use crate::framing::{self, Decoder};
+use crate::message::ErrorCode;
+use crate::protocol::{
+    refusal_label, ConnectionError, Done, Expiry, Output, ServiceKind, Session, Shared,
+};
+
+/// A frame connection's protocol part.
+#[derive(Debug)]
+pub(super) struct Frames {
+    decoder: Decoder,
+    session: Session,
+    /// Frames received so far.
+    messages: u32,
+    max_messages: u32,
+}
+
+impl Frames {
+    /// A new connection to a `kind` listener, and what to send at once.
+    pub(super) fn start(kind: ServiceKind, shared: &Shared, limits: &Limits) -> (Frames, Output) {
+        let (session, out) = Session::start(kind, shared);
+        let frames = Frames {
+            decoder: Decoder::new(limits.max_frame),
+            session,
+            messages: 0,
+            max_messages: limits.max_messages,
+        };
+        (frames, out)
+    }
+
+    /// Takes the next whole frame, if one is buffered, to the session.
+    pub(super) fn next<S: Read + Write>(
+        &mut self,
+        t: &mut Transport<S>,
+        shared: &mut Shared,
+        peer: &str,
+    ) -> Work {
+        let frame = match self.decoder.decode(&mut t.inbuf) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Work::Idle,
+            Err(e) => return Work::Refuse(ConnectionError::BadFrame(e)),
+        };
+        t.touch();
+        self.messages = self.messages.saturating_add(1);
+        if self.messages > self.max_messages {
+            return Work::Refuse(ConnectionError::TooManyMessages {
+                limit: self.max_messages,
+            });
+        }
+        let session = std::mem::take(&mut self.session);
+        let (next, out) = session.on_frame(&frame, shared, peer);
+        self.session = next;
+        Work::Output(out)
+    }
+
+    /// The record of the last step is durable: what the session sends now.
+    pub(super) fn on_committed(&mut self, peer: &str) -> Output {
+        let session = std::mem::take(&mut self.session);
+        let (next, out) = session.on_committed(peer);
+        self.session = next;
+        out
+    }
+
+    /// The off-loop work the session asked for is done.
+    pub(super) fn on_offloaded(&mut self, done: Done, peer: &str) -> Output {
+        let session = std::mem::take(&mut self.session);
+        let (next, out) = session.on_offloaded(done, peer);
+        self.session = next;
+        out
+    }
+
+    /// The error frame for `e`, in the form the peer reads.
+    pub(super) fn refusal(&self, e: &ConnectionError) -> Refused {
+        self.refused(ErrorCode::from(e), e.to_string())
+    }
+
+    /// What to send when a time limit is reached: nothing when every
+    /// answer asked for has been given.
+    pub(super) fn on_expiry(&self, expiry: Expiry, limit: Duration) -> Option<Refused> {
+        let e = self.session.on_expiry(expiry, limit)?;
+        Some(self.refused(ErrorCode::from(&e), e.to_string()))
+    }
+
+    fn refused(&self, code: ErrorCode, reason: String) -> Refused {
+        let mut bytes = Vec::new();
+        framing::encode(&self.session.error_frame(code, &reason), &mut bytes);
+        Refused {
+            bytes,
+            label: refusal_label(code),
+            reason,
+        }
+    }
+}

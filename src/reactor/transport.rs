@@ -1,0 +1,500 @@
+//! The transport part of a connection, the same for every kind: the
+//! stream, its input and output buffers, the byte and time limits, the
+//! interest derived from what is queued, the peer's close, and the one
+//! budget of buffered input shared by every connection of a reactor.
+//! Generic over the stream so that it is tested with a fake one.
+
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use mio::Interest;
+
+use super::Limits;
+use crate::protocol::{ConnectionError, Expiry};
+
+/// Queued output past which a connection's buffered input waits, unread by
+/// its handler, until the peer reads: a pipelined flood cannot grow the
+/// output buffer.
+const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+
+/// Most reads spent discarding input from a connection that is closing,
+/// per event: a peer that keeps sending must not hold the loop.
+const DISCARD_READS: usize = 16;
+
+/// Output buffers larger than this are given back once empty.
+const KEEP_OUTPUT_CAPACITY: usize = 4096;
+
+pub(super) fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+pub(super) fn interrupted(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Interrupted
+}
+
+/// The bytes held in every connection's input buffer, against one limit
+/// (`Limits::max_buffered`): without it, many connections each sending
+/// most of a large frame or request could exhaust memory.
+#[derive(Debug)]
+pub(super) struct Budget {
+    used: usize,
+    max: usize,
+}
+
+impl Budget {
+    pub(super) fn new(max: usize) -> Budget {
+        Budget { used: 0, max }
+    }
+
+    #[cfg(test)]
+    pub(super) fn used(&self) -> usize {
+        self.used
+    }
+}
+
+/// A stream with its buffers and limits.
+#[derive(Debug)]
+pub(super) struct Transport<S> {
+    stream: S,
+    /// Received, not yet taken by the handler.
+    pub(super) inbuf: Vec<u8>,
+    /// Queued for the peer.
+    pub(super) outbuf: Vec<u8>,
+    /// How much of `inbuf` is counted in the budget.
+    counted: usize,
+    /// The peer has closed its sending side.
+    eof: bool,
+    /// The last bytes are queued: flush them, then close; nothing more is
+    /// read or handled.
+    closing: bool,
+    started: Instant,
+    /// When the last whole frame or request came (or the connection opened).
+    last_unit: Instant,
+    bytes_in: u64,
+    interest: Interest,
+}
+
+impl<S: Read + Write> Transport<S> {
+    pub(super) fn new(stream: S, now: Instant) -> Transport<S> {
+        Transport {
+            stream,
+            inbuf: Vec::new(),
+            outbuf: Vec::new(),
+            counted: 0,
+            eof: false,
+            closing: false,
+            started: now,
+            last_unit: now,
+            bytes_in: 0,
+            interest: Interest::READABLE,
+        }
+    }
+
+    pub(super) fn stream_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    pub(super) fn eof(&self) -> bool {
+        self.eof
+    }
+
+    pub(super) fn closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Whether the handler may take more input now: open, and the peer is
+    /// reading what it is sent.
+    pub(super) fn can_work(&self) -> bool {
+        !self.closing && self.outbuf.len() < OUTPUT_HIGH_WATER
+    }
+
+    /// A whole frame or request came: the idle timer starts again.
+    pub(super) fn touch(&mut self) {
+        self.last_unit = Instant::now();
+    }
+
+    /// Reads until the socket is drained, the peer closes, or a limit is
+    /// hit. Once closing (or after the peer's close), input is discarded
+    /// instead, a bounded number of reads.
+    ///
+    /// A read shorter than the buffer has emptied the socket's receive
+    /// queue, so the read that would only say `EAGAIN` is skipped (one
+    /// system call per message): anything arriving later raises a new edge.
+    /// Unless the event announced the peer's FIN (`peer_closed`), which
+    /// raises no new edge: then the socket is read to its end so that the
+    /// close is seen now.
+    pub(super) fn read_in(
+        &mut self,
+        scratch: &mut [u8],
+        limits: &Limits,
+        budget: &mut Budget,
+        peer_closed: bool,
+    ) -> Result<(), ConnectionError> {
+        if self.closing || self.eof {
+            self.discard_input(scratch);
+            return Ok(());
+        }
+        let before = self.inbuf.len();
+        let read = self.read_until_drained(scratch, limits.max_conn_bytes, peer_closed);
+        let added = self.inbuf.len().saturating_sub(before);
+        self.settle(budget);
+        read?;
+        if added > 0 && budget.used > budget.max {
+            return Err(ConnectionError::Overloaded {
+                max_buffered: budget.max,
+            });
+        }
+        Ok(())
+    }
+
+    fn read_until_drained(
+        &mut self,
+        scratch: &mut [u8],
+        max_bytes: u64,
+        peer_closed: bool,
+    ) -> Result<(), ConnectionError> {
+        loop {
+            match self.stream.read(scratch) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.bytes_in += n as u64;
+                    if self.bytes_in > max_bytes {
+                        return Err(ConnectionError::TooManyBytes { limit: max_bytes });
+                    }
+                    self.inbuf
+                        .extend_from_slice(scratch.get(..n).unwrap_or_default());
+                    if n < scratch.len() && !peer_closed {
+                        return Ok(());
+                    }
+                }
+                Err(e) if would_block(&e) => return Ok(()),
+                Err(e) if interrupted(&e) => continue,
+                // Reset by peer and the like: a close.
+                Err(_) => {
+                    self.eof = true;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Reads and drops what a finished connection still sends (new data
+    /// raises a new edge, so stopping early loses nothing).
+    fn discard_input(&mut self, scratch: &mut [u8]) {
+        for _ in 0..DISCARD_READS {
+            match self.stream.read(scratch) {
+                Ok(0) => {
+                    self.eof = true;
+                    return;
+                }
+                Ok(_) => continue,
+                Err(e) if interrupted(&e) => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Brings the budget up to date with the input buffer, after the
+    /// handler took from it.
+    pub(super) fn settle(&mut self, budget: &mut Budget) {
+        let now = self.inbuf.len();
+        budget.used = budget.used.saturating_sub(self.counted).saturating_add(now);
+        self.counted = now;
+    }
+
+    /// The last bytes are queued: drop the input, read nothing more, close
+    /// once the output is out.
+    pub(super) fn finish(&mut self, budget: &mut Budget) {
+        self.closing = true;
+        self.inbuf = Vec::new();
+        self.settle(budget);
+    }
+
+    /// Gives the input buffer's bytes back to the budget (the connection
+    /// is closing for good).
+    pub(super) fn release(&mut self, budget: &mut Budget) {
+        self.inbuf = Vec::new();
+        self.settle(budget);
+    }
+
+    /// Writes as much of the output as the stream takes, keeping the rest.
+    pub(super) fn flush(&mut self) -> io::Result<()> {
+        let mut written = 0;
+        while written < self.outbuf.len() {
+            match self
+                .stream
+                .write(self.outbuf.get(written..).unwrap_or_default())
+            {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if would_block(&e) => break,
+                Err(e) if interrupted(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.outbuf.drain(..written);
+        if self.outbuf.is_empty() && self.outbuf.capacity() > KEEP_OUTPUT_CAPACITY {
+            self.outbuf = Vec::new();
+        }
+        Ok(())
+    }
+
+    pub(super) fn drained(&self) -> bool {
+        self.outbuf.is_empty()
+    }
+
+    /// The interest the connection's state calls for: WRITABLE only while
+    /// output is queued.
+    pub(super) fn wanted_interest(&self) -> Interest {
+        if self.outbuf.is_empty() {
+            Interest::READABLE
+        } else {
+            Interest::READABLE | Interest::WRITABLE
+        }
+    }
+
+    /// Whether `wanted` differs from what is registered; records it as
+    /// registered.
+    pub(super) fn interest_changes(&mut self, wanted: Interest) -> bool {
+        let changed = wanted != self.interest;
+        self.interest = wanted;
+        changed
+    }
+
+    /// The earliest moment a time limit may be reached, as things stand.
+    pub(super) fn deadline(&self, limits: &Limits) -> Instant {
+        // A limit too large for the clock is no limit: look again in an hour.
+        let after = |t: Instant, d: Duration| {
+            t.checked_add(d)
+                .or_else(|| t.checked_add(Duration::from_secs(3600)))
+                .unwrap_or(t)
+        };
+        after(self.started, limits.exchange_deadline)
+            .min(after(self.last_unit, limits.idle_timeout))
+    }
+
+    /// Which time limit, if any, is reached at `now`.
+    pub(super) fn expired(&self, now: Instant, limits: &Limits) -> Option<Expiry> {
+        if now.duration_since(self.started) >= limits.exchange_deadline {
+            Some(Expiry::Deadline)
+        } else if now.duration_since(self.last_unit) >= limits.idle_timeout {
+            Some(Expiry::Idle)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    /// What the fake stream does on its next read or write.
+    #[derive(Debug)]
+    enum Step {
+        Bytes(Vec<u8>),
+        WouldBlock,
+        Eof,
+        Reset,
+    }
+
+    /// A stream that plays a script: reads come from `reads`, writes take
+    /// at most the next of `write_caps` bytes (0 = WouldBlock).
+    #[derive(Debug, Default)]
+    struct Fake {
+        reads: VecDeque<Step>,
+        write_caps: VecDeque<usize>,
+        written: Vec<u8>,
+    }
+
+    impl Read for Fake {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.reads.pop_front() {
+                None | Some(Step::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
+                Some(Step::Eof) => Ok(0),
+                Some(Step::Reset) => Err(io::ErrorKind::ConnectionReset.into()),
+                Some(Step::Bytes(mut b)) => {
+                    let n = b.len().min(buf.len());
+                    buf[..n].copy_from_slice(&b[..n]);
+                    if n < b.len() {
+                        self.reads.push_front(Step::Bytes(b.split_off(n)));
+                    }
+                    Ok(n)
+                }
+            }
+        }
+    }
+
+    impl Write for Fake {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            match self.write_caps.pop_front() {
+                None | Some(0) => Err(io::ErrorKind::WouldBlock.into()),
+                Some(cap) => {
+                    let n = cap.min(buf.len());
+                    self.written.extend_from_slice(&buf[..n]);
+                    Ok(n)
+                }
+            }
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn transport(reads: Vec<Step>) -> Transport<Fake> {
+        let fake = Fake {
+            reads: reads.into(),
+            ..Fake::default()
+        };
+        Transport::new(fake, Instant::now())
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            max_conn_bytes: 100,
+            max_buffered: 1000,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn reads_until_would_block_and_counts_the_budget() {
+        let mut t = transport(vec![
+            Step::Bytes(b"hello ".to_vec()),
+            Step::Bytes(b"world".to_vec()),
+            Step::WouldBlock,
+            Step::Bytes(b"later".to_vec()),
+        ]);
+        let mut budget = Budget::new(1000);
+        // A scratch buffer of 6 bytes: the first read fills it, so the
+        // loop reads on; the second is short, so the socket is drained.
+        t.read_in(&mut [0u8; 6], &limits(), &mut budget, false)
+            .unwrap();
+        assert_eq!(t.inbuf, b"hello world");
+        assert_eq!(budget.used(), 11);
+        assert!(!t.eof());
+        // The handler takes a part: the budget follows.
+        t.inbuf.drain(..6);
+        t.settle(&mut budget);
+        assert_eq!(budget.used(), 5);
+        t.release(&mut budget);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_read_of_zero_is_the_peer_closing_and_a_reset_too() {
+        let mut t = transport(vec![Step::Bytes(b"ab".to_vec()), Step::Eof]);
+        let mut budget = Budget::new(1000);
+        t.read_in(&mut [0u8; 2], &limits(), &mut budget, true)
+            .unwrap();
+        assert!(t.eof());
+        assert_eq!(t.inbuf, b"ab");
+
+        let mut t = transport(vec![Step::Reset]);
+        t.read_in(&mut [0u8; 8], &limits(), &mut budget, false)
+            .unwrap();
+        assert!(t.eof());
+    }
+
+    #[test]
+    fn more_than_the_byte_limit_is_refused() {
+        let mut t = transport(vec![Step::Bytes(vec![7; 101])]);
+        let mut budget = Budget::new(1000);
+        let e = t
+            .read_in(&mut [0u8; 64], &limits(), &mut budget, false)
+            .unwrap_err();
+        assert!(matches!(e, ConnectionError::TooManyBytes { limit: 100 }));
+        // What was buffered is still counted until released.
+        assert_eq!(budget.used(), t.inbuf.len());
+    }
+
+    #[test]
+    fn one_budget_is_shared_by_every_connection() {
+        let mut budget = Budget::new(10);
+        let mut a = transport(vec![Step::Bytes(vec![1; 6])]);
+        let mut b = transport(vec![Step::Bytes(vec![2; 6])]);
+        a.read_in(&mut [0u8; 64], &limits(), &mut budget, false)
+            .unwrap();
+        let e = b
+            .read_in(&mut [0u8; 64], &limits(), &mut budget, false)
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            ConnectionError::Overloaded { max_buffered: 10 }
+        ));
+        b.finish(&mut budget);
+        assert_eq!(budget.used(), 6);
+        a.release(&mut budget);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn partial_writes_keep_the_rest_and_writable_interest_follows_the_output() {
+        let mut t = transport(vec![]);
+        assert_eq!(t.wanted_interest(), Interest::READABLE);
+        t.outbuf.extend_from_slice(b"0123456789");
+        t.stream_mut().write_caps = vec![3, 4, 0].into();
+        t.flush().unwrap();
+        assert_eq!(t.outbuf, b"789");
+        assert_eq!(t.stream_mut().written, b"0123456");
+        assert_eq!(t.wanted_interest(), Interest::READABLE | Interest::WRITABLE);
+        assert!(t.interest_changes(t.wanted_interest()));
+        assert!(!t.interest_changes(t.wanted_interest()));
+        t.stream_mut().write_caps = vec![10].into();
+        t.flush().unwrap();
+        assert!(t.drained());
+        assert_eq!(t.wanted_interest(), Interest::READABLE);
+    }
+
+    #[test]
+    fn a_closing_connection_discards_input_a_bounded_number_of_reads() {
+        let reads = (0..DISCARD_READS + 5)
+            .map(|_| Step::Bytes(vec![0; 4]))
+            .collect();
+        let mut t = transport(reads);
+        let mut budget = Budget::new(1000);
+        t.finish(&mut budget);
+        assert!(!t.can_work());
+        t.read_in(&mut [0u8; 64], &limits(), &mut budget, false)
+            .unwrap();
+        assert!(t.inbuf.is_empty());
+        assert_eq!(budget.used(), 0);
+        // Some reads are left for the next event.
+        assert_eq!(t.stream_mut().reads.len(), 5);
+    }
+
+    #[test]
+    fn output_past_the_high_water_mark_stops_work() {
+        let mut t = transport(vec![]);
+        assert!(t.can_work());
+        t.outbuf = vec![0; OUTPUT_HIGH_WATER];
+        assert!(!t.can_work());
+    }
+
+    #[test]
+    fn time_limits_come_from_the_start_and_the_last_whole_unit() {
+        let t = transport(vec![]);
+        let limits = Limits {
+            idle_timeout: Duration::from_secs(10),
+            exchange_deadline: Duration::from_secs(30),
+            ..Limits::default()
+        };
+        let start = t.started;
+        assert_eq!(t.deadline(&limits), start + Duration::from_secs(10));
+        assert_eq!(t.expired(start + Duration::from_secs(9), &limits), None);
+        assert_eq!(
+            t.expired(start + Duration::from_secs(10), &limits),
+            Some(Expiry::Idle)
+        );
+        assert_eq!(
+            t.expired(start + Duration::from_secs(30), &limits),
+            Some(Expiry::Deadline)
+        );
+    }
+}
