@@ -25,15 +25,14 @@
 //! through the certificates), which makes callgrind's instruction counts per
 //! operation exact; otherwise each part runs for the given seconds.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use certboard::ca::{BlackboardKeys, CaKeyType, CertificateAuthority, DEFAULT_BLACKBOARD_NAME};
+use certboard::ca::CaKeyType;
 use certboard::client::{make_key, KeyType};
 use certboard::message::Message;
 use certboard::protocol::{cert_record, check_certificate, ServiceKind, Session, Shared};
 use certboard::store::{Origin, SqliteStore, Storage};
-use certboard::verify::Verifier;
+use certboard::testing::{CaParams, TestPki};
 use openssl::pkey::PKey;
 
 type BoxError = Box<dyn std::error::Error>;
@@ -135,8 +134,16 @@ fn main() -> Result<(), BoxError> {
             continue;
         }
         let dir = tempfile::tempdir()?;
-        let (ca, _) =
-            CertificateAuthority::open(&dir.path().join("keys"), b"bench passphrase", kind, 30)?;
+        // Blackboard's keys are issued by the CA, which this Blackboard
+        // then does without: only the verifier and the keys serve.
+        let pki = TestPki::create(
+            &dir.path().join("keys"),
+            &CaParams {
+                kind,
+                ..CaParams::default()
+            },
+        )?;
+        let ca = &pki.ca;
         let mut store = SqliteStore::open(&dir.path().join("data"))?;
         let mut hellos = Vec::with_capacity(args.certs);
         let mut records = Vec::with_capacity(args.certs);
@@ -158,21 +165,7 @@ fn main() -> Result<(), BoxError> {
             records.push(cert_record(issued, Origin::Certboard, None));
         }
         store.commit(&records)?;
-        let (bb, _) = BlackboardKeys::open(
-            &dir.path().join("keys"),
-            DEFAULT_BLACKBOARD_NAME,
-            Some(&ca),
-            ca.cert(),
-        )?;
-        let mut shared = Shared {
-            ca: None,
-            verifier: Some(Arc::new(Verifier::new(ca.cert())?)),
-            blackboard: Some(Arc::new(bb)),
-            store: Box::new(store),
-            admission_secret: None,
-            legacy: false,
-            window: certboard::course::Window::default(),
-        };
+        let mut shared = pki.shared().ca(None).store(store).build()?;
         for part in PARTS {
             if !args.parts.is_empty() && !args.parts.iter().any(|p| p == part) {
                 continue;

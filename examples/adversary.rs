@@ -82,6 +82,7 @@ use certboard::course::code::EnrollCode;
 use certboard::crypto;
 use certboard::framing::{self, Decoder};
 use certboard::message::{EnrollAuth, Message, MAC_LEN, NONCE_LEN, PROTOCOL_VERSION};
+use certboard::testing::CaParams;
 
 /// What the adversary does to the traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -155,12 +156,12 @@ struct Forger {
 impl Forger {
     fn new() -> Result<Forger, Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let (ca, _) = CertificateAuthority::open(
-            dir.path(),
-            b"adversary's passphrase",
-            CaKeyType::Rsa2048,
-            30,
-        )?;
+        let ca = CaParams {
+            kind: CaKeyType::Rsa2048,
+            passphrase: b"adversary's passphrase",
+            ..CaParams::default()
+        }
+        .create(dir.path())?;
         let blackboard = ca.issue_blackboard(certboard::ca::DEFAULT_BLACKBOARD_NAME)?;
         Ok(Forger {
             ca,

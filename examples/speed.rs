@@ -16,9 +16,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use openssl::ec::{EcGroup, EcKey};
 use openssl::error::ErrorStack;
-use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::Rsa;
@@ -101,9 +99,7 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
         return Err(format!("--seconds must be in (0, 60], got {}", cli.seconds).into());
     }
     let rsa = PKey::from_rsa(Rsa::generate(2048)?)?;
-    let p256 = PKey::from_ec_key(EcKey::generate(
-        EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?.as_ref(),
-    )?)?;
+    let p256 = certboard::testing::p256_key()?;
     let (rsa_sign, rsa_verify) = sign_verify(&rsa, cli.seconds)?;
     let (p256_sign, p256_verify) = sign_verify(&p256, cli.seconds)?;
     // OAEP through Blackboard's own code (`openssl speed` 3.0 has no OAEP).

@@ -9,19 +9,18 @@
 
 use std::time::{Duration, Instant};
 
-use openssl::asn1::{Asn1Object, Asn1OctetString, Asn1Time};
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::stack::Stack;
-use openssl::x509::{X509Builder, X509Extension, X509NameBuilder, X509ReqBuilder};
+use openssl::x509::{X509NameBuilder, X509ReqBuilder};
 
 use certboard::ca::CaKeyType;
 use certboard::crypto::{self, SessionKeys};
 use certboard::message::{CipherId, Message, IV_LEN};
 use certboard::protocol::legacy;
+use certboard::testing::{bloated_certificate, private_extensions, CaParams};
 use certboard::verify::Verifier;
-use certboard::CertificateAuthority;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -43,17 +42,6 @@ fn rsa(bits: u32) -> Result<PKey<Private>> {
     Ok(PKey::from_rsa(Rsa::generate(bits)?)?)
 }
 
-/// `n` small private extensions of about 18 bytes each.
-fn extensions(n: usize) -> Result<Vec<X509Extension>> {
-    (0..n)
-        .map(|i| {
-            let oid = Asn1Object::from_str(&format!("1.3.6.1.4.1.55555.{i}"))?;
-            let value = Asn1OctetString::new_from_bytes(&[5, 0])?;
-            Ok(X509Extension::new_from_der(&oid, false, &value)?)
-        })
-        .collect()
-}
-
 fn csr(sid: &str, key: &PKey<Private>, extra: usize) -> Result<Vec<u8>> {
     let mut name = X509NameBuilder::new()?;
     name.append_entry_by_text("CN", sid)?;
@@ -62,28 +50,10 @@ fn csr(sid: &str, key: &PKey<Private>, extra: usize) -> Result<Vec<u8>> {
     b.set_pubkey(key)?;
     if extra > 0 {
         let mut stack = Stack::new()?;
-        for e in extensions(extra)? {
+        for e in private_extensions(extra)? {
             stack.push(e)?;
         }
         b.add_extensions(&stack)?;
-    }
-    b.sign(key, MessageDigest::sha256())?;
-    Ok(b.build().to_der()?)
-}
-
-/// A self-signed certificate of about `bytes` bytes of extensions.
-fn bloated_cert(sid: &str, key: &PKey<Private>, bytes: usize) -> Result<Vec<u8>> {
-    let mut name = X509NameBuilder::new()?;
-    name.append_entry_by_text("CN", sid)?;
-    let name = name.build();
-    let mut b = X509Builder::new()?;
-    b.set_subject_name(&name)?;
-    b.set_issuer_name(&name)?;
-    b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
-    b.set_not_after(Asn1Time::days_from_now(1)?.as_ref())?;
-    b.set_pubkey(key)?;
-    for e in extensions(bytes / 18)? {
-        b.append_extension(e)?;
     }
     b.sign(key, MessageDigest::sha256())?;
     Ok(b.build().to_der()?)
@@ -97,7 +67,11 @@ fn main() -> Result<()> {
     };
     println!("certboard worst-case cost per message ({profile} build), median of many runs");
     let dir = tempfile_dir()?;
-    let (ca, _) = CertificateAuthority::open(&dir, b"worst case bench", CaKeyType::Rsa2048, 30)?;
+    let ca = CaParams {
+        kind: CaKeyType::Rsa2048,
+        ..CaParams::default()
+    }
+    .create(&dir)?;
     let verifier = Verifier::new(ca.cert())?;
     let sid = "1155000001";
     let rsa2048 = rsa(2048)?;
@@ -145,7 +119,7 @@ fn main() -> Result<()> {
         "sign the session offer's transcript (Blackboard, ECDSA P-256)",
         || bb.sign(&transcript),
     );
-    let cert8 = bloated_cert(sid, &rsa2048, 7 * 1024 + 256)?;
+    let cert8 = bloated_certificate(sid, &rsa2048, 7 * 1024 + 256)?;
     time(
         &format!(
             "refuse a {}-byte certificate of 420 extensions (parsed: under the cap)",
@@ -153,7 +127,7 @@ fn main() -> Result<()> {
         ),
         || verifier.verify(sid, &cert8, &[]),
     );
-    let cert60 = bloated_cert(sid, &rsa2048, 60 * 1024)?;
+    let cert60 = bloated_certificate(sid, &rsa2048, 60 * 1024)?;
     time(
         &format!(
             "(before this round) parse a {}-byte certificate, now refused by size",
@@ -204,7 +178,7 @@ fn main() -> Result<()> {
         "RSA-2048 key generation (on the worker, not the loop)",
         || rsa(2048),
     );
-    let cert8 = bloated_cert(sid, &rsa2048, 7 * 1024 + 256)?;
+    let cert8 = bloated_certificate(sid, &rsa2048, 7 * 1024 + 256)?;
     let pem = openssl::x509::X509::from_der(&cert8)?.to_pem()?;
     assert!(pem.len() <= legacy::MAX_CERT_TEXT);
     time(

@@ -273,20 +273,17 @@ pub fn crl(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ca::{CaKeyType, CertificateAuthority};
-    use crate::client::{make_csr, make_key, KeyType};
     use crate::store::{Origin, Record, ReportRecord, SqliteStore};
+    use crate::testing::{issue, rsa_key, CaParams};
 
     /// A store holding one certificate for each SID, and one report.
     fn store_with(dir: &std::path::Path, sids: &[&str]) -> (SqliteStore, Vec<String>) {
-        let (ca, _) =
-            CertificateAuthority::open(&dir.join("keys"), b"admin tests", CaKeyType::P256, 30)
-                .unwrap();
+        let ca = CaParams::default().create(&dir.join("keys")).unwrap();
         let mut store = SqliteStore::open(&dir.join("data")).unwrap();
-        let key = make_key(KeyType::Rsa2048).unwrap();
+        let key = rsa_key().unwrap();
         let mut serials = Vec::new();
         for sid in sids {
-            let issued = ca.issue(&make_csr(sid, &key).unwrap()).unwrap();
+            let issued = issue(&ca, sid, &key).unwrap();
             serials.push(issued.serial_hex.clone());
             store
                 .commit(&[crate::protocol::cert_record(

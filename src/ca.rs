@@ -397,44 +397,30 @@ impl fmt::Debug for CheckedCsr<'_> {
     }
 }
 
-/// Helpers the children's tests share.
+/// Helpers the children's tests share (the fixtures themselves are in
+/// [`crate::testing`]).
 #[cfg(test)]
 mod test_support {
     use openssl::error::ErrorStack;
-    use openssl::hash::MessageDigest;
-    use openssl::nid::Nid;
-    use openssl::pkey::{PKey, Private};
-    use openssl::rsa::Rsa;
     use openssl::stack::Stack;
     use openssl::x509::store::X509StoreBuilder;
-    use openssl::x509::{X509Name, X509Req, X509ReqBuilder, X509StoreContext, X509};
+    use openssl::x509::{X509StoreContext, X509};
     use std::path::Path;
 
     use super::{CaError, CaKeyType, CertificateAuthority};
+    use crate::testing::CaParams;
+
+    pub(super) use crate::client::make_csr;
+    pub(super) use crate::testing::{p256_key, rsa_key};
 
     pub(super) type TestResult = Result<(), Box<dyn std::error::Error>>;
 
     pub(super) fn test_ca(dir: &Path, kind: CaKeyType) -> Result<CertificateAuthority, CaError> {
-        Ok(CertificateAuthority::open(dir, b"correct horse", kind, 30)?.0)
-    }
-
-    pub(super) fn csr(sid: &str, key: &PKey<Private>) -> Result<X509Req, ErrorStack> {
-        let mut b = X509ReqBuilder::new()?;
-        let mut name = X509Name::builder()?;
-        name.append_entry_by_nid(Nid::COMMONNAME, sid)?;
-        b.set_subject_name(&name.build())?;
-        b.set_pubkey(key)?;
-        b.sign(key, MessageDigest::sha256())?;
-        Ok(b.build())
-    }
-
-    pub(super) fn rsa_key() -> Result<PKey<Private>, ErrorStack> {
-        PKey::from_rsa(Rsa::generate(2048)?)
-    }
-
-    pub(super) fn p256_key() -> Result<PKey<Private>, ErrorStack> {
-        let group = openssl::ec::EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
-        PKey::from_ec_key(openssl::ec::EcKey::generate(&group)?)
+        CaParams {
+            kind,
+            ..CaParams::default()
+        }
+        .create(dir)
     }
 
     pub(super) fn ext_text(cert: &X509) -> String {

@@ -35,6 +35,8 @@ mod report_log;
 pub mod server;
 pub mod sid;
 pub mod store;
+#[doc(hidden)]
+pub mod testing;
 pub mod time;
 pub mod verify;
 

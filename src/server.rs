@@ -654,10 +654,9 @@ mod tests {
             30,
         )
         .unwrap();
-        let key = crate::client::make_key(crate::client::KeyType::Rsa2048).unwrap();
-        let issued = ca
-            .issue(&crate::client::make_csr("1155000001", &key).unwrap())
-            .unwrap();
+        let issued = crate::testing::Student::enroll(&ca, "1155000001")
+            .unwrap()
+            .issued;
         crate::store::SqliteStore::open(&cfg.data_dir)
             .unwrap()
             .commit(&[crate::protocol::cert_record(
@@ -716,14 +715,12 @@ mod tests {
     #[test]
     fn with_role_all_the_root_must_be_the_cas_own() {
         let dir = tempfile::tempdir().unwrap();
-        let stranger = CertificateAuthority::open(
-            &dir.path().join("other"),
-            b"another passphrase",
-            CaKeyType::P256,
-            30,
-        )
-        .unwrap()
-        .0;
+        let stranger = crate::testing::CaParams {
+            passphrase: b"another passphrase",
+            ..Default::default()
+        }
+        .create(&dir.path().join("other"))
+        .unwrap();
         let foreign = dir.path().join("foreign.pem");
         std::fs::write(&foreign, stranger.cert().to_pem().unwrap()).unwrap();
         let cfg = ServerConfig {

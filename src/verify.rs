@@ -462,81 +462,34 @@ fn basic_constraints_ca(der: &[u8]) -> Result<bool, DerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openssl::asn1::Asn1Time;
+    use crate::testing::{p256_key, rsa_key, CaParams, CertParams, Constraints, Issuer};
     use openssl::hash::MessageDigest;
     use openssl::pkey::PKey;
     use openssl::rsa::Rsa;
-    use openssl::x509::extension::BasicConstraints;
-    use openssl::x509::{X509Builder, X509Name};
+    use openssl::x509::X509Builder;
 
-    /// A self-signed v3 certificate for `cn` and `key`, DER.
-    fn self_signed(
-        cn: &str,
-        key: &PKey<openssl::pkey::Private>,
-        bc: Option<BasicConstraints>,
-    ) -> Result<Vec<u8>, ErrorStack> {
-        let mut name = X509Name::builder()?;
-        name.append_entry_by_nid(Nid::COMMONNAME, cn)?;
-        let name = name.build();
-        let mut b = X509Builder::new()?;
-        b.set_version(2)?;
-        b.set_subject_name(&name)?;
-        b.set_issuer_name(&name)?;
-        b.set_pubkey(key)?;
-        b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
-        b.set_not_after(Asn1Time::days_from_now(1)?.as_ref())?;
-        if let Some(bc) = bc {
-            b.append_extension(bc.build()?)?;
+    /// A self-signed certificate named "CA:TRUE" over a new RSA key, with
+    /// `constraints`, DER.
+    fn cert_with(constraints: Constraints) -> Result<Vec<u8>, ErrorStack> {
+        let key = rsa_key()?;
+        CertParams {
+            constraints,
+            ..CertParams::student("CA:TRUE")
         }
-        b.sign(key, MessageDigest::sha256())?;
-        b.build().to_der()
-    }
-
-    fn cert_with(bc: Option<BasicConstraints>) -> Result<Vec<u8>, ErrorStack> {
-        self_signed("CA:TRUE", &PKey::from_rsa(Rsa::generate(2048)?)?, bc)
+        .self_signed(&key)?
+        .to_der()
     }
 
     #[test]
     fn a_certificate_with_a_tiny_rsa_exponent_is_refused() -> Result<(), Box<dyn std::error::Error>>
     {
         use openssl::bn::BigNum;
-        use openssl::x509::extension::{ExtendedKeyUsage, KeyUsage};
         let dir = tempfile::tempdir()?;
-        let (ca, _) = crate::ca::CertificateAuthority::open(
-            dir.path(),
-            b"correct horse",
-            crate::ca::CaKeyType::P256,
-            30,
-        )?;
+        let ca = CaParams::default().create(dir.path())?;
         let weak = PKey::from_rsa(Rsa::generate_with_e(2048, BigNum::from_u32(3)?.as_ref())?)?;
-        let mut name = X509Name::builder()?;
-        name.append_entry_by_nid(Nid::COMMONNAME, "alice")?;
-        let mut b = X509Builder::new()?;
-        b.set_version(2)?;
-        b.set_serial_number(crate::ca::random_serial()?.to_asn1_integer()?.as_ref())?;
-        b.set_subject_name(&name.build())?;
-        b.set_issuer_name(ca.cert().subject_name())?;
-        b.set_pubkey(&weak)?;
-        b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
-        b.set_not_after(Asn1Time::days_from_now(1)?.as_ref())?;
-        b.append_extension(BasicConstraints::new().critical().build()?)?;
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .digital_signature()
-                .key_encipherment()
-                .build()?,
-        )?;
-        b.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
-        let aki = openssl::x509::extension::AuthorityKeyIdentifier::new()
-            .keyid(true)
-            .build(&b.x509v3_context(Some(ca.cert()), None))?;
-        b.append_extension(aki)?;
-        let ski = openssl::x509::extension::SubjectKeyIdentifier::new()
-            .build(&b.x509v3_context(Some(ca.cert()), None))?;
-        b.append_extension(ski)?;
-        b.sign(ca.key(), MessageDigest::sha256())?;
-        let der = b.build().to_der()?;
+        let der = CertParams::student("alice")
+            .signed_by(&weak, Issuer::ca(&ca))?
+            .to_der()?;
         let v = Verifier::new(ca.cert())?;
         assert_eq!(
             v.verify("alice", &der, &[]).err(),
@@ -551,21 +504,19 @@ mod tests {
         use openssl::bn::BigNum;
         for e in [3u32, 65_537, 0x7fff_ffff, 0x8000_0001] {
             let key = PKey::from_rsa(Rsa::generate_with_e(2048, BigNum::from_u32(e)?.as_ref())?)?;
-            let der = self_signed("alice", &key, None)?;
+            let der = CertParams::student("alice").self_signed(&key)?.to_der()?;
             let openssl_e = X509::from_der(&der)?.public_key()?.rsa()?.e().to_vec();
             assert_eq!(rsa_public_exponent(&der)?, &openssl_e[..], "e = {e}");
         }
         // A P-256 key is not read as RSA.
-        let ec = PKey::from_ec_key(openssl::ec::EcKey::generate(
-            openssl::ec::EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?.as_ref(),
-        )?)?;
+        let ec = p256_key()?;
         let mut b = X509Builder::new()?;
         b.set_version(2)?;
         b.set_pubkey(&ec)?;
         b.sign(&ec, MessageDigest::sha256())?;
         assert!(rsa_public_exponent(&b.build().to_der()?).is_err());
         // Version 1 certificates carry no [0] version field.
-        let key = PKey::from_rsa(Rsa::generate(2048)?)?;
+        let key = rsa_key()?;
         let mut b = X509Builder::new()?;
         b.set_version(0)?;
         b.set_pubkey(&key)?;
@@ -585,17 +536,19 @@ mod tests {
 
     #[test]
     fn reads_basic_constraints_from_der() -> Result<(), Box<dyn std::error::Error>> {
-        let mut ca = BasicConstraints::new();
-        ca.critical().ca();
-        assert!(basic_constraints_ca(&cert_with(Some(ca))?)?);
-        let mut ca_len = BasicConstraints::new();
-        ca_len.ca().pathlen(0);
-        assert!(basic_constraints_ca(&cert_with(Some(ca_len))?)?);
-        let mut leaf = BasicConstraints::new();
-        leaf.critical();
-        assert!(!basic_constraints_ca(&cert_with(Some(leaf))?)?);
+        let ca = Constraints::Ca {
+            critical: true,
+            pathlen: None,
+        };
+        assert!(basic_constraints_ca(&cert_with(ca)?)?);
+        let ca_len = Constraints::Ca {
+            critical: false,
+            pathlen: Some(0),
+        };
+        assert!(basic_constraints_ca(&cert_with(ca_len)?)?);
+        assert!(!basic_constraints_ca(&cert_with(Constraints::Leaf)?)?);
         // A name that renders as "CA:TRUE" fools no one.
-        assert!(!basic_constraints_ca(&cert_with(None)?)?);
+        assert!(!basic_constraints_ca(&cert_with(Constraints::Absent)?)?);
         assert!(basic_constraints_ca(b"\x30\x03garbage").is_err());
         Ok(())
     }

@@ -7,69 +7,22 @@
 mod common;
 mod wire;
 
-use certboard::ca::{CaKeyType, CertificateAuthority};
-use certboard::client::{self, ClientError, FramedStream, KeyType};
+use certboard::ca::CertificateAuthority;
+use certboard::client::{self, ClientError, FramedStream};
 use certboard::crypto;
 use certboard::message::{CipherId, ErrorCode, Message};
+use certboard::testing::{p256_key, rsa_key, CertParams, Constraints, Eku, Issuer};
 use certboard::time::now_unix;
 use common::*;
-use openssl::asn1::{Asn1Integer, Asn1Time};
-use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::pkey::{PKey, PKeyRef, Private};
+use openssl::pkey::{PKeyRef, Private};
 use openssl::stack::Stack;
-use openssl::x509::extension::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier,
-};
-use openssl::x509::{X509Builder, X509Extension, X509Name, X509NameRef, X509ReqBuilder, X509};
+use openssl::x509::extension::{BasicConstraints, KeyUsage};
+use openssl::x509::{X509Extension, X509Name, X509NameRef, X509ReqBuilder, X509};
 use wire::WAIT;
 
 type Error = Box<dyn std::error::Error>;
-
-/// Who signs a certificate being built.
-enum Issuer<'a> {
-    /// The certificate signs itself.
-    SelfSigned,
-    /// A CA's certificate and key.
-    By(&'a X509, &'a PKeyRef<Private>),
-}
-
-/// What to put in a certificate; the defaults are a good student
-/// certificate, so each case changes one thing.
-struct Spec<'a> {
-    cn: &'a str,
-    /// Extra name entries before the CN (to copy a root's subject).
-    org: Option<&'a str>,
-    not_before: i64,
-    not_after: i64,
-    ca: bool,
-    pathlen: Option<u32>,
-    eku: Option<&'a str>,
-}
-
-impl<'a> Spec<'a> {
-    fn student(cn: &'a str) -> Spec<'a> {
-        let now = now_unix();
-        Spec {
-            cn,
-            org: None,
-            not_before: now - 60,
-            not_after: now + 30 * 86_400,
-            ca: false,
-            pathlen: None,
-            eku: Some("clientAuth"),
-        }
-    }
-
-    fn authority(cn: &'a str) -> Spec<'a> {
-        Spec {
-            ca: true,
-            eku: None,
-            ..Spec::student(cn)
-        }
-    }
-}
 
 fn name(org: Option<&str>, cn: &str) -> Result<openssl::x509::X509Name, Error> {
     let mut n = X509Name::builder()?;
@@ -78,78 +31,6 @@ fn name(org: Option<&str>, cn: &str) -> Result<openssl::x509::X509Name, Error> {
     }
     n.append_entry_by_nid(Nid::COMMONNAME, cn)?;
     Ok(n.build())
-}
-
-fn build(spec: &Spec, key: &PKeyRef<Private>, issuer: Issuer) -> Result<X509, Error> {
-    let subject = name(spec.org, spec.cn)?;
-    let mut b = X509Builder::new()?;
-    b.set_version(2)?;
-    let serial = certboard::ca::random_serial()?;
-    b.set_serial_number(Asn1Integer::from_bn(&serial)?.as_ref())?;
-    b.set_subject_name(&subject)?;
-    match &issuer {
-        Issuer::SelfSigned => b.set_issuer_name(&subject)?,
-        Issuer::By(cert, _) => b.set_issuer_name(cert.subject_name())?,
-    }
-    b.set_pubkey(key)?;
-    b.set_not_before(Asn1Time::from_unix(spec.not_before)?.as_ref())?;
-    b.set_not_after(Asn1Time::from_unix(spec.not_after)?.as_ref())?;
-    if spec.ca {
-        let mut bc = BasicConstraints::new();
-        bc.critical().ca();
-        if let Some(p) = spec.pathlen {
-            bc.pathlen(p);
-        }
-        b.append_extension(bc.build()?)?;
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .key_cert_sign()
-                .crl_sign()
-                .digital_signature()
-                .build()?,
-        )?;
-    } else {
-        b.append_extension(BasicConstraints::new().critical().build()?)?;
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .digital_signature()
-                .key_encipherment()
-                .build()?,
-        )?;
-    }
-    match spec.eku {
-        Some("clientAuth") => {
-            b.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
-        }
-        Some("serverAuth") => {
-            b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
-        }
-        _ => {}
-    }
-    let issuer_cert: Option<&openssl::x509::X509Ref> = match &issuer {
-        Issuer::SelfSigned => None,
-        Issuer::By(cert, _) => Some(cert),
-    };
-    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(issuer_cert, None))?;
-    b.append_extension(ski)?;
-    if let Some(ic) = issuer_cert {
-        let aki = AuthorityKeyIdentifier::new()
-            .keyid(true)
-            .build(&b.x509v3_context(Some(ic), None))?;
-        b.append_extension(aki)?;
-    }
-    let signer = match &issuer {
-        Issuer::SelfSigned => key,
-        Issuer::By(_, k) => k,
-    };
-    b.sign(signer, MessageDigest::sha256())?;
-    Ok(b.build())
-}
-
-fn rsa() -> Result<PKey<Private>, Error> {
-    Ok(client::make_key(KeyType::Rsa2048)?)
 }
 
 /// A running server and its root, opened as the CA itself would.
@@ -161,17 +42,12 @@ struct Fixture {
 impl Fixture {
     fn start() -> Result<Fixture, Error> {
         let server = TestServer::start(&[])?;
-        let (ca, _) = CertificateAuthority::open(
-            &server.path().join("keys"),
-            PASSPHRASE.as_bytes(),
-            CaKeyType::P256,
-            30,
-        )?;
+        let ca = server.open_ca()?;
         Ok(Fixture { server, ca })
     }
 
     fn root(&self) -> Issuer<'_> {
-        Issuer::By(self.ca.cert(), self.ca.key())
+        Issuer::ca(&self.ca)
     }
 
     fn root_subject(&self) -> &X509NameRef {
@@ -235,32 +111,26 @@ fn assert_reason(reason: &str, want: &str) {
 #[test]
 fn expired_and_not_yet_valid_certificates_are_refused() -> TestResult {
     let f = Fixture::start()?;
-    let key = rsa()?;
+    let key = rsa_key()?;
     let now = now_unix();
-    let expired = build(
-        &Spec {
-            not_before: now - 40 * 86_400,
-            not_after: now - 86_400,
-            ..Spec::student("expired")
-        },
-        &key,
-        f.root(),
-    )?;
+    let expired = CertParams {
+        not_before: now - 40 * 86_400,
+        not_after: now - 86_400,
+        ..CertParams::student("expired")
+    }
+    .signed_by(&key, f.root())?;
     let reason = f.refused("expired", &expired.to_der()?, vec![])?;
     assert_reason(
         &reason,
         "does not chain to the CUHK root: certificate has expired",
     );
 
-    let future = build(
-        &Spec {
-            not_before: now + 86_400,
-            not_after: now + 40 * 86_400,
-            ..Spec::student("future")
-        },
-        &key,
-        f.root(),
-    )?;
+    let future = CertParams {
+        not_before: now + 86_400,
+        not_after: now + 40 * 86_400,
+        ..CertParams::student("future")
+    }
+    .signed_by(&key, f.root())?;
     let reason = f.refused("future", &future.to_der()?, vec![])?;
     assert_reason(&reason, "certificate is not yet valid");
     f.nothing_recorded()
@@ -270,7 +140,7 @@ fn expired_and_not_yet_valid_certificates_are_refused() -> TestResult {
 fn a_different_ca_with_the_same_name_and_a_self_signed_certificate_are_refused() -> TestResult {
     let f = Fixture::start()?;
     // A look-alike root: same subject as CUHK's, its own key.
-    let fake_key = rsa()?;
+    let fake_key = rsa_key()?;
     let root_cn = f
         .root_subject()
         .entries_by_nid(Nid::COMMONNAME)
@@ -278,25 +148,27 @@ fn a_different_ca_with_the_same_name_and_a_self_signed_certificate_are_refused()
         .ok_or("root has no CN")?
         .data()
         .to_string()?;
-    let fake_root = build(
-        &Spec {
-            org: Some("CUHK"),
+    let fake_root = CertParams {
+        org: Some("CUHK".into()),
+        constraints: Constraints::Ca {
+            critical: true,
             pathlen: Some(0),
-            ..Spec::authority(&root_cn)
         },
-        &fake_key,
-        Issuer::SelfSigned,
-    )?;
+        ..CertParams::authority(&root_cn)
+    }
+    .self_signed(&fake_key)?;
     assert_eq!(
         certboard::ca::name_text(fake_root.subject_name()),
         certboard::ca::name_text(f.root_subject()),
         "the look-alike has the same subject"
     );
-    let key = rsa()?;
-    let forged = build(
-        &Spec::student("lookalike"),
+    let key = rsa_key()?;
+    let forged = CertParams::student("lookalike").signed_by(
         &key,
-        Issuer::By(&fake_root, &fake_key),
+        Issuer {
+            cert: &fake_root,
+            key: &fake_key,
+        },
     )?;
     let reason = f.refused("lookalike", &forged.to_der()?, vec![])?;
     assert_reason(&reason, "unable to get local issuer certificate");
@@ -304,7 +176,7 @@ fn a_different_ca_with_the_same_name_and_a_self_signed_certificate_are_refused()
     let reason = f.refused("lookalike", &forged.to_der()?, vec![fake_root.to_der()?])?;
     assert_reason(&reason, "does not chain to the CUHK root");
 
-    let selfsigned = build(&Spec::student("selfie"), &key, Issuer::SelfSigned)?;
+    let selfsigned = CertParams::student("selfie").self_signed(&key)?;
     let reason = f.refused("selfie", &selfsigned.to_der()?, vec![])?;
     assert_reason(&reason, "self-signed certificate");
     f.nothing_recorded()
@@ -313,44 +185,35 @@ fn a_different_ca_with_the_same_name_and_a_self_signed_certificate_are_refused()
 #[test]
 fn a_ca_certificate_and_certificates_without_client_auth_are_refused() -> TestResult {
     let f = Fixture::start()?;
-    let key = rsa()?;
+    let key = rsa_key()?;
     // Signed by the real root, marked CA, even with clientAuth.
-    let ca_cert = build(
-        &Spec {
-            eku: Some("clientAuth"),
-            ..Spec::authority("subca")
-        },
-        &key,
-        f.root(),
-    )?;
+    let ca_cert = CertParams {
+        eku: Some(Eku::ClientAuth),
+        ..CertParams::authority("subca")
+    }
+    .signed_by(&key, f.root())?;
     let reason = f.refused("subca", &ca_cert.to_der()?, vec![])?;
     assert_reason(&reason, "a CA certificate cannot be used as a student's");
     // The same without clientAuth: still refused as a CA first.
-    let ca_cert = build(&Spec::authority("subca2"), &key, f.root())?;
+    let ca_cert = CertParams::authority("subca2").signed_by(&key, f.root())?;
     let reason = f.refused("subca2", &ca_cert.to_der()?, vec![])?;
     assert_reason(&reason, "a CA certificate cannot be used as a student's");
     // The root itself.
     let reason = f.refused("root", f.ca.cert_der(), vec![])?;
     assert_reason(&reason, "a CA certificate cannot be used as a student's");
 
-    let server_only = build(
-        &Spec {
-            eku: Some("serverAuth"),
-            ..Spec::student("webserver")
-        },
-        &key,
-        f.root(),
-    )?;
+    let server_only = CertParams {
+        eku: Some(Eku::ServerAuth),
+        ..CertParams::student("webserver")
+    }
+    .signed_by(&key, f.root())?;
     let reason = f.refused("webserver", &server_only.to_der()?, vec![])?;
     assert_reason(&reason, "extendedKeyUsage clientAuth missing");
-    let no_eku = build(
-        &Spec {
-            eku: None,
-            ..Spec::student("noeku")
-        },
-        &key,
-        f.root(),
-    )?;
+    let no_eku = CertParams {
+        eku: None,
+        ..CertParams::student("noeku")
+    }
+    .signed_by(&key, f.root())?;
     let reason = f.refused("noeku", &no_eku.to_der()?, vec![])?;
     assert_reason(&reason, "extendedKeyUsage clientAuth missing");
     f.nothing_recorded()
@@ -360,7 +223,7 @@ fn a_ca_certificate_and_certificates_without_client_auth_are_refused() -> TestRe
 fn a_certificate_for_another_sid_is_refused() -> TestResult {
     let f = Fixture::start()?;
     // Alice's real certificate, issued by the CA over the wire.
-    let key = rsa()?;
+    let key = rsa_key()?;
     let mut conn = FramedStream::connect(&f.server.ca.to_string(), WAIT)?;
     let (alice, _) = common::enroll_csr(&mut conn, client::make_csr("alice", &key)?)?;
     let reason = f.refused("bob", &alice, vec![])?;
@@ -374,7 +237,7 @@ fn a_certificate_for_another_sid_is_refused() -> TestResult {
 #[test]
 fn garbage_truncated_and_pem_certificates_are_refused() -> TestResult {
     let f = Fixture::start()?;
-    let key = rsa()?;
+    let key = rsa_key()?;
     let mut conn = FramedStream::connect(&f.server.ca.to_string(), WAIT)?;
     let (good, _) = common::enroll_csr(&mut conn, client::make_csr("carol", &key)?)?;
     let pem = X509::from_der(&good)?.to_pem()?;
@@ -402,13 +265,15 @@ fn a_chain_longer_than_allowed_is_refused() -> TestResult {
     let f = Fixture::start()?;
     // An intermediate the real root signed: the root has pathlen 0 and
     // Blackboard's depth is 0, so nothing may stand between.
-    let int_key = rsa()?;
-    let intermediate = build(&Spec::authority("CUHK intermediate"), &int_key, f.root())?;
-    let key = rsa()?;
-    let leaf = build(
-        &Spec::student("chained"),
+    let int_key = rsa_key()?;
+    let intermediate = CertParams::authority("CUHK intermediate").signed_by(&int_key, f.root())?;
+    let key = rsa_key()?;
+    let leaf = CertParams::student("chained").signed_by(
         &key,
-        Issuer::By(&intermediate, &int_key),
+        Issuer {
+            cert: &intermediate,
+            key: &int_key,
+        },
     )?;
     let reason = f.refused("chained", &leaf.to_der()?, vec![intermediate.to_der()?])?;
     assert_reason(&reason, "does not chain to the CUHK root");
@@ -426,9 +291,9 @@ fn a_chain_longer_than_allowed_is_refused() -> TestResult {
 #[test]
 fn a_validly_signed_certificate_unknown_to_the_ca_or_revoked_is_refused() -> TestResult {
     let f = Fixture::start()?;
-    let key = rsa()?;
+    let key = rsa_key()?;
     // Signed by the root key, but never issued (so never recorded).
-    let stray = build(&Spec::student("stray"), &key, f.root())?;
+    let stray = CertParams::student("stray").signed_by(&key, f.root())?;
     let reason = f.refused("stray", &stray.to_der()?, vec![])?;
     assert_reason(&reason, "is not in the CA's records");
 
@@ -446,9 +311,8 @@ fn a_validly_signed_certificate_unknown_to_the_ca_or_revoked_is_refused() -> Tes
 #[test]
 fn a_certificate_with_a_non_rsa_key_is_refused() -> TestResult {
     let f = Fixture::start()?;
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
-    let ec = PKey::from_ec_key(EcKey::generate(&group)?)?;
-    let cert = build(&Spec::student("elliptic"), &ec, f.root())?;
+    let ec = p256_key()?;
+    let cert = CertParams::student("elliptic").signed_by(&ec, f.root())?;
     let reason = f.refused("elliptic", &cert.to_der()?, vec![])?;
     assert_reason(&reason, "key is not RSA");
     Ok(())
@@ -474,8 +338,8 @@ fn csr_with(
 #[test]
 fn bad_csrs_are_refused_with_their_reason() -> TestResult {
     let f = Fixture::start()?;
-    let key = rsa()?;
-    let other = rsa()?;
+    let key = rsa_key()?;
+    let other = rsa_key()?;
     // Her public key, someone else's signature: no proof of possession.
     let reason = f.csr_refused(csr_with("erin", &key, &other, None)?)?;
     assert_reason(&reason, "signature does not verify with its public key");
@@ -508,7 +372,7 @@ fn a_csr_asking_to_be_a_ca_gets_an_ordinary_student_certificate() -> TestResult 
     // Decided: the CA copies nothing but the CN and the key from a CSR, so
     // a request for CA:TRUE / keyCertSign is issued without them.
     let f = Fixture::start()?;
-    let key = rsa()?;
+    let key = rsa_key()?;
     let mut exts = Stack::new()?;
     exts.push(BasicConstraints::new().critical().ca().build()?)?;
     exts.push(
@@ -528,11 +392,13 @@ fn a_csr_asking_to_be_a_ca_gets_an_ordinary_student_certificate() -> TestResult 
     assert!(!t.contains("Certificate Sign"), "{t}");
     assert!(!t.contains("CRL Sign"), "{t}");
     // The certificate cannot sign others: one "issued" by it is refused.
-    let victim_key = rsa()?;
-    let under_mallory = build(
-        &Spec::student("victim"),
+    let victim_key = rsa_key()?;
+    let under_mallory = CertParams::student("victim").signed_by(
         &victim_key,
-        Issuer::By(&cert, &key),
+        Issuer {
+            cert: &cert,
+            key: &key,
+        },
     )?;
     let reason = f.refused("victim", &under_mallory.to_der()?, vec![cert_der.clone()])?;
     assert_reason(&reason, "does not chain to the CUHK root");

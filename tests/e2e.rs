@@ -7,10 +7,10 @@ use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use certboard::ca::{CaKeyType, CertificateAuthority};
 use certboard::client::{self, ClientError, FramedStream, KeyType};
 use certboard::crypto::{self, SessionKeys};
 use certboard::message::{CipherId, ErrorCode, Message};
+use certboard::testing::{CaParams, Student};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
@@ -352,7 +352,7 @@ fn second_run_reuses_credentials_and_renew_enrolls_again() -> TestResult {
 fn client_refuses_a_ca_whose_root_differs_from_the_pinned_one() -> TestResult {
     let server = TestServer::start(&[])?;
     let other = tempfile::tempdir()?;
-    CertificateAuthority::open(other.path(), PASSPHRASE.as_bytes(), CaKeyType::P256, 30)?;
+    CaParams::default().create(other.path())?;
     let out = server.client(&[
         "--ca-cert",
         other.path().join("ca-cert.pem").to_str().ok_or("path")?,
@@ -367,10 +367,12 @@ fn client_refuses_a_ca_whose_root_differs_from_the_pinned_one() -> TestResult {
 fn certificate_from_another_ca_with_the_same_subject_is_refused() -> TestResult {
     let server = TestServer::start(&[])?;
     let other = tempfile::tempdir()?;
-    let (evil, _) =
-        CertificateAuthority::open(other.path(), PASSPHRASE.as_bytes(), CaKeyType::P256, 30)?;
-    let key = client::make_key(KeyType::Rsa2048)?;
-    let forged = evil.issue(&client::make_csr("erin", &key)?)?;
+    let evil = CaParams::default().create(other.path())?;
+    let Student {
+        key,
+        issued: forged,
+        ..
+    } = Student::enroll(&evil, "erin")?;
     let (code, reason) =
         refused_code(submit(&server, "erin", &forged.der, &key)).ok_or("forged cert accepted")?;
     assert_eq!(code, ErrorCode::BadCertificate);

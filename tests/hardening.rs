@@ -11,10 +11,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use certboard::ca::CaKeyType;
 use certboard::client::{self, KeyType};
 use certboard::message::{CipherId, ErrorCode, Message};
-use certboard::CertificateAuthority;
+use certboard::testing::CaParams;
 use common::{enroll_key, text, Launch, TestResult, TestServer, NET_TIMEOUT};
 
 /// A report of about 60 KiB in 600 lines: printed with its line prefixes it
@@ -284,7 +283,7 @@ fn a_keys_dir_others_may_write_to_is_refused_with_a_clear_error() -> TestResult 
 fn a_ca_key_made_writable_by_others_is_not_loaded() -> TestResult {
     let dir = tempfile::tempdir()?;
     let keys = dir.path().join("keys");
-    CertificateAuthority::open(&keys, common::PASSPHRASE.as_bytes(), CaKeyType::P256, 30)?;
+    CaParams::default().create(&keys)?;
     let key = keys.join("ca-key.pem");
     let before = fs::read(&key)?;
     fs::set_permissions(&key, fs::Permissions::from_mode(0o664))?;

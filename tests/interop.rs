@@ -29,28 +29,23 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use certboard::ca::{random_serial, CaKeyType, CertificateAuthority};
+use certboard::ca::{CaKeyType, CertificateAuthority};
 use certboard::client::{make_csr, make_key, KeyType};
-use openssl::asn1::{Asn1Integer, Asn1Time};
+use certboard::testing::{p256_key, CaParams, CertParams, Constraints, Eku, Issuer};
+use openssl::asn1::Asn1Time;
 use openssl::bn::BigNum;
-use openssl::ec::{EcGroup, EcKey};
-use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::pkey::{Id, PKey, PKeyRef, Private};
-use openssl::x509::extension::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier,
-};
+use openssl::pkey::{Id, PKeyRef, Private};
+use openssl::x509::extension::AuthorityKeyIdentifier;
 use openssl::x509::{
-    CrlNumber, X509Builder, X509Crl, X509CrlBuilder, X509Name, X509NameRef, X509Ref,
-    X509RevokedBuilder, X509,
+    CrlNumber, X509Builder, X509Crl, X509CrlBuilder, X509Ref, X509RevokedBuilder, X509,
 };
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 type TestResult = Result<(), Box<dyn Error>>;
 type Res<T> = Result<T, Box<dyn Error>>;
 
-const PASSPHRASE: &[u8] = b"interop test passphrase";
 /// Longest any one tool invocation may take (pkilint starts Python; CI is a
 /// shared 2-core machine running debug builds).
 const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -291,40 +286,10 @@ struct Pki {
     broken: Vec<(Flaw, Cert)>,
 }
 
-fn p256_key() -> Result<PKey<Private>, ErrorStack> {
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
-    PKey::from_ec_key(EcKey::generate(&group)?)
-}
-
 fn now_unix() -> Res<i64> {
     Ok(i64::try_from(
         SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
     )?)
-}
-
-/// A self-signed CA certificate named `name` (our root's shape).
-fn mk_root(name: &X509NameRef, key: &PKeyRef<Private>) -> Result<X509, ErrorStack> {
-    let mut b = X509Builder::new()?;
-    b.set_version(2)?;
-    let serial = random_serial()?;
-    b.set_serial_number(Asn1Integer::from_bn(&serial)?.as_ref())?;
-    b.set_subject_name(name)?;
-    b.set_issuer_name(name)?;
-    b.set_pubkey(key)?;
-    b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
-    b.set_not_after(Asn1Time::days_from_now(30)?.as_ref())?;
-    b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
-    b.append_extension(
-        KeyUsage::new()
-            .critical()
-            .key_cert_sign()
-            .crl_sign()
-            .build()?,
-    )?;
-    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
-    b.append_extension(ski)?;
-    b.sign(key, MessageDigest::sha256())?;
-    Ok(b.build())
 }
 
 /// A leaf in certboard's profile (CN=sid; critical CA:FALSE; critical
@@ -338,50 +303,29 @@ fn mk_leaf(
     issuer: &X509Ref,
     signer: &PKeyRef<Private>,
 ) -> Res<X509> {
-    let mut name = X509Name::builder()?;
-    name.append_entry_by_nid(Nid::COMMONNAME, sid)?;
-    let name = name.build();
-    let now = now_unix()?;
-    let (not_before, not_after) = match flaw {
-        Some(Flaw::Expired) => (now - 10 * 86_400, now - 86_400),
-        _ => (now - 60, now + 30 * 86_400),
+    let base = match flaw {
+        Some(Flaw::Expired) => CertParams::expired(sid),
+        _ => CertParams::student(sid),
     };
-    let mut b = X509Builder::new()?;
-    b.set_version(2)?;
-    let serial = random_serial()?;
-    b.set_serial_number(Asn1Integer::from_bn(&serial)?.as_ref())?;
-    b.set_subject_name(&name)?;
-    b.set_issuer_name(issuer.subject_name())?;
-    b.set_pubkey(key)?;
-    b.set_not_before(Asn1Time::from_unix(not_before)?.as_ref())?;
-    b.set_not_after(Asn1Time::from_unix(not_after)?.as_ref())?;
-    let mut bc = BasicConstraints::new();
-    bc.critical();
-    if flaw == Some(Flaw::CaTrueLeaf) {
-        bc.ca();
+    let mut params = CertParams {
+        key_encipherment: key.id() == Id::RSA,
+        ..base
+    };
+    match flaw {
+        Some(Flaw::CaTrueLeaf) => {
+            params.constraints = Constraints::Ca {
+                critical: true,
+                pathlen: None,
+            }
+        }
+        Some(Flaw::ServerAuthOnly) => params.eku = Some(Eku::ServerAuth),
+        _ => {}
     }
-    b.append_extension(bc.build()?)?;
-    let mut ku = KeyUsage::new();
-    ku.critical().digital_signature();
-    if key.id() == Id::RSA {
-        ku.key_encipherment();
-    }
-    b.append_extension(ku.build()?)?;
-    let mut eku = ExtendedKeyUsage::new();
-    if flaw == Some(Flaw::ServerAuthOnly) {
-        eku.server_auth();
-    } else {
-        eku.client_auth();
-    }
-    b.append_extension(eku.build()?)?;
-    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(Some(issuer), None))?;
-    b.append_extension(ski)?;
-    let aki = AuthorityKeyIdentifier::new()
-        .keyid(true)
-        .build(&b.x509v3_context(Some(issuer), None))?;
-    b.append_extension(aki)?;
-    b.sign(signer, MessageDigest::sha256())?;
-    Ok(b.build())
+    let issuer = Issuer {
+        cert: issuer,
+        key: signer,
+    };
+    Ok(params.signed_by(key, issuer)?)
 }
 
 /// A CRL naming `issuer` (name, AKI) revoking `serial`, signed with `signer`.
@@ -406,7 +350,11 @@ impl Pki {
     fn new(kind: CaKeyType) -> Res<Pki> {
         let dir = tempfile::tempdir()?;
         let d = dir.path().to_path_buf();
-        let (ca, _) = CertificateAuthority::open(&d.join("keys"), PASSPHRASE, kind, 30)?;
+        let params = CaParams {
+            kind,
+            ..CaParams::default()
+        };
+        let ca = params.create(&d.join("keys"))?;
         let root = ca.cert().clone();
         let root_pem = d.join("root.pem");
         fs::write(&root_pem, root.to_pem()?)?;
@@ -436,8 +384,7 @@ impl Pki {
         // The other form of the profile (`--public-url`): a CRL
         // distribution point and an OCSP responder named in the certificate.
         {
-            let mut with_urls =
-                CertificateAuthority::open(&d.join("keys"), PASSPHRASE, kind, 30)?.0;
+            let mut with_urls = params.create(&d.join("keys"))?;
             with_urls.set_public_url("http://ca.example.edu:8080")?;
             let issued = with_urls.issue(&make_csr("1155000005", &rsa_key)?)?;
             students.push(Cert::write(
@@ -478,10 +425,11 @@ impl Pki {
         fs::write(&forged_crl_pem, mk_crl(&root, &forger_key, &serial)?)?;
         // An unrelated CA, under its own name.
         let other_key = p256_key()?;
-        let mut other_name = X509Name::builder()?;
-        other_name.append_entry_by_nid(Nid::ORGANIZATIONNAME, "Elsewhere")?;
-        other_name.append_entry_by_nid(Nid::COMMONNAME, "Elsewhere Root CA")?;
-        let other_root = mk_root(&other_name.build(), &other_key)?;
+        let other_root = CertParams {
+            org: Some("Elsewhere".into()),
+            ..CertParams::authority("Elsewhere Root CA")
+        }
+        .self_signed(&other_key)?;
 
         let control = mk_leaf(None, "1155000004", &rsa_key, &root, ca.key())?;
         let control = Cert::write(&d, "control", control, &rsa_key, &root)?;
@@ -1117,26 +1065,22 @@ impl TlsServer {
 /// A throwaway CA and a server certificate from it, for s_server (the
 /// clients do not verify it: this test is about the client certificate).
 fn server_identity(dir: &Path) -> Res<Cert> {
-    let mut name = X509Name::builder()?;
-    name.append_entry_by_nid(Nid::COMMONNAME, "interop throwaway server CA")?;
-    let name = name.build();
     let ca_key = p256_key()?;
-    let ca = mk_root(&name, &ca_key)?;
+    let ca = CertParams::authority("interop throwaway server CA").self_signed(&ca_key)?;
     let key = p256_key()?;
-    let mut b = X509Builder::new()?;
-    let mut subject = X509Name::builder()?;
-    subject.append_entry_by_nid(Nid::COMMONNAME, "localhost")?;
-    b.set_version(2)?;
-    let serial = random_serial()?;
-    b.set_serial_number(Asn1Integer::from_bn(&serial)?.as_ref())?;
-    b.set_subject_name(&subject.build())?;
-    b.set_issuer_name(ca.subject_name())?;
-    b.set_pubkey(&key)?;
-    b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
-    b.set_not_after(Asn1Time::days_from_now(1)?.as_ref())?;
-    b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
-    b.sign(&ca_key, MessageDigest::sha256())?;
-    Cert::write(dir, "tls-server", b.build(), &key, &ca)
+    let server = CertParams {
+        eku: Some(Eku::ServerAuth),
+        key_encipherment: false,
+        ..CertParams::student("localhost")
+    }
+    .signed_by(
+        &key,
+        Issuer {
+            cert: &ca,
+            key: &ca_key,
+        },
+    )?;
+    Cert::write(dir, "tls-server", server, &key, &ca)
 }
 
 fn handshake_check(kind: CaKeyType) -> TestResult {

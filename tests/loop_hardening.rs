@@ -53,28 +53,12 @@ fn a_certificate_revoked_during_a_session_cannot_submit() -> TestResult {
 /// A self-signed certificate of about `target` bytes made of thousands of
 /// small private extensions: the shape whose parsing costs most per byte.
 fn bloated_certificate(target: usize) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
-    use openssl::asn1::{Asn1Object, Asn1OctetString, Asn1Time};
-    use openssl::x509::{X509Builder, X509Extension, X509NameBuilder};
-    let key = openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(
-        openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)?.as_ref(),
-    )?)?;
-    let mut name = X509NameBuilder::new()?;
-    name.append_entry_by_text("CN", "1155000042")?;
-    let name = name.build();
-    let mut b = X509Builder::new()?;
-    b.set_subject_name(&name)?;
-    b.set_issuer_name(&name)?;
-    b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
-    b.set_not_after(Asn1Time::days_from_now(1)?.as_ref())?;
-    b.set_pubkey(&key)?;
-    // Each extension is about 18 bytes of DER.
-    for i in 0..target / 18 {
-        let oid = Asn1Object::from_str(&format!("1.3.6.1.4.1.55555.{i}"))?;
-        let value = Asn1OctetString::new_from_bytes(&[5, 0])?;
-        b.append_extension(X509Extension::new_from_der(&oid, false, &value)?)?;
-    }
-    b.sign(&key, openssl::hash::MessageDigest::sha256())?;
-    Ok(b.build().to_der()?)
+    let key = certboard::testing::p256_key()?;
+    Ok(certboard::testing::bloated_certificate(
+        "1155000042",
+        &key,
+        target,
+    )?)
 }
 
 /// Dozens of connections sending the largest certificate the frame limit

@@ -15,15 +15,11 @@ use certboard::ocsp::{
     ResponseStatus,
 };
 use libfuzzer_sys::fuzz_target;
-use openssl::asn1::Asn1Time;
-use openssl::ec::{EcGroup, EcKey};
-use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
+use certboard::testing::{p256_key, CertParams};
 use openssl::ocsp::{OcspFlag, OcspResponse, OcspResponseStatus};
-use openssl::pkey::PKey;
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
-use openssl::x509::{X509Builder, X509NameBuilder, X509};
+use openssl::x509::X509;
 
 struct Ca {
     cert: X509,
@@ -36,23 +32,8 @@ struct Ca {
 fn ca() -> &'static Ca {
     static CA: OnceLock<Ca> = OnceLock::new();
     CA.get_or_init(|| {
-        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
-        let mut name = X509NameBuilder::new().unwrap();
-        name.append_entry_by_nid(Nid::COMMONNAME, "fuzz CA")
-            .unwrap();
-        let name = name.build();
-        let mut b = X509Builder::new().unwrap();
-        b.set_version(2).unwrap();
-        b.set_subject_name(&name).unwrap();
-        b.set_issuer_name(&name).unwrap();
-        b.set_pubkey(&key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
-            .unwrap();
-        b.sign(&key, MessageDigest::sha256()).unwrap();
-        let cert = b.build();
+        let key = p256_key().unwrap();
+        let cert = CertParams::authority("fuzz CA").self_signed(&key).unwrap();
         let responder = Responder::new(&cert, &key, ResponderConfig::default()).unwrap();
         let mut store = X509StoreBuilder::new().unwrap();
         store.add_cert(cert.clone()).unwrap();

@@ -12,22 +12,19 @@
 //! persist are committed to it, as the reactor does.
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use certboard::ca::{BlackboardKeys, CertificateAuthority};
 use certboard::course::Window;
 use certboard::message::Message;
-use certboard::protocol::{cert_record, ServiceKind, Session, Shared};
+use certboard::protocol::{cert_record, ServiceKind, Session};
 use certboard::store::{Origin, Record, SqliteStore, Storage, Student};
-use certboard::verify::Verifier;
+use certboard::testing::TestPki;
 use libfuzzer_sys::fuzz_target;
 
 mod common;
 
 struct Fixture {
-    ca: Arc<CertificateAuthority>,
-    verifier: Arc<Verifier>,
-    blackboard: Arc<BlackboardKeys>,
+    pki: TestPki,
     hello: Vec<u8>,
     /// The honest certificate's record, committed into every run's store.
     record: Record,
@@ -37,8 +34,8 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let ca = common::throwaway_ca("ss");
-        let issued = common::honest_certificate(&ca);
+        let pki = common::throwaway_pki("ss");
+        let issued = common::honest_certificate(&pki.ca);
         // Version 1's SubmitHello (type 0x20, text sid, bytes cert, empty
         // chain), by hand: the library no longer encodes it.
         let mut hello = vec![0x20, 4, 0];
@@ -53,20 +50,9 @@ fn fixture() -> &'static Fixture {
             client_nonce: [0; 32],
         }
         .encode();
-        let dir = std::env::temp_dir().join(format!("certboard-fuzz-bb-{}", std::process::id()));
-        let (blackboard, _) = BlackboardKeys::open(
-            &dir,
-            certboard::ca::DEFAULT_BLACKBOARD_NAME,
-            Some(&ca),
-            ca.cert(),
-        )
-        .expect("Blackboard's certificate");
-        let _ = std::fs::remove_dir_all(&dir);
         Fixture {
-            verifier: Arc::new(Verifier::new(ca.cert()).expect("verifier")),
-            blackboard: Arc::new(blackboard),
+            pki,
             open,
-            ca: Arc::new(ca),
             hello,
             record: cert_record(issued, Origin::Certboard, None),
         }
@@ -98,19 +84,19 @@ fuzz_target!(|data: &[u8]| {
             .store_codes(&[("fuzz".into(), [7; 32])], 0, false)
             .expect("seed a code");
     }
-    let mut shared = Shared {
-        ca: Some(f.ca.clone()),
-        verifier: Some(f.verifier.clone()),
-        blackboard: Some(f.blackboard.clone()),
-        store: Box::new(store),
-        admission_secret: (flags & 2 != 0).then(|| Arc::new(b"fuzzing admission secret".to_vec())),
-        legacy: flags & 4 != 0,
+    let mut shared = f
+        .pki
+        .shared()
+        .store(store)
+        .admission((flags & 2 != 0).then_some(&b"fuzzing admission secret"[..]))
+        .legacy(flags & 4 != 0)
         // Closed since the epoch's first second: the refusal path too.
-        window: Window {
+        .window(Window {
             open: None,
             close: (flags & 16 != 0).then_some(1),
-        },
-    };
+        })
+        .build()
+        .expect("the shared state");
     let (mut session, out) = Session::start(kind, &shared);
     if out.close {
         return;

@@ -276,7 +276,7 @@ fn signature_algorithm(
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{
-        csr, p256_key, rsa_key, test_ca, verifies_under_root, TestResult,
+        make_csr, p256_key, rsa_key, test_ca, verifies_under_root, TestResult,
     };
     use super::super::{name_text, CaKeyType, CertificateAuthority};
     use super::*;
@@ -290,7 +290,7 @@ mod tests {
     fn bad_csr_signature_is_refused() -> TestResult {
         let dir = tempfile::tempdir()?;
         let ca = test_ca(dir.path(), CaKeyType::P256)?;
-        let mut der = csr("alice", &rsa_key()?)?.to_der()?;
+        let mut der = make_csr("alice", &rsa_key()?)?;
         // The signature is the last field: flip a bit in it.
         let last = der.len() - 5;
         der[last] ^= 0x01;
@@ -305,7 +305,7 @@ mod tests {
         let ca = test_ca(dir.path(), CaKeyType::P256)?;
         let key = rsa_key()?;
         for sid in ["has space", "semi;colon", "ünïcode", &"x".repeat(33)] {
-            let err = ca.issue(&csr(sid, &key)?.to_der()?).err();
+            let err = ca.issue(&make_csr(sid, &key)?).err();
             assert!(matches!(err, Some(CaError::BadSid(_))), "{sid}: {err:?}");
         }
         let err = ca.issue(b"not a csr").err();
@@ -329,7 +329,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let ca = test_ca(dir.path(), CaKeyType::P256)?;
         let key = PKey::from_rsa(Rsa::generate_with_e(2048, BigNum::from_u32(3)?.as_ref())?)?;
-        let err = ca.issue(&csr("alice", &key)?.to_der()?).err();
+        let err = ca.issue(&make_csr("alice", &key)?).err();
         assert!(
             matches!(&err, Some(CaError::UnsupportedKey(m)) if m.contains("exponent")),
             "{err:?}"
@@ -342,7 +342,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let ca = test_ca(dir.path(), CaKeyType::P256)?;
         let key = PKey::from_rsa(Rsa::generate(1024)?)?;
-        let err = ca.issue(&csr("alice", &key)?.to_der()?).err();
+        let err = ca.issue(&make_csr("alice", &key)?).err();
         assert!(matches!(err, Some(CaError::UnsupportedKey(_))), "{err:?}");
         Ok(())
     }
@@ -353,7 +353,7 @@ mod tests {
         let ca = test_ca(dir.path(), CaKeyType::P256)?;
         let p384_group = EcGroup::from_curve_name(Nid::SECP384R1)?;
         let p384 = PKey::from_ec_key(EcKey::generate(&p384_group)?)?;
-        let err = ca.issue(&csr("alice", &p384)?.to_der()?).err();
+        let err = ca.issue(&make_csr("alice", &p384)?).err();
         assert!(
             matches!(&err, Some(CaError::UnsupportedKey(m)) if m.contains("P-256")),
             "{err:?}"
@@ -398,7 +398,7 @@ mod tests {
         b.set_pubkey(&key)?;
         b.sign(&key, MessageDigest::sha512())?;
         ca.issue(&b.build().to_der()?)?;
-        ca.issue(&csr("bob", &p256_key()?)?.to_der()?)?;
+        ca.issue(&make_csr("bob", &p256_key()?)?)?;
         Ok(())
     }
 
@@ -466,7 +466,7 @@ mod tests {
     fn truncated_or_padded_csrs_are_malformed() -> TestResult {
         let dir = tempfile::tempdir()?;
         let ca = test_ca(dir.path(), CaKeyType::P256)?;
-        let der = csr("alice", &rsa_key()?)?.to_der()?;
+        let der = make_csr("alice", &rsa_key()?)?;
         for bad in [
             der[..der.len() - 1].to_vec(),
             [der.as_slice(), &[0]].concat(),
@@ -490,7 +490,7 @@ mod tests {
                     let dir = tempfile::tempdir().expect("ok: test fixture");
                     let ca = test_ca(dir.path(), CaKeyType::P256).expect("ok: test fixture");
                     let key = rsa_key().expect("ok: test fixture");
-                    let der = csr("alice", &key).and_then(|r| r.to_der()).expect("ok: test fixture");
+                    let der = make_csr("alice", &key).expect("ok: test fixture");
                     (dir, ca, der)
                 };
             }

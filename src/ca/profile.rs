@@ -320,13 +320,12 @@ fn root_subject_der(cert_der: &[u8]) -> Result<Vec<u8>, DerError> {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{
-        csr, ext_text, p256_key, rsa_key, test_ca, verifies_under_root, TestResult,
+        ext_text, make_csr, p256_key, rsa_key, test_ca, verifies_under_root, TestResult,
     };
     use super::super::{name_text, random_serial, CaError, CaKeyType, CertificateAuthority};
     use super::*;
     use crate::der::Reader;
     use openssl::asn1::{Asn1Integer, Asn1Time};
-    use openssl::ec::{EcGroup, EcKey};
     use openssl::error::ErrorStack;
     use openssl::nid::Nid;
     use openssl::pkey::{PKey, Public};
@@ -423,7 +422,7 @@ mod tests {
             let dir = tempfile::tempdir()?;
             let ca = test_ca(dir.path(), kind)?;
             let key = rsa_key()?;
-            let issued = ca.issue(&csr("1155000001", &key)?.to_der()?)?;
+            let issued = ca.issue(&make_csr("1155000001", &key)?)?;
             let cert = X509::from_der(&issued.der)?;
             assert_eq!(issued.sid, "1155000001");
             assert!(cert.public_key()?.public_eq(&key));
@@ -498,9 +497,8 @@ mod tests {
     fn ec_student_keys_get_no_key_encipherment() -> TestResult {
         let dir = tempfile::tempdir()?;
         let ca = test_ca(dir.path(), CaKeyType::Rsa2048)?;
-        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
-        let key = PKey::from_ec_key(EcKey::generate(&group)?)?;
-        let issued = ca.issue(&csr("1155000001", &key)?.to_der()?)?;
+        let key = p256_key()?;
+        let issued = ca.issue(&make_csr("1155000001", &key)?)?;
         let text = ext_text(&X509::from_der(&issued.der)?);
         assert!(text.contains("Digital Signature"), "{text}");
         assert!(!text.contains("Key Encipherment"), "RFC 5480: {text}");
@@ -516,7 +514,7 @@ mod tests {
         let ca = test_ca(dir.path(), CaKeyType::P256)?;
         let verifier = crate::verify::Verifier::new(ca.cert())?;
         let key = rsa_key()?;
-        let der = csr("alice", &key)?.to_der()?;
+        let der = make_csr("alice", &key)?;
         let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
         let mut n = 0;
         while std::time::Instant::now() < until && n < 5000 {
@@ -545,7 +543,7 @@ mod tests {
                 ca.set_public_url(&format!("{url}/"))?;
             }
             for student in [rsa_key()?, p256_key()?] {
-                let issued = ca.issue(&csr("1155000042", &student)?.to_der()?)?;
+                let issued = ca.issue(&make_csr("1155000042", &student)?)?;
                 let pubkey = PKey::public_key_from_der(&student.public_key_to_der()?)?;
                 let reference = reference_issue_with(&ca, "1155000042", &pubkey, url)?;
                 if let Some(url) = url {

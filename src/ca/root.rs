@@ -161,14 +161,25 @@ fn check_passphrase_strength(passphrase: &[u8]) -> Result<(), CaError> {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{ext_text, test_ca, TestResult};
-    use super::super::CertificateAuthority;
     use super::*;
+    use crate::testing::CaParams;
+
+    /// The default test CA's parameters with another passphrase.
+    fn with_passphrase(passphrase: &[u8]) -> CaParams<'_> {
+        CaParams {
+            passphrase,
+            ..CaParams::default()
+        }
+    }
 
     #[test]
     fn root_has_ca_extensions_and_reloads() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let (ca, origin) =
-            CertificateAuthority::open(dir.path(), b"correct horse", CaKeyType::Rsa2048, 30)?;
+        let (ca, origin) = CaParams {
+            kind: CaKeyType::Rsa2048,
+            ..CaParams::default()
+        }
+        .open(dir.path())?;
         assert_eq!(origin, RootOrigin::Created);
         let text = ext_text(ca.cert());
         assert!(text.contains("CA:TRUE"), "{text}");
@@ -179,8 +190,7 @@ mod tests {
         let key_pem = fs::read_to_string(dir.path().join(CA_KEY_FILE))?;
         assert!(key_pem.contains("ENCRYPTED PRIVATE KEY"));
 
-        let (again, origin) =
-            CertificateAuthority::open(dir.path(), b"correct horse", CaKeyType::P256, 30)?;
+        let (again, origin) = CaParams::default().open(dir.path())?;
         assert_eq!(origin, RootOrigin::Loaded);
         assert_eq!(again.cert_der(), ca.cert_der());
         Ok(())
@@ -191,7 +201,8 @@ mod tests {
         let dir = tempfile::tempdir()?;
         test_ca(dir.path(), CaKeyType::P256)?;
         let before = fs::read(dir.path().join(CA_KEY_FILE))?;
-        let err = CertificateAuthority::open(dir.path(), b"wrong passphrase", CaKeyType::P256, 30)
+        let err = with_passphrase(b"wrong passphrase")
+            .open(dir.path())
             .err()
             .ok_or("opened with a wrong passphrase")?;
         assert!(matches!(err, CaError::BadPassphrase(_)), "{err}");
@@ -207,7 +218,8 @@ mod tests {
     /// Opens the root in `dir`, which must be refused for the permissions
     /// of its files; returns the message the operator reads.
     fn refused_for_perms(dir: &Path) -> Result<String, Box<dyn std::error::Error>> {
-        let err = CertificateAuthority::open(dir, b"correct horse", CaKeyType::P256, 30)
+        let err = CaParams::default()
+            .open(dir)
             .err()
             .ok_or("loaded a CA key that others may write or replace")?;
         assert!(matches!(err, CaError::UnsafeKeys(_)), "{err}");
@@ -244,7 +256,7 @@ mod tests {
 
         // Once fixed as told, the same files load.
         chmod(&dir, 0o700)?;
-        let (_, origin) = CertificateAuthority::open(&dir, b"correct horse", CaKeyType::P256, 30)?;
+        let (_, origin) = CaParams::default().open(&dir)?;
         assert_eq!(origin, RootOrigin::Loaded);
         Ok(())
     }
@@ -289,13 +301,12 @@ mod tests {
     #[test]
     fn weak_passphrase_and_half_root_are_refused() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let err = CertificateAuthority::open(dir.path(), b"short", CaKeyType::P256, 30).err();
+        let err = with_passphrase(b"short").open(dir.path()).err();
         assert!(matches!(err, Some(CaError::WeakPassphrase)));
         assert!(!dir.path().join(CA_KEY_FILE).exists());
         test_ca(dir.path(), CaKeyType::P256)?;
         fs::remove_file(dir.path().join(CA_CERT_FILE))?;
-        let err =
-            CertificateAuthority::open(dir.path(), b"correct horse", CaKeyType::P256, 30).err();
+        let err = CaParams::default().open(dir.path()).err();
         assert!(matches!(err, Some(CaError::HalfRoot { .. })));
         Ok(())
     }

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-pub const PASSPHRASE: &str = "test passphrase for certboard";
+/// The server's passphrase: the fixtures' own, so that a test opens the
+/// running server's root with `CaParams::default()`.
+pub const PASSPHRASE: &str = certboard::testing::PASSPHRASE;
 
 /// A server process, killed when dropped.
 pub struct TestServer {
@@ -163,6 +165,12 @@ impl TestServer {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The running server's CA, opened from its keys dir as the server
+    /// opened it (to sign what the CA itself would never issue).
+    pub fn open_ca(&self) -> Result<certboard::CertificateAuthority, certboard::CaError> {
+        certboard::testing::CaParams::default().create(&self.dir.path().join("keys"))
     }
 
     pub fn root_pem(&self) -> PathBuf {
