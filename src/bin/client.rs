@@ -5,8 +5,9 @@
 //! `client verify-receipt FILE [--report FILE]` checks a saved receipt.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -125,12 +126,126 @@ struct RunArgs {
     timeout: u64,
 }
 
-fn read_cert(path: &std::path::Path) -> Result<X509, String> {
-    std::fs::read(path)
-        .map_err(|e| format!("{}: {e}", path.display()))
-        .and_then(|pem| {
-            X509::from_pem(&pem).map_err(|_| format!("{}: not a PEM certificate", path.display()))
-        })
+/// Why a certificate file named on the command line is unusable.
+#[derive(Debug)]
+enum CertFileError {
+    /// It could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// It is not a PEM certificate.
+    NotPem(PathBuf),
+}
+
+impl fmt::Display for CertFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertFileError::Read { path, source } => write!(f, "{}: {source}", path.display()),
+            CertFileError::NotPem(path) => write!(f, "{}: not a PEM certificate", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for CertFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CertFileError::Read { source, .. } => Some(source),
+            CertFileError::NotPem(_) => None,
+        }
+    }
+}
+
+/// Why the client will not start: a flag or a file it names is wrong.
+/// Exit status 2, said on standard error.
+#[derive(Debug)]
+enum UsageError {
+    /// `--ca-cert` is unusable.
+    CaCert(CertFileError),
+    /// A file named by a flag could not be read.
+    ReadFile {
+        /// The flag.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// `--ca-fingerprint` is not a SHA-256 fingerprint.
+    BadFingerprint(String),
+    /// `--blackboard-name` is not a name Blackboard's certificate can carry.
+    BlackboardName(certboard::ca::CaError),
+    /// The admission secret file is unusable.
+    AdmissionSecret(config::SecretError),
+    /// A SID is not valid.
+    Sid {
+        /// The SID as given.
+        sid: String,
+        /// Why.
+        source: certboard::sid::SidError,
+    },
+    /// `--enroll-code` with several SIDs.
+    CodeForSeveral,
+    /// An enrollment code is not one.
+    Code(certboard::course::code::CodeError),
+    /// The codes file does not parse.
+    CodesFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: client::CodesFileError,
+    },
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UsageError::CaCert(e) => write!(f, "--ca-cert {e}"),
+            UsageError::ReadFile { flag, path, source } => {
+                write!(f, "{flag} {}: {source}", path.display())
+            }
+            UsageError::BadFingerprint(hex) => write!(
+                f,
+                "--ca-fingerprint {hex:?}: not a SHA-256 fingerprint (64 hex digits)"
+            ),
+            UsageError::BlackboardName(e) => write!(f, "--blackboard-name: {e}"),
+            UsageError::AdmissionSecret(e) => write!(f, "--admission-secret-file: {e}"),
+            UsageError::Sid { sid, source } => write!(f, "SID {sid:?}: {source}"),
+            UsageError::CodeForSeveral => write!(
+                f,
+                "--enroll-code is for one SID; give --codes-file FILE (sid,code lines) for several"
+            ),
+            UsageError::Code(e) => write!(f, "--enroll-code: {e}"),
+            UsageError::CodesFile { path, source } => {
+                write!(f, "--codes-file {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for UsageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UsageError::CaCert(e) => Some(e),
+            UsageError::ReadFile { source, .. } => Some(source),
+            UsageError::BlackboardName(e) => Some(e),
+            UsageError::AdmissionSecret(e) => Some(e),
+            UsageError::Sid { source, .. } => Some(source),
+            UsageError::Code(e) => Some(e),
+            UsageError::CodesFile { source, .. } => Some(source),
+            UsageError::BadFingerprint(_) | UsageError::CodeForSeveral => None,
+        }
+    }
+}
+
+fn read_cert(path: &Path) -> Result<X509, CertFileError> {
+    let pem = std::fs::read(path).map_err(|source| CertFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    X509::from_pem(&pem).map_err(|_| CertFileError::NotPem(path.to_path_buf()))
 }
 
 fn verify_receipt(
@@ -141,19 +256,19 @@ fn verify_receipt(
 ) -> ExitCode {
     let root_path = ca_cert.unwrap_or_else(|| {
         let student = file.parent().and_then(|p| p.parent());
-        student.unwrap_or(std::path::Path::new(".")).join("ca.pem")
+        student.unwrap_or(Path::new(".")).join("ca.pem")
     });
     let root = match read_cert(&root_path) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("client: root: {e} (give it with --ca-cert)");
+            complain(&format!("root: {e} (give it with --ca-cert)"));
             return ExitCode::from(2);
         }
     };
     let der = match std::fs::read(&file) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("client: {}: {e}", file.display());
+            complain(&format!("{}: {e}", file.display()));
             return ExitCode::from(2);
         }
     };
@@ -161,7 +276,7 @@ fn verify_receipt(
         None => None,
         Some(Ok(t)) => Some(t),
         Some(Err(e)) => {
-            eprintln!("client: --report: {e}");
+            complain(&format!("--report: {e}"));
             return ExitCode::from(2);
         }
     };
@@ -208,6 +323,67 @@ fn verify_receipt(
     }
 }
 
+/// The options of a run, every flag and file checked before any work is
+/// done for the first SID.
+fn options(cli: &RunArgs) -> Result<ClientOptions, UsageError> {
+    let root_pin = match (&cli.ca_cert, &cli.ca_fingerprint) {
+        (Some(path), _) => RootPin::Cert(read_cert(path).map_err(UsageError::CaCert)?),
+        (None, Some(hex)) => RootPin::Fingerprint(
+            certboard::crypto::parse_fingerprint(hex)
+                .ok_or_else(|| UsageError::BadFingerprint(hex.clone()))?,
+        ),
+        (None, None) => RootPin::FirstUse(cli.out_dir.join(client::ROOT_FINGERPRINT_FILE)),
+    };
+    certboard::ca::check_blackboard_name(&cli.blackboard_name)
+        .map_err(UsageError::BlackboardName)?;
+    let admission_secret = cli
+        .admission_secret_file
+        .as_deref()
+        .map(config::read_admission_secret)
+        .transpose()
+        .map_err(UsageError::AdmissionSecret)?;
+    for sid in &cli.sids {
+        certboard::sid::validate(sid).map_err(|source| UsageError::Sid {
+            sid: sid.clone(),
+            source,
+        })?;
+    }
+    let mut codes = HashMap::new();
+    if let Some(text) = &cli.enroll_code {
+        let [sid] = cli.sids.as_slice() else {
+            return Err(UsageError::CodeForSeveral);
+        };
+        codes.insert(
+            sid.clone(),
+            EnrollCode::parse(text).map_err(UsageError::Code)?,
+        );
+    }
+    if let Some(path) = &cli.codes_file {
+        let text = std::fs::read_to_string(path).map_err(|source| UsageError::ReadFile {
+            flag: "--codes-file",
+            path: path.clone(),
+            source,
+        })?;
+        codes = client::read_codes(&text).map_err(|source| UsageError::CodesFile {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(ClientOptions {
+        ca: cli.ca.clone(),
+        blackboard: cli.blackboard.clone(),
+        out_dir: cli.out_dir.clone(),
+        key_type: cli.key_type,
+        cipher: cli.cipher.into(),
+        root_pin,
+        blackboard_name: cli.blackboard_name.clone(),
+        renew: cli.renew,
+        codes,
+        admission_secret,
+        timeout: Duration::from_secs(cli.timeout.max(1)),
+    })
+}
+
 fn main() -> ExitCode {
     certboard::logging::init("warn");
     let cli = Cli::parse();
@@ -221,88 +397,12 @@ fn main() -> ExitCode {
         return verify_receipt(file, report, ca_cert, blackboard_name);
     }
     let cli = cli.run;
-    let root_pin = match (&cli.ca_cert, &cli.ca_fingerprint) {
-        (Some(path), _) => match read_cert(path) {
-            Ok(c) => RootPin::Cert(c),
-            Err(e) => {
-                eprintln!("client: --ca-cert {e}");
-                return ExitCode::from(2);
-            }
-        },
-        (None, Some(hex)) => match certboard::crypto::parse_fingerprint(hex) {
-            Some(fp) => RootPin::Fingerprint(fp),
-            None => {
-                eprintln!(
-                    "client: --ca-fingerprint {hex:?}: not a SHA-256 fingerprint (64 hex digits)"
-                );
-                return ExitCode::from(2);
-            }
-        },
-        (None, None) => RootPin::FirstUse(cli.out_dir.join(client::ROOT_FINGERPRINT_FILE)),
-    };
-    if let Err(e) = certboard::ca::check_blackboard_name(&cli.blackboard_name) {
-        eprintln!("client: --blackboard-name: {e}");
-        return ExitCode::from(2);
-    }
-    let admission_secret = match cli
-        .admission_secret_file
-        .as_deref()
-        .map(config::read_admission_secret)
-    {
-        None => None,
-        Some(Ok(s)) => Some(s),
-        Some(Err(e)) => {
-            eprintln!("client: --admission-secret-file: {e}");
+    let opts = match options(&cli) {
+        Ok(o) => o,
+        Err(e) => {
+            complain(&e.to_string());
             return ExitCode::from(2);
         }
-    };
-    // Every SID and code is checked before any work is done for the first.
-    for sid in &cli.sids {
-        if let Err(e) = certboard::sid::validate(sid) {
-            eprintln!("client: SID {sid:?}: {e}");
-            return ExitCode::from(2);
-        }
-    }
-    let mut codes = HashMap::new();
-    if let Some(text) = &cli.enroll_code {
-        if cli.sids.len() != 1 {
-            eprintln!("client: --enroll-code is for one SID; give --codes-file FILE (sid,code lines) for several");
-            return ExitCode::from(2);
-        }
-        match EnrollCode::parse(text) {
-            Ok(c) => {
-                codes.insert(cli.sids[0].clone(), c);
-            }
-            Err(e) => {
-                eprintln!("client: --enroll-code: {e}");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    if let Some(path) = &cli.codes_file {
-        let read = std::fs::read_to_string(path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| client::read_codes(&t).map_err(|e| e.to_string()));
-        match read {
-            Ok(c) => codes = c,
-            Err(e) => {
-                eprintln!("client: --codes-file {}: {e}", path.display());
-                return ExitCode::from(2);
-            }
-        }
-    }
-    let opts = ClientOptions {
-        ca: cli.ca,
-        blackboard: cli.blackboard,
-        out_dir: cli.out_dir,
-        key_type: cli.key_type,
-        cipher: cli.cipher.into(),
-        root_pin,
-        blackboard_name: cli.blackboard_name,
-        renew: cli.renew,
-        codes,
-        admission_secret,
-        timeout: Duration::from_secs(cli.timeout.max(1)),
     };
     let mut failed = Vec::new();
     for sid in &cli.sids {
@@ -338,4 +438,12 @@ fn say(line: &str) {
     if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
         std::process::exit(141);
     }
+}
+
+/// A line on standard error, for what stops the client before it starts.
+/// A closed or broken stderr is no reason to panic (`eprintln!` would):
+/// the exit status still says it failed.
+fn complain(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "client: {line}").and_then(|()| err.flush());
 }

@@ -1,0 +1,410 @@
+//! The CA exchange (protocol version 2): her key and CSR, the CA's
+//! challenge, the code or renewal proof, and the certificate checked
+//! before it is kept; and which saved credentials are still good.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use openssl::asn1::Asn1Time;
+use openssl::error::ErrorStack;
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::sign::Signer;
+use openssl::x509::{X509Name, X509ReqBuilder, X509};
+
+use crate::course::code::{self, EnrollCode};
+use crate::message::{EnrollAuth, EnrollPolicy, ErrorCode, Message, NONCE_LEN, PROTOCOL_VERSION};
+use crate::verify::Verifier;
+
+use super::files::{write_file, Files};
+use super::pin::{pin_root, RootPin};
+use super::transport::FramedStream;
+use super::{unexpected, ClientError, ClientOptions, KeyType};
+
+/// Generates the student's key pair.
+pub fn make_key(kind: KeyType) -> Result<PKey<Private>, ErrorStack> {
+    PKey::from_rsa(Rsa::generate(kind.bits())?)
+}
+
+/// A CSR for CN=`sid`, signed with her key (proof of possession).
+pub fn make_csr(sid: &str, key: &PKey<Private>) -> Result<Vec<u8>, ErrorStack> {
+    let mut name = X509Name::builder()?;
+    name.append_entry_by_nid(Nid::COMMONNAME, sid)?;
+    let mut b = X509ReqBuilder::new()?;
+    b.set_subject_name(&name.build())?;
+    b.set_pubkey(key)?;
+    b.sign(key, MessageDigest::sha256())?;
+    b.build().to_der()
+}
+
+/// The CA side of protocol version 2 on one connection: `CaHello` answered
+/// by the course's policy and a nonce; then any number of requests, each
+/// bound to the latest nonce.
+#[derive(Debug)]
+pub struct CaSession {
+    /// What a first enrollment needs here.
+    pub policy: EnrollPolicy,
+    nonce: [u8; NONCE_LEN],
+}
+
+/// What the CA issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertAnswer {
+    /// Her certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// The CA root, DER.
+    pub ca_cert_der: Vec<u8>,
+}
+
+/// Adds what a person can act on to a refusal of the first CA message:
+/// a v1 server does not know `CaHello`; Blackboard does not expect it.
+fn hello_refused(e: ClientError, peer: &str) -> ClientError {
+    match e {
+        ClientError::Refused {
+            code: ErrorCode::Malformed,
+            reason,
+        } => ClientError::Refused {
+            code: ErrorCode::Malformed,
+            reason: format!("{reason} (the server speaks an older protocol version)"),
+        },
+        ClientError::Refused {
+            code: ErrorCode::UnexpectedMessage,
+            reason,
+        } if reason.contains("submission hello") => ClientError::Refused {
+            code: ErrorCode::UnexpectedMessage,
+            reason: format!(
+                "{reason} ({peer} is Blackboard, not the CA: the ports look swapped; --ca is \
+                 the CA's address)"
+            ),
+        },
+        other => other,
+    }
+}
+
+impl CaSession {
+    /// Sends `CaHello` and reads the challenge.
+    pub fn open(conn: &mut FramedStream) -> Result<CaSession, ClientError> {
+        let peer = conn.peer().to_string();
+        conn.send(&Message::CaHello {
+            version: PROTOCOL_VERSION,
+        })?;
+        match conn.recv().map_err(|e| hello_refused(e, &peer))? {
+            Message::CaChallenge {
+                version: PROTOCOL_VERSION,
+                policy,
+                nonce,
+            } => Ok(CaSession { policy, nonce }),
+            Message::CaChallenge { version, .. } => Err(ClientError::Protocol(format!(
+                "the CA answered with protocol version {version}; this client speaks {PROTOCOL_VERSION}"
+            ))),
+            other => Err(unexpected("CaChallenge", &other)),
+        }
+    }
+
+    /// The nonce the next request must bind.
+    pub fn nonce(&self) -> &[u8; NONCE_LEN] {
+        &self.nonce
+    }
+
+    /// Sends one request and reads the certificate; the next nonce is kept.
+    pub fn request(
+        &mut self,
+        conn: &mut FramedStream,
+        csr_der: Vec<u8>,
+        auth: EnrollAuth,
+    ) -> Result<CertAnswer, ClientError> {
+        conn.send(&Message::CertRequest { csr_der, auth })?;
+        match conn.recv()? {
+            Message::CertIssued {
+                cert_der,
+                ca_cert_der,
+                next_nonce,
+            } => {
+                self.nonce = next_nonce;
+                Ok(CertAnswer {
+                    cert_der,
+                    ca_cert_der,
+                })
+            }
+            other => Err(unexpected("CertIssued", &other)),
+        }
+    }
+}
+
+/// `auth` = code: the HMAC of the code's key over the nonce, SID and CSR.
+pub fn code_auth(
+    code: &EnrollCode,
+    sid: &str,
+    nonce: &[u8; NONCE_LEN],
+    csr_der: &[u8],
+) -> Result<EnrollAuth, ErrorStack> {
+    let key = code.key(sid)?;
+    Ok(EnrollAuth::Code {
+        mac: code::enroll_mac(&key, nonce, sid, csr_der)?,
+    })
+}
+
+/// `auth` = renewal: her current certificate and her signature with its
+/// key over the nonce, that certificate and the new CSR.
+pub fn renewal_auth(
+    current_key: &PKey<Private>,
+    cert_der: &[u8],
+    nonce: &[u8; NONCE_LEN],
+    csr_der: &[u8],
+) -> Result<EnrollAuth, ErrorStack> {
+    let mut signer = Signer::new(MessageDigest::sha256(), current_key)?;
+    signer.update(&code::renewal_message(nonce, cert_der, csr_der))?;
+    Ok(EnrollAuth::Renewal {
+        cert_der: cert_der.to_vec(),
+        signature: signer.sign_to_vec()?,
+    })
+}
+
+/// Why a codes file cannot be read.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CodesFileError {
+    /// A line is not `sid,code`.
+    Line {
+        /// 1-based.
+        line: usize,
+        /// Why.
+        why: String,
+    },
+}
+
+impl fmt::Display for CodesFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CodesFileError::Line { line, why } => write!(f, "line {line}: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for CodesFileError {}
+
+/// Reads `sid,code` lines (the file `server roster codes` writes; a
+/// header line `sid,code` and blank lines are skipped).
+pub fn read_codes(text: &str) -> Result<HashMap<String, EnrollCode>, CodesFileError> {
+    let mut codes = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || (i == 0 && line.eq_ignore_ascii_case("sid,code")) {
+            continue;
+        }
+        let bad = |why: String| CodesFileError::Line { line: i + 1, why };
+        let (sid, code) = line
+            .split_once(',')
+            .ok_or_else(|| bad("expected `sid,code`".into()))?;
+        let sid = sid.trim();
+        crate::sid::validate(sid).map_err(|e| bad(format!("SID {sid:?}: {e}")))?;
+        let code = EnrollCode::parse(code).map_err(|e| bad(format!("SID {sid}: {e}")))?;
+        codes.insert(sid.to_string(), code);
+    }
+    Ok(codes)
+}
+
+/// Checks that `cert` chains to `root`, is hers (her key, her SID) and is a
+/// client certificate.
+pub fn check_certificate(
+    sid: &str,
+    cert_der: &[u8],
+    root: &X509,
+    key: &PKey<Private>,
+) -> Result<X509, ClientError> {
+    let verifier = Verifier::new(root)?;
+    verifier
+        .verify(sid, cert_der, &[])
+        .map_err(ClientError::Certificate)?;
+    let cert = X509::from_der(cert_der)?;
+    if !cert.public_key()?.public_eq(key) {
+        return Err(ClientError::BadCertificate(
+            "the certificate does not certify her own public key".into(),
+        ));
+    }
+    Ok(cert)
+}
+
+/// Why saved credentials are not reused.
+#[derive(Debug)]
+pub(super) enum SavedError {
+    /// A file could not be read.
+    Read(PathBuf, io::Error),
+    /// The file (named) does not hold what it should.
+    NotPem(&'static str),
+    /// The certificate has expired or is about to.
+    Expiring,
+    /// OpenSSL failed.
+    Crypto(ErrorStack),
+    /// The certificate fails the check Blackboard will make.
+    Check(ClientError),
+}
+
+impl fmt::Display for SavedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SavedError::Read(path, e) => write!(f, "{}: {e}", path.display()),
+            SavedError::NotPem("key.pem") => write!(f, "saved key.pem is not a private key"),
+            SavedError::NotPem(file) => write!(f, "saved {file} is not a certificate"),
+            SavedError::Expiring => write!(
+                f,
+                "saved certificate has expired or expires within a minute"
+            ),
+            SavedError::Crypto(e) => write!(f, "{e}"),
+            SavedError::Check(e) => write!(f, "saved certificate: {e}"),
+        }
+    }
+}
+
+impl From<ErrorStack> for SavedError {
+    fn from(e: ErrorStack) -> Self {
+        SavedError::Crypto(e)
+    }
+}
+
+/// Loads saved credentials if they are still good; says why not otherwise.
+pub(super) fn load_saved(
+    files: &Files,
+    sid: &str,
+    pinned: Option<&X509>,
+) -> Result<(PKey<Private>, Vec<u8>, X509), SavedError> {
+    let read = |p: PathBuf| fs::read(&p).map_err(|e| SavedError::Read(p, e));
+    let key = PKey::private_key_from_pem(&read(files.key())?)
+        .map_err(|_| SavedError::NotPem("key.pem"))?;
+    let cert = X509::from_pem(&read(files.cert())?).map_err(|_| SavedError::NotPem("cert.pem"))?;
+    let root = match pinned {
+        Some(r) => r.clone(),
+        None => X509::from_pem(&read(files.ca())?).map_err(|_| SavedError::NotPem("ca.pem"))?,
+    };
+    let soon = Asn1Time::from_unix(crate::time::now_unix() + 60)?;
+    if cert.not_after() <= soon {
+        return Err(SavedError::Expiring);
+    }
+    let der = cert.to_der()?;
+    check_certificate(sid, &der, &root, &key).map_err(SavedError::Check)?;
+    Ok((key, der, root))
+}
+
+/// Steps 1–2: her new key and CSR, certified by the CA (protocol version
+/// 2), saved in her directory. `current`: her saved key and certificate,
+/// still good, when she renews.
+pub(super) fn enroll_student(
+    opts: &ClientOptions,
+    sid: &str,
+    files: &Files,
+    current: Option<(PKey<Private>, Vec<u8>)>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(PKey<Private>, Vec<u8>, X509), ClientError> {
+    let key = make_key(opts.key_type)?;
+    let csr = make_csr(sid, &key)?;
+    progress(&format!(
+        "step 1: generated her {}-bit RSA key pair and a CSR for CN={sid}",
+        key.bits()
+    ));
+    let mut conn = FramedStream::connect(&opts.ca, opts.timeout)?;
+    conn.admit(opts.admission_secret.as_deref())?;
+    let mut ca = CaSession::open(&mut conn)?;
+    let code = opts.codes.get(sid);
+    let auth = match (&current, code, ca.policy) {
+        (Some((old_key, old_cert)), _, _) => {
+            progress("step 2: renewing: proving possession of her current key (no code needed)");
+            renewal_auth(old_key, old_cert, ca.nonce(), &csr)?
+        }
+        (None, Some(_), EnrollPolicy::Open) => {
+            progress(
+                "warning: this CA has no roster (open enrollment): her enrollment code is not needed and not sent",
+            );
+            EnrollAuth::Open
+        }
+        (None, Some(code), EnrollPolicy::Roster) => code_auth(code, sid, ca.nonce(), &csr)?,
+        (None, None, _) => EnrollAuth::Open,
+    };
+    let answer = ca.request(&mut conn, csr, auth)?;
+    // Before anything the CA sent is trusted.
+    pin_root(&answer.ca_cert_der, &opts.root_pin, progress)?;
+    let root = X509::from_der(&answer.ca_cert_der)
+        .map_err(|_| ClientError::BadCertificate("root is not DER".into()))?;
+    let cert = check_certificate(sid, &answer.cert_der, &root, &key)?;
+    let serial = crate::ca::Serial::from_asn1(cert.serial_number())?;
+    progress(&format!(
+        "step 2: CA issued certificate serial {serial}, valid until {}; it chains to the root ({})",
+        cert.not_after(),
+        match opts.root_pin {
+            RootPin::Cert(_) => "pinned by --ca-cert",
+            RootPin::Fingerprint(_) => "pinned by --ca-fingerprint",
+            RootPin::FirstUse(_) => "pinned on first use",
+        }
+    ));
+    write_file(&files.key(), &key.private_key_to_pem_pkcs8()?, 0o600)?;
+    write_file(&files.cert(), &cert.to_pem()?, 0o644)?;
+    write_file(&files.ca(), &root.to_pem()?, 0o644)?;
+    progress(&format!("SID{sid} sign finished"));
+    Ok((key, answer.cert_der, root))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::{CaKeyType, CertificateAuthority};
+    use crate::verify::CertError;
+    use std::path::Path;
+
+    fn ca(dir: &Path) -> CertificateAuthority {
+        CertificateAuthority::open(dir, b"client tests", CaKeyType::P256, 30)
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn her_certificate_must_certify_her_key_and_sid() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ca(dir.path());
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let issued = ca.issue(&make_csr("alice", &key).unwrap()).unwrap();
+        assert!(check_certificate("alice", &issued.der, ca.cert(), &key).is_ok());
+        let other = make_key(KeyType::Rsa2048).unwrap();
+        assert!(matches!(
+            check_certificate("alice", &issued.der, ca.cert(), &other),
+            Err(ClientError::BadCertificate(_))
+        ));
+        assert!(matches!(
+            check_certificate("bob", &issued.der, ca.cert(), &key),
+            Err(ClientError::Certificate(CertError::SidMismatch { .. }))
+        ));
+    }
+
+    #[test]
+    fn saved_credentials_are_reused_only_when_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ca(&dir.path().join("keys"));
+        let files = Files {
+            dir: dir.path().join("alice"),
+        };
+        assert!(matches!(
+            load_saved(&files, "alice", None),
+            Err(SavedError::Read(..))
+        ));
+        fs::create_dir_all(&files.dir).unwrap();
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let issued = ca.issue(&make_csr("alice", &key).unwrap()).unwrap();
+        let cert = X509::from_der(&issued.der).unwrap();
+        fs::write(files.key(), key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        fs::write(files.cert(), b"not PEM").unwrap();
+        fs::write(files.ca(), ca.cert().to_pem().unwrap()).unwrap();
+        let err = load_saved(&files, "alice", None).unwrap_err();
+        assert_eq!(err.to_string(), "saved cert.pem is not a certificate");
+        fs::write(files.cert(), cert.to_pem().unwrap()).unwrap();
+        let (_, der, _) = load_saved(&files, "alice", None).unwrap();
+        assert_eq!(der, issued.der);
+        // Saved for someone else: refused by the same check as a new one.
+        assert!(matches!(
+            load_saved(&files, "bob", None),
+            Err(SavedError::Check(_))
+        ));
+    }
+}

@@ -1,0 +1,214 @@
+//! The Blackboard exchange (protocol version 2): her hello, Blackboard's
+//! signed offer checked before anything is used, her encrypted report, and
+//! the signed receipt checked against what she sent.
+
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+
+use crate::crypto::{self, SessionKeys, DIGEST_LEN, SESSION_KEY_LEN};
+use crate::message::{CipherId, DecodeError, Message, IV_LEN, NONCE_LEN};
+use crate::receipt::{self, ReceiptContent};
+use crate::verify::{verify_blackboard, BlackboardCertError};
+
+use super::transport::FramedStream;
+use super::{unexpected, ClientError};
+
+/// What Blackboard said at the end of a submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The receipt id.
+    pub receipt_id: u64,
+    /// The certificate serial it was accepted under.
+    pub serial_hex: String,
+    /// The CMS SignedData, DER, as Blackboard sent it (the `.p7m` file).
+    pub signed_receipt: Vec<u8>,
+    /// What it says, its signature verified.
+    pub content: ReceiptContent,
+}
+
+/// What the student trusts Blackboard by: her pinned root and the name
+/// Blackboard's certificate must carry.
+#[derive(Debug, Clone)]
+pub struct BlackboardTrust {
+    /// The CUHK root, pinned (--ca-cert, --ca-fingerprint or first use).
+    pub root: X509,
+    /// The name in Blackboard's subjectAltName (--blackboard-name).
+    pub name: String,
+}
+
+/// Checks a SessionOffer before anything in it is used: Blackboard's
+/// certificate chains to her root, is valid now, is a server certificate
+/// for `trust.name`, and its key signed the transcript of this very
+/// exchange. Returns the transcript's hash.
+pub fn verify_offer(
+    hello: &[u8],
+    server_nonce: &[u8; NONCE_LEN],
+    wrapped_key: &[u8],
+    bb_chain: &[Vec<u8>],
+    signature: &[u8],
+    trust: &BlackboardTrust,
+) -> Result<[u8; DIGEST_LEN], ClientError> {
+    let cert = verify_blackboard(&trust.root, bb_chain, Some(&trust.name), None)
+        .map_err(ClientError::NotBlackboard)?;
+    let bb_cert = bb_chain
+        .first()
+        .ok_or(ClientError::NotBlackboard(BlackboardCertError::Malformed))?;
+    let t = crypto::transcript(hello, server_nonce, wrapped_key, bb_cert);
+    let key = cert.public_key()?;
+    let mut v = openssl::sign::Verifier::new(MessageDigest::sha256(), &key)?;
+    // A malformed signature is as false as a wrong one.
+    if !v.verify_oneshot(signature, &t).unwrap_or(false) {
+        return Err(ClientError::BadOfferSignature);
+    }
+    Ok(openssl::sha::sha256(&t))
+}
+
+/// Steps 3–6 on an open Blackboard connection (protocol version 2): her
+/// hello with a fresh nonce; Blackboard's signed offer, verified before
+/// anything is decrypted or sent; her report; the signed receipt,
+/// verified against what she sent.
+#[allow(clippy::too_many_arguments)]
+pub fn submit(
+    conn: &mut FramedStream,
+    sid: &str,
+    cert_der: &[u8],
+    key: &PKey<Private>,
+    cipher: CipherId,
+    report: &str,
+    trust: &BlackboardTrust,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Receipt, ClientError> {
+    let hello = Message::SubmitOpen {
+        sid: sid.to_string(),
+        cert_der: cert_der.to_vec(),
+        chain: Vec::new(),
+        client_nonce: crypto::random::<NONCE_LEN>()?,
+    }
+    .encode();
+    conn.send_frame(&hello)?;
+    progress("step 3: sent SID, certificate and a fresh nonce to Blackboard");
+    let offer = conn.recv().map_err(|e| match e {
+        // An older server's SessionKey, recognised by its type byte.
+        ClientError::Decode(DecodeError::Version1(_)) => ClientError::Protocol(
+            "Blackboard answered in protocol version 1, which proves nothing about who \
+             answered; refusing to submit (the server must be upgraded)"
+                .into(),
+        ),
+        e => e,
+    })?;
+    let (server_nonce, wrapped_key, bb_chain, signature) = match offer {
+        Message::SessionOffer {
+            server_nonce,
+            wrapped_key,
+            bb_chain,
+            signature,
+        } => (server_nonce, wrapped_key, bb_chain, signature),
+        other => return Err(unexpected("SessionOffer", &other)),
+    };
+    let th = verify_offer(
+        &hello,
+        &server_nonce,
+        &wrapped_key,
+        &bb_chain,
+        &signature,
+        trust,
+    )?;
+    progress(&format!(
+        "step 4: Blackboard proved itself ({:?}, certificate from the pinned root, signature \
+         over this exchange) and sent a session key (RSA-OAEP)",
+        trust.name
+    ));
+    let session = crypto::unwrap_key(key, &wrapped_key)?;
+    let session: [u8; SESSION_KEY_LEN] = session
+        .try_into()
+        .map_err(|_| ClientError::Protocol("session key is not 32 bytes".into()))?;
+    let keys = SessionKeys::derive_v2(&session, &th)?;
+    progress("step 5: session key decrypted with her private key");
+    let iv = crypto::random::<IV_LEN>()?;
+    let ciphertext = keys.apply_cipher(cipher, &iv, report.as_bytes())?;
+    let mac = keys.report_mac_v2(&th, cipher, &iv, &ciphertext)?;
+    conn.send(&Message::Report {
+        cipher,
+        iv,
+        ciphertext,
+        mac,
+    })?;
+    progress(&format!(
+        "step 6: report sent ({} + HMAC-SHA256, {} bytes)",
+        cipher.name(),
+        report.len()
+    ));
+    let (receipt_id, serial_hex, signed_receipt) = match conn.recv()? {
+        Message::SignedReceipt {
+            receipt_id,
+            serial_hex,
+            signed_receipt,
+        } => (receipt_id, serial_hex, signed_receipt),
+        other => return Err(unexpected("SignedReceipt", &other)),
+    };
+    let content = check_receipt(
+        &signed_receipt,
+        trust,
+        &Expected {
+            sid,
+            serial: &serial_hex,
+            receipt: Some(receipt_id),
+            report: Some(report.as_bytes()),
+            transcript: Some(&th),
+        },
+    )?;
+    Ok(Receipt {
+        receipt_id,
+        serial_hex,
+        signed_receipt,
+        content,
+    })
+}
+
+/// What a receipt must say.
+#[derive(Debug)]
+pub struct Expected<'a> {
+    /// Her SID.
+    pub sid: &'a str,
+    /// Her certificate's serial (hex; compared without regard to case).
+    pub serial: &'a str,
+    /// The receipt id, when known.
+    pub receipt: Option<u64>,
+    /// The report text's exact bytes, when at hand.
+    pub report: Option<&'a [u8]>,
+    /// The transcript hash of the session, in the session.
+    pub transcript: Option<&'a [u8; DIGEST_LEN]>,
+}
+
+/// Verifies a signed receipt (signature, signer a Blackboard certificate
+/// for `trust.name` from `trust.root`) and that it says what is expected.
+pub fn check_receipt(
+    der: &[u8],
+    trust: &BlackboardTrust,
+    want: &Expected<'_>,
+) -> Result<ReceiptContent, ClientError> {
+    let v = receipt::verify_receipt(der, &trust.root, Some(&trust.name))
+        .map_err(ClientError::Receipt)?;
+    let c = v.content;
+    let check = |field, found: &str, expected: &str| {
+        receipt::expect_field(field, found, expected).map_err(ClientError::Receipt)
+    };
+    check("sid", &c.sid, want.sid)?;
+    check("serial", &c.serial, &want.serial.to_ascii_uppercase())?;
+    if let Some(id) = want.receipt {
+        check("receipt", &c.receipt, &id.to_string())?;
+    }
+    if let Some(report) = want.report {
+        check(
+            "report_sha256",
+            &c.report_sha256,
+            &crypto::sha256_hex(report),
+        )?;
+    }
+    if let Some(th) = want.transcript {
+        let hex: String = th.iter().map(|b| format!("{b:02x}")).collect();
+        check("transcript_sha256", &c.transcript_sha256, &hex)?;
+    }
+    Ok(c)
+}

@@ -1,0 +1,182 @@
+//! The connection to a service: connect with a timeout, one frame at a
+//! time over a blocking socket, and the admission challenge. Blocking is
+//! right here: a client does one thing at a time.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::crypto;
+use crate::framing::{self, Decoder};
+use crate::message::Message;
+
+use super::{io_ctx, ClientError};
+
+pub(super) fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// A blocking, framed connection to one of the services.
+#[derive(Debug)]
+pub struct FramedStream {
+    stream: TcpStream,
+    decoder: Decoder,
+    buf: Vec<u8>,
+    peer: String,
+    timeout: Duration,
+    /// Whether a whole certboard frame has come yet (before it, bytes that
+    /// do not frame mean the peer is something else).
+    heard: bool,
+}
+
+impl FramedStream {
+    /// Connects, with `timeout` for the connection and for every read and
+    /// write after it.
+    pub fn connect(addr: &str, timeout: Duration) -> Result<FramedStream, ClientError> {
+        let what = format!("connecting to {addr}");
+        let sock = addr
+            .to_socket_addrs()
+            .map_err(io_ctx(what.clone()))?
+            .next()
+            .ok_or_else(|| ClientError::Io {
+                what: what.clone(),
+                source: io::Error::new(io::ErrorKind::NotFound, "no address"),
+            })?;
+        let stream = TcpStream::connect_timeout(&sock, timeout).map_err(|e| {
+            if is_timeout(&e) {
+                ClientError::Timeout {
+                    what: what.clone(),
+                    after: timeout,
+                }
+            } else {
+                ClientError::Io {
+                    what: what.clone(),
+                    source: e,
+                }
+            }
+        })?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(io_ctx(what.clone()))?;
+        stream
+            .set_write_timeout(Some(timeout))
+            .map_err(io_ctx(what))?;
+        let _ = stream.set_nodelay(true);
+        Ok(FramedStream {
+            stream,
+            decoder: Decoder::new(framing::DEFAULT_MAX_FRAME),
+            buf: Vec::new(),
+            peer: addr.to_string(),
+            timeout,
+            heard: false,
+        })
+    }
+
+    /// The address connected to.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// Sends one frame.
+    pub fn send_frame(&mut self, payload: &[u8]) -> Result<(), ClientError> {
+        let peer = self.peer.clone();
+        self.stream
+            .write_all(&framing::frame(payload))
+            .map_err(io_ctx(format!("sending to {peer}")))
+    }
+
+    /// Sends one message.
+    pub fn send(&mut self, msg: &Message) -> Result<(), ClientError> {
+        self.send_frame(&msg.encode())
+    }
+
+    /// Receives one frame.
+    pub fn recv_frame(&mut self) -> Result<Vec<u8>, ClientError> {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match self.decoder.decode(&mut self.buf) {
+                Ok(Some(f)) => {
+                    self.heard = true;
+                    return Ok(f);
+                }
+                Ok(None) => {}
+                Err(e) if !self.heard => {
+                    let start = &self.buf[..self.buf.len().min(8)];
+                    return Err(ClientError::NotCertboard {
+                        peer: self.peer.clone(),
+                        why: format!(
+                            "its first bytes {:?} are not a certboard frame: {e}",
+                            String::from_utf8_lossy(start)
+                        ),
+                    });
+                }
+                Err(e) => return Err(ClientError::Frame(e)),
+            }
+            let what = format!("waiting for an answer from {}", self.peer);
+            let n = match self.stream.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if is_timeout(&e) => {
+                    return Err(ClientError::Timeout {
+                        what,
+                        after: self.timeout,
+                    })
+                }
+                Err(e) => return Err(ClientError::Io { what, source: e }),
+            };
+            if n == 0 {
+                return Err(ClientError::Io {
+                    what: format!("reading from {}", self.peer),
+                    source: io::ErrorKind::UnexpectedEof.into(),
+                });
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Receives one message; a server error becomes [`ClientError::Refused`].
+    pub fn recv(&mut self) -> Result<Message, ClientError> {
+        let first = !self.heard;
+        let frame = self.recv_frame()?;
+        match Message::decode(&frame) {
+            Ok(Message::Error { code, reason }) => Err(ClientError::Refused { code, reason }),
+            Ok(m) => Ok(m),
+            Err(e) if first => Err(ClientError::NotCertboard {
+                peer: self.peer.clone(),
+                why: format!("its first frame is not a certboard message: {e}"),
+            }),
+            Err(e) => Err(ClientError::Decode(e)),
+        }
+    }
+
+    /// Answers the admission challenge when a secret is configured.
+    pub fn admit(&mut self, secret: Option<&[u8]>) -> Result<(), ClientError> {
+        let Some(secret) = secret else {
+            return Ok(());
+        };
+        let first = match self.recv() {
+            Ok(m) => m,
+            // A server without admission control waits for our request and
+            // eventually refuses the silence.
+            Err(ClientError::Refused { reason, .. }) => {
+                return Err(ClientError::Protocol(format!(
+                    "no admission challenge came (the server said: {reason}); if the server \
+                     does not use admission control, drop --admission-secret-file"
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        match first {
+            Message::AdmissionChallenge { challenge } => {
+                let mac = crypto::hmac_sha256(secret, &challenge)?;
+                self.send(&Message::AdmissionResponse { mac })
+            }
+            other => Err(ClientError::Protocol(format!(
+                "expected an admission challenge, got {}",
+                other.name()
+            ))),
+        }
+    }
+}
