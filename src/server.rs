@@ -21,7 +21,7 @@ use crate::reactor::commit::Committer;
 use crate::reactor::offload::{self, Workers};
 use crate::reactor::{self, HttpConnLimits, Limits, Reactor};
 use crate::report_log::{self, ReportLog};
-use crate::store::{Location, StoreError, DB_FILE};
+use crate::store::{Bounded, Location, Storage, StoreError, DB_FILE, LOOP_STORE_WAIT};
 use crate::verify::Verifier;
 
 /// Which services this process runs.
@@ -297,6 +297,22 @@ fn read_root(path: &std::path::Path) -> Result<X509, ServerError> {
     X509::from_pem(&pem).map_err(|_| bad(RootCertError::NotPem))
 }
 
+/// The store a reactor reads on its loop. PostgreSQL answers over the
+/// network: its calls run on a reader thread of their own and the loop
+/// waits for each at most [`LOOP_STORE_WAIT`] ([`Bounded`]), so a database
+/// that stops answering refuses what needs it and stalls nothing else.
+/// SQLite answers from the local disk and is used as it is.
+fn loop_store(location: &Location) -> Result<Box<dyn Storage + Send>, ServerError> {
+    let store = location.open()?;
+    Ok(match location {
+        Location::Sqlite(_) => store,
+        Location::Postgres(_) => Box::new(
+            Bounded::new(store, location.to_string(), LOOP_STORE_WAIT)
+                .map_err(|e| ServerError::Io("starting the store's reader thread".into(), e))?,
+        ),
+    })
+}
+
 /// A server with its listeners bound, ready to run.
 #[derive(Debug)]
 pub struct Server {
@@ -500,7 +516,7 @@ impl Server {
                 ca: ca.clone(),
                 verifier: verifier.clone(),
                 blackboard: blackboard.clone(),
-                store: location.open()?,
+                store: loop_store(&location)?,
                 admission_secret: admission_secret.clone(),
                 legacy: cfg.legacy,
                 window: cfg.window,

@@ -15,11 +15,13 @@
 use std::fmt;
 use std::path::PathBuf;
 
+mod bounded;
 mod location;
 mod migrate;
 mod postgres;
 mod sqlite;
 
+pub use bounded::{Bounded, LOOP_STORE_WAIT};
 pub use location::{shown_url, Location};
 pub use migrate::{migrate, MigrateError, Migrated};
 pub use postgres::{PgError, PostgresStore, Unavailable, UrlProblem, PG_SCHEMA_VERSION};

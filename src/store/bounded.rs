@@ -1,0 +1,428 @@
+//! A store the event loop may call without waiting on the network.
+//!
+//! The sessions read the store on the loop (an enrollment's view, a
+//! certificate's status, OCSP, `/health`). SQLite answers from the local
+//! disk; PostgreSQL answers over the network, and a database that stops
+//! answering (a partition, a stopped host: not a refusal, which fails at
+//! once) would hold the loop, and every client of that host with it, for
+//! as long as the kernel or the connect timeout allow.
+//!
+//! [`Bounded`] runs every call of the store it wraps on a reader thread of
+//! its own, which owns that store (and its connection, and its reconnects),
+//! and waits for the answer at most a bound ([`LOOP_STORE_WAIT`] for the
+//! server's loops). No answer in time: the call fails as
+//! [`StoreError::Unavailable`] and the store is *unanswering*: every
+//! further call fails at once, without waiting, until the reader thread's
+//! outstanding call returns, and then calls go through again. So a stopped
+//! database costs a loop one bound, once, and it recovers by itself.
+//!
+//! A late answer is dropped: a read is simply not used. A
+//! [`Storage::commit`] that times out is reported with
+//! [`super::Unavailable::outcome_unknown`] set, since it may still commit.
+//! Nothing else here writes on the loop: the server's writes go through
+//! the commit thread ([`crate::commit`]), which has its own connection and
+//! may wait.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{
+    CertRow, CertStatus, CodeKey, Counts, EnrollView, Record, ReportRecord, Revocation,
+    RevocationMark, RosterChange, RosterEntry, Storage, StoreError, Student, Unavailable,
+};
+
+/// The longest a server's event loop waits for one answer of a store on
+/// the network: under the 100 ms the loop may lose to a database that
+/// stops answering, with room for the two thread switches of a call.
+pub const LOOP_STORE_WAIT: Duration = Duration::from_millis(80);
+
+/// One call, run on the reader thread against the store it owns; it sends
+/// its answer on a channel of its own.
+type Call = Box<dyn FnOnce(&mut dyn Storage) + Send>;
+
+/// A store whose calls wait at most a bound (see the module's header).
+pub struct Bounded {
+    calls: Sender<Call>,
+    /// Set while the reader thread runs a call: a call still running when
+    /// a new one comes means the store is unanswering.
+    busy: Arc<AtomicBool>,
+    wait: Duration,
+    /// Where the store is, for errors and logs (never a password).
+    target: String,
+}
+
+impl std::fmt::Debug for Bounded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bounded")
+            .field("target", &self.target)
+            .field("wait", &self.wait)
+            .field("unanswering", &self.busy.load(Ordering::Acquire))
+            .finish()
+    }
+}
+
+impl Bounded {
+    /// Moves `store` to a new reader thread; each call then waits at most
+    /// `wait`. `target` names the store in errors. The thread ends when
+    /// the `Bounded` is dropped and its outstanding call, if any, returns.
+    pub fn new(
+        store: Box<dyn Storage + Send>,
+        target: String,
+        wait: Duration,
+    ) -> std::io::Result<Bounded> {
+        let (calls, queue) = mpsc::channel::<Call>();
+        let busy = Arc::new(AtomicBool::new(false));
+        let done = Arc::clone(&busy);
+        std::thread::Builder::new()
+            .name("store-reader".into())
+            .spawn(move || {
+                let mut store = store;
+                while let Ok(call) = queue.recv() {
+                    call(store.as_mut());
+                    done.store(false, Ordering::Release);
+                }
+            })?;
+        Ok(Bounded {
+            calls,
+            busy,
+            wait,
+            target,
+        })
+    }
+
+    /// Whether a call is outstanding on the reader thread, past its bound:
+    /// calls now fail at once.
+    pub fn unanswering(&self) -> bool {
+        self.busy.load(Ordering::Acquire)
+    }
+
+    /// Runs `op` on the reader thread and waits at most the bound for its
+    /// answer. `writes` says whether `op` may change the store (a timed-out
+    /// write's outcome is unknown).
+    fn call<T: Send + 'static>(
+        &mut self,
+        writes: bool,
+        op: impl FnOnce(&mut dyn Storage) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if self.unanswering() {
+            // Nothing was sent: nothing of this call happened.
+            return Err(self.unavailable(false));
+        }
+        let (answer, answered) = mpsc::sync_channel(1);
+        // Set before sending: the thread clears it only after running this call.
+        self.busy.store(true, Ordering::Release);
+        let call: Call = Box::new(move |store| {
+            // The caller may have stopped waiting: the answer is then dropped.
+            let _ = answer.send(op(store));
+        });
+        if self.calls.send(call).is_err() {
+            self.busy.store(false, Ordering::Release);
+            log::error!("{}: the store's reader thread is gone", self.target);
+            return Err(self.unavailable(false));
+        }
+        match answered.recv_timeout(self.wait) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => {
+                log::warn!(
+                    "{}: no answer within {} ms; refusing what needs the store until it answers",
+                    self.target,
+                    self.wait.as_millis()
+                );
+                Err(self.unavailable(writes))
+            }
+            // The thread panicked in the call (and is gone).
+            Err(RecvTimeoutError::Disconnected) => {
+                log::error!("{}: the store's reader thread failed", self.target);
+                Err(self.unavailable(writes))
+            }
+        }
+    }
+
+    fn unavailable(&self, outcome_unknown: bool) -> StoreError {
+        StoreError::Unavailable(Unavailable {
+            target: self.target.clone(),
+            outcome_unknown,
+            retry_in: Duration::ZERO,
+            source: None,
+        })
+    }
+}
+
+// Each method hands its call, with owned copies of its arguments, to the
+// reader thread: one line each.
+impl Storage for Bounded {
+    fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+        let batch = batch.to_vec();
+        self.call(true, move |s| s.commit(&batch))
+    }
+    fn cert_status(&mut self, serial_hex: &str) -> Result<CertStatus, StoreError> {
+        let serial_hex = serial_hex.to_string();
+        self.call(false, move |s| s.cert_status(&serial_hex))
+    }
+    fn revoke_serial(
+        &mut self,
+        serial_hex: &str,
+        reason: &str,
+        at: i64,
+    ) -> Result<usize, StoreError> {
+        let (serial_hex, reason) = (serial_hex.to_string(), reason.to_string());
+        self.call(true, move |s| s.revoke_serial(&serial_hex, &reason, at))
+    }
+    fn revoke_sid(&mut self, sid: &str, reason: &str, at: i64) -> Result<usize, StoreError> {
+        let (sid, reason) = (sid.to_string(), reason.to_string());
+        self.call(true, move |s| s.revoke_sid(&sid, &reason, at))
+    }
+    fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {
+        self.call(false, |s| s.certs())
+    }
+    fn reports(&mut self) -> Result<Vec<ReportRecord>, StoreError> {
+        self.call(false, |s| s.reports())
+    }
+    fn next_crl_number(&mut self) -> Result<u64, StoreError> {
+        self.call(true, |s| s.next_crl_number())
+    }
+    fn import_roster(&mut self, students: &[Student]) -> Result<RosterChange, StoreError> {
+        let students = students.to_vec();
+        self.call(true, move |s| s.import_roster(&students))
+    }
+    fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
+        self.call(false, |s| s.roster())
+    }
+    fn enrollment_view(&mut self, sid: &str) -> Result<EnrollView, StoreError> {
+        let sid = sid.to_string();
+        self.call(false, move |s| s.enrollment_view(&sid))
+    }
+    fn store_codes(
+        &mut self,
+        codes: &[(String, CodeKey)],
+        at: i64,
+        replace_unused: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        let codes = codes.to_vec();
+        self.call(true, move |s| s.store_codes(&codes, at, replace_unused))
+    }
+    fn counts(&mut self) -> Result<Counts, StoreError> {
+        self.call(false, |s| s.counts())
+    }
+    fn record_window(&mut self, open: Option<i64>, close: Option<i64>) -> Result<(), StoreError> {
+        self.call(true, move |s| s.record_window(open, close))
+    }
+    fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        self.call(false, |s| s.recorded_window())
+    }
+    fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
+        self.call(false, |s| s.revocations())
+    }
+    fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
+        self.call(false, |s| s.revocation_mark())
+    }
+    fn check(&mut self) -> Result<(), StoreError> {
+        self.call(false, |s| s.check())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+    use std::sync::mpsc::Receiver;
+    use std::sync::Mutex;
+
+    /// A store that answers `check` only when the test lets it (a database
+    /// that stopped answering), and everything else at once from SQLite.
+    struct Gate {
+        inner: SqliteStore,
+        /// Each `check` waits for one message here.
+        open: Arc<Mutex<Receiver<()>>>,
+    }
+
+    impl Gate {
+        fn wrapped(wait: Duration) -> (Bounded, mpsc::Sender<()>) {
+            let (release, open) = mpsc::channel();
+            let gate = Gate {
+                inner: SqliteStore::in_memory().unwrap(),
+                open: Arc::new(Mutex::new(open)),
+            };
+            let b = Bounded::new(Box::new(gate), "test store".into(), wait).unwrap();
+            (b, release)
+        }
+    }
+
+    impl Storage for Gate {
+        fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+            self.inner.commit(batch)
+        }
+        fn cert_status(&mut self, serial_hex: &str) -> Result<CertStatus, StoreError> {
+            self.inner.cert_status(serial_hex)
+        }
+        fn revoke_serial(&mut self, s: &str, r: &str, at: i64) -> Result<usize, StoreError> {
+            self.inner.revoke_serial(s, r, at)
+        }
+        fn revoke_sid(&mut self, sid: &str, r: &str, at: i64) -> Result<usize, StoreError> {
+            self.inner.revoke_sid(sid, r, at)
+        }
+        fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {
+            self.inner.certs()
+        }
+        fn reports(&mut self) -> Result<Vec<ReportRecord>, StoreError> {
+            self.inner.reports()
+        }
+        fn next_crl_number(&mut self) -> Result<u64, StoreError> {
+            self.inner.next_crl_number()
+        }
+        fn import_roster(&mut self, s: &[Student]) -> Result<RosterChange, StoreError> {
+            self.inner.import_roster(s)
+        }
+        fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
+            self.inner.roster()
+        }
+        fn enrollment_view(&mut self, sid: &str) -> Result<EnrollView, StoreError> {
+            self.inner.enrollment_view(sid)
+        }
+        fn store_codes(
+            &mut self,
+            c: &[(String, CodeKey)],
+            at: i64,
+            r: bool,
+        ) -> Result<Vec<String>, StoreError> {
+            self.inner.store_codes(c, at, r)
+        }
+        fn counts(&mut self) -> Result<Counts, StoreError> {
+            self.inner.counts()
+        }
+        fn record_window(&mut self, o: Option<i64>, c: Option<i64>) -> Result<(), StoreError> {
+            self.inner.record_window(o, c)
+        }
+        fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+            self.inner.recorded_window()
+        }
+        fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
+            self.inner.revocations()
+        }
+        fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
+            self.inner.revocation_mark()
+        }
+        fn check(&mut self) -> Result<(), StoreError> {
+            let open = self.open.lock().unwrap();
+            // A dropped sender (the test over) lets it go too.
+            let _ = open.recv();
+            self.inner.check()
+        }
+    }
+
+    fn is_unavailable(r: Result<impl std::fmt::Debug, StoreError>, unknown: bool) -> bool {
+        matches!(r, Err(StoreError::Unavailable(Unavailable { outcome_unknown, .. })) if outcome_unknown == unknown)
+    }
+
+    #[test]
+    fn answers_in_time_pass_through() {
+        let (mut b, _release) = Gate::wrapped(Duration::from_secs(30));
+        assert_eq!(b.counts().unwrap(), Counts::default());
+        assert_eq!(b.cert_status("0A").unwrap(), CertStatus::Unknown);
+        assert!(!b.unanswering());
+    }
+
+    #[test]
+    fn a_store_that_stops_answering_fails_once_after_the_bound_then_at_once() {
+        let (mut b, release) = Gate::wrapped(Duration::from_millis(20));
+        assert!(is_unavailable(b.check(), false));
+        assert!(b.unanswering());
+        // Nothing more is sent while the outstanding call is stuck, reads
+        // and writes alike (a write never sent has certainly not happened).
+        assert!(is_unavailable(b.cert_status("0A"), false));
+        assert!(is_unavailable(b.commit(&[]), false));
+        // The store answers again: the stuck call returns, and calls pass.
+        release.send(()).unwrap();
+        let mut recovered = false;
+        for _ in 0..500 {
+            if !b.unanswering() {
+                recovered = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(recovered, "still unanswering");
+        assert_eq!(b.cert_status("0A").unwrap(), CertStatus::Unknown);
+        release.send(()).unwrap();
+        b.check().unwrap();
+    }
+
+    #[test]
+    fn a_write_past_the_bound_has_an_unknown_outcome() {
+        struct Slow;
+        impl Storage for Slow {
+            fn commit(&mut self, _: &[Record]) -> Result<(), StoreError> {
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(())
+            }
+            fn cert_status(&mut self, _: &str) -> Result<CertStatus, StoreError> {
+                Ok(CertStatus::Unknown)
+            }
+            fn revoke_serial(&mut self, _: &str, _: &str, _: i64) -> Result<usize, StoreError> {
+                Ok(0)
+            }
+            fn revoke_sid(&mut self, _: &str, _: &str, _: i64) -> Result<usize, StoreError> {
+                Ok(0)
+            }
+            fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {
+                Ok(Vec::new())
+            }
+            fn reports(&mut self) -> Result<Vec<ReportRecord>, StoreError> {
+                Ok(Vec::new())
+            }
+            fn next_crl_number(&mut self) -> Result<u64, StoreError> {
+                Ok(1)
+            }
+            fn import_roster(&mut self, _: &[Student]) -> Result<RosterChange, StoreError> {
+                Ok(RosterChange::default())
+            }
+            fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
+                Ok(Vec::new())
+            }
+            fn enrollment_view(&mut self, _: &str) -> Result<EnrollView, StoreError> {
+                Err(StoreError::Duplicate("not used".into()))
+            }
+            fn store_codes(
+                &mut self,
+                _: &[(String, CodeKey)],
+                _: i64,
+                _: bool,
+            ) -> Result<Vec<String>, StoreError> {
+                Ok(Vec::new())
+            }
+            fn counts(&mut self) -> Result<Counts, StoreError> {
+                Ok(Counts::default())
+            }
+            fn record_window(&mut self, _: Option<i64>, _: Option<i64>) -> Result<(), StoreError> {
+                Ok(())
+            }
+            fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+                Ok((None, None))
+            }
+            fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
+                Ok(Vec::new())
+            }
+            fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
+                Ok(RevocationMark::default())
+            }
+            fn check(&mut self) -> Result<(), StoreError> {
+                Ok(())
+            }
+        }
+        let mut b = Bounded::new(Box::new(Slow), "slow".into(), Duration::from_millis(10)).unwrap();
+        assert!(is_unavailable(b.commit(&[]), true));
+        // Errors of the store itself come through unchanged.
+        for _ in 0..500 {
+            if !b.unanswering() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(matches!(
+            b.enrollment_view("x"),
+            Err(StoreError::Duplicate(_))
+        ));
+    }
+}
