@@ -865,6 +865,39 @@ mod tests {
     use crate::message::ErrorCode;
     use crate::store::SqliteStore;
 
+    /// The reactor only builds the error; its code and whether it is the
+    /// server's fault are decided on the protocol side.
+    #[test]
+    fn connection_errors_carry_their_code_and_fault() {
+        use crate::store::StoreError;
+        let cases = [
+            (ConnectionError::TooManyConnections, ErrorCode::Limit, false),
+            (
+                ConnectionError::Overloaded { max_buffered: 9 },
+                ErrorCode::Limit,
+                false,
+            ),
+            (
+                ConnectionError::Commit(StoreError::CodeUsed { sid: "1".into() }),
+                ErrorCode::CodeUsed,
+                false,
+            ),
+            (
+                ConnectionError::Commit(StoreError::Duplicate("x".into())),
+                ErrorCode::Internal,
+                true,
+            ),
+            (ConnectionError::WriterLost, ErrorCode::Internal, true),
+        ];
+        for (e, code, fault) in cases {
+            assert_eq!(ErrorCode::from(&e), code, "{e}");
+            assert_eq!(e.is_server_fault(), fault, "{e}");
+        }
+        assert!(ConnectionError::Overloaded { max_buffered: 9 }
+            .to_string()
+            .contains("unfinished frames in flight"));
+    }
+
     fn panicking_announce(_: &[Record]) {
         panic!("simulated bug in the commit thread");
     }
