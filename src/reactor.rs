@@ -12,8 +12,8 @@
 //! part ([`connection`]), with one accept path, one close path and one
 //! deadline heap. A connection's turn handles at most [`WORK_PER_TURN`]
 //! frames or requests (each may cost a signature); what is still buffered
-//! waits in the ready queue, served round-robin after each poll, so no
-//! client that pipelines can hold the loop.
+//! waits in the ready queue, served round-robin, [`TURNS_PER_POLL`] turns
+//! after each poll, so no client that pipelines can hold the loop.
 //!
 //! Acknowledgments that promise durability (a certificate, a receipt) are
 //! held back: the records made ready in a turn of the loop go to the
@@ -111,6 +111,10 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// signature (an OCSP response, a certificate), so one, and the others
 /// get theirs before this one's next.
 const WORK_PER_TURN: usize = 1;
+/// Most turns served from the ready queue between two polls: a client
+/// that sends one new frame waits behind at most this many pipelined
+/// units, not behind every connection's.
+const TURNS_PER_POLL: usize = 8;
 
 /// The single-threaded server loop.
 pub(crate) struct Reactor {
@@ -511,10 +515,10 @@ impl Reactor {
         self.after_io(token);
     }
 
-    /// Serves one turn to each connection that was ready when this round
-    /// began; those with work left go to the back of the queue.
+    /// Serves one turn to each of the next few connections of the ready
+    /// queue (round-robin); those with work left go to the back of it.
     fn serve_ready(&mut self) {
-        for _ in 0..self.ready.len() {
+        for _ in 0..self.ready.len().min(TURNS_PER_POLL) {
             let Some(token) = self.ready.pop_front() else {
                 return;
             };
@@ -860,6 +864,39 @@ mod tests {
     use crate::client::{self, FramedStream, KeyType};
     use crate::message::ErrorCode;
     use crate::store::SqliteStore;
+
+    /// The reactor only builds the error; its code and whether it is the
+    /// server's fault are decided on the protocol side.
+    #[test]
+    fn connection_errors_carry_their_code_and_fault() {
+        use crate::store::StoreError;
+        let cases = [
+            (ConnectionError::TooManyConnections, ErrorCode::Limit, false),
+            (
+                ConnectionError::Overloaded { max_buffered: 9 },
+                ErrorCode::Limit,
+                false,
+            ),
+            (
+                ConnectionError::Commit(StoreError::CodeUsed { sid: "1".into() }),
+                ErrorCode::CodeUsed,
+                false,
+            ),
+            (
+                ConnectionError::Commit(StoreError::Duplicate("x".into())),
+                ErrorCode::Internal,
+                true,
+            ),
+            (ConnectionError::WriterLost, ErrorCode::Internal, true),
+        ];
+        for (e, code, fault) in cases {
+            assert_eq!(ErrorCode::from(&e), code, "{e}");
+            assert_eq!(e.is_server_fault(), fault, "{e}");
+        }
+        assert!(ConnectionError::Overloaded { max_buffered: 9 }
+            .to_string()
+            .contains("unfinished frames in flight"));
+    }
 
     fn panicking_announce(_: &[Record]) {
         panic!("simulated bug in the commit thread");

@@ -430,17 +430,8 @@ impl ConnectionError {
             | ConnectionError::TooManyConnections
             | ConnectionError::OutOfDescriptors
             | ConnectionError::WorkersBusy { .. } => false,
-            // A code spent meanwhile is the student's answer.
-            ConnectionError::Commit(StoreError::CodeUsed { .. }) => false,
-            ConnectionError::Commit(
-                StoreError::Io { .. }
-                | StoreError::Sqlite(_)
-                | StoreError::Incompatible(_)
-                | StoreError::Duplicate(_)
-                | StoreError::Postgres(_)
-                | StoreError::Unavailable(_),
-            )
-            | ConnectionError::NoWorkers
+            ConnectionError::Commit(e) => commit_is_server_fault(e),
+            ConnectionError::NoWorkers
             | ConnectionError::CommitOutcomeUnknown
             | ConnectionError::WriterLost => true,
         }
@@ -455,6 +446,21 @@ impl ConnectionError {
             &mut out,
         );
         out
+    }
+}
+
+/// Whether a store error that refused a commit is the server's failure:
+/// every one but a code spent meanwhile (two requests raced with one code,
+/// or it was reissued), which is the student's answer.
+fn commit_is_server_fault(e: &StoreError) -> bool {
+    match e {
+        StoreError::CodeUsed { .. } => false,
+        StoreError::Io { .. }
+        | StoreError::Sqlite(_)
+        | StoreError::Incompatible(_)
+        | StoreError::Duplicate(_)
+        | StoreError::Postgres(_)
+        | StoreError::Unavailable(_) => true,
     }
 }
 
@@ -536,15 +542,8 @@ impl From<&ConnectionError> for ErrorCode {
             | ConnectionError::TooManyConnections
             | ConnectionError::OutOfDescriptors
             | ConnectionError::WorkersBusy { .. } => ErrorCode::Limit,
-            ConnectionError::Commit(StoreError::CodeUsed { .. }) => ErrorCode::CodeUsed,
-            ConnectionError::Commit(
-                StoreError::Io { .. }
-                | StoreError::Sqlite(_)
-                | StoreError::Incompatible(_)
-                | StoreError::Duplicate(_)
-                | StoreError::Postgres(_)
-                | StoreError::Unavailable(_),
-            )
+            ConnectionError::Commit(e) if !commit_is_server_fault(e) => ErrorCode::CodeUsed,
+            ConnectionError::Commit(_)
             | ConnectionError::NoWorkers
             | ConnectionError::CommitOutcomeUnknown
             | ConnectionError::WriterLost => ErrorCode::Internal,
