@@ -70,7 +70,10 @@ impl Stopped {
     fn stop(&mut self, pid: &str) -> Result<(), Box<dyn std::error::Error>> {
         // Recorded first: the guard continues it even if `kill` fails midway.
         self.pids.push(pid.to_string());
-        let ok = Command::new("kill").args(["-STOP", pid]).status()?.success();
+        let ok = Command::new("kill")
+            .args(["-STOP", pid])
+            .status()?
+            .success();
         if !ok {
             return Err(format!("kill -STOP {pid} failed").into());
         }
@@ -169,10 +172,10 @@ fn ocsp(
     assert_eq!(status, 200);
     let resp = OcspResponse::from_der(&body)?;
     let cert_status = match resp.status() {
-        OcspResponseStatus::SUCCESSFUL => resp
-            .basic()?
-            .find_status(&id()?)
-            .map(|s| s.status),
+        OcspResponseStatus::SUCCESSFUL => {
+            let id = id()?;
+            resp.basic()?.find_status(&id).map(|s| s.status)
+        }
         _ => None,
     };
     Ok((resp.status(), cert_status))
@@ -238,7 +241,11 @@ fn a_stopped_database_costs_the_loop_one_short_bound_and_everything_comes_back()
             if r.contains("store unavailable: nothing was acknowledged")),
         "{err:?}"
     );
-    assert!(t.elapsed() < PROMPT, "the enrollment took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < PROMPT,
+        "the enrollment took {:?}",
+        t.elapsed()
+    );
 
     let t = Instant::now();
     let err = submit_report(server.blackboard, &trust, "1155000001", &der, &key).err();
@@ -247,7 +254,11 @@ fn a_stopped_database_costs_the_loop_one_short_bound_and_everything_comes_back()
             if r.contains("store unavailable: nothing was acknowledged")),
         "{err:?}"
     );
-    assert!(t.elapsed() < PROMPT, "the submission took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < PROMPT,
+        "the submission took {:?}",
+        t.elapsed()
+    );
 
     // Everything else is served as usual, even while requests that need
     // the store keep coming: the loop's worst stall stays small.
@@ -306,7 +317,10 @@ fn a_stopped_database_costs_the_loop_one_short_bound_and_everything_comes_back()
         assert!(serials.contains(&s), "{s} missing from {serials:?}");
     }
     let receipts: Vec<i64> = db
-        .query("SELECT receipt_id FROM reports WHERE sid = '1155000001'", &[])?
+        .query(
+            "SELECT receipt_id FROM reports WHERE sid = '1155000001'",
+            &[],
+        )?
         .iter()
         .map(|r| r.get(0))
         .collect();
