@@ -246,7 +246,7 @@ fn a_stopped_database_costs_the_loop_one_short_bound_and_everything_comes_back()
 }
 
 fn stop_and_continue(cluster: &Cluster, server: &TestServer) -> TestResult {
-    let web = http_addr(&server)?;
+    let web = http_addr(server)?;
     let root = X509::from_pem(&std::fs::read(server.root_pem())?)?;
     let trust = server.trust()?;
 
