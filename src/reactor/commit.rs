@@ -13,11 +13,20 @@
 //! one, across reactors too: with `--reactors N` there is one writer, so
 //! one `fsync` serves them all and they never contend for SQLite's write
 //! lock.
+//!
+//! A writer stuck in a `COMMIT` (a database that stopped answering) holds
+//! no loop: a reactor only polls for its answer. The batches queued behind
+//! it are not kept waiting either: one the writer has not taken up within
+//! [`QUEUE_WAIT`] is refused ("store unavailable: nothing was
+//! acknowledged", which is true: the writer will never commit it), and the
+//! writer skips it. A batch the writer took up waits for the store's own
+//! answer, whose outcome nothing else can know.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, error};
 use mio::Waker;
@@ -86,7 +95,23 @@ struct Job {
     records: Vec<Record>,
     reply: Sender<Vec<Outcome>>,
     waker: Arc<Waker>,
+    /// Who decides the batch's fate: the writer taking it up, or the
+    /// reactor refusing it after [`QUEUE_WAIT`] ([`QUEUED`], [`TAKEN`],
+    /// [`REFUSED`]); whichever swaps it first.
+    claim: Arc<AtomicU8>,
 }
+
+/// A batch handed over, not yet taken up by the writer.
+const QUEUED: u8 = 0;
+/// The writer has it: its answer is the store's.
+const TAKEN: u8 = 1;
+/// Refused after waiting [`QUEUE_WAIT`] in the queue: the writer skips it.
+const REFUSED: u8 = 2;
+
+/// How long a batch may wait for the writer to take it up (behind a
+/// transaction the database does not answer) before it is refused with
+/// nothing recorded. An ordinary commit takes milliseconds.
+pub(crate) const QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 /// The writer thread; stopping it waits for every batch handed to it.
 #[derive(Debug)]
@@ -175,6 +200,8 @@ pub(crate) struct CommitHandle {
 pub(crate) struct InFlight {
     answer: Receiver<Vec<Outcome>>,
     len: usize,
+    claim: Arc<AtomicU8>,
+    since: Instant,
 }
 
 /// The same failure for every record of a batch of `len`.
@@ -199,13 +226,20 @@ impl CommitHandle {
     pub(crate) fn submit(&self, records: Vec<Record>) -> Result<InFlight, CommitError> {
         let (reply, answer) = mpsc::channel();
         let len = records.len();
+        let claim = Arc::new(AtomicU8::new(QUEUED));
         let job = Job {
             records,
             reply,
             waker: Arc::clone(&self.waker),
+            claim: Arc::clone(&claim),
         };
         match &self.jobs {
-            Some(jobs) if jobs.send(job).is_ok() => Ok(InFlight { answer, len }),
+            Some(jobs) if jobs.send(job).is_ok() => Ok(InFlight {
+                answer,
+                len,
+                claim,
+                since: Instant::now(),
+            }),
             _ => Err(WRITER_GONE),
         }
     }
@@ -213,10 +247,34 @@ impl CommitHandle {
 
 impl InFlight {
     /// The outcomes, one per record, if the writer has answered; `None`
-    /// while it works.
+    /// while it works. A batch the writer has not taken up within
+    /// [`QUEUE_WAIT`] is refused now, each record as unavailable.
     pub(crate) fn poll(&self) -> Option<Vec<Outcome>> {
+        self.poll_waiting(QUEUE_WAIT)
+    }
+
+    fn poll_waiting(&self, queue_wait: Duration) -> Option<Vec<Outcome>> {
         match self.answer.try_recv() {
             Ok(outcomes) => Some(outcomes),
+            Err(TryRecvError::Empty)
+                if self.since.elapsed() >= queue_wait
+                    && self
+                        .claim
+                        .compare_exchange(QUEUED, REFUSED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok() =>
+            {
+                let u = Unavailable {
+                    target: format!(
+                        "the database did not take the batch within {} s",
+                        queue_wait.as_secs_f32()
+                    ),
+                    outcome_unknown: false,
+                    retry_in: Duration::ZERO,
+                    source: None,
+                };
+                error!("commit of {} record(s) refused: {u}", self.len);
+                Some(unavailable(&u, self.len))
+            }
             Err(TryRecvError::Empty) => None,
             Err(TryRecvError::Disconnected) => Some(all_failed(self.len, &WRITER_GONE)),
         }
@@ -273,9 +331,20 @@ impl Durable {
 
 fn write_loop(mut store: Box<dyn Storage + Send>, jobs: Receiver<Job>, mut durable: Durable) {
     while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
+        // A batch its reactor has refused meanwhile is dropped unanswered.
+        let take = |job: &Job| {
+            job.claim
+                .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        };
+        let mut batch: Vec<Job> = std::iter::once(first).filter(take).collect();
         while let Ok(more) = jobs.try_recv() {
-            batch.push(more);
+            if take(&more) {
+                batch.push(more);
+            }
+        }
+        if batch.is_empty() {
+            continue;
         }
         let waiting: usize = batch.iter().map(|j| j.records.len()).sum();
         durable.metrics.set_awaiting_commit(waiting);
@@ -566,6 +635,7 @@ mod tests {
                 records,
                 reply,
                 waker: Arc::clone(&w),
+                claim: Arc::new(AtomicU8::new(TAKEN)),
             }
         })
         .collect();
@@ -619,6 +689,7 @@ mod tests {
                     records: vec![report(id)],
                     reply,
                     waker: Arc::clone(&w),
+                    claim: Arc::new(AtomicU8::new(TAKEN)),
                 }
             })
             .collect();
@@ -687,6 +758,125 @@ mod tests {
         assert!(later.iter().all(Result::is_err));
         drop(handle);
         committer.stop();
+        Ok(())
+    }
+
+    /// A store whose commits wait until the test lets them go (a
+    /// database that stopped answering).
+    struct StuckStore {
+        inner: FakeStore,
+        go: Arc<Mutex<Receiver<()>>>,
+    }
+
+    impl Storage for StuckStore {
+        fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+            if let Ok(go) = self.go.lock() {
+                let _ = go.recv();
+            }
+            self.inner.commit(batch)
+        }
+        fn cert_status(&mut self, s: &str) -> Result<CertStatus, StoreError> {
+            self.inner.cert_status(s)
+        }
+        fn revoke_serial(&mut self, s: &str, r: &str, at: i64) -> Result<usize, StoreError> {
+            self.inner.revoke_serial(s, r, at)
+        }
+        fn revoke_sid(&mut self, s: &str, r: &str, at: i64) -> Result<usize, StoreError> {
+            self.inner.revoke_sid(s, r, at)
+        }
+        fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {
+            self.inner.certs()
+        }
+        fn reports(&mut self) -> Result<Vec<ReportRecord>, StoreError> {
+            self.inner.reports()
+        }
+        fn next_crl_number(&mut self) -> Result<u64, StoreError> {
+            self.inner.next_crl_number()
+        }
+        fn import_roster(&mut self, s: &[Student]) -> Result<RosterChange, StoreError> {
+            self.inner.import_roster(s)
+        }
+        fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
+            self.inner.roster()
+        }
+        fn enrollment_view(&mut self, s: &str) -> Result<EnrollView, StoreError> {
+            self.inner.enrollment_view(s)
+        }
+        fn store_codes(
+            &mut self,
+            c: &[(String, CodeKey)],
+            at: i64,
+            r: bool,
+        ) -> Result<Vec<String>, StoreError> {
+            self.inner.store_codes(c, at, r)
+        }
+        fn counts(&mut self) -> Result<Counts, StoreError> {
+            self.inner.counts()
+        }
+        fn record_window(&mut self, o: Option<i64>, c: Option<i64>) -> Result<(), StoreError> {
+            self.inner.record_window(o, c)
+        }
+        fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+            self.inner.recorded_window()
+        }
+        fn revocations(&mut self) -> Result<Vec<crate::store::Revocation>, StoreError> {
+            self.inner.revocations()
+        }
+        fn revocation_mark(&mut self) -> Result<crate::store::RevocationMark, StoreError> {
+            self.inner.revocation_mark()
+        }
+        fn check(&mut self) -> Result<(), StoreError> {
+            self.inner.check()
+        }
+    }
+
+    /// Behind a COMMIT the database does not answer, a later batch is
+    /// refused after the bound, with nothing recorded, and never committed;
+    /// the stuck one gets the store's own answer when it comes.
+    #[test]
+    fn a_batch_queued_behind_a_stuck_commit_is_refused_and_never_committed(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (go, gate) = mpsc::channel();
+        let stuck = StuckStore {
+            inner: FakeStore::default(),
+            go: Arc::new(Mutex::new(gate)),
+        };
+        let committed = Arc::clone(&stuck.inner.committed);
+        let committer = Committer::start(Box::new(stuck), no_announce, Arc::new(Metrics::new()))?;
+        let (_poll, w) = waker()?;
+        let handle = committer.handle(w);
+        let first = handle.submit(vec![report(1)])?;
+        // Bounded: the writer takes the first batch up at once.
+        for _ in 0..1000 {
+            if first.claim.load(Ordering::Acquire) == TAKEN {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let second = handle.submit(vec![report(2), report(3)])?;
+        let wait = Duration::from_millis(30);
+        std::thread::sleep(wait);
+        // The stuck one is not refused: its outcome is the store's.
+        assert_eq!(first.poll_waiting(wait), None);
+        let refused = second.poll_waiting(wait).ok_or("not refused")?;
+        assert_eq!(refused.len(), 2);
+        for o in &refused {
+            assert!(
+                matches!(o, Err(CommitError::Store(StoreError::Unavailable(u))) if !u.outcome_unknown),
+                "{o:?}"
+            );
+        }
+        // The database answers again.
+        go.send(())?;
+        assert_eq!(first.wait(), vec![Ok(())]);
+        let third = handle.submit(vec![report(4)])?;
+        go.send(())?;
+        assert_eq!(third.wait(), vec![Ok(())]);
+        drop(handle);
+        drop(go);
+        committer.stop();
+        let all: Vec<u64> = committed.lock().map_err(|e| e.to_string())?.concat();
+        assert_eq!(all, vec![1, 4], "the refused batch was committed");
         Ok(())
     }
 

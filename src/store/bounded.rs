@@ -45,8 +45,9 @@ type Call = Box<dyn FnOnce(&mut dyn Storage) + Send>;
 /// A store whose calls wait at most a bound (see the module's header).
 pub struct Bounded {
     calls: Sender<Call>,
-    /// Set while the reader thread runs a call: a call still running when
-    /// a new one comes means the store is unanswering.
+    /// Set while the reader thread runs a call, cleared by the call itself
+    /// before it answers: a call still running when a new one comes means
+    /// the store is unanswering.
     busy: Arc<AtomicBool>,
     wait: Duration,
     /// Where the store is, for errors and logs (never a password).
@@ -73,20 +74,17 @@ impl Bounded {
         wait: Duration,
     ) -> std::io::Result<Bounded> {
         let (calls, queue) = mpsc::channel::<Call>();
-        let busy = Arc::new(AtomicBool::new(false));
-        let done = Arc::clone(&busy);
         std::thread::Builder::new()
             .name("store-reader".into())
             .spawn(move || {
                 let mut store = store;
                 while let Ok(call) = queue.recv() {
                     call(store.as_mut());
-                    done.store(false, Ordering::Release);
                 }
             })?;
         Ok(Bounded {
             calls,
-            busy,
+            busy: Arc::new(AtomicBool::new(false)),
             wait,
             target,
         })
@@ -111,11 +109,16 @@ impl Bounded {
             return Err(self.unavailable(false));
         }
         let (answer, answered) = mpsc::sync_channel(1);
-        // Set before sending: the thread clears it only after running this call.
+        // Set before sending; the call clears it once the store has
+        // answered and before it answers, so the next call never finds it
+        // set unless this one is still running.
         self.busy.store(true, Ordering::Release);
+        let done = Arc::clone(&self.busy);
         let call: Call = Box::new(move |store| {
+            let result = op(store);
+            done.store(false, Ordering::Release);
             // The caller may have stopped waiting: the answer is then dropped.
-            let _ = answer.send(op(store));
+            let _ = answer.send(result);
         });
         if self.calls.send(call).is_err() {
             self.busy.store(false, Ordering::Release);
@@ -132,8 +135,10 @@ impl Bounded {
                 );
                 Err(self.unavailable(writes))
             }
-            // The thread panicked in the call (and is gone).
+            // The thread panicked in the call (and is gone): the next call
+            // finds it gone.
             Err(RecvTimeoutError::Disconnected) => {
+                self.busy.store(false, Ordering::Release);
                 log::error!("{}: the store's reader thread failed", self.target);
                 Err(self.unavailable(writes))
             }
