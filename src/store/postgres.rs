@@ -45,8 +45,9 @@ use postgres::{Client, Config, Statement, Transaction};
 use postgres_openssl::MakeTlsConnector;
 
 use super::{
-    CertRow, CertStatus, CodeKey, CodeState, Counts, EnrollView, Origin, Record, ReportRecord,
-    Revocation, RevocationMark, RosterChange, RosterEntry, Storage, StoreError, Student,
+    code_state_of, status_of, CertColumns, CertRow, CertStatus, CodeColumns, CodeKey, Counts,
+    EnrollView, Record, ReportColumns, ReportRecord, Revocation, RevocationColumns, RevocationMark,
+    RosterChange, RosterEntry, Storage, StoreError, Student, Writes,
 };
 
 /// The PostgreSQL schema this build reads and writes.
@@ -982,12 +983,13 @@ fn duplicate_of(e: &postgres::Error) -> String {
     }
 }
 
-/// A batch split into one column per field, as the insert statements take it.
+/// A batch's rows split into one array per column, as the insert
+/// statements take them.
 #[derive(Default)]
 struct Columns<'a> {
     serial: Vec<&'a str>,
     sid: Vec<&'a str>,
-    subject: Vec<String>,
+    subject: Vec<&'a str>,
     not_before: Vec<i64>,
     not_after: Vec<i64>,
     der: Vec<&'a [u8]>,
@@ -998,40 +1000,27 @@ struct Columns<'a> {
     received_at: Vec<i64>,
     text: Vec<&'a str>,
     r_origin: Vec<&'static str>,
-    /// Codes to consume: SID, serial, code key.
-    consumes: Vec<(&'a str, &'a str, &'a [u8])>,
-    /// Wrong codes to count: SID, code key.
-    wrong: Vec<(&'a str, &'a [u8])>,
 }
 
 impl<'a> Columns<'a> {
-    fn of(batch: &'a [Record]) -> Columns<'a> {
+    fn of(w: &'a Writes<'a>) -> Columns<'a> {
         let mut c = Columns::default();
-        for record in batch {
-            match record {
-                Record::Cert(cert) => {
-                    c.serial.push(&cert.serial_hex);
-                    c.sid.push(&cert.sid);
-                    c.subject.push(format!("CN={}", cert.sid));
-                    c.not_before.push(cert.not_before);
-                    c.not_after.push(cert.not_after);
-                    c.der.push(&cert.der);
-                    c.origin.push(cert.origin.as_str());
-                    if let Some(key) = &cert.consumes_code {
-                        c.consumes.push((&cert.sid, &cert.serial_hex, key));
-                    }
-                }
-                Record::WrongCode { sid, code_key } => c.wrong.push((sid, code_key)),
-                Record::Report(r) => {
-                    // The same 64 bits as a signed integer, as SQLite stores it.
-                    c.receipt_id.push(r.receipt_id as i64);
-                    c.r_sid.push(&r.sid);
-                    c.r_serial.push(&r.serial_hex);
-                    c.received_at.push(r.received_at);
-                    c.text.push(&r.text);
-                    c.r_origin.push(r.origin.as_str());
-                }
-            }
+        for cert in &w.certs {
+            c.serial.push(&cert.serial);
+            c.sid.push(cert.sid);
+            c.subject.push(&cert.subject);
+            c.not_before.push(cert.not_before);
+            c.not_after.push(cert.not_after);
+            c.der.push(cert.der);
+            c.origin.push(cert.origin);
+        }
+        for r in &w.reports {
+            c.receipt_id.push(r.receipt_id);
+            c.r_sid.push(r.sid);
+            c.r_serial.push(&r.serial);
+            c.received_at.push(r.received_at);
+            c.text.push(r.text);
+            c.r_origin.push(r.origin);
         }
         c
     }
@@ -1042,20 +1031,24 @@ impl Storage for PostgresStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let c = Columns::of(batch);
+        let w = Writes::of(batch);
+        let c = Columns::of(&w);
         let now = now_unix();
         let outcome = self.run("committing a batch", |conn| {
             let stmts = &conn.stmts;
             let mut tx = conn.client.transaction().map_err(TxFailure::Before)?;
             // Dropping `tx` on any early return rolls back.
             let body = |tx: &mut Transaction<'_>| -> Result<Option<String>, postgres::Error> {
-                for (sid, serial, key) in &c.consumes {
-                    let n = tx.execute(&stmts.consume_code, &[&now, serial, sid, key])?;
+                for spend in &w.spends {
+                    let n = tx.execute(
+                        &stmts.consume_code,
+                        &[&now, &spend.serial, &spend.sid, &spend.key],
+                    )?;
                     if n == 0 {
-                        return Ok(Some(sid.to_string()));
+                        return Ok(Some(spend.sid.to_string()));
                     }
                 }
-                for (sid, key) in &c.wrong {
+                for (sid, key) in &w.wrong {
                     tx.execute(&stmts.wrong_code, &[sid, key])?;
                 }
                 if !c.serial.is_empty() {
@@ -1107,24 +1100,14 @@ impl Storage for PostgresStore {
                 .query_opt(&conn.stmts.cert_status, &[&serial_hex])
                 .map_err(TxFailure::Before)?;
             let Some(row) = row else {
-                return Ok(CertStatus::Unknown);
+                return Ok(None);
             };
-            let read = || -> Result<CertStatus, postgres::Error> {
-                let at: Option<i64> = row.try_get(0)?;
-                let reason: Option<String> = row.try_get(1)?;
-                let origin: String = row.try_get(2)?;
-                Ok(match at {
-                    None => CertStatus::Good {
-                        origin: Origin::parse(&origin),
-                    },
-                    Some(at) => CertStatus::Revoked {
-                        at,
-                        reason: reason.unwrap_or_default(),
-                    },
-                })
+            let read = || -> Result<_, postgres::Error> {
+                Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
             };
-            read().map_err(TxFailure::Before)
+            read().map(Some).map_err(TxFailure::Before)
         })
+        .and_then(status_of)
     }
 
     fn revoke_serial(
@@ -1162,21 +1145,23 @@ impl Storage for PostgresStore {
                 .map_err(TxFailure::Before)?;
             rows.iter()
                 .map(|r| {
-                    let at: Option<i64> = r.try_get(5)?;
-                    let reason: Option<String> = r.try_get(6)?;
-                    Ok(CertRow {
-                        serial_hex: r.try_get(0)?,
+                    Ok(CertColumns {
+                        serial: r.try_get(0)?,
                         sid: r.try_get(1)?,
                         not_before: r.try_get(2)?,
                         not_after: r.try_get(3)?,
                         origin: r.try_get(4)?,
-                        revoked: at.map(|at| (at, reason.unwrap_or_default())),
+                        revoked_at: r.try_get(5)?,
+                        reason: r.try_get(6)?,
                         der: r.try_get(7)?,
                     })
                 })
-                .collect::<Result<_, postgres::Error>>()
+                .collect::<Result<Vec<_>, postgres::Error>>()
                 .map_err(TxFailure::Before)
-        })
+        })?
+        .into_iter()
+        .map(CertColumns::into_row)
+        .collect()
     }
 
     fn reports(&mut self) -> Result<Vec<ReportRecord>, StoreError> {
@@ -1191,20 +1176,21 @@ impl Storage for PostgresStore {
                 .map_err(TxFailure::Before)?;
             rows.iter()
                 .map(|r| {
-                    let id: i64 = r.try_get(0)?;
-                    let origin: String = r.try_get(5)?;
-                    Ok(ReportRecord {
-                        receipt_id: id as u64,
+                    Ok(ReportColumns {
+                        receipt_id: r.try_get(0)?,
                         sid: r.try_get(1)?,
-                        serial_hex: r.try_get(2)?,
+                        serial: r.try_get(2)?,
                         received_at: r.try_get(3)?,
                         text: r.try_get(4)?,
-                        origin: Origin::parse(&origin),
+                        origin: r.try_get(5)?,
                     })
                 })
-                .collect::<Result<_, postgres::Error>>()
+                .collect::<Result<Vec<_>, postgres::Error>>()
                 .map_err(TxFailure::Before)
-        })
+        })?
+        .into_iter()
+        .map(ReportColumns::into_record)
+        .collect()
     }
 
     fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
@@ -1219,16 +1205,18 @@ impl Storage for PostgresStore {
                 .map_err(TxFailure::Before)?;
             rows.iter()
                 .map(|r| {
-                    let reason: Option<String> = r.try_get(2)?;
-                    Ok(Revocation {
-                        serial_hex: r.try_get(0)?,
-                        at: r.try_get(1)?,
-                        reason: reason.unwrap_or_default(),
+                    Ok(RevocationColumns {
+                        serial: r.try_get(0)?,
+                        revoked_at: r.try_get(1)?,
+                        reason: r.try_get(2)?,
                     })
                 })
-                .collect::<Result<_, postgres::Error>>()
+                .collect::<Result<Vec<_>, postgres::Error>>()
                 .map_err(TxFailure::Before)
-        })
+        })?
+        .into_iter()
+        .map(RevocationColumns::into_revocation)
+        .collect()
     }
 
     fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
@@ -1314,7 +1302,7 @@ impl Storage for PostgresStore {
                 .map_err(TxFailure::Before)?;
             rows.iter()
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, raw_code(r, 2)?)))
-                .collect::<Result<Vec<(String, String, RawCode)>, postgres::Error>>()
+                .collect::<Result<Vec<(String, String, Option<CodeColumns>)>, postgres::Error>>()
                 .map_err(TxFailure::Before)
         })?
         .into_iter()
@@ -1322,7 +1310,7 @@ impl Storage for PostgresStore {
             Ok(RosterEntry {
                 sid,
                 name,
-                code: code_state(raw)?,
+                code: code_state_of(raw)?,
             })
         })
         .collect()
@@ -1334,7 +1322,7 @@ impl Storage for PostgresStore {
                 .client
                 .query_one(&conn.stmts.enrollment_view, &[&sid])
                 .map_err(TxFailure::Before)?;
-            let read = || -> Result<(bool, bool, RawCode), postgres::Error> {
+            let read = || -> Result<(bool, bool, Option<CodeColumns>), postgres::Error> {
                 Ok((r.try_get(0)?, r.try_get(1)?, raw_code(&r, 2)?))
             };
             read().map_err(TxFailure::Before)
@@ -1343,7 +1331,7 @@ impl Storage for PostgresStore {
             Ok(EnrollView {
                 roster_on,
                 on_roster,
-                code: code_state(raw)?,
+                code: code_state_of(raw)?,
             })
         })
     }
@@ -1432,38 +1420,18 @@ impl Storage for PostgresStore {
     }
 }
 
-/// The columns of `codes` as read, from column `at` on (all NULL: no code
-/// was ever issued); [`code_state`] checks them.
-type RawCode = Option<(Vec<u8>, i64, Option<i64>, i32)>;
-
-fn raw_code(r: &postgres::Row, at: usize) -> Result<RawCode, postgres::Error> {
+/// The columns of `codes` from column `at` on (all NULL: no code).
+fn raw_code(r: &postgres::Row, at: usize) -> Result<Option<CodeColumns>, postgres::Error> {
     let key: Option<Vec<u8>> = r.try_get(at)?;
     let Some(key) = key else {
         return Ok(None);
     };
-    Ok(Some((
+    let wrong: i32 = r.try_get(at + 3)?;
+    Ok(Some(CodeColumns {
         key,
-        r.try_get(at + 1)?,
-        r.try_get(at + 2)?,
-        r.try_get(at + 3)?,
-    )))
-}
-
-fn code_state(raw: RawCode) -> Result<Option<CodeState>, StoreError> {
-    let Some((key, issued_at, used_at, wrong)) = raw else {
-        return Ok(None);
-    };
-    let code_key = CodeKey::try_from(key.as_slice()).map_err(|_| {
-        StoreError::Incompatible(format!(
-            "a code key of {} bytes (certboard writes 32)",
-            key.len()
-        ))
-    })?;
-    Ok(Some(CodeState {
-        code_key,
-        issued_at,
-        used_at,
-        wrong: u32::try_from(wrong).unwrap_or(0),
+        issued_at: r.try_get(at + 1)?,
+        used_at: r.try_get(at + 2)?,
+        wrong: i64::from(wrong),
     }))
 }
 
