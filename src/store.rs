@@ -36,6 +36,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+pub use crate::ca::RevocationReason;
+
 mod location;
 mod migrate;
 mod postgres;
@@ -234,7 +236,7 @@ pub struct CertRow {
     /// End of validity.
     pub not_after: i64,
     /// How it was requested.
-    pub origin: String,
+    pub origin: Origin,
     /// Revocation time and reason, if revoked.
     pub revoked: Option<(i64, String)>,
     /// The certificate, DER.
@@ -321,8 +323,9 @@ pub struct Revocation {
     pub serial_hex: String,
     /// When, Unix seconds.
     pub at: i64,
-    /// Why, as given by the operator (an RFC 5280 reason name).
-    pub reason: String,
+    /// Why, as given by the operator; `None` when the stored text names
+    /// no RFC 5280 reason.
+    pub reason: Option<RevocationReason>,
 }
 
 /// A summary of the revocations that changes whenever one is added
@@ -346,11 +349,16 @@ pub trait Storage {
     fn revoke_serial(
         &mut self,
         serial_hex: &str,
-        reason: &str,
+        reason: RevocationReason,
         at: i64,
     ) -> Result<usize, StoreError>;
     /// Revokes every certificate of a SID; returns how many were newly revoked.
-    fn revoke_sid(&mut self, sid: &str, reason: &str, at: i64) -> Result<usize, StoreError>;
+    fn revoke_sid(
+        &mut self,
+        sid: &str,
+        reason: RevocationReason,
+        at: i64,
+    ) -> Result<usize, StoreError>;
     /// Every certificate, oldest first.
     fn certs(&mut self) -> Result<Vec<CertRow>, StoreError>;
     /// Every report, oldest first.
@@ -507,7 +515,7 @@ impl CertColumns {
             sid: self.sid,
             not_before: self.not_before,
             not_after: self.not_after,
-            origin: self.origin,
+            origin: Origin::parse(&self.origin),
             revoked: self.revoked_at.map(|at| (at, reason.unwrap_or_default())),
             der: self.der,
         })
@@ -551,7 +559,7 @@ impl RevocationColumns {
         Ok(Revocation {
             serial_hex: self.serial,
             at: self.revoked_at,
-            reason: self.reason.unwrap_or_default(),
+            reason: self.reason.as_deref().and_then(RevocationReason::from_name),
         })
     }
 }

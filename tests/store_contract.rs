@@ -13,6 +13,7 @@ mod pg;
 
 use std::sync::{Arc, Barrier};
 
+use certboard::store::RevocationReason;
 use certboard::store::{
     CertRecord, CertStatus, CodeKey, Origin, PostgresStore, Record, ReportRecord, RevocationMark,
     RosterChange, SqliteStore, Storage, StoreError, Student,
@@ -170,7 +171,7 @@ fn records_survive_reopen<E: Engine>() -> TestResult {
     assert_eq!(certs[0].not_before, 1_700_000_000);
     assert_eq!(certs[0].not_after, 1_800_000_000);
     assert_eq!(certs[0].der, vec![0x30, 0x03, 0x02, 0x01, 0x07]);
-    assert_eq!(certs[0].origin, "certboard");
+    assert_eq!(certs[0].origin, Origin::Certboard);
     assert_eq!(certs[0].revoked, None);
     let reports = s.reports()?;
     assert_eq!(reports.len(), 2);
@@ -251,7 +252,8 @@ fn a_batch_is_all_or_nothing_and_serials_are_never_reused<E: Engine>() -> TestRe
 }
 
 /// Revocation by serial or SID happens once, is seen at once by another
-/// connection, and is what the CRL is made from.
+/// connection, keeps the reason's RFC 5280 name, and is what the CRL is
+/// made from.
 fn revocation_by_serial_and_sid<E: Engine>() -> TestResult {
     let e = E::fresh("revoke")?;
     let mut a = e.open()?;
@@ -260,20 +262,26 @@ fn revocation_by_serial_and_sid<E: Engine>() -> TestResult {
     assert!(a.revocations()?.is_empty());
     a.commit(&[cert("01", "a"), cert("02", "a"), cert("03", "b")])?;
     assert_eq!(b.cert_status(&sn("01"))?, good());
-    assert_eq!(a.revoke_serial(&sn("03"), "keyCompromise", 10)?, 1);
     assert_eq!(
-        b.revoke_serial(&sn("03"), "superseded", 11)?,
+        a.revoke_serial(&sn("03"), RevocationReason::KeyCompromise, 10)?,
+        1
+    );
+    assert_eq!(
+        b.revoke_serial(&sn("03"), RevocationReason::Superseded, 11)?,
         0,
         "already revoked"
     );
     assert_eq!(
-        a.revoke_serial(&sn("FF"), "superseded", 11)?,
+        a.revoke_serial(&sn("FF"), RevocationReason::Superseded, 11)?,
         0,
         "none such"
     );
-    assert_eq!(b.revoke_sid("a", "", 12)?, 2);
-    assert_eq!(a.revoke_sid("a", "", 13)?, 0);
-    assert_eq!(a.revoke_sid("nobody", "", 13)?, 0);
+    assert_eq!(b.revoke_sid("a", RevocationReason::Unspecified, 12)?, 2);
+    assert_eq!(a.revoke_sid("a", RevocationReason::Unspecified, 13)?, 0);
+    assert_eq!(
+        a.revoke_sid("nobody", RevocationReason::Unspecified, 13)?,
+        0
+    );
     assert_eq!(
         b.cert_status(&sn("03"))?,
         CertStatus::Revoked {
@@ -285,12 +293,12 @@ fn revocation_by_serial_and_sid<E: Engine>() -> TestResult {
         a.cert_status(&sn("01"))?,
         CertStatus::Revoked {
             at: 12,
-            reason: String::new()
+            reason: "unspecified".into()
         }
     );
     let listed = a.certs()?;
     assert_eq!(listed[2].revoked, Some((10, "keyCompromise".to_string())));
-    assert_eq!(listed[0].revoked, Some((12, String::new())));
+    assert_eq!(listed[0].revoked, Some((12, "unspecified".to_string())));
     // What the CRL is made from, in revocation order, as the other sees it.
     let revoked = b.revocations()?;
     let serials: Vec<(&str, i64)> = revoked
@@ -298,7 +306,8 @@ fn revocation_by_serial_and_sid<E: Engine>() -> TestResult {
         .map(|r| (r.serial_hex.as_str(), r.at))
         .collect();
     assert_eq!(serials, [("03", 10), ("01", 12), ("02", 12)]);
-    assert_eq!(revoked[0].reason, "keyCompromise");
+    assert_eq!(revoked[0].reason, Some(RevocationReason::KeyCompromise));
+    assert_eq!(revoked[1].reason, Some(RevocationReason::Unspecified));
     assert_eq!(
         b.revocation_mark()?,
         RevocationMark {

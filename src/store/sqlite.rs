@@ -15,8 +15,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{
     code_state_of, receipt_id_of, status_of, CertColumns, CertRow, CertStatus, CodeColumns,
     CodeKey, Counts, EnrollView, Record, ReportColumns, ReportRecord, Revocation,
-    RevocationColumns, RevocationMark, RosterChange, RosterEntry, Storage, StoreError, Student,
-    Writes,
+    RevocationColumns, RevocationMark, RevocationReason, RosterChange, RosterEntry, Storage,
+    StoreError, Student, Writes,
 };
 use crate::time::now_unix;
 
@@ -340,13 +340,13 @@ impl SqliteStore {
         &mut self,
         clause: &str,
         key: &str,
-        reason: &str,
+        reason: RevocationReason,
         at: i64,
     ) -> Result<usize, StoreError> {
         let sql = format!(
             "UPDATE certs SET revoked_at = ?1, revoke_reason = ?2 WHERE {clause} = ?3 AND revoked_at IS NULL"
         );
-        Ok(self.conn.execute(&sql, params![at, reason, key])?)
+        Ok(self.conn.execute(&sql, params![at, reason.name(), key])?)
     }
 }
 
@@ -434,13 +434,18 @@ impl Storage for SqliteStore {
     fn revoke_serial(
         &mut self,
         serial_hex: &str,
-        reason: &str,
+        reason: RevocationReason,
         at: i64,
     ) -> Result<usize, StoreError> {
         self.revoke("serial", serial_hex, reason, at)
     }
 
-    fn revoke_sid(&mut self, sid: &str, reason: &str, at: i64) -> Result<usize, StoreError> {
+    fn revoke_sid(
+        &mut self,
+        sid: &str,
+        reason: RevocationReason,
+        at: i64,
+    ) -> Result<usize, StoreError> {
         self.revoke("sid", sid, reason, at)
     }
 
@@ -765,7 +770,7 @@ mod tests {
         let err = s.commit(&[cert("01", "b")]).err();
         assert!(matches!(err, Some(StoreError::Duplicate(_))), "{err:?}");
         assert_eq!(s.next_crl_number()?, 1);
-        assert_eq!(s.revoke_sid("a", "test", 3)?, 1);
+        assert_eq!(s.revoke_sid("a", RevocationReason::Superseded, 3)?, 1);
         assert!(matches!(
             s.cert_status("01")?,
             CertStatus::Revoked { at: 3, .. }

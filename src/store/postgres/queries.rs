@@ -8,7 +8,7 @@ use super::PostgresStore;
 use crate::store::{
     code_state_of, status_of, CertColumns, CertRow, CertStatus, CodeColumns, CodeKey, Counts,
     EnrollView, Record, ReportColumns, ReportRecord, Revocation, RevocationColumns, RevocationMark,
-    RosterChange, RosterEntry, Storage, StoreError, Student, Writes,
+    RevocationReason, RosterChange, RosterEntry, Storage, StoreError, Student, Writes,
 };
 
 /// An open connection and its prepared statements.
@@ -257,9 +257,10 @@ impl Storage for PostgresStore {
     fn revoke_serial(
         &mut self,
         serial_hex: &str,
-        reason: &str,
+        reason: RevocationReason,
         at: i64,
     ) -> Result<usize, StoreError> {
+        let reason = reason.name();
         self.run("revoking a certificate", |conn| {
             in_transaction(conn, |tx, stmts| {
                 tx.execute(&stmts.revoke_serial, &[&at, &reason, &serial_hex])
@@ -268,7 +269,13 @@ impl Storage for PostgresStore {
         .map(count)
     }
 
-    fn revoke_sid(&mut self, sid: &str, reason: &str, at: i64) -> Result<usize, StoreError> {
+    fn revoke_sid(
+        &mut self,
+        sid: &str,
+        reason: RevocationReason,
+        at: i64,
+    ) -> Result<usize, StoreError> {
+        let reason = reason.name();
         self.run("revoking a SID's certificates", |conn| {
             in_transaction(conn, |tx, stmts| {
                 tx.execute(&stmts.revoke_sid, &[&at, &reason, &sid])
