@@ -22,33 +22,9 @@ use crate::sid::SidError;
 use crate::store::{Storage, StoreError};
 use crate::time::{now_unix, time_text};
 
-/// RFC 5280 revocation reasons an operator may give.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RevokeReason {
-    /// No reason given.
-    Unspecified,
-    /// Her private key is compromised.
-    KeyCompromise,
-    /// She left the course.
-    AffiliationChanged,
-    /// A new certificate replaces it.
-    Superseded,
-    /// No longer needed.
-    CessationOfOperation,
-}
-
-impl RevokeReason {
-    /// The RFC 5280 name.
-    pub fn name(self) -> &'static str {
-        match self {
-            RevokeReason::Unspecified => "unspecified",
-            RevokeReason::KeyCompromise => "keyCompromise",
-            RevokeReason::AffiliationChanged => "affiliationChanged",
-            RevokeReason::Superseded => "superseded",
-            RevokeReason::CessationOfOperation => "cessationOfOperation",
-        }
-    }
-}
+/// The reasons an operator may give: the pki's one type, which clap
+/// parses `--reason` into.
+pub use crate::ca::RevocationReason as RevokeReason;
 
 /// Why an admin command failed.
 #[derive(Debug)]
@@ -192,7 +168,7 @@ pub fn revoke(
     let n = match target {
         RevokeTarget::Serial(s) => {
             let serial = normalise_serial(s)?;
-            let n = store.revoke_serial(&serial, reason.name(), now)?;
+            let n = store.revoke_serial(&serial, reason, now)?;
             if n == 0 && !store.certs()?.iter().any(|c| c.serial_hex == serial) {
                 return Err(AdminError::NotFound(format!(
                     "no certificate with serial {serial}"
@@ -205,7 +181,7 @@ pub fn revoke(
                 sid: sid.clone(),
                 source,
             })?;
-            let n = store.revoke_sid(sid, reason.name(), now)?;
+            let n = store.revoke_sid(sid, reason, now)?;
             if n == 0 && !store.certs()?.iter().any(|c| &c.sid == sid) {
                 return Err(AdminError::NotFound(format!(
                     "no certificate for SID {sid}"
@@ -231,7 +207,7 @@ pub fn list_certs(store: &mut dyn Storage, out: &mut dyn Write) -> Result<(), Ad
             escaped(&c.serial_hex),
             escaped(&c.sid),
             time_text(c.not_after),
-            c.origin
+            c.origin.as_str()
         )?;
     }
     Ok(())

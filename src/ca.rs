@@ -29,6 +29,7 @@ mod blackboard;
 mod crl;
 mod csr;
 mod profile;
+mod revocation;
 mod root;
 mod serial;
 
@@ -37,8 +38,9 @@ pub use blackboard::{
     BlackboardIdentity, BlackboardKeys, KeysOrigin, BLACKBOARD_CERT_FILE, BLACKBOARD_KEY_FILE,
     BLACKBOARD_LIFETIME_SECS, DEFAULT_BLACKBOARD_NAME,
 };
-pub use crl::{reason_code, RevokedEntry, SignedCrl, CRL_VALIDITY_DAYS};
+pub use crl::{RevokedEntry, SignedCrl, CRL_VALIDITY_DAYS};
 pub(crate) use csr::rsa_exponent_ok;
+pub use revocation::RevocationReason;
 pub use root::{root_exists, root_paths, CA_CERT_FILE, CA_KEY_FILE, MIN_PASSPHRASE_LEN};
 pub use serial::{Serial, SerialError};
 

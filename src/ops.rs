@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use log::warn;
 
-use crate::ca::{self, CaError, CertificateAuthority, RevokedEntry, SignedCrl};
+use crate::ca::{CaError, CertificateAuthority, RevocationReason, RevokedEntry, Serial, SignedCrl};
 use crate::http::{Method, Request, Response};
 use crate::metrics::{self, Metrics};
 use crate::ocsp::{self, CertStatus, OcspAnswer, Responder, ResponderConfig};
@@ -92,7 +92,7 @@ pub(crate) fn fresh_crl(
         .revocations()?
         .into_iter()
         .map(|r| RevokedEntry {
-            reason: ca::reason_code(&r.reason),
+            reason: r.reason,
             serial_hex: r.serial_hex,
             at: r.at,
         })
@@ -258,18 +258,11 @@ impl Ops {
 }
 
 /// The store's key for an OCSP CertID's serial (the INTEGER's content):
-/// upper-case hex without leading zero bytes. `None` for a negative
-/// serial, which this CA never issues.
+/// [`Serial`]'s one text form. `None` for a negative serial, which this
+/// CA never issues.
 fn store_serial(content: &[u8]) -> Option<String> {
-    if content.first().is_some_and(|b| b & 0x80 != 0) {
-        return None;
-    }
-    let skip = content.iter().take_while(|b| **b == 0).count();
-    let magnitude = &content[skip..];
-    if magnitude.is_empty() {
-        return Some("0".into());
-    }
-    Some(magnitude.iter().map(|b| format!("{b:02X}")).collect())
+    let serial = Serial::from_der_integer(content);
+    (!serial.is_negative()).then(|| serial.to_string())
 }
 
 fn ocsp_status(s: store::CertStatus) -> CertStatus {
@@ -278,7 +271,7 @@ fn ocsp_status(s: store::CertStatus) -> CertStatus {
         store::CertStatus::Good { .. } => CertStatus::Good,
         store::CertStatus::Revoked { at, reason } => CertStatus::Revoked {
             at_unix: at,
-            reason: ca::reason_code(&reason),
+            reason: RevocationReason::from_name(&reason).map(RevocationReason::code),
         },
     }
 }
@@ -289,27 +282,10 @@ fn health(store: &mut dyn Storage) -> Response {
             .content_type("application/json"),
         Err(e) => {
             warn!("health: {e}");
-            let body = format!(
-                r#"{{"status":"unavailable","store":"{}"}}"#,
-                json_escape(&e.to_string())
-            );
-            Response::new(503, body.into_bytes()).content_type("application/json")
+            let body = serde_json::json!({"status": "unavailable", "store": e.to_string()});
+            Response::new(503, body.to_string().into_bytes()).content_type("application/json")
         }
     }
-}
-
-/// A JSON string's content for `s`.
-fn json_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn text(status: u16, body: &str) -> Response {
@@ -369,7 +345,18 @@ mod tests {
     }
 
     #[test]
-    fn health_reasons_are_json_strings() {
-        assert_eq!(json_escape("a \"b\"\\\n"), "a \\\"b\\\"\\\\\\u000a");
+    fn health_reasons_are_json_strings() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let mut store = crate::store::SqliteStore::open(dir.path())?;
+        let r = health(&mut store);
+        assert_eq!(r.body, br#"{"status":"ok","store":"ok"}"#);
+        std::fs::remove_file(dir.path().join(crate::store::DB_FILE))?;
+        let r = health(&mut store);
+        assert_eq!(r.status, 503);
+        let body: serde_json::Value = serde_json::from_slice(&r.body)?;
+        assert_eq!(body["status"], "unavailable");
+        let why = body["store"].as_str().unwrap_or_default();
+        assert!(why.contains("no longer there"), "{why}");
+        Ok(())
     }
 }

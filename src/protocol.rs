@@ -920,7 +920,10 @@ mod tests {
         );
         let (frame, _) = report_frame_v2(&hello, &key, &run.replies[0], "late", &sh).unwrap();
         let serial = sh.store.certs().unwrap()[0].serial_hex.clone();
-        let revoked = sh.store.revoke_serial(&serial, "keyCompromise", 0).unwrap();
+        let revoked = sh
+            .store
+            .revoke_serial(&serial, crate::ca::RevocationReason::KeyCompromise, 0)
+            .unwrap();
         assert_eq!(revoked, 1);
         let run = drive(run.session, &[frame], &mut sh);
         let (code, reason) = refusal(&run);

@@ -1,19 +1,42 @@
-//! The durable record of what certboard issued and accepted: certificates
-//! (with revocation) and reports.
+//! The durable record of what certboard issued and accepted, and of the
+//! course it serves: certificates (with their revocation), reports, the
+//! roster and each student's enrollment code (only a key derived from it),
+//! the CRL number, and settings such as the submission window.
 //!
-//! [`Storage`] is the interface the services and admin commands use, over
-//! the records defined here; the engines behind it are children of this
-//! module: [`SqliteStore`] (`store/sqlite.rs`) and [`PostgresStore`]
-//! (`store/postgres.rs`), chosen by [`Location`] (`store/location.rs`);
-//! [`migrate`] (`store/migrate.rs`) copies the one into the other. Writes come in batches: the
-//! reactors hand the records made ready in a turn of their loop to the
-//! commit thread ([`crate::commit`]), which commits what it has in one
-//! transaction; only then are the acknowledgments sent (group commit), so
-//! no acknowledgment ever outruns its record and no client pays for a
-//! whole fsync of its own.
+//! [`Storage`] is the one interface everything else uses, over the records
+//! defined here; the engines behind it are children of this module:
+//! [`SqliteStore`] (`store/sqlite.rs`) and [`PostgresStore`]
+//! (`store/postgres.rs` and `store/postgres/`), chosen by [`Location`]
+//! (`store/location.rs`); [`migrate`] (`store/migrate.rs`) copies the one
+//! into the other. What does not depend on the engine is decided here, once,
+//! for both: how a batch becomes rows ([`Writes`]: the subject is `CN=` the
+//! SID, a code is spent by the certificate it authorised, receipt ids are
+//! their 64 bits as a signed integer, the stored text of a serial, an origin
+//! and a revocation reason) and how stored columns become records again
+//! (the `*Columns` types). Both engines pass one behaviour contract
+//! (`tests/store_contract.rs`).
+//!
+//! Who calls what:
+//!
+//! - Writes come in batches: the reactors hand the records made ready in a
+//!   turn of their loop to the commit thread ([`crate::commit`]), which
+//!   commits what it has in one transaction ([`Storage::commit`]); only
+//!   then are the acknowledgments sent (group commit), so no
+//!   acknowledgment ever outruns its record and no client pays for a whole
+//!   fsync of its own.
+//! - Sessions read per request: an enrollment reads the roster and the
+//!   SID's code ([`Storage::enrollment_view`]), a submission its
+//!   certificate's standing ([`Storage::cert_status`]).
+//! - The HTTP path ([`crate::ops`]) reads standings for OCSP, the
+//!   revocations and their [`RevocationMark`] for the CRL, takes CRL
+//!   numbers, and asks [`Storage::check`] for `/health`.
+//! - The admin commands revoke, list, import the roster, store codes and
+//!   export, beside a running server.
 
 use std::fmt;
 use std::path::PathBuf;
+
+pub use crate::ca::RevocationReason;
 
 mod bounded;
 mod location;
@@ -215,7 +238,7 @@ pub struct CertRow {
     /// End of validity.
     pub not_after: i64,
     /// How it was requested.
-    pub origin: String,
+    pub origin: Origin,
     /// Revocation time and reason, if revoked.
     pub revoked: Option<(i64, String)>,
     /// The certificate, DER.
@@ -302,8 +325,9 @@ pub struct Revocation {
     pub serial_hex: String,
     /// When, Unix seconds.
     pub at: i64,
-    /// Why, as given by the operator (an RFC 5280 reason name).
-    pub reason: String,
+    /// Why, as given by the operator; `None` when the stored text names
+    /// no RFC 5280 reason.
+    pub reason: Option<RevocationReason>,
 }
 
 /// A summary of the revocations that changes whenever one is added
@@ -327,11 +351,16 @@ pub trait Storage {
     fn revoke_serial(
         &mut self,
         serial_hex: &str,
-        reason: &str,
+        reason: RevocationReason,
         at: i64,
     ) -> Result<usize, StoreError>;
     /// Revokes every certificate of a SID; returns how many were newly revoked.
-    fn revoke_sid(&mut self, sid: &str, reason: &str, at: i64) -> Result<usize, StoreError>;
+    fn revoke_sid(
+        &mut self,
+        sid: &str,
+        reason: RevocationReason,
+        at: i64,
+    ) -> Result<usize, StoreError>;
     /// Every certificate, oldest first.
     fn certs(&mut self) -> Result<Vec<CertRow>, StoreError>;
     /// Every report, oldest first.
@@ -369,4 +398,216 @@ pub trait Storage {
     /// Whether the store can serve now (`GET /health`): it answers a query,
     /// and what it answers from is still where later writes will be read.
     fn check(&mut self) -> Result<(), StoreError>;
+}
+
+/// A batch as both engines write it, with the rules that do not depend on
+/// the engine applied once: codes to spend first (each by the certificate
+/// it authorised, or the whole batch fails with
+/// [`StoreError::CodeUsed`]), then wrong codes to count, then the rows.
+/// Each engine runs the phases in this order in one transaction.
+#[derive(Debug, Default)]
+struct Writes<'a> {
+    /// Codes to consume, in batch order.
+    spends: Vec<CodeSpend<'a>>,
+    /// Wrong codes to count: SID and the key they were checked against.
+    wrong: Vec<(&'a str, &'a [u8])>,
+    /// Certificates to insert, in batch order.
+    certs: Vec<CertInsert<'a>>,
+    /// Reports to insert, in batch order.
+    reports: Vec<ReportInsert<'a>>,
+}
+
+/// A code spent by the issuance it authorised.
+#[derive(Debug)]
+struct CodeSpend<'a> {
+    sid: &'a str,
+    /// The serial of the certificate that spends it (`codes.used_serial`).
+    serial: String,
+    key: &'a [u8],
+}
+
+/// A `certs` row as written.
+#[derive(Debug)]
+struct CertInsert<'a> {
+    serial: String,
+    sid: &'a str,
+    /// Always `CN=` the SID: the CA issues nothing else.
+    subject: String,
+    not_before: i64,
+    not_after: i64,
+    der: &'a [u8],
+    origin: &'static str,
+}
+
+/// A `reports` row as written.
+#[derive(Debug)]
+struct ReportInsert<'a> {
+    /// The receipt id's 64 bits as a signed integer: neither engine has an
+    /// unsigned 64-bit column.
+    receipt_id: i64,
+    sid: &'a str,
+    serial: String,
+    received_at: i64,
+    text: &'a str,
+    origin: &'static str,
+}
+
+impl<'a> Writes<'a> {
+    fn of(batch: &'a [Record]) -> Writes<'a> {
+        let mut w = Writes::default();
+        for record in batch {
+            match record {
+                Record::Cert(c) => {
+                    let serial = c.serial_hex.clone();
+                    if let Some(key) = &c.consumes_code {
+                        w.spends.push(CodeSpend {
+                            sid: &c.sid,
+                            serial: serial.clone(),
+                            key,
+                        });
+                    }
+                    w.certs.push(CertInsert {
+                        serial,
+                        sid: &c.sid,
+                        subject: format!("CN={}", c.sid),
+                        not_before: c.not_before,
+                        not_after: c.not_after,
+                        der: &c.der,
+                        origin: c.origin.as_str(),
+                    });
+                }
+                Record::Report(r) => w.reports.push(ReportInsert {
+                    receipt_id: r.receipt_id as i64,
+                    sid: &r.sid,
+                    serial: r.serial_hex.clone(),
+                    received_at: r.received_at,
+                    text: &r.text,
+                    origin: r.origin.as_str(),
+                }),
+                Record::WrongCode { sid, code_key } => w.wrong.push((sid, code_key)),
+            }
+        }
+        w
+    }
+}
+
+/// The id a student was given, from the signed integer stored.
+fn receipt_id_of(stored: i64) -> u64 {
+    stored as u64
+}
+
+/// A `certs` row as read, before it is checked.
+#[derive(Debug)]
+struct CertColumns {
+    serial: String,
+    sid: String,
+    not_before: i64,
+    not_after: i64,
+    origin: String,
+    revoked_at: Option<i64>,
+    reason: Option<String>,
+    der: Vec<u8>,
+}
+
+impl CertColumns {
+    fn into_row(self) -> Result<CertRow, StoreError> {
+        let reason = self.reason;
+        Ok(CertRow {
+            serial_hex: self.serial,
+            sid: self.sid,
+            not_before: self.not_before,
+            not_after: self.not_after,
+            origin: Origin::parse(&self.origin),
+            revoked: self.revoked_at.map(|at| (at, reason.unwrap_or_default())),
+            der: self.der,
+        })
+    }
+}
+
+/// A `reports` row as read.
+#[derive(Debug)]
+struct ReportColumns {
+    receipt_id: i64,
+    sid: String,
+    serial: String,
+    received_at: i64,
+    text: String,
+    origin: String,
+}
+
+impl ReportColumns {
+    fn into_record(self) -> Result<ReportRecord, StoreError> {
+        Ok(ReportRecord {
+            receipt_id: receipt_id_of(self.receipt_id),
+            sid: self.sid,
+            serial_hex: self.serial,
+            received_at: self.received_at,
+            text: self.text,
+            origin: Origin::parse(&self.origin),
+        })
+    }
+}
+
+/// A revoked `certs` row as read.
+#[derive(Debug)]
+struct RevocationColumns {
+    serial: String,
+    revoked_at: i64,
+    reason: Option<String>,
+}
+
+impl RevocationColumns {
+    fn into_revocation(self) -> Result<Revocation, StoreError> {
+        Ok(Revocation {
+            serial_hex: self.serial,
+            at: self.revoked_at,
+            reason: self.reason.as_deref().and_then(RevocationReason::from_name),
+        })
+    }
+}
+
+/// The standing of a certificate from its `certs` columns (`None`: no row).
+fn status_of(row: Option<(Option<i64>, Option<String>, String)>) -> Result<CertStatus, StoreError> {
+    Ok(match row {
+        None => CertStatus::Unknown,
+        Some((None, _, origin)) => CertStatus::Good {
+            origin: Origin::parse(&origin),
+        },
+        Some((Some(at), reason, _)) => CertStatus::Revoked {
+            at,
+            reason: reason.unwrap_or_default(),
+        },
+    })
+}
+
+/// A `codes` row as read (all NULL from a LEFT JOIN: `None`).
+#[derive(Debug)]
+struct CodeColumns {
+    key: Vec<u8>,
+    issued_at: i64,
+    used_at: Option<i64>,
+    wrong: i64,
+}
+
+impl CodeColumns {
+    fn into_state(self) -> Result<CodeState, StoreError> {
+        let code_key = CodeKey::try_from(self.key.as_slice()).map_err(|_| {
+            StoreError::Incompatible(format!(
+                "a code key of {} bytes (certboard writes 32)",
+                self.key.len()
+            ))
+        })?;
+        Ok(CodeState {
+            code_key,
+            issued_at: self.issued_at,
+            used_at: self.used_at,
+            // Counted up from 0 by one statement per wrong code.
+            wrong: u32::try_from(self.wrong.max(0)).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+/// The code state of optional `codes` columns.
+fn code_state_of(columns: Option<CodeColumns>) -> Result<Option<CodeState>, StoreError> {
+    columns.map(CodeColumns::into_state).transpose()
 }

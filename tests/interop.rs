@@ -407,7 +407,7 @@ impl Pki {
         let entry = certboard::ca::RevokedEntry {
             serial_hex: issued.serial_hex.clone(),
             at: revoked_at,
-            reason: certboard::ca::reason_code("keyCompromise"),
+            reason: Some(certboard::ca::RevocationReason::KeyCompromise),
         };
         let crl_der = ca.crl(&[entry], 1)?.der;
         let crl_pem = d.join("crl.pem");

@@ -2,39 +2,16 @@
 //! here and signed by OpenSSL, like the leaf certificates (`profile.rs`),
 //! because OpenSSL's CRL builder, as rust-openssl exposes it, cannot put a
 //! reasonCode on an entry.
-//!
-//! Also the one place where the reason an operator gave (the text the
-//! store keeps, `server revoke --reason`) becomes an RFC 5280 CRLReason
-//! code, for the CRL and the OCSP responder alike: [`reason_code`].
+//! The reason of each entry is a [`RevocationReason`], written as its code.
 
 use openssl::hash::MessageDigest;
 use openssl::sign::Signer;
 
-use super::{backdated_now, CaError, CertificateAuthority, Serial};
+use super::{backdated_now, CaError, CertificateAuthority, RevocationReason, Serial};
 use crate::der::{self, oid, tag};
 
 /// Days a CRL stays current (its nextUpdate).
 pub const CRL_VALIDITY_DAYS: u32 = 7;
-
-/// The RFC 5280 §5.3.1 CRLReason code of a reason as the store keeps it
-/// (its RFC 5280 name, as `server revoke --reason` records it). `None` for
-/// a text that names no reason: such an entry carries no reasonCode, which
-/// RFC 5280 reads as unspecified.
-pub fn reason_code(stored: &str) -> Option<u8> {
-    Some(match stored {
-        "unspecified" => 0,
-        "keyCompromise" => 1,
-        "cACompromise" => 2,
-        "affiliationChanged" => 3,
-        "superseded" => 4,
-        "cessationOfOperation" => 5,
-        "certificateHold" => 6,
-        "removeFromCRL" => 8,
-        "privilegeWithdrawn" => 9,
-        "aACompromise" => 10,
-        _ => return None,
-    })
-}
 
 /// One revoked certificate, as a CRL lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,9 +20,9 @@ pub struct RevokedEntry {
     pub serial_hex: String,
     /// Revocation time, Unix seconds.
     pub at: i64,
-    /// The CRLReason code ([`reason_code`]); `None` or 0 writes none
-    /// (RFC 5280: unspecified SHOULD be absent).
-    pub reason: Option<u8>,
+    /// Why; `None` or unspecified writes no reasonCode (RFC 5280:
+    /// unspecified SHOULD be absent).
+    pub reason: Option<RevocationReason>,
 }
 
 /// A signed CRL and the times it holds.
@@ -87,7 +64,9 @@ impl CertificateAuthority {
                         der::write_nested(list, tag::SEQUENCE, |e| {
                             write_unsigned(e, serial.magnitude());
                             der::CivilTime::from_unix(r.at).write(e);
-                            if let Some(code) = r.reason.filter(|c| *c != 0) {
+                            if let Some(code) =
+                                r.reason.map(RevocationReason::code).filter(|c| *c != 0)
+                            {
                                 der::write_nested(e, tag::SEQUENCE, |exts| {
                                     super::profile::extension(exts, oid::CRL_REASON, false, |v| {
                                         der::write_tlv(v, tag::ENUMERATED, &[code]);
@@ -158,18 +137,18 @@ mod tests {
                 RevokedEntry {
                     serial_hex: "7F3C01".into(),
                     at: 1_700_000_000,
-                    reason: reason_code("keyCompromise"),
+                    reason: RevocationReason::from_name("keyCompromise"),
                 },
                 RevokedEntry {
                     // Top bit set: a leading zero byte keeps it positive.
                     serial_hex: "80FF".into(),
                     at: 1_700_000_100,
-                    reason: reason_code("superseded"),
+                    reason: RevocationReason::from_name("superseded"),
                 },
                 RevokedEntry {
                     serial_hex: "0A".into(),
                     at: 1_700_000_200,
-                    reason: reason_code("unspecified"),
+                    reason: RevocationReason::from_name("unspecified"),
                 },
             ];
             let signed = ca.crl(&entries, 300)?;
@@ -211,22 +190,5 @@ mod tests {
         assert!(crl.verify(&key)?);
         assert!(crl.get_revoked().is_none());
         Ok(())
-    }
-
-    #[test]
-    fn every_stored_reason_has_its_rfc_5280_code() {
-        assert_eq!(reason_code("keyCompromise"), Some(1));
-        assert_eq!(reason_code("cessationOfOperation"), Some(5));
-        assert_eq!(reason_code("removeFromCRL"), Some(8));
-        assert_eq!(reason_code("because"), None);
-        for r in [
-            crate::admin::RevokeReason::Unspecified,
-            crate::admin::RevokeReason::KeyCompromise,
-            crate::admin::RevokeReason::AffiliationChanged,
-            crate::admin::RevokeReason::Superseded,
-            crate::admin::RevokeReason::CessationOfOperation,
-        ] {
-            assert!(reason_code(r.name()).is_some(), "{}", r.name());
-        }
     }
 }

@@ -167,6 +167,11 @@ impl Serial {
     pub fn magnitude(&self) -> &[u8] {
         &self.magnitude
     }
+
+    /// Whether it is below zero (a foreign certificate's; never ours).
+    pub fn is_negative(&self) -> bool {
+        self.negative
+    }
 }
 
 /// The value of one ASCII hex digit.

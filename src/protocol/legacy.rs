@@ -973,7 +973,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut sh = shared(dir.path());
         let pem = enroll_in_process(SID, &mut sh);
-        assert_eq!(sh.store.certs().unwrap()[0].origin, "legacy");
+        assert_eq!(sh.store.certs().unwrap()[0].origin, Origin::Legacy);
 
         let (state, sent, closed) = drive(
             LegacySession::start(ServiceKind::Blackboard),
@@ -1025,7 +1025,9 @@ mod tests {
         refused(&sent, closed, "not exactly one PEM certificate");
         // Revoked.
         let pem2 = enroll_in_process("carol", &mut sh);
-        sh.store.revoke_sid("carol", "test", 1).unwrap();
+        sh.store
+            .revoke_sid("carol", crate::ca::RevocationReason::Unspecified, 1)
+            .unwrap();
         let (_, sent, closed) = drive(bb(), &[b"2", b"carol", pem2.as_bytes()], &mut sh);
         refused(&sent, closed, "revoked");
         // Signed by our root but never recorded (the commit did not happen).

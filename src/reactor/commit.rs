@@ -471,8 +471,8 @@ fn failure(e: StoreError) -> CommitError {
 mod tests {
     use super::*;
     use crate::store::{
-        CertRow, CertStatus, CodeKey, Counts, EnrollView, ReportRecord, RosterChange, RosterEntry,
-        StoreError, Student,
+        CertRow, CertStatus, CodeKey, Counts, EnrollView, ReportRecord, RevocationReason,
+        RosterChange, RosterEntry, StoreError, Student,
     };
     use std::sync::Mutex;
 
@@ -518,10 +518,20 @@ mod tests {
         fn cert_status(&mut self, _: &str) -> Result<CertStatus, StoreError> {
             Ok(CertStatus::Unknown)
         }
-        fn revoke_serial(&mut self, _: &str, _: &str, _: i64) -> Result<usize, StoreError> {
+        fn revoke_serial(
+            &mut self,
+            _: &str,
+            _: RevocationReason,
+            _: i64,
+        ) -> Result<usize, StoreError> {
             Ok(0)
         }
-        fn revoke_sid(&mut self, _: &str, _: &str, _: i64) -> Result<usize, StoreError> {
+        fn revoke_sid(
+            &mut self,
+            _: &str,
+            _: RevocationReason,
+            _: i64,
+        ) -> Result<usize, StoreError> {
             Ok(0)
         }
         fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {

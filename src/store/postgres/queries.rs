@@ -1,0 +1,592 @@
+//! The statements and the [`Storage`] methods over them.
+
+use crate::time::now_unix;
+
+use postgres::{Client, Statement, Transaction};
+
+use super::PostgresStore;
+use crate::store::{
+    code_state_of, status_of, CertColumns, CertRow, CertStatus, CodeColumns, CodeKey, Counts,
+    EnrollView, Record, ReportColumns, ReportRecord, Revocation, RevocationColumns, RevocationMark,
+    RevocationReason, RosterChange, RosterEntry, Storage, StoreError, Student, Writes,
+};
+
+/// An open connection and its prepared statements.
+pub(super) struct Conn {
+    pub(super) client: Client,
+    pub(super) stmts: Statements,
+}
+
+/// Where a transaction failed: before `COMMIT` was sent nothing is kept;
+/// at `COMMIT` the outcome may be unknown.
+pub(super) enum TxFailure {
+    Before(postgres::Error),
+    AtCommit(postgres::Error),
+}
+
+/// Runs `body` in a transaction and commits it.
+pub(super) fn in_transaction<T>(
+    conn: &mut Conn,
+    body: impl FnOnce(&mut Transaction<'_>, &Statements) -> Result<T, postgres::Error>,
+) -> Result<T, TxFailure> {
+    let mut tx = conn.client.transaction().map_err(TxFailure::Before)?;
+    // An error drops `tx`, which rolls back.
+    let value = body(&mut tx, &conn.stmts).map_err(TxFailure::Before)?;
+    tx.commit().map_err(TxFailure::AtCommit)?;
+    Ok(value)
+}
+
+pub(super) struct Statements {
+    insert_certs: Statement,
+    insert_reports: Statement,
+    cert_status: Statement,
+    revoke_serial: Statement,
+    revoke_sid: Statement,
+    next_crl: Statement,
+    consume_code: Statement,
+    wrong_code: Statement,
+    enrollment_view: Statement,
+}
+
+impl Statements {
+    pub(super) fn prepare(client: &mut Client) -> Result<Statements, postgres::Error> {
+        Ok(Statements {
+            // One statement per table for the whole batch: a round trip
+            // each, however many records.
+            insert_certs: client.prepare(
+                "INSERT INTO certs (serial, sid, subject, not_before, not_after, der, origin, issued_at)
+                 SELECT serial, sid, subject, not_before, not_after, der, origin, $8
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
+                             $6::bytea[], $7::text[])
+                      WITH ORDINALITY AS t(serial, sid, subject, not_before, not_after, der, origin, n)
+                 ORDER BY n",
+            )?,
+            insert_reports: client.prepare(
+                "INSERT INTO reports (receipt_id, sid, serial, received_at, text, origin)
+                 SELECT receipt_id, sid, serial, received_at, text, origin
+                 FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[])
+                      WITH ORDINALITY AS t(receipt_id, sid, serial, received_at, text, origin, n)
+                 ORDER BY n",
+            )?,
+            cert_status: client
+                .prepare("SELECT revoked_at, revoke_reason, origin FROM certs WHERE serial = $1")?,
+            revoke_serial: client.prepare(
+                "UPDATE certs SET revoked_at = $1, revoke_reason = $2
+                 WHERE serial = $3 AND revoked_at IS NULL",
+            )?,
+            revoke_sid: client.prepare(
+                "UPDATE certs SET revoked_at = $1, revoke_reason = $2
+                 WHERE sid = $3 AND revoked_at IS NULL",
+            )?,
+            next_crl: client.prepare("SELECT nextval('crl_number')")?,
+            // Under READ COMMITTED a second transaction updating the same
+            // row waits for the first, then re-checks `used_at IS NULL`:
+            // one code, one issuance, across hosts too.
+            consume_code: client.prepare(
+                "UPDATE codes SET used_at = $1, used_serial = $2, wrong = 0
+                 WHERE sid = $3 AND code_key = $4 AND used_at IS NULL",
+            )?,
+            wrong_code: client.prepare(
+                "UPDATE codes SET wrong = wrong + 1
+                 WHERE sid = $1 AND code_key = $2 AND used_at IS NULL",
+            )?,
+            enrollment_view: client.prepare(
+                "SELECT EXISTS (SELECT 1 FROM roster), r.sid IS NOT NULL,
+                        c.code_key, c.issued_at, c.used_at, c.wrong
+                 FROM (SELECT 1) one
+                 LEFT JOIN roster r ON r.sid = $1
+                 LEFT JOIN codes c ON c.sid = r.sid",
+            )?,
+        })
+    }
+}
+
+/// "serial 0A" or "receipt 42" from the server's "Key (serial)=(0A)
+/// already exists." (the constraint names the table).
+pub(super) fn duplicate_of(e: &postgres::Error) -> String {
+    let Some(db) = e.as_db_error() else {
+        return "a serial or receipt id".to_string();
+    };
+    let value = db
+        .detail()
+        .and_then(|d| d.split_once(")=("))
+        .and_then(|(_, rest)| rest.rsplit_once(')'))
+        .map(|(v, _)| v.to_string());
+    let what = match db.constraint() {
+        Some("reports_pkey") => "receipt",
+        _ => "serial",
+    };
+    match value {
+        // Receipt ids are stored as signed: show the id the student was given.
+        Some(v) if what == "receipt" => match v.parse::<i64>() {
+            Ok(id) => format!("receipt {}", id as u64),
+            Err(_) => format!("receipt {v}"),
+        },
+        Some(v) => format!("{what} {v}"),
+        None => format!("a {what} of the batch"),
+    }
+}
+
+/// A batch's rows split into one array per column, as the insert
+/// statements take them.
+#[derive(Default)]
+struct Columns<'a> {
+    serial: Vec<&'a str>,
+    sid: Vec<&'a str>,
+    subject: Vec<&'a str>,
+    not_before: Vec<i64>,
+    not_after: Vec<i64>,
+    der: Vec<&'a [u8]>,
+    origin: Vec<&'static str>,
+    receipt_id: Vec<i64>,
+    r_sid: Vec<&'a str>,
+    r_serial: Vec<&'a str>,
+    received_at: Vec<i64>,
+    text: Vec<&'a str>,
+    r_origin: Vec<&'static str>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(w: &'a Writes<'a>) -> Columns<'a> {
+        let mut c = Columns::default();
+        for cert in &w.certs {
+            c.serial.push(&cert.serial);
+            c.sid.push(cert.sid);
+            c.subject.push(&cert.subject);
+            c.not_before.push(cert.not_before);
+            c.not_after.push(cert.not_after);
+            c.der.push(cert.der);
+            c.origin.push(cert.origin);
+        }
+        for r in &w.reports {
+            c.receipt_id.push(r.receipt_id);
+            c.r_sid.push(r.sid);
+            c.r_serial.push(&r.serial);
+            c.received_at.push(r.received_at);
+            c.text.push(r.text);
+            c.r_origin.push(r.origin);
+        }
+        c
+    }
+}
+
+impl Storage for PostgresStore {
+    fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let w = Writes::of(batch);
+        let c = Columns::of(&w);
+        let now = now_unix();
+        let outcome = self.run("committing a batch", |conn| {
+            let stmts = &conn.stmts;
+            let mut tx = conn.client.transaction().map_err(TxFailure::Before)?;
+            // Dropping `tx` on any early return rolls back.
+            let body = |tx: &mut Transaction<'_>| -> Result<Option<String>, postgres::Error> {
+                for spend in &w.spends {
+                    let n = tx.execute(
+                        &stmts.consume_code,
+                        &[&now, &spend.serial, &spend.sid, &spend.key],
+                    )?;
+                    if n == 0 {
+                        return Ok(Some(spend.sid.to_string()));
+                    }
+                }
+                for (sid, key) in &w.wrong {
+                    tx.execute(&stmts.wrong_code, &[sid, key])?;
+                }
+                if !c.serial.is_empty() {
+                    tx.execute(
+                        &stmts.insert_certs,
+                        &[
+                            &c.serial,
+                            &c.sid,
+                            &c.subject,
+                            &c.not_before,
+                            &c.not_after,
+                            &c.der,
+                            &c.origin,
+                            &now,
+                        ],
+                    )?;
+                }
+                if !c.receipt_id.is_empty() {
+                    tx.execute(
+                        &stmts.insert_reports,
+                        &[
+                            &c.receipt_id,
+                            &c.r_sid,
+                            &c.r_serial,
+                            &c.received_at,
+                            &c.text,
+                            &c.r_origin,
+                        ],
+                    )?;
+                }
+                Ok(None)
+            };
+            if let Some(sid) = body(&mut tx).map_err(TxFailure::Before)? {
+                return Ok(Some(sid));
+            }
+            tx.commit().map_err(TxFailure::AtCommit)?;
+            Ok(None)
+        })?;
+        match outcome {
+            None => Ok(()),
+            Some(sid) => Err(StoreError::CodeUsed { sid }),
+        }
+    }
+
+    fn cert_status(&mut self, serial_hex: &str) -> Result<CertStatus, StoreError> {
+        self.run("reading a certificate's status", |conn| {
+            let row = conn
+                .client
+                .query_opt(&conn.stmts.cert_status, &[&serial_hex])
+                .map_err(TxFailure::Before)?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let read = || -> Result<_, postgres::Error> {
+                Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+            };
+            read().map(Some).map_err(TxFailure::Before)
+        })
+        .and_then(status_of)
+    }
+
+    fn revoke_serial(
+        &mut self,
+        serial_hex: &str,
+        reason: RevocationReason,
+        at: i64,
+    ) -> Result<usize, StoreError> {
+        let reason = reason.name();
+        self.run("revoking a certificate", |conn| {
+            in_transaction(conn, |tx, stmts| {
+                tx.execute(&stmts.revoke_serial, &[&at, &reason, &serial_hex])
+            })
+        })
+        .map(count)
+    }
+
+    fn revoke_sid(
+        &mut self,
+        sid: &str,
+        reason: RevocationReason,
+        at: i64,
+    ) -> Result<usize, StoreError> {
+        let reason = reason.name();
+        self.run("revoking a SID's certificates", |conn| {
+            in_transaction(conn, |tx, stmts| {
+                tx.execute(&stmts.revoke_sid, &[&at, &reason, &sid])
+            })
+        })
+        .map(count)
+    }
+
+    fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {
+        self.run("listing certificates", |conn| {
+            let rows = conn
+                .client
+                .query(
+                    "SELECT serial, sid, not_before, not_after, origin, revoked_at, revoke_reason, der
+                     FROM certs ORDER BY issued_at, seq",
+                    &[],
+                )
+                .map_err(TxFailure::Before)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(CertColumns {
+                        serial: r.try_get(0)?,
+                        sid: r.try_get(1)?,
+                        not_before: r.try_get(2)?,
+                        not_after: r.try_get(3)?,
+                        origin: r.try_get(4)?,
+                        revoked_at: r.try_get(5)?,
+                        reason: r.try_get(6)?,
+                        der: r.try_get(7)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, postgres::Error>>()
+                .map_err(TxFailure::Before)
+        })?
+        .into_iter()
+        .map(CertColumns::into_row)
+        .collect()
+    }
+
+    fn reports(&mut self) -> Result<Vec<ReportRecord>, StoreError> {
+        self.run("listing reports", |conn| {
+            let rows = conn
+                .client
+                .query(
+                    "SELECT receipt_id, sid, serial, received_at, text, origin FROM reports
+                     ORDER BY received_at, seq",
+                    &[],
+                )
+                .map_err(TxFailure::Before)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(ReportColumns {
+                        receipt_id: r.try_get(0)?,
+                        sid: r.try_get(1)?,
+                        serial: r.try_get(2)?,
+                        received_at: r.try_get(3)?,
+                        text: r.try_get(4)?,
+                        origin: r.try_get(5)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, postgres::Error>>()
+                .map_err(TxFailure::Before)
+        })?
+        .into_iter()
+        .map(ReportColumns::into_record)
+        .collect()
+    }
+
+    fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
+        self.run("listing revocations", |conn| {
+            let rows = conn
+                .client
+                .query(
+                    "SELECT serial, revoked_at, revoke_reason FROM certs
+                     WHERE revoked_at IS NOT NULL ORDER BY revoked_at, seq",
+                    &[],
+                )
+                .map_err(TxFailure::Before)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(RevocationColumns {
+                        serial: r.try_get(0)?,
+                        revoked_at: r.try_get(1)?,
+                        reason: r.try_get(2)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, postgres::Error>>()
+                .map_err(TxFailure::Before)
+        })?
+        .into_iter()
+        .map(RevocationColumns::into_revocation)
+        .collect()
+    }
+
+    fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
+        let (count, latest): (i64, i64) = self.run("reading the revocation mark", |conn| {
+            conn.client
+                .query_one(
+                    "SELECT count(*), coalesce(max(revoked_at), 0)::int8 FROM certs
+                     WHERE revoked_at IS NOT NULL",
+                    &[],
+                )
+                .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .map_err(TxFailure::Before)
+        })?;
+        Ok(RevocationMark {
+            count: count.unsigned_abs(),
+            latest,
+        })
+    }
+
+    fn check(&mut self) -> Result<(), StoreError> {
+        self.run("checking the database", |conn| {
+            conn.client
+                .query_one("SELECT 1", &[])
+                .map(|_| ())
+                .map_err(TxFailure::Before)
+        })
+    }
+
+    /// `nextval` is outside any transaction's rollback: a number taken is
+    /// never handed out again, on any host, whatever happens to the caller.
+    /// A retry after a lost connection may skip a number; CRL numbers need
+    /// only increase.
+    fn next_crl_number(&mut self) -> Result<u64, StoreError> {
+        let n: i64 = self.run("taking a CRL number", |conn| {
+            conn.client
+                .query_one(&conn.stmts.next_crl, &[])
+                .and_then(|row| row.try_get(0))
+                .map_err(TxFailure::Before)
+        })?;
+        // MINVALUE 1: never negative.
+        Ok(n.unsigned_abs())
+    }
+
+    fn import_roster(&mut self, students: &[Student]) -> Result<RosterChange, StoreError> {
+        self.run("importing the roster", |conn| {
+            in_transaction(conn, |tx, _| {
+                let mut change = RosterChange::default();
+                let now = now_unix();
+                for s in students {
+                    let old = tx.query_opt("SELECT name FROM roster WHERE sid = $1", &[&s.sid])?;
+                    match old {
+                        None => {
+                            tx.execute(
+                                "INSERT INTO roster (sid, name, added_at) VALUES ($1, $2, $3)",
+                                &[&s.sid, &s.name, &now],
+                            )?;
+                            change.added += 1;
+                        }
+                        Some(row) if row.try_get::<_, String>(0)? != s.name => {
+                            tx.execute(
+                                "UPDATE roster SET name = $2 WHERE sid = $1",
+                                &[&s.sid, &s.name],
+                            )?;
+                            change.renamed += 1;
+                        }
+                        Some(_) => change.unchanged += 1,
+                    }
+                }
+                Ok(change)
+            })
+        })
+    }
+
+    fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
+        self.run("reading the roster", |conn| {
+            let rows = conn
+                .client
+                .query(
+                    "SELECT r.sid, r.name, c.code_key, c.issued_at, c.used_at, c.wrong
+                     FROM roster r LEFT JOIN codes c ON c.sid = r.sid ORDER BY r.sid",
+                    &[],
+                )
+                .map_err(TxFailure::Before)?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, raw_code(r, 2)?)))
+                .collect::<Result<Vec<(String, String, Option<CodeColumns>)>, postgres::Error>>()
+                .map_err(TxFailure::Before)
+        })?
+        .into_iter()
+        .map(|(sid, name, raw)| {
+            Ok(RosterEntry {
+                sid,
+                name,
+                code: code_state_of(raw)?,
+            })
+        })
+        .collect()
+    }
+
+    fn enrollment_view(&mut self, sid: &str) -> Result<EnrollView, StoreError> {
+        self.run("reading the roster", |conn| {
+            let r = conn
+                .client
+                .query_one(&conn.stmts.enrollment_view, &[&sid])
+                .map_err(TxFailure::Before)?;
+            let read = || -> Result<(bool, bool, Option<CodeColumns>), postgres::Error> {
+                Ok((r.try_get(0)?, r.try_get(1)?, raw_code(&r, 2)?))
+            };
+            read().map_err(TxFailure::Before)
+        })
+        .and_then(|(roster_on, on_roster, raw)| {
+            Ok(EnrollView {
+                roster_on,
+                on_roster,
+                code: code_state_of(raw)?,
+            })
+        })
+    }
+
+    fn store_codes(
+        &mut self,
+        codes: &[(String, CodeKey)],
+        at: i64,
+        replace_unused: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        self.run("storing enrollment codes", |conn| {
+            in_transaction(conn, |tx, _| {
+                let mut stored = Vec::new();
+                for (sid, key) in codes {
+                    let n = tx.execute(
+                        "INSERT INTO codes (sid, code_key, issued_at) VALUES ($1, $2, $3)
+                         ON CONFLICT (sid) DO UPDATE
+                         SET code_key = excluded.code_key, issued_at = excluded.issued_at,
+                             used_at = NULL, used_serial = NULL, wrong = 0
+                         WHERE codes.used_at IS NOT NULL OR $4",
+                        &[sid, &&key[..], &at, &replace_unused],
+                    )?;
+                    if n == 1 {
+                        stored.push(sid.clone());
+                    }
+                }
+                Ok(stored)
+            })
+        })
+    }
+
+    fn counts(&mut self) -> Result<Counts, StoreError> {
+        self.run("counting records", |conn| {
+            let r = conn
+                .client
+                .query_one(
+                    "SELECT (SELECT count(*) FROM certs), (SELECT count(*) FROM reports),
+                            (SELECT count(*) FROM roster)",
+                    &[],
+                )
+                .map_err(TxFailure::Before)?;
+            let read = || -> Result<Counts, postgres::Error> {
+                Ok(Counts {
+                    certs: r.try_get::<_, i64>(0)?.unsigned_abs(),
+                    reports: r.try_get::<_, i64>(1)?.unsigned_abs(),
+                    roster: r.try_get::<_, i64>(2)?.unsigned_abs(),
+                })
+            };
+            read().map_err(TxFailure::Before)
+        })
+    }
+
+    fn record_window(&mut self, open: Option<i64>, close: Option<i64>) -> Result<(), StoreError> {
+        self.run("recording the submission window", |conn| {
+            in_transaction(conn, |tx, _| {
+                for (name, value) in [("submissions_open", open), ("submissions_close", close)] {
+                    tx.execute(
+                        "INSERT INTO settings (name, value) VALUES ($1, $2)
+                         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                        &[&name, &value],
+                    )?;
+                }
+                Ok(())
+            })
+        })
+    }
+
+    fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        self.run("reading the submission window", |conn| {
+            let rows = conn
+                .client
+                .query("SELECT name, value FROM settings", &[])
+                .map_err(TxFailure::Before)?;
+            let mut window = (None, None);
+            for r in &rows {
+                let name: String = r.try_get(0).map_err(TxFailure::Before)?;
+                let value: Option<i64> = r.try_get(1).map_err(TxFailure::Before)?;
+                match name.as_str() {
+                    "submissions_open" => window.0 = value,
+                    "submissions_close" => window.1 = value,
+                    _ => {}
+                }
+            }
+            Ok(window)
+        })
+    }
+}
+
+/// The columns of `codes` from column `at` on (all NULL: no code).
+fn raw_code(r: &postgres::Row, at: usize) -> Result<Option<CodeColumns>, postgres::Error> {
+    let key: Option<Vec<u8>> = r.try_get(at)?;
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let wrong: i32 = r.try_get(at + 3)?;
+    Ok(Some(CodeColumns {
+        key,
+        issued_at: r.try_get(at + 1)?,
+        used_at: r.try_get(at + 2)?,
+        wrong: i64::from(wrong),
+    }))
+}
+
+/// Rows updated, as the trait's count.
+fn count(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
