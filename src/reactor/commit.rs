@@ -788,10 +788,20 @@ mod tests {
         fn cert_status(&mut self, s: &str) -> Result<CertStatus, StoreError> {
             self.inner.cert_status(s)
         }
-        fn revoke_serial(&mut self, s: &str, r: &str, at: i64) -> Result<usize, StoreError> {
+        fn revoke_serial(
+            &mut self,
+            s: &str,
+            r: RevocationReason,
+            at: i64,
+        ) -> Result<usize, StoreError> {
             self.inner.revoke_serial(s, r, at)
         }
-        fn revoke_sid(&mut self, s: &str, r: &str, at: i64) -> Result<usize, StoreError> {
+        fn revoke_sid(
+            &mut self,
+            s: &str,
+            r: RevocationReason,
+            at: i64,
+        ) -> Result<usize, StoreError> {
             self.inner.revoke_sid(s, r, at)
         }
         fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {

@@ -30,7 +30,8 @@ use std::time::Duration;
 
 use super::{
     CertRow, CertStatus, CodeKey, Counts, EnrollView, Record, ReportRecord, Revocation,
-    RevocationMark, RosterChange, RosterEntry, Storage, StoreError, Student, Unavailable,
+    RevocationMark, RevocationReason, RosterChange, RosterEntry, Storage, StoreError, Student,
+    Unavailable,
 };
 
 /// The longest a server's event loop waits for one answer of a store on
@@ -169,15 +170,20 @@ impl Storage for Bounded {
     fn revoke_serial(
         &mut self,
         serial_hex: &str,
-        reason: &str,
+        reason: RevocationReason,
         at: i64,
     ) -> Result<usize, StoreError> {
-        let (serial_hex, reason) = (serial_hex.to_string(), reason.to_string());
-        self.call(true, move |s| s.revoke_serial(&serial_hex, &reason, at))
+        let serial_hex = serial_hex.to_string();
+        self.call(true, move |s| s.revoke_serial(&serial_hex, reason, at))
     }
-    fn revoke_sid(&mut self, sid: &str, reason: &str, at: i64) -> Result<usize, StoreError> {
-        let (sid, reason) = (sid.to_string(), reason.to_string());
-        self.call(true, move |s| s.revoke_sid(&sid, &reason, at))
+    fn revoke_sid(
+        &mut self,
+        sid: &str,
+        reason: RevocationReason,
+        at: i64,
+    ) -> Result<usize, StoreError> {
+        let sid = sid.to_string();
+        self.call(true, move |s| s.revoke_sid(&sid, reason, at))
     }
     fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {
         self.call(false, |s| s.certs())
@@ -262,10 +268,20 @@ mod tests {
         fn cert_status(&mut self, serial_hex: &str) -> Result<CertStatus, StoreError> {
             self.inner.cert_status(serial_hex)
         }
-        fn revoke_serial(&mut self, s: &str, r: &str, at: i64) -> Result<usize, StoreError> {
+        fn revoke_serial(
+            &mut self,
+            s: &str,
+            r: RevocationReason,
+            at: i64,
+        ) -> Result<usize, StoreError> {
             self.inner.revoke_serial(s, r, at)
         }
-        fn revoke_sid(&mut self, sid: &str, r: &str, at: i64) -> Result<usize, StoreError> {
+        fn revoke_sid(
+            &mut self,
+            sid: &str,
+            r: RevocationReason,
+            at: i64,
+        ) -> Result<usize, StoreError> {
             self.inner.revoke_sid(sid, r, at)
         }
         fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {
@@ -365,10 +381,20 @@ mod tests {
             fn cert_status(&mut self, _: &str) -> Result<CertStatus, StoreError> {
                 Ok(CertStatus::Unknown)
             }
-            fn revoke_serial(&mut self, _: &str, _: &str, _: i64) -> Result<usize, StoreError> {
+            fn revoke_serial(
+                &mut self,
+                _: &str,
+                _: RevocationReason,
+                _: i64,
+            ) -> Result<usize, StoreError> {
                 Ok(0)
             }
-            fn revoke_sid(&mut self, _: &str, _: &str, _: i64) -> Result<usize, StoreError> {
+            fn revoke_sid(
+                &mut self,
+                _: &str,
+                _: RevocationReason,
+                _: i64,
+            ) -> Result<usize, StoreError> {
                 Ok(0)
             }
             fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {
