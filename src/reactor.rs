@@ -33,7 +33,7 @@ use crate::message::ErrorCode;
 use crate::metrics::Metrics;
 use crate::offload::{WorkHandle, Workers};
 use crate::ops::Ops;
-use crate::protocol::{self, Expiry, Output, ServiceKind, Session, Shared};
+use crate::protocol::{self, After, Expiry, Output, ServiceKind, Session, Shared};
 use crate::store::Record;
 
 mod web;
@@ -739,32 +739,31 @@ impl Reactor {
         for payload in &out.send {
             framing::encode(payload, &mut frames);
         }
-        if let Some(job) = out.offload {
-            conn.outbuf.extend_from_slice(&frames);
-            let submitted = match &self.workers {
-                Some(w) => w
-                    .submit(token, job)
-                    .map_err(|busy| (ErrorCode::Limit, busy.to_string())),
-                None => Err((
-                    ErrorCode::Internal,
-                    "internal error: this server has no worker pool".to_string(),
-                )),
-            };
-            match submitted {
-                Ok(ticket) => conn.phase = Phase::Working { ticket },
-                Err((code, reason)) => self.refuse(token, code, &reason),
+        match out.then {
+            After::Offload(job) => {
+                conn.outbuf.extend_from_slice(&frames);
+                let submitted = match &self.workers {
+                    Some(w) => w
+                        .submit(token, job)
+                        .map_err(|busy| (ErrorCode::Limit, busy.to_string())),
+                    None => Err((
+                        ErrorCode::Internal,
+                        "internal error: this server has no worker pool".to_string(),
+                    )),
+                };
+                match submitted {
+                    Ok(ticket) => conn.phase = Phase::Working { ticket },
+                    Err((code, reason)) => self.refuse(token, code, &reason),
+                }
             }
-            return;
-        }
-        match out.persist {
-            Some(record) => {
+            After::Persist(record) => {
                 conn.phase = Phase::Committing {
                     held: frames,
                     close_after: out.close,
                 };
                 self.pending.push((token, record));
             }
-            None => {
+            After::Nothing => {
                 conn.outbuf.extend_from_slice(&frames);
                 if out.close {
                     conn.phase = Phase::Closing;
@@ -839,7 +838,10 @@ impl Reactor {
         for (token, outcome) in tokens.into_iter().zip(outcomes) {
             let failure = match &outcome {
                 Ok(()) => None,
-                Err(CommitError::Store(e)) => Some(protocol::commit_refusal(e)),
+                Err(CommitError::Store(e)) => {
+                    let refusal = protocol::commit_refusal(e);
+                    Some((ErrorCode::from(&refusal), refusal.to_string()))
+                }
                 // The store reconnects: unlike a lost writer, the server goes on.
                 Err(CommitError::OutcomeUnknown(_)) => Some((
                     ErrorCode::Internal,
