@@ -251,7 +251,8 @@ impl fmt::Display for Expired {
 }
 
 /// A connection's protocol state. The reactor only asks it questions
-/// ([`Session::on_frame`], [`Session::on_committed`], [`Session::on_expiry`],
+/// ([`Session::on_frame`], [`Session::on_committed`],
+/// [`Session::on_offloaded`], [`Session::on_expiry`],
 /// [`Session::error_frame`]).
 #[derive(Debug, Default)]
 pub struct Session(State);
