@@ -1,7 +1,8 @@
 //! The per-connection protocol: a frame payload goes in, an [`Output`]
-//! (frames to send, a record to make durable first, whether to close) comes
-//! out. No sockets here; the reactor does the I/O and only asks a
-//! [`Session`] questions, never which state it is in.
+//! (frames to send, whether to close, and [`After`]: a record to make
+//! durable first or work to do off the loop first) comes out. No sockets
+//! here; the reactor does the I/O and only asks a [`Session`] questions,
+//! never which state it is in.
 //!
 //! This module owns what its children share; each child is one part of the
 //! exchange:
@@ -14,10 +15,14 @@
 //!   protocol it came by: the certificate, the MAC comparison, the report
 //!   text, the receipt and the record;
 //! - `error`: every refusal as a typed error, and the one place where
-//!   errors become wire codes ([`ErrorCode`]).
+//!   errors become wire codes ([`ErrorCode`]) and are found to be the
+//!   server's fault or the peer's ([`ServerFault`]).
 //!
-//! Each state holds only its own data, and a transition consumes the old
-//! state and returns the next (rustls' handshake style).
+//! The parent only routes: each child handles its own messages (`handle`)
+//! and returns the next state, holding only that state's data; a
+//! transition consumes the old state (rustls' `server/hs.rs`). What every
+//! child shares is here: decoding a frame, the turn to legacy mode on a
+//! first frame, and the answer to a message out of turn.
 
 mod admission;
 mod blackboard;
@@ -39,7 +44,10 @@ use crate::store::{CertRecord, CodeKey, Origin, Record, Storage};
 use crate::verify::Verifier;
 
 pub use admission::AdmissionError;
-pub use error::{commit_refusal, refusal_label, ConnectionError, Internal, ProtocolError};
+pub use error::{
+    commit_refusal, refusal_label, CommitRefusal, ConnectionError, Internal, ProtocolError,
+    ServerFault,
+};
 pub use submission::{
     check_certificate, check_report_text, CertCheckError, ReportError, ReportTextError,
     MAX_CERT_DER, MAX_REPORT,
@@ -113,18 +121,35 @@ impl fmt::Debug for Shared {
 pub struct Output {
     /// Frame payloads to send, in order.
     pub send: Vec<Vec<u8>>,
-    /// A record to commit before any of `send` leaves (group commit).
-    pub persist: Option<Record>,
-    /// Close once `send` is flushed.
+    /// Close once `send` is flushed (and, after [`After::Persist`], once
+    /// the record is durable).
     pub close: bool,
-    /// Work to do off the event loop before this session can go on: the
-    /// reactor hands it to the worker pool and feeds the result back
-    /// through [`Session::on_offloaded`], reading no frame meanwhile. A
-    /// step asks for at most one of `persist` and `offload`.
-    pub offload: Option<Job>,
     /// When this output refuses the peer: the refusal's metrics label
     /// ([`refusal_label`]), for the reactor to count.
     pub refusal: Option<&'static str>,
+    /// What has to happen before this session goes on, besides sending.
+    pub then: After,
+}
+
+/// What a step asks for besides sending: nothing, a record made durable
+/// first, or work done off the event loop first. One enum, so that no step
+/// can ask for both a record and a job.
+#[derive(Debug, Default)]
+pub enum After {
+    /// Nothing: `send` leaves at once.
+    #[default]
+    Nothing,
+    /// A record to commit before any of `send` leaves (group commit). Once
+    /// it is durable the reactor sends the held frames and asks
+    /// [`Session::on_committed`] what follows; if it cannot be committed,
+    /// the peer is told [`commit_refusal`] instead.
+    Persist(Record),
+    /// Work to do off the event loop before this session can go on: `send`
+    /// leaves now, the reactor hands the job to the worker pool and feeds
+    /// the result back through [`Session::on_offloaded`], reading no frame
+    /// meanwhile. The session goes on after the work, so `close` is not
+    /// read.
+    Offload(Job),
 }
 
 /// Work a session asks to have done off the event loop, because it costs
@@ -227,11 +252,14 @@ impl fmt::Display for Expired {
 }
 
 /// A connection's protocol state. The reactor only asks it questions
-/// ([`Session::on_frame`], [`Session::on_committed`], [`Session::on_expiry`],
+/// ([`Session::on_frame`], [`Session::on_committed`],
+/// [`Session::on_offloaded`], [`Session::on_expiry`],
 /// [`Session::error_frame`]).
 #[derive(Debug, Default)]
 pub struct Session(State);
 
+/// Which child has the connection. The parent only routes: each child
+/// handles its own input and returns the next state.
 #[derive(Debug, Default)]
 enum State {
     /// Waiting for the admission response.
@@ -276,7 +304,7 @@ impl Session {
     pub fn on_offloaded(self, done: Done, peer: &str) -> (Session, Output) {
         let (state, out) = match self.0 {
             State::Legacy(l) => legacy::step(l.on_offloaded(done.0, peer)),
-            _ => (
+            State::Admission(_) | State::Enrollment(_) | State::Blackboard(_) | State::Done => (
                 State::Done,
                 ProtocolError::Internal(Internal::new(
                     "off-loop work",
@@ -288,17 +316,18 @@ impl Session {
         (Session(state), out)
     }
 
-    /// What to send once the record of the last [`Output::persist`] is
+    /// What to send once the record of the last [`After::Persist`] is
     /// durable, beyond the frames held for it: a version 2 receipt is
     /// signed only now. Nothing for every other exchange.
     pub fn on_committed(self, peer: &str) -> (Session, Output) {
-        match self.0 {
-            State::Blackboard(blackboard::Blackboard::Recording(r)) => (
-                Session(State::Done),
-                blackboard::receipt_after_commit(*r, peer),
-            ),
-            other => (Session(other), Output::default()),
-        }
+        let (state, out) = match self.0 {
+            State::Blackboard(b) => b.on_committed(peer),
+            state @ (State::Admission(_)
+            | State::Enrollment(_)
+            | State::Legacy(_)
+            | State::Done) => (state, Output::default()),
+        };
+        (Session(state), out)
     }
 
     /// What to do when a time limit is reached: `None` when every answer
@@ -306,13 +335,11 @@ impl Session {
     pub fn on_expiry(&self, expiry: Expiry, limit: Duration) -> Option<ProtocolError> {
         let expired = Expired { expiry, limit };
         match &self.0 {
+            State::Admission(a) => a.on_expiry(expired),
+            State::Enrollment(e) => e.on_expiry(expired),
+            State::Blackboard(b) => b.on_expiry(expired),
+            State::Legacy(l) => l.on_expiry(expired),
             State::Done => None,
-            State::Enrollment(e) if e.all_answered() => None,
-            // Between two legacy commands every answer has been given.
-            State::Legacy(l) if l.is_between_commands() => None,
-            // Silence after the challenge is a failed admission.
-            State::Admission(_) => Some(ProtocolError::Admission(AdmissionError::Silent(expired))),
-            _ => Some(ProtocolError::Expired(expired)),
         }
     }
 
@@ -322,7 +349,9 @@ impl Session {
     pub fn error_frame(&self, code: ErrorCode, reason: &str) -> Vec<u8> {
         match self.0 {
             State::Legacy(_) => legacy::error_text(reason),
-            _ => Message::error(code, reason).encode(),
+            State::Admission(_) | State::Enrollment(_) | State::Blackboard(_) | State::Done => {
+                Message::error(code, reason).encode()
+            }
         }
     }
 }
@@ -330,104 +359,68 @@ impl Session {
 impl State {
     fn first(service: ServiceKind) -> State {
         match service {
-            ServiceKind::Ca => State::Enrollment(enrollment::Enrollment::AwaitRequest),
-            ServiceKind::Blackboard => State::Blackboard(blackboard::Blackboard::AwaitHello),
+            ServiceKind::Ca => State::Enrollment(enrollment::Enrollment::new()),
+            ServiceKind::Blackboard => State::Blackboard(blackboard::Blackboard::new()),
         }
     }
 
-    /// The service whose first frame this state is waiting for, if any: a
-    /// legacy command is recognised only there.
-    fn awaiting_first_frame(&self) -> Option<ServiceKind> {
-        match self {
-            State::Enrollment(enrollment::Enrollment::AwaitRequest) => Some(ServiceKind::Ca),
-            State::Blackboard(blackboard::Blackboard::AwaitHello) => Some(ServiceKind::Blackboard),
-            _ => None,
-        }
-    }
-
+    /// Routes a frame to the child that has the connection. The one thing
+    /// decided here: a service's very first frame may be a command of the
+    /// original lab client, which turns the connection over to legacy mode.
     fn on_frame(self, payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
-        if let State::Legacy(l) = self {
-            return Ok(legacy::step(l.on_frame(payload, shared, peer)));
-        }
-        match self.awaiting_first_frame() {
-            Some(service) if legacy::is_command(payload) => {
-                if !shared.legacy {
-                    return Err(ProtocolError::LegacyDisabled {
-                        first: String::from_utf8_lossy(payload).into_owned(),
-                    });
-                }
-                let session = legacy::LegacySession::start(service);
-                Ok(legacy::step(session.on_frame(payload, shared, peer)))
-            }
-            _ => {
-                let msg = Message::decode(payload).map_err(|e| match e {
-                    DecodeError::Version1(got) => ProtocolError::Version1 { got },
-                    e => ProtocolError::Malformed(e),
-                })?;
-                self.on_message(msg, payload, shared, peer)
-            }
-        }
-    }
-
-    /// `payload` is `msg` as received (Blackboard signs the hello's bytes).
-    fn on_message(self, msg: Message, payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
-        match (self, msg) {
-            // Anything but the answer, before admission, is refused there.
-            (State::Admission(c), msg) => c.on_message(msg, shared, peer),
-            (
-                State::Enrollment(enrollment::Enrollment::AwaitRequest),
-                Message::CaHello { version },
-            ) => enrollment::hello(version, shared),
-            (State::Enrollment(e), Message::CertRequest { csr_der, auth })
-                if e.nonce().is_some() =>
-            {
-                let nonce = e.nonce().unwrap_or_default(); // ok: checked by the guard
-                enrollment::request(nonce, &csr_der, &auth, shared, peer)
-            }
-            (
-                State::Blackboard(blackboard::Blackboard::AwaitHello),
-                Message::SubmitOpen {
-                    sid,
-                    cert_der,
-                    chain,
-                    ..
-                },
-            ) => blackboard::open(payload, &sid, &cert_der, &chain, shared, peer),
-            (
-                State::Blackboard(blackboard::Blackboard::AwaitReport(p)),
-                Message::Report {
-                    cipher,
-                    iv,
-                    ciphertext,
-                    mac,
-                },
-            ) => blackboard::report(*p, cipher, &iv, &ciphertext, &mac, shared, peer),
-            (_, Message::Error { code, reason }) => {
-                info!("{peer}: client reported error {code:?}: {reason}");
-                Ok((State::Done, Output::close()))
-            }
-            (state, msg) => Err(ProtocolError::Unexpected {
-                got: msg.name(),
-                expecting: state.expecting(),
-            }),
-        }
-    }
-
-    fn expecting(&self) -> &'static str {
         match self {
-            State::Admission(_) => "waiting for the admission response",
-            State::Enrollment(enrollment::Enrollment::AwaitRequest) => {
-                "waiting for an enrollment request (CaHello)"
+            State::Legacy(l) => Ok(legacy::step(l.on_frame(payload, shared, peer))),
+            State::Enrollment(e) if e.is_fresh() && legacy::is_command(payload) => {
+                turn_legacy(ServiceKind::Ca, payload, shared, peer)
             }
-            State::Enrollment(_) => "waiting for an enrollment request (CertRequest)",
-            State::Blackboard(blackboard::Blackboard::AwaitHello) => {
-                "waiting for a submission hello"
+            State::Blackboard(b) if b.is_fresh() && legacy::is_command(payload) => {
+                turn_legacy(ServiceKind::Blackboard, payload, shared, peer)
             }
-            State::Blackboard(blackboard::Blackboard::AwaitReport(_)) => "waiting for the report",
-            State::Blackboard(blackboard::Blackboard::Recording(_)) => "recording the report",
-            State::Legacy(_) => "serving the legacy protocol",
-            State::Done => "finished",
+            // Anything but the answer, before admission, is refused there.
+            State::Admission(a) => a.handle(decode(payload)?, shared, peer),
+            State::Enrollment(e) => e.handle(decode(payload)?, shared, peer),
+            // `payload` is the message as received: Blackboard signs the
+            // hello's bytes.
+            State::Blackboard(b) => b.handle(decode(payload)?, payload, shared, peer),
+            State::Done => other_message(decode(payload)?, "finished", peer),
         }
+    }
+}
+
+/// A frame as one of our messages; a version 1 message is refused as such,
+/// whenever it comes.
+fn decode(payload: &[u8]) -> Result<Message, ProtocolError> {
+    Message::decode(payload).map_err(|e| match e {
+        DecodeError::Version1(got) => ProtocolError::Version1 { got },
+        e => ProtocolError::Malformed(e),
+    })
+}
+
+/// A first frame that is a command of the original lab client: legacy
+/// mode serves it, when it is on.
+fn turn_legacy(service: ServiceKind, payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
+    if !shared.legacy {
+        return Err(ProtocolError::LegacyDisabled {
+            first: String::from_utf8_lossy(payload).into_owned(),
+        });
+    }
+    let session = legacy::LegacySession::start(service);
+    Ok(legacy::step(session.on_frame(payload, shared, peer)))
+}
+
+/// What every state of our protocol does with a message it does not take:
+/// the peer's own `Error` ends the exchange quietly; anything else is
+/// refused as out of turn, saying what the connection is `expecting`.
+fn other_message(msg: Message, expecting: &'static str, peer: &str) -> Step {
+    match msg {
+        Message::Error { code, reason } => {
+            info!("{peer}: client reported error {code:?}: {reason}");
+            Ok((State::Done, Output::close()))
+        }
+        msg => Err(ProtocolError::Unexpected {
+            got: msg.name(),
+            expecting,
+        }),
     }
 }
 
@@ -446,9 +439,10 @@ impl ProtocolError {
     /// [`ProtocolError::refusal`], sent only once `record` is committed
     /// (a wrong enrollment code is counted before it is answered).
     fn refusal_recorded(&self, peer: &str, record: Record) -> Output {
-        let mut out = self.refusal(peer);
-        out.persist = Some(record);
-        out
+        Output {
+            then: After::Persist(record),
+            ..self.refusal(peer)
+        }
     }
 
     fn log(&self, peer: &str) {
@@ -474,31 +468,42 @@ impl ProtocolError {
             ProtocolError::Version1 { got } => {
                 warn!("{peer}: protocol version 1 {got} refused: version 1 is no longer served")
             }
-            other => warn!("{peer}: {other}"),
+            ProtocolError::ReceiptNotSigned { receipt_id, source } => {
+                warn!("{peer}: signing receipt {receipt_id}: {source}")
+            }
+            other @ (ProtocolError::Malformed(_)
+            | ProtocolError::NotACa
+            | ProtocolError::Enrollment(_)
+            | ProtocolError::Expired(_)
+            | ProtocolError::UnsupportedVersion { .. }
+            | ProtocolError::Closed(_)) => warn!("{peer}: {other}"),
         }
     }
 }
 
+/// What the children's tests share: a CA, Blackboard and store in a
+/// temporary directory, and the client's side of each exchange, driven the
+/// way the reactor drives a session.
 #[cfg(test)]
-mod tests {
+mod testing {
     use super::*;
     use crate::ca::CaKeyType;
-    use crate::client::{make_csr, make_key, KeyType};
+    use crate::client::make_csr;
     use crate::crypto::{self, SessionKeys};
     use crate::message::{CipherId, IV_LEN};
     use crate::store::SqliteStore;
     use openssl::pkey::{PKey, Private};
 
-    const SID: &str = "1155000001";
+    pub(super) const SID: &str = "1155000001";
 
-    fn ca(dir: &std::path::Path) -> CertificateAuthority {
+    pub(super) fn ca(dir: &std::path::Path) -> CertificateAuthority {
         CertificateAuthority::open(dir, b"protocol tests", CaKeyType::P256, 30)
             .unwrap()
             .0
     }
 
     /// A CA in `dir`, its verifier and an in-memory store (the engine the
-    /// session fuzz target uses too); shared with legacy's tests.
+    /// session fuzz target uses too).
     pub(super) fn shared(dir: &std::path::Path, admission: Option<&[u8]>) -> Shared {
         let ca = ca(&dir.join("keys"));
         let verifier = Verifier::new(ca.cert()).unwrap();
@@ -521,15 +526,15 @@ mod tests {
     }
 
     /// What a run of frames did.
-    struct Run {
-        session: Session,
-        replies: Vec<Message>,
-        closed: bool,
+    pub(super) struct Run {
+        pub(super) session: Session,
+        pub(super) replies: Vec<Message>,
+        pub(super) closed: bool,
     }
 
     /// Feeds frames in order, as the reactor does: a record is committed
     /// before the next frame; no frame follows a close.
-    fn drive(mut session: Session, frames: &[Vec<u8>], shared: &mut Shared) -> Run {
+    pub(super) fn drive(mut session: Session, frames: &[Vec<u8>], shared: &mut Shared) -> Run {
         let mut replies = Vec::new();
         let mut closed = false;
         for (i, f) in frames.iter().enumerate() {
@@ -537,7 +542,7 @@ mod tests {
             let (mut next, out) = session.on_frame(f, shared, "test-peer");
             replies.extend(out.send.iter().map(|p| Message::decode(p).unwrap()));
             closed = out.close;
-            if let Some(r) = out.persist {
+            if let After::Persist(r) = out.then {
                 shared.store.commit(&[r]).unwrap();
                 let (after_commit, more) = next.on_committed("test-peer");
                 replies.extend(more.send.iter().map(|p| Message::decode(p).unwrap()));
@@ -553,13 +558,13 @@ mod tests {
         }
     }
 
-    fn start(kind: ServiceKind, shared: &mut Shared) -> Session {
+    pub(super) fn start(kind: ServiceKind, shared: &mut Shared) -> Session {
         let (session, out) = Session::start(kind, shared);
         assert!(out.send.is_empty() && !out.close);
         session
     }
 
-    fn refusal(run: &Run) -> (ErrorCode, String) {
+    pub(super) fn refusal(run: &Run) -> (ErrorCode, String) {
         assert!(run.closed, "a refusal closes");
         match run.replies.as_slice() {
             [Message::Error { code, reason }] => (*code, reason.clone()),
@@ -569,7 +574,7 @@ mod tests {
 
     /// Enrolls by version 2 (open enrollment): `CaHello`, then one
     /// `CertRequest`.
-    fn enroll(sid: &str, key: &PKey<Private>, shared: &mut Shared) -> Vec<u8> {
+    pub(super) fn enroll(sid: &str, key: &PKey<Private>, shared: &mut Shared) -> Vec<u8> {
         let request = Message::CertRequest {
             csr_der: make_csr(sid, key).unwrap(),
             auth: crate::message::EnrollAuth::Open,
@@ -586,7 +591,7 @@ mod tests {
         }
     }
 
-    fn ca_hello() -> Vec<u8> {
+    pub(super) fn ca_hello() -> Vec<u8> {
         Message::CaHello {
             version: crate::message::PROTOCOL_VERSION,
         }
@@ -594,9 +599,76 @@ mod tests {
     }
 
     /// A version 2 hello (`SubmitOpen`) with a fixed client nonce.
-    fn hello(sid: &str, cert_der: &[u8]) -> Vec<u8> {
+    pub(super) fn hello(sid: &str, cert_der: &[u8]) -> Vec<u8> {
         open_frame(sid, cert_der, [5; 32])
     }
+
+    pub(super) fn open_frame(sid: &str, cert_der: &[u8], client_nonce: [u8; 32]) -> Vec<u8> {
+        Message::SubmitOpen {
+            sid: sid.into(),
+            cert_der: cert_der.to_vec(),
+            chain: vec![],
+            client_nonce,
+        }
+        .encode()
+    }
+
+    pub(super) fn trust(sh: &Shared) -> crate::client::BlackboardTrust {
+        crate::client::BlackboardTrust {
+            root: sh.ca.as_ref().unwrap().cert().clone(),
+            name: crate::ca::DEFAULT_BLACKBOARD_NAME.into(),
+        }
+    }
+
+    /// The student's side of a version 2 report: the offer verified
+    /// first, as the client does. Returns the frame and the transcript hash.
+    pub(super) fn report_frame_v2(
+        hello: &[u8],
+        key: &PKey<Private>,
+        offer: &Message,
+        text: &str,
+        sh: &Shared,
+    ) -> Result<(Vec<u8>, [u8; 32]), crate::client::ClientError> {
+        let Message::SessionOffer {
+            server_nonce,
+            wrapped_key,
+            bb_chain,
+            signature,
+        } = offer
+        else {
+            panic!("expected SessionOffer, got {offer:?}");
+        };
+        let th = crate::client::verify_offer(
+            hello,
+            server_nonce,
+            wrapped_key,
+            bb_chain,
+            signature,
+            &trust(sh),
+        )?;
+        let raw = crypto::unwrap_key(key, wrapped_key).unwrap();
+        let keys = SessionKeys::derive_v2(&raw.try_into().unwrap(), &th).unwrap();
+        let cipher = CipherId::Aes256Ctr;
+        let iv = [7u8; IV_LEN];
+        let ciphertext = keys.apply_cipher(cipher, &iv, text.as_bytes()).unwrap();
+        let mac = keys.report_mac_v2(&th, cipher, &iv, &ciphertext).unwrap();
+        let frame = Message::Report {
+            cipher,
+            iv,
+            ciphertext,
+            mac,
+        }
+        .encode();
+        Ok((frame, th))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use crate::client::{make_csr, make_key, KeyType};
+    use crate::message::{CipherId, IV_LEN};
 
     /// Version 1's `EnrollRequest` (type 0x10, `bytes csr`), as an old
     /// client sends it.
@@ -721,217 +793,6 @@ mod tests {
         }
     }
 
-    /// A certificate over the cap is refused by its size alone: these bytes
-    /// are not DER, yet the reason is the size, not the parse.
-    #[test]
-    fn an_oversized_certificate_is_refused_by_size_before_parsing() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut sh = shared(dir.path(), None);
-        let bb = |sh: &mut Shared| start(ServiceKind::Blackboard, sh);
-        let run = drive(
-            bb(&mut sh),
-            &[hello(SID, &[0xff; MAX_CERT_DER + 1])],
-            &mut sh,
-        );
-        let (code, reason) = refusal(&run);
-        assert_eq!(code, ErrorCode::Limit);
-        assert!(reason.contains("8193 bytes; at most 8192"), "{reason}");
-        // At the cap, the certificate is parsed (and this one is not DER).
-        let run = drive(bb(&mut sh), &[hello(SID, &[0xff; MAX_CERT_DER])], &mut sh);
-        let (code, reason) = refusal(&run);
-        assert_eq!(code, ErrorCode::BadCertificate);
-        assert!(reason.contains("not valid DER"), "{reason}");
-        // A chain certificate over the cap, too.
-        let chained = Message::SubmitOpen {
-            sid: SID.into(),
-            cert_der: vec![0xff; 10],
-            chain: vec![vec![0; MAX_CERT_DER + 7]],
-            client_nonce: [0; 32],
-        };
-        let run = drive(bb(&mut sh), &[chained.encode()], &mut sh);
-        let (code, reason) = refusal(&run);
-        assert_eq!(code, ErrorCode::Limit);
-        assert!(reason.contains("8199 bytes"), "{reason}");
-    }
-
-    fn open_frame(sid: &str, cert_der: &[u8], client_nonce: [u8; 32]) -> Vec<u8> {
-        Message::SubmitOpen {
-            sid: sid.into(),
-            cert_der: cert_der.to_vec(),
-            chain: vec![],
-            client_nonce,
-        }
-        .encode()
-    }
-
-    fn trust(sh: &Shared) -> crate::client::BlackboardTrust {
-        crate::client::BlackboardTrust {
-            root: sh.ca.as_ref().unwrap().cert().clone(),
-            name: crate::ca::DEFAULT_BLACKBOARD_NAME.into(),
-        }
-    }
-
-    /// The student's side of a version 2 report: the offer verified
-    /// first, as the client does. Returns the frame and the transcript hash.
-    fn report_frame_v2(
-        hello: &[u8],
-        key: &PKey<Private>,
-        offer: &Message,
-        text: &str,
-        sh: &Shared,
-    ) -> Result<(Vec<u8>, [u8; 32]), crate::client::ClientError> {
-        let Message::SessionOffer {
-            server_nonce,
-            wrapped_key,
-            bb_chain,
-            signature,
-        } = offer
-        else {
-            panic!("expected SessionOffer, got {offer:?}");
-        };
-        let th = crate::client::verify_offer(
-            hello,
-            server_nonce,
-            wrapped_key,
-            bb_chain,
-            signature,
-            &trust(sh),
-        )?;
-        let raw = crypto::unwrap_key(key, wrapped_key).unwrap();
-        let keys = SessionKeys::derive_v2(&raw.try_into().unwrap(), &th).unwrap();
-        let cipher = CipherId::Aes256Ctr;
-        let iv = [7u8; IV_LEN];
-        let ciphertext = keys.apply_cipher(cipher, &iv, text.as_bytes()).unwrap();
-        let mac = keys.report_mac_v2(&th, cipher, &iv, &ciphertext).unwrap();
-        let frame = Message::Report {
-            cipher,
-            iv,
-            ciphertext,
-            mac,
-        }
-        .encode();
-        Ok((frame, th))
-    }
-
-    #[test]
-    fn version_2_signs_the_exchange_and_the_receipt_after_the_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut sh = shared(dir.path(), None);
-        let key = make_key(KeyType::Rsa2048).unwrap();
-        let cert = enroll(SID, &key, &mut sh);
-        let hello = open_frame(SID, &cert, [1; 32]);
-        let run = drive(
-            start(ServiceKind::Blackboard, &mut sh),
-            std::slice::from_ref(&hello),
-            &mut sh,
-        );
-        assert!(!run.closed);
-        let text = "This is submission from SID1155000001.\n";
-        let (frame, th) = report_frame_v2(&hello, &key, &run.replies[0], text, &sh).unwrap();
-
-        // The report's step sends nothing: the receipt is signed only once
-        // the record is durable.
-        let (next, out) = run.session.on_frame(&frame, &mut sh, "p");
-        assert!(out.send.is_empty() && !out.close, "{out:?}");
-        let record = out.persist.expect("a record to commit");
-        assert!(sh.store.reports().unwrap().is_empty());
-        sh.store.commit(&[record]).unwrap();
-        let (_, after) = next.on_committed("p");
-        assert!(after.close);
-        let [frame] = &after.send[..] else {
-            panic!("expected one frame, got {after:?}");
-        };
-        let Ok(Message::SignedReceipt {
-            receipt_id,
-            serial_hex,
-            signed_receipt,
-        }) = Message::decode(frame)
-        else {
-            panic!("expected SignedReceipt");
-        };
-        let want = crate::client::Expected {
-            sid: SID,
-            serial: &serial_hex,
-            receipt: Some(receipt_id),
-            report: Some(text.as_bytes()),
-            transcript: Some(&th),
-        };
-        let content = crate::client::check_receipt(&signed_receipt, &trust(&sh), &want).unwrap();
-        let reports = sh.store.reports().unwrap();
-        assert_eq!(reports[0].receipt_id, receipt_id);
-        assert_eq!(content.report_sha256, reports[0].sha256_hex());
-        // Another text does not match the receipt.
-        let other = crate::client::Expected {
-            report: Some(b"something else"),
-            ..want
-        };
-        assert!(crate::client::check_receipt(&signed_receipt, &trust(&sh), &other).is_err());
-    }
-
-    #[test]
-    fn version_2_offers_do_not_transfer_between_sessions() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut sh = shared(dir.path(), None);
-        let key = make_key(KeyType::Rsa2048).unwrap();
-        let cert = enroll(SID, &key, &mut sh);
-        let bb = |sh: &mut Shared| start(ServiceKind::Blackboard, sh);
-        let hello_a = open_frame(SID, &cert, [1; 32]);
-        let hello_b = open_frame(SID, &cert, [2; 32]);
-        let a = drive(bb(&mut sh), &[hello_a], &mut sh);
-        // A's genuine offer spliced into B's exchange: refused before use.
-        let err = report_frame_v2(&hello_b, &key, &a.replies[0], "x", &sh).unwrap_err();
-        assert!(
-            matches!(err, crate::client::ClientError::BadOfferSignature),
-            "{err}"
-        );
-        // A MAC that is not this session's does not pass.
-        let b = drive(bb(&mut sh), std::slice::from_ref(&hello_b), &mut sh);
-        let (good, _) = report_frame_v2(&hello_b, &key, &b.replies[0], "x", &sh).unwrap();
-        let Ok(Message::Report {
-            cipher,
-            iv,
-            ciphertext,
-            ..
-        }) = Message::decode(&good)
-        else {
-            panic!()
-        };
-        let forged = Message::Report {
-            cipher,
-            iv,
-            ciphertext,
-            mac: [0; 32],
-        };
-        let run = drive(b.session, &[forged.encode()], &mut sh);
-        assert_eq!(refusal(&run).0, ErrorCode::BadMac);
-    }
-
-    #[test]
-    fn version_2_rechecks_revocation_when_the_report_arrives() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut sh = shared(dir.path(), None);
-        let key = make_key(KeyType::Rsa2048).unwrap();
-        let cert = enroll(SID, &key, &mut sh);
-        let hello = open_frame(SID, &cert, [3; 32]);
-        let run = drive(
-            start(ServiceKind::Blackboard, &mut sh),
-            std::slice::from_ref(&hello),
-            &mut sh,
-        );
-        let (frame, _) = report_frame_v2(&hello, &key, &run.replies[0], "late", &sh).unwrap();
-        let serial = sh.store.certs().unwrap()[0].serial_hex.clone();
-        let revoked = sh
-            .store
-            .revoke_serial(&serial, crate::ca::RevocationReason::KeyCompromise, 0)
-            .unwrap();
-        assert_eq!(revoked, 1);
-        let run = drive(run.session, &[frame], &mut sh);
-        let (code, reason) = refusal(&run);
-        assert_eq!(code, ErrorCode::BadCertificate);
-        assert!(reason.contains("revoked"), "{reason}");
-        assert!(sh.store.reports().unwrap().is_empty());
-    }
-
     #[test]
     fn refusals_carry_the_right_code() {
         let dir = tempfile::tempdir().unwrap();
@@ -987,62 +848,6 @@ mod tests {
         // Not a message at all.
         let run = drive(bb(&mut sh), &[vec![0xEE]], &mut sh);
         assert_eq!(refusal(&run).0, ErrorCode::Malformed);
-    }
-
-    fn challenged(sh: &mut Shared) -> (Session, [u8; crate::message::NONCE_LEN]) {
-        let (session, out) = Session::start(ServiceKind::Ca, sh);
-        assert!(!out.close);
-        match out.send.as_slice() {
-            [frame] => match Message::decode(frame) {
-                Ok(Message::AdmissionChallenge { challenge }) => (session, challenge),
-                other => panic!("expected a challenge, got {other:?}"),
-            },
-            other => panic!("expected one frame, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn admission_right_and_wrong() {
-        let dir = tempfile::tempdir().unwrap();
-        let secret = b"sixteen byte secret!";
-        let mut sh = shared(dir.path(), Some(secret));
-        let key = make_key(KeyType::Rsa2048).unwrap();
-        let request = Message::CertRequest {
-            csr_der: make_csr(SID, &key).unwrap(),
-            auth: crate::message::EnrollAuth::Open,
-        }
-        .encode();
-
-        // The right answer admits: the enrollment that follows is served.
-        let (session, challenge) = challenged(&mut sh);
-        let mac = crypto::hmac_sha256(secret, &challenge).unwrap();
-        let answer = Message::AdmissionResponse { mac }.encode();
-        let run = drive(session, &[answer, ca_hello(), request.clone()], &mut sh);
-        assert!(matches!(
-            run.replies[..],
-            [Message::CaChallenge { .. }, Message::CertIssued { .. }]
-        ));
-
-        // A wrong answer, or none, is refused.
-        let (session, _) = challenged(&mut sh);
-        let wrong = Message::AdmissionResponse { mac: [0; 32] }.encode();
-        let (code, reason) = refusal(&drive(session, &[wrong], &mut sh));
-        assert_eq!(code, ErrorCode::AdmissionRefused);
-        assert_eq!(reason, "admission refused: wrong response");
-        let (session, _) = challenged(&mut sh);
-        let (code, reason) = refusal(&drive(session, &[request], &mut sh));
-        assert_eq!(code, ErrorCode::AdmissionRefused);
-        assert!(reason.contains("(got CertRequest)"), "{reason}");
-        // Silence until a time limit.
-        let (session, _) = challenged(&mut sh);
-        let err = session
-            .on_expiry(Expiry::Idle, Duration::from_secs(10))
-            .expect("silence is refused");
-        assert_eq!(ErrorCode::from(&err), ErrorCode::AdmissionRefused);
-        assert_eq!(
-            err.to_string(),
-            "admission refused: no answer to the challenge (idle timeout of 10 s reached)"
-        );
     }
 
     #[test]

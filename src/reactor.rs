@@ -49,7 +49,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::framing;
 use crate::metrics::Metrics;
 use crate::ops::Ops;
-use crate::protocol::{ConnectionError, Expiry, Output, ServiceKind, Shared};
+use crate::protocol::{After, ConnectionError, Expiry, Output, ServiceKind, Shared};
 use crate::store::Record;
 use commit::{CommitError, CommitHandle, Committer, InFlight, Outcome};
 use connection::{Connection, Env, Wait, Work};
@@ -572,29 +572,28 @@ impl Reactor {
         for payload in &out.send {
             framing::encode(payload, &mut frames);
         }
-        if let Some(job) = out.offload {
-            conn.transport.outbuf.extend_from_slice(&frames);
-            let submitted = match &self.workers {
-                Some(w) => w
-                    .submit(token, job)
-                    .map_err(|busy| ConnectionError::WorkersBusy { queue: busy.queue }),
-                None => Err(ConnectionError::NoWorkers),
-            };
-            match submitted {
-                Ok(ticket) => conn.wait = Some(Wait::Work { _ticket: ticket }),
-                Err(e) => self.refuse(token, e),
+        match out.then {
+            After::Offload(job) => {
+                conn.transport.outbuf.extend_from_slice(&frames);
+                let submitted = match &self.workers {
+                    Some(w) => w
+                        .submit(token, job)
+                        .map_err(|busy| ConnectionError::WorkersBusy { queue: busy.queue }),
+                    None => Err(ConnectionError::NoWorkers),
+                };
+                match submitted {
+                    Ok(ticket) => conn.wait = Some(Wait::Work { _ticket: ticket }),
+                    Err(e) => self.refuse(token, e),
+                }
             }
-            return;
-        }
-        match out.persist {
-            Some(record) => {
+            After::Persist(record) => {
                 conn.wait = Some(Wait::Commit {
                     held: frames,
                     close_after: out.close,
                 });
                 self.pending.push((token, record));
             }
-            None => {
+            After::Nothing => {
                 conn.transport.outbuf.extend_from_slice(&frames);
                 if out.close {
                     conn.transport.finish(&mut self.budget);

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 
 use certboard::course::Window;
 use certboard::message::Message;
-use certboard::protocol::{cert_record, ServiceKind, Session};
+use certboard::protocol::{cert_record, After, ServiceKind, Session};
 use certboard::store::{Origin, Record, SqliteStore, Storage, Student};
 use certboard::testing::TestPki;
 use libfuzzer_sys::fuzz_target;
@@ -120,17 +120,17 @@ fuzz_target!(|data: &[u8]| {
         legacy_conn |= shared.legacy && certboard::protocol::legacy::is_command(payload);
         let (mut next, mut out) = session.on_frame(payload, &mut shared, "fuzz");
         // Work off the loop (a legacy key) is done in turn, as a worker would.
-        if let Some(job) = out.offload.take() {
+        if let After::Offload(job) = out.then {
             (next, out) = next.on_offloaded(job.run(), "fuzz");
         }
         // The reactor commits a record before the frames that promise it
         // leave, and closes the connection if the commit fails.
-        if let Some(record) = &out.persist {
+        if let After::Persist(record) = &out.then {
             if shared.store.commit(std::slice::from_ref(record)).is_err() {
                 break;
             }
         }
-        if out.persist.is_some() {
+        if matches!(out.then, After::Persist(_)) {
             // As the reactor does once the record is durable.
             let (after, more) = next.on_committed("fuzz");
             next = after;

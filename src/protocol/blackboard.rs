@@ -4,17 +4,17 @@
 //! and its signature over the transcript, the keys coming from the
 //! transcript's hash; then her encrypted and MAC'd report in, and a CMS
 //! SignedData receipt out, made only once the report is durable
-//! ([`receipt_after_commit`]). The checks any submission goes through are
+//! ([`Blackboard::on_committed`]). The checks any submission goes through are
 //! in `submission`. Version 1's `SubmitHello` is refused with code 10
 //! before it reaches this module.
 
 use std::sync::Arc;
 
-use log::{info, warn};
+use log::info;
 
 use crate::ca::BlackboardIdentity;
 use crate::crypto::{self, SessionKeys, DIGEST_LEN, SESSION_KEY_LEN};
-use crate::message::{CipherId, ErrorCode, Message, IV_LEN, NONCE_LEN};
+use crate::message::{CipherId, Message, IV_LEN, NONCE_LEN};
 use crate::receipt::{ReceiptContent, RECEIPT_VERSION};
 use crate::store::{Origin, Record, ReportRecord};
 use crate::time::{now_unix, rfc3339};
@@ -25,7 +25,7 @@ use super::submission::{
     PendingReport,
 };
 use super::submission::{ReportError, MAX_REPORT};
-use super::{Output, Shared, State, Step};
+use super::{other_message, After, Expired, Output, Shared, State, Step};
 
 /// Where a Blackboard connection is.
 #[derive(Debug)]
@@ -37,6 +37,75 @@ pub(super) enum Blackboard {
     /// The report is on its way to the store; the signed receipt is made
     /// once it is durable.
     Recording(Box<ReceiptToSign>),
+}
+
+impl Blackboard {
+    /// A new Blackboard connection, waiting for `SubmitOpen`.
+    pub(super) fn new() -> Blackboard {
+        Blackboard::AwaitHello
+    }
+
+    /// Whether no frame has come yet (only then may a legacy command).
+    pub(super) fn is_fresh(&self) -> bool {
+        matches!(self, Blackboard::AwaitHello)
+    }
+
+    /// Takes the message this state is waiting for: `SubmitOpen` first
+    /// (`payload` is its bytes as received, which the offer signs), then
+    /// the `Report`.
+    pub(super) fn handle(
+        self,
+        msg: Message,
+        payload: &[u8],
+        shared: &mut Shared,
+        peer: &str,
+    ) -> Step {
+        match (self, msg) {
+            (
+                Blackboard::AwaitHello,
+                Message::SubmitOpen {
+                    sid,
+                    cert_der,
+                    chain,
+                    ..
+                },
+            ) => open(payload, &sid, &cert_der, &chain, shared, peer),
+            (
+                Blackboard::AwaitReport(p),
+                Message::Report {
+                    cipher,
+                    iv,
+                    ciphertext,
+                    mac,
+                },
+            ) => report(*p, cipher, &iv, &ciphertext, &mac, shared, peer),
+            (state, msg) => other_message(msg, state.expecting(), peer),
+        }
+    }
+
+    fn expecting(&self) -> &'static str {
+        match self {
+            Blackboard::AwaitHello => "waiting for a submission hello",
+            Blackboard::AwaitReport(_) => "waiting for the report",
+            Blackboard::Recording(_) => "recording the report",
+        }
+    }
+
+    /// The report is durable: its receipt is signed now, and the exchange
+    /// ends. Nothing for a state that recorded nothing.
+    pub(super) fn on_committed(self, peer: &str) -> (State, Output) {
+        match self {
+            Blackboard::Recording(r) => (State::Done, receipt_after_commit(*r, peer)),
+            state @ (Blackboard::AwaitHello | Blackboard::AwaitReport(_)) => {
+                (State::Blackboard(state), Output::default())
+            }
+        }
+    }
+
+    /// A time limit reached: every state owes the student an answer.
+    pub(super) fn on_expiry(&self, expired: Expired) -> Option<ProtocolError> {
+        Some(ProtocolError::Expired(expired))
+    }
 }
 
 /// The keys of one submission, and the identity that signed its
@@ -135,7 +204,7 @@ fn open_report(
 /// Checks the report (MAC first, in constant time, before
 /// anything is decrypted), re-checks that her certificate is not revoked
 /// meanwhile, and hands the record to the store; the signed receipt
-/// follows once it is durable ([`receipt_after_commit`]).
+/// follows once it is durable ([`Blackboard::on_committed`]).
 pub(super) fn report(
     p: PendingReport<OfferKeys>,
     cipher: CipherId,
@@ -187,7 +256,7 @@ pub(super) fn report(
     Ok((
         State::Blackboard(Blackboard::Recording(Box::new(to_sign))),
         Output {
-            persist: Some(Record::Report(record)),
+            then: After::Persist(Record::Report(record)),
             ..Output::default()
         },
     ))
@@ -207,7 +276,7 @@ fn receipt_content(record: &ReportRecord, th: &[u8; DIGEST_LEN]) -> ReceiptConte
 }
 
 /// Signs the receipt of a report now durable, and ends the exchange.
-pub(super) fn receipt_after_commit(r: ReceiptToSign, peer: &str) -> Output {
+fn receipt_after_commit(r: ReceiptToSign, peer: &str) -> Output {
     match r.identity.sign_receipt(&r.content.to_json()) {
         Ok(signed_receipt) => {
             info!("{peer}: receipt {} signed and sent", r.receipt_id);
@@ -220,14 +289,172 @@ pub(super) fn receipt_after_commit(r: ReceiptToSign, peer: &str) -> Output {
                 .encode(),
             )
         }
-        Err(e) => {
-            warn!("{peer}: signing receipt {}: {e}", r.receipt_id);
-            let reason = format!(
-                "internal error: the report is recorded under receipt {}, but the signed receipt \
-                 could not be made",
-                r.receipt_id
-            );
-            Output::final_frame(Message::error(ErrorCode::Internal, reason).encode())
+        Err(source) => ProtocolError::ReceiptNotSigned {
+            receipt_id: r.receipt_id,
+            source,
         }
+        .refusal(peer),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::super::{After, ServiceKind, Shared, MAX_CERT_DER};
+    use crate::client::{make_key, KeyType};
+    use crate::message::{ErrorCode, Message};
+
+    /// A certificate over the cap is refused by its size alone: these bytes
+    /// are not DER, yet the reason is the size, not the parse.
+    #[test]
+    fn an_oversized_certificate_is_refused_by_size_before_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let bb = |sh: &mut Shared| start(ServiceKind::Blackboard, sh);
+        let run = drive(
+            bb(&mut sh),
+            &[hello(SID, &[0xff; MAX_CERT_DER + 1])],
+            &mut sh,
+        );
+        let (code, reason) = refusal(&run);
+        assert_eq!(code, ErrorCode::Limit);
+        assert!(reason.contains("8193 bytes; at most 8192"), "{reason}");
+        // At the cap, the certificate is parsed (and this one is not DER).
+        let run = drive(bb(&mut sh), &[hello(SID, &[0xff; MAX_CERT_DER])], &mut sh);
+        let (code, reason) = refusal(&run);
+        assert_eq!(code, ErrorCode::BadCertificate);
+        assert!(reason.contains("not valid DER"), "{reason}");
+        // A chain certificate over the cap, too.
+        let chained = Message::SubmitOpen {
+            sid: SID.into(),
+            cert_der: vec![0xff; 10],
+            chain: vec![vec![0; MAX_CERT_DER + 7]],
+            client_nonce: [0; 32],
+        };
+        let run = drive(bb(&mut sh), &[chained.encode()], &mut sh);
+        let (code, reason) = refusal(&run);
+        assert_eq!(code, ErrorCode::Limit);
+        assert!(reason.contains("8199 bytes"), "{reason}");
+    }
+
+    #[test]
+    fn version_2_signs_the_exchange_and_the_receipt_after_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let cert = enroll(SID, &key, &mut sh);
+        let hello = open_frame(SID, &cert, [1; 32]);
+        let run = drive(
+            start(ServiceKind::Blackboard, &mut sh),
+            std::slice::from_ref(&hello),
+            &mut sh,
+        );
+        assert!(!run.closed);
+        let text = "This is submission from SID1155000001.\n";
+        let (frame, th) = report_frame_v2(&hello, &key, &run.replies[0], text, &sh).unwrap();
+
+        // The report's step sends nothing: the receipt is signed only once
+        // the record is durable.
+        let (next, out) = run.session.on_frame(&frame, &mut sh, "p");
+        assert!(out.send.is_empty() && !out.close, "{out:?}");
+        let After::Persist(record) = out.then else {
+            panic!("a record to commit");
+        };
+        assert!(sh.store.reports().unwrap().is_empty());
+        sh.store.commit(&[record]).unwrap();
+        let (_, after) = next.on_committed("p");
+        assert!(after.close);
+        let [frame] = &after.send[..] else {
+            panic!("expected one frame, got {after:?}");
+        };
+        let Ok(Message::SignedReceipt {
+            receipt_id,
+            serial_hex,
+            signed_receipt,
+        }) = Message::decode(frame)
+        else {
+            panic!("expected SignedReceipt");
+        };
+        let want = crate::client::Expected {
+            sid: SID,
+            serial: &serial_hex,
+            receipt: Some(receipt_id),
+            report: Some(text.as_bytes()),
+            transcript: Some(&th),
+        };
+        let content = crate::client::check_receipt(&signed_receipt, &trust(&sh), &want).unwrap();
+        let reports = sh.store.reports().unwrap();
+        assert_eq!(reports[0].receipt_id, receipt_id);
+        assert_eq!(content.report_sha256, reports[0].sha256_hex());
+        // Another text does not match the receipt.
+        let other = crate::client::Expected {
+            report: Some(b"something else"),
+            ..want
+        };
+        assert!(crate::client::check_receipt(&signed_receipt, &trust(&sh), &other).is_err());
+    }
+
+    #[test]
+    fn version_2_offers_do_not_transfer_between_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let cert = enroll(SID, &key, &mut sh);
+        let bb = |sh: &mut Shared| start(ServiceKind::Blackboard, sh);
+        let hello_a = open_frame(SID, &cert, [1; 32]);
+        let hello_b = open_frame(SID, &cert, [2; 32]);
+        let a = drive(bb(&mut sh), &[hello_a], &mut sh);
+        // A's genuine offer spliced into B's exchange: refused before use.
+        let err = report_frame_v2(&hello_b, &key, &a.replies[0], "x", &sh).unwrap_err();
+        assert!(
+            matches!(err, crate::client::ClientError::BadOfferSignature),
+            "{err}"
+        );
+        // A MAC that is not this session's does not pass.
+        let b = drive(bb(&mut sh), std::slice::from_ref(&hello_b), &mut sh);
+        let (good, _) = report_frame_v2(&hello_b, &key, &b.replies[0], "x", &sh).unwrap();
+        let Ok(Message::Report {
+            cipher,
+            iv,
+            ciphertext,
+            ..
+        }) = Message::decode(&good)
+        else {
+            panic!()
+        };
+        let forged = Message::Report {
+            cipher,
+            iv,
+            ciphertext,
+            mac: [0; 32],
+        };
+        let run = drive(b.session, &[forged.encode()], &mut sh);
+        assert_eq!(refusal(&run).0, ErrorCode::BadMac);
+    }
+
+    #[test]
+    fn version_2_rechecks_revocation_when_the_report_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let cert = enroll(SID, &key, &mut sh);
+        let hello = open_frame(SID, &cert, [3; 32]);
+        let run = drive(
+            start(ServiceKind::Blackboard, &mut sh),
+            std::slice::from_ref(&hello),
+            &mut sh,
+        );
+        let (frame, _) = report_frame_v2(&hello, &key, &run.replies[0], "late", &sh).unwrap();
+        let serial = sh.store.certs().unwrap()[0].serial_hex.clone();
+        let revoked = sh
+            .store
+            .revoke_serial(&serial, crate::ca::RevocationReason::KeyCompromise, 0)
+            .unwrap();
+        assert_eq!(revoked, 1);
+        let run = drive(run.session, &[frame], &mut sh);
+        let (code, reason) = refusal(&run);
+        assert_eq!(code, ErrorCode::BadCertificate);
+        assert!(reason.contains("revoked"), "{reason}");
+        assert!(sh.store.reports().unwrap().is_empty());
     }
 }

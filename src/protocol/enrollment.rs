@@ -26,13 +26,13 @@ use crate::time::time_text;
 use crate::verify::{CertError, Verifier};
 
 use super::error::{Internal, ProtocolError};
-use super::{cert_record, Output, Shared, State, Step};
+use super::{cert_record, other_message, After, Expired, Output, Shared, State, Step};
 
 /// Where a CA connection is.
 #[derive(Debug)]
 pub(super) enum Enrollment {
     /// Waiting for the first message, `CaHello`.
-    AwaitRequest,
+    AwaitHello,
     /// Challenge sent; a request bound to `nonce` is owed.
     Challenged {
         /// The nonce the next request binds.
@@ -47,16 +47,46 @@ pub(super) enum Enrollment {
 }
 
 impl Enrollment {
-    /// Whether every answer asked for has been given (a quiet close then).
-    pub(super) fn all_answered(&self) -> bool {
-        matches!(self, Enrollment::Issued { .. })
+    /// A new CA connection, waiting for `CaHello`.
+    pub(super) fn new() -> Enrollment {
+        Enrollment::AwaitHello
     }
 
-    /// The nonce a `CertRequest` must bind, when one may come now.
-    pub(super) fn nonce(&self) -> Option<[u8; NONCE_LEN]> {
+    /// Whether no frame has come yet (only then may a legacy command).
+    pub(super) fn is_fresh(&self) -> bool {
+        matches!(self, Enrollment::AwaitHello)
+    }
+
+    /// Takes the message this state is waiting for: `CaHello` first, then
+    /// `CertRequest`s, each bound to the latest nonce sent.
+    pub(super) fn handle(self, msg: Message, shared: &mut Shared, peer: &str) -> Step {
+        match (self, msg) {
+            (Enrollment::AwaitHello, Message::CaHello { version }) => hello(version, shared),
+            (
+                Enrollment::Challenged { nonce } | Enrollment::Issued { nonce },
+                Message::CertRequest { csr_der, auth },
+            ) => request(nonce, &csr_der, &auth, shared, peer),
+            (state, msg) => other_message(msg, state.expecting(), peer),
+        }
+    }
+
+    fn expecting(&self) -> &'static str {
         match self {
-            Enrollment::Challenged { nonce } | Enrollment::Issued { nonce } => Some(*nonce),
-            _ => None,
+            Enrollment::AwaitHello => "waiting for an enrollment request (CaHello)",
+            Enrollment::Challenged { .. } | Enrollment::Issued { .. } => {
+                "waiting for an enrollment request (CertRequest)"
+            }
+        }
+    }
+
+    /// A time limit reached: quiet once every request has had its
+    /// certificate, a refusal while one is owed.
+    pub(super) fn on_expiry(&self, expired: Expired) -> Option<ProtocolError> {
+        match self {
+            Enrollment::Issued { .. } => None,
+            Enrollment::AwaitHello | Enrollment::Challenged { .. } => {
+                Some(ProtocolError::Expired(expired))
+            }
         }
     }
 }
@@ -178,9 +208,8 @@ pub(super) fn request(
         cert.renewal = renewal;
     }
     let out = Output {
-        send: vec![reply.encode()],
-        persist: Some(record),
-        ..Output::default()
+        then: After::Persist(record),
+        ..Output::reply(reply)
     };
     Ok((
         State::Enrollment(Enrollment::Issued { nonce: next_nonce }),
@@ -247,4 +276,79 @@ fn check_renewal(
     } else {
         Err(RenewalError::BadSignature)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::super::{After, ServiceKind};
+    use super::*;
+    use crate::client::{make_csr, make_key, KeyType};
+    use crate::message::ErrorCode;
+
+    fn request(sid: &str) -> Vec<u8> {
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        Message::CertRequest {
+            csr_der: make_csr(sid, &key).unwrap(),
+            auth: EnrollAuth::Open,
+        }
+        .encode()
+    }
+
+    /// A request needs the nonce of a challenge: before `CaHello` it is
+    /// out of turn, and says what is awaited.
+    #[test]
+    fn a_request_before_the_hello_is_out_of_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let run = drive(start(ServiceKind::Ca, &mut sh), &[request(SID)], &mut sh);
+        let (code, reason) = refusal(&run);
+        assert_eq!(code, ErrorCode::UnexpectedMessage);
+        assert!(reason.contains("(CaHello)"), "{reason}");
+        assert!(sh.store.certs().unwrap().is_empty());
+    }
+
+    /// After the challenge, any number of requests, each answered once its
+    /// record is committed; a second hello is out of turn.
+    #[test]
+    fn requests_follow_one_another_and_a_second_hello_is_out_of_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let run = drive(
+            start(ServiceKind::Ca, &mut sh),
+            &[ca_hello(), request("alice"), request("bob")],
+            &mut sh,
+        );
+        assert!(!run.closed);
+        assert!(matches!(
+            run.replies[..],
+            [
+                Message::CaChallenge { .. },
+                Message::CertIssued { .. },
+                Message::CertIssued { .. }
+            ]
+        ));
+        assert_eq!(sh.store.certs().unwrap().len(), 2);
+        let run = drive(run.session, &[ca_hello()], &mut sh);
+        let (code, reason) = refusal(&run);
+        assert_eq!(code, ErrorCode::UnexpectedMessage);
+        assert!(reason.contains("(CertRequest)"), "{reason}");
+    }
+
+    /// The certificate's frame waits for its record: the step hands both
+    /// to the reactor at once, the record to commit first.
+    #[test]
+    fn an_issued_certificate_is_held_for_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let run = drive(start(ServiceKind::Ca, &mut sh), &[ca_hello()], &mut sh);
+        let (_, out) = run.session.on_frame(&request(SID), &mut sh, "p");
+        assert_eq!(out.send.len(), 1);
+        assert!(!out.close && out.refusal.is_none());
+        let After::Persist(crate::store::Record::Cert(cert)) = out.then else {
+            panic!("expected a certificate record, got {:?}", out.then);
+        };
+        assert_eq!(cert.sid, SID);
+        assert!(sh.store.certs().unwrap().is_empty(), "not committed here");
+    }
 }

@@ -1,7 +1,10 @@
 //! Every refusal of our protocol as a typed error, and the one place where
 //! errors become wire codes (rustls `error/mod.rs`: `impl From<&..> for
-//! AlertDescription`). Legacy mode answers in text, without codes
-//! (`legacy::LegacyError`).
+//! AlertDescription`) and where each error is found to be the server's
+//! fault or the peer's ([`ServerFault`]). Every error enum is mapped
+//! variant by variant, so that a new variant has to be placed on purpose.
+//! Legacy mode answers in text, without codes (`legacy::LegacyError`), but
+//! asks the same [`ServerFault`] question.
 
 use std::error::Error;
 use std::fmt;
@@ -15,6 +18,16 @@ use crate::verify::CertError;
 use super::admission::AdmissionError;
 use super::submission::{CertCheckError, ReportError};
 use super::Expired;
+
+/// Whether an error is the server's own failure rather than anything the
+/// peer did or sent. A server fault is answered with [`ErrorCode::Internal`]
+/// and only what was being done; its cause goes to the log. A peer's fault
+/// is a refusal that says why. Each error decides this variant by variant,
+/// here, never by comparing wire codes.
+pub trait ServerFault {
+    /// `true` when the server failed, `false` when the peer is refused.
+    fn is_server_fault(&self) -> bool;
+}
 
 /// Why a session refused, closing the connection. The `Display` text is
 /// the reason sent to the peer.
@@ -77,17 +90,26 @@ pub enum ProtocolError {
     },
     /// A report outside the submission window.
     Closed(Closed),
+    /// The report is recorded, but its signed receipt could not be made:
+    /// the server's failure, which the student must hear with her receipt
+    /// id (she can ask for the receipt by it).
+    ReceiptNotSigned {
+        /// The recorded report's receipt id.
+        receipt_id: u64,
+        /// Why signing failed (for the log).
+        source: openssl::error::ErrorStack,
+    },
     /// The server failed; the details go to the log only.
     Internal(Internal),
 }
 
 impl ProtocolError {
-    /// A CA refusal, or an internal error when the fault is the server's
-    /// (the `CaError` split, decided by its wire code).
+    /// A CA refusal, or an internal error when the fault is the server's.
     pub(super) fn enrollment(e: CaError) -> ProtocolError {
-        match ErrorCode::from(&e) {
-            ErrorCode::Internal => ProtocolError::Internal(Internal::new("issuance", e)),
-            _ => ProtocolError::Enrollment(e),
+        if e.is_server_fault() {
+            ProtocolError::Internal(Internal::new("issuance", e))
+        } else {
+            ProtocolError::Enrollment(e)
         }
     }
 
@@ -106,20 +128,20 @@ impl ProtocolError {
     /// A certificate refusal, or an internal error when the server could
     /// not decide.
     pub(super) fn certificate(sid: &str, e: CertCheckError) -> ProtocolError {
-        match ErrorCode::from(&e) {
-            // The database is down or restarting: this one request is
-            // refused, saying so; the next may find it back.
-            ErrorCode::Internal
-                if matches!(e, CertCheckError::Store(StoreError::Unavailable(_))) =>
-            {
-                ProtocolError::Internal(Internal::new(STORE_UNAVAILABLE, e))
-            }
-            ErrorCode::Internal => ProtocolError::Internal(Internal::new("certificate check", e)),
-            _ => ProtocolError::Certificate {
+        if !e.is_server_fault() {
+            return ProtocolError::Certificate {
                 sid: sid.to_string(),
                 source: e,
-            },
+            };
         }
+        // The database is down or restarting: this one request is refused,
+        // saying so; the next may find it back.
+        let what = if matches!(e, CertCheckError::Store(StoreError::Unavailable(_))) {
+            STORE_UNAVAILABLE
+        } else {
+            "certificate check"
+        };
+        ProtocolError::Internal(Internal::new(what, e))
     }
 }
 
@@ -155,6 +177,11 @@ impl fmt::Display for ProtocolError {
             ),
             ProtocolError::Course { sid, source } => write!(f, "SID {sid}: {source}"),
             ProtocolError::Closed(e) => write!(f, "{e}"),
+            ProtocolError::ReceiptNotSigned { receipt_id, .. } => write!(
+                f,
+                "internal error: the report is recorded under receipt {receipt_id}, but the \
+                 signed receipt could not be made"
+            ),
             ProtocolError::Internal(e) => write!(f, "{e}"),
         }
     }
@@ -169,8 +196,15 @@ impl Error for ProtocolError {
             ProtocolError::Report { source, .. } => Some(source),
             ProtocolError::Course { source, .. } => Some(source),
             ProtocolError::Closed(e) => Some(e),
+            ProtocolError::ReceiptNotSigned { source, .. } => Some(source),
             ProtocolError::Internal(e) => e.source(),
-            _ => None,
+            ProtocolError::Unexpected { .. }
+            | ProtocolError::LegacyDisabled { .. }
+            | ProtocolError::Admission(_)
+            | ProtocolError::NotACa
+            | ProtocolError::Expired(_)
+            | ProtocolError::UnsupportedVersion { .. }
+            | ProtocolError::Version1 { .. } => None,
         }
     }
 }
@@ -214,15 +248,49 @@ impl Error for Internal {
     }
 }
 
-// What each error is on the wire (PROTOCOL.md lists the codes).
+/// Why a record a session made could not be committed, as the connection
+/// waiting for it is told ([`commit_refusal`]). Nothing of the record was
+/// kept, so nothing was acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CommitRefusal {
+    /// The enrollment code the certificate was to consume was consumed
+    /// meanwhile (two requests raced with one code, or it was reissued):
+    /// the student's answer, not the server's failure.
+    CodeUsed {
+        /// The SID whose code it was.
+        sid: String,
+    },
+    /// The database is down or restarting; the next request may find it
+    /// back.
+    Unavailable,
+    /// The store failed otherwise (the cause is logged where it failed).
+    Failed,
+}
 
-impl From<&CertError> for ErrorCode {
-    fn from(e: &CertError) -> ErrorCode {
-        match e {
+impl fmt::Display for CommitRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommitRefusal::CodeUsed { sid } => write!(f, "SID {sid}: {}", Refusal::CodeUsed),
+            CommitRefusal::Unavailable => f.write_str(STORE_UNAVAILABLE),
+            CommitRefusal::Failed => write!(
+                f,
+                "internal error: could not record the result; nothing was acknowledged"
+            ),
+        }
+    }
+}
+
+impl Error for CommitRefusal {}
+
+// Whose fault each error is, variant by variant.
+
+impl ServerFault for CertError {
+    fn is_server_fault(&self) -> bool {
+        match self {
             // OpenSSL failing in our own process decides nothing about the
             // certificate presented.
-            CertError::Internal(_) => ErrorCode::Internal,
-            // Every other verifier refusal is about the certificate.
+            CertError::Internal(_) => true,
             CertError::Malformed
             | CertError::Path { .. }
             | CertError::IsCa
@@ -231,7 +299,93 @@ impl From<&CertError> for ErrorCode {
             | CertError::NotRsa
             | CertError::WeakRsaExponent
             | CertError::NotIssued(_)
-            | CertError::Revoked { .. } => ErrorCode::BadCertificate,
+            | CertError::Revoked { .. } => false,
+        }
+    }
+}
+
+impl ServerFault for CaError {
+    fn is_server_fault(&self) -> bool {
+        match self {
+            // The root's files, the store's serials and OpenSSL are the
+            // server's business.
+            CaError::Io { .. }
+            | CaError::BadPassphrase(_)
+            | CaError::WeakPassphrase
+            | CaError::HalfRoot { .. }
+            | CaError::RootMismatch(_)
+            | CaError::UnsafeKeys(_)
+            | CaError::BadSerial(_)
+            | CaError::BadBlackboardName(_)
+            | CaError::BlackboardCert { .. }
+            | CaError::BadPublicUrl(_)
+            | CaError::Crypto(_) => true,
+            // Everything else is about the CSR.
+            CaError::MalformedCsr(_)
+            | CaError::UnsupportedSignature(_)
+            | CaError::CsrSignature
+            | CaError::MissingCn
+            | CaError::BadSid(_)
+            | CaError::UnsupportedKey(_) => false,
+        }
+    }
+}
+
+impl ServerFault for CertCheckError {
+    fn is_server_fault(&self) -> bool {
+        match self {
+            CertCheckError::Rejected(e) => e.is_server_fault(),
+            CertCheckError::NotBlackboard | CertCheckError::Store(_) => true,
+            CertCheckError::BadSid(_)
+            | CertCheckError::ChainTooLong(_)
+            | CertCheckError::TooLarge { .. }
+            | CertCheckError::NotLegacy { .. } => false,
+        }
+    }
+}
+
+impl ServerFault for ProtocolError {
+    fn is_server_fault(&self) -> bool {
+        match self {
+            ProtocolError::Internal(_) | ProtocolError::ReceiptNotSigned { .. } => true,
+            // Built by `enrollment` and `certificate` only for the peer's
+            // faults; asked again so that the answer never depends on that.
+            ProtocolError::Enrollment(e) => e.is_server_fault(),
+            ProtocolError::Certificate { source, .. } => source.is_server_fault(),
+            ProtocolError::Malformed(_)
+            | ProtocolError::Unexpected { .. }
+            | ProtocolError::LegacyDisabled { .. }
+            | ProtocolError::Admission(_)
+            | ProtocolError::NotACa
+            | ProtocolError::Report { .. }
+            | ProtocolError::Expired(_)
+            | ProtocolError::UnsupportedVersion { .. }
+            | ProtocolError::Version1 { .. }
+            | ProtocolError::Course { .. }
+            | ProtocolError::Closed(_) => false,
+        }
+    }
+}
+
+impl ServerFault for CommitRefusal {
+    fn is_server_fault(&self) -> bool {
+        match self {
+            CommitRefusal::CodeUsed { .. } => false,
+            CommitRefusal::Unavailable | CommitRefusal::Failed => true,
+        }
+    }
+}
+
+// What each error is on the wire (PROTOCOL.md lists the codes). A server
+// fault is always `Internal`.
+
+impl From<&CertError> for ErrorCode {
+    fn from(e: &CertError) -> ErrorCode {
+        if e.is_server_fault() {
+            ErrorCode::Internal
+        } else {
+            // Every other verifier refusal is about the certificate.
+            ErrorCode::BadCertificate
         }
     }
 }
@@ -263,28 +417,11 @@ pub fn refusal_label(code: ErrorCode) -> &'static str {
 
 impl From<&CaError> for ErrorCode {
     fn from(e: &CaError) -> ErrorCode {
-        match e {
-            // The root's files, the store's serials and OpenSSL are the
-            // server's business.
-            CaError::Io { .. }
-            | CaError::BadPassphrase(_)
-            | CaError::WeakPassphrase
-            | CaError::HalfRoot { .. }
-            | CaError::RootMismatch(_)
-            | CaError::UnsafeKeys(_)
-            | CaError::BadSerial(_)
-            | CaError::BadBlackboardName(_)
-            | CaError::BlackboardCert { .. }
-            | CaError::BadPublicUrl(_)
-            | CaError::Crypto(_) => ErrorCode::Internal,
-            // Everything else is about the CSR (listed, so that a new
-            // variant has to be placed here on purpose).
-            CaError::MalformedCsr(_)
-            | CaError::UnsupportedSignature(_)
-            | CaError::CsrSignature
-            | CaError::MissingCn
-            | CaError::BadSid(_)
-            | CaError::UnsupportedKey(_) => ErrorCode::BadRequest,
+        if e.is_server_fault() {
+            ErrorCode::Internal
+        } else {
+            // Every refusal of the CA's is about the CSR.
+            ErrorCode::BadRequest
         }
     }
 }
@@ -295,7 +432,9 @@ impl From<&CertCheckError> for ErrorCode {
             CertCheckError::Rejected(e) => ErrorCode::from(e),
             CertCheckError::TooLarge { .. } => ErrorCode::Limit,
             CertCheckError::NotBlackboard | CertCheckError::Store(_) => ErrorCode::Internal,
-            _ => ErrorCode::BadCertificate,
+            CertCheckError::BadSid(_)
+            | CertCheckError::ChainTooLong(_)
+            | CertCheckError::NotLegacy { .. } => ErrorCode::BadCertificate,
         }
     }
 }
@@ -311,8 +450,12 @@ impl From<&ReportError> for ErrorCode {
 }
 
 impl From<&AdmissionError> for ErrorCode {
-    fn from(_: &AdmissionError) -> ErrorCode {
-        ErrorCode::AdmissionRefused
+    fn from(e: &AdmissionError) -> ErrorCode {
+        match e {
+            AdmissionError::Wrong
+            | AdmissionError::NotAnswered { .. }
+            | AdmissionError::Silent(_) => ErrorCode::AdmissionRefused,
+        }
     }
 }
 
@@ -334,7 +477,9 @@ impl From<&ProtocolError> for ErrorCode {
             }
             ProtocolError::Course { source, .. } => ErrorCode::from(source),
             ProtocolError::Closed(_) => ErrorCode::SubmissionsClosed,
-            ProtocolError::Internal(_) => ErrorCode::Internal,
+            ProtocolError::ReceiptNotSigned { .. } | ProtocolError::Internal(_) => {
+                ErrorCode::Internal
+            }
         }
     }
 }
@@ -352,21 +497,27 @@ impl From<&Refusal> for ErrorCode {
     }
 }
 
-/// What a connection is told when its record could not be committed: the
-/// wire code and reason. A code consumed meanwhile (two requests raced
-/// with one code, or it was reissued) is the student's answer, code 14;
-/// anything else is the server's failure.
-pub fn commit_refusal(e: &StoreError) -> (ErrorCode, String) {
+impl From<&CommitRefusal> for ErrorCode {
+    fn from(e: &CommitRefusal) -> ErrorCode {
+        match e {
+            CommitRefusal::CodeUsed { .. } => ErrorCode::from(&Refusal::CodeUsed),
+            CommitRefusal::Unavailable | CommitRefusal::Failed => ErrorCode::Internal,
+        }
+    }
+}
+
+/// What a connection is told when its record could not be committed. A
+/// code consumed meanwhile is the student's answer, code 14; anything else
+/// is the server's failure.
+pub fn commit_refusal(e: &StoreError) -> CommitRefusal {
     match e {
-        StoreError::CodeUsed { sid } => (
-            ErrorCode::CodeUsed,
-            format!("SID {sid}: {}", Refusal::CodeUsed),
-        ),
-        StoreError::Unavailable(_) => (ErrorCode::Internal, STORE_UNAVAILABLE.to_string()),
-        _ => (
-            ErrorCode::Internal,
-            "internal error: could not record the result; nothing was acknowledged".to_string(),
-        ),
+        StoreError::CodeUsed { sid } => CommitRefusal::CodeUsed { sid: sid.clone() },
+        StoreError::Unavailable(_) => CommitRefusal::Unavailable,
+        StoreError::Io { .. }
+        | StoreError::Sqlite(_)
+        | StoreError::Incompatible(_)
+        | StoreError::Duplicate(_)
+        | StoreError::Postgres(_) => CommitRefusal::Failed,
     }
 }
 
@@ -554,6 +705,102 @@ impl From<&ConnectionError> for ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unavailable() -> StoreError {
+        StoreError::Unavailable(crate::store::Unavailable {
+            target: "test@db".into(),
+            outcome_unknown: false,
+            retry_in: std::time::Duration::ZERO,
+            source: None,
+        })
+    }
+
+    /// A server fault is `Internal` on the wire and the peer's fault never
+    /// is: the two questions are answered apart, so they are checked
+    /// against each other on a value of every variant that has a fault of
+    /// its own.
+    #[test]
+    fn a_server_fault_and_only_a_server_fault_is_internal() {
+        fn agree(e: &(impl ServerFault + fmt::Debug), code: ErrorCode) {
+            assert_eq!(e.is_server_fault(), code == ErrorCode::Internal, "{e:?}");
+        }
+        let crypto = || openssl::error::ErrorStack::get();
+        for e in [
+            CaError::Crypto(crypto()),
+            CaError::WeakPassphrase,
+            CaError::CsrSignature,
+            CaError::MissingCn,
+        ] {
+            agree(&e, ErrorCode::from(&e));
+        }
+        for e in [
+            CertError::Internal(crate::verify::OpensslFailure(crypto())),
+            CertError::Malformed,
+            CertError::IsCa,
+            CertError::NotIssued("01".into()),
+        ] {
+            agree(&e, ErrorCode::from(&e));
+        }
+        for e in [
+            CertCheckError::Rejected(CertError::Internal(crate::verify::OpensslFailure(crypto()))),
+            CertCheckError::Rejected(CertError::NotRsa),
+            CertCheckError::NotBlackboard,
+            CertCheckError::Store(unavailable()),
+            CertCheckError::ChainTooLong(9),
+            CertCheckError::TooLarge { len: 1 << 20 },
+            CertCheckError::NotLegacy {
+                serial: "01".into(),
+            },
+        ] {
+            agree(&e, ErrorCode::from(&e));
+        }
+        for e in [
+            ProtocolError::enrollment(CaError::Crypto(crypto())),
+            ProtocolError::enrollment(CaError::MissingCn),
+            ProtocolError::certificate("x", CertCheckError::Store(unavailable())),
+            ProtocolError::certificate("x", CertCheckError::ChainTooLong(9)),
+            ProtocolError::ReceiptNotSigned {
+                receipt_id: 7,
+                source: crypto(),
+            },
+            ProtocolError::NotACa,
+            ProtocolError::Version1 { got: "SubmitHello" },
+        ] {
+            agree(&e, ErrorCode::from(&e));
+        }
+        for e in [
+            commit_refusal(&StoreError::CodeUsed { sid: "x".into() }),
+            commit_refusal(&unavailable()),
+            commit_refusal(&StoreError::Duplicate("serial 01".into())),
+        ] {
+            agree(&e, ErrorCode::from(&e));
+        }
+    }
+
+    /// What a connection hears when its record was not committed: the
+    /// same code and text as before the refusal was typed.
+    #[test]
+    fn commit_refusals_say_what_is_known() {
+        let used = commit_refusal(&StoreError::CodeUsed {
+            sid: "alice".into(),
+        });
+        assert_eq!(ErrorCode::from(&used), ErrorCode::CodeUsed);
+        assert_eq!(
+            used.to_string(),
+            format!("SID alice: {}", Refusal::CodeUsed)
+        );
+        let down = commit_refusal(&unavailable());
+        assert_eq!(ErrorCode::from(&down), ErrorCode::Internal);
+        assert_eq!(down.to_string(), STORE_UNAVAILABLE);
+        let failed = commit_refusal(&StoreError::Incompatible("test".into()));
+        assert_eq!(
+            (ErrorCode::from(&failed), failed.to_string().as_str()),
+            (
+                ErrorCode::Internal,
+                "internal error: could not record the result; nothing was acknowledged"
+            )
+        );
+    }
 
     #[test]
     fn the_server_fault_is_internal_the_peers_is_not() {

@@ -78,7 +78,10 @@ impl std::error::Error for CertCheckError {
             CertCheckError::BadSid(e) => Some(e),
             CertCheckError::Rejected(e) => Some(e),
             CertCheckError::Store(e) => Some(e),
-            _ => None,
+            CertCheckError::ChainTooLong(_)
+            | CertCheckError::TooLarge { .. }
+            | CertCheckError::NotLegacy { .. }
+            | CertCheckError::NotBlackboard => None,
         }
     }
 }
@@ -205,7 +208,7 @@ impl std::error::Error for ReportError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ReportError::Text(e) => Some(e),
-            _ => None,
+            ReportError::BadMac | ReportError::TooLarge | ReportError::NotUtf8 => None,
         }
     }
 }
