@@ -48,6 +48,14 @@ fn make_codes(
         .collect())
 }
 
+/// Her code in a file of its own for `--code-file` (codes are never given
+/// on the command line); returns the file's name in the server's folder.
+fn code_file(server: &TestServer, code: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let name = format!("code-{code}.txt");
+    std::fs::write(server.path().join(&name), format!("{code}\n"))?;
+    Ok(name)
+}
+
 fn failed_with(out: &std::process::Output, needle: &str) {
     assert!(!out.status.success(), "{}", text(out));
     let err = String::from_utf8_lossy(&out.stdout);
@@ -89,20 +97,20 @@ fn a_whole_course() -> TestResult {
         root,
         "--out-dir",
         "impostor",
-        "--enroll-code",
-        &codes["1155000001"],
+        "--code-file",
+        &code_file(&server, &codes["1155000001"])?,
         "1155000002",
     ])?;
     failed_with(&out, "wrong enrollment code");
     let out = server.client(&["--ca-cert", root, "--out-dir", "impostor", "1155000009"])?;
     failed_with(&out, "not on the roster");
 
-    // The honest students: one by --enroll-code, one by the codes file.
+    // The honest students: one by --code-file, one by the codes file.
     let out = server.client(&[
         "--ca-cert",
         root,
-        "--enroll-code",
-        &codes["1155000001"].to_lowercase(),
+        "--code-file",
+        &code_file(&server, &codes["1155000001"].to_lowercase())?,
         "1155000001",
     ])?;
     assert!(out.status.success(), "{}", text(&out));
@@ -115,8 +123,8 @@ fn a_whole_course() -> TestResult {
         root,
         "--out-dir",
         "impostor",
-        "--enroll-code",
-        &codes["1155000001"],
+        "--code-file",
+        &code_file(&server, &codes["1155000001"])?,
         "1155000001",
     ])?;
     failed_with(&out, "enrollment code already used");
@@ -212,7 +220,8 @@ fn a_whole_course() -> TestResult {
     // After the deadline: refused, nothing recorded; enrolling still works.
     let dir = server.crash()?;
     let server = TestServer::start_in(dir, &["--submissions-close", "2000-01-01T08:00:00+08:00"])?;
-    let out = server.client(&["1155000002"])?;
+    // The same report she sent before: only --resubmit sends it again.
+    let out = server.client(&["--resubmit", "1155000002"])?;
     failed_with(&out, "submissions closed at 2000-01-01T00:00:00Z");
     let out = server.admin(&["reports", "--format", "json"])?;
     let after: serde_json::Value = serde_json::from_slice(&out.stdout)?;
@@ -221,7 +230,8 @@ fn a_whole_course() -> TestResult {
         Some(3),
         "the late report is not recorded"
     );
-    let out = server.client(&["--enroll-code", &codes["1155000003"], "1155000003"])?;
+    let code_3 = code_file(&server, &codes["1155000003"])?;
+    let out = server.client(&["--code-file", &code_3, "1155000003"])?;
     failed_with(&out, "submissions closed");
     assert!(
         server.path().join("students/1155000003/cert.pem").exists(),

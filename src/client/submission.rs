@@ -11,6 +11,9 @@ use crate::message::{CipherId, DecodeError, Message, IV_LEN, NONCE_LEN};
 use crate::receipt::{self, ReceiptContent};
 use crate::verify::{verify_blackboard, BlackboardCertError};
 
+use std::path::PathBuf;
+
+use super::files::Files;
 use super::transport::FramedStream;
 use super::{unexpected, ClientError};
 
@@ -211,4 +214,21 @@ pub fn check_receipt(
         check("transcript_sha256", &c.transcript_sha256, &hex)?;
     }
     Ok(c)
+}
+
+/// A receipt she holds, verified under `trust`, that shows Blackboard
+/// already accepted exactly `report` from her: its file and content.
+/// A receipt that does not verify proves nothing and is passed over.
+pub(super) fn accepted_before(
+    files: &Files,
+    trust: &BlackboardTrust,
+    sid: &str,
+    report: &[u8],
+) -> Option<(PathBuf, ReceiptContent)> {
+    let want = crypto::sha256_hex(report);
+    files.receipt_files().into_iter().find_map(|path| {
+        let der = std::fs::read(&path).ok()?;
+        let v = receipt::verify_receipt(&der, &trust.root, Some(&trust.name)).ok()?;
+        (v.content.sid == sid && v.content.report_sha256 == want).then_some((path, v.content))
+    })
 }
