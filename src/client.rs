@@ -115,6 +115,19 @@ pub enum ClientError {
         /// The receipt, base64 of its DER.
         base64: String,
     },
+    /// Blackboard said it recorded her report, but the receipt it sent
+    /// does not hold up. What it sent is kept (`saved`) for whoever runs
+    /// the server; it proves nothing.
+    UnverifiedReceipt {
+        /// The receipt id Blackboard gave.
+        receipt_id: u64,
+        /// What Blackboard sent.
+        signed_receipt: Vec<u8>,
+        /// Why it does not hold up.
+        source: ReceiptError,
+        /// Where it was kept, once it is.
+        saved: Option<PathBuf>,
+    },
     /// The server refused, with its reason.
     Refused {
         /// The server's code.
@@ -208,6 +221,26 @@ impl fmt::Display for ClientError {
                     ". Do not submit again; keep this receipt (base64 of the .p7m file): {base64}"
                 )
             }
+            ClientError::UnverifiedReceipt {
+                receipt_id,
+                source,
+                saved,
+                ..
+            } => {
+                write!(
+                    f,
+                    "Blackboard says it RECORDED her report as receipt {receipt_id}, but its \
+                     receipt does not hold up ({source}); it proves nothing"
+                )?;
+                match saved {
+                    Some(p) => write!(
+                        f,
+                        ": kept as {} for whoever runs the server; ask them before submitting again",
+                        p.display()
+                    ),
+                    None => write!(f, "; ask whoever runs the server before submitting again"),
+                }
+            }
             ClientError::Refused { reason, .. } => {
                 write!(
                     f,
@@ -277,6 +310,7 @@ impl std::error::Error for ClientError {
             ClientError::NotBlackboard(e) => Some(e),
             ClientError::Receipt(e) => Some(e),
             ClientError::Unsafe(e) | ClientError::PinUntrusted(e) => Some(e),
+            ClientError::UnverifiedReceipt { source, .. } => Some(source),
             ClientError::Refused { .. }
             | ClientError::ReceiptNotSaved { .. }
             | ClientError::Protocol(_)
@@ -454,8 +488,25 @@ pub fn run_student(
     if let Some(note) = files::private_dir(&receipts)? {
         progress(&note);
     }
-    if let Some((path, content)) = accepted_before(&files, &trust, sid, report.as_bytes()) {
-        if !opts.resubmit {
+    let accepted = accepted_before(&files, &trust, sid, report.as_bytes());
+    let mut conn = FramedStream::connect(&opts.blackboard, opts.timeout)?;
+    conn.admit(opts.admission_secret.as_deref())?;
+    // Decided once Blackboard has proved itself (so that a refusal at the
+    // hello is still heard), before the report leaves.
+    let mut held_back = false;
+    let mut send_report = || {
+        held_back = accepted.is_some() && !opts.resubmit;
+        !held_back
+    };
+    let step = submission::Step {
+        cipher: opts.cipher,
+        report: &report,
+        trust: &trust,
+        send_report: &mut send_report,
+    };
+    let submitted = submission::submit_unless(&mut conn, sid, &cert_der, &key, step, progress);
+    if let (Some((path, content)), Ok(_)) = (&accepted, &submitted) {
+        if held_back {
             progress(&format!(
                 "this report (SHA-256 {}) was already accepted: receipt {} of {}, saved in {}; \
                  not sent again (--resubmit records it once more)",
@@ -464,26 +515,14 @@ pub fn run_student(
                 content.received_at,
                 path.display()
             ));
-            return Ok(Outcome::AlreadyAccepted { path, content });
+        } else {
+            progress(&format!(
+                "--resubmit: sent again the report Blackboard already accepted as receipt {} \
+                 (recorded once more)",
+                content.receipt
+            ));
         }
-        progress(&format!(
-            "--resubmit: sending again the report Blackboard already accepted as receipt {} \
-             (it will be recorded once more)",
-            content.receipt
-        ));
     }
-    let mut conn = FramedStream::connect(&opts.blackboard, opts.timeout)?;
-    conn.admit(opts.admission_secret.as_deref())?;
-    let submitted = submit(
-        &mut conn,
-        sid,
-        &cert_der,
-        &key,
-        opts.cipher,
-        &report,
-        &trust,
-        progress,
-    );
     let receipt = match submitted {
         Err(ClientError::Refused {
             code: ErrorCode::BadCertificate,
@@ -507,8 +546,32 @@ pub fn run_student(
                 opts.blackboard
             ),
         }),
+        Err(ClientError::UnverifiedReceipt {
+            receipt_id,
+            signed_receipt,
+            source,
+            saved: None,
+        }) => {
+            let path = receipts.join(format!("{receipt_id}.p7m.unverified"));
+            let saved = files::write_file(&path, &signed_receipt, 0o644)
+                .is_ok()
+                .then_some(path);
+            Err(ClientError::UnverifiedReceipt {
+                receipt_id,
+                signed_receipt,
+                source,
+                saved,
+            })
+        }
         other => other,
     }?;
+    let Some(receipt) = receipt else {
+        let Some((path, content)) = accepted else {
+            // Held back only when a receipt showed it accepted.
+            return Err(ClientError::Protocol("the report was held back".into()));
+        };
+        return Ok(Outcome::AlreadyAccepted { path, content });
+    };
     let path = files::save_receipt(&files, &receipt, progress)?;
     progress(&format!(
         "Blackboard acknowledged: receipt {} (certificate serial {}), signed by Blackboard; \
@@ -558,5 +621,18 @@ mod tests {
             "protocol error: expected SessionOffer, got CaHello"
         );
         assert_eq!(CipherId::from(Cipher::Rc4), CipherId::Rc4);
+    }
+
+    #[test]
+    fn a_receipt_that_does_not_hold_up_says_the_report_was_recorded() {
+        let e = ClientError::UnverifiedReceipt {
+            receipt_id: 7,
+            signed_receipt: vec![1, 2, 3],
+            source: ReceiptError::Malformed("not CMS in DER".into()),
+            saved: Some(PathBuf::from("students/a/receipts/7.p7m.unverified")),
+        };
+        let said = e.to_string();
+        assert!(said.contains("RECORDED her report as receipt 7"), "{said}");
+        assert!(said.contains("7.p7m.unverified"), "{said}");
     }
 }

@@ -220,8 +220,7 @@ fn a_whole_course() -> TestResult {
     // After the deadline: refused, nothing recorded; enrolling still works.
     let dir = server.crash()?;
     let server = TestServer::start_in(dir, &["--submissions-close", "2000-01-01T08:00:00+08:00"])?;
-    // The same report she sent before: only --resubmit sends it again.
-    let out = server.client(&["--resubmit", "1155000002"])?;
+    let out = server.client(&["1155000002"])?;
     failed_with(&out, "submissions closed at 2000-01-01T00:00:00Z");
     let out = server.admin(&["reports", "--format", "json"])?;
     let after: serde_json::Value = serde_json::from_slice(&out.stdout)?;

@@ -82,6 +82,47 @@ pub fn submit(
     trust: &BlackboardTrust,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Receipt, ClientError> {
+    let mut always = || true;
+    let step = Step {
+        cipher,
+        report,
+        trust,
+        send_report: &mut always,
+    };
+    // `always` never holds the report back.
+    submit_unless(conn, sid, cert_der, key, step, progress)?
+        .ok_or_else(|| ClientError::Protocol("the report was held back".into()))
+}
+
+/// What the Blackboard exchange sends and trusts, and whether the report
+/// goes once Blackboard has proved itself.
+pub(super) struct Step<'a> {
+    pub(super) cipher: CipherId,
+    pub(super) report: &'a str,
+    pub(super) trust: &'a BlackboardTrust,
+    /// Asked after Blackboard's offer is verified and before the report
+    /// leaves: `false` ends the exchange there, nothing recorded. Asked
+    /// that late so that everything Blackboard would refuse at the hello
+    /// (her certificate, the window) is still said.
+    pub(super) send_report: &'a mut dyn FnMut() -> bool,
+}
+
+/// [`submit`], but the report is sent only if `step.send_report` says so;
+/// `None` when it was held back.
+pub(super) fn submit_unless(
+    conn: &mut FramedStream,
+    sid: &str,
+    cert_der: &[u8],
+    key: &PKey<Private>,
+    step: Step<'_>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Option<Receipt>, ClientError> {
+    let Step {
+        cipher,
+        report,
+        trust,
+        send_report,
+    } = step;
     let hello = Message::SubmitOpen {
         sid: sid.to_string(),
         cert_der: cert_der.to_vec(),
@@ -122,6 +163,9 @@ pub fn submit(
          over this exchange) and sent a session key (RSA-OAEP)",
         trust.name
     ));
+    if !send_report() {
+        return Ok(None);
+    }
     let session = crypto::unwrap_key(key, &wrapped_key)?;
     let session: [u8; SESSION_KEY_LEN] = session
         .try_into()
@@ -160,13 +204,27 @@ pub fn submit(
             report: Some(report.as_bytes()),
             transcript: Some(&th),
         },
-    )?;
-    Ok(Receipt {
+    );
+    // Blackboard has recorded the report by now: what it sent is kept
+    // even when it does not hold up, and the error says so.
+    let content = match content {
+        Ok(c) => c,
+        Err(ClientError::Receipt(source)) => {
+            return Err(ClientError::UnverifiedReceipt {
+                receipt_id,
+                signed_receipt,
+                source,
+                saved: None,
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(Some(Receipt {
         receipt_id,
         serial_hex,
         signed_receipt,
         content,
-    })
+    }))
 }
 
 /// What a receipt must say.
