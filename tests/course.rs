@@ -137,8 +137,9 @@ fn a_whole_course() -> TestResult {
         server.log()
     );
 
-    // She renews without a code, by her current key.
-    let out = server.client(&["--ca-cert", root, "--renew", "1155000001"])?;
+    // She renews without a code, by her current key, and sends her report
+    // again (the same bytes: only with --resubmit).
+    let out = server.client(&["--ca-cert", root, "--renew", "--resubmit", "1155000001"])?;
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         stdout(&out).contains("renewing: proving possession"),

@@ -484,6 +484,7 @@ fn migrate_moves_a_sqlite_store_and_the_students_carry_on() -> TestResult {
     let out = srv.client(&[
         "--ca-cert",
         root_of(&srv)?.as_str(),
+        "--resubmit",
         "1155000011",
         "1155000012",
     ])?;
