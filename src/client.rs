@@ -467,7 +467,7 @@ pub fn run_student(
                         code: ErrorCode::CodeUsed,
                         reason: format!(
                             "{reason} (her saved certificate in {} is still there: run without \
-                             a code to use it)",
+                             a code, no --code-file and no {CODE_ENV}, to use it)",
                             files.dir.display()
                         ),
                     })

@@ -233,3 +233,23 @@ impl FramedStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_errors_say_what_to_check_without_os_numbers() {
+        let refused = explain(&io::Error::from_raw_os_error(111));
+        assert!(refused.starts_with("connection refused: "), "{refused}");
+        assert!(refused.contains("is the server running"), "{refused}");
+        assert!(!refused.contains("os error"), "{refused}");
+        let eof = explain(&io::ErrorKind::UnexpectedEof.into());
+        assert!(eof.contains("its log says why"), "{eof}");
+        let lookup = explain(&io::Error::new(io::ErrorKind::NotFound, "lookup failed"));
+        assert!(
+            lookup.starts_with("lookup failed: no such host"),
+            "{lookup}"
+        );
+    }
+}
