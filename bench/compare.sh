@@ -164,8 +164,9 @@ start_server() {
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     for _ in $(seq 1 100); do
-        CA_ADDR=$(awk '/^listening ca / { print $3 }' "$out")
-        BB_ADDR=$(awk '/^listening blackboard / { print $3 }' "$out")
+        # The server may not have opened its output yet: not an error.
+        CA_ADDR=$(awk '/^listening ca / { print $3 }' "$out" 2>/dev/null || true)
+        BB_ADDR=$(awk '/^listening blackboard / { print $3 }' "$out" 2>/dev/null || true)
         [ -n "$CA_ADDR" ] && [ -n "$BB_ADDR" ] && return 0
         kill -0 "$SERVER_PID" 2>/dev/null || break
         sleep 0.1
