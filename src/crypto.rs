@@ -8,21 +8,14 @@
 //! is bound to the very exchange the student verified. The MAC covers the
 //! transcript hash, the cipher, the IV and the ciphertext, each
 //! length-prefixed, so no field can be moved into another.
-//!
-//! HMAC (and HKDF, which is HMAC twice) is RFC 2104's construction over
-//! OpenSSL's SHA-256 ([`HmacKey`]) rather than an `EVP_MAC` or `EVP_KDF`:
-//! those fetch their algorithm, build a parameter list and a key object for
-//! every call, about 40,000 instructions each where the hashing itself is
-//! four SHA-256 blocks (BENCHMARKS.md, "A submission, version 2"). Tests
-//! hold it to OpenSSL's HMAC and HKDF on random inputs and to the RFC
-//! vectors.
 
 use openssl::encrypt::{Decrypter, Encrypter};
 use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
-use openssl::pkey::{HasPrivate, HasPublic, PKeyRef};
+use openssl::md::Md;
+use openssl::pkey::{HasPrivate, HasPublic, PKey, PKeyRef};
 use openssl::rsa::Padding;
-use openssl::sha::Sha256;
+use openssl::sign::Signer;
 use openssl::symm::{Cipher, Crypter, Mode};
 
 use crate::message::{CipherId, IV_LEN, MAC_LEN, NONCE_LEN};
@@ -55,85 +48,22 @@ impl std::fmt::Debug for SessionKeys {
     }
 }
 
-/// SHA-256's block size, the size HMAC pads its key to.
-const SHA256_BLOCK: usize = 64;
-
-/// An HMAC-SHA256 key (RFC 2104), made once: SHA-256 already run over the
-/// key XOR ipad and over the key XOR opad, so a MAC under it costs its
-/// data's blocks and two more.
-#[derive(Clone)]
-pub(crate) struct HmacKey {
-    inner: Sha256,
-    outer: Sha256,
-}
-
-impl std::fmt::Debug for HmacKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HmacKey { .. }")
-    }
-}
-
-impl HmacKey {
-    pub(crate) fn new(key: &[u8]) -> HmacKey {
-        let mut block = [0u8; SHA256_BLOCK];
-        if key.len() > SHA256_BLOCK {
-            block[..DIGEST_LEN].copy_from_slice(&openssl::sha::sha256(key));
-        } else {
-            block[..key.len()].copy_from_slice(key);
-        }
-        let mut inner = Sha256::new();
-        inner.update(&block.map(|b| b ^ 0x36));
-        let mut outer = Sha256::new();
-        outer.update(&block.map(|b| b ^ 0x5c));
-        HmacKey { inner, outer }
-    }
-
-    /// A MAC under this key, fed with [`Hmac::update`].
-    pub(crate) fn start(&self) -> Hmac {
-        Hmac(self.clone())
-    }
-
-    /// The MAC of `parts`, concatenated.
-    pub(crate) fn mac(&self, parts: &[&[u8]]) -> [u8; DIGEST_LEN] {
-        let mut h = self.start();
-        for p in parts {
-            h.update(p);
-        }
-        h.finish()
-    }
-}
-
-/// An HMAC-SHA256 under way.
-pub(crate) struct Hmac(HmacKey);
-
-impl Hmac {
-    pub(crate) fn update(&mut self, data: &[u8]) {
-        self.0.inner.update(data);
-    }
-
-    pub(crate) fn finish(self) -> [u8; DIGEST_LEN] {
-        let HmacKey { inner, mut outer } = self.0;
-        outer.update(&inner.finish());
-        outer.finish()
-    }
-}
-
-/// HKDF-SHA256 (RFC 5869): the extract step, the pseudorandom key as an
-/// HMAC key for the expand steps.
-fn hkdf_extract(key: &[u8], salt: &[u8]) -> HmacKey {
-    HmacKey::new(&HmacKey::new(salt).mac(&[key]))
-}
-
-/// HKDF-SHA256's expand step to 32 bytes, one hash output: T(1) =
-/// HMAC(PRK, info || 0x01).
-fn hkdf_expand(prk: &HmacKey, info: &[u8]) -> [u8; 32] {
-    prk.mac(&[info, &[1]])
-}
-
-/// HKDF-SHA256 (RFC 5869), extract then expand, to 32 bytes. (Cannot
-/// fail; a `Result` as OpenSSL's was, for its callers.)
+/// HKDF-SHA256 (RFC 5869), extract then expand, to 32 bytes. OpenSSL's
+/// EVP_KDF directly: the EVP_PKEY_CTX route (`EVP_PKEY_CTX_new_id(HKDF)`)
+/// computes the same bytes but builds a key-exchange wrapper around the
+/// same KDF on every call, about half the instructions of a derivation.
 pub(crate) fn hkdf(key: &[u8], salt: &[u8], info: &[u8]) -> Result<[u8; 32], ErrorStack> {
-    Ok(hkdf_expand(&hkdf_extract(key, salt), info))
+    let mut out = [0u8; 32];
+    openssl::kdf::hkdf(
+        Md::sha256(),
+        key,
+        Some(salt),
+        Some(info),
+        openssl::kdf::HkdfMode::ExtractAndExpand,
+        None,
+        &mut out,
+    )?;
+    Ok(out)
 }
 
 impl SessionKeys {
@@ -249,12 +179,9 @@ impl SessionKeys {
         session_key: &[u8; SESSION_KEY_LEN],
         th: &[u8; DIGEST_LEN],
     ) -> Result<SessionKeys, ErrorStack> {
-        // One extract for both keys: HKDF's expand of each info from the
-        // same pseudorandom key, as two whole HKDFs would compute it.
-        let prk = hkdf_extract(session_key, th);
         Ok(SessionKeys {
-            enc: hkdf_expand(&prk, b"certboard v2 report encryption"),
-            mac: hkdf_expand(&prk, b"certboard v2 report mac"),
+            enc: hkdf(session_key, th, b"certboard v2 report encryption")?,
+            mac: hkdf(session_key, th, b"certboard v2 report mac")?,
         })
     }
 
@@ -268,13 +195,16 @@ impl SessionKeys {
         iv: &[u8; IV_LEN],
         ciphertext: &[u8],
     ) -> Result<[u8; MAC_LEN], ErrorStack> {
-        let mut h = HmacKey::new(&self.mac).start();
-        h.update(b"certboard v2 report");
+        let key = PKey::hmac(&self.mac)?;
+        let mut s = Signer::new(MessageDigest::sha256(), &key)?;
+        s.update(b"certboard v2 report")?;
         for field in [&th[..], &[cipher as u8], &iv[..], ciphertext] {
-            h.update(&(field.len() as u64).to_le_bytes());
-            h.update(field);
+            s.update(&(field.len() as u64).to_le_bytes())?;
+            s.update(field)?;
         }
-        Ok(h.finish())
+        let mut out = [0u8; MAC_LEN];
+        s.sign(&mut out)?;
+        Ok(out)
     }
 }
 
@@ -286,7 +216,12 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// HMAC-SHA256(key, data) as one call.
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Result<[u8; 32], ErrorStack> {
-    Ok(HmacKey::new(key).mac(&[data]))
+    let key = PKey::hmac(key)?;
+    let mut s = Signer::new(MessageDigest::sha256(), &key)?;
+    s.update(data)?;
+    let mut out = [0u8; 32];
+    s.sign(&mut out)?;
+    Ok(out)
 }
 
 /// RSA-OAEP(SHA-256) encryption of the session key to a student's key.
@@ -316,8 +251,6 @@ pub fn unwrap_key<T: HasPrivate>(key: &PKeyRef<T>, wrapped: &[u8]) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openssl::md::Md;
-    use openssl::pkey::PKey;
     use openssl::rsa::Rsa;
 
     #[test]
@@ -379,7 +312,7 @@ mod tests {
     }
 
     /// The derivation as it was first written, through EVP_PKEY_CTX: the
-    /// HMAC-built one must give the same bytes (the client and the server of
+    /// EVP_KDF path must give the same bytes (the client and the server of
     /// another version must agree).
     fn hkdf_by_pkey_ctx(key: &[u8], salt: &[u8], info: &[u8]) -> Result<[u8; 32], ErrorStack> {
         use openssl::pkey::Id;
@@ -423,77 +356,6 @@ mod tests {
             );
         }
         Ok(())
-    }
-
-    /// HMAC-SHA256 as OpenSSL computes it (`EVP_DigestSign` with an HMAC
-    /// key).
-    fn openssl_hmac(key: &[u8], data: &[u8]) -> Result<Vec<u8>, ErrorStack> {
-        let key = openssl::pkey::PKey::hmac(key)?;
-        let mut s = openssl::sign::Signer::new(MessageDigest::sha256(), &key)?;
-        s.update(data)?;
-        s.sign_to_vec()
-    }
-
-    #[test]
-    fn hmac_matches_rfc_4231_and_openssl() -> Result<(), ErrorStack> {
-        // RFC 4231 test cases 1 and 6 (a key longer than a block).
-        let tc1 = hmac_sha256(&[0x0b; 20], b"Hi There")?;
-        assert_eq!(
-            sha256_hex_of(&tc1),
-            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
-        );
-        let tc6 = hmac_sha256(
-            &[0xaa; 131],
-            b"Test Using Larger Than Block-Size Key - Hash Key First",
-        )?;
-        assert_eq!(
-            sha256_hex_of(&tc6),
-            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
-        );
-        // Key lengths around the block size (OpenSSL refuses an empty
-        // key), data in several pieces.
-        let data: [u8; 200] = random()?;
-        for len in [1, 31, 32, 33, 63, 64, 65, 127, 128, 200] {
-            let key = &data[..len];
-            let want = openssl_hmac(key, &data)?;
-            assert_eq!(hmac_sha256(key, &data)?.to_vec(), want, "key of {len}");
-            let mut h = HmacKey::new(key).start();
-            for piece in data.chunks(7) {
-                h.update(piece);
-            }
-            assert_eq!(h.finish().to_vec(), want, "key of {len}, in pieces");
-        }
-        Ok(())
-    }
-
-    fn sha256_hex_of(d: &[u8]) -> String {
-        d.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn hkdf_and_hmac_match_openssl(
-            key in proptest::collection::vec(proptest::num::u8::ANY, 1..150),
-            salt in proptest::collection::vec(proptest::num::u8::ANY, 1..150),
-            info in proptest::collection::vec(proptest::num::u8::ANY, 0..80),
-        ) {
-            let mut want = [0u8; 32];
-            openssl::kdf::hkdf(
-                Md::sha256(),
-                &key,
-                Some(&salt),
-                Some(&info),
-                openssl::kdf::HkdfMode::ExtractAndExpand,
-                None,
-                &mut want,
-            ).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
-            let got = hkdf(&key, &salt, &info)
-                .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
-            proptest::prop_assert_eq!(got, want);
-            let mac = openssl_hmac(&salt, &key)
-                .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
-            proptest::prop_assert_eq!(HmacKey::new(&salt).mac(&[&key]).to_vec(), mac);
-        }
     }
 
     #[test]

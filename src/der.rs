@@ -120,21 +120,6 @@ pub(crate) mod oid {
     /// 1.3.6.1.5.5.7.48.1.2 id-pkix-ocsp-nonce (RFC 6960 section 4.4.1).
     pub(crate) const OCSP_NONCE: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x02];
 
-    /// 1.2.840.113549.1.7.1 id-data (RFC 5652 section 4).
-    pub(crate) const CMS_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
-    /// 1.2.840.113549.1.7.2 id-signedData (RFC 5652 section 5.1).
-    pub(crate) const CMS_SIGNED_DATA: &[u8] =
-        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
-    /// 1.2.840.113549.1.9.3 id-contentType (RFC 5652 section 11.1).
-    pub(crate) const CMS_CONTENT_TYPE: &[u8] =
-        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x03];
-    /// 1.2.840.113549.1.9.4 id-messageDigest (RFC 5652 section 11.2).
-    pub(crate) const CMS_MESSAGE_DIGEST: &[u8] =
-        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x04];
-    /// 1.2.840.113549.1.9.5 id-signingTime (RFC 5652 section 11.3).
-    pub(crate) const CMS_SIGNING_TIME: &[u8] =
-        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x05];
-
     /// Dotted text of an OID's content bytes, for messages.
     pub(crate) fn text(content: &[u8]) -> String {
         let mut arcs: Vec<u64> = Vec::new();

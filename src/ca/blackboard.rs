@@ -4,16 +4,6 @@
 //! remains. Blackboard signs the transcript of every exchange with it and
 //! every receipt (CMS SignedData), so a student can tell the real
 //! Blackboard from anything answering in its place.
-//!
-//! Both signatures are made on every submission, so what can be prepared
-//! is prepared once per identity: the receipt's SignedData is written here
-//! around the certificate's bytes and its IssuerAndSerialNumber, both taken
-//! at load (OpenSSL's `CMS_sign` rebuilt and re-encoded the whole
-//! structure, certificate included, for every receipt: about as much work
-//! again as the signature itself, BENCHMARKS.md), and both signatures are
-//! ECDSA over a SHA-256 digest through one `EVP_PKEY_sign`. The receipt is
-//! the SignedData `CMS_sign` makes, element for element (a unit test
-//! compares the two), and `openssl cms -verify` checks it as before.
 
 use std::fmt;
 use std::fs;
@@ -21,16 +11,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use log::{info, warn};
+use openssl::cms::{CMSOptions, CmsContentInfo};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::error::ErrorStack;
+use openssl::hash::MessageDigest;
 use openssl::md::Md;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::pkey_ctx::PkeyCtx;
+use openssl::sign::Signer;
 use openssl::x509::{X509Ref, X509};
 
 use super::{io_err, write_err, CaError, CertificateAuthority};
-use crate::der::{self, oid, tag};
+use crate::der;
 use crate::time::{now_unix, unix_time};
 
 /// File name of Blackboard's private key (PKCS#8 PEM, mode 0600) in the
@@ -100,9 +93,6 @@ pub struct BlackboardIdentity {
     key: PKey<Private>,
     cert: X509,
     cert_der: Vec<u8>,
-    /// The certificate's IssuerAndSerialNumber (RFC 5652 section 10.2.4),
-    /// DER: how a receipt's SignerInfo names its signer.
-    signer_id: Vec<u8>,
     name: String,
     not_before: i64,
     not_after: i64,
@@ -118,25 +108,15 @@ impl fmt::Debug for BlackboardIdentity {
 }
 
 impl BlackboardIdentity {
-    fn from_parts(key: PKey<Private>, cert: X509) -> Result<BlackboardIdentity, CaError> {
+    fn from_parts(key: PKey<Private>, cert: X509) -> Result<BlackboardIdentity, ErrorStack> {
         let name = cert
             .subject_name()
             .entries_by_nid(Nid::COMMONNAME)
             .next()
             .and_then(|e| e.data().to_string().ok())
             .unwrap_or_default();
-        let cert_der = cert.to_der()?;
-        // OpenSSL's own encoding of a certificate it parsed: DER our
-        // reader takes (as `profile.rs` reads the root's).
-        let tbs = der::TbsCertificate::parse(&cert_der).map_err(CaError::MalformedCsr)?;
-        let mut signer_id = Vec::new();
-        der::write_nested(&mut signer_id, tag::SEQUENCE, |s| {
-            s.extend_from_slice(tbs.issuer.raw);
-            s.extend_from_slice(tbs.serial.raw);
-        });
         Ok(BlackboardIdentity {
-            signer_id,
-            cert_der,
+            cert_der: cert.to_der()?,
             not_before: unix_time(cert.not_before())?,
             not_after: unix_time(cert.not_after())?,
             key,
@@ -174,12 +154,13 @@ impl BlackboardIdentity {
 
     /// Signs `data` with SHA-256 (ECDSA, DER-encoded signature).
     pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>, ErrorStack> {
-        self.sign_digest(&openssl::sha::sha256(data))
+        let mut s = Signer::new(MessageDigest::sha256(), &self.key)?;
+        s.sign_oneshot_to_vec(data)
     }
 
-    /// The signature [`BlackboardIdentity::sign`] makes of data whose
-    /// SHA-256 digest is `digest`: one `EVP_PKEY_sign`, without the digest
-    /// context `EVP_DigestSign` sets up around it.
+    /// Signs a SHA-256 digest already computed (the offer's transcript
+    /// hash, which the session keys need anyway): the same ECDSA signature
+    /// as [`sign`](Self::sign) of the data, without hashing it twice.
     pub fn sign_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>, ErrorStack> {
         let mut ctx = PkeyCtx::new(&self.key)?;
         ctx.sign_init()?;
@@ -191,59 +172,17 @@ impl BlackboardIdentity {
     }
 
     /// A CMS SignedData over `content` (DER, content attached, signer
-    /// certificate included, SHA-256, no S/MIME capabilities attribute):
-    /// what `CMS_sign(cert, key, NULL, content, CMS_BINARY | CMS_NOSMIMECAP)`
-    /// makes, signed now.
+    /// certificate included, SHA-256, no S/MIME capabilities attribute).
     pub fn sign_receipt(&self, content: &[u8]) -> Result<Vec<u8>, ErrorStack> {
-        self.sign_receipt_at(content, now_unix())
-    }
-
-    /// [`BlackboardIdentity::sign_receipt`] with its signingTime given.
-    fn sign_receipt_at(&self, content: &[u8], signing_time: i64) -> Result<Vec<u8>, ErrorStack> {
-        let attrs = signed_attributes(&openssl::sha::sha256(content), signing_time);
-        // The signature covers the attributes' DER under the SET OF tag
-        // (RFC 5652 section 5.4), not the [0] they are sent under.
-        let mut to_sign = Vec::with_capacity(attrs.len() + 2);
-        der::write_tlv(&mut to_sign, tag::SET, &attrs);
-        let signature = self.sign(&to_sign)?;
-        let sha256 = |out: &mut Vec<u8>| {
-            der::write_nested(out, tag::SEQUENCE, |a| {
-                der::write_tlv(a, tag::OID, oid::SHA256)
-            });
-        };
-        let mut out = Vec::with_capacity(self.cert_der.len() + content.len() + 400);
-        der::write_nested(&mut out, tag::SEQUENCE, |ci| {
-            der::write_tlv(ci, tag::OID, oid::CMS_SIGNED_DATA);
-            der::write_nested(ci, tag::CONTEXT_0, |x| {
-                der::write_nested(x, tag::SEQUENCE, |sd| {
-                    // Version 1: the signer named by issuer and serial, and
-                    // id-data content.
-                    der::write_tlv(sd, tag::INTEGER, &[1]);
-                    der::write_nested(sd, tag::SET, sha256);
-                    der::write_nested(sd, tag::SEQUENCE, |eci| {
-                        der::write_tlv(eci, tag::OID, oid::CMS_DATA);
-                        der::write_nested(eci, tag::CONTEXT_0, |c| {
-                            der::write_tlv(c, tag::OCTET_STRING, content);
-                        });
-                    });
-                    // certificates [0] IMPLICIT SET OF: the signer's alone.
-                    der::write_tlv(sd, tag::CONTEXT_0, &self.cert_der);
-                    der::write_nested(sd, tag::SET, |infos| {
-                        der::write_nested(infos, tag::SEQUENCE, |si| {
-                            der::write_tlv(si, tag::INTEGER, &[1]);
-                            si.extend_from_slice(&self.signer_id);
-                            sha256(si);
-                            der::write_tlv(si, tag::CONTEXT_0, &attrs);
-                            der::write_nested(si, tag::SEQUENCE, |a| {
-                                der::write_tlv(a, tag::OID, oid::ECDSA_WITH_SHA256);
-                            });
-                            der::write_tlv(si, tag::OCTET_STRING, &signature);
-                        });
-                    });
-                });
-            });
-        });
-        Ok(out)
+        let flags = CMSOptions::BINARY | CMSOptions::NOSMIMECAP;
+        CmsContentInfo::sign(
+            Some(&self.cert),
+            Some(&self.key),
+            None,
+            Some(content),
+            flags,
+        )?
+        .to_der()
     }
 
     /// The key's PEM (PKCS#8, unencrypted: the server signs with it on
@@ -284,33 +223,8 @@ impl BlackboardIdentity {
         if !cert.verify(root.public_key()?.as_ref()).unwrap_or(false) {
             return Err(problem(dir, BlackboardCertProblem::NotThisRoot));
         }
-        BlackboardIdentity::from_parts(key, cert)
+        Ok(BlackboardIdentity::from_parts(key, cert)?)
     }
-}
-
-/// The content of a receipt's signedAttrs (RFC 5652 section 11): its
-/// contentType (id-data), signingTime and messageDigest, in the order DER
-/// sorts a SET OF (by encoding: all three are SEQUENCEs, of 24, 28 and 47
-/// bytes while the time is a UTCTime, of 24, 30 and 47 from 2050).
-fn signed_attributes(digest: &[u8; 32], signing_time: i64) -> Vec<u8> {
-    let mut attrs = Vec::with_capacity(112);
-    der::write_nested(&mut attrs, tag::SEQUENCE, |a| {
-        der::write_tlv(a, tag::OID, oid::CMS_CONTENT_TYPE);
-        der::write_nested(a, tag::SET, |v| der::write_tlv(v, tag::OID, oid::CMS_DATA));
-    });
-    der::write_nested(&mut attrs, tag::SEQUENCE, |a| {
-        der::write_tlv(a, tag::OID, oid::CMS_SIGNING_TIME);
-        der::write_nested(a, tag::SET, |v| {
-            der::CivilTime::from_unix(signing_time).write(v)
-        });
-    });
-    der::write_nested(&mut attrs, tag::SEQUENCE, |a| {
-        der::write_tlv(a, tag::OID, oid::CMS_MESSAGE_DIGEST);
-        der::write_nested(a, tag::SET, |v| {
-            der::write_tlv(v, tag::OCTET_STRING, digest)
-        });
-    });
-    attrs
 }
 
 fn problem(dir: &Path, why: BlackboardCertProblem) -> CaError {
@@ -344,7 +258,7 @@ impl CertificateAuthority {
             self.profile
                 .sign_server(&self.key, BLACKBOARD_LIFETIME_SECS, name, &spki, &bits)?;
         let cert = X509::from_der(&issued.der)?;
-        BlackboardIdentity::from_parts(key, cert)
+        Ok(BlackboardIdentity::from_parts(key, cert)?)
     }
 }
 
@@ -493,113 +407,6 @@ mod tests {
     use super::super::test_support::{ext_text, test_ca, verifies_under_root, TestResult};
     use super::super::CaKeyType;
     use super::*;
-    use crate::der::{DerError, Reader};
-    use openssl::cms::{CMSOptions, CmsContentInfo};
-
-    /// Every element of a DER structure in order: its tag, and a
-    /// primitive's content, except what differs between two signatures of
-    /// the same content: the signingTime's value and the signature (the
-    /// last primitive).
-    fn skeleton(der: &[u8]) -> Result<Vec<(u8, Vec<u8>)>, DerError> {
-        fn walk(r: &mut Reader<'_>, out: &mut Vec<(u8, Vec<u8>)>) -> Result<(), DerError> {
-            while !r.is_empty() {
-                let t = r.any()?;
-                if t.tag & 0x20 != 0 {
-                    out.push((t.tag, Vec::new()));
-                    walk(&mut Reader::new(t.content), out)?;
-                } else if t.tag == tag::UTC_TIME || t.tag == tag::GENERALIZED_TIME {
-                    out.push((t.tag, Vec::new()));
-                } else {
-                    out.push((t.tag, t.content.to_vec()));
-                }
-            }
-            Ok(())
-        }
-        let mut out = Vec::new();
-        walk(&mut Reader::new(der), &mut out)?;
-        if let Some(last) = out.last_mut() {
-            last.1.clear();
-        }
-        Ok(out)
-    }
-
-    #[test]
-    fn a_receipt_is_the_signed_data_cms_sign_makes() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        for (sub, kind) in [("p", CaKeyType::P256), ("r", CaKeyType::Rsa2048)] {
-            let ca = test_ca(&dir.path().join(sub), kind)?;
-            let id = ca.issue_blackboard(DEFAULT_BLACKBOARD_NAME)?;
-            let content = b"{\"sid\":\"1155000001\",\"version\":2}";
-            let ours = id.sign_receipt(content)?;
-            let openssl = CmsContentInfo::sign(
-                Some(&id.cert),
-                Some(&id.key),
-                None,
-                Some(content),
-                CMSOptions::BINARY | CMSOptions::NOSMIMECAP,
-            )?
-            .to_der()?;
-            assert_eq!(skeleton(&ours)?, skeleton(&openssl)?);
-            // The same one OpenSSL reads back: content, and signer by
-            // issuer and serial.
-            let mut cms = CmsContentInfo::from_der(&ours)?;
-            let mut store = openssl::x509::store::X509StoreBuilder::new()?;
-            store.add_cert(ca.cert().clone())?;
-            store.set_purpose(openssl::x509::X509PurposeId::ANY)?;
-            let store = store.build();
-            let mut out = Vec::new();
-            cms.verify(None, Some(&store), None, Some(&mut out), CMSOptions::BINARY)?;
-            assert_eq!(out, content);
-        }
-        Ok(())
-    }
-
-    #[test]
-    fn the_signing_time_is_utc_time_until_2049_then_generalized() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let ca = test_ca(dir.path(), CaKeyType::P256)?;
-        let id = ca.issue_blackboard(DEFAULT_BLACKBOARD_NAME)?;
-        // 2049-12-31T23:59:59Z and 2050-01-01T00:00:00Z.
-        for (t, want) in [
-            (2_524_607_999, tag::UTC_TIME),
-            (2_524_608_000, tag::GENERALIZED_TIME),
-        ] {
-            let der = id.sign_receipt_at(b"{}", t)?;
-            // The last time in it (the certificate's validity comes first).
-            let signing_time = skeleton(&der)?
-                .into_iter()
-                .map(|(tag, _)| tag)
-                .filter(|t| *t == tag::UTC_TIME || *t == tag::GENERALIZED_TIME)
-                .last();
-            assert_eq!(signing_time, Some(want));
-            // Still a valid SET OF ordering: OpenSSL parses and checks it.
-            let mut cms = CmsContentInfo::from_der(&der)?;
-            let mut out = Vec::new();
-            cms.verify(
-                None,
-                None,
-                None,
-                Some(&mut out),
-                CMSOptions::NOVERIFY | CMSOptions::BINARY,
-            )?;
-            assert_eq!(out, b"{}");
-        }
-        Ok(())
-    }
-
-    #[test]
-    fn sign_digest_is_sign_of_the_hashed_data() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let ca = test_ca(dir.path(), CaKeyType::P256)?;
-        let id = ca.issue_blackboard(DEFAULT_BLACKBOARD_NAME)?;
-        let data = b"certboard v2 transcript";
-        let key = id.cert().public_key()?;
-        for sig in [id.sign(data)?, id.sign_digest(&openssl::sha::sha256(data))?] {
-            let mut v = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &key)?;
-            assert!(v.verify_oneshot(&sig, data)?);
-        }
-        Ok(())
-    }
 
     #[test]
     fn names_are_dns_names_of_two_labels_or_more() {
@@ -702,6 +509,20 @@ mod tests {
         let store = store.build();
         cms.verify(None, Some(&store), None, Some(&mut out), CMSOptions::BINARY)?;
         assert_eq!(out, b"{\"x\":1}");
+        Ok(())
+    }
+
+    #[test]
+    fn sign_digest_is_sign_of_the_hashed_data() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let ca = test_ca(dir.path(), CaKeyType::P256)?;
+        let id = ca.issue_blackboard(DEFAULT_BLACKBOARD_NAME)?;
+        let data = b"certboard v2 transcript";
+        let key = id.cert().public_key()?;
+        for sig in [id.sign(data)?, id.sign_digest(&openssl::sha::sha256(data))?] {
+            let mut v = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &key)?;
+            assert!(v.verify_oneshot(&sig, data)?);
+        }
         Ok(())
     }
 }
