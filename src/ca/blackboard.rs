@@ -569,8 +569,7 @@ mod tests {
             let signing_time = skeleton(&der)?
                 .into_iter()
                 .map(|(tag, _)| tag)
-                .filter(|t| *t == tag::UTC_TIME || *t == tag::GENERALIZED_TIME)
-                .last();
+                .rfind(|t| *t == tag::UTC_TIME || *t == tag::GENERALIZED_TIME);
             assert_eq!(signing_time, Some(want));
             // Still a valid SET OF ordering: OpenSSL parses and checks it.
             let mut cms = CmsContentInfo::from_der(&der)?;
