@@ -30,8 +30,8 @@ use std::time::Duration;
 
 use super::{
     CertRow, CertStatus, CodeKey, Counts, EnrollView, Record, ReportRecord, Revocation,
-    RevocationMark, RevocationReason, RosterChange, RosterEntry, Storage, StoreError, Student,
-    Unavailable,
+    RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial, Storage, StoreError,
+    Student, Unavailable,
 };
 
 /// The longest a server's event loop waits for one answer of a store on
@@ -163,18 +163,18 @@ impl Storage for Bounded {
         let batch = batch.to_vec();
         self.call(true, move |s| s.commit(&batch))
     }
-    fn cert_status(&mut self, serial_hex: &str) -> Result<CertStatus, StoreError> {
-        let serial_hex = serial_hex.to_string();
-        self.call(false, move |s| s.cert_status(&serial_hex))
+    fn cert_status(&mut self, serial: &Serial) -> Result<CertStatus, StoreError> {
+        let serial = serial.clone();
+        self.call(false, move |s| s.cert_status(&serial))
     }
     fn revoke_serial(
         &mut self,
-        serial_hex: &str,
+        serial: &Serial,
         reason: RevocationReason,
         at: i64,
     ) -> Result<usize, StoreError> {
-        let serial_hex = serial_hex.to_string();
-        self.call(true, move |s| s.revoke_serial(&serial_hex, reason, at))
+        let serial = serial.clone();
+        self.call(true, move |s| s.revoke_serial(&serial, reason, at))
     }
     fn revoke_sid(
         &mut self,
@@ -265,12 +265,12 @@ mod tests {
         fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
             self.inner.commit(batch)
         }
-        fn cert_status(&mut self, serial_hex: &str) -> Result<CertStatus, StoreError> {
-            self.inner.cert_status(serial_hex)
+        fn cert_status(&mut self, serial: &Serial) -> Result<CertStatus, StoreError> {
+            self.inner.cert_status(serial)
         }
         fn revoke_serial(
             &mut self,
-            s: &str,
+            s: &Serial,
             r: RevocationReason,
             at: i64,
         ) -> Result<usize, StoreError> {
@@ -378,12 +378,12 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(300));
                 Ok(())
             }
-            fn cert_status(&mut self, _: &str) -> Result<CertStatus, StoreError> {
+            fn cert_status(&mut self, _: &Serial) -> Result<CertStatus, StoreError> {
                 Ok(CertStatus::Unknown)
             }
             fn revoke_serial(
                 &mut self,
-                _: &str,
+                _: &Serial,
                 _: RevocationReason,
                 _: i64,
             ) -> Result<usize, StoreError> {

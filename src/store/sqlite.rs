@@ -15,8 +15,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{
     code_state_of, receipt_id_of, status_of, CertColumns, CertRow, CertStatus, CodeColumns,
     CodeKey, Counts, EnrollView, Record, ReportColumns, ReportRecord, Revocation,
-    RevocationColumns, RevocationMark, RevocationReason, RosterChange, RosterEntry, Storage,
-    StoreError, Student, Writes,
+    RevocationColumns, RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial,
+    Storage, StoreError, Student, Writes,
 };
 use crate::time::now_unix;
 
@@ -418,13 +418,13 @@ impl Storage for SqliteStore {
         Ok(())
     }
 
-    fn cert_status(&mut self, serial_hex: &str) -> Result<CertStatus, StoreError> {
+    fn cert_status(&mut self, serial: &Serial) -> Result<CertStatus, StoreError> {
         let row: Option<(Option<i64>, Option<String>, String)> = self
             .conn
             .prepare_cached(
                 "SELECT revoked_at, revoke_reason, origin FROM certs WHERE serial = ?1",
             )?
-            .query_row(params![serial_hex], |r| {
+            .query_row(params![serial.to_string()], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .optional()?;
@@ -433,11 +433,11 @@ impl Storage for SqliteStore {
 
     fn revoke_serial(
         &mut self,
-        serial_hex: &str,
+        serial: &Serial,
         reason: RevocationReason,
         at: i64,
     ) -> Result<usize, StoreError> {
-        self.revoke("serial", serial_hex, reason, at)
+        self.revoke("serial", &serial.to_string(), reason, at)
     }
 
     fn revoke_sid(
@@ -722,7 +722,7 @@ mod tests {
 
     fn cert(serial: &str, sid: &str) -> Record {
         Record::Cert(CertRecord {
-            serial_hex: serial.into(),
+            serial: Serial::parse_hex(serial).unwrap(),
             sid: sid.into(),
             not_before: 1,
             not_after: 2,
