@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use log::warn;
 
-use crate::ca::{CaError, CertificateAuthority, RevocationReason, RevokedEntry, Serial, SignedCrl};
+use crate::ca::{CaError, CertificateAuthority, RevokedEntry, Serial, SignedCrl};
 use crate::http::{Method, Request, Response};
 use crate::metrics::{self, Metrics};
 use crate::ocsp::{self, CertStatus, OcspAnswer, Responder, ResponderConfig};

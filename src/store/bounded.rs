@@ -241,6 +241,11 @@ mod tests {
     use std::sync::mpsc::Receiver;
     use std::sync::Mutex;
 
+    /// A serial as the records carry it.
+    fn sn(hex: &str) -> Serial {
+        Serial::parse_hex(hex).expect("a test serial is hex")
+    }
+
     /// A store that answers `check` only when the test lets it (a database
     /// that stopped answering), and everything else at once from SQLite.
     struct Gate {
@@ -341,7 +346,7 @@ mod tests {
     fn answers_in_time_pass_through() {
         let (mut b, _release) = Gate::wrapped(Duration::from_secs(30));
         assert_eq!(b.counts().unwrap(), Counts::default());
-        assert_eq!(b.cert_status("0A").unwrap(), CertStatus::Unknown);
+        assert_eq!(b.cert_status(&sn("0A")).unwrap(), CertStatus::Unknown);
         assert!(!b.unanswering());
     }
 
@@ -352,7 +357,7 @@ mod tests {
         assert!(b.unanswering());
         // Nothing more is sent while the outstanding call is stuck, reads
         // and writes alike (a write never sent has certainly not happened).
-        assert!(is_unavailable(b.cert_status("0A"), false));
+        assert!(is_unavailable(b.cert_status(&sn("0A")), false));
         assert!(is_unavailable(b.commit(&[]), false));
         // The store answers again: the stuck call returns, and calls pass.
         release.send(()).unwrap();
@@ -365,7 +370,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(recovered, "still unanswering");
-        assert_eq!(b.cert_status("0A").unwrap(), CertStatus::Unknown);
+        assert_eq!(b.cert_status(&sn("0A")).unwrap(), CertStatus::Unknown);
         release.send(()).unwrap();
         b.check().unwrap();
     }

@@ -720,9 +720,14 @@ mod tests {
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+    /// A serial as the records carry it.
+    fn sn(hex: &str) -> Serial {
+        Serial::parse_hex(hex).expect("a test serial is hex")
+    }
+
     fn cert(serial: &str, sid: &str) -> Record {
         Record::Cert(CertRecord {
-            serial: Serial::parse_hex(serial).unwrap(),
+            serial: sn(serial),
             sid: sid.into(),
             not_before: 1,
             not_after: 2,
@@ -772,12 +777,12 @@ mod tests {
         assert_eq!(s.next_crl_number()?, 1);
         assert_eq!(s.revoke_sid("a", RevocationReason::Superseded, 3)?, 1);
         assert!(matches!(
-            s.cert_status("01")?,
+            s.cert_status(&sn("01"))?,
             CertStatus::Revoked { at: 3, .. }
         ));
         // A second one shares nothing with the first.
         let mut other = SqliteStore::in_memory()?;
-        assert_eq!(other.cert_status("01")?, CertStatus::Unknown);
+        assert_eq!(other.cert_status(&sn("01"))?, CertStatus::Unknown);
         assert_eq!(other.next_crl_number()?, 1);
         Ok(())
     }
@@ -797,7 +802,7 @@ mod tests {
         assert!(s.backup_to(&copy).is_err(), "never overwrites");
         let mut b = SqliteStore::open_file(&copy)?;
         assert_eq!(
-            b.cert_status("0A")?,
+            b.cert_status(&sn("0A"))?,
             CertStatus::Good {
                 origin: Origin::Certboard
             }
