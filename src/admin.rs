@@ -153,9 +153,13 @@ pub enum RevokeTarget {
 
 /// Normalises a hex serial to the store's form (upper case, no leading zeros).
 pub fn normalise_serial(hex: &str) -> Result<String, AdminError> {
+    parse_serial(hex).map(|serial| serial.to_string())
+}
+
+/// The serial an operator typed, in any form [`normalise_serial`] takes.
+pub fn parse_serial(hex: &str) -> Result<Serial, AdminError> {
     let hex = hex.trim().trim_start_matches("0x");
-    let serial = Serial::parse_hex(hex).map_err(|_| AdminError::BadSerial(hex.to_string()))?;
-    Ok(serial.to_string())
+    Serial::parse_hex(hex).map_err(|_| AdminError::BadSerial(hex.to_string()))
 }
 
 /// Revokes; returns how many certificates were newly revoked.
@@ -167,9 +171,9 @@ pub fn revoke(
     let now = now_unix();
     let n = match target {
         RevokeTarget::Serial(s) => {
-            let serial = normalise_serial(s)?;
+            let serial = parse_serial(s)?;
             let n = store.revoke_serial(&serial, reason, now)?;
-            if n == 0 && !store.certs()?.iter().any(|c| c.serial_hex == serial) {
+            if n == 0 && !store.certs()?.iter().any(|c| c.serial == serial) {
                 return Err(AdminError::NotFound(format!(
                     "no certificate with serial {serial}"
                 )));
@@ -199,12 +203,16 @@ pub fn list_certs(store: &mut dyn Storage, out: &mut dyn Write) -> Result<(), Ad
         let status = match &c.revoked {
             None if c.not_after < now_unix() => "expired".to_string(),
             None => "good".to_string(),
-            Some((at, reason)) => format!("revoked {} ({})", time_text(*at), escaped(reason)),
+            Some((at, reason)) => format!(
+                "revoked {} ({})",
+                time_text(*at),
+                reason.map_or("", RevokeReason::name)
+            ),
         };
         writeln!(
             out,
             "serial={} sid={} not_after=\"{}\" origin={} status={status}",
-            escaped(&c.serial_hex),
+            c.serial,
             escaped(&c.sid),
             time_text(c.not_after),
             c.origin.as_str()
@@ -223,7 +231,7 @@ pub fn list_reports(store: &mut dyn Storage, out: &mut dyn Write) -> Result<(), 
             "receipt={} sid={} serial={} received=\"{}\" origin={} lines={lines} first={first:?}",
             r.receipt_id,
             escaped(&r.sid),
-            escaped(&r.serial_hex),
+            r.serial,
             time_text(r.received_at),
             r.origin.as_str()
         )?;
@@ -260,7 +268,7 @@ mod tests {
         let mut serials = Vec::new();
         for sid in sids {
             let issued = issue(&ca, sid, &key).unwrap();
-            serials.push(issued.serial_hex.clone());
+            serials.push(issued.serial.to_string());
             store
                 .commit(&[crate::protocol::cert_record(
                     issued,
@@ -273,7 +281,7 @@ mod tests {
             .commit(&[Record::Report(ReportRecord {
                 receipt_id: 42,
                 sid: sids[0].into(),
-                serial_hex: serials[0].clone(),
+                serial: Serial::parse_hex(&serials[0]).unwrap(),
                 received_at: now_unix(),
                 text: "first line\nsecond line\n".into(),
                 origin: Origin::Certboard,

@@ -211,8 +211,8 @@ fn write_err(path: &Path) -> impl FnOnce(crate::fsutil::WriteError) -> CaError +
 pub struct Issued {
     /// The SID it certifies.
     pub sid: String,
-    /// Serial number, upper-case hex without leading zeros.
-    pub serial_hex: String,
+    /// Serial number.
+    pub serial: Serial,
     /// Start of validity, Unix seconds.
     pub not_before: i64,
     /// End of validity, Unix seconds.

@@ -116,8 +116,9 @@ impl fmt::Display for RenewalError {
         match self {
             RenewalError::Certificate(CertError::Revoked { serial, reason }) => write!(
                 f,
-                "the current certificate (serial {serial}) is revoked ({reason}); a revoked \
-                 student needs a new enrollment code"
+                "the current certificate (serial {serial}) is revoked ({}); a revoked \
+                 student needs a new enrollment code",
+                reason.map_or("", crate::ca::RevocationReason::name)
             ),
             RenewalError::Certificate(e) => write!(f, "the current certificate: {e}"),
             RenewalError::BadSignature => write!(

@@ -42,7 +42,7 @@ use openssl::pkey::{Id, PKey, PKeyRef, Private};
 use openssl::sign::Signer;
 use openssl::x509::X509Ref;
 
-use crate::ca::Serial;
+use crate::ca::{RevocationReason, Serial};
 use crate::der::{self, tag, DerError, Reader, Tlv};
 
 /// Tags of the OCSP structures that [`crate::der::tag`] does not name.
@@ -127,8 +127,8 @@ pub enum CertStatus {
     Revoked {
         /// When, Unix seconds.
         at_unix: i64,
-        /// The RFC 5280 CRLReason code, if one was recorded.
-        reason: Option<u8>,
+        /// Why, if a reason was recorded (written as its CRLReason code).
+        reason: Option<RevocationReason>,
     },
     /// Never issued by this CA.
     Unknown,
@@ -691,7 +691,10 @@ fn write_single_response(
             CertStatus::Revoked { at_unix, reason } => {
                 der::write_nested(s, ocsp_tag::CONTEXT_1, |revoked| {
                     write_generalized_time(revoked, at_unix);
-                    if let Some(code) = reason.filter(|c| reason_is_written(*c)) {
+                    if let Some(code) = reason
+                        .map(RevocationReason::code)
+                        .filter(|c| reason_is_written(*c))
+                    {
                         der::write_nested(revoked, tag::CONTEXT_0, |explicit| {
                             der::write_tlv(explicit, tag::ENUMERATED, &[code]);
                         });
@@ -761,7 +764,6 @@ mod tests {
 
     const NOW: i64 = 1_700_000_000;
     const REVOKED_AT: i64 = 1_699_990_000;
-    const KEY_COMPROMISE: u8 = 1;
 
     struct Pki {
         ca: X509,
@@ -918,7 +920,7 @@ mod tests {
         let p = pki();
         let revoked = CertStatus::Revoked {
             at_unix: REVOKED_AT,
-            reason: Some(KEY_COMPROMISE),
+            reason: Some(RevocationReason::KeyCompromise),
         };
         let a = responder(&p).respond(
             &request_for(&p, MessageDigest::sha1()),
@@ -941,7 +943,7 @@ mod tests {
         let p = pki();
         let revoked = CertStatus::Revoked {
             at_unix: REVOKED_AT,
-            reason: Some(0),
+            reason: Some(RevocationReason::Unspecified),
         };
         let a = responder(&p).respond(
             &request_for(&p, MessageDigest::sha1()),
@@ -1279,7 +1281,7 @@ mod tests {
         let now = openssl_now();
         let revoked = CertStatus::Revoked {
             at_unix: now - 100,
-            reason: Some(KEY_COMPROMISE),
+            reason: Some(RevocationReason::KeyCompromise),
         };
         let nonce = [0x11; 16];
         let der = request_with_nonce(&our_cert_id_der(&p), &nonce, &[]);

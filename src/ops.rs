@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use log::warn;
 
-use crate::ca::{CaError, CertificateAuthority, RevocationReason, RevokedEntry, Serial, SignedCrl};
+use crate::ca::{CaError, CertificateAuthority, RevokedEntry, Serial, SignedCrl};
 use crate::http::{Method, Request, Response};
 use crate::metrics::{self, Metrics};
 use crate::ocsp::{self, CertStatus, OcspAnswer, Responder, ResponderConfig};
@@ -93,7 +93,7 @@ pub(crate) fn fresh_crl(
         .into_iter()
         .map(|r| RevokedEntry {
             reason: r.reason,
-            serial_hex: r.serial_hex,
+            serial: r.serial,
             at: r.at,
         })
         .collect();
@@ -260,9 +260,9 @@ impl Ops {
 /// The store's key for an OCSP CertID's serial (the INTEGER's content):
 /// [`Serial`]'s one text form. `None` for a negative serial, which this
 /// CA never issues.
-fn store_serial(content: &[u8]) -> Option<String> {
+fn store_serial(content: &[u8]) -> Option<Serial> {
     let serial = Serial::from_der_integer(content);
-    (!serial.is_negative()).then(|| serial.to_string())
+    (!serial.is_negative()).then_some(serial)
 }
 
 fn ocsp_status(s: store::CertStatus) -> CertStatus {
@@ -271,7 +271,7 @@ fn ocsp_status(s: store::CertStatus) -> CertStatus {
         store::CertStatus::Good { .. } => CertStatus::Good,
         store::CertStatus::Revoked { at, reason } => CertStatus::Revoked {
             at_unix: at,
-            reason: RevocationReason::from_name(&reason).map(RevocationReason::code),
+            reason,
         },
     }
 }
@@ -338,9 +338,22 @@ mod tests {
 
     #[test]
     fn serials_take_the_stores_form() {
-        assert_eq!(store_serial(&[0x00, 0x80, 0x01]).as_deref(), Some("8001"));
-        assert_eq!(store_serial(&[0x4a, 0x0b]).as_deref(), Some("4A0B"));
-        assert_eq!(store_serial(&[0x00]).as_deref(), Some("0"));
+        assert_eq!(
+            store_serial(&[0x00, 0x80, 0x01])
+                .map(|s| s.to_string())
+                .as_deref(),
+            Some("8001")
+        );
+        assert_eq!(
+            store_serial(&[0x4a, 0x0b])
+                .map(|s| s.to_string())
+                .as_deref(),
+            Some("4A0B")
+        );
+        assert_eq!(
+            store_serial(&[0x00]).map(|s| s.to_string()).as_deref(),
+            Some("0")
+        );
         assert_eq!(store_serial(&[0xff]), None);
     }
 

@@ -202,7 +202,7 @@ impl Output {
 /// `consumes_code`: the key of the enrollment code it spends.
 pub fn cert_record(issued: Issued, origin: Origin, consumes_code: Option<CodeKey>) -> Record {
     Record::Cert(CertRecord {
-        serial_hex: issued.serial_hex,
+        serial: issued.serial,
         sid: issued.sid,
         not_before: issued.not_before,
         not_after: issued.not_after,

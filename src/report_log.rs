@@ -197,7 +197,7 @@ impl fmt::Display for Printed<'_> {
             f,
             "report SID{} serial {} receipt {}{origin}: {} line{}",
             escaped(&r.sid),
-            escaped(&r.serial_hex),
+            r.serial,
             r.receipt_id,
             lines.len(),
             if lines.len() == 1 { "" } else { "s" }
@@ -218,7 +218,7 @@ mod tests {
         ReportRecord {
             receipt_id,
             sid: sid.into(),
-            serial_hex: "7233497D".into(),
+            serial: crate::ca::Serial::parse_hex("7233497D").unwrap(),
             received_at: 0,
             text: text.into(),
             origin: Origin::Certboard,

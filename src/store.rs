@@ -37,6 +37,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use crate::ca::RevocationReason;
+pub use crate::ca::Serial;
 
 mod bounded;
 mod location;
@@ -160,8 +161,8 @@ pub const LOCK_AFTER: u32 = 5;
 /// from what the CA returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertRecord {
-    /// Serial, upper-case hex without leading zero bytes (the CA's form).
-    pub serial_hex: String,
+    /// Serial (stored as its upper-case hex text).
+    pub serial: Serial,
     /// The SID it certifies.
     pub sid: String,
     /// Start of validity, Unix seconds.
@@ -188,8 +189,8 @@ pub struct ReportRecord {
     pub receipt_id: u64,
     /// The student.
     pub sid: String,
-    /// Serial of the certificate she submitted under (hex).
-    pub serial_hex: String,
+    /// Serial of the certificate she submitted under.
+    pub serial: Serial,
     /// When it was received, Unix seconds.
     pub received_at: i64,
     /// The report text.
@@ -221,16 +222,17 @@ pub enum CertStatus {
     Revoked {
         /// When, Unix seconds.
         at: i64,
-        /// Why, as given by the operator.
-        reason: String,
+        /// Why, as given by the operator; `None` when the stored text
+        /// names no RFC 5280 reason.
+        reason: Option<RevocationReason>,
     },
 }
 
 /// A stored certificate, as listed by `server certs`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertRow {
-    /// Serial (hex).
-    pub serial_hex: String,
+    /// Serial.
+    pub serial: Serial,
     /// The SID.
     pub sid: String,
     /// Start of validity.
@@ -239,8 +241,9 @@ pub struct CertRow {
     pub not_after: i64,
     /// How it was requested.
     pub origin: Origin,
-    /// Revocation time and reason, if revoked.
-    pub revoked: Option<(i64, String)>,
+    /// Revocation time and reason, if revoked (the reason `None` when the
+    /// stored text names no RFC 5280 reason).
+    pub revoked: Option<(i64, Option<RevocationReason>)>,
     /// The certificate, DER.
     pub der: Vec<u8>,
 }
@@ -321,8 +324,8 @@ pub struct Counts {
 /// One revoked certificate, as the CRL lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
-    /// Serial (hex).
-    pub serial_hex: String,
+    /// Serial.
+    pub serial: Serial,
     /// When, Unix seconds.
     pub at: i64,
     /// Why, as given by the operator; `None` when the stored text names
@@ -346,11 +349,11 @@ pub trait Storage {
     /// Makes every record durable in one transaction, all or nothing.
     fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError>;
     /// The standing of the certificate with this serial.
-    fn cert_status(&mut self, serial_hex: &str) -> Result<CertStatus, StoreError>;
+    fn cert_status(&mut self, serial: &Serial) -> Result<CertStatus, StoreError>;
     /// Revokes one certificate; returns how many were newly revoked (0 or 1).
     fn revoke_serial(
         &mut self,
-        serial_hex: &str,
+        serial: &Serial,
         reason: RevocationReason,
         at: i64,
     ) -> Result<usize, StoreError>;
@@ -458,7 +461,7 @@ impl<'a> Writes<'a> {
         for record in batch {
             match record {
                 Record::Cert(c) => {
-                    let serial = c.serial_hex.clone();
+                    let serial = c.serial.to_string();
                     if let Some(key) = &c.consumes_code {
                         w.spends.push(CodeSpend {
                             sid: &c.sid,
@@ -479,7 +482,7 @@ impl<'a> Writes<'a> {
                 Record::Report(r) => w.reports.push(ReportInsert {
                     receipt_id: r.receipt_id as i64,
                     sid: &r.sid,
-                    serial: r.serial_hex.clone(),
+                    serial: r.serial.to_string(),
                     received_at: r.received_at,
                     text: &r.text,
                     origin: r.origin.as_str(),
@@ -511,14 +514,15 @@ struct CertColumns {
 
 impl CertColumns {
     fn into_row(self) -> Result<CertRow, StoreError> {
-        let reason = self.reason;
         Ok(CertRow {
-            serial_hex: self.serial,
+            serial: serial_of(&self.serial)?,
             sid: self.sid,
             not_before: self.not_before,
             not_after: self.not_after,
             origin: Origin::parse(&self.origin),
-            revoked: self.revoked_at.map(|at| (at, reason.unwrap_or_default())),
+            revoked: self
+                .revoked_at
+                .map(|at| (at, reason_of(self.reason.as_deref()))),
             der: self.der,
         })
     }
@@ -540,7 +544,7 @@ impl ReportColumns {
         Ok(ReportRecord {
             receipt_id: receipt_id_of(self.receipt_id),
             sid: self.sid,
-            serial_hex: self.serial,
+            serial: serial_of(&self.serial)?,
             received_at: self.received_at,
             text: self.text,
             origin: Origin::parse(&self.origin),
@@ -559,9 +563,9 @@ struct RevocationColumns {
 impl RevocationColumns {
     fn into_revocation(self) -> Result<Revocation, StoreError> {
         Ok(Revocation {
-            serial_hex: self.serial,
+            serial: serial_of(&self.serial)?,
             at: self.revoked_at,
-            reason: self.reason.as_deref().and_then(RevocationReason::from_name),
+            reason: reason_of(self.reason.as_deref()),
         })
     }
 }
@@ -575,9 +579,23 @@ fn status_of(row: Option<(Option<i64>, Option<String>, String)>) -> Result<CertS
         },
         Some((Some(at), reason, _)) => CertStatus::Revoked {
             at,
-            reason: reason.unwrap_or_default(),
+            reason: reason_of(reason.as_deref()),
         },
     })
+}
+
+/// The serial a `serial` column holds: certboard writes only [`Serial`]'s
+/// text, so anything else is a database it did not write.
+fn serial_of(stored: &str) -> Result<Serial, StoreError> {
+    Serial::parse_hex(stored)
+        .map_err(|e| StoreError::Incompatible(format!("a stored serial {stored:?}: {e}")))
+}
+
+/// The reason a `revoke_reason` column names (`None`: NULL, or a text that
+/// names no RFC 5280 reason, which a CRL or OCSP answer reads as
+/// unspecified).
+fn reason_of(stored: Option<&str>) -> Option<RevocationReason> {
+    stored.and_then(RevocationReason::from_name)
 }
 
 /// A `codes` row as read (all NULL from a LEFT JOIN: `None`).

@@ -14,7 +14,7 @@ use openssl::x509::{
     X509ExtendedKeyUsage, X509PurposeId, X509StoreContext, X509VerifyResult, X509,
 };
 
-use crate::ca::Serial;
+use crate::ca::{RevocationReason, Serial};
 use crate::der::{self, oid, tag, DerError, Reader, TbsCertificate};
 
 /// OpenSSL's `X509_V_ERR_INVALID_PURPOSE` ("unsupported certificate
@@ -59,13 +59,13 @@ pub enum CertError {
     /// The RSA public exponent is even, below 65537 or above 2^256.
     WeakRsaExponent,
     /// The CA's records do not list this certificate.
-    NotIssued(String),
+    NotIssued(Serial),
     /// The CA revoked it.
     Revoked {
-        /// Serial (hex).
-        serial: String,
-        /// The operator's reason.
-        reason: String,
+        /// Its serial.
+        serial: Serial,
+        /// The operator's reason (`None`: the store names none).
+        reason: Option<RevocationReason>,
     },
 }
 
@@ -97,11 +97,21 @@ impl fmt::Display for CertError {
             CertError::NotIssued(s) => {
                 write!(f, "certificate serial {s} is not in the CA's records")
             }
-            CertError::Revoked { serial, reason } if reason.is_empty() => {
+            CertError::Revoked {
+                serial,
+                reason: None,
+            } => {
                 write!(f, "certificate serial {serial} has been revoked")
             }
-            CertError::Revoked { serial, reason } => {
-                write!(f, "certificate serial {serial} has been revoked ({reason})")
+            CertError::Revoked {
+                serial,
+                reason: Some(reason),
+            } => {
+                write!(
+                    f,
+                    "certificate serial {serial} has been revoked ({})",
+                    reason.name()
+                )
             }
         }
     }
@@ -146,8 +156,8 @@ fn internal(e: ErrorStack) -> CertError {
 pub struct Student {
     /// The verified SID.
     pub sid: String,
-    /// The certificate's serial, hex.
-    pub serial_hex: String,
+    /// The certificate's serial.
+    pub serial: Serial,
     /// Her public key, to encrypt the session key to.
     pub key: PKey<Public>,
 }
@@ -253,12 +263,10 @@ impl Verifier {
         if !exponent_ok {
             return Err(CertError::WeakRsaExponent);
         }
-        let serial_hex = Serial::from_asn1(cert.serial_number())
-            .map_err(internal)?
-            .to_string();
+        let serial = Serial::from_asn1(cert.serial_number()).map_err(internal)?;
         Ok(Student {
             sid: cn,
-            serial_hex,
+            serial,
             key,
         })
     }

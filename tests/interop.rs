@@ -405,7 +405,7 @@ impl Pki {
         )?;
         let revoked_at = now_unix()? - 60;
         let entry = certboard::ca::RevokedEntry {
-            serial_hex: issued.serial_hex.clone(),
+            serial: issued.serial.clone(),
             at: revoked_at,
             reason: Some(certboard::ca::RevocationReason::KeyCompromise),
         };
@@ -421,7 +421,7 @@ impl Pki {
             CaKeyType::P256 => p256_key()?,
         };
         let forged_crl_pem = d.join("forged-crl.pem");
-        let serial = BigNum::from_hex_str(&issued.serial_hex)?;
+        let serial = BigNum::from_hex_str(&issued.serial.to_string())?;
         fs::write(&forged_crl_pem, mk_crl(&root, &forger_key, &serial)?)?;
         // An unrelated CA, under its own name.
         let other_key = p256_key()?;

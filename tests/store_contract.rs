@@ -13,11 +13,11 @@ mod pg;
 
 use std::sync::{Arc, Barrier};
 
-use certboard::store::RevocationReason;
 use certboard::store::{
     CertRecord, CertStatus, CodeKey, Origin, PostgresStore, Record, ReportRecord, RevocationMark,
     RosterChange, SqliteStore, Storage, StoreError, Student,
 };
+use certboard::store::{RevocationReason, Serial};
 use pg::{BoxError, Cluster};
 
 type TestResult = Result<(), BoxError>;
@@ -81,13 +81,13 @@ impl Engine for Postgres {
 }
 
 /// A serial as the records carry it.
-fn sn(hex: &str) -> String {
-    hex.to_string()
+fn sn(hex: &str) -> Serial {
+    Serial::parse_hex(hex).expect("a test serial is hex")
 }
 
 fn cert(serial: &str, sid: &str) -> Record {
     Record::Cert(CertRecord {
-        serial_hex: sn(serial),
+        serial: sn(serial),
         sid: sid.into(),
         not_before: 1_700_000_000,
         not_after: 1_800_000_000,
@@ -112,7 +112,7 @@ fn report(receipt_id: u64, sid: &str, serial: &str, received_at: i64) -> Record 
     Record::Report(ReportRecord {
         receipt_id,
         sid: sid.into(),
-        serial_hex: sn(serial),
+        serial: sn(serial),
         received_at,
         text: "line one\nline two ✓\n".into(),
         origin: Origin::Legacy,
@@ -163,11 +163,11 @@ fn records_survive_reopen<E: Engine>() -> TestResult {
     let certs = s.certs()?;
     assert_eq!(certs.len(), 2);
     assert_eq!(
-        (certs[0].serial_hex.as_str(), certs[0].sid.as_str()),
+        (certs[0].serial.to_string().as_str(), certs[0].sid.as_str()),
         ("AA", "1155000001"),
         "in the order committed"
     );
-    assert_eq!(certs[1].serial_hex, sn("BB"));
+    assert_eq!(certs[1].serial, sn("BB"));
     assert_eq!(certs[0].not_before, 1_700_000_000);
     assert_eq!(certs[0].not_after, 1_800_000_000);
     assert_eq!(certs[0].der, vec![0x30, 0x03, 0x02, 0x01, 0x07]);
@@ -177,7 +177,7 @@ fn records_survive_reopen<E: Engine>() -> TestResult {
     assert_eq!(reports.len(), 2);
     assert_eq!(reports[0].receipt_id, u64::MAX, "all 64 bits kept");
     assert_eq!(reports[0].sid, "1155000001");
-    assert_eq!(reports[0].serial_hex, sn("AA"));
+    assert_eq!(reports[0].serial, sn("AA"));
     assert_eq!(reports[0].origin, Origin::Legacy);
     assert_eq!(reports[0].text, "line one\nline two ✓\n");
     assert_eq!(reports[0].received_at, 1_750_000_000);
@@ -286,26 +286,29 @@ fn revocation_by_serial_and_sid<E: Engine>() -> TestResult {
         b.cert_status(&sn("03"))?,
         CertStatus::Revoked {
             at: 10,
-            reason: "keyCompromise".into()
+            reason: Some(RevocationReason::KeyCompromise)
         }
     );
     assert_eq!(
         a.cert_status(&sn("01"))?,
         CertStatus::Revoked {
             at: 12,
-            reason: "unspecified".into()
+            reason: Some(RevocationReason::Unspecified)
         }
     );
     let listed = a.certs()?;
-    assert_eq!(listed[2].revoked, Some((10, "keyCompromise".to_string())));
-    assert_eq!(listed[0].revoked, Some((12, "unspecified".to_string())));
+    assert_eq!(
+        listed[2].revoked,
+        Some((10, Some(RevocationReason::KeyCompromise)))
+    );
+    assert_eq!(
+        listed[0].revoked,
+        Some((12, Some(RevocationReason::Unspecified)))
+    );
     // What the CRL is made from, in revocation order, as the other sees it.
     let revoked = b.revocations()?;
-    let serials: Vec<(&str, i64)> = revoked
-        .iter()
-        .map(|r| (r.serial_hex.as_str(), r.at))
-        .collect();
-    assert_eq!(serials, [("03", 10), ("01", 12), ("02", 12)]);
+    let serials: Vec<(Serial, i64)> = revoked.iter().map(|r| (r.serial.clone(), r.at)).collect();
+    assert_eq!(serials, [(sn("03"), 10), (sn("01"), 12), (sn("02"), 12)]);
     assert_eq!(revoked[0].reason, Some(RevocationReason::KeyCompromise));
     assert_eq!(revoked[1].reason, Some(RevocationReason::Unspecified));
     assert_eq!(

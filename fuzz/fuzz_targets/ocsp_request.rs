@@ -14,6 +14,7 @@ use certboard::ocsp::{
     decode_get_path, parse_request, CertStatus, OcspError, Responder, ResponderConfig,
     ResponseStatus,
 };
+use certboard::ca::RevocationReason;
 use libfuzzer_sys::fuzz_target;
 use certboard::testing::{p256_key, CertParams};
 use openssl::ocsp::{OcspFlag, OcspResponse, OcspResponseStatus};
@@ -85,12 +86,29 @@ fn request(serial: &[u8], nonce: &[u8]) -> Vec<u8> {
     tlv(0x30, &tlv(0x30, &tbs))
 }
 
+/// Every reason a store may hold.
+const REASONS: [RevocationReason; 10] = [
+    RevocationReason::Unspecified,
+    RevocationReason::KeyCompromise,
+    RevocationReason::CaCompromise,
+    RevocationReason::AffiliationChanged,
+    RevocationReason::Superseded,
+    RevocationReason::CessationOfOperation,
+    RevocationReason::CertificateHold,
+    RevocationReason::RemoveFromCrl,
+    RevocationReason::PrivilegeWithdrawn,
+    RevocationReason::AaCompromise,
+];
+
 fn lookup(serial: &[u8]) -> CertStatus {
     match serial.first().map(|b| b % 3) {
         Some(0) => CertStatus::Good,
         Some(1) => CertStatus::Revoked {
             at_unix: 1_700_000_000,
-            reason: serial.get(1).map(|r| r % 12),
+            // Index 10 and up: no reason recorded.
+            reason: serial
+                .get(1)
+                .and_then(|r| REASONS.get(usize::from(r % 12)).copied()),
         },
         _ => CertStatus::Unknown,
     }

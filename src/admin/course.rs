@@ -263,7 +263,7 @@ pub fn status(
         let serial = r
             .cert
             .as_ref()
-            .map(|c| c.serial_hex.clone())
+            .map(|c| c.serial.to_string())
             .unwrap_or_default();
         let until = r
             .cert

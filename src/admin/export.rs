@@ -6,7 +6,7 @@ use std::io::Write;
 
 use serde_json::json;
 
-use crate::store::{ReportRecord, Storage};
+use crate::store::{ReportRecord, RevocationReason, Storage};
 use crate::time::{now_unix, rfc3339, time_text};
 
 use super::csv;
@@ -78,7 +78,7 @@ pub fn reports(
                     json!({
                         "sid": r.sid,
                         "receipt": r.receipt_id.to_string(),
-                        "serial": r.serial_hex,
+                        "serial": r.serial.to_string(),
                         "received_at": rfc3339(r.received_at),
                         "origin": r.origin.as_str(),
                         "report_sha256": r.sha256_hex(),
@@ -103,7 +103,7 @@ pub fn reports(
                 let line = csv::record(&[
                     &r.sid,
                     &r.receipt_id.to_string(),
-                    &r.serial_hex,
+                    &r.serial.to_string(),
                     &rfc3339(r.received_at),
                     r.origin.as_str(),
                     &r.sha256_hex(),
@@ -121,7 +121,7 @@ pub fn reports(
                     "receipt={} sid={} serial={} received=\"{}\" origin={} lines={lines}",
                     r.receipt_id,
                     r.sid,
-                    r.serial_hex,
+                    r.serial,
                     time_text(r.received_at),
                     r.origin.as_str()
                 )?;
@@ -160,14 +160,14 @@ pub fn certs(
             .iter()
             .map(|c| {
                 json!({
-                    "serial": c.serial_hex,
+                    "serial": c.serial.to_string(),
                     "sid": c.sid,
                     "not_before": rfc3339(c.not_before),
                     "not_after": rfc3339(c.not_after),
                     "origin": c.origin.as_str(),
                     "status": status(c),
                     "revoked_at": c.revoked.as_ref().map(|(at, _)| rfc3339(*at)),
-                    "revoke_reason": c.revoked.as_ref().map(|(_, why)| why),
+                    "revoke_reason": c.revoked.as_ref().map(|(_, why)| reason_text(*why)),
                 })
             })
             .collect();
@@ -189,10 +189,10 @@ pub fn certs(
         let (at, why) = c
             .revoked
             .as_ref()
-            .map(|(at, why)| (rfc3339(*at), why.clone()))
+            .map(|(at, why)| (rfc3339(*at), reason_text(*why).to_string()))
             .unwrap_or_default();
         let line = csv::record(&[
-            &c.serial_hex,
+            &c.serial.to_string(),
             &c.sid,
             &rfc3339(c.not_before),
             &rfc3339(c.not_after),
@@ -204,4 +204,10 @@ pub fn certs(
         out.write_all(line.as_bytes())?;
     }
     Ok(())
+}
+
+/// A revocation's reason as the listings write it: its RFC 5280 name, or
+/// nothing when the store names none.
+fn reason_text(reason: Option<RevocationReason>) -> &'static str {
+    reason.map_or("", RevocationReason::name)
 }

@@ -16,8 +16,8 @@ pub const CRL_VALIDITY_DAYS: u32 = 7;
 /// One revoked certificate, as a CRL lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevokedEntry {
-    /// Serial, hex (the store's form).
-    pub serial_hex: String,
+    /// Serial.
+    pub serial: Serial,
     /// Revocation time, Unix seconds.
     pub at: i64,
     /// Why; `None` or unspecified writes no reasonCode (RFC 5280:
@@ -45,10 +45,6 @@ impl CertificateAuthority {
     pub fn crl(&self, revoked: &[RevokedEntry], number: u64) -> Result<SignedCrl, CaError> {
         let this_update = backdated_now();
         let next_update = crate::time::now_unix() + i64::from(CRL_VALIDITY_DAYS) * 86_400;
-        let mut serials = Vec::with_capacity(revoked.len());
-        for r in revoked {
-            serials.push(Serial::parse_hex(&r.serial_hex)?);
-        }
         let profile = &self.profile;
         let mut tbs = Vec::with_capacity(256 + 48 * revoked.len());
         der::write_nested(&mut tbs, tag::SEQUENCE, |t| {
@@ -60,9 +56,9 @@ impl CertificateAuthority {
             der::CivilTime::from_unix(next_update).write(t);
             if !revoked.is_empty() {
                 der::write_nested(t, tag::SEQUENCE, |list| {
-                    for (r, serial) in revoked.iter().zip(&serials) {
+                    for r in revoked {
                         der::write_nested(list, tag::SEQUENCE, |e| {
-                            write_unsigned(e, serial.magnitude());
+                            write_unsigned(e, r.serial.magnitude());
                             der::CivilTime::from_unix(r.at).write(e);
                             if let Some(code) =
                                 r.reason.map(RevocationReason::code).filter(|c| *c != 0)
@@ -135,18 +131,18 @@ mod tests {
             let ca = test_ca(dir.path(), kind)?;
             let entries = vec![
                 RevokedEntry {
-                    serial_hex: "7F3C01".into(),
+                    serial: Serial::parse_hex("7F3C01")?,
                     at: 1_700_000_000,
                     reason: RevocationReason::from_name("keyCompromise"),
                 },
                 RevokedEntry {
                     // Top bit set: a leading zero byte keeps it positive.
-                    serial_hex: "80FF".into(),
+                    serial: Serial::parse_hex("80FF")?,
                     at: 1_700_000_100,
                     reason: RevocationReason::from_name("superseded"),
                 },
                 RevokedEntry {
-                    serial_hex: "0A".into(),
+                    serial: Serial::parse_hex("0A")?,
                     at: 1_700_000_200,
                     reason: RevocationReason::from_name("unspecified"),
                 },

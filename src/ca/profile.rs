@@ -259,7 +259,7 @@ impl LeafProfile {
         });
         Ok(Issued {
             sid: cn.to_string(),
-            serial_hex: serial.to_string(),
+            serial,
             not_before,
             not_after,
             der: cert,
@@ -446,7 +446,7 @@ mod tests {
             }
             let serial = cert.serial_number().to_bn()?;
             assert_eq!(serial.num_bits(), 127, "16-byte positive serial");
-            assert_eq!(serial.to_hex_str()?.to_string(), issued.serial_hex);
+            assert_eq!(serial.to_hex_str()?.to_string(), issued.serial.to_string());
             assert_eq!(issued.not_after - issued.not_before, 30 * 86_400);
 
             // It chains to the root under OpenSSL's own verifier.
@@ -568,7 +568,7 @@ mod tests {
                 assert!(cert.public_key()?.public_eq(&student));
                 assert_eq!(
                     cert.serial_number().to_bn()?.to_hex_str()?.to_string(),
-                    issued.serial_hex
+                    issued.serial.to_string()
                 );
                 assert!(cert.not_before() == Asn1Time::from_unix(issued.not_before)?);
                 assert!(cert.not_after() == Asn1Time::from_unix(issued.not_after)?);
@@ -578,7 +578,7 @@ mod tests {
                 if student.id() == Id::RSA {
                     let v = crate::verify::Verifier::new(ca.cert())?;
                     let s = v.verify("1155000042", &issued.der, &[])?;
-                    assert_eq!(s.serial_hex, issued.serial_hex);
+                    assert_eq!(s.serial, issued.serial);
                 }
             }
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use log::info;
 
-use crate::ca::BlackboardIdentity;
+use crate::ca::{BlackboardIdentity, Serial};
 use crate::crypto::{self, SessionKeys, DIGEST_LEN, SESSION_KEY_LEN};
 use crate::message::{CipherId, Message, IV_LEN, NONCE_LEN};
 use crate::receipt::{ReceiptContent, RECEIPT_VERSION};
@@ -122,7 +122,7 @@ pub(super) struct OfferKeys {
 pub(super) struct ReceiptToSign {
     content: ReceiptContent,
     receipt_id: u64,
-    serial_hex: String,
+    serial: Serial,
     identity: Arc<BlackboardIdentity>,
 }
 
@@ -167,7 +167,7 @@ pub(super) fn open(
         setup.map_err(|e| internal("session offer", e))?;
     info!(
         "{peer}: certificate serial {} verified for SID {}; signed session offer sent",
-        student.serial_hex, student.sid
+        student.serial, student.sid
     );
     let reply = Message::SessionOffer {
         server_nonce,
@@ -251,7 +251,7 @@ pub(super) fn report(
     let to_sign = ReceiptToSign {
         content: receipt_content(&record, &th),
         receipt_id: record.receipt_id,
-        serial_hex: record.serial_hex.clone(),
+        serial: record.serial.clone(),
         identity,
     };
     Ok((
@@ -267,7 +267,7 @@ pub(super) fn report(
 fn receipt_content(record: &ReportRecord, th: &[u8; DIGEST_LEN]) -> ReceiptContent {
     ReceiptContent {
         sid: record.sid.clone(),
-        serial: record.serial_hex.clone(),
+        serial: record.serial.to_string(),
         receipt: record.receipt_id.to_string(),
         received_at: rfc3339(record.received_at),
         report_sha256: record.sha256_hex(),
@@ -284,7 +284,7 @@ fn receipt_after_commit(r: ReceiptToSign, peer: &str) -> Output {
             Output::final_frame(
                 Message::SignedReceipt {
                     receipt_id: r.receipt_id,
-                    serial_hex: r.serial_hex,
+                    serial_hex: r.serial.to_string(),
                     signed_receipt,
                 }
                 .encode(),
@@ -446,7 +446,7 @@ mod tests {
             &mut sh,
         );
         let (frame, _) = report_frame_v2(&hello, &key, &run.replies[0], "late", &sh).unwrap();
-        let serial = sh.store.certs().unwrap()[0].serial_hex.clone();
+        let serial = sh.store.certs().unwrap()[0].serial.clone();
         let revoked = sh
             .store
             .revoke_serial(&serial, crate::ca::RevocationReason::KeyCompromise, 0)

@@ -194,7 +194,7 @@ pub(super) fn request(
     let next_nonce = crypto::random::<NONCE_LEN>().map_err(|e| internal("nonce", e))?;
     info!(
         "{peer}: signed certificate serial {} for SID {} (valid until {}): {how}; sent once recorded",
-        issued.serial_hex,
+        issued.serial,
         issued.sid,
         time_text(issued.not_after)
     );
@@ -247,18 +247,18 @@ fn check_renewal(
     };
     let status = shared
         .store
-        .cert_status(&student.serial_hex)
+        .cert_status(&student.serial)
         .map_err(|e| internal("certificate status", e))?;
     match status {
         crate::store::CertStatus::Good { .. } => {}
         crate::store::CertStatus::Unknown => {
             return Ok(Err(RenewalError::Certificate(CertError::NotIssued(
-                student.serial_hex,
+                student.serial,
             ))))
         }
         crate::store::CertStatus::Revoked { reason, .. } => {
             return Ok(Err(RenewalError::Certificate(CertError::Revoked {
-                serial: student.serial_hex,
+                serial: student.serial,
                 reason,
             })))
         }

@@ -737,7 +737,7 @@ mod tests {
             CertError::Internal(crate::verify::OpensslFailure(crypto())),
             CertError::Malformed,
             CertError::IsCa,
-            CertError::NotIssued("01".into()),
+            CertError::NotIssued(crate::ca::Serial::from_der_integer(&[1])),
         ] {
             agree(&e, ErrorCode::from(&e));
         }
@@ -749,7 +749,7 @@ mod tests {
             CertCheckError::ChainTooLong(9),
             CertCheckError::TooLarge { len: 1 << 20 },
             CertCheckError::NotLegacy {
-                serial: "01".into(),
+                serial: crate::ca::Serial::from_der_integer(&[1]),
             },
         ] {
             agree(&e, ErrorCode::from(&e));
@@ -820,8 +820,8 @@ mod tests {
         let store = CertCheckError::NotBlackboard;
         assert_eq!(ErrorCode::from(&store), ErrorCode::Internal);
         let revoked = CertCheckError::Rejected(CertError::Revoked {
-            serial: "01".into(),
-            reason: "superseded".into(),
+            serial: crate::ca::Serial::from_der_integer(&[1]),
+            reason: Some(crate::ca::RevocationReason::Superseded),
         });
         assert_eq!(ErrorCode::from(&revoked), ErrorCode::BadCertificate);
         assert_eq!(ErrorCode::from(&ReportError::BadMac), ErrorCode::BadMac);

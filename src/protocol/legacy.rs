@@ -462,7 +462,7 @@ fn enrolled(sid: String, done: KeyDone, peer: &str) -> Step {
     };
     info!(
         "{peer}: legacy: issued certificate serial {} for SID {} (valid until {}; key made on the server)",
-        issued.serial_hex, issued.sid, issued.not_after
+        issued.serial, issued.sid, issued.not_after
     );
     (
         Some(LegacySession::CaAwaitCommand),
@@ -498,7 +498,7 @@ fn verify(sid: String, payload: &[u8], shared: &mut Shared, peer: &str) -> Step 
     };
     info!(
         "{peer}: legacy: certificate serial {} verified for SID {}; session key sent",
-        student.serial_hex, student.sid
+        student.serial, student.sid
     );
     let verified = format!("{} has been verified", student.sid).into_bytes();
     reply(

@@ -9,6 +9,7 @@ use std::fmt;
 
 use openssl::error::ErrorStack;
 
+use crate::ca::Serial;
 use crate::crypto;
 use crate::sid::{self, SidError};
 use crate::store::{CertStatus, Origin, ReportRecord, StoreError};
@@ -38,8 +39,8 @@ pub enum CertCheckError {
     /// A certificate issued to a certboard client was presented by the
     /// legacy protocol, which proves no key.
     NotLegacy {
-        /// Its serial (hex).
-        serial: String,
+        /// Its serial.
+        serial: Serial,
     },
     /// This listener has no verifier (not Blackboard): the server's fault.
     NotBlackboard,
@@ -126,10 +127,10 @@ pub fn check_certificate(
     let student = verifier
         .verify(sid, cert_der, chain)
         .map_err(CertCheckError::Rejected)?;
-    match standing(shared, &student.serial_hex)? {
+    match standing(shared, &student.serial)? {
         origin if by == Origin::Legacy && origin != Origin::Legacy => {
             Err(CertCheckError::NotLegacy {
-                serial: student.serial_hex,
+                serial: student.serial,
             })
         }
         _ => Ok(student),
@@ -138,15 +139,15 @@ pub fn check_certificate(
 
 /// The CA's records on a certificate: the protocol it was issued by when it
 /// is good, else why it is not (never issued, revoked, or the store failed).
-fn standing(shared: &mut Shared, serial_hex: &str) -> Result<Origin, CertCheckError> {
-    match shared.store.cert_status(serial_hex) {
+fn standing(shared: &mut Shared, serial: &Serial) -> Result<Origin, CertCheckError> {
+    match shared.store.cert_status(serial) {
         Ok(CertStatus::Good { origin }) => Ok(origin),
         Ok(CertStatus::Unknown) => Err(CertCheckError::Rejected(CertError::NotIssued(
-            serial_hex.to_string(),
+            serial.clone(),
         ))),
         Ok(CertStatus::Revoked { reason, .. }) => {
             Err(CertCheckError::Rejected(CertError::Revoked {
-                serial: serial_hex.to_string(),
+                serial: serial.clone(),
                 reason,
             }))
         }
@@ -163,7 +164,7 @@ pub(super) fn check_still_good<K>(
     shared: &mut Shared,
     pending: &PendingReport<K>,
 ) -> Result<(), CertCheckError> {
-    standing(shared, &pending.serial_hex).map(|_| ())
+    standing(shared, &pending.serial).map(|_| ())
 }
 
 /// Why a report was refused.
@@ -270,7 +271,7 @@ pub fn check_report_text(text: &str) -> Result<(), ReportTextError> {
 /// protocol's keys for it (`K`, never logged).
 pub(super) struct PendingReport<K> {
     pub(super) sid: String,
-    pub(super) serial_hex: String,
+    pub(super) serial: Serial,
     pub(super) keys: K,
 }
 
@@ -279,7 +280,7 @@ impl<K> fmt::Debug for PendingReport<K> {
         // The keys are secret: never logged.
         f.debug_struct("PendingReport")
             .field("sid", &self.sid)
-            .field("serial", &self.serial_hex)
+            .field("serial", &self.serial)
             .finish_non_exhaustive()
     }
 }
@@ -288,7 +289,7 @@ impl<K> PendingReport<K> {
     pub(super) fn new(student: Student, keys: K) -> Self {
         PendingReport {
             sid: student.sid,
-            serial_hex: student.serial_hex,
+            serial: student.serial,
             keys,
         }
     }
@@ -299,7 +300,7 @@ impl<K> PendingReport<K> {
         Ok(ReportRecord {
             receipt_id,
             sid: self.sid,
-            serial_hex: self.serial_hex,
+            serial: self.serial,
             received_at: now_unix(),
             text,
             origin,

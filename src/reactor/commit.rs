@@ -472,7 +472,7 @@ mod tests {
     use super::*;
     use crate::store::{
         CertRow, CertStatus, CodeKey, Counts, EnrollView, ReportRecord, RevocationReason,
-        RosterChange, RosterEntry, StoreError, Student,
+        RosterChange, RosterEntry, Serial, StoreError, Student,
     };
     use std::sync::Mutex;
 
@@ -515,12 +515,12 @@ mod tests {
                 .push(ids);
             Ok(())
         }
-        fn cert_status(&mut self, _: &str) -> Result<CertStatus, StoreError> {
+        fn cert_status(&mut self, _: &Serial) -> Result<CertStatus, StoreError> {
             Ok(CertStatus::Unknown)
         }
         fn revoke_serial(
             &mut self,
-            _: &str,
+            _: &Serial,
             _: RevocationReason,
             _: i64,
         ) -> Result<usize, StoreError> {
@@ -588,7 +588,7 @@ mod tests {
         Record::Report(ReportRecord {
             receipt_id: id,
             sid: "1155000001".into(),
-            serial_hex: "01".into(),
+            serial: crate::ca::Serial::from_der_integer(&[1]),
             received_at: 0,
             text: "r".into(),
             origin: crate::store::Origin::Certboard,
@@ -785,12 +785,12 @@ mod tests {
             }
             self.inner.commit(batch)
         }
-        fn cert_status(&mut self, s: &str) -> Result<CertStatus, StoreError> {
+        fn cert_status(&mut self, s: &Serial) -> Result<CertStatus, StoreError> {
             self.inner.cert_status(s)
         }
         fn revoke_serial(
             &mut self,
-            s: &str,
+            s: &Serial,
             r: RevocationReason,
             at: i64,
         ) -> Result<usize, StoreError> {

@@ -30,8 +30,8 @@ use std::time::Duration;
 
 use super::{
     CertRow, CertStatus, CodeKey, Counts, EnrollView, Record, ReportRecord, Revocation,
-    RevocationMark, RevocationReason, RosterChange, RosterEntry, Storage, StoreError, Student,
-    Unavailable,
+    RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial, Storage, StoreError,
+    Student, Unavailable,
 };
 
 /// The longest a server's event loop waits for one answer of a store on
@@ -163,18 +163,18 @@ impl Storage for Bounded {
         let batch = batch.to_vec();
         self.call(true, move |s| s.commit(&batch))
     }
-    fn cert_status(&mut self, serial_hex: &str) -> Result<CertStatus, StoreError> {
-        let serial_hex = serial_hex.to_string();
-        self.call(false, move |s| s.cert_status(&serial_hex))
+    fn cert_status(&mut self, serial: &Serial) -> Result<CertStatus, StoreError> {
+        let serial = serial.clone();
+        self.call(false, move |s| s.cert_status(&serial))
     }
     fn revoke_serial(
         &mut self,
-        serial_hex: &str,
+        serial: &Serial,
         reason: RevocationReason,
         at: i64,
     ) -> Result<usize, StoreError> {
-        let serial_hex = serial_hex.to_string();
-        self.call(true, move |s| s.revoke_serial(&serial_hex, reason, at))
+        let serial = serial.clone();
+        self.call(true, move |s| s.revoke_serial(&serial, reason, at))
     }
     fn revoke_sid(
         &mut self,
@@ -241,6 +241,11 @@ mod tests {
     use std::sync::mpsc::Receiver;
     use std::sync::Mutex;
 
+    /// A serial as the records carry it.
+    fn sn(hex: &str) -> Serial {
+        Serial::parse_hex(hex).expect("a test serial is hex")
+    }
+
     /// A store that answers `check` only when the test lets it (a database
     /// that stopped answering), and everything else at once from SQLite.
     struct Gate {
@@ -265,12 +270,12 @@ mod tests {
         fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
             self.inner.commit(batch)
         }
-        fn cert_status(&mut self, serial_hex: &str) -> Result<CertStatus, StoreError> {
-            self.inner.cert_status(serial_hex)
+        fn cert_status(&mut self, serial: &Serial) -> Result<CertStatus, StoreError> {
+            self.inner.cert_status(serial)
         }
         fn revoke_serial(
             &mut self,
-            s: &str,
+            s: &Serial,
             r: RevocationReason,
             at: i64,
         ) -> Result<usize, StoreError> {
@@ -341,7 +346,7 @@ mod tests {
     fn answers_in_time_pass_through() {
         let (mut b, _release) = Gate::wrapped(Duration::from_secs(30));
         assert_eq!(b.counts().unwrap(), Counts::default());
-        assert_eq!(b.cert_status("0A").unwrap(), CertStatus::Unknown);
+        assert_eq!(b.cert_status(&sn("0A")).unwrap(), CertStatus::Unknown);
         assert!(!b.unanswering());
     }
 
@@ -352,7 +357,7 @@ mod tests {
         assert!(b.unanswering());
         // Nothing more is sent while the outstanding call is stuck, reads
         // and writes alike (a write never sent has certainly not happened).
-        assert!(is_unavailable(b.cert_status("0A"), false));
+        assert!(is_unavailable(b.cert_status(&sn("0A")), false));
         assert!(is_unavailable(b.commit(&[]), false));
         // The store answers again: the stuck call returns, and calls pass.
         release.send(()).unwrap();
@@ -365,7 +370,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(recovered, "still unanswering");
-        assert_eq!(b.cert_status("0A").unwrap(), CertStatus::Unknown);
+        assert_eq!(b.cert_status(&sn("0A")).unwrap(), CertStatus::Unknown);
         release.send(()).unwrap();
         b.check().unwrap();
     }
@@ -378,12 +383,12 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(300));
                 Ok(())
             }
-            fn cert_status(&mut self, _: &str) -> Result<CertStatus, StoreError> {
+            fn cert_status(&mut self, _: &Serial) -> Result<CertStatus, StoreError> {
                 Ok(CertStatus::Unknown)
             }
             fn revoke_serial(
                 &mut self,
-                _: &str,
+                _: &Serial,
                 _: RevocationReason,
                 _: i64,
             ) -> Result<usize, StoreError> {

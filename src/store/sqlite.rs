@@ -15,8 +15,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{
     code_state_of, receipt_id_of, status_of, CertColumns, CertRow, CertStatus, CodeColumns,
     CodeKey, Counts, EnrollView, Record, ReportColumns, ReportRecord, Revocation,
-    RevocationColumns, RevocationMark, RevocationReason, RosterChange, RosterEntry, Storage,
-    StoreError, Student, Writes,
+    RevocationColumns, RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial,
+    Storage, StoreError, Student, Writes,
 };
 use crate::time::now_unix;
 
@@ -418,13 +418,13 @@ impl Storage for SqliteStore {
         Ok(())
     }
 
-    fn cert_status(&mut self, serial_hex: &str) -> Result<CertStatus, StoreError> {
+    fn cert_status(&mut self, serial: &Serial) -> Result<CertStatus, StoreError> {
         let row: Option<(Option<i64>, Option<String>, String)> = self
             .conn
             .prepare_cached(
                 "SELECT revoked_at, revoke_reason, origin FROM certs WHERE serial = ?1",
             )?
-            .query_row(params![serial_hex], |r| {
+            .query_row(params![serial.to_string()], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .optional()?;
@@ -433,11 +433,11 @@ impl Storage for SqliteStore {
 
     fn revoke_serial(
         &mut self,
-        serial_hex: &str,
+        serial: &Serial,
         reason: RevocationReason,
         at: i64,
     ) -> Result<usize, StoreError> {
-        self.revoke("serial", serial_hex, reason, at)
+        self.revoke("serial", &serial.to_string(), reason, at)
     }
 
     fn revoke_sid(
@@ -720,9 +720,14 @@ mod tests {
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+    /// A serial as the records carry it.
+    fn sn(hex: &str) -> Serial {
+        Serial::parse_hex(hex).expect("a test serial is hex")
+    }
+
     fn cert(serial: &str, sid: &str) -> Record {
         Record::Cert(CertRecord {
-            serial_hex: serial.into(),
+            serial: sn(serial),
             sid: sid.into(),
             not_before: 1,
             not_after: 2,
@@ -772,12 +777,12 @@ mod tests {
         assert_eq!(s.next_crl_number()?, 1);
         assert_eq!(s.revoke_sid("a", RevocationReason::Superseded, 3)?, 1);
         assert!(matches!(
-            s.cert_status("01")?,
+            s.cert_status(&sn("01"))?,
             CertStatus::Revoked { at: 3, .. }
         ));
         // A second one shares nothing with the first.
         let mut other = SqliteStore::in_memory()?;
-        assert_eq!(other.cert_status("01")?, CertStatus::Unknown);
+        assert_eq!(other.cert_status(&sn("01"))?, CertStatus::Unknown);
         assert_eq!(other.next_crl_number()?, 1);
         Ok(())
     }
@@ -797,7 +802,7 @@ mod tests {
         assert!(s.backup_to(&copy).is_err(), "never overwrites");
         let mut b = SqliteStore::open_file(&copy)?;
         assert_eq!(
-            b.cert_status("0A")?,
+            b.cert_status(&sn("0A"))?,
             CertStatus::Good {
                 origin: Origin::Certboard
             }

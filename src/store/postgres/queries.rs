@@ -8,7 +8,7 @@ use super::PostgresStore;
 use crate::store::{
     code_state_of, status_of, CertColumns, CertRow, CertStatus, CodeColumns, CodeKey, Counts,
     EnrollView, Record, ReportColumns, ReportRecord, Revocation, RevocationColumns, RevocationMark,
-    RevocationReason, RosterChange, RosterEntry, Storage, StoreError, Student, Writes,
+    RevocationReason, RosterChange, RosterEntry, Serial, Storage, StoreError, Student, Writes,
 };
 
 /// An open connection and its prepared statements.
@@ -237,7 +237,8 @@ impl Storage for PostgresStore {
         }
     }
 
-    fn cert_status(&mut self, serial_hex: &str) -> Result<CertStatus, StoreError> {
+    fn cert_status(&mut self, serial: &Serial) -> Result<CertStatus, StoreError> {
+        let serial_hex = serial.to_string();
         self.run("reading a certificate's status", |conn| {
             let row = conn
                 .client
@@ -256,10 +257,11 @@ impl Storage for PostgresStore {
 
     fn revoke_serial(
         &mut self,
-        serial_hex: &str,
+        serial: &Serial,
         reason: RevocationReason,
         at: i64,
     ) -> Result<usize, StoreError> {
+        let serial_hex = serial.to_string();
         let reason = reason.name();
         self.run("revoking a certificate", |conn| {
             in_transaction(conn, |tx, stmts| {
