@@ -17,7 +17,7 @@ set -euo pipefail
 # pkilint releases add checks: move to a new minor version on purpose, after
 # running `cargo test --test interop` against it (docs/conformance.md).
 PKILINT_SPEC='pkilint~=0.13.3'
-# The Prometheus project's Python client: src/metrics.rs's tests feed our
+# The Prometheus project's Python client: src/ops/metrics.rs's tests feed our
 # exposition through its parser (prometheus_client.parser).
 PROMETHEUS_CLIENT_SPEC='prometheus_client>=0.20,<1'
 

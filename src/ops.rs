@@ -19,6 +19,16 @@
 //! on a known path 405. A process without the CA key (`--role
 //! blackboard`) answers `/ocsp` and `/crl` with 503 and says so: it cannot
 //! sign.
+//!
+//! The HTTP side lives here, under this parent: [`http`], the sans-I/O
+//! HTTP/1.1 codec the reactor's HTTP connections decode with; [`ocsp`],
+//! the responder's core the `/ocsp` routes call; [`metrics`], the
+//! process's counters (updated by the reactors and the commit thread,
+//! served as `/metrics`). The reactor holds the sockets; nothing here does.
+
+pub mod http;
+pub(crate) mod metrics;
+pub mod ocsp;
 
 use std::fmt;
 use std::sync::Arc;
@@ -26,9 +36,9 @@ use std::sync::Arc;
 use log::warn;
 
 use crate::ca::{CaError, CertificateAuthority, RevokedEntry, Serial, SignedCrl};
-use crate::http::{Method, Request, Response};
-use crate::metrics::{self, Metrics};
-use crate::ocsp::{self, CertStatus, OcspAnswer, Responder, ResponderConfig};
+use crate::ops::http::{Method, Request, Response};
+use crate::ops::metrics::Metrics;
+use crate::ops::ocsp::{CertStatus, OcspAnswer, Responder, ResponderConfig};
 use crate::store::{self, RevocationMark, Storage, StoreError};
 use crate::time::now_unix;
 
@@ -299,7 +309,7 @@ fn not_allowed(allow: &'static str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::Version;
+    use crate::ops::http::Version;
 
     fn get(target: &str) -> Request {
         Request {

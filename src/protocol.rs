@@ -487,42 +487,23 @@ impl ProtocolError {
 #[cfg(test)]
 mod testing {
     use super::*;
-    use crate::ca::CaKeyType;
     use crate::client::make_csr;
     use crate::crypto::{self, SessionKeys};
     use crate::message::{CipherId, IV_LEN};
-    use crate::store::SqliteStore;
+    pub(super) use crate::testing::{CaParams, TestPki};
     use openssl::pkey::{PKey, Private};
 
     pub(super) const SID: &str = "1155000001";
 
-    pub(super) fn ca(dir: &std::path::Path) -> CertificateAuthority {
-        CertificateAuthority::open(dir, b"protocol tests", CaKeyType::P256, 30)
-            .unwrap()
-            .0
-    }
-
-    /// A CA in `dir`, its verifier and an in-memory store (the engine the
-    /// session fuzz target uses too).
+    /// A CA in `dir/keys`, its verifier, Blackboard's keys and an
+    /// in-memory store (the engine the session fuzz target uses too).
     pub(super) fn shared(dir: &std::path::Path, admission: Option<&[u8]>) -> Shared {
-        let ca = ca(&dir.join("keys"));
-        let verifier = Verifier::new(ca.cert()).unwrap();
-        let (bb, _) = BlackboardKeys::open(
-            &dir.join("keys"),
-            crate::ca::DEFAULT_BLACKBOARD_NAME,
-            Some(&ca),
-            ca.cert(),
-        )
-        .unwrap();
-        Shared {
-            ca: Some(Arc::new(ca)),
-            verifier: Some(Arc::new(verifier)),
-            blackboard: Some(Arc::new(bb)),
-            store: Box::new(SqliteStore::in_memory().unwrap()),
-            admission_secret: admission.map(|s| Arc::new(s.to_vec())),
-            legacy: false,
-            window: Window::default(),
-        }
+        TestPki::create(&dir.join("keys"), &CaParams::default())
+            .unwrap()
+            .shared()
+            .admission(admission)
+            .build()
+            .unwrap()
     }
 
     /// What a run of frames did.
@@ -815,7 +796,9 @@ mod tests {
         let run = drive(challenged.session, &[garbage.encode()], &mut sh);
         assert_eq!(refusal(&run).0, ErrorCode::BadRequest);
         // A certificate from another root.
-        let other = ca(&dir.path().join("other-keys"));
+        let other = CaParams::default()
+            .create(&dir.path().join("other-keys"))
+            .unwrap();
         let foreign = other.issue(&make_csr(SID, &key).unwrap()).unwrap();
         let run = drive(bb(&mut sh), &[hello(SID, &foreign.der)], &mut sh);
         let (code, reason) = refusal(&run);

@@ -47,7 +47,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::framing;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::ops::Ops;
 use crate::protocol::{After, ConnectionError, Expiry, Output, ServiceKind, Shared};
 use crate::store::Record;
@@ -859,10 +859,10 @@ impl Reactor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ca::{CaKeyType, CertificateAuthority};
     use crate::client::{self, FramedStream, KeyType};
     use crate::message::ErrorCode;
     use crate::store::SqliteStore;
+    use crate::testing::{CaParams, SharedBuilder};
 
     /// The reactor only builds the error; its code and whether it is the
     /// server's fault are decided on the protocol side.
@@ -909,27 +909,17 @@ mod tests {
     fn a_lost_writer_stops_the_reactor_and_says_the_outcome_is_unknown(
     ) -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let (ca, _) = CertificateAuthority::open(
-            &dir.path().join("keys"),
-            b"test passphrase",
-            CaKeyType::P256,
-            30,
-        )?;
+        let ca = CaParams::default().create(&dir.path().join("keys"))?;
         let data = dir.path().join("data");
         let committer = Committer::start(
             Box::new(SqliteStore::open(&data)?),
             panicking_announce,
             Arc::new(Metrics::new()),
         )?;
-        let shared = Shared {
-            ca: Some(Arc::new(ca)),
-            verifier: None,
-            blackboard: None,
-            store: Box::new(SqliteStore::open(&data)?),
-            admission_secret: None,
-            legacy: false,
-            window: crate::course::Window::default(),
-        };
+        let shared = SharedBuilder::new()
+            .ca(Some(Arc::new(ca)))
+            .store(SqliteStore::open(&data)?)
+            .build()?;
         let listener = bind("127.0.0.1:0".parse()?, false)?;
         let addr = listener.local_addr()?;
         let mut reactor = Reactor::new(

@@ -14,7 +14,7 @@ use crate::ca::{
 };
 use crate::config::{self, SecretError};
 use crate::course::Window;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::ops::Ops;
 use crate::protocol::{ServiceKind, Shared};
 use crate::reactor::commit::Committer;
@@ -124,7 +124,7 @@ pub enum ServerError {
         data_dir: PathBuf,
     },
     /// The OCSP responder could not be set up with the CA's key.
-    Ocsp(crate::ocsp::OcspError),
+    Ocsp(crate::ops::ocsp::OcspError),
 }
 
 /// What is wrong with a root certificate.

@@ -9,28 +9,16 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{stdout, text, TestResult, TestServer};
-
-/// Reads the `listening http ADDR` line the server prints after the others.
-fn http_addr(server: &TestServer) -> Result<SocketAddr, Box<dyn std::error::Error>> {
-    let until = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < until {
-        let line = server.stdout.recv_timeout(Duration::from_secs(30))?;
-        if let Some(addr) = line.strip_prefix("listening http ") {
-            return Ok(addr.trim().parse()?);
-        }
-    }
-    Err("no `listening http` line".into())
-}
 
 /// A server with the HTTP listener on a port-0 address.
 fn start(extra: &[&str]) -> Result<(TestServer, SocketAddr), Box<dyn std::error::Error>> {
     let mut args = vec!["--http-listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let server = TestServer::start(&args)?;
-    let addr = http_addr(&server)?;
+    let addr = server.http_addr()?;
     Ok((server, addr))
 }
 
@@ -43,7 +31,7 @@ fn start_with_public_url() -> Result<(TestServer, SocketAddr), Box<dyn std::erro
     let listen = addr.to_string();
     let url = format!("http://{addr}");
     let server = TestServer::start_in(dir, &["--http-listen", &listen, "--public-url", &url])?;
-    let got = http_addr(&server)?;
+    let got = server.http_addr()?;
     assert_eq!(got, addr);
     Ok((server, addr))
 }
@@ -388,7 +376,7 @@ fn without_the_ca_key_ocsp_and_crl_say_why() -> TestResult {
         dir,
         &["--role", "blackboard", "--http-listen", "127.0.0.1:0"],
     )?;
-    let http = http_addr(&server)?;
+    let http = server.http_addr()?;
     for path in ["/crl", "/ocsp/MAA"] {
         let (status, body) = get(http, path)?;
         assert_eq!(status, 503, "{path}: {body}");

@@ -112,18 +112,6 @@ fn children(parent: &str) -> Result<Vec<String>, Box<dyn std::error::Error>> {
     Ok(found)
 }
 
-/// Reads the `listening http ADDR` line the server prints after the others.
-fn http_addr(server: &TestServer) -> Result<SocketAddr, Box<dyn std::error::Error>> {
-    let until = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < until {
-        let line = server.stdout.recv_timeout(Duration::from_secs(30))?;
-        if let Some(addr) = line.strip_prefix("listening http ") {
-            return Ok(addr.trim().parse()?);
-        }
-    }
-    Err("no `listening http` line".into())
-}
-
 /// One HTTP request over a fresh connection: (status, body).
 fn http(
     addr: SocketAddr,
@@ -246,7 +234,7 @@ fn a_stopped_database_costs_the_loop_one_short_bound_and_everything_comes_back()
 }
 
 fn stop_and_continue(cluster: &Cluster, server: &TestServer) -> TestResult {
-    let web = http_addr(server)?;
+    let web = server.http_addr()?;
     let root = X509::from_pem(&std::fs::read(server.root_pem())?)?;
     let trust = server.trust()?;
 

@@ -18,18 +18,6 @@ use common::{text, TestResult, TestServer};
 const CONNECTIONS: usize = 64;
 const PIPELINED: usize = 100;
 
-/// Reads the `listening http ADDR` line the server prints after the others.
-fn http_addr(server: &TestServer) -> Result<SocketAddr, Box<dyn std::error::Error>> {
-    let until = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < until {
-        let line = server.stdout.recv_timeout(Duration::from_secs(30))?;
-        if let Some(addr) = line.strip_prefix("listening http ") {
-            return Ok(addr.trim().parse()?);
-        }
-    }
-    Err("no `listening http` line".into())
-}
-
 /// A student's whole exchange (enrollment, then a submission), timed.
 fn honest_student(server: &TestServer, sid: &str) -> Result<Duration, Box<dyn std::error::Error>> {
     let started = Instant::now();
@@ -115,7 +103,7 @@ fn responses(mut all: &[u8]) -> Result<Vec<Answer>, Box<dyn std::error::Error>> 
 #[test]
 fn an_honest_student_is_served_while_64_connections_pipeline_ocsp() -> TestResult {
     let server = TestServer::start(&["--http-listen", "127.0.0.1:0"])?;
-    let http = http_addr(&server)?;
+    let http = server.http_addr()?;
     let unloaded = honest_student(&server, "1155000040")?;
     let template = Arc::new(request_template(&server)?);
 

@@ -5,7 +5,7 @@
 //! all at once. Every error's response is a well-formed HTTP/1.1 head.
 #![no_main]
 
-use certboard::http::{HttpError, HttpLimits, Method, Request, RequestDecoder};
+use certboard::ops::http::{HttpError, HttpLimits, Method, Request, RequestDecoder};
 use libfuzzer_sys::fuzz_target;
 
 /// Decodes `stream` read `chunk` bytes at a time: the requests, then the

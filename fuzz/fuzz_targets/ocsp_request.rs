@@ -10,7 +10,7 @@
 
 use std::sync::OnceLock;
 
-use certboard::ocsp::{
+use certboard::ops::ocsp::{
     decode_get_path, parse_request, CertStatus, OcspError, Responder, ResponderConfig,
     ResponseStatus,
 };

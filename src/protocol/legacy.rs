@@ -566,16 +566,18 @@ fn report(p: PendingReport<String>, payload: &[u8], shared: &mut Shared, peer: &
 mod tests {
     use super::wire::tests::{client_unwrap, MAC, SID};
     use super::*;
+    use crate::testing::{CaParams, TestPki};
 
     // The state machine, driven in-process the way the reactor drives it:
     // records are committed before the next frame.
 
     fn shared(dir: &std::path::Path) -> Shared {
-        Shared {
-            legacy: true,
-            window: crate::course::Window::default(),
-            ..super::super::testing::shared(dir, None)
-        }
+        TestPki::create(&dir.join("keys"), &CaParams::default())
+            .unwrap()
+            .shared()
+            .legacy(true)
+            .build()
+            .unwrap()
     }
 
     /// Feeds frames in order, committing any record, and returns the final

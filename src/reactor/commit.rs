@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use log::{debug, error};
 use mio::Waker;
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::store::{Record, Storage, StoreError, Unavailable};
 
 /// Why a batch is not known to be durable.

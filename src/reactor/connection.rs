@@ -14,7 +14,7 @@ use super::http::{Http, HttpConnLimits};
 use super::listener::Serves;
 use super::transport::Transport;
 use super::Limits;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::ops::Ops;
 use crate::protocol::{ConnectionError, Done, Expiry, Output, Shared};
 

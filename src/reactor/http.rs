@@ -1,7 +1,7 @@
 //! The protocol part of a connection to the HTTP listener (issue 14): the
 //! operations endpoints (OCSP, CRL, health, metrics) on the same loop as
 //! the CA and Blackboard. Bytes go through the sans-I/O codec
-//! ([`crate::http`]) and each request is answered by [`Ops`]; no protocol
+//! ([`crate::ops::http`]) and each request is answered by [`Ops`]; no protocol
 //! session is involved. The transport (reads, writes, limits, timeouts)
 //! is every connection's.
 //!
@@ -15,8 +15,8 @@ use log::{debug, info};
 
 use super::connection::{Refused, Work};
 use super::transport::Transport;
-use crate::http::{self, Method, RequestDecoder, Response};
-use crate::metrics::Metrics;
+use crate::ops::http::{self, Method, RequestDecoder, Response};
+use crate::ops::metrics::Metrics;
 use crate::ops::Ops;
 use crate::protocol::{ConnectionError, Expiry};
 use crate::store::Storage;

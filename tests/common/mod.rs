@@ -200,6 +200,19 @@ impl TestServer {
         false
     }
 
+    /// The HTTP listener's address, from the `listening http ADDR` line the
+    /// server prints after the others (started with `--http-listen`).
+    pub fn http_addr(&self) -> Result<SocketAddr, Box<dyn std::error::Error>> {
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < until {
+            let line = self.stdout.recv_timeout(Duration::from_secs(30))?;
+            if let Some(addr) = line.strip_prefix("listening http ") {
+                return Ok(addr.trim().parse()?);
+            }
+        }
+        Err("no `listening http` line".into())
+    }
+
     /// Runs the client binary against this server with `args` (SIDs and flags),
     /// students' files under `<tempdir>/students`.
     pub fn client(&self, args: &[&str]) -> std::io::Result<Output> {

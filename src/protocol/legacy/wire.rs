@@ -226,6 +226,7 @@ pub fn split_msg_mac(text: &str) -> Result<(&str, &str), MsgMacError> {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::testing::CertParams;
     use openssl::rsa::Rsa;
 
     // ../shared/legacy-protocol.md §6, worked example (the session's tests
@@ -336,18 +337,7 @@ pub(super) mod tests {
     #[test]
     fn cert_text_must_be_one_pem_certificate() {
         let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-        let mut b = openssl::x509::X509Builder::new().unwrap();
-        let mut name = openssl::x509::X509Name::builder().unwrap();
-        name.append_entry_by_text("CN", "x").unwrap();
-        let name = name.build();
-        b.set_subject_name(&name).unwrap();
-        b.set_issuer_name(&name).unwrap();
-        let now = openssl::asn1::Asn1Time::days_from_now(0).unwrap();
-        b.set_not_before(&now).unwrap();
-        b.set_not_after(&now).unwrap();
-        b.set_pubkey(&key).unwrap();
-        b.sign(&key, MessageDigest::sha256()).unwrap();
-        let cert = b.build();
+        let cert = CertParams::student("x").self_signed(&key).unwrap();
         let pem = cert.to_pem().unwrap();
         let der = cert.to_der().unwrap();
         assert_eq!(parse_cert_text(&pem).unwrap(), der);

@@ -24,7 +24,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
-pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
@@ -49,7 +49,7 @@ fn commit_latency_buckets() -> impl Iterator<Item = f64> {
 
 /// The process's metrics. Cheap to update from any thread; share it with
 /// `Arc<Metrics>`.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     issued: Counter,
     renewals: Counter,
@@ -81,7 +81,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// All metrics at zero, registered under their `certboard_` names.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let m = Metrics {
             registry: Registry::with_prefix("certboard"),
             issued: Counter::default(),
@@ -152,29 +152,29 @@ impl Metrics {
 
     /// A certificate was issued (a renewal counts here too, and also in
     /// [`Metrics::renewed`]).
-    pub fn issued(&self) {
+    pub(crate) fn issued(&self) {
         self.issued.inc();
     }
 
     /// A certificate was issued as a renewal.
-    pub fn renewed(&self) {
+    pub(crate) fn renewed(&self) {
         self.renewals.inc();
     }
 
     /// A report was accepted and is durable.
-    pub fn report_accepted(&self) {
+    pub(crate) fn report_accepted(&self) {
         self.reports_accepted.inc();
     }
 
     /// A request was refused for `reason` (a fixed, short name such as
     /// `bad_signature`).
-    pub fn refused(&self, reason: &'static str) {
+    pub(crate) fn refused(&self, reason: &'static str) {
         self.refusals.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// An OCSP response was sent with `status` (`good`, `revoked`,
     /// `unknown`, `malformed`, ...).
-    pub fn ocsp_response(&self, status: &'static str) {
+    pub(crate) fn ocsp_response(&self, status: &'static str) {
         self.ocsp_responses
             .get_or_create(&StatusLabel { status })
             .inc();
@@ -182,14 +182,14 @@ impl Metrics {
 
     /// A connection was accepted on `listener`; it is open from now on
     /// until [`Metrics::connection_closed`].
-    pub fn connection_accepted(&self, listener: &'static str) {
+    pub(crate) fn connection_accepted(&self, listener: &'static str) {
         let label = ListenerLabel { listener };
         self.connections_accepted.get_or_create(&label).inc();
         self.open_connections.get_or_create(&label).inc();
     }
 
     /// A connection accepted on `listener` was closed.
-    pub fn connection_closed(&self, listener: &'static str) {
+    pub(crate) fn connection_closed(&self, listener: &'static str) {
         self.open_connections
             .get_or_create(&ListenerLabel { listener })
             .dec();
@@ -197,25 +197,25 @@ impl Metrics {
 
     /// A connection on `listener` was refused (closed at once, over a
     /// limit); it never counts as open.
-    pub fn connection_refused(&self, listener: &'static str) {
+    pub(crate) fn connection_refused(&self, listener: &'static str) {
         self.connections_refused
             .get_or_create(&ListenerLabel { listener })
             .inc();
     }
 
     /// `n` records are waiting for the commit thread.
-    pub fn set_awaiting_commit(&self, n: usize) {
+    pub(crate) fn set_awaiting_commit(&self, n: usize) {
         self.awaiting_commit
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// A commit took `latency` from hand-over to durable.
-    pub fn commit_latency(&self, latency: Duration) {
+    pub(crate) fn commit_latency(&self, latency: Duration) {
         self.commit_latency.observe(latency.as_secs_f64());
     }
 
     /// The whole exposition, for `GET /metrics` ([`CONTENT_TYPE`]).
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::with_capacity(4096);
         // The encoder fails only when its writer does; a String never does.
         if let Err(e) =
