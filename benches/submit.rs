@@ -18,7 +18,9 @@
 //! Parts: `verify` (`Verifier::verify` alone), `check` (`check_certificate`:
 //! SID, verify, store status), `hello` (the whole protocol version 2 frame,
 //! SubmitOpen: `Session::on_frame` from a new Blackboard session, including
-//! the transcript and Blackboard's ECDSA P-256 signature over it). Prints
+//! the transcript and Blackboard's ECDSA P-256 signature over it),
+//! `receipt` (what Blackboard signs once a report is durable: the receipt's
+//! JSON and its CMS SignedData). Prints
 //! one line per CA key type and part for people, then a JSON line each
 //! (`{"bench":"submit","ca":"p256","part":"hello","us_per_op":…}`) for
 //! scripts. With `--count N` each part runs exactly N operations (cycling
@@ -31,13 +33,14 @@ use certboard::ca::CaKeyType;
 use certboard::client::{make_key, KeyType};
 use certboard::message::Message;
 use certboard::protocol::{cert_record, check_certificate, ServiceKind, Session, Shared};
+use certboard::receipt::{ReceiptContent, RECEIPT_VERSION};
 use certboard::store::{Origin, SqliteStore, Storage};
 use certboard::testing::{CaParams, TestPki};
 use openssl::pkey::PKey;
 
 type BoxError = Box<dyn std::error::Error>;
 
-const PARTS: [&str; 3] = ["verify", "check", "hello"];
+const PARTS: [&str; 4] = ["verify", "check", "hello", "receipt"];
 
 struct Args {
     seconds: f64,
@@ -96,6 +99,19 @@ fn run_part(part: &str, shared: &mut Shared, hello: &Hello) -> Result<(), BoxErr
         "check" => {
             check_certificate(shared, &hello.sid, &hello.cert_der, &[], Origin::Certboard)
                 .map_err(|e| format!("{e:?}"))?;
+        }
+        "receipt" => {
+            let bb = shared.blackboard.as_ref().ok_or("no Blackboard identity")?;
+            let content = ReceiptContent {
+                sid: hello.sid.clone(),
+                serial: "5A1B2C3D4E5F60718293A4B5C6D7E8F9".into(),
+                receipt: "1234567890123456789".into(),
+                received_at: "2026-12-06T23:00:00Z".into(),
+                report_sha256: "ab".repeat(32),
+                transcript_sha256: "cd".repeat(32),
+                version: RECEIPT_VERSION,
+            };
+            bb.current(None).sign_receipt(&content.to_json())?;
         }
         _ => {
             // Without admission control a Blackboard session starts

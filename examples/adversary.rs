@@ -8,7 +8,7 @@
 //!
 //! cargo run --example adversary -- --listen 127.0.0.1:9001 --upstream 127.0.0.1:8001 \
 //!     --mode reuse-code --enroll-code CODE
-//! cargo run --bin client -- --ca 127.0.0.1:9001 --enroll-code CODE 1155000001
+//! cargo run --bin client -- --ca 127.0.0.1:9001 --code-file CODE_FILE 1155000001
 //! ```
 //!
 //! Modes (what it does to the student's traffic):

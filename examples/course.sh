@@ -94,14 +94,17 @@ expect_in impostor-nocode.out "enrollment code required"
 [ ! -e impostor/1155000002 ] || fail "a refused enrollment left a student folder"
 
 echo "== the impostor with another student's code (1155000001's): refused"
-if client impostor-other.out --out-dir impostor --enroll-code "$(code_of 1155000001)" 1155000002; then
+# A code is never on the command line (other users can read it there):
+# each student keeps hers in a file only she can read.
+code_file() { (umask 077 && code_of "$1" >"code-$1.txt") && echo "code-$1.txt"; }
+if client impostor-other.out --out-dir impostor --code-file "$(code_file 1155000001)" 1155000002; then
   fail "an enrollment with another student's code succeeded"
 fi
 expect_in impostor-other.out "wrong enrollment code"
 
 echo "== the three students enroll with their codes and submit"
 for sid in 1155000001 1155000002 1155000003; do
-  client "enroll-$sid.out" --enroll-code "$(code_of "$sid")" "$sid" ||
+  client "enroll-$sid.out" --code-file "$(code_file "$sid")" "$sid" ||
     fail "student $sid could not enroll and submit"
   expect_in "enroll-$sid.out" "receipt"
   openssl verify -CAfile keys/ca-cert.pem "students/$sid/cert.pem" >/dev/null ||
@@ -110,7 +113,8 @@ done
 
 echo "== 1155000003 renews without a code (--renew, by her current key)"
 old_serial=$(openssl x509 -in students/1155000003/cert.pem -noout -serial)
-client renew.out --renew 1155000003 || fail "the renewal failed"
+# The same report again: the client sends it only with --resubmit.
+client renew.out --renew --resubmit 1155000003 || fail "the renewal failed"
 expect_in renew.out "renewing: proving possession"
 new_serial=$(openssl x509 -in students/1155000003/cert.pem -noout -serial)
 [ "$old_serial" != "$new_serial" ] || fail "the renewal gave no new certificate"

@@ -36,12 +36,13 @@ pub use enrollment::{
     check_certificate, code_auth, make_csr, make_key, read_codes, renewal_auth, CaSession,
     CertAnswer, CodesFileError,
 };
-pub use pin::{pin_root, RootPin, ROOT_FINGERPRINT_FILE};
+pub use pin::{pin_root, read_pin, RootPin, ROOT_FINGERPRINT_FILE};
 pub use submission::{check_receipt, submit, verify_offer, BlackboardTrust, Expected, Receipt};
 pub use transport::FramedStream;
 
 use enrollment::{enroll_student, load_saved};
-use files::{write_file, Files};
+use files::Files;
+use submission::accepted_before;
 
 /// The student's key type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -90,6 +91,42 @@ pub enum ClientError {
         what: String,
         /// The cause.
         source: io::Error,
+    },
+    /// The network failed: connecting, or the connection broke. Said with
+    /// a hint of what to check rather than the system's words alone.
+    Network {
+        /// What was being done ("connecting to ADDR").
+        what: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A directory the client keeps her files in is not hers alone.
+    Unsafe(crate::fsutil::PermError),
+    /// The pin file (`root-fingerprint`) fails the owner and mode checks of
+    /// a key file: another user could have planted or changed it.
+    PinUntrusted(crate::fsutil::PermError),
+    /// Blackboard recorded her report, but its receipt could be saved
+    /// nowhere; it is given here so that it is not lost.
+    ReceiptNotSaved {
+        /// The receipt id.
+        receipt_id: u64,
+        /// Where saving it was tried, and why it failed.
+        tried: Vec<(PathBuf, io::Error)>,
+        /// The receipt, base64 of its DER.
+        base64: String,
+    },
+    /// Blackboard said it recorded her report, but the receipt it sent
+    /// does not hold up. What it sent is kept (`saved`) for whoever runs
+    /// the server; it proves nothing.
+    UnverifiedReceipt {
+        /// The receipt id Blackboard gave.
+        receipt_id: u64,
+        /// What Blackboard sent.
+        signed_receipt: Vec<u8>,
+        /// Why it does not hold up.
+        source: ReceiptError,
+        /// Where it was kept, once it is.
+        saved: Option<PathBuf>,
     },
     /// The server refused, with its reason.
     Refused {
@@ -156,6 +193,54 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientError::Io { what, source } => write!(f, "{what}: {source}"),
+            ClientError::Network { what, source } => {
+                write!(f, "{what}: {}", transport::explain(source))
+            }
+            ClientError::Unsafe(e) => write!(f, "refusing to keep her files there: {e}"),
+            ClientError::PinUntrusted(e) => write!(
+                f,
+                "refusing the pinned root fingerprint: {e}. Someone else may have planted or \
+                 changed it: compare it with the fingerprint your instructor published, then fix \
+                 its owner and mode, or delete it to pin the root again"
+            ),
+            ClientError::ReceiptNotSaved {
+                receipt_id,
+                tried,
+                base64,
+            } => {
+                write!(
+                    f,
+                    "Blackboard RECORDED her report (receipt {receipt_id}), but its signed \
+                     receipt could not be saved"
+                )?;
+                for (path, e) in tried {
+                    write!(f, "; {}: {e}", path.display())?;
+                }
+                write!(
+                    f,
+                    ". Do not submit again; keep this receipt (base64 of the .p7m file): {base64}"
+                )
+            }
+            ClientError::UnverifiedReceipt {
+                receipt_id,
+                source,
+                saved,
+                ..
+            } => {
+                write!(
+                    f,
+                    "Blackboard says it RECORDED her report as receipt {receipt_id}, but its \
+                     receipt does not hold up ({source}); it proves nothing"
+                )?;
+                match saved {
+                    Some(p) => write!(
+                        f,
+                        ": kept as {} for whoever runs the server; ask them before submitting again",
+                        p.display()
+                    ),
+                    None => write!(f, "; ask whoever runs the server before submitting again"),
+                }
+            }
             ClientError::Refused { reason, .. } => {
                 write!(
                     f,
@@ -216,7 +301,7 @@ impl fmt::Display for ClientError {
 impl std::error::Error for ClientError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ClientError::Io { source, .. } => Some(source),
+            ClientError::Io { source, .. } | ClientError::Network { source, .. } => Some(source),
             ClientError::Frame(e) => Some(e),
             ClientError::Decode(e) => Some(e),
             ClientError::Certificate(e) => Some(e),
@@ -224,7 +309,10 @@ impl std::error::Error for ClientError {
             ClientError::Crypto(e) => Some(e),
             ClientError::NotBlackboard(e) => Some(e),
             ClientError::Receipt(e) => Some(e),
+            ClientError::Unsafe(e) | ClientError::PinUntrusted(e) => Some(e),
+            ClientError::UnverifiedReceipt { source, .. } => Some(source),
             ClientError::Refused { .. }
+            | ClientError::ReceiptNotSaved { .. }
             | ClientError::Protocol(_)
             | ClientError::BadCertificate(_)
             | ClientError::Timeout { .. }
@@ -284,6 +372,28 @@ pub struct ClientOptions {
     pub admission_secret: Option<Vec<u8>>,
     /// Timeout of every network step.
     pub timeout: Duration,
+    /// Send the report even when a saved receipt shows Blackboard already
+    /// accepted the same bytes (--resubmit).
+    pub resubmit: bool,
+}
+
+/// The environment variable the binary reads her enrollment code from.
+pub const CODE_ENV: &str = "CERTBOARD_ENROLL_CODE";
+
+/// How a student's run ended well.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Blackboard recorded her report; its receipt is saved.
+    Submitted(Receipt),
+    /// A receipt she already holds shows Blackboard accepted these very
+    /// bytes: nothing was sent again (`--resubmit` sends them anyway).
+    AlreadyAccepted {
+        /// The saved receipt.
+        path: PathBuf,
+        /// What it says.
+        content: crate::receipt::ReceiptContent,
+    },
 }
 
 /// Runs steps 1–6 for one SID, reporting each step through `progress`.
@@ -291,7 +401,7 @@ pub fn run_student(
     opts: &ClientOptions,
     sid: &str,
     progress: &mut dyn FnMut(&str),
-) -> Result<Receipt, ClientError> {
+) -> Result<Outcome, ClientError> {
     crate::sid::validate(sid).map_err(|source| ClientError::BadSid {
         sid: sid.to_string(),
         source,
@@ -311,9 +421,13 @@ pub fn run_student(
         }
         Err(_) => None,
     };
-    let reused = saved.is_some() && !opts.renew;
+    let had_saved = saved.is_some();
+    // A code given is a new enrollment: her saved certificate may be
+    // revoked, and a revoked one can neither be used nor renewed.
+    let code_given = opts.codes.contains_key(sid);
+    let reused = had_saved && !opts.renew && !code_given;
     let (key, cert_der, root) = match saved {
-        Some((key, der, root)) if !opts.renew => {
+        Some((key, der, root)) if reused => {
             // The saved root must still be the pinned one.
             pin_root(&root.to_der()?, &opts.root_pin, progress)?;
             progress(&format!(
@@ -324,45 +438,102 @@ pub fn run_student(
         }
         saved => {
             // With --renew, a saved certificate still good is renewed by
-            // proving possession of its key.
-            let current = saved.map(|(key, der, _)| (key, der));
+            // proving possession of its key; with a code, the code is used.
+            let current = match saved {
+                Some(_) if code_given => {
+                    progress(
+                        "her enrollment code was given: enrolling with it (her saved \
+                         certificate is replaced, not reused or renewed)",
+                    );
+                    None
+                }
+                saved => saved.map(|(key, der, _)| (key, der)),
+            };
             // Her directory first: a certificate whose key cannot be saved
             // would be issued for nothing. One made here is removed again
             // if the enrollment fails, so a refusal leaves nothing behind.
             let made_dir = !files.dir.exists();
-            crate::fsutil::create_private_dir_all(&files.dir)
-                .map_err(io_ctx(format!("creating {}", files.dir.display())))?;
+            files::private_dir(&files.dir)?;
             let enrolled = enroll_student(opts, sid, &files, current, progress);
             if enrolled.is_err() && made_dir {
                 let _ = fs::remove_dir(&files.dir);
             }
-            enrolled?
+            match enrolled {
+                Err(ClientError::Refused {
+                    code: ErrorCode::CodeUsed,
+                    reason,
+                }) if had_saved => {
+                    return Err(ClientError::Refused {
+                        code: ErrorCode::CodeUsed,
+                        reason: format!(
+                            "{reason} (her saved certificate in {} is still there: run without \
+                             a code, no --code-file and no {CODE_ENV}, to use it)",
+                            files.dir.display()
+                        ),
+                    })
+                }
+                other => other?,
+            }
         }
     };
     let trust = BlackboardTrust {
         root,
         name: opts.blackboard_name.clone(),
     };
+    let report = crypto::lab_report(sid);
+    // Before anything is sent: a receipt that cannot be kept must not
+    // cost her a recorded report, and the same bytes already accepted
+    // are not recorded twice without her asking.
+    let receipts = files.receipts();
+    if let Some(note) = files::private_dir(&receipts)? {
+        progress(&note);
+    }
+    let accepted = accepted_before(&files, &trust, sid, report.as_bytes());
     let mut conn = FramedStream::connect(&opts.blackboard, opts.timeout)?;
     conn.admit(opts.admission_secret.as_deref())?;
-    let report = crypto::lab_report(sid);
-    let submitted = submit(
-        &mut conn,
-        sid,
-        &cert_der,
-        &key,
-        opts.cipher,
-        &report,
-        &trust,
-        progress,
-    );
+    // Decided once Blackboard has proved itself (so that a refusal at the
+    // hello is still heard), before the report leaves.
+    let mut held_back = false;
+    let mut send_report = || {
+        held_back = accepted.is_some() && !opts.resubmit;
+        !held_back
+    };
+    let step = submission::Step {
+        cipher: opts.cipher,
+        report: &report,
+        trust: &trust,
+        send_report: &mut send_report,
+    };
+    let submitted = submission::submit_unless(&mut conn, sid, &cert_der, &key, step, progress);
+    if let (Some((path, content)), Ok(_)) = (&accepted, &submitted) {
+        if held_back {
+            progress(&format!(
+                "this report (SHA-256 {}) was already accepted: receipt {} of {}, saved in {}; \
+                 not sent again (--resubmit records it once more)",
+                content.report_sha256,
+                content.receipt,
+                content.received_at,
+                path.display()
+            ));
+        } else {
+            progress(&format!(
+                "--resubmit: sent again the report Blackboard already accepted as receipt {} \
+                 (recorded once more)",
+                content.receipt
+            ));
+        }
+    }
     let receipt = match submitted {
         Err(ClientError::Refused {
             code: ErrorCode::BadCertificate,
             reason,
         }) if reused => Err(ClientError::Refused {
             code: ErrorCode::BadCertificate,
-            reason: format!("{reason} (it was her saved certificate: --renew enrolls again)"),
+            reason: format!(
+                "{reason} (it was her saved certificate: if it was revoked, enroll again with \
+                 a new enrollment code from your instructor, given by --code-file FILE or \
+                 {CODE_ENV})"
+            ),
         }),
         Err(ClientError::Refused {
             code: ErrorCode::UnexpectedMessage,
@@ -375,12 +546,33 @@ pub fn run_student(
                 opts.blackboard
             ),
         }),
+        Err(ClientError::UnverifiedReceipt {
+            receipt_id,
+            signed_receipt,
+            source,
+            saved: None,
+        }) => {
+            let path = receipts.join(format!("{receipt_id}.p7m.unverified"));
+            let saved = files::write_file(&path, &signed_receipt, 0o644)
+                .is_ok()
+                .then_some(path);
+            Err(ClientError::UnverifiedReceipt {
+                receipt_id,
+                signed_receipt,
+                source,
+                saved,
+            })
+        }
         other => other,
     }?;
-    let dir = files.receipts();
-    fs::create_dir_all(&dir).map_err(io_ctx(format!("creating {}", dir.display())))?;
-    let path = dir.join(format!("{}.p7m", receipt.receipt_id));
-    write_file(&path, &receipt.signed_receipt, 0o644)?;
+    let Some(receipt) = receipt else {
+        let Some((path, content)) = accepted else {
+            // Held back only when a receipt showed it accepted.
+            return Err(ClientError::Protocol("the report was held back".into()));
+        };
+        return Ok(Outcome::AlreadyAccepted { path, content });
+    };
+    let path = files::save_receipt(&files, &receipt, progress)?;
     progress(&format!(
         "Blackboard acknowledged: receipt {} (certificate serial {}), signed by Blackboard; \
          report SHA-256 {} matches; saved {}",
@@ -389,7 +581,7 @@ pub fn run_student(
         receipt.content.report_sha256,
         path.display()
     ));
-    Ok(receipt)
+    Ok(Outcome::Submitted(receipt))
 }
 
 #[cfg(test)]
@@ -411,6 +603,7 @@ mod tests {
             codes: HashMap::new(),
             admission_secret: None,
             timeout: Duration::from_secs(1),
+            resubmit: false,
         };
         let err = run_student(&opts, "../x", &mut |_| {}).unwrap_err();
         assert!(matches!(err, ClientError::BadSid { .. }), "{err}");
@@ -428,5 +621,18 @@ mod tests {
             "protocol error: expected SessionOffer, got CaHello"
         );
         assert_eq!(CipherId::from(Cipher::Rc4), CipherId::Rc4);
+    }
+
+    #[test]
+    fn a_receipt_that_does_not_hold_up_says_the_report_was_recorded() {
+        let e = ClientError::UnverifiedReceipt {
+            receipt_id: 7,
+            signed_receipt: vec![1, 2, 3],
+            source: ReceiptError::Malformed("not CMS in DER".into()),
+            saved: Some(PathBuf::from("students/a/receipts/7.p7m.unverified")),
+        };
+        let said = e.to_string();
+        assert!(said.contains("RECORDED her report as receipt 7"), "{said}");
+        assert!(said.contains("7.p7m.unverified"), "{said}");
     }
 }

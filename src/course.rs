@@ -73,7 +73,7 @@ impl fmt::Display for Refusal {
             Refusal::CodeRequired => write!(
                 f,
                 "enrollment code required: a first enrollment needs the code the instructor \
-                 gave you (client --enroll-code CODE)"
+                 gave you (client --code-file FILE)"
             ),
             Refusal::NoCodeIssued => write!(
                 f,

@@ -414,7 +414,8 @@ fn enroll_through(
         .args(["--ca", &adversary.addr.to_string()])
         .args(["--blackboard", &server.blackboard.to_string()])
         .args(["--ca-cert", "keys/ca-cert.pem"])
-        .args(["--timeout", "20", "--enroll-code", code, sid])
+        .args(["--timeout", "20", sid])
+        .env("CERTBOARD_ENROLL_CODE", code)
         .stdin(Stdio::null())
         .output()
 }
@@ -515,11 +516,13 @@ fn a_csr_swapped_under_a_valid_code_mac_is_refused_as_a_wrong_code() -> TestResu
         "nothing issued\n{context}"
     );
     // Her code is not consumed by the attempt: she enrolls directly with it.
+    let code_file = server.path().join(format!("code-{sid}.txt"));
+    std::fs::write(&code_file, &codes[sid])?;
     let out = server.client(&[
         "--ca-cert",
         "keys/ca-cert.pem",
-        "--enroll-code",
-        &codes[sid],
+        "--code-file",
+        &code_file.to_string_lossy(),
         sid,
     ])?;
     assert!(out.status.success(), "{}", text(&out));

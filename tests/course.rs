@@ -48,6 +48,14 @@ fn make_codes(
         .collect())
 }
 
+/// Her code in a file of its own for `--code-file` (codes are never given
+/// on the command line); returns the file's name in the server's folder.
+fn code_file(server: &TestServer, code: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let name = format!("code-{code}.txt");
+    std::fs::write(server.path().join(&name), format!("{code}\n"))?;
+    Ok(name)
+}
+
 fn failed_with(out: &std::process::Output, needle: &str) {
     assert!(!out.status.success(), "{}", text(out));
     let err = String::from_utf8_lossy(&out.stdout);
@@ -89,20 +97,20 @@ fn a_whole_course() -> TestResult {
         root,
         "--out-dir",
         "impostor",
-        "--enroll-code",
-        &codes["1155000001"],
+        "--code-file",
+        &code_file(&server, &codes["1155000001"])?,
         "1155000002",
     ])?;
     failed_with(&out, "wrong enrollment code");
     let out = server.client(&["--ca-cert", root, "--out-dir", "impostor", "1155000009"])?;
     failed_with(&out, "not on the roster");
 
-    // The honest students: one by --enroll-code, one by the codes file.
+    // The honest students: one by --code-file, one by the codes file.
     let out = server.client(&[
         "--ca-cert",
         root,
-        "--enroll-code",
-        &codes["1155000001"].to_lowercase(),
+        "--code-file",
+        &code_file(&server, &codes["1155000001"].to_lowercase())?,
         "1155000001",
     ])?;
     assert!(out.status.success(), "{}", text(&out));
@@ -115,8 +123,8 @@ fn a_whole_course() -> TestResult {
         root,
         "--out-dir",
         "impostor",
-        "--enroll-code",
-        &codes["1155000001"],
+        "--code-file",
+        &code_file(&server, &codes["1155000001"])?,
         "1155000001",
     ])?;
     failed_with(&out, "enrollment code already used");
@@ -129,8 +137,9 @@ fn a_whole_course() -> TestResult {
         server.log()
     );
 
-    // She renews without a code, by her current key.
-    let out = server.client(&["--ca-cert", root, "--renew", "1155000001"])?;
+    // She renews without a code, by her current key, and sends her report
+    // again (the same bytes: only with --resubmit).
+    let out = server.client(&["--ca-cert", root, "--renew", "--resubmit", "1155000001"])?;
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         stdout(&out).contains("renewing: proving possession"),
@@ -221,7 +230,8 @@ fn a_whole_course() -> TestResult {
         Some(3),
         "the late report is not recorded"
     );
-    let out = server.client(&["--enroll-code", &codes["1155000003"], "1155000003"])?;
+    let code_3 = code_file(&server, &codes["1155000003"])?;
+    let out = server.client(&["--code-file", &code_3, "1155000003"])?;
     failed_with(&out, "submissions closed");
     assert!(
         server.path().join("students/1155000003/cert.pem").exists(),

@@ -484,6 +484,7 @@ fn migrate_moves_a_sqlite_store_and_the_students_carry_on() -> TestResult {
     let out = srv.client(&[
         "--ca-cert",
         root_of(&srv)?.as_str(),
+        "--resubmit",
         "1155000011",
         "1155000012",
     ])?;
@@ -504,7 +505,10 @@ fn migrate_moves_a_sqlite_store_and_the_students_carry_on() -> TestResult {
     // The roster and her code came along: the fourth student enrolls with
     // it (once), a stranger is not on the roster.
     let root = root_of(&srv)?;
-    let out = srv.client(&["--ca-cert", &root, "--enroll-code", &code_14, "1155000014"])?;
+    let code_file = srv.path().join("code-1155000014.txt");
+    std::fs::write(&code_file, &code_14)?;
+    let code_file = code_file.to_string_lossy();
+    let out = srv.client(&["--ca-cert", &root, "--code-file", &code_file, "1155000014"])?;
     assert!(out.status.success(), "{}", text(&out));
     let out = srv.client(&["--ca-cert", &root, "1155000099"])?;
     assert!(!out.status.success());

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,7 +15,9 @@ use clap::{Args, Parser, Subcommand};
 use openssl::x509::X509;
 
 use certboard::ca::DEFAULT_BLACKBOARD_NAME;
-use certboard::client::{self, BlackboardTrust, Cipher, ClientOptions, KeyType, RootPin};
+use certboard::client::{
+    self, BlackboardTrust, Cipher, ClientOptions, KeyType, Outcome, RootPin, CODE_ENV,
+};
 use certboard::config;
 use certboard::course::code::EnrollCode;
 use certboard::escape::escaped;
@@ -63,10 +65,19 @@ enum Command {
         /// The report text that was sent; its SHA-256 must match.
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
-        /// The CUHK root (default: ca.pem of the student the receipt is
-        /// saved under, FILE/../../ca.pem).
-        #[arg(long, value_name = "FILE")]
+        /// The CUHK root, trusted as given. Without it, the ca.pem saved
+        /// beside the receipt (FILE/../../ca.pem) is used only if its
+        /// fingerprint is pinned: by --ca-fingerprint, or by your own pin in
+        /// OUT_DIR/root-fingerprint. A root found beside a receipt alone
+        /// proves nothing: anyone can put a look-alike there.
+        #[arg(long, value_name = "FILE", conflicts_with = "ca_fingerprint")]
         ca_cert: Option<PathBuf>,
+        /// The root's SHA-256 fingerprint, as the instructor published it.
+        #[arg(long, value_name = "HEX")]
+        ca_fingerprint: Option<String>,
+        /// Where your own pin (root-fingerprint) is kept.
+        #[arg(long, value_name = "DIR", default_value = "students")]
+        out_dir: PathBuf,
         /// The name Blackboard's certificate must carry.
         #[arg(long, value_name = "NAME", default_value = DEFAULT_BLACKBOARD_NAME)]
         blackboard_name: String,
@@ -110,10 +121,19 @@ struct RunArgs {
     /// key (no enrollment code needed).
     #[arg(long)]
     renew: bool,
-    /// Her enrollment code (from the instructor), for a first enrollment
-    /// with a course roster; for one SID (--codes-file for several).
-    #[arg(long, value_name = "CODE", conflicts_with = "codes_file")]
+    /// Refused: a code on the command line can be read by every user of
+    /// the machine (/proc/PID/cmdline). Use --code-file or the environment.
+    #[arg(long, value_name = "CODE", hide = true)]
     enroll_code: Option<String>,
+    /// A file holding her enrollment code (from the instructor), for an
+    /// enrollment with a course roster; `-` reads it from standard input,
+    /// asking for it when that is a terminal. For one SID (--codes-file for
+    /// several). Without it, the code is read from the environment
+    /// variable CERTBOARD_ENROLL_CODE when set. A code given means a new
+    /// enrollment with it, even over a saved certificate (a revoked
+    /// student's new code).
+    #[arg(long, value_name = "FILE", conflicts_with = "codes_file")]
+    code_file: Option<PathBuf>,
     /// A file of `sid,code` lines (as `server roster codes` writes), for
     /// the first enrollment of several SIDs.
     #[arg(long, value_name = "FILE")]
@@ -121,6 +141,10 @@ struct RunArgs {
     /// Shared secret for the servers' admission challenge (when they use one).
     #[arg(long, value_name = "FILE")]
     admission_secret_file: Option<PathBuf>,
+    /// Send the report even when a saved receipt shows Blackboard already
+    /// accepted the very same bytes (it is then recorded once more).
+    #[arg(long)]
+    resubmit: bool,
     /// Seconds to wait for any network step.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
@@ -186,10 +210,19 @@ enum UsageError {
         /// Why.
         source: certboard::sid::SidError,
     },
-    /// `--enroll-code` with several SIDs.
-    CodeForSeveral,
+    /// `--enroll-code`: a code on the command line.
+    CodeOnCommandLine,
+    /// A single code with several SIDs.
+    CodeForSeveral(&'static str),
     /// An enrollment code is not one.
-    Code(certboard::course::code::CodeError),
+    Code {
+        /// Where it came from.
+        from: &'static str,
+        /// Why it is not a code.
+        source: certboard::course::code::CodeError,
+    },
+    /// Reading the code from standard input or the terminal failed.
+    ReadCode(std::io::Error),
     /// The codes file does not parse.
     CodesFile {
         /// The file.
@@ -213,11 +246,21 @@ impl fmt::Display for UsageError {
             UsageError::BlackboardName(e) => write!(f, "--blackboard-name: {e}"),
             UsageError::AdmissionSecret(e) => write!(f, "--admission-secret-file: {e}"),
             UsageError::Sid { sid, source } => write!(f, "SID {sid:?}: {source}"),
-            UsageError::CodeForSeveral => write!(
+            UsageError::CodeOnCommandLine => write!(
                 f,
-                "--enroll-code is for one SID; give --codes-file FILE (sid,code lines) for several"
+                "--enroll-code is refused: a code on the command line can be read by every user \
+                 of this machine (/proc/PID/cmdline) and used before you. Give it with \
+                 --code-file FILE (a file only you can read), --code-file - (standard input, or \
+                 a prompt on a terminal), or the environment variable {CODE_ENV}; if others \
+                 share this machine, ask your instructor for a new code"
             ),
-            UsageError::Code(e) => write!(f, "--enroll-code: {e}"),
+            UsageError::CodeForSeveral(from) => write!(
+                f,
+                "{from} is one code for one SID; give --codes-file FILE (sid,code lines) for \
+                 several"
+            ),
+            UsageError::Code { from, source } => write!(f, "{from}: {source}"),
+            UsageError::ReadCode(e) => write!(f, "reading her enrollment code: {e}"),
             UsageError::CodesFile { path, source } => {
                 write!(f, "--codes-file {}: {source}", path.display())
             }
@@ -233,9 +276,12 @@ impl std::error::Error for UsageError {
             UsageError::BlackboardName(e) => Some(e),
             UsageError::AdmissionSecret(e) => Some(e),
             UsageError::Sid { source, .. } => Some(source),
-            UsageError::Code(e) => Some(e),
+            UsageError::Code { source, .. } => Some(source),
+            UsageError::ReadCode(e) => Some(e),
             UsageError::CodesFile { source, .. } => Some(source),
-            UsageError::BadFingerprint(_) | UsageError::CodeForSeveral => None,
+            UsageError::BadFingerprint(_)
+            | UsageError::CodeOnCommandLine
+            | UsageError::CodeForSeveral(_) => None,
         }
     }
 }
@@ -248,20 +294,141 @@ fn read_cert(path: &Path) -> Result<X509, CertFileError> {
     X509::from_pem(&pem).map_err(|_| CertFileError::NotPem(path.to_path_buf()))
 }
 
+/// Why a receipt's root is not trusted.
+#[derive(Debug)]
+enum RootTrustError {
+    /// `--ca-cert` is unusable.
+    CaCert(CertFileError),
+    /// The ca.pem beside the receipt is unusable.
+    Beside(CertFileError),
+    /// `--ca-fingerprint` is not a fingerprint.
+    Fingerprint(String),
+    /// Her own pin file is refused or unreadable.
+    Pin(client::ClientError),
+    /// OpenSSL failed on the root.
+    Crypto(openssl::error::ErrorStack),
+    /// The root beside the receipt is not the pinned one.
+    LookAlike {
+        /// The ca.pem beside the receipt.
+        path: PathBuf,
+        /// Its fingerprint.
+        found: String,
+        /// The pinned one.
+        pinned: String,
+        /// Which pin.
+        how: String,
+    },
+    /// Nothing pins the root beside the receipt.
+    Unpinned {
+        /// The ca.pem beside the receipt.
+        path: PathBuf,
+        /// Its fingerprint.
+        found: String,
+    },
+}
+
+impl fmt::Display for RootTrustError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RootTrustError::CaCert(e) => write!(f, "--ca-cert {e}"),
+            RootTrustError::Beside(e) => write!(f, "root: {e} (give it with --ca-cert)"),
+            RootTrustError::Fingerprint(hex) => write!(
+                f,
+                "--ca-fingerprint {hex:?}: not a SHA-256 fingerprint (64 hex digits)"
+            ),
+            RootTrustError::Pin(e) => write!(f, "{e}"),
+            RootTrustError::Crypto(e) => write!(f, "root: {e}"),
+            RootTrustError::LookAlike {
+                path,
+                found,
+                pinned,
+                how,
+            } => write!(
+                f,
+                "{} has SHA-256 fingerprint {found}, not the pinned {pinned} ({how}): a \
+                 look-alike root, refused",
+                path.display()
+            ),
+            RootTrustError::Unpinned { path, found } => write!(
+                f,
+                "{} (SHA-256 fingerprint {found}) was found beside the receipt and nobody \
+                 pinned it: anyone can put a look-alike root there. Compare that fingerprint \
+                 with the one your instructor published and give it with --ca-fingerprint HEX, \
+                 or give the root with --ca-cert FILE",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RootTrustError {}
+
+/// The root a receipt is checked under, and how it came to be trusted.
+fn receipt_root(
+    file: &Path,
+    ca_cert: Option<&Path>,
+    ca_fingerprint: Option<&str>,
+    out_dir: &Path,
+) -> Result<(X509, String), RootTrustError> {
+    if let Some(path) = ca_cert {
+        let root = read_cert(path).map_err(RootTrustError::CaCert)?;
+        return Ok((root, "pinned by --ca-cert".into()));
+    }
+    let student = file.parent().and_then(|p| p.parent());
+    let path = student.unwrap_or(Path::new(".")).join("ca.pem");
+    let root = read_cert(&path).map_err(RootTrustError::Beside)?;
+    let der = root.to_der().map_err(RootTrustError::Crypto)?;
+    let presented = openssl::sha::sha256(&der);
+    let found = certboard::crypto::fingerprint(&der);
+    let (pin, how) = match ca_fingerprint {
+        Some(hex) => (
+            Some(
+                certboard::crypto::parse_fingerprint(hex)
+                    .ok_or_else(|| RootTrustError::Fingerprint(hex.to_string()))?,
+            ),
+            "pinned by --ca-fingerprint".to_string(),
+        ),
+        None => {
+            let pin_file = out_dir.join(client::ROOT_FINGERPRINT_FILE);
+            let pin = client::read_pin(&pin_file).map_err(RootTrustError::Pin)?;
+            (pin, format!("pinned by your {}", pin_file.display()))
+        }
+    };
+    match pin {
+        Some(want) if certboard::crypto::ct_eq(&want, &presented) => Ok((root, how)),
+        Some(want) => Err(RootTrustError::LookAlike {
+            path,
+            found,
+            pinned: certboard::crypto::fingerprint_of_digest(&want),
+            how,
+        }),
+        None => Err(RootTrustError::Unpinned { path, found }),
+    }
+}
+
 fn verify_receipt(
     file: PathBuf,
     report: Option<PathBuf>,
-    ca_cert: Option<PathBuf>,
+    pins: (Option<PathBuf>, Option<String>, PathBuf),
     blackboard_name: String,
 ) -> ExitCode {
-    let root_path = ca_cert.unwrap_or_else(|| {
-        let student = file.parent().and_then(|p| p.parent());
-        student.unwrap_or(Path::new(".")).join("ca.pem")
-    });
-    let root = match read_cert(&root_path) {
+    let (ca_cert, ca_fingerprint, out_dir) = pins;
+    let (root, how) = match receipt_root(
+        &file,
+        ca_cert.as_deref(),
+        ca_fingerprint.as_deref(),
+        &out_dir,
+    ) {
         Ok(r) => r,
         Err(e) => {
-            complain(&format!("root: {e} (give it with --ca-cert)"));
+            say(&format!("{}: NOT CHECKED: {}", file.display(), escaped(e)));
+            return ExitCode::from(2);
+        }
+    };
+    let root_fp = match root.to_der() {
+        Ok(der) => certboard::crypto::fingerprint(&der),
+        Err(e) => {
+            complain(&format!("root: {e}"));
             return ExitCode::from(2);
         }
     };
@@ -286,7 +453,10 @@ fn verify_receipt(
     };
     match certboard::receipt::verify_receipt(&der, &trust.root, Some(&trust.name)) {
         Err(e) => {
-            say(&format!("{}: INVALID: {e}", file.display()));
+            say(&format!(
+                "{}: INVALID: {e} (root SHA-256 {root_fp}, {how})",
+                file.display()
+            ));
             ExitCode::FAILURE
         }
         Ok(v) => {
@@ -304,7 +474,7 @@ fn verify_receipt(
             }
             say(&format!(
                 "{}: valid receipt {} signed by Blackboard {:?}: SID {} (certificate serial {}) \
-                 submitted a report with SHA-256 {} at {}{}",
+                 submitted a report with SHA-256 {} at {}{}; root SHA-256 {root_fp} ({how})",
                 file.display(),
                 c.receipt,
                 trust.name,
@@ -348,15 +518,17 @@ fn options(cli: &RunArgs) -> Result<ClientOptions, UsageError> {
             source,
         })?;
     }
+    if cli.enroll_code.is_some() {
+        return Err(UsageError::CodeOnCommandLine);
+    }
     let mut codes = HashMap::new();
-    if let Some(text) = &cli.enroll_code {
+    if let Some((from, text)) = one_code(cli)? {
         let [sid] = cli.sids.as_slice() else {
-            return Err(UsageError::CodeForSeveral);
+            return Err(UsageError::CodeForSeveral(from));
         };
-        codes.insert(
-            sid.clone(),
-            EnrollCode::parse(text).map_err(UsageError::Code)?,
-        );
+        let code =
+            EnrollCode::parse(text.trim()).map_err(|source| UsageError::Code { from, source })?;
+        codes.insert(sid.clone(), code);
     }
     if let Some(path) = &cli.codes_file {
         let text = std::fs::read_to_string(path).map_err(|source| UsageError::ReadFile {
@@ -381,7 +553,39 @@ fn options(cli: &RunArgs) -> Result<ClientOptions, UsageError> {
         codes,
         admission_secret,
         timeout: Duration::from_secs(cli.timeout.max(1)),
+        resubmit: cli.resubmit,
     })
+}
+
+/// Her one enrollment code and where it came from: --code-file (`-` for
+/// standard input, a prompt without echo on a terminal), else the
+/// environment when --codes-file is not given. Never the command line.
+fn one_code(cli: &RunArgs) -> Result<Option<(&'static str, String)>, UsageError> {
+    match &cli.code_file {
+        Some(path) if path.as_os_str() == "-" => {
+            let text = if std::io::stdin().is_terminal() {
+                let sid = cli.sids.first().map(String::as_str).unwrap_or_default();
+                rpassword::prompt_password(format!("enrollment code for {sid}: "))
+            } else {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).map(|_| line)
+            };
+            Ok(Some(("--code-file -", text.map_err(UsageError::ReadCode)?)))
+        }
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| UsageError::ReadFile {
+                flag: "--code-file",
+                path: path.clone(),
+                source,
+            })?;
+            Ok(Some(("--code-file", text)))
+        }
+        None if cli.codes_file.is_some() => Ok(None),
+        None => Ok(std::env::var(CODE_ENV)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (CODE_ENV, v))),
+    }
 }
 
 fn main() -> ExitCode {
@@ -391,10 +595,17 @@ fn main() -> ExitCode {
         file,
         report,
         ca_cert,
+        ca_fingerprint,
+        out_dir,
         blackboard_name,
     }) = cli.command
     {
-        return verify_receipt(file, report, ca_cert, blackboard_name);
+        return verify_receipt(
+            file,
+            report,
+            (ca_cert, ca_fingerprint, out_dir),
+            blackboard_name,
+        );
     }
     let cli = cli.run;
     let opts = match options(&cli) {
@@ -407,8 +618,17 @@ fn main() -> ExitCode {
     let mut failed = Vec::new();
     for sid in &cli.sids {
         say(&format!("== student {sid} =="));
-        let mut progress = |msg: &str| say(&escaped(msg).to_string());
+        // Line by line: a message's own line breaks are its layout, and
+        // what each line holds is escaped.
+        let mut progress = |msg: &str| {
+            for line in msg.lines() {
+                say(&escaped(line).to_string());
+            }
+        };
         match client::run_student(&opts, sid, &mut progress) {
+            Ok(Outcome::AlreadyAccepted { .. }) => say(&format!(
+                "student {sid}: done (already accepted, not sent again)"
+            )),
             Ok(_) => say(&format!("student {sid}: done")),
             Err(e) => {
                 // Said once, in her place in the run.

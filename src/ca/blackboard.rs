@@ -15,8 +15,10 @@ use openssl::cms::{CMSOptions, CmsContentInfo};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
+use openssl::md::Md;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
+use openssl::pkey_ctx::PkeyCtx;
 use openssl::sign::Signer;
 use openssl::x509::{X509Ref, X509};
 
@@ -154,6 +156,19 @@ impl BlackboardIdentity {
     pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>, ErrorStack> {
         let mut s = Signer::new(MessageDigest::sha256(), &self.key)?;
         s.sign_oneshot_to_vec(data)
+    }
+
+    /// Signs a SHA-256 digest already computed (the offer's transcript
+    /// hash, which the session keys need anyway): the same ECDSA signature
+    /// as [`sign`](Self::sign) of the data, without hashing it twice.
+    pub fn sign_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>, ErrorStack> {
+        let mut ctx = PkeyCtx::new(&self.key)?;
+        ctx.sign_init()?;
+        // Also refuses a digest of any other length.
+        ctx.set_signature_md(Md::sha256())?;
+        let mut sig = Vec::with_capacity(72);
+        ctx.sign_to_vec(digest, &mut sig)?;
+        Ok(sig)
     }
 
     /// A CMS SignedData over `content` (DER, content attached, signer
@@ -494,6 +509,20 @@ mod tests {
         let store = store.build();
         cms.verify(None, Some(&store), None, Some(&mut out), CMSOptions::BINARY)?;
         assert_eq!(out, b"{\"x\":1}");
+        Ok(())
+    }
+
+    #[test]
+    fn sign_digest_is_sign_of_the_hashed_data() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let ca = test_ca(dir.path(), CaKeyType::P256)?;
+        let id = ca.issue_blackboard(DEFAULT_BLACKBOARD_NAME)?;
+        let data = b"certboard v2 transcript";
+        let key = id.cert().public_key()?;
+        for sig in [id.sign(data)?, id.sign_digest(&openssl::sha::sha256(data))?] {
+            let mut v = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &key)?;
+            assert!(v.verify_oneshot(&sig, data)?);
+        }
         Ok(())
     }
 }

@@ -243,6 +243,8 @@ pub(super) enum SavedError {
     Crypto(ErrorStack),
     /// The certificate fails the check Blackboard will make.
     Check(ClientError),
+    /// The key file or its folder fails the owner and mode checks.
+    Unsafe(crate::fsutil::PermError),
 }
 
 impl fmt::Display for SavedError {
@@ -257,6 +259,7 @@ impl fmt::Display for SavedError {
             ),
             SavedError::Crypto(e) => write!(f, "{e}"),
             SavedError::Check(e) => write!(f, "saved certificate: {e}"),
+            SavedError::Unsafe(e) => write!(f, "saved key: {e}"),
         }
     }
 }
@@ -274,8 +277,10 @@ pub(super) fn load_saved(
     pinned: Option<&X509>,
 ) -> Result<(PKey<Private>, Vec<u8>, X509), SavedError> {
     let read = |p: PathBuf| fs::read(&p).map_err(|e| SavedError::Read(p, e));
-    let key = PKey::private_key_from_pem(&read(files.key())?)
-        .map_err(|_| SavedError::NotPem("key.pem"))?;
+    let key_pem = read(files.key())?;
+    // A key another user could have written is not hers to trust.
+    crate::fsutil::check_private_file_perms(&files.key()).map_err(SavedError::Unsafe)?;
+    let key = PKey::private_key_from_pem(&key_pem).map_err(|_| SavedError::NotPem("key.pem"))?;
     let cert = X509::from_pem(&read(files.cert())?).map_err(|_| SavedError::NotPem("cert.pem"))?;
     let root = match pinned {
         Some(r) => r.clone(),

@@ -3,13 +3,13 @@
 
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use openssl::x509::X509;
 
 use crate::crypto::{self, DIGEST_LEN};
 
-use super::files::write_file;
+use super::files::{self, write_file};
 use super::{io_ctx, ClientError};
 
 /// The file beside the students' directories that keeps the root's
@@ -52,22 +52,17 @@ pub fn pin_root(
         }
         RootPin::Fingerprint(want) if crypto::ct_eq(want, &presented) => Ok(()),
         RootPin::Fingerprint(want) => Err(changed(want, None)),
-        RootPin::FirstUse(path) => match fs::read_to_string(path) {
-            Ok(text) => match crypto::parse_fingerprint(text.trim()) {
-                Some(want) if want == presented => Ok(()),
-                Some(want) => Err(changed(&want, Some(path.clone()))),
-                None => Err(ClientError::Protocol(format!(
-                    "{} does not hold a SHA-256 fingerprint; delete it to pin the root again",
-                    path.display()
-                ))),
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        RootPin::FirstUse(path) => match read_pin(path)? {
+            Some(want) if want == presented => Ok(()),
+            Some(want) => Err(changed(&want, Some(path.clone()))),
+            None => {
                 let fp = crypto::fingerprint(root_der);
-                if let Some(dir) = path.parent() {
-                    fs::create_dir_all(dir)
-                        .map_err(io_ctx(format!("creating {}", dir.display())))?;
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    files::private_dir(dir)?;
                 }
                 write_file(path, format!("{fp}\n").as_bytes(), 0o644)?;
+                // Only here, where the pin is made: a pin found in place
+                // was made by an earlier run (and has passed the checks).
                 progress(&format!(
                     "first contact with this CA: its root's SHA-256 fingerprint is\n  {fp}\n\
                      compare it with the fingerprint your instructor published; it is pinned in {} \
@@ -76,10 +71,28 @@ pub fn pin_root(
                 ));
                 Ok(())
             }
-            Err(e) => Err(ClientError::Io {
-                what: format!("reading {}", path.display()),
-                source: e,
-            }),
         },
+    }
+}
+
+/// Reads a pin file kept by [`pin_root`]: `None` when there is none. It
+/// is held to the checks of a private key's file (a regular file, hers or
+/// root's, writable by no one else, in a directory no one else may write
+/// to): a fingerprint another user could have planted or changed decides
+/// whom she trusts, so one that fails them is refused, never used.
+pub fn read_pin(path: &Path) -> Result<Option<[u8; DIGEST_LEN]>, ClientError> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_ctx(format!("reading {}", path.display()))(e)),
+        Ok(_) => {}
+    }
+    crate::fsutil::check_private_file_perms(path).map_err(ClientError::PinUntrusted)?;
+    let text = fs::read_to_string(path).map_err(io_ctx(format!("reading {}", path.display())))?;
+    match crypto::parse_fingerprint(text.trim()) {
+        Some(fp) => Ok(Some(fp)),
+        None => Err(ClientError::Protocol(format!(
+            "{} does not hold a SHA-256 fingerprint; delete it to pin the root again",
+            path.display()
+        ))),
     }
 }

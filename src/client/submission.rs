@@ -11,6 +11,9 @@ use crate::message::{CipherId, DecodeError, Message, IV_LEN, NONCE_LEN};
 use crate::receipt::{self, ReceiptContent};
 use crate::verify::{verify_blackboard, BlackboardCertError};
 
+use std::path::PathBuf;
+
+use super::files::Files;
 use super::transport::FramedStream;
 use super::{unexpected, ClientError};
 
@@ -79,6 +82,47 @@ pub fn submit(
     trust: &BlackboardTrust,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Receipt, ClientError> {
+    let mut always = || true;
+    let step = Step {
+        cipher,
+        report,
+        trust,
+        send_report: &mut always,
+    };
+    // `always` never holds the report back.
+    submit_unless(conn, sid, cert_der, key, step, progress)?
+        .ok_or_else(|| ClientError::Protocol("the report was held back".into()))
+}
+
+/// What the Blackboard exchange sends and trusts, and whether the report
+/// goes once Blackboard has proved itself.
+pub(super) struct Step<'a> {
+    pub(super) cipher: CipherId,
+    pub(super) report: &'a str,
+    pub(super) trust: &'a BlackboardTrust,
+    /// Asked after Blackboard's offer is verified and before the report
+    /// leaves: `false` ends the exchange there, nothing recorded. Asked
+    /// that late so that everything Blackboard would refuse at the hello
+    /// (her certificate, the window) is still said.
+    pub(super) send_report: &'a mut dyn FnMut() -> bool,
+}
+
+/// [`submit`], but the report is sent only if `step.send_report` says so;
+/// `None` when it was held back.
+pub(super) fn submit_unless(
+    conn: &mut FramedStream,
+    sid: &str,
+    cert_der: &[u8],
+    key: &PKey<Private>,
+    step: Step<'_>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Option<Receipt>, ClientError> {
+    let Step {
+        cipher,
+        report,
+        trust,
+        send_report,
+    } = step;
     let hello = Message::SubmitOpen {
         sid: sid.to_string(),
         cert_der: cert_der.to_vec(),
@@ -119,6 +163,9 @@ pub fn submit(
          over this exchange) and sent a session key (RSA-OAEP)",
         trust.name
     ));
+    if !send_report() {
+        return Ok(None);
+    }
     let session = crypto::unwrap_key(key, &wrapped_key)?;
     let session: [u8; SESSION_KEY_LEN] = session
         .try_into()
@@ -157,13 +204,27 @@ pub fn submit(
             report: Some(report.as_bytes()),
             transcript: Some(&th),
         },
-    )?;
-    Ok(Receipt {
+    );
+    // Blackboard has recorded the report by now: what it sent is kept
+    // even when it does not hold up, and the error says so.
+    let content = match content {
+        Ok(c) => c,
+        Err(ClientError::Receipt(source)) => {
+            return Err(ClientError::UnverifiedReceipt {
+                receipt_id,
+                signed_receipt,
+                source,
+                saved: None,
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(Some(Receipt {
         receipt_id,
         serial_hex,
         signed_receipt,
         content,
-    })
+    }))
 }
 
 /// What a receipt must say.
@@ -211,4 +272,21 @@ pub fn check_receipt(
         check("transcript_sha256", &c.transcript_sha256, &hex)?;
     }
     Ok(c)
+}
+
+/// A receipt she holds, verified under `trust`, that shows Blackboard
+/// already accepted exactly `report` from her: its file and content.
+/// A receipt that does not verify proves nothing and is passed over.
+pub(super) fn accepted_before(
+    files: &Files,
+    trust: &BlackboardTrust,
+    sid: &str,
+    report: &[u8],
+) -> Option<(PathBuf, ReceiptContent)> {
+    let want = crypto::sha256_hex(report);
+    files.receipt_files().into_iter().find_map(|path| {
+        let der = std::fs::read(&path).ok()?;
+        let v = receipt::verify_receipt(&der, &trust.root, Some(&trust.name)).ok()?;
+        (v.content.sid == sid && v.content.report_sha256 == want).then_some((path, v.content))
+    })
 }

@@ -19,6 +19,56 @@ pub(super) fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
+fn net_ctx(what: impl Into<String>) -> impl FnOnce(io::Error) -> ClientError {
+    let what = what.into();
+    move |source| ClientError::Network { what, source }
+}
+
+/// A network error in words a student can act on: what happened, then
+/// what to check. The system's own text ("Connection refused (os error
+/// 111)") names the symptom, not the remedy.
+pub(super) fn explain(e: &io::Error) -> String {
+    use io::ErrorKind as K;
+    let hint = match e.kind() {
+        K::ConnectionRefused => {
+            "nothing listens there: is the server running, and is this its host and port \
+             (--ca ADDR for the CA, --blackboard ADDR for Blackboard)?"
+        }
+        K::UnexpectedEof => {
+            "the server closed the connection without an answer: its log says why (a limit, \
+             a refusal it could not send, a restart); run again, and if it happens again ask \
+             whoever runs the server"
+        }
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
+            "the server dropped the connection: its log says why (a limit, a restart); run \
+             again, and if it happens again ask whoever runs the server"
+        }
+        K::HostUnreachable | K::NetworkUnreachable | K::NetworkDown => {
+            "no route to that host: check the address and your network connection"
+        }
+        K::AddrNotAvailable | K::InvalidInput => {
+            "not an address this machine can connect to: check the host and port"
+        }
+        K::NotFound => "no such host: check the host name (--ca ADDR, --blackboard ADDR)",
+        _ => "check that the server is running and reachable at that address",
+    };
+    // The kind's own words are lowercase and free of OS numbers; any other
+    // error keeps its own text (a host lookup's says what failed).
+    let what = match e.kind() {
+        kind @ (K::ConnectionRefused
+        | K::UnexpectedEof
+        | K::ConnectionReset
+        | K::ConnectionAborted
+        | K::BrokenPipe
+        | K::HostUnreachable
+        | K::NetworkUnreachable
+        | K::NetworkDown
+        | K::AddrNotAvailable) => kind.to_string(),
+        _ => e.to_string(),
+    };
+    format!("{what}: {hint}")
+}
+
 /// A blocking, framed connection to one of the services.
 #[derive(Debug)]
 pub struct FramedStream {
@@ -37,14 +87,17 @@ impl FramedStream {
     /// write after it.
     pub fn connect(addr: &str, timeout: Duration) -> Result<FramedStream, ClientError> {
         let what = format!("connecting to {addr}");
+        // A failed lookup is "no such host" whatever kind the resolver gave.
+        let not_found = |e: io::Error| io::Error::new(io::ErrorKind::NotFound, e.to_string());
         let sock = addr
             .to_socket_addrs()
-            .map_err(io_ctx(what.clone()))?
-            .next()
-            .ok_or_else(|| ClientError::Io {
-                what: what.clone(),
-                source: io::Error::new(io::ErrorKind::NotFound, "no address"),
-            })?;
+            .map_err(not_found)
+            .and_then(|mut found| {
+                found
+                    .next()
+                    .ok_or_else(|| not_found(io::Error::other("the host has no address")))
+            })
+            .map_err(net_ctx(what.clone()))?;
         let stream = TcpStream::connect_timeout(&sock, timeout).map_err(|e| {
             if is_timeout(&e) {
                 ClientError::Timeout {
@@ -52,7 +105,7 @@ impl FramedStream {
                     after: timeout,
                 }
             } else {
-                ClientError::Io {
+                ClientError::Network {
                     what: what.clone(),
                     source: e,
                 }
@@ -85,7 +138,7 @@ impl FramedStream {
         let peer = self.peer.clone();
         self.stream
             .write_all(&framing::frame(payload))
-            .map_err(io_ctx(format!("sending to {peer}")))
+            .map_err(net_ctx(format!("sending to {peer}")))
     }
 
     /// Sends one message.
@@ -124,10 +177,10 @@ impl FramedStream {
                         after: self.timeout,
                     })
                 }
-                Err(e) => return Err(ClientError::Io { what, source: e }),
+                Err(e) => return Err(ClientError::Network { what, source: e }),
             };
             if n == 0 {
-                return Err(ClientError::Io {
+                return Err(ClientError::Network {
                     what: format!("reading from {}", self.peer),
                     source: io::ErrorKind::UnexpectedEof.into(),
                 });
@@ -178,5 +231,25 @@ impl FramedStream {
                 other.name()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_errors_say_what_to_check_without_os_numbers() {
+        let refused = explain(&io::Error::from_raw_os_error(111));
+        assert!(refused.starts_with("connection refused: "), "{refused}");
+        assert!(refused.contains("is the server running"), "{refused}");
+        assert!(!refused.contains("os error"), "{refused}");
+        let eof = explain(&io::ErrorKind::UnexpectedEof.into());
+        assert!(eof.contains("its log says why"), "{eof}");
+        let lookup = explain(&io::Error::new(io::ErrorKind::NotFound, "lookup failed"));
+        assert!(
+            lookup.starts_with("lookup failed: no such host"),
+            "{lookup}"
+        );
     }
 }

@@ -158,7 +158,8 @@ pub(super) fn open(
         let wrapped_key = crypto::wrap_key(&student.key, &session_key)?;
         let t = crypto::transcript(hello, &server_nonce, &wrapped_key, identity.cert_der());
         let th = openssl::sha::sha256(&t);
-        let signature = identity.sign(&t)?;
+        // The transcript's hash is already there: signed as it is.
+        let signature = identity.sign_digest(&th)?;
         let keys = SessionKeys::derive_v2(&session_key, &th)?;
         Ok::<_, openssl::error::ErrorStack>((server_nonce, wrapped_key, th, signature, keys))
     })();
