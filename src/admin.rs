@@ -19,8 +19,9 @@ pub use export::{certs, reports, select_reports, Format, ReportFilter};
 use crate::ca::{CertificateAuthority, Serial};
 use crate::escape::escaped;
 use crate::sid::SidError;
+use crate::store::ReportRecord;
 use crate::store::{Storage, StoreError};
-use crate::time::{now_unix, time_text};
+use crate::time::{now_unix, rfc3339};
 
 /// The reasons an operator may give: the pki's one type, which clap
 /// parses `--reason` into.
@@ -197,7 +198,8 @@ pub fn revoke(
     Ok(n)
 }
 
-/// Lists certificates, one line each.
+/// Lists certificates, one `key=value` line each (times RFC 3339, text
+/// from the store escaped).
 pub fn list_certs(store: &mut dyn Storage, out: &mut dyn Write) -> Result<(), AdminError> {
     for c in store.certs()? {
         let status = match &c.revoked {
@@ -205,7 +207,7 @@ pub fn list_certs(store: &mut dyn Storage, out: &mut dyn Write) -> Result<(), Ad
             None => "good".to_string(),
             Some((at, reason)) => format!(
                 "revoked {} ({})",
-                time_text(*at),
+                rfc3339(*at),
                 reason.map_or("", RevokeReason::name)
             ),
         };
@@ -214,7 +216,7 @@ pub fn list_certs(store: &mut dyn Storage, out: &mut dyn Write) -> Result<(), Ad
             "serial={} sid={} not_after=\"{}\" origin={} status={status}",
             c.serial,
             escaped(&c.sid),
-            time_text(c.not_after),
+            rfc3339(c.not_after),
             c.origin.as_str()
         )?;
     }
@@ -223,17 +225,47 @@ pub fn list_certs(store: &mut dyn Storage, out: &mut dyn Write) -> Result<(), Ad
 
 /// Lists reports, one line each (the text's first line only).
 pub fn list_reports(store: &mut dyn Storage, out: &mut dyn Write) -> Result<(), AdminError> {
-    for r in store.reports()? {
+    list_reports_of(&store.reports()?, false, out)
+}
+
+/// [`list_reports`] of the reports given: `key=value`, times RFC 3339, the
+/// first line quoted and escaped (a quote in it as `\"`); with `full`,
+/// each followed by its whole text, indented, every line escaped.
+fn list_reports_of(
+    reports: &[ReportRecord],
+    full: bool,
+    out: &mut dyn Write,
+) -> Result<(), AdminError> {
+    for r in reports {
         let lines = r.text.lines().count();
         let first = r.text.lines().next().unwrap_or("");
+        if full {
+            writeln!(
+                out,
+                "receipt={} sid={} serial={} received=\"{}\" origin={} lines={lines}:",
+                r.receipt_id,
+                escaped(&r.sid),
+                r.serial,
+                rfc3339(r.received_at),
+                r.origin.as_str(),
+            )?;
+            for l in r.text.lines() {
+                // A tab aligns a report's own columns and forges nothing.
+                writeln!(out, "    {}", crate::escape::escaped_keep_tab(l))?;
+            }
+            continue;
+        }
         writeln!(
             out,
-            "receipt={} sid={} serial={} received=\"{}\" origin={} lines={lines} first={first:?}",
+            "receipt={} sid={} serial={} received=\"{}\" origin={} lines={lines} first={}",
             r.receipt_id,
             escaped(&r.sid),
             r.serial,
-            time_text(r.received_at),
-            r.origin.as_str()
+            rfc3339(r.received_at),
+            r.origin.as_str(),
+            // Debug quotes it and escapes quotes; `escaped` whatever
+            // Debug leaves printable that a terminal would still obey.
+            escaped(format_args!("{first:?}"))
         )?;
     }
     Ok(())

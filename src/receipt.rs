@@ -1,8 +1,12 @@
 //! The signed receipt of protocol version 2: what Blackboard signs once a
 //! report is durable (a CMS SignedData whose content is a small JSON
 //! object), and the student's check of one, in the session or later
-//! (`client verify-receipt`). Anyone can check one with stock tools:
-//! `openssl cms -verify -inform DER -in FILE -CAfile ca.pem -purpose any`.
+//! (`client verify-receipt`). Anyone can check one with stock tools, as
+//! [`openssl_verify_command`] writes it: `-purpose sslserver` and
+//! `-verify_hostname` refuse a receipt a student signed with her own
+//! certificate (same root, but clientAuth only and her SID as its name),
+//! and `-attime` checks Blackboard's certificate when it signed, so a
+//! receipt still verifies after that 7-day certificate has expired.
 
 use std::fmt;
 
@@ -252,6 +256,36 @@ fn parse_content(json: &[u8]) -> Result<ReceiptContent, ReceiptError> {
     Ok(c)
 }
 
+/// The stock OpenSSL command that checks the receipt in `file` for what it
+/// is: a CMS signature by a certificate from the root in `ca_file` that is
+/// a TLS server certificate (serverAuth; a student's is clientAuth only)
+/// for `name` (Blackboard's; a student's carries her SID), valid at
+/// `signed_at` (the receipt's `received_at` as Unix seconds: Blackboard's
+/// certificate lives 7 days, a receipt much longer). The paths are quoted
+/// for a POSIX shell.
+pub fn openssl_verify_command(file: &str, ca_file: &str, name: &str, signed_at: i64) -> String {
+    format!(
+        "openssl cms -verify -inform DER -in {} -CAfile {} -purpose sslserver \
+         -verify_hostname {} -x509_strict -attime {signed_at}",
+        shell_quoted(file),
+        shell_quoted(ca_file),
+        shell_quoted(name)
+    )
+}
+
+/// `s` as one POSIX shell word: as it is when it is plainly safe, else in
+/// single quotes.
+fn shell_quoted(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@%,".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 /// Compares one field.
 pub fn expect_field(field: &'static str, found: &str, expected: &str) -> Result<(), ReceiptError> {
     if found == expected {
@@ -262,5 +296,28 @@ pub fn expect_field(field: &'static str, found: &str, expected: &str) -> Result<
             expected: expected.to_string(),
             found: found.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openssl_command_pins_purpose_name_and_time() {
+        let cmd = openssl_verify_command(
+            "students/1/receipts/7.p7m",
+            "keys/ca-cert.pem",
+            "blackboard.invalid",
+            1_796_047_200,
+        );
+        assert_eq!(
+            cmd,
+            "openssl cms -verify -inform DER -in students/1/receipts/7.p7m -CAfile \
+             keys/ca-cert.pem -purpose sslserver -verify_hostname blackboard.invalid \
+             -x509_strict -attime 1796047200"
+        );
+        let odd = openssl_verify_command("a b's.p7m", "ca.pem", "bb", 1);
+        assert!(odd.contains("-in 'a b'\\''s.p7m' "), "{odd}");
     }
 }

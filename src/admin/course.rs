@@ -8,6 +8,7 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::course::code::EnrollCode;
+use crate::escape::{escaped, needs_escape};
 use crate::fsutil;
 use crate::store::{CertRow, Storage, Student};
 use crate::time::{now_unix, rfc3339};
@@ -76,6 +77,22 @@ pub fn parse_roster(text: &str) -> Result<Vec<Student>, Vec<(usize, String)>> {
         }
         if name.is_empty() {
             problems.push((*line, format!("SID {sid}: no name")));
+            continue;
+        }
+        // A name is shown in the instructor's terminal and exported: a
+        // control or bidi-override character in one is never a real name,
+        // only a way to rewrite her screen (the listings escape it anyway,
+        // for names already stored).
+        if let Some(c) = name.chars().find(|c| needs_escape(*c)) {
+            problems.push((
+                *line,
+                format!(
+                    "SID {sid}: the name {} holds a control or bidi character (U+{:04X}); \
+                     remove it",
+                    escaped(format_args!("{name:?}")),
+                    u32::from(c)
+                ),
+            ));
             continue;
         }
         if !seen.insert(sid.to_string()) {
@@ -323,6 +340,25 @@ pub fn status(
                 out.write_all(line.as_bytes())?;
             }
         }
+        Format::Lines => {
+            for r in &rows {
+                let (serial, until, revoked, last) = fields(r);
+                let dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
+                writeln!(
+                    out,
+                    "sid={} name={} certificate={} valid_until={} revoked={} reports={} \
+                     last_report={} code={}",
+                    escaped(&r.sid),
+                    escaped(format_args!("{:?}", r.name)),
+                    escaped(dash(serial)),
+                    dash(until),
+                    if revoked { "yes" } else { "no" },
+                    r.reports,
+                    dash(last),
+                    r.code
+                )?;
+            }
+        }
         Format::Table => {
             writeln!(
                 out,
@@ -335,9 +371,14 @@ pub fn status(
                 writeln!(
                     out,
                     "{:<12} {:<24} {:<34} {:<21} {:<8} {:>7} {:<21} {}",
-                    r.sid,
-                    if r.name.is_empty() { "-" } else { &r.name },
-                    dash(serial),
+                    // Escaped before padding: `Escaped` ignores widths.
+                    escaped(&r.sid).to_string(),
+                    if r.name.is_empty() {
+                        "-".to_string()
+                    } else {
+                        escaped(&r.name).to_string()
+                    },
+                    escaped(dash(serial)).to_string(),
                     dash(until),
                     if revoked { "yes" } else { "no" },
                     r.reports,
@@ -368,7 +409,7 @@ pub fn status(
                 if missing.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({})", missing.join(" "))
+                    format!(" ({})", escaped(missing.join(" ")))
                 },
                 if locked > 0 {
                     format!(", locked {locked}")

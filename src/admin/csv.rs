@@ -1,20 +1,45 @@
 //! The little CSV certboard reads (the roster) and writes (exports):
 //! RFC 4180, comma-separated, `"` quoting with `""` for a quote inside.
+//!
+//! Every export goes through [`record`], which is also where a cell that a
+//! spreadsheet would run as a formula is made inert: a student's name or
+//! report text beginning with `=`, `+`, `-`, `@`, a tab or a CR is written
+//! with a `'` in front (the OWASP "CSV injection" rule), so
+//! `=HYPERLINK(…)` opens as text, not as a live link. The cost is that
+//! such a cell reads back with its `'`; a spreadsheet hides it.
 
-/// Writes one record: a field holding a comma, a quote, CR or LF is
-/// quoted, quotes doubled; lines end in CRLF (RFC 4180).
+use std::borrow::Cow;
+
+/// The first characters that make a spreadsheet read a cell as a formula
+/// (or, TAB and CR, that hide one behind leading blanks).
+const FORMULA_LEADS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// `cell` as a spreadsheet will show it but never run: with a `'` in front
+/// when it begins with a formula character.
+pub(crate) fn neutralised(cell: &str) -> Cow<'_, str> {
+    if cell.starts_with(FORMULA_LEADS) {
+        Cow::Owned(format!("'{cell}"))
+    } else {
+        Cow::Borrowed(cell)
+    }
+}
+
+/// Writes one record: each field neutralised (see the module), then a
+/// field holding a comma, a quote, CR or LF is quoted, quotes doubled;
+/// lines end in CRLF (RFC 4180).
 pub(crate) fn record(fields: &[&str]) -> String {
     let mut out = String::new();
     for (i, f) in fields.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
+        let f = neutralised(f);
         if f.contains([',', '"', '\r', '\n']) {
             out.push('"');
             out.push_str(&f.replace('"', "\"\""));
             out.push('"');
         } else {
-            out.push_str(f);
+            out.push_str(&f);
         }
     }
     out.push_str("\r\n");
@@ -120,6 +145,27 @@ mod tests {
         assert_eq!(back[0].1, nasty.map(String::from).to_vec());
         // The second record starts after the two embedded line breaks.
         assert_eq!(back[1].0, 4);
+        Ok(())
+    }
+
+    #[test]
+    fn formula_cells_are_written_inert() -> Result<(), CsvError> {
+        let cells = [
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "+1+1",
+            "-2+3",
+            "@SUM(A1:A2)",
+            "\t=1",
+            "\r=1",
+            "=1\n=2",
+        ];
+        let back = parse(&record(&cells))?;
+        let expected: Vec<String> = cells.iter().map(|c| format!("'{c}")).collect();
+        assert_eq!(back[0].1, expected);
+        // Not at the start, or an ordinary first character: left alone.
+        for plain in ["a=b", "1-2", "mail@example.org", "", "'=already"] {
+            assert_eq!(record(&[plain]), format!("{plain}\r\n"));
+        }
         Ok(())
     }
 

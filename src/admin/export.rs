@@ -1,23 +1,32 @@
 //! `reports` and `certs` in the instructor's formats: the table for a
-//! terminal, CSV and JSON for a spreadsheet or a script (dates RFC 3339,
-//! UTC).
+//! terminal, `key=value` lines for grep, CSV and JSON for a spreadsheet or
+//! a script. Dates are RFC 3339, UTC, in every format.
+//!
+//! Whatever reaches the terminal (table and lines) passes through
+//! [`escaped`]: a SID, a name or a report line holding an escape sequence
+//! or a bidi override is shown, not run. CSV cells are made inert to a
+//! spreadsheet by the one CSV writer ([`csv::record`]).
 
 use std::io::Write;
 
 use serde_json::json;
 
-use crate::store::{ReportRecord, RevocationReason, Storage};
-use crate::time::{now_unix, rfc3339, time_text};
+use crate::escape::{escaped, escaped_keep_tab};
+use crate::store::{CertRow, ReportRecord, RevocationReason, Storage};
+use crate::time::{now_unix, rfc3339};
 
 use super::csv;
-use super::{list_certs, AdminError};
+use super::{list_certs, list_reports_of, AdminError};
 
 /// How a listing is printed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// Aligned text for a terminal.
+    /// Aligned columns for a terminal.
     #[default]
     Table,
+    /// One `key=value` line per record, for grep (the default of
+    /// `reports` and `certs`, as before the table).
+    Lines,
     /// RFC 4180 CSV with a header line.
     Csv,
     /// One JSON array of objects.
@@ -112,26 +121,46 @@ pub fn reports(
                 out.write_all(line.as_bytes())?;
             }
         }
+        Format::Lines => list_reports_of(&rows, filter.full, out)?,
         Format::Table => {
-            for r in &rows {
-                let lines = r.text.lines().count();
-                let first = r.text.lines().next().unwrap_or("");
-                write!(
-                    out,
-                    "receipt={} sid={} serial={} received=\"{}\" origin={} lines={lines}",
-                    r.receipt_id,
-                    r.sid,
-                    r.serial,
-                    time_text(r.received_at),
-                    r.origin.as_str()
-                )?;
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.receipt_id.to_string(),
+                        escaped(&r.sid).to_string(),
+                        r.serial.to_string(),
+                        rfc3339(r.received_at),
+                        r.origin.as_str().to_string(),
+                        r.text.lines().count().to_string(),
+                        if filter.full {
+                            String::new()
+                        } else {
+                            escaped(r.text.lines().next().unwrap_or("")).to_string()
+                        },
+                    ]
+                })
+                .collect();
+            let head = [
+                "receipt",
+                "sid",
+                "serial",
+                "received_at",
+                "origin",
+                "lines",
+                if filter.full { "" } else { "first_line" },
+            ];
+            let widths = column_widths(&head, &cells);
+            write_row(out, &widths, &head.map(String::from))?;
+            for (r, row) in rows.iter().zip(&cells) {
+                write_row(out, &widths, row)?;
                 if filter.full {
-                    writeln!(out, ":")?;
+                    // A tab aligns a report's own columns and forges
+                    // nothing; everything else that moves the cursor is
+                    // escaped.
                     for l in r.text.lines() {
-                        writeln!(out, "    {l}")?;
+                        writeln!(out, "    {}", escaped_keep_tab(l))?;
                     }
-                } else {
-                    writeln!(out, " first={first:?}")?;
                 }
             }
         }
@@ -145,16 +174,54 @@ pub fn certs(
     format: Format,
     out: &mut dyn Write,
 ) -> Result<(), AdminError> {
-    if format == Format::Table {
+    if format == Format::Lines {
         return list_certs(store, out);
     }
     let now = now_unix();
     let rows = store.certs()?;
-    let status = |c: &crate::store::CertRow| match &c.revoked {
+    let status = |c: &CertRow| match &c.revoked {
         Some(_) => "revoked",
         None if c.not_after < now => "expired",
         None => "good",
     };
+    if format == Format::Table {
+        let head = [
+            "serial",
+            "sid",
+            "not_before",
+            "not_after",
+            "origin",
+            "status",
+            "revoked_at",
+            "revoke_reason",
+        ];
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|c| {
+                let (at, why) = c
+                    .revoked
+                    .as_ref()
+                    .map(|(at, why)| (rfc3339(*at), reason_text(*why).to_string()))
+                    .unwrap_or_else(|| ("-".into(), "-".into()));
+                vec![
+                    c.serial.to_string(),
+                    escaped(&c.sid).to_string(),
+                    rfc3339(c.not_before),
+                    rfc3339(c.not_after),
+                    c.origin.as_str().to_string(),
+                    status(c).to_string(),
+                    at,
+                    why,
+                ]
+            })
+            .collect();
+        let widths = column_widths(&head, &cells);
+        write_row(out, &widths, &head.map(String::from))?;
+        for row in &cells {
+            write_row(out, &widths, row)?;
+        }
+        return Ok(());
+    }
     if format == Format::Json {
         let list: Vec<_> = rows
             .iter()
@@ -204,6 +271,31 @@ pub fn certs(
         out.write_all(line.as_bytes())?;
     }
     Ok(())
+}
+
+/// Each column's width in characters: its widest cell or heading.
+fn column_widths(head: &[&str], rows: &[Vec<String>]) -> Vec<usize> {
+    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    widths
+}
+
+/// One row of a table, cells (already escaped) padded to `widths`, the
+/// last one not padded so no line ends in blanks.
+fn write_row(out: &mut dyn Write, widths: &[usize], cells: &[String]) -> std::io::Result<()> {
+    let mut line = String::new();
+    for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+        if i + 1 == cells.len() {
+            line.push_str(cell);
+        } else {
+            line.push_str(&format!("{cell:<w$}  "));
+        }
+    }
+    writeln!(out, "{}", line.trim_end())
 }
 
 /// A revocation's reason as the listings write it: its RFC 5280 name, or

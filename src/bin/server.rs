@@ -179,8 +179,9 @@ enum Command {
     },
     /// List issued certificates.
     Certs {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        /// Output format (`lines`, the default, is one `key=value` line
+        /// per certificate; `table` aligned columns).
+        #[arg(long, value_enum, default_value_t = Format::Lines)]
         format: Format,
     },
     /// List accepted reports (the table shows each one's first line).
@@ -194,8 +195,9 @@ enum Command {
         /// The whole text in the table (CSV and JSON always carry it).
         #[arg(long)]
         full: bool,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        /// Output format (`lines`, the default, is one `key=value` line
+        /// per report; `table` aligned columns).
+        #[arg(long, value_enum, default_value_t = Format::Lines)]
         format: Format,
     },
     /// One row per roster student (per SID seen, without a roster): her
