@@ -111,7 +111,9 @@ fn saved_receipt(
     files.pop().ok_or_else(|| "no receipt".into())
 }
 
-/// `openssl cms -verify` as README shows it; returns (success, content).
+/// `openssl cms -verify` with `-purpose any`: only that the CMS signature and
+/// chain hold (README's command adds the Blackboard-only checks, tested in
+/// tests/receipts_openssl.rs); returns (success, content).
 fn openssl_cms_verify(
     file: &std::path::Path,
     root: &std::path::Path,

@@ -202,6 +202,12 @@ pub fn read_codes(text: &str) -> Result<HashMap<String, EnrollCode>, CodesFileEr
             .split_once(',')
             .ok_or_else(|| bad("expected `sid,code`".into()))?;
         let sid = sid.trim();
+        // The server's CSV writer makes a cell starting with `-` inert for
+        // spreadsheets by prefixing `'` (admin/csv.rs): read it back as the SID.
+        let sid = match sid.strip_prefix('\'') {
+            Some(rest) if rest.starts_with('-') => rest,
+            _ => sid,
+        };
         crate::sid::validate(sid).map_err(|e| bad(format!("SID {sid:?}: {e}")))?;
         let code = EnrollCode::parse(code).map_err(|e| bad(format!("SID {sid}: {e}")))?;
         codes.insert(sid.to_string(), code);
@@ -411,5 +417,19 @@ mod tests {
             load_saved(&files, "bob", None),
             Err(SavedError::Check(_))
         ));
+    }
+
+    #[test]
+    fn a_sid_the_csv_writer_made_inert_reads_back() -> Result<(), Box<dyn std::error::Error>> {
+        let code = "7KQ2M-9XW4T-ABCDE-FGHJK";
+        let codes = read_codes(&format!("sid,code\r\n'-s1,{code}\r\n'x,{code}\r\n"));
+        // `'-s1` is the writer's form of `-s1`; `'x` was never written by it.
+        assert!(codes.is_err(), "{codes:?}");
+        let codes = read_codes(&format!("sid,code\r\n'-s1,{code}\r\ns2,{code}\r\n"))?;
+        assert!(
+            codes.contains_key("-s1") && codes.contains_key("s2"),
+            "{codes:?}"
+        );
+        Ok(())
     }
 }
