@@ -227,7 +227,9 @@ impl Ops {
             None => answer,
         };
         self.metrics.ocsp_response(answer.label());
-        let max_age = answer.max_age(now);
+        // Short, not until nextUpdate: a cache must ask again soon after a
+        // revocation (RFC 5019 §6.2 allows max-age < nextUpdate).
+        let max_age = answer.max_age(now).min(ocsp::GET_MAX_AGE_SECS);
         let mut resp = Response::new(200, answer.der).content_type(OCSP_RESPONSE);
         if cacheable && max_age > 0 {
             // RFC 5019 §6.2.
@@ -343,6 +345,33 @@ mod tests {
         assert_eq!(ops.handle(&get("/health"), &mut store).status, 200);
         let m = ops.handle(&get("/metrics"), &mut store);
         assert!(String::from_utf8(m.body)?.contains("certboard_certificates_issued_total"));
+        Ok(())
+    }
+
+    #[test]
+    fn ocsp_get_answers_are_cached_briefly_not_until_next_update(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use openssl::hash::MessageDigest;
+        use openssl::ocsp::{OcspCertId, OcspRequest};
+        let dir = tempfile::tempdir()?;
+        let pki = crate::testing::TestPki::create(dir.path(), &Default::default())?;
+        let mut store = crate::store::SqliteStore::open(dir.path())?;
+        let mut ops = Ops::new(Some(pki.ca.clone()), Arc::new(Metrics::new()))?;
+        let id = OcspCertId::from_cert(MessageDigest::sha1(), pki.ca.cert(), pki.ca.cert())?;
+        let mut req = OcspRequest::new()?;
+        req.add_id(id)?;
+        let b64 = openssl::base64::encode_block(&req.to_der()?);
+        let encoded = b64.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
+        let r = ops.handle(&get(&format!("/ocsp/{encoded}")), &mut store);
+        assert_eq!(r.status, 200);
+        let cc = r.cache_control.ok_or("no Cache-Control")?;
+        let age: i64 = cc
+            .strip_prefix("max-age=")
+            .and_then(|s| s.split(',').next())
+            .ok_or("no max-age")?
+            .parse()?;
+        assert!(age > 0 && age <= ocsp::GET_MAX_AGE_SECS, "{cc}");
+        assert!(age < ResponderConfig::default().validity_secs, "{cc}");
         Ok(())
     }
 

@@ -403,6 +403,13 @@ pub fn decode_get_path(encoded: &str) -> Result<Vec<u8>, OcspError> {
     openssl::base64::decode_block(&b64).map_err(|_| OcspError::BadGetEncoding)
 }
 
+/// The most seconds an HTTP cache may keep an OCSP GET answer
+/// (`Cache-Control: max-age`, RFC 5019 §6.2), whatever its `nextUpdate`:
+/// a cache answering "good" after a revocation does so for at most this
+/// long. RFC 5019 §6.2 lets max-age be shorter than nextUpdate; a relying
+/// party holding the answer itself may still use it until nextUpdate.
+pub const GET_MAX_AGE_SECS: i64 = 300;
+
 /// How long answers are good for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResponderConfig {
@@ -487,8 +494,8 @@ impl OcspAnswer {
         }
     }
 
-    /// Seconds an HTTP cache may keep this answer (RFC 5019 §6.2
-    /// `max-age`): until `nextUpdate`; 0 for an error.
+    /// Seconds until this answer's `nextUpdate`; 0 for an error. An HTTP
+    /// cache gets at most [`GET_MAX_AGE_SECS`] of it (see `ops`).
     pub fn max_age(&self, now_unix: i64) -> i64 {
         self.next_update.map_or(0, |n| (n - now_unix).max(0))
     }
