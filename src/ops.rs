@@ -361,7 +361,10 @@ mod tests {
         let mut req = OcspRequest::new()?;
         req.add_id(id)?;
         let b64 = openssl::base64::encode_block(&req.to_der()?);
-        let encoded = b64.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
+        let encoded = b64
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D");
         let r = ops.handle(&get(&format!("/ocsp/{encoded}")), &mut store);
         assert_eq!(r.status, 200);
         let cc = r.cache_control.ok_or("no Cache-Control")?;
