@@ -40,6 +40,8 @@ pub use crate::ca::RevocationReason;
 pub use crate::ca::Serial;
 
 mod bounded;
+#[cfg(test)]
+pub(crate) mod gated;
 mod location;
 mod migrate;
 mod postgres;

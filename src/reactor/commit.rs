@@ -771,85 +771,6 @@ mod tests {
         Ok(())
     }
 
-    /// A store whose commits wait until the test lets them go (a
-    /// database that stopped answering).
-    struct StuckStore {
-        inner: FakeStore,
-        go: Arc<Mutex<Receiver<()>>>,
-    }
-
-    impl Storage for StuckStore {
-        fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
-            if let Ok(go) = self.go.lock() {
-                let _ = go.recv();
-            }
-            self.inner.commit(batch)
-        }
-        fn cert_status(&mut self, s: &Serial) -> Result<CertStatus, StoreError> {
-            self.inner.cert_status(s)
-        }
-        fn revoke_serial(
-            &mut self,
-            s: &Serial,
-            r: RevocationReason,
-            at: i64,
-        ) -> Result<usize, StoreError> {
-            self.inner.revoke_serial(s, r, at)
-        }
-        fn revoke_sid(
-            &mut self,
-            s: &str,
-            r: RevocationReason,
-            at: i64,
-        ) -> Result<usize, StoreError> {
-            self.inner.revoke_sid(s, r, at)
-        }
-        fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {
-            self.inner.certs()
-        }
-        fn reports(&mut self) -> Result<Vec<ReportRecord>, StoreError> {
-            self.inner.reports()
-        }
-        fn next_crl_number(&mut self) -> Result<u64, StoreError> {
-            self.inner.next_crl_number()
-        }
-        fn import_roster(&mut self, s: &[Student]) -> Result<RosterChange, StoreError> {
-            self.inner.import_roster(s)
-        }
-        fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
-            self.inner.roster()
-        }
-        fn enrollment_view(&mut self, s: &str) -> Result<EnrollView, StoreError> {
-            self.inner.enrollment_view(s)
-        }
-        fn store_codes(
-            &mut self,
-            c: &[(String, CodeKey)],
-            at: i64,
-            r: bool,
-        ) -> Result<Vec<String>, StoreError> {
-            self.inner.store_codes(c, at, r)
-        }
-        fn counts(&mut self) -> Result<Counts, StoreError> {
-            self.inner.counts()
-        }
-        fn record_window(&mut self, o: Option<i64>, c: Option<i64>) -> Result<(), StoreError> {
-            self.inner.record_window(o, c)
-        }
-        fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
-            self.inner.recorded_window()
-        }
-        fn revocations(&mut self) -> Result<Vec<crate::store::Revocation>, StoreError> {
-            self.inner.revocations()
-        }
-        fn revocation_mark(&mut self) -> Result<crate::store::RevocationMark, StoreError> {
-            self.inner.revocation_mark()
-        }
-        fn check(&mut self) -> Result<(), StoreError> {
-            self.inner.check()
-        }
-    }
-
     /// Behind a COMMIT the database does not answer, a later batch is
     /// refused after the bound, with nothing recorded, and never committed;
     /// the stuck one gets the store's own answer when it comes.
@@ -857,9 +778,11 @@ mod tests {
     fn a_batch_queued_behind_a_stuck_commit_is_refused_and_never_committed(
     ) -> Result<(), Box<dyn std::error::Error>> {
         let (go, gate) = mpsc::channel();
-        let stuck = StuckStore {
+        // A COMMIT the database does not answer until the test lets it go.
+        let stuck = crate::store::gated::Gated {
             inner: FakeStore::default(),
-            go: Arc::new(Mutex::new(gate)),
+            at: crate::store::gated::GatedCall::Commit,
+            open: Arc::new(Mutex::new(gate)),
         };
         let committed = Arc::clone(&stuck.inner.committed);
         let committer = Committer::start(Box::new(stuck), no_announce, Arc::new(Metrics::new()))?;

@@ -237,8 +237,8 @@ impl Storage for Bounded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::gated::{Gated, GatedCall};
     use crate::store::SqliteStore;
-    use std::sync::mpsc::Receiver;
     use std::sync::Mutex;
 
     /// A serial as the records carry it.
@@ -246,95 +246,20 @@ mod tests {
         Serial::parse_hex(hex).expect("a test serial is hex")
     }
 
-    /// A store that answers `check` only when the test lets it (a database
-    /// that stopped answering), and everything else at once from SQLite.
-    struct Gate {
-        inner: SqliteStore,
-        /// Each `check` waits for one message here.
-        open: Arc<Mutex<Receiver<()>>>,
-    }
+    /// The store under test: `check` waits for the test's word (a database
+    /// that stopped answering), everything else answers at once from SQLite.
+    struct Gate;
 
     impl Gate {
         fn wrapped(wait: Duration) -> (Bounded, mpsc::Sender<()>) {
             let (release, open) = mpsc::channel();
-            let gate = Gate {
+            let gate = Gated {
                 inner: SqliteStore::in_memory().unwrap(),
+                at: GatedCall::Check,
                 open: Arc::new(Mutex::new(open)),
             };
             let b = Bounded::new(Box::new(gate), "test store".into(), wait).unwrap();
             (b, release)
-        }
-    }
-
-    impl Storage for Gate {
-        fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
-            self.inner.commit(batch)
-        }
-        fn cert_status(&mut self, serial: &Serial) -> Result<CertStatus, StoreError> {
-            self.inner.cert_status(serial)
-        }
-        fn revoke_serial(
-            &mut self,
-            s: &Serial,
-            r: RevocationReason,
-            at: i64,
-        ) -> Result<usize, StoreError> {
-            self.inner.revoke_serial(s, r, at)
-        }
-        fn revoke_sid(
-            &mut self,
-            sid: &str,
-            r: RevocationReason,
-            at: i64,
-        ) -> Result<usize, StoreError> {
-            self.inner.revoke_sid(sid, r, at)
-        }
-        fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {
-            self.inner.certs()
-        }
-        fn reports(&mut self) -> Result<Vec<ReportRecord>, StoreError> {
-            self.inner.reports()
-        }
-        fn next_crl_number(&mut self) -> Result<u64, StoreError> {
-            self.inner.next_crl_number()
-        }
-        fn import_roster(&mut self, s: &[Student]) -> Result<RosterChange, StoreError> {
-            self.inner.import_roster(s)
-        }
-        fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
-            self.inner.roster()
-        }
-        fn enrollment_view(&mut self, sid: &str) -> Result<EnrollView, StoreError> {
-            self.inner.enrollment_view(sid)
-        }
-        fn store_codes(
-            &mut self,
-            c: &[(String, CodeKey)],
-            at: i64,
-            r: bool,
-        ) -> Result<Vec<String>, StoreError> {
-            self.inner.store_codes(c, at, r)
-        }
-        fn counts(&mut self) -> Result<Counts, StoreError> {
-            self.inner.counts()
-        }
-        fn record_window(&mut self, o: Option<i64>, c: Option<i64>) -> Result<(), StoreError> {
-            self.inner.record_window(o, c)
-        }
-        fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
-            self.inner.recorded_window()
-        }
-        fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
-            self.inner.revocations()
-        }
-        fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
-            self.inner.revocation_mark()
-        }
-        fn check(&mut self) -> Result<(), StoreError> {
-            let open = self.open.lock().unwrap();
-            // A dropped sender (the test over) lets it go too.
-            let _ = open.recv();
-            self.inner.check()
         }
     }
 

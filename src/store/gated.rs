@@ -1,0 +1,105 @@
+//! A store for tests that stops answering on one chosen call until the
+//! test lets it go: a database that went quiet, for the commit thread's
+//! and the bounded wrapper's tests alike.
+
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+
+use super::{
+    CertRow, CertStatus, CodeKey, Counts, EnrollView, Record, ReportRecord, Revocation,
+    RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial, Storage, StoreError,
+    Student,
+};
+
+/// Which call waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GatedCall {
+    /// `commit` (a COMMIT the database does not answer).
+    Commit,
+    /// `check` (a health check the database does not answer).
+    Check,
+}
+
+/// `inner`, except that each `at` call first waits for one message on
+/// `open` (a dropped sender lets it go too).
+pub(crate) struct Gated<S> {
+    pub(crate) inner: S,
+    pub(crate) at: GatedCall,
+    pub(crate) open: Arc<Mutex<Receiver<()>>>,
+}
+
+impl<S> Gated<S> {
+    fn wait(&self, call: GatedCall) {
+        if call == self.at {
+            if let Ok(open) = self.open.lock() {
+                let _ = open.recv();
+            }
+        }
+    }
+}
+
+impl<S: Storage> Storage for Gated<S> {
+    fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+        self.wait(GatedCall::Commit);
+        self.inner.commit(batch)
+    }
+    fn cert_status(&mut self, s: &Serial) -> Result<CertStatus, StoreError> {
+        self.inner.cert_status(s)
+    }
+    fn revoke_serial(
+        &mut self,
+        s: &Serial,
+        r: RevocationReason,
+        at: i64,
+    ) -> Result<usize, StoreError> {
+        self.inner.revoke_serial(s, r, at)
+    }
+    fn revoke_sid(&mut self, s: &str, r: RevocationReason, at: i64) -> Result<usize, StoreError> {
+        self.inner.revoke_sid(s, r, at)
+    }
+    fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {
+        self.inner.certs()
+    }
+    fn reports(&mut self) -> Result<Vec<ReportRecord>, StoreError> {
+        self.inner.reports()
+    }
+    fn next_crl_number(&mut self) -> Result<u64, StoreError> {
+        self.inner.next_crl_number()
+    }
+    fn import_roster(&mut self, s: &[Student]) -> Result<RosterChange, StoreError> {
+        self.inner.import_roster(s)
+    }
+    fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
+        self.inner.roster()
+    }
+    fn enrollment_view(&mut self, s: &str) -> Result<EnrollView, StoreError> {
+        self.inner.enrollment_view(s)
+    }
+    fn store_codes(
+        &mut self,
+        c: &[(String, CodeKey)],
+        at: i64,
+        r: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        self.inner.store_codes(c, at, r)
+    }
+    fn counts(&mut self) -> Result<Counts, StoreError> {
+        self.inner.counts()
+    }
+    fn record_window(&mut self, o: Option<i64>, c: Option<i64>) -> Result<(), StoreError> {
+        self.inner.record_window(o, c)
+    }
+    fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        self.inner.recorded_window()
+    }
+    fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
+        self.inner.revocations()
+    }
+    fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
+        self.inner.revocation_mark()
+    }
+    fn check(&mut self) -> Result<(), StoreError> {
+        self.wait(GatedCall::Check);
+        self.inner.check()
+    }
+}
