@@ -57,6 +57,7 @@ impl fmt::Debug for SqliteStore {
     }
 }
 
+/// Version 0 to 1: certificates, reports and the CRL counter.
 const SCHEMA: &str = "
 CREATE TABLE certs (
     serial      TEXT PRIMARY KEY,
@@ -106,6 +107,12 @@ CREATE TABLE settings (
     value  INTEGER
 );
 ";
+
+/// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`, as in the
+/// PostgreSQL engine. A new version appends a step (and bumps
+/// [`SCHEMA_VERSION`]); a step once released never changes.
+const MIGRATIONS: &[&str] = &[SCHEMA, MIGRATE_V2];
+const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 
 /// The columns of `codes` from column `at` on (all NULL: no code).
 fn code_columns(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<CodeColumns>> {
@@ -285,20 +292,27 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let (app, version, tables) = schema_marks(&tx)?;
-        if (app, version, tables) == (0, 0, 0) {
-            tx.execute_batch(SCHEMA)?;
-            tx.execute_batch(MIGRATE_V2)?;
-            tx.execute_batch(&format!(
-                "PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version={SCHEMA_VERSION};"
-            ))?;
+        let from = match (app, version, tables) {
+            (0, 0, 0) => {
+                tx.execute_batch(&format!("PRAGMA application_id={APPLICATION_ID};"))?;
+                0
+            }
+            (APPLICATION_ID, v, _) if (1..SCHEMA_VERSION).contains(&v) => v,
+            // Someone else made it current meanwhile (or it is not ours:
+            // the check below says which).
+            _ => SCHEMA_VERSION,
+        };
+        for step in MIGRATIONS.iter().skip(from as usize) {
+            tx.execute_batch(step)?;
         }
-        if (app, version) == (APPLICATION_ID, 1) {
-            tx.execute_batch(MIGRATE_V2)?;
+        if from < SCHEMA_VERSION {
             tx.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION};"))?;
-            log::info!(
-                "{}: schema migrated from version 1 to {SCHEMA_VERSION}",
-                self.path.display()
-            );
+            if from > 0 {
+                log::info!(
+                    "{}: schema migrated from version {from} to {SCHEMA_VERSION}",
+                    self.path.display()
+                );
+            }
         }
         tx.commit()?;
         if self.schema_is_current(rusqlite::TransactionBehavior::Deferred)? {
@@ -324,7 +338,7 @@ impl SqliteStore {
             (0, 0, 0) => Ok(false),
             (APPLICATION_ID, SCHEMA_VERSION, _) => Ok(true),
             // An older schema this build migrates (under the write lock).
-            (APPLICATION_ID, 1, _) => Ok(false),
+            (APPLICATION_ID, v, _) if (1..SCHEMA_VERSION).contains(&v) => Ok(false),
             (APPLICATION_ID, v, _) => Err(StoreError::Incompatible(format!(
                 "{} has schema version {v}; this build understands version {SCHEMA_VERSION}",
                 self.path.display()

@@ -77,6 +77,7 @@ CREATE TABLE settings (
 );
 ",
 ];
+const _: () = assert!(MIGRATIONS.len() as i32 == PG_SCHEMA_VERSION);
 
 /// The state of the schema in the connected database.
 #[derive(Debug, PartialEq, Eq)]
