@@ -12,6 +12,7 @@
 //! - [`leaf`]: what one entry says, byte by byte.
 
 pub mod checkpoint;
+pub mod key;
 pub mod leaf;
 pub mod merkle;
 pub mod note;

@@ -2,7 +2,9 @@
 //! stored hashes of level `8·L`, indexes `N·256 ..`; `tile/entries/<N>`
 //! the leaves themselves, each as a big-endian u16 length and its bytes.
 
-use super::merkle::NodeId;
+use std::collections::HashMap;
+
+use super::merkle::{node_hash, Hash, NodeId, TreeError};
 
 /// Hashes in a full tile (tile height 8).
 pub const TILE_WIDTH: u64 = 256;
@@ -10,7 +12,7 @@ pub const TILE_WIDTH: u64 = 256;
 pub const MAX_ENTRY: usize = u16::MAX as usize;
 
 /// A resource of the tiles API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tile {
     /// Hashes: `tile/<level>/<index>[.p/<width>]`.
     Hashes {
@@ -165,6 +167,64 @@ impl Tile {
     }
 }
 
+/// The hash tile holding the level-`8L` nodes a stored node is made of,
+/// in a tree of `size` leaves (full, or partial at the width that size
+/// gives); `None` when the node is not complete in that tree.
+pub fn tile_of(id: NodeId, size: u64) -> Option<Tile> {
+    let level = id.level / 8;
+    let rise = u32::from(id.level % 8);
+    let first = id.index.checked_shl(rise)?;
+    let count = 1u64 << rise;
+    let nodes = size.checked_shr(8 * u32::from(level)).unwrap_or(0);
+    if first.checked_add(count)? > nodes {
+        return None;
+    }
+    let index = first / TILE_WIDTH;
+    let start = index * TILE_WIDTH;
+    let width = (nodes - start).min(TILE_WIDTH);
+    Some(Tile::Hashes {
+        level,
+        index,
+        width,
+    })
+}
+
+/// Stored nodes read from hash tiles (a verifier's view of the log): a
+/// node at level `8L + r` is the root of `2^r` consecutive hashes of a
+/// level-`L` tile. `tiles` maps each tile [`tile_of`] names to its bytes.
+pub fn nodes_from_tiles(
+    ids: &[NodeId],
+    size: u64,
+    tiles: &HashMap<Tile, Vec<u8>>,
+) -> Result<Vec<Hash>, TreeError> {
+    ids.iter()
+        .map(|&id| {
+            let tile = tile_of(id, size).ok_or(TreeError::MissingNode(id))?;
+            let bytes = tiles.get(&tile).ok_or(TreeError::MissingNode(id))?;
+            let rise = u32::from(id.level % 8);
+            let first = (id.index << rise) as usize % TILE_WIDTH as usize;
+            let count = 1usize << rise;
+            let mut level: Vec<Hash> = bytes
+                .get(first * 32..(first + count) * 32)
+                .ok_or(TreeError::MissingNode(id))?
+                .chunks_exact(32)
+                .map(|c| {
+                    let mut h = [0u8; 32];
+                    h.copy_from_slice(c);
+                    h
+                })
+                .collect();
+            while level.len() > 1 {
+                level = level
+                    .chunks_exact(2)
+                    .map(|pair| node_hash(&pair[0], &pair[1]))
+                    .collect();
+            }
+            level.pop().ok_or(TreeError::MissingNode(id))
+        })
+        .collect()
+}
+
 /// An entry bundle: each leaf as a big-endian u16 length, then its bytes.
 pub fn entry_bundle<'a>(entries: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
     let mut out = Vec::new();
@@ -262,6 +322,57 @@ mod tests {
         }
         .exists_in(size));
         assert!(!h(0, u64::MAX, 256).exists_in(size));
+    }
+
+    #[test]
+    fn proofs_computed_from_tiles_match_the_stored_nodes() -> Result<(), TreeError> {
+        use crate::tlog::merkle::{append, consistency_proof, inclusion_proof, leaf_hash, root};
+        let size = 70_000u64;
+        let leaves: Vec<Hash> = (0..size).map(|i| leaf_hash(&i.to_le_bytes())).collect();
+        let stored: HashMap<NodeId, Hash> =
+            append(0, &leaves, |_: &[NodeId]| Ok::<_, TreeError>(Vec::new()))?
+                .into_iter()
+                .collect();
+        let from_store = |ids: &[NodeId]| -> Result<Vec<Hash>, TreeError> {
+            ids.iter()
+                .map(|id| stored.get(id).copied().ok_or(TreeError::MissingNode(*id)))
+                .collect()
+        };
+        // Serve every tile a tree of this size has, as the server would.
+        let mut tiles = HashMap::new();
+        for level in 0..3u8 {
+            let nodes = size >> (8 * level);
+            for index in 0..=nodes / TILE_WIDTH {
+                let start = index * TILE_WIDTH;
+                let width = (nodes - start).min(TILE_WIDTH);
+                if width == 0 {
+                    continue;
+                }
+                let t = Tile::Hashes {
+                    level,
+                    index,
+                    width,
+                };
+                assert!(t.exists_in(size));
+                let body: Vec<u8> = from_store(&t.nodes())?.concat();
+                tiles.insert(t, body);
+            }
+        }
+        let from_tiles = |ids: &[NodeId]| nodes_from_tiles(ids, size, &tiles);
+        assert_eq!(root(size, from_tiles)?, root(size, from_store)?);
+        for index in [0, 255, 256, 65_535, 65_536, 69_999] {
+            assert_eq!(
+                inclusion_proof(index, size, from_tiles)?,
+                inclusion_proof(index, size, from_store)?
+            );
+        }
+        for old in [1, 256, 1000, 65_536, 69_998] {
+            assert_eq!(
+                consistency_proof(old, size, from_tiles)?,
+                consistency_proof(old, size, from_store)?
+            );
+        }
+        Ok(())
     }
 
     #[test]
