@@ -46,6 +46,9 @@ mod location;
 mod migrate;
 mod postgres;
 mod sqlite;
+pub mod tlog;
+
+use crate::tlog::merkle::{Hash as LogHash, NodeId};
 
 pub use bounded::{Bounded, LOOP_STORE_WAIT};
 pub use location::{shown_url, Location};
@@ -88,6 +91,10 @@ pub enum StoreError {
         /// The SID whose code it was.
         sid: String,
     },
+    /// The transparency log's stored hashes are missing or damaged (a row
+    /// removed or changed behind certboard's back): nothing more is
+    /// appended until `server log verify` names it and it is repaired.
+    Log(crate::tlog::TreeError),
 }
 
 impl fmt::Display for StoreError {
@@ -102,6 +109,7 @@ impl fmt::Display for StoreError {
             StoreError::CodeUsed { sid } => {
                 write!(f, "the enrollment code of SID {sid} is already used")
             }
+            StoreError::Log(e) => write!(f, "transparency log: {e}"),
         }
     }
 }
@@ -403,6 +411,13 @@ pub trait Storage {
     /// Whether the store can serve now (`GET /health`): it answers a query,
     /// and what it answers from is still where later writes will be read.
     fn check(&mut self) -> Result<(), StoreError>;
+    /// The transparency log's tree head (size and root).
+    fn log_head(&mut self) -> Result<tlog::Head, StoreError>;
+    /// Stored log hashes, in the order asked; a missing one is
+    /// [`StoreError::Log`].
+    fn log_nodes(&mut self, ids: &[NodeId]) -> Result<Vec<LogHash>, StoreError>;
+    /// The log's entries `[from, to)`, in order; a gap is [`StoreError::Log`].
+    fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError>;
 }
 
 /// A batch as both engines write it, with the rules that do not depend on

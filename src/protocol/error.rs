@@ -517,7 +517,8 @@ pub fn commit_refusal(e: &StoreError) -> CommitRefusal {
         | StoreError::Sqlite(_)
         | StoreError::Incompatible(_)
         | StoreError::Duplicate(_)
-        | StoreError::Postgres(_) => CommitRefusal::Failed,
+        | StoreError::Postgres(_)
+        | StoreError::Log(_) => CommitRefusal::Failed,
     }
 }
 
@@ -611,7 +612,8 @@ fn commit_is_server_fault(e: &StoreError) -> bool {
         | StoreError::Incompatible(_)
         | StoreError::Duplicate(_)
         | StoreError::Postgres(_)
-        | StoreError::Unavailable(_) => true,
+        | StoreError::Unavailable(_)
+        | StoreError::Log(_) => true,
     }
 }
 

@@ -487,6 +487,24 @@ mod tests {
     }
 
     impl Storage for FakeStore {
+        fn log_head(&mut self) -> Result<crate::store::tlog::Head, StoreError> {
+            Ok(crate::store::tlog::Head {
+                size: 0,
+                root: crate::tlog::merkle::empty_root(),
+            })
+        }
+        fn log_nodes(
+            &mut self,
+            ids: &[crate::tlog::NodeId],
+        ) -> Result<Vec<crate::tlog::Hash>, StoreError> {
+            match ids.first() {
+                Some(id) => Err(StoreError::Log(crate::tlog::TreeError::MissingNode(*id))),
+                None => Ok(Vec::new()),
+            }
+        }
+        fn log_entries(&mut self, _: u64, _: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+            Ok(Vec::new())
+        }
         fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
             if let Ok(mut calls) = self.calls.lock() {
                 *calls += 1;

@@ -232,6 +232,19 @@ impl Storage for Bounded {
     fn check(&mut self) -> Result<(), StoreError> {
         self.call(false, |s| s.check())
     }
+    fn log_head(&mut self) -> Result<crate::store::tlog::Head, StoreError> {
+        self.call(false, |s| s.log_head())
+    }
+    fn log_nodes(
+        &mut self,
+        ids: &[crate::tlog::NodeId],
+    ) -> Result<Vec<crate::tlog::Hash>, StoreError> {
+        let ids = ids.to_vec();
+        self.call(false, move |s| s.log_nodes(&ids))
+    }
+    fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.call(false, move |s| s.log_entries(from, to))
+    }
 }
 
 #[cfg(test)]
@@ -304,6 +317,24 @@ mod tests {
     fn a_write_past_the_bound_has_an_unknown_outcome() {
         struct Slow;
         impl Storage for Slow {
+            fn log_head(&mut self) -> Result<crate::store::tlog::Head, StoreError> {
+                Ok(crate::store::tlog::Head {
+                    size: 0,
+                    root: crate::tlog::merkle::empty_root(),
+                })
+            }
+            fn log_nodes(
+                &mut self,
+                ids: &[crate::tlog::NodeId],
+            ) -> Result<Vec<crate::tlog::Hash>, StoreError> {
+                match ids.first() {
+                    Some(id) => Err(StoreError::Log(crate::tlog::TreeError::MissingNode(*id))),
+                    None => Ok(Vec::new()),
+                }
+            }
+            fn log_entries(&mut self, _: u64, _: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+                Ok(Vec::new())
+            }
             fn commit(&mut self, _: &[Record]) -> Result<(), StoreError> {
                 std::thread::sleep(Duration::from_millis(300));
                 Ok(())

@@ -102,4 +102,16 @@ impl<S: Storage> Storage for Gated<S> {
         self.wait(GatedCall::Check);
         self.inner.check()
     }
+    fn log_head(&mut self) -> Result<crate::store::tlog::Head, StoreError> {
+        self.inner.log_head()
+    }
+    fn log_nodes(
+        &mut self,
+        ids: &[crate::tlog::NodeId],
+    ) -> Result<Vec<crate::tlog::Hash>, StoreError> {
+        self.inner.log_nodes(ids)
+    }
+    fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.inner.log_entries(from, to)
+    }
 }

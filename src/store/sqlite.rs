@@ -21,7 +21,7 @@ use super::{
 use crate::time::now_unix;
 
 /// The schema this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// Marks the file as certboard's (`PRAGMA application_id`): "CBRD".
 const APPLICATION_ID: i64 = 0x4342_5244;
 /// File name of the database inside the data dir.
@@ -111,7 +111,7 @@ CREATE TABLE settings (
 /// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`, as in the
 /// PostgreSQL engine. A new version appends a step (and bumps
 /// [`SCHEMA_VERSION`]); a step once released never changes.
-const MIGRATIONS: &[&str] = &[SCHEMA, MIGRATE_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA, MIGRATE_V2, super::tlog::SQLITE_SCHEMA];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 
 /// The columns of `codes` from column `at` on (all NULL: no code).
@@ -372,6 +372,7 @@ impl Storage for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = now_unix();
         {
             let mut cert_stmt = tx.prepare_cached(
                 "INSERT INTO certs (serial, sid, subject, not_before, not_after, der, origin, issued_at)
@@ -389,7 +390,6 @@ impl Storage for SqliteStore {
                 "UPDATE codes SET wrong = wrong + 1
                  WHERE sid = ?1 AND code_key = ?2 AND used_at IS NULL",
             )?;
-            let now = now_unix();
             let w = Writes::of(batch);
             for spend in &w.spends {
                 if consume_stmt.execute(params![now, spend.serial, spend.sid, spend.key])? == 0 {
@@ -427,6 +427,10 @@ impl Storage for SqliteStore {
                     format!("receipt {}", receipt_id_of(r.receipt_id))
                 })?;
             }
+        }
+        let leaves = super::tlog::leaves_of(batch, now);
+        if !leaves.is_empty() {
+            super::tlog::sqlite_append(&tx, &leaves)?;
         }
         tx.commit()?;
         Ok(())
@@ -537,6 +541,24 @@ impl Storage for SqliteStore {
             count: count.unsigned_abs(),
             latest,
         })
+    }
+
+    fn log_head(&mut self) -> Result<super::tlog::Head, StoreError> {
+        use super::tlog::LogReader;
+        Ok(self.conn.head()?)
+    }
+
+    fn log_nodes(
+        &mut self,
+        ids: &[crate::tlog::NodeId],
+    ) -> Result<Vec<crate::tlog::Hash>, StoreError> {
+        use super::tlog::LogReader;
+        Ok(self.conn.nodes(ids)?)
+    }
+
+    fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        use super::tlog::LogReader;
+        Ok(self.conn.entries(from, to)?)
     }
 
     fn check(&mut self) -> Result<(), StoreError> {

@@ -2,6 +2,7 @@
 
 use crate::time::now_unix;
 
+use crate::store::tlog::AppendError;
 use postgres::{Client, Statement, Transaction};
 
 use super::PostgresStore;
@@ -178,6 +179,9 @@ impl Storage for PostgresStore {
         let w = Writes::of(batch);
         let c = Columns::of(&w);
         let now = now_unix();
+        let leaves = crate::store::tlog::leaves_of(batch, now);
+        // A damaged log aborts the transaction (returned before commit).
+        let log_damage = std::cell::RefCell::new(None);
         let outcome = self.run("committing a batch", |conn| {
             let stmts = &conn.stmts;
             let mut tx = conn.client.transaction().map_err(TxFailure::Before)?;
@@ -223,14 +227,31 @@ impl Storage for PostgresStore {
                         ],
                     )?;
                 }
+                if !leaves.is_empty() {
+                    match crate::store::tlog::pg_append(tx, &leaves) {
+                        Ok(_) => {}
+                        Err(AppendError::Engine(e)) => return Err(e),
+                        Err(AppendError::Tree(e)) => {
+                            *log_damage.borrow_mut() = Some(e);
+                            return Ok(None);
+                        }
+                    }
+                }
                 Ok(None)
             };
             if let Some(sid) = body(&mut tx).map_err(TxFailure::Before)? {
                 return Ok(Some(sid));
             }
+            if log_damage.borrow().is_some() {
+                // Dropping `tx` rolls back: no record without its leaf.
+                return Ok(None);
+            }
             tx.commit().map_err(TxFailure::AtCommit)?;
             Ok(None)
         })?;
+        if let Some(e) = log_damage.into_inner() {
+            return Err(StoreError::Log(e));
+        }
         match outcome {
             None => Ok(()),
             Some(sid) => Err(StoreError::CodeUsed { sid }),
@@ -387,6 +408,30 @@ impl Storage for PostgresStore {
             count: count.unsigned_abs(),
             latest,
         })
+    }
+
+    fn log_head(&mut self) -> Result<crate::store::tlog::Head, StoreError> {
+        self.run("reading the log head", |conn| {
+            crate::store::tlog::pg_head(&mut conn.client).map_err(TxFailure::Before)
+        })?
+        .map_err(StoreError::Log)
+    }
+
+    fn log_nodes(
+        &mut self,
+        ids: &[crate::tlog::NodeId],
+    ) -> Result<Vec<crate::tlog::Hash>, StoreError> {
+        self.run("reading log hashes", |conn| {
+            crate::store::tlog::pg_nodes(&mut conn.client, ids).map_err(TxFailure::Before)
+        })?
+        .map_err(StoreError::Log)
+    }
+
+    fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.run("reading log entries", |conn| {
+            crate::store::tlog::pg_entries(&mut conn.client, from, to).map_err(TxFailure::Before)
+        })?
+        .map_err(StoreError::Log)
     }
 
     fn check(&mut self) -> Result<(), StoreError> {

@@ -76,6 +76,8 @@ CREATE TABLE settings (
     value  BIGINT
 );
 ",
+    // Version 3 (issue 21): the transparency log.
+    crate::store::tlog::PG_SCHEMA,
 ];
 const _: () = assert!(MIGRATIONS.len() as i32 == PG_SCHEMA_VERSION);
 
