@@ -253,6 +253,17 @@ pub fn open_ca(
     kind: CaKeyType,
     validity_days: u32,
 ) -> Result<CertificateAuthority, ServerError> {
+    let pass = ca_passphrase(keys_dir, passphrase_file)?;
+    open_ca_with(keys_dir, &pass, kind, validity_days)
+}
+
+/// The CA passphrase as configured, refused here when too short for a new
+/// root: read (and judged) before anything durable is made, so a start
+/// that fails on it leaves no database or keys behind.
+fn ca_passphrase(
+    keys_dir: &std::path::Path,
+    passphrase_file: Option<&std::path::Path>,
+) -> Result<Vec<u8>, ServerError> {
     let creating = !ca::root_exists(keys_dir);
     let pass =
         config::ca_passphrase(passphrase_file, creating).map_err(|e| match passphrase_file {
@@ -262,7 +273,20 @@ pub fn open_ca(
             },
             None => ServerError::Secret(e),
         })?;
-    let (ca, origin) = CertificateAuthority::open(keys_dir, &pass, kind, validity_days)?;
+    if creating && pass.len() < ca::MIN_PASSPHRASE_LEN {
+        return Err(ServerError::Ca(CaError::WeakPassphrase));
+    }
+    Ok(pass)
+}
+
+/// Opens (or creates) the CA root in `keys_dir` under `pass`, logging which.
+fn open_ca_with(
+    keys_dir: &std::path::Path,
+    pass: &[u8],
+    kind: CaKeyType,
+    validity_days: u32,
+) -> Result<CertificateAuthority, ServerError> {
+    let (ca, origin) = CertificateAuthority::open(keys_dir, pass, kind, validity_days)?;
     match origin {
         RootOrigin::Created => info!(
             "created a new {} CA root in {} ({})",
@@ -330,8 +354,40 @@ impl Server {
         if cfg.reactors == 0 {
             return Err(ServerError::NoReactors);
         }
-        // The store first: a bad URL, a refused login or a foreign
-        // database stops the start before anything (a new CA root) is made.
+        let serve_ca = cfg.role != Role::Blackboard;
+        let serve_bb = cfg.role != Role::Ca;
+        // Every input that can fail is checked before anything durable (a
+        // database, a keys dir) is made: a failed first start leaves the
+        // data dir as it found it (issue 22, 14). An existing root is
+        // opened (its passphrase tried) now; a new one's passphrase is
+        // read and judged now, the root made only after the store's check.
+        let mut early_ca = None;
+        let mut new_root_pass = None;
+        if serve_ca {
+            let pass = ca_passphrase(&cfg.keys_dir, cfg.passphrase_file.as_deref())?;
+            if ca::root_exists(&cfg.keys_dir) {
+                early_ca = Some(open_ca_with(
+                    &cfg.keys_dir,
+                    &pass,
+                    cfg.ca_key_type,
+                    cfg.validity_days,
+                )?);
+            } else {
+                new_root_pass = Some(pass);
+            }
+        }
+        let given_root = cfg.ca_cert.as_deref().map(read_root).transpose()?;
+        let admission_secret = match &cfg.admission_secret_file {
+            Some(p) => Some(Arc::new(config::read_admission_secret(p).map_err(
+                |source| ServerError::SecretFile {
+                    flag: "--admission-secret-file",
+                    source,
+                },
+            )?)),
+            None => None,
+        };
+        // Then the store: a bad URL, a refused login or a foreign database
+        // stops the start before anything (a new CA root) is made.
         let location = Location::from_flags(&cfg.data_dir, cfg.database.as_deref());
         let had_db = match &location {
             Location::Sqlite(dir) => dir.join(DB_FILE).exists(),
@@ -339,8 +395,6 @@ impl Server {
         };
         let mut writer = location.open()?;
         info!("store: {location}");
-        let serve_ca = cfg.role != Role::Blackboard;
-        let serve_bb = cfg.role != Role::Ca;
         let keys_dir = absolute(&cfg.keys_dir);
         let data_dir = absolute(&cfg.data_dir);
         // Read what the data dir holds before any root is made: started
@@ -373,13 +427,17 @@ impl Server {
             info!("submissions: {}", cfg.window.describe());
             writer.record_window(cfg.window.open, cfg.window.close)?;
         }
-        let ca = if serve_ca {
-            let mut ca = open_ca(
+        let opened = match (early_ca, new_root_pass) {
+            (Some(ca), _) => Some(ca),
+            (None, Some(pass)) => Some(open_ca_with(
                 &cfg.keys_dir,
-                cfg.passphrase_file.as_deref(),
+                &pass,
                 cfg.ca_key_type,
                 cfg.validity_days,
-            )?;
+            )?),
+            (None, None) => None,
+        };
+        let ca = if let Some(mut ca) = opened {
             if let Some(url) = &cfg.public_url {
                 ca.set_public_url(url)?;
             }
@@ -387,9 +445,8 @@ impl Server {
         } else {
             None
         };
-        let root = match (&ca, &cfg.ca_cert) {
-            (Some(ca), Some(path)) if serve_bb => {
-                let root = read_root(path)?;
+        let root = match (&ca, &cfg.ca_cert, given_root) {
+            (Some(ca), Some(path), Some(root)) if serve_bb => {
                 if root.to_der().ok().as_deref() != Some(ca.cert_der()) {
                     return Err(ServerError::RootCert {
                         path: path.clone(),
@@ -398,9 +455,9 @@ impl Server {
                 }
                 root
             }
-            (None, Some(path)) => read_root(path)?,
-            (Some(ca), _) => ca.cert().clone(),
-            (None, None) => read_root(&ca::root_paths(&cfg.keys_dir).1)?,
+            (None, _, Some(root)) => root,
+            (Some(ca), _, _) => ca.cert().clone(),
+            (None, _, None) => read_root(&ca::root_paths(&cfg.keys_dir).1)?,
         };
         let root_fingerprint =
             crate::crypto::fingerprint(&root.to_der().map_err(|e| ServerError::RootCert {
@@ -435,15 +492,6 @@ impl Server {
             (Some(Arc::new(v)), Some(Arc::new(keys)))
         } else {
             (None, None)
-        };
-        let admission_secret = match &cfg.admission_secret_file {
-            Some(p) => Some(Arc::new(config::read_admission_secret(p).map_err(
-                |source| ServerError::SecretFile {
-                    flag: "--admission-secret-file",
-                    source,
-                },
-            )?)),
-            None => None,
         };
         if cfg.legacy {
             warn!(
