@@ -323,6 +323,48 @@ pub struct Counts {
     pub roster: u64,
 }
 
+/// What the store holds at one time, for the `/metrics` gauges (issue 22,
+/// 16): the course's state, which a restart of the server does not reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Census {
+    /// Certificates issued, ever.
+    pub certs: u64,
+    /// Certificates neither revoked nor expired.
+    pub certs_current: u64,
+    /// Certificates revoked.
+    pub certs_revoked: u64,
+    /// Students (SIDs) holding at least one current certificate.
+    pub students_current: u64,
+    /// Reports recorded.
+    pub reports: u64,
+    /// Students on the roster.
+    pub roster: u64,
+}
+
+/// The query behind [`Storage::census`], the same text in both engines
+/// (`$1`, the time, is numbered in SQLite's and PostgreSQL's syntax alike).
+pub(crate) const CENSUS_SQL: &str = "SELECT
+    (SELECT count(*) FROM certs),
+    (SELECT count(*) FROM certs WHERE revoked_at IS NULL AND not_after > $1),
+    (SELECT count(*) FROM certs WHERE revoked_at IS NOT NULL),
+    (SELECT count(DISTINCT sid) FROM certs WHERE revoked_at IS NULL AND not_after > $1),
+    (SELECT count(*) FROM reports),
+    (SELECT count(*) FROM roster)";
+
+/// A [`Census`] from [`CENSUS_SQL`]'s six counts, in order.
+pub(crate) fn census_of(n: [i64; 6]) -> Census {
+    let [certs, certs_current, certs_revoked, students_current, reports, roster] =
+        n.map(i64::unsigned_abs);
+    Census {
+        certs,
+        certs_current,
+        certs_revoked,
+        students_current,
+        reports,
+        roster,
+    }
+}
+
 /// One revoked certificate, as the CRL lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
@@ -396,6 +438,9 @@ pub trait Storage {
     fn record_window(&mut self, open: Option<i64>, close: Option<i64>) -> Result<(), StoreError>;
     /// The submission window last recorded.
     fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError>;
+    /// The [`Census`] at `now` (Unix seconds: a certificate whose notAfter
+    /// is not after it has expired). Read-only.
+    fn census(&mut self, now: i64) -> Result<Census, StoreError>;
     /// Every revoked certificate, in revocation order.
     fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError>;
     /// The current [`RevocationMark`].

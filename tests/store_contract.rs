@@ -594,6 +594,53 @@ fn an_empty_store_counts_nothing_and_is_healthy<E: Engine>() -> TestResult {
     Ok(())
 }
 
+/// The census counts certificates current at the time given (unrevoked,
+/// notAfter later), revoked ones, students holding a current one (each
+/// once), reports and the roster, as every engine counts them.
+fn the_census_counts_what_is_current_at_the_time_given<E: Engine>() -> TestResult {
+    let e = E::fresh("census")?;
+    let mut s = e.open()?;
+    assert_eq!(
+        s.census(1_750_000_000)?,
+        certboard::store::Census::default()
+    );
+    s.import_roster(&students(&[("1155000001", "A"), ("1155000002", "B")]))?;
+    // Two current for one student, one revoked, one expired.
+    let expired = match cert("04", "1155000003") {
+        Record::Cert(mut c) => {
+            c.not_after = 1_700_000_100;
+            Record::Cert(c)
+        }
+        other => other,
+    };
+    s.commit(&[
+        cert("01", "1155000001"),
+        cert("02", "1155000001"),
+        cert("03", "1155000002"),
+        expired,
+        report(1, "1155000001", "01", 1_700_000_050),
+    ])?;
+    s.revoke_serial(&sn("03"), RevocationReason::Superseded, 1_700_000_060)?;
+    let at = 1_750_000_000;
+    assert_eq!(
+        s.census(at)?,
+        certboard::store::Census {
+            certs: 4,
+            certs_current: 2,
+            certs_revoked: 1,
+            students_current: 1,
+            reports: 1,
+            roster: 2,
+        }
+    );
+    // Before the fourth expired: current too. After all expired: none.
+    assert_eq!(s.census(1_700_000_099)?.certs_current, 3);
+    assert_eq!(s.census(1_700_000_099)?.students_current, 2);
+    let late = s.census(1_800_000_000)?;
+    assert_eq!((late.certs_current, late.students_current), (0, 0));
+    Ok(())
+}
+
 /// One `#[test]` per rule per engine.
 macro_rules! contract {
     ($($rule:ident),* $(,)?) => {
@@ -619,4 +666,5 @@ contract!(
     two_connections_racing_with_one_code_issue_once,
     the_submission_window_is_recorded,
     an_empty_store_counts_nothing_and_is_healthy,
+    the_census_counts_what_is_current_at_the_time_given,
 );

@@ -567,6 +567,9 @@ mod tests {
         fn counts(&mut self) -> Result<Counts, StoreError> {
             Ok(Counts::default())
         }
+        fn census(&mut self, _: i64) -> Result<crate::store::Census, StoreError> {
+            Ok(crate::store::Census::default())
+        }
         fn record_window(&mut self, _: Option<i64>, _: Option<i64>) -> Result<(), StoreError> {
             Ok(())
         }

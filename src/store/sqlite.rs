@@ -13,10 +13,10 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    code_state_of, receipt_id_of, status_of, CertColumns, CertRow, CertStatus, CodeColumns,
-    CodeKey, Counts, EnrollView, Record, ReportColumns, ReportRecord, Revocation,
+    census_of, code_state_of, receipt_id_of, status_of, Census, CertColumns, CertRow, CertStatus,
+    CodeColumns, CodeKey, Counts, EnrollView, Record, ReportColumns, ReportRecord, Revocation,
     RevocationColumns, RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial,
-    Storage, StoreError, Student, Writes,
+    Storage, StoreError, Student, Writes, CENSUS_SQL,
 };
 use crate::time::now_unix;
 
@@ -692,6 +692,20 @@ impl Storage for SqliteStore {
             reports: reports.unsigned_abs(),
             roster: roster.unsigned_abs(),
         })
+    }
+
+    fn census(&mut self, now: i64) -> Result<Census, StoreError> {
+        let n: [i64; 6] = self.conn.query_row(CENSUS_SQL, params![now], |r| {
+            Ok([
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ])
+        })?;
+        Ok(census_of(n))
     }
 
     fn record_window(&mut self, open: Option<i64>, close: Option<i64>) -> Result<(), StoreError> {

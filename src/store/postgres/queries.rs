@@ -6,9 +6,10 @@ use postgres::{Client, Statement, Transaction};
 
 use super::PostgresStore;
 use crate::store::{
-    code_state_of, status_of, CertColumns, CertRow, CertStatus, CodeColumns, CodeKey, Counts,
-    EnrollView, Record, ReportColumns, ReportRecord, Revocation, RevocationColumns, RevocationMark,
-    RevocationReason, RosterChange, RosterEntry, Serial, Storage, StoreError, Student, Writes,
+    census_of, code_state_of, status_of, Census, CertColumns, CertRow, CertStatus, CodeColumns,
+    CodeKey, Counts, EnrollView, Record, ReportColumns, ReportRecord, Revocation,
+    RevocationColumns, RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial,
+    Storage, StoreError, Student, Writes, CENSUS_SQL,
 };
 
 /// An open connection and its prepared statements.
@@ -535,6 +536,21 @@ impl Storage for PostgresStore {
             };
             read().map_err(TxFailure::Before)
         })
+    }
+
+    fn census(&mut self, now: i64) -> Result<Census, StoreError> {
+        let n = self.run("taking the census", |conn| {
+            let r = conn
+                .client
+                .query_one(CENSUS_SQL, &[&now])
+                .map_err(TxFailure::Before)?;
+            let mut n = [0i64; 6];
+            for (i, v) in n.iter_mut().enumerate() {
+                *v = r.try_get(i).map_err(TxFailure::Before)?;
+            }
+            Ok(n)
+        })?;
+        Ok(census_of(n))
     }
 
     fn record_window(&mut self, open: Option<i64>, close: Option<i64>) -> Result<(), StoreError> {
