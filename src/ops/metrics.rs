@@ -363,6 +363,15 @@ mod tests {
         m.set_awaiting_commit(7);
         m.commit_latency(Duration::from_micros(300));
         m.commit_latency(Duration::from_millis(3));
+        m.set_store_state(&StoreState {
+            students_enrolled: 26,
+            certificates_current: 27,
+            certificates_revoked: 2,
+            certificates_stored: 29,
+            reports_stored: 31,
+            roster_students: 40,
+            read_at: 1_796_000_000,
+        });
         m
     }
 
@@ -388,6 +397,13 @@ mod tests {
             "certboard_commit_latency_seconds_bucket{le=\"0.0005\"} 1",
             "certboard_commit_latency_seconds_bucket{le=\"0.004\"} 2",
             "certboard_commit_latency_seconds_bucket{le=\"+Inf\"} 2",
+            "certboard_students_enrolled 26",
+            "certboard_certificates_current 27",
+            "certboard_certificates_revoked 2",
+            "certboard_certificates_stored 29",
+            "certboard_reports_stored 31",
+            "certboard_roster_students 40",
+            "certboard_store_read_timestamp_seconds 1796000000",
         ] {
             assert!(s.contains(&want), "missing {want:?} in\n{text}");
         }
@@ -505,6 +521,9 @@ for family in text_string_to_metric_families(sys.stdin.read()):
             "histogram certboard_commit_latency_seconds_sum{} 0.0033",
             "histogram certboard_commit_latency_seconds_bucket{le=\"0.0005\"} 1",
             "histogram certboard_commit_latency_seconds_bucket{le=\"+Inf\"} 2",
+            "gauge certboard_students_enrolled{} 26",
+            "gauge certboard_reports_stored{} 31",
+            "gauge certboard_store_read_timestamp_seconds{} 1.796e+09",
         ] {
             assert!(
                 lines.contains(&want),
