@@ -24,7 +24,9 @@
 //! HTTP/1.1 codec the reactor's HTTP connections decode with; [`ocsp`],
 //! the responder's core the `/ocsp` routes call; [`metrics`], the
 //! process's counters (updated by the reactors and the commit thread,
-//! served as `/metrics`). The reactor holds the sockets; nothing here does.
+//! served as `/metrics`); [`store_gauges`], the thread that reads the
+//! store into `/metrics`' gauges; [`crl_cache`], the one CRL all reactors
+//! serve. The reactor holds the sockets; nothing here does.
 
 pub(crate) mod crl_cache;
 pub mod http;
