@@ -447,6 +447,7 @@ impl Reactor {
                 stream,
                 serves,
                 peer,
+                addr.ip(),
                 idx,
                 &self.shared,
                 &self.limits,

@@ -97,6 +97,7 @@ impl Connection {
         stream: TcpStream,
         serves: Serves,
         peer: String,
+        source: std::net::IpAddr,
         listener: usize,
         shared: &Shared,
         limits: &Limits,
@@ -104,7 +105,7 @@ impl Connection {
     ) -> (Connection, Output) {
         let (handler, out) = match serves {
             Serves::Frames(kind) => {
-                let (f, out) = Frames::start(kind, shared, limits);
+                let (f, out) = Frames::start(kind, shared, limits, source);
                 (Handler::Frames(f), out)
             }
             Serves::Http => (Handler::Http(Http::new(http_limits)), Output::default()),
