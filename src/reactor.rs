@@ -447,7 +447,6 @@ impl Reactor {
                 stream,
                 serves,
                 peer,
-                addr.ip(),
                 idx,
                 &self.shared,
                 &self.limits,

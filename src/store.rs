@@ -203,13 +203,14 @@ pub struct GuessLimits {
 }
 
 impl Default for GuessLimits {
-    /// 5 per SID and 30 in all from one address per 15 minutes: room for
-    /// a student's typos and a lab room behind one NAT address, and
-    /// nothing near what 100-bit codes would need.
+    /// 5 per SID and 60 in all from one address per 15 minutes: room for
+    /// a student's typos and for a lab of students enrolling at once
+    /// behind one NAT address, and nothing near what 100-bit codes would
+    /// need (docs/security.md has the numbers).
     fn default() -> Self {
         GuessLimits {
             window: 15 * 60,
-            per_source: 30,
+            per_source: 60,
             per_sid_source: 5,
         }
     }

@@ -531,17 +531,19 @@ fn guesses_are_bounded_per_source_never_per_sid<E: Engine>() -> TestResult {
         over(s.commit(&[guess("1155000009", b, t + 33)])),
         Some((GuessBound::Source, t + 130))
     );
-    // Once the oldest leaves the window, A may guess again (a batch of
-    // two from one source: the second sees the first).
+    // Once the oldest leaves the window, A may guess again.
     s.commit(&[guess("1155000001", a, t + 100)])?;
+    // A batch of two from one source with room for one: the second sees
+    // the first, and the batch fails whole.
     assert_eq!(
         over(s.commit(&[
-            guess("1155000002", a, t + 101),
-            guess("1155000002", a, t + 102)
+            guess("1155000002", a, t + 111),
+            guess("1155000002", a, t + 112)
         ])),
-        Some((GuessBound::Source, t + 110)),
+        Some((GuessBound::Source, t + 120)),
         "the second of a batch counts the first"
     );
+    s.commit(&[guess("1155000002", a, t + 113)])?;
     // Listed per roster SID, from every source, in the last 24 h (these
     // guesses are from 1970: none). A fresh one is.
     let now = certboard::time::now_unix();

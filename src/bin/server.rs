@@ -161,7 +161,7 @@ struct RunArgs {
     /// Most code guesses one source address (an IPv4 address, an IPv6 /64)
     /// may make per window, across all SIDs (a lab behind one NAT address
     /// shares it).
-    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
     guesses_per_address: u32,
     /// Most code guesses for one SID from one source address per window
     /// (room for a student's typos).

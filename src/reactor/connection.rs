@@ -97,7 +97,6 @@ impl Connection {
         stream: TcpStream,
         serves: Serves,
         peer: String,
-        source: std::net::IpAddr,
         listener: usize,
         shared: &Shared,
         limits: &Limits,
@@ -105,6 +104,12 @@ impl Connection {
     ) -> (Connection, Output) {
         let (handler, out) = match serves {
             Serves::Frames(kind) => {
+                // Code guesses are counted per source address. A socket
+                // whose peer is already gone counts under 0.0.0.0: it
+                // will send nothing anyway.
+                let source = stream
+                    .peer_addr()
+                    .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
                 let (f, out) = Frames::start(kind, shared, limits, source);
                 (Handler::Frames(f), out)
             }
