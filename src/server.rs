@@ -13,7 +13,7 @@ use crate::ca::{
     self, BlackboardKeys, CaError, CaKeyType, CertificateAuthority, KeysOrigin, RootOrigin,
 };
 use crate::config::{self, SecretError};
-use crate::course::Window;
+use crate::course::{GuessLimits, Window};
 use crate::ops::crl_cache::CrlCache;
 use crate::ops::metrics::Metrics;
 use crate::ops::store_gauges::{self, StoreGauges};
@@ -73,6 +73,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// When Blackboard takes reports.
     pub window: Window,
+    /// How many enrollment code guesses the CA takes per source.
+    pub guess_limits: GuessLimits,
     /// Address of the HTTP listener (OCSP, CRL, health, metrics); off
     /// when `None`.
     pub http_listen: Option<SocketAddr>,
@@ -727,6 +729,7 @@ impl Server {
                 admission_secret: admission_secret.clone(),
                 legacy: cfg.legacy,
                 window: cfg.window,
+                guess_limits: cfg.guess_limits,
             };
             let ops = Ops::new(shared.ca.clone(), Arc::clone(&metrics), crls.clone())
                 .map_err(ServerError::Ocsp)?;
@@ -850,6 +853,7 @@ mod tests {
             reactors: 1,
             limits: Limits::default(),
             window: Window::default(),
+            guess_limits: GuessLimits::default(),
             http_listen: None,
             http_limits: HttpConnLimits::default(),
             public_url: None,

@@ -314,7 +314,7 @@ impl Durable {
                     }
                 }
                 Record::Report(_) => self.metrics.report_accepted(),
-                Record::WrongCode { .. } => {}
+                Record::Guess(_) => {}
             }
         }
         (self.announce)(records);
@@ -503,7 +503,7 @@ mod tests {
                 .iter()
                 .filter_map(|r| match r {
                     Record::Report(r) => Some(r.receipt_id),
-                    Record::Cert(_) | Record::WrongCode { .. } => None,
+                    Record::Cert(_) | Record::Guess(_) => None,
                 })
                 .collect();
             if ids.contains(&0) {
