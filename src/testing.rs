@@ -32,7 +32,7 @@ use crate::ca::{
     DEFAULT_BLACKBOARD_NAME,
 };
 use crate::client::{make_csr, make_key, KeyType};
-use crate::course::Window;
+use crate::course::{GuessLimits, Window};
 use crate::protocol::Shared;
 use crate::store::{SqliteStore, Storage, StoreError};
 use crate::verify::Verifier;
@@ -187,6 +187,7 @@ pub struct SharedBuilder {
     admission_secret: Option<Arc<Vec<u8>>>,
     legacy: bool,
     window: Window,
+    guess_limits: GuessLimits,
 }
 
 impl fmt::Debug for SharedBuilder {
@@ -220,6 +221,7 @@ impl SharedBuilder {
             admission_secret: None,
             legacy: false,
             window: Window::default(),
+            guess_limits: GuessLimits::default(),
         }
     }
 
@@ -265,6 +267,12 @@ impl SharedBuilder {
         self
     }
 
+    /// Bounds enrollment code guesses by `limits`.
+    pub fn guess_limits(mut self, limits: GuessLimits) -> Self {
+        self.guess_limits = limits;
+        self
+    }
+
     /// The state, with an in-memory store unless one was given.
     pub fn build(self) -> Result<Shared, FixtureError> {
         let store: Box<dyn Storage + Send> = match self.store {
@@ -279,6 +287,7 @@ impl SharedBuilder {
             admission_secret: self.admission_secret,
             legacy: self.legacy,
             window: self.window,
+            guess_limits: self.guess_limits,
         })
     }
 }

@@ -261,6 +261,10 @@ pub enum CommitRefusal {
         /// The SID whose code it was.
         sid: String,
     },
+    /// An enrollment code guess did not fit its bounds, so it was neither
+    /// counted nor checked: the caller's answer, with when to try again
+    /// (the store's text).
+    TooManyGuesses(String),
     /// The database is down or restarting; the next request may find it
     /// back.
     Unavailable,
@@ -272,6 +276,7 @@ impl fmt::Display for CommitRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CommitRefusal::CodeUsed { sid } => write!(f, "SID {sid}: {}", Refusal::CodeUsed),
+            CommitRefusal::TooManyGuesses(why) => f.write_str(why),
             CommitRefusal::Unavailable => f.write_str(STORE_UNAVAILABLE),
             CommitRefusal::Failed => write!(
                 f,
@@ -370,7 +375,7 @@ impl ServerFault for ProtocolError {
 impl ServerFault for CommitRefusal {
     fn is_server_fault(&self) -> bool {
         match self {
-            CommitRefusal::CodeUsed { .. } => false,
+            CommitRefusal::CodeUsed { .. } | CommitRefusal::TooManyGuesses(_) => false,
             CommitRefusal::Unavailable | CommitRefusal::Failed => true,
         }
     }
@@ -409,7 +414,7 @@ pub fn refusal_label(code: ErrorCode) -> &'static str {
         ErrorCode::CodeRequired => "code_required",
         ErrorCode::WrongCode => "wrong_code",
         ErrorCode::CodeUsed => "code_used",
-        ErrorCode::Locked => "locked",
+        ErrorCode::TooManyGuesses => "too_many_guesses",
         ErrorCode::RenewalRefused => "renewal_refused",
         ErrorCode::SubmissionsClosed => "submissions_closed",
     }
@@ -488,10 +493,9 @@ impl From<&Refusal> for ErrorCode {
     fn from(r: &Refusal) -> ErrorCode {
         match r {
             Refusal::NotOnRoster => ErrorCode::NotOnRoster,
-            Refusal::CodeRequired | Refusal::NoCodeIssued => ErrorCode::CodeRequired,
-            Refusal::WrongCode { .. } | Refusal::NoRoster => ErrorCode::WrongCode,
+            Refusal::CodeRequired => ErrorCode::CodeRequired,
+            Refusal::WrongCode | Refusal::NoRoster => ErrorCode::WrongCode,
             Refusal::CodeUsed => ErrorCode::CodeUsed,
-            Refusal::Locked => ErrorCode::Locked,
             Refusal::Renewal(_) => ErrorCode::RenewalRefused,
         }
     }
@@ -501,6 +505,7 @@ impl From<&CommitRefusal> for ErrorCode {
     fn from(e: &CommitRefusal) -> ErrorCode {
         match e {
             CommitRefusal::CodeUsed { .. } => ErrorCode::from(&Refusal::CodeUsed),
+            CommitRefusal::TooManyGuesses(_) => ErrorCode::TooManyGuesses,
             CommitRefusal::Unavailable | CommitRefusal::Failed => ErrorCode::Internal,
         }
     }
@@ -512,6 +517,7 @@ impl From<&CommitRefusal> for ErrorCode {
 pub fn commit_refusal(e: &StoreError) -> CommitRefusal {
     match e {
         StoreError::CodeUsed { sid } => CommitRefusal::CodeUsed { sid: sid.clone() },
+        e @ StoreError::TooManyGuesses { .. } => CommitRefusal::TooManyGuesses(e.to_string()),
         StoreError::Unavailable(_) => CommitRefusal::Unavailable,
         StoreError::Io { .. }
         | StoreError::Sqlite(_)
@@ -603,10 +609,11 @@ impl ConnectionError {
 
 /// Whether a store error that refused a commit is the server's failure:
 /// every one but a code spent meanwhile (two requests raced with one code,
-/// or it was reissued), which is the student's answer.
+/// or it was reissued) and a guess over its bounds, which are the
+/// caller's answers.
 fn commit_is_server_fault(e: &StoreError) -> bool {
     match e {
-        StoreError::CodeUsed { .. } => false,
+        StoreError::CodeUsed { .. } | StoreError::TooManyGuesses { .. } => false,
         StoreError::Io { .. }
         | StoreError::Sqlite(_)
         | StoreError::Incompatible(_)
@@ -648,6 +655,7 @@ impl fmt::Display for ConnectionError {
             ConnectionError::Commit(StoreError::CodeUsed { sid }) => {
                 write!(f, "SID {sid}: {}", Refusal::CodeUsed)
             }
+            ConnectionError::Commit(e @ StoreError::TooManyGuesses { .. }) => write!(f, "{e}"),
             ConnectionError::Commit(StoreError::Unavailable(_)) => f.write_str(STORE_UNAVAILABLE),
             ConnectionError::Commit(_) => write!(
                 f,
@@ -695,7 +703,9 @@ impl From<&ConnectionError> for ErrorCode {
             | ConnectionError::TooManyConnections
             | ConnectionError::OutOfDescriptors
             | ConnectionError::WorkersBusy { .. } => ErrorCode::Limit,
-            ConnectionError::Commit(e) if !commit_is_server_fault(e) => ErrorCode::CodeUsed,
+            ConnectionError::Commit(e) if !commit_is_server_fault(e) => {
+                ErrorCode::from(&commit_refusal(e))
+            }
             ConnectionError::Commit(_)
             | ConnectionError::NoWorkers
             | ConnectionError::CommitOutcomeUnknown

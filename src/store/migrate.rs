@@ -31,7 +31,8 @@ const TABLES: &[&str] = &[
     "reports", // The codes refer to the roster: it comes first.
     "roster",
     "codes",
-    "settings", // The log's leaves and stored hashes.
+    "settings",
+    "guesses", // The log's leaves and stored hashes.
     "tlog_entries",
     "tlog_nodes",
 ];

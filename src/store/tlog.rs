@@ -45,10 +45,16 @@ pub(super) fn leaves_of(batch: &[Record], now: i64) -> Vec<Vec<u8>> {
                 late: false,
                 serial: r.serial.to_string(),
             }),
-            Record::WrongCode { .. } => None,
+            Record::Guess(_) => None,
         })
         .map(|leaf| leaf.encode())
         .collect()
+}
+
+impl From<TreeError> for StoreError {
+    fn from(e: TreeError) -> Self {
+        StoreError::Log(e)
+    }
 }
 
 impl From<AppendError<rusqlite::Error>> for StoreError {

@@ -76,7 +76,19 @@ CREATE TABLE settings (
     value  BIGINT
 );
 ",
-    // Version 3 (issue 21): the transparency log.
+    "
+-- Version 3 (issue 22): enrollment code guesses, counted before each is
+-- checked; codes.wrong is no longer read or written.
+CREATE TABLE guesses (
+    sid     TEXT NOT NULL,
+    source  TEXT NOT NULL,
+    at      BIGINT NOT NULL
+);
+CREATE INDEX guesses_source ON guesses (source, at);
+CREATE INDEX guesses_sid ON guesses (sid, at);
+CREATE INDEX guesses_at ON guesses (at);
+",
+    // Version 4 (issue 21): the transparency log.
     crate::store::tlog::PG_SCHEMA,
 ];
 const _: () = assert!(MIGRATIONS.len() as i32 == PG_SCHEMA_VERSION);
