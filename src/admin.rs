@@ -6,6 +6,7 @@
 mod course;
 mod csv;
 mod export;
+pub mod log;
 
 use std::fmt;
 use std::io::Write;

@@ -33,6 +33,7 @@ pub mod http;
 pub(crate) mod metrics;
 pub mod ocsp;
 pub(crate) mod store_gauges;
+pub mod transparency;
 
 use std::fmt;
 use std::sync::Arc;
@@ -131,6 +132,8 @@ pub(crate) struct Ops {
     /// did not answer: said once in the log when it starts and ends.
     crl_without_store: bool,
     metrics: Arc<Metrics>,
+    /// The transparency log's read API, when this process holds the log key.
+    log: Option<transparency::LogApi>,
 }
 
 impl fmt::Debug for Ops {
@@ -167,7 +170,14 @@ impl Ops {
             crls,
             crl_without_store: false,
             metrics,
+            log: None,
         })
+    }
+
+    /// Serves the transparency log under `/log/` too.
+    pub(crate) fn with_log(mut self, log: Option<transparency::LogApi>) -> Ops {
+        self.log = log;
+        self
     }
 
     /// Answers one request.
@@ -181,6 +191,11 @@ impl Ops {
                 true => self.ocsp_get(&path["/ocsp/".len()..], store),
                 false => not_allowed("GET, HEAD"),
             },
+            _ if path.starts_with("/log/") => match (&self.log, get) {
+                (Some(l), true) => l.handle(&path["/log/".len()..], store),
+                (Some(_), false) => not_allowed("GET, HEAD"),
+                (None, _) => text(404, "this server does not serve the transparency log\n"),
+            },
             "/crl" if get => self.crl(store),
             "/health" if get => health(store),
             "/metrics" if get => Response::new(200, self.metrics.encode().into_bytes())
@@ -188,7 +203,7 @@ impl Ops {
             "/crl" | "/health" | "/metrics" => not_allowed("GET, HEAD"),
             _ => text(
                 404,
-                "no such resource: try /ocsp, /crl, /health or /metrics\n",
+                "no such resource: try /ocsp, /crl, /health, /metrics or /log/checkpoint\n",
             ),
         }
     }

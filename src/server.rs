@@ -83,6 +83,9 @@ pub struct ServerConfig {
     /// Base URL of the HTTP listener as relying parties reach it: every
     /// certificate issued then names `URL/crl` and `URL/ocsp`.
     pub public_url: Option<String>,
+    /// The transparency log's origin line and key name (default: from the
+    /// CA's organisation, `<O>/certboard-log`).
+    pub log_origin: Option<String>,
 }
 
 /// Why the server could not start.
@@ -259,6 +262,51 @@ pub fn open_ca(
 ) -> Result<CertificateAuthority, ServerError> {
     let pass = ca_passphrase(keys_dir, passphrase_file)?;
     open_ca_with(keys_dir, &pass, kind, validity_days)
+}
+
+/// The log's origin: the one given, or `<the root's O (or CN)>/certboard-log`.
+pub fn log_origin(ca: &CertificateAuthority, given: Option<&str>) -> String {
+    if let Some(o) = given {
+        return o.to_string();
+    }
+    let name = ca.cert().subject_name();
+    let first = |nid| {
+        name.entries_by_nid(nid)
+            .next()
+            .and_then(|e| e.data().to_string().ok())
+    };
+    let base = first(openssl::nid::Nid::ORGANIZATIONNAME)
+        .or_else(|| first(openssl::nid::Nid::COMMONNAME))
+        .unwrap_or_default();
+    crate::tlog::key::default_origin(&base)
+}
+
+/// Opens (or creates) the log key beside the root, under its passphrase.
+fn open_log_with(
+    keys_dir: &std::path::Path,
+    pass: &[u8],
+    ca: &CertificateAuthority,
+    origin: Option<&str>,
+) -> Result<crate::tlog::NoteSigner, ServerError> {
+    Ok(crate::tlog::key::open_log_key(
+        keys_dir,
+        pass,
+        &log_origin(ca, origin),
+    )?)
+}
+
+/// The log key of an existing CA, for the admin commands (`server log`).
+pub fn open_existing_log(
+    keys_dir: &std::path::Path,
+    passphrase_file: Option<&std::path::Path>,
+    origin: Option<&str>,
+) -> Result<crate::tlog::NoteSigner, ServerError> {
+    if !ca::root_exists(keys_dir) {
+        return Err(ServerError::NoRoot(keys_dir.to_path_buf()));
+    }
+    let pass = ca_passphrase(keys_dir, passphrase_file)?;
+    let ca = open_ca_with(keys_dir, &pass, CaKeyType::Rsa2048, 1)?;
+    open_log_with(keys_dir, &pass, &ca, origin)
 }
 
 /// The CA passphrase as configured, refused here when too short for a new
@@ -516,8 +564,10 @@ impl Server {
         // the store's check.
         let mut early_ca = None;
         let mut new_root_pass = None;
+        let mut log_pass = None;
         if serve_ca {
             let pass = ca_passphrase(&cfg.keys_dir, cfg.passphrase_file.as_deref())?;
+            log_pass = Some(pass.clone());
             if ca::root_exists(&cfg.keys_dir) {
                 early_ca = Some(open_ca_with(
                     &cfg.keys_dir,
@@ -627,6 +677,20 @@ impl Server {
         } else {
             None
         };
+        // The log key sits beside the root and under its passphrase: the CA
+        // host signs the log's checkpoints and serves its tiles.
+        let log_api = match (&ca, &log_pass) {
+            (Some(ca), Some(pass)) => {
+                let signer = open_log_with(&cfg.keys_dir, pass, ca, cfg.log_origin.as_deref())?;
+                info!(
+                    "transparency log {}: verifier key {}",
+                    signer.name(),
+                    signer.verifier_key()
+                );
+                Some(crate::ops::transparency::LogApi::new(Arc::new(signer)))
+            }
+            _ => None,
+        };
         let root = match (&ca, given_root) {
             (Some(ca), _) => ca.cert().clone(),
             (None, Some(root)) => root,
@@ -732,7 +796,8 @@ impl Server {
                 guess_limits: cfg.guess_limits,
             };
             let ops = Ops::new(shared.ca.clone(), Arc::clone(&metrics), crls.clone())
-                .map_err(ServerError::Ocsp)?;
+                .map_err(ServerError::Ocsp)?
+                .with_log(log_api.clone());
             let mut r = Reactor::new(
                 i,
                 listeners.frames,
@@ -857,6 +922,7 @@ mod tests {
             http_listen: None,
             http_limits: HttpConnLimits::default(),
             public_url: None,
+            log_origin: None,
         }
     }
 

@@ -58,6 +58,11 @@ struct Common {
     /// File holding the CA passphrase (one line).
     #[arg(long, value_name = "FILE", global = true)]
     ca_passphrase_file: Option<PathBuf>,
+    /// The transparency log's origin (checkpoint origin line and key name;
+    /// no spaces or '+'); default `<the root's organisation>/certboard-log`,
+    /// e.g. `CUHK/certboard-log`. Set it once: verifiers pin it.
+    #[arg(long, value_name = "ORIGIN", global = true)]
+    log_origin: Option<String>,
     /// PostgreSQL database of certificates and reports, instead of SQLite
     /// in the data dir: postgres://USER[:PASSWORD]@HOST:PORT/DB[?sslmode=...]
     /// (several hosts on one database; README "More than one host").
@@ -252,6 +257,9 @@ enum Command {
         #[arg(long, value_name = "URL")]
         to: Option<String>,
     },
+    /// The transparency log: its key, its checkpoint, its verification.
+    #[command(subcommand)]
+    Log(LogCommand),
     /// Print a CRL signed by the CA (needs the passphrase).
     Crl {
         /// DER instead of PEM.
@@ -261,6 +269,23 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+}
+
+/// The transparency log of every certificate issued and report accepted
+/// (served as C2SP tlog-tiles under /log/ on the CA's --http-listen).
+#[derive(Debug, Subcommand)]
+enum LogCommand {
+    /// Print the log's verifier key (signed-note vkey form), for students'
+    /// clients and anyone checking the log (needs the passphrase).
+    Key,
+    /// Print the latest signed checkpoint, for publishing (course page,
+    /// mailing list), so everyone can compare the same tree head.
+    Checkpoint,
+    /// Recompute the log from the store: every stored hash, the tree head,
+    /// every certificate and report against its leaf. Names the first
+    /// mismatch (a row deleted or edited behind certboard's back) and exits
+    /// non-zero.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -360,6 +385,7 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
             ..HttpConnLimits::default()
         },
         public_url: a.public_url,
+        log_origin: common.log_origin.clone(),
     };
     if let (Some(o), Some(c)) = (a.submissions_open, a.submissions_close) {
         if o >= c {
@@ -511,6 +537,33 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
             }
         }
         Command::BlackboardCert { .. } => {}
+        Command::Log(LogCommand::Key) => {
+            let signer = server::open_existing_log(
+                &common.keys_dir,
+                common.ca_passphrase_file.as_deref(),
+                common.log_origin.as_deref(),
+            )?;
+            println!("{}", signer.verifier_key());
+        }
+        Command::Log(LogCommand::Checkpoint) => {
+            let signer = server::open_existing_log(
+                &common.keys_dir,
+                common.ca_passphrase_file.as_deref(),
+                common.log_origin.as_deref(),
+            )?;
+            let api = certboard::ops::transparency::LogApi::new(std::sync::Arc::new(signer));
+            print!("{}", api.checkpoint(store)?);
+        }
+        Command::Log(LogCommand::Verify) => match admin::log::verify(store)? {
+            Ok(v) => println!(
+                "log verified: {} entries ({} certificate(s), {} report(s)) recompute every stored hash and the tree head {}",
+                v.size,
+                v.certs,
+                v.reports,
+                openssl::base64::encode_block(&v.root)
+            ),
+            Err(problem) => return Err(format!("log verification FAILED: {problem}").into()),
+        },
         Command::Crl { der, out } => {
             let ca =
                 server::open_existing_ca(&common.keys_dir, common.ca_passphrase_file.as_deref())?;
