@@ -262,8 +262,14 @@ mod tests {
         }
         // The worked example of PROTOCOL.md.
         let cert = samples()[0].encode();
-        assert_eq!(&cert[..4], &[1, 1, 10, 0]);
-        assert_eq!(cert.len(), 2 + 12 + 6 + 32 + 8 + 1);
+        let mut expected = vec![1, 1, 10, 0];
+        expected.extend_from_slice(b"1155000001");
+        expected.extend_from_slice(&[4, 0]);
+        expected.extend_from_slice(b"1A2B");
+        expected.extend_from_slice(&[7; 32]);
+        expected.extend_from_slice(&[0x00, 0xc9, 0x0c, 0x6b, 0, 0, 0, 0, 1]);
+        assert_eq!(cert, expected);
+        assert_eq!(cert.len(), 61);
         Ok(())
     }
 
