@@ -17,13 +17,13 @@ use std::sync::Arc;
 use log::info;
 use openssl::hash::MessageDigest;
 
-use crate::ca::CertificateAuthority;
+use crate::ca::{CaError, CertificateAuthority, Serial};
 use crate::course::{self, code, Grant, Refusal, RenewalError};
 use crate::crypto;
 use crate::message::{EnrollAuth, Message, NONCE_LEN, PROTOCOL_VERSION};
-use crate::store::{Origin, Record, StoreError};
-use crate::time::time_text;
-use crate::verify::{CertError, Verifier};
+use crate::store::{Authorisation, Origin, Record, StoreError};
+use crate::time::{now_unix, time_text, unix_time};
+use crate::verify::{CertError, Verifier, X509_V_ERR_CERT_HAS_EXPIRED};
 
 use super::error::{Internal, ProtocolError};
 use super::{cert_record, other_message, After, Expired, Output, Shared, State, Step};
@@ -145,34 +145,53 @@ pub(super) fn request(
 ) -> Step {
     let ca = the_ca(shared)?;
     let checked = ca.check_csr(csr_der).map_err(ProtocolError::enrollment)?;
+    // Said at enrollment, not at the first renewal or submission: a
+    // certificate Blackboard can never use is not issued (PROTOCOL.md).
+    if !checked.key_is_rsa() {
+        return Err(ProtocolError::Enrollment(CaError::UnsupportedKey(
+            "an EC key: Blackboard sends the session key with RSA-OAEP, so a student key \
+             must be RSA of 2048 to 4096 bits (make one with client --key-type rsa2048)"
+                .into(),
+        )));
+    }
     let sid = checked.sid().to_string();
     let view = shared.store.enrollment_view(&sid).map_err(store_failed)?;
     let refused = |source: Refusal| ProtocolError::Course {
         sid: sid.clone(),
         source,
     };
-    let (consumes, how, renewal) = match auth {
+    let (authorised, how) = match auth {
         EnrollAuth::Renewal {
             cert_der,
             signature,
         } => {
             course::admits_renewal(&view).map_err(refused)?;
-            check_renewal(shared, &ca, &sid, &nonce, cert_der, signature, csr_der)?
+            let renewal = RenewalProof {
+                nonce: &nonce,
+                cert_der,
+                signature,
+                csr_der,
+            };
+            let (renews, vouched) = check_renewal(shared, &ca, &sid, &renewal)?
                 .map_err(|e| refused(Refusal::Renewal(e)))?;
+            if view.roster_on && !vouched {
+                return Err(refused(Refusal::Renewal(RenewalError::Unvouched {
+                    serial: renews,
+                })));
+            }
             (
-                None,
-                "renewed by proof of possession of the current key",
-                true,
+                Authorisation::Renewal { renews, vouched },
+                "renewed by proof of possession of the current key, which it supersedes",
             )
         }
         _ => match course::authorise(&view, &sid, &nonce, csr_der, auth)
             .map_err(|e| internal("enrollment code MAC", e))?
         {
-            Ok(Grant::Open) => (None, "open enrollment (no roster)", false),
+            Ok(Grant::Open) => (Authorisation::Open, "open enrollment (no roster)"),
             Ok(Grant::Code(key)) => (
-                Some(key),
-                "enrollment code verified; consumed once recorded",
-                false,
+                Authorisation::Code(key),
+                "enrollment code verified; consumed once recorded, superseding the SID's \
+                 other certificates",
             ),
             Err(Refusal::WrongCode { key, left }) => {
                 // The refusal leaves only once the count is recorded: no
@@ -203,10 +222,7 @@ pub(super) fn request(
         ca_cert_der: ca.cert_der().to_vec(),
         next_nonce,
     };
-    let mut record = cert_record(issued, Origin::Certboard, consumes);
-    if let Record::Cert(cert) = &mut record {
-        cert.renewal = renewal;
-    }
+    let record = cert_record(issued, Origin::Certboard, authorised);
     let out = Output {
         then: After::Persist(record),
         ..Output::reply(reply)
@@ -217,19 +233,26 @@ pub(super) fn request(
     ))
 }
 
+/// What a renewal request carries besides the CSR's key.
+struct RenewalProof<'a> {
+    nonce: &'a [u8; NONCE_LEN],
+    cert_der: &'a [u8],
+    signature: &'a [u8],
+    csr_der: &'a [u8],
+}
+
 /// A renewal's proof: her current certificate is ours (path, clientAuth,
-/// not expired, the CSR's SID), recorded and not revoked, and her
-/// signature over the nonce, that certificate and the new CSR verifies
-/// with its key. The outer `Err` is the server's failure.
+/// the CSR's SID; valid now, or expired within the renewal grace and valid
+/// in every other respect when it expired), recorded and not revoked, and
+/// her signature over the nonce, that certificate and the new CSR verifies
+/// with its key. Returns its serial and whether a code vouches for it. The
+/// outer `Err` is the server's failure.
 fn check_renewal(
     shared: &mut Shared,
     ca: &CertificateAuthority,
     sid: &str,
-    nonce: &[u8; NONCE_LEN],
-    cert_der: &[u8],
-    signature: &[u8],
-    csr_der: &[u8],
-) -> Result<Result<(), RenewalError>, ProtocolError> {
+    proof: &RenewalProof<'_>,
+) -> Result<Result<(Serial, bool), RenewalError>, ProtocolError> {
     let own;
     let verifier = match &shared.verifier {
         Some(v) => v.as_ref(),
@@ -240,8 +263,14 @@ fn check_renewal(
             &own
         }
     };
-    let student = match verifier.verify(sid, cert_der, &[]) {
+    let student = match verifier.verify(sid, proof.cert_der, &[]) {
         Ok(s) => s,
+        Err(CertError::Path { code, .. }) if code == X509_V_ERR_CERT_HAS_EXPIRED => {
+            match within_grace(verifier, sid, proof.cert_der, shared.renewal_grace_days)? {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(e)),
+            }
+        }
         Err(CertError::Internal(e)) => return Err(internal("certificate check", e.0)),
         Err(e) => return Ok(Err(RenewalError::Certificate(e))),
     };
@@ -249,8 +278,8 @@ fn check_renewal(
         .store
         .cert_status(&student.serial)
         .map_err(|e| internal("certificate status", e))?;
-    match status {
-        crate::store::CertStatus::Good { .. } => {}
+    let vouched = match status {
+        crate::store::CertStatus::Good { vouched, .. } => vouched,
         crate::store::CertStatus::Unknown => {
             return Ok(Err(RenewalError::Certificate(CertError::NotIssued(
                 student.serial,
@@ -262,20 +291,49 @@ fn check_renewal(
                 reason,
             })))
         }
-    }
-    let message = code::renewal_message(nonce, cert_der, csr_der);
+    };
+    let message = code::renewal_message(proof.nonce, proof.cert_der, proof.csr_der);
     let verified = openssl::sign::Verifier::new(MessageDigest::sha256(), &student.key)
         .and_then(|mut v| {
             v.update(&message)?;
-            v.verify(signature)
+            v.verify(proof.signature)
         })
         // A signature OpenSSL cannot even parse is a bad proof, not our fault.
         .unwrap_or(false);
     Ok(if verified {
-        Ok(())
+        Ok((student.serial, vouched))
     } else {
         Err(RenewalError::BadSignature)
     })
+}
+
+/// An expired certificate's check for the renewal grace: it expired no
+/// more than `grace_days` ago, and held up in every other respect at its
+/// last valid second. The outer `Err` is the server's failure.
+fn within_grace(
+    verifier: &Verifier,
+    sid: &str,
+    cert_der: &[u8],
+    grace_days: u32,
+) -> Result<Result<crate::verify::Student, RenewalError>, ProtocolError> {
+    let cert = openssl::x509::X509::from_der(cert_der)
+        .map_err(|e| internal("reading an expired certificate", e))?;
+    let expired_at =
+        unix_time(cert.not_after()).map_err(|e| internal("reading an expiry time", e))?;
+    let serial =
+        Serial::from_asn1(cert.serial_number()).map_err(|e| internal("reading a serial", e))?;
+    if now_unix() - expired_at > i64::from(grace_days) * 86_400 {
+        return Ok(Err(RenewalError::ExpiredBeyondGrace {
+            serial,
+            expired_at,
+            grace_days,
+        }));
+    }
+    match verifier.verify_at(sid, cert_der, &[], expired_at) {
+        Ok(s) => Ok(Ok(s)),
+        Err(CertError::Internal(e)) => Err(internal("certificate check", e.0)),
+        Err(e) => Ok(Err(RenewalError::Certificate(e))),
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::error::Error;
 use std::fmt;
 
 use crate::ca::CaError;
-use crate::course::{Closed, Refusal};
+use crate::course::{Closed, Refusal, RenewalError};
 use crate::message::{DecodeError, ErrorCode};
 use crate::store::{StoreError, STORE_UNAVAILABLE};
 use crate::verify::CertError;
@@ -261,6 +261,14 @@ pub enum CommitRefusal {
         /// The SID whose code it was.
         sid: String,
     },
+    /// The certificate a renewal rested on was revoked (or superseded by
+    /// another renewal) meanwhile: no certificate grows from a revoked one.
+    RenewedRevoked {
+        /// The SID.
+        sid: String,
+        /// The certificate renewed.
+        serial: crate::ca::Serial,
+    },
     /// The database is down or restarting; the next request may find it
     /// back.
     Unavailable,
@@ -272,6 +280,11 @@ impl fmt::Display for CommitRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CommitRefusal::CodeUsed { sid } => write!(f, "SID {sid}: {}", Refusal::CodeUsed),
+            CommitRefusal::RenewedRevoked { sid, serial } => write!(
+                f,
+                "SID {sid}: renewal refused: the current certificate (serial {serial}) was \
+                 revoked while it was being renewed; a revoked student needs a new enrollment code"
+            ),
             CommitRefusal::Unavailable => f.write_str(STORE_UNAVAILABLE),
             CommitRefusal::Failed => write!(
                 f,
@@ -339,6 +352,7 @@ impl ServerFault for CertCheckError {
             CertCheckError::BadSid(_)
             | CertCheckError::ChainTooLong(_)
             | CertCheckError::TooLarge { .. }
+            | CertCheckError::Unvouched { .. }
             | CertCheckError::NotLegacy { .. } => false,
         }
     }
@@ -370,7 +384,7 @@ impl ServerFault for ProtocolError {
 impl ServerFault for CommitRefusal {
     fn is_server_fault(&self) -> bool {
         match self {
-            CommitRefusal::CodeUsed { .. } => false,
+            CommitRefusal::CodeUsed { .. } | CommitRefusal::RenewedRevoked { .. } => false,
             CommitRefusal::Unavailable | CommitRefusal::Failed => true,
         }
     }
@@ -412,6 +426,7 @@ pub fn refusal_label(code: ErrorCode) -> &'static str {
         ErrorCode::Locked => "locked",
         ErrorCode::RenewalRefused => "renewal_refused",
         ErrorCode::SubmissionsClosed => "submissions_closed",
+        ErrorCode::Unvouched => "unvouched",
     }
 }
 
@@ -432,6 +447,7 @@ impl From<&CertCheckError> for ErrorCode {
             CertCheckError::Rejected(e) => ErrorCode::from(e),
             CertCheckError::TooLarge { .. } => ErrorCode::Limit,
             CertCheckError::NotBlackboard | CertCheckError::Store(_) => ErrorCode::Internal,
+            CertCheckError::Unvouched { .. } => ErrorCode::Unvouched,
             CertCheckError::BadSid(_)
             | CertCheckError::ChainTooLong(_)
             | CertCheckError::NotLegacy { .. } => ErrorCode::BadCertificate,
@@ -492,6 +508,7 @@ impl From<&Refusal> for ErrorCode {
             Refusal::WrongCode { .. } | Refusal::NoRoster => ErrorCode::WrongCode,
             Refusal::CodeUsed => ErrorCode::CodeUsed,
             Refusal::Locked => ErrorCode::Locked,
+            Refusal::Renewal(RenewalError::Unvouched { .. }) => ErrorCode::Unvouched,
             Refusal::Renewal(_) => ErrorCode::RenewalRefused,
         }
     }
@@ -501,6 +518,7 @@ impl From<&CommitRefusal> for ErrorCode {
     fn from(e: &CommitRefusal) -> ErrorCode {
         match e {
             CommitRefusal::CodeUsed { .. } => ErrorCode::from(&Refusal::CodeUsed),
+            CommitRefusal::RenewedRevoked { .. } => ErrorCode::RenewalRefused,
             CommitRefusal::Unavailable | CommitRefusal::Failed => ErrorCode::Internal,
         }
     }
@@ -512,6 +530,10 @@ impl From<&CommitRefusal> for ErrorCode {
 pub fn commit_refusal(e: &StoreError) -> CommitRefusal {
     match e {
         StoreError::CodeUsed { sid } => CommitRefusal::CodeUsed { sid: sid.clone() },
+        StoreError::RenewedRevoked { sid, serial } => CommitRefusal::RenewedRevoked {
+            sid: sid.clone(),
+            serial: serial.clone(),
+        },
         StoreError::Unavailable(_) => CommitRefusal::Unavailable,
         StoreError::Io { .. }
         | StoreError::Sqlite(_)
@@ -602,10 +624,11 @@ impl ConnectionError {
 
 /// Whether a store error that refused a commit is the server's failure:
 /// every one but a code spent meanwhile (two requests raced with one code,
-/// or it was reissued), which is the student's answer.
+/// or it was reissued) and a renewed certificate revoked meanwhile, which
+/// are the student's answers.
 fn commit_is_server_fault(e: &StoreError) -> bool {
     match e {
-        StoreError::CodeUsed { .. } => false,
+        StoreError::CodeUsed { .. } | StoreError::RenewedRevoked { .. } => false,
         StoreError::Io { .. }
         | StoreError::Sqlite(_)
         | StoreError::Incompatible(_)
@@ -643,8 +666,9 @@ impl fmt::Display for ConnectionError {
             ConnectionError::NoWorkers => {
                 write!(f, "internal error: this server has no worker pool")
             }
-            ConnectionError::Commit(StoreError::CodeUsed { sid }) => {
-                write!(f, "SID {sid}: {}", Refusal::CodeUsed)
+            ConnectionError::Commit(e @ StoreError::CodeUsed { .. })
+            | ConnectionError::Commit(e @ StoreError::RenewedRevoked { .. }) => {
+                write!(f, "{}", commit_refusal(e))
             }
             ConnectionError::Commit(StoreError::Unavailable(_)) => f.write_str(STORE_UNAVAILABLE),
             ConnectionError::Commit(_) => write!(
@@ -693,7 +717,9 @@ impl From<&ConnectionError> for ErrorCode {
             | ConnectionError::TooManyConnections
             | ConnectionError::OutOfDescriptors
             | ConnectionError::WorkersBusy { .. } => ErrorCode::Limit,
-            ConnectionError::Commit(e) if !commit_is_server_fault(e) => ErrorCode::CodeUsed,
+            ConnectionError::Commit(e) if !commit_is_server_fault(e) => {
+                ErrorCode::from(&commit_refusal(e))
+            }
             ConnectionError::Commit(_)
             | ConnectionError::NoWorkers
             | ConnectionError::CommitOutcomeUnknown

@@ -16,12 +16,12 @@ use super::{
     code_state_of, receipt_id_of, status_of, CertColumns, CertRow, CertStatus, CodeColumns,
     CodeKey, Counts, EnrollView, Record, ReportColumns, ReportRecord, Revocation,
     RevocationColumns, RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial,
-    Storage, StoreError, Student, Writes,
+    StatusColumns, Storage, StoreError, Student, Supersede, Writes,
 };
 use crate::time::now_unix;
 
 /// The schema this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// Marks the file as certboard's (`PRAGMA application_id`): "CBRD".
 const APPLICATION_ID: i64 = 0x4342_5244;
 /// File name of the database inside the data dir.
@@ -108,10 +108,36 @@ CREATE TABLE settings (
 );
 ";
 
+/// Version 2 to 3: what authorised each certificate (issue 22 item 3):
+/// `authorised` (open, code or renewal), `vouched` (a code, directly or
+/// through renewals, stands behind it) and `renews` (the serial a renewal
+/// rested on). Earlier rows are marked from what the store already knew:
+/// the certificate that spent a code is `code`; one issued before any
+/// roster student was added is `open`; a later one is a renewal, vouched
+/// unless its SID also holds an `open` certificate (then which chain it
+/// grew from is unknown, and it is not vouched for: the instructor
+/// reissues that student's code). Same rule as PostgreSQL's step 3.
+const MIGRATE_V3: &str = "
+ALTER TABLE certs ADD COLUMN authorised TEXT NOT NULL DEFAULT 'open';
+ALTER TABLE certs ADD COLUMN vouched INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE certs ADD COLUMN renews TEXT;
+UPDATE certs SET authorised = CASE
+    WHEN serial IN (SELECT used_serial FROM codes WHERE used_serial IS NOT NULL) THEN 'code'
+    WHEN NOT EXISTS (SELECT 1 FROM roster)
+         OR issued_at < (SELECT min(added_at) FROM roster) THEN 'open'
+    ELSE 'renewal' END;
+UPDATE certs SET vouched = CASE
+    WHEN authorised = 'code' THEN 1
+    WHEN authorised = 'renewal'
+         AND NOT EXISTS (SELECT 1 FROM certs o WHERE o.sid = certs.sid AND o.authorised = 'open')
+         THEN 1
+    ELSE 0 END;
+";
+
 /// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`, as in the
 /// PostgreSQL engine. A new version appends a step (and bumps
 /// [`SCHEMA_VERSION`]); a step once released never changes.
-const MIGRATIONS: &[&str] = &[SCHEMA, MIGRATE_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA, MIGRATE_V2, MIGRATE_V3];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 
 /// The columns of `codes` from column `at` on (all NULL: no code).
@@ -374,8 +400,17 @@ impl Storage for SqliteStore {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             let mut cert_stmt = tx.prepare_cached(
-                "INSERT INTO certs (serial, sid, subject, not_before, not_after, der, origin, issued_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO certs (serial, sid, subject, not_before, not_after, der, origin, issued_at,
+                                    authorised, vouched, renews)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            let mut renewed_stmt = tx.prepare_cached(
+                "UPDATE certs SET revoked_at = ?1, revoke_reason = ?2
+                 WHERE serial = ?3 AND sid = ?4 AND revoked_at IS NULL",
+            )?;
+            let mut others_stmt = tx.prepare_cached(
+                "UPDATE certs SET revoked_at = ?1, revoke_reason = ?2
+                 WHERE sid = ?3 AND serial <> ?4 AND revoked_at IS NULL",
             )?;
             let mut report_stmt = tx.prepare_cached(
                 "INSERT INTO reports (receipt_id, sid, serial, received_at, text, origin)
@@ -411,8 +446,31 @@ impl Storage for SqliteStore {
                     c.der,
                     c.origin,
                     now,
+                    c.authorised,
+                    c.vouched,
+                    c.renews,
                 ]);
                 duplicate(inserted, || format!("serial {}", c.serial))?;
+            }
+            let superseded = RevocationReason::Superseded.name();
+            for s in &w.supersedes {
+                match s {
+                    Supersede::Renewed {
+                        sid,
+                        renews,
+                        renews_text,
+                    } => {
+                        if renewed_stmt.execute(params![now, superseded, renews_text, sid])? == 0 {
+                            return Err(StoreError::RenewedRevoked {
+                                sid: sid.to_string(),
+                                serial: (*renews).clone(),
+                            });
+                        }
+                    }
+                    Supersede::AllOthers { sid, serial } => {
+                        others_stmt.execute(params![now, superseded, sid, serial])?;
+                    }
+                }
             }
             for r in &w.reports {
                 let inserted = report_stmt.execute(params![
@@ -433,13 +491,13 @@ impl Storage for SqliteStore {
     }
 
     fn cert_status(&mut self, serial: &Serial) -> Result<CertStatus, StoreError> {
-        let row: Option<(Option<i64>, Option<String>, String)> = self
+        let row: Option<StatusColumns> = self
             .conn
             .prepare_cached(
-                "SELECT revoked_at, revoke_reason, origin FROM certs WHERE serial = ?1",
+                "SELECT revoked_at, revoke_reason, origin, vouched FROM certs WHERE serial = ?1",
             )?
             .query_row(params![serial.to_string()], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?;
         status_of(row)
@@ -465,7 +523,8 @@ impl Storage for SqliteStore {
 
     fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT serial, sid, not_before, not_after, origin, revoked_at, revoke_reason, der
+            "SELECT serial, sid, not_before, not_after, origin, revoked_at, revoke_reason, der,
+                    authorised, vouched
              FROM certs ORDER BY issued_at, rowid",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -478,6 +537,8 @@ impl Storage for SqliteStore {
                 revoked_at: r.get(5)?,
                 reason: r.get(6)?,
                 der: r.get(7)?,
+                authorised: r.get(8)?,
+                vouched: r.get(9)?,
             })
         })?;
         let columns = rows.collect::<Result<Vec<_>, _>>()?;
@@ -730,7 +791,7 @@ mod tests {
     //! What only the SQLite engine has; the behaviour both engines share is
     //! the contract in `tests/store_contract.rs`.
     use super::*;
-    use crate::store::{CertRecord, Origin};
+    use crate::store::{Authorisation, CertRecord, Origin};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -747,8 +808,7 @@ mod tests {
             not_after: 2,
             der: vec![0x30, 0x00],
             origin: Origin::Certboard,
-            consumes_code: None,
-            renewal: false,
+            authorised: Authorisation::Open,
         })
     }
 
@@ -818,7 +878,8 @@ mod tests {
         assert_eq!(
             b.cert_status(&sn("0A"))?,
             CertStatus::Good {
-                origin: Origin::Certboard
+                origin: Origin::Certboard,
+                vouched: false
             }
         );
         Ok(())
