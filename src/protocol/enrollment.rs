@@ -309,7 +309,7 @@ fn check_renewal(
 
 /// An expired certificate's check for the renewal grace: it expired no
 /// more than `grace_days` ago, and held up in every other respect at its
-/// last valid second. The outer `Err` is the server's failure.
+/// last valid second (the root's validity included). The outer `Err` is the server's failure.
 fn within_grace(
     verifier: &Verifier,
     sid: &str,
@@ -329,7 +329,8 @@ fn within_grace(
             grace_days,
         }));
     }
-    match verifier.verify_at(sid, cert_der, &[], expired_at) {
+    // OpenSSL counts notAfter's own second as expired: the second before.
+    match verifier.verify_at(sid, cert_der, &[], expired_at - 1) {
         Ok(s) => Ok(Ok(s)),
         Err(CertError::Internal(e)) => Err(internal("certificate check", e.0)),
         Err(e) => Ok(Err(RenewalError::Certificate(e))),
@@ -408,5 +409,211 @@ mod tests {
         };
         assert_eq!(cert.sid, SID);
         assert!(sh.store.certs().unwrap().is_empty(), "not committed here");
+    }
+
+    /// Blackboard sends the session key with RSA-OAEP: an EC key is
+    /// refused at enrollment, saying so (code 3), and nothing is issued.
+    #[test]
+    fn an_ec_key_is_refused_at_enrollment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let ec = crate::testing::p256_key().unwrap();
+        let request = Message::CertRequest {
+            csr_der: make_csr(SID, &ec).unwrap(),
+            auth: EnrollAuth::Open,
+        }
+        .encode();
+        let run = drive(
+            start(ServiceKind::Ca, &mut sh),
+            &[ca_hello(), request],
+            &mut sh,
+        );
+        assert!(matches!(run.replies[0], Message::CaChallenge { .. }));
+        let Message::Error { code, reason } = &run.replies[1] else {
+            panic!("expected a refusal, got {:?}", run.replies);
+        };
+        assert_eq!(*code, ErrorCode::BadRequest);
+        assert!(
+            reason.contains("EC key") && reason.contains("RSA-OAEP"),
+            "{reason}"
+        );
+        assert!(sh.store.certs().unwrap().is_empty());
+    }
+
+    /// A certificate made by the test CA with chosen validity, recorded as
+    /// `authorised`; returns it (DER) with its key and serial.
+    fn recorded(
+        sh: &mut Shared,
+        params: &crate::testing::CertParams,
+        authorised: Authorisation,
+    ) -> (Vec<u8>, openssl::pkey::PKey<openssl::pkey::Private>, Serial) {
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let ca = sh.ca.clone().unwrap();
+        let cert = params
+            .signed_by(&key, crate::testing::Issuer::ca(&ca))
+            .unwrap();
+        let serial = Serial::from_asn1(cert.serial_number()).unwrap();
+        let der = cert.to_der().unwrap();
+        sh.store
+            .commit(&[Record::Cert(crate::store::CertRecord {
+                serial: serial.clone(),
+                sid: SID.into(),
+                not_before: params.not_before,
+                not_after: params.not_after,
+                der: der.clone(),
+                origin: Origin::Certboard,
+                authorised,
+            })])
+            .unwrap();
+        (der, key, serial)
+    }
+
+    /// One renewal on a fresh connection: hello, then the request signed
+    /// with `key` for `cert_der`.
+    fn renew(
+        sh: &mut Shared,
+        cert_der: &[u8],
+        key: &openssl::pkey::PKey<openssl::pkey::Private>,
+    ) -> Vec<Message> {
+        let run = drive(start(ServiceKind::Ca, sh), &[ca_hello()], sh);
+        let Message::CaChallenge { nonce, .. } = run.replies[0] else {
+            panic!("expected a challenge, got {:?}", run.replies);
+        };
+        let new_key = make_key(KeyType::Rsa2048).unwrap();
+        let csr = make_csr(SID, &new_key).unwrap();
+        let auth = crate::client::renewal_auth(key, cert_der, &nonce, &csr).unwrap();
+        let request = Message::CertRequest { csr_der: csr, auth }.encode();
+        drive(run.session, &[request], sh).replies
+    }
+
+    fn refused(replies: &[Message]) -> (ErrorCode, String) {
+        match replies {
+            [Message::Error { code, reason }] => (*code, reason.clone()),
+            other => panic!("expected one Error, got {other:?}"),
+        }
+    }
+
+    fn status(sh: &mut Shared, serial: &Serial) -> crate::store::CertStatus {
+        sh.store.cert_status(serial).unwrap()
+    }
+
+    /// Issue 22 item 17: a certificate expired within the grace renews by
+    /// its key (and is superseded); beyond the grace, or revoked, it does
+    /// not, and the student is told to ask for a new code.
+    #[test]
+    fn an_expired_certificate_renews_within_the_grace_only() {
+        use crate::store::CertStatus;
+        use crate::testing::CertParams;
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = crate::testing::TestPki::create(
+            &dir.path().join("keys"),
+            &crate::testing::CaParams::default(),
+        )
+        .unwrap()
+        .shared()
+        .renewal_grace_days(14)
+        .build()
+        .unwrap();
+        let now = crate::time::now_unix();
+        // Just expired (within the root's own validity, which began when
+        // the test made it): renewed, and the old one superseded.
+        let yesterday = CertParams {
+            not_before: now - 200,
+            not_after: now - 2,
+            ..CertParams::student(SID)
+        };
+        let (der, key, serial) = recorded(&mut sh, &yesterday, Authorisation::Open);
+        let replies = renew(&mut sh, &der, &key);
+        assert!(
+            matches!(replies[..], [Message::CertIssued { .. }]),
+            "{replies:?}"
+        );
+        assert!(matches!(
+            status(&mut sh, &serial),
+            CertStatus::Revoked {
+                reason: Some(crate::ca::RevocationReason::Superseded),
+                ..
+            }
+        ));
+        // The same certificate again: revoked (superseded), refused.
+        let (code, reason) = refused(&renew(&mut sh, &der, &key));
+        assert_eq!(code, ErrorCode::RenewalRefused);
+        assert!(reason.contains("revoked (superseded)"), "{reason}");
+        // Expired 20 days ago: beyond the grace.
+        let long_ago = CertParams {
+            not_before: now - 60 * 86_400,
+            not_after: now - 20 * 86_400,
+            ..CertParams::student(SID)
+        };
+        let (der, key, serial) = recorded(&mut sh, &long_ago, Authorisation::Open);
+        let (code, reason) = refused(&renew(&mut sh, &der, &key));
+        assert_eq!(code, ErrorCode::RenewalRefused);
+        assert!(
+            reason.contains("14-day renewal grace") && reason.contains("new enrollment code"),
+            "{reason}"
+        );
+        assert!(matches!(status(&mut sh, &serial), CertStatus::Good { .. }));
+        // Within the grace but revoked by the instructor: refused.
+        let (der, key, serial) = recorded(&mut sh, &yesterday, Authorisation::Open);
+        sh.store
+            .revoke_serial(&serial, crate::ca::RevocationReason::KeyCompromise, now)
+            .unwrap();
+        let (code, reason) = refused(&renew(&mut sh, &der, &key));
+        assert_eq!(code, ErrorCode::RenewalRefused);
+        assert!(reason.contains("keyCompromise"), "{reason}");
+        // Grace 0: expired is expired.
+        sh.renewal_grace_days = 0;
+        let (der, key, _) = recorded(&mut sh, &yesterday, Authorisation::Open);
+        let (code, reason) = refused(&renew(&mut sh, &der, &key));
+        assert_eq!(code, ErrorCode::RenewalRefused);
+        assert!(
+            reason.contains("renews only certificates still valid"),
+            "{reason}"
+        );
+    }
+
+    /// Issue 22 item 3: once a roster is in force, a certificate no code
+    /// vouches for does not renew (code 18); one a code vouches for does,
+    /// and its successor is vouched for too.
+    #[test]
+    fn with_a_roster_only_a_vouched_certificate_renews() {
+        use crate::store::{CertStatus, Student};
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let valid = crate::testing::CertParams::student(SID);
+        let (open_der, open_key, _) = recorded(&mut sh, &valid, Authorisation::Open);
+        // No roster: open certificates renew, as before.
+        assert!(matches!(
+            renew(&mut sh, &open_der, &open_key)[..],
+            [Message::CertIssued { .. }]
+        ));
+        sh.store
+            .import_roster(&[Student {
+                sid: SID.into(),
+                name: "A".into(),
+            }])
+            .unwrap();
+        let (der, key, _) = recorded(&mut sh, &valid, Authorisation::Open);
+        let (code, reason) = refused(&renew(&mut sh, &der, &key));
+        assert_eq!(code, ErrorCode::Unvouched);
+        assert!(reason.contains("not vouched for"), "{reason}");
+        sh.store
+            .store_codes(&[(SID.into(), [1; 32])], 1, false)
+            .unwrap();
+        let (der, key, serial) = recorded(&mut sh, &valid, Authorisation::Code([1; 32]));
+        let replies = renew(&mut sh, &der, &key);
+        let [Message::CertIssued { cert_der, .. }] = &replies[..] else {
+            panic!("expected a certificate, got {replies:?}");
+        };
+        let new = openssl::x509::X509::from_der(cert_der).unwrap();
+        let new_serial = Serial::from_asn1(new.serial_number()).unwrap();
+        assert!(matches!(
+            status(&mut sh, &new_serial),
+            CertStatus::Good { vouched: true, .. }
+        ));
+        assert!(matches!(
+            status(&mut sh, &serial),
+            CertStatus::Revoked { .. }
+        ));
     }
 }
