@@ -150,7 +150,7 @@ pub(super) fn request(
     if !checked.key_is_rsa() {
         return Err(ProtocolError::Enrollment(CaError::UnsupportedKey(
             "an EC key: Blackboard sends the session key with RSA-OAEP, so a student key \
-             must be RSA of 2048 to 4096 bits (make one with client --key-type rsa2048)"
+             must be RSA of 2048 to 4096 bits"
                 .into(),
         )));
     }
