@@ -842,6 +842,49 @@ mod tests {
         Ok(())
     }
 
+    /// Step 3 marks what version 2 held: the certificate that spent a code
+    /// is vouched; an open one from before the roster is not, nor is a later
+    /// one of the same SID (which chain it grew from is unknown); a later
+    /// one of a SID without an open one is a vouched renewal.
+    #[test]
+    fn a_version_2_database_learns_who_vouches() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(DB_FILE);
+        {
+            let c = Connection::open(&path)?;
+            c.execute_batch(SCHEMA)?;
+            c.execute_batch(MIGRATE_V2)?;
+            c.execute_batch(&format!(
+                "PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version=2;
+                 INSERT INTO roster VALUES ('a', 'A', 100), ('b', 'B', 100);
+                 INSERT INTO codes (sid, code_key, issued_at, used_at, used_serial)
+                     VALUES ('a', x'00', 100, 110, '02'), ('b', x'00', 100, 110, '04');
+                 INSERT INTO certs (serial, sid, subject, not_before, not_after, der, origin, issued_at)
+                 VALUES ('01', 'a', 'CN=a', 0, 9, x'30', 'certboard', 50),
+                        ('02', 'a', 'CN=a', 0, 9, x'30', 'certboard', 110),
+                        ('03', 'a', 'CN=a', 0, 9, x'30', 'certboard', 120),
+                        ('04', 'b', 'CN=b', 0, 9, x'30', 'certboard', 110),
+                        ('05', 'b', 'CN=b', 0, 9, x'30', 'certboard', 120);"
+            ))?;
+        }
+        let mut s = SqliteStore::open(dir.path())?;
+        // Listed by issue time.
+        let marks: Vec<(String, &str, bool)> = s
+            .certs()?
+            .iter()
+            .map(|c| (c.serial.to_string(), c.authorised.as_str(), c.vouched))
+            .collect();
+        let want = [
+            ("01", "open", false),
+            ("02", "code", true),
+            ("04", "code", true),
+            ("03", "renewal", false),
+            ("05", "renewal", true),
+        ];
+        assert_eq!(marks, want.map(|(s, a, v)| (s.to_string(), a, v)).to_vec());
+        Ok(())
+    }
+
     #[test]
     fn in_memory_is_the_same_engine_and_private_to_its_value() -> TestResult {
         let mut s = SqliteStore::in_memory()?;
