@@ -98,6 +98,20 @@ pub enum StoreError {
         /// The certificate the renewal rested on.
         serial: Serial,
     },
+    /// A [`Record::Guess`] did not fit its bounds: nothing of the
+    /// transaction was kept, and the guess is not evaluated.
+    TooManyGuesses {
+        /// Which bound.
+        bound: GuessBound,
+        /// The guess's window, seconds.
+        window: i64,
+        /// The bound's number of guesses.
+        limit: u32,
+        /// When the guess was made, Unix seconds.
+        at: i64,
+        /// When a guess fits again, Unix seconds.
+        retry_at: i64,
+    },
 }
 
 impl fmt::Display for StoreError {
@@ -116,6 +130,26 @@ impl fmt::Display for StoreError {
                 f,
                 "the certificate SID {sid} renewed (serial {serial}) was revoked meanwhile"
             ),
+            StoreError::TooManyGuesses {
+                bound,
+                window,
+                limit,
+                at,
+                retry_at,
+            } => {
+                let whose = match bound {
+                    GuessBound::Source => "from this address",
+                    GuessBound::SidSource => "for this SID from this address",
+                };
+                write!(
+                    f,
+                    "too many enrollment code guesses {whose} ({limit} per {} min); try again \
+                     in {} s (at {})",
+                    window / 60,
+                    retry_at.saturating_sub(*at).max(1),
+                    crate::time::rfc3339(*retry_at)
+                )
+            }
         }
     }
 }
@@ -157,21 +191,112 @@ pub enum Record {
     Cert(CertRecord),
     /// A report just accepted.
     Report(ReportRecord),
-    /// A wrong enrollment code was tried for a SID: one more toward its lock.
-    WrongCode {
-        /// The SID.
-        sid: String,
-        /// The key of the code it was checked against (a reissued code
-        /// starts its own count).
-        code_key: CodeKey,
-    },
+    /// An enrollment code guess, counted before its proof is checked: it
+    /// commits only within the bounds it carries, else the transaction
+    /// fails with [`StoreError::TooManyGuesses`].
+    Guess(Guess),
 }
 
 /// The key derived from an enrollment code (the code itself is never stored).
 pub type CodeKey = [u8; 32];
 
-/// Wrong codes in a row after which a SID is locked until its code is reissued.
-pub const LOCK_AFTER: u32 = 5;
+/// How many enrollment code guesses are taken in any `window` seconds:
+/// `per_source` from one source address (across every SID) and
+/// `per_sid_source` for one SID from one source address. There is no
+/// bound on a SID across sources: any such bound is one an attacker with
+/// enough addresses could spend, locking out the student who holds her
+/// code (docs/security.md, "Guessing enrollment codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuessLimits {
+    /// The sliding window, seconds.
+    pub window: i64,
+    /// Guesses per source address per window, whatever the SID.
+    pub per_source: u32,
+    /// Guesses per SID per source address per window.
+    pub per_sid_source: u32,
+}
+
+impl Default for GuessLimits {
+    /// 5 per SID and 60 in all from one address per 15 minutes: room for
+    /// a student's typos and for a lab of students enrolling at once
+    /// behind one NAT address, and nothing near what 100-bit codes would
+    /// need (docs/security.md has the numbers).
+    fn default() -> Self {
+        GuessLimits {
+            window: 15 * 60,
+            per_source: 60,
+            per_sid_source: 5,
+        }
+    }
+}
+
+/// How long guesses are kept: at least a day (for `server status`), and
+/// at least the window (for the bounds).
+pub const GUESS_RETENTION: i64 = 24 * 60 * 60;
+
+/// One enrollment code guess.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guess {
+    /// The SID the CSR names (on the roster or not: the two are counted
+    /// alike, so the count tells nothing about the roster).
+    pub sid: String,
+    /// The source it came from ([`crate::course::guess_source`]).
+    pub source: String,
+    /// When, Unix seconds.
+    pub at: i64,
+    /// The bounds it must fit in.
+    pub limits: GuessLimits,
+}
+
+/// Which bound a guess met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuessBound {
+    /// Guesses from the source, across SIDs.
+    Source,
+    /// Guesses for the SID from the source.
+    SidSource,
+}
+
+impl Guess {
+    /// Whether this guess fits, given the times of the guesses already
+    /// counted from its source within its window (`by_source`, any SID)
+    /// and of those for its SID among them (`by_pair`); else which bound
+    /// it met and when a guess fits again (the oldest guess that has to
+    /// leave the window for one more to fit, plus the window). The one
+    /// rule both engines apply, inside the transaction that then counts it.
+    fn verdict(&self, by_source: &[i64], by_pair: &[i64]) -> Result<(), (GuessBound, i64)> {
+        let l = &self.limits;
+        let over = |ats: &[i64], limit: u32| -> Option<i64> {
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            if ats.len() < limit {
+                return None;
+            }
+            let mut sorted = ats.to_vec();
+            sorted.sort_unstable();
+            // With `limit` 0 nothing ever fits: the window from now.
+            let leaves = sorted.get(ats.len() - limit).copied().unwrap_or(self.at);
+            Some(leaves.saturating_add(l.window))
+        };
+        if let Some(at) = over(by_pair, l.per_sid_source) {
+            return Err((GuessBound::SidSource, at));
+        }
+        if let Some(at) = over(by_source, l.per_source) {
+            return Err((GuessBound::Source, at));
+        }
+        Ok(())
+    }
+
+    /// Guesses at or before this time are outside the window.
+    fn window_start(&self) -> i64 {
+        self.at.saturating_sub(self.limits.window)
+    }
+
+    /// Guesses at or before this time are deleted.
+    fn retained_after(&self) -> i64 {
+        self.at
+            .saturating_sub(self.limits.window.max(GUESS_RETENTION))
+    }
+}
 
 /// An issued certificate, as the store keeps it: the protocol builds it
 /// from what the CA returned.
@@ -370,15 +495,6 @@ pub struct CodeState {
     pub issued_at: i64,
     /// When it was consumed, if it was.
     pub used_at: Option<i64>,
-    /// Wrong codes tried in a row since it was issued or last used rightly.
-    pub wrong: u32,
-}
-
-impl CodeState {
-    /// Whether the SID is locked ([`LOCK_AFTER`] wrong codes in a row).
-    pub fn locked(&self) -> bool {
-        self.wrong >= LOCK_AFTER
-    }
 }
 
 /// A roster student and her code.
@@ -390,6 +506,10 @@ pub struct RosterEntry {
     pub name: String,
     /// Her enrollment code, if one was ever issued.
     pub code: Option<CodeState>,
+    /// Code guesses for her SID counted in the last [`GUESS_RETENTION`]
+    /// seconds, from any source: right and wrong alike, since a guess is
+    /// counted before it is checked.
+    pub recent_guesses: u64,
 }
 
 /// What the CA needs to decide an enrollment for one SID, read in one go.
@@ -412,6 +532,48 @@ pub struct Counts {
     pub reports: u64,
     /// Students on the roster.
     pub roster: u64,
+}
+
+/// What the store holds at one time, for the `/metrics` gauges (issue 22,
+/// 16): the course's state, which a restart of the server does not reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Census {
+    /// Certificates issued, ever.
+    pub certs: u64,
+    /// Certificates neither revoked nor expired.
+    pub certs_current: u64,
+    /// Certificates revoked.
+    pub certs_revoked: u64,
+    /// Students (SIDs) holding at least one current certificate.
+    pub students_current: u64,
+    /// Reports recorded.
+    pub reports: u64,
+    /// Students on the roster.
+    pub roster: u64,
+}
+
+/// The query behind [`Storage::census`], the same text in both engines
+/// (`$1`, the time, is numbered in SQLite's and PostgreSQL's syntax alike).
+pub(crate) const CENSUS_SQL: &str = "SELECT
+    (SELECT count(*) FROM certs),
+    (SELECT count(*) FROM certs WHERE revoked_at IS NULL AND not_after > $1),
+    (SELECT count(*) FROM certs WHERE revoked_at IS NOT NULL),
+    (SELECT count(DISTINCT sid) FROM certs WHERE revoked_at IS NULL AND not_after > $1),
+    (SELECT count(*) FROM reports),
+    (SELECT count(*) FROM roster)";
+
+/// A [`Census`] from [`CENSUS_SQL`]'s six counts, in order.
+pub(crate) fn census_of(n: [i64; 6]) -> Census {
+    let [certs, certs_current, certs_revoked, students_current, reports, roster] =
+        n.map(i64::unsigned_abs);
+    Census {
+        certs,
+        certs_current,
+        certs_revoked,
+        students_current,
+        reports,
+        roster,
+    }
 }
 
 /// One revoked certificate, as the CRL lists it.
@@ -472,7 +634,7 @@ pub trait Storage {
     fn enrollment_view(&mut self, sid: &str) -> Result<EnrollView, StoreError>;
     /// Stores new code keys for roster SIDs, in one transaction, at `at`.
     /// A SID holding an unused code keeps it unless `replace_unused`
-    /// (reissue, which also clears its wrong-code count and lock). Returns
+    /// (reissue; guesses counted stay counted). Returns
     /// the SIDs whose code was stored.
     fn store_codes(
         &mut self,
@@ -487,6 +649,9 @@ pub trait Storage {
     fn record_window(&mut self, open: Option<i64>, close: Option<i64>) -> Result<(), StoreError>;
     /// The submission window last recorded.
     fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError>;
+    /// The [`Census`] at `now` (Unix seconds: a certificate whose notAfter
+    /// is not after it has expired). Read-only.
+    fn census(&mut self, now: i64) -> Result<Census, StoreError>;
     /// Every revoked certificate, in revocation order.
     fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError>;
     /// The current [`RevocationMark`].
@@ -497,16 +662,18 @@ pub trait Storage {
 }
 
 /// A batch as both engines write it, with the rules that do not depend on
-/// the engine applied once: codes to spend first (each by the certificate
-/// it authorised, or the whole batch fails with
-/// [`StoreError::CodeUsed`]), then wrong codes to count, then the rows.
-/// Each engine runs the phases in this order in one transaction.
+/// the engine applied once: guesses to count first (each within its
+/// bounds, [`Guess::verdict`], or the whole batch fails with
+/// [`StoreError::TooManyGuesses`]), then codes to spend (each by the
+/// certificate it authorised, or the whole batch fails with
+/// [`StoreError::CodeUsed`]), then the rows. Each engine runs the phases
+/// in this order in one transaction.
 #[derive(Debug, Default)]
 struct Writes<'a> {
     /// Codes to consume, in batch order.
     spends: Vec<CodeSpend<'a>>,
-    /// Wrong codes to count: SID and the key they were checked against.
-    wrong: Vec<(&'a str, &'a [u8])>,
+    /// Guesses to count, in batch order.
+    guesses: Vec<&'a Guess>,
     /// Certificates to insert, in batch order.
     certs: Vec<CertInsert<'a>>,
     /// Reports to insert, in batch order.
@@ -619,11 +786,44 @@ impl<'a> Writes<'a> {
                     text: &r.text,
                     origin: r.origin.as_str(),
                 }),
-                Record::WrongCode { sid, code_key } => w.wrong.push((sid, code_key)),
+                Record::Guess(g) => w.guesses.push(g),
             }
         }
         w
     }
+
+    /// The sources of the guesses, sorted and once each: the order in
+    /// which an engine that locks per source takes its locks, so two
+    /// transactions never wait for each other in a cycle.
+    fn guess_sources(&self) -> Vec<&'a str> {
+        let mut s: Vec<&str> = self.guesses.iter().map(|g| g.source.as_str()).collect();
+        s.sort_unstable();
+        s.dedup();
+        s
+    }
+}
+
+/// Applies [`Guess::verdict`] to one guess given the times of its source's
+/// guesses in its window (with their SIDs), as an engine read them in its
+/// transaction.
+fn check_guess(g: &Guess, counted: &[(String, i64)]) -> Result<(), StoreError> {
+    let by_source: Vec<i64> = counted.iter().map(|(_, at)| *at).collect();
+    let by_pair: Vec<i64> = counted
+        .iter()
+        .filter(|(sid, _)| *sid == g.sid)
+        .map(|(_, at)| *at)
+        .collect();
+    g.verdict(&by_source, &by_pair)
+        .map_err(|(bound, retry_at)| StoreError::TooManyGuesses {
+            bound,
+            window: g.limits.window,
+            limit: match bound {
+                GuessBound::Source => g.limits.per_source,
+                GuessBound::SidSource => g.limits.per_sid_source,
+            },
+            at: g.at,
+            retry_at,
+        })
 }
 
 /// The id a student was given, from the signed integer stored.
@@ -745,7 +945,6 @@ struct CodeColumns {
     key: Vec<u8>,
     issued_at: i64,
     used_at: Option<i64>,
-    wrong: i64,
 }
 
 impl CodeColumns {
@@ -760,8 +959,6 @@ impl CodeColumns {
             code_key,
             issued_at: self.issued_at,
             used_at: self.used_at,
-            // Counted up from 0 by one statement per wrong code.
-            wrong: u32::try_from(self.wrong.max(0)).unwrap_or(u32::MAX),
         })
     }
 }

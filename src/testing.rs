@@ -32,7 +32,7 @@ use crate::ca::{
     DEFAULT_BLACKBOARD_NAME,
 };
 use crate::client::{make_csr, make_key, KeyType};
-use crate::course::Window;
+use crate::course::{GuessLimits, Window};
 use crate::protocol::Shared;
 use crate::store::{SqliteStore, Storage, StoreError};
 use crate::verify::Verifier;
@@ -188,6 +188,7 @@ pub struct SharedBuilder {
     legacy: bool,
     window: Window,
     renewal_grace_days: u32,
+    guess_limits: GuessLimits,
 }
 
 impl fmt::Debug for SharedBuilder {
@@ -222,6 +223,7 @@ impl SharedBuilder {
             legacy: false,
             window: Window::default(),
             renewal_grace_days: crate::course::DEFAULT_RENEWAL_GRACE_DAYS,
+            guess_limits: GuessLimits::default(),
         }
     }
 
@@ -273,6 +275,12 @@ impl SharedBuilder {
         self
     }
 
+    /// Bounds enrollment code guesses by `limits`.
+    pub fn guess_limits(mut self, limits: GuessLimits) -> Self {
+        self.guess_limits = limits;
+        self
+    }
+
     /// The state, with an in-memory store unless one was given.
     pub fn build(self) -> Result<Shared, FixtureError> {
         let store: Box<dyn Storage + Send> = match self.store {
@@ -288,6 +296,7 @@ impl SharedBuilder {
             legacy: self.legacy,
             window: self.window,
             renewal_grace_days: self.renewal_grace_days,
+            guess_limits: self.guess_limits,
         })
     }
 }

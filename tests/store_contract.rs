@@ -14,8 +14,9 @@ mod pg;
 use std::sync::{Arc, Barrier};
 
 use certboard::store::{
-    Authorisation, Authorised, CertRecord, CertStatus, CodeKey, Origin, PostgresStore, Record,
-    ReportRecord, RevocationMark, RosterChange, SqliteStore, Storage, StoreError, Student,
+    Authorisation, Authorised, CertRecord, CertStatus, CodeKey, Guess, GuessBound, GuessLimits,
+    Origin, PostgresStore, Record, ReportRecord, RevocationMark, RosterChange, SqliteStore,
+    Storage, StoreError, Student,
 };
 use certboard::store::{RevocationReason, Serial};
 use pg::{BoxError, Cluster};
@@ -118,10 +119,30 @@ fn report(receipt_id: u64, sid: &str, serial: &str, received_at: i64) -> Record 
     })
 }
 
-fn wrong(sid: &str, code_key: CodeKey) -> Record {
-    Record::WrongCode {
+/// Bounds small enough to meet in a test: 2 per SID and 3 in all per
+/// source in 100 s.
+const LIMITS: GuessLimits = GuessLimits {
+    window: 100,
+    per_source: 3,
+    per_sid_source: 2,
+};
+
+fn guess(sid: &str, source: &str, at: i64) -> Record {
+    Record::Guess(Guess {
         sid: sid.into(),
-        code_key,
+        source: source.into(),
+        at,
+        limits: LIMITS,
+    })
+}
+
+/// The bound and retry time a refused guess names.
+fn over(r: Result<(), StoreError>) -> Option<(GuessBound, i64)> {
+    match r {
+        Err(StoreError::TooManyGuesses {
+            bound, retry_at, ..
+        }) => Some((bound, retry_at)),
+        _ => None,
     }
 }
 
@@ -420,10 +441,10 @@ fn the_roster_is_imported_and_listed<E: Engine>() -> TestResult {
     assert_eq!(roster[0].code, None);
     let code = roster[2].code.as_ref().ok_or("no code listed")?;
     assert_eq!(
-        (code.code_key, code.issued_at, code.used_at, code.wrong),
-        ([7; 32], 40, None, 0)
+        (code.code_key, code.issued_at, code.used_at),
+        ([7; 32], 40, None)
     );
-    assert!(!code.locked());
+    assert_eq!(roster[2].recent_guesses, 0);
     assert_eq!(s.counts()?.roster, 3);
     Ok(())
 }
@@ -443,8 +464,7 @@ fn the_enrollment_view_follows_the_roster<E: Engine>() -> TestResult {
 }
 
 /// A code is spent with the certificate it authorised or not at all;
-/// wrong codes count toward the lock; storing codes keeps an unused one
-/// unless it is reissued.
+/// storing codes keeps an unused one unless it is reissued.
 fn a_code_is_spent_with_its_certificate_or_not_at_all<E: Engine>() -> TestResult {
     let e = E::fresh("codes")?;
     let mut s = e.open()?;
@@ -458,22 +478,8 @@ fn a_code_is_spent_with_its_certificate_or_not_at_all<E: Engine>() -> TestResult
     assert_eq!(
         v.code
             .as_ref()
-            .map(|c| (c.code_key, c.issued_at, c.used_at, c.wrong)),
-        Some((key, 10, None, 0))
-    );
-    // Wrong codes count, toward the lock.
-    for _ in 0..2 {
-        s.commit(&[wrong("1155000001", key)])?;
-    }
-    assert_eq!(
-        s.enrollment_view("1155000001")?.code.map(|c| c.wrong),
-        Some(2)
-    );
-    // A wrong code against another key (an old code) counts nothing.
-    s.commit(&[wrong("1155000001", [8; 32])])?;
-    assert_eq!(
-        s.enrollment_view("1155000001")?.code.map(|c| c.wrong),
-        Some(2)
+            .map(|c| (c.code_key, c.issued_at, c.used_at)),
+        Some((key, 10, None))
     );
     // A key that is not the current code's spends nothing, keeps nothing.
     let err = s.commit(&[coded_cert("0B", "1155000001", [2u8; 32])]);
@@ -485,11 +491,7 @@ fn a_code_is_spent_with_its_certificate_or_not_at_all<E: Engine>() -> TestResult
     s.commit(&[coded_cert("0A", "1155000001", key)])?;
     assert_eq!(s.cert_status(&sn("0A"))?, vouched());
     let c = e.open()?.enrollment_view("1155000001")?.code;
-    assert_eq!(
-        c.as_ref().map(|c| (c.used_at.is_some(), c.wrong)),
-        Some((true, 0)),
-        "spent, and the count cleared"
-    );
+    assert_eq!(c.as_ref().map(|c| c.used_at.is_some()), Some(true), "spent");
     // A second use fails the whole transaction: the other records too.
     let err = s.commit(&[
         cert("0C", "1155000002"),
@@ -502,27 +504,16 @@ fn a_code_is_spent_with_its_certificate_or_not_at_all<E: Engine>() -> TestResult
     );
     assert_eq!(s.cert_status(&sn("0C"))?, CertStatus::Unknown);
     assert!(s.reports()?.is_empty());
-    // Wrong codes against a spent code count nothing.
-    s.commit(&[wrong("1155000001", key)])?;
-    assert_eq!(
-        s.enrollment_view("1155000001")?.code.map(|c| c.wrong),
-        Some(0)
-    );
     // A used code is replaced by a plain store; an unused one only by a
-    // reissue, which also clears the count.
+    // reissue.
     assert_eq!(
         s.store_codes(&[("1155000001".into(), [3; 32])], 11, false)?
             .len(),
         1
     );
-    s.commit(&[wrong("1155000001", [3; 32])])?;
     assert!(s
         .store_codes(&[("1155000001".into(), [4; 32])], 12, false)?
         .is_empty());
-    assert_eq!(
-        s.enrollment_view("1155000001")?.code.map(|c| c.wrong),
-        Some(1)
-    );
     assert_eq!(
         s.store_codes(&[("1155000001".into(), [4; 32])], 12, true)?
             .len(),
@@ -530,28 +521,113 @@ fn a_code_is_spent_with_its_certificate_or_not_at_all<E: Engine>() -> TestResult
     );
     let c = s.enrollment_view("1155000001")?.code;
     assert_eq!(
-        c.map(|c| (c.code_key, c.issued_at, c.wrong, c.used_at)),
-        Some(([4; 32], 12, 0, None))
+        c.map(|c| (c.code_key, c.issued_at, c.used_at)),
+        Some(([4; 32], 12, None))
     );
     Ok(())
 }
 
-/// Five wrong codes in a row lock the SID; a reissue unlocks it.
-fn wrong_codes_lock_until_reissued<E: Engine>() -> TestResult {
-    let e = E::fresh("lock")?;
+/// Guesses are bounded per (SID, source) and per source in a sliding
+/// window, never per SID across sources; a refused guess keeps nothing of
+/// its batch and says when a guess fits again; what is counted is listed
+/// for the roster's SIDs, whatever the source, and nothing locks a code.
+fn guesses_are_bounded_per_source_never_per_sid<E: Engine>() -> TestResult {
+    let e = E::fresh("guesses")?;
     let mut s = e.open()?;
-    s.import_roster(&students(&[("1155000001", "A")]))?;
-    let key = [6u8; 32];
-    s.store_codes(&[("1155000001".into(), key)], 1, false)?;
-    let batch: Vec<Record> = (0..certboard::store::LOCK_AFTER)
-        .map(|_| wrong("1155000001", key))
+    s.import_roster(&students(&[("1155000001", "A"), ("1155000002", "B")]))?;
+    s.store_codes(&[("1155000001".into(), [6u8; 32])], 1, false)?;
+    let (a, b, t) = ("192.0.2.1", "192.0.2.2", 1_000);
+    // Two for one SID from A; the third is refused until the first leaves
+    // the window.
+    s.commit(&[guess("1155000001", a, t)])?;
+    s.commit(&[guess("1155000001", a, t + 10)])?;
+    assert_eq!(
+        over(s.commit(&[guess("1155000001", a, t + 20)])),
+        Some((GuessBound::SidSource, t + 100))
+    );
+    // Another SID from A fits once, then A's bound in all is met, and a
+    // refused guess takes its batch with it.
+    s.commit(&[guess("1155000002", a, t + 20)])?;
+    assert_eq!(
+        over(s.commit(&[cert("0E", "1155000002"), guess("1155000009", a, t + 30)])),
+        Some((GuessBound::Source, t + 100))
+    );
+    assert_eq!(s.cert_status(&sn("0E"))?, CertStatus::Unknown);
+    // B is not held back by A, for the same SID: no per-SID ceiling.
+    s.commit(&[guess("1155000001", b, t + 30)])?;
+    s.commit(&[guess("1155000001", b, t + 31)])?;
+    // A SID off the roster is counted like one on it.
+    assert!(over(s.commit(&[guess("1155000009", b, t + 32)])).is_none());
+    assert_eq!(
+        over(s.commit(&[guess("1155000009", b, t + 33)])),
+        Some((GuessBound::Source, t + 130))
+    );
+    // Once the oldest leaves the window, A may guess again.
+    s.commit(&[guess("1155000001", a, t + 100)])?;
+    // A batch of two from one source with room for one: the second sees
+    // the first, and the batch fails whole.
+    assert_eq!(
+        over(s.commit(&[
+            guess("1155000002", a, t + 111),
+            guess("1155000002", a, t + 112)
+        ])),
+        Some((GuessBound::Source, t + 120)),
+        "the second of a batch counts the first"
+    );
+    s.commit(&[guess("1155000002", a, t + 113)])?;
+    // Listed per roster SID, from every source, in the last 24 h (these
+    // guesses are from 1970: none). A fresh one is.
+    let now = certboard::time::now_unix();
+    e.open()?
+        .commit(&[guess("1155000002", "198.51.100.1", now)])?;
+    let listed: Vec<(String, u64)> = s
+        .roster()?
+        .into_iter()
+        .map(|r| (r.sid, r.recent_guesses))
         .collect();
-    s.commit(&batch)?;
-    let code = s.enrollment_view("1155000001")?.code.ok_or("no code")?;
-    assert!(code.locked(), "{code:?}");
-    s.store_codes(&[("1155000001".into(), [7; 32])], 2, true)?;
-    let code = s.enrollment_view("1155000001")?.code.ok_or("no code")?;
-    assert!(!code.locked(), "{code:?}");
+    assert_eq!(
+        listed,
+        [("1155000001".to_string(), 0), ("1155000002".to_string(), 1)]
+    );
+    // The code is still unused and usable: guesses lock nothing.
+    s.commit(&[coded_cert("0F", "1155000001", [6u8; 32])])?;
+    assert_eq!(s.cert_status(&sn("0F"))?, good());
+    Ok(())
+}
+
+/// Count-and-check is atomic: 12 connections (hosts) committing a guess
+/// from one source at once, against a bound of 2 per SID: exactly 2 are
+/// counted, every other is refused.
+fn concurrent_guesses_never_exceed_the_bound<E: Engine + Sync>() -> TestResult {
+    let e = E::fresh("guessrace")?;
+    e.open()?;
+    let barrier = Arc::new(Barrier::new(12));
+    let e = &e;
+    let outcomes: Vec<Result<(), StoreError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..12)
+            .map(|i| {
+                let barrier = Arc::clone(&barrier);
+                scope.spawn(move || {
+                    let mut mine = e.open().map_err(|e| StoreError::Duplicate(e.to_string()))?;
+                    barrier.wait();
+                    mine.commit(&[guess("1155000001", "192.0.2.9", 5_000 + i)])
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(StoreError::Duplicate("panicked".into())))
+            })
+            .collect()
+    });
+    let counted = outcomes.iter().filter(|o| o.is_ok()).count();
+    let refused = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(StoreError::TooManyGuesses { .. })))
+        .count();
+    assert_eq!((counted, refused), (2, 10), "{outcomes:?}");
     Ok(())
 }
 
@@ -695,6 +771,53 @@ fn a_new_certificate_supersedes_what_it_replaces<E: Engine>() -> TestResult {
     Ok(())
 }
 
+/// The census counts certificates current at the time given (unrevoked,
+/// notAfter later), revoked ones, students holding a current one (each
+/// once), reports and the roster, as every engine counts them.
+fn the_census_counts_what_is_current_at_the_time_given<E: Engine>() -> TestResult {
+    let e = E::fresh("census")?;
+    let mut s = e.open()?;
+    assert_eq!(
+        s.census(1_750_000_000)?,
+        certboard::store::Census::default()
+    );
+    s.import_roster(&students(&[("1155000001", "A"), ("1155000002", "B")]))?;
+    // Two current for one student, one revoked, one expired.
+    let expired = match cert("04", "1155000003") {
+        Record::Cert(mut c) => {
+            c.not_after = 1_700_000_100;
+            Record::Cert(c)
+        }
+        other => other,
+    };
+    s.commit(&[
+        cert("01", "1155000001"),
+        cert("02", "1155000001"),
+        cert("03", "1155000002"),
+        expired,
+        report(1, "1155000001", "01", 1_700_000_050),
+    ])?;
+    s.revoke_serial(&sn("03"), RevocationReason::Superseded, 1_700_000_060)?;
+    let at = 1_750_000_000;
+    assert_eq!(
+        s.census(at)?,
+        certboard::store::Census {
+            certs: 4,
+            certs_current: 2,
+            certs_revoked: 1,
+            students_current: 1,
+            reports: 1,
+            roster: 2,
+        }
+    );
+    // Before the fourth expired: current too. After all expired: none.
+    assert_eq!(s.census(1_700_000_099)?.certs_current, 3);
+    assert_eq!(s.census(1_700_000_099)?.students_current, 2);
+    let late = s.census(1_800_000_000)?;
+    assert_eq!((late.certs_current, late.students_current), (0, 0));
+    Ok(())
+}
+
 /// One `#[test]` per rule per engine.
 macro_rules! contract {
     ($($rule:ident),* $(,)?) => {
@@ -716,9 +839,11 @@ contract!(
     the_roster_is_imported_and_listed,
     the_enrollment_view_follows_the_roster,
     a_code_is_spent_with_its_certificate_or_not_at_all,
-    wrong_codes_lock_until_reissued,
+    guesses_are_bounded_per_source_never_per_sid,
+    concurrent_guesses_never_exceed_the_bound,
     two_connections_racing_with_one_code_issue_once,
     the_submission_window_is_recorded,
     an_empty_store_counts_nothing_and_is_healthy,
     a_new_certificate_supersedes_what_it_replaces,
+    the_census_counts_what_is_current_at_the_time_given,
 );

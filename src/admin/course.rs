@@ -270,8 +270,12 @@ pub struct StatusRow {
     pub reports: usize,
     /// When her last report came.
     pub last_report: Option<i64>,
-    /// Her code: none, unused, used or locked.
+    /// Her code: none, unused or used (nothing locks a code: guessing is
+    /// bounded per address instead).
     pub code: &'static str,
+    /// Code guesses for her SID in the last 24 hours, from any address,
+    /// right or wrong (each is counted before it is checked).
+    pub guesses: u64,
 }
 
 /// The course at a glance: one row per roster student (per SID seen,
@@ -288,16 +292,15 @@ pub fn status_rows(store: &mut dyn Storage) -> Result<Vec<StatusRow>, AdminError
         e.0 += 1;
         e.1 = e.1.max(r.received_at);
     }
-    let mut who: Vec<(String, String, &'static str)> = roster
+    let mut who: Vec<(String, String, &'static str, u64)> = roster
         .iter()
         .map(|e| {
             let code = match &e.code {
                 None => "none",
-                Some(c) if c.locked() => "locked",
                 Some(c) if c.used_at.is_some() => "used",
                 Some(_) => "unused",
             };
-            (e.sid.clone(), e.name.clone(), code)
+            (e.sid.clone(), e.name.clone(), code, e.recent_guesses)
         })
         .collect();
     let roster_on = !roster.is_empty();
@@ -306,12 +309,12 @@ pub fn status_rows(store: &mut dyn Storage) -> Result<Vec<StatusRow>, AdminError
             certs.keys().chain(reports.keys()).collect();
         who = seen
             .into_iter()
-            .map(|s| (s.clone(), String::new(), "none"))
+            .map(|s| (s.clone(), String::new(), "none", 0))
             .collect();
     }
     Ok(who
         .into_iter()
-        .map(|(sid, name, code)| {
+        .map(|(sid, name, code, guesses)| {
             // Oldest first in the store: the last unrevoked one a code
             // vouches for is current; an impostor's certificate from open
             // enrollment is never shown as hers once there is a roster.
@@ -338,6 +341,7 @@ pub fn status_rows(store: &mut dyn Storage) -> Result<Vec<StatusRow>, AdminError
                 reports: n,
                 last_report: last,
                 code,
+                guesses,
             }
         })
         .collect())
@@ -388,6 +392,7 @@ pub fn status(
                         "reports": r.reports,
                         "last_report": r.last_report.map(rfc3339),
                         "code": r.code,
+                        "code_guesses_24h": r.guesses,
                     })
                 })
                 .collect();
@@ -495,7 +500,11 @@ pub fn status(
                 .filter(|r| r.reports == 0)
                 .map(|r| r.sid.as_str())
                 .collect();
-            let locked = rows.iter().filter(|r| r.code == "locked").count();
+            let guessed: Vec<String> = rows
+                .iter()
+                .filter(|r| r.guesses > 0 && r.code != "used")
+                .map(|r| format!("{} {}", r.sid, r.guesses))
+                .collect();
             writeln!(
                 out,
                 "total {}: enrolled {enrolled}, submitted {submitted}, missing {}{}{}{}",
@@ -506,11 +515,6 @@ pub fn status(
                 } else {
                     format!(" ({})", escaped(missing.join(" ")))
                 },
-                if locked > 0 {
-                    format!(", locked {locked}")
-                } else {
-                    String::new()
-                },
                 if unvouched > 0 {
                     format!(
                         ", unvouched {unvouched} (open-enrollment certificates: they neither \
@@ -518,6 +522,16 @@ pub fn status(
                     )
                 } else {
                     String::new()
+                },
+                // Guesses at codes not yet used: someone trying (or a
+                // student mistyping). Nothing is locked by them.
+                if guessed.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; code guesses in 24 h at unused codes: {}",
+                        escaped(guessed.join(", "))
+                    )
                 }
             )?;
             writeln!(out, "submissions: {}", window.describe())?;

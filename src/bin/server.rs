@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 
 use certboard::admin::{self, CodeRequest, Format, ReportFilter, RevokeReason, RevokeTarget};
 use certboard::ca::{self, CaKeyType, DEFAULT_BLACKBOARD_NAME};
-use certboard::course::Window;
+use certboard::course::{GuessLimits, Window};
 use certboard::server::{self, Role, Server, ServerConfig};
 use certboard::store::{self, Location, SqliteStore};
 use certboard::{HttpConnLimits, Limits};
@@ -157,6 +157,21 @@ struct RunArgs {
     /// late is recorded.
     #[arg(long, value_name = "TIME", value_parser = rfc3339_arg)]
     submissions_close: Option<i64>,
+    /// Enrollment code guesses are counted over a sliding window of this
+    /// many seconds (a guess is any enrollment carrying a code, right or
+    /// wrong, counted before it is checked). Nothing ever locks a SID: the
+    /// right code works from any address within its bounds.
+    #[arg(long, value_name = "SECS", default_value_t = 900, value_parser = clap::value_parser!(u32).range(1..=604_800))]
+    guess_window: u32,
+    /// Most code guesses one source address (an IPv4 address, an IPv6 /64)
+    /// may make per window, across all SIDs (a lab behind one NAT address
+    /// shares it).
+    #[arg(long, value_name = "N", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    guesses_per_address: u32,
+    /// Most code guesses for one SID from one source address per window
+    /// (room for a student's typos).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    guesses_per_sid: u32,
 }
 
 fn rfc3339_arg(s: &str) -> Result<i64, certboard::time::BadTime> {
@@ -350,6 +365,11 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
         window: Window {
             open: a.submissions_open,
             close: a.submissions_close,
+        },
+        guess_limits: GuessLimits {
+            window: i64::from(a.guess_window),
+            per_source: a.guesses_per_address,
+            per_sid_source: a.guesses_per_sid,
         },
         http_listen: a.http_listen,
         http_limits: HttpConnLimits {

@@ -9,9 +9,17 @@
 //! (`CertIssued`, with the next nonce) leaves once its record, and the
 //! code it consumes, are committed.
 //!
+//! A code is a guess until it is checked: the request is first counted
+//! in the store ([`Record::Guess`], committed only within the bounds per
+//! source and per SID and source, atomically across connections and
+//! hosts), and its MAC is checked only once that commit is durable
+//! ([`Enrollment::on_committed`]). So no more guesses are ever evaluated
+//! than the bounds allow, however many arrive at once.
+//!
 //! Version 1's bare `EnrollRequest` is no longer served: it is refused
 //! with code 10 before it reaches this module (`ProtocolError::Version1`).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use log::info;
@@ -20,8 +28,8 @@ use openssl::hash::MessageDigest;
 use crate::ca::{CaError, CertificateAuthority, Serial};
 use crate::course::{self, code, Grant, Refusal, RenewalError};
 use crate::crypto;
-use crate::message::{EnrollAuth, Message, NONCE_LEN, PROTOCOL_VERSION};
-use crate::store::{Authorisation, Origin, Record, StoreError};
+use crate::message::{EnrollAuth, Message, MAC_LEN, NONCE_LEN, PROTOCOL_VERSION};
+use crate::store::{Authorisation, EnrollView, Guess, Origin, Record, StoreError};
 use crate::time::{now_unix, time_text, unix_time};
 use crate::verify::{CertError, Verifier, X509_V_ERR_CERT_HAS_EXPIRED};
 
@@ -44,6 +52,22 @@ pub(super) enum Enrollment {
         /// The nonce the next request binds.
         nonce: [u8; NONCE_LEN],
     },
+    /// A code request counted as a guess, its MAC checked once the count
+    /// is durable.
+    Guessed(Box<Counted>),
+}
+
+/// A code request waiting for its guess to be counted.
+#[derive(Debug)]
+pub(super) struct Counted {
+    ca: Arc<CertificateAuthority>,
+    nonce: [u8; NONCE_LEN],
+    sid: String,
+    csr_der: Vec<u8>,
+    mac: [u8; MAC_LEN],
+    /// The roster and code as read before the count (a code spent or
+    /// reissued meanwhile is caught when the certificate commits).
+    view: EnrollView,
 }
 
 impl Enrollment {
@@ -59,13 +83,21 @@ impl Enrollment {
 
     /// Takes the message this state is waiting for: `CaHello` first, then
     /// `CertRequest`s, each bound to the latest nonce sent.
-    pub(super) fn handle(self, msg: Message, shared: &mut Shared, peer: &str) -> Step {
+    /// `source`: the peer's address, which its code guesses are counted
+    /// under (`None` for a session without one: tests, fuzzing).
+    pub(super) fn handle(
+        self,
+        msg: Message,
+        shared: &mut Shared,
+        peer: &str,
+        source: Option<IpAddr>,
+    ) -> Step {
         match (self, msg) {
             (Enrollment::AwaitHello, Message::CaHello { version }) => hello(version, shared),
             (
                 Enrollment::Challenged { nonce } | Enrollment::Issued { nonce },
                 Message::CertRequest { csr_der, auth },
-            ) => request(nonce, &csr_der, &auth, shared, peer),
+            ) => request(nonce, csr_der, &auth, shared, peer, source),
             (state, msg) => other_message(msg, state.expecting(), peer),
         }
     }
@@ -76,6 +108,18 @@ impl Enrollment {
             Enrollment::Challenged { .. } | Enrollment::Issued { .. } => {
                 "waiting for an enrollment request (CertRequest)"
             }
+            Enrollment::Guessed(_) => "checking an enrollment code",
+        }
+    }
+
+    /// The last record is durable: a counted guess is checked now, and
+    /// answered (a certificate, held for its own record, or a refusal).
+    pub(super) fn on_committed(self, peer: &str) -> Step {
+        match self {
+            Enrollment::Guessed(counted) => check_counted(*counted, peer),
+            state @ (Enrollment::AwaitHello
+            | Enrollment::Challenged { .. }
+            | Enrollment::Issued { .. }) => Ok((State::Enrollment(state), Output::default())),
         }
     }
 
@@ -84,7 +128,7 @@ impl Enrollment {
     pub(super) fn on_expiry(&self, expired: Expired) -> Option<ProtocolError> {
         match self {
             Enrollment::Issued { .. } => None,
-            Enrollment::AwaitHello | Enrollment::Challenged { .. } => {
+            Enrollment::AwaitHello | Enrollment::Challenged { .. } | Enrollment::Guessed(_) => {
                 Some(ProtocolError::Expired(expired))
             }
         }
@@ -138,15 +182,18 @@ pub(super) fn hello(version: u16, shared: &mut Shared) -> Step {
 /// One `CertRequest`, bound to `nonce`.
 pub(super) fn request(
     nonce: [u8; NONCE_LEN],
-    csr_der: &[u8],
+    csr_der: Vec<u8>,
     auth: &EnrollAuth,
     shared: &mut Shared,
     peer: &str,
+    source: Option<IpAddr>,
 ) -> Step {
     let ca = the_ca(shared)?;
-    let checked = ca.check_csr(csr_der).map_err(ProtocolError::enrollment)?;
+    let checked = ca.check_csr(&csr_der).map_err(ProtocolError::enrollment)?;
     // Said at enrollment, not at the first renewal or submission: a
     // certificate Blackboard can never use is not issued (PROTOCOL.md).
+    // Before any guess is counted: the key is the caller's own, and says
+    // nothing about the roster.
     if !checked.key_is_rsa() {
         return Err(ProtocolError::Enrollment(CaError::UnsupportedKey(
             "an EC key: Blackboard sends the session key with RSA-OAEP, so a student key \
@@ -160,55 +207,121 @@ pub(super) fn request(
         sid: sid.clone(),
         source,
     };
-    let (authorised, how) = match auth {
+    match auth {
         EnrollAuth::Renewal {
             cert_der,
             signature,
         } => {
-            course::admits_renewal(&view).map_err(refused)?;
+            // The proof first: only a holder of a certificate for the SID
+            // learns whether it is still on the roster, or unvouched.
             let renewal = RenewalProof {
                 nonce: &nonce,
                 cert_der,
                 signature,
-                csr_der,
+                csr_der: &csr_der,
             };
             let (renews, vouched) = check_renewal(shared, &ca, &sid, &renewal)?
                 .map_err(|e| refused(Refusal::Renewal(e)))?;
+            course::admits_renewal(&view).map_err(refused)?;
             if view.roster_on && !vouched {
                 return Err(refused(Refusal::Renewal(RenewalError::Unvouched {
                     serial: renews,
                 })));
             }
-            (
+            issue(
+                &ca,
+                &checked,
                 Authorisation::Renewal { renews, vouched },
                 "renewed by proof of possession of the current key, which it supersedes",
+                peer,
             )
         }
-        _ => match course::authorise(&view, &sid, &nonce, csr_der, auth)
+        EnrollAuth::Code { mac } if course::is_guess(&view, auth) => {
+            // Counted before it is checked: the check waits for the commit.
+            let guess = Record::Guess(Guess {
+                sid: sid.clone(),
+                source: source.map_or_else(|| "unknown".to_string(), course::guess_source),
+                at: now_unix(),
+                limits: shared.guess_limits,
+            });
+            let counted = Counted {
+                ca: Arc::clone(&ca),
+                nonce,
+                sid,
+                csr_der,
+                mac: *mac,
+                view,
+            };
+            Ok((
+                State::Enrollment(Enrollment::Guessed(Box::new(counted))),
+                Output {
+                    then: After::Persist(guess),
+                    ..Output::default()
+                },
+            ))
+        }
+        _ => match course::authorise(&view, &sid, &nonce, &csr_der, auth)
             .map_err(|e| internal("enrollment code MAC", e))?
         {
-            Ok(Grant::Open) => (Authorisation::Open, "open enrollment (no roster)"),
-            Ok(Grant::Code(key)) => (
+            Ok(Grant::Open) => issue(
+                &ca,
+                &checked,
+                Authorisation::Open,
+                "open enrollment (no roster)",
+                peer,
+            ),
+            // Never without a roster, and a code with a roster is a guess.
+            Ok(Grant::Code(_)) => Err(internal(
+                "enrollment code",
+                "a code was granted without being counted",
+            )),
+            Err(r) => Err(refused(r)),
+        },
+    }
+}
+
+/// A counted guess, checked: the certificate if the code is right.
+fn check_counted(c: Counted, peer: &str) -> Step {
+    let auth = EnrollAuth::Code { mac: c.mac };
+    let refused = |source: Refusal| ProtocolError::Course {
+        sid: c.sid.clone(),
+        source,
+    };
+    match course::authorise(&c.view, &c.sid, &c.nonce, &c.csr_der, &auth)
+        .map_err(|e| internal("enrollment code MAC", e))?
+    {
+        Ok(Grant::Code(key)) => {
+            let checked =
+                c.ca.check_csr(&c.csr_der)
+                    .map_err(ProtocolError::enrollment)?;
+            issue(
+                &c.ca,
+                &checked,
                 Authorisation::Code(key),
                 "enrollment code verified; consumed once recorded, superseding the SID's \
                  other certificates",
-            ),
-            Err(Refusal::WrongCode { key, left }) => {
-                // The refusal leaves only once the count is recorded: no
-                // more guesses than the lock allows, even on many
-                // connections at once.
-                let record = Record::WrongCode {
-                    sid: sid.clone(),
-                    code_key: key,
-                };
-                let e = refused(Refusal::WrongCode { key, left });
-                return Ok((State::Done, e.refusal_recorded(peer, record)));
-            }
-            Err(r) => return Err(refused(r)),
-        },
-    };
+                peer,
+            )
+        }
+        Ok(Grant::Open) => Err(internal(
+            "enrollment code",
+            "open enrollment granted to a code",
+        )),
+        Err(r) => Err(refused(r)),
+    }
+}
+
+/// Issues the certificate, held until its record (and the code it
+/// consumes, and the certificates it supersedes) is committed.
+fn issue(
+    ca: &CertificateAuthority,
+    checked: &crate::ca::CheckedCsr<'_>,
+    authorised: Authorisation,
+    how: &str,
+    peer: &str,
+) -> Step {
     let issued = ca
-        .issue_checked(&checked)
+        .issue_checked(checked)
         .map_err(ProtocolError::enrollment)?;
     let next_nonce = crypto::random::<NONCE_LEN>().map_err(|e| internal("nonce", e))?;
     info!(

@@ -269,6 +269,10 @@ pub enum CommitRefusal {
         /// The certificate renewed.
         serial: crate::ca::Serial,
     },
+    /// An enrollment code guess did not fit its bounds, so it was neither
+    /// counted nor checked: the caller's answer, with when to try again
+    /// (the store's text).
+    TooManyGuesses(String),
     /// The database is down or restarting; the next request may find it
     /// back.
     Unavailable,
@@ -285,6 +289,7 @@ impl fmt::Display for CommitRefusal {
                 "SID {sid}: renewal refused: the current certificate (serial {serial}) was \
                  revoked while it was being renewed; a revoked student needs a new enrollment code"
             ),
+            CommitRefusal::TooManyGuesses(why) => f.write_str(why),
             CommitRefusal::Unavailable => f.write_str(STORE_UNAVAILABLE),
             CommitRefusal::Failed => write!(
                 f,
@@ -384,7 +389,9 @@ impl ServerFault for ProtocolError {
 impl ServerFault for CommitRefusal {
     fn is_server_fault(&self) -> bool {
         match self {
-            CommitRefusal::CodeUsed { .. } | CommitRefusal::RenewedRevoked { .. } => false,
+            CommitRefusal::CodeUsed { .. }
+            | CommitRefusal::RenewedRevoked { .. }
+            | CommitRefusal::TooManyGuesses(_) => false,
             CommitRefusal::Unavailable | CommitRefusal::Failed => true,
         }
     }
@@ -423,7 +430,7 @@ pub fn refusal_label(code: ErrorCode) -> &'static str {
         ErrorCode::CodeRequired => "code_required",
         ErrorCode::WrongCode => "wrong_code",
         ErrorCode::CodeUsed => "code_used",
-        ErrorCode::Locked => "locked",
+        ErrorCode::TooManyGuesses => "too_many_guesses",
         ErrorCode::RenewalRefused => "renewal_refused",
         ErrorCode::SubmissionsClosed => "submissions_closed",
         ErrorCode::Unvouched => "unvouched",
@@ -504,10 +511,9 @@ impl From<&Refusal> for ErrorCode {
     fn from(r: &Refusal) -> ErrorCode {
         match r {
             Refusal::NotOnRoster => ErrorCode::NotOnRoster,
-            Refusal::CodeRequired | Refusal::NoCodeIssued => ErrorCode::CodeRequired,
-            Refusal::WrongCode { .. } | Refusal::NoRoster => ErrorCode::WrongCode,
+            Refusal::CodeRequired => ErrorCode::CodeRequired,
+            Refusal::WrongCode | Refusal::NoRoster => ErrorCode::WrongCode,
             Refusal::CodeUsed => ErrorCode::CodeUsed,
-            Refusal::Locked => ErrorCode::Locked,
             Refusal::Renewal(RenewalError::Unvouched { .. }) => ErrorCode::Unvouched,
             Refusal::Renewal(_) => ErrorCode::RenewalRefused,
         }
@@ -519,6 +525,7 @@ impl From<&CommitRefusal> for ErrorCode {
         match e {
             CommitRefusal::CodeUsed { .. } => ErrorCode::from(&Refusal::CodeUsed),
             CommitRefusal::RenewedRevoked { .. } => ErrorCode::RenewalRefused,
+            CommitRefusal::TooManyGuesses(_) => ErrorCode::TooManyGuesses,
             CommitRefusal::Unavailable | CommitRefusal::Failed => ErrorCode::Internal,
         }
     }
@@ -534,6 +541,7 @@ pub fn commit_refusal(e: &StoreError) -> CommitRefusal {
             sid: sid.clone(),
             serial: serial.clone(),
         },
+        e @ StoreError::TooManyGuesses { .. } => CommitRefusal::TooManyGuesses(e.to_string()),
         StoreError::Unavailable(_) => CommitRefusal::Unavailable,
         StoreError::Io { .. }
         | StoreError::Sqlite(_)
@@ -624,11 +632,13 @@ impl ConnectionError {
 
 /// Whether a store error that refused a commit is the server's failure:
 /// every one but a code spent meanwhile (two requests raced with one code,
-/// or it was reissued) and a renewed certificate revoked meanwhile, which
-/// are the student's answers.
+/// or it was reissued), a renewed certificate revoked meanwhile, and a
+/// guess over its bounds, which are the caller's answers.
 fn commit_is_server_fault(e: &StoreError) -> bool {
     match e {
-        StoreError::CodeUsed { .. } | StoreError::RenewedRevoked { .. } => false,
+        StoreError::CodeUsed { .. }
+        | StoreError::RenewedRevoked { .. }
+        | StoreError::TooManyGuesses { .. } => false,
         StoreError::Io { .. }
         | StoreError::Sqlite(_)
         | StoreError::Incompatible(_)
@@ -670,6 +680,7 @@ impl fmt::Display for ConnectionError {
             | ConnectionError::Commit(e @ StoreError::RenewedRevoked { .. }) => {
                 write!(f, "{}", commit_refusal(e))
             }
+            ConnectionError::Commit(e @ StoreError::TooManyGuesses { .. }) => write!(f, "{e}"),
             ConnectionError::Commit(StoreError::Unavailable(_)) => f.write_str(STORE_UNAVAILABLE),
             ConnectionError::Commit(_) => write!(
                 f,

@@ -314,7 +314,7 @@ impl Durable {
                     }
                 }
                 Record::Report(_) => self.metrics.report_accepted(),
-                Record::WrongCode { .. } => {}
+                Record::Guess(_) => {}
             }
         }
         (self.announce)(records);
@@ -503,7 +503,7 @@ mod tests {
                 .iter()
                 .filter_map(|r| match r {
                     Record::Report(r) => Some(r.receipt_id),
-                    Record::Cert(_) | Record::WrongCode { .. } => None,
+                    Record::Cert(_) | Record::Guess(_) => None,
                 })
                 .collect();
             if ids.contains(&0) {
@@ -566,6 +566,9 @@ mod tests {
         }
         fn counts(&mut self) -> Result<Counts, StoreError> {
             Ok(Counts::default())
+        }
+        fn census(&mut self, _: i64) -> Result<crate::store::Census, StoreError> {
+            Ok(crate::store::Census::default())
         }
         fn record_window(&mut self, _: Option<i64>, _: Option<i64>) -> Result<(), StoreError> {
             Ok(())

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    CertRow, CertStatus, CodeKey, Counts, EnrollView, Record, ReportRecord, Revocation,
+    Census, CertRow, CertStatus, CodeKey, Counts, EnrollView, Record, ReportRecord, Revocation,
     RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial, Storage, StoreError,
     Student, Unavailable,
 };
@@ -226,6 +226,9 @@ impl Storage for Bounded {
     fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
         self.call(false, |s| s.revocations())
     }
+    fn census(&mut self, now: i64) -> Result<Census, StoreError> {
+        self.call(false, move |s| s.census(now))
+    }
     fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
         self.call(false, |s| s.revocation_mark())
     }
@@ -364,6 +367,9 @@ mod tests {
             }
             fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
                 Ok(Vec::new())
+            }
+            fn census(&mut self, _: i64) -> Result<Census, StoreError> {
+                Ok(Census::default())
             }
             fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
                 Ok(RevocationMark::default())

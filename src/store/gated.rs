@@ -6,7 +6,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
 use super::{
-    CertRow, CertStatus, CodeKey, Counts, EnrollView, Record, ReportRecord, Revocation,
+    Census, CertRow, CertStatus, CodeKey, Counts, EnrollView, Record, ReportRecord, Revocation,
     RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial, Storage, StoreError,
     Student,
 };
@@ -18,6 +18,8 @@ pub(crate) enum GatedCall {
     Commit,
     /// `check` (a health check the database does not answer).
     Check,
+    /// `revocation_mark` (the read before each `/crl`).
+    RevocationMark,
 }
 
 /// `inner`, except that each `at` call first waits for one message on
@@ -95,7 +97,11 @@ impl<S: Storage> Storage for Gated<S> {
     fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
         self.inner.revocations()
     }
+    fn census(&mut self, now: i64) -> Result<Census, StoreError> {
+        self.inner.census(now)
+    }
     fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
+        self.wait(GatedCall::RevocationMark);
         self.inner.revocation_mark()
     }
     fn check(&mut self) -> Result<(), StoreError> {

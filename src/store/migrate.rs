@@ -28,7 +28,7 @@ use super::{PostgresStore, SqliteStore, StoreError};
 /// names comes first. One line per table.
 const TABLES: &[&str] = &[
     "certs", "reports", // The codes refer to the roster: it comes first.
-    "roster", "codes", "settings",
+    "roster", "codes", "settings", "guesses",
 ];
 
 /// The SQLite table of named counters, copied into sequences.

@@ -13,15 +13,16 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    code_state_of, receipt_id_of, status_of, CertColumns, CertRow, CertStatus, CodeColumns,
-    CodeKey, Counts, EnrollView, Record, ReportColumns, ReportRecord, Revocation,
-    RevocationColumns, RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial,
-    StatusColumns, Storage, StoreError, Student, Supersede, Writes,
+    census_of, check_guess, code_state_of, receipt_id_of, status_of, Census, CertColumns, CertRow,
+    CertStatus, CodeColumns, CodeKey, Counts, EnrollView, Record, ReportColumns, ReportRecord,
+    Revocation, RevocationColumns, RevocationMark, RevocationReason, RosterChange, RosterEntry,
+    Serial, StatusColumns, Storage, StoreError, Student, Supersede, Writes, CENSUS_SQL,
+    GUESS_RETENTION,
 };
 use crate::time::now_unix;
 
 /// The schema this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 /// Marks the file as certboard's (`PRAGMA application_id`): "CBRD".
 const APPLICATION_ID: i64 = 0x4342_5244;
 /// File name of the database inside the data dir.
@@ -108,7 +109,20 @@ CREATE TABLE settings (
 );
 ";
 
-/// Version 2 to 3: what authorised each certificate (issue 22 item 3):
+/// Version 2 to 3: enrollment code guesses, counted before each is checked
+/// (issue 22); `codes.wrong` is no longer read or written.
+const MIGRATE_V3: &str = "
+CREATE TABLE guesses (
+    sid     TEXT NOT NULL,
+    source  TEXT NOT NULL,
+    at      INTEGER NOT NULL
+);
+CREATE INDEX guesses_source ON guesses(source, at);
+CREATE INDEX guesses_sid ON guesses(sid, at);
+CREATE INDEX guesses_at ON guesses(at);
+";
+
+/// Version 3 to 4: what authorised each certificate (issue 22 item 3):
 /// `authorised` (open, code or renewal), `vouched` (a code, directly or
 /// through renewals, stands behind it) and `renews` (the serial a renewal
 /// rested on). Earlier rows are marked from what the store already knew:
@@ -116,8 +130,8 @@ CREATE TABLE settings (
 /// roster student was added is `open`; a later one is a renewal, vouched
 /// unless its SID also holds an `open` certificate (then which chain it
 /// grew from is unknown, and it is not vouched for: the instructor
-/// reissues that student's code). Same rule as PostgreSQL's step 3.
-const MIGRATE_V3: &str = "
+/// reissues that student's code). Same rule as PostgreSQL's step 4.
+const MIGRATE_V4: &str = "
 ALTER TABLE certs ADD COLUMN authorised TEXT NOT NULL DEFAULT 'open';
 ALTER TABLE certs ADD COLUMN vouched INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE certs ADD COLUMN renews TEXT;
@@ -137,7 +151,7 @@ UPDATE certs SET vouched = CASE
 /// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`, as in the
 /// PostgreSQL engine. A new version appends a step (and bumps
 /// [`SCHEMA_VERSION`]); a step once released never changes.
-const MIGRATIONS: &[&str] = &[SCHEMA, MIGRATE_V2, MIGRATE_V3];
+const MIGRATIONS: &[&str] = &[SCHEMA, MIGRATE_V2, MIGRATE_V3, MIGRATE_V4];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 
 /// The columns of `codes` from column `at` on (all NULL: no code).
@@ -150,7 +164,6 @@ fn code_columns(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<Cod
         key,
         issued_at: r.get(at + 1)?,
         used_at: r.get(at + 2)?,
-        wrong: r.get(at + 3)?,
     }))
 }
 
@@ -417,24 +430,37 @@ impl Storage for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             let mut consume_stmt = tx.prepare_cached(
-                "UPDATE codes SET used_at = ?1, used_serial = ?2, wrong = 0
+                "UPDATE codes SET used_at = ?1, used_serial = ?2
                  WHERE sid = ?3 AND code_key = ?4 AND used_at IS NULL",
-            )?;
-            let mut wrong_stmt = tx.prepare_cached(
-                "UPDATE codes SET wrong = wrong + 1
-                 WHERE sid = ?1 AND code_key = ?2 AND used_at IS NULL",
             )?;
             let now = now_unix();
             let w = Writes::of(batch);
+            // The transaction is IMMEDIATE: no other writer, in this
+            // process or another, counts between the read and the insert.
+            if !w.guesses.is_empty() {
+                let mut prune = tx.prepare_cached("DELETE FROM guesses WHERE at <= ?1")?;
+                let mut counted = tx.prepare_cached(
+                    "SELECT sid, at FROM guesses WHERE source = ?1 AND at > ?2 ORDER BY at",
+                )?;
+                let mut add =
+                    tx.prepare_cached("INSERT INTO guesses (sid, source, at) VALUES (?1, ?2, ?3)")?;
+                for g in &w.guesses {
+                    prune.execute(params![g.retained_after()])?;
+                    let rows = counted
+                        .query_map(params![g.source, g.window_start()], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })?
+                        .collect::<Result<Vec<(String, i64)>, _>>()?;
+                    check_guess(g, &rows)?;
+                    add.execute(params![g.sid, g.source, g.at])?;
+                }
+            }
             for spend in &w.spends {
                 if consume_stmt.execute(params![now, spend.serial, spend.sid, spend.key])? == 0 {
                     return Err(StoreError::CodeUsed {
                         sid: spend.sid.to_string(),
                     });
                 }
-            }
-            for (sid, key) in &w.wrong {
-                wrong_stmt.execute(params![sid, key])?;
             }
             for c in &w.certs {
                 let inserted = cert_stmt.execute(params![
@@ -676,18 +702,24 @@ impl Storage for SqliteStore {
 
     fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT r.sid, r.name, c.code_key, c.issued_at, c.used_at, c.wrong
+            "SELECT r.sid, r.name, c.code_key, c.issued_at, c.used_at,
+                    (SELECT count(*) FROM guesses g WHERE g.sid = r.sid AND g.at > ?1)
              FROM roster r LEFT JOIN codes c ON c.sid = r.sid ORDER BY r.sid",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, code_columns(r, 2)?)))?;
-        let columns: Vec<(String, String, Option<CodeColumns>)> = rows.collect::<Result<_, _>>()?;
+        let since = now_unix().saturating_sub(GUESS_RETENTION);
+        let rows = stmt.query_map(params![since], |r| {
+            Ok((r.get(0)?, r.get(1)?, code_columns(r, 2)?, r.get(5)?))
+        })?;
+        let columns: Vec<(String, String, Option<CodeColumns>, i64)> =
+            rows.collect::<Result<_, _>>()?;
         columns
             .into_iter()
-            .map(|(sid, name, code)| {
+            .map(|(sid, name, code, guesses)| {
                 Ok(RosterEntry {
                     sid,
                     name,
                     code: code_state_of(code)?,
+                    recent_guesses: guesses.unsigned_abs(),
                 })
             })
             .collect()
@@ -701,7 +733,7 @@ impl Storage for SqliteStore {
         let row = self
             .conn
             .prepare_cached(
-                "SELECT 1, c.code_key, c.issued_at, c.used_at, c.wrong
+                "SELECT 1, c.code_key, c.issued_at, c.used_at
                  FROM roster r LEFT JOIN codes c ON c.sid = r.sid WHERE r.sid = ?1",
             )?
             .query_row(params![sid], |r| code_columns(r, 1))
@@ -728,7 +760,7 @@ impl Storage for SqliteStore {
                 "INSERT INTO codes (sid, code_key, issued_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (sid) DO UPDATE
                  SET code_key = excluded.code_key, issued_at = excluded.issued_at,
-                     used_at = NULL, used_serial = NULL, wrong = 0
+                     used_at = NULL, used_serial = NULL
                  WHERE codes.used_at IS NOT NULL OR ?4",
             )?;
             for (sid, key) in codes {
@@ -753,6 +785,20 @@ impl Storage for SqliteStore {
             reports: reports.unsigned_abs(),
             roster: roster.unsigned_abs(),
         })
+    }
+
+    fn census(&mut self, now: i64) -> Result<Census, StoreError> {
+        let n: [i64; 6] = self.conn.query_row(CENSUS_SQL, params![now], |r| {
+            Ok([
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ])
+        })?;
+        Ok(census_of(n))
     }
 
     fn record_window(&mut self, open: Option<i64>, close: Option<i64>) -> Result<(), StoreError> {
@@ -842,20 +888,33 @@ mod tests {
         Ok(())
     }
 
-    /// Step 3 marks what version 2 held: the certificate that spent a code
-    /// is vouched; an open one from before the roster is not, nor is a later
-    /// one of the same SID (which chain it grew from is unknown); a later
-    /// one of a SID without an open one is a vouched renewal.
+    /// Step 4 marks what an older database held: the certificate that spent
+    /// a code is vouched; an open one from before the roster is not, nor is a
+    /// later one of the same SID (which chain it grew from is unknown); a
+    /// later one of a SID without an open one is a vouched renewal. A
+    /// version 2 database passes through step 3 (guesses) on the way.
     #[test]
     fn a_version_2_database_learns_who_vouches() -> TestResult {
+        learns_who_vouches_from(2)
+    }
+
+    /// The same marks from version 3 (guesses already counted), which has
+    /// only step 4 left.
+    #[test]
+    fn a_version_3_database_learns_who_vouches() -> TestResult {
+        learns_who_vouches_from(3)
+    }
+
+    fn learns_who_vouches_from(version: usize) -> TestResult {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join(DB_FILE);
         {
             let c = Connection::open(&path)?;
-            c.execute_batch(SCHEMA)?;
-            c.execute_batch(MIGRATE_V2)?;
+            for step in &MIGRATIONS[..version] {
+                c.execute_batch(step)?;
+            }
             c.execute_batch(&format!(
-                "PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version=2;
+                "PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version={version};
                  INSERT INTO roster VALUES ('a', 'A', 100), ('b', 'B', 100);
                  INSERT INTO codes (sid, code_key, issued_at, used_at, used_serial)
                      VALUES ('a', x'00', 100, 110, '02'), ('b', x'00', 100, 110, '04');
@@ -882,6 +941,16 @@ mod tests {
             ("05", "renewal", true),
         ];
         assert_eq!(marks, want.map(|(s, a, v)| (s.to_string(), a, v)).to_vec());
+        // Step 3's table is there too, whichever version it started from.
+        let c = Connection::open(&path)?;
+        let guesses: i64 = c.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'guesses'",
+            [],
+            |r| r.get(0),
+        )?;
+        assert_eq!(guesses, 1);
+        let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        assert_eq!(v, SCHEMA_VERSION);
         Ok(())
     }
 

@@ -6,11 +6,15 @@ use postgres::{Client, Statement, Transaction};
 
 use super::PostgresStore;
 use crate::store::{
-    code_state_of, status_of, CertColumns, CertRow, CertStatus, CodeColumns, CodeKey, Counts,
-    EnrollView, Record, ReportColumns, ReportRecord, Revocation, RevocationColumns, RevocationMark,
-    RevocationReason, RosterChange, RosterEntry, Serial, Storage, StoreError, Student, Supersede,
-    Writes,
+    census_of, check_guess, code_state_of, status_of, Census, CertColumns, CertRow, CertStatus,
+    CodeColumns, CodeKey, Counts, EnrollView, Record, ReportColumns, ReportRecord, Revocation,
+    RevocationColumns, RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial,
+    Storage, StoreError, Student, Supersede, Writes, CENSUS_SQL, GUESS_RETENTION,
 };
+
+/// The first key of the advisory lock a transaction counting guesses takes
+/// per source (the second is the source's hash): "GUES".
+const GUESS_LOCK: i32 = 0x4755_4553;
 
 /// An open connection and its prepared statements.
 pub(super) struct Conn {
@@ -45,7 +49,10 @@ pub(super) struct Statements {
     revoke_sid: Statement,
     next_crl: Statement,
     consume_code: Statement,
-    wrong_code: Statement,
+    lock_source: Statement,
+    prune_guesses: Statement,
+    counted_guesses: Statement,
+    insert_guess: Statement,
     enrollment_view: Statement,
     supersede_renewed: Statement,
     supersede_others: Statement,
@@ -100,16 +107,24 @@ impl Statements {
             // row waits for the first, then re-checks `used_at IS NULL`:
             // one code, one issuance, across hosts too.
             consume_code: client.prepare(
-                "UPDATE codes SET used_at = $1, used_serial = $2, wrong = 0
+                "UPDATE codes SET used_at = $1, used_serial = $2
                  WHERE sid = $3 AND code_key = $4 AND used_at IS NULL",
             )?,
-            wrong_code: client.prepare(
-                "UPDATE codes SET wrong = wrong + 1
-                 WHERE sid = $1 AND code_key = $2 AND used_at IS NULL",
+            // Held to the end of the transaction: a guess from the same
+            // source on another host waits here, then counts this one
+            // (its next statement sees what was committed meanwhile).
+            lock_source: client.prepare(
+                "SELECT pg_advisory_xact_lock($1::int4, hashtext($2::text))",
             )?,
+            prune_guesses: client.prepare("DELETE FROM guesses WHERE at <= $1")?,
+            counted_guesses: client.prepare(
+                "SELECT sid, at FROM guesses WHERE source = $1 AND at > $2 ORDER BY at",
+            )?,
+            insert_guess: client
+                .prepare("INSERT INTO guesses (sid, source, at) VALUES ($1, $2, $3)")?,
             enrollment_view: client.prepare(
                 "SELECT EXISTS (SELECT 1 FROM roster), r.sid IS NOT NULL,
-                        c.code_key, c.issued_at, c.used_at, c.wrong
+                        c.code_key, c.issued_at, c.used_at
                  FROM (SELECT 1) one
                  LEFT JOIN roster r ON r.sid = $1
                  LEFT JOIN codes c ON c.sid = r.sid",
@@ -206,6 +221,23 @@ impl Storage for PostgresStore {
             let mut tx = conn.client.transaction().map_err(TxFailure::Before)?;
             // Dropping `tx` on any early return rolls back.
             let body = |tx: &mut Transaction<'_>| -> Result<Option<StoreError>, postgres::Error> {
+                // Every lock first, in one order: no two hosts wait on
+                // each other in a cycle.
+                for source in w.guess_sources() {
+                    tx.execute(&stmts.lock_source, &[&GUESS_LOCK, &source])?;
+                }
+                for g in &w.guesses {
+                    tx.execute(&stmts.prune_guesses, &[&g.retained_after()])?;
+                    let rows = tx.query(&stmts.counted_guesses, &[&g.source, &g.window_start()])?;
+                    let counted = rows
+                        .iter()
+                        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                        .collect::<Result<Vec<(String, i64)>, postgres::Error>>()?;
+                    if let Err(e) = check_guess(g, &counted) {
+                        return Ok(Some(e));
+                    }
+                    tx.execute(&stmts.insert_guess, &[&g.sid, &g.source, &g.at])?;
+                }
                 for spend in &w.spends {
                     let n = tx.execute(
                         &stmts.consume_code,
@@ -216,9 +248,6 @@ impl Storage for PostgresStore {
                             sid: spend.sid.to_string(),
                         }));
                     }
-                }
-                for (sid, key) in &w.wrong {
-                    tx.execute(&stmts.wrong_code, &[sid, key])?;
                 }
                 if !c.serial.is_empty() {
                     tx.execute(
@@ -504,26 +533,36 @@ impl Storage for PostgresStore {
     }
 
     fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
+        let since = now_unix().saturating_sub(GUESS_RETENTION);
         self.run("reading the roster", |conn| {
             let rows = conn
                 .client
                 .query(
-                    "SELECT r.sid, r.name, c.code_key, c.issued_at, c.used_at, c.wrong
+                    "SELECT r.sid, r.name, c.code_key, c.issued_at, c.used_at,
+                            (SELECT count(*) FROM guesses g WHERE g.sid = r.sid AND g.at > $1)
                      FROM roster r LEFT JOIN codes c ON c.sid = r.sid ORDER BY r.sid",
-                    &[],
+                    &[&since],
                 )
                 .map_err(TxFailure::Before)?;
             rows.iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, raw_code(r, 2)?)))
-                .collect::<Result<Vec<(String, String, Option<CodeColumns>)>, postgres::Error>>()
+                .map(|r| {
+                    Ok((
+                        r.try_get(0)?,
+                        r.try_get(1)?,
+                        raw_code(r, 2)?,
+                        r.try_get::<_, i64>(5)?,
+                    ))
+                })
+                .collect::<Result<Vec<(String, String, Option<CodeColumns>, i64)>, postgres::Error>>()
                 .map_err(TxFailure::Before)
         })?
         .into_iter()
-        .map(|(sid, name, raw)| {
+        .map(|(sid, name, raw, guesses)| {
             Ok(RosterEntry {
                 sid,
                 name,
                 code: code_state_of(raw)?,
+                recent_guesses: guesses.unsigned_abs(),
             })
         })
         .collect()
@@ -563,7 +602,7 @@ impl Storage for PostgresStore {
                         "INSERT INTO codes (sid, code_key, issued_at) VALUES ($1, $2, $3)
                          ON CONFLICT (sid) DO UPDATE
                          SET code_key = excluded.code_key, issued_at = excluded.issued_at,
-                             used_at = NULL, used_serial = NULL, wrong = 0
+                             used_at = NULL, used_serial = NULL
                          WHERE codes.used_at IS NOT NULL OR $4",
                         &[sid, &&key[..], &at, &replace_unused],
                     )?;
@@ -595,6 +634,21 @@ impl Storage for PostgresStore {
             };
             read().map_err(TxFailure::Before)
         })
+    }
+
+    fn census(&mut self, now: i64) -> Result<Census, StoreError> {
+        let n = self.run("taking the census", |conn| {
+            let r = conn
+                .client
+                .query_one(CENSUS_SQL, &[&now])
+                .map_err(TxFailure::Before)?;
+            let mut n = [0i64; 6];
+            for (i, v) in n.iter_mut().enumerate() {
+                *v = r.try_get(i).map_err(TxFailure::Before)?;
+            }
+            Ok(n)
+        })?;
+        Ok(census_of(n))
     }
 
     fn record_window(&mut self, open: Option<i64>, close: Option<i64>) -> Result<(), StoreError> {
@@ -639,12 +693,10 @@ fn raw_code(r: &postgres::Row, at: usize) -> Result<Option<CodeColumns>, postgre
     let Some(key) = key else {
         return Ok(None);
     };
-    let wrong: i32 = r.try_get(at + 3)?;
     Ok(Some(CodeColumns {
         key,
         issued_at: r.try_get(at + 1)?,
         used_at: r.try_get(at + 2)?,
-        wrong: i64::from(wrong),
     }))
 }
 

@@ -77,10 +77,22 @@ CREATE TABLE settings (
 );
 ",
     "
--- Version 3 (issue 22 item 3): what authorised each certificate (open,
+-- Version 3 (issue 22): enrollment code guesses, counted before each is
+-- checked; codes.wrong is no longer read or written.
+CREATE TABLE guesses (
+    sid     TEXT NOT NULL,
+    source  TEXT NOT NULL,
+    at      BIGINT NOT NULL
+);
+CREATE INDEX guesses_source ON guesses (source, at);
+CREATE INDEX guesses_sid ON guesses (sid, at);
+CREATE INDEX guesses_at ON guesses (at);
+",
+    "
+-- Version 4 (issue 22 item 3): what authorised each certificate (open,
 -- code or renewal), whether a code vouches for it (directly or through
 -- renewals), and the serial a renewal rested on. Earlier rows are marked
--- as in SQLite's step 3: the certificate that spent a code is 'code'; one
+-- as in SQLite's step 4: the certificate that spent a code is 'code'; one
 -- issued before any roster student was added is 'open'; a later one a
 -- renewal, vouched unless its SID also holds an 'open' certificate.
 ALTER TABLE certs ADD COLUMN authorised TEXT NOT NULL DEFAULT 'open';
