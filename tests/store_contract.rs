@@ -564,12 +564,13 @@ fn guesses_are_bounded_per_source_never_per_sid<E: Engine>() -> TestResult {
     );
     // Once the oldest leaves the window, A may guess again.
     s.commit(&[guess("1155000001", a, t + 100)])?;
-    // A batch of two from one source with room for one: the second sees
-    // the first, and the batch fails whole.
+    // A batch of two from one source with room for one (two SIDs with no
+    // guess of their own yet, so only the source's bound applies): the
+    // second sees the first, and the batch fails whole.
     assert_eq!(
         over(s.commit(&[
-            guess("1155000002", a, t + 111),
-            guess("1155000002", a, t + 112)
+            guess("1155000009", a, t + 111),
+            guess("1155000008", a, t + 112)
         ])),
         Some((GuessBound::Source, t + 120)),
         "the second of a batch counts the first"
