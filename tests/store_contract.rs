@@ -592,7 +592,7 @@ fn guesses_are_bounded_per_source_never_per_sid<E: Engine>() -> TestResult {
     );
     // The code is still unused and usable: guesses lock nothing.
     s.commit(&[coded_cert("0F", "1155000001", [6u8; 32])])?;
-    assert_eq!(s.cert_status(&sn("0F"))?, good());
+    assert_eq!(s.cert_status(&sn("0F"))?, vouched());
     Ok(())
 }
 
