@@ -389,6 +389,12 @@ impl CheckedCsr<'_> {
     pub fn sid(&self) -> &str {
         &self.sid
     }
+
+    /// Whether its key is RSA (the enrollment service certifies nothing
+    /// else: Blackboard sends the session key with RSA-OAEP).
+    pub fn key_is_rsa(&self) -> bool {
+        self.key.family == csr::KeyFamily::Rsa
+    }
 }
 
 impl fmt::Debug for CheckedCsr<'_> {

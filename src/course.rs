@@ -21,6 +21,7 @@ use std::net::IpAddr;
 
 use openssl::error::ErrorStack;
 
+use crate::ca::Serial;
 use crate::crypto::ct_eq;
 use crate::message::{EnrollAuth, EnrollPolicy, MAC_LEN, NONCE_LEN};
 use crate::store::{CodeKey, EnrollView};
@@ -28,6 +29,15 @@ use crate::store::{CodeKey, EnrollView};
 pub use crate::store::GuessLimits;
 use crate::time::rfc3339;
 use crate::verify::CertError;
+
+/// How long a student certificate lasts by default, in days: a term (about
+/// 15 weeks of teaching plus exams), so nobody needs a new code mid-term.
+pub const DEFAULT_VALIDITY_DAYS: u32 = 180;
+
+/// How many days after expiry a certificate still renews by default, by
+/// proof of possession of its key: a student back from a break renews
+/// herself instead of waiting for a new code.
+pub const DEFAULT_RENEWAL_GRACE_DAYS: u32 = 14;
 
 /// What a CA asks of a first enrollment, given whether a roster exists.
 pub fn policy(roster_on: bool) -> EnrollPolicy {
@@ -95,6 +105,25 @@ impl fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
+/// The words for an unvouched certificate (a roster in force, and no code
+/// behind it), shared by Blackboard's refusal and the CA's refusal of its
+/// renewal (both code 18).
+#[derive(Debug)]
+pub struct Unvouched<'a>(pub &'a Serial);
+
+impl fmt::Display for Unvouched<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "certificate serial {} is not vouched for by an enrollment code: it was issued by \
+             open enrollment before the course had a roster (or renewed from such a \
+             certificate), and with a roster it may neither renew nor submit; enroll with the \
+             enrollment code the instructor gave you",
+            self.0
+        )
+    }
+}
+
 /// Why a renewal was refused.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -104,6 +133,20 @@ pub enum RenewalError {
     Certificate(CertError),
     /// The signature does not verify with her certificate's key.
     BadSignature,
+    /// A roster is in force and no code vouches for her certificate.
+    Unvouched {
+        /// Its serial.
+        serial: Serial,
+    },
+    /// Her certificate expired longer ago than the renewal grace allows.
+    ExpiredBeyondGrace {
+        /// Its serial.
+        serial: Serial,
+        /// When it expired, Unix seconds.
+        expired_at: i64,
+        /// The grace, in days (0: renewal needs a certificate still valid).
+        grace_days: u32,
+    },
 }
 
 impl fmt::Display for RenewalError {
@@ -119,6 +162,28 @@ impl fmt::Display for RenewalError {
             RenewalError::BadSignature => write!(
                 f,
                 "the proof of possession does not verify with the current certificate's key"
+            ),
+            RenewalError::Unvouched { serial } => write!(f, "{}", Unvouched(serial)),
+            RenewalError::ExpiredBeyondGrace {
+                serial,
+                expired_at,
+                grace_days: 0,
+            } => write!(
+                f,
+                "the current certificate (serial {serial}) expired at {}, and this course \
+                 renews only certificates still valid; ask the instructor for a new \
+                 enrollment code",
+                rfc3339(*expired_at)
+            ),
+            RenewalError::ExpiredBeyondGrace {
+                serial,
+                expired_at,
+                grace_days,
+            } => write!(
+                f,
+                "the current certificate (serial {serial}) expired at {}, more than the \
+                 {grace_days}-day renewal grace ago; ask the instructor for a new enrollment code",
+                rfc3339(*expired_at)
             ),
         }
     }

@@ -118,6 +118,11 @@ pub enum ErrorCode {
     RenewalRefused = 16,
     /// Submissions are closed (or not yet open).
     SubmissionsClosed = 17,
+    /// A roster is in force and no enrollment code vouches for the
+    /// certificate (open enrollment from before the roster, or renewals of
+    /// one): it may neither renew nor submit; the student enrolls with her
+    /// code.
+    Unvouched = 18,
 }
 
 impl ErrorCode {
@@ -139,6 +144,7 @@ impl ErrorCode {
             15 => ErrorCode::TooManyGuesses,
             16 => ErrorCode::RenewalRefused,
             17 => ErrorCode::SubmissionsClosed,
+            18 => ErrorCode::Unvouched,
             _ => ErrorCode::Internal,
         }
     }

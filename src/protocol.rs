@@ -41,7 +41,7 @@ use log::{info, warn};
 use crate::ca::{BlackboardKeys, CertificateAuthority, Issued};
 use crate::course::{GuessLimits, Window};
 use crate::message::{DecodeError, ErrorCode, Message};
-use crate::store::{CertRecord, CodeKey, Origin, Record, Storage};
+use crate::store::{Authorisation, CertRecord, Origin, Record, Storage};
 use crate::verify::Verifier;
 
 pub use admission::AdmissionError;
@@ -102,6 +102,9 @@ pub struct Shared {
     pub legacy: bool,
     /// When Blackboard takes reports.
     pub window: Window,
+    /// How many days after expiry a certificate still renews by proof of
+    /// possession of its key (0: only while valid).
+    pub renewal_grace_days: u32,
     /// How many enrollment code guesses the CA takes per source.
     pub guess_limits: GuessLimits,
 }
@@ -115,6 +118,7 @@ impl fmt::Debug for Shared {
             .field("admission", &self.admission_secret.is_some())
             .field("legacy", &self.legacy)
             .field("window", &self.window)
+            .field("renewal_grace_days", &self.renewal_grace_days)
             .field("guess_limits", &self.guess_limits)
             .finish()
     }
@@ -203,8 +207,9 @@ impl Output {
 
 /// The record of a certificate just issued, whichever protocol asked (also
 /// how the benches and the session fuzz target seed a store);
-/// `consumes_code`: the key of the enrollment code it spends.
-pub fn cert_record(issued: Issued, origin: Origin, consumes_code: Option<CodeKey>) -> Record {
+/// `authorised`: what authorised it (a code it spends, a certificate it
+/// renews), which decides what it supersedes.
+pub fn cert_record(issued: Issued, origin: Origin, authorised: Authorisation) -> Record {
     Record::Cert(CertRecord {
         serial: issued.serial,
         sid: issued.sid,
@@ -212,8 +217,7 @@ pub fn cert_record(issued: Issued, origin: Origin, consumes_code: Option<CodeKey
         not_after: issued.not_after,
         der: issued.der,
         origin,
-        consumes_code,
-        renewal: false,
+        authorised,
     })
 }
 

@@ -63,6 +63,8 @@ pub struct ServerConfig {
     pub blackboard_name: String,
     /// Validity of student certificates, days.
     pub validity_days: u32,
+    /// Days after expiry a certificate still renews (0: none).
+    pub renewal_grace_days: u32,
     /// Admission-control secret file.
     pub admission_secret_file: Option<PathBuf>,
     /// Serve the original lab client too.
@@ -793,6 +795,7 @@ impl Server {
                 admission_secret: admission_secret.clone(),
                 legacy: cfg.legacy,
                 window: cfg.window,
+                renewal_grace_days: cfg.renewal_grace_days,
                 guess_limits: cfg.guess_limits,
             };
             let ops = Ops::new(shared.ca.clone(), Arc::clone(&metrics), crls.clone())
@@ -913,6 +916,7 @@ mod tests {
             ca_cert: None,
             blackboard_name: ca::DEFAULT_BLACKBOARD_NAME.into(),
             validity_days: 30,
+            renewal_grace_days: crate::course::DEFAULT_RENEWAL_GRACE_DAYS,
             admission_secret_file: None,
             legacy: false,
             reactors: 1,
@@ -945,7 +949,7 @@ mod tests {
             .commit(&[crate::protocol::cert_record(
                 issued,
                 crate::store::Origin::Certboard,
-                None,
+                crate::store::Authorisation::Open,
             )])
             .unwrap();
         // Started with another keys dir (another working directory, say).

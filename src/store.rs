@@ -91,6 +91,16 @@ pub enum StoreError {
         /// The SID whose code it was.
         sid: String,
     },
+    /// A renewal was to supersede the certificate it renews, and that
+    /// certificate is revoked already (by the operator, or superseded by
+    /// another renewal or enrollment meanwhile): nothing of the transaction
+    /// was kept, so no certificate grows from a revoked one.
+    RenewedRevoked {
+        /// The SID.
+        sid: String,
+        /// The certificate the renewal rested on.
+        serial: Serial,
+    },
     /// A [`Record::Guess`] did not fit its bounds: nothing of the
     /// transaction was kept, and the guess is not evaluated.
     TooManyGuesses {
@@ -123,6 +133,10 @@ impl fmt::Display for StoreError {
             StoreError::CodeUsed { sid } => {
                 write!(f, "the enrollment code of SID {sid} is already used")
             }
+            StoreError::RenewedRevoked { sid, serial } => write!(
+                f,
+                "the certificate SID {sid} renewed (serial {serial}) was revoked meanwhile"
+            ),
             StoreError::TooManyGuesses {
                 bound,
                 window,
@@ -308,13 +322,82 @@ pub struct CertRecord {
     pub der: Vec<u8>,
     /// How it was requested.
     pub origin: Origin,
-    /// The enrollment code this issuance consumes (its key), if any: the
-    /// record commits only if that code is still unused, in the same
-    /// transaction.
-    pub consumes_code: Option<CodeKey>,
-    /// Issued as a renewal (proof of possession of a current certificate's
-    /// key), for the metrics; not stored.
-    pub renewal: bool,
+    /// What authorised it, and what it therefore consumes or supersedes in
+    /// the same transaction.
+    pub authorised: Authorisation,
+}
+
+/// What authorised an issuance, with what the record does besides being
+/// inserted, all in its transaction: a code is consumed (the record
+/// commits only if it is still unused) and supersedes every other live
+/// certificate of the SID (a lost laptop's, an impostor's from open
+/// enrollment); a renewal supersedes the certificate it renews (and
+/// commits only if that one is still unrevoked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authorisation {
+    /// Open enrollment (no roster), or legacy mode: nobody vouched.
+    Open,
+    /// The SID's enrollment code (its key): vouched.
+    Code(CodeKey),
+    /// Proof of possession of a current certificate's key.
+    Renewal {
+        /// The certificate renewed.
+        renews: Serial,
+        /// Whether a code, or a chain of renewals from one, vouches for
+        /// the certificate renewed (and so for this one).
+        vouched: bool,
+    },
+}
+
+impl Authorisation {
+    /// Whether a code (directly or through renewals) vouches for it.
+    pub fn vouched(&self) -> bool {
+        match self {
+            Authorisation::Open => false,
+            Authorisation::Code(_) => true,
+            Authorisation::Renewal { vouched, .. } => *vouched,
+        }
+    }
+
+    /// Its kind, as stored and listed.
+    pub fn kind(&self) -> Authorised {
+        match self {
+            Authorisation::Open => Authorised::Open,
+            Authorisation::Code(_) => Authorised::Code,
+            Authorisation::Renewal { .. } => Authorised::Renewal,
+        }
+    }
+}
+
+/// The kind of [`Authorisation`] a stored certificate had (`certs.authorised`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authorised {
+    /// Open enrollment or legacy mode.
+    Open,
+    /// An enrollment code.
+    Code,
+    /// A renewal.
+    Renewal,
+}
+
+impl Authorised {
+    /// The name stored and listed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Authorised::Open => "open",
+            Authorised::Code => "code",
+            Authorised::Renewal => "renewal",
+        }
+    }
+
+    /// The kind of a stored name (certboard writes only these three).
+    fn parse(s: &str) -> Authorised {
+        match s {
+            "code" => Authorised::Code,
+            "renewal" => Authorised::Renewal,
+            _ => Authorised::Open,
+        }
+    }
 }
 
 /// An accepted report.
@@ -352,6 +435,10 @@ pub enum CertStatus {
     Good {
         /// The protocol it was issued by.
         origin: Origin,
+        /// Whether a code, or a chain of renewals from one, vouches for it:
+        /// once a roster is in force, an unvouched certificate (from open
+        /// enrollment before the roster) neither renews nor submits.
+        vouched: bool,
     },
     /// Revoked.
     Revoked {
@@ -376,6 +463,10 @@ pub struct CertRow {
     pub not_after: i64,
     /// How it was requested.
     pub origin: Origin,
+    /// What authorised it.
+    pub authorised: Authorised,
+    /// Whether a code, directly or through renewals, vouches for it.
+    pub vouched: bool,
     /// Revocation time and reason, if revoked (the reason `None` when the
     /// stored text names no RFC 5280 reason).
     pub revoked: Option<(i64, Option<RevocationReason>)>,
@@ -602,6 +693,22 @@ struct Writes<'a> {
     certs: Vec<CertInsert<'a>>,
     /// Reports to insert, in batch order.
     reports: Vec<ReportInsert<'a>>,
+    /// Certificates superseded by the new ones, after they are inserted.
+    supersedes: Vec<Supersede<'a>>,
+}
+
+/// What a new certificate revokes as `superseded`, in its transaction.
+#[derive(Debug)]
+enum Supersede<'a> {
+    /// A renewal: the certificate renewed, which must still be unrevoked
+    /// (else the batch fails with [`StoreError::RenewedRevoked`]).
+    Renewed {
+        sid: &'a str,
+        renews: &'a Serial,
+        renews_text: String,
+    },
+    /// A code enrollment: every other unrevoked certificate of the SID.
+    AllOthers { sid: &'a str, serial: String },
 }
 
 /// A code spent by the issuance it authorised.
@@ -624,6 +731,10 @@ struct CertInsert<'a> {
     not_after: i64,
     der: &'a [u8],
     origin: &'static str,
+    authorised: &'static str,
+    vouched: bool,
+    /// The serial renewed, for a renewal.
+    renews: Option<String>,
 }
 
 /// A `reports` row as written.
@@ -646,12 +757,28 @@ impl<'a> Writes<'a> {
             match record {
                 Record::Cert(c) => {
                     let serial = c.serial.to_string();
-                    if let Some(key) = &c.consumes_code {
-                        w.spends.push(CodeSpend {
-                            sid: &c.sid,
-                            serial: serial.clone(),
-                            key,
-                        });
+                    let mut renews = None;
+                    match &c.authorised {
+                        Authorisation::Open => {}
+                        Authorisation::Code(key) => {
+                            w.spends.push(CodeSpend {
+                                sid: &c.sid,
+                                serial: serial.clone(),
+                                key,
+                            });
+                            w.supersedes.push(Supersede::AllOthers {
+                                sid: &c.sid,
+                                serial: serial.clone(),
+                            });
+                        }
+                        Authorisation::Renewal { renews: old, .. } => {
+                            renews = Some(old.to_string());
+                            w.supersedes.push(Supersede::Renewed {
+                                sid: &c.sid,
+                                renews: old,
+                                renews_text: old.to_string(),
+                            });
+                        }
                     }
                     w.certs.push(CertInsert {
                         serial,
@@ -661,6 +788,9 @@ impl<'a> Writes<'a> {
                         not_after: c.not_after,
                         der: &c.der,
                         origin: c.origin.as_str(),
+                        authorised: c.authorised.kind().as_str(),
+                        vouched: c.authorised.vouched(),
+                        renews,
                     });
                 }
                 Record::Report(r) => w.reports.push(ReportInsert {
@@ -724,6 +854,8 @@ struct CertColumns {
     not_before: i64,
     not_after: i64,
     origin: String,
+    authorised: String,
+    vouched: bool,
     revoked_at: Option<i64>,
     reason: Option<String>,
     der: Vec<u8>,
@@ -737,6 +869,8 @@ impl CertColumns {
             not_before: self.not_before,
             not_after: self.not_after,
             origin: Origin::parse(&self.origin),
+            authorised: Authorised::parse(&self.authorised),
+            vouched: self.vouched,
             revoked: self
                 .revoked_at
                 .map(|at| (at, reason_of(self.reason.as_deref()))),
@@ -787,14 +921,19 @@ impl RevocationColumns {
     }
 }
 
+/// The `certs` columns a standing is read from: revoked_at,
+/// revoke_reason, origin, vouched.
+type StatusColumns = (Option<i64>, Option<String>, String, bool);
+
 /// The standing of a certificate from its `certs` columns (`None`: no row).
-fn status_of(row: Option<(Option<i64>, Option<String>, String)>) -> Result<CertStatus, StoreError> {
+fn status_of(row: Option<StatusColumns>) -> Result<CertStatus, StoreError> {
     Ok(match row {
         None => CertStatus::Unknown,
-        Some((None, _, origin)) => CertStatus::Good {
+        Some((None, _, origin, vouched)) => CertStatus::Good {
             origin: Origin::parse(&origin),
+            vouched,
         },
-        Some((Some(at), reason, _)) => CertStatus::Revoked {
+        Some((Some(at), reason, _, _)) => CertStatus::Revoked {
             at,
             reason: reason_of(reason.as_deref()),
         },

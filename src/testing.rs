@@ -187,6 +187,7 @@ pub struct SharedBuilder {
     admission_secret: Option<Arc<Vec<u8>>>,
     legacy: bool,
     window: Window,
+    renewal_grace_days: u32,
     guess_limits: GuessLimits,
 }
 
@@ -221,6 +222,7 @@ impl SharedBuilder {
             admission_secret: None,
             legacy: false,
             window: Window::default(),
+            renewal_grace_days: crate::course::DEFAULT_RENEWAL_GRACE_DAYS,
             guess_limits: GuessLimits::default(),
         }
     }
@@ -261,6 +263,12 @@ impl SharedBuilder {
         self
     }
 
+    /// Renews certificates up to `days` after their expiry.
+    pub fn renewal_grace_days(mut self, days: u32) -> Self {
+        self.renewal_grace_days = days;
+        self
+    }
+
     /// Takes reports only within `window`.
     pub fn window(mut self, window: Window) -> Self {
         self.window = window;
@@ -287,6 +295,7 @@ impl SharedBuilder {
             admission_secret: self.admission_secret,
             legacy: self.legacy,
             window: self.window,
+            renewal_grace_days: self.renewal_grace_days,
             guess_limits: self.guess_limits,
         })
     }

@@ -568,3 +568,155 @@ fn the_course_script_runs_the_whole_course() -> TestResult {
     assert_eq!(s.matches("student(s) submitted").count(), 4, "{s}");
     Ok(())
 }
+
+fn refusal_of<T: std::fmt::Debug>(r: Result<T, ClientError>) -> Option<ErrorCode> {
+    match r {
+        Err(ClientError::Refused { code, .. }) => Some(code),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// A renewal of `cert` (held with `key`) on a fresh CA connection.
+fn renew(
+    server: &TestServer,
+    sid: &str,
+    cert: &[u8],
+    key: &openssl::pkey::PKey<openssl::pkey::Private>,
+) -> Result<Vec<u8>, ClientError> {
+    let new_key = client::make_key(client::KeyType::Rsa2048)?;
+    let csr = client::make_csr(sid, &new_key)?;
+    let mut conn = connect(server)?;
+    let mut ca = CaSession::open(&mut conn)?;
+    let auth = client::renewal_auth(key, cert, ca.nonce(), &csr)?;
+    Ok(ca.request(&mut conn, csr, auth)?.cert_der)
+}
+
+fn serial_of(der: &[u8]) -> Result<String, Box<dyn std::error::Error>> {
+    let cert = openssl::x509::X509::from_der(der)?;
+    Ok(certboard::ca::Serial::from_asn1(cert.serial_number())?.to_string())
+}
+
+/// The certificate rows of `server certs --format json`, by serial.
+fn cert_rows(
+    server: &TestServer,
+) -> Result<HashMap<String, serde_json::Value>, Box<dyn std::error::Error>> {
+    let out = server.admin(&["certs", "--format", "json"])?;
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(rows
+        .as_array()
+        .ok_or("not an array")?
+        .iter()
+        .map(|r| {
+            (
+                r["serial"].as_str().unwrap_or_default().to_string(),
+                r.clone(),
+            )
+        })
+        .collect())
+}
+
+/// Issue 22 item 3: an impostor enrolls a SID while there is no roster.
+/// The roster import lists his certificate and needs a decision; kept, it
+/// neither submits nor renews (code 18) and `status` does not show it as
+/// hers; her code enrollment still succeeds and supersedes it.
+#[test]
+fn an_open_enrollment_from_before_the_roster_is_cut_off() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let trust = server.trust()?;
+    let sid = "1155000001";
+    let imp_key = client::make_key(client::KeyType::Rsa2048)?;
+    let imp_cert = common::enroll_key(server.ca, sid, &imp_key)?;
+    common::submit_report(server.blackboard, &trust, sid, &imp_cert, &imp_key)?;
+    let imp_serial = serial_of(&imp_cert)?;
+
+    std::fs::write(server.path().join("roster.csv"), ROSTER)?;
+    let out = server.admin(&["roster", "import", "roster.csv"])?;
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    for needle in [
+        "1 certificate(s) were issued by open enrollment",
+        &imp_serial,
+        "--revoke-unverified",
+        "--keep-unverified",
+        "Nothing imported",
+    ] {
+        assert!(said.contains(needle), "{needle:?}: {said}");
+    }
+    let out = server.admin(&["status", "--format", "json"])?;
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(rows[0]["name"], "", "no roster imported: {rows}");
+
+    let out = server.admin(&["roster", "import", "roster.csv", "--keep-unverified"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains("kept, unvouched"), "{}", text(&out));
+
+    // With the roster in force he neither submits nor renews.
+    let refused = common::submit_report(server.blackboard, &trust, sid, &imp_cert, &imp_key);
+    assert_eq!(refusal_of(refused), Some(ErrorCode::Unvouched));
+    assert_eq!(
+        refusal_of(renew(&server, sid, &imp_cert, &imp_key)),
+        Some(ErrorCode::Unvouched)
+    );
+    let out = server.admin(&["status", "--format", "json"])?;
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(rows[0]["sid"], sid);
+    assert_eq!(rows[0]["vouched"], false, "{rows}");
+    let out = server.admin(&["status"])?;
+    assert!(stdout(&out).contains("enrolled 0,"), "{}", text(&out));
+    assert!(stdout(&out).contains("unvouched 1"), "{}", text(&out));
+
+    // The real student enrolls with her code, and submits.
+    let codes = make_codes(&server, "codes.csv", &["--sid", sid])?;
+    let code = EnrollCode::parse(&codes[sid])?;
+    let key = client::make_key(client::KeyType::Rsa2048)?;
+    let csr = client::make_csr(sid, &key)?;
+    let mut conn = connect(&server)?;
+    let mut ca = CaSession::open(&mut conn)?;
+    let auth = client::code_auth(&code, sid, ca.nonce(), &csr)?;
+    let cert = ca.request(&mut conn, csr, auth)?.cert_der;
+    common::submit_report(server.blackboard, &trust, sid, &cert, &key)?;
+    // Hers supersedes his; she is current in status, and renews.
+    let certs = cert_rows(&server)?;
+    let his = &certs[&imp_serial];
+    assert_eq!(his["status"], "revoked", "{his}");
+    assert_eq!(his["revoke_reason"], "superseded", "{his}");
+    assert_eq!(his["authorised"], "open", "{his}");
+    let mine = &certs[&serial_of(&cert)?];
+    assert_eq!(
+        (&mine["authorised"], &mine["vouched"]),
+        (&"code".into(), &true.into())
+    );
+    let out = server.admin(&["status", "--format", "json"])?;
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(rows[0]["certificate"], serial_of(&cert)?.as_str());
+    assert_eq!(rows[0]["vouched"], true);
+    let renewed = renew(&server, sid, &cert, &key)?;
+    assert_eq!(cert_rows(&server)?[&serial_of(&renewed)?]["vouched"], true);
+    let refused = common::submit_report(server.blackboard, &trust, sid, &imp_cert, &imp_key);
+    assert_eq!(refusal_of(refused), Some(ErrorCode::BadCertificate));
+    Ok(())
+}
+
+/// `--revoke-unverified` revokes what open enrollment issued
+/// (privilegeWithdrawn), which then no longer submits.
+#[test]
+fn revoke_unverified_revokes_open_enrollment_certificates() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let trust = server.trust()?;
+    let sid = "1155000002";
+    let key = client::make_key(client::KeyType::Rsa2048)?;
+    let cert = common::enroll_key(server.ca, sid, &key)?;
+    std::fs::write(server.path().join("roster.csv"), ROSTER)?;
+    let out = server.admin(&["roster", "import", "roster.csv", "--revoke-unverified"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("revoked 1 certificate(s) of open enrollment (privilegeWithdrawn)"),
+        "{}",
+        text(&out)
+    );
+    let row = &cert_rows(&server)?[&serial_of(&cert)?];
+    assert_eq!(row["revoke_reason"], "privilegeWithdrawn", "{row}");
+    let refused = common::submit_report(server.blackboard, &trust, sid, &cert, &key);
+    assert_eq!(refusal_of(refused), Some(ErrorCode::BadCertificate));
+    Ok(())
+}

@@ -14,8 +14,9 @@ mod pg;
 use std::sync::{Arc, Barrier};
 
 use certboard::store::{
-    CertRecord, CertStatus, CodeKey, Guess, GuessBound, GuessLimits, Origin, PostgresStore, Record,
-    ReportRecord, RevocationMark, RosterChange, SqliteStore, Storage, StoreError, Student,
+    Authorisation, Authorised, CertRecord, CertStatus, CodeKey, Guess, GuessBound, GuessLimits,
+    Origin, PostgresStore, Record, ReportRecord, RevocationMark, RosterChange, SqliteStore,
+    Storage, StoreError, Student,
 };
 use certboard::store::{RevocationReason, Serial};
 use pg::{BoxError, Cluster};
@@ -93,15 +94,14 @@ fn cert(serial: &str, sid: &str) -> Record {
         not_after: 1_800_000_000,
         der: vec![0x30, 0x03, 0x02, 0x01, 0x07],
         origin: Origin::Certboard,
-        consumes_code: None,
-        renewal: false,
+        authorised: Authorisation::Open,
     })
 }
 
 fn coded_cert(serial: &str, sid: &str, key: CodeKey) -> Record {
     match cert(serial, sid) {
         Record::Cert(mut c) => {
-            c.consumes_code = Some(key);
+            c.authorised = Authorisation::Code(key);
             Record::Cert(c)
         }
         other => other,
@@ -149,7 +149,38 @@ fn over(r: Result<(), StoreError>) -> Option<(GuessBound, i64)> {
 fn good() -> CertStatus {
     CertStatus::Good {
         origin: Origin::Certboard,
+        vouched: false,
     }
+}
+
+fn renewed_cert(serial: &str, sid: &str, renews: &str, vouched: bool) -> Record {
+    match cert(serial, sid) {
+        Record::Cert(mut c) => {
+            c.authorised = Authorisation::Renewal {
+                renews: sn(renews),
+                vouched,
+            };
+            Record::Cert(c)
+        }
+        other => other,
+    }
+}
+
+fn vouched() -> CertStatus {
+    CertStatus::Good {
+        origin: Origin::Certboard,
+        vouched: true,
+    }
+}
+
+fn superseded(s: &mut impl Storage, serial: &str) -> Result<bool, StoreError> {
+    Ok(matches!(
+        s.cert_status(&sn(serial))?,
+        CertStatus::Revoked {
+            reason: Some(RevocationReason::Superseded),
+            ..
+        }
+    ))
 }
 
 fn students(list: &[(&str, &str)]) -> Vec<Student> {
@@ -458,7 +489,7 @@ fn a_code_is_spent_with_its_certificate_or_not_at_all<E: Engine>() -> TestResult
     );
     assert_eq!(s.cert_status(&sn("0B"))?, CertStatus::Unknown);
     s.commit(&[coded_cert("0A", "1155000001", key)])?;
-    assert_eq!(s.cert_status(&sn("0A"))?, good());
+    assert_eq!(s.cert_status(&sn("0A"))?, vouched());
     let c = e.open()?.enrollment_view("1155000001")?.code;
     assert_eq!(c.as_ref().map(|c| c.used_at.is_some()), Some(true), "spent");
     // A second use fails the whole transaction: the other records too.
@@ -561,7 +592,7 @@ fn guesses_are_bounded_per_source_never_per_sid<E: Engine>() -> TestResult {
     );
     // The code is still unused and usable: guesses lock nothing.
     s.commit(&[coded_cert("0F", "1155000001", [6u8; 32])])?;
-    assert_eq!(s.cert_status(&sn("0F"))?, good());
+    assert_eq!(s.cert_status(&sn("0F"))?, vouched());
     Ok(())
 }
 
@@ -667,6 +698,77 @@ fn an_empty_store_counts_nothing_and_is_healthy<E: Engine>() -> TestResult {
     assert!(s.reports()?.is_empty());
     s.commit(&[])?;
     s.check()?;
+    Ok(())
+}
+
+/// A new certificate revokes what it replaces as superseded, in its own
+/// transaction (issue 20, gap 7): a renewal the certificate it renews (and
+/// commits only if that one is still unrevoked: nothing grows from a
+/// revoked certificate, nor twice from one); a code enrollment every other
+/// certificate of the SID (an impostor's from open enrollment, a lost
+/// laptop's). What vouches for each is recorded and read back.
+fn a_new_certificate_supersedes_what_it_replaces<E: Engine>() -> TestResult {
+    let e = E::fresh("supersede")?;
+    let mut s = e.open()?;
+    let (her, other) = ("1155000001", "1155000002");
+    // Open enrollment (an impostor, say), then a renewal of it.
+    s.commit(&[cert("01", her), cert("0F", other)])?;
+    s.commit(&[renewed_cert("02", her, "01", false)])?;
+    assert!(superseded(&mut s, "01")?);
+    assert_eq!(s.cert_status(&sn("02"))?, good(), "not vouched");
+    // Renewing "01" again: refused whole, the other record too.
+    let err = s.commit(&[
+        report(1, other, "0F", 5),
+        renewed_cert("03", her, "01", false),
+    ]);
+    assert!(
+        matches!(&err, Err(StoreError::RenewedRevoked { sid, serial })
+            if sid == her && *serial == sn("01")),
+        "{err:?}"
+    );
+    assert_eq!(s.cert_status(&sn("03"))?, CertStatus::Unknown);
+    assert!(s.reports()?.is_empty());
+    // Her code: every other certificate of hers is superseded, nobody else's.
+    s.import_roster(&students(&[(her, "A"), (other, "B")]))?;
+    let key = [7u8; 32];
+    s.store_codes(&[(her.into(), key)], 10, false)?;
+    s.commit(&[coded_cert("04", her, key)])?;
+    assert!(superseded(&mut s, "02")?);
+    assert_eq!(s.cert_status(&sn("04"))?, vouched());
+    assert_eq!(s.cert_status(&sn("0F"))?, good());
+    // A renewal of a vouched certificate is vouched.
+    s.commit(&[renewed_cert("05", her, "04", true)])?;
+    assert!(superseded(&mut s, "04")?);
+    assert_eq!(s.cert_status(&sn("05"))?, vouched());
+    // Revoked by the operator: it renews no more.
+    s.revoke_serial(&sn("05"), RevocationReason::KeyCompromise, 20)?;
+    let err = s.commit(&[renewed_cert("06", her, "05", true)]);
+    assert!(
+        matches!(&err, Err(StoreError::RenewedRevoked { .. })),
+        "{err:?}"
+    );
+    // Listed as issued, from another connection.
+    let rows = e.open()?.certs()?;
+    let kinds: Vec<(String, Authorised, bool)> = rows
+        .iter()
+        .map(|c| (c.serial.to_string(), c.authorised, c.vouched))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("01".to_string(), Authorised::Open, false),
+            ("0F".to_string(), Authorised::Open, false),
+            ("02".to_string(), Authorised::Renewal, false),
+            ("04".to_string(), Authorised::Code, true),
+            ("05".to_string(), Authorised::Renewal, true),
+        ]
+    );
+    let superseded_n = s
+        .revocations()?
+        .iter()
+        .filter(|r| r.reason == Some(RevocationReason::Superseded))
+        .count();
+    assert_eq!(superseded_n, 3);
     Ok(())
 }
 
@@ -836,6 +938,7 @@ contract!(
     two_connections_racing_with_one_code_issue_once,
     the_submission_window_is_recorded,
     an_empty_store_counts_nothing_and_is_healthy,
+    a_new_certificate_supersedes_what_it_replaces,
     the_census_counts_what_is_current_at_the_time_given,
     every_record_has_its_leaf_and_the_head_is_their_root,
     concurrent_commits_make_one_gapless_log,

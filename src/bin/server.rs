@@ -100,9 +100,14 @@ struct RunArgs {
     /// renewed when a third of their 7-day life remains.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_BLACKBOARD_NAME)]
     blackboard_name: String,
-    /// Validity of student certificates, in days.
-    #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=825))]
+    /// Validity of student certificates, in days (default: a term).
+    #[arg(long, value_name = "DAYS", default_value_t = certboard::course::DEFAULT_VALIDITY_DAYS, value_parser = clap::value_parser!(u32).range(1..=825))]
     validity_days: u32,
+    /// Days after expiry a student certificate still renews by proof of
+    /// possession of its key (never once revoked); 0: only while valid.
+    /// Past it the student needs a new enrollment code.
+    #[arg(long, value_name = "DAYS", default_value_t = certboard::course::DEFAULT_RENEWAL_GRACE_DAYS, value_parser = clap::value_parser!(u32).range(0..=365))]
+    renewal_grace: u32,
     /// Require every connection to answer an HMAC challenge keyed with the
     /// secret in FILE (at least 16 bytes).
     #[arg(long, value_name = "FILE")]
@@ -293,10 +298,21 @@ enum RosterCommand {
     /// Add students and update names from a CSV with a header `sid,name`
     /// (other columns ignored). Nothing is imported if any row is bad;
     /// nobody is ever removed. Safe while the server runs, which follows
-    /// the roster at once.
+    /// the roster at once. A first roster over certificates issued by open
+    /// enrollment (no code) lists them and needs a decision:
+    /// --revoke-unverified or --keep-unverified.
     Import {
         /// The roster CSV.
         file: PathBuf,
+        /// Revoke every certificate no enrollment code vouches for (reason
+        /// privilegeWithdrawn): anyone could have enrolled them.
+        #[arg(long, conflicts_with = "keep_unverified")]
+        revoke_unverified: bool,
+        /// Keep them unrevoked; with the roster in force they still neither
+        /// renew nor submit, and the student's code enrollment revokes
+        /// them (superseded).
+        #[arg(long)]
+        keep_unverified: bool,
     },
     /// Make enrollment codes and write `sid,code` to FILE (created new,
     /// mode 0600): for every roster student never given one, or for
@@ -366,6 +382,7 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
         ca_cert: a.ca_cert,
         blackboard_name: a.blackboard_name,
         validity_days: a.validity_days,
+        renewal_grace_days: a.renewal_grace,
         admission_secret_file: a.admission_secret_file,
         legacy: a.legacy,
         reactors: usize::from(a.reactors),
@@ -514,8 +531,17 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
             admin::reports(store, &filter, format, &mut stdout.lock())?
         }
         Command::Status { format } => admin::status(store, format, &mut stdout.lock())?,
-        Command::Roster(RosterCommand::Import { file }) => {
-            let done = admin::import_roster(store, &file)?;
+        Command::Roster(RosterCommand::Import {
+            file,
+            revoke_unverified,
+            keep_unverified,
+        }) => {
+            let decision = match (revoke_unverified, keep_unverified) {
+                (true, _) => admin::Unverified::Revoke,
+                (false, true) => admin::Unverified::Keep,
+                (false, false) => admin::Unverified::Ask,
+            };
+            let done = admin::import_roster(store, &file, decision)?;
             println!(
                 "roster: {} student(s) in {}: {} added, {} renamed, {} unchanged",
                 done.students,
@@ -524,6 +550,25 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
                 done.change.renamed,
                 done.change.unchanged
             );
+            if done.revoked > 0 {
+                println!(
+                    "revoked {} certificate(s) of open enrollment ({})",
+                    done.revoked,
+                    admin::UNVERIFIED_REASON.name()
+                );
+            }
+            if !done.unverified.is_empty() {
+                println!(
+                    "{} certificate(s) of open enrollment kept, unvouched: with the roster in \
+                     force they neither renew nor submit (serials: {})",
+                    done.unverified.len(),
+                    done.unverified
+                        .iter()
+                        .map(|c| c.serial.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
         }
         Command::Roster(RosterCommand::Codes { out, sid, reissue }) => {
             let n = admin::issue_codes(store, &out, &CodeRequest { sid, reissue })?;

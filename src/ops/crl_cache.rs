@@ -123,8 +123,11 @@ mod tests {
     ) -> TestResult<RevocationMark> {
         let issued = crate::testing::Student::enroll(ca, sid)?.issued;
         let serial = issued.serial.clone();
-        let rec: Record =
-            crate::protocol::cert_record(issued, crate::store::Origin::Certboard, None);
+        let rec: Record = crate::protocol::cert_record(
+            issued,
+            crate::store::Origin::Certboard,
+            crate::store::Authorisation::Open,
+        );
         store.commit(&[rec])?;
         store.revoke_serial(&serial, crate::store::RevocationReason::KeyCompromise, 1)?;
         Ok(store.revocation_mark()?)

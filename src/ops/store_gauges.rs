@@ -152,8 +152,11 @@ mod tests {
         assert!(read(0.0)?, "the first read");
         for sid in ["1155000001", "1155000002"] {
             let issued = crate::testing::Student::enroll(&pki.ca, sid)?.issued;
-            let rec: Record =
-                crate::protocol::cert_record(issued, crate::store::Origin::Certboard, None);
+            let rec: Record = crate::protocol::cert_record(
+                issued,
+                crate::store::Origin::Certboard,
+                crate::store::Authorisation::Open,
+            );
             writer.commit(&[rec])?;
         }
         writer.revoke_sid(

@@ -10,7 +10,7 @@ use std::error::Error;
 use std::fmt;
 
 use crate::ca::CaError;
-use crate::course::{Closed, Refusal};
+use crate::course::{Closed, Refusal, RenewalError};
 use crate::message::{DecodeError, ErrorCode};
 use crate::store::{StoreError, STORE_UNAVAILABLE};
 use crate::verify::CertError;
@@ -261,6 +261,14 @@ pub enum CommitRefusal {
         /// The SID whose code it was.
         sid: String,
     },
+    /// The certificate a renewal rested on was revoked (or superseded by
+    /// another renewal) meanwhile: no certificate grows from a revoked one.
+    RenewedRevoked {
+        /// The SID.
+        sid: String,
+        /// The certificate renewed.
+        serial: crate::ca::Serial,
+    },
     /// An enrollment code guess did not fit its bounds, so it was neither
     /// counted nor checked: the caller's answer, with when to try again
     /// (the store's text).
@@ -276,6 +284,11 @@ impl fmt::Display for CommitRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CommitRefusal::CodeUsed { sid } => write!(f, "SID {sid}: {}", Refusal::CodeUsed),
+            CommitRefusal::RenewedRevoked { sid, serial } => write!(
+                f,
+                "SID {sid}: renewal refused: the current certificate (serial {serial}) was \
+                 revoked while it was being renewed; a revoked student needs a new enrollment code"
+            ),
             CommitRefusal::TooManyGuesses(why) => f.write_str(why),
             CommitRefusal::Unavailable => f.write_str(STORE_UNAVAILABLE),
             CommitRefusal::Failed => write!(
@@ -344,6 +357,7 @@ impl ServerFault for CertCheckError {
             CertCheckError::BadSid(_)
             | CertCheckError::ChainTooLong(_)
             | CertCheckError::TooLarge { .. }
+            | CertCheckError::Unvouched { .. }
             | CertCheckError::NotLegacy { .. } => false,
         }
     }
@@ -375,7 +389,9 @@ impl ServerFault for ProtocolError {
 impl ServerFault for CommitRefusal {
     fn is_server_fault(&self) -> bool {
         match self {
-            CommitRefusal::CodeUsed { .. } | CommitRefusal::TooManyGuesses(_) => false,
+            CommitRefusal::CodeUsed { .. }
+            | CommitRefusal::RenewedRevoked { .. }
+            | CommitRefusal::TooManyGuesses(_) => false,
             CommitRefusal::Unavailable | CommitRefusal::Failed => true,
         }
     }
@@ -417,6 +433,7 @@ pub fn refusal_label(code: ErrorCode) -> &'static str {
         ErrorCode::TooManyGuesses => "too_many_guesses",
         ErrorCode::RenewalRefused => "renewal_refused",
         ErrorCode::SubmissionsClosed => "submissions_closed",
+        ErrorCode::Unvouched => "unvouched",
     }
 }
 
@@ -437,6 +454,7 @@ impl From<&CertCheckError> for ErrorCode {
             CertCheckError::Rejected(e) => ErrorCode::from(e),
             CertCheckError::TooLarge { .. } => ErrorCode::Limit,
             CertCheckError::NotBlackboard | CertCheckError::Store(_) => ErrorCode::Internal,
+            CertCheckError::Unvouched { .. } => ErrorCode::Unvouched,
             CertCheckError::BadSid(_)
             | CertCheckError::ChainTooLong(_)
             | CertCheckError::NotLegacy { .. } => ErrorCode::BadCertificate,
@@ -496,6 +514,7 @@ impl From<&Refusal> for ErrorCode {
             Refusal::CodeRequired => ErrorCode::CodeRequired,
             Refusal::WrongCode | Refusal::NoRoster => ErrorCode::WrongCode,
             Refusal::CodeUsed => ErrorCode::CodeUsed,
+            Refusal::Renewal(RenewalError::Unvouched { .. }) => ErrorCode::Unvouched,
             Refusal::Renewal(_) => ErrorCode::RenewalRefused,
         }
     }
@@ -505,6 +524,7 @@ impl From<&CommitRefusal> for ErrorCode {
     fn from(e: &CommitRefusal) -> ErrorCode {
         match e {
             CommitRefusal::CodeUsed { .. } => ErrorCode::from(&Refusal::CodeUsed),
+            CommitRefusal::RenewedRevoked { .. } => ErrorCode::RenewalRefused,
             CommitRefusal::TooManyGuesses(_) => ErrorCode::TooManyGuesses,
             CommitRefusal::Unavailable | CommitRefusal::Failed => ErrorCode::Internal,
         }
@@ -517,6 +537,10 @@ impl From<&CommitRefusal> for ErrorCode {
 pub fn commit_refusal(e: &StoreError) -> CommitRefusal {
     match e {
         StoreError::CodeUsed { sid } => CommitRefusal::CodeUsed { sid: sid.clone() },
+        StoreError::RenewedRevoked { sid, serial } => CommitRefusal::RenewedRevoked {
+            sid: sid.clone(),
+            serial: serial.clone(),
+        },
         e @ StoreError::TooManyGuesses { .. } => CommitRefusal::TooManyGuesses(e.to_string()),
         StoreError::Unavailable(_) => CommitRefusal::Unavailable,
         StoreError::Io { .. }
@@ -609,11 +633,13 @@ impl ConnectionError {
 
 /// Whether a store error that refused a commit is the server's failure:
 /// every one but a code spent meanwhile (two requests raced with one code,
-/// or it was reissued) and a guess over its bounds, which are the
-/// caller's answers.
+/// or it was reissued), a renewed certificate revoked meanwhile, and a
+/// guess over its bounds, which are the caller's answers.
 fn commit_is_server_fault(e: &StoreError) -> bool {
     match e {
-        StoreError::CodeUsed { .. } | StoreError::TooManyGuesses { .. } => false,
+        StoreError::CodeUsed { .. }
+        | StoreError::RenewedRevoked { .. }
+        | StoreError::TooManyGuesses { .. } => false,
         StoreError::Io { .. }
         | StoreError::Sqlite(_)
         | StoreError::Incompatible(_)
@@ -652,8 +678,9 @@ impl fmt::Display for ConnectionError {
             ConnectionError::NoWorkers => {
                 write!(f, "internal error: this server has no worker pool")
             }
-            ConnectionError::Commit(StoreError::CodeUsed { sid }) => {
-                write!(f, "SID {sid}: {}", Refusal::CodeUsed)
+            ConnectionError::Commit(e @ StoreError::CodeUsed { .. })
+            | ConnectionError::Commit(e @ StoreError::RenewedRevoked { .. }) => {
+                write!(f, "{}", commit_refusal(e))
             }
             ConnectionError::Commit(e @ StoreError::TooManyGuesses { .. }) => write!(f, "{e}"),
             ConnectionError::Commit(StoreError::Unavailable(_)) => f.write_str(STORE_UNAVAILABLE),

@@ -32,7 +32,7 @@ use log::{debug, error};
 use mio::Waker;
 
 use crate::ops::metrics::Metrics;
-use crate::store::{Record, Storage, StoreError, Unavailable};
+use crate::store::{Authorisation, Record, Storage, StoreError, Unavailable};
 
 /// Why a batch is not known to be durable.
 #[derive(Debug)]
@@ -309,7 +309,7 @@ impl Durable {
             match r {
                 Record::Cert(c) => {
                     self.metrics.issued();
-                    if c.renewal {
+                    if matches!(c.authorised, Authorisation::Renewal { .. }) {
                         self.metrics.renewed();
                     }
                 }
@@ -440,8 +440,8 @@ fn commit_one(store: &mut dyn Storage, records: &[Record], durable: &mut Durable
             durable.done(records);
             Ok(())
         }
-        Err(e @ StoreError::CodeUsed { .. }) => {
-            // The student's answer (code 14), not the server's failure.
+        Err(e @ (StoreError::CodeUsed { .. } | StoreError::RenewedRevoked { .. })) => {
+            // The student's answer (code 14 or 16), not the server's failure.
             debug!("commit of {} record(s) refused: {e}", records.len());
             Err(CommitError::Store(e))
         }

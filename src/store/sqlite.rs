@@ -16,12 +16,13 @@ use super::{
     census_of, check_guess, code_state_of, receipt_id_of, status_of, Census, CertColumns, CertRow,
     CertStatus, CodeColumns, CodeKey, Counts, EnrollView, Record, ReportColumns, ReportRecord,
     Revocation, RevocationColumns, RevocationMark, RevocationReason, RosterChange, RosterEntry,
-    Serial, Storage, StoreError, Student, Writes, CENSUS_SQL, GUESS_RETENTION,
+    Serial, StatusColumns, Storage, StoreError, Student, Supersede, Writes, CENSUS_SQL,
+    GUESS_RETENTION,
 };
 use crate::time::now_unix;
 
 /// The schema this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 /// Marks the file as certboard's (`PRAGMA application_id`): "CBRD".
 const APPLICATION_ID: i64 = 0x4342_5244;
 /// File name of the database inside the data dir.
@@ -121,10 +122,42 @@ CREATE INDEX guesses_sid ON guesses(sid, at);
 CREATE INDEX guesses_at ON guesses(at);
 ";
 
+/// Version 3 to 4: what authorised each certificate (issue 22 item 3):
+/// `authorised` (open, code or renewal), `vouched` (a code, directly or
+/// through renewals, stands behind it) and `renews` (the serial a renewal
+/// rested on). Earlier rows are marked from what the store already knew:
+/// the certificate that spent a code is `code`; one issued before any
+/// roster student was added is `open`; a later one is a renewal, vouched
+/// unless its SID also holds an `open` certificate (then which chain it
+/// grew from is unknown, and it is not vouched for: the instructor
+/// reissues that student's code). Same rule as PostgreSQL's step 4.
+const MIGRATE_V4: &str = "
+ALTER TABLE certs ADD COLUMN authorised TEXT NOT NULL DEFAULT 'open';
+ALTER TABLE certs ADD COLUMN vouched INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE certs ADD COLUMN renews TEXT;
+UPDATE certs SET authorised = CASE
+    WHEN serial IN (SELECT used_serial FROM codes WHERE used_serial IS NOT NULL) THEN 'code'
+    WHEN NOT EXISTS (SELECT 1 FROM roster)
+         OR issued_at < (SELECT min(added_at) FROM roster) THEN 'open'
+    ELSE 'renewal' END;
+UPDATE certs SET vouched = CASE
+    WHEN authorised = 'code' THEN 1
+    WHEN authorised = 'renewal'
+         AND NOT EXISTS (SELECT 1 FROM certs o WHERE o.sid = certs.sid AND o.authorised = 'open')
+         THEN 1
+    ELSE 0 END;
+";
+
 /// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`, as in the
 /// PostgreSQL engine. A new version appends a step (and bumps
 /// [`SCHEMA_VERSION`]); a step once released never changes.
-const MIGRATIONS: &[&str] = &[SCHEMA, MIGRATE_V2, MIGRATE_V3, super::tlog::SQLITE_SCHEMA];
+const MIGRATIONS: &[&str] = &[
+    SCHEMA,
+    MIGRATE_V2,
+    MIGRATE_V3,
+    MIGRATE_V4,
+    super::tlog::SQLITE_SCHEMA,
+];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 
 /// The columns of `codes` from column `at` on (all NULL: no code).
@@ -387,8 +420,17 @@ impl Storage for SqliteStore {
         let now = now_unix();
         {
             let mut cert_stmt = tx.prepare_cached(
-                "INSERT INTO certs (serial, sid, subject, not_before, not_after, der, origin, issued_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO certs (serial, sid, subject, not_before, not_after, der, origin, issued_at,
+                                    authorised, vouched, renews)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            let mut renewed_stmt = tx.prepare_cached(
+                "UPDATE certs SET revoked_at = ?1, revoke_reason = ?2
+                 WHERE serial = ?3 AND sid = ?4 AND revoked_at IS NULL",
+            )?;
+            let mut others_stmt = tx.prepare_cached(
+                "UPDATE certs SET revoked_at = ?1, revoke_reason = ?2
+                 WHERE sid = ?3 AND serial <> ?4 AND revoked_at IS NULL",
             )?;
             let mut report_stmt = tx.prepare_cached(
                 "INSERT INTO reports (receipt_id, sid, serial, received_at, text, origin)
@@ -436,8 +478,31 @@ impl Storage for SqliteStore {
                     c.der,
                     c.origin,
                     now,
+                    c.authorised,
+                    c.vouched,
+                    c.renews,
                 ]);
                 duplicate(inserted, || format!("serial {}", c.serial))?;
+            }
+            let superseded = RevocationReason::Superseded.name();
+            for s in &w.supersedes {
+                match s {
+                    Supersede::Renewed {
+                        sid,
+                        renews,
+                        renews_text,
+                    } => {
+                        if renewed_stmt.execute(params![now, superseded, renews_text, sid])? == 0 {
+                            return Err(StoreError::RenewedRevoked {
+                                sid: sid.to_string(),
+                                serial: (*renews).clone(),
+                            });
+                        }
+                    }
+                    Supersede::AllOthers { sid, serial } => {
+                        others_stmt.execute(params![now, superseded, sid, serial])?;
+                    }
+                }
             }
             for r in &w.reports {
                 let inserted = report_stmt.execute(params![
@@ -462,13 +527,13 @@ impl Storage for SqliteStore {
     }
 
     fn cert_status(&mut self, serial: &Serial) -> Result<CertStatus, StoreError> {
-        let row: Option<(Option<i64>, Option<String>, String)> = self
+        let row: Option<StatusColumns> = self
             .conn
             .prepare_cached(
-                "SELECT revoked_at, revoke_reason, origin FROM certs WHERE serial = ?1",
+                "SELECT revoked_at, revoke_reason, origin, vouched FROM certs WHERE serial = ?1",
             )?
             .query_row(params![serial.to_string()], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?;
         status_of(row)
@@ -494,7 +559,8 @@ impl Storage for SqliteStore {
 
     fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT serial, sid, not_before, not_after, origin, revoked_at, revoke_reason, der
+            "SELECT serial, sid, not_before, not_after, origin, revoked_at, revoke_reason, der,
+                    authorised, vouched
              FROM certs ORDER BY issued_at, rowid",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -507,6 +573,8 @@ impl Storage for SqliteStore {
                 revoked_at: r.get(5)?,
                 reason: r.get(6)?,
                 der: r.get(7)?,
+                authorised: r.get(8)?,
+                vouched: r.get(9)?,
             })
         })?;
         let columns = rows.collect::<Result<Vec<_>, _>>()?;
@@ -797,7 +865,7 @@ mod tests {
     //! What only the SQLite engine has; the behaviour both engines share is
     //! the contract in `tests/store_contract.rs`.
     use super::*;
-    use crate::store::{CertRecord, Origin};
+    use crate::store::{Authorisation, CertRecord, Origin};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -814,8 +882,7 @@ mod tests {
             not_after: 2,
             der: vec![0x30, 0x00],
             origin: Origin::Certboard,
-            consumes_code: None,
-            renewal: false,
+            authorised: Authorisation::Open,
         })
     }
 
@@ -846,6 +913,72 @@ mod tests {
         assert_eq!(s.counts()?.roster, 1);
         s.record_window(Some(5), None)?;
         assert_eq!(s.recorded_window()?, (Some(5), None));
+        Ok(())
+    }
+
+    /// Step 4 marks what an older database held: the certificate that spent
+    /// a code is vouched; an open one from before the roster is not, nor is a
+    /// later one of the same SID (which chain it grew from is unknown); a
+    /// later one of a SID without an open one is a vouched renewal. A
+    /// version 2 database passes through step 3 (guesses) on the way.
+    #[test]
+    fn a_version_2_database_learns_who_vouches() -> TestResult {
+        learns_who_vouches_from(2)
+    }
+
+    /// The same marks from version 3 (guesses already counted), which has
+    /// only step 4 left.
+    #[test]
+    fn a_version_3_database_learns_who_vouches() -> TestResult {
+        learns_who_vouches_from(3)
+    }
+
+    fn learns_who_vouches_from(version: usize) -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(DB_FILE);
+        {
+            let c = Connection::open(&path)?;
+            for step in &MIGRATIONS[..version] {
+                c.execute_batch(step)?;
+            }
+            c.execute_batch(&format!(
+                "PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version={version};
+                 INSERT INTO roster VALUES ('a', 'A', 100), ('b', 'B', 100);
+                 INSERT INTO codes (sid, code_key, issued_at, used_at, used_serial)
+                     VALUES ('a', x'00', 100, 110, '02'), ('b', x'00', 100, 110, '04');
+                 INSERT INTO certs (serial, sid, subject, not_before, not_after, der, origin, issued_at)
+                 VALUES ('01', 'a', 'CN=a', 0, 9, x'30', 'certboard', 50),
+                        ('02', 'a', 'CN=a', 0, 9, x'30', 'certboard', 110),
+                        ('03', 'a', 'CN=a', 0, 9, x'30', 'certboard', 120),
+                        ('04', 'b', 'CN=b', 0, 9, x'30', 'certboard', 110),
+                        ('05', 'b', 'CN=b', 0, 9, x'30', 'certboard', 120);"
+            ))?;
+        }
+        let mut s = SqliteStore::open(dir.path())?;
+        // Listed by issue time.
+        let marks: Vec<(String, &str, bool)> = s
+            .certs()?
+            .iter()
+            .map(|c| (c.serial.to_string(), c.authorised.as_str(), c.vouched))
+            .collect();
+        let want = [
+            ("01", "open", false),
+            ("02", "code", true),
+            ("04", "code", true),
+            ("03", "renewal", false),
+            ("05", "renewal", true),
+        ];
+        assert_eq!(marks, want.map(|(s, a, v)| (s.to_string(), a, v)).to_vec());
+        // Step 3's table is there too, whichever version it started from.
+        let c = Connection::open(&path)?;
+        let guesses: i64 = c.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'guesses'",
+            [],
+            |r| r.get(0),
+        )?;
+        assert_eq!(guesses, 1);
+        let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        assert_eq!(v, SCHEMA_VERSION);
         Ok(())
     }
 
@@ -885,7 +1018,8 @@ mod tests {
         assert_eq!(
             b.cert_status(&sn("0A"))?,
             CertStatus::Good {
-                origin: Origin::Certboard
+                origin: Origin::Certboard,
+                vouched: false
             }
         );
         Ok(())

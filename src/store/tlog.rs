@@ -29,10 +29,11 @@ pub(super) fn leaves_of(batch: &[Record], now: i64) -> Vec<Vec<u8>> {
                 serial: c.serial.to_string(),
                 cert_sha256: openssl::sha::sha256(&c.der),
                 issued_at: now.max(0) as u64,
-                authorisation: match (&c.consumes_code, c.origin) {
-                    (Some(_), _) => Authorisation::Code,
-                    (None, Origin::Legacy) => Authorisation::Other,
-                    (None, Origin::Certboard) => Authorisation::Open,
+                authorisation: match (&c.authorised, c.origin) {
+                    (super::Authorisation::Code(_), _) => Authorisation::Code,
+                    (super::Authorisation::Renewal { .. }, _) => Authorisation::Renewal,
+                    (super::Authorisation::Open, Origin::Legacy) => Authorisation::Other,
+                    (super::Authorisation::Open, Origin::Certboard) => Authorisation::Open,
                 },
             }),
             Record::Report(r) => Some(Leaf::Submission {

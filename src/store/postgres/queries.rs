@@ -10,7 +10,7 @@ use crate::store::{
     census_of, check_guess, code_state_of, status_of, Census, CertColumns, CertRow, CertStatus,
     CodeColumns, CodeKey, Counts, EnrollView, Record, ReportColumns, ReportRecord, Revocation,
     RevocationColumns, RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial,
-    Storage, StoreError, Student, Writes, CENSUS_SQL, GUESS_RETENTION,
+    Storage, StoreError, Student, Supersede, Writes, CENSUS_SQL, GUESS_RETENTION,
 };
 
 /// The first key of the advisory lock a transaction counting guesses takes
@@ -55,6 +55,8 @@ pub(super) struct Statements {
     counted_guesses: Statement,
     insert_guess: Statement,
     enrollment_view: Statement,
+    supersede_renewed: Statement,
+    supersede_others: Statement,
 }
 
 impl Statements {
@@ -63,11 +65,14 @@ impl Statements {
             // One statement per table for the whole batch: a round trip
             // each, however many records.
             insert_certs: client.prepare(
-                "INSERT INTO certs (serial, sid, subject, not_before, not_after, der, origin, issued_at)
-                 SELECT serial, sid, subject, not_before, not_after, der, origin, $8
+                "INSERT INTO certs (serial, sid, subject, not_before, not_after, der, origin, issued_at,
+                                    authorised, vouched, renews)
+                 SELECT serial, sid, subject, not_before, not_after, der, origin, $8,
+                        authorised, vouched, renews
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
-                             $6::bytea[], $7::text[])
-                      WITH ORDINALITY AS t(serial, sid, subject, not_before, not_after, der, origin, n)
+                             $6::bytea[], $7::text[], $9::text[], $10::bool[], $11::text[])
+                      WITH ORDINALITY AS t(serial, sid, subject, not_before, not_after, der, origin,
+                                           authorised, vouched, renews, n)
                  ORDER BY n",
             )?,
             insert_reports: client.prepare(
@@ -77,8 +82,19 @@ impl Statements {
                       WITH ORDINALITY AS t(receipt_id, sid, serial, received_at, text, origin, n)
                  ORDER BY n",
             )?,
-            cert_status: client
-                .prepare("SELECT revoked_at, revoke_reason, origin FROM certs WHERE serial = $1")?,
+            cert_status: client.prepare(
+                "SELECT revoked_at, revoke_reason, origin, vouched FROM certs WHERE serial = $1",
+            )?,
+            // Under READ COMMITTED a second renewal of the same certificate
+            // waits for the first, then finds it revoked: one successor.
+            supersede_renewed: client.prepare(
+                "UPDATE certs SET revoked_at = $1, revoke_reason = $2
+                 WHERE serial = $3 AND sid = $4 AND revoked_at IS NULL",
+            )?,
+            supersede_others: client.prepare(
+                "UPDATE certs SET revoked_at = $1, revoke_reason = $2
+                 WHERE sid = $3 AND serial <> $4 AND revoked_at IS NULL",
+            )?,
             revoke_serial: client.prepare(
                 "UPDATE certs SET revoked_at = $1, revoke_reason = $2
                  WHERE serial = $3 AND revoked_at IS NULL",
@@ -155,6 +171,9 @@ struct Columns<'a> {
     not_after: Vec<i64>,
     der: Vec<&'a [u8]>,
     origin: Vec<&'static str>,
+    authorised: Vec<&'static str>,
+    vouched: Vec<bool>,
+    renews: Vec<Option<&'a str>>,
     receipt_id: Vec<i64>,
     r_sid: Vec<&'a str>,
     r_serial: Vec<&'a str>,
@@ -174,6 +193,9 @@ impl<'a> Columns<'a> {
             c.not_after.push(cert.not_after);
             c.der.push(cert.der);
             c.origin.push(cert.origin);
+            c.authorised.push(cert.authorised);
+            c.vouched.push(cert.vouched);
+            c.renews.push(cert.renews.as_deref());
         }
         for r in &w.reports {
             c.receipt_id.push(r.receipt_id);
@@ -243,8 +265,35 @@ impl Storage for PostgresStore {
                             &c.der,
                             &c.origin,
                             &now,
+                            &c.authorised,
+                            &c.vouched,
+                            &c.renews,
                         ],
                     )?;
+                }
+                let superseded = RevocationReason::Superseded.name();
+                for s in &w.supersedes {
+                    match s {
+                        Supersede::Renewed {
+                            sid,
+                            renews,
+                            renews_text,
+                        } => {
+                            let n = tx.execute(
+                                &stmts.supersede_renewed,
+                                &[&now, &superseded, renews_text, sid],
+                            )?;
+                            if n == 0 {
+                                return Ok(Some(StoreError::RenewedRevoked {
+                                    sid: sid.to_string(),
+                                    serial: (*renews).clone(),
+                                }));
+                            }
+                        }
+                        Supersede::AllOthers { sid, serial } => {
+                            tx.execute(&stmts.supersede_others, &[&now, &superseded, sid, serial])?;
+                        }
+                    }
                 }
                 if !c.receipt_id.is_empty() {
                     tx.execute(
@@ -301,7 +350,12 @@ impl Storage for PostgresStore {
                 return Ok(None);
             };
             let read = || -> Result<_, postgres::Error> {
-                Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+                Ok((
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                ))
             };
             read().map(Some).map_err(TxFailure::Before)
         })
@@ -344,7 +398,8 @@ impl Storage for PostgresStore {
             let rows = conn
                 .client
                 .query(
-                    "SELECT serial, sid, not_before, not_after, origin, revoked_at, revoke_reason, der
+                    "SELECT serial, sid, not_before, not_after, origin, revoked_at, revoke_reason, der,
+                            authorised, vouched
                      FROM certs ORDER BY issued_at, seq",
                     &[],
                 )
@@ -360,6 +415,8 @@ impl Storage for PostgresStore {
                         revoked_at: r.try_get(5)?,
                         reason: r.try_get(6)?,
                         der: r.try_get(7)?,
+                        authorised: r.try_get(8)?,
+                        vouched: r.try_get(9)?,
                     })
                 })
                 .collect::<Result<Vec<_>, postgres::Error>>()
