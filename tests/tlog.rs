@@ -114,3 +114,28 @@ fn a_forged_checkpoint_or_a_foreign_key_is_refused_by_the_verifier() -> TestResu
     assert!(stdout(&v).contains("FAIL"), "{}", text(&v));
     Ok(())
 }
+
+#[test]
+fn log_example_script_shows_the_instructors_and_anyones_checks() -> TestResult {
+    let server_bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_server"));
+    let bin_dir = server_bin.parent().ok_or("bin dir")?;
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/log.sh"))
+        .env("CERTBOARD_BIN_DIR", bin_dir)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let s = text(&out);
+    assert!(out.status.success(), "{s}");
+    assert!(
+        s.contains("OK CUHK/certboard-log: 6 entries recompute"),
+        "{s}"
+    );
+    assert!(
+        s.contains("OK CUHK/certboard-log: 8 entries recompute"),
+        "{s}"
+    );
+    assert!(s.contains("log verified: 8 entries"), "{s}");
+    assert!(s.contains("log verification FAILED"), "{s}");
+    assert!(s.contains("== named, as it should be"), "{s}");
+    Ok(())
+}
