@@ -413,8 +413,20 @@ pub fn run_student(
         RootPin::Cert(c) => Some(c),
         _ => None,
     };
+    // An expired certificate of hers is not reused, but may still renew
+    // (within the CA's renewal grace): no code is needed for that.
+    let mut expired = None;
     let saved = match load_saved(&files, sid, pinned_cert) {
         Ok(s) => Some(s),
+        Err(enrollment::SavedError::Expiring { key, der }) => {
+            progress(
+                "her saved certificate has expired: renewing it by proving possession of its \
+                 key (the CA allows this for a while after expiry; past that, she needs a new \
+                 enrollment code)",
+            );
+            expired = Some((key, der));
+            None
+        }
         Err(why) if files.dir.exists() => {
             progress(&format!("not reusing saved credentials: {why}"));
             None
@@ -447,7 +459,12 @@ pub fn run_student(
                     );
                     None
                 }
-                saved => saved.map(|(key, der, _)| (key, der)),
+                // An expired one renews unless a code was given.
+                saved => saved.map(|(key, der, _)| (key, der)).or(if code_given {
+                    None
+                } else {
+                    expired
+                }),
             };
             // Her directory first: a certificate whose key cannot be saved
             // would be issued for nothing. One made here is removed again

@@ -243,8 +243,15 @@ pub(super) enum SavedError {
     Read(PathBuf, io::Error),
     /// The file (named) does not hold what it should.
     NotPem(&'static str),
-    /// The certificate has expired or is about to.
-    Expiring,
+    /// The certificate has expired or is about to; it is hers (her key,
+    /// the pinned root's signature), so the CA may still renew it within
+    /// its renewal grace.
+    Expiring {
+        /// Her saved key.
+        key: PKey<Private>,
+        /// The expired certificate, DER.
+        der: Vec<u8>,
+    },
     /// OpenSSL failed.
     Crypto(ErrorStack),
     /// The certificate fails the check Blackboard will make.
@@ -259,7 +266,7 @@ impl fmt::Display for SavedError {
             SavedError::Read(path, e) => write!(f, "{}: {e}", path.display()),
             SavedError::NotPem("key.pem") => write!(f, "saved key.pem is not a private key"),
             SavedError::NotPem(file) => write!(f, "saved {file} is not a certificate"),
-            SavedError::Expiring => write!(
+            SavedError::Expiring { .. } => write!(
                 f,
                 "saved certificate has expired or expires within a minute"
             ),
@@ -294,7 +301,19 @@ pub(super) fn load_saved(
     };
     let soon = Asn1Time::from_unix(crate::time::now_unix() + 60)?;
     if cert.not_after() <= soon {
-        return Err(SavedError::Expiring);
+        // Hers only if her key and signed by the root: then the CA judges
+        // whether it is recent enough to renew (its renewal grace).
+        let root_key = root.public_key()?;
+        if cert.public_key()?.public_eq(&key) && cert.verify(&root_key)? {
+            return Err(SavedError::Expiring {
+                key,
+                der: cert.to_der()?,
+            });
+        }
+        return Err(SavedError::Check(ClientError::BadCertificate(
+            "the saved certificate has expired and is not one the pinned root issued for her key"
+                .into(),
+        )));
     }
     let der = cert.to_der()?;
     check_certificate(sid, &der, &root, &key).map_err(SavedError::Check)?;
