@@ -28,6 +28,8 @@ use crate::verify::{BlackboardCertError, CertError};
 
 mod enrollment;
 mod files;
+mod logcheck;
+pub use logcheck::LogFork;
 mod pin;
 mod submission;
 mod transport;
@@ -128,6 +130,10 @@ pub enum ClientError {
         /// Where it was kept, once it is.
         saved: Option<PathBuf>,
     },
+    /// SECURITY: the transparency log Blackboard proved her receipt against
+    /// does not extend the one she saw before (a fork or a rewound log).
+    /// Both signed checkpoints are kept as evidence.
+    LogFork(logcheck::LogFork),
     /// The server refused, with its reason.
     Refused {
         /// The server's code.
@@ -221,6 +227,16 @@ impl fmt::Display for ClientError {
                     ". Do not submit again; keep this receipt (base64 of the .p7m file): {base64}"
                 )
             }
+            ClientError::LogFork(fork) => write!(
+                f,
+                "SECURITY ERROR: the transparency log Blackboard proved her receipt against \
+                 does not extend the one she saw before: {}. Both signed checkpoints are kept \
+                 as evidence: {} (seen before) and {} (now). Show them to the instructor; her \
+                 receipt is saved, but the log may have been forked or rewritten.",
+                fork.why,
+                fork.kept.display(),
+                fork.evidence.display()
+            ),
             ClientError::UnverifiedReceipt {
                 receipt_id,
                 source,
@@ -312,6 +328,7 @@ impl std::error::Error for ClientError {
             ClientError::Unsafe(e) | ClientError::PinUntrusted(e) => Some(e),
             ClientError::UnverifiedReceipt { source, .. } => Some(source),
             ClientError::Refused { .. }
+            | ClientError::LogFork(_)
             | ClientError::ReceiptNotSaved { .. }
             | ClientError::Protocol(_)
             | ClientError::BadCertificate(_)
@@ -590,6 +607,15 @@ pub fn run_student(
         return Ok(Outcome::AlreadyAccepted { path, content });
     };
     let path = files::save_receipt(&files, &receipt, progress)?;
+    if let Some(note) = &receipt.log_checkpoint {
+        logcheck::remember(&opts.out_dir, note).map_err(ClientError::LogFork)?;
+        progress(&format!(
+            "her submission is entry {} of the transparency log (proof checked, checkpoint kept \
+             in {})",
+            receipt.content.log_index.unwrap_or_default(),
+            opts.out_dir.join(logcheck::CHECKPOINT_FILE).display()
+        ));
+    }
     progress(&format!(
         "Blackboard acknowledged: receipt {} (certificate serial {}), signed by Blackboard; \
          report SHA-256 {} matches; saved {}",

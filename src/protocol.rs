@@ -107,6 +107,9 @@ pub struct Shared {
     pub renewal_grace_days: u32,
     /// How many enrollment code guesses the CA takes per source.
     pub guess_limits: GuessLimits,
+    /// The transparency log's key, when this process holds it: receipts
+    /// then carry the proof that their report is logged.
+    pub log: Option<Arc<crate::tlog::CheckpointSigner>>,
 }
 
 impl fmt::Debug for Shared {
@@ -350,10 +353,10 @@ impl Session {
     /// durable, beyond the frames held for it: a version 2 receipt is
     /// signed only now, and a counted code guess is checked only now.
     /// Nothing for every other exchange.
-    pub fn on_committed(self, peer: &str) -> (Session, Output) {
+    pub fn on_committed(self, shared: &mut Shared, peer: &str) -> (Session, Output) {
         let source = self.source;
         let (state, out) = match self.state {
-            State::Blackboard(b) => b.on_committed(peer),
+            State::Blackboard(b) => b.on_committed(shared, peer),
             State::Enrollment(e) => match e.on_committed(peer) {
                 Ok(x) => x,
                 Err(e) => (State::Done, e.refusal(peer)),
@@ -557,7 +560,7 @@ mod testing {
             closed = out.close;
             if let After::Persist(r) = out.then {
                 shared.store.commit(&[r]).unwrap();
-                let (after_commit, more) = next.on_committed("test-peer");
+                let (after_commit, more) = next.on_committed(shared, "test-peer");
                 replies.extend(more.send.iter().map(|p| Message::decode(p).unwrap()));
                 closed |= more.close;
                 next = after_commit;

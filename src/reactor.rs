@@ -685,7 +685,7 @@ impl Reactor {
                     }
                     // Durable now: whatever the session makes only after
                     // that (a signed receipt) goes out behind the held frames.
-                    let after = conn.on_committed();
+                    let after = conn.on_committed(&mut self.shared);
                     self.apply_output(token, after);
                 }
                 Some(e) => self.refuse(token, e),

@@ -46,6 +46,14 @@ pub struct ReceiptContent {
     pub transcript_sha256: String,
     /// [`RECEIPT_VERSION`].
     pub version: u32,
+    /// The index of the report's entry in the transparency log (PROTOCOL.md
+    /// §11), when Blackboard's host holds the log key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_index: Option<u64>,
+    /// The C2SP tlog-proof of that entry against a signed checkpoint that
+    /// already holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_proof: Option<String>,
 }
 
 impl ReceiptContent {

@@ -689,7 +689,7 @@ impl Server {
                     signer.name(),
                     signer.verifier_key()
                 );
-                Some(crate::ops::transparency::LogApi::new(Arc::new(signer)))
+                Some(Arc::new(crate::tlog::CheckpointSigner::new(signer)))
             }
             _ => None,
         };
@@ -797,10 +797,12 @@ impl Server {
                 window: cfg.window,
                 renewal_grace_days: cfg.renewal_grace_days,
                 guess_limits: cfg.guess_limits,
+                // Receipts carry log proofs where this process signs.
+                log: if serve_bb { log_api.clone() } else { None },
             };
             let ops = Ops::new(shared.ca.clone(), Arc::clone(&metrics), crls.clone())
                 .map_err(ServerError::Ocsp)?
-                .with_log(log_api.clone());
+                .with_log(log_api.clone().map(crate::ops::transparency::LogApi::new));
             let mut r = Reactor::new(
                 i,
                 listeners.frames,

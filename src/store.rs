@@ -674,6 +674,9 @@ pub trait Storage {
     fn log_nodes(&mut self, ids: &[NodeId]) -> Result<Vec<LogHash>, StoreError>;
     /// The log's entries `[from, to)`, in order; a gap is [`StoreError::Log`].
     fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// The index of the entry logging a record (`tlog::cert_record_key`,
+    /// `tlog::report_record_key`), if any.
+    fn log_index_of(&mut self, record: &str) -> Result<Option<u64>, StoreError>;
 }
 
 /// A batch as both engines write it, with the rules that do not depend on

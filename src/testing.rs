@@ -189,6 +189,7 @@ pub struct SharedBuilder {
     window: Window,
     renewal_grace_days: u32,
     guess_limits: GuessLimits,
+    log: Option<Arc<crate::tlog::CheckpointSigner>>,
 }
 
 impl fmt::Debug for SharedBuilder {
@@ -224,7 +225,14 @@ impl SharedBuilder {
             window: Window::default(),
             renewal_grace_days: crate::course::DEFAULT_RENEWAL_GRACE_DAYS,
             guess_limits: GuessLimits::default(),
+            log: None,
         }
+    }
+
+    /// Signs checkpoints (and puts log proofs in receipts) with `log`.
+    pub fn log(mut self, log: Option<Arc<crate::tlog::CheckpointSigner>>) -> Self {
+        self.log = log;
+        self
     }
 
     /// Serves the CA role with `ca` (or not, with `None`).
@@ -297,6 +305,7 @@ impl SharedBuilder {
             window: self.window,
             renewal_grace_days: self.renewal_grace_days,
             guess_limits: self.guess_limits,
+            log: self.log,
         })
     }
 }

@@ -16,10 +16,12 @@ pub mod key;
 pub mod leaf;
 pub mod merkle;
 pub mod note;
+pub mod signer;
 pub mod tiles;
 
 pub use checkpoint::{Checkpoint, CheckpointError, TlogProof};
 pub use leaf::{Authorisation, Leaf, LeafError};
 pub use merkle::{Hash, NodeId, TreeError};
 pub use note::{NoteError, NoteSigner, NoteVerifier};
+pub use signer::CheckpointSigner;
 pub use tiles::Tile;

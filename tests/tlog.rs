@@ -139,3 +139,64 @@ fn log_example_script_shows_the_instructors_and_anyones_checks() -> TestResult {
     assert!(s.contains("== named, as it should be"), "{s}");
     Ok(())
 }
+
+/// The student's side: her receipt carries a proof that her submission is
+/// in the log (checked by the client, checkpoint kept); a second server
+/// state that rewrote history (same keys, another database) shows her a
+/// tree of the same size with another root, and the client refuses it with
+/// a security error, keeping both checkpoints.
+#[test]
+fn a_receipt_proves_its_entry_and_a_forked_log_is_refused() -> TestResult {
+    let honest = TestServer::start(&[])?;
+    let out_dir = tempfile::tempdir()?;
+    let out = out_dir.path().to_string_lossy().to_string();
+    let first = honest.client(&["--out-dir", &out, "1155000001"])?;
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(
+        text(&first).contains("entry 1 of the transparency log"),
+        "{}",
+        text(&first)
+    );
+    let kept = std::fs::read_to_string(out_dir.path().join("log-checkpoint"))?;
+    assert!(kept.starts_with("CUHK/certboard-log\n2\n"), "{kept}");
+
+    // Another server with the same keys and a fresh database: its log
+    // of two entries has another root.
+    let forked_dir = tempfile::tempdir()?;
+    copy_dir(&honest.path().join("keys"), &forked_dir.path().join("keys"))?;
+    let forked = TestServer::start_in(forked_dir, &[])?;
+    let second = forked.client(&["--out-dir", &out, "1155000002"])?;
+    assert!(!second.status.success(), "{}", text(&second));
+    let said = text(&second);
+    assert!(said.contains("SECURITY ERROR"), "{said}");
+    assert!(said.contains("two different trees of 2 entries"), "{said}");
+    let evidence: Vec<_> = std::fs::read_dir(out_dir.path())?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("log-checkpoint.conflict-")
+        })
+        .collect();
+    assert_eq!(evidence.len(), 1);
+    // The one kept is still the honest one.
+    assert_eq!(
+        std::fs::read_to_string(out_dir.path().join("log-checkpoint"))?,
+        kept
+    );
+    Ok(())
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(to)?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700))?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            let dest = to.join(e.file_name());
+            std::fs::copy(e.path(), &dest)?;
+        }
+    }
+    Ok(())
+}

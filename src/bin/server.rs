@@ -596,7 +596,9 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
                 common.ca_passphrase_file.as_deref(),
                 common.log_origin.as_deref(),
             )?;
-            let api = certboard::ops::transparency::LogApi::new(std::sync::Arc::new(signer));
+            let api = certboard::ops::transparency::LogApi::new(std::sync::Arc::new(
+                certboard::tlog::CheckpointSigner::new(signer),
+            ));
             print!("{}", api.checkpoint(store)?);
         }
         Command::Log(LogCommand::Verify) => match admin::log::verify(store)? {

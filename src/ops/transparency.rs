@@ -5,31 +5,22 @@
 //! entries), so a client fetching tiles takes one turn of the loop per
 //! tile, like any other request.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::ops::http::Response;
 use crate::store::{Storage, StoreError};
 use crate::tlog::tiles::{entry_bundle, Tile, TILE_WIDTH};
-use crate::tlog::{Checkpoint, NoteSigner};
+use crate::tlog::CheckpointSigner;
 
 /// Full tiles never change: cached for a year.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// The checkpoint and partial tiles move on: a few seconds at most.
 const SHORT: &str = "public, max-age=5";
 
-/// The signed checkpoint of a tree head, kept so one note is signed per
-/// tree size (Ed25519 is deterministic: any host signs the same bytes).
-#[derive(Debug, Default)]
-struct LastNote {
-    size: u64,
-    note: String,
-}
-
 /// The log's endpoints of one process (shared by its reactors).
 #[derive(Debug, Clone)]
 pub struct LogApi {
-    signer: Arc<NoteSigner>,
-    last: Arc<Mutex<Option<LastNote>>>,
+    signer: Arc<CheckpointSigner>,
 }
 
 fn unavailable(e: &StoreError) -> Response {
@@ -50,37 +41,16 @@ fn not_found(why: &str) -> Response {
 
 impl LogApi {
     /// Serves the log signed by `signer`.
-    pub fn new(signer: Arc<NoteSigner>) -> LogApi {
-        LogApi {
-            signer,
-            last: Arc::new(Mutex::new(None)),
-        }
+    pub fn new(signer: Arc<CheckpointSigner>) -> LogApi {
+        LogApi { signer }
     }
 
     /// The signed checkpoint of the store's current tree.
     pub fn checkpoint(&self, store: &mut dyn Storage) -> Result<String, StoreError> {
         let head = store.log_head()?;
-        if let Ok(last) = self.last.lock() {
-            if let Some(l) = last.as_ref().filter(|l| l.size == head.size) {
-                return Ok(l.note.clone());
-            }
-        }
-        let cp = Checkpoint {
-            origin: self.signer.name().to_string(),
-            size: head.size,
-            root: head.root,
-        };
-        let note = self
-            .signer
-            .sign(&cp.text())
-            .map_err(|e| StoreError::Incompatible(format!("signing the checkpoint: {e}")))?;
-        if let Ok(mut last) = self.last.lock() {
-            *last = Some(LastNote {
-                size: head.size,
-                note: note.clone(),
-            });
-        }
-        Ok(note)
+        self.signer
+            .checkpoint(head.size, head.root)
+            .map_err(|e| StoreError::Incompatible(format!("signing the checkpoint: {e}")))
     }
 
     /// Answers a path under `/log/` (`rest` is what follows it).
@@ -147,12 +117,13 @@ mod tests {
         for id in 1..=300u64 {
             store.commit(&[report(id)?])?;
         }
-        let signer = Arc::new(NoteSigner::new("test/log", PKey::generate_ed25519()?)?);
-        let api = LogApi::new(Arc::clone(&signer));
+        let key = crate::tlog::NoteSigner::new("test/log", PKey::generate_ed25519()?)?;
+        let verifier = key.verifier()?;
+        let api = LogApi::new(Arc::new(CheckpointSigner::new(key)));
         let cp = api.handle("checkpoint", &mut store);
         assert_eq!(cp.status, 200);
         let note = String::from_utf8(cp.body)?;
-        let head = Checkpoint::open(&note, &signer.verifier()?, "test/log")?;
+        let head = crate::tlog::Checkpoint::open(&note, &verifier, "test/log")?;
         assert_eq!(head.size, 300);
         // The tiles a verifier needs for this size.
         let mut tiles = HashMap::new();

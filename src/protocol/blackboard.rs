@@ -93,9 +93,9 @@ impl Blackboard {
 
     /// The report is durable: its receipt is signed now, and the exchange
     /// ends. Nothing for a state that recorded nothing.
-    pub(super) fn on_committed(self, peer: &str) -> (State, Output) {
+    pub(super) fn on_committed(self, shared: &mut Shared, peer: &str) -> (State, Output) {
         match self {
-            Blackboard::Recording(r) => (State::Done, receipt_after_commit(*r, peer)),
+            Blackboard::Recording(r) => (State::Done, receipt_after_commit(*r, shared, peer)),
             state @ (Blackboard::AwaitHello | Blackboard::AwaitReport(_)) => {
                 (State::Blackboard(state), Output::default())
             }
@@ -273,11 +273,53 @@ fn receipt_content(record: &ReportRecord, th: &[u8; DIGEST_LEN]) -> ReceiptConte
         report_sha256: record.sha256_hex(),
         transcript_sha256: th.iter().map(|b| format!("{b:02x}")).collect(),
         version: RECEIPT_VERSION,
+        log_index: None,
+        log_proof: None,
+    }
+}
+
+/// The proof that the report `receipt_id` is in the log, against a
+/// checkpoint that already holds it; `None` (logged) when this process
+/// does not hold the log key or the store does not answer: the receipt
+/// goes out without it rather than not at all.
+fn log_proof(shared: &mut Shared, receipt_id: u64, peer: &str) -> Option<(u64, String)> {
+    let signer = shared.log.clone()?;
+    let key = crate::store::tlog::report_record_key(receipt_id);
+    let made = (|| -> Result<Option<(u64, String)>, String> {
+        let Some(index) = shared.store.log_index_of(&key).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let head = shared.store.log_head().map_err(|e| e.to_string())?;
+        let store = &mut shared.store;
+        let proof = signer
+            .prove(
+                index,
+                head.size,
+                head.root,
+                |ids: &[crate::tlog::NodeId]| store.log_nodes(ids),
+            )
+            .map_err(|e| match e {
+                crate::tlog::signer::ProofError::Read(e) => e.to_string(),
+                crate::tlog::signer::ProofError::Tree(e) => e.to_string(),
+                crate::tlog::signer::ProofError::Sign(e) => e.to_string(),
+            })?;
+        Ok(Some((index, proof.encode())))
+    })();
+    match made {
+        Ok(p) => p,
+        Err(e) => {
+            log::warn!("{peer}: receipt {receipt_id} goes out without its log proof: {e}");
+            None
+        }
     }
 }
 
 /// Signs the receipt of a report now durable, and ends the exchange.
-fn receipt_after_commit(r: ReceiptToSign, peer: &str) -> Output {
+fn receipt_after_commit(mut r: ReceiptToSign, shared: &mut Shared, peer: &str) -> Output {
+    if let Some((index, proof)) = log_proof(shared, r.receipt_id, peer) {
+        r.content.log_index = Some(index);
+        r.content.log_proof = Some(proof);
+    }
     match r.identity.sign_receipt(&r.content.to_json()) {
         Ok(signed_receipt) => {
             info!("{peer}: receipt {} signed and sent", r.receipt_id);
@@ -363,7 +405,7 @@ mod tests {
         };
         assert!(sh.store.reports().unwrap().is_empty());
         sh.store.commit(&[record]).unwrap();
-        let (_, after) = next.on_committed("p");
+        let (_, after) = next.on_committed(&mut sh, "p");
         assert!(after.close);
         let [frame] = &after.send[..] else {
             panic!("expected one frame, got {after:?}");

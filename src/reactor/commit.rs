@@ -505,6 +505,9 @@ mod tests {
         fn log_entries(&mut self, _: u64, _: u64) -> Result<Vec<Vec<u8>>, StoreError> {
             Ok(Vec::new())
         }
+        fn log_index_of(&mut self, _: &str) -> Result<Option<u64>, StoreError> {
+            Ok(None)
+        }
         fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
             if let Ok(mut calls) = self.calls.lock() {
                 *calls += 1;

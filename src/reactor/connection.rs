@@ -169,9 +169,9 @@ impl Connection {
     }
 
     /// The record it waited for is durable: what to send now.
-    pub(super) fn on_committed(&mut self) -> Output {
+    pub(super) fn on_committed(&mut self, shared: &mut Shared) -> Output {
         match &mut self.handler {
-            Handler::Frames(f) => f.on_committed(&self.peer),
+            Handler::Frames(f) => f.on_committed(shared, &self.peer),
             Handler::Http(_) => Output::default(),
         }
     }

@@ -69,9 +69,9 @@ impl Frames {
     }
 
     /// The record of the last step is durable: what the session sends now.
-    pub(super) fn on_committed(&mut self, peer: &str) -> Output {
+    pub(super) fn on_committed(&mut self, shared: &mut Shared, peer: &str) -> Output {
         let session = std::mem::take(&mut self.session);
-        let (next, out) = session.on_committed(peer);
+        let (next, out) = session.on_committed(shared, peer);
         self.session = next;
         out
     }

@@ -248,6 +248,10 @@ impl Storage for Bounded {
     fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
         self.call(false, move |s| s.log_entries(from, to))
     }
+    fn log_index_of(&mut self, record: &str) -> Result<Option<u64>, StoreError> {
+        let record = record.to_string();
+        self.call(false, move |s| s.log_index_of(&record))
+    }
 }
 
 #[cfg(test)]
@@ -337,6 +341,9 @@ mod tests {
             }
             fn log_entries(&mut self, _: u64, _: u64) -> Result<Vec<Vec<u8>>, StoreError> {
                 Ok(Vec::new())
+            }
+            fn log_index_of(&mut self, _: &str) -> Result<Option<u64>, StoreError> {
+                Ok(None)
             }
             fn commit(&mut self, _: &[Record]) -> Result<(), StoreError> {
                 std::thread::sleep(Duration::from_millis(300));

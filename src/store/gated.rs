@@ -120,4 +120,7 @@ impl<S: Storage> Storage for Gated<S> {
     fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
         self.inner.log_entries(from, to)
     }
+    fn log_index_of(&mut self, record: &str) -> Result<Option<u64>, StoreError> {
+        self.inner.log_index_of(record)
+    }
 }

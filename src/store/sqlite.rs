@@ -654,6 +654,10 @@ impl Storage for SqliteStore {
         Ok(self.conn.entries(from, to)?)
     }
 
+    fn log_index_of(&mut self, record: &str) -> Result<Option<u64>, StoreError> {
+        Ok(super::tlog::sqlite_index_of(&self.conn, record)?)
+    }
+
     fn check(&mut self) -> Result<(), StoreError> {
         self.conn
             .prepare_cached("SELECT value FROM counters WHERE name = 'crl_number'")?

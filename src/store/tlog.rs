@@ -18,37 +18,54 @@ use super::{Origin, Record, StoreError};
 use crate::tlog::merkle::{self, Hash, NodeId, TreeError};
 use crate::tlog::{Authorisation, Leaf};
 
-/// The leaves a batch appends, in batch order: one per certificate and one
-/// per report. `now` is the time the certificates' rows are stamped with.
-pub(super) fn leaves_of(batch: &[Record], now: i64) -> Vec<Vec<u8>> {
+/// The log's name of a certificate's record.
+pub fn cert_record_key(serial: &str) -> String {
+    format!("cert:{serial}")
+}
+
+/// The log's name of a report's record.
+pub fn report_record_key(receipt_id: u64) -> String {
+    format!("report:{receipt_id}")
+}
+
+/// The leaves a batch appends, in batch order, each with the name of its
+/// record: one per certificate and one per report. `now` is the time the
+/// certificates' rows are stamped with.
+pub(super) fn leaves_of(batch: &[Record], now: i64) -> Vec<(String, Vec<u8>)> {
     batch
         .iter()
         .filter_map(|record| match record {
-            Record::Cert(c) => Some(Leaf::Cert {
-                sid: c.sid.clone(),
-                serial: c.serial.to_string(),
-                cert_sha256: openssl::sha::sha256(&c.der),
-                issued_at: now.max(0) as u64,
-                authorisation: match (&c.authorised, c.origin) {
-                    (super::Authorisation::Code(_), _) => Authorisation::Code,
-                    (super::Authorisation::Renewal { .. }, _) => Authorisation::Renewal,
-                    (super::Authorisation::Open, Origin::Legacy) => Authorisation::Other,
-                    (super::Authorisation::Open, Origin::Certboard) => Authorisation::Open,
+            Record::Cert(c) => Some((
+                cert_record_key(&c.serial.to_string()),
+                Leaf::Cert {
+                    sid: c.sid.clone(),
+                    serial: c.serial.to_string(),
+                    cert_sha256: openssl::sha::sha256(&c.der),
+                    issued_at: now.max(0) as u64,
+                    authorisation: match (&c.authorised, c.origin) {
+                        (super::Authorisation::Code(_), _) => Authorisation::Code,
+                        (super::Authorisation::Renewal { .. }, _) => Authorisation::Renewal,
+                        (super::Authorisation::Open, Origin::Legacy) => Authorisation::Other,
+                        (super::Authorisation::Open, Origin::Certboard) => Authorisation::Open,
+                    },
                 },
-            }),
-            Record::Report(r) => Some(Leaf::Submission {
-                sid: r.sid.clone(),
-                assignment: "lab".to_string(),
-                receipt_id: r.receipt_id,
-                sha256: openssl::sha::sha256(r.text.as_bytes()),
-                size: r.text.len() as u64,
-                received_at: r.received_at.max(0) as u64,
-                late: false,
-                serial: r.serial.to_string(),
-            }),
+            )),
+            Record::Report(r) => Some((
+                report_record_key(r.receipt_id),
+                Leaf::Submission {
+                    sid: r.sid.clone(),
+                    assignment: "lab".to_string(),
+                    receipt_id: r.receipt_id,
+                    sha256: openssl::sha::sha256(r.text.as_bytes()),
+                    size: r.text.len() as u64,
+                    received_at: r.received_at.max(0) as u64,
+                    late: false,
+                    serial: r.serial.to_string(),
+                },
+            )),
             Record::Guess(_) => None,
         })
-        .map(|leaf| leaf.encode())
+        .map(|(key, leaf)| (key, leaf.encode()))
         .collect()
 }
 
@@ -71,8 +88,9 @@ impl From<AppendError<rusqlite::Error>> for StoreError {
 /// only in `BYTEA` and `BIGINT`, see [`PG_SCHEMA`]).
 pub(super) const SQLITE_SCHEMA: &str = "
 CREATE TABLE tlog_entries (
-    idx   INTEGER PRIMARY KEY,
-    data  BLOB NOT NULL
+    idx    INTEGER PRIMARY KEY,
+    data   BLOB NOT NULL,
+    record TEXT NOT NULL UNIQUE
 );
 CREATE TABLE tlog_nodes (
     level INTEGER NOT NULL,
@@ -91,8 +109,11 @@ INSERT INTO tlog_head VALUES (1, 0, x'e3b0c44298fc1c149afbf4c8996fb92427ae41e464
 /// [`SQLITE_SCHEMA`] for PostgreSQL.
 pub(super) const PG_SCHEMA: &str = "
 CREATE TABLE tlog_entries (
-    idx   BIGINT PRIMARY KEY,
-    data  BYTEA NOT NULL
+    idx    BIGINT PRIMARY KEY,
+    data   BYTEA NOT NULL,
+    -- The record the entry logs (`cert:<serial>`, `report:<receipt id>`):
+    -- how a receipt finds its entry's index for its proof.
+    record TEXT NOT NULL UNIQUE
 );
 CREATE TABLE tlog_nodes (
     level SMALLINT NOT NULL,
@@ -174,10 +195,10 @@ impl<E> From<TreeError> for AppendError<E> {
 /// One append over an engine's reads and writes: the same steps for both.
 fn append_with<E>(
     size: u64,
-    leaves: &[Vec<u8>],
+    leaves: &[(String, Vec<u8>)],
     mut read: impl FnMut(NodeId) -> Result<Option<Vec<u8>>, E>,
 ) -> Result<(Vec<(NodeId, Hash)>, Hash), AppendError<E>> {
-    let hashes: Vec<Hash> = leaves.iter().map(|l| merkle::leaf_hash(l)).collect();
+    let hashes: Vec<Hash> = leaves.iter().map(|(_, l)| merkle::leaf_hash(l)).collect();
     let none = HashMap::new();
     let made = merkle::append(size, &hashes, |ids: &[NodeId]| {
         lookup(ids, &none, &mut read)
@@ -198,7 +219,7 @@ fn append_with<E>(
 /// write lock: `BEGIN IMMEDIATE`).
 pub(super) fn sqlite_append(
     tx: &SqlTransaction<'_>,
-    leaves: &[Vec<u8>],
+    leaves: &[(String, Vec<u8>)],
 ) -> Result<Appended, AppendError<rusqlite::Error>> {
     let size: i64 = tx
         .query_row("SELECT size FROM tlog_head", [], |r| r.get(0))
@@ -215,11 +236,11 @@ pub(super) fn sqlite_append(
     };
     let engine = AppendError::Engine;
     let mut entry = tx
-        .prepare_cached("INSERT INTO tlog_entries (idx, data) VALUES (?1, ?2)")
+        .prepare_cached("INSERT INTO tlog_entries (idx, data, record) VALUES (?1, ?2, ?3)")
         .map_err(engine)?;
-    for (i, leaf) in leaves.iter().enumerate() {
+    for (i, (key, leaf)) in leaves.iter().enumerate() {
         entry
-            .execute(params![(size + i as u64) as i64, leaf])
+            .execute(params![(size + i as u64) as i64, leaf, key])
             .map_err(engine)?;
     }
     let mut node = tx
@@ -246,7 +267,7 @@ pub(super) fn sqlite_append(
 /// row so concurrent hosts append one after another.
 pub(super) fn pg_append(
     tx: &mut PgTransaction<'_>,
-    leaves: &[Vec<u8>],
+    leaves: &[(String, Vec<u8>)],
 ) -> Result<Appended, AppendError<postgres::Error>> {
     let engine = AppendError::Engine;
     let size: i64 = tx
@@ -267,10 +288,12 @@ pub(super) fn pg_append(
     let idx: Vec<i64> = (0..leaves.len() as u64)
         .map(|i| (size + i) as i64)
         .collect();
-    let data: Vec<&[u8]> = leaves.iter().map(Vec::as_slice).collect();
+    let data: Vec<&[u8]> = leaves.iter().map(|(_, l)| l.as_slice()).collect();
+    let keys: Vec<&str> = leaves.iter().map(|(k, _)| k.as_str()).collect();
     tx.execute(
-        "INSERT INTO tlog_entries (idx, data) SELECT * FROM unnest($1::bigint[], $2::bytea[])",
-        &[&idx, &data],
+        "INSERT INTO tlog_entries (idx, data, record)
+         SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[])",
+        &[&idx, &data, &keys],
     )
     .map_err(engine)?;
     let levels: Vec<i16> = made.iter().map(|(id, _)| i16::from(id.level)).collect();
@@ -357,6 +380,30 @@ pub(super) fn pg_entries(
         return Ok(Err(TreeError::MissingNode(NodeId::new(0, missing))));
     }
     Ok(Ok(out))
+}
+
+/// The index of a record's entry, in PostgreSQL.
+pub(super) fn pg_index_of(
+    client: &mut impl postgres::GenericClient,
+    record: &str,
+) -> Result<Option<u64>, postgres::Error> {
+    Ok(client
+        .query_opt("SELECT idx FROM tlog_entries WHERE record = $1", &[&record])?
+        .map(|r| r.try_get::<_, i64>(0))
+        .transpose()?
+        .map(|i| i as u64))
+}
+
+/// The index of a record's entry, in SQLite.
+pub(super) fn sqlite_index_of(
+    conn: &rusqlite::Connection,
+    record: &str,
+) -> Result<Option<u64>, rusqlite::Error> {
+    Ok(conn
+        .prepare_cached("SELECT idx FROM tlog_entries WHERE record = ?1")?
+        .query_row(params![record], |r| r.get::<_, i64>(0))
+        .optional()?
+        .map(|i| i as u64))
 }
 
 /// Reads of the log (tiles, proofs, verification) that do not change it.
@@ -452,7 +499,9 @@ mod tests {
     #[test]
     fn batches_append_in_order_and_proofs_verify_from_the_tables() -> TestResult {
         let mut c = db()?;
-        let leaves: Vec<Vec<u8>> = (0u32..600).map(|i| i.to_le_bytes().to_vec()).collect();
+        let leaves: Vec<(String, Vec<u8>)> = (0u32..600)
+            .map(|i| (format!("t:{i}"), i.to_le_bytes().to_vec()))
+            .collect();
         let mut at = 0;
         for batch in leaves.chunks(77) {
             let tx = c.transaction()?;
@@ -468,14 +517,17 @@ mod tests {
             let p =
                 inclusion_proof(index, head.size, |ids: &[NodeId]| c.nodes(ids)).map_err(dbg)?;
             assert!(verify_inclusion(
-                &leaf_hash(&leaves[index as usize]),
+                &leaf_hash(&leaves[index as usize].1),
                 index,
                 head.size,
                 &p,
                 &head.root
             ));
         }
-        assert_eq!(c.entries(10, 13).map_err(dbg)?, leaves[10..13].to_vec());
+        let want: Vec<Vec<u8>> = leaves[10..13].iter().map(|(_, l)| l.clone()).collect();
+        assert_eq!(c.entries(10, 13).map_err(dbg)?, want);
+        assert_eq!(sqlite_index_of(&c, "t:599")?, Some(599));
+        assert_eq!(sqlite_index_of(&c, "t:600")?, None);
         assert!(c.entries(590, 601).is_err());
         Ok(())
     }
@@ -485,19 +537,21 @@ mod tests {
         let mut c = db()?;
         {
             let tx = c.transaction()?;
-            sqlite_append(&tx, &[b"kept".to_vec()]).map_err(dbg)?;
+            sqlite_append(&tx, &[("a".into(), b"kept".to_vec())]).map_err(dbg)?;
             tx.commit()?;
         }
         let before = c.head().map_err(dbg)?;
         {
             let tx = c.transaction()?;
-            sqlite_append(&tx, &[b"dropped".to_vec()]).map_err(dbg)?;
+            sqlite_append(&tx, &[("b".into(), b"dropped".to_vec())]).map_err(dbg)?;
             // Dropped without commit: rolled back.
         }
         assert_eq!(c.head().map_err(dbg)?, before);
         let tx = c.transaction()?;
         assert_eq!(
-            sqlite_append(&tx, &[b"next".to_vec()]).map_err(dbg)?.first,
+            sqlite_append(&tx, &[("b".into(), b"next".to_vec())])
+                .map_err(dbg)?
+                .first,
             1
         );
         Ok(())

@@ -523,6 +523,12 @@ impl Storage for PostgresStore {
         .map_err(StoreError::Log)
     }
 
+    fn log_index_of(&mut self, record: &str) -> Result<Option<u64>, StoreError> {
+        self.run("finding a record's log entry", |conn| {
+            crate::store::tlog::pg_index_of(&mut conn.client, record).map_err(TxFailure::Before)
+        })
+    }
+
     fn check(&mut self) -> Result<(), StoreError> {
         self.run("checking the database", |conn| {
             conn.client
