@@ -317,6 +317,8 @@ mod tests {
                 received_at: now_unix(),
                 text: "first line\nsecond line\n".into(),
                 origin: Origin::Certboard,
+                assignment: "lab".into(),
+                late_by: None,
             })])
             .unwrap();
         (store, serials)

@@ -116,6 +116,8 @@ fn report(receipt_id: u64, sid: &str, serial: &str, received_at: i64) -> Record 
         received_at,
         text: "line one\nline two ✓\n".into(),
         origin: Origin::Legacy,
+        assignment: "lab".into(),
+        late_by: None,
     })
 }
 
@@ -137,6 +139,7 @@ fn students(list: &[(&str, &str)]) -> Vec<Student> {
         .map(|(sid, name)| Student {
             sid: sid.to_string(),
             name: name.to_string(),
+            email: None,
         })
         .collect()
 }

@@ -102,6 +102,7 @@ pub fn parse_roster(text: &str) -> Result<Vec<Student>, Vec<(usize, String)>> {
         students.push(Student {
             sid: sid.to_string(),
             name: name.to_string(),
+            email: None,
         });
     }
     if problems.is_empty() {

@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use log::info;
 
+use crate::assignment::{AdmitError, Refused, Timing};
 use crate::ca::{BlackboardIdentity, Serial};
 use crate::crypto::{self, SessionKeys, DIGEST_LEN, SESSION_KEY_LEN};
 use crate::message::{CipherId, Message, IV_LEN, NONCE_LEN};
 use crate::receipt::{ReceiptContent, RECEIPT_VERSION};
-use crate::store::{Origin, Record, ReportRecord};
+use crate::store::{Origin, Record, ReportRecord, DEFAULT_ASSIGNMENT};
 use crate::time::{now_unix, rfc3339};
 
 use super::error::{Internal, ProtocolError};
@@ -142,11 +143,8 @@ pub(super) fn open(
 ) -> Step {
     let student = check_certificate(shared, sid, cert_der, chain, Origin::Certboard)
         .map_err(|e| ProtocolError::certificate(sid, e))?;
-    // Outside the submission window nothing is sent back but the refusal.
-    shared
-        .window
-        .check(now_unix())
-        .map_err(ProtocolError::Closed)?;
+    // Outside the assignment's times nothing is sent back but the refusal.
+    admit(shared, &student.sid)?;
     let identity = shared
         .blackboard
         .as_ref()
@@ -228,19 +226,18 @@ pub(super) fn report(
     // Revoked while she was typing (one store lookup), or the window closed
     // since the hello: refused before anything is decrypted or recorded.
     check_still_good(shared, &p).map_err(|e| ProtocolError::certificate(&p.sid, e))?;
-    shared
-        .window
-        .check(now_unix())
-        .map_err(ProtocolError::Closed)?;
+    // Read again: the due time may have moved (or passed) since the hello.
+    let timing = admit(shared, &p.sid)?;
     let text = open_report(&k.keys, cipher, iv, ciphertext).map_err(|e| match e {
         Ok(source) => refused(source),
         Err(e) => e,
     })?;
     let th = p.keys.th;
     let identity = Arc::clone(&p.keys.identity);
-    let record = p
+    let mut record = p
         .accept(text, Origin::Certboard)
         .map_err(|e| internal("receipt id", e))?;
+    record.late_by = timing.late_by();
     info!(
         "{peer}: report from SID {} accepted ({} bytes, {}), receipt {}; signed receipt once recorded",
         record.sid,
@@ -273,6 +270,27 @@ fn receipt_content(record: &ReportRecord, th: &[u8; DIGEST_LEN]) -> ReceiptConte
         report_sha256: record.sha256_hex(),
         transcript_sha256: th.iter().map(|b| format!("{b:02x}")).collect(),
         version: RECEIPT_VERSION,
+        assignment: Some(record.assignment.clone()),
+        late: Some(record.late_by.is_some()),
+        late_seconds: record.late_by,
+    }
+}
+
+/// Decides a version 2 submission by `sid` now: it goes to the default
+/// assignment, whose times (and her extension) are read from the store
+/// per submission, so an `assignment edit` holds without a restart.
+fn admit(shared: &mut Shared, sid: &str) -> Result<Timing, ProtocolError> {
+    match crate::assignment::admit(
+        &mut *shared.store,
+        &shared.window,
+        sid,
+        DEFAULT_ASSIGNMENT,
+        now_unix(),
+    ) {
+        Ok(t) => Ok(t),
+        Err(AdmitError::Refused(Refused::Window(e))) => Err(ProtocolError::Closed(e)),
+        Err(AdmitError::Refused(e)) => Err(ProtocolError::Deadline(e)),
+        Err(AdmitError::Store(e)) => Err(ProtocolError::store("reading the assignment", e)),
     }
 }
 

@@ -27,8 +27,15 @@ use super::{PostgresStore, SqliteStore, StoreError};
 /// The tables copied, in this order: a table that another's foreign key
 /// names comes first. One line per table.
 const TABLES: &[&str] = &[
-    "certs", "reports", // The codes refer to the roster: it comes first.
-    "roster", "codes", "settings",
+    "certs",
+    "reports", // The codes refer to the roster: it comes first.
+    "roster",
+    "codes",
+    "settings",
+    // Extensions refer to the assignments.
+    "assignments",
+    "extensions",
+    "course_settings",
 ];
 
 /// The SQLite table of named counters, copied into sequences.
