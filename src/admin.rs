@@ -4,7 +4,9 @@
 //! server runs.
 
 mod course;
+mod coursework;
 mod csv;
+mod email;
 mod export;
 
 use std::fmt;
@@ -14,6 +16,11 @@ use std::path::PathBuf;
 pub use course::{
     import_roster, issue_codes, parse_roster, status, status_rows, CodeRequest, Imported, StatusRow,
 };
+pub use coursework::{
+    add_assignment, assignment_status, close_assignment, edit_assignment, extend, gradebook,
+    list_assignments, remove_student, set_timezone, timezone, AssignmentSpec, Standing,
+};
+pub use email::{check_address, write_messages, Letter};
 pub use export::{certs, reports, select_reports, Format, ReportFilter};
 
 use crate::ca::{CertificateAuthority, Serial};

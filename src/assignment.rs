@@ -314,6 +314,58 @@ pub fn decide_view(
     }
 }
 
+/// At server start: the restart flags `--submissions-open/close`, when
+/// given, become the default assignment's opening and due time (its late
+/// period and title kept); without them the stored `lab` stays as the
+/// instructor last set it (`assignment edit lab`), and one is made, always
+/// open, if there is none.
+pub fn lab_at_start(store: &mut dyn Storage, flags: &Window) -> Result<Assignment, StoreError> {
+    let id = crate::store::DEFAULT_ASSIGNMENT;
+    let stored = store.assignments()?.into_iter().find(|a| a.id == id);
+    let given = flags.open.is_some() || flags.close.is_some();
+    let lab = match stored {
+        Some(a) if !given => return Ok(a),
+        Some(a) => Assignment {
+            opens: flags.open,
+            due: flags.close,
+            late_until: a
+                .late_until
+                .filter(|l| flags.close.is_some_and(|c| *l >= c)),
+            ..a
+        },
+        None => Assignment {
+            id: id.to_string(),
+            title: "Lab".to_string(),
+            opens: flags.open,
+            due: flags.close,
+            late_until: None,
+            closed_at: None,
+        },
+    };
+    store.put_assignment(&lab)?;
+    Ok(lab)
+}
+
+/// The default assignment's window for the startup log.
+pub fn describe(a: &Assignment, zone: Option<&str>) -> String {
+    let t = |t: i64| show_time(t, zone);
+    let mut parts = vec![format!("assignment {}", a.id)];
+    if let Some(o) = a.opens {
+        parts.push(format!("opens {}", t(o)));
+    }
+    match a.due {
+        Some(d) => parts.push(format!("due {}", t(d))),
+        None => parts.push("no due time".into()),
+    }
+    if let Some(l) = a.late_until {
+        parts.push(format!("late until {}", t(l)));
+    }
+    if let Some(c) = a.closed_at {
+        parts.push(format!("closed {}", t(c)));
+    }
+    parts.join(", ")
+}
+
 /// Why an assignment's times are refused by `assignment add/edit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BadTimes {

@@ -65,6 +65,8 @@ pub fn parse_roster(text: &str) -> Result<Vec<Student>, Vec<(usize, String)>> {
             format!("the header must name columns `sid` and `name` (found {header:?})"),
         )]);
     };
+    // Optional: codes are then written with it (`roster codes`, `--eml`).
+    let email_col = column("email");
     let mut problems = Vec::new();
     let mut students = Vec::new();
     let mut seen = HashSet::new();
@@ -99,10 +101,20 @@ pub fn parse_roster(text: &str) -> Result<Vec<Student>, Vec<(usize, String)>> {
             problems.push((*line, format!("SID {sid} appears twice")));
             continue;
         }
+        let email = match email_col.map(|c| row.get(c).map(|s| s.trim()).unwrap_or("")) {
+            None | Some("") => None,
+            Some(e) => match super::email::check_address(e) {
+                Ok(()) => Some(e.to_string()),
+                Err(why) => {
+                    problems.push((*line, format!("SID {sid}: {why}")));
+                    continue;
+                }
+            },
+        };
         students.push(Student {
             sid: sid.to_string(),
             name: name.to_string(),
-            email: None,
+            email,
         });
     }
     if problems.is_empty() {
@@ -179,9 +191,21 @@ pub fn issue_codes(
         }
     };
     let stored: HashSet<String> = stored.into_iter().collect();
-    let mut text = csv::record(&["sid", "code"]);
+    let with_email = roster.iter().any(|e| e.email.is_some());
+    let mut text = if with_email {
+        csv::record(&["sid", "name", "email", "code"])
+    } else {
+        csv::record(&["sid", "code"])
+    };
     for (sid, code) in codes.iter().filter(|(sid, _)| stored.contains(sid)) {
-        text.push_str(&csv::record(&[sid, &code.grouped()]));
+        if with_email {
+            let entry = roster.iter().find(|e| &e.sid == sid);
+            let name = entry.map_or("", |e| e.name.as_str());
+            let email = entry.and_then(|e| e.email.as_deref()).unwrap_or("");
+            text.push_str(&csv::record(&[sid, name, email, &code.grouped()]));
+        } else {
+            text.push_str(&csv::record(&[sid, &code.grouped()]));
+        }
     }
     file.write_all(text.as_bytes()).map_err(file_err)?;
     file.sync_all().map_err(file_err)?;
