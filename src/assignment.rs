@@ -209,15 +209,17 @@ impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refused::Unknown { id } => write!(f, "no assignment {id:?} in this course"),
+            // "submissions open/closed at" as the restart window's words,
+            // which scripts and version 2 users already look for.
             Refused::NotYetOpen { id, at, zone } => write!(
                 f,
-                "assignment {id} opens at {}; nothing was recorded",
+                "assignment {id}: submissions open at {}; nothing was recorded",
                 show_time(*at, zone.as_deref())
             ),
             Refused::Closed { id, at, zone } => write!(
                 f,
-                "assignment {id} closed at {}; nothing was recorded (ask the instructor for \
-                 an extension)",
+                "assignment {id}: submissions closed at {}; nothing was recorded (ask the \
+                 instructor for an extension)",
                 show_time(*at, zone.as_deref())
             ),
             Refused::Window(c) => write!(f, "{c}"),
@@ -493,11 +495,13 @@ mod tests {
         let e = decide(&a, None, Some("Asia/Hong_Kong"), 0).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "assignment hw1 opens at 2025-12-01T22:00:00+08:00[Asia/Hong_Kong]; nothing was recorded"
+            "assignment hw1: submissions open at 2025-12-01T22:00:00+08:00[Asia/Hong_Kong]; \
+             nothing was recorded"
         );
         let e = decide(&a, None, None, 1_764_600_000).unwrap_err();
         assert!(
-            e.to_string().contains("closed at 2025-12-01T14:40:00Z"),
+            e.to_string()
+                .contains("submissions closed at 2025-12-01T14:40:00Z"),
             "{e}"
         );
     }
