@@ -209,6 +209,11 @@ fn deadlines_change_live_and_the_gradebook_shows_them() -> TestResult {
     );
     let out = server.admin(&["roster", "remove", "1155000004"])?;
     assert!(!out.status.success(), "removed twice");
+    let overall = admin_ok(&server, &["status"])?;
+    assert!(!overall.contains("1155000004"), "{overall}");
+    assert!(overall.contains("missing 0"), "{overall}");
+    let out = server.admin(&["roster", "codes", "--out", "c4.csv", "--sid", "1155000004"])?;
+    assert!(text(&out).contains("not on the roster"), "{}", text(&out));
 
     // The gradebook: one row per roster student, cells inert.
     let csv = admin_ok(&server, &["gradebook"])?;

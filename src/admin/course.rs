@@ -148,7 +148,7 @@ pub fn issue_codes(
         Some(sid) => {
             let entry = roster
                 .iter()
-                .find(|e| &e.sid == sid)
+                .find(|e| &e.sid == sid && e.dropped_at.is_none())
                 .ok_or_else(|| AdminError::NotFound(format!("SID {sid} is not on the roster")))?;
             if entry.code.as_ref().is_some_and(|c| c.used_at.is_none()) && !req.reissue {
                 return Err(AdminError::Refused(format!(
@@ -160,6 +160,7 @@ pub fn issue_codes(
         }
         None => roster
             .iter()
+            .filter(|e| e.dropped_at.is_none())
             .filter(|e| match &e.code {
                 None => true,
                 Some(c) => req.reissue && c.used_at.is_none(),
@@ -232,7 +233,10 @@ pub struct StatusRow {
 /// The course at a glance: one row per roster student (per SID seen,
 /// without a roster).
 pub fn status_rows(store: &mut dyn Storage) -> Result<Vec<StatusRow>, AdminError> {
-    let roster = store.roster()?;
+    let mut roster = store.roster()?;
+    // A student removed from the roster (`roster remove`) no longer counts.
+    let removed = roster.iter().any(|e| e.dropped_at.is_some());
+    roster.retain(|e| e.dropped_at.is_none());
     let mut certs: BTreeMap<String, Vec<CertRow>> = BTreeMap::new();
     for c in store.certs()? {
         certs.entry(c.sid.clone()).or_default().push(c);
@@ -255,7 +259,7 @@ pub fn status_rows(store: &mut dyn Storage) -> Result<Vec<StatusRow>, AdminError
             (e.sid.clone(), e.name.clone(), code)
         })
         .collect();
-    if roster.is_empty() {
+    if roster.is_empty() && !removed {
         let seen: std::collections::BTreeSet<&String> =
             certs.keys().chain(reports.keys()).collect();
         who = seen
