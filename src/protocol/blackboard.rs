@@ -451,6 +451,56 @@ mod tests {
         assert_eq!(refusal(&run).0, ErrorCode::BadMac);
     }
 
+    /// The `lab` assignment is read from the store at the hello and again
+    /// at the report: a report after the due time is recorded late, and a
+    /// close made between the hello and the report refuses it.
+    #[test]
+    fn the_lab_assignment_is_read_at_the_hello_and_again_at_the_report() {
+        use crate::store::{Assignment, Record};
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let cert = enroll(SID, &key, &mut sh);
+        let now = crate::time::now_unix();
+        let lab = |due: i64, late_until: i64| Assignment {
+            id: "lab".into(),
+            title: "Lab".into(),
+            opens: None,
+            due: Some(due),
+            late_until: Some(late_until),
+            closed_at: None,
+        };
+        let bb = |sh: &mut Shared| start(ServiceKind::Blackboard, sh);
+        sh.store
+            .put_assignment(&lab(now - 3600, now + 3600))
+            .unwrap();
+        let hello = open_frame(SID, &cert, [5; 32]);
+        let run = drive(bb(&mut sh), std::slice::from_ref(&hello), &mut sh);
+        let (frame, _) = report_frame_v2(&hello, &key, &run.replies[0], "text", &sh).unwrap();
+        let (_, out) = run.session.on_frame(&frame, &mut sh, "p");
+        let After::Persist(Record::Report(r)) = out.then else {
+            panic!("a report to record: {out:?}");
+        };
+        assert_eq!(r.assignment, "lab");
+        assert!(r.late_by.is_some_and(|s| s >= 3600), "{r:?}");
+
+        let hello = open_frame(SID, &cert, [6; 32]);
+        let run = drive(bb(&mut sh), std::slice::from_ref(&hello), &mut sh);
+        assert!(!run.closed);
+        sh.store.put_assignment(&lab(now - 3600, now - 1)).unwrap();
+        let (frame, _) = report_frame_v2(&hello, &key, &run.replies[0], "text", &sh).unwrap();
+        let run = drive(run.session, &[frame], &mut sh);
+        let (code, reason) = refusal(&run);
+        assert_eq!(code, ErrorCode::SubmissionsClosed);
+        assert!(
+            reason.contains("assignment lab: submissions closed at"),
+            "{reason}"
+        );
+        // A new hello is refused before any offer.
+        let run = drive(bb(&mut sh), &[open_frame(SID, &cert, [7; 32])], &mut sh);
+        assert_eq!(refusal(&run).0, ErrorCode::SubmissionsClosed);
+    }
+
     #[test]
     fn version_2_rechecks_revocation_when_the_report_arrives() {
         let dir = tempfile::tempdir().unwrap();
