@@ -679,8 +679,7 @@ fn assignments_and_extensions_are_read_per_submission<E: Engine>() -> TestResult
     Ok(())
 }
 
-/// A report keeps its assignment and how late it came; one recorded
-/// without an assignment goes to the lab.
+/// A report keeps its assignment and how late it came.
 fn reports_keep_their_assignment_and_lateness<E: Engine>() -> TestResult {
     let e = E::fresh("late")?;
     let mut s = e.open()?;

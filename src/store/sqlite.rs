@@ -981,6 +981,31 @@ mod tests {
         Ok(())
     }
 
+    /// Reports recorded before assignments existed belong to the lab, on
+    /// time; the roster keeps its students, without e-mail.
+    #[test]
+    fn a_version_2_database_is_migrated_to_assignments() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(DB_FILE);
+        {
+            let c = Connection::open(&path)?;
+            c.execute_batch(SCHEMA)?;
+            c.execute_batch(MIGRATE_V2)?;
+            c.execute_batch(&format!(
+                "PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version=2;
+                 INSERT INTO roster VALUES ('1155000001', 'One', 1);
+                 INSERT INTO reports VALUES (7, '1155000001', '0A', 5, 'old', 'certboard');"
+            ))?;
+        }
+        let mut s = SqliteStore::open(dir.path())?;
+        let r = &s.reports()?[0];
+        assert_eq!((r.assignment.as_str(), r.late_by), ("lab", None));
+        let e = &s.roster()?[0];
+        assert_eq!((e.email.as_deref(), e.dropped_at), (None, None));
+        assert!(s.assignments()?.is_empty());
+        Ok(())
+    }
+
     #[test]
     fn in_memory_is_the_same_engine_and_private_to_its_value() -> TestResult {
         let mut s = SqliteStore::in_memory()?;
