@@ -181,7 +181,11 @@ fn main() -> Result<(), BoxError> {
                 cert_der: issued.der.clone(),
                 frame,
             });
-            records.push(cert_record(issued, Origin::Certboard, None));
+            records.push(cert_record(
+                issued,
+                Origin::Certboard,
+                certboard::store::Authorisation::Open,
+            ));
         }
         store.commit(&records)?;
         let mut shared = pki.shared().ca(None).store(store).build()?;

@@ -71,6 +71,8 @@ pub mod store;
 pub mod testing;
 // Time text forms: `bin/server`, tests, fuzz.
 pub mod time;
+// The transparency log (issue 21): server, client, admin and tests.
+pub mod tlog;
 // The certificate check: `examples/worst_case`, fuzz.
 pub mod verify;
 

@@ -265,14 +265,6 @@ impl Reactor {
         Ok(())
     }
 
-    /// The bound address of the HTTP listener, if any.
-    pub(crate) fn http_addr(&mut self) -> Option<io::Result<SocketAddr>> {
-        self.listeners
-            .iter()
-            .find(|l| l.serves == Serves::Http)
-            .map(|l| l.socket.local_addr())
-    }
-
     /// The bound address of each listener of our protocol, in order.
     pub(crate) fn local_addrs(&self) -> io::Result<Vec<(ServiceKind, SocketAddr)>> {
         self.listeners

@@ -46,6 +46,9 @@ mod location;
 mod migrate;
 mod postgres;
 mod sqlite;
+pub mod tlog;
+
+use crate::tlog::merkle::{Hash as LogHash, NodeId};
 
 pub use bounded::{Bounded, LOOP_STORE_WAIT};
 pub use location::{shown_url, Location};
@@ -91,6 +94,34 @@ pub enum StoreError {
     /// A write named a record that does not exist (an extension of an
     /// assignment that is not there).
     NotFound(String),
+    /// A renewal was to supersede the certificate it renews, and that
+    /// certificate is revoked already (by the operator, or superseded by
+    /// another renewal or enrollment meanwhile): nothing of the transaction
+    /// was kept, so no certificate grows from a revoked one.
+    RenewedRevoked {
+        /// The SID.
+        sid: String,
+        /// The certificate the renewal rested on.
+        serial: Serial,
+    },
+    /// A [`Record::Guess`] did not fit its bounds: nothing of the
+    /// transaction was kept, and the guess is not evaluated.
+    TooManyGuesses {
+        /// Which bound.
+        bound: GuessBound,
+        /// The guess's window, seconds.
+        window: i64,
+        /// The bound's number of guesses.
+        limit: u32,
+        /// When the guess was made, Unix seconds.
+        at: i64,
+        /// When a guess fits again, Unix seconds.
+        retry_at: i64,
+    },
+    /// The transparency log's stored hashes are missing or damaged (a row
+    /// removed or changed behind certboard's back): nothing more is
+    /// appended until `server log verify` names it and it is repaired.
+    Log(crate::tlog::TreeError),
 }
 
 impl fmt::Display for StoreError {
@@ -106,6 +137,31 @@ impl fmt::Display for StoreError {
                 write!(f, "the enrollment code of SID {sid} is already used")
             }
             StoreError::NotFound(what) => write!(f, "no such {what}"),
+            StoreError::RenewedRevoked { sid, serial } => write!(
+                f,
+                "the certificate SID {sid} renewed (serial {serial}) was revoked meanwhile"
+            ),
+            StoreError::TooManyGuesses {
+                bound,
+                window,
+                limit,
+                at,
+                retry_at,
+            } => {
+                let whose = match bound {
+                    GuessBound::Source => "from this address",
+                    GuessBound::SidSource => "for this SID from this address",
+                };
+                write!(
+                    f,
+                    "too many enrollment code guesses {whose} ({limit} per {} min); try again \
+                     in {} s (at {})",
+                    window / 60,
+                    retry_at.saturating_sub(*at).max(1),
+                    crate::time::rfc3339(*retry_at)
+                )
+            }
+            StoreError::Log(e) => write!(f, "transparency log: {e}"),
         }
     }
 }
@@ -147,21 +203,112 @@ pub enum Record {
     Cert(CertRecord),
     /// A report just accepted.
     Report(ReportRecord),
-    /// A wrong enrollment code was tried for a SID: one more toward its lock.
-    WrongCode {
-        /// The SID.
-        sid: String,
-        /// The key of the code it was checked against (a reissued code
-        /// starts its own count).
-        code_key: CodeKey,
-    },
+    /// An enrollment code guess, counted before its proof is checked: it
+    /// commits only within the bounds it carries, else the transaction
+    /// fails with [`StoreError::TooManyGuesses`].
+    Guess(Guess),
 }
 
 /// The key derived from an enrollment code (the code itself is never stored).
 pub type CodeKey = [u8; 32];
 
-/// Wrong codes in a row after which a SID is locked until its code is reissued.
-pub const LOCK_AFTER: u32 = 5;
+/// How many enrollment code guesses are taken in any `window` seconds:
+/// `per_source` from one source address (across every SID) and
+/// `per_sid_source` for one SID from one source address. There is no
+/// bound on a SID across sources: any such bound is one an attacker with
+/// enough addresses could spend, locking out the student who holds her
+/// code (docs/security.md, "Guessing enrollment codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuessLimits {
+    /// The sliding window, seconds.
+    pub window: i64,
+    /// Guesses per source address per window, whatever the SID.
+    pub per_source: u32,
+    /// Guesses per SID per source address per window.
+    pub per_sid_source: u32,
+}
+
+impl Default for GuessLimits {
+    /// 5 per SID and 60 in all from one address per 15 minutes: room for
+    /// a student's typos and for a lab of students enrolling at once
+    /// behind one NAT address, and nothing near what 100-bit codes would
+    /// need (docs/security.md has the numbers).
+    fn default() -> Self {
+        GuessLimits {
+            window: 15 * 60,
+            per_source: 60,
+            per_sid_source: 5,
+        }
+    }
+}
+
+/// How long guesses are kept: at least a day (for `server status`), and
+/// at least the window (for the bounds).
+pub const GUESS_RETENTION: i64 = 24 * 60 * 60;
+
+/// One enrollment code guess.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guess {
+    /// The SID the CSR names (on the roster or not: the two are counted
+    /// alike, so the count tells nothing about the roster).
+    pub sid: String,
+    /// The source it came from ([`crate::course::guess_source`]).
+    pub source: String,
+    /// When, Unix seconds.
+    pub at: i64,
+    /// The bounds it must fit in.
+    pub limits: GuessLimits,
+}
+
+/// Which bound a guess met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuessBound {
+    /// Guesses from the source, across SIDs.
+    Source,
+    /// Guesses for the SID from the source.
+    SidSource,
+}
+
+impl Guess {
+    /// Whether this guess fits, given the times of the guesses already
+    /// counted from its source within its window (`by_source`, any SID)
+    /// and of those for its SID among them (`by_pair`); else which bound
+    /// it met and when a guess fits again (the oldest guess that has to
+    /// leave the window for one more to fit, plus the window). The one
+    /// rule both engines apply, inside the transaction that then counts it.
+    fn verdict(&self, by_source: &[i64], by_pair: &[i64]) -> Result<(), (GuessBound, i64)> {
+        let l = &self.limits;
+        let over = |ats: &[i64], limit: u32| -> Option<i64> {
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            if ats.len() < limit {
+                return None;
+            }
+            let mut sorted = ats.to_vec();
+            sorted.sort_unstable();
+            // With `limit` 0 nothing ever fits: the window from now.
+            let leaves = sorted.get(ats.len() - limit).copied().unwrap_or(self.at);
+            Some(leaves.saturating_add(l.window))
+        };
+        if let Some(at) = over(by_pair, l.per_sid_source) {
+            return Err((GuessBound::SidSource, at));
+        }
+        if let Some(at) = over(by_source, l.per_source) {
+            return Err((GuessBound::Source, at));
+        }
+        Ok(())
+    }
+
+    /// Guesses at or before this time are outside the window.
+    fn window_start(&self) -> i64 {
+        self.at.saturating_sub(self.limits.window)
+    }
+
+    /// Guesses at or before this time are deleted.
+    fn retained_after(&self) -> i64 {
+        self.at
+            .saturating_sub(self.limits.window.max(GUESS_RETENTION))
+    }
+}
 
 /// An issued certificate, as the store keeps it: the protocol builds it
 /// from what the CA returned.
@@ -179,13 +326,82 @@ pub struct CertRecord {
     pub der: Vec<u8>,
     /// How it was requested.
     pub origin: Origin,
-    /// The enrollment code this issuance consumes (its key), if any: the
-    /// record commits only if that code is still unused, in the same
-    /// transaction.
-    pub consumes_code: Option<CodeKey>,
-    /// Issued as a renewal (proof of possession of a current certificate's
-    /// key), for the metrics; not stored.
-    pub renewal: bool,
+    /// What authorised it, and what it therefore consumes or supersedes in
+    /// the same transaction.
+    pub authorised: Authorisation,
+}
+
+/// What authorised an issuance, with what the record does besides being
+/// inserted, all in its transaction: a code is consumed (the record
+/// commits only if it is still unused) and supersedes every other live
+/// certificate of the SID (a lost laptop's, an impostor's from open
+/// enrollment); a renewal supersedes the certificate it renews (and
+/// commits only if that one is still unrevoked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authorisation {
+    /// Open enrollment (no roster), or legacy mode: nobody vouched.
+    Open,
+    /// The SID's enrollment code (its key): vouched.
+    Code(CodeKey),
+    /// Proof of possession of a current certificate's key.
+    Renewal {
+        /// The certificate renewed.
+        renews: Serial,
+        /// Whether a code, or a chain of renewals from one, vouches for
+        /// the certificate renewed (and so for this one).
+        vouched: bool,
+    },
+}
+
+impl Authorisation {
+    /// Whether a code (directly or through renewals) vouches for it.
+    pub fn vouched(&self) -> bool {
+        match self {
+            Authorisation::Open => false,
+            Authorisation::Code(_) => true,
+            Authorisation::Renewal { vouched, .. } => *vouched,
+        }
+    }
+
+    /// Its kind, as stored and listed.
+    pub fn kind(&self) -> Authorised {
+        match self {
+            Authorisation::Open => Authorised::Open,
+            Authorisation::Code(_) => Authorised::Code,
+            Authorisation::Renewal { .. } => Authorised::Renewal,
+        }
+    }
+}
+
+/// The kind of [`Authorisation`] a stored certificate had (`certs.authorised`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authorised {
+    /// Open enrollment or legacy mode.
+    Open,
+    /// An enrollment code.
+    Code,
+    /// A renewal.
+    Renewal,
+}
+
+impl Authorised {
+    /// The name stored and listed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Authorised::Open => "open",
+            Authorised::Code => "code",
+            Authorised::Renewal => "renewal",
+        }
+    }
+
+    /// The kind of a stored name (certboard writes only these three).
+    fn parse(s: &str) -> Authorised {
+        match s {
+            "code" => Authorised::Code,
+            "renewal" => Authorised::Renewal,
+            _ => Authorised::Open,
+        }
+    }
 }
 
 /// An accepted report.
@@ -228,6 +444,10 @@ pub enum CertStatus {
     Good {
         /// The protocol it was issued by.
         origin: Origin,
+        /// Whether a code, or a chain of renewals from one, vouches for it:
+        /// once a roster is in force, an unvouched certificate (from open
+        /// enrollment before the roster) neither renews nor submits.
+        vouched: bool,
     },
     /// Revoked.
     Revoked {
@@ -252,6 +472,10 @@ pub struct CertRow {
     pub not_after: i64,
     /// How it was requested.
     pub origin: Origin,
+    /// What authorised it.
+    pub authorised: Authorised,
+    /// Whether a code, directly or through renewals, vouches for it.
+    pub vouched: bool,
     /// Revocation time and reason, if revoked (the reason `None` when the
     /// stored text names no RFC 5280 reason).
     pub revoked: Option<(i64, Option<RevocationReason>)>,
@@ -345,15 +569,6 @@ pub struct CodeState {
     pub issued_at: i64,
     /// When it was consumed, if it was.
     pub used_at: Option<i64>,
-    /// Wrong codes tried in a row since it was issued or last used rightly.
-    pub wrong: u32,
-}
-
-impl CodeState {
-    /// Whether the SID is locked ([`LOCK_AFTER`] wrong codes in a row).
-    pub fn locked(&self) -> bool {
-        self.wrong >= LOCK_AFTER
-    }
 }
 
 /// A roster student and her code.
@@ -370,6 +585,10 @@ pub struct RosterEntry {
     /// When she was removed from the roster (`roster remove`): she no
     /// longer counts, and may no longer enroll; her records stay.
     pub dropped_at: Option<i64>,
+    /// Code guesses for her SID counted in the last [`GUESS_RETENTION`]
+    /// seconds, from any source: right and wrong alike, since a guess is
+    /// counted before it is checked.
+    pub recent_guesses: u64,
 }
 
 /// What the CA needs to decide an enrollment for one SID, read in one go.
@@ -392,6 +611,49 @@ pub struct Counts {
     pub reports: u64,
     /// Students on the roster (not removed).
     pub roster: u64,
+}
+
+/// What the store holds at one time, for the `/metrics` gauges (issue 22,
+/// 16): the course's state, which a restart of the server does not reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Census {
+    /// Certificates issued, ever.
+    pub certs: u64,
+    /// Certificates neither revoked nor expired.
+    pub certs_current: u64,
+    /// Certificates revoked.
+    pub certs_revoked: u64,
+    /// Students (SIDs) holding at least one current certificate.
+    pub students_current: u64,
+    /// Reports recorded.
+    pub reports: u64,
+    /// Students on the roster (not those removed from it, as in
+    /// [`Counts::roster`]).
+    pub roster: u64,
+}
+
+/// The query behind [`Storage::census`], the same text in both engines
+/// (`$1`, the time, is numbered in SQLite's and PostgreSQL's syntax alike).
+pub(crate) const CENSUS_SQL: &str = "SELECT
+    (SELECT count(*) FROM certs),
+    (SELECT count(*) FROM certs WHERE revoked_at IS NULL AND not_after > $1),
+    (SELECT count(*) FROM certs WHERE revoked_at IS NOT NULL),
+    (SELECT count(DISTINCT sid) FROM certs WHERE revoked_at IS NULL AND not_after > $1),
+    (SELECT count(*) FROM reports),
+    (SELECT count(*) FROM roster WHERE dropped_at IS NULL)";
+
+/// A [`Census`] from [`CENSUS_SQL`]'s six counts, in order.
+pub(crate) fn census_of(n: [i64; 6]) -> Census {
+    let [certs, certs_current, certs_revoked, students_current, reports, roster] =
+        n.map(i64::unsigned_abs);
+    Census {
+        certs,
+        certs_current,
+        certs_revoked,
+        students_current,
+        reports,
+        roster,
+    }
 }
 
 /// One revoked certificate, as the CRL lists it.
@@ -452,7 +714,7 @@ pub trait Storage {
     fn enrollment_view(&mut self, sid: &str) -> Result<EnrollView, StoreError>;
     /// Stores new code keys for roster SIDs, in one transaction, at `at`.
     /// A SID holding an unused code keeps it unless `replace_unused`
-    /// (reissue, which also clears its wrong-code count and lock). Returns
+    /// (reissue; guesses counted stay counted). Returns
     /// the SIDs whose code was stored.
     fn store_codes(
         &mut self,
@@ -467,6 +729,9 @@ pub trait Storage {
     fn record_window(&mut self, open: Option<i64>, close: Option<i64>) -> Result<(), StoreError>;
     /// The submission window last recorded.
     fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError>;
+    /// The [`Census`] at `now` (Unix seconds: a certificate whose notAfter
+    /// is not after it has expired). Read-only.
+    fn census(&mut self, now: i64) -> Result<Census, StoreError>;
     /// Every revoked certificate, in revocation order.
     fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError>;
     /// The current [`RevocationMark`].
@@ -506,23 +771,48 @@ pub trait Storage {
     fn set_course_setting(&mut self, name: &str, value: Option<&str>) -> Result<(), StoreError>;
     /// A text setting of the course.
     fn course_setting(&mut self, name: &str) -> Result<Option<String>, StoreError>;
+    /// The transparency log's tree head (size and root).
+    fn log_head(&mut self) -> Result<tlog::Head, StoreError>;
+    /// Stored log hashes, in the order asked; a missing one is
+    /// [`StoreError::Log`].
+    fn log_nodes(&mut self, ids: &[NodeId]) -> Result<Vec<LogHash>, StoreError>;
+    /// The log's entries `[from, to)`, in order; a gap is [`StoreError::Log`].
+    fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError>;
 }
 
 /// A batch as both engines write it, with the rules that do not depend on
-/// the engine applied once: codes to spend first (each by the certificate
-/// it authorised, or the whole batch fails with
-/// [`StoreError::CodeUsed`]), then wrong codes to count, then the rows.
-/// Each engine runs the phases in this order in one transaction.
+/// the engine applied once: guesses to count first (each within its
+/// bounds, [`Guess::verdict`], or the whole batch fails with
+/// [`StoreError::TooManyGuesses`]), then codes to spend (each by the
+/// certificate it authorised, or the whole batch fails with
+/// [`StoreError::CodeUsed`]), then the rows. Each engine runs the phases
+/// in this order in one transaction.
 #[derive(Debug, Default)]
 struct Writes<'a> {
     /// Codes to consume, in batch order.
     spends: Vec<CodeSpend<'a>>,
-    /// Wrong codes to count: SID and the key they were checked against.
-    wrong: Vec<(&'a str, &'a [u8])>,
+    /// Guesses to count, in batch order.
+    guesses: Vec<&'a Guess>,
     /// Certificates to insert, in batch order.
     certs: Vec<CertInsert<'a>>,
     /// Reports to insert, in batch order.
     reports: Vec<ReportInsert<'a>>,
+    /// Certificates superseded by the new ones, after they are inserted.
+    supersedes: Vec<Supersede<'a>>,
+}
+
+/// What a new certificate revokes as `superseded`, in its transaction.
+#[derive(Debug)]
+enum Supersede<'a> {
+    /// A renewal: the certificate renewed, which must still be unrevoked
+    /// (else the batch fails with [`StoreError::RenewedRevoked`]).
+    Renewed {
+        sid: &'a str,
+        renews: &'a Serial,
+        renews_text: String,
+    },
+    /// A code enrollment: every other unrevoked certificate of the SID.
+    AllOthers { sid: &'a str, serial: String },
 }
 
 /// A code spent by the issuance it authorised.
@@ -545,6 +835,10 @@ struct CertInsert<'a> {
     not_after: i64,
     der: &'a [u8],
     origin: &'static str,
+    authorised: &'static str,
+    vouched: bool,
+    /// The serial renewed, for a renewal.
+    renews: Option<String>,
 }
 
 /// A `reports` row as written.
@@ -573,12 +867,28 @@ impl<'a> Writes<'a> {
             match record {
                 Record::Cert(c) => {
                     let serial = c.serial.to_string();
-                    if let Some(key) = &c.consumes_code {
-                        w.spends.push(CodeSpend {
-                            sid: &c.sid,
-                            serial: serial.clone(),
-                            key,
-                        });
+                    let mut renews = None;
+                    match &c.authorised {
+                        Authorisation::Open => {}
+                        Authorisation::Code(key) => {
+                            w.spends.push(CodeSpend {
+                                sid: &c.sid,
+                                serial: serial.clone(),
+                                key,
+                            });
+                            w.supersedes.push(Supersede::AllOthers {
+                                sid: &c.sid,
+                                serial: serial.clone(),
+                            });
+                        }
+                        Authorisation::Renewal { renews: old, .. } => {
+                            renews = Some(old.to_string());
+                            w.supersedes.push(Supersede::Renewed {
+                                sid: &c.sid,
+                                renews: old,
+                                renews_text: old.to_string(),
+                            });
+                        }
                     }
                     w.certs.push(CertInsert {
                         serial,
@@ -588,6 +898,9 @@ impl<'a> Writes<'a> {
                         not_after: c.not_after,
                         der: &c.der,
                         origin: c.origin.as_str(),
+                        authorised: c.authorised.kind().as_str(),
+                        vouched: c.authorised.vouched(),
+                        renews,
                     });
                 }
                 Record::Report(r) => w.reports.push(ReportInsert {
@@ -602,11 +915,44 @@ impl<'a> Writes<'a> {
                     file_size: i64::try_from(r.text.len()).unwrap_or(i64::MAX),
                     file_sha256: r.sha256_hex(),
                 }),
-                Record::WrongCode { sid, code_key } => w.wrong.push((sid, code_key)),
+                Record::Guess(g) => w.guesses.push(g),
             }
         }
         w
     }
+
+    /// The sources of the guesses, sorted and once each: the order in
+    /// which an engine that locks per source takes its locks, so two
+    /// transactions never wait for each other in a cycle.
+    fn guess_sources(&self) -> Vec<&'a str> {
+        let mut s: Vec<&str> = self.guesses.iter().map(|g| g.source.as_str()).collect();
+        s.sort_unstable();
+        s.dedup();
+        s
+    }
+}
+
+/// Applies [`Guess::verdict`] to one guess given the times of its source's
+/// guesses in its window (with their SIDs), as an engine read them in its
+/// transaction.
+fn check_guess(g: &Guess, counted: &[(String, i64)]) -> Result<(), StoreError> {
+    let by_source: Vec<i64> = counted.iter().map(|(_, at)| *at).collect();
+    let by_pair: Vec<i64> = counted
+        .iter()
+        .filter(|(sid, _)| *sid == g.sid)
+        .map(|(_, at)| *at)
+        .collect();
+    g.verdict(&by_source, &by_pair)
+        .map_err(|(bound, retry_at)| StoreError::TooManyGuesses {
+            bound,
+            window: g.limits.window,
+            limit: match bound {
+                GuessBound::Source => g.limits.per_source,
+                GuessBound::SidSource => g.limits.per_sid_source,
+            },
+            at: g.at,
+            retry_at,
+        })
 }
 
 /// The id a student was given, from the signed integer stored.
@@ -622,6 +968,8 @@ struct CertColumns {
     not_before: i64,
     not_after: i64,
     origin: String,
+    authorised: String,
+    vouched: bool,
     revoked_at: Option<i64>,
     reason: Option<String>,
     der: Vec<u8>,
@@ -635,6 +983,8 @@ impl CertColumns {
             not_before: self.not_before,
             not_after: self.not_after,
             origin: Origin::parse(&self.origin),
+            authorised: Authorised::parse(&self.authorised),
+            vouched: self.vouched,
             revoked: self
                 .revoked_at
                 .map(|at| (at, reason_of(self.reason.as_deref()))),
@@ -689,14 +1039,19 @@ impl RevocationColumns {
     }
 }
 
+/// The `certs` columns a standing is read from: revoked_at,
+/// revoke_reason, origin, vouched.
+type StatusColumns = (Option<i64>, Option<String>, String, bool);
+
 /// The standing of a certificate from its `certs` columns (`None`: no row).
-fn status_of(row: Option<(Option<i64>, Option<String>, String)>) -> Result<CertStatus, StoreError> {
+fn status_of(row: Option<StatusColumns>) -> Result<CertStatus, StoreError> {
     Ok(match row {
         None => CertStatus::Unknown,
-        Some((None, _, origin)) => CertStatus::Good {
+        Some((None, _, origin, vouched)) => CertStatus::Good {
             origin: Origin::parse(&origin),
+            vouched,
         },
-        Some((Some(at), reason, _)) => CertStatus::Revoked {
+        Some((Some(at), reason, _, _)) => CertStatus::Revoked {
             at,
             reason: reason_of(reason.as_deref()),
         },
@@ -723,7 +1078,6 @@ struct CodeColumns {
     key: Vec<u8>,
     issued_at: i64,
     used_at: Option<i64>,
-    wrong: i64,
 }
 
 impl CodeColumns {
@@ -738,8 +1092,6 @@ impl CodeColumns {
             code_key,
             issued_at: self.issued_at,
             used_at: self.used_at,
-            // Counted up from 0 by one statement per wrong code.
-            wrong: u32::try_from(self.wrong.max(0)).unwrap_or(u32::MAX),
         })
     }
 }

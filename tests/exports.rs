@@ -56,7 +56,7 @@ fn store_with_class(dir: &std::path::Path) -> Result<SqliteStore, Box<dyn std::e
         store.commit(&[certboard::protocol::cert_record(
             issued,
             Origin::Certboard,
-            None,
+            certboard::store::Authorisation::Open,
         )])?;
         if sid == "s1" {
             store.commit(&[Record::Report(ReportRecord {
@@ -204,7 +204,7 @@ fn roster_import_refuses_control_and_bidi_names_by_line() -> TestResult {
              1155000003,\"Eve \u{202e}reversed\"\r\n"
         ),
     )?;
-    let err = admin::import_roster(&mut store, &path)
+    let err = admin::import_roster(&mut store, &path, admin::Unverified::Ask)
         .err()
         .ok_or("imported names with control characters")?;
     let message = err.to_string();

@@ -54,7 +54,7 @@ fn fixture() -> &'static Fixture {
             pki,
             open,
             hello,
-            record: cert_record(issued, Origin::Certboard, None),
+            record: cert_record(issued, Origin::Certboard, certboard::store::Authorisation::Open),
         }
     })
 }

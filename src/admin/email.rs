@@ -241,6 +241,7 @@ mod tests {
             code: None,
             email: Some("tm@example.edu".into()),
             dropped_at: None,
+            recent_guesses: 0,
         };
         let letter = Letter {
             fingerprint: "AB:CD".into(),

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 
 use certboard::admin::{self, CodeRequest, Format, ReportFilter, RevokeReason, RevokeTarget};
 use certboard::ca::{self, CaKeyType, DEFAULT_BLACKBOARD_NAME};
-use certboard::course::Window;
+use certboard::course::{GuessLimits, Window};
 use certboard::server::{self, Role, Server, ServerConfig};
 use certboard::store::{self, Location, SqliteStore};
 use certboard::{HttpConnLimits, Limits};
@@ -58,6 +58,11 @@ struct Common {
     /// File holding the CA passphrase (one line).
     #[arg(long, value_name = "FILE", global = true)]
     ca_passphrase_file: Option<PathBuf>,
+    /// The transparency log's origin (checkpoint origin line and key name;
+    /// no spaces or '+'); default `<the root's organisation>/certboard-log`,
+    /// e.g. `CUHK/certboard-log`. Set it once: verifiers pin it.
+    #[arg(long, value_name = "ORIGIN", global = true)]
+    log_origin: Option<String>,
     /// PostgreSQL database of certificates and reports, instead of SQLite
     /// in the data dir: postgres://USER[:PASSWORD]@HOST:PORT/DB[?sslmode=...]
     /// (several hosts on one database; README "More than one host").
@@ -95,9 +100,14 @@ struct RunArgs {
     /// renewed when a third of their 7-day life remains.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_BLACKBOARD_NAME)]
     blackboard_name: String,
-    /// Validity of student certificates, in days.
-    #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=825))]
+    /// Validity of student certificates, in days (default: a term).
+    #[arg(long, value_name = "DAYS", default_value_t = certboard::course::DEFAULT_VALIDITY_DAYS, value_parser = clap::value_parser!(u32).range(1..=825))]
     validity_days: u32,
+    /// Days after expiry a student certificate still renews by proof of
+    /// possession of its key (never once revoked); 0: only while valid.
+    /// Past it the student needs a new enrollment code.
+    #[arg(long, value_name = "DAYS", default_value_t = certboard::course::DEFAULT_RENEWAL_GRACE_DAYS, value_parser = clap::value_parser!(u32).range(0..=365))]
+    renewal_grace: u32,
     /// Require every connection to answer an HMAC challenge keyed with the
     /// secret in FILE (at least 16 bytes).
     #[arg(long, value_name = "FILE")]
@@ -152,6 +162,21 @@ struct RunArgs {
     /// late is recorded.
     #[arg(long, value_name = "TIME", value_parser = rfc3339_arg)]
     submissions_close: Option<i64>,
+    /// Enrollment code guesses are counted over a sliding window of this
+    /// many seconds (a guess is any enrollment carrying a code, right or
+    /// wrong, counted before it is checked). Nothing ever locks a SID: the
+    /// right code works from any address within its bounds.
+    #[arg(long, value_name = "SECS", default_value_t = 900, value_parser = clap::value_parser!(u32).range(1..=604_800))]
+    guess_window: u32,
+    /// Most code guesses one source address (an IPv4 address, an IPv6 /64)
+    /// may make per window, across all SIDs (a lab behind one NAT address
+    /// shares it).
+    #[arg(long, value_name = "N", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    guesses_per_address: u32,
+    /// Most code guesses for one SID from one source address per window
+    /// (room for a student's typos).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    guesses_per_sid: u32,
 }
 
 fn rfc3339_arg(s: &str) -> Result<i64, certboard::time::BadTime> {
@@ -272,6 +297,9 @@ enum Command {
         #[arg(long, value_name = "URL")]
         to: Option<String>,
     },
+    /// The transparency log: its key, its checkpoint, its verification.
+    #[command(subcommand)]
+    Log(LogCommand),
     /// Print a CRL signed by the CA (needs the passphrase).
     Crl {
         /// DER instead of PEM.
@@ -281,6 +309,23 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+}
+
+/// The transparency log of every certificate issued and report accepted
+/// (served as C2SP tlog-tiles under /log/ on the CA's --http-listen).
+#[derive(Debug, Subcommand)]
+enum LogCommand {
+    /// Print the log's verifier key (signed-note vkey form), for students'
+    /// clients and anyone checking the log (needs the passphrase).
+    Key,
+    /// Print the latest signed checkpoint, for publishing (course page,
+    /// mailing list), so everyone can compare the same tree head.
+    Checkpoint,
+    /// Recompute the log from the store: every stored hash, the tree head,
+    /// every certificate and report against its leaf. Names the first
+    /// mismatch (a row deleted or edited behind certboard's back) and exits
+    /// non-zero.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -361,10 +406,21 @@ enum RosterCommand {
     /// Add students and update names from a CSV with a header `sid,name`
     /// (other columns ignored). Nothing is imported if any row is bad;
     /// nobody is ever removed. Safe while the server runs, which follows
-    /// the roster at once.
+    /// the roster at once. A first roster over certificates issued by open
+    /// enrollment (no code) lists them and needs a decision:
+    /// --revoke-unverified or --keep-unverified.
     Import {
         /// The roster CSV.
         file: PathBuf,
+        /// Revoke every certificate no enrollment code vouches for (reason
+        /// privilegeWithdrawn): anyone could have enrolled them.
+        #[arg(long, conflicts_with = "keep_unverified")]
+        revoke_unverified: bool,
+        /// Keep them unrevoked; with the roster in force they still neither
+        /// renew nor submit, and the student's code enrollment revokes
+        /// them (superseded).
+        #[arg(long)]
+        keep_unverified: bool,
     },
     /// Remove a student from the roster: she no longer counts as missing
     /// and may no longer enroll; her records stay. Importing her again
@@ -454,6 +510,7 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
         ca_cert: a.ca_cert,
         blackboard_name: a.blackboard_name,
         validity_days: a.validity_days,
+        renewal_grace_days: a.renewal_grace,
         admission_secret_file: a.admission_secret_file,
         legacy: a.legacy,
         reactors: usize::from(a.reactors),
@@ -462,12 +519,18 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
             open: a.submissions_open,
             close: a.submissions_close,
         },
+        guess_limits: GuessLimits {
+            window: i64::from(a.guess_window),
+            per_source: a.guesses_per_address,
+            per_sid_source: a.guesses_per_sid,
+        },
         http_listen: a.http_listen,
         http_limits: HttpConnLimits {
             max_requests: a.http_max_requests,
             ..HttpConnLimits::default()
         },
         public_url: a.public_url,
+        log_origin: common.log_origin.clone(),
     };
     if let (Some(o), Some(c)) = (a.submissions_open, a.submissions_close) {
         if o >= c {
@@ -629,11 +692,21 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
         Command::Roster(RosterCommand::Remove { sid }) => {
             admin::remove_student(store, &sid)?;
             println!(
-                "SID {sid} removed from the roster: no longer counted, may not enroll; her                  certificates and reports stay (revoke with `server revoke --sid {sid}`)"
+                "SID {sid} removed from the roster: no longer counted, may not enroll; her \
+                 certificates and reports stay (revoke with `server revoke --sid {sid}`)"
             );
         }
-        Command::Roster(RosterCommand::Import { file }) => {
-            let done = admin::import_roster(store, &file)?;
+        Command::Roster(RosterCommand::Import {
+            file,
+            revoke_unverified,
+            keep_unverified,
+        }) => {
+            let decision = match (revoke_unverified, keep_unverified) {
+                (true, _) => admin::Unverified::Revoke,
+                (false, true) => admin::Unverified::Keep,
+                (false, false) => admin::Unverified::Ask,
+            };
+            let done = admin::import_roster(store, &file, decision)?;
             println!(
                 "roster: {} student(s) in {}: {} added, {} renamed, {} unchanged",
                 done.students,
@@ -642,6 +715,25 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
                 done.change.renamed,
                 done.change.unchanged
             );
+            if done.revoked > 0 {
+                println!(
+                    "revoked {} certificate(s) of open enrollment ({})",
+                    done.revoked,
+                    admin::UNVERIFIED_REASON.name()
+                );
+            }
+            if !done.unverified.is_empty() {
+                println!(
+                    "{} certificate(s) of open enrollment kept, unvouched: with the roster in \
+                     force they neither renew nor submit (serials: {})",
+                    done.unverified.len(),
+                    done.unverified
+                        .iter()
+                        .map(|c| c.serial.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
         }
         Command::Roster(RosterCommand::Codes {
             out,
@@ -693,6 +785,33 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
             }
         }
         Command::BlackboardCert { .. } => {}
+        Command::Log(LogCommand::Key) => {
+            let signer = server::open_existing_log(
+                &common.keys_dir,
+                common.ca_passphrase_file.as_deref(),
+                common.log_origin.as_deref(),
+            )?;
+            println!("{}", signer.verifier_key());
+        }
+        Command::Log(LogCommand::Checkpoint) => {
+            let signer = server::open_existing_log(
+                &common.keys_dir,
+                common.ca_passphrase_file.as_deref(),
+                common.log_origin.as_deref(),
+            )?;
+            let api = certboard::ops::transparency::LogApi::new(std::sync::Arc::new(signer));
+            print!("{}", api.checkpoint(store)?);
+        }
+        Command::Log(LogCommand::Verify) => match admin::log::verify(store)? {
+            Ok(v) => println!(
+                "log verified: {} entries ({} certificate(s), {} report(s)) recompute every stored hash and the tree head {}",
+                v.size,
+                v.certs,
+                v.reports,
+                openssl::base64::encode_block(&v.root)
+            ),
+            Err(problem) => return Err(format!("log verification FAILED: {problem}").into()),
+        },
         Command::Crl { der, out } => {
             let ca =
                 server::open_existing_ca(&common.keys_dir, common.ca_passphrase_file.as_deref())?;

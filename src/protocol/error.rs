@@ -10,7 +10,7 @@ use std::error::Error;
 use std::fmt;
 
 use crate::ca::CaError;
-use crate::course::{Closed, Refusal};
+use crate::course::{Closed, Refusal, RenewalError};
 use crate::message::{DecodeError, ErrorCode};
 use crate::store::{StoreError, STORE_UNAVAILABLE};
 use crate::verify::CertError;
@@ -265,6 +265,18 @@ pub enum CommitRefusal {
         /// The SID whose code it was.
         sid: String,
     },
+    /// The certificate a renewal rested on was revoked (or superseded by
+    /// another renewal) meanwhile: no certificate grows from a revoked one.
+    RenewedRevoked {
+        /// The SID.
+        sid: String,
+        /// The certificate renewed.
+        serial: crate::ca::Serial,
+    },
+    /// An enrollment code guess did not fit its bounds, so it was neither
+    /// counted nor checked: the caller's answer, with when to try again
+    /// (the store's text).
+    TooManyGuesses(String),
     /// The database is down or restarting; the next request may find it
     /// back.
     Unavailable,
@@ -276,6 +288,12 @@ impl fmt::Display for CommitRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CommitRefusal::CodeUsed { sid } => write!(f, "SID {sid}: {}", Refusal::CodeUsed),
+            CommitRefusal::RenewedRevoked { sid, serial } => write!(
+                f,
+                "SID {sid}: renewal refused: the current certificate (serial {serial}) was \
+                 revoked while it was being renewed; a revoked student needs a new enrollment code"
+            ),
+            CommitRefusal::TooManyGuesses(why) => f.write_str(why),
             CommitRefusal::Unavailable => f.write_str(STORE_UNAVAILABLE),
             CommitRefusal::Failed => write!(
                 f,
@@ -343,6 +361,7 @@ impl ServerFault for CertCheckError {
             CertCheckError::BadSid(_)
             | CertCheckError::ChainTooLong(_)
             | CertCheckError::TooLarge { .. }
+            | CertCheckError::Unvouched { .. }
             | CertCheckError::NotLegacy { .. } => false,
         }
     }
@@ -375,7 +394,9 @@ impl ServerFault for ProtocolError {
 impl ServerFault for CommitRefusal {
     fn is_server_fault(&self) -> bool {
         match self {
-            CommitRefusal::CodeUsed { .. } => false,
+            CommitRefusal::CodeUsed { .. }
+            | CommitRefusal::RenewedRevoked { .. }
+            | CommitRefusal::TooManyGuesses(_) => false,
             CommitRefusal::Unavailable | CommitRefusal::Failed => true,
         }
     }
@@ -414,9 +435,10 @@ pub fn refusal_label(code: ErrorCode) -> &'static str {
         ErrorCode::CodeRequired => "code_required",
         ErrorCode::WrongCode => "wrong_code",
         ErrorCode::CodeUsed => "code_used",
-        ErrorCode::Locked => "locked",
+        ErrorCode::TooManyGuesses => "too_many_guesses",
         ErrorCode::RenewalRefused => "renewal_refused",
         ErrorCode::SubmissionsClosed => "submissions_closed",
+        ErrorCode::Unvouched => "unvouched",
     }
 }
 
@@ -437,6 +459,7 @@ impl From<&CertCheckError> for ErrorCode {
             CertCheckError::Rejected(e) => ErrorCode::from(e),
             CertCheckError::TooLarge { .. } => ErrorCode::Limit,
             CertCheckError::NotBlackboard | CertCheckError::Store(_) => ErrorCode::Internal,
+            CertCheckError::Unvouched { .. } => ErrorCode::Unvouched,
             CertCheckError::BadSid(_)
             | CertCheckError::ChainTooLong(_)
             | CertCheckError::NotLegacy { .. } => ErrorCode::BadCertificate,
@@ -495,10 +518,10 @@ impl From<&Refusal> for ErrorCode {
     fn from(r: &Refusal) -> ErrorCode {
         match r {
             Refusal::NotOnRoster => ErrorCode::NotOnRoster,
-            Refusal::CodeRequired | Refusal::NoCodeIssued => ErrorCode::CodeRequired,
-            Refusal::WrongCode { .. } | Refusal::NoRoster => ErrorCode::WrongCode,
+            Refusal::CodeRequired => ErrorCode::CodeRequired,
+            Refusal::WrongCode | Refusal::NoRoster => ErrorCode::WrongCode,
             Refusal::CodeUsed => ErrorCode::CodeUsed,
-            Refusal::Locked => ErrorCode::Locked,
+            Refusal::Renewal(RenewalError::Unvouched { .. }) => ErrorCode::Unvouched,
             Refusal::Renewal(_) => ErrorCode::RenewalRefused,
         }
     }
@@ -508,6 +531,8 @@ impl From<&CommitRefusal> for ErrorCode {
     fn from(e: &CommitRefusal) -> ErrorCode {
         match e {
             CommitRefusal::CodeUsed { .. } => ErrorCode::from(&Refusal::CodeUsed),
+            CommitRefusal::RenewedRevoked { .. } => ErrorCode::RenewalRefused,
+            CommitRefusal::TooManyGuesses(_) => ErrorCode::TooManyGuesses,
             CommitRefusal::Unavailable | CommitRefusal::Failed => ErrorCode::Internal,
         }
     }
@@ -519,13 +544,19 @@ impl From<&CommitRefusal> for ErrorCode {
 pub fn commit_refusal(e: &StoreError) -> CommitRefusal {
     match e {
         StoreError::CodeUsed { sid } => CommitRefusal::CodeUsed { sid: sid.clone() },
+        StoreError::RenewedRevoked { sid, serial } => CommitRefusal::RenewedRevoked {
+            sid: sid.clone(),
+            serial: serial.clone(),
+        },
+        e @ StoreError::TooManyGuesses { .. } => CommitRefusal::TooManyGuesses(e.to_string()),
         StoreError::Unavailable(_) => CommitRefusal::Unavailable,
         StoreError::Io { .. }
         | StoreError::Sqlite(_)
         | StoreError::Incompatible(_)
         | StoreError::Duplicate(_)
         | StoreError::Postgres(_)
-        | StoreError::NotFound(_) => CommitRefusal::Failed,
+        | StoreError::NotFound(_)
+        | StoreError::Log(_) => CommitRefusal::Failed,
     }
 }
 
@@ -610,17 +641,21 @@ impl ConnectionError {
 
 /// Whether a store error that refused a commit is the server's failure:
 /// every one but a code spent meanwhile (two requests raced with one code,
-/// or it was reissued), which is the student's answer.
+/// or it was reissued), a renewed certificate revoked meanwhile, and a
+/// guess over its bounds, which are the caller's answers.
 fn commit_is_server_fault(e: &StoreError) -> bool {
     match e {
-        StoreError::CodeUsed { .. } => false,
+        StoreError::CodeUsed { .. }
+        | StoreError::RenewedRevoked { .. }
+        | StoreError::TooManyGuesses { .. } => false,
         StoreError::Io { .. }
         | StoreError::Sqlite(_)
         | StoreError::Incompatible(_)
         | StoreError::Duplicate(_)
         | StoreError::Postgres(_)
         | StoreError::NotFound(_)
-        | StoreError::Unavailable(_) => true,
+        | StoreError::Unavailable(_)
+        | StoreError::Log(_) => true,
     }
 }
 
@@ -652,9 +687,11 @@ impl fmt::Display for ConnectionError {
             ConnectionError::NoWorkers => {
                 write!(f, "internal error: this server has no worker pool")
             }
-            ConnectionError::Commit(StoreError::CodeUsed { sid }) => {
-                write!(f, "SID {sid}: {}", Refusal::CodeUsed)
+            ConnectionError::Commit(e @ StoreError::CodeUsed { .. })
+            | ConnectionError::Commit(e @ StoreError::RenewedRevoked { .. }) => {
+                write!(f, "{}", commit_refusal(e))
             }
+            ConnectionError::Commit(e @ StoreError::TooManyGuesses { .. }) => write!(f, "{e}"),
             ConnectionError::Commit(StoreError::Unavailable(_)) => f.write_str(STORE_UNAVAILABLE),
             ConnectionError::Commit(_) => write!(
                 f,
@@ -702,7 +739,9 @@ impl From<&ConnectionError> for ErrorCode {
             | ConnectionError::TooManyConnections
             | ConnectionError::OutOfDescriptors
             | ConnectionError::WorkersBusy { .. } => ErrorCode::Limit,
-            ConnectionError::Commit(e) if !commit_is_server_fault(e) => ErrorCode::CodeUsed,
+            ConnectionError::Commit(e) if !commit_is_server_fault(e) => {
+                ErrorCode::from(&commit_refusal(e))
+            }
             ConnectionError::Commit(_)
             | ConnectionError::NoWorkers
             | ConnectionError::CommitOutcomeUnknown

@@ -477,7 +477,11 @@ fn enrolled(sid: String, done: KeyDone, peer: &str) -> Step {
                 format!("student {sid} sign finished").into_bytes(),
                 pem,
             ],
-            then: After::Persist(cert_record(issued, Origin::Legacy, None)),
+            then: After::Persist(cert_record(
+                issued,
+                Origin::Legacy,
+                crate::store::Authorisation::Open,
+            )),
             ..Output::default()
         },
     )

@@ -32,7 +32,7 @@ use log::{debug, error};
 use mio::Waker;
 
 use crate::ops::metrics::Metrics;
-use crate::store::{Record, Storage, StoreError, Unavailable};
+use crate::store::{Authorisation, Record, Storage, StoreError, Unavailable};
 
 /// Why a batch is not known to be durable.
 #[derive(Debug)]
@@ -309,12 +309,12 @@ impl Durable {
             match r {
                 Record::Cert(c) => {
                     self.metrics.issued();
-                    if c.renewal {
+                    if matches!(c.authorised, Authorisation::Renewal { .. }) {
                         self.metrics.renewed();
                     }
                 }
                 Record::Report(_) => self.metrics.report_accepted(),
-                Record::WrongCode { .. } => {}
+                Record::Guess(_) => {}
             }
         }
         (self.announce)(records);
@@ -440,8 +440,8 @@ fn commit_one(store: &mut dyn Storage, records: &[Record], durable: &mut Durable
             durable.done(records);
             Ok(())
         }
-        Err(e @ StoreError::CodeUsed { .. }) => {
-            // The student's answer (code 14), not the server's failure.
+        Err(e @ (StoreError::CodeUsed { .. } | StoreError::RenewedRevoked { .. })) => {
+            // The student's answer (code 14 or 16), not the server's failure.
             debug!("commit of {} record(s) refused: {e}", records.len());
             Err(CommitError::Store(e))
         }
@@ -487,6 +487,24 @@ mod tests {
     }
 
     impl Storage for FakeStore {
+        fn log_head(&mut self) -> Result<crate::store::tlog::Head, StoreError> {
+            Ok(crate::store::tlog::Head {
+                size: 0,
+                root: crate::tlog::merkle::empty_root(),
+            })
+        }
+        fn log_nodes(
+            &mut self,
+            ids: &[crate::tlog::NodeId],
+        ) -> Result<Vec<crate::tlog::Hash>, StoreError> {
+            match ids.first() {
+                Some(id) => Err(StoreError::Log(crate::tlog::TreeError::MissingNode(*id))),
+                None => Ok(Vec::new()),
+            }
+        }
+        fn log_entries(&mut self, _: u64, _: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+            Ok(Vec::new())
+        }
         fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
             if let Ok(mut calls) = self.calls.lock() {
                 *calls += 1;
@@ -503,7 +521,7 @@ mod tests {
                 .iter()
                 .filter_map(|r| match r {
                     Record::Report(r) => Some(r.receipt_id),
-                    Record::Cert(_) | Record::WrongCode { .. } => None,
+                    Record::Cert(_) | Record::Guess(_) => None,
                 })
                 .collect();
             if ids.contains(&0) {
@@ -566,6 +584,9 @@ mod tests {
         }
         fn counts(&mut self) -> Result<Counts, StoreError> {
             Ok(Counts::default())
+        }
+        fn census(&mut self, _: i64) -> Result<crate::store::Census, StoreError> {
+            Ok(crate::store::Census::default())
         }
         fn record_window(&mut self, _: Option<i64>, _: Option<i64>) -> Result<(), StoreError> {
             Ok(())

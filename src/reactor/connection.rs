@@ -104,7 +104,13 @@ impl Connection {
     ) -> (Connection, Output) {
         let (handler, out) = match serves {
             Serves::Frames(kind) => {
-                let (f, out) = Frames::start(kind, shared, limits);
+                // Code guesses are counted per source address. A socket
+                // whose peer is already gone counts under 0.0.0.0: it
+                // will send nothing anyway.
+                let source = stream
+                    .peer_addr()
+                    .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
+                let (f, out) = Frames::start(kind, shared, limits, source);
                 (Handler::Frames(f), out)
             }
             Serves::Http => (Handler::Http(Http::new(http_limits)), Output::default()),

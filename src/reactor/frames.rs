@@ -25,9 +25,15 @@ pub(super) struct Frames {
 }
 
 impl Frames {
-    /// A new connection to a `kind` listener, and what to send at once.
-    pub(super) fn start(kind: ServiceKind, shared: &Shared, limits: &Limits) -> (Frames, Output) {
-        let (session, out) = Session::start(kind, shared);
+    /// A new connection from `source` to a `kind` listener, and what to
+    /// send at once.
+    pub(super) fn start(
+        kind: ServiceKind,
+        shared: &Shared,
+        limits: &Limits,
+        source: std::net::IpAddr,
+    ) -> (Frames, Output) {
+        let (session, out) = Session::start_from(kind, shared, source);
         let frames = Frames {
             decoder: Decoder::new(limits.max_frame),
             session,

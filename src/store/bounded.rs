@@ -29,9 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    Assignment, CertRow, CertStatus, CodeKey, Counts, EnrollView, Extension, Record, ReportRecord,
-    Revocation, RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial, Storage,
-    StoreError, Student, SubmissionView, Unavailable,
+    Assignment, Census, CertRow, CertStatus, CodeKey, Counts, EnrollView, Extension, Record,
+    ReportRecord, Revocation, RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial,
+    Storage, StoreError, Student, SubmissionView, Unavailable,
 };
 
 /// The longest a server's event loop waits for one answer of a store on
@@ -226,6 +226,9 @@ impl Storage for Bounded {
     fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
         self.call(false, |s| s.revocations())
     }
+    fn census(&mut self, now: i64) -> Result<Census, StoreError> {
+        self.call(false, move |s| s.census(now))
+    }
     fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
         self.call(false, |s| s.revocation_mark())
     }
@@ -271,6 +274,19 @@ impl Storage for Bounded {
     fn course_setting(&mut self, name: &str) -> Result<Option<String>, StoreError> {
         let name = name.to_string();
         self.call(false, move |s| s.course_setting(&name))
+    }
+    fn log_head(&mut self) -> Result<crate::store::tlog::Head, StoreError> {
+        self.call(false, |s| s.log_head())
+    }
+    fn log_nodes(
+        &mut self,
+        ids: &[crate::tlog::NodeId],
+    ) -> Result<Vec<crate::tlog::Hash>, StoreError> {
+        let ids = ids.to_vec();
+        self.call(false, move |s| s.log_nodes(&ids))
+    }
+    fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.call(false, move |s| s.log_entries(from, to))
     }
 }
 
@@ -344,6 +360,24 @@ mod tests {
     fn a_write_past_the_bound_has_an_unknown_outcome() {
         struct Slow;
         impl Storage for Slow {
+            fn log_head(&mut self) -> Result<crate::store::tlog::Head, StoreError> {
+                Ok(crate::store::tlog::Head {
+                    size: 0,
+                    root: crate::tlog::merkle::empty_root(),
+                })
+            }
+            fn log_nodes(
+                &mut self,
+                ids: &[crate::tlog::NodeId],
+            ) -> Result<Vec<crate::tlog::Hash>, StoreError> {
+                match ids.first() {
+                    Some(id) => Err(StoreError::Log(crate::tlog::TreeError::MissingNode(*id))),
+                    None => Ok(Vec::new()),
+                }
+            }
+            fn log_entries(&mut self, _: u64, _: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+                Ok(Vec::new())
+            }
             fn commit(&mut self, _: &[Record]) -> Result<(), StoreError> {
                 std::thread::sleep(Duration::from_millis(300));
                 Ok(())
@@ -404,6 +438,9 @@ mod tests {
             }
             fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
                 Ok(Vec::new())
+            }
+            fn census(&mut self, _: i64) -> Result<Census, StoreError> {
+                Ok(Census::default())
             }
             fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
                 Ok(RevocationMark::default())

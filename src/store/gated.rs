@@ -6,9 +6,9 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
 use super::{
-    Assignment, CertRow, CertStatus, CodeKey, Counts, EnrollView, Extension, Record, ReportRecord,
-    Revocation, RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial, Storage,
-    StoreError, Student, SubmissionView,
+    Assignment, Census, CertRow, CertStatus, CodeKey, Counts, EnrollView, Extension, Record,
+    ReportRecord, Revocation, RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial,
+    Storage, StoreError, Student, SubmissionView,
 };
 
 /// Which call waits.
@@ -18,6 +18,8 @@ pub(crate) enum GatedCall {
     Commit,
     /// `check` (a health check the database does not answer).
     Check,
+    /// `revocation_mark` (the read before each `/crl`).
+    RevocationMark,
 }
 
 /// `inner`, except that each `at` call first waits for one message on
@@ -95,7 +97,11 @@ impl<S: Storage> Storage for Gated<S> {
     fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
         self.inner.revocations()
     }
+    fn census(&mut self, now: i64) -> Result<Census, StoreError> {
+        self.inner.census(now)
+    }
     fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
+        self.wait(GatedCall::RevocationMark);
         self.inner.revocation_mark()
     }
     fn check(&mut self) -> Result<(), StoreError> {
@@ -125,5 +131,17 @@ impl<S: Storage> Storage for Gated<S> {
     }
     fn course_setting(&mut self, n: &str) -> Result<Option<String>, StoreError> {
         self.inner.course_setting(n)
+    }
+    fn log_head(&mut self) -> Result<crate::store::tlog::Head, StoreError> {
+        self.inner.log_head()
+    }
+    fn log_nodes(
+        &mut self,
+        ids: &[crate::tlog::NodeId],
+    ) -> Result<Vec<crate::tlog::Hash>, StoreError> {
+        self.inner.log_nodes(ids)
+    }
+    fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.inner.log_entries(from, to)
     }
 }

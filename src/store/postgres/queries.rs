@@ -2,15 +2,21 @@
 
 use crate::time::now_unix;
 
+use crate::store::tlog::AppendError;
 use postgres::{Client, Statement, Transaction};
 
 use super::PostgresStore;
 use crate::store::{
-    code_state_of, status_of, Assignment, CertColumns, CertRow, CertStatus, CodeColumns, CodeKey,
-    Counts, EnrollView, Extension, Record, ReportColumns, ReportRecord, Revocation,
-    RevocationColumns, RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial,
-    Storage, StoreError, Student, SubmissionView, Writes,
+    census_of, check_guess, code_state_of, status_of, Assignment, Census, CertColumns, CertRow,
+    CertStatus, CodeColumns, CodeKey, Counts, EnrollView, Extension, Record, ReportColumns,
+    ReportRecord, Revocation, RevocationColumns, RevocationMark, RevocationReason, RosterChange,
+    RosterEntry, Serial, Storage, StoreError, Student, SubmissionView, Supersede, Writes,
+    CENSUS_SQL, GUESS_RETENTION,
 };
+
+/// The first key of the advisory lock a transaction counting guesses takes
+/// per source (the second is the source's hash): "GUES".
+const GUESS_LOCK: i32 = 0x4755_4553;
 
 /// An open connection and its prepared statements.
 pub(super) struct Conn {
@@ -45,9 +51,14 @@ pub(super) struct Statements {
     revoke_sid: Statement,
     next_crl: Statement,
     consume_code: Statement,
-    wrong_code: Statement,
+    lock_source: Statement,
+    prune_guesses: Statement,
+    counted_guesses: Statement,
+    insert_guess: Statement,
     enrollment_view: Statement,
     submission_view: Statement,
+    supersede_renewed: Statement,
+    supersede_others: Statement,
 }
 
 impl Statements {
@@ -56,11 +67,14 @@ impl Statements {
             // One statement per table for the whole batch: a round trip
             // each, however many records.
             insert_certs: client.prepare(
-                "INSERT INTO certs (serial, sid, subject, not_before, not_after, der, origin, issued_at)
-                 SELECT serial, sid, subject, not_before, not_after, der, origin, $8
+                "INSERT INTO certs (serial, sid, subject, not_before, not_after, der, origin, issued_at,
+                                    authorised, vouched, renews)
+                 SELECT serial, sid, subject, not_before, not_after, der, origin, $8,
+                        authorised, vouched, renews
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
-                             $6::bytea[], $7::text[])
-                      WITH ORDINALITY AS t(serial, sid, subject, not_before, not_after, der, origin, n)
+                             $6::bytea[], $7::text[], $9::text[], $10::bool[], $11::text[])
+                      WITH ORDINALITY AS t(serial, sid, subject, not_before, not_after, der, origin,
+                                           authorised, vouched, renews, n)
                  ORDER BY n",
             )?,
             insert_reports: client.prepare(
@@ -74,8 +88,19 @@ impl Statements {
                                            assignment, late_by, file_size, file_sha256, n)
                  ORDER BY n",
             )?,
-            cert_status: client
-                .prepare("SELECT revoked_at, revoke_reason, origin FROM certs WHERE serial = $1")?,
+            cert_status: client.prepare(
+                "SELECT revoked_at, revoke_reason, origin, vouched FROM certs WHERE serial = $1",
+            )?,
+            // Under READ COMMITTED a second renewal of the same certificate
+            // waits for the first, then finds it revoked: one successor.
+            supersede_renewed: client.prepare(
+                "UPDATE certs SET revoked_at = $1, revoke_reason = $2
+                 WHERE serial = $3 AND sid = $4 AND revoked_at IS NULL",
+            )?,
+            supersede_others: client.prepare(
+                "UPDATE certs SET revoked_at = $1, revoke_reason = $2
+                 WHERE sid = $3 AND serial <> $4 AND revoked_at IS NULL",
+            )?,
             revoke_serial: client.prepare(
                 "UPDATE certs SET revoked_at = $1, revoke_reason = $2
                  WHERE serial = $3 AND revoked_at IS NULL",
@@ -89,16 +114,24 @@ impl Statements {
             // row waits for the first, then re-checks `used_at IS NULL`:
             // one code, one issuance, across hosts too.
             consume_code: client.prepare(
-                "UPDATE codes SET used_at = $1, used_serial = $2, wrong = 0
+                "UPDATE codes SET used_at = $1, used_serial = $2
                  WHERE sid = $3 AND code_key = $4 AND used_at IS NULL",
             )?,
-            wrong_code: client.prepare(
-                "UPDATE codes SET wrong = wrong + 1
-                 WHERE sid = $1 AND code_key = $2 AND used_at IS NULL",
+            // Held to the end of the transaction: a guess from the same
+            // source on another host waits here, then counts this one
+            // (its next statement sees what was committed meanwhile).
+            lock_source: client.prepare(
+                "SELECT pg_advisory_xact_lock($1::int4, hashtext($2::text))",
             )?,
+            prune_guesses: client.prepare("DELETE FROM guesses WHERE at <= $1")?,
+            counted_guesses: client.prepare(
+                "SELECT sid, at FROM guesses WHERE source = $1 AND at > $2 ORDER BY at",
+            )?,
+            insert_guess: client
+                .prepare("INSERT INTO guesses (sid, source, at) VALUES ($1, $2, $3)")?,
             enrollment_view: client.prepare(
                 "SELECT EXISTS (SELECT 1 FROM roster), r.sid IS NOT NULL,
-                        c.code_key, c.issued_at, c.used_at, c.wrong
+                        c.code_key, c.issued_at, c.used_at
                  FROM (SELECT 1) one
                  LEFT JOIN roster r ON r.sid = $1 AND r.dropped_at IS NULL
                  LEFT JOIN codes c ON c.sid = r.sid",
@@ -152,6 +185,9 @@ struct Columns<'a> {
     not_after: Vec<i64>,
     der: Vec<&'a [u8]>,
     origin: Vec<&'static str>,
+    authorised: Vec<&'static str>,
+    vouched: Vec<bool>,
+    renews: Vec<Option<&'a str>>,
     receipt_id: Vec<i64>,
     r_sid: Vec<&'a str>,
     r_serial: Vec<&'a str>,
@@ -175,6 +211,9 @@ impl<'a> Columns<'a> {
             c.not_after.push(cert.not_after);
             c.der.push(cert.der);
             c.origin.push(cert.origin);
+            c.authorised.push(cert.authorised);
+            c.vouched.push(cert.vouched);
+            c.renews.push(cert.renews.as_deref());
         }
         for r in &w.reports {
             c.receipt_id.push(r.receipt_id);
@@ -200,22 +239,41 @@ impl Storage for PostgresStore {
         let w = Writes::of(batch);
         let c = Columns::of(&w);
         let now = now_unix();
+        let leaves = crate::store::tlog::leaves_of(batch, now);
+        // A damaged log aborts the transaction (returned before commit).
+        let log_damage = std::cell::RefCell::new(None);
         let outcome = self.run("committing a batch", |conn| {
             let stmts = &conn.stmts;
             let mut tx = conn.client.transaction().map_err(TxFailure::Before)?;
             // Dropping `tx` on any early return rolls back.
-            let body = |tx: &mut Transaction<'_>| -> Result<Option<String>, postgres::Error> {
+            let body = |tx: &mut Transaction<'_>| -> Result<Option<StoreError>, postgres::Error> {
+                // Every lock first, in one order: no two hosts wait on
+                // each other in a cycle.
+                for source in w.guess_sources() {
+                    tx.execute(&stmts.lock_source, &[&GUESS_LOCK, &source])?;
+                }
+                for g in &w.guesses {
+                    tx.execute(&stmts.prune_guesses, &[&g.retained_after()])?;
+                    let rows = tx.query(&stmts.counted_guesses, &[&g.source, &g.window_start()])?;
+                    let counted = rows
+                        .iter()
+                        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                        .collect::<Result<Vec<(String, i64)>, postgres::Error>>()?;
+                    if let Err(e) = check_guess(g, &counted) {
+                        return Ok(Some(e));
+                    }
+                    tx.execute(&stmts.insert_guess, &[&g.sid, &g.source, &g.at])?;
+                }
                 for spend in &w.spends {
                     let n = tx.execute(
                         &stmts.consume_code,
                         &[&now, &spend.serial, &spend.sid, &spend.key],
                     )?;
                     if n == 0 {
-                        return Ok(Some(spend.sid.to_string()));
+                        return Ok(Some(StoreError::CodeUsed {
+                            sid: spend.sid.to_string(),
+                        }));
                     }
-                }
-                for (sid, key) in &w.wrong {
-                    tx.execute(&stmts.wrong_code, &[sid, key])?;
                 }
                 if !c.serial.is_empty() {
                     tx.execute(
@@ -229,8 +287,35 @@ impl Storage for PostgresStore {
                             &c.der,
                             &c.origin,
                             &now,
+                            &c.authorised,
+                            &c.vouched,
+                            &c.renews,
                         ],
                     )?;
+                }
+                let superseded = RevocationReason::Superseded.name();
+                for s in &w.supersedes {
+                    match s {
+                        Supersede::Renewed {
+                            sid,
+                            renews,
+                            renews_text,
+                        } => {
+                            let n = tx.execute(
+                                &stmts.supersede_renewed,
+                                &[&now, &superseded, renews_text, sid],
+                            )?;
+                            if n == 0 {
+                                return Ok(Some(StoreError::RenewedRevoked {
+                                    sid: sid.to_string(),
+                                    serial: (*renews).clone(),
+                                }));
+                            }
+                        }
+                        Supersede::AllOthers { sid, serial } => {
+                            tx.execute(&stmts.supersede_others, &[&now, &superseded, sid, serial])?;
+                        }
+                    }
                 }
                 if !c.receipt_id.is_empty() {
                     tx.execute(
@@ -249,17 +334,34 @@ impl Storage for PostgresStore {
                         ],
                     )?;
                 }
+                if !leaves.is_empty() {
+                    match crate::store::tlog::pg_append(tx, &leaves) {
+                        Ok(_) => {}
+                        Err(AppendError::Engine(e)) => return Err(e),
+                        Err(AppendError::Tree(e)) => {
+                            *log_damage.borrow_mut() = Some(e);
+                            return Ok(None);
+                        }
+                    }
+                }
                 Ok(None)
             };
-            if let Some(sid) = body(&mut tx).map_err(TxFailure::Before)? {
-                return Ok(Some(sid));
+            if let Some(refused) = body(&mut tx).map_err(TxFailure::Before)? {
+                return Ok(Some(refused));
+            }
+            if log_damage.borrow().is_some() {
+                // Dropping `tx` rolls back: no record without its leaf.
+                return Ok(None);
             }
             tx.commit().map_err(TxFailure::AtCommit)?;
             Ok(None)
         })?;
+        if let Some(e) = log_damage.into_inner() {
+            return Err(StoreError::Log(e));
+        }
         match outcome {
             None => Ok(()),
-            Some(sid) => Err(StoreError::CodeUsed { sid }),
+            Some(refused) => Err(refused),
         }
     }
 
@@ -274,7 +376,12 @@ impl Storage for PostgresStore {
                 return Ok(None);
             };
             let read = || -> Result<_, postgres::Error> {
-                Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+                Ok((
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                ))
             };
             read().map(Some).map_err(TxFailure::Before)
         })
@@ -317,7 +424,8 @@ impl Storage for PostgresStore {
             let rows = conn
                 .client
                 .query(
-                    "SELECT serial, sid, not_before, not_after, origin, revoked_at, revoke_reason, der
+                    "SELECT serial, sid, not_before, not_after, origin, revoked_at, revoke_reason, der,
+                            authorised, vouched
                      FROM certs ORDER BY issued_at, seq",
                     &[],
                 )
@@ -333,6 +441,8 @@ impl Storage for PostgresStore {
                         revoked_at: r.try_get(5)?,
                         reason: r.try_get(6)?,
                         der: r.try_get(7)?,
+                        authorised: r.try_get(8)?,
+                        vouched: r.try_get(9)?,
                     })
                 })
                 .collect::<Result<Vec<_>, postgres::Error>>()
@@ -418,6 +528,30 @@ impl Storage for PostgresStore {
         })
     }
 
+    fn log_head(&mut self) -> Result<crate::store::tlog::Head, StoreError> {
+        self.run("reading the log head", |conn| {
+            crate::store::tlog::pg_head(&mut conn.client).map_err(TxFailure::Before)
+        })?
+        .map_err(StoreError::Log)
+    }
+
+    fn log_nodes(
+        &mut self,
+        ids: &[crate::tlog::NodeId],
+    ) -> Result<Vec<crate::tlog::Hash>, StoreError> {
+        self.run("reading log hashes", |conn| {
+            crate::store::tlog::pg_nodes(&mut conn.client, ids).map_err(TxFailure::Before)
+        })?
+        .map_err(StoreError::Log)
+    }
+
+    fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.run("reading log entries", |conn| {
+            crate::store::tlog::pg_entries(&mut conn.client, from, to).map_err(TxFailure::Before)
+        })?
+        .map_err(StoreError::Log)
+    }
+
     fn check(&mut self) -> Result<(), StoreError> {
         self.run("checking the database", |conn| {
             conn.client
@@ -490,14 +624,16 @@ impl Storage for PostgresStore {
     }
 
     fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
+        let since = now_unix().saturating_sub(GUESS_RETENTION);
         self.run("reading the roster", |conn| {
             let rows = conn
                 .client
                 .query(
                     "SELECT r.sid, r.name, r.email, r.dropped_at,
-                            c.code_key, c.issued_at, c.used_at, c.wrong
+                            c.code_key, c.issued_at, c.used_at,
+                            (SELECT count(*) FROM guesses g WHERE g.sid = r.sid AND g.at > $1)
                      FROM roster r LEFT JOIN codes c ON c.sid = r.sid ORDER BY r.sid",
-                    &[],
+                    &[&since],
                 )
                 .map_err(TxFailure::Before)?;
             rows.iter()
@@ -508,19 +644,21 @@ impl Storage for PostgresStore {
                         r.try_get(2)?,
                         r.try_get(3)?,
                         raw_code(r, 4)?,
+                        r.try_get::<_, i64>(7)?,
                     ))
                 })
                 .collect::<Result<Vec<RosterColumns>, postgres::Error>>()
                 .map_err(TxFailure::Before)
         })?
         .into_iter()
-        .map(|(sid, name, email, dropped_at, raw)| {
+        .map(|(sid, name, email, dropped_at, raw, guesses)| {
             Ok(RosterEntry {
                 sid,
                 name,
                 code: code_state_of(raw)?,
                 email,
                 dropped_at,
+                recent_guesses: guesses.unsigned_abs(),
             })
         })
         .collect()
@@ -560,7 +698,7 @@ impl Storage for PostgresStore {
                         "INSERT INTO codes (sid, code_key, issued_at) VALUES ($1, $2, $3)
                          ON CONFLICT (sid) DO UPDATE
                          SET code_key = excluded.code_key, issued_at = excluded.issued_at,
-                             used_at = NULL, used_serial = NULL, wrong = 0
+                             used_at = NULL, used_serial = NULL
                          WHERE codes.used_at IS NOT NULL OR $4",
                         &[sid, &&key[..], &at, &replace_unused],
                     )?;
@@ -592,6 +730,21 @@ impl Storage for PostgresStore {
             };
             read().map_err(TxFailure::Before)
         })
+    }
+
+    fn census(&mut self, now: i64) -> Result<Census, StoreError> {
+        let n = self.run("taking the census", |conn| {
+            let r = conn
+                .client
+                .query_one(CENSUS_SQL, &[&now])
+                .map_err(TxFailure::Before)?;
+            let mut n = [0i64; 6];
+            for (i, v) in n.iter_mut().enumerate() {
+                *v = r.try_get(i).map_err(TxFailure::Before)?;
+            }
+            Ok(n)
+        })?;
+        Ok(census_of(n))
     }
 
     fn record_window(&mut self, open: Option<i64>, close: Option<i64>) -> Result<(), StoreError> {
@@ -784,13 +937,15 @@ impl Storage for PostgresStore {
     }
 }
 
-/// A roster row as read: SID, name, e-mail, removal time and code columns.
+/// A roster row as read: SID, name, e-mail, removal time, code columns and
+/// recent guesses.
 type RosterColumns = (
     String,
     String,
     Option<String>,
     Option<i64>,
     Option<CodeColumns>,
+    i64,
 );
 
 /// An `assignments` row from its first six columns.
@@ -811,12 +966,10 @@ fn raw_code(r: &postgres::Row, at: usize) -> Result<Option<CodeColumns>, postgre
     let Some(key) = key else {
         return Ok(None);
     };
-    let wrong: i32 = r.try_get(at + 3)?;
     Ok(Some(CodeColumns {
         key,
         issued_at: r.try_get(at + 1)?,
         used_at: r.try_get(at + 2)?,
-        wrong: i64::from(wrong),
     }))
 }
 
