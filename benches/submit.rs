@@ -110,6 +110,9 @@ fn run_part(part: &str, shared: &mut Shared, hello: &Hello) -> Result<(), BoxErr
                 report_sha256: "ab".repeat(32),
                 transcript_sha256: "cd".repeat(32),
                 version: RECEIPT_VERSION,
+                assignment: Some("lab".into()),
+                late: Some(false),
+                late_seconds: None,
                 log_index: None,
                 log_proof: None,
             };

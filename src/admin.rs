@@ -4,7 +4,9 @@
 //! server runs.
 
 mod course;
+mod coursework;
 mod csv;
+mod email;
 mod export;
 pub mod log;
 
@@ -16,6 +18,11 @@ pub use course::{
     import_roster, issue_codes, parse_roster, status, status_rows, CodeRequest, Imported,
     StatusRow, Unverified, UNVERIFIED_REASON,
 };
+pub use coursework::{
+    add_assignment, assignment_status, close_assignment, edit_assignment, extend, gradebook,
+    list_assignments, remove_student, set_timezone, timezone, AssignmentSpec, Standing,
+};
+pub use email::{check_address, write_messages, Letter};
 pub use export::{certs, reports, select_reports, Format, ReportFilter};
 
 use crate::ca::{CertificateAuthority, Serial};
@@ -351,6 +358,8 @@ mod tests {
                 received_at: now_unix(),
                 text: "first line\nsecond line\n".into(),
                 origin: Origin::Certboard,
+                assignment: "lab".into(),
+                late_by: None,
             })])
             .unwrap();
         (store, serials)

@@ -32,6 +32,7 @@ pub mod client;
 // `bin/client`'s secrets file.
 pub mod config;
 // Enrollment codes and the window: `bin/server`, tests, fuzz.
+pub mod assignment;
 pub mod course;
 // Key derivation, report crypto, fingerprints: the adversary, the load
 // generator and tests build wire messages with it.

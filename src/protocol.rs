@@ -511,7 +511,8 @@ impl ProtocolError {
             | ProtocolError::Enrollment(_)
             | ProtocolError::Expired(_)
             | ProtocolError::UnsupportedVersion { .. }
-            | ProtocolError::Closed(_)) => warn!("{peer}: {other}"),
+            | ProtocolError::Closed(_)
+            | ProtocolError::Deadline(_)) => warn!("{peer}: {other}"),
         }
     }
 }

@@ -46,6 +46,18 @@ pub struct ReceiptContent {
     pub transcript_sha256: String,
     /// [`RECEIPT_VERSION`].
     pub version: u32,
+    /// The assignment the report was handed in for (issue 20; absent from
+    /// receipts made before assignments existed). A version 2 client that
+    /// predates it ignores it: unknown keys are ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<String>,
+    /// Whether it came after her due time (absent: made before
+    /// assignments existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late: Option<bool>,
+    /// How many seconds after her due time, when late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_seconds: Option<i64>,
     /// The index of the report's entry in the transparency log (PROTOCOL.md
     /// §11), when Blackboard's host holds the log key.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -660,6 +660,12 @@ impl Server {
         if serve_bb {
             info!("submissions: {}", cfg.window.describe());
             writer.record_window(cfg.window.open, cfg.window.close)?;
+            let lab = crate::assignment::lab_at_start(&mut *writer, &cfg.window)?;
+            let zone = writer.course_setting(crate::store::TIMEZONE_SETTING)?;
+            info!(
+                "version 2 reports go to {} (server assignment edit lab ... changes it live)",
+                crate::assignment::describe(&lab, zone.as_deref())
+            );
         }
         let opened = match (early_ca, new_root_pass) {
             (Some(ca), _) => Some(ca),

@@ -91,6 +91,9 @@ pub enum StoreError {
         /// The SID whose code it was.
         sid: String,
     },
+    /// A write named a record that does not exist (an extension of an
+    /// assignment that is not there).
+    NotFound(String),
     /// A renewal was to supersede the certificate it renews, and that
     /// certificate is revoked already (by the operator, or superseded by
     /// another renewal or enrollment meanwhile): nothing of the transaction
@@ -133,6 +136,7 @@ impl fmt::Display for StoreError {
             StoreError::CodeUsed { sid } => {
                 write!(f, "the enrollment code of SID {sid} is already used")
             }
+            StoreError::NotFound(what) => write!(f, "no such {what}"),
             StoreError::RenewedRevoked { sid, serial } => write!(
                 f,
                 "the certificate SID {sid} renewed (serial {serial}) was revoked meanwhile"
@@ -415,6 +419,11 @@ pub struct ReportRecord {
     pub text: String,
     /// How it was submitted.
     pub origin: Origin,
+    /// The assignment it was handed in for ([`DEFAULT_ASSIGNMENT`] for
+    /// every version 2 and legacy report).
+    pub assignment: String,
+    /// Seconds after her due time it came (`None`: on time).
+    pub late_by: Option<i64>,
 }
 
 impl ReportRecord {
@@ -481,7 +490,64 @@ pub struct Student {
     pub sid: String,
     /// Her name.
     pub name: String,
+    /// Her e-mail address, when the roster has an `email` column (an
+    /// import without one leaves a stored address as it is).
+    pub email: Option<String>,
 }
+
+/// The assignment every version 2 and legacy report goes to: the lab of
+/// the design card, whose window the old `--submissions-open/close` flags
+/// set.
+pub const DEFAULT_ASSIGNMENT: &str = "lab";
+
+/// An assignment, as stored (times in Unix seconds, UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// Short id (`[a-z0-9_-]`, at most 32 characters), e.g. `hw1`.
+    pub id: String,
+    /// Its title, for people.
+    pub title: String,
+    /// Submissions are refused before this time (`None`: open at once).
+    pub opens: Option<i64>,
+    /// Submissions from this time on are late (`None`: never late; only
+    /// the `lab` made from the restart flags has none).
+    pub due: Option<i64>,
+    /// Late submissions are refused from this time on (`None`: nothing
+    /// is taken late, the due time closes it).
+    pub late_until: Option<i64>,
+    /// Closed by the instructor (`assignment close`) at this time:
+    /// nothing is taken from then on, whatever the other times say.
+    pub closed_at: Option<i64>,
+}
+
+/// One student's own due time for one assignment (`server extend`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extension {
+    /// The student.
+    pub sid: String,
+    /// The assignment.
+    pub assignment: String,
+    /// Her due time, Unix seconds.
+    pub until: i64,
+    /// When it was granted.
+    pub granted_at: i64,
+}
+
+/// What a submission to one assignment is decided on, read in one go per
+/// submission (the store, not the process, is the truth: an `assignment
+/// edit` holds for the next submission on every host).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SubmissionView {
+    /// The assignment (`None`: no such assignment).
+    pub assignment: Option<Assignment>,
+    /// Her extension of it, if any: her own due time.
+    pub extension: Option<i64>,
+    /// The course's IANA time zone, for the times a refusal shows.
+    pub timezone: Option<String>,
+}
+
+/// The name of the course setting holding its IANA time zone.
+pub const TIMEZONE_SETTING: &str = "timezone";
 
 /// What an import changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -514,6 +580,11 @@ pub struct RosterEntry {
     pub name: String,
     /// Her enrollment code, if one was ever issued.
     pub code: Option<CodeState>,
+    /// Her e-mail address, if the roster gave one.
+    pub email: Option<String>,
+    /// When she was removed from the roster (`roster remove`): she no
+    /// longer counts, and may no longer enroll; her records stay.
+    pub dropped_at: Option<i64>,
     /// Code guesses for her SID counted in the last [`GUESS_RETENTION`]
     /// seconds, from any source: right and wrong alike, since a guess is
     /// counted before it is checked.
@@ -538,7 +609,7 @@ pub struct Counts {
     pub certs: u64,
     /// Reports accepted.
     pub reports: u64,
-    /// Students on the roster.
+    /// Students on the roster (not removed).
     pub roster: u64,
 }
 
@@ -556,7 +627,8 @@ pub struct Census {
     pub students_current: u64,
     /// Reports recorded.
     pub reports: u64,
-    /// Students on the roster.
+    /// Students on the roster (not those removed from it, as in
+    /// [`Counts::roster`]).
     pub roster: u64,
 }
 
@@ -568,7 +640,7 @@ pub(crate) const CENSUS_SQL: &str = "SELECT
     (SELECT count(*) FROM certs WHERE revoked_at IS NOT NULL),
     (SELECT count(DISTINCT sid) FROM certs WHERE revoked_at IS NULL AND not_after > $1),
     (SELECT count(*) FROM reports),
-    (SELECT count(*) FROM roster)";
+    (SELECT count(*) FROM roster WHERE dropped_at IS NULL)";
 
 /// A [`Census`] from [`CENSUS_SQL`]'s six counts, in order.
 pub(crate) fn census_of(n: [i64; 6]) -> Census {
@@ -667,6 +739,38 @@ pub trait Storage {
     /// Whether the store can serve now (`GET /health`): it answers a query,
     /// and what it answers from is still where later writes will be read.
     fn check(&mut self) -> Result<(), StoreError>;
+    /// Creates the assignment, or replaces every field of the one with its
+    /// id (the caller has merged an edit).
+    fn put_assignment(&mut self, assignment: &Assignment) -> Result<(), StoreError>;
+    /// Every assignment, by due time (none first), then id.
+    fn assignments(&mut self) -> Result<Vec<Assignment>, StoreError>;
+    /// The assignment, her extension and the course's zone, for one
+    /// submission (read per submission, like [`Storage::enrollment_view`]).
+    fn submission_view(
+        &mut self,
+        sid: &str,
+        assignment: &str,
+    ) -> Result<SubmissionView, StoreError>;
+    /// Sets her own due time for an existing assignment (replacing an
+    /// earlier extension); [`StoreError::NotFound`] when there is no such
+    /// assignment.
+    fn extend(
+        &mut self,
+        sid: &str,
+        assignment: &str,
+        until: i64,
+        at: i64,
+    ) -> Result<(), StoreError>;
+    /// Every extension, by assignment then SID.
+    fn extensions(&mut self) -> Result<Vec<Extension>, StoreError>;
+    /// Removes a student from the roster at `at` (her certificates, reports
+    /// and extensions stay); `false` when she is not on it (or already
+    /// removed). A later import that lists her puts her back.
+    fn drop_student(&mut self, sid: &str, at: i64) -> Result<bool, StoreError>;
+    /// Sets (or with `None` clears) a text setting of the course.
+    fn set_course_setting(&mut self, name: &str, value: Option<&str>) -> Result<(), StoreError>;
+    /// A text setting of the course.
+    fn course_setting(&mut self, name: &str) -> Result<Option<String>, StoreError>;
     /// The transparency log's tree head (size and root).
     fn log_head(&mut self) -> Result<tlog::Head, StoreError>;
     /// Stored log hashes, in the order asked; a missing one is
@@ -751,6 +855,12 @@ struct ReportInsert<'a> {
     received_at: i64,
     text: &'a str,
     origin: &'static str,
+    assignment: &'a str,
+    late_by: Option<i64>,
+    /// Size and lower-case hex SHA-256 of the handed-in bytes (the report
+    /// text, for version 2): the columns a file submission fills too.
+    file_size: i64,
+    file_sha256: String,
 }
 
 impl<'a> Writes<'a> {
@@ -803,6 +913,10 @@ impl<'a> Writes<'a> {
                     received_at: r.received_at,
                     text: &r.text,
                     origin: r.origin.as_str(),
+                    assignment: &r.assignment,
+                    late_by: r.late_by,
+                    file_size: i64::try_from(r.text.len()).unwrap_or(i64::MAX),
+                    file_sha256: r.sha256_hex(),
                 }),
                 Record::Guess(g) => w.guesses.push(g),
             }
@@ -891,6 +1005,8 @@ struct ReportColumns {
     received_at: i64,
     text: String,
     origin: String,
+    assignment: String,
+    late_by: Option<i64>,
 }
 
 impl ReportColumns {
@@ -902,6 +1018,8 @@ impl ReportColumns {
             received_at: self.received_at,
             text: self.text,
             origin: Origin::parse(&self.origin),
+            assignment: self.assignment,
+            late_by: self.late_by,
         })
     }
 }

@@ -439,7 +439,8 @@ fn guesses_are_bounded_per_address_and_never_lock_the_student_out() -> TestResul
 /// Issue 22, item 1: an unauthenticated caller cannot tell a SID on the
 /// roster from one off it: no code (12) and a wrong code (13) are
 /// answered alike, word for word but the SID, and guesses at either are
-/// counted alike (the third is refused with 15 for both).
+/// counted alike (the third is refused with 15 for both). A student removed
+/// from the roster is one off it, even with her own code.
 #[test]
 fn the_roster_does_not_leak_to_a_caller_without_a_code() -> TestResult {
     let server = TestServer::start(&["--guesses-per-sid", "2"])?;
@@ -473,6 +474,15 @@ fn the_roster_does_not_leak_to_a_caller_without_a_code() -> TestResult {
     let on = answers("1155000003")?;
     let off = answers("1155000009")?;
     assert_eq!(on, off);
+    // A student removed from the roster is off it: her own unspent code is
+    // answered as a wrong one, and the rest as for any SID off the roster.
+    let out = server.admin(&["roster", "remove", "1155000002"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let codes = client::read_codes(&std::fs::read_to_string(server.path().join("codes.csv"))?)?;
+    let hers = codes.get("1155000002").ok_or("no code for 1155000002")?;
+    let r = attempt_from(&server, "127.0.0.2", "1155000002", hers)?;
+    assert_eq!(refused_code(&r), Some(ErrorCode::WrongCode), "{r:?}");
+    assert_eq!(answers("1155000002")?, off);
     let codes: Vec<Option<ErrorCode>> = on.iter().map(|(c, _)| *c).collect();
     assert_eq!(
         codes,
@@ -559,7 +569,8 @@ fn the_course_script_runs_the_whole_course() -> TestResult {
         "renewing: proving possession",
         "total 3: enrolled 3, submitted 3, missing 0",
         "total 4: enrolled 3, submitted 3, missing 1 (1155000004)",
-        "FAILED: refused by the server: submissions closed at 2000-01-01T00:00:00Z",
+        // The flags set the lab assignment's due time (issue 20).
+        "FAILED: refused by the server: assignment lab: submissions closed at 2000-01-01T00:00:00Z",
         "submissions: until 2000-01-01T00:00:00Z",
         "== course complete: every expectation held",
     ] {

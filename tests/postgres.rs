@@ -47,6 +47,8 @@ fn report(receipt_id: u64, sid: &str, serial: &str) -> Record {
         received_at: 1_750_000_000,
         text: "line one\nline two ✓\n".into(),
         origin: Origin::Legacy,
+        assignment: "lab".into(),
+        late_by: None,
     })
 }
 

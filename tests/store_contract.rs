@@ -13,6 +13,7 @@ mod pg;
 
 use std::sync::{Arc, Barrier};
 
+use certboard::store::{Assignment, SubmissionView, TIMEZONE_SETTING};
 use certboard::store::{
     Authorisation, Authorised, CertRecord, CertStatus, CodeKey, Guess, GuessBound, GuessLimits,
     Origin, PostgresStore, Record, ReportRecord, RevocationMark, RosterChange, SqliteStore,
@@ -116,6 +117,8 @@ fn report(receipt_id: u64, sid: &str, serial: &str, received_at: i64) -> Record 
         received_at,
         text: "line one\nline two ✓\n".into(),
         origin: Origin::Legacy,
+        assignment: "lab".into(),
+        late_by: None,
     })
 }
 
@@ -188,6 +191,7 @@ fn students(list: &[(&str, &str)]) -> Vec<Student> {
         .map(|(sid, name)| Student {
             sid: sid.to_string(),
             name: name.to_string(),
+            email: None,
         })
         .collect()
 }
@@ -701,6 +705,148 @@ fn an_empty_store_counts_nothing_and_is_healthy<E: Engine>() -> TestResult {
     Ok(())
 }
 
+fn hw(id: &str, due: Option<i64>) -> Assignment {
+    Assignment {
+        id: id.into(),
+        title: format!("Homework {id}"),
+        opens: Some(100),
+        due,
+        late_until: due.map(|d| d + 50),
+        closed_at: None,
+    }
+}
+
+/// Assignments are created, replaced whole by an edit, listed by due time
+/// (none first), and read per submission with her extension and the
+/// course's zone, by every connection at once (the running server's next
+/// submission sees an edit made by an admin command).
+fn assignments_and_extensions_are_read_per_submission<E: Engine>() -> TestResult {
+    let e = E::fresh("assignments")?;
+    let mut admin = e.open()?;
+    let mut server = e.open()?;
+    assert!(admin.assignments()?.is_empty());
+    assert_eq!(
+        server.submission_view("s1", "hw1")?,
+        SubmissionView::default()
+    );
+    admin.put_assignment(&hw("hw2", Some(2000)))?;
+    admin.put_assignment(&hw("hw1", Some(1000)))?;
+    admin.put_assignment(&hw("lab", None))?;
+    let ids: Vec<String> = admin.assignments()?.into_iter().map(|a| a.id).collect();
+    assert_eq!(ids, ["lab", "hw1", "hw2"]);
+    let v = server.submission_view("s1", "hw1")?;
+    assert_eq!(v.assignment, Some(hw("hw1", Some(1000))));
+    assert_eq!((v.extension, v.timezone), (None, None));
+    // An edit replaces every field; the other connection reads it next.
+    let moved = Assignment {
+        title: "Moved".into(),
+        due: Some(5000),
+        late_until: None,
+        closed_at: Some(6000),
+        ..hw("hw1", None)
+    };
+    admin.put_assignment(&moved)?;
+    assert_eq!(server.submission_view("s1", "hw1")?.assignment, Some(moved));
+    // Extensions: per student, replaced by a later one, only for an
+    // assignment that exists.
+    admin.extend("s1", "hw1", 7000, 10)?;
+    admin.extend("s1", "hw1", 8000, 11)?;
+    admin.extend("s2", "hw2", 9000, 12)?;
+    assert!(matches!(
+        admin.extend("s1", "nope", 1, 1),
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(server.submission_view("s1", "hw1")?.extension, Some(8000));
+    assert_eq!(server.submission_view("s2", "hw1")?.extension, None);
+    let listed: Vec<(String, String, i64, i64)> = admin
+        .extensions()?
+        .into_iter()
+        .map(|x| (x.sid, x.assignment, x.until, x.granted_at))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("s1".into(), "hw1".into(), 8000, 11),
+            ("s2".into(), "hw2".into(), 9000, 12)
+        ]
+    );
+    // The course's zone, set and cleared.
+    admin.set_course_setting(TIMEZONE_SETTING, Some("Asia/Hong_Kong"))?;
+    assert_eq!(
+        server.submission_view("s1", "hw2")?.timezone.as_deref(),
+        Some("Asia/Hong_Kong")
+    );
+    admin.set_course_setting(TIMEZONE_SETTING, Some("UTC"))?;
+    assert_eq!(
+        e.open()?.course_setting(TIMEZONE_SETTING)?.as_deref(),
+        Some("UTC")
+    );
+    admin.set_course_setting(TIMEZONE_SETTING, None)?;
+    assert_eq!(server.course_setting(TIMEZONE_SETTING)?, None);
+    Ok(())
+}
+
+/// A report keeps its assignment and how late it came.
+fn reports_keep_their_assignment_and_lateness<E: Engine>() -> TestResult {
+    let e = E::fresh("late")?;
+    let mut s = e.open()?;
+    s.commit(&[cert("0A", "s1")])?;
+    let Record::Report(mut r) = report(1, "s1", "0A", 10) else {
+        unreachable!()
+    };
+    r.assignment = "hw1".into();
+    r.late_by = Some(125);
+    s.commit(&[Record::Report(r.clone()), report(2, "s1", "0A", 11)])?;
+    let got = e.open()?.reports()?;
+    assert_eq!(got[0], r);
+    assert_eq!((got[1].assignment.as_str(), got[1].late_by), ("lab", None));
+    Ok(())
+}
+
+/// A removed student leaves the roster's count and may not enroll (the
+/// roster stays on: nobody else may enroll openly), her records stay; an
+/// import that lists her puts her back. E-mails are kept, and an import
+/// without them leaves them as they were.
+fn a_removed_student_leaves_the_count_and_her_records_stay<E: Engine>() -> TestResult {
+    let e = E::fresh("drop")?;
+    let mut s = e.open()?;
+    let mut list = students(&[("s1", "One"), ("s2", "Two")]);
+    list[0].email = Some("one@example.edu".into());
+    s.import_roster(&list)?;
+    s.commit(&[cert("0A", "s1"), report(1, "s1", "0A", 10)])?;
+    s.store_codes(&[("s1".into(), [5; 32])], 20, false)?;
+    assert!(s.enrollment_view("s1")?.code.is_some());
+    assert!(s.drop_student("s1", 77)?);
+    assert!(!s.drop_student("s1", 78)?, "already removed");
+    assert!(!s.drop_student("nobody", 78)?);
+    assert_eq!(s.counts()?.roster, 1);
+    let view = e.open()?.enrollment_view("s1")?;
+    assert!(view.roster_on && !view.on_roster, "{view:?}");
+    // Exactly as a SID never on it (her code not seen), so nothing tells
+    // them apart; the census counts her out too.
+    assert_eq!(view, e.open()?.enrollment_view("nobody")?);
+    assert_eq!(s.census(0)?.roster, 1);
+    let roster = s.roster()?;
+    assert_eq!(roster[0].dropped_at, Some(77));
+    assert_eq!(roster[0].email.as_deref(), Some("one@example.edu"));
+    assert_eq!(
+        (roster[1].dropped_at, roster[1].email.as_deref()),
+        (None, None)
+    );
+    assert_eq!(s.reports()?.len(), 1);
+    assert_eq!(s.cert_status(&sn("0A"))?, good());
+    // Imported again (without e-mails): back on, e-mail kept.
+    let change = s.import_roster(&students(&[("s1", "One")]))?;
+    assert_eq!(change.added, 1);
+    assert!(e.open()?.enrollment_view("s1")?.on_roster);
+    let back = &s.roster()?[0];
+    assert_eq!(
+        (back.dropped_at, back.email.as_deref()),
+        (None, Some("one@example.edu"))
+    );
+    Ok(())
+}
+
 /// A new certificate revokes what it replaces as superseded, in its own
 /// transaction (issue 20, gap 7): a renewal the certificate it renews (and
 /// commits only if that one is still unrevoked: nothing grows from a
@@ -938,6 +1084,9 @@ contract!(
     two_connections_racing_with_one_code_issue_once,
     the_submission_window_is_recorded,
     an_empty_store_counts_nothing_and_is_healthy,
+    assignments_and_extensions_are_read_per_submission,
+    reports_keep_their_assignment_and_lateness,
+    a_removed_student_leaves_the_count_and_her_records_stay,
     a_new_certificate_supersedes_what_it_replaces,
     the_census_counts_what_is_current_at_the_time_given,
     every_record_has_its_leaf_and_the_head_is_their_root,

@@ -53,6 +53,9 @@ fn fixture() -> &'static Fixture {
             version: RECEIPT_VERSION,
             log_index: None,
             log_proof: None,
+            assignment: None,
+            late: None,
+            late_seconds: None,
         };
         let receipt = honest
             .sign_receipt(&content.to_json())
@@ -144,6 +147,9 @@ fuzz_target!(|data: &[u8]| {
                 version: RECEIPT_VERSION,
                 log_index: None,
                 log_proof: None,
+                assignment: None,
+                late: None,
+                late_seconds: None,
             };
             let der = f.other.sign_receipt(&content.to_json()).expect("sign");
             let v = verify_receipt(&der, &f.root, Some(OTHER_NAME))

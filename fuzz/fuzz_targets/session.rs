@@ -78,6 +78,7 @@ fuzz_target!(|data: &[u8]| {
         let fuzz = Student {
             sid: "fuzz".into(),
             name: "Fuzz".into(),
+            email: None,
         };
         store.import_roster(&[fuzz]).expect("seed a roster");
         store

@@ -130,6 +130,8 @@ pub fn parse_roster(text: &str) -> Result<Vec<Student>, Vec<(usize, String)>> {
             format!("the header must name columns `sid` and `name` (found {header:?})"),
         )]);
     };
+    // Optional: codes are then written with it (`roster codes`, `--eml`).
+    let email_col = column("email");
     let mut problems = Vec::new();
     let mut students = Vec::new();
     let mut seen = HashSet::new();
@@ -164,9 +166,20 @@ pub fn parse_roster(text: &str) -> Result<Vec<Student>, Vec<(usize, String)>> {
             problems.push((*line, format!("SID {sid} appears twice")));
             continue;
         }
+        let email = match email_col.map(|c| row.get(c).map(|s| s.trim()).unwrap_or("")) {
+            None | Some("") => None,
+            Some(e) => match super::email::check_address(e) {
+                Ok(()) => Some(e.to_string()),
+                Err(why) => {
+                    problems.push((*line, format!("SID {sid}: {why}")));
+                    continue;
+                }
+            },
+        };
         students.push(Student {
             sid: sid.to_string(),
             name: name.to_string(),
+            email,
         });
     }
     if problems.is_empty() {
@@ -200,7 +213,7 @@ pub fn issue_codes(
         Some(sid) => {
             let entry = roster
                 .iter()
-                .find(|e| &e.sid == sid)
+                .find(|e| &e.sid == sid && e.dropped_at.is_none())
                 .ok_or_else(|| AdminError::NotFound(format!("SID {sid} is not on the roster")))?;
             if entry.code.as_ref().is_some_and(|c| c.used_at.is_none()) && !req.reissue {
                 return Err(AdminError::Refused(format!(
@@ -212,6 +225,7 @@ pub fn issue_codes(
         }
         None => roster
             .iter()
+            .filter(|e| e.dropped_at.is_none())
             .filter(|e| match &e.code {
                 None => true,
                 Some(c) => req.reissue && c.used_at.is_none(),
@@ -243,9 +257,21 @@ pub fn issue_codes(
         }
     };
     let stored: HashSet<String> = stored.into_iter().collect();
-    let mut text = csv::record(&["sid", "code"]);
+    let with_email = roster.iter().any(|e| e.email.is_some());
+    let mut text = if with_email {
+        csv::record(&["sid", "name", "email", "code"])
+    } else {
+        csv::record(&["sid", "code"])
+    };
     for (sid, code) in codes.iter().filter(|(sid, _)| stored.contains(sid)) {
-        text.push_str(&csv::record(&[sid, &code.grouped()]));
+        if with_email {
+            let entry = roster.iter().find(|e| &e.sid == sid);
+            let name = entry.map_or("", |e| e.name.as_str());
+            let email = entry.and_then(|e| e.email.as_deref()).unwrap_or("");
+            text.push_str(&csv::record(&[sid, name, email, &code.grouped()]));
+        } else {
+            text.push_str(&csv::record(&[sid, &code.grouped()]));
+        }
     }
     file.write_all(text.as_bytes()).map_err(file_err)?;
     file.sync_all().map_err(file_err)?;
@@ -281,7 +307,10 @@ pub struct StatusRow {
 /// The course at a glance: one row per roster student (per SID seen,
 /// without a roster).
 pub fn status_rows(store: &mut dyn Storage) -> Result<Vec<StatusRow>, AdminError> {
-    let roster = store.roster()?;
+    let mut roster = store.roster()?;
+    // A student removed from the roster (`roster remove`) no longer counts.
+    let removed = roster.iter().any(|e| e.dropped_at.is_some());
+    roster.retain(|e| e.dropped_at.is_none());
     let mut certs: BTreeMap<String, Vec<CertRow>> = BTreeMap::new();
     for c in store.certs()? {
         certs.entry(c.sid.clone()).or_default().push(c);
@@ -303,8 +332,10 @@ pub fn status_rows(store: &mut dyn Storage) -> Result<Vec<StatusRow>, AdminError
             (e.sid.clone(), e.name.clone(), code, e.recent_guesses)
         })
         .collect();
-    let roster_on = !roster.is_empty();
-    if roster.is_empty() {
+    // The roster stays in force while it lists anyone, removed or not (as
+    // the store's enrollment view sees it).
+    let roster_on = !roster.is_empty() || removed;
+    if !roster_on {
         let seen: std::collections::BTreeSet<&String> =
             certs.keys().chain(reports.keys()).collect();
         who = seen

@@ -103,23 +103,40 @@ fn report_key(receipt: u64) -> String {
     format!("report with receipt {receipt}")
 }
 
+/// The part of a leaf its record fixes: a certificate's hash; a report's
+/// hash, assignment and late flag (so a report moved to another assignment,
+/// or its lateness edited, no longer matches its leaf).
+#[derive(Debug, PartialEq, Eq)]
+enum Content {
+    Cert([u8; 32]),
+    Report {
+        sha256: [u8; 32],
+        assignment: String,
+        late: bool,
+    },
+}
+
 /// Verifies the log in `store` (see the module's header).
 pub fn verify(store: &mut dyn Storage) -> Result<Result<LogVerified, LogProblem>, StoreError> {
     let head = store.log_head()?;
     // What the records say each leaf must hold, by record.
-    let mut expected: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut expected: HashMap<String, Content> = HashMap::new();
     let certs = store.certs()?;
     for c in &certs {
         expected.insert(
             cert_key(&c.serial.to_string()),
-            openssl::sha::sha256(&c.der).to_vec(),
+            Content::Cert(openssl::sha::sha256(&c.der)),
         );
     }
     let reports = store.reports()?;
     for r in &reports {
         expected.insert(
             report_key(r.receipt_id),
-            openssl::sha::sha256(r.text.as_bytes()).to_vec(),
+            Content::Report {
+                sha256: openssl::sha::sha256(r.text.as_bytes()),
+                assignment: r.assignment.clone(),
+                late: r.late_by.is_some(),
+            },
         );
     }
     let mut seen: HashMap<String, u64> = HashMap::new();
@@ -140,17 +157,28 @@ pub fn verify(store: &mut dyn Storage) -> Result<Result<LogVerified, LogProblem>
                     }))
                 }
             };
-            let (key, hash) = match &leaf {
+            let (key, content) = match leaf {
                 Leaf::Cert {
                     serial,
                     cert_sha256,
                     ..
-                } => (cert_key(serial), cert_sha256.to_vec()),
+                } => (cert_key(&serial), Content::Cert(cert_sha256)),
                 Leaf::Submission {
-                    receipt_id, sha256, ..
-                } => (report_key(*receipt_id), sha256.to_vec()),
+                    receipt_id,
+                    sha256,
+                    assignment,
+                    late,
+                    ..
+                } => (
+                    report_key(receipt_id),
+                    Content::Report {
+                        sha256,
+                        assignment,
+                        late,
+                    },
+                ),
             };
-            if expected.get(&key) != Some(&hash) {
+            if expected.get(&key) != Some(&content) {
                 return Ok(Err(LogProblem::LeafWithoutRecord { index, what: key }));
             }
             if seen.insert(key.clone(), index).is_some() {
@@ -234,6 +262,8 @@ mod tests {
             received_at: 100,
             text: text.into(),
             origin: Origin::Certboard,
+            assignment: crate::store::DEFAULT_ASSIGNMENT.into(),
+            late_by: None,
         }))
     }
 
@@ -292,6 +322,48 @@ mod tests {
                 "report with receipt 99".into()
             ))
         );
+        Ok(())
+    }
+
+    /// A report's leaf carries its assignment and lateness: a late report
+    /// verifies as late, and one moved to another assignment or made on
+    /// time behind certboard's back no longer matches its leaf.
+    #[test]
+    fn a_reports_assignment_and_lateness_are_checked_against_its_leaf() -> TestResult {
+        let (d, mut s) = with_reports(2)?;
+        let Record::Report(mut late) = report(3, "late one")? else {
+            return Err("not a report".into());
+        };
+        late.assignment = "hw1".into();
+        late.late_by = Some(90);
+        s.commit(&[Record::Report(late)])?;
+        let leaf = Leaf::decode(&s.log_entries(2, 3)?[0])?;
+        assert!(
+            matches!(&leaf, Leaf::Submission { assignment, late: true, .. } if assignment == "hw1"),
+            "{leaf:?}"
+        );
+        assert_eq!(verify(&mut s)?.map(|v| v.reports), Ok(3));
+        raw(&d)?.execute("UPDATE reports SET late_by = NULL WHERE receipt_id = 3", [])?;
+        assert_eq!(
+            verify(&mut s)?,
+            Err(LogProblem::LeafWithoutRecord {
+                index: 2,
+                what: "report with receipt 3".into()
+            })
+        );
+        raw(&d)?.execute(
+            "UPDATE reports SET late_by = 90, assignment = 'lab' WHERE receipt_id = 3",
+            [],
+        )?;
+        assert!(matches!(
+            verify(&mut s)?,
+            Err(LogProblem::LeafWithoutRecord { index: 2, .. })
+        ));
+        raw(&d)?.execute(
+            "UPDATE reports SET assignment = 'hw1' WHERE receipt_id = 3",
+            [],
+        )?;
+        assert_eq!(verify(&mut s)?.map(|v| v.reports), Ok(3));
         Ok(())
     }
 

@@ -183,6 +183,10 @@ fn rfc3339_arg(s: &str) -> Result<i64, certboard::time::BadTime> {
     certboard::time::parse_rfc3339(s)
 }
 
+fn time_arg(s: &str) -> Result<i64, certboard::assignment::BadInput> {
+    certboard::assignment::parse_time(s)
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Revoke a certificate by serial, or every certificate of a SID.
@@ -229,10 +233,41 @@ enum Command {
     /// certificate, reports, last report and code; the table ends with the
     /// totals (enrolled, submitted, missing) and the submission window.
     Status {
+        /// Per student of one assignment instead: on time, late (by how
+        /// much), missing, extension; totals at the end.
+        #[arg(long, value_name = "ID")]
+        assignment: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Assignments and their deadlines; changes hold for the running
+    /// server's next submission (every host), no restart.
+    #[command(subcommand)]
+    Assignment(AssignmentCommand),
+    /// Give one student her own due time for an assignment (her late
+    /// period, if the assignment has one, keeps its length after it).
+    Extend {
+        /// The student.
+        #[arg(long, value_name = "SID")]
+        sid: String,
+        /// The assignment.
+        #[arg(long, value_name = "ID")]
+        assignment: String,
+        /// Her due time (RFC 3339 with an offset).
+        #[arg(long, value_name = "TIME", value_parser = time_arg)]
+        until: i64,
+    },
+    /// One row per roster student: per assignment the status (on_time,
+    /// late, missing), the submission time, its SHA-256 and the receipt.
+    Gradebook {
+        /// Output format (csv, the default, or json).
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+    },
+    /// Course settings.
+    #[command(subcommand)]
+    Course(CourseCommand),
     /// The course roster and its enrollment codes.
     #[command(subcommand)]
     Roster(RosterCommand),
@@ -294,6 +329,79 @@ enum LogCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum CourseCommand {
+    /// Set how times are shown to people (refusals, listings).
+    Set {
+        /// IANA time zone name, e.g. Asia/Hong_Kong (times are stored and
+        /// sent in UTC either way).
+        #[arg(long, value_name = "ZONE")]
+        timezone: String,
+    },
+}
+
+/// The times of `assignment add` and `assignment edit`.
+#[derive(Debug, Args)]
+struct AssignmentTimes {
+    /// Its title.
+    #[arg(long, value_name = "TEXT")]
+    title: Option<String>,
+    /// Submissions are refused before this time (RFC 3339 with an offset).
+    #[arg(long, value_name = "TIME", value_parser = time_arg)]
+    opens: Option<i64>,
+    /// From this time on a submission is late (RFC 3339 with an offset).
+    #[arg(long, value_name = "TIME", value_parser = time_arg)]
+    due: Option<i64>,
+    /// Late submissions are taken until this time, then refused (default:
+    /// none are, the due time closes it).
+    #[arg(long, value_name = "TIME", value_parser = time_arg)]
+    late_until: Option<i64>,
+    /// Accept a due time in the past.
+    #[arg(long)]
+    force: bool,
+}
+
+impl AssignmentTimes {
+    fn spec(self) -> admin::AssignmentSpec {
+        admin::AssignmentSpec {
+            title: self.title,
+            opens: self.opens,
+            due: self.due,
+            late_until: self.late_until,
+            force: self.force,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum AssignmentCommand {
+    /// Add an assignment (ID: a-z, 0-9, '_', '-'; needs --title and --due).
+    Add {
+        /// Its id, e.g. hw1.
+        id: String,
+        #[command(flatten)]
+        times: AssignmentTimes,
+    },
+    /// Change an assignment's title or times (those given).
+    Edit {
+        /// Its id.
+        id: String,
+        #[command(flatten)]
+        times: AssignmentTimes,
+    },
+    /// List the assignments, times in the course's zone.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Close an assignment now: nothing more is taken, extensions included.
+    Close {
+        /// Its id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum RosterCommand {
     /// Add students and update names from a CSV with a header `sid,name`
     /// (other columns ignored). Nothing is imported if any row is bad;
@@ -314,6 +422,14 @@ enum RosterCommand {
         #[arg(long)]
         keep_unverified: bool,
     },
+    /// Remove a student from the roster: she no longer counts as missing
+    /// and may no longer enroll; her records stay. Importing her again
+    /// puts her back.
+    #[command(visible_alias = "drop")]
+    Remove {
+        /// The student.
+        sid: String,
+    },
     /// Make enrollment codes and write `sid,code` to FILE (created new,
     /// mode 0600): for every roster student never given one, or for
     /// --sid SID (also after her code was used: a revoked student needs a
@@ -330,6 +446,18 @@ enum RosterCommand {
         /// wrong-code lock.
         #[arg(long)]
         reissue: bool,
+        /// Also write one ready-to-send RFC 5322 message per student with
+        /// an e-mail address into DIR (`SID.eml`, mode 0600): her code, the
+        /// root's fingerprint and the client command.
+        #[arg(long, value_name = "DIR")]
+        eml: Option<PathBuf>,
+        /// The From address of those messages.
+        #[arg(
+            long,
+            value_name = "ADDR",
+            default_value = "instructor@certboard.invalid"
+        )]
+        from: String,
     },
 }
 
@@ -530,7 +658,44 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
             let filter = ReportFilter { sid, latest, full };
             admin::reports(store, &filter, format, &mut stdout.lock())?
         }
-        Command::Status { format } => admin::status(store, format, &mut stdout.lock())?,
+        Command::Status {
+            assignment: None,
+            format,
+        } => admin::status(store, format, &mut stdout.lock())?,
+        Command::Status {
+            assignment: Some(id),
+            format,
+        } => admin::assignment_status(store, &id, format, &mut stdout.lock())?,
+        Command::Assignment(cmd) => assignment(store, cmd)?,
+        Command::Extend {
+            sid,
+            assignment,
+            until,
+        } => {
+            let (due, close) = admin::extend(store, &sid, &assignment, until)?;
+            let zone = admin::timezone(store)?;
+            let t = |t: Option<i64>| {
+                t.map(|t| certboard::assignment::show_time(t, zone.as_deref()))
+                    .unwrap_or_default()
+            };
+            println!(
+                "SID {sid}: assignment {assignment} due {} for her (taken until {})",
+                t(due),
+                t(close)
+            );
+        }
+        Command::Gradebook { format } => admin::gradebook(store, format, &mut stdout.lock())?,
+        Command::Course(CourseCommand::Set { timezone }) => {
+            admin::set_timezone(store, &timezone)?;
+            println!("course times are shown in {timezone}");
+        }
+        Command::Roster(RosterCommand::Remove { sid }) => {
+            admin::remove_student(store, &sid)?;
+            println!(
+                "SID {sid} removed from the roster: no longer counted, may not enroll; her \
+                 certificates and reports stay (revoke with `server revoke --sid {sid}`)"
+            );
+        }
         Command::Roster(RosterCommand::Import {
             file,
             revoke_unverified,
@@ -570,8 +735,46 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
                 );
             }
         }
-        Command::Roster(RosterCommand::Codes { out, sid, reissue }) => {
+        Command::Roster(RosterCommand::Codes {
+            out,
+            sid,
+            reissue,
+            eml,
+            from,
+        }) => {
+            // Checked before any code is made: a refusal after would leave
+            // codes stored whose messages were never written.
+            let fingerprint = match &eml {
+                Some(_) => {
+                    admin::check_address(&from).map_err(|e| format!("--from: {e}"))?;
+                    let (_, cert) = ca::root_paths(&common.keys_dir);
+                    let pem =
+                        std::fs::read(&cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+                    let der = openssl::x509::X509::from_pem(&pem)?.to_der()?;
+                    Some(certboard::crypto::fingerprint(&der))
+                }
+                None => None,
+            };
             let n = admin::issue_codes(store, &out, &CodeRequest { sid, reissue })?;
+            if let (Some(dir), Some(fingerprint), true) = (&eml, fingerprint, n > 0) {
+                let text = std::fs::read_to_string(&out)?;
+                let letter = admin::Letter {
+                    fingerprint,
+                    from,
+                    date: certboard::time::now_unix(),
+                };
+                let roster = store.roster()?;
+                let (written, without) = admin::write_messages(&roster, &text, dir, &letter)?;
+                println!(
+                    "wrote {written} message(s) to {} (mode 0600){}",
+                    dir.display(),
+                    if without.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; no e-mail address for {}", without.join(", "))
+                    }
+                );
+            }
             if n == 0 {
                 println!("no student needs a code (--sid SID for one, --reissue to replace unused ones); nothing written");
             } else {
@@ -624,6 +827,39 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
                     stdout.lock().write_all(&bytes)?;
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+fn assignment(
+    store: &mut dyn certboard::store::Storage,
+    cmd: AssignmentCommand,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let shown = |store: &mut dyn certboard::store::Storage,
+                 a: &certboard::store::Assignment|
+     -> Result<String, admin::AdminError> {
+        let zone = admin::timezone(store)?;
+        Ok(certboard::assignment::describe(a, zone.as_deref()))
+    };
+    match cmd {
+        AssignmentCommand::Add { id, times } => {
+            let a = admin::add_assignment(store, &id, &times.spec())?;
+            println!("added {}", shown(store, &a)?);
+        }
+        AssignmentCommand::Edit { id, times } => {
+            let a = admin::edit_assignment(store, &id, &times.spec())?;
+            println!(
+                "changed {} (from the next submission on)",
+                shown(store, &a)?
+            );
+        }
+        AssignmentCommand::List { format } => {
+            admin::list_assignments(store, format, &mut std::io::stdout().lock())?
+        }
+        AssignmentCommand::Close { id } => {
+            let a = admin::close_assignment(store, &id)?;
+            println!("closed {}", shown(store, &a)?);
         }
     }
     Ok(())

@@ -189,17 +189,22 @@ impl fmt::Display for CodesFileError {
 impl std::error::Error for CodesFileError {}
 
 /// Reads `sid,code` lines (the file `server roster codes` writes; a
-/// header line `sid,code` and blank lines are skipped).
+/// header line `sid,code` and blank lines are skipped). A roster with
+/// e-mails gives `sid,name,email,code`: the SID is the first field and the
+/// code the last (a quoted name may hold commas; a code never does).
 pub fn read_codes(text: &str) -> Result<HashMap<String, EnrollCode>, CodesFileError> {
     let mut codes = HashMap::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
-        if line.is_empty() || (i == 0 && line.eq_ignore_ascii_case("sid,code")) {
+        let header = line.eq_ignore_ascii_case("sid,code")
+            || line.eq_ignore_ascii_case("sid,name,email,code");
+        if line.is_empty() || (i == 0 && header) {
             continue;
         }
         let bad = |why: String| CodesFileError::Line { line: i + 1, why };
         let (sid, code) = line
             .split_once(',')
+            .map(|(sid, rest)| (sid, rest.rsplit_once(',').map_or(rest, |(_, c)| c)))
             .ok_or_else(|| bad("expected `sid,code`".into()))?;
         let sid = sid.trim();
         // The server's CSV writer makes a cell starting with `-` inert for
@@ -445,6 +450,11 @@ mod tests {
         // `'-s1` is the writer's form of `-s1`; `'x` was never written by it.
         assert!(codes.is_err(), "{codes:?}");
         let codes = read_codes(&format!("sid,code\r\n'-s1,{code}\r\ns2,{code}\r\n"))?;
+        // With names and e-mails (a name may hold a comma, quoted).
+        let wide = read_codes(&format!(
+            "sid,name,email,code\r\ns3,\"Chan, Tai Man\",tm@example.edu,{code}\r\n"
+        ))?;
+        assert!(wide.contains_key("s3"), "{wide:?}");
         assert!(
             codes.contains_key("-s1") && codes.contains_key("s2"),
             "{codes:?}"

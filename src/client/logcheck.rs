@@ -46,12 +46,13 @@ pub(crate) fn check_inclusion(c: &ReceiptContent, report: &[u8]) -> Result<Optio
         .map_err(|_| "received_at is not RFC 3339".to_string())?;
     let leaf = Leaf::Submission {
         sid: c.sid.clone(),
-        assignment: "lab".to_string(),
+        // Receipts from before assignments existed went to the lab.
+        assignment: c.assignment.clone().unwrap_or_else(|| "lab".to_string()),
         receipt_id,
         sha256: openssl::sha::sha256(report),
         size: report.len() as u64,
         received_at: received_at.max(0) as u64,
-        late: false,
+        late: c.late.unwrap_or(false),
         serial: c.serial.clone(),
     };
     let cp = checkpoint_of(&proof.checkpoint)?;

@@ -108,6 +108,8 @@ mod tests {
             received_at: 100 + id as i64,
             text: format!("report {id}"),
             origin: Origin::Certboard,
+            assignment: crate::store::DEFAULT_ASSIGNMENT.into(),
+            late_by: None,
         }))
     }
 

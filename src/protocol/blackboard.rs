@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use log::info;
 
+use crate::assignment::{AdmitError, Refused, Timing};
 use crate::ca::{BlackboardIdentity, Serial};
 use crate::crypto::{self, SessionKeys, DIGEST_LEN, SESSION_KEY_LEN};
 use crate::message::{CipherId, Message, IV_LEN, NONCE_LEN};
 use crate::receipt::{ReceiptContent, RECEIPT_VERSION};
-use crate::store::{Origin, Record, ReportRecord};
+use crate::store::{Origin, Record, ReportRecord, DEFAULT_ASSIGNMENT};
 use crate::time::{now_unix, rfc3339};
 
 use super::error::{Internal, ProtocolError};
@@ -142,11 +143,8 @@ pub(super) fn open(
 ) -> Step {
     let student = check_certificate(shared, sid, cert_der, chain, Origin::Certboard)
         .map_err(|e| ProtocolError::certificate(sid, e))?;
-    // Outside the submission window nothing is sent back but the refusal.
-    shared
-        .window
-        .check(now_unix())
-        .map_err(ProtocolError::Closed)?;
+    // Outside the assignment's times nothing is sent back but the refusal.
+    admit(shared, &student.sid)?;
     let identity = shared
         .blackboard
         .as_ref()
@@ -228,19 +226,18 @@ pub(super) fn report(
     // Revoked while she was typing (one store lookup), or the window closed
     // since the hello: refused before anything is decrypted or recorded.
     check_still_good(shared, &p).map_err(|e| ProtocolError::certificate(&p.sid, e))?;
-    shared
-        .window
-        .check(now_unix())
-        .map_err(ProtocolError::Closed)?;
+    // Read again: the due time may have moved (or passed) since the hello.
+    let timing = admit(shared, &p.sid)?;
     let text = open_report(&k.keys, cipher, iv, ciphertext).map_err(|e| match e {
         Ok(source) => refused(source),
         Err(e) => e,
     })?;
     let th = p.keys.th;
     let identity = Arc::clone(&p.keys.identity);
-    let record = p
+    let mut record = p
         .accept(text, Origin::Certboard)
         .map_err(|e| internal("receipt id", e))?;
+    record.late_by = timing.late_by();
     info!(
         "{peer}: report from SID {} accepted ({} bytes, {}), receipt {}; signed receipt once recorded",
         record.sid,
@@ -273,8 +270,29 @@ fn receipt_content(record: &ReportRecord, th: &[u8; DIGEST_LEN]) -> ReceiptConte
         report_sha256: record.sha256_hex(),
         transcript_sha256: th.iter().map(|b| format!("{b:02x}")).collect(),
         version: RECEIPT_VERSION,
+        assignment: Some(record.assignment.clone()),
+        late: Some(record.late_by.is_some()),
+        late_seconds: record.late_by,
         log_index: None,
         log_proof: None,
+    }
+}
+
+/// Decides a version 2 submission by `sid` now: it goes to the default
+/// assignment, whose times (and her extension) are read from the store
+/// per submission, so an `assignment edit` holds without a restart.
+fn admit(shared: &mut Shared, sid: &str) -> Result<Timing, ProtocolError> {
+    match crate::assignment::admit(
+        &mut *shared.store,
+        &shared.window,
+        sid,
+        DEFAULT_ASSIGNMENT,
+        now_unix(),
+    ) {
+        Ok(t) => Ok(t),
+        Err(AdmitError::Refused(Refused::Window(e))) => Err(ProtocolError::Closed(e)),
+        Err(AdmitError::Refused(e)) => Err(ProtocolError::Deadline(e)),
+        Err(AdmitError::Store(e)) => Err(ProtocolError::store("reading the assignment", e)),
     }
 }
 
@@ -473,6 +491,56 @@ mod tests {
         };
         let run = drive(b.session, &[forged.encode()], &mut sh);
         assert_eq!(refusal(&run).0, ErrorCode::BadMac);
+    }
+
+    /// The `lab` assignment is read from the store at the hello and again
+    /// at the report: a report after the due time is recorded late, and a
+    /// close made between the hello and the report refuses it.
+    #[test]
+    fn the_lab_assignment_is_read_at_the_hello_and_again_at_the_report() {
+        use crate::store::{Assignment, Record};
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let cert = enroll(SID, &key, &mut sh);
+        let now = crate::time::now_unix();
+        let lab = |due: i64, late_until: i64| Assignment {
+            id: "lab".into(),
+            title: "Lab".into(),
+            opens: None,
+            due: Some(due),
+            late_until: Some(late_until),
+            closed_at: None,
+        };
+        let bb = |sh: &mut Shared| start(ServiceKind::Blackboard, sh);
+        sh.store
+            .put_assignment(&lab(now - 3600, now + 3600))
+            .unwrap();
+        let hello = open_frame(SID, &cert, [5; 32]);
+        let run = drive(bb(&mut sh), std::slice::from_ref(&hello), &mut sh);
+        let (frame, _) = report_frame_v2(&hello, &key, &run.replies[0], "text", &sh).unwrap();
+        let (_, out) = run.session.on_frame(&frame, &mut sh, "p");
+        let After::Persist(Record::Report(r)) = out.then else {
+            panic!("a report to record: {out:?}");
+        };
+        assert_eq!(r.assignment, "lab");
+        assert!(r.late_by.is_some_and(|s| s >= 3600), "{r:?}");
+
+        let hello = open_frame(SID, &cert, [6; 32]);
+        let run = drive(bb(&mut sh), std::slice::from_ref(&hello), &mut sh);
+        assert!(!run.closed);
+        sh.store.put_assignment(&lab(now - 3600, now - 1)).unwrap();
+        let (frame, _) = report_frame_v2(&hello, &key, &run.replies[0], "text", &sh).unwrap();
+        let run = drive(run.session, &[frame], &mut sh);
+        let (code, reason) = refusal(&run);
+        assert_eq!(code, ErrorCode::SubmissionsClosed);
+        assert!(
+            reason.contains("assignment lab: submissions closed at"),
+            "{reason}"
+        );
+        // A new hello is refused before any offer.
+        let run = drive(bb(&mut sh), &[open_frame(SID, &cert, [7; 32])], &mut sh);
+        assert_eq!(refusal(&run).0, ErrorCode::SubmissionsClosed);
     }
 
     #[test]

@@ -704,6 +704,7 @@ mod tests {
             .import_roster(&[Student {
                 sid: SID.into(),
                 name: "A".into(),
+                email: None,
             }])
             .unwrap();
         let (der, key, _) = recorded(&mut sh, &valid, Authorisation::Open);

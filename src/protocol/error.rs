@@ -90,6 +90,8 @@ pub enum ProtocolError {
     },
     /// A report outside the submission window.
     Closed(Closed),
+    /// A submission its assignment's times refuse (not yet open, closed).
+    Deadline(crate::assignment::Refused),
     /// The report is recorded, but its signed receipt could not be made:
     /// the server's failure, which the student must hear with her receipt
     /// id (she can ask for the receipt by it).
@@ -177,6 +179,7 @@ impl fmt::Display for ProtocolError {
             ),
             ProtocolError::Course { sid, source } => write!(f, "SID {sid}: {source}"),
             ProtocolError::Closed(e) => write!(f, "{e}"),
+            ProtocolError::Deadline(e) => write!(f, "{e}"),
             ProtocolError::ReceiptNotSigned { receipt_id, .. } => write!(
                 f,
                 "internal error: the report is recorded under receipt {receipt_id}, but the \
@@ -196,6 +199,7 @@ impl Error for ProtocolError {
             ProtocolError::Report { source, .. } => Some(source),
             ProtocolError::Course { source, .. } => Some(source),
             ProtocolError::Closed(e) => Some(e),
+            ProtocolError::Deadline(e) => Some(e),
             ProtocolError::ReceiptNotSigned { source, .. } => Some(source),
             ProtocolError::Internal(e) => e.source(),
             ProtocolError::Unexpected { .. }
@@ -381,7 +385,8 @@ impl ServerFault for ProtocolError {
             | ProtocolError::UnsupportedVersion { .. }
             | ProtocolError::Version1 { .. }
             | ProtocolError::Course { .. }
-            | ProtocolError::Closed(_) => false,
+            | ProtocolError::Closed(_)
+            | ProtocolError::Deadline(_) => false,
         }
     }
 }
@@ -499,7 +504,9 @@ impl From<&ProtocolError> for ErrorCode {
                 ErrorCode::UnsupportedVersion
             }
             ProtocolError::Course { source, .. } => ErrorCode::from(source),
-            ProtocolError::Closed(_) => ErrorCode::SubmissionsClosed,
+            // Version 2 clients know code 17 only: every assignment
+            // refusal is 17, its text naming the assignment and the time.
+            ProtocolError::Closed(_) | ProtocolError::Deadline(_) => ErrorCode::SubmissionsClosed,
             ProtocolError::ReceiptNotSigned { .. } | ProtocolError::Internal(_) => {
                 ErrorCode::Internal
             }
@@ -548,6 +555,7 @@ pub fn commit_refusal(e: &StoreError) -> CommitRefusal {
         | StoreError::Incompatible(_)
         | StoreError::Duplicate(_)
         | StoreError::Postgres(_)
+        | StoreError::NotFound(_)
         | StoreError::Log(_) => CommitRefusal::Failed,
     }
 }
@@ -645,6 +653,7 @@ fn commit_is_server_fault(e: &StoreError) -> bool {
         | StoreError::Incompatible(_)
         | StoreError::Duplicate(_)
         | StoreError::Postgres(_)
+        | StoreError::NotFound(_)
         | StoreError::Unavailable(_)
         | StoreError::Log(_) => true,
     }

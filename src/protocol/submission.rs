@@ -328,6 +328,8 @@ impl<K> PendingReport<K> {
             received_at: now_unix(),
             text,
             origin,
+            assignment: crate::store::DEFAULT_ASSIGNMENT.to_string(),
+            late_by: None,
         })
     }
 }

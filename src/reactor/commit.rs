@@ -606,6 +606,34 @@ mod tests {
         fn check(&mut self) -> Result<(), StoreError> {
             Ok(())
         }
+        fn put_assignment(&mut self, _: &crate::store::Assignment) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn assignments(&mut self) -> Result<Vec<crate::store::Assignment>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn submission_view(
+            &mut self,
+            _: &str,
+            _: &str,
+        ) -> Result<crate::store::SubmissionView, StoreError> {
+            Ok(crate::store::SubmissionView::default())
+        }
+        fn extend(&mut self, _: &str, _: &str, _: i64, _: i64) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn extensions(&mut self) -> Result<Vec<crate::store::Extension>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn drop_student(&mut self, _: &str, _: i64) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        fn set_course_setting(&mut self, _: &str, _: Option<&str>) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn course_setting(&mut self, _: &str) -> Result<Option<String>, StoreError> {
+            Ok(None)
+        }
     }
 
     fn report(id: u64) -> Record {
@@ -616,6 +644,8 @@ mod tests {
             received_at: 0,
             text: "r".into(),
             origin: crate::store::Origin::Certboard,
+            assignment: "lab".into(),
+            late_by: None,
         })
     }
 

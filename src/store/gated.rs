@@ -6,9 +6,9 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
 use super::{
-    Census, CertRow, CertStatus, CodeKey, Counts, EnrollView, Record, ReportRecord, Revocation,
-    RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial, Storage, StoreError,
-    Student,
+    Assignment, Census, CertRow, CertStatus, CodeKey, Counts, EnrollView, Extension, Record,
+    ReportRecord, Revocation, RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial,
+    Storage, StoreError, Student, SubmissionView,
 };
 
 /// Which call waits.
@@ -107,6 +107,30 @@ impl<S: Storage> Storage for Gated<S> {
     fn check(&mut self) -> Result<(), StoreError> {
         self.wait(GatedCall::Check);
         self.inner.check()
+    }
+    fn put_assignment(&mut self, a: &Assignment) -> Result<(), StoreError> {
+        self.inner.put_assignment(a)
+    }
+    fn assignments(&mut self) -> Result<Vec<Assignment>, StoreError> {
+        self.inner.assignments()
+    }
+    fn submission_view(&mut self, sid: &str, a: &str) -> Result<SubmissionView, StoreError> {
+        self.inner.submission_view(sid, a)
+    }
+    fn extend(&mut self, sid: &str, a: &str, until: i64, at: i64) -> Result<(), StoreError> {
+        self.inner.extend(sid, a, until, at)
+    }
+    fn extensions(&mut self) -> Result<Vec<Extension>, StoreError> {
+        self.inner.extensions()
+    }
+    fn drop_student(&mut self, sid: &str, at: i64) -> Result<bool, StoreError> {
+        self.inner.drop_student(sid, at)
+    }
+    fn set_course_setting(&mut self, n: &str, v: Option<&str>) -> Result<(), StoreError> {
+        self.inner.set_course_setting(n, v)
+    }
+    fn course_setting(&mut self, n: &str) -> Result<Option<String>, StoreError> {
+        self.inner.course_setting(n)
     }
     fn log_head(&mut self) -> Result<crate::store::tlog::Head, StoreError> {
         self.inner.log_head()

@@ -32,7 +32,12 @@ const TABLES: &[&str] = &[
     "roster",
     "codes",
     "settings",
-    "guesses", // The log's leaves and stored hashes.
+    "guesses",
+    // Extensions refer to the assignments.
+    "assignments",
+    "extensions",
+    "course_settings",
+    // The log's leaves and stored hashes.
     "tlog_entries",
     "tlog_nodes",
 ];
@@ -170,6 +175,7 @@ pub struct Migrated {
 enum PgKind {
     Int8,
     Int4,
+    Int2,
     Bool,
     Float8,
     Text,
@@ -181,6 +187,7 @@ impl PgKind {
         Some(match data_type {
             "bigint" => PgKind::Int8,
             "integer" => PgKind::Int4,
+            "smallint" => PgKind::Int2,
             "boolean" => PgKind::Bool,
             "double precision" => PgKind::Float8,
             "text" => PgKind::Text,
@@ -193,6 +200,7 @@ impl PgKind {
         match self {
             PgKind::Int8 => Type::INT8,
             PgKind::Int4 => Type::INT4,
+            PgKind::Int2 => Type::INT2,
             PgKind::Bool => Type::BOOL,
             PgKind::Float8 => Type::FLOAT8,
             PgKind::Text => Type::TEXT,
@@ -208,6 +216,8 @@ impl PgKind {
             (PgKind::Int8, Value::Null) => Box::new(None::<i64>),
             (PgKind::Int4, Value::Integer(i)) => Box::new(Some(i32::try_from(i).ok()?)),
             (PgKind::Int4, Value::Null) => Box::new(None::<i32>),
+            (PgKind::Int2, Value::Integer(i)) => Box::new(Some(i16::try_from(i).ok()?)),
+            (PgKind::Int2, Value::Null) => Box::new(None::<i16>),
             (PgKind::Bool, Value::Integer(i @ (0 | 1))) => Box::new(Some(i == 1)),
             (PgKind::Bool, Value::Null) => Box::new(None::<bool>),
             (PgKind::Float8, Value::Real(x)) => Box::new(Some(x)),

@@ -13,16 +13,16 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    census_of, check_guess, code_state_of, receipt_id_of, status_of, Census, CertColumns, CertRow,
-    CertStatus, CodeColumns, CodeKey, Counts, EnrollView, Record, ReportColumns, ReportRecord,
-    Revocation, RevocationColumns, RevocationMark, RevocationReason, RosterChange, RosterEntry,
-    Serial, StatusColumns, Storage, StoreError, Student, Supersede, Writes, CENSUS_SQL,
-    GUESS_RETENTION,
+    census_of, check_guess, code_state_of, receipt_id_of, status_of, Assignment, Census,
+    CertColumns, CertRow, CertStatus, CodeColumns, CodeKey, Counts, EnrollView, Extension, Record,
+    ReportColumns, ReportRecord, Revocation, RevocationColumns, RevocationMark, RevocationReason,
+    RosterChange, RosterEntry, Serial, StatusColumns, Storage, StoreError, Student, SubmissionView,
+    Supersede, Writes, CENSUS_SQL, GUESS_RETENTION,
 };
 use crate::time::now_unix;
 
 /// The schema this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 /// Marks the file as certboard's (`PRAGMA application_id`): "CBRD".
 const APPLICATION_ID: i64 = 0x4342_5244;
 /// File name of the database inside the data dir.
@@ -148,6 +148,39 @@ UPDATE certs SET vouched = CASE
     ELSE 0 END;
 ";
 
+/// Version 5 to 6: assignments, extensions and the course's text settings
+/// (issue 20); each report names its assignment and how late it came, and
+/// has room for a handed-in file's name, size and SHA-256; a roster
+/// student may have an e-mail address and may be removed.
+const MIGRATE_V6: &str = "
+CREATE TABLE assignments (
+    id          TEXT PRIMARY KEY,
+    title       TEXT NOT NULL,
+    opens_at    INTEGER,
+    due_at      INTEGER,
+    late_until  INTEGER,
+    closed_at   INTEGER
+);
+CREATE TABLE extensions (
+    sid         TEXT NOT NULL,
+    assignment  TEXT NOT NULL REFERENCES assignments(id),
+    until       INTEGER NOT NULL,
+    granted_at  INTEGER NOT NULL,
+    PRIMARY KEY (sid, assignment)
+);
+CREATE TABLE course_settings (
+    name   TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+ALTER TABLE reports ADD COLUMN assignment TEXT NOT NULL DEFAULT 'lab';
+ALTER TABLE reports ADD COLUMN late_by INTEGER;
+ALTER TABLE reports ADD COLUMN file_name TEXT;
+ALTER TABLE reports ADD COLUMN file_size INTEGER;
+ALTER TABLE reports ADD COLUMN file_sha256 TEXT;
+ALTER TABLE roster ADD COLUMN email TEXT;
+ALTER TABLE roster ADD COLUMN dropped_at INTEGER;
+";
+
 /// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`, as in the
 /// PostgreSQL engine. A new version appends a step (and bumps
 /// [`SCHEMA_VERSION`]); a step once released never changes.
@@ -157,6 +190,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATE_V3,
     MIGRATE_V4,
     super::tlog::SQLITE_SCHEMA,
+    MIGRATE_V6,
 ];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 
@@ -433,8 +467,9 @@ impl Storage for SqliteStore {
                  WHERE sid = ?3 AND serial <> ?4 AND revoked_at IS NULL",
             )?;
             let mut report_stmt = tx.prepare_cached(
-                "INSERT INTO reports (receipt_id, sid, serial, received_at, text, origin)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO reports (receipt_id, sid, serial, received_at, text, origin,
+                                      assignment, late_by, file_size, file_sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             let mut consume_stmt = tx.prepare_cached(
                 "UPDATE codes SET used_at = ?1, used_serial = ?2
@@ -512,6 +547,10 @@ impl Storage for SqliteStore {
                     r.received_at,
                     r.text,
                     r.origin,
+                    r.assignment,
+                    r.late_by,
+                    r.file_size,
+                    r.file_sha256,
                 ]);
                 duplicate(inserted, || {
                     format!("receipt {}", receipt_id_of(r.receipt_id))
@@ -583,8 +622,8 @@ impl Storage for SqliteStore {
 
     fn reports(&mut self) -> Result<Vec<ReportRecord>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT receipt_id, sid, serial, received_at, text, origin FROM reports
-             ORDER BY received_at, rowid",
+            "SELECT receipt_id, sid, serial, received_at, text, origin, assignment, late_by
+             FROM reports ORDER BY received_at, rowid",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(ReportColumns {
@@ -594,6 +633,8 @@ impl Storage for SqliteStore {
                 received_at: r.get(3)?,
                 text: r.get(4)?,
                 origin: r.get(5)?,
+                assignment: r.get(6)?,
+                late_by: r.get(7)?,
             })
         })?;
         let columns = rows.collect::<Result<Vec<_>, _>>()?;
@@ -708,23 +749,37 @@ impl Storage for SqliteStore {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut change = RosterChange::default();
         {
-            let mut get = tx.prepare_cached("SELECT name FROM roster WHERE sid = ?1")?;
-            let mut add =
-                tx.prepare_cached("INSERT INTO roster (sid, name, added_at) VALUES (?1, ?2, ?3)")?;
-            let mut rename = tx.prepare_cached("UPDATE roster SET name = ?2 WHERE sid = ?1")?;
+            let mut get =
+                tx.prepare_cached("SELECT name, dropped_at FROM roster WHERE sid = ?1")?;
+            let mut add = tx.prepare_cached(
+                "INSERT INTO roster (sid, name, added_at, email) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut rename =
+                tx.prepare_cached("UPDATE roster SET name = ?2, dropped_at = NULL WHERE sid = ?1")?;
+            let mut email = tx.prepare_cached("UPDATE roster SET email = ?2 WHERE sid = ?1")?;
             let now = now_unix();
             for s in students {
-                let old: Option<String> = get.query_row(params![s.sid], |r| r.get(0)).optional()?;
+                let old: Option<(String, Option<i64>)> = get
+                    .query_row(params![s.sid], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
                 match old {
                     None => {
-                        add.execute(params![s.sid, s.name, now])?;
+                        add.execute(params![s.sid, s.name, now, s.email])?;
                         change.added += 1;
                     }
-                    Some(old) if old != s.name => {
+                    Some((old, dropped)) => {
+                        if dropped.is_some() {
+                            change.added += 1;
+                        } else if old != s.name {
+                            change.renamed += 1;
+                        } else {
+                            change.unchanged += 1;
+                        }
                         rename.execute(params![s.sid, s.name])?;
-                        change.renamed += 1;
                     }
-                    Some(_) => change.unchanged += 1,
+                }
+                if s.email.is_some() {
+                    email.execute(params![s.sid, s.email])?;
                 }
             }
         }
@@ -734,23 +789,40 @@ impl Storage for SqliteStore {
 
     fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT r.sid, r.name, c.code_key, c.issued_at, c.used_at,
+            "SELECT r.sid, r.name, r.email, r.dropped_at,
+                    c.code_key, c.issued_at, c.used_at,
                     (SELECT count(*) FROM guesses g WHERE g.sid = r.sid AND g.at > ?1)
              FROM roster r LEFT JOIN codes c ON c.sid = r.sid ORDER BY r.sid",
         )?;
+        type Row = (
+            String,
+            String,
+            Option<String>,
+            Option<i64>,
+            Option<CodeColumns>,
+            i64,
+        );
         let since = now_unix().saturating_sub(GUESS_RETENTION);
         let rows = stmt.query_map(params![since], |r| {
-            Ok((r.get(0)?, r.get(1)?, code_columns(r, 2)?, r.get(5)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                code_columns(r, 4)?,
+                r.get(7)?,
+            ))
         })?;
-        let columns: Vec<(String, String, Option<CodeColumns>, i64)> =
-            rows.collect::<Result<_, _>>()?;
+        let columns: Vec<Row> = rows.collect::<Result<_, _>>()?;
         columns
             .into_iter()
-            .map(|(sid, name, code, guesses)| {
+            .map(|(sid, name, email, dropped_at, code, guesses)| {
                 Ok(RosterEntry {
                     sid,
                     name,
                     code: code_state_of(code)?,
+                    email,
+                    dropped_at,
                     recent_guesses: guesses.unsigned_abs(),
                 })
             })
@@ -766,7 +838,8 @@ impl Storage for SqliteStore {
             .conn
             .prepare_cached(
                 "SELECT 1, c.code_key, c.issued_at, c.used_at
-                 FROM roster r LEFT JOIN codes c ON c.sid = r.sid WHERE r.sid = ?1",
+                 FROM roster r LEFT JOIN codes c ON c.sid = r.sid
+                 WHERE r.sid = ?1 AND r.dropped_at IS NULL",
             )?
             .query_row(params![sid], |r| code_columns(r, 1))
             .optional()?;
@@ -808,7 +881,7 @@ impl Storage for SqliteStore {
     fn counts(&mut self) -> Result<Counts, StoreError> {
         let (certs, reports, roster): (i64, i64, i64) = self.conn.query_row(
             "SELECT (SELECT count(*) FROM certs), (SELECT count(*) FROM reports),
-                    (SELECT count(*) FROM roster)",
+                    (SELECT count(*) FROM roster WHERE dropped_at IS NULL)",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
@@ -862,6 +935,131 @@ impl Storage for SqliteStore {
         };
         Ok((get("submissions_open")?, get("submissions_close")?))
     }
+
+    fn put_assignment(&mut self, a: &Assignment) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO assignments (id, title, opens_at, due_at, late_until, closed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (id) DO UPDATE SET title = excluded.title,
+                 opens_at = excluded.opens_at, due_at = excluded.due_at,
+                 late_until = excluded.late_until, closed_at = excluded.closed_at",
+            params![a.id, a.title, a.opens, a.due, a.late_until, a.closed_at],
+        )?;
+        Ok(())
+    }
+
+    fn assignments(&mut self) -> Result<Vec<Assignment>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, title, opens_at, due_at, late_until, closed_at FROM assignments
+             ORDER BY due_at IS NOT NULL, due_at, id",
+        )?;
+        let rows = stmt.query_map([], assignment_of)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn submission_view(
+        &mut self,
+        sid: &str,
+        assignment: &str,
+    ) -> Result<SubmissionView, StoreError> {
+        let found = self
+            .conn
+            .prepare_cached(
+                "SELECT id, title, opens_at, due_at, late_until, closed_at,
+                        (SELECT until FROM extensions e WHERE e.sid = ?1 AND e.assignment = a.id)
+                 FROM assignments a WHERE id = ?2",
+            )?
+            .query_row(params![sid, assignment], |r| {
+                Ok((assignment_of(r)?, r.get::<_, Option<i64>>(6)?))
+            })
+            .optional()?;
+        let timezone = self.course_setting(super::TIMEZONE_SETTING)?;
+        let (assignment, extension) = match found {
+            Some((a, e)) => (Some(a), e),
+            None => (None, None),
+        };
+        Ok(SubmissionView {
+            assignment,
+            extension,
+            timezone,
+        })
+    }
+
+    fn extend(
+        &mut self,
+        sid: &str,
+        assignment: &str,
+        until: i64,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let inserted = self.conn.execute(
+            "INSERT INTO extensions (sid, assignment, until, granted_at)
+             SELECT ?1, id, ?3, ?4 FROM assignments WHERE id = ?2
+             ON CONFLICT (sid, assignment) DO UPDATE
+             SET until = excluded.until, granted_at = excluded.granted_at",
+            params![sid, assignment, until, at],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::NotFound(format!("assignment {assignment:?}")));
+        }
+        Ok(())
+    }
+
+    fn extensions(&mut self) -> Result<Vec<Extension>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT sid, assignment, until, granted_at FROM extensions ORDER BY assignment, sid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Extension {
+                sid: r.get(0)?,
+                assignment: r.get(1)?,
+                until: r.get(2)?,
+                granted_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn drop_student(&mut self, sid: &str, at: i64) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE roster SET dropped_at = ?2 WHERE sid = ?1 AND dropped_at IS NULL",
+            params![sid, at],
+        )? == 1)
+    }
+
+    fn set_course_setting(&mut self, name: &str, value: Option<&str>) -> Result<(), StoreError> {
+        match value {
+            Some(v) => self.conn.execute(
+                "INSERT INTO course_settings (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![name, v],
+            )?,
+            None => self
+                .conn
+                .execute("DELETE FROM course_settings WHERE name = ?1", params![name])?,
+        };
+        Ok(())
+    }
+
+    fn course_setting(&mut self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM course_settings WHERE name = ?1")?
+            .query_row(params![name], |r| r.get(0))
+            .optional()?)
+    }
+}
+
+/// An `assignments` row from its first six columns.
+fn assignment_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Assignment> {
+    Ok(Assignment {
+        id: r.get(0)?,
+        title: r.get(1)?,
+        opens: r.get(2)?,
+        due: r.get(3)?,
+        late_until: r.get(4)?,
+        closed_at: r.get(5)?,
+    })
 }
 
 #[cfg(test)]
@@ -896,6 +1094,7 @@ mod tests {
             .map(|sid| Student {
                 sid: sid.to_string(),
                 name: format!("Student {sid}"),
+                email: None,
             })
             .collect();
         s.import_roster(&students).map(|_| ())
@@ -917,6 +1116,43 @@ mod tests {
         assert_eq!(s.counts()?.roster, 1);
         s.record_window(Some(5), None)?;
         assert_eq!(s.recorded_window()?, (Some(5), None));
+        Ok(())
+    }
+
+    /// Reports recorded before assignments existed belong to the lab, on
+    /// time; the roster keeps its students, without e-mail. A version 2
+    /// database passes through steps 3 to 5 (guesses, vouching, the log) on
+    /// the way.
+    #[test]
+    fn a_version_2_database_is_migrated_to_assignments() -> TestResult {
+        migrated_to_assignments_from(2)
+    }
+
+    /// The same from version 5, which has only the assignments' step left.
+    #[test]
+    fn a_version_5_database_is_migrated_to_assignments() -> TestResult {
+        migrated_to_assignments_from(5)
+    }
+
+    fn migrated_to_assignments_from(version: usize) -> TestResult {
+        let dir = tempfile::tempdir()?;
+        {
+            let c = Connection::open(dir.path().join(DB_FILE))?;
+            for step in &MIGRATIONS[..version] {
+                c.execute_batch(step)?;
+            }
+            c.execute_batch(&format!(
+                "PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version={version};
+                 INSERT INTO roster VALUES ('1155000001', 'One', 1);
+                 INSERT INTO reports VALUES (7, '1155000001', '0A', 5, 'old', 'certboard');"
+            ))?;
+        }
+        let mut s = SqliteStore::open(dir.path())?;
+        let r = &s.reports()?[0];
+        assert_eq!((r.assignment.as_str(), r.late_by), ("lab", None));
+        let e = &s.roster()?[0];
+        assert_eq!((e.email.as_deref(), e.dropped_at), (None, None));
+        assert!(s.assignments()?.is_empty());
         Ok(())
     }
 

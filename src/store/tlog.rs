@@ -54,12 +54,12 @@ pub(super) fn leaves_of(batch: &[Record], now: i64) -> Vec<(String, Vec<u8>)> {
                 report_record_key(r.receipt_id),
                 Leaf::Submission {
                     sid: r.sid.clone(),
-                    assignment: "lab".to_string(),
+                    assignment: r.assignment.clone(),
                     receipt_id: r.receipt_id,
                     sha256: openssl::sha::sha256(r.text.as_bytes()),
                     size: r.text.len() as u64,
                     received_at: r.received_at.max(0) as u64,
-                    late: false,
+                    late: r.late_by.is_some(),
                     serial: r.serial.to_string(),
                 },
             )),
@@ -192,12 +192,15 @@ impl<E> From<TreeError> for AppendError<E> {
     }
 }
 
+/// The hashes an append stores, and the new root.
+type Made = (Vec<(NodeId, Hash)>, Hash);
+
 /// One append over an engine's reads and writes: the same steps for both.
 fn append_with<E>(
     size: u64,
     leaves: &[(String, Vec<u8>)],
     mut read: impl FnMut(NodeId) -> Result<Option<Vec<u8>>, E>,
-) -> Result<(Vec<(NodeId, Hash)>, Hash), AppendError<E>> {
+) -> Result<Made, AppendError<E>> {
     let hashes: Vec<Hash> = leaves.iter().map(|(_, l)| merkle::leaf_hash(l)).collect();
     let none = HashMap::new();
     let made = merkle::append(size, &hashes, |ids: &[NodeId]| {

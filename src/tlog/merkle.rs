@@ -119,7 +119,7 @@ fn split(n: u64) -> u64 {
 /// power of two below its width.
 fn range_hash(lo: u64, hi: u64, at: &mut Lookup<'_>) -> Result<Hash, TreeError> {
     let width = hi - lo;
-    if width.is_power_of_two() && lo % width == 0 {
+    if width.is_power_of_two() && lo.is_multiple_of(width) {
         return at.get(NodeId::new(
             width.trailing_zeros() as u8,
             lo >> width.trailing_zeros(),

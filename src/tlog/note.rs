@@ -261,7 +261,7 @@ impl NoteVerifier {
 /// (OpenSSL's decoder would skip whitespace).
 pub(crate) fn decode_b64(s: &str) -> Option<Vec<u8>> {
     if s.is_empty()
-        || s.len() % 4 != 0
+        || !s.len().is_multiple_of(4)
         || !s
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')

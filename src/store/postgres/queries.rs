@@ -7,10 +7,11 @@ use postgres::{Client, Statement, Transaction};
 
 use super::PostgresStore;
 use crate::store::{
-    census_of, check_guess, code_state_of, status_of, Census, CertColumns, CertRow, CertStatus,
-    CodeColumns, CodeKey, Counts, EnrollView, Record, ReportColumns, ReportRecord, Revocation,
-    RevocationColumns, RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial,
-    Storage, StoreError, Student, Supersede, Writes, CENSUS_SQL, GUESS_RETENTION,
+    census_of, check_guess, code_state_of, status_of, Assignment, Census, CertColumns, CertRow,
+    CertStatus, CodeColumns, CodeKey, Counts, EnrollView, Extension, Record, ReportColumns,
+    ReportRecord, Revocation, RevocationColumns, RevocationMark, RevocationReason, RosterChange,
+    RosterEntry, Serial, Storage, StoreError, Student, SubmissionView, Supersede, Writes,
+    CENSUS_SQL, GUESS_RETENTION,
 };
 
 /// The first key of the advisory lock a transaction counting guesses takes
@@ -55,6 +56,7 @@ pub(super) struct Statements {
     counted_guesses: Statement,
     insert_guess: Statement,
     enrollment_view: Statement,
+    submission_view: Statement,
     supersede_renewed: Statement,
     supersede_others: Statement,
 }
@@ -76,10 +78,14 @@ impl Statements {
                  ORDER BY n",
             )?,
             insert_reports: client.prepare(
-                "INSERT INTO reports (receipt_id, sid, serial, received_at, text, origin)
-                 SELECT receipt_id, sid, serial, received_at, text, origin
-                 FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[])
-                      WITH ORDINALITY AS t(receipt_id, sid, serial, received_at, text, origin, n)
+                "INSERT INTO reports (receipt_id, sid, serial, received_at, text, origin,
+                                      assignment, late_by, file_size, file_sha256)
+                 SELECT receipt_id, sid, serial, received_at, text, origin,
+                        assignment, late_by, file_size, file_sha256
+                 FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
+                             $7::text[], $8::int8[], $9::int8[], $10::text[])
+                      WITH ORDINALITY AS t(receipt_id, sid, serial, received_at, text, origin,
+                                           assignment, late_by, file_size, file_sha256, n)
                  ORDER BY n",
             )?,
             cert_status: client.prepare(
@@ -127,8 +133,16 @@ impl Statements {
                 "SELECT EXISTS (SELECT 1 FROM roster), r.sid IS NOT NULL,
                         c.code_key, c.issued_at, c.used_at
                  FROM (SELECT 1) one
-                 LEFT JOIN roster r ON r.sid = $1
+                 LEFT JOIN roster r ON r.sid = $1 AND r.dropped_at IS NULL
                  LEFT JOIN codes c ON c.sid = r.sid",
+            )?,
+            submission_view: client.prepare(
+                "SELECT a.id, a.title, a.opens_at, a.due_at, a.late_until, a.closed_at,
+                        e.until,
+                        (SELECT value FROM course_settings WHERE name = 'timezone')
+                 FROM (SELECT 1) one
+                 LEFT JOIN assignments a ON a.id = $2
+                 LEFT JOIN extensions e ON e.sid = $1 AND e.assignment = a.id",
             )?,
         })
     }
@@ -180,6 +194,10 @@ struct Columns<'a> {
     received_at: Vec<i64>,
     text: Vec<&'a str>,
     r_origin: Vec<&'static str>,
+    assignment: Vec<&'a str>,
+    late_by: Vec<Option<i64>>,
+    file_size: Vec<i64>,
+    file_sha256: Vec<&'a str>,
 }
 
 impl<'a> Columns<'a> {
@@ -204,6 +222,10 @@ impl<'a> Columns<'a> {
             c.received_at.push(r.received_at);
             c.text.push(r.text);
             c.r_origin.push(r.origin);
+            c.assignment.push(r.assignment);
+            c.late_by.push(r.late_by);
+            c.file_size.push(r.file_size);
+            c.file_sha256.push(&r.file_sha256);
         }
         c
     }
@@ -305,6 +327,10 @@ impl Storage for PostgresStore {
                             &c.received_at,
                             &c.text,
                             &c.r_origin,
+                            &c.assignment,
+                            &c.late_by,
+                            &c.file_size,
+                            &c.file_sha256,
                         ],
                     )?;
                 }
@@ -432,8 +458,9 @@ impl Storage for PostgresStore {
             let rows = conn
                 .client
                 .query(
-                    "SELECT receipt_id, sid, serial, received_at, text, origin FROM reports
-                     ORDER BY received_at, seq",
+                    "SELECT receipt_id, sid, serial, received_at, text, origin, assignment,
+                            late_by
+                     FROM reports ORDER BY received_at, seq",
                     &[],
                 )
                 .map_err(TxFailure::Before)?;
@@ -446,6 +473,8 @@ impl Storage for PostgresStore {
                         received_at: r.try_get(3)?,
                         text: r.try_get(4)?,
                         origin: r.try_get(5)?,
+                        assignment: r.try_get(6)?,
+                        late_by: r.try_get(7)?,
                     })
                 })
                 .collect::<Result<Vec<_>, postgres::Error>>()
@@ -559,23 +588,40 @@ impl Storage for PostgresStore {
                 let mut change = RosterChange::default();
                 let now = now_unix();
                 for s in students {
-                    let old = tx.query_opt("SELECT name FROM roster WHERE sid = $1", &[&s.sid])?;
+                    let old = tx.query_opt(
+                        "SELECT name, dropped_at FROM roster WHERE sid = $1",
+                        &[&s.sid],
+                    )?;
                     match old {
                         None => {
                             tx.execute(
-                                "INSERT INTO roster (sid, name, added_at) VALUES ($1, $2, $3)",
-                                &[&s.sid, &s.name, &now],
+                                "INSERT INTO roster (sid, name, added_at, email)
+                                 VALUES ($1, $2, $3, $4)",
+                                &[&s.sid, &s.name, &now, &s.email],
                             )?;
                             change.added += 1;
                         }
-                        Some(row) if row.try_get::<_, String>(0)? != s.name => {
+                        Some(row) => {
+                            let name: String = row.try_get(0)?;
+                            let dropped: Option<i64> = row.try_get(1)?;
+                            if dropped.is_some() {
+                                change.added += 1;
+                            } else if name != s.name {
+                                change.renamed += 1;
+                            } else {
+                                change.unchanged += 1;
+                            }
                             tx.execute(
-                                "UPDATE roster SET name = $2 WHERE sid = $1",
+                                "UPDATE roster SET name = $2, dropped_at = NULL WHERE sid = $1",
                                 &[&s.sid, &s.name],
                             )?;
-                            change.renamed += 1;
                         }
-                        Some(_) => change.unchanged += 1,
+                    }
+                    if s.email.is_some() {
+                        tx.execute(
+                            "UPDATE roster SET email = $2 WHERE sid = $1",
+                            &[&s.sid, &s.email],
+                        )?;
                     }
                 }
                 Ok(change)
@@ -589,7 +635,8 @@ impl Storage for PostgresStore {
             let rows = conn
                 .client
                 .query(
-                    "SELECT r.sid, r.name, c.code_key, c.issued_at, c.used_at,
+                    "SELECT r.sid, r.name, r.email, r.dropped_at,
+                            c.code_key, c.issued_at, c.used_at,
                             (SELECT count(*) FROM guesses g WHERE g.sid = r.sid AND g.at > $1)
                      FROM roster r LEFT JOIN codes c ON c.sid = r.sid ORDER BY r.sid",
                     &[&since],
@@ -600,19 +647,23 @@ impl Storage for PostgresStore {
                     Ok((
                         r.try_get(0)?,
                         r.try_get(1)?,
-                        raw_code(r, 2)?,
-                        r.try_get::<_, i64>(5)?,
+                        r.try_get(2)?,
+                        r.try_get(3)?,
+                        raw_code(r, 4)?,
+                        r.try_get::<_, i64>(7)?,
                     ))
                 })
-                .collect::<Result<Vec<(String, String, Option<CodeColumns>, i64)>, postgres::Error>>()
+                .collect::<Result<Vec<RosterColumns>, postgres::Error>>()
                 .map_err(TxFailure::Before)
         })?
         .into_iter()
-        .map(|(sid, name, raw, guesses)| {
+        .map(|(sid, name, email, dropped_at, raw, guesses)| {
             Ok(RosterEntry {
                 sid,
                 name,
                 code: code_state_of(raw)?,
+                email,
+                dropped_at,
                 recent_guesses: guesses.unsigned_abs(),
             })
         })
@@ -672,7 +723,7 @@ impl Storage for PostgresStore {
                 .client
                 .query_one(
                     "SELECT (SELECT count(*) FROM certs), (SELECT count(*) FROM reports),
-                            (SELECT count(*) FROM roster)",
+                            (SELECT count(*) FROM roster WHERE dropped_at IS NULL)",
                     &[],
                 )
                 .map_err(TxFailure::Before)?;
@@ -736,6 +787,183 @@ impl Storage for PostgresStore {
             Ok(window)
         })
     }
+
+    fn put_assignment(&mut self, a: &Assignment) -> Result<(), StoreError> {
+        self.run("writing an assignment", |conn| {
+            in_transaction(conn, |tx, _| {
+                tx.execute(
+                    "INSERT INTO assignments (id, title, opens_at, due_at, late_until, closed_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (id) DO UPDATE SET title = excluded.title,
+                         opens_at = excluded.opens_at, due_at = excluded.due_at,
+                         late_until = excluded.late_until, closed_at = excluded.closed_at",
+                    &[
+                        &a.id,
+                        &a.title,
+                        &a.opens,
+                        &a.due,
+                        &a.late_until,
+                        &a.closed_at,
+                    ],
+                )
+                .map(|_| ())
+            })
+        })
+    }
+
+    fn assignments(&mut self) -> Result<Vec<Assignment>, StoreError> {
+        self.run("listing assignments", |conn| {
+            let rows = conn
+                .client
+                .query(
+                    "SELECT id, title, opens_at, due_at, late_until, closed_at FROM assignments
+                     ORDER BY due_at IS NOT NULL, due_at, id",
+                    &[],
+                )
+                .map_err(TxFailure::Before)?;
+            rows.iter()
+                .map(assignment_of)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(TxFailure::Before)
+        })
+    }
+
+    fn submission_view(
+        &mut self,
+        sid: &str,
+        assignment: &str,
+    ) -> Result<SubmissionView, StoreError> {
+        self.run("reading an assignment", |conn| {
+            // One round trip: the assignment, her extension and the zone.
+            let row = conn
+                .client
+                .query_one(&conn.stmts.submission_view, &[&sid, &assignment])
+                .map_err(TxFailure::Before)?;
+            let read = || -> Result<SubmissionView, postgres::Error> {
+                let found: Option<String> = row.try_get(0)?;
+                Ok(SubmissionView {
+                    assignment: match found {
+                        Some(_) => Some(assignment_of(&row)?),
+                        None => None,
+                    },
+                    extension: row.try_get(6)?,
+                    timezone: row.try_get(7)?,
+                })
+            };
+            read().map_err(TxFailure::Before)
+        })
+    }
+
+    fn extend(
+        &mut self,
+        sid: &str,
+        assignment: &str,
+        until: i64,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let n = self.run("granting an extension", |conn| {
+            in_transaction(conn, |tx, _| {
+                tx.execute(
+                    "INSERT INTO extensions (sid, assignment, until, granted_at)
+                     SELECT $1, id, $3, $4 FROM assignments WHERE id = $2
+                     ON CONFLICT (sid, assignment) DO UPDATE
+                     SET until = excluded.until, granted_at = excluded.granted_at",
+                    &[&sid, &assignment, &until, &at],
+                )
+            })
+        })?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("assignment {assignment:?}")));
+        }
+        Ok(())
+    }
+
+    fn extensions(&mut self) -> Result<Vec<Extension>, StoreError> {
+        self.run("listing extensions", |conn| {
+            let rows = conn
+                .client
+                .query(
+                    "SELECT sid, assignment, until, granted_at FROM extensions
+                     ORDER BY assignment, sid",
+                    &[],
+                )
+                .map_err(TxFailure::Before)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Extension {
+                        sid: r.try_get(0)?,
+                        assignment: r.try_get(1)?,
+                        until: r.try_get(2)?,
+                        granted_at: r.try_get(3)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, postgres::Error>>()
+                .map_err(TxFailure::Before)
+        })
+    }
+
+    fn drop_student(&mut self, sid: &str, at: i64) -> Result<bool, StoreError> {
+        self.run("removing a student", |conn| {
+            in_transaction(conn, |tx, _| {
+                tx.execute(
+                    "UPDATE roster SET dropped_at = $2 WHERE sid = $1 AND dropped_at IS NULL",
+                    &[&sid, &at],
+                )
+            })
+        })
+        .map(|n| n == 1)
+    }
+
+    fn set_course_setting(&mut self, name: &str, value: Option<&str>) -> Result<(), StoreError> {
+        self.run("writing a course setting", |conn| {
+            in_transaction(conn, |tx, _| {
+                match value {
+                    Some(v) => tx.execute(
+                        "INSERT INTO course_settings (name, value) VALUES ($1, $2)
+                         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                        &[&name, &v],
+                    )?,
+                    None => tx.execute("DELETE FROM course_settings WHERE name = $1", &[&name])?,
+                };
+                Ok(())
+            })
+        })
+    }
+
+    fn course_setting(&mut self, name: &str) -> Result<Option<String>, StoreError> {
+        self.run("reading a course setting", |conn| {
+            conn.client
+                .query_opt(
+                    "SELECT value FROM course_settings WHERE name = $1",
+                    &[&name],
+                )
+                .and_then(|row| row.map(|r| r.try_get(0)).transpose())
+                .map_err(TxFailure::Before)
+        })
+    }
+}
+
+/// A roster row as read: SID, name, e-mail, removal time, code columns and
+/// recent guesses.
+type RosterColumns = (
+    String,
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<CodeColumns>,
+    i64,
+);
+
+/// An `assignments` row from its first six columns.
+fn assignment_of(r: &postgres::Row) -> Result<Assignment, postgres::Error> {
+    Ok(Assignment {
+        id: r.try_get(0)?,
+        title: r.try_get(1)?,
+        opens: r.try_get(2)?,
+        due: r.try_get(3)?,
+        late_until: r.try_get(4)?,
+        closed_at: r.try_get(5)?,
+    })
 }
 
 /// The columns of `codes` from column `at` on (all NULL: no code).

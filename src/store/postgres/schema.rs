@@ -109,6 +109,38 @@ UPDATE certs SET vouched = authorised = 'code'
 ",
     // Version 5 (issue 21): the transparency log.
     crate::store::tlog::PG_SCHEMA,
+    "
+-- Version 6 (issue 20): assignments, extensions and the course's text
+-- settings; each report names its assignment and how late it came, and has
+-- room for a handed-in file's name, size and SHA-256; a roster student may
+-- have an e-mail address and may be removed.
+CREATE TABLE assignments (
+    id          TEXT PRIMARY KEY,
+    title       TEXT NOT NULL,
+    opens_at    BIGINT,
+    due_at      BIGINT,
+    late_until  BIGINT,
+    closed_at   BIGINT
+);
+CREATE TABLE extensions (
+    sid         TEXT NOT NULL,
+    assignment  TEXT NOT NULL REFERENCES assignments (id),
+    until       BIGINT NOT NULL,
+    granted_at  BIGINT NOT NULL,
+    PRIMARY KEY (sid, assignment)
+);
+CREATE TABLE course_settings (
+    name   TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+ALTER TABLE reports ADD COLUMN assignment TEXT NOT NULL DEFAULT 'lab';
+ALTER TABLE reports ADD COLUMN late_by BIGINT;
+ALTER TABLE reports ADD COLUMN file_name TEXT;
+ALTER TABLE reports ADD COLUMN file_size BIGINT;
+ALTER TABLE reports ADD COLUMN file_sha256 TEXT;
+ALTER TABLE roster ADD COLUMN email TEXT;
+ALTER TABLE roster ADD COLUMN dropped_at BIGINT;
+",
 ];
 const _: () = assert!(MIGRATIONS.len() as i32 == PG_SCHEMA_VERSION);
 
