@@ -29,7 +29,7 @@ use crate::verify::{BlackboardCertError, CertError};
 mod enrollment;
 mod files;
 mod logcheck;
-pub use logcheck::LogFork;
+pub use logcheck::{LogFork, ProofCheckError};
 mod pin;
 mod submission;
 mod transport;

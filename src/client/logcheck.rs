@@ -7,43 +7,93 @@
 //! are signed evidence of a forked or rewound log: the client refuses,
 //! keeps both notes, and says so.
 
+use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::receipt::ReceiptContent;
 use crate::tlog::merkle::{leaf_hash, verify_inclusion};
 use crate::tlog::note::SignedNote;
-use crate::tlog::{Checkpoint, Leaf, TlogProof};
+use crate::tlog::{Checkpoint, CheckpointError, Leaf, NoteError, TlogProof};
+
+/// Why a receipt's log proof does not hold.
+#[derive(Debug)]
+pub enum ProofCheckError {
+    /// The proof's text is not a tlog-proof.
+    Proof(CheckpointError),
+    /// Its checkpoint is not a signed note.
+    Note(NoteError),
+    /// `log_index` and the proof disagree.
+    IndexMismatch {
+        /// The receipt's `log_index`.
+        receipt: u64,
+        /// The proof's.
+        proof: u64,
+    },
+    /// A receipt field the entry is rebuilt from does not parse.
+    Field(&'static str),
+    /// The path does not lead from her entry to the checkpoint's root.
+    NotIncluded {
+        /// The index claimed.
+        index: u64,
+        /// The tree's size.
+        size: u64,
+    },
+}
+
+impl fmt::Display for ProofCheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProofCheckError::Proof(e) => write!(f, "log proof: {e}"),
+            ProofCheckError::Note(e) => write!(f, "log proof's checkpoint: {e}"),
+            ProofCheckError::IndexMismatch { receipt, proof } => write!(
+                f,
+                "log_index {receipt} differs from the log proof's index {proof}"
+            ),
+            ProofCheckError::Field(what) => write!(f, "the receipt's {what} does not parse"),
+            ProofCheckError::NotIncluded { index, size } => write!(
+                f,
+                "the log proof does not show her submission as entry {index} of the tree of \
+                 {size} entries"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ProofCheckError {}
 
 /// The file of the latest checkpoint seen, in the client's out-dir.
 pub(crate) const CHECKPOINT_FILE: &str = "log-checkpoint";
 
 /// The checkpoint inside a note (its signature is not checked here: the
 /// receipt around it is Blackboard's signature).
-fn checkpoint_of(note: &str) -> Result<Checkpoint, String> {
-    let opened = SignedNote::parse(note).map_err(|e| e.to_string())?;
-    Checkpoint::parse_text(opened.text).map_err(|e| e.to_string())
+fn checkpoint_of(note: &str) -> Result<Checkpoint, ProofCheckError> {
+    let opened = SignedNote::parse(note).map_err(ProofCheckError::Note)?;
+    Checkpoint::parse_text(opened.text).map_err(ProofCheckError::Proof)
 }
 
 /// Checks a receipt's log proof, if it has one, against the entry rebuilt
 /// from her own values; returns the checkpoint note it proves against.
-pub(crate) fn check_inclusion(c: &ReceiptContent, report: &[u8]) -> Result<Option<String>, String> {
+pub(crate) fn check_inclusion(
+    c: &ReceiptContent,
+    report: &[u8],
+) -> Result<Option<String>, ProofCheckError> {
     let (Some(text), Some(index)) = (&c.log_proof, c.log_index) else {
         return Ok(None);
     };
-    let proof = TlogProof::parse(text).map_err(|e| e.to_string())?;
+    let proof = TlogProof::parse(text).map_err(ProofCheckError::Proof)?;
     if proof.index != index {
-        return Err(format!(
-            "log_index {index} differs from the proof's index {}",
-            proof.index
-        ));
+        return Err(ProofCheckError::IndexMismatch {
+            receipt: index,
+            proof: proof.index,
+        });
     }
     let receipt_id: u64 = c
         .receipt
         .parse()
-        .map_err(|_| "the receipt id is not a number".to_string())?;
+        .map_err(|_| ProofCheckError::Field("receipt id"))?;
     let received_at = crate::time::parse_rfc3339(&c.received_at)
-        .map_err(|_| "received_at is not RFC 3339".to_string())?;
+        .map_err(|_| ProofCheckError::Field("received_at"))?;
     let leaf = Leaf::Submission {
         sid: c.sid.clone(),
         // Receipts from before assignments existed went to the lab.
@@ -63,10 +113,10 @@ pub(crate) fn check_inclusion(c: &ReceiptContent, report: &[u8]) -> Result<Optio
         &proof.path,
         &cp.root,
     ) {
-        return Err(format!(
-            "the log proof does not show her submission as entry {index} of the tree of {} entries",
-            cp.size
-        ));
+        return Err(ProofCheckError::NotIncluded {
+            index,
+            size: cp.size,
+        });
     }
     Ok(Some(proof.checkpoint))
 }

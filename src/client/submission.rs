@@ -280,7 +280,7 @@ pub fn check_receipt(
     }
     if let Some(report) = want.report {
         super::logcheck::check_inclusion(&c, report)
-            .map_err(|e| ClientError::Receipt(receipt::ReceiptError::Content(e)))?;
+            .map_err(|e| ClientError::Receipt(receipt::ReceiptError::Content(e.to_string())))?;
     }
     Ok(c)
 }

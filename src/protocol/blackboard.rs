@@ -301,26 +301,21 @@ fn admit(shared: &mut Shared, sid: &str) -> Result<Timing, ProtocolError> {
 /// does not hold the log key or the store does not answer: the receipt
 /// goes out without it rather than not at all.
 fn log_proof(shared: &mut Shared, receipt_id: u64, peer: &str) -> Option<(u64, String)> {
+    use crate::tlog::signer::ProofError;
     let signer = shared.log.clone()?;
     let key = crate::store::tlog::report_record_key(receipt_id);
-    let made = (|| -> Result<Option<(u64, String)>, String> {
-        let Some(index) = shared.store.log_index_of(&key).map_err(|e| e.to_string())? else {
+    let store = &mut shared.store;
+    let made = (|| -> Result<Option<(u64, String)>, ProofError<crate::store::StoreError>> {
+        let Some(index) = store.log_index_of(&key).map_err(ProofError::Read)? else {
             return Ok(None);
         };
-        let head = shared.store.log_head().map_err(|e| e.to_string())?;
-        let store = &mut shared.store;
-        let proof = signer
-            .prove(
-                index,
-                head.size,
-                head.root,
-                |ids: &[crate::tlog::NodeId]| store.log_nodes(ids),
-            )
-            .map_err(|e| match e {
-                crate::tlog::signer::ProofError::Read(e) => e.to_string(),
-                crate::tlog::signer::ProofError::Tree(e) => e.to_string(),
-                crate::tlog::signer::ProofError::Sign(e) => e.to_string(),
-            })?;
+        let head = store.log_head().map_err(ProofError::Read)?;
+        let proof = signer.prove(
+            index,
+            head.size,
+            head.root,
+            |ids: &[crate::tlog::NodeId]| store.log_nodes(ids),
+        )?;
         Ok(Some((index, proof.encode())))
     })();
     match made {

@@ -28,6 +28,16 @@ pub enum ProofError<E> {
     Sign(NoteError),
 }
 
+impl<E: std::fmt::Display> std::fmt::Display for ProofError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProofError::Read(e) => write!(f, "reading the log: {e}"),
+            ProofError::Tree(e) => write!(f, "{e}"),
+            ProofError::Sign(e) => write!(f, "signing the checkpoint: {e}"),
+        }
+    }
+}
+
 impl<E> From<TreeError> for ProofError<E> {
     fn from(e: TreeError) -> Self {
         ProofError::Tree(e)
