@@ -391,6 +391,22 @@ mod tests {
         let (code, reason) = refusal(&run);
         assert_eq!(code, ErrorCode::Limit);
         assert!(reason.contains("8199 bytes"), "{reason}");
+        // A chain entry that is not DER, beside a good certificate: code 4,
+        // "not valid DER" (PROTOCOL.md 4.3.1, issue 20 gap 15).
+        let good = crate::testing::Student::enroll(sh.ca.as_deref().unwrap(), SID)
+            .unwrap()
+            .issued
+            .der;
+        let junk_chain = Message::SubmitOpen {
+            sid: SID.into(),
+            cert_der: good,
+            chain: vec![vec![0x30, 0x03, 0x02, 0x01]],
+            client_nonce: [0; 32],
+        };
+        let run = drive(bb(&mut sh), &[junk_chain.encode()], &mut sh);
+        let (code, reason) = refusal(&run);
+        assert_eq!(code, ErrorCode::BadCertificate);
+        assert!(reason.contains("not valid DER"), "{reason}");
     }
 
     #[test]
