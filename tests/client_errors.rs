@@ -324,3 +324,29 @@ fn an_expired_certificate_renews_from_the_client_within_the_grace() -> TestResul
     assert!(format!("{status:?}").contains("Superseded"), "{status:?}");
     Ok(())
 }
+
+/// Issue 20, gap 10: a CA that answers with another protocol version's
+/// `CaChallenge` is refused before anything (a code's MAC, a renewal
+/// proof) is sent, and the client says which version it got.
+#[test]
+fn a_challenge_of_another_version_is_refused_before_anything_is_sent() -> TestResult {
+    let payload = certboard::message::Message::CaChallenge {
+        version: 3,
+        policy: certboard::message::EnrollPolicy::Open,
+        nonce: [7; 32],
+    }
+    .encode();
+    let mut frame = (payload.len() as i32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    let answer: &'static [u8] = Box::leak(frame.into_boxed_slice());
+    let peer = FakePeer::start(Some(answer))?;
+    let dir = tempfile::tempdir()?;
+    let out = client(
+        dir.path(),
+        peer.addr,
+        peer.addr,
+        &["--timeout", "5", "1155000001"],
+    )?;
+    failed_saying(&out, "the CA answered with protocol version 3");
+    Ok(())
+}
