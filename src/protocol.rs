@@ -889,6 +889,9 @@ mod tests {
         assert!(run.session.on_expiry(Expiry::Idle, limit).is_some());
         let run = drive(run.session, &[request.encode()], &mut sh);
         assert!(run.session.on_expiry(Expiry::Idle, limit).is_none());
+        // The deadline between enrollments closes quietly too (PROTOCOL.md
+        // section 7, issue 20 gap 8).
+        assert!(run.session.on_expiry(Expiry::Deadline, limit).is_none());
     }
 
     #[test]
