@@ -894,6 +894,29 @@ mod tests {
         assert!(run.session.on_expiry(Expiry::Deadline, limit).is_none());
     }
 
+    /// During admission the framing and decoding rules come first: an
+    /// empty or malformed frame is code 1, a version 1 message code 10;
+    /// only a well-formed message of ours that is not the answer gets code
+    /// 7 (PROTOCOL.md 4.0, issue 20 gap 3).
+    #[test]
+    fn during_admission_decoding_refusals_come_before_code_7() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), Some(b"an admission secret of 16+ bytes"));
+        for (frame, want) in [
+            (Vec::new(), ErrorCode::Malformed),
+            (vec![0xee, 1, 2], ErrorCode::Malformed),
+            (v1_enroll_request(b"csr"), ErrorCode::UnsupportedVersion),
+            (ca_hello(), ErrorCode::AdmissionRefused),
+        ] {
+            // The challenge goes out at once; then the frame.
+            let (session, out) = Session::start(ServiceKind::Ca, &sh);
+            assert_eq!(out.send.len(), 1);
+            let run = drive(session, &[frame.clone()], &mut sh);
+            assert_eq!(refusal(&run).0, want, "{frame:?}");
+            assert!(run.closed);
+        }
+    }
+
     #[test]
     fn error_frames_take_the_peers_form() {
         let dir = tempfile::tempdir().unwrap();
