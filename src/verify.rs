@@ -411,7 +411,12 @@ pub fn verify_blackboard(
         param.set_time(t);
     }
     if let Some(n) = name {
-        param.set_hostflags(openssl::x509::verify::X509CheckFlags::NEVER_CHECK_SUBJECT);
+        // The name is a dNSName or nothing (never the CN), and a wildcard
+        // stands for one whole label (PROTOCOL.md 4.3.2).
+        param.set_hostflags(
+            openssl::x509::verify::X509CheckFlags::NEVER_CHECK_SUBJECT
+                | openssl::x509::verify::X509CheckFlags::NO_PARTIAL_WILDCARDS,
+        );
         param.set_host(n).map_err(bb_internal)?;
     }
     let mut b = X509StoreBuilder::new().map_err(bb_internal)?;
