@@ -27,8 +27,13 @@ use super::{PostgresStore, SqliteStore, StoreError};
 /// The tables copied, in this order: a table that another's foreign key
 /// names comes first. One line per table.
 const TABLES: &[&str] = &[
-    "certs", "reports", // The codes refer to the roster: it comes first.
-    "roster", "codes", "settings",
+    "certs",
+    "reports", // The codes refer to the roster: it comes first.
+    "roster",
+    "codes",
+    "settings", // Staged chunks, then the files naming them.
+    "upload_chunks",
+    "uploads",
 ];
 
 /// The SQLite table of named counters, copied into sequences.
