@@ -110,6 +110,7 @@ fn run_part(part: &str, shared: &mut Shared, hello: &Hello) -> Result<(), BoxErr
                 report_sha256: "ab".repeat(32),
                 transcript_sha256: "cd".repeat(32),
                 version: RECEIPT_VERSION,
+                file: None,
             };
             bb.current(None).sign_receipt(&content.to_json())?;
         }

@@ -44,8 +44,31 @@ pub struct ReceiptContent {
     /// receipt to the session she verified, so an old receipt for the same
     /// text cannot be replayed as the answer to a new submission.
     pub transcript_sha256: String,
-    /// [`RECEIPT_VERSION`].
+    /// [`RECEIPT_VERSION`], or [`RECEIPT_VERSION_3`] for a file.
     pub version: u32,
+    /// A version 3 receipt's file fields (absent in version 2's).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileReceipt>,
+}
+
+/// The `version` of a receipt for a file handed in by protocol version 3.
+pub const RECEIPT_VERSION_3: u32 = 3;
+
+/// What a version 3 receipt adds: the file and the assignment it was for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileReceipt {
+    /// The assignment.
+    pub assignment: String,
+    /// The file's (sanitised) name.
+    pub file_name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Lower-case hex SHA-256 of its bytes.
+    pub file_sha256: String,
+    /// Whether it came after the due time.
+    pub late: bool,
+    /// How late, in seconds (0 when on time).
+    pub late_seconds: i64,
 }
 
 impl ReceiptContent {
@@ -246,7 +269,12 @@ fn unverified_content(der: &[u8]) -> Result<ReceiptContent, ReceiptError> {
 fn parse_content(json: &[u8]) -> Result<ReceiptContent, ReceiptError> {
     let c: ReceiptContent =
         serde_json::from_slice(json).map_err(|e| ReceiptError::Content(e.to_string()))?;
-    if c.version != RECEIPT_VERSION {
+    let file_ok = match c.version {
+        RECEIPT_VERSION => c.file.is_none(),
+        RECEIPT_VERSION_3 => c.file.is_some(),
+        _ => false,
+    };
+    if !file_ok {
         return Err(ReceiptError::Mismatch {
             field: "version",
             expected: RECEIPT_VERSION.to_string(),

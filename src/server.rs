@@ -71,6 +71,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// When Blackboard takes reports.
     pub window: Window,
+    /// What Blackboard accepts of protocol version 3 (`--min-protocol`,
+    /// `--max-submission`).
+    pub upload: crate::protocol::UploadPolicy,
     /// Address of the HTTP listener (OCSP, CRL, health, metrics); off
     /// when `None`.
     pub http_listen: Option<SocketAddr>,
@@ -520,6 +523,7 @@ impl Server {
                 admission_secret: admission_secret.clone(),
                 legacy: cfg.legacy,
                 window: cfg.window,
+                upload: cfg.upload,
             };
             let ops =
                 Ops::new(shared.ca.clone(), Arc::clone(&metrics)).map_err(ServerError::Ocsp)?;
@@ -653,6 +657,7 @@ mod tests {
             reactors: 1,
             limits: Limits::default(),
             window: Window::default(),
+            upload: crate::protocol::UploadPolicy::default(),
             http_listen: None,
             http_limits: HttpConnLimits::default(),
             public_url: None,

@@ -187,6 +187,7 @@ pub struct SharedBuilder {
     admission_secret: Option<Arc<Vec<u8>>>,
     legacy: bool,
     window: Window,
+    upload: crate::protocol::UploadPolicy,
 }
 
 impl fmt::Debug for SharedBuilder {
@@ -220,7 +221,14 @@ impl SharedBuilder {
             admission_secret: None,
             legacy: false,
             window: Window::default(),
+            upload: crate::protocol::UploadPolicy::default(),
         }
+    }
+
+    /// What Blackboard accepts of protocol version 3.
+    pub fn upload(mut self, upload: crate::protocol::UploadPolicy) -> Self {
+        self.upload = upload;
+        self
     }
 
     /// Serves the CA role with `ca` (or not, with `None`).
@@ -279,6 +287,7 @@ impl SharedBuilder {
             admission_secret: self.admission_secret,
             legacy: self.legacy,
             window: self.window,
+            upload: self.upload,
         })
     }
 }

@@ -36,6 +36,7 @@ fn content(sid: &str, at: i64) -> ReceiptContent {
         report_sha256: "00".repeat(32),
         transcript_sha256: "11".repeat(32),
         version: 2,
+        file: None,
     }
 }
 

@@ -51,6 +51,7 @@ fn fixture() -> &'static Fixture {
             report_sha256: "ab".repeat(32),
             transcript_sha256: "cd".repeat(32),
             version: RECEIPT_VERSION,
+            file: None,
         };
         let receipt = honest
             .sign_receipt(&content.to_json())
@@ -140,6 +141,7 @@ fuzz_target!(|data: &[u8]| {
                 report_sha256: field(&mut rest),
                 transcript_sha256: field(&mut rest),
                 version: RECEIPT_VERSION,
+                file: None,
             };
             let der = f.other.sign_receipt(&content.to_json()).expect("sign");
             let v = verify_receipt(&der, &f.root, Some(OTHER_NAME))

@@ -106,6 +106,15 @@ struct RunArgs {
     /// design; see README "Legacy mode").
     #[arg(long)]
     legacy: bool,
+    /// The oldest protocol version Blackboard serves: 2 also takes version
+    /// 2 clients (their reports go to the assignment `lab`); 3 refuses them
+    /// with code 10, telling the student to upgrade.
+    #[arg(long, value_name = "VERSION", default_value_t = 2, value_parser = clap::value_parser!(u16).range(2..=3))]
+    min_protocol: u16,
+    /// Largest file a student may hand in (protocol version 3), in bytes;
+    /// a larger one is refused at its announcement, before it is sent.
+    #[arg(long, value_name = "BYTES", default_value_t = certboard::protocol::DEFAULT_MAX_SUBMISSION)]
+    max_submission: u64,
     /// Number of reactor threads (each its own event loop; SO_REUSEPORT).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     reactors: u16,
@@ -328,6 +337,10 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
         validity_days: a.validity_days,
         admission_secret_file: a.admission_secret_file,
         legacy: a.legacy,
+        upload: certboard::protocol::UploadPolicy {
+            min_protocol: a.min_protocol,
+            max_submission: a.max_submission,
+        },
         reactors: usize::from(a.reactors),
         limits,
         window: Window {

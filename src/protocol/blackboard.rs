@@ -12,6 +12,10 @@ use std::sync::Arc;
 
 use log::info;
 
+mod upload;
+
+pub use upload::{Lateness, UploadError, UploadPolicy, DEFAULT_ASSIGNMENT, DEFAULT_MAX_SUBMISSION};
+
 use crate::ca::{BlackboardIdentity, Serial};
 use crate::crypto::{self, SessionKeys, DIGEST_LEN, SESSION_KEY_LEN};
 use crate::message::{CipherId, Message, IV_LEN, NONCE_LEN};
@@ -37,6 +41,13 @@ pub(super) enum Blackboard {
     /// The report is on its way to the store; the signed receipt is made
     /// once it is durable.
     Recording(Box<ReceiptToSign>),
+    /// Version 3: signed offer sent, waiting for the file's announcement.
+    AwaitAnnounce(Box<PendingReport<OfferKeys>>),
+    /// Version 3: waiting for the next chunk or the end.
+    Receiving(Box<upload::Receiving>),
+    /// Version 3: a chunk is on its way to the store; nothing more is read
+    /// until it is durable.
+    Staging(Box<upload::Receiving>),
 }
 
 impl Blackboard {
@@ -69,7 +80,37 @@ impl Blackboard {
                     chain,
                     ..
                 },
-            ) => open(payload, &sid, &cert_der, &chain, shared, peer),
+            ) => {
+                upload::refuse_v2(shared, &sid)?;
+                open(payload, &sid, &cert_der, &chain, shared, peer)
+            }
+            (
+                Blackboard::AwaitHello,
+                Message::SubmitOpen3 {
+                    version,
+                    sid,
+                    cert_der,
+                    chain,
+                    intent,
+                    ..
+                },
+            ) => upload::open(
+                payload, version, &sid, &cert_der, &chain, intent, shared, peer,
+            ),
+            (Blackboard::AwaitAnnounce(p), msg @ Message::FileAnnounce { .. }) => {
+                upload::announce(*p, msg, payload, shared, peer)
+            }
+            (
+                Blackboard::Receiving(r),
+                Message::Chunk {
+                    seq,
+                    ciphertext,
+                    mac,
+                },
+            ) => upload::chunk(*r, seq, &ciphertext, &mac, peer),
+            (Blackboard::Receiving(r), Message::UploadDone { chunks, mac }) => {
+                upload::done(*r, chunks, &mac, shared, peer)
+            }
             (
                 Blackboard::AwaitReport(p),
                 Message::Report {
@@ -88,6 +129,26 @@ impl Blackboard {
             Blackboard::AwaitHello => "waiting for a submission hello",
             Blackboard::AwaitReport(_) => "waiting for the report",
             Blackboard::Recording(_) => "recording the report",
+            Blackboard::AwaitAnnounce(_) => "waiting for the file's announcement",
+            Blackboard::Receiving(_) => "waiting for the next chunk or the upload's end",
+            Blackboard::Staging(_) => "recording a chunk",
+        }
+    }
+
+    /// The upload whose chunks may be staged, while one is under way.
+    pub(super) fn staged_upload(&self) -> Option<i64> {
+        match self {
+            Blackboard::Receiving(r) | Blackboard::Staging(r) => Some(r.upload_id()),
+            _ => None,
+        }
+    }
+
+    /// Bytes and frames an upload under way may take beyond the ordinary
+    /// per-connection limits.
+    pub(super) fn upload_allowance(&self) -> Option<(u64, u32)> {
+        match self {
+            Blackboard::Receiving(r) | Blackboard::Staging(r) => Some(r.allowance()),
+            _ => None,
         }
     }
 
@@ -96,9 +157,15 @@ impl Blackboard {
     pub(super) fn on_committed(self, peer: &str) -> (State, Output) {
         match self {
             Blackboard::Recording(r) => (State::Done, receipt_after_commit(*r, peer)),
-            state @ (Blackboard::AwaitHello | Blackboard::AwaitReport(_)) => {
-                (State::Blackboard(state), Output::default())
-            }
+            // A chunk is durable: the next one may be read.
+            Blackboard::Staging(r) => (
+                State::Blackboard(Blackboard::Receiving(r)),
+                Output::default(),
+            ),
+            state @ (Blackboard::AwaitHello
+            | Blackboard::AwaitReport(_)
+            | Blackboard::AwaitAnnounce(_)
+            | Blackboard::Receiving(_)) => (State::Blackboard(state), Output::default()),
         }
     }
 
@@ -273,6 +340,7 @@ fn receipt_content(record: &ReportRecord, th: &[u8; DIGEST_LEN]) -> ReceiptConte
         report_sha256: record.sha256_hex(),
         transcript_sha256: th.iter().map(|b| format!("{b:02x}")).collect(),
         version: RECEIPT_VERSION,
+        file: None,
     }
 }
 

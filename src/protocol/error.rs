@@ -99,6 +99,14 @@ pub enum ProtocolError {
         /// Why signing failed (for the log).
         source: openssl::error::ErrorStack,
     },
+    /// Blackboard refused a version 3 exchange (an upload's announcement,
+    /// chunks or end, or the version itself).
+    Upload {
+        /// The SID claimed.
+        sid: String,
+        /// Why.
+        source: super::blackboard::UploadError,
+    },
     /// The server failed; the details go to the log only.
     Internal(Internal),
 }
@@ -182,6 +190,7 @@ impl fmt::Display for ProtocolError {
                 "internal error: the report is recorded under receipt {receipt_id}, but the \
                  signed receipt could not be made"
             ),
+            ProtocolError::Upload { source, .. } => write!(f, "{source}"),
             ProtocolError::Internal(e) => write!(f, "{e}"),
         }
     }
@@ -198,6 +207,7 @@ impl Error for ProtocolError {
             ProtocolError::Closed(e) => Some(e),
             ProtocolError::ReceiptNotSigned { source, .. } => Some(source),
             ProtocolError::Internal(e) => e.source(),
+            ProtocolError::Upload { source, .. } => Some(source),
             ProtocolError::Unexpected { .. }
             | ProtocolError::LegacyDisabled { .. }
             | ProtocolError::Admission(_)
@@ -362,6 +372,7 @@ impl ServerFault for ProtocolError {
             | ProtocolError::UnsupportedVersion { .. }
             | ProtocolError::Version1 { .. }
             | ProtocolError::Course { .. }
+            | ProtocolError::Upload { .. }
             | ProtocolError::Closed(_) => false,
         }
     }
@@ -477,6 +488,7 @@ impl From<&ProtocolError> for ErrorCode {
             }
             ProtocolError::Course { source, .. } => ErrorCode::from(source),
             ProtocolError::Closed(_) => ErrorCode::SubmissionsClosed,
+            ProtocolError::Upload { source, .. } => source.code(),
             ProtocolError::ReceiptNotSigned { .. } | ProtocolError::Internal(_) => {
                 ErrorCode::Internal
             }
@@ -647,6 +659,10 @@ impl fmt::Display for ConnectionError {
                 write!(f, "SID {sid}: {}", Refusal::CodeUsed)
             }
             ConnectionError::Commit(StoreError::Unavailable(_)) => f.write_str(STORE_UNAVAILABLE),
+            ConnectionError::Commit(e) if crate::store::is_storage_full(e) => f.write_str(
+                "storage is full: the server could not record this; nothing was acknowledged \
+                 (tell the instructor)",
+            ),
             ConnectionError::Commit(_) => write!(
                 f,
                 "internal error: could not record the result; nothing was acknowledged"
