@@ -31,6 +31,7 @@ mod files;
 mod pin;
 mod submission;
 mod transport;
+mod upload;
 
 pub use enrollment::{
     check_certificate, code_auth, make_csr, make_key, read_codes, renewal_auth, CaSession,
@@ -39,6 +40,7 @@ pub use enrollment::{
 pub use pin::{pin_root, read_pin, RootPin, ROOT_FINGERPRINT_FILE};
 pub use submission::{check_receipt, submit, verify_offer, BlackboardTrust, Expected, Receipt};
 pub use transport::FramedStream;
+pub use upload::{prepare_file, upload, FileToSend};
 
 use enrollment::{enroll_student, load_saved};
 use files::Files;
