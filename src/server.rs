@@ -375,6 +375,15 @@ impl Server {
         if serve_bb {
             info!("submissions: {}", cfg.window.describe());
             writer.record_window(cfg.window.open, cfg.window.close)?;
+            // Uploads a crash cut off. Only those older than one exchange
+            // deadline: on PostgreSQL another host may be receiving one now.
+            let cut = crate::time::now_unix()
+                .saturating_sub(i64::try_from(cfg.limits.exchange_deadline.as_secs()).unwrap_or(0));
+            match writer.discard_orphan_chunks(cut) {
+                Ok(0) => {}
+                Ok(n) => info!("removed {n} staged chunk(s) of uploads cut off before this start"),
+                Err(e) => warn!("could not remove abandoned uploads' chunks: {e}"),
+            }
         }
         let ca = if serve_ca {
             let mut ca = open_ca(
