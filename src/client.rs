@@ -398,12 +398,24 @@ pub enum Outcome {
     },
 }
 
-/// Runs steps 1–6 for one SID, reporting each step through `progress`.
-pub fn run_student(
+/// Her key, certificate and root, ready for Blackboard: saved ones reused
+/// when still valid (unless --renew or a code says otherwise), else made
+/// and certified now (steps 1–2).
+struct Credentials {
+    files: Files,
+    key: openssl::pkey::PKey<openssl::pkey::Private>,
+    cert_der: Vec<u8>,
+    root: openssl::x509::X509,
+    /// Saved ones were reused, not enrolled for now.
+    reused: bool,
+}
+
+/// Steps 1–2 for one SID: reuse her saved credentials or enroll.
+fn credentials(
     opts: &ClientOptions,
     sid: &str,
     progress: &mut dyn FnMut(&str),
-) -> Result<Outcome, ClientError> {
+) -> Result<Credentials, ClientError> {
     crate::sid::validate(sid).map_err(|source| ClientError::BadSid {
         sid: sid.to_string(),
         source,
@@ -478,6 +490,96 @@ pub fn run_student(
             }
         }
     };
+    Ok(Credentials {
+        files,
+        key,
+        cert_der,
+        root,
+        reused,
+    })
+}
+
+/// What `enroll` did for one SID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enrolled {
+    /// Her saved key and certificate are still valid and were kept.
+    Reused(PathBuf),
+    /// A new key and certificate were made and saved there.
+    New(PathBuf),
+}
+
+/// Steps 1–2 only (`client enroll`): her key and certificate, saved under
+/// the out-dir; nothing is sent to Blackboard.
+pub fn enroll(
+    opts: &ClientOptions,
+    sid: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Enrolled, ClientError> {
+    let c = credentials(opts, sid, progress)?;
+    Ok(if c.reused {
+        Enrolled::Reused(c.files.dir)
+    } else {
+        Enrolled::New(c.files.dir)
+    })
+}
+
+/// `client submit`: her credentials (steps 1–2 as for the lab), then the
+/// file at `path` handed in for `assignment` by protocol version 3, its
+/// signed receipt checked and saved like a version 2 receipt. Returns the
+/// receipt, what was announced, and where the receipt was saved.
+pub fn submit_file(
+    opts: &ClientOptions,
+    sid: &str,
+    assignment: &str,
+    path: &std::path::Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(Receipt, FileToSend, PathBuf), ClientError> {
+    // The file first: one she cannot read costs her no enrollment.
+    let file = prepare_file(path)?;
+    let c = credentials(opts, sid, progress)?;
+    let receipts = c.files.receipts();
+    if let Some(note) = files::private_dir(&receipts)? {
+        progress(&note);
+    }
+    let trust = BlackboardTrust {
+        root: c.root,
+        name: opts.blackboard_name.clone(),
+    };
+    let serial = openssl::x509::X509::from_der(&c.cert_der)?
+        .serial_number()
+        .to_bn()?
+        .to_hex_str()?
+        .to_string();
+    let mut conn = FramedStream::connect(&opts.blackboard, opts.timeout)?;
+    conn.admit(opts.admission_secret.as_deref())?;
+    let receipt = upload::upload(
+        &mut conn,
+        sid,
+        &serial,
+        &c.cert_der,
+        &c.key,
+        assignment,
+        &file,
+        &trust,
+        progress,
+    )?;
+    let saved = files::save_receipt(&c.files, &receipt, progress)?;
+    Ok((receipt, file, saved))
+}
+
+/// Runs steps 1–6 for one SID, reporting each step through `progress`.
+pub fn run_student(
+    opts: &ClientOptions,
+    sid: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Outcome, ClientError> {
+    let Credentials {
+        files,
+        key,
+        cert_der,
+        root,
+        reused,
+    } = credentials(opts, sid, progress)?;
     let trust = BlackboardTrust {
         root,
         name: opts.blackboard_name.clone(),

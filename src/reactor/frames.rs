@@ -72,6 +72,8 @@ impl Frames {
                 self.extra_messages = frames.saturating_add(1);
                 t.allow_bytes(bytes);
             }
+            // The announcement or a chunk taken: the exchange moves.
+            t.progress(std::time::Instant::now());
         }
         if let Some(id) = self.session.staged_upload() {
             self.staged = Some(id);

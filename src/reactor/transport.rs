@@ -67,6 +67,8 @@ pub(super) struct Transport<S> {
     /// The last bytes are queued: flush them, then close; nothing more is
     /// read or handled.
     closing: bool,
+    /// What the exchange deadline counts from: the connection's opening,
+    /// or an upload's last chunk (see [`Transport::progress`]).
     started: Instant,
     /// When the last whole frame or request came (or the connection opened).
     last_unit: Instant,
@@ -133,6 +135,15 @@ impl<S: Read + Write> Transport<S> {
     /// Whether reading was skipped; clears it.
     pub(super) fn take_paused(&mut self) -> bool {
         std::mem::take(&mut self.paused)
+    }
+
+    /// An upload's chunk came: the exchange deadline counts from now, so
+    /// that a large file on a slow link is not cut while it moves. Bounded:
+    /// every chunk but the last is a full 64 KiB (a transfer slower than
+    /// that per deadline is still cut), and there are no more chunks than
+    /// the announced size makes (PROTOCOL.md §7).
+    pub(super) fn progress(&mut self, now: Instant) {
+        self.started = now;
     }
 
     /// A whole frame or request came: the idle timer starts again.
@@ -522,6 +533,29 @@ mod tests {
         );
         assert_eq!(
             t.expired(start + Duration::from_secs(30), &limits),
+            Some(Expiry::Deadline)
+        );
+    }
+
+    #[test]
+    fn an_uploads_progress_moves_the_deadline_but_not_the_idle_timer() {
+        let mut t = transport(vec![]);
+        let limits = Limits {
+            idle_timeout: Duration::from_secs(10),
+            exchange_deadline: Duration::from_secs(30),
+            ..Limits::default()
+        };
+        let start = t.started;
+        t.progress(start + Duration::from_secs(25));
+        assert_eq!(
+            t.expired(start + Duration::from_secs(40), &limits),
+            Some(Expiry::Idle),
+            "progress is no frame: the idle timer still runs from the last one"
+        );
+        t.last_unit = start + Duration::from_secs(50);
+        assert_eq!(t.expired(start + Duration::from_secs(54), &limits), None);
+        assert_eq!(
+            t.expired(start + Duration::from_secs(55), &limits),
             Some(Expiry::Deadline)
         );
     }
