@@ -1,15 +1,23 @@
 //! Protocol version 3 end to end (issue 20): a real file streamed to a
 //! running server in authenticated chunks and read back from its store
-//! byte for byte; the announcement refused before any data; version 2
-//! still served, or refused with an upgrade message under
-//! `--min-protocol 3`.
+//! byte for byte (SQLite and PostgreSQL); the announcement refused before
+//! any data (size, hostile names); tampered, reordered and dropped chunks
+//! refused; a cut connection and a full store leave nothing recorded and
+//! nothing staged; a slow but moving upload outlives the exchange
+//! deadline; version 2 still served, or refused with an upgrade message
+//! under `--min-protocol 3`; `client submit` and `client enroll` as a
+//! binary. Every wait is bounded.
 
 mod common;
+mod pg;
+
+use std::time::{Duration, Instant};
 
 use certboard::client::{self, ClientError, FramedStream};
-use certboard::message::ErrorCode;
-use certboard::store::{SqliteStore, Storage};
-use common::{enroll_key, submit_report, TestServer, NET_TIMEOUT};
+use certboard::crypto::{self, FileCipher, SessionKeys, CHUNK_MAX};
+use certboard::message::{CipherId, ErrorCode, Intent, Message, PROTOCOL_VERSION_3};
+use certboard::store::{PostgresStore, SqliteStore, Storage};
+use common::{enroll_key, stdout, submit_report, text, Launch, TestServer, NET_TIMEOUT};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -144,5 +152,457 @@ fn version_2_still_works_unless_min_protocol_is_3() -> TestResult {
     random_file(tmp.path(), "a.txt", 10)?;
     let file = client::prepare_file(&tmp.path().join("a.txt"))?;
     send(&strict, &s, &file)?;
+    Ok(())
+}
+
+/// A version 3 session driven by hand, so that chunks can be altered,
+/// reordered, dropped or paced.
+struct Raw {
+    conn: FramedStream,
+    keys: SessionKeys,
+    th: [u8; 32],
+}
+
+/// An announced upload: the stream its chunks are encrypted on.
+struct Announced {
+    announce: Vec<u8>,
+    stream: FileCipher,
+    sha256: [u8; 32],
+}
+
+fn offer(server: &TestServer, s: &Student) -> Result<Raw, Box<dyn std::error::Error>> {
+    let trust = server.trust()?;
+    let mut conn = FramedStream::connect(&server.blackboard.to_string(), NET_TIMEOUT)?;
+    let hello = Message::SubmitOpen3 {
+        version: PROTOCOL_VERSION_3,
+        sid: SID.to_string(),
+        cert_der: s.cert.clone(),
+        chain: Vec::new(),
+        client_nonce: crypto::random::<32>()?,
+        intent: Intent::Upload,
+    }
+    .encode();
+    conn.send_frame(&hello)?;
+    let Message::SessionOffer {
+        server_nonce,
+        wrapped_key,
+        bb_chain,
+        signature,
+    } = conn.recv()?
+    else {
+        return Err("no SessionOffer".into());
+    };
+    let th = client::verify_offer(
+        &hello,
+        &server_nonce,
+        &wrapped_key,
+        &bb_chain,
+        &signature,
+        &trust,
+    )?;
+    let session: [u8; 32] = crypto::unwrap_key(&s.key, &wrapped_key)?
+        .try_into()
+        .map_err(|_| "session key is not 32 bytes")?;
+    let keys = SessionKeys::derive_v3(&session, &th)?;
+    Ok(Raw { conn, keys, th })
+}
+
+impl Raw {
+    /// Announces `data` as `name`; what Blackboard answers.
+    fn announce(
+        &mut self,
+        name: &str,
+        data: &[u8],
+    ) -> Result<(Result<Message, ClientError>, Announced), Box<dyn std::error::Error>> {
+        let sha256 = openssl::sha::sha256(data);
+        let iv = crypto::random::<16>()?;
+        let size = data.len() as u64;
+        let mac = self.keys.announce_mac_v3(
+            &self.th,
+            "lab",
+            name,
+            size,
+            &sha256,
+            CipherId::Aes256Ctr,
+            &iv,
+        )?;
+        let announce = Message::FileAnnounce {
+            assignment: "lab".into(),
+            file_name: name.into(),
+            size,
+            sha256,
+            cipher: CipherId::Aes256Ctr,
+            iv,
+            mac,
+        }
+        .encode();
+        self.conn.send_frame(&announce)?;
+        let answer = self.conn.recv();
+        let stream = self.keys.file_cipher(&iv)?;
+        Ok((
+            answer,
+            Announced {
+                announce,
+                stream,
+                sha256,
+            },
+        ))
+    }
+
+    /// Chunk `seq` of `data`'s chunks, encrypted on `a`'s stream (so in
+    /// the order they are made) and MAC'd.
+    fn chunk(
+        &self,
+        a: &mut Announced,
+        data: &[u8],
+        seq: u64,
+    ) -> Result<Message, Box<dyn std::error::Error>> {
+        let from = seq as usize * CHUNK_MAX;
+        let part = &data[from..data.len().min(from + CHUNK_MAX)];
+        let ciphertext = a.stream.apply(part)?;
+        let mac = self.keys.chunk_mac_v3(&self.th, seq, &ciphertext)?;
+        Ok(Message::Chunk {
+            seq,
+            ciphertext,
+            mac,
+        })
+    }
+
+    fn done(&self, a: &Announced, chunks: u64) -> Result<Message, Box<dyn std::error::Error>> {
+        let mac = self
+            .keys
+            .done_mac_v3(&self.th, &a.announce, chunks, &a.sha256)?;
+        Ok(Message::UploadDone { chunks, mac })
+    }
+}
+
+/// The refusal a session ends with: the next message must be an `Error`.
+fn refusal(raw: &mut Raw) -> Result<(ErrorCode, String), Box<dyn std::error::Error>> {
+    match raw.conn.recv() {
+        Err(ClientError::Refused { code, reason }) => Ok((code, reason)),
+        other => Err(format!("expected a refusal, got {other:?}").into()),
+    }
+}
+
+/// Polls (bounded) until nothing is staged; then nothing must be recorded.
+fn nothing_left(store: &mut dyn Storage) -> Result<(), Box<dyn std::error::Error>> {
+    let until = Instant::now() + Duration::from_secs(20);
+    while store.staged_chunks()? != 0 {
+        if Instant::now() > until {
+            return Err(format!("{} chunk(s) still staged", store.staged_chunks()?).into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(store.uploads()?.is_empty(), "an upload was recorded");
+    Ok(())
+}
+
+fn sqlite(server: &TestServer) -> Result<SqliteStore, Box<dyn std::error::Error>> {
+    Ok(SqliteStore::open(&server.path().join("data"))?)
+}
+
+/// Reads an upload's bytes back from the store.
+fn read_back(
+    store: &mut dyn Storage,
+    receipt_id: u64,
+) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let uploads = store.uploads()?;
+    let u = uploads
+        .iter()
+        .find(|u| u.receipt_id == receipt_id)
+        .ok_or("no such upload")?;
+    let mut back = Vec::new();
+    for seq in 0..u.chunks {
+        back.extend(
+            store
+                .upload_chunk(u.upload_id, seq)?
+                .ok_or("chunk missing")?,
+        );
+    }
+    Ok(back)
+}
+
+#[test]
+fn a_5_mib_binary_file_is_stored_byte_for_byte_on_postgresql() -> TestResult {
+    let url = pg::Cluster::shared()
+        .map_err(|e| e.to_string())?
+        .fresh_db("upload5m")
+        .map_err(|e| e.to_string())?;
+    let server = TestServer::start(&["--database", &url])?;
+    let s = enroll(&server)?;
+    let tmp = tempfile::tempdir()?;
+    let data = random_file(tmp.path(), "data.bin", 5 << 20)?;
+    let file = client::prepare_file(&tmp.path().join("data.bin"))?;
+    let receipt = send(&server, &s, &file)?;
+    assert_eq!(receipt.content.file.as_ref().map(|f| f.size), Some(5 << 20));
+    let mut store = PostgresStore::open(&url)?;
+    let back = read_back(&mut store, receipt.receipt_id)?;
+    assert!(back == data, "the stored file differs from the one sent");
+    assert_eq!(store.staged_chunks()?, 0);
+    Ok(())
+}
+
+#[test]
+fn a_connection_cut_mid_upload_leaves_nothing_recorded_or_staged() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let mut data = vec![0u8; 8 * CHUNK_MAX];
+    openssl::rand::rand_bytes(&mut data)?;
+    let mut raw = offer(&server, &s)?;
+    let (ready, mut a) = raw.announce("cut.bin", &data)?;
+    assert!(matches!(ready?, Message::UploadReady { .. }));
+    for seq in 0..3 {
+        let c = raw.chunk(&mut a, &data, seq)?;
+        raw.conn.send(&c)?;
+    }
+    // Staged first (the cut must have something to remove), then cut.
+    let mut store = sqlite(&server)?;
+    let until = Instant::now() + Duration::from_secs(20);
+    while store.staged_chunks()? == 0 {
+        assert!(Instant::now() < until, "no chunk was ever staged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(raw);
+    nothing_left(&mut store)
+}
+
+#[test]
+fn a_tampered_chunk_is_refused_with_code_5_and_nothing_recorded() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let data = vec![7u8; 3 * CHUNK_MAX];
+    let mut raw = offer(&server, &s)?;
+    let (ready, mut a) = raw.announce("t.bin", &data)?;
+    ready?;
+    let good = raw.chunk(&mut a, &data, 0)?;
+    raw.conn.send(&good)?;
+    let Message::Chunk {
+        seq,
+        mut ciphertext,
+        mac,
+    } = raw.chunk(&mut a, &data, 1)?
+    else {
+        return Err("not a chunk".into());
+    };
+    ciphertext[100] ^= 1;
+    raw.conn.send(&Message::Chunk {
+        seq,
+        ciphertext,
+        mac,
+    })?;
+    let (code, reason) = refusal(&mut raw)?;
+    assert_eq!(code, ErrorCode::BadMac, "{reason}");
+    nothing_left(&mut sqlite(&server)?)
+}
+
+#[test]
+fn a_reordered_chunk_is_refused_with_code_2_and_nothing_recorded() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let data = vec![9u8; 3 * CHUNK_MAX];
+    let mut raw = offer(&server, &s)?;
+    let (ready, mut a) = raw.announce("r.bin", &data)?;
+    ready?;
+    let zero = raw.chunk(&mut a, &data, 0)?;
+    let one = raw.chunk(&mut a, &data, 1)?;
+    raw.conn.send(&one)?;
+    let (code, reason) = refusal(&mut raw)?;
+    assert_eq!(code, ErrorCode::UnexpectedMessage, "{reason}");
+    assert!(
+        reason.contains("chunk 1 refused: chunk 0 was expected"),
+        "{reason}"
+    );
+    drop(zero);
+    nothing_left(&mut sqlite(&server)?)
+}
+
+#[test]
+fn a_dropped_chunk_is_refused_with_code_2_and_nothing_recorded() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let data = vec![3u8; 3 * CHUNK_MAX];
+    // The end after a skipped last chunk.
+    let mut raw = offer(&server, &s)?;
+    let (ready, mut a) = raw.announce("d.bin", &data)?;
+    ready?;
+    for seq in 0..2 {
+        let c = raw.chunk(&mut a, &data, seq)?;
+        raw.conn.send(&c)?;
+    }
+    let end = raw.done(&a, 3)?;
+    raw.conn.send(&end)?;
+    let (code, reason) = refusal(&mut raw)?;
+    assert_eq!(code, ErrorCode::UnexpectedMessage, "{reason}");
+    assert!(reason.contains("upload incomplete"), "{reason}");
+    // A skipped chunk in the middle: the next one is out of sequence.
+    let mut raw = offer(&server, &s)?;
+    let (ready, mut a) = raw.announce("d.bin", &data)?;
+    ready?;
+    let zero = raw.chunk(&mut a, &data, 0)?;
+    raw.conn.send(&zero)?;
+    let _skipped = raw.chunk(&mut a, &data, 1)?;
+    let two = raw.chunk(&mut a, &data, 2)?;
+    raw.conn.send(&two)?;
+    let (code, reason) = refusal(&mut raw)?;
+    assert_eq!(code, ErrorCode::UnexpectedMessage, "{reason}");
+    nothing_left(&mut sqlite(&server)?)
+}
+
+#[test]
+fn hostile_file_names_are_refused_at_the_announcement() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let long = "x".repeat(256);
+    for name in [
+        "../etc/passwd",
+        "a/b",
+        "..",
+        "a\0b",
+        "bell\u{7}.txt",
+        "report\u{202E}fdp.exe",
+        long.as_str(),
+    ] {
+        let mut raw = offer(&server, &s)?;
+        let (answer, _) = raw.announce(name, b"hello")?;
+        match answer {
+            Err(ClientError::Refused { code, reason }) => {
+                assert_eq!(code, ErrorCode::BadRequest, "{name:?}: {reason}");
+                assert!(reason.contains("file name"), "{name:?}: {reason}");
+            }
+            other => panic!("{name:?}: expected a refusal, got {other:?}"),
+        }
+    }
+    // The longest name allowed passes.
+    let mut raw = offer(&server, &s)?;
+    let (answer, _) = raw.announce(&"y".repeat(255), b"hello")?;
+    assert!(matches!(answer?, Message::UploadReady { .. }));
+    drop(raw);
+    nothing_left(&mut sqlite(&server)?)
+}
+
+#[test]
+fn a_full_store_refuses_with_storage_full_and_keeps_what_it_acknowledged() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let how = Launch {
+        // 1 MiB of 4 KiB pages: room for the server and a small file.
+        wrapper: vec!["env".into(), "CERTBOARD_SQLITE_MAX_PAGES=256".into()],
+        ..Launch::default()
+    };
+    let server = TestServer::launch(dir, &[], &how)?;
+    let s = enroll(&server)?;
+    let tmp = tempfile::tempdir()?;
+    let small = random_file(tmp.path(), "small.bin", 10_000)?;
+    let first = send(
+        &server,
+        &s,
+        &client::prepare_file(&tmp.path().join("small.bin"))?,
+    )?;
+    random_file(tmp.path(), "big.bin", 3 << 20)?;
+    match send(
+        &server,
+        &s,
+        &client::prepare_file(&tmp.path().join("big.bin"))?,
+    ) {
+        Err(ClientError::Refused { code, reason }) => {
+            assert_eq!(code, ErrorCode::Internal, "{reason}");
+            assert!(reason.contains("storage is full"), "{reason}");
+        }
+        other => panic!("expected the storage-full refusal, got {other:?}"),
+    }
+    let mut store = sqlite(&server)?;
+    let until = Instant::now() + Duration::from_secs(20);
+    while store.staged_chunks()? != 0 {
+        assert!(Instant::now() < until, "the refused upload's chunks stay");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let uploads = store.uploads()?;
+    assert_eq!(uploads.len(), 1, "only the acknowledged upload");
+    assert!(read_back(&mut store, first.receipt_id)? == small);
+    Ok(())
+}
+
+#[test]
+fn a_slow_upload_that_keeps_moving_outlives_the_exchange_deadline() -> TestResult {
+    let server = TestServer::start(&["--deadline", "3", "--idle-timeout", "3"])?;
+    let s = enroll(&server)?;
+    let mut data = vec![0u8; 10 * CHUNK_MAX];
+    openssl::rand::rand_bytes(&mut data)?;
+    let mut raw = offer(&server, &s)?;
+    let (ready, mut a) = raw.announce("slow.bin", &data)?;
+    ready?;
+    // Ten chunks half a second apart: five seconds, past the deadline.
+    for seq in 0..10 {
+        let c = raw.chunk(&mut a, &data, seq)?;
+        raw.conn.send(&c)?;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let end = raw.done(&a, 10)?;
+    raw.conn.send(&end)?;
+    let Message::SignedReceipt { receipt_id, .. } = raw.conn.recv()? else {
+        return Err("no receipt".into());
+    };
+    let mut store = sqlite(&server)?;
+    assert!(read_back(&mut store, receipt_id)? == data);
+
+    // One that stops moving is still cut.
+    let mut raw = offer(&server, &s)?;
+    let (ready, mut a) = raw.announce("stuck.bin", &data)?;
+    ready?;
+    let c = raw.chunk(&mut a, &data, 0)?;
+    raw.conn.send(&c)?;
+    let (code, reason) = refusal(&mut raw)?;
+    assert_eq!(code, ErrorCode::Limit, "{reason}");
+    assert_eq!(store.uploads()?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn client_submit_hands_in_a_file_and_saves_its_receipt() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let sid = "1155000077";
+    std::fs::write(server.path().join("essay.pdf"), b"%PDF-1.4 not really")?;
+    // Common options after the subcommand's name too.
+    let out = server.client(&["enroll", sid, "--out-dir", "students"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("new key and certificate"),
+        "{}",
+        text(&out)
+    );
+    let out = server.client(&[
+        "submit",
+        "--assignment",
+        "lab",
+        "--file",
+        "essay.pdf",
+        sid,
+        "--timeout",
+        "20",
+    ])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let said = stdout(&out);
+    let hash = crypto::sha256_hex(b"%PDF-1.4 not really");
+    assert!(said.contains("\"essay.pdf\""), "{said}");
+    assert!(said.contains("19 bytes"), "{said}");
+    assert!(said.contains(&hash), "{said}");
+    assert!(said.contains("on time"), "{said}");
+    assert!(said.contains("reusing her key"), "{said}");
+    let receipts: Vec<_> =
+        std::fs::read_dir(server.path().join("students").join(sid).join("receipts"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+    assert_eq!(receipts.len(), 1);
+    let mut store = sqlite(&server)?;
+    let uploads = store.uploads()?;
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].file_name, "essay.pdf");
+    let id = uploads[0].receipt_id;
+    assert!(said.contains(&format!("receipt {id}")), "{said}");
+    assert!(receipts[0].ends_with(format!("{id}.p7m")));
+    // The lab's run is unchanged beside it; --cipher with a subcommand is refused.
+    let out = server.client(&["--", sid])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = server.client(&["--cipher", "rc4", "enroll", sid])?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     Ok(())
 }

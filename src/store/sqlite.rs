@@ -184,6 +184,10 @@ fn duplicate(
     }
 }
 
+/// The environment variable that caps the SQLite store's size, in pages
+/// (`PRAGMA max_page_count`); unset, SQLite's own limit holds.
+pub(crate) const MAX_PAGES_ENV: &str = "CERTBOARD_SQLITE_MAX_PAGES";
+
 impl SqliteStore {
     /// Opens (creating if needed) the database in `data_dir`.
     ///
@@ -242,6 +246,14 @@ impl SqliteStore {
             )));
         }
         conn.execute_batch("PRAGMA synchronous=FULL;")?;
+        if let Some(pages) = std::env::var(MAX_PAGES_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            // A quota: past it SQLite answers SQLITE_FULL, as on a full
+            // disk, which is how the tests reach that case without root.
+            conn.query_row(&format!("PRAGMA max_page_count={pages}"), [], |_| Ok(()))?;
+        }
         let file_id = file_id(path).ok();
         Self::with_schema(conn, path.to_path_buf(), file_id)
     }
