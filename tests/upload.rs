@@ -606,3 +606,69 @@ fn client_submit_hands_in_a_file_and_saves_its_receipt() -> TestResult {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     Ok(())
 }
+
+/// PROTOCOL.md §1: the frame limit is checked before the report's size, so
+/// at the default a report over 64 KiB is refused as a frame (code 1);
+/// code 6 comes only with a larger `--max-frame`.
+#[test]
+fn an_oversized_report_is_a_frame_refusal_at_the_default_limit() -> TestResult {
+    let report = "a".repeat(65_537);
+    for (flags, want) in [
+        (&[][..], ErrorCode::Malformed),
+        (&["--max-frame", "70000"][..], ErrorCode::Limit),
+    ] {
+        let server = TestServer::start(flags)?;
+        let s = enroll(&server)?;
+        let trust = server.trust()?;
+        let mut conn = FramedStream::connect(&server.blackboard.to_string(), NET_TIMEOUT)?;
+        let got = client::submit(
+            &mut conn,
+            SID,
+            &s.cert,
+            &s.key,
+            CipherId::Aes256Ctr,
+            &report,
+            &trust,
+            &mut |_| {},
+        );
+        match got {
+            Err(ClientError::Refused { code, reason }) => {
+                assert_eq!(code, want, "{flags:?}: {reason}")
+            }
+            other => panic!("{flags:?}: expected a refusal, got {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+/// PROTOCOL.md §1: a client's receive limit is 65,590 bytes, checked
+/// before the payload is read.
+#[test]
+fn the_client_refuses_a_frame_over_its_receive_limit() -> TestResult {
+    use std::io::Write;
+    for (len, refused) in [(65_590usize, false), (65_591, true)] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let server = std::thread::spawn(move || -> std::io::Result<()> {
+            let (mut s, _) = listener.accept()?;
+            // A frame whose payload is an Error message padded to `len`.
+            let mut payload = Message::error(ErrorCode::Internal, "x").encode();
+            payload.resize(len, b'x');
+            s.write_all(&(len as i32).to_le_bytes())?;
+            if !refused {
+                s.write_all(&payload)?;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            Ok(())
+        });
+        let mut conn = FramedStream::connect(&addr.to_string(), NET_TIMEOUT)?;
+        let got = conn.recv_frame();
+        assert_eq!(got.is_err(), refused, "{len}: {got:?}");
+        if refused {
+            let said = got.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(said.contains("65590") || said.contains("65,590"), "{said}");
+        }
+        let _ = server.join();
+    }
+    Ok(())
+}
