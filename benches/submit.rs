@@ -110,6 +110,11 @@ fn run_part(part: &str, shared: &mut Shared, hello: &Hello) -> Result<(), BoxErr
                 report_sha256: "ab".repeat(32),
                 transcript_sha256: "cd".repeat(32),
                 version: RECEIPT_VERSION,
+                assignment: Some("lab".into()),
+                late: Some(false),
+                late_seconds: None,
+                log_index: None,
+                log_proof: None,
                 file: None,
             };
             bb.current(None).sign_receipt(&content.to_json())?;
@@ -179,7 +184,11 @@ fn main() -> Result<(), BoxError> {
                 cert_der: issued.der.clone(),
                 frame,
             });
-            records.push(cert_record(issued, Origin::Certboard, None));
+            records.push(cert_record(
+                issued,
+                Origin::Certboard,
+                certboard::store::Authorisation::Open,
+            ));
         }
         store.commit(&records)?;
         let mut shared = pki.shared().ca(None).store(store).build()?;

@@ -80,8 +80,9 @@ expect_in import.out "3 added"
 echo "== enrollment codes (codes.csv, mode 0600, shown only this once)"
 admin roster codes --out codes.csv
 [ "$(stat -c %a codes.csv)" = 600 ] || fail "codes.csv should be mode 0600"
-# codes.csv is CSV with CRLF line ends.
-code_of() { tr -d '\r' <codes.csv | awk -F, -v s="$1" '$1==s {print $2}'; }
+# codes.csv is CSV with CRLF line ends; with the roster's email column it
+# is sid,name,email,code (a quoted name may hold a comma: the code is last).
+code_of() { tr -d '\r' <codes.csv | awk -F, -v s="$1" '$1==s {print $NF}'; }
 for sid in 1155000001 1155000002 1155000003; do
   [ -n "$(code_of "$sid")" ] || fail "no code for $sid in codes.csv"
 done

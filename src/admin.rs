@@ -4,16 +4,25 @@
 //! server runs.
 
 mod course;
+mod coursework;
 mod csv;
+mod email;
 mod export;
+pub mod log;
 
 use std::fmt;
 use std::io::Write;
 use std::path::PathBuf;
 
 pub use course::{
-    import_roster, issue_codes, parse_roster, status, status_rows, CodeRequest, Imported, StatusRow,
+    import_roster, issue_codes, parse_roster, status, status_rows, CodeRequest, Imported,
+    StatusRow, Unverified, UNVERIFIED_REASON,
 };
+pub use coursework::{
+    add_assignment, assignment_status, close_assignment, edit_assignment, extend, gradebook,
+    list_assignments, remove_student, set_timezone, timezone, AssignmentSpec, Standing,
+};
+pub use email::{check_address, write_messages, Letter};
 pub use export::{certs, reports, select_reports, Format, ReportFilter};
 
 use crate::ca::{CertificateAuthority, Serial};
@@ -67,6 +76,13 @@ pub enum AdminError {
     /// The command would undo something on purpose kept (it says how to
     /// ask for it).
     Refused(String),
+    /// A roster import would come into force over certificates that no
+    /// enrollment code vouches for (open enrollment, legacy mode): the
+    /// instructor decides first (nothing was imported).
+    Unverified {
+        /// Those certificates (unrevoked, unexpired).
+        certs: Vec<crate::store::CertRow>,
+    },
 }
 
 impl fmt::Display for AdminError {
@@ -93,6 +109,30 @@ impl fmt::Display for AdminError {
                 Ok(())
             }
             AdminError::Refused(why) => write!(f, "{why}"),
+            AdminError::Unverified { certs } => {
+                write!(
+                    f,
+                    "{} certificate(s) were issued by open enrollment, with no enrollment code: \
+                     whoever enrolled them never proved to be the student. Nothing imported; \
+                     decide first:\n  --revoke-unverified  revoke them (reason {}); each \
+                     student enrolls with her code\n  --keep-unverified    keep them \
+                     unrevoked, but with the roster in force they neither renew nor submit \
+                     (a code enrollment of the SID revokes them as superseded)",
+                    certs.len(),
+                    course::UNVERIFIED_REASON.name()
+                )?;
+                for c in certs {
+                    write!(
+                        f,
+                        "\n  SID {}  serial {}  issued {}  ({})",
+                        escaped(&c.sid),
+                        c.serial,
+                        rfc3339(c.not_before),
+                        c.origin.as_str()
+                    )?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -109,6 +149,7 @@ impl std::error::Error for AdminError {
             AdminError::BadSerial(_)
             | AdminError::NotFound(_)
             | AdminError::BadRoster { .. }
+            | AdminError::Unverified { .. }
             | AdminError::Refused(_) => None,
         }
     }
@@ -305,7 +346,7 @@ mod tests {
                 .commit(&[crate::protocol::cert_record(
                     issued,
                     Origin::Certboard,
-                    None,
+                    crate::store::Authorisation::Open,
                 )])
                 .unwrap();
         }
@@ -317,6 +358,8 @@ mod tests {
                 received_at: now_unix(),
                 text: "first line\nsecond line\n".into(),
                 origin: Origin::Certboard,
+                assignment: "lab".into(),
+                late_by: None,
             })])
             .unwrap();
         (store, serials)

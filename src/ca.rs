@@ -196,7 +196,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
 
 /// A private file write's failure: an unsafe directory is refused as such,
 /// anything else is an I/O error on that path.
-fn write_err(path: &Path) -> impl FnOnce(crate::fsutil::WriteError) -> CaError + '_ {
+pub(crate) fn write_err(path: &Path) -> impl FnOnce(crate::fsutil::WriteError) -> CaError + '_ {
     move |e| match e {
         crate::fsutil::WriteError::Unsafe(e) => CaError::UnsafeKeys(e),
         other => CaError::Io {
@@ -388,6 +388,12 @@ impl CheckedCsr<'_> {
     /// The SID its subject CN names.
     pub fn sid(&self) -> &str {
         &self.sid
+    }
+
+    /// Whether its key is RSA (the enrollment service certifies nothing
+    /// else: Blackboard sends the session key with RSA-OAEP).
+    pub fn key_is_rsa(&self) -> bool {
+        self.key.family == csr::KeyFamily::Rsa
     }
 }
 

@@ -28,6 +28,8 @@ use crate::verify::{BlackboardCertError, CertError};
 
 mod enrollment;
 mod files;
+mod logcheck;
+pub use logcheck::LogFork;
 mod pin;
 mod submission;
 mod transport;
@@ -130,6 +132,10 @@ pub enum ClientError {
         /// Where it was kept, once it is.
         saved: Option<PathBuf>,
     },
+    /// SECURITY: the transparency log Blackboard proved her receipt against
+    /// does not extend the one she saw before (a fork or a rewound log).
+    /// Both signed checkpoints are kept as evidence.
+    LogFork(logcheck::LogFork),
     /// The server refused, with its reason.
     Refused {
         /// The server's code.
@@ -223,6 +229,16 @@ impl fmt::Display for ClientError {
                     ". Do not submit again; keep this receipt (base64 of the .p7m file): {base64}"
                 )
             }
+            ClientError::LogFork(fork) => write!(
+                f,
+                "SECURITY ERROR: the transparency log Blackboard proved her receipt against \
+                 does not extend the one she saw before: {}. Both signed checkpoints are kept \
+                 as evidence: {} (seen before) and {} (now). Show them to the instructor; her \
+                 receipt is saved, but the log may have been forked or rewritten.",
+                fork.why,
+                fork.kept.display(),
+                fork.evidence.display()
+            ),
             ClientError::UnverifiedReceipt {
                 receipt_id,
                 source,
@@ -314,6 +330,7 @@ impl std::error::Error for ClientError {
             ClientError::Unsafe(e) | ClientError::PinUntrusted(e) => Some(e),
             ClientError::UnverifiedReceipt { source, .. } => Some(source),
             ClientError::Refused { .. }
+            | ClientError::LogFork(_)
             | ClientError::ReceiptNotSaved { .. }
             | ClientError::Protocol(_)
             | ClientError::BadCertificate(_)
@@ -427,8 +444,20 @@ fn credentials(
         RootPin::Cert(c) => Some(c),
         _ => None,
     };
+    // An expired certificate of hers is not reused, but may still renew
+    // (within the CA's renewal grace): no code is needed for that.
+    let mut expired = None;
     let saved = match load_saved(&files, sid, pinned_cert) {
         Ok(s) => Some(s),
+        Err(enrollment::SavedError::Expiring { key, der }) => {
+            progress(
+                "her saved certificate has expired: renewing it by proving possession of its \
+                 key (the CA allows this for a while after expiry; past that, she needs a new \
+                 enrollment code)",
+            );
+            expired = Some((key, der));
+            None
+        }
         Err(why) if files.dir.exists() => {
             progress(&format!("not reusing saved credentials: {why}"));
             None
@@ -461,7 +490,12 @@ fn credentials(
                     );
                     None
                 }
-                saved => saved.map(|(key, der, _)| (key, der)),
+                // An expired one renews unless a code was given.
+                saved => saved.map(|(key, der, _)| (key, der)).or(if code_given {
+                    None
+                } else {
+                    expired
+                }),
             };
             // Her directory first: a certificate whose key cannot be saved
             // would be issued for nothing. One made here is removed again
@@ -564,7 +598,28 @@ pub fn submit_file(
         progress,
     )?;
     let saved = files::save_receipt(&c.files, &receipt, progress)?;
+    remember_checkpoint(opts, &receipt, progress)?;
     Ok((receipt, file, saved))
+}
+
+/// After a receipt is saved: the checkpoint its (checked) log proof leads
+/// to is compared with the latest she kept, and kept if newer; a forked or
+/// rewound log is an error.
+fn remember_checkpoint(
+    opts: &ClientOptions,
+    receipt: &Receipt,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ClientError> {
+    if let Some(note) = &receipt.log_checkpoint {
+        logcheck::remember(&opts.out_dir, note).map_err(ClientError::LogFork)?;
+        progress(&format!(
+            "her submission is entry {} of the transparency log (proof checked, checkpoint kept \
+             in {})",
+            receipt.content.log_index.unwrap_or_default(),
+            opts.out_dir.join(logcheck::CHECKPOINT_FILE).display()
+        ));
+    }
+    Ok(())
 }
 
 /// Runs steps 1–6 for one SID, reporting each step through `progress`.
@@ -677,6 +732,7 @@ pub fn run_student(
         return Ok(Outcome::AlreadyAccepted { path, content });
     };
     let path = files::save_receipt(&files, &receipt, progress)?;
+    remember_checkpoint(opts, &receipt, progress)?;
     progress(&format!(
         "Blackboard acknowledged: receipt {} (certificate serial {}), signed by Blackboard; \
          report SHA-256 {} matches; saved {}",

@@ -7,20 +7,37 @@
 //!   with the client).
 //! - [`authorise`]: an enrollment by code or open enrollment, decided on the
 //!   store's [`EnrollView`] of the SID, read per request (the store is the
-//!   truth about the roster, for every host).
+//!   truth about the roster, for every host), and answered alike whether
+//!   or not the SID is on the roster.
+//! - [`guess_source`]: where a code guess is counted from ([`GuessLimits`]
+//!   bound guesses per source and per SID and source; the store counts
+//!   each guess before it is checked).
 //! - [`Window`]: the submission window Blackboard checks.
 
 pub mod code;
 
 use std::fmt;
+use std::net::IpAddr;
 
 use openssl::error::ErrorStack;
 
+use crate::ca::Serial;
 use crate::crypto::ct_eq;
 use crate::message::{EnrollAuth, EnrollPolicy, MAC_LEN, NONCE_LEN};
-use crate::store::{CodeKey, EnrollView, LOCK_AFTER};
+use crate::store::{CodeKey, EnrollView};
+
+pub use crate::store::GuessLimits;
 use crate::time::rfc3339;
 use crate::verify::CertError;
+
+/// How long a student certificate lasts by default, in days: a term (about
+/// 15 weeks of teaching plus exams), so nobody needs a new code mid-term.
+pub const DEFAULT_VALIDITY_DAYS: u32 = 180;
+
+/// How many days after expiry a certificate still renews by default, by
+/// proof of possession of its key: a student back from a break renews
+/// herself instead of waiting for a new code.
+pub const DEFAULT_RENEWAL_GRACE_DAYS: u32 = 14;
 
 /// What a CA asks of a first enrollment, given whether a roster exists.
 pub fn policy(roster_on: bool) -> EnrollPolicy {
@@ -35,24 +52,20 @@ pub fn policy(roster_on: bool) -> EnrollPolicy {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Refusal {
-    /// A roster exists and the SID is not on it.
+    /// A roster exists and the SID is not on it: said only to a renewal
+    /// that proved possession of a certificate for the SID, never to a
+    /// caller without credentials.
     NotOnRoster,
-    /// The SID is locked after [`LOCK_AFTER`] wrong codes in a row.
-    Locked,
-    /// A roster exists and the request carries no code.
+    /// A roster exists and the request carries no code (the same answer
+    /// for every SID, on the roster or not, enrolled or not).
     CodeRequired,
-    /// The request carries a code but none was ever issued for the SID.
-    NoCodeIssued,
-    /// The SID's code was already used.
+    /// The SID's code was already used: said only to a request whose proof
+    /// verifies with that code.
     CodeUsed,
-    /// The code's proof did not verify; `key` is the code it was checked
-    /// against (its wrong-code count goes up).
-    WrongCode {
-        /// The key of the SID's current code.
-        key: CodeKey,
-        /// Wrong codes still allowed before the lock.
-        left: u32,
-    },
+    /// The code's proof did not verify, or the SID has no code, or is not
+    /// on the roster: one answer for all three, so that a caller without
+    /// the code learns nothing about the roster.
+    WrongCode,
     /// A code was sent to a server without a roster.
     NoRoster,
     /// A renewal's proof, or the certificate it rests on, was refused.
@@ -63,34 +76,26 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refusal::NotOnRoster => {
-                write!(f, "not on the roster: this SID may not enroll (ask the instructor)")
+                write!(
+                    f,
+                    "not on the roster: this SID may not enroll (ask the instructor)"
+                )
             }
-            Refusal::Locked => write!(
-                f,
-                "locked: {LOCK_AFTER} wrong enrollment codes in a row; ask the instructor to \
-                 reissue this SID's code"
-            ),
             Refusal::CodeRequired => write!(
                 f,
-                "enrollment code required: a first enrollment needs the code the instructor \
-                 gave you (client --code-file FILE)"
-            ),
-            Refusal::NoCodeIssued => write!(
-                f,
-                "enrollment code required: no code issued for this SID: ask the instructor"
+                "enrollment code required: this course has a roster, so enrolling needs the \
+                 code the instructor gave you (client --code-file FILE); with a current \
+                 certificate, renew instead (client --renew)"
             ),
             Refusal::CodeUsed => write!(
                 f,
                 "enrollment code already used: a code is good for one enrollment (renew with \
                  your current certificate, client --renew, or ask the instructor for a new code)"
             ),
-            Refusal::WrongCode { left: 0, .. } => write!(
+            Refusal::WrongCode => write!(
                 f,
-                "wrong enrollment code; this SID is now locked until the instructor reissues its code"
-            ),
-            Refusal::WrongCode { left, .. } => write!(
-                f,
-                "wrong enrollment code (for this SID, as typed?); {left} more wrong code(s) lock this SID"
+                "wrong enrollment code (for this SID, as typed?); guesses are limited per \
+                 address (PROTOCOL.md), never locked: the right code still works"
             ),
             Refusal::NoRoster => write!(f, "no roster: this server issues no enrollment codes"),
             Refusal::Renewal(e) => write!(f, "renewal refused: {e}"),
@@ -99,6 +104,25 @@ impl fmt::Display for Refusal {
 }
 
 impl std::error::Error for Refusal {}
+
+/// The words for an unvouched certificate (a roster in force, and no code
+/// behind it), shared by Blackboard's refusal and the CA's refusal of its
+/// renewal (both code 18).
+#[derive(Debug)]
+pub struct Unvouched<'a>(pub &'a Serial);
+
+impl fmt::Display for Unvouched<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "certificate serial {} is not vouched for by an enrollment code: it was issued by \
+             open enrollment before the course had a roster (or renewed from such a \
+             certificate), and with a roster it may neither renew nor submit; enroll with the \
+             enrollment code the instructor gave you",
+            self.0
+        )
+    }
+}
 
 /// Why a renewal was refused.
 #[derive(Debug)]
@@ -109,6 +133,20 @@ pub enum RenewalError {
     Certificate(CertError),
     /// The signature does not verify with her certificate's key.
     BadSignature,
+    /// A roster is in force and no code vouches for her certificate.
+    Unvouched {
+        /// Its serial.
+        serial: Serial,
+    },
+    /// Her certificate expired longer ago than the renewal grace allows.
+    ExpiredBeyondGrace {
+        /// Its serial.
+        serial: Serial,
+        /// When it expired, Unix seconds.
+        expired_at: i64,
+        /// The grace, in days (0: renewal needs a certificate still valid).
+        grace_days: u32,
+    },
 }
 
 impl fmt::Display for RenewalError {
@@ -124,6 +162,28 @@ impl fmt::Display for RenewalError {
             RenewalError::BadSignature => write!(
                 f,
                 "the proof of possession does not verify with the current certificate's key"
+            ),
+            RenewalError::Unvouched { serial } => write!(f, "{}", Unvouched(serial)),
+            RenewalError::ExpiredBeyondGrace {
+                serial,
+                expired_at,
+                grace_days: 0,
+            } => write!(
+                f,
+                "the current certificate (serial {serial}) expired at {}, and this course \
+                 renews only certificates still valid; ask the instructor for a new \
+                 enrollment code",
+                rfc3339(*expired_at)
+            ),
+            RenewalError::ExpiredBeyondGrace {
+                serial,
+                expired_at,
+                grace_days,
+            } => write!(
+                f,
+                "the current certificate (serial {serial}) expired at {}, more than the \
+                 {grace_days}-day renewal grace ago; ask the instructor for a new enrollment code",
+                rfc3339(*expired_at)
             ),
         }
     }
@@ -142,10 +202,14 @@ pub enum Grant {
 
 /// Decides an enrollment by code or open enrollment for the SID the CSR
 /// names (renewals go through [`admits_renewal`] and the certificate
-/// check). The outer `Err` is OpenSSL failing to compute the MAC.
+/// check). The outer `Err` is OpenSSL failing to compute the MAC. With a
+/// roster, a request carrying a code must have been counted as a guess
+/// before this is asked.
 ///
-/// The order is PROTOCOL.md's: roster, lock, code required, code state,
-/// then the MAC in constant time.
+/// PROTOCOL.md's order: no roster, open; no code, 12 (any SID); then the
+/// MAC in constant time, against the SID's code or, for a SID without one
+/// or off the roster, against a stand-in key, so that the answer (13) and
+/// the work are the same; a right MAC for a spent code, 14.
 pub fn authorise(
     view: &EnrollView,
     sid: &str,
@@ -159,35 +223,51 @@ pub fn authorise(
             _ => Err(Refusal::NoRoster),
         });
     }
-    if !view.on_roster {
-        return Ok(Err(Refusal::NotOnRoster));
-    }
-    if view.code.as_ref().is_some_and(|c| c.locked()) {
-        return Ok(Err(Refusal::Locked));
-    }
     let mac = match auth {
         EnrollAuth::Code { mac } => mac,
         _ => return Ok(Err(Refusal::CodeRequired)),
     };
-    let code = match &view.code {
-        None => return Ok(Err(Refusal::NoCodeIssued)),
-        Some(c) if c.used_at.is_some() => return Ok(Err(Refusal::CodeUsed)),
-        Some(c) => c,
-    };
-    let expected: [u8; MAC_LEN] = code::enroll_mac(&code.code_key, nonce, sid, csr_der)?;
-    Ok(if ct_eq(&expected, mac) {
-        Ok(Grant::Code(code.code_key))
-    } else {
-        Err(Refusal::WrongCode {
-            key: code.code_key,
-            left: LOCK_AFTER.saturating_sub(code.wrong + 1),
-        })
+    let code = view.code.as_ref().filter(|_| view.on_roster);
+    // A stand-in no code derives (HKDF output is never all zeros but with
+    // probability 2^-256), checked all the same.
+    let key = code.map_or([0u8; 32], |c| c.code_key);
+    let expected: [u8; MAC_LEN] = code::enroll_mac(&key, nonce, sid, csr_der)?;
+    let right = ct_eq(&expected, mac);
+    Ok(match code {
+        Some(c) if right && c.used_at.is_some() => Err(Refusal::CodeUsed),
+        Some(c) if right => Ok(Grant::Code(c.code_key)),
+        _ => Err(Refusal::WrongCode),
     })
 }
 
-/// Whether the roster lets this SID renew: with a roster she must still be
-/// on it. A lock (wrong codes tried by someone) does not stop a student
-/// who proves possession of her current key.
+/// Whether a request is a code guess, to be counted before it is checked:
+/// a code sent to a course with a roster.
+pub fn is_guess(view: &EnrollView, auth: &EnrollAuth) -> bool {
+    view.roster_on && matches!(auth, EnrollAuth::Code { .. })
+}
+
+/// The source a code guess is counted under: the IPv4 address, or the
+/// IPv6 /64 (one subscriber's usual allocation, so that rotating through
+/// it is one source); an IPv4-mapped IPv6 address is the IPv4 address.
+pub fn guess_source(ip: IpAddr) -> String {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{net}/64")
+        }
+    }
+}
+
+/// Whether the roster lets this SID renew, asked only once her proof of
+/// possession holds (so that the answer tells a stranger nothing): with a
+/// roster she must still be on it. Code guesses against her SID, by
+/// anyone, never stop her renewing or submitting.
 pub fn admits_renewal(view: &EnrollView) -> Result<(), Refusal> {
     if view.roster_on && !view.on_roster {
         return Err(Refusal::NotOnRoster);
@@ -268,12 +348,11 @@ mod tests {
         }
     }
 
-    fn code_state(key: CodeKey, used: bool, wrong: u32) -> CodeState {
+    fn code_state(key: CodeKey, used: bool) -> CodeState {
         CodeState {
             code_key: key,
             issued_at: 1,
             used_at: used.then_some(2),
-            wrong,
         }
     }
 
@@ -308,43 +387,41 @@ mod tests {
             decide(&view(false, false, None), &nonce, &csr, &good),
             Err(Refusal::NoRoster)
         ));
-        let fresh = Some(code_state(key, false, 0));
-        assert!(matches!(
-            decide(&view(true, false, None), &nonce, &csr, &good),
-            Err(Refusal::NotOnRoster)
-        ));
-        assert!(matches!(
-            decide(&view(true, true, fresh.clone()), &nonce, &csr, &open),
-            Err(Refusal::CodeRequired)
-        ));
-        assert!(matches!(
-            decide(&view(true, true, None), &nonce, &csr, &good),
-            Err(Refusal::NoCodeIssued)
-        ));
-        assert!(matches!(
-            decide(
-                &view(true, true, Some(code_state(key, true, 0))),
-                &nonce,
-                &csr,
-                &good
-            ),
-            Err(Refusal::CodeUsed)
-        ));
-        assert!(matches!(
-            decide(
-                &view(true, true, Some(code_state(key, false, LOCK_AFTER))),
-                &nonce,
-                &csr,
-                &good
-            ),
-            Err(Refusal::Locked)
-        ));
+        let fresh = Some(code_state(key, false));
         assert_eq!(
             decide(&view(true, true, fresh.clone()), &nonce, &csr, &good)?,
             Grant::Code(key)
         );
+        // No code: 12 for every SID, on the roster or not, enrolled or not.
+        for v in [
+            view(true, true, fresh.clone()),
+            view(true, true, Some(code_state(key, true))),
+            view(true, false, None),
+        ] {
+            assert!(matches!(
+                decide(&v, &nonce, &csr, &open),
+                Err(Refusal::CodeRequired)
+            ));
+        }
+        // A code for a SID off the roster or without a code is as wrong as
+        // a wrong one: 13, never 11 or 12.
+        assert!(matches!(
+            decide(&view(true, false, None), &nonce, &csr, &good),
+            Err(Refusal::WrongCode)
+        ));
+        assert!(matches!(
+            decide(&view(true, true, None), &nonce, &csr, &good),
+            Err(Refusal::WrongCode)
+        ));
+        // A spent code is said to be spent only to its holder.
+        let used = Some(code_state(key, true));
+        assert!(matches!(
+            decide(&view(true, true, used.clone()), &nonce, &csr, &good),
+            Err(Refusal::CodeUsed)
+        ));
         // The same tag over a flipped CSR bit, another nonce (a replay on a
-        // new connection), or from another SID's code: wrong code.
+        // new connection), or from another SID's code: wrong code, spent
+        // code or not.
         let mut flipped = csr.clone();
         flipped[0] ^= 1;
         let mut other_nonce = nonce;
@@ -352,30 +429,48 @@ mod tests {
         let others = EnrollAuth::Code {
             mac: enroll_mac(&code.key("1155000002")?, &nonce, SID, &csr)?,
         };
-        for (n, c, a) in [
-            (&nonce, &flipped, &good),
-            (&other_nonce, &csr, &good),
-            (&nonce, &csr, &others),
-        ] {
-            assert!(matches!(
-                decide(&view(true, true, fresh.clone()), n, c, a),
-                Err(Refusal::WrongCode { left: 4, .. })
-            ));
+        for state in [fresh.clone(), used] {
+            for (n, c, a) in [
+                (&nonce, &flipped, &good),
+                (&other_nonce, &csr, &good),
+                (&nonce, &csr, &others),
+            ] {
+                assert!(matches!(
+                    decide(&view(true, true, state.clone()), n, c, a),
+                    Err(Refusal::WrongCode)
+                ));
+            }
         }
-        assert!(matches!(
-            decide(
-                &view(true, true, Some(code_state(key, false, 4))),
-                &other_nonce,
-                &csr,
-                &good
-            ),
-            Err(Refusal::WrongCode { left: 0, .. })
-        ));
+        // The texts are the SID's business only through the SID.
+        assert_eq!(
+            Refusal::WrongCode.to_string(),
+            "wrong enrollment code (for this SID, as typed?); guesses are limited per address \
+             (PROTOCOL.md), never locked: the right code still works"
+        );
         // Renewal: the roster still decides who is a student.
         assert!(admits_renewal(&view(true, false, None)).is_err());
-        assert!(admits_renewal(&view(true, true, Some(code_state(key, false, 9)))).is_ok());
+        assert!(admits_renewal(&view(true, true, Some(code_state(key, false)))).is_ok());
         assert!(admits_renewal(&view(false, false, None)).is_ok());
         Ok(())
+    }
+
+    #[test]
+    fn guesses_are_counted_per_address_and_per_ipv6_64() {
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(guess_source(v4), "192.0.2.7");
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(guess_source(mapped), "192.0.2.7");
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb:cccc:dddd:eeee".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(guess_source(a), "2001:db8:1:2::/64");
+        assert_eq!(guess_source(a), guess_source(b));
+        assert_ne!(guess_source(a), guess_source(c));
+        // Only a code sent to a course with a roster is a guess.
+        let code = EnrollAuth::Code { mac: [0; 32] };
+        assert!(is_guess(&view(true, false, None), &code));
+        assert!(!is_guess(&view(false, false, None), &code));
+        assert!(!is_guess(&view(true, true, None), &EnrollAuth::Open));
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod client;
 // `bin/client`'s secrets file.
 pub mod config;
 // Enrollment codes and the window: `bin/server`, tests, fuzz.
+pub mod assignment;
 pub mod course;
 // Key derivation, report crypto, fingerprints: the adversary, the load
 // generator and tests build wire messages with it.
@@ -72,6 +73,8 @@ pub mod store;
 pub mod testing;
 // Time text forms: `bin/server`, tests, fuzz.
 pub mod time;
+// The transparency log (issue 21): server, client, admin and tests.
+pub mod tlog;
 // The certificate check: `examples/worst_case`, fuzz.
 pub mod verify;
 

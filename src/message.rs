@@ -115,12 +115,19 @@ pub enum ErrorCode {
     WrongCode = 13,
     /// The enrollment code was already used.
     CodeUsed = 14,
-    /// The SID is locked after too many wrong codes in a row.
-    Locked = 15,
+    /// Too many enrollment code guesses from this address (for this SID,
+    /// or in all) within the window; the reason says when to try again.
+    /// (Version 2 servers before issue 22 meant "locked" by 15.)
+    TooManyGuesses = 15,
     /// The renewal proof or the certificate it rests on was refused.
     RenewalRefused = 16,
     /// Submissions are closed (or not yet open).
     SubmissionsClosed = 17,
+    /// A roster is in force and no enrollment code vouches for the
+    /// certificate (open enrollment from before the roster, or renewals of
+    /// one): it may neither renew nor submit; the student enrolls with her
+    /// code.
+    Unvouched = 18,
 }
 
 impl ErrorCode {
@@ -139,9 +146,10 @@ impl ErrorCode {
             12 => ErrorCode::CodeRequired,
             13 => ErrorCode::WrongCode,
             14 => ErrorCode::CodeUsed,
-            15 => ErrorCode::Locked,
+            15 => ErrorCode::TooManyGuesses,
             16 => ErrorCode::RenewalRefused,
             17 => ErrorCode::SubmissionsClosed,
+            18 => ErrorCode::Unvouched,
             _ => ErrorCode::Internal,
         }
     }

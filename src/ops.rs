@@ -24,22 +24,28 @@
 //! HTTP/1.1 codec the reactor's HTTP connections decode with; [`ocsp`],
 //! the responder's core the `/ocsp` routes call; [`metrics`], the
 //! process's counters (updated by the reactors and the commit thread,
-//! served as `/metrics`). The reactor holds the sockets; nothing here does.
+//! served as `/metrics`); [`store_gauges`], the thread that reads the
+//! store into `/metrics`' gauges; [`crl_cache`], the one CRL all reactors
+//! serve. The reactor holds the sockets; nothing here does.
 
+pub(crate) mod crl_cache;
 pub mod http;
 pub(crate) mod metrics;
 pub mod ocsp;
+pub(crate) mod store_gauges;
+pub mod transparency;
 
 use std::fmt;
 use std::sync::Arc;
 
-use log::warn;
+use log::{info, warn};
 
 use crate::ca::{CaError, CertificateAuthority, RevokedEntry, Serial, SignedCrl};
+use crate::ops::crl_cache::CrlCache;
 use crate::ops::http::{Method, Request, Response};
 use crate::ops::metrics::Metrics;
 use crate::ops::ocsp::{CertStatus, OcspAnswer, Responder, ResponderConfig};
-use crate::store::{self, RevocationMark, Storage, StoreError};
+use crate::store::{self, Storage, StoreError};
 use crate::time::now_unix;
 
 /// `Content-Type` of OCSP requests (RFC 6960 appendix A.1).
@@ -117,24 +123,24 @@ struct Signing {
     responder: Responder,
 }
 
-/// The CRL served now, and the revocations it was made from.
-struct CachedCrl {
-    crl: SignedCrl,
-    mark: RevocationMark,
-}
-
 /// One reactor's operations endpoints.
 pub(crate) struct Ops {
     signing: Option<Signing>,
-    crl: Option<CachedCrl>,
+    /// Shared by every reactor of the process.
+    crls: CrlCache,
+    /// Whether the last `/crl` was served from the cache because the store
+    /// did not answer: said once in the log when it starts and ends.
+    crl_without_store: bool,
     metrics: Arc<Metrics>,
+    /// The transparency log's read API, when this process holds the log key.
+    log: Option<transparency::LogApi>,
 }
 
 impl fmt::Debug for Ops {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ops")
             .field("signing", &self.signing.is_some())
-            .field("crl", &self.crl.as_ref().map(|c| c.crl.number))
+            .field("crls", &self.crls)
             .finish_non_exhaustive()
     }
 }
@@ -145,10 +151,12 @@ const NO_CA: &str = "this server does not hold the CA key (--role blackboard): \
 
 impl Ops {
     /// The endpoints of a process holding `ca` (or not: `--role
-    /// blackboard`), counting into `metrics`.
+    /// blackboard`), counting into `metrics`, serving the CRL of `crls`
+    /// (one cache for every reactor of the process).
     pub(crate) fn new(
         ca: Option<Arc<CertificateAuthority>>,
         metrics: Arc<Metrics>,
+        crls: CrlCache,
     ) -> Result<Ops, ocsp::OcspError> {
         let signing = match ca {
             Some(ca) => Some(Signing {
@@ -159,9 +167,17 @@ impl Ops {
         };
         Ok(Ops {
             signing,
-            crl: None,
+            crls,
+            crl_without_store: false,
             metrics,
+            log: None,
         })
+    }
+
+    /// Serves the transparency log under `/log/` too.
+    pub(crate) fn with_log(mut self, log: Option<transparency::LogApi>) -> Ops {
+        self.log = log;
+        self
     }
 
     /// Answers one request.
@@ -175,6 +191,11 @@ impl Ops {
                 true => self.ocsp_get(&path["/ocsp/".len()..], store),
                 false => not_allowed("GET, HEAD"),
             },
+            _ if path.starts_with("/log/") => match (&self.log, get) {
+                (Some(l), true) => l.handle(&path["/log/".len()..], store),
+                (Some(_), false) => not_allowed("GET, HEAD"),
+                (None, _) => text(404, "this server does not serve the transparency log\n"),
+            },
             "/crl" if get => self.crl(store),
             "/health" if get => health(store),
             "/metrics" if get => Response::new(200, self.metrics.encode().into_bytes())
@@ -182,7 +203,7 @@ impl Ops {
             "/crl" | "/health" | "/metrics" => not_allowed("GET, HEAD"),
             _ => text(
                 404,
-                "no such resource: try /ocsp, /crl, /health or /metrics\n",
+                "no such resource: try /ocsp, /crl, /health, /metrics or /log/checkpoint\n",
             ),
         }
     }
@@ -244,27 +265,45 @@ impl Ops {
         let Some(signing) = &self.signing else {
             return text(503, NO_CA);
         };
-        let fresh = (|| -> Result<(), OpsError> {
-            let mark = store.revocation_mark()?;
-            let now = now_unix();
-            let current = self.crl.as_ref().is_some_and(|c| {
-                c.mark == mark && now < c.crl.next_update.saturating_sub(CRL_MARGIN_SECS)
-            });
-            if !current {
-                // The mark is read first: the list read after it holds at
-                // least what it counts.
-                let crl = fresh_crl(store, &signing.ca)?;
-                self.crl = Some(CachedCrl { crl, mark });
+        let now = now_unix();
+        let served = store
+            .revocation_mark()
+            .map_err(OpsError::Store)
+            .and_then(|mark| self.crls.serve(store, &signing.ca, mark, now));
+        match served {
+            Ok(c) => {
+                if std::mem::take(&mut self.crl_without_store) {
+                    info!(
+                        "crl: the store answers again; serving CRL number {}",
+                        c.crl.number
+                    );
+                }
+                Response::new(200, c.crl.der.clone()).content_type(PKIX_CRL)
             }
-            Ok(())
-        })();
-        match (fresh, &self.crl) {
-            (Ok(()), Some(c)) => Response::new(200, c.crl.der.clone()).content_type(PKIX_CRL),
-            (Err(e), _) => {
+            // The store did not answer: the CRL last made is still a
+            // valid CRL until its nextUpdate (issue 19), a better answer
+            // than none to a relying party that fails closed.
+            Err(OpsError::Store(e)) => match self.crls.still_valid(now) {
+                Some(c) => {
+                    if !std::mem::replace(&mut self.crl_without_store, true) {
+                        warn!(
+                            "crl: the store did not answer ({e}); serving the last CRL made \
+                             (number {}, valid until {}) until it answers",
+                            c.crl.number,
+                            crate::time::rfc3339(c.crl.next_update)
+                        );
+                    }
+                    Response::new(200, c.crl.der.clone()).content_type(PKIX_CRL)
+                }
+                None => {
+                    warn!("crl: {e}");
+                    text(503, &format!("cannot make the CRL now: store: {e}\n"))
+                }
+            },
+            Err(e) => {
                 warn!("crl: {e}");
                 text(503, &format!("cannot make the CRL now: {e}\n"))
             }
-            (Ok(()), None) => text(500, "no CRL\n"),
         }
     }
 }
@@ -329,7 +368,7 @@ mod tests {
     fn routes_and_refusals() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let mut store = crate::store::SqliteStore::open(dir.path())?;
-        let mut ops = Ops::new(None, Arc::new(Metrics::new()))?;
+        let mut ops = Ops::new(None, Arc::new(Metrics::new()), CrlCache::new())?;
         assert_eq!(ops.handle(&get("/nope"), &mut store).status, 404);
         assert_eq!(ops.handle(&get("/ocsp"), &mut store).status, 405);
         let post = Request {
@@ -356,7 +395,11 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let pki = crate::testing::TestPki::create(dir.path(), &Default::default())?;
         let mut store = crate::store::SqliteStore::open(dir.path())?;
-        let mut ops = Ops::new(Some(pki.ca.clone()), Arc::new(Metrics::new()))?;
+        let mut ops = Ops::new(
+            Some(pki.ca.clone()),
+            Arc::new(Metrics::new()),
+            CrlCache::new(),
+        )?;
         let id = OcspCertId::from_cert(MessageDigest::sha1(), pki.ca.cert(), pki.ca.cert())?;
         let mut req = OcspRequest::new()?;
         req.add_id(id)?;
@@ -375,6 +418,64 @@ mod tests {
             .parse()?;
         assert!(age > 0 && age <= ocsp::GET_MAX_AGE_SECS, "{cc}");
         assert!(age < ResponderConfig::default().validity_secs, "{cc}");
+        Ok(())
+    }
+
+    #[test]
+    fn the_crl_is_served_from_the_cache_while_the_store_does_not_answer(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use crate::store::gated::{Gated, GatedCall};
+        use std::sync::Mutex;
+        use std::time::Duration;
+        let dir = tempfile::tempdir()?;
+        let pki = crate::testing::TestPki::create(dir.path(), &Default::default())?;
+        let (open, gate) = std::sync::mpsc::channel();
+        let gated = Gated {
+            inner: crate::store::SqliteStore::open(dir.path())?,
+            at: GatedCall::RevocationMark,
+            open: Arc::new(Mutex::new(gate)),
+        };
+        let mut store =
+            crate::store::Bounded::new(Box::new(gated), "gated".into(), Duration::from_millis(20))?;
+        let crls = CrlCache::new();
+        let mut ops = Ops::new(Some(pki.ca.clone()), Arc::new(Metrics::new()), crls.clone())?;
+        // Another reactor's, sharing the cache.
+        let mut other = Ops::new(Some(pki.ca.clone()), Arc::new(Metrics::new()), crls)?;
+        open.send(())?;
+        let first = ops.handle(&get("/crl"), &mut store);
+        assert_eq!(first.status, 200);
+        // The store stops answering: the CRL made is still valid, and
+        // served, by either reactor.
+        for _ in 0..2 {
+            let r = ops.handle(&get("/crl"), &mut store);
+            assert_eq!((r.status, &r.body), (200, &first.body));
+            let r = other.handle(&get("/crl"), &mut store);
+            assert_eq!((r.status, &r.body), (200, &first.body));
+        }
+        assert!(ops.crl_without_store && other.crl_without_store);
+        // A process that never made one has nothing valid to serve.
+        let mut fresh = Ops::new(
+            Some(pki.ca.clone()),
+            Arc::new(Metrics::new()),
+            CrlCache::new(),
+        )?;
+        let r = fresh.handle(&get("/crl"), &mut store);
+        assert_eq!(r.status, 503, "{:?}", String::from_utf8_lossy(&r.body));
+        // The store answers again (the call it holds, then the next).
+        open.send(())?;
+        open.send(())?;
+        let mut back = false;
+        for _ in 0..200 {
+            if !store.unanswering() {
+                back = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(back, "the gated call never returned");
+        let r = ops.handle(&get("/crl"), &mut store);
+        assert_eq!((r.status, &r.body), (200, &first.body));
+        assert!(!ops.crl_without_store);
         Ok(())
     }
 

@@ -32,21 +32,20 @@ pub mod legacy;
 mod submission;
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use log::{info, warn};
 
 use crate::ca::{BlackboardKeys, CertificateAuthority, Issued};
-use crate::course::Window;
+use crate::course::{GuessLimits, Window};
 use crate::message::{DecodeError, ErrorCode, Message};
-use crate::store::{CertRecord, CodeKey, Origin, Record, Storage};
+use crate::store::{Authorisation, CertRecord, Origin, Record, Storage};
 use crate::verify::Verifier;
 
 pub use admission::AdmissionError;
-pub use blackboard::{
-    Lateness, UploadError, UploadPolicy, DEFAULT_ASSIGNMENT, DEFAULT_MAX_SUBMISSION,
-};
+pub use blackboard::{UploadError, UploadPolicy, DEFAULT_MAX_SUBMISSION};
 pub use error::{
     commit_refusal, refusal_label, CommitRefusal, ConnectionError, Internal, ProtocolError,
     ServerFault,
@@ -106,6 +105,14 @@ pub struct Shared {
     pub window: Window,
     /// What Blackboard accepts of protocol version 3.
     pub upload: UploadPolicy,
+    /// How many days after expiry a certificate still renews by proof of
+    /// possession of its key (0: only while valid).
+    pub renewal_grace_days: u32,
+    /// How many enrollment code guesses the CA takes per source.
+    pub guess_limits: GuessLimits,
+    /// The transparency log's key, when this process holds it: receipts
+    /// then carry the proof that their report is logged.
+    pub log: Option<Arc<crate::tlog::CheckpointSigner>>,
 }
 
 impl fmt::Debug for Shared {
@@ -117,6 +124,8 @@ impl fmt::Debug for Shared {
             .field("admission", &self.admission_secret.is_some())
             .field("legacy", &self.legacy)
             .field("window", &self.window)
+            .field("renewal_grace_days", &self.renewal_grace_days)
+            .field("guess_limits", &self.guess_limits)
             .finish()
     }
 }
@@ -204,8 +213,9 @@ impl Output {
 
 /// The record of a certificate just issued, whichever protocol asked (also
 /// how the benches and the session fuzz target seed a store);
-/// `consumes_code`: the key of the enrollment code it spends.
-pub fn cert_record(issued: Issued, origin: Origin, consumes_code: Option<CodeKey>) -> Record {
+/// `authorised`: what authorised it (a code it spends, a certificate it
+/// renews), which decides what it supersedes.
+pub fn cert_record(issued: Issued, origin: Origin, authorised: Authorisation) -> Record {
     Record::Cert(CertRecord {
         serial: issued.serial,
         sid: issued.sid,
@@ -213,8 +223,7 @@ pub fn cert_record(issued: Issued, origin: Origin, consumes_code: Option<CodeKey
         not_after: issued.not_after,
         der: issued.der,
         origin,
-        consumes_code,
-        renewal: false,
+        authorised,
     })
 }
 
@@ -261,7 +270,11 @@ impl fmt::Display for Expired {
 /// [`Session::on_offloaded`], [`Session::on_expiry`],
 /// [`Session::error_frame`]).
 #[derive(Debug, Default)]
-pub struct Session(State);
+pub struct Session {
+    state: State,
+    /// The peer's address: code guesses are counted under it.
+    source: Option<IpAddr>,
+}
 
 /// Which child has the connection. The parent only routes: each child
 /// handles its own input and returns the next state.
@@ -284,8 +297,24 @@ enum State {
 type Step = Result<(State, Output), ProtocolError>;
 
 impl Session {
-    /// The state of a new connection, and what to send at once.
+    /// The state of a new connection from an unknown address (tests,
+    /// fuzzing): its code guesses are all counted under one source,
+    /// "unknown". The reactor uses [`Session::start_from`].
     pub fn start(service: ServiceKind, shared: &Shared) -> (Session, Output) {
+        Session::start_at(service, shared, None)
+    }
+
+    /// The state of a new connection from `source`, and what to send at
+    /// once.
+    pub fn start_from(service: ServiceKind, shared: &Shared, source: IpAddr) -> (Session, Output) {
+        Session::start_at(service, shared, Some(source))
+    }
+
+    fn start_at(
+        service: ServiceKind,
+        shared: &Shared,
+        source: Option<IpAddr>,
+    ) -> (Session, Output) {
         let (state, out) = match shared.admission_secret {
             None => (State::first(service), Output::default()),
             Some(_) => match admission::start(service) {
@@ -293,21 +322,23 @@ impl Session {
                 Err(e) => (State::Done, e.refusal("-")),
             },
         };
-        (Session(state), out)
+        (Session { state, source }, out)
     }
 
     /// Feeds one frame payload to the state machine.
     pub fn on_frame(self, payload: &[u8], shared: &mut Shared, peer: &str) -> (Session, Output) {
-        let (state, out) = match self.0.on_frame(payload, shared, peer) {
+        let source = self.source;
+        let (state, out) = match self.state.on_frame(payload, shared, peer, source) {
             Ok(x) => x,
             Err(e) => (State::Done, e.refusal(peer)),
         };
-        (Session(state), out)
+        (Session { state, source }, out)
     }
 
     /// Feeds back the result of the [`Job`] this session asked for.
     pub fn on_offloaded(self, done: Done, peer: &str) -> (Session, Output) {
-        let (state, out) = match self.0 {
+        let source = self.source;
+        let (state, out) = match self.state {
             State::Legacy(l) => legacy::step(l.on_offloaded(done.0, peer)),
             State::Admission(_) | State::Enrollment(_) | State::Blackboard(_) | State::Done => (
                 State::Done,
@@ -318,28 +349,33 @@ impl Session {
                 .refusal(peer),
             ),
         };
-        (Session(state), out)
+        (Session { state, source }, out)
     }
 
     /// What to send once the record of the last [`After::Persist`] is
     /// durable, beyond the frames held for it: a version 2 receipt is
-    /// signed only now. Nothing for every other exchange.
-    pub fn on_committed(self, peer: &str) -> (Session, Output) {
-        let (state, out) = match self.0 {
-            State::Blackboard(b) => b.on_committed(peer),
-            state @ (State::Admission(_)
-            | State::Enrollment(_)
-            | State::Legacy(_)
-            | State::Done) => (state, Output::default()),
+    /// signed only now, and a counted code guess is checked only now.
+    /// Nothing for every other exchange.
+    pub fn on_committed(self, shared: &mut Shared, peer: &str) -> (Session, Output) {
+        let source = self.source;
+        let (state, out) = match self.state {
+            State::Blackboard(b) => b.on_committed(shared, peer),
+            State::Enrollment(e) => match e.on_committed(peer) {
+                Ok(x) => x,
+                Err(e) => (State::Done, e.refusal(peer)),
+            },
+            state @ (State::Admission(_) | State::Legacy(_) | State::Done) => {
+                (state, Output::default())
+            }
         };
-        (Session(state), out)
+        (Session { state, source }, out)
     }
 
     /// What to do when a time limit is reached: `None` when every answer
     /// asked for has been given (close quietly), else the refusal to send.
     pub fn on_expiry(&self, expiry: Expiry, limit: Duration) -> Option<ProtocolError> {
         let expired = Expired { expiry, limit };
-        match &self.0 {
+        match &self.state {
             State::Admission(a) => a.on_expiry(expired),
             State::Enrollment(e) => e.on_expiry(expired),
             State::Blackboard(b) => b.on_expiry(expired),
@@ -351,7 +387,7 @@ impl Session {
     /// The id of the upload whose chunks this connection may have staged,
     /// while one is under way: if the connection ends now, they go.
     pub fn staged_upload(&self) -> Option<i64> {
-        match &self.0 {
+        match &self.state {
             State::Blackboard(b) => b.staged_upload(),
             _ => None,
         }
@@ -360,7 +396,7 @@ impl Session {
     /// Bytes and frames an upload under way may take beyond the
     /// per-connection limits (`--max-conn-bytes`, `--max-messages`).
     pub fn upload_allowance(&self) -> Option<(u64, u32)> {
-        match &self.0 {
+        match &self.state {
             State::Blackboard(b) => b.upload_allowance(),
             _ => None,
         }
@@ -370,7 +406,7 @@ impl Session {
     /// our `Error` message, or a UTF-8 text line for the original lab
     /// client.
     pub fn error_frame(&self, code: ErrorCode, reason: &str) -> Vec<u8> {
-        match self.0 {
+        match self.state {
             State::Legacy(_) => legacy::error_text(reason),
             State::Admission(_) | State::Enrollment(_) | State::Blackboard(_) | State::Done => {
                 Message::error(code, reason).encode()
@@ -390,7 +426,13 @@ impl State {
     /// Routes a frame to the child that has the connection. The one thing
     /// decided here: a service's very first frame may be a command of the
     /// original lab client, which turns the connection over to legacy mode.
-    fn on_frame(self, payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
+    fn on_frame(
+        self,
+        payload: &[u8],
+        shared: &mut Shared,
+        peer: &str,
+        source: Option<IpAddr>,
+    ) -> Step {
         match self {
             State::Legacy(l) => Ok(legacy::step(l.on_frame(payload, shared, peer))),
             State::Enrollment(e) if e.is_fresh() && legacy::is_command(payload) => {
@@ -401,7 +443,7 @@ impl State {
             }
             // Anything but the answer, before admission, is refused there.
             State::Admission(a) => a.handle(decode(payload)?, shared, peer),
-            State::Enrollment(e) => e.handle(decode(payload)?, shared, peer),
+            State::Enrollment(e) => e.handle(decode(payload)?, shared, peer, source),
             // `payload` is the message as received: Blackboard signs the
             // hello's bytes.
             State::Blackboard(b) => b.handle(decode(payload)?, payload, shared, peer),
@@ -459,15 +501,6 @@ impl ProtocolError {
         }
     }
 
-    /// [`ProtocolError::refusal`], sent only once `record` is committed
-    /// (a wrong enrollment code is counted before it is answered).
-    fn refusal_recorded(&self, peer: &str, record: Record) -> Output {
-        Output {
-            then: After::Persist(record),
-            ..self.refusal(peer)
-        }
-    }
-
     fn log(&self, peer: &str) {
         match self {
             ProtocolError::Unexpected { got, expecting } => {
@@ -502,7 +535,8 @@ impl ProtocolError {
             | ProtocolError::Enrollment(_)
             | ProtocolError::Expired(_)
             | ProtocolError::UnsupportedVersion { .. }
-            | ProtocolError::Closed(_)) => warn!("{peer}: {other}"),
+            | ProtocolError::Closed(_)
+            | ProtocolError::Deadline(_)) => warn!("{peer}: {other}"),
         }
     }
 }
@@ -551,7 +585,7 @@ mod testing {
             closed = out.close;
             if let After::Persist(r) = out.then {
                 shared.store.commit(&[r]).unwrap();
-                let (after_commit, more) = next.on_committed("test-peer");
+                let (after_commit, more) = next.on_committed(shared, "test-peer");
                 replies.extend(more.send.iter().map(|p| Message::decode(p).unwrap()));
                 closed |= more.close;
                 next = after_commit;

@@ -265,14 +265,6 @@ impl Reactor {
         Ok(())
     }
 
-    /// The bound address of the HTTP listener, if any.
-    pub(crate) fn http_addr(&mut self) -> Option<io::Result<SocketAddr>> {
-        self.listeners
-            .iter()
-            .find(|l| l.serves == Serves::Http)
-            .map(|l| l.socket.local_addr())
-    }
-
     /// The bound address of each listener of our protocol, in order.
     pub(crate) fn local_addrs(&self) -> io::Result<Vec<(ServiceKind, SocketAddr)>> {
         self.listeners
@@ -700,7 +692,7 @@ impl Reactor {
                     }
                     // Durable now: whatever the session makes only after
                     // that (a signed receipt) goes out behind the held frames.
-                    let after = conn.on_committed();
+                    let after = conn.on_committed(&mut self.shared);
                     self.apply_output(token, after);
                 }
                 Some(e) => self.refuse(token, e),

@@ -46,7 +46,29 @@ pub struct ReceiptContent {
     pub transcript_sha256: String,
     /// [`RECEIPT_VERSION`], or [`RECEIPT_VERSION_3`] for a file.
     pub version: u32,
-    /// A version 3 receipt's file fields (absent in version 2's).
+    /// The assignment the report was handed in for (issue 20; absent from
+    /// receipts made before assignments existed). A version 2 client that
+    /// predates it ignores it: unknown keys are ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<String>,
+    /// Whether it came after her due time (absent: made before
+    /// assignments existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late: Option<bool>,
+    /// How many seconds after her due time, when late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_seconds: Option<i64>,
+    /// The index of the report's entry in the transparency log (PROTOCOL.md
+    /// §11), when Blackboard's host holds the log key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_index: Option<u64>,
+    /// The C2SP tlog-proof of that entry against a signed checkpoint that
+    /// already holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_proof: Option<String>,
+    /// A version 3 receipt's file fields (absent in version 2's), flattened
+    /// beside the others; the assignment and lateness are the top-level
+    /// keys above, shared with version 2's receipts.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub file: Option<FileReceipt>,
 }
@@ -54,21 +76,15 @@ pub struct ReceiptContent {
 /// The `version` of a receipt for a file handed in by protocol version 3.
 pub const RECEIPT_VERSION_3: u32 = 3;
 
-/// What a version 3 receipt adds: the file and the assignment it was for.
+/// What a version 3 receipt adds: the file handed in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileReceipt {
-    /// The assignment.
-    pub assignment: String,
     /// The file's (sanitised) name.
     pub file_name: String,
     /// Its size in bytes.
     pub size: u64,
     /// Lower-case hex SHA-256 of its bytes.
     pub file_sha256: String,
-    /// Whether it came after the due time.
-    pub late: bool,
-    /// How late, in seconds (0 when on time).
-    pub late_seconds: i64,
 }
 
 impl ReceiptContent {

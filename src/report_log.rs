@@ -222,6 +222,8 @@ mod tests {
             received_at: 0,
             text: text.into(),
             origin: Origin::Certboard,
+            assignment: "lab".into(),
+            late_by: None,
         }
     }
 

@@ -13,8 +13,10 @@ use crate::ca::{
     self, BlackboardKeys, CaError, CaKeyType, CertificateAuthority, KeysOrigin, RootOrigin,
 };
 use crate::config::{self, SecretError};
-use crate::course::Window;
+use crate::course::{GuessLimits, Window};
+use crate::ops::crl_cache::CrlCache;
 use crate::ops::metrics::Metrics;
+use crate::ops::store_gauges::{self, StoreGauges};
 use crate::ops::Ops;
 use crate::protocol::{ServiceKind, Shared};
 use crate::reactor::commit::Committer;
@@ -61,6 +63,8 @@ pub struct ServerConfig {
     pub blackboard_name: String,
     /// Validity of student certificates, days.
     pub validity_days: u32,
+    /// Days after expiry a certificate still renews (0: none).
+    pub renewal_grace_days: u32,
     /// Admission-control secret file.
     pub admission_secret_file: Option<PathBuf>,
     /// Serve the original lab client too.
@@ -74,6 +78,8 @@ pub struct ServerConfig {
     /// What Blackboard accepts of protocol version 3 (`--min-protocol`,
     /// `--max-submission`).
     pub upload: crate::protocol::UploadPolicy,
+    /// How many enrollment code guesses the CA takes per source.
+    pub guess_limits: GuessLimits,
     /// Address of the HTTP listener (OCSP, CRL, health, metrics); off
     /// when `None`.
     pub http_listen: Option<SocketAddr>,
@@ -82,6 +88,9 @@ pub struct ServerConfig {
     /// Base URL of the HTTP listener as relying parties reach it: every
     /// certificate issued then names `URL/crl` and `URL/ocsp`.
     pub public_url: Option<String>,
+    /// The transparency log's origin line and key name (default: from the
+    /// CA's organisation, `<O>/certboard-log`).
+    pub log_origin: Option<String>,
 }
 
 /// Why the server could not start.
@@ -256,6 +265,62 @@ pub fn open_ca(
     kind: CaKeyType,
     validity_days: u32,
 ) -> Result<CertificateAuthority, ServerError> {
+    let pass = ca_passphrase(keys_dir, passphrase_file)?;
+    open_ca_with(keys_dir, &pass, kind, validity_days)
+}
+
+/// The log's origin: the one given, or `<the root's O (or CN)>/certboard-log`.
+pub fn log_origin(ca: &CertificateAuthority, given: Option<&str>) -> String {
+    if let Some(o) = given {
+        return o.to_string();
+    }
+    let name = ca.cert().subject_name();
+    let first = |nid| {
+        name.entries_by_nid(nid)
+            .next()
+            .and_then(|e| e.data().to_string().ok())
+    };
+    let base = first(openssl::nid::Nid::ORGANIZATIONNAME)
+        .or_else(|| first(openssl::nid::Nid::COMMONNAME))
+        .unwrap_or_default();
+    crate::tlog::key::default_origin(&base)
+}
+
+/// Opens (or creates) the log key beside the root, under its passphrase.
+fn open_log_with(
+    keys_dir: &std::path::Path,
+    pass: &[u8],
+    ca: &CertificateAuthority,
+    origin: Option<&str>,
+) -> Result<crate::tlog::NoteSigner, ServerError> {
+    Ok(crate::tlog::key::open_log_key(
+        keys_dir,
+        pass,
+        &log_origin(ca, origin),
+    )?)
+}
+
+/// The log key of an existing CA, for the admin commands (`server log`).
+pub fn open_existing_log(
+    keys_dir: &std::path::Path,
+    passphrase_file: Option<&std::path::Path>,
+    origin: Option<&str>,
+) -> Result<crate::tlog::NoteSigner, ServerError> {
+    if !ca::root_exists(keys_dir) {
+        return Err(ServerError::NoRoot(keys_dir.to_path_buf()));
+    }
+    let pass = ca_passphrase(keys_dir, passphrase_file)?;
+    let ca = open_ca_with(keys_dir, &pass, CaKeyType::Rsa2048, 1)?;
+    open_log_with(keys_dir, &pass, &ca, origin)
+}
+
+/// The CA passphrase as configured, refused here when too short for a new
+/// root: read (and judged) before anything durable is made, so a start
+/// that fails on it leaves no database or keys behind.
+fn ca_passphrase(
+    keys_dir: &std::path::Path,
+    passphrase_file: Option<&std::path::Path>,
+) -> Result<Vec<u8>, ServerError> {
     let creating = !ca::root_exists(keys_dir);
     let pass =
         config::ca_passphrase(passphrase_file, creating).map_err(|e| match passphrase_file {
@@ -265,7 +330,20 @@ pub fn open_ca(
             },
             None => ServerError::Secret(e),
         })?;
-    let (ca, origin) = CertificateAuthority::open(keys_dir, &pass, kind, validity_days)?;
+    if creating && pass.len() < ca::MIN_PASSPHRASE_LEN {
+        return Err(ServerError::Ca(CaError::WeakPassphrase));
+    }
+    Ok(pass)
+}
+
+/// Opens (or creates) the CA root in `keys_dir` under `pass`, logging which.
+fn open_ca_with(
+    keys_dir: &std::path::Path,
+    pass: &[u8],
+    kind: CaKeyType,
+    validity_days: u32,
+) -> Result<CertificateAuthority, ServerError> {
+    let (ca, origin) = CertificateAuthority::open(keys_dir, pass, kind, validity_days)?;
     match origin {
         RootOrigin::Created => info!(
             "created a new {} CA root in {} ({})",
@@ -316,6 +394,150 @@ fn loop_store(location: &Location) -> Result<Box<dyn Storage + Send>, ServerErro
     })
 }
 
+/// One reactor's listeners, bound.
+struct ReactorListeners {
+    frames: Vec<(ServiceKind, std::net::TcpListener)>,
+    http: Option<std::net::TcpListener>,
+}
+
+/// Binds every listener of every reactor: the first reactor the addresses
+/// configured, the others the addresses it obtained (port 0 resolved), with
+/// SO_REUSEPORT when there are several. Done before anything durable is
+/// made, so that an address in use or not this host's fails a first start
+/// with nothing left behind. Also returns the HTTP listener's address.
+fn bind_listeners(
+    wanted: &[(ServiceKind, SocketAddr)],
+    http: Option<SocketAddr>,
+    reactors: usize,
+) -> Result<(Vec<ReactorListeners>, Option<SocketAddr>), ServerError> {
+    let reuse = reactors > 1;
+    let mut frames_at: Vec<SocketAddr> = wanted.iter().map(|(_, a)| *a).collect();
+    let mut http_at = http;
+    let mut all = Vec::with_capacity(reactors);
+    for i in 0..reactors {
+        let one = |addr: SocketAddr, what: &str| {
+            let bound = if reuse && i == 0 {
+                reactor::bind_first_shared(addr)
+            } else {
+                reactor::bind(addr, reuse)
+            };
+            bound.map_err(|e| ServerError::Io(format!("cannot listen on {addr} for {what}"), e))
+        };
+        let mut frames = Vec::with_capacity(wanted.len());
+        for ((kind, _), addr) in wanted.iter().zip(&frames_at) {
+            frames.push((*kind, one(*addr, kind.name())?));
+        }
+        let http_listener = http_at.map(|a| one(a, "http")).transpose()?;
+        if i == 0 {
+            let local = |l: &std::net::TcpListener| {
+                l.local_addr()
+                    .map_err(|e| ServerError::Io("local address".into(), e))
+            };
+            frames_at = frames
+                .iter()
+                .map(|(_, l)| local(l))
+                .collect::<Result<_, _>>()?;
+            http_at = http_listener.as_ref().map(local).transpose()?;
+        }
+        all.push(ReactorListeners {
+            frames,
+            http: http_listener,
+        });
+    }
+    Ok((all, http_at))
+}
+
+/// What a start made in the keys and data dirs, removed again when the
+/// start fails after making it (a backstop: the inputs are checked first).
+/// Each dir is remembered as it was: missing (then the outermost missing
+/// ancestor this start would create goes), or its entries.
+struct Leftovers {
+    dirs: Vec<(PathBuf, Before)>,
+    keep: bool,
+}
+
+enum Before {
+    /// The dir did not exist: this is the outermost one of its path that
+    /// did not either.
+    Missing(PathBuf),
+    /// The dir held these entries.
+    Held(std::collections::HashSet<std::ffi::OsString>),
+}
+
+impl Leftovers {
+    fn snapshot(dirs: &[&std::path::Path]) -> Leftovers {
+        let dirs = dirs
+            .iter()
+            .map(|dir| {
+                let before = match std::fs::read_dir(dir) {
+                    Ok(entries) => Before::Held(
+                        entries
+                            .filter_map(|e| e.ok().map(|e| e.file_name()))
+                            .collect(),
+                    ),
+                    Err(_) => {
+                        let mut top = dir.to_path_buf();
+                        while let Some(parent) = top.parent() {
+                            if parent.as_os_str().is_empty() || parent.exists() {
+                                break;
+                            }
+                            top = parent.to_path_buf();
+                        }
+                        Before::Missing(top)
+                    }
+                };
+                (dir.to_path_buf(), before)
+            })
+            .collect();
+        Leftovers { dirs, keep: false }
+    }
+
+    /// The start succeeded: what it made stays.
+    fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        let remove = |path: &std::path::Path| {
+            let gone = match std::fs::symlink_metadata(path) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+                Ok(_) => std::fs::remove_file(path),
+                Err(_) => return,
+            };
+            match gone {
+                Ok(()) => info!(
+                    "removed {}: made by this start, which failed",
+                    path.display()
+                ),
+                Err(e) => warn!(
+                    "could not remove {} (made by this start, which failed): {e}",
+                    path.display()
+                ),
+            }
+        };
+        for (dir, before) in &self.dirs {
+            match before {
+                Before::Missing(top) => remove(top),
+                Before::Held(names) => {
+                    let Ok(entries) = std::fs::read_dir(dir) else {
+                        continue;
+                    };
+                    for entry in entries.flatten() {
+                        if !names.contains(&entry.file_name()) {
+                            remove(&entry.path());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A server with its listeners bound, ready to run.
 #[derive(Debug)]
 pub struct Server {
@@ -325,6 +547,8 @@ pub struct Server {
     addrs: Vec<(ServiceKind, SocketAddr)>,
     root_fingerprint: String,
     http_addr: Option<SocketAddr>,
+    /// Reads the store into `/metrics`' gauges while the server lives.
+    _gauges: StoreGauges,
 }
 
 impl Server {
@@ -333,8 +557,73 @@ impl Server {
         if cfg.reactors == 0 {
             return Err(ServerError::NoReactors);
         }
-        // The store first: a bad URL, a refused login or a foreign
-        // database stops the start before anything (a new CA root) is made.
+        let serve_ca = cfg.role != Role::Blackboard;
+        let serve_bb = cfg.role != Role::Ca;
+        // Every input that can fail is checked, and every listener bound,
+        // before anything durable (a database, a root) is made: a failed
+        // first start leaves the dirs as it found them (issue 22, 14). What
+        // can still fail later is undone by `made` unless the start succeeds.
+        let made = Leftovers::snapshot(&[&cfg.keys_dir, &cfg.data_dir]);
+        // An existing root is opened (its passphrase tried) now; a new
+        // one's passphrase is read and judged now, the root made only after
+        // the store's check.
+        let mut early_ca = None;
+        let mut new_root_pass = None;
+        let mut log_pass = None;
+        if serve_ca {
+            let pass = ca_passphrase(&cfg.keys_dir, cfg.passphrase_file.as_deref())?;
+            log_pass = Some(pass.clone());
+            if ca::root_exists(&cfg.keys_dir) {
+                early_ca = Some(open_ca_with(
+                    &cfg.keys_dir,
+                    &pass,
+                    cfg.ca_key_type,
+                    cfg.validity_days,
+                )?);
+            } else {
+                new_root_pass = Some(pass);
+            }
+        }
+        // The root Blackboard trusts: given, or (Blackboard alone) the one
+        // in the keys dir; with the CA here, its own.
+        let given_root = match (&cfg.ca_cert, serve_ca) {
+            (Some(path), _) => Some(read_root(path)?),
+            (None, false) => Some(read_root(&ca::root_paths(&cfg.keys_dir).1)?),
+            (None, true) => None,
+        };
+        if let (true, true, Some(path), Some(given)) =
+            (serve_ca, serve_bb, &cfg.ca_cert, &given_root)
+        {
+            // A root about to be made is never the one given.
+            let same = early_ca
+                .as_ref()
+                .is_some_and(|ca| given.to_der().ok().as_deref() == Some(ca.cert_der()));
+            if !same {
+                return Err(ServerError::RootCert {
+                    path: path.clone(),
+                    problem: RootCertError::NotThisCa,
+                });
+            }
+        }
+        let admission_secret = match &cfg.admission_secret_file {
+            Some(p) => Some(Arc::new(config::read_admission_secret(p).map_err(
+                |source| ServerError::SecretFile {
+                    flag: "--admission-secret-file",
+                    source,
+                },
+            )?)),
+            None => None,
+        };
+        let mut wanted = Vec::new();
+        if serve_ca {
+            wanted.push((ServiceKind::Ca, cfg.ca_listen));
+        }
+        if serve_bb {
+            wanted.push((ServiceKind::Blackboard, cfg.blackboard_listen));
+        }
+        let (bound, http_addr) = bind_listeners(&wanted, cfg.http_listen, cfg.reactors)?;
+        // Then the store: a bad URL, a refused login or a foreign database
+        // stops the start before anything (a new CA root) is made.
         let location = Location::from_flags(&cfg.data_dir, cfg.database.as_deref());
         let had_db = match &location {
             Location::Sqlite(dir) => dir.join(DB_FILE).exists(),
@@ -342,17 +631,16 @@ impl Server {
         };
         let mut writer = location.open()?;
         info!("store: {location}");
-        let serve_ca = cfg.role != Role::Blackboard;
-        let serve_bb = cfg.role != Role::Ca;
         let keys_dir = absolute(&cfg.keys_dir);
         let data_dir = absolute(&cfg.data_dir);
         // Read what the data dir holds before any root is made: started
         // from the wrong directory, the server must not create a second CA
         // beside someone's certificates.
-        let counts = writer.counts()?;
-        if serve_ca && !ca::root_exists(&cfg.keys_dir) && counts.certs > 0 {
+        let census_at = crate::time::now_unix();
+        let census = writer.census(census_at)?;
+        if serve_ca && !ca::root_exists(&cfg.keys_dir) && census.certs > 0 {
             return Err(ServerError::ForeignDatabase {
-                certs: counts.certs,
+                certs: census.certs,
                 keys_dir,
                 data_dir,
             });
@@ -362,11 +650,11 @@ impl Server {
             keys_dir.display(),
             data_dir.display(),
             if had_db { "existing database" } else { "new database" },
-            counts.certs,
-            counts.reports,
-            counts.roster
+            census.certs,
+            census.reports,
+            census.roster
         );
-        if serve_ca && counts.roster == 0 {
+        if serve_ca && census.roster == 0 {
             warn!(
                 "no roster: anyone can enroll for any SID (import one with `server roster import \
                  FILE.csv`; the running server follows it)"
@@ -384,14 +672,24 @@ impl Server {
                 Ok(n) => info!("removed {n} staged chunk(s) of uploads cut off before this start"),
                 Err(e) => warn!("could not remove abandoned uploads' chunks: {e}"),
             }
+            let lab = crate::assignment::lab_at_start(&mut *writer, &cfg.window)?;
+            let zone = writer.course_setting(crate::store::TIMEZONE_SETTING)?;
+            info!(
+                "version 2 reports go to {} (server assignment edit lab ... changes it live)",
+                crate::assignment::describe(&lab, zone.as_deref())
+            );
         }
-        let ca = if serve_ca {
-            let mut ca = open_ca(
+        let opened = match (early_ca, new_root_pass) {
+            (Some(ca), _) => Some(ca),
+            (None, Some(pass)) => Some(open_ca_with(
                 &cfg.keys_dir,
-                cfg.passphrase_file.as_deref(),
+                &pass,
                 cfg.ca_key_type,
                 cfg.validity_days,
-            )?;
+            )?),
+            (None, None) => None,
+        };
+        let ca = if let Some(mut ca) = opened {
             if let Some(url) = &cfg.public_url {
                 ca.set_public_url(url)?;
             }
@@ -399,20 +697,25 @@ impl Server {
         } else {
             None
         };
-        let root = match (&ca, &cfg.ca_cert) {
-            (Some(ca), Some(path)) if serve_bb => {
-                let root = read_root(path)?;
-                if root.to_der().ok().as_deref() != Some(ca.cert_der()) {
-                    return Err(ServerError::RootCert {
-                        path: path.clone(),
-                        problem: RootCertError::NotThisCa,
-                    });
-                }
-                root
+        // The log key sits beside the root and under its passphrase: the CA
+        // host signs the log's checkpoints and serves its tiles.
+        let log_api = match (&ca, &log_pass) {
+            (Some(ca), Some(pass)) => {
+                let signer = open_log_with(&cfg.keys_dir, pass, ca, cfg.log_origin.as_deref())?;
+                info!(
+                    "transparency log {}: verifier key {}",
+                    signer.name(),
+                    signer.verifier_key()
+                );
+                Some(Arc::new(crate::tlog::CheckpointSigner::new(signer)))
             }
-            (None, Some(path)) => read_root(path)?,
+            _ => None,
+        };
+        let root = match (&ca, given_root) {
             (Some(ca), _) => ca.cert().clone(),
-            (None, None) => read_root(&ca::root_paths(&cfg.keys_dir).1)?,
+            (None, Some(root)) => root,
+            // Not reached: without the CA here the root was read above.
+            (None, None) => return Err(ServerError::NoRoot(cfg.keys_dir.clone())),
         };
         let root_fingerprint =
             crate::crypto::fingerprint(&root.to_der().map_err(|e| ServerError::RootCert {
@@ -448,15 +751,6 @@ impl Server {
         } else {
             (None, None)
         };
-        let admission_secret = match &cfg.admission_secret_file {
-            Some(p) => Some(Arc::new(config::read_admission_secret(p).map_err(
-                |source| ServerError::SecretFile {
-                    flag: "--admission-secret-file",
-                    source,
-                },
-            )?)),
-            None => None,
-        };
         if cfg.legacy {
             warn!(
                 "legacy mode is ON: the original lab client is served on both ports. It gives up, \
@@ -470,22 +764,12 @@ impl Server {
             warn!("with admission control on, legacy clients (which cannot answer the challenge) are refused");
         }
 
-        let reuse = cfg.reactors > 1;
-        let mut wanted = Vec::new();
-        if serve_ca {
-            wanted.push((ServiceKind::Ca, cfg.ca_listen));
-        }
-        if serve_bb {
-            wanted.push((ServiceKind::Blackboard, cfg.blackboard_listen));
-        }
         let mut limits = cfg.limits.clone();
         limits.max_connections = crate::reactor::fdlimit::fit_max_connections(
             limits.max_connections,
             wanted.len() + usize::from(cfg.http_listen.is_some()),
             cfg.reactors,
         );
-        // The first reactor binds the configured addresses; the others bind
-        // the addresses actually obtained (port 0 resolved) with SO_REUSEPORT.
         let mut addrs: Vec<(ServiceKind, SocketAddr)> = Vec::new();
         let mut reactors = Vec::new();
         // One writer for every reactor; each reactor keeps its own
@@ -494,7 +778,17 @@ impl Server {
             .map_err(|e| ServerError::Io("starting the report printer".into(), e))?;
         let printer = reports.sender();
         let metrics = Arc::new(Metrics::new());
-        let mut http_addr = cfg.http_listen;
+        // The store's gauges start from the census just taken; a thread
+        // with its own connection keeps them current, off the loops.
+        metrics.set_store_state(&store_gauges::state_of(&census, census_at));
+        let gauges = StoreGauges::start(
+            location.open()?,
+            Arc::clone(&metrics),
+            store_gauges::REFRESH_EVERY,
+        )
+        .map_err(|e| ServerError::Io("starting the store gauges' thread".into(), e))?;
+        // One CRL for every reactor: one number per revocation state.
+        let crls = CrlCache::new();
         let committer = Committer::start(
             writer,
             move |batch: &[_]| printer.announce(batch),
@@ -510,20 +804,7 @@ impl Server {
             ),
             false => None,
         };
-        for i in 0..cfg.reactors {
-            let mut listeners = Vec::new();
-            for (j, (kind, addr)) in wanted.iter().enumerate() {
-                let addr = addrs.get(j).map(|(_, a)| *a).unwrap_or(*addr);
-                let bound = if reuse && i == 0 {
-                    reactor::bind_first_shared(addr)
-                } else {
-                    reactor::bind(addr, reuse)
-                };
-                let l = bound.map_err(|e| {
-                    ServerError::Io(format!("cannot listen on {addr} for {}", kind.name()), e)
-                })?;
-                listeners.push((*kind, l));
-            }
+        for (i, listeners) in bound.into_iter().enumerate() {
             let shared = Shared {
                 ca: ca.clone(),
                 verifier: verifier.clone(),
@@ -533,12 +814,17 @@ impl Server {
                 legacy: cfg.legacy,
                 window: cfg.window,
                 upload: cfg.upload,
+                renewal_grace_days: cfg.renewal_grace_days,
+                guess_limits: cfg.guess_limits,
+                // Receipts carry log proofs where this process signs.
+                log: if serve_bb { log_api.clone() } else { None },
             };
-            let ops =
-                Ops::new(shared.ca.clone(), Arc::clone(&metrics)).map_err(ServerError::Ocsp)?;
+            let ops = Ops::new(shared.ca.clone(), Arc::clone(&metrics), crls.clone())
+                .map_err(ServerError::Ocsp)?
+                .with_log(log_api.clone().map(crate::ops::transparency::LogApi::new));
             let mut r = Reactor::new(
                 i,
-                listeners,
+                listeners.frames,
                 shared,
                 limits.clone(),
                 &committer,
@@ -547,21 +833,9 @@ impl Server {
             )
             .map_err(|e| ServerError::Io(format!("reactor {i}"), e))?;
             r.set_metrics(Arc::clone(&metrics));
-            if let Some(addr) = http_addr {
-                let bound = if reuse && i == 0 {
-                    reactor::bind_first_shared(addr)
-                } else {
-                    reactor::bind(addr, reuse)
-                };
-                let l = bound
-                    .map_err(|e| ServerError::Io(format!("cannot listen on {addr} for http"), e))?;
+            if let Some(l) = listeners.http {
                 r.serve_http(l, ops, cfg.http_limits)
                     .map_err(|e| ServerError::Io(format!("reactor {i}: http listener"), e))?;
-                if let Some(bound) = r.http_addr() {
-                    // Later reactors bind the port the first one obtained.
-                    http_addr =
-                        Some(bound.map_err(|e| ServerError::Io("local address".into(), e))?);
-                }
             }
             if i == 0 {
                 addrs = r
@@ -570,6 +844,7 @@ impl Server {
             }
             reactors.push(r);
         }
+        made.keep();
         Ok(Server {
             reactors,
             committer,
@@ -577,6 +852,7 @@ impl Server {
             addrs,
             root_fingerprint,
             http_addr,
+            _gauges: gauges,
         })
     }
 
@@ -661,15 +937,18 @@ mod tests {
             ca_cert: None,
             blackboard_name: ca::DEFAULT_BLACKBOARD_NAME.into(),
             validity_days: 30,
+            renewal_grace_days: crate::course::DEFAULT_RENEWAL_GRACE_DAYS,
             admission_secret_file: None,
             legacy: false,
             reactors: 1,
             limits: Limits::default(),
             window: Window::default(),
             upload: crate::protocol::UploadPolicy::default(),
+            guess_limits: GuessLimits::default(),
             http_listen: None,
             http_limits: HttpConnLimits::default(),
             public_url: None,
+            log_origin: None,
         }
     }
 
@@ -692,7 +971,7 @@ mod tests {
             .commit(&[crate::protocol::cert_record(
                 issued,
                 crate::store::Origin::Certboard,
-                None,
+                crate::store::Authorisation::Open,
             )])
             .unwrap();
         // Started with another keys dir (another working directory, say).
@@ -764,8 +1043,71 @@ mod tests {
                 ..
             })
         ));
-        // The root is now there, and loads without being created again.
+        // Refused before anything was made (issue 22, 14): a new root is
+        // never the one given.
+        assert!(!ca::root_exists(&cfg.keys_dir));
+        assert!(!cfg.data_dir.exists());
+        // With a root made by a start without --ca-cert, the stranger is
+        // still refused, and the CA's own root accepted.
+        drop(Server::bind(&config(dir.path())).unwrap());
+        assert!(matches!(
+            Server::bind(&cfg),
+            Err(ServerError::RootCert {
+                problem: RootCertError::NotThisCa,
+                ..
+            })
+        ));
+        let own = dir.path().join("own.pem");
+        std::fs::copy(ca::root_paths(&cfg.keys_dir).1, &own).unwrap();
+        let server = Server::bind(&ServerConfig {
+            ca_cert: Some(own),
+            ..config(dir.path())
+        })
+        .unwrap();
         let ca = open_existing_ca(&cfg.keys_dir, cfg.passphrase_file.as_deref()).unwrap();
         assert_ne!(ca.cert_der(), stranger.cert_der());
+        drop(server);
+    }
+
+    #[test]
+    fn a_start_that_fails_leaves_the_dirs_as_it_found_them() {
+        let dir = tempfile::tempdir().unwrap();
+        // A short passphrase for a new root.
+        let short = dir.path().join("short");
+        std::fs::write(&short, "short\n").unwrap();
+        let cfg = ServerConfig {
+            passphrase_file: Some(short),
+            ..config(dir.path())
+        };
+        let err = Server::bind(&cfg).err();
+        assert!(
+            matches!(err, Some(ServerError::Ca(CaError::WeakPassphrase))),
+            "{err:?}"
+        );
+        assert!(!cfg.keys_dir.exists() && !cfg.data_dir.exists());
+        // An address this host does not have (TEST-NET-1).
+        let cfg = ServerConfig {
+            blackboard_listen: "192.0.2.1:0".parse().unwrap(),
+            ..config(dir.path())
+        };
+        let err = Server::bind(&cfg).err();
+        assert!(matches!(err, Some(ServerError::Io(..))), "{err:?}");
+        assert!(!cfg.keys_dir.exists() && !cfg.data_dir.exists());
+        // A failure after the store and the root were made (an unusable
+        // public URL) undoes them, and only them.
+        std::fs::create_dir(&cfg.data_dir).unwrap();
+        std::fs::write(cfg.data_dir.join("notes.txt"), "mine").unwrap();
+        let cfg = ServerConfig {
+            public_url: Some("not a url\u{0}".into()),
+            ..config(dir.path())
+        };
+        let err = Server::bind(&cfg).err();
+        assert!(err.is_some());
+        assert!(!cfg.keys_dir.exists(), "{err:?}");
+        let left: Vec<_> = std::fs::read_dir(&cfg.data_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("notes.txt")]);
     }
 }

@@ -46,6 +46,9 @@ mod location;
 mod migrate;
 mod postgres;
 mod sqlite;
+pub mod tlog;
+
+use crate::tlog::merkle::{Hash as LogHash, NodeId};
 
 pub use bounded::{Bounded, LOOP_STORE_WAIT};
 pub use location::{shown_url, Location};
@@ -88,6 +91,37 @@ pub enum StoreError {
         /// The SID whose code it was.
         sid: String,
     },
+    /// A write named a record that does not exist (an extension of an
+    /// assignment that is not there).
+    NotFound(String),
+    /// A renewal was to supersede the certificate it renews, and that
+    /// certificate is revoked already (by the operator, or superseded by
+    /// another renewal or enrollment meanwhile): nothing of the transaction
+    /// was kept, so no certificate grows from a revoked one.
+    RenewedRevoked {
+        /// The SID.
+        sid: String,
+        /// The certificate the renewal rested on.
+        serial: Serial,
+    },
+    /// A [`Record::Guess`] did not fit its bounds: nothing of the
+    /// transaction was kept, and the guess is not evaluated.
+    TooManyGuesses {
+        /// Which bound.
+        bound: GuessBound,
+        /// The guess's window, seconds.
+        window: i64,
+        /// The bound's number of guesses.
+        limit: u32,
+        /// When the guess was made, Unix seconds.
+        at: i64,
+        /// When a guess fits again, Unix seconds.
+        retry_at: i64,
+    },
+    /// The transparency log's stored hashes are missing or damaged (a row
+    /// removed or changed behind certboard's back): nothing more is
+    /// appended until `server log verify` names it and it is repaired.
+    Log(crate::tlog::TreeError),
 }
 
 impl fmt::Display for StoreError {
@@ -102,6 +136,32 @@ impl fmt::Display for StoreError {
             StoreError::CodeUsed { sid } => {
                 write!(f, "the enrollment code of SID {sid} is already used")
             }
+            StoreError::NotFound(what) => write!(f, "no such {what}"),
+            StoreError::RenewedRevoked { sid, serial } => write!(
+                f,
+                "the certificate SID {sid} renewed (serial {serial}) was revoked meanwhile"
+            ),
+            StoreError::TooManyGuesses {
+                bound,
+                window,
+                limit,
+                at,
+                retry_at,
+            } => {
+                let whose = match bound {
+                    GuessBound::Source => "from this address",
+                    GuessBound::SidSource => "for this SID from this address",
+                };
+                write!(
+                    f,
+                    "too many enrollment code guesses {whose} ({limit} per {} min); try again \
+                     in {} s (at {})",
+                    window / 60,
+                    retry_at.saturating_sub(*at).max(1),
+                    crate::time::rfc3339(*retry_at)
+                )
+            }
+            StoreError::Log(e) => write!(f, "transparency log: {e}"),
         }
     }
 }
@@ -155,21 +215,112 @@ pub enum Record {
         /// The upload.
         upload_id: i64,
     },
-    /// A wrong enrollment code was tried for a SID: one more toward its lock.
-    WrongCode {
-        /// The SID.
-        sid: String,
-        /// The key of the code it was checked against (a reissued code
-        /// starts its own count).
-        code_key: CodeKey,
-    },
+    /// An enrollment code guess, counted before its proof is checked: it
+    /// commits only within the bounds it carries, else the transaction
+    /// fails with [`StoreError::TooManyGuesses`].
+    Guess(Guess),
 }
 
 /// The key derived from an enrollment code (the code itself is never stored).
 pub type CodeKey = [u8; 32];
 
-/// Wrong codes in a row after which a SID is locked until its code is reissued.
-pub const LOCK_AFTER: u32 = 5;
+/// How many enrollment code guesses are taken in any `window` seconds:
+/// `per_source` from one source address (across every SID) and
+/// `per_sid_source` for one SID from one source address. There is no
+/// bound on a SID across sources: any such bound is one an attacker with
+/// enough addresses could spend, locking out the student who holds her
+/// code (docs/security.md, "Guessing enrollment codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuessLimits {
+    /// The sliding window, seconds.
+    pub window: i64,
+    /// Guesses per source address per window, whatever the SID.
+    pub per_source: u32,
+    /// Guesses per SID per source address per window.
+    pub per_sid_source: u32,
+}
+
+impl Default for GuessLimits {
+    /// 5 per SID and 60 in all from one address per 15 minutes: room for
+    /// a student's typos and for a lab of students enrolling at once
+    /// behind one NAT address, and nothing near what 100-bit codes would
+    /// need (docs/security.md has the numbers).
+    fn default() -> Self {
+        GuessLimits {
+            window: 15 * 60,
+            per_source: 60,
+            per_sid_source: 5,
+        }
+    }
+}
+
+/// How long guesses are kept: at least a day (for `server status`), and
+/// at least the window (for the bounds).
+pub const GUESS_RETENTION: i64 = 24 * 60 * 60;
+
+/// One enrollment code guess.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guess {
+    /// The SID the CSR names (on the roster or not: the two are counted
+    /// alike, so the count tells nothing about the roster).
+    pub sid: String,
+    /// The source it came from ([`crate::course::guess_source`]).
+    pub source: String,
+    /// When, Unix seconds.
+    pub at: i64,
+    /// The bounds it must fit in.
+    pub limits: GuessLimits,
+}
+
+/// Which bound a guess met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuessBound {
+    /// Guesses from the source, across SIDs.
+    Source,
+    /// Guesses for the SID from the source.
+    SidSource,
+}
+
+impl Guess {
+    /// Whether this guess fits, given the times of the guesses already
+    /// counted from its source within its window (`by_source`, any SID)
+    /// and of those for its SID among them (`by_pair`); else which bound
+    /// it met and when a guess fits again (the oldest guess that has to
+    /// leave the window for one more to fit, plus the window). The one
+    /// rule both engines apply, inside the transaction that then counts it.
+    fn verdict(&self, by_source: &[i64], by_pair: &[i64]) -> Result<(), (GuessBound, i64)> {
+        let l = &self.limits;
+        let over = |ats: &[i64], limit: u32| -> Option<i64> {
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            if ats.len() < limit {
+                return None;
+            }
+            let mut sorted = ats.to_vec();
+            sorted.sort_unstable();
+            // With `limit` 0 nothing ever fits: the window from now.
+            let leaves = sorted.get(ats.len() - limit).copied().unwrap_or(self.at);
+            Some(leaves.saturating_add(l.window))
+        };
+        if let Some(at) = over(by_pair, l.per_sid_source) {
+            return Err((GuessBound::SidSource, at));
+        }
+        if let Some(at) = over(by_source, l.per_source) {
+            return Err((GuessBound::Source, at));
+        }
+        Ok(())
+    }
+
+    /// Guesses at or before this time are outside the window.
+    fn window_start(&self) -> i64 {
+        self.at.saturating_sub(self.limits.window)
+    }
+
+    /// Guesses at or before this time are deleted.
+    fn retained_after(&self) -> i64 {
+        self.at
+            .saturating_sub(self.limits.window.max(GUESS_RETENTION))
+    }
+}
 
 /// An issued certificate, as the store keeps it: the protocol builds it
 /// from what the CA returned.
@@ -187,13 +338,82 @@ pub struct CertRecord {
     pub der: Vec<u8>,
     /// How it was requested.
     pub origin: Origin,
-    /// The enrollment code this issuance consumes (its key), if any: the
-    /// record commits only if that code is still unused, in the same
-    /// transaction.
-    pub consumes_code: Option<CodeKey>,
-    /// Issued as a renewal (proof of possession of a current certificate's
-    /// key), for the metrics; not stored.
-    pub renewal: bool,
+    /// What authorised it, and what it therefore consumes or supersedes in
+    /// the same transaction.
+    pub authorised: Authorisation,
+}
+
+/// What authorised an issuance, with what the record does besides being
+/// inserted, all in its transaction: a code is consumed (the record
+/// commits only if it is still unused) and supersedes every other live
+/// certificate of the SID (a lost laptop's, an impostor's from open
+/// enrollment); a renewal supersedes the certificate it renews (and
+/// commits only if that one is still unrevoked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authorisation {
+    /// Open enrollment (no roster), or legacy mode: nobody vouched.
+    Open,
+    /// The SID's enrollment code (its key): vouched.
+    Code(CodeKey),
+    /// Proof of possession of a current certificate's key.
+    Renewal {
+        /// The certificate renewed.
+        renews: Serial,
+        /// Whether a code, or a chain of renewals from one, vouches for
+        /// the certificate renewed (and so for this one).
+        vouched: bool,
+    },
+}
+
+impl Authorisation {
+    /// Whether a code (directly or through renewals) vouches for it.
+    pub fn vouched(&self) -> bool {
+        match self {
+            Authorisation::Open => false,
+            Authorisation::Code(_) => true,
+            Authorisation::Renewal { vouched, .. } => *vouched,
+        }
+    }
+
+    /// Its kind, as stored and listed.
+    pub fn kind(&self) -> Authorised {
+        match self {
+            Authorisation::Open => Authorised::Open,
+            Authorisation::Code(_) => Authorised::Code,
+            Authorisation::Renewal { .. } => Authorised::Renewal,
+        }
+    }
+}
+
+/// The kind of [`Authorisation`] a stored certificate had (`certs.authorised`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authorised {
+    /// Open enrollment or legacy mode.
+    Open,
+    /// An enrollment code.
+    Code,
+    /// A renewal.
+    Renewal,
+}
+
+impl Authorised {
+    /// The name stored and listed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Authorised::Open => "open",
+            Authorised::Code => "code",
+            Authorised::Renewal => "renewal",
+        }
+    }
+
+    /// The kind of a stored name (certboard writes only these three).
+    fn parse(s: &str) -> Authorised {
+        match s {
+            "code" => Authorised::Code,
+            "renewal" => Authorised::Renewal,
+            _ => Authorised::Open,
+        }
+    }
 }
 
 /// An accepted report.
@@ -211,6 +431,11 @@ pub struct ReportRecord {
     pub text: String,
     /// How it was submitted.
     pub origin: Origin,
+    /// The assignment it was handed in for ([`DEFAULT_ASSIGNMENT`] for
+    /// every version 2 and legacy report).
+    pub assignment: String,
+    /// Seconds after her due time it came (`None`: on time).
+    pub late_by: Option<i64>,
 }
 
 impl ReportRecord {
@@ -349,6 +574,10 @@ pub enum CertStatus {
     Good {
         /// The protocol it was issued by.
         origin: Origin,
+        /// Whether a code, or a chain of renewals from one, vouches for it:
+        /// once a roster is in force, an unvouched certificate (from open
+        /// enrollment before the roster) neither renews nor submits.
+        vouched: bool,
     },
     /// Revoked.
     Revoked {
@@ -373,6 +602,10 @@ pub struct CertRow {
     pub not_after: i64,
     /// How it was requested.
     pub origin: Origin,
+    /// What authorised it.
+    pub authorised: Authorised,
+    /// Whether a code, directly or through renewals, vouches for it.
+    pub vouched: bool,
     /// Revocation time and reason, if revoked (the reason `None` when the
     /// stored text names no RFC 5280 reason).
     pub revoked: Option<(i64, Option<RevocationReason>)>,
@@ -387,7 +620,64 @@ pub struct Student {
     pub sid: String,
     /// Her name.
     pub name: String,
+    /// Her e-mail address, when the roster has an `email` column (an
+    /// import without one leaves a stored address as it is).
+    pub email: Option<String>,
 }
+
+/// The assignment every version 2 and legacy report goes to: the lab of
+/// the design card, whose window the old `--submissions-open/close` flags
+/// set.
+pub const DEFAULT_ASSIGNMENT: &str = "lab";
+
+/// An assignment, as stored (times in Unix seconds, UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// Short id (`[a-z0-9_-]`, at most 32 characters), e.g. `hw1`.
+    pub id: String,
+    /// Its title, for people.
+    pub title: String,
+    /// Submissions are refused before this time (`None`: open at once).
+    pub opens: Option<i64>,
+    /// Submissions from this time on are late (`None`: never late; only
+    /// the `lab` made from the restart flags has none).
+    pub due: Option<i64>,
+    /// Late submissions are refused from this time on (`None`: nothing
+    /// is taken late, the due time closes it).
+    pub late_until: Option<i64>,
+    /// Closed by the instructor (`assignment close`) at this time:
+    /// nothing is taken from then on, whatever the other times say.
+    pub closed_at: Option<i64>,
+}
+
+/// One student's own due time for one assignment (`server extend`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extension {
+    /// The student.
+    pub sid: String,
+    /// The assignment.
+    pub assignment: String,
+    /// Her due time, Unix seconds.
+    pub until: i64,
+    /// When it was granted.
+    pub granted_at: i64,
+}
+
+/// What a submission to one assignment is decided on, read in one go per
+/// submission (the store, not the process, is the truth: an `assignment
+/// edit` holds for the next submission on every host).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SubmissionView {
+    /// The assignment (`None`: no such assignment).
+    pub assignment: Option<Assignment>,
+    /// Her extension of it, if any: her own due time.
+    pub extension: Option<i64>,
+    /// The course's IANA time zone, for the times a refusal shows.
+    pub timezone: Option<String>,
+}
+
+/// The name of the course setting holding its IANA time zone.
+pub const TIMEZONE_SETTING: &str = "timezone";
 
 /// What an import changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -409,15 +699,6 @@ pub struct CodeState {
     pub issued_at: i64,
     /// When it was consumed, if it was.
     pub used_at: Option<i64>,
-    /// Wrong codes tried in a row since it was issued or last used rightly.
-    pub wrong: u32,
-}
-
-impl CodeState {
-    /// Whether the SID is locked ([`LOCK_AFTER`] wrong codes in a row).
-    pub fn locked(&self) -> bool {
-        self.wrong >= LOCK_AFTER
-    }
 }
 
 /// A roster student and her code.
@@ -429,6 +710,15 @@ pub struct RosterEntry {
     pub name: String,
     /// Her enrollment code, if one was ever issued.
     pub code: Option<CodeState>,
+    /// Her e-mail address, if the roster gave one.
+    pub email: Option<String>,
+    /// When she was removed from the roster (`roster remove`): she no
+    /// longer counts, and may no longer enroll; her records stay.
+    pub dropped_at: Option<i64>,
+    /// Code guesses for her SID counted in the last [`GUESS_RETENTION`]
+    /// seconds, from any source: right and wrong alike, since a guess is
+    /// counted before it is checked.
+    pub recent_guesses: u64,
 }
 
 /// What the CA needs to decide an enrollment for one SID, read in one go.
@@ -449,8 +739,51 @@ pub struct Counts {
     pub certs: u64,
     /// Reports accepted.
     pub reports: u64,
-    /// Students on the roster.
+    /// Students on the roster (not removed).
     pub roster: u64,
+}
+
+/// What the store holds at one time, for the `/metrics` gauges (issue 22,
+/// 16): the course's state, which a restart of the server does not reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Census {
+    /// Certificates issued, ever.
+    pub certs: u64,
+    /// Certificates neither revoked nor expired.
+    pub certs_current: u64,
+    /// Certificates revoked.
+    pub certs_revoked: u64,
+    /// Students (SIDs) holding at least one current certificate.
+    pub students_current: u64,
+    /// Reports recorded.
+    pub reports: u64,
+    /// Students on the roster (not those removed from it, as in
+    /// [`Counts::roster`]).
+    pub roster: u64,
+}
+
+/// The query behind [`Storage::census`], the same text in both engines
+/// (`$1`, the time, is numbered in SQLite's and PostgreSQL's syntax alike).
+pub(crate) const CENSUS_SQL: &str = "SELECT
+    (SELECT count(*) FROM certs),
+    (SELECT count(*) FROM certs WHERE revoked_at IS NULL AND not_after > $1),
+    (SELECT count(*) FROM certs WHERE revoked_at IS NOT NULL),
+    (SELECT count(DISTINCT sid) FROM certs WHERE revoked_at IS NULL AND not_after > $1),
+    (SELECT count(*) FROM reports),
+    (SELECT count(*) FROM roster WHERE dropped_at IS NULL)";
+
+/// A [`Census`] from [`CENSUS_SQL`]'s six counts, in order.
+pub(crate) fn census_of(n: [i64; 6]) -> Census {
+    let [certs, certs_current, certs_revoked, students_current, reports, roster] =
+        n.map(i64::unsigned_abs);
+    Census {
+        certs,
+        certs_current,
+        certs_revoked,
+        students_current,
+        reports,
+        roster,
+    }
 }
 
 /// One revoked certificate, as the CRL lists it.
@@ -511,7 +844,7 @@ pub trait Storage {
     fn enrollment_view(&mut self, sid: &str) -> Result<EnrollView, StoreError>;
     /// Stores new code keys for roster SIDs, in one transaction, at `at`.
     /// A SID holding an unused code keeps it unless `replace_unused`
-    /// (reissue, which also clears its wrong-code count and lock). Returns
+    /// (reissue; guesses counted stay counted). Returns
     /// the SIDs whose code was stored.
     fn store_codes(
         &mut self,
@@ -526,6 +859,9 @@ pub trait Storage {
     fn record_window(&mut self, open: Option<i64>, close: Option<i64>) -> Result<(), StoreError>;
     /// The submission window last recorded.
     fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError>;
+    /// The [`Census`] at `now` (Unix seconds: a certificate whose notAfter
+    /// is not after it has expired). Read-only.
+    fn census(&mut self, now: i64) -> Result<Census, StoreError>;
     /// Every revoked certificate, in revocation order.
     fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError>;
     /// The current [`RevocationMark`].
@@ -545,19 +881,63 @@ pub trait Storage {
     /// Whether the store can serve now (`GET /health`): it answers a query,
     /// and what it answers from is still where later writes will be read.
     fn check(&mut self) -> Result<(), StoreError>;
+    /// Creates the assignment, or replaces every field of the one with its
+    /// id (the caller has merged an edit).
+    fn put_assignment(&mut self, assignment: &Assignment) -> Result<(), StoreError>;
+    /// Every assignment, by due time (none first), then id.
+    fn assignments(&mut self) -> Result<Vec<Assignment>, StoreError>;
+    /// The assignment, her extension and the course's zone, for one
+    /// submission (read per submission, like [`Storage::enrollment_view`]).
+    fn submission_view(
+        &mut self,
+        sid: &str,
+        assignment: &str,
+    ) -> Result<SubmissionView, StoreError>;
+    /// Sets her own due time for an existing assignment (replacing an
+    /// earlier extension); [`StoreError::NotFound`] when there is no such
+    /// assignment.
+    fn extend(
+        &mut self,
+        sid: &str,
+        assignment: &str,
+        until: i64,
+        at: i64,
+    ) -> Result<(), StoreError>;
+    /// Every extension, by assignment then SID.
+    fn extensions(&mut self) -> Result<Vec<Extension>, StoreError>;
+    /// Removes a student from the roster at `at` (her certificates, reports
+    /// and extensions stay); `false` when she is not on it (or already
+    /// removed). A later import that lists her puts her back.
+    fn drop_student(&mut self, sid: &str, at: i64) -> Result<bool, StoreError>;
+    /// Sets (or with `None` clears) a text setting of the course.
+    fn set_course_setting(&mut self, name: &str, value: Option<&str>) -> Result<(), StoreError>;
+    /// A text setting of the course.
+    fn course_setting(&mut self, name: &str) -> Result<Option<String>, StoreError>;
+    /// The transparency log's tree head (size and root).
+    fn log_head(&mut self) -> Result<tlog::Head, StoreError>;
+    /// Stored log hashes, in the order asked; a missing one is
+    /// [`StoreError::Log`].
+    fn log_nodes(&mut self, ids: &[NodeId]) -> Result<Vec<LogHash>, StoreError>;
+    /// The log's entries `[from, to)`, in order; a gap is [`StoreError::Log`].
+    fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// The index of the entry logging a record (`tlog::cert_record_key`,
+    /// `tlog::report_record_key`), if any.
+    fn log_index_of(&mut self, record: &str) -> Result<Option<u64>, StoreError>;
 }
 
 /// A batch as both engines write it, with the rules that do not depend on
-/// the engine applied once: codes to spend first (each by the certificate
-/// it authorised, or the whole batch fails with
-/// [`StoreError::CodeUsed`]), then wrong codes to count, then the rows.
-/// Each engine runs the phases in this order in one transaction.
+/// the engine applied once: guesses to count first (each within its
+/// bounds, [`Guess::verdict`], or the whole batch fails with
+/// [`StoreError::TooManyGuesses`]), then codes to spend (each by the
+/// certificate it authorised, or the whole batch fails with
+/// [`StoreError::CodeUsed`]), then the rows. Each engine runs the phases
+/// in this order in one transaction.
 #[derive(Debug, Default)]
 struct Writes<'a> {
     /// Codes to consume, in batch order.
     spends: Vec<CodeSpend<'a>>,
-    /// Wrong codes to count: SID and the key they were checked against.
-    wrong: Vec<(&'a str, &'a [u8])>,
+    /// Guesses to count, in batch order.
+    guesses: Vec<&'a Guess>,
     /// Certificates to insert, in batch order.
     certs: Vec<CertInsert<'a>>,
     /// Reports to insert, in batch order.
@@ -568,6 +948,22 @@ struct Writes<'a> {
     uploads: Vec<&'a UploadRecord>,
     /// Uploads whose staged chunks go (unless recorded), last.
     discards: Vec<i64>,
+    /// Certificates superseded by the new ones, after they are inserted.
+    supersedes: Vec<Supersede<'a>>,
+}
+
+/// What a new certificate revokes as `superseded`, in its transaction.
+#[derive(Debug)]
+enum Supersede<'a> {
+    /// A renewal: the certificate renewed, which must still be unrevoked
+    /// (else the batch fails with [`StoreError::RenewedRevoked`]).
+    Renewed {
+        sid: &'a str,
+        renews: &'a Serial,
+        renews_text: String,
+    },
+    /// A code enrollment: every other unrevoked certificate of the SID.
+    AllOthers { sid: &'a str, serial: String },
 }
 
 /// A code spent by the issuance it authorised.
@@ -590,6 +986,10 @@ struct CertInsert<'a> {
     not_after: i64,
     der: &'a [u8],
     origin: &'static str,
+    authorised: &'static str,
+    vouched: bool,
+    /// The serial renewed, for a renewal.
+    renews: Option<String>,
 }
 
 /// A `reports` row as written.
@@ -603,6 +1003,12 @@ struct ReportInsert<'a> {
     received_at: i64,
     text: &'a str,
     origin: &'static str,
+    assignment: &'a str,
+    late_by: Option<i64>,
+    /// Size and lower-case hex SHA-256 of the handed-in bytes (the report
+    /// text, for version 2): the columns a file submission fills too.
+    file_size: i64,
+    file_sha256: String,
 }
 
 impl<'a> Writes<'a> {
@@ -612,12 +1018,28 @@ impl<'a> Writes<'a> {
             match record {
                 Record::Cert(c) => {
                     let serial = c.serial.to_string();
-                    if let Some(key) = &c.consumes_code {
-                        w.spends.push(CodeSpend {
-                            sid: &c.sid,
-                            serial: serial.clone(),
-                            key,
-                        });
+                    let mut renews = None;
+                    match &c.authorised {
+                        Authorisation::Open => {}
+                        Authorisation::Code(key) => {
+                            w.spends.push(CodeSpend {
+                                sid: &c.sid,
+                                serial: serial.clone(),
+                                key,
+                            });
+                            w.supersedes.push(Supersede::AllOthers {
+                                sid: &c.sid,
+                                serial: serial.clone(),
+                            });
+                        }
+                        Authorisation::Renewal { renews: old, .. } => {
+                            renews = Some(old.to_string());
+                            w.supersedes.push(Supersede::Renewed {
+                                sid: &c.sid,
+                                renews: old,
+                                renews_text: old.to_string(),
+                            });
+                        }
                     }
                     w.certs.push(CertInsert {
                         serial,
@@ -627,6 +1049,9 @@ impl<'a> Writes<'a> {
                         not_after: c.not_after,
                         der: &c.der,
                         origin: c.origin.as_str(),
+                        authorised: c.authorised.kind().as_str(),
+                        vouched: c.authorised.vouched(),
+                        renews,
                     });
                 }
                 Record::Report(r) => w.reports.push(ReportInsert {
@@ -636,8 +1061,12 @@ impl<'a> Writes<'a> {
                     received_at: r.received_at,
                     text: &r.text,
                     origin: r.origin.as_str(),
+                    assignment: &r.assignment,
+                    late_by: r.late_by,
+                    file_size: i64::try_from(r.text.len()).unwrap_or(i64::MAX),
+                    file_sha256: r.sha256_hex(),
                 }),
-                Record::WrongCode { sid, code_key } => w.wrong.push((sid, code_key)),
+                Record::Guess(g) => w.guesses.push(g),
                 Record::Chunk(c) => w.chunks.push(c),
                 Record::Upload(u) => w.uploads.push(u),
                 Record::DiscardUpload { upload_id } => w.discards.push(*upload_id),
@@ -645,6 +1074,39 @@ impl<'a> Writes<'a> {
         }
         w
     }
+
+    /// The sources of the guesses, sorted and once each: the order in
+    /// which an engine that locks per source takes its locks, so two
+    /// transactions never wait for each other in a cycle.
+    fn guess_sources(&self) -> Vec<&'a str> {
+        let mut s: Vec<&str> = self.guesses.iter().map(|g| g.source.as_str()).collect();
+        s.sort_unstable();
+        s.dedup();
+        s
+    }
+}
+
+/// Applies [`Guess::verdict`] to one guess given the times of its source's
+/// guesses in its window (with their SIDs), as an engine read them in its
+/// transaction.
+fn check_guess(g: &Guess, counted: &[(String, i64)]) -> Result<(), StoreError> {
+    let by_source: Vec<i64> = counted.iter().map(|(_, at)| *at).collect();
+    let by_pair: Vec<i64> = counted
+        .iter()
+        .filter(|(sid, _)| *sid == g.sid)
+        .map(|(_, at)| *at)
+        .collect();
+    g.verdict(&by_source, &by_pair)
+        .map_err(|(bound, retry_at)| StoreError::TooManyGuesses {
+            bound,
+            window: g.limits.window,
+            limit: match bound {
+                GuessBound::Source => g.limits.per_source,
+                GuessBound::SidSource => g.limits.per_sid_source,
+            },
+            at: g.at,
+            retry_at,
+        })
 }
 
 /// The id a student was given, from the signed integer stored.
@@ -660,6 +1122,8 @@ struct CertColumns {
     not_before: i64,
     not_after: i64,
     origin: String,
+    authorised: String,
+    vouched: bool,
     revoked_at: Option<i64>,
     reason: Option<String>,
     der: Vec<u8>,
@@ -673,6 +1137,8 @@ impl CertColumns {
             not_before: self.not_before,
             not_after: self.not_after,
             origin: Origin::parse(&self.origin),
+            authorised: Authorised::parse(&self.authorised),
+            vouched: self.vouched,
             revoked: self
                 .revoked_at
                 .map(|at| (at, reason_of(self.reason.as_deref()))),
@@ -690,6 +1156,8 @@ struct ReportColumns {
     received_at: i64,
     text: String,
     origin: String,
+    assignment: String,
+    late_by: Option<i64>,
 }
 
 impl ReportColumns {
@@ -701,6 +1169,8 @@ impl ReportColumns {
             received_at: self.received_at,
             text: self.text,
             origin: Origin::parse(&self.origin),
+            assignment: self.assignment,
+            late_by: self.late_by,
         })
     }
 }
@@ -723,14 +1193,19 @@ impl RevocationColumns {
     }
 }
 
+/// The `certs` columns a standing is read from: revoked_at,
+/// revoke_reason, origin, vouched.
+type StatusColumns = (Option<i64>, Option<String>, String, bool);
+
 /// The standing of a certificate from its `certs` columns (`None`: no row).
-fn status_of(row: Option<(Option<i64>, Option<String>, String)>) -> Result<CertStatus, StoreError> {
+fn status_of(row: Option<StatusColumns>) -> Result<CertStatus, StoreError> {
     Ok(match row {
         None => CertStatus::Unknown,
-        Some((None, _, origin)) => CertStatus::Good {
+        Some((None, _, origin, vouched)) => CertStatus::Good {
             origin: Origin::parse(&origin),
+            vouched,
         },
-        Some((Some(at), reason, _)) => CertStatus::Revoked {
+        Some((Some(at), reason, _, _)) => CertStatus::Revoked {
             at,
             reason: reason_of(reason.as_deref()),
         },
@@ -757,7 +1232,6 @@ struct CodeColumns {
     key: Vec<u8>,
     issued_at: i64,
     used_at: Option<i64>,
-    wrong: i64,
 }
 
 impl CodeColumns {
@@ -772,8 +1246,6 @@ impl CodeColumns {
             code_key,
             issued_at: self.issued_at,
             used_at: self.used_at,
-            // Counted up from 0 by one statement per wrong code.
-            wrong: u32::try_from(self.wrong.max(0)).unwrap_or(u32::MAX),
         })
     }
 }

@@ -32,7 +32,7 @@ use crate::ca::{
     DEFAULT_BLACKBOARD_NAME,
 };
 use crate::client::{make_csr, make_key, KeyType};
-use crate::course::Window;
+use crate::course::{GuessLimits, Window};
 use crate::protocol::Shared;
 use crate::store::{SqliteStore, Storage, StoreError};
 use crate::verify::Verifier;
@@ -187,6 +187,9 @@ pub struct SharedBuilder {
     admission_secret: Option<Arc<Vec<u8>>>,
     legacy: bool,
     window: Window,
+    renewal_grace_days: u32,
+    guess_limits: GuessLimits,
+    log: Option<Arc<crate::tlog::CheckpointSigner>>,
     upload: crate::protocol::UploadPolicy,
 }
 
@@ -221,6 +224,9 @@ impl SharedBuilder {
             admission_secret: None,
             legacy: false,
             window: Window::default(),
+            renewal_grace_days: crate::course::DEFAULT_RENEWAL_GRACE_DAYS,
+            guess_limits: GuessLimits::default(),
+            log: None,
             upload: crate::protocol::UploadPolicy::default(),
         }
     }
@@ -228,6 +234,12 @@ impl SharedBuilder {
     /// What Blackboard accepts of protocol version 3.
     pub fn upload(mut self, upload: crate::protocol::UploadPolicy) -> Self {
         self.upload = upload;
+        self
+    }
+
+    /// Signs checkpoints (and puts log proofs in receipts) with `log`.
+    pub fn log(mut self, log: Option<Arc<crate::tlog::CheckpointSigner>>) -> Self {
+        self.log = log;
         self
     }
 
@@ -267,9 +279,21 @@ impl SharedBuilder {
         self
     }
 
+    /// Renews certificates up to `days` after their expiry.
+    pub fn renewal_grace_days(mut self, days: u32) -> Self {
+        self.renewal_grace_days = days;
+        self
+    }
+
     /// Takes reports only within `window`.
     pub fn window(mut self, window: Window) -> Self {
         self.window = window;
+        self
+    }
+
+    /// Bounds enrollment code guesses by `limits`.
+    pub fn guess_limits(mut self, limits: GuessLimits) -> Self {
+        self.guess_limits = limits;
         self
     }
 
@@ -287,6 +311,9 @@ impl SharedBuilder {
             admission_secret: self.admission_secret,
             legacy: self.legacy,
             window: self.window,
+            renewal_grace_days: self.renewal_grace_days,
+            guess_limits: self.guess_limits,
+            log: self.log,
             upload: self.upload,
         })
     }

@@ -263,11 +263,64 @@ fn the_startup_log_names_absolute_paths_and_counts() -> TestResult {
         base.join("roster.csv"),
         "sid,name\n1155000001,Chan Tai Man\n1155000002,Lee Ka Yan\n",
     )?;
-    let out = server.admin(&["roster", "import", "roster.csv"])?;
+    // Over an open-enrollment certificate: the instructor decides.
+    let out = server.admin(&["roster", "import", "roster.csv", "--keep-unverified"])?;
     assert!(out.status.success(), "{}", text(&out));
     let dir = server.crash()?;
     let server = TestServer::start_in(dir, &[])?;
     let again = line("existing database", 1, 1, 2);
     assert!(server.wait_log(&again, 10), "{again:?}\n{}", server.log());
+    Ok(())
+}
+
+/// Issue 22, item 17: a student whose certificate expired within the
+/// renewal grace renews by running the client again, with no code: the
+/// client proves possession of the expired certificate's key, the CA
+/// renews it and revokes the old one as superseded.
+#[test]
+fn an_expired_certificate_renews_from_the_client_within_the_grace() -> TestResult {
+    use certboard::store::{Authorisation, CertRecord, Record, Storage};
+    let server = TestServer::start(&[])?;
+    let sid = "1155000071";
+    let first = server.client(&[sid])?;
+    assert!(first.status.success(), "{}", text(&first));
+    // Replace her certificate with one of her key that expired a moment
+    // ago (issued by the same CA and recorded, as the server would have).
+    let dir = server.path().join("students").join(sid);
+    let key = openssl::pkey::PKey::private_key_from_pem(&std::fs::read(dir.join("key.pem"))?)?;
+    let ca = server.open_ca()?;
+    let now = certboard::time::now_unix();
+    let params = certboard::testing::CertParams {
+        not_before: now - 200,
+        not_after: now - 2,
+        ..certboard::testing::CertParams::student(sid)
+    };
+    let cert = params.signed_by(&key, certboard::testing::Issuer::ca(&ca))?;
+    let serial = certboard::ca::Serial::from_asn1(cert.serial_number())?;
+    let mut store = certboard::store::SqliteStore::open(&server.path().join("data"))?;
+    store.commit(&[Record::Cert(CertRecord {
+        serial: serial.clone(),
+        sid: sid.into(),
+        not_before: params.not_before,
+        not_after: params.not_after,
+        der: cert.to_der()?,
+        origin: certboard::store::Origin::Certboard,
+        authorised: Authorisation::Open,
+    })])?;
+    std::fs::write(dir.join("cert.pem"), cert.to_pem()?)?;
+    let again = server.client(&[sid])?;
+    let out = text(&again);
+    assert!(again.status.success(), "{out}");
+    assert!(
+        out.contains("her saved certificate has expired: renewing"),
+        "{out}"
+    );
+    // The old one is revoked as superseded.
+    let certs = server.admin(&["certs", "--format", "json"])?;
+    let listed = stdout(&certs);
+    let old = serial.to_string();
+    assert!(listed.contains(&old), "{listed}");
+    let status = store.cert_status(&serial)?;
+    assert!(format!("{status:?}").contains("Superseded"), "{status:?}");
     Ok(())
 }

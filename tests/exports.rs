@@ -33,6 +33,7 @@ fn store_with_class(dir: &std::path::Path) -> Result<SqliteStore, Box<dyn std::e
         .map(|(sid, name)| Student {
             sid: (*sid).into(),
             name: (*name).into(),
+            email: None,
         })
         .collect();
     // A name stored before imports refused such names: listings still
@@ -40,11 +41,13 @@ fn store_with_class(dir: &std::path::Path) -> Result<SqliteStore, Box<dyn std::e
     roster.push(Student {
         sid: "s7".into(),
         name: ESC_NAME.into(),
+        email: None,
     });
     // A SID a spreadsheet reads as a formula (`-A1` is one).
     roster.push(Student {
         sid: "-A1".into(),
         name: "Dash".into(),
+        email: None,
     });
     store.import_roster(&roster)?;
     for sid in ["s1", "-A1"] {
@@ -53,7 +56,7 @@ fn store_with_class(dir: &std::path::Path) -> Result<SqliteStore, Box<dyn std::e
         store.commit(&[certboard::protocol::cert_record(
             issued,
             Origin::Certboard,
-            None,
+            certboard::store::Authorisation::Open,
         )])?;
         if sid == "s1" {
             store.commit(&[Record::Report(ReportRecord {
@@ -63,6 +66,8 @@ fn store_with_class(dir: &std::path::Path) -> Result<SqliteStore, Box<dyn std::e
                 received_at: now_unix(),
                 text: BIDI_REPORT.into(),
                 origin: Origin::Certboard,
+                assignment: "lab".into(),
+                late_by: None,
             })])?;
         }
     }
@@ -199,7 +204,7 @@ fn roster_import_refuses_control_and_bidi_names_by_line() -> TestResult {
              1155000003,\"Eve \u{202e}reversed\"\r\n"
         ),
     )?;
-    let err = admin::import_roster(&mut store, &path)
+    let err = admin::import_roster(&mut store, &path, admin::Unverified::Ask)
         .err()
         .ok_or("imported names with control characters")?;
     let message = err.to_string();

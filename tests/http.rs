@@ -486,3 +486,124 @@ fn ocsp_example_script_shows_good_revoked_and_the_crl() -> TestResult {
     assert!(s.contains("== refused, as it should be"), "{s}");
     Ok(())
 }
+
+/// One GET over a fresh connection: (status, body bytes).
+fn get_bytes(http: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), Box<dyn std::error::Error>> {
+    let mut s = TcpStream::connect(http)?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all)?;
+    let status = std::str::from_utf8(all.get(9..12).unwrap_or_default())?.parse()?;
+    let start = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of head")?
+        + 4;
+    Ok((status, all[start..].to_vec()))
+}
+
+/// The distinct CRLs served over `n` fresh connections (spread by the
+/// kernel over the reactors sharing the port).
+fn crls_served(
+    http: SocketAddr,
+    n: usize,
+) -> Result<std::collections::BTreeSet<Vec<u8>>, Box<dyn std::error::Error>> {
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..n {
+        let (status, body) = get_bytes(http, "/crl")?;
+        assert_eq!(status, 200);
+        seen.insert(body);
+    }
+    Ok(seen)
+}
+
+#[test]
+fn every_reactor_serves_one_crl_number_per_revocation_state() -> TestResult {
+    let (server, http) = start(&["--reactors", "2"])?;
+    enroll(&server, "1155000030")?;
+    let before = crls_served(http, 24)?;
+    assert_eq!(before.len(), 1, "several CRLs for one state");
+    revoke(&server, "1155000030", "key-compromise")?;
+    let after = crls_served(http, 24)?;
+    assert_eq!(after.len(), 1, "several CRLs for one state");
+    assert!(before.is_disjoint(&after), "the revocation was not served");
+    // The numbers, as openssl reads them: the later is larger.
+    let number = |der: &Vec<u8>| -> Result<u64, Box<dyn std::error::Error>> {
+        let path = server.path().join("n.crl");
+        std::fs::write(&path, der)?;
+        let out = run(Command::new("openssl")
+            .args(["crl", "-noout", "-crlnumber", "-inform", "DER", "-in"])
+            .arg(&path))?;
+        assert!(out.status.success(), "{}", text(&out));
+        let hex = stdout(&out);
+        let hex = hex.trim().trim_start_matches("crlNumber=0x");
+        Ok(u64::from_str_radix(hex, 16)?)
+    };
+    let first = before.iter().next().ok_or("none")?;
+    let second = after.iter().next().ok_or("none")?;
+    assert!(number(second)? > number(first)?);
+    Ok(())
+}
+
+/// A series' value, insisting that the series is there (`metric` sums
+/// what it finds, so a missing series would read 0).
+fn gauge(exposition: &str, name: &str) -> Result<f64, Box<dyn std::error::Error>> {
+    assert!(
+        exposition
+            .lines()
+            .any(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(' '))),
+        "no {name} in\n{exposition}"
+    );
+    metric(exposition, name, "")
+}
+
+#[test]
+fn store_gauges_count_the_course_across_a_restart() -> TestResult {
+    let (server, _) = start(&[])?;
+    for sid in ["1155000040", "1155000041"] {
+        enroll(&server, sid)?;
+    }
+    revoke(&server, "1155000041", "superseded")?;
+    let dir = server.crash()?;
+    let server = TestServer::start_in(dir, &["--http-listen", "127.0.0.1:0"])?;
+    let http = server.http_addr()?;
+    let (status, text_) = get(http, "/metrics")?;
+    assert_eq!(status, 200);
+    // The counters start again; the gauges read the store.
+    assert_eq!(metric(&text_, "certboard_reports_accepted_total", "")?, 0.0);
+    assert_eq!(gauge(&text_, "certboard_reports_stored")?, 2.0);
+    assert_eq!(gauge(&text_, "certboard_certificates_stored")?, 2.0);
+    assert_eq!(gauge(&text_, "certboard_certificates_current")?, 1.0);
+    assert_eq!(gauge(&text_, "certboard_certificates_revoked")?, 1.0);
+    assert_eq!(gauge(&text_, "certboard_students_enrolled")?, 1.0);
+    assert_eq!(gauge(&text_, "certboard_roster_students")?, 0.0);
+    assert!(gauge(&text_, "certboard_store_read_timestamp_seconds")? > 1.7e9);
+    assert!(text_.contains("# TYPE certboard_students_enrolled gauge\n"));
+
+    // Scrapes bring them up to date (read off the loop, at most once a
+    // second): bounded polling, no timing asserted.
+    enroll(&server, "1155000042")?;
+    let mut latest = String::new();
+    for _ in 0..100 {
+        latest = get(http, "/metrics")?.1;
+        if gauge(&latest, "certboard_students_enrolled")? == 2.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        gauge(&latest, "certboard_students_enrolled")?,
+        2.0,
+        "{latest}"
+    );
+    assert_eq!(gauge(&latest, "certboard_reports_stored")?, 3.0);
+    assert_eq!(
+        metric(&latest, "certboard_reports_accepted_total", "")?,
+        1.0
+    );
+    Ok(())
+}

@@ -3,7 +3,8 @@
 //! or a frozen host would leave it (no refusal, no reset: silence). The
 //! server's loop must wait for it at most a short bound: what needs the
 //! store is told "try later" promptly (`/health` 503, OCSP `tryLater`, the
-//! wire's store-unavailable refusal), everything else is served as usual,
+//! wire's store-unavailable refusal), `/crl` serves the CRL made before
+//! (valid until its nextUpdate), everything else is served as usual,
 //! and after SIGCONT everything works again with every acknowledged record
 //! in the database. Every loop is bounded in count and time; the cluster is
 //! always continued by a drop guard, so a failing test never leaves it
@@ -251,6 +252,10 @@ fn stop_and_continue(cluster: &Cluster, server: &TestServer) -> TestResult {
         "/health or OCSP not served before the stop"
     );
 
+    // The CRL as served before the stop (made, and kept, by the server).
+    let (status, crl_before) = get(web, "/crl")?;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&crl_before));
+
     let stopped = Stopped::cluster(cluster.dir())?;
 
     // What needs the store is told to try later, promptly.
@@ -269,6 +274,20 @@ fn stop_and_continue(cluster: &Cluster, server: &TestServer) -> TestResult {
     let (status, _) = ocsp(web, &cert, &root)?;
     assert_eq!(status, OcspResponseStatus::TRY_LATER);
     assert!(t.elapsed() < PROMPT, "OCSP took {:?}", t.elapsed());
+
+    // The CRL made before the stop is still valid until its nextUpdate:
+    // served as it is, promptly, rather than "try later" (issue 19).
+    for _ in 0..3 {
+        let t = Instant::now();
+        let (status, crl) = get(web, "/crl")?;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&crl));
+        assert_eq!(crl, crl_before, "not the CRL made before the stop");
+        assert!(t.elapsed() < PROMPT, "/crl took {:?}", t.elapsed());
+    }
+    assert!(
+        server.wait_log("serving the last CRL made", 10),
+        "the log does not say the CRL is served without the store"
+    );
 
     let other = client::make_key(KeyType::Rsa2048)?;
     let t = Instant::now();

@@ -15,8 +15,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use certboard::store::{
-    CertRecord, CertStatus, Origin, PgError, PostgresStore, Record, ReportRecord, Serial, Storage,
-    StoreError, Unavailable, UrlProblem,
+    Authorisation, CertRecord, CertStatus, Origin, PgError, PostgresStore, Record, ReportRecord,
+    Serial, Storage, StoreError, Unavailable, UrlProblem,
 };
 use pg::{BoxError, Cluster};
 
@@ -35,8 +35,7 @@ fn cert(serial: &str, sid: &str) -> Record {
         not_after: 1_800_000_000,
         der: vec![0x30, 0x03, 0x02, 0x01, 0x07],
         origin: Origin::Certboard,
-        consumes_code: None,
-        renewal: false,
+        authorised: Authorisation::Open,
     })
 }
 
@@ -48,12 +47,15 @@ fn report(receipt_id: u64, sid: &str, serial: &str) -> Record {
         received_at: 1_750_000_000,
         text: "line one\nline two ✓\n".into(),
         origin: Origin::Legacy,
+        assignment: "lab".into(),
+        late_by: None,
     })
 }
 
 fn good() -> CertStatus {
     CertStatus::Good {
         origin: Origin::Certboard,
+        vouched: false,
     }
 }
 

@@ -36,6 +36,11 @@ fn content(sid: &str, at: i64) -> ReceiptContent {
         report_sha256: "00".repeat(32),
         transcript_sha256: "11".repeat(32),
         version: 2,
+        assignment: None,
+        late: None,
+        late_seconds: None,
+        log_index: None,
+        log_proof: None,
         file: None,
     }
 }

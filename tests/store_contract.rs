@@ -13,9 +13,11 @@ mod pg;
 
 use std::sync::{Arc, Barrier};
 
+use certboard::store::{Assignment, SubmissionView, TIMEZONE_SETTING};
 use certboard::store::{
-    CertRecord, CertStatus, CodeKey, Origin, PostgresStore, Record, ReportRecord, RevocationMark,
-    RosterChange, SqliteStore, Storage, StoreError, Student,
+    Authorisation, Authorised, CertRecord, CertStatus, CodeKey, Guess, GuessBound, GuessLimits,
+    Origin, PostgresStore, Record, ReportRecord, RevocationMark, RosterChange, SqliteStore,
+    Storage, StoreError, Student,
 };
 use certboard::store::{RevocationReason, Serial};
 use pg::{BoxError, Cluster};
@@ -93,15 +95,14 @@ fn cert(serial: &str, sid: &str) -> Record {
         not_after: 1_800_000_000,
         der: vec![0x30, 0x03, 0x02, 0x01, 0x07],
         origin: Origin::Certboard,
-        consumes_code: None,
-        renewal: false,
+        authorised: Authorisation::Open,
     })
 }
 
 fn coded_cert(serial: &str, sid: &str, key: CodeKey) -> Record {
     match cert(serial, sid) {
         Record::Cert(mut c) => {
-            c.consumes_code = Some(key);
+            c.authorised = Authorisation::Code(key);
             Record::Cert(c)
         }
         other => other,
@@ -116,20 +117,73 @@ fn report(receipt_id: u64, sid: &str, serial: &str, received_at: i64) -> Record 
         received_at,
         text: "line one\nline two ✓\n".into(),
         origin: Origin::Legacy,
+        assignment: "lab".into(),
+        late_by: None,
     })
 }
 
-fn wrong(sid: &str, code_key: CodeKey) -> Record {
-    Record::WrongCode {
+/// Bounds small enough to meet in a test: 2 per SID and 3 in all per
+/// source in 100 s.
+const LIMITS: GuessLimits = GuessLimits {
+    window: 100,
+    per_source: 3,
+    per_sid_source: 2,
+};
+
+fn guess(sid: &str, source: &str, at: i64) -> Record {
+    Record::Guess(Guess {
         sid: sid.into(),
-        code_key,
+        source: source.into(),
+        at,
+        limits: LIMITS,
+    })
+}
+
+/// The bound and retry time a refused guess names.
+fn over(r: Result<(), StoreError>) -> Option<(GuessBound, i64)> {
+    match r {
+        Err(StoreError::TooManyGuesses {
+            bound, retry_at, ..
+        }) => Some((bound, retry_at)),
+        _ => None,
     }
 }
 
 fn good() -> CertStatus {
     CertStatus::Good {
         origin: Origin::Certboard,
+        vouched: false,
     }
+}
+
+fn renewed_cert(serial: &str, sid: &str, renews: &str, vouched: bool) -> Record {
+    match cert(serial, sid) {
+        Record::Cert(mut c) => {
+            c.authorised = Authorisation::Renewal {
+                renews: sn(renews),
+                vouched,
+            };
+            Record::Cert(c)
+        }
+        other => other,
+    }
+}
+
+fn vouched() -> CertStatus {
+    CertStatus::Good {
+        origin: Origin::Certboard,
+        vouched: true,
+    }
+}
+
+fn superseded(s: &mut impl Storage, serial: &str) -> Result<bool, StoreError> {
+    Ok(matches!(
+        s.cert_status(&sn(serial))?,
+        CertStatus::Revoked {
+            reason: Some(RevocationReason::Superseded),
+            ..
+        }
+    ))
 }
 
 fn students(list: &[(&str, &str)]) -> Vec<Student> {
@@ -137,6 +191,7 @@ fn students(list: &[(&str, &str)]) -> Vec<Student> {
         .map(|(sid, name)| Student {
             sid: sid.to_string(),
             name: name.to_string(),
+            email: None,
         })
         .collect()
 }
@@ -390,10 +445,10 @@ fn the_roster_is_imported_and_listed<E: Engine>() -> TestResult {
     assert_eq!(roster[0].code, None);
     let code = roster[2].code.as_ref().ok_or("no code listed")?;
     assert_eq!(
-        (code.code_key, code.issued_at, code.used_at, code.wrong),
-        ([7; 32], 40, None, 0)
+        (code.code_key, code.issued_at, code.used_at),
+        ([7; 32], 40, None)
     );
-    assert!(!code.locked());
+    assert_eq!(roster[2].recent_guesses, 0);
     assert_eq!(s.counts()?.roster, 3);
     Ok(())
 }
@@ -413,8 +468,7 @@ fn the_enrollment_view_follows_the_roster<E: Engine>() -> TestResult {
 }
 
 /// A code is spent with the certificate it authorised or not at all;
-/// wrong codes count toward the lock; storing codes keeps an unused one
-/// unless it is reissued.
+/// storing codes keeps an unused one unless it is reissued.
 fn a_code_is_spent_with_its_certificate_or_not_at_all<E: Engine>() -> TestResult {
     let e = E::fresh("codes")?;
     let mut s = e.open()?;
@@ -428,22 +482,8 @@ fn a_code_is_spent_with_its_certificate_or_not_at_all<E: Engine>() -> TestResult
     assert_eq!(
         v.code
             .as_ref()
-            .map(|c| (c.code_key, c.issued_at, c.used_at, c.wrong)),
-        Some((key, 10, None, 0))
-    );
-    // Wrong codes count, toward the lock.
-    for _ in 0..2 {
-        s.commit(&[wrong("1155000001", key)])?;
-    }
-    assert_eq!(
-        s.enrollment_view("1155000001")?.code.map(|c| c.wrong),
-        Some(2)
-    );
-    // A wrong code against another key (an old code) counts nothing.
-    s.commit(&[wrong("1155000001", [8; 32])])?;
-    assert_eq!(
-        s.enrollment_view("1155000001")?.code.map(|c| c.wrong),
-        Some(2)
+            .map(|c| (c.code_key, c.issued_at, c.used_at)),
+        Some((key, 10, None))
     );
     // A key that is not the current code's spends nothing, keeps nothing.
     let err = s.commit(&[coded_cert("0B", "1155000001", [2u8; 32])]);
@@ -453,13 +493,9 @@ fn a_code_is_spent_with_its_certificate_or_not_at_all<E: Engine>() -> TestResult
     );
     assert_eq!(s.cert_status(&sn("0B"))?, CertStatus::Unknown);
     s.commit(&[coded_cert("0A", "1155000001", key)])?;
-    assert_eq!(s.cert_status(&sn("0A"))?, good());
+    assert_eq!(s.cert_status(&sn("0A"))?, vouched());
     let c = e.open()?.enrollment_view("1155000001")?.code;
-    assert_eq!(
-        c.as_ref().map(|c| (c.used_at.is_some(), c.wrong)),
-        Some((true, 0)),
-        "spent, and the count cleared"
-    );
+    assert_eq!(c.as_ref().map(|c| c.used_at.is_some()), Some(true), "spent");
     // A second use fails the whole transaction: the other records too.
     let err = s.commit(&[
         cert("0C", "1155000002"),
@@ -472,27 +508,16 @@ fn a_code_is_spent_with_its_certificate_or_not_at_all<E: Engine>() -> TestResult
     );
     assert_eq!(s.cert_status(&sn("0C"))?, CertStatus::Unknown);
     assert!(s.reports()?.is_empty());
-    // Wrong codes against a spent code count nothing.
-    s.commit(&[wrong("1155000001", key)])?;
-    assert_eq!(
-        s.enrollment_view("1155000001")?.code.map(|c| c.wrong),
-        Some(0)
-    );
     // A used code is replaced by a plain store; an unused one only by a
-    // reissue, which also clears the count.
+    // reissue.
     assert_eq!(
         s.store_codes(&[("1155000001".into(), [3; 32])], 11, false)?
             .len(),
         1
     );
-    s.commit(&[wrong("1155000001", [3; 32])])?;
     assert!(s
         .store_codes(&[("1155000001".into(), [4; 32])], 12, false)?
         .is_empty());
-    assert_eq!(
-        s.enrollment_view("1155000001")?.code.map(|c| c.wrong),
-        Some(1)
-    );
     assert_eq!(
         s.store_codes(&[("1155000001".into(), [4; 32])], 12, true)?
             .len(),
@@ -500,28 +525,114 @@ fn a_code_is_spent_with_its_certificate_or_not_at_all<E: Engine>() -> TestResult
     );
     let c = s.enrollment_view("1155000001")?.code;
     assert_eq!(
-        c.map(|c| (c.code_key, c.issued_at, c.wrong, c.used_at)),
-        Some(([4; 32], 12, 0, None))
+        c.map(|c| (c.code_key, c.issued_at, c.used_at)),
+        Some(([4; 32], 12, None))
     );
     Ok(())
 }
 
-/// Five wrong codes in a row lock the SID; a reissue unlocks it.
-fn wrong_codes_lock_until_reissued<E: Engine>() -> TestResult {
-    let e = E::fresh("lock")?;
+/// Guesses are bounded per (SID, source) and per source in a sliding
+/// window, never per SID across sources; a refused guess keeps nothing of
+/// its batch and says when a guess fits again; what is counted is listed
+/// for the roster's SIDs, whatever the source, and nothing locks a code.
+fn guesses_are_bounded_per_source_never_per_sid<E: Engine>() -> TestResult {
+    let e = E::fresh("guesses")?;
     let mut s = e.open()?;
-    s.import_roster(&students(&[("1155000001", "A")]))?;
-    let key = [6u8; 32];
-    s.store_codes(&[("1155000001".into(), key)], 1, false)?;
-    let batch: Vec<Record> = (0..certboard::store::LOCK_AFTER)
-        .map(|_| wrong("1155000001", key))
+    s.import_roster(&students(&[("1155000001", "A"), ("1155000002", "B")]))?;
+    s.store_codes(&[("1155000001".into(), [6u8; 32])], 1, false)?;
+    let (a, b, t) = ("192.0.2.1", "192.0.2.2", 1_000);
+    // Two for one SID from A; the third is refused until the first leaves
+    // the window.
+    s.commit(&[guess("1155000001", a, t)])?;
+    s.commit(&[guess("1155000001", a, t + 10)])?;
+    assert_eq!(
+        over(s.commit(&[guess("1155000001", a, t + 20)])),
+        Some((GuessBound::SidSource, t + 100))
+    );
+    // Another SID from A fits once, then A's bound in all is met, and a
+    // refused guess takes its batch with it.
+    s.commit(&[guess("1155000002", a, t + 20)])?;
+    assert_eq!(
+        over(s.commit(&[cert("0E", "1155000002"), guess("1155000009", a, t + 30)])),
+        Some((GuessBound::Source, t + 100))
+    );
+    assert_eq!(s.cert_status(&sn("0E"))?, CertStatus::Unknown);
+    // B is not held back by A, for the same SID: no per-SID ceiling.
+    s.commit(&[guess("1155000001", b, t + 30)])?;
+    s.commit(&[guess("1155000001", b, t + 31)])?;
+    // A SID off the roster is counted like one on it.
+    assert!(over(s.commit(&[guess("1155000009", b, t + 32)])).is_none());
+    assert_eq!(
+        over(s.commit(&[guess("1155000009", b, t + 33)])),
+        Some((GuessBound::Source, t + 130))
+    );
+    // Once the oldest leaves the window, A may guess again.
+    s.commit(&[guess("1155000001", a, t + 100)])?;
+    // A batch of two from one source with room for one (two SIDs with no
+    // guess of their own yet, so only the source's bound applies): the
+    // second sees the first, and the batch fails whole.
+    assert_eq!(
+        over(s.commit(&[
+            guess("1155000009", a, t + 111),
+            guess("1155000008", a, t + 112)
+        ])),
+        Some((GuessBound::Source, t + 120)),
+        "the second of a batch counts the first"
+    );
+    s.commit(&[guess("1155000002", a, t + 113)])?;
+    // Listed per roster SID, from every source, in the last 24 h (these
+    // guesses are from 1970: none). A fresh one is.
+    let now = certboard::time::now_unix();
+    e.open()?
+        .commit(&[guess("1155000002", "198.51.100.1", now)])?;
+    let listed: Vec<(String, u64)> = s
+        .roster()?
+        .into_iter()
+        .map(|r| (r.sid, r.recent_guesses))
         .collect();
-    s.commit(&batch)?;
-    let code = s.enrollment_view("1155000001")?.code.ok_or("no code")?;
-    assert!(code.locked(), "{code:?}");
-    s.store_codes(&[("1155000001".into(), [7; 32])], 2, true)?;
-    let code = s.enrollment_view("1155000001")?.code.ok_or("no code")?;
-    assert!(!code.locked(), "{code:?}");
+    assert_eq!(
+        listed,
+        [("1155000001".to_string(), 0), ("1155000002".to_string(), 1)]
+    );
+    // The code is still unused and usable: guesses lock nothing.
+    s.commit(&[coded_cert("0F", "1155000001", [6u8; 32])])?;
+    assert_eq!(s.cert_status(&sn("0F"))?, vouched());
+    Ok(())
+}
+
+/// Count-and-check is atomic: 12 connections (hosts) committing a guess
+/// from one source at once, against a bound of 2 per SID: exactly 2 are
+/// counted, every other is refused.
+fn concurrent_guesses_never_exceed_the_bound<E: Engine + Sync>() -> TestResult {
+    let e = E::fresh("guessrace")?;
+    e.open()?;
+    let barrier = Arc::new(Barrier::new(12));
+    let e = &e;
+    let outcomes: Vec<Result<(), StoreError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..12)
+            .map(|i| {
+                let barrier = Arc::clone(&barrier);
+                scope.spawn(move || {
+                    let mut mine = e.open().map_err(|e| StoreError::Duplicate(e.to_string()))?;
+                    barrier.wait();
+                    mine.commit(&[guess("1155000001", "192.0.2.9", 5_000 + i)])
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(StoreError::Duplicate("panicked".into())))
+            })
+            .collect()
+    });
+    let counted = outcomes.iter().filter(|o| o.is_ok()).count();
+    let refused = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(StoreError::TooManyGuesses { .. })))
+        .count();
+    assert_eq!((counted, refused), (2, 10), "{outcomes:?}");
     Ok(())
 }
 
@@ -594,6 +705,359 @@ fn an_empty_store_counts_nothing_and_is_healthy<E: Engine>() -> TestResult {
     Ok(())
 }
 
+fn hw(id: &str, due: Option<i64>) -> Assignment {
+    Assignment {
+        id: id.into(),
+        title: format!("Homework {id}"),
+        opens: Some(100),
+        due,
+        late_until: due.map(|d| d + 50),
+        closed_at: None,
+    }
+}
+
+/// Assignments are created, replaced whole by an edit, listed by due time
+/// (none first), and read per submission with her extension and the
+/// course's zone, by every connection at once (the running server's next
+/// submission sees an edit made by an admin command).
+fn assignments_and_extensions_are_read_per_submission<E: Engine>() -> TestResult {
+    let e = E::fresh("assignments")?;
+    let mut admin = e.open()?;
+    let mut server = e.open()?;
+    assert!(admin.assignments()?.is_empty());
+    assert_eq!(
+        server.submission_view("s1", "hw1")?,
+        SubmissionView::default()
+    );
+    admin.put_assignment(&hw("hw2", Some(2000)))?;
+    admin.put_assignment(&hw("hw1", Some(1000)))?;
+    admin.put_assignment(&hw("lab", None))?;
+    let ids: Vec<String> = admin.assignments()?.into_iter().map(|a| a.id).collect();
+    assert_eq!(ids, ["lab", "hw1", "hw2"]);
+    let v = server.submission_view("s1", "hw1")?;
+    assert_eq!(v.assignment, Some(hw("hw1", Some(1000))));
+    assert_eq!((v.extension, v.timezone), (None, None));
+    // An edit replaces every field; the other connection reads it next.
+    let moved = Assignment {
+        title: "Moved".into(),
+        due: Some(5000),
+        late_until: None,
+        closed_at: Some(6000),
+        ..hw("hw1", None)
+    };
+    admin.put_assignment(&moved)?;
+    assert_eq!(server.submission_view("s1", "hw1")?.assignment, Some(moved));
+    // Extensions: per student, replaced by a later one, only for an
+    // assignment that exists.
+    admin.extend("s1", "hw1", 7000, 10)?;
+    admin.extend("s1", "hw1", 8000, 11)?;
+    admin.extend("s2", "hw2", 9000, 12)?;
+    assert!(matches!(
+        admin.extend("s1", "nope", 1, 1),
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(server.submission_view("s1", "hw1")?.extension, Some(8000));
+    assert_eq!(server.submission_view("s2", "hw1")?.extension, None);
+    let listed: Vec<(String, String, i64, i64)> = admin
+        .extensions()?
+        .into_iter()
+        .map(|x| (x.sid, x.assignment, x.until, x.granted_at))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("s1".into(), "hw1".into(), 8000, 11),
+            ("s2".into(), "hw2".into(), 9000, 12)
+        ]
+    );
+    // The course's zone, set and cleared.
+    admin.set_course_setting(TIMEZONE_SETTING, Some("Asia/Hong_Kong"))?;
+    assert_eq!(
+        server.submission_view("s1", "hw2")?.timezone.as_deref(),
+        Some("Asia/Hong_Kong")
+    );
+    admin.set_course_setting(TIMEZONE_SETTING, Some("UTC"))?;
+    assert_eq!(
+        e.open()?.course_setting(TIMEZONE_SETTING)?.as_deref(),
+        Some("UTC")
+    );
+    admin.set_course_setting(TIMEZONE_SETTING, None)?;
+    assert_eq!(server.course_setting(TIMEZONE_SETTING)?, None);
+    Ok(())
+}
+
+/// A report keeps its assignment and how late it came.
+fn reports_keep_their_assignment_and_lateness<E: Engine>() -> TestResult {
+    let e = E::fresh("late")?;
+    let mut s = e.open()?;
+    s.commit(&[cert("0A", "s1")])?;
+    let Record::Report(mut r) = report(1, "s1", "0A", 10) else {
+        unreachable!()
+    };
+    r.assignment = "hw1".into();
+    r.late_by = Some(125);
+    s.commit(&[Record::Report(r.clone()), report(2, "s1", "0A", 11)])?;
+    let got = e.open()?.reports()?;
+    assert_eq!(got[0], r);
+    assert_eq!((got[1].assignment.as_str(), got[1].late_by), ("lab", None));
+    Ok(())
+}
+
+/// A removed student leaves the roster's count and may not enroll (the
+/// roster stays on: nobody else may enroll openly), her records stay; an
+/// import that lists her puts her back. E-mails are kept, and an import
+/// without them leaves them as they were.
+fn a_removed_student_leaves_the_count_and_her_records_stay<E: Engine>() -> TestResult {
+    let e = E::fresh("drop")?;
+    let mut s = e.open()?;
+    let mut list = students(&[("s1", "One"), ("s2", "Two")]);
+    list[0].email = Some("one@example.edu".into());
+    s.import_roster(&list)?;
+    s.commit(&[cert("0A", "s1"), report(1, "s1", "0A", 10)])?;
+    s.store_codes(&[("s1".into(), [5; 32])], 20, false)?;
+    assert!(s.enrollment_view("s1")?.code.is_some());
+    assert!(s.drop_student("s1", 77)?);
+    assert!(!s.drop_student("s1", 78)?, "already removed");
+    assert!(!s.drop_student("nobody", 78)?);
+    assert_eq!(s.counts()?.roster, 1);
+    let view = e.open()?.enrollment_view("s1")?;
+    assert!(view.roster_on && !view.on_roster, "{view:?}");
+    // Exactly as a SID never on it (her code not seen), so nothing tells
+    // them apart; the census counts her out too.
+    assert_eq!(view, e.open()?.enrollment_view("nobody")?);
+    assert_eq!(s.census(0)?.roster, 1);
+    let roster = s.roster()?;
+    assert_eq!(roster[0].dropped_at, Some(77));
+    assert_eq!(roster[0].email.as_deref(), Some("one@example.edu"));
+    assert_eq!(
+        (roster[1].dropped_at, roster[1].email.as_deref()),
+        (None, None)
+    );
+    assert_eq!(s.reports()?.len(), 1);
+    assert_eq!(s.cert_status(&sn("0A"))?, good());
+    // Imported again (without e-mails): back on, e-mail kept.
+    let change = s.import_roster(&students(&[("s1", "One")]))?;
+    assert_eq!(change.added, 1);
+    assert!(e.open()?.enrollment_view("s1")?.on_roster);
+    let back = &s.roster()?[0];
+    assert_eq!(
+        (back.dropped_at, back.email.as_deref()),
+        (None, Some("one@example.edu"))
+    );
+    Ok(())
+}
+
+/// A new certificate revokes what it replaces as superseded, in its own
+/// transaction (issue 20, gap 7): a renewal the certificate it renews (and
+/// commits only if that one is still unrevoked: nothing grows from a
+/// revoked certificate, nor twice from one); a code enrollment every other
+/// certificate of the SID (an impostor's from open enrollment, a lost
+/// laptop's). What vouches for each is recorded and read back.
+fn a_new_certificate_supersedes_what_it_replaces<E: Engine>() -> TestResult {
+    let e = E::fresh("supersede")?;
+    let mut s = e.open()?;
+    let (her, other) = ("1155000001", "1155000002");
+    // Open enrollment (an impostor, say), then a renewal of it.
+    s.commit(&[cert("01", her), cert("0F", other)])?;
+    s.commit(&[renewed_cert("02", her, "01", false)])?;
+    assert!(superseded(&mut s, "01")?);
+    assert_eq!(s.cert_status(&sn("02"))?, good(), "not vouched");
+    // Renewing "01" again: refused whole, the other record too.
+    let err = s.commit(&[
+        report(1, other, "0F", 5),
+        renewed_cert("03", her, "01", false),
+    ]);
+    assert!(
+        matches!(&err, Err(StoreError::RenewedRevoked { sid, serial })
+            if sid == her && *serial == sn("01")),
+        "{err:?}"
+    );
+    assert_eq!(s.cert_status(&sn("03"))?, CertStatus::Unknown);
+    assert!(s.reports()?.is_empty());
+    // Her code: every other certificate of hers is superseded, nobody else's.
+    s.import_roster(&students(&[(her, "A"), (other, "B")]))?;
+    let key = [7u8; 32];
+    s.store_codes(&[(her.into(), key)], 10, false)?;
+    s.commit(&[coded_cert("04", her, key)])?;
+    assert!(superseded(&mut s, "02")?);
+    assert_eq!(s.cert_status(&sn("04"))?, vouched());
+    assert_eq!(s.cert_status(&sn("0F"))?, good());
+    // A renewal of a vouched certificate is vouched.
+    s.commit(&[renewed_cert("05", her, "04", true)])?;
+    assert!(superseded(&mut s, "04")?);
+    assert_eq!(s.cert_status(&sn("05"))?, vouched());
+    // Revoked by the operator: it renews no more.
+    s.revoke_serial(&sn("05"), RevocationReason::KeyCompromise, 20)?;
+    let err = s.commit(&[renewed_cert("06", her, "05", true)]);
+    assert!(
+        matches!(&err, Err(StoreError::RenewedRevoked { .. })),
+        "{err:?}"
+    );
+    // Listed as issued, from another connection.
+    let rows = e.open()?.certs()?;
+    let kinds: Vec<(String, Authorised, bool)> = rows
+        .iter()
+        .map(|c| (c.serial.to_string(), c.authorised, c.vouched))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("01".to_string(), Authorised::Open, false),
+            ("0F".to_string(), Authorised::Open, false),
+            ("02".to_string(), Authorised::Renewal, false),
+            ("04".to_string(), Authorised::Code, true),
+            ("05".to_string(), Authorised::Renewal, true),
+        ]
+    );
+    let superseded_n = s
+        .revocations()?
+        .iter()
+        .filter(|r| r.reason == Some(RevocationReason::Superseded))
+        .count();
+    assert_eq!(superseded_n, 3);
+    Ok(())
+}
+
+/// The census counts certificates current at the time given (unrevoked,
+/// notAfter later), revoked ones, students holding a current one (each
+/// once), reports and the roster, as every engine counts them.
+fn the_census_counts_what_is_current_at_the_time_given<E: Engine>() -> TestResult {
+    let e = E::fresh("census")?;
+    let mut s = e.open()?;
+    assert_eq!(
+        s.census(1_750_000_000)?,
+        certboard::store::Census::default()
+    );
+    s.import_roster(&students(&[("1155000001", "A"), ("1155000002", "B")]))?;
+    // Two current for one student, one revoked, one expired.
+    let expired = match cert("04", "1155000003") {
+        Record::Cert(mut c) => {
+            c.not_after = 1_700_000_100;
+            Record::Cert(c)
+        }
+        other => other,
+    };
+    s.commit(&[
+        cert("01", "1155000001"),
+        cert("02", "1155000001"),
+        cert("03", "1155000002"),
+        expired,
+        report(1, "1155000001", "01", 1_700_000_050),
+    ])?;
+    s.revoke_serial(&sn("03"), RevocationReason::Superseded, 1_700_000_060)?;
+    let at = 1_750_000_000;
+    assert_eq!(
+        s.census(at)?,
+        certboard::store::Census {
+            certs: 4,
+            certs_current: 2,
+            certs_revoked: 1,
+            students_current: 1,
+            reports: 1,
+            roster: 2,
+        }
+    );
+    // Before the fourth expired: current too. After all expired: none.
+    assert_eq!(s.census(1_700_000_099)?.certs_current, 3);
+    assert_eq!(s.census(1_700_000_099)?.students_current, 2);
+    let late = s.census(1_800_000_000)?;
+    assert_eq!((late.certs_current, late.students_current), (0, 0));
+    Ok(())
+}
+
+/// Every certificate and report committed has exactly one leaf, in
+/// commit order, and the stored head is the root of those leaves; a batch
+/// refused (a duplicate serial) leaves the log as it was.
+fn every_record_has_its_leaf_and_the_head_is_their_root<E: Engine>() -> TestResult {
+    use certboard::tlog::{merkle, Leaf};
+    let e = E::fresh("log")?;
+    let mut s = e.open()?;
+    assert_eq!(s.log_head()?.size, 0);
+    assert_eq!(s.log_head()?.root, merkle::empty_root());
+    s.commit(&[cert("0A", "1155000001"), cert("0B", "1155000002")])?;
+    s.commit(&[report(7, "1155000001", "0A", 100)])?;
+    assert!(s.commit(&[cert("0C", "x"), cert("0A", "y")]).is_err());
+    let head = s.log_head()?;
+    assert_eq!(head.size, 3);
+    let entries = s.log_entries(0, 3)?;
+    let leaves: Vec<Leaf> = entries
+        .iter()
+        .map(|e| Leaf::decode(e))
+        .collect::<Result<_, _>>()?;
+    assert!(
+        matches!(&leaves[0], Leaf::Cert { serial, sid, .. } if serial == "0A" && sid == "1155000001")
+    );
+    assert!(matches!(&leaves[1], Leaf::Cert { serial, .. } if serial == "0B"));
+    assert!(matches!(&leaves[2], Leaf::Submission { receipt_id: 7, serial, .. } if serial == "0A"));
+    let root = merkle::root(head.size, |ids: &[certboard::tlog::NodeId]| {
+        s.log_nodes(ids)
+    })?;
+    assert_eq!(root, head.root);
+    for index in 0..3 {
+        let proof =
+            merkle::inclusion_proof(index, 3, |ids: &[certboard::tlog::NodeId]| s.log_nodes(ids))?;
+        assert!(merkle::verify_inclusion(
+            &merkle::leaf_hash(&entries[index as usize]),
+            index,
+            3,
+            &proof,
+            &head.root
+        ));
+    }
+    assert!(s.log_entries(2, 4).is_err());
+    Ok(())
+}
+
+/// Connections committing at once (hosts on one PostgreSQL) make one log:
+/// indexes 0..n with no gap, each record once, one tree.
+fn concurrent_commits_make_one_gapless_log<E: Engine + Sync>() -> TestResult {
+    use certboard::tlog::{merkle, Leaf};
+    let e = E::fresh("lograce")?;
+    let workers = 4;
+    let each = 6;
+    let barrier = Arc::new(Barrier::new(workers));
+    let e = &e;
+    std::thread::scope(|scope| -> TestResult {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let barrier = Arc::clone(&barrier);
+                scope.spawn(move || -> Result<(), String> {
+                    let mut mine = e.open().map_err(|e| e.to_string())?;
+                    barrier.wait();
+                    for i in 0..each {
+                        let serial = format!("{:X}", 0x100 + w * 16 + i);
+                        mine.commit(&[cert(&serial, "1155000001")])
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "a worker panicked")??;
+        }
+        Ok(())
+    })?;
+    let mut s = e.open()?;
+    let n = (workers * each) as u64;
+    let head = s.log_head()?;
+    assert_eq!(head.size, n);
+    let mut serials: Vec<String> = s
+        .log_entries(0, n)?
+        .iter()
+        .map(|e| match Leaf::decode(e) {
+            Ok(Leaf::Cert { serial, .. }) => serial,
+            other => format!("{other:?}"),
+        })
+        .collect();
+    serials.sort();
+    serials.dedup();
+    assert_eq!(serials.len(), workers * each);
+    let root = merkle::root(n, |ids: &[certboard::tlog::NodeId]| s.log_nodes(ids))?;
+    assert_eq!(root, head.root);
+    Ok(())
+}
+
 fn chunk(upload_id: i64, seq: u64, data: &[u8]) -> Record {
     Record::Chunk(certboard::store::ChunkRecord {
         upload_id,
@@ -636,6 +1100,19 @@ fn uploads_become_visible_only_when_complete<E: Engine>() -> TestResult {
     assert!(s.uploads()?.is_empty());
     let size = big.len() as u64 + 4;
     s.commit(&[upload(9, 1, 2, size)])?;
+    // The file has one leaf, a submission of its hash and size (its
+    // chunks none), written with it; the refused batches wrote none.
+    assert_eq!(s.log_head()?.size, 1);
+    let leaf = certboard::tlog::Leaf::decode(&s.log_entries(0, 1)?[0])?;
+    assert!(
+        matches!(&leaf, certboard::tlog::Leaf::Submission { receipt_id: 9, sha256, size: z, assignment, .. }
+            if *sha256 == [7; 32] && *z == size && assignment == "lab"),
+        "{leaf:?}"
+    );
+    assert_eq!(
+        s.log_index_of(&certboard::store::tlog::upload_record_key(9))?,
+        Some(0)
+    );
     // A second record for the same receipt is refused.
     assert!(s.commit(&[chunk(3, 0, b"x"), upload(9, 3, 1, 1)]).is_err());
     let listed = s.uploads()?;
@@ -685,9 +1162,17 @@ contract!(
     the_roster_is_imported_and_listed,
     the_enrollment_view_follows_the_roster,
     a_code_is_spent_with_its_certificate_or_not_at_all,
-    wrong_codes_lock_until_reissued,
+    guesses_are_bounded_per_source_never_per_sid,
+    concurrent_guesses_never_exceed_the_bound,
     two_connections_racing_with_one_code_issue_once,
     the_submission_window_is_recorded,
     an_empty_store_counts_nothing_and_is_healthy,
+    assignments_and_extensions_are_read_per_submission,
+    reports_keep_their_assignment_and_lateness,
+    a_removed_student_leaves_the_count_and_her_records_stay,
+    a_new_certificate_supersedes_what_it_replaces,
+    the_census_counts_what_is_current_at_the_time_given,
+    every_record_has_its_leaf_and_the_head_is_their_root,
+    concurrent_commits_make_one_gapless_log,
     uploads_become_visible_only_when_complete,
 );

@@ -52,6 +52,15 @@ fn send(
     s: &Student,
     file: &client::FileToSend,
 ) -> Result<client::Receipt, ClientError> {
+    send_to(server, s, file, "lab")
+}
+
+fn send_to(
+    server: &TestServer,
+    s: &Student,
+    file: &client::FileToSend,
+    assignment: &str,
+) -> Result<client::Receipt, ClientError> {
     let trust = server
         .trust()
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
@@ -62,7 +71,7 @@ fn send(
         &s.serial,
         &s.cert,
         &s.key,
-        "lab",
+        assignment,
         file,
         &trust,
         &mut |_| {},
@@ -81,11 +90,14 @@ fn a_5_mib_binary_file_is_stored_byte_for_byte_on_sqlite() -> TestResult {
     let fr = receipt.content.file.clone().ok_or("no file fields")?;
     assert_eq!(receipt.content.version, 3);
     assert_eq!(
-        (fr.assignment.as_str(), fr.file_name.as_str()),
-        ("lab", "data.bin")
+        (receipt.content.assignment.as_deref(), fr.file_name.as_str()),
+        (Some("lab"), "data.bin")
     );
     assert_eq!(fr.size, 5 << 20);
-    assert!(!fr.late);
+    assert_eq!(
+        (receipt.content.late, receipt.content.late_seconds),
+        (Some(false), None)
+    );
 
     let mut store = SqliteStore::open(&server.path().join("data"))?;
     let uploads = store.uploads()?;
@@ -587,6 +599,13 @@ fn client_submit_hands_in_a_file_and_saves_its_receipt() -> TestResult {
     assert!(said.contains(&hash), "{said}");
     assert!(said.contains("on time"), "{said}");
     assert!(said.contains("reusing her key"), "{said}");
+    // The receipt's log proof checked, its checkpoint kept.
+    assert!(said.contains("of the transparency log"), "{said}");
+    assert!(server
+        .path()
+        .join("students")
+        .join("log-checkpoint")
+        .is_file());
     let receipts: Vec<_> =
         std::fs::read_dir(server.path().join("students").join(sid).join("receipts"))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -670,5 +689,164 @@ fn the_client_refuses_a_frame_over_its_receive_limit() -> TestResult {
         }
         let _ = server.join();
     }
+    Ok(())
+}
+
+/// An upload is one submission entry of the transparency log, written with
+/// its record: its receipt carries the entry's index and a proof the client
+/// checked, which verifies for the entry rebuilt from the file's SHA-256
+/// and size (and for nothing else), and `server log verify` matches the
+/// file's record to it.
+#[test]
+fn an_uploads_receipt_carries_a_verifying_log_proof() -> TestResult {
+    use certboard::tlog::{merkle, note::SignedNote, Checkpoint, Leaf, TlogProof};
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let tmp = tempfile::tempdir()?;
+    let data = random_file(tmp.path(), "data.bin", 200_000)?;
+    let file = client::prepare_file(&tmp.path().join("data.bin"))?;
+    let receipt = send(&server, &s, &file)?;
+    let c = &receipt.content;
+    let index = c.log_index.ok_or("no log_index")?;
+    let proof = TlogProof::parse(c.log_proof.as_deref().ok_or("no log_proof")?)?;
+    assert_eq!(proof.index, index);
+    assert_eq!(
+        receipt.log_checkpoint.as_deref(),
+        Some(proof.checkpoint.as_str()),
+        "the client checked the proof and kept its checkpoint"
+    );
+    let note = SignedNote::parse(&proof.checkpoint)?;
+    let cp = Checkpoint::parse_text(note.text)?;
+    let leaf = |sha256: [u8; 32], size: u64| Leaf::Submission {
+        sid: SID.into(),
+        assignment: "lab".into(),
+        receipt_id: receipt.receipt_id,
+        sha256,
+        size,
+        received_at: certboard::time::parse_rfc3339(&c.received_at).unwrap_or(0) as u64,
+        late: false,
+        serial: c.serial.clone(),
+    };
+    let proves = |l: &Leaf| {
+        merkle::verify_inclusion(
+            &merkle::leaf_hash(&l.encode()),
+            index,
+            cp.size,
+            &proof.path,
+            &cp.root,
+        )
+    };
+    let sha = openssl::sha::sha256(&data);
+    assert!(proves(&leaf(sha, data.len() as u64)));
+    assert!(!proves(&leaf(sha, data.len() as u64 + 1)), "another size");
+    assert!(!proves(&leaf([0; 32], data.len() as u64)), "another hash");
+    let mut store = sqlite(&server)?;
+    assert_eq!(
+        store.log_index_of(&certboard::store::tlog::upload_record_key(
+            receipt.receipt_id
+        ))?,
+        Some(index)
+    );
+    // Her certificate's entry, then the file's: nothing for its chunks.
+    assert_eq!(store.log_head()?.size, index + 1);
+    drop(store);
+    let out = server.admin(&["log", "verify"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("1 certificate(s), 0 report(s), 1 file(s)"),
+        "{}",
+        text(&out)
+    );
+    Ok(())
+}
+
+/// The announced assignment goes through the course's rules: one the
+/// course does not have is refused at the announcement (code 3, nothing
+/// staged); after the due time the file is taken late (receipt and leaf
+/// say so); after late-until it is refused with code 17 naming the time in
+/// the course's zone.
+#[test]
+fn an_upload_follows_its_assignments_deadlines() -> TestResult {
+    use certboard::time::{now_unix, rfc3339};
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let tmp = tempfile::tempdir()?;
+    random_file(tmp.path(), "hw.bin", 70_000)?;
+    let file = client::prepare_file(&tmp.path().join("hw.bin"))?;
+    match send_to(&server, &s, &file, "hw9") {
+        Err(ClientError::Refused { code, reason }) => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(reason.contains("hw9"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    nothing_left(&mut sqlite(&server)?)?;
+
+    let now = now_unix();
+    let admin_ok = |args: &[&str]| -> TestResult {
+        let out = server.admin(args)?;
+        assert!(out.status.success(), "{}", text(&out));
+        Ok(())
+    };
+    admin_ok(&["course", "set", "--timezone", "Asia/Hong_Kong"])?;
+    admin_ok(&[
+        "assignment",
+        "add",
+        "hw1",
+        "--title",
+        "Homework 1",
+        "--due",
+        &rfc3339(now - 600),
+        "--late-until",
+        &rfc3339(now + 3600),
+        "--force",
+    ])?;
+    let receipt = send_to(&server, &s, &file, "hw1")?;
+    let c = &receipt.content;
+    assert_eq!((c.assignment.as_deref(), c.late), (Some("hw1"), Some(true)));
+    assert!(c.late_seconds.is_some_and(|l| l >= 600), "{c:?}");
+    let mut store = sqlite(&server)?;
+    let u = store.uploads()?;
+    assert_eq!(
+        (u[0].assignment.as_str(), u[0].late_seconds >= 600),
+        ("hw1", true)
+    );
+    let leaf = certboard::tlog::Leaf::decode(
+        &store.log_entries(
+            c.log_index.ok_or("no index")?,
+            c.log_index.ok_or("no index")? + 1,
+        )?[0],
+    )?;
+    assert!(
+        matches!(&leaf, certboard::tlog::Leaf::Submission { late: true, assignment, .. } if assignment == "hw1"),
+        "{leaf:?}"
+    );
+    drop(store);
+
+    let closed = now - 300;
+    admin_ok(&[
+        "assignment",
+        "edit",
+        "hw1",
+        "--due",
+        &rfc3339(now - 900),
+        "--late-until",
+        &rfc3339(closed),
+        "--force",
+    ])?;
+    match send_to(&server, &s, &file, "hw1") {
+        Err(ClientError::Refused { code, reason }) => {
+            assert_eq!(code, ErrorCode::SubmissionsClosed);
+            let shown = certboard::assignment::show_time(closed, Some("Asia/Hong_Kong"));
+            assert!(
+                reason.contains(&format!("assignment hw1: submissions closed at {shown}")),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let mut store = sqlite(&server)?;
+    assert_eq!(store.uploads()?.len(), 1);
+    assert_eq!(store.staged_chunks()?, 0);
     Ok(())
 }

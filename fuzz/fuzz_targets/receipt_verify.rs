@@ -51,6 +51,11 @@ fn fixture() -> &'static Fixture {
             report_sha256: "ab".repeat(32),
             transcript_sha256: "cd".repeat(32),
             version: RECEIPT_VERSION,
+            log_index: None,
+            log_proof: None,
+            assignment: None,
+            late: None,
+            late_seconds: None,
             file: None,
         };
         let receipt = honest
@@ -141,6 +146,11 @@ fuzz_target!(|data: &[u8]| {
                 report_sha256: field(&mut rest),
                 transcript_sha256: field(&mut rest),
                 version: RECEIPT_VERSION,
+                log_index: None,
+                log_proof: None,
+                assignment: None,
+                late: None,
+                late_seconds: None,
                 file: None,
             };
             let der = f.other.sign_receipt(&content.to_json()).expect("sign");

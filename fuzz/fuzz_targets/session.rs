@@ -54,7 +54,7 @@ fn fixture() -> &'static Fixture {
             pki,
             open,
             hello,
-            record: cert_record(issued, Origin::Certboard, None),
+            record: cert_record(issued, Origin::Certboard, certboard::store::Authorisation::Open),
         }
     })
 }
@@ -78,6 +78,7 @@ fuzz_target!(|data: &[u8]| {
         let fuzz = Student {
             sid: "fuzz".into(),
             name: "Fuzz".into(),
+            email: None,
         };
         store.import_roster(&[fuzz]).expect("seed a roster");
         store

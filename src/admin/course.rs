@@ -17,18 +17,65 @@ use super::csv;
 use super::{AdminError, Format};
 
 /// What `roster import` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Imported {
     /// Students in the file.
     pub students: usize,
     /// What changed in the store.
     pub change: crate::store::RosterChange,
+    /// Certificates no code vouches for, still unrevoked after the import
+    /// (kept, or the roster was already in force).
+    pub unverified: Vec<CertRow>,
+    /// How many of them `--revoke-unverified` revoked.
+    pub revoked: usize,
+}
+
+/// What to do with the certificates of open enrollment when a roster
+/// comes into force over them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unverified {
+    /// Refuse the import, listing them (when the roster is not yet in force).
+    #[default]
+    Ask,
+    /// Revoke them ([`UNVERIFIED_REASON`]).
+    Revoke,
+    /// Keep them unrevoked (they neither renew nor submit under a roster).
+    Keep,
+}
+
+/// The reason `--revoke-unverified` gives: RFC 5280's privilegeWithdrawn
+/// ("the privilege granted by the certificate has been withdrawn"). The
+/// key is not known to be compromised, the student did not leave the
+/// course (affiliationChanged), and no new certificate replaces it
+/// (superseded): the open enrollment that granted it is what ended.
+pub const UNVERIFIED_REASON: crate::store::RevocationReason =
+    crate::store::RevocationReason::PrivilegeWithdrawn;
+
+/// The certificates no enrollment code vouches for that still count:
+/// unrevoked and unexpired.
+fn unverified_certs(store: &mut dyn Storage) -> Result<Vec<CertRow>, AdminError> {
+    let now = now_unix();
+    Ok(store
+        .certs()?
+        .into_iter()
+        .filter(|c| !c.vouched && c.revoked.is_none() && c.not_after > now)
+        .collect())
 }
 
 /// Reads a roster CSV (a header with `sid` and `name`; other columns
 /// ignored) and imports it in one transaction: every bad row is reported by
 /// line number and then nothing is imported.
-pub fn import_roster(store: &mut dyn Storage, path: &Path) -> Result<Imported, AdminError> {
+///
+/// A roster coming into force over certificates of open enrollment (which
+/// anyone could have requested for any SID) needs the instructor's
+/// decision, `unverified`: without one the import is refused with the list
+/// ([`AdminError::Unverified`]). Revoking happens after the import, so a
+/// certificate issued by open enrollment meanwhile is revoked too.
+pub fn import_roster(
+    store: &mut dyn Storage,
+    path: &Path,
+    unverified: Unverified,
+) -> Result<Imported, AdminError> {
     let file_err = |source| AdminError::File {
         path: path.to_path_buf(),
         source,
@@ -38,10 +85,28 @@ pub fn import_roster(store: &mut dyn Storage, path: &Path) -> Result<Imported, A
         path: path.to_path_buf(),
         problems,
     })?;
+    let roster_was_on = store.enrollment_view("")?.roster_on;
+    if !roster_was_on && unverified == Unverified::Ask {
+        let certs = unverified_certs(store)?;
+        if !certs.is_empty() {
+            return Err(AdminError::Unverified { certs });
+        }
+    }
     let change = store.import_roster(&students)?;
+    let mut left = unverified_certs(store)?;
+    let mut revoked = 0;
+    if unverified == Unverified::Revoke {
+        let now = now_unix();
+        for c in &left {
+            revoked += store.revoke_serial(&c.serial, UNVERIFIED_REASON, now)?;
+        }
+        left = unverified_certs(store)?;
+    }
     Ok(Imported {
         students: students.len(),
         change,
+        unverified: left,
+        revoked,
     })
 }
 
@@ -65,6 +130,8 @@ pub fn parse_roster(text: &str) -> Result<Vec<Student>, Vec<(usize, String)>> {
             format!("the header must name columns `sid` and `name` (found {header:?})"),
         )]);
     };
+    // Optional: codes are then written with it (`roster codes`, `--eml`).
+    let email_col = column("email");
     let mut problems = Vec::new();
     let mut students = Vec::new();
     let mut seen = HashSet::new();
@@ -99,9 +166,20 @@ pub fn parse_roster(text: &str) -> Result<Vec<Student>, Vec<(usize, String)>> {
             problems.push((*line, format!("SID {sid} appears twice")));
             continue;
         }
+        let email = match email_col.map(|c| row.get(c).map(|s| s.trim()).unwrap_or("")) {
+            None | Some("") => None,
+            Some(e) => match super::email::check_address(e) {
+                Ok(()) => Some(e.to_string()),
+                Err(why) => {
+                    problems.push((*line, format!("SID {sid}: {why}")));
+                    continue;
+                }
+            },
+        };
         students.push(Student {
             sid: sid.to_string(),
             name: name.to_string(),
+            email,
         });
     }
     if problems.is_empty() {
@@ -135,7 +213,7 @@ pub fn issue_codes(
         Some(sid) => {
             let entry = roster
                 .iter()
-                .find(|e| &e.sid == sid)
+                .find(|e| &e.sid == sid && e.dropped_at.is_none())
                 .ok_or_else(|| AdminError::NotFound(format!("SID {sid} is not on the roster")))?;
             if entry.code.as_ref().is_some_and(|c| c.used_at.is_none()) && !req.reissue {
                 return Err(AdminError::Refused(format!(
@@ -147,6 +225,7 @@ pub fn issue_codes(
         }
         None => roster
             .iter()
+            .filter(|e| e.dropped_at.is_none())
             .filter(|e| match &e.code {
                 None => true,
                 Some(c) => req.reissue && c.used_at.is_none(),
@@ -178,9 +257,21 @@ pub fn issue_codes(
         }
     };
     let stored: HashSet<String> = stored.into_iter().collect();
-    let mut text = csv::record(&["sid", "code"]);
+    let with_email = roster.iter().any(|e| e.email.is_some());
+    let mut text = if with_email {
+        csv::record(&["sid", "name", "email", "code"])
+    } else {
+        csv::record(&["sid", "code"])
+    };
     for (sid, code) in codes.iter().filter(|(sid, _)| stored.contains(sid)) {
-        text.push_str(&csv::record(&[sid, &code.grouped()]));
+        if with_email {
+            let entry = roster.iter().find(|e| &e.sid == sid);
+            let name = entry.map_or("", |e| e.name.as_str());
+            let email = entry.and_then(|e| e.email.as_deref()).unwrap_or("");
+            text.push_str(&csv::record(&[sid, name, email, &code.grouped()]));
+        } else {
+            text.push_str(&csv::record(&[sid, &code.grouped()]));
+        }
     }
     file.write_all(text.as_bytes()).map_err(file_err)?;
     file.sync_all().map_err(file_err)?;
@@ -194,20 +285,32 @@ pub struct StatusRow {
     pub sid: String,
     /// Her name (empty without a roster).
     pub name: String,
-    /// Her current certificate: the newest unrevoked one, else the newest.
+    /// Her current certificate: the newest unrevoked one a code vouches
+    /// for, else (no such one) the newest unrevoked, else the newest.
     pub cert: Option<CertRow>,
+    /// A roster is in force and no code vouches for `cert` (open
+    /// enrollment before the roster): not hers until she enrolls with her
+    /// code; it neither renews nor submits.
+    pub unvouched: bool,
     /// Reports accepted.
     pub reports: usize,
     /// When her last report came.
     pub last_report: Option<i64>,
-    /// Her code: none, unused, used or locked.
+    /// Her code: none, unused or used (nothing locks a code: guessing is
+    /// bounded per address instead).
     pub code: &'static str,
+    /// Code guesses for her SID in the last 24 hours, from any address,
+    /// right or wrong (each is counted before it is checked).
+    pub guesses: u64,
 }
 
 /// The course at a glance: one row per roster student (per SID seen,
 /// without a roster).
 pub fn status_rows(store: &mut dyn Storage) -> Result<Vec<StatusRow>, AdminError> {
-    let roster = store.roster()?;
+    let mut roster = store.roster()?;
+    // A student removed from the roster (`roster remove`) no longer counts.
+    let removed = roster.iter().any(|e| e.dropped_at.is_some());
+    roster.retain(|e| e.dropped_at.is_none());
     let mut certs: BTreeMap<String, Vec<CertRow>> = BTreeMap::new();
     for c in store.certs()? {
         certs.entry(c.sid.clone()).or_default().push(c);
@@ -218,37 +321,45 @@ pub fn status_rows(store: &mut dyn Storage) -> Result<Vec<StatusRow>, AdminError
         e.0 += 1;
         e.1 = e.1.max(r.received_at);
     }
-    let mut who: Vec<(String, String, &'static str)> = roster
+    let mut who: Vec<(String, String, &'static str, u64)> = roster
         .iter()
         .map(|e| {
             let code = match &e.code {
                 None => "none",
-                Some(c) if c.locked() => "locked",
                 Some(c) if c.used_at.is_some() => "used",
                 Some(_) => "unused",
             };
-            (e.sid.clone(), e.name.clone(), code)
+            (e.sid.clone(), e.name.clone(), code, e.recent_guesses)
         })
         .collect();
-    if roster.is_empty() {
+    // The roster stays in force while it lists anyone, removed or not (as
+    // the store's enrollment view sees it).
+    let roster_on = !roster.is_empty() || removed;
+    if !roster_on {
         let seen: std::collections::BTreeSet<&String> =
             certs.keys().chain(reports.keys()).collect();
         who = seen
             .into_iter()
-            .map(|s| (s.clone(), String::new(), "none"))
+            .map(|s| (s.clone(), String::new(), "none", 0))
             .collect();
     }
     Ok(who
         .into_iter()
-        .map(|(sid, name, code)| {
-            // Oldest first in the store: the last unrevoked is current.
+        .map(|(sid, name, code, guesses)| {
+            // Oldest first in the store: the last unrevoked one a code
+            // vouches for is current; an impostor's certificate from open
+            // enrollment is never shown as hers once there is a roster.
             let mine = certs.remove(&sid).unwrap_or_default();
-            let cert = mine
-                .iter()
-                .rev()
-                .find(|c| c.revoked.is_none())
+            let live = || mine.iter().rev().filter(|c| c.revoked.is_none());
+            let cert = live()
+                .find(|c| c.vouched)
+                .or_else(|| live().next())
                 .or(mine.last())
                 .cloned();
+            let unvouched = roster_on
+                && cert
+                    .as_ref()
+                    .is_some_and(|c| c.revoked.is_none() && !c.vouched);
             let (n, last) = reports
                 .get(&sid)
                 .copied()
@@ -257,9 +368,11 @@ pub fn status_rows(store: &mut dyn Storage) -> Result<Vec<StatusRow>, AdminError
                 sid,
                 name,
                 cert,
+                unvouched,
                 reports: n,
                 last_report: last,
                 code,
+                guesses,
             }
         })
         .collect())
@@ -291,6 +404,9 @@ pub fn status(
         let last = r.last_report.map(rfc3339).unwrap_or_default();
         (serial, until, revoked, last)
     };
+    // Whether a code vouches for the certificate shown: "no" only while a
+    // roster is in force and none does (it neither renews nor submits).
+    let vouched = |r: &StatusRow| if r.unvouched { "no" } else { "yes" };
     match format {
         Format::Json => {
             let list: Vec<_> = rows
@@ -303,9 +419,11 @@ pub fn status(
                         "certificate": if serial.is_empty() { None } else { Some(serial) },
                         "valid_until": if until.is_empty() { None } else { Some(until) },
                         "revoked": revoked,
+                        "vouched": !r.unvouched,
                         "reports": r.reports,
                         "last_report": r.last_report.map(rfc3339),
                         "code": r.code,
+                        "code_guesses_24h": r.guesses,
                     })
                 })
                 .collect();
@@ -322,6 +440,7 @@ pub fn status(
                     "reports",
                     "last_report",
                     "code",
+                    "vouched",
                 ])
                 .as_bytes(),
             )?;
@@ -336,6 +455,7 @@ pub fn status(
                     &r.reports.to_string(),
                     &last,
                     r.code,
+                    vouched(r),
                 ]);
                 out.write_all(line.as_bytes())?;
             }
@@ -347,7 +467,7 @@ pub fn status(
                 writeln!(
                     out,
                     "sid={} name={} certificate={} valid_until={} revoked={} reports={} \
-                     last_report={} code={}",
+                     last_report={} code={} vouched={}",
                     escaped(&r.sid),
                     escaped(format_args!("{:?}", r.name)),
                     escaped(dash(serial)),
@@ -355,22 +475,30 @@ pub fn status(
                     if revoked { "yes" } else { "no" },
                     r.reports,
                     dash(last),
-                    r.code
+                    r.code,
+                    vouched(r)
                 )?;
             }
         }
         Format::Table => {
             writeln!(
                 out,
-                "{:<12} {:<24} {:<34} {:<21} {:<8} {:>7} {:<21} code",
-                "sid", "name", "certificate", "valid_until", "revoked", "reports", "last_report"
+                "{:<12} {:<24} {:<34} {:<21} {:<8} {:>7} {:<21} {:<8} vouched",
+                "sid",
+                "name",
+                "certificate",
+                "valid_until",
+                "revoked",
+                "reports",
+                "last_report",
+                "code"
             )?;
             for r in &rows {
                 let (serial, until, revoked, last) = fields(r);
                 let dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
                 writeln!(
                     out,
-                    "{:<12} {:<24} {:<34} {:<21} {:<8} {:>7} {:<21} {}",
+                    "{:<12} {:<24} {:<34} {:<21} {:<8} {:>7} {:<21} {:<8} {}",
                     // Escaped before padding: `Escaped` ignores widths.
                     escaped(&r.sid).to_string(),
                     if r.name.is_empty() {
@@ -383,27 +511,34 @@ pub fn status(
                     if revoked { "yes" } else { "no" },
                     r.reports,
                     dash(last),
-                    r.code
+                    r.code,
+                    vouched(r)
                 )?;
             }
             let enrolled = rows
                 .iter()
                 .filter(|r| {
-                    r.cert
-                        .as_ref()
-                        .is_some_and(|c| c.revoked.is_none() && c.not_after > now)
+                    !r.unvouched
+                        && r.cert
+                            .as_ref()
+                            .is_some_and(|c| c.revoked.is_none() && c.not_after > now)
                 })
                 .count();
+            let unvouched = rows.iter().filter(|r| r.unvouched).count();
             let submitted = rows.iter().filter(|r| r.reports > 0).count();
             let missing: Vec<&str> = rows
                 .iter()
                 .filter(|r| r.reports == 0)
                 .map(|r| r.sid.as_str())
                 .collect();
-            let locked = rows.iter().filter(|r| r.code == "locked").count();
+            let guessed: Vec<String> = rows
+                .iter()
+                .filter(|r| r.guesses > 0 && r.code != "used")
+                .map(|r| format!("{} {}", r.sid, r.guesses))
+                .collect();
             writeln!(
                 out,
-                "total {}: enrolled {enrolled}, submitted {submitted}, missing {}{}{}",
+                "total {}: enrolled {enrolled}, submitted {submitted}, missing {}{}{}{}",
                 rows.len(),
                 missing.len(),
                 if missing.is_empty() {
@@ -411,10 +546,23 @@ pub fn status(
                 } else {
                     format!(" ({})", escaped(missing.join(" ")))
                 },
-                if locked > 0 {
-                    format!(", locked {locked}")
+                if unvouched > 0 {
+                    format!(
+                        ", unvouched {unvouched} (open-enrollment certificates: they neither \
+                         renew nor submit)"
+                    )
                 } else {
                     String::new()
+                },
+                // Guesses at codes not yet used: someone trying (or a
+                // student mistyping). Nothing is locked by them.
+                if guessed.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; code guesses in 24 h at unused codes: {}",
+                        escaped(guessed.join(", "))
+                    )
                 }
             )?;
             writeln!(out, "submissions: {}", window.describe())?;

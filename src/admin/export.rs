@@ -232,6 +232,8 @@ pub fn certs(
                     "not_before": rfc3339(c.not_before),
                     "not_after": rfc3339(c.not_after),
                     "origin": c.origin.as_str(),
+                    "authorised": c.authorised.as_str(),
+                    "vouched": c.vouched,
                     "status": status(c),
                     "revoked_at": c.revoked.as_ref().map(|(at, _)| rfc3339(*at)),
                     "revoke_reason": c.revoked.as_ref().map(|(_, why)| reason_text(*why)),

@@ -699,11 +699,8 @@ fn submit(common: &CommonArgs, sid: &str, assignment: &str, path: &Path) -> Exit
     say(&format!("== student {sid} =="));
     match client::submit_file(&opts, sid, assignment, path, &mut progress_lines) {
         Ok((receipt, file, saved)) => {
-            let (late, late_seconds) = receipt
-                .content
-                .file
-                .as_ref()
-                .map_or((false, 0), |f| (f.late, f.late_seconds));
+            let late = receipt.content.late.unwrap_or(false);
+            let late_seconds = receipt.content.late_seconds.unwrap_or(0);
             let lateness = if late {
                 format!("LATE by {late_seconds} s")
             } else {

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 
 use certboard::admin::{self, CodeRequest, Format, ReportFilter, RevokeReason, RevokeTarget};
 use certboard::ca::{self, CaKeyType, DEFAULT_BLACKBOARD_NAME};
-use certboard::course::Window;
+use certboard::course::{GuessLimits, Window};
 use certboard::server::{self, Role, Server, ServerConfig};
 use certboard::store::{self, Location, SqliteStore};
 use certboard::{HttpConnLimits, Limits};
@@ -58,6 +58,11 @@ struct Common {
     /// File holding the CA passphrase (one line).
     #[arg(long, value_name = "FILE", global = true)]
     ca_passphrase_file: Option<PathBuf>,
+    /// The transparency log's origin (checkpoint origin line and key name;
+    /// no spaces or '+'); default `<the root's organisation>/certboard-log`,
+    /// e.g. `CUHK/certboard-log`. Set it once: verifiers pin it.
+    #[arg(long, value_name = "ORIGIN", global = true)]
+    log_origin: Option<String>,
     /// PostgreSQL database of certificates and reports, instead of SQLite
     /// in the data dir: postgres://USER[:PASSWORD]@HOST:PORT/DB[?sslmode=...]
     /// (several hosts on one database; README "More than one host").
@@ -95,9 +100,14 @@ struct RunArgs {
     /// renewed when a third of their 7-day life remains.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_BLACKBOARD_NAME)]
     blackboard_name: String,
-    /// Validity of student certificates, in days.
-    #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=825))]
+    /// Validity of student certificates, in days (default: a term).
+    #[arg(long, value_name = "DAYS", default_value_t = certboard::course::DEFAULT_VALIDITY_DAYS, value_parser = clap::value_parser!(u32).range(1..=825))]
     validity_days: u32,
+    /// Days after expiry a student certificate still renews by proof of
+    /// possession of its key (never once revoked); 0: only while valid.
+    /// Past it the student needs a new enrollment code.
+    #[arg(long, value_name = "DAYS", default_value_t = certboard::course::DEFAULT_RENEWAL_GRACE_DAYS, value_parser = clap::value_parser!(u32).range(0..=365))]
+    renewal_grace: u32,
     /// Require every connection to answer an HMAC challenge keyed with the
     /// secret in FILE (at least 16 bytes).
     #[arg(long, value_name = "FILE")]
@@ -161,10 +171,29 @@ struct RunArgs {
     /// late is recorded.
     #[arg(long, value_name = "TIME", value_parser = rfc3339_arg)]
     submissions_close: Option<i64>,
+    /// Enrollment code guesses are counted over a sliding window of this
+    /// many seconds (a guess is any enrollment carrying a code, right or
+    /// wrong, counted before it is checked). Nothing ever locks a SID: the
+    /// right code works from any address within its bounds.
+    #[arg(long, value_name = "SECS", default_value_t = 900, value_parser = clap::value_parser!(u32).range(1..=604_800))]
+    guess_window: u32,
+    /// Most code guesses one source address (an IPv4 address, an IPv6 /64)
+    /// may make per window, across all SIDs (a lab behind one NAT address
+    /// shares it).
+    #[arg(long, value_name = "N", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    guesses_per_address: u32,
+    /// Most code guesses for one SID from one source address per window
+    /// (room for a student's typos).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    guesses_per_sid: u32,
 }
 
 fn rfc3339_arg(s: &str) -> Result<i64, certboard::time::BadTime> {
     certboard::time::parse_rfc3339(s)
+}
+
+fn time_arg(s: &str) -> Result<i64, certboard::assignment::BadInput> {
+    certboard::assignment::parse_time(s)
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,10 +242,41 @@ enum Command {
     /// certificate, reports, last report and code; the table ends with the
     /// totals (enrolled, submitted, missing) and the submission window.
     Status {
+        /// Per student of one assignment instead: on time, late (by how
+        /// much), missing, extension; totals at the end.
+        #[arg(long, value_name = "ID")]
+        assignment: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Assignments and their deadlines; changes hold for the running
+    /// server's next submission (every host), no restart.
+    #[command(subcommand)]
+    Assignment(AssignmentCommand),
+    /// Give one student her own due time for an assignment (her late
+    /// period, if the assignment has one, keeps its length after it).
+    Extend {
+        /// The student.
+        #[arg(long, value_name = "SID")]
+        sid: String,
+        /// The assignment.
+        #[arg(long, value_name = "ID")]
+        assignment: String,
+        /// Her due time (RFC 3339 with an offset).
+        #[arg(long, value_name = "TIME", value_parser = time_arg)]
+        until: i64,
+    },
+    /// One row per roster student: per assignment the status (on_time,
+    /// late, missing), the submission time, its SHA-256 and the receipt.
+    Gradebook {
+        /// Output format (csv, the default, or json).
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+    },
+    /// Course settings.
+    #[command(subcommand)]
+    Course(CourseCommand),
     /// The course roster and its enrollment codes.
     #[command(subcommand)]
     Roster(RosterCommand),
@@ -246,6 +306,9 @@ enum Command {
         #[arg(long, value_name = "URL")]
         to: Option<String>,
     },
+    /// The transparency log: its key, its checkpoint, its verification.
+    #[command(subcommand)]
+    Log(LogCommand),
     /// Print a CRL signed by the CA (needs the passphrase).
     Crl {
         /// DER instead of PEM.
@@ -257,15 +320,124 @@ enum Command {
     },
 }
 
+/// The transparency log of every certificate issued and report accepted
+/// (served as C2SP tlog-tiles under /log/ on the CA's --http-listen).
+#[derive(Debug, Subcommand)]
+enum LogCommand {
+    /// Print the log's verifier key (signed-note vkey form), for students'
+    /// clients and anyone checking the log (needs the passphrase).
+    Key,
+    /// Print the latest signed checkpoint, for publishing (course page,
+    /// mailing list), so everyone can compare the same tree head.
+    Checkpoint,
+    /// Recompute the log from the store: every stored hash, the tree head,
+    /// every certificate and report against its leaf. Names the first
+    /// mismatch (a row deleted or edited behind certboard's back) and exits
+    /// non-zero.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+enum CourseCommand {
+    /// Set how times are shown to people (refusals, listings).
+    Set {
+        /// IANA time zone name, e.g. Asia/Hong_Kong (times are stored and
+        /// sent in UTC either way).
+        #[arg(long, value_name = "ZONE")]
+        timezone: String,
+    },
+}
+
+/// The times of `assignment add` and `assignment edit`.
+#[derive(Debug, Args)]
+struct AssignmentTimes {
+    /// Its title.
+    #[arg(long, value_name = "TEXT")]
+    title: Option<String>,
+    /// Submissions are refused before this time (RFC 3339 with an offset).
+    #[arg(long, value_name = "TIME", value_parser = time_arg)]
+    opens: Option<i64>,
+    /// From this time on a submission is late (RFC 3339 with an offset).
+    #[arg(long, value_name = "TIME", value_parser = time_arg)]
+    due: Option<i64>,
+    /// Late submissions are taken until this time, then refused (default:
+    /// none are, the due time closes it).
+    #[arg(long, value_name = "TIME", value_parser = time_arg)]
+    late_until: Option<i64>,
+    /// Accept a due time in the past.
+    #[arg(long)]
+    force: bool,
+}
+
+impl AssignmentTimes {
+    fn spec(self) -> admin::AssignmentSpec {
+        admin::AssignmentSpec {
+            title: self.title,
+            opens: self.opens,
+            due: self.due,
+            late_until: self.late_until,
+            force: self.force,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum AssignmentCommand {
+    /// Add an assignment (ID: a-z, 0-9, '_', '-'; needs --title and --due).
+    Add {
+        /// Its id, e.g. hw1.
+        id: String,
+        #[command(flatten)]
+        times: AssignmentTimes,
+    },
+    /// Change an assignment's title or times (those given).
+    Edit {
+        /// Its id.
+        id: String,
+        #[command(flatten)]
+        times: AssignmentTimes,
+    },
+    /// List the assignments, times in the course's zone.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Close an assignment now: nothing more is taken, extensions included.
+    Close {
+        /// Its id.
+        id: String,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum RosterCommand {
     /// Add students and update names from a CSV with a header `sid,name`
     /// (other columns ignored). Nothing is imported if any row is bad;
     /// nobody is ever removed. Safe while the server runs, which follows
-    /// the roster at once.
+    /// the roster at once. A first roster over certificates issued by open
+    /// enrollment (no code) lists them and needs a decision:
+    /// --revoke-unverified or --keep-unverified.
     Import {
         /// The roster CSV.
         file: PathBuf,
+        /// Revoke every certificate no enrollment code vouches for (reason
+        /// privilegeWithdrawn): anyone could have enrolled them.
+        #[arg(long, conflicts_with = "keep_unverified")]
+        revoke_unverified: bool,
+        /// Keep them unrevoked; with the roster in force they still neither
+        /// renew nor submit, and the student's code enrollment revokes
+        /// them (superseded).
+        #[arg(long)]
+        keep_unverified: bool,
+    },
+    /// Remove a student from the roster: she no longer counts as missing
+    /// and may no longer enroll; her records stay. Importing her again
+    /// puts her back.
+    #[command(visible_alias = "drop")]
+    Remove {
+        /// The student.
+        sid: String,
     },
     /// Make enrollment codes and write `sid,code` to FILE (created new,
     /// mode 0600): for every roster student never given one, or for
@@ -283,6 +455,18 @@ enum RosterCommand {
         /// wrong-code lock.
         #[arg(long)]
         reissue: bool,
+        /// Also write one ready-to-send RFC 5322 message per student with
+        /// an e-mail address into DIR (`SID.eml`, mode 0600): her code, the
+        /// root's fingerprint and the client command.
+        #[arg(long, value_name = "DIR")]
+        eml: Option<PathBuf>,
+        /// The From address of those messages.
+        #[arg(
+            long,
+            value_name = "ADDR",
+            default_value = "instructor@certboard.invalid"
+        )]
+        from: String,
     },
 }
 
@@ -335,6 +519,7 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
         ca_cert: a.ca_cert,
         blackboard_name: a.blackboard_name,
         validity_days: a.validity_days,
+        renewal_grace_days: a.renewal_grace,
         admission_secret_file: a.admission_secret_file,
         legacy: a.legacy,
         upload: certboard::protocol::UploadPolicy {
@@ -347,12 +532,18 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
             open: a.submissions_open,
             close: a.submissions_close,
         },
+        guess_limits: GuessLimits {
+            window: i64::from(a.guess_window),
+            per_source: a.guesses_per_address,
+            per_sid_source: a.guesses_per_sid,
+        },
         http_listen: a.http_listen,
         http_limits: HttpConnLimits {
             max_requests: a.http_max_requests,
             ..HttpConnLimits::default()
         },
         public_url: a.public_url,
+        log_origin: common.log_origin.clone(),
     };
     if let (Some(o), Some(c)) = (a.submissions_open, a.submissions_close) {
         if o >= c {
@@ -480,9 +671,55 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
             let filter = ReportFilter { sid, latest, full };
             admin::reports(store, &filter, format, &mut stdout.lock())?
         }
-        Command::Status { format } => admin::status(store, format, &mut stdout.lock())?,
-        Command::Roster(RosterCommand::Import { file }) => {
-            let done = admin::import_roster(store, &file)?;
+        Command::Status {
+            assignment: None,
+            format,
+        } => admin::status(store, format, &mut stdout.lock())?,
+        Command::Status {
+            assignment: Some(id),
+            format,
+        } => admin::assignment_status(store, &id, format, &mut stdout.lock())?,
+        Command::Assignment(cmd) => assignment(store, cmd)?,
+        Command::Extend {
+            sid,
+            assignment,
+            until,
+        } => {
+            let (due, close) = admin::extend(store, &sid, &assignment, until)?;
+            let zone = admin::timezone(store)?;
+            let t = |t: Option<i64>| {
+                t.map(|t| certboard::assignment::show_time(t, zone.as_deref()))
+                    .unwrap_or_default()
+            };
+            println!(
+                "SID {sid}: assignment {assignment} due {} for her (taken until {})",
+                t(due),
+                t(close)
+            );
+        }
+        Command::Gradebook { format } => admin::gradebook(store, format, &mut stdout.lock())?,
+        Command::Course(CourseCommand::Set { timezone }) => {
+            admin::set_timezone(store, &timezone)?;
+            println!("course times are shown in {timezone}");
+        }
+        Command::Roster(RosterCommand::Remove { sid }) => {
+            admin::remove_student(store, &sid)?;
+            println!(
+                "SID {sid} removed from the roster: no longer counted, may not enroll; her \
+                 certificates and reports stay (revoke with `server revoke --sid {sid}`)"
+            );
+        }
+        Command::Roster(RosterCommand::Import {
+            file,
+            revoke_unverified,
+            keep_unverified,
+        }) => {
+            let decision = match (revoke_unverified, keep_unverified) {
+                (true, _) => admin::Unverified::Revoke,
+                (false, true) => admin::Unverified::Keep,
+                (false, false) => admin::Unverified::Ask,
+            };
+            let done = admin::import_roster(store, &file, decision)?;
             println!(
                 "roster: {} student(s) in {}: {} added, {} renamed, {} unchanged",
                 done.students,
@@ -491,9 +728,66 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
                 done.change.renamed,
                 done.change.unchanged
             );
+            if done.revoked > 0 {
+                println!(
+                    "revoked {} certificate(s) of open enrollment ({})",
+                    done.revoked,
+                    admin::UNVERIFIED_REASON.name()
+                );
+            }
+            if !done.unverified.is_empty() {
+                println!(
+                    "{} certificate(s) of open enrollment kept, unvouched: with the roster in \
+                     force they neither renew nor submit (serials: {})",
+                    done.unverified.len(),
+                    done.unverified
+                        .iter()
+                        .map(|c| c.serial.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
         }
-        Command::Roster(RosterCommand::Codes { out, sid, reissue }) => {
+        Command::Roster(RosterCommand::Codes {
+            out,
+            sid,
+            reissue,
+            eml,
+            from,
+        }) => {
+            // Checked before any code is made: a refusal after would leave
+            // codes stored whose messages were never written.
+            let fingerprint = match &eml {
+                Some(_) => {
+                    admin::check_address(&from).map_err(|e| format!("--from: {e}"))?;
+                    let (_, cert) = ca::root_paths(&common.keys_dir);
+                    let pem =
+                        std::fs::read(&cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+                    let der = openssl::x509::X509::from_pem(&pem)?.to_der()?;
+                    Some(certboard::crypto::fingerprint(&der))
+                }
+                None => None,
+            };
             let n = admin::issue_codes(store, &out, &CodeRequest { sid, reissue })?;
+            if let (Some(dir), Some(fingerprint), true) = (&eml, fingerprint, n > 0) {
+                let text = std::fs::read_to_string(&out)?;
+                let letter = admin::Letter {
+                    fingerprint,
+                    from,
+                    date: certboard::time::now_unix(),
+                };
+                let roster = store.roster()?;
+                let (written, without) = admin::write_messages(&roster, &text, dir, &letter)?;
+                println!(
+                    "wrote {written} message(s) to {} (mode 0600){}",
+                    dir.display(),
+                    if without.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; no e-mail address for {}", without.join(", "))
+                    }
+                );
+            }
             if n == 0 {
                 println!("no student needs a code (--sid SID for one, --reissue to replace unused ones); nothing written");
             } else {
@@ -504,6 +798,36 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
             }
         }
         Command::BlackboardCert { .. } => {}
+        Command::Log(LogCommand::Key) => {
+            let signer = server::open_existing_log(
+                &common.keys_dir,
+                common.ca_passphrase_file.as_deref(),
+                common.log_origin.as_deref(),
+            )?;
+            println!("{}", signer.verifier_key());
+        }
+        Command::Log(LogCommand::Checkpoint) => {
+            let signer = server::open_existing_log(
+                &common.keys_dir,
+                common.ca_passphrase_file.as_deref(),
+                common.log_origin.as_deref(),
+            )?;
+            let api = certboard::ops::transparency::LogApi::new(std::sync::Arc::new(
+                certboard::tlog::CheckpointSigner::new(signer),
+            ));
+            print!("{}", api.checkpoint(store)?);
+        }
+        Command::Log(LogCommand::Verify) => match admin::log::verify(store)? {
+            Ok(v) => println!(
+                "log verified: {} entries ({} certificate(s), {} report(s), {} file(s)) recompute every stored hash and the tree head {}",
+                v.size,
+                v.certs,
+                v.reports,
+                v.uploads,
+                openssl::base64::encode_block(&v.root)
+            ),
+            Err(problem) => return Err(format!("log verification FAILED: {problem}").into()),
+        },
         Command::Crl { der, out } => {
             let ca =
                 server::open_existing_ca(&common.keys_dir, common.ca_passphrase_file.as_deref())?;
@@ -517,6 +841,39 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
                     stdout.lock().write_all(&bytes)?;
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+fn assignment(
+    store: &mut dyn certboard::store::Storage,
+    cmd: AssignmentCommand,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let shown = |store: &mut dyn certboard::store::Storage,
+                 a: &certboard::store::Assignment|
+     -> Result<String, admin::AdminError> {
+        let zone = admin::timezone(store)?;
+        Ok(certboard::assignment::describe(a, zone.as_deref()))
+    };
+    match cmd {
+        AssignmentCommand::Add { id, times } => {
+            let a = admin::add_assignment(store, &id, &times.spec())?;
+            println!("added {}", shown(store, &a)?);
+        }
+        AssignmentCommand::Edit { id, times } => {
+            let a = admin::edit_assignment(store, &id, &times.spec())?;
+            println!(
+                "changed {} (from the next submission on)",
+                shown(store, &a)?
+            );
+        }
+        AssignmentCommand::List { format } => {
+            admin::list_assignments(store, format, &mut std::io::stdout().lock())?
+        }
+        AssignmentCommand::Close { id } => {
+            let a = admin::close_assignment(store, &id)?;
+            println!("closed {}", shown(store, &a)?);
         }
     }
     Ok(())

@@ -189,17 +189,22 @@ impl fmt::Display for CodesFileError {
 impl std::error::Error for CodesFileError {}
 
 /// Reads `sid,code` lines (the file `server roster codes` writes; a
-/// header line `sid,code` and blank lines are skipped).
+/// header line `sid,code` and blank lines are skipped). A roster with
+/// e-mails gives `sid,name,email,code`: the SID is the first field and the
+/// code the last (a quoted name may hold commas; a code never does).
 pub fn read_codes(text: &str) -> Result<HashMap<String, EnrollCode>, CodesFileError> {
     let mut codes = HashMap::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
-        if line.is_empty() || (i == 0 && line.eq_ignore_ascii_case("sid,code")) {
+        let header = line.eq_ignore_ascii_case("sid,code")
+            || line.eq_ignore_ascii_case("sid,name,email,code");
+        if line.is_empty() || (i == 0 && header) {
             continue;
         }
         let bad = |why: String| CodesFileError::Line { line: i + 1, why };
         let (sid, code) = line
             .split_once(',')
+            .map(|(sid, rest)| (sid, rest.rsplit_once(',').map_or(rest, |(_, c)| c)))
             .ok_or_else(|| bad("expected `sid,code`".into()))?;
         let sid = sid.trim();
         // The server's CSV writer makes a cell starting with `-` inert for
@@ -243,8 +248,15 @@ pub(super) enum SavedError {
     Read(PathBuf, io::Error),
     /// The file (named) does not hold what it should.
     NotPem(&'static str),
-    /// The certificate has expired or is about to.
-    Expiring,
+    /// The certificate has expired or is about to; it is hers (her key,
+    /// the pinned root's signature), so the CA may still renew it within
+    /// its renewal grace.
+    Expiring {
+        /// Her saved key.
+        key: PKey<Private>,
+        /// The expired certificate, DER.
+        der: Vec<u8>,
+    },
     /// OpenSSL failed.
     Crypto(ErrorStack),
     /// The certificate fails the check Blackboard will make.
@@ -259,7 +271,7 @@ impl fmt::Display for SavedError {
             SavedError::Read(path, e) => write!(f, "{}: {e}", path.display()),
             SavedError::NotPem("key.pem") => write!(f, "saved key.pem is not a private key"),
             SavedError::NotPem(file) => write!(f, "saved {file} is not a certificate"),
-            SavedError::Expiring => write!(
+            SavedError::Expiring { .. } => write!(
                 f,
                 "saved certificate has expired or expires within a minute"
             ),
@@ -294,7 +306,19 @@ pub(super) fn load_saved(
     };
     let soon = Asn1Time::from_unix(crate::time::now_unix() + 60)?;
     if cert.not_after() <= soon {
-        return Err(SavedError::Expiring);
+        // Hers only if her key and signed by the root: then the CA judges
+        // whether it is recent enough to renew (its renewal grace).
+        let root_key = root.public_key()?;
+        if cert.public_key()?.public_eq(&key) && cert.verify(&root_key)? {
+            return Err(SavedError::Expiring {
+                key,
+                der: cert.to_der()?,
+            });
+        }
+        return Err(SavedError::Check(ClientError::BadCertificate(
+            "the saved certificate has expired and is not one the pinned root issued for her key"
+                .into(),
+        )));
     }
     let der = cert.to_der()?;
     check_certificate(sid, &der, &root, &key).map_err(SavedError::Check)?;
@@ -426,6 +450,11 @@ mod tests {
         // `'-s1` is the writer's form of `-s1`; `'x` was never written by it.
         assert!(codes.is_err(), "{codes:?}");
         let codes = read_codes(&format!("sid,code\r\n'-s1,{code}\r\ns2,{code}\r\n"))?;
+        // With names and e-mails (a name may hold a comma, quoted).
+        let wide = read_codes(&format!(
+            "sid,name,email,code\r\ns3,\"Chan, Tai Man\",tm@example.edu,{code}\r\n"
+        ))?;
+        assert!(wide.contains_key("s3"), "{wide:?}");
         assert!(
             codes.contains_key("-s1") && codes.contains_key("s2"),
             "{codes:?}"

@@ -28,6 +28,9 @@ pub struct Receipt {
     pub signed_receipt: Vec<u8>,
     /// What it says, its signature verified.
     pub content: ReceiptContent,
+    /// The signed checkpoint its log proof (checked) leads to, if it
+    /// carries one.
+    pub log_checkpoint: Option<String>,
 }
 
 /// What the student trusts Blackboard by: her pinned root and the name
@@ -224,11 +227,15 @@ pub(super) fn submit_unless(
         }
         Err(e) => return Err(e),
     };
+    let log_checkpoint = super::logcheck::check_inclusion(&content, report.as_bytes())
+        .ok()
+        .flatten();
     Ok(Some(Receipt {
         receipt_id,
         serial_hex,
         signed_receipt,
         content,
+        log_checkpoint,
     }))
 }
 
@@ -275,6 +282,10 @@ pub fn check_receipt(
     if let Some(th) = want.transcript {
         let hex: String = th.iter().map(|b| format!("{b:02x}")).collect();
         check("transcript_sha256", &c.transcript_sha256, &hex)?;
+    }
+    if let Some(report) = want.report {
+        super::logcheck::check_inclusion(&c, report)
+            .map_err(|e| ClientError::Receipt(receipt::ReceiptError::Content(e)))?;
     }
     Ok(c)
 }

@@ -111,6 +111,18 @@ impl FramedStream {
                 }
             }
         })?;
+        FramedStream::over(stream, addr, timeout)
+    }
+
+    /// Frames over a stream the caller connected (from a chosen source
+    /// address, say), to `addr` as it is to be shown, with `timeout` for
+    /// every read and write.
+    pub fn over(
+        stream: TcpStream,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<FramedStream, ClientError> {
+        let what = format!("connecting to {addr}");
         stream
             .set_read_timeout(Some(timeout))
             .map_err(io_ctx(what.clone()))?;

@@ -16,6 +16,7 @@ use crate::filename::sanitise_file_name;
 use crate::message::{CipherId, Intent, Message, IV_LEN, NONCE_LEN, PROTOCOL_VERSION_3};
 use crate::receipt;
 
+use super::logcheck;
 use super::submission::{check_receipt, verify_offer, BlackboardTrust, Expected, Receipt};
 use super::transport::FramedStream;
 use super::{unexpected, ClientError};
@@ -217,14 +218,36 @@ pub fn upload(
     let check = |field, found: &str, expected: &str| {
         receipt::expect_field(field, found, expected).map_err(ClientError::Receipt)
     };
-    check("assignment", &fr.assignment, assignment)?;
+    let assignment_found = content.assignment.as_deref().unwrap_or_default();
+    check("assignment", assignment_found, assignment)?;
+    check(
+        "version",
+        &content.version.to_string(),
+        &receipt::RECEIPT_VERSION_3.to_string(),
+    )?;
     check("file_name", &fr.file_name, &file.name)?;
     check("size", &fr.size.to_string(), &file.size.to_string())?;
     check("file_sha256", &fr.file_sha256, &hex)?;
+    check("report_sha256", &content.report_sha256, &hex)?;
+    // Lateness is Blackboard's to decide, but said one way only: `late`
+    // present, and `late_seconds` exactly when late.
+    match (content.late, content.late_seconds) {
+        (Some(false), None) => {}
+        (Some(true), Some(s)) if s > 0 => {}
+        (late, seconds) => {
+            return Err(ClientError::Receipt(receipt::ReceiptError::Content(
+                format!("late {late:?} and late_seconds {seconds:?} do not agree"),
+            )))
+        }
+    }
+    // Her log entry rebuilt from the file she sent, not from the receipt.
+    let log_checkpoint = logcheck::check_file_inclusion(&content, &file.sha256, file.size)
+        .map_err(|e| ClientError::Receipt(receipt::ReceiptError::Content(e)))?;
     Ok(Receipt {
         receipt_id,
         serial_hex: serial,
         signed_receipt,
         content,
+        log_checkpoint,
     })
 }

@@ -68,14 +68,18 @@ impl EnrollCode {
         ))
     }
 
-    /// Reads a code as a person typed it: `-` and whitespace dropped (a
-    /// code cut from the CRLF codes file keeps its `\r`), upper-cased,
-    /// `I`/`L` read as `1` and `O` as `0`.
+    /// Reads a code as a person typed or pasted it (PROTOCOL.md,
+    /// "Enrollment code"): dropped are `-` and the dashes a word processor
+    /// puts in its place (U+2010 to U+2015, U+2212), and every whitespace
+    /// character, ASCII (space, TAB, CR, LF, FF: a code cut from the CRLF
+    /// codes file keeps its `\r`) or not (a no-break space from a mail);
+    /// then upper-cased, `I`/`L` read as `1` and `O` as `0`. The client
+    /// and every other reader of codes call this one function.
     pub fn parse(text: &str) -> Result<EnrollCode, CodeError> {
         let mut out = String::with_capacity(CODE_SYMBOLS);
         for c in text.chars() {
             let c = match c.to_ascii_uppercase() {
-                c if c == '-' || c.is_ascii_whitespace() => continue,
+                c if is_separator(c) => continue,
                 'I' | 'L' => '1',
                 'O' => '0',
                 c => c,
@@ -113,6 +117,11 @@ impl EnrollCode {
             sid.as_bytes(),
         )
     }
+}
+
+/// What a person may put between a code's symbols.
+fn is_separator(c: char) -> bool {
+    matches!(c, '-' | '\u{2010}'..='\u{2015}' | '\u{2212}') || c.is_whitespace()
 }
 
 /// `le64(len(x)) || x`.
@@ -161,6 +170,15 @@ mod tests {
         assert_eq!(typed.grouped(), "01110-ABCDE-FGHJK-MNPQR");
         assert_eq!(EnrollCode::parse(&format!("{shown}\r\n"))?, code);
         assert_eq!(EnrollCode::parse(&format!("\t{shown} "))?, code);
+        // Every separator a person or a program may leave in: TAB, CR, LF,
+        // FF, a no-break space, a word processor's dashes.
+        let spaced = shown.replace('-', "\t\r\n\u{c}\u{a0}\u{2013}\u{2212}");
+        assert_eq!(EnrollCode::parse(&spaced)?, code);
+        assert_eq!(
+            EnrollCode::parse(&format!("{shown}\u{200b}")),
+            Err(CodeError::BadSymbol('\u{200b}')),
+            "a zero-width space is not whitespace: refused, not guessed at"
+        );
         assert_eq!(
             EnrollCode::parse("01110-ABCDE-FGHJK-MNPQU"),
             Err(CodeError::BadSymbol('U'))

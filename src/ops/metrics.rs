@@ -14,6 +14,8 @@
 //! own refusal reasons, OCSP statuses and listeners.
 
 use std::fmt;
+use std::sync::mpsc::SyncSender;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -47,6 +49,27 @@ fn commit_latency_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.0005, 2.0, 13)
 }
 
+/// The course's state as the store last said: what the gauges read from
+/// the store show (issue 22, 16). The counters above count this process's
+/// work since it started; these survive a restart and agree across hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct StoreState {
+    /// Students holding a current certificate.
+    pub(crate) students_enrolled: u64,
+    /// Certificates neither revoked nor expired.
+    pub(crate) certificates_current: u64,
+    /// Certificates revoked.
+    pub(crate) certificates_revoked: u64,
+    /// Certificates ever issued.
+    pub(crate) certificates_stored: u64,
+    /// Reports recorded.
+    pub(crate) reports_stored: u64,
+    /// Students on the roster.
+    pub(crate) roster_students: u64,
+    /// When the store said so, Unix seconds.
+    pub(crate) read_at: i64,
+}
+
 /// The process's metrics. Cheap to update from any thread; share it with
 /// `Arc<Metrics>`.
 pub(crate) struct Metrics {
@@ -61,6 +84,16 @@ pub(crate) struct Metrics {
     open_connections: Family<ListenerLabel, Gauge>,
     awaiting_commit: Gauge,
     commit_latency: Histogram,
+    store_students_enrolled: Gauge,
+    store_certificates_current: Gauge,
+    store_certificates_revoked: Gauge,
+    store_certificates: Gauge,
+    store_reports: Gauge,
+    store_roster: Gauge,
+    store_read_at: Gauge,
+    /// Told of each scrape, so that the store's gauges are read again soon
+    /// after one (see `ops::store_gauges`); never waited on.
+    scraped: OnceLock<SyncSender<()>>,
 }
 
 impl fmt::Debug for Metrics {
@@ -94,6 +127,14 @@ impl Metrics {
             open_connections: Family::default(),
             awaiting_commit: Gauge::default(),
             commit_latency: Histogram::new(commit_latency_buckets()),
+            store_students_enrolled: Gauge::default(),
+            store_certificates_current: Gauge::default(),
+            store_certificates_revoked: Gauge::default(),
+            store_certificates: Gauge::default(),
+            store_reports: Gauge::default(),
+            store_roster: Gauge::default(),
+            store_read_at: Gauge::default(),
+            scraped: OnceLock::new(),
         };
         let mut registry = m.registry;
         // Counters are registered without `_total`: the encoder adds it.
@@ -147,7 +188,66 @@ impl Metrics {
             "Time from a record's hand-over to its durable commit",
             m.commit_latency.clone(),
         );
+        // Gauges of what the store holds: no `_total`, since they are not
+        // this process's counts (a restart does not reset them).
+        for (name, help, gauge) in [
+            (
+                "students_enrolled",
+                "Students holding a current (unrevoked, unexpired) certificate, from the store",
+                &m.store_students_enrolled,
+            ),
+            (
+                "certificates_current",
+                "Certificates neither revoked nor expired, from the store",
+                &m.store_certificates_current,
+            ),
+            (
+                "certificates_revoked",
+                "Certificates revoked, from the store",
+                &m.store_certificates_revoked,
+            ),
+            (
+                "certificates_stored",
+                "Certificates ever issued (every host, since the store was made), from the store",
+                &m.store_certificates,
+            ),
+            (
+                "reports_stored",
+                "Reports recorded (every host, since the store was made), from the store",
+                &m.store_reports,
+            ),
+            (
+                "roster_students",
+                "Students on the roster, from the store",
+                &m.store_roster,
+            ),
+            (
+                "store_read_timestamp_seconds",
+                "When the gauges read from the store were last read (Unix time)",
+                &m.store_read_at,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
         Metrics { registry, ..m }
+    }
+
+    /// Shows `state` in the gauges read from the store.
+    pub(crate) fn set_store_state(&self, state: &StoreState) {
+        let set = |g: &Gauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        set(&self.store_students_enrolled, state.students_enrolled);
+        set(&self.store_certificates_current, state.certificates_current);
+        set(&self.store_certificates_revoked, state.certificates_revoked);
+        set(&self.store_certificates, state.certificates_stored);
+        set(&self.store_reports, state.reports_stored);
+        set(&self.store_roster, state.roster_students);
+        self.store_read_at.set(state.read_at);
+    }
+
+    /// From now on each [`Metrics::encode`] sends `()` on `scraped` when it
+    /// has room (a scrape is never held up by it). Once per process.
+    pub(crate) fn tell_scrapes_to(&self, scraped: SyncSender<()>) {
+        let _ = self.scraped.set(scraped);
     }
 
     /// A certificate was issued (a renewal counts here too, and also in
@@ -216,6 +316,10 @@ impl Metrics {
 
     /// The whole exposition, for `GET /metrics` ([`CONTENT_TYPE`]).
     pub(crate) fn encode(&self) -> String {
+        if let Some(scraped) = self.scraped.get() {
+            // Full: a read is already due.
+            let _ = scraped.try_send(());
+        }
         let mut out = String::with_capacity(4096);
         // The encoder fails only when its writer does; a String never does.
         if let Err(e) =
@@ -259,6 +363,15 @@ mod tests {
         m.set_awaiting_commit(7);
         m.commit_latency(Duration::from_micros(300));
         m.commit_latency(Duration::from_millis(3));
+        m.set_store_state(&StoreState {
+            students_enrolled: 26,
+            certificates_current: 27,
+            certificates_revoked: 2,
+            certificates_stored: 29,
+            reports_stored: 31,
+            roster_students: 40,
+            read_at: 1_796_000_000,
+        });
         m
     }
 
@@ -284,6 +397,13 @@ mod tests {
             "certboard_commit_latency_seconds_bucket{le=\"0.0005\"} 1",
             "certboard_commit_latency_seconds_bucket{le=\"0.004\"} 2",
             "certboard_commit_latency_seconds_bucket{le=\"+Inf\"} 2",
+            "certboard_students_enrolled 26",
+            "certboard_certificates_current 27",
+            "certboard_certificates_revoked 2",
+            "certboard_certificates_stored 29",
+            "certboard_reports_stored 31",
+            "certboard_roster_students 40",
+            "certboard_store_read_timestamp_seconds 1796000000",
         ] {
             assert!(s.contains(&want), "missing {want:?} in\n{text}");
         }
@@ -401,6 +521,9 @@ for family in text_string_to_metric_families(sys.stdin.read()):
             "histogram certboard_commit_latency_seconds_sum{} 0.0033",
             "histogram certboard_commit_latency_seconds_bucket{le=\"0.0005\"} 1",
             "histogram certboard_commit_latency_seconds_bucket{le=\"+Inf\"} 2",
+            "gauge certboard_students_enrolled{} 26",
+            "gauge certboard_reports_stored{} 31",
+            "gauge certboard_store_read_timestamp_seconds{} 1.796e+09",
         ] {
             assert!(
                 lines.contains(&want),

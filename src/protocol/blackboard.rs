@@ -14,13 +14,14 @@ use log::info;
 
 mod upload;
 
-pub use upload::{Lateness, UploadError, UploadPolicy, DEFAULT_ASSIGNMENT, DEFAULT_MAX_SUBMISSION};
+pub use upload::{UploadError, UploadPolicy, DEFAULT_MAX_SUBMISSION};
 
+use crate::assignment::{AdmitError, Refused, Timing};
 use crate::ca::{BlackboardIdentity, Serial};
 use crate::crypto::{self, SessionKeys, DIGEST_LEN, SESSION_KEY_LEN};
 use crate::message::{CipherId, Message, IV_LEN, NONCE_LEN};
 use crate::receipt::{ReceiptContent, RECEIPT_VERSION};
-use crate::store::{Origin, Record, ReportRecord};
+use crate::store::{Origin, Record, ReportRecord, DEFAULT_ASSIGNMENT};
 use crate::time::{now_unix, rfc3339};
 
 use super::error::{Internal, ProtocolError};
@@ -154,9 +155,9 @@ impl Blackboard {
 
     /// The report is durable: its receipt is signed now, and the exchange
     /// ends. Nothing for a state that recorded nothing.
-    pub(super) fn on_committed(self, peer: &str) -> (State, Output) {
+    pub(super) fn on_committed(self, shared: &mut Shared, peer: &str) -> (State, Output) {
         match self {
-            Blackboard::Recording(r) => (State::Done, receipt_after_commit(*r, peer)),
+            Blackboard::Recording(r) => (State::Done, receipt_after_commit(*r, shared, peer)),
             // A chunk is durable: the next one may be read.
             Blackboard::Staging(r) => (
                 State::Blackboard(Blackboard::Receiving(r)),
@@ -189,6 +190,9 @@ pub(super) struct OfferKeys {
 pub(super) struct ReceiptToSign {
     content: ReceiptContent,
     receipt_id: u64,
+    /// The log's name of the record (`report:` or `upload:`), to find its
+    /// entry for the receipt's proof.
+    log_key: String,
     serial: Serial,
     identity: Arc<BlackboardIdentity>,
 }
@@ -209,11 +213,8 @@ pub(super) fn open(
 ) -> Step {
     let student = check_certificate(shared, sid, cert_der, chain, Origin::Certboard)
         .map_err(|e| ProtocolError::certificate(sid, e))?;
-    // Outside the submission window nothing is sent back but the refusal.
-    shared
-        .window
-        .check(now_unix())
-        .map_err(ProtocolError::Closed)?;
+    // Outside the assignment's times nothing is sent back but the refusal.
+    admit(shared, &student.sid)?;
     let identity = shared
         .blackboard
         .as_ref()
@@ -295,19 +296,18 @@ pub(super) fn report(
     // Revoked while she was typing (one store lookup), or the window closed
     // since the hello: refused before anything is decrypted or recorded.
     check_still_good(shared, &p).map_err(|e| ProtocolError::certificate(&p.sid, e))?;
-    shared
-        .window
-        .check(now_unix())
-        .map_err(ProtocolError::Closed)?;
+    // Read again: the due time may have moved (or passed) since the hello.
+    let timing = admit(shared, &p.sid)?;
     let text = open_report(&k.keys, cipher, iv, ciphertext).map_err(|e| match e {
         Ok(source) => refused(source),
         Err(e) => e,
     })?;
     let th = p.keys.th;
     let identity = Arc::clone(&p.keys.identity);
-    let record = p
+    let mut record = p
         .accept(text, Origin::Certboard)
         .map_err(|e| internal("receipt id", e))?;
+    record.late_by = timing.late_by();
     info!(
         "{peer}: report from SID {} accepted ({} bytes, {}), receipt {}; signed receipt once recorded",
         record.sid,
@@ -318,6 +318,7 @@ pub(super) fn report(
     let to_sign = ReceiptToSign {
         content: receipt_content(&record, &th),
         receipt_id: record.receipt_id,
+        log_key: crate::store::tlog::report_record_key(record.receipt_id),
         serial: record.serial.clone(),
         identity,
     };
@@ -340,12 +341,75 @@ fn receipt_content(record: &ReportRecord, th: &[u8; DIGEST_LEN]) -> ReceiptConte
         report_sha256: record.sha256_hex(),
         transcript_sha256: th.iter().map(|b| format!("{b:02x}")).collect(),
         version: RECEIPT_VERSION,
+        assignment: Some(record.assignment.clone()),
+        late: Some(record.late_by.is_some()),
+        late_seconds: record.late_by,
+        log_index: None,
+        log_proof: None,
         file: None,
     }
 }
 
+/// Decides a version 2 submission by `sid` now: it goes to the default
+/// assignment, whose times (and her extension) are read from the store
+/// per submission, so an `assignment edit` holds without a restart.
+fn admit(shared: &mut Shared, sid: &str) -> Result<Timing, ProtocolError> {
+    match crate::assignment::admit(
+        &mut *shared.store,
+        &shared.window,
+        sid,
+        DEFAULT_ASSIGNMENT,
+        now_unix(),
+    ) {
+        Ok(t) => Ok(t),
+        Err(AdmitError::Refused(Refused::Window(e))) => Err(ProtocolError::Closed(e)),
+        Err(AdmitError::Refused(e)) => Err(ProtocolError::Deadline(e)),
+        Err(AdmitError::Store(e)) => Err(ProtocolError::store("reading the assignment", e)),
+    }
+}
+
+/// The proof that the record logged under `key` (a report's or an
+/// upload's, [`ReceiptToSign::log_key`]) is in the log, against a
+/// checkpoint that already holds it; `None` (logged) when this process
+/// does not hold the log key or the store does not answer: the receipt
+/// goes out without it rather than not at all.
+fn log_proof(shared: &mut Shared, key: &str, receipt_id: u64, peer: &str) -> Option<(u64, String)> {
+    let signer = shared.log.clone()?;
+    let made = (|| -> Result<Option<(u64, String)>, String> {
+        let Some(index) = shared.store.log_index_of(key).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let head = shared.store.log_head().map_err(|e| e.to_string())?;
+        let store = &mut shared.store;
+        let proof = signer
+            .prove(
+                index,
+                head.size,
+                head.root,
+                |ids: &[crate::tlog::NodeId]| store.log_nodes(ids),
+            )
+            .map_err(|e| match e {
+                crate::tlog::signer::ProofError::Read(e) => e.to_string(),
+                crate::tlog::signer::ProofError::Tree(e) => e.to_string(),
+                crate::tlog::signer::ProofError::Sign(e) => e.to_string(),
+            })?;
+        Ok(Some((index, proof.encode())))
+    })();
+    match made {
+        Ok(p) => p,
+        Err(e) => {
+            log::warn!("{peer}: receipt {receipt_id} goes out without its log proof: {e}");
+            None
+        }
+    }
+}
+
 /// Signs the receipt of a report now durable, and ends the exchange.
-fn receipt_after_commit(r: ReceiptToSign, peer: &str) -> Output {
+fn receipt_after_commit(mut r: ReceiptToSign, shared: &mut Shared, peer: &str) -> Output {
+    if let Some((index, proof)) = log_proof(shared, &r.log_key, r.receipt_id, peer) {
+        r.content.log_index = Some(index);
+        r.content.log_proof = Some(proof);
+    }
     match r.identity.sign_receipt(&r.content.to_json()) {
         Ok(signed_receipt) => {
             info!("{peer}: receipt {} signed and sent", r.receipt_id);
@@ -431,7 +495,7 @@ mod tests {
         };
         assert!(sh.store.reports().unwrap().is_empty());
         sh.store.commit(&[record]).unwrap();
-        let (_, after) = next.on_committed("p");
+        let (_, after) = next.on_committed(&mut sh, "p");
         assert!(after.close);
         let [frame] = &after.send[..] else {
             panic!("expected one frame, got {after:?}");
@@ -499,6 +563,56 @@ mod tests {
         };
         let run = drive(b.session, &[forged.encode()], &mut sh);
         assert_eq!(refusal(&run).0, ErrorCode::BadMac);
+    }
+
+    /// The `lab` assignment is read from the store at the hello and again
+    /// at the report: a report after the due time is recorded late, and a
+    /// close made between the hello and the report refuses it.
+    #[test]
+    fn the_lab_assignment_is_read_at_the_hello_and_again_at_the_report() {
+        use crate::store::{Assignment, Record};
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let cert = enroll(SID, &key, &mut sh);
+        let now = crate::time::now_unix();
+        let lab = |due: i64, late_until: i64| Assignment {
+            id: "lab".into(),
+            title: "Lab".into(),
+            opens: None,
+            due: Some(due),
+            late_until: Some(late_until),
+            closed_at: None,
+        };
+        let bb = |sh: &mut Shared| start(ServiceKind::Blackboard, sh);
+        sh.store
+            .put_assignment(&lab(now - 3600, now + 3600))
+            .unwrap();
+        let hello = open_frame(SID, &cert, [5; 32]);
+        let run = drive(bb(&mut sh), std::slice::from_ref(&hello), &mut sh);
+        let (frame, _) = report_frame_v2(&hello, &key, &run.replies[0], "text", &sh).unwrap();
+        let (_, out) = run.session.on_frame(&frame, &mut sh, "p");
+        let After::Persist(Record::Report(r)) = out.then else {
+            panic!("a report to record: {out:?}");
+        };
+        assert_eq!(r.assignment, "lab");
+        assert!(r.late_by.is_some_and(|s| s >= 3600), "{r:?}");
+
+        let hello = open_frame(SID, &cert, [6; 32]);
+        let run = drive(bb(&mut sh), std::slice::from_ref(&hello), &mut sh);
+        assert!(!run.closed);
+        sh.store.put_assignment(&lab(now - 3600, now - 1)).unwrap();
+        let (frame, _) = report_frame_v2(&hello, &key, &run.replies[0], "text", &sh).unwrap();
+        let run = drive(run.session, &[frame], &mut sh);
+        let (code, reason) = refusal(&run);
+        assert_eq!(code, ErrorCode::SubmissionsClosed);
+        assert!(
+            reason.contains("assignment lab: submissions closed at"),
+            "{reason}"
+        );
+        // A new hello is refused before any offer.
+        let run = drive(bb(&mut sh), &[open_frame(SID, &cert, [7; 32])], &mut sh);
+        assert_eq!(refusal(&run).0, ErrorCode::SubmissionsClosed);
     }
 
     #[test]

@@ -9,21 +9,29 @@
 //! (`CertIssued`, with the next nonce) leaves once its record, and the
 //! code it consumes, are committed.
 //!
+//! A code is a guess until it is checked: the request is first counted
+//! in the store ([`Record::Guess`], committed only within the bounds per
+//! source and per SID and source, atomically across connections and
+//! hosts), and its MAC is checked only once that commit is durable
+//! ([`Enrollment::on_committed`]). So no more guesses are ever evaluated
+//! than the bounds allow, however many arrive at once.
+//!
 //! Version 1's bare `EnrollRequest` is no longer served: it is refused
 //! with code 10 before it reaches this module (`ProtocolError::Version1`).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use log::info;
 use openssl::hash::MessageDigest;
 
-use crate::ca::CertificateAuthority;
+use crate::ca::{CaError, CertificateAuthority, Serial};
 use crate::course::{self, code, Grant, Refusal, RenewalError};
 use crate::crypto;
-use crate::message::{EnrollAuth, Message, NONCE_LEN, PROTOCOL_VERSION};
-use crate::store::{Origin, Record, StoreError};
-use crate::time::time_text;
-use crate::verify::{CertError, Verifier};
+use crate::message::{EnrollAuth, Message, MAC_LEN, NONCE_LEN, PROTOCOL_VERSION};
+use crate::store::{Authorisation, EnrollView, Guess, Origin, Record, StoreError};
+use crate::time::{now_unix, time_text, unix_time};
+use crate::verify::{CertError, Verifier, X509_V_ERR_CERT_HAS_EXPIRED};
 
 use super::error::{Internal, ProtocolError};
 use super::{cert_record, other_message, After, Expired, Output, Shared, State, Step};
@@ -44,6 +52,22 @@ pub(super) enum Enrollment {
         /// The nonce the next request binds.
         nonce: [u8; NONCE_LEN],
     },
+    /// A code request counted as a guess, its MAC checked once the count
+    /// is durable.
+    Guessed(Box<Counted>),
+}
+
+/// A code request waiting for its guess to be counted.
+#[derive(Debug)]
+pub(super) struct Counted {
+    ca: Arc<CertificateAuthority>,
+    nonce: [u8; NONCE_LEN],
+    sid: String,
+    csr_der: Vec<u8>,
+    mac: [u8; MAC_LEN],
+    /// The roster and code as read before the count (a code spent or
+    /// reissued meanwhile is caught when the certificate commits).
+    view: EnrollView,
 }
 
 impl Enrollment {
@@ -59,13 +83,21 @@ impl Enrollment {
 
     /// Takes the message this state is waiting for: `CaHello` first, then
     /// `CertRequest`s, each bound to the latest nonce sent.
-    pub(super) fn handle(self, msg: Message, shared: &mut Shared, peer: &str) -> Step {
+    /// `source`: the peer's address, which its code guesses are counted
+    /// under (`None` for a session without one: tests, fuzzing).
+    pub(super) fn handle(
+        self,
+        msg: Message,
+        shared: &mut Shared,
+        peer: &str,
+        source: Option<IpAddr>,
+    ) -> Step {
         match (self, msg) {
             (Enrollment::AwaitHello, Message::CaHello { version }) => hello(version, shared),
             (
                 Enrollment::Challenged { nonce } | Enrollment::Issued { nonce },
                 Message::CertRequest { csr_der, auth },
-            ) => request(nonce, &csr_der, &auth, shared, peer),
+            ) => request(nonce, csr_der, &auth, shared, peer, source),
             (state, msg) => other_message(msg, state.expecting(), peer),
         }
     }
@@ -76,6 +108,18 @@ impl Enrollment {
             Enrollment::Challenged { .. } | Enrollment::Issued { .. } => {
                 "waiting for an enrollment request (CertRequest)"
             }
+            Enrollment::Guessed(_) => "checking an enrollment code",
+        }
+    }
+
+    /// The last record is durable: a counted guess is checked now, and
+    /// answered (a certificate, held for its own record, or a refusal).
+    pub(super) fn on_committed(self, peer: &str) -> Step {
+        match self {
+            Enrollment::Guessed(counted) => check_counted(*counted, peer),
+            state @ (Enrollment::AwaitHello
+            | Enrollment::Challenged { .. }
+            | Enrollment::Issued { .. }) => Ok((State::Enrollment(state), Output::default())),
         }
     }
 
@@ -84,7 +128,7 @@ impl Enrollment {
     pub(super) fn on_expiry(&self, expired: Expired) -> Option<ProtocolError> {
         match self {
             Enrollment::Issued { .. } => None,
-            Enrollment::AwaitHello | Enrollment::Challenged { .. } => {
+            Enrollment::AwaitHello | Enrollment::Challenged { .. } | Enrollment::Guessed(_) => {
                 Some(ProtocolError::Expired(expired))
             }
         }
@@ -138,58 +182,146 @@ pub(super) fn hello(version: u16, shared: &mut Shared) -> Step {
 /// One `CertRequest`, bound to `nonce`.
 pub(super) fn request(
     nonce: [u8; NONCE_LEN],
-    csr_der: &[u8],
+    csr_der: Vec<u8>,
     auth: &EnrollAuth,
     shared: &mut Shared,
     peer: &str,
+    source: Option<IpAddr>,
 ) -> Step {
     let ca = the_ca(shared)?;
-    let checked = ca.check_csr(csr_der).map_err(ProtocolError::enrollment)?;
+    let checked = ca.check_csr(&csr_der).map_err(ProtocolError::enrollment)?;
+    // Said at enrollment, not at the first renewal or submission: a
+    // certificate Blackboard can never use is not issued (PROTOCOL.md).
+    // Before any guess is counted: the key is the caller's own, and says
+    // nothing about the roster.
+    if !checked.key_is_rsa() {
+        return Err(ProtocolError::Enrollment(CaError::UnsupportedKey(
+            "an EC key: Blackboard sends the session key with RSA-OAEP, so a student key \
+             must be RSA of 2048 to 4096 bits"
+                .into(),
+        )));
+    }
     let sid = checked.sid().to_string();
     let view = shared.store.enrollment_view(&sid).map_err(store_failed)?;
     let refused = |source: Refusal| ProtocolError::Course {
         sid: sid.clone(),
         source,
     };
-    let (consumes, how, renewal) = match auth {
+    match auth {
         EnrollAuth::Renewal {
             cert_der,
             signature,
         } => {
-            course::admits_renewal(&view).map_err(refused)?;
-            check_renewal(shared, &ca, &sid, &nonce, cert_der, signature, csr_der)?
+            // The proof first: only a holder of a certificate for the SID
+            // learns whether it is still on the roster, or unvouched.
+            let renewal = RenewalProof {
+                nonce: &nonce,
+                cert_der,
+                signature,
+                csr_der: &csr_der,
+            };
+            let (renews, vouched) = check_renewal(shared, &ca, &sid, &renewal)?
                 .map_err(|e| refused(Refusal::Renewal(e)))?;
-            (
-                None,
-                "renewed by proof of possession of the current key",
-                true,
+            course::admits_renewal(&view).map_err(refused)?;
+            if view.roster_on && !vouched {
+                return Err(refused(Refusal::Renewal(RenewalError::Unvouched {
+                    serial: renews,
+                })));
+            }
+            issue(
+                &ca,
+                &checked,
+                Authorisation::Renewal { renews, vouched },
+                "renewed by proof of possession of the current key, which it supersedes",
+                peer,
             )
         }
-        _ => match course::authorise(&view, &sid, &nonce, csr_der, auth)
+        EnrollAuth::Code { mac } if course::is_guess(&view, auth) => {
+            // Counted before it is checked: the check waits for the commit.
+            let guess = Record::Guess(Guess {
+                sid: sid.clone(),
+                source: source.map_or_else(|| "unknown".to_string(), course::guess_source),
+                at: now_unix(),
+                limits: shared.guess_limits,
+            });
+            let counted = Counted {
+                ca: Arc::clone(&ca),
+                nonce,
+                sid,
+                csr_der,
+                mac: *mac,
+                view,
+            };
+            Ok((
+                State::Enrollment(Enrollment::Guessed(Box::new(counted))),
+                Output {
+                    then: After::Persist(guess),
+                    ..Output::default()
+                },
+            ))
+        }
+        _ => match course::authorise(&view, &sid, &nonce, &csr_der, auth)
             .map_err(|e| internal("enrollment code MAC", e))?
         {
-            Ok(Grant::Open) => (None, "open enrollment (no roster)", false),
-            Ok(Grant::Code(key)) => (
-                Some(key),
-                "enrollment code verified; consumed once recorded",
-                false,
+            Ok(Grant::Open) => issue(
+                &ca,
+                &checked,
+                Authorisation::Open,
+                "open enrollment (no roster)",
+                peer,
             ),
-            Err(Refusal::WrongCode { key, left }) => {
-                // The refusal leaves only once the count is recorded: no
-                // more guesses than the lock allows, even on many
-                // connections at once.
-                let record = Record::WrongCode {
-                    sid: sid.clone(),
-                    code_key: key,
-                };
-                let e = refused(Refusal::WrongCode { key, left });
-                return Ok((State::Done, e.refusal_recorded(peer, record)));
-            }
-            Err(r) => return Err(refused(r)),
+            // Never without a roster, and a code with a roster is a guess.
+            Ok(Grant::Code(_)) => Err(internal(
+                "enrollment code",
+                "a code was granted without being counted",
+            )),
+            Err(r) => Err(refused(r)),
         },
+    }
+}
+
+/// A counted guess, checked: the certificate if the code is right.
+fn check_counted(c: Counted, peer: &str) -> Step {
+    let auth = EnrollAuth::Code { mac: c.mac };
+    let refused = |source: Refusal| ProtocolError::Course {
+        sid: c.sid.clone(),
+        source,
     };
+    match course::authorise(&c.view, &c.sid, &c.nonce, &c.csr_der, &auth)
+        .map_err(|e| internal("enrollment code MAC", e))?
+    {
+        Ok(Grant::Code(key)) => {
+            let checked =
+                c.ca.check_csr(&c.csr_der)
+                    .map_err(ProtocolError::enrollment)?;
+            issue(
+                &c.ca,
+                &checked,
+                Authorisation::Code(key),
+                "enrollment code verified; consumed once recorded, superseding the SID's \
+                 other certificates",
+                peer,
+            )
+        }
+        Ok(Grant::Open) => Err(internal(
+            "enrollment code",
+            "open enrollment granted to a code",
+        )),
+        Err(r) => Err(refused(r)),
+    }
+}
+
+/// Issues the certificate, held until its record (and the code it
+/// consumes, and the certificates it supersedes) is committed.
+fn issue(
+    ca: &CertificateAuthority,
+    checked: &crate::ca::CheckedCsr<'_>,
+    authorised: Authorisation,
+    how: &str,
+    peer: &str,
+) -> Step {
     let issued = ca
-        .issue_checked(&checked)
+        .issue_checked(checked)
         .map_err(ProtocolError::enrollment)?;
     let next_nonce = crypto::random::<NONCE_LEN>().map_err(|e| internal("nonce", e))?;
     info!(
@@ -203,10 +335,7 @@ pub(super) fn request(
         ca_cert_der: ca.cert_der().to_vec(),
         next_nonce,
     };
-    let mut record = cert_record(issued, Origin::Certboard, consumes);
-    if let Record::Cert(cert) = &mut record {
-        cert.renewal = renewal;
-    }
+    let record = cert_record(issued, Origin::Certboard, authorised);
     let out = Output {
         then: After::Persist(record),
         ..Output::reply(reply)
@@ -217,19 +346,26 @@ pub(super) fn request(
     ))
 }
 
+/// What a renewal request carries besides the CSR's key.
+struct RenewalProof<'a> {
+    nonce: &'a [u8; NONCE_LEN],
+    cert_der: &'a [u8],
+    signature: &'a [u8],
+    csr_der: &'a [u8],
+}
+
 /// A renewal's proof: her current certificate is ours (path, clientAuth,
-/// not expired, the CSR's SID), recorded and not revoked, and her
-/// signature over the nonce, that certificate and the new CSR verifies
-/// with its key. The outer `Err` is the server's failure.
+/// the CSR's SID; valid now, or expired within the renewal grace and valid
+/// in every other respect when it expired), recorded and not revoked, and
+/// her signature over the nonce, that certificate and the new CSR verifies
+/// with its key. Returns its serial and whether a code vouches for it. The
+/// outer `Err` is the server's failure.
 fn check_renewal(
     shared: &mut Shared,
     ca: &CertificateAuthority,
     sid: &str,
-    nonce: &[u8; NONCE_LEN],
-    cert_der: &[u8],
-    signature: &[u8],
-    csr_der: &[u8],
-) -> Result<Result<(), RenewalError>, ProtocolError> {
+    proof: &RenewalProof<'_>,
+) -> Result<Result<(Serial, bool), RenewalError>, ProtocolError> {
     let own;
     let verifier = match &shared.verifier {
         Some(v) => v.as_ref(),
@@ -240,8 +376,14 @@ fn check_renewal(
             &own
         }
     };
-    let student = match verifier.verify(sid, cert_der, &[]) {
+    let student = match verifier.verify(sid, proof.cert_der, &[]) {
         Ok(s) => s,
+        Err(CertError::Path { code, .. }) if code == X509_V_ERR_CERT_HAS_EXPIRED => {
+            match within_grace(verifier, sid, proof.cert_der, shared.renewal_grace_days)? {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(e)),
+            }
+        }
         Err(CertError::Internal(e)) => return Err(internal("certificate check", e.0)),
         Err(e) => return Ok(Err(RenewalError::Certificate(e))),
     };
@@ -249,8 +391,8 @@ fn check_renewal(
         .store
         .cert_status(&student.serial)
         .map_err(|e| internal("certificate status", e))?;
-    match status {
-        crate::store::CertStatus::Good { .. } => {}
+    let vouched = match status {
+        crate::store::CertStatus::Good { vouched, .. } => vouched,
         crate::store::CertStatus::Unknown => {
             return Ok(Err(RenewalError::Certificate(CertError::NotIssued(
                 student.serial,
@@ -262,20 +404,50 @@ fn check_renewal(
                 reason,
             })))
         }
-    }
-    let message = code::renewal_message(nonce, cert_der, csr_der);
+    };
+    let message = code::renewal_message(proof.nonce, proof.cert_der, proof.csr_der);
     let verified = openssl::sign::Verifier::new(MessageDigest::sha256(), &student.key)
         .and_then(|mut v| {
             v.update(&message)?;
-            v.verify(signature)
+            v.verify(proof.signature)
         })
         // A signature OpenSSL cannot even parse is a bad proof, not our fault.
         .unwrap_or(false);
     Ok(if verified {
-        Ok(())
+        Ok((student.serial, vouched))
     } else {
         Err(RenewalError::BadSignature)
     })
+}
+
+/// An expired certificate's check for the renewal grace: it expired no
+/// more than `grace_days` ago, and held up in every other respect at its
+/// last valid second (the root's validity included). The outer `Err` is the server's failure.
+fn within_grace(
+    verifier: &Verifier,
+    sid: &str,
+    cert_der: &[u8],
+    grace_days: u32,
+) -> Result<Result<crate::verify::Student, RenewalError>, ProtocolError> {
+    let cert = openssl::x509::X509::from_der(cert_der)
+        .map_err(|e| internal("reading an expired certificate", e))?;
+    let expired_at =
+        unix_time(cert.not_after()).map_err(|e| internal("reading an expiry time", e))?;
+    let serial =
+        Serial::from_asn1(cert.serial_number()).map_err(|e| internal("reading a serial", e))?;
+    if now_unix() - expired_at > i64::from(grace_days) * 86_400 {
+        return Ok(Err(RenewalError::ExpiredBeyondGrace {
+            serial,
+            expired_at,
+            grace_days,
+        }));
+    }
+    // OpenSSL counts notAfter's own second as expired: the second before.
+    match verifier.verify_at(sid, cert_der, &[], expired_at - 1) {
+        Ok(s) => Ok(Ok(s)),
+        Err(CertError::Internal(e)) => Err(internal("certificate check", e.0)),
+        Err(e) => Ok(Err(RenewalError::Certificate(e))),
+    }
 }
 
 #[cfg(test)]
@@ -350,5 +522,212 @@ mod tests {
         };
         assert_eq!(cert.sid, SID);
         assert!(sh.store.certs().unwrap().is_empty(), "not committed here");
+    }
+
+    /// Blackboard sends the session key with RSA-OAEP: an EC key is
+    /// refused at enrollment, saying so (code 3), and nothing is issued.
+    #[test]
+    fn an_ec_key_is_refused_at_enrollment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let ec = crate::testing::p256_key().unwrap();
+        let request = Message::CertRequest {
+            csr_der: make_csr(SID, &ec).unwrap(),
+            auth: EnrollAuth::Open,
+        }
+        .encode();
+        let run = drive(
+            start(ServiceKind::Ca, &mut sh),
+            &[ca_hello(), request],
+            &mut sh,
+        );
+        assert!(matches!(run.replies[0], Message::CaChallenge { .. }));
+        let Message::Error { code, reason } = &run.replies[1] else {
+            panic!("expected a refusal, got {:?}", run.replies);
+        };
+        assert_eq!(*code, ErrorCode::BadRequest);
+        assert!(
+            reason.contains("EC key") && reason.contains("RSA-OAEP"),
+            "{reason}"
+        );
+        assert!(sh.store.certs().unwrap().is_empty());
+    }
+
+    /// A certificate made by the test CA with chosen validity, recorded as
+    /// `authorised`; returns it (DER) with its key and serial.
+    fn recorded(
+        sh: &mut Shared,
+        params: &crate::testing::CertParams,
+        authorised: Authorisation,
+    ) -> (Vec<u8>, openssl::pkey::PKey<openssl::pkey::Private>, Serial) {
+        let key = make_key(KeyType::Rsa2048).unwrap();
+        let ca = sh.ca.clone().unwrap();
+        let cert = params
+            .signed_by(&key, crate::testing::Issuer::ca(&ca))
+            .unwrap();
+        let serial = Serial::from_asn1(cert.serial_number()).unwrap();
+        let der = cert.to_der().unwrap();
+        sh.store
+            .commit(&[Record::Cert(crate::store::CertRecord {
+                serial: serial.clone(),
+                sid: SID.into(),
+                not_before: params.not_before,
+                not_after: params.not_after,
+                der: der.clone(),
+                origin: Origin::Certboard,
+                authorised,
+            })])
+            .unwrap();
+        (der, key, serial)
+    }
+
+    /// One renewal on a fresh connection: hello, then the request signed
+    /// with `key` for `cert_der`.
+    fn renew(
+        sh: &mut Shared,
+        cert_der: &[u8],
+        key: &openssl::pkey::PKey<openssl::pkey::Private>,
+    ) -> Vec<Message> {
+        let run = drive(start(ServiceKind::Ca, sh), &[ca_hello()], sh);
+        let Message::CaChallenge { nonce, .. } = run.replies[0] else {
+            panic!("expected a challenge, got {:?}", run.replies);
+        };
+        let new_key = make_key(KeyType::Rsa2048).unwrap();
+        let csr = make_csr(SID, &new_key).unwrap();
+        let auth = crate::client::renewal_auth(key, cert_der, &nonce, &csr).unwrap();
+        let request = Message::CertRequest { csr_der: csr, auth }.encode();
+        drive(run.session, &[request], sh).replies
+    }
+
+    fn refused(replies: &[Message]) -> (ErrorCode, String) {
+        match replies {
+            [Message::Error { code, reason }] => (*code, reason.clone()),
+            other => panic!("expected one Error, got {other:?}"),
+        }
+    }
+
+    fn status(sh: &mut Shared, serial: &Serial) -> crate::store::CertStatus {
+        sh.store.cert_status(serial).unwrap()
+    }
+
+    /// Issue 22 item 17: a certificate expired within the grace renews by
+    /// its key (and is superseded); beyond the grace, or revoked, it does
+    /// not, and the student is told to ask for a new code.
+    #[test]
+    fn an_expired_certificate_renews_within_the_grace_only() {
+        use crate::store::CertStatus;
+        use crate::testing::CertParams;
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = crate::testing::TestPki::create(
+            &dir.path().join("keys"),
+            &crate::testing::CaParams::default(),
+        )
+        .unwrap()
+        .shared()
+        .renewal_grace_days(14)
+        .build()
+        .unwrap();
+        let now = crate::time::now_unix();
+        // Just expired (within the root's own validity, which began when
+        // the test made it): renewed, and the old one superseded.
+        let yesterday = CertParams {
+            not_before: now - 200,
+            not_after: now - 2,
+            ..CertParams::student(SID)
+        };
+        let (der, key, serial) = recorded(&mut sh, &yesterday, Authorisation::Open);
+        let replies = renew(&mut sh, &der, &key);
+        assert!(
+            matches!(replies[..], [Message::CertIssued { .. }]),
+            "{replies:?}"
+        );
+        assert!(matches!(
+            status(&mut sh, &serial),
+            CertStatus::Revoked {
+                reason: Some(crate::ca::RevocationReason::Superseded),
+                ..
+            }
+        ));
+        // The same certificate again: revoked (superseded), refused.
+        let (code, reason) = refused(&renew(&mut sh, &der, &key));
+        assert_eq!(code, ErrorCode::RenewalRefused);
+        assert!(reason.contains("revoked (superseded)"), "{reason}");
+        // Expired 20 days ago: beyond the grace.
+        let long_ago = CertParams {
+            not_before: now - 60 * 86_400,
+            not_after: now - 20 * 86_400,
+            ..CertParams::student(SID)
+        };
+        let (der, key, serial) = recorded(&mut sh, &long_ago, Authorisation::Open);
+        let (code, reason) = refused(&renew(&mut sh, &der, &key));
+        assert_eq!(code, ErrorCode::RenewalRefused);
+        assert!(
+            reason.contains("14-day renewal grace") && reason.contains("new enrollment code"),
+            "{reason}"
+        );
+        assert!(matches!(status(&mut sh, &serial), CertStatus::Good { .. }));
+        // Within the grace but revoked by the instructor: refused.
+        let (der, key, serial) = recorded(&mut sh, &yesterday, Authorisation::Open);
+        sh.store
+            .revoke_serial(&serial, crate::ca::RevocationReason::KeyCompromise, now)
+            .unwrap();
+        let (code, reason) = refused(&renew(&mut sh, &der, &key));
+        assert_eq!(code, ErrorCode::RenewalRefused);
+        assert!(reason.contains("keyCompromise"), "{reason}");
+        // Grace 0: expired is expired.
+        sh.renewal_grace_days = 0;
+        let (der, key, _) = recorded(&mut sh, &yesterday, Authorisation::Open);
+        let (code, reason) = refused(&renew(&mut sh, &der, &key));
+        assert_eq!(code, ErrorCode::RenewalRefused);
+        assert!(
+            reason.contains("renews only certificates still valid"),
+            "{reason}"
+        );
+    }
+
+    /// Issue 22 item 3: once a roster is in force, a certificate no code
+    /// vouches for does not renew (code 18); one a code vouches for does,
+    /// and its successor is vouched for too.
+    #[test]
+    fn with_a_roster_only_a_vouched_certificate_renews() {
+        use crate::store::{CertStatus, Student};
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shared(dir.path(), None);
+        let valid = crate::testing::CertParams::student(SID);
+        let (open_der, open_key, _) = recorded(&mut sh, &valid, Authorisation::Open);
+        // No roster: open certificates renew, as before.
+        assert!(matches!(
+            renew(&mut sh, &open_der, &open_key)[..],
+            [Message::CertIssued { .. }]
+        ));
+        sh.store
+            .import_roster(&[Student {
+                sid: SID.into(),
+                name: "A".into(),
+                email: None,
+            }])
+            .unwrap();
+        let (der, key, _) = recorded(&mut sh, &valid, Authorisation::Open);
+        let (code, reason) = refused(&renew(&mut sh, &der, &key));
+        assert_eq!(code, ErrorCode::Unvouched);
+        assert!(reason.contains("not vouched for"), "{reason}");
+        sh.store
+            .store_codes(&[(SID.into(), [1; 32])], 1, false)
+            .unwrap();
+        let (der, key, serial) = recorded(&mut sh, &valid, Authorisation::Code([1; 32]));
+        let replies = renew(&mut sh, &der, &key);
+        let [Message::CertIssued { cert_der, .. }] = &replies[..] else {
+            panic!("expected a certificate, got {replies:?}");
+        };
+        let new = openssl::x509::X509::from_der(cert_der).unwrap();
+        let new_serial = Serial::from_asn1(new.serial_number()).unwrap();
+        assert!(matches!(
+            status(&mut sh, &new_serial),
+            CertStatus::Good { vouched: true, .. }
+        ));
+        assert!(matches!(
+            status(&mut sh, &serial),
+            CertStatus::Revoked { .. }
+        ));
     }
 }

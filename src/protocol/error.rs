@@ -10,7 +10,7 @@ use std::error::Error;
 use std::fmt;
 
 use crate::ca::CaError;
-use crate::course::{Closed, Refusal};
+use crate::course::{Closed, Refusal, RenewalError};
 use crate::message::{DecodeError, ErrorCode};
 use crate::store::{StoreError, STORE_UNAVAILABLE};
 use crate::verify::CertError;
@@ -90,6 +90,8 @@ pub enum ProtocolError {
     },
     /// A report outside the submission window.
     Closed(Closed),
+    /// A submission its assignment's times refuse (not yet open, closed).
+    Deadline(crate::assignment::Refused),
     /// The report is recorded, but its signed receipt could not be made:
     /// the server's failure, which the student must hear with her receipt
     /// id (she can ask for the receipt by it).
@@ -185,6 +187,7 @@ impl fmt::Display for ProtocolError {
             ),
             ProtocolError::Course { sid, source } => write!(f, "SID {sid}: {source}"),
             ProtocolError::Closed(e) => write!(f, "{e}"),
+            ProtocolError::Deadline(e) => write!(f, "{e}"),
             ProtocolError::ReceiptNotSigned { receipt_id, .. } => write!(
                 f,
                 "internal error: the report is recorded under receipt {receipt_id}, but the \
@@ -205,6 +208,7 @@ impl Error for ProtocolError {
             ProtocolError::Report { source, .. } => Some(source),
             ProtocolError::Course { source, .. } => Some(source),
             ProtocolError::Closed(e) => Some(e),
+            ProtocolError::Deadline(e) => Some(e),
             ProtocolError::ReceiptNotSigned { source, .. } => Some(source),
             ProtocolError::Internal(e) => e.source(),
             ProtocolError::Upload { source, .. } => Some(source),
@@ -271,6 +275,18 @@ pub enum CommitRefusal {
         /// The SID whose code it was.
         sid: String,
     },
+    /// The certificate a renewal rested on was revoked (or superseded by
+    /// another renewal) meanwhile: no certificate grows from a revoked one.
+    RenewedRevoked {
+        /// The SID.
+        sid: String,
+        /// The certificate renewed.
+        serial: crate::ca::Serial,
+    },
+    /// An enrollment code guess did not fit its bounds, so it was neither
+    /// counted nor checked: the caller's answer, with when to try again
+    /// (the store's text).
+    TooManyGuesses(String),
     /// The database is down or restarting; the next request may find it
     /// back.
     Unavailable,
@@ -282,6 +298,12 @@ impl fmt::Display for CommitRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CommitRefusal::CodeUsed { sid } => write!(f, "SID {sid}: {}", Refusal::CodeUsed),
+            CommitRefusal::RenewedRevoked { sid, serial } => write!(
+                f,
+                "SID {sid}: renewal refused: the current certificate (serial {serial}) was \
+                 revoked while it was being renewed; a revoked student needs a new enrollment code"
+            ),
+            CommitRefusal::TooManyGuesses(why) => f.write_str(why),
             CommitRefusal::Unavailable => f.write_str(STORE_UNAVAILABLE),
             CommitRefusal::Failed => write!(
                 f,
@@ -349,6 +371,7 @@ impl ServerFault for CertCheckError {
             CertCheckError::BadSid(_)
             | CertCheckError::ChainTooLong(_)
             | CertCheckError::TooLarge { .. }
+            | CertCheckError::Unvouched { .. }
             | CertCheckError::NotLegacy { .. } => false,
         }
     }
@@ -373,7 +396,8 @@ impl ServerFault for ProtocolError {
             | ProtocolError::Version1 { .. }
             | ProtocolError::Course { .. }
             | ProtocolError::Upload { .. }
-            | ProtocolError::Closed(_) => false,
+            | ProtocolError::Closed(_)
+            | ProtocolError::Deadline(_) => false,
         }
     }
 }
@@ -381,7 +405,9 @@ impl ServerFault for ProtocolError {
 impl ServerFault for CommitRefusal {
     fn is_server_fault(&self) -> bool {
         match self {
-            CommitRefusal::CodeUsed { .. } => false,
+            CommitRefusal::CodeUsed { .. }
+            | CommitRefusal::RenewedRevoked { .. }
+            | CommitRefusal::TooManyGuesses(_) => false,
             CommitRefusal::Unavailable | CommitRefusal::Failed => true,
         }
     }
@@ -420,9 +446,10 @@ pub fn refusal_label(code: ErrorCode) -> &'static str {
         ErrorCode::CodeRequired => "code_required",
         ErrorCode::WrongCode => "wrong_code",
         ErrorCode::CodeUsed => "code_used",
-        ErrorCode::Locked => "locked",
+        ErrorCode::TooManyGuesses => "too_many_guesses",
         ErrorCode::RenewalRefused => "renewal_refused",
         ErrorCode::SubmissionsClosed => "submissions_closed",
+        ErrorCode::Unvouched => "unvouched",
     }
 }
 
@@ -443,6 +470,7 @@ impl From<&CertCheckError> for ErrorCode {
             CertCheckError::Rejected(e) => ErrorCode::from(e),
             CertCheckError::TooLarge { .. } => ErrorCode::Limit,
             CertCheckError::NotBlackboard | CertCheckError::Store(_) => ErrorCode::Internal,
+            CertCheckError::Unvouched { .. } => ErrorCode::Unvouched,
             CertCheckError::BadSid(_)
             | CertCheckError::ChainTooLong(_)
             | CertCheckError::NotLegacy { .. } => ErrorCode::BadCertificate,
@@ -487,7 +515,9 @@ impl From<&ProtocolError> for ErrorCode {
                 ErrorCode::UnsupportedVersion
             }
             ProtocolError::Course { source, .. } => ErrorCode::from(source),
-            ProtocolError::Closed(_) => ErrorCode::SubmissionsClosed,
+            // Version 2 clients know code 17 only: every assignment
+            // refusal is 17, its text naming the assignment and the time.
+            ProtocolError::Closed(_) | ProtocolError::Deadline(_) => ErrorCode::SubmissionsClosed,
             ProtocolError::Upload { source, .. } => source.code(),
             ProtocolError::ReceiptNotSigned { .. } | ProtocolError::Internal(_) => {
                 ErrorCode::Internal
@@ -500,10 +530,10 @@ impl From<&Refusal> for ErrorCode {
     fn from(r: &Refusal) -> ErrorCode {
         match r {
             Refusal::NotOnRoster => ErrorCode::NotOnRoster,
-            Refusal::CodeRequired | Refusal::NoCodeIssued => ErrorCode::CodeRequired,
-            Refusal::WrongCode { .. } | Refusal::NoRoster => ErrorCode::WrongCode,
+            Refusal::CodeRequired => ErrorCode::CodeRequired,
+            Refusal::WrongCode | Refusal::NoRoster => ErrorCode::WrongCode,
             Refusal::CodeUsed => ErrorCode::CodeUsed,
-            Refusal::Locked => ErrorCode::Locked,
+            Refusal::Renewal(RenewalError::Unvouched { .. }) => ErrorCode::Unvouched,
             Refusal::Renewal(_) => ErrorCode::RenewalRefused,
         }
     }
@@ -513,6 +543,8 @@ impl From<&CommitRefusal> for ErrorCode {
     fn from(e: &CommitRefusal) -> ErrorCode {
         match e {
             CommitRefusal::CodeUsed { .. } => ErrorCode::from(&Refusal::CodeUsed),
+            CommitRefusal::RenewedRevoked { .. } => ErrorCode::RenewalRefused,
+            CommitRefusal::TooManyGuesses(_) => ErrorCode::TooManyGuesses,
             CommitRefusal::Unavailable | CommitRefusal::Failed => ErrorCode::Internal,
         }
     }
@@ -524,12 +556,19 @@ impl From<&CommitRefusal> for ErrorCode {
 pub fn commit_refusal(e: &StoreError) -> CommitRefusal {
     match e {
         StoreError::CodeUsed { sid } => CommitRefusal::CodeUsed { sid: sid.clone() },
+        StoreError::RenewedRevoked { sid, serial } => CommitRefusal::RenewedRevoked {
+            sid: sid.clone(),
+            serial: serial.clone(),
+        },
+        e @ StoreError::TooManyGuesses { .. } => CommitRefusal::TooManyGuesses(e.to_string()),
         StoreError::Unavailable(_) => CommitRefusal::Unavailable,
         StoreError::Io { .. }
         | StoreError::Sqlite(_)
         | StoreError::Incompatible(_)
         | StoreError::Duplicate(_)
-        | StoreError::Postgres(_) => CommitRefusal::Failed,
+        | StoreError::Postgres(_)
+        | StoreError::NotFound(_)
+        | StoreError::Log(_) => CommitRefusal::Failed,
     }
 }
 
@@ -614,16 +653,21 @@ impl ConnectionError {
 
 /// Whether a store error that refused a commit is the server's failure:
 /// every one but a code spent meanwhile (two requests raced with one code,
-/// or it was reissued), which is the student's answer.
+/// or it was reissued), a renewed certificate revoked meanwhile, and a
+/// guess over its bounds, which are the caller's answers.
 fn commit_is_server_fault(e: &StoreError) -> bool {
     match e {
-        StoreError::CodeUsed { .. } => false,
+        StoreError::CodeUsed { .. }
+        | StoreError::RenewedRevoked { .. }
+        | StoreError::TooManyGuesses { .. } => false,
         StoreError::Io { .. }
         | StoreError::Sqlite(_)
         | StoreError::Incompatible(_)
         | StoreError::Duplicate(_)
         | StoreError::Postgres(_)
-        | StoreError::Unavailable(_) => true,
+        | StoreError::NotFound(_)
+        | StoreError::Unavailable(_)
+        | StoreError::Log(_) => true,
     }
 }
 
@@ -655,9 +699,11 @@ impl fmt::Display for ConnectionError {
             ConnectionError::NoWorkers => {
                 write!(f, "internal error: this server has no worker pool")
             }
-            ConnectionError::Commit(StoreError::CodeUsed { sid }) => {
-                write!(f, "SID {sid}: {}", Refusal::CodeUsed)
+            ConnectionError::Commit(e @ StoreError::CodeUsed { .. })
+            | ConnectionError::Commit(e @ StoreError::RenewedRevoked { .. }) => {
+                write!(f, "{}", commit_refusal(e))
             }
+            ConnectionError::Commit(e @ StoreError::TooManyGuesses { .. }) => write!(f, "{e}"),
             ConnectionError::Commit(StoreError::Unavailable(_)) => f.write_str(STORE_UNAVAILABLE),
             ConnectionError::Commit(e) if crate::store::is_storage_full(e) => f.write_str(
                 "storage is full: the server could not record this; nothing was acknowledged \
@@ -709,7 +755,9 @@ impl From<&ConnectionError> for ErrorCode {
             | ConnectionError::TooManyConnections
             | ConnectionError::OutOfDescriptors
             | ConnectionError::WorkersBusy { .. } => ErrorCode::Limit,
-            ConnectionError::Commit(e) if !commit_is_server_fault(e) => ErrorCode::CodeUsed,
+            ConnectionError::Commit(e) if !commit_is_server_fault(e) => {
+                ErrorCode::from(&commit_refusal(e))
+            }
             ConnectionError::Commit(_)
             | ConnectionError::NoWorkers
             | ConnectionError::CommitOutcomeUnknown

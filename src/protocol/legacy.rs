@@ -38,8 +38,10 @@ use openssl::pkey::PKey;
 use openssl::rsa::Rsa;
 use openssl::x509::X509;
 
+use crate::assignment::{AdmitError, Refused};
 use crate::ca::{CaError, CertificateAuthority, Issued};
 use crate::course::Closed;
+use crate::store::DEFAULT_ASSIGNMENT;
 use crate::store::{Origin, Record};
 use crate::time::now_unix;
 
@@ -146,6 +148,8 @@ pub enum LegacyError {
     },
     /// The report came outside the submission window.
     Closed(Closed),
+    /// The `lab` assignment's times refuse the report.
+    Deadline(crate::assignment::Refused),
     /// The server failed; the details go to the log only.
     Internal(Internal),
 }
@@ -195,6 +199,7 @@ impl fmt::Display for LegacyError {
                  enrollment code, which the legacy protocol cannot carry; use the certboard client"
             ),
             LegacyError::Closed(e) => write!(f, "report refused: {e}"),
+            LegacyError::Deadline(e) => write!(f, "report refused: {e}"),
             LegacyError::Internal(e) => write!(f, "internal server error ({})", e.what()),
         }
     }
@@ -472,7 +477,11 @@ fn enrolled(sid: String, done: KeyDone, peer: &str) -> Step {
                 format!("student {sid} sign finished").into_bytes(),
                 pem,
             ],
-            then: After::Persist(cert_record(issued, Origin::Legacy, None)),
+            then: After::Persist(cert_record(
+                issued,
+                Origin::Legacy,
+                crate::store::Authorisation::Open,
+            )),
             ..Output::default()
         },
     )
@@ -508,9 +517,21 @@ fn verify(sid: String, payload: &[u8], shared: &mut Shared, peer: &str) -> Step 
 }
 
 fn report(p: PendingReport<String>, payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
-    if let Err(e) = shared.window.check(now_unix()) {
-        return refuse(peer, LegacyError::Closed(e));
-    }
+    // Legacy reports go to the default assignment, like version 2's.
+    let timing = match crate::assignment::admit(
+        &mut *shared.store,
+        &shared.window,
+        &p.sid,
+        DEFAULT_ASSIGNMENT,
+        now_unix(),
+    ) {
+        Ok(t) => t,
+        Err(AdmitError::Refused(Refused::Window(e))) => {
+            return refuse(peer, LegacyError::Closed(e))
+        }
+        Err(AdmitError::Refused(e)) => return refuse(peer, LegacyError::Deadline(e)),
+        Err(AdmitError::Store(e)) => return internal(peer, "reading the assignment", e),
+    };
     let Ok(text) = std::str::from_utf8(payload) else {
         return refuse(peer, LegacyError::ReportNotUtf8);
     };
@@ -541,10 +562,11 @@ fn report(p: PendingReport<String>, payload: &[u8], shared: &mut Shared, peer: &
     if let Err(e) = check_report_text(msg) {
         return refuse(peer, LegacyError::Report(ReportError::Text(e)));
     }
-    let record = match p.accept(msg.to_string(), Origin::Legacy) {
+    let mut record = match p.accept(msg.to_string(), Origin::Legacy) {
         Ok(r) => r,
         Err(e) => return internal(peer, "receipt id", e),
     };
+    record.late_by = timing.late_by();
     info!(
         "{peer}: legacy: report from SID {} accepted ({} bytes), receipt {}",
         record.sid,

@@ -42,6 +42,13 @@ pub enum CertCheckError {
         /// Its serial.
         serial: Serial,
     },
+    /// A roster is in force and no enrollment code vouches for this
+    /// certificate (open enrollment before the roster, or a renewal of
+    /// one): whoever enrolled it never proved to be the student.
+    Unvouched {
+        /// Its serial.
+        serial: Serial,
+    },
     /// This listener has no verifier (not Blackboard): the server's fault.
     NotBlackboard,
     /// The store could not say: the server's fault.
@@ -67,6 +74,7 @@ impl fmt::Display for CertCheckError {
                 "certificate serial {serial} was issued to a certboard client, which must submit \
                  with its own key; the legacy protocol is only for certificates issued by legacy mode"
             ),
+            CertCheckError::Unvouched { serial } => write!(f, "{}", crate::course::Unvouched(serial)),
             CertCheckError::NotBlackboard => write!(f, "this listener is not Blackboard"),
             CertCheckError::Store(e) => write!(f, "store: {e}"),
         }
@@ -82,6 +90,7 @@ impl std::error::Error for CertCheckError {
             CertCheckError::ChainTooLong(_)
             | CertCheckError::TooLarge { .. }
             | CertCheckError::NotLegacy { .. }
+            | CertCheckError::Unvouched { .. }
             | CertCheckError::NotBlackboard => None,
         }
     }
@@ -138,10 +147,25 @@ pub fn check_certificate(
 }
 
 /// The CA's records on a certificate: the protocol it was issued by when it
-/// is good, else why it is not (never issued, revoked, or the store failed).
+/// is good, else why it is not (never issued, revoked, unvouched while a
+/// roster is in force, or the store failed). Whether a roster exists is
+/// read only for an unvouched certificate, which is rare.
 fn standing(shared: &mut Shared, serial: &Serial) -> Result<Origin, CertCheckError> {
     match shared.store.cert_status(serial) {
-        Ok(CertStatus::Good { origin }) => Ok(origin),
+        Ok(CertStatus::Good {
+            origin,
+            vouched: true,
+        }) => Ok(origin),
+        Ok(CertStatus::Good {
+            origin,
+            vouched: false,
+        }) => match shared.store.enrollment_view("") {
+            Ok(v) if v.roster_on => Err(CertCheckError::Unvouched {
+                serial: serial.clone(),
+            }),
+            Ok(_) => Ok(origin),
+            Err(e) => Err(CertCheckError::Store(e)),
+        },
         Ok(CertStatus::Unknown) => Err(CertCheckError::Rejected(CertError::NotIssued(
             serial.clone(),
         ))),
@@ -304,6 +328,8 @@ impl<K> PendingReport<K> {
             received_at: now_unix(),
             text,
             origin,
+            assignment: crate::store::DEFAULT_ASSIGNMENT.to_string(),
+            late_by: None,
         })
     }
 }

@@ -32,7 +32,7 @@ use log::{debug, error};
 use mio::Waker;
 
 use crate::ops::metrics::Metrics;
-use crate::store::{Record, Storage, StoreError, Unavailable};
+use crate::store::{Authorisation, Record, Storage, StoreError, Unavailable};
 
 /// Why a batch is not known to be durable.
 #[derive(Debug)]
@@ -309,12 +309,12 @@ impl Durable {
             match r {
                 Record::Cert(c) => {
                     self.metrics.issued();
-                    if c.renewal {
+                    if matches!(c.authorised, Authorisation::Renewal { .. }) {
                         self.metrics.renewed();
                     }
                 }
                 Record::Report(_) => self.metrics.report_accepted(),
-                Record::WrongCode { .. }
+                Record::Guess(_)
                 | Record::Chunk(_)
                 | Record::Upload(_)
                 | Record::DiscardUpload { .. } => {}
@@ -443,8 +443,8 @@ fn commit_one(store: &mut dyn Storage, records: &[Record], durable: &mut Durable
             durable.done(records);
             Ok(())
         }
-        Err(e @ StoreError::CodeUsed { .. }) => {
-            // The student's answer (code 14), not the server's failure.
+        Err(e @ (StoreError::CodeUsed { .. } | StoreError::RenewedRevoked { .. })) => {
+            // The student's answer (code 14 or 16), not the server's failure.
             debug!("commit of {} record(s) refused: {e}", records.len());
             Err(CommitError::Store(e))
         }
@@ -490,6 +490,27 @@ mod tests {
     }
 
     impl Storage for FakeStore {
+        fn log_head(&mut self) -> Result<crate::store::tlog::Head, StoreError> {
+            Ok(crate::store::tlog::Head {
+                size: 0,
+                root: crate::tlog::merkle::empty_root(),
+            })
+        }
+        fn log_nodes(
+            &mut self,
+            ids: &[crate::tlog::NodeId],
+        ) -> Result<Vec<crate::tlog::Hash>, StoreError> {
+            match ids.first() {
+                Some(id) => Err(StoreError::Log(crate::tlog::TreeError::MissingNode(*id))),
+                None => Ok(Vec::new()),
+            }
+        }
+        fn log_entries(&mut self, _: u64, _: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn log_index_of(&mut self, _: &str) -> Result<Option<u64>, StoreError> {
+            Ok(None)
+        }
         fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
             if let Ok(mut calls) = self.calls.lock() {
                 *calls += 1;
@@ -570,6 +591,9 @@ mod tests {
         fn counts(&mut self) -> Result<Counts, StoreError> {
             Ok(Counts::default())
         }
+        fn census(&mut self, _: i64) -> Result<crate::store::Census, StoreError> {
+            Ok(crate::store::Census::default())
+        }
         fn record_window(&mut self, _: Option<i64>, _: Option<i64>) -> Result<(), StoreError> {
             Ok(())
         }
@@ -597,6 +621,34 @@ mod tests {
         fn check(&mut self) -> Result<(), StoreError> {
             Ok(())
         }
+        fn put_assignment(&mut self, _: &crate::store::Assignment) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn assignments(&mut self) -> Result<Vec<crate::store::Assignment>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn submission_view(
+            &mut self,
+            _: &str,
+            _: &str,
+        ) -> Result<crate::store::SubmissionView, StoreError> {
+            Ok(crate::store::SubmissionView::default())
+        }
+        fn extend(&mut self, _: &str, _: &str, _: i64, _: i64) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn extensions(&mut self) -> Result<Vec<crate::store::Extension>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn drop_student(&mut self, _: &str, _: i64) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        fn set_course_setting(&mut self, _: &str, _: Option<&str>) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn course_setting(&mut self, _: &str) -> Result<Option<String>, StoreError> {
+            Ok(None)
+        }
     }
 
     fn report(id: u64) -> Record {
@@ -607,6 +659,8 @@ mod tests {
             received_at: 0,
             text: "r".into(),
             origin: crate::store::Origin::Certboard,
+            assignment: "lab".into(),
+            late_by: None,
         })
     }
 

@@ -104,7 +104,13 @@ impl Connection {
     ) -> (Connection, Output) {
         let (handler, out) = match serves {
             Serves::Frames(kind) => {
-                let (f, out) = Frames::start(kind, shared, limits);
+                // Code guesses are counted per source address. A socket
+                // whose peer is already gone counts under 0.0.0.0: it
+                // will send nothing anyway.
+                let source = stream
+                    .peer_addr()
+                    .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
+                let (f, out) = Frames::start(kind, shared, limits, source);
                 (Handler::Frames(f), out)
             }
             Serves::Http => (Handler::Http(Http::new(http_limits)), Output::default()),
@@ -171,9 +177,9 @@ impl Connection {
     }
 
     /// The record it waited for is durable: what to send now.
-    pub(super) fn on_committed(&mut self) -> Output {
+    pub(super) fn on_committed(&mut self, shared: &mut Shared) -> Output {
         match &mut self.handler {
-            Handler::Frames(f) => f.on_committed(&self.peer),
+            Handler::Frames(f) => f.on_committed(shared, &self.peer),
             Handler::Http(_) => Output::default(),
         }
     }

@@ -30,9 +30,15 @@ pub(super) struct Frames {
 }
 
 impl Frames {
-    /// A new connection to a `kind` listener, and what to send at once.
-    pub(super) fn start(kind: ServiceKind, shared: &Shared, limits: &Limits) -> (Frames, Output) {
-        let (session, out) = Session::start(kind, shared);
+    /// A new connection from `source` to a `kind` listener, and what to
+    /// send at once.
+    pub(super) fn start(
+        kind: ServiceKind,
+        shared: &Shared,
+        limits: &Limits,
+        source: std::net::IpAddr,
+    ) -> (Frames, Output) {
+        let (session, out) = Session::start_from(kind, shared, source);
         let frames = Frames {
             decoder: Decoder::new(limits.max_frame),
             session,
@@ -88,9 +94,9 @@ impl Frames {
     }
 
     /// The record of the last step is durable: what the session sends now.
-    pub(super) fn on_committed(&mut self, peer: &str) -> Output {
+    pub(super) fn on_committed(&mut self, shared: &mut Shared, peer: &str) -> Output {
         let session = std::mem::take(&mut self.session);
-        let (next, out) = session.on_committed(peer);
+        let (next, out) = session.on_committed(shared, peer);
         self.session = next;
         out
     }

@@ -29,9 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    CertRow, CertStatus, CodeKey, Counts, EnrollView, Record, ReportRecord, Revocation,
-    RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial, Storage, StoreError,
-    Student, Unavailable,
+    Assignment, Census, CertRow, CertStatus, CodeKey, Counts, EnrollView, Extension, Record,
+    ReportRecord, Revocation, RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial,
+    Storage, StoreError, Student, SubmissionView, Unavailable,
 };
 
 /// The longest a server's event loop waits for one answer of a store on
@@ -226,6 +226,9 @@ impl Storage for Bounded {
     fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
         self.call(false, |s| s.revocations())
     }
+    fn census(&mut self, now: i64) -> Result<Census, StoreError> {
+        self.call(false, move |s| s.census(now))
+    }
     fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
         self.call(false, |s| s.revocation_mark())
     }
@@ -243,6 +246,63 @@ impl Storage for Bounded {
     }
     fn check(&mut self) -> Result<(), StoreError> {
         self.call(false, |s| s.check())
+    }
+    fn put_assignment(&mut self, a: &Assignment) -> Result<(), StoreError> {
+        let a = a.clone();
+        self.call(true, move |s| s.put_assignment(&a))
+    }
+    fn assignments(&mut self) -> Result<Vec<Assignment>, StoreError> {
+        self.call(false, |s| s.assignments())
+    }
+    fn submission_view(
+        &mut self,
+        sid: &str,
+        assignment: &str,
+    ) -> Result<SubmissionView, StoreError> {
+        let (sid, assignment) = (sid.to_string(), assignment.to_string());
+        self.call(false, move |s| s.submission_view(&sid, &assignment))
+    }
+    fn extend(
+        &mut self,
+        sid: &str,
+        assignment: &str,
+        until: i64,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let (sid, assignment) = (sid.to_string(), assignment.to_string());
+        self.call(true, move |s| s.extend(&sid, &assignment, until, at))
+    }
+    fn extensions(&mut self) -> Result<Vec<Extension>, StoreError> {
+        self.call(false, |s| s.extensions())
+    }
+    fn drop_student(&mut self, sid: &str, at: i64) -> Result<bool, StoreError> {
+        let sid = sid.to_string();
+        self.call(true, move |s| s.drop_student(&sid, at))
+    }
+    fn set_course_setting(&mut self, name: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let (name, value) = (name.to_string(), value.map(str::to_string));
+        self.call(true, move |s| s.set_course_setting(&name, value.as_deref()))
+    }
+    fn course_setting(&mut self, name: &str) -> Result<Option<String>, StoreError> {
+        let name = name.to_string();
+        self.call(false, move |s| s.course_setting(&name))
+    }
+    fn log_head(&mut self) -> Result<crate::store::tlog::Head, StoreError> {
+        self.call(false, |s| s.log_head())
+    }
+    fn log_nodes(
+        &mut self,
+        ids: &[crate::tlog::NodeId],
+    ) -> Result<Vec<crate::tlog::Hash>, StoreError> {
+        let ids = ids.to_vec();
+        self.call(false, move |s| s.log_nodes(&ids))
+    }
+    fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.call(false, move |s| s.log_entries(from, to))
+    }
+    fn log_index_of(&mut self, record: &str) -> Result<Option<u64>, StoreError> {
+        let record = record.to_string();
+        self.call(false, move |s| s.log_index_of(&record))
     }
 }
 
@@ -316,6 +376,27 @@ mod tests {
     fn a_write_past_the_bound_has_an_unknown_outcome() {
         struct Slow;
         impl Storage for Slow {
+            fn log_head(&mut self) -> Result<crate::store::tlog::Head, StoreError> {
+                Ok(crate::store::tlog::Head {
+                    size: 0,
+                    root: crate::tlog::merkle::empty_root(),
+                })
+            }
+            fn log_nodes(
+                &mut self,
+                ids: &[crate::tlog::NodeId],
+            ) -> Result<Vec<crate::tlog::Hash>, StoreError> {
+                match ids.first() {
+                    Some(id) => Err(StoreError::Log(crate::tlog::TreeError::MissingNode(*id))),
+                    None => Ok(Vec::new()),
+                }
+            }
+            fn log_entries(&mut self, _: u64, _: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+                Ok(Vec::new())
+            }
+            fn log_index_of(&mut self, _: &str) -> Result<Option<u64>, StoreError> {
+                Ok(None)
+            }
             fn commit(&mut self, _: &[Record]) -> Result<(), StoreError> {
                 std::thread::sleep(Duration::from_millis(300));
                 Ok(())
@@ -377,6 +458,9 @@ mod tests {
             fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
                 Ok(Vec::new())
             }
+            fn census(&mut self, _: i64) -> Result<Census, StoreError> {
+                Ok(Census::default())
+            }
             fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
                 Ok(RevocationMark::default())
             }
@@ -394,6 +478,34 @@ mod tests {
             }
             fn check(&mut self) -> Result<(), StoreError> {
                 Ok(())
+            }
+            fn put_assignment(&mut self, _: &crate::store::Assignment) -> Result<(), StoreError> {
+                Ok(())
+            }
+            fn assignments(&mut self) -> Result<Vec<crate::store::Assignment>, StoreError> {
+                Ok(Vec::new())
+            }
+            fn submission_view(
+                &mut self,
+                _: &str,
+                _: &str,
+            ) -> Result<crate::store::SubmissionView, StoreError> {
+                Ok(crate::store::SubmissionView::default())
+            }
+            fn extend(&mut self, _: &str, _: &str, _: i64, _: i64) -> Result<(), StoreError> {
+                Ok(())
+            }
+            fn extensions(&mut self) -> Result<Vec<crate::store::Extension>, StoreError> {
+                Ok(Vec::new())
+            }
+            fn drop_student(&mut self, _: &str, _: i64) -> Result<bool, StoreError> {
+                Ok(false)
+            }
+            fn set_course_setting(&mut self, _: &str, _: Option<&str>) -> Result<(), StoreError> {
+                Ok(())
+            }
+            fn course_setting(&mut self, _: &str) -> Result<Option<String>, StoreError> {
+                Ok(None)
             }
         }
         let mut b = Bounded::new(Box::new(Slow), "slow".into(), Duration::from_millis(10)).unwrap();

@@ -6,9 +6,9 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
 use super::{
-    CertRow, CertStatus, CodeKey, Counts, EnrollView, Record, ReportRecord, Revocation,
-    RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial, Storage, StoreError,
-    Student,
+    Assignment, Census, CertRow, CertStatus, CodeKey, Counts, EnrollView, Extension, Record,
+    ReportRecord, Revocation, RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial,
+    Storage, StoreError, Student, SubmissionView,
 };
 
 /// Which call waits.
@@ -18,6 +18,8 @@ pub(crate) enum GatedCall {
     Commit,
     /// `check` (a health check the database does not answer).
     Check,
+    /// `revocation_mark` (the read before each `/crl`).
+    RevocationMark,
 }
 
 /// `inner`, except that each `at` call first waits for one message on
@@ -95,7 +97,11 @@ impl<S: Storage> Storage for Gated<S> {
     fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
         self.inner.revocations()
     }
+    fn census(&mut self, now: i64) -> Result<Census, StoreError> {
+        self.inner.census(now)
+    }
     fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
+        self.wait(GatedCall::RevocationMark);
         self.inner.revocation_mark()
     }
     fn uploads(&mut self) -> Result<Vec<crate::store::UploadRecord>, StoreError> {
@@ -113,5 +119,44 @@ impl<S: Storage> Storage for Gated<S> {
     fn check(&mut self) -> Result<(), StoreError> {
         self.wait(GatedCall::Check);
         self.inner.check()
+    }
+    fn put_assignment(&mut self, a: &Assignment) -> Result<(), StoreError> {
+        self.inner.put_assignment(a)
+    }
+    fn assignments(&mut self) -> Result<Vec<Assignment>, StoreError> {
+        self.inner.assignments()
+    }
+    fn submission_view(&mut self, sid: &str, a: &str) -> Result<SubmissionView, StoreError> {
+        self.inner.submission_view(sid, a)
+    }
+    fn extend(&mut self, sid: &str, a: &str, until: i64, at: i64) -> Result<(), StoreError> {
+        self.inner.extend(sid, a, until, at)
+    }
+    fn extensions(&mut self) -> Result<Vec<Extension>, StoreError> {
+        self.inner.extensions()
+    }
+    fn drop_student(&mut self, sid: &str, at: i64) -> Result<bool, StoreError> {
+        self.inner.drop_student(sid, at)
+    }
+    fn set_course_setting(&mut self, n: &str, v: Option<&str>) -> Result<(), StoreError> {
+        self.inner.set_course_setting(n, v)
+    }
+    fn course_setting(&mut self, n: &str) -> Result<Option<String>, StoreError> {
+        self.inner.course_setting(n)
+    }
+    fn log_head(&mut self) -> Result<crate::store::tlog::Head, StoreError> {
+        self.inner.log_head()
+    }
+    fn log_nodes(
+        &mut self,
+        ids: &[crate::tlog::NodeId],
+    ) -> Result<Vec<crate::tlog::Hash>, StoreError> {
+        self.inner.log_nodes(ids)
+    }
+    fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.inner.log_entries(from, to)
+    }
+    fn log_index_of(&mut self, record: &str) -> Result<Option<u64>, StoreError> {
+        self.inner.log_index_of(record)
     }
 }

@@ -31,10 +31,23 @@ const TABLES: &[&str] = &[
     "reports", // The codes refer to the roster: it comes first.
     "roster",
     "codes",
-    "settings", // Staged chunks, then the files naming them.
+    "settings",
+    "guesses",
+    // Extensions refer to the assignments.
+    "assignments",
+    "extensions",
+    "course_settings",
+    // The log's leaves and stored hashes.
+    "tlog_entries",
+    "tlog_nodes",
+    // Staged chunks, then the files naming them.
     "upload_chunks",
     "uploads",
 ];
+
+/// The log's one-row tree head: made with the schema in both engines, so
+/// it is set, not copied (and the target's must still be the empty tree).
+const LOG_HEAD: &str = "tlog_head";
 
 /// The SQLite table of named counters, copied into sequences.
 const COUNTERS: &str = "counters";
@@ -165,6 +178,7 @@ pub struct Migrated {
 enum PgKind {
     Int8,
     Int4,
+    Int2,
     Bool,
     Float8,
     Text,
@@ -176,6 +190,7 @@ impl PgKind {
         Some(match data_type {
             "bigint" => PgKind::Int8,
             "integer" => PgKind::Int4,
+            "smallint" => PgKind::Int2,
             "boolean" => PgKind::Bool,
             "double precision" => PgKind::Float8,
             "text" => PgKind::Text,
@@ -188,6 +203,7 @@ impl PgKind {
         match self {
             PgKind::Int8 => Type::INT8,
             PgKind::Int4 => Type::INT4,
+            PgKind::Int2 => Type::INT2,
             PgKind::Bool => Type::BOOL,
             PgKind::Float8 => Type::FLOAT8,
             PgKind::Text => Type::TEXT,
@@ -203,6 +219,8 @@ impl PgKind {
             (PgKind::Int8, Value::Null) => Box::new(None::<i64>),
             (PgKind::Int4, Value::Integer(i)) => Box::new(Some(i32::try_from(i).ok()?)),
             (PgKind::Int4, Value::Null) => Box::new(None::<i32>),
+            (PgKind::Int2, Value::Integer(i)) => Box::new(Some(i16::try_from(i).ok()?)),
+            (PgKind::Int2, Value::Null) => Box::new(None::<i16>),
             (PgKind::Bool, Value::Integer(i @ (0 | 1))) => Box::new(Some(i == 1)),
             (PgKind::Bool, Value::Null) => Box::new(None::<bool>),
             (PgKind::Float8, Value::Real(x)) => Box::new(Some(x)),
@@ -251,7 +269,7 @@ pub fn migrate(data_dir: &Path, url: &str) -> Result<Migrated, MigrateError> {
     }
     if let Some(unknown) = names
         .iter()
-        .find(|n| n.as_str() != COUNTERS && !TABLES.contains(&n.as_str()))
+        .find(|n| n.as_str() != COUNTERS && n.as_str() != LOG_HEAD && !TABLES.contains(&n.as_str()))
     {
         return Err(MigrateError::UnknownTable(unknown.clone()));
     }
@@ -274,7 +292,7 @@ pub fn migrate(data_dir: &Path, url: &str) -> Result<Migrated, MigrateError> {
         .map_err(pg("starting the transaction"))?;
     // No server may write while the copy runs (one started on the target
     // by mistake waits, then finds the records there).
-    let all: Vec<String> = TABLES.iter().map(|t| ident(t)).collect();
+    let all: Vec<String> = TABLES.iter().chain([&LOG_HEAD]).map(|t| ident(t)).collect();
     tx.batch_execute(&format!(
         "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
         all.join(", ")
@@ -291,6 +309,25 @@ pub fn migrate(data_dir: &Path, url: &str) -> Result<Migrated, MigrateError> {
                 holds: format!("{n} row(s) in {table}"),
             });
         }
+    }
+    let log_head: Option<(i64, Vec<u8>)> = if names.iter().any(|n| n == LOG_HEAD) {
+        Some(
+            snapshot.query_row("SELECT size, root FROM tlog_head", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?,
+        )
+    } else {
+        None
+    };
+    let target_size: i64 = tx
+        .query_one("SELECT size FROM tlog_head", &[])
+        .and_then(|r| r.try_get(0))
+        .map_err(pg("reading the target's log head"))?;
+    if target_size != 0 {
+        return Err(MigrateError::TargetNotEmpty {
+            target: shown,
+            holds: format!("a transparency log of {target_size} entries"),
+        });
     }
     for (name, _) in &counters {
         let exists: bool = tx
@@ -324,6 +361,10 @@ pub fn migrate(data_dir: &Path, url: &str) -> Result<Migrated, MigrateError> {
         }
         let n = copy_table(&snapshot, &mut tx, table)?;
         copied.push((table.to_string(), n));
+    }
+    if let Some((size, root)) = &log_head {
+        tx.execute("UPDATE tlog_head SET size = $1, root = $2", &[size, root])
+            .map_err(pg("setting the log head"))?;
     }
     for (name, value) in &counters {
         // Next number handed out: value + 1 (a counter at 0 has handed out

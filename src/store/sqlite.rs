@@ -13,15 +13,17 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    code_state_of, receipt_id_of, staged_match, status_of, CertColumns, CertRow, CertStatus,
-    CodeColumns, CodeKey, Counts, EnrollView, Record, ReportColumns, ReportRecord, Revocation,
-    RevocationColumns, RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial,
-    Storage, StoreError, Student, UploadColumns, UploadRecord, Writes,
+    census_of, check_guess, code_state_of, receipt_id_of, staged_match, status_of, Assignment,
+    Census, CertColumns, CertRow, CertStatus, CodeColumns, CodeKey, Counts, EnrollView, Extension,
+    Record, ReportColumns, ReportRecord, Revocation, RevocationColumns, RevocationMark,
+    RevocationReason, RosterChange, RosterEntry, Serial, StatusColumns, Storage, StoreError,
+    Student, SubmissionView, Supersede, UploadColumns, UploadRecord, Writes, CENSUS_SQL,
+    GUESS_RETENTION,
 };
 use crate::time::now_unix;
 
 /// The schema this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 7;
 /// Marks the file as certboard's (`PRAGMA application_id`): "CBRD".
 const APPLICATION_ID: i64 = 0x4342_5244;
 /// File name of the database inside the data dir.
@@ -108,11 +110,83 @@ CREATE TABLE settings (
 );
 ";
 
-/// Version 2 to 3: files handed in by protocol version 3 (issue 20).
+/// Version 2 to 3: enrollment code guesses, counted before each is checked
+/// (issue 22); `codes.wrong` is no longer read or written.
+const MIGRATE_V3: &str = "
+CREATE TABLE guesses (
+    sid     TEXT NOT NULL,
+    source  TEXT NOT NULL,
+    at      INTEGER NOT NULL
+);
+CREATE INDEX guesses_source ON guesses(source, at);
+CREATE INDEX guesses_sid ON guesses(sid, at);
+CREATE INDEX guesses_at ON guesses(at);
+";
+
+/// Version 3 to 4: what authorised each certificate (issue 22 item 3):
+/// `authorised` (open, code or renewal), `vouched` (a code, directly or
+/// through renewals, stands behind it) and `renews` (the serial a renewal
+/// rested on). Earlier rows are marked from what the store already knew:
+/// the certificate that spent a code is `code`; one issued before any
+/// roster student was added is `open`; a later one is a renewal, vouched
+/// unless its SID also holds an `open` certificate (then which chain it
+/// grew from is unknown, and it is not vouched for: the instructor
+/// reissues that student's code). Same rule as PostgreSQL's step 4.
+const MIGRATE_V4: &str = "
+ALTER TABLE certs ADD COLUMN authorised TEXT NOT NULL DEFAULT 'open';
+ALTER TABLE certs ADD COLUMN vouched INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE certs ADD COLUMN renews TEXT;
+UPDATE certs SET authorised = CASE
+    WHEN serial IN (SELECT used_serial FROM codes WHERE used_serial IS NOT NULL) THEN 'code'
+    WHEN NOT EXISTS (SELECT 1 FROM roster)
+         OR issued_at < (SELECT min(added_at) FROM roster) THEN 'open'
+    ELSE 'renewal' END;
+UPDATE certs SET vouched = CASE
+    WHEN authorised = 'code' THEN 1
+    WHEN authorised = 'renewal'
+         AND NOT EXISTS (SELECT 1 FROM certs o WHERE o.sid = certs.sid AND o.authorised = 'open')
+         THEN 1
+    ELSE 0 END;
+";
+
+/// Version 5 to 6: assignments, extensions and the course's text settings
+/// (issue 20); each report names its assignment and how late it came, and
+/// has room for a handed-in file's name, size and SHA-256; a roster
+/// student may have an e-mail address and may be removed.
+const MIGRATE_V6: &str = "
+CREATE TABLE assignments (
+    id          TEXT PRIMARY KEY,
+    title       TEXT NOT NULL,
+    opens_at    INTEGER,
+    due_at      INTEGER,
+    late_until  INTEGER,
+    closed_at   INTEGER
+);
+CREATE TABLE extensions (
+    sid         TEXT NOT NULL,
+    assignment  TEXT NOT NULL REFERENCES assignments(id),
+    until       INTEGER NOT NULL,
+    granted_at  INTEGER NOT NULL,
+    PRIMARY KEY (sid, assignment)
+);
+CREATE TABLE course_settings (
+    name   TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+ALTER TABLE reports ADD COLUMN assignment TEXT NOT NULL DEFAULT 'lab';
+ALTER TABLE reports ADD COLUMN late_by INTEGER;
+ALTER TABLE reports ADD COLUMN file_name TEXT;
+ALTER TABLE reports ADD COLUMN file_size INTEGER;
+ALTER TABLE reports ADD COLUMN file_sha256 TEXT;
+ALTER TABLE roster ADD COLUMN email TEXT;
+ALTER TABLE roster ADD COLUMN dropped_at INTEGER;
+";
+
+/// Version 6 to 7: files handed in by protocol version 3 (issue 20).
 /// Chunks are staged as they arrive; an `uploads` row naming their
 /// `upload_id` makes them a file, in one transaction; staged chunks no row
 /// names belong to an upload in progress or abandoned.
-const MIGRATE_V3: &str = "
+const MIGRATE_V7: &str = "
 CREATE TABLE upload_chunks (
     upload_id  INTEGER NOT NULL,
     seq        INTEGER NOT NULL,
@@ -138,7 +212,15 @@ CREATE TABLE uploads (
 /// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`, as in the
 /// PostgreSQL engine. A new version appends a step (and bumps
 /// [`SCHEMA_VERSION`]); a step once released never changes.
-const MIGRATIONS: &[&str] = &[SCHEMA, MIGRATE_V2, MIGRATE_V3];
+const MIGRATIONS: &[&str] = &[
+    SCHEMA,
+    MIGRATE_V2,
+    MIGRATE_V3,
+    MIGRATE_V4,
+    super::tlog::SQLITE_SCHEMA,
+    MIGRATE_V6,
+    MIGRATE_V7,
+];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 
 /// The columns of `codes` from column `at` on (all NULL: no code).
@@ -151,7 +233,6 @@ fn code_columns(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<Cod
         key,
         issued_at: r.get(at + 1)?,
         used_at: r.get(at + 2)?,
-        wrong: r.get(at + 3)?,
     }))
 }
 
@@ -411,34 +492,57 @@ impl Storage for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = now_unix();
         {
             let mut cert_stmt = tx.prepare_cached(
-                "INSERT INTO certs (serial, sid, subject, not_before, not_after, der, origin, issued_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO certs (serial, sid, subject, not_before, not_after, der, origin, issued_at,
+                                    authorised, vouched, renews)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            let mut renewed_stmt = tx.prepare_cached(
+                "UPDATE certs SET revoked_at = ?1, revoke_reason = ?2
+                 WHERE serial = ?3 AND sid = ?4 AND revoked_at IS NULL",
+            )?;
+            let mut others_stmt = tx.prepare_cached(
+                "UPDATE certs SET revoked_at = ?1, revoke_reason = ?2
+                 WHERE sid = ?3 AND serial <> ?4 AND revoked_at IS NULL",
             )?;
             let mut report_stmt = tx.prepare_cached(
-                "INSERT INTO reports (receipt_id, sid, serial, received_at, text, origin)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO reports (receipt_id, sid, serial, received_at, text, origin,
+                                      assignment, late_by, file_size, file_sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             let mut consume_stmt = tx.prepare_cached(
-                "UPDATE codes SET used_at = ?1, used_serial = ?2, wrong = 0
+                "UPDATE codes SET used_at = ?1, used_serial = ?2
                  WHERE sid = ?3 AND code_key = ?4 AND used_at IS NULL",
             )?;
-            let mut wrong_stmt = tx.prepare_cached(
-                "UPDATE codes SET wrong = wrong + 1
-                 WHERE sid = ?1 AND code_key = ?2 AND used_at IS NULL",
-            )?;
-            let now = now_unix();
             let w = Writes::of(batch);
+            // The transaction is IMMEDIATE: no other writer, in this
+            // process or another, counts between the read and the insert.
+            if !w.guesses.is_empty() {
+                let mut prune = tx.prepare_cached("DELETE FROM guesses WHERE at <= ?1")?;
+                let mut counted = tx.prepare_cached(
+                    "SELECT sid, at FROM guesses WHERE source = ?1 AND at > ?2 ORDER BY at",
+                )?;
+                let mut add =
+                    tx.prepare_cached("INSERT INTO guesses (sid, source, at) VALUES (?1, ?2, ?3)")?;
+                for g in &w.guesses {
+                    prune.execute(params![g.retained_after()])?;
+                    let rows = counted
+                        .query_map(params![g.source, g.window_start()], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })?
+                        .collect::<Result<Vec<(String, i64)>, _>>()?;
+                    check_guess(g, &rows)?;
+                    add.execute(params![g.sid, g.source, g.at])?;
+                }
+            }
             for spend in &w.spends {
                 if consume_stmt.execute(params![now, spend.serial, spend.sid, spend.key])? == 0 {
                     return Err(StoreError::CodeUsed {
                         sid: spend.sid.to_string(),
                     });
                 }
-            }
-            for (sid, key) in &w.wrong {
-                wrong_stmt.execute(params![sid, key])?;
             }
             for c in &w.certs {
                 let inserted = cert_stmt.execute(params![
@@ -450,8 +554,31 @@ impl Storage for SqliteStore {
                     c.der,
                     c.origin,
                     now,
+                    c.authorised,
+                    c.vouched,
+                    c.renews,
                 ]);
                 duplicate(inserted, || format!("serial {}", c.serial))?;
+            }
+            let superseded = RevocationReason::Superseded.name();
+            for s in &w.supersedes {
+                match s {
+                    Supersede::Renewed {
+                        sid,
+                        renews,
+                        renews_text,
+                    } => {
+                        if renewed_stmt.execute(params![now, superseded, renews_text, sid])? == 0 {
+                            return Err(StoreError::RenewedRevoked {
+                                sid: sid.to_string(),
+                                serial: (*renews).clone(),
+                            });
+                        }
+                    }
+                    Supersede::AllOthers { sid, serial } => {
+                        others_stmt.execute(params![now, superseded, sid, serial])?;
+                    }
+                }
             }
             for r in &w.reports {
                 let inserted = report_stmt.execute(params![
@@ -461,6 +588,10 @@ impl Storage for SqliteStore {
                     r.received_at,
                     r.text,
                     r.origin,
+                    r.assignment,
+                    r.late_by,
+                    r.file_size,
+                    r.file_sha256,
                 ]);
                 duplicate(inserted, || {
                     format!("receipt {}", receipt_id_of(r.receipt_id))
@@ -512,18 +643,22 @@ impl Storage for SqliteStore {
                 .execute(params![id])?;
             }
         }
+        let leaves = super::tlog::leaves_of(batch, now);
+        if !leaves.is_empty() {
+            super::tlog::sqlite_append(&tx, &leaves)?;
+        }
         tx.commit()?;
         Ok(())
     }
 
     fn cert_status(&mut self, serial: &Serial) -> Result<CertStatus, StoreError> {
-        let row: Option<(Option<i64>, Option<String>, String)> = self
+        let row: Option<StatusColumns> = self
             .conn
             .prepare_cached(
-                "SELECT revoked_at, revoke_reason, origin FROM certs WHERE serial = ?1",
+                "SELECT revoked_at, revoke_reason, origin, vouched FROM certs WHERE serial = ?1",
             )?
             .query_row(params![serial.to_string()], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?;
         status_of(row)
@@ -549,7 +684,8 @@ impl Storage for SqliteStore {
 
     fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT serial, sid, not_before, not_after, origin, revoked_at, revoke_reason, der
+            "SELECT serial, sid, not_before, not_after, origin, revoked_at, revoke_reason, der,
+                    authorised, vouched
              FROM certs ORDER BY issued_at, rowid",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -562,6 +698,8 @@ impl Storage for SqliteStore {
                 revoked_at: r.get(5)?,
                 reason: r.get(6)?,
                 der: r.get(7)?,
+                authorised: r.get(8)?,
+                vouched: r.get(9)?,
             })
         })?;
         let columns = rows.collect::<Result<Vec<_>, _>>()?;
@@ -570,8 +708,8 @@ impl Storage for SqliteStore {
 
     fn reports(&mut self) -> Result<Vec<ReportRecord>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT receipt_id, sid, serial, received_at, text, origin FROM reports
-             ORDER BY received_at, rowid",
+            "SELECT receipt_id, sid, serial, received_at, text, origin, assignment, late_by
+             FROM reports ORDER BY received_at, rowid",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(ReportColumns {
@@ -581,6 +719,8 @@ impl Storage for SqliteStore {
                 received_at: r.get(3)?,
                 text: r.get(4)?,
                 origin: r.get(5)?,
+                assignment: r.get(6)?,
+                late_by: r.get(7)?,
             })
         })?;
         let columns = rows.collect::<Result<Vec<_>, _>>()?;
@@ -679,6 +819,28 @@ impl Storage for SqliteStore {
         })
     }
 
+    fn log_head(&mut self) -> Result<super::tlog::Head, StoreError> {
+        use super::tlog::LogReader;
+        Ok(self.conn.head()?)
+    }
+
+    fn log_nodes(
+        &mut self,
+        ids: &[crate::tlog::NodeId],
+    ) -> Result<Vec<crate::tlog::Hash>, StoreError> {
+        use super::tlog::LogReader;
+        Ok(self.conn.nodes(ids)?)
+    }
+
+    fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        use super::tlog::LogReader;
+        Ok(self.conn.entries(from, to)?)
+    }
+
+    fn log_index_of(&mut self, record: &str) -> Result<Option<u64>, StoreError> {
+        Ok(super::tlog::sqlite_index_of(&self.conn, record)?)
+    }
+
     fn check(&mut self) -> Result<(), StoreError> {
         self.conn
             .prepare_cached("SELECT value FROM counters WHERE name = 'crl_number'")?
@@ -729,23 +891,37 @@ impl Storage for SqliteStore {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut change = RosterChange::default();
         {
-            let mut get = tx.prepare_cached("SELECT name FROM roster WHERE sid = ?1")?;
-            let mut add =
-                tx.prepare_cached("INSERT INTO roster (sid, name, added_at) VALUES (?1, ?2, ?3)")?;
-            let mut rename = tx.prepare_cached("UPDATE roster SET name = ?2 WHERE sid = ?1")?;
+            let mut get =
+                tx.prepare_cached("SELECT name, dropped_at FROM roster WHERE sid = ?1")?;
+            let mut add = tx.prepare_cached(
+                "INSERT INTO roster (sid, name, added_at, email) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut rename =
+                tx.prepare_cached("UPDATE roster SET name = ?2, dropped_at = NULL WHERE sid = ?1")?;
+            let mut email = tx.prepare_cached("UPDATE roster SET email = ?2 WHERE sid = ?1")?;
             let now = now_unix();
             for s in students {
-                let old: Option<String> = get.query_row(params![s.sid], |r| r.get(0)).optional()?;
+                let old: Option<(String, Option<i64>)> = get
+                    .query_row(params![s.sid], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
                 match old {
                     None => {
-                        add.execute(params![s.sid, s.name, now])?;
+                        add.execute(params![s.sid, s.name, now, s.email])?;
                         change.added += 1;
                     }
-                    Some(old) if old != s.name => {
+                    Some((old, dropped)) => {
+                        if dropped.is_some() {
+                            change.added += 1;
+                        } else if old != s.name {
+                            change.renamed += 1;
+                        } else {
+                            change.unchanged += 1;
+                        }
                         rename.execute(params![s.sid, s.name])?;
-                        change.renamed += 1;
                     }
-                    Some(_) => change.unchanged += 1,
+                }
+                if s.email.is_some() {
+                    email.execute(params![s.sid, s.email])?;
                 }
             }
         }
@@ -755,18 +931,41 @@ impl Storage for SqliteStore {
 
     fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT r.sid, r.name, c.code_key, c.issued_at, c.used_at, c.wrong
+            "SELECT r.sid, r.name, r.email, r.dropped_at,
+                    c.code_key, c.issued_at, c.used_at,
+                    (SELECT count(*) FROM guesses g WHERE g.sid = r.sid AND g.at > ?1)
              FROM roster r LEFT JOIN codes c ON c.sid = r.sid ORDER BY r.sid",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, code_columns(r, 2)?)))?;
-        let columns: Vec<(String, String, Option<CodeColumns>)> = rows.collect::<Result<_, _>>()?;
+        type Row = (
+            String,
+            String,
+            Option<String>,
+            Option<i64>,
+            Option<CodeColumns>,
+            i64,
+        );
+        let since = now_unix().saturating_sub(GUESS_RETENTION);
+        let rows = stmt.query_map(params![since], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                code_columns(r, 4)?,
+                r.get(7)?,
+            ))
+        })?;
+        let columns: Vec<Row> = rows.collect::<Result<_, _>>()?;
         columns
             .into_iter()
-            .map(|(sid, name, code)| {
+            .map(|(sid, name, email, dropped_at, code, guesses)| {
                 Ok(RosterEntry {
                     sid,
                     name,
                     code: code_state_of(code)?,
+                    email,
+                    dropped_at,
+                    recent_guesses: guesses.unsigned_abs(),
                 })
             })
             .collect()
@@ -780,8 +979,9 @@ impl Storage for SqliteStore {
         let row = self
             .conn
             .prepare_cached(
-                "SELECT 1, c.code_key, c.issued_at, c.used_at, c.wrong
-                 FROM roster r LEFT JOIN codes c ON c.sid = r.sid WHERE r.sid = ?1",
+                "SELECT 1, c.code_key, c.issued_at, c.used_at
+                 FROM roster r LEFT JOIN codes c ON c.sid = r.sid
+                 WHERE r.sid = ?1 AND r.dropped_at IS NULL",
             )?
             .query_row(params![sid], |r| code_columns(r, 1))
             .optional()?;
@@ -807,7 +1007,7 @@ impl Storage for SqliteStore {
                 "INSERT INTO codes (sid, code_key, issued_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (sid) DO UPDATE
                  SET code_key = excluded.code_key, issued_at = excluded.issued_at,
-                     used_at = NULL, used_serial = NULL, wrong = 0
+                     used_at = NULL, used_serial = NULL
                  WHERE codes.used_at IS NOT NULL OR ?4",
             )?;
             for (sid, key) in codes {
@@ -823,7 +1023,7 @@ impl Storage for SqliteStore {
     fn counts(&mut self) -> Result<Counts, StoreError> {
         let (certs, reports, roster): (i64, i64, i64) = self.conn.query_row(
             "SELECT (SELECT count(*) FROM certs), (SELECT count(*) FROM reports),
-                    (SELECT count(*) FROM roster)",
+                    (SELECT count(*) FROM roster WHERE dropped_at IS NULL)",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
@@ -832,6 +1032,20 @@ impl Storage for SqliteStore {
             reports: reports.unsigned_abs(),
             roster: roster.unsigned_abs(),
         })
+    }
+
+    fn census(&mut self, now: i64) -> Result<Census, StoreError> {
+        let n: [i64; 6] = self.conn.query_row(CENSUS_SQL, params![now], |r| {
+            Ok([
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ])
+        })?;
+        Ok(census_of(n))
     }
 
     fn record_window(&mut self, open: Option<i64>, close: Option<i64>) -> Result<(), StoreError> {
@@ -863,6 +1077,131 @@ impl Storage for SqliteStore {
         };
         Ok((get("submissions_open")?, get("submissions_close")?))
     }
+
+    fn put_assignment(&mut self, a: &Assignment) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO assignments (id, title, opens_at, due_at, late_until, closed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (id) DO UPDATE SET title = excluded.title,
+                 opens_at = excluded.opens_at, due_at = excluded.due_at,
+                 late_until = excluded.late_until, closed_at = excluded.closed_at",
+            params![a.id, a.title, a.opens, a.due, a.late_until, a.closed_at],
+        )?;
+        Ok(())
+    }
+
+    fn assignments(&mut self) -> Result<Vec<Assignment>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, title, opens_at, due_at, late_until, closed_at FROM assignments
+             ORDER BY due_at IS NOT NULL, due_at, id",
+        )?;
+        let rows = stmt.query_map([], assignment_of)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn submission_view(
+        &mut self,
+        sid: &str,
+        assignment: &str,
+    ) -> Result<SubmissionView, StoreError> {
+        let found = self
+            .conn
+            .prepare_cached(
+                "SELECT id, title, opens_at, due_at, late_until, closed_at,
+                        (SELECT until FROM extensions e WHERE e.sid = ?1 AND e.assignment = a.id)
+                 FROM assignments a WHERE id = ?2",
+            )?
+            .query_row(params![sid, assignment], |r| {
+                Ok((assignment_of(r)?, r.get::<_, Option<i64>>(6)?))
+            })
+            .optional()?;
+        let timezone = self.course_setting(super::TIMEZONE_SETTING)?;
+        let (assignment, extension) = match found {
+            Some((a, e)) => (Some(a), e),
+            None => (None, None),
+        };
+        Ok(SubmissionView {
+            assignment,
+            extension,
+            timezone,
+        })
+    }
+
+    fn extend(
+        &mut self,
+        sid: &str,
+        assignment: &str,
+        until: i64,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let inserted = self.conn.execute(
+            "INSERT INTO extensions (sid, assignment, until, granted_at)
+             SELECT ?1, id, ?3, ?4 FROM assignments WHERE id = ?2
+             ON CONFLICT (sid, assignment) DO UPDATE
+             SET until = excluded.until, granted_at = excluded.granted_at",
+            params![sid, assignment, until, at],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::NotFound(format!("assignment {assignment:?}")));
+        }
+        Ok(())
+    }
+
+    fn extensions(&mut self) -> Result<Vec<Extension>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT sid, assignment, until, granted_at FROM extensions ORDER BY assignment, sid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Extension {
+                sid: r.get(0)?,
+                assignment: r.get(1)?,
+                until: r.get(2)?,
+                granted_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn drop_student(&mut self, sid: &str, at: i64) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE roster SET dropped_at = ?2 WHERE sid = ?1 AND dropped_at IS NULL",
+            params![sid, at],
+        )? == 1)
+    }
+
+    fn set_course_setting(&mut self, name: &str, value: Option<&str>) -> Result<(), StoreError> {
+        match value {
+            Some(v) => self.conn.execute(
+                "INSERT INTO course_settings (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![name, v],
+            )?,
+            None => self
+                .conn
+                .execute("DELETE FROM course_settings WHERE name = ?1", params![name])?,
+        };
+        Ok(())
+    }
+
+    fn course_setting(&mut self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM course_settings WHERE name = ?1")?
+            .query_row(params![name], |r| r.get(0))
+            .optional()?)
+    }
+}
+
+/// An `assignments` row from its first six columns.
+fn assignment_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Assignment> {
+    Ok(Assignment {
+        id: r.get(0)?,
+        title: r.get(1)?,
+        opens: r.get(2)?,
+        due: r.get(3)?,
+        late_until: r.get(4)?,
+        closed_at: r.get(5)?,
+    })
 }
 
 #[cfg(test)]
@@ -870,7 +1209,7 @@ mod tests {
     //! What only the SQLite engine has; the behaviour both engines share is
     //! the contract in `tests/store_contract.rs`.
     use super::*;
-    use crate::store::{CertRecord, Origin};
+    use crate::store::{Authorisation, CertRecord, Origin};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -887,8 +1226,7 @@ mod tests {
             not_after: 2,
             der: vec![0x30, 0x00],
             origin: Origin::Certboard,
-            consumes_code: None,
-            renewal: false,
+            authorised: Authorisation::Open,
         })
     }
 
@@ -898,6 +1236,7 @@ mod tests {
             .map(|sid| Student {
                 sid: sid.to_string(),
                 name: format!("Student {sid}"),
+                email: None,
             })
             .collect();
         s.import_roster(&students).map(|_| ())
@@ -919,6 +1258,109 @@ mod tests {
         assert_eq!(s.counts()?.roster, 1);
         s.record_window(Some(5), None)?;
         assert_eq!(s.recorded_window()?, (Some(5), None));
+        Ok(())
+    }
+
+    /// Reports recorded before assignments existed belong to the lab, on
+    /// time; the roster keeps its students, without e-mail. A version 2
+    /// database passes through steps 3 to 5 (guesses, vouching, the log) on
+    /// the way.
+    #[test]
+    fn a_version_2_database_is_migrated_to_assignments() -> TestResult {
+        migrated_to_assignments_from(2)
+    }
+
+    /// The same from version 5, which has only the assignments' step left.
+    #[test]
+    fn a_version_5_database_is_migrated_to_assignments() -> TestResult {
+        migrated_to_assignments_from(5)
+    }
+
+    fn migrated_to_assignments_from(version: usize) -> TestResult {
+        let dir = tempfile::tempdir()?;
+        {
+            let c = Connection::open(dir.path().join(DB_FILE))?;
+            for step in &MIGRATIONS[..version] {
+                c.execute_batch(step)?;
+            }
+            c.execute_batch(&format!(
+                "PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version={version};
+                 INSERT INTO roster VALUES ('1155000001', 'One', 1);
+                 INSERT INTO reports VALUES (7, '1155000001', '0A', 5, 'old', 'certboard');"
+            ))?;
+        }
+        let mut s = SqliteStore::open(dir.path())?;
+        let r = &s.reports()?[0];
+        assert_eq!((r.assignment.as_str(), r.late_by), ("lab", None));
+        let e = &s.roster()?[0];
+        assert_eq!((e.email.as_deref(), e.dropped_at), (None, None));
+        assert!(s.assignments()?.is_empty());
+        Ok(())
+    }
+
+    /// Step 4 marks what an older database held: the certificate that spent
+    /// a code is vouched; an open one from before the roster is not, nor is a
+    /// later one of the same SID (which chain it grew from is unknown); a
+    /// later one of a SID without an open one is a vouched renewal. A
+    /// version 2 database passes through step 3 (guesses) on the way.
+    #[test]
+    fn a_version_2_database_learns_who_vouches() -> TestResult {
+        learns_who_vouches_from(2)
+    }
+
+    /// The same marks from version 3 (guesses already counted), which has
+    /// only step 4 left.
+    #[test]
+    fn a_version_3_database_learns_who_vouches() -> TestResult {
+        learns_who_vouches_from(3)
+    }
+
+    fn learns_who_vouches_from(version: usize) -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(DB_FILE);
+        {
+            let c = Connection::open(&path)?;
+            for step in &MIGRATIONS[..version] {
+                c.execute_batch(step)?;
+            }
+            c.execute_batch(&format!(
+                "PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version={version};
+                 INSERT INTO roster VALUES ('a', 'A', 100), ('b', 'B', 100);
+                 INSERT INTO codes (sid, code_key, issued_at, used_at, used_serial)
+                     VALUES ('a', x'00', 100, 110, '02'), ('b', x'00', 100, 110, '04');
+                 INSERT INTO certs (serial, sid, subject, not_before, not_after, der, origin, issued_at)
+                 VALUES ('01', 'a', 'CN=a', 0, 9, x'30', 'certboard', 50),
+                        ('02', 'a', 'CN=a', 0, 9, x'30', 'certboard', 110),
+                        ('03', 'a', 'CN=a', 0, 9, x'30', 'certboard', 120),
+                        ('04', 'b', 'CN=b', 0, 9, x'30', 'certboard', 110),
+                        ('05', 'b', 'CN=b', 0, 9, x'30', 'certboard', 120);"
+            ))?;
+        }
+        let mut s = SqliteStore::open(dir.path())?;
+        // Listed by issue time.
+        let marks: Vec<(String, &str, bool)> = s
+            .certs()?
+            .iter()
+            .map(|c| (c.serial.to_string(), c.authorised.as_str(), c.vouched))
+            .collect();
+        let want = [
+            ("01", "open", false),
+            ("02", "code", true),
+            ("04", "code", true),
+            ("03", "renewal", false),
+            ("05", "renewal", true),
+        ];
+        assert_eq!(marks, want.map(|(s, a, v)| (s.to_string(), a, v)).to_vec());
+        // Step 3's table is there too, whichever version it started from.
+        let c = Connection::open(&path)?;
+        let guesses: i64 = c.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'guesses'",
+            [],
+            |r| r.get(0),
+        )?;
+        assert_eq!(guesses, 1);
+        let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        assert_eq!(v, SCHEMA_VERSION);
         Ok(())
     }
 
@@ -958,7 +1400,8 @@ mod tests {
         assert_eq!(
             b.cert_status(&sn("0A"))?,
             CertStatus::Good {
-                origin: Origin::Certboard
+                origin: Origin::Certboard,
+                vouched: false
             }
         );
         Ok(())

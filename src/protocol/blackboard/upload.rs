@@ -14,6 +14,7 @@ use std::sync::Arc;
 use log::info;
 use openssl::sha::Sha256;
 
+use crate::assignment::{AdmitError, Refused, Timing};
 use crate::crypto::{self, FileCipher, SessionKeys, CHUNK_MAX, SESSION_KEY_LEN};
 use crate::filename::{check_file_name, FileNameError};
 use crate::message::{CipherId, ErrorCode, Intent, Message, IV_LEN, NONCE_LEN};
@@ -30,10 +31,6 @@ use super::{Blackboard, OfferKeys, ReceiptToSign};
 
 /// Default of `--max-submission`: the largest file accepted, 20 MiB.
 pub const DEFAULT_MAX_SUBMISSION: u64 = 20 << 20;
-
-/// The one assignment this build knows; the course's assignments replace
-/// [`admit_assignment`]'s rule (issue 20, coursework).
-pub const DEFAULT_ASSIGNMENT: &str = "lab";
 
 /// What a server accepts of version 3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,13 +49,6 @@ impl Default for UploadPolicy {
             max_submission: DEFAULT_MAX_SUBMISSION,
         }
     }
-}
-
-/// How late a submission is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lateness {
-    /// Seconds after the due time (0: on time).
-    pub late_seconds: i64,
 }
 
 /// Why Blackboard refused a version 3 exchange.
@@ -215,23 +205,25 @@ fn internal(what: &'static str, e: openssl::error::ErrorStack) -> ProtocolError 
 }
 
 /// Whether `assignment` takes a submission from `sid` at `now`, and how
-/// late it is. The one place the rule is: today only [`DEFAULT_ASSIGNMENT`]
-/// with the server's window (never late); the course's assignments
-/// (deadlines, late-until, extensions) plug in here.
+/// late it is: the course's rules ([`crate::assignment::admit`]: its
+/// times, her extension, the course's zone), read from the store each
+/// time, as version 2's reports are. An assignment the course does not
+/// have is refused with code 3, any other refusal is code 17.
 pub(in crate::protocol) fn admit_assignment(
-    shared: &Shared,
+    shared: &mut Shared,
     sid: &str,
     assignment: &str,
     now: i64,
-) -> Result<Lateness, ProtocolError> {
-    if assignment != DEFAULT_ASSIGNMENT {
-        return Err(refused(
-            sid,
-            UploadError::UnknownAssignment(assignment.to_string()),
-        ));
+) -> Result<Timing, ProtocolError> {
+    match crate::assignment::admit(&mut *shared.store, &shared.window, sid, assignment, now) {
+        Ok(t) => Ok(t),
+        Err(AdmitError::Refused(Refused::Unknown { id })) => {
+            Err(refused(sid, UploadError::UnknownAssignment(id)))
+        }
+        Err(AdmitError::Refused(Refused::Window(e))) => Err(ProtocolError::Closed(e)),
+        Err(AdmitError::Refused(e)) => Err(ProtocolError::Deadline(e)),
+        Err(AdmitError::Store(e)) => Err(ProtocolError::store("reading the assignment", e)),
     }
-    shared.window.check(now).map_err(ProtocolError::Closed)?;
-    Ok(Lateness { late_seconds: 0 })
 }
 
 /// A version 2 hello at a server that serves version 3 only.
@@ -510,7 +502,7 @@ pub(super) fn done(r: Receiving, chunks: u64, mac: &[u8], shared: &mut Shared, p
     }
     check_still_good(shared, &r.p).map_err(|e| ProtocolError::certificate(&sid, e))?;
     let now = now_unix();
-    let lateness = admit_assignment(shared, &sid, &r.assignment, now)?;
+    let timing = admit_assignment(shared, &sid, &r.assignment, now)?;
     let receipt_id = random_id().map_err(|e| internal("receipt id", e))? as u64;
     let record = UploadRecord {
         receipt_id,
@@ -523,7 +515,7 @@ pub(super) fn done(r: Receiving, chunks: u64, mac: &[u8], shared: &mut Shared, p
         size: r.size,
         sha256: r.sha256,
         chunks,
-        late_seconds: lateness.late_seconds,
+        late_seconds: timing.late_by().unwrap_or(0),
     };
     info!(
         "{peer}: upload {} from SID {sid} complete ({} bytes, {} chunks), receipt {receipt_id}; \
@@ -538,18 +530,21 @@ pub(super) fn done(r: Receiving, chunks: u64, mac: &[u8], shared: &mut Shared, p
         report_sha256: record.sha256_hex(),
         transcript_sha256: r.p.keys.th.iter().map(|b| format!("{b:02x}")).collect(),
         version: RECEIPT_VERSION_3,
+        assignment: Some(record.assignment.clone()),
+        late: Some(timing.late_by().is_some()),
+        late_seconds: timing.late_by(),
+        log_index: None,
+        log_proof: None,
         file: Some(FileReceipt {
-            assignment: record.assignment.clone(),
             file_name: record.file_name.clone(),
             size: record.size,
             file_sha256: record.sha256_hex(),
-            late: lateness.late_seconds > 0,
-            late_seconds: lateness.late_seconds,
         }),
     };
     let to_sign = ReceiptToSign {
         content,
         receipt_id,
+        log_key: crate::store::tlog::upload_record_key(receipt_id),
         serial: record.serial.clone(),
         identity: Arc::clone(&r.p.keys.identity),
     };

@@ -2,15 +2,21 @@
 
 use crate::time::now_unix;
 
+use crate::store::tlog::AppendError;
 use postgres::{Client, Statement, Transaction};
 
 use super::PostgresStore;
 use crate::store::{
-    code_state_of, staged_match, status_of, CertColumns, CertRow, CertStatus, CodeColumns, CodeKey,
-    Counts, EnrollView, Record, ReportColumns, ReportRecord, Revocation, RevocationColumns,
-    RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial, Storage, StoreError,
-    Student, UploadColumns, UploadRecord, Writes,
+    census_of, check_guess, code_state_of, staged_match, status_of, Assignment, Census,
+    CertColumns, CertRow, CertStatus, CodeColumns, CodeKey, Counts, EnrollView, Extension, Record,
+    ReportColumns, ReportRecord, Revocation, RevocationColumns, RevocationMark, RevocationReason,
+    RosterChange, RosterEntry, Serial, Storage, StoreError, Student, SubmissionView, Supersede,
+    UploadColumns, UploadRecord, Writes, CENSUS_SQL, GUESS_RETENTION,
 };
+
+/// The first key of the advisory lock a transaction counting guesses takes
+/// per source (the second is the source's hash): "GUES".
+const GUESS_LOCK: i32 = 0x4755_4553;
 
 /// An open connection and its prepared statements.
 pub(super) struct Conn {
@@ -45,8 +51,14 @@ pub(super) struct Statements {
     revoke_sid: Statement,
     next_crl: Statement,
     consume_code: Statement,
-    wrong_code: Statement,
+    lock_source: Statement,
+    prune_guesses: Statement,
+    counted_guesses: Statement,
+    insert_guess: Statement,
     enrollment_view: Statement,
+    submission_view: Statement,
+    supersede_renewed: Statement,
+    supersede_others: Statement,
 }
 
 impl Statements {
@@ -55,22 +67,40 @@ impl Statements {
             // One statement per table for the whole batch: a round trip
             // each, however many records.
             insert_certs: client.prepare(
-                "INSERT INTO certs (serial, sid, subject, not_before, not_after, der, origin, issued_at)
-                 SELECT serial, sid, subject, not_before, not_after, der, origin, $8
+                "INSERT INTO certs (serial, sid, subject, not_before, not_after, der, origin, issued_at,
+                                    authorised, vouched, renews)
+                 SELECT serial, sid, subject, not_before, not_after, der, origin, $8,
+                        authorised, vouched, renews
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
-                             $6::bytea[], $7::text[])
-                      WITH ORDINALITY AS t(serial, sid, subject, not_before, not_after, der, origin, n)
+                             $6::bytea[], $7::text[], $9::text[], $10::bool[], $11::text[])
+                      WITH ORDINALITY AS t(serial, sid, subject, not_before, not_after, der, origin,
+                                           authorised, vouched, renews, n)
                  ORDER BY n",
             )?,
             insert_reports: client.prepare(
-                "INSERT INTO reports (receipt_id, sid, serial, received_at, text, origin)
-                 SELECT receipt_id, sid, serial, received_at, text, origin
-                 FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[])
-                      WITH ORDINALITY AS t(receipt_id, sid, serial, received_at, text, origin, n)
+                "INSERT INTO reports (receipt_id, sid, serial, received_at, text, origin,
+                                      assignment, late_by, file_size, file_sha256)
+                 SELECT receipt_id, sid, serial, received_at, text, origin,
+                        assignment, late_by, file_size, file_sha256
+                 FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
+                             $7::text[], $8::int8[], $9::int8[], $10::text[])
+                      WITH ORDINALITY AS t(receipt_id, sid, serial, received_at, text, origin,
+                                           assignment, late_by, file_size, file_sha256, n)
                  ORDER BY n",
             )?,
-            cert_status: client
-                .prepare("SELECT revoked_at, revoke_reason, origin FROM certs WHERE serial = $1")?,
+            cert_status: client.prepare(
+                "SELECT revoked_at, revoke_reason, origin, vouched FROM certs WHERE serial = $1",
+            )?,
+            // Under READ COMMITTED a second renewal of the same certificate
+            // waits for the first, then finds it revoked: one successor.
+            supersede_renewed: client.prepare(
+                "UPDATE certs SET revoked_at = $1, revoke_reason = $2
+                 WHERE serial = $3 AND sid = $4 AND revoked_at IS NULL",
+            )?,
+            supersede_others: client.prepare(
+                "UPDATE certs SET revoked_at = $1, revoke_reason = $2
+                 WHERE sid = $3 AND serial <> $4 AND revoked_at IS NULL",
+            )?,
             revoke_serial: client.prepare(
                 "UPDATE certs SET revoked_at = $1, revoke_reason = $2
                  WHERE serial = $3 AND revoked_at IS NULL",
@@ -84,19 +114,35 @@ impl Statements {
             // row waits for the first, then re-checks `used_at IS NULL`:
             // one code, one issuance, across hosts too.
             consume_code: client.prepare(
-                "UPDATE codes SET used_at = $1, used_serial = $2, wrong = 0
+                "UPDATE codes SET used_at = $1, used_serial = $2
                  WHERE sid = $3 AND code_key = $4 AND used_at IS NULL",
             )?,
-            wrong_code: client.prepare(
-                "UPDATE codes SET wrong = wrong + 1
-                 WHERE sid = $1 AND code_key = $2 AND used_at IS NULL",
+            // Held to the end of the transaction: a guess from the same
+            // source on another host waits here, then counts this one
+            // (its next statement sees what was committed meanwhile).
+            lock_source: client.prepare(
+                "SELECT pg_advisory_xact_lock($1::int4, hashtext($2::text))",
             )?,
+            prune_guesses: client.prepare("DELETE FROM guesses WHERE at <= $1")?,
+            counted_guesses: client.prepare(
+                "SELECT sid, at FROM guesses WHERE source = $1 AND at > $2 ORDER BY at",
+            )?,
+            insert_guess: client
+                .prepare("INSERT INTO guesses (sid, source, at) VALUES ($1, $2, $3)")?,
             enrollment_view: client.prepare(
                 "SELECT EXISTS (SELECT 1 FROM roster), r.sid IS NOT NULL,
-                        c.code_key, c.issued_at, c.used_at, c.wrong
+                        c.code_key, c.issued_at, c.used_at
                  FROM (SELECT 1) one
-                 LEFT JOIN roster r ON r.sid = $1
+                 LEFT JOIN roster r ON r.sid = $1 AND r.dropped_at IS NULL
                  LEFT JOIN codes c ON c.sid = r.sid",
+            )?,
+            submission_view: client.prepare(
+                "SELECT a.id, a.title, a.opens_at, a.due_at, a.late_until, a.closed_at,
+                        e.until,
+                        (SELECT value FROM course_settings WHERE name = 'timezone')
+                 FROM (SELECT 1) one
+                 LEFT JOIN assignments a ON a.id = $2
+                 LEFT JOIN extensions e ON e.sid = $1 AND e.assignment = a.id",
             )?,
         })
     }
@@ -139,12 +185,19 @@ struct Columns<'a> {
     not_after: Vec<i64>,
     der: Vec<&'a [u8]>,
     origin: Vec<&'static str>,
+    authorised: Vec<&'static str>,
+    vouched: Vec<bool>,
+    renews: Vec<Option<&'a str>>,
     receipt_id: Vec<i64>,
     r_sid: Vec<&'a str>,
     r_serial: Vec<&'a str>,
     received_at: Vec<i64>,
     text: Vec<&'a str>,
     r_origin: Vec<&'static str>,
+    assignment: Vec<&'a str>,
+    late_by: Vec<Option<i64>>,
+    file_size: Vec<i64>,
+    file_sha256: Vec<&'a str>,
 }
 
 impl<'a> Columns<'a> {
@@ -158,6 +211,9 @@ impl<'a> Columns<'a> {
             c.not_after.push(cert.not_after);
             c.der.push(cert.der);
             c.origin.push(cert.origin);
+            c.authorised.push(cert.authorised);
+            c.vouched.push(cert.vouched);
+            c.renews.push(cert.renews.as_deref());
         }
         for r in &w.reports {
             c.receipt_id.push(r.receipt_id);
@@ -166,6 +222,10 @@ impl<'a> Columns<'a> {
             c.received_at.push(r.received_at);
             c.text.push(r.text);
             c.r_origin.push(r.origin);
+            c.assignment.push(r.assignment);
+            c.late_by.push(r.late_by);
+            c.file_size.push(r.file_size);
+            c.file_sha256.push(&r.file_sha256);
         }
         c
     }
@@ -179,22 +239,41 @@ impl Storage for PostgresStore {
         let w = Writes::of(batch);
         let c = Columns::of(&w);
         let now = now_unix();
+        let leaves = crate::store::tlog::leaves_of(batch, now);
+        // A damaged log aborts the transaction (returned before commit).
+        let log_damage = std::cell::RefCell::new(None);
         let outcome = self.run("committing a batch", |conn| {
             let stmts = &conn.stmts;
             let mut tx = conn.client.transaction().map_err(TxFailure::Before)?;
             // Dropping `tx` on any early return rolls back.
-            let body = |tx: &mut Transaction<'_>| -> Result<Option<Refused>, postgres::Error> {
+            let body = |tx: &mut Transaction<'_>| -> Result<Option<StoreError>, postgres::Error> {
+                // Every lock first, in one order: no two hosts wait on
+                // each other in a cycle.
+                for source in w.guess_sources() {
+                    tx.execute(&stmts.lock_source, &[&GUESS_LOCK, &source])?;
+                }
+                for g in &w.guesses {
+                    tx.execute(&stmts.prune_guesses, &[&g.retained_after()])?;
+                    let rows = tx.query(&stmts.counted_guesses, &[&g.source, &g.window_start()])?;
+                    let counted = rows
+                        .iter()
+                        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                        .collect::<Result<Vec<(String, i64)>, postgres::Error>>()?;
+                    if let Err(e) = check_guess(g, &counted) {
+                        return Ok(Some(e));
+                    }
+                    tx.execute(&stmts.insert_guess, &[&g.sid, &g.source, &g.at])?;
+                }
                 for spend in &w.spends {
                     let n = tx.execute(
                         &stmts.consume_code,
                         &[&now, &spend.serial, &spend.sid, &spend.key],
                     )?;
                     if n == 0 {
-                        return Ok(Some(Refused::CodeUsed(spend.sid.to_string())));
+                        return Ok(Some(StoreError::CodeUsed {
+                            sid: spend.sid.to_string(),
+                        }));
                     }
-                }
-                for (sid, key) in &w.wrong {
-                    tx.execute(&stmts.wrong_code, &[sid, key])?;
                 }
                 if !c.serial.is_empty() {
                     tx.execute(
@@ -208,8 +287,35 @@ impl Storage for PostgresStore {
                             &c.der,
                             &c.origin,
                             &now,
+                            &c.authorised,
+                            &c.vouched,
+                            &c.renews,
                         ],
                     )?;
+                }
+                let superseded = RevocationReason::Superseded.name();
+                for s in &w.supersedes {
+                    match s {
+                        Supersede::Renewed {
+                            sid,
+                            renews,
+                            renews_text,
+                        } => {
+                            let n = tx.execute(
+                                &stmts.supersede_renewed,
+                                &[&now, &superseded, renews_text, sid],
+                            )?;
+                            if n == 0 {
+                                return Ok(Some(StoreError::RenewedRevoked {
+                                    sid: sid.to_string(),
+                                    serial: (*renews).clone(),
+                                }));
+                            }
+                        }
+                        Supersede::AllOthers { sid, serial } => {
+                            tx.execute(&stmts.supersede_others, &[&now, &superseded, sid, serial])?;
+                        }
+                    }
                 }
                 if !c.receipt_id.is_empty() {
                     tx.execute(
@@ -221,6 +327,10 @@ impl Storage for PostgresStore {
                             &c.received_at,
                             &c.text,
                             &c.r_origin,
+                            &c.assignment,
+                            &c.late_by,
+                            &c.file_size,
+                            &c.file_sha256,
                         ],
                     )?;
                 }
@@ -239,7 +349,7 @@ impl Storage for PostgresStore {
                     )?;
                     let (count, bytes): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
                     if let Err(e) = staged_match(u, count, bytes) {
-                        return Ok(Some(Refused::Staged(e.to_string())));
+                        return Ok(Some(e));
                     }
                     tx.execute(
                         "INSERT INTO uploads (receipt_id, upload_id, sid, serial, received_at,
@@ -267,18 +377,34 @@ impl Storage for PostgresStore {
                         &[id],
                     )?;
                 }
+                if !leaves.is_empty() {
+                    match crate::store::tlog::pg_append(tx, &leaves) {
+                        Ok(_) => {}
+                        Err(AppendError::Engine(e)) => return Err(e),
+                        Err(AppendError::Tree(e)) => {
+                            *log_damage.borrow_mut() = Some(e);
+                            return Ok(None);
+                        }
+                    }
+                }
                 Ok(None)
             };
             if let Some(refused) = body(&mut tx).map_err(TxFailure::Before)? {
                 return Ok(Some(refused));
             }
+            if log_damage.borrow().is_some() {
+                // Dropping `tx` rolls back: no record without its leaf.
+                return Ok(None);
+            }
             tx.commit().map_err(TxFailure::AtCommit)?;
             Ok(None)
         })?;
+        if let Some(e) = log_damage.into_inner() {
+            return Err(StoreError::Log(e));
+        }
         match outcome {
             None => Ok(()),
-            Some(Refused::CodeUsed(sid)) => Err(StoreError::CodeUsed { sid }),
-            Some(Refused::Staged(why)) => Err(StoreError::Incompatible(why)),
+            Some(refused) => Err(refused),
         }
     }
 
@@ -293,7 +419,12 @@ impl Storage for PostgresStore {
                 return Ok(None);
             };
             let read = || -> Result<_, postgres::Error> {
-                Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+                Ok((
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                ))
             };
             read().map(Some).map_err(TxFailure::Before)
         })
@@ -336,7 +467,8 @@ impl Storage for PostgresStore {
             let rows = conn
                 .client
                 .query(
-                    "SELECT serial, sid, not_before, not_after, origin, revoked_at, revoke_reason, der
+                    "SELECT serial, sid, not_before, not_after, origin, revoked_at, revoke_reason, der,
+                            authorised, vouched
                      FROM certs ORDER BY issued_at, seq",
                     &[],
                 )
@@ -352,6 +484,8 @@ impl Storage for PostgresStore {
                         revoked_at: r.try_get(5)?,
                         reason: r.try_get(6)?,
                         der: r.try_get(7)?,
+                        authorised: r.try_get(8)?,
+                        vouched: r.try_get(9)?,
                     })
                 })
                 .collect::<Result<Vec<_>, postgres::Error>>()
@@ -367,8 +501,9 @@ impl Storage for PostgresStore {
             let rows = conn
                 .client
                 .query(
-                    "SELECT receipt_id, sid, serial, received_at, text, origin FROM reports
-                     ORDER BY received_at, seq",
+                    "SELECT receipt_id, sid, serial, received_at, text, origin, assignment,
+                            late_by
+                     FROM reports ORDER BY received_at, seq",
                     &[],
                 )
                 .map_err(TxFailure::Before)?;
@@ -381,6 +516,8 @@ impl Storage for PostgresStore {
                         received_at: r.try_get(3)?,
                         text: r.try_get(4)?,
                         origin: r.try_get(5)?,
+                        assignment: r.try_get(6)?,
+                        late_by: r.try_get(7)?,
                     })
                 })
                 .collect::<Result<Vec<_>, postgres::Error>>()
@@ -513,6 +650,36 @@ impl Storage for PostgresStore {
         })
     }
 
+    fn log_head(&mut self) -> Result<crate::store::tlog::Head, StoreError> {
+        self.run("reading the log head", |conn| {
+            crate::store::tlog::pg_head(&mut conn.client).map_err(TxFailure::Before)
+        })?
+        .map_err(StoreError::Log)
+    }
+
+    fn log_nodes(
+        &mut self,
+        ids: &[crate::tlog::NodeId],
+    ) -> Result<Vec<crate::tlog::Hash>, StoreError> {
+        self.run("reading log hashes", |conn| {
+            crate::store::tlog::pg_nodes(&mut conn.client, ids).map_err(TxFailure::Before)
+        })?
+        .map_err(StoreError::Log)
+    }
+
+    fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.run("reading log entries", |conn| {
+            crate::store::tlog::pg_entries(&mut conn.client, from, to).map_err(TxFailure::Before)
+        })?
+        .map_err(StoreError::Log)
+    }
+
+    fn log_index_of(&mut self, record: &str) -> Result<Option<u64>, StoreError> {
+        self.run("finding a record's log entry", |conn| {
+            crate::store::tlog::pg_index_of(&mut conn.client, record).map_err(TxFailure::Before)
+        })
+    }
+
     fn check(&mut self) -> Result<(), StoreError> {
         self.run("checking the database", |conn| {
             conn.client
@@ -543,23 +710,40 @@ impl Storage for PostgresStore {
                 let mut change = RosterChange::default();
                 let now = now_unix();
                 for s in students {
-                    let old = tx.query_opt("SELECT name FROM roster WHERE sid = $1", &[&s.sid])?;
+                    let old = tx.query_opt(
+                        "SELECT name, dropped_at FROM roster WHERE sid = $1",
+                        &[&s.sid],
+                    )?;
                     match old {
                         None => {
                             tx.execute(
-                                "INSERT INTO roster (sid, name, added_at) VALUES ($1, $2, $3)",
-                                &[&s.sid, &s.name, &now],
+                                "INSERT INTO roster (sid, name, added_at, email)
+                                 VALUES ($1, $2, $3, $4)",
+                                &[&s.sid, &s.name, &now, &s.email],
                             )?;
                             change.added += 1;
                         }
-                        Some(row) if row.try_get::<_, String>(0)? != s.name => {
+                        Some(row) => {
+                            let name: String = row.try_get(0)?;
+                            let dropped: Option<i64> = row.try_get(1)?;
+                            if dropped.is_some() {
+                                change.added += 1;
+                            } else if name != s.name {
+                                change.renamed += 1;
+                            } else {
+                                change.unchanged += 1;
+                            }
                             tx.execute(
-                                "UPDATE roster SET name = $2 WHERE sid = $1",
+                                "UPDATE roster SET name = $2, dropped_at = NULL WHERE sid = $1",
                                 &[&s.sid, &s.name],
                             )?;
-                            change.renamed += 1;
                         }
-                        Some(_) => change.unchanged += 1,
+                    }
+                    if s.email.is_some() {
+                        tx.execute(
+                            "UPDATE roster SET email = $2 WHERE sid = $1",
+                            &[&s.sid, &s.email],
+                        )?;
                     }
                 }
                 Ok(change)
@@ -568,26 +752,41 @@ impl Storage for PostgresStore {
     }
 
     fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
+        let since = now_unix().saturating_sub(GUESS_RETENTION);
         self.run("reading the roster", |conn| {
             let rows = conn
                 .client
                 .query(
-                    "SELECT r.sid, r.name, c.code_key, c.issued_at, c.used_at, c.wrong
+                    "SELECT r.sid, r.name, r.email, r.dropped_at,
+                            c.code_key, c.issued_at, c.used_at,
+                            (SELECT count(*) FROM guesses g WHERE g.sid = r.sid AND g.at > $1)
                      FROM roster r LEFT JOIN codes c ON c.sid = r.sid ORDER BY r.sid",
-                    &[],
+                    &[&since],
                 )
                 .map_err(TxFailure::Before)?;
             rows.iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, raw_code(r, 2)?)))
-                .collect::<Result<Vec<(String, String, Option<CodeColumns>)>, postgres::Error>>()
+                .map(|r| {
+                    Ok((
+                        r.try_get(0)?,
+                        r.try_get(1)?,
+                        r.try_get(2)?,
+                        r.try_get(3)?,
+                        raw_code(r, 4)?,
+                        r.try_get::<_, i64>(7)?,
+                    ))
+                })
+                .collect::<Result<Vec<RosterColumns>, postgres::Error>>()
                 .map_err(TxFailure::Before)
         })?
         .into_iter()
-        .map(|(sid, name, raw)| {
+        .map(|(sid, name, email, dropped_at, raw, guesses)| {
             Ok(RosterEntry {
                 sid,
                 name,
                 code: code_state_of(raw)?,
+                email,
+                dropped_at,
+                recent_guesses: guesses.unsigned_abs(),
             })
         })
         .collect()
@@ -627,7 +826,7 @@ impl Storage for PostgresStore {
                         "INSERT INTO codes (sid, code_key, issued_at) VALUES ($1, $2, $3)
                          ON CONFLICT (sid) DO UPDATE
                          SET code_key = excluded.code_key, issued_at = excluded.issued_at,
-                             used_at = NULL, used_serial = NULL, wrong = 0
+                             used_at = NULL, used_serial = NULL
                          WHERE codes.used_at IS NOT NULL OR $4",
                         &[sid, &&key[..], &at, &replace_unused],
                     )?;
@@ -646,7 +845,7 @@ impl Storage for PostgresStore {
                 .client
                 .query_one(
                     "SELECT (SELECT count(*) FROM certs), (SELECT count(*) FROM reports),
-                            (SELECT count(*) FROM roster)",
+                            (SELECT count(*) FROM roster WHERE dropped_at IS NULL)",
                     &[],
                 )
                 .map_err(TxFailure::Before)?;
@@ -659,6 +858,21 @@ impl Storage for PostgresStore {
             };
             read().map_err(TxFailure::Before)
         })
+    }
+
+    fn census(&mut self, now: i64) -> Result<Census, StoreError> {
+        let n = self.run("taking the census", |conn| {
+            let r = conn
+                .client
+                .query_one(CENSUS_SQL, &[&now])
+                .map_err(TxFailure::Before)?;
+            let mut n = [0i64; 6];
+            for (i, v) in n.iter_mut().enumerate() {
+                *v = r.try_get(i).map_err(TxFailure::Before)?;
+            }
+            Ok(n)
+        })?;
+        Ok(census_of(n))
     }
 
     fn record_window(&mut self, open: Option<i64>, close: Option<i64>) -> Result<(), StoreError> {
@@ -695,6 +909,183 @@ impl Storage for PostgresStore {
             Ok(window)
         })
     }
+
+    fn put_assignment(&mut self, a: &Assignment) -> Result<(), StoreError> {
+        self.run("writing an assignment", |conn| {
+            in_transaction(conn, |tx, _| {
+                tx.execute(
+                    "INSERT INTO assignments (id, title, opens_at, due_at, late_until, closed_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (id) DO UPDATE SET title = excluded.title,
+                         opens_at = excluded.opens_at, due_at = excluded.due_at,
+                         late_until = excluded.late_until, closed_at = excluded.closed_at",
+                    &[
+                        &a.id,
+                        &a.title,
+                        &a.opens,
+                        &a.due,
+                        &a.late_until,
+                        &a.closed_at,
+                    ],
+                )
+                .map(|_| ())
+            })
+        })
+    }
+
+    fn assignments(&mut self) -> Result<Vec<Assignment>, StoreError> {
+        self.run("listing assignments", |conn| {
+            let rows = conn
+                .client
+                .query(
+                    "SELECT id, title, opens_at, due_at, late_until, closed_at FROM assignments
+                     ORDER BY due_at IS NOT NULL, due_at, id",
+                    &[],
+                )
+                .map_err(TxFailure::Before)?;
+            rows.iter()
+                .map(assignment_of)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(TxFailure::Before)
+        })
+    }
+
+    fn submission_view(
+        &mut self,
+        sid: &str,
+        assignment: &str,
+    ) -> Result<SubmissionView, StoreError> {
+        self.run("reading an assignment", |conn| {
+            // One round trip: the assignment, her extension and the zone.
+            let row = conn
+                .client
+                .query_one(&conn.stmts.submission_view, &[&sid, &assignment])
+                .map_err(TxFailure::Before)?;
+            let read = || -> Result<SubmissionView, postgres::Error> {
+                let found: Option<String> = row.try_get(0)?;
+                Ok(SubmissionView {
+                    assignment: match found {
+                        Some(_) => Some(assignment_of(&row)?),
+                        None => None,
+                    },
+                    extension: row.try_get(6)?,
+                    timezone: row.try_get(7)?,
+                })
+            };
+            read().map_err(TxFailure::Before)
+        })
+    }
+
+    fn extend(
+        &mut self,
+        sid: &str,
+        assignment: &str,
+        until: i64,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let n = self.run("granting an extension", |conn| {
+            in_transaction(conn, |tx, _| {
+                tx.execute(
+                    "INSERT INTO extensions (sid, assignment, until, granted_at)
+                     SELECT $1, id, $3, $4 FROM assignments WHERE id = $2
+                     ON CONFLICT (sid, assignment) DO UPDATE
+                     SET until = excluded.until, granted_at = excluded.granted_at",
+                    &[&sid, &assignment, &until, &at],
+                )
+            })
+        })?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("assignment {assignment:?}")));
+        }
+        Ok(())
+    }
+
+    fn extensions(&mut self) -> Result<Vec<Extension>, StoreError> {
+        self.run("listing extensions", |conn| {
+            let rows = conn
+                .client
+                .query(
+                    "SELECT sid, assignment, until, granted_at FROM extensions
+                     ORDER BY assignment, sid",
+                    &[],
+                )
+                .map_err(TxFailure::Before)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Extension {
+                        sid: r.try_get(0)?,
+                        assignment: r.try_get(1)?,
+                        until: r.try_get(2)?,
+                        granted_at: r.try_get(3)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, postgres::Error>>()
+                .map_err(TxFailure::Before)
+        })
+    }
+
+    fn drop_student(&mut self, sid: &str, at: i64) -> Result<bool, StoreError> {
+        self.run("removing a student", |conn| {
+            in_transaction(conn, |tx, _| {
+                tx.execute(
+                    "UPDATE roster SET dropped_at = $2 WHERE sid = $1 AND dropped_at IS NULL",
+                    &[&sid, &at],
+                )
+            })
+        })
+        .map(|n| n == 1)
+    }
+
+    fn set_course_setting(&mut self, name: &str, value: Option<&str>) -> Result<(), StoreError> {
+        self.run("writing a course setting", |conn| {
+            in_transaction(conn, |tx, _| {
+                match value {
+                    Some(v) => tx.execute(
+                        "INSERT INTO course_settings (name, value) VALUES ($1, $2)
+                         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                        &[&name, &v],
+                    )?,
+                    None => tx.execute("DELETE FROM course_settings WHERE name = $1", &[&name])?,
+                };
+                Ok(())
+            })
+        })
+    }
+
+    fn course_setting(&mut self, name: &str) -> Result<Option<String>, StoreError> {
+        self.run("reading a course setting", |conn| {
+            conn.client
+                .query_opt(
+                    "SELECT value FROM course_settings WHERE name = $1",
+                    &[&name],
+                )
+                .and_then(|row| row.map(|r| r.try_get(0)).transpose())
+                .map_err(TxFailure::Before)
+        })
+    }
+}
+
+/// A roster row as read: SID, name, e-mail, removal time, code columns and
+/// recent guesses.
+type RosterColumns = (
+    String,
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<CodeColumns>,
+    i64,
+);
+
+/// An `assignments` row from its first six columns.
+fn assignment_of(r: &postgres::Row) -> Result<Assignment, postgres::Error> {
+    Ok(Assignment {
+        id: r.try_get(0)?,
+        title: r.try_get(1)?,
+        opens: r.try_get(2)?,
+        due: r.try_get(3)?,
+        late_until: r.try_get(4)?,
+        closed_at: r.try_get(5)?,
+    })
 }
 
 /// The columns of `codes` from column `at` on (all NULL: no code).
@@ -703,25 +1094,14 @@ fn raw_code(r: &postgres::Row, at: usize) -> Result<Option<CodeColumns>, postgre
     let Some(key) = key else {
         return Ok(None);
     };
-    let wrong: i32 = r.try_get(at + 3)?;
     Ok(Some(CodeColumns {
         key,
         issued_at: r.try_get(at + 1)?,
         used_at: r.try_get(at + 2)?,
-        wrong: i64::from(wrong),
     }))
 }
 
 /// Rows updated, as the trait's count.
 fn count(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
-}
-
-/// Why a batch's transaction was refused by certboard's own rules (the
-/// statements ran; the transaction is rolled back).
-enum Refused {
-    /// A code the batch was to spend is no longer unused.
-    CodeUsed(String),
-    /// An upload's staged chunks are not the ones it names.
-    Staged(String),
 }

@@ -77,7 +77,72 @@ CREATE TABLE settings (
 );
 ",
     "
--- Version 3 (issue 20): files handed in by protocol version 3. Chunks
+-- Version 3 (issue 22): enrollment code guesses, counted before each is
+-- checked; codes.wrong is no longer read or written.
+CREATE TABLE guesses (
+    sid     TEXT NOT NULL,
+    source  TEXT NOT NULL,
+    at      BIGINT NOT NULL
+);
+CREATE INDEX guesses_source ON guesses (source, at);
+CREATE INDEX guesses_sid ON guesses (sid, at);
+CREATE INDEX guesses_at ON guesses (at);
+",
+    "
+-- Version 4 (issue 22 item 3): what authorised each certificate (open,
+-- code or renewal), whether a code vouches for it (directly or through
+-- renewals), and the serial a renewal rested on. Earlier rows are marked
+-- as in SQLite's step 4: the certificate that spent a code is 'code'; one
+-- issued before any roster student was added is 'open'; a later one a
+-- renewal, vouched unless its SID also holds an 'open' certificate.
+ALTER TABLE certs ADD COLUMN authorised TEXT NOT NULL DEFAULT 'open';
+ALTER TABLE certs ADD COLUMN vouched BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE certs ADD COLUMN renews TEXT;
+UPDATE certs SET authorised = CASE
+    WHEN serial IN (SELECT used_serial FROM codes WHERE used_serial IS NOT NULL) THEN 'code'
+    WHEN NOT EXISTS (SELECT 1 FROM roster)
+         OR issued_at < (SELECT min(added_at) FROM roster) THEN 'open'
+    ELSE 'renewal' END;
+UPDATE certs SET vouched = authorised = 'code'
+    OR (authorised = 'renewal'
+        AND NOT EXISTS (SELECT 1 FROM certs o WHERE o.sid = certs.sid AND o.authorised = 'open'));
+",
+    // Version 5 (issue 21): the transparency log.
+    crate::store::tlog::PG_SCHEMA,
+    "
+-- Version 6 (issue 20): assignments, extensions and the course's text
+-- settings; each report names its assignment and how late it came, and has
+-- room for a handed-in file's name, size and SHA-256; a roster student may
+-- have an e-mail address and may be removed.
+CREATE TABLE assignments (
+    id          TEXT PRIMARY KEY,
+    title       TEXT NOT NULL,
+    opens_at    BIGINT,
+    due_at      BIGINT,
+    late_until  BIGINT,
+    closed_at   BIGINT
+);
+CREATE TABLE extensions (
+    sid         TEXT NOT NULL,
+    assignment  TEXT NOT NULL REFERENCES assignments (id),
+    until       BIGINT NOT NULL,
+    granted_at  BIGINT NOT NULL,
+    PRIMARY KEY (sid, assignment)
+);
+CREATE TABLE course_settings (
+    name   TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+ALTER TABLE reports ADD COLUMN assignment TEXT NOT NULL DEFAULT 'lab';
+ALTER TABLE reports ADD COLUMN late_by BIGINT;
+ALTER TABLE reports ADD COLUMN file_name TEXT;
+ALTER TABLE reports ADD COLUMN file_size BIGINT;
+ALTER TABLE reports ADD COLUMN file_sha256 TEXT;
+ALTER TABLE roster ADD COLUMN email TEXT;
+ALTER TABLE roster ADD COLUMN dropped_at BIGINT;
+",
+    "
+-- Version 7 (issue 20): files handed in by protocol version 3. Chunks
 -- (BYTEA of at most 64 KiB) are staged as they arrive; an uploads row
 -- naming their upload_id makes them a file, in one transaction.
 CREATE TABLE upload_chunks (

@@ -1,0 +1,114 @@
+//! The log's own Ed25519 key, kept like the CA's root key: created once in
+//! the keys dir (PKCS#8, encrypted under the operator's passphrase, mode
+//! 0600), loaded on every later start, refused when another user could
+//! have replaced it. A key of its own, not the root's: checkpoints are
+//! signed on every commit batch, and a leaked log key forges tree heads,
+//! not certificates.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use openssl::pkey::{Id, PKey, Private};
+use openssl::symm::Cipher;
+
+use super::note::NoteSigner;
+use crate::ca::CaError;
+
+/// File name of the encrypted log key inside the keys dir.
+pub const LOG_KEY_FILE: &str = "log-key.pem";
+
+/// The log key's path in a keys dir.
+pub fn log_key_path(keys_dir: &Path) -> PathBuf {
+    keys_dir.join(LOG_KEY_FILE)
+}
+
+/// The default origin (and key name) of a CA's log: its name, with what
+/// a signed-note key name may not hold (spaces, `+`) made `-`, then
+/// `/certboard-log`, e.g. `CUHK/certboard-log`.
+pub fn default_origin(ca_name: &str) -> String {
+    let cleaned: String = ca_name
+        .chars()
+        .map(|c| {
+            if c.is_whitespace() || c == '+' || c.is_control() {
+                '-'
+            } else {
+                c
+            }
+        })
+        .collect();
+    let cleaned = if cleaned.is_empty() {
+        "certboard".to_string()
+    } else {
+        cleaned
+    };
+    format!("{cleaned}/certboard-log")
+}
+
+/// Loads the log key from `keys_dir`, or creates it there when absent;
+/// signs under `origin`.
+pub fn open_log_key(
+    keys_dir: &Path,
+    passphrase: &[u8],
+    origin: &str,
+) -> Result<NoteSigner, CaError> {
+    let path = log_key_path(keys_dir);
+    let io = |e| CaError::Io {
+        path: path.clone(),
+        source: e,
+    };
+    let key = if path.exists() {
+        crate::fsutil::check_private_file_perms(&path).map_err(CaError::UnsafeKeys)?;
+        let pem = fs::read(&path).map_err(io)?;
+        let key = PKey::private_key_from_pem_passphrase(&pem, passphrase)
+            .map_err(|_| CaError::BadPassphrase(path.clone()))?;
+        if key.id() != Id::ED25519 {
+            return Err(CaError::UnsupportedKey(format!(
+                "{} is not an Ed25519 key",
+                path.display()
+            )));
+        }
+        key
+    } else {
+        let key: PKey<Private> = PKey::generate_ed25519()?;
+        let pem = key.private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), passphrase)?;
+        crate::fsutil::write_private_atomic(&path, &pem, 0o600)
+            .map_err(crate::ca::write_err(&path))?;
+        log::info!("created the transparency log key {}", path.display());
+        key
+    };
+    NoteSigner::new(origin, key).map_err(|e| {
+        CaError::UnsupportedKey(format!("log origin {origin:?} cannot name a log key: {e}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    #[test]
+    fn created_once_then_loaded_with_the_same_verifier_key() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let keys = dir.path().join("keys");
+        crate::fsutil::create_private_dir_all(&keys)?;
+        let a = open_log_key(&keys, b"passphrase!", "CUHK/certboard-log")?;
+        let b = open_log_key(&keys, b"passphrase!", "CUHK/certboard-log")?;
+        assert_eq!(a.verifier_key(), b.verifier_key());
+        assert!(matches!(
+            open_log_key(&keys, b"wrong passphrase", "CUHK/certboard-log"),
+            Err(CaError::BadPassphrase(_))
+        ));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(log_key_path(&keys))?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        Ok(())
+    }
+
+    #[test]
+    fn default_origins_are_valid_key_names() {
+        assert_eq!(default_origin("CUHK"), "CUHK/certboard-log");
+        assert_eq!(default_origin("A B+C"), "A-B-C/certboard-log");
+        assert_eq!(default_origin(""), "certboard/certboard-log");
+    }
+}

@@ -1,0 +1,202 @@
+//! The transparency log end to end (issue 21): every certificate issued
+//! and report accepted by a running server is a leaf; the log served as
+//! C2SP tlog-tiles is checked by an independent verifier written from the
+//! specifications (tests/tlog/c2sp_verify.py, Python's `cryptography`);
+//! `server log verify` names a record edited or deleted behind the
+//! server's back.
+
+mod common;
+
+use std::process::Command;
+
+use common::{stdout, text, TestServer};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn verifier(args: &[&str]) -> std::io::Result<std::process::Output> {
+    Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/tlog/c2sp_verify.py"
+        ))
+        .args(args)
+        .output()
+}
+
+#[test]
+fn the_served_log_is_verified_independently_and_tampering_is_named() -> TestResult {
+    let server = TestServer::start(&["--http-listen", "127.0.0.1:0"])?;
+    let http = server.http_addr()?;
+    let out = server.client(&["1155000001", "1155000002", "1155000003"])?;
+    assert!(out.status.success(), "{}", text(&out));
+
+    let key = server.admin(&["log", "key"])?;
+    assert!(key.status.success(), "{}", text(&key));
+    let vkey = stdout(&key).trim().to_string();
+    let origin = vkey.split('+').next().ok_or("no origin")?.to_string();
+    assert_eq!(origin, "CUHK/certboard-log");
+
+    // Three certificates and three reports: six leaves.
+    let cp = server.admin(&["log", "checkpoint"])?;
+    assert!(cp.status.success(), "{}", text(&cp));
+    let note = stdout(&cp);
+    assert!(note.starts_with("CUHK/certboard-log\n6\n"), "{note}");
+    let verified = certboard::tlog::Checkpoint::open(
+        &note,
+        &certboard::tlog::NoteVerifier::from_key(&vkey)?,
+        &origin,
+    )?;
+    assert_eq!(verified.size, 6);
+
+    let url = format!("http://{http}/log");
+    let v = verifier(&["tiles", "--vkey", &vkey, "--origin", &origin, "--url", &url])?;
+    assert!(v.status.success(), "{}", text(&v));
+    assert!(stdout(&v).contains("6 entries recompute the checkpoint's root"));
+
+    // An older checkpoint is a prefix of the newer log.
+    let old = server.path().join("old-checkpoint");
+    std::fs::write(&old, &note)?;
+    let more = server.client(&["1155000004"])?;
+    assert!(more.status.success(), "{}", text(&more));
+    let old_s = old.to_string_lossy().to_string();
+    let v = verifier(&[
+        "tiles", "--vkey", &vkey, "--origin", &origin, "--url", &url, "--old", &old_s,
+    ])?;
+    assert!(v.status.success(), "{}", text(&v));
+
+    let ok = server.admin(&["log", "verify"])?;
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(
+        stdout(&ok).contains("log verified: 8 entries"),
+        "{}",
+        text(&ok)
+    );
+
+    // A report edited behind the server's back is named.
+    let db =
+        rusqlite::Connection::open(server.path().join("data").join(certboard::store::DB_FILE))?;
+    db.execute(
+        "UPDATE reports SET text = 'rewritten' WHERE sid = '1155000002'",
+        [],
+    )?;
+    let bad = server.admin(&["log", "verify"])?;
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad).contains("has no matching record"),
+        "{}",
+        text(&bad)
+    );
+    Ok(())
+}
+
+#[test]
+fn a_forged_checkpoint_or_a_foreign_key_is_refused_by_the_verifier() -> TestResult {
+    let server = TestServer::start(&["--http-listen", "127.0.0.1:0"])?;
+    let http = server.http_addr()?;
+    let out = server.client(&["1155000001"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let url = format!("http://{http}/log");
+    // Another log's key with this log's name: the signature does not verify.
+    let other = certboard::tlog::NoteSigner::new(
+        "CUHK/certboard-log",
+        openssl::pkey::PKey::generate_ed25519()?,
+    )?;
+    let v = verifier(&[
+        "tiles",
+        "--vkey",
+        &other.verifier_key(),
+        "--origin",
+        "CUHK/certboard-log",
+        "--url",
+        &url,
+    ])?;
+    assert!(!v.status.success(), "{}", text(&v));
+    assert!(stdout(&v).contains("FAIL"), "{}", text(&v));
+    Ok(())
+}
+
+#[test]
+fn log_example_script_shows_the_instructors_and_anyones_checks() -> TestResult {
+    let server_bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_server"));
+    let bin_dir = server_bin.parent().ok_or("bin dir")?;
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/log.sh"))
+        .env("CERTBOARD_BIN_DIR", bin_dir)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let s = text(&out);
+    assert!(out.status.success(), "{s}");
+    assert!(
+        s.contains("OK CUHK/certboard-log: 6 entries recompute"),
+        "{s}"
+    );
+    assert!(
+        s.contains("OK CUHK/certboard-log: 8 entries recompute"),
+        "{s}"
+    );
+    assert!(s.contains("log verified: 8 entries"), "{s}");
+    assert!(s.contains("log verification FAILED"), "{s}");
+    assert!(s.contains("== named, as it should be"), "{s}");
+    Ok(())
+}
+
+/// The student's side: her receipt carries a proof that her submission is
+/// in the log (checked by the client, checkpoint kept); a second server
+/// state that rewrote history (same keys, another database) shows her a
+/// tree of the same size with another root, and the client refuses it with
+/// a security error, keeping both checkpoints.
+#[test]
+fn a_receipt_proves_its_entry_and_a_forked_log_is_refused() -> TestResult {
+    let honest = TestServer::start(&[])?;
+    let out_dir = tempfile::tempdir()?;
+    let out = out_dir.path().to_string_lossy().to_string();
+    let first = honest.client(&["--out-dir", &out, "1155000001"])?;
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(
+        text(&first).contains("entry 1 of the transparency log"),
+        "{}",
+        text(&first)
+    );
+    let kept = std::fs::read_to_string(out_dir.path().join("log-checkpoint"))?;
+    assert!(kept.starts_with("CUHK/certboard-log\n2\n"), "{kept}");
+
+    // Another server with the same keys and a fresh database: its log
+    // of two entries has another root.
+    let forked_dir = tempfile::tempdir()?;
+    copy_dir(&honest.path().join("keys"), &forked_dir.path().join("keys"))?;
+    let forked = TestServer::start_in(forked_dir, &[])?;
+    let second = forked.client(&["--out-dir", &out, "1155000002"])?;
+    assert!(!second.status.success(), "{}", text(&second));
+    let said = text(&second);
+    assert!(said.contains("SECURITY ERROR"), "{said}");
+    assert!(said.contains("two different trees of 2 entries"), "{said}");
+    let evidence: Vec<_> = std::fs::read_dir(out_dir.path())?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("log-checkpoint.conflict-")
+        })
+        .collect();
+    assert_eq!(evidence.len(), 1);
+    // The one kept is still the honest one.
+    assert_eq!(
+        std::fs::read_to_string(out_dir.path().join("log-checkpoint"))?,
+        kept
+    );
+    Ok(())
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(to)?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700))?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            let dest = to.join(e.file_name());
+            std::fs::copy(e.path(), &dest)?;
+        }
+    }
+    Ok(())
+}
