@@ -115,6 +115,7 @@ fn run_part(part: &str, shared: &mut Shared, hello: &Hello) -> Result<(), BoxErr
                 late_seconds: None,
                 log_index: None,
                 log_proof: None,
+                file: None,
             };
             bb.current(None).sign_receipt(&content.to_json())?;
         }

@@ -33,6 +33,7 @@ pub use logcheck::{LogFork, ProofCheckError};
 mod pin;
 mod submission;
 mod transport;
+mod upload;
 
 pub use enrollment::{
     check_certificate, code_auth, make_csr, make_key, read_codes, renewal_auth, CaSession,
@@ -41,6 +42,7 @@ pub use enrollment::{
 pub use pin::{pin_root, read_pin, RootPin, ROOT_FINGERPRINT_FILE};
 pub use submission::{check_receipt, submit, verify_offer, BlackboardTrust, Expected, Receipt};
 pub use transport::FramedStream;
+pub use upload::{prepare_file, upload, FileToSend};
 
 use enrollment::{enroll_student, load_saved};
 use files::Files;
@@ -413,12 +415,24 @@ pub enum Outcome {
     },
 }
 
-/// Runs steps 1–6 for one SID, reporting each step through `progress`.
-pub fn run_student(
+/// Her key, certificate and root, ready for Blackboard: saved ones reused
+/// when still valid (unless --renew or a code says otherwise), else made
+/// and certified now (steps 1–2).
+struct Credentials {
+    files: Files,
+    key: openssl::pkey::PKey<openssl::pkey::Private>,
+    cert_der: Vec<u8>,
+    root: openssl::x509::X509,
+    /// Saved ones were reused, not enrolled for now.
+    reused: bool,
+}
+
+/// Steps 1–2 for one SID: reuse her saved credentials or enroll.
+fn credentials(
     opts: &ClientOptions,
     sid: &str,
     progress: &mut dyn FnMut(&str),
-) -> Result<Outcome, ClientError> {
+) -> Result<Credentials, ClientError> {
     crate::sid::validate(sid).map_err(|source| ClientError::BadSid {
         sid: sid.to_string(),
         source,
@@ -510,6 +524,117 @@ pub fn run_student(
             }
         }
     };
+    Ok(Credentials {
+        files,
+        key,
+        cert_der,
+        root,
+        reused,
+    })
+}
+
+/// What `enroll` did for one SID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enrolled {
+    /// Her saved key and certificate are still valid and were kept.
+    Reused(PathBuf),
+    /// A new key and certificate were made and saved there.
+    New(PathBuf),
+}
+
+/// Steps 1–2 only (`client enroll`): her key and certificate, saved under
+/// the out-dir; nothing is sent to Blackboard.
+pub fn enroll(
+    opts: &ClientOptions,
+    sid: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Enrolled, ClientError> {
+    let c = credentials(opts, sid, progress)?;
+    Ok(if c.reused {
+        Enrolled::Reused(c.files.dir)
+    } else {
+        Enrolled::New(c.files.dir)
+    })
+}
+
+/// `client submit`: her credentials (steps 1–2 as for the lab), then the
+/// file at `path` handed in for `assignment` by protocol version 3, its
+/// signed receipt checked and saved like a version 2 receipt. Returns the
+/// receipt, what was announced, and where the receipt was saved.
+pub fn submit_file(
+    opts: &ClientOptions,
+    sid: &str,
+    assignment: &str,
+    path: &std::path::Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(Receipt, FileToSend, PathBuf), ClientError> {
+    // The file first: one she cannot read costs her no enrollment.
+    let file = prepare_file(path)?;
+    let c = credentials(opts, sid, progress)?;
+    let receipts = c.files.receipts();
+    if let Some(note) = files::private_dir(&receipts)? {
+        progress(&note);
+    }
+    let trust = BlackboardTrust {
+        root: c.root,
+        name: opts.blackboard_name.clone(),
+    };
+    let serial = openssl::x509::X509::from_der(&c.cert_der)?
+        .serial_number()
+        .to_bn()?
+        .to_hex_str()?
+        .to_string();
+    let mut conn = FramedStream::connect(&opts.blackboard, opts.timeout)?;
+    conn.admit(opts.admission_secret.as_deref())?;
+    let receipt = upload::upload(
+        &mut conn,
+        sid,
+        &serial,
+        &c.cert_der,
+        &c.key,
+        assignment,
+        &file,
+        &trust,
+        progress,
+    )?;
+    let saved = files::save_receipt(&c.files, &receipt, progress)?;
+    remember_checkpoint(opts, &receipt, progress)?;
+    Ok((receipt, file, saved))
+}
+
+/// After a receipt is saved: the checkpoint its (checked) log proof leads
+/// to is compared with the latest she kept, and kept if newer; a forked or
+/// rewound log is an error.
+fn remember_checkpoint(
+    opts: &ClientOptions,
+    receipt: &Receipt,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ClientError> {
+    if let Some(note) = &receipt.log_checkpoint {
+        logcheck::remember(&opts.out_dir, note).map_err(ClientError::LogFork)?;
+        progress(&format!(
+            "her submission is entry {} of the transparency log (proof checked, checkpoint kept \
+             in {})",
+            receipt.content.log_index.unwrap_or_default(),
+            opts.out_dir.join(logcheck::CHECKPOINT_FILE).display()
+        ));
+    }
+    Ok(())
+}
+
+/// Runs steps 1–6 for one SID, reporting each step through `progress`.
+pub fn run_student(
+    opts: &ClientOptions,
+    sid: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Outcome, ClientError> {
+    let Credentials {
+        files,
+        key,
+        cert_der,
+        root,
+        reused,
+    } = credentials(opts, sid, progress)?;
     let trust = BlackboardTrust {
         root,
         name: opts.blackboard_name.clone(),
@@ -607,15 +732,7 @@ pub fn run_student(
         return Ok(Outcome::AlreadyAccepted { path, content });
     };
     let path = files::save_receipt(&files, &receipt, progress)?;
-    if let Some(note) = &receipt.log_checkpoint {
-        logcheck::remember(&opts.out_dir, note).map_err(ClientError::LogFork)?;
-        progress(&format!(
-            "her submission is entry {} of the transparency log (proof checked, checkpoint kept \
-             in {})",
-            receipt.content.log_index.unwrap_or_default(),
-            opts.out_dir.join(logcheck::CHECKPOINT_FILE).display()
-        ));
-    }
+    remember_checkpoint(opts, &receipt, progress)?;
     progress(&format!(
         "Blackboard acknowledged: receipt {} (certificate serial {}), signed by Blackboard; \
          report SHA-256 {} matches; saved {}",

@@ -130,6 +130,54 @@ pub fn transcript(
     t
 }
 
+/// The version 3 transcript: version 2's fields under its own label
+/// (`"certboard v3 transcript"`), so a version 2 signature never serves a
+/// version 3 exchange or the reverse. `hello` is the whole `SubmitOpen3`
+/// payload as received.
+pub fn transcript_v3(
+    hello: &[u8],
+    server_nonce: &[u8; NONCE_LEN],
+    wrapped_key: &[u8],
+    bb_cert_der: &[u8],
+) -> Vec<u8> {
+    let mut t = transcript(hello, server_nonce, wrapped_key, bb_cert_der);
+    t.splice(..LABEL_V2.len(), LABEL_V3.iter().copied());
+    t
+}
+
+const LABEL_V2: &[u8] = b"certboard v2 transcript";
+const LABEL_V3: &[u8] = b"certboard v3 transcript";
+
+/// The largest `ciphertext` of one version 3 `Chunk` Blackboard asks for:
+/// 64 KiB, so a chunk frame (1 + 8 + 4 + 65,536 + 32 = 65,581 bytes) fits
+/// the default frame limit.
+pub const CHUNK_MAX: usize = 64 * 1024;
+
+/// The AES-256-CTR stream of one uploaded file, continued from chunk to
+/// chunk: one `Crypter` per upload, its counter starting at the
+/// announcement's IV. Encryption and decryption are the same operation.
+pub struct FileCipher {
+    crypter: Crypter,
+}
+
+impl std::fmt::Debug for FileCipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileCipher { .. }")
+    }
+}
+
+impl FileCipher {
+    /// The next `data.len()` bytes of the stream XORed with `data`.
+    pub fn apply(&mut self, data: &[u8]) -> Result<Vec<u8>, ErrorStack> {
+        // CTR is a stream mode: `update` gives back exactly as many bytes
+        // as it takes; the block's worth of slack is what OpenSSL asks for.
+        let mut out = vec![0u8; data.len() + 16];
+        let n = self.crypter.update(data, &mut out)?;
+        out.truncate(n);
+        Ok(out)
+    }
+}
+
 /// SHA-256 of the exact bytes, as lower-case hex (a report's
 /// `report_sha256`).
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -206,6 +254,120 @@ impl SessionKeys {
         s.sign(&mut out)?;
         Ok(out)
     }
+}
+
+impl SessionKeys {
+    /// Version 3: the keys from the session key and `th`, under version
+    /// 3's own HKDF infos.
+    pub fn derive_v3(
+        session_key: &[u8; SESSION_KEY_LEN],
+        th: &[u8; DIGEST_LEN],
+    ) -> Result<SessionKeys, ErrorStack> {
+        Ok(SessionKeys {
+            enc: hkdf(session_key, th, b"certboard v3 file encryption")?,
+            mac: hkdf(session_key, th, b"certboard v3 file mac")?,
+        })
+    }
+
+    /// The stream cipher of one file (version 3), from its IV.
+    pub fn file_cipher(&self, iv: &[u8; IV_LEN]) -> Result<FileCipher, ErrorStack> {
+        Ok(FileCipher {
+            crypter: Crypter::new(Cipher::aes_256_ctr(), Mode::Encrypt, &self.enc, Some(iv))?,
+        })
+    }
+
+    fn mac_over(&self, label: &[u8], parts: &[Part<'_>]) -> Result<[u8; MAC_LEN], ErrorStack> {
+        let key = PKey::hmac(&self.mac)?;
+        let mut s = Signer::new(MessageDigest::sha256(), &key)?;
+        s.update(label)?;
+        for part in parts {
+            match part {
+                Part::Lp(x) => {
+                    s.update(&(x.len() as u64).to_le_bytes())?;
+                    s.update(x)?;
+                }
+                Part::Raw(x) => s.update(x)?,
+            }
+        }
+        let mut out = [0u8; MAC_LEN];
+        s.sign(&mut out)?;
+        Ok(out)
+    }
+
+    /// Version 3 `FileAnnounce` MAC: `HMAC(mac_key, "certboard v3 announce"
+    /// || lp(th) || lp(assignment) || lp(file_name) || lp(le64(size)) ||
+    /// lp(sha256) || lp(cipher) || lp(iv))`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn announce_mac_v3(
+        &self,
+        th: &[u8; DIGEST_LEN],
+        assignment: &str,
+        file_name: &str,
+        size: u64,
+        sha256: &[u8; DIGEST_LEN],
+        cipher: CipherId,
+        iv: &[u8; IV_LEN],
+    ) -> Result<[u8; MAC_LEN], ErrorStack> {
+        self.mac_over(
+            b"certboard v3 announce",
+            &[
+                Part::Lp(th),
+                Part::Lp(assignment.as_bytes()),
+                Part::Lp(file_name.as_bytes()),
+                Part::Lp(&size.to_le_bytes()),
+                Part::Lp(sha256),
+                Part::Lp(&[cipher as u8]),
+                Part::Lp(iv),
+            ],
+        )
+    }
+
+    /// Version 3 `Chunk` MAC: `HMAC(mac_key, "certboard v3 chunk" || lp(th)
+    /// || le64(seq) || lp(ciphertext))`. The sequence number makes a
+    /// chunk valid at one place of one upload only.
+    pub fn chunk_mac_v3(
+        &self,
+        th: &[u8; DIGEST_LEN],
+        seq: u64,
+        ciphertext: &[u8],
+    ) -> Result<[u8; MAC_LEN], ErrorStack> {
+        self.mac_over(
+            b"certboard v3 chunk",
+            &[
+                Part::Lp(th),
+                Part::Raw(&seq.to_le_bytes()),
+                Part::Lp(ciphertext),
+            ],
+        )
+    }
+
+    /// Version 3 `UploadDone` MAC: `HMAC(mac_key, "certboard v3 done" ||
+    /// lp(th) || lp(announce) || le64(chunks) || sha256)`, `announce` the
+    /// whole `FileAnnounce` payload as sent: the end binds the file's
+    /// announcement, how many chunks there were and its hash.
+    pub fn done_mac_v3(
+        &self,
+        th: &[u8; DIGEST_LEN],
+        announce: &[u8],
+        chunks: u64,
+        sha256: &[u8; DIGEST_LEN],
+    ) -> Result<[u8; MAC_LEN], ErrorStack> {
+        self.mac_over(
+            b"certboard v3 done",
+            &[
+                Part::Lp(th),
+                Part::Lp(announce),
+                Part::Raw(&chunks.to_le_bytes()),
+                Part::Raw(sha256),
+            ],
+        )
+    }
+}
+
+/// One input of a MAC: length-prefixed or, for fixed-size fields, raw.
+enum Part<'a> {
+    Lp(&'a [u8]),
+    Raw(&'a [u8]),
 }
 
 /// Constant-time equality (OpenSSL's `CRYPTO_memcmp`); unequal lengths are
@@ -367,6 +529,101 @@ mod tests {
         assert_eq!(unwrap_key(&key, &wrapped)?, session);
         let other = PKey::from_rsa(Rsa::generate(2048)?)?;
         assert!(unwrap_key(&other, &wrapped).is_err());
+        Ok(())
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// The known-answer vector PROTOCOL.md gives for version 3: session key
+    /// 32 × 0x01, th 32 × 0x02, IV 16 × 0x03; the file "hello, world\n"
+    /// announced as `file.txt` for `lab` and sent as one chunk.
+    #[test]
+    fn version_3_known_answer() -> Result<(), ErrorStack> {
+        let keys = SessionKeys::derive_v3(&[1; 32], &[2; 32])?;
+        let th = [2u8; 32];
+        let iv = [3u8; 16];
+        let file = b"hello, world\n";
+        let sha = openssl::sha::sha256(file);
+        let ct = keys.file_cipher(&iv)?.apply(file)?;
+        let announce = keys.announce_mac_v3(
+            &th,
+            "lab",
+            "file.txt",
+            file.len() as u64,
+            &sha,
+            CipherId::Aes256Ctr,
+            &iv,
+        )?;
+        let chunk = keys.chunk_mac_v3(&th, 0, &ct)?;
+        let done = keys.done_mac_v3(&th, b"\x41", 1, &sha)?;
+        let got = [
+            hex(&keys.enc),
+            hex(&keys.mac),
+            hex(&ct),
+            hex(&announce),
+            hex(&chunk),
+            hex(&done),
+        ];
+        assert_eq!(got, KAT_V3);
+        Ok(())
+    }
+
+    /// Checked independently: `openssl kdf … HKDF` gives the enc key, and
+    /// `openssl enc -aes-256-ctr` the ciphertext.
+    const KAT_V3: [&str; 6] = [
+        "9fe003428775aa5459a786a3c2041d7f65ccc61fad4346fc8d116c215670169c",
+        "2797a0dbd7cfbc9206d3be604bb7049659863ea1360961de3c0b0b20f6d7c62a",
+        "c8fce86b4c64860b5d3ffd3695",
+        "b5a4ab353ee17d503dc949baa8ecab029cf4ff5fc4c445b994e4c82b9c8fcc26",
+        "2ba4d9e73a8773304f4289e49f0727d1157c8efe6b9247ceaf997d7ccf9ce5f1",
+        "807f6b0e52799c8eab59a402596d28f35a017876a19e399976789255233356e8",
+    ];
+
+    /// The stream continues across chunks: cut anywhere, the same bytes;
+    /// and the MACs bind the sequence number, the chunk and the transcript.
+    #[test]
+    fn file_chunks_continue_the_stream_and_macs_bind_their_place() -> Result<(), ErrorStack> {
+        let keys = SessionKeys::derive_v3(&random()?, &[7; 32])?;
+        let th = [7u8; 32];
+        let iv: [u8; 16] = random()?;
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let whole = keys.file_cipher(&iv)?.apply(&data)?;
+        let mut c = keys.file_cipher(&iv)?;
+        let mut pieces = Vec::new();
+        for part in [&data[..1], &data[1..17], &data[17..500], &data[500..]] {
+            pieces.extend(c.apply(part)?);
+        }
+        assert_eq!(pieces, whole);
+        let mut d = keys.file_cipher(&iv)?;
+        assert_eq!(d.apply(&whole)?, data);
+        // Tamper, reorder (another seq), replay under another seq.
+        let m0 = keys.chunk_mac_v3(&th, 0, &whole[..10])?;
+        let mut flipped = whole[..10].to_vec();
+        flipped[0] ^= 1;
+        assert_ne!(m0, keys.chunk_mac_v3(&th, 0, &flipped)?);
+        assert_ne!(m0, keys.chunk_mac_v3(&th, 1, &whole[..10])?);
+        assert_ne!(m0, keys.chunk_mac_v3(&[8; 32], 0, &whole[..10])?);
+        // Truncation: a chunk's MAC is not the MAC of its prefix.
+        assert_ne!(m0, keys.chunk_mac_v3(&th, 0, &whole[..9])?);
+        // The end binds the count (a dropped last chunk) and the hash.
+        let sha = openssl::sha::sha256(&data);
+        let done = keys.done_mac_v3(&th, b"announce", 4, &sha)?;
+        assert_ne!(done, keys.done_mac_v3(&th, b"announce", 3, &sha)?);
+        assert_ne!(done, keys.done_mac_v3(&th, b"announcf", 4, &sha)?);
+        let mut other = sha;
+        other[0] ^= 1;
+        assert_ne!(done, keys.done_mac_v3(&th, b"announce", 4, &other)?);
+        // Version 3's keys are not version 2's for the same inputs.
+        let v2 = SessionKeys::derive_v2(&[1; 32], &[2; 32])?;
+        let v3 = SessionKeys::derive_v3(&[1; 32], &[2; 32])?;
+        assert_ne!(v2.enc, v3.enc);
+        assert_ne!(v2.mac, v3.mac);
+        let t2 = transcript(b"h", &[1; 32], b"w", b"c");
+        let t3 = transcript_v3(b"h", &[1; 32], b"w", b"c");
+        assert!(t3.starts_with(b"certboard v3 transcript"));
+        assert_eq!(t2[LABEL_V2.len()..], t3[LABEL_V3.len()..]);
         Ok(())
     }
 

@@ -40,6 +40,8 @@ pub mod crypto;
 mod der;
 // `bin/client` prints peer text through it.
 pub mod escape;
+// What a handed-in file may be called (client and server alike).
+pub mod filename;
 // The framing: examples and tests speak the wire by hand.
 pub mod framing;
 mod fsutil;

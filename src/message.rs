@@ -33,6 +33,11 @@ mod tag {
     pub(super) const SUBMIT_OPEN: u8 = 0x24;
     pub(super) const SESSION_OFFER: u8 = 0x25;
     pub(super) const SIGNED_RECEIPT: u8 = 0x26;
+    pub(super) const SUBMIT_OPEN_3: u8 = 0x40;
+    pub(super) const FILE_ANNOUNCE: u8 = 0x41;
+    pub(super) const UPLOAD_READY: u8 = 0x42;
+    pub(super) const CHUNK: u8 = 0x43;
+    pub(super) const UPLOAD_DONE: u8 = 0x44;
     pub(super) const ERROR: u8 = 0x7f;
 
     /// The type bytes of protocol version 1, no longer served: recognised
@@ -152,6 +157,28 @@ impl ErrorCode {
 
 /// The protocol version of the v2 messages ([`Message::CaHello`]).
 pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The protocol version [`Message::SubmitOpen3`] carries.
+pub const PROTOCOL_VERSION_3: u16 = 3;
+
+/// What a version 3 Blackboard connection is for ([`Message::SubmitOpen3`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    /// Hand in a file (`FileAnnounce`, `Chunk`s, `UploadDone`).
+    Upload = 1,
+    /// Ask what Blackboard holds for her (reserved: not served yet).
+    Status = 2,
+}
+
+impl Intent {
+    fn from_byte(b: u8) -> Result<Self, DecodeError> {
+        match b {
+            1 => Ok(Intent::Upload),
+            2 => Ok(Intent::Status),
+            other => Err(DecodeError::UnknownValue("intent", other)),
+        }
+    }
+}
 
 /// What a CA asks of a first enrollment (in [`Message::CaChallenge`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,6 +307,62 @@ pub enum Message {
         /// CMS SignedData, DER, whose content is the receipt's JSON.
         signed_receipt: Vec<u8>,
     },
+    /// C→S to Blackboard, version 3: `SubmitOpen`'s fields after a
+    /// version and before what the connection is for.
+    SubmitOpen3 {
+        /// The protocol version ([`PROTOCOL_VERSION_3`]).
+        version: u16,
+        /// The student id.
+        sid: String,
+        /// Her certificate, DER.
+        cert_der: Vec<u8>,
+        /// Intermediate certificates, DER (normally none).
+        chain: Vec<Vec<u8>>,
+        /// Fresh random bytes of the client's.
+        client_nonce: [u8; NONCE_LEN],
+        /// What the connection is for.
+        intent: Intent,
+    },
+    /// C→S to Blackboard, version 3: the file about to be sent, MAC'd.
+    FileAnnounce {
+        /// The assignment it is handed in for.
+        assignment: String,
+        /// Its name, already sanitised by the client.
+        file_name: String,
+        /// Its size in bytes.
+        size: u64,
+        /// SHA-256 of its bytes.
+        sha256: [u8; 32],
+        /// Always AES-256-CTR: RC4 is not offered for files (decoding
+        /// refuses any other value).
+        cipher: CipherId,
+        /// AES-CTR's initial counter block, continued across the chunks.
+        iv: [u8; IV_LEN],
+        /// HMAC over the announcement (`SessionKeys::announce_mac_v3`).
+        mac: [u8; MAC_LEN],
+    },
+    /// S→C from Blackboard, version 3: the announcement is accepted; send
+    /// chunks of at most `chunk_max` bytes of ciphertext.
+    UploadReady {
+        /// Largest `ciphertext` of one chunk.
+        chunk_max: u32,
+    },
+    /// C→S to Blackboard, version 3: the next piece of the file.
+    Chunk {
+        /// 0 for the first chunk, then one more each.
+        seq: u64,
+        /// The file's AES-256-CTR stream, continued from the last chunk.
+        ciphertext: Vec<u8>,
+        /// HMAC over the sequence number and the ciphertext.
+        mac: [u8; MAC_LEN],
+    },
+    /// C→S to Blackboard, version 3: every chunk is sent.
+    UploadDone {
+        /// How many chunks were sent.
+        chunks: u64,
+        /// HMAC binding the announcement, the count and the file's hash.
+        mac: [u8; MAC_LEN],
+    },
     /// Either way: a refusal with a reason; the sender closes after it.
     Error {
         /// A machine-readable code.
@@ -358,6 +441,10 @@ impl<'a> Reader<'a> {
 
     fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
         Ok(LittleEndian::read_u16(self.take(2, field)?))
+    }
+
+    fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+        Ok(LittleEndian::read_u32(self.take(4, field)?))
     }
 
     fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
@@ -523,6 +610,59 @@ impl Message {
                 put_bytes(&mut out, ciphertext);
                 out.extend_from_slice(mac);
             }
+            Message::SubmitOpen3 {
+                version,
+                sid,
+                cert_der,
+                chain,
+                client_nonce,
+                intent,
+            } => {
+                out.push(tag::SUBMIT_OPEN_3);
+                out.extend_from_slice(&version.to_le_bytes());
+                put_text(&mut out, sid);
+                put_bytes(&mut out, cert_der);
+                put_list(&mut out, chain);
+                out.extend_from_slice(client_nonce);
+                out.push(*intent as u8);
+            }
+            Message::FileAnnounce {
+                assignment,
+                file_name,
+                size,
+                sha256,
+                cipher,
+                iv,
+                mac,
+            } => {
+                out.push(tag::FILE_ANNOUNCE);
+                put_text(&mut out, assignment);
+                put_text(&mut out, file_name);
+                out.extend_from_slice(&size.to_le_bytes());
+                out.extend_from_slice(sha256);
+                out.push(*cipher as u8);
+                out.extend_from_slice(iv);
+                out.extend_from_slice(mac);
+            }
+            Message::UploadReady { chunk_max } => {
+                out.push(tag::UPLOAD_READY);
+                out.extend_from_slice(&chunk_max.to_le_bytes());
+            }
+            Message::Chunk {
+                seq,
+                ciphertext,
+                mac,
+            } => {
+                out.push(tag::CHUNK);
+                out.extend_from_slice(&seq.to_le_bytes());
+                put_bytes(&mut out, ciphertext);
+                out.extend_from_slice(mac);
+            }
+            Message::UploadDone { chunks, mac } => {
+                out.push(tag::UPLOAD_DONE);
+                out.extend_from_slice(&chunks.to_le_bytes());
+                out.extend_from_slice(mac);
+            }
             Message::Error { code, reason } => {
                 out.push(tag::ERROR);
                 out.extend_from_slice(&(*code as u16).to_le_bytes());
@@ -602,6 +742,39 @@ impl Message {
                 ciphertext: r.bytes("ciphertext")?,
                 mac: r.array("mac")?,
             },
+            tag::SUBMIT_OPEN_3 => Message::SubmitOpen3 {
+                version: r.u16("version")?,
+                sid: r.text("sid")?,
+                cert_der: r.bytes("cert")?,
+                chain: r.list("chain")?,
+                client_nonce: r.array("client_nonce")?,
+                intent: Intent::from_byte(r.u8("intent")?)?,
+            },
+            tag::FILE_ANNOUNCE => Message::FileAnnounce {
+                assignment: r.text("assignment")?,
+                file_name: r.text("file_name")?,
+                size: r.u64("size")?,
+                sha256: r.array("sha256")?,
+                cipher: match r.u8("cipher")? {
+                    1 => CipherId::Aes256Ctr,
+                    // RC4 is a report cipher only: never offered for files.
+                    other => return Err(DecodeError::UnknownCipher(other)),
+                },
+                iv: r.array("iv")?,
+                mac: r.array("mac")?,
+            },
+            tag::UPLOAD_READY => Message::UploadReady {
+                chunk_max: r.u32("chunk_max")?,
+            },
+            tag::CHUNK => Message::Chunk {
+                seq: r.u64("seq")?,
+                ciphertext: r.bytes("ciphertext")?,
+                mac: r.array("mac")?,
+            },
+            tag::UPLOAD_DONE => Message::UploadDone {
+                chunks: r.u64("chunks")?,
+                mac: r.array("mac")?,
+            },
             tag::ERROR => Message::Error {
                 code: ErrorCode::from_u16(r.u16("code")?),
                 reason: r.text("reason")?,
@@ -630,6 +803,11 @@ impl Message {
             Message::SubmitOpen { .. } => "SubmitOpen",
             Message::SessionOffer { .. } => "SessionOffer",
             Message::SignedReceipt { .. } => "SignedReceipt",
+            Message::SubmitOpen3 { .. } => "SubmitOpen3",
+            Message::FileAnnounce { .. } => "FileAnnounce",
+            Message::UploadReady { .. } => "UploadReady",
+            Message::Chunk { .. } => "Chunk",
+            Message::UploadDone { .. } => "UploadDone",
             Message::Error { .. } => "Error",
         }
     }
@@ -730,6 +908,53 @@ mod tests {
                     signed_receipt,
                 }
             ),
+            (
+                any::<u16>(),
+                ".{0,40}",
+                bytes(),
+                proptest::collection::vec(bytes(), 0..3),
+                any::<[u8; 32]>(),
+                prop_oneof![Just(Intent::Upload), Just(Intent::Status)]
+            )
+                .prop_map(|(version, sid, cert_der, chain, client_nonce, intent)| {
+                    Message::SubmitOpen3 {
+                        version,
+                        sid,
+                        cert_der,
+                        chain,
+                        client_nonce,
+                        intent,
+                    }
+                }),
+            (
+                ".{0,40}",
+                ".{0,80}",
+                any::<u64>(),
+                any::<[u8; 32]>(),
+                any::<[u8; 16]>(),
+                any::<[u8; 32]>()
+            )
+                .prop_map(|(assignment, file_name, size, sha256, iv, mac)| {
+                    Message::FileAnnounce {
+                        assignment,
+                        file_name,
+                        size,
+                        sha256,
+                        cipher: CipherId::Aes256Ctr,
+                        iv,
+                        mac,
+                    }
+                }),
+            any::<u32>().prop_map(|chunk_max| Message::UploadReady { chunk_max }),
+            (any::<u64>(), bytes(), any::<[u8; 32]>()).prop_map(|(seq, ciphertext, mac)| {
+                Message::Chunk {
+                    seq,
+                    ciphertext,
+                    mac,
+                }
+            }),
+            (any::<u64>(), any::<[u8; 32]>())
+                .prop_map(|(chunks, mac)| Message::UploadDone { chunks, mac }),
             (
                 prop_oneof![
                     Just(ErrorCode::Malformed),
@@ -879,6 +1104,48 @@ mod tests {
             // 8 is Internal, and so is anything unknown.
             assert_eq!(code as u16, v);
         }
+    }
+
+    /// Version 3's values outside their sets make the message invalid:
+    /// RC4 for a file, an intent other than 1 or 2.
+    #[test]
+    fn version_3_refuses_rc4_files_and_unknown_intents() {
+        let announce = Message::FileAnnounce {
+            assignment: "lab".into(),
+            file_name: "a.pdf".into(),
+            size: 3,
+            sha256: [1; 32],
+            cipher: CipherId::Aes256Ctr,
+            iv: [2; 16],
+            mac: [3; 32],
+        };
+        let mut wire = announce.encode();
+        let cipher_at = 1 + 2 + 3 + 2 + 5 + 8 + 32;
+        assert_eq!(wire[cipher_at], 1);
+        wire[cipher_at] = 2;
+        assert_eq!(Message::decode(&wire), Err(DecodeError::UnknownCipher(2)));
+        let open = Message::SubmitOpen3 {
+            version: 3,
+            sid: "1155000001".into(),
+            cert_der: vec![0x30, 0],
+            chain: vec![],
+            client_nonce: [9; 32],
+            intent: Intent::Upload,
+        };
+        let mut wire = open.encode();
+        assert_eq!(wire[0], 0x40);
+        for bad in [0u8, 3, 0xff] {
+            *wire.last_mut().unwrap() = bad;
+            assert_eq!(
+                Message::decode(&wire),
+                Err(DecodeError::UnknownValue("intent", bad))
+            );
+        }
+        // Its own encoding: Blackboard signs the hello as received.
+        assert_eq!(
+            Message::decode(&open.encode()).map(|m| m.encode()),
+            Ok(open.encode())
+        );
     }
 
     #[test]

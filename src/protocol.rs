@@ -45,6 +45,7 @@ use crate::store::{Authorisation, CertRecord, Origin, Record, Storage};
 use crate::verify::Verifier;
 
 pub use admission::AdmissionError;
+pub use blackboard::{UploadError, UploadPolicy, DEFAULT_MAX_SUBMISSION};
 pub use error::{
     commit_refusal, refusal_label, CommitRefusal, ConnectionError, Internal, ProtocolError,
     ServerFault,
@@ -102,6 +103,8 @@ pub struct Shared {
     pub legacy: bool,
     /// When Blackboard takes reports.
     pub window: Window,
+    /// What Blackboard accepts of protocol version 3.
+    pub upload: UploadPolicy,
     /// How many days after expiry a certificate still renews by proof of
     /// possession of its key (0: only while valid).
     pub renewal_grace_days: u32,
@@ -381,6 +384,24 @@ impl Session {
         }
     }
 
+    /// The id of the upload whose chunks this connection may have staged,
+    /// while one is under way: if the connection ends now, they go.
+    pub fn staged_upload(&self) -> Option<i64> {
+        match &self.state {
+            State::Blackboard(b) => b.staged_upload(),
+            _ => None,
+        }
+    }
+
+    /// Bytes and frames an upload under way may take beyond the
+    /// per-connection limits (`--max-conn-bytes`, `--max-messages`).
+    pub fn upload_allowance(&self) -> Option<(u64, u32)> {
+        match &self.state {
+            State::Blackboard(b) => b.upload_allowance(),
+            _ => None,
+        }
+    }
+
     /// An error frame's payload in the form this connection's peer reads:
     /// our `Error` message, or a UTF-8 text line for the original lab
     /// client.
@@ -497,6 +518,9 @@ impl ProtocolError {
                 warn!("{peer}: report from SID {sid} refused: {}", source.logged())
             }
             ProtocolError::Internal(e) => warn!("{peer}: {}", e.logged()),
+            ProtocolError::Upload { sid, source } => {
+                warn!("{peer}: version 3 exchange of SID {sid:?} refused: {source}")
+            }
             ProtocolError::Course { sid, source } => {
                 warn!("{peer}: enrollment for SID {sid} refused: {source}")
             }

@@ -492,6 +492,13 @@ impl Reactor {
             self.close(token, &format!("write failed: {e}"));
             return;
         }
+        // Waiting for a record with enough input buffered: not read now,
+        // so the sender is held by TCP, not by our memory.
+        if conn.wait.is_some() && conn.transport.inbuf.len() >= transport::INPUT_HIGH_WATER {
+            conn.transport.pause();
+            self.after_io(token);
+            return;
+        }
         let read = conn.transport.read_in(
             &mut self.scratch,
             &self.limits,
@@ -690,6 +697,19 @@ impl Reactor {
                 }
                 Some(e) => self.refuse(token, e),
             }
+            if let Some(conn) = self.conns.get_mut(&token) {
+                if conn.transport.take_paused() {
+                    let read = conn.transport.read_in(
+                        &mut self.scratch,
+                        &self.limits,
+                        &mut self.budget,
+                        false,
+                    );
+                    if let Err(e) = read {
+                        self.refuse(token, e);
+                    }
+                }
+            }
             // Input that arrived meanwhile is handled now.
             self.turn(token);
             self.after_io(token);
@@ -766,6 +786,12 @@ impl Reactor {
         let Some(mut conn) = self.conns.remove(&token) else {
             return;
         };
+        // An upload cut off: its staged chunks go (after any chunk of it
+        // still in flight, as batches commit in order).
+        if let Some(upload_id) = conn.staged_upload() {
+            self.pending
+                .push((token, Record::DiscardUpload { upload_id }));
+        }
         conn.transport.release(&mut self.budget);
         let _ = self.poll.registry().deregister(conn.transport.stream_mut());
         if let Some(slot) = self.listeners.get_mut(conn.listener) {

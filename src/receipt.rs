@@ -44,7 +44,7 @@ pub struct ReceiptContent {
     /// receipt to the session she verified, so an old receipt for the same
     /// text cannot be replayed as the answer to a new submission.
     pub transcript_sha256: String,
-    /// [`RECEIPT_VERSION`].
+    /// [`RECEIPT_VERSION`], or [`RECEIPT_VERSION_3`] for a file.
     pub version: u32,
     /// The assignment the report was handed in for (issue 20; absent from
     /// receipts made before assignments existed). A version 2 client that
@@ -66,6 +66,25 @@ pub struct ReceiptContent {
     /// already holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_proof: Option<String>,
+    /// A version 3 receipt's file fields (absent in version 2's), flattened
+    /// beside the others; the assignment and lateness are the top-level
+    /// keys above, shared with version 2's receipts.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileReceipt>,
+}
+
+/// The `version` of a receipt for a file handed in by protocol version 3.
+pub const RECEIPT_VERSION_3: u32 = 3;
+
+/// What a version 3 receipt adds: the file handed in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileReceipt {
+    /// The file's (sanitised) name.
+    pub file_name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Lower-case hex SHA-256 of its bytes.
+    pub file_sha256: String,
 }
 
 impl ReceiptContent {
@@ -266,7 +285,12 @@ fn unverified_content(der: &[u8]) -> Result<ReceiptContent, ReceiptError> {
 fn parse_content(json: &[u8]) -> Result<ReceiptContent, ReceiptError> {
     let c: ReceiptContent =
         serde_json::from_slice(json).map_err(|e| ReceiptError::Content(e.to_string()))?;
-    if c.version != RECEIPT_VERSION {
+    let file_ok = match c.version {
+        RECEIPT_VERSION => c.file.is_none(),
+        RECEIPT_VERSION_3 => c.file.is_some(),
+        _ => false,
+    };
+    if !file_ok {
         return Err(ReceiptError::Mismatch {
             field: "version",
             expected: RECEIPT_VERSION.to_string(),

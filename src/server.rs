@@ -75,6 +75,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// When Blackboard takes reports.
     pub window: Window,
+    /// What Blackboard accepts of protocol version 3 (`--min-protocol`,
+    /// `--max-submission`).
+    pub upload: crate::protocol::UploadPolicy,
     /// How many enrollment code guesses the CA takes per source.
     pub guess_limits: GuessLimits,
     /// Address of the HTTP listener (OCSP, CRL, health, metrics); off
@@ -660,6 +663,15 @@ impl Server {
         if serve_bb {
             info!("submissions: {}", cfg.window.describe());
             writer.record_window(cfg.window.open, cfg.window.close)?;
+            // Uploads a crash cut off. Only those older than one exchange
+            // deadline: on PostgreSQL another host may be receiving one now.
+            let cut = crate::time::now_unix()
+                .saturating_sub(i64::try_from(cfg.limits.exchange_deadline.as_secs()).unwrap_or(0));
+            match writer.discard_orphan_chunks(cut) {
+                Ok(0) => {}
+                Ok(n) => info!("removed {n} staged chunk(s) of uploads cut off before this start"),
+                Err(e) => warn!("could not remove abandoned uploads' chunks: {e}"),
+            }
             let lab = crate::assignment::lab_at_start(&mut *writer, &cfg.window)?;
             let zone = writer.course_setting(crate::store::TIMEZONE_SETTING)?;
             info!(
@@ -801,6 +813,7 @@ impl Server {
                 admission_secret: admission_secret.clone(),
                 legacy: cfg.legacy,
                 window: cfg.window,
+                upload: cfg.upload,
                 renewal_grace_days: cfg.renewal_grace_days,
                 guess_limits: cfg.guess_limits,
                 // Receipts carry log proofs where this process signs.
@@ -930,6 +943,7 @@ mod tests {
             reactors: 1,
             limits: Limits::default(),
             window: Window::default(),
+            upload: crate::protocol::UploadPolicy::default(),
             guess_limits: GuessLimits::default(),
             http_listen: None,
             http_limits: HttpConnLimits::default(),

@@ -203,6 +203,18 @@ pub enum Record {
     Cert(CertRecord),
     /// A report just accepted.
     Report(ReportRecord),
+    /// One chunk of a file being uploaded (protocol version 3), staged:
+    /// invisible until the [`Record::Upload`] that names its upload.
+    Chunk(ChunkRecord),
+    /// A file upload complete and verified: its staged chunks become the
+    /// file, in the same transaction that records this row.
+    Upload(UploadRecord),
+    /// An upload abandoned (its connection closed first): its staged chunks
+    /// are deleted, unless an [`Record::Upload`] made them a file.
+    DiscardUpload {
+        /// The upload.
+        upload_id: i64,
+    },
     /// An enrollment code guess, counted before its proof is checked: it
     /// commits only within the bounds it carries, else the transaction
     /// fails with [`StoreError::TooManyGuesses`].
@@ -432,6 +444,124 @@ impl ReportRecord {
     /// student can compare (`server reports --format json`).
     pub fn sha256_hex(&self) -> String {
         crate::crypto::sha256_hex(self.text.as_bytes())
+    }
+}
+
+/// Largest chunk of file data one row holds (64 KiB): what protocol
+/// version 3 asks a client for, and a PostgreSQL `BYTEA` kept small.
+pub const MAX_CHUNK_ROW: usize = 64 * 1024;
+
+/// One staged chunk of an upload's plaintext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkRecord {
+    /// The upload it belongs to.
+    pub upload_id: i64,
+    /// Its place, from 0.
+    pub seq: u64,
+    /// Its bytes (at most [`MAX_CHUNK_ROW`]).
+    pub data: Vec<u8>,
+}
+
+/// A file submission (protocol version 3), as recorded and listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRecord {
+    /// Receipt id handed to the student.
+    pub receipt_id: u64,
+    /// Which staged chunks are its content.
+    pub upload_id: i64,
+    /// The student.
+    pub sid: String,
+    /// Serial of the certificate she submitted under.
+    pub serial: Serial,
+    /// When it was received, Unix seconds.
+    pub received_at: i64,
+    /// The assignment it was handed in for.
+    pub assignment: String,
+    /// Its (sanitised) file name.
+    pub file_name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// SHA-256 of its bytes.
+    pub sha256: [u8; 32],
+    /// How many chunks hold it: the commit fails unless exactly these are
+    /// staged.
+    pub chunks: u64,
+    /// How late it was, in seconds (0: on time).
+    pub late_seconds: i64,
+}
+
+impl UploadRecord {
+    /// Lower-case hex of its SHA-256.
+    pub fn sha256_hex(&self) -> String {
+        self.sha256.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A `uploads` row as read.
+#[derive(Debug)]
+struct UploadColumns {
+    receipt_id: i64,
+    upload_id: i64,
+    sid: String,
+    serial: String,
+    received_at: i64,
+    assignment: String,
+    file_name: String,
+    size: i64,
+    sha256: Vec<u8>,
+    chunks: i64,
+    late_seconds: i64,
+}
+
+impl UploadColumns {
+    fn into_record(self) -> Result<UploadRecord, StoreError> {
+        let sha256 = <[u8; 32]>::try_from(self.sha256.as_slice()).map_err(|_| {
+            StoreError::Incompatible(format!(
+                "an upload's SHA-256 of {} bytes (certboard writes 32)",
+                self.sha256.len()
+            ))
+        })?;
+        Ok(UploadRecord {
+            receipt_id: receipt_id_of(self.receipt_id),
+            upload_id: self.upload_id,
+            sid: self.sid,
+            serial: serial_of(&self.serial)?,
+            received_at: self.received_at,
+            assignment: self.assignment,
+            file_name: self.file_name,
+            size: u64::try_from(self.size).unwrap_or(0),
+            sha256,
+            chunks: u64::try_from(self.chunks).unwrap_or(0),
+            late_seconds: self.late_seconds,
+        })
+    }
+}
+
+/// Checks, in an upload's transaction, that exactly its chunks are
+/// staged: a record that names fewer (a lost chunk commit) or more must not
+/// become a file.
+fn staged_match(u: &UploadRecord, count: i64, bytes: i64) -> Result<(), StoreError> {
+    if u64::try_from(count).ok() == Some(u.chunks) && u64::try_from(bytes).ok() == Some(u.size) {
+        Ok(())
+    } else {
+        Err(StoreError::Incompatible(format!(
+            "upload {}: {count} chunk(s) of {bytes} bytes staged, {} of {} announced",
+            u.upload_id, u.chunks, u.size
+        )))
+    }
+}
+
+/// Whether a store failure is a full disk (SQLite's `SQLITE_FULL`,
+/// PostgreSQL's `disk_full`, 53100): the server says so rather than
+/// "internal error".
+pub fn is_storage_full(e: &StoreError) -> bool {
+    match e {
+        StoreError::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+        StoreError::Postgres(e) => {
+            e.to_string().contains("could not extend file")
+                || e.to_string().contains("No space left on device")
+        }
+        _ => false,
     }
 }
 
@@ -736,6 +866,18 @@ pub trait Storage {
     fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError>;
     /// The current [`RevocationMark`].
     fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError>;
+    /// Every file submission (protocol version 3), oldest first.
+    fn uploads(&mut self) -> Result<Vec<UploadRecord>, StoreError>;
+    /// One chunk of an upload's bytes (`None`: no such chunk). Read chunk
+    /// by chunk so that no file is ever whole in memory.
+    fn upload_chunk(&mut self, upload_id: i64, seq: u64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// How many staged chunks belong to no recorded upload (uploads in
+    /// progress, or abandoned ones not yet removed).
+    fn staged_chunks(&mut self) -> Result<u64, StoreError>;
+    /// Deletes the staged chunks of uploads never recorded whose chunks
+    /// were all staged before `before` (Unix seconds): at start, those of
+    /// connections a crash cut off. Returns how many chunks were deleted.
+    fn discard_orphan_chunks(&mut self, before: i64) -> Result<u64, StoreError>;
     /// Whether the store can serve now (`GET /health`): it answers a query,
     /// and what it answers from is still where later writes will be read.
     fn check(&mut self) -> Result<(), StoreError>;
@@ -800,6 +942,12 @@ struct Writes<'a> {
     certs: Vec<CertInsert<'a>>,
     /// Reports to insert, in batch order.
     reports: Vec<ReportInsert<'a>>,
+    /// Chunks to stage, in batch order.
+    chunks: Vec<&'a ChunkRecord>,
+    /// Uploads to record, after their chunks.
+    uploads: Vec<&'a UploadRecord>,
+    /// Uploads whose staged chunks go (unless recorded), last.
+    discards: Vec<i64>,
     /// Certificates superseded by the new ones, after they are inserted.
     supersedes: Vec<Supersede<'a>>,
 }
@@ -919,6 +1067,9 @@ impl<'a> Writes<'a> {
                     file_sha256: r.sha256_hex(),
                 }),
                 Record::Guess(g) => w.guesses.push(g),
+                Record::Chunk(c) => w.chunks.push(c),
+                Record::Upload(u) => w.uploads.push(u),
+                Record::DiscardUpload { upload_id } => w.discards.push(*upload_id),
             }
         }
         w

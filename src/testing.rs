@@ -190,6 +190,7 @@ pub struct SharedBuilder {
     renewal_grace_days: u32,
     guess_limits: GuessLimits,
     log: Option<Arc<crate::tlog::CheckpointSigner>>,
+    upload: crate::protocol::UploadPolicy,
 }
 
 impl fmt::Debug for SharedBuilder {
@@ -226,7 +227,14 @@ impl SharedBuilder {
             renewal_grace_days: crate::course::DEFAULT_RENEWAL_GRACE_DAYS,
             guess_limits: GuessLimits::default(),
             log: None,
+            upload: crate::protocol::UploadPolicy::default(),
         }
+    }
+
+    /// What Blackboard accepts of protocol version 3.
+    pub fn upload(mut self, upload: crate::protocol::UploadPolicy) -> Self {
+        self.upload = upload;
+        self
     }
 
     /// Signs checkpoints (and puts log proofs in receipts) with `log`.
@@ -306,6 +314,7 @@ impl SharedBuilder {
             renewal_grace_days: self.renewal_grace_days,
             guess_limits: self.guess_limits,
             log: self.log,
+            upload: self.upload,
         })
     }
 }

@@ -41,6 +41,7 @@ fn content(sid: &str, at: i64) -> ReceiptContent {
         late_seconds: None,
         log_index: None,
         log_proof: None,
+        file: None,
     }
 }
 

@@ -1058,6 +1058,89 @@ fn concurrent_commits_make_one_gapless_log<E: Engine + Sync>() -> TestResult {
     Ok(())
 }
 
+fn chunk(upload_id: i64, seq: u64, data: &[u8]) -> Record {
+    Record::Chunk(certboard::store::ChunkRecord {
+        upload_id,
+        seq,
+        data: data.to_vec(),
+    })
+}
+
+fn upload(receipt_id: u64, upload_id: i64, chunks: u64, size: u64) -> Record {
+    Record::Upload(certboard::store::UploadRecord {
+        receipt_id,
+        upload_id,
+        sid: "1155000001".into(),
+        serial: sn("0A"),
+        received_at: 1_700_000_000,
+        assignment: "lab".into(),
+        file_name: "report.pdf".into(),
+        size,
+        sha256: [7; 32],
+        chunks,
+        late_seconds: 0,
+    })
+}
+
+/// Staged chunks are no file until an upload row names them, in one
+/// transaction that checks they are exactly the ones it counts; an
+/// abandoned upload's chunks are deleted, a recorded one's never; orphans
+/// older than the cut are removed, newer ones (another host's upload in
+/// progress) kept.
+fn uploads_become_visible_only_when_complete<E: Engine>() -> TestResult {
+    let e = E::fresh("uploads")?;
+    let mut s = e.open()?;
+    let big = vec![0xA5u8; certboard::store::MAX_CHUNK_ROW];
+    s.commit(&[chunk(1, 0, &big), chunk(1, 1, b"tail")])?;
+    s.commit(&[chunk(2, 0, b"abandoned")])?;
+    assert!(s.uploads()?.is_empty());
+    assert_eq!(s.staged_chunks()?, 3);
+    // A record naming more chunks than are staged is refused whole.
+    assert!(s.commit(&[upload(9, 1, 3, 65_540)]).is_err());
+    assert!(s.uploads()?.is_empty());
+    let size = big.len() as u64 + 4;
+    s.commit(&[upload(9, 1, 2, size)])?;
+    // The file has one leaf, a submission of its hash and size (its
+    // chunks none), written with it; the refused batches wrote none.
+    assert_eq!(s.log_head()?.size, 1);
+    let leaf = certboard::tlog::Leaf::decode(&s.log_entries(0, 1)?[0])?;
+    assert!(
+        matches!(&leaf, certboard::tlog::Leaf::Submission { receipt_id: 9, sha256, size: z, assignment, .. }
+            if *sha256 == [7; 32] && *z == size && assignment == "lab"),
+        "{leaf:?}"
+    );
+    assert_eq!(
+        s.log_index_of(&certboard::store::tlog::upload_record_key(9))?,
+        Some(0)
+    );
+    // A second record for the same receipt is refused.
+    assert!(s.commit(&[chunk(3, 0, b"x"), upload(9, 3, 1, 1)]).is_err());
+    let listed = s.uploads()?;
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].receipt_id, listed[0].size), (9, size));
+    assert_eq!(listed[0].file_name, "report.pdf");
+    assert_eq!(listed[0].sha256, [7; 32]);
+    assert_eq!(s.upload_chunk(1, 0)?, Some(big));
+    assert_eq!(s.upload_chunk(1, 1)?.as_deref(), Some(&b"tail"[..]));
+    assert_eq!(s.upload_chunk(1, 2)?, None);
+    // Discarding a recorded upload deletes nothing; an abandoned one goes.
+    s.commit(&[Record::DiscardUpload { upload_id: 1 }])?;
+    assert!(s.upload_chunk(1, 1)?.is_some());
+    assert_eq!(s.staged_chunks()?, 1);
+    s.commit(&[Record::DiscardUpload { upload_id: 2 }])?;
+    assert_eq!(s.staged_chunks()?, 0);
+    // Orphans: only those staged before the cut go.
+    s.commit(&[chunk(4, 0, b"crashed")])?;
+    assert_eq!(s.discard_orphan_chunks(0)?, 0);
+    assert_eq!(s.staged_chunks()?, 1);
+    assert_eq!(s.discard_orphan_chunks(i64::MAX)?, 1);
+    assert_eq!(s.staged_chunks()?, 0);
+    assert!(s.upload_chunk(1, 0)?.is_some(), "a recorded file survives");
+    drop(s);
+    assert_eq!(e.open()?.uploads()?.len(), 1);
+    Ok(())
+}
+
 /// One `#[test]` per rule per engine.
 macro_rules! contract {
     ($($rule:ident),* $(,)?) => {
@@ -1091,4 +1174,5 @@ contract!(
     the_census_counts_what_is_current_at_the_time_given,
     every_record_has_its_leaf_and_the_head_is_their_root,
     concurrent_commits_make_one_gapless_log,
+    uploads_become_visible_only_when_complete,
 );

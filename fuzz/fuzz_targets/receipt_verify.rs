@@ -56,6 +56,7 @@ fn fixture() -> &'static Fixture {
             assignment: None,
             late: None,
             late_seconds: None,
+            file: None,
         };
         let receipt = honest
             .sign_receipt(&content.to_json())
@@ -150,6 +151,7 @@ fuzz_target!(|data: &[u8]| {
                 assignment: None,
                 late: None,
                 late_seconds: None,
+                file: None,
             };
             let der = f.other.sign_receipt(&content.to_json()).expect("sign");
             let v = verify_receipt(&der, &f.root, Some(OTHER_NAME))

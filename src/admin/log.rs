@@ -1,7 +1,7 @@
 //! `server log verify`: the transparency log checked against itself and
 //! against the records, from the store alone. Every stored hash is
 //! recomputed from the entries, the head's root from the hashes, and each
-//! certificate and report matched to its one leaf (and each leaf to its
+//! certificate, report and uploaded file matched to its one leaf (and each leaf to its
 //! record). The first thing that does not match is named: a row deleted or
 //! edited behind certboard's back.
 
@@ -92,6 +92,8 @@ pub struct LogVerified {
     pub certs: usize,
     /// Reports matched.
     pub reports: usize,
+    /// Uploaded files (protocol version 3) matched.
+    pub uploads: usize,
 }
 
 /// A record's identity in the log and what its leaf must say.
@@ -103,14 +105,20 @@ fn report_key(receipt: u64) -> String {
     format!("report with receipt {receipt}")
 }
 
+fn upload_key(receipt: u64) -> String {
+    format!("file with receipt {receipt}")
+}
+
 /// The part of a leaf its record fixes: a certificate's hash; a report's
-/// hash, assignment and late flag (so a report moved to another assignment,
-/// or its lateness edited, no longer matches its leaf).
+/// or a file's hash, size, assignment and late flag (so a submission moved
+/// to another assignment, or its lateness edited, no longer matches its
+/// leaf).
 #[derive(Debug, PartialEq, Eq)]
 enum Content {
     Cert([u8; 32]),
-    Report {
+    Submission {
         sha256: [u8; 32],
+        size: u64,
         assignment: String,
         late: bool,
     },
@@ -132,10 +140,23 @@ pub fn verify(store: &mut dyn Storage) -> Result<Result<LogVerified, LogProblem>
     for r in &reports {
         expected.insert(
             report_key(r.receipt_id),
-            Content::Report {
+            Content::Submission {
                 sha256: openssl::sha::sha256(r.text.as_bytes()),
+                size: r.text.len() as u64,
                 assignment: r.assignment.clone(),
                 late: r.late_by.is_some(),
+            },
+        );
+    }
+    let uploads = store.uploads()?;
+    for u in &uploads {
+        expected.insert(
+            upload_key(u.receipt_id),
+            Content::Submission {
+                sha256: u.sha256,
+                size: u.size,
+                assignment: u.assignment.clone(),
+                late: u.late_seconds > 0,
             },
         );
     }
@@ -166,17 +187,29 @@ pub fn verify(store: &mut dyn Storage) -> Result<Result<LogVerified, LogProblem>
                 Leaf::Submission {
                     receipt_id,
                     sha256,
+                    size,
                     assignment,
                     late,
                     ..
-                } => (
-                    report_key(receipt_id),
-                    Content::Report {
+                } => {
+                    let content = Content::Submission {
                         sha256,
+                        size,
                         assignment,
                         late,
-                    },
-                ),
+                    };
+                    // One leaf kind for both: a file's leaf is the one its
+                    // upload record matches (their receipt ids are drawn
+                    // apart, so a report's is tried first).
+                    let (report, upload) = (report_key(receipt_id), upload_key(receipt_id));
+                    let key = match (expected.get(&report), expected.get(&upload)) {
+                        (Some(r), _) if *r == content => report,
+                        (_, Some(u)) if *u == content => upload,
+                        (None, Some(_)) => upload,
+                        _ => report,
+                    };
+                    (key, content)
+                }
             };
             if expected.get(&key) != Some(&content) {
                 return Ok(Err(LogProblem::LeafWithoutRecord { index, what: key }));
@@ -238,11 +271,18 @@ pub fn verify(store: &mut dyn Storage) -> Result<Result<LogVerified, LogProblem>
             return Ok(Err(LogProblem::RecordWithoutLeaf(key)));
         }
     }
+    for u in &uploads {
+        let key = upload_key(u.receipt_id);
+        if !seen.contains_key(&key) {
+            return Ok(Err(LogProblem::RecordWithoutLeaf(key)));
+        }
+    }
     Ok(Ok(LogVerified {
         size: head.size,
         root,
         certs: certs.len(),
         reports: reports.len(),
+        uploads: uploads.len(),
     }))
 }
 
@@ -287,6 +327,52 @@ mod tests {
         let (_d, mut s) = with_reports(20)?;
         let v = verify(&mut s)?.map_err(|p| p.to_string())?;
         assert_eq!((v.size, v.reports), (20, 20));
+        Ok(())
+    }
+
+    /// An uploaded file (protocol version 3) is matched to its own leaf;
+    /// its size or lateness edited, or its row deleted, is named.
+    #[test]
+    fn an_uploaded_file_is_matched_to_its_leaf() -> TestResult {
+        use crate::store::{ChunkRecord, UploadRecord};
+        let (d, mut s) = with_reports(2)?;
+        let data = b"the file".to_vec();
+        s.commit(&[
+            Record::Chunk(ChunkRecord {
+                upload_id: 77,
+                seq: 0,
+                data: data.clone(),
+            }),
+            Record::Upload(UploadRecord {
+                receipt_id: 9,
+                upload_id: 77,
+                sid: "1155000001".into(),
+                serial: Serial::parse_hex("0A")?,
+                received_at: 200,
+                assignment: "hw1".into(),
+                file_name: "a.pdf".into(),
+                size: data.len() as u64,
+                sha256: openssl::sha::sha256(&data),
+                chunks: 1,
+                late_seconds: 30,
+            }),
+        ])?;
+        let v = verify(&mut s)?.map_err(|p| p.to_string())?;
+        assert_eq!((v.size, v.reports, v.uploads), (3, 2, 1));
+        raw(&d)?.execute("UPDATE uploads SET size = 9 WHERE receipt_id = 9", [])?;
+        assert_eq!(
+            verify(&mut s)?,
+            Err(LogProblem::LeafWithoutRecord {
+                index: 2,
+                what: "file with receipt 9".into()
+            })
+        );
+        raw(&d)?.execute("UPDATE uploads SET size = 8, late_seconds = 0", [])?;
+        assert!(verify(&mut s)?.is_err(), "lateness edited");
+        raw(&d)?.execute("UPDATE uploads SET late_seconds = 30", [])?;
+        assert_eq!(verify(&mut s)?.map(|v| v.uploads), Ok(1));
+        raw(&d)?.execute("DELETE FROM uploads", [])?;
+        assert!(verify(&mut s)?.is_err(), "row deleted");
         Ok(())
     }
 

@@ -2,6 +2,8 @@
 //!
 //! For each SID in turn: make her key pair and CSR, get it certified by the
 //! CA, then submit her report to Blackboard under that certificate.
+//! `client submit --assignment ID --file PATH SID` hands in a file
+//! (protocol version 3); `client enroll SID...` only enrolls;
 //! `client verify-receipt FILE [--report FILE]` checks a saved receipt.
 
 use std::collections::HashMap;
@@ -40,24 +42,55 @@ use certboard::escape::escaped;
 /// compare it with the one your instructor published. A different root
 /// later is refused.
 #[derive(Debug, Parser)]
-#[command(
-    name = "client",
-    version,
-    args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
-)]
+#[command(name = "client", version, subcommand_negates_reqs = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
     run: RunArgs,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Hand in a file for an assignment (protocol version 3): enroll first
+    /// if needed (as for the lab), then send the file in encrypted,
+    /// authenticated chunks. Its size and SHA-256 are announced first, so
+    /// an oversized file is refused before it is sent. Prints what was
+    /// handed in (file name, size, SHA-256, receipt id, late or not) and
+    /// saves the signed receipt as OUT_DIR/SID/receipts/RECEIPT.p7m.
+    Submit {
+        /// The assignment's id, as the course names it (e.g. `lab`).
+        #[arg(long, value_name = "ID")]
+        assignment: String,
+        /// The file to hand in (read twice, streaming, never whole in
+        /// memory). It is announced under its own name, with `\`, control
+        /// and bidi-override characters replaced by `_` and cut to 255
+        /// bytes.
+        #[arg(long, value_name = "PATH")]
+        file: PathBuf,
+        /// Her student id.
+        #[arg(value_name = "SID")]
+        sid: String,
+    },
+    /// Enroll only: make each student's key and get it certified (or keep a
+    /// saved certificate that is still valid; --renew makes a new key).
+    /// Nothing is submitted.
+    Enroll {
+        /// Student ids (1-32 characters of A-Z a-z 0-9 _ -).
+        #[arg(required = true, value_name = "SID")]
+        sids: Vec<String>,
+    },
     /// Check a saved receipt: Blackboard's signature, its certificate from
     /// the root, and (with --report) the hash of the report text. Prints
     /// what it says; exits 0 only if it holds.
+    ///
+    /// The root: --ca-cert is trusted as given. Without it, the ca.pem
+    /// saved beside the receipt (FILE/../../ca.pem) is used only if its
+    /// fingerprint is pinned: by --ca-fingerprint, or by your own pin in
+    /// OUT_DIR/root-fingerprint. A root found beside a receipt alone
+    /// proves nothing: anyone can put a look-alike there.
     VerifyReceipt {
         /// The receipt (.p7m, CMS SignedData in DER).
         #[arg(value_name = "FILE")]
@@ -65,65 +98,79 @@ enum Command {
         /// The report text that was sent; its SHA-256 must match.
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
-        /// The CUHK root, trusted as given. Without it, the ca.pem saved
-        /// beside the receipt (FILE/../../ca.pem) is used only if its
-        /// fingerprint is pinned: by --ca-fingerprint, or by your own pin in
-        /// OUT_DIR/root-fingerprint. A root found beside a receipt alone
-        /// proves nothing: anyone can put a look-alike there.
-        #[arg(long, value_name = "FILE", conflicts_with = "ca_fingerprint")]
-        ca_cert: Option<PathBuf>,
-        /// The root's SHA-256 fingerprint, as the instructor published it.
-        #[arg(long, value_name = "HEX")]
-        ca_fingerprint: Option<String>,
-        /// Where your own pin (root-fingerprint) is kept.
-        #[arg(long, value_name = "DIR", default_value = "students")]
-        out_dir: PathBuf,
-        /// The name Blackboard's certificate must carry.
-        #[arg(long, value_name = "NAME", default_value = DEFAULT_BLACKBOARD_NAME)]
-        blackboard_name: String,
     },
 }
 
+/// The lab's run (`client [OPTIONS] SID...`): enroll and submit the lab
+/// report by protocol version 2.
 #[derive(Debug, Args)]
 struct RunArgs {
     /// Student ids (1-32 characters of A-Z a-z 0-9 _ -).
     #[arg(required = true, value_name = "SID")]
     sids: Vec<String>,
+    /// Cipher for the report (rc4 only for the lab's sake); aes-256-ctr
+    /// when not given. The lab's run only: a file is always sent under
+    /// AES-256-CTR.
+    #[arg(long, value_enum)]
+    cipher: Option<Cipher>,
+    /// Send the report even when a saved receipt shows Blackboard already
+    /// accepted the very same bytes (it is then recorded once more). The
+    /// lab's run only.
+    #[arg(long)]
+    resubmit: bool,
+}
+
+/// Options every command takes, before or after its name.
+#[derive(Debug, Args)]
+struct CommonArgs {
     /// Address of the CA.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8011")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8011"
+    )]
     ca: String,
     /// Address of Blackboard.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8002")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8002"
+    )]
     blackboard: String,
-    /// Where students' keys and certificates are kept.
-    #[arg(long, value_name = "DIR", default_value = "students")]
+    /// Where students' keys, certificates and receipts are kept, and your
+    /// pin of the root (OUT_DIR/root-fingerprint).
+    #[arg(long, global = true, value_name = "DIR", default_value = "students")]
     out_dir: PathBuf,
     /// Key type for new student keys.
-    #[arg(long, value_enum, default_value_t = KeyType::Rsa2048)]
+    #[arg(long, global = true, value_enum, default_value_t = KeyType::Rsa2048)]
     key_type: KeyType,
-    /// Cipher for the report (rc4 only for the lab's sake).
-    #[arg(long, value_enum, default_value_t = Cipher::Aes256Ctr)]
-    cipher: Cipher,
     /// Pin the CA root: refuse a CA whose root differs from this PEM file.
     /// Without it (or --ca-fingerprint), the root the CA sends is pinned on
     /// first use in OUT_DIR/root-fingerprint.
-    #[arg(long, value_name = "FILE", conflicts_with = "ca_fingerprint")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        conflicts_with = "ca_fingerprint"
+    )]
     ca_cert: Option<PathBuf>,
     /// Pin the CA root by its SHA-256 fingerprint (64 hex digits, `:`
     /// optional), as the instructor published it.
-    #[arg(long, value_name = "HEX")]
+    #[arg(long, global = true, value_name = "HEX")]
     ca_fingerprint: Option<String>,
     /// The name Blackboard's certificate must carry (subjectAltName).
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_BLACKBOARD_NAME)]
+    #[arg(long, global = true, value_name = "NAME", default_value = DEFAULT_BLACKBOARD_NAME)]
     blackboard_name: String,
     /// Make a new key and enroll again even if a valid certificate is saved:
     /// with a saved certificate still good, by proving possession of its
     /// key (no enrollment code needed).
-    #[arg(long)]
+    #[arg(long, global = true)]
     renew: bool,
     /// Refused: a code on the command line can be read by every user of
     /// the machine (/proc/PID/cmdline). Use --code-file or the environment.
-    #[arg(long, value_name = "CODE", hide = true)]
+    #[arg(long, global = true, value_name = "CODE", hide = true)]
     enroll_code: Option<String>,
     /// A file holding her enrollment code (from the instructor), for an
     /// enrollment with a course roster; `-` reads it from standard input,
@@ -132,21 +179,22 @@ struct RunArgs {
     /// variable CERTBOARD_ENROLL_CODE when set. A code given means a new
     /// enrollment with it, even over a saved certificate (a revoked
     /// student's new code).
-    #[arg(long, value_name = "FILE", conflicts_with = "codes_file")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        conflicts_with = "codes_file"
+    )]
     code_file: Option<PathBuf>,
     /// A file of `sid,code` lines (as `server roster codes` writes), for
     /// the first enrollment of several SIDs.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE")]
     codes_file: Option<PathBuf>,
     /// Shared secret for the servers' admission challenge (when they use one).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE")]
     admission_secret_file: Option<PathBuf>,
-    /// Send the report even when a saved receipt shows Blackboard already
-    /// accepted the very same bytes (it is then recorded once more).
-    #[arg(long)]
-    resubmit: bool,
     /// Seconds to wait for any network step.
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
 }
 
@@ -495,7 +543,12 @@ fn verify_receipt(
 
 /// The options of a run, every flag and file checked before any work is
 /// done for the first SID.
-fn options(cli: &RunArgs) -> Result<ClientOptions, UsageError> {
+fn options(
+    cli: &CommonArgs,
+    sids: &[String],
+    cipher: Cipher,
+    resubmit: bool,
+) -> Result<ClientOptions, UsageError> {
     let root_pin = match (&cli.ca_cert, &cli.ca_fingerprint) {
         (Some(path), _) => RootPin::Cert(read_cert(path).map_err(UsageError::CaCert)?),
         (None, Some(hex)) => RootPin::Fingerprint(
@@ -512,7 +565,7 @@ fn options(cli: &RunArgs) -> Result<ClientOptions, UsageError> {
         .map(config::read_admission_secret)
         .transpose()
         .map_err(UsageError::AdmissionSecret)?;
-    for sid in &cli.sids {
+    for sid in sids {
         certboard::sid::validate(sid).map_err(|source| UsageError::Sid {
             sid: sid.clone(),
             source,
@@ -522,8 +575,8 @@ fn options(cli: &RunArgs) -> Result<ClientOptions, UsageError> {
         return Err(UsageError::CodeOnCommandLine);
     }
     let mut codes = HashMap::new();
-    if let Some((from, text)) = one_code(cli)? {
-        let [sid] = cli.sids.as_slice() else {
+    if let Some((from, text)) = one_code(cli, sids)? {
+        let [sid] = sids else {
             return Err(UsageError::CodeForSeveral(from));
         };
         let code =
@@ -546,25 +599,28 @@ fn options(cli: &RunArgs) -> Result<ClientOptions, UsageError> {
         blackboard: cli.blackboard.clone(),
         out_dir: cli.out_dir.clone(),
         key_type: cli.key_type,
-        cipher: cli.cipher.into(),
+        cipher: cipher.into(),
         root_pin,
         blackboard_name: cli.blackboard_name.clone(),
         renew: cli.renew,
         codes,
         admission_secret,
         timeout: Duration::from_secs(cli.timeout.max(1)),
-        resubmit: cli.resubmit,
+        resubmit,
     })
 }
 
 /// Her one enrollment code and where it came from: --code-file (`-` for
 /// standard input, a prompt without echo on a terminal), else the
 /// environment when --codes-file is not given. Never the command line.
-fn one_code(cli: &RunArgs) -> Result<Option<(&'static str, String)>, UsageError> {
+fn one_code(
+    cli: &CommonArgs,
+    sids: &[String],
+) -> Result<Option<(&'static str, String)>, UsageError> {
     match &cli.code_file {
         Some(path) if path.as_os_str() == "-" => {
             let text = if std::io::stdin().is_terminal() {
-                let sid = cli.sids.first().map(String::as_str).unwrap_or_default();
+                let sid = sids.first().map(String::as_str).unwrap_or_default();
                 rpassword::prompt_password(format!("enrollment code for {sid}: "))
             } else {
                 let mut line = String::new();
@@ -591,41 +647,138 @@ fn one_code(cli: &RunArgs) -> Result<Option<(&'static str, String)>, UsageError>
 fn main() -> ExitCode {
     certboard::logging::init("warn");
     let cli = Cli::parse();
-    if let Some(Command::VerifyReceipt {
-        file,
-        report,
-        ca_cert,
-        ca_fingerprint,
-        out_dir,
-        blackboard_name,
-    }) = cli.command
-    {
-        return verify_receipt(
+    let common = cli.common;
+    if cli.command.is_some() && (cli.run.cipher.is_some() || cli.run.resubmit) {
+        complain("--cipher and --resubmit belong to the lab's run (client [OPTIONS] SID...), not to a subcommand");
+        return ExitCode::from(2);
+    }
+    match cli.command {
+        Some(Command::VerifyReceipt { file, report }) => verify_receipt(
             file,
             report,
-            (ca_cert, ca_fingerprint, out_dir),
-            blackboard_name,
-        );
+            (common.ca_cert, common.ca_fingerprint, common.out_dir),
+            common.blackboard_name,
+        ),
+        Some(Command::Submit {
+            assignment,
+            file,
+            sid,
+        }) => submit(&common, &sid, &assignment, &file),
+        Some(Command::Enroll { sids }) => enroll(&common, &sids),
+        None => lab(&common, &cli.run),
     }
-    let cli = cli.run;
-    let opts = match options(&cli) {
+}
+
+/// Options checked, or the usage error said (exit status 2).
+fn checked(
+    common: &CommonArgs,
+    sids: &[String],
+    cipher: Cipher,
+    resubmit: bool,
+) -> Result<ClientOptions, ExitCode> {
+    options(common, sids, cipher, resubmit).map_err(|e| {
+        complain(&e.to_string());
+        ExitCode::from(2)
+    })
+}
+
+/// Her progress, line by line: a message's own line breaks are its
+/// layout, and what each line holds is escaped.
+fn progress_lines(msg: &str) {
+    for line in msg.lines() {
+        say(&escaped(line).to_string());
+    }
+}
+
+/// `client submit`: one file for one assignment.
+fn submit(common: &CommonArgs, sid: &str, assignment: &str, path: &Path) -> ExitCode {
+    let opts = match checked(common, &[sid.to_string()], Cipher::Aes256Ctr, false) {
         Ok(o) => o,
-        Err(e) => {
-            complain(&e.to_string());
-            return ExitCode::from(2);
+        Err(code) => return code,
+    };
+    say(&format!("== student {sid} =="));
+    match client::submit_file(&opts, sid, assignment, path, &mut progress_lines) {
+        Ok((receipt, file, saved)) => {
+            let late = receipt.content.late.unwrap_or(false);
+            let late_seconds = receipt.content.late_seconds.unwrap_or(0);
+            let lateness = if late {
+                format!("LATE by {late_seconds} s")
+            } else {
+                "on time".to_string()
+            };
+            say(&format!(
+                "student {sid}: handed in {:?} for {}: {} bytes, SHA-256 {}; receipt {} ({}), \
+                 saved {}",
+                escaped(&file.name).to_string(),
+                escaped(assignment),
+                file.size,
+                file.sha256
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>(),
+                receipt.receipt_id,
+                lateness,
+                saved.display()
+            ));
+            ExitCode::SUCCESS
         }
+        Err(e) => {
+            say(&format!("student {sid}: FAILED: {}", escaped(&e)));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `client enroll`: keys and certificates only.
+fn enroll(common: &CommonArgs, sids: &[String]) -> ExitCode {
+    let opts = match checked(common, sids, Cipher::Aes256Ctr, false) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let mut failed = Vec::new();
+    for sid in sids {
+        say(&format!("== student {sid} =="));
+        match client::enroll(&opts, sid, &mut progress_lines) {
+            Ok(client::Enrolled::Reused(dir)) => say(&format!(
+                "student {sid}: enrolled (her valid certificate in {} kept; --renew makes a new \
+                 one)",
+                dir.display()
+            )),
+            Ok(client::Enrolled::New(dir)) => say(&format!(
+                "student {sid}: enrolled (new key and certificate saved in {})",
+                dir.display()
+            )),
+            Err(e) => {
+                say(&format!("student {sid}: FAILED: {}", escaped(&e)));
+                failed.push(sid.as_str());
+            }
+        }
+    }
+    if failed.is_empty() {
+        say(&format!("all {} student(s) enrolled", sids.len()));
+        ExitCode::SUCCESS
+    } else {
+        say(&format!(
+            "{} of {} student(s) failed: {}",
+            failed.len(),
+            sids.len(),
+            failed.join(", ")
+        ));
+        ExitCode::FAILURE
+    }
+}
+
+/// The lab's run: enroll and submit the lab report (version 2) per SID.
+fn lab(common: &CommonArgs, cli: &RunArgs) -> ExitCode {
+    let cipher = cli.cipher.unwrap_or(Cipher::Aes256Ctr);
+    let opts = match checked(common, &cli.sids, cipher, cli.resubmit) {
+        Ok(o) => o,
+        Err(code) => return code,
     };
     let mut failed = Vec::new();
     for sid in &cli.sids {
         say(&format!("== student {sid} =="));
-        // Line by line: a message's own line breaks are its layout, and
-        // what each line holds is escaped.
-        let mut progress = |msg: &str| {
-            for line in msg.lines() {
-                say(&escaped(line).to_string());
-            }
-        };
-        match client::run_student(&opts, sid, &mut progress) {
+        match client::run_student(&opts, sid, &mut progress_lines) {
             Ok(Outcome::AlreadyAccepted { .. }) => say(&format!(
                 "student {sid}: done (already accepted, not sent again)"
             )),

@@ -116,6 +116,15 @@ struct RunArgs {
     /// design; see README "Legacy mode").
     #[arg(long)]
     legacy: bool,
+    /// The oldest protocol version Blackboard serves: 2 also takes version
+    /// 2 clients (their reports go to the assignment `lab`); 3 refuses them
+    /// with code 10, telling the student to upgrade.
+    #[arg(long, value_name = "VERSION", default_value_t = 2, value_parser = clap::value_parser!(u16).range(2..=3))]
+    min_protocol: u16,
+    /// Largest file a student may hand in (protocol version 3), in bytes;
+    /// a larger one is refused at its announcement, before it is sent.
+    #[arg(long, value_name = "BYTES", default_value_t = certboard::protocol::DEFAULT_MAX_SUBMISSION)]
+    max_submission: u64,
     /// Number of reactor threads (each its own event loop; SO_REUSEPORT).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     reactors: u16,
@@ -513,6 +522,10 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
         renewal_grace_days: a.renewal_grace,
         admission_secret_file: a.admission_secret_file,
         legacy: a.legacy,
+        upload: certboard::protocol::UploadPolicy {
+            min_protocol: a.min_protocol,
+            max_submission: a.max_submission,
+        },
         reactors: usize::from(a.reactors),
         limits,
         window: Window {
@@ -806,10 +819,11 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
         }
         Command::Log(LogCommand::Verify) => match admin::log::verify(store)? {
             Ok(v) => println!(
-                "log verified: {} entries ({} certificate(s), {} report(s)) recompute every stored hash and the tree head {}",
+                "log verified: {} entries ({} certificate(s), {} report(s), {} file(s)) recompute every stored hash and the tree head {}",
                 v.size,
                 v.certs,
                 v.reports,
+                v.uploads,
                 openssl::base64::encode_block(&v.root)
             ),
             Err(problem) => return Err(format!("log verification FAILED: {problem}").into()),

@@ -78,6 +78,26 @@ pub(crate) fn check_inclusion(
     c: &ReceiptContent,
     report: &[u8],
 ) -> Result<Option<String>, ProofCheckError> {
+    check_entry(c, &openssl::sha::sha256(report), report.len() as u64)
+}
+
+/// [`check_inclusion`] for a version 3 file: the entry holds the file's
+/// SHA-256 and size, which she computed before sending it.
+pub(crate) fn check_file_inclusion(
+    c: &ReceiptContent,
+    sha256: &[u8; 32],
+    size: u64,
+) -> Result<Option<String>, ProofCheckError> {
+    check_entry(c, sha256, size)
+}
+
+/// Checks the proof of the submission entry holding `sha256` and `size`
+/// with the receipt's other values.
+fn check_entry(
+    c: &ReceiptContent,
+    sha256: &[u8; 32],
+    size: u64,
+) -> Result<Option<String>, ProofCheckError> {
     let (Some(text), Some(index)) = (&c.log_proof, c.log_index) else {
         return Ok(None);
     };
@@ -99,8 +119,8 @@ pub(crate) fn check_inclusion(
         // Receipts from before assignments existed went to the lab.
         assignment: c.assignment.clone().unwrap_or_else(|| "lab".to_string()),
         receipt_id,
-        sha256: openssl::sha::sha256(report),
-        size: report.len() as u64,
+        sha256: *sha256,
+        size,
         received_at: received_at.max(0) as u64,
         late: c.late.unwrap_or(false),
         serial: c.serial.clone(),

@@ -60,7 +60,12 @@ pub fn verify_offer(
     let bb_cert = bb_chain
         .first()
         .ok_or(ClientError::NotBlackboard(BlackboardCertError::Malformed))?;
-    let t = crypto::transcript(hello, server_nonce, wrapped_key, bb_cert);
+    let t = if hello.first() == Some(&0x40) {
+        // A version 3 hello (SubmitOpen3): its own transcript label.
+        crypto::transcript_v3(hello, server_nonce, wrapped_key, bb_cert)
+    } else {
+        crypto::transcript(hello, server_nonce, wrapped_key, bb_cert)
+    };
     let key = cert.public_key()?;
     let mut v = openssl::sign::Verifier::new(MessageDigest::sha256(), &key)?;
     // A malformed signature is as false as a wrong one.

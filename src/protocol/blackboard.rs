@@ -12,6 +12,10 @@ use std::sync::Arc;
 
 use log::info;
 
+mod upload;
+
+pub use upload::{UploadError, UploadPolicy, DEFAULT_MAX_SUBMISSION};
+
 use crate::assignment::{AdmitError, Refused, Timing};
 use crate::ca::{BlackboardIdentity, Serial};
 use crate::crypto::{self, SessionKeys, DIGEST_LEN, SESSION_KEY_LEN};
@@ -38,6 +42,13 @@ pub(super) enum Blackboard {
     /// The report is on its way to the store; the signed receipt is made
     /// once it is durable.
     Recording(Box<ReceiptToSign>),
+    /// Version 3: signed offer sent, waiting for the file's announcement.
+    AwaitAnnounce(Box<PendingReport<OfferKeys>>),
+    /// Version 3: waiting for the next chunk or the end.
+    Receiving(Box<upload::Receiving>),
+    /// Version 3: a chunk is on its way to the store; nothing more is read
+    /// until it is durable.
+    Staging(Box<upload::Receiving>),
 }
 
 impl Blackboard {
@@ -70,7 +81,37 @@ impl Blackboard {
                     chain,
                     ..
                 },
-            ) => open(payload, &sid, &cert_der, &chain, shared, peer),
+            ) => {
+                upload::refuse_v2(shared, &sid)?;
+                open(payload, &sid, &cert_der, &chain, shared, peer)
+            }
+            (
+                Blackboard::AwaitHello,
+                Message::SubmitOpen3 {
+                    version,
+                    sid,
+                    cert_der,
+                    chain,
+                    intent,
+                    ..
+                },
+            ) => upload::open(
+                payload, version, &sid, &cert_der, &chain, intent, shared, peer,
+            ),
+            (Blackboard::AwaitAnnounce(p), msg @ Message::FileAnnounce { .. }) => {
+                upload::announce(*p, msg, payload, shared, peer)
+            }
+            (
+                Blackboard::Receiving(r),
+                Message::Chunk {
+                    seq,
+                    ciphertext,
+                    mac,
+                },
+            ) => upload::chunk(*r, seq, &ciphertext, &mac, peer),
+            (Blackboard::Receiving(r), Message::UploadDone { chunks, mac }) => {
+                upload::done(*r, chunks, &mac, shared, peer)
+            }
             (
                 Blackboard::AwaitReport(p),
                 Message::Report {
@@ -89,6 +130,26 @@ impl Blackboard {
             Blackboard::AwaitHello => "waiting for a submission hello",
             Blackboard::AwaitReport(_) => "waiting for the report",
             Blackboard::Recording(_) => "recording the report",
+            Blackboard::AwaitAnnounce(_) => "waiting for the file's announcement",
+            Blackboard::Receiving(_) => "waiting for the next chunk or the upload's end",
+            Blackboard::Staging(_) => "recording a chunk",
+        }
+    }
+
+    /// The upload whose chunks may be staged, while one is under way.
+    pub(super) fn staged_upload(&self) -> Option<i64> {
+        match self {
+            Blackboard::Receiving(r) | Blackboard::Staging(r) => Some(r.upload_id()),
+            _ => None,
+        }
+    }
+
+    /// Bytes and frames an upload under way may take beyond the ordinary
+    /// per-connection limits.
+    pub(super) fn upload_allowance(&self) -> Option<(u64, u32)> {
+        match self {
+            Blackboard::Receiving(r) | Blackboard::Staging(r) => Some(r.allowance()),
+            _ => None,
         }
     }
 
@@ -97,9 +158,15 @@ impl Blackboard {
     pub(super) fn on_committed(self, shared: &mut Shared, peer: &str) -> (State, Output) {
         match self {
             Blackboard::Recording(r) => (State::Done, receipt_after_commit(*r, shared, peer)),
-            state @ (Blackboard::AwaitHello | Blackboard::AwaitReport(_)) => {
-                (State::Blackboard(state), Output::default())
-            }
+            // A chunk is durable: the next one may be read.
+            Blackboard::Staging(r) => (
+                State::Blackboard(Blackboard::Receiving(r)),
+                Output::default(),
+            ),
+            state @ (Blackboard::AwaitHello
+            | Blackboard::AwaitReport(_)
+            | Blackboard::AwaitAnnounce(_)
+            | Blackboard::Receiving(_)) => (State::Blackboard(state), Output::default()),
         }
     }
 
@@ -123,6 +190,9 @@ pub(super) struct OfferKeys {
 pub(super) struct ReceiptToSign {
     content: ReceiptContent,
     receipt_id: u64,
+    /// The log's name of the record (`report:` or `upload:`), to find its
+    /// entry for the receipt's proof.
+    log_key: String,
     serial: Serial,
     identity: Arc<BlackboardIdentity>,
 }
@@ -248,6 +318,7 @@ pub(super) fn report(
     let to_sign = ReceiptToSign {
         content: receipt_content(&record, &th),
         receipt_id: record.receipt_id,
+        log_key: crate::store::tlog::report_record_key(record.receipt_id),
         serial: record.serial.clone(),
         identity,
     };
@@ -275,6 +346,7 @@ fn receipt_content(record: &ReportRecord, th: &[u8; DIGEST_LEN]) -> ReceiptConte
         late_seconds: record.late_by,
         log_index: None,
         log_proof: None,
+        file: None,
     }
 }
 
@@ -296,17 +368,17 @@ fn admit(shared: &mut Shared, sid: &str) -> Result<Timing, ProtocolError> {
     }
 }
 
-/// The proof that the report `receipt_id` is in the log, against a
+/// The proof that the record logged under `key` (a report's or an
+/// upload's, [`ReceiptToSign::log_key`]) is in the log, against a
 /// checkpoint that already holds it; `None` (logged) when this process
 /// does not hold the log key or the store does not answer: the receipt
 /// goes out without it rather than not at all.
-fn log_proof(shared: &mut Shared, receipt_id: u64, peer: &str) -> Option<(u64, String)> {
+fn log_proof(shared: &mut Shared, key: &str, receipt_id: u64, peer: &str) -> Option<(u64, String)> {
     use crate::tlog::signer::ProofError;
     let signer = shared.log.clone()?;
-    let key = crate::store::tlog::report_record_key(receipt_id);
     let store = &mut shared.store;
     let made = (|| -> Result<Option<(u64, String)>, ProofError<crate::store::StoreError>> {
-        let Some(index) = store.log_index_of(&key).map_err(ProofError::Read)? else {
+        let Some(index) = store.log_index_of(key).map_err(ProofError::Read)? else {
             return Ok(None);
         };
         let head = store.log_head().map_err(ProofError::Read)?;
@@ -329,7 +401,7 @@ fn log_proof(shared: &mut Shared, receipt_id: u64, peer: &str) -> Option<(u64, S
 
 /// Signs the receipt of a report now durable, and ends the exchange.
 fn receipt_after_commit(mut r: ReceiptToSign, shared: &mut Shared, peer: &str) -> Output {
-    if let Some((index, proof)) = log_proof(shared, r.receipt_id, peer) {
+    if let Some((index, proof)) = log_proof(shared, &r.log_key, r.receipt_id, peer) {
         r.content.log_index = Some(index);
         r.content.log_proof = Some(proof);
     }

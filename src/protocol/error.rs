@@ -101,6 +101,14 @@ pub enum ProtocolError {
         /// Why signing failed (for the log).
         source: openssl::error::ErrorStack,
     },
+    /// Blackboard refused a version 3 exchange (an upload's announcement,
+    /// chunks or end, or the version itself).
+    Upload {
+        /// The SID claimed.
+        sid: String,
+        /// Why.
+        source: super::blackboard::UploadError,
+    },
     /// The server failed; the details go to the log only.
     Internal(Internal),
 }
@@ -185,6 +193,7 @@ impl fmt::Display for ProtocolError {
                 "internal error: the report is recorded under receipt {receipt_id}, but the \
                  signed receipt could not be made"
             ),
+            ProtocolError::Upload { source, .. } => write!(f, "{source}"),
             ProtocolError::Internal(e) => write!(f, "{e}"),
         }
     }
@@ -202,6 +211,7 @@ impl Error for ProtocolError {
             ProtocolError::Deadline(e) => Some(e),
             ProtocolError::ReceiptNotSigned { source, .. } => Some(source),
             ProtocolError::Internal(e) => e.source(),
+            ProtocolError::Upload { source, .. } => Some(source),
             ProtocolError::Unexpected { .. }
             | ProtocolError::LegacyDisabled { .. }
             | ProtocolError::Admission(_)
@@ -385,6 +395,7 @@ impl ServerFault for ProtocolError {
             | ProtocolError::UnsupportedVersion { .. }
             | ProtocolError::Version1 { .. }
             | ProtocolError::Course { .. }
+            | ProtocolError::Upload { .. }
             | ProtocolError::Closed(_)
             | ProtocolError::Deadline(_) => false,
         }
@@ -507,6 +518,7 @@ impl From<&ProtocolError> for ErrorCode {
             // Version 2 clients know code 17 only: every assignment
             // refusal is 17, its text naming the assignment and the time.
             ProtocolError::Closed(_) | ProtocolError::Deadline(_) => ErrorCode::SubmissionsClosed,
+            ProtocolError::Upload { source, .. } => source.code(),
             ProtocolError::ReceiptNotSigned { .. } | ProtocolError::Internal(_) => {
                 ErrorCode::Internal
             }
@@ -693,6 +705,10 @@ impl fmt::Display for ConnectionError {
             }
             ConnectionError::Commit(e @ StoreError::TooManyGuesses { .. }) => write!(f, "{e}"),
             ConnectionError::Commit(StoreError::Unavailable(_)) => f.write_str(STORE_UNAVAILABLE),
+            ConnectionError::Commit(e) if crate::store::is_storage_full(e) => f.write_str(
+                "storage is full: the server could not record this; nothing was acknowledged \
+                 (tell the instructor)",
+            ),
             ConnectionError::Commit(_) => write!(
                 f,
                 "internal error: could not record the result; nothing was acknowledged"

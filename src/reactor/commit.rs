@@ -314,7 +314,10 @@ impl Durable {
                     }
                 }
                 Record::Report(_) => self.metrics.report_accepted(),
-                Record::Guess(_) => {}
+                Record::Guess(_)
+                | Record::Chunk(_)
+                | Record::Upload(_)
+                | Record::DiscardUpload { .. } => {}
             }
         }
         (self.announce)(records);
@@ -524,7 +527,7 @@ mod tests {
                 .iter()
                 .filter_map(|r| match r {
                     Record::Report(r) => Some(r.receipt_id),
-                    Record::Cert(_) | Record::Guess(_) => None,
+                    _ => None,
                 })
                 .collect();
             if ids.contains(&0) {
@@ -602,6 +605,18 @@ mod tests {
         }
         fn revocation_mark(&mut self) -> Result<crate::store::RevocationMark, StoreError> {
             Ok(crate::store::RevocationMark::default())
+        }
+        fn uploads(&mut self) -> Result<Vec<crate::store::UploadRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn upload_chunk(&mut self, _: i64, _: u64) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(None)
+        }
+        fn staged_chunks(&mut self) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        fn discard_orphan_chunks(&mut self, _: i64) -> Result<u64, StoreError> {
+            Ok(0)
         }
         fn check(&mut self) -> Result<(), StoreError> {
             Ok(())

@@ -168,6 +168,14 @@ impl Connection {
         }
     }
 
+    /// The upload whose staged chunks go when it closes, if any.
+    pub(super) fn staged_upload(&self) -> Option<i64> {
+        match &self.handler {
+            Handler::Frames(f) => f.staged_upload(),
+            Handler::Http(_) => None,
+        }
+    }
+
     /// The record it waited for is durable: what to send now.
     pub(super) fn on_committed(&mut self, shared: &mut Shared) -> Output {
         match &mut self.handler {

@@ -22,6 +22,11 @@ pub(super) struct Frames {
     /// Frames received so far.
     messages: u32,
     max_messages: u32,
+    /// Frames an upload under way may send beyond `max_messages`.
+    extra_messages: u32,
+    /// The last upload this connection staged chunks of: if it ends before
+    /// the upload is recorded, they are deleted.
+    staged: Option<i64>,
 }
 
 impl Frames {
@@ -39,6 +44,8 @@ impl Frames {
             session,
             messages: 0,
             max_messages: limits.max_messages,
+            extra_messages: 0,
+            staged: None,
         };
         (frames, out)
     }
@@ -57,7 +64,7 @@ impl Frames {
         };
         t.touch();
         self.messages = self.messages.saturating_add(1);
-        if self.messages > self.max_messages {
+        if self.messages > self.max_messages.saturating_add(self.extra_messages) {
             return Work::Refuse(ConnectionError::TooManyMessages {
                 limit: self.max_messages,
             });
@@ -65,7 +72,25 @@ impl Frames {
         let session = std::mem::take(&mut self.session);
         let (next, out) = session.on_frame(&frame, shared, peer);
         self.session = next;
+        if let Some((bytes, frames)) = self.session.upload_allowance() {
+            // Granted once, at the announcement: the file's own size.
+            if self.extra_messages == 0 {
+                self.extra_messages = frames.saturating_add(1);
+                t.allow_bytes(bytes);
+            }
+            // The announcement or a chunk taken: the exchange moves.
+            t.progress(std::time::Instant::now());
+        }
+        if let Some(id) = self.session.staged_upload() {
+            self.staged = Some(id);
+        }
         Work::Output(out)
+    }
+
+    /// The upload whose staged chunks must go when the connection ends
+    /// (deleting a recorded upload's chunks deletes nothing).
+    pub(super) fn staged_upload(&self) -> Option<i64> {
+        self.staged
     }
 
     /// The record of the last step is durable: what the session sends now.

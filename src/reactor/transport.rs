@@ -67,12 +67,24 @@ pub(super) struct Transport<S> {
     /// The last bytes are queued: flush them, then close; nothing more is
     /// read or handled.
     closing: bool,
+    /// What the exchange deadline counts from: the connection's opening,
+    /// or an upload's last chunk (see [`Transport::progress`]).
     started: Instant,
     /// When the last whole frame or request came (or the connection opened).
     last_unit: Instant,
     bytes_in: u64,
+    /// Bytes allowed beyond `--max-conn-bytes` (an announced upload).
+    extra_bytes: u64,
+    /// A read was skipped while the handler waited with input enough
+    /// buffered: the socket must be read once the wait is over, as no new
+    /// edge may come (the peer may be blocked on a full window).
+    paused: bool,
     interest: Interest,
 }
+
+/// Input buffered past which a connection waiting for its record is not
+/// read (four 64 KiB chunks): TCP flow control then holds the sender.
+pub(super) const INPUT_HIGH_WATER: usize = 4 * 65_600;
 
 impl<S: Read + Write> Transport<S> {
     pub(super) fn new(stream: S, now: Instant) -> Transport<S> {
@@ -86,6 +98,8 @@ impl<S: Read + Write> Transport<S> {
             started: now,
             last_unit: now,
             bytes_in: 0,
+            extra_bytes: 0,
+            paused: false,
             interest: Interest::READABLE,
         }
     }
@@ -106,6 +120,30 @@ impl<S: Read + Write> Transport<S> {
     /// reading what it is sent.
     pub(super) fn can_work(&self) -> bool {
         !self.closing && self.outbuf.len() < OUTPUT_HIGH_WATER
+    }
+
+    /// Lets the connection send `extra` bytes beyond its limit.
+    pub(super) fn allow_bytes(&mut self, extra: u64) {
+        self.extra_bytes = self.extra_bytes.saturating_add(extra);
+    }
+
+    /// Skips reading now: the handler waits, with enough input buffered.
+    pub(super) fn pause(&mut self) {
+        self.paused = true;
+    }
+
+    /// Whether reading was skipped; clears it.
+    pub(super) fn take_paused(&mut self) -> bool {
+        std::mem::take(&mut self.paused)
+    }
+
+    /// An upload's chunk came: the exchange deadline counts from now, so
+    /// that a large file on a slow link is not cut while it moves. Bounded:
+    /// every chunk but the last is a full 64 KiB (a transfer slower than
+    /// that per deadline is still cut), and there are no more chunks than
+    /// the announced size makes (PROTOCOL.md §7).
+    pub(super) fn progress(&mut self, now: Instant) {
+        self.started = now;
     }
 
     /// A whole frame or request came: the idle timer starts again.
@@ -135,7 +173,8 @@ impl<S: Read + Write> Transport<S> {
             return Ok(());
         }
         let before = self.inbuf.len();
-        let read = self.read_until_drained(scratch, limits.max_conn_bytes, peer_closed);
+        let max_bytes = limits.max_conn_bytes.saturating_add(self.extra_bytes);
+        let read = self.read_until_drained(scratch, max_bytes, peer_closed);
         let added = self.inbuf.len().saturating_sub(before);
         self.settle(budget);
         read?;
@@ -494,6 +533,29 @@ mod tests {
         );
         assert_eq!(
             t.expired(start + Duration::from_secs(30), &limits),
+            Some(Expiry::Deadline)
+        );
+    }
+
+    #[test]
+    fn an_uploads_progress_moves_the_deadline_but_not_the_idle_timer() {
+        let mut t = transport(vec![]);
+        let limits = Limits {
+            idle_timeout: Duration::from_secs(10),
+            exchange_deadline: Duration::from_secs(30),
+            ..Limits::default()
+        };
+        let start = t.started;
+        t.progress(start + Duration::from_secs(25));
+        assert_eq!(
+            t.expired(start + Duration::from_secs(40), &limits),
+            Some(Expiry::Idle),
+            "progress is no frame: the idle timer still runs from the last one"
+        );
+        t.last_unit = start + Duration::from_secs(50);
+        assert_eq!(t.expired(start + Duration::from_secs(54), &limits), None);
+        assert_eq!(
+            t.expired(start + Duration::from_secs(55), &limits),
             Some(Expiry::Deadline)
         );
     }

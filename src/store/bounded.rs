@@ -232,6 +232,18 @@ impl Storage for Bounded {
     fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
         self.call(false, |s| s.revocation_mark())
     }
+    fn uploads(&mut self) -> Result<Vec<crate::store::UploadRecord>, StoreError> {
+        self.call(false, |s| s.uploads())
+    }
+    fn upload_chunk(&mut self, upload_id: i64, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.call(false, move |s| s.upload_chunk(upload_id, seq))
+    }
+    fn staged_chunks(&mut self) -> Result<u64, StoreError> {
+        self.call(false, |s| s.staged_chunks())
+    }
+    fn discard_orphan_chunks(&mut self, before: i64) -> Result<u64, StoreError> {
+        self.call(true, move |s| s.discard_orphan_chunks(before))
+    }
     fn check(&mut self) -> Result<(), StoreError> {
         self.call(false, |s| s.check())
     }
@@ -451,6 +463,18 @@ mod tests {
             }
             fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
                 Ok(RevocationMark::default())
+            }
+            fn uploads(&mut self) -> Result<Vec<crate::store::UploadRecord>, StoreError> {
+                Ok(Vec::new())
+            }
+            fn upload_chunk(&mut self, _: i64, _: u64) -> Result<Option<Vec<u8>>, StoreError> {
+                Ok(None)
+            }
+            fn staged_chunks(&mut self) -> Result<u64, StoreError> {
+                Ok(0)
+            }
+            fn discard_orphan_chunks(&mut self, _: i64) -> Result<u64, StoreError> {
+                Ok(0)
             }
             fn check(&mut self) -> Result<(), StoreError> {
                 Ok(())

@@ -104,6 +104,18 @@ impl<S: Storage> Storage for Gated<S> {
         self.wait(GatedCall::RevocationMark);
         self.inner.revocation_mark()
     }
+    fn uploads(&mut self) -> Result<Vec<crate::store::UploadRecord>, StoreError> {
+        self.inner.uploads()
+    }
+    fn upload_chunk(&mut self, upload_id: i64, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.upload_chunk(upload_id, seq)
+    }
+    fn staged_chunks(&mut self) -> Result<u64, StoreError> {
+        self.inner.staged_chunks()
+    }
+    fn discard_orphan_chunks(&mut self, before: i64) -> Result<u64, StoreError> {
+        self.inner.discard_orphan_chunks(before)
+    }
     fn check(&mut self) -> Result<(), StoreError> {
         self.wait(GatedCall::Check);
         self.inner.check()

@@ -40,6 +40,9 @@ const TABLES: &[&str] = &[
     // The log's leaves and stored hashes.
     "tlog_entries",
     "tlog_nodes",
+    // Staged chunks, then the files naming them.
+    "upload_chunks",
+    "uploads",
 ];
 
 /// The log's one-row tree head: made with the schema in both engines, so

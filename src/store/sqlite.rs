@@ -13,16 +13,17 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    census_of, check_guess, code_state_of, receipt_id_of, status_of, Assignment, Census,
-    CertColumns, CertRow, CertStatus, CodeColumns, CodeKey, Counts, EnrollView, Extension, Record,
-    ReportColumns, ReportRecord, Revocation, RevocationColumns, RevocationMark, RevocationReason,
-    RosterChange, RosterEntry, Serial, StatusColumns, Storage, StoreError, Student, SubmissionView,
-    Supersede, Writes, CENSUS_SQL, GUESS_RETENTION,
+    census_of, check_guess, code_state_of, receipt_id_of, staged_match, status_of, Assignment,
+    Census, CertColumns, CertRow, CertStatus, CodeColumns, CodeKey, Counts, EnrollView, Extension,
+    Record, ReportColumns, ReportRecord, Revocation, RevocationColumns, RevocationMark,
+    RevocationReason, RosterChange, RosterEntry, Serial, StatusColumns, Storage, StoreError,
+    Student, SubmissionView, Supersede, UploadColumns, UploadRecord, Writes, CENSUS_SQL,
+    GUESS_RETENTION,
 };
 use crate::time::now_unix;
 
 /// The schema this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 /// Marks the file as certboard's (`PRAGMA application_id`): "CBRD".
 const APPLICATION_ID: i64 = 0x4342_5244;
 /// File name of the database inside the data dir.
@@ -181,6 +182,33 @@ ALTER TABLE roster ADD COLUMN email TEXT;
 ALTER TABLE roster ADD COLUMN dropped_at INTEGER;
 ";
 
+/// Version 6 to 7: files handed in by protocol version 3 (issue 20).
+/// Chunks are staged as they arrive; an `uploads` row naming their
+/// `upload_id` makes them a file, in one transaction; staged chunks no row
+/// names belong to an upload in progress or abandoned.
+const MIGRATE_V7: &str = "
+CREATE TABLE upload_chunks (
+    upload_id  INTEGER NOT NULL,
+    seq        INTEGER NOT NULL,
+    data       BLOB NOT NULL,
+    staged_at  INTEGER NOT NULL,
+    PRIMARY KEY (upload_id, seq)
+);
+CREATE TABLE uploads (
+    receipt_id   INTEGER PRIMARY KEY,
+    upload_id    INTEGER NOT NULL UNIQUE,
+    sid          TEXT NOT NULL,
+    serial       TEXT NOT NULL,
+    received_at  INTEGER NOT NULL,
+    assignment   TEXT NOT NULL,
+    file_name    TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    sha256       BLOB NOT NULL,
+    chunks       INTEGER NOT NULL,
+    late_seconds INTEGER NOT NULL
+);
+";
+
 /// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`, as in the
 /// PostgreSQL engine. A new version appends a step (and bumps
 /// [`SCHEMA_VERSION`]); a step once released never changes.
@@ -191,6 +219,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATE_V4,
     super::tlog::SQLITE_SCHEMA,
     MIGRATE_V6,
+    MIGRATE_V7,
 ];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 
@@ -235,6 +264,10 @@ fn duplicate(
         Err(e) => Err(e.into()),
     }
 }
+
+/// The environment variable that caps the SQLite store's size, in pages
+/// (`PRAGMA max_page_count`); unset, SQLite's own limit holds.
+pub(crate) const MAX_PAGES_ENV: &str = "CERTBOARD_SQLITE_MAX_PAGES";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database in `data_dir`.
@@ -294,6 +327,14 @@ impl SqliteStore {
             )));
         }
         conn.execute_batch("PRAGMA synchronous=FULL;")?;
+        if let Some(pages) = std::env::var(MAX_PAGES_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            // A quota: past it SQLite answers SQLITE_FULL, as on a full
+            // disk, which is how the tests reach that case without root.
+            conn.query_row(&format!("PRAGMA max_page_count={pages}"), [], |_| Ok(()))?;
+        }
         let file_id = file_id(path).ok();
         Self::with_schema(conn, path.to_path_buf(), file_id)
     }
@@ -556,6 +597,51 @@ impl Storage for SqliteStore {
                     format!("receipt {}", receipt_id_of(r.receipt_id))
                 })?;
             }
+            let mut chunk_stmt = tx.prepare_cached(
+                "INSERT INTO upload_chunks (upload_id, seq, data, staged_at) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for c in &w.chunks {
+                let inserted = chunk_stmt.execute(params![c.upload_id, c.seq as i64, c.data, now]);
+                duplicate(inserted, || {
+                    format!("upload {} chunk {}", c.upload_id, c.seq)
+                })?;
+            }
+            for u in &w.uploads {
+                let (count, bytes): (i64, i64) = tx
+                    .prepare_cached(
+                        "SELECT count(*), coalesce(sum(length(data)), 0) FROM upload_chunks
+                         WHERE upload_id = ?1",
+                    )?
+                    .query_row(params![u.upload_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                staged_match(u, count, bytes)?;
+                let inserted = tx
+                    .prepare_cached(
+                        "INSERT INTO uploads (receipt_id, upload_id, sid, serial, received_at,
+                         assignment, file_name, size, sha256, chunks, late_seconds)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    )?
+                    .execute(params![
+                        u.receipt_id as i64,
+                        u.upload_id,
+                        u.sid,
+                        u.serial.to_string(),
+                        u.received_at,
+                        u.assignment,
+                        u.file_name,
+                        u.size as i64,
+                        &u.sha256[..],
+                        u.chunks as i64,
+                        u.late_seconds,
+                    ]);
+                duplicate(inserted, || format!("receipt {}", u.receipt_id))?;
+            }
+            for id in &w.discards {
+                tx.prepare_cached(
+                    "DELETE FROM upload_chunks WHERE upload_id = ?1
+                     AND NOT EXISTS (SELECT 1 FROM uploads WHERE upload_id = ?1)",
+                )?
+                .execute(params![id])?;
+            }
         }
         let leaves = super::tlog::leaves_of(batch, now);
         if !leaves.is_empty() {
@@ -642,6 +728,62 @@ impl Storage for SqliteStore {
             .into_iter()
             .map(ReportColumns::into_record)
             .collect()
+    }
+
+    fn uploads(&mut self) -> Result<Vec<UploadRecord>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT receipt_id, upload_id, sid, serial, received_at, assignment, file_name,
+             size, sha256, chunks, late_seconds FROM uploads ORDER BY received_at, rowid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(UploadColumns {
+                receipt_id: r.get(0)?,
+                upload_id: r.get(1)?,
+                sid: r.get(2)?,
+                serial: r.get(3)?,
+                received_at: r.get(4)?,
+                assignment: r.get(5)?,
+                file_name: r.get(6)?,
+                size: r.get(7)?,
+                sha256: r.get(8)?,
+                chunks: r.get(9)?,
+                late_seconds: r.get(10)?,
+            })
+        })?;
+        let columns = rows.collect::<Result<Vec<_>, _>>()?;
+        columns
+            .into_iter()
+            .map(UploadColumns::into_record)
+            .collect()
+    }
+
+    fn upload_chunk(&mut self, upload_id: i64, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT data FROM upload_chunks WHERE upload_id = ?1 AND seq = ?2")?
+            .query_row(params![upload_id, seq as i64], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn staged_chunks(&mut self) -> Result<u64, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM upload_chunks c
+             WHERE NOT EXISTS (SELECT 1 FROM uploads u WHERE u.upload_id = c.upload_id)",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn discard_orphan_chunks(&mut self, before: i64) -> Result<u64, StoreError> {
+        let n = self.conn.execute(
+            "DELETE FROM upload_chunks WHERE upload_id IN (
+                 SELECT c.upload_id FROM upload_chunks c
+                 WHERE NOT EXISTS (SELECT 1 FROM uploads u WHERE u.upload_id = c.upload_id)
+                 GROUP BY c.upload_id HAVING max(c.staged_at) < ?1)",
+            params![before],
+        )?;
+        Ok(n as u64)
     }
 
     fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {

@@ -28,8 +28,16 @@ pub fn report_record_key(receipt_id: u64) -> String {
     format!("report:{receipt_id}")
 }
 
+/// The log's name of an uploaded file's record (protocol version 3). Its
+/// own prefix: upload receipt ids are drawn apart from reports', so a
+/// shared `report:` name could collide.
+pub fn upload_record_key(receipt_id: u64) -> String {
+    format!("upload:{receipt_id}")
+}
+
 /// The leaves a batch appends, in batch order, each with the name of its
-/// record: one per certificate and one per report. `now` is the time the
+/// record: one per certificate, one per report and one per uploaded file
+/// (its staged chunks have none: only the file's record is a submission). `now` is the time the
 /// certificates' rows are stamped with.
 pub(super) fn leaves_of(batch: &[Record], now: i64) -> Vec<(String, Vec<u8>)> {
     batch
@@ -63,7 +71,20 @@ pub(super) fn leaves_of(batch: &[Record], now: i64) -> Vec<(String, Vec<u8>)> {
                     serial: r.serial.to_string(),
                 },
             )),
-            Record::Guess(_) => None,
+            Record::Upload(u) => Some((
+                upload_record_key(u.receipt_id),
+                Leaf::Submission {
+                    sid: u.sid.clone(),
+                    assignment: u.assignment.clone(),
+                    receipt_id: u.receipt_id,
+                    sha256: u.sha256,
+                    size: u.size,
+                    received_at: u.received_at.max(0) as u64,
+                    late: u.late_seconds > 0,
+                    serial: u.serial.to_string(),
+                },
+            )),
+            Record::Guess(_) | Record::Chunk(_) | Record::DiscardUpload { .. } => None,
         })
         .map(|(key, leaf)| (key, leaf.encode()))
         .collect()

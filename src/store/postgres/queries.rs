@@ -7,11 +7,11 @@ use postgres::{Client, Statement, Transaction};
 
 use super::PostgresStore;
 use crate::store::{
-    census_of, check_guess, code_state_of, status_of, Assignment, Census, CertColumns, CertRow,
-    CertStatus, CodeColumns, CodeKey, Counts, EnrollView, Extension, Record, ReportColumns,
-    ReportRecord, Revocation, RevocationColumns, RevocationMark, RevocationReason, RosterChange,
-    RosterEntry, Serial, Storage, StoreError, Student, SubmissionView, Supersede, Writes,
-    CENSUS_SQL, GUESS_RETENTION,
+    census_of, check_guess, code_state_of, staged_match, status_of, Assignment, Census,
+    CertColumns, CertRow, CertStatus, CodeColumns, CodeKey, Counts, EnrollView, Extension, Record,
+    ReportColumns, ReportRecord, Revocation, RevocationColumns, RevocationMark, RevocationReason,
+    RosterChange, RosterEntry, Serial, Storage, StoreError, Student, SubmissionView, Supersede,
+    UploadColumns, UploadRecord, Writes, CENSUS_SQL, GUESS_RETENTION,
 };
 
 /// The first key of the advisory lock a transaction counting guesses takes
@@ -334,6 +334,49 @@ impl Storage for PostgresStore {
                         ],
                     )?;
                 }
+                for ch in &w.chunks {
+                    tx.execute(
+                        "INSERT INTO upload_chunks (upload_id, seq, data, staged_at)
+                         VALUES ($1, $2, $3, $4)",
+                        &[&ch.upload_id, &(ch.seq as i64), &ch.data, &now],
+                    )?;
+                }
+                for u in &w.uploads {
+                    let row = tx.query_one(
+                        "SELECT count(*), coalesce(sum(length(data)), 0)::BIGINT
+                         FROM upload_chunks WHERE upload_id = $1",
+                        &[&u.upload_id],
+                    )?;
+                    let (count, bytes): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+                    if let Err(e) = staged_match(u, count, bytes) {
+                        return Ok(Some(e));
+                    }
+                    tx.execute(
+                        "INSERT INTO uploads (receipt_id, upload_id, sid, serial, received_at,
+                         assignment, file_name, size, sha256, chunks, late_seconds)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                        &[
+                            &(u.receipt_id as i64),
+                            &u.upload_id,
+                            &u.sid,
+                            &u.serial.to_string(),
+                            &u.received_at,
+                            &u.assignment,
+                            &u.file_name,
+                            &(u.size as i64),
+                            &&u.sha256[..],
+                            &(u.chunks as i64),
+                            &u.late_seconds,
+                        ],
+                    )?;
+                }
+                for id in &w.discards {
+                    tx.execute(
+                        "DELETE FROM upload_chunks WHERE upload_id = $1
+                         AND NOT EXISTS (SELECT 1 FROM uploads WHERE upload_id = $1)",
+                        &[id],
+                    )?;
+                }
                 if !leaves.is_empty() {
                     match crate::store::tlog::pg_append(tx, &leaves) {
                         Ok(_) => {}
@@ -483,6 +526,85 @@ impl Storage for PostgresStore {
         .into_iter()
         .map(ReportColumns::into_record)
         .collect()
+    }
+
+    fn uploads(&mut self) -> Result<Vec<UploadRecord>, StoreError> {
+        self.run("listing uploads", |conn| {
+            let rows = conn
+                .client
+                .query(
+                    "SELECT receipt_id, upload_id, sid, serial, received_at, assignment,
+                     file_name, size, sha256, chunks, late_seconds FROM uploads
+                     ORDER BY received_at, seq",
+                    &[],
+                )
+                .map_err(TxFailure::Before)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(UploadColumns {
+                        receipt_id: r.try_get(0)?,
+                        upload_id: r.try_get(1)?,
+                        sid: r.try_get(2)?,
+                        serial: r.try_get(3)?,
+                        received_at: r.try_get(4)?,
+                        assignment: r.try_get(5)?,
+                        file_name: r.try_get(6)?,
+                        size: r.try_get(7)?,
+                        sha256: r.try_get(8)?,
+                        chunks: r.try_get(9)?,
+                        late_seconds: r.try_get(10)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, postgres::Error>>()
+                .map_err(TxFailure::Before)
+        })?
+        .into_iter()
+        .map(UploadColumns::into_record)
+        .collect()
+    }
+
+    fn upload_chunk(&mut self, upload_id: i64, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let seq = seq as i64;
+        self.run("reading an upload's chunk", |conn| {
+            let row = conn
+                .client
+                .query_opt(
+                    "SELECT data FROM upload_chunks WHERE upload_id = $1 AND seq = $2",
+                    &[&upload_id, &seq],
+                )
+                .map_err(TxFailure::Before)?;
+            row.map(|r| r.try_get(0))
+                .transpose()
+                .map_err(TxFailure::Before)
+        })
+    }
+
+    fn staged_chunks(&mut self) -> Result<u64, StoreError> {
+        let n: i64 = self.run("counting staged chunks", |conn| {
+            conn.client
+                .query_one(
+                    "SELECT count(*) FROM upload_chunks c
+                     WHERE NOT EXISTS (SELECT 1 FROM uploads u WHERE u.upload_id = c.upload_id)",
+                    &[],
+                )
+                .and_then(|r| r.try_get(0))
+                .map_err(TxFailure::Before)
+        })?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn discard_orphan_chunks(&mut self, before: i64) -> Result<u64, StoreError> {
+        self.run("discarding abandoned uploads", |conn| {
+            conn.client
+                .execute(
+                    "DELETE FROM upload_chunks WHERE upload_id IN (
+                         SELECT c.upload_id FROM upload_chunks c
+                         WHERE NOT EXISTS (SELECT 1 FROM uploads u WHERE u.upload_id = c.upload_id)
+                         GROUP BY c.upload_id HAVING max(c.staged_at) < $1)",
+                    &[&before],
+                )
+                .map_err(TxFailure::Before)
+        })
     }
 
     fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {

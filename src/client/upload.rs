@@ -1,0 +1,253 @@
+//! Handing in a file by protocol version 3: the file is read twice, never
+//! whole in memory: once to learn its size and SHA-256 (announced first,
+//! so an oversized file is refused before it is sent), once to send it in
+//! chunks, each encrypted on the file's one AES-256-CTR stream and MAC'd
+//! with its sequence number; the signed receipt is then checked against
+//! what she sent.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use openssl::pkey::{PKey, Private};
+
+use crate::crypto::{self, SessionKeys, DIGEST_LEN, SESSION_KEY_LEN};
+use crate::filename::sanitise_file_name;
+use crate::message::{CipherId, Intent, Message, IV_LEN, NONCE_LEN, PROTOCOL_VERSION_3};
+use crate::receipt;
+
+use super::logcheck;
+use super::submission::{check_receipt, verify_offer, BlackboardTrust, Expected, Receipt};
+use super::transport::FramedStream;
+use super::{unexpected, ClientError};
+
+/// A file about to be handed in, as announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileToSend {
+    /// Where it is read from.
+    pub path: PathBuf,
+    /// The name announced: the path's last component, sanitised.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// SHA-256 of its bytes.
+    pub sha256: [u8; DIGEST_LEN],
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> ClientError {
+    ClientError::Io {
+        what: format!("reading {}", path.display()),
+        source,
+    }
+}
+
+/// Reads `path` once, streaming, for its size and SHA-256; the name is its
+/// file name sanitised (`filename::sanitise_file_name`).
+pub fn prepare_file(path: &Path) -> Result<FileToSend, ClientError> {
+    let mut f = File::open(path).map_err(|e| io_error(path, e))?;
+    let mut hasher = openssl::sha::Sha256::new();
+    let mut buf = vec![0u8; crypto::CHUNK_MAX];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| io_error(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    let raw = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(FileToSend {
+        path: path.to_path_buf(),
+        name: sanitise_file_name(&raw),
+        size,
+        sha256: hasher.finish(),
+    })
+}
+
+/// Fills `buf` from `f` as far as the file goes; the bytes read.
+fn fill(f: &mut File, buf: &mut [u8], path: &Path) -> Result<usize, ClientError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_error(path, e)),
+        }
+    }
+    Ok(got)
+}
+
+/// Hands `file` in for `assignment` on an open Blackboard connection and
+/// checks the signed receipt (signature, her SID and serial, this
+/// exchange, and the file's assignment, name, size and hash).
+#[allow(clippy::too_many_arguments)]
+pub fn upload(
+    conn: &mut FramedStream,
+    sid: &str,
+    serial_hex: &str,
+    cert_der: &[u8],
+    key: &PKey<Private>,
+    assignment: &str,
+    file: &FileToSend,
+    trust: &BlackboardTrust,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Receipt, ClientError> {
+    let hello = Message::SubmitOpen3 {
+        version: PROTOCOL_VERSION_3,
+        sid: sid.to_string(),
+        cert_der: cert_der.to_vec(),
+        chain: Vec::new(),
+        client_nonce: crypto::random::<NONCE_LEN>()?,
+        intent: Intent::Upload,
+    }
+    .encode();
+    conn.send_frame(&hello)?;
+    let (server_nonce, wrapped_key, bb_chain, signature) = match conn.recv()? {
+        Message::SessionOffer {
+            server_nonce,
+            wrapped_key,
+            bb_chain,
+            signature,
+        } => (server_nonce, wrapped_key, bb_chain, signature),
+        other => return Err(unexpected("SessionOffer", &other)),
+    };
+    let th = verify_offer(
+        &hello,
+        &server_nonce,
+        &wrapped_key,
+        &bb_chain,
+        &signature,
+        trust,
+    )?;
+    progress("Blackboard proved itself and sent a session key (version 3)");
+    let session: [u8; SESSION_KEY_LEN] = crypto::unwrap_key(key, &wrapped_key)?
+        .try_into()
+        .map_err(|_| ClientError::Protocol("session key is not 32 bytes".into()))?;
+    let keys = SessionKeys::derive_v3(&session, &th)?;
+    let iv = crypto::random::<IV_LEN>()?;
+    let cipher = CipherId::Aes256Ctr;
+    let mac = keys.announce_mac_v3(
+        &th,
+        assignment,
+        &file.name,
+        file.size,
+        &file.sha256,
+        cipher,
+        &iv,
+    )?;
+    let announce = Message::FileAnnounce {
+        assignment: assignment.to_string(),
+        file_name: file.name.clone(),
+        size: file.size,
+        sha256: file.sha256,
+        cipher,
+        iv,
+        mac,
+    }
+    .encode();
+    conn.send_frame(&announce)?;
+    let chunk_max = match conn.recv()? {
+        Message::UploadReady { chunk_max } => chunk_max as usize,
+        other => return Err(unexpected("UploadReady", &other)),
+    };
+    if chunk_max == 0 || chunk_max > crypto::CHUNK_MAX {
+        return Err(ClientError::Protocol(format!(
+            "Blackboard asks for chunks of {chunk_max} bytes; this client sends 1 to {}",
+            crypto::CHUNK_MAX
+        )));
+    }
+    progress(&format!(
+        "announced {:?} ({} bytes) for {assignment}; sending it",
+        file.name, file.size
+    ));
+    let mut f = File::open(&file.path).map_err(|e| io_error(&file.path, e))?;
+    let mut stream = keys.file_cipher(&iv)?;
+    let mut buf = vec![0u8; chunk_max];
+    let mut seq = 0u64;
+    let mut sent = 0u64;
+    // Chunks go without waiting for an answer: TCP holds her back when
+    // Blackboard has not stored the last ones yet.
+    while sent < file.size {
+        let want = usize::try_from(file.size - sent).map_or(chunk_max, |r| r.min(chunk_max));
+        let n = fill(&mut f, &mut buf[..want], &file.path)?;
+        if n < want {
+            return Err(ClientError::Protocol(format!(
+                "{} shrank while it was being sent",
+                file.path.display()
+            )));
+        }
+        let ciphertext = stream.apply(&buf[..n])?;
+        let mac = keys.chunk_mac_v3(&th, seq, &ciphertext)?;
+        conn.send(&Message::Chunk {
+            seq,
+            ciphertext,
+            mac,
+        })?;
+        seq += 1;
+        sent += n as u64;
+    }
+    let mac = keys.done_mac_v3(&th, &announce, seq, &file.sha256)?;
+    conn.send(&Message::UploadDone { chunks: seq, mac })?;
+    let (receipt_id, serial, signed_receipt) = match conn.recv()? {
+        Message::SignedReceipt {
+            receipt_id,
+            serial_hex,
+            signed_receipt,
+        } => (receipt_id, serial_hex, signed_receipt),
+        other => return Err(unexpected("SignedReceipt", &other)),
+    };
+    let want = Expected {
+        sid,
+        serial: serial_hex,
+        receipt: Some(receipt_id),
+        report: None,
+        transcript: Some(&th),
+    };
+    let content = check_receipt(&signed_receipt, trust, &want)?;
+    let hex: String = file.sha256.iter().map(|b| format!("{b:02x}")).collect();
+    let Some(fr) = content.file.as_ref() else {
+        return Err(ClientError::Protocol(
+            "the receipt names no file (not a version 3 receipt)".into(),
+        ));
+    };
+    let check = |field, found: &str, expected: &str| {
+        receipt::expect_field(field, found, expected).map_err(ClientError::Receipt)
+    };
+    let assignment_found = content.assignment.as_deref().unwrap_or_default();
+    check("assignment", assignment_found, assignment)?;
+    check(
+        "version",
+        &content.version.to_string(),
+        &receipt::RECEIPT_VERSION_3.to_string(),
+    )?;
+    check("file_name", &fr.file_name, &file.name)?;
+    check("size", &fr.size.to_string(), &file.size.to_string())?;
+    check("file_sha256", &fr.file_sha256, &hex)?;
+    check("report_sha256", &content.report_sha256, &hex)?;
+    // Lateness is Blackboard's to decide, but said one way only: `late`
+    // present, and `late_seconds` exactly when late.
+    match (content.late, content.late_seconds) {
+        (Some(false), None) => {}
+        (Some(true), Some(s)) if s > 0 => {}
+        (late, seconds) => {
+            return Err(ClientError::Receipt(receipt::ReceiptError::Content(
+                format!("late {late:?} and late_seconds {seconds:?} do not agree"),
+            )))
+        }
+    }
+    // Her log entry rebuilt from the file she sent, not from the receipt.
+    let log_checkpoint = logcheck::check_file_inclusion(&content, &file.sha256, file.size)
+        .map_err(|e| ClientError::Receipt(receipt::ReceiptError::Content(e.to_string())))?;
+    Ok(Receipt {
+        receipt_id,
+        serial_hex: serial,
+        signed_receipt,
+        content,
+        log_checkpoint,
+    })
+}

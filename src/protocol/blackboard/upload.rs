@@ -1,0 +1,558 @@
+//! Blackboard's side of protocol version 3 (PROTOCOL.md, "Version 3"): a
+//! signed offer like version 2's under version 3's labels, then a file
+//! announced (name, size, SHA-256, MAC'd) and checked before any of it is
+//! sent, then chunks, each MAC'd with its sequence number, decrypted and
+//! staged in the store one by one (the connection reads its next chunk
+//! only once the last is durable, so no file is ever whole in memory),
+//! then an end that binds the announcement, the count and the hash; the
+//! file becomes a submission in one transaction and the signed receipt
+//! follows.
+
+use std::fmt;
+use std::sync::Arc;
+
+use log::info;
+use openssl::sha::Sha256;
+
+use crate::assignment::{AdmitError, Refused, Timing};
+use crate::crypto::{self, FileCipher, SessionKeys, CHUNK_MAX, SESSION_KEY_LEN};
+use crate::filename::{check_file_name, FileNameError};
+use crate::message::{CipherId, ErrorCode, Intent, Message, IV_LEN, NONCE_LEN};
+use crate::receipt::{FileReceipt, ReceiptContent, RECEIPT_VERSION_3};
+use crate::store::{ChunkRecord, Origin, Record, UploadRecord};
+use crate::time::{now_unix, rfc3339};
+
+use super::super::error::{Internal, ProtocolError};
+use super::super::submission::{
+    check_certificate, check_mac, check_still_good, CertCheckError, PendingReport,
+};
+use super::super::{After, Output, Shared, State, Step};
+use super::{Blackboard, OfferKeys, ReceiptToSign};
+
+/// Default of `--max-submission`: the largest file accepted, 20 MiB.
+pub const DEFAULT_MAX_SUBMISSION: u64 = 20 << 20;
+
+/// What a server accepts of version 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadPolicy {
+    /// The oldest protocol version served at Blackboard: 2 (default) also
+    /// takes version 2's `SubmitOpen`; 3 refuses it with code 10.
+    pub min_protocol: u16,
+    /// The largest file accepted, in bytes (`--max-submission`).
+    pub max_submission: u64,
+}
+
+impl Default for UploadPolicy {
+    fn default() -> Self {
+        UploadPolicy {
+            min_protocol: 2,
+            max_submission: DEFAULT_MAX_SUBMISSION,
+        }
+    }
+}
+
+/// Why Blackboard refused a version 3 exchange.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum UploadError {
+    /// A version 2 `SubmitOpen` at a server run with `--min-protocol 3`.
+    Upgrade,
+    /// `SubmitOpen3` named a version other than 3.
+    Version(u16),
+    /// The status intent, not served yet.
+    StatusUnsupported,
+    /// An assignment this server does not know.
+    UnknownAssignment(String),
+    /// The file name breaks the rule.
+    FileName(FileNameError),
+    /// The announced size is over `--max-submission`.
+    TooLarge {
+        /// Announced.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A MAC (of the announcement, a chunk or the end) does not verify.
+    BadMac(&'static str),
+    /// A chunk out of sequence (dropped, repeated or reordered).
+    Sequence {
+        /// The number it carried.
+        got: u64,
+        /// The number expected.
+        want: u64,
+    },
+    /// A chunk of the wrong size: over `chunk_max`, or short but not last.
+    ChunkSize {
+        /// Its ciphertext length.
+        len: usize,
+    },
+    /// More bytes than announced.
+    Overrun {
+        /// The announced size.
+        size: u64,
+    },
+    /// The end came before every announced byte, or with another count.
+    Incomplete {
+        /// Bytes received.
+        received: u64,
+        /// Bytes announced.
+        size: u64,
+        /// Chunks received.
+        chunks: u64,
+        /// Chunks the end claims.
+        claimed: u64,
+    },
+    /// The bytes received do not hash to the announced SHA-256.
+    HashMismatch,
+}
+
+impl UploadError {
+    /// The wire code (PROTOCOL.md, version 3's refusals).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            UploadError::Upgrade | UploadError::Version(_) | UploadError::StatusUnsupported => {
+                ErrorCode::UnsupportedVersion
+            }
+            UploadError::UnknownAssignment(_)
+            | UploadError::FileName(_)
+            | UploadError::HashMismatch => ErrorCode::BadRequest,
+            UploadError::TooLarge { .. } => ErrorCode::Limit,
+            UploadError::BadMac(_) => ErrorCode::BadMac,
+            UploadError::Sequence { .. } | UploadError::Incomplete { .. } => {
+                ErrorCode::UnexpectedMessage
+            }
+            UploadError::ChunkSize { .. } | UploadError::Overrun { .. } => ErrorCode::Malformed,
+        }
+    }
+}
+
+impl fmt::Display for UploadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UploadError::Upgrade => write!(
+                f,
+                "this server requires protocol version 3: upgrade the client \
+                 (`client submit --assignment ID --file PATH SID`)"
+            ),
+            UploadError::Version(v) => write!(
+                f,
+                "SubmitOpen3 names protocol version {v}; this server speaks version 3"
+            ),
+            UploadError::StatusUnsupported => {
+                write!(f, "the status intent is not served by this server yet")
+            }
+            UploadError::UnknownAssignment(a) => write!(f, "no assignment {a:?} on this server"),
+            UploadError::FileName(e) => write!(f, "file refused: {e}"),
+            UploadError::TooLarge { size, max } => write!(
+                f,
+                "file refused: {size} bytes; at most {max} bytes are accepted (--max-submission)"
+            ),
+            UploadError::BadMac(what) => write!(
+                f,
+                "{what} refused: the MAC does not verify (altered, or not this session's)"
+            ),
+            UploadError::Sequence { got, want } => write!(
+                f,
+                "chunk {got} refused: chunk {want} was expected (a chunk was dropped, repeated \
+                 or reordered)"
+            ),
+            UploadError::ChunkSize { len } => write!(
+                f,
+                "a chunk of {len} bytes: every chunk but the last carries exactly {CHUNK_MAX} \
+                 bytes"
+            ),
+            UploadError::Overrun { size } => {
+                write!(f, "more bytes than the {size} announced")
+            }
+            UploadError::Incomplete {
+                received,
+                size,
+                chunks,
+                claimed,
+            } => write!(
+                f,
+                "upload incomplete: {received} of {size} bytes in {chunks} chunk(s), the end \
+                 claims {claimed}"
+            ),
+            UploadError::HashMismatch => {
+                write!(
+                    f,
+                    "file refused: its bytes do not hash to the announced SHA-256"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for UploadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UploadError::FileName(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+fn refused(sid: &str, source: UploadError) -> ProtocolError {
+    ProtocolError::Upload {
+        sid: sid.to_string(),
+        source,
+    }
+}
+
+fn internal(what: &'static str, e: openssl::error::ErrorStack) -> ProtocolError {
+    ProtocolError::Internal(Internal::new(what, e))
+}
+
+/// Whether `assignment` takes a submission from `sid` at `now`, and how
+/// late it is: the course's rules ([`crate::assignment::admit`]: its
+/// times, her extension, the course's zone), read from the store each
+/// time, as version 2's reports are. An assignment the course does not
+/// have is refused with code 3, any other refusal is code 17.
+pub(in crate::protocol) fn admit_assignment(
+    shared: &mut Shared,
+    sid: &str,
+    assignment: &str,
+    now: i64,
+) -> Result<Timing, ProtocolError> {
+    match crate::assignment::admit(&mut *shared.store, &shared.window, sid, assignment, now) {
+        Ok(t) => Ok(t),
+        Err(AdmitError::Refused(Refused::Unknown { id })) => {
+            Err(refused(sid, UploadError::UnknownAssignment(id)))
+        }
+        Err(AdmitError::Refused(Refused::Window(e))) => Err(ProtocolError::Closed(e)),
+        Err(AdmitError::Refused(e)) => Err(ProtocolError::Deadline(e)),
+        Err(AdmitError::Store(e)) => Err(ProtocolError::store("reading the assignment", e)),
+    }
+}
+
+/// A version 2 hello at a server that serves version 3 only.
+pub(super) fn refuse_v2(shared: &Shared, sid: &str) -> Result<(), ProtocolError> {
+    if shared.upload.min_protocol >= 3 {
+        Err(refused(sid, UploadError::Upgrade))
+    } else {
+        Ok(())
+    }
+}
+
+/// `SubmitOpen3`: the certificate checked as for version 2, then the
+/// signed offer under version 3's transcript and keys.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn open(
+    hello: &[u8],
+    version: u16,
+    sid: &str,
+    cert_der: &[u8],
+    chain: &[Vec<u8>],
+    intent: Intent,
+    shared: &mut Shared,
+    peer: &str,
+) -> Step {
+    if version != crate::message::PROTOCOL_VERSION_3 {
+        return Err(refused(sid, UploadError::Version(version)));
+    }
+    if intent == Intent::Status {
+        return Err(refused(sid, UploadError::StatusUnsupported));
+    }
+    let student = check_certificate(shared, sid, cert_der, chain, Origin::Certboard)
+        .map_err(|e| ProtocolError::certificate(sid, e))?;
+    let identity = shared
+        .blackboard
+        .as_ref()
+        .map(|keys| keys.current(shared.ca.as_deref()))
+        .ok_or_else(|| ProtocolError::certificate(sid, CertCheckError::NotBlackboard))?;
+    let setup = (|| {
+        let session_key = crypto::random::<SESSION_KEY_LEN>()?;
+        let server_nonce = crypto::random::<NONCE_LEN>()?;
+        let wrapped_key = crypto::wrap_key(&student.key, &session_key)?;
+        let t = crypto::transcript_v3(hello, &server_nonce, &wrapped_key, identity.cert_der());
+        let th = openssl::sha::sha256(&t);
+        let signature = identity.sign_digest(&th)?;
+        let keys = SessionKeys::derive_v3(&session_key, &th)?;
+        Ok::<_, openssl::error::ErrorStack>((server_nonce, wrapped_key, th, signature, keys))
+    })();
+    let (server_nonce, wrapped_key, th, signature, keys) =
+        setup.map_err(|e| internal("session offer", e))?;
+    info!(
+        "{peer}: certificate serial {} verified for SID {}; version 3 offer sent",
+        student.serial, student.sid
+    );
+    let reply = Message::SessionOffer {
+        server_nonce,
+        wrapped_key,
+        bb_chain: vec![identity.cert_der().to_vec()],
+        signature,
+    };
+    Ok((
+        State::Blackboard(Blackboard::AwaitAnnounce(Box::new(PendingReport::new(
+            student,
+            OfferKeys { th, keys, identity },
+        )))),
+        Output::reply(reply),
+    ))
+}
+
+/// An upload under way: what was announced, the stream and hash so far.
+pub(in crate::protocol) struct Receiving {
+    p: PendingReport<OfferKeys>,
+    /// The `FileAnnounce` payload as received (the end's MAC covers it).
+    announce: Vec<u8>,
+    assignment: String,
+    file_name: String,
+    size: u64,
+    sha256: [u8; 32],
+    cipher: FileCipher,
+    hasher: Sha256,
+    upload_id: i64,
+    next_seq: u64,
+    received: u64,
+}
+
+impl fmt::Debug for Receiving {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiving")
+            .field("sid", &self.p.sid)
+            .field("upload_id", &self.upload_id)
+            .field("next_seq", &self.next_seq)
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Receiving {
+    /// The staged upload's id: its chunks go if the connection ends first.
+    pub(super) fn upload_id(&self) -> i64 {
+        self.upload_id
+    }
+
+    /// Bytes and frames the rest of this upload may take beyond the
+    /// connection's ordinary limits: the whole file once, in full chunks.
+    pub(super) fn allowance(&self) -> (u64, u32) {
+        let chunks = self.size.div_ceil(CHUNK_MAX as u64);
+        let per_frame = 4 + 1 + 8 + 4 + 32;
+        (
+            self.size.saturating_add(chunks.saturating_mul(per_frame)),
+            u32::try_from(chunks).unwrap_or(u32::MAX),
+        )
+    }
+}
+
+/// The file's announcement: MAC first, then name, size and assignment;
+/// any refusal comes before a single byte of the file is read.
+pub(super) fn announce(
+    p: PendingReport<OfferKeys>,
+    msg: Message,
+    payload: &[u8],
+    shared: &mut Shared,
+    peer: &str,
+) -> Step {
+    let Message::FileAnnounce {
+        assignment,
+        file_name,
+        size,
+        sha256,
+        cipher,
+        iv,
+        mac,
+    } = msg
+    else {
+        return Err(ProtocolError::Internal(Internal::new(
+            "announcement",
+            "not a FileAnnounce",
+        )));
+    };
+    let sid = p.sid.clone();
+    let k = &p.keys;
+    let expected = k
+        .keys
+        .announce_mac_v3(&k.th, &assignment, &file_name, size, &sha256, cipher, &iv)
+        .map_err(|e| internal("MAC", e))?;
+    check_mac(&expected, &mac).map_err(|_| refused(&sid, UploadError::BadMac("announcement")))?;
+    check_file_name(&file_name).map_err(|e| refused(&sid, UploadError::FileName(e)))?;
+    let max = shared.upload.max_submission;
+    if size > max {
+        return Err(refused(&sid, UploadError::TooLarge { size, max }));
+    }
+    check_still_good(shared, &p).map_err(|e| ProtocolError::certificate(&sid, e))?;
+    admit_assignment(shared, &sid, &assignment, now_unix())?;
+    let cipher_state = file_cipher(&p.keys.keys, cipher, &iv)?;
+    let upload_id = random_id().map_err(|e| internal("upload id", e))?;
+    info!(
+        "{peer}: SID {sid} announces {file_name:?} ({size} bytes) for {assignment}; upload {upload_id}"
+    );
+    let r = Receiving {
+        p,
+        announce: payload.to_vec(),
+        assignment,
+        file_name,
+        size,
+        sha256,
+        cipher: cipher_state,
+        hasher: Sha256::new(),
+        upload_id,
+        next_seq: 0,
+        received: 0,
+    };
+    Ok((
+        State::Blackboard(Blackboard::Receiving(Box::new(r))),
+        Output::reply(Message::UploadReady {
+            chunk_max: CHUNK_MAX as u32,
+        }),
+    ))
+}
+
+fn file_cipher(
+    keys: &SessionKeys,
+    cipher: CipherId,
+    iv: &[u8; IV_LEN],
+) -> Result<FileCipher, ProtocolError> {
+    // Decoding admits AES-256-CTR only; RC4 never reaches here.
+    debug_assert_eq!(cipher, CipherId::Aes256Ctr);
+    keys.file_cipher(iv).map_err(|e| internal("file cipher", e))
+}
+
+/// A positive random 63-bit id.
+fn random_id() -> Result<i64, openssl::error::ErrorStack> {
+    Ok((u64::from_le_bytes(crypto::random::<8>()?) >> 1) as i64)
+}
+
+/// One chunk: in sequence, of the agreed size, its MAC right, within the
+/// announced size; decrypted, hashed, and staged before the next is read.
+pub(super) fn chunk(mut r: Receiving, seq: u64, ciphertext: &[u8], mac: &[u8], peer: &str) -> Step {
+    let sid = r.p.sid.clone();
+    if seq != r.next_seq {
+        return Err(refused(
+            &sid,
+            UploadError::Sequence {
+                got: seq,
+                want: r.next_seq,
+            },
+        ));
+    }
+    let len = ciphertext.len() as u64;
+    let last = r.received.saturating_add(len) == r.size;
+    if ciphertext.is_empty()
+        || ciphertext.len() > CHUNK_MAX
+        || (!last && ciphertext.len() != CHUNK_MAX)
+    {
+        // A short chunk that is not the last may also be an overrun to be.
+        if r.received.saturating_add(len) > r.size {
+            return Err(refused(&sid, UploadError::Overrun { size: r.size }));
+        }
+        return Err(refused(
+            &sid,
+            UploadError::ChunkSize {
+                len: ciphertext.len(),
+            },
+        ));
+    }
+    let expected =
+        r.p.keys
+            .keys
+            .chunk_mac_v3(&r.p.keys.th, seq, ciphertext)
+            .map_err(|e| internal("MAC", e))?;
+    check_mac(&expected, mac).map_err(|_| refused(&sid, UploadError::BadMac("chunk")))?;
+    let data = r
+        .cipher
+        .apply(ciphertext)
+        .map_err(|e| internal("decryption", e))?;
+    r.hasher.update(&data);
+    r.received += len;
+    r.next_seq += 1;
+    log::debug!("{peer}: upload {} chunk {seq} ({len} bytes)", r.upload_id);
+    let record = Record::Chunk(ChunkRecord {
+        upload_id: r.upload_id,
+        seq,
+        data,
+    });
+    Ok((
+        State::Blackboard(Blackboard::Staging(Box::new(r))),
+        Output {
+            then: After::Persist(record),
+            ..Output::default()
+        },
+    ))
+}
+
+/// The end: its MAC, the count, the size and the hash; then the file is
+/// recorded, atomically with its staged chunks, and the receipt signed
+/// once that is durable.
+pub(super) fn done(r: Receiving, chunks: u64, mac: &[u8], shared: &mut Shared, peer: &str) -> Step {
+    let sid = r.p.sid.clone();
+    let k = &r.p.keys;
+    let expected = k
+        .keys
+        .done_mac_v3(&k.th, &r.announce, chunks, &r.sha256)
+        .map_err(|e| internal("MAC", e))?;
+    check_mac(&expected, mac)
+        .map_err(|_| refused(&sid, UploadError::BadMac("the upload's end")))?;
+    if chunks != r.next_seq || r.received != r.size {
+        return Err(refused(
+            &sid,
+            UploadError::Incomplete {
+                received: r.received,
+                size: r.size,
+                chunks: r.next_seq,
+                claimed: chunks,
+            },
+        ));
+    }
+    if !crypto::ct_eq(&r.hasher.finish(), &r.sha256) {
+        return Err(refused(&sid, UploadError::HashMismatch));
+    }
+    check_still_good(shared, &r.p).map_err(|e| ProtocolError::certificate(&sid, e))?;
+    let now = now_unix();
+    let timing = admit_assignment(shared, &sid, &r.assignment, now)?;
+    let receipt_id = random_id().map_err(|e| internal("receipt id", e))? as u64;
+    let record = UploadRecord {
+        receipt_id,
+        upload_id: r.upload_id,
+        sid: r.p.sid.clone(),
+        serial: r.p.serial.clone(),
+        received_at: now,
+        assignment: r.assignment,
+        file_name: r.file_name,
+        size: r.size,
+        sha256: r.sha256,
+        chunks,
+        late_seconds: timing.late_by().unwrap_or(0),
+    };
+    info!(
+        "{peer}: upload {} from SID {sid} complete ({} bytes, {} chunks), receipt {receipt_id}; \
+         signed receipt once recorded",
+        record.upload_id, record.size, chunks
+    );
+    let content = ReceiptContent {
+        sid: record.sid.clone(),
+        serial: record.serial.to_string(),
+        receipt: receipt_id.to_string(),
+        received_at: rfc3339(now),
+        report_sha256: record.sha256_hex(),
+        transcript_sha256: r.p.keys.th.iter().map(|b| format!("{b:02x}")).collect(),
+        version: RECEIPT_VERSION_3,
+        assignment: Some(record.assignment.clone()),
+        late: Some(timing.late_by().is_some()),
+        late_seconds: timing.late_by(),
+        log_index: None,
+        log_proof: None,
+        file: Some(FileReceipt {
+            file_name: record.file_name.clone(),
+            size: record.size,
+            file_sha256: record.sha256_hex(),
+        }),
+    };
+    let to_sign = ReceiptToSign {
+        content,
+        receipt_id,
+        log_key: crate::store::tlog::upload_record_key(receipt_id),
+        serial: record.serial.clone(),
+        identity: Arc::clone(&r.p.keys.identity),
+    };
+    Ok((
+        State::Blackboard(Blackboard::Recording(Box::new(to_sign))),
+        Output {
+            then: After::Persist(Record::Upload(record)),
+            ..Output::default()
+        },
+    ))
+}

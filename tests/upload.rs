@@ -1,0 +1,852 @@
+//! Protocol version 3 end to end (issue 20): a real file streamed to a
+//! running server in authenticated chunks and read back from its store
+//! byte for byte (SQLite and PostgreSQL); the announcement refused before
+//! any data (size, hostile names); tampered, reordered and dropped chunks
+//! refused; a cut connection and a full store leave nothing recorded and
+//! nothing staged; a slow but moving upload outlives the exchange
+//! deadline; version 2 still served, or refused with an upgrade message
+//! under `--min-protocol 3`; `client submit` and `client enroll` as a
+//! binary. Every wait is bounded.
+
+mod common;
+mod pg;
+
+use std::time::{Duration, Instant};
+
+use certboard::client::{self, ClientError, FramedStream};
+use certboard::crypto::{self, FileCipher, SessionKeys, CHUNK_MAX};
+use certboard::message::{CipherId, ErrorCode, Intent, Message, PROTOCOL_VERSION_3};
+use certboard::store::{PostgresStore, SqliteStore, Storage};
+use common::{enroll_key, stdout, submit_report, text, Launch, TestServer, NET_TIMEOUT};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const SID: &str = "1155000042";
+
+struct Student {
+    key: openssl::pkey::PKey<openssl::pkey::Private>,
+    cert: Vec<u8>,
+    serial: String,
+}
+
+fn enroll(server: &TestServer) -> Result<Student, Box<dyn std::error::Error>> {
+    let key = certboard::testing::rsa_key()?;
+    let cert = enroll_key(server.ca, SID, &key)?;
+    let serial = openssl::x509::X509::from_der(&cert)?
+        .serial_number()
+        .to_bn()?
+        .to_hex_str()?
+        .to_string();
+    Ok(Student { key, cert, serial })
+}
+
+fn random_file(dir: &std::path::Path, name: &str, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut data = vec![0u8; len];
+    openssl::rand::rand_bytes(&mut data).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join(name), &data)?;
+    Ok(data)
+}
+
+fn send(
+    server: &TestServer,
+    s: &Student,
+    file: &client::FileToSend,
+) -> Result<client::Receipt, ClientError> {
+    send_to(server, s, file, "lab")
+}
+
+fn send_to(
+    server: &TestServer,
+    s: &Student,
+    file: &client::FileToSend,
+    assignment: &str,
+) -> Result<client::Receipt, ClientError> {
+    let trust = server
+        .trust()
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let mut conn = FramedStream::connect(&server.blackboard.to_string(), NET_TIMEOUT)?;
+    client::upload(
+        &mut conn,
+        SID,
+        &s.serial,
+        &s.cert,
+        &s.key,
+        assignment,
+        file,
+        &trust,
+        &mut |_| {},
+    )
+}
+
+#[test]
+fn a_5_mib_binary_file_is_stored_byte_for_byte_on_sqlite() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let tmp = tempfile::tempdir()?;
+    let data = random_file(tmp.path(), "data.bin", 5 << 20)?;
+    let file = client::prepare_file(&tmp.path().join("data.bin"))?;
+    assert_eq!(file.size, 5 << 20);
+    let receipt = send(&server, &s, &file)?;
+    let fr = receipt.content.file.clone().ok_or("no file fields")?;
+    assert_eq!(receipt.content.version, 3);
+    assert_eq!(
+        (receipt.content.assignment.as_deref(), fr.file_name.as_str()),
+        (Some("lab"), "data.bin")
+    );
+    assert_eq!(fr.size, 5 << 20);
+    assert_eq!(
+        (receipt.content.late, receipt.content.late_seconds),
+        (Some(false), None)
+    );
+
+    let mut store = SqliteStore::open(&server.path().join("data"))?;
+    let uploads = store.uploads()?;
+    assert_eq!(uploads.len(), 1);
+    let u = &uploads[0];
+    assert_eq!(u.receipt_id, receipt.receipt_id);
+    let mut back = Vec::new();
+    for seq in 0..u.chunks {
+        back.extend(
+            store
+                .upload_chunk(u.upload_id, seq)?
+                .ok_or("chunk missing")?,
+        );
+    }
+    assert!(back == data, "the stored file differs from the one sent");
+    assert_eq!(store.staged_chunks()?, 0);
+    Ok(())
+}
+
+#[test]
+fn an_oversized_announcement_is_refused_before_any_chunk() -> TestResult {
+    let server = TestServer::start(&["--max-submission", "1000"])?;
+    let s = enroll(&server)?;
+    let tmp = tempfile::tempdir()?;
+    random_file(tmp.path(), "big.bin", 1001)?;
+    let file = client::prepare_file(&tmp.path().join("big.bin"))?;
+    match send(&server, &s, &file) {
+        Err(ClientError::Refused { code, reason }) => {
+            assert_eq!(code, ErrorCode::Limit);
+            assert!(reason.contains("at most 1000 bytes"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let mut store = SqliteStore::open(&server.path().join("data"))?;
+    assert!(store.uploads()?.is_empty());
+    assert_eq!(store.staged_chunks()?, 0);
+    // At the limit it passes.
+    random_file(tmp.path(), "ok.bin", 1000)?;
+    let ok = client::prepare_file(&tmp.path().join("ok.bin"))?;
+    send(&server, &s, &ok)?;
+    assert_eq!(store.uploads()?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn version_2_still_works_unless_min_protocol_is_3() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let trust = server.trust()?;
+    submit_report(server.blackboard, &trust, SID, &s.cert, &s.key)?;
+
+    let strict = TestServer::start(&["--min-protocol", "3"])?;
+    let s = enroll(&strict)?;
+    let trust = strict.trust()?;
+    match submit_report(strict.blackboard, &trust, SID, &s.cert, &s.key) {
+        Err(ClientError::Refused { code, reason }) => {
+            assert_eq!(code, ErrorCode::UnsupportedVersion);
+            assert!(reason.contains("upgrade the client"), "{reason}");
+        }
+        other => panic!("expected the upgrade refusal, got {other:?}"),
+    }
+    // Version 3 is served there.
+    let tmp = tempfile::tempdir()?;
+    random_file(tmp.path(), "a.txt", 10)?;
+    let file = client::prepare_file(&tmp.path().join("a.txt"))?;
+    send(&strict, &s, &file)?;
+    Ok(())
+}
+
+/// A version 3 session driven by hand, so that chunks can be altered,
+/// reordered, dropped or paced.
+struct Raw {
+    conn: FramedStream,
+    keys: SessionKeys,
+    th: [u8; 32],
+}
+
+/// An announced upload: the stream its chunks are encrypted on.
+struct Announced {
+    announce: Vec<u8>,
+    stream: FileCipher,
+    sha256: [u8; 32],
+}
+
+fn offer(server: &TestServer, s: &Student) -> Result<Raw, Box<dyn std::error::Error>> {
+    let trust = server.trust()?;
+    let mut conn = FramedStream::connect(&server.blackboard.to_string(), NET_TIMEOUT)?;
+    let hello = Message::SubmitOpen3 {
+        version: PROTOCOL_VERSION_3,
+        sid: SID.to_string(),
+        cert_der: s.cert.clone(),
+        chain: Vec::new(),
+        client_nonce: crypto::random::<32>()?,
+        intent: Intent::Upload,
+    }
+    .encode();
+    conn.send_frame(&hello)?;
+    let Message::SessionOffer {
+        server_nonce,
+        wrapped_key,
+        bb_chain,
+        signature,
+    } = conn.recv()?
+    else {
+        return Err("no SessionOffer".into());
+    };
+    let th = client::verify_offer(
+        &hello,
+        &server_nonce,
+        &wrapped_key,
+        &bb_chain,
+        &signature,
+        &trust,
+    )?;
+    let session: [u8; 32] = crypto::unwrap_key(&s.key, &wrapped_key)?
+        .try_into()
+        .map_err(|_| "session key is not 32 bytes")?;
+    let keys = SessionKeys::derive_v3(&session, &th)?;
+    Ok(Raw { conn, keys, th })
+}
+
+impl Raw {
+    /// Announces `data` as `name`; what Blackboard answers.
+    fn announce(
+        &mut self,
+        name: &str,
+        data: &[u8],
+    ) -> Result<(Result<Message, ClientError>, Announced), Box<dyn std::error::Error>> {
+        let sha256 = openssl::sha::sha256(data);
+        let iv = crypto::random::<16>()?;
+        let size = data.len() as u64;
+        let mac = self.keys.announce_mac_v3(
+            &self.th,
+            "lab",
+            name,
+            size,
+            &sha256,
+            CipherId::Aes256Ctr,
+            &iv,
+        )?;
+        let announce = Message::FileAnnounce {
+            assignment: "lab".into(),
+            file_name: name.into(),
+            size,
+            sha256,
+            cipher: CipherId::Aes256Ctr,
+            iv,
+            mac,
+        }
+        .encode();
+        self.conn.send_frame(&announce)?;
+        let answer = self.conn.recv();
+        let stream = self.keys.file_cipher(&iv)?;
+        Ok((
+            answer,
+            Announced {
+                announce,
+                stream,
+                sha256,
+            },
+        ))
+    }
+
+    /// Chunk `seq` of `data`'s chunks, encrypted on `a`'s stream (so in
+    /// the order they are made) and MAC'd.
+    fn chunk(
+        &self,
+        a: &mut Announced,
+        data: &[u8],
+        seq: u64,
+    ) -> Result<Message, Box<dyn std::error::Error>> {
+        let from = seq as usize * CHUNK_MAX;
+        let part = &data[from..data.len().min(from + CHUNK_MAX)];
+        let ciphertext = a.stream.apply(part)?;
+        let mac = self.keys.chunk_mac_v3(&self.th, seq, &ciphertext)?;
+        Ok(Message::Chunk {
+            seq,
+            ciphertext,
+            mac,
+        })
+    }
+
+    fn done(&self, a: &Announced, chunks: u64) -> Result<Message, Box<dyn std::error::Error>> {
+        let mac = self
+            .keys
+            .done_mac_v3(&self.th, &a.announce, chunks, &a.sha256)?;
+        Ok(Message::UploadDone { chunks, mac })
+    }
+}
+
+/// The refusal a session ends with: the next message must be an `Error`.
+fn refusal(raw: &mut Raw) -> Result<(ErrorCode, String), Box<dyn std::error::Error>> {
+    match raw.conn.recv() {
+        Err(ClientError::Refused { code, reason }) => Ok((code, reason)),
+        other => Err(format!("expected a refusal, got {other:?}").into()),
+    }
+}
+
+/// Polls (bounded) until nothing is staged; then nothing must be recorded.
+fn nothing_left(store: &mut dyn Storage) -> Result<(), Box<dyn std::error::Error>> {
+    let until = Instant::now() + Duration::from_secs(20);
+    while store.staged_chunks()? != 0 {
+        if Instant::now() > until {
+            return Err(format!("{} chunk(s) still staged", store.staged_chunks()?).into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(store.uploads()?.is_empty(), "an upload was recorded");
+    Ok(())
+}
+
+fn sqlite(server: &TestServer) -> Result<SqliteStore, Box<dyn std::error::Error>> {
+    Ok(SqliteStore::open(&server.path().join("data"))?)
+}
+
+/// Reads an upload's bytes back from the store.
+fn read_back(
+    store: &mut dyn Storage,
+    receipt_id: u64,
+) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let uploads = store.uploads()?;
+    let u = uploads
+        .iter()
+        .find(|u| u.receipt_id == receipt_id)
+        .ok_or("no such upload")?;
+    let mut back = Vec::new();
+    for seq in 0..u.chunks {
+        back.extend(
+            store
+                .upload_chunk(u.upload_id, seq)?
+                .ok_or("chunk missing")?,
+        );
+    }
+    Ok(back)
+}
+
+#[test]
+fn a_5_mib_binary_file_is_stored_byte_for_byte_on_postgresql() -> TestResult {
+    let url = pg::Cluster::shared()
+        .map_err(|e| e.to_string())?
+        .fresh_db("upload5m")
+        .map_err(|e| e.to_string())?;
+    let server = TestServer::start(&["--database", &url])?;
+    let s = enroll(&server)?;
+    let tmp = tempfile::tempdir()?;
+    let data = random_file(tmp.path(), "data.bin", 5 << 20)?;
+    let file = client::prepare_file(&tmp.path().join("data.bin"))?;
+    let receipt = send(&server, &s, &file)?;
+    assert_eq!(receipt.content.file.as_ref().map(|f| f.size), Some(5 << 20));
+    let mut store = PostgresStore::open(&url)?;
+    let back = read_back(&mut store, receipt.receipt_id)?;
+    assert!(back == data, "the stored file differs from the one sent");
+    assert_eq!(store.staged_chunks()?, 0);
+    Ok(())
+}
+
+#[test]
+fn a_connection_cut_mid_upload_leaves_nothing_recorded_or_staged() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let mut data = vec![0u8; 8 * CHUNK_MAX];
+    openssl::rand::rand_bytes(&mut data)?;
+    let mut raw = offer(&server, &s)?;
+    let (ready, mut a) = raw.announce("cut.bin", &data)?;
+    assert!(matches!(ready?, Message::UploadReady { .. }));
+    for seq in 0..3 {
+        let c = raw.chunk(&mut a, &data, seq)?;
+        raw.conn.send(&c)?;
+    }
+    // Staged first (the cut must have something to remove), then cut.
+    let mut store = sqlite(&server)?;
+    let until = Instant::now() + Duration::from_secs(20);
+    while store.staged_chunks()? == 0 {
+        assert!(Instant::now() < until, "no chunk was ever staged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(raw);
+    nothing_left(&mut store)
+}
+
+#[test]
+fn a_tampered_chunk_is_refused_with_code_5_and_nothing_recorded() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let data = vec![7u8; 3 * CHUNK_MAX];
+    let mut raw = offer(&server, &s)?;
+    let (ready, mut a) = raw.announce("t.bin", &data)?;
+    ready?;
+    let good = raw.chunk(&mut a, &data, 0)?;
+    raw.conn.send(&good)?;
+    let Message::Chunk {
+        seq,
+        mut ciphertext,
+        mac,
+    } = raw.chunk(&mut a, &data, 1)?
+    else {
+        return Err("not a chunk".into());
+    };
+    ciphertext[100] ^= 1;
+    raw.conn.send(&Message::Chunk {
+        seq,
+        ciphertext,
+        mac,
+    })?;
+    let (code, reason) = refusal(&mut raw)?;
+    assert_eq!(code, ErrorCode::BadMac, "{reason}");
+    nothing_left(&mut sqlite(&server)?)
+}
+
+#[test]
+fn a_reordered_chunk_is_refused_with_code_2_and_nothing_recorded() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let data = vec![9u8; 3 * CHUNK_MAX];
+    let mut raw = offer(&server, &s)?;
+    let (ready, mut a) = raw.announce("r.bin", &data)?;
+    ready?;
+    let zero = raw.chunk(&mut a, &data, 0)?;
+    let one = raw.chunk(&mut a, &data, 1)?;
+    raw.conn.send(&one)?;
+    let (code, reason) = refusal(&mut raw)?;
+    assert_eq!(code, ErrorCode::UnexpectedMessage, "{reason}");
+    assert!(
+        reason.contains("chunk 1 refused: chunk 0 was expected"),
+        "{reason}"
+    );
+    drop(zero);
+    nothing_left(&mut sqlite(&server)?)
+}
+
+#[test]
+fn a_dropped_chunk_is_refused_with_code_2_and_nothing_recorded() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let data = vec![3u8; 3 * CHUNK_MAX];
+    // The end after a skipped last chunk.
+    let mut raw = offer(&server, &s)?;
+    let (ready, mut a) = raw.announce("d.bin", &data)?;
+    ready?;
+    for seq in 0..2 {
+        let c = raw.chunk(&mut a, &data, seq)?;
+        raw.conn.send(&c)?;
+    }
+    let end = raw.done(&a, 3)?;
+    raw.conn.send(&end)?;
+    let (code, reason) = refusal(&mut raw)?;
+    assert_eq!(code, ErrorCode::UnexpectedMessage, "{reason}");
+    assert!(reason.contains("upload incomplete"), "{reason}");
+    // A skipped chunk in the middle: the next one is out of sequence.
+    let mut raw = offer(&server, &s)?;
+    let (ready, mut a) = raw.announce("d.bin", &data)?;
+    ready?;
+    let zero = raw.chunk(&mut a, &data, 0)?;
+    raw.conn.send(&zero)?;
+    let _skipped = raw.chunk(&mut a, &data, 1)?;
+    let two = raw.chunk(&mut a, &data, 2)?;
+    raw.conn.send(&two)?;
+    let (code, reason) = refusal(&mut raw)?;
+    assert_eq!(code, ErrorCode::UnexpectedMessage, "{reason}");
+    nothing_left(&mut sqlite(&server)?)
+}
+
+#[test]
+fn hostile_file_names_are_refused_at_the_announcement() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let long = "x".repeat(256);
+    for name in [
+        "../etc/passwd",
+        "a/b",
+        "..",
+        "a\0b",
+        "bell\u{7}.txt",
+        "report\u{202E}fdp.exe",
+        long.as_str(),
+    ] {
+        let mut raw = offer(&server, &s)?;
+        let (answer, _) = raw.announce(name, b"hello")?;
+        match answer {
+            Err(ClientError::Refused { code, reason }) => {
+                assert_eq!(code, ErrorCode::BadRequest, "{name:?}: {reason}");
+                assert!(reason.contains("file name"), "{name:?}: {reason}");
+            }
+            other => panic!("{name:?}: expected a refusal, got {other:?}"),
+        }
+    }
+    // The longest name allowed passes.
+    let mut raw = offer(&server, &s)?;
+    let (answer, _) = raw.announce(&"y".repeat(255), b"hello")?;
+    assert!(matches!(answer?, Message::UploadReady { .. }));
+    drop(raw);
+    nothing_left(&mut sqlite(&server)?)
+}
+
+#[test]
+fn a_full_store_refuses_with_storage_full_and_keeps_what_it_acknowledged() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let how = Launch {
+        // 1 MiB of 4 KiB pages: room for the server and a small file.
+        wrapper: vec!["env".into(), "CERTBOARD_SQLITE_MAX_PAGES=256".into()],
+        ..Launch::default()
+    };
+    let server = TestServer::launch(dir, &[], &how)?;
+    let s = enroll(&server)?;
+    let tmp = tempfile::tempdir()?;
+    let small = random_file(tmp.path(), "small.bin", 10_000)?;
+    let first = send(
+        &server,
+        &s,
+        &client::prepare_file(&tmp.path().join("small.bin"))?,
+    )?;
+    random_file(tmp.path(), "big.bin", 3 << 20)?;
+    match send(
+        &server,
+        &s,
+        &client::prepare_file(&tmp.path().join("big.bin"))?,
+    ) {
+        Err(ClientError::Refused { code, reason }) => {
+            assert_eq!(code, ErrorCode::Internal, "{reason}");
+            assert!(reason.contains("storage is full"), "{reason}");
+        }
+        other => panic!("expected the storage-full refusal, got {other:?}"),
+    }
+    let mut store = sqlite(&server)?;
+    let until = Instant::now() + Duration::from_secs(20);
+    while store.staged_chunks()? != 0 {
+        assert!(Instant::now() < until, "the refused upload's chunks stay");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let uploads = store.uploads()?;
+    assert_eq!(uploads.len(), 1, "only the acknowledged upload");
+    assert!(read_back(&mut store, first.receipt_id)? == small);
+    Ok(())
+}
+
+#[test]
+fn a_slow_upload_that_keeps_moving_outlives_the_exchange_deadline() -> TestResult {
+    let server = TestServer::start(&["--deadline", "3", "--idle-timeout", "3"])?;
+    let s = enroll(&server)?;
+    let mut data = vec![0u8; 10 * CHUNK_MAX];
+    openssl::rand::rand_bytes(&mut data)?;
+    let mut raw = offer(&server, &s)?;
+    let (ready, mut a) = raw.announce("slow.bin", &data)?;
+    ready?;
+    // Ten chunks half a second apart: five seconds, past the deadline.
+    for seq in 0..10 {
+        let c = raw.chunk(&mut a, &data, seq)?;
+        raw.conn.send(&c)?;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let end = raw.done(&a, 10)?;
+    raw.conn.send(&end)?;
+    let Message::SignedReceipt { receipt_id, .. } = raw.conn.recv()? else {
+        return Err("no receipt".into());
+    };
+    let mut store = sqlite(&server)?;
+    assert!(read_back(&mut store, receipt_id)? == data);
+
+    // One that stops moving is still cut.
+    let mut raw = offer(&server, &s)?;
+    let (ready, mut a) = raw.announce("stuck.bin", &data)?;
+    ready?;
+    let c = raw.chunk(&mut a, &data, 0)?;
+    raw.conn.send(&c)?;
+    let (code, reason) = refusal(&mut raw)?;
+    assert_eq!(code, ErrorCode::Limit, "{reason}");
+    assert_eq!(store.uploads()?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn client_submit_hands_in_a_file_and_saves_its_receipt() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let sid = "1155000077";
+    std::fs::write(server.path().join("essay.pdf"), b"%PDF-1.4 not really")?;
+    // Common options after the subcommand's name too.
+    let out = server.client(&["enroll", sid, "--out-dir", "students"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("new key and certificate"),
+        "{}",
+        text(&out)
+    );
+    let out = server.client(&[
+        "submit",
+        "--assignment",
+        "lab",
+        "--file",
+        "essay.pdf",
+        sid,
+        "--timeout",
+        "20",
+    ])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let said = stdout(&out);
+    let hash = crypto::sha256_hex(b"%PDF-1.4 not really");
+    assert!(said.contains("\"essay.pdf\""), "{said}");
+    assert!(said.contains("19 bytes"), "{said}");
+    assert!(said.contains(&hash), "{said}");
+    assert!(said.contains("on time"), "{said}");
+    assert!(said.contains("reusing her key"), "{said}");
+    // The receipt's log proof checked, its checkpoint kept.
+    assert!(said.contains("of the transparency log"), "{said}");
+    assert!(server
+        .path()
+        .join("students")
+        .join("log-checkpoint")
+        .is_file());
+    let receipts: Vec<_> =
+        std::fs::read_dir(server.path().join("students").join(sid).join("receipts"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+    assert_eq!(receipts.len(), 1);
+    let mut store = sqlite(&server)?;
+    let uploads = store.uploads()?;
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].file_name, "essay.pdf");
+    let id = uploads[0].receipt_id;
+    assert!(said.contains(&format!("receipt {id}")), "{said}");
+    assert!(receipts[0].ends_with(format!("{id}.p7m")));
+    // The lab's run is unchanged beside it; --cipher with a subcommand is refused.
+    let out = server.client(&["--", sid])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = server.client(&["--cipher", "rc4", "enroll", sid])?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    Ok(())
+}
+
+/// PROTOCOL.md §1: the frame limit is checked before the report's size, so
+/// at the default a report over 64 KiB is refused as a frame (code 1);
+/// code 6 comes only with a larger `--max-frame`.
+#[test]
+fn an_oversized_report_is_a_frame_refusal_at_the_default_limit() -> TestResult {
+    let report = "a".repeat(65_537);
+    for (flags, want) in [
+        (&[][..], ErrorCode::Malformed),
+        (&["--max-frame", "70000"][..], ErrorCode::Limit),
+    ] {
+        let server = TestServer::start(flags)?;
+        let s = enroll(&server)?;
+        let trust = server.trust()?;
+        let mut conn = FramedStream::connect(&server.blackboard.to_string(), NET_TIMEOUT)?;
+        let got = client::submit(
+            &mut conn,
+            SID,
+            &s.cert,
+            &s.key,
+            CipherId::Aes256Ctr,
+            &report,
+            &trust,
+            &mut |_| {},
+        );
+        match got {
+            Err(ClientError::Refused { code, reason }) => {
+                assert_eq!(code, want, "{flags:?}: {reason}")
+            }
+            other => panic!("{flags:?}: expected a refusal, got {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+/// PROTOCOL.md §1: a client's receive limit is 65,590 bytes, checked
+/// before the payload is read.
+#[test]
+fn the_client_refuses_a_frame_over_its_receive_limit() -> TestResult {
+    use std::io::Write;
+    for (len, refused) in [(65_590usize, false), (65_591, true)] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let server = std::thread::spawn(move || -> std::io::Result<()> {
+            let (mut s, _) = listener.accept()?;
+            // A frame whose payload is an Error message padded to `len`.
+            let mut payload = Message::error(ErrorCode::Internal, "x").encode();
+            payload.resize(len, b'x');
+            s.write_all(&(len as i32).to_le_bytes())?;
+            if !refused {
+                s.write_all(&payload)?;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            Ok(())
+        });
+        let mut conn = FramedStream::connect(&addr.to_string(), NET_TIMEOUT)?;
+        let got = conn.recv_frame();
+        assert_eq!(got.is_err(), refused, "{len}: {got:?}");
+        if refused {
+            let said = got.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(said.contains("65590") || said.contains("65,590"), "{said}");
+        }
+        let _ = server.join();
+    }
+    Ok(())
+}
+
+/// An upload is one submission entry of the transparency log, written with
+/// its record: its receipt carries the entry's index and a proof the client
+/// checked, which verifies for the entry rebuilt from the file's SHA-256
+/// and size (and for nothing else), and `server log verify` matches the
+/// file's record to it.
+#[test]
+fn an_uploads_receipt_carries_a_verifying_log_proof() -> TestResult {
+    use certboard::tlog::{merkle, note::SignedNote, Checkpoint, Leaf, TlogProof};
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let tmp = tempfile::tempdir()?;
+    let data = random_file(tmp.path(), "data.bin", 200_000)?;
+    let file = client::prepare_file(&tmp.path().join("data.bin"))?;
+    let receipt = send(&server, &s, &file)?;
+    let c = &receipt.content;
+    let index = c.log_index.ok_or("no log_index")?;
+    let proof = TlogProof::parse(c.log_proof.as_deref().ok_or("no log_proof")?)?;
+    assert_eq!(proof.index, index);
+    assert_eq!(
+        receipt.log_checkpoint.as_deref(),
+        Some(proof.checkpoint.as_str()),
+        "the client checked the proof and kept its checkpoint"
+    );
+    let note = SignedNote::parse(&proof.checkpoint)?;
+    let cp = Checkpoint::parse_text(note.text)?;
+    let leaf = |sha256: [u8; 32], size: u64| Leaf::Submission {
+        sid: SID.into(),
+        assignment: "lab".into(),
+        receipt_id: receipt.receipt_id,
+        sha256,
+        size,
+        received_at: certboard::time::parse_rfc3339(&c.received_at).unwrap_or(0) as u64,
+        late: false,
+        serial: c.serial.clone(),
+    };
+    let proves = |l: &Leaf| {
+        merkle::verify_inclusion(
+            &merkle::leaf_hash(&l.encode()),
+            index,
+            cp.size,
+            &proof.path,
+            &cp.root,
+        )
+    };
+    let sha = openssl::sha::sha256(&data);
+    assert!(proves(&leaf(sha, data.len() as u64)));
+    assert!(!proves(&leaf(sha, data.len() as u64 + 1)), "another size");
+    assert!(!proves(&leaf([0; 32], data.len() as u64)), "another hash");
+    let mut store = sqlite(&server)?;
+    assert_eq!(
+        store.log_index_of(&certboard::store::tlog::upload_record_key(
+            receipt.receipt_id
+        ))?,
+        Some(index)
+    );
+    // Her certificate's entry, then the file's: nothing for its chunks.
+    assert_eq!(store.log_head()?.size, index + 1);
+    drop(store);
+    let out = server.admin(&["log", "verify"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("1 certificate(s), 0 report(s), 1 file(s)"),
+        "{}",
+        text(&out)
+    );
+    Ok(())
+}
+
+/// The announced assignment goes through the course's rules: one the
+/// course does not have is refused at the announcement (code 3, nothing
+/// staged); after the due time the file is taken late (receipt and leaf
+/// say so); after late-until it is refused with code 17 naming the time in
+/// the course's zone.
+#[test]
+fn an_upload_follows_its_assignments_deadlines() -> TestResult {
+    use certboard::time::{now_unix, rfc3339};
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let tmp = tempfile::tempdir()?;
+    random_file(tmp.path(), "hw.bin", 70_000)?;
+    let file = client::prepare_file(&tmp.path().join("hw.bin"))?;
+    match send_to(&server, &s, &file, "hw9") {
+        Err(ClientError::Refused { code, reason }) => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(reason.contains("hw9"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    nothing_left(&mut sqlite(&server)?)?;
+
+    let now = now_unix();
+    let admin_ok = |args: &[&str]| -> TestResult {
+        let out = server.admin(args)?;
+        assert!(out.status.success(), "{}", text(&out));
+        Ok(())
+    };
+    admin_ok(&["course", "set", "--timezone", "Asia/Hong_Kong"])?;
+    admin_ok(&[
+        "assignment",
+        "add",
+        "hw1",
+        "--title",
+        "Homework 1",
+        "--due",
+        &rfc3339(now - 600),
+        "--late-until",
+        &rfc3339(now + 3600),
+        "--force",
+    ])?;
+    let receipt = send_to(&server, &s, &file, "hw1")?;
+    let c = &receipt.content;
+    assert_eq!((c.assignment.as_deref(), c.late), (Some("hw1"), Some(true)));
+    assert!(c.late_seconds.is_some_and(|l| l >= 600), "{c:?}");
+    let mut store = sqlite(&server)?;
+    let u = store.uploads()?;
+    assert_eq!(
+        (u[0].assignment.as_str(), u[0].late_seconds >= 600),
+        ("hw1", true)
+    );
+    let leaf = certboard::tlog::Leaf::decode(
+        &store.log_entries(
+            c.log_index.ok_or("no index")?,
+            c.log_index.ok_or("no index")? + 1,
+        )?[0],
+    )?;
+    assert!(
+        matches!(&leaf, certboard::tlog::Leaf::Submission { late: true, assignment, .. } if assignment == "hw1"),
+        "{leaf:?}"
+    );
+    drop(store);
+
+    let closed = now - 300;
+    admin_ok(&[
+        "assignment",
+        "edit",
+        "hw1",
+        "--due",
+        &rfc3339(now - 900),
+        "--late-until",
+        &rfc3339(closed),
+        "--force",
+    ])?;
+    match send_to(&server, &s, &file, "hw1") {
+        Err(ClientError::Refused { code, reason }) => {
+            assert_eq!(code, ErrorCode::SubmissionsClosed);
+            let shown = certboard::assignment::show_time(closed, Some("Asia/Hong_Kong"));
+            assert!(
+                reason.contains(&format!("assignment hw1: submissions closed at {shown}")),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let mut store = sqlite(&server)?;
+    assert_eq!(store.uploads()?.len(), 1);
+    assert_eq!(store.staged_chunks()?, 0);
+    Ok(())
+}
