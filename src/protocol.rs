@@ -935,7 +935,7 @@ mod tests {
             // The challenge goes out at once; then the frame.
             let (session, out) = Session::start(ServiceKind::Ca, &sh);
             assert_eq!(out.send.len(), 1);
-            let run = drive(session, &[frame.clone()], &mut sh);
+            let run = drive(session, std::slice::from_ref(&frame), &mut sh);
             assert_eq!(refusal(&run).0, want, "{frame:?}");
             assert!(run.closed);
         }
