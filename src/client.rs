@@ -26,6 +26,7 @@ use crate::receipt::ReceiptError;
 use crate::sid::SidError;
 use crate::verify::{BlackboardCertError, CertError};
 
+pub mod audit;
 mod enrollment;
 mod files;
 mod logcheck;

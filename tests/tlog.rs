@@ -200,3 +200,77 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()>
     }
     Ok(())
 }
+
+/// `client audit`: she reads the log and sees her certificate and her
+/// submission accounted for; a certificate issued for her SID that she did
+/// not request (another folder, another key) is marked and the audit fails.
+#[test]
+fn client_audit_lists_her_entries_and_marks_a_certificate_she_did_not_request() -> TestResult {
+    let server = TestServer::start(&["--http-listen", "127.0.0.1:0"])?;
+    let http = server.http_addr()?;
+    let key = server.admin(&["log", "key"])?;
+    let vkey = stdout(&key).trim().to_string();
+    let mine = tempfile::tempdir()?;
+    let out = mine.path().to_string_lossy().to_string();
+    let first = server.client(&["--out-dir", &out, "1155000001"])?;
+    assert!(first.status.success(), "{}", text(&first));
+    let url = format!("http://{http}/log");
+    let audit = |args: &[&str]| {
+        let mut all = vec![
+            "audit",
+            "--log-url",
+            &url,
+            "--log-key",
+            &vkey,
+            "--out-dir",
+            &out,
+        ];
+        all.extend_from_slice(args);
+        server.client(&all)
+    };
+    let clean = audit(&["1155000001"])?;
+    let said = text(&clean);
+    assert!(clean.status.success(), "{said}");
+    assert!(
+        said.contains("checkpoint signed by the log's key"),
+        "{said}"
+    );
+    assert!(
+        said.contains("certificates logged for 1155000001: 1"),
+        "{said}"
+    );
+    assert!(said.contains("her current certificate"), "{said}");
+    assert!(
+        said.contains("submissions logged for 1155000001: 1"),
+        "{said}"
+    );
+
+    // Someone else gets a certificate for her SID (open enrollment).
+    let other = tempfile::tempdir()?;
+    let other_out = other.path().to_string_lossy().to_string();
+    let impostor = server.client(&["--out-dir", &other_out, "1155000001"])?;
+    assert!(impostor.status.success(), "{}", text(&impostor));
+    let flagged = audit(&["1155000001"])?;
+    let said = text(&flagged);
+    assert!(!flagged.status.success(), "{said}");
+    assert!(said.contains("NOT the certificate in her folder"), "{said}");
+
+    // A wrong log key is refused outright.
+    let wrong = certboard::tlog::NoteSigner::new(
+        "CUHK/certboard-log",
+        openssl::pkey::PKey::generate_ed25519()?,
+    )?;
+    let bad = server.client(&[
+        "audit",
+        "--log-url",
+        &url,
+        "--log-key",
+        &wrong.verifier_key(),
+        "--out-dir",
+        &out,
+        "1155000001",
+    ])?;
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("FAILED"), "{}", text(&bad));
+    Ok(())
+}

@@ -82,6 +82,26 @@ enum Command {
         #[arg(required = true, value_name = "SID")]
         sids: Vec<String>,
     },
+    /// What the transparency log holds for her: reads the log from the
+    /// CA's HTTP listener (`--log-url http://HOST:PORT/log`), checks its
+    /// signed checkpoint (with `--log-key`, the key the instructor
+    /// published by `server log key`), that its entries give the
+    /// checkpoint's root and that it extends the checkpoint kept from her
+    /// receipts; then lists every certificate and submission logged for
+    /// her SID, marking a certificate that is not the one in her folder and
+    /// a saved receipt the log does not hold. Exits 1 if either is found
+    /// or the log does not hold up.
+    Audit {
+        /// The log's base URL, e.g. http://127.0.0.1:8080/log.
+        #[arg(long, value_name = "URL")]
+        log_url: String,
+        /// The log's verifier key (signed-note form, `server log key`).
+        #[arg(long, value_name = "VKEY")]
+        log_key: Option<String>,
+        /// Her student id.
+        #[arg(value_name = "SID")]
+        sid: String,
+    },
     /// Check a saved receipt: Blackboard's signature, its certificate from
     /// the root, and (with --report) the hash of the report text. Prints
     /// what it says; exits 0 only if it holds.
@@ -665,6 +685,11 @@ fn main() -> ExitCode {
             sid,
         }) => submit(&common, &sid, &assignment, &file),
         Some(Command::Enroll { sids }) => enroll(&common, &sids),
+        Some(Command::Audit {
+            log_url,
+            log_key,
+            sid,
+        }) => audit(&common, &log_url, log_key.as_deref(), &sid),
         None => lab(&common, &cli.run),
     }
 }
@@ -687,6 +712,106 @@ fn checked(
 fn progress_lines(msg: &str) {
     for line in msg.lines() {
         say(&escaped(line).to_string());
+    }
+}
+
+/// `client audit`: what the log holds for her, checked.
+fn audit(common: &CommonArgs, url: &str, key: Option<&str>, sid: &str) -> ExitCode {
+    if let Err(e) = certboard::sid::validate(sid) {
+        complain(&format!("{sid:?}: {e}"));
+        return ExitCode::from(2);
+    }
+    let verifier = match key.map(certboard::tlog::NoteVerifier::from_key).transpose() {
+        Ok(v) => v,
+        Err(e) => {
+            complain(&format!("--log-key: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    let dir = common.out_dir.join(sid);
+    let timeout = Duration::from_secs(common.timeout.max(1));
+    let found = match certboard::client::audit::audit(
+        url,
+        verifier.as_ref(),
+        sid,
+        &dir,
+        &common.out_dir,
+        timeout,
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            say(&format!("audit of {sid} FAILED: {}", escaped(&e)));
+            return ExitCode::FAILURE;
+        }
+    };
+    say(&format!(
+        "log {}: {} entries, root checked against the entries{}",
+        escaped(&found.checkpoint.origin),
+        found.checkpoint.size,
+        if found.signature_checked {
+            ", checkpoint signed by the log's key"
+        } else {
+            " (no --log-key: the checkpoint's signature was not checked)"
+        }
+    ));
+    let mut trouble = 0;
+    say(&format!(
+        "certificates logged for {sid}: {}",
+        found.certs.len()
+    ));
+    for c in &found.certs {
+        let mark = if c.hers_now {
+            "her current certificate"
+        } else {
+            trouble += 1;
+            "NOT the certificate in her folder: an earlier one of hers, or one she never asked for"
+        };
+        say(&format!(
+            "  entry {}: serial {} issued {} ({}): {mark}",
+            c.index,
+            c.serial,
+            certboard::time::rfc3339(c.issued_at as i64),
+            c.authorisation
+        ));
+    }
+    say(&format!(
+        "submissions logged for {sid}: {}",
+        found.submissions.len()
+    ));
+    for s in &found.submissions {
+        let hex: String = s.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        say(&format!(
+            "  entry {}: {} receipt {} at {} ({} bytes, SHA-256 {hex}{}){}",
+            s.index,
+            escaped(&s.assignment),
+            s.receipt_id,
+            certboard::time::rfc3339(s.received_at as i64),
+            s.size,
+            if s.late { ", late" } else { "" },
+            if s.receipt_held {
+                ""
+            } else {
+                " (no receipt of it in her folder)"
+            }
+        ));
+    }
+    for id in &found.missing_receipts {
+        trouble += 1;
+        say(&format!(
+            "  MISSING FROM THE LOG: her receipt {id} (in {}/receipts)",
+            dir.display()
+        ));
+    }
+    if trouble == 0 {
+        say(&format!(
+            "audit of {sid}: everything in the log is accounted for"
+        ));
+        ExitCode::SUCCESS
+    } else {
+        say(&format!(
+            "audit of {sid}: {trouble} thing(s) to look into (above)"
+        ));
+        ExitCode::FAILURE
     }
 }
 
