@@ -8,6 +8,7 @@ mod coursework;
 mod csv;
 mod email;
 mod export;
+pub mod extract;
 pub mod log;
 
 use std::fmt;

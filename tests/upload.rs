@@ -850,3 +850,68 @@ fn an_upload_follows_its_assignments_deadlines() -> TestResult {
     assert_eq!(store.staged_chunks()?, 0);
     Ok(())
 }
+
+/// `server reports --assignment ID --extract DIR`: each student's latest
+/// submission byte for byte (a binary file and a version 2 report), every
+/// version with `--all`; a link planted in DIR is refused, nothing is
+/// written through it, and an existing file is never written over.
+#[test]
+fn extract_writes_what_was_handed_in_and_follows_no_link() -> TestResult {
+    let server = TestServer::start(&[])?;
+    // A binary file of every byte value, over several chunks.
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    std::fs::write(server.path().join("data.bin"), &data)?;
+    for (sid, file) in [("1155000081", "data.bin"), ("1155000081", "data.bin")] {
+        let out = server.client(&["submit", "--assignment", "lab", "--file", file, sid])?;
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    // A version 2 lab report by another student.
+    let out = server.client(&["1155000082"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = server.path().join("graded");
+    let dir_s = dir.to_string_lossy().to_string();
+    let out = server.admin(&["reports", "--assignment", "lab", "--extract", &dir_s])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("extracted 2 file(s)"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read(dir.join("lab/1155000081/data.bin"))?, data);
+    let report = std::fs::read_to_string(dir.join("lab/1155000082/report.txt"))?;
+    assert!(
+        report.starts_with("This is submission from SID1155000082."),
+        "{report}"
+    );
+    // Again into the same place: nothing written over.
+    let again = server.admin(&["reports", "--assignment", "lab", "--extract", &dir_s])?;
+    assert!(!again.status.success(), "{}", text(&again));
+    // Every version.
+    let every = server.path().join("every");
+    let every_s = every.to_string_lossy().to_string();
+    let out = server.admin(&[
+        "reports",
+        "--assignment",
+        "lab",
+        "--extract",
+        &every_s,
+        "--all",
+    ])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read_dir(every.join("lab/1155000081"))?.count(), 2);
+    // A link planted where a student's folder goes, pointing outside.
+    let trap = server.path().join("trap");
+    let outside = server.path().join("outside");
+    std::fs::create_dir_all(trap.join("lab"))?;
+    std::fs::create_dir_all(&outside)?;
+    std::os::unix::fs::symlink(&outside, trap.join("lab/1155000081"))?;
+    let trap_s = trap.to_string_lossy().to_string();
+    let out = server.admin(&["reports", "--assignment", "lab", "--extract", &trap_s])?;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("never followed"), "{}", text(&out));
+    assert_eq!(std::fs::read_dir(&outside)?.count(), 0);
+    // An assignment id that is no id.
+    let out = server.admin(&["reports", "--assignment", "../x", "--extract", &dir_s])?;
+    assert!(!out.status.success(), "{}", text(&out));
+    Ok(())
+}

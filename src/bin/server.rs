@@ -237,6 +237,18 @@ enum Command {
         /// per report; `table` aligned columns).
         #[arg(long, value_enum, default_value_t = Format::Lines)]
         format: Format,
+        /// With --extract: the assignment whose submissions to write.
+        #[arg(long, value_name = "ID", requires = "extract")]
+        assignment: Option<String>,
+        /// Write each student's latest submission for --assignment as
+        /// DIR/<assignment>/<SID>/<file name>, byte for byte (a version 2
+        /// report is report.txt). Never follows or makes a link, never
+        /// writes over a file: extract into a new or empty directory.
+        #[arg(long, value_name = "DIR", requires = "assignment")]
+        extract: Option<PathBuf>,
+        /// With --extract: every version, as <receipt id>-<file name>.
+        #[arg(long, requires = "extract")]
+        all: bool,
     },
     /// One row per roster student (per SID seen, without a roster): her
     /// certificate, reports, last report and code; the table ends with the
@@ -663,10 +675,25 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
         Command::Backup { .. } | Command::Migrate { .. } => {}
         Command::Certs { format } => admin::certs(store, format, &mut stdout.lock())?,
         Command::Reports {
+            assignment: Some(id),
+            extract: Some(dir),
+            all,
+            ..
+        } => {
+            let done = admin::extract::extract(store, &id, &dir, all)?;
+            println!(
+                "extracted {} file(s), {} bytes, to {}",
+                done.files,
+                done.bytes,
+                dir.join(&id).display()
+            );
+        }
+        Command::Reports {
             sid,
             latest,
             full,
             format,
+            ..
         } => {
             let filter = ReportFilter { sid, latest, full };
             admin::reports(store, &filter, format, &mut stdout.lock())?
