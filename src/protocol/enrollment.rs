@@ -237,7 +237,24 @@ pub(super) fn request(
             )
         }
         EnrollAuth::Code { mac } if course::is_guess(&view, auth) => {
-            // Counted before it is checked: the check waits for the commit.
+            // Her right code is never held back by the guess bounds, so a
+            // classmate at her address who spends them cannot keep her out
+            // (its record consumes the code in the certificate's own
+            // transaction: two racing requests still issue once). Anything
+            // else is a guess, counted before it is answered: only a right
+            // code ever learns more than a counted refusal.
+            if let Ok(Grant::Code(key)) = course::authorise(&view, &sid, &nonce, &csr_der, auth)
+                .map_err(|e| internal("enrollment code MAC", e))?
+            {
+                return issue(
+                    &ca,
+                    &checked,
+                    Authorisation::Code(key),
+                    "enrollment code verified; consumed once recorded, superseding the SID's \
+                     other certificates",
+                    peer,
+                );
+            }
             let guess = Record::Guess(Guess {
                 sid: sid.clone(),
                 source: source.map_or_else(|| "unknown".to_string(), course::guess_source),
