@@ -118,7 +118,10 @@ fn split_url(url: &str) -> Result<(String, String), AuditError> {
         .strip_prefix("http://")
         .ok_or_else(|| AuditError::BadUrl(url.to_string()))?;
     let (host, prefix) = match rest.split_once('/') {
-        Some((h, p)) => (h, format!("/{}", p.trim_end_matches('/'))),
+        Some((h, p)) if !p.trim_matches('/').is_empty() => {
+            (h, format!("/{}", p.trim_end_matches('/')))
+        }
+        Some((h, _)) => (h, String::new()),
         None => (rest, String::new()),
     };
     if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
