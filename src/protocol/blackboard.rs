@@ -215,41 +215,68 @@ pub(super) fn open(
         .map_err(|e| ProtocolError::certificate(sid, e))?;
     // Outside the assignment's times nothing is sent back but the refusal.
     admit(shared, &student.sid)?;
-    let identity = shared
-        .blackboard
-        .as_ref()
-        .map(|keys| keys.current(shared.ca.as_deref()))
-        .ok_or_else(|| ProtocolError::certificate(sid, CertCheckError::NotBlackboard))?;
-    let setup = (|| {
-        let session_key = crypto::random::<SESSION_KEY_LEN>()?;
-        let server_nonce = crypto::random::<NONCE_LEN>()?;
-        let wrapped_key = crypto::wrap_key(&student.key, &session_key)?;
-        let t = crypto::transcript(hello, &server_nonce, &wrapped_key, identity.cert_der());
-        let th = openssl::sha::sha256(&t);
-        // The transcript's hash is already there: signed as it is.
-        let signature = identity.sign_digest(&th)?;
-        let keys = SessionKeys::derive_v2(&session_key, &th)?;
-        Ok::<_, openssl::error::ErrorStack>((server_nonce, wrapped_key, th, signature, keys))
-    })();
-    let (server_nonce, wrapped_key, th, signature, keys) =
-        setup.map_err(|e| internal("session offer", e))?;
+    let (reply, keys) = signed_offer(shared, hello, &student, OfferVersion::V2)?;
     info!(
         "{peer}: certificate serial {} verified for SID {}; signed session offer sent",
         student.serial, student.sid
     );
+    Ok((
+        State::Blackboard(Blackboard::AwaitReport(Box::new(PendingReport::new(
+            student, keys,
+        )))),
+        Output::reply(reply),
+    ))
+}
+
+/// Which version's transcript label and key derivation an offer uses.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum OfferVersion {
+    V2,
+    V3,
+}
+
+/// The signed `SessionOffer` for `student` (her `hello` as received) and
+/// the keys it sets up: a fresh session key wrapped to her key, a fresh
+/// nonce, Blackboard's signature over the transcript's hash. One place for
+/// both versions, which differ only in their labels.
+pub(super) fn signed_offer(
+    shared: &Shared,
+    hello: &[u8],
+    student: &crate::verify::Student,
+    version: OfferVersion,
+) -> Result<(Message, OfferKeys), ProtocolError> {
+    let identity = shared
+        .blackboard
+        .as_ref()
+        .map(|keys| keys.current(shared.ca.as_deref()))
+        .ok_or_else(|| ProtocolError::certificate(&student.sid, CertCheckError::NotBlackboard))?;
+    let setup = (|| {
+        let session_key = crypto::random::<SESSION_KEY_LEN>()?;
+        let server_nonce = crypto::random::<NONCE_LEN>()?;
+        let wrapped_key = crypto::wrap_key(&student.key, &session_key)?;
+        let bb_cert = identity.cert_der();
+        let t = match version {
+            OfferVersion::V2 => crypto::transcript(hello, &server_nonce, &wrapped_key, bb_cert),
+            OfferVersion::V3 => crypto::transcript_v3(hello, &server_nonce, &wrapped_key, bb_cert),
+        };
+        let th = openssl::sha::sha256(&t);
+        // The transcript's hash is already there: signed as it is.
+        let signature = identity.sign_digest(&th)?;
+        let keys = match version {
+            OfferVersion::V2 => SessionKeys::derive_v2(&session_key, &th)?,
+            OfferVersion::V3 => SessionKeys::derive_v3(&session_key, &th)?,
+        };
+        Ok::<_, openssl::error::ErrorStack>((server_nonce, wrapped_key, th, signature, keys))
+    })();
+    let (server_nonce, wrapped_key, th, signature, keys) =
+        setup.map_err(|e| internal("session offer", e))?;
     let reply = Message::SessionOffer {
         server_nonce,
         wrapped_key,
         bb_chain: vec![identity.cert_der().to_vec()],
         signature,
     };
-    Ok((
-        State::Blackboard(Blackboard::AwaitReport(Box::new(PendingReport::new(
-            student,
-            OfferKeys { th, keys, identity },
-        )))),
-        Output::reply(reply),
-    ))
+    Ok((reply, OfferKeys { th, keys, identity }))
 }
 
 /// Decrypts a report whose MAC has been checked, and checks its text.

@@ -15,19 +15,17 @@ use log::info;
 use openssl::sha::Sha256;
 
 use crate::assignment::{AdmitError, Refused, Timing};
-use crate::crypto::{self, FileCipher, SessionKeys, CHUNK_MAX, SESSION_KEY_LEN};
+use crate::crypto::{self, FileCipher, SessionKeys, CHUNK_MAX};
 use crate::filename::{check_file_name, FileNameError};
-use crate::message::{CipherId, ErrorCode, Intent, Message, IV_LEN, NONCE_LEN};
+use crate::message::{CipherId, ErrorCode, Intent, Message, IV_LEN};
 use crate::receipt::{FileReceipt, ReceiptContent, RECEIPT_VERSION_3};
 use crate::store::{ChunkRecord, Origin, Record, UploadRecord};
 use crate::time::{now_unix, rfc3339};
 
 use super::super::error::{Internal, ProtocolError};
-use super::super::submission::{
-    check_certificate, check_mac, check_still_good, CertCheckError, PendingReport,
-};
+use super::super::submission::{check_certificate, check_mac, check_still_good, PendingReport};
 use super::super::{After, Output, Shared, State, Step};
-use super::{Blackboard, OfferKeys, ReceiptToSign};
+use super::{signed_offer, Blackboard, OfferKeys, OfferVersion, ReceiptToSign};
 
 /// Default of `--max-submission`: the largest file accepted, 20 MiB.
 pub const DEFAULT_MAX_SUBMISSION: u64 = 20 << 20;
@@ -256,37 +254,14 @@ pub(super) fn open(
     }
     let student = check_certificate(shared, sid, cert_der, chain, Origin::Certboard)
         .map_err(|e| ProtocolError::certificate(sid, e))?;
-    let identity = shared
-        .blackboard
-        .as_ref()
-        .map(|keys| keys.current(shared.ca.as_deref()))
-        .ok_or_else(|| ProtocolError::certificate(sid, CertCheckError::NotBlackboard))?;
-    let setup = (|| {
-        let session_key = crypto::random::<SESSION_KEY_LEN>()?;
-        let server_nonce = crypto::random::<NONCE_LEN>()?;
-        let wrapped_key = crypto::wrap_key(&student.key, &session_key)?;
-        let t = crypto::transcript_v3(hello, &server_nonce, &wrapped_key, identity.cert_der());
-        let th = openssl::sha::sha256(&t);
-        let signature = identity.sign_digest(&th)?;
-        let keys = SessionKeys::derive_v3(&session_key, &th)?;
-        Ok::<_, openssl::error::ErrorStack>((server_nonce, wrapped_key, th, signature, keys))
-    })();
-    let (server_nonce, wrapped_key, th, signature, keys) =
-        setup.map_err(|e| internal("session offer", e))?;
+    let (reply, keys) = signed_offer(shared, hello, &student, OfferVersion::V3)?;
     info!(
         "{peer}: certificate serial {} verified for SID {}; version 3 offer sent",
         student.serial, student.sid
     );
-    let reply = Message::SessionOffer {
-        server_nonce,
-        wrapped_key,
-        bb_chain: vec![identity.cert_der().to_vec()],
-        signature,
-    };
     Ok((
         State::Blackboard(Blackboard::AwaitAnnounce(Box::new(PendingReport::new(
-            student,
-            OfferKeys { th, keys, identity },
+            student, keys,
         )))),
         Output::reply(reply),
     ))
