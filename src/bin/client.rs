@@ -4,6 +4,7 @@
 //! CA, then submit her report to Blackboard under that certificate.
 //! `client submit --assignment ID --file PATH SID` hands in a file
 //! (protocol version 3); `client enroll SID...` only enrolls;
+//! `client status SID` asks what Blackboard holds for her;
 //! `client verify-receipt FILE [--report FILE]` checks a saved receipt.
 
 use std::collections::HashMap;
@@ -98,6 +99,18 @@ enum Command {
         /// The log's verifier key (signed-note form, `server log key`).
         #[arg(long, value_name = "VKEY")]
         log_key: Option<String>,
+        /// Her student id.
+        #[arg(value_name = "SID")]
+        sid: String,
+    },
+    /// What Blackboard holds for her (protocol version 3): with her saved
+    /// certificate (it never enrolls), on an exchange authenticated like a
+    /// submission's, lists the course's assignments (her own due time when
+    /// she has an extension) and every submission of hers Blackboard
+    /// accepted, in the course's time zone; then checks the receipts saved
+    /// in OUT_DIR/SID/receipts against the answer. Exits 1, saying which,
+    /// if a receipt of hers is not listed (or listed otherwise).
+    Status {
         /// Her student id.
         #[arg(value_name = "SID")]
         sid: String,
@@ -685,6 +698,7 @@ fn main() -> ExitCode {
             sid,
         }) => submit(&common, &sid, &assignment, &file),
         Some(Command::Enroll { sids }) => enroll(&common, &sids),
+        Some(Command::Status { sid }) => status(&common, &sid),
         Some(Command::Audit {
             log_url,
             log_key,
@@ -851,6 +865,123 @@ fn submit(common: &CommonArgs, sid: &str, assignment: &str, path: &Path) -> Exit
             say(&format!("student {sid}: FAILED: {}", escaped(&e)));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `client status`: Blackboard's answer, shown in the course's zone, and
+/// her receipts checked against it.
+fn status(common: &CommonArgs, sid: &str) -> ExitCode {
+    use certboard::assignment::{show_duration, show_time};
+    use certboard::message::SubmissionKind;
+    let opts = match checked(common, &[sid.to_string()], Cipher::Aes256Ctr, false) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let (body, check) = match client::status(&opts, sid, &mut progress_lines) {
+        Ok(r) => r,
+        Err(e) => {
+            say(&format!("status of {sid} FAILED: {}", escaped(&e)));
+            return ExitCode::FAILURE;
+        }
+    };
+    let zone = Some(body.zone.as_str());
+    let t = |t: i64| show_time(t, zone);
+    say(&format!(
+        "Blackboard's answer for {sid} at {} (times in the course's zone, {}):",
+        t(body.now),
+        escaped(&body.zone)
+    ));
+    say(&format!("assignments: {}", body.assignments.len()));
+    for a in &body.assignments {
+        let mut parts = Vec::new();
+        if let Some(o) = a.opens {
+            parts.push(format!("opens {}", t(o)));
+        }
+        parts.push(match a.due {
+            Some(d) => format!("due {}", t(d)),
+            None => "no due time".to_string(),
+        });
+        if let Some(h) = a.her_due {
+            parts.push(format!("HER EXTENSION: due {}", t(h)));
+        }
+        if let Some(l) = a.late_until {
+            parts.push(format!("late until {}", t(l)));
+        }
+        if let Some(c) = a.closed_at {
+            parts.push(format!("closed {}", t(c)));
+        }
+        say(&format!(
+            "  {} {:?}: {}",
+            escaped(&a.id),
+            escaped(&a.title).to_string(),
+            parts.join(", ")
+        ));
+    }
+    say(&format!("submissions of hers: {}", body.submissions.len()));
+    for s in &body.submissions {
+        let what = match s.kind {
+            SubmissionKind::Report => "report".to_string(),
+            SubmissionKind::File => format!("file {:?}", escaped(&s.file_name).to_string()),
+        };
+        let hex: String = s.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        let timing = match s.late_seconds {
+            Some(l) => format!("LATE by {}", show_duration(l)),
+            None => "on time".to_string(),
+        };
+        let held = if check.unreceipted.contains(&s.receipt_id) {
+            " (no receipt of it in her folder)"
+        } else {
+            ""
+        };
+        say(&format!(
+            "  receipt {} for {}: {what}, {} bytes, SHA-256 {hex}, received {}, {timing}{held}",
+            s.receipt_id,
+            escaped(&s.assignment),
+            s.size,
+            t(s.received_at)
+        ));
+    }
+    for h in &check.missing {
+        say(&format!(
+            "  MISSING FROM BLACKBOARD: her receipt {} ({}): {} with SHA-256 {} received {}; \
+             Blackboard no longer lists it. Keep the receipt and show it to the instructor",
+            escaped(&h.content.receipt),
+            h.path.display(),
+            escaped(h.content.assignment.as_deref().unwrap_or("lab")),
+            escaped(&h.content.report_sha256),
+            escaped(&h.content.received_at)
+        ));
+    }
+    for (h, why) in &check.differ {
+        say(&format!(
+            "  LISTED OTHERWISE: her receipt {} ({}): {}",
+            escaped(&h.content.receipt),
+            h.path.display(),
+            escaped(why)
+        ));
+    }
+    for (path, why) in &check.unreadable {
+        say(&format!(
+            "  NOT CHECKED: {}: {}",
+            path.display(),
+            escaped(why)
+        ));
+    }
+    if check.trouble() {
+        say(&format!(
+            "status of {sid}: {} receipt(s) missing, {} listed otherwise, {} not checked \
+             (above)",
+            check.missing.len(),
+            check.differ.len(),
+            check.unreadable.len()
+        ));
+        ExitCode::FAILURE
+    } else {
+        say(&format!(
+            "status of {sid}: all {} receipt(s) she holds are listed by Blackboard",
+            check.matched.len()
+        ));
+        ExitCode::SUCCESS
     }
 }
 
