@@ -179,3 +179,77 @@ fn a_status_request_without_the_session_key_is_refused() -> TestResult {
     assert!(body.assignments.iter().any(|a| a.id == "lab"));
     Ok(())
 }
+
+/// A student removed from the roster while it is in force: her
+/// certificate, good at the CA, no longer submits by either version
+/// (code 11, the reason says she was removed); nothing is recorded; her
+/// status is still answered, with what she handed in before.
+#[test]
+fn a_removed_student_can_no_longer_submit_or_upload() -> TestResult {
+    let server = TestServer::start(&[])?;
+    std::fs::write(
+        server.path().join("roster.csv"),
+        format!("sid,name\n{SID},Chan Tai Man\n1155000078,Other\n"),
+    )?;
+    admin_ok(&server, &["roster", "import", "roster.csv"])?;
+    admin_ok(&server, &["roster", "codes", "--out", "codes.csv"])?;
+    let out = server.client(&["--codes-file", "codes.csv", SID])?;
+    assert!(out.status.success(), "{}", text(&out));
+    admin_ok(&server, &["roster", "remove", SID])?;
+
+    let out = server.client(&[SID])?;
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("not on the course roster"), "{said}");
+    assert!(said.contains("removed by the instructor"), "{said}");
+    let file = server.path().join("late.txt");
+    std::fs::write(&file, "hello")?;
+    let out = server.client(&[
+        "submit",
+        "--assignment",
+        "lab",
+        "--file",
+        &file.display().to_string(),
+        SID,
+    ])?;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("not on the course roster"),
+        "{}",
+        text(&out)
+    );
+    // The code on the wire, for a version 3 announcement.
+    let dir = server.path().join("students").join(SID);
+    let key = openssl::pkey::PKey::private_key_from_pem(&std::fs::read(dir.join("key.pem"))?)?;
+    let cert = openssl::x509::X509::from_pem(&std::fs::read(dir.join("cert.pem"))?)?.to_der()?;
+    let serial = openssl::x509::X509::from_der(&cert)?
+        .serial_number()
+        .to_bn()?
+        .to_hex_str()?
+        .to_string();
+    let prepared = client::prepare_file(&file)?;
+    let mut conn = FramedStream::connect(&server.blackboard.to_string(), NET_TIMEOUT)?;
+    match client::upload(
+        &mut conn,
+        SID,
+        &serial,
+        &cert,
+        &key,
+        "lab",
+        &prepared,
+        &server.trust()?,
+        &mut |_| {},
+    ) {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, ErrorCode::NotOnRoster),
+        other => return Err(format!("expected a refusal, got {other:?}").into()),
+    }
+
+    let out = server.client(&["status", SID])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("all 1 receipt(s) she holds are listed"),
+        "{}",
+        text(&out)
+    );
+    Ok(())
+}

@@ -390,6 +390,7 @@ fn receipt_content(record: &ReportRecord, th: &[u8; DIGEST_LEN]) -> ReceiptConte
 /// assignment, whose times (and her extension) are read from the store
 /// per submission, so an `assignment edit` holds without a restart.
 fn admit(shared: &mut Shared, sid: &str) -> Result<Timing, ProtocolError> {
+    super::submission::check_on_roster(shared, sid)?;
     match crate::assignment::admit(
         &mut *shared.store,
         &shared.window,

@@ -218,6 +218,7 @@ pub(in crate::protocol) fn admit_assignment(
     assignment: &str,
     now: i64,
 ) -> Result<Timing, ProtocolError> {
+    super::super::submission::check_on_roster(shared, sid)?;
     match crate::assignment::admit(&mut *shared.store, &shared.window, sid, assignment, now) {
         Ok(t) => Ok(t),
         Err(AdmitError::Refused(Refused::Unknown { id })) => {
