@@ -356,7 +356,62 @@ fn assignment_commands_check_what_they_are_given() -> TestResult {
         table.contains("due=2099-03-01T23:59:00+08:00[Asia/Hong_Kong]"),
         "{table}"
     );
-    // Before it opens: refused with the opening time. (Submissions go to
-    // the lab in version 2; hw1 is checked by the rules' unit tests.)
+    // A late period and an opening time, then each removed by `edit`.
+    admin_ok(
+        &server,
+        &[
+            "assignment",
+            "edit",
+            "hw1",
+            "--late-until",
+            "2099-03-02T23:59:00+08:00",
+        ],
+    )?;
+    let csv = admin_ok(&server, &["assignment", "list", "--format", "csv"])?;
+    assert!(csv.contains(",2099-03-02T15:59:00Z,"), "{csv}");
+    for (args, needle) in [
+        (
+            vec!["assignment", "edit", "hw1", "--no-opens", "--opens", &opens],
+            "cannot be used with",
+        ),
+        (
+            vec![
+                "assignment",
+                "edit",
+                "hw1",
+                "--no-late-until",
+                "--late-until",
+                &due,
+            ],
+            "cannot be used with",
+        ),
+        (
+            vec![
+                "assignment",
+                "add",
+                "hw3",
+                "--title",
+                "T",
+                "--due",
+                &due,
+                "--no-opens",
+            ],
+            "unexpected argument",
+        ),
+    ] {
+        let out = server.admin(&args)?;
+        assert!(!out.status.success(), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(needle), "{args:?}: {}", text(&out));
+    }
+    admin_ok(
+        &server,
+        &["assignment", "edit", "hw1", "--no-opens", "--no-late-until"],
+    )?;
+    let csv = admin_ok(&server, &["assignment", "list", "--format", "csv"])?;
+    assert_eq!(
+        csv.split("\r\n").nth(2),
+        Some("hw1,Homework 1,,2099-03-01T15:59:00Z,,"),
+        "{csv}"
+    );
     Ok(())
 }

@@ -33,6 +33,10 @@ pub struct AssignmentSpec {
     pub late_until: Option<i64>,
     /// Accept a due time in the past.
     pub force: bool,
+    /// `edit` only: remove the opening time (open from now on).
+    pub no_opens: bool,
+    /// `edit` only: remove the late period (the due time closes it).
+    pub no_late_until: bool,
 }
 
 fn bad(e: impl std::fmt::Display) -> AdminError {
@@ -72,6 +76,12 @@ pub fn add_assignment(
     id: &str,
     spec: &AssignmentSpec,
 ) -> Result<Assignment, AdminError> {
+    if spec.no_opens || spec.no_late_until {
+        return Err(bad(
+            "--no-opens and --no-late-until clear a time of an existing assignment: give them to \
+             `assignment edit`",
+        ));
+    }
     validate_id(id).map_err(bad)?;
     if find(store, id)?.is_some() {
         return Err(bad(format_args!(
@@ -107,8 +117,26 @@ pub fn edit_assignment(
         check_title(t)?;
         a.title = t.clone();
     }
-    a.opens = spec.opens.or(a.opens);
-    a.late_until = spec.late_until.or(a.late_until);
+    if spec.no_opens && spec.opens.is_some() {
+        return Err(bad(
+            "--opens and --no-opens contradict each other: give one",
+        ));
+    }
+    if spec.no_late_until && spec.late_until.is_some() {
+        return Err(bad(
+            "--late-until and --no-late-until contradict each other: give one",
+        ));
+    }
+    a.opens = if spec.no_opens {
+        None
+    } else {
+        spec.opens.or(a.opens)
+    };
+    a.late_until = if spec.no_late_until {
+        None
+    } else {
+        spec.late_until.or(a.late_until)
+    };
     if let Some(d) = spec.due {
         a.due = Some(d);
         // A due time moved again opens what a `close` shut.
