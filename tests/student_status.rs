@@ -106,6 +106,59 @@ fn status_matches_her_receipts_and_a_deleted_submission_is_missing() -> TestResu
     assert!(said.contains("HER EXTENSION: due"), "{said}");
     assert!(said.contains("hw1 \"Homework 1\""), "{said}");
 
+    // verify-receipt checks a version 3 receipt's fields and the file.
+    let upload_receipt: i64 =
+        rusqlite::Connection::open(server.path().join("data").join(certboard::store::DB_FILE))?
+            .query_row("SELECT receipt_id FROM uploads", [], |r| r.get(0))?;
+    let receipts = server.path().join("students").join(SID).join("receipts");
+    let verify = |receipt: &str, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_client"))
+            .current_dir(server.path())
+            .arg("verify-receipt")
+            .arg(receipts.join(format!("{receipt}.p7m")))
+            .args(extra)
+            .output()
+    };
+    let file_arg = file.display().to_string();
+    let v = verify(&upload_receipt.to_string(), &["--file", &file_arg])?;
+    assert!(v.status.success(), "{}", text(&v));
+    let said = stdout(&v);
+    assert!(said.contains("(version 3)"), "{said}");
+    assert!(
+        said.contains(&format!("the file \"essay.bin\" (6 bytes, SHA-256 {sha})")),
+        "{said}"
+    );
+    assert!(said.contains("for hw1"), "{said}");
+    assert!(said.contains("on time (matches --file)"), "{said}");
+    // Another file, and the same bytes under another name.
+    let other = server.path().join("other.bin");
+    std::fs::write(&other, [0u8, 1, 2, 255, 10, 14])?;
+    let v = verify(
+        &upload_receipt.to_string(),
+        &["--file", &other.display().to_string()],
+    )?;
+    assert_eq!(v.status.code(), Some(1), "{}", text(&v));
+    assert!(stdout(&v).contains("INVALID"), "{}", text(&v));
+    std::fs::write(&other, [0u8, 1, 2, 255, 10, 13])?;
+    let v = verify(
+        &upload_receipt.to_string(),
+        &["--file", &other.display().to_string()],
+    )?;
+    assert!(v.status.success(), "{}", text(&v));
+    assert!(
+        stdout(&v).contains("handed in as \"essay.bin\""),
+        "{}",
+        text(&v)
+    );
+    // --file against the lab report's receipt: not a file's receipt.
+    let lab = ids
+        .iter()
+        .find(|id| **id != upload_receipt.to_string())
+        .ok_or("no lab receipt")?;
+    let v = verify(lab, &["--file", &file_arg])?;
+    assert_eq!(v.status.code(), Some(1), "{}", text(&v));
+    assert!(stdout(&v).contains("not of a file"), "{}", text(&v));
+
     // The file's row deleted behind certboard's back: said, loudly.
     let upload_id: u64 = {
         let db =

@@ -116,8 +116,10 @@ enum Command {
         sid: String,
     },
     /// Check a saved receipt: Blackboard's signature, its certificate from
-    /// the root, and (with --report) the hash of the report text. Prints
-    /// what it says; exits 0 only if it holds.
+    /// the root, its fields (a version 3 receipt's file name, size and
+    /// SHA-256, its assignment and lateness), and (with --report or
+    /// --file) the hash of what was handed in. Prints what it says; exits
+    /// 0 only if it holds.
     ///
     /// The root: --ca-cert is trusted as given. Without it, the ca.pem
     /// saved beside the receipt (FILE/../../ca.pem) is used only if its
@@ -129,8 +131,12 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
         /// The report text that was sent; its SHA-256 must match.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "handed_in")]
         report: Option<PathBuf>,
+        /// The file handed in (a version 3 receipt): its size and SHA-256
+        /// must match the receipt's (read streaming; its name may differ).
+        #[arg(long = "file", id = "handed_in", value_name = "PATH")]
+        handed_in: Option<PathBuf>,
     },
 }
 
@@ -489,7 +495,7 @@ fn receipt_root(
 
 fn verify_receipt(
     file: PathBuf,
-    report: Option<PathBuf>,
+    (report, handed_in): (Option<PathBuf>, Option<PathBuf>),
     pins: (Option<PathBuf>, Option<String>, PathBuf),
     blackboard_name: String,
 ) -> ExitCode {
@@ -542,35 +548,130 @@ fn verify_receipt(
         }
         Ok(v) => {
             let c = v.content;
+            let fail = |why: String| {
+                say(&format!("{}: INVALID: {}", file.display(), escaped(&why)));
+                ExitCode::FAILURE
+            };
+            if let Err(why) = receipt_fields(&c) {
+                return fail(why);
+            }
             if let Some(text) = text {
                 let got = certboard::crypto::sha256_hex(&text);
                 if got != c.report_sha256 {
-                    say(&format!(
-                        "{}: INVALID: the report's SHA-256 is {got}, the receipt says {}",
-                        file.display(),
+                    return fail(format!(
+                        "the report's SHA-256 is {got}, the receipt says {}",
                         c.report_sha256
                     ));
-                    return ExitCode::FAILURE;
                 }
             }
-            say(&format!(
-                "{}: valid receipt {} signed by Blackboard {:?}: SID {} (certificate serial {}) \
-                 submitted a report with SHA-256 {} at {}{}; root SHA-256 {root_fp} ({how})",
-                file.display(),
-                c.receipt,
-                trust.name,
-                c.sid,
-                c.serial,
-                c.report_sha256,
-                c.received_at,
-                if report.is_some() {
-                    " (matches --report)"
-                } else {
-                    ""
+            let mut matched = if report.is_some() {
+                " (matches --report)".to_string()
+            } else {
+                String::new()
+            };
+            if let Some(path) = &handed_in {
+                let sent = match client::prepare_file(path) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        complain(&format!("--file: {e}"));
+                        return ExitCode::from(2);
+                    }
+                };
+                let Some(fr) = &c.file else {
+                    return fail(format!(
+                        "--file given, but this is a version {} receipt of a report, not of a \
+                         file (use --report)",
+                        c.version
+                    ));
+                };
+                let hex: String = sent.sha256.iter().map(|b| format!("{b:02x}")).collect();
+                if hex != fr.file_sha256 || sent.size != fr.size {
+                    return fail(format!(
+                        "{} is {} bytes with SHA-256 {hex}; the receipt says {} bytes with \
+                         SHA-256 {}",
+                        path.display(),
+                        sent.size,
+                        fr.size,
+                        fr.file_sha256
+                    ));
                 }
+                matched = if sent.name == fr.file_name {
+                    " (matches --file)".to_string()
+                } else {
+                    format!(
+                        " (matches --file by size and SHA-256; it was handed in as {:?}, it is \
+                         {:?} here)",
+                        escaped(&fr.file_name).to_string(),
+                        escaped(&sent.name).to_string()
+                    )
+                };
+            }
+            let what = match &c.file {
+                Some(fr) => format!(
+                    "the file {:?} ({} bytes, SHA-256 {})",
+                    escaped(&fr.file_name).to_string(),
+                    fr.size,
+                    fr.file_sha256
+                ),
+                None => format!("a report with SHA-256 {}", c.report_sha256),
+            };
+            let assignment = c.assignment.as_deref().unwrap_or("lab");
+            let timing = match (c.late, c.late_seconds) {
+                (Some(true), Some(s)) => format!(", LATE by {s} s"),
+                (Some(true), None) => ", late".to_string(),
+                (Some(false), _) => ", on time".to_string(),
+                (None, _) => String::new(),
+            };
+            say(&format!(
+                "{}: valid receipt {} (version {}) signed by Blackboard {:?}: SID {} (certificate \
+                 serial {}) handed in {what} for {} at {}{timing}{matched}; root SHA-256 \
+                 {root_fp} ({how})",
+                file.display(),
+                escaped(&c.receipt),
+                c.version,
+                trust.name,
+                escaped(&c.sid),
+                escaped(&c.serial),
+                escaped(assignment),
+                escaped(&c.received_at),
             ));
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// A receipt's fields against each other: a version 3 receipt names its
+/// file, assignment and lateness, its file hash is its report hash, and
+/// `late_seconds` comes exactly with `late`.
+fn receipt_fields(c: &certboard::receipt::ReceiptContent) -> Result<(), String> {
+    if c.version >= certboard::receipt::RECEIPT_VERSION_3 {
+        let Some(fr) = &c.file else {
+            return Err("a version 3 receipt without file_name, size and file_sha256".into());
+        };
+        if fr.file_sha256 != c.report_sha256 {
+            return Err(format!(
+                "file_sha256 {} and report_sha256 {} differ",
+                fr.file_sha256, c.report_sha256
+            ));
+        }
+        if c.assignment.is_none() || c.late.is_none() {
+            return Err("a version 3 receipt without assignment or late".into());
+        }
+        if let Err(e) = certboard::sid::validate(&c.sid) {
+            return Err(format!("sid {:?}: {e}", c.sid));
+        }
+    } else if c.file.is_some() {
+        return Err(format!(
+            "a version {} receipt naming a file (only version 3 receipts do)",
+            c.version
+        ));
+    }
+    match (c.late, c.late_seconds) {
+        (Some(true), Some(s)) if s >= 0 => Ok(()),
+        (Some(false) | None, None) => Ok(()),
+        (late, seconds) => Err(format!(
+            "late {late:?} and late_seconds {seconds:?} do not agree"
+        )),
     }
 }
 
@@ -686,9 +787,13 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     match cli.command {
-        Some(Command::VerifyReceipt { file, report }) => verify_receipt(
+        Some(Command::VerifyReceipt {
             file,
             report,
+            handed_in,
+        }) => verify_receipt(
+            file,
+            (report, handed_in),
             (common.ca_cert, common.ca_fingerprint, common.out_dir),
             common.blackboard_name,
         ),
