@@ -1122,7 +1122,7 @@ fn check_guess(g: &Guess, counted: &[(String, i64)]) -> Result<(), StoreError> {
 }
 
 /// The id a student was given, from the signed integer stored.
-fn receipt_id_of(stored: i64) -> u64 {
+pub(crate) fn receipt_id_of(stored: i64) -> u64 {
     stored as u64
 }
 

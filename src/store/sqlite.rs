@@ -265,6 +265,21 @@ fn duplicate(
     }
 }
 
+/// Whether `table` (`reports` or `uploads`) holds `receipt_id`.
+fn receipt_taken(
+    tx: &rusqlite::Transaction<'_>,
+    table: &'static str,
+    receipt_id: i64,
+) -> Result<bool, StoreError> {
+    let sql = match table {
+        "reports" => "SELECT EXISTS (SELECT 1 FROM reports WHERE receipt_id = ?1)",
+        _ => "SELECT EXISTS (SELECT 1 FROM uploads WHERE receipt_id = ?1)",
+    };
+    Ok(tx
+        .prepare_cached(sql)?
+        .query_row(params![receipt_id], |r| r.get(0))?)
+}
+
 /// The environment variable that caps the SQLite store's size, in pages
 /// (`PRAGMA max_page_count`); unset, SQLite's own limit holds.
 pub(crate) const MAX_PAGES_ENV: &str = "CERTBOARD_SQLITE_MAX_PAGES";
@@ -650,6 +665,14 @@ impl Storage for SqliteStore {
                 duplicate(inserted, || {
                     format!("receipt {}", receipt_id_of(r.receipt_id))
                 })?;
+                // One namespace of receipt ids for reports and files: a
+                // receipt id names one submission.
+                if receipt_taken(&tx, "uploads", r.receipt_id)? {
+                    return Err(StoreError::Duplicate(format!(
+                        "receipt {} (a file's)",
+                        receipt_id_of(r.receipt_id)
+                    )));
+                }
             }
             let mut chunk_stmt = tx.prepare_cached(
                 "INSERT INTO upload_chunks (upload_id, seq, data, staged_at) VALUES (?1, ?2, ?3, ?4)",
@@ -668,6 +691,12 @@ impl Storage for SqliteStore {
                     )?
                     .query_row(params![u.upload_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 staged_match(u, count, bytes)?;
+                if receipt_taken(&tx, "reports", u.receipt_id as i64)? {
+                    return Err(StoreError::Duplicate(format!(
+                        "receipt {} (a report's)",
+                        u.receipt_id
+                    )));
+                }
                 let inserted = tx
                     .prepare_cached(
                         "INSERT INTO uploads (receipt_id, upload_id, sid, serial, received_at,

@@ -7,11 +7,11 @@ use postgres::{Client, Statement, Transaction};
 
 use super::PostgresStore;
 use crate::store::{
-    census_of, check_guess, code_state_of, staged_match, status_of, Assignment, Census,
-    CertColumns, CertRow, CertStatus, CodeColumns, CodeKey, Counts, EnrollView, Extension, Record,
-    ReportColumns, ReportRecord, Revocation, RevocationColumns, RevocationMark, RevocationReason,
-    RosterChange, RosterEntry, Serial, Storage, StoreError, Student, SubmissionView, Supersede,
-    UploadColumns, UploadRecord, Writes, CENSUS_SQL, GUESS_RETENTION,
+    census_of, check_guess, code_state_of, receipt_id_of, staged_match, status_of, Assignment,
+    Census, CertColumns, CertRow, CertStatus, CodeColumns, CodeKey, Counts, EnrollView, Extension,
+    Record, ReportColumns, ReportRecord, Revocation, RevocationColumns, RevocationMark,
+    RevocationReason, RosterChange, RosterEntry, Serial, Storage, StoreError, Student,
+    SubmissionView, Supersede, UploadColumns, UploadRecord, Writes, CENSUS_SQL, GUESS_RETENTION,
 };
 
 /// The first key of the advisory lock a transaction counting guesses takes
@@ -405,6 +405,18 @@ impl Storage for PostgresStore {
                             &c.file_sha256,
                         ],
                     )?;
+                    // One namespace of receipt ids for reports and files:
+                    // a receipt id names one submission.
+                    if let Some(row) = tx.query_opt(
+                        "SELECT receipt_id FROM uploads WHERE receipt_id = ANY($1::int8[]) LIMIT 1",
+                        &[&c.receipt_id],
+                    )? {
+                        let id: i64 = row.try_get(0)?;
+                        return Ok(Some(StoreError::Duplicate(format!(
+                            "receipt {} (a file's)",
+                            receipt_id_of(id)
+                        ))));
+                    }
                 }
                 for ch in &w.chunks {
                     tx.execute(
@@ -422,6 +434,18 @@ impl Storage for PostgresStore {
                     let (count, bytes): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
                     if let Err(e) = staged_match(u, count, bytes) {
                         return Ok(Some(e));
+                    }
+                    let taken: bool = tx
+                        .query_one(
+                            "SELECT EXISTS (SELECT 1 FROM reports WHERE receipt_id = $1)",
+                            &[&(u.receipt_id as i64)],
+                        )?
+                        .try_get(0)?;
+                    if taken {
+                        return Ok(Some(StoreError::Duplicate(format!(
+                            "receipt {} (a report's)",
+                            u.receipt_id
+                        ))));
                     }
                     tx.execute(
                         "INSERT INTO uploads (receipt_id, upload_id, sid, serial, received_at,
