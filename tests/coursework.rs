@@ -415,3 +415,34 @@ fn assignment_commands_check_what_they_are_given() -> TestResult {
     );
     Ok(())
 }
+
+/// `examples/term.sh` plays a term (issue 20's "done when"): a roster
+/// with e-mails, codes and .eml files, two assignments, an enroll-only
+/// student, a 5 MiB file extracted byte for byte, a due time moved live,
+/// late, refused after late-until, an extension, a removed student,
+/// `client status` matching the receipts, the gradebook with files.
+#[test]
+fn the_term_script_plays_a_term() -> TestResult {
+    let server_bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_server"));
+    let bin_dir = server_bin.parent().ok_or("bin dir")?;
+    let out = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/term.sh"))
+        .env("CERTBOARD_BIN_DIR", bin_dir)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    assert!(out.status.success(), "{}", text(&out));
+    let s = stdout(&out);
+    for step in [
+        "all 1 student(s) enrolled",
+        "5242880 bytes",
+        "LATE by",
+        "assignment hw1: submissions closed at",
+        "not on the course roster",
+        "HER EXTENSION: due",
+        "all 1 receipt(s) she holds are listed by Blackboard",
+        "== term complete: every expectation held",
+    ] {
+        assert!(s.contains(step), "{step:?} missing:\n{}", text(&out));
+    }
+    Ok(())
+}
