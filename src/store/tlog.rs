@@ -245,8 +245,11 @@ pub(super) fn sqlite_append(
     tx: &SqlTransaction<'_>,
     leaves: &[(String, Vec<u8>)],
 ) -> Result<Appended, AppendError<rusqlite::Error>> {
+    // Cached statements, as every other on this path: preparing one costs
+    // ~7k instructions, on every commit (issue 19's profile).
     let size: i64 = tx
-        .query_row("SELECT size FROM tlog_head", [], |r| r.get(0))
+        .prepare_cached("SELECT size FROM tlog_head")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
         .map_err(AppendError::Engine)?;
     let size = size as u64;
     let (made, root) = {
@@ -275,11 +278,9 @@ pub(super) fn sqlite_append(
             .map_err(engine)?;
     }
     let new_size = size + leaves.len() as u64;
-    tx.execute(
-        "UPDATE tlog_head SET size = ?1, root = ?2",
-        params![new_size as i64, &root[..]],
-    )
-    .map_err(engine)?;
+    tx.prepare_cached("UPDATE tlog_head SET size = ?1, root = ?2")
+        .and_then(|mut s| s.execute(params![new_size as i64, &root[..]]))
+        .map_err(engine)?;
     Ok(Appended {
         first: size,
         size: new_size,
@@ -447,9 +448,8 @@ impl LogReader for rusqlite::Connection {
 
     fn head(&mut self) -> Result<Head, Self::Error> {
         let (size, root): (i64, Vec<u8>) = self
-            .query_row("SELECT size, root FROM tlog_head", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .prepare_cached("SELECT size, root FROM tlog_head")
+            .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
             .map_err(AppendError::Engine)?;
         Ok(Head {
             size: size as u64,
