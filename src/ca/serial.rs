@@ -195,7 +195,7 @@ impl fmt::Display for Serial {
         // One write for the whole serial: it is printed several times per
         // submission (records, receipt, log leaf), and a `write!` per byte
         // cost ~250 instructions each (issue 19's profile).
-        f.write_str(&&crate::crypto::hex_upper(&self.magnitude))
+        f.write_str(&crate::crypto::hex_upper(&self.magnitude))
     }
 }
 
