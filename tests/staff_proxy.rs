@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{text, TestResult};
+use common::{text, TestResult, TestServer};
 
 const CONF: &str = include_str!("../deploy/nginx-staff.conf");
 const HOST: &str = "staff.example.edu";
@@ -368,6 +368,128 @@ fn the_committed_nginx_config_terminates_tls_and_passes_the_client_on() -> TestR
     assert_eq!(
         a.header("location"),
         Some(format!("https://{HOST}/login").as_str())
+    );
+    Ok(())
+}
+
+/// The `listening staff ADDR` line's address.
+fn staff_addr(server: &TestServer) -> Result<SocketAddr, Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = server
+            .stdout
+            .recv_timeout(left)
+            .map_err(|_| format!("no `listening staff` line; log:\n{}", server.log()))?;
+        if let Some(addr) = line.strip_prefix("listening staff ") {
+            return Ok(addr.trim().parse()?);
+        }
+    }
+}
+
+/// The value of the page's first hidden `csrf` field.
+fn csrf_in(html: &str) -> Option<String> {
+    let at = html.find("name=\"csrf\"")?;
+    let start = html[..at].rfind('<')?;
+    let end = at + html[at..].find('>')?;
+    let tag = &html[start..end];
+    let v = tag.split("value=\"").nth(1)?;
+    Some(v.split('"').next()?.to_string())
+}
+
+#[test]
+fn a_staff_member_logs_in_through_nginx_with_a_secure_cookie() -> TestResult {
+    let server = TestServer::start(&["--staff-listen", "127.0.0.1:0", "--staff-secure-cookie"])?;
+    let upstream = staff_addr(&server)?;
+    std::fs::write(server.path().join("pw"), "proxy-password-2026\n")?;
+    let out = server.admin(&["staff", "add", "ta.lee", "--password-file", "pw"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let nginx = Nginx::start(upstream)?;
+    let dir = tempfile::tempdir()?;
+    let jar = dir.path().join("jar");
+
+    // No session: to the login form, through the proxy.
+    let a = nginx.curl(&jar, &[&nginx.url("/")])?;
+    assert_eq!(
+        (a.status, a.header("location")),
+        (303, Some("/login")),
+        "{a:?}"
+    );
+    let a = nginx.curl(&jar, &[&nginx.url("/login")])?;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(a.body.contains("id=\"login-form\""), "{}", a.body);
+    assert!(a.header("strict-transport-security").is_some(), "{a:?}");
+    // The server's own policy arrives once, unchanged.
+    let csp = a.all("content-security-policy");
+    assert_eq!(csp.len(), 1, "{a:?}");
+    assert!(csp[0].contains("default-src 'none'"), "{a:?}");
+
+    let a = nginx.curl(
+        &jar,
+        &[
+            "--data-urlencode",
+            "username=ta.lee",
+            "--data-urlencode",
+            "password=proxy-password-2026",
+            &nginx.url("/login"),
+        ],
+    )?;
+    assert_eq!((a.status, a.header("location")), (303, Some("/")), "{a:?}");
+    let cookie = a
+        .all("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("certboard_staff="))
+        .ok_or(format!("no session cookie: {a:?}"))?
+        .to_string();
+    let attrs: Vec<String> = cookie
+        .split(';')
+        .map(|p| p.trim().to_ascii_lowercase())
+        .collect();
+    for want in ["secure", "httponly", "samesite=strict", "path=/"] {
+        assert!(attrs.iter().any(|a| a == want), "{want} missing: {cookie}");
+    }
+
+    let a = nginx.curl(&jar, &[&nginx.url("/")])?;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(a.body.contains("id=\"counts\""), "{}", a.body);
+    let token = csrf_in(&a.body).ok_or("no csrf field on the overview")?;
+    let css = nginx.curl(&jar, &[&nginx.url("/static/staff.css")])?;
+    assert_eq!(css.status, 200, "{css:?}");
+
+    let a = nginx.curl(
+        &jar,
+        &[
+            "--data-urlencode",
+            &format!("csrf={token}"),
+            &nginx.url("/logout"),
+        ],
+    )?;
+    assert_eq!(
+        (a.status, a.header("location")),
+        (303, Some("/login")),
+        "{a:?}"
+    );
+    // The old cookie, sent again by hand, opens nothing.
+    let a = nginx.curl(
+        dir.path().join("empty-jar").as_path(),
+        &[
+            "-H",
+            &format!("Cookie: {}", cookie.split(';').next().unwrap_or("")),
+            &nginx.url("/"),
+        ],
+    )?;
+    assert_eq!(
+        (a.status, a.header("location")),
+        (303, Some("/login")),
+        "{a:?}"
+    );
+    // nginx logged the requests it passed on.
+    let access = std::fs::read_to_string(nginx.dir.path().join("access.log"))?;
+    assert!(
+        access
+            .lines()
+            .any(|l| l.contains("\"POST /login HTTP/") && l.contains("\" 303 ")),
+        "{access}"
     );
     Ok(())
 }

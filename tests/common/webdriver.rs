@@ -50,7 +50,10 @@ pub enum WebDriverError {
     /// The driver or browser binary is not there.
     Missing(PathBuf),
     /// Starting the driver or a session failed; the driver's log is kept.
-    Start { why: String, log: String },
+    Start {
+        why: String,
+        log: String,
+    },
     Io(std::io::Error),
     /// The driver's answer was not HTTP/JSON as the protocol says.
     Protocol(String),
@@ -149,7 +152,9 @@ pub fn http_request(
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(WebDriverError::Timeout(format!("{method} {path} on {addr}")));
+            return Err(WebDriverError::Timeout(format!(
+                "{method} {path} on {addr}"
+            )));
         }
         stream.set_read_timeout(Some(left))?;
         match stream.read(&mut buf) {
@@ -166,7 +171,9 @@ pub fn http_request(
                 if e.kind() == std::io::ErrorKind::WouldBlock
                     || e.kind() == std::io::ErrorKind::TimedOut =>
             {
-                return Err(WebDriverError::Timeout(format!("{method} {path} on {addr}")));
+                return Err(WebDriverError::Timeout(format!(
+                    "{method} {path} on {addr}"
+                )));
             }
             // A server that answers and closes while our body is unread
             // may reset the connection after its answer: keep what came.
@@ -450,7 +457,9 @@ impl WebDriver {
         what: &str,
     ) -> Result<Value, WebDriverError> {
         let bytes = match body {
-            Some(b) => serde_json::to_vec(b).map_err(|e| WebDriverError::Protocol(e.to_string()))?,
+            Some(b) => {
+                serde_json::to_vec(b).map_err(|e| WebDriverError::Protocol(e.to_string()))?
+            }
             None => Vec::new(),
         };
         let headers: &[(&str, &str)] = if body.is_some() {
@@ -459,9 +468,8 @@ impl WebDriver {
             &[]
         };
         let resp = http_request(self.addr, method, path, headers, &bytes, COMMAND_TIMEOUT)?;
-        let v: Value = serde_json::from_slice(&resp.body).map_err(|e| {
-            WebDriverError::Protocol(format!("{what}: {e}: {}", resp.text()))
-        })?;
+        let v: Value = serde_json::from_slice(&resp.body)
+            .map_err(|e| WebDriverError::Protocol(format!("{what}: {e}: {}", resp.text())))?;
         let value = v.get("value").cloned().unwrap_or(Value::Null);
         if resp.status != 200 {
             return Err(WebDriverError::Command {
@@ -493,7 +501,12 @@ impl WebDriver {
 
     /// Navigates and waits for the page's load.
     pub fn goto(&self, url: &str) -> Result<(), WebDriverError> {
-        self.session_call("POST", "/url", Some(&json!({ "url": url })), &format!("goto {url}"))?;
+        self.session_call(
+            "POST",
+            "/url",
+            Some(&json!({ "url": url })),
+            &format!("goto {url}"),
+        )?;
         Ok(())
     }
 
@@ -726,7 +739,9 @@ impl Drop for WebDriver {
 fn as_string(v: Value, what: &str) -> Result<String, WebDriverError> {
     match v {
         Value::String(s) => Ok(s),
-        other => Err(WebDriverError::Protocol(format!("{what}: not a string: {other}"))),
+        other => Err(WebDriverError::Protocol(format!(
+            "{what}: not a string: {other}"
+        ))),
     }
 }
 
