@@ -91,6 +91,10 @@ pub struct ServerConfig {
     /// The transparency log's origin line and key name (default: from the
     /// CA's organisation, `<O>/certboard-log`).
     pub log_origin: Option<String>,
+    /// Address of the staff web interface's listener; off when `None`.
+    pub staff_listen: Option<SocketAddr>,
+    /// How the staff interface runs (sessions, cookie, login throttle).
+    pub staff: crate::staff::StaffConfig,
 }
 
 /// Why the server could not start.
@@ -547,6 +551,7 @@ pub struct Server {
     addrs: Vec<(ServiceKind, SocketAddr)>,
     root_fingerprint: String,
     http_addr: Option<SocketAddr>,
+    staff_addr: Option<SocketAddr>,
     /// Reads the store into `/metrics`' gauges while the server lives.
     _gauges: StoreGauges,
 }
@@ -622,6 +627,20 @@ impl Server {
             wanted.push((ServiceKind::Blackboard, cfg.blackboard_listen));
         }
         let (bound, http_addr) = bind_listeners(&wanted, cfg.http_listen, cfg.reactors)?;
+        // The staff listener is the first reactor's only: a few staff
+        // members, whose requests all run on the one worker pool anyway.
+        let mut staff_listener = cfg
+            .staff_listen
+            .map(|addr| {
+                reactor::bind(addr, false)
+                    .map_err(|e| ServerError::Io(format!("cannot listen on {addr} for staff"), e))
+            })
+            .transpose()?;
+        let staff_addr = staff_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()
+            .map_err(|e| ServerError::Io("local address".into(), e))?;
         // Then the store: a bad URL, a refused login or a foreign database
         // stops the start before anything (a new CA root) is made.
         let location = Location::from_flags(&cfg.data_dir, cfg.database.as_deref());
@@ -767,7 +786,9 @@ impl Server {
         let mut limits = cfg.limits.clone();
         limits.max_connections = crate::reactor::fdlimit::fit_max_connections(
             limits.max_connections,
-            wanted.len() + usize::from(cfg.http_listen.is_some()),
+            wanted.len()
+                + usize::from(cfg.http_listen.is_some())
+                + usize::from(cfg.staff_listen.is_some()),
             cfg.reactors,
         );
         let mut addrs: Vec<(ServiceKind, SocketAddr)> = Vec::new();
@@ -797,12 +818,20 @@ impl Server {
         .map_err(|e| ServerError::Io("starting the commit thread".into(), e))?;
         // Legacy enrollments make RSA keys: off the loops, on one pool for
         // all reactors (its threads stay while any reactor holds a handle).
-        let workers = match cfg.legacy {
+        let workers = match cfg.legacy || staff_listener.is_some() {
             true => Some(
                 Workers::start(offload::WORKERS, offload::QUEUE)
                     .map_err(|e| ServerError::Io("starting the worker pool".into(), e))?,
             ),
             false => None,
+        };
+        // The staff interface's own store connection, used off the loops.
+        let staff_app = match &staff_listener {
+            Some(_) => Some(crate::staff::StaffApp::new(
+                cfg.staff.clone(),
+                location.open_staff()?,
+            )),
+            None => None,
         };
         for (i, listeners) in bound.into_iter().enumerate() {
             let shared = Shared {
@@ -837,6 +866,10 @@ impl Server {
                 r.serve_http(l, ops, cfg.http_limits)
                     .map_err(|e| ServerError::Io(format!("reactor {i}: http listener"), e))?;
             }
+            if let (Some(l), Some(app)) = (staff_listener.take(), &staff_app) {
+                r.serve_staff(l, Arc::clone(app))
+                    .map_err(|e| ServerError::Io(format!("reactor {i}: staff listener"), e))?;
+            }
             if i == 0 {
                 addrs = r
                     .local_addrs()
@@ -852,6 +885,7 @@ impl Server {
             addrs,
             root_fingerprint,
             http_addr,
+            staff_addr,
             _gauges: gauges,
         })
     }
@@ -865,6 +899,11 @@ impl Server {
     /// The bound address of the HTTP listener, if one was asked for.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The bound address of the staff listener, if one was asked for.
+    pub fn staff_addr(&self) -> Option<SocketAddr> {
+        self.staff_addr
     }
 
     /// The bound addresses.
@@ -949,6 +988,8 @@ mod tests {
             http_limits: HttpConnLimits::default(),
             public_url: None,
             log_origin: None,
+            staff_listen: None,
+            staff: crate::staff::StaffConfig::default(),
         }
     }
 
