@@ -225,7 +225,19 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM, so that the master stops its workers (a SIGKILLed master
+    /// leaves them running, still listening); SIGKILL if it is not gone
+    /// within a few seconds.
     fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
