@@ -7,12 +7,16 @@ mod common;
 #[path = "common/webdriver.rs"]
 mod webdriver;
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::TestResult;
-use webdriver::{http_request, sha256_hex, WebDriver};
+use certboard::time::{now_unix, rfc3339};
+use common::{stdout, text, TestResult, TestServer};
+use webdriver::{http_request, sha256_hex, Element, HttpResponse, WebDriver};
 
 // ---------------------------------------------------------------------------
 // The WebDriver client itself, against a tiny page served here: proves the
@@ -192,14 +196,6 @@ fn the_webdriver_client_drives_chromium_on_a_static_page() -> TestResult {
 
 // ---------------------------------------------------------------------------
 // The staff interface.
-
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-use certboard::time::{now_unix, rfc3339};
-use common::{stdout, text, TestServer};
-use webdriver::{Element, HttpResponse};
 
 const STAFF: &str = "ta.chan";
 const PASSWORD: &str = "deadline-day-2026";
@@ -429,7 +425,7 @@ fn fill(wd: &WebDriver, css: &str, value: &str) -> TestResult {
         wd.execute(
             "arguments[0].value = arguments[1];",
             &[
-                serde_json::json!({ELEMENT: field.0}),
+                serde_json::json!({webdriver::ELEMENT_KEY: field.0}),
                 serde_json::json!(value),
             ],
         )?;
@@ -439,8 +435,6 @@ fn fill(wd: &WebDriver, css: &str, value: &str) -> TestResult {
     wd.send_keys(&field, value)?;
     Ok(())
 }
-
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Clicks the form's submit button.
 fn submit(wd: &WebDriver, form: &str) -> TestResult {
@@ -885,7 +879,7 @@ fn hostile_names_are_shown_as_text_and_run_no_script() -> TestResult {
     let rest = disposition
         .strip_prefix("attachment; filename=\"")
         .ok_or(format!("not an attachment: {disposition}"))?;
-    let (ascii, rest) = rest.split_once('"').ok_or(format!("{disposition}"))?;
+    let (ascii, rest) = rest.split_once('"').ok_or(disposition.to_string())?;
     assert!(
         ascii.is_ascii() && !ascii.contains(['\\', '\r', '\n']),
         "{disposition}"

@@ -37,7 +37,7 @@ pub fn chromium_path() -> PathBuf {
 }
 
 /// The W3C name of an element reference in JSON.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+pub const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// How long one driver command may take, page loads included.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
