@@ -941,12 +941,15 @@ mod tests {
         }
         .render()?;
         assert!(!page.contains("<script>"), "{page}");
-        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(
+            page.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+            "{page}"
+        );
         assert!(
             page.contains("tok&#34;en") || page.contains("tok&quot;en"),
             "{page}"
         );
-        assert!(page.contains("hw&lt;1&gt;"));
+        assert!(page.contains("hw&#60;1&#62;"), "{page}");
         Ok(())
     }
 
