@@ -384,21 +384,6 @@ fn the_committed_nginx_config_terminates_tls_and_passes_the_client_on() -> TestR
     Ok(())
 }
 
-/// The `listening staff ADDR` line's address.
-fn staff_addr(server: &TestServer) -> Result<SocketAddr, Box<dyn std::error::Error>> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = server
-            .stdout
-            .recv_timeout(left)
-            .map_err(|_| format!("no `listening staff` line; log:\n{}", server.log()))?;
-        if let Some(addr) = line.strip_prefix("listening staff ") {
-            return Ok(addr.trim().parse()?);
-        }
-    }
-}
-
 /// The value of the page's first hidden `csrf` field.
 fn csrf_in(html: &str) -> Option<String> {
     let at = html.find("name=\"csrf\"")?;
@@ -412,7 +397,7 @@ fn csrf_in(html: &str) -> Option<String> {
 #[test]
 fn a_staff_member_logs_in_through_nginx_with_a_secure_cookie() -> TestResult {
     let server = TestServer::start(&["--staff-listen", "127.0.0.1:0", "--staff-secure-cookie"])?;
-    let upstream = staff_addr(&server)?;
+    let upstream = server.staff_addr()?;
     std::fs::write(server.path().join("pw"), "proxy-password-2026\n")?;
     let out = server.admin(&["staff", "add", "ta.lee", "--password-file", "pw"])?;
     assert!(out.status.success(), "{}", text(&out));
