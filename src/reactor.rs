@@ -461,8 +461,10 @@ impl Reactor {
                 idx,
                 &self.shared,
                 &self.limits,
-                self.http_limits,
-                &self.staff,
+                connection::HttpStart {
+                    limits: self.http_limits,
+                    staff: &self.staff,
+                },
             );
             self.deadlines
                 .push(Reverse((conn.transport.deadline(&self.limits), token)));

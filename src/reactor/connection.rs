@@ -56,6 +56,12 @@ pub(super) struct Env<'a> {
 /// What a staff connection starts with.
 pub(super) type StaffStart = Option<Arc<StaffApp>>;
 
+/// What an HTTP connection (operations or staff) starts with.
+pub(super) struct HttpStart<'a> {
+    pub(super) limits: HttpConnLimits,
+    pub(super) staff: &'a StaffStart,
+}
+
 /// A connection's protocol part.
 #[derive(Debug)]
 pub(super) enum Handler {
@@ -108,9 +114,12 @@ impl Connection {
         listener: usize,
         shared: &Shared,
         limits: &Limits,
-        http_limits: HttpConnLimits,
-        staff: &StaffStart,
+        http: HttpStart<'_>,
     ) -> (Connection, Output) {
+        let HttpStart {
+            limits: http_limits,
+            staff,
+        } = http;
         // Code guesses and staff logins are counted per source address. A
         // socket whose peer is already gone counts under 0.0.0.0: it will
         // send nothing anyway.

@@ -404,10 +404,10 @@ fn assignment_rows(
         .iter()
         .find(|(f, _)| *f == filter)
         .map_or("all", |(f, _)| f);
-    let sort = match q.get("sort") {
-        Some(s @ ("sid" | "name" | "time" | "status")) => s,
-        _ => "sid",
-    };
+    let sort = ["sid", "name", "time", "status"]
+        .into_iter()
+        .find(|s| q.get("sort") == Some(*s))
+        .unwrap_or("sid");
     let dir = if q.get("dir") == Some("desc") {
         "desc"
     } else {
