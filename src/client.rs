@@ -32,6 +32,7 @@ mod files;
 mod logcheck;
 pub use logcheck::{LogFork, ProofCheckError};
 mod pin;
+mod status;
 mod submission;
 mod transport;
 mod upload;
@@ -41,6 +42,7 @@ pub use enrollment::{
     CertAnswer, CodesFileError,
 };
 pub use pin::{pin_root, read_pin, RootPin, ROOT_FINGERPRINT_FILE};
+pub use status::{ask_status, compare as compare_status, HeldReceipt, StatusCheck};
 pub use submission::{check_receipt, submit, verify_offer, BlackboardTrust, Expected, Receipt};
 pub use transport::FramedStream;
 pub use upload::{prepare_file, upload, FileToSend};
@@ -601,6 +603,58 @@ pub fn submit_file(
     let saved = files::save_receipt(&c.files, &receipt, progress)?;
     remember_checkpoint(opts, &receipt, progress)?;
     Ok((receipt, file, saved))
+}
+
+/// `client status`: with her saved key and certificate (never enrolling:
+/// a student with none has nothing to ask about), asks Blackboard what it
+/// holds for her and sets her saved receipts against the answer.
+pub fn status(
+    opts: &ClientOptions,
+    sid: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(crate::message::StatusBody, StatusCheck), ClientError> {
+    crate::sid::validate(sid).map_err(|source| ClientError::BadSid {
+        sid: sid.to_string(),
+        source,
+    })?;
+    let files = Files {
+        dir: opts.out_dir.join(sid),
+    };
+    let pinned_cert = match &opts.root_pin {
+        RootPin::Cert(c) => Some(c),
+        _ => None,
+    };
+    let (key, cert_der, root) = load_saved(&files, sid, pinned_cert).map_err(|why| {
+        ClientError::Protocol(format!(
+            "no usable certificate of hers in {} ({why}): run `client enroll {sid}` first",
+            files.dir.display()
+        ))
+    })?;
+    pin_root(&root.to_der()?, &opts.root_pin, progress)?;
+    let trust = BlackboardTrust {
+        root,
+        name: opts.blackboard_name.clone(),
+    };
+    let mut conn = FramedStream::connect(&opts.blackboard, opts.timeout)?;
+    conn.admit(opts.admission_secret.as_deref())?;
+    let body = status::ask_status(&mut conn, sid, &cert_der, &key, &trust, progress)?;
+    let mut held = Vec::new();
+    let mut unreadable = Vec::new();
+    for path in files.receipt_files() {
+        let checked = fs::read(&path).map_err(|e| e.to_string()).and_then(|der| {
+            crate::receipt::verify_receipt(&der, &trust.root, Some(&trust.name))
+                .map_err(|e| e.to_string())
+        });
+        match checked {
+            Ok(v) => held.push(HeldReceipt {
+                path,
+                content: v.content,
+            }),
+            Err(why) => unreadable.push((path, why)),
+        }
+    }
+    let check = status::compare(sid, &body, held, unreadable);
+    Ok((body, check))
 }
 
 /// After a receipt is saved: the checkpoint its (checked) log proof leads

@@ -364,6 +364,44 @@ impl SessionKeys {
     }
 }
 
+/// The initial counter block of a status answer's AES-256-CTR stream.
+/// Fixed, since the key streams nothing else: the intent is in the
+/// transcript the keys come from, and a status session sends no file.
+pub const STATUS_IV: [u8; IV_LEN] = [0; IV_LEN];
+
+impl SessionKeys {
+    /// Version 3 `StatusRequest` MAC: `HMAC(mac_key, "certboard v3 status
+    /// request" || lp(th))`: proof that she unwrapped the session key.
+    pub fn status_request_mac_v3(
+        &self,
+        th: &[u8; DIGEST_LEN],
+    ) -> Result<[u8; MAC_LEN], ErrorStack> {
+        self.mac_over(b"certboard v3 status request", &[Part::Lp(th)])
+    }
+
+    /// Version 3 `StatusPart` MAC: `HMAC(mac_key, "certboard v3 status
+    /// part" || lp(th) || le64(seq) || u8(last) || lp(ciphertext))`: a
+    /// piece is valid at one place of one answer only, and only the last
+    /// one can say it is.
+    pub fn status_part_mac_v3(
+        &self,
+        th: &[u8; DIGEST_LEN],
+        seq: u64,
+        last: bool,
+        ciphertext: &[u8],
+    ) -> Result<[u8; MAC_LEN], ErrorStack> {
+        self.mac_over(
+            b"certboard v3 status part",
+            &[
+                Part::Lp(th),
+                Part::Raw(&seq.to_le_bytes()),
+                Part::Raw(&[u8::from(last)]),
+                Part::Lp(ciphertext),
+            ],
+        )
+    }
+}
+
 /// One input of a MAC: length-prefixed or, for fixed-size fields, raw.
 enum Part<'a> {
     Lp(&'a [u8]),

@@ -14,6 +14,10 @@ use std::fmt;
 
 use byteorder::{ByteOrder, LittleEndian};
 
+mod status;
+
+pub use status::{AssignmentStatus, StatusBody, SubmissionKind, SubmissionStatus, MAX_STATUS_BODY};
+
 /// Length of the admission challenge and of the Blackboard nonce.
 pub const NONCE_LEN: usize = 32;
 /// Length of an HMAC-SHA256 tag.
@@ -38,6 +42,8 @@ mod tag {
     pub(super) const UPLOAD_READY: u8 = 0x42;
     pub(super) const CHUNK: u8 = 0x43;
     pub(super) const UPLOAD_DONE: u8 = 0x44;
+    pub(super) const STATUS_REQUEST: u8 = 0x45;
+    pub(super) const STATUS_PART: u8 = 0x46;
     pub(super) const ERROR: u8 = 0x7f;
 
     /// The type bytes of protocol version 1, no longer served: recognised
@@ -166,7 +172,8 @@ pub const PROTOCOL_VERSION_3: u16 = 3;
 pub enum Intent {
     /// Hand in a file (`FileAnnounce`, `Chunk`s, `UploadDone`).
     Upload = 1,
-    /// Ask what Blackboard holds for her (reserved: not served yet).
+    /// Ask what Blackboard holds for her (`StatusRequest`, then
+    /// `StatusPart`s).
     Status = 2,
 }
 
@@ -363,6 +370,24 @@ pub enum Message {
         /// HMAC binding the announcement, the count and the file's hash.
         mac: [u8; MAC_LEN],
     },
+    /// C→S to Blackboard, version 3 (intent status): she asks what
+    /// Blackboard holds for her, proving she holds the session key.
+    StatusRequest {
+        /// HMAC over the transcript (`SessionKeys::status_request_mac_v3`).
+        mac: [u8; MAC_LEN],
+    },
+    /// S→C from Blackboard, version 3: one piece of the encrypted status
+    /// answer ([`StatusBody`]); the last piece says so.
+    StatusPart {
+        /// 0 for the first piece, then one more each.
+        seq: u64,
+        /// Whether this is the answer's last piece.
+        last: bool,
+        /// The answer's AES-256-CTR stream, continued from the last piece.
+        ciphertext: Vec<u8>,
+        /// HMAC over the number, `last` and the ciphertext.
+        mac: [u8; MAC_LEN],
+    },
     /// Either way: a refusal with a reason; the sender closes after it.
     Error {
         /// A machine-readable code.
@@ -449,6 +474,19 @@ impl<'a> Reader<'a> {
 
     fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
         Ok(LittleEndian::read_u64(self.take(8, field)?))
+    }
+
+    fn i64(&mut self, field: &'static str) -> Result<i64, DecodeError> {
+        Ok(LittleEndian::read_i64(self.take(8, field)?))
+    }
+
+    /// A `u8` that must be 0 (false) or 1 (true).
+    fn flag(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+        match self.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(DecodeError::UnknownValue(field, other)),
+        }
     }
 
     fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
@@ -663,6 +701,22 @@ impl Message {
                 out.extend_from_slice(&chunks.to_le_bytes());
                 out.extend_from_slice(mac);
             }
+            Message::StatusRequest { mac } => {
+                out.push(tag::STATUS_REQUEST);
+                out.extend_from_slice(mac);
+            }
+            Message::StatusPart {
+                seq,
+                last,
+                ciphertext,
+                mac,
+            } => {
+                out.push(tag::STATUS_PART);
+                out.extend_from_slice(&seq.to_le_bytes());
+                out.push(u8::from(*last));
+                put_bytes(&mut out, ciphertext);
+                out.extend_from_slice(mac);
+            }
             Message::Error { code, reason } => {
                 out.push(tag::ERROR);
                 out.extend_from_slice(&(*code as u16).to_le_bytes());
@@ -775,6 +829,15 @@ impl Message {
                 chunks: r.u64("chunks")?,
                 mac: r.array("mac")?,
             },
+            tag::STATUS_REQUEST => Message::StatusRequest {
+                mac: r.array("mac")?,
+            },
+            tag::STATUS_PART => Message::StatusPart {
+                seq: r.u64("seq")?,
+                last: r.flag("last")?,
+                ciphertext: r.bytes("ciphertext")?,
+                mac: r.array("mac")?,
+            },
             tag::ERROR => Message::Error {
                 code: ErrorCode::from_u16(r.u16("code")?),
                 reason: r.text("reason")?,
@@ -808,6 +871,8 @@ impl Message {
             Message::UploadReady { .. } => "UploadReady",
             Message::Chunk { .. } => "Chunk",
             Message::UploadDone { .. } => "UploadDone",
+            Message::StatusRequest { .. } => "StatusRequest",
+            Message::StatusPart { .. } => "StatusPart",
             Message::Error { .. } => "Error",
         }
     }
@@ -955,6 +1020,15 @@ mod tests {
             }),
             (any::<u64>(), any::<[u8; 32]>())
                 .prop_map(|(chunks, mac)| Message::UploadDone { chunks, mac }),
+            any::<[u8; 32]>().prop_map(|mac| Message::StatusRequest { mac }),
+            (any::<u64>(), any::<bool>(), bytes(), any::<[u8; 32]>()).prop_map(
+                |(seq, last, ciphertext, mac)| Message::StatusPart {
+                    seq,
+                    last,
+                    ciphertext,
+                    mac,
+                }
+            ),
             (
                 prop_oneof![
                     Just(ErrorCode::Malformed),

@@ -536,6 +536,7 @@ impl ProtocolError {
             | ProtocolError::Expired(_)
             | ProtocolError::UnsupportedVersion { .. }
             | ProtocolError::Closed(_)
+            | ProtocolError::Dropped { .. }
             | ProtocolError::Deadline(_)) => warn!("{peer}: {other}"),
         }
     }

@@ -1246,6 +1246,46 @@ fn login_attempts_are_bounded_per_source_never_per_account<E: Engine>() -> TestR
         s.count_login_attempt(&at("ta1", "10.0.0.1", 1601))?,
         LoginVerdict::Counted
     );
+/// A receipt id names one submission: a report and a file never share
+/// one, whichever came first or in one batch (the refused batch records
+/// nothing); `submissions_of` reads one student's of each kind.
+fn a_receipt_id_names_one_submission<E: Engine>() -> TestResult {
+    let e = E::fresh("receipt_ids")?;
+    let mut s = e.open()?;
+    s.commit(&[report(11, "1155000001", "0A", 1_700_000_000)])?;
+    s.commit(&[chunk(1, 0, b"x")])?;
+    let refused = s.commit(&[upload(11, 1, 1, 1)]);
+    assert!(
+        matches!(refused, Err(StoreError::Duplicate(_))),
+        "{refused:?}"
+    );
+    assert!(s.uploads()?.is_empty());
+    s.commit(&[upload(12, 1, 1, 1)])?;
+    let refused = s.commit(&[report(12, "1155000001", "0A", 1_700_000_001)]);
+    assert!(
+        matches!(refused, Err(StoreError::Duplicate(_))),
+        "{refused:?}"
+    );
+    s.commit(&[chunk(2, 0, b"y")])?;
+    let refused = s.commit(&[
+        report(13, "1155000001", "0A", 1_700_000_002),
+        upload(13, 2, 1, 1),
+    ]);
+    assert!(
+        matches!(refused, Err(StoreError::Duplicate(_))),
+        "{refused:?}"
+    );
+    assert_eq!(s.reports()?.len(), 1);
+    assert_eq!(s.uploads()?.len(), 1);
+    assert_eq!(s.log_head()?.size, 2, "no leaf for a refused batch");
+    s.commit(&[report(14, "1155000002", "0B", 1_700_000_003)])?;
+    let (reports, uploads) = s.submissions_of("1155000001")?;
+    let ids: Vec<u64> = reports.iter().map(|r| r.receipt_id).collect();
+    assert_eq!(ids, vec![11]);
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].receipt_id, 12);
+    let (reports, uploads) = s.submissions_of("1155000002")?;
+    assert_eq!((reports.len(), uploads.len()), (1, 0));
     Ok(())
 }
 
@@ -1285,4 +1325,5 @@ contract!(
     uploads_become_visible_only_when_complete,
     staff_accounts_sessions_and_audit,
     login_attempts_are_bounded_per_source_never_per_account,
+    a_receipt_id_names_one_submission,
 );

@@ -403,6 +403,8 @@ impl AssignmentTimes {
             due: self.due,
             late_until: self.late_until,
             force: self.force,
+            no_opens: false,
+            no_late_until: false,
         }
     }
 }
@@ -416,12 +418,20 @@ enum AssignmentCommand {
         #[command(flatten)]
         times: AssignmentTimes,
     },
-    /// Change an assignment's title or times (those given).
+    /// Change an assignment's title or times (those given); --no-opens
+    /// and --no-late-until remove a time.
     Edit {
         /// Its id.
         id: String,
         #[command(flatten)]
         times: AssignmentTimes,
+        /// Remove the opening time: open from now on.
+        #[arg(long, conflicts_with = "opens")]
+        no_opens: bool,
+        /// Remove the late period: the due time (or her extension's) closes
+        /// it.
+        #[arg(long, conflicts_with = "late_until")]
+        no_late_until: bool,
     },
     /// List the assignments, times in the course's zone.
     List {
@@ -991,8 +1001,18 @@ fn assignment(
             let a = admin::add_assignment(store, &id, &times.spec())?;
             println!("added {}", shown(store, &a)?);
         }
-        AssignmentCommand::Edit { id, times } => {
-            let a = admin::edit_assignment(store, &id, &times.spec())?;
+        AssignmentCommand::Edit {
+            id,
+            times,
+            no_opens,
+            no_late_until,
+        } => {
+            let spec = admin::AssignmentSpec {
+                no_opens,
+                no_late_until,
+                ..times.spec()
+            };
+            let a = admin::edit_assignment(store, &id, &spec)?;
             println!(
                 "changed {} (from the next submission on)",
                 shown(store, &a)?

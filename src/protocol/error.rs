@@ -92,6 +92,13 @@ pub enum ProtocolError {
     Closed(Closed),
     /// A submission its assignment's times refuse (not yet open, closed).
     Deadline(crate::assignment::Refused),
+    /// A submission from a student removed from the roster (`roster
+    /// remove`) while a roster is in force: her certificates no longer
+    /// submit.
+    Dropped {
+        /// Her SID.
+        sid: String,
+    },
     /// The report is recorded, but its signed receipt could not be made:
     /// the server's failure, which the student must hear with her receipt
     /// id (she can ask for the receipt by it).
@@ -188,6 +195,11 @@ impl fmt::Display for ProtocolError {
             ProtocolError::Course { sid, source } => write!(f, "SID {sid}: {source}"),
             ProtocolError::Closed(e) => write!(f, "{e}"),
             ProtocolError::Deadline(e) => write!(f, "{e}"),
+            ProtocolError::Dropped { sid } => write!(
+                f,
+                "SID {sid} is not on the course roster (removed by the instructor): her \
+                 certificate no longer submits; nothing was recorded (ask the instructor)"
+            ),
             ProtocolError::ReceiptNotSigned { receipt_id, .. } => write!(
                 f,
                 "internal error: the report is recorded under receipt {receipt_id}, but the \
@@ -218,6 +230,7 @@ impl Error for ProtocolError {
             | ProtocolError::NotACa
             | ProtocolError::Expired(_)
             | ProtocolError::UnsupportedVersion { .. }
+            | ProtocolError::Dropped { .. }
             | ProtocolError::Version1 { .. } => None,
         }
     }
@@ -397,6 +410,7 @@ impl ServerFault for ProtocolError {
             | ProtocolError::Course { .. }
             | ProtocolError::Upload { .. }
             | ProtocolError::Closed(_)
+            | ProtocolError::Dropped { .. }
             | ProtocolError::Deadline(_) => false,
         }
     }
@@ -518,6 +532,7 @@ impl From<&ProtocolError> for ErrorCode {
             // Version 2 clients know code 17 only: every assignment
             // refusal is 17, its text naming the assignment and the time.
             ProtocolError::Closed(_) | ProtocolError::Deadline(_) => ErrorCode::SubmissionsClosed,
+            ProtocolError::Dropped { .. } => ErrorCode::NotOnRoster,
             ProtocolError::Upload { source, .. } => source.code(),
             ProtocolError::ReceiptNotSigned { .. } | ProtocolError::Internal(_) => {
                 ErrorCode::Internal

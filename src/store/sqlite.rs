@@ -301,11 +301,80 @@ fn duplicate(
     }
 }
 
+/// Whether `table` (`reports` or `uploads`) holds `receipt_id`.
+fn receipt_taken(
+    tx: &rusqlite::Transaction<'_>,
+    table: &'static str,
+    receipt_id: i64,
+) -> Result<bool, StoreError> {
+    let sql = match table {
+        "reports" => "SELECT EXISTS (SELECT 1 FROM reports WHERE receipt_id = ?1)",
+        _ => "SELECT EXISTS (SELECT 1 FROM uploads WHERE receipt_id = ?1)",
+    };
+    Ok(tx
+        .prepare_cached(sql)?
+        .query_row(params![receipt_id], |r| r.get(0))?)
+}
+
 /// The environment variable that caps the SQLite store's size, in pages
 /// (`PRAGMA max_page_count`); unset, SQLite's own limit holds.
 pub(crate) const MAX_PAGES_ENV: &str = "CERTBOARD_SQLITE_MAX_PAGES";
 
 impl SqliteStore {
+    /// Reports, oldest first: every one, or one SID's.
+    fn reports_of(&mut self, sid: Option<&str>) -> Result<Vec<ReportRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT receipt_id, sid, serial, received_at, text, origin, assignment, late_by
+             FROM reports WHERE ?1 IS NULL OR sid = ?1 ORDER BY received_at, rowid",
+        )?;
+        let rows = stmt.query_map([sid], |r| {
+            Ok(ReportColumns {
+                receipt_id: r.get(0)?,
+                sid: r.get(1)?,
+                serial: r.get(2)?,
+                received_at: r.get(3)?,
+                text: r.get(4)?,
+                origin: r.get(5)?,
+                assignment: r.get(6)?,
+                late_by: r.get(7)?,
+            })
+        })?;
+        let columns = rows.collect::<Result<Vec<_>, _>>()?;
+        columns
+            .into_iter()
+            .map(ReportColumns::into_record)
+            .collect()
+    }
+
+    /// File submissions, oldest first: every one, or one SID's.
+    fn uploads_of(&mut self, sid: Option<&str>) -> Result<Vec<UploadRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT receipt_id, upload_id, sid, serial, received_at, assignment, file_name,
+             size, sha256, chunks, late_seconds FROM uploads WHERE ?1 IS NULL OR sid = ?1
+             ORDER BY received_at, rowid",
+        )?;
+        let rows = stmt.query_map([sid], |r| {
+            Ok(UploadColumns {
+                receipt_id: r.get(0)?,
+                upload_id: r.get(1)?,
+                sid: r.get(2)?,
+                serial: r.get(3)?,
+                received_at: r.get(4)?,
+                assignment: r.get(5)?,
+                file_name: r.get(6)?,
+                size: r.get(7)?,
+                sha256: r.get(8)?,
+                chunks: r.get(9)?,
+                late_seconds: r.get(10)?,
+            })
+        })?;
+        let columns = rows.collect::<Result<Vec<_>, _>>()?;
+        columns
+            .into_iter()
+            .map(UploadColumns::into_record)
+            .collect()
+    }
+
     /// Opens (creating if needed) the database in `data_dir`.
     ///
     /// A new data dir and database are private to the server's user (0700,
@@ -632,6 +701,14 @@ impl Storage for SqliteStore {
                 duplicate(inserted, || {
                     format!("receipt {}", receipt_id_of(r.receipt_id))
                 })?;
+                // One namespace of receipt ids for reports and files: a
+                // receipt id names one submission.
+                if receipt_taken(&tx, "uploads", r.receipt_id)? {
+                    return Err(StoreError::Duplicate(format!(
+                        "receipt {} (a file's)",
+                        receipt_id_of(r.receipt_id)
+                    )));
+                }
             }
             let mut chunk_stmt = tx.prepare_cached(
                 "INSERT INTO upload_chunks (upload_id, seq, data, staged_at) VALUES (?1, ?2, ?3, ?4)",
@@ -650,6 +727,12 @@ impl Storage for SqliteStore {
                     )?
                     .query_row(params![u.upload_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 staged_match(u, count, bytes)?;
+                if receipt_taken(&tx, "reports", u.receipt_id as i64)? {
+                    return Err(StoreError::Duplicate(format!(
+                        "receipt {} (a report's)",
+                        u.receipt_id
+                    )));
+                }
                 let inserted = tx
                     .prepare_cached(
                         "INSERT INTO uploads (receipt_id, upload_id, sid, serial, received_at,
@@ -743,54 +826,18 @@ impl Storage for SqliteStore {
     }
 
     fn reports(&mut self) -> Result<Vec<ReportRecord>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT receipt_id, sid, serial, received_at, text, origin, assignment, late_by
-             FROM reports ORDER BY received_at, rowid",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(ReportColumns {
-                receipt_id: r.get(0)?,
-                sid: r.get(1)?,
-                serial: r.get(2)?,
-                received_at: r.get(3)?,
-                text: r.get(4)?,
-                origin: r.get(5)?,
-                assignment: r.get(6)?,
-                late_by: r.get(7)?,
-            })
-        })?;
-        let columns = rows.collect::<Result<Vec<_>, _>>()?;
-        columns
-            .into_iter()
-            .map(ReportColumns::into_record)
-            .collect()
+        self.reports_of(None)
+    }
+
+    fn submissions_of(
+        &mut self,
+        sid: &str,
+    ) -> Result<(Vec<ReportRecord>, Vec<UploadRecord>), StoreError> {
+        Ok((self.reports_of(Some(sid))?, self.uploads_of(Some(sid))?))
     }
 
     fn uploads(&mut self) -> Result<Vec<UploadRecord>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT receipt_id, upload_id, sid, serial, received_at, assignment, file_name,
-             size, sha256, chunks, late_seconds FROM uploads ORDER BY received_at, rowid",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(UploadColumns {
-                receipt_id: r.get(0)?,
-                upload_id: r.get(1)?,
-                sid: r.get(2)?,
-                serial: r.get(3)?,
-                received_at: r.get(4)?,
-                assignment: r.get(5)?,
-                file_name: r.get(6)?,
-                size: r.get(7)?,
-                sha256: r.get(8)?,
-                chunks: r.get(9)?,
-                late_seconds: r.get(10)?,
-            })
-        })?;
-        let columns = rows.collect::<Result<Vec<_>, _>>()?;
-        columns
-            .into_iter()
-            .map(UploadColumns::into_record)
-            .collect()
+        self.uploads_of(None)
     }
 
     fn upload_chunk(&mut self, upload_id: i64, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
