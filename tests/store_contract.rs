@@ -1246,6 +1246,9 @@ fn login_attempts_are_bounded_per_source_never_per_account<E: Engine>() -> TestR
         s.count_login_attempt(&at("ta1", "10.0.0.1", 1601))?,
         LoginVerdict::Counted
     );
+    Ok(())
+}
+
 /// A receipt id names one submission: a report and a file never share
 /// one, whichever came first or in one batch (the refused batch records
 /// nothing); `submissions_of` reads one student's of each kind.
