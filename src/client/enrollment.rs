@@ -605,12 +605,12 @@ pub(super) fn enroll_student(
         let kept = opts.out_dir.join(logcheck::CHECKPOINT_FILE);
         match logcheck::remember(&opts.out_dir, &note, &mut prove).map_err(ClientError::LogFork)? {
             logcheck::Remembered::Kept | logcheck::Remembered::Same => progress(&format!(
-                "step 2: her certificate is entry {index} of the transparency log (proof checked \
+                "her certificate is entry {index} of the transparency log (proof checked \
                  against a checkpoint signed by the log key the CA proved; checkpoint kept in {})",
                 kept.display()
             )),
             logcheck::Remembered::Unproven(why) => progress(&format!(
-                "step 2: her certificate is entry {index} of the transparency log (proof \
+                "her certificate is entry {index} of the transparency log (proof \
                  checked), but whether the log extends the checkpoint she kept could not be \
                  checked ({why})"
             )),
