@@ -136,7 +136,7 @@ pub enum ClientError {
     /// SECURITY: the transparency log Blackboard proved her receipt against
     /// does not extend the one she saw before (a fork or a rewound log).
     /// Both signed checkpoints are kept as evidence.
-    LogFork(logcheck::LogFork),
+    LogFork(Box<logcheck::LogFork>),
     /// The server refused, with its reason.
     Refused {
         /// The server's code.
@@ -637,7 +637,9 @@ fn keep_checkpoint(
     let mut prove =
         |old: u64, new: u64| enrollment::ask_consistency(opts, old, new).map_err(|e| e.to_string());
     let kept = opts.out_dir.join(logcheck::CHECKPOINT_FILE);
-    match logcheck::remember(&opts.out_dir, note, &mut prove).map_err(ClientError::LogFork)? {
+    match logcheck::remember(&opts.out_dir, note, &mut prove)
+        .map_err(|f| ClientError::LogFork(Box::new(f)))?
+    {
         logcheck::Remembered::Kept | logcheck::Remembered::Same => progress(&format!(
             "{what} (proof checked; the log extends the checkpoint she kept, now {})",
             kept.display()

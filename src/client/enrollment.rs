@@ -603,7 +603,9 @@ pub(super) fn enroll_student(
             _ => ask_consistency(opts, old, new).map_err(|e| e.to_string()),
         };
         let kept = opts.out_dir.join(logcheck::CHECKPOINT_FILE);
-        match logcheck::remember(&opts.out_dir, &note, &mut prove).map_err(ClientError::LogFork)? {
+        match logcheck::remember(&opts.out_dir, &note, &mut prove)
+            .map_err(|f| ClientError::LogFork(Box::new(f)))?
+        {
             logcheck::Remembered::Kept | logcheck::Remembered::Same => progress(&format!(
                 "her certificate is entry {index} of the transparency log (proof checked \
                  against a checkpoint signed by the log key the CA proved; checkpoint kept in {})",
