@@ -145,6 +145,31 @@ pub fn transcript_v3(
     t
 }
 
+/// What the CA's root key signs in a version 3 `CaChallenge3`:
+/// `"certboard v3 ca challenge" || lp(hello) || lp(policy) || lp(nonce) ||
+/// lp(ca_cert) || lp(log_key)`, where `hello` is the whole `CaHello3`
+/// payload as received (her fresh nonce in it), `policy` its one byte.
+pub fn ca_challenge_transcript(
+    hello: &[u8],
+    policy: u8,
+    nonce: &[u8; NONCE_LEN],
+    ca_cert_der: &[u8],
+    log_key: &str,
+) -> Vec<u8> {
+    let mut t = Vec::with_capacity(128 + hello.len() + ca_cert_der.len() + log_key.len());
+    t.extend_from_slice(b"certboard v3 ca challenge");
+    for field in [
+        hello,
+        &[policy][..],
+        &nonce[..],
+        ca_cert_der,
+        log_key.as_bytes(),
+    ] {
+        put_lp(&mut t, field);
+    }
+    t
+}
+
 const LABEL_V2: &[u8] = b"certboard v2 transcript";
 const LABEL_V3: &[u8] = b"certboard v3 transcript";
 

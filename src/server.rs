@@ -141,6 +141,23 @@ pub enum ServerError {
     },
     /// The OCSP responder could not be set up with the CA's key.
     Ocsp(crate::ops::ocsp::OcspError),
+    /// This host would append to the database's transparency log without
+    /// its key: receipts without proofs, or a second log.
+    LogKeyMissing {
+        /// The key file looked for.
+        path: PathBuf,
+        /// The verifier key the database's log is signed with, if known.
+        recorded: Option<String>,
+        /// Whether this host is Blackboard alone (no CA key here).
+        blackboard_only: bool,
+    },
+    /// This host's log key is not the one the database's log is signed with.
+    LogKeyMismatch {
+        /// The database's.
+        recorded: String,
+        /// This host's.
+        here: String,
+    },
 }
 
 /// What is wrong with a root certificate.
@@ -186,6 +203,42 @@ impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ServerError::Ca(e) => write!(f, "CA: {e}"),
+            ServerError::LogKeyMissing {
+                path,
+                recorded,
+                blackboard_only,
+            } => {
+                write!(
+                    f,
+                    "no transparency log key at {}: every host that accepts submissions or \
+                     issues certificates appends to the database's one log and signs its \
+                     checkpoints, so it needs the log's key",
+                    path.display()
+                )?;
+                if let Some(vkey) = recorded {
+                    write!(f, " (the database's log is signed by {vkey})")?;
+                }
+                if *blackboard_only {
+                    write!(
+                        f,
+                        ": run `server blackboard-cert --out DIR` where the CA key is (it writes \
+                         {} beside Blackboard's key) and copy it into this host's keys dir",
+                        crate::tlog::key::HOST_LOG_KEY_FILE
+                    )
+                } else {
+                    write!(
+                        f,
+                        ": copy keys/{} from the host that made it, beside ca-key.pem",
+                        crate::tlog::key::LOG_KEY_FILE
+                    )
+                }
+            }
+            ServerError::LogKeyMismatch { recorded, here } => write!(
+                f,
+                "this host's transparency log key {here} is not the one the database's log is \
+                 signed with ({recorded}): two keys would make two logs of one database; copy \
+                 the log key from the host that made it"
+            ),
             ServerError::Secret(e) => write!(f, "{e}"),
             ServerError::SecretFile { flag, source } => write!(f, "{flag}: {source}"),
             ServerError::Store(e) => write!(f, "store: {e}"),
@@ -228,7 +281,9 @@ impl std::error::Error for ServerError {
             ServerError::NoRoot(_)
             | ServerError::NoReactors
             | ServerError::ReactorPanicked(_)
-            | ServerError::ForeignDatabase { .. } => None,
+            | ServerError::ForeignDatabase { .. }
+            | ServerError::LogKeyMissing { .. }
+            | ServerError::LogKeyMismatch { .. } => None,
         }
     }
 }
@@ -275,10 +330,15 @@ pub fn open_ca(
 
 /// The log's origin: the one given, or `<the root's O (or CN)>/certboard-log`.
 pub fn log_origin(ca: &CertificateAuthority, given: Option<&str>) -> String {
+    log_origin_of(ca.cert(), given)
+}
+
+/// [`log_origin`] from the root certificate alone (a Blackboard-only host).
+fn log_origin_of(root: &X509, given: Option<&str>) -> String {
     if let Some(o) = given {
         return o.to_string();
     }
-    let name = ca.cert().subject_name();
+    let name = root.subject_name();
     let first = |nid| {
         name.entries_by_nid(nid)
             .next()
@@ -321,6 +381,14 @@ pub fn open_existing_log(
 /// The CA passphrase as configured, refused here when too short for a new
 /// root: read (and judged) before anything durable is made, so a start
 /// that fails on it leaves no database or keys behind.
+/// The passphrase of an existing CA's keys (the admin commands').
+pub fn ca_passphrase_of(
+    keys_dir: &std::path::Path,
+    passphrase_file: Option<&std::path::Path>,
+) -> Result<Vec<u8>, ServerError> {
+    ca_passphrase(keys_dir, passphrase_file)
+}
+
 fn ca_passphrase(
     keys_dir: &std::path::Path,
     passphrase_file: Option<&std::path::Path>,
@@ -716,26 +784,64 @@ impl Server {
         } else {
             None
         };
-        // The log key sits beside the root and under its passphrase: the CA
-        // host signs the log's checkpoints and serves its tiles.
-        let log_api = match (&ca, &log_pass) {
-            (Some(ca), Some(pass)) => {
-                let signer = open_log_with(&cfg.keys_dir, pass, ca, cfg.log_origin.as_deref())?;
-                info!(
-                    "transparency log {}: verifier key {}",
-                    signer.name(),
-                    signer.verifier_key()
-                );
-                Some(Arc::new(crate::tlog::CheckpointSigner::new(signer)))
-            }
-            _ => None,
-        };
         let root = match (&ca, given_root) {
             (Some(ca), _) => ca.cert().clone(),
             (None, Some(root)) => root,
             // Not reached: without the CA here the root was read above.
             (None, None) => return Err(ServerError::NoRoot(cfg.keys_dir.clone())),
         };
+        // One database, one log, one key: every host appends (certificates
+        // or submissions) and signs checkpoints with it. The CA host keeps
+        // it beside the root under its passphrase (made on the first start
+        // of a database that records none); a Blackboard-only host holds
+        // the copy `server blackboard-cert` writes. The key is recorded in
+        // the database, and a host with another (or none) is refused.
+        let recorded = writer.course_setting(crate::tlog::key::LOG_KEY_SETTING)?;
+        let signer = match (&ca, &log_pass) {
+            (Some(ca), Some(pass)) => {
+                let path = crate::tlog::key::log_key_path(&cfg.keys_dir);
+                if recorded.is_some() && !path.exists() {
+                    return Err(ServerError::LogKeyMissing {
+                        path,
+                        recorded,
+                        blackboard_only: false,
+                    });
+                }
+                open_log_with(&cfg.keys_dir, pass, ca, cfg.log_origin.as_deref())?
+            }
+            _ => {
+                let origin = log_origin_of(&root, cfg.log_origin.as_deref());
+                match crate::tlog::key::open_host_key(&cfg.keys_dir, &origin)? {
+                    Some(s) => s,
+                    None => {
+                        return Err(ServerError::LogKeyMissing {
+                            path: cfg.keys_dir.join(crate::tlog::key::HOST_LOG_KEY_FILE),
+                            recorded,
+                            blackboard_only: true,
+                        })
+                    }
+                }
+            }
+        };
+        match recorded {
+            Some(r) if r != signer.verifier_key() => {
+                return Err(ServerError::LogKeyMismatch {
+                    recorded: r,
+                    here: signer.verifier_key(),
+                })
+            }
+            Some(_) => {}
+            None => writer.set_course_setting(
+                crate::tlog::key::LOG_KEY_SETTING,
+                Some(&signer.verifier_key()),
+            )?,
+        }
+        info!(
+            "transparency log {}: verifier key {}",
+            signer.name(),
+            signer.verifier_key()
+        );
+        let log_api = Some(Arc::new(crate::tlog::CheckpointSigner::new(signer)));
         let root_fingerprint =
             crate::crypto::fingerprint(&root.to_der().map_err(|e| ServerError::RootCert {
                 path: PathBuf::from("root"),
@@ -845,8 +951,9 @@ impl Server {
                 upload: cfg.upload,
                 renewal_grace_days: cfg.renewal_grace_days,
                 guess_limits: cfg.guess_limits,
-                // Receipts carry log proofs where this process signs.
-                log: if serve_bb { log_api.clone() } else { None },
+                // Receipts and certificates carry log proofs: every host
+                // that appends signs.
+                log: log_api.clone(),
             };
             let ops = Ops::new(shared.ca.clone(), Arc::clone(&metrics), crls.clone())
                 .map_err(ServerError::Ocsp)?

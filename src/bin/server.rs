@@ -743,6 +743,16 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
             cert.display(),
             key.display()
         );
+        // A Blackboard host appends to the log and signs its checkpoints.
+        if certboard::tlog::key::log_key_path(&common.keys_dir).exists() {
+            let pass =
+                server::ca_passphrase_of(&common.keys_dir, common.ca_passphrase_file.as_deref())?;
+            let log = certboard::tlog::key::export_host_key(&common.keys_dir, &pass, out)?;
+            println!(
+                "the transparency log's key for a Blackboard host: {} (mode 0600)",
+                log.display()
+            );
+        }
         return Ok(());
     }
     let location = Location::from_flags(&common.data_dir, common.database.as_deref());
