@@ -32,6 +32,7 @@ mod files;
 mod logcheck;
 pub use logcheck::{LogFork, ProofCheckError};
 mod pin;
+mod status;
 mod submission;
 mod transport;
 mod upload;
@@ -41,6 +42,7 @@ pub use enrollment::{
     CertAnswer, CodesFileError,
 };
 pub use pin::{pin_root, read_pin, RootPin, ROOT_FINGERPRINT_FILE};
+pub use status::{ask_status, compare as compare_status, HeldReceipt, StatusCheck};
 pub use submission::{check_receipt, submit, verify_offer, BlackboardTrust, Expected, Receipt};
 pub use transport::FramedStream;
 pub use upload::{prepare_file, upload, FileToSend};
@@ -136,7 +138,7 @@ pub enum ClientError {
     /// SECURITY: the transparency log Blackboard proved her receipt against
     /// does not extend the one she saw before (a fork or a rewound log).
     /// Both signed checkpoints are kept as evidence.
-    LogFork(logcheck::LogFork),
+    LogFork(Box<logcheck::LogFork>),
     /// The server refused, with its reason.
     Refused {
         /// The server's code.
@@ -232,13 +234,16 @@ impl fmt::Display for ClientError {
             }
             ClientError::LogFork(fork) => write!(
                 f,
-                "SECURITY ERROR: the transparency log Blackboard proved her receipt against \
-                 does not extend the one she saw before: {}. Both signed checkpoints are kept \
-                 as evidence: {} (seen before) and {} (now). Show them to the instructor; her \
-                 receipt is saved, but the log may have been forked or rewritten.",
+                "SECURITY ERROR: the transparency log proved against now does not extend the \
+                 one she saw before: {}. Both signed checkpoints are kept as evidence: {} (seen \
+                 before) and {} (now). Show them to the instructor; what she received is saved, \
+                 but the log may have been forked or rewritten.\n--- seen before ---\n{}--- now \
+                 ---\n{}",
                 fork.why,
                 fork.kept.display(),
-                fork.evidence.display()
+                fork.evidence.display(),
+                crate::escape::escaped(&fork.kept_note),
+                crate::escape::escaped(&fork.new_note)
             ),
             ClientError::UnverifiedReceipt {
                 receipt_id,
@@ -603,6 +608,58 @@ pub fn submit_file(
     Ok((receipt, file, saved))
 }
 
+/// `client status`: with her saved key and certificate (never enrolling:
+/// a student with none has nothing to ask about), asks Blackboard what it
+/// holds for her and sets her saved receipts against the answer.
+pub fn status(
+    opts: &ClientOptions,
+    sid: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(crate::message::StatusBody, StatusCheck), ClientError> {
+    crate::sid::validate(sid).map_err(|source| ClientError::BadSid {
+        sid: sid.to_string(),
+        source,
+    })?;
+    let files = Files {
+        dir: opts.out_dir.join(sid),
+    };
+    let pinned_cert = match &opts.root_pin {
+        RootPin::Cert(c) => Some(c),
+        _ => None,
+    };
+    let (key, cert_der, root) = load_saved(&files, sid, pinned_cert).map_err(|why| {
+        ClientError::Protocol(format!(
+            "no usable certificate of hers in {} ({why}): run `client enroll {sid}` first",
+            files.dir.display()
+        ))
+    })?;
+    pin_root(&root.to_der()?, &opts.root_pin, progress)?;
+    let trust = BlackboardTrust {
+        root,
+        name: opts.blackboard_name.clone(),
+    };
+    let mut conn = FramedStream::connect(&opts.blackboard, opts.timeout)?;
+    conn.admit(opts.admission_secret.as_deref())?;
+    let body = status::ask_status(&mut conn, sid, &cert_der, &key, &trust, progress)?;
+    let mut held = Vec::new();
+    let mut unreadable = Vec::new();
+    for path in files.receipt_files() {
+        let checked = fs::read(&path).map_err(|e| e.to_string()).and_then(|der| {
+            crate::receipt::verify_receipt(&der, &trust.root, Some(&trust.name))
+                .map_err(|e| e.to_string())
+        });
+        match checked {
+            Ok(v) => held.push(HeldReceipt {
+                path,
+                content: v.content,
+            }),
+            Err(why) => unreadable.push((path, why)),
+        }
+    }
+    let check = status::compare(sid, &body, held, unreadable);
+    Ok((body, check))
+}
+
 /// After a receipt is saved: the checkpoint its (checked) log proof leads
 /// to is compared with the latest she kept, and kept if newer; a forked or
 /// rewound log is an error.
@@ -612,13 +669,40 @@ fn remember_checkpoint(
     progress: &mut dyn FnMut(&str),
 ) -> Result<(), ClientError> {
     if let Some(note) = &receipt.log_checkpoint {
-        logcheck::remember(&opts.out_dir, note).map_err(ClientError::LogFork)?;
-        progress(&format!(
-            "her submission is entry {} of the transparency log (proof checked, checkpoint kept \
-             in {})",
-            receipt.content.log_index.unwrap_or_default(),
-            opts.out_dir.join(logcheck::CHECKPOINT_FILE).display()
-        ));
+        let what = format!(
+            "her submission is entry {} of the transparency log",
+            receipt.content.log_index.unwrap_or_default()
+        );
+        keep_checkpoint(opts, note, &what, progress)?;
+    }
+    Ok(())
+}
+
+/// Keeps a checkpoint a proof led to, once a consistency proof (asked of
+/// the CA, PROTOCOL.md V3.7) shows it extends the one she kept; a proof
+/// that fails is the security error, one that cannot be had is said and
+/// asked for again next time.
+fn keep_checkpoint(
+    opts: &ClientOptions,
+    note: &str,
+    what: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ClientError> {
+    let mut prove =
+        |old: u64, new: u64| enrollment::ask_consistency(opts, old, new).map_err(|e| e.to_string());
+    let kept = opts.out_dir.join(logcheck::CHECKPOINT_FILE);
+    match logcheck::remember(&opts.out_dir, note, &mut prove)
+        .map_err(|f| ClientError::LogFork(Box::new(f)))?
+    {
+        logcheck::Remembered::Kept | logcheck::Remembered::Same => progress(&format!(
+            "{what} (proof checked; the log extends the checkpoint she kept, now {})",
+            kept.display()
+        )),
+        logcheck::Remembered::Unproven(why) => progress(&format!(
+            "{what} (inclusion proof checked), but whether the log extends the checkpoint she \
+             kept in {} could not be checked ({why}); it is checked on her next run",
+            kept.display()
+        )),
     }
     Ok(())
 }

@@ -145,6 +145,31 @@ pub fn transcript_v3(
     t
 }
 
+/// What the CA's root key signs in a version 3 `CaChallenge3`:
+/// `"certboard v3 ca challenge" || lp(hello) || lp(policy) || lp(nonce) ||
+/// lp(ca_cert) || lp(log_key)`, where `hello` is the whole `CaHello3`
+/// payload as received (her fresh nonce in it), `policy` its one byte.
+pub fn ca_challenge_transcript(
+    hello: &[u8],
+    policy: u8,
+    nonce: &[u8; NONCE_LEN],
+    ca_cert_der: &[u8],
+    log_key: &str,
+) -> Vec<u8> {
+    let mut t = Vec::with_capacity(128 + hello.len() + ca_cert_der.len() + log_key.len());
+    t.extend_from_slice(b"certboard v3 ca challenge");
+    for field in [
+        hello,
+        &[policy][..],
+        &nonce[..],
+        ca_cert_der,
+        log_key.as_bytes(),
+    ] {
+        put_lp(&mut t, field);
+    }
+    t
+}
+
 const LABEL_V2: &[u8] = b"certboard v2 transcript";
 const LABEL_V3: &[u8] = b"certboard v3 transcript";
 
@@ -376,6 +401,44 @@ impl SessionKeys {
                 Part::Lp(announce),
                 Part::Raw(&chunks.to_le_bytes()),
                 Part::Raw(sha256),
+            ],
+        )
+    }
+}
+
+/// The initial counter block of a status answer's AES-256-CTR stream.
+/// Fixed, since the key streams nothing else: the intent is in the
+/// transcript the keys come from, and a status session sends no file.
+pub const STATUS_IV: [u8; IV_LEN] = [0; IV_LEN];
+
+impl SessionKeys {
+    /// Version 3 `StatusRequest` MAC: `HMAC(mac_key, "certboard v3 status
+    /// request" || lp(th))`: proof that she unwrapped the session key.
+    pub fn status_request_mac_v3(
+        &self,
+        th: &[u8; DIGEST_LEN],
+    ) -> Result<[u8; MAC_LEN], ErrorStack> {
+        self.mac_over(b"certboard v3 status request", &[Part::Lp(th)])
+    }
+
+    /// Version 3 `StatusPart` MAC: `HMAC(mac_key, "certboard v3 status
+    /// part" || lp(th) || le64(seq) || u8(last) || lp(ciphertext))`: a
+    /// piece is valid at one place of one answer only, and only the last
+    /// one can say it is.
+    pub fn status_part_mac_v3(
+        &self,
+        th: &[u8; DIGEST_LEN],
+        seq: u64,
+        last: bool,
+        ciphertext: &[u8],
+    ) -> Result<[u8; MAC_LEN], ErrorStack> {
+        self.mac_over(
+            b"certboard v3 status part",
+            &[
+                Part::Lp(th),
+                Part::Raw(&seq.to_le_bytes()),
+                Part::Raw(&[u8::from(last)]),
+                Part::Lp(ciphertext),
             ],
         )
     }

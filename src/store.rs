@@ -46,6 +46,7 @@ mod location;
 mod migrate;
 mod postgres;
 mod sqlite;
+mod staff;
 pub mod tlog;
 
 use crate::tlog::merkle::{Hash as LogHash, NodeId};
@@ -55,6 +56,9 @@ pub use location::{shown_url, Location};
 pub use migrate::{migrate, MigrateError, Migrated};
 pub use postgres::{PgError, PostgresStore, Unavailable, UrlProblem, PG_SCHEMA_VERSION};
 pub use sqlite::{SqliteStore, DB_FILE, SCHEMA_VERSION};
+pub use staff::{
+    AuditEntry, LoginAttempt, LoginLimits, LoginVerdict, StaffAccount, StaffSession, StaffStorage,
+};
 
 /// What a client is told when the store cannot be reached: its request is
 /// refused and nothing it asked for was recorded.
@@ -868,6 +872,18 @@ pub trait Storage {
     fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError>;
     /// Every file submission (protocol version 3), oldest first.
     fn uploads(&mut self) -> Result<Vec<UploadRecord>, StoreError>;
+    /// Her reports and file submissions (`client status`), each oldest
+    /// first. The engines read only hers; this default reads everything.
+    fn submissions_of(
+        &mut self,
+        sid: &str,
+    ) -> Result<(Vec<ReportRecord>, Vec<UploadRecord>), StoreError> {
+        let mut reports = self.reports()?;
+        reports.retain(|r| r.sid == sid);
+        let mut uploads = self.uploads()?;
+        uploads.retain(|u| u.sid == sid);
+        Ok((reports, uploads))
+    }
     /// One chunk of an upload's bytes (`None`: no such chunk). Read chunk
     /// by chunk so that no file is ever whole in memory.
     fn upload_chunk(&mut self, upload_id: i64, seq: u64) -> Result<Option<Vec<u8>>, StoreError>;
@@ -1110,7 +1126,7 @@ fn check_guess(g: &Guess, counted: &[(String, i64)]) -> Result<(), StoreError> {
 }
 
 /// The id a student was given, from the signed integer stored.
-fn receipt_id_of(stored: i64) -> u64 {
+pub(crate) fn receipt_id_of(stored: i64) -> u64 {
     stored as u64
 }
 

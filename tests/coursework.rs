@@ -356,7 +356,93 @@ fn assignment_commands_check_what_they_are_given() -> TestResult {
         table.contains("due=2099-03-01T23:59:00+08:00[Asia/Hong_Kong]"),
         "{table}"
     );
-    // Before it opens: refused with the opening time. (Submissions go to
-    // the lab in version 2; hw1 is checked by the rules' unit tests.)
+    // A late period and an opening time, then each removed by `edit`.
+    admin_ok(
+        &server,
+        &[
+            "assignment",
+            "edit",
+            "hw1",
+            "--late-until",
+            "2099-03-02T23:59:00+08:00",
+        ],
+    )?;
+    let csv = admin_ok(&server, &["assignment", "list", "--format", "csv"])?;
+    assert!(csv.contains(",2099-03-02T15:59:00Z,"), "{csv}");
+    for (args, needle) in [
+        (
+            vec!["assignment", "edit", "hw1", "--no-opens", "--opens", &opens],
+            "cannot be used with",
+        ),
+        (
+            vec![
+                "assignment",
+                "edit",
+                "hw1",
+                "--no-late-until",
+                "--late-until",
+                &due,
+            ],
+            "cannot be used with",
+        ),
+        (
+            vec![
+                "assignment",
+                "add",
+                "hw3",
+                "--title",
+                "T",
+                "--due",
+                &due,
+                "--no-opens",
+            ],
+            "unexpected argument",
+        ),
+    ] {
+        let out = server.admin(&args)?;
+        assert!(!out.status.success(), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(needle), "{args:?}: {}", text(&out));
+    }
+    admin_ok(
+        &server,
+        &["assignment", "edit", "hw1", "--no-opens", "--no-late-until"],
+    )?;
+    let csv = admin_ok(&server, &["assignment", "list", "--format", "csv"])?;
+    assert_eq!(
+        csv.split("\r\n").nth(2),
+        Some("hw1,Homework 1,,2099-03-01T15:59:00Z,,"),
+        "{csv}"
+    );
+    Ok(())
+}
+
+/// `examples/term.sh` plays a term (issue 20's "done when"): a roster
+/// with e-mails, codes and .eml files, two assignments, an enroll-only
+/// student, a 5 MiB file extracted byte for byte, a due time moved live,
+/// late, refused after late-until, an extension, a removed student,
+/// `client status` matching the receipts, the gradebook with files.
+#[test]
+fn the_term_script_plays_a_term() -> TestResult {
+    let server_bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_server"));
+    let bin_dir = server_bin.parent().ok_or("bin dir")?;
+    let out = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/term.sh"))
+        .env("CERTBOARD_BIN_DIR", bin_dir)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    assert!(out.status.success(), "{}", text(&out));
+    let s = stdout(&out);
+    for step in [
+        "all 1 student(s) enrolled",
+        "5242880 bytes",
+        "LATE by",
+        "assignment hw1: submissions closed at",
+        "not on the course roster",
+        "HER EXTENSION: due",
+        "all 1 receipt(s) she holds are listed by Blackboard",
+        "== term complete: every expectation held",
+    ] {
+        assert!(s.contains(step), "{step:?} missing:\n{}", text(&out));
+    }
     Ok(())
 }

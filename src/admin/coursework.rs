@@ -13,7 +13,7 @@ use crate::assignment::{
     check_times, her_deadlines, show_duration, show_time, validate_id, validate_zone,
 };
 use crate::escape::escaped;
-use crate::store::{Assignment, ReportRecord, Storage, TIMEZONE_SETTING};
+use crate::store::{Assignment, Storage, TIMEZONE_SETTING};
 use crate::time::{now_unix, rfc3339};
 
 use super::csv;
@@ -33,6 +33,10 @@ pub struct AssignmentSpec {
     pub late_until: Option<i64>,
     /// Accept a due time in the past.
     pub force: bool,
+    /// `edit` only: remove the opening time (open from now on).
+    pub no_opens: bool,
+    /// `edit` only: remove the late period (the due time closes it).
+    pub no_late_until: bool,
 }
 
 fn bad(e: impl std::fmt::Display) -> AdminError {
@@ -72,6 +76,12 @@ pub fn add_assignment(
     id: &str,
     spec: &AssignmentSpec,
 ) -> Result<Assignment, AdminError> {
+    if spec.no_opens || spec.no_late_until {
+        return Err(bad(
+            "--no-opens and --no-late-until clear a time of an existing assignment: give them to \
+             `assignment edit`",
+        ));
+    }
     validate_id(id).map_err(bad)?;
     if find(store, id)?.is_some() {
         return Err(bad(format_args!(
@@ -107,8 +117,26 @@ pub fn edit_assignment(
         check_title(t)?;
         a.title = t.clone();
     }
-    a.opens = spec.opens.or(a.opens);
-    a.late_until = spec.late_until.or(a.late_until);
+    if spec.no_opens && spec.opens.is_some() {
+        return Err(bad(
+            "--opens and --no-opens contradict each other: give one",
+        ));
+    }
+    if spec.no_late_until && spec.late_until.is_some() {
+        return Err(bad(
+            "--late-until and --no-late-until contradict each other: give one",
+        ));
+    }
+    a.opens = if spec.no_opens {
+        None
+    } else {
+        spec.opens.or(a.opens)
+    };
+    a.late_until = if spec.no_late_until {
+        None
+    } else {
+        spec.late_until.or(a.late_until)
+    };
     if let Some(d) = spec.due {
         a.due = Some(d);
         // A due time moved again opens what a `close` shut.
@@ -246,8 +274,8 @@ pub struct Standing {
     pub sid: String,
     /// Her name.
     pub name: String,
-    /// Her latest submission to it, if any.
-    pub latest: Option<ReportRecord>,
+    /// Her latest submission to it (a report or a file), if any.
+    pub latest: Option<Submitted>,
     /// Her extension (her own due time), if any.
     pub extension: Option<i64>,
 }
@@ -263,6 +291,27 @@ impl Standing {
     }
 }
 
+/// One accepted submission, a report's or a file's, as the instructor's
+/// views show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// Its receipt id.
+    pub receipt_id: u64,
+    /// When it was received, Unix seconds.
+    pub received_at: i64,
+    /// Seconds late, if late.
+    pub late_by: Option<i64>,
+    /// Lower-case hex SHA-256 of the report's text or the file's bytes.
+    pub sha256: String,
+}
+
+impl Submitted {
+    /// Lower-case hex of its SHA-256.
+    pub fn sha256_hex(&self) -> String {
+        self.sha256.clone()
+    }
+}
+
 /// For every roster student still on it (every SID seen, without a
 /// roster), her standing on each assignment: `(assignments, rows)` with
 /// `rows[i][j]` student i on assignment j.
@@ -270,22 +319,58 @@ fn standings(store: &mut dyn Storage) -> Result<(Vec<Assignment>, Vec<Vec<Standi
     let assignments = store.assignments()?;
     let roster = store.roster()?;
     let reports = store.reports()?;
+    let uploads = store.uploads()?;
     let mut who: Vec<(String, String)> = roster
         .iter()
         .filter(|e| e.dropped_at.is_none())
         .map(|e| (e.sid.clone(), e.name.clone()))
         .collect();
     if roster.is_empty() {
-        let seen: std::collections::BTreeSet<&String> = reports.iter().map(|r| &r.sid).collect();
+        let seen: std::collections::BTreeSet<&String> = reports
+            .iter()
+            .map(|r| &r.sid)
+            .chain(uploads.iter().map(|u| &u.sid))
+            .collect();
         who = seen
             .into_iter()
             .map(|s| (s.clone(), String::new()))
             .collect();
     }
     // Oldest first: the last one kept is her latest.
-    let mut latest: BTreeMap<(&str, &str), &ReportRecord> = BTreeMap::new();
-    for r in &reports {
-        latest.insert((r.sid.as_str(), r.assignment.as_str()), r);
+    // Reports and files together (a version 2 report to `lab` beside a
+    // file handed in for it).
+    let mut all: Vec<(&str, &str, Submitted)> = reports
+        .iter()
+        .map(|r| {
+            (
+                r.sid.as_str(),
+                r.assignment.as_str(),
+                Submitted {
+                    receipt_id: r.receipt_id,
+                    received_at: r.received_at,
+                    late_by: r.late_by,
+                    sha256: r.sha256_hex(),
+                },
+            )
+        })
+        .chain(uploads.iter().map(|u| {
+            (
+                u.sid.as_str(),
+                u.assignment.as_str(),
+                Submitted {
+                    receipt_id: u.receipt_id,
+                    received_at: u.received_at,
+                    // Stored as 0 when on time.
+                    late_by: (u.late_seconds > 0).then_some(u.late_seconds),
+                    sha256: u.sha256_hex(),
+                },
+            )
+        }))
+        .collect();
+    all.sort_by_key(|(_, _, s)| s.received_at);
+    let mut latest: BTreeMap<(&str, &str), Submitted> = BTreeMap::new();
+    for (sid, assignment, sub) in all {
+        latest.insert((sid, assignment), sub);
     }
     let ext: BTreeMap<(String, String), i64> = store
         .extensions()?
@@ -300,9 +385,7 @@ fn standings(store: &mut dyn Storage) -> Result<(Vec<Assignment>, Vec<Vec<Standi
                 .map(|a| Standing {
                     sid: sid.clone(),
                     name: name.clone(),
-                    latest: latest
-                        .get(&(sid.as_str(), a.id.as_str()))
-                        .map(|r| (*r).clone()),
+                    latest: latest.get(&(sid.as_str(), a.id.as_str())).cloned(),
                     extension: ext.get(&(sid.clone(), a.id.clone())).copied(),
                 })
                 .collect()
@@ -451,7 +534,7 @@ pub fn gradebook(
                                     "status": s.status(),
                                     "late_seconds": s.latest.as_ref().and_then(|r| r.late_by),
                                     "received_at": s.latest.as_ref().map(|r| rfc3339(r.received_at)),
-                                    "sha256": s.latest.as_ref().map(ReportRecord::sha256_hex),
+                                    "sha256": s.latest.as_ref().map(Submitted::sha256_hex),
                                     "receipt": s.latest.as_ref().map(|r| r.receipt_id.to_string()),
                                     "extension_until": s.extension.map(rfc3339),
                                 }),

@@ -4,6 +4,7 @@
 //! CA, then submit her report to Blackboard under that certificate.
 //! `client submit --assignment ID --file PATH SID` hands in a file
 //! (protocol version 3); `client enroll SID...` only enrolls;
+//! `client status SID` asks what Blackboard holds for her;
 //! `client verify-receipt FILE [--report FILE]` checks a saved receipt.
 
 use std::collections::HashMap;
@@ -102,9 +103,23 @@ enum Command {
         #[arg(value_name = "SID")]
         sid: String,
     },
+    /// What Blackboard holds for her (protocol version 3): with her saved
+    /// certificate (it never enrolls), on an exchange authenticated like a
+    /// submission's, lists the course's assignments (her own due time when
+    /// she has an extension) and every submission of hers Blackboard
+    /// accepted, in the course's time zone; then checks the receipts saved
+    /// in OUT_DIR/SID/receipts against the answer. Exits 1, saying which,
+    /// if a receipt of hers is not listed (or listed otherwise).
+    Status {
+        /// Her student id.
+        #[arg(value_name = "SID")]
+        sid: String,
+    },
     /// Check a saved receipt: Blackboard's signature, its certificate from
-    /// the root, and (with --report) the hash of the report text. Prints
-    /// what it says; exits 0 only if it holds.
+    /// the root, its fields (a version 3 receipt's file name, size and
+    /// SHA-256, its assignment and lateness), and (with --report or
+    /// --file) the hash of what was handed in. Prints what it says; exits
+    /// 0 only if it holds.
     ///
     /// The root: --ca-cert is trusted as given. Without it, the ca.pem
     /// saved beside the receipt (FILE/../../ca.pem) is used only if its
@@ -116,8 +131,12 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
         /// The report text that was sent; its SHA-256 must match.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "handed_in")]
         report: Option<PathBuf>,
+        /// The file handed in (a version 3 receipt): its size and SHA-256
+        /// must match the receipt's (read streaming; its name may differ).
+        #[arg(long = "file", id = "handed_in", value_name = "PATH")]
+        handed_in: Option<PathBuf>,
     },
 }
 
@@ -476,7 +495,7 @@ fn receipt_root(
 
 fn verify_receipt(
     file: PathBuf,
-    report: Option<PathBuf>,
+    (report, handed_in): (Option<PathBuf>, Option<PathBuf>),
     pins: (Option<PathBuf>, Option<String>, PathBuf),
     blackboard_name: String,
 ) -> ExitCode {
@@ -529,35 +548,130 @@ fn verify_receipt(
         }
         Ok(v) => {
             let c = v.content;
+            let fail = |why: String| {
+                say(&format!("{}: INVALID: {}", file.display(), escaped(&why)));
+                ExitCode::FAILURE
+            };
+            if let Err(why) = receipt_fields(&c) {
+                return fail(why);
+            }
             if let Some(text) = text {
                 let got = certboard::crypto::sha256_hex(&text);
                 if got != c.report_sha256 {
-                    say(&format!(
-                        "{}: INVALID: the report's SHA-256 is {got}, the receipt says {}",
-                        file.display(),
+                    return fail(format!(
+                        "the report's SHA-256 is {got}, the receipt says {}",
                         c.report_sha256
                     ));
-                    return ExitCode::FAILURE;
                 }
             }
-            say(&format!(
-                "{}: valid receipt {} signed by Blackboard {:?}: SID {} (certificate serial {}) \
-                 submitted a report with SHA-256 {} at {}{}; root SHA-256 {root_fp} ({how})",
-                file.display(),
-                c.receipt,
-                trust.name,
-                c.sid,
-                c.serial,
-                c.report_sha256,
-                c.received_at,
-                if report.is_some() {
-                    " (matches --report)"
-                } else {
-                    ""
+            let mut matched = if report.is_some() {
+                " (matches --report)".to_string()
+            } else {
+                String::new()
+            };
+            if let Some(path) = &handed_in {
+                let sent = match client::prepare_file(path) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        complain(&format!("--file: {e}"));
+                        return ExitCode::from(2);
+                    }
+                };
+                let Some(fr) = &c.file else {
+                    return fail(format!(
+                        "--file given, but this is a version {} receipt of a report, not of a \
+                         file (use --report)",
+                        c.version
+                    ));
+                };
+                let hex: String = sent.sha256.iter().map(|b| format!("{b:02x}")).collect();
+                if hex != fr.file_sha256 || sent.size != fr.size {
+                    return fail(format!(
+                        "{} is {} bytes with SHA-256 {hex}; the receipt says {} bytes with \
+                         SHA-256 {}",
+                        path.display(),
+                        sent.size,
+                        fr.size,
+                        fr.file_sha256
+                    ));
                 }
+                matched = if sent.name == fr.file_name {
+                    " (matches --file)".to_string()
+                } else {
+                    format!(
+                        " (matches --file by size and SHA-256; it was handed in as {:?}, it is \
+                         {:?} here)",
+                        escaped(&fr.file_name).to_string(),
+                        escaped(&sent.name).to_string()
+                    )
+                };
+            }
+            let what = match &c.file {
+                Some(fr) => format!(
+                    "the file {:?} ({} bytes, SHA-256 {})",
+                    escaped(&fr.file_name).to_string(),
+                    fr.size,
+                    fr.file_sha256
+                ),
+                None => format!("a report with SHA-256 {}", c.report_sha256),
+            };
+            let assignment = c.assignment.as_deref().unwrap_or("lab");
+            let timing = match (c.late, c.late_seconds) {
+                (Some(true), Some(s)) => format!(", LATE by {s} s"),
+                (Some(true), None) => ", late".to_string(),
+                (Some(false), _) => ", on time".to_string(),
+                (None, _) => String::new(),
+            };
+            say(&format!(
+                "{}: valid receipt {} (version {}) signed by Blackboard {:?}: SID {} (certificate \
+                 serial {}) handed in {what} for {} at {}{timing}{matched}; root SHA-256 \
+                 {root_fp} ({how})",
+                file.display(),
+                escaped(&c.receipt),
+                c.version,
+                trust.name,
+                escaped(&c.sid),
+                escaped(&c.serial),
+                escaped(assignment),
+                escaped(&c.received_at),
             ));
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// A receipt's fields against each other: a version 3 receipt names its
+/// file, assignment and lateness, its file hash is its report hash, and
+/// `late_seconds` comes exactly with `late`.
+fn receipt_fields(c: &certboard::receipt::ReceiptContent) -> Result<(), String> {
+    if c.version >= certboard::receipt::RECEIPT_VERSION_3 {
+        let Some(fr) = &c.file else {
+            return Err("a version 3 receipt without file_name, size and file_sha256".into());
+        };
+        if fr.file_sha256 != c.report_sha256 {
+            return Err(format!(
+                "file_sha256 {} and report_sha256 {} differ",
+                fr.file_sha256, c.report_sha256
+            ));
+        }
+        if c.assignment.is_none() || c.late.is_none() {
+            return Err("a version 3 receipt without assignment or late".into());
+        }
+        if let Err(e) = certboard::sid::validate(&c.sid) {
+            return Err(format!("sid {:?}: {e}", c.sid));
+        }
+    } else if c.file.is_some() {
+        return Err(format!(
+            "a version {} receipt naming a file (only version 3 receipts do)",
+            c.version
+        ));
+    }
+    match (c.late, c.late_seconds) {
+        (Some(true), Some(s)) if s >= 0 => Ok(()),
+        (Some(false) | None, None) => Ok(()),
+        (late, seconds) => Err(format!(
+            "late {late:?} and late_seconds {seconds:?} do not agree"
+        )),
     }
 }
 
@@ -673,9 +787,13 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     match cli.command {
-        Some(Command::VerifyReceipt { file, report }) => verify_receipt(
+        Some(Command::VerifyReceipt {
             file,
             report,
+            handed_in,
+        }) => verify_receipt(
+            file,
+            (report, handed_in),
             (common.ca_cert, common.ca_fingerprint, common.out_dir),
             common.blackboard_name,
         ),
@@ -685,6 +803,7 @@ fn main() -> ExitCode {
             sid,
         }) => submit(&common, &sid, &assignment, &file),
         Some(Command::Enroll { sids }) => enroll(&common, &sids),
+        Some(Command::Status { sid }) => status(&common, &sid),
         Some(Command::Audit {
             log_url,
             log_key,
@@ -851,6 +970,123 @@ fn submit(common: &CommonArgs, sid: &str, assignment: &str, path: &Path) -> Exit
             say(&format!("student {sid}: FAILED: {}", escaped(&e)));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `client status`: Blackboard's answer, shown in the course's zone, and
+/// her receipts checked against it.
+fn status(common: &CommonArgs, sid: &str) -> ExitCode {
+    use certboard::assignment::{show_duration, show_time};
+    use certboard::message::SubmissionKind;
+    let opts = match checked(common, &[sid.to_string()], Cipher::Aes256Ctr, false) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let (body, check) = match client::status(&opts, sid, &mut progress_lines) {
+        Ok(r) => r,
+        Err(e) => {
+            say(&format!("status of {sid} FAILED: {}", escaped(&e)));
+            return ExitCode::FAILURE;
+        }
+    };
+    let zone = Some(body.zone.as_str());
+    let t = |t: i64| show_time(t, zone);
+    say(&format!(
+        "Blackboard's answer for {sid} at {} (times in the course's zone, {}):",
+        t(body.now),
+        escaped(&body.zone)
+    ));
+    say(&format!("assignments: {}", body.assignments.len()));
+    for a in &body.assignments {
+        let mut parts = Vec::new();
+        if let Some(o) = a.opens {
+            parts.push(format!("opens {}", t(o)));
+        }
+        parts.push(match a.due {
+            Some(d) => format!("due {}", t(d)),
+            None => "no due time".to_string(),
+        });
+        if let Some(h) = a.her_due {
+            parts.push(format!("HER EXTENSION: due {}", t(h)));
+        }
+        if let Some(l) = a.late_until {
+            parts.push(format!("late until {}", t(l)));
+        }
+        if let Some(c) = a.closed_at {
+            parts.push(format!("closed {}", t(c)));
+        }
+        say(&format!(
+            "  {} {:?}: {}",
+            escaped(&a.id),
+            escaped(&a.title).to_string(),
+            parts.join(", ")
+        ));
+    }
+    say(&format!("submissions of hers: {}", body.submissions.len()));
+    for s in &body.submissions {
+        let what = match s.kind {
+            SubmissionKind::Report => "report".to_string(),
+            SubmissionKind::File => format!("file {:?}", escaped(&s.file_name).to_string()),
+        };
+        let hex: String = s.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        let timing = match s.late_seconds {
+            Some(l) => format!("LATE by {}", show_duration(l)),
+            None => "on time".to_string(),
+        };
+        let held = if check.unreceipted.contains(&s.receipt_id) {
+            " (no receipt of it in her folder)"
+        } else {
+            ""
+        };
+        say(&format!(
+            "  receipt {} for {}: {what}, {} bytes, SHA-256 {hex}, received {}, {timing}{held}",
+            s.receipt_id,
+            escaped(&s.assignment),
+            s.size,
+            t(s.received_at)
+        ));
+    }
+    for h in &check.missing {
+        say(&format!(
+            "  MISSING FROM BLACKBOARD: her receipt {} ({}): {} with SHA-256 {} received {}; \
+             Blackboard no longer lists it. Keep the receipt and show it to the instructor",
+            escaped(&h.content.receipt),
+            h.path.display(),
+            escaped(h.content.assignment.as_deref().unwrap_or("lab")),
+            escaped(&h.content.report_sha256),
+            escaped(&h.content.received_at)
+        ));
+    }
+    for (h, why) in &check.differ {
+        say(&format!(
+            "  LISTED OTHERWISE: her receipt {} ({}): {}",
+            escaped(&h.content.receipt),
+            h.path.display(),
+            escaped(why)
+        ));
+    }
+    for (path, why) in &check.unreadable {
+        say(&format!(
+            "  NOT CHECKED: {}: {}",
+            path.display(),
+            escaped(why)
+        ));
+    }
+    if check.trouble() {
+        say(&format!(
+            "status of {sid}: {} receipt(s) missing, {} listed otherwise, {} not checked \
+             (above)",
+            check.missing.len(),
+            check.differ.len(),
+            check.unreadable.len()
+        ));
+        ExitCode::FAILURE
+    } else {
+        say(&format!(
+            "status of {sid}: all {} receipt(s) she holds are listed by Blackboard",
+            check.matched.len()
+        ));
+        ExitCode::SUCCESS
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use log::info;
 
+mod status;
 mod upload;
 
 pub use upload::{UploadError, UploadPolicy, DEFAULT_MAX_SUBMISSION};
@@ -49,6 +50,9 @@ pub(super) enum Blackboard {
     /// Version 3: a chunk is on its way to the store; nothing more is read
     /// until it is durable.
     Staging(Box<upload::Receiving>),
+    /// Version 3, intent status: signed offer sent, waiting for her
+    /// `StatusRequest`.
+    AwaitStatusRequest(Box<PendingReport<OfferKeys>>),
 }
 
 impl Blackboard {
@@ -112,6 +116,9 @@ impl Blackboard {
             (Blackboard::Receiving(r), Message::UploadDone { chunks, mac }) => {
                 upload::done(*r, chunks, &mac, shared, peer)
             }
+            (Blackboard::AwaitStatusRequest(p), Message::StatusRequest { mac }) => {
+                status::request(*p, &mac, shared, peer)
+            }
             (
                 Blackboard::AwaitReport(p),
                 Message::Report {
@@ -133,6 +140,7 @@ impl Blackboard {
             Blackboard::AwaitAnnounce(_) => "waiting for the file's announcement",
             Blackboard::Receiving(_) => "waiting for the next chunk or the upload's end",
             Blackboard::Staging(_) => "recording a chunk",
+            Blackboard::AwaitStatusRequest(_) => "waiting for the status request",
         }
     }
 
@@ -166,6 +174,7 @@ impl Blackboard {
             state @ (Blackboard::AwaitHello
             | Blackboard::AwaitReport(_)
             | Blackboard::AwaitAnnounce(_)
+            | Blackboard::AwaitStatusRequest(_)
             | Blackboard::Receiving(_)) => (State::Blackboard(state), Output::default()),
         }
     }
@@ -381,6 +390,7 @@ fn receipt_content(record: &ReportRecord, th: &[u8; DIGEST_LEN]) -> ReceiptConte
 /// assignment, whose times (and her extension) are read from the store
 /// per submission, so an `assignment edit` holds without a restart.
 fn admit(shared: &mut Shared, sid: &str) -> Result<Timing, ProtocolError> {
+    super::submission::check_on_roster(shared, sid)?;
     match crate::assignment::admit(
         &mut *shared.store,
         &shared.window,

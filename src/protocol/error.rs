@@ -75,6 +75,15 @@ pub enum ProtocolError {
         /// The version asked for.
         got: u16,
     },
+    /// A log consistency proof asked between sizes the log cannot prove.
+    LogRange {
+        /// The smaller size asked.
+        old: u64,
+        /// The larger size asked.
+        new: u64,
+        /// The tree's size now.
+        size: u64,
+    },
     /// A message of protocol version 1 (`EnrollRequest`, `SubmitHello`...),
     /// which this server no longer serves, whenever it arrives.
     Version1 {
@@ -92,6 +101,13 @@ pub enum ProtocolError {
     Closed(Closed),
     /// A submission its assignment's times refuse (not yet open, closed).
     Deadline(crate::assignment::Refused),
+    /// A submission from a student removed from the roster (`roster
+    /// remove`) while a roster is in force: her certificates no longer
+    /// submit.
+    Dropped {
+        /// Her SID.
+        sid: String,
+    },
     /// The report is recorded, but its signed receipt could not be made:
     /// the server's failure, which the student must hear with her receipt
     /// id (she can ask for the receipt by it).
@@ -177,8 +193,13 @@ impl fmt::Display for ProtocolError {
             ProtocolError::Expired(e) => write!(f, "{e}"),
             ProtocolError::UnsupportedVersion { got } => write!(
                 f,
-                "protocol version {got} is not served by this server; it speaks version 2: \
-                 upgrade the client"
+                "protocol version {got} is not served by this server; it speaks versions 2 and \
+                 3: upgrade the client"
+            ),
+            ProtocolError::LogRange { old, new, size } => write!(
+                f,
+                "no consistency proof from {old} to {new} entries: the log holds {size} \
+                 (the old size must not exceed the new, nor the new the log's)"
             ),
             ProtocolError::Version1 { .. } => write!(
                 f,
@@ -188,6 +209,11 @@ impl fmt::Display for ProtocolError {
             ProtocolError::Course { sid, source } => write!(f, "SID {sid}: {source}"),
             ProtocolError::Closed(e) => write!(f, "{e}"),
             ProtocolError::Deadline(e) => write!(f, "{e}"),
+            ProtocolError::Dropped { sid } => write!(
+                f,
+                "SID {sid} is not on the course roster (removed by the instructor): her \
+                 certificate no longer submits; nothing was recorded (ask the instructor)"
+            ),
             ProtocolError::ReceiptNotSigned { receipt_id, .. } => write!(
                 f,
                 "internal error: the report is recorded under receipt {receipt_id}, but the \
@@ -218,6 +244,8 @@ impl Error for ProtocolError {
             | ProtocolError::NotACa
             | ProtocolError::Expired(_)
             | ProtocolError::UnsupportedVersion { .. }
+            | ProtocolError::Dropped { .. }
+            | ProtocolError::LogRange { .. }
             | ProtocolError::Version1 { .. } => None,
         }
     }
@@ -393,10 +421,12 @@ impl ServerFault for ProtocolError {
             | ProtocolError::Report { .. }
             | ProtocolError::Expired(_)
             | ProtocolError::UnsupportedVersion { .. }
+            | ProtocolError::LogRange { .. }
             | ProtocolError::Version1 { .. }
             | ProtocolError::Course { .. }
             | ProtocolError::Upload { .. }
             | ProtocolError::Closed(_)
+            | ProtocolError::Dropped { .. }
             | ProtocolError::Deadline(_) => false,
         }
     }
@@ -514,10 +544,12 @@ impl From<&ProtocolError> for ErrorCode {
             ProtocolError::UnsupportedVersion { .. } | ProtocolError::Version1 { .. } => {
                 ErrorCode::UnsupportedVersion
             }
+            ProtocolError::LogRange { .. } => ErrorCode::BadRequest,
             ProtocolError::Course { source, .. } => ErrorCode::from(source),
             // Version 2 clients know code 17 only: every assignment
             // refusal is 17, its text naming the assignment and the time.
             ProtocolError::Closed(_) | ProtocolError::Deadline(_) => ErrorCode::SubmissionsClosed,
+            ProtocolError::Dropped { .. } => ErrorCode::NotOnRoster,
             ProtocolError::Upload { source, .. } => source.code(),
             ProtocolError::ReceiptNotSigned { .. } | ProtocolError::Internal(_) => {
                 ErrorCode::Internal

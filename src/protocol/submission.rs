@@ -191,6 +191,20 @@ pub(super) fn check_still_good<K>(
     standing(shared, &pending.serial).map(|_| ())
 }
 
+/// Refuses a submission from a student no longer on the roster (`roster
+/// remove`) while a roster is in force, read from the store per
+/// submission like the assignment's times. Her certificates still prove
+/// who she is (her status is still answered); they no longer hand in.
+pub(super) fn check_on_roster(shared: &mut Shared, sid: &str) -> Result<(), super::ProtocolError> {
+    match shared.store.enrollment_view(sid) {
+        Ok(v) if v.roster_on && !v.on_roster => Err(super::ProtocolError::Dropped {
+            sid: sid.to_string(),
+        }),
+        Ok(_) => Ok(()),
+        Err(e) => Err(super::ProtocolError::store("reading the roster", e)),
+    }
+}
+
 /// Why a report was refused.
 #[derive(Debug)]
 #[non_exhaustive]

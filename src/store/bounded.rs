@@ -235,6 +235,19 @@ impl Storage for Bounded {
     fn uploads(&mut self) -> Result<Vec<crate::store::UploadRecord>, StoreError> {
         self.call(false, |s| s.uploads())
     }
+    fn submissions_of(
+        &mut self,
+        sid: &str,
+    ) -> Result<
+        (
+            Vec<crate::store::ReportRecord>,
+            Vec<crate::store::UploadRecord>,
+        ),
+        StoreError,
+    > {
+        let sid = sid.to_string();
+        self.call(false, move |s| s.submissions_of(&sid))
+    }
     fn upload_chunk(&mut self, upload_id: i64, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.call(false, move |s| s.upload_chunk(upload_id, seq))
     }

@@ -107,6 +107,18 @@ impl<S: Storage> Storage for Gated<S> {
     fn uploads(&mut self) -> Result<Vec<crate::store::UploadRecord>, StoreError> {
         self.inner.uploads()
     }
+    fn submissions_of(
+        &mut self,
+        sid: &str,
+    ) -> Result<
+        (
+            Vec<crate::store::ReportRecord>,
+            Vec<crate::store::UploadRecord>,
+        ),
+        StoreError,
+    > {
+        self.inner.submissions_of(sid)
+    }
     fn upload_chunk(&mut self, upload_id: i64, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.upload_chunk(upload_id, seq)
     }

@@ -57,8 +57,11 @@ pub enum UploadError {
     Upgrade,
     /// `SubmitOpen3` named a version other than 3.
     Version(u16),
-    /// The status intent, not served yet.
-    StatusUnsupported,
+    /// Her status answer would be over [`crate::message::MAX_STATUS_BODY`].
+    StatusTooLarge {
+        /// Its size, in bytes.
+        len: usize,
+    },
     /// An assignment this server does not know.
     UnknownAssignment(String),
     /// The file name breaks the rule.
@@ -108,9 +111,8 @@ impl UploadError {
     /// The wire code (PROTOCOL.md, version 3's refusals).
     pub fn code(&self) -> ErrorCode {
         match self {
-            UploadError::Upgrade | UploadError::Version(_) | UploadError::StatusUnsupported => {
-                ErrorCode::UnsupportedVersion
-            }
+            UploadError::Upgrade | UploadError::Version(_) => ErrorCode::UnsupportedVersion,
+            UploadError::StatusTooLarge { .. } => ErrorCode::Limit,
             UploadError::UnknownAssignment(_)
             | UploadError::FileName(_)
             | UploadError::HashMismatch => ErrorCode::BadRequest,
@@ -136,9 +138,12 @@ impl fmt::Display for UploadError {
                 f,
                 "SubmitOpen3 names protocol version {v}; this server speaks version 3"
             ),
-            UploadError::StatusUnsupported => {
-                write!(f, "the status intent is not served by this server yet")
-            }
+            UploadError::StatusTooLarge { len } => write!(
+                f,
+                "her status answer would be {len} bytes; at most {} are sent (ask the \
+                 instructor for `server gradebook`)",
+                crate::message::MAX_STATUS_BODY
+            ),
             UploadError::UnknownAssignment(a) => write!(f, "no assignment {a:?} on this server"),
             UploadError::FileName(e) => write!(f, "file refused: {e}"),
             UploadError::TooLarge { size, max } => write!(
@@ -213,6 +218,7 @@ pub(in crate::protocol) fn admit_assignment(
     assignment: &str,
     now: i64,
 ) -> Result<Timing, ProtocolError> {
+    super::super::submission::check_on_roster(shared, sid)?;
     match crate::assignment::admit(&mut *shared.store, &shared.window, sid, assignment, now) {
         Ok(t) => Ok(t),
         Err(AdmitError::Refused(Refused::Unknown { id })) => {
@@ -249,22 +255,19 @@ pub(super) fn open(
     if version != crate::message::PROTOCOL_VERSION_3 {
         return Err(refused(sid, UploadError::Version(version)));
     }
-    if intent == Intent::Status {
-        return Err(refused(sid, UploadError::StatusUnsupported));
-    }
     let student = check_certificate(shared, sid, cert_der, chain, Origin::Certboard)
         .map_err(|e| ProtocolError::certificate(sid, e))?;
     let (reply, keys) = signed_offer(shared, hello, &student, OfferVersion::V3)?;
     info!(
-        "{peer}: certificate serial {} verified for SID {}; version 3 offer sent",
+        "{peer}: certificate serial {} verified for SID {}; version 3 offer sent ({intent:?})",
         student.serial, student.sid
     );
-    Ok((
-        State::Blackboard(Blackboard::AwaitAnnounce(Box::new(PendingReport::new(
-            student, keys,
-        )))),
-        Output::reply(reply),
-    ))
+    let pending = Box::new(PendingReport::new(student, keys));
+    let next = match intent {
+        Intent::Upload => Blackboard::AwaitAnnounce(pending),
+        Intent::Status => Blackboard::AwaitStatusRequest(pending),
+    };
+    Ok((State::Blackboard(next), Output::reply(reply)))
 }
 
 /// An upload under way: what was announced, the stream and hash so far.

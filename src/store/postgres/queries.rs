@@ -7,11 +7,11 @@ use postgres::{Client, Statement, Transaction};
 
 use super::PostgresStore;
 use crate::store::{
-    census_of, check_guess, code_state_of, staged_match, status_of, Assignment, Census,
-    CertColumns, CertRow, CertStatus, CodeColumns, CodeKey, Counts, EnrollView, Extension, Record,
-    ReportColumns, ReportRecord, Revocation, RevocationColumns, RevocationMark, RevocationReason,
-    RosterChange, RosterEntry, Serial, Storage, StoreError, Student, SubmissionView, Supersede,
-    UploadColumns, UploadRecord, Writes, CENSUS_SQL, GUESS_RETENTION,
+    census_of, check_guess, code_state_of, receipt_id_of, staged_match, status_of, Assignment,
+    Census, CertColumns, CertRow, CertStatus, CodeColumns, CodeKey, Counts, EnrollView, Extension,
+    Record, ReportColumns, ReportRecord, Revocation, RevocationColumns, RevocationMark,
+    RevocationReason, RosterChange, RosterEntry, Serial, Storage, StoreError, Student,
+    SubmissionView, Supersede, UploadColumns, UploadRecord, Writes, CENSUS_SQL, GUESS_RETENTION,
 };
 
 /// The first key of the advisory lock a transaction counting guesses takes
@@ -231,6 +231,78 @@ impl<'a> Columns<'a> {
     }
 }
 
+impl PostgresStore {
+    /// Reports, oldest first: every one, or one SID's.
+    fn reports_of(&mut self, sid: Option<&str>) -> Result<Vec<ReportRecord>, StoreError> {
+        self.run("listing reports", |conn| {
+            let rows = conn
+                .client
+                .query(
+                    "SELECT receipt_id, sid, serial, received_at, text, origin, assignment,
+                            late_by
+                     FROM reports WHERE $1::text IS NULL OR sid = $1
+                     ORDER BY received_at, seq",
+                    &[&sid],
+                )
+                .map_err(TxFailure::Before)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(ReportColumns {
+                        receipt_id: r.try_get(0)?,
+                        sid: r.try_get(1)?,
+                        serial: r.try_get(2)?,
+                        received_at: r.try_get(3)?,
+                        text: r.try_get(4)?,
+                        origin: r.try_get(5)?,
+                        assignment: r.try_get(6)?,
+                        late_by: r.try_get(7)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, postgres::Error>>()
+                .map_err(TxFailure::Before)
+        })?
+        .into_iter()
+        .map(ReportColumns::into_record)
+        .collect()
+    }
+
+    /// File submissions, oldest first: every one, or one SID's.
+    fn uploads_of(&mut self, sid: Option<&str>) -> Result<Vec<UploadRecord>, StoreError> {
+        self.run("listing uploads", |conn| {
+            let rows = conn
+                .client
+                .query(
+                    "SELECT receipt_id, upload_id, sid, serial, received_at, assignment,
+                     file_name, size, sha256, chunks, late_seconds FROM uploads
+                     WHERE $1::text IS NULL OR sid = $1 ORDER BY received_at, seq",
+                    &[&sid],
+                )
+                .map_err(TxFailure::Before)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(UploadColumns {
+                        receipt_id: r.try_get(0)?,
+                        upload_id: r.try_get(1)?,
+                        sid: r.try_get(2)?,
+                        serial: r.try_get(3)?,
+                        received_at: r.try_get(4)?,
+                        assignment: r.try_get(5)?,
+                        file_name: r.try_get(6)?,
+                        size: r.try_get(7)?,
+                        sha256: r.try_get(8)?,
+                        chunks: r.try_get(9)?,
+                        late_seconds: r.try_get(10)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, postgres::Error>>()
+                .map_err(TxFailure::Before)
+        })?
+        .into_iter()
+        .map(UploadColumns::into_record)
+        .collect()
+    }
+}
+
 impl Storage for PostgresStore {
     fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
         if batch.is_empty() {
@@ -333,6 +405,18 @@ impl Storage for PostgresStore {
                             &c.file_sha256,
                         ],
                     )?;
+                    // One namespace of receipt ids for reports and files:
+                    // a receipt id names one submission.
+                    if let Some(row) = tx.query_opt(
+                        "SELECT receipt_id FROM uploads WHERE receipt_id = ANY($1::int8[]) LIMIT 1",
+                        &[&c.receipt_id],
+                    )? {
+                        let id: i64 = row.try_get(0)?;
+                        return Ok(Some(StoreError::Duplicate(format!(
+                            "receipt {} (a file's)",
+                            receipt_id_of(id)
+                        ))));
+                    }
                 }
                 for ch in &w.chunks {
                     tx.execute(
@@ -350,6 +434,18 @@ impl Storage for PostgresStore {
                     let (count, bytes): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
                     if let Err(e) = staged_match(u, count, bytes) {
                         return Ok(Some(e));
+                    }
+                    let taken: bool = tx
+                        .query_one(
+                            "SELECT EXISTS (SELECT 1 FROM reports WHERE receipt_id = $1)",
+                            &[&(u.receipt_id as i64)],
+                        )?
+                        .try_get(0)?;
+                    if taken {
+                        return Ok(Some(StoreError::Duplicate(format!(
+                            "receipt {} (a report's)",
+                            u.receipt_id
+                        ))));
                     }
                     tx.execute(
                         "INSERT INTO uploads (receipt_id, upload_id, sid, serial, received_at,
@@ -497,70 +593,18 @@ impl Storage for PostgresStore {
     }
 
     fn reports(&mut self) -> Result<Vec<ReportRecord>, StoreError> {
-        self.run("listing reports", |conn| {
-            let rows = conn
-                .client
-                .query(
-                    "SELECT receipt_id, sid, serial, received_at, text, origin, assignment,
-                            late_by
-                     FROM reports ORDER BY received_at, seq",
-                    &[],
-                )
-                .map_err(TxFailure::Before)?;
-            rows.iter()
-                .map(|r| {
-                    Ok(ReportColumns {
-                        receipt_id: r.try_get(0)?,
-                        sid: r.try_get(1)?,
-                        serial: r.try_get(2)?,
-                        received_at: r.try_get(3)?,
-                        text: r.try_get(4)?,
-                        origin: r.try_get(5)?,
-                        assignment: r.try_get(6)?,
-                        late_by: r.try_get(7)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, postgres::Error>>()
-                .map_err(TxFailure::Before)
-        })?
-        .into_iter()
-        .map(ReportColumns::into_record)
-        .collect()
+        self.reports_of(None)
+    }
+
+    fn submissions_of(
+        &mut self,
+        sid: &str,
+    ) -> Result<(Vec<ReportRecord>, Vec<UploadRecord>), StoreError> {
+        Ok((self.reports_of(Some(sid))?, self.uploads_of(Some(sid))?))
     }
 
     fn uploads(&mut self) -> Result<Vec<UploadRecord>, StoreError> {
-        self.run("listing uploads", |conn| {
-            let rows = conn
-                .client
-                .query(
-                    "SELECT receipt_id, upload_id, sid, serial, received_at, assignment,
-                     file_name, size, sha256, chunks, late_seconds FROM uploads
-                     ORDER BY received_at, seq",
-                    &[],
-                )
-                .map_err(TxFailure::Before)?;
-            rows.iter()
-                .map(|r| {
-                    Ok(UploadColumns {
-                        receipt_id: r.try_get(0)?,
-                        upload_id: r.try_get(1)?,
-                        sid: r.try_get(2)?,
-                        serial: r.try_get(3)?,
-                        received_at: r.try_get(4)?,
-                        assignment: r.try_get(5)?,
-                        file_name: r.try_get(6)?,
-                        size: r.try_get(7)?,
-                        sha256: r.try_get(8)?,
-                        chunks: r.try_get(9)?,
-                        late_seconds: r.try_get(10)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, postgres::Error>>()
-                .map_err(TxFailure::Before)
-        })?
-        .into_iter()
-        .map(UploadColumns::into_record)
-        .collect()
+        self.uploads_of(None)
     }
 
     fn upload_chunk(&mut self, upload_id: i64, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
