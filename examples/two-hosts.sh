@@ -66,10 +66,10 @@ addr() { awk -v k="$2" '$1 == "listening" && $2 == k { print $3 }' "$1/stdout"; 
 mkdir "$work/a" "$work/b" "$work/student"
 start_host "$work/a"
 echo "== host A: CA $(addr "$work/a" ca), Blackboard $(addr "$work/a" blackboard)"
-# Host B: the same root and key (copied; the passphrase comes apart, here
+# Host B: the same root, key and log key (copied; the passphrase comes apart, here
 # from the environment), the same database.
 mkdir -m 0700 "$work/b/keys"
-cp -p "$work/a/keys/ca-key.pem" "$work/a/keys/ca-cert.pem" "$work/b/keys/"
+cp -p "$work/a/keys/ca-key.pem" "$work/a/keys/ca-cert.pem" "$work/a/keys/log-key.pem" "$work/b/keys/"
 start_host "$work/b"
 echo "== host B: CA $(addr "$work/b" ca), Blackboard $(addr "$work/b" blackboard)"
 

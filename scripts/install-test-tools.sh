@@ -6,6 +6,10 @@
 #   pkilint   (DigiCert's RFC 5280 linter: lint_pkix_cert, ...)    PyPI:   pkilint
 #   prometheus_client (Python; its text parser reads /metrics)      PyPI:   prometheus_client
 #   curl      (the OCSP GET form and the CRL in tests/http.rs)     Debian: curl
+#   chromium, chromedriver (headless browser the staff interface's
+#             tests drive over WebDriver, tests/staff_browser.rs)  Debian: chromium, chromium-driver
+#   nginx     (the TLS proxy of deploy/nginx-staff.conf, run as a
+#             throwaway instance by tests/staff_proxy.rs)          Debian: nginx
 # and PostgreSQL (initdb, pg_ctl, psql), which tests/postgres.rs runs as a
 # throwaway cluster (scripts/pg-test-cluster.sh)                  Debian: postgresql
 #
@@ -40,6 +44,12 @@ apt_missing=()
 have openssl || apt_missing+=(openssl)
 have certtool || apt_missing+=(gnutls-bin)
 have curl || apt_missing+=(curl)
+# The tests run these exact paths (Debian's), so check the paths rather than
+# PATH: a Chromium from elsewhere might not match its driver's version.
+[[ -x /usr/bin/chromium ]] || apt_missing+=(chromium)
+[[ -x /usr/bin/chromedriver ]] || apt_missing+=(chromium-driver)
+# Debian puts nginx in /usr/sbin, which is not on every user's PATH.
+[[ -x /usr/sbin/nginx ]] || apt_missing+=(nginx)
 if ((${#pip_missing[@]} > 0)) && ! python3 -m pip --version >/dev/null 2>&1; then
     apt_missing+=(python3-pip)
 fi
@@ -90,6 +100,10 @@ bash "$(dirname "${BASH_SOURCE[0]}")/pg-test-cluster.sh" install
 # Every tool answers, or the run stops here with the reason.
 openssl version >/dev/null
 certtool --version >/dev/null
+# (Debian 12's launcher prints a harmless shell error from /etc/chromium.d/dev-shm.)
+/usr/bin/chromium --version >/dev/null 2>&1
+/usr/bin/chromedriver --version >/dev/null
+/usr/sbin/nginx -v 2>/dev/null
 lint_pkix_cert --help >/dev/null
 if ! prometheus_client_ok; then
     log "prometheus_client installed but python3 cannot import it"
@@ -97,4 +111,4 @@ if ! prometheus_client_ok; then
 fi
 pkilint_version=$(python3 -c 'import importlib.metadata as m; print(m.version("pkilint"))' 2>/dev/null || echo '?')
 prometheus_client_version=$(python3 -c 'import importlib.metadata as m; print(m.version("prometheus_client"))' 2>/dev/null || echo '?')
-log "ok: $(openssl version | cut -d' ' -f1-2), $(certtool --version | head -n1), pkilint $pkilint_version, prometheus_client $prometheus_client_version"
+log "ok: $(openssl version | cut -d' ' -f1-2), $(certtool --version | head -n1), $(/usr/bin/chromium --version 2>/dev/null), $(/usr/sbin/nginx -v 2>&1 | cut -d' ' -f3), pkilint $pkilint_version, prometheus_client $prometheus_client_version"

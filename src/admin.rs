@@ -5,7 +5,7 @@
 
 mod course;
 mod coursework;
-mod csv;
+pub(crate) mod csv;
 mod email;
 mod export;
 pub mod extract;
@@ -16,8 +16,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 pub use course::{
-    import_roster, issue_codes, parse_roster, status, status_rows, CodeRequest, Imported,
-    StatusRow, Unverified, UNVERIFIED_REASON,
+    import_roster, import_roster_text, issue_codes, parse_roster, reissue_code, status,
+    status_rows, CodeRequest, Imported, StatusRow, Unverified, UNVERIFIED_REASON,
 };
 pub use coursework::{
     add_assignment, assignment_status, close_assignment, edit_assignment, extend, gradebook,

@@ -138,7 +138,7 @@ pub enum ClientError {
     /// SECURITY: the transparency log Blackboard proved her receipt against
     /// does not extend the one she saw before (a fork or a rewound log).
     /// Both signed checkpoints are kept as evidence.
-    LogFork(logcheck::LogFork),
+    LogFork(Box<logcheck::LogFork>),
     /// The server refused, with its reason.
     Refused {
         /// The server's code.
@@ -234,13 +234,16 @@ impl fmt::Display for ClientError {
             }
             ClientError::LogFork(fork) => write!(
                 f,
-                "SECURITY ERROR: the transparency log Blackboard proved her receipt against \
-                 does not extend the one she saw before: {}. Both signed checkpoints are kept \
-                 as evidence: {} (seen before) and {} (now). Show them to the instructor; her \
-                 receipt is saved, but the log may have been forked or rewritten.",
+                "SECURITY ERROR: the transparency log proved against now does not extend the \
+                 one she saw before: {}. Both signed checkpoints are kept as evidence: {} (seen \
+                 before) and {} (now). Show them to the instructor; what she received is saved, \
+                 but the log may have been forked or rewritten.\n--- seen before ---\n{}--- now \
+                 ---\n{}",
                 fork.why,
                 fork.kept.display(),
-                fork.evidence.display()
+                fork.evidence.display(),
+                crate::escape::escaped(&fork.kept_note),
+                crate::escape::escaped(&fork.new_note)
             ),
             ClientError::UnverifiedReceipt {
                 receipt_id,
@@ -666,13 +669,40 @@ fn remember_checkpoint(
     progress: &mut dyn FnMut(&str),
 ) -> Result<(), ClientError> {
     if let Some(note) = &receipt.log_checkpoint {
-        logcheck::remember(&opts.out_dir, note).map_err(ClientError::LogFork)?;
-        progress(&format!(
-            "her submission is entry {} of the transparency log (proof checked, checkpoint kept \
-             in {})",
-            receipt.content.log_index.unwrap_or_default(),
-            opts.out_dir.join(logcheck::CHECKPOINT_FILE).display()
-        ));
+        let what = format!(
+            "her submission is entry {} of the transparency log",
+            receipt.content.log_index.unwrap_or_default()
+        );
+        keep_checkpoint(opts, note, &what, progress)?;
+    }
+    Ok(())
+}
+
+/// Keeps a checkpoint a proof led to, once a consistency proof (asked of
+/// the CA, PROTOCOL.md V3.7) shows it extends the one she kept; a proof
+/// that fails is the security error, one that cannot be had is said and
+/// asked for again next time.
+fn keep_checkpoint(
+    opts: &ClientOptions,
+    note: &str,
+    what: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ClientError> {
+    let mut prove =
+        |old: u64, new: u64| enrollment::ask_consistency(opts, old, new).map_err(|e| e.to_string());
+    let kept = opts.out_dir.join(logcheck::CHECKPOINT_FILE);
+    match logcheck::remember(&opts.out_dir, note, &mut prove)
+        .map_err(|f| ClientError::LogFork(Box::new(f)))?
+    {
+        logcheck::Remembered::Kept | logcheck::Remembered::Same => progress(&format!(
+            "{what} (proof checked; the log extends the checkpoint she kept, now {})",
+            kept.display()
+        )),
+        logcheck::Remembered::Unproven(why) => progress(&format!(
+            "{what} (inclusion proof checked), but whether the log extends the checkpoint she \
+             kept in {} could not be checked ({why}); it is checked on her next run",
+            kept.display()
+        )),
     }
     Ok(())
 }

@@ -65,6 +65,8 @@ mod report_log;
 pub mod server;
 // SID rules: `bin/client`, fuzz.
 pub mod sid;
+/// The staff web interface (issue 23).
+pub mod staff;
 // Stores opened by `bin/server`, the benches and the store tests.
 pub mod store;
 // Shared fixtures (test CA, `Shared`, certificates) for unit tests,

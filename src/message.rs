@@ -44,6 +44,11 @@ mod tag {
     pub(super) const UPLOAD_DONE: u8 = 0x44;
     pub(super) const STATUS_REQUEST: u8 = 0x45;
     pub(super) const STATUS_PART: u8 = 0x46;
+    pub(super) const CA_HELLO_3: u8 = 0x48;
+    pub(super) const CA_CHALLENGE_3: u8 = 0x49;
+    pub(super) const CERT_ISSUED_3: u8 = 0x4a;
+    pub(super) const LOG_CONSISTENCY_REQUEST: u8 = 0x4b;
+    pub(super) const LOG_CONSISTENCY: u8 = 0x4c;
     pub(super) const ERROR: u8 = 0x7f;
 
     /// The type bytes of protocol version 1, no longer served: recognised
@@ -388,6 +393,60 @@ pub enum Message {
         /// HMAC over the number, `last` and the ciphertext.
         mac: [u8; MAC_LEN],
     },
+    /// C→S to the CA, version 3: the first message, with a fresh nonce
+    /// the CA signs, and the size of the latest log checkpoint she holds.
+    CaHello3 {
+        /// The protocol version ([`PROTOCOL_VERSION_3`]).
+        version: u16,
+        /// Fresh random bytes of the client's.
+        client_nonce: [u8; NONCE_LEN],
+        /// The size of the latest checkpoint she holds for this CA (0: none).
+        log_size: u64,
+    },
+    /// S→C from the CA, version 3: the root and the log key, proved by the
+    /// root key's signature over the hello and this challenge, before
+    /// anything secret leaves the client.
+    CaChallenge3 {
+        /// The protocol version ([`PROTOCOL_VERSION_3`]).
+        version: u16,
+        /// What a first enrollment needs.
+        policy: EnrollPolicy,
+        /// Fresh random bytes, good for one request.
+        nonce: [u8; NONCE_LEN],
+        /// The CA root certificate, DER.
+        ca_cert_der: Vec<u8>,
+        /// The log's verifier key (signed-note form); empty without a log.
+        log_key: String,
+        /// The root key's signature over the challenge transcript.
+        signature: Vec<u8>,
+    },
+    /// S→C from the CA, version 3: the certificate, the proof that it is
+    /// logged, and the next nonce.
+    CertIssued3 {
+        /// The student's certificate, DER.
+        cert_der: Vec<u8>,
+        /// The nonce for the next request on this connection.
+        next_nonce: [u8; NONCE_LEN],
+        /// The certificate's log entry (empty without a log).
+        log_entry: Vec<u8>,
+        /// The C2SP tlog-proof of that entry (empty without a log).
+        log_proof: String,
+        /// RFC 6962 consistency proof from her announced tree to the
+        /// proof's checkpoint, 32-byte hashes concatenated.
+        consistency: Vec<u8>,
+    },
+    /// C→S to the CA, version 3: a consistency proof between two tree sizes.
+    LogConsistencyRequest {
+        /// The smaller tree.
+        old_size: u64,
+        /// The larger tree.
+        new_size: u64,
+    },
+    /// S→C from the CA, version 3: the proof, 32-byte hashes concatenated.
+    LogConsistency {
+        /// RFC 6962 §2.1.2 proof.
+        proof: Vec<u8>,
+    },
     /// Either way: a refusal with a reason; the sender closes after it.
     Error {
         /// A machine-readable code.
@@ -717,6 +776,55 @@ impl Message {
                 put_bytes(&mut out, ciphertext);
                 out.extend_from_slice(mac);
             }
+            Message::CaHello3 {
+                version,
+                client_nonce,
+                log_size,
+            } => {
+                out.push(tag::CA_HELLO_3);
+                out.extend_from_slice(&version.to_le_bytes());
+                out.extend_from_slice(client_nonce);
+                out.extend_from_slice(&log_size.to_le_bytes());
+            }
+            Message::CaChallenge3 {
+                version,
+                policy,
+                nonce,
+                ca_cert_der,
+                log_key,
+                signature,
+            } => {
+                out.push(tag::CA_CHALLENGE_3);
+                out.extend_from_slice(&version.to_le_bytes());
+                out.push(*policy as u8);
+                out.extend_from_slice(nonce);
+                put_bytes(&mut out, ca_cert_der);
+                put_text(&mut out, log_key);
+                put_bytes(&mut out, signature);
+            }
+            Message::CertIssued3 {
+                cert_der,
+                next_nonce,
+                log_entry,
+                log_proof,
+                consistency,
+            } => {
+                out.push(tag::CERT_ISSUED_3);
+                put_bytes(&mut out, cert_der);
+                out.extend_from_slice(next_nonce);
+                put_bytes(&mut out, log_entry);
+                put_bytes(&mut out, log_proof.as_bytes());
+                put_bytes(&mut out, consistency);
+            }
+            Message::LogConsistencyRequest { old_size, new_size } => {
+                out.push(tag::LOG_CONSISTENCY_REQUEST);
+                out.extend_from_slice(&old_size.to_le_bytes());
+                out.extend_from_slice(&new_size.to_le_bytes());
+            }
+            Message::LogConsistency { proof } => {
+                out.push(tag::LOG_CONSISTENCY);
+                put_bytes(&mut out, proof);
+            }
             Message::Error { code, reason } => {
                 out.push(tag::ERROR);
                 out.extend_from_slice(&(*code as u16).to_le_bytes());
@@ -838,6 +946,34 @@ impl Message {
                 ciphertext: r.bytes("ciphertext")?,
                 mac: r.array("mac")?,
             },
+            tag::CA_HELLO_3 => Message::CaHello3 {
+                version: r.u16("version")?,
+                client_nonce: r.array("client_nonce")?,
+                log_size: r.u64("log_size")?,
+            },
+            tag::CA_CHALLENGE_3 => Message::CaChallenge3 {
+                version: r.u16("version")?,
+                policy: EnrollPolicy::from_byte(r.u8("policy")?)?,
+                nonce: r.array("nonce")?,
+                ca_cert_der: r.bytes("ca_cert")?,
+                log_key: r.text("log_key")?,
+                signature: r.bytes("signature")?,
+            },
+            tag::CERT_ISSUED_3 => Message::CertIssued3 {
+                cert_der: r.bytes("cert")?,
+                next_nonce: r.array("next_nonce")?,
+                log_entry: r.bytes("log_entry")?,
+                log_proof: String::from_utf8(r.bytes("log_proof")?)
+                    .map_err(|_| DecodeError::BadUtf8("log_proof"))?,
+                consistency: r.bytes("consistency")?,
+            },
+            tag::LOG_CONSISTENCY_REQUEST => Message::LogConsistencyRequest {
+                old_size: r.u64("old_size")?,
+                new_size: r.u64("new_size")?,
+            },
+            tag::LOG_CONSISTENCY => Message::LogConsistency {
+                proof: r.bytes("proof")?,
+            },
             tag::ERROR => Message::Error {
                 code: ErrorCode::from_u16(r.u16("code")?),
                 reason: r.text("reason")?,
@@ -873,6 +1009,11 @@ impl Message {
             Message::UploadDone { .. } => "UploadDone",
             Message::StatusRequest { .. } => "StatusRequest",
             Message::StatusPart { .. } => "StatusPart",
+            Message::CaHello3 { .. } => "CaHello3",
+            Message::CaChallenge3 { .. } => "CaChallenge3",
+            Message::CertIssued3 { .. } => "CertIssued3",
+            Message::LogConsistencyRequest { .. } => "LogConsistencyRequest",
+            Message::LogConsistency { .. } => "LogConsistency",
             Message::Error { .. } => "Error",
         }
     }
@@ -897,6 +1038,52 @@ mod tests {
             any::<[u8; 32]>().prop_map(|challenge| Message::AdmissionChallenge { challenge }),
             any::<[u8; 32]>().prop_map(|mac| Message::AdmissionResponse { mac }),
             any::<u16>().prop_map(|version| Message::CaHello { version }),
+            (any::<u16>(), any::<[u8; 32]>(), any::<u64>()).prop_map(
+                |(version, client_nonce, log_size)| Message::CaHello3 {
+                    version,
+                    client_nonce,
+                    log_size
+                }
+            ),
+            (
+                any::<[u8; 32]>(),
+                bytes(),
+                bytes(),
+                "[a-z+/0-9]{0,40}",
+                bytes()
+            )
+                .prop_map(|(nonce, ca_cert_der, signature, log_key, consistency)| {
+                    Message::CaChallenge3 {
+                        version: 3,
+                        policy: EnrollPolicy::Roster,
+                        nonce,
+                        ca_cert_der,
+                        log_key,
+                        signature: [signature, consistency].concat(),
+                    }
+                }),
+            (
+                bytes(),
+                any::<[u8; 32]>(),
+                bytes(),
+                "[a-z@/0-9\n ]{0,60}",
+                bytes()
+            )
+                .prop_map(
+                    |(cert_der, next_nonce, log_entry, log_proof, consistency)| {
+                        Message::CertIssued3 {
+                            cert_der,
+                            next_nonce,
+                            log_entry,
+                            log_proof,
+                            consistency,
+                        }
+                    }
+                ),
+            (any::<u64>(), any::<u64>()).prop_map(|(old_size, new_size)| {
+                Message::LogConsistencyRequest { old_size, new_size }
+            }),
+            bytes().prop_map(|proof| Message::LogConsistency { proof }),
             (
                 any::<u16>(),
                 prop_oneof![Just(EnrollPolicy::Open), Just(EnrollPolicy::Roster)],

@@ -361,6 +361,7 @@ mod tests {
             expects_continue: false,
             body: Vec::new(),
             keep_alive: true,
+            cookie: None,
         }
     }
 

@@ -29,6 +29,7 @@ mod blackboard;
 mod enrollment;
 mod error;
 pub mod legacy;
+mod logproof;
 mod submission;
 
 use std::fmt;
@@ -360,7 +361,7 @@ impl Session {
         let source = self.source;
         let (state, out) = match self.state {
             State::Blackboard(b) => b.on_committed(shared, peer),
-            State::Enrollment(e) => match e.on_committed(peer) {
+            State::Enrollment(e) => match e.on_committed(shared, peer) {
                 Ok(x) => x,
                 Err(e) => (State::Done, e.refusal(peer)),
             },
@@ -535,6 +536,7 @@ impl ProtocolError {
             | ProtocolError::Enrollment(_)
             | ProtocolError::Expired(_)
             | ProtocolError::UnsupportedVersion { .. }
+            | ProtocolError::LogRange { .. }
             | ProtocolError::Closed(_)
             | ProtocolError::Dropped { .. }
             | ProtocolError::Deadline(_)) => warn!("{peer}: {other}"),

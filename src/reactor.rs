@@ -54,7 +54,7 @@ use crate::store::Record;
 use commit::{CommitError, CommitHandle, Committer, InFlight, Outcome};
 use connection::{Connection, Env, Wait, Work};
 use listener::{open_spare, out_of_descriptors, AcceptFailures, Listener, Serves};
-use offload::{WorkHandle, Workers};
+use offload::{OffJob, WorkHandle, Workers};
 use transport::{interrupted, would_block, Budget};
 
 pub use http::HttpConnLimits;
@@ -131,6 +131,8 @@ pub(crate) struct Reactor {
     /// The HTTP listener's request limits and handler, when serving one.
     http_limits: HttpConnLimits,
     ops: Option<Ops>,
+    /// The staff web interface, when serving one.
+    staff: connection::StaffStart,
     /// Records made ready and not yet handed to the writer, with the
     /// connection awaiting each.
     pending: Vec<(Token, Record)>,
@@ -208,6 +210,7 @@ impl Reactor {
             limits,
             http_limits: HttpConnLimits::default(),
             ops: None,
+            staff: None,
             pending: Vec::new(),
             commits: committer.handle(Arc::clone(&waker)),
             workers: workers.map(|w| w.handle(waker)),
@@ -265,13 +268,29 @@ impl Reactor {
         Ok(())
     }
 
+    /// Also serves the staff web interface on `listener` (already
+    /// bound); its requests run on the worker pool, which this reactor
+    /// must have.
+    pub(crate) fn serve_staff(
+        &mut self,
+        listener: std::net::TcpListener,
+        app: std::sync::Arc<crate::staff::StaffApp>,
+    ) -> io::Result<()> {
+        if self.workers.is_none() {
+            return Err(io::Error::other("the staff listener needs the worker pool"));
+        }
+        self.listen(Serves::Staff, listener)?;
+        self.staff = Some(app);
+        Ok(())
+    }
+
     /// The bound address of each listener of our protocol, in order.
     pub(crate) fn local_addrs(&self) -> io::Result<Vec<(ServiceKind, SocketAddr)>> {
         self.listeners
             .iter()
             .filter_map(|l| match l.serves {
                 Serves::Frames(kind) => Some(l.socket.local_addr().map(|a| (kind, a))),
-                Serves::Http => None,
+                Serves::Http | Serves::Staff => None,
             })
             .collect()
     }
@@ -442,7 +461,10 @@ impl Reactor {
                 idx,
                 &self.shared,
                 &self.limits,
-                self.http_limits,
+                connection::HttpStart {
+                    limits: self.http_limits,
+                    staff: &self.staff,
+                },
             );
             self.deadlines
                 .push(Reverse((conn.transport.deadline(&self.limits), token)));
@@ -554,6 +576,7 @@ impl Reactor {
                 Work::Finish => conn.transport.finish(&mut self.budget),
                 Work::Output(out) => self.apply_output(token, out),
                 Work::Refuse(e) => self.refuse(token, e),
+                Work::Offload(job) => self.offload(token, job),
             }
         }
     }
@@ -574,16 +597,7 @@ impl Reactor {
         match out.then {
             After::Offload(job) => {
                 conn.transport.outbuf.extend_from_slice(&frames);
-                let submitted = match &self.workers {
-                    Some(w) => w
-                        .submit(token, job)
-                        .map_err(|busy| ConnectionError::WorkersBusy { queue: busy.queue }),
-                    None => Err(ConnectionError::NoWorkers),
-                };
-                match submitted {
-                    Ok(ticket) => conn.wait = Some(Wait::Work { _ticket: ticket }),
-                    Err(e) => self.refuse(token, e),
-                }
+                self.offload(token, OffJob::Session(job));
             }
             After::Persist(record) => {
                 conn.wait = Some(Wait::Commit {
@@ -598,6 +612,25 @@ impl Reactor {
                     conn.transport.finish(&mut self.budget);
                 }
             }
+        }
+    }
+
+    /// Hands `job` to the worker pool; the connection waits for it, or is
+    /// refused when the pool is full (or missing).
+    fn offload(&mut self, token: Token, job: OffJob) {
+        let submitted = match &self.workers {
+            Some(w) => w
+                .submit(token, job)
+                .map_err(|busy| ConnectionError::WorkersBusy { queue: busy.queue }),
+            None => Err(ConnectionError::NoWorkers),
+        };
+        match submitted {
+            Ok(ticket) => {
+                if let Some(conn) = self.conns.get_mut(&token) {
+                    conn.wait = Some(Wait::Work { _ticket: ticket });
+                }
+            }
+            Err(e) => self.refuse(token, e),
         }
     }
 

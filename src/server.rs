@@ -91,6 +91,10 @@ pub struct ServerConfig {
     /// The transparency log's origin line and key name (default: from the
     /// CA's organisation, `<O>/certboard-log`).
     pub log_origin: Option<String>,
+    /// Address of the staff web interface's listener; off when `None`.
+    pub staff_listen: Option<SocketAddr>,
+    /// How the staff interface runs (sessions, cookie, login throttle).
+    pub staff: crate::staff::StaffConfig,
 }
 
 /// Why the server could not start.
@@ -137,6 +141,23 @@ pub enum ServerError {
     },
     /// The OCSP responder could not be set up with the CA's key.
     Ocsp(crate::ops::ocsp::OcspError),
+    /// This host would append to the database's transparency log without
+    /// its key: receipts without proofs, or a second log.
+    LogKeyMissing {
+        /// The key file looked for.
+        path: PathBuf,
+        /// The verifier key the database's log is signed with, if known.
+        recorded: Option<String>,
+        /// Whether this host is Blackboard alone (no CA key here).
+        blackboard_only: bool,
+    },
+    /// This host's log key is not the one the database's log is signed with.
+    LogKeyMismatch {
+        /// The database's.
+        recorded: String,
+        /// This host's.
+        here: String,
+    },
 }
 
 /// What is wrong with a root certificate.
@@ -182,6 +203,42 @@ impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ServerError::Ca(e) => write!(f, "CA: {e}"),
+            ServerError::LogKeyMissing {
+                path,
+                recorded,
+                blackboard_only,
+            } => {
+                write!(
+                    f,
+                    "no transparency log key at {}: every host that accepts submissions or \
+                     issues certificates appends to the database's one log and signs its \
+                     checkpoints, so it needs the log's key",
+                    path.display()
+                )?;
+                if let Some(vkey) = recorded {
+                    write!(f, " (the database's log is signed by {vkey})")?;
+                }
+                if *blackboard_only {
+                    write!(
+                        f,
+                        ": run `server blackboard-cert --out DIR` where the CA key is (it writes \
+                         {} beside Blackboard's key) and copy it into this host's keys dir",
+                        crate::tlog::key::HOST_LOG_KEY_FILE
+                    )
+                } else {
+                    write!(
+                        f,
+                        ": copy keys/{} from the host that made it, beside ca-key.pem",
+                        crate::tlog::key::LOG_KEY_FILE
+                    )
+                }
+            }
+            ServerError::LogKeyMismatch { recorded, here } => write!(
+                f,
+                "this host's transparency log key {here} is not the one the database's log is \
+                 signed with ({recorded}): two keys would make two logs of one database; copy \
+                 the log key from the host that made it"
+            ),
             ServerError::Secret(e) => write!(f, "{e}"),
             ServerError::SecretFile { flag, source } => write!(f, "{flag}: {source}"),
             ServerError::Store(e) => write!(f, "store: {e}"),
@@ -224,7 +281,9 @@ impl std::error::Error for ServerError {
             ServerError::NoRoot(_)
             | ServerError::NoReactors
             | ServerError::ReactorPanicked(_)
-            | ServerError::ForeignDatabase { .. } => None,
+            | ServerError::ForeignDatabase { .. }
+            | ServerError::LogKeyMissing { .. }
+            | ServerError::LogKeyMismatch { .. } => None,
         }
     }
 }
@@ -271,10 +330,15 @@ pub fn open_ca(
 
 /// The log's origin: the one given, or `<the root's O (or CN)>/certboard-log`.
 pub fn log_origin(ca: &CertificateAuthority, given: Option<&str>) -> String {
+    log_origin_of(ca.cert(), given)
+}
+
+/// [`log_origin`] from the root certificate alone (a Blackboard-only host).
+fn log_origin_of(root: &X509, given: Option<&str>) -> String {
     if let Some(o) = given {
         return o.to_string();
     }
-    let name = ca.cert().subject_name();
+    let name = root.subject_name();
     let first = |nid| {
         name.entries_by_nid(nid)
             .next()
@@ -317,6 +381,14 @@ pub fn open_existing_log(
 /// The CA passphrase as configured, refused here when too short for a new
 /// root: read (and judged) before anything durable is made, so a start
 /// that fails on it leaves no database or keys behind.
+/// The passphrase of an existing CA's keys (the admin commands').
+pub fn ca_passphrase_of(
+    keys_dir: &std::path::Path,
+    passphrase_file: Option<&std::path::Path>,
+) -> Result<Vec<u8>, ServerError> {
+    ca_passphrase(keys_dir, passphrase_file)
+}
+
 fn ca_passphrase(
     keys_dir: &std::path::Path,
     passphrase_file: Option<&std::path::Path>,
@@ -547,6 +619,7 @@ pub struct Server {
     addrs: Vec<(ServiceKind, SocketAddr)>,
     root_fingerprint: String,
     http_addr: Option<SocketAddr>,
+    staff_addr: Option<SocketAddr>,
     /// Reads the store into `/metrics`' gauges while the server lives.
     _gauges: StoreGauges,
 }
@@ -622,6 +695,20 @@ impl Server {
             wanted.push((ServiceKind::Blackboard, cfg.blackboard_listen));
         }
         let (bound, http_addr) = bind_listeners(&wanted, cfg.http_listen, cfg.reactors)?;
+        // The staff listener is the first reactor's only: a few staff
+        // members, whose requests all run on the one worker pool anyway.
+        let mut staff_listener = cfg
+            .staff_listen
+            .map(|addr| {
+                reactor::bind(addr, false)
+                    .map_err(|e| ServerError::Io(format!("cannot listen on {addr} for staff"), e))
+            })
+            .transpose()?;
+        let staff_addr = staff_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()
+            .map_err(|e| ServerError::Io("local address".into(), e))?;
         // Then the store: a bad URL, a refused login or a foreign database
         // stops the start before anything (a new CA root) is made.
         let location = Location::from_flags(&cfg.data_dir, cfg.database.as_deref());
@@ -697,26 +784,64 @@ impl Server {
         } else {
             None
         };
-        // The log key sits beside the root and under its passphrase: the CA
-        // host signs the log's checkpoints and serves its tiles.
-        let log_api = match (&ca, &log_pass) {
-            (Some(ca), Some(pass)) => {
-                let signer = open_log_with(&cfg.keys_dir, pass, ca, cfg.log_origin.as_deref())?;
-                info!(
-                    "transparency log {}: verifier key {}",
-                    signer.name(),
-                    signer.verifier_key()
-                );
-                Some(Arc::new(crate::tlog::CheckpointSigner::new(signer)))
-            }
-            _ => None,
-        };
         let root = match (&ca, given_root) {
             (Some(ca), _) => ca.cert().clone(),
             (None, Some(root)) => root,
             // Not reached: without the CA here the root was read above.
             (None, None) => return Err(ServerError::NoRoot(cfg.keys_dir.clone())),
         };
+        // One database, one log, one key: every host appends (certificates
+        // or submissions) and signs checkpoints with it. The CA host keeps
+        // it beside the root under its passphrase (made on the first start
+        // of a database that records none); a Blackboard-only host holds
+        // the copy `server blackboard-cert` writes. The key is recorded in
+        // the database, and a host with another (or none) is refused.
+        let recorded = writer.course_setting(crate::tlog::key::LOG_KEY_SETTING)?;
+        let signer = match (&ca, &log_pass) {
+            (Some(ca), Some(pass)) => {
+                let path = crate::tlog::key::log_key_path(&cfg.keys_dir);
+                if recorded.is_some() && !path.exists() {
+                    return Err(ServerError::LogKeyMissing {
+                        path,
+                        recorded,
+                        blackboard_only: false,
+                    });
+                }
+                open_log_with(&cfg.keys_dir, pass, ca, cfg.log_origin.as_deref())?
+            }
+            _ => {
+                let origin = log_origin_of(&root, cfg.log_origin.as_deref());
+                match crate::tlog::key::open_host_key(&cfg.keys_dir, &origin)? {
+                    Some(s) => s,
+                    None => {
+                        return Err(ServerError::LogKeyMissing {
+                            path: cfg.keys_dir.join(crate::tlog::key::HOST_LOG_KEY_FILE),
+                            recorded,
+                            blackboard_only: true,
+                        })
+                    }
+                }
+            }
+        };
+        match recorded {
+            Some(r) if r != signer.verifier_key() => {
+                return Err(ServerError::LogKeyMismatch {
+                    recorded: r,
+                    here: signer.verifier_key(),
+                })
+            }
+            Some(_) => {}
+            None => writer.set_course_setting(
+                crate::tlog::key::LOG_KEY_SETTING,
+                Some(&signer.verifier_key()),
+            )?,
+        }
+        info!(
+            "transparency log {}: verifier key {}",
+            signer.name(),
+            signer.verifier_key()
+        );
+        let log_api = Some(Arc::new(crate::tlog::CheckpointSigner::new(signer)));
         let root_fingerprint =
             crate::crypto::fingerprint(&root.to_der().map_err(|e| ServerError::RootCert {
                 path: PathBuf::from("root"),
@@ -767,7 +892,9 @@ impl Server {
         let mut limits = cfg.limits.clone();
         limits.max_connections = crate::reactor::fdlimit::fit_max_connections(
             limits.max_connections,
-            wanted.len() + usize::from(cfg.http_listen.is_some()),
+            wanted.len()
+                + usize::from(cfg.http_listen.is_some())
+                + usize::from(cfg.staff_listen.is_some()),
             cfg.reactors,
         );
         let mut addrs: Vec<(ServiceKind, SocketAddr)> = Vec::new();
@@ -797,12 +924,20 @@ impl Server {
         .map_err(|e| ServerError::Io("starting the commit thread".into(), e))?;
         // Legacy enrollments make RSA keys: off the loops, on one pool for
         // all reactors (its threads stay while any reactor holds a handle).
-        let workers = match cfg.legacy {
+        let workers = match cfg.legacy || staff_listener.is_some() {
             true => Some(
                 Workers::start(offload::WORKERS, offload::QUEUE)
                     .map_err(|e| ServerError::Io("starting the worker pool".into(), e))?,
             ),
             false => None,
+        };
+        // The staff interface's own store connection, used off the loops.
+        let staff_app = match &staff_listener {
+            Some(_) => Some(crate::staff::StaffApp::new(
+                cfg.staff.clone(),
+                location.open_staff()?,
+            )),
+            None => None,
         };
         for (i, listeners) in bound.into_iter().enumerate() {
             let shared = Shared {
@@ -816,8 +951,9 @@ impl Server {
                 upload: cfg.upload,
                 renewal_grace_days: cfg.renewal_grace_days,
                 guess_limits: cfg.guess_limits,
-                // Receipts carry log proofs where this process signs.
-                log: if serve_bb { log_api.clone() } else { None },
+                // Receipts and certificates carry log proofs: every host
+                // that appends signs.
+                log: log_api.clone(),
             };
             let ops = Ops::new(shared.ca.clone(), Arc::clone(&metrics), crls.clone())
                 .map_err(ServerError::Ocsp)?
@@ -837,6 +973,10 @@ impl Server {
                 r.serve_http(l, ops, cfg.http_limits)
                     .map_err(|e| ServerError::Io(format!("reactor {i}: http listener"), e))?;
             }
+            if let (Some(l), Some(app)) = (staff_listener.take(), &staff_app) {
+                r.serve_staff(l, Arc::clone(app))
+                    .map_err(|e| ServerError::Io(format!("reactor {i}: staff listener"), e))?;
+            }
             if i == 0 {
                 addrs = r
                     .local_addrs()
@@ -852,6 +992,7 @@ impl Server {
             addrs,
             root_fingerprint,
             http_addr,
+            staff_addr,
             _gauges: gauges,
         })
     }
@@ -865,6 +1006,11 @@ impl Server {
     /// The bound address of the HTTP listener, if one was asked for.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The bound address of the staff listener, if one was asked for.
+    pub fn staff_addr(&self) -> Option<SocketAddr> {
+        self.staff_addr
     }
 
     /// The bound addresses.
@@ -949,6 +1095,8 @@ mod tests {
             http_limits: HttpConnLimits::default(),
             public_url: None,
             log_origin: None,
+            staff_listen: None,
+            staff: crate::staff::StaffConfig::default(),
         }
     }
 

@@ -46,6 +46,7 @@ mod location;
 mod migrate;
 mod postgres;
 mod sqlite;
+mod staff;
 pub mod tlog;
 
 use crate::tlog::merkle::{Hash as LogHash, NodeId};
@@ -55,6 +56,9 @@ pub use location::{shown_url, Location};
 pub use migrate::{migrate, MigrateError, Migrated};
 pub use postgres::{PgError, PostgresStore, Unavailable, UrlProblem, PG_SCHEMA_VERSION};
 pub use sqlite::{SqliteStore, DB_FILE, SCHEMA_VERSION};
+pub use staff::{
+    AuditEntry, LoginAttempt, LoginLimits, LoginVerdict, StaffAccount, StaffSession, StaffStorage,
+};
 
 /// What a client is told when the store cannot be reached: its request is
 /// refused and nothing it asked for was recorded.
@@ -493,7 +497,7 @@ pub struct UploadRecord {
 impl UploadRecord {
     /// Lower-case hex of its SHA-256.
     pub fn sha256_hex(&self) -> String {
-        self.sha256.iter().map(|b| format!("{b:02x}")).collect()
+        crate::crypto::hex_lower(&self.sha256)
     }
 }
 

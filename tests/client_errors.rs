@@ -330,10 +330,14 @@ fn an_expired_certificate_renews_from_the_client_within_the_grace() -> TestResul
 /// proof) is sent, and the client says which version it got.
 #[test]
 fn a_challenge_of_another_version_is_refused_before_anything_is_sent() -> TestResult {
-    let payload = certboard::message::Message::CaChallenge {
-        version: 3,
+    // The client speaks version 3 first (PROTOCOL.md V3.7).
+    let payload = certboard::message::Message::CaChallenge3 {
+        version: 4,
         policy: certboard::message::EnrollPolicy::Open,
         nonce: [7; 32],
+        ca_cert_der: Vec::new(),
+        log_key: String::new(),
+        signature: Vec::new(),
     }
     .encode();
     let mut frame = (payload.len() as i32).to_le_bytes().to_vec();
@@ -347,6 +351,6 @@ fn a_challenge_of_another_version_is_refused_before_anything_is_sent() -> TestRe
         peer.addr,
         &["--timeout", "5", "1155000001"],
     )?;
-    failed_saying(&out, "the CA answered with protocol version 3");
+    failed_saying(&out, "the CA answered with protocol version 4");
     Ok(())
 }

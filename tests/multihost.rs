@@ -57,13 +57,14 @@ fn copy_keys(from: &Path, to: &Path) -> std::io::Result<()> {
     let keys = to.join("keys");
     std::fs::create_dir(&keys)?;
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o700))?;
-    for f in ["ca-key.pem", "ca-cert.pem"] {
+    // The log key too: one database has one log, signed by one key
+    // (a host without it is refused, PROTOCOL.md §11.2).
+    for f in ["ca-key.pem", "ca-cert.pem", "log-key.pem"] {
         std::fs::copy(from.join("keys").join(f), keys.join(f))?;
     }
-    std::fs::set_permissions(
-        keys.join("ca-key.pem"),
-        std::fs::Permissions::from_mode(0o600),
-    )?;
+    for f in ["ca-key.pem", "log-key.pem"] {
+        std::fs::set_permissions(keys.join(f), std::fs::Permissions::from_mode(0o600))?;
+    }
     Ok(())
 }
 
@@ -79,6 +80,142 @@ fn serial_of(der: &[u8]) -> Result<String, Box<dyn std::error::Error>> {
         .to_hex_str()?
         .to_string();
     Ok(normalise_serial(&hex)?)
+}
+
+/// Issue 21: a CA host and a Blackboard-only host on one PostgreSQL keep
+/// one log. The Blackboard host is refused without the log key (and with
+/// another one); with the copy `server blackboard-cert` writes, students
+/// enrolled on the CA host submit on the Blackboard host, every record has
+/// exactly one entry, the indexes are 0..N-1 without a gap, every receipt
+/// carries a proof that verifies against a checkpoint of the one key, and
+/// `server log verify` passes, then names a row edited or deleted directly
+/// in PostgreSQL.
+#[test]
+fn a_ca_host_and_a_blackboard_host_keep_one_log() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = Cluster::shared().pg()?;
+    let url = cluster.fresh_db("one_log").pg()?;
+    let a = host(&url, None)?;
+    let bdir = tempfile::tempdir()?;
+    let bkeys = bdir.path().join("keys");
+    std::fs::create_dir(&bkeys)?;
+    std::fs::set_permissions(&bkeys, std::fs::Permissions::from_mode(0o700))?;
+    std::fs::copy(a.root_pem(), bkeys.join("ca-cert.pem"))?;
+    let made = a.admin(&["blackboard-cert", "--out", &bkeys.to_string_lossy()])?;
+    assert!(made.status.success(), "{}", text(&made));
+    assert!(
+        stdout(&made).contains("blackboard-log-key.pem"),
+        "{}",
+        text(&made)
+    );
+    let log_key = bkeys.join("blackboard-log-key.pem");
+    let kept = std::fs::read(&log_key)?;
+    // Without the log key: refused, saying what to do.
+    std::fs::remove_file(&log_key)?;
+    let bb_args = ["--database", url.as_str(), "--role", "blackboard"];
+    let refused = run_server(bdir.path(), &bb_args)?;
+    assert!(!refused.status.success(), "{}", text(&refused));
+    let said = text(&refused);
+    assert!(said.contains("no transparency log key"), "{said}");
+    assert!(said.contains("server blackboard-cert --out DIR"), "{said}");
+    // With another log's key: refused too.
+    let other = tempfile::tempdir()?;
+    let other_keys = other.path().join("keys");
+    std::fs::create_dir(&other_keys)?;
+    std::fs::set_permissions(&other_keys, std::fs::Permissions::from_mode(0o700))?;
+    certboard::tlog::key::open_log_key(&other_keys, b"another passphrase", "x/log")?;
+    certboard::tlog::key::export_host_key(&other_keys, b"another passphrase", &bkeys)?;
+    let refused = run_server(bdir.path(), &bb_args)?;
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("is not the one the database's log is signed with"),
+        "{}",
+        text(&refused)
+    );
+    std::fs::write(&log_key, &kept)?;
+    std::fs::set_permissions(&log_key, std::fs::Permissions::from_mode(0o600))?;
+    let b = TestServer::start_in(bdir, &bb_args)?;
+
+    let k = key()?;
+    let trust = b.trust()?;
+    let vkey = {
+        let out = a.admin(&["log", "key", "--database", &url])?;
+        assert!(out.status.success(), "{}", text(&out));
+        stdout(&out).trim().to_string()
+    };
+    let verifier = certboard::tlog::NoteVerifier::from_key(&vkey)?;
+    let mut receipts = Vec::new();
+    for i in 0..4 {
+        let sid = format!("115500001{i}");
+        let cert = enroll_key(a.ca, &sid, &k)?;
+        for _ in 0..2 {
+            receipts.push(submit_report(b.blackboard, &trust, &sid, &cert, &k)?);
+        }
+    }
+    // Every receipt carries a proof (checked by the client already) whose
+    // checkpoint is signed by the one log key.
+    for r in &receipts {
+        let note = r
+            .log_checkpoint
+            .as_deref()
+            .ok_or("a receipt without a log proof")?;
+        certboard::tlog::Checkpoint::open(note, &verifier, verifier.name())?;
+        assert!(r.content.log_index.is_some());
+    }
+    let db = url
+        .rsplit_once('/')
+        .and_then(|(_, d)| d.split('?').next())
+        .ok_or("no database in url")?
+        .to_string();
+    let mut c = cluster.client(&db).pg()?;
+    let idx: Vec<i64> = c
+        .query("SELECT idx FROM tlog_entries ORDER BY idx", &[])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        idx,
+        (0..12).collect::<Vec<i64>>(),
+        "4 certificates, 8 reports"
+    );
+    let distinct: i64 = c
+        .query_one("SELECT count(DISTINCT record) FROM tlog_entries", &[])?
+        .get(0);
+    assert_eq!(distinct, 12, "each record once");
+    let head: i64 = c.query_one("SELECT size FROM tlog_head", &[])?.get(0);
+    assert_eq!(head, 12);
+    let verify = a.admin(&["log", "verify", "--database", &url])?;
+    assert!(verify.status.success(), "{}", text(&verify));
+    assert!(
+        stdout(&verify).contains("log verified: 12 entries"),
+        "{}",
+        text(&verify)
+    );
+
+    // A report edited behind certboard's back is named.
+    c.execute(
+        "UPDATE reports SET text = 'rewritten' WHERE receipt_id = $1",
+        &[&i64::try_from(receipts[3].receipt_id)?],
+    )?;
+    let verify = a.admin(&["log", "verify", "--database", &url])?;
+    assert!(!verify.status.success(), "{}", text(&verify));
+    assert!(
+        text(&verify).contains("log verification FAILED"),
+        "{}",
+        text(&verify)
+    );
+
+    // So is a certificate deleted behind its back: the log's first entry.
+    let first: String = c
+        .query_one("SELECT record FROM tlog_entries WHERE idx = 0", &[])?
+        .get(0);
+    let serial = first.strip_prefix("cert:").ok_or("entry 0 is a certificate")?;
+    let deleted = c.execute("DELETE FROM certs WHERE serial = $1", &[&serial])?;
+    assert_eq!(deleted, 1, "{first}");
+    let verify = a.admin(&["log", "verify", "--database", &url])?;
+    assert!(!verify.status.success(), "{}", text(&verify));
+    assert!(text(&verify).contains("log entry 0 "), "{}", text(&verify));
+    Ok(())
 }
 
 /// Every serial in the database, and whether they are unique.

@@ -15,6 +15,9 @@ use std::sync::{Arc, Barrier};
 
 use certboard::store::{Assignment, SubmissionView, TIMEZONE_SETTING};
 use certboard::store::{
+    AuditEntry, LoginAttempt, LoginLimits, LoginVerdict, StaffSession, StaffStorage,
+};
+use certboard::store::{
     Authorisation, Authorised, CertRecord, CertStatus, CodeKey, Guess, GuessBound, GuessLimits,
     Origin, PostgresStore, Record, ReportRecord, RevocationMark, RosterChange, SqliteStore,
     Storage, StoreError, Student,
@@ -27,7 +30,7 @@ type TestResult = Result<(), BoxError>;
 /// A place a store lives, and how to open another connection to it (a
 /// second host, an admin command beside the server).
 trait Engine: Sized {
-    type Store: Storage + Send;
+    type Store: StaffStorage + Send;
     /// An empty location of its own.
     fn fresh(name: &str) -> Result<Self, BoxError>;
     /// A new connection to it.
@@ -1141,6 +1144,111 @@ fn uploads_become_visible_only_when_complete<E: Engine>() -> TestResult {
     Ok(())
 }
 
+/// Staff accounts: a name is taken once; a session is found by its token
+/// hash until it expires, and goes with its account; the audit log lists
+/// newest first.
+fn staff_accounts_sessions_and_audit<E: Engine>() -> TestResult {
+    let e = E::fresh("staff_accounts")?;
+    let mut s = e.open()?;
+    s.add_staff("ta1", "$argon2id$x", 100)?;
+    assert!(matches!(
+        s.add_staff("ta1", "$argon2id$y", 101),
+        Err(StoreError::Duplicate(_))
+    ));
+    assert_eq!(s.staff_password("ta1")?.as_deref(), Some("$argon2id$x"));
+    assert_eq!(s.staff_password("nobody")?, None);
+    let session = StaffSession {
+        token_hash: "h1".into(),
+        name: "ta1".into(),
+        csrf: "c1".into(),
+        created_at: 100,
+        expires_at: 200,
+    };
+    s.start_staff_session(&session)?;
+    assert_eq!(s.staff_session("h1", 150)?, Some(session.clone()));
+    assert_eq!(s.staff_session("h1", 200)?, None, "expired");
+    assert_eq!(s.staff_session("h2", 150)?, None);
+    assert!(s.end_staff_session("h1")?);
+    assert_eq!(s.staff_session("h1", 150)?, None);
+    s.start_staff_session(&session)?;
+    assert!(s.remove_staff("ta1")?);
+    assert!(!s.remove_staff("ta1")?);
+    assert_eq!(
+        e.open()?.staff_session("h1", 150)?,
+        None,
+        "her sessions went with her"
+    );
+    for (i, action) in ["login", "revoke", "logout"].iter().enumerate() {
+        s.audit(&AuditEntry {
+            id: 0,
+            at: 100 + i as i64,
+            who: "ta1".into(),
+            action: (*action).into(),
+            target: "1155000001".into(),
+            detail: String::new(),
+        })?;
+    }
+    let log = e.open()?.audit_log(2)?;
+    let actions: Vec<&str> = log.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, ["logout", "revoke"]);
+    assert!(log[0].id > log[1].id);
+    Ok(())
+}
+
+/// Login attempts are bounded per (account, source) and per source, never
+/// per account alone: another address still gets in.
+fn login_attempts_are_bounded_per_source_never_per_account<E: Engine>() -> TestResult {
+    let e = E::fresh("staff_attempts")?;
+    let mut s = e.open()?;
+    let limits = LoginLimits {
+        window: 600,
+        per_source: 4,
+        per_account_source: 2,
+    };
+    let at = |name: &str, source: &str, t: i64| LoginAttempt {
+        name: name.into(),
+        source: source.into(),
+        at: t,
+        limits,
+    };
+    assert_eq!(
+        s.count_login_attempt(&at("ta1", "10.0.0.1", 1000))?,
+        LoginVerdict::Counted
+    );
+    assert_eq!(
+        s.count_login_attempt(&at("ta1", "10.0.0.1", 1001))?,
+        LoginVerdict::Counted
+    );
+    assert_eq!(
+        s.count_login_attempt(&at("ta1", "10.0.0.1", 1002))?,
+        LoginVerdict::Throttled { retry_at: 1600 }
+    );
+    // Her own address is not held back by another's attempts.
+    assert_eq!(
+        s.count_login_attempt(&at("ta1", "10.0.0.2", 1002))?,
+        LoginVerdict::Counted
+    );
+    assert_eq!(
+        s.count_login_attempt(&at("ta2", "10.0.0.1", 1003))?,
+        LoginVerdict::Counted
+    );
+    assert_eq!(
+        s.count_login_attempt(&at("ta3", "10.0.0.1", 1004))?,
+        LoginVerdict::Counted
+    );
+    assert!(matches!(
+        s.count_login_attempt(&at("ta4", "10.0.0.1", 1005))?,
+        LoginVerdict::Throttled { .. }
+    ));
+    // A success forgets that pair's attempts; the window frees the rest.
+    s.forget_login_attempts("ta1", "10.0.0.2")?;
+    assert_eq!(
+        s.count_login_attempt(&at("ta1", "10.0.0.1", 1601))?,
+        LoginVerdict::Counted
+    );
+    Ok(())
+}
+
 /// A receipt id names one submission: a report and a file never share
 /// one, whichever came first or in one batch (the refused batch records
 /// nothing); `submissions_of` reads one student's of each kind.
@@ -1218,5 +1326,7 @@ contract!(
     every_record_has_its_leaf_and_the_head_is_their_root,
     concurrent_commits_make_one_gapless_log,
     uploads_become_visible_only_when_complete,
+    staff_accounts_sessions_and_audit,
+    login_attempts_are_bounded_per_source_never_per_account,
     a_receipt_id_names_one_submission,
 );

@@ -140,11 +140,13 @@ fn log_example_script_shows_the_instructors_and_anyones_checks() -> TestResult {
     Ok(())
 }
 
-/// The student's side: her receipt carries a proof that her submission is
-/// in the log (checked by the client, checkpoint kept); a second server
-/// state that rewrote history (same keys, another database) shows her a
-/// tree of the same size with another root, and the client refuses it with
-/// a security error, keeping both checkpoints.
+/// The student's side: her certificate and her receipt carry proofs that
+/// they are in the log (checked by the client; the checkpoint kept only
+/// once a consistency proof from the one she kept verifies: the first run
+/// goes from the certificate's tree of 1 to the receipt's of 2). A second
+/// server state that rewrote history (same keys, another database) then
+/// shows her a larger tree that does not extend hers, and the client
+/// refuses it with a security error naming both checkpoints, keeping them.
 #[test]
 fn a_receipt_proves_its_entry_and_a_forked_log_is_refused() -> TestResult {
     let honest = TestServer::start(&[])?;
@@ -152,24 +154,43 @@ fn a_receipt_proves_its_entry_and_a_forked_log_is_refused() -> TestResult {
     let out = out_dir.path().to_string_lossy().to_string();
     let first = honest.client(&["--out-dir", &out, "1155000001"])?;
     assert!(first.status.success(), "{}", text(&first));
+    let said = text(&first);
     assert!(
-        text(&first).contains("entry 1 of the transparency log"),
-        "{}",
-        text(&first)
+        said.contains("her certificate is entry 0 of the transparency log"),
+        "{said}"
+    );
+    assert!(said.contains("entry 1 of the transparency log"), "{said}");
+    assert!(
+        said.contains("the log extends the checkpoint she kept"),
+        "{said}"
     );
     let kept = std::fs::read_to_string(out_dir.path().join("log-checkpoint"))?;
     assert!(kept.starts_with("CUHK/certboard-log\n2\n"), "{kept}");
 
-    // Another server with the same keys and a fresh database: its log
-    // of two entries has another root.
+    // Another server with the same keys and a fresh database, where
+    // someone else has enrolled and submitted: its log of two entries has
+    // another root, and the tree of three with her certificate does not
+    // extend the one she kept.
     let forked_dir = tempfile::tempdir()?;
     copy_dir(&honest.path().join("keys"), &forked_dir.path().join("keys"))?;
     let forked = TestServer::start_in(forked_dir, &[])?;
+    let other = tempfile::tempdir()?;
+    let filler = forked.client(&["--out-dir", &other.path().to_string_lossy(), "1155000009"])?;
+    assert!(filler.status.success(), "{}", text(&filler));
     let second = forked.client(&["--out-dir", &out, "1155000002"])?;
     assert!(!second.status.success(), "{}", text(&second));
     let said = text(&second);
     assert!(said.contains("SECURITY ERROR"), "{said}");
-    assert!(said.contains("two different trees of 2 entries"), "{said}");
+    assert!(
+        said.contains("the tree of 3 entries does not extend the tree of 2 she saw"),
+        "{said}"
+    );
+    // Both checkpoints are printed.
+    assert!(
+        said.contains("--- seen before ---") && said.contains("CUHK/certboard-log\\n2\\n"),
+        "{said}"
+    );
+    assert!(said.contains("CUHK/certboard-log\\n3\\n"), "{said}");
     let evidence: Vec<_> = std::fs::read_dir(out_dir.path())?
         .filter_map(|e| e.ok())
         .filter(|e| {
@@ -183,6 +204,20 @@ fn a_receipt_proves_its_entry_and_a_forked_log_is_refused() -> TestResult {
     assert_eq!(
         std::fs::read_to_string(out_dir.path().join("log-checkpoint"))?,
         kept
+    );
+    // A server whose log is smaller than the one she saw: rewound.
+    let rewound_dir = tempfile::tempdir()?;
+    copy_dir(
+        &honest.path().join("keys"),
+        &rewound_dir.path().join("keys"),
+    )?;
+    let rewound = TestServer::start_in(rewound_dir, &[])?;
+    let third = rewound.client(&["--out-dir", &out, "1155000003"])?;
+    assert!(!third.status.success(), "{}", text(&third));
+    assert!(
+        text(&third).contains("the log shrank from 2 to 1 entries"),
+        "{}",
+        text(&third)
     );
     Ok(())
 }

@@ -76,12 +76,22 @@ pub fn import_roster(
     path: &Path,
     unverified: Unverified,
 ) -> Result<Imported, AdminError> {
-    let file_err = |source| AdminError::File {
+    let text = std::fs::read_to_string(path).map_err(|source| AdminError::File {
         path: path.to_path_buf(),
         source,
-    };
-    let text = std::fs::read_to_string(path).map_err(file_err)?;
-    let students = parse_roster(&text).map_err(|problems| AdminError::BadRoster {
+    })?;
+    import_roster_text(store, &text, path, unverified)
+}
+
+/// [`import_roster`] of a roster already read (the staff interface's
+/// upload); `path` names it in errors.
+pub fn import_roster_text(
+    store: &mut dyn Storage,
+    text: &str,
+    path: &Path,
+    unverified: Unverified,
+) -> Result<Imported, AdminError> {
+    let students = parse_roster(text).map_err(|problems| AdminError::BadRoster {
         path: path.to_path_buf(),
         problems,
     })?;
@@ -276,6 +286,31 @@ pub fn issue_codes(
     file.write_all(text.as_bytes()).map_err(file_err)?;
     file.sync_all().map_err(file_err)?;
     Ok(stored.len())
+}
+
+/// `roster codes --sid SID --reissue` for the staff interface: her new
+/// code is returned (to be shown once) instead of written to a file; the
+/// store keeps only its key, as for the command.
+pub fn reissue_code(store: &mut dyn Storage, sid: &str) -> Result<String, AdminError> {
+    let roster = store.roster()?;
+    if !roster
+        .iter()
+        .any(|e| e.sid == sid && e.dropped_at.is_none())
+    {
+        return Err(AdminError::NotFound(format!(
+            "SID {sid} is not on the roster"
+        )));
+    }
+    let code = EnrollCode::generate()?;
+    let key = code.key(sid)?;
+    let stored = store.store_codes(&[(sid.to_string(), key)], now_unix(), true)?;
+    if stored.iter().any(|s| s == sid) {
+        Ok(code.grouped())
+    } else {
+        Err(AdminError::Refused(format!(
+            "no code was stored for SID {sid}"
+        )))
+    }
 }
 
 /// One student's line of `status`.

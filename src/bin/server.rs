@@ -160,6 +160,17 @@ struct RunArgs {
     /// as its CRL distribution point and URL/ocsp as its OCSP responder.
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
+    /// Address of the staff web interface (port 0: any free port); off by
+    /// default. Put it behind a TLS-terminating proxy (deploy/) and give
+    /// --staff-secure-cookie.
+    #[arg(long, value_name = "ADDR")]
+    staff_listen: Option<SocketAddr>,
+    /// Mark the staff session cookie `Secure` (served over TLS by a proxy).
+    #[arg(long)]
+    staff_secure_cookie: bool,
+    /// Hours a staff login lasts.
+    #[arg(long, value_name = "HOURS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=168))]
+    staff_session_hours: u64,
     /// Most requests on one HTTP connection (keep-alive).
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     http_max_requests: u32,
@@ -292,6 +303,9 @@ enum Command {
     /// The course roster and its enrollment codes.
     #[command(subcommand)]
     Roster(RosterCommand),
+    /// Staff accounts of the web interface (--staff-listen).
+    #[command(subcommand)]
+    Staff(StaffCommand),
     /// Write a consistent copy of the database to FILE (safe while the
     /// server runs).
     Backup {
@@ -433,6 +447,79 @@ enum AssignmentCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum StaffCommand {
+    /// Add a staff account. The password (at least 12 characters) is
+    /// asked on the terminal, or read from the first line of
+    /// --password-file; only its argon2id hash is stored.
+    Add {
+        /// Her login name: 1 to 64 of A-Z a-z 0-9 . _ -
+        name: String,
+        /// Read the password from the first line of this file.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// List the staff accounts (name and when added).
+    List,
+    /// Remove a staff account; her sessions end at once.
+    Remove {
+        /// Her login name.
+        name: String,
+    },
+}
+
+/// `server staff ...`.
+fn staff(location: &Location, cmd: StaffCommand) -> Result<(), Box<dyn std::error::Error>> {
+    use certboard::staff::auth;
+    let mut store = location.open_staff()?;
+    match cmd {
+        StaffCommand::Add {
+            name,
+            password_file,
+        } => {
+            auth::check_name(&name)?;
+            let password = match password_file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    text.lines().next().unwrap_or("").to_string()
+                }
+                None => {
+                    use std::io::IsTerminal;
+                    if !std::io::stdin().is_terminal() {
+                        return Err(
+                            "no terminal to ask the password on: give --password-file FILE".into(),
+                        );
+                    }
+                    let first = rpassword::prompt_password(format!("password for {name}: "))?;
+                    let again = rpassword::prompt_password("again: ")?;
+                    if first != again {
+                        return Err("the two passwords differ; nothing was added".into());
+                    }
+                    first
+                }
+            };
+            // Hashing takes tens of milliseconds: here, in the command,
+            // never on the server's loop.
+            let phc = auth::hash_password(&password)?;
+            store.add_staff(&name, &phc, certboard::time::now_unix())?;
+            println!("staff account {name} added");
+        }
+        StaffCommand::List => {
+            for a in store.staff_accounts()? {
+                println!("{} {}", a.name, certboard::time::rfc3339(a.created_at));
+            }
+        }
+        StaffCommand::Remove { name } => {
+            if !store.remove_staff(&name)? {
+                return Err(format!("no staff account {name:?}").into());
+            }
+            println!("staff account {name} removed; her sessions are ended");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
 enum RosterCommand {
     /// Add students and update names from a CSV with a header `sid,name`
     /// (other columns ignored). Nothing is imported if any row is bad;
@@ -566,6 +653,12 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
         },
         public_url: a.public_url,
         log_origin: common.log_origin.clone(),
+        staff_listen: a.staff_listen,
+        staff: certboard::staff::StaffConfig {
+            session_lifetime: Duration::from_secs(a.staff_session_hours * 3600),
+            secure_cookie: a.staff_secure_cookie,
+            ..certboard::staff::StaffConfig::default()
+        },
     };
     if let (Some(o), Some(c)) = (a.submissions_open, a.submissions_close) {
         if o >= c {
@@ -583,6 +676,10 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
     if let Some(addr) = server.http_addr() {
         println!("listening http {addr}");
         log::info!("http listening on {addr}");
+    }
+    if let Some(addr) = server.staff_addr() {
+        println!("listening staff {addr}");
+        log::info!("staff web interface listening on {addr}");
     }
     use std::io::Write;
     std::io::stdout().flush()?;
@@ -646,11 +743,27 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
             cert.display(),
             key.display()
         );
+        // A Blackboard host appends to the log and signs its checkpoints.
+        if certboard::tlog::key::log_key_path(&common.keys_dir).exists() {
+            let pass =
+                server::ca_passphrase_of(&common.keys_dir, common.ca_passphrase_file.as_deref())?;
+            let log = certboard::tlog::key::export_host_key(&common.keys_dir, &pass, out)?;
+            println!(
+                "the transparency log's key for a Blackboard host: {} (mode 0600)",
+                log.display()
+            );
+        }
         return Ok(());
     }
     let location = Location::from_flags(&common.data_dir, common.database.as_deref());
     match (&cmd, &location) {
         (Command::Migrate { to }, _) => return migrate(&common, to.clone()),
+        (Command::Staff(_), _) => {
+            if let Command::Staff(cmd) = cmd {
+                return staff(&location, cmd);
+            }
+            return Ok(());
+        }
         (Command::Backup { .. }, Location::Postgres(url)) => return Err(pg_dump_hint(url).into()),
         (Command::Backup { out }, Location::Sqlite(dir)) => {
             SqliteStore::open_existing(dir)?.backup_to(out)?;
@@ -682,7 +795,7 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
             }
         }
         // Handled above, before a store is opened.
-        Command::Backup { .. } | Command::Migrate { .. } => {}
+        Command::Backup { .. } | Command::Migrate { .. } | Command::Staff(_) => {}
         Command::Certs { format } => admin::certs(store, format, &mut stdout.lock())?,
         Command::Reports {
             assignment: Some(id),

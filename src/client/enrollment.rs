@@ -1,6 +1,8 @@
-//! The CA exchange (protocol version 2): her key and CSR, the CA's
-//! challenge, the code or renewal proof, and the certificate checked
-//! before it is kept; and which saved credentials are still good.
+//! The CA exchange: her key and CSR, the CA's challenge, the code or
+//! renewal proof, and the certificate checked before it is kept; and which
+//! saved credentials are still good. Version 3 (PROTOCOL.md V3.7) is
+//! spoken first: the CA proves its root (checked against her pin) before
+//! any code's MAC leaves, and the certificate comes with its log proof.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,11 +20,15 @@ use openssl::sign::Signer;
 use openssl::x509::{X509Name, X509ReqBuilder, X509};
 
 use crate::course::code::{self, EnrollCode};
-use crate::message::{EnrollAuth, EnrollPolicy, ErrorCode, Message, NONCE_LEN, PROTOCOL_VERSION};
+use crate::message::{
+    EnrollAuth, EnrollPolicy, ErrorCode, Message, NONCE_LEN, PROTOCOL_VERSION, PROTOCOL_VERSION_3,
+};
+use crate::tlog::NoteVerifier;
 use crate::verify::Verifier;
 
 use super::files::{write_file, Files};
-use super::pin::{pin_root, RootPin};
+use super::logcheck;
+use super::pin::{check_pin, pin_root, RootPin};
 use super::transport::FramedStream;
 use super::{unexpected, ClientError, ClientOptions, KeyType};
 
@@ -50,6 +56,17 @@ pub struct CaSession {
     /// What a first enrollment needs here.
     pub policy: EnrollPolicy,
     nonce: [u8; NONCE_LEN],
+    /// Version 3: what the CA proved in its challenge.
+    v3: Option<Proved>,
+    /// The log size announced in the hello (version 3).
+    announced: u64,
+}
+
+/// What a version 3 CA proved with its root key's signature.
+#[derive(Debug)]
+struct Proved {
+    ca_cert_der: Vec<u8>,
+    log_key: Option<NoteVerifier>,
 }
 
 /// What the CA issued.
@@ -59,6 +76,9 @@ pub struct CertAnswer {
     pub cert_der: Vec<u8>,
     /// The CA root, DER.
     pub ca_cert_der: Vec<u8>,
+    /// Version 3: the certificate's log entry, its tlog-proof and the
+    /// consistency proof from the size she announced (empty without a log).
+    pub log: Option<(Vec<u8>, String, Vec<u8>)>,
 }
 
 /// Adds what a person can act on to a refusal of the first CA message:
@@ -98,12 +118,100 @@ impl CaSession {
                 version: PROTOCOL_VERSION,
                 policy,
                 nonce,
-            } => Ok(CaSession { policy, nonce }),
+            } => Ok(CaSession {
+                policy,
+                nonce,
+                v3: None,
+                announced: 0,
+            }),
             Message::CaChallenge { version, .. } => Err(ClientError::Protocol(format!(
                 "the CA answered with protocol version {version}; this client speaks {PROTOCOL_VERSION}"
             ))),
             other => Err(unexpected("CaChallenge", &other)),
         }
+    }
+
+    /// Sends `CaHello3` (announcing the size of the latest log checkpoint
+    /// she holds) and reads the challenge: the root it carries must be the
+    /// pinned one and its signature over her nonce must verify with that
+    /// root's key, before anything is sent (PROTOCOL.md V3.7).
+    pub fn open_v3(
+        conn: &mut FramedStream,
+        pin: &RootPin,
+        log_size: u64,
+    ) -> Result<CaSession, ClientError> {
+        let peer = conn.peer().to_string();
+        let hello = Message::CaHello3 {
+            version: PROTOCOL_VERSION_3,
+            client_nonce: crate::crypto::random::<NONCE_LEN>()?,
+            log_size,
+        };
+        conn.send(&hello)?;
+        match conn.recv().map_err(|e| hello_refused(e, &peer))? {
+            Message::CaChallenge3 {
+                version: PROTOCOL_VERSION_3,
+                policy,
+                nonce,
+                ca_cert_der,
+                log_key,
+                signature,
+            } => {
+                // The pin first: a root she does not trust is refused
+                // whatever it signed.
+                check_pin(&ca_cert_der, pin)?;
+                let root = X509::from_der(&ca_cert_der).map_err(|_| {
+                    ClientError::BadCertificate("the CA's root in its challenge is not DER".into())
+                })?;
+                let transcript = crate::crypto::ca_challenge_transcript(
+                    &hello.encode(),
+                    policy as u8,
+                    &nonce,
+                    &ca_cert_der,
+                    &log_key,
+                );
+                let root_key = root.public_key()?;
+                let signed = openssl::sign::Verifier::new(MessageDigest::sha256(), &root_key)
+                    .and_then(|mut v| {
+                        v.update(&transcript)?;
+                        v.verify(&signature)
+                    })
+                    .unwrap_or(false);
+                if !signed {
+                    return Err(ClientError::BadCertificate(
+                        "the CA's signature over her challenge does not verify with the root it \
+                         presented: it does not hold that root's key (nothing was sent)"
+                            .into(),
+                    ));
+                }
+                let log_key = if log_key.is_empty() {
+                    None
+                } else {
+                    Some(
+                        NoteVerifier::from_key(&log_key)
+                            .map_err(|e| ClientError::Protocol(format!("the CA's log key: {e}")))?,
+                    )
+                };
+                Ok(CaSession {
+                    policy,
+                    nonce,
+                    v3: Some(Proved {
+                        ca_cert_der,
+                        log_key,
+                    }),
+                    announced: log_size,
+                })
+            }
+            Message::CaChallenge3 { version, .. } => Err(ClientError::Protocol(format!(
+                "the CA answered with protocol version {version}; this client asked for \
+                 {PROTOCOL_VERSION_3}"
+            ))),
+            other => Err(unexpected("CaChallenge3", &other)),
+        }
+    }
+
+    /// The log's key the CA proved (version 3 with a log).
+    pub fn log_key(&self) -> Option<&NoteVerifier> {
+        self.v3.as_ref().and_then(|p| p.log_key.as_ref())
     }
 
     /// The nonce the next request must bind.
@@ -119,20 +227,108 @@ impl CaSession {
         auth: EnrollAuth,
     ) -> Result<CertAnswer, ClientError> {
         conn.send(&Message::CertRequest { csr_der, auth })?;
-        match conn.recv()? {
-            Message::CertIssued {
-                cert_der,
-                ca_cert_der,
-                next_nonce,
-            } => {
+        match (conn.recv()?, &self.v3) {
+            (
+                Message::CertIssued {
+                    cert_der,
+                    ca_cert_der,
+                    next_nonce,
+                },
+                None,
+            ) => {
                 self.nonce = next_nonce;
                 Ok(CertAnswer {
                     cert_der,
                     ca_cert_der,
+                    log: None,
                 })
             }
-            other => Err(unexpected("CertIssued", &other)),
+            (
+                Message::CertIssued3 {
+                    cert_der,
+                    next_nonce,
+                    log_entry,
+                    log_proof,
+                    consistency,
+                },
+                Some(proved),
+            ) => {
+                self.nonce = next_nonce;
+                Ok(CertAnswer {
+                    cert_der,
+                    ca_cert_der: proved.ca_cert_der.clone(),
+                    log: (!log_proof.is_empty()).then_some((log_entry, log_proof, consistency)),
+                })
+            }
+            (other, None) => Err(unexpected("CertIssued", &other)),
+            (other, Some(_)) => Err(unexpected("CertIssued3", &other)),
         }
+    }
+}
+
+/// Asks the CA for the RFC 6962 consistency proof from the tree of `old`
+/// entries to the tree of `new` (`LogConsistencyRequest`, PROTOCOL.md
+/// V3.7). The answer proves nothing by itself: the caller checks it
+/// against the two signed roots she holds.
+pub(super) fn ask_consistency(
+    opts: &ClientOptions,
+    old: u64,
+    new: u64,
+) -> Result<Vec<crate::tlog::Hash>, ClientError> {
+    let mut conn = FramedStream::connect(&opts.ca, opts.timeout)?;
+    conn.admit(opts.admission_secret.as_deref())?;
+    conn.send(&Message::LogConsistencyRequest {
+        old_size: old,
+        new_size: new,
+    })?;
+    match conn.recv()? {
+        Message::LogConsistency { proof } => logcheck::split_hashes(&proof).ok_or_else(|| {
+            ClientError::Protocol("a consistency proof that is not 32-byte hashes".into())
+        }),
+        other => Err(unexpected("LogConsistency", &other)),
+    }
+}
+
+/// Connects to the CA and opens a session: version 3, where the CA proves
+/// its root before anything secret leaves. A CA that does not know
+/// version 3 (it refuses `CaHello3` as an unknown message, code 1) is
+/// spoken to in version 2 again, unless her one-time code would be sent:
+/// version 2 sends its MAC before the root is seen, so a wrong CA would
+/// spend it.
+fn open_ca(
+    opts: &ClientOptions,
+    sends_code: bool,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(FramedStream, CaSession), ClientError> {
+    let announced = logcheck::kept_size(&opts.out_dir);
+    let mut conn = FramedStream::connect(&opts.ca, opts.timeout)?;
+    conn.admit(opts.admission_secret.as_deref())?;
+    match CaSession::open_v3(&mut conn, &opts.root_pin, announced) {
+        Ok(s) => Ok((conn, s)),
+        Err(ClientError::Refused {
+            code: ErrorCode::Malformed,
+            reason,
+        }) if !sends_code => {
+            progress(&format!(
+                "the CA does not speak protocol version 3 ({reason}); enrolling by version 2"
+            ));
+            let mut conn = FramedStream::connect(&opts.ca, opts.timeout)?;
+            conn.admit(opts.admission_secret.as_deref())?;
+            let s = CaSession::open(&mut conn)?;
+            Ok((conn, s))
+        }
+        Err(ClientError::Refused {
+            code: ErrorCode::Malformed,
+            reason,
+        }) => Err(ClientError::Refused {
+            code: ErrorCode::Malformed,
+            reason: format!(
+                "{reason}: this CA speaks only protocol version 2, which sends her one-time \
+                 enrollment code before the CA proves its root, so a wrong CA would spend it; \
+                 nothing was sent (ask the instructor to upgrade the server)"
+            ),
+        }),
+        Err(e) => Err(e),
     }
 }
 
@@ -341,10 +537,8 @@ pub(super) fn enroll_student(
         "step 1: generated her {}-bit RSA key pair and a CSR for CN={sid}",
         key.bits()
     ));
-    let mut conn = FramedStream::connect(&opts.ca, opts.timeout)?;
-    conn.admit(opts.admission_secret.as_deref())?;
-    let mut ca = CaSession::open(&mut conn)?;
     let code = opts.codes.get(sid);
+    let (mut conn, mut ca) = open_ca(opts, current.is_none() && code.is_some(), progress)?;
     let auth = match (&current, code, ca.policy) {
         (Some((old_key, old_cert)), _, _) => {
             progress("step 2: renewing: proving possession of her current key (no code needed)");
@@ -359,6 +553,11 @@ pub(super) fn enroll_student(
         (None, Some(code), EnrollPolicy::Roster) => code_auth(code, sid, ca.nonce(), &csr)?,
         (None, None, _) => EnrollAuth::Open,
     };
+    let authorisation = match &auth {
+        EnrollAuth::Open => crate::tlog::Authorisation::Open,
+        EnrollAuth::Code { .. } => crate::tlog::Authorisation::Code,
+        EnrollAuth::Renewal { .. } => crate::tlog::Authorisation::Renewal,
+    };
     let answer = ca.request(&mut conn, csr, auth)?;
     // Before anything the CA sent is trusted.
     pin_root(&answer.ca_cert_der, &opts.root_pin, progress)?;
@@ -366,6 +565,22 @@ pub(super) fn enroll_student(
         .map_err(|_| ClientError::BadCertificate("root is not DER".into()))?;
     let cert = check_certificate(sid, &answer.cert_der, &root, &key)?;
     let serial = crate::ca::Serial::from_asn1(cert.serial_number())?;
+    let logged = match &answer.log {
+        Some((entry, proof, consistency)) => Some((
+            logcheck::check_cert_inclusion(
+                entry,
+                proof,
+                ca.log_key(),
+                sid,
+                &answer.cert_der,
+                &serial.to_string(),
+                authorisation,
+            )
+            .map_err(|e| ClientError::BadCertificate(format!("its log proof: {e}")))?,
+            consistency,
+        )),
+        None => None,
+    };
     progress(&format!(
         "step 2: CA issued certificate serial {serial}, valid until {}; it chains to the root ({})",
         cert.not_after(),
@@ -378,6 +593,31 @@ pub(super) fn enroll_student(
     write_file(&files.key(), &key.private_key_to_pem_pkcs8()?, 0o600)?;
     write_file(&files.cert(), &cert.to_pem()?, 0o644)?;
     write_file(&files.ca(), &root.to_pem()?, 0o644)?;
+    if let Some(((note, index), consistency)) = logged {
+        // The proof for the size announced came with the certificate; any
+        // other is asked for.
+        let sent = logcheck::split_hashes(consistency);
+        let announced = ca.announced;
+        let mut prove = |old: u64, new: u64| match &sent {
+            Some(p) if old == announced && !p.is_empty() => Ok(p.clone()),
+            _ => ask_consistency(opts, old, new).map_err(|e| e.to_string()),
+        };
+        let kept = opts.out_dir.join(logcheck::CHECKPOINT_FILE);
+        match logcheck::remember(&opts.out_dir, &note, &mut prove)
+            .map_err(|f| ClientError::LogFork(Box::new(f)))?
+        {
+            logcheck::Remembered::Kept | logcheck::Remembered::Same => progress(&format!(
+                "her certificate is entry {index} of the transparency log (proof checked \
+                 against a checkpoint signed by the log key the CA proved; checkpoint kept in {})",
+                kept.display()
+            )),
+            logcheck::Remembered::Unproven(why) => progress(&format!(
+                "her certificate is entry {index} of the transparency log (proof \
+                 checked), but whether the log extends the checkpoint she kept could not be \
+                 checked ({why})"
+            )),
+        }
+    }
     progress(&format!("SID{sid} sign finished"));
     Ok((key, answer.cert_der, root))
 }

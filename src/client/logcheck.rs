@@ -12,9 +12,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::receipt::ReceiptContent;
-use crate::tlog::merkle::{leaf_hash, verify_inclusion};
+use crate::tlog::merkle::{leaf_hash, verify_consistency, verify_inclusion, Hash};
 use crate::tlog::note::SignedNote;
-use crate::tlog::{Checkpoint, CheckpointError, Leaf, NoteError, TlogProof};
+use crate::tlog::{
+    Authorisation, Checkpoint, CheckpointError, Leaf, LeafError, NoteError, NoteVerifier, TlogProof,
+};
 
 /// Why a receipt's log proof does not hold.
 #[derive(Debug)]
@@ -32,6 +34,13 @@ pub enum ProofCheckError {
     },
     /// A receipt field the entry is rebuilt from does not parse.
     Field(&'static str),
+    /// The certificate's entry is not an entry, or not of her certificate
+    /// (says which field differs).
+    Entry(Result<&'static str, LeafError>),
+    /// The checkpoint is not signed by the log key the CA proved.
+    Signature(CheckpointError),
+    /// A proof came with no log key to check its checkpoint with.
+    NoLogKey,
     /// The path does not lead from her entry to the checkpoint's root.
     NotIncluded {
         /// The index claimed.
@@ -51,6 +60,16 @@ impl fmt::Display for ProofCheckError {
                 "log_index {receipt} differs from the log proof's index {proof}"
             ),
             ProofCheckError::Field(what) => write!(f, "the receipt's {what} does not parse"),
+            ProofCheckError::Entry(Ok(field)) => write!(
+                f,
+                "the log entry sent is not her certificate's: its {field} differs"
+            ),
+            ProofCheckError::Entry(Err(e)) => write!(f, "the log entry sent: {e}"),
+            ProofCheckError::Signature(e) => write!(f, "the log proof's checkpoint: {e}"),
+            ProofCheckError::NoLogKey => write!(
+                f,
+                "a log proof came without the log's key to check its checkpoint with"
+            ),
             ProofCheckError::NotIncluded { index, size } => write!(
                 f,
                 "the log proof does not show her submission as entry {index} of the tree of \
@@ -141,6 +160,64 @@ fn check_entry(
     Ok(Some(proof.checkpoint))
 }
 
+/// Checks a version 3 certificate's log proof (`CertIssued3`): `entry`
+/// must be the entry of her certificate (her SID, its serial and SHA-256,
+/// the authorisation she used), `proof_text` must lead from it to a
+/// checkpoint signed by `log_key` (which the CA's root key signed in its
+/// challenge). Returns the checkpoint note and the entry's index.
+pub(crate) fn check_cert_inclusion(
+    entry: &[u8],
+    proof_text: &str,
+    log_key: Option<&NoteVerifier>,
+    sid: &str,
+    cert_der: &[u8],
+    serial: &str,
+    authorisation: Authorisation,
+) -> Result<(String, u64), ProofCheckError> {
+    let log_key = log_key.ok_or(ProofCheckError::NoLogKey)?;
+    let proof = TlogProof::parse(proof_text).map_err(ProofCheckError::Proof)?;
+    let cp = Checkpoint::open(&proof.checkpoint, log_key, log_key.name())
+        .map_err(ProofCheckError::Signature)?;
+    match Leaf::decode(entry).map_err(|e| ProofCheckError::Entry(Err(e)))? {
+        Leaf::Cert {
+            sid: s,
+            serial: n,
+            cert_sha256,
+            authorisation: a,
+            ..
+        } => {
+            let differs = if s != sid {
+                Some("SID")
+            } else if !n.eq_ignore_ascii_case(serial) {
+                Some("serial")
+            } else if cert_sha256 != openssl::sha::sha256(cert_der) {
+                Some("certificate SHA-256")
+            } else if a != authorisation {
+                Some("authorisation")
+            } else {
+                None
+            };
+            if let Some(field) = differs {
+                return Err(ProofCheckError::Entry(Ok(field)));
+            }
+        }
+        Leaf::Submission { .. } => return Err(ProofCheckError::Entry(Ok("kind"))),
+    }
+    if !verify_inclusion(
+        &leaf_hash(entry),
+        proof.index,
+        cp.size,
+        &proof.path,
+        &cp.root,
+    ) {
+        return Err(ProofCheckError::NotIncluded {
+            index: proof.index,
+            size: cp.size,
+        });
+    }
+    Ok((proof.checkpoint, proof.index))
+}
+
 /// A log that does not extend what she saw before.
 #[derive(Debug)]
 pub struct LogFork {
@@ -150,19 +227,63 @@ pub struct LogFork {
     pub evidence: PathBuf,
     /// What conflicts.
     pub why: String,
+    /// The kept checkpoint's note, verbatim.
+    pub kept_note: String,
+    /// The conflicting note, verbatim.
+    pub new_note: String,
+}
+
+/// The size of the latest checkpoint kept in `out_dir` (0: none), which
+/// a version 3 hello announces so that the CA proves consistency from it.
+pub(crate) fn kept_size(out_dir: &Path) -> u64 {
+    fs::read_to_string(out_dir.join(CHECKPOINT_FILE))
+        .ok()
+        .and_then(|n| checkpoint_of(&n).ok())
+        .map_or(0, |c| c.size)
+}
+
+/// Splits a consistency proof sent as concatenated 32-byte hashes.
+pub(crate) fn split_hashes(bytes: &[u8]) -> Option<Vec<Hash>> {
+    if !bytes.len().is_multiple_of(32) {
+        return None;
+    }
+    bytes.chunks(32).map(|c| <Hash>::try_from(c).ok()).collect()
+}
+
+/// What [`remember`] did with a new checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Remembered {
+    /// Kept: the first, one of another log, or one proved to extend the
+    /// kept one.
+    Kept,
+    /// The same tree as the one kept.
+    Same,
+    /// Larger, but no consistency proof could be had: the kept one stays,
+    /// so the next check asks again from it.
+    Unproven(String),
 }
 
 /// Compares `note` with the latest checkpoint kept in `out_dir` and keeps
-/// the newer. Same size and another root, or a smaller tree: a fork.
-pub(crate) fn remember(out_dir: &Path, note: &str) -> Result<(), LogFork> {
+/// the newer. Same size and another root, or a smaller tree: a fork. A
+/// larger tree is kept only once an RFC 6962 consistency proof from the
+/// kept one (asked of `prove(old, new)`; `Err`: none could be had, why)
+/// verifies against both signed roots; a proof that fails is a fork.
+pub(crate) fn remember(
+    out_dir: &Path,
+    note: &str,
+    prove: &mut dyn FnMut(u64, u64) -> Result<Vec<Hash>, String>,
+) -> Result<Remembered, LogFork> {
     let kept = out_dir.join(CHECKPOINT_FILE);
     let new = match checkpoint_of(note) {
         Ok(c) => c,
         // Checked already by check_inclusion.
-        Err(_) => return Ok(()),
+        Err(_) => return Ok(Remembered::Same),
     };
     let old_note = fs::read_to_string(&kept).ok();
-    if let Some(old) = old_note.as_deref().and_then(|n| checkpoint_of(n).ok()) {
+    if let Some((old, old_note)) = old_note
+        .as_deref()
+        .and_then(|n| Some((checkpoint_of(n).ok()?, n)))
+    {
         let why = if old.origin != new.origin {
             None
         } else if new.size == old.size && new.root != old.root {
@@ -175,6 +296,19 @@ pub(crate) fn remember(out_dir: &Path, note: &str) -> Result<(), LogFork> {
                 "the log shrank from {} to {} entries",
                 old.size, new.size
             ))
+        } else if new.size > old.size {
+            match prove(old.size, new.size) {
+                Ok(proof) => (!verify_consistency(
+                    old.size, &old.root, new.size, &new.root, &proof,
+                ))
+                .then(|| {
+                    format!(
+                        "the tree of {} entries does not extend the tree of {} she saw                          (its consistency proof fails)",
+                        new.size, old.size
+                    )
+                }),
+                Err(why) => return Ok(Remembered::Unproven(why)),
+            }
         } else {
             None
         };
@@ -188,12 +322,14 @@ pub(crate) fn remember(out_dir: &Path, note: &str) -> Result<(), LogFork> {
                 kept,
                 evidence,
                 why,
+                kept_note: old_note.to_string(),
+                new_note: note.to_string(),
             });
         }
-        if new.size == old.size {
-            return Ok(());
+        if new.size == old.size && old.origin == new.origin {
+            return Ok(Remembered::Same);
         }
     }
     let _ = crate::fsutil::write_atomic(&kept, note.as_bytes(), 0o644);
-    Ok(())
+    Ok(Remembered::Kept)
 }

@@ -75,6 +75,17 @@ pub fn pin_root(
     }
 }
 
+/// Checks a root the CA presents against the pin, before anything secret
+/// is sent to it (a version 3 challenge): like [`pin_root`], but a first
+/// use pins nothing yet (the root is pinned once the certificate it
+/// issued holds up).
+pub(super) fn check_pin(root_der: &[u8], pin: &RootPin) -> Result<(), ClientError> {
+    match pin {
+        RootPin::FirstUse(path) if read_pin(path)?.is_none() => Ok(()),
+        _ => pin_root(root_der, pin, &mut |_| {}),
+    }
+}
+
 /// Reads a pin file kept by [`pin_root`]: `None` when there is none. It
 /// is held to the checks of a private key's file (a regular file, hers or
 /// root's, writable by no one else, in a directory no one else may write

@@ -101,6 +101,9 @@ pub struct Request {
     pub body: Vec<u8>,
     /// Whether the connection may carry another request after this one.
     pub keep_alive: bool,
+    /// The `Cookie` fields, joined with `; ` (the staff listener's
+    /// session), if any.
+    pub cookie: Option<String>,
 }
 
 impl Request {
@@ -402,6 +405,7 @@ impl RequestDecoder {
                 expects_continue: fields.expects_continue,
                 body: Vec::new(),
                 keep_alive,
+                cookie: fields.cookie,
             },
             head_len,
             body_len,
@@ -461,6 +465,7 @@ struct Fields {
     close: bool,
     keep_alive: bool,
     expects_continue: bool,
+    cookie: Option<String>,
 }
 
 impl Fields {
@@ -496,6 +501,14 @@ impl Fields {
                     f.close |= token.eq_ignore_ascii_case(b"close");
                     f.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
                 }
+            } else if name.eq_ignore_ascii_case("cookie") {
+                // RFC 6265 §5.4: one field, but HTTP/2 proxies may split it.
+                let v = std::str::from_utf8(h.value)
+                    .map_err(|_| HttpError::BadHeaderValue("cookie"))?;
+                f.cookie = Some(match f.cookie.take() {
+                    Some(before) => format!("{before}; {}", v.trim()),
+                    None => v.trim().to_owned(),
+                });
             } else if name.eq_ignore_ascii_case("expect") {
                 f.expects_continue |= h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
             }
@@ -531,6 +544,9 @@ pub struct Response {
     pub allow: Option<&'static str>,
     /// Whether the connection closes after this response.
     pub close: bool,
+    /// Further header fields, in order (the staff pages' security headers,
+    /// `Location`, `Set-Cookie`, `Content-Disposition`).
+    pub headers: Vec<(&'static str, String)>,
     /// The body (left out for HEAD, its length still announced).
     pub body: Vec<u8>,
 }
@@ -544,8 +560,15 @@ impl Response {
             cache_control: None,
             allow: None,
             close: false,
+            headers: Vec::new(),
             body,
         }
+    }
+
+    /// Adds a header field (its value stripped of control characters).
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
     }
 
     /// Sets `Content-Type`.
@@ -602,6 +625,9 @@ impl Response {
         if let Some(allow) = self.allow {
             let _ = write!(h, "Allow: {}\r\n", header_text(allow));
         }
+        for (name, value) in &self.headers {
+            let _ = write!(h, "{}: {}\r\n", header_text(name), header_text(value));
+        }
         let _ = write!(h, "Content-Length: {}\r\n", self.body.len());
         let connection = if self.close { "close" } else { "keep-alive" };
         let _ = write!(h, "Connection: {connection}\r\n\r\n");
@@ -620,7 +646,10 @@ pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
+        303 => "See Other",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",

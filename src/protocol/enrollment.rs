@@ -16,6 +16,15 @@
 //! ([`Enrollment::on_committed`]). So no more guesses are ever evaluated
 //! than the bounds allow, however many arrive at once.
 //!
+//! Version 3 (PROTOCOL.md V3.7) differs in three messages: `CaHello3`
+//! carries her fresh nonce and the size of the latest log checkpoint she
+//! holds; `CaChallenge3` carries the root and the log's key, signed with
+//! the root key over her nonce, so she checks her pin before any code's
+//! MAC leaves; `CertIssued3` is made only once the certificate's record
+//! is durable, with its log entry, its inclusion proof and the
+//! consistency proof from her checkpoint. A `LogConsistencyRequest` is
+//! answered whenever a hello or a request is awaited.
+//!
 //! Version 1's bare `EnrollRequest` is no longer served: it is refused
 //! with code 10 before it reaches this module (`ProtocolError::Version1`).
 
@@ -28,7 +37,9 @@ use openssl::hash::MessageDigest;
 use crate::ca::{CaError, CertificateAuthority, Serial};
 use crate::course::{self, code, Grant, Refusal, RenewalError};
 use crate::crypto;
-use crate::message::{EnrollAuth, Message, MAC_LEN, NONCE_LEN, PROTOCOL_VERSION};
+use crate::message::{
+    EnrollAuth, Message, MAC_LEN, NONCE_LEN, PROTOCOL_VERSION, PROTOCOL_VERSION_3,
+};
 use crate::store::{Authorisation, EnrollView, Guess, Origin, Record, StoreError};
 use crate::time::{now_unix, time_text, unix_time};
 use crate::verify::{CertError, Verifier, X509_V_ERR_CERT_HAS_EXPIRED};
@@ -45,13 +56,20 @@ pub(super) enum Enrollment {
     Challenged {
         /// The nonce the next request binds.
         nonce: [u8; NONCE_LEN],
+        /// Version 3: the log size she holds (`None`: version 2).
+        log_size: Option<u64>,
     },
     /// A certificate issued; the client may send another request bound
     /// to `nonce` (the `next_nonce` sent), or close.
     Issued {
         /// The nonce the next request binds.
         nonce: [u8; NONCE_LEN],
+        /// Version 3: the log size she holds now (`None`: version 2).
+        log_size: Option<u64>,
     },
+    /// Version 3: a certificate issued, its `CertIssued3` (with its log
+    /// proof) made once its record is durable.
+    Recording(Box<Recording>),
     /// A code request counted as a guess, its MAC checked once the count
     /// is durable.
     Guessed(Box<Counted>),
@@ -68,6 +86,17 @@ pub(super) struct Counted {
     /// The roster and code as read before the count (a code spent or
     /// reissued meanwhile is caught when the certificate commits).
     view: EnrollView,
+    /// Version 3: the log size she holds.
+    log_size: Option<u64>,
+}
+
+/// A version 3 certificate waiting for its record.
+#[derive(Debug)]
+pub(super) struct Recording {
+    cert_der: Vec<u8>,
+    serial: String,
+    next_nonce: [u8; NONCE_LEN],
+    log_size: u64,
 }
 
 impl Enrollment {
@@ -95,9 +124,27 @@ impl Enrollment {
         match (self, msg) {
             (Enrollment::AwaitHello, Message::CaHello { version }) => hello(version, shared),
             (
-                Enrollment::Challenged { nonce } | Enrollment::Issued { nonce },
+                Enrollment::AwaitHello,
+                hello @ Message::CaHello3 {
+                    version, log_size, ..
+                },
+            ) => hello3(version, &hello.encode(), log_size, shared),
+            (
+                Enrollment::Challenged { nonce, log_size } | Enrollment::Issued { nonce, log_size },
                 Message::CertRequest { csr_der, auth },
-            ) => request(nonce, csr_der, &auth, shared, peer, source),
+            ) => request(nonce, log_size, csr_der, &auth, shared, peer, source),
+            (
+                state @ (Enrollment::AwaitHello
+                | Enrollment::Challenged { .. }
+                | Enrollment::Issued { .. }),
+                Message::LogConsistencyRequest { old_size, new_size },
+            ) => {
+                let proof = super::logproof::consistency(&mut *shared.store, old_size, new_size)?;
+                Ok((
+                    State::Enrollment(state),
+                    Output::reply(Message::LogConsistency { proof }),
+                ))
+            }
             (state, msg) => other_message(msg, state.expecting(), peer),
         }
     }
@@ -109,14 +156,16 @@ impl Enrollment {
                 "waiting for an enrollment request (CertRequest)"
             }
             Enrollment::Guessed(_) => "checking an enrollment code",
+            Enrollment::Recording(_) => "recording a certificate",
         }
     }
 
     /// The last record is durable: a counted guess is checked now, and
     /// answered (a certificate, held for its own record, or a refusal).
-    pub(super) fn on_committed(self, peer: &str) -> Step {
+    pub(super) fn on_committed(self, shared: &mut Shared, peer: &str) -> Step {
         match self {
             Enrollment::Guessed(counted) => check_counted(*counted, peer),
+            Enrollment::Recording(r) => Ok(issued_v3(*r, shared, peer)),
             state @ (Enrollment::AwaitHello
             | Enrollment::Challenged { .. }
             | Enrollment::Issued { .. }) => Ok((State::Enrollment(state), Output::default())),
@@ -128,9 +177,10 @@ impl Enrollment {
     pub(super) fn on_expiry(&self, expired: Expired) -> Option<ProtocolError> {
         match self {
             Enrollment::Issued { .. } => None,
-            Enrollment::AwaitHello | Enrollment::Challenged { .. } | Enrollment::Guessed(_) => {
-                Some(ProtocolError::Expired(expired))
-            }
+            Enrollment::AwaitHello
+            | Enrollment::Challenged { .. }
+            | Enrollment::Guessed(_)
+            | Enrollment::Recording(_) => Some(ProtocolError::Expired(expired)),
         }
     }
 }
@@ -174,14 +224,115 @@ pub(super) fn hello(version: u16, shared: &mut Shared) -> Step {
         nonce,
     };
     Ok((
-        State::Enrollment(Enrollment::Challenged { nonce }),
+        State::Enrollment(Enrollment::Challenged {
+            nonce,
+            log_size: None,
+        }),
         Output::reply(reply),
     ))
 }
 
+/// Answers `CaHello3` (`hello`: its payload) with the policy, a fresh
+/// nonce, the root and the log's key, all signed with the root key over
+/// her hello: she checks the root against her pin before any secret
+/// leaves (PROTOCOL.md V3.7).
+fn hello3(version: u16, hello: &[u8], log_size: u64, shared: &mut Shared) -> Step {
+    let ca = the_ca(shared)?;
+    if version != PROTOCOL_VERSION_3 {
+        return Err(ProtocolError::UnsupportedVersion { got: version });
+    }
+    let roster_on = shared
+        .store
+        .enrollment_view("")
+        .map_err(store_failed)?
+        .roster_on;
+    let policy = course::policy(roster_on);
+    let nonce = crypto::random::<NONCE_LEN>().map_err(|e| internal("nonce", e))?;
+    let log_key = shared
+        .log
+        .as_ref()
+        .map(|l| l.key().verifier_key())
+        .unwrap_or_default();
+    let transcript =
+        crypto::ca_challenge_transcript(hello, policy as u8, &nonce, ca.cert_der(), &log_key);
+    let signature = openssl::sign::Signer::new(MessageDigest::sha256(), ca.key())
+        .and_then(|mut s| {
+            s.update(&transcript)?;
+            s.sign_to_vec()
+        })
+        .map_err(|e| internal("signing the challenge", e))?;
+    let reply = Message::CaChallenge3 {
+        version: PROTOCOL_VERSION_3,
+        policy,
+        nonce,
+        ca_cert_der: ca.cert_der().to_vec(),
+        log_key,
+        signature,
+    };
+    Ok((
+        State::Enrollment(Enrollment::Challenged {
+            nonce,
+            log_size: Some(log_size),
+        }),
+        Output::reply(reply),
+    ))
+}
+
+/// A version 3 certificate now durable: its `CertIssued3`, with the log
+/// proofs when this host holds the log key (without them, logged, rather
+/// than no certificate at all: it is issued and recorded).
+fn issued_v3(r: Recording, shared: &mut Shared, peer: &str) -> (State, Output) {
+    let record = crate::store::tlog::cert_record_key(&r.serial);
+    let proven = match &shared.log {
+        Some(signer) => {
+            let signer = Arc::clone(signer);
+            match super::logproof::prove_record(&mut *shared.store, &signer, &record, r.log_size) {
+                Ok(p) => p,
+                Err(e) => {
+                    log::warn!(
+                        "{peer}: certificate serial {} goes out without its log proof: {e}",
+                        r.serial
+                    );
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let log_size = proven.as_ref().map_or(r.log_size, |p| p.size);
+    let (log_entry, log_proof, consistency) = match proven {
+        Some(p) => (p.entry, p.proof, p.consistency),
+        None => (Vec::new(), String::new(), Vec::new()),
+    };
+    info!(
+        "{peer}: certificate serial {} recorded and sent{}",
+        r.serial,
+        if log_proof.is_empty() {
+            ""
+        } else {
+            " with its log proof"
+        }
+    );
+    (
+        State::Enrollment(Enrollment::Issued {
+            nonce: r.next_nonce,
+            log_size: Some(log_size),
+        }),
+        Output::reply(Message::CertIssued3 {
+            cert_der: r.cert_der,
+            next_nonce: r.next_nonce,
+            log_entry,
+            log_proof,
+            consistency,
+        }),
+    )
+}
+
 /// One `CertRequest`, bound to `nonce`.
+#[allow(clippy::too_many_arguments)] // ok: the request's parts and the connection's
 pub(super) fn request(
     nonce: [u8; NONCE_LEN],
+    log_size: Option<u64>,
     csr_der: Vec<u8>,
     auth: &EnrollAuth,
     shared: &mut Shared,
@@ -234,6 +385,7 @@ pub(super) fn request(
                 Authorisation::Renewal { renews, vouched },
                 "renewed by proof of possession of the current key, which it supersedes",
                 peer,
+                log_size,
             )
         }
         EnrollAuth::Code { mac } if course::is_guess(&view, auth) => {
@@ -253,6 +405,7 @@ pub(super) fn request(
                     "enrollment code verified; consumed once recorded, superseding the SID's \
                      other certificates",
                     peer,
+                    log_size,
                 );
             }
             let guess = Record::Guess(Guess {
@@ -268,6 +421,7 @@ pub(super) fn request(
                 csr_der,
                 mac: *mac,
                 view,
+                log_size,
             };
             Ok((
                 State::Enrollment(Enrollment::Guessed(Box::new(counted))),
@@ -286,6 +440,7 @@ pub(super) fn request(
                 Authorisation::Open,
                 "open enrollment (no roster)",
                 peer,
+                log_size,
             ),
             // Never without a roster, and a code with a roster is a guess.
             Ok(Grant::Code(_)) => Err(internal(
@@ -318,6 +473,7 @@ fn check_counted(c: Counted, peer: &str) -> Step {
                 "enrollment code verified; consumed once recorded, superseding the SID's \
                  other certificates",
                 peer,
+                c.log_size,
             )
         }
         Ok(Grant::Open) => Err(internal(
@@ -336,6 +492,7 @@ fn issue(
     authorised: Authorisation,
     how: &str,
     peer: &str,
+    log_size: Option<u64>,
 ) -> Step {
     let issued = ca
         .issue_checked(checked)
@@ -347,6 +504,22 @@ fn issue(
         issued.sid,
         time_text(issued.not_after)
     );
+    if let Some(log_size) = log_size {
+        let recording = Recording {
+            cert_der: issued.der.clone(),
+            serial: issued.serial.to_string(),
+            next_nonce,
+            log_size,
+        };
+        let record = cert_record(issued, Origin::Certboard, authorised);
+        return Ok((
+            State::Enrollment(Enrollment::Recording(Box::new(recording))),
+            Output {
+                then: After::Persist(record),
+                ..Output::default()
+            },
+        ));
+    }
     let reply = Message::CertIssued {
         cert_der: issued.der.clone(),
         ca_cert_der: ca.cert_der().to_vec(),
@@ -358,7 +531,10 @@ fn issue(
         ..Output::reply(reply)
     };
     Ok((
-        State::Enrollment(Enrollment::Issued { nonce: next_nonce }),
+        State::Enrollment(Enrollment::Issued {
+            nonce: next_nonce,
+            log_size: None,
+        }),
         out,
     ))
 }

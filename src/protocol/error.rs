@@ -75,6 +75,15 @@ pub enum ProtocolError {
         /// The version asked for.
         got: u16,
     },
+    /// A log consistency proof asked between sizes the log cannot prove.
+    LogRange {
+        /// The smaller size asked.
+        old: u64,
+        /// The larger size asked.
+        new: u64,
+        /// The tree's size now.
+        size: u64,
+    },
     /// A message of protocol version 1 (`EnrollRequest`, `SubmitHello`...),
     /// which this server no longer serves, whenever it arrives.
     Version1 {
@@ -184,8 +193,13 @@ impl fmt::Display for ProtocolError {
             ProtocolError::Expired(e) => write!(f, "{e}"),
             ProtocolError::UnsupportedVersion { got } => write!(
                 f,
-                "protocol version {got} is not served by this server; it speaks version 2: \
-                 upgrade the client"
+                "protocol version {got} is not served by this server; it speaks versions 2 and \
+                 3: upgrade the client"
+            ),
+            ProtocolError::LogRange { old, new, size } => write!(
+                f,
+                "no consistency proof from {old} to {new} entries: the log holds {size} \
+                 (the old size must not exceed the new, nor the new the log's)"
             ),
             ProtocolError::Version1 { .. } => write!(
                 f,
@@ -231,6 +245,7 @@ impl Error for ProtocolError {
             | ProtocolError::Expired(_)
             | ProtocolError::UnsupportedVersion { .. }
             | ProtocolError::Dropped { .. }
+            | ProtocolError::LogRange { .. }
             | ProtocolError::Version1 { .. } => None,
         }
     }
@@ -406,6 +421,7 @@ impl ServerFault for ProtocolError {
             | ProtocolError::Report { .. }
             | ProtocolError::Expired(_)
             | ProtocolError::UnsupportedVersion { .. }
+            | ProtocolError::LogRange { .. }
             | ProtocolError::Version1 { .. }
             | ProtocolError::Course { .. }
             | ProtocolError::Upload { .. }
@@ -528,6 +544,7 @@ impl From<&ProtocolError> for ErrorCode {
             ProtocolError::UnsupportedVersion { .. } | ProtocolError::Version1 { .. } => {
                 ErrorCode::UnsupportedVersion
             }
+            ProtocolError::LogRange { .. } => ErrorCode::BadRequest,
             ProtocolError::Course { source, .. } => ErrorCode::from(source),
             // Version 2 clients know code 17 only: every assignment
             // refusal is 17, its text naming the assignment and the time.

@@ -10,13 +10,15 @@ use std::time::Duration;
 use mio::net::TcpStream;
 
 use super::frames::Frames;
-use super::http::{Http, HttpConnLimits};
+use super::http::{Http, HttpConnLimits, Staff};
 use super::listener::Serves;
+use super::offload::{OffDone, OffJob};
 use super::transport::Transport;
 use super::Limits;
 use crate::ops::metrics::Metrics;
 use crate::ops::Ops;
-use crate::protocol::{ConnectionError, Done, Expiry, Output, Shared};
+use crate::protocol::{ConnectionError, Expiry, Output, Shared};
+use crate::staff::StaffApp;
 
 /// What one unit of a connection's work came to.
 #[derive(Debug)]
@@ -31,6 +33,8 @@ pub(super) enum Work {
     Output(Output),
     /// Refuse the peer and close.
     Refuse(ConnectionError),
+    /// Work for the pool before the connection goes on (a staff request).
+    Offload(OffJob),
 }
 
 /// A refusal in the form the peer reads, with its metrics label and the
@@ -49,11 +53,21 @@ pub(super) struct Env<'a> {
     pub(super) metrics: &'a Metrics,
 }
 
+/// What a staff connection starts with.
+pub(super) type StaffStart = Option<Arc<StaffApp>>;
+
+/// What an HTTP connection (operations or staff) starts with.
+pub(super) struct HttpStart<'a> {
+    pub(super) limits: HttpConnLimits,
+    pub(super) staff: &'a StaffStart,
+}
+
 /// A connection's protocol part.
 #[derive(Debug)]
 pub(super) enum Handler {
     Frames(Frames),
     Http(Http),
+    Staff(Staff),
 }
 
 /// What a connection waits for, off the loop, before it goes on: frames
@@ -100,20 +114,32 @@ impl Connection {
         listener: usize,
         shared: &Shared,
         limits: &Limits,
-        http_limits: HttpConnLimits,
+        http: HttpStart<'_>,
     ) -> (Connection, Output) {
-        let (handler, out) = match serves {
-            Serves::Frames(kind) => {
-                // Code guesses are counted per source address. A socket
-                // whose peer is already gone counts under 0.0.0.0: it
-                // will send nothing anyway.
-                let source = stream
-                    .peer_addr()
-                    .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
+        let HttpStart {
+            limits: http_limits,
+            staff,
+        } = http;
+        // Code guesses and staff logins are counted per source address. A
+        // socket whose peer is already gone counts under 0.0.0.0: it will
+        // send nothing anyway.
+        let source = stream
+            .peer_addr()
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
+        let (handler, out) = match (serves, staff) {
+            (Serves::Frames(kind), _) => {
                 let (f, out) = Frames::start(kind, shared, limits, source);
                 (Handler::Frames(f), out)
             }
-            Serves::Http => (Handler::Http(Http::new(http_limits)), Output::default()),
+            (Serves::Staff, Some(app)) => (
+                Handler::Staff(Staff::new(http_limits, Arc::clone(app), source)),
+                Output::default(),
+            ),
+            // Never: a staff listener comes with its app. An HTTP
+            // connection answers what it can.
+            (Serves::Http | Serves::Staff, _) => {
+                (Handler::Http(Http::new(http_limits)), Output::default())
+            }
         };
         let conn = Connection {
             transport: Transport::new(stream, std::time::Instant::now()),
@@ -149,6 +175,7 @@ impl Connection {
                 // accepts HTTP connections. Closing is the safe answer.
                 None => Work::Finish,
             },
+            Handler::Staff(s) => s.next(&mut self.transport, env.metrics, &self.peer),
         }
     }
 
@@ -157,6 +184,7 @@ impl Connection {
         match &self.handler {
             Handler::Frames(f) => f.refusal(e),
             Handler::Http(h) => h.refusal(e),
+            Handler::Staff(_) => Http::refusal_of(e),
         }
     }
 
@@ -165,6 +193,7 @@ impl Connection {
         match &self.handler {
             Handler::Frames(f) => f.on_expiry(expiry, limit),
             Handler::Http(h) => h.on_expiry(expiry, &self.transport),
+            Handler::Staff(s) => s.on_expiry(expiry, &self.transport),
         }
     }
 
@@ -172,7 +201,7 @@ impl Connection {
     pub(super) fn staged_upload(&self) -> Option<i64> {
         match &self.handler {
             Handler::Frames(f) => f.staged_upload(),
-            Handler::Http(_) => None,
+            Handler::Http(_) | Handler::Staff(_) => None,
         }
     }
 
@@ -180,15 +209,23 @@ impl Connection {
     pub(super) fn on_committed(&mut self, shared: &mut Shared) -> Output {
         match &mut self.handler {
             Handler::Frames(f) => f.on_committed(shared, &self.peer),
-            Handler::Http(_) => Output::default(),
+            Handler::Http(_) | Handler::Staff(_) => Output::default(),
         }
     }
 
     /// The off-loop work it waited for is done: what to send now.
-    pub(super) fn on_offloaded(&mut self, done: Done) -> Output {
-        match &mut self.handler {
-            Handler::Frames(f) => f.on_offloaded(done, &self.peer),
-            Handler::Http(_) => Output::default(),
+    pub(super) fn on_offloaded(&mut self, done: OffDone) -> Output {
+        match (&mut self.handler, done) {
+            (Handler::Frames(f), OffDone::Session(done)) => f.on_offloaded(done, &self.peer),
+            (Handler::Staff(s), OffDone::Staff(method, resp)) => Output {
+                close: s.answer(method, resp, &mut self.transport),
+                ..Output::default()
+            },
+            // Never: each handler gets back the kind of work it asked for.
+            _ => Output {
+                close: true,
+                ..Output::default()
+            },
         }
     }
 }

@@ -13,12 +13,17 @@ use std::io::{Read, Write};
 
 use log::{debug, info};
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use super::connection::{Refused, Work};
+use super::offload::OffJob;
 use super::transport::Transport;
 use crate::ops::http::{self, Method, RequestDecoder, Response};
 use crate::ops::metrics::Metrics;
 use crate::ops::Ops;
 use crate::protocol::{ConnectionError, Expiry};
+use crate::staff::{StaffApp, StaffJob};
 use crate::store::Storage;
 
 /// Limits of the HTTP listener's connections, beside the reactor's
@@ -115,9 +120,107 @@ impl Http {
         refused(status(e), e.to_string())
     }
 
+    /// The response for `e`, for a connection whose handler has no state
+    /// to add (the staff listener's).
+    pub(super) fn refusal_of(e: &ConnectionError) -> Refused {
+        refused(status(e), e.to_string())
+    }
+
     /// The response for `e` to a connection refused at accept.
     pub(super) fn refusal_at_accept(e: &ConnectionError) -> Vec<u8> {
         refused(status(e), e.to_string()).bytes
+    }
+
+    /// A 408 when part of a request had arrived; else close quietly.
+    pub(super) fn on_expiry<S>(&self, expiry: Expiry, t: &Transport<S>) -> Option<Refused> {
+        let mid_request = !t.inbuf.is_empty() || self.continue_sent;
+        mid_request.then(|| {
+            refused(
+                408,
+                format!("{expiry} reached before the request was complete"),
+            )
+        })
+    }
+}
+
+/// A staff connection's protocol part: requests decoded here, each
+/// answered whole on the worker pool ([`crate::staff`]), one at a time.
+#[derive(Debug)]
+pub(super) struct Staff {
+    decoder: RequestDecoder,
+    max_requests: u32,
+    continue_sent: bool,
+    requests: u32,
+    app: Arc<StaffApp>,
+    source: IpAddr,
+    /// The request being answered closes the connection.
+    close_after: bool,
+}
+
+impl Staff {
+    pub(super) fn new(limits: HttpConnLimits, app: Arc<StaffApp>, source: IpAddr) -> Staff {
+        let request = http::HttpLimits {
+            max_body: crate::staff::MAX_BODY,
+            ..limits.request
+        };
+        Staff {
+            decoder: RequestDecoder::new(request),
+            max_requests: limits.max_requests,
+            continue_sent: false,
+            requests: 0,
+            app,
+            source,
+            close_after: false,
+        }
+    }
+
+    /// The next whole request, as a job for the pool.
+    pub(super) fn next<S: Read + Write>(
+        &mut self,
+        t: &mut Transport<S>,
+        metrics: &Metrics,
+        peer: &str,
+    ) -> Work {
+        match self.decoder.decode(&mut t.inbuf) {
+            Ok(Some(req)) => {
+                t.touch();
+                self.requests = self.requests.saturating_add(1);
+                self.continue_sent = false;
+                self.close_after = !req.keep_alive || self.requests >= self.max_requests;
+                debug!("{peer}: {} {}", req.method.as_str(), req.path());
+                Work::Offload(OffJob::Staff(StaffJob::new(
+                    Arc::clone(&self.app),
+                    req,
+                    self.source,
+                )))
+            }
+            Ok(None) => {
+                if self.decoder.awaiting_continue() && !self.continue_sent {
+                    t.outbuf.extend_from_slice(http::CONTINUE);
+                    self.continue_sent = true;
+                }
+                Work::Idle
+            }
+            Err(e) => {
+                info!("{peer}: refused: {e}");
+                metrics.refused(refusal_label(e.status()));
+                e.response().encode(Method::Get, &mut t.outbuf);
+                Work::Finish
+            }
+        }
+    }
+
+    /// The answer has come back from the pool: queued; `true` when the
+    /// connection closes after it.
+    pub(super) fn answer<S>(
+        &mut self,
+        method: Method,
+        resp: Response,
+        t: &mut Transport<S>,
+    ) -> bool {
+        let resp = if self.close_after { resp.close() } else { resp };
+        resp.encode(method, &mut t.outbuf);
+        resp.close
     }
 
     /// A 408 when part of a request had arrived; else close quietly.

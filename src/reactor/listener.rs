@@ -19,6 +19,8 @@ pub(super) enum Serves {
     /// HTTP requests for the operations endpoints (OCSP, CRL, health,
     /// metrics).
     Http,
+    /// HTTP requests for the staff web interface.
+    Staff,
 }
 
 impl Serves {
@@ -27,6 +29,7 @@ impl Serves {
         match self {
             Serves::Frames(kind) => kind.name(),
             Serves::Http => "http",
+            Serves::Staff => "staff",
         }
     }
 
@@ -35,7 +38,7 @@ impl Serves {
     pub(super) fn log_level(self) -> Level {
         match self {
             Serves::Frames(_) => Level::Info,
-            Serves::Http => Level::Debug,
+            Serves::Http | Serves::Staff => Level::Debug,
         }
     }
 
@@ -43,7 +46,7 @@ impl Serves {
     pub(super) fn refusal_at_accept(self, e: &ConnectionError) -> Vec<u8> {
         match self {
             Serves::Frames(_) => e.frame(),
-            Serves::Http => super::http::Http::refusal_at_accept(e),
+            Serves::Http | Serves::Staff => super::http::Http::refusal_at_accept(e),
         }
     }
 }

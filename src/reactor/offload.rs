@@ -29,7 +29,39 @@ use std::thread;
 use log::{debug, info, warn};
 use mio::{Token, Waker};
 
+use crate::ops::http::{Method, Response};
 use crate::protocol::{Done, Job};
+use crate::staff::StaffJob;
+
+/// Work for the pool: a session's (a legacy key) or a staff request.
+#[derive(Debug)]
+pub(crate) enum OffJob {
+    /// A protocol session's job.
+    Session(Job),
+    /// A staff request, answered whole off the loop.
+    Staff(StaffJob),
+}
+
+/// What came back.
+#[derive(Debug)]
+pub(crate) enum OffDone {
+    /// For [`OffJob::Session`].
+    Session(Done),
+    /// For [`OffJob::Staff`]: the response and the method it answers.
+    Staff(Method, Response),
+}
+
+impl OffJob {
+    fn run(self) -> OffDone {
+        match self {
+            OffJob::Session(job) => OffDone::Session(job.run()),
+            OffJob::Staff(job) => {
+                let (method, resp) = job.run();
+                OffDone::Staff(method, resp)
+            }
+        }
+    }
+}
 
 /// Worker threads of the server's pool: one leaves a core to the loop on a
 /// two-core machine.
@@ -41,11 +73,11 @@ pub(crate) const QUEUE: usize = 16;
 
 /// A job with where its result goes.
 struct Task {
-    job: Job,
+    job: OffJob,
     token: Token,
     /// Gone when the connection that asked has closed.
     ticket: Weak<()>,
-    results: Sender<(Token, Done)>,
+    results: Sender<(Token, OffDone)>,
     waker: Arc<Waker>,
 }
 
@@ -155,8 +187,8 @@ fn work(inbox: &Mutex<Receiver<Task>>, counters: &Counters) {
 pub(crate) struct WorkHandle {
     tasks: SyncSender<Task>,
     queue: usize,
-    results: Sender<(Token, Done)>,
-    inbox: Receiver<(Token, Done)>,
+    results: Sender<(Token, OffDone)>,
+    inbox: Receiver<(Token, OffDone)>,
     waker: Arc<Waker>,
 }
 
@@ -164,7 +196,7 @@ impl WorkHandle {
     /// Queues `job` for the connection `token`, which keeps the returned
     /// ticket while it waits: dropping it cancels the job if it has not
     /// started.
-    pub(crate) fn submit(&self, token: Token, job: Job) -> Result<Arc<()>, Busy> {
+    pub(crate) fn submit(&self, token: Token, job: OffJob) -> Result<Arc<()>, Busy> {
         let ticket = Arc::new(());
         let task = Task {
             job,
@@ -183,7 +215,7 @@ impl WorkHandle {
     }
 
     /// The results that have come back, without waiting.
-    pub(crate) fn finished(&self) -> impl Iterator<Item = (Token, Done)> + '_ {
+    pub(crate) fn finished(&self) -> impl Iterator<Item = (Token, OffDone)> + '_ {
         self.inbox.try_iter()
     }
 }

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::{PostgresStore, SqliteStore, Storage, StoreError, DB_FILE};
+use super::{PostgresStore, SqliteStore, StaffStorage, Storage, StoreError, DB_FILE};
 
 /// The store a server or an admin command works on.
 #[derive(Clone, PartialEq, Eq)]
@@ -39,6 +39,15 @@ impl Location {
     /// Opens an existing store for an admin command, which must never
     /// create one behind a mistyped path or URL.
     pub fn open_existing(&self) -> Result<Box<dyn Storage + Send>, StoreError> {
+        Ok(match self {
+            Location::Sqlite(dir) => Box::new(SqliteStore::open_existing(dir)?),
+            Location::Postgres(url) => Box::new(PostgresStore::open_existing(url)?),
+        })
+    }
+
+    /// Opens an existing store with the staff interface's calls too: for
+    /// `server staff ...` and the staff listener's own connection.
+    pub fn open_staff(&self) -> Result<Box<dyn StaffStorage + Send>, StoreError> {
         Ok(match self {
             Location::Sqlite(dir) => Box::new(SqliteStore::open_existing(dir)?),
             Location::Postgres(url) => Box::new(PostgresStore::open_existing(url)?),

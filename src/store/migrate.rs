@@ -43,6 +43,11 @@ const TABLES: &[&str] = &[
     // Staged chunks, then the files naming them.
     "upload_chunks",
     "uploads",
+    // The staff interface's accounts, sessions, audit log and attempts.
+    "staff_accounts",
+    "staff_sessions",
+    "staff_audit",
+    "staff_login_attempts",
 ];
 
 /// The log's one-row tree head: made with the schema in both engines, so

@@ -39,6 +39,7 @@
 mod connection;
 mod queries;
 mod schema;
+mod staff;
 mod url;
 
 use std::fmt;
@@ -54,7 +55,7 @@ use queries::Conn;
 use url::Target;
 
 /// The PostgreSQL schema this build reads and writes.
-pub const PG_SCHEMA_VERSION: i32 = 7;
+pub const PG_SCHEMA_VERSION: i32 = 8;
 /// What is wrong with a database URL.
 #[derive(Debug)]
 #[non_exhaustive]

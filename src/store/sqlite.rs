@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::staff::{
+    AuditEntry, LoginAttempt, LoginVerdict, StaffAccount, StaffSession, StaffStorage,
+};
 use super::{
     census_of, check_guess, code_state_of, receipt_id_of, staged_match, status_of, Assignment,
     Census, CertColumns, CertRow, CertStatus, CodeColumns, CodeKey, Counts, EnrollView, Extension,
@@ -23,7 +26,7 @@ use super::{
 use crate::time::now_unix;
 
 /// The schema this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 /// Marks the file as certboard's (`PRAGMA application_id`): "CBRD".
 const APPLICATION_ID: i64 = 0x4342_5244;
 /// File name of the database inside the data dir.
@@ -209,6 +212,38 @@ CREATE TABLE uploads (
 );
 ";
 
+/// Version 8 (issue 23): the staff web interface's accounts, sessions
+/// (the token's hash only), audit log and counted login attempts.
+const MIGRATE_V8: &str = "
+CREATE TABLE staff_accounts (
+    name        TEXT PRIMARY KEY,
+    phc         TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE staff_sessions (
+    token_hash  TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    csrf        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+CREATE INDEX staff_sessions_name ON staff_sessions (name);
+CREATE TABLE staff_audit (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      INTEGER NOT NULL,
+    who     TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    detail  TEXT NOT NULL
+);
+CREATE TABLE staff_login_attempts (
+    name    TEXT NOT NULL,
+    source  TEXT NOT NULL,
+    at      INTEGER NOT NULL
+);
+CREATE INDEX staff_login_attempts_source ON staff_login_attempts (source, at);
+";
+
 /// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`, as in the
 /// PostgreSQL engine. A new version appends a step (and bumps
 /// [`SCHEMA_VERSION`]); a step once released never changes.
@@ -220,6 +255,7 @@ const MIGRATIONS: &[&str] = &[
     super::tlog::SQLITE_SCHEMA,
     MIGRATE_V6,
     MIGRATE_V7,
+    MIGRATE_V8,
 ];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 
@@ -1236,6 +1272,170 @@ impl Storage for SqliteStore {
             .prepare_cached("SELECT value FROM course_settings WHERE name = ?1")?
             .query_row(params![name], |r| r.get(0))
             .optional()?)
+    }
+}
+
+impl StaffStorage for SqliteStore {
+    fn add_staff(&mut self, name: &str, phc: &str, at: i64) -> Result<(), StoreError> {
+        let n = self.conn.execute(
+            "INSERT INTO staff_accounts (name, phc, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO NOTHING",
+            params![name, phc, at],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Duplicate(format!("staff account {name}")));
+        }
+        Ok(())
+    }
+
+    fn staff_accounts(&mut self) -> Result<Vec<StaffAccount>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, created_at FROM staff_accounts ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StaffAccount {
+                name: r.get(0)?,
+                created_at: r.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn staff_password(&mut self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT phc FROM staff_accounts WHERE name = ?1")?
+            .query_row(params![name], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn remove_staff(&mut self, name: &str) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM staff_sessions WHERE name = ?1", params![name])?;
+        let n = tx.execute("DELETE FROM staff_accounts WHERE name = ?1", params![name])?;
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
+    fn count_login_attempt(&mut self, attempt: &LoginAttempt) -> Result<LoginVerdict, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "DELETE FROM staff_login_attempts WHERE at <= ?1",
+            params![attempt.retained_after()],
+        )?;
+        let mut by_source = Vec::new();
+        let mut by_pair = Vec::new();
+        {
+            let mut stmt = tx.prepare(
+                "SELECT name, at FROM staff_login_attempts WHERE source = ?1 AND at > ?2",
+            )?;
+            let rows = stmt.query_map(params![attempt.source, attempt.window_start()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            for row in rows {
+                let (name, at) = row?;
+                if name == attempt.name {
+                    by_pair.push(at);
+                }
+                by_source.push(at);
+            }
+        }
+        let verdict = attempt.verdict(&by_source, &by_pair);
+        if verdict == LoginVerdict::Counted {
+            tx.execute(
+                "INSERT INTO staff_login_attempts (name, source, at) VALUES (?1, ?2, ?3)",
+                params![attempt.name, attempt.source, attempt.at],
+            )?;
+        }
+        tx.commit()?;
+        Ok(verdict)
+    }
+
+    fn forget_login_attempts(&mut self, name: &str, source: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM staff_login_attempts WHERE name = ?1 AND source = ?2",
+            params![name, source],
+        )?;
+        Ok(())
+    }
+
+    fn start_staff_session(&mut self, session: &StaffSession) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM staff_sessions WHERE expires_at <= ?1",
+            params![session.created_at],
+        )?;
+        tx.execute(
+            "INSERT INTO staff_sessions (token_hash, name, csrf, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                session.token_hash,
+                session.name,
+                session.csrf,
+                session.created_at,
+                session.expires_at
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn staff_session(
+        &mut self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<StaffSession>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT s.token_hash, s.name, s.csrf, s.created_at, s.expires_at
+                 FROM staff_sessions s JOIN staff_accounts a ON a.name = s.name
+                 WHERE s.token_hash = ?1 AND s.expires_at > ?2",
+            )?
+            .query_row(params![token_hash, now], |r| {
+                Ok(StaffSession {
+                    token_hash: r.get(0)?,
+                    name: r.get(1)?,
+                    csrf: r.get(2)?,
+                    created_at: r.get(3)?,
+                    expires_at: r.get(4)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn end_staff_session(&mut self, token_hash: &str) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "DELETE FROM staff_sessions WHERE token_hash = ?1",
+            params![token_hash],
+        )? == 1)
+    }
+
+    fn audit(&mut self, e: &AuditEntry) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO staff_audit (at, who, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![e.at, e.who, e.action, e.target, e.detail],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn audit_log(&mut self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, at, who, action, target, detail FROM staff_audit ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit], |r| {
+            Ok(AuditEntry {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                who: r.get(2)?,
+                action: r.get(3)?,
+                target: r.get(4)?,
+                detail: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 

@@ -17,6 +17,62 @@ use crate::ca::CaError;
 /// File name of the encrypted log key inside the keys dir.
 pub const LOG_KEY_FILE: &str = "log-key.pem";
 
+/// File name of a Blackboard-only host's copy of the log key (PKCS#8,
+/// unencrypted, mode 0600, like Blackboard's own key beside it): written
+/// by `server blackboard-cert --out DIR` where the CA key is, since a host
+/// that accepts submissions appends to the log and signs its checkpoints.
+pub const HOST_LOG_KEY_FILE: &str = "blackboard-log-key.pem";
+
+/// The course setting that records the log's verifier key: the first host
+/// to sign records it, and a host whose key differs is refused at start,
+/// so one database never has two logs.
+pub const LOG_KEY_SETTING: &str = "log_verifier_key";
+
+/// Writes the log key of `keys_dir` (opened with `passphrase`; it must
+/// exist) unencrypted into `out_dir` as [`HOST_LOG_KEY_FILE`], for a
+/// Blackboard-only host. Returns the path written.
+pub fn export_host_key(
+    keys_dir: &Path,
+    passphrase: &[u8],
+    out_dir: &Path,
+) -> Result<PathBuf, CaError> {
+    let path = log_key_path(keys_dir);
+    crate::fsutil::check_private_file_perms(&path).map_err(CaError::UnsafeKeys)?;
+    let pem = fs::read(&path).map_err(|e| CaError::Io {
+        path: path.clone(),
+        source: e,
+    })?;
+    let key = PKey::private_key_from_pem_passphrase(&pem, passphrase)
+        .map_err(|_| CaError::BadPassphrase(path.clone()))?;
+    let out = out_dir.join(HOST_LOG_KEY_FILE);
+    crate::fsutil::write_private_atomic(&out, &key.private_key_to_pem_pkcs8()?, 0o600)
+        .map_err(crate::ca::write_err(&out))?;
+    Ok(out)
+}
+
+/// A Blackboard-only host's log key ([`HOST_LOG_KEY_FILE`] in `keys_dir`),
+/// signing under `origin`; `None` when there is none.
+pub fn open_host_key(keys_dir: &Path, origin: &str) -> Result<Option<NoteSigner>, CaError> {
+    let path = keys_dir.join(HOST_LOG_KEY_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    crate::fsutil::check_private_file_perms(&path).map_err(CaError::UnsafeKeys)?;
+    let pem = fs::read(&path).map_err(|e| CaError::Io {
+        path: path.clone(),
+        source: e,
+    })?;
+    let key = PKey::private_key_from_pem(&pem)
+        .ok()
+        .filter(|k| k.id() == Id::ED25519)
+        .ok_or_else(|| {
+            CaError::UnsupportedKey(format!("{} is not an Ed25519 key", path.display()))
+        })?;
+    NoteSigner::new(origin, key).map(Some).map_err(|e| {
+        CaError::UnsupportedKey(format!("log origin {origin:?} cannot name a log key: {e}"))
+    })
+}
+
 /// The log key's path in a keys dir.
 pub fn log_key_path(keys_dir: &Path) -> PathBuf {
     keys_dir.join(LOG_KEY_FILE)
@@ -102,6 +158,21 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(log_key_path(&keys))?.permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        Ok(())
+    }
+
+    #[test]
+    fn a_hosts_copy_signs_as_the_log_key() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let keys = dir.path().join("keys");
+        crate::fsutil::create_private_dir_all(&keys)?;
+        assert!(open_host_key(&keys, "CUHK/certboard-log")?.is_none());
+        let log = open_log_key(&keys, b"passphrase!", "CUHK/certboard-log")?;
+        let out = export_host_key(&keys, b"passphrase!", &keys)?;
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(&out)?.permissions().mode() & 0o777, 0o600);
+        let copy = open_host_key(&keys, "CUHK/certboard-log")?.ok_or("no copy")?;
+        assert_eq!(copy.verifier_key(), log.verifier_key());
         Ok(())
     }
 

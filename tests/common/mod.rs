@@ -213,6 +213,19 @@ impl TestServer {
         Err("no `listening http` line".into())
     }
 
+    /// The staff listener's address, from the `listening staff ADDR` line
+    /// (started with `--staff-listen`).
+    pub fn staff_addr(&self) -> Result<SocketAddr, Box<dyn std::error::Error>> {
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < until {
+            let line = self.stdout.recv_timeout(Duration::from_secs(30))?;
+            if let Some(addr) = line.strip_prefix("listening staff ") {
+                return Ok(addr.trim().parse()?);
+            }
+        }
+        Err("no `listening staff` line".into())
+    }
+
     /// Runs the client binary against this server with `args` (SIDs and flags),
     /// students' files under `<tempdir>/students`.
     pub fn client(&self, args: &[&str]) -> std::io::Result<Output> {

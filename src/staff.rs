@@ -1,0 +1,345 @@
+//! The staff web interface (issue 23): server-rendered pages for course
+//! staff, on a listener of its own (`--staff-listen`).
+//!
+//! The reactor only decodes requests and writes responses: every staff
+//! request is a [`StaffJob`] run on the worker pool, with the staff store
+//! connection of [`StaffApp`]. So an argon2id check (tens of
+//! milliseconds), a page over the whole roster, or an action's writes
+//! never hold the loop, and other clients are served meanwhile.
+//!
+//! - [`forms`]: urlencoded and multipart bodies, cookies (pure).
+//! - [`auth`]: passwords, sessions, CSRF tokens, the login throttle.
+//! - [`pages`]: the GET pages (askama templates, auto-escaped).
+//! - [`actions`]: the POST actions, each through the admin commands' own
+//!   functions, each written to the audit log.
+
+mod actions;
+pub mod auth;
+pub mod forms;
+mod pages;
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use log::{info, warn};
+
+use crate::ops::http::{Method, Request, Response};
+use crate::store::{AuditEntry, LoginLimits, StaffSession, StaffStorage, StoreError};
+
+/// The session cookie's name.
+pub const COOKIE: &str = "certboard_staff";
+
+/// Most bytes of one staff request (the roster upload is the largest).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// The Content-Security-Policy of every response: nothing but our own
+/// stylesheet and images, no script at all, no framing.
+pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                       frame-ancestors 'none'; base-uri 'none'";
+
+/// How the staff listener runs (flags of `server`).
+#[derive(Debug, Clone)]
+pub struct StaffConfig {
+    /// How long a session lasts.
+    pub session_lifetime: Duration,
+    /// Mark the cookie `Secure` (served over TLS, e.g. behind a proxy).
+    pub secure_cookie: bool,
+    /// The login throttle.
+    pub login_limits: LoginLimits,
+}
+
+impl Default for StaffConfig {
+    fn default() -> Self {
+        StaffConfig {
+            session_lifetime: Duration::from_secs(8 * 60 * 60),
+            secure_cookie: false,
+            login_limits: LoginLimits::default(),
+        }
+    }
+}
+
+/// What every staff request is served with: the configuration and the
+/// staff store connection (used by one worker at a time).
+pub struct StaffApp {
+    config: StaffConfig,
+    store: Mutex<Box<dyn StaffStorage + Send>>,
+}
+
+impl std::fmt::Debug for StaffApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaffApp")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StaffApp {
+    /// The app over `store`, a connection of its own.
+    pub fn new(config: StaffConfig, store: Box<dyn StaffStorage + Send>) -> Arc<StaffApp> {
+        Arc::new(StaffApp {
+            config,
+            store: Mutex::new(store),
+        })
+    }
+
+    /// Answers one request from `source`: the whole of the staff side.
+    pub fn handle(&self, req: &Request, source: IpAddr) -> Response {
+        let mut guard = match self.store.lock() {
+            Ok(g) => g,
+            // A worker panicked mid-request: the connection is still usable
+            // (each call is its own transaction).
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let store: &mut dyn StaffStorage = guard.as_mut();
+        let mut cx = Cx {
+            store,
+            config: &self.config,
+            source,
+            now: crate::time::now_unix(),
+        };
+        let resp = match route(&mut cx, req) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(
+                    "staff {source}: {} {}: {e}",
+                    req.method.as_str(),
+                    req.path()
+                );
+                e.response()
+            }
+        };
+        secured(resp)
+    }
+}
+
+/// A request's context on the worker.
+pub(crate) struct Cx<'a> {
+    pub(crate) store: &'a mut dyn StaffStorage,
+    pub(crate) config: &'a StaffConfig,
+    pub(crate) source: IpAddr,
+    pub(crate) now: i64,
+}
+
+impl Cx<'_> {
+    /// Appends to the audit log. A failure is logged, not shown: the action
+    /// itself is done (and the store error will show on the next page).
+    pub(crate) fn audit(&mut self, who: &str, action: &str, target: &str, detail: &str) {
+        let entry = AuditEntry {
+            id: 0,
+            at: self.now,
+            who: who.to_string(),
+            action: action.to_string(),
+            target: target.to_string(),
+            detail: detail.to_string(),
+        };
+        info!(
+            "staff audit: {who} {action} {target} {detail} (from {})",
+            self.source
+        );
+        if let Err(e) = self.store.audit(&entry) {
+            warn!("staff audit log: cannot write {action} by {who}: {e}");
+        }
+    }
+}
+
+/// Why a staff request failed: each becomes a page with `id="error"`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StaffError {
+    /// The store failed.
+    Store(StoreError),
+    /// An admin function refused (bad input, not found).
+    Admin(crate::admin::AdminError),
+    /// No such page.
+    NotFound(String),
+    /// The request is not acceptable (a bad form, a bad time).
+    BadRequest(String),
+    /// A POST without the session's CSRF token.
+    Csrf,
+    /// A page could not be rendered.
+    Render(askama::Error),
+    /// A method the path does not take.
+    Method,
+}
+
+impl std::fmt::Display for StaffError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StaffError::Store(e) => write!(f, "store: {e}"),
+            StaffError::Admin(e) => write!(f, "{e}"),
+            StaffError::NotFound(what) => write!(f, "not found: {what}"),
+            StaffError::BadRequest(why) => write!(f, "bad request: {why}"),
+            StaffError::Csrf => write!(
+                f,
+                "refused: the form's CSRF token is missing or wrong (reload the page and try again); nothing was changed"
+            ),
+            StaffError::Render(e) => write!(f, "cannot render the page: {e}"),
+            StaffError::Method => write!(f, "method not allowed here"),
+        }
+    }
+}
+
+impl std::error::Error for StaffError {}
+
+impl From<StoreError> for StaffError {
+    fn from(e: StoreError) -> Self {
+        StaffError::Store(e)
+    }
+}
+
+impl From<crate::admin::AdminError> for StaffError {
+    fn from(e: crate::admin::AdminError) -> Self {
+        StaffError::Admin(e)
+    }
+}
+
+impl From<askama::Error> for StaffError {
+    fn from(e: askama::Error) -> Self {
+        StaffError::Render(e)
+    }
+}
+
+impl From<forms::FormError> for StaffError {
+    fn from(e: forms::FormError) -> Self {
+        StaffError::BadRequest(e.to_string())
+    }
+}
+
+impl StaffError {
+    fn status(&self) -> u16 {
+        match self {
+            StaffError::Store(_) | StaffError::Render(_) => 500,
+            StaffError::Admin(crate::admin::AdminError::NotFound(_)) | StaffError::NotFound(_) => {
+                404
+            }
+            StaffError::Admin(crate::admin::AdminError::Store(_)) => 500,
+            StaffError::Admin(_) | StaffError::BadRequest(_) => 400,
+            StaffError::Csrf => 403,
+            StaffError::Method => 405,
+        }
+    }
+
+    fn response(&self) -> Response {
+        let r = pages::message_page(self.status(), "Refused", &self.to_string());
+        match self {
+            StaffError::Method => r.allow("GET, HEAD, POST"),
+            _ => r,
+        }
+    }
+}
+
+/// The security headers every staff response carries.
+fn secured(resp: Response) -> Response {
+    let resp = if resp.cache_control.is_none() {
+        resp.cache_control("no-store")
+    } else {
+        resp
+    };
+    resp.header("Content-Security-Policy", CSP)
+        .header("X-Content-Type-Options", "nosniff")
+        .header("Referrer-Policy", "no-referrer")
+        .header("X-Frame-Options", "DENY")
+}
+
+/// A `303 See Other` to `location` (a path of ours).
+pub(crate) fn see_other(location: &str) -> Response {
+    Response::new(303, Vec::new()).header("Location", location)
+}
+
+/// The logged-in session of a request, if any.
+pub(crate) fn session(cx: &mut Cx<'_>, req: &Request) -> Result<Option<StaffSession>, StaffError> {
+    let Some(token) = req.cookie.as_deref().and_then(|c| forms::cookie(c, COOKIE)) else {
+        return Ok(None);
+    };
+    Ok(cx.store.staff_session(&auth::token_hash(token), cx.now)?)
+}
+
+fn route(cx: &mut Cx<'_>, req: &Request) -> Result<Response, StaffError> {
+    let path = req.path();
+    let get = matches!(req.method, Method::Get | Method::Head);
+    // What needs no session.
+    if let Some(rest) = path.strip_prefix("/static/") {
+        return if get {
+            pages::static_file(rest)
+        } else {
+            Err(StaffError::Method)
+        };
+    }
+    if path == "/login" {
+        return if get {
+            pages::login_page(200, None)
+        } else {
+            actions::login(cx, req)
+        };
+    }
+    let Some(s) = session(cx, req)? else {
+        return Ok(see_other("/login"));
+    };
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if get {
+        return match segments.as_slice() {
+            [""] => pages::overview(cx, &s),
+            ["roster"] => pages::roster(cx, &s),
+            ["audit"] => pages::audit(cx, &s),
+            ["assignments", id] => pages::assignment(cx, &s, id, &forms::query(&req.target)),
+            ["assignments", id, "export.csv"] => pages::export_csv(cx, id),
+            ["assignments", id, "files", sid] => pages::download(cx, id, sid),
+            ["students", sid] => pages::student(cx, &s, sid),
+            _ => Err(StaffError::NotFound(path.to_string())),
+        };
+    }
+    // Every POST: the session's CSRF token first, before anything else is
+    // read or done.
+    let fields = actions::Fields::read(req)?;
+    if !auth::csrf_matches(&s.csrf, fields.get("csrf")) {
+        warn!(
+            "staff {}: {} POST {path} without its CSRF token",
+            cx.source, s.name
+        );
+        return Err(StaffError::Csrf);
+    }
+    match segments.as_slice() {
+        ["logout"] => actions::logout(cx, &s),
+        ["students", sid, "revoke"] => actions::revoke(cx, &s, sid, &fields),
+        ["students", sid, "code"] => actions::reissue_code(cx, &s, sid),
+        ["students", sid, "extension"] => actions::extension(cx, &s, sid, &fields),
+        ["students", sid, "drop"] => actions::drop_student(cx, &s, sid),
+        ["assignments", id, "due"] => actions::move_due(cx, &s, id, &fields),
+        ["roster", "import"] => actions::import(cx, &s, &fields),
+        _ => Err(StaffError::NotFound(path.to_string())),
+    }
+}
+
+/// One staff request to run off the loop.
+pub struct StaffJob {
+    app: Arc<StaffApp>,
+    request: Request,
+    source: IpAddr,
+}
+
+impl std::fmt::Debug for StaffJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaffJob")
+            .field("path", &self.request.path())
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StaffJob {
+    /// `request` from `source`, for `app`.
+    pub fn new(app: Arc<StaffApp>, request: Request, source: IpAddr) -> StaffJob {
+        StaffJob {
+            app,
+            request,
+            source,
+        }
+    }
+
+    /// Runs on a worker thread: the response and the method it answers.
+    pub fn run(self) -> (Method, Response) {
+        let resp = self.app.handle(&self.request, self.source);
+        (self.request.method, resp)
+    }
+}

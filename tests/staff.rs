@@ -1,0 +1,389 @@
+//! The staff web interface end to end over plain TCP (issue 23): sessions,
+//! the login throttle, CSRF, the actions and their audit rows, escaping.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use common::{stdout, text, TestServer};
+
+type R<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// One response: status, head (lower-cased names kept as sent), body.
+struct Resp {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// One request on a new connection from `from` (a loopback address).
+fn send(
+    addr: SocketAddr,
+    from: IpAddr,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    body: Option<(&str, &[u8])>,
+) -> R<Resp> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(from, 0).into())?;
+    socket.connect_timeout(&addr.into(), Duration::from_secs(10))?;
+    let mut s: std::net::TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: staff\r\nConnection: close\r\n");
+    if let Some(c) = cookie {
+        req.push_str(&format!("Cookie: {c}\r\n"));
+    }
+    let (ct, data) = body.unwrap_or(("", b""));
+    if body.is_some() {
+        req.push_str(&format!(
+            "Content-Type: {ct}\r\nContent-Length: {}\r\n",
+            data.len()
+        ));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(data)?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all)?;
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of head")?;
+    let head = String::from_utf8(all[..split].to_vec())?;
+    let status = head.split(' ').nth(1).ok_or("no status")?.parse()?;
+    Ok(Resp {
+        status,
+        head,
+        body: all[split + 4..].to_vec(),
+    })
+}
+
+const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+const ELSEWHERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+const FORM: &str = "application/x-www-form-urlencoded";
+const PASSWORD: &str = "correct horse battery";
+
+fn get(addr: SocketAddr, path: &str, cookie: &str) -> R<Resp> {
+    send(addr, HERE, "GET", path, Some(cookie), None)
+}
+
+fn post(addr: SocketAddr, path: &str, cookie: &str, form: &str) -> R<Resp> {
+    send(
+        addr,
+        HERE,
+        "POST",
+        path,
+        Some(cookie),
+        Some((FORM, form.as_bytes())),
+    )
+}
+
+fn login(addr: SocketAddr, from: IpAddr, name: &str, password: &str) -> R<Resp> {
+    let form = format!("username={name}&password={}", password.replace(' ', "+"));
+    send(
+        addr,
+        from,
+        "POST",
+        "/login",
+        None,
+        Some((FORM, form.as_bytes())),
+    )
+}
+
+/// The session cookie (`name=value`) a login set.
+fn cookie_of(r: &Resp) -> R<String> {
+    let set = r.header("set-cookie").ok_or("no Set-Cookie")?;
+    Ok(set.split(';').next().ok_or("empty cookie")?.to_string())
+}
+
+/// The CSRF token in a page's forms.
+fn csrf_of(page: &str) -> R<String> {
+    let at = page.find("name=\"csrf\" value=\"").ok_or("no csrf field")?;
+    let rest = &page[at + 19..];
+    Ok(rest[..rest.find('"').ok_or("unterminated")?].to_string())
+}
+
+fn started() -> R<(TestServer, SocketAddr)> {
+    let server = TestServer::start(&["--staff-listen", "127.0.0.1:0"])?;
+    let addr = server.staff_addr()?;
+    let pw = server.path().join("pw");
+    std::fs::write(&pw, format!("{PASSWORD}\n"))?;
+    let added = server.admin(&["staff", "add", "ta1", "--password-file", "pw"])?;
+    assert!(added.status.success(), "{}", text(&added));
+    Ok((server, addr))
+}
+
+fn multipart(csrf: &str, csv: &str, unverified: &str) -> (String, Vec<u8>) {
+    let b = "----certboardTestBoundary";
+    let body = format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n\
+         --{b}\r\nContent-Disposition: form-data; name=\"unverified\"\r\n\r\n{unverified}\r\n\
+         --{b}\r\nContent-Disposition: form-data; name=\"roster\"; filename=\"r.csv\"\r\nContent-Type: text/csv\r\n\r\n{csv}\r\n--{b}--\r\n"
+    );
+    (
+        format!("multipart/form-data; boundary={b}"),
+        body.into_bytes(),
+    )
+}
+
+#[test]
+fn sessions_cookies_and_security_headers() -> R<()> {
+    let (server, addr) = started()?;
+    // Without a session: 303 to /login, with the security headers.
+    let r = send(addr, HERE, "GET", "/", None, None)?;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location").as_deref(), Some("/login"));
+    let csp = r.header("content-security-policy").ok_or("no CSP")?;
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
+    assert_eq!(
+        r.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    let page = send(addr, HERE, "GET", "/login", None, None)?;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("id=\"login-form\""));
+    assert_eq!(
+        send(addr, HERE, "GET", "/static/staff.css", None, None)?.status,
+        200
+    );
+    // Wrong password: refused, no cookie.
+    let wrong = login(addr, HERE, "ta1", "not the password")?;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.text().contains("id=\"error\""));
+    assert!(wrong.header("set-cookie").is_none());
+    // Right one: a cookie with its attributes.
+    let ok = login(addr, HERE, "ta1", PASSWORD)?;
+    assert_eq!(ok.status, 303);
+    let set = ok.header("set-cookie").ok_or("no cookie")?;
+    for attr in ["HttpOnly", "SameSite=Strict", "Max-Age=28800", "Path=/"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    assert!(!set.contains("Secure"), "{set}");
+    let cookie = cookie_of(&ok)?;
+    let home = get(addr, "/", &cookie)?;
+    assert_eq!(home.status, 200);
+    assert!(home.text().contains("<svg id=\"timeline\""));
+    assert!(home.text().contains("data-count=\"enrolled\""));
+    // Logout ends it.
+    let csrf = csrf_of(&home.text())?;
+    let out = post(addr, "/logout", &cookie, &format!("csrf={csrf}"))?;
+    assert_eq!(out.status, 303);
+    assert_eq!(get(addr, "/", &cookie)?.status, 303);
+    let audit = server.admin(&["staff", "list"])?;
+    assert!(stdout(&audit).starts_with("ta1 "), "{}", text(&audit));
+    Ok(())
+}
+
+#[test]
+fn the_throttle_stops_a_guesser_but_not_her_from_elsewhere() -> R<()> {
+    let (_server, addr) = started()?;
+    let mut refused_at = None;
+    for i in 0..10 {
+        let r = login(addr, HERE, "ta1", "wrong guess number")?;
+        if r.status == 429 {
+            assert!(r.text().contains("id=\"error\""));
+            refused_at = Some(i);
+            break;
+        }
+        assert_eq!(r.status, 401);
+    }
+    assert_eq!(
+        refused_at,
+        Some(5),
+        "the sixth guess from one address is throttled"
+    );
+    // Even the right password is not checked from the throttled address...
+    assert_eq!(login(addr, HERE, "ta1", PASSWORD)?.status, 429);
+    // ...but she logs in from her own.
+    assert_eq!(login(addr, ELSEWHERE, "ta1", PASSWORD)?.status, 303);
+    Ok(())
+}
+
+#[test]
+fn actions_need_the_csrf_token_and_are_audited() -> R<()> {
+    let (server, addr) = started()?;
+    let ca = server.ca;
+    // A certificate by open enrollment, before any roster.
+    let key = certboard::client::make_key(certboard::client::KeyType::Rsa2048)?;
+    let der = common::enroll_key(ca, "1155000001", &key)?;
+    let serial = openssl::x509::X509::from_der(&der)?
+        .serial_number()
+        .to_bn()?
+        .to_hex_str()?
+        .to_string();
+    let cookie = cookie_of(&login(addr, HERE, "ta1", PASSWORD)?)?;
+    let csrf = csrf_of(&get(addr, "/", &cookie)?.text())?;
+
+    // A GET never changes anything; a POST without or with a wrong token
+    // is refused, and nothing changes.
+    assert_eq!(
+        get(addr, "/students/1155000001/revoke", &cookie)?.status,
+        404
+    );
+    for form in [
+        format!("serial={serial}&reason=keyCompromise&confirm=yes"),
+        format!(
+            "serial={serial}&reason=keyCompromise&confirm=yes&csrf=0{}",
+            &csrf[1..]
+        ),
+    ] {
+        let r = post(addr, "/students/1155000001/revoke", &cookie, &form)?;
+        assert_eq!(r.status, 403);
+        assert!(r.text().contains("id=\"error\""));
+    }
+    let certs = stdout(&server.admin(&["certs"])?);
+    assert!(!certs.contains("revoked"), "{certs}");
+
+    // Revoke: a confirmation page first, then the revocation.
+    let form = format!("serial={serial}&reason=keyCompromise&csrf={csrf}");
+    let confirm = post(addr, "/students/1155000001/revoke", &cookie, &form)?;
+    assert_eq!(confirm.status, 200);
+    assert!(confirm.text().contains("id=\"confirm-revoke\""));
+    assert!(!stdout(&server.admin(&["certs"])?).contains("revoked"));
+    let done = post(
+        addr,
+        "/students/1155000001/revoke",
+        &cookie,
+        &format!("{form}&confirm=yes"),
+    )?;
+    assert_eq!(done.status, 303);
+    let certs = stdout(&server.admin(&["certs"])?);
+    assert!(certs.contains("keyCompromise"), "{certs}");
+    let page = get(addr, "/students/1155000001", &cookie)?.text();
+    assert!(page.contains("data-status=\"revoked\""), "{page}");
+
+    // A roster upload with hostile names (the open-enrollment certificate
+    // is revoked, so no decision about it is asked for).
+    let csv =
+        "sid,name\n1155000002,<script>alert(1)</script>\n1155000003,\"=HYPERLINK(\"\"x\"\")\"\n";
+    let (ct, body) = multipart(&csrf, csv, "ask");
+    let r = send(
+        addr,
+        HERE,
+        "POST",
+        "/roster/import",
+        Some(&cookie),
+        Some((&ct, &body)),
+    )?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("id=\"import-result\""));
+    let roster = get(addr, "/roster", &cookie)?.text();
+    assert!(roster.contains("data-sid=\"1155000002\""));
+    assert!(!roster.contains("<script>alert"), "{roster}");
+    assert!(
+        roster.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "{roster}"
+    );
+
+    // Extension and due time.
+    let r = post(
+        addr,
+        "/assignments/lab/due",
+        &cookie,
+        &format!("csrf={csrf}&due=2030-01-01T00%3A00%3A00Z"),
+    )?;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let list = stdout(&server.admin(&["assignment", "list"])?);
+    assert!(list.contains("2030-01-01"), "{list}");
+    let r = post(
+        addr,
+        "/students/1155000002/extension",
+        &cookie,
+        &format!("csrf={csrf}&assignment=lab&until=2030-01-05T00%3A00"),
+    )?;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let table = get(addr, "/assignments/lab?filter=extension", &cookie)?.text();
+    assert!(table.contains("data-sid=\"1155000002\""), "{table}");
+    assert!(!table.contains("data-sid=\"1155000003\""));
+
+    // CSV export with the formula guard.
+    let csv = get(addr, "/assignments/lab/export.csv", &cookie)?;
+    assert!(csv.header("content-disposition").is_some());
+    assert!(csv.text().contains("'=HYPERLINK"), "{}", csv.text());
+
+    // A new code, shown once.
+    let r = post(
+        addr,
+        "/students/1155000002/code",
+        &cookie,
+        &format!("csrf={csrf}"),
+    )?;
+    let page = r.text();
+    let at = page.find("<code id=\"new-code\">").ok_or("no code")? + 20;
+    let code = &page[at..at + page[at..].find('<').ok_or("unterminated")?];
+    assert!(code.len() >= 16, "{code}");
+    assert!(!get(addr, "/students/1155000002", &cookie)?
+        .text()
+        .contains(code));
+
+    // Drop.
+    let r = post(
+        addr,
+        "/students/1155000003/drop",
+        &cookie,
+        &format!("csrf={csrf}"),
+    )?;
+    assert_eq!(r.status, 303);
+    assert!(get(addr, "/roster", &cookie)?.text().contains("dropped"));
+
+    // Every action is in the audit log, newest first.
+    let audit = get(addr, "/audit", &cookie)?.text();
+    for action in [
+        "login",
+        "revoke",
+        "import",
+        "due",
+        "extension",
+        "code",
+        "drop",
+    ] {
+        assert!(
+            audit.contains(&format!("data-action=\"{action}\"")),
+            "{action}: {audit}"
+        );
+    }
+    let first = audit.find("data-action=\"drop\"").ok_or("no drop")?;
+    let login_at = audit.find("data-action=\"login\"").ok_or("no login")?;
+    assert!(first < login_at, "newest first");
+    Ok(())
+}
+
+#[test]
+fn staff_accounts_from_the_command_line() -> R<()> {
+    let (server, addr) = started()?;
+    std::fs::write(server.path().join("short"), "eleven char\n")?;
+    let r = server.admin(&["staff", "add", "ta2", "--password-file", "short"])?;
+    assert!(!r.status.success());
+    assert!(text(&r).contains("12"), "{}", text(&r));
+    let r = server.admin(&["staff", "add", "ta2"])?;
+    assert!(!r.status.success(), "no terminal: refused");
+    let r = server.admin(&["staff", "add", "<b>", "--password-file", "pw"])?;
+    assert!(!r.status.success());
+    let r = server.admin(&["staff", "add", "ta1", "--password-file", "pw"])?;
+    assert!(!r.status.success(), "a name is taken once");
+    // Removing her ends her session.
+    let cookie = cookie_of(&login(addr, HERE, "ta1", PASSWORD)?)?;
+    assert_eq!(get(addr, "/", &cookie)?.status, 200);
+    let r = server.admin(&["staff", "remove", "ta1"])?;
+    assert!(r.status.success(), "{}", text(&r));
+    assert_eq!(get(addr, "/", &cookie)?.status, 303);
+    assert!(stdout(&server.admin(&["staff", "list"])?).is_empty());
+    Ok(())
+}
