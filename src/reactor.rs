@@ -783,6 +783,22 @@ impl Reactor {
             self.close(token, "exchange finished");
             return;
         }
+        // Read at the high-water mark, and the handler has taken from the
+        // buffer since: read on now, as the socket raises no new edge for
+        // what it already holds.
+        if conn.wait.is_none() && conn.transport.may_resume() {
+            conn.transport.take_paused();
+            let before = conn.transport.inbuf.len();
+            let read =
+                conn.transport
+                    .read_in(&mut self.scratch, &self.limits, &mut self.budget, false);
+            if let Err(e) = read {
+                self.refuse(token, e);
+                self.after_io(token);
+                return;
+            }
+            conn.more |= conn.transport.inbuf.len() > before || conn.transport.eof();
+        }
         let work_left = conn.more && conn.may_work();
         if conn.transport.eof() {
             // Never work for nobody: its job is dropped with the ticket.

@@ -137,6 +137,12 @@ impl<S: Read + Write> Transport<S> {
         std::mem::take(&mut self.paused)
     }
 
+    /// Reading was skipped, and the handler has since taken enough that
+    /// the socket may be read again.
+    pub(super) fn may_resume(&self) -> bool {
+        self.paused && !self.closing && self.inbuf.len() < INPUT_HIGH_WATER
+    }
+
     /// An upload's chunk came: the exchange deadline counts from now, so
     /// that a large file on a slow link is not cut while it moves. Bounded:
     /// every chunk but the last is a full 64 KiB (a transfer slower than
@@ -205,6 +211,15 @@ impl<S: Read + Write> Transport<S> {
                     }
                     self.inbuf
                         .extend_from_slice(scratch.get(..n).unwrap_or_default());
+                    // Enough for the handler's next turns: the rest stays
+                    // in the socket, where TCP flow control holds the
+                    // sender, instead of in our memory (an upload would
+                    // otherwise pull MiBs in per event). The reactor reads
+                    // again once the handler has taken from the buffer.
+                    if self.inbuf.len() >= INPUT_HIGH_WATER {
+                        self.paused = true;
+                        return Ok(());
+                    }
                     if n < scratch.len() && !peer_closed {
                         return Ok(());
                     }
@@ -334,7 +349,7 @@ mod tests {
     use super::*;
 
     /// What the fake stream does on its next read or write.
-    #[derive(Debug)]
+    #[derive(Debug, Clone)]
     enum Step {
         Bytes(Vec<u8>),
         WouldBlock,
@@ -424,6 +439,36 @@ mod tests {
         assert_eq!(budget.used(), 5);
         t.release(&mut budget);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn reading_stops_at_the_high_water_mark_and_resumes_once_taken() {
+        // A sender with far more queued than the high-water mark (an
+        // upload): only about the mark is read, the rest stays in the
+        // socket until the handler has taken from the buffer.
+        let piece = vec![1u8; 65_536];
+        let mut t = transport(vec![Step::Bytes(piece.clone()); 64]);
+        let mut budget = Budget::new(usize::MAX);
+        let limits = Limits {
+            max_conn_bytes: u64::MAX,
+            max_buffered: usize::MAX,
+            ..Limits::default()
+        };
+        let mut scratch = vec![0u8; 65_536];
+        t.read_in(&mut scratch, &limits, &mut budget, false)
+            .unwrap();
+        assert!(t.inbuf.len() >= INPUT_HIGH_WATER);
+        assert!(t.inbuf.len() < INPUT_HIGH_WATER + piece.len());
+        assert!(!t.may_resume(), "nothing taken yet");
+        t.inbuf.drain(..2 * piece.len());
+        t.settle(&mut budget);
+        assert!(t.may_resume());
+        assert!(t.take_paused());
+        let before = t.inbuf.len();
+        t.read_in(&mut scratch, &limits, &mut budget, false)
+            .unwrap();
+        assert!(t.inbuf.len() > before, "read on after resuming");
+        assert!(t.inbuf.len() < INPUT_HIGH_WATER + piece.len());
     }
 
     #[test]
