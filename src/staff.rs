@@ -47,6 +47,10 @@ pub struct StaffConfig {
     pub secure_cookie: bool,
     /// The login throttle.
     pub login_limits: LoginLimits,
+    /// Reverse proxies (exact addresses) whose `X-Forwarded-For` /
+    /// `X-Real-IP` name the client (`--staff-trusted-proxy`). Empty: those
+    /// headers are ignored and the TCP peer is the client.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for StaffConfig {
@@ -55,6 +59,7 @@ impl Default for StaffConfig {
             session_lifetime: Duration::from_secs(8 * 60 * 60),
             secure_cookie: false,
             login_limits: LoginLimits::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -83,8 +88,10 @@ impl StaffApp {
         })
     }
 
-    /// Answers one request from `source`: the whole of the staff side.
-    pub fn handle(&self, req: &Request, source: IpAddr) -> Response {
+    /// Answers one request from the TCP peer `peer`: the whole of the
+    /// staff side.
+    pub fn handle(&self, req: &Request, peer: IpAddr) -> Response {
+        let source = client_address(peer, req, &self.config.trusted_proxies);
         let mut guard = match self.store.lock() {
             Ok(g) => g,
             // A worker panicked mid-request: the connection is still usable
@@ -111,6 +118,47 @@ impl StaffApp {
         };
         secured(resp)
     }
+}
+
+/// The client a request is from: the TCP peer, unless the peer is a
+/// trusted proxy, then the right-most `X-Forwarded-For` entry that is not a
+/// trusted proxy itself (entries further left were written by whoever
+/// sent them, the client included, so they prove nothing), else
+/// `X-Real-IP`, else the peer. From any other peer both headers are
+/// ignored: a direct client must not choose the address it is throttled
+/// and audited under.
+pub fn client_address(peer: IpAddr, req: &Request, trusted: &[IpAddr]) -> IpAddr {
+    let is_trusted = |a: IpAddr| trusted.contains(&a.to_canonical());
+    if !is_trusted(peer) {
+        return peer;
+    }
+    if let Some(list) = req.forwarded_for.as_deref() {
+        for entry in list.rsplit(',') {
+            match forwarded_address(entry) {
+                Some(a) if is_trusted(a) => continue,
+                Some(a) => return a,
+                // "unknown", an obfuscated name, garbage: what lies further
+                // left cannot be placed, so stop here.
+                None => break,
+            }
+        }
+    }
+    req.real_ip
+        .as_deref()
+        .and_then(forwarded_address)
+        .unwrap_or(peer)
+}
+
+/// One address of `X-Forwarded-For` / `X-Real-IP`: `1.2.3.4`, `2001:db8::1`,
+/// or with a port (`1.2.3.4:5678`, `[2001:db8::1]:80`), which some proxies
+/// add.
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<std::net::SocketAddr>().map(|s| s.ip()))
+        .ok()
+        .map(|a| a.to_canonical())
 }
 
 /// A request's context on the worker.
@@ -341,5 +389,67 @@ impl StaffJob {
     pub fn run(self) -> (Method, Response) {
         let resp = self.app.handle(&self.request, self.source);
         (self.request.method, resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::http::Version;
+
+    fn req(xff: Option<&str>, real: Option<&str>) -> Request {
+        Request {
+            method: Method::Get,
+            target: "/".into(),
+            version: Version::Http11,
+            content_type: None,
+            expects_continue: false,
+            body: Vec::new(),
+            keep_alive: true,
+            cookie: None,
+            forwarded_for: xff.map(str::to_string),
+            real_ip: real.map(str::to_string),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))
+    }
+
+    #[test]
+    fn forwarded_headers_count_only_from_a_trusted_proxy() {
+        let proxy = ip("127.0.0.1");
+        let trusted = [proxy, ip("10.0.0.2")];
+        let r = req(Some("6.6.6.6"), Some("7.7.7.7"));
+        // A direct client's headers are ignored, whatever they say.
+        assert_eq!(
+            client_address(ip("203.0.113.9"), &r, &trusted),
+            ip("203.0.113.9")
+        );
+        assert_eq!(client_address(proxy, &r, &[]), proxy);
+        // Through the proxy: the right-most entry not itself a proxy; what
+        // the client wrote further left is not believed.
+        let r = req(Some("6.6.6.6, 198.51.100.4, 10.0.0.2"), Some("7.7.7.7"));
+        assert_eq!(client_address(proxy, &r, &trusted), ip("198.51.100.4"));
+        // An IPv4-mapped peer is the same proxy; ports and brackets parse.
+        let r = req(Some("[2001:db8::1]:443"), None);
+        assert_eq!(
+            client_address(ip("::ffff:127.0.0.1"), &r, &trusted),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            client_address(proxy, &req(Some("198.51.100.4:5555"), None), &trusted),
+            ip("198.51.100.4")
+        );
+        // No usable X-Forwarded-For: X-Real-IP, then the peer.
+        assert_eq!(
+            client_address(proxy, &req(Some("unknown"), Some("7.7.7.7")), &trusted),
+            ip("7.7.7.7")
+        );
+        assert_eq!(
+            client_address(proxy, &req(Some("10.0.0.2"), Some("junk")), &trusted),
+            proxy
+        );
+        assert_eq!(client_address(proxy, &req(None, None), &trusted), proxy);
     }
 }
