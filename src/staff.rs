@@ -88,9 +88,25 @@ impl StaffApp {
         })
     }
 
-    /// Answers one request from the TCP peer `peer`: the whole of the
-    /// staff side.
+    /// Answers one request from the TCP peer `peer`, a download's body
+    /// read whole (tests and benches; the listener streams it instead).
     pub fn handle(&self, req: &Request, peer: IpAddr) -> Response {
+        let (mut resp, stream) = self.answer(req, peer);
+        if let Some(mut stream) = stream {
+            while !stream.finished() {
+                match self.next_piece(&mut stream) {
+                    Ok(piece) => resp.body.extend_from_slice(&piece),
+                    Err(e) => return secured(e.response()),
+                }
+            }
+        }
+        resp
+    }
+
+    /// Answers one request from the TCP peer `peer`: the whole of the
+    /// staff side. A download's response comes with its body still in the
+    /// store: the [`BodyStream`] to send after the head, piece by piece.
+    pub fn answer(&self, req: &Request, peer: IpAddr) -> (Response, Option<BodyStream>) {
         let source = client_address(peer, req, &self.config.trusted_proxies);
         let mut guard = match self.store.lock() {
             Ok(g) => g,
@@ -104,6 +120,7 @@ impl StaffApp {
             config: &self.config,
             source,
             now: crate::time::now_unix(),
+            stream: None,
         };
         let resp = match route(&mut cx, req) {
             Ok(r) => r,
@@ -113,10 +130,111 @@ impl StaffApp {
                     req.method.as_str(),
                     req.path()
                 );
+                cx.stream = None;
                 e.response()
             }
         };
-        secured(resp)
+        (secured(resp), cx.stream.take())
+    }
+
+    /// The next piece of a download (at least [`PIECE`] bytes unless it is
+    /// the last), read from the store on a worker.
+    pub fn next_piece(&self, stream: &mut BodyStream) -> Result<Vec<u8>, StaffError> {
+        let mut guard = match self.store.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut piece = Vec::new();
+        while piece.len() < PIECE && stream.next < stream.chunks {
+            let seq = stream.next;
+            let chunk = guard.upload_chunk(stream.upload_id, seq)?.ok_or_else(|| {
+                StaffError::NotFound(format!("chunk {seq} of upload {}", stream.upload_id))
+            })?;
+            piece.extend_from_slice(&chunk);
+            stream.next += 1;
+        }
+        stream.sent = stream.sent.saturating_add(piece.len() as u64);
+        // The head announced `size`: a store that disagrees ends the
+        // connection rather than send a body of another length.
+        if stream.sent > stream.size || (stream.finished() && stream.sent != stream.size) {
+            return Err(StaffError::NotFound(format!(
+                "upload {} holds {}+ bytes, its record says {}",
+                stream.upload_id, stream.sent, stream.size
+            )));
+        }
+        Ok(piece)
+    }
+}
+
+/// Bytes of a download read from the store per worker job: about one
+/// stored chunk. The listener asks for the next piece only when the
+/// client has taken all but [`BODY_LOW_WATER`] of what is queued, so a
+/// download holds at most about these two in memory, however large the
+/// file and however slow the reader.
+pub const PIECE: usize = 64 * 1024;
+/// Queued output below which the next piece of a download is read.
+pub const BODY_LOW_WATER: usize = 64 * 1024;
+
+/// The rest of a download: the stored chunks still to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyStream {
+    upload_id: i64,
+    /// The next chunk to read.
+    next: u64,
+    chunks: u64,
+    /// What the head announced.
+    size: u64,
+    /// Bytes read so far.
+    sent: u64,
+}
+
+impl BodyStream {
+    /// The body of the upload `upload_id`: `chunks` chunks, `size` bytes.
+    pub fn new(upload_id: i64, chunks: u64, size: u64) -> BodyStream {
+        BodyStream {
+            upload_id,
+            next: 0,
+            chunks,
+            size,
+            sent: 0,
+        }
+    }
+
+    /// The body's length, as the head announces it.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Every chunk has been read.
+    pub fn finished(&self) -> bool {
+        self.next >= self.chunks
+    }
+}
+
+/// One piece of a download to read off the loop.
+pub struct BodyJob {
+    app: Arc<StaffApp>,
+    stream: BodyStream,
+}
+
+impl std::fmt::Debug for BodyJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyJob")
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BodyJob {
+    /// The next piece of `stream`, for `app`.
+    pub fn new(app: Arc<StaffApp>, stream: BodyStream) -> BodyJob {
+        BodyJob { app, stream }
+    }
+
+    /// Runs on a worker thread: the stream moved on, and the piece.
+    pub fn run(mut self) -> (BodyStream, Result<Vec<u8>, StaffError>) {
+        let piece = self.app.next_piece(&mut self.stream);
+        (self.stream, piece)
     }
 }
 
@@ -167,6 +285,8 @@ pub(crate) struct Cx<'a> {
     pub(crate) config: &'a StaffConfig,
     pub(crate) source: IpAddr,
     pub(crate) now: i64,
+    /// A download's body, to send after the response's head.
+    pub(crate) stream: Option<BodyStream>,
 }
 
 impl Cx<'_> {
@@ -385,10 +505,11 @@ impl StaffJob {
         }
     }
 
-    /// Runs on a worker thread: the response and the method it answers.
-    pub fn run(self) -> (Method, Response) {
-        let resp = self.app.handle(&self.request, self.source);
-        (self.request.method, resp)
+    /// Runs on a worker thread: the response, a download's body still to
+    /// read, and the method it answers.
+    pub fn run(self) -> (Method, Response, Option<BodyStream>) {
+        let (resp, stream) = self.app.answer(&self.request, self.source);
+        (self.request.method, resp, stream)
     }
 }
 

@@ -622,7 +622,7 @@ impl Response {
     /// Appends the response as HTTP/1.1 bytes, answering a request made
     /// with `method` (HEAD gets the head only).
     pub fn encode(&self, method: Method, out: &mut Vec<u8>) {
-        let head = self.head();
+        let head = self.head(self.body.len() as u64);
         out.reserve(head.len() + self.body.len());
         out.extend_from_slice(head.as_bytes());
         if method != Method::Head {
@@ -630,7 +630,14 @@ impl Response {
         }
     }
 
-    fn head(&self) -> String {
+    /// Only the head, announcing a body of `len` bytes that the caller
+    /// sends itself, piece by piece (a staff download); `self.body` is
+    /// not sent.
+    pub fn encode_head(&self, len: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.head(len).as_bytes());
+    }
+
+    fn head(&self, len: u64) -> String {
         use std::fmt::Write as _;
         let mut h = String::with_capacity(160);
         // Writing to a String cannot fail.
@@ -652,7 +659,7 @@ impl Response {
         for (name, value) in &self.headers {
             let _ = write!(h, "{}: {}\r\n", header_text(name), header_text(value));
         }
-        let _ = write!(h, "Content-Length: {}\r\n", self.body.len());
+        let _ = write!(h, "Content-Length: {len}\r\n");
         let connection = if self.close { "close" } else { "keep-alive" };
         let _ = write!(h, "Connection: {connection}\r\n\r\n");
         h
