@@ -479,3 +479,29 @@ fn staff_accounts_from_the_command_line() -> R<()> {
     assert!(stdout(&server.admin(&["staff", "list"])?).is_empty());
     Ok(())
 }
+
+/// `examples/staff.sh`: a staff account from a password file, login with
+/// curl and the scraped CSRF token, the overview, an assignment page, its
+/// CSV export, a 5 MiB file downloaded (streamed) and compared by SHA-256
+/// with the one handed in, logout, the old cookie refused.
+#[test]
+fn the_staff_script_runs_the_pages_with_curl() -> R<()> {
+    let server_bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_server"));
+    let bin_dir = server_bin.parent().ok_or("bin dir")?;
+    let out = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/staff.sh"))
+        .env("CERTBOARD_BIN_DIR", bin_dir)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    assert!(out.status.success(), "{}", text(&out));
+    let s = stdout(&out);
+    for step in [
+        "5242880 bytes",
+        "staff account ta.lee added",
+        "matches",
+        "== staff pages complete: every expectation held",
+    ] {
+        assert!(s.contains(step), "{step:?} missing:\n{}", text(&out));
+    }
+    Ok(())
+}
