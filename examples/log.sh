@@ -8,8 +8,10 @@
 # independent verifier written from the C2SP specifications
 # (tests/tlog/c2sp_verify.py) fetch the tiles and recompute the
 # checkpoint's root, checks that a later log extends the published
-# checkpoint, then edits a report behind the server's back and shows
-# `server log verify` naming it. Needs python3 with `cryptography`, curl.
+# checkpoint, shows the student's side (the proofs her client checked,
+# `client audit`, and a certificate someone else got for her SID flagged by
+# it), then edits a report behind the server's back and shows `server log
+# verify` naming it. Needs python3 with `cryptography`, curl.
 set -euo pipefail
 
 . "$(dirname "$0")/lib.sh"
@@ -30,7 +32,11 @@ bb=$(awk '$1=="listening" && $2=="blackboard" {print $3}' server.out)
 http=$(awk '$1=="listening" && $2=="http" {print $3}' server.out)
 
 echo "== three students enroll and hand in the lab report"
-"$bin/client" --ca "$ca" --blackboard "$bb" 1155000001 1155000002 1155000003 >/dev/null
+"$bin/client" --ca "$ca" --blackboard "$bb" 1155000001 1155000002 1155000003 >client.out
+echo "-- what the first student's client checked:"
+grep -i 'transparency log' client.out | head -2
+grep -q 'her certificate is entry' client.out || {
+  echo "the client showed no log proof for her certificate"; exit 1; }
 
 echo "== the instructor publishes the log's key and its checkpoint"
 vkey=$("$bin/server" log key)
@@ -50,6 +56,17 @@ curl -sS "http://$http/log/checkpoint"
 
 echo "== the instructor's check of the database"
 "$bin/server" log verify
+
+echo "== the student audits the log: everything of hers is accounted for"
+"$bin/client" audit --log-url "http://$http/log" --log-key "$vkey" 1155000001
+
+echo "== someone else gets a certificate for her SID (open enrollment, another machine)"
+"$bin/client" --ca "$ca" --blackboard "$bb" --out-dir impostor 1155000001 >/dev/null
+if "$bin/client" audit --log-url "http://$http/log" --log-key "$vkey" 1155000001 >audit.out; then
+  cat audit.out; echo "the audit missed a certificate she never asked for"; exit 1
+fi
+grep 'NOT the certificate in her folder' audit.out
+echo "== flagged, as it should be"
 
 echo "== a report edited behind certboard's back"
 python3 - <<'PY'

@@ -497,7 +497,7 @@ pub struct UploadRecord {
 impl UploadRecord {
     /// Lower-case hex of its SHA-256.
     pub fn sha256_hex(&self) -> String {
-        self.sha256.iter().map(|b| format!("{b:02x}")).collect()
+        crate::crypto::hex_lower(&self.sha256)
     }
 }
 

@@ -204,6 +204,17 @@ fn a_ca_host_and_a_blackboard_host_keep_one_log() -> TestResult {
         "{}",
         text(&verify)
     );
+
+    // So is a certificate deleted behind its back: the log's first entry.
+    let first: String = c
+        .query_one("SELECT record FROM tlog_entries WHERE idx = 0", &[])?
+        .get(0);
+    let serial = first.strip_prefix("cert:").ok_or("entry 0 is a certificate")?;
+    let deleted = c.execute("DELETE FROM certs WHERE serial = $1", &[&serial])?;
+    assert_eq!(deleted, 1, "{first}");
+    let verify = a.admin(&["log", "verify", "--database", &url])?;
+    assert!(!verify.status.success(), "{}", text(&verify));
+    assert!(text(&verify).contains("log entry 0 "), "{}", text(&verify));
     Ok(())
 }
 

@@ -375,7 +375,7 @@ fn receipt_content(record: &ReportRecord, th: &[u8; DIGEST_LEN]) -> ReceiptConte
         receipt: record.receipt_id.to_string(),
         received_at: rfc3339(record.received_at),
         report_sha256: record.sha256_hex(),
-        transcript_sha256: th.iter().map(|b| format!("{b:02x}")).collect(),
+        transcript_sha256: crypto::hex_lower(th),
         version: RECEIPT_VERSION,
         assignment: Some(record.assignment.clone()),
         late: Some(record.late_by.is_some()),
