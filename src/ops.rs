@@ -362,6 +362,8 @@ mod tests {
             body: Vec::new(),
             keep_alive: true,
             cookie: None,
+            forwarded_for: None,
+            real_ip: None,
         }
     }
 

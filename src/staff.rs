@@ -47,6 +47,10 @@ pub struct StaffConfig {
     pub secure_cookie: bool,
     /// The login throttle.
     pub login_limits: LoginLimits,
+    /// Reverse proxies (exact addresses) whose `X-Forwarded-For` /
+    /// `X-Real-IP` name the client (`--staff-trusted-proxy`). Empty: those
+    /// headers are ignored and the TCP peer is the client.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for StaffConfig {
@@ -55,6 +59,7 @@ impl Default for StaffConfig {
             session_lifetime: Duration::from_secs(8 * 60 * 60),
             secure_cookie: false,
             login_limits: LoginLimits::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -83,8 +88,26 @@ impl StaffApp {
         })
     }
 
-    /// Answers one request from `source`: the whole of the staff side.
-    pub fn handle(&self, req: &Request, source: IpAddr) -> Response {
+    /// Answers one request from the TCP peer `peer`, a download's body
+    /// read whole (tests and benches; the listener streams it instead).
+    pub fn handle(&self, req: &Request, peer: IpAddr) -> Response {
+        let (mut resp, stream) = self.answer(req, peer);
+        if let Some(mut stream) = stream {
+            while !stream.finished() {
+                match self.next_piece(&mut stream) {
+                    Ok(piece) => resp.body.extend_from_slice(&piece),
+                    Err(e) => return secured(e.response()),
+                }
+            }
+        }
+        resp
+    }
+
+    /// Answers one request from the TCP peer `peer`: the whole of the
+    /// staff side. A download's response comes with its body still in the
+    /// store: the [`BodyStream`] to send after the head, piece by piece.
+    pub fn answer(&self, req: &Request, peer: IpAddr) -> (Response, Option<BodyStream>) {
+        let source = client_address(peer, req, &self.config.trusted_proxies);
         let mut guard = match self.store.lock() {
             Ok(g) => g,
             // A worker panicked mid-request: the connection is still usable
@@ -97,6 +120,7 @@ impl StaffApp {
             config: &self.config,
             source,
             now: crate::time::now_unix(),
+            stream: None,
         };
         let resp = match route(&mut cx, req) {
             Ok(r) => r,
@@ -106,11 +130,153 @@ impl StaffApp {
                     req.method.as_str(),
                     req.path()
                 );
+                cx.stream = None;
                 e.response()
             }
         };
-        secured(resp)
+        (secured(resp), cx.stream.take())
     }
+
+    /// The next piece of a download (at least [`PIECE`] bytes unless it is
+    /// the last), read from the store on a worker.
+    pub fn next_piece(&self, stream: &mut BodyStream) -> Result<Vec<u8>, StaffError> {
+        let mut guard = match self.store.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut piece = Vec::new();
+        while piece.len() < PIECE && stream.next < stream.chunks {
+            let seq = stream.next;
+            let chunk = guard.upload_chunk(stream.upload_id, seq)?.ok_or_else(|| {
+                StaffError::NotFound(format!("chunk {seq} of upload {}", stream.upload_id))
+            })?;
+            piece.extend_from_slice(&chunk);
+            stream.next += 1;
+        }
+        stream.sent = stream.sent.saturating_add(piece.len() as u64);
+        // The head announced `size`: a store that disagrees ends the
+        // connection rather than send a body of another length.
+        if stream.sent > stream.size || (stream.finished() && stream.sent != stream.size) {
+            return Err(StaffError::NotFound(format!(
+                "upload {} holds {}+ bytes, its record says {}",
+                stream.upload_id, stream.sent, stream.size
+            )));
+        }
+        Ok(piece)
+    }
+}
+
+/// Bytes of a download read from the store per worker job: about one
+/// stored chunk. The listener asks for the next piece only when the
+/// client has taken all but [`BODY_LOW_WATER`] of what is queued, so a
+/// download holds at most about these two in memory, however large the
+/// file and however slow the reader.
+pub const PIECE: usize = 64 * 1024;
+/// Queued output below which the next piece of a download is read.
+pub const BODY_LOW_WATER: usize = 64 * 1024;
+
+/// The rest of a download: the stored chunks still to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyStream {
+    upload_id: i64,
+    /// The next chunk to read.
+    next: u64,
+    chunks: u64,
+    /// What the head announced.
+    size: u64,
+    /// Bytes read so far.
+    sent: u64,
+}
+
+impl BodyStream {
+    /// The body of the upload `upload_id`: `chunks` chunks, `size` bytes.
+    pub fn new(upload_id: i64, chunks: u64, size: u64) -> BodyStream {
+        BodyStream {
+            upload_id,
+            next: 0,
+            chunks,
+            size,
+            sent: 0,
+        }
+    }
+
+    /// The body's length, as the head announces it.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Every chunk has been read.
+    pub fn finished(&self) -> bool {
+        self.next >= self.chunks
+    }
+}
+
+/// One piece of a download to read off the loop.
+pub struct BodyJob {
+    app: Arc<StaffApp>,
+    stream: BodyStream,
+}
+
+impl std::fmt::Debug for BodyJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyJob")
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BodyJob {
+    /// The next piece of `stream`, for `app`.
+    pub fn new(app: Arc<StaffApp>, stream: BodyStream) -> BodyJob {
+        BodyJob { app, stream }
+    }
+
+    /// Runs on a worker thread: the stream moved on, and the piece.
+    pub fn run(mut self) -> (BodyStream, Result<Vec<u8>, StaffError>) {
+        let piece = self.app.next_piece(&mut self.stream);
+        (self.stream, piece)
+    }
+}
+
+/// The client a request is from: the TCP peer, unless the peer is a
+/// trusted proxy, then the right-most `X-Forwarded-For` entry that is not a
+/// trusted proxy itself (entries further left were written by whoever
+/// sent them, the client included, so they prove nothing), else
+/// `X-Real-IP`, else the peer. From any other peer both headers are
+/// ignored: a direct client must not choose the address it is throttled
+/// and audited under.
+pub fn client_address(peer: IpAddr, req: &Request, trusted: &[IpAddr]) -> IpAddr {
+    let is_trusted = |a: IpAddr| trusted.contains(&a.to_canonical());
+    if !is_trusted(peer) {
+        return peer;
+    }
+    if let Some(list) = req.forwarded_for.as_deref() {
+        for entry in list.rsplit(',') {
+            match forwarded_address(entry) {
+                Some(a) if is_trusted(a) => continue,
+                Some(a) => return a,
+                // "unknown", an obfuscated name, garbage: what lies further
+                // left cannot be placed, so stop here.
+                None => break,
+            }
+        }
+    }
+    req.real_ip
+        .as_deref()
+        .and_then(forwarded_address)
+        .unwrap_or(peer)
+}
+
+/// One address of `X-Forwarded-For` / `X-Real-IP`: `1.2.3.4`, `2001:db8::1`,
+/// or with a port (`1.2.3.4:5678`, `[2001:db8::1]:80`), which some proxies
+/// add.
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<std::net::SocketAddr>().map(|s| s.ip()))
+        .ok()
+        .map(|a| a.to_canonical())
 }
 
 /// A request's context on the worker.
@@ -119,6 +285,8 @@ pub(crate) struct Cx<'a> {
     pub(crate) config: &'a StaffConfig,
     pub(crate) source: IpAddr,
     pub(crate) now: i64,
+    /// A download's body, to send after the response's head.
+    pub(crate) stream: Option<BodyStream>,
 }
 
 impl Cx<'_> {
@@ -337,9 +505,72 @@ impl StaffJob {
         }
     }
 
-    /// Runs on a worker thread: the response and the method it answers.
-    pub fn run(self) -> (Method, Response) {
-        let resp = self.app.handle(&self.request, self.source);
-        (self.request.method, resp)
+    /// Runs on a worker thread: the response, a download's body still to
+    /// read, and the method it answers.
+    pub fn run(self) -> (Method, Response, Option<BodyStream>) {
+        let (resp, stream) = self.app.answer(&self.request, self.source);
+        (self.request.method, resp, stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::http::Version;
+
+    fn req(xff: Option<&str>, real: Option<&str>) -> Request {
+        Request {
+            method: Method::Get,
+            target: "/".into(),
+            version: Version::Http11,
+            content_type: None,
+            expects_continue: false,
+            body: Vec::new(),
+            keep_alive: true,
+            cookie: None,
+            forwarded_for: xff.map(str::to_string),
+            real_ip: real.map(str::to_string),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))
+    }
+
+    #[test]
+    fn forwarded_headers_count_only_from_a_trusted_proxy() {
+        let proxy = ip("127.0.0.1");
+        let trusted = [proxy, ip("10.0.0.2")];
+        let r = req(Some("6.6.6.6"), Some("7.7.7.7"));
+        // A direct client's headers are ignored, whatever they say.
+        assert_eq!(
+            client_address(ip("203.0.113.9"), &r, &trusted),
+            ip("203.0.113.9")
+        );
+        assert_eq!(client_address(proxy, &r, &[]), proxy);
+        // Through the proxy: the right-most entry not itself a proxy; what
+        // the client wrote further left is not believed.
+        let r = req(Some("6.6.6.6, 198.51.100.4, 10.0.0.2"), Some("7.7.7.7"));
+        assert_eq!(client_address(proxy, &r, &trusted), ip("198.51.100.4"));
+        // An IPv4-mapped peer is the same proxy; ports and brackets parse.
+        let r = req(Some("[2001:db8::1]:443"), None);
+        assert_eq!(
+            client_address(ip("::ffff:127.0.0.1"), &r, &trusted),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            client_address(proxy, &req(Some("198.51.100.4:5555"), None), &trusted),
+            ip("198.51.100.4")
+        );
+        // No usable X-Forwarded-For: X-Real-IP, then the peer.
+        assert_eq!(
+            client_address(proxy, &req(Some("unknown"), Some("7.7.7.7")), &trusted),
+            ip("7.7.7.7")
+        );
+        assert_eq!(
+            client_address(proxy, &req(Some("10.0.0.2"), Some("junk")), &trusted),
+            proxy
+        );
+        assert_eq!(client_address(proxy, &req(None, None), &trusted), proxy);
     }
 }

@@ -39,13 +39,27 @@ fn send(
     cookie: Option<&str>,
     body: Option<(&str, &[u8])>,
 ) -> R<Resp> {
+    send_with(addr, from, method, path, cookie, body, "")
+}
+
+/// [`send`] with `extra` header lines (each ending in CRLF).
+fn send_with(
+    addr: SocketAddr,
+    from: IpAddr,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    body: Option<(&str, &[u8])>,
+    extra: &str,
+) -> R<Resp> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
     socket.bind(&SocketAddr::new(from, 0).into())?;
     socket.connect_timeout(&addr.into(), Duration::from_secs(10))?;
     let mut s: std::net::TcpStream = socket.into();
     s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: staff\r\nConnection: close\r\n");
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: staff\r\nConnection: close\r\n{extra}");
     if let Some(c) = cookie {
         req.push_str(&format!("Cookie: {c}\r\n"));
     }
@@ -120,7 +134,13 @@ fn csrf_of(page: &str) -> R<String> {
 }
 
 fn started() -> R<(TestServer, SocketAddr)> {
-    let server = TestServer::start(&["--staff-listen", "127.0.0.1:0"])?;
+    started_with(&[])
+}
+
+fn started_with(more: &[&str]) -> R<(TestServer, SocketAddr)> {
+    let mut args = vec!["--staff-listen", "127.0.0.1:0"];
+    args.extend_from_slice(more);
+    let server = TestServer::start(&args)?;
     let addr = server.staff_addr()?;
     let pw = server.path().join("pw");
     std::fs::write(&pw, format!("{PASSWORD}\n"))?;
@@ -213,6 +233,78 @@ fn the_throttle_stops_a_guesser_but_not_her_from_elsewhere() -> R<()> {
     assert_eq!(login(addr, HERE, "ta1", PASSWORD)?.status, 429);
     // ...but she logs in from her own.
     assert_eq!(login(addr, ELSEWHERE, "ta1", PASSWORD)?.status, 303);
+    Ok(())
+}
+
+/// A login from `from` carrying `extra` header lines.
+fn login_with(addr: SocketAddr, from: IpAddr, password: &str, extra: &str) -> R<Resp> {
+    let form = format!("username=ta1&password={}", password.replace(' ', "+"));
+    send_with(
+        addr,
+        from,
+        "POST",
+        "/login",
+        None,
+        Some((FORM, form.as_bytes())),
+        extra,
+    )
+}
+
+/// Wrong guesses from `from` with `extra` headers until one is throttled:
+/// how many were answered 401 first.
+fn guesses_until_throttled(
+    addr: SocketAddr,
+    from: IpAddr,
+    extra: &dyn Fn(usize) -> String,
+) -> R<usize> {
+    for i in 0..10 {
+        let r = login_with(addr, from, "wrong guess number", &extra(i))?;
+        if r.status == 429 {
+            return Ok(i);
+        }
+        assert_eq!(r.status, 401, "{}", r.text());
+    }
+    Err("never throttled".into())
+}
+
+#[test]
+fn forwarded_addresses_count_only_from_a_trusted_proxy() -> R<()> {
+    const PROXY: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3));
+    let (_server, addr) = started_with(&["--staff-trusted-proxy", "127.0.0.3"])?;
+    // A direct client cannot pick the address it is counted under: each
+    // guess names another one, all are counted under its own.
+    let spoofed = |i: usize| {
+        format!(
+            "X-Forwarded-For: 198.51.100.{}\r\nX-Real-IP: 198.51.100.{}\r\n",
+            i + 10,
+            i + 50
+        )
+    };
+    assert_eq!(guesses_until_throttled(addr, HERE, &spoofed)?, 5);
+    // Through the trusted proxy, a guesser at one address...
+    let guesser = |_| "X-Forwarded-For: 203.0.113.66\r\n".to_string();
+    assert_eq!(guesses_until_throttled(addr, PROXY, &guesser)?, 5);
+    // ...does not hold back her login through the same proxy from hers,
+    // even when the guesser also wrote her address further left.
+    let her = "X-Forwarded-For: 192.0.2.7\r\n";
+    let ok = login_with(addr, PROXY, PASSWORD, her)?;
+    assert_eq!(ok.status, 303, "{}", ok.text());
+    let sneaky = "X-Forwarded-For: 192.0.2.7, 203.0.113.66\r\n";
+    assert_eq!(login_with(addr, PROXY, PASSWORD, sneaky)?.status, 429);
+    // X-Real-IP when X-Forwarded-For is absent.
+    assert_eq!(
+        login_with(addr, PROXY, PASSWORD, "X-Real-IP: 192.0.2.8\r\n")?.status,
+        303
+    );
+    // The audit log names the forwarded addresses, never a spoofed one.
+    let cookie = cookie_of(&ok)?;
+    let audit = get(addr, "/audit", &cookie)?.text();
+    for seen in ["192.0.2.7", "192.0.2.8", "203.0.113.66", "127.0.0.1"] {
+        assert!(audit.contains(seen), "{seen} missing from the audit page");
+    }
+    for spoof in ["198.51.100.10", "198.51.100.50"] {
+        assert!(!audit.contains(spoof), "{spoof} in the audit page");
+    }
     Ok(())
 }
 
@@ -385,5 +477,31 @@ fn staff_accounts_from_the_command_line() -> R<()> {
     assert!(r.status.success(), "{}", text(&r));
     assert_eq!(get(addr, "/", &cookie)?.status, 303);
     assert!(stdout(&server.admin(&["staff", "list"])?).is_empty());
+    Ok(())
+}
+
+/// `examples/staff.sh`: a staff account from a password file, login with
+/// curl and the scraped CSRF token, the overview, an assignment page, its
+/// CSV export, a 5 MiB file downloaded (streamed) and compared by SHA-256
+/// with the one handed in, logout, the old cookie refused.
+#[test]
+fn the_staff_script_runs_the_pages_with_curl() -> R<()> {
+    let server_bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_server"));
+    let bin_dir = server_bin.parent().ok_or("bin dir")?;
+    let out = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/staff.sh"))
+        .env("CERTBOARD_BIN_DIR", bin_dir)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    assert!(out.status.success(), "{}", text(&out));
+    let s = stdout(&out);
+    for step in [
+        "5242880 bytes",
+        "staff account ta.lee added",
+        "matches",
+        "== staff pages complete: every expectation held",
+    ] {
+        assert!(s.contains(step), "{step:?} missing:\n{}", text(&out));
+    }
     Ok(())
 }

@@ -396,7 +396,13 @@ fn csrf_in(html: &str) -> Option<String> {
 
 #[test]
 fn a_staff_member_logs_in_through_nginx_with_a_secure_cookie() -> TestResult {
-    let server = TestServer::start(&["--staff-listen", "127.0.0.1:0", "--staff-secure-cookie"])?;
+    let server = TestServer::start(&[
+        "--staff-listen",
+        "127.0.0.1:0",
+        "--staff-secure-cookie",
+        "--staff-trusted-proxy",
+        "127.0.0.1",
+    ])?;
     let upstream = server.staff_addr()?;
     std::fs::write(server.path().join("pw"), "proxy-password-2026\n")?;
     let out = server.admin(&["staff", "add", "ta.lee", "--password-file", "pw"])?;
@@ -428,6 +434,13 @@ fn a_staff_member_logs_in_through_nginx_with_a_secure_cookie() -> TestResult {
             "username=ta.lee",
             "--data-urlencode",
             "password=proxy-password-2026",
+            // She is at 127.0.0.2 (nginx at 127.0.0.1, trusted) and claims
+            // to be elsewhere: nginx appends her real address, the server
+            // takes that one.
+            "--interface",
+            "127.0.0.2",
+            "-H",
+            "X-Forwarded-For: 198.51.100.66",
             &nginx.url("/login"),
         ],
     )?;
@@ -450,6 +463,14 @@ fn a_staff_member_logs_in_through_nginx_with_a_secure_cookie() -> TestResult {
     assert_eq!(a.status, 200, "{a:?}");
     assert!(a.body.contains("id=\"counts\""), "{}", a.body);
     let token = csrf_in(&a.body).ok_or("no csrf field on the overview")?;
+    let audit = nginx.curl(&jar, &[&nginx.url("/audit")])?;
+    let login_row = audit
+        .body
+        .lines()
+        .find(|l| l.contains("data-action=\"login\""))
+        .ok_or(format!("no login row: {}", audit.body))?;
+    assert!(login_row.contains("127.0.0.2"), "{login_row}");
+    assert!(!audit.body.contains("198.51.100.66"), "{}", audit.body);
     let css = nginx.curl(&jar, &[&nginx.url("/static/staff.css")])?;
     assert_eq!(css.status, 200, "{css:?}");
 

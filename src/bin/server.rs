@@ -171,6 +171,12 @@ struct RunArgs {
     /// Hours a staff login lasts.
     #[arg(long, value_name = "HOURS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=168))]
     staff_session_hours: u64,
+    /// A reverse proxy in front of the staff listener (an exact IP address;
+    /// repeat for several): only requests from it have their client taken
+    /// from X-Forwarded-For / X-Real-IP, for the login throttle and the
+    /// audit log. Default none: those headers are ignored.
+    #[arg(long = "staff-trusted-proxy", value_name = "ADDR")]
+    staff_trusted_proxy: Vec<std::net::IpAddr>,
     /// Most requests on one HTTP connection (keep-alive).
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     http_max_requests: u32,
@@ -657,6 +663,11 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
         staff: certboard::staff::StaffConfig {
             session_lifetime: Duration::from_secs(a.staff_session_hours * 3600),
             secure_cookie: a.staff_secure_cookie,
+            trusted_proxies: a
+                .staff_trusted_proxy
+                .iter()
+                .map(|p| p.to_canonical())
+                .collect(),
             ..certboard::staff::StaffConfig::default()
         },
     };

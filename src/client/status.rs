@@ -9,14 +9,13 @@ use std::path::PathBuf;
 
 use openssl::pkey::{PKey, Private};
 
-use crate::crypto::{self, SessionKeys, CHUNK_MAX, SESSION_KEY_LEN, STATUS_IV};
-use crate::message::{
-    Intent, Message, StatusBody, SubmissionStatus, MAX_STATUS_BODY, NONCE_LEN, PROTOCOL_VERSION_3,
-};
+use crate::crypto::{self, CHUNK_MAX, STATUS_IV};
+use crate::message::{Intent, Message, StatusBody, SubmissionStatus, MAX_STATUS_BODY};
 use crate::receipt::ReceiptContent;
 
-use super::submission::{verify_offer, BlackboardTrust};
+use super::submission::BlackboardTrust;
 use super::transport::FramedStream;
+use super::upload::open_v3;
 use super::{unexpected, ClientError};
 
 /// Most pieces an answer of [`MAX_STATUS_BODY`] bytes takes.
@@ -34,38 +33,8 @@ pub fn ask_status(
     trust: &BlackboardTrust,
     progress: &mut dyn FnMut(&str),
 ) -> Result<StatusBody, ClientError> {
-    let hello = Message::SubmitOpen3 {
-        version: PROTOCOL_VERSION_3,
-        sid: sid.to_string(),
-        cert_der: cert_der.to_vec(),
-        chain: Vec::new(),
-        client_nonce: crypto::random::<NONCE_LEN>()?,
-        intent: Intent::Status,
-    }
-    .encode();
-    conn.send_frame(&hello)?;
-    let (server_nonce, wrapped_key, bb_chain, signature) = match conn.recv()? {
-        Message::SessionOffer {
-            server_nonce,
-            wrapped_key,
-            bb_chain,
-            signature,
-        } => (server_nonce, wrapped_key, bb_chain, signature),
-        other => return Err(unexpected("SessionOffer", &other)),
-    };
-    let th = verify_offer(
-        &hello,
-        &server_nonce,
-        &wrapped_key,
-        &bb_chain,
-        &signature,
-        trust,
-    )?;
+    let (keys, th) = open_v3(conn, sid, cert_der, key, trust, Intent::Status)?;
     progress("Blackboard proved itself and sent a session key (version 3, status)");
-    let session: [u8; SESSION_KEY_LEN] = crypto::unwrap_key(key, &wrapped_key)?
-        .try_into()
-        .map_err(|_| ClientError::Protocol("session key is not 32 bytes".into()))?;
-    let keys = SessionKeys::derive_v3(&session, &th)?;
     let mac = keys.status_request_mac_v3(&th)?;
     conn.send(&Message::StatusRequest { mac })?;
     let mut stream = keys.file_cipher(&STATUS_IV)?;

@@ -82,28 +82,26 @@ fn fill(f: &mut File, buf: &mut [u8], path: &Path) -> Result<usize, ClientError>
     Ok(got)
 }
 
-/// Hands `file` in for `assignment` on an open Blackboard connection and
-/// checks the signed receipt (signature, her SID and serial, this
-/// exchange, and the file's assignment, name, size and hash).
-#[allow(clippy::too_many_arguments)]
-pub fn upload(
+/// Opens a version 3 exchange on an open Blackboard connection, for an
+/// upload or a status request: her SID, certificate and a fresh nonce;
+/// Blackboard's signed offer checked (its certificate from the pinned
+/// root, its signature over this exchange); the session key unwrapped and
+/// the session's keys derived. Returns them with the transcript hash.
+pub(super) fn open_v3(
     conn: &mut FramedStream,
     sid: &str,
-    serial_hex: &str,
     cert_der: &[u8],
     key: &PKey<Private>,
-    assignment: &str,
-    file: &FileToSend,
     trust: &BlackboardTrust,
-    progress: &mut dyn FnMut(&str),
-) -> Result<Receipt, ClientError> {
+    intent: Intent,
+) -> Result<(SessionKeys, [u8; DIGEST_LEN]), ClientError> {
     let hello = Message::SubmitOpen3 {
         version: PROTOCOL_VERSION_3,
         sid: sid.to_string(),
         cert_der: cert_der.to_vec(),
         chain: Vec::new(),
         client_nonce: crypto::random::<NONCE_LEN>()?,
-        intent: Intent::Upload,
+        intent,
     }
     .encode();
     conn.send_frame(&hello)?;
@@ -124,11 +122,29 @@ pub fn upload(
         &signature,
         trust,
     )?;
-    progress("Blackboard proved itself and sent a session key (version 3)");
     let session: [u8; SESSION_KEY_LEN] = crypto::unwrap_key(key, &wrapped_key)?
         .try_into()
         .map_err(|_| ClientError::Protocol("session key is not 32 bytes".into()))?;
-    let keys = SessionKeys::derive_v3(&session, &th)?;
+    Ok((SessionKeys::derive_v3(&session, &th)?, th))
+}
+
+/// Hands `file` in for `assignment` on an open Blackboard connection and
+/// checks the signed receipt (signature, her SID and serial, this
+/// exchange, and the file's assignment, name, size and hash).
+#[allow(clippy::too_many_arguments)]
+pub fn upload(
+    conn: &mut FramedStream,
+    sid: &str,
+    serial_hex: &str,
+    cert_der: &[u8],
+    key: &PKey<Private>,
+    assignment: &str,
+    file: &FileToSend,
+    trust: &BlackboardTrust,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Receipt, ClientError> {
+    let (keys, th) = open_v3(conn, sid, cert_der, key, trust, Intent::Upload)?;
+    progress("Blackboard proved itself and sent a session key (version 3)");
     let iv = crypto::random::<IV_LEN>()?;
     let cipher = CipherId::Aes256Ctr;
     let mac = keys.announce_mac_v3(

@@ -104,6 +104,13 @@ pub struct Request {
     /// The `Cookie` fields, joined with `; ` (the staff listener's
     /// session), if any.
     pub cookie: Option<String>,
+    /// The `X-Forwarded-For` fields, joined with `, ` (RFC 9110 §5.3), if
+    /// any. Only the staff listener reads it, and only from a proxy it was
+    /// told to trust: anyone else can write anything here.
+    pub forwarded_for: Option<String>,
+    /// The `X-Real-IP` field (the last one given), if any; trusted as
+    /// little as `forwarded_for`.
+    pub real_ip: Option<String>,
 }
 
 impl Request {
@@ -406,6 +413,8 @@ impl RequestDecoder {
                 body: Vec::new(),
                 keep_alive,
                 cookie: fields.cookie,
+                forwarded_for: fields.forwarded_for,
+                real_ip: fields.real_ip,
             },
             head_len,
             body_len,
@@ -466,6 +475,8 @@ struct Fields {
     keep_alive: bool,
     expects_continue: bool,
     cookie: Option<String>,
+    forwarded_for: Option<String>,
+    real_ip: Option<String>,
 }
 
 impl Fields {
@@ -509,6 +520,19 @@ impl Fields {
                     Some(before) => format!("{before}; {}", v.trim()),
                     None => v.trim().to_owned(),
                 });
+            } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+                // Not an error when unreadable: most listeners ignore it, and
+                // the staff side treats a missing address like a bad one.
+                if let Ok(v) = std::str::from_utf8(h.value) {
+                    f.forwarded_for = Some(match f.forwarded_for.take() {
+                        Some(before) => format!("{before}, {}", v.trim()),
+                        None => v.trim().to_owned(),
+                    });
+                }
+            } else if name.eq_ignore_ascii_case("x-real-ip") {
+                f.real_ip = std::str::from_utf8(h.value)
+                    .ok()
+                    .map(|v| v.trim().to_owned());
             } else if name.eq_ignore_ascii_case("expect") {
                 f.expects_continue |= h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
             }
@@ -598,7 +622,7 @@ impl Response {
     /// Appends the response as HTTP/1.1 bytes, answering a request made
     /// with `method` (HEAD gets the head only).
     pub fn encode(&self, method: Method, out: &mut Vec<u8>) {
-        let head = self.head();
+        let head = self.head(self.body.len() as u64);
         out.reserve(head.len() + self.body.len());
         out.extend_from_slice(head.as_bytes());
         if method != Method::Head {
@@ -606,7 +630,14 @@ impl Response {
         }
     }
 
-    fn head(&self) -> String {
+    /// Only the head, announcing a body of `len` bytes that the caller
+    /// sends itself, piece by piece (a staff download); `self.body` is
+    /// not sent.
+    pub fn encode_head(&self, len: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.head(len).as_bytes());
+    }
+
+    fn head(&self, len: u64) -> String {
         use std::fmt::Write as _;
         let mut h = String::with_capacity(160);
         // Writing to a String cannot fail.
@@ -628,7 +659,7 @@ impl Response {
         for (name, value) in &self.headers {
             let _ = write!(h, "{}: {}\r\n", header_text(name), header_text(value));
         }
-        let _ = write!(h, "Content-Length: {}\r\n", self.body.len());
+        let _ = write!(h, "Content-Length: {len}\r\n");
         let connection = if self.close { "close" } else { "keep-alive" };
         let _ = write!(h, "Connection: {connection}\r\n\r\n");
         h
@@ -710,6 +741,20 @@ mod tests {
         assert_eq!(req.version, Version::Http11);
         assert!(req.keep_alive);
         assert!(req.body.is_empty());
+    }
+
+    #[test]
+    fn forwarded_fields_are_joined_in_order() {
+        let wire = b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2\r\n\
+                     X-Real-IP: 9.9.9.9\r\nx-forwarded-for:  3.3.3.3 \r\n\r\n";
+        let req = decode_all(wire).unwrap().unwrap();
+        assert_eq!(
+            req.forwarded_for.as_deref(),
+            Some("1.1.1.1, 2.2.2.2, 3.3.3.3")
+        );
+        assert_eq!(req.real_ip.as_deref(), Some("9.9.9.9"));
+        let plain = decode_all(GET).unwrap().unwrap();
+        assert_eq!((plain.forwarded_for, plain.real_ip), (None, None));
     }
 
     #[test]

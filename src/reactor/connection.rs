@@ -217,8 +217,12 @@ impl Connection {
     pub(super) fn on_offloaded(&mut self, done: OffDone) -> Output {
         match (&mut self.handler, done) {
             (Handler::Frames(f), OffDone::Session(done)) => f.on_offloaded(done, &self.peer),
-            (Handler::Staff(s), OffDone::Staff(method, resp)) => Output {
-                close: s.answer(method, resp, &mut self.transport),
+            (Handler::Staff(s), OffDone::Staff(method, resp, stream)) => Output {
+                close: s.answer(method, resp, stream, &mut self.transport),
+                ..Output::default()
+            },
+            (Handler::Staff(s), OffDone::StaffBody(stream, piece)) => Output {
+                close: s.piece(stream, piece, &mut self.transport, &self.peer),
                 ..Output::default()
             },
             // Never: each handler gets back the kind of work it asked for.

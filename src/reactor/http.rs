@@ -11,7 +11,7 @@
 
 use std::io::{Read, Write};
 
-use log::{debug, info};
+use log::{debug, info, warn};
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use crate::ops::http::{self, Method, RequestDecoder, Response};
 use crate::ops::metrics::Metrics;
 use crate::ops::Ops;
 use crate::protocol::{ConnectionError, Expiry};
-use crate::staff::{StaffApp, StaffJob};
+use crate::staff::{BodyJob, BodyStream, StaffApp, StaffError, StaffJob, BODY_LOW_WATER};
 use crate::store::Storage;
 
 /// Limits of the HTTP listener's connections, beside the reactor's
@@ -155,6 +155,9 @@ pub(super) struct Staff {
     source: IpAddr,
     /// The request being answered closes the connection.
     close_after: bool,
+    /// A download whose head is queued and whose body is not all read
+    /// yet: no further request is handled until it is.
+    streaming: Option<BodyStream>,
 }
 
 impl Staff {
@@ -171,6 +174,7 @@ impl Staff {
             app,
             source,
             close_after: false,
+            streaming: None,
         }
     }
 
@@ -181,6 +185,21 @@ impl Staff {
         metrics: &Metrics,
         peer: &str,
     ) -> Work {
+        if let Some(stream) = self.streaming.take() {
+            // Whether the client has taken what is queued decides, so look
+            // after writing what the socket takes now; a write error shows
+            // on the reactor's own flush.
+            let _ = t.flush();
+            if t.outbuf.len() >= BODY_LOW_WATER {
+                // The socket is full: its writable event brings us back.
+                self.streaming = Some(stream);
+                return Work::Idle;
+            }
+            return Work::Offload(OffJob::StaffBody(BodyJob::new(
+                Arc::clone(&self.app),
+                stream,
+            )));
+        }
         match self.decoder.decode(&mut t.inbuf) {
             Ok(Some(req)) => {
                 t.touch();
@@ -216,11 +235,58 @@ impl Staff {
         &mut self,
         method: Method,
         resp: Response,
+        stream: Option<BodyStream>,
         t: &mut Transport<S>,
     ) -> bool {
         let resp = if self.close_after { resp.close() } else { resp };
-        resp.encode(method, &mut t.outbuf);
-        resp.close
+        match stream {
+            Some(stream) => {
+                resp.encode_head(stream.size(), &mut t.outbuf);
+                if method == Method::Head || stream.finished() {
+                    return resp.close;
+                }
+                // The body follows piece by piece (`next`); the connection
+                // closes, if it does, after the last one.
+                self.streaming = Some(stream);
+                false
+            }
+            None => {
+                resp.encode(method, &mut t.outbuf);
+                resp.close
+            }
+        }
+    }
+
+    /// A piece of the download came back from the pool: queued; `true`
+    /// when the connection closes now (the last piece of a closing
+    /// exchange, or the store failed mid-body: the head announced a
+    /// length, so closing early is the only way to tell the client).
+    pub(super) fn piece<S: Read + Write>(
+        &mut self,
+        stream: BodyStream,
+        piece: Result<Vec<u8>, StaffError>,
+        t: &mut Transport<S>,
+        peer: &str,
+    ) -> bool {
+        match piece {
+            Ok(bytes) => {
+                t.outbuf.extend_from_slice(&bytes);
+                // A long download to a slow reader is progress, not a
+                // stuck exchange: the deadline and idle timer restart.
+                t.progress(std::time::Instant::now());
+                t.touch();
+                if stream.finished() {
+                    self.close_after
+                } else {
+                    self.streaming = Some(stream);
+                    false
+                }
+            }
+            Err(e) => {
+                warn!("{peer}: download cut off: {e}");
+                true
+            }
+        }
     }
 
     /// A 408 when part of a request had arrived; else close quietly.
@@ -271,5 +337,135 @@ fn refusal_label(status: u16) -> &'static str {
         411 | 413 | 414 | 431 => "http_too_large",
         503 => "http_busy",
         _ => "http_bad_request",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::staff::{StaffConfig, PIECE};
+    use crate::store::{ChunkRecord, Record, SqliteStore, UploadRecord};
+
+    /// A client socket that takes at most `cap` bytes per write (0: it is
+    /// not reading, every write would block).
+    #[derive(Debug, Default)]
+    struct Client {
+        cap: usize,
+        got: Vec<u8>,
+    }
+
+    impl Read for Client {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    }
+
+    impl Write for Client {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.cap == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.cap);
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Runs the handler as the reactor would, pieces done on the spot,
+    /// until it has nothing to do; how many pieces were read.
+    fn pump(staff: &mut Staff, t: &mut Transport<Client>) -> usize {
+        let metrics = Metrics::new();
+        let mut pieces = 0;
+        for _ in 0..10_000 {
+            match staff.next(t, &metrics, "test") {
+                Work::Offload(OffJob::StaffBody(job)) => {
+                    let (stream, piece) = job.run();
+                    assert!(piece.is_ok(), "{piece:?}");
+                    pieces += 1;
+                    assert!(!staff.piece(stream, piece, t, "test"));
+                }
+                Work::Idle => return pieces,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        panic!("never idle");
+    }
+
+    #[test]
+    fn a_download_is_read_only_as_fast_as_the_client_takes_it(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let mut store = SqliteStore::open(dir.path())?;
+        // 5 MiB in 80 stored chunks, not a multiple of the piece size.
+        let data: Vec<u8> = (0..5 * 1024 * 1024 + 123)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let mut batch: Vec<Record> = data
+            .chunks(65_536)
+            .enumerate()
+            .map(|(seq, c)| {
+                Record::Chunk(ChunkRecord {
+                    upload_id: 9,
+                    seq: seq as u64,
+                    data: c.to_vec(),
+                })
+            })
+            .collect();
+        let chunks = batch.len() as u64;
+        batch.push(Record::Upload(UploadRecord {
+            receipt_id: 1,
+            upload_id: 9,
+            sid: "1155000001".into(),
+            serial: crate::ca::Serial::parse_hex("0A")?,
+            received_at: 1_700_000_000,
+            assignment: "lab".into(),
+            file_name: "big.bin".into(),
+            size: data.len() as u64,
+            sha256: [0; 32],
+            chunks,
+            late_seconds: 0,
+        }));
+        crate::store::Storage::commit(&mut store, &batch)?;
+        let app = StaffApp::new(StaffConfig::default(), Box::new(store));
+        let mut staff = Staff::new(HttpConnLimits::default(), app, Ipv4Addr::LOCALHOST.into());
+        let mut t = Transport::new(Client::default(), std::time::Instant::now());
+
+        let stream = BodyStream::new(9, chunks, data.len() as u64);
+        let resp = Response::new(200, Vec::new()).content_type("application/octet-stream");
+        assert!(!staff.answer(Method::Get, resp, Some(stream), &mut t));
+        let head_len = t.outbuf.len();
+        // A client that reads nothing: a piece or two is queued, no more.
+        let pieces = pump(&mut staff, &mut t);
+        assert!((1..=2).contains(&pieces), "{pieces} pieces");
+        assert!(
+            t.outbuf.len() <= head_len + BODY_LOW_WATER + PIECE,
+            "{} bytes queued for a client reading nothing",
+            t.outbuf.len()
+        );
+        assert!(staff.streaming.is_some());
+        // It reads 10 KiB at a time: still bounded, and it gets it all.
+        t.stream_mut().cap = 10 * 1024;
+        let mut rounds = 0;
+        while staff.streaming.is_some() || !t.outbuf.is_empty() {
+            pump(&mut staff, &mut t);
+            assert!(t.outbuf.len() <= head_len + BODY_LOW_WATER + PIECE);
+            t.flush()?;
+            rounds += 1;
+            assert!(rounds < 100_000, "never finished");
+        }
+        let got = std::mem::take(&mut t.stream_mut().got);
+        let head = String::from_utf8_lossy(&got[..head_len]).into_owned();
+        assert!(
+            head.contains(&format!("Content-Length: {}\r\n", data.len())),
+            "{head}"
+        );
+        assert!(got[head_len..] == data[..], "the body differs");
+        Ok(())
     }
 }

@@ -31,15 +31,17 @@ use mio::{Token, Waker};
 
 use crate::ops::http::{Method, Response};
 use crate::protocol::{Done, Job};
-use crate::staff::StaffJob;
+use crate::staff::{BodyJob, BodyStream, StaffError, StaffJob};
 
 /// Work for the pool: a session's (a legacy key) or a staff request.
 #[derive(Debug)]
 pub(crate) enum OffJob {
     /// A protocol session's job.
     Session(Job),
-    /// A staff request, answered whole off the loop.
+    /// A staff request, answered off the loop.
     Staff(StaffJob),
+    /// The next piece of a staff download.
+    StaffBody(BodyJob),
 }
 
 /// What came back.
@@ -47,8 +49,11 @@ pub(crate) enum OffJob {
 pub(crate) enum OffDone {
     /// For [`OffJob::Session`].
     Session(Done),
-    /// For [`OffJob::Staff`]: the response and the method it answers.
-    Staff(Method, Response),
+    /// For [`OffJob::Staff`]: the method it answers, the response, and a
+    /// download's body still to send.
+    Staff(Method, Response, Option<BodyStream>),
+    /// For [`OffJob::StaffBody`]: the stream moved on, and the piece.
+    StaffBody(BodyStream, Result<Vec<u8>, StaffError>),
 }
 
 impl OffJob {
@@ -56,8 +61,12 @@ impl OffJob {
         match self {
             OffJob::Session(job) => OffDone::Session(job.run()),
             OffJob::Staff(job) => {
-                let (method, resp) = job.run();
-                OffDone::Staff(method, resp)
+                let (method, resp, stream) = job.run();
+                OffDone::Staff(method, resp, stream)
+            }
+            OffJob::StaffBody(job) => {
+                let (stream, piece) = job.run();
+                OffDone::StaffBody(stream, piece)
             }
         }
     }

@@ -563,11 +563,8 @@ pub(crate) fn disposition(name: &str) -> String {
     format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
-/// Largest file sent in one response (the protocol's limit is lower).
-const MAX_DOWNLOAD: u64 = 64 << 20;
-
-/// `GET /assignments/ID/files/SID`: her latest file, read chunk by chunk
-/// from the store.
+/// `GET /assignments/ID/files/SID`: her latest file, sent chunk by chunk
+/// from the store as the client reads.
 pub(crate) fn download(cx: &mut Cx<'_>, id: &str, sid: &str) -> Result<Response, StaffError> {
     let u = cx
         .store
@@ -576,20 +573,10 @@ pub(crate) fn download(cx: &mut Cx<'_>, id: &str, sid: &str) -> Result<Response,
         .filter(|u| u.assignment == id && u.sid == sid)
         .max_by_key(|u| (u.received_at, u.receipt_id))
         .ok_or_else(|| StaffError::NotFound(format!("a file of {sid} for {id}")))?;
-    if u.size > MAX_DOWNLOAD {
-        return Err(StaffError::BadRequest(format!(
-            "the file has {} bytes, more than the {MAX_DOWNLOAD} served here: use `server reports --extract`",
-            u.size
-        )));
-    }
-    let mut body = Vec::with_capacity(usize::try_from(u.size).unwrap_or(0));
-    for seq in 0..u.chunks {
-        let chunk = cx.store.upload_chunk(u.upload_id, seq)?.ok_or_else(|| {
-            StaffError::NotFound(format!("chunk {seq} of upload {}", u.upload_id))
-        })?;
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Response::new(200, body)
+    // The body is read piece by piece as the client takes it (see
+    // `BodyStream`): never the whole file in memory.
+    cx.stream = Some(super::BodyStream::new(u.upload_id, u.chunks, u.size));
+    Ok(Response::new(200, Vec::new())
         .content_type("application/octet-stream")
         .header("Content-Disposition", disposition(&u.file_name)))
 }
