@@ -108,8 +108,20 @@ impl Status {
 struct Latest {
     at: i64,
     late: bool,
-    sha256: String,
+    /// A report's SHA-256 (hex); a file's is in `upload`, made hex only
+    /// for the rows a page shows.
+    report_sha256: Option<String>,
     upload: Option<UploadRecord>,
+}
+
+impl Latest {
+    fn sha256_hex(&self) -> String {
+        match (&self.report_sha256, &self.upload) {
+            (Some(hex), _) => hex.clone(),
+            (None, Some(u)) => u.sha256_hex(),
+            (None, None) => String::new(),
+        }
+    }
 }
 
 /// The course's submissions, read once: latest per (SID, assignment).
@@ -117,56 +129,68 @@ struct Course {
     /// Who counts: active roster students (or every SID seen without a
     /// roster), with names.
     who: Vec<(String, String)>,
-    latest: HashMap<(String, String), Latest>,
-    extensions: HashMap<(String, String), i64>,
+    /// Per assignment, then per SID: looked up by `&str`, without
+    /// allocating, once per roster row and assignment.
+    latest: HashMap<String, HashMap<String, Latest>>,
+    extensions: HashMap<String, HashMap<String, i64>>,
     /// Every submission time per assignment (for the chart).
     times: HashMap<String, Vec<i64>>,
     zone: Option<String>,
+    /// The roster as read for `who` (the overview counts from it too).
+    roster: Vec<crate::store::RosterEntry>,
 }
 
 fn course(cx: &mut Cx<'_>) -> Result<Course, StaffError> {
     let roster = cx.store.roster()?;
     let reports = cx.store.reports()?;
     let uploads = cx.store.uploads()?;
-    let extensions = cx
-        .store
-        .extensions()?
-        .into_iter()
-        .map(|e| ((e.sid, e.assignment), e.until))
-        .collect();
+    let mut extensions: HashMap<String, HashMap<String, i64>> = HashMap::new();
+    for e in cx.store.extensions()? {
+        extensions
+            .entry(e.assignment)
+            .or_default()
+            .insert(e.sid, e.until);
+    }
     let zone = crate::admin::timezone(&mut *cx.store)?;
-    let mut latest: HashMap<(String, String), Latest> = HashMap::new();
+    let mut latest: HashMap<String, HashMap<String, Latest>> = HashMap::new();
     let mut times: HashMap<String, Vec<i64>> = HashMap::new();
-    let mut note = |sid: &str, assignment: &str, l: Latest| {
-        times.entry(assignment.to_string()).or_default().push(l.at);
-        let key = (sid.to_string(), assignment.to_string());
-        if latest.get(&key).is_none_or(|old| old.at <= l.at) {
-            latest.insert(key, l);
+    let mut note = |sid: String, assignment: String, l: Latest| {
+        match times.get_mut(&assignment) {
+            Some(t) => t.push(l.at),
+            None => {
+                times.insert(assignment.clone(), vec![l.at]);
+            }
+        }
+        let per = match latest.get_mut(&assignment) {
+            Some(per) => per,
+            None => latest.entry(assignment).or_default(),
+        };
+        match per.get_mut(&sid) {
+            Some(old) if old.at <= l.at => *old = l,
+            Some(_) => {}
+            None => {
+                per.insert(sid, l);
+            }
         }
     };
-    for r in &reports {
-        note(
-            &r.sid,
-            &r.assignment,
-            Latest {
-                at: r.received_at,
-                late: r.late_by.is_some(),
-                sha256: r.sha256_hex(),
-                upload: None,
-            },
-        );
+    for r in reports {
+        let l = Latest {
+            at: r.received_at,
+            late: r.late_by.is_some(),
+            report_sha256: Some(r.sha256_hex()),
+            upload: None,
+        };
+        note(r.sid, r.assignment, l);
     }
     for u in uploads {
-        note(
-            &u.sid.clone(),
-            &u.assignment.clone(),
-            Latest {
-                at: u.received_at,
-                late: u.late_seconds > 0,
-                sha256: u.sha256_hex(),
-                upload: Some(u),
-            },
-        );
+        let (sid, assignment) = (u.sid.clone(), u.assignment.clone());
+        let l = Latest {
+            at: u.received_at,
+            late: u.late_seconds > 0,
+            report_sha256: None,
+            upload: Some(u),
+        };
+        note(sid, assignment, l);
     }
     let mut who: Vec<(String, String)> = roster
         .iter()
@@ -174,7 +198,8 @@ fn course(cx: &mut Cx<'_>) -> Result<Course, StaffError> {
         .map(|e| (e.sid.clone(), e.name.clone()))
         .collect();
     if roster.is_empty() {
-        let seen: std::collections::BTreeSet<&String> = latest.keys().map(|(s, _)| s).collect();
+        let seen: std::collections::BTreeSet<&String> =
+            latest.values().flat_map(|per| per.keys()).collect();
         who = seen
             .into_iter()
             .map(|s| (s.clone(), String::new()))
@@ -182,6 +207,7 @@ fn course(cx: &mut Cx<'_>) -> Result<Course, StaffError> {
     }
     Ok(Course {
         who,
+        roster,
         latest,
         extensions,
         times,
@@ -191,7 +217,7 @@ fn course(cx: &mut Cx<'_>) -> Result<Course, StaffError> {
 
 impl Course {
     fn status(&self, sid: &str, assignment: &str) -> (Status, Option<&Latest>) {
-        match self.latest.get(&(sid.to_string(), assignment.to_string())) {
+        match self.latest.get(assignment).and_then(|per| per.get(sid)) {
             None => (Status::Missing, None),
             Some(l) if l.late => (Status::Late, Some(l)),
             Some(l) => (Status::OnTime, Some(l)),
@@ -261,18 +287,27 @@ fn chart(assignments: &[Assignment], times: &HashMap<String, Vec<i64>>) -> Chart
             let before = ts.iter().filter(|t| **t < due - span).count();
             let mut pts = vec![(left, y_of(before))];
             let mut n = before;
-            for t in ts.iter().filter(|t| **t >= due - span) {
+            // One step per pixel column, however many submissions fall in
+            // it: the line has at most two points per column, so the page
+            // stays small and quick for a large course.
+            let mut recent = ts.iter().filter(|t| **t >= due - span).peekable();
+            while let Some(t) = recent.next() {
                 let x = x_of(*t, due);
                 pts.push((x, y_of(n)));
                 n += 1;
+                while recent.peek().is_some_and(|u| x_of(**u, due) == x) {
+                    recent.next();
+                    n += 1;
+                }
                 pts.push((x, y_of(n)));
             }
             pts.push((right, y_of(n)));
-            let points = pts
-                .iter()
-                .map(|(x, y)| format!("{x},{y}"))
-                .collect::<Vec<_>>()
-                .join(" ");
+            let mut points = String::with_capacity(pts.len() * 8);
+            for (i, (x, y)) in pts.iter().enumerate() {
+                use std::fmt::Write as _;
+                let sep = if i == 0 { "" } else { " " };
+                let _ = write!(points, "{sep}{x},{y}"); // ok: writing to a String cannot fail
+            }
             Line {
                 id,
                 points,
@@ -306,7 +341,7 @@ pub(crate) fn overview(cx: &mut Cx<'_>, s: &StaffSession) -> Result<Response, St
     let (nav, assignments) = nav(cx, s)?;
     let c = course(cx)?;
     let certs = cx.store.certs()?;
-    let roster = cx.store.roster()?;
+    let roster = &c.roster;
     let now = cx.now;
     let enrolled_sids: std::collections::HashSet<&str> = certs
         .iter()
@@ -418,7 +453,11 @@ fn assignment_rows(
         .iter()
         .map(|(sid, name)| {
             let (status, latest) = c.status(sid, &a.id);
-            let ext = c.extensions.get(&(sid.clone(), a.id.clone())).copied();
+            let ext = c
+                .extensions
+                .get(&a.id)
+                .and_then(|per| per.get(sid))
+                .copied();
             (
                 status,
                 StudentRow {
@@ -428,7 +467,7 @@ fn assignment_rows(
                     at: latest.map(|l| l.at),
                     time: latest.map(|l| c.time(l.at)).unwrap_or_default(),
                     extension: ext.map(|t| c.time(t)).unwrap_or_default(),
-                    sha256: latest.map(|l| l.sha256.clone()).unwrap_or_default(),
+                    sha256: latest.map(Latest::sha256_hex).unwrap_or_default(),
                     file: latest
                         .and_then(|l| l.upload.as_ref())
                         .map(|u| u.file_name.clone()),
@@ -630,18 +669,7 @@ pub(crate) fn student(
         .into_iter()
         .filter(|c| c.sid == sid)
         .collect();
-    let reports: Vec<_> = cx
-        .store
-        .reports()?
-        .into_iter()
-        .filter(|r| r.sid == sid)
-        .collect();
-    let uploads: Vec<_> = cx
-        .store
-        .uploads()?
-        .into_iter()
-        .filter(|u| u.sid == sid)
-        .collect();
+    let (reports, uploads) = cx.store.submissions_of(sid)?;
     if entry.is_none() && certs.is_empty() && reports.is_empty() && uploads.is_empty() {
         return Err(StaffError::NotFound(format!("SID {sid}")));
     }
