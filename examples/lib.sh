@@ -28,3 +28,43 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+
+# What the course scripts (course.sh, term.sh, staff.sh) share; each
+# defines its own `fail MESSAGE` (used below) before calling them.
+
+# An admin command against this directory's keys and data.
+admin() { "$bin/server" "$@" --keys-dir keys --data-dir data; }
+
+# An RFC 3339 UTC time N seconds from now (N may be negative).
+at() { date -u -d "@$(($(date +%s) + $1))" +%Y-%m-%dT%H:%M:%SZ; }
+
+# start_server [FLAGS...]: starts it on free ports, sets $ca and $bb.
+start_server() {
+  # Emptied here, not only by the redirection below: that happens in the
+  # background child, and the loop must never read the last server's lines.
+  : >server.out
+  RUST_LOG=${RUST_LOG:-info} "$bin/server" --ca-listen 127.0.0.1:0 --blackboard-listen 127.0.0.1:0 \
+    --keys-dir keys --data-dir data "$@" >server.out 2>server.log &
+  server_pid=$!
+  for _ in $(seq 300); do
+    grep -q '^listening blackboard' server.out 2>/dev/null && break
+    kill -0 "$server_pid" 2>/dev/null || fail "the server exited"
+    sleep 0.1
+  done
+  ca=$(awk '$1=="listening" && $2=="ca" {print $3}' server.out)
+  bb=$(awk '$1=="listening" && $2=="blackboard" {print $3}' server.out)
+  [ -n "$ca" ] && [ -n "$bb" ] || fail "the server did not start listening"
+  echo "   CA on $ca, Blackboard on $bb"
+}
+
+# client OUTFILE ARGS...: runs the client against the server, its output
+# (stdout and stderr) shown and kept in OUTFILE; returns its status.
+client() {
+  local out=$1
+  shift
+  local status=0
+  "$bin/client" --ca "$ca" --blackboard "$bb" --ca-cert keys/ca-cert.pem --timeout 20 "$@" \
+    >"$out" 2>&1 || status=$?
+  sed 's/^/   | /' "$out"
+  return "$status"
+}

@@ -25,9 +25,6 @@ expect_in() {
   grep -qF -- "$2" "$1" || { echo "--- $1"; cat "$1"; fail "$1 should contain: $2"; }
 }
 
-admin() { "$bin/server" "$@" --keys-dir keys --data-dir data; }
-at() { date -u -d "@$(($(date +%s) + $1))" +%Y-%m-%dT%H:%M:%SZ; }
-
 cd "$work"
 echo "== staff directory: $work"
 export CERTBOARD_CA_PASSPHRASE="staff example passphrase, not for production"

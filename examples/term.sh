@@ -27,39 +27,6 @@ expect_in() {
   grep -qF -- "$2" "$1" || { echo "--- $1"; cat "$1"; fail "$1 should contain: $2"; }
 }
 
-admin() { "$bin/server" "$@" --keys-dir keys --data-dir data; }
-
-# An RFC 3339 UTC time N seconds from now (N may be negative).
-at() { date -u -d "@$(($(date +%s) + $1))" +%Y-%m-%dT%H:%M:%SZ; }
-
-start_server() {
-  : >server.out
-  RUST_LOG=${RUST_LOG:-info} "$bin/server" --ca-listen 127.0.0.1:0 --blackboard-listen 127.0.0.1:0 \
-    --keys-dir keys --data-dir data "$@" >server.out 2>server.log &
-  server_pid=$!
-  for _ in $(seq 300); do
-    grep -q '^listening blackboard' server.out 2>/dev/null && break
-    kill -0 "$server_pid" 2>/dev/null || fail "the server exited"
-    sleep 0.1
-  done
-  ca=$(awk '$1=="listening" && $2=="ca" {print $3}' server.out)
-  bb=$(awk '$1=="listening" && $2=="blackboard" {print $3}' server.out)
-  [ -n "$ca" ] && [ -n "$bb" ] || fail "the server did not start listening"
-  echo "   CA on $ca, Blackboard on $bb"
-}
-
-# client OUTFILE ARGS...: the client against the server, its output shown
-# and kept in OUTFILE; returns its status.
-client() {
-  local out=$1
-  shift
-  local status=0
-  "$bin/client" --ca "$ca" --blackboard "$bb" --ca-cert keys/ca-cert.pem --timeout 20 "$@" \
-    >"$out" 2>&1 || status=$?
-  sed 's/^/   | /' "$out"
-  return "$status"
-}
-
 cd "$work"
 echo "== term directory: $work"
 export CERTBOARD_CA_PASSPHRASE="term passphrase, not for production"
