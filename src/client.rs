@@ -688,8 +688,7 @@ fn keep_checkpoint(
     what: &str,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(), ClientError> {
-    let mut prove =
-        |old: u64, new: u64| enrollment::ask_consistency(opts, old, new).map_err(|e| e.to_string());
+    let mut prove = |old: u64, new: u64| enrollment::ask_consistency(opts, old, new);
     let kept = opts.out_dir.join(logcheck::CHECKPOINT_FILE);
     match logcheck::remember(&opts.out_dir, note, &mut prove)
         .map_err(|f| ClientError::LogFork(Box::new(f)))?

@@ -640,38 +640,52 @@ fn verify_receipt(
     }
 }
 
+/// How a receipt's fields disagree with each other.
+#[derive(Debug)]
+struct FieldsDisagree(String);
+
+impl std::fmt::Display for FieldsDisagree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A receipt's fields against each other: a version 3 receipt names its
 /// file, assignment and lateness, its file hash is its report hash, and
 /// `late_seconds` comes exactly with `late`.
-fn receipt_fields(c: &certboard::receipt::ReceiptContent) -> Result<(), String> {
+fn receipt_fields(c: &certboard::receipt::ReceiptContent) -> Result<(), FieldsDisagree> {
     if c.version >= certboard::receipt::RECEIPT_VERSION_3 {
         let Some(fr) = &c.file else {
-            return Err("a version 3 receipt without file_name, size and file_sha256".into());
+            return Err(FieldsDisagree(
+                "a version 3 receipt without file_name, size and file_sha256".into(),
+            ));
         };
         if fr.file_sha256 != c.report_sha256 {
-            return Err(format!(
+            return Err(FieldsDisagree(format!(
                 "file_sha256 {} and report_sha256 {} differ",
                 fr.file_sha256, c.report_sha256
-            ));
+            )));
         }
         if c.assignment.is_none() || c.late.is_none() {
-            return Err("a version 3 receipt without assignment or late".into());
+            return Err(FieldsDisagree(
+                "a version 3 receipt without assignment or late".into(),
+            ));
         }
         if let Err(e) = certboard::sid::validate(&c.sid) {
-            return Err(format!("sid {:?}: {e}", c.sid));
+            return Err(FieldsDisagree(format!("sid {:?}: {e}", c.sid)));
         }
     } else if c.file.is_some() {
-        return Err(format!(
+        return Err(FieldsDisagree(format!(
             "a version {} receipt naming a file (only version 3 receipts do)",
             c.version
-        ));
+        )));
     }
     match (c.late, c.late_seconds) {
         (Some(true), Some(s)) if s >= 0 => Ok(()),
         (Some(false) | None, None) => Ok(()),
-        (late, seconds) => Err(format!(
+        (late, seconds) => Err(FieldsDisagree(format!(
             "late {late:?} and late_seconds {seconds:?} do not agree"
-        )),
+        ))),
     }
 }
 

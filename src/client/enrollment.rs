@@ -600,7 +600,7 @@ pub(super) fn enroll_student(
         let announced = ca.announced;
         let mut prove = |old: u64, new: u64| match &sent {
             Some(p) if old == announced && !p.is_empty() => Ok(p.clone()),
-            _ => ask_consistency(opts, old, new).map_err(|e| e.to_string()),
+            _ => ask_consistency(opts, old, new),
         };
         let kept = opts.out_dir.join(logcheck::CHECKPOINT_FILE);
         match logcheck::remember(&opts.out_dir, &note, &mut prove)

@@ -271,7 +271,7 @@ pub(crate) enum Remembered {
 pub(crate) fn remember(
     out_dir: &Path,
     note: &str,
-    prove: &mut dyn FnMut(u64, u64) -> Result<Vec<Hash>, String>,
+    prove: &mut dyn FnMut(u64, u64) -> Result<Vec<Hash>, super::ClientError>,
 ) -> Result<Remembered, LogFork> {
     let kept = out_dir.join(CHECKPOINT_FILE);
     let new = match checkpoint_of(note) {
@@ -303,11 +303,12 @@ pub(crate) fn remember(
                 ))
                 .then(|| {
                     format!(
-                        "the tree of {} entries does not extend the tree of {} she saw                          (its consistency proof fails)",
+                        "the tree of {} entries does not extend the tree of {} she saw \
+                         (its consistency proof fails)",
                         new.size, old.size
                     )
                 }),
-                Err(why) => return Ok(Remembered::Unproven(why)),
+                Err(why) => return Ok(Remembered::Unproven(why.to_string())),
             }
         } else {
             None
