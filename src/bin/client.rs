@@ -553,7 +553,7 @@ fn verify_receipt(
                 ExitCode::FAILURE
             };
             if let Err(why) = receipt_fields(&c) {
-                return fail(why);
+                return fail(why.to_string());
             }
             if let Some(text) = text {
                 let got = certboard::crypto::sha256_hex(&text);
