@@ -115,6 +115,45 @@ pub(super) struct Step<'a> {
     pub(super) send_report: &'a mut dyn FnMut() -> bool,
 }
 
+/// Blackboard's answer to a hello (either version), checked: a
+/// `SessionOffer` whose certificate chains to the pinned root and whose
+/// signature covers this exchange. Returns the wrapped session key and
+/// the transcript hash.
+pub(super) fn checked_offer(
+    hello: &[u8],
+    offer: Message,
+    trust: &BlackboardTrust,
+) -> Result<(Vec<u8>, [u8; DIGEST_LEN]), ClientError> {
+    let Message::SessionOffer {
+        server_nonce,
+        wrapped_key,
+        bb_chain,
+        signature,
+    } = offer
+    else {
+        return Err(unexpected("SessionOffer", &offer));
+    };
+    let th = verify_offer(
+        hello,
+        &server_nonce,
+        &wrapped_key,
+        &bb_chain,
+        &signature,
+        trust,
+    )?;
+    Ok((wrapped_key, th))
+}
+
+/// The session key Blackboard wrapped to her public key (RSA-OAEP).
+pub(super) fn session_key(
+    key: &PKey<Private>,
+    wrapped_key: &[u8],
+) -> Result<[u8; SESSION_KEY_LEN], ClientError> {
+    crypto::unwrap_key(key, wrapped_key)?
+        .try_into()
+        .map_err(|_| ClientError::Protocol("session key is not 32 bytes".into()))
+}
+
 /// [`submit`], but the report is sent only if `step.send_report` says so;
 /// `None` when it was held back.
 pub(super) fn submit_unless(
@@ -149,23 +188,7 @@ pub(super) fn submit_unless(
         ),
         e => e,
     })?;
-    let (server_nonce, wrapped_key, bb_chain, signature) = match offer {
-        Message::SessionOffer {
-            server_nonce,
-            wrapped_key,
-            bb_chain,
-            signature,
-        } => (server_nonce, wrapped_key, bb_chain, signature),
-        other => return Err(unexpected("SessionOffer", &other)),
-    };
-    let th = verify_offer(
-        &hello,
-        &server_nonce,
-        &wrapped_key,
-        &bb_chain,
-        &signature,
-        trust,
-    )?;
+    let (wrapped_key, th) = checked_offer(&hello, offer, trust)?;
     progress(&format!(
         "step 4: Blackboard proved itself ({:?}, certificate from the pinned root, signature \
          over this exchange) and sent a session key (RSA-OAEP)",
@@ -174,11 +197,7 @@ pub(super) fn submit_unless(
     if !send_report() {
         return Ok(None);
     }
-    let session = crypto::unwrap_key(key, &wrapped_key)?;
-    let session: [u8; SESSION_KEY_LEN] = session
-        .try_into()
-        .map_err(|_| ClientError::Protocol("session key is not 32 bytes".into()))?;
-    let keys = SessionKeys::derive_v2(&session, &th)?;
+    let keys = SessionKeys::derive_v2(&session_key(key, &wrapped_key)?, &th)?;
     progress("step 5: session key decrypted with her private key");
     let iv = crypto::random::<IV_LEN>()?;
     let ciphertext = keys.apply_cipher(cipher, &iv, report.as_bytes())?;

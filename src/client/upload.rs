@@ -11,13 +11,15 @@ use std::path::{Path, PathBuf};
 
 use openssl::pkey::{PKey, Private};
 
-use crate::crypto::{self, SessionKeys, DIGEST_LEN, SESSION_KEY_LEN};
+use crate::crypto::{self, SessionKeys, DIGEST_LEN};
 use crate::filename::sanitise_file_name;
 use crate::message::{CipherId, Intent, Message, IV_LEN, NONCE_LEN, PROTOCOL_VERSION_3};
 use crate::receipt;
 
 use super::logcheck;
-use super::submission::{check_receipt, verify_offer, BlackboardTrust, Expected, Receipt};
+use super::submission::{
+    check_receipt, checked_offer, session_key, BlackboardTrust, Expected, Receipt,
+};
 use super::transport::FramedStream;
 use super::{unexpected, ClientError};
 
@@ -105,26 +107,8 @@ pub(super) fn open_v3(
     }
     .encode();
     conn.send_frame(&hello)?;
-    let (server_nonce, wrapped_key, bb_chain, signature) = match conn.recv()? {
-        Message::SessionOffer {
-            server_nonce,
-            wrapped_key,
-            bb_chain,
-            signature,
-        } => (server_nonce, wrapped_key, bb_chain, signature),
-        other => return Err(unexpected("SessionOffer", &other)),
-    };
-    let th = verify_offer(
-        &hello,
-        &server_nonce,
-        &wrapped_key,
-        &bb_chain,
-        &signature,
-        trust,
-    )?;
-    let session: [u8; SESSION_KEY_LEN] = crypto::unwrap_key(key, &wrapped_key)?
-        .try_into()
-        .map_err(|_| ClientError::Protocol("session key is not 32 bytes".into()))?;
+    let (wrapped_key, th) = checked_offer(&hello, conn.recv()?, trust)?;
+    let session = session_key(key, &wrapped_key)?;
     Ok((SessionKeys::derive_v3(&session, &th)?, th))
 }
 
