@@ -1,13 +1,13 @@
 //! The CA's issuance path on arbitrary bytes posing as a CSR: never panics;
 //! anything it does issue is a certificate for a valid SID that chains to
 //! the root and is not a CA.
-#![no_main]
+#![cfg_attr(feature = "libfuzzer", no_main)]
 
 use std::sync::OnceLock;
 
 use certboard::ca::CertificateAuthority;
 use certboard::verify::{CertError, Verifier};
-use libfuzzer_sys::fuzz_target;
+use certboard_fuzz::fuzz_target;
 
 mod common;
 

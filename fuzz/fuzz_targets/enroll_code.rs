@@ -4,10 +4,10 @@
 //! five alphabet symbols, which parse back to the same code; case, `-` and
 //! spaces never change the result; the code is accepted exactly when it
 //! has 20 symbols once `-`/spaces are dropped and I/L/O are read as 1/1/0.
-#![no_main]
+#![cfg_attr(feature = "libfuzzer", no_main)]
 
 use certboard::course::code::{enroll_mac, renewal_message, EnrollCode, ALPHABET, CODE_SYMBOLS};
-use libfuzzer_sys::fuzz_target;
+use certboard_fuzz::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     // The code text, then (after a NUL) a SID and a CSR for the MAC.

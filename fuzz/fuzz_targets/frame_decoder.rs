@@ -1,10 +1,10 @@
 //! The frame decoder on arbitrary bytes arriving in arbitrary pieces:
 //! it never panics, never yields a frame over the limit, and the frames it
 //! yields, framed again, are exactly the bytes it consumed.
-#![no_main]
+#![cfg_attr(feature = "libfuzzer", no_main)]
 
 use certboard::framing::{self, Decoder, FrameError};
-use libfuzzer_sys::fuzz_target;
+use certboard_fuzz::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     // First byte: the limit (small, so long frames are exercised too);

@@ -3,10 +3,10 @@
 //! the limit, never consumes more than it was given, and yields the same
 //! requests and the same final error whether the bytes come in pieces or
 //! all at once. Every error's response is a well-formed HTTP/1.1 head.
-#![no_main]
+#![cfg_attr(feature = "libfuzzer", no_main)]
 
 use certboard::ops::http::{HttpError, HttpLimits, Method, Request, RequestDecoder};
-use libfuzzer_sys::fuzz_target;
+use certboard_fuzz::fuzz_target;
 
 /// Decodes `stream` read `chunk` bytes at a time: the requests, then the
 /// error that stopped it (if any).

@@ -3,10 +3,10 @@
 //! panics; a split is exact (message, `_`, MAC give back the text) and the
 //! MAC is 40 lower-case hex digits; certificate text over the limit is
 //! refused.
-#![no_main]
+#![cfg_attr(feature = "libfuzzer", no_main)]
 
 use certboard::protocol::legacy::{parse_cert_text, split_msg_mac, MAC_HEX_LEN, MAX_CERT_TEXT};
-use libfuzzer_sys::fuzz_target;
+use certboard_fuzz::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {

@@ -2,10 +2,10 @@
 //! accepts encodes back to the very same bytes (decoding is strict and the
 //! encoding canonical) — except an Error's unknown code, which decodes as
 //! `Internal` by design.
-#![no_main]
+#![cfg_attr(feature = "libfuzzer", no_main)]
 
 use certboard::message::{ErrorCode, Message};
-use libfuzzer_sys::fuzz_target;
+use certboard_fuzz::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(msg) = Message::decode(data) else {

@@ -6,17 +6,17 @@
 //! path when it is text). Odd: the rest is a serial number and a nonce
 //! put into an otherwise valid request for this CA, so signing and the
 //! success path are reached too.
-#![no_main]
+#![cfg_attr(feature = "libfuzzer", no_main)]
 
 use std::sync::OnceLock;
 
+use certboard::ca::RevocationReason;
 use certboard::ops::ocsp::{
     decode_get_path, parse_request, CertStatus, OcspError, Responder, ResponderConfig,
     ResponseStatus,
 };
-use certboard::ca::RevocationReason;
-use libfuzzer_sys::fuzz_target;
 use certboard::testing::{p256_key, CertParams};
+use certboard_fuzz::fuzz_target;
 use openssl::ocsp::{OcspFlag, OcspResponse, OcspResponseStatus};
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};

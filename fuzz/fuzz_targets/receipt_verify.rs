@@ -11,14 +11,14 @@
 //!   serde reads from those bytes;
 //! - mode 3, arbitrary strings for the fields, signed by that second
 //!   Blackboard now: always accepted, the fields read back unchanged.
-#![no_main]
+#![cfg_attr(feature = "libfuzzer", no_main)]
 
 use std::sync::OnceLock;
 
 use certboard::ca::{BlackboardIdentity, DEFAULT_BLACKBOARD_NAME};
 use certboard::receipt::{verify_receipt, ReceiptContent, RECEIPT_VERSION};
 use certboard::time::{now_unix, parse_rfc3339, rfc3339};
-use libfuzzer_sys::fuzz_target;
+use certboard_fuzz::fuzz_target;
 use openssl::x509::X509;
 
 mod common;

@@ -4,10 +4,10 @@
 //! parses prints back (in UTC) to a text that parses to the same time;
 //! a `Z` time of years 1950–9999 is the time OpenSSL reads from the same
 //! digits; every time of years 0–9999 round-trips through its text.
-#![no_main]
+#![cfg_attr(feature = "libfuzzer", no_main)]
 
 use certboard::time::{parse_rfc3339, rfc3339, unix_time};
-use libfuzzer_sys::fuzz_target;
+use certboard_fuzz::fuzz_target;
 use openssl::asn1::Asn1Time;
 
 /// 0000-01-01T00:00:00Z and 9999-12-31T23:59:59Z.

@@ -10,7 +10,7 @@
 //! memory, fresh for every input (so a run depends on its input alone),
 //! holding that one certificate as Good; records the sessions ask to
 //! persist are committed to it, as the reactor does.
-#![no_main]
+#![cfg_attr(feature = "libfuzzer", no_main)]
 
 use std::sync::OnceLock;
 
@@ -19,7 +19,7 @@ use certboard::message::Message;
 use certboard::protocol::{cert_record, After, ServiceKind, Session};
 use certboard::store::{Origin, Record, SqliteStore, Storage, Student};
 use certboard::testing::TestPki;
-use libfuzzer_sys::fuzz_target;
+use certboard_fuzz::fuzz_target;
 
 mod common;
 
@@ -54,7 +54,11 @@ fn fixture() -> &'static Fixture {
             pki,
             open,
             hello,
-            record: cert_record(issued, Origin::Certboard, certboard::store::Authorisation::Open),
+            record: cert_record(
+                issued,
+                Origin::Certboard,
+                certboard::store::Authorisation::Open,
+            ),
         }
     })
 }
@@ -133,7 +137,7 @@ fuzz_target!(|data: &[u8]| {
         }
         if matches!(out.then, After::Persist(_)) {
             // As the reactor does once the record is durable.
-            let (after, more) = next.on_committed("fuzz");
+            let (after, more) = next.on_committed(&mut shared, "fuzz");
             next = after;
             out.send.extend(more.send);
             out.close |= more.close;

@@ -8,12 +8,12 @@
 //!   accepted one must still be for the SID claimed.
 //!
 //! Never panics.
-#![no_main]
+#![cfg_attr(feature = "libfuzzer", no_main)]
 
 use std::sync::OnceLock;
 
 use certboard::verify::Verifier;
-use libfuzzer_sys::fuzz_target;
+use certboard_fuzz::fuzz_target;
 
 mod common;
 

@@ -36,5 +36,7 @@ pub fn throwaway_pki(tag: &str) -> TestPki {
 
 /// A certificate honestly issued by `ca` for SID `fuzz` over a new RSA key.
 pub fn honest_certificate(ca: &CertificateAuthority) -> Issued {
-    Student::enroll(ca, "fuzz").expect("honest certificate").issued
+    Student::enroll(ca, "fuzz")
+        .expect("honest certificate")
+        .issued
 }
