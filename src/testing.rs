@@ -1,8 +1,9 @@
 //! Test fixtures shared by the unit tests, the integration tests, the
 //! benches, the examples and the fuzz targets (as rustls' hidden
 //! `testing` module): one place for how a test CA is made, how the
-//! protocol's [`Shared`] state is put together and how test certificates
-//! are built, so a change to any of them is made once.
+//! protocol's [`Shared`] state is put together, how test certificates
+//! are built and how a store is faked ([`FakeStore`]), so a change to any
+//! of them (a new [`Storage`] method among them) is made once.
 //!
 //! Not part of the library's surface: production code never uses it (the
 //! module is `#[doc(hidden)]`). It pulls in no test-only dependency, so it
@@ -15,7 +16,9 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use openssl::asn1::{Asn1Integer, Asn1Object, Asn1OctetString, Asn1Time};
 use openssl::error::ErrorStack;
@@ -34,7 +37,11 @@ use crate::ca::{
 use crate::client::{make_csr, make_key, KeyType};
 use crate::course::{GuessLimits, Window};
 use crate::protocol::Shared;
-use crate::store::{SqliteStore, Storage, StoreError};
+use crate::store::{
+    Assignment, Census, CertRow, CertStatus, CodeKey, Counts, EnrollView, Extension, Record,
+    ReportRecord, Revocation, RevocationMark, RevocationReason, RosterChange, RosterEntry, Serial,
+    SqliteStore, Storage, StoreError, SubmissionView, Unavailable, UploadRecord,
+};
 use crate::verify::Verifier;
 
 /// The passphrase of every test CA unless a test says otherwise; the
@@ -619,6 +626,231 @@ pub fn bloated_certificate(
     }
     b.sign(key, MessageDigest::sha256())?;
     b.build().to_der()
+}
+
+// ---------------------------------------------------------------------------
+// A fake store.
+
+/// A [`Storage`] with nothing in it, for tests of what drives or wraps a
+/// store (the commit thread, [`crate::store::Bounded`]) rather than of an
+/// engine: every read answers empty, and a commit only records its batch.
+/// A test sets the fields for what it needs (a store that is down, slow,
+/// refuses one record or fails its reads) and keeps a clone to look at
+/// what was committed after the store is boxed: clones share the record of
+/// commits.
+#[derive(Debug, Clone, Default)]
+pub struct FakeStore {
+    /// `Some(outcome_unknown)`: every commit fails as
+    /// [`StoreError::Unavailable`] with this `outcome_unknown`.
+    pub down: Option<bool>,
+    /// A transaction holding a report with this receipt id fails as
+    /// [`StoreError::Duplicate`] (a bad record among good ones).
+    pub refuse_receipt: Option<u64>,
+    /// How long each commit takes before it answers (a database slow to
+    /// answer).
+    pub commit_delay: Duration,
+    /// Every read fails as [`StoreError::Duplicate`] (an error of the store
+    /// itself, for tests that it comes through a wrapper unchanged).
+    pub failing_reads: bool,
+    /// What was committed, shared by the clones (read it with
+    /// [`FakeStore::committed_receipts`] and [`FakeStore::commits`]).
+    pub log: CommitLog,
+}
+
+/// What a [`FakeStore`] and its clones were asked to commit.
+#[derive(Debug, Clone, Default)]
+pub struct CommitLog {
+    /// Each committed batch, in order.
+    committed: Arc<Mutex<Vec<Vec<Record>>>>,
+    /// How many commits were tried, failed ones too.
+    tried: Arc<AtomicUsize>,
+}
+
+impl FakeStore {
+    /// The receipt ids of the reports of each committed batch, in order.
+    pub fn committed_receipts(&self) -> Vec<Vec<u64>> {
+        let committed = self
+            .log
+            .committed
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        committed
+            .iter()
+            .map(|batch| {
+                batch
+                    .iter()
+                    .filter_map(|r| match r {
+                        Record::Report(r) => Some(r.receipt_id),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// How many commits were tried, failed ones too.
+    pub fn commits(&self) -> usize {
+        self.log.tried.load(Ordering::SeqCst)
+    }
+
+    /// `answer`, unless reads fail.
+    fn read<T>(&self, answer: T) -> Result<T, StoreError> {
+        if self.failing_reads {
+            return Err(StoreError::Duplicate("fake store: reads fail".into()));
+        }
+        Ok(answer)
+    }
+}
+
+impl Storage for FakeStore {
+    fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+        self.log.tried.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(self.commit_delay);
+        if let Some(outcome_unknown) = self.down {
+            return Err(StoreError::Unavailable(Unavailable {
+                target: "fake@db".into(),
+                outcome_unknown,
+                retry_in: Duration::ZERO,
+                source: None,
+            }));
+        }
+        let refused = batch.iter().any(|r| {
+            matches!((r, self.refuse_receipt), (Record::Report(r), Some(id)) if r.receipt_id == id)
+        });
+        if refused {
+            return Err(StoreError::Duplicate("fake store: refused receipt".into()));
+        }
+        self.log
+            .committed
+            .lock()
+            .map_err(|_| StoreError::Duplicate("fake store: poisoned".into()))?
+            .push(batch.to_vec());
+        Ok(())
+    }
+    fn cert_status(&mut self, _: &Serial) -> Result<CertStatus, StoreError> {
+        self.read(CertStatus::Unknown)
+    }
+    fn revoke_serial(
+        &mut self,
+        _: &Serial,
+        _: RevocationReason,
+        _: i64,
+    ) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+    fn revoke_sid(&mut self, _: &str, _: RevocationReason, _: i64) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+    fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {
+        self.read(Vec::new())
+    }
+    fn reports(&mut self) -> Result<Vec<ReportRecord>, StoreError> {
+        self.read(Vec::new())
+    }
+    fn next_crl_number(&mut self) -> Result<u64, StoreError> {
+        Ok(1)
+    }
+    fn import_roster(&mut self, _: &[crate::store::Student]) -> Result<RosterChange, StoreError> {
+        Ok(RosterChange::default())
+    }
+    fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
+        self.read(Vec::new())
+    }
+    fn enrollment_view(&mut self, _: &str) -> Result<EnrollView, StoreError> {
+        self.read(EnrollView {
+            roster_on: false,
+            on_roster: false,
+            code: None,
+        })
+    }
+    fn store_codes(
+        &mut self,
+        _: &[(String, CodeKey)],
+        _: i64,
+        _: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn counts(&mut self) -> Result<Counts, StoreError> {
+        self.read(Counts::default())
+    }
+    fn record_window(&mut self, _: Option<i64>, _: Option<i64>) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        self.read((None, None))
+    }
+    fn census(&mut self, _: i64) -> Result<Census, StoreError> {
+        self.read(Census::default())
+    }
+    fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
+        self.read(Vec::new())
+    }
+    fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
+        self.read(RevocationMark::default())
+    }
+    fn uploads(&mut self) -> Result<Vec<UploadRecord>, StoreError> {
+        self.read(Vec::new())
+    }
+    fn upload_chunk(&mut self, _: i64, _: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(None)
+    }
+    fn staged_chunks(&mut self) -> Result<u64, StoreError> {
+        self.read(0)
+    }
+    fn discard_orphan_chunks(&mut self, _: i64) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    fn check(&mut self) -> Result<(), StoreError> {
+        self.read(())
+    }
+    fn put_assignment(&mut self, _: &Assignment) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn assignments(&mut self) -> Result<Vec<Assignment>, StoreError> {
+        self.read(Vec::new())
+    }
+    fn submission_view(&mut self, _: &str, _: &str) -> Result<SubmissionView, StoreError> {
+        self.read(SubmissionView::default())
+    }
+    fn extend(&mut self, _: &str, _: &str, _: i64, _: i64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn extensions(&mut self) -> Result<Vec<Extension>, StoreError> {
+        self.read(Vec::new())
+    }
+    fn drop_student(&mut self, _: &str, _: i64) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    fn set_course_setting(&mut self, _: &str, _: Option<&str>) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn course_setting(&mut self, _: &str) -> Result<Option<String>, StoreError> {
+        self.read(None)
+    }
+    fn log_head(&mut self) -> Result<crate::store::tlog::Head, StoreError> {
+        self.read(crate::store::tlog::Head {
+            size: 0,
+            root: crate::tlog::merkle::empty_root(),
+        })
+    }
+    fn log_nodes(
+        &mut self,
+        ids: &[crate::tlog::NodeId],
+    ) -> Result<Vec<crate::tlog::Hash>, StoreError> {
+        // The empty tree has no nodes.
+        match ids.first() {
+            Some(id) => Err(StoreError::Log(crate::tlog::TreeError::MissingNode(*id))),
+            None => self.read(Vec::new()),
+        }
+    }
+    fn log_entries(&mut self, _: u64, _: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.read(Vec::new())
+    }
+    fn log_index_of(&mut self, _: &str) -> Result<Option<u64>, StoreError> {
+        self.read(None)
+    }
 }
 
 #[cfg(test)]

@@ -473,181 +473,16 @@ fn failure(e: StoreError) -> CommitError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{
-        CertRow, CertStatus, CodeKey, Counts, EnrollView, ReportRecord, RevocationReason,
-        RosterChange, RosterEntry, Serial, StoreError, Student,
-    };
+    use crate::store::{ReportRecord, StoreError};
+    use crate::testing::FakeStore;
     use std::sync::Mutex;
 
-    /// A store that records what it was asked to commit and refuses any
+    /// The store of these tests: it keeps what it commits and refuses any
     /// transaction holding a report with receipt id 0.
-    #[derive(Default)]
-    struct FakeStore {
-        committed: Arc<Mutex<Vec<Vec<u64>>>>,
-        /// Some(outcome_unknown): every commit fails as unavailable.
-        down: Option<bool>,
-        calls: Arc<Mutex<usize>>,
-    }
-
-    impl Storage for FakeStore {
-        fn log_head(&mut self) -> Result<crate::store::tlog::Head, StoreError> {
-            Ok(crate::store::tlog::Head {
-                size: 0,
-                root: crate::tlog::merkle::empty_root(),
-            })
-        }
-        fn log_nodes(
-            &mut self,
-            ids: &[crate::tlog::NodeId],
-        ) -> Result<Vec<crate::tlog::Hash>, StoreError> {
-            match ids.first() {
-                Some(id) => Err(StoreError::Log(crate::tlog::TreeError::MissingNode(*id))),
-                None => Ok(Vec::new()),
-            }
-        }
-        fn log_entries(&mut self, _: u64, _: u64) -> Result<Vec<Vec<u8>>, StoreError> {
-            Ok(Vec::new())
-        }
-        fn log_index_of(&mut self, _: &str) -> Result<Option<u64>, StoreError> {
-            Ok(None)
-        }
-        fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
-            if let Ok(mut calls) = self.calls.lock() {
-                *calls += 1;
-            }
-            if let Some(outcome_unknown) = self.down {
-                return Err(StoreError::Unavailable(crate::store::Unavailable {
-                    target: "test@db".into(),
-                    outcome_unknown,
-                    retry_in: Duration::ZERO,
-                    source: None,
-                }));
-            }
-            let ids: Vec<u64> = batch
-                .iter()
-                .filter_map(|r| match r {
-                    Record::Report(r) => Some(r.receipt_id),
-                    _ => None,
-                })
-                .collect();
-            if ids.contains(&0) {
-                return Err(StoreError::Duplicate("receipt 0".into()));
-            }
-            self.committed
-                .lock()
-                .map_err(|_| StoreError::Duplicate("poisoned".into()))?
-                .push(ids);
-            Ok(())
-        }
-        fn cert_status(&mut self, _: &Serial) -> Result<CertStatus, StoreError> {
-            Ok(CertStatus::Unknown)
-        }
-        fn revoke_serial(
-            &mut self,
-            _: &Serial,
-            _: RevocationReason,
-            _: i64,
-        ) -> Result<usize, StoreError> {
-            Ok(0)
-        }
-        fn revoke_sid(
-            &mut self,
-            _: &str,
-            _: RevocationReason,
-            _: i64,
-        ) -> Result<usize, StoreError> {
-            Ok(0)
-        }
-        fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {
-            Ok(Vec::new())
-        }
-        fn reports(&mut self) -> Result<Vec<ReportRecord>, StoreError> {
-            Ok(Vec::new())
-        }
-        fn next_crl_number(&mut self) -> Result<u64, StoreError> {
-            Ok(1)
-        }
-        fn import_roster(&mut self, _: &[Student]) -> Result<RosterChange, StoreError> {
-            Ok(RosterChange::default())
-        }
-        fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
-            Ok(Vec::new())
-        }
-        fn enrollment_view(&mut self, _: &str) -> Result<EnrollView, StoreError> {
-            Ok(EnrollView {
-                roster_on: false,
-                on_roster: false,
-                code: None,
-            })
-        }
-        fn store_codes(
-            &mut self,
-            _: &[(String, CodeKey)],
-            _: i64,
-            _: bool,
-        ) -> Result<Vec<String>, StoreError> {
-            Ok(Vec::new())
-        }
-        fn counts(&mut self) -> Result<Counts, StoreError> {
-            Ok(Counts::default())
-        }
-        fn census(&mut self, _: i64) -> Result<crate::store::Census, StoreError> {
-            Ok(crate::store::Census::default())
-        }
-        fn record_window(&mut self, _: Option<i64>, _: Option<i64>) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
-            Ok((None, None))
-        }
-        fn revocations(&mut self) -> Result<Vec<crate::store::Revocation>, StoreError> {
-            Ok(Vec::new())
-        }
-        fn revocation_mark(&mut self) -> Result<crate::store::RevocationMark, StoreError> {
-            Ok(crate::store::RevocationMark::default())
-        }
-        fn uploads(&mut self) -> Result<Vec<crate::store::UploadRecord>, StoreError> {
-            Ok(Vec::new())
-        }
-        fn upload_chunk(&mut self, _: i64, _: u64) -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(None)
-        }
-        fn staged_chunks(&mut self) -> Result<u64, StoreError> {
-            Ok(0)
-        }
-        fn discard_orphan_chunks(&mut self, _: i64) -> Result<u64, StoreError> {
-            Ok(0)
-        }
-        fn check(&mut self) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn put_assignment(&mut self, _: &crate::store::Assignment) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn assignments(&mut self) -> Result<Vec<crate::store::Assignment>, StoreError> {
-            Ok(Vec::new())
-        }
-        fn submission_view(
-            &mut self,
-            _: &str,
-            _: &str,
-        ) -> Result<crate::store::SubmissionView, StoreError> {
-            Ok(crate::store::SubmissionView::default())
-        }
-        fn extend(&mut self, _: &str, _: &str, _: i64, _: i64) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn extensions(&mut self) -> Result<Vec<crate::store::Extension>, StoreError> {
-            Ok(Vec::new())
-        }
-        fn drop_student(&mut self, _: &str, _: i64) -> Result<bool, StoreError> {
-            Ok(false)
-        }
-        fn set_course_setting(&mut self, _: &str, _: Option<&str>) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn course_setting(&mut self, _: &str) -> Result<Option<String>, StoreError> {
-            Ok(None)
+    fn fake() -> FakeStore {
+        FakeStore {
+            refuse_receipt: Some(0),
+            ..FakeStore::default()
         }
     }
 
@@ -674,8 +509,8 @@ mod tests {
 
     #[test]
     fn batches_are_committed_and_answered_in_order() -> Result<(), Box<dyn std::error::Error>> {
-        let fake = FakeStore::default();
-        let committed = Arc::clone(&fake.committed);
+        let fake = fake();
+        let seen = fake.clone();
         let committer = Committer::start(Box::new(fake), no_announce, Arc::new(Metrics::new()))?;
         let (_poll, w) = waker()?;
         let handle = committer.handle(w);
@@ -685,15 +520,14 @@ mod tests {
         assert_eq!(b.wait(), vec![Ok(())]);
         drop(handle);
         committer.stop();
-        let all: Vec<u64> = committed.lock().map_err(|e| e.to_string())?.concat();
-        assert_eq!(all, vec![1, 2, 3]);
+        assert_eq!(seen.committed_receipts().concat(), vec![1, 2, 3]);
         Ok(())
     }
 
     #[test]
     fn a_bad_batch_does_not_fail_the_others_merged_with_it() {
-        let fake = FakeStore::default();
-        let committed = Arc::clone(&fake.committed);
+        let fake = fake();
+        let seen = fake.clone();
         let mut store: Box<dyn Storage + Send> = Box::new(fake);
         let (_poll, w) = match waker() {
             Ok(x) => x,
@@ -741,8 +575,10 @@ mod tests {
             outcomes,
             vec![vec![true], vec![false], vec![true], vec![true, false, true]]
         );
-        let done = committed.lock().map(|c| c.clone()).unwrap_or_default();
-        assert_eq!(done, vec![vec![1], vec![2], vec![3], vec![4]]);
+        assert_eq!(
+            seen.committed_receipts(),
+            vec![vec![1], vec![2], vec![3], vec![4]]
+        );
     }
 
     /// Runs three merged jobs on a store that is down; returns each job's
@@ -751,9 +587,9 @@ mod tests {
         // One record per job: each job's answer is that record's outcome.
         let fake = FakeStore {
             down: Some(outcome_unknown),
-            ..FakeStore::default()
+            ..fake()
         };
-        let calls = Arc::clone(&fake.calls);
+        let seen = fake.clone();
         let mut store: Box<dyn Storage + Send> = Box::new(fake);
         let (_poll, w) = match waker() {
             Ok(x) => x,
@@ -784,8 +620,7 @@ mod tests {
             .iter()
             .map(|a| a.try_recv().ok().and_then(|mut o| o.pop()))
             .collect();
-        let tried = calls.lock().map(|c| *c).unwrap_or(0);
-        (outcomes, tried)
+        (outcomes, seen.commits())
     }
 
     /// After a lost COMMIT, batches are not retried one by one (one that
@@ -819,7 +654,7 @@ mod tests {
     #[test]
     fn a_dead_writer_is_reported_not_waited_for() -> Result<(), Box<dyn std::error::Error>> {
         let committer = Committer::start(
-            Box::new(FakeStore::default()),
+            Box::new(fake()),
             panicking_announce,
             Arc::new(Metrics::new()),
         )?;
@@ -849,11 +684,11 @@ mod tests {
         let (go, gate) = mpsc::channel();
         // A COMMIT the database does not answer until the test lets it go.
         let stuck = crate::store::gated::Gated {
-            inner: FakeStore::default(),
+            inner: fake(),
             at: crate::store::gated::GatedCall::Commit,
             open: Arc::new(Mutex::new(gate)),
         };
-        let committed = Arc::clone(&stuck.inner.committed);
+        let seen = stuck.inner.clone();
         let committer = Committer::start(Box::new(stuck), no_announce, Arc::new(Metrics::new()))?;
         let (_poll, w) = waker()?;
         let handle = committer.handle(w);
@@ -887,8 +722,11 @@ mod tests {
         drop(handle);
         drop(go);
         committer.stop();
-        let all: Vec<u64> = committed.lock().map_err(|e| e.to_string())?.concat();
-        assert_eq!(all, vec![1, 4], "the refused batch was committed");
+        assert_eq!(
+            seen.committed_receipts().concat(),
+            vec![1, 4],
+            "the refused batch was committed"
+        );
         Ok(())
     }
 

@@ -324,6 +324,7 @@ mod tests {
     use super::*;
     use crate::store::gated::{Gated, GatedCall};
     use crate::store::SqliteStore;
+    use crate::testing::FakeStore;
     use std::sync::Mutex;
 
     /// A serial as the records carry it.
@@ -387,141 +388,13 @@ mod tests {
 
     #[test]
     fn a_write_past_the_bound_has_an_unknown_outcome() {
-        struct Slow;
-        impl Storage for Slow {
-            fn log_head(&mut self) -> Result<crate::store::tlog::Head, StoreError> {
-                Ok(crate::store::tlog::Head {
-                    size: 0,
-                    root: crate::tlog::merkle::empty_root(),
-                })
-            }
-            fn log_nodes(
-                &mut self,
-                ids: &[crate::tlog::NodeId],
-            ) -> Result<Vec<crate::tlog::Hash>, StoreError> {
-                match ids.first() {
-                    Some(id) => Err(StoreError::Log(crate::tlog::TreeError::MissingNode(*id))),
-                    None => Ok(Vec::new()),
-                }
-            }
-            fn log_entries(&mut self, _: u64, _: u64) -> Result<Vec<Vec<u8>>, StoreError> {
-                Ok(Vec::new())
-            }
-            fn log_index_of(&mut self, _: &str) -> Result<Option<u64>, StoreError> {
-                Ok(None)
-            }
-            fn commit(&mut self, _: &[Record]) -> Result<(), StoreError> {
-                std::thread::sleep(Duration::from_millis(300));
-                Ok(())
-            }
-            fn cert_status(&mut self, _: &Serial) -> Result<CertStatus, StoreError> {
-                Ok(CertStatus::Unknown)
-            }
-            fn revoke_serial(
-                &mut self,
-                _: &Serial,
-                _: RevocationReason,
-                _: i64,
-            ) -> Result<usize, StoreError> {
-                Ok(0)
-            }
-            fn revoke_sid(
-                &mut self,
-                _: &str,
-                _: RevocationReason,
-                _: i64,
-            ) -> Result<usize, StoreError> {
-                Ok(0)
-            }
-            fn certs(&mut self) -> Result<Vec<CertRow>, StoreError> {
-                Ok(Vec::new())
-            }
-            fn reports(&mut self) -> Result<Vec<ReportRecord>, StoreError> {
-                Ok(Vec::new())
-            }
-            fn next_crl_number(&mut self) -> Result<u64, StoreError> {
-                Ok(1)
-            }
-            fn import_roster(&mut self, _: &[Student]) -> Result<RosterChange, StoreError> {
-                Ok(RosterChange::default())
-            }
-            fn roster(&mut self) -> Result<Vec<RosterEntry>, StoreError> {
-                Ok(Vec::new())
-            }
-            fn enrollment_view(&mut self, _: &str) -> Result<EnrollView, StoreError> {
-                Err(StoreError::Duplicate("not used".into()))
-            }
-            fn store_codes(
-                &mut self,
-                _: &[(String, CodeKey)],
-                _: i64,
-                _: bool,
-            ) -> Result<Vec<String>, StoreError> {
-                Ok(Vec::new())
-            }
-            fn counts(&mut self) -> Result<Counts, StoreError> {
-                Ok(Counts::default())
-            }
-            fn record_window(&mut self, _: Option<i64>, _: Option<i64>) -> Result<(), StoreError> {
-                Ok(())
-            }
-            fn recorded_window(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
-                Ok((None, None))
-            }
-            fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
-                Ok(Vec::new())
-            }
-            fn census(&mut self, _: i64) -> Result<Census, StoreError> {
-                Ok(Census::default())
-            }
-            fn revocation_mark(&mut self) -> Result<RevocationMark, StoreError> {
-                Ok(RevocationMark::default())
-            }
-            fn uploads(&mut self) -> Result<Vec<crate::store::UploadRecord>, StoreError> {
-                Ok(Vec::new())
-            }
-            fn upload_chunk(&mut self, _: i64, _: u64) -> Result<Option<Vec<u8>>, StoreError> {
-                Ok(None)
-            }
-            fn staged_chunks(&mut self) -> Result<u64, StoreError> {
-                Ok(0)
-            }
-            fn discard_orphan_chunks(&mut self, _: i64) -> Result<u64, StoreError> {
-                Ok(0)
-            }
-            fn check(&mut self) -> Result<(), StoreError> {
-                Ok(())
-            }
-            fn put_assignment(&mut self, _: &crate::store::Assignment) -> Result<(), StoreError> {
-                Ok(())
-            }
-            fn assignments(&mut self) -> Result<Vec<crate::store::Assignment>, StoreError> {
-                Ok(Vec::new())
-            }
-            fn submission_view(
-                &mut self,
-                _: &str,
-                _: &str,
-            ) -> Result<crate::store::SubmissionView, StoreError> {
-                Ok(crate::store::SubmissionView::default())
-            }
-            fn extend(&mut self, _: &str, _: &str, _: i64, _: i64) -> Result<(), StoreError> {
-                Ok(())
-            }
-            fn extensions(&mut self) -> Result<Vec<crate::store::Extension>, StoreError> {
-                Ok(Vec::new())
-            }
-            fn drop_student(&mut self, _: &str, _: i64) -> Result<bool, StoreError> {
-                Ok(false)
-            }
-            fn set_course_setting(&mut self, _: &str, _: Option<&str>) -> Result<(), StoreError> {
-                Ok(())
-            }
-            fn course_setting(&mut self, _: &str) -> Result<Option<String>, StoreError> {
-                Ok(None)
-            }
-        }
-        let mut b = Bounded::new(Box::new(Slow), "slow".into(), Duration::from_millis(10)).unwrap();
+        // Slow to commit, and its reads fail.
+        let slow = FakeStore {
+            commit_delay: Duration::from_millis(300),
+            failing_reads: true,
+            ..FakeStore::default()
+        };
+        let mut b = Bounded::new(Box::new(slow), "slow".into(), Duration::from_millis(10)).unwrap();
         assert!(is_unavailable(b.commit(&[]), true));
         // Errors of the store itself come through unchanged.
         for _ in 0..500 {
