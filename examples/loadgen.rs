@@ -46,7 +46,7 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,7 +60,11 @@ use clap::{Parser, ValueEnum};
 use mio::{Events, Interest, Poll, Token};
 use openssl::pkey::{PKey, Private};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+mod common;
+use common::{cpu_time, loopback_only, BoxError};
+
+/// This driver, as its refusals name it.
+const WHO: &str = "the load generator";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -178,43 +182,6 @@ struct Cli {
     /// A label copied into the JSON line.
     #[arg(long, default_value = "")]
     label: String,
-}
-
-/// The CPU time (user + system) of a process, from `/proc/PID/stat`.
-fn cpu_time(pid: u32) -> Result<Duration, BoxError> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name is in parentheses and may hold spaces: fields are
-    // counted after the last ')'. utime and stime are fields 14 and 15.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or("unexpected /proc/PID/stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<u64, BoxError> {
-        Ok(fields
-            .get(i)
-            .ok_or("short /proc/PID/stat")?
-            .parse::<u64>()?)
-    };
-    // fields[0] is field 3 (state): utime is field 14 -> index 11.
-    let total = ticks(11)? + ticks(12)?;
-    Ok(Duration::from_secs_f64(total as f64 / clock_ticks() as f64))
-}
-
-/// USER_HZ: 100 on every Linux this runs on (sysconf needs unsafe code).
-fn clock_ticks() -> u64 {
-    100
-}
-
-fn loopback_only(addr: &str) -> Result<SocketAddr, BoxError> {
-    let sa = addr
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| format!("{addr}: no address"))?;
-    if !sa.ip().is_loopback() {
-        return Err(format!("{addr}: the load generator only targets loopback addresses").into());
-    }
-    Ok(sa)
 }
 
 fn load_or_make_keys(n: usize, file: Option<&Path>) -> Result<Vec<PKey<Private>>, BoxError> {
@@ -1110,13 +1077,13 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         );
     }
     let target = match cli.mode {
-        Mode::Enroll => loopback_only(&cli.ca)?,
+        Mode::Enroll => loopback_only(&cli.ca, WHO)?,
         Mode::Submit => {
-            loopback_only(&cli.ca)?;
-            loopback_only(&cli.blackboard)?
+            loopback_only(&cli.ca, WHO)?;
+            loopback_only(&cli.blackboard, WHO)?
         }
-        Mode::Cfssl | Mode::Keys => loopback_only(&cli.cfssl)?,
-        Mode::Ocsp => loopback_only(&cli.ocsp)?,
+        Mode::Cfssl | Mode::Keys => loopback_only(&cli.cfssl, WHO)?,
+        Mode::Ocsp => loopback_only(&cli.ocsp, WHO)?,
     };
     let count = cli.count.map_or(usize::MAX, |c| c as usize);
     let keys = load_or_make_keys(cli.keys as usize, cli.key_file.as_deref())?;
@@ -1282,14 +1249,6 @@ mod tests {
         assert_eq!(percentile(&us, 100.0), 100.0);
         assert_eq!(percentile(&[7000], 99.0), 7.0);
         assert_eq!(percentile(&[], 50.0), 0.0);
-    }
-
-    #[test]
-    fn only_loopback_is_a_target() {
-        assert!(loopback_only("127.0.0.1:8011").is_ok());
-        assert!(loopback_only("[::1]:8011").is_ok());
-        assert!(loopback_only("10.0.0.1:8011").is_err());
-        assert!(loopback_only("192.168.1.1:80").is_err());
     }
 
     #[test]

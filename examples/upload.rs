@@ -29,7 +29,6 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,7 +40,11 @@ use clap::Parser;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+mod common;
+use common::{cpu_time, loopback_only, status_kib, BoxError};
+
+/// This driver, as its refusals name it.
+const WHO: &str = "this driver";
 
 /// Drives version 3 uploads and reports the server's CPU per MiB and peak RSS.
 #[derive(Debug, Parser)]
@@ -87,50 +90,6 @@ struct Cli {
     /// A label copied into the JSON line.
     #[arg(long, default_value = "")]
     label: String,
-}
-
-fn loopback_only(addr: &str) -> Result<(), BoxError> {
-    let sa = addr
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| format!("{addr}: no address"))?;
-    if !sa.ip().is_loopback() {
-        return Err(format!("{addr}: this driver only targets loopback addresses").into());
-    }
-    Ok(())
-}
-
-/// utime + stime of every thread of `pid`, in seconds (`/proc/PID/stat`
-/// fields 14 and 15, counted after the command name's last ')').
-fn cpu_seconds(pid: u32) -> Result<f64, BoxError> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or("unexpected /proc/PID/stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<u64, BoxError> {
-        Ok(fields
-            .get(i)
-            .ok_or("short /proc/PID/stat")?
-            .parse::<u64>()?)
-    };
-    // USER_HZ is 100 on every Linux this runs on.
-    Ok((ticks(11)? + ticks(12)?) as f64 / 100.0)
-}
-
-/// A `/proc/PID/status` field in KiB (`VmHWM`, `VmRSS`).
-fn status_kib(pid: u32, field: &str) -> Result<u64, BoxError> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .ok_or("unexpected /proc/PID/status")?
-        .parse()?)
 }
 
 /// One enrolled student.
@@ -198,8 +157,8 @@ fn run(cli: Cli) -> Result<(), BoxError> {
     if !(cli.timeout.is_finite() && cli.timeout > 0.0 && cli.timeout <= 600.0) {
         return Err("--timeout must be between 0 and 600 seconds".into());
     }
-    loopback_only(&cli.ca)?;
-    loopback_only(&cli.blackboard)?;
+    loopback_only(&cli.ca, WHO)?;
+    loopback_only(&cli.blackboard, WHO)?;
     let timeout = Duration::from_secs_f64(cli.timeout);
     let pid = cli.server_pid;
 
@@ -255,7 +214,7 @@ fn timed(
         &cli.ca, timeout, key, probe_sid, cli.probes,
     )?);
 
-    let cpu0 = cpu_seconds(pid)?;
+    let cpu0 = cpu_time(pid)?.as_secs_f64();
     let hwm0 = status_kib(pid, "VmHWM:")?;
     let rss0 = status_kib(pid, "VmRSS:")?;
     let started = Instant::now();
@@ -320,7 +279,7 @@ fn timed(
             .collect()
     });
     let wall = started.elapsed().as_secs_f64();
-    let cpu1 = cpu_seconds(pid)?;
+    let cpu1 = cpu_time(pid)?.as_secs_f64();
     let hwm1 = status_kib(pid, "VmHWM:")?;
     uploading.store(false, Ordering::Release);
     let loaded = match prober {
@@ -421,11 +380,5 @@ mod tests {
         assert_eq!(percentile(&v, 50.0), 2.0);
         assert_eq!(percentile(&v, 100.0), 4.0);
         assert_eq!(percentile(&[], 50.0), 0.0);
-    }
-
-    #[test]
-    fn only_loopback_is_a_target() {
-        assert!(loopback_only("127.0.0.1:1").is_ok());
-        assert!(loopback_only("192.0.2.1:1").is_err());
     }
 }
