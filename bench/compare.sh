@@ -60,21 +60,13 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/certboard-bench.XXXXXX")
 RESULTS="$WORK/results.txt"
 PIDS=()
 
-cleanup() {
-    for pid in "${PIDS[@]:-}"; do
-        [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-    if [ -n "${SHM:-}" ]; then rm -rf "$SHM"; fi
-}
+# cleanup, jget, stop_pid, start_certboard.
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 trap cleanup EXIT INT TERM
 
 say() { printf '%s\n' "$*" | tee -a "$RESULTS"; }
 die() { echo "compare.sh: $*" >&2; exit 1; }
 
-# A field of a one-line JSON object: jget JSON KEY.
-jget() { sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p" <<<"$1"; }
 # Floating-point arithmetic: calc EXPR.
 calc() { awk "BEGIN { printf \"%.2f\", $* }"; }
 # A process's resident set, KiB.
@@ -154,30 +146,7 @@ start_server() {
         data=$2
         shift 2
     fi
-    mkdir -p "$dir"
-    local out="$dir/stdout" err="$dir/stderr"
-    CERTBOARD_CA_PASSPHRASE="$PASS" RUST_LOG=warn \
-        taskset -c "$cpus" "$SERVER" \
-        --ca-listen 127.0.0.1:0 --blackboard-listen 127.0.0.1:0 \
-        --keys-dir "$dir/keys" --data-dir "$data" --ca-key-type "$kind" "$@" \
-        >"$out" 2>"$err" &
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    for _ in $(seq 1 100); do
-        # The server may not have opened its output yet: not an error.
-        CA_ADDR=$(awk '/^listening ca / { print $3 }' "$out" 2>/dev/null || true)
-        BB_ADDR=$(awk '/^listening blackboard / { print $3 }' "$out" 2>/dev/null || true)
-        [ -n "$CA_ADDR" ] && [ -n "$BB_ADDR" ] && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    cat "$err" >&2
-    die "the server did not start"
-}
-
-stop_pid() {
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
+    start_certboard "$dir" "$data" "$cpus" --ca-key-type "$kind" "$@"
 }
 
 # loadgen CPU_LIST ARGS... : prints the JSON line

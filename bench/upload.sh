@@ -45,19 +45,12 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/certboard-upbench.XXXXXX")
 SHM=""
 PIDS=()
 
-cleanup() {
-    for pid in "${PIDS[@]:-}"; do
-        [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-    if [ -n "$SHM" ]; then rm -rf "$SHM"; fi
-}
+# cleanup, jget, stop_pid, start_certboard.
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 trap cleanup EXIT INT TERM
 
 say() { printf '%s\n' "$*"; }
 die() { echo "upload.sh: $*" >&2; exit 1; }
-jget() { sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p" <<<"$1"; }
 calc() { awk "BEGIN { printf \"%.3f\", $* }"; }
 # utime + stime of a process, seconds.
 cpu_s() { awk '{ sub(/.*\) /, ""); printf "%.2f", ($12 + $13) / 100 }' "/proc/$1/stat"; }
@@ -110,30 +103,8 @@ SERVER_PID=""
 CA_ADDR=""
 BB_ADDR=""
 # start_server DIR DATA_DIR
-start_server() {
-    local dir=$1 data=$2
-    mkdir -p "$dir"
-    CERTBOARD_CA_PASSPHRASE="$PASS" RUST_LOG=warn \
-        taskset -c $SERVER_CPU "$SERVER" \
-        --ca-listen 127.0.0.1:0 --blackboard-listen 127.0.0.1:0 \
-        --keys-dir "$dir/keys" --data-dir "$data" \
-        >"$dir/stdout" 2>"$dir/stderr" &
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    for _ in $(seq 1 100); do
-        CA_ADDR=$(awk '/^listening ca / { print $3 }' "$dir/stdout" 2>/dev/null || true)
-        BB_ADDR=$(awk '/^listening blackboard / { print $3 }' "$dir/stdout" 2>/dev/null || true)
-        [ -n "$CA_ADDR" ] && [ -n "$BB_ADDR" ] && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    cat "$dir/stderr" >&2
-    die "the server did not start"
-}
-stop_server() {
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-}
+start_server() { start_certboard "$1" "$2" $SERVER_CPU; }
+stop_server() { stop_pid "$SERVER_PID"; }
 drive() {
     taskset -c $CLIENT_CPU "$DRIVER" --ca "$CA_ADDR" --blackboard "$BB_ADDR" \
         --server-pid "$SERVER_PID" --work-dir "$WORK" "$@"
