@@ -7,14 +7,12 @@ use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use certboard::client::{self, ClientError, FramedStream, KeyType};
+use certboard::client::{self, ClientError, KeyType};
 use certboard::crypto::{self, SessionKeys};
 use certboard::message::{CipherId, ErrorCode, Message};
 use certboard::testing::{CaParams, Student};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
-
-const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Enrolls `sid` with a new key; returns her key and cert.
 fn enroll(
@@ -53,35 +51,17 @@ fn submit_tampered(
     key: &PKey<Private>,
     tamper: impl Fn(&mut Vec<u8>, &mut [u8; 32]),
 ) -> Result<Message, Box<dyn std::error::Error>> {
-    let mut conn = FramedStream::connect(&server.blackboard.to_string(), TIMEOUT)?;
     let hello = Message::SubmitOpen {
         sid: sid.into(),
         cert_der: cert.to_vec(),
         chain: vec![],
         client_nonce: crypto::random::<32>()?,
-    }
-    .encode();
-    conn.send_frame(&hello)?;
-    let Message::SessionOffer {
-        server_nonce,
-        wrapped_key,
-        bb_chain,
-        signature,
-    } = conn.recv()?
-    else {
-        return Err("no session offer".into());
     };
-    let th = client::verify_offer(
-        &hello,
-        &server_nonce,
-        &wrapped_key,
-        &bb_chain,
-        &signature,
-        &server.trust()?,
-    )?;
-    let session: [u8; 32] = crypto::unwrap_key(key, &wrapped_key)?
-        .try_into()
-        .map_err(|_| "key size")?;
+    let Offered {
+        mut conn,
+        th,
+        session,
+    } = offered(server.blackboard, &hello, &server.trust()?, key)?;
     let keys = SessionKeys::derive_v2(&session, &th)?;
     let iv = crypto::random::<16>()?;
     let cipher = CipherId::Aes256Ctr;

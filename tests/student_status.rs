@@ -8,17 +8,13 @@ mod common;
 
 use certboard::client::{self, ClientError, FramedStream};
 use certboard::crypto;
-use certboard::message::{ErrorCode, Intent, Message, PROTOCOL_VERSION_3};
+use certboard::message::{ErrorCode, Intent, Message};
 use certboard::time::{now_unix, rfc3339};
-use common::{enroll_key, stdout, text, TestResult, TestServer, NET_TIMEOUT};
+use common::{
+    enroll_key, hello_v3, offered, stdout, text, Offered, TestResult, TestServer, NET_TIMEOUT,
+};
 
 const SID: &str = "1155000077";
-
-fn admin_ok(server: &TestServer, args: &[&str]) -> Result<String, Box<dyn std::error::Error>> {
-    let out = server.admin(args)?;
-    assert!(out.status.success(), "{args:?}: {}", text(&out));
-    Ok(stdout(&out))
-}
 
 /// The receipt ids she holds.
 fn held(server: &TestServer) -> Result<Vec<String>, Box<dyn std::error::Error>> {
@@ -39,19 +35,16 @@ fn held(server: &TestServer) -> Result<Vec<String>, Box<dyn std::error::Error>> 
 fn status_matches_her_receipts_and_a_deleted_submission_is_missing() -> TestResult {
     let server = TestServer::start(&[])?;
     let now = now_unix();
-    admin_ok(&server, &["course", "set", "--timezone", "Asia/Hong_Kong"])?;
-    admin_ok(
-        &server,
-        &[
-            "assignment",
-            "add",
-            "hw1",
-            "--title",
-            "Homework 1",
-            "--due",
-            &rfc3339(now + 3600),
-        ],
-    )?;
+    server.admin_ok(&["course", "set", "--timezone", "Asia/Hong_Kong"])?;
+    server.admin_ok(&[
+        "assignment",
+        "add",
+        "hw1",
+        "--title",
+        "Homework 1",
+        "--due",
+        &rfc3339(now + 3600),
+    ])?;
     // Before any enrollment: nothing to ask with, and nothing enrolled.
     let out = server.client(&["status", SID])?;
     assert!(!out.status.success(), "{}", text(&out));
@@ -72,18 +65,15 @@ fn status_matches_her_receipts_and_a_deleted_submission_is_missing() -> TestResu
         SID,
     ])?;
     assert!(out.status.success(), "{}", text(&out));
-    admin_ok(
-        &server,
-        &[
-            "extend",
-            "--sid",
-            SID,
-            "--assignment",
-            "hw1",
-            "--until",
-            &rfc3339(now + 86_400),
-        ],
-    )?;
+    server.admin_ok(&[
+        "extend",
+        "--sid",
+        SID,
+        "--assignment",
+        "hw1",
+        "--until",
+        &rfc3339(now + 86_400),
+    ])?;
     let ids = held(&server)?;
     assert_eq!(ids.len(), 2, "{ids:?}");
 
@@ -186,34 +176,8 @@ fn a_status_request_without_the_session_key_is_refused() -> TestResult {
     let key = certboard::testing::rsa_key()?;
     let cert = enroll_key(server.ca, SID, &key)?;
     let trust = server.trust()?;
-    let mut conn = FramedStream::connect(&server.blackboard.to_string(), NET_TIMEOUT)?;
-    let hello = Message::SubmitOpen3 {
-        version: PROTOCOL_VERSION_3,
-        sid: SID.to_string(),
-        cert_der: cert.clone(),
-        chain: Vec::new(),
-        client_nonce: crypto::random::<32>()?,
-        intent: Intent::Status,
-    }
-    .encode();
-    conn.send_frame(&hello)?;
-    let Message::SessionOffer {
-        server_nonce,
-        wrapped_key,
-        bb_chain,
-        signature,
-    } = conn.recv()?
-    else {
-        return Err("no SessionOffer".into());
-    };
-    client::verify_offer(
-        &hello,
-        &server_nonce,
-        &wrapped_key,
-        &bb_chain,
-        &signature,
-        &trust,
-    )?;
+    let hello = hello_v3(SID, &cert, Intent::Status)?;
+    let Offered { mut conn, .. } = offered(server.blackboard, &hello, &trust, &key)?;
     // Someone holding only her (public) certificate cannot make the MAC.
     conn.send(&Message::StatusRequest { mac: [7; 32] })?;
     match conn.recv() {
@@ -244,11 +208,11 @@ fn a_removed_student_can_no_longer_submit_or_upload() -> TestResult {
         server.path().join("roster.csv"),
         format!("sid,name\n{SID},Chan Tai Man\n1155000078,Other\n"),
     )?;
-    admin_ok(&server, &["roster", "import", "roster.csv"])?;
-    admin_ok(&server, &["roster", "codes", "--out", "codes.csv"])?;
+    server.admin_ok(&["roster", "import", "roster.csv"])?;
+    server.admin_ok(&["roster", "codes", "--out", "codes.csv"])?;
     let out = server.client(&["--codes-file", "codes.csv", SID])?;
     assert!(out.status.success(), "{}", text(&out));
-    admin_ok(&server, &["roster", "remove", SID])?;
+    server.admin_ok(&["roster", "remove", SID])?;
 
     let out = server.client(&[SID])?;
     assert!(!out.status.success(), "{}", text(&out));

@@ -15,9 +15,12 @@ use std::time::{Duration, Instant};
 
 use certboard::client::{self, ClientError, FramedStream};
 use certboard::crypto::{self, FileCipher, SessionKeys, CHUNK_MAX};
-use certboard::message::{CipherId, ErrorCode, Intent, Message, PROTOCOL_VERSION_3};
+use certboard::message::{CipherId, ErrorCode, Intent, Message};
 use certboard::store::{PostgresStore, SqliteStore, Storage};
-use common::{enroll_key, stdout, submit_report, text, Launch, TestServer, NET_TIMEOUT};
+use common::{
+    enroll_key, hello_v3, offered, stdout, submit_report, text, Launch, Offered, TestServer,
+    NET_TIMEOUT,
+};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -183,38 +186,9 @@ struct Announced {
 }
 
 fn offer(server: &TestServer, s: &Student) -> Result<Raw, Box<dyn std::error::Error>> {
-    let trust = server.trust()?;
-    let mut conn = FramedStream::connect(&server.blackboard.to_string(), NET_TIMEOUT)?;
-    let hello = Message::SubmitOpen3 {
-        version: PROTOCOL_VERSION_3,
-        sid: SID.to_string(),
-        cert_der: s.cert.clone(),
-        chain: Vec::new(),
-        client_nonce: crypto::random::<32>()?,
-        intent: Intent::Upload,
-    }
-    .encode();
-    conn.send_frame(&hello)?;
-    let Message::SessionOffer {
-        server_nonce,
-        wrapped_key,
-        bb_chain,
-        signature,
-    } = conn.recv()?
-    else {
-        return Err("no SessionOffer".into());
-    };
-    let th = client::verify_offer(
-        &hello,
-        &server_nonce,
-        &wrapped_key,
-        &bb_chain,
-        &signature,
-        &trust,
-    )?;
-    let session: [u8; 32] = crypto::unwrap_key(&s.key, &wrapped_key)?
-        .try_into()
-        .map_err(|_| "session key is not 32 bytes")?;
+    let hello = hello_v3(SID, &s.cert, Intent::Upload)?;
+    let Offered { conn, th, session } =
+        offered(server.blackboard, &hello, &server.trust()?, &s.key)?;
     let keys = SessionKeys::derive_v3(&session, &th)?;
     Ok(Raw { conn, keys, th })
 }
@@ -783,13 +757,8 @@ fn an_upload_follows_its_assignments_deadlines() -> TestResult {
     nothing_left(&mut sqlite(&server)?)?;
 
     let now = now_unix();
-    let admin_ok = |args: &[&str]| -> TestResult {
-        let out = server.admin(args)?;
-        assert!(out.status.success(), "{}", text(&out));
-        Ok(())
-    };
-    admin_ok(&["course", "set", "--timezone", "Asia/Hong_Kong"])?;
-    admin_ok(&[
+    server.admin_ok(&["course", "set", "--timezone", "Asia/Hong_Kong"])?;
+    server.admin_ok(&[
         "assignment",
         "add",
         "hw1",
@@ -824,7 +793,7 @@ fn an_upload_follows_its_assignments_deadlines() -> TestResult {
     drop(store);
 
     let closed = now - 300;
-    admin_ok(&[
+    server.admin_ok(&[
         "assignment",
         "edit",
         "hw1",

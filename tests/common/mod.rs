@@ -254,6 +254,14 @@ impl TestServer {
             .output()
     }
 
+    /// [`TestServer::admin`] that must succeed (the test fails with the
+    /// command's output otherwise); its standard output.
+    pub fn admin_ok(&self, args: &[&str]) -> Result<String, Box<dyn std::error::Error>> {
+        let out = self.admin(args)?;
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        Ok(stdout(&out))
+    }
+
     /// Kills the server with SIGKILL (a crash) and hands back its directory
     /// so that a new server can be started on the same keys and data.
     pub fn crash(mut self) -> Result<tempfile::TempDir, Box<dyn std::error::Error>> {
@@ -337,6 +345,71 @@ pub fn submit_report(
         trust,
         &mut |_| {},
     )
+}
+
+/// The hello of a version 3 exchange (`SubmitOpen3`) for `sid` under
+/// `cert`, with a fresh nonce.
+pub fn hello_v3(
+    sid: &str,
+    cert: &[u8],
+    intent: certboard::message::Intent,
+) -> Result<certboard::message::Message, Box<dyn std::error::Error>> {
+    Ok(certboard::message::Message::SubmitOpen3 {
+        version: certboard::message::PROTOCOL_VERSION_3,
+        sid: sid.to_string(),
+        cert_der: cert.to_vec(),
+        chain: Vec::new(),
+        client_nonce: certboard::crypto::random::<32>()?,
+        intent,
+    })
+}
+
+/// A Blackboard connection past its hello, by hand: Blackboard's offer
+/// checked as the client checks it.
+pub struct Offered {
+    pub conn: certboard::client::FramedStream,
+    /// The transcript hash the offer's signature covers.
+    pub th: [u8; certboard::crypto::DIGEST_LEN],
+    /// The session key Blackboard wrapped to her key.
+    pub session: [u8; certboard::crypto::SESSION_KEY_LEN],
+}
+
+/// Connects to Blackboard, sends `hello` (a `SubmitOpen` or
+/// `SubmitOpen3`), checks the `SessionOffer` that answers it against
+/// `trust` (`client::verify_offer`) and unwraps the session key with `key`:
+/// what a test that goes on by hand (a tampered report, a raw upload, a
+/// forged request) needs first.
+pub fn offered(
+    blackboard: SocketAddr,
+    hello: &certboard::message::Message,
+    trust: &certboard::client::BlackboardTrust,
+    key: &openssl::pkey::PKey<openssl::pkey::Private>,
+) -> Result<Offered, Box<dyn std::error::Error>> {
+    use certboard::message::Message;
+    let mut conn = certboard::client::FramedStream::connect(&blackboard.to_string(), NET_TIMEOUT)?;
+    let hello = hello.encode();
+    conn.send_frame(&hello)?;
+    let Message::SessionOffer {
+        server_nonce,
+        wrapped_key,
+        bb_chain,
+        signature,
+    } = conn.recv()?
+    else {
+        return Err("no SessionOffer".into());
+    };
+    let th = certboard::client::verify_offer(
+        &hello,
+        &server_nonce,
+        &wrapped_key,
+        &bb_chain,
+        &signature,
+        trust,
+    )?;
+    let session = certboard::crypto::unwrap_key(key, &wrapped_key)?
+        .try_into()
+        .map_err(|_| "session key is not 32 bytes")?;
+    Ok(Offered { conn, th, session })
 }
 
 /// Text of a process output, for assertion messages.
