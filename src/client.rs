@@ -43,7 +43,10 @@ pub use enrollment::{
 };
 pub use pin::{pin_root, read_pin, RootPin, ROOT_FINGERPRINT_FILE};
 pub use status::{ask_status, compare as compare_status, HeldReceipt, StatusCheck};
-pub use submission::{check_receipt, submit, verify_offer, BlackboardTrust, Expected, Receipt};
+pub use submission::{
+    check_receipt, checked_offer, session_key, submit, verify_offer, BlackboardTrust, Expected,
+    Receipt,
+};
 pub use transport::FramedStream;
 pub use upload::{prepare_file, upload, FileToSend};
 

@@ -35,16 +35,7 @@ fn held(server: &TestServer) -> Result<Vec<String>, Box<dyn std::error::Error>> 
 fn status_matches_her_receipts_and_a_deleted_submission_is_missing() -> TestResult {
     let server = TestServer::start(&[])?;
     let now = now_unix();
-    server.admin_ok(&["course", "set", "--timezone", "Asia/Hong_Kong"])?;
-    server.admin_ok(&[
-        "assignment",
-        "add",
-        "hw1",
-        "--title",
-        "Homework 1",
-        "--due",
-        &rfc3339(now + 3600),
-    ])?;
+    server.course_with_hw1(&["--due", &rfc3339(now + 3600)])?;
     // Before any enrollment: nothing to ask with, and nothing enrolled.
     let out = server.client(&["status", SID])?;
     assert!(!out.status.success(), "{}", text(&out));

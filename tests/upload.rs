@@ -757,13 +757,7 @@ fn an_upload_follows_its_assignments_deadlines() -> TestResult {
     nothing_left(&mut sqlite(&server)?)?;
 
     let now = now_unix();
-    server.admin_ok(&["course", "set", "--timezone", "Asia/Hong_Kong"])?;
-    server.admin_ok(&[
-        "assignment",
-        "add",
-        "hw1",
-        "--title",
-        "Homework 1",
+    server.course_with_hw1(&[
         "--due",
         &rfc3339(now - 600),
         "--late-until",

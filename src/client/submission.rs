@@ -119,7 +119,7 @@ pub(super) struct Step<'a> {
 /// `SessionOffer` whose certificate chains to the pinned root and whose
 /// signature covers this exchange. Returns the wrapped session key and
 /// the transcript hash.
-pub(super) fn checked_offer(
+pub fn checked_offer(
     hello: &[u8],
     offer: Message,
     trust: &BlackboardTrust,
@@ -145,7 +145,7 @@ pub(super) fn checked_offer(
 }
 
 /// The session key Blackboard wrapped to her public key (RSA-OAEP).
-pub(super) fn session_key(
+pub fn session_key(
     key: &PKey<Private>,
     wrapped_key: &[u8],
 ) -> Result<[u8; SESSION_KEY_LEN], ClientError> {

@@ -262,6 +262,16 @@ impl TestServer {
         Ok(stdout(&out))
     }
 
+    /// The course in Asia/Hong_Kong with one assignment, `hw1` ("Homework
+    /// 1"), whose times (and `--force`) are `times`: `["--due", T, ...]`.
+    pub fn course_with_hw1(&self, times: &[&str]) -> Result<(), Box<dyn std::error::Error>> {
+        self.admin_ok(&["course", "set", "--timezone", "Asia/Hong_Kong"])?;
+        let mut args = vec!["assignment", "add", "hw1", "--title", "Homework 1"];
+        args.extend_from_slice(times);
+        self.admin_ok(&args)?;
+        Ok(())
+    }
+
     /// Kills the server with SIGKILL (a crash) and hands back its directory
     /// so that a new server can be started on the same keys and data.
     pub fn crash(mut self) -> Result<tempfile::TempDir, Box<dyn std::error::Error>> {
@@ -376,7 +386,7 @@ pub struct Offered {
 
 /// Connects to Blackboard, sends `hello` (a `SubmitOpen` or
 /// `SubmitOpen3`), checks the `SessionOffer` that answers it against
-/// `trust` (`client::verify_offer`) and unwraps the session key with `key`:
+/// `trust` and unwraps the session key with `key`, as the client does:
 /// what a test that goes on by hand (a tampered report, a raw upload, a
 /// forged request) needs first.
 pub fn offered(
@@ -385,30 +395,12 @@ pub fn offered(
     trust: &certboard::client::BlackboardTrust,
     key: &openssl::pkey::PKey<openssl::pkey::Private>,
 ) -> Result<Offered, Box<dyn std::error::Error>> {
-    use certboard::message::Message;
-    let mut conn = certboard::client::FramedStream::connect(&blackboard.to_string(), NET_TIMEOUT)?;
+    use certboard::client;
+    let mut conn = client::FramedStream::connect(&blackboard.to_string(), NET_TIMEOUT)?;
     let hello = hello.encode();
     conn.send_frame(&hello)?;
-    let Message::SessionOffer {
-        server_nonce,
-        wrapped_key,
-        bb_chain,
-        signature,
-    } = conn.recv()?
-    else {
-        return Err("no SessionOffer".into());
-    };
-    let th = certboard::client::verify_offer(
-        &hello,
-        &server_nonce,
-        &wrapped_key,
-        &bb_chain,
-        &signature,
-        trust,
-    )?;
-    let session = certboard::crypto::unwrap_key(key, &wrapped_key)?
-        .try_into()
-        .map_err(|_| "session key is not 32 bytes")?;
+    let (wrapped_key, th) = client::checked_offer(&hello, conn.recv()?, trust)?;
+    let session = client::session_key(key, &wrapped_key)?;
     Ok(Offered { conn, th, session })
 }
 
