@@ -9,11 +9,14 @@
 //! transcript hash, the cipher, the IV and the ciphertext, each
 //! length-prefixed, so no field can be moved into another.
 
+use openssl::cipher::Cipher as EvpCipher;
+use openssl::cipher_ctx::CipherCtx;
 use openssl::encrypt::{Decrypter, Encrypter};
 use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
 use openssl::md::Md;
-use openssl::pkey::{HasPrivate, HasPublic, PKey, PKeyRef};
+use openssl::md_ctx::MdCtx;
+use openssl::pkey::{HasPrivate, HasPublic, PKey, PKeyRef, Private};
 use openssl::rsa::Padding;
 use openssl::sign::Signer;
 use openssl::symm::{Cipher, Crypter, Mode};
@@ -179,10 +182,10 @@ const LABEL_V3: &[u8] = b"certboard v3 transcript";
 pub const CHUNK_MAX: usize = 64 * 1024;
 
 /// The AES-256-CTR stream of one uploaded file, continued from chunk to
-/// chunk: one `Crypter` per upload, its counter starting at the
+/// chunk: one cipher context per upload, its counter starting at the
 /// announcement's IV. Encryption and decryption are the same operation.
 pub struct FileCipher {
-    crypter: Crypter,
+    ctx: CipherCtx,
 }
 
 impl std::fmt::Debug for FileCipher {
@@ -192,16 +195,67 @@ impl std::fmt::Debug for FileCipher {
 }
 
 impl FileCipher {
+    fn new(key: &[u8; 32], iv: &[u8; IV_LEN]) -> Result<FileCipher, ErrorStack> {
+        let mut ctx = CipherCtx::new()?;
+        ctx.encrypt_init(Some(EvpCipher::aes_256_ctr()), Some(key), Some(iv))?;
+        Ok(FileCipher { ctx })
+    }
+
     /// The next `data.len()` bytes of the stream XORed with `data`.
     pub fn apply(&mut self, data: &[u8]) -> Result<Vec<u8>, ErrorStack> {
-        // CTR is a stream mode: `update` gives back exactly as many bytes
-        // as it takes; the block's worth of slack is what OpenSSL asks for.
-        let mut out = vec![0u8; data.len() + 16];
-        let n = self.crypter.update(data, &mut out)?;
-        out.truncate(n);
+        let mut out = data.to_vec();
+        self.apply_in_place(&mut out)?;
+        Ok(out)
+    }
+
+    /// The next `data.len()` bytes of the stream XORed into `data` where it
+    /// lies: Blackboard decrypts each 64 KiB chunk without a second buffer
+    /// (issue 20's profile).
+    pub fn apply_in_place(&mut self, data: &mut [u8]) -> Result<(), ErrorStack> {
+        // CTR is a stream mode (block size 1): exactly as many bytes come
+        // out as go in, so the buffer is always large enough.
+        let n = self.ctx.cipher_update_inplace(data, data.len())?;
+        debug_assert_eq!(n, data.len());
+        Ok(())
+    }
+}
+
+/// The MACs of one version 3 upload's chunks ([`SessionKeys::chunk_mac_v3`]),
+/// the HMAC key and SHA-256 set up once per upload and one context reused
+/// for every chunk: a key object and an implicit digest fetch per chunk
+/// were 3% of the server's CPU per MiB uploaded (issue 20's profile).
+pub struct ChunkMac {
+    key: PKey<Private>,
+    md: Md,
+    ctx: MdCtx,
+    th: [u8; DIGEST_LEN],
+}
+
+impl std::fmt::Debug for ChunkMac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChunkMac { .. }")
+    }
+}
+
+impl ChunkMac {
+    /// Chunk `seq`'s MAC: the same bytes as [`SessionKeys::chunk_mac_v3`].
+    pub fn mac(&mut self, seq: u64, ciphertext: &[u8]) -> Result<[u8; MAC_LEN], ErrorStack> {
+        self.ctx.digest_sign_init(Some(&self.md), &self.key)?;
+        self.ctx.digest_sign_update(CHUNK_LABEL)?;
+        self.ctx
+            .digest_sign_update(&(self.th.len() as u64).to_le_bytes())?;
+        self.ctx.digest_sign_update(&self.th)?;
+        self.ctx.digest_sign_update(&seq.to_le_bytes())?;
+        self.ctx
+            .digest_sign_update(&(ciphertext.len() as u64).to_le_bytes())?;
+        self.ctx.digest_sign_update(ciphertext)?;
+        let mut out = [0u8; MAC_LEN];
+        self.ctx.digest_sign_final(Some(&mut out))?;
         Ok(out)
     }
 }
+
+const CHUNK_LABEL: &[u8] = b"certboard v3 chunk";
 
 /// SHA-256 of the exact bytes, as lower-case hex (a report's
 /// `report_sha256`).
@@ -313,8 +367,16 @@ impl SessionKeys {
 
     /// The stream cipher of one file (version 3), from its IV.
     pub fn file_cipher(&self, iv: &[u8; IV_LEN]) -> Result<FileCipher, ErrorStack> {
-        Ok(FileCipher {
-            crypter: Crypter::new(Cipher::aes_256_ctr(), Mode::Encrypt, &self.enc, Some(iv))?,
+        FileCipher::new(&self.enc, iv)
+    }
+
+    /// The chunk MACs of one upload under this session's `th`.
+    pub fn chunk_mac(&self, th: &[u8; DIGEST_LEN]) -> Result<ChunkMac, ErrorStack> {
+        Ok(ChunkMac {
+            key: PKey::hmac(&self.mac)?,
+            md: Md::fetch(None, "SHA256", None)?,
+            ctx: MdCtx::new()?,
+            th: *th,
         })
     }
 
@@ -374,7 +436,7 @@ impl SessionKeys {
         ciphertext: &[u8],
     ) -> Result<[u8; MAC_LEN], ErrorStack> {
         self.mac_over(
-            b"certboard v3 chunk",
+            CHUNK_LABEL,
             &[
                 Part::Lp(th),
                 Part::Raw(&seq.to_le_bytes()),
@@ -494,6 +556,38 @@ pub fn unwrap_key<T: HasPrivate>(key: &PKeyRef<T>, wrapped: &[u8]) -> Result<Vec
 mod tests {
     use super::*;
     use openssl::rsa::Rsa;
+
+    #[test]
+    fn an_uploads_chunk_mac_is_the_one_chunk_mac_v3_defines() -> Result<(), ErrorStack> {
+        let keys = SessionKeys::derive_v3(&[7u8; SESSION_KEY_LEN], &[9u8; DIGEST_LEN])?;
+        let th = [3u8; DIGEST_LEN];
+        let mut reused = keys.chunk_mac(&th)?;
+        for (seq, data) in [(0u64, &b"first"[..]), (1, &[0u8; 100][..]), (2, &b""[..])] {
+            let once = keys.chunk_mac_v3(&th, seq, data)?;
+            assert_eq!(reused.mac(seq, data)?, once, "chunk {seq}");
+        }
+        // Another transcript, another MAC.
+        let mut other = keys.chunk_mac(&[4u8; DIGEST_LEN])?;
+        assert_ne!(other.mac(0, b"first")?, reused.mac(0, b"first")?);
+        Ok(())
+    }
+
+    #[test]
+    fn a_file_decrypted_in_place_piece_by_piece_is_the_whole_stream() -> Result<(), ErrorStack> {
+        let keys = SessionKeys::derive_v3(&[1u8; SESSION_KEY_LEN], &[2u8; DIGEST_LEN])?;
+        let iv = [5u8; IV_LEN];
+        let plain: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        let whole = keys.file_cipher(&iv)?.apply(&plain)?;
+        assert_ne!(whole, plain);
+        let mut pieces = whole.clone();
+        let mut back = keys.file_cipher(&iv)?;
+        // Pieces that do not end on a 16-byte block: the counter carries on.
+        for piece in pieces.chunks_mut(333) {
+            back.apply_in_place(piece)?;
+        }
+        assert_eq!(pieces, plain);
+        Ok(())
+    }
 
     #[test]
     fn hex_is_what_format_writes_byte_by_byte() {

@@ -112,7 +112,7 @@ impl Blackboard {
                     ciphertext,
                     mac,
                 },
-            ) => upload::chunk(*r, seq, &ciphertext, &mac, peer),
+            ) => upload::chunk(*r, seq, ciphertext, &mac, peer),
             (Blackboard::Receiving(r), Message::UploadDone { chunks, mac }) => {
                 upload::done(*r, chunks, &mac, shared, peer)
             }

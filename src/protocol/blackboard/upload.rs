@@ -15,7 +15,7 @@ use log::info;
 use openssl::sha::Sha256;
 
 use crate::assignment::{AdmitError, Refused, Timing};
-use crate::crypto::{self, FileCipher, SessionKeys, CHUNK_MAX};
+use crate::crypto::{self, ChunkMac, FileCipher, SessionKeys, CHUNK_MAX};
 use crate::filename::{check_file_name, FileNameError};
 use crate::message::{CipherId, ErrorCode, Intent, Message, IV_LEN};
 use crate::receipt::{FileReceipt, ReceiptContent, RECEIPT_VERSION_3};
@@ -280,6 +280,8 @@ pub(in crate::protocol) struct Receiving {
     size: u64,
     sha256: [u8; 32],
     cipher: FileCipher,
+    /// The chunks' MAC, its key set up once for the whole upload.
+    chunk_mac: ChunkMac,
     hasher: Sha256,
     upload_id: i64,
     next_seq: u64,
@@ -354,6 +356,11 @@ pub(super) fn announce(
     check_still_good(shared, &p).map_err(|e| ProtocolError::certificate(&sid, e))?;
     admit_assignment(shared, &sid, &assignment, now_unix())?;
     let cipher_state = file_cipher(&p.keys.keys, cipher, &iv)?;
+    let chunk_mac = p
+        .keys
+        .keys
+        .chunk_mac(&p.keys.th)
+        .map_err(|e| internal("MAC", e))?;
     let upload_id = random_id().map_err(|e| internal("upload id", e))?;
     info!(
         "{peer}: SID {sid} announces {file_name:?} ({size} bytes) for {assignment}; upload {upload_id}"
@@ -366,6 +373,7 @@ pub(super) fn announce(
         size,
         sha256,
         cipher: cipher_state,
+        chunk_mac,
         hasher: Sha256::new(),
         upload_id,
         next_seq: 0,
@@ -395,8 +403,11 @@ fn random_id() -> Result<i64, openssl::error::ErrorStack> {
 }
 
 /// One chunk: in sequence, of the agreed size, its MAC right, within the
-/// announced size; decrypted, hashed, and staged before the next is read.
-pub(super) fn chunk(mut r: Receiving, seq: u64, ciphertext: &[u8], mac: &[u8], peer: &str) -> Step {
+/// announced size; decrypted where it lies (the decoded frame's own
+/// buffer becomes the staged record: no copy of the file's bytes here),
+/// hashed, and staged before the next is read.
+pub(super) fn chunk(mut r: Receiving, seq: u64, mut data: Vec<u8>, mac: &[u8], peer: &str) -> Step {
+    let ciphertext = &data;
     let sid = r.p.sid.clone();
     if seq != r.next_seq {
         return Err(refused(
@@ -424,15 +435,13 @@ pub(super) fn chunk(mut r: Receiving, seq: u64, ciphertext: &[u8], mac: &[u8], p
             },
         ));
     }
-    let expected =
-        r.p.keys
-            .keys
-            .chunk_mac_v3(&r.p.keys.th, seq, ciphertext)
-            .map_err(|e| internal("MAC", e))?;
+    let expected = r
+        .chunk_mac
+        .mac(seq, ciphertext)
+        .map_err(|e| internal("MAC", e))?;
     check_mac(&expected, mac).map_err(|_| refused(&sid, UploadError::BadMac("chunk")))?;
-    let data = r
-        .cipher
-        .apply(ciphertext)
+    r.cipher
+        .apply_in_place(&mut data)
         .map_err(|e| internal("decryption", e))?;
     r.hasher.update(&data);
     r.received += len;
