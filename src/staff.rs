@@ -290,8 +290,33 @@ pub(crate) struct Cx<'a> {
 }
 
 impl Cx<'_> {
-    /// Appends to the audit log. A failure is logged, not shown: the action
-    /// itself is done (and the store error will show on the next page).
+    /// Does `action` under an audit entry written first ([`audited`]),
+    /// `particulars` saying what is about to be done.
+    pub(crate) fn audited<T>(
+        &mut self,
+        who: &str,
+        action: &str,
+        target: &str,
+        particulars: &str,
+        work: impl FnOnce(&mut dyn StaffStorage) -> Result<(T, String), StaffError>,
+    ) -> Result<T, StaffError> {
+        info!(
+            "staff {}: {who} {action} {target} {particulars}",
+            self.source
+        );
+        let entry = AuditEntry {
+            id: 0,
+            at: self.now,
+            who: who.to_string(),
+            action: action.to_string(),
+            target: target.to_string(),
+            detail: particulars.to_string(),
+        };
+        audited(&mut *self.store, &entry, work)
+    }
+
+    /// Appends to the audit log what is no action on the course (a refused
+    /// login). A failure is logged, not shown.
     pub(crate) fn audit(&mut self, who: &str, action: &str, target: &str, detail: &str) {
         let entry = AuditEntry {
             id: 0,
@@ -308,6 +333,69 @@ impl Cx<'_> {
         if let Err(e) = self.store.audit(&entry) {
             warn!("staff audit log: cannot write {action} by {who}: {e}");
         }
+    }
+}
+
+/// What an audit entry's detail ends with while its action's outcome is
+/// not recorded: the action was about to be done, and the process died or
+/// the store failed before it could say how it went (the store itself
+/// says whether it happened).
+pub const PENDING: &str = "outcome not recorded";
+
+/// Does a staff action so that it never happens unaudited: `entry` (its
+/// detail the particulars) is written first, as an intent; only once it is
+/// in the store is `work` run; then the entry's detail is settled to
+/// `particulars; done[: what work says]` or `particulars; failed: why`.
+///
+/// Why not one transaction: the actions are the admin commands' own
+/// functions (so the web page does exactly what `server revoke` ... does),
+/// each several store calls with transactions of their own, which neither
+/// engine can nest. An intent first gives the guarantee that matters: an
+/// entry that cannot be written refuses the action, and an action whose
+/// outcome cannot be written still has its entry (ending [`PENDING`]).
+pub fn audited<T>(
+    store: &mut dyn StaffStorage,
+    entry: &AuditEntry,
+    work: impl FnOnce(&mut dyn StaffStorage) -> Result<(T, String), StaffError>,
+) -> Result<T, StaffError> {
+    let particulars = entry.detail.as_str();
+    let intent = AuditEntry {
+        detail: joined(particulars, PENDING),
+        ..entry.clone()
+    };
+    let id = store.audit(&intent).map_err(|e| {
+        warn!(
+            "staff audit log: cannot write {} {} by {}, so it is not done: {e}",
+            entry.action, entry.target, entry.who
+        );
+        e
+    })?;
+    let result = work(&mut *store);
+    let outcome = match &result {
+        Ok((_, said)) if said.is_empty() => "done".to_string(),
+        Ok((_, said)) => format!("done: {said}"),
+        // The first line: a refused import lists every certificate below.
+        Err(e) => format!("failed: {}", e.to_string().lines().next().unwrap_or("")),
+    };
+    let detail = joined(particulars, &outcome);
+    info!(
+        "staff audit #{id}: {} {} by {}: {detail}",
+        entry.action, entry.target, entry.who
+    );
+    match store.settle_audit(id, &detail) {
+        Ok(true) => {}
+        Ok(false) => warn!("staff audit log: entry #{id} is gone; its outcome: {detail}"),
+        Err(e) => warn!("staff audit log: entry #{id} keeps \"{PENDING}\"; its outcome: {detail}; cannot write it: {e}"),
+    }
+    result.map(|(value, _)| value)
+}
+
+/// `particulars; outcome`, or the outcome alone.
+fn joined(particulars: &str, outcome: &str) -> String {
+    if particulars.is_empty() {
+        outcome.to_string()
+    } else {
+        format!("{particulars}; {outcome}")
     }
 }
 

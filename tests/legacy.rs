@@ -513,3 +513,78 @@ fn a_certificate_revoked_after_the_session_key_cannot_submit() -> TestResult {
     assert_eq!(admin_text(&server, &["reports"])?, "");
     Ok(())
 }
+
+/// Writes `roster.csv` with these SIDs and imports it over the legacy
+/// certificates already issued, keeping them (unvouched).
+fn import_roster(server: &TestServer, sids: &[&str]) -> Result<()> {
+    let mut csv = String::from("sid,name\n");
+    for sid in sids {
+        csv.push_str(&format!("{sid},Student {sid}\n"));
+    }
+    std::fs::write(server.path().join("roster.csv"), csv)?;
+    admin_text(
+        server,
+        &["roster", "import", "roster.csv", "--keep-unverified"],
+    )?;
+    Ok(())
+}
+
+/// A legacy certificate comes from open enrollment: no enrollment code
+/// vouches for it. Once a roster is in force it no longer opens a
+/// submission, and the student is told why in the one answer.
+#[test]
+fn a_roster_in_force_refuses_an_unvouched_legacy_certificate() -> TestResult {
+    let server = TestServer::start(&["--legacy"])?;
+    let sid = "1155000041";
+    let cert = enroll(&mut Legacy::connect(server.ca)?, sid)?;
+    // Before the roster it submits.
+    let mut bb = Legacy::connect(server.blackboard)?;
+    let key = open_submission(&mut bb, sid, &cert)?;
+    submit(&mut bb, sid, &key)?;
+    import_roster(&server, &[sid])?;
+    expect_one_refusal(
+        &server,
+        sid,
+        &cert,
+        "is not vouched for by an enrollment code",
+    )?;
+    // The log is read from the server's stderr by a thread: wait for it.
+    let line = format!("legacy: {sid} has not been verified: certificate serial");
+    assert!(server.wait_log(&line, 10), "{line:?}\n{}", server.log());
+    assert_eq!(admin_text(&server, &["reports"])?.lines().count(), 1);
+    Ok(())
+}
+
+/// A student removed from the roster (`roster remove`) no longer submits
+/// by the legacy protocol either: refused at the certificate frame, and
+/// at the report frame when the removal came after the session key.
+#[test]
+fn a_dropped_student_is_refused() -> TestResult {
+    let server = TestServer::start(&["--legacy"])?;
+    let (dropped, late) = ("1155000042", "1155000043");
+    let mut ca = Legacy::connect(server.ca)?;
+    let cert = enroll(&mut ca, dropped)?;
+    let late_cert = enroll(&mut ca, late)?;
+    // The session key is given before the roster exists.
+    let mut bb = Legacy::connect(server.blackboard)?;
+    let key = open_submission(&mut bb, late, &late_cert)?;
+    import_roster(&server, &[dropped, late, "1155000044"])?;
+    admin_text(&server, &["roster", "remove", dropped])?;
+    admin_text(&server, &["roster", "remove", late])?;
+
+    expect_one_refusal(&server, dropped, &cert, "is not on the course roster")?;
+    let frame = format!("{}_{}", report_text(late), hmac_sha1_hex(&key, late)?);
+    bb.send(&frame)?;
+    let answer = bb.recv()?;
+    assert!(answer.starts_with("error: "), "{answer}");
+    assert!(answer.contains("is not on the course roster"), "{answer}");
+    bb.expect_closed()?;
+
+    for sid in [dropped, late] {
+        let line =
+            format!("legacy: {sid} has not been verified: SID {sid} is not on the course roster");
+        assert!(server.wait_log(&line, 10), "{line:?}\n{}", server.log());
+    }
+    assert_eq!(admin_text(&server, &["reports"])?, "");
+    Ok(())
+}

@@ -451,6 +451,13 @@ fn actions_need_the_csrf_token_and_are_audited() -> R<()> {
             "{action}: {audit}"
         );
     }
+    // Each written before its action, then settled with how it went.
+    assert!(
+        audit.contains("serial ") && audit.contains("reason keyCompromise; done: 1 newly revoked"),
+        "{audit}"
+    );
+    assert!(audit.contains("remove from the roster; done"), "{audit}");
+    assert!(!audit.contains(certboard::staff::PENDING), "{audit}");
     let first = audit.find("data-action=\"drop\"").ok_or("no drop")?;
     let login_at = audit.find("data-action=\"login\"").ok_or("no login")?;
     assert!(first < login_at, "newest first");

@@ -13,6 +13,7 @@ mod pg;
 
 use std::sync::{Arc, Barrier};
 
+use certboard::staff;
 use certboard::store::{Assignment, SubmissionView, TIMEZONE_SETTING};
 use certboard::store::{
     AuditEntry, LoginAttempt, LoginLimits, LoginVerdict, StaffSession, StaffStorage,
@@ -38,6 +39,9 @@ trait Engine: Sized {
     /// The `subject` column of the certificate with this serial, read
     /// behind the store's back.
     fn subject(&self, serial: &str) -> Result<String, BoxError>;
+    /// Makes every write to `table` fail (a trigger raising an error,
+    /// behind the store's back), or, with `fail` false, work again.
+    fn fail_writes(&self, table: &str, fail: bool) -> Result<(), BoxError>;
 }
 
 struct Sqlite(tempfile::TempDir);
@@ -57,6 +61,21 @@ impl Engine for Sqlite {
             [serial],
             |r| r.get(0),
         )?)
+    }
+    fn fail_writes(&self, table: &str, fail: bool) -> Result<(), BoxError> {
+        let c = rusqlite::Connection::open(self.0.path().join(certboard::store::DB_FILE))?;
+        for op in ["INSERT", "UPDATE", "DELETE"] {
+            let name = format!("injected_{table}_{}", op.to_lowercase());
+            c.execute_batch(&if fail {
+                format!(
+                    "CREATE TRIGGER {name} BEFORE {op} ON {table} \
+                     BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
+                )
+            } else {
+                format!("DROP TRIGGER {name};")
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -82,6 +101,20 @@ impl Engine for Postgres {
             c.query_one("SELECT subject FROM certs WHERE serial = $1", &[&serial])?
                 .get(0),
         )
+    }
+    fn fail_writes(&self, table: &str, fail: bool) -> Result<(), BoxError> {
+        let mut c = Cluster::shared()?.client(&self.db)?;
+        c.batch_execute(&if fail {
+            format!(
+                "CREATE OR REPLACE FUNCTION injected_failure() RETURNS trigger
+                 LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+                 CREATE TRIGGER injected_{table} BEFORE INSERT OR UPDATE OR DELETE ON {table}
+                 FOR EACH ROW EXECUTE FUNCTION injected_failure();"
+            )
+        } else {
+            format!("DROP TRIGGER injected_{table} ON {table};")
+        })?;
+        Ok(())
     }
 }
 
@@ -1195,6 +1228,80 @@ fn staff_accounts_sessions_and_audit<E: Engine>() -> TestResult {
     Ok(())
 }
 
+/// A staff action never happens unaudited (`staff::audited`): its entry is
+/// written first, so an entry the store refuses refuses the action, and an
+/// action the store refuses is recorded as failed; a done one as done,
+/// settled in place (`settle_audit`), one entry per action.
+fn a_staff_action_is_never_unaudited<E: Engine>() -> TestResult {
+    let e = E::fresh("staff_audited")?;
+    let mut s = e.open()?;
+    s.import_roster(&students(&[("1155000001", "A"), ("1155000002", "B")]))?;
+    let entry = |sid: &str| AuditEntry {
+        id: 0,
+        at: 100,
+        who: "ta1".into(),
+        action: "drop".into(),
+        target: sid.into(),
+        detail: "remove from the roster".into(),
+    };
+    let drop = |sid: &'static str| {
+        move |st: &mut dyn StaffStorage| {
+            certboard::admin::remove_student(st, sid)?;
+            Ok(((), String::new()))
+        }
+    };
+    let newest = |e: &E| -> Result<AuditEntry, BoxError> {
+        e.open()?
+            .audit_log(1)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| "no audit entry".into())
+    };
+
+    // Done: one entry, settled.
+    staff::audited(&mut s, &entry("1155000001"), drop("1155000001"))?;
+    let done = newest(&e)?;
+    assert_eq!(done.detail, "remove from the roster; done");
+    assert_eq!(e.open()?.audit_log(10)?.len(), 1, "one entry per action");
+    assert!(!s.drop_student("1155000001", 101)?, "she was dropped");
+
+    // The entry cannot be written: the action is not done.
+    e.fail_writes("staff_audit", true)?;
+    let refused = staff::audited(&mut s, &entry("1155000002"), drop("1155000002"));
+    assert!(refused.is_err(), "{refused:?}");
+    e.fail_writes("staff_audit", false)?;
+    assert_eq!(e.open()?.audit_log(10)?.len(), 1, "no entry");
+
+    // The action cannot be written: its entry says it failed.
+    e.fail_writes("roster", true)?;
+    let failed = staff::audited(&mut s, &entry("1155000002"), drop("1155000002"));
+    assert!(failed.is_err(), "{failed:?}");
+    e.fail_writes("roster", false)?;
+    let entry2 = newest(&e)?;
+    assert_eq!(entry2.target, "1155000002");
+    assert!(
+        entry2
+            .detail
+            .starts_with("remove from the roster; failed: "),
+        "{}",
+        entry2.detail
+    );
+    assert!(s.drop_student("1155000002", 102)?, "she was never dropped");
+
+    // An intent whose outcome never came stays marked so; settling names
+    // an existing entry only.
+    let id = s.audit(&AuditEntry {
+        detail: format!("remove from the roster; {}", staff::PENDING),
+        ..entry("1155000003")
+    })?;
+    assert!(newest(&e)?.detail.ends_with(staff::PENDING));
+    assert!(s.settle_audit(id, "remove from the roster; done")?);
+    assert_eq!(newest(&e)?.detail, "remove from the roster; done");
+    assert_eq!(newest(&e)?.id, id);
+    assert!(!s.settle_audit(id + 1000, "x")?);
+    Ok(())
+}
+
 /// Login attempts are bounded per (account, source) and per source, never
 /// per account alone: another address still gets in.
 fn login_attempts_are_bounded_per_source_never_per_account<E: Engine>() -> TestResult {
@@ -1328,5 +1435,6 @@ contract!(
     uploads_become_visible_only_when_complete,
     staff_accounts_sessions_and_audit,
     login_attempts_are_bounded_per_source_never_per_account,
+    a_staff_action_is_never_unaudited,
     a_receipt_id_names_one_submission,
 );

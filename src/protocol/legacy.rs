@@ -14,7 +14,9 @@
 //!   uses one).
 //! - Blackboard (`2`): the certificate text is parsed and checked like any
 //!   other ([`super::check_certificate`]: chain, validity, clientAuth, CN,
-//!   issued by us and not revoked); the session key is fresh and random;
+//!   issued by us, not revoked, vouched for by a code while a roster is in
+//!   force), and her SID must be on the roster in force (again when the
+//!   report comes); the session key is fresh and random;
 //!   the MAC is compared in constant time (`submission::check_mac`).
 //!
 //! After each answer the connection waits for the client's next command, so
@@ -141,6 +143,12 @@ pub enum LegacyError {
     ReportFrame(MsgMacError),
     /// The report is refused.
     Report(ReportError),
+    /// A roster is in force and the SID is not on it (`roster remove`):
+    /// her certificate no longer submits, as in versions 2 and 3.
+    NotOnRoster {
+        /// The SID.
+        sid: String,
+    },
     /// A roster is on: legacy enrollment cannot carry an enrollment code.
     RosterOn {
         /// The SID asked for.
@@ -190,6 +198,12 @@ impl fmt::Display for LegacyError {
             LegacyError::Certificate { sid, source } => {
                 write!(f, "{sid} has not been verified: {source}")
             }
+            LegacyError::NotOnRoster { sid } => write!(
+                f,
+                "{sid} has not been verified: SID {sid} is not on the course roster (removed by \
+                 the instructor, or never on it): her certificate no longer submits; nothing \
+                 was recorded (ask the instructor)"
+            ),
             LegacyError::ReportNotUtf8 => write!(f, "the report frame is not UTF-8 text"),
             LegacyError::ReportFrame(e) => write!(f, "report refused: {e}"),
             LegacyError::Report(e) => write!(f, "{e}"),
@@ -492,10 +506,10 @@ fn verify(sid: String, payload: &[u8], shared: &mut Shared, peer: &str) -> Step 
         Ok(d) => d,
         Err(source) => return refuse(peer, LegacyError::CertText { sid, source }),
     };
-    let student = match check_certificate(shared, &sid, &der, &[], Origin::Legacy) {
+    let checked = check_certificate(shared, &sid, &der, &[], Origin::Legacy);
+    let student = match on_roster(shared, &sid, checked) {
         Ok(s) => s,
-        Err(e) if e.is_server_fault() => return internal(peer, "certificate check", e),
-        Err(source) => return refuse(peer, LegacyError::Certificate { sid, source }),
+        Err(e) => return refuse(peer, e),
     };
     let session_key = match new_session_key() {
         Ok(k) => k,
@@ -514,6 +528,44 @@ fn verify(sid: String, payload: &[u8], shared: &mut Shared, peer: &str) -> Step 
         LegacySession::BbAwaitReport(Box::new(PendingReport::new(student, session_key))),
         vec![verified, wrapped.into_bytes()],
     )
+}
+
+/// A certificate check's outcome for `sid`, then the roster: while one
+/// is in force, a SID not on it (`roster remove`) no longer submits, as in
+/// versions 2 and 3. Read only for a certificate that is otherwise good or
+/// merely unvouched, so a stranger's certificate learns nothing about the
+/// roster. A removed student's legacy certificate is always unvouched too
+/// (legacy enrollment proves no code): she is told she was removed, the
+/// cause, rather than what follows from it.
+fn on_roster<T>(
+    shared: &mut Shared,
+    sid: &str,
+    checked: Result<T, CertCheckError>,
+) -> Result<T, LegacyError> {
+    let refused = |source: CertCheckError| {
+        if source.is_server_fault() {
+            LegacyError::Internal(Internal::new("certificate check", source))
+        } else {
+            LegacyError::Certificate {
+                sid: sid.to_string(),
+                source,
+            }
+        }
+    };
+    let checked = match checked {
+        Err(e) if !matches!(e, CertCheckError::Unvouched { .. }) => return Err(refused(e)),
+        other => other,
+    };
+    match shared.store.enrollment_view(sid) {
+        Ok(v) if v.roster_on && !v.on_roster => Err(LegacyError::NotOnRoster {
+            sid: sid.to_string(),
+        }),
+        Ok(_) => checked.map_err(refused),
+        Err(e) => Err(LegacyError::Internal(Internal::new(
+            "reading the roster",
+            e,
+        ))),
+    }
 }
 
 fn report(p: PendingReport<String>, payload: &[u8], shared: &mut Shared, peer: &str) -> Step {
@@ -554,10 +606,10 @@ fn report(p: PendingReport<String>, payload: &[u8], shared: &mut Shared, peer: &
             vec![MAC_FAILED.as_bytes().to_vec()],
         );
     }
-    match check_still_good(shared, &p) {
-        Ok(()) => {}
-        Err(e) if e.is_server_fault() => return internal(peer, "certificate check", e),
-        Err(source) => return refuse(peer, LegacyError::Certificate { sid: p.sid, source }),
+    // A removal from the roster since the session key holds too.
+    let checked = check_still_good(shared, &p);
+    if let Err(e) = on_roster(shared, &p.sid, checked) {
+        return refuse(peer, e);
     }
     if let Err(e) = check_report_text(msg) {
         return refuse(peer, LegacyError::Report(ReportError::Text(e)));

@@ -1,7 +1,7 @@
 //! The POST side: login, logout and the staff actions. Each action goes
 //! through the admin command's own function (so it does exactly what
-//! `server revoke`, `server extend`, ... do) and is written to the audit
-//! log.
+//! `server revoke`, `server extend`, ... do), under an audit entry written
+//! before it ([`super::audited`]): none happens unaudited.
 
 use std::path::Path;
 
@@ -88,7 +88,6 @@ pub(crate) fn login(cx: &mut Cx<'_>, req: &Request) -> Result<Response, StaffErr
         cx.audit(&name, "login-failed", "", &cx.source.to_string());
         return pages::login_page(401, Some("wrong name or password"));
     }
-    cx.store.forget_login_attempts(&name, &attempt.source)?;
     let token = auth::new_token().map_err(|e| StaffError::BadRequest(e.to_string()))?;
     let lifetime = i64::try_from(cx.config.session_lifetime.as_secs()).unwrap_or(i64::MAX);
     let session = StaffSession {
@@ -98,8 +97,12 @@ pub(crate) fn login(cx: &mut Cx<'_>, req: &Request) -> Result<Response, StaffErr
         created_at: cx.now,
         expires_at: cx.now.saturating_add(lifetime),
     };
-    cx.store.start_staff_session(&session)?;
-    cx.audit(&name, "login", "", &cx.source.to_string());
+    let from = cx.source.to_string();
+    cx.audited(&name, "login", "", &from, |store| {
+        store.forget_login_attempts(&name, &attempt.source)?;
+        store.start_staff_session(&session)?;
+        Ok(((), String::new()))
+    })?;
     let secure = if cx.config.secure_cookie {
         "; Secure"
     } else {
@@ -113,8 +116,10 @@ pub(crate) fn login(cx: &mut Cx<'_>, req: &Request) -> Result<Response, StaffErr
 
 /// `POST /logout`.
 pub(crate) fn logout(cx: &mut Cx<'_>, s: &StaffSession) -> Result<Response, StaffError> {
-    cx.store.end_staff_session(&s.token_hash)?;
-    cx.audit(&s.name, "logout", "", "");
+    cx.audited(&s.name, "logout", "", "", |store| {
+        store.end_staff_session(&s.token_hash)?;
+        Ok(((), String::new()))
+    })?;
     let secure = if cx.config.secure_cookie {
         "; Secure"
     } else {
@@ -167,20 +172,11 @@ pub(crate) fn revoke(
     if f.get("confirm") != Some("yes") {
         return pages::confirm_revoke(s, sid, &cert, reason.name());
     }
-    let n = admin::revoke(
-        &mut *cx.store,
-        &RevokeTarget::Serial(serial.to_string()),
-        reason,
-    )?;
-    cx.audit(
-        &s.name,
-        "revoke",
-        sid,
-        &format!(
-            "serial {serial} reason {} ({n} newly revoked)",
-            reason.name()
-        ),
-    );
+    let particulars = format!("serial {serial} reason {}", reason.name());
+    cx.audited(&s.name, "revoke", sid, &particulars, |store| {
+        let n = admin::revoke(store, &RevokeTarget::Serial(serial.to_string()), reason)?;
+        Ok(((), format!("{n} newly revoked")))
+    })?;
     Ok(see_other(&format!("/students/{sid}")))
 }
 
@@ -190,8 +186,13 @@ pub(crate) fn reissue_code(
     s: &StaffSession,
     sid: &str,
 ) -> Result<Response, StaffError> {
-    let code = admin::reissue_code(&mut *cx.store, sid)?;
-    cx.audit(&s.name, "code", sid, "enrollment code reissued");
+    let code = cx.audited(
+        &s.name,
+        "code",
+        sid,
+        "reissue the enrollment code",
+        |store| Ok((admin::reissue_code(store, sid)?, String::new())),
+    )?;
     pages::new_code(s, sid, &code)
 }
 
@@ -227,16 +228,14 @@ pub(crate) fn extension(
     let assignment = f.need("assignment")?;
     let zone = admin::timezone(&mut *cx.store)?;
     let until = form_time(f.need("until")?, zone.as_deref())?;
-    admin::extend(&mut *cx.store, sid, assignment, until)?;
-    cx.audit(
-        &s.name,
-        "extension",
-        sid,
-        &format!(
-            "assignment {assignment} until {}",
-            crate::time::rfc3339(until)
-        ),
+    let particulars = format!(
+        "assignment {assignment} until {}",
+        crate::time::rfc3339(until)
     );
+    cx.audited(&s.name, "extension", sid, &particulars, |store| {
+        admin::extend(store, sid, assignment, until)?;
+        Ok(((), String::new()))
+    })?;
     Ok(see_other(&format!("/students/{sid}")))
 }
 
@@ -246,8 +245,10 @@ pub(crate) fn drop_student(
     s: &StaffSession,
     sid: &str,
 ) -> Result<Response, StaffError> {
-    admin::remove_student(&mut *cx.store, sid)?;
-    cx.audit(&s.name, "drop", sid, "removed from the roster");
+    cx.audited(&s.name, "drop", sid, "remove from the roster", |store| {
+        admin::remove_student(store, sid)?;
+        Ok(((), String::new()))
+    })?;
     Ok(see_other(&format!("/students/{sid}")))
 }
 
@@ -264,13 +265,11 @@ pub(crate) fn move_due(
         due: Some(due),
         ..admin::AssignmentSpec::default()
     };
-    admin::edit_assignment(&mut *cx.store, id, &spec)?;
-    cx.audit(
-        &s.name,
-        "due",
-        id,
-        &format!("due {}", crate::time::rfc3339(due)),
-    );
+    let particulars = format!("due {}", crate::time::rfc3339(due));
+    cx.audited(&s.name, "due", id, &particulars, |store| {
+        admin::edit_assignment(store, id, &spec)?;
+        Ok(((), String::new()))
+    })?;
     Ok(see_other(&format!("/assignments/{id}")))
 }
 
@@ -288,14 +287,16 @@ pub(crate) fn import(
         .ok_or_else(|| StaffError::BadRequest("no roster file in the upload".into()))?;
     let text = std::str::from_utf8(&file.data)
         .map_err(|_| StaffError::BadRequest("the roster is not UTF-8 text".into()))?;
-    let decision = match f.get("unverified").unwrap_or("ask") {
-        "revoke" => Unverified::Revoke,
-        "keep" => Unverified::Keep,
-        _ => Unverified::Ask,
+    let (decision, asked) = match f.get("unverified").unwrap_or("ask") {
+        "revoke" => (Unverified::Revoke, "revoke"),
+        "keep" => (Unverified::Keep, "keep"),
+        _ => (Unverified::Ask, "ask"),
     };
     let shown = file.file_name.clone().unwrap_or_else(|| "upload".into());
-    let done = admin::import_roster_text(&mut *cx.store, text, Path::new(&shown), decision)?;
-    let summary = format!(
+    let particulars = format!("import, unverified certificates: {asked}");
+    let summary = cx.audited(&s.name, "import", &shown, &particulars, |store| {
+        let done = admin::import_roster_text(store, text, Path::new(&shown), decision)?;
+        let summary = format!(
         "{} student(s): {} added, {} renamed, {} unchanged; {} open-enrollment certificate(s) revoked, {} kept",
         done.students,
         done.change.added,
@@ -304,7 +305,8 @@ pub(crate) fn import(
         done.revoked,
         done.unverified.len()
     );
-    cx.audit(&s.name, "import", &shown, &summary);
+        Ok((summary.clone(), summary))
+    })?;
     pages::import_result(s, &summary)
 }
 

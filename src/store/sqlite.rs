@@ -1421,6 +1421,13 @@ impl StaffStorage for SqliteStore {
         Ok(self.conn.last_insert_rowid())
     }
 
+    fn settle_audit(&mut self, id: i64, detail: &str) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE staff_audit SET detail = ?2 WHERE id = ?1",
+            params![id, detail],
+        )? == 1)
+    }
+
     fn audit_log(&mut self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT id, at, who, action, target, detail FROM staff_audit ORDER BY id DESC LIMIT ?1",

@@ -166,6 +166,11 @@ pub trait StaffStorage: Storage {
     fn end_staff_session(&mut self, token_hash: &str) -> Result<bool, StoreError>;
     /// Appends to the audit log; returns the entry's id.
     fn audit(&mut self, entry: &AuditEntry) -> Result<i64, StoreError>;
+    /// Records the outcome of the action an entry announced: its detail
+    /// becomes `detail` (a staff action writes its entry first, as an
+    /// intent, then does the action, then says how it went; see
+    /// `staff::audited`). `false` when there is no entry `id`.
+    fn settle_audit(&mut self, id: i64, detail: &str) -> Result<bool, StoreError>;
     /// The newest `limit` audit entries, newest first.
     fn audit_log(&mut self, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
 }

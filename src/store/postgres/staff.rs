@@ -191,6 +191,18 @@ impl StaffStorage for PostgresStore {
         })
     }
 
+    fn settle_audit(&mut self, id: i64, detail: &str) -> Result<bool, StoreError> {
+        self.run("recording an audited action's outcome", |conn| {
+            in_transaction(conn, |tx, _| {
+                tx.execute(
+                    "UPDATE staff_audit SET detail = $2 WHERE id = $1",
+                    &[&id, &detail],
+                )
+            })
+        })
+        .map(|n| n == 1)
+    }
+
     fn audit_log(&mut self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         let limit = i64::from(limit);
         self.run("reading the audit log", |conn| {
