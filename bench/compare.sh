@@ -89,11 +89,14 @@ ulimit -n 20000 2>/dev/null || true
 
 echo "building (release) ..."
 (cd "$ROOT" && cargo build --release --quiet --bin server --bin client --example loadgen --example holder --example speed)
-SERVER="$ROOT/target/release/server"
-LOADGEN="$ROOT/target/release/examples/loadgen"
-HOLDER="$ROOT/target/release/examples/holder"
-SPEEDTOOL="$ROOT/target/release/examples/speed"
-CLIENT="$ROOT/target/release/client"
+# Where cargo put them (CARGO_TARGET_DIR as cargo reads it); BENCH_SERVER
+# runs another server binary with everything else the same (an A/B).
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+SERVER=${BENCH_SERVER:-$TARGET_DIR/release/server}
+LOADGEN="$TARGET_DIR/release/examples/loadgen"
+HOLDER="$TARGET_DIR/release/examples/holder"
+SPEEDTOOL="$TARGET_DIR/release/examples/speed"
+CLIENT="$TARGET_DIR/release/client"
 KEYS="$WORK/student-keys.pem"
 
 : >"$RESULTS"

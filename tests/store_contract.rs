@@ -812,6 +812,12 @@ fn assignments_and_extensions_are_read_per_submission<E: Engine>() -> TestResult
         server.submission_view("s1", "hw2")?.timezone.as_deref(),
         Some("Asia/Hong_Kong")
     );
+    // The zone is read with or without the assignment.
+    let none = server.submission_view("s1", "nope")?;
+    assert_eq!(
+        (none.assignment, none.extension, none.timezone.as_deref()),
+        (None, None, Some("Asia/Hong_Kong"))
+    );
     admin.set_course_setting(TIMEZONE_SETTING, Some("UTC"))?;
     assert_eq!(
         e.open()?.course_setting(TIMEZONE_SETTING)?.as_deref(),

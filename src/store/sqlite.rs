@@ -1055,23 +1055,25 @@ impl Storage for SqliteStore {
     }
 
     fn enrollment_view(&mut self, sid: &str) -> Result<EnrollView, StoreError> {
-        let roster_on: bool = self
-            .conn
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM roster)")?
-            .query_row([], |r| r.get(0))?;
-        let row = self
+        // One statement, so one read transaction (in WAL mode each takes and
+        // drops its locks with `fcntl` and revalidates the page cache): the
+        // roster's presence and her row together; a submission's hello and
+        // its report each read this.
+        let (roster_on, on_roster, code): (bool, bool, Option<CodeColumns>) = self
             .conn
             .prepare_cached(
-                "SELECT 1, c.code_key, c.issued_at, c.used_at
-                 FROM roster r LEFT JOIN codes c ON c.sid = r.sid
-                 WHERE r.sid = ?1 AND r.dropped_at IS NULL",
+                "SELECT EXISTS (SELECT 1 FROM roster), r.sid IS NOT NULL,
+                        c.code_key, c.issued_at, c.used_at
+                 FROM (SELECT 1) LEFT JOIN roster r ON r.sid = ?1 AND r.dropped_at IS NULL
+                 LEFT JOIN codes c ON c.sid = r.sid",
             )?
-            .query_row(params![sid], |r| code_columns(r, 1))
-            .optional()?;
+            .query_row(params![sid], |r| {
+                Ok((r.get(0)?, r.get(1)?, code_columns(r, 2)?))
+            })?;
         Ok(EnrollView {
             roster_on,
-            on_roster: row.is_some(),
-            code: code_state_of(row.flatten())?,
+            on_roster,
+            code: code_state_of(code)?,
         })
     }
 
@@ -1187,18 +1189,24 @@ impl Storage for SqliteStore {
         sid: &str,
         assignment: &str,
     ) -> Result<SubmissionView, StoreError> {
-        let found = self
+        // One statement (one read transaction), read at a submission's hello
+        // and again at its report: the assignment, her extension and the
+        // course's time zone, which is there whether or not the assignment is.
+        let (found, timezone) = self
             .conn
             .prepare_cached(
-                "SELECT id, title, opens_at, due_at, late_until, closed_at,
-                        (SELECT until FROM extensions e WHERE e.sid = ?1 AND e.assignment = a.id)
-                 FROM assignments a WHERE id = ?2",
+                "SELECT a.id, a.title, a.opens_at, a.due_at, a.late_until, a.closed_at,
+                        (SELECT until FROM extensions e WHERE e.sid = ?1 AND e.assignment = a.id),
+                        (SELECT value FROM course_settings WHERE name = ?3)
+                 FROM (SELECT 1) LEFT JOIN assignments a ON a.id = ?2",
             )?
-            .query_row(params![sid, assignment], |r| {
-                Ok((assignment_of(r)?, r.get::<_, Option<i64>>(6)?))
-            })
-            .optional()?;
-        let timezone = self.course_setting(super::TIMEZONE_SETTING)?;
+            .query_row(params![sid, assignment, super::TIMEZONE_SETTING], |r| {
+                let found = match r.get::<_, Option<String>>(0)? {
+                    Some(_) => Some((assignment_of(r)?, r.get::<_, Option<i64>>(6)?)),
+                    None => None,
+                };
+                Ok((found, r.get::<_, Option<String>>(7)?))
+            })?;
         let (assignment, extension) = match found {
             Some((a, e)) => (Some(a), e),
             None => (None, None),
