@@ -14,6 +14,10 @@
 //! frames or requests (each may cost a signature); what is still buffered
 //! waits in the ready queue, served round-robin, [`TURNS_PER_POLL`] turns
 //! after each poll, so no client that pipelines can hold the loop.
+//! Connections in the middle of an upload have a queue of their own and
+//! come second (their events too), with a bounded share of the turns
+//! ([`BULK_TURNS_MIN`]): a chunk costs a MAC, a decryption and a hash, and
+//! 20 of them must not stand between an enrollment and its next frame.
 //!
 //! Acknowledgments that promise durability (a certificate, a receipt) are
 //! held back: the records made ready in a turn of the loop go to the
@@ -24,6 +28,7 @@
 //!
 //! Sockets live here and nowhere else.
 
+mod batch;
 pub(crate) mod commit;
 mod connection;
 pub(crate) mod fdlimit;
@@ -115,6 +120,9 @@ const WORK_PER_TURN: usize = 1;
 /// that sends one new frame waits behind at most this many pipelined
 /// units, not behind every connection's.
 const TURNS_PER_POLL: usize = 8;
+/// Turns out of [`TURNS_PER_POLL`] kept for uploading connections when
+/// they wait, whatever else does: they come second, never last forever.
+const BULK_TURNS_MIN: usize = 2;
 
 /// The single-threaded server loop.
 pub(crate) struct Reactor {
@@ -126,6 +134,9 @@ pub(crate) struct Reactor {
     /// Connections with input perhaps left to handle, served one turn each
     /// after every poll, in order.
     ready: VecDeque<Token>,
+    /// The same for connections in the middle of an upload, served after
+    /// `ready` but with at least [`BULK_TURNS_MIN`] turns a poll.
+    ready_bulk: VecDeque<Token>,
     shared: Shared,
     limits: Limits,
     /// The HTTP listener's request limits and handler, when serving one.
@@ -205,6 +216,7 @@ impl Reactor {
             conns: HashMap::new(),
             next_token: LISTENER_TOKENS,
             ready: VecDeque::new(),
+            ready_bulk: VecDeque::new(),
             budget: Budget::new(limits.max_buffered),
             shared,
             limits,
@@ -299,9 +311,10 @@ impl Reactor {
     pub(crate) fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        let mut bulk_events: Vec<(Token, bool)> = Vec::new();
         loop {
             // Buffered work waiting: look at the sockets, but do not sleep.
-            let timeout = if self.ready.is_empty() {
+            let timeout = if self.ready.is_empty() && self.ready_bulk.is_empty() {
                 next_sweep.saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
@@ -325,8 +338,15 @@ impl Reactor {
                         self.collect_offloaded();
                     }
                     Token(i) if i < LISTENER_TOKENS => self.accept(i),
+                    // Uploads' chunks after everyone else's frames.
+                    token if self.uploading(token) => {
+                        bulk_events.push((token, event.is_read_closed()));
+                    }
                     token => self.on_event(token, event.is_read_closed()),
                 }
+            }
+            for (token, peer_closed) in bulk_events.drain(..) {
+                self.on_event(token, peer_closed);
             }
             self.serve_ready();
             self.start_commit();
@@ -536,12 +556,28 @@ impl Reactor {
         self.after_io(token);
     }
 
+    /// Whether `token` is a connection in the middle of an upload.
+    fn uploading(&self, token: Token) -> bool {
+        self.conns
+            .get(&token)
+            .is_some_and(|c| c.staged_upload().is_some())
+    }
+
     /// Serves one turn to each of the next few connections of the ready
-    /// queue (round-robin); those with work left go to the back of it.
+    /// queues (round-robin), uploads' after the others' but with at least
+    /// [`BULK_TURNS_MIN`] turns; those with work left go to the back.
     fn serve_ready(&mut self) {
-        for _ in 0..self.ready.len().min(TURNS_PER_POLL) {
-            let Some(token) = self.ready.pop_front() else {
-                return;
+        let bulk_min = self.ready_bulk.len().min(BULK_TURNS_MIN);
+        let first = self.ready.len().min(TURNS_PER_POLL - bulk_min);
+        let bulk = self.ready_bulk.len().min(TURNS_PER_POLL - first);
+        for i in 0..first + bulk {
+            let queue = if i >= first {
+                &mut self.ready_bulk
+            } else {
+                &mut self.ready
+            };
+            let Some(token) = queue.pop_front() else {
+                continue;
             };
             let Some(conn) = self.conns.get_mut(&token) else {
                 continue; // closed since
@@ -641,7 +677,9 @@ impl Reactor {
             return;
         }
         let (tokens, records): (Vec<Token>, Vec<Record>) =
-            std::mem::take(&mut self.pending).into_iter().unzip();
+            batch::take_batch(&mut self.pending, batch::CHUNK_BYTES_PER_BATCH)
+                .into_iter()
+                .unzip();
         match self.commits.submit(records) {
             Ok(flight) => self.in_flight = Some((flight, tokens)),
             Err(e) => {
@@ -743,8 +781,15 @@ impl Reactor {
                     }
                 }
             }
-            // Input that arrived meanwhile is handled now.
-            self.turn(token);
+            // Input that arrived meanwhile is handled now; an upload's
+            // next chunk waits its turn in the uploads' queue.
+            if self.uploading(token) {
+                if let Some(conn) = self.conns.get_mut(&token) {
+                    conn.more = true;
+                }
+            } else {
+                self.turn(token);
+            }
             self.after_io(token);
         }
     }
@@ -816,7 +861,11 @@ impl Reactor {
         }
         if work_left && !conn.queued {
             conn.queued = true;
-            self.ready.push_back(token);
+            if conn.staged_upload().is_some() {
+                self.ready_bulk.push_back(token);
+            } else {
+                self.ready.push_back(token);
+            }
         }
         let wanted = conn.transport.wanted_interest();
         if conn.transport.interest_changes(wanted) {
