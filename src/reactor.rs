@@ -676,8 +676,9 @@ impl Reactor {
         if self.in_flight.is_some() || self.pending.is_empty() {
             return;
         }
+        let cap = batch::cap_for(&self.pending);
         let (tokens, records): (Vec<Token>, Vec<Record>) =
-            batch::take_batch(&mut self.pending, batch::CHUNK_BYTES_PER_BATCH)
+            batch::take_batch(&mut self.pending, cap)
                 .into_iter()
                 .unzip();
         match self.commits.submit(records) {

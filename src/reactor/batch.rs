@@ -6,9 +6,11 @@
 //! an enrollment's certificate waits behind two of them. So a batch admits
 //! at most [`CHUNK_BYTES_PER_BATCH`] of chunks; any other record (a
 //! certificate, a receipt, a file's closing record) is always admitted: it
-//! is never behind more than that. Chunks are admitted oldest first and at
-//! least one per batch, so uploads keep their turn: a bounded share for
-//! each, not a priority for either.
+//! is never behind more than that. A batch that carries such a record
+//! carries at most one chunk ([`CHUNK_BYTES_BESIDE_ANSWERS`]): someone waits
+//! for its answer, so it is kept short. Chunks are admitted oldest first
+//! and at least one per batch, so uploads keep their turn: a bounded share
+//! for each, not a priority for either.
 
 use std::collections::HashSet;
 
@@ -20,6 +22,24 @@ use crate::store::Record;
 /// record of an enrollment that arrives meanwhile waits for that at most
 /// twice (the batch in flight, then its own).
 pub(super) const CHUNK_BYTES_PER_BATCH: usize = 4 * CHUNK_MAX;
+
+/// Most chunk bytes in a batch that also carries a record someone awaits
+/// an answer for (a certificate, a receipt): one chunk.
+pub(super) const CHUNK_BYTES_BESIDE_ANSWERS: usize = CHUNK_MAX;
+
+/// The cap for the next batch out of `pending`: [`CHUNK_BYTES_PER_BATCH`],
+/// or [`CHUNK_BYTES_BESIDE_ANSWERS`] when a record other than a chunk or
+/// a discard waits (one is always admitted, see [`take_batch`]).
+pub(super) fn cap_for<T>(pending: &[(T, Record)]) -> usize {
+    let answers = pending
+        .iter()
+        .any(|(_, r)| !matches!(r, Record::Chunk(_) | Record::DiscardUpload { .. }));
+    if answers {
+        CHUNK_BYTES_BESIDE_ANSWERS
+    } else {
+        CHUNK_BYTES_PER_BATCH
+    }
+}
 
 /// The upload a record belongs to, if it is one's.
 fn upload_of(record: &Record) -> Option<i64> {
@@ -171,6 +191,23 @@ mod tests {
             order.extend(tokens(&batch));
         }
         assert_eq!(order, vec![0, 100, 1, 101, 102]);
+    }
+
+    #[test]
+    fn a_batch_with_a_record_awaited_carries_one_chunk() {
+        let mut pending: Vec<(u32, Record)> = (0..6)
+            .map(|i| (i, chunk(i64::from(i), 0, CHUNK_MAX)))
+            .collect();
+        assert_eq!(cap_for(&pending), CHUNK_BYTES_PER_BATCH);
+        pending.push((6, Record::DiscardUpload { upload_id: 9 }));
+        assert_eq!(cap_for(&pending), CHUNK_BYTES_PER_BATCH);
+        pending.push((7, report(1)));
+        let cap = cap_for(&pending);
+        let batch = take_batch(&mut pending, cap);
+        assert_eq!(tokens(&batch), vec![0, 6, 7]);
+        // Then the chunks have full batches again.
+        let cap = cap_for(&pending);
+        assert_eq!(tokens(&take_batch(&mut pending, cap)), vec![1, 2, 3, 4]);
     }
 
     #[test]
