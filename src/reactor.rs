@@ -14,10 +14,12 @@
 //! frames or requests (each may cost a signature); what is still buffered
 //! waits in the ready queue, served round-robin, [`TURNS_PER_POLL`] turns
 //! after each poll, so no client that pipelines can hold the loop.
-//! Connections in the middle of an upload have a queue of their own and
-//! come second (their events too), with a bounded share of the turns
-//! ([`BULK_TURNS_MIN`]): a chunk costs a MAC, a decryption and a hash, and
-//! 20 of them must not stand between an enrollment and its next frame.
+//! Connections in the middle of an upload have a queue of their own,
+//! served second and [`BULK_TURNS_PER_POLL`] turns at a time, their input
+//! never handled as it is read: a chunk costs a MAC, a decryption and a
+//! hash, and 20 of them must not stand between an enrollment and its next
+//! frame. They still have their turns after every poll: a bounded share,
+//! not a wait for the others to be done.
 //!
 //! Acknowledgments that promise durability (a certificate, a receipt) are
 //! held back: the records made ready in a turn of the loop go to the
@@ -120,9 +122,10 @@ const WORK_PER_TURN: usize = 1;
 /// that sends one new frame waits behind at most this many pipelined
 /// units, not behind every connection's.
 const TURNS_PER_POLL: usize = 8;
-/// Turns out of [`TURNS_PER_POLL`] kept for uploading connections when
-/// they wait, whatever else does: they come second, never last forever.
-const BULK_TURNS_MIN: usize = 2;
+/// Turns served from the uploads' ready queue after each poll, whatever
+/// else waits: a frame that comes in meanwhile waits for this many chunks
+/// at most, and uploads always progress.
+const BULK_TURNS_PER_POLL: usize = 2;
 
 /// The single-threaded server loop.
 pub(crate) struct Reactor {
@@ -135,7 +138,7 @@ pub(crate) struct Reactor {
     /// after every poll, in order.
     ready: VecDeque<Token>,
     /// The same for connections in the middle of an upload, served after
-    /// `ready` but with at least [`BULK_TURNS_MIN`] turns a poll.
+    /// `ready`, [`BULK_TURNS_PER_POLL`] a poll.
     ready_bulk: VecDeque<Token>,
     shared: Shared,
     limits: Limits,
@@ -311,7 +314,6 @@ impl Reactor {
     pub(crate) fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
-        let mut bulk_events: Vec<(Token, bool)> = Vec::new();
         loop {
             // Buffered work waiting: look at the sockets, but do not sleep.
             let timeout = if self.ready.is_empty() && self.ready_bulk.is_empty() {
@@ -338,15 +340,8 @@ impl Reactor {
                         self.collect_offloaded();
                     }
                     Token(i) if i < LISTENER_TOKENS => self.accept(i),
-                    // Uploads' chunks after everyone else's frames.
-                    token if self.uploading(token) => {
-                        bulk_events.push((token, event.is_read_closed()));
-                    }
                     token => self.on_event(token, event.is_read_closed()),
                 }
-            }
-            for (token, peer_closed) in bulk_events.drain(..) {
-                self.on_event(token, peer_closed);
             }
             self.serve_ready();
             self.start_commit();
@@ -549,7 +544,9 @@ impl Reactor {
         );
         match read {
             Err(e) => self.refuse(token, e),
-            // A queued connection's input waits its turn, in order.
+            // A queued connection's input waits its turn, in order; an
+            // upload's chunk waits for the uploads' turns.
+            Ok(()) if !conn.queued && conn.staged_upload().is_some() => conn.more = true,
             Ok(()) if !conn.queued => self.turn(token),
             Ok(()) => {}
         }
@@ -564,12 +561,11 @@ impl Reactor {
     }
 
     /// Serves one turn to each of the next few connections of the ready
-    /// queues (round-robin), uploads' after the others' but with at least
-    /// [`BULK_TURNS_MIN`] turns; those with work left go to the back.
+    /// queues (round-robin), then [`BULK_TURNS_PER_POLL`] of the uploads';
+    /// those with work left go to the back.
     fn serve_ready(&mut self) {
-        let bulk_min = self.ready_bulk.len().min(BULK_TURNS_MIN);
-        let first = self.ready.len().min(TURNS_PER_POLL - bulk_min);
-        let bulk = self.ready_bulk.len().min(TURNS_PER_POLL - first);
+        let first = self.ready.len().min(TURNS_PER_POLL);
+        let bulk = self.ready_bulk.len().min(BULK_TURNS_PER_POLL);
         for i in 0..first + bulk {
             let queue = if i >= first {
                 &mut self.ready_bulk
