@@ -26,7 +26,9 @@
 //! writer thread ([`commit`]) as one batch, and their frames are released
 //! only when it says the batch is durable. The loop goes on serving
 //! meanwhile; records made ready while a batch is in flight form the next
-//! one. Work too slow for the loop goes to the worker pool ([`offload`]).
+//! one, with a bounded share of upload chunks ([`batch`]) so that an
+//! acknowledged record never waits behind many of them. Work too slow for
+//! the loop goes to the worker pool ([`offload`]).
 //!
 //! Sockets live here and nowhere else.
 
@@ -564,10 +566,8 @@ impl Reactor {
     /// queues (round-robin), then [`BULK_TURNS_PER_POLL`] of the uploads';
     /// those with work left go to the back.
     fn serve_ready(&mut self) {
-        let first = self.ready.len().min(TURNS_PER_POLL);
-        let bulk = self.ready_bulk.len().min(BULK_TURNS_PER_POLL);
-        for i in 0..first + bulk {
-            let queue = if i >= first {
+        for from_bulk in turn_plan(self.ready.len(), self.ready_bulk.len()) {
+            let queue = if from_bulk {
                 &mut self.ready_bulk
             } else {
                 &mut self.ready
@@ -969,6 +969,15 @@ impl Reactor {
     }
 }
 
+/// Which queue each turn after a poll comes from (`true`: the uploads'),
+/// given how many connections wait in each: the others first, at most
+/// [`TURNS_PER_POLL`], then at most [`BULK_TURNS_PER_POLL`] uploads.
+fn turn_plan(ready: usize, bulk: usize) -> impl Iterator<Item = bool> {
+    let first = ready.min(TURNS_PER_POLL);
+    let bulk = bulk.min(BULK_TURNS_PER_POLL);
+    (0..first + bulk).map(move |i| i >= first)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -976,6 +985,21 @@ mod tests {
     use crate::message::ErrorCode;
     use crate::store::SqliteStore;
     use crate::testing::{CaParams, SharedBuilder};
+
+    #[test]
+    fn uploads_take_their_turns_after_the_others_and_always_some() {
+        let plan = |r, b| turn_plan(r, b).collect::<Vec<bool>>();
+        // Other connections first; uploads' turns follow, however many
+        // other connections wait.
+        assert_eq!(plan(1, 5), vec![false, true, true]);
+        let busy = plan(100, 100);
+        assert_eq!(busy.len(), TURNS_PER_POLL + BULK_TURNS_PER_POLL);
+        assert_eq!(busy.iter().filter(|&&b| b).count(), BULK_TURNS_PER_POLL);
+        assert!(busy[..TURNS_PER_POLL].iter().all(|&b| !b));
+        // Alone, uploads get their share of turns a poll, no more.
+        assert_eq!(plan(0, 20), vec![true; BULK_TURNS_PER_POLL]);
+        assert!(plan(0, 0).is_empty());
+    }
 
     /// The reactor only builds the error; its code and whether it is the
     /// server's fault are decided on the protocol side.
