@@ -531,9 +531,12 @@ impl Reactor {
             self.close(token, &format!("write failed: {e}"));
             return;
         }
-        // Waiting for a record with enough input buffered: not read now,
-        // so the sender is held by TCP, not by our memory.
-        if conn.wait.is_some() && conn.transport.inbuf.len() >= transport::INPUT_HIGH_WATER {
+        // Waiting for a record, or for its turn in a ready queue, with
+        // enough input buffered: not read now, so the sender is held by
+        // TCP, not by our memory (each event would add a read's worth).
+        // Reading resumes after its turn or its record.
+        let held = conn.wait.is_some() || conn.queued;
+        if held && conn.transport.inbuf.len() >= transport::INPUT_HIGH_WATER {
             conn.transport.pause();
             self.after_io(token);
             return;
