@@ -71,8 +71,10 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 echo "building (release) ..."
 (cd "$ROOT" && cargo build --release --quiet --bin server --example upload)
-SERVER="$ROOT/target/release/server"
-DRIVER="$ROOT/target/release/examples/upload"
+# cargo puts the build under CARGO_TARGET_DIR when it is set.
+OUT_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+SERVER="$OUT_DIR/release/server"
+DRIVER="$OUT_DIR/release/examples/upload"
 
 say "# certboard upload bench, $(date -u '+%Y-%m-%d %H:%M UTC')"
 say "machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo); system $(openssl version)"

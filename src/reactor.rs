@@ -14,16 +14,25 @@
 //! frames or requests (each may cost a signature); what is still buffered
 //! waits in the ready queue, served round-robin, [`TURNS_PER_POLL`] turns
 //! after each poll, so no client that pipelines can hold the loop.
+//! Connections in the middle of an upload have a queue of their own,
+//! served second and [`BULK_TURNS_PER_POLL`] turns at a time, their input
+//! never handled as it is read: a chunk costs a MAC, a decryption and a
+//! hash, and 20 of them must not stand between an enrollment and its next
+//! frame. They still have their turns after every poll: a bounded share,
+//! not a wait for the others to be done.
 //!
 //! Acknowledgments that promise durability (a certificate, a receipt) are
 //! held back: the records made ready in a turn of the loop go to the
 //! writer thread ([`commit`]) as one batch, and their frames are released
 //! only when it says the batch is durable. The loop goes on serving
 //! meanwhile; records made ready while a batch is in flight form the next
-//! one. Work too slow for the loop goes to the worker pool ([`offload`]).
+//! one, with a bounded share of upload chunks ([`batch`]) so that an
+//! acknowledged record never waits behind many of them. Work too slow for
+//! the loop goes to the worker pool ([`offload`]).
 //!
 //! Sockets live here and nowhere else.
 
+mod batch;
 pub(crate) mod commit;
 mod connection;
 pub(crate) mod fdlimit;
@@ -115,6 +124,10 @@ const WORK_PER_TURN: usize = 1;
 /// that sends one new frame waits behind at most this many pipelined
 /// units, not behind every connection's.
 const TURNS_PER_POLL: usize = 8;
+/// Turns served from the uploads' ready queue after each poll, whatever
+/// else waits: a frame that comes in meanwhile waits for this many chunks
+/// at most, and uploads always progress.
+const BULK_TURNS_PER_POLL: usize = 2;
 
 /// The single-threaded server loop.
 pub(crate) struct Reactor {
@@ -126,6 +139,9 @@ pub(crate) struct Reactor {
     /// Connections with input perhaps left to handle, served one turn each
     /// after every poll, in order.
     ready: VecDeque<Token>,
+    /// The same for connections in the middle of an upload, served after
+    /// `ready`, [`BULK_TURNS_PER_POLL`] a poll.
+    ready_bulk: VecDeque<Token>,
     shared: Shared,
     limits: Limits,
     /// The HTTP listener's request limits and handler, when serving one.
@@ -205,6 +221,7 @@ impl Reactor {
             conns: HashMap::new(),
             next_token: LISTENER_TOKENS,
             ready: VecDeque::new(),
+            ready_bulk: VecDeque::new(),
             budget: Budget::new(limits.max_buffered),
             shared,
             limits,
@@ -301,7 +318,7 @@ impl Reactor {
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
         loop {
             // Buffered work waiting: look at the sockets, but do not sleep.
-            let timeout = if self.ready.is_empty() {
+            let timeout = if self.ready.is_empty() && self.ready_bulk.is_empty() {
                 next_sweep.saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
@@ -514,9 +531,12 @@ impl Reactor {
             self.close(token, &format!("write failed: {e}"));
             return;
         }
-        // Waiting for a record with enough input buffered: not read now,
-        // so the sender is held by TCP, not by our memory.
-        if conn.wait.is_some() && conn.transport.inbuf.len() >= transport::INPUT_HIGH_WATER {
+        // Waiting for a record, or for its turn in a ready queue, with
+        // enough input buffered: not read now, so the sender is held by
+        // TCP, not by our memory (each event would add a read's worth).
+        // Reading resumes after its turn or its record.
+        let held = conn.wait.is_some() || conn.queued;
+        if held && conn.transport.inbuf.len() >= transport::INPUT_HIGH_WATER {
             conn.transport.pause();
             self.after_io(token);
             return;
@@ -529,19 +549,34 @@ impl Reactor {
         );
         match read {
             Err(e) => self.refuse(token, e),
-            // A queued connection's input waits its turn, in order.
+            // A queued connection's input waits its turn, in order; an
+            // upload's chunk waits for the uploads' turns.
+            Ok(()) if !conn.queued && conn.staged_upload().is_some() => conn.more = true,
             Ok(()) if !conn.queued => self.turn(token),
             Ok(()) => {}
         }
         self.after_io(token);
     }
 
+    /// Whether `token` is a connection in the middle of an upload.
+    fn uploading(&self, token: Token) -> bool {
+        self.conns
+            .get(&token)
+            .is_some_and(|c| c.staged_upload().is_some())
+    }
+
     /// Serves one turn to each of the next few connections of the ready
-    /// queue (round-robin); those with work left go to the back of it.
+    /// queues (round-robin), then [`BULK_TURNS_PER_POLL`] of the uploads';
+    /// those with work left go to the back.
     fn serve_ready(&mut self) {
-        for _ in 0..self.ready.len().min(TURNS_PER_POLL) {
-            let Some(token) = self.ready.pop_front() else {
-                return;
+        for from_bulk in turn_plan(self.ready.len(), self.ready_bulk.len()) {
+            let queue = if from_bulk {
+                &mut self.ready_bulk
+            } else {
+                &mut self.ready
+            };
+            let Some(token) = queue.pop_front() else {
+                continue;
             };
             let Some(conn) = self.conns.get_mut(&token) else {
                 continue; // closed since
@@ -640,8 +675,11 @@ impl Reactor {
         if self.in_flight.is_some() || self.pending.is_empty() {
             return;
         }
+        let cap = batch::cap_for(&self.pending);
         let (tokens, records): (Vec<Token>, Vec<Record>) =
-            std::mem::take(&mut self.pending).into_iter().unzip();
+            batch::take_batch(&mut self.pending, cap)
+                .into_iter()
+                .unzip();
         match self.commits.submit(records) {
             Ok(flight) => self.in_flight = Some((flight, tokens)),
             Err(e) => {
@@ -743,8 +781,15 @@ impl Reactor {
                     }
                 }
             }
-            // Input that arrived meanwhile is handled now.
-            self.turn(token);
+            // Input that arrived meanwhile is handled now; an upload's
+            // next chunk waits its turn in the uploads' queue.
+            if self.uploading(token) {
+                if let Some(conn) = self.conns.get_mut(&token) {
+                    conn.more = true;
+                }
+            } else {
+                self.turn(token);
+            }
             self.after_io(token);
         }
     }
@@ -816,7 +861,11 @@ impl Reactor {
         }
         if work_left && !conn.queued {
             conn.queued = true;
-            self.ready.push_back(token);
+            if conn.staged_upload().is_some() {
+                self.ready_bulk.push_back(token);
+            } else {
+                self.ready.push_back(token);
+            }
         }
         let wanted = conn.transport.wanted_interest();
         if conn.transport.interest_changes(wanted) {
@@ -923,6 +972,15 @@ impl Reactor {
     }
 }
 
+/// Which queue each turn after a poll comes from (`true`: the uploads'),
+/// given how many connections wait in each: the others first, at most
+/// [`TURNS_PER_POLL`], then at most [`BULK_TURNS_PER_POLL`] uploads.
+fn turn_plan(ready: usize, bulk: usize) -> impl Iterator<Item = bool> {
+    let first = ready.min(TURNS_PER_POLL);
+    let bulk = bulk.min(BULK_TURNS_PER_POLL);
+    (0..first + bulk).map(move |i| i >= first)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -930,6 +988,21 @@ mod tests {
     use crate::message::ErrorCode;
     use crate::store::SqliteStore;
     use crate::testing::{CaParams, SharedBuilder};
+
+    #[test]
+    fn uploads_take_their_turns_after_the_others_and_always_some() {
+        let plan = |r, b| turn_plan(r, b).collect::<Vec<bool>>();
+        // Other connections first; uploads' turns follow, however many
+        // other connections wait.
+        assert_eq!(plan(1, 5), vec![false, true, true]);
+        let busy = plan(100, 100);
+        assert_eq!(busy.len(), TURNS_PER_POLL + BULK_TURNS_PER_POLL);
+        assert_eq!(busy.iter().filter(|&&b| b).count(), BULK_TURNS_PER_POLL);
+        assert!(busy[..TURNS_PER_POLL].iter().all(|&b| !b));
+        // Alone, uploads get their share of turns a poll, no more.
+        assert_eq!(plan(0, 20), vec![true; BULK_TURNS_PER_POLL]);
+        assert!(plan(0, 0).is_empty());
+    }
 
     /// The reactor only builds the error; its code and whether it is the
     /// server's fault are decided on the protocol side.
