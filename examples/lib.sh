@@ -29,8 +29,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# What the course scripts (course.sh, term.sh, staff.sh) share; each
-# defines its own `fail MESSAGE` (used below) before calling them.
+# What the course scripts (course.sh, term.sh, staff.sh) share.
+
+# fail MESSAGE: says which expectation failed, shows the end of the server's
+# log, and ends the script (non-zero).
+fail() {
+  echo "FAILED EXPECTATION: $*" >&2
+  [ -f "$work/server.log" ] && { echo "--- server log" >&2; tail -100 "$work/server.log" >&2; }
+  exit 1
+}
+
+# expect_in FILE TEXT: FILE contains TEXT (a fixed string).
+expect_in() {
+  grep -qF -- "$2" "$1" || { echo "--- $1"; cat "$1"; fail "$1 should contain: $2"; }
+}
 
 # An admin command against this directory's keys and data.
 admin() { "$bin/server" "$@" --keys-dir keys --data-dir data; }

@@ -16,15 +16,6 @@ set -euo pipefail
 
 . "$(dirname "$0")/lib.sh"
 
-fail() {
-  echo "FAILED EXPECTATION: $*" >&2
-  [ -f "$work/server.log" ] && { echo "--- server log" >&2; tail -50 "$work/server.log" >&2; }
-  exit 1
-}
-expect_in() {
-  grep -qF -- "$2" "$1" || { echo "--- $1"; cat "$1"; fail "$1 should contain: $2"; }
-}
-
 cd "$work"
 echo "== staff directory: $work"
 export CERTBOARD_CA_PASSPHRASE="staff example passphrase, not for production"

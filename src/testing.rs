@@ -657,6 +657,21 @@ pub struct FakeStore {
     pub log: CommitLog,
 }
 
+/// A lab report record with this receipt id, for tests that only need some
+/// record to commit (the commit thread's, the batch rule's).
+pub fn report_record(receipt_id: u64) -> Record {
+    Record::Report(ReportRecord {
+        receipt_id,
+        sid: "1155000001".into(),
+        serial: Serial::from_der_integer(&[1]),
+        received_at: 0,
+        text: "r".into(),
+        origin: crate::store::Origin::Certboard,
+        assignment: "lab".into(),
+        late_by: None,
+    })
+}
+
 /// What a [`FakeStore`] and its clones were asked to commit.
 #[derive(Debug, Clone, Default)]
 pub struct CommitLog {

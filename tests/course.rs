@@ -556,13 +556,7 @@ fn v1_is_refused_with_a_roster() -> TestResult {
 
 #[test]
 fn the_course_script_runs_the_whole_course() -> TestResult {
-    let server_bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_server"));
-    let bin_dir = server_bin.parent().ok_or("bin dir")?;
-    let out = std::process::Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/course.sh"))
-        .env("CERTBOARD_BIN_DIR", bin_dir)
-        .stdin(std::process::Stdio::null())
-        .output()?;
+    let out = common::run_example("course.sh")?;
     assert!(out.status.success(), "{}", text(&out));
     let s = stdout(&out);
     for step in [

@@ -423,13 +423,7 @@ fn assignment_commands_check_what_they_are_given() -> TestResult {
 /// `client status` matching the receipts, the gradebook with files.
 #[test]
 fn the_term_script_plays_a_term() -> TestResult {
-    let server_bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_server"));
-    let bin_dir = server_bin.parent().ok_or("bin dir")?;
-    let out = std::process::Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/term.sh"))
-        .env("CERTBOARD_BIN_DIR", bin_dir)
-        .stdin(std::process::Stdio::null())
-        .output()?;
+    let out = common::run_example("term.sh")?;
     assert!(out.status.success(), "{}", text(&out));
     let s = stdout(&out);
     for step in [

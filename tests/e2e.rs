@@ -479,13 +479,7 @@ fn root_key_is_encrypted_private_and_reloaded_across_restarts() -> TestResult {
 
 #[test]
 fn demo_script_runs_the_whole_lab() -> TestResult {
-    let server_bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_server"));
-    let bin_dir = server_bin.parent().ok_or("bin dir")?;
-    let out = std::process::Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.sh"))
-        .env("CERTBOARD_BIN_DIR", bin_dir)
-        .stdin(std::process::Stdio::null())
-        .output()?;
+    let out = common::run_example("demo.sh")?;
     assert!(out.status.success(), "{}", text(&out));
     let s = stdout(&out);
     assert_eq!(

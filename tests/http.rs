@@ -468,13 +468,7 @@ fn hostile_http_is_refused_while_an_honest_ocsp_request_is_answered() -> TestRes
 
 #[test]
 fn ocsp_example_script_shows_good_revoked_and_the_crl() -> TestResult {
-    let server_bin = PathBuf::from(env!("CARGO_BIN_EXE_server"));
-    let bin_dir = server_bin.parent().ok_or("bin dir")?;
-    let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ocsp.sh"))
-        .env("CERTBOARD_BIN_DIR", bin_dir)
-        .stdin(std::process::Stdio::null())
-        .output()?;
+    let out = common::run_example("ocsp.sh")?;
     assert!(out.status.success(), "{}", text(&out));
     let s = both(&out);
     assert!(s.contains("cert.pem: good"), "{s}");

@@ -493,13 +493,7 @@ fn staff_accounts_from_the_command_line() -> R<()> {
 /// with the one handed in, logout, the old cookie refused.
 #[test]
 fn the_staff_script_runs_the_pages_with_curl() -> R<()> {
-    let server_bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_server"));
-    let bin_dir = server_bin.parent().ok_or("bin dir")?;
-    let out = std::process::Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/staff.sh"))
-        .env("CERTBOARD_BIN_DIR", bin_dir)
-        .stdin(std::process::Stdio::null())
-        .output()?;
+    let out = common::run_example("staff.sh")?;
     assert!(out.status.success(), "{}", text(&out));
     let s = stdout(&out);
     for step in [

@@ -117,13 +117,7 @@ fn a_forged_checkpoint_or_a_foreign_key_is_refused_by_the_verifier() -> TestResu
 
 #[test]
 fn log_example_script_shows_the_instructors_and_anyones_checks() -> TestResult {
-    let server_bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_server"));
-    let bin_dir = server_bin.parent().ok_or("bin dir")?;
-    let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/log.sh"))
-        .env("CERTBOARD_BIN_DIR", bin_dir)
-        .stdin(std::process::Stdio::null())
-        .output()?;
+    let out = common::run_example("log.sh")?;
     let s = text(&out);
     assert!(out.status.success(), "{s}");
     assert!(

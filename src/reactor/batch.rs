@@ -99,7 +99,7 @@ pub(super) fn take_batch<T>(pending: &mut Vec<(T, Record)>, cap: usize) -> Vec<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{ChunkRecord, ReportRecord};
+    use crate::store::ChunkRecord;
 
     fn chunk(upload_id: i64, seq: u64, len: usize) -> Record {
         Record::Chunk(ChunkRecord {
@@ -110,16 +110,7 @@ mod tests {
     }
 
     fn report(id: u64) -> Record {
-        Record::Report(ReportRecord {
-            receipt_id: id,
-            sid: "1155000001".into(),
-            serial: crate::ca::Serial::from_der_integer(&[1]),
-            received_at: 0,
-            text: "r".into(),
-            origin: crate::store::Origin::Certboard,
-            assignment: "lab".into(),
-            late_by: None,
-        })
+        crate::testing::report_record(id)
     }
 
     fn chunk_bytes(batch: &[(u32, Record)]) -> usize {

@@ -473,7 +473,7 @@ fn failure(e: StoreError) -> CommitError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{ReportRecord, StoreError};
+    use crate::store::StoreError;
     use crate::testing::FakeStore;
     use std::sync::Mutex;
 
@@ -487,16 +487,7 @@ mod tests {
     }
 
     fn report(id: u64) -> Record {
-        Record::Report(ReportRecord {
-            receipt_id: id,
-            sid: "1155000001".into(),
-            serial: crate::ca::Serial::from_der_integer(&[1]),
-            received_at: 0,
-            text: "r".into(),
-            origin: crate::store::Origin::Certboard,
-            assignment: "lab".into(),
-            late_by: None,
-        })
+        crate::testing::report_record(id)
     }
 
     fn no_announce(_: &[Record]) {}

@@ -404,6 +404,22 @@ pub fn offered(
     Ok(Offered { conn, th, session })
 }
 
+/// Runs `examples/SCRIPT` (bash, no input) against this build's binaries,
+/// as a person would run it, and returns what it printed.
+pub fn run_example(script: &str) -> std::io::Result<Output> {
+    let server = Path::new(env!("CARGO_BIN_EXE_server"));
+    let bin_dir = server.parent().unwrap_or(Path::new("."));
+    Command::new("bash")
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("examples")
+                .join(script),
+        )
+        .env("CERTBOARD_BIN_DIR", bin_dir)
+        .stdin(Stdio::null())
+        .output()
+}
+
 /// Text of a process output, for assertion messages.
 pub fn text(o: &Output) -> String {
     format!(
