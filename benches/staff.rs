@@ -18,7 +18,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use certboard::ops::http::{Method, Request, Version};
+use certboard::ops::http::Request;
 use certboard::staff::{auth, StaffApp, StaffConfig, COOKIE};
 use certboard::store::{
     Assignment, AuditEntry, ChunkRecord, Record, SqliteStore, StaffSession, StaffStorage, Storage,
@@ -109,16 +109,8 @@ fn course(store: &mut SqliteStore) -> Result<(), BoxError> {
 
 fn get(target: &str) -> Request {
     Request {
-        method: Method::Get,
-        target: target.into(),
-        version: Version::Http11,
-        content_type: None,
-        expects_continue: false,
-        body: Vec::new(),
-        keep_alive: true,
         cookie: Some(format!("{COOKIE}={TOKEN}")),
-        forwarded_for: None,
-        real_ip: None,
+        ..certboard::testing::get_request(target)
     }
 }
 

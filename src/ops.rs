@@ -350,21 +350,9 @@ fn not_allowed(allow: &'static str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::http::Version;
 
     fn get(target: &str) -> Request {
-        Request {
-            method: Method::Get,
-            target: target.into(),
-            version: Version::Http11,
-            content_type: None,
-            expects_continue: false,
-            body: Vec::new(),
-            keep_alive: true,
-            cookie: None,
-            forwarded_for: None,
-            real_ip: None,
-        }
+        crate::testing::get_request(target)
     }
 
     #[test]

@@ -551,7 +551,7 @@ impl ProtocolError {
 mod testing {
     use super::*;
     use crate::client::make_csr;
-    use crate::crypto::{self, SessionKeys};
+    use crate::crypto::SessionKeys;
     use crate::message::{CipherId, IV_LEN};
     pub(super) use crate::testing::{CaParams, TestPki};
     use openssl::pkey::{PKey, Private};
@@ -673,25 +673,9 @@ mod testing {
         text: &str,
         sh: &Shared,
     ) -> Result<(Vec<u8>, [u8; 32]), crate::client::ClientError> {
-        let Message::SessionOffer {
-            server_nonce,
-            wrapped_key,
-            bb_chain,
-            signature,
-        } = offer
-        else {
-            panic!("expected SessionOffer, got {offer:?}");
-        };
-        let th = crate::client::verify_offer(
-            hello,
-            server_nonce,
-            wrapped_key,
-            bb_chain,
-            signature,
-            &trust(sh),
-        )?;
-        let raw = crypto::unwrap_key(key, wrapped_key).unwrap();
-        let keys = SessionKeys::derive_v2(&raw.try_into().unwrap(), &th).unwrap();
+        let (wrapped_key, th) = crate::client::checked_offer(hello, offer.clone(), &trust(sh))?;
+        let raw = crate::client::session_key(key, &wrapped_key)?;
+        let keys = SessionKeys::derive_v2(&raw, &th).unwrap();
         let cipher = CipherId::Aes256Ctr;
         let iv = [7u8; IV_LEN];
         let ciphertext = keys.apply_cipher(cipher, &iv, text.as_bytes()).unwrap();

@@ -604,20 +604,12 @@ impl StaffJob {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::http::Version;
 
     fn req(xff: Option<&str>, real: Option<&str>) -> Request {
         Request {
-            method: Method::Get,
-            target: "/".into(),
-            version: Version::Http11,
-            content_type: None,
-            expects_continue: false,
-            body: Vec::new(),
-            keep_alive: true,
-            cookie: None,
             forwarded_for: xff.map(str::to_string),
             real_ip: real.map(str::to_string),
+            ..crate::testing::get_request("/")
         }
     }
 

@@ -657,6 +657,24 @@ pub struct FakeStore {
     pub log: CommitLog,
 }
 
+/// A plain HTTP/1.1 `GET target` with no body, cookie or forwarding
+/// header: a test sets the fields it needs on the result.
+pub fn get_request(target: &str) -> crate::ops::http::Request {
+    use crate::ops::http::{Method, Request, Version};
+    Request {
+        method: Method::Get,
+        target: target.into(),
+        version: Version::Http11,
+        content_type: None,
+        expects_continue: false,
+        body: Vec::new(),
+        keep_alive: true,
+        cookie: None,
+        forwarded_for: None,
+        real_ip: None,
+    }
+}
+
 /// A lab report record with this receipt id, for tests that only need some
 /// record to commit (the commit thread's, the batch rule's).
 pub fn report_record(receipt_id: u64) -> Record {
