@@ -109,15 +109,7 @@ fn post(addr: SocketAddr, path: &str, cookie: &str, form: &str) -> R<Resp> {
 }
 
 fn login(addr: SocketAddr, from: IpAddr, name: &str, password: &str) -> R<Resp> {
-    let form = format!("username={name}&password={}", password.replace(' ', "+"));
-    send(
-        addr,
-        from,
-        "POST",
-        "/login",
-        None,
-        Some((FORM, form.as_bytes())),
-    )
+    login_as_with(addr, from, name, password, "")
 }
 
 /// The session cookie (`name=value`) a login set.
@@ -236,9 +228,21 @@ fn the_throttle_stops_a_guesser_but_not_her_from_elsewhere() -> R<()> {
     Ok(())
 }
 
-/// A login from `from` carrying `extra` header lines.
+/// A login of `ta1` from `from` carrying `extra` header lines.
 fn login_with(addr: SocketAddr, from: IpAddr, password: &str, extra: &str) -> R<Resp> {
-    let form = format!("username=ta1&password={}", password.replace(' ', "+"));
+    login_as_with(addr, from, "ta1", password, extra)
+}
+
+/// A login of `name` from `from` carrying `extra` header lines (each
+/// ending in CRLF).
+fn login_as_with(
+    addr: SocketAddr,
+    from: IpAddr,
+    name: &str,
+    password: &str,
+    extra: &str,
+) -> R<Resp> {
+    let form = format!("username={name}&password={}", password.replace(' ', "+"));
     send_with(
         addr,
         from,
