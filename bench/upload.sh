@@ -112,21 +112,24 @@ drive() {
         --server-pid "$SERVER_PID" --work-dir "$WORK" "$@"
 }
 
+# one_by_one DIR DATA_DIR LABEL WHAT: FILES uploads one after the other into
+# a fresh server, the driver's output said under WHAT; sets OUT.
+one_by_one() {
+    start_server "$1" "$2"
+    OUT=$(drive --size $SIZE --files "$FILES" --concurrency 1 --label "$3")
+    stop_server
+    say "$4"
+    say "$OUT"
+}
+
 SHM=$(mktemp -d /dev/shm/certboard-upbench.XXXXXX)
 say "## certboard, $FILES uploads of 10 MiB one after the other (a new connection and student session each)"
-start_server "$WORK/cb-shm" "$SHM/data"
-OUT=$(drive --size $SIZE --files "$FILES" --concurrency 1 --label tmpfs)
-stop_server
-say "database on tmpfs (fsync returns at once):"
-say "$OUT"
+one_by_one "$WORK/cb-shm" "$SHM/data" tmpfs "database on tmpfs (fsync returns at once):"
 SHM_MS=$(jget "$(tail -1 <<<"$OUT")" cpu_ms_per_mib)
 rm -rf "$SHM/data"
 
-start_server "$WORK/cb-disk" "$WORK/cb-disk/data"
-OUT=$(drive --size $SIZE --files "$FILES" --concurrency 1 --label disk)
-stop_server
-say "database on disk (synchronous=FULL: one fsync per commit of staged chunks):"
-say "$OUT"
+one_by_one "$WORK/cb-disk" "$WORK/cb-disk/data" disk \
+    "database on disk (synchronous=FULL: one fsync per commit of staged chunks):"
 DISK_MS=$(jget "$(tail -1 <<<"$OUT")" cpu_ms_per_mib)
 DISK_S=$(jget "$(tail -1 <<<"$OUT")" seconds)
 rm -rf "$WORK/cb-disk"
