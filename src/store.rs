@@ -225,25 +225,6 @@ pub enum Record {
     Guess(Guess),
 }
 
-impl Record {
-    /// Whether the record is acknowledged to no one when it commits: a
-    /// staged chunk (the student hears of her file only through the
-    /// receipt of its [`Record::Upload`]) or the discard of an upload.
-    pub fn is_staging(&self) -> bool {
-        matches!(self, Record::Chunk(_) | Record::DiscardUpload { .. })
-    }
-}
-
-/// Whether a batch need not wait for the disk: it holds only staging
-/// records. Its commit is then not synced; the next batch that
-/// acknowledges anything is, and since both engines' logs are written in
-/// order, that sync makes every earlier transaction durable with it. A
-/// crash in between loses only staged chunks, whose upload was never
-/// acknowledged and is removed anyway.
-pub fn staging_only(batch: &[Record]) -> bool {
-    batch.iter().all(Record::is_staging)
-}
-
 /// The key derived from an enrollment code (the code itself is never stored).
 pub type CodeKey = [u8; 32];
 

@@ -9,10 +9,7 @@
 //! Durability: a batch is one transaction and [`Storage::commit`](super::Storage::commit) returns
 //! only after `COMMIT` has returned, with `synchronous_commit` set `on` for
 //! the session (a role or database default of `off` would let an
-//! acknowledgment outrun the WAL flush). A batch of staged upload chunks
-//! only, which nothing acknowledges, is committed with `SET LOCAL
-//! synchronous_commit = off`; the next synchronous commit flushes the WAL
-//! past it ([`super::staging_only`]).
+//! acknowledgment outrun the WAL flush).
 //!
 //! Failure: a call that finds the server gone (down, restarting, the
 //! connection cut) returns [`StoreError::Unavailable`]; the next call

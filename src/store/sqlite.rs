@@ -4,10 +4,7 @@
 //! COMMIT returns only after the WAL has been fsync'd; a power cut or a
 //! SIGKILL after that keeps the transaction. (`synchronous=NORMAL`, the usual
 //! WAL pairing, may lose the last transactions on power loss, which would
-//! break the promise made by an acknowledgment.) The one exception is a
-//! batch of staged upload chunks only, which nothing acknowledges: it
-//! commits at NORMAL, and the next FULL commit syncs its WAL frames with
-//! its own ([`super::staging_only`]).
+//! break the promise made by an acknowledgment.)
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -48,10 +45,6 @@ pub struct SqliteStore {
     /// Device and inode of the file opened: the health check tells a
     /// database removed or replaced under a running server.
     file_id: Option<(u64, u64)>,
-    /// The connection runs at `synchronous=NORMAL` (a staging batch's
-    /// commit, see [`super::staging_only`]); every other commit restores
-    /// FULL first.
-    unsynced: bool,
 }
 
 /// Device and inode of the file at `path`.
@@ -328,8 +321,279 @@ fn receipt_taken(
 pub(crate) const MAX_PAGES_ENV: &str = "CERTBOARD_SQLITE_MAX_PAGES";
 
 impl SqliteStore {
-    /// One batch in one transaction, at the connection's `synchronous`.
-    fn commit_batch(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+    /// Reports, oldest first: every one, or one SID's.
+    fn reports_of(&mut self, sid: Option<&str>) -> Result<Vec<ReportRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT receipt_id, sid, serial, received_at, text, origin, assignment, late_by
+             FROM reports WHERE ?1 IS NULL OR sid = ?1 ORDER BY received_at, rowid",
+        )?;
+        let rows = stmt.query_map([sid], |r| {
+            Ok(ReportColumns {
+                receipt_id: r.get(0)?,
+                sid: r.get(1)?,
+                serial: r.get(2)?,
+                received_at: r.get(3)?,
+                text: r.get(4)?,
+                origin: r.get(5)?,
+                assignment: r.get(6)?,
+                late_by: r.get(7)?,
+            })
+        })?;
+        let columns = rows.collect::<Result<Vec<_>, _>>()?;
+        columns
+            .into_iter()
+            .map(ReportColumns::into_record)
+            .collect()
+    }
+
+    /// File submissions, oldest first: every one, or one SID's.
+    fn uploads_of(&mut self, sid: Option<&str>) -> Result<Vec<UploadRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT receipt_id, upload_id, sid, serial, received_at, assignment, file_name,
+             size, sha256, chunks, late_seconds FROM uploads WHERE ?1 IS NULL OR sid = ?1
+             ORDER BY received_at, rowid",
+        )?;
+        let rows = stmt.query_map([sid], |r| {
+            Ok(UploadColumns {
+                receipt_id: r.get(0)?,
+                upload_id: r.get(1)?,
+                sid: r.get(2)?,
+                serial: r.get(3)?,
+                received_at: r.get(4)?,
+                assignment: r.get(5)?,
+                file_name: r.get(6)?,
+                size: r.get(7)?,
+                sha256: r.get(8)?,
+                chunks: r.get(9)?,
+                late_seconds: r.get(10)?,
+            })
+        })?;
+        let columns = rows.collect::<Result<Vec<_>, _>>()?;
+        columns
+            .into_iter()
+            .map(UploadColumns::into_record)
+            .collect()
+    }
+
+    /// Opens (creating if needed) the database in `data_dir`.
+    ///
+    /// A new data dir and database are private to the server's user (0700,
+    /// 0600): they hold every report's text.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, source }
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(io(data_dir))?;
+        let db = data_dir.join(DB_FILE);
+        if !db.exists() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&db)
+                .map_err(io(&db))?;
+        }
+        Self::open_file(&db)
+    }
+
+    /// Opens the database in `data_dir` only if it exists: the admin
+    /// commands must not create an empty one behind a mistyped path.
+    pub fn open_existing(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        let path = data_dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(StoreError::Io {
+                path,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no database here (check --data-dir; the server creates it on first start)",
+                ),
+            });
+        }
+        Self::open_file(&path)
+    }
+
+    /// Opens (creating if needed) the database file at `path`.
+    pub fn open_file(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(path)?;
+        // Another process (an admin command, a second reactor) may hold the
+        // write lock for a moment; wait briefly rather than fail.
+        conn.busy_timeout(Duration::from_secs(2))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Incompatible(format!(
+                "could not switch to WAL mode (got {mode})"
+            )));
+        }
+        conn.execute_batch("PRAGMA synchronous=FULL;")?;
+        if let Some(pages) = std::env::var(MAX_PAGES_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            // A quota: past it SQLite answers SQLITE_FULL, as on a full
+            // disk, which is how the tests reach that case without root.
+            conn.query_row(&format!("PRAGMA max_page_count={pages}"), [], |_| Ok(()))?;
+        }
+        let file_id = file_id(path).ok();
+        Self::with_schema(conn, path.to_path_buf(), file_id)
+    }
+
+    /// A fresh, private database in memory (SQLite's `:memory:`): the same
+    /// schema, statements and constraints as a file, so protocol tests and
+    /// the session fuzz target run the real engine without a temp dir.
+    /// Nothing survives the value; WAL and fsync do not apply.
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open_in_memory()?;
+        Self::with_schema(conn, PathBuf::from(":memory:"), None)
+    }
+
+    /// The steps every database shares once its connection is open.
+    fn with_schema(
+        conn: Connection,
+        path: PathBuf,
+        file_id: Option<(u64, u64)>,
+    ) -> Result<SqliteStore, StoreError> {
+        conn.execute_batch("PRAGMA foreign_keys=ON;")?;
+        let mut store = SqliteStore {
+            conn,
+            path,
+            file_id,
+        };
+        store.check_or_create_schema()?;
+        Ok(store)
+    }
+
+    /// The connection itself, for `migrate`, which reads every table in
+    /// one snapshot.
+    pub(super) fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// Writes a consistent copy of the database to `dest` (which must not
+    /// exist), safe while the server runs: `VACUUM INTO` reads one snapshot.
+    /// The copy holds every report: it is created 0600 before SQLite fills
+    /// it (VACUUM INTO accepts an empty file).
+    pub fn backup_to(&mut self, dest: &Path) -> Result<(), StoreError> {
+        let io = |source: std::io::Error| StoreError::Io {
+            path: dest.to_path_buf(),
+            source,
+        };
+        let name = dest.to_str().ok_or_else(|| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "path is not UTF-8",
+            ))
+        })?;
+        crate::fsutil::create_private(dest).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                io(std::io::Error::new(e.kind(), "refusing to overwrite"))
+            } else {
+                io(e)
+            }
+        })?;
+        if let Err(e) = self.conn.execute("VACUUM INTO ?1", params![name]) {
+            let _ = std::fs::remove_file(dest);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Reads the schema marks; creates the schema in an empty file. Only
+    /// creation takes the write lock, so opening an existing database (an
+    /// admin command beside the running server) never blocks the server's
+    /// commits.
+    fn check_or_create_schema(&mut self) -> Result<(), StoreError> {
+        if self.schema_is_current(rusqlite::TransactionBehavior::Deferred)? {
+            return Ok(());
+        }
+        // Empty: create it, under the write lock, unless someone else just did.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let (app, version, tables) = schema_marks(&tx)?;
+        let from = match (app, version, tables) {
+            (0, 0, 0) => {
+                tx.execute_batch(&format!("PRAGMA application_id={APPLICATION_ID};"))?;
+                0
+            }
+            (APPLICATION_ID, v, _) if (1..SCHEMA_VERSION).contains(&v) => v,
+            // Someone else made it current meanwhile (or it is not ours:
+            // the check below says which).
+            _ => SCHEMA_VERSION,
+        };
+        for step in MIGRATIONS.iter().skip(from as usize) {
+            tx.execute_batch(step)?;
+        }
+        if from < SCHEMA_VERSION {
+            tx.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION};"))?;
+            if from > 0 {
+                log::info!(
+                    "{}: schema migrated from version {from} to {SCHEMA_VERSION}",
+                    self.path.display()
+                );
+            }
+        }
+        tx.commit()?;
+        if self.schema_is_current(rusqlite::TransactionBehavior::Deferred)? {
+            Ok(())
+        } else {
+            Err(StoreError::Incompatible(format!(
+                "{}: could not create the schema",
+                self.path.display()
+            )))
+        }
+    }
+
+    /// Whether the file holds our current schema (`Ok(false)`: it is empty);
+    /// an error when it is someone else's or another version.
+    fn schema_is_current(
+        &mut self,
+        how: rusqlite::TransactionBehavior,
+    ) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction_with_behavior(how)?;
+        let marks = schema_marks(&tx)?;
+        drop(tx);
+        match marks {
+            (0, 0, 0) => Ok(false),
+            (APPLICATION_ID, SCHEMA_VERSION, _) => Ok(true),
+            // An older schema this build migrates (under the write lock).
+            (APPLICATION_ID, v, _) if (1..SCHEMA_VERSION).contains(&v) => Ok(false),
+            (APPLICATION_ID, v, _) => Err(StoreError::Incompatible(format!(
+                "{} has schema version {v}; this build understands version {SCHEMA_VERSION}",
+                self.path.display()
+            ))),
+            _ => Err(StoreError::Incompatible(format!(
+                "{} is not a certboard database",
+                self.path.display()
+            ))),
+        }
+    }
+
+    fn revoke(
+        &mut self,
+        clause: &str,
+        key: &str,
+        reason: RevocationReason,
+        at: i64,
+    ) -> Result<usize, StoreError> {
+        let sql = format!(
+            "UPDATE certs SET revoked_at = ?1, revoke_reason = ?2 WHERE {clause} = ?3 AND revoked_at IS NULL"
+        );
+        Ok(self.conn.execute(&sql, params![at, reason.name(), key])?)
+    }
+}
+
+impl Storage for SqliteStore {
+    fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -506,293 +770,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Reports, oldest first: every one, or one SID's.
-    fn reports_of(&mut self, sid: Option<&str>) -> Result<Vec<ReportRecord>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT receipt_id, sid, serial, received_at, text, origin, assignment, late_by
-             FROM reports WHERE ?1 IS NULL OR sid = ?1 ORDER BY received_at, rowid",
-        )?;
-        let rows = stmt.query_map([sid], |r| {
-            Ok(ReportColumns {
-                receipt_id: r.get(0)?,
-                sid: r.get(1)?,
-                serial: r.get(2)?,
-                received_at: r.get(3)?,
-                text: r.get(4)?,
-                origin: r.get(5)?,
-                assignment: r.get(6)?,
-                late_by: r.get(7)?,
-            })
-        })?;
-        let columns = rows.collect::<Result<Vec<_>, _>>()?;
-        columns
-            .into_iter()
-            .map(ReportColumns::into_record)
-            .collect()
-    }
-
-    /// File submissions, oldest first: every one, or one SID's.
-    fn uploads_of(&mut self, sid: Option<&str>) -> Result<Vec<UploadRecord>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT receipt_id, upload_id, sid, serial, received_at, assignment, file_name,
-             size, sha256, chunks, late_seconds FROM uploads WHERE ?1 IS NULL OR sid = ?1
-             ORDER BY received_at, rowid",
-        )?;
-        let rows = stmt.query_map([sid], |r| {
-            Ok(UploadColumns {
-                receipt_id: r.get(0)?,
-                upload_id: r.get(1)?,
-                sid: r.get(2)?,
-                serial: r.get(3)?,
-                received_at: r.get(4)?,
-                assignment: r.get(5)?,
-                file_name: r.get(6)?,
-                size: r.get(7)?,
-                sha256: r.get(8)?,
-                chunks: r.get(9)?,
-                late_seconds: r.get(10)?,
-            })
-        })?;
-        let columns = rows.collect::<Result<Vec<_>, _>>()?;
-        columns
-            .into_iter()
-            .map(UploadColumns::into_record)
-            .collect()
-    }
-
-    /// Opens (creating if needed) the database in `data_dir`.
-    ///
-    /// A new data dir and database are private to the server's user (0700,
-    /// 0600): they hold every report's text.
-    pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { path, source }
-        };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(data_dir)
-            .map_err(io(data_dir))?;
-        let db = data_dir.join(DB_FILE);
-        if !db.exists() {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(&db)
-                .map_err(io(&db))?;
-        }
-        Self::open_file(&db)
-    }
-
-    /// Opens the database in `data_dir` only if it exists: the admin
-    /// commands must not create an empty one behind a mistyped path.
-    pub fn open_existing(data_dir: &Path) -> Result<SqliteStore, StoreError> {
-        let path = data_dir.join(DB_FILE);
-        if !path.exists() {
-            return Err(StoreError::Io {
-                path,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "no database here (check --data-dir; the server creates it on first start)",
-                ),
-            });
-        }
-        Self::open_file(&path)
-    }
-
-    /// Opens (creating if needed) the database file at `path`.
-    pub fn open_file(path: &Path) -> Result<SqliteStore, StoreError> {
-        let conn = Connection::open(path)?;
-        // Another process (an admin command, a second reactor) may hold the
-        // write lock for a moment; wait briefly rather than fail.
-        conn.busy_timeout(Duration::from_secs(2))?;
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Incompatible(format!(
-                "could not switch to WAL mode (got {mode})"
-            )));
-        }
-        conn.execute_batch("PRAGMA synchronous=FULL;")?;
-        if let Some(pages) = std::env::var(MAX_PAGES_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            // A quota: past it SQLite answers SQLITE_FULL, as on a full
-            // disk, which is how the tests reach that case without root.
-            conn.query_row(&format!("PRAGMA max_page_count={pages}"), [], |_| Ok(()))?;
-        }
-        let file_id = file_id(path).ok();
-        Self::with_schema(conn, path.to_path_buf(), file_id)
-    }
-
-    /// A fresh, private database in memory (SQLite's `:memory:`): the same
-    /// schema, statements and constraints as a file, so protocol tests and
-    /// the session fuzz target run the real engine without a temp dir.
-    /// Nothing survives the value; WAL and fsync do not apply.
-    pub fn in_memory() -> Result<SqliteStore, StoreError> {
-        let conn = Connection::open_in_memory()?;
-        Self::with_schema(conn, PathBuf::from(":memory:"), None)
-    }
-
-    /// The steps every database shares once its connection is open.
-    fn with_schema(
-        conn: Connection,
-        path: PathBuf,
-        file_id: Option<(u64, u64)>,
-    ) -> Result<SqliteStore, StoreError> {
-        conn.execute_batch("PRAGMA foreign_keys=ON;")?;
-        let mut store = SqliteStore {
-            conn,
-            path,
-            file_id,
-            unsynced: false,
-        };
-        store.check_or_create_schema()?;
-        Ok(store)
-    }
-
-    /// The connection itself, for `migrate`, which reads every table in
-    /// one snapshot.
-    pub(super) fn connection_mut(&mut self) -> &mut Connection {
-        &mut self.conn
-    }
-
-    /// Writes a consistent copy of the database to `dest` (which must not
-    /// exist), safe while the server runs: `VACUUM INTO` reads one snapshot.
-    /// The copy holds every report: it is created 0600 before SQLite fills
-    /// it (VACUUM INTO accepts an empty file).
-    pub fn backup_to(&mut self, dest: &Path) -> Result<(), StoreError> {
-        let io = |source: std::io::Error| StoreError::Io {
-            path: dest.to_path_buf(),
-            source,
-        };
-        let name = dest.to_str().ok_or_else(|| {
-            io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "path is not UTF-8",
-            ))
-        })?;
-        crate::fsutil::create_private(dest).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                io(std::io::Error::new(e.kind(), "refusing to overwrite"))
-            } else {
-                io(e)
-            }
-        })?;
-        if let Err(e) = self.conn.execute("VACUUM INTO ?1", params![name]) {
-            let _ = std::fs::remove_file(dest);
-            return Err(e.into());
-        }
-        Ok(())
-    }
-
-    /// Reads the schema marks; creates the schema in an empty file. Only
-    /// creation takes the write lock, so opening an existing database (an
-    /// admin command beside the running server) never blocks the server's
-    /// commits.
-    fn check_or_create_schema(&mut self) -> Result<(), StoreError> {
-        if self.schema_is_current(rusqlite::TransactionBehavior::Deferred)? {
-            return Ok(());
-        }
-        // Empty: create it, under the write lock, unless someone else just did.
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let (app, version, tables) = schema_marks(&tx)?;
-        let from = match (app, version, tables) {
-            (0, 0, 0) => {
-                tx.execute_batch(&format!("PRAGMA application_id={APPLICATION_ID};"))?;
-                0
-            }
-            (APPLICATION_ID, v, _) if (1..SCHEMA_VERSION).contains(&v) => v,
-            // Someone else made it current meanwhile (or it is not ours:
-            // the check below says which).
-            _ => SCHEMA_VERSION,
-        };
-        for step in MIGRATIONS.iter().skip(from as usize) {
-            tx.execute_batch(step)?;
-        }
-        if from < SCHEMA_VERSION {
-            tx.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION};"))?;
-            if from > 0 {
-                log::info!(
-                    "{}: schema migrated from version {from} to {SCHEMA_VERSION}",
-                    self.path.display()
-                );
-            }
-        }
-        tx.commit()?;
-        if self.schema_is_current(rusqlite::TransactionBehavior::Deferred)? {
-            Ok(())
-        } else {
-            Err(StoreError::Incompatible(format!(
-                "{}: could not create the schema",
-                self.path.display()
-            )))
-        }
-    }
-
-    /// Whether the file holds our current schema (`Ok(false)`: it is empty);
-    /// an error when it is someone else's or another version.
-    fn schema_is_current(
-        &mut self,
-        how: rusqlite::TransactionBehavior,
-    ) -> Result<bool, StoreError> {
-        let tx = self.conn.transaction_with_behavior(how)?;
-        let marks = schema_marks(&tx)?;
-        drop(tx);
-        match marks {
-            (0, 0, 0) => Ok(false),
-            (APPLICATION_ID, SCHEMA_VERSION, _) => Ok(true),
-            // An older schema this build migrates (under the write lock).
-            (APPLICATION_ID, v, _) if (1..SCHEMA_VERSION).contains(&v) => Ok(false),
-            (APPLICATION_ID, v, _) => Err(StoreError::Incompatible(format!(
-                "{} has schema version {v}; this build understands version {SCHEMA_VERSION}",
-                self.path.display()
-            ))),
-            _ => Err(StoreError::Incompatible(format!(
-                "{} is not a certboard database",
-                self.path.display()
-            ))),
-        }
-    }
-
-    fn revoke(
-        &mut self,
-        clause: &str,
-        key: &str,
-        reason: RevocationReason,
-        at: i64,
-    ) -> Result<usize, StoreError> {
-        let sql = format!(
-            "UPDATE certs SET revoked_at = ?1, revoke_reason = ?2 WHERE {clause} = ?3 AND revoked_at IS NULL"
-        );
-        Ok(self.conn.execute(&sql, params![at, reason.name(), key])?)
-    }
-}
-
-impl Storage for SqliteStore {
-    fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let staging = super::staging_only(batch);
-        if staging != self.unsynced {
-            // In WAL mode `synchronous=NORMAL` skips only the commit's
-            // fsync of the WAL; the next FULL commit syncs the WAL file,
-            // these frames included (see `staging_only`). A FULL that
-            // cannot be restored fails the commit rather than run without.
-            let level = if staging { "NORMAL" } else { "FULL" };
-            self.conn
-                .execute_batch(&format!("PRAGMA synchronous={level};"))?;
-            self.unsynced = staging;
-        }
-        self.commit_batch(batch)
-    }
     fn cert_status(&mut self, serial: &Serial) -> Result<CertStatus, StoreError> {
         let row: Option<StatusColumns> = self
             .conn
@@ -1513,35 +1490,6 @@ mod tests {
             origin: Origin::Certboard,
             authorised: Authorisation::Open,
         })
-    }
-
-    /// Staged chunks commit without waiting for the disk; any batch that
-    /// acknowledges something (here a certificate, also with a chunk
-    /// beside it) commits at FULL, which syncs the chunks' frames with it.
-    #[test]
-    fn only_a_staging_batch_skips_the_sync() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let mut s = SqliteStore::open_file(&dir.path().join("s.db"))?;
-        let level = |s: &SqliteStore| -> rusqlite::Result<i64> {
-            s.conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
-        };
-        let chunk = |seq| {
-            Record::Chunk(crate::store::ChunkRecord {
-                upload_id: 7,
-                seq,
-                data: vec![1; 16],
-            })
-        };
-        assert_eq!(level(&s)?, 2, "FULL when opened");
-        s.commit(&[chunk(0)])?;
-        assert_eq!(level(&s)?, 1, "NORMAL for staged chunks only");
-        s.commit(&[chunk(1), cert("0a", "1155000001")])?;
-        assert_eq!(level(&s)?, 2, "FULL again for a certificate");
-        s.commit(&[Record::DiscardUpload { upload_id: 7 }])?;
-        assert_eq!(level(&s)?, 1);
-        s.commit(&[cert("0b", "1155000002")])?;
-        assert_eq!(level(&s)?, 2);
-        Ok(())
     }
 
     fn roster_of(s: &mut SqliteStore, sids: &[&str]) -> Result<(), StoreError> {

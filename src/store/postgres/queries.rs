@@ -314,18 +314,11 @@ impl Storage for PostgresStore {
         let leaves = crate::store::tlog::leaves_of(batch, now);
         // A damaged log aborts the transaction (returned before commit).
         let log_damage = std::cell::RefCell::new(None);
-        let staging = crate::store::staging_only(batch);
         let outcome = self.run("committing a batch", |conn| {
             let stmts = &conn.stmts;
             let mut tx = conn.client.transaction().map_err(TxFailure::Before)?;
             // Dropping `tx` on any early return rolls back.
             let body = |tx: &mut Transaction<'_>| -> Result<Option<StoreError>, postgres::Error> {
-                if staging {
-                    // Acknowledged to no one: the next synchronous commit
-                    // waits for the WAL up to its own record, this one's
-                    // included (see `staging_only`).
-                    tx.batch_execute("SET LOCAL synchronous_commit = off")?;
-                }
                 // Every lock first, in one order: no two hosts wait on
                 // each other in a cycle.
                 for source in w.guess_sources() {
