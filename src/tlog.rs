@@ -10,14 +10,18 @@
 //! - [`checkpoint`]: tree heads and inclusion proofs as text.
 //! - [`tiles`]: the tiles API's paths and bodies.
 //! - [`leaf`]: what one entry says, byte by byte.
+//! - [`cosignature`]: witnesses' C2SP `tlog-cosignature` lines.
+//! - [`witness`]: a C2SP `tlog-witness` (`add-checkpoint`), sans I/O.
 
 pub mod checkpoint;
+pub mod cosignature;
 pub mod key;
 pub mod leaf;
 pub mod merkle;
 pub mod note;
 pub mod signer;
 pub mod tiles;
+pub mod witness;
 
 pub use checkpoint::{Checkpoint, CheckpointError, TlogProof};
 pub use leaf::{Authorisation, Leaf, LeafError};

@@ -80,7 +80,7 @@ impl From<NoteError> for CheckpointError {
 }
 
 /// A decimal with no sign and no leading zero (but `0`).
-fn parse_decimal(s: &str) -> Option<u64> {
+pub(crate) fn parse_decimal(s: &str) -> Option<u64> {
     if s.is_empty() || (s.len() > 1 && s.starts_with('0')) || !s.bytes().all(|b| b.is_ascii_digit())
     {
         return None;
@@ -88,7 +88,7 @@ fn parse_decimal(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
-fn parse_hash(s: &str) -> Option<Hash> {
+pub(crate) fn parse_hash(s: &str) -> Option<Hash> {
     decode_b64(s)?.try_into().ok()
 }
 

@@ -17,7 +17,7 @@ const ED25519: u8 = 0x01;
 /// Signed notes accept at least 16 signatures; more are refused as abuse.
 const MAX_SIGNATURES: usize = 64;
 /// The em dash (U+2014) and space that begin a signature line.
-const SIG_PREFIX: &str = "\u{2014} ";
+pub(crate) const SIG_PREFIX: &str = "\u{2014} ";
 
 /// Why a note or key was refused.
 #[derive(Debug)]
@@ -73,7 +73,7 @@ impl From<ErrorStack> for NoteError {
     }
 }
 
-fn check_name(name: &str) -> Result<(), NoteError> {
+pub(crate) fn check_name(name: &str) -> Result<(), NoteError> {
     if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '+') {
         return Err(NoteError::BadKeyName);
     }
@@ -82,10 +82,17 @@ fn check_name(name: &str) -> Result<(), NoteError> {
 
 /// `SHA-256(name || 0x0A || 0x01 || public key)[:4]`, big-endian.
 fn key_id(name: &str, public: &[u8]) -> u32 {
+    typed_key_id(name, ED25519, public)
+}
+
+/// `SHA-256(name || 0x0A || type || public key)[:4]`, big-endian: the key
+/// id of a signature type (0x01 a log's Ed25519 key, 0x04 a witness's
+/// `cosignature/v1` key).
+pub(crate) fn typed_key_id(name: &str, sig_type: u8, public: &[u8]) -> u32 {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
     h.update(b"\n");
-    h.update(&[ED25519]);
+    h.update(&[sig_type]);
     h.update(public);
     let d = h.finish();
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
