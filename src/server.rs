@@ -26,6 +26,8 @@ use crate::report_log::{self, ReportLog};
 use crate::store::{Bounded, Location, Storage, StoreError, DB_FILE, LOOP_STORE_WAIT};
 use crate::verify::Verifier;
 
+pub mod witness;
+
 /// Which services this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {

@@ -341,6 +341,14 @@ enum Command {
     /// The transparency log: its key, its checkpoint, its verification.
     #[command(subcommand)]
     Log(LogCommand),
+    /// A C2SP tlog-witness for certboard logs (usually on another host,
+    /// run by someone other than the CA's operator): it cosigns a log's
+    /// checkpoint only if it extends the last one it cosigned, so a log
+    /// that shows two histories is caught. Its key lives in --keys-dir
+    /// (encrypted under the passphrase, given as the CA's is), its state
+    /// (the last tree cosigned per log) in --data-dir.
+    #[command(subcommand)]
+    Witness(WitnessCommand),
     /// Print a CRL signed by the CA (needs the passphrase).
     Crl {
         /// DER instead of PEM.
@@ -367,6 +375,45 @@ enum LogCommand {
     /// mismatch (a row deleted or edited behind certboard's back) and exits
     /// non-zero.
     Verify,
+}
+
+/// `server witness ...`.
+#[derive(Debug, Subcommand)]
+enum WitnessCommand {
+    /// Create the witness key in --keys-dir, cosigning as NAME (a
+    /// schema-less URL naming the witness, e.g. `witness.example.org/w1`;
+    /// fixed for good: it is part of the key id). Prints the verifier key.
+    Init {
+        /// The witness's name.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+    },
+    /// Print the witness's verifier key (`NAME+ID+KEY`, type 0x04), which
+    /// the log server takes as --witness-key and students' clients as
+    /// --witness-key.
+    Key,
+    /// Serve `POST <prefix>/add-checkpoint` on --listen. Prints `listening
+    /// witness ADDR` once ready. Stop it with SIGTERM: every cosignature
+    /// was recorded before it left.
+    Run {
+        /// Address to listen on (port 0: any free port).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8014")]
+        listen: SocketAddr,
+        /// A log this witness vouches for: its verifier key, as `server
+        /// log key` prints it (repeat for several). Its checkpoints must
+        /// carry the key's name as their origin.
+        #[arg(long = "log-key", value_name = "VKEY", required = true)]
+        log_key: Vec<String>,
+        /// URL path prefix of the endpoint (e.g. `/witness`).
+        #[arg(long, value_name = "PATH", default_value = "")]
+        prefix: String,
+        /// Seconds a connection has for each whole request.
+        #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+        request_timeout: f64,
+        /// Most open connections.
+        #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -741,7 +788,76 @@ fn migrate(common: &Common, to: Option<String>) -> Result<(), Box<dyn std::error
     Ok(())
 }
 
+/// `server witness ...`: no CA and no store, only the witness's key and
+/// state file.
+fn witness(common: &Common, cmd: WitnessCommand) -> Result<(), Box<dyn std::error::Error>> {
+    use certboard::tlog::key::{create_witness_key, open_witness_key};
+    let pass = server::ca_passphrase_of(&common.keys_dir, common.ca_passphrase_file.as_deref())?;
+    match cmd {
+        WitnessCommand::Init { name } => {
+            certboard::server::witness::create_private_dir(&common.keys_dir)?;
+            let w = create_witness_key(&common.keys_dir, &pass, &name)?;
+            println!("{}", w.verifier_key());
+        }
+        WitnessCommand::Key => {
+            println!(
+                "{}",
+                open_witness_key(&common.keys_dir, &pass)?.verifier_key()
+            );
+        }
+        WitnessCommand::Run {
+            listen,
+            log_key,
+            prefix,
+            request_timeout,
+            max_connections,
+        } => {
+            if !prefix.is_empty() && !prefix.starts_with('/') {
+                return Err(format!("--prefix {prefix:?} must start with '/'").into());
+            }
+            let cosigner = open_witness_key(&common.keys_dir, &pass)?;
+            let logs = log_key
+                .iter()
+                .map(|k| {
+                    certboard::tlog::NoteVerifier::from_key(k)
+                        .map_err(|e| format!("--log-key {k:?}: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            certboard::server::witness::create_private_dir(&common.data_dir)?;
+            let state = common.data_dir.join(certboard::server::witness::STATE_FILE);
+            let names: Vec<String> = logs.iter().map(|l| l.name().to_string()).collect();
+            let w = certboard::tlog::witness::Witness::new(cosigner, logs, Some(state))?;
+            let vkey = w.cosigner().verifier_key();
+            let limits = certboard::server::witness::WitnessLimits {
+                max_connections: max_connections as usize,
+                request_timeout: seconds("request-timeout", request_timeout)?,
+                ..Default::default()
+            };
+            let srv = certboard::server::witness::WitnessServer::bind(
+                listen,
+                std::sync::Arc::new(w),
+                &prefix,
+                limits,
+            )?;
+            println!("witness {vkey}");
+            println!("listening witness {}", srv.addr());
+            log::info!(
+                "witness listening on {}{prefix}/add-checkpoint for {}",
+                srv.addr(),
+                names.join(", ")
+            );
+            use std::io::Write;
+            std::io::stdout().flush()?;
+            srv.run(&std::sync::atomic::AtomicBool::new(false))?;
+        }
+    }
+    Ok(())
+}
+
 fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Error>> {
+    if let Command::Witness(cmd) = cmd {
+        return witness(&common, cmd);
+    }
     if let Command::BlackboardCert { out, name } = &cmd {
         // The root key alone: no database needed.
         let ca = server::open_existing_ca(&common.keys_dir, common.ca_passphrase_file.as_deref())?;
@@ -958,7 +1074,7 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
                 );
             }
         }
-        Command::BlackboardCert { .. } => {}
+        Command::BlackboardCert { .. } | Command::Witness(_) => {}
         Command::Log(LogCommand::Key) => {
             let signer = server::open_existing_log(
                 &common.keys_dir,

@@ -137,6 +137,59 @@ pub fn open_log_key(
     })
 }
 
+/// File name of a witness's encrypted key inside its keys dir.
+pub const WITNESS_KEY_FILE: &str = "witness-key.pem";
+/// File name of the name a witness cosigns under (one line), beside its
+/// key: the name is part of its key id, so it is fixed at `init`.
+pub const WITNESS_NAME_FILE: &str = "witness-name";
+
+/// Creates a witness's Ed25519 key in `keys_dir` (encrypted under
+/// `passphrase`, mode 0600) cosigning as `name`; refuses to replace one.
+pub fn create_witness_key(
+    keys_dir: &Path,
+    passphrase: &[u8],
+    name: &str,
+) -> Result<super::cosignature::Cosigner, CaError> {
+    let path = keys_dir.join(WITNESS_KEY_FILE);
+    if path.exists() {
+        return Err(CaError::UnsupportedKey(format!(
+            "{} exists already: a witness keeps its key (clients pin it)",
+            path.display()
+        )));
+    }
+    let key: PKey<Private> = PKey::generate_ed25519()?;
+    let cosigner = super::cosignature::Cosigner::new(name, key.clone()).map_err(|e| {
+        CaError::UnsupportedKey(format!("witness name {name:?} cannot name a key: {e}"))
+    })?;
+    let pem = key.private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), passphrase)?;
+    crate::fsutil::write_private_atomic(&path, &pem, 0o600).map_err(crate::ca::write_err(&path))?;
+    let name_path = keys_dir.join(WITNESS_NAME_FILE);
+    crate::fsutil::write_private_atomic(&name_path, format!("{name}\n").as_bytes(), 0o600)
+        .map_err(crate::ca::write_err(&name_path))?;
+    log::info!("created the witness key {}", path.display());
+    Ok(cosigner)
+}
+
+/// Loads the witness key and name `create_witness_key` wrote.
+pub fn open_witness_key(
+    keys_dir: &Path,
+    passphrase: &[u8],
+) -> Result<super::cosignature::Cosigner, CaError> {
+    let path = keys_dir.join(WITNESS_KEY_FILE);
+    let name_path = keys_dir.join(WITNESS_NAME_FILE);
+    crate::fsutil::check_private_file_perms(&path).map_err(CaError::UnsafeKeys)?;
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| CaError::Io { path: p, source: e }
+    };
+    let pem = fs::read(&path).map_err(io(&path))?;
+    let name = fs::read_to_string(&name_path).map_err(io(&name_path))?;
+    let key = PKey::private_key_from_pem_passphrase(&pem, passphrase)
+        .map_err(|_| CaError::BadPassphrase(path.clone()))?;
+    super::cosignature::Cosigner::new(name.trim_end_matches('\n'), key)
+        .map_err(|e| CaError::UnsupportedKey(format!("{}: {e}", path.display())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +226,23 @@ mod tests {
         assert_eq!(fs::metadata(&out)?.permissions().mode() & 0o777, 0o600);
         let copy = open_host_key(&keys, "CUHK/certboard-log")?.ok_or("no copy")?;
         assert_eq!(copy.verifier_key(), log.verifier_key());
+        Ok(())
+    }
+
+    #[test]
+    fn a_witness_key_is_made_once_and_reopened_under_its_name() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let keys = dir.path().join("keys");
+        crate::fsutil::create_private_dir_all(&keys)?;
+        let made = create_witness_key(&keys, b"passphrase!", "witness.example/w1")?;
+        assert!(create_witness_key(&keys, b"passphrase!", "witness.example/w1").is_err());
+        let again = open_witness_key(&keys, b"passphrase!")?;
+        assert_eq!(again.verifier_key(), made.verifier_key());
+        assert_eq!(again.name(), "witness.example/w1");
+        assert!(matches!(
+            open_witness_key(&keys, b"wrong passphrase"),
+            Err(CaError::BadPassphrase(_))
+        ));
         Ok(())
     }
 

@@ -1,0 +1,447 @@
+//! `server witness run`: the HTTP front of a [`Witness`] — one small mio
+//! loop on one thread, serving `POST <prefix>/add-checkpoint` (C2SP
+//! `tlog-witness`). The request codec is the HTTP listener's
+//! ([`crate::ops::http`]); the judging is [`Witness::add_checkpoint`].
+//!
+//! Nothing a client does stalls the others for long: a request's head
+//! and body are bounded (8 KiB, 16 KiB), every connection has a deadline
+//! for its next whole request (reset after each answer), connections are
+//! capped (more are closed at once), and a client that does not read its
+//! answers stops being read. The one slow step is the witness's own: the
+//! fsync of its state before a cosignature, which is the point.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+
+use crate::ops::http::{HttpLimits, Method, RequestDecoder, Response};
+use crate::tlog::witness::{Witness, ADD_CHECKPOINT, MAX_BODY};
+
+/// The witness's state file in its data dir.
+pub const STATE_FILE: &str = "witness-state";
+
+/// Creates `dir` (mode 0700) if it is missing.
+pub fn create_private_dir(dir: &std::path::Path) -> io::Result<()> {
+    crate::fsutil::create_private_dir_all(dir)
+}
+
+/// Limits of the witness's HTTP front.
+#[derive(Debug, Clone, Copy)]
+pub struct WitnessLimits {
+    /// Most open connections; more are closed as they come.
+    pub max_connections: usize,
+    /// Time a connection has for each whole request (from its start, or
+    /// from the previous answer).
+    pub request_timeout: Duration,
+    /// Most requests on one connection.
+    pub max_requests: u32,
+}
+
+impl Default for WitnessLimits {
+    fn default() -> Self {
+        WitnessLimits {
+            max_connections: 256,
+            request_timeout: Duration::from_secs(10),
+            max_requests: 1000,
+        }
+    }
+}
+
+const LISTENER: Token = Token(0);
+/// Unread input kept per connection: one whole request at most.
+const MAX_INPUT: usize = 8 * 1024 + MAX_BODY;
+/// Answers waiting for a client that does not read: past this, its input
+/// is left unread.
+const MAX_OUTPUT: usize = 64 * 1024;
+/// How often the loop wakes to expire connections and see `stop`.
+const TICK: Duration = Duration::from_millis(100);
+
+struct Conn {
+    token: Token,
+    stream: TcpStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    decoder: RequestDecoder,
+    deadline: Instant,
+    requests: u32,
+    closing: bool,
+    eof: bool,
+}
+
+/// A bound witness, ready to run.
+pub struct WitnessServer {
+    poll: Poll,
+    listener: TcpListener,
+    addr: SocketAddr,
+    witness: Arc<Witness>,
+    prefix: String,
+    limits: WitnessLimits,
+}
+
+impl std::fmt::Debug for WitnessServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WitnessServer")
+            .field("addr", &self.addr)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WitnessServer {
+    /// Binds `addr`, serving `witness` at `<prefix>/add-checkpoint`
+    /// (`prefix` empty or starting with `/`, no trailing `/`).
+    pub fn bind(
+        addr: SocketAddr,
+        witness: Arc<Witness>,
+        prefix: &str,
+        limits: WitnessLimits,
+    ) -> io::Result<WitnessServer> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(addr)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let addr = listener.local_addr()?;
+        Ok(WitnessServer {
+            poll,
+            listener,
+            addr,
+            witness,
+            prefix: prefix.trim_end_matches('/').to_string(),
+            limits,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `stop` is set.
+    pub fn run(mut self, stop: &AtomicBool) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        let mut conns: HashMap<Token, Conn> = HashMap::new();
+        let mut next = 1usize;
+        while !stop.load(Ordering::Relaxed) {
+            match self.poll.poll(&mut events, Some(TICK)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for ev in events.iter() {
+                if ev.token() == LISTENER {
+                    self.accept(&mut conns, &mut next);
+                    continue;
+                }
+                let token = ev.token();
+                let done = match conns.get_mut(&token) {
+                    Some(c) => !self.service(c),
+                    None => false,
+                };
+                if done {
+                    if let Some(mut c) = conns.remove(&token) {
+                        let _ = self.poll.registry().deregister(&mut c.stream);
+                    }
+                }
+            }
+            let now = Instant::now();
+            let expired: Vec<Token> = conns
+                .iter()
+                .filter(|(_, c)| c.deadline <= now)
+                .map(|(t, _)| *t)
+                .collect();
+            for t in expired {
+                if let Some(mut c) = conns.remove(&t) {
+                    log::debug!("witness: a connection passed its deadline; closed");
+                    let _ = self.poll.registry().deregister(&mut c.stream);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, conns: &mut HashMap<Token, Conn>, next: &mut usize) {
+        loop {
+            let (mut stream, peer) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and the like: try again on the next event.
+                    log::warn!("witness: accept failed: {e}");
+                    return;
+                }
+            };
+            if conns.len() >= self.limits.max_connections {
+                log::warn!("witness: {peer}: too many connections; closed");
+                continue;
+            }
+            *next = next.wrapping_add(1).max(1);
+            let token = Token(*next);
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE)
+                .is_err()
+            {
+                continue;
+            }
+            conns.insert(
+                token,
+                Conn {
+                    token,
+                    stream,
+                    input: Vec::new(),
+                    output: Vec::new(),
+                    decoder: RequestDecoder::new(HttpLimits {
+                        max_head: 8 * 1024,
+                        max_headers: 32,
+                        max_body: MAX_BODY,
+                    }),
+                    deadline: Instant::now() + self.limits.request_timeout,
+                    requests: 0,
+                    closing: false,
+                    eof: false,
+                },
+            );
+        }
+    }
+
+    /// Reads, answers and writes what it can; `false`: close it.
+    fn service(&self, c: &mut Conn) -> bool {
+        loop {
+            let mut progressed = false;
+            // Read while there is room (edge-triggered: until WouldBlock).
+            let mut buf = [0u8; 4096];
+            while !c.eof && !c.closing && c.input.len() < MAX_INPUT && c.output.len() < MAX_OUTPUT {
+                let room = (MAX_INPUT - c.input.len()).min(buf.len());
+                match c.stream.read(&mut buf[..room]) {
+                    Ok(0) => c.eof = true,
+                    Ok(n) => {
+                        c.input.extend_from_slice(&buf[..n]);
+                        progressed = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return false,
+                }
+            }
+            while !c.closing && c.output.len() < MAX_OUTPUT {
+                match c.decoder.decode(&mut c.input) {
+                    Ok(Some(req)) => {
+                        c.requests += 1;
+                        let mut resp = self.answer(&req.method, req.path(), &req.body);
+                        if !req.keep_alive || c.requests >= self.limits.max_requests {
+                            resp = resp.close();
+                        }
+                        c.closing = resp.close;
+                        resp.encode(req.method, &mut c.output);
+                        c.deadline = Instant::now() + self.limits.request_timeout;
+                        progressed = true;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        e.response().encode(Method::Get, &mut c.output);
+                        c.closing = true;
+                    }
+                }
+            }
+            while !c.output.is_empty() {
+                match c.stream.write(&c.output) {
+                    Ok(0) => return false,
+                    Ok(n) => {
+                        c.output.drain(..n);
+                        progressed = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return false,
+                }
+            }
+            if c.output.is_empty() && (c.closing || c.eof) {
+                return false;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        let interest = if c.output.is_empty() {
+            Interest::READABLE
+        } else {
+            Interest::READABLE | Interest::WRITABLE
+        };
+        self.poll
+            .registry()
+            .reregister(&mut c.stream, c.token, interest)
+            .is_ok()
+    }
+
+    fn answer(&self, method: &Method, path: &str, body: &[u8]) -> Response {
+        let expected = format!("{}{ADD_CHECKPOINT}", self.prefix);
+        if path != expected {
+            return Response::new(
+                404,
+                format!("a witness serves only POST {expected}\n").into_bytes(),
+            )
+            .content_type("text/plain; charset=utf-8");
+        }
+        if *method != Method::Post {
+            return Response::new(405, b"add-checkpoint is a POST\n".to_vec())
+                .content_type("text/plain; charset=utf-8")
+                .allow("POST");
+        }
+        let now = u64::try_from(crate::time::now_unix()).unwrap_or(0);
+        let outcome = self.witness.add_checkpoint(body, now);
+        let a = outcome.answer();
+        if a.status != 200 {
+            log::info!(
+                "witness: add-checkpoint refused ({}): {}",
+                a.status,
+                String::from_utf8_lossy(&a.body).trim_end()
+            );
+        }
+        Response::new(a.status, a.body)
+            .content_type(a.content_type)
+            .cache_control("no-store")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tlog::cosignature::Cosigner;
+    use crate::tlog::merkle::leaf_hash;
+    use crate::tlog::witness::request_body;
+    use crate::tlog::{Checkpoint, NoteSigner};
+    use openssl::pkey::PKey;
+    use std::net::TcpStream as StdStream;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn post(addr: SocketAddr, path: &str, body: &[u8]) -> io::Result<(u16, String)> {
+        let mut s = StdStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: w\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )?;
+        s.write_all(body)?;
+        let mut all = String::new();
+        s.read_to_string(&mut all)?;
+        let status = all
+            .get(9..12)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_default();
+        let body = all
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_string();
+        Ok((status, body))
+    }
+
+    struct Running {
+        addr: SocketAddr,
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn start(
+        log: &NoteSigner,
+        limits: WitnessLimits,
+    ) -> Result<Running, Box<dyn std::error::Error>> {
+        let cosigner = Cosigner::new("w.test", PKey::generate_ed25519()?)?;
+        let w = Witness::new(cosigner, vec![log.verifier()?], None)?;
+        let srv = WitnessServer::bind("127.0.0.1:0".parse()?, Arc::new(w), "/w", limits)?;
+        let addr = srv.addr();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || srv.run(&flag));
+        Ok(Running {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    #[test]
+    fn serves_add_checkpoint_and_a_slow_or_huge_client_does_not_stall_it() -> TestResult {
+        let log = NoteSigner::new("test/log", PKey::generate_ed25519()?)?;
+        let w = start(&log, WitnessLimits::default())?;
+        // A client that sends half a head and waits.
+        let mut slow = StdStream::connect(w.addr)?;
+        slow.write_all(b"POST /w/add-checkpoint HTTP/1.1\r\nHost: w\r\n")?;
+        let root = leaf_hash(b"a");
+        let cp = log.sign(
+            &Checkpoint {
+                origin: "test/log".into(),
+                size: 1,
+                root,
+            }
+            .text(),
+        )?;
+        let (status, body) = post(
+            w.addr,
+            "/w/add-checkpoint",
+            request_body(0, &[], &cp).as_bytes(),
+        )?;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("\u{2014} w.test "), "{body}");
+        // Now it holds size 1: old 0 is a conflict naming 1.
+        let (status, body) = post(
+            w.addr,
+            "/w/add-checkpoint",
+            request_body(0, &[], &cp).as_bytes(),
+        )?;
+        assert_eq!((status, body.as_str()), (409, "1\n"));
+        // A body over the limit is refused at its announcement.
+        let mut huge = StdStream::connect(w.addr)?;
+        huge.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            huge,
+            "POST /w/add-checkpoint HTTP/1.1\r\nHost: w\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        )?;
+        let mut answer = String::new();
+        huge.read_to_string(&mut answer)?;
+        assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+        let (status, _) = post(w.addr, "/add-checkpoint", b"")?;
+        assert_eq!(status, 404);
+        drop(slow);
+        Ok(())
+    }
+
+    #[test]
+    fn a_connection_past_its_deadline_is_closed() -> TestResult {
+        let log = NoteSigner::new("test/log", PKey::generate_ed25519()?)?;
+        let w = start(
+            &log,
+            WitnessLimits {
+                request_timeout: Duration::from_millis(200),
+                ..WitnessLimits::default()
+            },
+        )?;
+        let mut slow = StdStream::connect(w.addr)?;
+        slow.set_read_timeout(Some(Duration::from_secs(10)))?;
+        slow.write_all(b"POST /w/add-checkpoint HTTP/1.1\r\n")?;
+        let mut buf = [0u8; 16];
+        // The witness closes it: end of stream (or a reset), not a hang.
+        let n = slow.read(&mut buf).unwrap_or(0);
+        assert_eq!(n, 0);
+        Ok(())
+    }
+}
