@@ -27,6 +27,7 @@ use crate::store::{Bounded, Location, Storage, StoreError, DB_FILE, LOOP_STORE_W
 use crate::verify::Verifier;
 
 pub mod witness;
+pub mod witnessing;
 
 /// Which services this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -97,6 +98,9 @@ pub struct ServerConfig {
     pub staff_listen: Option<SocketAddr>,
     /// How the staff interface runs (sessions, cookie, login throttle).
     pub staff: crate::staff::StaffConfig,
+    /// Witnesses asked to cosign each checkpoint (`--witness`), off the
+    /// loops; none by default.
+    pub witnesses: witnessing::Witnesses,
 }
 
 /// Why the server could not start.
@@ -624,6 +628,8 @@ pub struct Server {
     staff_addr: Option<SocketAddr>,
     /// Reads the store into `/metrics`' gauges while the server lives.
     _gauges: StoreGauges,
+    /// Asks the witnesses to cosign while the server lives.
+    _witnessing: Option<witnessing::Witnessing>,
 }
 
 impl Server {
@@ -986,8 +992,22 @@ impl Server {
             }
             reactors.push(r);
         }
+        // One thread per witness, each with its own store connection.
+        let witnessing = match (&log_api, cfg.witnesses.targets.is_empty()) {
+            (Some(signer), false) => {
+                for t in &cfg.witnesses.targets {
+                    info!("checkpoints are sent to witness {} for cosigning", t.name());
+                }
+                Some(
+                    witnessing::Witnessing::start(&cfg.witnesses, signer, || location.open())
+                        .map_err(|e| ServerError::Io("starting the witness threads".into(), e))?,
+                )
+            }
+            _ => None,
+        };
         made.keep();
         Ok(Server {
+            _witnessing: witnessing,
             reactors,
             committer,
             reports,
@@ -1099,6 +1119,7 @@ mod tests {
             log_origin: None,
             staff_listen: None,
             staff: crate::staff::StaffConfig::default(),
+            witnesses: witnessing::Witnesses::default(),
         }
     }
 

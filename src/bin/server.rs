@@ -203,6 +203,21 @@ struct RunArgs {
     /// (room for a student's typos).
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     guesses_per_sid: u32,
+    /// A C2SP tlog-witness to ask to cosign each new checkpoint
+    /// (`http://HOST:PORT[/PREFIX]`, e.g. one run by `server witness run`
+    /// on another host); repeat for several, each with its --witness-key.
+    /// Asked off the event loops: a witness that is down is logged and
+    /// never holds up an enrollment or a submission. Checkpoints handed out
+    /// once a witness has cosigned their tree carry its cosignature.
+    #[arg(long = "witness", value_name = "URL")]
+    witness: Vec<String>,
+    /// The verifier key of the --witness at the same position (`server
+    /// witness key` prints it); its cosignatures are checked before use.
+    #[arg(long = "witness-key", value_name = "VKEY")]
+    witness_key: Vec<String>,
+    /// Seconds one request to a witness may take.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    witness_timeout: f64,
 }
 
 fn rfc3339_arg(s: &str) -> Result<i64, certboard::time::BadTime> {
@@ -706,6 +721,10 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
         },
         public_url: a.public_url,
         log_origin: common.log_origin.clone(),
+        witnesses: server::witnessing::Witnesses {
+            targets: server::witnessing::WitnessTarget::pair(&a.witness, &a.witness_key)?,
+            timeout: seconds("witness-timeout", a.witness_timeout)?,
+        },
         staff_listen: a.staff_listen,
         staff: certboard::staff::StaffConfig {
             session_lifetime: Duration::from_secs(a.staff_session_hours * 3600),

@@ -318,7 +318,7 @@ mod tests {
         assert!(Verifier::new_without_digest(&pk)?.verify_oneshot(&blob[12..], msg.as_bytes())?);
         // The vkey is type 0x04.
         let vkey = w.verifier_key();
-        let raw = decode_b64(vkey.rsplit('+').next().unwrap_or("")).ok_or("vkey not base64")?;
+        let raw = decode_b64(vkey.splitn(3, '+').nth(2).unwrap_or("")).ok_or("vkey not base64")?;
         assert_eq!(raw[0], 0x04);
         assert_eq!(&raw[1..], &public[..]);
         Ok(())

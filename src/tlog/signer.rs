@@ -3,18 +3,39 @@
 //! receipt's `log_proof`). One note is signed per tree size and kept, so a
 //! commit batch of many records costs one Ed25519 signature (and any host
 //! signs the same bytes: Ed25519 is deterministic).
+//!
+//! Witnesses' cosignatures ([`super::cosignature`]) are kept here too, per
+//! tree size: a checkpoint handed out for a size some witnesses have
+//! cosigned carries their lines after the log's (verifiers that do not
+//! know a witness skip its line). They come from the threads that ask the
+//! witnesses (`crate::server::witnessing`), which this wakes whenever it
+//! signs a new size; nothing here waits for a witness.
 
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use super::checkpoint::{Checkpoint, TlogProof};
 use super::merkle::{self, Hash, NodeId, TreeError};
 use super::note::{NoteError, NoteSigner};
 
-/// The log key and the last checkpoint it signed.
+/// Cosigned sizes kept (older ones are of no use to a receipt or a
+/// client any more: the newest cosigned tree extends them).
+const COSIGNED_KEPT: usize = 16;
+
+/// The cosignature lines of one tree, by witness name.
+type Cosignatures = (Hash, BTreeMap<String, String>);
+
+/// The log key, the last checkpoint it signed, and witnesses'
+/// cosignatures.
 #[derive(Debug)]
 pub struct CheckpointSigner {
     signer: NoteSigner,
     last: Mutex<Option<(u64, String)>>,
+    cosigned: Mutex<BTreeMap<u64, Cosignatures>>,
+    /// How many new sizes were signed (the witness threads wait on it).
+    signed: Mutex<u64>,
+    wake: Condvar,
 }
 
 /// Why a proof could not be made.
@@ -50,7 +71,67 @@ impl CheckpointSigner {
         CheckpointSigner {
             signer,
             last: Mutex::new(None),
+            cosigned: Mutex::new(BTreeMap::new()),
+            signed: Mutex::new(0),
+            wake: Condvar::new(),
         }
+    }
+
+    /// Keeps witness `name`'s cosignature `line` (verified by the caller)
+    /// of the tree of `size` leaves with `root`: checkpoints of that tree
+    /// carry it from now on.
+    pub fn add_cosignature(&self, size: u64, root: Hash, name: &str, line: String) {
+        let Ok(mut all) = self.cosigned.lock() else {
+            return;
+        };
+        let entry = all.entry(size).or_insert_with(|| (root, BTreeMap::new()));
+        if entry.0 != root {
+            // Two roots of one size can only come from a forked store;
+            // the witness refuses the second anyway. Keep the first.
+            log::error!("a cosignature of another root for tree size {size}; ignored");
+            return;
+        }
+        entry.1.insert(name.to_string(), line);
+        while all.len() > COSIGNED_KEPT {
+            all.pop_first();
+        }
+    }
+
+    /// The cosignature lines kept for the tree of `size` with `root`.
+    pub fn cosignatures(&self, size: u64, root: &Hash) -> String {
+        let Ok(all) = self.cosigned.lock() else {
+            return String::new();
+        };
+        match all.get(&size) {
+            Some((r, lines)) if r == root => lines.values().map(String::as_str).collect(),
+            _ => String::new(),
+        }
+    }
+
+    /// The count of new sizes signed so far.
+    pub fn signed_count(&self) -> u64 {
+        self.signed.lock().map_or(0, |n| *n)
+    }
+
+    /// Waits until a size newer than the `seen`-th is signed, or `timeout`;
+    /// returns the count then.
+    pub fn wait_signed(&self, seen: u64, timeout: Duration) -> u64 {
+        let Ok(n) = self.signed.lock() else {
+            return seen;
+        };
+        match self.wake.wait_timeout_while(n, timeout, |n| *n == seen) {
+            Ok((n, _)) => *n,
+            Err(_) => seen,
+        }
+    }
+
+    /// Wakes every waiter of [`CheckpointSigner::wait_signed`] (e.g. to
+    /// stop).
+    pub fn wake_all(&self) {
+        if let Ok(mut n) = self.signed.lock() {
+            *n += 1;
+        }
+        self.wake.notify_all();
     }
 
     /// The key.
@@ -58,8 +139,16 @@ impl CheckpointSigner {
         &self.signer
     }
 
-    /// The signed checkpoint of the tree of `size` leaves with `root`.
+    /// The signed checkpoint of the tree of `size` leaves with `root`,
+    /// with the witnesses' cosignatures of it kept so far.
     pub fn checkpoint(&self, size: u64, root: Hash) -> Result<String, NoteError> {
+        let mut note = self.log_signed(size, root)?;
+        note.push_str(&self.cosignatures(size, &root));
+        Ok(note)
+    }
+
+    /// The checkpoint of `size` and `root` signed by the log key alone.
+    pub fn log_signed(&self, size: u64, root: Hash) -> Result<String, NoteError> {
         if let Ok(last) = self.last.lock() {
             if let Some((s, note)) = last.as_ref() {
                 if *s == size {
@@ -76,6 +165,7 @@ impl CheckpointSigner {
         if let Ok(mut last) = self.last.lock() {
             *last = Some((size, note.clone()));
         }
+        self.wake_all();
         Ok(note)
     }
 
@@ -97,5 +187,47 @@ impl CheckpointSigner {
             path,
             checkpoint,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tlog::cosignature::Cosigner;
+    use crate::tlog::Checkpoint;
+    use openssl::pkey::PKey;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    #[test]
+    fn checkpoints_carry_the_cosignatures_of_their_own_tree_only() -> TestResult {
+        let signer = CheckpointSigner::new(NoteSigner::new("t/log", PKey::generate_ed25519()?)?);
+        let w = Cosigner::new("w.example", PKey::generate_ed25519()?)?;
+        let (root3, root4) = ([3u8; 32], [4u8; 32]);
+        let before = signer.signed_count();
+        let plain = signer.checkpoint(3, root3)?;
+        assert!(
+            signer.signed_count() > before,
+            "signing a new size wakes the witnesses"
+        );
+        let text = Checkpoint {
+            origin: "t/log".into(),
+            size: 3,
+            root: root3,
+        }
+        .text();
+        let line = w.cosign(&text, 5)?;
+        signer.add_cosignature(3, root3, w.name(), line.clone());
+        let cosigned = signer.checkpoint(3, root3)?;
+        assert_eq!(cosigned, format!("{plain}{line}"));
+        assert_eq!(w.verifier()?.verify(&cosigned)?, 5);
+        signer.key().verifier()?.open(&cosigned)?;
+        // Another tree of another size has none; another root of size 3
+        // (a fork) gets none either.
+        assert!(!signer.checkpoint(4, root4)?.contains("w.example"));
+        assert_eq!(signer.cosignatures(3, &root4), "");
+        signer.add_cosignature(3, root4, w.name(), line);
+        assert_eq!(signer.cosignatures(3, &root4), "");
+        Ok(())
     }
 }

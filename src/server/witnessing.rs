@@ -1,0 +1,427 @@
+//! The log server's side of C2SP `tlog-witness`: one thread per witness
+//! (`server --witness URL --witness-key VKEY`) asks it to cosign each new
+//! checkpoint, with the consistency proof from the size the witness last
+//! cosigned (read from a store connection of the thread's own), retries
+//! once from the size a `409 Conflict` names, checks the cosignature
+//! against the witness's key and keeps it in the [`CheckpointSigner`], so
+//! checkpoints of that tree handed out from then on carry it.
+//!
+//! Nothing on the event loops waits for this: a loop that signs a new
+//! checkpoint only wakes the threads. A witness that is slow or down
+//! costs its own thread at most `--witness-timeout` per attempt and is
+//! logged; issuance and submissions go on, their checkpoints without its
+//! cosignature.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::store::Storage;
+use crate::tlog::cosignature::CosignatureVerifier;
+use crate::tlog::merkle::{consistency_proof, NodeId};
+use crate::tlog::witness::{request_body, ADD_CHECKPOINT, SIZE_MEDIA_TYPE};
+use crate::tlog::CheckpointSigner;
+
+/// `--witness-timeout`'s default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A thread looks at the tree this often even when no new checkpoint was
+/// signed here (another host may have grown it).
+const LOOK_EVERY: Duration = Duration::from_secs(5);
+/// The largest answer read from a witness.
+const MAX_ANSWER: u64 = 64 * 1024;
+
+/// One witness the server asks.
+#[derive(Debug, Clone)]
+pub struct WitnessTarget {
+    /// `host:port` to connect to.
+    host: String,
+    /// The path of its add-checkpoint endpoint.
+    path: String,
+    /// Its key.
+    key: CosignatureVerifier,
+}
+
+/// Why a `--witness` or `--witness-key` was refused.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum WitnessConfigError {
+    /// Not `http://host:port[/prefix]`.
+    BadUrl(String),
+    /// `--witness` and `--witness-key` counts differ.
+    Unpaired {
+        /// URLs given.
+        urls: usize,
+        /// Keys given.
+        keys: usize,
+    },
+    /// A key that is not a witness's vkey.
+    BadKey(String, crate::tlog::cosignature::CosignatureError),
+}
+
+impl std::fmt::Display for WitnessConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WitnessConfigError::BadUrl(u) => write!(
+                f,
+                "--witness {u:?} is not http://HOST:PORT[/PREFIX] (https is not supported: put \
+                 the witness behind a local TLS tunnel)"
+            ),
+            WitnessConfigError::Unpaired { urls, keys } => write!(
+                f,
+                "{urls} --witness URL(s) but {keys} --witness-key(s): give one key per witness, \
+                 in the same order"
+            ),
+            WitnessConfigError::BadKey(k, e) => write!(f, "--witness-key {k:?}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for WitnessConfigError {}
+
+impl WitnessTarget {
+    /// The witness at `url` (`http://host:port[/prefix]`) with verifier key
+    /// `vkey` (as `server witness key` prints it).
+    pub fn new(url: &str, vkey: &str) -> Result<WitnessTarget, WitnessConfigError> {
+        let bad = || WitnessConfigError::BadUrl(url.to_string());
+        let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+        let (host, prefix) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        if host.is_empty()
+            || !host.contains(':')
+            || host
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '@')
+            || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(bad());
+        }
+        let key = CosignatureVerifier::from_key(vkey)
+            .map_err(|e| WitnessConfigError::BadKey(vkey.to_string(), e))?;
+        Ok(WitnessTarget {
+            host: host.to_string(),
+            path: format!("{prefix}{ADD_CHECKPOINT}"),
+            key,
+        })
+    }
+
+    /// Pairs `--witness` URLs with `--witness-key`s, in order.
+    pub fn pair(
+        urls: &[String],
+        keys: &[String],
+    ) -> Result<Vec<WitnessTarget>, WitnessConfigError> {
+        if urls.len() != keys.len() {
+            return Err(WitnessConfigError::Unpaired {
+                urls: urls.len(),
+                keys: keys.len(),
+            });
+        }
+        urls.iter()
+            .zip(keys)
+            .map(|(u, k)| WitnessTarget::new(u, k))
+            .collect()
+    }
+
+    /// The witness's name.
+    pub fn name(&self) -> &str {
+        self.key.name()
+    }
+}
+
+/// The witnesses to ask and how long each may take.
+#[derive(Debug, Clone)]
+pub struct Witnesses {
+    /// The witnesses.
+    pub targets: Vec<WitnessTarget>,
+    /// The time one request may take (connect, send, answer).
+    pub timeout: Duration,
+}
+
+impl Default for Witnesses {
+    fn default() -> Self {
+        Witnesses {
+            targets: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// The running threads; dropping this stops them (each within one
+/// request's timeout).
+#[derive(Debug)]
+pub struct Witnessing {
+    stop: Arc<AtomicBool>,
+    signer: Arc<CheckpointSigner>,
+}
+
+impl Drop for Witnessing {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.signer.wake_all();
+    }
+}
+
+impl Witnessing {
+    /// Starts one thread per witness, each reading the tree through its
+    /// own store from `open`.
+    pub fn start(
+        witnesses: &Witnesses,
+        signer: &Arc<CheckpointSigner>,
+        mut open: impl FnMut() -> Result<Box<dyn Storage + Send>, crate::store::StoreError>,
+    ) -> Result<Witnessing, std::io::Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        for target in &witnesses.targets {
+            let store = open().map_err(|e| {
+                std::io::Error::other(format!(
+                    "a store connection for witness {}: {e}",
+                    target.name()
+                ))
+            })?;
+            let mut asker = Asker {
+                target: target.clone(),
+                timeout: witnesses.timeout,
+                signer: Arc::clone(signer),
+                store,
+                known: None,
+                done: None,
+                failing: false,
+            };
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name(format!("witness-{}", target.name()))
+                .spawn(move || asker.run(&stop))?;
+        }
+        Ok(Witnessing {
+            stop,
+            signer: Arc::clone(signer),
+        })
+    }
+}
+
+/// An answer from a witness.
+#[derive(Debug)]
+enum Answered {
+    Cosigned(String),
+    Conflict(u64),
+    Refused(u16, String),
+}
+
+/// One witness's thread.
+struct Asker {
+    target: WitnessTarget,
+    timeout: Duration,
+    signer: Arc<CheckpointSigner>,
+    store: Box<dyn Storage + Send>,
+    /// The size the witness last cosigned, as far as known.
+    known: Option<u64>,
+    /// The size it cosigned for this process last.
+    done: Option<u64>,
+    /// The last attempt failed (warned once, until it works again).
+    failing: bool,
+}
+
+impl Asker {
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut seen = self.signer.signed_count();
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Err(why) = self.round() {
+                if !std::mem::replace(&mut self.failing, true) {
+                    log::warn!(
+                        "witness {}: no cosignature ({why}); checkpoints go out without it \
+                         until it answers",
+                        self.target.name()
+                    );
+                } else {
+                    log::debug!("witness {}: still failing: {why}", self.target.name());
+                }
+            } else if std::mem::replace(&mut self.failing, false) {
+                log::info!("witness {}: cosigning again", self.target.name());
+            }
+            seen = self.signer.wait_signed(seen, LOOK_EVERY);
+        }
+    }
+
+    /// Has the current tree cosigned, if it is not already.
+    fn round(&mut self) -> Result<(), String> {
+        let head = self
+            .store
+            .log_head()
+            .map_err(|e| format!("reading the log: {e}"))?;
+        if head.size == 0 || self.done == Some(head.size) {
+            return Ok(());
+        }
+        let note = self
+            .signer
+            .log_signed(head.size, head.root)
+            .map_err(|e| format!("signing the checkpoint: {e}"))?;
+        // Twice at most: the second from the size a 409 named.
+        for _ in 0..2 {
+            let old = self.known.unwrap_or(0);
+            if old > head.size {
+                // It has cosigned a larger tree (another host was quicker);
+                // this one's turn comes when the tree read here catches up.
+                return Ok(());
+            }
+            let store = &mut self.store;
+            let proof = consistency_proof(old, head.size, |ids: &[NodeId]| store.log_nodes(ids))
+                .map_err(|e| format!("the consistency proof from {old}: {e}"))?;
+            let body = request_body(old, &proof, &note);
+            match self.post(&body)? {
+                Answered::Cosigned(lines) => {
+                    let mut good = 0;
+                    for line in lines.split_inclusive('\n') {
+                        let cosigned = format!("{note}{line}");
+                        if self.target.key.verify(&cosigned).is_ok() {
+                            self.signer.add_cosignature(
+                                head.size,
+                                head.root,
+                                self.target.name(),
+                                line.to_string(),
+                            );
+                            good += 1;
+                        }
+                    }
+                    if good == 0 {
+                        return Err(format!(
+                            "its answer holds no valid cosignature by {}",
+                            self.target.name()
+                        ));
+                    }
+                    self.known = Some(head.size);
+                    self.done = Some(head.size);
+                    log::debug!(
+                        "witness {}: cosigned tree size {}",
+                        self.target.name(),
+                        head.size
+                    );
+                    return Ok(());
+                }
+                Answered::Conflict(size) => self.known = Some(size),
+                Answered::Refused(status, why) => {
+                    return Err(format!("refused with {status}: {}", why.trim_end()))
+                }
+            }
+        }
+        Err("it keeps naming another size (409)".into())
+    }
+
+    /// One POST over a fresh connection, bounded by the timeout as a
+    /// whole.
+    fn post(&self, body: &str) -> Result<Answered, String> {
+        let deadline = Instant::now() + self.timeout;
+        let addr = self
+            .target
+            .host
+            .to_socket_addrs()
+            .map_err(|e| format!("{}: {e}", self.target.host))?
+            .next()
+            .ok_or_else(|| format!("{}: no address", self.target.host))?;
+        let mut s = TcpStream::connect_timeout(&addr, self.timeout)
+            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+        let left = || {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        };
+        s.set_write_timeout(Some(left()))
+            .map_err(|e| e.to_string())?;
+        write!(
+            s,
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.target.path,
+            self.target.host,
+            body.len()
+        )
+        .map_err(|e| format!("sending to {addr}: {e}"))?;
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut limited = (&mut s).take(MAX_ANSWER);
+        loop {
+            if Instant::now() >= deadline {
+                return Err(format!("no whole answer from {addr} within the timeout"));
+            }
+            limited
+                .get_mut()
+                .set_read_timeout(Some(left()))
+                .map_err(|e| e.to_string())?;
+            match limited.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("reading from {addr}: {e}")),
+            }
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        let head_len = match resp.parse(&all) {
+            Ok(httparse::Status::Complete(n)) => n,
+            _ => return Err(format!("{addr} did not answer in HTTP")),
+        };
+        let header = |name: &str| {
+            resp.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+                .map(str::trim)
+        };
+        let mut body = &all[head_len..];
+        if let Some(n) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            body = body.get(..n).ok_or("the answer was cut short")?;
+        }
+        let text = String::from_utf8_lossy(body).into_owned();
+        match resp.code {
+            Some(200) => Ok(Answered::Cosigned(text)),
+            Some(409) if header("content-type").is_some_and(|t| t.starts_with(SIZE_MEDIA_TYPE)) => {
+                text.trim_end()
+                    .parse()
+                    .map(Answered::Conflict)
+                    .map_err(|_| format!("a 409 from {addr} naming no size"))
+            }
+            Some(code) => Ok(Answered::Refused(code, text)),
+            None => Err(format!("{addr} did not answer in HTTP")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn witness_urls_and_keys_are_paired_or_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let w = crate::tlog::cosignature::Cosigner::new(
+            "w.example",
+            openssl::pkey::PKey::generate_ed25519()?,
+        )?;
+        let vkey = w.verifier_key();
+        let t = WitnessTarget::new("http://127.0.0.1:9/w/", &vkey)?;
+        assert_eq!(
+            (t.host.as_str(), t.path.as_str()),
+            ("127.0.0.1:9", "/w/add-checkpoint")
+        );
+        let t = WitnessTarget::new("http://h:1", &vkey)?;
+        assert_eq!(t.path, "/add-checkpoint");
+        for bad in ["https://h:1", "http://h", "http://", "http://a b:1/"] {
+            assert!(matches!(
+                WitnessTarget::new(bad, &vkey),
+                Err(WitnessConfigError::BadUrl(_))
+            ));
+        }
+        assert!(matches!(
+            WitnessTarget::pair(&["http://h:1".into()], &[]),
+            Err(WitnessConfigError::Unpaired { urls: 1, keys: 0 })
+        ));
+        assert!(matches!(
+            WitnessTarget::new("http://h:1", "nonsense"),
+            Err(WitnessConfigError::BadKey(..))
+        ));
+        Ok(())
+    }
+}

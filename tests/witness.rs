@@ -1,0 +1,197 @@
+//! Witnesses end to end (issue 21's stretch): `server witness run` on its
+//! own port cosigns the checkpoints a running log server sends it
+//! (`--witness`), `/log/checkpoint` then carries the cosignature, a forked
+//! checkpoint signed with the real log key is refused by the witness, and
+//! a witness that is down holds up nothing.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use certboard::tlog::cosignature::CosignatureVerifier;
+use certboard::tlog::witness::request_body;
+use certboard::tlog::{Checkpoint, NoteVerifier};
+use common::{text, TestServer, PASSPHRASE};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const WITNESS_NAME: &str = "witness.test/w1";
+
+fn server_in(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_server"));
+    c.current_dir(dir)
+        .args(["--keys-dir", "keys", "--data-dir", "data"])
+        .env("CERTBOARD_CA_PASSPHRASE", PASSPHRASE)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
+    c
+}
+
+/// A witness process, killed when dropped.
+struct WitnessProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for WitnessProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_witness(dir: &Path, log_vkey: &str) -> Result<WitnessProcess, Box<dyn std::error::Error>> {
+    let mut child = server_in(dir)
+        .args([
+            "witness",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-key",
+            log_vkey,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let out = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(out).lines();
+    let mut addr = None;
+    for line in lines.by_ref().take(4) {
+        if let Some(a) = line?.strip_prefix("listening witness ") {
+            addr = Some(a.trim().parse()?);
+            break;
+        }
+    }
+    let Some(addr) = addr else {
+        let _ = child.kill();
+        return Err("the witness did not say where it listens".into());
+    };
+    Ok(WitnessProcess { child, addr })
+}
+
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut all = String::new();
+    s.read_to_string(&mut all)?;
+    let status = all.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = all
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Ok((status, body))
+}
+
+#[test]
+fn a_witness_cosigns_the_log_refuses_a_fork_and_being_down_stops_nothing() -> TestResult {
+    // The log server's first start makes the log key; one student.
+    let server = TestServer::start(&[])?;
+    let out = server.client(&["1155000001"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let log_vkey = server.admin_ok(&["log", "key"])?.trim().to_string();
+    let dir = server.crash()?;
+
+    // The witness, on its own dirs.
+    let wdir = tempfile::tempdir()?;
+    let init = server_in(wdir.path())
+        .args(["witness", "init", "--name", WITNESS_NAME])
+        .output()?;
+    assert!(init.status.success(), "{}", text(&init));
+    let wkey = String::from_utf8(init.stdout)?.trim().to_string();
+    let key = server_in(wdir.path()).args(["witness", "key"]).output()?;
+    assert_eq!(String::from_utf8(key.stdout)?.trim(), wkey);
+    let witness = start_witness(wdir.path(), &log_vkey)?;
+
+    // The log server again, now asking the witness.
+    let url = format!("http://{}", witness.addr);
+    let server = TestServer::start_in(
+        dir,
+        &[
+            "--http-listen",
+            "127.0.0.1:0",
+            "--witness",
+            &url,
+            "--witness-key",
+            &wkey,
+        ],
+    )?;
+    let log_http = server.http_addr()?;
+    let out = server.client(&["1155000002"])?;
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The served checkpoint comes to carry the witness's cosignature of
+    // the whole tree (two certificates, two reports).
+    let cosigner = CosignatureVerifier::from_key(&wkey)?;
+    let log = NoteVerifier::from_key(&log_vkey)?;
+    let origin = log.name().to_string();
+    let mut note = String::new();
+    for _ in 0..200 {
+        let (status, body) = http(log_http, "GET", "/log/checkpoint", "")?;
+        assert_eq!(status, 200, "{body}");
+        note = body;
+        if note.contains(WITNESS_NAME) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        cosigner.verify(&note).is_ok(),
+        "not cosigned: {note}\n{}",
+        server.log()
+    );
+    let head = Checkpoint::open(&note, &log, &origin)?;
+    assert_eq!(head.size, 4);
+
+    // A fork: the real log key signs another tree of the same size. The
+    // witness, which cosigned size 4 already, refuses it (409), and a
+    // larger forked tree cannot prove it extends what it cosigned (422).
+    let signer = certboard::tlog::key::open_log_key(
+        &server.path().join("keys"),
+        PASSPHRASE.as_bytes(),
+        &origin,
+    )?;
+    let forked = |size: u64| {
+        signer.sign(
+            &Checkpoint {
+                origin: origin.clone(),
+                size,
+                root: [7u8; 32],
+            }
+            .text(),
+        )
+    };
+    let (status, body) = http(
+        witness.addr,
+        "POST",
+        "/add-checkpoint",
+        &request_body(4, &[], &forked(4)?),
+    )?;
+    assert_eq!((status, body.as_str()), (409, "4\n"));
+    let (status, _) = http(
+        witness.addr,
+        "POST",
+        "/add-checkpoint",
+        &request_body(4, &[[1u8; 32], [2u8; 32]], &forked(6)?),
+    )?;
+    assert_eq!(status, 422);
+
+    // The witness goes away: students still enroll and submit.
+    drop(witness);
+    let out = server.client(&["1155000003"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        server.wait_log("witness witness.test/w1: no cosignature", 30),
+        "{}",
+        server.log()
+    );
+    Ok(())
+}
