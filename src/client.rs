@@ -403,6 +403,9 @@ pub struct ClientOptions {
     /// Send the report even when a saved receipt shows Blackboard already
     /// accepted the same bytes (--resubmit).
     pub resubmit: bool,
+    /// Witnesses whose cosignatures she looks for on the log's
+    /// checkpoints (--witness-key).
+    pub witnesses: Vec<crate::tlog::cosignature::CosignatureVerifier>,
 }
 
 /// The environment variable the binary reads her enrollment code from.
@@ -691,6 +694,7 @@ fn keep_checkpoint(
     what: &str,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(), ClientError> {
+    witnessed(opts, note, progress)?;
     let mut prove = |old: u64, new: u64| enrollment::ask_consistency(opts, old, new);
     let kept = opts.out_dir.join(logcheck::CHECKPOINT_FILE);
     match logcheck::remember(&opts.out_dir, note, &mut prove)
@@ -705,6 +709,39 @@ fn keep_checkpoint(
              kept in {} could not be checked ({why}); it is checked on her next run",
             kept.display()
         )),
+    }
+    Ok(())
+}
+
+/// The witnesses' cosignatures on a checkpoint a proof led to: each
+/// trusted witness's is checked, and one that is there but does not
+/// verify is refused. One that is not there is said, by name: a receipt's
+/// checkpoint is signed as the submission commits and witnesses cosign it
+/// moments later, so only the log's served checkpoint (`client audit
+/// --witness-key`) must carry them all.
+fn witnessed(
+    opts: &ClientOptions,
+    note: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ClientError> {
+    use crate::tlog::cosignature::CosignatureError;
+    for w in &opts.witnesses {
+        match w.verify(note) {
+            Ok(_) => progress(&format!(
+                "the log's checkpoint is cosigned by witness {}",
+                w.name()
+            )),
+            Err(CosignatureError::Missing { name }) => progress(&format!(
+                "the log's checkpoint in this proof is not (yet) cosigned by witness {name}: \
+                 it was signed before the witness answered; `client audit --witness-key` \
+                 checks the log's cosigned checkpoint"
+            )),
+            Err(e) => {
+                return Err(ClientError::Protocol(format!(
+                    "the log's checkpoint carries a bad witness cosignature: {e}"
+                )))
+            }
+        }
     }
     Ok(())
 }
@@ -851,6 +888,7 @@ mod tests {
             admission_secret: None,
             timeout: Duration::from_secs(1),
             resubmit: false,
+            witnesses: Vec::new(),
         };
         let err = run_student(&opts, "../x", &mut |_| {}).unwrap_err();
         assert!(matches!(err, ClientError::BadSid { .. }), "{err}");

@@ -91,6 +91,22 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> std::io::Resu
     Ok((status, body))
 }
 
+/// `/log/checkpoint` once it carries the witness's cosignature (the
+/// witness thread asks right after the commit; bounded wait).
+fn cosigned_checkpoint(log_http: SocketAddr) -> Result<String, Box<dyn std::error::Error>> {
+    let mut note = String::new();
+    for _ in 0..200 {
+        let (status, body) = http(log_http, "GET", "/log/checkpoint", "")?;
+        assert_eq!(status, 200, "{body}");
+        note = body;
+        if note.contains(WITNESS_NAME) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(note)
+}
+
 #[test]
 fn a_witness_cosigns_the_log_refuses_a_fork_and_being_down_stops_nothing() -> TestResult {
     // The log server's first start makes the log key; one student.
@@ -133,16 +149,7 @@ fn a_witness_cosigns_the_log_refuses_a_fork_and_being_down_stops_nothing() -> Te
     let cosigner = CosignatureVerifier::from_key(&wkey)?;
     let log = NoteVerifier::from_key(&log_vkey)?;
     let origin = log.name().to_string();
-    let mut note = String::new();
-    for _ in 0..200 {
-        let (status, body) = http(log_http, "GET", "/log/checkpoint", "")?;
-        assert_eq!(status, 200, "{body}");
-        note = body;
-        if note.contains(WITNESS_NAME) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let note = cosigned_checkpoint(log_http)?;
     assert!(
         cosigner.verify(&note).is_ok(),
         "not cosigned: {note}\n{}",
@@ -151,8 +158,56 @@ fn a_witness_cosigns_the_log_refuses_a_fork_and_being_down_stops_nothing() -> Te
     let head = Checkpoint::open(&note, &log, &origin)?;
     assert_eq!(head.size, 4);
 
+    // Her client, trusting the witness: a receipt's checkpoint is said to
+    // be cosigned or not yet (it is signed as the report commits) ...
+    let out = server.client(&["1155000004", "--witness-key", &wkey])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        common::stdout(&out).contains("witness witness.test/w1"),
+        "{}",
+        text(&out)
+    );
+    // ... and her audit requires the served checkpoint be cosigned by each
+    // witness she names.
+    let size6 = cosigned_checkpoint(log_http)?;
+    assert!(size6.starts_with(&format!("{origin}\n6\n")), "{size6}");
+    let log_url = format!("http://{log_http}/log");
+    let audit = |keys: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "1155000004",
+            "--log-url",
+            &log_url,
+            "--log-key",
+            &log_vkey,
+        ];
+        for k in keys {
+            args.extend(["--witness-key", k]);
+        }
+        server.client(&args)
+    };
+    let ok = audit(&[&wkey])?;
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(
+        common::stdout(&ok).contains("checkpoint cosigned by witness witness.test/w1"),
+        "{}",
+        text(&ok)
+    );
+    let other = certboard::tlog::cosignature::Cosigner::new(
+        "witness.test/absent",
+        openssl::pkey::PKey::generate_ed25519()?,
+    )?
+    .verifier_key();
+    let missing = audit(&[&wkey, &other])?;
+    assert!(!missing.status.success(), "{}", text(&missing));
+    assert!(
+        common::stdout(&missing).contains("no cosignature by witness witness.test/absent"),
+        "{}",
+        text(&missing)
+    );
+
     // A fork: the real log key signs another tree of the same size. The
-    // witness, which cosigned size 4 already, refuses it (409), and a
+    // witness, which cosigned size 6 already, refuses it (409), and a
     // larger forked tree cannot prove it extends what it cosigned (422).
     let signer = certboard::tlog::key::open_log_key(
         &server.path().join("keys"),
@@ -173,20 +228,20 @@ fn a_witness_cosigns_the_log_refuses_a_fork_and_being_down_stops_nothing() -> Te
         witness.addr,
         "POST",
         "/add-checkpoint",
-        &request_body(4, &[], &forked(4)?),
+        &request_body(6, &[], &forked(6)?),
     )?;
-    assert_eq!((status, body.as_str()), (409, "4\n"));
+    assert_eq!((status, body.as_str()), (409, "6\n"));
     let (status, _) = http(
         witness.addr,
         "POST",
         "/add-checkpoint",
-        &request_body(4, &[[1u8; 32], [2u8; 32]], &forked(6)?),
+        &request_body(6, &[[1u8; 32], [2u8; 32]], &forked(8)?),
     )?;
     assert_eq!(status, 422);
 
     // The witness goes away: students still enroll and submit.
     drop(witness);
-    let out = server.client(&["1155000003"])?;
+    let out = server.client(&["1155000005"])?;
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         server.wait_log("witness witness.test/w1: no cosignature", 30),

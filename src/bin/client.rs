@@ -235,6 +235,13 @@ struct CommonArgs {
     /// Seconds to wait for any network step.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
+    /// A witness she trusts (its verifier key, as `server witness key`
+    /// prints it; repeat for several). `client audit` then refuses a
+    /// checkpoint without a valid cosignature by each, naming the one
+    /// missing; on a receipt's or certificate's checkpoint a bad
+    /// cosignature is refused and a missing one is said.
+    #[arg(long = "witness-key", global = true, value_name = "VKEY")]
+    witness_key: Vec<String>,
 }
 
 /// Why a certificate file named on the command line is unusable.
@@ -290,6 +297,8 @@ enum UsageError {
     BlackboardName(certboard::ca::CaError),
     /// The admission secret file is unusable.
     AdmissionSecret(config::SecretError),
+    /// A `--witness-key` is not a witness's verifier key.
+    WitnessKey(certboard::tlog::cosignature::CosignatureError),
     /// A SID is not valid.
     Sid {
         /// The SID as given.
@@ -332,6 +341,7 @@ impl fmt::Display for UsageError {
             ),
             UsageError::BlackboardName(e) => write!(f, "--blackboard-name: {e}"),
             UsageError::AdmissionSecret(e) => write!(f, "--admission-secret-file: {e}"),
+            UsageError::WitnessKey(e) => write!(f, "--witness-key: {e}"),
             UsageError::Sid { sid, source } => write!(f, "SID {sid:?}: {source}"),
             UsageError::CodeOnCommandLine => write!(
                 f,
@@ -362,6 +372,7 @@ impl std::error::Error for UsageError {
             UsageError::ReadFile { source, .. } => Some(source),
             UsageError::BlackboardName(e) => Some(e),
             UsageError::AdmissionSecret(e) => Some(e),
+            UsageError::WitnessKey(e) => Some(e),
             UsageError::Sid { source, .. } => Some(source),
             UsageError::Code { source, .. } => Some(source),
             UsageError::ReadCode(e) => Some(e),
@@ -755,6 +766,7 @@ fn options(
         admission_secret,
         timeout: Duration::from_secs(cli.timeout.max(1)),
         resubmit,
+        witnesses: witness_keys(cli).map_err(UsageError::WitnessKey)?,
     })
 }
 
@@ -848,6 +860,19 @@ fn progress_lines(msg: &str) {
     }
 }
 
+/// The `--witness-key`s.
+fn witness_keys(
+    cli: &CommonArgs,
+) -> Result<
+    Vec<certboard::tlog::cosignature::CosignatureVerifier>,
+    certboard::tlog::cosignature::CosignatureError,
+> {
+    cli.witness_key
+        .iter()
+        .map(|k| certboard::tlog::cosignature::CosignatureVerifier::from_key(k))
+        .collect()
+}
+
 /// `client audit`: what the log holds for her, checked.
 fn audit(common: &CommonArgs, url: &str, key: Option<&str>, sid: &str) -> ExitCode {
     if let Err(e) = certboard::sid::validate(sid) {
@@ -861,11 +886,19 @@ fn audit(common: &CommonArgs, url: &str, key: Option<&str>, sid: &str) -> ExitCo
             return ExitCode::from(2);
         }
     };
+    let witnesses = match witness_keys(common) {
+        Ok(w) => w,
+        Err(e) => {
+            complain(&format!("--witness-key: {e}"));
+            return ExitCode::from(2);
+        }
+    };
     let dir = common.out_dir.join(sid);
     let timeout = Duration::from_secs(common.timeout.max(1));
     let found = match certboard::client::audit::audit(
         url,
         verifier.as_ref(),
+        &witnesses,
         sid,
         &dir,
         &common.out_dir,
@@ -887,6 +920,9 @@ fn audit(common: &CommonArgs, url: &str, key: Option<&str>, sid: &str) -> ExitCo
             " (no --log-key: the checkpoint's signature was not checked)"
         }
     ));
+    for w in &found.witnessed_by {
+        say(&format!("checkpoint cosigned by witness {}", escaped(w)));
+    }
     let mut trouble = 0;
     say(&format!(
         "certificates logged for {sid}: {}",

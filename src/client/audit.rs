@@ -38,6 +38,9 @@ pub enum AuditError {
     /// The checkpoint or an entry does not hold up (a bad signature, a
     /// root the entries do not give, a malformed entry).
     Log(String),
+    /// The checkpoint lacks a valid cosignature by a witness she trusts
+    /// (`--witness-key`).
+    NotWitnessed(crate::tlog::cosignature::CosignatureError),
     /// SECURITY: the log does not extend the checkpoint she kept.
     Fork {
         /// The size she saw.
@@ -51,6 +54,11 @@ impl fmt::Display for AuditError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AuditError::BadUrl(u) => write!(f, "{u:?} is not an http://host:port/... log URL"),
+            AuditError::NotWitnessed(e) => write!(
+                f,
+                "{e}: no witness she trusts vouches that everyone is shown this tree (the \
+                 witness may be down, or not asked yet: try again shortly)"
+            ),
             AuditError::Fetch { url, why } => write!(f, "fetching {url}: {why}"),
             AuditError::Log(why) => write!(f, "the log does not hold up: {why}"),
             AuditError::Fork { kept, now } => write!(
@@ -173,6 +181,8 @@ pub struct Audit {
     pub checkpoint: Checkpoint,
     /// Whether its signature was checked with the log's key.
     pub signature_checked: bool,
+    /// The witnesses whose cosignatures of it were checked.
+    pub witnessed_by: Vec<String>,
     /// Her certificates in the log.
     pub certs: Vec<LoggedCert>,
     /// Her submissions in the log.
@@ -186,6 +196,7 @@ pub struct Audit {
 pub fn audit(
     url: &str,
     log_key: Option<&NoteVerifier>,
+    witnesses: &[crate::tlog::cosignature::CosignatureVerifier],
     sid: &str,
     dir: &Path,
     out_dir: &Path,
@@ -207,6 +218,9 @@ pub fn audit(
             )
         }
     };
+    // Each witness she trusts must have cosigned this very tree.
+    crate::tlog::cosignature::require_all(&note, witnesses).map_err(AuditError::NotWitnessed)?;
+    let witnessed_by = witnesses.iter().map(|w| w.name().to_string()).collect();
     let size = checkpoint.size;
     let mut entries: Vec<Vec<u8>> = Vec::with_capacity(size.min(1 << 20) as usize);
     let mut index = 0u64;
@@ -327,6 +341,7 @@ pub fn audit(
     Ok(Audit {
         checkpoint,
         signature_checked,
+        witnessed_by,
         certs,
         submissions,
         missing_receipts,
