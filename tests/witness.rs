@@ -250,3 +250,24 @@ fn a_witness_cosigns_the_log_refuses_a_fork_and_being_down_stops_nothing() -> Te
     );
     Ok(())
 }
+
+/// examples/witness.sh: the cosigned checkpoint checked by her client and
+/// by the independent verifier, the forked checkpoint refused, and a
+/// submission with the witness down.
+#[test]
+fn the_witness_example_runs() -> TestResult {
+    let out = common::run_example("witness.sh")?;
+    let s = text(&out);
+    assert!(out.status.success(), "{s}");
+    assert!(
+        s.contains("checkpoint cosigned by witness witness.example/w1"),
+        "{s}"
+    );
+    assert!(
+        s.contains("OK CUHK/certboard-log: checkpoint of 2 entries cosigned by witness.example/w1"),
+        "{s}"
+    );
+    assert!(s.contains("witness answered 409"), "{s}");
+    assert!(s.contains("== submitted without the witness"), "{s}");
+    Ok(())
+}

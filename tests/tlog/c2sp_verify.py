@@ -5,12 +5,15 @@ tlog-tiles) and RFC 6962/9162 alone: it shares no code with certboard.
 
   c2sp_verify.py proof  --vkey VKEY --origin O --leaf FILE --proof FILE
   c2sp_verify.py tiles  --vkey VKEY --origin O --url URL [--old CHECKPOINT]
+  c2sp_verify.py cosig  --vkey VKEY --origin O --witness WVKEY --note FILE
 
 `proof` checks a tlog-proof for one entry (the entry's raw bytes in
 --leaf). `tiles` fetches <URL>/checkpoint, verifies it, fetches every
 entry bundle and hash tile the checkpoint's size needs, recomputes the
 root from the entries and checks each tile against the entries; with
---old, also that an older checkpoint's tree is a prefix of it. Prints what
+--old, also that an older checkpoint's tree is a prefix of it. `cosig`
+checks a checkpoint note's log signature and the C2SP tlog-cosignature
+(cosignature/v1, Ed25519) of the witness whose vkey is --witness. Prints what
 it checked and exits 0, or prints why not and exits 1.
 """
 import argparse
@@ -208,21 +211,55 @@ def cmd_tiles(a):
     print("OK %s: %d entries recompute the checkpoint's root; every tile matches" % (a.origin, size))
 
 
+def cmd_cosig(a):
+    note = open(a.note).read()
+    size, _ = parse_checkpoint(note, a.vkey, a.origin)
+    name, keyid, key = a.witness.strip().split("+", 2)
+    raw = b64(key)
+    if raw[0] != 4 or len(raw) != 33:
+        fail("the witness key is not a cosignature/v1 (type 0x04) Ed25519 key")
+    want = hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4]
+    if want.hex() != keyid:
+        fail("witness key id does not match")
+    pub = Ed25519PublicKey.from_public_bytes(raw[1:])
+    cut = note.rfind("\n\n")
+    text, sigs = note[: cut + 1], note[cut + 2 :]
+    for line in sigs.rstrip("\n").split("\n"):
+        sname, sig = line[2:].split(" ", 1)
+        blob = b64(sig)
+        if sname != name or blob[:4] != want:
+            continue
+        if len(blob) != 4 + 8 + 64:
+            fail("cosignature by %s is not key id, timestamp, signature" % name)
+        ts = int.from_bytes(blob[4:12], "big")
+        msg = ("cosignature/v1\ntime %d\n" % ts).encode() + text.encode()
+        try:
+            pub.verify(blob[12:], msg)
+        except InvalidSignature:
+            fail("cosignature by %s does not verify" % name)
+        print("OK %s: checkpoint of %d entries cosigned by %s at %d" % (a.origin, size, name, ts))
+        return
+    fail("no cosignature by %s" % name)
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("proof", "tiles"):
+    for name in ("proof", "tiles", "cosig"):
         s = sub.add_parser(name)
         s.add_argument("--vkey", required=True)
         s.add_argument("--origin", required=True)
         if name == "proof":
             s.add_argument("--leaf", required=True)
             s.add_argument("--proof", required=True)
+        elif name == "cosig":
+            s.add_argument("--witness", required=True)
+            s.add_argument("--note", required=True)
         else:
             s.add_argument("--url", required=True)
             s.add_argument("--old")
     a = p.parse_args()
-    {"proof": cmd_proof, "tiles": cmd_tiles}[a.cmd](a)
+    {"proof": cmd_proof, "tiles": cmd_tiles, "cosig": cmd_cosig}[a.cmd](a)
 
 
 if __name__ == "__main__":
