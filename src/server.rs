@@ -999,8 +999,10 @@ impl Server {
                     info!("checkpoints are sent to witness {} for cosigning", t.name());
                 }
                 Some(
-                    witnessing::Witnessing::start(&cfg.witnesses, signer, || location.open())
-                        .map_err(|e| ServerError::Io("starting the witness threads".into(), e))?,
+                    witnessing::Witnessing::start(&cfg.witnesses, signer, &metrics, || {
+                        location.open()
+                    })
+                    .map_err(|e| ServerError::Io("starting the witness threads".into(), e))?,
                 )
             }
             _ => None,

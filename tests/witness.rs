@@ -157,6 +157,13 @@ fn a_witness_cosigns_the_log_refuses_a_fork_and_being_down_stops_nothing() -> Te
     );
     let head = Checkpoint::open(&note, &log, &origin)?;
     assert_eq!(head.size, 4);
+    let (_, metrics) = http(log_http, "GET", "/metrics", "")?;
+    assert!(
+        metrics.contains(
+            "certboard_witness_requests_total{witness=\"witness.test/w1\",outcome=\"cosigned\"}"
+        ),
+        "{metrics}"
+    );
 
     // Her client, trusting the witness: a receipt's checkpoint is said to
     // be cosigned or not yet (it is signed as the report commits) ...
@@ -247,6 +254,13 @@ fn a_witness_cosigns_the_log_refuses_a_fork_and_being_down_stops_nothing() -> Te
         server.wait_log("witness witness.test/w1: no cosignature", 30),
         "{}",
         server.log()
+    );
+    let (_, metrics) = http(log_http, "GET", "/metrics", "")?;
+    assert!(
+        metrics.contains(
+            "certboard_witness_requests_total{witness=\"witness.test/w1\",outcome=\"failed\"}"
+        ),
+        "{metrics}"
     );
     Ok(())
 }

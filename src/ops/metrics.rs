@@ -45,6 +45,12 @@ struct ListenerLabel {
 
 /// Upper bounds of the commit latency buckets, in seconds: 0.5 ms doubling
 /// to about 2 s, the span from a batched fsync on an SSD to a stalled disk.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WitnessLabel {
+    witness: String,
+    outcome: &'static str,
+}
+
 fn commit_latency_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.0005, 2.0, 13)
 }
@@ -91,6 +97,7 @@ pub(crate) struct Metrics {
     store_reports: Gauge,
     store_roster: Gauge,
     store_read_at: Gauge,
+    witness_requests: Family<WitnessLabel, Counter>,
     /// Told of each scrape, so that the store's gauges are read again soon
     /// after one (see `ops::store_gauges`); never waited on.
     scraped: OnceLock<SyncSender<()>>,
@@ -134,6 +141,7 @@ impl Metrics {
             store_reports: Gauge::default(),
             store_roster: Gauge::default(),
             store_read_at: Gauge::default(),
+            witness_requests: Family::default(),
             scraped: OnceLock::new(),
         };
         let mut registry = m.registry;
@@ -177,6 +185,11 @@ impl Metrics {
             "open_connections",
             "Connections open now, by listener",
             m.open_connections.clone(),
+        );
+        registry.register(
+            "witness_requests",
+            "Checkpoints sent to a witness to cosign, by witness and outcome (cosigned, failed)",
+            m.witness_requests.clone(),
         );
         registry.register(
             "records_awaiting_commit",
@@ -300,6 +313,17 @@ impl Metrics {
     pub(crate) fn connection_refused(&self, listener: &'static str) {
         self.connections_refused
             .get_or_create(&ListenerLabel { listener })
+            .inc();
+    }
+
+    /// A witness was asked to cosign a checkpoint: `outcome` is `cosigned`
+    /// or `failed` (refused, down, or an answer that does not verify).
+    pub(crate) fn witness_request(&self, witness: &str, outcome: &'static str) {
+        self.witness_requests
+            .get_or_create(&WitnessLabel {
+                witness: witness.to_string(),
+                outcome,
+            })
             .inc();
     }
 

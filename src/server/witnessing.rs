@@ -167,9 +167,10 @@ impl Drop for Witnessing {
 impl Witnessing {
     /// Starts one thread per witness, each reading the tree through its
     /// own store from `open`.
-    pub fn start(
+    pub(crate) fn start(
         witnesses: &Witnesses,
         signer: &Arc<CheckpointSigner>,
+        metrics: &Arc<crate::ops::metrics::Metrics>,
         mut open: impl FnMut() -> Result<Box<dyn Storage + Send>, crate::store::StoreError>,
     ) -> Result<Witnessing, std::io::Error> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -185,6 +186,7 @@ impl Witnessing {
                 timeout: witnesses.timeout,
                 signer: Arc::clone(signer),
                 store,
+                metrics: Arc::clone(metrics),
                 known: None,
                 done: None,
                 failing: false,
@@ -215,6 +217,7 @@ struct Asker {
     timeout: Duration,
     signer: Arc<CheckpointSigner>,
     store: Box<dyn Storage + Send>,
+    metrics: Arc<crate::ops::metrics::Metrics>,
     /// The size the witness last cosigned, as far as known.
     known: Option<u64>,
     /// The size it cosigned for this process last.
@@ -230,7 +233,13 @@ impl Asker {
             if stop.load(Ordering::SeqCst) {
                 return;
             }
-            if let Err(why) = self.round() {
+            let outcome = self.round();
+            match &outcome {
+                Ok(true) => self.metrics.witness_request(self.target.name(), "cosigned"),
+                Ok(false) => {}
+                Err(_) => self.metrics.witness_request(self.target.name(), "failed"),
+            }
+            if let Err(why) = outcome {
                 if !std::mem::replace(&mut self.failing, true) {
                     log::warn!(
                         "witness {}: no cosignature ({why}); checkpoints go out without it \
@@ -247,14 +256,15 @@ impl Asker {
         }
     }
 
-    /// Has the current tree cosigned, if it is not already.
-    fn round(&mut self) -> Result<(), String> {
+    /// Has the current tree cosigned, if it is not already; `Ok(true)`
+    /// when it was asked and cosigned now.
+    fn round(&mut self) -> Result<bool, String> {
         let head = self
             .store
             .log_head()
             .map_err(|e| format!("reading the log: {e}"))?;
         if head.size == 0 || self.done == Some(head.size) {
-            return Ok(());
+            return Ok(false);
         }
         let note = self
             .signer
@@ -266,7 +276,7 @@ impl Asker {
             if old > head.size {
                 // It has cosigned a larger tree (another host was quicker);
                 // this one's turn comes when the tree read here catches up.
-                return Ok(());
+                return Ok(false);
             }
             let store = &mut self.store;
             let proof = consistency_proof(old, head.size, |ids: &[NodeId]| store.log_nodes(ids))
@@ -300,7 +310,7 @@ impl Asker {
                         self.target.name(),
                         head.size
                     );
-                    return Ok(());
+                    return Ok(true);
                 }
                 Answered::Conflict(size) => self.known = Some(size),
                 Answered::Refused(status, why) => {
