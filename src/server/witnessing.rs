@@ -274,8 +274,20 @@ impl Asker {
         for _ in 0..2 {
             let old = self.known.unwrap_or(0);
             if old > head.size {
-                // It has cosigned a larger tree (another host was quicker);
-                // this one's turn comes when the tree read here catches up.
+                // It has cosigned a larger tree: another host may have
+                // grown the log since it was read here (then this is its
+                // turn no more), or the log lost what the witness saw.
+                let now = self
+                    .store
+                    .log_head()
+                    .map_err(|e| format!("reading the log: {e}"))?;
+                if now.size < old {
+                    return Err(format!(
+                        "it has cosigned a tree of {old} entries and this log holds {}: \
+                         was the log rolled back or replaced?",
+                        now.size
+                    ));
+                }
                 return Ok(false);
             }
             let store = &mut self.store;

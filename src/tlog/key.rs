@@ -143,24 +143,77 @@ pub const WITNESS_KEY_FILE: &str = "witness-key.pem";
 /// key: the name is part of its key id, so it is fixed at `init`.
 pub const WITNESS_NAME_FILE: &str = "witness-name";
 
+/// Why a witness key could not be made or opened.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum WitnessKeyError {
+    /// `init` found a key already: a witness keeps its key (logs and
+    /// clients pin it).
+    Exists(PathBuf),
+    /// No key yet: `server witness init` first.
+    Missing(PathBuf),
+    /// The name cannot name a witness key.
+    BadName(super::cosignature::CosignatureError),
+    /// Reading, writing, permissions, passphrase, OpenSSL.
+    Key(CaError),
+}
+
+impl std::fmt::Display for WitnessKeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WitnessKeyError::Exists(p) => write!(
+                f,
+                "{} exists already: a witness keeps its key (logs and students pin it)",
+                p.display()
+            ),
+            WitnessKeyError::Missing(p) => write!(
+                f,
+                "no witness key {}: make it first with `server witness init --name NAME` \
+                 (same --keys-dir)",
+                p.display()
+            ),
+            WitnessKeyError::BadName(e) => write!(f, "witness name: {e}"),
+            WitnessKeyError::Key(e) => write!(f, "witness key: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for WitnessKeyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WitnessKeyError::BadName(e) => Some(e),
+            WitnessKeyError::Key(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<CaError> for WitnessKeyError {
+    fn from(e: CaError) -> Self {
+        WitnessKeyError::Key(e)
+    }
+}
+
+impl From<openssl::error::ErrorStack> for WitnessKeyError {
+    fn from(e: openssl::error::ErrorStack) -> Self {
+        WitnessKeyError::Key(CaError::Crypto(e))
+    }
+}
+
 /// Creates a witness's Ed25519 key in `keys_dir` (encrypted under
 /// `passphrase`, mode 0600) cosigning as `name`; refuses to replace one.
 pub fn create_witness_key(
     keys_dir: &Path,
     passphrase: &[u8],
     name: &str,
-) -> Result<super::cosignature::Cosigner, CaError> {
+) -> Result<super::cosignature::Cosigner, WitnessKeyError> {
     let path = keys_dir.join(WITNESS_KEY_FILE);
     if path.exists() {
-        return Err(CaError::UnsupportedKey(format!(
-            "{} exists already: a witness keeps its key (clients pin it)",
-            path.display()
-        )));
+        return Err(WitnessKeyError::Exists(path));
     }
     let key: PKey<Private> = PKey::generate_ed25519()?;
-    let cosigner = super::cosignature::Cosigner::new(name, key.clone()).map_err(|e| {
-        CaError::UnsupportedKey(format!("witness name {name:?} cannot name a key: {e}"))
-    })?;
+    let cosigner =
+        super::cosignature::Cosigner::new(name, key.clone()).map_err(WitnessKeyError::BadName)?;
     let pem = key.private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), passphrase)?;
     crate::fsutil::write_private_atomic(&path, &pem, 0o600).map_err(crate::ca::write_err(&path))?;
     let name_path = keys_dir.join(WITNESS_NAME_FILE);
@@ -174,9 +227,12 @@ pub fn create_witness_key(
 pub fn open_witness_key(
     keys_dir: &Path,
     passphrase: &[u8],
-) -> Result<super::cosignature::Cosigner, CaError> {
+) -> Result<super::cosignature::Cosigner, WitnessKeyError> {
     let path = keys_dir.join(WITNESS_KEY_FILE);
     let name_path = keys_dir.join(WITNESS_NAME_FILE);
+    if !path.exists() {
+        return Err(WitnessKeyError::Missing(path));
+    }
     crate::fsutil::check_private_file_perms(&path).map_err(CaError::UnsafeKeys)?;
     let io = |p: &Path| {
         let p = p.to_path_buf();
@@ -187,7 +243,7 @@ pub fn open_witness_key(
     let key = PKey::private_key_from_pem_passphrase(&pem, passphrase)
         .map_err(|_| CaError::BadPassphrase(path.clone()))?;
     super::cosignature::Cosigner::new(name.trim_end_matches('\n'), key)
-        .map_err(|e| CaError::UnsupportedKey(format!("{}: {e}", path.display())))
+        .map_err(WitnessKeyError::BadName)
 }
 
 #[cfg(test)]
@@ -234,14 +290,25 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let keys = dir.path().join("keys");
         crate::fsutil::create_private_dir_all(&keys)?;
+        let none = open_witness_key(&keys, b"passphrase!").map(|_| ());
+        assert!(
+            matches!(&none, Err(WitnessKeyError::Missing(_))),
+            "{none:?}"
+        );
+        assert!(none
+            .map_err(|e| e.to_string())
+            .is_err_and(|m| m.contains("server witness init")));
         let made = create_witness_key(&keys, b"passphrase!", "witness.example/w1")?;
-        assert!(create_witness_key(&keys, b"passphrase!", "witness.example/w1").is_err());
         let again = open_witness_key(&keys, b"passphrase!")?;
         assert_eq!(again.verifier_key(), made.verifier_key());
         assert_eq!(again.name(), "witness.example/w1");
         assert!(matches!(
             open_witness_key(&keys, b"wrong passphrase"),
-            Err(CaError::BadPassphrase(_))
+            Err(WitnessKeyError::Key(CaError::BadPassphrase(_)))
+        ));
+        assert!(matches!(
+            create_witness_key(&keys, b"passphrase!", "witness.example/w1"),
+            Err(WitnessKeyError::Exists(_))
         ));
         Ok(())
     }

@@ -576,6 +576,46 @@ mod tests {
     }
 
     #[test]
+    fn two_racing_requests_from_one_size_never_both_win() -> TestResult {
+        let s = setup(None)?;
+        let tree = Tree::of(&["a", "b", "c", "d"]);
+        let cp2 = checkpoint(&s.log, 2, tree.root(2))?;
+        assert!(matches!(
+            s.witness
+                .add_checkpoint(request_body(0, &[], &cp2).as_bytes(), 1),
+            Outcome::Cosigned(_)
+        ));
+        let to3 = request_body(
+            2,
+            &tree.consistency(2, 3)?,
+            &checkpoint(&s.log, 3, tree.root(3))?,
+        );
+        let to4 = request_body(
+            2,
+            &tree.consistency(2, 4)?,
+            &checkpoint(&s.log, 4, tree.root(4))?,
+        );
+        let (a, b) = std::thread::scope(|scope| {
+            let a = scope.spawn(|| s.witness.add_checkpoint(to3.as_bytes(), 2));
+            let b = scope.spawn(|| s.witness.add_checkpoint(to4.as_bytes(), 2));
+            (a.join(), b.join())
+        });
+        let (a, b) = (a.map_err(|_| "panicked")?, b.map_err(|_| "panicked")?);
+        // One is cosigned; the other learns the new size. The state is the
+        // winner's, never rolled back to the loser's.
+        match (&a, &b) {
+            (Outcome::Cosigned(_), Outcome::Conflict { size: 3 }) => {
+                assert_eq!(s.witness.latest(ORIGIN), Some((3, tree.root(3))))
+            }
+            (Outcome::Conflict { size: 4 }, Outcome::Cosigned(_)) => {
+                assert_eq!(s.witness.latest(ORIGIN), Some((4, tree.root(4))))
+            }
+            other => return Err(format!("both or neither won: {other:?}").into()),
+        }
+        Ok(())
+    }
+
+    #[test]
     fn the_state_survives_a_restart_and_damage_is_refused() -> TestResult {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("witness-state");
