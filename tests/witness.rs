@@ -2,9 +2,11 @@
 //! own port cosigns the checkpoints a running log server sends it
 //! (`--witness`), `/log/checkpoint` then carries the cosignature, a forked
 //! checkpoint signed with the real log key is refused by the witness, and
-//! a witness that is down holds up nothing.
+//! a witness that is down holds up nothing. Two hosts on one PostgreSQL
+//! database ask the same witness, which ends up with the one log's tree.
 
 mod common;
+mod pg;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -283,5 +285,88 @@ fn the_witness_example_runs() -> TestResult {
     );
     assert!(s.contains("witness answered 409"), "{s}");
     assert!(s.contains("== submitted without the witness"), "{s}");
+    Ok(())
+}
+
+fn copy_keys(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let keys = to.join("keys");
+    std::fs::create_dir(&keys)?;
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o700))?;
+    for f in ["ca-key.pem", "ca-cert.pem", "log-key.pem"] {
+        std::fs::copy(from.join("keys").join(f), keys.join(f))?;
+    }
+    for f in ["ca-key.pem", "log-key.pem"] {
+        std::fs::set_permissions(keys.join(f), std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// Two hosts on one PostgreSQL database, both asking one witness: each
+/// thread starts from old size 0, learns the witness's size from a 409,
+/// and the witness ends up holding the one log's whole tree, cosigned.
+#[test]
+fn two_hosts_on_postgresql_have_one_log_witnessed() -> TestResult {
+    let cluster = pg::Cluster::shared().map_err(|e| e as Box<dyn std::error::Error>)?;
+    let url = cluster
+        .fresh_db("witnessed")
+        .map_err(|e| e as Box<dyn std::error::Error>)?;
+    let first = TestServer::start(&["--database", &url])?;
+    let log_vkey = first
+        .admin_ok(&["log", "key", "--database", &url])?
+        .trim()
+        .to_string();
+    let wdir = tempfile::tempdir()?;
+    let init = server_in(wdir.path())
+        .args(["witness", "init", "--name", WITNESS_NAME])
+        .output()?;
+    assert!(init.status.success(), "{}", text(&init));
+    let wkey = String::from_utf8(init.stdout)?.trim().to_string();
+    let witness = start_witness(wdir.path(), &log_vkey)?;
+    let witness_url = format!("http://{}", witness.addr);
+    let flags = [
+        "--database",
+        url.as_str(),
+        "--http-listen",
+        "127.0.0.1:0",
+        "--witness",
+        witness_url.as_str(),
+        "--witness-key",
+        wkey.as_str(),
+    ];
+    let bdir = tempfile::tempdir()?;
+    copy_keys(first.path(), bdir.path())?;
+    let a = TestServer::start_in(first.crash()?, &flags)?;
+    let b = TestServer::start_in(bdir, &flags)?;
+    let a_http = a.http_addr()?;
+    for (i, host) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let sid = format!("115500002{i}");
+        let out = host.client(&[sid.as_str()])?;
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    // Eight entries, one log; its checkpoint cosigned and the witness's
+    // record is that tree.
+    let cosigner = CosignatureVerifier::from_key(&wkey)?;
+    let log = NoteVerifier::from_key(&log_vkey)?;
+    let mut head = None;
+    for _ in 0..200 {
+        let (_, note) = http(a_http, "GET", "/log/checkpoint", "")?;
+        let cp = Checkpoint::open(&note, &log, log.name())?;
+        if cp.size == 8 && cosigner.verify(&note).is_ok() {
+            head = Some(cp);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let head = head.ok_or_else(|| format!("never cosigned at size 8\n{}\n{}", a.log(), b.log()))?;
+    let state = std::fs::read_to_string(wdir.path().join("data/witness-state"))?;
+    assert_eq!(
+        state,
+        format!(
+            "{} 8 {}\n",
+            log.name(),
+            openssl::base64::encode_block(&head.root)
+        )
+    );
     Ok(())
 }
