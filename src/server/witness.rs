@@ -59,6 +59,8 @@ const MAX_INPUT: usize = 8 * 1024 + MAX_BODY;
 /// Answers waiting for a client that does not read: past this, its input
 /// is left unread.
 const MAX_OUTPUT: usize = 64 * 1024;
+/// How long a closing connection's leftover input is read and dropped.
+const LINGER: Duration = Duration::from_secs(2);
 /// How often the loop wakes to expire connections and see `stop`.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -72,6 +74,8 @@ struct Conn {
     requests: u32,
     closing: bool,
     eof: bool,
+    /// Answered for the last time; reading what is left (see `linger`).
+    lingering: bool,
 }
 
 /// A bound witness, ready to run.
@@ -207,6 +211,7 @@ impl WitnessServer {
                     requests: 0,
                     closing: false,
                     eof: false,
+                    lingering: false,
                 },
             );
         }
@@ -263,8 +268,11 @@ impl WitnessServer {
                     Err(_) => return false,
                 }
             }
-            if c.output.is_empty() && (c.closing || c.eof) {
+            if c.output.is_empty() && c.eof {
                 return false;
+            }
+            if c.output.is_empty() && c.closing {
+                return self.linger(c);
             }
             if !progressed {
                 break;
@@ -278,6 +286,34 @@ impl WitnessServer {
         self.poll
             .registry()
             .reregister(&mut c.stream, c.token, interest)
+            .is_ok()
+    }
+
+    /// A connection whose last answer is written: closing it with input
+    /// still unread would reset it, which can destroy that answer before
+    /// the client reads it (a 413 to a client still sending its body). So
+    /// its sending side is shut and what it still sends is read and
+    /// dropped (a bounded amount per event) until it closes or [`LINGER`]
+    /// passes. `false`: close it now.
+    fn linger(&self, c: &mut Conn) -> bool {
+        if !c.lingering {
+            c.lingering = true;
+            let _ = c.stream.shutdown(std::net::Shutdown::Write);
+            c.deadline = Instant::now() + LINGER;
+        }
+        let mut buf = [0u8; 4096];
+        for _ in 0..16 {
+            match c.stream.read(&mut buf) {
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        self.poll
+            .registry()
+            .reregister(&mut c.stream, c.token, Interest::READABLE)
             .is_ok()
     }
 
@@ -418,6 +454,21 @@ mod tests {
         )?;
         let mut answer = String::new();
         huge.read_to_string(&mut answer)?;
+        assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+        // Also when the client sends the body anyway: the answer is not
+        // lost to a reset.
+        let mut eager = StdStream::connect(w.addr)?;
+        eager.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut request = format!(
+            "POST /w/add-checkpoint HTTP/1.1\r\nHost: w\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY * 4
+        )
+        .into_bytes();
+        request.extend(vec![b'x'; MAX_BODY * 4]);
+        eager.write_all(&request)?;
+        eager.shutdown(std::net::Shutdown::Write)?;
+        let mut answer = String::new();
+        eager.read_to_string(&mut answer)?;
         assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
         let (status, _) = post(w.addr, "/add-checkpoint", b"")?;
         assert_eq!(status, 404);
