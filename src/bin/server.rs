@@ -204,8 +204,9 @@ struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     guesses_per_sid: u32,
     /// A C2SP tlog-witness to ask to cosign each new checkpoint
-    /// (`http://HOST:PORT[/PREFIX]`, e.g. one run by `server witness run`
-    /// on another host); repeat for several, each with its --witness-key.
+    /// (`http://HOST:PORT[/PREFIX]` or `https://...`, e.g. one run by
+    /// `server witness run` on another host); repeat for several, each
+    /// with its --witness-key.
     /// Asked off the event loops: a witness that is down is logged and
     /// never holds up an enrollment or a submission. Checkpoints handed out
     /// once a witness has cosigned their tree carry its cosignature.
@@ -218,6 +219,11 @@ struct RunArgs {
     /// Seconds one request to a witness may take.
     #[arg(long, value_name = "SECS", default_value_t = 2.0)]
     witness_timeout: f64,
+    /// PEM roots that `https://` witnesses' certificates must chain to
+    /// (default: OpenSSL's default roots; SSL_CERT_FILE or SSL_CERT_DIR
+    /// name the system's).
+    #[arg(long, value_name = "FILE")]
+    witness_ca: Option<PathBuf>,
 }
 
 fn rfc3339_arg(s: &str) -> Result<i64, certboard::time::BadTime> {
@@ -724,6 +730,7 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
         witnesses: server::witnessing::Witnesses {
             targets: server::witnessing::WitnessTarget::pair(&a.witness, &a.witness_key)?,
             timeout: seconds("witness-timeout", a.witness_timeout)?,
+            ca_file: a.witness_ca.clone(),
         },
         staff_listen: a.staff_listen,
         staff: certboard::staff::StaffConfig {
@@ -742,6 +749,8 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
             return Err("--submissions-open must be before --submissions-close".into());
         }
     }
+    // A bad --witness-ca is said before anything starts.
+    cfg.witnesses.tls()?;
     let server = Server::bind(&cfg)?;
     // For the instructor to publish: students' clients compare it with the
     // root they are given (trust on first use, or --ca-fingerprint).

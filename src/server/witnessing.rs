@@ -6,6 +6,11 @@
 //! against the witness's key and keeps it in the [`CheckpointSigner`], so
 //! checkpoints of that tree handed out from then on carry it.
 //!
+//! `https://` witnesses are reached with OpenSSL, their certificate checked
+//! against `--witness-ca FILE` or else OpenSSL's default roots
+//! (`SSL_CERT_FILE` / `SSL_CERT_DIR` point it at the system's), and their
+//! name (or IP address) checked.
+//!
 //! Nothing on the event loops waits for this: a loop that signs a new
 //! checkpoint only wakes the threads. A witness that is slow or down
 //! costs its own thread at most `--witness-timeout` per attempt and is
@@ -17,6 +22,8 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use openssl::ssl::{SslConnector, SslMethod, SslStream};
 
 use crate::store::Storage;
 use crate::tlog::cosignature::CosignatureVerifier;
@@ -37,6 +44,9 @@ const MAX_ANSWER: u64 = 64 * 1024;
 pub struct WitnessTarget {
     /// `host:port` to connect to.
     host: String,
+    /// The host without its port, for TLS's name check; `None`: plain
+    /// http.
+    tls_name: Option<String>,
     /// The path of its add-checkpoint endpoint.
     path: String,
     /// Its key.
@@ -47,8 +57,10 @@ pub struct WitnessTarget {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum WitnessConfigError {
-    /// Not `http://host:port[/prefix]`.
+    /// Not `http(s)://host:port[/prefix]`.
     BadUrl(String),
+    /// `--witness-ca` could not be used.
+    Ca(std::path::PathBuf, openssl::error::ErrorStack),
     /// `--witness` and `--witness-key` counts differ.
     Unpaired {
         /// URLs given.
@@ -65,9 +77,9 @@ impl std::fmt::Display for WitnessConfigError {
         match self {
             WitnessConfigError::BadUrl(u) => write!(
                 f,
-                "--witness {u:?} is not http://HOST:PORT[/PREFIX] (https is not supported: put \
-                 the witness behind a local TLS tunnel)"
+                "--witness {u:?} is not http://HOST:PORT[/PREFIX] or https://HOST:PORT[/PREFIX]"
             ),
+            WitnessConfigError::Ca(p, e) => write!(f, "--witness-ca {}: {e}", p.display()),
             WitnessConfigError::Unpaired { urls, keys } => write!(
                 f,
                 "{urls} --witness URL(s) but {keys} --witness-key(s): give one key per witness, \
@@ -85,7 +97,11 @@ impl WitnessTarget {
     /// `vkey` (as `server witness key` prints it).
     pub fn new(url: &str, vkey: &str) -> Result<WitnessTarget, WitnessConfigError> {
         let bad = || WitnessConfigError::BadUrl(url.to_string());
-        let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+        let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(r), _) => (r, false),
+            (None, Some(r)) => (r, true),
+            (None, None) => return Err(bad()),
+        };
         let (host, prefix) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
@@ -101,8 +117,14 @@ impl WitnessTarget {
         }
         let key = CosignatureVerifier::from_key(vkey)
             .map_err(|e| WitnessConfigError::BadKey(vkey.to_string(), e))?;
+        let name = match host.rsplit_once(':') {
+            Some((n, port)) if !n.is_empty() && port.parse::<u16>().is_ok() => n,
+            _ => return Err(bad()),
+        };
+        let name = name.trim_start_matches('[').trim_end_matches(']');
         Ok(WitnessTarget {
             host: host.to_string(),
+            tls_name: tls.then(|| name.to_string()),
             path: format!("{prefix}{ADD_CHECKPOINT}"),
             key,
         })
@@ -138,6 +160,9 @@ pub struct Witnesses {
     pub targets: Vec<WitnessTarget>,
     /// The time one request may take (connect, send, answer).
     pub timeout: Duration,
+    /// Roots for `https://` witnesses (`--witness-ca`); `None`: OpenSSL's
+    /// default roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Witnesses {
@@ -145,7 +170,21 @@ impl Default for Witnesses {
         Witnesses {
             targets: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
+            ca_file: None,
         }
+    }
+}
+
+impl Witnesses {
+    /// The TLS client for `https://` witnesses: certificate and name
+    /// checked, against `ca_file` when given.
+    pub fn tls(&self) -> Result<SslConnector, WitnessConfigError> {
+        let err = |e| WitnessConfigError::Ca(self.ca_file.clone().unwrap_or_default(), e);
+        let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(err)?;
+        if let Some(path) = &self.ca_file {
+            b.set_ca_file(path).map_err(err)?;
+        }
+        Ok(b.build())
     }
 }
 
@@ -173,6 +212,7 @@ impl Witnessing {
         metrics: &Arc<crate::ops::metrics::Metrics>,
         mut open: impl FnMut() -> Result<Box<dyn Storage + Send>, crate::store::StoreError>,
     ) -> Result<Witnessing, std::io::Error> {
+        let tls = witnesses.tls().map_err(std::io::Error::other)?;
         let stop = Arc::new(AtomicBool::new(false));
         for target in &witnesses.targets {
             let store = open().map_err(|e| {
@@ -186,6 +226,7 @@ impl Witnessing {
                 timeout: witnesses.timeout,
                 signer: Arc::clone(signer),
                 store,
+                tls: tls.clone(),
                 metrics: Arc::clone(metrics),
                 known: None,
                 done: None,
@@ -211,12 +252,53 @@ enum Answered {
     Refused(u16, String),
 }
 
+/// A connection to a witness, plain or TLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<SslStream<TcpStream>>),
+}
+
+impl Conn {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// One witness's thread.
 struct Asker {
     target: WitnessTarget,
     timeout: Duration,
     signer: Arc<CheckpointSigner>,
     store: Box<dyn Storage + Send>,
+    tls: SslConnector,
     metrics: Arc<crate::ops::metrics::Metrics>,
     /// The size the witness last cosigned, as far as known.
     known: Option<u64>,
@@ -344,14 +426,27 @@ impl Asker {
             .map_err(|e| format!("{}: {e}", self.target.host))?
             .next()
             .ok_or_else(|| format!("{}: no address", self.target.host))?;
-        let mut s = TcpStream::connect_timeout(&addr, self.timeout)
+        let tcp = TcpStream::connect_timeout(&addr, self.timeout)
             .map_err(|e| format!("connecting to {addr}: {e}"))?;
         let left = || {
             deadline
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1))
         };
-        s.set_write_timeout(Some(left()))
+        // The handshake too is bounded by these.
+        tcp.set_write_timeout(Some(left()))
+            .and_then(|_| tcp.set_read_timeout(Some(left())))
+            .map_err(|e| e.to_string())?;
+        let mut s = match &self.target.tls_name {
+            None => Conn::Plain(tcp),
+            Some(name) => Conn::Tls(Box::new(
+                self.tls
+                    .connect(name, tcp)
+                    .map_err(|e| format!("TLS with {name} ({addr}): {e}"))?,
+            )),
+        };
+        s.tcp()
+            .set_write_timeout(Some(left()))
             .map_err(|e| e.to_string())?;
         write!(
             s,
@@ -364,19 +459,20 @@ impl Asker {
         .map_err(|e| format!("sending to {addr}: {e}"))?;
         let mut all = Vec::new();
         let mut buf = [0u8; 4096];
-        let mut limited = (&mut s).take(MAX_ANSWER);
-        loop {
+        while (all.len() as u64) < MAX_ANSWER {
             if Instant::now() >= deadline {
                 return Err(format!("no whole answer from {addr} within the timeout"));
             }
-            limited
-                .get_mut()
+            s.tcp()
                 .set_read_timeout(Some(left()))
                 .map_err(|e| e.to_string())?;
-            match limited.read(&mut buf) {
+            match s.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => all.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // A TLS peer that closes without close_notify: what came is
+                // judged by its Content-Length below.
+                Err(_) if matches!(s, Conn::Tls(_)) && !all.is_empty() => break,
                 Err(e) => return Err(format!("reading from {addr}: {e}")),
             }
         }
@@ -430,7 +526,15 @@ mod tests {
         );
         let t = WitnessTarget::new("http://h:1", &vkey)?;
         assert_eq!(t.path, "/add-checkpoint");
-        for bad in ["https://h:1", "http://h", "http://", "http://a b:1/"] {
+        let t = WitnessTarget::new("https://w.example:443/p", &vkey)?;
+        assert_eq!(t.tls_name.as_deref(), Some("w.example"));
+        for bad in [
+            "ftp://h:1",
+            "http://h",
+            "http://",
+            "http://a b:1/",
+            "https://h:x",
+        ] {
             assert!(matches!(
                 WitnessTarget::new(bad, &vkey),
                 Err(WitnessConfigError::BadUrl(_))
@@ -444,6 +548,157 @@ mod tests {
             WitnessTarget::new("http://h:1", "nonsense"),
             Err(WitnessConfigError::BadKey(..))
         ));
+        Ok(())
+    }
+
+    /// A self-signed certificate for 127.0.0.1, and its key.
+    fn tls_identity() -> Result<
+        (
+            openssl::x509::X509,
+            openssl::pkey::PKey<openssl::pkey::Private>,
+        ),
+        openssl::error::ErrorStack,
+    > {
+        use openssl::asn1::Asn1Time;
+        use openssl::x509::extension::SubjectAlternativeName;
+        use openssl::x509::{X509Builder, X509Name};
+        let key = openssl::pkey::PKey::generate_ed25519()?;
+        let mut name = X509Name::builder()?;
+        name.append_entry_by_nid(openssl::nid::Nid::COMMONNAME, "witness.test")?;
+        let name = name.build();
+        let mut b = X509Builder::new()?;
+        b.set_version(2)?;
+        b.set_subject_name(&name)?;
+        b.set_issuer_name(&name)?;
+        b.set_pubkey(&key)?;
+        b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
+        b.set_not_after(Asn1Time::days_from_now(1)?.as_ref())?;
+        let san = SubjectAlternativeName::new()
+            .ip("127.0.0.1")
+            .build(&b.x509v3_context(None, None))?;
+        b.append_extension(san)?;
+        b.sign(&key, openssl::hash::MessageDigest::null())?;
+        Ok((b.build(), key))
+    }
+
+    /// An https witness: one TLS connection at a time, each request judged
+    /// by `witness`.
+    fn serve_tls(
+        witness: crate::tlog::witness::Witness,
+    ) -> Result<(std::net::SocketAddr, tempfile::TempDir), Box<dyn std::error::Error>> {
+        use crate::ops::http::{HttpLimits, RequestDecoder};
+        use openssl::ssl::SslAcceptor;
+        let (cert, key) = tls_identity()?;
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("ca.pem"), cert.to_pem()?)?;
+        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
+        b.set_private_key(&key)?;
+        b.set_certificate(&cert)?;
+        let acceptor = b.build();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        std::thread::spawn(move || {
+            for tcp in listener.incoming().take(4).flatten() {
+                let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+                let Ok(mut tls) = acceptor.accept(tcp) else {
+                    continue;
+                };
+                let mut dec = RequestDecoder::new(HttpLimits::default());
+                let mut input = Vec::new();
+                let mut buf = [0u8; 4096];
+                let req = loop {
+                    match dec.decode(&mut input) {
+                        Ok(Some(r)) => break Some(r),
+                        Ok(None) => {}
+                        Err(_) => break None,
+                    }
+                    match tls.read(&mut buf) {
+                        Ok(0) | Err(_) => break None,
+                        Ok(n) => input.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let Some(req) = req else { continue };
+                let a = witness.add_checkpoint(&req.body, 1).answer();
+                let _ = write!(
+                    tls,
+                    "HTTP/1.1 {} x\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
+                    a.status,
+                    a.content_type,
+                    a.body.len()
+                );
+                let _ = tls.write_all(&a.body);
+                let _ = tls.shutdown();
+            }
+        });
+        Ok((addr, dir))
+    }
+
+    #[test]
+    fn an_https_witness_is_asked_with_its_certificate_checked(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use crate::store::{Origin, Record, ReportRecord, SqliteStore};
+        use crate::tlog::cosignature::Cosigner;
+        use crate::tlog::NoteSigner;
+        let mut store = SqliteStore::in_memory()?;
+        for id in 1..=3u64 {
+            store.commit(&[Record::Report(ReportRecord {
+                receipt_id: id,
+                sid: "1155000001".into(),
+                serial: crate::ca::Serial::parse_hex("0A")?,
+                received_at: 100,
+                text: format!("report {id}"),
+                origin: Origin::Certboard,
+                assignment: crate::store::DEFAULT_ASSIGNMENT.into(),
+                late_by: None,
+            })])?;
+        }
+        let log = NoteSigner::new("test/log", openssl::pkey::PKey::generate_ed25519()?)?;
+        let log_vkey = log.verifier()?;
+        let signer = Arc::new(CheckpointSigner::new(log));
+        let cosigner = Cosigner::new("w.example", openssl::pkey::PKey::generate_ed25519()?)?;
+        let wkey = cosigner.verifier_key();
+        let witness = crate::tlog::witness::Witness::new(cosigner, vec![log_vkey], None)?;
+        let (addr, dir) = serve_tls(witness)?;
+        let target = WitnessTarget::new(&format!("https://{addr}"), &wkey)?;
+        let asker =
+            |ca_file: Option<std::path::PathBuf>| -> Result<Asker, Box<dyn std::error::Error>> {
+                let witnesses = Witnesses {
+                    targets: vec![target.clone()],
+                    timeout: Duration::from_secs(10),
+                    ca_file,
+                };
+                Ok(Asker {
+                    target: target.clone(),
+                    timeout: witnesses.timeout,
+                    signer: Arc::clone(&signer),
+                    store: Box::new(SqliteStore::in_memory()?),
+                    tls: witnesses.tls()?,
+                    metrics: Arc::new(crate::ops::metrics::Metrics::new()),
+                    known: None,
+                    done: None,
+                    failing: false,
+                })
+            };
+        // Without its root: refused at the handshake, nothing cosigned.
+        let mut stranger = asker(None)?;
+        stranger.store = Box::new(store);
+        let refused = stranger.round().map_err(|e| e.to_string());
+        assert!(
+            matches!(&refused, Err(e) if e.contains("TLS")),
+            "{refused:?}"
+        );
+        // With it: cosigned, and the checkpoint of that tree carries it.
+        let mut trusting = asker(Some(dir.path().join("ca.pem")))?;
+        trusting.store =
+            std::mem::replace(&mut stranger.store, Box::new(SqliteStore::in_memory()?));
+        assert_eq!(trusting.round()?, true);
+        let head = trusting.store.log_head()?;
+        let note = signer.checkpoint(head.size, head.root)?;
+        assert_eq!(head.size, 3);
+        assert!(
+            CosignatureVerifier::from_key(&wkey)?.verify(&note).is_ok(),
+            "{note}"
+        );
         Ok(())
     }
 }
