@@ -691,7 +691,7 @@ mod tests {
         let mut trusting = asker(Some(dir.path().join("ca.pem")))?;
         trusting.store =
             std::mem::replace(&mut stranger.store, Box::new(SqliteStore::in_memory()?));
-        assert_eq!(trusting.round()?, true);
+        assert!(trusting.round()?, "cosigned now");
         let head = trusting.store.log_head()?;
         let note = signer.checkpoint(head.size, head.root)?;
         assert_eq!(head.size, 3);
