@@ -7,8 +7,8 @@
 # (`server witness init|key|run`), and the server again asking it to
 # cosign each checkpoint (`--witness`). A student enrolls and hands in her
 # report with `--witness-key`; the log's served checkpoint then carries the
-# witness's cosignature, checked by her client (`client audit
-# --witness-key`) and by an independent verifier written from the C2SP
+# witness's cosignature, checked and kept by her client (`--witness-key`,
+# `--log-url`, `client audit --witness-key`) and by an independent verifier written from the C2SP
 # specifications (tests/tlog/c2sp_verify.py). Then a forked checkpoint
 # (signed with the real log key, another root of the same size) is sent to
 # the witness and refused, and with the witness stopped students still
@@ -59,7 +59,7 @@ cosigned() {
 echo "== the log server's first start makes its log key"
 start
 stop_server
-vkey=$("$bin/server" log key)
+vkey=$("$bin/server" log key 2>>server.log)
 origin=${vkey%%+*}
 echo "log key: $vkey"
 
@@ -85,8 +85,16 @@ echo "== the log server asks it to cosign every checkpoint"
 start --witness "http://$witness" --witness-key "$wkey"
 
 echo "== a student enrolls and hands in her report, trusting the witness"
-"$bin/client" --ca "$ca" --blackboard "$bb" --witness-key "$wkey" 1155000001 >client.out
+# Her receipt's checkpoint is signed as her report commits, before the
+# witness is asked; with --log-url her client then fetches the log's
+# checkpoint until the witness has cosigned it, and keeps it once it is
+# proved to extend her receipt's.
+"$bin/client" --ca "$ca" --blackboard "$bb" --witness-key "$wkey" \
+  --log-url "http://$http/log" 1155000001 >client.out
 grep 'witness witness.example/w1' client.out
+echo "-- the checkpoint her client keeps (students/log-checkpoint):"
+cat students/log-checkpoint
+grep -q '^— witness.example/w1 ' students/log-checkpoint
 
 echo "== the log's checkpoint, cosigned"
 cosigned

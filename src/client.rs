@@ -406,6 +406,9 @@ pub struct ClientOptions {
     /// Witnesses whose cosignatures she looks for on the log's
     /// checkpoints (--witness-key).
     pub witnesses: Vec<crate::tlog::cosignature::CosignatureVerifier>,
+    /// The log's base URL (`--log-url http://HOST:PORT/log`): with
+    /// witnesses, the cosigned checkpoint is fetched there after a proof.
+    pub log_url: Option<String>,
 }
 
 /// The environment variable the binary reads her enrollment code from.
@@ -710,6 +713,74 @@ fn keep_checkpoint(
             kept.display()
         )),
     }
+    witnessed_later(opts, note, progress)
+}
+
+/// With witnesses and the log's URL: the log's served checkpoint, fetched
+/// until every trusted witness has cosigned it (they are asked right
+/// after the commit that signed the proof's checkpoint) or the timeout
+/// passes, then kept like any checkpoint: once proved to extend the one she
+/// kept (now the proof's). Its log signature is the witnesses' to check:
+/// each cosigned it only after verifying it with the log's key. Not
+/// cosigned in time is said, naming the witness, and is no error: her
+/// submission is recorded and proved either way.
+fn witnessed_later(
+    opts: &ClientOptions,
+    proved: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ClientError> {
+    use crate::tlog::cosignature::require_all;
+    let (Some(url), false) = (&opts.log_url, opts.witnesses.is_empty()) else {
+        return Ok(());
+    };
+    if require_all(proved, &opts.witnesses).is_ok() {
+        return Ok(());
+    }
+    let (host, prefix) =
+        audit::split_url(url).map_err(|e| ClientError::Protocol(format!("--log-url: {e}")))?;
+    let until = std::time::Instant::now() + opts.timeout;
+    let mut last = String::from("nothing fetched");
+    let note = loop {
+        match audit::get(&host, &format!("{prefix}/checkpoint"), opts.timeout)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+        {
+            Ok(note) => match require_all(&note, &opts.witnesses) {
+                Ok(()) => break Some(note),
+                Err(e) => last = e.to_string(),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        if std::time::Instant::now() >= until {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let Some(note) = note else {
+        progress(&format!(
+            "the log's checkpoint at {url} was not cosigned as she asks within {}s ({last}); \
+             `client audit --witness-key` checks it later",
+            opts.timeout.as_secs()
+        ));
+        return Ok(());
+    };
+    let mut prove = |old: u64, new: u64| enrollment::ask_consistency(opts, old, new);
+    let kept = opts.out_dir.join(logcheck::CHECKPOINT_FILE);
+    let names: Vec<&str> = opts.witnesses.iter().map(|w| w.name()).collect();
+    match logcheck::remember(&opts.out_dir, &note, &mut prove)
+        .map_err(|f| ClientError::LogFork(Box::new(f)))?
+    {
+        logcheck::Remembered::Kept | logcheck::Remembered::Same => progress(&format!(
+            "the log's checkpoint cosigned by witness {} extends the one her proof led to; \
+             kept in {}",
+            names.join(", "),
+            kept.display()
+        )),
+        logcheck::Remembered::Unproven(why) => progress(&format!(
+            "the log's checkpoint is cosigned by witness {}, but whether it extends the one \
+             her proof led to could not be checked ({why})",
+            names.join(", ")
+        )),
+    }
     Ok(())
 }
 
@@ -733,8 +804,13 @@ fn witnessed(
             )),
             Err(CosignatureError::Missing { name }) => progress(&format!(
                 "the log's checkpoint in this proof is not (yet) cosigned by witness {name}: \
-                 it was signed before the witness answered; `client audit --witness-key` \
-                 checks the log's cosigned checkpoint"
+                 it was signed before the witness answered; {}",
+                if opts.log_url.is_some() {
+                    "the log's cosigned checkpoint is fetched next"
+                } else {
+                    "`client audit --witness-key` (or --log-url) checks the log's cosigned \
+                     checkpoint"
+                }
             )),
             Err(e) => {
                 return Err(ClientError::Protocol(format!(
@@ -889,6 +965,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             resubmit: false,
             witnesses: Vec::new(),
+            log_url: None,
         };
         let err = run_student(&opts, "../x", &mut |_| {}).unwrap_err();
         assert!(matches!(err, ClientError::BadSid { .. }), "{err}");

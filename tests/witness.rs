@@ -168,19 +168,27 @@ fn a_witness_cosigns_the_log_refuses_a_fork_and_being_down_stops_nothing() -> Te
     );
 
     // Her client, trusting the witness: a receipt's checkpoint is said to
-    // be cosigned or not yet (it is signed as the report commits) ...
-    let out = server.client(&["1155000004", "--witness-key", &wkey])?;
+    // be cosigned or not yet (it is signed as the report commits); given
+    // the log's URL, it then fetches the log's checkpoint until the
+    // witness has cosigned it, and keeps it once proved to extend hers ...
+    let log_url = format!("http://{log_http}/log");
+    let out = server.client(&["1155000004", "--witness-key", &wkey, "--log-url", &log_url])?;
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        common::stdout(&out).contains("witness witness.test/w1"),
+        common::stdout(&out).contains(
+            "the log's checkpoint cosigned by witness witness.test/w1 extends the one her proof \
+             led to"
+        ),
         "{}",
         text(&out)
     );
+    let kept = std::fs::read_to_string(server.path().join("students/log-checkpoint"))?;
+    assert!(cosigner.verify(&kept).is_ok(), "{kept}");
+    assert!(kept.starts_with(&format!("{origin}\n6\n")), "{kept}");
     // ... and her audit requires the served checkpoint be cosigned by each
     // witness she names.
     let size6 = cosigned_checkpoint(log_http)?;
     assert!(size6.starts_with(&format!("{origin}\n6\n")), "{size6}");
-    let log_url = format!("http://{log_http}/log");
     let audit = |keys: &[&str]| {
         let mut args = vec![
             "audit",

@@ -93,9 +93,6 @@ enum Command {
     /// a saved receipt the log does not hold. Exits 1 if either is found
     /// or the log does not hold up.
     Audit {
-        /// The log's base URL, e.g. http://127.0.0.1:8080/log.
-        #[arg(long, value_name = "URL")]
-        log_url: String,
         /// The log's verifier key (signed-note form, `server log key`).
         #[arg(long, value_name = "VKEY")]
         log_key: Option<String>,
@@ -242,6 +239,14 @@ struct CommonArgs {
     /// cosignature is refused and a missing one is said.
     #[arg(long = "witness-key", global = true, value_name = "VKEY")]
     witness_key: Vec<String>,
+    /// The log's base URL on the CA's HTTP listener, e.g.
+    /// http://127.0.0.1:8080/log: `client audit` reads the log there; with
+    /// --witness-key, after a receipt or certificate her client also
+    /// fetches the log's checkpoint there until the witnesses have
+    /// cosigned it (up to --timeout) and keeps it once it is proved to
+    /// extend her receipt's.
+    #[arg(long, global = true, value_name = "URL")]
+    log_url: Option<String>,
 }
 
 /// Why a certificate file named on the command line is unusable.
@@ -767,6 +772,7 @@ fn options(
         timeout: Duration::from_secs(cli.timeout.max(1)),
         resubmit,
         witnesses: witness_keys(cli).map_err(UsageError::WitnessKey)?,
+        log_url: cli.log_url.clone(),
     })
 }
 
@@ -830,11 +836,13 @@ fn main() -> ExitCode {
         }) => submit(&common, &sid, &assignment, &file),
         Some(Command::Enroll { sids }) => enroll(&common, &sids),
         Some(Command::Status { sid }) => status(&common, &sid),
-        Some(Command::Audit {
-            log_url,
-            log_key,
-            sid,
-        }) => audit(&common, &log_url, log_key.as_deref(), &sid),
+        Some(Command::Audit { log_key, sid }) => match common.log_url.as_deref() {
+            Some(url) => audit(&common, url, log_key.as_deref(), &sid),
+            None => {
+                complain("audit needs the log's URL: --log-url http://HOST:PORT/log");
+                ExitCode::from(2)
+            }
+        },
         None => lab(&common, &cli.run),
     }
 }

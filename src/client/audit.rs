@@ -73,7 +73,7 @@ impl fmt::Display for AuditError {
 impl std::error::Error for AuditError {}
 
 /// One GET over a fresh connection: the body of a 200 answer.
-fn get(host: &str, path: &str, timeout: Duration) -> Result<Vec<u8>, AuditError> {
+pub(crate) fn get(host: &str, path: &str, timeout: Duration) -> Result<Vec<u8>, AuditError> {
     let url = format!("http://{host}{path}");
     let fail = |why: String| AuditError::Fetch {
         url: url.clone(),
@@ -121,7 +121,7 @@ fn get(host: &str, path: &str, timeout: Duration) -> Result<Vec<u8>, AuditError>
 }
 
 /// `http://host:port/prefix` split into host and path prefix.
-fn split_url(url: &str) -> Result<(String, String), AuditError> {
+pub(crate) fn split_url(url: &str) -> Result<(String, String), AuditError> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| AuditError::BadUrl(url.to_string()))?;
