@@ -64,6 +64,21 @@ const LINGER: Duration = Duration::from_secs(2);
 /// How often the loop wakes to expire connections and see `stop`.
 const TICK: Duration = Duration::from_millis(100);
 
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading requests and answering them.
+    Open,
+    /// The client closed its side: what it sent is answered, then the
+    /// connection closes.
+    PeerClosed,
+    /// Its last answer is queued (`Connection: close`, or an error's).
+    LastAnswer,
+    /// Its last answer is written; leftover input is read and dropped
+    /// (see [`WitnessServer::linger`]).
+    Lingering,
+}
+
 struct Conn {
     token: Token,
     stream: TcpStream,
@@ -72,10 +87,7 @@ struct Conn {
     decoder: RequestDecoder,
     deadline: Instant,
     requests: u32,
-    closing: bool,
-    eof: bool,
-    /// Answered for the last time; reading what is left (see `linger`).
-    lingering: bool,
+    phase: Phase,
 }
 
 /// A bound witness, ready to run.
@@ -209,9 +221,7 @@ impl WitnessServer {
                     }),
                     deadline: Instant::now() + self.limits.request_timeout,
                     requests: 0,
-                    closing: false,
-                    eof: false,
-                    lingering: false,
+                    phase: Phase::Open,
                 },
             );
         }
@@ -219,14 +229,18 @@ impl WitnessServer {
 
     /// Reads, answers and writes what it can; `false`: close it.
     fn service(&self, c: &mut Conn) -> bool {
+        if c.phase == Phase::Lingering {
+            return self.linger(c);
+        }
         loop {
             let mut progressed = false;
             // Read while there is room (edge-triggered: until WouldBlock).
             let mut buf = [0u8; 4096];
-            while !c.eof && !c.closing && c.input.len() < MAX_INPUT && c.output.len() < MAX_OUTPUT {
+            while c.phase == Phase::Open && c.input.len() < MAX_INPUT && c.output.len() < MAX_OUTPUT
+            {
                 let room = (MAX_INPUT - c.input.len()).min(buf.len());
                 match c.stream.read(&mut buf[..room]) {
-                    Ok(0) => c.eof = true,
+                    Ok(0) => c.phase = Phase::PeerClosed,
                     Ok(n) => {
                         c.input.extend_from_slice(&buf[..n]);
                         progressed = true;
@@ -236,7 +250,8 @@ impl WitnessServer {
                     Err(_) => return false,
                 }
             }
-            while !c.closing && c.output.len() < MAX_OUTPUT {
+            while matches!(c.phase, Phase::Open | Phase::PeerClosed) && c.output.len() < MAX_OUTPUT
+            {
                 match c.decoder.decode(&mut c.input) {
                     Ok(Some(req)) => {
                         c.requests += 1;
@@ -244,7 +259,9 @@ impl WitnessServer {
                         if !req.keep_alive || c.requests >= self.limits.max_requests {
                             resp = resp.close();
                         }
-                        c.closing = resp.close;
+                        if resp.close {
+                            c.phase = Phase::LastAnswer;
+                        }
                         resp.encode(req.method, &mut c.output);
                         c.deadline = Instant::now() + self.limits.request_timeout;
                         progressed = true;
@@ -252,7 +269,7 @@ impl WitnessServer {
                     Ok(None) => break,
                     Err(e) => {
                         e.response().encode(Method::Get, &mut c.output);
-                        c.closing = true;
+                        c.phase = Phase::LastAnswer;
                     }
                 }
             }
@@ -268,11 +285,12 @@ impl WitnessServer {
                     Err(_) => return false,
                 }
             }
-            if c.output.is_empty() && c.eof {
-                return false;
-            }
-            if c.output.is_empty() && c.closing {
-                return self.linger(c);
+            if c.output.is_empty() {
+                match c.phase {
+                    Phase::PeerClosed => return false,
+                    Phase::LastAnswer | Phase::Lingering => return self.linger(c),
+                    Phase::Open => {}
+                }
             }
             if !progressed {
                 break;
@@ -296,8 +314,8 @@ impl WitnessServer {
     /// dropped (a bounded amount per event) until it closes or [`LINGER`]
     /// passes. `false`: close it now.
     fn linger(&self, c: &mut Conn) -> bool {
-        if !c.lingering {
-            c.lingering = true;
+        if c.phase != Phase::Lingering {
+            c.phase = Phase::Lingering;
             let _ = c.stream.shutdown(std::net::Shutdown::Write);
             c.deadline = Instant::now() + LINGER;
         }
