@@ -339,8 +339,19 @@ impl Asker {
     }
 
     /// Has the current tree cosigned, if it is not already; `Ok(true)`
-    /// when it was asked and cosigned now.
+    /// when it was asked and cosigned now. After a failure the size the
+    /// witness holds is no longer taken as known: the next round starts
+    /// from 0 and learns it again from a 409, so a size named by a broken
+    /// or restored witness (or a proxy's garbage) is not believed forever.
     fn round(&mut self) -> Result<bool, String> {
+        let outcome = self.try_round();
+        if outcome.is_err() {
+            self.known = None;
+        }
+        outcome
+    }
+
+    fn try_round(&mut self) -> Result<bool, String> {
         let head = self
             .store
             .log_head()
@@ -459,9 +470,15 @@ impl Asker {
         .map_err(|e| format!("sending to {addr}: {e}"))?;
         let mut all = Vec::new();
         let mut buf = [0u8; 4096];
-        while (all.len() as u64) < MAX_ANSWER {
+        let timed_out = || {
+            format!(
+                "no whole answer from {addr} within --witness-timeout ({:?})",
+                self.timeout
+            )
+        };
+        loop {
             if Instant::now() >= deadline {
-                return Err(format!("no whole answer from {addr} within the timeout"));
+                return Err(timed_out());
             }
             s.tcp()
                 .set_read_timeout(Some(left()))
@@ -473,7 +490,22 @@ impl Asker {
                 // A TLS peer that closes without close_notify: what came is
                 // judged by its Content-Length below.
                 Err(_) if matches!(s, Conn::Tls(_)) && !all.is_empty() => break,
+                // A socket read timeout is EAGAIN on Linux, not TimedOut.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(timed_out())
+                }
                 Err(e) => return Err(format!("reading from {addr}: {e}")),
+            }
+            if all.len() as u64 > MAX_ANSWER {
+                return Err(format!(
+                    "{addr} sent an answer over {} KiB: not a witness's",
+                    MAX_ANSWER / 1024
+                ));
             }
         }
         let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -489,9 +521,20 @@ impl Asker {
                 .and_then(|h| std::str::from_utf8(h.value).ok())
                 .map(str::trim)
         };
+        if header("transfer-encoding").is_some() {
+            return Err(format!(
+                "{addr} answered with a Transfer-Encoding; a witness's answer is read by its \
+                 Content-Length (or up to the close)"
+            ));
+        }
         let mut body = &all[head_len..];
         if let Some(n) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
-            body = body.get(..n).ok_or("the answer was cut short")?;
+            body = body.get(..n).ok_or_else(|| {
+                format!(
+                    "{addr}'s answer was cut short ({} of its {n} bytes)",
+                    all.len() - head_len
+                )
+            })?;
         }
         let text = String::from_utf8_lossy(body).into_owned();
         match resp.code {
@@ -698,6 +741,176 @@ mod tests {
         assert!(
             CosignatureVerifier::from_key(&wkey)?.verify(&note).is_ok(),
             "{note}"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod plain_tests {
+    use super::*;
+    use crate::store::{Origin, Record, ReportRecord, SqliteStore};
+    use crate::tlog::cosignature::Cosigner;
+    use crate::tlog::witness::Witness;
+    use crate::tlog::NoteSigner;
+    use openssl::pkey::PKey;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn store_of(entries: u64) -> Result<SqliteStore, Box<dyn std::error::Error>> {
+        let mut store = SqliteStore::in_memory()?;
+        for id in 1..=entries {
+            store.commit(&[Record::Report(ReportRecord {
+                receipt_id: id,
+                sid: "1155000001".into(),
+                serial: crate::ca::Serial::parse_hex("0A")?,
+                received_at: 100,
+                text: format!("report {id}"),
+                origin: Origin::Certboard,
+                assignment: crate::store::DEFAULT_ASSIGNMENT.into(),
+                late_by: None,
+            })])?;
+        }
+        Ok(store)
+    }
+
+    /// A plain-http peer answering the `i`th connection's request with
+    /// `answer(i, body)`'s raw bytes (then closing), for at most 8.
+    fn serve(
+        mut answer: impl FnMut(usize, &[u8]) -> Vec<u8> + Send + 'static,
+    ) -> std::io::Result<std::net::SocketAddr> {
+        use crate::ops::http::{HttpLimits, RequestDecoder};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        std::thread::spawn(move || {
+            for (i, mut tcp) in listener.incoming().take(8).flatten().enumerate() {
+                let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut dec = RequestDecoder::new(HttpLimits::default());
+                let mut input = Vec::new();
+                let mut buf = [0u8; 4096];
+                let body = loop {
+                    match dec.decode(&mut input) {
+                        Ok(Some(r)) => break r.body,
+                        Ok(None) => {}
+                        Err(_) => break Vec::new(),
+                    }
+                    match tcp.read(&mut buf) {
+                        Ok(0) | Err(_) => break Vec::new(),
+                        Ok(n) => input.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let _ = tcp.write_all(&answer(i, &body));
+            }
+        });
+        Ok(addr)
+    }
+
+    struct Setup {
+        signer: Arc<CheckpointSigner>,
+        witness: Witness,
+        wkey: String,
+    }
+
+    fn setup() -> Result<Setup, Box<dyn std::error::Error>> {
+        let log = NoteSigner::new("test/log", PKey::generate_ed25519()?)?;
+        let log_vkey = log.verifier()?;
+        let cosigner = Cosigner::new("w.example", PKey::generate_ed25519()?)?;
+        let wkey = cosigner.verifier_key();
+        Ok(Setup {
+            signer: Arc::new(CheckpointSigner::new(log)),
+            witness: Witness::new(cosigner, vec![log_vkey], None)?,
+            wkey,
+        })
+    }
+
+    fn asker(
+        addr: std::net::SocketAddr,
+        wkey: &str,
+        signer: &Arc<CheckpointSigner>,
+        timeout: Duration,
+    ) -> Result<Asker, Box<dyn std::error::Error>> {
+        Ok(Asker {
+            target: WitnessTarget::new(&format!("http://{addr}"), wkey)?,
+            timeout,
+            signer: Arc::clone(signer),
+            store: Box::new(store_of(3)?),
+            tls: Witnesses::default().tls()?,
+            metrics: Arc::new(crate::ops::metrics::Metrics::new()),
+            known: None,
+            done: None,
+            failing: false,
+        })
+    }
+
+    fn http(status: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn a_size_named_by_a_broken_witness_is_not_believed_forever() -> TestResult {
+        let s = setup()?;
+        let witness = s.witness;
+        // First a 409 naming a size this log never had (a proxy's garbage,
+        // a witness restored from the wrong backup), then the witness
+        // itself.
+        let addr = serve(move |i, body| {
+            if i == 0 {
+                return http("409 Conflict", SIZE_MEDIA_TYPE, b"18446744073709551615\n");
+            }
+            let a = witness.add_checkpoint(body, 1).answer();
+            http(&format!("{} x", a.status), a.content_type, &a.body)
+        })?;
+        let mut a = asker(addr, &s.wkey, &s.signer, Duration::from_secs(10))?;
+        let first = a.round();
+        assert!(
+            matches!(&first, Err(e) if e.contains("18446744073709551615")),
+            "{first:?}"
+        );
+        assert!(a.round()?, "cosigned once the witness answers sanely");
+        Ok(())
+    }
+
+    #[test]
+    fn a_silent_or_flooding_witness_is_named_clearly() -> TestResult {
+        let s = setup()?;
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let silent = serve(move |_, _| {
+            // Holds the connection open, answering nothing, until the
+            // test is over.
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+            Vec::new()
+        })?;
+        let mut a = asker(silent, &s.wkey, &s.signer, Duration::from_millis(300))?;
+        let e = a.round().map(|_| ()).map_err(|e| e.to_string());
+        assert!(
+            matches!(&e, Err(e) if e.contains("within --witness-timeout")),
+            "{e:?}"
+        );
+        drop(tx);
+        let flood = serve(|_, _| {
+            let mut out = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n".to_vec();
+            out.extend(vec![b'a'; 1_000_000]);
+            out
+        })?;
+        let mut a = asker(flood, &s.wkey, &s.signer, Duration::from_secs(10))?;
+        let e = a.round().map(|_| ()).map_err(|e| e.to_string());
+        assert!(matches!(&e, Err(e) if e.contains("over 64 KiB")), "{e:?}");
+        let chunked = serve(|_, _| {
+            b"HTTP/1.1 409 Conflict\r\nContent-Type: text/x.tlog.size\r\n\
+              Transfer-Encoding: chunked\r\n\r\n2\r\n5\n\r\n0\r\n\r\n"
+                .to_vec()
+        })?;
+        let mut a = asker(chunked, &s.wkey, &s.signer, Duration::from_secs(10))?;
+        let e = a.round().map(|_| ()).map_err(|e| e.to_string());
+        assert!(
+            matches!(&e, Err(e) if e.contains("Transfer-Encoding")),
+            "{e:?}"
         );
         Ok(())
     }
