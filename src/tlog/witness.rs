@@ -322,7 +322,10 @@ impl Witness {
         if req.old != size {
             return Outcome::Conflict { size };
         }
-        if cp.size == size && heads.contains_key(&cp.origin) && cp.root != root {
+        // The spec's 409 for a root other than the one recorded at this
+        // size; with nothing recorded that is the empty tree's root, so a
+        // size-0 checkpoint with any other root is refused the same way.
+        if cp.size == size && cp.root != root {
             return Outcome::Fork { size };
         }
         if !verify_consistency(size, &root, cp.size, &cp.root, &req.proof) {
@@ -559,6 +562,16 @@ mod tests {
             s.witness.add_checkpoint(body.as_bytes(), 2).answer().status,
             422
         );
+        // A size-0 checkpoint whose root is not the empty tree's: the
+        // spec's 409 for another root at the recorded size.
+        let fresh = setup(None)?;
+        let bogus0 = checkpoint(&fresh.log, 0, [9u8; 32])?;
+        let a = fresh
+            .witness
+            .add_checkpoint(request_body(0, &[], &bogus0).as_bytes(), 2)
+            .answer();
+        assert_eq!((a.status, a.body.as_slice()), (409, &b"0\n"[..]));
+        assert_eq!(fresh.witness.latest(ORIGIN), None);
         // A smaller tree, whatever old size is claimed.
         let cp2 = checkpoint(&s.log, 2, honest.root(2))?;
         assert_eq!(
