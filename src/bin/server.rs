@@ -431,9 +431,14 @@ enum WitnessCommand {
         /// Seconds a connection has for each whole request.
         #[arg(long, value_name = "SECS", default_value_t = 10.0)]
         request_timeout: f64,
-        /// Most open connections.
+        /// Most open connections; one more is answered 503 and closed.
         #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
         max_connections: u32,
+        /// Most open connections from one source (an IPv4 address, an IPv6
+        /// /64), so that one host's flood leaves the other slots to the
+        /// logs; raise it to --max-connections behind a reverse proxy.
+        #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections_per_address: u32,
     },
 }
 
@@ -839,6 +844,7 @@ fn witness(common: &Common, cmd: WitnessCommand) -> Result<(), Box<dyn std::erro
             prefix,
             request_timeout,
             max_connections,
+            max_connections_per_address,
         } => {
             if !prefix.is_empty() && !prefix.starts_with('/') {
                 return Err(format!("--prefix {prefix:?} must start with '/'").into());
@@ -858,6 +864,7 @@ fn witness(common: &Common, cmd: WitnessCommand) -> Result<(), Box<dyn std::erro
             let vkey = w.cosigner().verifier_key();
             let limits = certboard::server::witness::WitnessLimits {
                 max_connections: max_connections as usize,
+                max_per_source: max_connections_per_address as usize,
                 request_timeout: seconds("request-timeout", request_timeout)?,
                 ..Default::default()
             };

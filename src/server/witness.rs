@@ -36,6 +36,9 @@ pub fn create_private_dir(dir: &std::path::Path) -> io::Result<()> {
 pub struct WitnessLimits {
     /// Most open connections; more are closed as they come.
     pub max_connections: usize,
+    /// Most open connections from one source (an IPv4 address, an IPv6
+    /// /64), so that one flooding host cannot take every slot.
+    pub max_per_source: usize,
     /// Time a connection has for each whole request (from its start, or
     /// from the previous answer).
     pub request_timeout: Duration,
@@ -47,6 +50,7 @@ impl Default for WitnessLimits {
     fn default() -> Self {
         WitnessLimits {
             max_connections: 256,
+            max_per_source: 32,
             request_timeout: Duration::from_secs(10),
             max_requests: 1000,
         }
@@ -81,6 +85,8 @@ enum Phase {
 
 struct Conn {
     token: Token,
+    /// What it counts against in [`Conns::per_source`].
+    source: String,
     stream: TcpStream,
     input: Vec<u8>,
     output: Vec<u8>,
@@ -91,6 +97,42 @@ struct Conn {
     /// `100 Continue` was sent for the request being read.
     continue_sent: bool,
 }
+
+/// The open connections, and how many each source holds.
+#[derive(Default)]
+struct Conns {
+    map: HashMap<Token, Conn>,
+    per_source: HashMap<String, usize>,
+}
+
+impl Conns {
+    fn insert(&mut self, c: Conn) {
+        *self.per_source.entry(c.source.clone()).or_default() += 1;
+        self.map.insert(c.token, c);
+    }
+
+    /// Removes it (its source's count with it); the caller deregisters.
+    fn remove(&mut self, token: &Token) -> Option<Conn> {
+        let c = self.map.remove(token)?;
+        if let Some(n) = self.per_source.get_mut(&c.source) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&c.source);
+            }
+        }
+        Some(c)
+    }
+
+    fn of_source(&self, source: &str) -> usize {
+        self.per_source.get(source).copied().unwrap_or(0)
+    }
+}
+
+/// What a connection over a limit is told before it is closed (best
+/// effort: it is not waited for).
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; \
+charset=utf-8\r\nContent-Length: 40\r\nConnection: close\r\n\r\n\
+the witness has too many connections now\n";
 
 /// A bound witness, ready to run.
 pub struct WitnessServer {
@@ -143,7 +185,7 @@ impl WitnessServer {
     /// Serves until `stop` is set.
     pub fn run(mut self, stop: &AtomicBool) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
-        let mut conns: HashMap<Token, Conn> = HashMap::new();
+        let mut conns = Conns::default();
         let mut next = 1usize;
         while !stop.load(Ordering::Relaxed) {
             match self.poll.poll(&mut events, Some(TICK)) {
@@ -157,7 +199,7 @@ impl WitnessServer {
                     continue;
                 }
                 let token = ev.token();
-                let done = match conns.get_mut(&token) {
+                let done = match conns.map.get_mut(&token) {
                     Some(c) => !self.service(c),
                     None => false,
                 };
@@ -169,6 +211,7 @@ impl WitnessServer {
             }
             let now = Instant::now();
             let expired: Vec<Token> = conns
+                .map
                 .iter()
                 .filter(|(_, c)| c.deadline <= now)
                 .map(|(t, _)| *t)
@@ -183,7 +226,7 @@ impl WitnessServer {
         Ok(())
     }
 
-    fn accept(&mut self, conns: &mut HashMap<Token, Conn>, next: &mut usize) {
+    fn accept(&mut self, conns: &mut Conns, next: &mut usize) {
         loop {
             let (mut stream, peer) = match self.listener.accept() {
                 Ok(s) => s,
@@ -195,8 +238,17 @@ impl WitnessServer {
                     return;
                 }
             };
-            if conns.len() >= self.limits.max_connections {
+            // One source: an IPv4 address or an IPv6 /64, as code guesses
+            // are counted.
+            let source = crate::course::guess_source(peer.ip());
+            if conns.map.len() >= self.limits.max_connections {
                 log::warn!("witness: {peer}: too many connections; closed");
+                let _ = stream.write(BUSY);
+                continue;
+            }
+            if conns.of_source(&source) >= self.limits.max_per_source {
+                log::warn!("witness: {peer}: too many connections from {source}; closed");
+                let _ = stream.write(BUSY);
                 continue;
             }
             *next = next.wrapping_add(1).max(1);
@@ -209,24 +261,22 @@ impl WitnessServer {
             {
                 continue;
             }
-            conns.insert(
+            conns.insert(Conn {
                 token,
-                Conn {
-                    token,
-                    stream,
-                    input: Vec::new(),
-                    output: Vec::new(),
-                    decoder: RequestDecoder::new(HttpLimits {
-                        max_head: 8 * 1024,
-                        max_headers: 32,
-                        max_body: MAX_BODY,
-                    }),
-                    deadline: Instant::now() + self.limits.request_timeout,
-                    requests: 0,
-                    phase: Phase::Open,
-                    continue_sent: false,
-                },
-            );
+                source,
+                stream,
+                input: Vec::new(),
+                output: Vec::new(),
+                decoder: RequestDecoder::new(HttpLimits {
+                    max_head: 8 * 1024,
+                    max_headers: 32,
+                    max_body: MAX_BODY,
+                }),
+                deadline: Instant::now() + self.limits.request_timeout,
+                requests: 0,
+                phase: Phase::Open,
+                continue_sent: false,
+            });
         }
     }
 
@@ -559,6 +609,49 @@ mod tests {
         assert!(
             all.starts_with("HTTP/1.1 422 Unprocessable Content\r\n"),
             "{all}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn one_source_cannot_take_every_connection() -> TestResult {
+        let log = NoteSigner::new("test/log", PKey::generate_ed25519()?)?;
+        let w = start(
+            &log,
+            WitnessLimits {
+                max_per_source: 4,
+                ..WitnessLimits::default()
+            },
+        )?;
+        let mut idle = Vec::new();
+        for _ in 0..4 {
+            let mut s = StdStream::connect(w.addr)?;
+            s.write_all(b"POST /w/add-checkpoint HTTP/1.1\r\n")?;
+            idle.push(s);
+        }
+        // The fifth from the same address is told why, and closed; the
+        // others' slots stay free for other hosts (max_connections is 256).
+        let mut fifth = StdStream::connect(w.addr)?;
+        fifth.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut answer = String::new();
+        let _ = fifth.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer:?}");
+        assert!(answer.ends_with("too many connections now\n"), "{answer:?}");
+        // One idle connection closes: its slot is given back.
+        drop(idle.pop());
+        let mut served = None;
+        for _ in 0..50 {
+            // Refused meanwhile: a 503, or a reset if it came first.
+            if let Ok((400, _)) = post(w.addr, "/w/add-checkpoint", b"") {
+                served = Some(400);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            served,
+            Some(400),
+            "a slot freed by a close was never reused"
         );
         Ok(())
     }
