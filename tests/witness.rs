@@ -378,3 +378,72 @@ fn two_hosts_on_postgresql_have_one_log_witnessed() -> TestResult {
     );
     Ok(())
 }
+
+/// An operator's mistakes with `server witness ...` are each said plainly,
+/// and none starts a witness that could not work.
+#[test]
+fn the_witness_commands_say_what_is_wrong() -> TestResult {
+    let wdir = tempfile::tempdir()?;
+    let fails_with = |args: &[&str], pass: &str, said: &str| -> TestResult {
+        let out = server_in(wdir.path())
+            .env("CERTBOARD_CA_PASSPHRASE", pass)
+            .args(args)
+            .output()?;
+        let t = text(&out);
+        assert!(!out.status.success(), "{args:?} succeeded: {t}");
+        assert!(t.contains(said), "{args:?}: expected {said:?} in: {t}");
+        Ok(())
+    };
+    fails_with(
+        &["witness", "key"],
+        PASSPHRASE,
+        "server witness init --name",
+    )?;
+    let init = server_in(wdir.path())
+        .args(["witness", "init", "--name", WITNESS_NAME])
+        .output()?;
+    assert!(init.status.success(), "{}", text(&init));
+    let wkey = String::from_utf8(init.stdout)?.trim().to_string();
+    // Not "the CA key": a witness's host has none.
+    fails_with(
+        &["witness", "key"],
+        "not the passphrase it was made with",
+        "cannot decrypt the witness key",
+    )?;
+    // The witness's own key where the log's belongs.
+    fails_with(
+        &[
+            "witness",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-key",
+            &wkey,
+        ],
+        PASSPHRASE,
+        "is a witness's key (type 0x04), not a log's",
+    )?;
+    let log = certboard::tlog::NoteSigner::new(
+        "test.example/log",
+        openssl::pkey::PKey::generate_ed25519()?,
+    )?;
+    let log_vkey = log.verifier_key();
+    // A timeout that rounds to nothing would close every connection at once.
+    for bad in ["0", "1e-10", "NaN", "inf", "86401"] {
+        fails_with(
+            &[
+                "witness",
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--log-key",
+                &log_vkey,
+                "--request-timeout",
+                bad,
+            ],
+            PASSPHRASE,
+            "--request-timeout must be at least 0.001 and at most 86400 seconds",
+        )?;
+    }
+    Ok(())
+}

@@ -669,7 +669,7 @@ impl std::fmt::Display for BadSeconds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "--{} must be between 0 and 86400 seconds, got {}",
+            "--{} must be at least 0.001 and at most 86400 seconds, got {}",
             self.flag, self.value
         )
     }
@@ -678,7 +678,9 @@ impl std::fmt::Display for BadSeconds {
 impl std::error::Error for BadSeconds {}
 
 fn seconds(flag: &'static str, value: f64) -> Result<Duration, BadSeconds> {
-    if value.is_finite() && value > 0.0 && value <= 86_400.0 {
+    // Below a millisecond a timeout rounds to nothing: every connection
+    // (or every request to a witness) would fail at once.
+    if value.is_finite() && (0.001..=86_400.0).contains(&value) {
         Ok(Duration::from_secs_f64(value))
     } else {
         Err(BadSeconds { flag, value })
@@ -853,8 +855,16 @@ fn witness(common: &Common, cmd: WitnessCommand) -> Result<(), Box<dyn std::erro
             let logs = log_key
                 .iter()
                 .map(|k| {
-                    certboard::tlog::NoteVerifier::from_key(k)
-                        .map_err(|e| format!("--log-key {k:?}: {e}"))
+                    certboard::tlog::NoteVerifier::from_key(k).map_err(|e| {
+                        if certboard::tlog::cosignature::CosignatureVerifier::from_key(k).is_ok() {
+                            format!(
+                                "--log-key {k:?} is a witness's key (type 0x04), not a log's: \
+                                 give the log's key, as `server log key` prints it on the log's host"
+                            )
+                        } else {
+                            format!("--log-key {k:?}: {e}")
+                        }
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             certboard::server::witness::create_private_dir(&common.data_dir)?;

@@ -154,6 +154,8 @@ pub enum WitnessKeyError {
     Missing(PathBuf),
     /// The name cannot name a witness key.
     BadName(super::cosignature::CosignatureError),
+    /// The key does not decrypt under the passphrase given.
+    BadPassphrase(PathBuf),
     /// Reading, writing, permissions, passphrase, OpenSSL.
     Key(CaError),
 }
@@ -173,6 +175,14 @@ impl std::fmt::Display for WitnessKeyError {
                 p.display()
             ),
             WitnessKeyError::BadName(e) => write!(f, "witness name: {e}"),
+            // Not CaError's wording: a witness's host has no CA key, and
+            // its operator chose this passphrase at `witness init`.
+            WitnessKeyError::BadPassphrase(p) => write!(
+                f,
+                "cannot decrypt the witness key {}: not the passphrase it was made with \
+                 (`server witness init`), or a damaged file",
+                p.display()
+            ),
             WitnessKeyError::Key(e) => write!(f, "witness key: {e}"),
         }
     }
@@ -241,7 +251,7 @@ pub fn open_witness_key(
     let pem = fs::read(&path).map_err(io(&path))?;
     let name = fs::read_to_string(&name_path).map_err(io(&name_path))?;
     let key = PKey::private_key_from_pem_passphrase(&pem, passphrase)
-        .map_err(|_| CaError::BadPassphrase(path.clone()))?;
+        .map_err(|_| WitnessKeyError::BadPassphrase(path.clone()))?;
     super::cosignature::Cosigner::new(name.trim_end_matches('\n'), key)
         .map_err(WitnessKeyError::BadName)
 }
@@ -302,10 +312,16 @@ mod tests {
         let again = open_witness_key(&keys, b"passphrase!")?;
         assert_eq!(again.verifier_key(), made.verifier_key());
         assert_eq!(again.name(), "witness.example/w1");
-        assert!(matches!(
-            open_witness_key(&keys, b"wrong passphrase"),
-            Err(WitnessKeyError::Key(CaError::BadPassphrase(_)))
-        ));
+        let wrong = open_witness_key(&keys, b"wrong passphrase").map(|_| ());
+        assert!(
+            matches!(&wrong, Err(WitnessKeyError::BadPassphrase(_))),
+            "{wrong:?}"
+        );
+        let said = wrong.map_err(|e| e.to_string()).err().unwrap_or_default();
+        assert!(
+            said.contains("cannot decrypt the witness key") && !said.contains("CA"),
+            "{said}"
+        );
         assert!(matches!(
             create_witness_key(&keys, b"passphrase!", "witness.example/w1"),
             Err(WitnessKeyError::Exists(_))
