@@ -417,7 +417,23 @@ impl Asker {
                     );
                     return Ok(true);
                 }
+                // A 409 naming the very size sent: it holds another root
+                // at that size (tlog-witness's same-size conflict).
+                Answered::Conflict(size) if size == old && old > 0 => {
+                    return Err(format!(
+                        "it cosigned another tree of {size} entries than this log's: the log's \
+                         history differs from what it saw (a fork, or a log restored from \
+                         another history); compare with its operator"
+                    ))
+                }
                 Answered::Conflict(size) => self.known = Some(size),
+                Answered::Refused(422, why) => {
+                    return Err(format!(
+                        "refused with 422 ({}): the tree it cosigned at {old} entries is not a \
+                         prefix of this log's (a fork, or a log restored from another history)",
+                        why.trim_end()
+                    ))
+                }
                 Answered::Refused(status, why) => {
                     return Err(format!("refused with {status}: {}", why.trim_end()))
                 }
@@ -873,6 +889,35 @@ mod plain_tests {
             "{first:?}"
         );
         assert!(a.round()?, "cosigned once the witness answers sanely");
+        Ok(())
+    }
+
+    #[test]
+    fn a_witness_that_saw_another_history_is_named_as_a_fork() -> TestResult {
+        use crate::tlog::witness::request_body;
+        let s = setup()?;
+        let (entries, fork_root) = (3u64, [7u8; 32]);
+        // Someone showed the witness another tree of the same size, signed
+        // with this log's key.
+        let forked = s.signer.log_signed(entries, fork_root)?;
+        let fed = s
+            .witness
+            .add_checkpoint(request_body(0, &[], &forked).as_bytes(), 1);
+        assert!(
+            matches!(fed, crate::tlog::witness::Outcome::Cosigned(_)),
+            "{fed:?}"
+        );
+        let witness = s.witness;
+        let addr = serve(move |_, body| {
+            let a = witness.add_checkpoint(body, 2).answer();
+            http(&format!("{} x", a.status), a.content_type, &a.body)
+        })?;
+        let mut a = asker(addr, &s.wkey, &s.signer, Duration::from_secs(10))?;
+        let e = a.round().map(|_| ()).map_err(|e| e.to_string());
+        assert!(
+            matches!(&e, Err(e) if e.contains("cosigned another tree of 3 entries")),
+            "{e:?}"
+        );
         Ok(())
     }
 

@@ -31,7 +31,10 @@ type Cosignatures = (Hash, BTreeMap<String, String>);
 #[derive(Debug)]
 pub struct CheckpointSigner {
     signer: NoteSigner,
-    last: Mutex<Option<(u64, String)>>,
+    /// The last note signed, by size and root: a root other than the
+    /// cached one (a store restored from another history) is signed as
+    /// it is, never answered with the other root's note.
+    last: Mutex<Option<(u64, Hash, String)>>,
     cosigned: Mutex<BTreeMap<u64, Cosignatures>>,
     /// How many new sizes were signed (the witness threads wait on it).
     signed: Mutex<u64>,
@@ -150,8 +153,8 @@ impl CheckpointSigner {
     /// The checkpoint of `size` and `root` signed by the log key alone.
     pub fn log_signed(&self, size: u64, root: Hash) -> Result<String, NoteError> {
         if let Ok(last) = self.last.lock() {
-            if let Some((s, note)) = last.as_ref() {
-                if *s == size {
+            if let Some((s, r, note)) = last.as_ref() {
+                if *s == size && *r == root {
                     return Ok(note.clone());
                 }
             }
@@ -163,7 +166,7 @@ impl CheckpointSigner {
         };
         let note = self.signer.sign(&cp.text())?;
         if let Ok(mut last) = self.last.lock() {
-            *last = Some((size, note.clone()));
+            *last = Some((size, root, note.clone()));
         }
         self.wake_all();
         Ok(note)
@@ -198,6 +201,23 @@ mod tests {
     use openssl::pkey::PKey;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    #[test]
+    fn a_note_always_says_the_root_it_was_asked_for() -> TestResult {
+        let signer = CheckpointSigner::new(NoteSigner::new("t/log", PKey::generate_ed25519()?)?);
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let first = signer.log_signed(3, a)?;
+        // Same size, another root (a store restored from another history):
+        // not the cached note of the first.
+        let second = signer.log_signed(3, b)?;
+        let root_of = |note: &str| -> Result<Hash, Box<dyn std::error::Error>> {
+            let text = crate::tlog::note::SignedNote::parse(note)?.text;
+            Ok(Checkpoint::parse_text(text)?.root)
+        };
+        assert_eq!(root_of(&first)?, a);
+        assert_eq!(root_of(&second)?, b);
+        Ok(())
+    }
 
     #[test]
     fn checkpoints_carry_the_cosignatures_of_their_own_tree_only() -> TestResult {
