@@ -138,6 +138,14 @@ pub enum WitnessError {
     },
     /// No log key was given: the witness would refuse everything.
     NoLogs,
+    /// Another running witness holds this state (its lock file): two
+    /// witnesses on one state could each cosign another tree.
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// Why it could not be taken (`EWOULDBLOCK`: held).
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Display for WitnessError {
@@ -153,6 +161,23 @@ impl fmt::Display for WitnessError {
                 path.display()
             ),
             WitnessError::NoLogs => write!(f, "a witness needs at least one log key (--log-key)"),
+            WitnessError::Locked { path, source }
+                if source.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                write!(
+                    f,
+                    "another witness is running on this state ({} is locked): two on one state \
+                     could each cosign a different tree",
+                    path.display()
+                )
+            }
+            WitnessError::Locked { path, source } => {
+                write!(
+                    f,
+                    "cannot lock the witness state {}: {source}",
+                    path.display()
+                )
+            }
         }
     }
 }
@@ -160,7 +185,7 @@ impl fmt::Display for WitnessError {
 impl std::error::Error for WitnessError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            WitnessError::Read { source, .. } => Some(source),
+            WitnessError::Read { source, .. } | WitnessError::Locked { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -235,6 +260,43 @@ fn load(path: &Path) -> Result<Heads, WitnessError> {
     Ok(heads)
 }
 
+/// Takes the exclusive lock beside the state file `<state>.lock`, and
+/// then (no other witness writing) removes temporary files a killed one
+/// left (`.<state>.<random>.tmp`, from the atomic write).
+fn lock_state(state: &Path) -> Result<fs::File, WitnessError> {
+    let mut name = state.as_os_str().to_os_string();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    let locked = |source| WitnessError::Locked {
+        path: path.clone(),
+        source,
+    };
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(locked)?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|e| locked(e.into()))?;
+    if let (Some(dir), Some(base)) = (state.parent(), state.file_name()) {
+        let prefix = format!(".{}.", base.to_string_lossy());
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let n = entry.file_name();
+            let n = n.to_string_lossy();
+            if n.starts_with(&prefix) && n.ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok(file)
+}
+
 fn render(heads: &Heads) -> String {
     heads
         .iter()
@@ -250,6 +312,8 @@ pub struct Witness {
     logs: BTreeMap<String, Vec<NoteVerifier>>,
     state: Option<PathBuf>,
     heads: Mutex<Heads>,
+    /// The state's lock file, held (flock) for the witness's life.
+    _lock: Option<fs::File>,
 }
 
 impl Witness {
@@ -265,6 +329,7 @@ impl Witness {
         if logs.is_empty() {
             return Err(WitnessError::NoLogs);
         }
+        let lock = state.as_deref().map(lock_state).transpose()?;
         let heads = match &state {
             Some(p) => load(p)?,
             None => Heads::new(),
@@ -278,6 +343,7 @@ impl Witness {
             logs: by_origin,
             state,
             heads: Mutex::new(heads),
+            _lock: lock,
         })
     }
 
@@ -632,32 +698,45 @@ mod tests {
     fn the_state_survives_a_restart_and_damage_is_refused() -> TestResult {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("witness-state");
-        let s = setup(Some(path.clone()))?;
+        let Setup { log, witness } = setup(Some(path.clone()))?;
+        // The outer Result: building the keys; the inner: the witness's.
+        type Reopened = Result<Result<Witness, WitnessError>, Box<dyn std::error::Error>>;
+        let reopen = || -> Reopened {
+            let cosigner = Cosigner::new("witness.test", PKey::generate_ed25519()?)?;
+            Ok(Witness::new(
+                cosigner,
+                vec![log.verifier()?],
+                Some(path.clone()),
+            ))
+        };
         let tree = Tree::of(&["a", "b", "c"]);
-        let cp3 = checkpoint(&s.log, 3, tree.root(3))?;
+        let cp3 = checkpoint(&log, 3, tree.root(3))?;
         assert!(matches!(
-            s.witness
-                .add_checkpoint(request_body(0, &[], &cp3).as_bytes(), 1),
+            witness.add_checkpoint(request_body(0, &[], &cp3).as_bytes(), 1),
             Outcome::Cosigned(_)
         ));
-        let again = Witness::new(
-            Cosigner::new("witness.test", PKey::generate_ed25519()?)?,
-            vec![s.log.verifier()?],
-            Some(path.clone()),
-        )?;
+        // A second witness on the same state is refused while one runs.
+        let second = reopen()?;
+        assert!(
+            matches!(second, Err(WitnessError::Locked { .. })),
+            "{second:?}"
+        );
+        drop(witness);
+        // A killed witness's leftover temporary file is removed at start.
+        let leftover = dir.path().join(".witness-state.0123abcd.tmp");
+        fs::write(&leftover, "half a state")?;
+        let again = reopen()??;
+        assert!(!leftover.exists());
         assert_eq!(again.latest(ORIGIN), Some((3, tree.root(3))));
         // Restarted, it still refuses to go back to 0.
         assert_eq!(
             again.add_checkpoint(request_body(0, &[], &cp3).as_bytes(), 2),
             Outcome::Conflict { size: 3 }
         );
+        drop(again);
         fs::write(&path, "test.example/log three AAAA\n")?;
         assert!(matches!(
-            Witness::new(
-                Cosigner::new("witness.test", PKey::generate_ed25519()?)?,
-                vec![s.log.verifier()?],
-                Some(path),
-            ),
+            reopen()?,
             Err(WitnessError::Corrupt { line: 1, .. })
         ));
         Ok(())
