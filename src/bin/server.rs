@@ -431,7 +431,8 @@ enum WitnessCommand {
         /// Seconds a connection has for each whole request.
         #[arg(long, value_name = "SECS", default_value_t = 10.0)]
         request_timeout: f64,
-        /// Most open connections; one more is answered 503 and closed.
+        /// Most open connections; at it, the one that has waited longest
+        /// for its next request is closed to make room.
         #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
         max_connections: u32,
         /// Most open connections from one source (an IPv4 address, an IPv6

@@ -241,13 +241,13 @@ impl WitnessServer {
             // One source: an IPv4 address or an IPv6 /64, as code guesses
             // are counted.
             let source = crate::course::guess_source(peer.ip());
-            if conns.map.len() >= self.limits.max_connections {
-                log::warn!("witness: {peer}: too many connections; closed");
+            if conns.of_source(&source) >= self.limits.max_per_source {
+                log::warn!("witness: {peer}: too many connections from {source}; closed");
                 let _ = stream.write(BUSY);
                 continue;
             }
-            if conns.of_source(&source) >= self.limits.max_per_source {
-                log::warn!("witness: {peer}: too many connections from {source}; closed");
+            if conns.map.len() >= self.limits.max_connections && !self.evict_oldest(conns) {
+                log::warn!("witness: {peer}: too many connections; closed");
                 let _ = stream.write(BUSY);
                 continue;
             }
@@ -278,6 +278,28 @@ impl WitnessServer {
                 continue_sent: false,
             });
         }
+    }
+
+    /// At the cap, the connection that has waited longest for its next
+    /// request (the earliest deadline) makes room: idle and trickling
+    /// connections from many sources then cannot keep a new one out until
+    /// they time out; a log's request, which takes a round trip, is the
+    /// newest and goes last. `false` if none is waiting for a request.
+    fn evict_oldest(&self, conns: &mut Conns) -> bool {
+        let oldest = conns
+            .map
+            .values()
+            .filter(|c| c.phase == Phase::Open && c.output.is_empty())
+            .min_by_key(|c| c.deadline)
+            .map(|c| c.token);
+        let Some(token) = oldest else {
+            return false;
+        };
+        if let Some(mut c) = conns.remove(&token) {
+            log::info!("witness: connections at the cap; the one waiting longest closed");
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
+        true
     }
 
     /// Reads, answers and writes what it can; `false`: close it.
@@ -653,6 +675,34 @@ mod tests {
             Some(400),
             "a slot freed by a close was never reused"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn at_the_cap_the_longest_waiting_connection_makes_room() -> TestResult {
+        let log = NoteSigner::new("test/log", PKey::generate_ed25519()?)?;
+        let w = start(
+            &log,
+            WitnessLimits {
+                max_connections: 4,
+                ..WitnessLimits::default()
+            },
+        )?;
+        let mut idle = Vec::new();
+        for _ in 0..4 {
+            let mut s = StdStream::connect(w.addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            s.write_all(b"POST /w/add-checkpoint HTTP/1.1\r\n")?;
+            idle.push(s);
+            // Distinct deadlines, in this order.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // A fifth is served at once, not refused until an idle one times out.
+        let (status, body) = post(w.addr, "/w/add-checkpoint", b"")?;
+        assert_eq!(status, 400, "{body}");
+        // The first (longest waiting) was closed to make room.
+        let mut buf = [0u8; 16];
+        assert_eq!(idle[0].read(&mut buf).unwrap_or(0), 0);
         Ok(())
     }
 
