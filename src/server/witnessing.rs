@@ -61,6 +61,10 @@ pub enum WitnessConfigError {
     BadUrl(String),
     /// `--witness-ca` could not be used.
     Ca(std::path::PathBuf, openssl::error::ErrorStack),
+    /// `--witness-ca` could not be read.
+    CaRead(std::path::PathBuf, std::io::Error),
+    /// `--witness-ca` holds no PEM certificate.
+    CaEmpty(std::path::PathBuf),
     /// `--witness` and `--witness-key` counts differ.
     Unpaired {
         /// URLs given.
@@ -80,6 +84,13 @@ impl std::fmt::Display for WitnessConfigError {
                 "--witness {u:?} is not http://HOST:PORT[/PREFIX] or https://HOST:PORT[/PREFIX]"
             ),
             WitnessConfigError::Ca(p, e) => write!(f, "--witness-ca {}: {e}", p.display()),
+            WitnessConfigError::CaRead(p, e) => write!(f, "--witness-ca {}: {e}", p.display()),
+            WitnessConfigError::CaEmpty(p) => write!(
+                f,
+                "--witness-ca {}: no PEM certificate in it (expected the root(s) the \
+                 witnesses' certificates chain to, -----BEGIN CERTIFICATE-----)",
+                p.display()
+            ),
             WitnessConfigError::Unpaired { urls, keys } => write!(
                 f,
                 "{urls} --witness URL(s) but {keys} --witness-key(s): give one key per witness, \
@@ -111,7 +122,10 @@ impl WitnessTarget {
             || host
                 .chars()
                 .any(|c| c.is_whitespace() || c.is_control() || c == '@')
-            || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+            // A query or fragment would land before `/add-checkpoint`.
+            || prefix
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
         {
             return Err(bad());
         }
@@ -182,6 +196,12 @@ impl Witnesses {
         let err = |e| WitnessConfigError::Ca(self.ca_file.clone().unwrap_or_default(), e);
         let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(err)?;
         if let Some(path) = &self.ca_file {
+            // Said plainly before OpenSSL's error stack would be.
+            let pem =
+                std::fs::read(path).map_err(|e| WitnessConfigError::CaRead(path.clone(), e))?;
+            if !openssl::x509::X509::stack_from_pem(&pem).is_ok_and(|s| !s.is_empty()) {
+                return Err(WitnessConfigError::CaEmpty(path.clone()));
+            }
             b.set_ca_file(path).map_err(err)?;
         }
         Ok(b.build())
@@ -593,6 +613,8 @@ mod tests {
             "http://",
             "http://a b:1/",
             "https://h:x",
+            "http://h:1/p?x=1",
+            "http://h:1/p#f",
         ] {
             assert!(matches!(
                 WitnessTarget::new(bad, &vkey),
@@ -607,6 +629,24 @@ mod tests {
             WitnessTarget::new("http://h:1", "nonsense"),
             Err(WitnessConfigError::BadKey(..))
         ));
+        // A --witness-ca that is missing, or not PEM, is said plainly.
+        let dir = tempfile::tempdir()?;
+        let missing = Witnesses {
+            ca_file: Some(dir.path().join("nope.pem")),
+            ..Witnesses::default()
+        };
+        let e = missing.tls().map(|_| ()).map_err(|e| e.to_string());
+        assert!(matches!(&e, Err(m) if m.contains("No such file")), "{e:?}");
+        std::fs::write(dir.path().join("junk.pem"), "not a certificate\n")?;
+        let junk = Witnesses {
+            ca_file: Some(dir.path().join("junk.pem")),
+            ..Witnesses::default()
+        };
+        let e = junk.tls().map(|_| ()).map_err(|e| e.to_string());
+        assert!(
+            matches!(&e, Err(m) if m.contains("no PEM certificate")),
+            "{e:?}"
+        );
         Ok(())
     }
 
