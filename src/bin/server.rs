@@ -365,9 +365,13 @@ enum Command {
     /// A C2SP tlog-witness for certboard logs (usually on another host,
     /// run by someone other than the CA's operator): it cosigns a log's
     /// checkpoint only if it extends the last one it cosigned, so a log
-    /// that shows two histories is caught. Its key lives in --keys-dir
-    /// (encrypted under the passphrase, given as the CA's is), its state
-    /// (the last tree cosigned per log) in --data-dir.
+    /// that shows two histories is caught. Its key is
+    /// --keys-dir/witness-key.pem, encrypted under a passphrase of its own
+    /// given as the CA's is (--ca-passphrase-file FILE, or
+    /// CERTBOARD_CA_PASSPHRASE, or asked on a terminal; at least 8
+    /// characters); its state (the last tree cosigned per log) is
+    /// --data-dir/witness-state: keep it, a witness that loses it must get
+    /// a new key. No CA, database or --log-origin is used.
     #[command(subcommand)]
     Witness(WitnessCommand),
     /// Print a CRL signed by the CA (needs the passphrase).
@@ -413,8 +417,8 @@ enum WitnessCommand {
     /// the log server takes as --witness-key and students' clients as
     /// --witness-key.
     Key,
-    /// Serve `POST <prefix>/add-checkpoint` on --listen. Prints `listening
-    /// witness ADDR` once ready. Stop it with SIGTERM: every cosignature
+    /// Serve `POST <prefix>/add-checkpoint` on --listen. Prints `witness
+    /// VKEY` and `listening witness ADDR` once ready. Stop it with SIGTERM: every cosignature
     /// was recorded before it left.
     Run {
         /// Address to listen on (port 0: any free port).
@@ -425,7 +429,8 @@ enum WitnessCommand {
         /// carry the key's name as their origin.
         #[arg(long = "log-key", value_name = "VKEY", required = true)]
         log_key: Vec<String>,
-        /// URL path prefix of the endpoint (e.g. `/witness`).
+        /// URL path prefix of the endpoint, starting with `/` (e.g.
+        /// `/witness`: then `POST /witness/add-checkpoint`).
         #[arg(long, value_name = "PATH", default_value = "")]
         prefix: String,
         /// Seconds a connection has for each whole request.
