@@ -604,6 +604,52 @@ mod tests {
     }
 
     #[test]
+    fn a_proof_with_a_line_too_many_or_too_few_is_refused() -> TestResult {
+        let leaves: Vec<String> = (0..20).map(|i| format!("leaf {i}")).collect();
+        let tree = Tree::of(&leaves.iter().map(String::as_str).collect::<Vec<_>>());
+        for (old, new) in [
+            (1, 2),
+            (2, 3),
+            (3, 7),
+            (4, 8),
+            (4, 13),
+            (5, 16),
+            (8, 20),
+            (13, 20),
+        ] {
+            let s = setup(None)?;
+            let cp_old = checkpoint(&s.log, old, tree.root(old))?;
+            let first = s
+                .witness
+                .add_checkpoint(request_body(0, &[], &cp_old).as_bytes(), 1);
+            assert!(matches!(first, Outcome::Cosigned(_)), "{old}: {first:?}");
+            let cp_new = checkpoint(&s.log, new, tree.root(new))?;
+            let proof = tree.consistency(old, new)?;
+            let mut longer = proof.clone();
+            longer.push(tree.root(1));
+            let mut doubled = vec![proof[0]];
+            doubled.extend_from_slice(&proof);
+            let shorter = &proof[..proof.len() - 1];
+            for bad in [&longer[..], &doubled[..], shorter, &[][..]] {
+                let a = s
+                    .witness
+                    .add_checkpoint(request_body(old, bad, &cp_new).as_bytes(), 2)
+                    .answer();
+                assert_eq!(a.status, 422, "{old}->{new} with {} lines", bad.len());
+            }
+            assert_eq!(s.witness.latest(ORIGIN), Some((old, tree.root(old))));
+            let good = s
+                .witness
+                .add_checkpoint(request_body(old, &proof, &cp_new).as_bytes(), 3);
+            assert!(
+                matches!(good, Outcome::Cosigned(_)),
+                "{old}->{new}: {good:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
     fn a_fork_or_a_smaller_tree_is_never_cosigned() -> TestResult {
         let s = setup(None)?;
         let honest = Tree::of(&["a", "b", "c", "d"]);
