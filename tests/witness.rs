@@ -47,15 +47,16 @@ impl Drop for WitnessProcess {
 }
 
 fn start_witness(dir: &Path, log_vkey: &str) -> Result<WitnessProcess, Box<dyn std::error::Error>> {
+    start_witness_on(dir, log_vkey, "127.0.0.1:0")
+}
+
+fn start_witness_on(
+    dir: &Path,
+    log_vkey: &str,
+    listen: &str,
+) -> Result<WitnessProcess, Box<dyn std::error::Error>> {
     let mut child = server_in(dir)
-        .args([
-            "witness",
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-key",
-            log_vkey,
-        ])
+        .args(["witness", "run", "--listen", listen, "--log-key", log_vkey])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
@@ -256,7 +257,8 @@ fn a_witness_cosigns_the_log_refuses_a_fork_and_being_down_stops_nothing() -> Te
     )?;
     assert_eq!(status, 422);
 
-    // The witness goes away: students still enroll and submit.
+    // The witness goes away (SIGKILL): students still enroll and submit.
+    let witness_addr = witness.addr;
     drop(witness);
     let out = server.client(&["1155000005"])?;
     assert!(out.status.success(), "{}", text(&out));
@@ -271,6 +273,31 @@ fn a_witness_cosigns_the_log_refuses_a_fork_and_being_down_stops_nothing() -> Te
             "certboard_witness_requests_total{witness=\"witness.test/w1\",outcome=\"failed\"}"
         ),
         "{metrics}"
+    );
+
+    // Back on its address after the kill: it still holds size 6 (a fresh
+    // client learns it from a 409, the fork is still refused) and the log
+    // server's thread has the grown tree cosigned from there.
+    let witness = start_witness_on(wdir.path(), &log_vkey, &witness_addr.to_string())?;
+    let (status, body) = http(
+        witness.addr,
+        "POST",
+        "/add-checkpoint",
+        &request_body(0, &[], &forked(6)?),
+    )?;
+    assert_eq!((status, body.as_str()), (409, "6\n"));
+    let mut grown = String::new();
+    for _ in 0..20 {
+        grown = cosigned_checkpoint(log_http)?;
+        if grown.starts_with(&format!("{origin}\n8\n")) && cosigner.verify(&grown).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        grown.starts_with(&format!("{origin}\n8\n")) && cosigner.verify(&grown).is_ok(),
+        "{grown}\n{}",
+        server.log()
     );
     Ok(())
 }
