@@ -325,6 +325,33 @@ mod tests {
     }
 
     #[test]
+    fn the_specs_example_line_is_framed_as_ours() -> TestResult {
+        // c2sp.org/tlog-cosignature's example (its key is not published,
+        // so the framing is what can be checked): key id, then the
+        // timestamp its signed-message example shows, then 64 bytes.
+        let note = "example.com/behind-the-sofa\n20852163\n\
+            CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\n\
+            \u{2014} example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5/Zhcyv2q1gGzGku9nTo+zyWE+xeMcTOAYQ8=\n\
+            \u{2014} witness.example.com/w1 jWbPPwAAAABkGFDLEZMHwSRaJNiIDoe9DYn/zXcrtPHeolMI5OWXEhZCB9dlrDJsX3b2oyin1nPZqhf5nNo0xUe+mbIUBkBIfZ+qnA==\n";
+        let parsed = SignedNote::parse(note)?;
+        let w = &parsed.signatures[1];
+        assert_eq!(
+            (w.name.as_str(), w.id),
+            ("witness.example.com/w1", 0x8d66_cf3f)
+        );
+        assert_eq!(w.signature.len(), SIGNATURE_LEN);
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&w.signature[..8]);
+        assert_eq!(u64::from_be_bytes(ts), 1_679_315_147);
+        assert_eq!(
+            signed_message(parsed.text, 1_679_315_147),
+            "cosignature/v1\ntime 1679315147\nexample.com/behind-the-sofa\n20852163\n\
+             CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn a_cosigned_note_verifies_for_both_keys_and_ignores_strangers() -> TestResult {
         let log = NoteSigner::new("example.edu/certboard", PKey::generate_ed25519()?)?;
         let w1 = Cosigner::new("w1.example", PKey::generate_ed25519()?)?;

@@ -542,6 +542,37 @@ mod tests {
         Ok(())
     }
 
+    /// c2sp.org/tlog-witness's example request body, byte for byte.
+    const SPEC_REQUEST: &str = "old 20852014\n\
+        PlRNCrwHpqhGrupue0L7gxbjbMiKA9temvuZZDDpkaw=\n\
+        jrJZDmY8Y7SyJE0MWLpLozkIVMSMZcD5kvuKxPC3swk=\n\
+        5+pKlUdi2LeF/BcMHBn+Ku6yhPGNCswZZD1X/6QgPd8=\n\
+        /6WVhPs2CwSsb5rYBH5cjHV/wSmA79abXAwhXw3Kj/0=\n\
+        \n\
+        example.com/behind-the-sofa\n\
+        20852163\n\
+        CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\
+        \n\
+        \u{2014} example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5/Zhcyv2q1gGzGku9nTo+zyWE+xeMcTOAYQ8=\n\
+        \u{2014} example.com/behind-the-sofa opLqBQsREYCgu6xQkYQwJr9fo45a62DN9EdmHXnZdXNqlcVGlCum2Wks+49/V6267UEjw6QUXTS5Rovnzv++qbSzm9Q=\n";
+
+    #[test]
+    fn the_specs_example_request_parses() -> TestResult {
+        let req = parse_request(SPEC_REQUEST.as_bytes()).map_err(|e| e.to_string())?;
+        assert_eq!((req.old, req.proof.len()), (20_852_014, 4));
+        assert!(req
+            .note
+            .starts_with("example.com/behind-the-sofa\n20852163\n"));
+        // Well formed, so judged on its origin: unknown here (404), not 400.
+        let s = setup(None)?;
+        let a = s
+            .witness
+            .add_checkpoint(SPEC_REQUEST.as_bytes(), 1)
+            .answer();
+        assert_eq!(a.status, 404, "{}", String::from_utf8_lossy(&a.body));
+        Ok(())
+    }
+
     #[test]
     fn every_refusal_has_its_status() -> TestResult {
         let s = setup(None)?;
