@@ -817,6 +817,13 @@ pub struct RevocationMark {
 pub trait Storage {
     /// Makes every record durable in one transaction, all or nothing.
     fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError>;
+    /// [`Storage::commit`], saying where the batch's log entries went
+    /// ([`tlog::Appended`]: the first one's index and the tree head after
+    /// the commit) so that a receipt's proof needs no store lookup to find
+    /// them. `None`: the batch logged nothing, or the store does not say.
+    fn commit_logged(&mut self, batch: &[Record]) -> Result<Option<tlog::Appended>, StoreError> {
+        self.commit(batch).map(|()| None)
+    }
     /// The standing of the certificate with this serial.
     fn cert_status(&mut self, serial: &Serial) -> Result<CertStatus, StoreError>;
     /// Revokes one certificate; returns how many were newly revoked (0 or 1).
@@ -936,6 +943,23 @@ pub trait Storage {
     fn log_nodes(&mut self, ids: &[NodeId]) -> Result<Vec<LogHash>, StoreError>;
     /// The log's entries `[from, to)`, in order; a gap is [`StoreError::Log`].
     fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Entry `index` and the stored hashes `ids` (as [`Storage::log_nodes`]),
+    /// read together: what a proof of one entry needs. An engine reads them
+    /// in one transaction (each costs its locks and a page cache a commit
+    /// may have just invalidated).
+    fn log_entry_and_nodes(
+        &mut self,
+        index: u64,
+        ids: &[NodeId],
+    ) -> Result<(Vec<u8>, Vec<LogHash>), StoreError> {
+        let entry = self
+            .log_entries(index, index + 1)?
+            .pop()
+            .ok_or(StoreError::Log(
+                crate::tlog::merkle::TreeError::MissingNode(NodeId::new(0, index)),
+            ))?;
+        Ok((entry, self.log_nodes(ids)?))
+    }
     /// The index of the entry logging a record (`tlog::cert_record_key`,
     /// `tlog::report_record_key`), if any.
     fn log_index_of(&mut self, record: &str) -> Result<Option<u64>, StoreError>;

@@ -591,8 +591,15 @@ impl SqliteStore {
 
 impl Storage for SqliteStore {
     fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+        self.commit_logged(batch).map(drop)
+    }
+
+    fn commit_logged(
+        &mut self,
+        batch: &[Record],
+    ) -> Result<Option<super::tlog::Appended>, StoreError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let tx = self
             .conn
@@ -763,11 +770,13 @@ impl Storage for SqliteStore {
             }
         }
         let leaves = super::tlog::leaves_of(batch, now);
-        if !leaves.is_empty() {
-            super::tlog::sqlite_append(&tx, &leaves)?;
-        }
+        let appended = if leaves.is_empty() {
+            None
+        } else {
+            Some(super::tlog::sqlite_append(&tx, &leaves)?)
+        };
         tx.commit()?;
-        Ok(())
+        Ok(appended)
     }
 
     fn cert_status(&mut self, serial: &Serial) -> Result<CertStatus, StoreError> {
@@ -918,6 +927,24 @@ impl Storage for SqliteStore {
     fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
         use super::tlog::LogReader;
         Ok(self.conn.entries(from, to)?)
+    }
+
+    fn log_entry_and_nodes(
+        &mut self,
+        index: u64,
+        ids: &[crate::tlog::NodeId],
+    ) -> Result<(Vec<u8>, Vec<crate::tlog::Hash>), StoreError> {
+        // One read transaction (one snapshot, one set of WAL read locks)
+        // for both.
+        let tx = self.conn.transaction()?;
+        let entry = super::tlog::sqlite_entries(&tx, index, index + 1)?
+            .pop()
+            .ok_or(StoreError::Log(
+                crate::tlog::merkle::TreeError::MissingNode(crate::tlog::NodeId::new(0, index)),
+            ))?;
+        let nodes = super::tlog::sqlite_nodes_in(&tx, ids)?;
+        tx.commit()?;
+        Ok((entry, nodes))
     }
 
     fn log_index_of(&mut self, record: &str) -> Result<Option<u64>, StoreError> {

@@ -35,6 +35,53 @@ pub fn upload_record_key(receipt_id: u64) -> String {
     format!("upload:{receipt_id}")
 }
 
+/// Whether a record has a leaf of its own ([`leaves_of`] makes one for
+/// exactly these).
+pub fn has_leaf(record: &Record) -> bool {
+    match record {
+        Record::Cert(_) | Record::Report(_) | Record::Upload(_) => true,
+        Record::Guess(_) | Record::Chunk(_) | Record::DiscardUpload { .. } => false,
+    }
+}
+
+/// Where a record's entry is, and the tree head its commit left: all a
+/// proof of it needs besides stored hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Logged {
+    /// The entry's index.
+    pub index: u64,
+    /// The tree right after the commit that appended it.
+    pub head: Head,
+}
+
+/// Each record's [`Logged`] (`None` for one without a leaf), given where
+/// its batch's entries went. All `None` when the store did not say, or
+/// when the count of entries appended is not the count of records with a
+/// leaf (then the positions would be guesses: the reader looks them up).
+pub fn logged_each(batch: &[Record], appended: Option<Appended>) -> Vec<Option<Logged>> {
+    let with_leaf = batch.iter().filter(|r| has_leaf(r)).count() as u64;
+    let Some(a) = appended.filter(|a| a.size.checked_sub(a.first) == Some(with_leaf)) else {
+        return vec![None; batch.len()];
+    };
+    let head = Head {
+        size: a.size,
+        root: a.root,
+    };
+    let mut next = a.first;
+    batch
+        .iter()
+        .map(|r| {
+            has_leaf(r).then(|| {
+                next += 1;
+                Logged {
+                    index: next - 1,
+                    head,
+                }
+            })
+        })
+        .collect()
+}
+
 /// The leaves a batch appends, in batch order, each with the name of its
 /// record: one per certificate, one per report and one per uploaded file
 /// (its staged chunks have none: only the file's record is a submission). `now` is the time the
@@ -494,15 +541,8 @@ impl LogReader for rusqlite::Connection {
     }
 
     fn nodes(&mut self, ids: &[NodeId]) -> Result<Vec<Hash>, Self::Error> {
-        // A hash tile is up to 256 consecutive nodes of one level: one
-        // range scan instead of a lookup per node (~6x fewer instructions).
-        if let Some(first) = ids.first() {
-            let run = ids
-                .windows(2)
-                .all(|w| w[1].level == w[0].level && w[1].index == w[0].index.wrapping_add(1));
-            if ids.len() > 1 && run {
-                return range_nodes(self, *first, ids);
-            }
+        if is_run(ids) {
+            return range_nodes(self, ids[0], ids);
         }
         // One read transaction for all of them: each statement outside one
         // is its own, and in WAL mode each takes and drops its read locks
@@ -511,49 +551,79 @@ impl LogReader for rusqlite::Connection {
         // the locks were ~4% of the server's CPU per submission (issue 19's
         // profile). Stored nodes never change, so the snapshot is the same.
         let tx = self.transaction().map_err(AppendError::Engine)?;
-        let found = {
-            let mut stmt = tx
-                .prepare_cached("SELECT hash FROM tlog_nodes WHERE level = ?1 AND idx = ?2")
-                .map_err(AppendError::Engine)?;
-            lookup(ids, &HashMap::new(), |id| {
-                stmt.query_row(params![id.level, id.index as i64], |r| r.get(0))
-                    .optional()
-            })
-            .map_err(AppendError::Engine)?
-        };
+        let found = sqlite_nodes_in(&tx, ids)?;
         tx.commit().map_err(AppendError::Engine)?;
-        found.map_err(AppendError::Tree)
+        Ok(found)
     }
 
     fn entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, Self::Error> {
-        let mut stmt = self
-            .prepare_cached(
-                "SELECT idx, data FROM tlog_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
-            )
-            .map_err(AppendError::Engine)?;
-        let rows = stmt
-            .query_map(params![from as i64, to as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(AppendError::Engine)?;
-        let mut out = Vec::new();
-        for (want, row) in (from..to).zip(rows) {
-            let (idx, data) = row.map_err(AppendError::Engine)?;
-            if idx as u64 != want {
-                return Err(AppendError::Tree(TreeError::MissingNode(NodeId::new(
-                    0, want,
-                ))));
-            }
-            out.push(data);
-        }
-        if out.len() as u64 != to - from {
-            let missing = from + out.len() as u64;
+        sqlite_entries(self, from, to)
+    }
+}
+
+/// Whether `ids` are consecutive nodes of one level (a hash tile is up to
+/// 256 of them): read with one range scan instead of a lookup per node
+/// (~6x fewer instructions).
+fn is_run(ids: &[NodeId]) -> bool {
+    ids.len() > 1
+        && ids
+            .windows(2)
+            .all(|w| w[1].level == w[0].level && w[1].index == w[0].index.wrapping_add(1))
+}
+
+/// Stored nodes, in the order asked, read on `conn` as it stands (inside
+/// the caller's transaction, if any).
+pub(super) fn sqlite_nodes_in(
+    conn: &rusqlite::Connection,
+    ids: &[NodeId],
+) -> Result<Vec<Hash>, AppendError<rusqlite::Error>> {
+    if is_run(ids) {
+        return range_nodes(conn, ids[0], ids);
+    }
+    let mut stmt = conn
+        .prepare_cached("SELECT hash FROM tlog_nodes WHERE level = ?1 AND idx = ?2")
+        .map_err(AppendError::Engine)?;
+    lookup(ids, &HashMap::new(), |id| {
+        stmt.query_row(params![id.level, id.index as i64], |r| r.get(0))
+            .optional()
+    })
+    .map_err(AppendError::Engine)?
+    .map_err(AppendError::Tree)
+}
+
+/// Entries `[from, to)`, in SQLite; a gap is an error.
+pub(super) fn sqlite_entries(
+    conn: &rusqlite::Connection,
+    from: u64,
+    to: u64,
+) -> Result<Vec<Vec<u8>>, AppendError<rusqlite::Error>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT idx, data FROM tlog_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+        )
+        .map_err(AppendError::Engine)?;
+    let rows = stmt
+        .query_map(params![from as i64, to as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })
+        .map_err(AppendError::Engine)?;
+    let mut out = Vec::new();
+    for (want, row) in (from..to).zip(rows) {
+        let (idx, data) = row.map_err(AppendError::Engine)?;
+        if idx as u64 != want {
             return Err(AppendError::Tree(TreeError::MissingNode(NodeId::new(
-                0, missing,
+                0, want,
             ))));
         }
-        Ok(out)
+        out.push(data);
     }
+    if out.len() as u64 != to.saturating_sub(from) {
+        let missing = from + out.len() as u64;
+        return Err(AppendError::Tree(TreeError::MissingNode(NodeId::new(
+            0, missing,
+        ))));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

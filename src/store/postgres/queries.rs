@@ -305,8 +305,15 @@ impl PostgresStore {
 
 impl Storage for PostgresStore {
     fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+        self.commit_logged(batch).map(drop)
+    }
+
+    fn commit_logged(
+        &mut self,
+        batch: &[Record],
+    ) -> Result<Option<crate::store::tlog::Appended>, StoreError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let w = Writes::of(batch);
         let c = Columns::of(&w);
@@ -314,7 +321,10 @@ impl Storage for PostgresStore {
         let leaves = crate::store::tlog::leaves_of(batch, now);
         // A damaged log aborts the transaction (returned before commit).
         let log_damage = std::cell::RefCell::new(None);
+        // Where the leaves went, in the attempt that committed.
+        let appended = std::cell::Cell::new(None);
         let outcome = self.run("committing a batch", |conn| {
+            appended.set(None);
             let stmts = &conn.stmts;
             let mut tx = conn.client.transaction().map_err(TxFailure::Before)?;
             // Dropping `tx` on any early return rolls back.
@@ -475,7 +485,7 @@ impl Storage for PostgresStore {
                 }
                 if !leaves.is_empty() {
                     match crate::store::tlog::pg_append(tx, &leaves) {
-                        Ok(_) => {}
+                        Ok(a) => appended.set(Some(a)),
                         Err(AppendError::Engine(e)) => return Err(e),
                         Err(AppendError::Tree(e)) => {
                             *log_damage.borrow_mut() = Some(e);
@@ -499,7 +509,7 @@ impl Storage for PostgresStore {
             return Err(StoreError::Log(e));
         }
         match outcome {
-            None => Ok(()),
+            None => Ok(appended.get()),
             Some(refused) => Err(refused),
         }
     }
