@@ -990,6 +990,10 @@ struct Writes<'a> {
     discards: Vec<i64>,
     /// Certificates superseded by the new ones, after they are inserted.
     supersedes: Vec<Supersede<'a>>,
+    /// For each of `uploads`, its leaf's place among the batch's leaves.
+    upload_leaves: Vec<u64>,
+    /// How many leaves the batch appends ([`tlog::has_leaf`]).
+    leaves: u64,
 }
 
 /// What a new certificate revokes as `superseded`, in its transaction.
@@ -1030,6 +1034,10 @@ struct CertInsert<'a> {
     vouched: bool,
     /// The serial renewed, for a renewal.
     renews: Option<String>,
+    /// Its leaf's place among the batch's leaves (in batch order, as
+    /// [`tlog::leaves_of`] makes them): its entry's index is the log's
+    /// size before the batch plus this.
+    leaf: u64,
 }
 
 /// A `reports` row as written.
@@ -1049,12 +1057,18 @@ struct ReportInsert<'a> {
     /// text, for version 2): the columns a file submission fills too.
     file_size: i64,
     file_sha256: String,
+    /// As [`CertInsert::leaf`].
+    leaf: u64,
 }
 
 impl<'a> Writes<'a> {
     fn of(batch: &'a [Record]) -> Writes<'a> {
         let mut w = Writes::default();
         for record in batch {
+            let leaf = w.leaves;
+            if tlog::has_leaf(record) {
+                w.leaves += 1;
+            }
             match record {
                 Record::Cert(c) => {
                     let serial = c.serial.to_string();
@@ -1092,6 +1106,7 @@ impl<'a> Writes<'a> {
                         authorised: c.authorised.kind().as_str(),
                         vouched: c.authorised.vouched(),
                         renews,
+                        leaf,
                     });
                 }
                 Record::Report(r) => w.reports.push(ReportInsert {
@@ -1105,10 +1120,14 @@ impl<'a> Writes<'a> {
                     late_by: r.late_by,
                     file_size: i64::try_from(r.text.len()).unwrap_or(i64::MAX),
                     file_sha256: r.sha256_hex(),
+                    leaf,
                 }),
                 Record::Guess(g) => w.guesses.push(g),
                 Record::Chunk(c) => w.chunks.push(c),
-                Record::Upload(u) => w.uploads.push(u),
+                Record::Upload(u) => {
+                    w.uploads.push(u);
+                    w.upload_leaves.push(leaf);
+                }
                 Record::DiscardUpload { upload_id } => w.discards.push(*upload_id),
             }
         }
