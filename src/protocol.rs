@@ -358,10 +358,23 @@ impl Session {
     /// signed only now, and a counted code guess is checked only now.
     /// Nothing for every other exchange.
     pub fn on_committed(self, shared: &mut Shared, peer: &str) -> (Session, Output) {
+        self.on_committed_logged(shared, peer, None)
+    }
+
+    /// [`Session::on_committed`], told where the record's log entry went
+    /// and the tree head its commit left (the commit thread knows both), so
+    /// that a proof reads neither back from the store; `None`: they are
+    /// looked up.
+    pub fn on_committed_logged(
+        self,
+        shared: &mut Shared,
+        peer: &str,
+        logged: Option<crate::store::tlog::Logged>,
+    ) -> (Session, Output) {
         let source = self.source;
         let (state, out) = match self.state {
-            State::Blackboard(b) => b.on_committed(shared, peer),
-            State::Enrollment(e) => match e.on_committed(shared, peer) {
+            State::Blackboard(b) => b.on_committed(shared, peer, logged),
+            State::Enrollment(e) => match e.on_committed(shared, peer, logged) {
                 Ok(x) => x,
                 Err(e) => (State::Done, e.refusal(peer)),
             },

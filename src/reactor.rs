@@ -737,14 +737,16 @@ impl Reactor {
     /// with an error that says what is known.
     fn release(&mut self, tokens: Vec<Token>, outcomes: Vec<Outcome>) {
         for (token, outcome) in tokens.into_iter().zip(outcomes) {
-            let failure = match outcome {
-                Ok(()) => None,
-                Err(CommitError::Store(e)) => Some(ConnectionError::Commit(e)),
+            let (logged, failure) = match outcome {
+                Ok(logged) => (logged, None),
+                Err(CommitError::Store(e)) => (None, Some(ConnectionError::Commit(e))),
                 // The store reconnects: unlike a lost writer, the server goes on.
-                Err(CommitError::OutcomeUnknown(_)) => Some(ConnectionError::CommitOutcomeUnknown),
+                Err(CommitError::OutcomeUnknown(_)) => {
+                    (None, Some(ConnectionError::CommitOutcomeUnknown))
+                }
                 Err(CommitError::WriterLost(_)) => {
                     self.writer_lost = true;
-                    Some(ConnectionError::WriterLost)
+                    (None, Some(ConnectionError::WriterLost))
                 }
             };
             let Some(conn) = self.conns.get_mut(&token) else {
@@ -766,7 +768,7 @@ impl Reactor {
                     }
                     // Durable now: whatever the session makes only after
                     // that (a signed receipt) goes out behind the held frames.
-                    let after = conn.on_committed(&mut self.shared);
+                    let after = conn.on_committed(&mut self.shared, logged);
                     self.apply_output(token, after);
                 }
                 Some(e) => self.refuse(token, e),

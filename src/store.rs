@@ -817,6 +817,13 @@ pub struct RevocationMark {
 pub trait Storage {
     /// Makes every record durable in one transaction, all or nothing.
     fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError>;
+    /// [`Storage::commit`], saying where the batch's log entries went
+    /// ([`tlog::Appended`]: the first one's index and the tree head after
+    /// the commit) so that a receipt's proof needs no store lookup to find
+    /// them. `None`: the batch logged nothing, or the store does not say.
+    fn commit_logged(&mut self, batch: &[Record]) -> Result<Option<tlog::Appended>, StoreError> {
+        self.commit(batch).map(|()| None)
+    }
     /// The standing of the certificate with this serial.
     fn cert_status(&mut self, serial: &Serial) -> Result<CertStatus, StoreError>;
     /// Revokes one certificate; returns how many were newly revoked (0 or 1).
@@ -936,6 +943,23 @@ pub trait Storage {
     fn log_nodes(&mut self, ids: &[NodeId]) -> Result<Vec<LogHash>, StoreError>;
     /// The log's entries `[from, to)`, in order; a gap is [`StoreError::Log`].
     fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Entry `index` and the stored hashes `ids` (as [`Storage::log_nodes`]),
+    /// read together: what a proof of one entry needs. An engine reads them
+    /// in one transaction (each costs its locks and a page cache a commit
+    /// may have just invalidated).
+    fn log_entry_and_nodes(
+        &mut self,
+        index: u64,
+        ids: &[NodeId],
+    ) -> Result<(Vec<u8>, Vec<LogHash>), StoreError> {
+        let entry = self
+            .log_entries(index, index + 1)?
+            .pop()
+            .ok_or(StoreError::Log(
+                crate::tlog::merkle::TreeError::MissingNode(NodeId::new(0, index)),
+            ))?;
+        Ok((entry, self.log_nodes(ids)?))
+    }
     /// The index of the entry logging a record (`tlog::cert_record_key`,
     /// `tlog::report_record_key`), if any.
     fn log_index_of(&mut self, record: &str) -> Result<Option<u64>, StoreError>;
@@ -966,6 +990,10 @@ struct Writes<'a> {
     discards: Vec<i64>,
     /// Certificates superseded by the new ones, after they are inserted.
     supersedes: Vec<Supersede<'a>>,
+    /// For each of `uploads`, its leaf's place among the batch's leaves.
+    upload_leaves: Vec<u64>,
+    /// How many leaves the batch appends ([`tlog::has_leaf`]).
+    leaves: u64,
 }
 
 /// What a new certificate revokes as `superseded`, in its transaction.
@@ -1006,6 +1034,10 @@ struct CertInsert<'a> {
     vouched: bool,
     /// The serial renewed, for a renewal.
     renews: Option<String>,
+    /// Its leaf's place among the batch's leaves (in batch order, as
+    /// [`tlog::leaves_of`] makes them): its entry's index is the log's
+    /// size before the batch plus this.
+    leaf: u64,
 }
 
 /// A `reports` row as written.
@@ -1025,12 +1057,18 @@ struct ReportInsert<'a> {
     /// text, for version 2): the columns a file submission fills too.
     file_size: i64,
     file_sha256: String,
+    /// As [`CertInsert::leaf`].
+    leaf: u64,
 }
 
 impl<'a> Writes<'a> {
     fn of(batch: &'a [Record]) -> Writes<'a> {
         let mut w = Writes::default();
         for record in batch {
+            let leaf = w.leaves;
+            if tlog::has_leaf(record) {
+                w.leaves += 1;
+            }
             match record {
                 Record::Cert(c) => {
                     let serial = c.serial.to_string();
@@ -1068,6 +1106,7 @@ impl<'a> Writes<'a> {
                         authorised: c.authorised.kind().as_str(),
                         vouched: c.authorised.vouched(),
                         renews,
+                        leaf,
                     });
                 }
                 Record::Report(r) => w.reports.push(ReportInsert {
@@ -1081,10 +1120,14 @@ impl<'a> Writes<'a> {
                     late_by: r.late_by,
                     file_size: i64::try_from(r.text.len()).unwrap_or(i64::MAX),
                     file_sha256: r.sha256_hex(),
+                    leaf,
                 }),
                 Record::Guess(g) => w.guesses.push(g),
                 Record::Chunk(c) => w.chunks.push(c),
-                Record::Upload(u) => w.uploads.push(u),
+                Record::Upload(u) => {
+                    w.uploads.push(u);
+                    w.upload_leaves.push(leaf);
+                }
                 Record::DiscardUpload { upload_id } => w.discards.push(*upload_id),
             }
         }

@@ -1050,6 +1050,66 @@ fn every_record_has_its_leaf_and_the_head_is_their_root<E: Engine>() -> TestResu
     Ok(())
 }
 
+/// Each logged record's own row names its entry (`log_index_of`), in
+/// batch order across kinds, where the commit said it put them
+/// (`commit_logged`); a record with no leaf, a refused batch and a key of
+/// no record name none. A receipt id keeps all 64 bits in its key.
+fn a_record_names_its_own_entry<E: Engine>() -> TestResult {
+    use certboard::store::tlog::{cert_record_key, report_record_key, upload_record_key};
+    let e = E::fresh("logindex")?;
+    let mut s = e.open()?;
+    let first = s.commit_logged(&[cert("0A", "1155000001")])?;
+    assert_eq!(first.map(|a| (a.first, a.size)), Some((0, 1)));
+    let a = s
+        .commit_logged(&[
+            guess("1155000001", "10.0.0.1", 1_700_000_000),
+            chunk(5, 0, b"x"),
+            report(7, "1155000001", "0A", 100),
+            cert("0B", "1155000002"),
+            upload(8, 5, 1, 1),
+        ])?
+        .ok_or("the batch appended nothing")?;
+    assert_eq!((a.first, a.size), (1, 4));
+    assert_eq!(a.root, s.log_head()?.root);
+    let none = s.commit_logged(&[guess("1155000002", "10.0.0.2", 1_700_000_001)])?;
+    assert_eq!(none, None, "a guess has no leaf");
+    assert!(s.commit(&[cert("0C", "x"), cert("0A", "y")]).is_err());
+    let big = u64::MAX - 1;
+    s.commit(&[report(big, "1155000001", "0A", 101)])?;
+    let entries = s.log_entries(0, 5)?;
+    for (key, index) in [
+        (cert_record_key("0A"), 0u64),
+        (report_record_key(7), 1),
+        (cert_record_key("0B"), 2),
+        (upload_record_key(8), 3),
+        (report_record_key(big), 4),
+    ] {
+        assert_eq!(s.log_index_of(&key)?, Some(index), "{key}");
+        let leaf = certboard::tlog::Leaf::decode(&entries[index as usize])?;
+        let named = match leaf {
+            certboard::tlog::Leaf::Cert { serial, .. } => cert_record_key(&serial),
+            certboard::tlog::Leaf::Submission { receipt_id, .. } if index == 3 => {
+                upload_record_key(receipt_id)
+            }
+            certboard::tlog::Leaf::Submission { receipt_id, .. } => report_record_key(receipt_id),
+        };
+        assert_eq!(named, key, "entry {index}");
+    }
+    for key in [
+        cert_record_key("0C"),
+        report_record_key(8),
+        upload_record_key(7),
+        "nothing:1".to_string(),
+        "report:x".to_string(),
+    ] {
+        assert_eq!(s.log_index_of(&key)?, None, "{key}");
+    }
+    // Another connection (another host, an admin command) reads the same.
+    let mut other = e.open()?;
+    assert_eq!(other.log_index_of(&upload_record_key(8))?, Some(3));
+    Ok(())
+}
+
 /// Connections committing at once (hosts on one PostgreSQL) make one log:
 /// indexes 0..n with no gap, each record once, one tree.
 fn concurrent_commits_make_one_gapless_log<E: Engine + Sync>() -> TestResult {
@@ -1438,6 +1498,7 @@ contract!(
     the_census_counts_what_is_current_at_the_time_given,
     every_record_has_its_leaf_and_the_head_is_their_root,
     concurrent_commits_make_one_gapless_log,
+    a_record_names_its_own_entry,
     uploads_become_visible_only_when_complete,
     staff_accounts_sessions_and_audit,
     login_attempts_are_bounded_per_source_never_per_account,

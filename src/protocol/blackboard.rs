@@ -22,6 +22,7 @@ use crate::ca::{BlackboardIdentity, Serial};
 use crate::crypto::{self, SessionKeys, DIGEST_LEN, SESSION_KEY_LEN};
 use crate::message::{CipherId, Message, IV_LEN, NONCE_LEN};
 use crate::receipt::{ReceiptContent, RECEIPT_VERSION};
+use crate::store::tlog::Logged;
 use crate::store::{Origin, Record, ReportRecord, DEFAULT_ASSIGNMENT};
 use crate::time::{now_unix, rfc3339};
 
@@ -163,9 +164,16 @@ impl Blackboard {
 
     /// The report is durable: its receipt is signed now, and the exchange
     /// ends. Nothing for a state that recorded nothing.
-    pub(super) fn on_committed(self, shared: &mut Shared, peer: &str) -> (State, Output) {
+    pub(super) fn on_committed(
+        self,
+        shared: &mut Shared,
+        peer: &str,
+        logged: Option<Logged>,
+    ) -> (State, Output) {
         match self {
-            Blackboard::Recording(r) => (State::Done, receipt_after_commit(*r, shared, peer)),
+            Blackboard::Recording(r) => {
+                (State::Done, receipt_after_commit(*r, shared, peer, logged))
+            }
             // A chunk is durable: the next one may be read.
             Blackboard::Staging(r) => (
                 State::Blackboard(Blackboard::Receiving(r)),
@@ -409,16 +417,29 @@ fn admit(shared: &mut Shared, sid: &str) -> Result<Timing, ProtocolError> {
 /// upload's, [`ReceiptToSign::log_key`]) is in the log, against a
 /// checkpoint that already holds it; `None` (logged) when this process
 /// does not hold the log key or the store does not answer: the receipt
-/// goes out without it rather than not at all.
-fn log_proof(shared: &mut Shared, key: &str, receipt_id: u64, peer: &str) -> Option<(u64, String)> {
+/// goes out without it rather than not at all. Where the entry is and the
+/// tree its commit left come from the commit (`logged`) when it said: the
+/// proof then reads only its hashes, in one read transaction.
+fn log_proof(
+    shared: &mut Shared,
+    key: &str,
+    receipt_id: u64,
+    peer: &str,
+    logged: Option<Logged>,
+) -> Option<(u64, String)> {
     use crate::tlog::signer::ProofError;
     let signer = shared.log.clone()?;
     let store = &mut shared.store;
     let made = (|| -> Result<Option<(u64, String)>, ProofError<crate::store::StoreError>> {
-        let Some(index) = store.log_index_of(key).map_err(ProofError::Read)? else {
-            return Ok(None);
+        let (index, head) = match logged {
+            Some(l) => (l.index, l.head),
+            None => {
+                let Some(index) = store.log_index_of(key).map_err(ProofError::Read)? else {
+                    return Ok(None);
+                };
+                (index, store.log_head().map_err(ProofError::Read)?)
+            }
         };
-        let head = store.log_head().map_err(ProofError::Read)?;
         let proof = signer.prove(
             index,
             head.size,
@@ -437,8 +458,13 @@ fn log_proof(shared: &mut Shared, key: &str, receipt_id: u64, peer: &str) -> Opt
 }
 
 /// Signs the receipt of a report now durable, and ends the exchange.
-fn receipt_after_commit(mut r: ReceiptToSign, shared: &mut Shared, peer: &str) -> Output {
-    if let Some((index, proof)) = log_proof(shared, &r.log_key, r.receipt_id, peer) {
+fn receipt_after_commit(
+    mut r: ReceiptToSign,
+    shared: &mut Shared,
+    peer: &str,
+    logged: Option<Logged>,
+) -> Output {
+    if let Some((index, proof)) = log_proof(shared, &r.log_key, r.receipt_id, peer, logged) {
         r.content.log_index = Some(index);
         r.content.log_proof = Some(proof);
     }

@@ -162,10 +162,15 @@ impl Enrollment {
 
     /// The last record is durable: a counted guess is checked now, and
     /// answered (a certificate, held for its own record, or a refusal).
-    pub(super) fn on_committed(self, shared: &mut Shared, peer: &str) -> Step {
+    pub(super) fn on_committed(
+        self,
+        shared: &mut Shared,
+        peer: &str,
+        logged: Option<crate::store::tlog::Logged>,
+    ) -> Step {
         match self {
             Enrollment::Guessed(counted) => check_counted(*counted, peer),
-            Enrollment::Recording(r) => Ok(issued_v3(*r, shared, peer)),
+            Enrollment::Recording(r) => Ok(issued_v3(*r, shared, peer, logged)),
             state @ (Enrollment::AwaitHello
             | Enrollment::Challenged { .. }
             | Enrollment::Issued { .. }) => Ok((State::Enrollment(state), Output::default())),
@@ -281,12 +286,23 @@ fn hello3(version: u16, hello: &[u8], log_size: u64, shared: &mut Shared) -> Ste
 /// A version 3 certificate now durable: its `CertIssued3`, with the log
 /// proofs when this host holds the log key (without them, logged, rather
 /// than no certificate at all: it is issued and recorded).
-fn issued_v3(r: Recording, shared: &mut Shared, peer: &str) -> (State, Output) {
+fn issued_v3(
+    r: Recording,
+    shared: &mut Shared,
+    peer: &str,
+    logged: Option<crate::store::tlog::Logged>,
+) -> (State, Output) {
     let record = crate::store::tlog::cert_record_key(&r.serial);
     let proven = match &shared.log {
         Some(signer) => {
             let signer = Arc::clone(signer);
-            match super::logproof::prove_record(&mut *shared.store, &signer, &record, r.log_size) {
+            match super::logproof::prove_record(
+                &mut *shared.store,
+                &signer,
+                &record,
+                logged,
+                r.log_size,
+            ) {
                 Ok(p) => p,
                 Err(e) => {
                     log::warn!(

@@ -32,6 +32,7 @@ use log::{debug, error};
 use mio::Waker;
 
 use crate::ops::metrics::Metrics;
+use crate::store::tlog::{self, Appended, Logged};
 use crate::store::{Authorisation, Record, Storage, StoreError, Unavailable};
 
 /// Why a batch is not known to be durable.
@@ -86,8 +87,10 @@ impl PartialEq for CommitError {
 
 const WRITER_GONE: CommitError = CommitError::WriterLost("the commit thread has stopped");
 
-/// What became of one record.
-pub(crate) type Outcome = Result<(), CommitError>;
+/// What became of one record: durable, with where its log entry went
+/// when it has one ([`Logged`]: its receipt's proof reads no index nor
+/// head back from the store), or not known to be.
+pub(crate) type Outcome = Result<Option<Logged>, CommitError>;
 
 /// One reactor's batch, and how to tell that reactor it is done: one
 /// outcome per record, in order.
@@ -324,9 +327,13 @@ impl Durable {
     }
 
     /// Commits `records`, timing it.
-    fn commit(&self, store: &mut dyn Storage, records: &[Record]) -> Result<(), StoreError> {
+    fn commit(
+        &self,
+        store: &mut dyn Storage,
+        records: &[Record],
+    ) -> Result<Option<Appended>, StoreError> {
         let started = std::time::Instant::now();
-        let result = store.commit(records);
+        let result = store.commit_logged(records);
         self.metrics.commit_latency(started.elapsed());
         result
     }
@@ -376,15 +383,16 @@ fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, durable: &mut Durab
             all.append(&mut job.records);
         }
         match durable.commit(store, &all) {
-            Ok(()) => {
+            Ok(appended) => {
                 debug!(
                     "committed {} record(s) of {} batches",
                     all.len(),
                     lens.len()
                 );
                 durable.done(&all);
+                let mut each = tlog::logged_each(&all, appended).into_iter().map(Ok);
                 lens.iter()
-                    .map(|&n| (0..n).map(|_| Ok(())).collect())
+                    .map(|&n| each.by_ref().take(n).collect())
                     .collect()
             }
             Err(StoreError::Unavailable(u)) => {
@@ -417,7 +425,7 @@ fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, durable: &mut Durab
 /// One batch in one transaction; if that fails, each record alone.
 fn commit_each(store: &mut dyn Storage, records: &[Record], durable: &mut Durable) -> Vec<Outcome> {
     match commit_one(store, records, durable) {
-        Ok(()) => records.iter().map(|_| Ok(())).collect(),
+        Ok(each) => each.into_iter().map(Ok).collect(),
         Err(e) if records.len() == 1 => vec![Err(e)],
         Err(CommitError::Store(StoreError::Unavailable(u)))
         | Err(CommitError::OutcomeUnknown(StoreError::Unavailable(u))) => {
@@ -430,18 +438,26 @@ fn commit_each(store: &mut dyn Storage, records: &[Record], durable: &mut Durabl
             );
             records
                 .iter()
-                .map(|r| commit_one(store, std::slice::from_ref(r), durable))
+                .map(|r| {
+                    commit_one(store, std::slice::from_ref(r), durable)
+                        .map(|mut each| each.pop().flatten())
+                })
                 .collect()
         }
     }
 }
 
-fn commit_one(store: &mut dyn Storage, records: &[Record], durable: &mut Durable) -> Outcome {
+/// One transaction; each record's [`Logged`] once durable.
+fn commit_one(
+    store: &mut dyn Storage,
+    records: &[Record],
+    durable: &mut Durable,
+) -> Result<Vec<Option<Logged>>, CommitError> {
     match durable.commit(store, records) {
-        Ok(()) => {
+        Ok(appended) => {
             debug!("committed {} record(s)", records.len());
             durable.done(records);
-            Ok(())
+            Ok(tlog::logged_each(records, appended))
         }
         Err(e @ (StoreError::CodeUsed { .. } | StoreError::RenewedRevoked { .. })) => {
             // The student's answer (code 14 or 16), not the server's failure.
@@ -507,8 +523,8 @@ mod tests {
         let handle = committer.handle(w);
         let a = handle.submit(vec![report(1), report(2)])?;
         let b = handle.submit(vec![report(3)])?;
-        assert_eq!(a.wait(), vec![Ok(()), Ok(())]);
-        assert_eq!(b.wait(), vec![Ok(())]);
+        assert_eq!(a.wait(), vec![Ok(None), Ok(None)]);
+        assert_eq!(b.wait(), vec![Ok(None)]);
         drop(handle);
         committer.stop();
         assert_eq!(seen.committed_receipts().concat(), vec![1, 2, 3]);
@@ -706,10 +722,10 @@ mod tests {
         }
         // The database answers again.
         go.send(())?;
-        assert_eq!(first.wait(), vec![Ok(())]);
+        assert_eq!(first.wait(), vec![Ok(None)]);
         let third = handle.submit(vec![report(4)])?;
         go.send(())?;
-        assert_eq!(third.wait(), vec![Ok(())]);
+        assert_eq!(third.wait(), vec![Ok(None)]);
         drop(handle);
         drop(go);
         committer.stop();
@@ -718,6 +734,58 @@ mod tests {
             vec![1, 4],
             "the refused batch was committed"
         );
+        Ok(())
+    }
+
+    /// Merged batches on the real engine: each logged record is told its
+    /// own entry's index and the head the commit left, which is what the
+    /// store answers when asked afterwards; a record without a leaf (a
+    /// guess) is told nothing.
+    #[test]
+    fn each_record_is_told_where_its_entry_went() -> Result<(), Box<dyn std::error::Error>> {
+        let mut store: Box<dyn Storage + Send> = Box::new(crate::store::SqliteStore::in_memory()?);
+        store.commit(&[report(100)])?;
+        let (_poll, w) = waker()?;
+        let guess = Record::Guess(crate::store::Guess {
+            sid: "1155000001".into(),
+            source: "127.0.0.1".into(),
+            at: 1_700_000_000,
+            limits: crate::store::GuessLimits::default(),
+        });
+        let mut answers = Vec::new();
+        let jobs: Vec<Job> = [vec![report(1), guess, report(2)], vec![report(3)]]
+            .into_iter()
+            .map(|records| {
+                let (reply, answer) = mpsc::channel();
+                answers.push(answer);
+                Job {
+                    records,
+                    reply,
+                    waker: Arc::clone(&w),
+                    claim: Arc::new(AtomicU8::new(TAKEN)),
+                }
+            })
+            .collect();
+        commit_jobs(
+            store.as_mut(),
+            jobs,
+            &mut Durable {
+                announce: Box::new(no_announce),
+                metrics: Arc::new(Metrics::new()),
+            },
+        );
+        let head = store.log_head()?;
+        assert_eq!(head.size, 4);
+        let told: Vec<Vec<Outcome>> = answers
+            .iter()
+            .map(|a| a.try_recv())
+            .collect::<Result<_, _>>()?;
+        let at = |index| Ok(Some(Logged { index, head }));
+        assert_eq!(told, vec![vec![at(1), Ok(None), at(2)], vec![at(3)]]);
+        for id in 1..=3 {
+            let key = tlog::report_record_key(id);
+            assert_eq!(store.log_index_of(&key)?, Some(id));
+        }
         Ok(())
     }
 

@@ -19,6 +19,7 @@ use crate::ops::metrics::Metrics;
 use crate::ops::Ops;
 use crate::protocol::{ConnectionError, Expiry, Output, Shared};
 use crate::staff::StaffApp;
+use crate::store::tlog::Logged;
 
 /// What one unit of a connection's work came to.
 #[derive(Debug)]
@@ -210,10 +211,11 @@ impl Connection {
         }
     }
 
-    /// The record it waited for is durable: what to send now.
-    pub(super) fn on_committed(&mut self, shared: &mut Shared) -> Output {
+    /// The record it waited for is durable (its log entry where `logged`
+    /// says, if the commit said): what to send now.
+    pub(super) fn on_committed(&mut self, shared: &mut Shared, logged: Option<Logged>) -> Output {
         match &mut self.handler {
-            Handler::Frames(f) => f.on_committed(shared, &self.peer),
+            Handler::Frames(f) => f.on_committed(shared, &self.peer, logged),
             Handler::Http(_) | Handler::Staff(_) => Output::default(),
         }
     }

@@ -13,6 +13,7 @@ use crate::message::ErrorCode;
 use crate::protocol::{
     refusal_label, ConnectionError, Done, Expiry, Output, ServiceKind, Session, Shared,
 };
+use crate::store::tlog::Logged;
 
 /// A frame connection's protocol part.
 #[derive(Debug)]
@@ -94,9 +95,14 @@ impl Frames {
     }
 
     /// The record of the last step is durable: what the session sends now.
-    pub(super) fn on_committed(&mut self, shared: &mut Shared, peer: &str) -> Output {
+    pub(super) fn on_committed(
+        &mut self,
+        shared: &mut Shared,
+        peer: &str,
+        logged: Option<Logged>,
+    ) -> Output {
         let session = std::mem::take(&mut self.session);
-        let (next, out) = session.on_committed(shared, peer);
+        let (next, out) = session.on_committed_logged(shared, peer, logged);
         self.session = next;
         out
     }

@@ -163,6 +163,13 @@ impl Storage for Bounded {
         let batch = batch.to_vec();
         self.call(true, move |s| s.commit(&batch))
     }
+    fn commit_logged(
+        &mut self,
+        batch: &[Record],
+    ) -> Result<Option<crate::store::tlog::Appended>, StoreError> {
+        let batch = batch.to_vec();
+        self.call(true, move |s| s.commit_logged(&batch))
+    }
     fn cert_status(&mut self, serial: &Serial) -> Result<CertStatus, StoreError> {
         let serial = serial.clone();
         self.call(false, move |s| s.cert_status(&serial))
@@ -312,6 +319,14 @@ impl Storage for Bounded {
     }
     fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
         self.call(false, move |s| s.log_entries(from, to))
+    }
+    fn log_entry_and_nodes(
+        &mut self,
+        index: u64,
+        ids: &[crate::tlog::NodeId],
+    ) -> Result<(Vec<u8>, Vec<crate::tlog::Hash>), StoreError> {
+        let ids = ids.to_vec();
+        self.call(false, move |s| s.log_entry_and_nodes(index, &ids))
     }
     fn log_index_of(&mut self, record: &str) -> Result<Option<u64>, StoreError> {
         let record = record.to_string();

@@ -45,6 +45,13 @@ impl<S: Storage> Storage for Gated<S> {
         self.wait(GatedCall::Commit);
         self.inner.commit(batch)
     }
+    fn commit_logged(
+        &mut self,
+        batch: &[Record],
+    ) -> Result<Option<crate::store::tlog::Appended>, StoreError> {
+        self.wait(GatedCall::Commit);
+        self.inner.commit_logged(batch)
+    }
     fn cert_status(&mut self, s: &Serial) -> Result<CertStatus, StoreError> {
         self.inner.cert_status(s)
     }
@@ -167,6 +174,13 @@ impl<S: Storage> Storage for Gated<S> {
     }
     fn log_entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
         self.inner.log_entries(from, to)
+    }
+    fn log_entry_and_nodes(
+        &mut self,
+        index: u64,
+        ids: &[crate::tlog::NodeId],
+    ) -> Result<(Vec<u8>, Vec<crate::tlog::Hash>), StoreError> {
+        self.inner.log_entry_and_nodes(index, ids)
     }
     fn log_index_of(&mut self, record: &str) -> Result<Option<u64>, StoreError> {
         self.inner.log_index_of(record)

@@ -55,7 +55,7 @@ use queries::Conn;
 use url::Target;
 
 /// The PostgreSQL schema this build reads and writes.
-pub const PG_SCHEMA_VERSION: i32 = 8;
+pub const PG_SCHEMA_VERSION: i32 = 9;
 /// What is wrong with a database URL.
 #[derive(Debug)]
 #[non_exhaustive]

@@ -35,6 +35,53 @@ pub fn upload_record_key(receipt_id: u64) -> String {
     format!("upload:{receipt_id}")
 }
 
+/// Whether a record has a leaf of its own ([`leaves_of`] makes one for
+/// exactly these).
+pub fn has_leaf(record: &Record) -> bool {
+    match record {
+        Record::Cert(_) | Record::Report(_) | Record::Upload(_) => true,
+        Record::Guess(_) | Record::Chunk(_) | Record::DiscardUpload { .. } => false,
+    }
+}
+
+/// Where a record's entry is, and the tree head its commit left: all a
+/// proof of it needs besides stored hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Logged {
+    /// The entry's index.
+    pub index: u64,
+    /// The tree right after the commit that appended it.
+    pub head: Head,
+}
+
+/// Each record's [`Logged`] (`None` for one without a leaf), given where
+/// its batch's entries went. All `None` when the store did not say, or
+/// when the count of entries appended is not the count of records with a
+/// leaf (then the positions would be guesses: the reader looks them up).
+pub fn logged_each(batch: &[Record], appended: Option<Appended>) -> Vec<Option<Logged>> {
+    let with_leaf = batch.iter().filter(|r| has_leaf(r)).count() as u64;
+    let Some(a) = appended.filter(|a| a.size.checked_sub(a.first) == Some(with_leaf)) else {
+        return vec![None; batch.len()];
+    };
+    let head = Head {
+        size: a.size,
+        root: a.root,
+    };
+    let mut next = a.first;
+    batch
+        .iter()
+        .map(|r| {
+            has_leaf(r).then(|| {
+                next += 1;
+                Logged {
+                    index: next - 1,
+                    head,
+                }
+            })
+        })
+        .collect()
+}
+
 /// The leaves a batch appends, in batch order, each with the name of its
 /// record: one per certificate, one per report and one per uploaded file
 /// (its staged chunks have none: only the file's record is a submission). `now` is the time the
@@ -152,6 +199,80 @@ CREATE TABLE tlog_head (
 );
 INSERT INTO tlog_head (size, root) VALUES (0, '\\xe3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
 ";
+
+/// The schema step (both engines) that keeps each entry's index in its
+/// record's own row (`certs`, `reports`, `uploads`: `log_index`), filled
+/// for the rows already logged, and drops the unique index on
+/// `tlog_entries.record`. Its keys are random (serials, receipt ids), so
+/// that index cost every commit one more random B-tree page per record
+/// (issue 21); a record's own row is written anyway, and is where a lookup
+/// by record starts. `record` stays, unindexed, naming what each entry
+/// logs. A receipt id is a 64-bit number stored reinterpreted as signed:
+/// its key is the unsigned decimal (SQLite's `%llu`).
+pub(super) const SQLITE_OWN_INDEX: &str = "
+ALTER TABLE certs ADD COLUMN log_index INTEGER;
+ALTER TABLE reports ADD COLUMN log_index INTEGER;
+ALTER TABLE uploads ADD COLUMN log_index INTEGER;
+UPDATE certs SET log_index =
+    (SELECT idx FROM tlog_entries WHERE record = 'cert:' || certs.serial);
+UPDATE reports SET log_index =
+    (SELECT idx FROM tlog_entries WHERE record = 'report:' || printf('%llu', reports.receipt_id));
+UPDATE uploads SET log_index =
+    (SELECT idx FROM tlog_entries WHERE record = 'upload:' || printf('%llu', uploads.receipt_id));
+CREATE TABLE tlog_entries_v9 (
+    idx    INTEGER PRIMARY KEY,
+    data   BLOB NOT NULL,
+    record TEXT NOT NULL
+);
+INSERT INTO tlog_entries_v9 (idx, data, record) SELECT idx, data, record FROM tlog_entries;
+DROP TABLE tlog_entries;
+ALTER TABLE tlog_entries_v9 RENAME TO tlog_entries;
+";
+
+/// [`SQLITE_OWN_INDEX`] for PostgreSQL.
+pub(super) const PG_OWN_INDEX: &str = "
+ALTER TABLE certs ADD COLUMN log_index BIGINT;
+ALTER TABLE reports ADD COLUMN log_index BIGINT;
+ALTER TABLE uploads ADD COLUMN log_index BIGINT;
+UPDATE certs c SET log_index = e.idx FROM tlog_entries e WHERE e.record = 'cert:' || c.serial;
+UPDATE reports r SET log_index = e.idx FROM tlog_entries e
+    WHERE e.record = 'report:' || (CASE WHEN r.receipt_id < 0
+        THEN r.receipt_id::numeric + 18446744073709551616 ELSE r.receipt_id END)::text;
+UPDATE uploads u SET log_index = e.idx FROM tlog_entries e
+    WHERE e.record = 'upload:' || (CASE WHEN u.receipt_id < 0
+        THEN u.receipt_id::numeric + 18446744073709551616 ELSE u.receipt_id END)::text;
+ALTER TABLE tlog_entries DROP CONSTRAINT tlog_entries_record_key;
+";
+
+/// The row a record key ([`cert_record_key`], [`report_record_key`],
+/// [`upload_record_key`]) names, and where that row keeps its entry's
+/// index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Owner<'a> {
+    /// `certs`, by serial.
+    Cert(&'a str),
+    /// `reports`, by receipt id as stored.
+    Report(i64),
+    /// `uploads`, by receipt id as stored.
+    Upload(i64),
+}
+
+impl<'a> Owner<'a> {
+    /// `None`: not a key any record is logged under.
+    pub(super) fn of(record: &'a str) -> Option<Owner<'a>> {
+        let receipt = |id: &str| id.parse::<u64>().ok().map(|id| id as i64);
+        if let Some(serial) = record.strip_prefix("cert:") {
+            Some(Owner::Cert(serial))
+        } else if let Some(id) = record.strip_prefix("report:") {
+            receipt(id).map(Owner::Report)
+        } else {
+            record
+                .strip_prefix("upload:")
+                .and_then(receipt)
+                .map(Owner::Upload)
+        }
+    }
+}
 
 /// What one append did: the first new leaf's index and the tree after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -410,27 +531,58 @@ pub(super) fn pg_entries(
     Ok(Ok(out))
 }
 
-/// The index of a record's entry, in PostgreSQL.
+/// The index of a record's entry, in PostgreSQL: from the record's own
+/// row.
 pub(super) fn pg_index_of(
     client: &mut impl postgres::GenericClient,
     record: &str,
 ) -> Result<Option<u64>, postgres::Error> {
-    Ok(client
-        .query_opt("SELECT idx FROM tlog_entries WHERE record = $1", &[&record])?
-        .map(|r| r.try_get::<_, i64>(0))
+    let row = match Owner::of(record) {
+        None => return Ok(None),
+        Some(Owner::Cert(serial)) => {
+            client.query_opt("SELECT log_index FROM certs WHERE serial = $1", &[&serial])?
+        }
+        Some(Owner::Report(id)) => client.query_opt(
+            "SELECT log_index FROM reports WHERE receipt_id = $1",
+            &[&id],
+        )?,
+        Some(Owner::Upload(id)) => client.query_opt(
+            "SELECT log_index FROM uploads WHERE receipt_id = $1",
+            &[&id],
+        )?,
+    };
+    Ok(row
+        .map(|r| r.try_get::<_, Option<i64>>(0))
         .transpose()?
+        .flatten()
         .map(|i| i as u64))
 }
 
-/// The index of a record's entry, in SQLite.
+/// The index of a record's entry, in SQLite: from the record's own row.
 pub(super) fn sqlite_index_of(
     conn: &rusqlite::Connection,
     record: &str,
 ) -> Result<Option<u64>, rusqlite::Error> {
+    let (sql, key) = match Owner::of(record) {
+        None => return Ok(None),
+        Some(Owner::Cert(serial)) => (
+            "SELECT log_index FROM certs WHERE serial = ?1",
+            rusqlite::types::Value::Text(serial.to_string()),
+        ),
+        Some(Owner::Report(id)) => (
+            "SELECT log_index FROM reports WHERE receipt_id = ?1",
+            rusqlite::types::Value::Integer(id),
+        ),
+        Some(Owner::Upload(id)) => (
+            "SELECT log_index FROM uploads WHERE receipt_id = ?1",
+            rusqlite::types::Value::Integer(id),
+        ),
+    };
     Ok(conn
-        .prepare_cached("SELECT idx FROM tlog_entries WHERE record = ?1")?
-        .query_row(params![record], |r| r.get::<_, i64>(0))
+        .prepare_cached(sql)?
+        .query_row(params![key], |r| r.get::<_, Option<i64>>(0))
         .optional()?
+        .flatten()
         .map(|i| i as u64))
 }
 
@@ -494,15 +646,8 @@ impl LogReader for rusqlite::Connection {
     }
 
     fn nodes(&mut self, ids: &[NodeId]) -> Result<Vec<Hash>, Self::Error> {
-        // A hash tile is up to 256 consecutive nodes of one level: one
-        // range scan instead of a lookup per node (~6x fewer instructions).
-        if let Some(first) = ids.first() {
-            let run = ids
-                .windows(2)
-                .all(|w| w[1].level == w[0].level && w[1].index == w[0].index.wrapping_add(1));
-            if ids.len() > 1 && run {
-                return range_nodes(self, *first, ids);
-            }
+        if is_run(ids) {
+            return range_nodes(self, ids[0], ids);
         }
         // One read transaction for all of them: each statement outside one
         // is its own, and in WAL mode each takes and drops its read locks
@@ -511,49 +656,79 @@ impl LogReader for rusqlite::Connection {
         // the locks were ~4% of the server's CPU per submission (issue 19's
         // profile). Stored nodes never change, so the snapshot is the same.
         let tx = self.transaction().map_err(AppendError::Engine)?;
-        let found = {
-            let mut stmt = tx
-                .prepare_cached("SELECT hash FROM tlog_nodes WHERE level = ?1 AND idx = ?2")
-                .map_err(AppendError::Engine)?;
-            lookup(ids, &HashMap::new(), |id| {
-                stmt.query_row(params![id.level, id.index as i64], |r| r.get(0))
-                    .optional()
-            })
-            .map_err(AppendError::Engine)?
-        };
+        let found = sqlite_nodes_in(&tx, ids)?;
         tx.commit().map_err(AppendError::Engine)?;
-        found.map_err(AppendError::Tree)
+        Ok(found)
     }
 
     fn entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, Self::Error> {
-        let mut stmt = self
-            .prepare_cached(
-                "SELECT idx, data FROM tlog_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
-            )
-            .map_err(AppendError::Engine)?;
-        let rows = stmt
-            .query_map(params![from as i64, to as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(AppendError::Engine)?;
-        let mut out = Vec::new();
-        for (want, row) in (from..to).zip(rows) {
-            let (idx, data) = row.map_err(AppendError::Engine)?;
-            if idx as u64 != want {
-                return Err(AppendError::Tree(TreeError::MissingNode(NodeId::new(
-                    0, want,
-                ))));
-            }
-            out.push(data);
-        }
-        if out.len() as u64 != to - from {
-            let missing = from + out.len() as u64;
+        sqlite_entries(self, from, to)
+    }
+}
+
+/// Whether `ids` are consecutive nodes of one level (a hash tile is up to
+/// 256 of them): read with one range scan instead of a lookup per node
+/// (~6x fewer instructions).
+fn is_run(ids: &[NodeId]) -> bool {
+    ids.len() > 1
+        && ids
+            .windows(2)
+            .all(|w| w[1].level == w[0].level && w[1].index == w[0].index.wrapping_add(1))
+}
+
+/// Stored nodes, in the order asked, read on `conn` as it stands (inside
+/// the caller's transaction, if any).
+pub(super) fn sqlite_nodes_in(
+    conn: &rusqlite::Connection,
+    ids: &[NodeId],
+) -> Result<Vec<Hash>, AppendError<rusqlite::Error>> {
+    if is_run(ids) {
+        return range_nodes(conn, ids[0], ids);
+    }
+    let mut stmt = conn
+        .prepare_cached("SELECT hash FROM tlog_nodes WHERE level = ?1 AND idx = ?2")
+        .map_err(AppendError::Engine)?;
+    lookup(ids, &HashMap::new(), |id| {
+        stmt.query_row(params![id.level, id.index as i64], |r| r.get(0))
+            .optional()
+    })
+    .map_err(AppendError::Engine)?
+    .map_err(AppendError::Tree)
+}
+
+/// Entries `[from, to)`, in SQLite; a gap is an error.
+pub(super) fn sqlite_entries(
+    conn: &rusqlite::Connection,
+    from: u64,
+    to: u64,
+) -> Result<Vec<Vec<u8>>, AppendError<rusqlite::Error>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT idx, data FROM tlog_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+        )
+        .map_err(AppendError::Engine)?;
+    let rows = stmt
+        .query_map(params![from as i64, to as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })
+        .map_err(AppendError::Engine)?;
+    let mut out = Vec::new();
+    for (want, row) in (from..to).zip(rows) {
+        let (idx, data) = row.map_err(AppendError::Engine)?;
+        if idx as u64 != want {
             return Err(AppendError::Tree(TreeError::MissingNode(NodeId::new(
-                0, missing,
+                0, want,
             ))));
         }
-        Ok(out)
+        out.push(data);
     }
+    if out.len() as u64 != to.saturating_sub(from) {
+        let missing = from + out.len() as u64;
+        return Err(AppendError::Tree(TreeError::MissingNode(NodeId::new(
+            0, missing,
+        ))));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -627,8 +802,6 @@ mod tests {
         }
         let want: Vec<Vec<u8>> = leaves[10..13].iter().map(|(_, l)| l.clone()).collect();
         assert_eq!(c.entries(10, 13).map_err(dbg)?, want);
-        assert_eq!(sqlite_index_of(&c, "t:599")?, Some(599));
-        assert_eq!(sqlite_index_of(&c, "t:600")?, None);
         assert!(c.entries(590, 601).is_err());
         Ok(())
     }

@@ -303,10 +303,56 @@ impl PostgresStore {
     }
 }
 
+/// Each logged row's entry index (`log_index`, where `log_index_of` reads
+/// it), once the append has said where the batch's entries start (it
+/// locks the head only then, so hosts wait on each other for the append
+/// alone): one statement per kind of row the batch holds.
+fn set_log_indexes(
+    tx: &mut Transaction<'_>,
+    w: &Writes<'_>,
+    c: &Columns<'_>,
+    first: u64,
+) -> Result<(), postgres::Error> {
+    let at = |leaf: u64| first.saturating_add(leaf) as i64;
+    if !w.certs.is_empty() {
+        let idx: Vec<i64> = w.certs.iter().map(|x| at(x.leaf)).collect();
+        tx.execute(
+            "UPDATE certs SET log_index = u.i FROM unnest($1::text[], $2::bigint[]) AS u(s, i)
+             WHERE certs.serial = u.s",
+            &[&c.serial, &idx],
+        )?;
+    }
+    if !w.reports.is_empty() {
+        let idx: Vec<i64> = w.reports.iter().map(|x| at(x.leaf)).collect();
+        tx.execute(
+            "UPDATE reports SET log_index = u.i FROM unnest($1::bigint[], $2::bigint[]) AS u(r, i)
+             WHERE reports.receipt_id = u.r",
+            &[&c.receipt_id, &idx],
+        )?;
+    }
+    if !w.uploads.is_empty() {
+        let ids: Vec<i64> = w.uploads.iter().map(|u| u.receipt_id as i64).collect();
+        let idx: Vec<i64> = w.upload_leaves.iter().map(|&l| at(l)).collect();
+        tx.execute(
+            "UPDATE uploads SET log_index = u.i FROM unnest($1::bigint[], $2::bigint[]) AS u(r, i)
+             WHERE uploads.receipt_id = u.r",
+            &[&ids, &idx],
+        )?;
+    }
+    Ok(())
+}
+
 impl Storage for PostgresStore {
     fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+        self.commit_logged(batch).map(drop)
+    }
+
+    fn commit_logged(
+        &mut self,
+        batch: &[Record],
+    ) -> Result<Option<crate::store::tlog::Appended>, StoreError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let w = Writes::of(batch);
         let c = Columns::of(&w);
@@ -314,7 +360,10 @@ impl Storage for PostgresStore {
         let leaves = crate::store::tlog::leaves_of(batch, now);
         // A damaged log aborts the transaction (returned before commit).
         let log_damage = std::cell::RefCell::new(None);
+        // Where the leaves went, in the attempt that committed.
+        let appended = std::cell::Cell::new(None);
         let outcome = self.run("committing a batch", |conn| {
+            appended.set(None);
             let stmts = &conn.stmts;
             let mut tx = conn.client.transaction().map_err(TxFailure::Before)?;
             // Dropping `tx` on any early return rolls back.
@@ -475,7 +524,10 @@ impl Storage for PostgresStore {
                 }
                 if !leaves.is_empty() {
                     match crate::store::tlog::pg_append(tx, &leaves) {
-                        Ok(_) => {}
+                        Ok(a) => {
+                            appended.set(Some(a));
+                            set_log_indexes(tx, &w, &c, a.first)?;
+                        }
                         Err(AppendError::Engine(e)) => return Err(e),
                         Err(AppendError::Tree(e)) => {
                             *log_damage.borrow_mut() = Some(e);
@@ -499,7 +551,7 @@ impl Storage for PostgresStore {
             return Err(StoreError::Log(e));
         }
         match outcome {
-            None => Ok(()),
+            None => Ok(appended.get()),
             Some(refused) => Err(refused),
         }
     }

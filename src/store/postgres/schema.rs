@@ -198,6 +198,8 @@ CREATE TABLE staff_login_attempts (
 );
 CREATE INDEX staff_login_attempts_source ON staff_login_attempts (source, at);
 ",
+    // Version 9 (issue 21): each logged row keeps its entry's index.
+    crate::store::tlog::PG_OWN_INDEX,
 ];
 const _: () = assert!(MIGRATIONS.len() as i32 == PG_SCHEMA_VERSION);
 
