@@ -784,11 +784,12 @@ fn witnessed_later(
     Ok(())
 }
 
-/// The witnesses' cosignatures on a checkpoint a proof led to: each
-/// trusted witness's is checked, and one that is there but does not
-/// verify is refused. One that is not there is said, by name: a receipt's
-/// checkpoint is signed as the submission commits and witnesses cosign it
-/// moments later, so only the log's served checkpoint (`client audit
+/// The witnesses' cosignatures on a checkpoint a proof led to (a
+/// receipt's, her certificate's): each trusted witness's is checked, and
+/// one that is there but does not verify is refused. One that is not there
+/// is said, by name, and is no error: the server waits for its witnesses
+/// (bounded, `--witness-wait`) before answering, but not for one that is
+/// down or too slow, so only the log's served checkpoint (`client audit
 /// --witness-key`) must carry them all.
 fn witnessed(
     opts: &ClientOptions,
@@ -803,8 +804,9 @@ fn witnessed(
                 w.name()
             )),
             Err(CosignatureError::Missing { name }) => progress(&format!(
-                "the log's checkpoint in this proof is not (yet) cosigned by witness {name}: \
-                 it was signed before the witness answered; {}",
+                "the log's checkpoint in this proof carries no cosignature by witness {name}: \
+                 the server did not have it when it answered (the witness is down or slow, or \
+                 the server does not wait for witnesses); {}",
                 if opts.log_url.is_some() {
                     "the log's cosigned checkpoint is fetched next"
                 } else {

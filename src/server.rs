@@ -924,10 +924,30 @@ impl Server {
         .map_err(|e| ServerError::Io("starting the store gauges' thread".into(), e))?;
         // One CRL for every reactor: one number per revocation state.
         let crls = CrlCache::new();
-        let committer = Committer::start(
+        // One thread per witness, each with its own store connection; the
+        // commit thread waits for them (bounded) so receipts carry their
+        // cosignatures.
+        let witnessing = match (&log_api, cfg.witnesses.targets.is_empty()) {
+            (Some(signer), false) => {
+                for t in &cfg.witnesses.targets {
+                    info!("checkpoints are sent to witness {} for cosigning", t.name());
+                }
+                Some(
+                    witnessing::Witnessing::start(&cfg.witnesses, signer, &metrics, || {
+                        location.open()
+                    })
+                    .map_err(|e| ServerError::Io("starting the witness threads".into(), e))?,
+                )
+            }
+            _ => None,
+        };
+        let committer = Committer::start_cosigned(
             writer,
             move |batch: &[_]| printer.announce(batch),
             Arc::clone(&metrics),
+            witnessing
+                .as_ref()
+                .and_then(|w| w.commit_wait(cfg.witnesses.wait)),
         )
         .map_err(|e| ServerError::Io("starting the commit thread".into(), e))?;
         // Legacy enrollments make RSA keys: off the loops, on one pool for
@@ -992,21 +1012,6 @@ impl Server {
             }
             reactors.push(r);
         }
-        // One thread per witness, each with its own store connection.
-        let witnessing = match (&log_api, cfg.witnesses.targets.is_empty()) {
-            (Some(signer), false) => {
-                for t in &cfg.witnesses.targets {
-                    info!("checkpoints are sent to witness {} for cosigning", t.name());
-                }
-                Some(
-                    witnessing::Witnessing::start(&cfg.witnesses, signer, &metrics, || {
-                        location.open()
-                    })
-                    .map_err(|e| ServerError::Io("starting the witness threads".into(), e))?,
-                )
-            }
-            _ => None,
-        };
         made.keep();
         Ok(Server {
             _witnessing: witnessing,

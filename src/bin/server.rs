@@ -219,6 +219,16 @@ struct RunArgs {
     /// Seconds one request to a witness may take.
     #[arg(long, value_name = "SECS", default_value_t = 2.0)]
     witness_timeout: f64,
+    /// Seconds a commit that logged records waits, off the event loops,
+    /// for the witnesses to cosign its tree before those records are
+    /// answered, so that their receipts and certificates' proofs carry the
+    /// cosignatures (records arriving meanwhile join the next commit).
+    /// A witness that fails or does not answer within it is no longer
+    /// waited for (logged once) until it cosigns again. 0: never wait
+    /// (receipts then carry none; the served checkpoint gets them moments
+    /// later). Default: --witness-timeout.
+    #[arg(long, value_name = "SECS")]
+    witness_wait: Option<f64>,
     /// PEM roots that `https://` witnesses' certificates must chain to
     /// (default: OpenSSL's default roots; SSL_CERT_FILE or SSL_CERT_DIR
     /// name the system's).
@@ -744,6 +754,11 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
             targets: server::witnessing::WitnessTarget::pair(&a.witness, &a.witness_key)?,
             timeout: seconds("witness-timeout", a.witness_timeout)?,
             ca_file: a.witness_ca.clone(),
+            wait: match a.witness_wait {
+                None => seconds("witness-timeout", a.witness_timeout)?,
+                Some(w) if w == 0.0 => Duration::ZERO,
+                Some(w) => seconds("witness-wait", w)?,
+            },
         },
         staff_listen: a.staff_listen,
         staff: certboard::staff::StaffConfig {

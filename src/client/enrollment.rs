@@ -602,6 +602,7 @@ pub(super) fn enroll_student(
             Some(p) if old == announced && !p.is_empty() => Ok(p.clone()),
             _ => ask_consistency(opts, old, new),
         };
+        super::witnessed(opts, &note, progress)?;
         let kept = opts.out_dir.join(logcheck::CHECKPOINT_FILE);
         match logcheck::remember(&opts.out_dir, &note, &mut prove)
             .map_err(|f| ClientError::LogFork(Box::new(f)))?

@@ -21,6 +21,13 @@
 //! acknowledged", which is true: the writer will never commit it), and the
 //! writer skips it. A batch the writer took up waits for the store's own
 //! answer, whose outcome nothing else can know.
+//!
+//! With witnesses (`server --witness`, `--witness-wait`), a batch that
+//! appended leaves is not answered until the witnesses have cosigned the
+//! tree it left, or the wait's bound passed ([`CosignWait`]): the receipts
+//! made from the answer then carry their cosignatures. The wait is here,
+//! off the loops, beside the `fsync` it follows; records arriving meanwhile
+//! gather into the next batch.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -32,7 +39,7 @@ use log::{debug, error};
 use mio::Waker;
 
 use crate::ops::metrics::Metrics;
-use crate::store::tlog::{self, Appended, Logged};
+use crate::store::tlog::{self, Appended, Head, Logged};
 use crate::store::{Authorisation, Record, Storage, StoreError, Unavailable};
 
 /// Why a batch is not known to be durable.
@@ -92,6 +99,13 @@ const WRITER_GONE: CommitError = CommitError::WriterLost("the commit thread has 
 /// head back from the store), or not known to be.
 pub(crate) type Outcome = Result<Option<Logged>, CommitError>;
 
+/// Run by the writer after a commit that appended leaves, before its
+/// records are answered: has the tree `head` cosigned by the witnesses
+/// (waiting a bounded time) and returns the tree the records' proofs are
+/// to use: `head`, or a larger tree of the same log that the witnesses
+/// have cosigned instead (another host grew it meanwhile).
+pub(crate) type CosignWait = Box<dyn FnMut(Head) -> Head + Send>;
+
 /// One reactor's batch, and how to tell that reactor it is done: one
 /// outcome per record, in order.
 struct Job {
@@ -126,15 +140,28 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
+    /// [`Committer::start_cosigned`] without witnesses.
+    #[cfg(test)]
+    pub(crate) fn start(
+        store: Box<dyn Storage + Send>,
+        announce: impl FnMut(&[Record]) + Send + 'static,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Committer> {
+        Committer::start_cosigned(store, announce, metrics, None)
+    }
+
     /// Starts the writer thread on `store`; `announce` runs on the writer
     /// after each durable transaction, before the replies are released, so
     /// it must never block (the server's hands the reports to
     /// [`crate::report_log`] with a `try_send`). `metrics` counts what
     /// became durable, the records waiting and how long each commit took.
-    pub(crate) fn start(
+    /// With `cosign`, each batch that appended leaves waits (bounded) for
+    /// the witnesses to cosign its tree before it is answered.
+    pub(crate) fn start_cosigned(
         store: Box<dyn Storage + Send>,
         announce: impl FnMut(&[Record]) + Send + 'static,
         metrics: Arc<Metrics>,
+        cosign: Option<CosignWait>,
     ) -> std::io::Result<Committer> {
         let (tx, rx) = mpsc::channel();
         let (ended_tx, ended) = mpsc::channel::<()>();
@@ -149,6 +176,7 @@ impl Committer {
                     Durable {
                         announce: Box::new(announce),
                         metrics,
+                        cosign,
                     },
                 )
             })?;
@@ -304,6 +332,7 @@ type Announce = Box<dyn FnMut(&[Record]) + Send>;
 struct Durable {
     announce: Announce,
     metrics: Arc<Metrics>,
+    cosign: Option<CosignWait>,
 }
 
 impl Durable {
@@ -336,6 +365,38 @@ impl Durable {
         let result = store.commit_logged(records);
         self.metrics.commit_latency(started.elapsed());
         result
+    }
+
+    /// Has the largest tree the batch's commits left cosigned, and points
+    /// every logged record at the tree that came back: one tree per batch,
+    /// so one wait, and a receipt's checkpoint is the cosigned one. (A
+    /// batch retried record by record leaves several trees; the last holds
+    /// every record of them.)
+    fn cosigned(&mut self, outcomes: &mut [Vec<Outcome>]) {
+        let Some(cosign) = self.cosign.as_mut() else {
+            return;
+        };
+        let logged = || {
+            outcomes
+                .iter()
+                .flatten()
+                .filter_map(|o| o.as_ref().ok()?.as_ref())
+        };
+        let Some(largest) = logged().map(|l| l.head).max_by_key(|h| h.size) else {
+            return;
+        };
+        let head = cosign(largest);
+        // Only a tree holding every record's entry will do.
+        if head.size < largest.size {
+            return;
+        }
+        for l in outcomes
+            .iter_mut()
+            .flatten()
+            .filter_map(|o| o.as_mut().ok()?.as_mut())
+        {
+            l.head = head;
+        }
     }
 }
 
@@ -373,7 +434,7 @@ fn write_loop(mut store: Box<dyn Storage + Send>, jobs: Receiver<Job>, mut durab
 /// refused, and with the database down a retry only fails again; every
 /// record is told what is known.
 fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, durable: &mut Durable) {
-    let outcomes: Vec<Vec<Outcome>> = if batch.len() == 1 {
+    let mut outcomes: Vec<Vec<Outcome>> = if batch.len() == 1 {
         vec![commit_each(store, &batch[0].records, durable)]
     } else {
         let mut all = Vec::new();
@@ -412,6 +473,7 @@ fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, durable: &mut Durab
             }
         }
     };
+    durable.cosigned(&mut outcomes);
     for (job, outcome) in batch.into_iter().zip(outcomes) {
         // A reactor that stopped waiting has closed its connections: there
         // is no one left to tell.
@@ -565,6 +627,7 @@ mod tests {
             &mut Durable {
                 announce: Box::new(no_announce),
                 metrics: Arc::new(Metrics::new()),
+                cosign: None,
             },
         );
         let outcomes: Vec<Vec<bool>> = answers
@@ -621,6 +684,7 @@ mod tests {
             &mut Durable {
                 announce: Box::new(no_announce),
                 metrics: Arc::new(Metrics::new()),
+                cosign: None,
             },
         );
         let outcomes = answers
@@ -772,6 +836,7 @@ mod tests {
             &mut Durable {
                 announce: Box::new(no_announce),
                 metrics: Arc::new(Metrics::new()),
+                cosign: None,
             },
         );
         let head = store.log_head()?;
@@ -786,6 +851,97 @@ mod tests {
             let key = tlog::report_record_key(id);
             assert_eq!(store.log_index_of(&key)?, Some(id));
         }
+        Ok(())
+    }
+
+    /// With witnesses, the writer asks once per batch for the largest tree
+    /// its commits left, before it answers, and points every logged record
+    /// at the tree that comes back (one holding all of them); a batch that
+    /// logged nothing asks nothing, and a smaller tree is not taken.
+    #[test]
+    fn a_batch_is_answered_with_the_tree_the_witnesses_cosigned(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let larger = Head {
+            size: 99,
+            root: [9u8; 32],
+        };
+        let run = |answer: Option<Head>, batches: Vec<Vec<Record>>| {
+            let mut store: Box<dyn Storage + Send> =
+                Box::new(crate::store::SqliteStore::in_memory()?);
+            let (_poll, w) = waker()?;
+            let mut answers = Vec::new();
+            let jobs: Vec<Job> = batches
+                .into_iter()
+                .map(|records| {
+                    let (reply, answer) = mpsc::channel();
+                    answers.push(answer);
+                    Job {
+                        records,
+                        reply,
+                        waker: Arc::clone(&w),
+                        claim: Arc::new(AtomicU8::new(TAKEN)),
+                    }
+                })
+                .collect();
+            let seen = Arc::clone(&asked);
+            commit_jobs(
+                store.as_mut(),
+                jobs,
+                &mut Durable {
+                    announce: Box::new(no_announce),
+                    metrics: Arc::new(Metrics::new()),
+                    cosign: Some(Box::new(move |head| {
+                        if let Ok(mut s) = seen.lock() {
+                            s.push(head);
+                        }
+                        answer.unwrap_or(head)
+                    })),
+                },
+            );
+            let told: Vec<Vec<Outcome>> = answers
+                .iter()
+                .map(|a| a.try_recv())
+                .collect::<Result<_, _>>()?;
+            Ok::<_, Box<dyn std::error::Error>>((told, store.log_head()?))
+        };
+        let guess = || {
+            Record::Guess(crate::store::Guess {
+                sid: "1155000001".into(),
+                source: "127.0.0.1".into(),
+                at: 1_700_000_000,
+                limits: crate::store::GuessLimits::default(),
+            })
+        };
+        // Two merged batches: one question, for the tree after both.
+        let (told, head) = run(
+            Some(larger),
+            vec![vec![report(1), guess()], vec![report(2)]],
+        )?;
+        assert_eq!(head.size, 2);
+        assert_eq!(
+            asked.lock().map(|a| a.clone()).unwrap_or_default(),
+            vec![head]
+        );
+        let at = |index, head| Ok(Some(Logged { index, head }));
+        assert_eq!(
+            told,
+            vec![vec![at(0, larger), Ok(None)], vec![at(1, larger)]]
+        );
+        // A smaller tree would not hold them: the commit's own is kept.
+        let smaller = Head {
+            size: 1,
+            root: [1u8; 32],
+        };
+        let (told, head) = run(Some(smaller), vec![vec![report(1), report(2)]])?;
+        assert_eq!(told, vec![vec![at(0, head), at(1, head)]]);
+        // Nothing logged: nothing asked.
+        if let Ok(mut a) = asked.lock() {
+            a.clear();
+        }
+        let (told, _) = run(None, vec![vec![guess()]])?;
+        assert_eq!(told, vec![vec![Ok(None)]]);
+        assert!(asked.lock().map(|a| a.is_empty()).unwrap_or(false));
         Ok(())
     }
 

@@ -12,19 +12,25 @@
 //! name (or IP address) checked.
 //!
 //! Nothing on the event loops waits for this: a loop that signs a new
-//! checkpoint only wakes the threads. A witness that is slow or down
-//! costs its own thread at most `--witness-timeout` per attempt and is
-//! logged; issuance and submissions go on, their checkpoints without its
-//! cosignature.
+//! checkpoint only wakes the threads. The commit thread does wait, off the
+//! loops (`--witness-wait`, [`Witnessing::commit_wait`]): after a commit
+//! that appended leaves it asks every thread to have that very tree
+//! cosigned and waits for their answers, so the receipts made from that
+//! commit carry the cosignatures. A witness that fails, or does not answer
+//! within the wait, is no longer waited for (said once) until it cosigns
+//! again: its thread goes on trying in the background, at most
+//! `--witness-timeout` per attempt. Issuance and submissions go on, their
+//! checkpoints without its cosignature.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use openssl::ssl::{SslConnector, SslMethod, SslStream};
 
+use crate::store::tlog::Head;
 use crate::store::Storage;
 use crate::tlog::cosignature::CosignatureVerifier;
 use crate::tlog::merkle::{consistency_proof, NodeId};
@@ -177,6 +183,11 @@ pub struct Witnesses {
     /// Roots for `https://` witnesses (`--witness-ca`); `None`: OpenSSL's
     /// default roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// How long a commit that appended leaves waits for the witnesses to
+    /// cosign its tree before its records are answered (`--witness-wait`);
+    /// zero: not at all (its receipts then carry no cosignature, the
+    /// served checkpoint gets them moments later).
+    pub wait: Duration,
 }
 
 impl Default for Witnesses {
@@ -185,6 +196,7 @@ impl Default for Witnesses {
             targets: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             ca_file: None,
+            wait: DEFAULT_TIMEOUT,
         }
     }
 }
@@ -208,17 +220,179 @@ impl Witnesses {
     }
 }
 
+/// What the commit thread and the witness threads share: the tree the
+/// commit thread last asked to have cosigned, and each witness's answer.
+#[derive(Debug, Default)]
+struct Board {
+    state: Mutex<BoardState>,
+    answered: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct BoardState {
+    /// The requests made so far.
+    asked: u64,
+    /// The latest request's tree.
+    wanted: Option<Head>,
+    /// One per witness thread, in `--witness` order.
+    slots: Vec<Slot>,
+}
+
+/// One witness, as the commit thread sees it.
+#[derive(Debug)]
+struct Slot {
+    name: String,
+    /// The request its thread answered last.
+    answered: u64,
+    /// The tree it had cosigned by that answer.
+    cosigned: Option<Head>,
+    /// Whether commits wait for it: not after it failed or did not answer
+    /// within the wait, until it cosigns again.
+    waited: bool,
+}
+
+impl Board {
+    fn new(names: impl Iterator<Item = String>) -> Board {
+        Board {
+            state: Mutex::new(BoardState {
+                slots: names
+                    .map(|name| Slot {
+                        name,
+                        answered: 0,
+                        cosigned: None,
+                        waited: true,
+                    })
+                    .collect(),
+                ..BoardState::default()
+            }),
+            answered: Condvar::new(),
+        }
+    }
+
+    /// The latest request and its number, if witness `slot` has not
+    /// answered it yet.
+    fn wanted(&self, slot: usize) -> Option<(u64, Head)> {
+        let st = self.state.lock().ok()?;
+        let s = st.slots.get(slot)?;
+        match st.wanted {
+            Some(head) if s.answered < st.asked => Some((st.asked, head)),
+            _ => None,
+        }
+    }
+
+    /// Witness `slot`'s thread has done a round (for request `request`,
+    /// if it was one): a failure stops commits waiting for it, a
+    /// cosignature makes them wait again; each change is logged once.
+    fn report(&self, slot: usize, request: Option<u64>, outcome: &Result<Option<Head>, String>) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        let Some(s) = st.slots.get_mut(slot) else {
+            return;
+        };
+        if let Some(r) = request {
+            s.answered = s.answered.max(r);
+            s.cosigned = outcome.as_ref().ok().copied().flatten();
+        }
+        match outcome {
+            Ok(Some(_)) if !s.waited => {
+                s.waited = true;
+                log::info!(
+                    "witness {}: cosigning again; commits wait for its cosignature again, so                      receipts carry it",
+                    s.name
+                );
+            }
+            Err(_) if s.waited => {
+                s.waited = false;
+                log::warn!(
+                    "witness {}: commits no longer wait for it, and receipts go out without its                      cosignature, until it cosigns again (its thread keeps asking)",
+                    s.name
+                );
+            }
+            _ => {}
+        }
+        self.answered.notify_all();
+    }
+
+    /// Asks every witness thread to have `head` cosigned (waking them
+    /// through `signer`) and waits up to `wait` for those commits wait for;
+    /// one that does not answer in time is waited for no more (said once).
+    /// Returns the tree the most witnesses cosigned in answer, `head` on a
+    /// tie or when none did. A larger tree comes back only when a witness
+    /// had already cosigned past `head` (another host's commit and its
+    /// thread): a proof against it holds every entry of `head` too.
+    fn cosigned(&self, signer: &CheckpointSigner, head: Head, wait: Duration) -> Head {
+        let request = {
+            let Ok(mut st) = self.state.lock() else {
+                return head;
+            };
+            st.asked += 1;
+            st.wanted = Some(head);
+            st.asked
+        };
+        signer.wake_all();
+        let deadline = Instant::now() + wait;
+        let Ok(mut st) = self.state.lock() else {
+            return head;
+        };
+        let pending = |s: &Slot| s.waited && s.answered < request;
+        while st.slots.iter().any(pending) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                for s in st.slots.iter_mut().filter(|s| pending(s)) {
+                    s.waited = false;
+                    log::warn!(
+                        "witness {}: no cosignature of tree size {} within --witness-wait                          ({wait:?}); commits no longer wait for it, and receipts go out without                          its cosignature, until it cosigns again (its thread keeps asking)",
+                        s.name,
+                        head.size
+                    );
+                }
+                break;
+            }
+            st = match self.answered.wait_timeout(st, left) {
+                Ok((st, _)) => st,
+                Err(_) => return head,
+            };
+        }
+        let answers: Vec<Head> = st
+            .slots
+            .iter()
+            .filter(|s| s.answered >= request)
+            .filter_map(|s| s.cosigned)
+            .filter(|h| h.size >= head.size)
+            .collect();
+        let votes = |h: &Head| answers.iter().filter(|a| *a == h).count();
+        answers
+            .iter()
+            .copied()
+            .max_by_key(|h| (votes(h), *h == head))
+            .unwrap_or(head)
+    }
+
+    /// Nothing more is waited for (the threads are stopping).
+    fn close(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            for s in &mut st.slots {
+                s.waited = false;
+            }
+        }
+        self.answered.notify_all();
+    }
+}
+
 /// The running threads; dropping this stops them (each within one
 /// request's timeout).
 #[derive(Debug)]
 pub struct Witnessing {
     stop: Arc<AtomicBool>,
     signer: Arc<CheckpointSigner>,
+    board: Arc<Board>,
 }
 
 impl Drop for Witnessing {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.board.close();
         self.signer.wake_all();
     }
 }
@@ -234,7 +408,10 @@ impl Witnessing {
     ) -> Result<Witnessing, std::io::Error> {
         let tls = witnesses.tls().map_err(std::io::Error::other)?;
         let stop = Arc::new(AtomicBool::new(false));
-        for target in &witnesses.targets {
+        let board = Arc::new(Board::new(
+            witnesses.targets.iter().map(|t| t.name().to_string()),
+        ));
+        for (slot, target) in witnesses.targets.iter().enumerate() {
             let store = open().map_err(|e| {
                 std::io::Error::other(format!(
                     "a store connection for witness {}: {e}",
@@ -251,6 +428,8 @@ impl Witnessing {
                 known: None,
                 done: None,
                 failing: false,
+                board: Arc::clone(&board),
+                slot,
             };
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
@@ -260,7 +439,20 @@ impl Witnessing {
         Ok(Witnessing {
             stop,
             signer: Arc::clone(signer),
+            board,
         })
+    }
+
+    /// What the commit thread runs after a commit that appended leaves
+    /// (`crate::reactor::commit::CosignWait`): asks the witnesses to cosign
+    /// its tree and waits up to `wait` for their cosignatures, which the
+    /// signer then holds for the receipts. `None` when `wait` is zero.
+    pub(crate) fn commit_wait(&self, wait: Duration) -> Option<crate::reactor::commit::CosignWait> {
+        if wait.is_zero() {
+            return None;
+        }
+        let (board, signer) = (Arc::clone(&self.board), Arc::clone(&self.signer));
+        Some(Box::new(move |head| board.cosigned(&signer, head, wait)))
     }
 }
 
@@ -322,10 +514,14 @@ struct Asker {
     metrics: Arc<crate::ops::metrics::Metrics>,
     /// The size the witness last cosigned, as far as known.
     known: Option<u64>,
-    /// The size it cosigned for this process last.
-    done: Option<u64>,
+    /// The tree it cosigned for this process last.
+    done: Option<Head>,
     /// The last attempt failed (warned once, until it works again).
     failing: bool,
+    /// Where the commit thread's requests come from and answers go.
+    board: Arc<Board>,
+    /// This witness's place on the board.
+    slot: usize,
 }
 
 impl Asker {
@@ -335,12 +531,19 @@ impl Asker {
             if stop.load(Ordering::SeqCst) {
                 return;
             }
-            let outcome = self.round();
+            let wanted = self.board.wanted(self.slot);
+            let outcome = self.round_for(wanted.map(|(_, head)| head));
             match &outcome {
-                Ok(true) => self.metrics.witness_request(self.target.name(), "cosigned"),
-                Ok(false) => {}
+                Ok(Some((_, true))) => self.metrics.witness_request(self.target.name(), "cosigned"),
+                Ok(_) => {}
                 Err(_) => self.metrics.witness_request(self.target.name(), "failed"),
             }
+            let answer = outcome
+                .as_ref()
+                .map(|o| o.map(|(head, _)| head))
+                .map_err(Clone::clone);
+            self.board
+                .report(self.slot, wanted.map(|(request, _)| request), &answer);
             if let Err(why) = outcome {
                 if !std::mem::replace(&mut self.failing, true) {
                     log::warn!(
@@ -363,33 +566,44 @@ impl Asker {
     /// witness holds is no longer taken as known: the next round starts
     /// from 0 and learns it again from a 409, so a size named by a broken
     /// or restored witness (or a proxy's garbage) is not believed forever.
+    #[cfg(test)]
     fn round(&mut self) -> Result<bool, String> {
-        let outcome = self.try_round();
+        self.round_for(None).map(|o| matches!(o, Some((_, true))))
+    }
+
+    /// Has `target` cosigned (the commit thread's tree), or else the
+    /// current tree; the tree the witness has cosigned then, and whether
+    /// it was asked now (not already done). After a failure the size the
+    /// witness holds is forgotten, as [`Asker::round`] says.
+    fn round_for(&mut self, target: Option<Head>) -> Result<Option<(Head, bool)>, String> {
+        let outcome = self.try_round(target);
         if outcome.is_err() {
             self.known = None;
         }
         outcome
     }
 
-    fn try_round(&mut self) -> Result<bool, String> {
-        let head = self
-            .store
-            .log_head()
-            .map_err(|e| format!("reading the log: {e}"))?;
-        if head.size == 0 || self.done == Some(head.size) {
-            return Ok(false);
-        }
-        let note = self
-            .signer
-            .log_signed(head.size, head.root)
-            .map_err(|e| format!("signing the checkpoint: {e}"))?;
-        // Twice at most: the second from the size a 409 named.
-        for _ in 0..2 {
+    fn try_round(&mut self, target: Option<Head>) -> Result<Option<(Head, bool)>, String> {
+        let mut head = match target {
+            Some(head) => head,
+            None => self
+                .store
+                .log_head()
+                .map_err(|e| format!("reading the log: {e}"))?,
+        };
+        // Twice at most from a 409's size, once more on to a larger tree.
+        for _ in 0..3 {
+            if head.size == 0 {
+                return Ok(None);
+            }
+            if self.done == Some(head) {
+                return Ok(Some((head, false)));
+            }
             let old = self.known.unwrap_or(0);
             if old > head.size {
                 // It has cosigned a larger tree: another host may have
-                // grown the log since it was read here (then this is its
-                // turn no more), or the log lost what the witness saw.
+                // grown the log since it was read here, or the log lost
+                // what the witness saw.
                 let now = self
                     .store
                     .log_head()
@@ -401,8 +615,19 @@ impl Asker {
                         now.size
                     ));
                 }
-                return Ok(false);
+                if target.is_none() {
+                    // The other host's turn, no more this one's.
+                    return Ok(None);
+                }
+                // The commit thread waits: the current tree holds its
+                // entries, and the witness can still cosign that.
+                head = now;
+                continue;
             }
+            let note = self
+                .signer
+                .log_signed(head.size, head.root)
+                .map_err(|e| format!("signing the checkpoint: {e}"))?;
             let store = &mut self.store;
             let proof = consistency_proof(old, head.size, |ids: &[NodeId]| store.log_nodes(ids))
                 .map_err(|e| format!("the consistency proof from {old}: {e}"))?;
@@ -429,13 +654,13 @@ impl Asker {
                         ));
                     }
                     self.known = Some(head.size);
-                    self.done = Some(head.size);
+                    self.done = Some(head);
                     log::debug!(
                         "witness {}: cosigned tree size {}",
                         self.target.name(),
                         head.size
                     );
-                    return Ok(true);
+                    return Ok(Some((head, true)));
                 }
                 // A 409 naming the very size sent: it holds another root
                 // at that size (tlog-witness's same-size conflict).
@@ -765,6 +990,7 @@ mod tests {
                     targets: vec![target.clone()],
                     timeout: Duration::from_secs(10),
                     ca_file,
+                    wait: Duration::ZERO,
                 };
                 Ok(Asker {
                     target: target.clone(),
@@ -776,6 +1002,8 @@ mod tests {
                     known: None,
                     done: None,
                     failing: false,
+                    board: Arc::default(),
+                    slot: 0,
                 })
             };
         // Without its root: refused at the handshake, nothing cosigned.
@@ -831,7 +1059,7 @@ mod plain_tests {
     }
 
     /// A plain-http peer answering the `i`th connection's request with
-    /// `answer(i, body)`'s raw bytes (then closing), for at most 8.
+    /// `answer(i, body)`'s raw bytes (then closing), for at most 64.
     fn serve(
         mut answer: impl FnMut(usize, &[u8]) -> Vec<u8> + Send + 'static,
     ) -> std::io::Result<std::net::SocketAddr> {
@@ -839,7 +1067,7 @@ mod plain_tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         std::thread::spawn(move || {
-            for (i, mut tcp) in listener.incoming().take(8).flatten().enumerate() {
+            for (i, mut tcp) in listener.incoming().take(64).flatten().enumerate() {
                 let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
                 let mut dec = RequestDecoder::new(HttpLimits::default());
                 let mut input = Vec::new();
@@ -895,6 +1123,8 @@ mod plain_tests {
             known: None,
             done: None,
             failing: false,
+            board: Arc::default(),
+            slot: 0,
         })
     }
 
@@ -997,6 +1227,204 @@ mod plain_tests {
             matches!(&e, Err(e) if e.contains("Transfer-Encoding")),
             "{e:?}"
         );
+        Ok(())
+    }
+
+    fn report(id: u64) -> Result<Record, Box<dyn std::error::Error>> {
+        Ok(Record::Report(ReportRecord {
+            receipt_id: id,
+            sid: "1155000001".into(),
+            serial: crate::ca::Serial::parse_hex("0A")?,
+            received_at: 100,
+            text: format!("report {id}"),
+            origin: Origin::Certboard,
+            assignment: crate::store::DEFAULT_ASSIGNMENT.into(),
+            late_by: None,
+        }))
+    }
+
+    /// An asker running as its witness thread on slot 0 of its board;
+    /// stopped when dropped.
+    struct Running {
+        stop: Arc<AtomicBool>,
+        signer: Arc<CheckpointSigner>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Running {
+        fn start(mut a: Asker) -> Running {
+            let stop = Arc::new(AtomicBool::new(false));
+            let signer = Arc::clone(&a.signer);
+            let s = Arc::clone(&stop);
+            let thread = std::thread::spawn(move || a.run(&s));
+            Running {
+                stop,
+                signer,
+                thread: Some(thread),
+            }
+        }
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            self.signer.wake_all();
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn waited_for(board: &Board) -> Vec<String> {
+        board.state.lock().map_or_else(
+            |_| Vec::new(),
+            |st| {
+                st.slots
+                    .iter()
+                    .filter(|s| s.waited)
+                    .map(|s| s.name.clone())
+                    .collect()
+            },
+        )
+    }
+
+    /// The commit thread's side: the tree it asks for is cosigned by the
+    /// time its wait returns; once the witness failed it is not waited for
+    /// (the tree goes out without its line) until its thread, still asking,
+    /// has it cosigning again.
+    #[test]
+    fn a_commit_gets_its_own_tree_cosigned_but_does_not_wait_for_a_failed_witness() -> TestResult {
+        let s = setup()?;
+        let witness = s.witness;
+        let up = Arc::new(AtomicBool::new(true));
+        let answering = Arc::clone(&up);
+        let addr = serve(move |_, body| {
+            if !answering.load(Ordering::SeqCst) {
+                // Down: the connection closes unanswered.
+                return Vec::new();
+            }
+            let a = witness.add_checkpoint(body, 1).answer();
+            http(&format!("{} x", a.status), a.content_type, &a.body)
+        })?;
+        let dir = tempfile::tempdir()?;
+        let mut log = SqliteStore::open(dir.path())?;
+        log.commit(&[report(1)?])?;
+        let board = Arc::new(Board::new(std::iter::once("w.example".to_string())));
+        let mut a = asker(addr, &s.wkey, &s.signer, Duration::from_secs(10))?;
+        a.store = Box::new(SqliteStore::open(dir.path())?);
+        a.board = Arc::clone(&board);
+        let _thread = Running::start(a);
+        let wkey = CosignatureVerifier::from_key(&s.wkey)?;
+        let wait = Duration::from_secs(60);
+        let mut next = 2;
+        let mut commit = |log: &mut SqliteStore| -> Result<Head, Box<dyn std::error::Error>> {
+            log.commit(&[report(next)?])?;
+            next += 1;
+            Ok(log.log_head()?)
+        };
+
+        // Up: the commit's own tree comes back cosigned.
+        let head = commit(&mut log)?;
+        assert_eq!(board.cosigned(&s.signer, head, wait), head);
+        wkey.verify(&s.signer.checkpoint(head.size, head.root)?)?;
+        assert_eq!(waited_for(&board), vec!["w.example"]);
+
+        // Down: the failure answers the wait, and later commits no longer
+        // wait for it; their trees carry no line of it.
+        up.store(false, Ordering::SeqCst);
+        for _ in 0..2 {
+            let head = commit(&mut log)?;
+            assert_eq!(board.cosigned(&s.signer, head, wait), head);
+            assert_eq!(s.signer.cosignatures(head.size, &head.root), "");
+            assert!(waited_for(&board).is_empty());
+        }
+
+        // Back: its thread, asked on each commit, cosigns again, and
+        // commits wait for it again.
+        up.store(true, Ordering::SeqCst);
+        for _ in 0..200 {
+            if !waited_for(&board).is_empty() {
+                break;
+            }
+            let head = commit(&mut log)?;
+            board.cosigned(&s.signer, head, wait);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(waited_for(&board), vec!["w.example"]);
+        let head = commit(&mut log)?;
+        assert_eq!(board.cosigned(&s.signer, head, wait), head);
+        wkey.verify(&s.signer.checkpoint(head.size, head.root)?)?;
+        Ok(())
+    }
+
+    /// A witness that does not answer within the wait is waited for no
+    /// more: the wait ends, and the next does not count on it.
+    #[test]
+    fn a_witness_silent_past_the_wait_is_not_waited_for_again() -> TestResult {
+        let s = setup()?;
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let rx = std::sync::Mutex::new(rx);
+        let silent = serve(move |_, _| {
+            if let Ok(rx) = rx.lock() {
+                let _ = rx.recv_timeout(Duration::from_secs(20));
+            }
+            Vec::new()
+        })?;
+        let board = Arc::new(Board::new(std::iter::once("w.example".to_string())));
+        let mut a = asker(silent, &s.wkey, &s.signer, Duration::from_secs(20))?;
+        a.board = Arc::clone(&board);
+        let head = a.store.log_head()?;
+        let running = Running::start(a);
+        assert_eq!(
+            board.cosigned(&s.signer, head, Duration::from_millis(200)),
+            head
+        );
+        assert!(waited_for(&board).is_empty());
+        assert_eq!(s.signer.cosignatures(head.size, &head.root), "");
+        drop(tx);
+        drop(running);
+        Ok(())
+    }
+
+    /// Another host's commit and thread had the witness cosign past the
+    /// tree asked for: the thread has the current tree cosigned instead,
+    /// and that is the tree the commit's records are proved against.
+    #[test]
+    fn a_witness_ahead_of_the_asked_tree_cosigns_the_current_one() -> TestResult {
+        let s = setup()?;
+        let dir = tempfile::tempdir()?;
+        let mut log = SqliteStore::open(dir.path())?;
+        log.commit(&[report(1)?, report(2)?])?;
+        let asked = log.log_head()?;
+        log.commit(&[report(3)?])?;
+        let now = log.log_head()?;
+        // The other host's thread: the witness holds the tree of 3.
+        let other = s.signer.log_signed(now.size, now.root)?;
+        let proof = consistency_proof(0, now.size, |ids: &[NodeId]| log.log_nodes(ids))?;
+        let fed = s
+            .witness
+            .add_checkpoint(request_body(0, &proof, &other).as_bytes(), 1);
+        assert!(
+            matches!(fed, crate::tlog::witness::Outcome::Cosigned(_)),
+            "{fed:?}"
+        );
+        let witness = s.witness;
+        let addr = serve(move |_, body| {
+            let a = witness.add_checkpoint(body, 2).answer();
+            http(&format!("{} x", a.status), a.content_type, &a.body)
+        })?;
+        let board = Arc::new(Board::new(std::iter::once("w.example".to_string())));
+        let mut a = asker(addr, &s.wkey, &s.signer, Duration::from_secs(10))?;
+        a.store = Box::new(SqliteStore::open(dir.path())?);
+        a.board = Arc::clone(&board);
+        // It learns of the larger tree from the witness (409) before the
+        // commit thread asks, as the other host's commits went on.
+        a.known = Some(now.size);
+        let _thread = Running::start(a);
+        let used = board.cosigned(&s.signer, asked, Duration::from_secs(60));
+        assert_eq!(used, now);
+        CosignatureVerifier::from_key(&s.wkey)?
+            .verify(&s.signer.checkpoint(now.size, now.root)?)?;
         Ok(())
     }
 }
