@@ -101,10 +101,13 @@ pub(crate) type Outcome = Result<Option<Logged>, CommitError>;
 
 /// Run by the writer after a commit that appended leaves, before its
 /// records are answered: has the tree `head` cosigned by the witnesses
-/// (waiting a bounded time) and returns the tree the records' proofs are
-/// to use: `head`, or a larger tree of the same log that the witnesses
-/// have cosigned instead (another host grew it meanwhile).
-pub(crate) type CosignWait = Box<dyn FnMut(Head) -> Head + Send>;
+/// (waiting a bounded time, calling the second argument now and then:
+/// it takes up the batches queued meanwhile, so none is refused for
+/// [`QUEUE_WAIT`] while the writer waits for witnesses) and returns the
+/// tree the records' proofs are to use: `head`, or a larger tree of the
+/// same log that the witnesses have cosigned instead (another host grew
+/// it meanwhile).
+pub(crate) type CosignWait = Box<dyn FnMut(Head, &mut dyn FnMut()) -> Head + Send>;
 
 /// One reactor's batch, and how to tell that reactor it is done: one
 /// outcome per record, in order.
@@ -372,7 +375,7 @@ impl Durable {
     /// so one wait, and a receipt's checkpoint is the cosigned one. (A
     /// batch retried record by record leaves several trees; the last holds
     /// every record of them.)
-    fn cosigned(&mut self, outcomes: &mut [Vec<Outcome>]) {
+    fn cosigned(&mut self, outcomes: &mut [Vec<Outcome>], gather: &mut dyn FnMut()) {
         let Some(cosign) = self.cosign.as_mut() else {
             return;
         };
@@ -385,7 +388,7 @@ impl Durable {
         let Some(largest) = logged().map(|l| l.head).max_by_key(|h| h.size) else {
             return;
         };
-        let head = cosign(largest);
+        let head = cosign(largest, gather);
         // Only a tree holding every record's entry will do.
         if head.size < largest.size {
             return;
@@ -401,28 +404,44 @@ impl Durable {
 }
 
 fn write_loop(mut store: Box<dyn Storage + Send>, jobs: Receiver<Job>, mut durable: Durable) {
-    while let Ok(first) = jobs.recv() {
-        // A batch its reactor has refused meanwhile is dropped unanswered.
-        let take = |job: &Job| {
-            job.claim
-                .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        };
-        let mut batch: Vec<Job> = std::iter::once(first).filter(take).collect();
+    // A batch its reactor has refused meanwhile is dropped unanswered.
+    let take = |job: &Job| {
+        job.claim
+            .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    };
+    let gather = |into: &mut Vec<Job>| {
         while let Ok(more) = jobs.try_recv() {
             if take(&more) {
-                batch.push(more);
+                into.push(more);
             }
         }
-        if batch.is_empty() {
-            continue;
+    };
+    // Batches taken up while the last commit waited for witnesses.
+    let mut next: Vec<Job> = Vec::new();
+    loop {
+        if next.is_empty() {
+            match jobs.recv() {
+                Ok(first) if take(&first) => next.push(first),
+                Ok(_) => continue,
+                Err(_) => break,
+            }
         }
+        gather(&mut next);
+        let batch = std::mem::take(&mut next);
         let waiting: usize = batch.iter().map(|j| j.records.len()).sum();
         durable.metrics.set_awaiting_commit(waiting);
-        commit_jobs(store.as_mut(), batch, &mut durable);
+        commit_jobs_gathering(store.as_mut(), batch, &mut durable, &mut || {
+            gather(&mut next)
+        });
         durable.metrics.set_awaiting_commit(0);
     }
     debug!("commit thread stopped");
+}
+
+#[cfg(test)]
+fn commit_jobs(store: &mut dyn Storage, batch: Vec<Job>, durable: &mut Durable) {
+    commit_jobs_gathering(store, batch, durable, &mut || {})
 }
 
 /// Commits several reactors' batches in one transaction. Should the store
@@ -432,8 +451,15 @@ fn write_loop(mut store: Box<dyn Storage + Send>, jobs: Receiver<Job>, mut durab
 /// Not when the store is unavailable: after a lost `COMMIT` a retry of a
 /// batch that did commit would come back as a duplicate and be reported as
 /// refused, and with the database down a retry only fails again; every
-/// record is told what is known.
-fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, durable: &mut Durable) {
+/// record is told what is known. With witnesses, the records are answered
+/// once the tree is cosigned (bounded); `gather` takes up the batches that
+/// queue meanwhile, for the next commit.
+fn commit_jobs_gathering(
+    store: &mut dyn Storage,
+    mut batch: Vec<Job>,
+    durable: &mut Durable,
+    gather: &mut dyn FnMut(),
+) {
     let mut outcomes: Vec<Vec<Outcome>> = if batch.len() == 1 {
         vec![commit_each(store, &batch[0].records, durable)]
     } else {
@@ -473,7 +499,7 @@ fn commit_jobs(store: &mut dyn Storage, mut batch: Vec<Job>, durable: &mut Durab
             }
         }
     };
-    durable.cosigned(&mut outcomes);
+    durable.cosigned(&mut outcomes, gather);
     for (job, outcome) in batch.into_iter().zip(outcomes) {
         // A reactor that stopped waiting has closed its connections: there
         // is no one left to tell.
@@ -891,7 +917,7 @@ mod tests {
                 &mut Durable {
                     announce: Box::new(no_announce),
                     metrics: Arc::new(Metrics::new()),
-                    cosign: Some(Box::new(move |head| {
+                    cosign: Some(Box::new(move |head, _: &mut dyn FnMut()| {
                         if let Ok(mut s) = seen.lock() {
                             s.push(head);
                         }
@@ -942,6 +968,76 @@ mod tests {
         let (told, _) = run(None, vec![vec![guess()]])?;
         assert_eq!(told, vec![vec![Ok(None)]]);
         assert!(asked.lock().map(|a| a.is_empty()).unwrap_or(false));
+        Ok(())
+    }
+
+    /// While the writer waits for witnesses, batches queued behind it are
+    /// taken up (so not refused after the queue's bound) and committed
+    /// next, together.
+    #[test]
+    fn batches_queued_while_witnesses_are_awaited_are_taken_up_not_refused(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (go, gate) = mpsc::channel::<()>();
+        let (asked_tx, asked) = mpsc::channel::<Head>();
+        let cosign: CosignWait = Box::new(move |head, gather: &mut dyn FnMut()| {
+            let _ = asked_tx.send(head);
+            // Bounded: the test lets it go.
+            for _ in 0..2000 {
+                gather();
+                if gate.recv_timeout(Duration::from_millis(5)).is_ok() {
+                    break;
+                }
+            }
+            head
+        });
+        let committer = Committer::start_cosigned(
+            Box::new(crate::store::SqliteStore::in_memory()?),
+            no_announce,
+            Arc::new(Metrics::new()),
+            Some(cosign),
+        )?;
+        let (_poll, w) = waker()?;
+        let handle = committer.handle(w);
+        let first = handle.submit(vec![report(1)])?;
+        let head = asked.recv_timeout(Duration::from_secs(30))?;
+        assert_eq!(head.size, 1);
+        let second = handle.submit(vec![report(2)])?;
+        let third = handle.submit(vec![report(3)])?;
+        // Bounded: taken up within the writer's next gathering.
+        for _ in 0..1000 {
+            if third.claim.load(Ordering::Acquire) == TAKEN {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let wait = Duration::from_millis(30);
+        std::thread::sleep(wait);
+        assert_eq!(
+            second.poll_waiting(wait),
+            None,
+            "refused while witnesses were awaited"
+        );
+        assert_eq!(
+            third.poll_waiting(wait),
+            None,
+            "refused while witnesses were awaited"
+        );
+        go.send(())?;
+        let logged = |o: Vec<Outcome>| -> Vec<Option<u64>> {
+            o.into_iter()
+                .map(|o| o.ok().flatten().map(|l| l.index))
+                .collect()
+        };
+        assert_eq!(logged(first.wait()), vec![Some(0)]);
+        // One commit for both, one question for its tree.
+        let next = asked.recv_timeout(Duration::from_secs(30))?;
+        assert_eq!(next.size, 3);
+        go.send(())?;
+        assert_eq!(logged(second.wait()), vec![Some(1)]);
+        assert_eq!(logged(third.wait()), vec![Some(2)]);
+        drop(handle);
+        drop(go);
+        committer.stop();
         Ok(())
     }
 

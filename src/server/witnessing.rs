@@ -42,6 +42,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A thread looks at the tree this often even when no new checkpoint was
 /// signed here (another host may have grown it).
 const LOOK_EVERY: Duration = Duration::from_secs(5);
+/// How often a commit waiting for witnesses takes up the batches queued
+/// meanwhile.
+const GATHER_EVERY: Duration = Duration::from_millis(20);
 /// The largest answer read from a witness.
 const MAX_ANSWER: u64 = 64 * 1024;
 
@@ -321,7 +324,14 @@ impl Board {
     /// tie or when none did. A larger tree comes back only when a witness
     /// had already cosigned past `head` (another host's commit and its
     /// thread): a proof against it holds every entry of `head` too.
-    fn cosigned(&self, signer: &CheckpointSigner, head: Head, wait: Duration) -> Head {
+    /// `meanwhile` runs at least every [`GATHER_EVERY`] while waiting.
+    fn cosigned(
+        &self,
+        signer: &CheckpointSigner,
+        head: Head,
+        wait: Duration,
+        meanwhile: &mut dyn FnMut(),
+    ) -> Head {
         let request = {
             let Ok(mut st) = self.state.lock() else {
                 return head;
@@ -349,8 +359,14 @@ impl Board {
                 }
                 break;
             }
-            st = match self.answered.wait_timeout(st, left) {
+            st = match self.answered.wait_timeout(st, left.min(GATHER_EVERY)) {
                 Ok((st, _)) => st,
+                Err(_) => return head,
+            };
+            drop(st);
+            meanwhile();
+            st = match self.state.lock() {
+                Ok(st) => st,
                 Err(_) => return head,
             };
         }
@@ -452,7 +468,9 @@ impl Witnessing {
             return None;
         }
         let (board, signer) = (Arc::clone(&self.board), Arc::clone(&self.signer));
-        Some(Box::new(move |head| board.cosigned(&signer, head, wait)))
+        Some(Box::new(move |head, meanwhile: &mut dyn FnMut()| {
+            board.cosigned(&signer, head, wait, meanwhile)
+        }))
     }
 }
 
@@ -1325,7 +1343,7 @@ mod plain_tests {
 
         // Up: the commit's own tree comes back cosigned.
         let head = commit(&mut log)?;
-        assert_eq!(board.cosigned(&s.signer, head, wait), head);
+        assert_eq!(board.cosigned(&s.signer, head, wait, &mut || {}), head);
         wkey.verify(&s.signer.checkpoint(head.size, head.root)?)?;
         assert_eq!(waited_for(&board), vec!["w.example"]);
 
@@ -1334,7 +1352,7 @@ mod plain_tests {
         up.store(false, Ordering::SeqCst);
         for _ in 0..2 {
             let head = commit(&mut log)?;
-            assert_eq!(board.cosigned(&s.signer, head, wait), head);
+            assert_eq!(board.cosigned(&s.signer, head, wait, &mut || {}), head);
             assert_eq!(s.signer.cosignatures(head.size, &head.root), "");
             assert!(waited_for(&board).is_empty());
         }
@@ -1347,12 +1365,12 @@ mod plain_tests {
                 break;
             }
             let head = commit(&mut log)?;
-            board.cosigned(&s.signer, head, wait);
+            board.cosigned(&s.signer, head, wait, &mut || {});
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(waited_for(&board), vec!["w.example"]);
         let head = commit(&mut log)?;
-        assert_eq!(board.cosigned(&s.signer, head, wait), head);
+        assert_eq!(board.cosigned(&s.signer, head, wait, &mut || {}), head);
         wkey.verify(&s.signer.checkpoint(head.size, head.root)?)?;
         Ok(())
     }
@@ -1376,7 +1394,7 @@ mod plain_tests {
         let head = a.store.log_head()?;
         let running = Running::start(a);
         assert_eq!(
-            board.cosigned(&s.signer, head, Duration::from_millis(200)),
+            board.cosigned(&s.signer, head, Duration::from_millis(200), &mut || {}),
             head
         );
         assert!(waited_for(&board).is_empty());
@@ -1421,7 +1439,7 @@ mod plain_tests {
         // commit thread asks, as the other host's commits went on.
         a.known = Some(now.size);
         let _thread = Running::start(a);
-        let used = board.cosigned(&s.signer, asked, Duration::from_secs(60));
+        let used = board.cosigned(&s.signer, asked, Duration::from_secs(60), &mut || {});
         assert_eq!(used, now);
         CosignatureVerifier::from_key(&s.wkey)?
             .verify(&s.signer.checkpoint(now.size, now.root)?)?;
