@@ -2,8 +2,12 @@
 //! own port cosigns the checkpoints a running log server sends it
 //! (`--witness`), `/log/checkpoint` then carries the cosignature, a forked
 //! checkpoint signed with the real log key is refused by the witness, and
-//! a witness that is down holds up nothing. Two hosts on one PostgreSQL
-//! database ask the same witness, which ends up with the one log's tree.
+//! a witness that is down holds up nothing. A commit waits (bounded,
+//! `--witness-wait`) for the witness, so a fresh receipt and certificate
+//! proof carry its cosignature; one that is down is not waited for. Two
+//! hosts on one PostgreSQL database ask the same witness, which ends up
+//! with the one log's tree, and each host's receipts carry its
+//! cosignature.
 
 mod common;
 mod pg;
@@ -132,6 +136,8 @@ fn a_witness_cosigns_the_log_refuses_a_fork_and_being_down_stops_nothing() -> Te
 
     // The log server again, now asking the witness.
     let url = format!("http://{}", witness.addr);
+    // With --witness-wait 0, as before receipts carried cosignatures:
+    // commits do not wait, the served checkpoint is cosigned moments later.
     let server = TestServer::start_in(
         dir,
         &[
@@ -141,6 +147,8 @@ fn a_witness_cosigns_the_log_refuses_a_fork_and_being_down_stops_nothing() -> Te
             &url,
             "--witness-key",
             &wkey,
+            "--witness-wait",
+            "0",
         ],
     )?;
     let log_http = server.http_addr()?;
@@ -169,12 +177,18 @@ fn a_witness_cosigns_the_log_refuses_a_fork_and_being_down_stops_nothing() -> Te
     );
 
     // Her client, trusting the witness: a receipt's checkpoint is said to
-    // be cosigned or not yet (it is signed as the report commits); given
-    // the log's URL, it then fetches the log's checkpoint until the
-    // witness has cosigned it, and keeps it once proved to extend hers ...
+    // be cosigned or not (with --witness-wait 0 it is signed as the report
+    // commits, before the witness answers); given the log's URL, it then
+    // fetches the log's checkpoint until the witness has cosigned it, and
+    // keeps it once proved to extend hers ...
     let log_url = format!("http://{log_http}/log");
     let out = server.client(&["1155000004", "--witness-key", &wkey, "--log-url", &log_url])?;
     assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        common::stdout(&out).contains("carries no cosignature by witness witness.test/w1"),
+        "{}",
+        text(&out)
+    );
     assert!(
         common::stdout(&out).contains(
             "the log's checkpoint cosigned by witness witness.test/w1 extends the one her proof \
@@ -302,6 +316,119 @@ fn a_witness_cosigns_the_log_refuses_a_fork_and_being_down_stops_nothing() -> Te
     Ok(())
 }
 
+fn verifier(args: &[&str]) -> std::io::Result<std::process::Output> {
+    Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/tlog/c2sp_verify.py"
+        ))
+        .args(args)
+        .output()
+}
+
+/// A log server whose first start made its keys, and a witness for its
+/// log on its own port: (the server's directory, the log's vkey, the
+/// witness, the witness's vkey, the witness's directory).
+fn log_and_witness() -> Result<
+    (
+        tempfile::TempDir,
+        String,
+        WitnessProcess,
+        String,
+        tempfile::TempDir,
+    ),
+    Box<dyn std::error::Error>,
+> {
+    let server = TestServer::start(&[])?;
+    let log_vkey = server.admin_ok(&["log", "key"])?.trim().to_string();
+    let dir = server.crash()?;
+    let wdir = tempfile::tempdir()?;
+    let init = server_in(wdir.path())
+        .args(["witness", "init", "--name", WITNESS_NAME])
+        .output()?;
+    assert!(init.status.success(), "{}", text(&init));
+    let wkey = String::from_utf8(init.stdout)?.trim().to_string();
+    let witness = start_witness(wdir.path(), &log_vkey)?;
+    Ok((dir, log_vkey, witness, wkey, wdir))
+}
+
+const COSIGNED: &str = "the log's checkpoint is cosigned by witness witness.test/w1";
+const NOT_COSIGNED: &str = "carries no cosignature by witness witness.test/w1";
+/// Both ways a witness stops being waited for (it failed; it did not
+/// answer within the wait) say this.
+const NOT_WAITED: &str = "commits no longer wait for it";
+
+/// What a receipt carries now: each commit waits (bounded) for the
+/// witness to cosign its tree, so a fresh enrollment's certificate proof
+/// and her receipt carry its cosignature, checked by her client and by
+/// the independent verifier. With the witness down, students still enroll
+/// and submit, their proofs carry none of it (her client says so), and the
+/// commits stop waiting for it: said once in the log, not per commit.
+#[test]
+fn a_fresh_receipt_carries_the_cosignature_and_a_down_witness_is_not_waited_for() -> TestResult {
+    let (dir, log_vkey, witness, wkey, _wdir) = log_and_witness()?;
+    let url = format!("http://{}", witness.addr);
+    let server = TestServer::start_in(dir, &["--witness", &url, "--witness-key", &wkey])?;
+    let out = server.client(&["1155000002", "--witness-key", &wkey])?;
+    let said = common::stdout(&out);
+    assert!(out.status.success(), "{}", text(&out));
+    // Her certificate's proof and her receipt's: both cosigned.
+    assert_eq!(
+        said.matches(COSIGNED).count(),
+        2,
+        "{}\n{}",
+        text(&out),
+        server.log()
+    );
+    assert!(!said.contains(NOT_COSIGNED), "{said}");
+    // The checkpoint she kept is her receipt's (the newest proof): the
+    // tree of her certificate and her report, its cosignature checked
+    // from the C2SP specifications alone.
+    let kept = server.path().join("students/log-checkpoint");
+    let note = std::fs::read_to_string(&kept)?;
+    let origin = NoteVerifier::from_key(&log_vkey)?.name().to_string();
+    assert!(note.starts_with(&format!("{origin}\n2\n")), "{note}");
+    CosignatureVerifier::from_key(&wkey)?.verify(&note)?;
+    let kept_arg = kept.to_string_lossy().into_owned();
+    let v = verifier(&[
+        "cosig",
+        "--vkey",
+        &log_vkey,
+        "--origin",
+        &origin,
+        "--witness",
+        &wkey,
+        "--note",
+        &kept_arg,
+    ])?;
+    assert!(v.status.success(), "{}", text(&v));
+    assert!(
+        common::stdout(&v).contains(&format!(
+            "OK {origin}: checkpoint of 2 entries cosigned by {WITNESS_NAME}"
+        )),
+        "{}",
+        text(&v)
+    );
+
+    // The witness goes away: enrollments and submissions go on, without
+    // its cosignature, and the commits stop waiting for it once.
+    drop(witness);
+    for sid in ["1155000003", "1155000004", "1155000005"] {
+        let out = server.client(&[sid, "--witness-key", &wkey])?;
+        assert!(out.status.success(), "{}", text(&out));
+        let said = common::stdout(&out);
+        assert_eq!(said.matches(NOT_COSIGNED).count(), 2, "{}", text(&out));
+        assert!(!said.contains(COSIGNED), "{said}");
+    }
+    let log = server.log();
+    assert_eq!(
+        log.matches(NOT_WAITED).count(),
+        1,
+        "said once, not per commit:\n{log}"
+    );
+    Ok(())
+}
+
 /// examples/witness.sh: the cosigned checkpoint checked by her client and
 /// by the independent verifier, the forked checkpoint refused, and a
 /// submission with the witness down.
@@ -339,7 +466,8 @@ fn copy_keys(from: &Path, to: &Path) -> std::io::Result<()> {
 
 /// Two hosts on one PostgreSQL database, both asking one witness: each
 /// thread starts from old size 0, learns the witness's size from a 409,
-/// and the witness ends up holding the one log's whole tree, cosigned.
+/// and the witness ends up holding the one log's whole tree, cosigned;
+/// each host's receipts carry the cosignature of their own commit's tree.
 #[test]
 fn two_hosts_on_postgresql_have_one_log_witnessed() -> TestResult {
     let cluster = pg::Cluster::shared().map_err(|e| e as Box<dyn std::error::Error>)?;
@@ -374,10 +502,21 @@ fn two_hosts_on_postgresql_have_one_log_witnessed() -> TestResult {
     let a = TestServer::start_in(first.crash()?, &flags)?;
     let b = TestServer::start_in(bdir, &flags)?;
     let a_http = a.http_addr()?;
+    // Each host's commits wait for the witness: on either host, her
+    // certificate's proof and her receipt carry its cosignature, though
+    // the other host's thread moved the witness on meanwhile.
     for (i, host) in [&a, &b, &a, &b].into_iter().enumerate() {
         let sid = format!("115500002{i}");
-        let out = host.client(&[sid.as_str()])?;
+        let out = host.client(&[sid.as_str(), "--witness-key", wkey.as_str()])?;
         assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(
+            common::stdout(&out).matches(COSIGNED).count(),
+            2,
+            "{}\n{}\n{}",
+            text(&out),
+            a.log(),
+            b.log()
+        );
     }
     // Eight entries, one log; its checkpoint cosigned and the witness's
     // record is that tree.

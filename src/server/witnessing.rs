@@ -609,8 +609,9 @@ impl Asker {
                 .log_head()
                 .map_err(|e| format!("reading the log: {e}"))?,
         };
-        // Twice at most from a 409's size, once more on to a larger tree.
-        for _ in 0..3 {
+        // Bounded: a retry from the size a 409 names, and a move on to a
+        // larger tree when the witness is past this one (another host's).
+        for _ in 0..4 {
             if head.size == 0 {
                 return Ok(None);
             }
