@@ -6,13 +6,16 @@
 # port (and directories) of its own, as another host would run it
 # (`server witness init|key|run`), and the server again asking it to
 # cosign each checkpoint (`--witness`). A student enrolls and hands in her
-# report with `--witness-key`; the log's served checkpoint then carries the
-# witness's cosignature, checked and kept by her client (`--witness-key`,
-# `--log-url`, `client audit --witness-key`) and by an independent verifier written from the C2SP
-# specifications (tests/tlog/c2sp_verify.py). Then a forked checkpoint
-# (signed with the real log key, another root of the same size) is sent to
-# the witness and refused, and with the witness stopped students still
-# submit. Needs python3 with `cryptography`, curl.
+# report with `--witness-key`: each commit waits (bounded, --witness-wait)
+# for the witness, so her certificate's proof and her receipt themselves
+# carry its cosignature, checked and kept by her client and by an
+# independent verifier written from the C2SP specifications
+# (tests/tlog/c2sp_verify.py); the log's served checkpoint carries it too
+# (`client audit --witness-key`). Then a forked checkpoint (signed with the
+# real log key, another root of the same size) is sent to the witness and
+# refused, and with the witness stopped students still submit, their
+# receipts without its cosignature (her client says so). Needs python3
+# with `cryptography`, curl.
 set -euo pipefail
 
 . "$(dirname "$0")/lib.sh"
@@ -85,16 +88,20 @@ echo "== the log server asks it to cosign every checkpoint"
 start --witness "http://$witness" --witness-key "$wkey"
 
 echo "== a student enrolls and hands in her report, trusting the witness"
-# Her receipt's checkpoint is signed as her report commits, before the
-# witness is asked; with --log-url her client then fetches the log's
-# checkpoint until the witness has cosigned it, and keeps it once it is
-# proved to extend her receipt's.
+# The server's commit waits for the witness before it answers, so her
+# certificate's proof and her receipt arrive cosigned; her client checks
+# the cosignature on each (with --log-url it would fetch the log's
+# cosigned checkpoint for a proof that lacks one).
 "$bin/client" --ca "$ca" --blackboard "$bb" --witness-key "$wkey" \
   --log-url "http://$http/log" 1155000001 >client.out
 grep 'witness witness.example/w1' client.out
-echo "-- the checkpoint her client keeps (students/log-checkpoint):"
+echo "-- her receipt's own checkpoint, which her client keeps (students/log-checkpoint):"
 cat students/log-checkpoint
 grep -q '^— witness.example/w1 ' students/log-checkpoint
+
+echo "== anyone: her receipt's cosignature checked from the C2SP specifications alone"
+python3 "$repo/tests/tlog/c2sp_verify.py" cosig --vkey "$vkey" --origin "$origin" \
+  --witness "$wkey" --note students/log-checkpoint
 
 echo "== the log's checkpoint, cosigned"
 cosigned
@@ -105,7 +112,7 @@ echo "== her audit: the checkpoint must carry the witness's cosignature"
   --witness-key "$wkey" 1155000001 | tee audit.out
 grep -q 'checkpoint cosigned by witness witness.example/w1' audit.out
 
-echo "== anyone: the cosignature checked from the C2SP specifications alone"
+echo "== anyone: the served checkpoint's cosignature, from the C2SP specifications alone"
 python3 "$repo/tests/tlog/c2sp_verify.py" cosig --vkey "$vkey" --origin "$origin" \
   --witness "$wkey" --note checkpoint
 
@@ -131,6 +138,10 @@ echo "== refused, as it should be"
 
 echo "== the witness goes down: students still submit"
 stop_witness
-"$bin/client" --ca "$ca" --blackboard "$bb" 1155000002 >client2.out
+"$bin/client" --ca "$ca" --blackboard "$bb" --witness-key "$wkey" 1155000002 >client2.out
 grep -i 'receipt' client2.out | head -1
+# Her receipt carries no cosignature by it, and her client says so; the
+# server logged once that commits no longer wait for it.
+grep 'carries no cosignature by witness witness.example/w1' client2.out | tail -1
+grep -m1 'commits no longer wait for it' server.log
 echo "== submitted without the witness"

@@ -429,9 +429,10 @@ fn a_fresh_receipt_carries_the_cosignature_and_a_down_witness_is_not_waited_for(
     Ok(())
 }
 
-/// examples/witness.sh: the cosigned checkpoint checked by her client and
-/// by the independent verifier, the forked checkpoint refused, and a
-/// submission with the witness down.
+/// examples/witness.sh: her receipt's own checkpoint and the served one
+/// cosigned, checked by her client and by the independent verifier, the
+/// forked checkpoint refused, and a submission with the witness down whose
+/// receipt carries no cosignature (said by her client).
 #[test]
 fn the_witness_example_runs() -> TestResult {
     let out = common::run_example("witness.sh")?;
@@ -441,10 +442,22 @@ fn the_witness_example_runs() -> TestResult {
         s.contains("checkpoint cosigned by witness witness.example/w1"),
         "{s}"
     );
-    assert!(
-        s.contains("OK CUHK/certboard-log: checkpoint of 2 entries cosigned by witness.example/w1"),
+    // Her receipt's own checkpoint and the served one: both cosigned.
+    assert_eq!(
+        s.matches("OK CUHK/certboard-log: checkpoint of 2 entries cosigned by witness.example/w1")
+            .count(),
+        2,
         "{s}"
     );
+    assert!(
+        s.contains("the log's checkpoint is cosigned by witness witness.example/w1"),
+        "{s}"
+    );
+    assert!(
+        s.contains("carries no cosignature by witness witness.example/w1"),
+        "{s}"
+    );
+    assert!(s.contains("commits no longer wait for it"), "{s}");
     assert!(s.contains("witness answered 409"), "{s}");
     assert!(s.contains("== submitted without the witness"), "{s}");
     Ok(())
