@@ -624,5 +624,23 @@ fn the_witness_commands_say_what_is_wrong() -> TestResult {
             "--request-timeout must be at least 0.001 and at most 86400 seconds",
         )?;
     }
+    // The log server's wait for witnesses: 0 turns it off, and is said to.
+    for bad in ["-1", "1e-10", "NaN", "86401"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_server"))
+            .current_dir(wdir.path())
+            .args(["--keys-dir", "keys", "--data-dir", "data"])
+            .env("CERTBOARD_CA_PASSPHRASE", PASSPHRASE)
+            .arg(format!("--witness-wait={bad}"))
+            .stdin(Stdio::null())
+            .output()?;
+        let t = text(&out);
+        assert!(!out.status.success(), "--witness-wait {bad} started: {t}");
+        assert!(
+            t.contains(
+                "--witness-wait must be 0 (off) or at least 0.001 and at most 86400 seconds"
+            ),
+            "{t}"
+        );
+    }
     Ok(())
 }

@@ -679,14 +679,18 @@ enum RosterCommand {
 struct BadSeconds {
     flag: &'static str,
     value: f64,
+    /// 0 is taken too (it turns what the flag bounds off).
+    zero_ok: bool,
 }
 
 impl std::fmt::Display for BadSeconds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "--{} must be at least 0.001 and at most 86400 seconds, got {}",
-            self.flag, self.value
+            "--{} must be {}at least 0.001 and at most 86400 seconds, got {}",
+            self.flag,
+            if self.zero_ok { "0 (off) or " } else { "" },
+            self.value
         )
     }
 }
@@ -699,7 +703,11 @@ fn seconds(flag: &'static str, value: f64) -> Result<Duration, BadSeconds> {
     if value.is_finite() && (0.001..=86_400.0).contains(&value) {
         Ok(Duration::from_secs_f64(value))
     } else {
-        Err(BadSeconds { flag, value })
+        Err(BadSeconds {
+            flag,
+            value,
+            zero_ok: false,
+        })
     }
 }
 
@@ -757,7 +765,9 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
             wait: match a.witness_wait {
                 None => seconds("witness-timeout", a.witness_timeout)?,
                 Some(w) if w == 0.0 => Duration::ZERO,
-                Some(w) => seconds("witness-wait", w)?,
+                Some(w) => {
+                    seconds("witness-wait", w).map_err(|e| BadSeconds { zero_ok: true, ..e })?
+                }
             },
         },
         staff_listen: a.staff_listen,

@@ -239,6 +239,8 @@ struct BoardState {
     wanted: Option<Head>,
     /// One per witness thread, in `--witness` order.
     slots: Vec<Slot>,
+    /// The threads are stopping: nothing is waited for any more.
+    closed: bool,
 }
 
 /// One witness, as the commit thread sees it.
@@ -290,6 +292,7 @@ impl Board {
         let Ok(mut st) = self.state.lock() else {
             return;
         };
+        let closed = st.closed;
         let Some(s) = st.slots.get_mut(slot) else {
             return;
         };
@@ -298,7 +301,7 @@ impl Board {
             s.cosigned = outcome.as_ref().ok().copied().flatten();
         }
         match outcome {
-            Ok(Some(_)) if !s.waited => {
+            Ok(Some(_)) if !s.waited && !closed => {
                 s.waited = true;
                 log::info!(
                     "witness {}: cosigning again; commits wait for its cosignature again, so                      receipts carry it",
@@ -388,6 +391,7 @@ impl Board {
     /// Nothing more is waited for (the threads are stopping).
     fn close(&self) {
         if let Ok(mut st) = self.state.lock() {
+            st.closed = true;
             for s in &mut st.slots {
                 s.waited = false;
             }
