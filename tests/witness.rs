@@ -326,19 +326,18 @@ fn verifier(args: &[&str]) -> std::io::Result<std::process::Output> {
         .output()
 }
 
-/// A log server whose first start made its keys, and a witness for its
-/// log on its own port: (the server's directory, the log's vkey, the
-/// witness, the witness's vkey, the witness's directory).
-fn log_and_witness() -> Result<
-    (
-        tempfile::TempDir,
-        String,
-        WitnessProcess,
-        String,
-        tempfile::TempDir,
-    ),
-    Box<dyn std::error::Error>,
-> {
+/// A log server's directory after its first start made its keys, and a
+/// witness for its log on its own port.
+struct LogAndWitness {
+    dir: tempfile::TempDir,
+    log_vkey: String,
+    witness: WitnessProcess,
+    wkey: String,
+    /// The witness's own directories.
+    _wdir: tempfile::TempDir,
+}
+
+fn log_and_witness() -> Result<LogAndWitness, Box<dyn std::error::Error>> {
     let server = TestServer::start(&[])?;
     let log_vkey = server.admin_ok(&["log", "key"])?.trim().to_string();
     let dir = server.crash()?;
@@ -349,7 +348,13 @@ fn log_and_witness() -> Result<
     assert!(init.status.success(), "{}", text(&init));
     let wkey = String::from_utf8(init.stdout)?.trim().to_string();
     let witness = start_witness(wdir.path(), &log_vkey)?;
-    Ok((dir, log_vkey, witness, wkey, wdir))
+    Ok(LogAndWitness {
+        dir,
+        log_vkey,
+        witness,
+        wkey,
+        _wdir: wdir,
+    })
 }
 
 const COSIGNED: &str = "the log's checkpoint is cosigned by witness witness.test/w1";
@@ -366,7 +371,13 @@ const NOT_WAITED: &str = "commits no longer wait for it";
 /// commits stop waiting for it: said once in the log, not per commit.
 #[test]
 fn a_fresh_receipt_carries_the_cosignature_and_a_down_witness_is_not_waited_for() -> TestResult {
-    let (dir, log_vkey, witness, wkey, _wdir) = log_and_witness()?;
+    let LogAndWitness {
+        dir,
+        log_vkey,
+        witness,
+        wkey,
+        _wdir,
+    } = log_and_witness()?;
     let url = format!("http://{}", witness.addr);
     let server = TestServer::start_in(dir, &["--witness", &url, "--witness-key", &wkey])?;
     let out = server.client(&["1155000002", "--witness-key", &wkey])?;

@@ -764,7 +764,7 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
             ca_file: a.witness_ca.clone(),
             wait: match a.witness_wait {
                 None => seconds("witness-timeout", a.witness_timeout)?,
-                Some(w) if w == 0.0 => Duration::ZERO,
+                Some(0.0) => Duration::ZERO,
                 Some(w) => {
                     seconds("witness-wait", w).map_err(|e| BadSeconds { zero_ok: true, ..e })?
                 }
