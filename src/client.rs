@@ -716,14 +716,15 @@ fn keep_checkpoint(
     witnessed_later(opts, note, progress)
 }
 
-/// With witnesses and the log's URL: the log's served checkpoint, fetched
-/// until every trusted witness has cosigned it (they are asked right
-/// after the commit that signed the proof's checkpoint) or the timeout
-/// passes, then kept like any checkpoint: once proved to extend the one she
-/// kept (now the proof's). Its log signature is the witnesses' to check:
-/// each cosigned it only after verifying it with the log's key. Not
-/// cosigned in time is said, naming the witness, and is no error: her
-/// submission is recorded and proved either way.
+/// With witnesses and the log's URL, when the proof's checkpoint lacks a
+/// trusted witness's cosignature (the server did not wait for it: down,
+/// slow, or `--witness-wait 0`): the log's served checkpoint, fetched
+/// until every trusted witness has cosigned it or the timeout passes,
+/// then kept like any checkpoint: once proved to extend the one she kept
+/// (now the proof's). Its log signature is the witnesses' to check: each
+/// cosigned it only after verifying it with the log's key. Not cosigned in
+/// time is said, naming the witness, and is no error: her submission is
+/// recorded and proved either way.
 fn witnessed_later(
     opts: &ClientOptions,
     proved: &str,
