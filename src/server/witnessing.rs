@@ -229,6 +229,10 @@ impl Witnesses {
 struct Board {
     state: Mutex<BoardState>,
     answered: Condvar,
+    /// `--witness-wait`: a witness not waited for is waited for again
+    /// once a round of its thread takes no longer (else a witness slower
+    /// than the wait would be waited for, and given up, on every commit).
+    wait: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -252,12 +256,12 @@ struct Slot {
     /// The tree it had cosigned by that answer.
     cosigned: Option<Head>,
     /// Whether commits wait for it: not after it failed or did not answer
-    /// within the wait, until it cosigns again.
+    /// within the wait, until it cosigns again within the wait.
     waited: bool,
 }
 
 impl Board {
-    fn new(names: impl Iterator<Item = String>) -> Board {
+    fn new(names: impl Iterator<Item = String>, wait: Duration) -> Board {
         Board {
             state: Mutex::new(BoardState {
                 slots: names
@@ -271,6 +275,7 @@ impl Board {
                 ..BoardState::default()
             }),
             answered: Condvar::new(),
+            wait,
         }
     }
 
@@ -286,9 +291,16 @@ impl Board {
     }
 
     /// Witness `slot`'s thread has done a round (for request `request`,
-    /// if it was one): a failure stops commits waiting for it, a
-    /// cosignature makes them wait again; each change is logged once.
-    fn report(&self, slot: usize, request: Option<u64>, outcome: &Result<Option<Head>, String>) {
+    /// if it was one) in `took`: a failure stops commits waiting for it, a
+    /// cosignature within the wait makes them wait again; each change is
+    /// logged once.
+    fn report(
+        &self,
+        slot: usize,
+        request: Option<u64>,
+        outcome: &Result<Option<Head>, String>,
+        took: Duration,
+    ) {
         let Ok(mut st) = self.state.lock() else {
             return;
         };
@@ -301,17 +313,19 @@ impl Board {
             s.cosigned = outcome.as_ref().ok().copied().flatten();
         }
         match outcome {
-            Ok(Some(_)) if !s.waited && !closed => {
+            Ok(Some(_)) if !s.waited && !closed && took <= self.wait => {
                 s.waited = true;
                 log::info!(
-                    "witness {}: cosigning again; commits wait for its cosignature again, so                      receipts carry it",
+                    "witness {}: cosigning again; commits wait for its cosignature again, so \
+                     receipts carry it",
                     s.name
                 );
             }
             Err(_) if s.waited => {
                 s.waited = false;
                 log::warn!(
-                    "witness {}: commits no longer wait for it, and receipts go out without its                      cosignature, until it cosigns again (its thread keeps asking)",
+                    "witness {}: commits no longer wait for it, and receipts go out without its \
+                     cosignature, until it cosigns again (its thread keeps asking)",
                     s.name
                 );
             }
@@ -355,7 +369,9 @@ impl Board {
                 for s in st.slots.iter_mut().filter(|s| pending(s)) {
                     s.waited = false;
                     log::warn!(
-                        "witness {}: no cosignature of tree size {} within --witness-wait                          ({wait:?}); commits no longer wait for it, and receipts go out without                          its cosignature, until it cosigns again (its thread keeps asking)",
+                        "witness {}: no cosignature of tree size {} within --witness-wait \
+                         ({wait:?}); commits no longer wait for it, and receipts go out without \
+                         its cosignature, until it cosigns again (its thread keeps asking)",
                         s.name,
                         head.size
                     );
@@ -430,6 +446,7 @@ impl Witnessing {
         let stop = Arc::new(AtomicBool::new(false));
         let board = Arc::new(Board::new(
             witnesses.targets.iter().map(|t| t.name().to_string()),
+            witnesses.wait,
         ));
         for (slot, target) in witnesses.targets.iter().enumerate() {
             let store = open().map_err(|e| {
@@ -554,7 +571,9 @@ impl Asker {
                 return;
             }
             let wanted = self.board.wanted(self.slot);
+            let started = Instant::now();
             let outcome = self.round_for(wanted.map(|(_, head)| head));
+            let took = started.elapsed();
             match &outcome {
                 Ok(Some((_, true))) => self.metrics.witness_request(self.target.name(), "cosigned"),
                 Ok(_) => {}
@@ -565,7 +584,7 @@ impl Asker {
                 .map(|o| o.map(|(head, _)| head))
                 .map_err(Clone::clone);
             self.board
-                .report(self.slot, wanted.map(|(request, _)| request), &answer);
+                .report(self.slot, wanted.map(|(request, _)| request), &answer, took);
             if let Err(why) = outcome {
                 if !std::mem::replace(&mut self.failing, true) {
                     log::warn!(
@@ -1332,7 +1351,10 @@ mod plain_tests {
         let dir = tempfile::tempdir()?;
         let mut log = SqliteStore::open(dir.path())?;
         log.commit(&[report(1)?])?;
-        let board = Arc::new(Board::new(std::iter::once("w.example".to_string())));
+        let board = Arc::new(Board::new(
+            std::iter::once("w.example".to_string()),
+            Duration::from_secs(60),
+        ));
         let mut a = asker(addr, &s.wkey, &s.signer, Duration::from_secs(10))?;
         a.store = Box::new(SqliteStore::open(dir.path())?);
         a.board = Arc::clone(&board);
@@ -1393,7 +1415,10 @@ mod plain_tests {
             }
             Vec::new()
         })?;
-        let board = Arc::new(Board::new(std::iter::once("w.example".to_string())));
+        let board = Arc::new(Board::new(
+            std::iter::once("w.example".to_string()),
+            Duration::from_secs(60),
+        ));
         let mut a = asker(silent, &s.wkey, &s.signer, Duration::from_secs(20))?;
         a.board = Arc::clone(&board);
         let head = a.store.log_head()?;
@@ -1436,7 +1461,10 @@ mod plain_tests {
             let a = witness.add_checkpoint(body, 2).answer();
             http(&format!("{} x", a.status), a.content_type, &a.body)
         })?;
-        let board = Arc::new(Board::new(std::iter::once("w.example".to_string())));
+        let board = Arc::new(Board::new(
+            std::iter::once("w.example".to_string()),
+            Duration::from_secs(60),
+        ));
         let mut a = asker(addr, &s.wkey, &s.signer, Duration::from_secs(10))?;
         a.store = Box::new(SqliteStore::open(dir.path())?);
         a.board = Arc::clone(&board);
@@ -1449,5 +1477,31 @@ mod plain_tests {
         CosignatureVerifier::from_key(&s.wkey)?
             .verify(&s.signer.checkpoint(now.size, now.root)?)?;
         Ok(())
+    }
+
+    /// A witness given up on is waited for again only once a round of its
+    /// thread succeeds within the wait: one that cosigns, but slower than
+    /// the wait, would otherwise be waited for and given up on (and
+    /// logged) at every commit.
+    #[test]
+    fn a_witness_slower_than_the_wait_is_not_waited_for_again() {
+        let board = Board::new(
+            std::iter::once("w.example".to_string()),
+            Duration::from_millis(500),
+        );
+        let head = Head {
+            size: 3,
+            root: [3u8; 32],
+        };
+        board.report(0, None, &Err("down".into()), Duration::ZERO);
+        assert!(waited_for(&board).is_empty());
+        board.report(0, None, &Ok(Some(head)), Duration::from_secs(1));
+        assert!(waited_for(&board).is_empty(), "slower than the wait");
+        board.report(0, None, &Ok(Some(head)), Duration::from_millis(100));
+        assert_eq!(waited_for(&board), vec!["w.example"]);
+        // Once closed (stopping), nothing is waited for again.
+        board.close();
+        board.report(0, None, &Ok(Some(head)), Duration::ZERO);
+        assert!(waited_for(&board).is_empty());
     }
 }
