@@ -25,10 +25,6 @@ use super::{
 };
 use crate::time::now_unix;
 
-/// How much of the database file each connection maps for reading
-/// (`PRAGMA mmap_size`): more than a course's database grows to.
-const MMAP_BYTES: u64 = 1 << 30;
-
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: i64 = 9;
 /// Marks the file as certboard's (`PRAGMA application_id`): "CBRD".
@@ -437,15 +433,6 @@ impl SqliteStore {
             )));
         }
         conn.execute_batch("PRAGMA synchronous=FULL;")?;
-        // Reads of the database file through a memory map instead of a
-        // `pread` per page: after each commit a connection's page cache is
-        // dropped, and a submission's read transactions then re-read their
-        // pages (issue 19's profile: 19 `pread` per submission). Writes
-        // still go through `write` and the WAL's fsync, so durability is
-        // what `synchronous=FULL` makes it. SQLite caps the map at its own
-        // compile-time limit.
-        conn.query_row(&format!("PRAGMA mmap_size={MMAP_BYTES}"), [], |_| Ok(()))
-            .optional()?;
         if let Some(pages) = std::env::var(MAX_PAGES_ENV)
             .ok()
             .and_then(|v| v.trim().parse::<u64>().ok())
