@@ -7,6 +7,8 @@
 #   bash bench/log-share.sh                    # ~10 minutes (callgrind is ~50x slower)
 #   BENCH_ENROLLMENTS=500 BENCH_SUBMISSIONS=200 bash bench/log-share.sh
 #   BENCH_CA_KEY=rsa2048 bash bench/log-share.sh
+#   BENCH_SERVER=/path/to/other/server bash bench/log-share.sh
+#                                              # another server binary (an A/B)
 #
 # The server (release build, database on disk as in bench/compare.sh) runs
 # under `valgrind --tool=callgrind`; the counters are zeroed before and
@@ -53,7 +55,7 @@ for tool in valgrind callgrind_control callgrind_annotate taskset cargo awk pyth
 done
 echo "building (release) ..."
 (cd "$ROOT" && cargo build --release --quiet --bin server --example loadgen)
-SERVER="$TARGET/release/server"
+SERVER=${BENCH_SERVER:-$TARGET/release/server}
 LOADGEN="$TARGET/release/examples/loadgen"
 mkdir -p "$OUT"
 rm -f "$OUT"/callgrind.out.* "$OUT"/*.annotate
@@ -131,7 +133,7 @@ SERVER_PID=""
 # src/protocol/logproof.rs), the receipt's log_proof and the store's log_*
 # reads. callgrind-share.py counts the calls into that set from outside it
 # (inclusive), so nothing is counted twice.
-LOG_RE='certboard::(tlog::|store::tlog::|protocol::logproof::|protocol::blackboard::log_proof)|::log_(head|nodes|entries|index_of)$'
+LOG_RE='certboard::(tlog::|store::tlog::|protocol::logproof::|protocol::blackboard::log_proof)|::log_(head|nodes|entries|entry_and_nodes|index_of)$'
 # The dumps are numbered in the order of PHASES.
 n=0
 for phase in "${PHASES[@]}"; do
