@@ -298,7 +298,7 @@ impl Board {
         &self,
         slot: usize,
         request: Option<u64>,
-        outcome: &Result<Option<Head>, String>,
+        outcome: Result<Option<Head>, &AskError>,
         took: Duration,
     ) {
         let Ok(mut st) = self.state.lock() else {
@@ -310,7 +310,7 @@ impl Board {
         };
         if let Some(r) = request {
             s.answered = s.answered.max(r);
-            s.cosigned = outcome.as_ref().ok().copied().flatten();
+            s.cosigned = outcome.ok().flatten();
         }
         match outcome {
             Ok(Some(_)) if !s.waited && !closed && took <= self.wait => {
@@ -495,6 +495,127 @@ impl Witnessing {
     }
 }
 
+/// Why a witness did not cosign a tree this round: logged once when it
+/// starts failing, and at debug level while it goes on.
+#[derive(Debug)]
+pub(crate) enum AskError {
+    /// Reading the log (its head, or a proof's hashes) failed.
+    Store(crate::store::StoreError),
+    /// Signing the checkpoint to send failed.
+    Sign(crate::tlog::note::NoteError),
+    /// It has cosigned a larger tree than this log holds.
+    RolledBack { cosigned: u64, holds: u64 },
+    /// The witness's host name gave no address.
+    NoAddress {
+        host: String,
+        source: Option<std::io::Error>,
+    },
+    /// A socket operation failed: `what` was being done with `addr`.
+    Io {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed.
+    Tls {
+        name: String,
+        addr: String,
+        why: String,
+    },
+    /// No whole answer within `--witness-timeout`.
+    TimedOut { addr: String, timeout: Duration },
+    /// The answer is not one a witness gives.
+    BadAnswer { addr: String, why: BadAnswer },
+    /// Its answer holds no cosignature its key verifies.
+    NoValidCosignature { name: String },
+    /// It holds another tree of `size` entries (a 409 naming the size
+    /// sent).
+    Fork { size: u64 },
+    /// The tree it cosigned at `old` entries is not a prefix of this log's
+    /// (422).
+    NotPrefix { old: u64, why: String },
+    /// Any other refusal.
+    Refused { status: u16, why: String },
+    /// It named another size after every retry.
+    KeepsConflicting,
+}
+
+/// How an answer is not a witness's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BadAnswer {
+    /// Over [`MAX_ANSWER`] bytes.
+    TooLarge,
+    /// Not an HTTP response.
+    NotHttp,
+    /// Sent with a Transfer-Encoding.
+    TransferEncoding,
+    /// Fewer bytes than its Content-Length said.
+    CutShort { got: usize, length: usize },
+    /// A 409 whose body names no size.
+    ConflictWithoutSize,
+}
+
+impl std::fmt::Display for AskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AskError::Store(e) => write!(f, "reading the log: {e}"),
+            AskError::Sign(e) => write!(f, "signing the checkpoint: {e}"),
+            AskError::RolledBack { cosigned, holds } => write!(
+                f,
+                "it has cosigned a tree of {cosigned} entries and this log holds {holds}: \
+                 was the log rolled back or replaced?"
+            ),
+            AskError::NoAddress {
+                host,
+                source: Some(e),
+            } => write!(f, "{host}: {e}"),
+            AskError::NoAddress { host, source: None } => write!(f, "{host}: no address"),
+            AskError::Io { what, addr, source } => write!(f, "{what} {addr}: {source}"),
+            AskError::Tls { name, addr, why } => write!(f, "TLS with {name} ({addr}): {why}"),
+            AskError::TimedOut { addr, timeout } => write!(
+                f,
+                "no whole answer from {addr} within --witness-timeout ({timeout:?})"
+            ),
+            AskError::BadAnswer { addr, why } => match why {
+                BadAnswer::TooLarge => write!(
+                    f,
+                    "{addr} sent an answer over {} KiB: not a witness's",
+                    MAX_ANSWER / 1024
+                ),
+                BadAnswer::NotHttp => write!(f, "{addr} did not answer in HTTP"),
+                BadAnswer::TransferEncoding => write!(
+                    f,
+                    "{addr} answered with a Transfer-Encoding; a witness's answer is read by \
+                     its Content-Length (or up to the close)"
+                ),
+                BadAnswer::CutShort { got, length } => write!(
+                    f,
+                    "{addr}'s answer was cut short ({got} of its {length} bytes)"
+                ),
+                BadAnswer::ConflictWithoutSize => write!(f, "a 409 from {addr} naming no size"),
+            },
+            AskError::NoValidCosignature { name } => {
+                write!(f, "its answer holds no valid cosignature by {name}")
+            }
+            AskError::Fork { size } => write!(
+                f,
+                "it cosigned another tree of {size} entries than this log's: the log's \
+                 history differs from what it saw (a fork, or a log restored from another \
+                 history); compare with its operator"
+            ),
+            AskError::NotPrefix { old, why } => write!(
+                f,
+                "refused with 422 ({why}): the tree it cosigned at {old} entries is not a \
+                 prefix of this log's (a fork, or a log restored from another history)"
+            ),
+            AskError::Refused { status, why } => write!(f, "refused with {status}: {why}"),
+            AskError::KeepsConflicting => write!(f, "it keeps naming another size (409)"),
+        }
+    }
+}
+
+impl std::error::Error for AskError {}
+
 /// An answer from a witness.
 #[derive(Debug)]
 enum Answered {
@@ -579,12 +700,9 @@ impl Asker {
                 Ok(_) => {}
                 Err(_) => self.metrics.witness_request(self.target.name(), "failed"),
             }
-            let answer = outcome
-                .as_ref()
-                .map(|o| o.map(|(head, _)| head))
-                .map_err(Clone::clone);
+            let answer = outcome.as_ref().map(|o| o.map(|(head, _)| head));
             self.board
-                .report(self.slot, wanted.map(|(request, _)| request), &answer, took);
+                .report(self.slot, wanted.map(|(request, _)| request), answer, took);
             if let Err(why) = outcome {
                 if !std::mem::replace(&mut self.failing, true) {
                     log::warn!(
@@ -608,7 +726,7 @@ impl Asker {
     /// from 0 and learns it again from a 409, so a size named by a broken
     /// or restored witness (or a proxy's garbage) is not believed forever.
     #[cfg(test)]
-    fn round(&mut self) -> Result<bool, String> {
+    fn round(&mut self) -> Result<bool, AskError> {
         self.round_for(None).map(|o| matches!(o, Some((_, true))))
     }
 
@@ -616,7 +734,7 @@ impl Asker {
     /// current tree; the tree the witness has cosigned then, and whether
     /// it was asked now (not already done). After a failure the size the
     /// witness holds is forgotten, as [`Asker::round`] says.
-    fn round_for(&mut self, target: Option<Head>) -> Result<Option<(Head, bool)>, String> {
+    fn round_for(&mut self, target: Option<Head>) -> Result<Option<(Head, bool)>, AskError> {
         let outcome = self.try_round(target);
         if outcome.is_err() {
             self.known = None;
@@ -624,13 +742,10 @@ impl Asker {
         outcome
     }
 
-    fn try_round(&mut self, target: Option<Head>) -> Result<Option<(Head, bool)>, String> {
+    fn try_round(&mut self, target: Option<Head>) -> Result<Option<(Head, bool)>, AskError> {
         let mut head = match target {
             Some(head) => head,
-            None => self
-                .store
-                .log_head()
-                .map_err(|e| format!("reading the log: {e}"))?,
+            None => self.store.log_head().map_err(AskError::Store)?,
         };
         // Bounded: a retry from the size a 409 names, and a move on to a
         // larger tree when the witness is past this one (another host's).
@@ -646,16 +761,12 @@ impl Asker {
                 // It has cosigned a larger tree: another host may have
                 // grown the log since it was read here, or the log lost
                 // what the witness saw.
-                let now = self
-                    .store
-                    .log_head()
-                    .map_err(|e| format!("reading the log: {e}"))?;
+                let now = self.store.log_head().map_err(AskError::Store)?;
                 if now.size < old {
-                    return Err(format!(
-                        "it has cosigned a tree of {old} entries and this log holds {}: \
-                         was the log rolled back or replaced?",
-                        now.size
-                    ));
+                    return Err(AskError::RolledBack {
+                        cosigned: old,
+                        holds: now.size,
+                    });
                 }
                 if target.is_none() {
                     // The other host's turn, no more this one's.
@@ -669,10 +780,10 @@ impl Asker {
             let note = self
                 .signer
                 .log_signed(head.size, head.root)
-                .map_err(|e| format!("signing the checkpoint: {e}"))?;
+                .map_err(AskError::Sign)?;
             let store = &mut self.store;
             let proof = consistency_proof(old, head.size, |ids: &[NodeId]| store.log_nodes(ids))
-                .map_err(|e| format!("the consistency proof from {old}: {e}"))?;
+                .map_err(AskError::Store)?;
             let body = request_body(old, &proof, &note);
             match self.post(&body)? {
                 Answered::Cosigned(lines) => {
@@ -690,10 +801,9 @@ impl Asker {
                         }
                     }
                     if good == 0 {
-                        return Err(format!(
-                            "its answer holds no valid cosignature by {}",
-                            self.target.name()
-                        ));
+                        return Err(AskError::NoValidCosignature {
+                            name: self.target.name().to_string(),
+                        });
                     }
                     self.known = Some(head.size);
                     self.done = Some(head);
@@ -707,41 +817,51 @@ impl Asker {
                 // A 409 naming the very size sent: it holds another root
                 // at that size (tlog-witness's same-size conflict).
                 Answered::Conflict(size) if size == old && old > 0 => {
-                    return Err(format!(
-                        "it cosigned another tree of {size} entries than this log's: the log's \
-                         history differs from what it saw (a fork, or a log restored from \
-                         another history); compare with its operator"
-                    ))
+                    return Err(AskError::Fork { size })
                 }
                 Answered::Conflict(size) => self.known = Some(size),
                 Answered::Refused(422, why) => {
-                    return Err(format!(
-                        "refused with 422 ({}): the tree it cosigned at {old} entries is not a \
-                         prefix of this log's (a fork, or a log restored from another history)",
-                        why.trim_end()
-                    ))
+                    return Err(AskError::NotPrefix {
+                        old,
+                        why: why.trim_end().to_string(),
+                    })
                 }
                 Answered::Refused(status, why) => {
-                    return Err(format!("refused with {status}: {}", why.trim_end()))
+                    return Err(AskError::Refused {
+                        status,
+                        why: why.trim_end().to_string(),
+                    })
                 }
             }
         }
-        Err("it keeps naming another size (409)".into())
+        Err(AskError::KeepsConflicting)
     }
 
     /// One POST over a fresh connection, bounded by the timeout as a
     /// whole.
-    fn post(&self, body: &str) -> Result<Answered, String> {
+    fn post(&self, body: &str) -> Result<Answered, AskError> {
         let deadline = Instant::now() + self.timeout;
         let addr = self
             .target
             .host
             .to_socket_addrs()
-            .map_err(|e| format!("{}: {e}", self.target.host))?
+            .map_err(|e| AskError::NoAddress {
+                host: self.target.host.clone(),
+                source: Some(e),
+            })?
             .next()
-            .ok_or_else(|| format!("{}: no address", self.target.host))?;
-        let tcp = TcpStream::connect_timeout(&addr, self.timeout)
-            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+            .ok_or_else(|| AskError::NoAddress {
+                host: self.target.host.clone(),
+                source: None,
+            })?;
+        let io = |what: &'static str| {
+            move |source: std::io::Error| AskError::Io {
+                what,
+                addr: addr.to_string(),
+                source,
+            }
+        };
+        let tcp = TcpStream::connect_timeout(&addr, self.timeout).map_err(io("connecting to"))?;
         let left = || {
             deadline
                 .saturating_duration_since(Instant::now())
@@ -750,18 +870,20 @@ impl Asker {
         // The handshake too is bounded by these.
         tcp.set_write_timeout(Some(left()))
             .and_then(|_| tcp.set_read_timeout(Some(left())))
-            .map_err(|e| e.to_string())?;
+            .map_err(io("setting the timeouts of"))?;
         let mut s = match &self.target.tls_name {
             None => Conn::Plain(tcp),
-            Some(name) => Conn::Tls(Box::new(
-                self.tls
-                    .connect(name, tcp)
-                    .map_err(|e| format!("TLS with {name} ({addr}): {e}"))?,
-            )),
+            Some(name) => Conn::Tls(Box::new(self.tls.connect(name, tcp).map_err(|e| {
+                AskError::Tls {
+                    name: name.clone(),
+                    addr: addr.to_string(),
+                    why: e.to_string(),
+                }
+            })?)),
         };
         s.tcp()
             .set_write_timeout(Some(left()))
-            .map_err(|e| e.to_string())?;
+            .map_err(io("setting the timeouts of"))?;
         write!(
             s,
             "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain; charset=utf-8\r\n\
@@ -770,14 +892,16 @@ impl Asker {
             self.target.host,
             body.len()
         )
-        .map_err(|e| format!("sending to {addr}: {e}"))?;
+        .map_err(io("sending to"))?;
         let mut all = Vec::new();
         let mut buf = [0u8; 4096];
-        let timed_out = || {
-            format!(
-                "no whole answer from {addr} within --witness-timeout ({:?})",
-                self.timeout
-            )
+        let timed_out = || AskError::TimedOut {
+            addr: addr.to_string(),
+            timeout: self.timeout,
+        };
+        let bad = |why: BadAnswer| AskError::BadAnswer {
+            addr: addr.to_string(),
+            why,
         };
         loop {
             if Instant::now() >= deadline {
@@ -785,7 +909,7 @@ impl Asker {
             }
             s.tcp()
                 .set_read_timeout(Some(left()))
-                .map_err(|e| e.to_string())?;
+                .map_err(io("setting the timeouts of"))?;
             match s.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => all.extend_from_slice(&buf[..n]),
@@ -802,20 +926,17 @@ impl Asker {
                 {
                     return Err(timed_out())
                 }
-                Err(e) => return Err(format!("reading from {addr}: {e}")),
+                Err(e) => return Err(io("reading from")(e)),
             }
             if all.len() as u64 > MAX_ANSWER {
-                return Err(format!(
-                    "{addr} sent an answer over {} KiB: not a witness's",
-                    MAX_ANSWER / 1024
-                ));
+                return Err(bad(BadAnswer::TooLarge));
             }
         }
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut resp = httparse::Response::new(&mut headers);
         let head_len = match resp.parse(&all) {
             Ok(httparse::Status::Complete(n)) => n,
-            _ => return Err(format!("{addr} did not answer in HTTP")),
+            _ => return Err(bad(BadAnswer::NotHttp)),
         };
         let header = |name: &str| {
             resp.headers
@@ -825,18 +946,15 @@ impl Asker {
                 .map(str::trim)
         };
         if header("transfer-encoding").is_some() {
-            return Err(format!(
-                "{addr} answered with a Transfer-Encoding; a witness's answer is read by its \
-                 Content-Length (or up to the close)"
-            ));
+            return Err(bad(BadAnswer::TransferEncoding));
         }
         let mut body = &all[head_len..];
         if let Some(n) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
             body = body.get(..n).ok_or_else(|| {
-                format!(
-                    "{addr}'s answer was cut short ({} of its {n} bytes)",
-                    all.len() - head_len
-                )
+                bad(BadAnswer::CutShort {
+                    got: all.len() - head_len,
+                    length: n,
+                })
             })?;
         }
         let text = String::from_utf8_lossy(body).into_owned();
@@ -846,10 +964,10 @@ impl Asker {
                 text.trim_end()
                     .parse()
                     .map(Answered::Conflict)
-                    .map_err(|_| format!("a 409 from {addr} naming no size"))
+                    .map_err(|_| bad(BadAnswer::ConflictWithoutSize))
             }
             Some(code) => Ok(Answered::Refused(code, text)),
-            None => Err(format!("{addr} did not answer in HTTP")),
+            None => Err(bad(BadAnswer::NotHttp)),
         }
     }
 }
@@ -1197,7 +1315,7 @@ mod plain_tests {
         let mut a = asker(addr, &s.wkey, &s.signer, Duration::from_secs(10))?;
         let first = a.round();
         assert!(
-            matches!(&first, Err(e) if e.contains("18446744073709551615")),
+            matches!(&first, Err(e) if e.to_string().contains("18446744073709551615")),
             "{first:?}"
         );
         assert!(a.round()?, "cosigned once the witness answers sanely");
@@ -1493,15 +1611,15 @@ mod plain_tests {
             size: 3,
             root: [3u8; 32],
         };
-        board.report(0, None, &Err("down".into()), Duration::ZERO);
+        board.report(0, None, Err(&AskError::KeepsConflicting), Duration::ZERO);
         assert!(waited_for(&board).is_empty());
-        board.report(0, None, &Ok(Some(head)), Duration::from_secs(1));
+        board.report(0, None, Ok(Some(head)), Duration::from_secs(1));
         assert!(waited_for(&board).is_empty(), "slower than the wait");
-        board.report(0, None, &Ok(Some(head)), Duration::from_millis(100));
+        board.report(0, None, Ok(Some(head)), Duration::from_millis(100));
         assert_eq!(waited_for(&board), vec!["w.example"]);
         // Once closed (stopping), nothing is waited for again.
         board.close();
-        board.report(0, None, &Ok(Some(head)), Duration::ZERO);
+        board.report(0, None, Ok(Some(head)), Duration::ZERO);
         assert!(waited_for(&board).is_empty());
     }
 }
