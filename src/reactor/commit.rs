@@ -596,6 +596,37 @@ mod tests {
 
     fn no_announce(_: &[Record]) {}
 
+    /// One job per batch, each taken up by the writer, and where each
+    /// job's answer arrives.
+    fn taken_jobs(
+        batches: impl IntoIterator<Item = Vec<Record>>,
+        w: &Arc<Waker>,
+    ) -> (Vec<Job>, Vec<mpsc::Receiver<Vec<Outcome>>>) {
+        batches
+            .into_iter()
+            .map(|records| {
+                let (reply, answer) = mpsc::channel();
+                let job = Job {
+                    records,
+                    reply,
+                    waker: Arc::clone(w),
+                    claim: Arc::new(AtomicU8::new(TAKEN)),
+                };
+                (job, answer)
+            })
+            .unzip()
+    }
+
+    /// What the writer does after a commit in these tests: no announce,
+    /// fresh metrics, and `cosign` for the witnesses.
+    fn durable(cosign: Option<CosignWait>) -> Durable {
+        Durable {
+            announce: Box::new(no_announce),
+            metrics: Arc::new(Metrics::new()),
+            cosign,
+        }
+    }
+
     fn waker() -> Result<(mio::Poll, Arc<Waker>), std::io::Error> {
         let poll = mio::Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0))?);
@@ -628,34 +659,16 @@ mod tests {
             Ok(x) => x,
             Err(e) => panic!("poll: {e}"),
         };
-        let mut answers = Vec::new();
-        let jobs: Vec<Job> = [
-            vec![report(1)],
-            vec![report(0)],
-            vec![report(2)],
-            vec![report(3), report(0), report(4)],
-        ]
-        .into_iter()
-        .map(|records| {
-            let (reply, answer) = mpsc::channel();
-            answers.push(answer);
-            Job {
-                records,
-                reply,
-                waker: Arc::clone(&w),
-                claim: Arc::new(AtomicU8::new(TAKEN)),
-            }
-        })
-        .collect();
-        commit_jobs(
-            store.as_mut(),
-            jobs,
-            &mut Durable {
-                announce: Box::new(no_announce),
-                metrics: Arc::new(Metrics::new()),
-                cosign: None,
-            },
+        let (jobs, answers) = taken_jobs(
+            [
+                vec![report(1)],
+                vec![report(0)],
+                vec![report(2)],
+                vec![report(3), report(0), report(4)],
+            ],
+            &w,
         );
+        commit_jobs(store.as_mut(), jobs, &mut durable(None));
         let outcomes: Vec<Vec<bool>> = answers
             .iter()
             .map(|a| {
@@ -691,28 +704,8 @@ mod tests {
             Ok(x) => x,
             Err(e) => panic!("poll: {e}"),
         };
-        let mut answers = Vec::new();
-        let jobs: Vec<Job> = (1..=3)
-            .map(|id| {
-                let (reply, answer) = mpsc::channel();
-                answers.push(answer);
-                Job {
-                    records: vec![report(id)],
-                    reply,
-                    waker: Arc::clone(&w),
-                    claim: Arc::new(AtomicU8::new(TAKEN)),
-                }
-            })
-            .collect();
-        commit_jobs(
-            store.as_mut(),
-            jobs,
-            &mut Durable {
-                announce: Box::new(no_announce),
-                metrics: Arc::new(Metrics::new()),
-                cosign: None,
-            },
-        );
+        let (jobs, answers) = taken_jobs((1..=3).map(|id| vec![report(id)]), &w);
+        commit_jobs(store.as_mut(), jobs, &mut durable(None));
         let outcomes = answers
             .iter()
             .map(|a| a.try_recv().ok().and_then(|mut o| o.pop()))
@@ -842,29 +835,11 @@ mod tests {
             at: 1_700_000_000,
             limits: crate::store::GuessLimits::default(),
         });
-        let mut answers = Vec::new();
-        let jobs: Vec<Job> = [vec![report(1), guess, report(2)], vec![report(3)]]
-            .into_iter()
-            .map(|records| {
-                let (reply, answer) = mpsc::channel();
-                answers.push(answer);
-                Job {
-                    records,
-                    reply,
-                    waker: Arc::clone(&w),
-                    claim: Arc::new(AtomicU8::new(TAKEN)),
-                }
-            })
-            .collect();
-        commit_jobs(
-            store.as_mut(),
-            jobs,
-            &mut Durable {
-                announce: Box::new(no_announce),
-                metrics: Arc::new(Metrics::new()),
-                cosign: None,
-            },
+        let (jobs, answers) = taken_jobs(
+            [vec![report(1), guess, report(2)], vec![report(3)]].into_iter(),
+            &w,
         );
+        commit_jobs(store.as_mut(), jobs, &mut durable(None));
         let head = store.log_head()?;
         assert_eq!(head.size, 4);
         let told: Vec<Vec<Outcome>> = answers
@@ -896,34 +871,17 @@ mod tests {
             let mut store: Box<dyn Storage + Send> =
                 Box::new(crate::store::SqliteStore::in_memory()?);
             let (_poll, w) = waker()?;
-            let mut answers = Vec::new();
-            let jobs: Vec<Job> = batches
-                .into_iter()
-                .map(|records| {
-                    let (reply, answer) = mpsc::channel();
-                    answers.push(answer);
-                    Job {
-                        records,
-                        reply,
-                        waker: Arc::clone(&w),
-                        claim: Arc::new(AtomicU8::new(TAKEN)),
-                    }
-                })
-                .collect();
+            let (jobs, answers) = taken_jobs(batches.into_iter(), &w);
             let seen = Arc::clone(&asked);
             commit_jobs(
                 store.as_mut(),
                 jobs,
-                &mut Durable {
-                    announce: Box::new(no_announce),
-                    metrics: Arc::new(Metrics::new()),
-                    cosign: Some(Box::new(move |head, _: &mut dyn FnMut()| {
-                        if let Ok(mut s) = seen.lock() {
-                            s.push(head);
-                        }
-                        answer.unwrap_or(head)
-                    })),
-                },
+                &mut durable(Some(Box::new(move |head, _: &mut dyn FnMut()| {
+                    if let Ok(mut s) = seen.lock() {
+                        s.push(head);
+                    }
+                    answer.unwrap_or(head)
+                }))),
             );
             let told: Vec<Vec<Outcome>> = answers
                 .iter()
