@@ -146,7 +146,7 @@ pub(super) fn consistency(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Origin, Record, ReportRecord, SqliteStore};
+    use crate::store::{Record, SqliteStore};
     use crate::tlog::merkle::{leaf_hash, verify_consistency};
     use crate::tlog::{Checkpoint, NoteSigner, TlogProof};
     use openssl::pkey::PKey;
@@ -154,16 +154,7 @@ mod tests {
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
     fn report(id: u64) -> Result<Record, Box<dyn std::error::Error>> {
-        Ok(Record::Report(ReportRecord {
-            receipt_id: id,
-            sid: "1155000001".into(),
-            serial: crate::ca::Serial::parse_hex("0A")?,
-            received_at: 100,
-            text: format!("report {id}"),
-            origin: Origin::Certboard,
-            assignment: crate::store::DEFAULT_ASSIGNMENT.into(),
-            late_by: None,
-        }))
+        Ok(crate::testing::report_record(id))
     }
 
     /// The entry, its inclusion proof and the consistency proof from the

@@ -1120,21 +1120,12 @@ mod tests {
     #[test]
     fn an_https_witness_is_asked_with_its_certificate_checked(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        use crate::store::{Origin, Record, ReportRecord, SqliteStore};
+        use crate::store::SqliteStore;
         use crate::tlog::cosignature::Cosigner;
         use crate::tlog::NoteSigner;
         let mut store = SqliteStore::in_memory()?;
         for id in 1..=3u64 {
-            store.commit(&[Record::Report(ReportRecord {
-                receipt_id: id,
-                sid: "1155000001".into(),
-                serial: crate::ca::Serial::parse_hex("0A")?,
-                received_at: 100,
-                text: format!("report {id}"),
-                origin: Origin::Certboard,
-                assignment: crate::store::DEFAULT_ASSIGNMENT.into(),
-                late_by: None,
-            })])?;
+            store.commit(&[crate::testing::report_record(id)])?;
         }
         let log = NoteSigner::new("test/log", openssl::pkey::PKey::generate_ed25519()?)?;
         let log_vkey = log.verifier()?;
@@ -1193,7 +1184,7 @@ mod tests {
 #[cfg(test)]
 mod plain_tests {
     use super::*;
-    use crate::store::{Origin, Record, ReportRecord, SqliteStore};
+    use crate::store::{Record, SqliteStore};
     use crate::tlog::cosignature::Cosigner;
     use crate::tlog::witness::Witness;
     use crate::tlog::NoteSigner;
@@ -1204,16 +1195,7 @@ mod plain_tests {
     fn store_of(entries: u64) -> Result<SqliteStore, Box<dyn std::error::Error>> {
         let mut store = SqliteStore::in_memory()?;
         for id in 1..=entries {
-            store.commit(&[Record::Report(ReportRecord {
-                receipt_id: id,
-                sid: "1155000001".into(),
-                serial: crate::ca::Serial::parse_hex("0A")?,
-                received_at: 100,
-                text: format!("report {id}"),
-                origin: Origin::Certboard,
-                assignment: crate::store::DEFAULT_ASSIGNMENT.into(),
-                late_by: None,
-            })])?;
+            store.commit(&[crate::testing::report_record(id)])?;
         }
         Ok(store)
     }
@@ -1391,16 +1373,7 @@ mod plain_tests {
     }
 
     fn report(id: u64) -> Result<Record, Box<dyn std::error::Error>> {
-        Ok(Record::Report(ReportRecord {
-            receipt_id: id,
-            sid: "1155000001".into(),
-            serial: crate::ca::Serial::parse_hex("0A")?,
-            received_at: 100,
-            text: format!("report {id}"),
-            origin: Origin::Certboard,
-            assignment: crate::store::DEFAULT_ASSIGNMENT.into(),
-            late_by: None,
-        }))
+        Ok(crate::testing::report_record(id))
     }
 
     /// An asker running as its witness thread on slot 0 of its board;
