@@ -835,10 +835,7 @@ mod tests {
             at: 1_700_000_000,
             limits: crate::store::GuessLimits::default(),
         });
-        let (jobs, answers) = taken_jobs(
-            [vec![report(1), guess, report(2)], vec![report(3)]].into_iter(),
-            &w,
-        );
+        let (jobs, answers) = taken_jobs([vec![report(1), guess, report(2)], vec![report(3)]], &w);
         commit_jobs(store.as_mut(), jobs, &mut durable(None));
         let head = store.log_head()?;
         assert_eq!(head.size, 4);
@@ -871,7 +868,7 @@ mod tests {
             let mut store: Box<dyn Storage + Send> =
                 Box::new(crate::store::SqliteStore::in_memory()?);
             let (_poll, w) = waker()?;
-            let (jobs, answers) = taken_jobs(batches.into_iter(), &w);
+            let (jobs, answers) = taken_jobs(batches, &w);
             let seen = Arc::clone(&asked);
             commit_jobs(
                 store.as_mut(),
