@@ -448,6 +448,23 @@ fn submit(wd: &WebDriver, form: &str) -> TestResult {
     Ok(())
 }
 
+/// Submits `form` and waits until the browser has left its page: the
+/// button clicked, found on that page, goes stale once the answer's page
+/// replaced it. (Waiting for an element of the answer's page alone is not
+/// enough when the page before had it too.)
+fn submit_and_leave(wd: &WebDriver, form: &str) -> TestResult {
+    let button = wd.find(&format!("{form} button[type=submit]"))?;
+    wd.click(&button)?;
+    let deadline = std::time::Instant::now() + NET;
+    while wd.attribute(&button, "type").is_ok() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("still on the page of {form} after {NET:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 /// A time for a form: RFC 3339 for a text field, the course zone's
 /// (UTC here) `YYYY-MM-DDTHH:MM` for a date-time picker.
 fn time_for(wd: &WebDriver, css: &str, t: i64) -> Result<String, Box<dyn std::error::Error>> {
@@ -635,7 +652,7 @@ fn a_ta_runs_the_deadline_day_from_the_browser() -> TestResult {
     fill(&wd, "#extension [name=assignment]", "lab")?;
     let value = time_for(&wd, "#extension [name=until]", until)?;
     fill(&wd, "#extension [name=until]", &value)?;
-    submit(&wd, "#extension")?;
+    submit_and_leave(&wd, "#extension")?;
     wd.wait_for("#certs", NET)?;
     assert_eq!(path_of(&wd.current_url()?), "/students/1155000002");
     assert_eq!(
@@ -721,7 +738,7 @@ fn a_ta_runs_the_deadline_day_from_the_browser() -> TestResult {
 
     // Dropping 1155000002: off the lab's table.
     wd.goto(&course.url("/students/1155000002"))?;
-    submit(&wd, "#drop")?;
+    submit_and_leave(&wd, "#drop")?;
     wd.wait_for("#certs", NET)?;
     assert!(!course.standing("lab")?.contains_key("1155000002"));
 
