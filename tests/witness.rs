@@ -125,11 +125,7 @@ fn a_witness_cosigns_the_log_refuses_a_fork_and_being_down_stops_nothing() -> Te
 
     // The witness, on its own dirs.
     let wdir = tempfile::tempdir()?;
-    let init = server_in(wdir.path())
-        .args(["witness", "init", "--name", WITNESS_NAME])
-        .output()?;
-    assert!(init.status.success(), "{}", text(&init));
-    let wkey = String::from_utf8(init.stdout)?.trim().to_string();
+    let wkey = init_witness(wdir.path())?;
     let key = server_in(wdir.path()).args(["witness", "key"]).output()?;
     assert_eq!(String::from_utf8(key.stdout)?.trim(), wkey);
     let witness = start_witness(wdir.path(), &log_vkey)?;
@@ -337,16 +333,21 @@ struct LogAndWitness {
     _wdir: tempfile::TempDir,
 }
 
+/// `server witness init` in `dir`: the witness's verifier key.
+fn init_witness(dir: &Path) -> Result<String, Box<dyn std::error::Error>> {
+    let init = server_in(dir)
+        .args(["witness", "init", "--name", WITNESS_NAME])
+        .output()?;
+    assert!(init.status.success(), "{}", text(&init));
+    Ok(String::from_utf8(init.stdout)?.trim().to_string())
+}
+
 fn log_and_witness() -> Result<LogAndWitness, Box<dyn std::error::Error>> {
     let server = TestServer::start(&[])?;
     let log_vkey = server.admin_ok(&["log", "key"])?.trim().to_string();
     let dir = server.crash()?;
     let wdir = tempfile::tempdir()?;
-    let init = server_in(wdir.path())
-        .args(["witness", "init", "--name", WITNESS_NAME])
-        .output()?;
-    assert!(init.status.success(), "{}", text(&init));
-    let wkey = String::from_utf8(init.stdout)?.trim().to_string();
+    let wkey = init_witness(wdir.path())?;
     let witness = start_witness(wdir.path(), &log_vkey)?;
     Ok(LogAndWitness {
         dir,
@@ -504,11 +505,7 @@ fn two_hosts_on_postgresql_have_one_log_witnessed() -> TestResult {
         .trim()
         .to_string();
     let wdir = tempfile::tempdir()?;
-    let init = server_in(wdir.path())
-        .args(["witness", "init", "--name", WITNESS_NAME])
-        .output()?;
-    assert!(init.status.success(), "{}", text(&init));
-    let wkey = String::from_utf8(init.stdout)?.trim().to_string();
+    let wkey = init_witness(wdir.path())?;
     let witness = start_witness(wdir.path(), &log_vkey)?;
     let witness_url = format!("http://{}", witness.addr);
     let flags = [
@@ -589,11 +586,7 @@ fn the_witness_commands_say_what_is_wrong() -> TestResult {
         PASSPHRASE,
         "server witness init --name",
     )?;
-    let init = server_in(wdir.path())
-        .args(["witness", "init", "--name", WITNESS_NAME])
-        .output()?;
-    assert!(init.status.success(), "{}", text(&init));
-    let wkey = String::from_utf8(init.stdout)?.trim().to_string();
+    let wkey = init_witness(wdir.path())?;
     // Not "the CA key": a witness's host has none.
     fails_with(
         &["witness", "key"],

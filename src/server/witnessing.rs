@@ -1200,6 +1200,12 @@ mod plain_tests {
         Ok(store)
     }
 
+    /// What `witness` answers to `body` at time `now`, as raw HTTP.
+    fn answered_by(witness: &crate::tlog::witness::Witness, body: &[u8], now: u64) -> Vec<u8> {
+        let a = witness.add_checkpoint(body, now).answer();
+        http(&format!("{} x", a.status), a.content_type, &a.body)
+    }
+
     /// A plain-http peer answering the `i`th connection's request with
     /// `answer(i, body)`'s raw bytes (then closing), for at most 64.
     fn serve(
@@ -1291,8 +1297,7 @@ mod plain_tests {
             if i == 0 {
                 return http("409 Conflict", SIZE_MEDIA_TYPE, b"18446744073709551615\n");
             }
-            let a = witness.add_checkpoint(body, 1).answer();
-            http(&format!("{} x", a.status), a.content_type, &a.body)
+            answered_by(&witness, body, 1)
         })?;
         let mut a = asker(addr, &s.wkey, &s.signer, Duration::from_secs(10))?;
         let first = a.round();
@@ -1320,10 +1325,7 @@ mod plain_tests {
             "{fed:?}"
         );
         let witness = s.witness;
-        let addr = serve(move |_, body| {
-            let a = witness.add_checkpoint(body, 2).answer();
-            http(&format!("{} x", a.status), a.content_type, &a.body)
-        })?;
+        let addr = serve(move |_, body| answered_by(&witness, body, 2))?;
         let mut a = asker(addr, &s.wkey, &s.signer, Duration::from_secs(10))?;
         let e = a.round().map(|_| ()).map_err(|e| e.to_string());
         assert!(
@@ -1436,8 +1438,7 @@ mod plain_tests {
                 // Down: the connection closes unanswered.
                 return Vec::new();
             }
-            let a = witness.add_checkpoint(body, 1).answer();
-            http(&format!("{} x", a.status), a.content_type, &a.body)
+            answered_by(&witness, body, 1)
         })?;
         let dir = tempfile::tempdir()?;
         let mut log = SqliteStore::open(dir.path())?;
@@ -1548,10 +1549,7 @@ mod plain_tests {
             "{fed:?}"
         );
         let witness = s.witness;
-        let addr = serve(move |_, body| {
-            let a = witness.add_checkpoint(body, 2).answer();
-            http(&format!("{} x", a.status), a.content_type, &a.body)
-        })?;
+        let addr = serve(move |_, body| answered_by(&witness, body, 2))?;
         let board = Arc::new(Board::new(
             std::iter::once("w.example".to_string()),
             Duration::from_secs(60),
