@@ -36,7 +36,7 @@ for _ in $(seq 1 100); do
 done
 [ -n "$CA" ] || { cat "$W/err" >&2; exit 1; }
 taskset -c 1 "$R/examples/loadgen" --key-file "$W/keys.pem" --keys 64 --per-connection 16 \
-    --ca "$CA" --blackboard "$BB" --mode submit --concurrency 8 --count "$COUNT" --duration 600 \
+    --ca "$CA" --blackboard "$BB" --mode submit --concurrency "${CONC:-8}" --count "$COUNT" --duration 600 \
     --server-pid "$SP" --label probe >"$W/loadgen.out" 2>"$W/loadgen.err" &
 LP=$!
 until grep -q enrolled "$W/loadgen.err"; do
