@@ -40,6 +40,7 @@ pub use crate::ca::RevocationReason;
 pub use crate::ca::Serial;
 
 mod bounded;
+mod files;
 #[cfg(test)]
 pub(crate) mod gated;
 mod location;
@@ -564,6 +565,13 @@ pub fn is_storage_full(e: &StoreError) -> bool {
         StoreError::Postgres(e) => {
             e.to_string().contains("could not extend file")
                 || e.to_string().contains("No space left on device")
+        }
+        // An uploaded file's write or fsync (SQLite engine).
+        StoreError::Io { source, .. } => {
+            let full = [rustix::io::Errno::NOSPC, rustix::io::Errno::DQUOT];
+            source
+                .raw_os_error()
+                .is_some_and(|n| full.iter().any(|e| e.raw_os_error() == n))
         }
         _ => false,
     }

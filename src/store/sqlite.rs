@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::files::{Undo, UploadFiles};
 use super::staff::{
     AuditEntry, LoginAttempt, LoginVerdict, StaffAccount, StaffSession, StaffStorage,
 };
@@ -45,6 +46,9 @@ pub struct SqliteStore {
     /// Device and inode of the file opened: the health check tells a
     /// database removed or replaced under a running server.
     file_id: Option<(u64, u64)>,
+    /// Uploaded files beside the database (`None` in memory: there, chunks
+    /// stay rows, as in stores before files).
+    files: Option<UploadFiles>,
 }
 
 /// Device and inode of the file at `path`.
@@ -441,8 +445,12 @@ impl SqliteStore {
             // disk, which is how the tests reach that case without root.
             conn.query_row(&format!("PRAGMA max_page_count={pages}"), [], |_| Ok(()))?;
         }
+        let quota = std::env::var(MAX_PAGES_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let files = UploadFiles::new(path.parent().unwrap_or(Path::new(".")), quota);
         let file_id = file_id(path).ok();
-        Self::with_schema(conn, path.to_path_buf(), file_id)
+        Self::with_schema(conn, path.to_path_buf(), file_id, Some(files))
     }
 
     /// A fresh, private database in memory (SQLite's `:memory:`): the same
@@ -451,7 +459,7 @@ impl SqliteStore {
     /// Nothing survives the value; WAL and fsync do not apply.
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
         let conn = Connection::open_in_memory()?;
-        Self::with_schema(conn, PathBuf::from(":memory:"), None)
+        Self::with_schema(conn, PathBuf::from(":memory:"), None, None)
     }
 
     /// The steps every database shares once its connection is open.
@@ -459,12 +467,14 @@ impl SqliteStore {
         conn: Connection,
         path: PathBuf,
         file_id: Option<(u64, u64)>,
+        files: Option<UploadFiles>,
     ) -> Result<SqliteStore, StoreError> {
         conn.execute_batch("PRAGMA foreign_keys=ON;")?;
         let mut store = SqliteStore {
             conn,
             path,
             file_id,
+            files,
         };
         store.check_or_create_schema()?;
         Ok(store)
@@ -590,18 +600,69 @@ impl SqliteStore {
     }
 }
 
-impl Storage for SqliteStore {
-    fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
-        self.commit_logged(batch).map(drop)
-    }
-
-    fn commit_logged(
+impl SqliteStore {
+    /// A batch whose chunks go to files: they are appended and the
+    /// completed files made durable under their final names first, then
+    /// the rest commits in one transaction (none at all for a batch of
+    /// chunks only); if anything fails, what the files took is undone.
+    fn commit_with_files(
         &mut self,
+        files: &mut UploadFiles,
         batch: &[Record],
     ) -> Result<Option<super::tlog::Appended>, StoreError> {
-        if batch.is_empty() {
-            return Ok(None);
+        let mut undo = Undo::default();
+        let mut finished = Vec::new();
+        let mut rows = false;
+        let mut staged = Ok(());
+        for r in batch {
+            staged = match r {
+                Record::Chunk(c) => files.append(c, &mut undo),
+                Record::Upload(u) => {
+                    rows = true;
+                    finished.push(u.upload_id);
+                    files.finish(u, &mut undo)
+                }
+                Record::DiscardUpload { .. } => Ok(()),
+                _ => {
+                    rows = true;
+                    Ok(())
+                }
+            };
+            if staged.is_err() {
+                break;
+            }
         }
+        let out = match staged {
+            Ok(()) if rows => self.commit_rows(batch, false),
+            Ok(()) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match out {
+            Ok(appended) => {
+                files.settle(&finished);
+                for r in batch {
+                    if let Record::DiscardUpload { upload_id } = r {
+                        if !finished.contains(upload_id) {
+                            files.discard(*upload_id);
+                        }
+                    }
+                }
+                Ok(appended)
+            }
+            Err(e) => {
+                files.undo(undo);
+                Err(e)
+            }
+        }
+    }
+
+    /// The batch in one transaction; `chunk_rows`: chunks are rows (a
+    /// store in memory), else files did their part already.
+    fn commit_rows(
+        &mut self,
+        batch: &[Record],
+        chunk_rows: bool,
+    ) -> Result<Option<super::tlog::Appended>, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -733,20 +794,22 @@ impl Storage for SqliteStore {
             let mut chunk_stmt = tx.prepare_cached(
                 "INSERT INTO upload_chunks (upload_id, seq, data, staged_at) VALUES (?1, ?2, ?3, ?4)",
             )?;
-            for c in &w.chunks {
+            for c in w.chunks.iter().filter(|_| chunk_rows) {
                 let inserted = chunk_stmt.execute(params![c.upload_id, c.seq as i64, c.data, now]);
                 duplicate(inserted, || {
                     format!("upload {} chunk {}", c.upload_id, c.seq)
                 })?;
             }
             for (u, &leaf) in w.uploads.iter().zip(&w.upload_leaves) {
-                let (count, bytes): (i64, i64) = tx
-                    .prepare_cached(
-                        "SELECT count(*), coalesce(sum(length(data)), 0) FROM upload_chunks
+                if chunk_rows {
+                    let (count, bytes): (i64, i64) = tx
+                        .prepare_cached(
+                            "SELECT count(*), coalesce(sum(length(data)), 0) FROM upload_chunks
                          WHERE upload_id = ?1",
-                    )?
-                    .query_row(params![u.upload_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                staged_match(u, count, bytes)?;
+                        )?
+                        .query_row(params![u.upload_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    staged_match(u, count, bytes)?;
+                }
                 if receipt_taken(&tx, "reports", u.receipt_id as i64)? {
                     return Err(StoreError::Duplicate(format!(
                         "receipt {} (a report's)",
@@ -775,7 +838,7 @@ impl Storage for SqliteStore {
                     ]);
                 duplicate(inserted, || format!("receipt {}", u.receipt_id))?;
             }
-            for id in &w.discards {
+            for id in w.discards.iter().filter(|_| chunk_rows) {
                 tx.prepare_cached(
                     "DELETE FROM upload_chunks WHERE upload_id = ?1
                      AND NOT EXISTS (SELECT 1 FROM uploads WHERE upload_id = ?1)",
@@ -801,6 +864,27 @@ impl Storage for SqliteStore {
         }
         tx.commit()?;
         Ok(appended)
+    }
+}
+
+impl Storage for SqliteStore {
+    fn commit(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+        self.commit_logged(batch).map(drop)
+    }
+
+    fn commit_logged(
+        &mut self,
+        batch: &[Record],
+    ) -> Result<Option<super::tlog::Appended>, StoreError> {
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        let Some(mut files) = self.files.take() else {
+            return self.commit_rows(batch, true);
+        };
+        let out = self.commit_with_files(&mut files, batch);
+        self.files = Some(files);
+        out
     }
 
     fn cert_status(&mut self, serial: &Serial) -> Result<CertStatus, StoreError> {
@@ -874,6 +958,13 @@ impl Storage for SqliteStore {
     }
 
     fn upload_chunk(&mut self, upload_id: i64, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        // A file's bytes are in its file; a store from before files keeps
+        // them as rows, read as they were.
+        if let Some(files) = &self.files {
+            if files.has_file(upload_id) {
+                return files.read_chunk(upload_id, seq);
+            }
+        }
         Ok(self
             .conn
             .prepare_cached("SELECT data FROM upload_chunks WHERE upload_id = ?1 AND seq = ?2")?
@@ -888,10 +979,30 @@ impl Storage for SqliteStore {
             [],
             |r| r.get(0),
         )?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        let in_files = match &self.files {
+            Some(files) => files.staged_chunks()?,
+            None => 0,
+        };
+        Ok(u64::try_from(n).unwrap_or(0) + in_files)
     }
 
     fn discard_orphan_chunks(&mut self, before: i64) -> Result<u64, StoreError> {
+        let in_files = match self.files.take() {
+            Some(mut files) => {
+                let conn = &self.conn;
+                let recorded = |id: i64| -> Result<bool, StoreError> {
+                    Ok(conn
+                        .prepare_cached(
+                            "SELECT EXISTS (SELECT 1 FROM uploads WHERE upload_id = ?1)",
+                        )?
+                        .query_row(params![id], |r| r.get(0))?)
+                };
+                let removed = files.remove_orphans(before, &recorded);
+                self.files = Some(files);
+                removed?
+            }
+            None => 0,
+        };
         let n = self.conn.execute(
             "DELETE FROM upload_chunks WHERE upload_id IN (
                  SELECT c.upload_id FROM upload_chunks c
@@ -899,7 +1010,7 @@ impl Storage for SqliteStore {
                  GROUP BY c.upload_id HAVING max(c.staged_at) < ?1)",
             params![before],
         )?;
-        Ok(n as u64)
+        Ok(n as u64 + in_files)
     }
 
     fn revocations(&mut self) -> Result<Vec<Revocation>, StoreError> {
