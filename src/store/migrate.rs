@@ -258,6 +258,9 @@ fn ident(name: &str) -> String {
 /// is left in the target but, at most, the empty schema.
 pub fn migrate(data_dir: &Path, url: &str) -> Result<Migrated, MigrateError> {
     let mut source = SqliteStore::open_existing(data_dir)?;
+    // The uploads' files beside the database, read by a second handle
+    // (the first is borrowed by the snapshot).
+    let source_files = SqliteStore::open_existing(data_dir)?;
     let conn = source.connection_mut();
     // One read snapshot for every table: the counts checked at the end are
     // those of the rows copied.
@@ -364,7 +367,10 @@ pub fn migrate(data_dir: &Path, url: &str) -> Result<Migrated, MigrateError> {
             // An older store without this table: nothing to copy.
             continue;
         }
-        let n = copy_table(&snapshot, &mut tx, table)?;
+        let mut n = copy_table(&snapshot, &mut tx, table)?;
+        if *table == "upload_chunks" {
+            n += copy_upload_files(&source_files, &snapshot, &mut tx)?;
+        }
         copied.push((table.to_string(), n));
     }
     if let Some((size, root)) = &log_head {
@@ -404,6 +410,65 @@ pub fn migrate(data_dir: &Path, url: &str) -> Result<Migrated, MigrateError> {
         tables: copied,
         counters,
     })
+}
+
+/// The SQLite engine keeps an upload's bytes in a file (store/files.rs);
+/// PostgreSQL keeps them as chunk rows: each recorded upload's file in the
+/// snapshot becomes its rows, in order, checked against its SHA-256 and
+/// its counts. Returns how many rows.
+fn copy_upload_files(
+    files: &SqliteStore,
+    source: &rusqlite::Transaction<'_>,
+    tx: &mut postgres::Transaction<'_>,
+) -> Result<i64, MigrateError> {
+    let pg = |what: &'static str| move |source| MigrateError::Target { what, source };
+    let insert = tx
+        .prepare_typed(
+            "INSERT INTO upload_chunks (upload_id, seq, data, staged_at) VALUES ($1, $2, $3, $4)",
+            &[Type::INT8, Type::INT8, Type::BYTEA, Type::INT8],
+        )
+        .map_err(pg("preparing the copy of the uploaded files"))?;
+    let before: i64 = tx
+        .query_one("SELECT count(*) FROM upload_chunks", &[])
+        .and_then(|r| r.try_get(0))
+        .map_err(pg("counting the copied rows"))?;
+    let mut n: i64 = 0;
+    for (id, chunks, at) in files.uploads_in_files(source)? {
+        let (size, sha256): (i64, Vec<u8>) = source.query_row(
+            "SELECT size, sha256 FROM uploads WHERE upload_id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let mut hasher = openssl::sha::Sha256::new();
+        let mut bytes: i64 = 0;
+        for seq in 0..chunks {
+            let data = files.file_chunk(id, seq)?;
+            hasher.update(&data);
+            bytes += data.len() as i64;
+            tx.execute(&insert, &[&id, &(seq as i64), &data, &at])
+                .map_err(pg("copying an uploaded file"))?;
+            n += 1;
+        }
+        if bytes != size || hasher.finish()[..] != sha256[..] {
+            return Err(MigrateError::CountMismatch {
+                table: format!("upload {id}'s file (bytes, or their SHA-256)"),
+                source: size,
+                target: bytes,
+            });
+        }
+    }
+    let after: i64 = tx
+        .query_one("SELECT count(*) FROM upload_chunks", &[])
+        .and_then(|r| r.try_get(0))
+        .map_err(pg("counting the copied rows"))?;
+    if after - before != n {
+        return Err(MigrateError::CountMismatch {
+            table: "upload_chunks (from files)".into(),
+            source: n,
+            target: after - before,
+        });
+    }
+    Ok(n)
 }
 
 /// Copies one table's rows in insertion order; returns how many, checked

@@ -512,6 +512,67 @@ impl SqliteStore {
             let _ = std::fs::remove_file(dest);
             return Err(e.into());
         }
+        // The copy is one file that holds everything: the files of the
+        // uploads it records go into it as chunk rows, as a store from
+        // before files kept them (and as every build reads them). A
+        // recorded file never changes, so the copy stays one snapshot.
+        if let Err(e) = self.files_into_rows(dest) {
+            let _ = std::fs::remove_file(dest);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Recorded uploads whose bytes are files here, with their chunk counts
+    /// and times, as listed by `conn` (this store or a copy of it).
+    pub(super) fn uploads_in_files(
+        &self,
+        conn: &Connection,
+    ) -> Result<Vec<(i64, u64, i64)>, StoreError> {
+        let Some(files) = &self.files else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = conn.prepare(
+            "SELECT upload_id, chunks, received_at FROM uploads u
+             WHERE NOT EXISTS (SELECT 1 FROM upload_chunks c WHERE c.upload_id = u.upload_id)
+             ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?, r.get(2)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, chunks, at) = row?;
+            if files.has_file(id) {
+                out.push((id, u64::try_from(chunks).unwrap_or(0), at));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Chunk `seq` of a recorded upload's file; a missing one is an error
+    /// (its record says it is there).
+    pub(super) fn file_chunk(&self, upload_id: i64, seq: u64) -> Result<Vec<u8>, StoreError> {
+        self.files
+            .as_ref()
+            .map(|f| f.read_chunk(upload_id, seq))
+            .transpose()?
+            .flatten()
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("chunk {seq} of upload {upload_id}'s file"))
+            })
+    }
+
+    fn files_into_rows(&self, dest: &Path) -> Result<(), StoreError> {
+        let mut copy = Connection::open(dest)?;
+        let tx = copy.transaction()?;
+        for (id, chunks, at) in self.uploads_in_files(&tx)? {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO upload_chunks (upload_id, seq, data, staged_at) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for seq in 0..chunks {
+                insert.execute(params![id, seq as i64, self.file_chunk(id, seq)?, at])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -1883,6 +1944,128 @@ mod tests {
         let mut other = SqliteStore::in_memory()?;
         assert_eq!(other.cert_status(&sn("01"))?, CertStatus::Unknown);
         assert_eq!(other.next_crl_number()?, 1);
+        Ok(())
+    }
+
+    fn chunk(upload_id: i64, seq: u64, data: &[u8]) -> Record {
+        Record::Chunk(crate::store::ChunkRecord {
+            upload_id,
+            seq,
+            data: data.to_vec(),
+        })
+    }
+
+    fn upload(receipt_id: u64, upload_id: i64, data: &[u8]) -> Record {
+        Record::Upload(UploadRecord {
+            receipt_id,
+            upload_id,
+            sid: "1155000001".into(),
+            serial: sn("0A"),
+            received_at: 1_700_000_000,
+            assignment: "lab".into(),
+            file_name: "a.bin".into(),
+            size: data.len() as u64,
+            sha256: openssl::sha::sha256(data),
+            chunks: data.len().div_ceil(crate::store::MAX_CHUNK_ROW) as u64,
+            late_seconds: 0,
+        })
+    }
+
+    /// An upload's records: its chunks, then its row.
+    fn file(receipt_id: u64, upload_id: i64, data: &[u8]) -> Vec<Record> {
+        let mut v: Vec<Record> = data
+            .chunks(crate::store::MAX_CHUNK_ROW)
+            .enumerate()
+            .map(|(i, c)| chunk(upload_id, i as u64, c))
+            .collect();
+        v.push(upload(receipt_id, upload_id, data));
+        v
+    }
+
+    fn read_all(s: &mut SqliteStore, upload_id: i64) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::new();
+        let mut seq = 0;
+        while let Some(c) = s.upload_chunk(upload_id, seq)? {
+            out.extend(c);
+            seq += 1;
+        }
+        Ok(out)
+    }
+
+    fn chunk_rows(s: &SqliteStore) -> Result<i64, rusqlite::Error> {
+        s.conn
+            .query_row("SELECT count(*) FROM upload_chunks", [], |r| r.get(0))
+    }
+
+    /// Bytes of 150 KiB: three chunks, the last short.
+    fn bytes() -> Vec<u8> {
+        (0..150 * 1024).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn an_upload_is_a_file_not_rows_and_reads_back_whole() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let mut s = SqliteStore::open(dir.path())?;
+        let data = bytes();
+        s.commit(&file(1, 77, &data))?;
+        assert_eq!(chunk_rows(&s)?, 0);
+        assert_eq!(std::fs::read(dir.path().join("uploads/77"))?, data);
+        assert!(!dir.path().join("uploads/77.part").exists());
+        assert_eq!(read_all(&mut s, 77)?, data);
+        // Another handle (an admin command) reads it too.
+        assert_eq!(read_all(&mut SqliteStore::open(dir.path())?, 77)?, data);
+        Ok(())
+    }
+
+    /// A store from before files keeps its chunks as rows: they are read
+    /// as they were, beside new uploads' files.
+    #[test]
+    fn an_older_stores_chunk_rows_are_still_read() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let mut s = SqliteStore::open(dir.path())?;
+        let old = bytes();
+        let files = s.files.take();
+        s.commit(&file(1, 5, &old))?;
+        s.files = files;
+        assert_eq!(chunk_rows(&s)?, 3);
+        let new = b"a file".to_vec();
+        s.commit(&file(2, 6, &new))?;
+        let mut again = SqliteStore::open(dir.path())?;
+        assert_eq!(read_all(&mut again, 5)?, old);
+        assert_eq!(read_all(&mut again, 6)?, new);
+        assert_eq!(again.staged_chunks()?, 0);
+        Ok(())
+    }
+
+    /// A failed transaction takes back what the files took: the chunk can
+    /// be staged again, and no whole file stands without its row.
+    #[test]
+    fn a_failed_commit_leaves_the_files_as_they_were() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let mut s = SqliteStore::open(dir.path())?;
+        s.commit(&file(1, 5, b"first"))?;
+        // Receipt 1 again: refused whole.
+        assert!(s.commit(&file(1, 6, b"second")).is_err());
+        assert!(!dir.path().join("uploads/6").exists());
+        assert_eq!(std::fs::read(dir.path().join("uploads/6.part"))?, b"");
+        s.commit(&file(2, 6, b"second"))?;
+        assert_eq!(read_all(&mut s, 6)?, b"second");
+        Ok(())
+    }
+
+    /// The backup is one file: uploads' files go into it as chunk rows.
+    #[test]
+    fn a_backup_holds_the_uploaded_files() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let mut s = SqliteStore::open(dir.path())?;
+        let data = bytes();
+        s.commit(&file(1, 9, &data))?;
+        let elsewhere = tempfile::tempdir()?;
+        let copy = elsewhere.path().join(DB_FILE);
+        s.backup_to(&copy)?;
+        let mut b = SqliteStore::open(elsewhere.path())?;
+        assert_eq!(chunk_rows(&b)?, 3);
+        assert_eq!(read_all(&mut b, 9)?, data);
         Ok(())
     }
 
