@@ -73,7 +73,8 @@ echo "building (release) ..."
 (cd "$ROOT" && cargo build --release --quiet --bin server --example upload)
 # cargo puts the build under CARGO_TARGET_DIR when it is set.
 OUT_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-SERVER="$OUT_DIR/release/server"
+# BENCH_SERVER: another server binary (an A/B against an older build).
+SERVER="${BENCH_SERVER:-$OUT_DIR/release/server}"
 DRIVER="$OUT_DIR/release/examples/upload"
 
 say "# certboard upload bench, $(date -u '+%Y-%m-%d %H:%M UTC')"

@@ -878,3 +878,187 @@ fn extract_writes_what_was_handed_in_and_follows_no_link() -> TestResult {
     assert!(!out.status.success(), "{}", text(&out));
     Ok(())
 }
+
+/// The files of a SQLite store's uploads directory.
+fn upload_files(server: &TestServer) -> std::io::Result<Vec<String>> {
+    let dir = server.path().join("data/uploads");
+    let mut v: Vec<String> = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<_>>()?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    v.sort();
+    Ok(v)
+}
+
+/// On SQLite an upload's bytes are a file of its own (0600) beside the
+/// database, named by its record, not rows; extraction gives them back
+/// byte for byte.
+#[test]
+fn on_sqlite_an_uploads_bytes_are_a_private_file_and_extract_byte_for_byte() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let tmp = tempfile::tempdir()?;
+    let data = random_file(tmp.path(), "data.bin", 3 * CHUNK_MAX + 1234)?;
+    let receipt = send(
+        &server,
+        &s,
+        &client::prepare_file(&tmp.path().join("data.bin"))?,
+    )?;
+    let mut store = sqlite(&server)?;
+    let u = store
+        .uploads()?
+        .into_iter()
+        .find(|u| u.receipt_id == receipt.receipt_id)
+        .ok_or("not recorded")?;
+    assert_eq!(upload_files(&server)?, [u.upload_id.to_string()]);
+    let path = server.path().join(format!("data/uploads/{}", u.upload_id));
+    assert_eq!(std::fs::read(&path)?, data);
+    assert_eq!(
+        std::fs::metadata(&path)?.permissions().mode() & 0o777,
+        0o600
+    );
+    let rows: i64 = rusqlite::Connection::open(server.path().join("data/certboard.sqlite3"))?
+        .query_row("SELECT count(*) FROM upload_chunks", [], |r| r.get(0))?;
+    assert_eq!(rows, 0, "no chunk is a row");
+    assert!(read_back(&mut store, receipt.receipt_id)? == data);
+    let out_dir = server.path().join("graded");
+    let out = server.admin(&[
+        "reports",
+        "--assignment",
+        "lab",
+        "--extract",
+        &out_dir.to_string_lossy(),
+        "--all",
+    ])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let lab = out_dir.join("lab").join(SID);
+    let extracted: Vec<_> = std::fs::read_dir(&lab)?.collect::<Result<_, _>>()?;
+    assert_eq!(extracted.len(), 1);
+    assert!(std::fs::read(extracted[0].path())? == data);
+    Ok(())
+}
+
+/// A connection cut mid-upload leaves no file behind, partial or whole.
+#[test]
+fn a_connection_cut_mid_upload_leaves_no_file() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let mut data = vec![0u8; 8 * CHUNK_MAX];
+    openssl::rand::rand_bytes(&mut data)?;
+    let mut raw = offer(&server, &s)?;
+    let (ready, mut a) = raw.announce("cut.bin", &data)?;
+    assert!(matches!(ready?, Message::UploadReady { .. }));
+    for seq in 0..3 {
+        let c = raw.chunk(&mut a, &data, seq)?;
+        raw.conn.send(&c)?;
+    }
+    let until = Instant::now() + Duration::from_secs(20);
+    while !upload_files(&server)?.iter().any(|f| f.ends_with(".part")) {
+        assert!(Instant::now() < until, "no part file was ever written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(raw);
+    nothing_left(&mut sqlite(&server)?)?;
+    let until = Instant::now() + Duration::from_secs(20);
+    while !upload_files(&server)?.is_empty() {
+        assert!(
+            Instant::now() < until,
+            "left behind: {:?}",
+            upload_files(&server)?
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// At start-up the files of uploads a crash cut off go (a `.part`, and a
+/// whole file whose record never committed); a recorded file stays.
+#[test]
+fn orphan_upload_files_are_removed_at_start_up() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let tmp = tempfile::tempdir()?;
+    let data = random_file(tmp.path(), "kept.bin", CHUNK_MAX + 7)?;
+    let receipt = send(
+        &server,
+        &s,
+        &client::prepare_file(&tmp.path().join("kept.bin"))?,
+    )?;
+    let dir = server.crash()?;
+    let uploads = dir.path().join("data/uploads");
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for name in ["111.part", "222"] {
+        let f = std::fs::File::create(uploads.join(name))?;
+        std::io::Write::write_all(&mut &f, b"cut off")?;
+        f.set_modified(old)?;
+    }
+    let server = TestServer::start_in(dir, &[])?;
+    let log = server.log();
+    assert!(
+        log.contains("removed 2 file(s)") && log.contains("of uploads never recorded"),
+        "{log}"
+    );
+    let left = upload_files(&server)?;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(!left[0].ends_with(".part"));
+    assert!(read_back(&mut sqlite(&server)?, receipt.receipt_id)? == data);
+    Ok(())
+}
+
+/// `server migrate` into PostgreSQL carries a SQLite store's uploaded
+/// files (kept as files there) into PostgreSQL's chunk rows, byte for byte.
+#[test]
+fn migrating_a_store_holding_files_to_postgresql_keeps_every_byte() -> TestResult {
+    use certboard::store::{ChunkRecord, Record, UploadRecord, MAX_CHUNK_ROW};
+    let url = pg::Cluster::shared()
+        .map_err(|e| e.to_string())?
+        .fresh_db("migrate_files")
+        .map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir()?;
+    let data: Vec<u8> = (0..(2 * MAX_CHUNK_ROW + 99))
+        .map(|i| (i * 13 % 256) as u8)
+        .collect();
+    {
+        let mut s = SqliteStore::open(dir.path())?;
+        let mut batch: Vec<Record> = data
+            .chunks(MAX_CHUNK_ROW)
+            .enumerate()
+            .map(|(i, c)| {
+                Record::Chunk(ChunkRecord {
+                    upload_id: 31,
+                    seq: i as u64,
+                    data: c.to_vec(),
+                })
+            })
+            .collect();
+        batch.push(Record::Upload(UploadRecord {
+            receipt_id: 4,
+            upload_id: 31,
+            sid: SID.into(),
+            serial: certboard::store::Serial::parse_hex("0A")?,
+            received_at: 1_700_000_000,
+            assignment: "lab".into(),
+            file_name: "data.bin".into(),
+            size: data.len() as u64,
+            sha256: openssl::sha::sha256(&data),
+            chunks: 3,
+            late_seconds: 0,
+        }));
+        s.commit(&batch)?;
+        assert!(dir.path().join("uploads/31").exists());
+    }
+    let done = certboard::store::migrate(dir.path(), &url)?;
+    assert!(
+        done.tables.contains(&("upload_chunks".to_string(), 3)),
+        "{:?}",
+        done.tables
+    );
+    let mut pg = PostgresStore::open(&url)?;
+    assert!(read_back(&mut pg, 4)? == data);
+    assert_eq!(pg.staged_chunks()?, 0);
+    Ok(())
+}

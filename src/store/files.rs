@@ -411,7 +411,7 @@ impl UploadFiles {
         if files > 0 {
             self.quota = self.quota.map(|(q, _)| (q, None));
             log::info!(
-                "removed {files} partial upload file(s) in {} left by uploads cut off",
+                "removed {files} file(s) in {} of uploads never recorded (cut off by a crash or a stop)",
                 self.dir.display()
             );
         }
