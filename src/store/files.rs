@@ -54,6 +54,10 @@ pub(crate) struct Undo {
     finished: Vec<i64>,
 }
 
+/// A file found in the directory: (upload id, path, its chunks if a
+/// `.part`, its mtime).
+type Found = (i64, PathBuf, Option<u64>, i64);
+
 /// The uploads directory of one store.
 #[derive(Debug)]
 pub(crate) struct UploadFiles {
@@ -355,8 +359,8 @@ impl UploadFiles {
         fs::symlink_metadata(self.final_path(id)).is_ok_and(|m| m.is_file())
     }
 
-    /// Files here, by upload: (id, path, its chunks if a `.part`, mtime).
-    fn parts(&self) -> Result<Vec<(i64, PathBuf, Option<u64>, i64)>, StoreError> {
+    /// Files here, by upload.
+    fn parts(&self) -> Result<Vec<Found>, StoreError> {
         let rd = match fs::read_dir(&self.dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
