@@ -18,7 +18,10 @@
 //! `--concurrency` connections (a student each, one upload per connection,
 //! every receipt checked as the client checks it) and, with `--probes`, a
 //! prober enrolling one student after another (a pause of `--probe-gap-ms`
-//! between them) until the last upload ends.
+//! between them) until the last upload ends. The uploading threads run at
+//! nice 10 and the prober at the default priority: they share one core,
+//! and a student's own machine is not busy uploading twenty files, so the
+//! prober's latency is the server's doing, not its own core's queue.
 //!
 //! It reads the server's CPU time (utime + stime of all its threads) from
 //! `/proc/PID/stat` and its peak resident set (`VmHWM`) from
@@ -245,6 +248,14 @@ fn timed(
             .map(|st| {
                 let next = next.clone();
                 s.spawn(move || -> Result<Vec<f64>, BoxError> {
+                    // The uploading threads share this core with the
+                    // prober; at the default priority its enrollment waits
+                    // for twenty of them to yield the CPU, which times the
+                    // load generator's core, not the server. Linux applies
+                    // nice(2) to the calling thread only.
+                    if let Err(e) = rustix::process::nice(10) {
+                        eprintln!("{WHO}: could not lower an uploading thread's priority: {e}");
+                    }
                     let trust = BlackboardTrust {
                         root: root.clone(),
                         name: certboard::ca::DEFAULT_BLACKBOARD_NAME.into(),
