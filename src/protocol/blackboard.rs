@@ -62,6 +62,11 @@ impl Blackboard {
         Blackboard::AwaitHello
     }
 
+    /// Whether the report is owed now (the offer is out).
+    pub(super) fn awaits_record(&self) -> bool {
+        matches!(self, Blackboard::AwaitReport(_))
+    }
+
     /// Whether no frame has come yet (only then may a legacy command).
     pub(super) fn is_fresh(&self) -> bool {
         matches!(self, Blackboard::AwaitHello)
