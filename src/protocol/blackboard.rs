@@ -437,6 +437,17 @@ fn log_proof(
     let store = &mut shared.store;
     let made = (|| -> Result<Option<(u64, String)>, ProofError<crate::store::StoreError>> {
         let (index, head) = match logged {
+            Some(Logged {
+                index,
+                head,
+                path: Some(path),
+            }) => {
+                // Made by the commit: nothing to read back.
+                let proof = signer
+                    .prove_path(index, head.size, head.root, path)
+                    .map_err(ProofError::Sign)?;
+                return Ok(Some((index, proof.encode())));
+            }
             Some(l) => (l.index, l.head),
             None => {
                 let Some(index) = store.log_index_of(key).map_err(ProofError::Read)? else {
