@@ -166,6 +166,8 @@ pub(crate) struct Reactor {
     expected: Arc<AtomicUsize>,
     /// The pending records are held back until then.
     held_until: Option<Instant>,
+    /// They have been held back (counted once handed over).
+    held: bool,
     /// The writer thread.
     commits: CommitHandle,
     /// The worker pool, when the server has one (legacy mode).
@@ -247,6 +249,7 @@ impl Reactor {
             commit_delay: Duration::from_millis(delay::DEFAULT_COMMIT_DELAY_MS.into()),
             expected: Arc::new(AtomicUsize::new(0)),
             held_until: None,
+            held: false,
             commits: committer.handle(Arc::clone(&waker)),
             workers: workers.map(|w| w.handle(waker)),
             in_flight: None,
@@ -713,6 +716,7 @@ impl Reactor {
             let now = Instant::now();
             self.held_until = delay::hold_until(self.commit_delay, since, expected, now);
             if self.held_until.is_some() {
+                self.held = true;
                 return;
             }
         }
@@ -724,6 +728,9 @@ impl Reactor {
     fn commit_now(&mut self) {
         if self.in_flight.is_some() || self.pending.is_empty() {
             return;
+        }
+        if std::mem::take(&mut self.held) {
+            self.metrics.commit_held();
         }
         let cap = batch::cap_for(&self.pending);
         let (tokens, records): (Vec<Token>, Vec<Record>) =
