@@ -407,6 +407,18 @@ impl Session {
         }
     }
 
+    /// Whether the peer's next message, owed now, makes a record to
+    /// commit: a Blackboard report after the signed offer, an enrollment's
+    /// request after the challenge. The reactor holds a small commit batch
+    /// back a moment for such exchanges (`server --commit-delay`).
+    pub fn awaits_record(&self) -> bool {
+        match &self.state {
+            State::Blackboard(b) => b.awaits_record(),
+            State::Enrollment(e) => e.awaits_record(),
+            State::Admission(_) | State::Legacy(_) | State::Done => false,
+        }
+    }
+
     /// Bytes and frames an upload under way may take beyond the
     /// per-connection limits (`--max-conn-bytes`, `--max-messages`).
     pub fn upload_allowance(&self) -> Option<(u64, u32)> {

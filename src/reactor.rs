@@ -35,6 +35,7 @@
 mod batch;
 pub(crate) mod commit;
 mod connection;
+pub(crate) mod delay;
 pub(crate) mod fdlimit;
 mod frames;
 mod http;
@@ -46,6 +47,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -155,6 +157,17 @@ pub(crate) struct Reactor {
     /// Records made ready and not yet handed to the writer, with the
     /// connection awaiting each.
     pending: Vec<(Token, Record)>,
+    /// When the oldest record of `pending` was made ready.
+    pending_since: Option<Instant>,
+    /// How long a batch may be held back for the records other exchanges
+    /// owe ([`delay`]; zero: never).
+    commit_delay: Duration,
+    /// How many of this reactor's exchanges owe a record now.
+    expected: Arc<AtomicUsize>,
+    /// The pending records are held back until then.
+    held_until: Option<Instant>,
+    /// They have been held back (counted once handed over).
+    held: bool,
     /// The writer thread.
     commits: CommitHandle,
     /// The worker pool, when the server has one (legacy mode).
@@ -232,6 +245,11 @@ impl Reactor {
             ops: None,
             staff: None,
             pending: Vec::new(),
+            pending_since: None,
+            commit_delay: Duration::from_millis(delay::DEFAULT_COMMIT_DELAY_MS.into()),
+            expected: Arc::new(AtomicUsize::new(0)),
+            held_until: None,
+            held: false,
             commits: committer.handle(Arc::clone(&waker)),
             workers: workers.map(|w| w.handle(waker)),
             in_flight: None,
@@ -265,6 +283,12 @@ impl Reactor {
             .register(&mut socket, Token(idx), Interest::READABLE)?;
         self.listeners.push(Listener::new(serves, socket));
         Ok(())
+    }
+
+    /// Holds a small commit batch back at most `delay` while other
+    /// exchanges owe their records (`server --commit-delay`; zero: never).
+    pub(crate) fn set_commit_delay(&mut self, delay: Duration) {
+        self.commit_delay = delay;
     }
 
     /// Counts into `metrics` (the process's, shared by every reactor)
@@ -322,7 +346,8 @@ impl Reactor {
         loop {
             // Buffered work waiting: look at the sockets, but do not sleep.
             let timeout = if self.ready.is_empty() && self.ready_bulk.is_empty() {
-                next_sweep.saturating_duration_since(Instant::now())
+                let wake = self.held_until.map_or(next_sweep, |h| h.min(next_sweep));
+                wake.saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
             };
@@ -399,7 +424,7 @@ impl Reactor {
                 let outcome = flight.wait();
                 self.release(tokens, outcome);
             }
-            self.start_commit();
+            self.commit_now();
             if self.in_flight.is_none() {
                 break;
             }
@@ -625,6 +650,9 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
+        // Every step of a session comes through here.
+        let awaits = conn.awaits_record();
+        delay::sync(&mut conn.expected, awaits, &self.expected);
         if let Some(label) = out.refusal {
             self.metrics.refused(label);
         }
@@ -642,6 +670,9 @@ impl Reactor {
                     held: frames,
                     close_after: out.close,
                 });
+                if self.pending.is_empty() {
+                    self.pending_since = Some(Instant::now());
+                }
                 self.pending.push((token, record));
             }
             After::Nothing => {
@@ -673,16 +704,42 @@ impl Reactor {
     }
 
     /// Hands the records made ready to the writer as one batch, unless a
-    /// batch is already in flight: they then wait for the next.
+    /// batch is already in flight (they then wait for the next) or they
+    /// are held back a moment for records other exchanges owe ([`delay`]).
     fn start_commit(&mut self) {
+        self.held_until = None;
         if self.in_flight.is_some() || self.pending.is_empty() {
             return;
+        }
+        if let Some(since) = self.pending_since {
+            let expected = self.expected.load(Ordering::Relaxed);
+            let now = Instant::now();
+            self.held_until = delay::hold_until(self.commit_delay, since, expected, now);
+            if self.held_until.is_some() {
+                self.held = true;
+                return;
+            }
+        }
+        self.commit_now();
+    }
+
+    /// Hands the records made ready to the writer as one batch, unless a
+    /// batch is already in flight.
+    fn commit_now(&mut self) {
+        if self.in_flight.is_some() || self.pending.is_empty() {
+            return;
+        }
+        if std::mem::take(&mut self.held) {
+            self.metrics.commit_held();
         }
         let cap = batch::cap_for(&self.pending);
         let (tokens, records): (Vec<Token>, Vec<Record>) =
             batch::take_batch(&mut self.pending, cap)
                 .into_iter()
                 .unzip();
+        if self.pending.is_empty() {
+            self.pending_since = None;
+        }
         match self.commits.submit(records) {
             Ok(flight) => self.in_flight = Some((flight, tokens)),
             Err(e) => {
@@ -815,6 +872,8 @@ impl Reactor {
         conn.transport.outbuf.extend_from_slice(&refused.bytes);
         conn.transport.finish(&mut self.budget);
         conn.wait = None;
+        // It owes nothing any more.
+        conn.expected = None;
     }
 
     /// After reading or queueing: flush, close when finished, queue what

@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use log::{info, warn};
 use openssl::x509::X509;
@@ -20,6 +21,7 @@ use crate::ops::store_gauges::{self, StoreGauges};
 use crate::ops::Ops;
 use crate::protocol::{ServiceKind, Shared};
 use crate::reactor::commit::Committer;
+pub use crate::reactor::delay::DEFAULT_COMMIT_DELAY_MS;
 use crate::reactor::offload::{self, Workers};
 use crate::reactor::{self, HttpConnLimits, Limits, Reactor};
 use crate::report_log::{self, ReportLog};
@@ -74,6 +76,9 @@ pub struct ServerConfig {
     pub legacy: bool,
     /// Reactor threads.
     pub reactors: usize,
+    /// How long a reactor may hold a commit batch back while other
+    /// exchanges owe their records (`--commit-delay`; zero: never).
+    pub commit_delay: Duration,
     /// Connection limits.
     pub limits: Limits,
     /// When Blackboard takes reports.
@@ -997,6 +1002,7 @@ impl Server {
             )
             .map_err(|e| ServerError::Io(format!("reactor {i}"), e))?;
             r.set_metrics(Arc::clone(&metrics));
+            r.set_commit_delay(cfg.commit_delay);
             if let Some(l) = listeners.http {
                 r.serve_http(l, ops, cfg.http_limits)
                     .map_err(|e| ServerError::Io(format!("reactor {i}: http listener"), e))?;
@@ -1116,6 +1122,7 @@ mod tests {
             admission_secret_file: None,
             legacy: false,
             reactors: 1,
+            commit_delay: Duration::from_millis(DEFAULT_COMMIT_DELAY_MS.into()),
             limits: Limits::default(),
             window: Window::default(),
             upload: crate::protocol::UploadPolicy::default(),

@@ -1050,6 +1050,54 @@ fn every_record_has_its_leaf_and_the_head_is_their_root<E: Engine>() -> TestResu
     Ok(())
 }
 
+/// An append hands each receipt's leaf (a report's, a file's) its
+/// inclusion path in the tree it leaves, the path the stored hashes give
+/// and one that verifies against the new root, at every size the batches
+/// reach (leaves on a full subtree's edge and inside one); a certificate's
+/// leaf gets none (its answer reads its entry anyway).
+fn an_append_hands_each_receipt_its_inclusion_path<E: Engine>() -> TestResult {
+    use certboard::tlog::{merkle, NodeId};
+    let e = E::fresh("logpaths")?;
+    let mut s = e.open()?;
+    s.commit(&[cert("0A", "1155000001")])?;
+    let mut receipt = 1u64;
+    // Batches of 1, 2, 3, 1, 5 and 4 leaves after the first: sizes 1 to 17.
+    for (i, n) in [1usize, 2, 3, 1, 5, 4].into_iter().enumerate() {
+        let mut batch = Vec::new();
+        if i == 2 {
+            batch.push(cert("0B", "1155000002"));
+        }
+        while batch.len() < n {
+            batch.push(report(receipt, "1155000001", "0A", 100 + receipt as i64));
+            receipt += 1;
+        }
+        let a = s
+            .commit_logged(&batch)?
+            .ok_or("the batch appended nothing")?;
+        assert_eq!(a.paths.len(), n);
+        assert_eq!(a.root, s.log_head()?.root);
+        let entries = s.log_entries(a.first, a.size)?;
+        for (k, path) in a.paths.iter().enumerate() {
+            let index = a.first + k as u64;
+            let Some(path) = path else {
+                assert!(i == 2 && k == 0, "only the certificate's leaf has no path");
+                continue;
+            };
+            let read = merkle::inclusion_proof(index, a.size, |ids: &[NodeId]| s.log_nodes(ids))?;
+            assert_eq!(path, &read, "entry {index} of {}", a.size);
+            assert!(merkle::verify_inclusion(
+                &merkle::leaf_hash(&entries[k]),
+                index,
+                a.size,
+                path,
+                &a.root
+            ));
+        }
+    }
+    assert_eq!(s.log_head()?.size, 17);
+    Ok(())
+}
+
 /// Each logged record's own row names its entry (`log_index_of`), in
 /// batch order across kinds, where the commit said it put them
 /// (`commit_logged`); a record with no leaf, a refused batch and a key of
@@ -1499,6 +1547,7 @@ contract!(
     every_record_has_its_leaf_and_the_head_is_their_root,
     concurrent_commits_make_one_gapless_log,
     a_record_names_its_own_entry,
+    an_append_hands_each_receipt_its_inclusion_path,
     uploads_become_visible_only_when_complete,
     staff_accounts_sessions_and_audit,
     login_attempts_are_bounded_per_source_never_per_account,

@@ -128,6 +128,15 @@ struct RunArgs {
     /// Number of reactor threads (each its own event loop; SO_REUSEPORT).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     reactors: u16,
+    /// Milliseconds a reactor may hold a commit back while other
+    /// exchanges owe the message that makes their record (a report after
+    /// the offer, a request after the challenge), so that one transaction,
+    /// one fsync and one signed checkpoint serve them all (as PostgreSQL's
+    /// commit_delay). Never while no other exchange owes one (a lone
+    /// student waits nothing extra) nor while another commit is under way.
+    /// 0: never hold.
+    #[arg(long, value_name = "MS", default_value_t = server::DEFAULT_COMMIT_DELAY_MS, value_parser = clap::value_parser!(u32).range(0..=100))]
+    commit_delay: u32,
     /// Largest frame accepted, in bytes (the default is the largest frame
     /// an honest client sends: a report of 64 KiB with its fields).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME, value_parser = clap::value_parser!(u32).range(64..=(64 << 20)))]
@@ -741,6 +750,7 @@ fn run_server(common: Common, a: RunArgs) -> Result<(), Box<dyn std::error::Erro
             max_submission: a.max_submission,
         },
         reactors: usize::from(a.reactors),
+        commit_delay: Duration::from_millis(a.commit_delay.into()),
         limits,
         window: Window {
             open: a.submissions_open,

@@ -90,6 +90,7 @@ pub(crate) struct Metrics {
     open_connections: Family<ListenerLabel, Gauge>,
     awaiting_commit: Gauge,
     commit_latency: Histogram,
+    commits_held: Counter,
     store_students_enrolled: Gauge,
     store_certificates_current: Gauge,
     store_certificates_revoked: Gauge,
@@ -133,6 +134,7 @@ impl Metrics {
             connections_refused: Family::default(),
             open_connections: Family::default(),
             awaiting_commit: Gauge::default(),
+            commits_held: Counter::default(),
             commit_latency: Histogram::new(commit_latency_buckets()),
             store_students_enrolled: Gauge::default(),
             store_certificates_current: Gauge::default(),
@@ -195,6 +197,11 @@ impl Metrics {
             "records_awaiting_commit",
             "Records handed to the commit thread and not yet durable",
             m.awaiting_commit.clone(),
+        );
+        registry.register(
+            "commits_held",
+            "Commit batches a reactor held back (--commit-delay) for records other exchanges owed",
+            m.commits_held.clone(),
         );
         registry.register(
             "commit_latency_seconds",
@@ -333,6 +340,12 @@ impl Metrics {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    /// A reactor held a commit batch back for records other exchanges
+    /// owed, then handed it over.
+    pub(crate) fn commit_held(&self) {
+        self.commits_held.inc();
+    }
+
     /// A commit took `latency` from hand-over to durable.
     pub(crate) fn commit_latency(&self, latency: Duration) {
         self.commit_latency.observe(latency.as_secs_f64());
@@ -385,6 +398,7 @@ mod tests {
         m.connection_closed("ca");
         m.connection_refused("bb");
         m.set_awaiting_commit(7);
+        m.commit_held();
         m.commit_latency(Duration::from_micros(300));
         m.commit_latency(Duration::from_millis(3));
         m.set_store_state(&StoreState {
@@ -417,6 +431,7 @@ mod tests {
             "certboard_open_connections{listener=\"ca\"} 1",
             "certboard_open_connections{listener=\"http\"} 1",
             "certboard_records_awaiting_commit 7",
+            "certboard_commits_held_total 1",
             "certboard_commit_latency_seconds_count 2",
             "certboard_commit_latency_seconds_bucket{le=\"0.0005\"} 1",
             "certboard_commit_latency_seconds_bucket{le=\"0.004\"} 2",

@@ -62,6 +62,11 @@ impl Blackboard {
         Blackboard::AwaitHello
     }
 
+    /// Whether the report is owed now (the offer is out).
+    pub(super) fn awaits_record(&self) -> bool {
+        matches!(self, Blackboard::AwaitReport(_))
+    }
+
     /// Whether no frame has come yet (only then may a legacy command).
     pub(super) fn is_fresh(&self) -> bool {
         matches!(self, Blackboard::AwaitHello)
@@ -432,6 +437,17 @@ fn log_proof(
     let store = &mut shared.store;
     let made = (|| -> Result<Option<(u64, String)>, ProofError<crate::store::StoreError>> {
         let (index, head) = match logged {
+            Some(Logged {
+                index,
+                head,
+                path: Some(path),
+            }) => {
+                // Made by the commit: nothing to read back.
+                let proof = signer
+                    .prove_path(index, head.size, head.root, path)
+                    .map_err(ProofError::Sign)?;
+                return Ok(Some((index, proof.encode())));
+            }
             Some(l) => (l.index, l.head),
             None => {
                 let Some(index) = store.log_index_of(key).map_err(ProofError::Read)? else {

@@ -105,6 +105,13 @@ impl Enrollment {
         Enrollment::AwaitHello
     }
 
+    /// Whether a request is owed now (the challenge is out). Not after a
+    /// certificate (`Issued`): the next request comes only once the
+    /// client has it, that is after the commit that is to be held.
+    pub(super) fn awaits_record(&self) -> bool {
+        matches!(self, Enrollment::Challenged { .. })
+    }
+
     /// Whether no frame has come yet (only then may a legacy command).
     pub(super) fn is_fresh(&self) -> bool {
         matches!(self, Enrollment::AwaitHello)

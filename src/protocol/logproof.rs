@@ -45,7 +45,9 @@ pub(super) fn prove_record(
     logged: Option<Logged>,
     known: u64,
 ) -> Result<Option<Proven>, ProofError<StoreError>> {
-    let Logged { index, head } = match logged {
+    // A version 3 enrollment reads its entry, and its consistency proof's
+    // hashes, whatever: the inclusion path is read with them.
+    let Logged { index, head, .. } = match logged {
         Some(l) => l,
         None => {
             let Some(index) = store.log_index_of(record).map_err(ProofError::Read)? else {
@@ -54,6 +56,7 @@ pub(super) fn prove_record(
             Logged {
                 index,
                 head: store.log_head().map_err(ProofError::Read)?,
+                path: None,
             }
         }
     };
@@ -180,17 +183,18 @@ mod tests {
             roots
         };
         for (index, known) in [(6u64, 3u64), (6, 0), (6, 7), (0, 1), (12, 5)] {
-            let a = appended[index as usize];
+            let a = &appended[index as usize];
             let logged = Logged {
                 index,
                 head: crate::store::tlog::Head {
                     size: a.size,
                     root: a.root,
                 },
+                path: None,
             };
             let key = crate::store::tlog::report_record_key(index + 1);
             for given in [Some(logged), None] {
-                let p = prove_record(&mut store, &signer, &key, given, known)
+                let p = prove_record(&mut store, &signer, &key, given.clone(), known)
                     .map_err(|e| e.to_string())?
                     .ok_or("no entry")?;
                 assert_eq!(p.entry, entries[index as usize]);

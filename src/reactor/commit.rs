@@ -398,6 +398,11 @@ impl Durable {
             .flatten()
             .filter_map(|o| o.as_mut().ok()?.as_mut())
         {
+            if l.head != head {
+                // A path made for another tree proves nothing in this one:
+                // the receipt reads the hashes of this one.
+                l.path = None;
+            }
             l.head = head;
         }
     }
@@ -843,8 +848,18 @@ mod tests {
             .iter()
             .map(|a| a.try_recv())
             .collect::<Result<_, _>>()?;
-        let at = |index| Ok(Some(Logged { index, head }));
-        assert_eq!(told, vec![vec![at(1), Ok(None), at(2)], vec![at(3)]]);
+        // Each with its inclusion path in that tree, as the store gives it.
+        let mut at = |index| -> Result<Outcome, crate::store::StoreError> {
+            let path =
+                crate::tlog::merkle::inclusion_proof(index, 4, |ids: &[_]| store.log_nodes(ids))?;
+            Ok(Ok(Some(Logged {
+                index,
+                head,
+                path: Some(path),
+            })))
+        };
+        let want = vec![vec![at(1)?, Ok(None), at(2)?], vec![at(3)?]];
+        assert_eq!(told, want);
         for id in 1..=3 {
             let key = tlog::report_record_key(id);
             assert_eq!(store.log_index_of(&key)?, Some(id));
@@ -904,18 +919,34 @@ mod tests {
             asked.lock().map(|a| a.clone()).unwrap_or_default(),
             vec![head]
         );
-        let at = |index, head| Ok(Some(Logged { index, head }));
+        // Pointed at another tree, a record has no path made for its own
+        // (its receipt reads that tree's hashes).
+        let at = |index, head| {
+            Ok(Some(Logged {
+                index,
+                head,
+                path: None,
+            }))
+        };
         assert_eq!(
             told,
             vec![vec![at(0, larger), Ok(None)], vec![at(1, larger)]]
         );
-        // A smaller tree would not hold them: the commit's own is kept.
+        // A smaller tree would not hold them: the commit's own is kept,
+        // with the paths the commit made in it.
         let smaller = Head {
             size: 1,
             root: [1u8; 32],
         };
         let (told, head) = run(Some(smaller), vec![vec![report(1), report(2)]])?;
-        assert_eq!(told, vec![vec![at(0, head), at(1, head)]]);
+        let strip = |told: Vec<Vec<Outcome>>| -> Vec<(u64, Head, usize)> {
+            told.into_iter()
+                .flatten()
+                .filter_map(|o| o.ok().flatten())
+                .map(|l| (l.index, l.head, l.path.map_or(usize::MAX, |p| p.len())))
+                .collect()
+        };
+        assert_eq!(strip(told), vec![(0, head, 1), (1, head, 1)]);
         // Nothing logged: nothing asked.
         if let Ok(mut a) = asked.lock() {
             a.clear();

@@ -107,6 +107,9 @@ pub(super) struct Connection {
     pub(super) queued: bool,
     /// The last turn stopped with input perhaps left to handle.
     pub(super) more: bool,
+    /// Counted in the reactor's tally of exchanges owing a record
+    /// ([`super::delay`]) while its session awaits one.
+    pub(super) expected: Option<super::delay::Expected>,
 }
 
 impl Connection {
@@ -155,6 +158,7 @@ impl Connection {
             wait: None,
             queued: false,
             more: false,
+            expected: None,
         };
         (conn, out)
     }
@@ -200,6 +204,14 @@ impl Connection {
             Handler::Frames(f) => f.on_expiry(expiry, limit),
             Handler::Http(h) => h.on_expiry(expiry, &self.transport),
             Handler::Staff(s) => s.on_expiry(expiry, &self.transport),
+        }
+    }
+
+    /// Whether its peer owes the message that makes a record now.
+    pub(super) fn awaits_record(&self) -> bool {
+        match &self.handler {
+            Handler::Frames(f) => f.awaits_record(),
+            Handler::Http(_) | Handler::Staff(_) => false,
         }
     }
 

@@ -88,6 +88,11 @@ impl Frames {
         Work::Output(out)
     }
 
+    /// Whether the peer owes the message that makes a record now.
+    pub(super) fn awaits_record(&self) -> bool {
+        self.session.awaits_record()
+    }
+
     /// The upload whose staged chunks must go when the connection ends
     /// (deleting a recorded upload's chunks deletes nothing).
     pub(super) fn staged_upload(&self) -> Option<i64> {

@@ -914,14 +914,16 @@ impl SqliteStore {
         } else {
             Some(super::tlog::sqlite_append(&tx, &leaves)?)
         };
-        if appended.is_some_and(|a| a.first as i64 != log_from) {
-            // Rolled back: no row may name another record's entry.
-            return Err(StoreError::Log(
-                crate::tlog::merkle::TreeError::OutOfRange {
-                    what: format!("the log's size read at {log_from}"),
-                    size: appended.map_or(0, |a| a.first),
-                },
-            ));
+        if let Some(first) = appended.as_ref().map(|a| a.first) {
+            if first as i64 != log_from {
+                // Rolled back: no row may name another record's entry.
+                return Err(StoreError::Log(
+                    crate::tlog::merkle::TreeError::OutOfRange {
+                        what: format!("the log's size read at {log_from}"),
+                        size: first,
+                    },
+                ));
+            }
         }
         tx.commit()?;
         Ok(appended)

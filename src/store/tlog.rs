@@ -45,13 +45,18 @@ pub fn has_leaf(record: &Record) -> bool {
 }
 
 /// Where a record's entry is, and the tree head its commit left: all a
-/// proof of it needs besides stored hashes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// proof of it needs besides stored hashes, and for a submission the
+/// proof's hashes too.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Logged {
     /// The entry's index.
     pub index: u64,
     /// The tree right after the commit that appended it.
     pub head: Head,
+    /// The entry's inclusion path in `head`'s tree, made by the commit
+    /// ([`Appended::paths`]): a receipt then reads nothing back from the
+    /// store. `None`: read the hashes.
+    pub path: Option<Vec<Hash>>,
 }
 
 /// Each record's [`Logged`] (`None` for one without a leaf), given where
@@ -68,6 +73,7 @@ pub fn logged_each(batch: &[Record], appended: Option<Appended>) -> Vec<Option<L
         root: a.root,
     };
     let mut next = a.first;
+    let mut paths = a.paths.into_iter();
     batch
         .iter()
         .map(|r| {
@@ -76,6 +82,7 @@ pub fn logged_each(batch: &[Record], appended: Option<Appended>) -> Vec<Option<L
                 Logged {
                     index: next - 1,
                     head,
+                    path: paths.next().flatten(),
                 }
             })
         })
@@ -275,7 +282,7 @@ impl<'a> Owner<'a> {
 }
 
 /// What one append did: the first new leaf's index and the tree after.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
     /// Index of the first leaf appended (the others follow in order).
     pub first: u64,
@@ -283,6 +290,19 @@ pub struct Appended {
     pub size: u64,
     /// Its root.
     pub root: Hash,
+    /// Each new leaf's inclusion path in the tree after, in order, for
+    /// the leaves whose record's answer carries one (a report's or a
+    /// file's receipt; `None` for a certificate, whose version 3 answer
+    /// reads its entry and a consistency proof anyway). The append holds
+    /// the tree's right edge in hand, so they cost a few hashes and no
+    /// more reads than the root did, and the receipt none at all.
+    pub paths: Vec<Option<Vec<Hash>>>,
+}
+
+/// Whether the leaf of the record named `key` gets its inclusion path
+/// from the append: a receipt's (report or file), not a certificate's.
+fn wants_path(key: &str) -> bool {
+    !key.starts_with("cert:")
 }
 
 /// The tree head as stored.
@@ -337,8 +357,8 @@ impl<E> From<TreeError> for AppendError<E> {
     }
 }
 
-/// The hashes an append stores, and the new root.
-type Made = (Vec<(NodeId, Hash)>, Hash);
+/// The hashes an append stores, the new root and the new leaves' paths.
+type Made = (Vec<(NodeId, Hash)>, Hash, Vec<Option<Vec<Hash>>>);
 
 /// One append over an engine's reads and writes: the same steps for both.
 fn append_with<E>(
@@ -353,14 +373,33 @@ fn append_with<E>(
             .map_err(AppendError::Engine)?
             .map_err(AppendError::Tree)
     })?;
-    let overlay: HashMap<NodeId, Hash> = made.iter().copied().collect();
+    let mut overlay: HashMap<NodeId, Hash> = made.iter().copied().collect();
     let new_size = size + leaves.len() as u64;
+    // What the root reads (the full subtrees left of the new leaves) is
+    // kept in the overlay: the paths below need the same hashes.
+    let mut read_for_root = Vec::new();
     let root = merkle::root(new_size, |ids: &[NodeId]| {
-        lookup(ids, &overlay, &mut read)
+        let hashes = lookup(ids, &overlay, &mut read)
             .map_err(AppendError::Engine)?
-            .map_err(AppendError::Tree)
+            .map_err(AppendError::Tree)?;
+        read_for_root = ids.iter().copied().zip(hashes.iter().copied()).collect();
+        Ok::<_, AppendError<E>>(hashes)
     })?;
-    Ok((made, root))
+    overlay.extend(read_for_root);
+    let mut paths = Vec::with_capacity(leaves.len());
+    for (i, (key, _)) in leaves.iter().enumerate() {
+        if !wants_path(key) {
+            paths.push(None);
+            continue;
+        }
+        let path = merkle::inclusion_proof(size + i as u64, new_size, |ids: &[NodeId]| {
+            lookup(ids, &overlay, &mut read)
+                .map_err(AppendError::Engine)?
+                .map_err(AppendError::Tree)
+        })?;
+        paths.push(Some(path));
+    }
+    Ok((made, root, paths))
 }
 
 /// Appends `leaves` in a SQLite transaction (which already holds the
@@ -376,7 +415,7 @@ pub(super) fn sqlite_append(
         .and_then(|mut s| s.query_row([], |r| r.get(0)))
         .map_err(AppendError::Engine)?;
     let size = size as u64;
-    let (made, root) = {
+    let (made, root, paths) = {
         let mut stmt = tx
             .prepare_cached("SELECT hash FROM tlog_nodes WHERE level = ?1 AND idx = ?2")
             .map_err(AppendError::Engine)?;
@@ -409,6 +448,7 @@ pub(super) fn sqlite_append(
         first: size,
         size: new_size,
         root,
+        paths,
     })
 }
 
@@ -427,7 +467,7 @@ pub(super) fn pg_append(
     let read_stmt = tx
         .prepare("SELECT hash FROM tlog_nodes WHERE level = $1 AND idx = $2")
         .map_err(engine)?;
-    let (made, root) = append_with(size, leaves, |id| {
+    let (made, root, paths) = append_with(size, leaves, |id| {
         let level = i16::from(id.level);
         let idx = id.index as i64;
         tx.query_opt(&read_stmt, &[&level, &idx])?
@@ -464,6 +504,7 @@ pub(super) fn pg_append(
         first: size,
         size: new_size,
         root,
+        paths,
     })
 }
 

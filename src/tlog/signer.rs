@@ -173,6 +173,24 @@ impl CheckpointSigner {
     }
 
     /// The C2SP tlog-proof of entry `index` in the tree of `size` leaves
+    /// with `root` whose inclusion `path` is already known (the commit that
+    /// appended the entry made it).
+    pub fn prove_path(
+        &self,
+        index: u64,
+        size: u64,
+        root: Hash,
+        path: Vec<Hash>,
+    ) -> Result<TlogProof, NoteError> {
+        let checkpoint = self.checkpoint(size, root)?;
+        Ok(TlogProof {
+            index,
+            path,
+            checkpoint,
+        })
+    }
+
+    /// The C2SP tlog-proof of entry `index` in the tree of `size` leaves
     /// with `root`, reading stored hashes with `fetch`.
     pub fn prove<E>(
         &self,

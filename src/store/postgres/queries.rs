@@ -525,8 +525,9 @@ impl Storage for PostgresStore {
                 if !leaves.is_empty() {
                     match crate::store::tlog::pg_append(tx, &leaves) {
                         Ok(a) => {
+                            let first = a.first;
                             appended.set(Some(a));
-                            set_log_indexes(tx, &w, &c, a.first)?;
+                            set_log_indexes(tx, &w, &c, first)?;
                         }
                         Err(AppendError::Engine(e)) => return Err(e),
                         Err(AppendError::Tree(e)) => {
@@ -551,7 +552,7 @@ impl Storage for PostgresStore {
             return Err(StoreError::Log(e));
         }
         match outcome {
-            None => Ok(appended.get()),
+            None => Ok(appended.take()),
             Some(refused) => Err(refused),
         }
     }
