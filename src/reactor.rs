@@ -569,11 +569,13 @@ impl Reactor {
             self.after_io(token);
             return;
         }
+        let want = conn.wanted();
         let read = conn.transport.read_in(
             &mut self.scratch,
             &self.limits,
             &mut self.budget,
             peer_closed,
+            want,
         );
         match read {
             Err(e) => self.refuse(token, e),
@@ -832,11 +834,13 @@ impl Reactor {
             }
             if let Some(conn) = self.conns.get_mut(&token) {
                 if conn.transport.take_paused() {
+                    let want = conn.wanted();
                     let read = conn.transport.read_in(
                         &mut self.scratch,
                         &self.limits,
                         &mut self.budget,
                         false,
+                        want,
                     );
                     if let Err(e) = read {
                         self.refuse(token, e);
@@ -898,9 +902,14 @@ impl Reactor {
         if conn.wait.is_none() && conn.transport.may_resume() {
             conn.transport.take_paused();
             let before = conn.transport.inbuf.len();
-            let read =
-                conn.transport
-                    .read_in(&mut self.scratch, &self.limits, &mut self.budget, false);
+            let want = conn.wanted();
+            let read = conn.transport.read_in(
+                &mut self.scratch,
+                &self.limits,
+                &mut self.budget,
+                false,
+                want,
+            );
             if let Err(e) = read {
                 self.refuse(token, e);
                 self.after_io(token);

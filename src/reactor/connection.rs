@@ -215,6 +215,14 @@ impl Connection {
         }
     }
 
+    /// How much its protocol part wants read now (`None`: all there is).
+    pub(super) fn wanted(&self) -> Option<usize> {
+        match &self.handler {
+            Handler::Frames(f) => f.wanted(self.transport.inbuf.len()),
+            Handler::Http(_) | Handler::Staff(_) => None,
+        }
+    }
+
     /// The upload whose staged chunks go when it closes, if any.
     pub(super) fn staged_upload(&self) -> Option<i64> {
         match &self.handler {

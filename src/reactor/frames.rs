@@ -51,6 +51,12 @@ impl Frames {
         (frames, out)
     }
 
+    /// How much to read now with `buffered` bytes in the buffer
+    /// ([`Decoder::wanted`]).
+    pub(super) fn wanted(&self, buffered: usize) -> Option<usize> {
+        self.decoder.wanted(buffered)
+    }
+
     /// Takes the next whole frame, if one is buffered, to the session.
     pub(super) fn next<S: Read + Write>(
         &mut self,

@@ -167,12 +167,19 @@ impl<S: Read + Write> Transport<S> {
     /// Unless the event announced the peer's FIN (`peer_closed`), which
     /// raises no new edge: then the socket is read to its end so that the
     /// close is seen now.
+    ///
+    /// `want` (the protocol part's [`crate::framing::Decoder::wanted`])
+    /// bounds what is read now, so that a large frame ends its buffer:
+    /// reading stops there as at the high-water mark, and resumes once the
+    /// handler has taken the frame. Not once the peer has closed: the
+    /// close is read now.
     pub(super) fn read_in(
         &mut self,
         scratch: &mut [u8],
         limits: &Limits,
         budget: &mut Budget,
         peer_closed: bool,
+        want: Option<usize>,
     ) -> Result<(), ConnectionError> {
         if self.closing || self.eof {
             self.discard_input(scratch);
@@ -180,7 +187,8 @@ impl<S: Read + Write> Transport<S> {
         }
         let before = self.inbuf.len();
         let max_bytes = limits.max_conn_bytes.saturating_add(self.extra_bytes);
-        let read = self.read_until_drained(scratch, max_bytes, peer_closed);
+        let want = if peer_closed { None } else { want };
+        let read = self.read_until_drained(scratch, max_bytes, peer_closed, want);
         let added = self.inbuf.len().saturating_sub(before);
         self.settle(budget);
         read?;
@@ -197,9 +205,14 @@ impl<S: Read + Write> Transport<S> {
         scratch: &mut [u8],
         max_bytes: u64,
         peer_closed: bool,
+        mut want: Option<usize>,
     ) -> Result<(), ConnectionError> {
         loop {
-            match self.stream.read(scratch) {
+            let room = want.map_or(scratch.len(), |w| w.min(scratch.len()));
+            let Some(into) = scratch.get_mut(..room) else {
+                return Ok(());
+            };
+            match self.stream.read(into) {
                 Ok(0) => {
                     self.eof = true;
                     return Ok(());
@@ -220,7 +233,16 @@ impl<S: Read + Write> Transport<S> {
                         self.paused = true;
                         return Ok(());
                     }
-                    if n < scratch.len() && !peer_closed {
+                    if let Some(w) = want {
+                        if n >= w {
+                            // What was wanted is here: the rest waits in
+                            // the socket, which raises no new edge for it.
+                            self.paused = true;
+                            return Ok(());
+                        }
+                        want = Some(w - n);
+                    }
+                    if n < room && !peer_closed {
                         return Ok(());
                     }
                 }
@@ -428,7 +450,7 @@ mod tests {
         let mut budget = Budget::new(1000);
         // A scratch buffer of 6 bytes: the first read fills it, so the
         // loop reads on; the second is short, so the socket is drained.
-        t.read_in(&mut [0u8; 6], &limits(), &mut budget, false)
+        t.read_in(&mut [0u8; 6], &limits(), &mut budget, false, None)
             .unwrap();
         assert_eq!(t.inbuf, b"hello world");
         assert_eq!(budget.used(), 11);
@@ -439,6 +461,32 @@ mod tests {
         assert_eq!(budget.used(), 5);
         t.release(&mut budget);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn reading_stops_where_the_protocol_part_wants_and_resumes_once_taken() {
+        let mut t = transport(vec![Step::Bytes(vec![9u8; 1000]); 4]);
+        let mut budget = Budget::new(usize::MAX);
+        let mut scratch = vec![0u8; 64];
+        let limits = Limits {
+            max_conn_bytes: u64::MAX,
+            max_buffered: usize::MAX,
+            ..Limits::default()
+        };
+        t.read_in(&mut scratch, &limits, &mut budget, false, Some(150))
+            .unwrap();
+        assert_eq!(t.inbuf.len(), 150, "no further than wanted");
+        assert!(t.may_resume(), "the rest is read after the handler's turn");
+        assert!(t.take_paused());
+        t.inbuf.clear();
+        t.settle(&mut budget);
+        t.read_in(&mut scratch, &limits, &mut budget, false, Some(4))
+            .unwrap();
+        assert_eq!(t.inbuf.len(), 4);
+        // The peer's close is read now, whatever is wanted.
+        t.read_in(&mut scratch, &limits, &mut budget, true, Some(1))
+            .unwrap();
+        assert!(t.inbuf.len() > 5);
     }
 
     #[test]
@@ -455,7 +503,7 @@ mod tests {
             ..Limits::default()
         };
         let mut scratch = vec![0u8; 65_536];
-        t.read_in(&mut scratch, &limits, &mut budget, false)
+        t.read_in(&mut scratch, &limits, &mut budget, false, None)
             .unwrap();
         assert!(t.inbuf.len() >= INPUT_HIGH_WATER);
         assert!(t.inbuf.len() < INPUT_HIGH_WATER + piece.len());
@@ -465,7 +513,7 @@ mod tests {
         assert!(t.may_resume());
         assert!(t.take_paused());
         let before = t.inbuf.len();
-        t.read_in(&mut scratch, &limits, &mut budget, false)
+        t.read_in(&mut scratch, &limits, &mut budget, false, None)
             .unwrap();
         assert!(t.inbuf.len() > before, "read on after resuming");
         assert!(t.inbuf.len() < INPUT_HIGH_WATER + piece.len());
@@ -475,13 +523,13 @@ mod tests {
     fn a_read_of_zero_is_the_peer_closing_and_a_reset_too() {
         let mut t = transport(vec![Step::Bytes(b"ab".to_vec()), Step::Eof]);
         let mut budget = Budget::new(1000);
-        t.read_in(&mut [0u8; 2], &limits(), &mut budget, true)
+        t.read_in(&mut [0u8; 2], &limits(), &mut budget, true, None)
             .unwrap();
         assert!(t.eof());
         assert_eq!(t.inbuf, b"ab");
 
         let mut t = transport(vec![Step::Reset]);
-        t.read_in(&mut [0u8; 8], &limits(), &mut budget, false)
+        t.read_in(&mut [0u8; 8], &limits(), &mut budget, false, None)
             .unwrap();
         assert!(t.eof());
     }
@@ -491,7 +539,7 @@ mod tests {
         let mut t = transport(vec![Step::Bytes(vec![7; 101])]);
         let mut budget = Budget::new(1000);
         let e = t
-            .read_in(&mut [0u8; 64], &limits(), &mut budget, false)
+            .read_in(&mut [0u8; 64], &limits(), &mut budget, false, None)
             .unwrap_err();
         assert!(matches!(e, ConnectionError::TooManyBytes { limit: 100 }));
         // What was buffered is still counted until released.
@@ -503,10 +551,10 @@ mod tests {
         let mut budget = Budget::new(10);
         let mut a = transport(vec![Step::Bytes(vec![1; 6])]);
         let mut b = transport(vec![Step::Bytes(vec![2; 6])]);
-        a.read_in(&mut [0u8; 64], &limits(), &mut budget, false)
+        a.read_in(&mut [0u8; 64], &limits(), &mut budget, false, None)
             .unwrap();
         let e = b
-            .read_in(&mut [0u8; 64], &limits(), &mut budget, false)
+            .read_in(&mut [0u8; 64], &limits(), &mut budget, false, None)
             .unwrap_err();
         assert!(matches!(
             e,
@@ -545,7 +593,7 @@ mod tests {
         let mut budget = Budget::new(1000);
         t.finish(&mut budget);
         assert!(!t.can_work());
-        t.read_in(&mut [0u8; 64], &limits(), &mut budget, false)
+        t.read_in(&mut [0u8; 64], &limits(), &mut budget, false, None)
             .unwrap();
         assert!(t.inbuf.is_empty());
         assert_eq!(budget.used(), 0);
