@@ -569,13 +569,11 @@ impl Reactor {
             self.after_io(token);
             return;
         }
-        let want = conn.wanted();
-        let read = conn.transport.read_in(
+        let read = conn.read_in(
             &mut self.scratch,
             &self.limits,
             &mut self.budget,
             peer_closed,
-            want,
         );
         match read {
             Err(e) => self.refuse(token, e),
@@ -834,14 +832,8 @@ impl Reactor {
             }
             if let Some(conn) = self.conns.get_mut(&token) {
                 if conn.transport.take_paused() {
-                    let want = conn.wanted();
-                    let read = conn.transport.read_in(
-                        &mut self.scratch,
-                        &self.limits,
-                        &mut self.budget,
-                        false,
-                        want,
-                    );
+                    let read =
+                        conn.read_in(&mut self.scratch, &self.limits, &mut self.budget, false);
                     if let Err(e) = read {
                         self.refuse(token, e);
                     }
@@ -902,14 +894,7 @@ impl Reactor {
         if conn.wait.is_none() && conn.transport.may_resume() {
             conn.transport.take_paused();
             let before = conn.transport.inbuf.len();
-            let want = conn.wanted();
-            let read = conn.transport.read_in(
-                &mut self.scratch,
-                &self.limits,
-                &mut self.budget,
-                false,
-                want,
-            );
+            let read = conn.read_in(&mut self.scratch, &self.limits, &mut self.budget, false);
             if let Err(e) = read {
                 self.refuse(token, e);
                 self.after_io(token);

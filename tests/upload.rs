@@ -328,19 +328,26 @@ fn a_5_mib_binary_file_is_stored_byte_for_byte_on_postgresql() -> TestResult {
     Ok(())
 }
 
-#[test]
-fn a_connection_cut_mid_upload_leaves_nothing_recorded_or_staged() -> TestResult {
-    let server = TestServer::start(&[])?;
-    let s = enroll(&server)?;
+/// An upload of eight chunks announced and three of them sent, on a
+/// connection the caller then cuts.
+fn three_chunks_of_eight_sent(server: &TestServer) -> Result<Raw, Box<dyn std::error::Error>> {
+    let s = enroll(server)?;
     let mut data = vec![0u8; 8 * CHUNK_MAX];
     openssl::rand::rand_bytes(&mut data)?;
-    let mut raw = offer(&server, &s)?;
+    let mut raw = offer(server, &s)?;
     let (ready, mut a) = raw.announce("cut.bin", &data)?;
     assert!(matches!(ready?, Message::UploadReady { .. }));
     for seq in 0..3 {
         let c = raw.chunk(&mut a, &data, seq)?;
         raw.conn.send(&c)?;
     }
+    Ok(raw)
+}
+
+#[test]
+fn a_connection_cut_mid_upload_leaves_nothing_recorded_or_staged() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let raw = three_chunks_of_eight_sent(&server)?;
     // Staged first (the cut must have something to remove), then cut.
     let mut store = sqlite(&server)?;
     let until = Instant::now() + Duration::from_secs(20);
@@ -946,16 +953,7 @@ fn on_sqlite_an_uploads_bytes_are_a_private_file_and_extract_byte_for_byte() -> 
 #[test]
 fn a_connection_cut_mid_upload_leaves_no_file() -> TestResult {
     let server = TestServer::start(&[])?;
-    let s = enroll(&server)?;
-    let mut data = vec![0u8; 8 * CHUNK_MAX];
-    openssl::rand::rand_bytes(&mut data)?;
-    let mut raw = offer(&server, &s)?;
-    let (ready, mut a) = raw.announce("cut.bin", &data)?;
-    assert!(matches!(ready?, Message::UploadReady { .. }));
-    for seq in 0..3 {
-        let c = raw.chunk(&mut a, &data, seq)?;
-        raw.conn.send(&c)?;
-    }
+    let raw = three_chunks_of_eight_sent(&server)?;
     let until = Instant::now() + Duration::from_secs(20);
     while !upload_files(&server)?.iter().any(|f| f.ends_with(".part")) {
         assert!(Instant::now() < until, "no part file was ever written");

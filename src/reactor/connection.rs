@@ -13,7 +13,7 @@ use super::frames::Frames;
 use super::http::{Http, HttpConnLimits, Staff};
 use super::listener::Serves;
 use super::offload::{OffDone, OffJob};
-use super::transport::Transport;
+use super::transport::{Budget, Transport};
 use super::Limits;
 use crate::ops::metrics::Metrics;
 use crate::ops::Ops;
@@ -215,12 +215,21 @@ impl Connection {
         }
     }
 
-    /// How much its protocol part wants read now (`None`: all there is).
-    pub(super) fn wanted(&self) -> Option<usize> {
-        match &self.handler {
+    /// Reads what its socket holds, as far as its protocol part wants
+    /// now ([`Transport::read_in`]).
+    pub(super) fn read_in(
+        &mut self,
+        scratch: &mut [u8],
+        limits: &Limits,
+        budget: &mut Budget,
+        peer_closed: bool,
+    ) -> Result<(), ConnectionError> {
+        let want = match &self.handler {
             Handler::Frames(f) => f.wanted(self.transport.inbuf.len()),
             Handler::Http(_) | Handler::Staff(_) => None,
-        }
+        };
+        self.transport
+            .read_in(scratch, limits, budget, peer_closed, want)
     }
 
     /// The upload whose staged chunks go when it closes, if any.
