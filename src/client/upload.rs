@@ -112,6 +112,20 @@ pub(super) fn open_v3(
     Ok((SessionKeys::derive_v3(&session, &th)?, th))
 }
 
+/// A send that failed mid-upload: Blackboard may have refused the upload
+/// and closed (a full disk, a chunk that does not verify) while chunks were
+/// still on their way, and the reset came back to the send. Its reason,
+/// already in the receive queue, says more than the reset does.
+fn refusal_or(conn: &mut FramedStream, failed: ClientError) -> ClientError {
+    if !matches!(failed, ClientError::Network { .. }) {
+        return failed;
+    }
+    match conn.recv() {
+        Err(refused @ ClientError::Refused { .. }) => refused,
+        _ => failed,
+    }
+}
+
 /// Hands `file` in for `assignment` on an open Blackboard connection and
 /// checks the signed receipt (signature, her SID and serial, this
 /// exchange, and the file's assignment, name, size and hash).
@@ -187,12 +201,14 @@ pub fn upload(
             seq,
             ciphertext,
             mac,
-        })?;
+        })
+        .map_err(|e| refusal_or(conn, e))?;
         seq += 1;
         sent += n as u64;
     }
     let mac = keys.done_mac_v3(&th, &announce, seq, &file.sha256)?;
-    conn.send(&Message::UploadDone { chunks: seq, mac })?;
+    conn.send(&Message::UploadDone { chunks: seq, mac })
+        .map_err(|e| refusal_or(conn, e))?;
     let (receipt_id, serial, signed_receipt) = match conn.recv()? {
         Message::SignedReceipt {
             receipt_id,
