@@ -677,6 +677,36 @@ pub fn get_request(target: &str) -> crate::ops::http::Request {
 
 /// A lab report record with this receipt id, for tests that only need some
 /// record to commit (the commit thread's, the batch rule's).
+/// An upload's records as a session stages them: its chunks of
+/// [`crate::store::MAX_CHUNK_ROW`] bytes, then its row.
+pub fn upload_file_records(receipt_id: u64, upload_id: i64, data: &[u8]) -> Vec<Record> {
+    let mut v: Vec<Record> = data
+        .chunks(crate::store::MAX_CHUNK_ROW)
+        .enumerate()
+        .map(|(i, c)| {
+            Record::Chunk(crate::store::ChunkRecord {
+                upload_id,
+                seq: i as u64,
+                data: c.to_vec(),
+            })
+        })
+        .collect();
+    v.push(Record::Upload(crate::store::UploadRecord {
+        receipt_id,
+        upload_id,
+        sid: "1155000001".into(),
+        serial: Serial::from_der_integer(&[0x0a]),
+        received_at: 1_700_000_000,
+        assignment: "lab".into(),
+        file_name: "a.bin".into(),
+        size: data.len() as u64,
+        sha256: openssl::sha::sha256(data),
+        chunks: data.len().div_ceil(crate::store::MAX_CHUNK_ROW) as u64,
+        late_seconds: 0,
+    }));
+    v
+}
+
 pub fn report_record(receipt_id: u64) -> Record {
     Record::Report(ReportRecord {
         receipt_id,

@@ -1011,7 +1011,7 @@ fn orphan_upload_files_are_removed_at_start_up() -> TestResult {
 /// files (kept as files there) into PostgreSQL's chunk rows, byte for byte.
 #[test]
 fn migrating_a_store_holding_files_to_postgresql_keeps_every_byte() -> TestResult {
-    use certboard::store::{ChunkRecord, Record, UploadRecord, MAX_CHUNK_ROW};
+    use certboard::store::MAX_CHUNK_ROW;
     let url = pg::Cluster::shared()
         .map_err(|e| e.to_string())?
         .fresh_db("migrate_files")
@@ -1022,30 +1022,7 @@ fn migrating_a_store_holding_files_to_postgresql_keeps_every_byte() -> TestResul
         .collect();
     {
         let mut s = SqliteStore::open(dir.path())?;
-        let mut batch: Vec<Record> = data
-            .chunks(MAX_CHUNK_ROW)
-            .enumerate()
-            .map(|(i, c)| {
-                Record::Chunk(ChunkRecord {
-                    upload_id: 31,
-                    seq: i as u64,
-                    data: c.to_vec(),
-                })
-            })
-            .collect();
-        batch.push(Record::Upload(UploadRecord {
-            receipt_id: 4,
-            upload_id: 31,
-            sid: SID.into(),
-            serial: certboard::store::Serial::parse_hex("0A")?,
-            received_at: 1_700_000_000,
-            assignment: "lab".into(),
-            file_name: "data.bin".into(),
-            size: data.len() as u64,
-            sha256: openssl::sha::sha256(&data),
-            chunks: 3,
-            late_seconds: 0,
-        }));
+        let batch = certboard::testing::upload_file_records(4, 31, &data);
         s.commit(&batch)?;
         assert!(dir.path().join("uploads/31").exists());
     }

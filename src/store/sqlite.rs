@@ -1949,40 +1949,7 @@ mod tests {
         Ok(())
     }
 
-    fn chunk(upload_id: i64, seq: u64, data: &[u8]) -> Record {
-        Record::Chunk(crate::store::ChunkRecord {
-            upload_id,
-            seq,
-            data: data.to_vec(),
-        })
-    }
-
-    fn upload(receipt_id: u64, upload_id: i64, data: &[u8]) -> Record {
-        Record::Upload(UploadRecord {
-            receipt_id,
-            upload_id,
-            sid: "1155000001".into(),
-            serial: sn("0A"),
-            received_at: 1_700_000_000,
-            assignment: "lab".into(),
-            file_name: "a.bin".into(),
-            size: data.len() as u64,
-            sha256: openssl::sha::sha256(data),
-            chunks: data.len().div_ceil(crate::store::MAX_CHUNK_ROW) as u64,
-            late_seconds: 0,
-        })
-    }
-
-    /// An upload's records: its chunks, then its row.
-    fn file(receipt_id: u64, upload_id: i64, data: &[u8]) -> Vec<Record> {
-        let mut v: Vec<Record> = data
-            .chunks(crate::store::MAX_CHUNK_ROW)
-            .enumerate()
-            .map(|(i, c)| chunk(upload_id, i as u64, c))
-            .collect();
-        v.push(upload(receipt_id, upload_id, data));
-        v
-    }
+    use crate::testing::upload_file_records as file;
 
     fn read_all(s: &mut SqliteStore, upload_id: i64) -> Result<Vec<u8>, StoreError> {
         let mut out = Vec::new();
