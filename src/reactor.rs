@@ -126,10 +126,18 @@ const WORK_PER_TURN: usize = 1;
 /// that sends one new frame waits behind at most this many pipelined
 /// units, not behind every connection's.
 const TURNS_PER_POLL: usize = 8;
-/// Turns served from the uploads' ready queue after each poll, whatever
-/// else waits: a frame that comes in meanwhile waits for this many chunks
-/// at most, and uploads always progress.
+/// Turns served from the uploads' ready queue after each poll while
+/// nothing else is under way: a frame that comes in meanwhile waits for
+/// this many chunks at most.
 const BULK_TURNS_PER_POLL: usize = 2;
+/// While other work is under way (a frame or request to handle, a
+/// certificate or receipt being committed), uploads get one turn per this
+/// at most: a chunk costs ~0.1-0.2 ms of the core (MAC, decryption, hash,
+/// then its write on the commit thread), and twenty uploads taking their
+/// turns made an honest enrollment wait 2.5-3x its time on an idle server
+/// (BENCHMARKS.md, "Uploads yield to other exchanges"). Uploads still get
+/// a chunk per gap, 32 MiB/s a reactor, however busy the rest.
+const BULK_GAP: Duration = Duration::from_millis(2);
 
 /// The single-threaded server loop.
 pub(crate) struct Reactor {
@@ -174,6 +182,14 @@ pub(crate) struct Reactor {
     workers: Option<WorkHandle>,
     /// The batch the writer is committing, with the connections awaiting it.
     in_flight: Option<(InFlight, Vec<Token>)>,
+    /// The batch in flight holds a record someone awaits an answer for.
+    answers_in_flight: bool,
+    /// While other work is under way, the uploads' next turn is not before
+    /// this ([`BULK_GAP`]).
+    next_bulk: Instant,
+    /// A poll's events of connections in the middle of an upload, handled
+    /// after the others' (kept to reuse its allocation).
+    upload_events: Vec<(Token, bool)>,
     /// The writer thread is gone: nothing can be recorded any more, so the
     /// reactor stops (with an error, for a supervisor to restart it).
     writer_lost: bool,
@@ -253,6 +269,9 @@ impl Reactor {
             commits: committer.handle(Arc::clone(&waker)),
             workers: workers.map(|w| w.handle(waker)),
             in_flight: None,
+            answers_in_flight: false,
+            next_bulk: Instant::now(),
+            upload_events: Vec::new(),
             writer_lost: false,
             id,
             signals,
@@ -344,9 +363,13 @@ impl Reactor {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
         loop {
-            // Buffered work waiting: look at the sockets, but do not sleep.
-            let timeout = if self.ready.is_empty() && self.ready_bulk.is_empty() {
-                let wake = self.held_until.map_or(next_sweep, |h| h.min(next_sweep));
+            // Buffered work waiting: look at the sockets, but do not sleep
+            // (uploads' work, until their next turn is due).
+            let mut wake = self.held_until.map_or(next_sweep, |h| h.min(next_sweep));
+            if !self.ready_bulk.is_empty() {
+                wake = wake.min(self.bulk_due());
+            }
+            let timeout = if self.ready.is_empty() {
                 wake.saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
@@ -357,8 +380,15 @@ impl Reactor {
                 }
                 return Err(e);
             }
+            // Uploads' reads come last: a frame of another exchange that
+            // came with them is handled first, not after twenty chunks'
+            // worth of reads.
+            let mut uploads = std::mem::take(&mut self.upload_events);
             for event in events.iter() {
                 match event.token() {
+                    token if self.is_upload(token) => {
+                        uploads.push((token, event.is_read_closed()));
+                    }
                     SIGNAL_TOKEN => {
                         if self.stop_requested() {
                             self.shutdown();
@@ -373,6 +403,10 @@ impl Reactor {
                     token => self.on_event(token, event.is_read_closed()),
                 }
             }
+            for (token, peer_closed) in uploads.drain(..) {
+                self.on_event(token, peer_closed);
+            }
+            self.upload_events = uploads;
             self.serve_ready();
             self.start_commit();
             if Instant::now() >= next_sweep {
@@ -597,7 +631,11 @@ impl Reactor {
     /// queues (round-robin), then [`BULK_TURNS_PER_POLL`] of the uploads';
     /// those with work left go to the back.
     fn serve_ready(&mut self) {
-        for from_bulk in turn_plan(self.ready.len(), self.ready_bulk.len()) {
+        let bulk_turns = match self.ready_bulk.is_empty() {
+            true => 0,
+            false => bulk_turns(self.others_under_way(), Instant::now(), &mut self.next_bulk),
+        };
+        for from_bulk in turn_plan(self.ready.len(), self.ready_bulk.len(), bulk_turns) {
             let queue = if from_bulk {
                 &mut self.ready_bulk
             } else {
@@ -612,6 +650,34 @@ impl Reactor {
             conn.queued = false;
             self.turn(token);
             self.after_io(token);
+        }
+    }
+
+    /// Whether `token` is a connection in the middle of an upload.
+    fn is_upload(&self, token: Token) -> bool {
+        self.conns
+            .get(&token)
+            .is_some_and(|c| c.staged_upload().is_some())
+    }
+
+    /// Whether work other than uploads' is under way: a connection's frame
+    /// or request waiting for its turn, or a record someone awaits the
+    /// answer for (a certificate, a receipt) waiting for or in a commit.
+    /// Not an exchange waiting for its peer: a client that sent a hello and
+    /// went quiet must not slow the uploads.
+    fn others_under_way(&self) -> bool {
+        !self.ready.is_empty()
+            || self.answers_in_flight
+            || self.pending.iter().any(|(_, r)| batch::awaits_answer(r))
+    }
+
+    /// When the uploads' next turn is due: now, unless other work is under
+    /// way ([`BULK_GAP`]).
+    fn bulk_due(&self) -> Instant {
+        if self.others_under_way() {
+            self.next_bulk
+        } else {
+            Instant::now()
         }
     }
 
@@ -737,6 +803,7 @@ impl Reactor {
             batch::take_batch(&mut self.pending, cap)
                 .into_iter()
                 .unzip();
+        self.answers_in_flight = records.iter().any(batch::awaits_answer);
         if self.pending.is_empty() {
             self.pending_since = None;
         }
@@ -760,6 +827,7 @@ impl Reactor {
             return;
         };
         if let Some((_, tokens)) = self.in_flight.take() {
+            self.answers_in_flight = false;
             self.release(tokens, outcome);
         }
         self.start_commit();
@@ -1030,12 +1098,26 @@ impl Reactor {
     }
 }
 
+/// How many uploads' turns this poll: [`BULK_TURNS_PER_POLL`], or while
+/// `others` (work other than uploads') are under way one per [`BULK_GAP`]
+/// (`next` is when the next is due, moved on when one is given).
+fn bulk_turns(others: bool, now: Instant, next: &mut Instant) -> usize {
+    if !others {
+        BULK_TURNS_PER_POLL
+    } else if now >= *next {
+        *next = now + BULK_GAP;
+        1
+    } else {
+        0
+    }
+}
+
 /// Which queue each turn after a poll comes from (`true`: the uploads'),
 /// given how many connections wait in each: the others first, at most
-/// [`TURNS_PER_POLL`], then at most [`BULK_TURNS_PER_POLL`] uploads.
-fn turn_plan(ready: usize, bulk: usize) -> impl Iterator<Item = bool> {
+/// [`TURNS_PER_POLL`], then at most `bulk_turns` uploads.
+fn turn_plan(ready: usize, bulk: usize, bulk_turns: usize) -> impl Iterator<Item = bool> {
     let first = ready.min(TURNS_PER_POLL);
-    let bulk = bulk.min(BULK_TURNS_PER_POLL);
+    let bulk = bulk.min(bulk_turns);
     (0..first + bulk).map(move |i| i >= first)
 }
 
@@ -1049,7 +1131,7 @@ mod tests {
 
     #[test]
     fn uploads_take_their_turns_after_the_others_and_always_some() {
-        let plan = |r, b| turn_plan(r, b).collect::<Vec<bool>>();
+        let plan = |r, b| turn_plan(r, b, BULK_TURNS_PER_POLL).collect::<Vec<bool>>();
         // Other connections first; uploads' turns follow, however many
         // other connections wait.
         assert_eq!(plan(1, 5), vec![false, true, true]);
@@ -1060,6 +1142,34 @@ mod tests {
         // Alone, uploads get their share of turns a poll, no more.
         assert_eq!(plan(0, 20), vec![true; BULK_TURNS_PER_POLL]);
         assert!(plan(0, 0).is_empty());
+        // Yielding to other work: one upload turn, or none.
+        assert_eq!(
+            turn_plan(2, 20, 1).collect::<Vec<_>>(),
+            vec![false, false, true]
+        );
+        assert_eq!(turn_plan(0, 20, 0).count(), 0);
+    }
+
+    #[test]
+    fn uploads_yield_to_other_work_one_turn_per_gap_never_none() {
+        let t0 = Instant::now();
+        let mut next = t0;
+        // Nothing else under way: the uploads' whole share, every poll.
+        assert_eq!(bulk_turns(false, t0, &mut next), BULK_TURNS_PER_POLL);
+        assert_eq!(bulk_turns(false, t0, &mut next), BULK_TURNS_PER_POLL);
+        assert_eq!(next, t0, "no gap owed");
+        // Another exchange's work under way: one turn, then none until
+        // the gap has passed, then one again.
+        assert_eq!(bulk_turns(true, t0, &mut next), 1);
+        assert_eq!(next, t0 + BULK_GAP);
+        assert_eq!(bulk_turns(true, t0 + BULK_GAP / 2, &mut next), 0);
+        assert_eq!(bulk_turns(true, t0 + BULK_GAP, &mut next), 1);
+        assert_eq!(next, t0 + 2 * BULK_GAP);
+        // Once it is done, the whole share at once.
+        assert_eq!(
+            bulk_turns(false, t0 + BULK_GAP, &mut next),
+            BULK_TURNS_PER_POLL
+        );
     }
 
     /// The reactor only builds the error; its code and whether it is the

@@ -27,13 +27,17 @@ pub(super) const CHUNK_BYTES_PER_BATCH: usize = 4 * CHUNK_MAX;
 /// an answer for (a certificate, a receipt): one chunk.
 pub(super) const CHUNK_BYTES_BESIDE_ANSWERS: usize = CHUNK_MAX;
 
+/// Whether someone waits for `record`'s answer (a certificate, a receipt):
+/// anything but an upload's chunk or discard.
+pub(super) fn awaits_answer(record: &Record) -> bool {
+    !matches!(record, Record::Chunk(_) | Record::DiscardUpload { .. })
+}
+
 /// The cap for the next batch out of `pending`: [`CHUNK_BYTES_PER_BATCH`],
 /// or [`CHUNK_BYTES_BESIDE_ANSWERS`] when a record other than a chunk or
 /// a discard waits (one is always admitted, see [`take_batch`]).
 pub(super) fn cap_for<T>(pending: &[(T, Record)]) -> usize {
-    let answers = pending
-        .iter()
-        .any(|(_, r)| !matches!(r, Record::Chunk(_) | Record::DiscardUpload { .. }));
+    let answers = pending.iter().any(|(_, r)| awaits_answer(r));
     if answers {
         CHUNK_BYTES_BESIDE_ANSWERS
     } else {
