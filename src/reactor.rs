@@ -803,12 +803,15 @@ impl Reactor {
             batch::take_batch(&mut self.pending, cap)
                 .into_iter()
                 .unzip();
-        self.answers_in_flight = records.iter().any(batch::awaits_answer);
+        let answers = records.iter().any(batch::awaits_answer);
         if self.pending.is_empty() {
             self.pending_since = None;
         }
         match self.commits.submit(records) {
-            Ok(flight) => self.in_flight = Some((flight, tokens)),
+            Ok(flight) => {
+                self.in_flight = Some((flight, tokens));
+                self.answers_in_flight = answers;
+            }
             Err(e) => {
                 error!("commit of {} record(s) failed: {e}", tokens.len());
                 let outcomes = tokens
