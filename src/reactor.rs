@@ -15,11 +15,13 @@
 //! waits in the ready queue, served round-robin, [`TURNS_PER_POLL`] turns
 //! after each poll, so no client that pipelines can hold the loop.
 //! Connections in the middle of an upload have a queue of their own,
-//! served second and [`BULK_TURNS_PER_POLL`] turns at a time, their input
-//! never handled as it is read: a chunk costs a MAC, a decryption and a
-//! hash, and 20 of them must not stand between an enrollment and its next
-//! frame. They still have their turns after every poll: a bounded share,
-//! not a wait for the others to be done.
+//! served second, their input never handled as it is read, and their
+//! events looked at after the others': a chunk costs a MAC, a decryption
+//! and a hash, and 20 of them must not stand between an enrollment and its
+//! next frame. They have [`BULK_TURNS_PER_POLL`] turns after each poll, or
+//! while other work is under way at most one per [`BULK_GAP`], and never
+//! less than one per gap: a bounded share, not a wait for the others to be
+//! done.
 //!
 //! Acknowledgments that promise durability (a certificate, a receipt) are
 //! held back: the records made ready in a turn of the loop go to the
@@ -135,8 +137,10 @@ const BULK_TURNS_PER_POLL: usize = 2;
 /// at most: a chunk costs ~0.1-0.2 ms of the core (MAC, decryption, hash,
 /// then its write on the commit thread), and twenty uploads taking their
 /// turns made an honest enrollment wait 2.5-3x its time on an idle server
-/// (BENCHMARKS.md, "Uploads yield to other exchanges"). Uploads still get
-/// a chunk per gap, 32 MiB/s a reactor, however busy the rest.
+/// (BENCHMARKS.md, "Uploads yield to other exchanges"). A ceiling on their
+/// turns, not a promised rate: a loop turn longer than the gap, or a
+/// commit per chunk while an answer is awaited, gives them fewer; but
+/// they are never left without a turn.
 const BULK_GAP: Duration = Duration::from_millis(2);
 
 /// The single-threaded server loop.
@@ -153,7 +157,7 @@ pub(crate) struct Reactor {
     /// after every poll, in order.
     ready: VecDeque<Token>,
     /// The same for connections in the middle of an upload, served after
-    /// `ready`, [`BULK_TURNS_PER_POLL`] a poll.
+    /// `ready` ([`bulk_turns`]).
     ready_bulk: VecDeque<Token>,
     shared: Shared,
     limits: Limits,
@@ -386,7 +390,7 @@ impl Reactor {
             let mut uploads = std::mem::take(&mut self.upload_events);
             for event in events.iter() {
                 match event.token() {
-                    token if self.is_upload(token) => {
+                    token if self.uploading(token) => {
                         uploads.push((token, event.is_read_closed()));
                     }
                     SIGNAL_TOKEN => {
@@ -455,6 +459,7 @@ impl Reactor {
         }
         loop {
             if let Some((flight, tokens)) = self.in_flight.take() {
+                self.answers_in_flight = false;
                 let outcome = flight.wait();
                 self.release(tokens, outcome);
             }
@@ -628,8 +633,8 @@ impl Reactor {
     }
 
     /// Serves one turn to each of the next few connections of the ready
-    /// queues (round-robin), then [`BULK_TURNS_PER_POLL`] of the uploads';
-    /// those with work left go to the back.
+    /// queues (round-robin), then to as many of the uploads' as
+    /// [`bulk_turns`] allows; those with work left go to the back.
     fn serve_ready(&mut self) {
         let bulk_turns = match self.ready_bulk.is_empty() {
             true => 0,
@@ -641,23 +646,25 @@ impl Reactor {
             } else {
                 &mut self.ready
             };
-            let Some(token) = queue.pop_front() else {
+            // Connections closed since they were queued do not use up a
+            // turn (an upload's may be the only one for a gap).
+            let mut next = None;
+            while let Some(t) = queue.pop_front() {
+                if self.conns.contains_key(&t) {
+                    next = Some(t);
+                    break;
+                }
+            }
+            let Some(token) = next else {
                 continue;
             };
             let Some(conn) = self.conns.get_mut(&token) else {
-                continue; // closed since
+                continue;
             };
             conn.queued = false;
             self.turn(token);
             self.after_io(token);
         }
-    }
-
-    /// Whether `token` is a connection in the middle of an upload.
-    fn is_upload(&self, token: Token) -> bool {
-        self.conns
-            .get(&token)
-            .is_some_and(|c| c.staged_upload().is_some())
     }
 
     /// Whether work other than uploads' is under way: a connection's frame
