@@ -143,6 +143,17 @@ const BULK_TURNS_PER_POLL: usize = 2;
 /// they are never left without a turn.
 const BULK_GAP: Duration = Duration::from_millis(2);
 
+/// The batch the writer is committing.
+#[derive(Debug)]
+struct Flight {
+    batch: InFlight,
+    /// The connection awaiting each of its records, in order.
+    tokens: Vec<Token>,
+    /// It holds a record someone awaits an answer for (a certificate, a
+    /// receipt): other work is under way until it is answered.
+    answers: bool,
+}
+
 /// The single-threaded server loop.
 pub(crate) struct Reactor {
     poll: Poll,
@@ -184,10 +195,8 @@ pub(crate) struct Reactor {
     commits: CommitHandle,
     /// The worker pool, when the server has one (legacy mode).
     workers: Option<WorkHandle>,
-    /// The batch the writer is committing, with the connections awaiting it.
-    in_flight: Option<(InFlight, Vec<Token>)>,
-    /// The batch in flight holds a record someone awaits an answer for.
-    answers_in_flight: bool,
+    /// The batch the writer is committing.
+    in_flight: Option<Flight>,
     /// While other work is under way, the uploads' next turn is not before
     /// this ([`BULK_GAP`]).
     next_bulk: Instant,
@@ -273,7 +282,6 @@ impl Reactor {
             commits: committer.handle(Arc::clone(&waker)),
             workers: workers.map(|w| w.handle(waker)),
             in_flight: None,
-            answers_in_flight: false,
             next_bulk: Instant::now(),
             upload_events: Vec::new(),
             writer_lost: false,
@@ -450,7 +458,7 @@ impl Reactor {
 
     fn shutdown(&mut self) {
         // Anything already computed is committed and sent before leaving.
-        let waiting = self.pending.len() + self.in_flight.as_ref().map_or(0, |(_, t)| t.len());
+        let waiting = self.pending.len() + self.in_flight.as_ref().map_or(0, |f| f.tokens.len());
         if waiting > 0 {
             info!(
                 "reactor {}: waiting for {waiting} record(s) to be committed",
@@ -458,10 +466,9 @@ impl Reactor {
             );
         }
         loop {
-            if let Some((flight, tokens)) = self.in_flight.take() {
-                self.answers_in_flight = false;
-                let outcome = flight.wait();
-                self.release(tokens, outcome);
+            if let Some(f) = self.in_flight.take() {
+                let outcome = f.batch.wait();
+                self.release(f.tokens, outcome);
             }
             self.commit_now();
             if self.in_flight.is_none() {
@@ -648,20 +655,18 @@ impl Reactor {
             };
             // Connections closed since they were queued do not use up a
             // turn (an upload's may be the only one for a gap).
-            let mut next = None;
-            while let Some(t) = queue.pop_front() {
-                if self.conns.contains_key(&t) {
-                    next = Some(t);
-                    break;
+            let next = loop {
+                let Some(t) = queue.pop_front() else {
+                    break None;
+                };
+                if let Some(conn) = self.conns.get_mut(&t) {
+                    conn.queued = false;
+                    break Some(t);
                 }
-            }
+            };
             let Some(token) = next else {
                 continue;
             };
-            let Some(conn) = self.conns.get_mut(&token) else {
-                continue;
-            };
-            conn.queued = false;
             self.turn(token);
             self.after_io(token);
         }
@@ -674,7 +679,7 @@ impl Reactor {
     /// went quiet must not slow the uploads.
     fn others_under_way(&self) -> bool {
         !self.ready.is_empty()
-            || self.answers_in_flight
+            || self.in_flight.as_ref().is_some_and(|f| f.answers)
             || self.pending.iter().any(|(_, r)| batch::awaits_answer(r))
     }
 
@@ -816,8 +821,11 @@ impl Reactor {
         }
         match self.commits.submit(records) {
             Ok(flight) => {
-                self.in_flight = Some((flight, tokens));
-                self.answers_in_flight = answers;
+                self.in_flight = Some(Flight {
+                    batch: flight,
+                    tokens,
+                    answers,
+                });
             }
             Err(e) => {
                 error!("commit of {} record(s) failed: {e}", tokens.len());
@@ -833,12 +841,11 @@ impl Reactor {
     /// Takes the writer's answer for the batch in flight, if it has come,
     /// and sends the next batch.
     fn collect_commit(&mut self) {
-        let Some(outcome) = self.in_flight.as_ref().and_then(|(f, _)| f.poll()) else {
+        let Some(outcome) = self.in_flight.as_ref().and_then(|f| f.batch.poll()) else {
             return;
         };
-        if let Some((_, tokens)) = self.in_flight.take() {
-            self.answers_in_flight = false;
-            self.release(tokens, outcome);
+        if let Some(f) = self.in_flight.take() {
+            self.release(f.tokens, outcome);
         }
         self.start_commit();
     }
