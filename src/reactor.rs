@@ -1057,13 +1057,11 @@ impl Reactor {
             let Some(c) = self.conns.get(&token) else {
                 continue; // closed since
             };
-            if matches!(c.wait, Some(Wait::Commit { .. })) {
-                // Waiting on the disk, not on the peer: look again later.
-                self.deadlines.push(Reverse((now + SWEEP_EVERY, token)));
-            } else if let Some(expiry) = c.transport.expired(now, &self.limits) {
+            if let Some(expiry) = c.expired(now, &self.limits) {
                 expired.push((token, expiry));
             } else {
-                // Never before the next sweep, so this loop ends.
+                // Never before the next sweep, so this loop ends (one
+                // waiting on the server is looked at again then).
                 let next = c.transport.deadline(&self.limits).max(now + SWEEP_EVERY);
                 self.deadlines.push(Reverse((next, token)));
             }

@@ -5,7 +5,7 @@
 //! handler for the next unit of work, and carries out what comes back.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
@@ -151,7 +151,7 @@ impl Connection {
             ),
         };
         let conn = Connection {
-            transport: Transport::new(stream, std::time::Instant::now()),
+            transport: Transport::new(stream, Instant::now()),
             handler,
             peer,
             listener,
@@ -161,6 +161,21 @@ impl Connection {
             expected: None,
         };
         (conn, out)
+    }
+
+    /// Which of its time limits it has reached at `now`, if any; none
+    /// while it waits on the server rather than on its peer: its record's
+    /// commit, or its turn in a ready queue. Under load the uploads' turns
+    /// come at most one per gap, so a peer whose chunks all sit in the
+    /// buffer and the socket may wait longer than the idle timeout for the
+    /// server to take the next: the server's pace, never the peer's fault.
+    /// The timers count again from its next frame taken (the idle timer)
+    /// or chunk (the exchange deadline of an upload).
+    pub(super) fn expired(&self, now: Instant, limits: &Limits) -> Option<Expiry> {
+        if self.queued || matches!(self.wait, Some(Wait::Commit { .. })) {
+            return None;
+        }
+        self.transport.expired(now, limits)
     }
 
     /// Whether it may handle input now: waiting for nothing, not closing,
@@ -267,5 +282,59 @@ impl Connection {
                 ..Output::default()
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::SharedBuilder;
+
+    /// Its time limits do not run out while it waits on the server (its
+    /// turn in a ready queue, its record's commit), and run as before once
+    /// it waits on its peer again.
+    #[test]
+    fn no_time_limit_runs_out_while_it_waits_on_the_server(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let _peer = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let (stream, from) = listener.accept()?;
+        stream.set_nonblocking(true)?;
+        let shared = SharedBuilder::new().build()?;
+        let limits = Limits {
+            idle_timeout: Duration::from_secs(10),
+            exchange_deadline: Duration::from_secs(30),
+            ..Limits::default()
+        };
+        let (mut conn, _) = Connection::start(
+            TcpStream::from_std(stream),
+            Serves::Http,
+            from.to_string(),
+            0,
+            &shared,
+            &limits,
+            HttpStart {
+                limits: HttpConnLimits::default(),
+                staff: &None,
+            },
+        );
+        let idle = Instant::now() + Duration::from_secs(11);
+        let past_deadline = Instant::now() + Duration::from_secs(31);
+        assert_eq!(conn.expired(idle, &limits), Some(Expiry::Idle));
+
+        conn.queued = true;
+        assert_eq!(conn.expired(idle, &limits), None);
+        assert_eq!(conn.expired(past_deadline, &limits), None);
+        conn.queued = false;
+        conn.wait = Some(Wait::Commit {
+            held: Vec::new(),
+            close_after: false,
+        });
+        assert_eq!(conn.expired(past_deadline, &limits), None);
+
+        conn.wait = None;
+        assert_eq!(conn.expired(idle, &limits), Some(Expiry::Idle));
+        assert_eq!(conn.expired(past_deadline, &limits), Some(Expiry::Deadline));
+        Ok(())
     }
 }
