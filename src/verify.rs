@@ -599,4 +599,132 @@ mod tests {
         assert!(basic_constraints_ca(b"\x30\x03garbage").is_err());
         Ok(())
     }
+
+    /// A Blackboard certificate for the dNSNames `names`, serverAuth, valid
+    /// from a minute ago for 30 days, issued by `issuer`.
+    fn server_leaf(names: &[&str], issuer: Issuer<'_>) -> Result<Vec<u8>, ErrorStack> {
+        use openssl::x509::extension::{
+            AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage,
+            SubjectAlternativeName,
+        };
+        let key = p256_key()?;
+        let p = CertParams::student("blackboard");
+        let mut subject = openssl::x509::X509Name::builder()?;
+        subject.append_entry_by_nid(openssl::nid::Nid::COMMONNAME, "blackboard")?;
+        let subject = subject.build();
+        let mut b = X509Builder::new()?;
+        b.set_version(2)?;
+        let serial = openssl::bn::BigNum::from_u32(7)?.to_asn1_integer()?;
+        b.set_serial_number(&serial)?;
+        b.set_subject_name(&subject)?;
+        b.set_issuer_name(issuer.cert.subject_name())?;
+        b.set_pubkey(&key)?;
+        b.set_not_before(openssl::asn1::Asn1Time::from_unix(p.not_before)?.as_ref())?;
+        b.set_not_after(openssl::asn1::Asn1Time::from_unix(p.not_after)?.as_ref())?;
+        b.append_extension(BasicConstraints::new().critical().build()?)?;
+        b.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
+        b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
+        let mut san = SubjectAlternativeName::new();
+        for n in names {
+            san.dns(n);
+        }
+        b.append_extension(san.build(&b.x509v3_context(Some(issuer.cert), None))?)?;
+        let aki = AuthorityKeyIdentifier::new()
+            .keyid(true)
+            .build(&b.x509v3_context(Some(issuer.cert), None))?;
+        b.append_extension(aki)?;
+        b.sign(issuer.key, MessageDigest::sha256())?;
+        b.build().to_der()
+    }
+
+    /// PROTOCOL.md 4.3.2's name rules: ASCII case ignored, a wildcard
+    /// stands for one whole left-most label (never part of one, never
+    /// across dots, never right under a one-label suffix), the CN never
+    /// consulted.
+    #[test]
+    fn blackboard_names_match_as_the_spec_says() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let ca = CaParams::default().create(dir.path())?;
+        let root = ca.cert();
+        let check = |names: &[&str], name: &str| -> Result<bool, Box<dyn std::error::Error>> {
+            let leaf = server_leaf(names, Issuer::ca(&ca))?;
+            match verify_blackboard(root, &[leaf], Some(name), None) {
+                Ok(_) => Ok(true),
+                Err(BlackboardCertError::WrongName { expected }) => {
+                    assert_eq!(expected, name);
+                    Ok(false)
+                }
+                Err(e) => Err(e.into()),
+            }
+        };
+        assert!(check(&["bb.course.example"], "bb.course.example")?);
+        assert!(check(&["bb.course.example"], "BB.Course.EXAMPLE")?);
+        assert!(check(&["BB.COURSE.EXAMPLE"], "bb.course.example")?);
+        assert!(!check(&["bb.course.example"], "bb.course.example.org")?);
+        assert!(!check(&["bb.course.example"], "course.example")?);
+        // Several names: any one of them.
+        assert!(check(&["other.example", "bb.course.example"], "bb.course.example")?);
+        // Wildcards: one whole left-most label.
+        assert!(check(&["*.course.example"], "bb.course.example")?);
+        assert!(check(&["*.course.example"], "BB.course.example")?);
+        assert!(!check(&["*.course.example"], "a.bb.course.example")?);
+        assert!(!check(&["*.course.example"], "course.example")?);
+        assert!(!check(&["b*.course.example"], "bb.course.example")?);
+        assert!(!check(&["*b.course.example"], "bb.course.example")?);
+        assert!(!check(&["*.example"], "course.example")?);
+        // The CN ("blackboard") is never consulted.
+        assert!(!check(&["other.example"], "blackboard")?);
+        Ok(())
+    }
+
+    /// OpenSSL's `X509_V_ERR_CERT_NOT_YET_VALID` and `_HAS_EXPIRED`.
+    const CERT_NOT_YET_VALID: i32 = 9;
+    const CERT_HAS_EXPIRED: i32 = 10;
+
+    /// The pinned root's own validity period is checked at the same time
+    /// as the rest of the path (now, or a receipt's `received_at`).
+    #[test]
+    fn a_root_outside_its_validity_period_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let now = crate::time::now_unix();
+        let key = rsa_key()?;
+        let root = CertParams {
+            not_before: now - 10 * 86_400,
+            not_after: now - 86_400,
+            ..CertParams::authority("expired root")
+        }
+        .self_signed(&key)?;
+        let leaf = server_leaf(
+            &["bb.course.example"],
+            Issuer {
+                cert: &root,
+                key: &key,
+            },
+        )?;
+        let name = Some("bb.course.example");
+        match verify_blackboard(&root, std::slice::from_ref(&leaf), name, None) {
+            Err(BlackboardCertError::Path { code, .. }) => {
+                assert_eq!(code, CERT_HAS_EXPIRED)
+            }
+            other => panic!("an expired root must be refused: {other:?}"),
+        }
+        // Back when the root was valid, the leaf was not yet: refused too.
+        let then = Some(now - 5 * 86_400);
+        match verify_blackboard(&root, std::slice::from_ref(&leaf), name, then) {
+            Err(BlackboardCertError::Path { code, .. }) => {
+                assert_eq!(code, CERT_NOT_YET_VALID)
+            }
+            other => panic!("a leaf not yet valid must be refused: {other:?}"),
+        }
+        // A root valid now passes with the same kind of leaf.
+        let good = CertParams::authority("good root").self_signed(&key)?;
+        let leaf = server_leaf(
+            &["bb.course.example"],
+            Issuer {
+                cert: &good,
+                key: &key,
+            },
+        )?;
+        assert!(verify_blackboard(&good, &[leaf], name, None).is_ok());
+        Ok(())
+    }
 }
