@@ -778,6 +778,21 @@ impl Server {
                 "version 2 reports go to {} (server assignment edit lab ... changes it live)",
                 crate::assignment::describe(&lab, zone.as_deref())
             );
+            // A restart flag is given again at every start, so a close time
+            // in the past is not refused (the server would no longer start
+            // after the deadline), but never taken silently either.
+            if cfg.window.close.is_some() {
+                let now = crate::time::now_unix();
+                if let Err(closed) = crate::assignment::decide(&lab, None, zone.as_deref(), now) {
+                    if !matches!(closed, crate::assignment::Refused::NotYetOpen { .. }) {
+                        warn!(
+                            "--submissions-close is in the past: every report to {} is refused \
+                             ({closed}); extensions still apply",
+                            lab.id
+                        );
+                    }
+                }
+            }
         }
         let opened = match (early_ca, new_root_pass) {
             (Some(ca), _) => Some(ca),

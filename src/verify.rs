@@ -663,7 +663,10 @@ mod tests {
         assert!(!check(&["bb.course.example"], "bb.course.example.org")?);
         assert!(!check(&["bb.course.example"], "course.example")?);
         // Several names: any one of them.
-        assert!(check(&["other.example", "bb.course.example"], "bb.course.example")?);
+        assert!(check(
+            &["other.example", "bb.course.example"],
+            "bb.course.example"
+        )?);
         // Wildcards: one whole left-most label.
         assert!(check(&["*.course.example"], "bb.course.example")?);
         assert!(check(&["*.course.example"], "BB.course.example")?);

@@ -222,6 +222,12 @@ fn a_whole_course() -> TestResult {
     // After the deadline: refused, nothing recorded; enrolling still works.
     let dir = server.crash()?;
     let server = TestServer::start_in(dir, &["--submissions-close", "2000-01-01T08:00:00+08:00"])?;
+    // Taken, since it is given again at every start, but not silently.
+    assert!(
+        server.wait_log("--submissions-close is in the past", 10),
+        "{}",
+        server.log()
+    );
     let out = server.client(&["1155000002"])?;
     failed_with(&out, "submissions closed at 2000-01-01T00:00:00Z");
     let out = server.admin(&["reports", "--format", "json"])?;

@@ -194,7 +194,9 @@ struct RunArgs {
     #[arg(long, value_name = "TIME", value_parser = rfc3339_arg)]
     submissions_open: Option<i64>,
     /// Blackboard refuses reports from this time on (RFC 3339); nothing
-    /// late is recorded.
+    /// late is recorded. It becomes the default assignment `lab`'s due
+    /// time at every start; a time already past is taken (a restart after
+    /// the deadline still starts) with a warning in the log.
     #[arg(long, value_name = "TIME", value_parser = rfc3339_arg)]
     submissions_close: Option<i64>,
     /// Enrollment code guesses are counted over a sliding window of this
