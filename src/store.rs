@@ -562,10 +562,7 @@ fn staged_match(u: &UploadRecord, count: i64, bytes: i64) -> Result<(), StoreErr
 pub fn is_storage_full(e: &StoreError) -> bool {
     match e {
         StoreError::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
-        StoreError::Postgres(e) => {
-            e.to_string().contains("could not extend file")
-                || e.to_string().contains("No space left on device")
-        }
+        StoreError::Postgres(e) => e.is_disk_full(),
         // An uploaded file's write or fsync (SQLite engine).
         StoreError::Io { source, .. } => {
             let full = [rustix::io::Errno::NOSPC, rustix::io::Errno::DQUOT];

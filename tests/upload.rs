@@ -473,36 +473,35 @@ fn hostile_file_names_are_refused_at_the_announcement() -> TestResult {
     nothing_left(&mut sqlite(&server)?)
 }
 
-#[test]
-fn a_full_store_refuses_with_storage_full_and_keeps_what_it_acknowledged() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let how = Launch {
-        // 1 MiB of 4 KiB pages: room for the server and a small file.
-        wrapper: vec!["env".into(), "CERTBOARD_SQLITE_MAX_PAGES=256".into()],
-        ..Launch::default()
-    };
-    let server = TestServer::launch(dir, &[], &how)?;
-    let s = enroll(&server)?;
+/// A small file handed in, then a 3 MiB one refused as "storage is full";
+/// then the refused upload's staged chunks go, and only the small file is
+/// left, byte for byte, in `store` (opened by `open`).
+fn full_store_refuses_the_second_file<S: Storage>(
+    server: &TestServer,
+    open: impl Fn() -> Result<S, Box<dyn std::error::Error>>,
+) -> TestResult {
+    let s = enroll(server)?;
     let tmp = tempfile::tempdir()?;
     let small = random_file(tmp.path(), "small.bin", 10_000)?;
     let first = send(
-        &server,
+        server,
         &s,
         &client::prepare_file(&tmp.path().join("small.bin"))?,
     )?;
     random_file(tmp.path(), "big.bin", 3 << 20)?;
     match send(
-        &server,
+        server,
         &s,
         &client::prepare_file(&tmp.path().join("big.bin"))?,
     ) {
         Err(ClientError::Refused { code, reason }) => {
             assert_eq!(code, ErrorCode::Internal, "{reason}");
             assert!(reason.contains("storage is full"), "{reason}");
+            assert!(reason.contains("nothing was acknowledged"), "{reason}");
         }
         other => panic!("expected the storage-full refusal, got {other:?}"),
     }
-    let mut store = sqlite(&server)?;
+    let mut store = open()?;
     let until = Instant::now() + Duration::from_secs(20);
     while store.staged_chunks()? != 0 {
         assert!(Instant::now() < until, "the refused upload's chunks stay");
@@ -512,6 +511,48 @@ fn a_full_store_refuses_with_storage_full_and_keeps_what_it_acknowledged() -> Te
     assert_eq!(uploads.len(), 1, "only the acknowledged upload");
     assert!(read_back(&mut store, first.receipt_id)? == small);
     Ok(())
+}
+
+#[test]
+fn a_full_store_refuses_with_storage_full_and_keeps_what_it_acknowledged() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let how = Launch {
+        // 1 MiB of 4 KiB pages: room for the server and a small file.
+        wrapper: vec!["env".into(), "CERTBOARD_SQLITE_MAX_PAGES=256".into()],
+        ..Launch::default()
+    };
+    let server = TestServer::launch(dir, &[], &how)?;
+    full_store_refuses_the_second_file(&server, || Ok(sqlite(&server)?))
+}
+
+/// PostgreSQL says a full disk by SQLSTATE 53100 (`disk_full`), whatever
+/// the words of its message (they follow the server's `lc_messages`): a
+/// trigger raises exactly that, with other words, for every chunk after
+/// the first of an upload.
+#[test]
+fn a_full_postgresql_refuses_with_storage_full_and_keeps_what_it_acknowledged() -> TestResult {
+    let cluster = pg::Cluster::shared().map_err(|e| e.to_string())?;
+    let url = cluster.fresh_db("full").map_err(|e| e.to_string())?;
+    let server = TestServer::start(&["--database", &url])?;
+    let db = url
+        .rsplit('/')
+        .next()
+        .and_then(|t| t.split('?').next())
+        .ok_or("no database in the url")?;
+    cluster
+        .client(db)
+        .map_err(|e| e.to_string())?
+        .batch_execute(
+            "CREATE FUNCTION simulated_full() RETURNS trigger AS $$ BEGIN
+                 IF NEW.seq >= 1 THEN
+                     RAISE EXCEPTION 'simulated: the volume has no room' USING ERRCODE = 'disk_full';
+                 END IF;
+                 RETURN NEW;
+             END $$ LANGUAGE plpgsql;
+             CREATE TRIGGER simulated_full BEFORE INSERT ON upload_chunks
+                 FOR EACH ROW EXECUTE FUNCTION simulated_full();",
+        )?;
+    full_store_refuses_the_second_file(&server, || Ok(PostgresStore::open(&url)?))
 }
 
 #[test]

@@ -48,6 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openssl::error::ErrorStack;
+use postgres::error::SqlState;
 
 use super::StoreError;
 use connection::Backoff;
@@ -143,6 +144,21 @@ pub enum PgError {
         /// The server's or the client library's error.
         source: postgres::Error,
     },
+}
+
+impl PgError {
+    /// Whether the server said its disk is full: SQLSTATE 53100
+    /// (`disk_full`, which PostgreSQL also gives a file it cannot extend
+    /// for lack of space), not its words, which follow its `lc_messages`.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            PgError::Statement { source, .. }
+            | PgError::LoginRefused { source, .. }
+            | PgError::NoDatabase { source, .. }
+            | PgError::Tls { source, .. } => source.code() == Some(&SqlState::DISK_FULL),
+            PgError::BadUrl(_) | PgError::TlsSetup { .. } => false,
+        }
+    }
 }
 
 impl fmt::Display for PgError {
