@@ -19,7 +19,7 @@
 //! Who calls what:
 //!
 //! - Writes come in batches: the reactors hand the records made ready in a
-//!   turn of their loop to the commit thread ([`crate::commit`]), which
+//!   turn of their loop to the commit thread ([`crate::reactor::commit`]), which
 //!   commits what it has in one transaction ([`Storage::commit`]); only
 //!   then are the acknowledgments sent (group commit), so no
 //!   acknowledgment ever outruns its record and no client pays for a whole

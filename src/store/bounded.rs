@@ -20,7 +20,7 @@
 //! [`Storage::commit`] that times out is reported with
 //! [`super::Unavailable::outcome_unknown`] set, since it may still commit.
 //! Nothing else here writes on the loop: the server's writes go through
-//! the commit thread ([`crate::commit`]), which has its own connection and
+//! the commit thread ([`crate::reactor::commit`]), which has its own connection and
 //! may wait.
 
 use std::sync::atomic::{AtomicBool, Ordering};
