@@ -1,3 +1,4 @@
+# Run with FSEXP_DIR on the disk under test (the output beside it: /work on this VM).
 # Does writing uploads with O_DIRECT keep a small concurrent fsync (an
 # enrollment's WAL commit) from waiting behind the uploads' data?
 # mode: buffered (write, fsync at completion) | direct (O_DIRECT writes into
