@@ -1011,7 +1011,7 @@ fn the_census_counts_what_is_current_at_the_time_given<E: Engine>() -> TestResul
 /// commit order, and the stored head is the root of those leaves; a batch
 /// refused (a duplicate serial) leaves the log as it was.
 fn every_record_has_its_leaf_and_the_head_is_their_root<E: Engine>() -> TestResult {
-    use certboard::tlog::{merkle, Leaf};
+    use certboard::tlog::{merkle, Leaf, NodeId};
     let e = E::fresh("log")?;
     let mut s = e.open()?;
     assert_eq!(s.log_head()?.size, 0);
@@ -1031,13 +1031,10 @@ fn every_record_has_its_leaf_and_the_head_is_their_root<E: Engine>() -> TestResu
     );
     assert!(matches!(&leaves[1], Leaf::Cert { serial, .. } if serial == "0B"));
     assert!(matches!(&leaves[2], Leaf::Submission { receipt_id: 7, serial, .. } if serial == "0A"));
-    let root = merkle::root(head.size, |ids: &[certboard::tlog::NodeId]| {
-        s.log_nodes(ids)
-    })?;
+    let root = merkle::root(head.size, |ids: &[NodeId]| s.log_nodes(ids))?;
     assert_eq!(root, head.root);
     for index in 0..3 {
-        let proof =
-            merkle::inclusion_proof(index, 3, |ids: &[certboard::tlog::NodeId]| s.log_nodes(ids))?;
+        let proof = merkle::inclusion_proof(index, 3, |ids: &[NodeId]| s.log_nodes(ids))?;
         assert!(merkle::verify_inclusion(
             &merkle::leaf_hash(&entries[index as usize]),
             index,
@@ -1047,6 +1044,17 @@ fn every_record_has_its_leaf_and_the_head_is_their_root<E: Engine>() -> TestResu
         ));
     }
     assert!(s.log_entries(2, 4).is_err());
+    // An entry and nodes read together are what each read gives alone.
+    let ids = [NodeId { level: 0, index: 0 }, NodeId { level: 1, index: 0 }];
+    let (entry, nodes) = s.log_entry_and_nodes(2, &ids)?;
+    assert_eq!(entry, entries[2]);
+    assert_eq!(nodes, s.log_nodes(&ids)?);
+    assert!(s.log_entry_and_nodes(3, &ids).is_err(), "no entry 3");
+    assert!(
+        s.log_entry_and_nodes(0, &[NodeId { level: 5, index: 0 }])
+            .is_err(),
+        "no such node"
+    );
     Ok(())
 }
 
@@ -1297,11 +1305,23 @@ fn uploads_become_visible_only_when_complete<E: Engine>() -> TestResult {
 fn staff_accounts_sessions_and_audit<E: Engine>() -> TestResult {
     let e = E::fresh("staff_accounts")?;
     let mut s = e.open()?;
+    assert!(s.staff_accounts()?.is_empty());
     s.add_staff("ta1", "$argon2id$x", 100)?;
     assert!(matches!(
         s.add_staff("ta1", "$argon2id$y", 101),
         Err(StoreError::Duplicate(_))
     ));
+    s.add_staff("prof", "$argon2id$z", 90)?;
+    let accounts: Vec<(String, i64)> = s
+        .staff_accounts()?
+        .into_iter()
+        .map(|a| (a.name, a.created_at))
+        .collect();
+    assert_eq!(
+        accounts,
+        vec![("prof".to_string(), 90), ("ta1".to_string(), 100)],
+        "every account, by name, the refused duplicate not among them"
+    );
     assert_eq!(s.staff_password("ta1")?.as_deref(), Some("$argon2id$x"));
     assert_eq!(s.staff_password("nobody")?, None);
     let session = StaffSession {
@@ -1320,6 +1340,8 @@ fn staff_accounts_sessions_and_audit<E: Engine>() -> TestResult {
     s.start_staff_session(&session)?;
     assert!(s.remove_staff("ta1")?);
     assert!(!s.remove_staff("ta1")?);
+    let names: Vec<String> = s.staff_accounts()?.into_iter().map(|a| a.name).collect();
+    assert_eq!(names, vec!["prof".to_string()]);
     assert_eq!(
         e.open()?.staff_session("h1", 150)?,
         None,
