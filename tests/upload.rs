@@ -409,6 +409,28 @@ fn a_reordered_chunk_is_refused_with_code_2_and_nothing_recorded() -> TestResult
     nothing_left(&mut sqlite(&server)?)
 }
 
+/// A chunk sent twice, byte for byte (a replay within the session): the
+/// second is refused as out of sequence, and nothing is recorded.
+#[test]
+fn a_repeated_chunk_is_refused_with_code_2_and_nothing_recorded() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let data = vec![7u8; 3 * CHUNK_MAX];
+    let mut raw = offer(&server, &s)?;
+    let (ready, mut a) = raw.announce("twice.bin", &data)?;
+    ready?;
+    let zero = raw.chunk(&mut a, &data, 0)?;
+    raw.conn.send(&zero)?;
+    raw.conn.send(&zero)?;
+    let (code, reason) = refusal(&mut raw)?;
+    assert_eq!(code, ErrorCode::UnexpectedMessage, "{reason}");
+    assert!(
+        reason.contains("chunk 0 refused: chunk 1 was expected"),
+        "{reason}"
+    );
+    nothing_left(&mut sqlite(&server)?)
+}
+
 #[test]
 fn a_dropped_chunk_is_refused_with_code_2_and_nothing_recorded() -> TestResult {
     let server = TestServer::start(&[])?;
