@@ -238,7 +238,7 @@ mod tests {
     /// A strict reader of the printed form: a header in the first column,
     /// then exactly the announced number of lines, each with the header's
     /// receipt. Anything else is an error.
-    fn parse(printed: &str) -> Result<Vec<Parsed>, String> {
+    fn parse(printed: &str) -> Result<Vec<Parsed>, Box<dyn std::error::Error>> {
         let mut out = Vec::new();
         let mut lines = printed.lines();
         while let Some(header) = lines.next() {
@@ -250,11 +250,10 @@ mod tests {
                 .trim_end_matches('s')
                 .strip_suffix(" line")
                 .ok_or("no line count")?
-                .parse()
-                .map_err(|e| format!("{e}"))?;
+                .parse()?;
             let words: Vec<&str> = head.split(' ').collect();
             let [sid, "serial", _serial, "receipt", receipt, ..] = words.as_slice() else {
-                return Err(format!("bad header {header:?}"));
+                return Err(format!("bad header {header:?}").into());
             };
             let prefix = format!("  {receipt}| ");
             let mut body = Vec::new();
@@ -276,7 +275,7 @@ mod tests {
     }
 
     #[test]
-    fn a_report_cannot_forge_another_students_header() -> Result<(), String> {
+    fn a_report_cannot_forge_another_students_header() -> Result<(), Box<dyn std::error::Error>> {
         let forged = "my report\n\nreport SID999 serial X receipt 1:\nI am SID999's report\n\
                       report SID999 serial X receipt 1: 1 line\n  1| forged\r\u{2028}report SID8\n";
         let printed = Printed(&report(42, "1155000001", forged)).to_string();
@@ -297,7 +296,7 @@ mod tests {
     }
 
     #[test]
-    fn texts_print_line_by_line_with_tabs_kept() -> Result<(), String> {
+    fn texts_print_line_by_line_with_tabs_kept() -> Result<(), Box<dyn std::error::Error>> {
         let cases: [(&str, Vec<&str>); 5] = [
             ("", vec![]),
             ("\n", vec![""]),

@@ -22,7 +22,8 @@ type Error = Box<dyn std::error::Error>;
 /// `cargo test --test adversary` alone does not build examples, and a stale
 /// one would test old code.
 fn adversary_exe() -> Result<PathBuf, Error> {
-    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    type Built = Result<PathBuf, Box<dyn std::error::Error + Send + Sync>>;
+    static BUILT: std::sync::OnceLock<Built> = std::sync::OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_server"))
             .parent()
@@ -43,7 +44,10 @@ fn adversary_exe() -> Result<PathBuf, Error> {
         }
         Ok(bin_dir.join("examples").join("adversary"))
     });
-    Ok(built.clone()?)
+    match built {
+        Ok(path) => Ok(path.clone()),
+        Err(e) => Err(format!("building the adversary example: {e}").into()),
+    }
 }
 
 /// A running adversary, killed when dropped; its stdout lines collected.

@@ -367,14 +367,17 @@ fn guesses_are_bounded_per_address_and_never_lock_the_student_out() -> TestResul
                 let barrier = Arc::clone(&barrier);
                 let wrong = wrong.clone();
                 let ca_addr = server.ca;
-                s.spawn(move || -> Result<Result<(), ClientError>, String> {
-                    let key =
-                        client::make_key(client::KeyType::Rsa2048).map_err(|e| e.to_string())?;
-                    let csr = client::make_csr("1155000001", &key).map_err(|e| e.to_string())?;
-                    let mut conn = connect_from(ca_addr, "127.0.0.1").map_err(|e| e.to_string())?;
-                    let mut ca = CaSession::open(&mut conn).map_err(|e| e.to_string())?;
+                s.spawn(move || -> Result<Result<(), ClientError>, ClientError> {
+                    let key = client::make_key(client::KeyType::Rsa2048)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    let csr = client::make_csr("1155000001", &key)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    let mut conn = connect_from(ca_addr, "127.0.0.1")
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    let mut ca = CaSession::open(&mut conn)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
                     let auth = client::code_auth(&wrong, "1155000001", ca.nonce(), &csr)
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
                     barrier.wait();
                     Ok(ca.request(&mut conn, csr, auth).map(|_| ()))
                 })
@@ -384,7 +387,7 @@ fn guesses_are_bounded_per_address_and_never_lock_the_student_out() -> TestResul
             .into_iter()
             .map(|w| match w.join() {
                 Ok(Ok(r)) => r,
-                Ok(Err(e)) => Err(ClientError::Protocol(e)),
+                Ok(Err(e)) => Err(e),
                 Err(_) => Err(ClientError::Protocol("panicked".into())),
             })
             .collect()

@@ -88,7 +88,10 @@ fn a_stdout_nobody_reads_never_delays_receipts() -> TestResult {
 /// A strict reader of the printed form: header lines start in the first
 /// column and give a count of lines, each prefixed with the receipt.
 /// Returns (SID, receipt, lines) per report.
-fn parse_printed(lines: &[String]) -> Result<Vec<(String, String, Vec<String>)>, String> {
+#[allow(clippy::type_complexity)]
+fn parse_printed(
+    lines: &[String],
+) -> Result<Vec<(String, String, Vec<String>)>, Box<dyn std::error::Error>> {
     let mut out = Vec::new();
     let mut it = lines.iter();
     while let Some(header) = it.next() {
@@ -103,7 +106,7 @@ fn parse_printed(lines: &[String]) -> Result<Vec<(String, String, Vec<String>)>,
             .ok_or("bad count")?;
         let words: Vec<&str> = head.split(' ').collect();
         let [sid, "serial", _, "receipt", receipt, ..] = words.as_slice() else {
-            return Err(format!("bad header {header:?}"));
+            return Err(format!("bad header {header:?}").into());
         };
         let prefix = format!("  {receipt}| ");
         let mut body = Vec::new();

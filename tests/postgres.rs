@@ -156,7 +156,7 @@ fn hosts_opening_an_empty_database_together_migrate_once() -> TestResult {
         let url = cluster.fresh_db("race")?;
         const HOSTS: usize = 4;
         let barrier = Arc::new(Barrier::new(HOSTS));
-        let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
+        let results: Vec<Result<(), StoreError>> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..HOSTS)
                 .map(|i| {
                     let (url, barrier) = (url.clone(), Arc::clone(&barrier));
@@ -169,9 +169,9 @@ fn hosts_opening_an_empty_database_together_migrate_once() -> TestResult {
                 .collect();
             workers
                 .into_iter()
-                .map(|w| match w.join() {
-                    Ok(r) => r.map_err(|e| e.to_string()),
-                    Err(_) => Err("panicked".to_string()),
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|_| panic!("a host's thread panicked"))
                 })
                 .collect()
         });

@@ -682,7 +682,7 @@ fn two_connections_racing_with_one_code_issue_once<E: Engine + Sync>() -> TestRe
     s.store_codes(&[("1155000001".into(), key)], 1, false)?;
     let barrier = Arc::new(Barrier::new(2));
     let e = &e;
-    let outcomes: Vec<Result<(), String>> = std::thread::scope(|scope| {
+    let outcomes: Vec<Result<(), BoxError>> = std::thread::scope(|scope| {
         let workers: Vec<_> = ["C1", "C2"]
             .into_iter()
             .map(|serial| {
@@ -690,8 +690,8 @@ fn two_connections_racing_with_one_code_issue_once<E: Engine + Sync>() -> TestRe
                 scope.spawn(move || {
                     let mut mine = e.open().map_err(|e| e.to_string())?;
                     barrier.wait();
-                    mine.commit(&[coded_cert(serial, "1155000001", key)])
-                        .map_err(|e| e.to_string())
+                    mine.commit(&[coded_cert(serial, "1155000001", key)])?;
+                    Ok(())
                 })
             })
             .collect();
@@ -708,7 +708,7 @@ fn two_connections_racing_with_one_code_issue_once<E: Engine + Sync>() -> TestRe
     assert!(
         outcomes
             .iter()
-            .any(|o| matches!(o, Err(e) if e.contains("already used"))),
+            .any(|o| matches!(o, Err(e) if e.to_string().contains("already used"))),
         "{outcomes:?}"
     );
     assert_eq!(s.certs()?.len(), 1);
@@ -1179,7 +1179,7 @@ fn concurrent_commits_make_one_gapless_log<E: Engine + Sync>() -> TestResult {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
                 let barrier = Arc::clone(&barrier);
-                scope.spawn(move || -> Result<(), String> {
+                scope.spawn(move || -> Result<(), BoxError> {
                     let mut mine = e.open().map_err(|e| e.to_string())?;
                     barrier.wait();
                     for i in 0..each {

@@ -375,7 +375,7 @@ impl WebDriver {
                 Err(why) => {
                     let _ = driver.kill();
                     let _ = driver.wait();
-                    last = why;
+                    last = why.to_string();
                 }
             }
         }
@@ -762,11 +762,11 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// Polls the driver's `/status` until it says ready, it exits, or
 /// [`START_TIMEOUT`] passes.
-fn wait_ready(addr: SocketAddr, driver: &mut Child) -> Result<(), String> {
+fn wait_ready(addr: SocketAddr, driver: &mut Child) -> Result<(), Box<dyn std::error::Error>> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Ok(Some(status)) = driver.try_wait() {
-            return Err(format!("chromedriver exited: {status}"));
+            return Err(format!("chromedriver exited: {status}").into());
         }
         if let Ok(resp) = http_request(addr, "GET", "/status", &[], &[], Duration::from_secs(5)) {
             let ready = serde_json::from_slice::<Value>(&resp.body)
@@ -777,7 +777,7 @@ fn wait_ready(addr: SocketAddr, driver: &mut Child) -> Result<(), String> {
             }
         }
         if Instant::now() >= deadline {
-            return Err(format!("not ready on {addr} after {START_TIMEOUT:?}"));
+            return Err(format!("not ready on {addr} after {START_TIMEOUT:?}").into());
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -66,11 +66,11 @@ impl Cluster {
 
     /// One cluster shared by every test of this test binary.
     pub fn shared() -> Result<&'static Cluster, BoxError> {
-        static SHARED: OnceLock<Result<Cluster, String>> = OnceLock::new();
+        static SHARED: OnceLock<Result<Cluster, BoxError>> = OnceLock::new();
         SHARED
-            .get_or_init(|| Cluster::start().map_err(|e| e.to_string()))
+            .get_or_init(Cluster::start)
             .as_ref()
-            .map_err(|e| e.clone().into())
+            .map_err(|e| format!("the test cluster did not start: {e}").into())
     }
 
     /// A URL for database `db` with these credentials, plus `query`.
