@@ -762,21 +762,15 @@ impl ConnectionError {
             ConnectionError::Overloaded { .. }
             | ConnectionError::TooManyConnections
             | ConnectionError::OutOfDescriptors
-            | ConnectionError::WorkersBusy { .. }
-            | ConnectionError::Commit(StoreError::Unavailable(_)) => 503,
-            ConnectionError::Commit(
-                StoreError::Io { .. }
-                | StoreError::Sqlite(_)
-                | StoreError::Incompatible(_)
-                | StoreError::Duplicate(_)
-                | StoreError::Postgres(_)
-                | StoreError::NotFound(_)
-                | StoreError::CodeUsed { .. }
-                | StoreError::RenewedRevoked { .. }
-                | StoreError::TooManyGuesses { .. }
-                | StoreError::Log(_),
-            )
-            | ConnectionError::NoWorkers
+            | ConnectionError::WorkersBusy { .. } => 503,
+            ConnectionError::Commit(e) => match commit_refusal(e) {
+                CommitRefusal::Unavailable => 503,
+                CommitRefusal::CodeUsed { .. }
+                | CommitRefusal::RenewedRevoked { .. }
+                | CommitRefusal::TooManyGuesses(_)
+                | CommitRefusal::Failed => 500,
+            },
+            ConnectionError::NoWorkers
             | ConnectionError::CommitOutcomeUnknown
             | ConnectionError::WriterLost => 500,
         }

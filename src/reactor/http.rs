@@ -122,13 +122,7 @@ impl Http {
 
     /// A 408 when part of a request had arrived; else close quietly.
     pub(super) fn on_expiry<S>(&self, expiry: Expiry, t: &Transport<S>) -> Option<Refused> {
-        let mid_request = !t.inbuf.is_empty() || self.continue_sent;
-        mid_request.then(|| {
-            refused(
-                408,
-                format!("{expiry} reached before the request was complete"),
-            )
-        })
+        timed_out(expiry, t, self.continue_sent)
     }
 }
 
@@ -269,13 +263,7 @@ impl Staff {
 
     /// A 408 when part of a request had arrived; else close quietly.
     pub(super) fn on_expiry<S>(&self, expiry: Expiry, t: &Transport<S>) -> Option<Refused> {
-        let mid_request = !t.inbuf.is_empty() || self.continue_sent;
-        mid_request.then(|| {
-            refused(
-                408,
-                format!("{expiry} reached before the request was complete"),
-            )
-        })
+        timed_out(expiry, t, self.continue_sent)
     }
 }
 
@@ -301,6 +289,18 @@ fn bad_request<S>(
     metrics.refused(refusal_label(e.status()));
     e.response().encode(Method::Get, &mut t.outbuf);
     Work::Finish
+}
+
+/// A 408 when part of a request had arrived (or its body was invited by
+/// `100 Continue`); else nothing, and the connection closes quietly.
+fn timed_out<S>(expiry: Expiry, t: &Transport<S>, continue_sent: bool) -> Option<Refused> {
+    let mid_request = !t.inbuf.is_empty() || continue_sent;
+    mid_request.then(|| {
+        refused(
+            408,
+            format!("{expiry} reached before the request was complete"),
+        )
+    })
 }
 
 fn refused(status: u16, reason: String) -> Refused {
