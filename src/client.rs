@@ -357,6 +357,42 @@ impl From<ErrorStack> for ClientError {
     }
 }
 
+/// Which of the course's two servers answered, named when a refusal is
+/// about that server rather than about her.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    Ca,
+    Blackboard,
+}
+
+impl fmt::Display for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Server::Ca => "the CA",
+            Server::Blackboard => "Blackboard",
+        })
+    }
+}
+
+/// Code 19 said so that she can act on it: whose database, that nothing
+/// was recorded, and to try again shortly; the server's own words follow.
+/// Every other error is left as it is.
+fn store_unavailable(server: Server) -> impl FnOnce(ClientError) -> ClientError {
+    move |e| match e {
+        ClientError::Refused {
+            code: ErrorCode::StoreUnavailable,
+            reason,
+        } => ClientError::Refused {
+            code: ErrorCode::StoreUnavailable,
+            reason: format!(
+                "{server}'s database is unavailable; nothing was recorded; try again in a \
+                 minute (the server said: {reason})"
+            ),
+        },
+        other => other,
+    }
+}
+
 fn io_ctx(what: impl Into<String>) -> impl FnOnce(io::Error) -> ClientError {
     let what = what.into();
     move |source| ClientError::Io { what, source }
@@ -517,7 +553,8 @@ fn credentials(
             // if the enrollment fails, so a refusal leaves nothing behind.
             let made_dir = !files.dir.exists();
             files::private_dir(&files.dir)?;
-            let enrolled = enroll_student(opts, sid, &files, current, progress);
+            let enrolled = enroll_student(opts, sid, &files, current, progress)
+                .map_err(store_unavailable(Server::Ca));
             if enrolled.is_err() && made_dir {
                 let _ = fs::remove_dir(&files.dir);
             }
@@ -611,7 +648,8 @@ pub fn submit_file(
         &file,
         &trust,
         progress,
-    )?;
+    )
+    .map_err(store_unavailable(Server::Blackboard))?;
     let saved = files::save_receipt(&c.files, &receipt, progress)?;
     remember_checkpoint(opts, &receipt, progress)?;
     Ok((receipt, file, saved))
@@ -649,7 +687,8 @@ pub fn status(
     };
     let mut conn = FramedStream::connect(&opts.blackboard, opts.timeout)?;
     conn.admit(opts.admission_secret.as_deref())?;
-    let body = status::ask_status(&mut conn, sid, &cert_der, &key, &trust, progress)?;
+    let body = status::ask_status(&mut conn, sid, &cert_der, &key, &trust, progress)
+        .map_err(store_unavailable(Server::Blackboard))?;
     let mut held = Vec::new();
     let mut unreadable = Vec::new();
     for path in files.receipt_files() {
@@ -866,7 +905,8 @@ pub fn run_student(
         trust: &trust,
         send_report: &mut send_report,
     };
-    let submitted = submission::submit_unless(&mut conn, sid, &cert_der, &key, step, progress);
+    let submitted = submission::submit_unless(&mut conn, sid, &cert_der, &key, step, progress)
+        .map_err(store_unavailable(Server::Blackboard));
     if let (Some((path, content)), Ok(_)) = (&accepted, &submitted) {
         if held_back {
             progress(&format!(
@@ -950,6 +990,37 @@ pub fn run_student(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Code 19 names the server whose database is down, says nothing was
+    /// recorded and when to try again, and keeps the server's words;
+    /// other refusals are left alone.
+    #[test]
+    fn a_store_unavailable_refusal_says_whose_and_what_to_do() {
+        let said = || ClientError::Refused {
+            code: ErrorCode::StoreUnavailable,
+            reason: "store unavailable: nothing was acknowledged".into(),
+        };
+        let shown = store_unavailable(Server::Blackboard)(said()).to_string();
+        assert_eq!(
+            shown,
+            "refused by the server: Blackboard's database is unavailable; nothing was \
+             recorded; try again in a minute (the server said: store unavailable: nothing was \
+             acknowledged)"
+        );
+        let shown = store_unavailable(Server::Ca)(said()).to_string();
+        assert!(
+            shown.contains("the CA's database is unavailable; nothing was recorded"),
+            "{shown}"
+        );
+        let other = ClientError::Refused {
+            code: ErrorCode::Internal,
+            reason: "internal error: issuance".into(),
+        };
+        assert_eq!(
+            store_unavailable(Server::Ca)(other).to_string(),
+            "refused by the server: internal error: issuance"
+        );
+    }
 
     #[test]
     fn a_bad_sid_is_refused_before_any_work() {

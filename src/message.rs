@@ -139,6 +139,11 @@ pub enum ErrorCode {
     /// one): it may neither renew nor submit; the student enrolls with her
     /// code.
     Unvouched = 18,
+    /// The server's database is down, restarting or not answering: nothing
+    /// was recorded, and the same request may succeed in a moment. Clients
+    /// from before this code read it as [`ErrorCode::Internal`] (any
+    /// unknown code is), and its reason says the same in words.
+    StoreUnavailable = 19,
 }
 
 impl ErrorCode {
@@ -161,6 +166,7 @@ impl ErrorCode {
             16 => ErrorCode::RenewalRefused,
             17 => ErrorCode::SubmissionsClosed,
             18 => ErrorCode::Unvouched,
+            19 => ErrorCode::StoreUnavailable,
             _ => ErrorCode::Internal,
         }
     }
@@ -1360,11 +1366,21 @@ mod tests {
 
     #[test]
     fn every_error_code_survives_the_wire() {
-        for v in 1..=17u16 {
+        for v in 1..=19u16 {
             let code = ErrorCode::from_u16(v);
             // 8 is Internal, and so is anything unknown.
             assert_eq!(code as u16, v);
+            let wire = Message::error(code, "r").encode();
+            assert_eq!(
+                Message::decode(&wire),
+                Ok(Message::Error {
+                    code,
+                    reason: "r".into()
+                })
+            );
         }
+        // A code from a later server is read as 8, as PROTOCOL.md asks.
+        assert_eq!(ErrorCode::from_u16(20), ErrorCode::Internal);
     }
 
     /// Version 3's values outside their sets make the message invalid:

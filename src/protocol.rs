@@ -544,6 +544,9 @@ impl ProtocolError {
                 warn!("{peer}: report from SID {sid} refused: {}", source.logged())
             }
             ProtocolError::Internal(e) => warn!("{peer}: {}", e.logged()),
+            ProtocolError::StoreUnavailable(e) => {
+                warn!("{peer}: refused, try later: {}", e.logged())
+            }
             ProtocolError::Upload { sid, source } => {
                 warn!("{peer}: version 3 exchange of SID {sid:?} refused: {source}")
             }

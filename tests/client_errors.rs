@@ -2,8 +2,9 @@
 //! (issue 12): a timeout and how long it waited, a peer that is not
 //! certboard, the CA and Blackboard ports swapped, a closed stdout
 //! (`client ... | head -1`), no empty student folder after a failed first
-//! enrollment; and the server's startup log names the absolute keys and
-//! data paths and what the store holds.
+//! enrollment, a server whose database is unavailable (code 19); and the
+//! server's startup log names the absolute keys and data paths and what
+//! the store holds.
 
 mod common;
 
@@ -352,5 +353,35 @@ fn a_challenge_of_another_version_is_refused_before_anything_is_sent() -> TestRe
         &["--timeout", "5", "1155000001"],
     )?;
     failed_saying(&out, "the CA answered with protocol version 4");
+    Ok(())
+}
+
+/// Code 19: a CA whose database is unavailable refuses her first message
+/// (it reads the roster's state); the client says whose database, that
+/// nothing was recorded and to try again, and leaves no student folder.
+#[test]
+fn a_store_unavailable_refusal_says_whose_database_and_to_try_again() -> TestResult {
+    let payload = certboard::message::Message::error(
+        certboard::message::ErrorCode::StoreUnavailable,
+        "store unavailable: nothing was acknowledged (the server's database is not answering, \
+         so nothing was recorded); try again in a minute",
+    )
+    .encode();
+    let mut frame = (payload.len() as i32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    let answer: &'static [u8] = Box::leak(frame.into_boxed_slice());
+    let peer = FakePeer::start(Some(answer))?;
+    let dir = tempfile::tempdir()?;
+    let out = client(
+        dir.path(),
+        peer.addr,
+        peer.addr,
+        &["--timeout", "5", "1155000001"],
+    )?;
+    failed_saying(
+        &out,
+        "the CA's database is unavailable; nothing was recorded; try again in a minute",
+    );
+    assert!(!dir.path().join("students/1155000001").exists());
     Ok(())
 }

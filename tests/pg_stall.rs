@@ -189,9 +189,9 @@ fn served(web: SocketAddr, cert: &X509, root: &X509) -> Result<bool, Box<dyn std
 /// database answers.
 const ATTEMPTS: usize = 50;
 
-/// `step`, tried again while it is refused as "store unavailable" (a read
-/// that missed the loop's bound on a loaded machine, or a commit refused
-/// behind a slow one), at most [`ATTEMPTS`] times.
+/// `step`, tried again while it is refused with code 19, the store
+/// unavailable (a read that missed the loop's bound on a loaded machine,
+/// or a commit refused behind a slow one), at most [`ATTEMPTS`] times.
 fn eventually<T>(
     mut step: impl FnMut() -> Result<T, ClientError>,
 ) -> Result<T, Box<dyn std::error::Error>> {
@@ -199,7 +199,7 @@ fn eventually<T>(
     for _ in 0..ATTEMPTS {
         match step() {
             Ok(v) => return Ok(v),
-            Err(e) if refusal(&e).is_some_and(|(_, r)| r.contains("store unavailable")) => {
+            Err(e) if refusal(&e).is_some_and(|(c, _)| c == ErrorCode::StoreUnavailable) => {
                 last = Some(e);
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -293,8 +293,9 @@ fn stop_and_continue(cluster: &Cluster, server: &TestServer) -> TestResult {
     let t = Instant::now();
     let err = enroll_key(server.ca, "1155000002", &other).err();
     assert!(
-        matches!(err.as_ref().and_then(refusal), Some((ErrorCode::Internal, r))
-            if r.contains("store unavailable: nothing was acknowledged")),
+        matches!(err.as_ref().and_then(refusal), Some((ErrorCode::StoreUnavailable, r))
+            if r.contains("store unavailable: nothing was acknowledged")
+                && r.contains("try again")),
         "{err:?}"
     );
     assert!(
@@ -306,8 +307,9 @@ fn stop_and_continue(cluster: &Cluster, server: &TestServer) -> TestResult {
     let t = Instant::now();
     let err = submit_report(server.blackboard, &trust, "1155000001", &der, &key).err();
     assert!(
-        matches!(err.as_ref().and_then(refusal), Some((ErrorCode::Internal, r))
-            if r.contains("store unavailable: nothing was acknowledged")),
+        matches!(err.as_ref().and_then(refusal), Some((ErrorCode::StoreUnavailable, r))
+            if r.contains("store unavailable: nothing was acknowledged")
+                && r.contains("try again")),
         "{err:?}"
     );
     assert!(

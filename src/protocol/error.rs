@@ -12,12 +12,22 @@ use std::fmt;
 use crate::ca::CaError;
 use crate::course::{Closed, Refusal, RenewalError};
 use crate::message::{DecodeError, ErrorCode};
-use crate::store::{StoreError, STORE_UNAVAILABLE};
+use crate::store::StoreError;
 use crate::verify::CertError;
 
 use super::admission::AdmissionError;
+use super::blackboard::UploadError;
 use super::submission::{CertCheckError, ReportError};
 use super::Expired;
+
+/// What a peer is told when the store is down, restarting or not
+/// answering in time (code 19, [`ErrorCode::StoreUnavailable`]): nothing
+/// was recorded, and the same request may succeed in a moment. It begins
+/// with the store's own [`crate::store::STORE_UNAVAILABLE`] so that a client from before
+/// code 19, which reads 19 as 8, still finds the words it knew.
+pub(crate) const STORE_UNAVAILABLE_REASON: &str =
+    "store unavailable: nothing was acknowledged (the \
+     server's database is not answering, so nothing was recorded); try again in a minute";
 
 /// Whether an error is the server's own failure rather than anything the
 /// peer did or sent. A server fault is answered with [`ErrorCode::Internal`]
@@ -125,6 +135,11 @@ pub enum ProtocolError {
         /// Why.
         source: super::blackboard::UploadError,
     },
+    /// The store could not be reached (down, restarting, or not
+    /// answering within the loop's bound): this one request is refused,
+    /// nothing was recorded, the next may find it back. What was being
+    /// done and the store's error go to the log.
+    StoreUnavailable(Internal),
     /// The server failed; the details go to the log only.
     Internal(Internal),
 }
@@ -140,14 +155,13 @@ impl ProtocolError {
     }
 
     /// The store failed while `what` was being done. The database down or
-    /// restarting refuses this one request saying so (the next may find it
-    /// back); anything else is an internal error.
+    /// restarting refuses this one request saying so (code 19; the next
+    /// may find it back); anything else is an internal error.
     pub(super) fn store(what: &'static str, e: StoreError) -> ProtocolError {
-        match e {
-            StoreError::Unavailable(_) => {
-                ProtocolError::Internal(Internal::new(STORE_UNAVAILABLE, e))
-            }
-            e => ProtocolError::Internal(Internal::new(what, e)),
+        if matches!(e, StoreError::Unavailable(_)) {
+            ProtocolError::StoreUnavailable(Internal::new(what, e))
+        } else {
+            ProtocolError::Internal(Internal::new(what, e))
         }
     }
 
@@ -162,12 +176,11 @@ impl ProtocolError {
         }
         // The database is down or restarting: this one request is refused,
         // saying so; the next may find it back.
-        let what = if matches!(e, CertCheckError::Store(StoreError::Unavailable(_))) {
-            STORE_UNAVAILABLE
+        if matches!(e, CertCheckError::Store(StoreError::Unavailable(_))) {
+            ProtocolError::StoreUnavailable(Internal::new("certificate check", e))
         } else {
-            "certificate check"
-        };
-        ProtocolError::Internal(Internal::new(what, e))
+            ProtocolError::Internal(Internal::new("certificate check", e))
+        }
     }
 }
 
@@ -220,6 +233,7 @@ impl fmt::Display for ProtocolError {
                  signed receipt could not be made"
             ),
             ProtocolError::Upload { source, .. } => write!(f, "{source}"),
+            ProtocolError::StoreUnavailable(_) => f.write_str(STORE_UNAVAILABLE_REASON),
             ProtocolError::Internal(e) => write!(f, "{e}"),
         }
     }
@@ -236,7 +250,7 @@ impl Error for ProtocolError {
             ProtocolError::Closed(e) => Some(e),
             ProtocolError::Deadline(e) => Some(e),
             ProtocolError::ReceiptNotSigned { source, .. } => Some(source),
-            ProtocolError::Internal(e) => e.source(),
+            ProtocolError::Internal(e) | ProtocolError::StoreUnavailable(e) => e.source(),
             ProtocolError::Upload { source, .. } => Some(source),
             ProtocolError::Unexpected { .. }
             | ProtocolError::LegacyDisabled { .. }
@@ -332,7 +346,7 @@ impl fmt::Display for CommitRefusal {
                  revoked while it was being renewed; a revoked student needs a new enrollment code"
             ),
             CommitRefusal::TooManyGuesses(why) => f.write_str(why),
-            CommitRefusal::Unavailable => f.write_str(STORE_UNAVAILABLE),
+            CommitRefusal::Unavailable => f.write_str(STORE_UNAVAILABLE_REASON),
             CommitRefusal::Failed => write!(
                 f,
                 "internal error: could not record the result; nothing was acknowledged"
@@ -408,7 +422,9 @@ impl ServerFault for CertCheckError {
 impl ServerFault for ProtocolError {
     fn is_server_fault(&self) -> bool {
         match self {
-            ProtocolError::Internal(_) | ProtocolError::ReceiptNotSigned { .. } => true,
+            ProtocolError::Internal(_)
+            | ProtocolError::StoreUnavailable(_)
+            | ProtocolError::ReceiptNotSigned { .. } => true,
             // Built by `enrollment` and `certificate` only for the peer's
             // faults; asked again so that the answer never depends on that.
             ProtocolError::Enrollment(e) => e.is_server_fault(),
@@ -444,16 +460,44 @@ impl ServerFault for CommitRefusal {
 }
 
 // What each error is on the wire (PROTOCOL.md lists the codes). A server
-// fault is always `Internal`.
+// fault is always `Internal`, or `StoreUnavailable` when the store could
+// not be reached.
 
 impl From<&CertError> for ErrorCode {
     fn from(e: &CertError) -> ErrorCode {
-        if e.is_server_fault() {
-            ErrorCode::Internal
-        } else {
-            // Every other verifier refusal is about the certificate.
-            ErrorCode::BadCertificate
+        match e {
+            CertError::Internal(_) => ErrorCode::Internal,
+            // Every verifier refusal is about the certificate.
+            CertError::Malformed
+            | CertError::Path { .. }
+            | CertError::IsCa
+            | CertError::NotClientAuth
+            | CertError::SidMismatch { .. }
+            | CertError::NotRsa
+            | CertError::WeakRsaExponent
+            | CertError::NotIssued(_)
+            | CertError::Revoked { .. } => ErrorCode::BadCertificate,
         }
+    }
+}
+
+/// The code of a store error that refused a read the exchange needed:
+/// the database unreachable is "try again shortly", anything else the
+/// server's failure (a read never meets the commit's refusals, and would
+/// be the server's fault if it did).
+fn store_read_code(e: &StoreError) -> ErrorCode {
+    match e {
+        StoreError::Unavailable(_) => ErrorCode::StoreUnavailable,
+        StoreError::Io { .. }
+        | StoreError::Sqlite(_)
+        | StoreError::Incompatible(_)
+        | StoreError::Duplicate(_)
+        | StoreError::Postgres(_)
+        | StoreError::NotFound(_)
+        | StoreError::CodeUsed { .. }
+        | StoreError::RenewedRevoked { .. }
+        | StoreError::TooManyGuesses { .. }
+        | StoreError::Log(_) => ErrorCode::Internal,
     }
 }
 
@@ -480,16 +524,31 @@ pub fn refusal_label(code: ErrorCode) -> &'static str {
         ErrorCode::RenewalRefused => "renewal_refused",
         ErrorCode::SubmissionsClosed => "submissions_closed",
         ErrorCode::Unvouched => "unvouched",
+        ErrorCode::StoreUnavailable => "store_unavailable",
     }
 }
 
 impl From<&CaError> for ErrorCode {
     fn from(e: &CaError) -> ErrorCode {
-        if e.is_server_fault() {
-            ErrorCode::Internal
-        } else {
+        match e {
+            CaError::Io { .. }
+            | CaError::BadPassphrase(_)
+            | CaError::WeakPassphrase
+            | CaError::HalfRoot { .. }
+            | CaError::RootMismatch(_)
+            | CaError::UnsafeKeys(_)
+            | CaError::BadSerial(_)
+            | CaError::BadBlackboardName(_)
+            | CaError::BlackboardCert { .. }
+            | CaError::BadPublicUrl(_)
+            | CaError::Crypto(_) => ErrorCode::Internal,
             // Every refusal of the CA's is about the CSR.
-            ErrorCode::BadRequest
+            CaError::MalformedCsr(_)
+            | CaError::UnsupportedSignature(_)
+            | CaError::CsrSignature
+            | CaError::MissingCn
+            | CaError::BadSid(_)
+            | CaError::UnsupportedKey(_) => ErrorCode::BadRequest,
         }
     }
 }
@@ -499,7 +558,8 @@ impl From<&CertCheckError> for ErrorCode {
         match e {
             CertCheckError::Rejected(e) => ErrorCode::from(e),
             CertCheckError::TooLarge { .. } => ErrorCode::Limit,
-            CertCheckError::NotBlackboard | CertCheckError::Store(_) => ErrorCode::Internal,
+            CertCheckError::NotBlackboard => ErrorCode::Internal,
+            CertCheckError::Store(e) => store_read_code(e),
             CertCheckError::Unvouched { .. } => ErrorCode::Unvouched,
             CertCheckError::BadSid(_)
             | CertCheckError::ChainTooLong(_)
@@ -550,10 +610,28 @@ impl From<&ProtocolError> for ErrorCode {
             // refusal is 17, its text naming the assignment and the time.
             ProtocolError::Closed(_) | ProtocolError::Deadline(_) => ErrorCode::SubmissionsClosed,
             ProtocolError::Dropped { .. } => ErrorCode::NotOnRoster,
-            ProtocolError::Upload { source, .. } => source.code(),
+            ProtocolError::Upload { source, .. } => ErrorCode::from(source),
+            ProtocolError::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
             ProtocolError::ReceiptNotSigned { .. } | ProtocolError::Internal(_) => {
                 ErrorCode::Internal
             }
+        }
+    }
+}
+
+impl From<&UploadError> for ErrorCode {
+    fn from(e: &UploadError) -> ErrorCode {
+        match e {
+            UploadError::Upgrade | UploadError::Version(_) => ErrorCode::UnsupportedVersion,
+            UploadError::StatusTooLarge { .. } | UploadError::TooLarge { .. } => ErrorCode::Limit,
+            UploadError::UnknownAssignment(_)
+            | UploadError::FileName(_)
+            | UploadError::HashMismatch => ErrorCode::BadRequest,
+            UploadError::BadMac(_) => ErrorCode::BadMac,
+            UploadError::Sequence { .. } | UploadError::Incomplete { .. } => {
+                ErrorCode::UnexpectedMessage
+            }
+            UploadError::ChunkSize { .. } | UploadError::Overrun { .. } => ErrorCode::Malformed,
         }
     }
 }
@@ -577,14 +655,16 @@ impl From<&CommitRefusal> for ErrorCode {
             CommitRefusal::CodeUsed { .. } => ErrorCode::from(&Refusal::CodeUsed),
             CommitRefusal::RenewedRevoked { .. } => ErrorCode::RenewalRefused,
             CommitRefusal::TooManyGuesses(_) => ErrorCode::TooManyGuesses,
-            CommitRefusal::Unavailable | CommitRefusal::Failed => ErrorCode::Internal,
+            CommitRefusal::Unavailable => ErrorCode::StoreUnavailable,
+            CommitRefusal::Failed => ErrorCode::Internal,
         }
     }
 }
 
 /// What a connection is told when its record could not be committed. A
-/// code consumed meanwhile is the student's answer, code 14; anything else
-/// is the server's failure.
+/// code consumed meanwhile is the student's answer, code 14; the store
+/// unreachable is code 19 (try again shortly); anything else is the
+/// server's failure.
 pub fn commit_refusal(e: &StoreError) -> CommitRefusal {
     match e {
         StoreError::CodeUsed { sid } => CommitRefusal::CodeUsed { sid: sid.clone() },
@@ -671,6 +751,55 @@ impl ConnectionError {
         }
     }
 
+    /// Its HTTP status, on the HTTP listeners (decided here, beside its
+    /// wire code): a request too large or malformed is the client's, the
+    /// server busy or its store unreachable is 503 (it passes by itself),
+    /// the server's failure 500.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ConnectionError::TooManyBytes { .. } => 413,
+            ConnectionError::BadFrame(_) | ConnectionError::TooManyMessages { .. } => 400,
+            ConnectionError::Overloaded { .. }
+            | ConnectionError::TooManyConnections
+            | ConnectionError::OutOfDescriptors
+            | ConnectionError::WorkersBusy { .. } => 503,
+            ConnectionError::Commit(e) => match commit_refusal(e) {
+                CommitRefusal::Unavailable => 503,
+                CommitRefusal::CodeUsed { .. }
+                | CommitRefusal::RenewedRevoked { .. }
+                | CommitRefusal::TooManyGuesses(_)
+                | CommitRefusal::Failed => 500,
+            },
+            ConnectionError::NoWorkers
+            | ConnectionError::CommitOutcomeUnknown
+            | ConnectionError::WriterLost => 500,
+        }
+    }
+
+    /// Whole seconds an HTTP client should wait before trying again
+    /// (`Retry-After`), for the store unreachable: the engine's own next
+    /// reconnect, and at least a second.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ConnectionError::Commit(StoreError::Unavailable(u)) => {
+                let d = u.retry_in;
+                let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+                Some(secs.max(1))
+            }
+            ConnectionError::BadFrame(_)
+            | ConnectionError::TooManyBytes { .. }
+            | ConnectionError::TooManyMessages { .. }
+            | ConnectionError::Overloaded { .. }
+            | ConnectionError::TooManyConnections
+            | ConnectionError::OutOfDescriptors
+            | ConnectionError::WorkersBusy { .. }
+            | ConnectionError::NoWorkers
+            | ConnectionError::Commit(_)
+            | ConnectionError::CommitOutcomeUnknown
+            | ConnectionError::WriterLost => None,
+        }
+    }
+
     /// The whole `Error` frame, for a connection that has no session (a
     /// refusal at accept).
     pub fn frame(&self) -> Vec<u8> {
@@ -736,7 +865,9 @@ impl fmt::Display for ConnectionError {
                 write!(f, "{}", commit_refusal(e))
             }
             ConnectionError::Commit(e @ StoreError::TooManyGuesses { .. }) => write!(f, "{e}"),
-            ConnectionError::Commit(StoreError::Unavailable(_)) => f.write_str(STORE_UNAVAILABLE),
+            ConnectionError::Commit(StoreError::Unavailable(_)) => {
+                f.write_str(STORE_UNAVAILABLE_REASON)
+            }
             ConnectionError::Commit(e) if crate::store::is_storage_full(e) => f.write_str(
                 "storage is full: the server could not record this; nothing was acknowledged \
                  (tell the instructor)",
@@ -787,11 +918,8 @@ impl From<&ConnectionError> for ErrorCode {
             | ConnectionError::TooManyConnections
             | ConnectionError::OutOfDescriptors
             | ConnectionError::WorkersBusy { .. } => ErrorCode::Limit,
-            ConnectionError::Commit(e) if !commit_is_server_fault(e) => {
-                ErrorCode::from(&commit_refusal(e))
-            }
-            ConnectionError::Commit(_)
-            | ConnectionError::NoWorkers
+            ConnectionError::Commit(e) => ErrorCode::from(&commit_refusal(e)),
+            ConnectionError::NoWorkers
             | ConnectionError::CommitOutcomeUnknown
             | ConnectionError::WriterLost => ErrorCode::Internal,
         }
@@ -801,6 +929,7 @@ impl From<&ConnectionError> for ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::STORE_UNAVAILABLE;
 
     fn unavailable() -> StoreError {
         StoreError::Unavailable(crate::store::Unavailable {
@@ -811,14 +940,16 @@ mod tests {
         })
     }
 
-    /// A server fault is `Internal` on the wire and the peer's fault never
-    /// is: the two questions are answered apart, so they are checked
+    /// A server fault is `Internal` on the wire (or `StoreUnavailable`,
+    /// the server's failure that passes by itself) and the peer's fault
+    /// never is: the two questions are answered apart, so they are checked
     /// against each other on a value of every variant that has a fault of
     /// its own.
     #[test]
     fn a_server_fault_and_only_a_server_fault_is_internal() {
         fn agree(e: &(impl ServerFault + fmt::Debug), code: ErrorCode) {
-            assert_eq!(e.is_server_fault(), code == ErrorCode::Internal, "{e:?}");
+            let servers = matches!(code, ErrorCode::Internal | ErrorCode::StoreUnavailable);
+            assert_eq!(e.is_server_fault(), servers, "{e:?}");
         }
         let crypto = || openssl::error::ErrorStack::get();
         for e in [
@@ -886,8 +1017,8 @@ mod tests {
             format!("SID alice: {}", Refusal::CodeUsed)
         );
         let down = commit_refusal(&unavailable());
-        assert_eq!(ErrorCode::from(&down), ErrorCode::Internal);
-        assert_eq!(down.to_string(), STORE_UNAVAILABLE);
+        assert_eq!(ErrorCode::from(&down), ErrorCode::StoreUnavailable);
+        assert_eq!(down.to_string(), STORE_UNAVAILABLE_REASON);
         let failed = commit_refusal(&StoreError::Incompatible("test".into()));
         assert_eq!(
             (ErrorCode::from(&failed), failed.to_string().as_str()),
@@ -922,6 +1053,143 @@ mod tests {
         assert_eq!(ErrorCode::from(&revoked), ErrorCode::BadCertificate);
         assert_eq!(ErrorCode::from(&ReportError::BadMac), ErrorCode::BadMac);
         assert_eq!(ErrorCode::from(&ReportError::TooLarge), ErrorCode::Limit);
+    }
+
+    /// The store unreachable is code 19 whichever step met it (a read on
+    /// the loop, the certificate check, the commit), its reason the same
+    /// words, and still the server's fault (logged as such); any other
+    /// store failure stays code 8.
+    #[test]
+    fn the_store_unavailable_is_code_19_wherever_it_is_met() {
+        // An older client reads 19 as 8 and still finds the words it knew.
+        assert!(STORE_UNAVAILABLE_REASON.starts_with(STORE_UNAVAILABLE));
+        assert!(STORE_UNAVAILABLE_REASON.contains("nothing was recorded"));
+        assert!(STORE_UNAVAILABLE_REASON.contains("try again"));
+        assert_eq!(
+            refusal_label(ErrorCode::StoreUnavailable),
+            "store_unavailable"
+        );
+
+        let read = ProtocolError::store("reading the roster", unavailable());
+        assert!(
+            matches!(read, ProtocolError::StoreUnavailable(_)),
+            "{read:?}"
+        );
+        assert_eq!(ErrorCode::from(&read), ErrorCode::StoreUnavailable);
+        assert_eq!(read.to_string(), STORE_UNAVAILABLE_REASON);
+        assert!(read.is_server_fault());
+        let broken =
+            ProtocolError::store("reading the roster", StoreError::Incompatible("x".into()));
+        assert_eq!(ErrorCode::from(&broken), ErrorCode::Internal);
+        assert_eq!(broken.to_string(), "internal error: reading the roster");
+
+        let check = ProtocolError::certificate("x", CertCheckError::Store(unavailable()));
+        assert_eq!(ErrorCode::from(&check), ErrorCode::StoreUnavailable);
+        assert_eq!(check.to_string(), STORE_UNAVAILABLE_REASON);
+        assert_eq!(
+            ErrorCode::from(&CertCheckError::Store(unavailable())),
+            ErrorCode::StoreUnavailable
+        );
+        let check = ProtocolError::certificate(
+            "x",
+            CertCheckError::Store(StoreError::Incompatible("x".into())),
+        );
+        assert_eq!(ErrorCode::from(&check), ErrorCode::Internal);
+        assert_eq!(check.to_string(), "internal error: certificate check");
+
+        let commit = ConnectionError::Commit(unavailable());
+        assert_eq!(ErrorCode::from(&commit), ErrorCode::StoreUnavailable);
+        assert_eq!(commit.to_string(), STORE_UNAVAILABLE_REASON);
+        assert!(commit.is_server_fault());
+        let lost = ConnectionError::CommitOutcomeUnknown;
+        assert_eq!(ErrorCode::from(&lost), ErrorCode::Internal);
+    }
+
+    /// Over HTTP the store unreachable is 503 with when to try again, like
+    /// a busy server, never 500; every other status is as it was.
+    #[test]
+    fn http_statuses_of_connection_errors() {
+        let later = |ms| {
+            ConnectionError::Commit(StoreError::Unavailable(crate::store::Unavailable {
+                target: "test@db".into(),
+                outcome_unknown: false,
+                retry_in: std::time::Duration::from_millis(ms),
+                source: None,
+            }))
+        };
+        let cases = [
+            (ConnectionError::Commit(unavailable()), 503, Some(1)),
+            (later(1500), 503, Some(2)),
+            (later(3000), 503, Some(3)),
+            (ConnectionError::TooManyBytes { limit: 1 }, 413, None),
+            (ConnectionError::TooManyMessages { limit: 1 }, 400, None),
+            (ConnectionError::Overloaded { max_buffered: 1 }, 503, None),
+            (ConnectionError::TooManyConnections, 503, None),
+            (ConnectionError::OutOfDescriptors, 503, None),
+            (ConnectionError::WorkersBusy { queue: 1 }, 503, None),
+            (ConnectionError::NoWorkers, 500, None),
+            (
+                ConnectionError::Commit(StoreError::CodeUsed { sid: "x".into() }),
+                500,
+                None,
+            ),
+            (
+                ConnectionError::Commit(StoreError::Duplicate("x".into())),
+                500,
+                None,
+            ),
+            (ConnectionError::CommitOutcomeUnknown, 500, None),
+            (ConnectionError::WriterLost, 500, None),
+        ];
+        for (e, status, retry) in cases {
+            assert_eq!((e.http_status(), e.retry_after()), (status, retry), "{e}");
+        }
+    }
+
+    /// Version 3's refusals, each on its documented code (PROTOCOL.md
+    /// V3.2).
+    #[test]
+    fn upload_refusals_carry_their_codes() {
+        let cases = [
+            (UploadError::Upgrade, ErrorCode::UnsupportedVersion),
+            (UploadError::Version(4), ErrorCode::UnsupportedVersion),
+            (UploadError::StatusTooLarge { len: 1 }, ErrorCode::Limit),
+            (UploadError::TooLarge { size: 2, max: 1 }, ErrorCode::Limit),
+            (
+                UploadError::UnknownAssignment("x".into()),
+                ErrorCode::BadRequest,
+            ),
+            (UploadError::HashMismatch, ErrorCode::BadRequest),
+            (
+                UploadError::FileName(crate::filename::FileNameError::Dots),
+                ErrorCode::BadRequest,
+            ),
+            (UploadError::BadMac("chunk"), ErrorCode::BadMac),
+            (
+                UploadError::Sequence { got: 2, want: 1 },
+                ErrorCode::UnexpectedMessage,
+            ),
+            (
+                UploadError::Incomplete {
+                    received: 1,
+                    size: 2,
+                    chunks: 1,
+                    claimed: 1,
+                },
+                ErrorCode::UnexpectedMessage,
+            ),
+            (UploadError::ChunkSize { len: 1 }, ErrorCode::Malformed),
+            (UploadError::Overrun { size: 1 }, ErrorCode::Malformed),
+        ];
+        for (e, code) in cases {
+            assert_eq!(ErrorCode::from(&e), code, "{e}");
+            let refused = ProtocolError::Upload {
+                sid: "x".into(),
+                source: e,
+            };
+            assert_eq!(ErrorCode::from(&refused), code);
+            assert!(!refused.is_server_fault());
+        }
     }
 
     #[test]

@@ -99,47 +99,30 @@ impl Http {
                     Work::Done
                 }
             }
-            Ok(None) => {
-                if self.decoder.awaiting_continue() && !self.continue_sent {
-                    t.outbuf.extend_from_slice(http::CONTINUE);
-                    self.continue_sent = true;
-                }
-                Work::Idle
-            }
-            Err(e) => {
-                info!("{peer}: refused: {e}");
-                metrics.refused(refusal_label(e.status()));
-                e.response().encode(Method::Get, &mut t.outbuf);
-                Work::Finish
-            }
+            Ok(None) => not_yet(&self.decoder, &mut self.continue_sent, t),
+            Err(e) => bad_request(&e, t, metrics, peer),
         }
     }
 
     /// The response for `e`.
     pub(super) fn refusal(&self, e: &ConnectionError) -> Refused {
-        refused(status(e), e.to_string())
+        Http::refusal_of(e)
     }
 
     /// The response for `e`, for a connection whose handler has no state
     /// to add (the staff listener's).
     pub(super) fn refusal_of(e: &ConnectionError) -> Refused {
-        refused(status(e), e.to_string())
+        refused_with(e.http_status(), e.to_string(), e.retry_after())
     }
 
     /// The response for `e` to a connection refused at accept.
     pub(super) fn refusal_at_accept(e: &ConnectionError) -> Vec<u8> {
-        refused(status(e), e.to_string()).bytes
+        Http::refusal_of(e).bytes
     }
 
     /// A 408 when part of a request had arrived; else close quietly.
     pub(super) fn on_expiry<S>(&self, expiry: Expiry, t: &Transport<S>) -> Option<Refused> {
-        let mid_request = !t.inbuf.is_empty() || self.continue_sent;
-        mid_request.then(|| {
-            refused(
-                408,
-                format!("{expiry} reached before the request was complete"),
-            )
-        })
+        timed_out(expiry, t, self.continue_sent)
     }
 }
 
@@ -213,19 +196,8 @@ impl Staff {
                     self.source,
                 )))
             }
-            Ok(None) => {
-                if self.decoder.awaiting_continue() && !self.continue_sent {
-                    t.outbuf.extend_from_slice(http::CONTINUE);
-                    self.continue_sent = true;
-                }
-                Work::Idle
-            }
-            Err(e) => {
-                info!("{peer}: refused: {e}");
-                metrics.refused(refusal_label(e.status()));
-                e.response().encode(Method::Get, &mut t.outbuf);
-                Work::Finish
-            }
+            Ok(None) => not_yet(&self.decoder, &mut self.continue_sent, t),
+            Err(e) => bad_request(&e, t, metrics, peer),
         }
     }
 
@@ -291,42 +263,65 @@ impl Staff {
 
     /// A 408 when part of a request had arrived; else close quietly.
     pub(super) fn on_expiry<S>(&self, expiry: Expiry, t: &Transport<S>) -> Option<Refused> {
-        let mid_request = !t.inbuf.is_empty() || self.continue_sent;
-        mid_request.then(|| {
-            refused(
-                408,
-                format!("{expiry} reached before the request was complete"),
-            )
-        })
+        timed_out(expiry, t, self.continue_sent)
     }
 }
 
+/// No whole request is buffered yet: a client that announced a body with
+/// `Expect: 100-continue` is told, once, to send it.
+fn not_yet<S>(decoder: &RequestDecoder, continue_sent: &mut bool, t: &mut Transport<S>) -> Work {
+    if decoder.awaiting_continue() && !*continue_sent {
+        t.outbuf.extend_from_slice(http::CONTINUE);
+        *continue_sent = true;
+    }
+    Work::Idle
+}
+
+/// The buffered bytes are not a request this listener takes: its refusal
+/// is queued, counted, and the connection finishes.
+fn bad_request<S>(
+    e: &http::HttpError,
+    t: &mut Transport<S>,
+    metrics: &Metrics,
+    peer: &str,
+) -> Work {
+    info!("{peer}: refused: {e}");
+    metrics.refused(refusal_label(e.status()));
+    e.response().encode(Method::Get, &mut t.outbuf);
+    Work::Finish
+}
+
+/// A 408 when part of a request had arrived (or its body was invited by
+/// `100 Continue`); else nothing, and the connection closes quietly.
+fn timed_out<S>(expiry: Expiry, t: &Transport<S>, continue_sent: bool) -> Option<Refused> {
+    let mid_request = !t.inbuf.is_empty() || continue_sent;
+    mid_request.then(|| {
+        refused(
+            408,
+            format!("{expiry} reached before the request was complete"),
+        )
+    })
+}
+
 fn refused(status: u16, reason: String) -> Refused {
+    refused_with(status, reason, None)
+}
+
+/// A refusal that closes the connection; `retry_after` (seconds) for one
+/// that passes by itself.
+fn refused_with(status: u16, reason: String, retry_after: Option<u64>) -> Refused {
     let mut bytes = Vec::new();
-    Response::new(status, format!("{reason}\n").into_bytes())
+    let mut resp = Response::new(status, format!("{reason}\n").into_bytes())
         .content_type("text/plain; charset=utf-8")
-        .close()
-        .encode(Method::Get, &mut bytes);
+        .close();
+    if let Some(secs) = retry_after {
+        resp = resp.header("Retry-After", secs.to_string());
+    }
+    resp.encode(Method::Get, &mut bytes);
     Refused {
         bytes,
         label: refusal_label(status),
         reason,
-    }
-}
-
-/// The HTTP status of a connection-level refusal.
-fn status(e: &ConnectionError) -> u16 {
-    match e {
-        ConnectionError::TooManyBytes { .. } => 413,
-        ConnectionError::BadFrame(_) | ConnectionError::TooManyMessages { .. } => 400,
-        ConnectionError::Overloaded { .. }
-        | ConnectionError::TooManyConnections
-        | ConnectionError::OutOfDescriptors
-        | ConnectionError::WorkersBusy { .. } => 503,
-        ConnectionError::NoWorkers
-        | ConnectionError::Commit(_)
-        | ConnectionError::CommitOutcomeUnknown
-        | ConnectionError::WriterLost => 500,
     }
 }
 
@@ -395,6 +390,31 @@ mod tests {
             }
         }
         panic!("never idle");
+    }
+
+    /// A commit refused because the store is unreachable is answered
+    /// 503 with `Retry-After`, as a busy server is, not 500.
+    #[test]
+    fn a_store_unavailable_commit_is_503_with_retry_after() {
+        let e = ConnectionError::Commit(crate::store::StoreError::Unavailable(
+            crate::store::Unavailable {
+                target: "test@db".into(),
+                outcome_unknown: false,
+                retry_in: std::time::Duration::from_millis(2500),
+                source: None,
+            },
+        ));
+        let r = Http::refusal_of(&e);
+        let text = String::from_utf8_lossy(&r.bytes).into_owned();
+        assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+        assert!(text.contains("\r\nRetry-After: 3\r\n"), "{text}");
+        assert!(text.contains("nothing was recorded"), "{text}");
+        assert_eq!(r.label, "http_busy");
+        // A server failure is still 500, with no promise of a retry.
+        let r = Http::refusal_of(&ConnectionError::WriterLost);
+        let text = String::from_utf8_lossy(&r.bytes).into_owned();
+        assert!(text.starts_with("HTTP/1.1 500 "), "{text}");
+        assert!(!text.contains("Retry-After"), "{text}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use openssl::sha::Sha256;
 use crate::assignment::{AdmitError, Refused, Timing};
 use crate::crypto::{self, ChunkMac, FileCipher, SessionKeys, CHUNK_MAX};
 use crate::filename::{check_file_name, FileNameError};
-use crate::message::{CipherId, ErrorCode, Intent, Message, IV_LEN};
+use crate::message::{CipherId, Intent, Message, IV_LEN};
 use crate::receipt::{FileReceipt, ReceiptContent, RECEIPT_VERSION_3};
 use crate::store::{ChunkRecord, Origin, Record, UploadRecord};
 use crate::time::{now_unix, rfc3339};
@@ -105,25 +105,6 @@ pub enum UploadError {
     },
     /// The bytes received do not hash to the announced SHA-256.
     HashMismatch,
-}
-
-impl UploadError {
-    /// The wire code (PROTOCOL.md, version 3's refusals).
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            UploadError::Upgrade | UploadError::Version(_) => ErrorCode::UnsupportedVersion,
-            UploadError::StatusTooLarge { .. } => ErrorCode::Limit,
-            UploadError::UnknownAssignment(_)
-            | UploadError::FileName(_)
-            | UploadError::HashMismatch => ErrorCode::BadRequest,
-            UploadError::TooLarge { .. } => ErrorCode::Limit,
-            UploadError::BadMac(_) => ErrorCode::BadMac,
-            UploadError::Sequence { .. } | UploadError::Incomplete { .. } => {
-                ErrorCode::UnexpectedMessage
-            }
-            UploadError::ChunkSize { .. } | UploadError::Overrun { .. } => ErrorCode::Malformed,
-        }
-    }
 }
 
 impl fmt::Display for UploadError {
