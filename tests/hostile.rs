@@ -27,7 +27,7 @@ fn alive(server: &mut TestServer) -> bool {
 
 /// Sends `bytes` and expects the server to close, answering with a
 /// refusal; returns it (or what came instead, for the message).
-fn hostile(addr: SocketAddr, bytes: &[u8]) -> Result<(ErrorCode, String), String> {
+fn hostile(addr: SocketAddr, bytes: &[u8]) -> Result<(ErrorCode, String), WireError> {
     send_and_refusal(addr, bytes)
 }
 

@@ -113,8 +113,8 @@ fn an_honest_student_is_served_while_64_connections_pipeline_ocsp() -> TestResul
         let template = Arc::clone(&template);
         let sent = Arc::clone(&sent);
         load.push(std::thread::spawn(
-            move || -> Result<Vec<Answer>, String> {
-                let run = || -> Result<_, Box<dyn std::error::Error>> {
+            move || -> Result<Vec<Answer>, Box<dyn std::error::Error + Send + Sync>> {
+                let run = || -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
                     let mut s = TcpStream::connect(http)?;
                     s.set_read_timeout(Some(Duration::from_secs(120)))?;
                     s.write_all(&pipelined(&template, conn, http))?;
@@ -122,10 +122,10 @@ fn an_honest_student_is_served_while_64_connections_pipeline_ocsp() -> TestResul
                 };
                 let got = run();
                 sent.wait();
-                let mut s = got.map_err(|e| e.to_string())?;
+                let mut s = got?;
                 let mut all = Vec::new();
-                s.read_to_end(&mut all).map_err(|e| e.to_string())?;
-                responses(&all).map_err(|e| e.to_string())
+                s.read_to_end(&mut all)?;
+                Ok(responses(&all).map_err(|e| e.to_string())?)
             },
         ));
     }
@@ -134,7 +134,10 @@ fn an_honest_student_is_served_while_64_connections_pipeline_ocsp() -> TestResul
     let loaded = honest_student(&server, "1155000041")?;
 
     for (conn, handle) in load.into_iter().enumerate() {
-        let got = handle.join().map_err(|_| "a load thread panicked")??;
+        let got = handle
+            .join()
+            .map_err(|_| "a load thread panicked")?
+            .map_err(|e| e as Box<dyn std::error::Error>)?;
         assert_eq!(got.len(), PIPELINED, "connection {conn}");
         for (i, (status, body)) in got.iter().enumerate() {
             assert_eq!(*status, 200, "connection {conn}, request {i}");

@@ -13,6 +13,9 @@ use certboard::message::{ErrorCode, Message};
 /// The longest any single test waits for the server to answer or close.
 pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
+/// What the helpers here fail with.
+pub(crate) type WireError = Box<dyn std::error::Error>;
+
 /// A plain blocking connection with a read timeout.
 pub(crate) fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     let s = TcpStream::connect_timeout(&addr, WAIT)?;
@@ -57,14 +60,11 @@ pub(crate) fn messages(bytes: &[u8]) -> Vec<Message> {
 
 /// The one error frame a refused connection got, or a description of what
 /// came instead.
-pub(crate) fn refusal(bytes: &[u8]) -> Result<(ErrorCode, String), String> {
+pub(crate) fn refusal(bytes: &[u8]) -> Result<(ErrorCode, String), WireError> {
     let msgs = messages(bytes);
     match msgs.last() {
         Some(Message::Error { code, reason }) => Ok((*code, reason.clone())),
-        _ => Err(format!(
-            "no error frame; got {msgs:?} ({} bytes)",
-            bytes.len()
-        )),
+        _ => Err(format!("no error frame; got {msgs:?} ({} bytes)", bytes.len()).into()),
     }
 }
 
@@ -73,9 +73,9 @@ pub(crate) fn refusal(bytes: &[u8]) -> Result<(ErrorCode, String), String> {
 pub(crate) fn send_and_refusal(
     addr: SocketAddr,
     bytes: &[u8],
-) -> Result<(ErrorCode, String), String> {
-    let mut s = connect(addr).map_err(|e| e.to_string())?;
-    s.write_all(bytes).map_err(|e| e.to_string())?;
+) -> Result<(ErrorCode, String), WireError> {
+    let mut s = connect(addr)?;
+    s.write_all(bytes)?;
     let got = read_to_close(&mut s, WAIT).ok_or("the server did not close the connection")?;
     refusal(&got)
 }
