@@ -679,17 +679,17 @@ enum RosterCommand {
         /// With --eml: the CA's address as students dial it (a DNS name,
         /// IPv4 or [IPv6] address, and the port), e.g. ca.example.edu:8011;
         /// written as the client's --ca.
-        #[arg(long, value_name = "HOST:PORT")]
+        #[arg(long, value_name = "HOST:PORT", requires = "eml")]
         ca_address: Option<admin::DialAddress>,
         /// With --eml: Blackboard's address as students dial it, e.g.
         /// blackboard.example.edu:8002; written as the client's --blackboard.
-        #[arg(long, value_name = "HOST:PORT")]
+        #[arg(long, value_name = "HOST:PORT", requires = "eml")]
         blackboard_address: Option<admin::DialAddress>,
         /// With --eml: the name in Blackboard's certificate, written as the
         /// client's --blackboard-name. Default: the name of
         /// blackboard-cert.pem in the keys dir when there is one and it is
         /// not the client's default (blackboard.invalid).
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", requires = "eml")]
         blackboard_name: Option<admin::DialName>,
         /// The From address of those messages.
         #[arg(
