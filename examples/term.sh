@@ -35,12 +35,15 @@ sid,name,email
 EOF
 admin roster import roster.csv | tee import.out
 expect_in import.out "4 added"
-admin roster codes --out codes.csv --eml mail | tee codes.out
+# The messages name the addresses students dial (here the loopback ones).
+admin roster codes --out codes.csv --eml mail --ca-address "$ca" --blackboard-address "$bb" |
+  tee codes.out
 expect_in codes.out "wrote 4 message(s)"
 head -1 codes.csv | tr -d '\r' | grep -qx 'sid,name,email,code' ||
   fail "codes.csv should start with sid,name,email,code"
 [ "$(ls mail/*.eml | wc -l)" = 4 ] || fail "one .eml message per student"
 expect_in mail/1155000002.eml "To: Wong Siu Ming <b@example.edu>"
+expect_in mail/1155000002.eml "client --ca $ca --blackboard $bb --ca-fingerprint "
 code_of() { tr -d '\r' <codes.csv | awk -F, -v s="$1" '$1==s {print $NF}'; }
 code_file() { (umask 077 && code_of "$1" >"code-$1.txt") && echo "code-$1.txt"; }
 

@@ -23,7 +23,7 @@ pub use coursework::{
     add_assignment, assignment_status, close_assignment, edit_assignment, extend, gradebook,
     list_assignments, remove_student, set_timezone, timezone, AssignmentSpec, Standing, Submitted,
 };
-pub use email::{check_address, write_messages, Letter};
+pub use email::{check_address, write_messages, Dial, DialAddress, DialName, Letter};
 pub use export::{certs, reports, select_reports, Format, ReportFilter};
 
 use crate::ca::{CertificateAuthority, Serial};

@@ -65,9 +65,43 @@ fn deadlines_change_live_and_the_gradebook_shows_them() -> TestResult {
     );
     std::fs::write(server.path().join("roster.csv"), ROSTER)?;
     admin_ok(&server, &["roster", "import", "roster.csv"])?;
+    // --eml without the addresses students dial: refused before any code
+    // is made (the listen address is no address to dial).
+    let refused = server.admin(&["roster", "codes", "--out", "codes.csv", "--eml", "mail"])?;
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("--eml needs --ca-address HOST:PORT"),
+        "{}",
+        text(&refused)
+    );
+    assert!(!server.path().join("codes.csv").exists());
+    let refused = server.admin(&[
+        "roster",
+        "codes",
+        "--out",
+        "codes.csv",
+        "--eml",
+        "mail",
+        "--ca-address",
+        "0.0.0.0:8011",
+    ])?;
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(text(&refused).contains("not to dial"), "{}", text(&refused));
+    let (ca, bb) = (server.ca.to_string(), server.blackboard.to_string());
     let said = admin_ok(
         &server,
-        &["roster", "codes", "--out", "codes.csv", "--eml", "mail"],
+        &[
+            "roster",
+            "codes",
+            "--out",
+            "codes.csv",
+            "--eml",
+            "mail",
+            "--ca-address",
+            &ca,
+            "--blackboard-address",
+            &bb,
+        ],
     )?;
     assert!(said.contains("wrote 3 message(s)"), "{said}");
     assert!(said.contains("no e-mail address for 1155000004"), "{said}");
@@ -86,7 +120,8 @@ fn deadlines_change_live_and_the_gradebook_shows_them() -> TestResult {
     );
     assert!(
         eml.contains(&format!(
-            "client --ca-fingerprint {fingerprint} --code-file code.txt 1155000003"
+            "client --ca {ca} --blackboard {bb} --ca-fingerprint {fingerprint} \
+             --code-file code.txt 1155000003"
         )),
         "{eml}"
     );

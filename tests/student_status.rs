@@ -161,6 +161,78 @@ fn status_matches_her_receipts_and_a_deleted_submission_is_missing() -> TestResu
     Ok(())
 }
 
+/// The reverse: a submission Blackboard lists with no receipt in her
+/// folder (here its receipt removed) is said plainly, with what it may
+/// mean, and the exit status is 1; her receipt put back, all is well.
+#[test]
+fn a_submission_without_a_receipt_in_her_folder_is_said_plainly() -> TestResult {
+    let server = TestServer::start(&[])?;
+    server.course_with_hw1(&["--due", &rfc3339(now_unix() + 3600)])?;
+    let out = server.client(&[SID])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let file = server.path().join("thesis.pdf");
+    std::fs::write(&file, b"%PDF-1.7 hers")?;
+    let out = server.client(&[
+        "submit",
+        "--assignment",
+        "hw1",
+        "--file",
+        &file.display().to_string(),
+        SID,
+    ])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let upload_receipt: i64 =
+        rusqlite::Connection::open(server.path().join("data").join(certboard::store::DB_FILE))?
+            .query_row("SELECT receipt_id FROM uploads", [], |r| r.get(0))?;
+    let receipts = server.path().join("students").join(SID).join("receipts");
+    let receipt = receipts.join(format!("{upload_receipt}.p7m"));
+    let kept = server.path().join("kept.p7m");
+    std::fs::rename(&receipt, &kept)?;
+
+    let out = server.client(&["status", SID])?;
+    let said = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        said.contains(&format!(
+            "NO RECEIPT IN HER FOLDER: Blackboard lists receipt {upload_receipt} for hw1: \
+             the file \"thesis.pdf\", received "
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "1 submission(s) that Blackboard lists as hers have no receipt in \
+             students/{SID}/receipts."
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains("someone else did with her key: ask the instructor to revoke"),
+        "{said}"
+    );
+    assert!(
+        said.contains("0 receipt(s) missing, 0 listed otherwise, 0 not checked, 1 submission(s) without a receipt here"),
+        "{said}"
+    );
+    // The lab report's receipt is still hers and matched: only one said.
+    assert_eq!(
+        said.matches("NO RECEIPT IN HER FOLDER").count(),
+        1,
+        "{said}"
+    );
+
+    std::fs::rename(&kept, &receipt)?;
+    let out = server.client(&["status", SID])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!stdout(&out).contains("NO RECEIPT"), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("all 2 receipt(s) she holds are listed by Blackboard"),
+        "{}",
+        text(&out)
+    );
+    Ok(())
+}
+
 #[test]
 fn a_status_request_without_the_session_key_is_refused() -> TestResult {
     let server = TestServer::start(&[])?;

@@ -4,17 +4,30 @@
 //! `<receipt id>-<file name>`). A version 2 report is `report.txt`.
 //!
 //! Nothing is followed or created outside DIR: every path component is
-//! an id the server checked (assignment, SID) or a file name that passes
-//! the upload rule (no separator, no `.`/`..`, no control character), each
+//! an id the server checked (assignment, SID) or a file name made to pass
+//! the upload rule (no separator, no `.`/`..`, no control character; a
+//! stored name that does not is sanitised as the client does), each
 //! directory on the way is created or must already be a real directory
 //! (a symbolic link is refused), and each file is created new (an existing
 //! one is never written over). A file's bytes are checked against its
 //! recorded SHA-256 as they are written; a mismatch removes the file.
+//!
+//! Checking a path and then using it would leave a window in which a
+//! directory checked as real is swapped for a link (DIR may be shared with
+//! others): so each directory is opened (`O_DIRECTORY | O_NOFOLLOW`) and
+//! the next component made and opened relative to that descriptor
+//! (`mkdirat`, `openat`), as is the file itself (`O_CREAT | O_EXCL |
+//! O_NOFOLLOW`). What a descriptor names cannot be swapped; a link put in
+//! place of a component before it is opened is refused by `O_NOFOLLOW`.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 
 use super::AdminError;
 use crate::store::Storage;
@@ -53,27 +66,94 @@ fn file_error(path: &Path, e: std::io::Error) -> AdminError {
     }
 }
 
-/// `parent/name` as a real directory: made if absent, refused if a link
-/// or anything but a directory.
-fn real_dir(parent: &Path, name: &str) -> Result<PathBuf, AdminError> {
-    let path = parent.join(name);
-    match fs::symlink_metadata(&path) {
-        Ok(m) if m.file_type().is_dir() => Ok(path),
-        Ok(_) => Err(file_error(
-            &path,
-            std::io::Error::other("exists and is not a directory (a link is never followed)"),
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::create_dir(&path).map_err(|e| file_error(&path, e))?;
-            Ok(path)
-        }
-        Err(e) => Err(file_error(&path, e)),
+/// A directory opened for `*at` calls, never through a link.
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// A directory held open, with its path for messages.
+struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+fn not_a_dir(path: &Path) -> AdminError {
+    file_error(
+        path,
+        std::io::Error::other("exists and is not a directory (a link is never followed)"),
+    )
+}
+
+/// Opens `errno` of an open with `O_DIRECTORY | O_NOFOLLOW`: a link
+/// (`ELOOP`) or another kind of file (`ENOTDIR`) is said as such.
+fn open_error(path: &Path, errno: Errno) -> AdminError {
+    if errno == Errno::LOOP || errno == Errno::NOTDIR {
+        not_a_dir(path)
+    } else {
+        file_error(path, errno.into())
     }
 }
 
-/// A name safe as one path component here, or why not.
-fn component(name: &str) -> Option<&str> {
-    crate::filename::check_file_name(name).ok().map(|_| name)
+impl Dir {
+    /// DIR itself, made (with its parents) if absent. Only its last
+    /// component is refused as a link: the path above it is the operator's.
+    fn base(dir: &Path) -> Result<Dir, AdminError> {
+        if let Err(e) = fs::symlink_metadata(dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(file_error(dir, e));
+            }
+            fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
+        }
+        let fd = rustix::fs::open(dir, DIR_FLAGS, Mode::empty()).map_err(|e| open_error(dir, e))?;
+        Ok(Dir {
+            fd,
+            path: dir.to_path_buf(),
+        })
+    }
+
+    /// `name` in this directory as a real directory: made if absent,
+    /// refused if a link or anything but a directory.
+    fn sub(&self, name: &str) -> Result<Dir, AdminError> {
+        let path = self.path.join(name);
+        match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o777)) {
+            Ok(()) => {}
+            Err(e) if e == Errno::EXIST => {}
+            Err(e) => return Err(file_error(&path, e.into())),
+        }
+        let fd = rustix::fs::openat(&self.fd, name, DIR_FLAGS, Mode::empty())
+            .map_err(|e| open_error(&path, e))?;
+        Ok(Dir { fd, path })
+    }
+
+    /// `name` here, created new for the server's user only (0600).
+    fn create(&self, name: &str) -> Result<fs::File, AdminError> {
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(0o600))
+            .map(fs::File::from)
+            .map_err(|e| file_error(&self.path.join(name), e.into()))
+    }
+
+    /// Removes `name` (a file this run created).
+    fn remove(&self, name: &str) {
+        let _ = rustix::fs::unlinkat(&self.fd, name, AtFlags::empty());
+    }
+}
+
+/// The file name to write: the stored one made to pass the upload rule
+/// (a record from before the rule, or an altered one, is sanitised as the
+/// client sanitises), after `prefix`, the whole cut to
+/// [`crate::filename::MAX_FILE_NAME`] bytes at a character boundary.
+fn file_name(stored: &str, prefix: &str) -> String {
+    let name = crate::filename::sanitise_file_name(stored);
+    let mut end = crate::filename::MAX_FILE_NAME
+        .saturating_sub(prefix.len())
+        .min(name.len());
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{prefix}{}", &name[..end])
 }
 
 /// Writes what `sid`s handed in for `assignment` under `dir`.
@@ -128,20 +208,7 @@ pub fn extract(
     items.sort_by(|a, b| {
         (&a.sid, a.received_at, a.receipt_id).cmp(&(&b.sid, b.received_at, b.receipt_id))
     });
-    let base = match fs::symlink_metadata(dir) {
-        Ok(m) if m.file_type().is_dir() => dir.to_path_buf(),
-        Ok(_) => {
-            return Err(file_error(
-                dir,
-                std::io::Error::other("is not a directory (a link is never followed)"),
-            ))
-        }
-        Err(_) => {
-            fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
-            dir.to_path_buf()
-        }
-    };
-    let top = real_dir(&base, assignment)?;
+    let top = Dir::base(dir)?.sub(assignment)?;
     let mut done = Extracted::default();
     for item in items {
         if crate::sid::validate(&item.sid).is_err() {
@@ -150,15 +217,15 @@ pub fn extract(
                 item.sid
             )));
         }
-        let name = component(&item.name).unwrap_or("file");
-        let file_name = if all {
-            format!("{}-{name}", item.receipt_id)
+        let prefix = if all {
+            format!("{}-", item.receipt_id)
         } else {
-            name.to_string()
+            String::new()
         };
-        let sid_dir = real_dir(&top, &item.sid)?;
-        let path = sid_dir.join(&file_name);
-        let mut f = crate::fsutil::create_private(&path).map_err(|e| file_error(&path, e))?;
+        let file_name = file_name(&item.name, &prefix);
+        let sid_dir = top.sub(&item.sid)?;
+        let path = sid_dir.path.join(&file_name);
+        let mut f = sid_dir.create(&file_name)?;
         let written = match &item.source {
             Source::Report(text) => f
                 .write_all(text.as_bytes())
@@ -177,7 +244,7 @@ pub fn extract(
             }
             Err(e) => {
                 drop(f);
-                let _ = fs::remove_file(&path);
+                sid_dir.remove(&file_name);
                 return Err(e);
             }
         }
@@ -213,4 +280,214 @@ fn copy_upload(
         )));
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::Serial;
+    use crate::store::{ChunkRecord, Record, SqliteStore, UploadRecord};
+    use std::os::unix::fs::symlink;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    const SID: &str = "1155000001";
+
+    /// A store holding, for `hw1`, one upload per name (receipt ids from
+    /// 1, each file's bytes its own name, or `x` for an empty one).
+    fn store_with(names: &[String]) -> Result<SqliteStore, Box<dyn std::error::Error>> {
+        let mut store = SqliteStore::in_memory()?;
+        for (i, name) in names.iter().enumerate() {
+            let id = i64::try_from(i)? + 1;
+            let data = if name.is_empty() {
+                b"x".to_vec()
+            } else {
+                name.as_bytes().to_vec()
+            };
+            store.commit(&[
+                Record::Chunk(ChunkRecord {
+                    upload_id: id,
+                    seq: 0,
+                    data: data.clone(),
+                }),
+                Record::Upload(UploadRecord {
+                    receipt_id: u64::try_from(id)?,
+                    upload_id: id,
+                    sid: SID.into(),
+                    serial: Serial::parse_hex("0A")?,
+                    received_at: 1_700_000_000 + id,
+                    assignment: "hw1".into(),
+                    file_name: name.clone(),
+                    size: data.len() as u64,
+                    sha256: openssl::sha::sha256(&data),
+                    chunks: 1,
+                    late_seconds: 0,
+                }),
+            ])?;
+        }
+        Ok(store)
+    }
+
+    /// Every path under `dir`, relative, with `/` for a directory, and
+    /// whether any is a link.
+    fn tree(dir: &Path) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in fs::read_dir(&d)? {
+                let e = e?;
+                let rel = e.path().strip_prefix(dir)?.to_string_lossy().into_owned();
+                let t = e.file_type()?;
+                if t.is_symlink() {
+                    out.push(format!("{rel}@"));
+                } else if t.is_dir() {
+                    out.push(format!("{rel}/"));
+                    todo.push(e.path());
+                } else {
+                    out.push(rel);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    #[test]
+    fn hostile_stored_names_land_sanitised_inside_dir() -> TestResult {
+        let long = format!("{}.pdf", "é".repeat(200));
+        let names: Vec<String> = [
+            "../../escape.txt",
+            "/etc/passwd",
+            "a\\b",
+            "..",
+            ".",
+            "",
+            "...",
+            "bell\u{7}\r\nname",
+            "evil\u{202E}fdp.exe",
+            &long,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let work = tempfile::tempdir()?;
+        let dir = work.path().join("out");
+        let mut store = store_with(&names)?;
+        let done = extract(&mut store, "hw1", &dir, true)?;
+        assert_eq!(done.files, names.len());
+        let mut want: Vec<String> = vec!["hw1/".into(), format!("hw1/{SID}/")];
+        let expected = [
+            ".._.._escape.txt".to_string(),
+            "_etc_passwd".into(),
+            "a_b".into(),
+            "file".into(),
+            "file".into(),
+            "file".into(),
+            "...".into(),
+            "bell___name".into(),
+            "evil_fdp.exe".into(),
+        ];
+        for (i, name) in expected.iter().enumerate() {
+            want.push(format!("hw1/{SID}/{}-{name}", i + 1));
+        }
+        // The long name cut to 255 bytes with its prefix, at a character.
+        let cut = file_name(&long, "10-");
+        assert_eq!(cut.len(), 255, "{cut}");
+        assert!(cut.starts_with("10-éé"));
+        want.push(format!("hw1/{SID}/{cut}"));
+        want.sort();
+        assert_eq!(tree(&dir)?, want);
+        assert_eq!(
+            tree(work.path())?.len(),
+            want.len() + 1,
+            "nothing beside DIR"
+        );
+        // Each file holds what was stored under its name.
+        assert_eq!(
+            fs::read(dir.join(format!("hw1/{SID}/1-.._.._escape.txt")))?,
+            b"../../escape.txt"
+        );
+        assert_eq!(fs::read(dir.join(format!("hw1/{SID}/6-file")))?, b"x");
+        // The latest only: the long one, cut to 255 bytes (127 é).
+        let latest = work.path().join("latest");
+        extract(&mut store, "hw1", &latest, false)?;
+        assert_eq!(
+            tree(&latest)?,
+            [
+                "hw1/".to_string(),
+                format!("hw1/{SID}/"),
+                format!("hw1/{SID}/{}", "é".repeat(127))
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn nothing_is_written_through_a_link_at_the_assignment_or_the_sid() -> TestResult {
+        let names = vec!["essay.pdf".to_string()];
+        let mut store = store_with(&names)?;
+        let work = tempfile::tempdir()?;
+        let outside = work.path().join("outside");
+        fs::create_dir(&outside)?;
+        // DIR/<assignment> a link to a directory outside.
+        let dir = work.path().join("a");
+        fs::create_dir(&dir)?;
+        symlink(&outside, dir.join("hw1"))?;
+        let e = extract(&mut store, "hw1", &dir, false).map(|_| ());
+        assert!(
+            matches!(&e, Err(AdminError::File { path, .. }) if path.ends_with("a/hw1")),
+            "{e:?}"
+        );
+        assert!(e.is_err_and(|e| e.to_string().contains("never followed")));
+        // DIR/<assignment>/<SID> a link.
+        let dir = work.path().join("b");
+        fs::create_dir_all(dir.join("hw1"))?;
+        symlink(&outside, dir.join("hw1").join(SID))?;
+        assert!(extract(&mut store, "hw1", &dir, false).is_err());
+        // DIR itself a link, and the file's own name a dangling link.
+        symlink(&outside, work.path().join("c"))?;
+        assert!(extract(&mut store, "hw1", &work.path().join("c"), false).is_err());
+        let dir = work.path().join("d");
+        fs::create_dir_all(dir.join("hw1").join(SID))?;
+        symlink(
+            outside.join("planted"),
+            dir.join("hw1").join(SID).join("essay.pdf"),
+        )?;
+        assert!(extract(&mut store, "hw1", &dir, false).is_err());
+        // An assignment that is a file, not a directory.
+        let dir = work.path().join("e");
+        fs::create_dir(&dir)?;
+        fs::write(dir.join("hw1"), b"")?;
+        assert!(extract(&mut store, "hw1", &dir, false).is_err());
+        assert_eq!(tree(&outside)?, Vec::<String>::new());
+        // And the real thing still works.
+        let dir = work.path().join("f");
+        extract(&mut store, "hw1", &dir, false)?;
+        assert_eq!(
+            fs::read(dir.join("hw1").join(SID).join("essay.pdf"))?,
+            b"essay.pdf"
+        );
+        Ok(())
+    }
+
+    /// The race the descriptors close: the SID folder checked and opened,
+    /// then swapped for a link to elsewhere before the file is made. The
+    /// file still lands in the folder that was opened, not through the link.
+    #[test]
+    fn a_folder_swapped_for_a_link_after_it_is_opened_is_not_followed() -> TestResult {
+        let work = tempfile::tempdir()?;
+        let outside = work.path().join("outside");
+        fs::create_dir(&outside)?;
+        let top = Dir::base(&work.path().join("out"))?.sub("hw1")?;
+        let sid_dir = top.sub(SID)?;
+        let moved = work.path().join("moved");
+        fs::rename(&sid_dir.path, &moved)?;
+        symlink(&outside, &sid_dir.path)?;
+        sid_dir.create("essay.pdf")?.write_all(b"hers")?;
+        assert_eq!(fs::read(moved.join("essay.pdf"))?, b"hers");
+        assert_eq!(tree(&outside)?, Vec::<String>::new());
+        // Opened again by name, the link is refused.
+        assert!(top.sub(SID).is_err());
+        Ok(())
+    }
 }

@@ -106,7 +106,11 @@ enum Command {
     /// she has an extension) and every submission of hers Blackboard
     /// accepted, in the course's time zone; then checks the receipts saved
     /// in OUT_DIR/SID/receipts against the answer. Exits 1, saying which,
-    /// if a receipt of hers is not listed (or listed otherwise).
+    /// if a receipt of hers is not listed (or listed otherwise), or if
+    /// Blackboard lists a submission of hers with no receipt in that
+    /// folder: handed in from another machine (copy its receipt there),
+    /// its receipt lost, or handed in by someone else with her key (then
+    /// ask the instructor to revoke it and enroll again).
     Status {
         /// Her student id.
         #[arg(value_name = "SID")]
@@ -1130,13 +1134,43 @@ fn status(common: &CommonArgs, sid: &str) -> ExitCode {
             escaped(why)
         ));
     }
+    let receipts_dir = opts.out_dir.join(sid).join("receipts");
+    let unreceipted: Vec<_> = body
+        .submissions
+        .iter()
+        .filter(|s| check.unreceipted.contains(&s.receipt_id))
+        .collect();
+    for s in &unreceipted {
+        let what = match s.kind {
+            SubmissionKind::Report => "a report".to_string(),
+            SubmissionKind::File => format!("the file {:?}", escaped(&s.file_name).to_string()),
+        };
+        say(&format!(
+            "  NO RECEIPT IN HER FOLDER: Blackboard lists receipt {} for {}: {what}, received {}",
+            s.receipt_id,
+            escaped(&s.assignment),
+            t(s.received_at)
+        ));
+    }
+    if !unreceipted.is_empty() {
+        say(&format!(
+            "{} submission(s) that Blackboard lists as hers have no receipt in {}. If she \
+             handed them in from another machine, copy their receipts here; if she lost the \
+             receipts, Blackboard still holds the submissions; if she did NOT hand them in, \
+             someone else did with her key: ask the instructor to revoke her certificate, \
+             and enroll again",
+            unreceipted.len(),
+            receipts_dir.display()
+        ));
+    }
     if check.trouble() {
         say(&format!(
-            "status of {sid}: {} receipt(s) missing, {} listed otherwise, {} not checked \
-             (above)",
+            "status of {sid}: {} receipt(s) missing, {} listed otherwise, {} not checked, \
+             {} submission(s) without a receipt here (above)",
             check.missing.len(),
             check.differ.len(),
-            check.unreadable.len()
+            check.unreadable.len(),
+            check.unreceipted.len()
         ));
         ExitCode::FAILURE
     } else {

@@ -672,9 +672,27 @@ enum RosterCommand {
         reissue: bool,
         /// Also write one ready-to-send RFC 5322 message per student with
         /// an e-mail address into DIR (`SID.eml`, mode 0600): her code, the
-        /// root's fingerprint and the client command.
+        /// root's fingerprint and the client command, which names the
+        /// addresses she dials. Needs --ca-address and --blackboard-address:
+        /// the listen addresses (often 0.0.0.0 or 127.0.0.1) are not what a
+        /// student's machine can reach, so they are never guessed.
         #[arg(long, value_name = "DIR")]
         eml: Option<PathBuf>,
+        /// With --eml: the CA's address as students dial it (a DNS name,
+        /// IPv4 or [IPv6] address, and the port), e.g. ca.example.edu:8011;
+        /// written as the client's --ca.
+        #[arg(long, value_name = "HOST:PORT", requires = "eml")]
+        ca_address: Option<admin::DialAddress>,
+        /// With --eml: Blackboard's address as students dial it, e.g.
+        /// blackboard.example.edu:8002; written as the client's --blackboard.
+        #[arg(long, value_name = "HOST:PORT", requires = "eml")]
+        blackboard_address: Option<admin::DialAddress>,
+        /// With --eml: the name in Blackboard's certificate, written as the
+        /// client's --blackboard-name. Default: the name of
+        /// blackboard-cert.pem in the keys dir when there is one and it is
+        /// not the client's default (blackboard.invalid).
+        #[arg(long, value_name = "NAME", requires = "eml")]
+        blackboard_name: Option<admin::DialName>,
         /// The From address of those messages.
         #[arg(
             long,
@@ -1119,27 +1137,39 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
             reissue,
             eml,
             from,
+            ca_address,
+            blackboard_address,
+            blackboard_name,
         }) => {
             // Checked before any code is made: a refusal after would leave
             // codes stored whose messages were never written.
-            let fingerprint = match &eml {
+            let prepared = match &eml {
                 Some(_) => {
+                    let dial = admin::Dial::required(ca_address, blackboard_address)?;
                     admin::check_address(&from).map_err(|e| format!("--from: {e}"))?;
                     let (_, cert) = ca::root_paths(&common.keys_dir);
                     let pem =
                         std::fs::read(&cert).map_err(|e| format!("{}: {e}", cert.display()))?;
                     let der = openssl::x509::X509::from_pem(&pem)?.to_der()?;
-                    Some(certboard::crypto::fingerprint(&der))
+                    let name = match blackboard_name {
+                        Some(n) => Some(n),
+                        None => admin::DialName::of_blackboard_cert(&common.keys_dir)?,
+                    };
+                    Some((certboard::crypto::fingerprint(&der), dial, name))
                 }
                 None => None,
             };
             let n = admin::issue_codes(store, &out, &CodeRequest { sid, reissue })?;
-            if let (Some(dir), Some(fingerprint), true) = (&eml, fingerprint, n > 0) {
+            if let (Some(dir), Some((fingerprint, dial, blackboard_name)), true) =
+                (&eml, prepared, n > 0)
+            {
                 let text = std::fs::read_to_string(&out)?;
                 let letter = admin::Letter {
                     fingerprint,
                     from,
                     date: certboard::time::now_unix(),
+                    dial,
+                    blackboard_name,
                 };
                 let roster = store.roster()?;
                 let (written, without) = admin::write_messages(&roster, &text, dir, &letter)?;

@@ -3,7 +3,8 @@
 //! exchange as an upload, then checked against the receipts she saved:
 //! a receipt of hers that Blackboard no longer lists is the loud case
 //! (nothing of hers may vanish); a submission listed without a receipt
-//! here is said too (one handed in from another machine, say).
+//! here is loud too: handed in from another machine, or its receipt lost,
+//! or handed in by someone else with her key, which only she can tell.
 
 use std::path::PathBuf;
 
@@ -98,7 +99,9 @@ pub struct StatusCheck {
     /// Receipts she holds that Blackboard lists differently (assignment
     /// or hash), with what differs.
     pub differ: Vec<(HeldReceipt, String)>,
-    /// Submissions Blackboard lists without a receipt in her folder.
+    /// Submissions Blackboard lists without a receipt in her folder: she
+    /// may have handed it in from another machine or lost its receipt,
+    /// or someone else handed it in with her key.
     pub unreceipted: Vec<u64>,
     /// Files in her receipts folder that are not receipts of hers (do not
     /// verify, or name another SID), with why.
@@ -106,9 +109,15 @@ pub struct StatusCheck {
 }
 
 impl StatusCheck {
-    /// Whether anything needs her attention (exit status 1).
+    /// Whether anything needs her attention (exit status 1). A submission
+    /// without a receipt here counts: only she can tell whether it is hers
+    /// (and a script checking her standing must not take it for "all
+    /// well").
     pub fn trouble(&self) -> bool {
-        !self.missing.is_empty() || !self.differ.is_empty() || !self.unreadable.is_empty()
+        !self.missing.is_empty()
+            || !self.differ.is_empty()
+            || !self.unreadable.is_empty()
+            || !self.unreceipted.is_empty()
     }
 }
 
@@ -251,8 +260,17 @@ mod tests {
         assert_eq!(check.unreceipted, vec![4]);
         assert_eq!(check.unreadable.len(), 1);
         assert!(check.trouble());
-        let fine = compare("s1", &body, vec![held(1, 1, "s1")], Vec::new());
-        assert!(!fine.trouble());
-        assert_eq!(fine.unreceipted, vec![2, 4]);
+        // Listed without a receipt here: trouble too.
+        let unheld = compare("s1", &body, vec![held(1, 1, "s1")], Vec::new());
+        assert!(unheld.trouble());
+        assert_eq!(unheld.unreceipted, vec![2, 4]);
+        let fine = compare(
+            "s1",
+            &body,
+            vec![held(1, 1, "s1"), held(2, 2, "s1"), held(4, 4, "s1")],
+            Vec::new(),
+        );
+        assert!(!fine.trouble(), "{fine:?}");
+        assert_eq!(fine.matched, vec![1, 2, 4]);
     }
 }
