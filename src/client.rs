@@ -631,17 +631,9 @@ pub fn submit_file(
         root: c.root,
         name: opts.blackboard_name.clone(),
     };
-    let serial = openssl::x509::X509::from_der(&c.cert_der)?
-        .serial_number()
-        .to_bn()?
-        .to_hex_str()?
-        .to_string();
-    let mut conn = FramedStream::connect(&opts.blackboard, opts.timeout)?;
-    conn.admit(opts.admission_secret.as_deref())?;
-    let receipt = upload::upload(
-        &mut conn,
+    let receipt = hand_in(
+        opts,
         sid,
-        &serial,
         &c.cert_der,
         &c.key,
         assignment,
@@ -654,6 +646,35 @@ pub fn submit_file(
     remember_checkpoint(opts, &receipt, progress)?;
     Ok((receipt, file, saved))
 }
+
+/// Hands `file` in for `assignment` by protocol version 3 on a new
+/// Blackboard connection; the receipt checked, not yet saved.
+#[allow(clippy::too_many_arguments)]
+fn hand_in(
+    opts: &ClientOptions,
+    sid: &str,
+    cert_der: &[u8],
+    key: &openssl::pkey::PKey<openssl::pkey::Private>,
+    assignment: &str,
+    file: &FileToSend,
+    trust: &BlackboardTrust,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Receipt, ClientError> {
+    let serial = openssl::x509::X509::from_der(cert_der)?
+        .serial_number()
+        .to_bn()?
+        .to_hex_str()?
+        .to_string();
+    let mut conn = FramedStream::connect(&opts.blackboard, opts.timeout)?;
+    conn.admit(opts.admission_secret.as_deref())?;
+    upload::upload(
+        &mut conn, sid, &serial, cert_der, key, assignment, file, trust, progress,
+    )
+}
+
+/// The file the lab's report is handed in as when Blackboard serves
+/// version 3 only; kept in her folder, as sent.
+pub const LAB_REPORT_FILE: &str = "lab-report.txt";
 
 /// `client status`: with her saved key and certificate (never enrolling:
 /// a student with none has nothing to ask about), asks Blackboard what it
@@ -905,8 +926,56 @@ pub fn run_student(
         trust: &trust,
         send_report: &mut send_report,
     };
-    let submitted = submission::submit_unless(&mut conn, sid, &cert_der, &key, step, progress)
-        .map_err(store_unavailable(Server::Blackboard));
+    let submitted = submission::submit_unless(&mut conn, sid, &cert_der, &key, step, progress);
+    // A Blackboard that no longer serves version 2 (`server --min-protocol
+    // 3`) refuses at the hello, before the report leaves: the same report
+    // goes as a file by version 3, to the same assignment, so that this
+    // client's lab run outlives the operator's switch (an older binary is
+    // told to upgrade).
+    let submitted = match submitted {
+        Err(ClientError::Refused {
+            code: ErrorCode::UnsupportedVersion,
+            reason,
+        }) if accepted.is_some() && !opts.resubmit => {
+            // Already accepted, by either version: held back as version 2
+            // would have been once Blackboard proved itself.
+            progress(&format!(
+                "Blackboard takes version 3 only ({reason}); the lab report was already \
+                 accepted"
+            ));
+            held_back = true;
+            Ok(None)
+        }
+        Err(ClientError::Refused {
+            code: ErrorCode::UnsupportedVersion,
+            reason,
+        }) => {
+            progress(&format!(
+                "Blackboard takes version 3 only ({reason}); handing in the lab report as the \
+                 file {LAB_REPORT_FILE} for assignment {}",
+                crate::store::DEFAULT_ASSIGNMENT
+            ));
+            if opts.cipher == CipherId::Rc4 {
+                progress("version 3 sends files under AES-256-CTR only: --cipher rc4 is not used");
+            }
+            let path = files.dir.join(LAB_REPORT_FILE);
+            files::write_file(&path, report.as_bytes(), 0o600)?;
+            let file = prepare_file(&path)?;
+            hand_in(
+                opts,
+                sid,
+                &cert_der,
+                &key,
+                crate::store::DEFAULT_ASSIGNMENT,
+                &file,
+                &trust,
+                progress,
+            )
+            .map(Some)
+        }
+        other => other,
+    }
+    .map_err(store_unavailable(Server::Blackboard));
     if let (Some((path, content)), Ok(_)) = (&accepted, &submitted) {
         if held_back {
             progress(&format!(

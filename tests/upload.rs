@@ -170,6 +170,41 @@ fn version_2_still_works_unless_min_protocol_is_3() -> TestResult {
     Ok(())
 }
 
+/// This client's lab run outlives the operator's `--min-protocol 3`: its
+/// report, refused at the version 2 hello, goes as a file by version 3 to
+/// the same assignment, byte for byte, once (a second run finds it
+/// accepted and sends nothing).
+#[test]
+fn the_lab_run_hands_its_report_in_by_version_3_under_min_protocol_3() -> TestResult {
+    let strict = TestServer::start(&["--min-protocol", "3"])?;
+    let out = strict.client(&[SID])?;
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("version 3 only"), "{said}");
+    assert!(said.contains(client::LAB_REPORT_FILE), "{said}");
+    let mut store = sqlite(&strict)?;
+    let uploads = store.uploads()?;
+    assert_eq!(uploads.len(), 1, "{said}");
+    assert_eq!(uploads[0].sid, SID);
+    assert_eq!(uploads[0].assignment, "lab");
+    assert_eq!(uploads[0].file_name, client::LAB_REPORT_FILE);
+    let back = read_back(&mut store, uploads[0].receipt_id)?;
+    assert!(back == crypto::lab_report(SID).into_bytes());
+    assert!(store.reports()?.is_empty(), "nothing by version 2");
+    let receipts = strict.path().join("students").join(SID).join("receipts");
+    assert_eq!(std::fs::read_dir(&receipts)?.count(), 1, "{said}");
+
+    let again = strict.client(&[SID])?;
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("already accepted"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(store.uploads()?.len(), 1, "not handed in twice");
+    Ok(())
+}
+
 /// A version 3 session driven by hand, so that chunks can be altered,
 /// reordered, dropped or paced.
 struct Raw {

@@ -118,7 +118,8 @@ struct RunArgs {
     legacy: bool,
     /// The oldest protocol version Blackboard serves: 2 also takes version
     /// 2 clients (their reports go to the assignment `lab`); 3 refuses them
-    /// with code 10, telling the student to upgrade.
+    /// with code 10, telling the student to upgrade (this release's client
+    /// then hands its lab report in by version 3).
     #[arg(long, value_name = "VERSION", default_value_t = 2, value_parser = clap::value_parser!(u16).range(2..=3))]
     min_protocol: u16,
     /// Largest file a student may hand in (protocol version 3), in bytes;
@@ -585,8 +586,12 @@ fn staff(location: &Location, cmd: StaffCommand) -> Result<(), Box<dyn std::erro
             auth::check_name(&name)?;
             let password = match password_file {
                 Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    let text = std::fs::read_to_string(&path).map_err(|source| {
+                        admin::AdminError::File {
+                            path: path.clone(),
+                            source,
+                        }
+                    })?;
                     text.lines().next().unwrap_or("").to_string()
                 }
                 None => {
@@ -1148,8 +1153,10 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
                     let dial = admin::Dial::required(ca_address, blackboard_address)?;
                     admin::check_address(&from).map_err(|e| format!("--from: {e}"))?;
                     let (_, cert) = ca::root_paths(&common.keys_dir);
-                    let pem =
-                        std::fs::read(&cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+                    let pem = std::fs::read(&cert).map_err(|source| admin::AdminError::File {
+                        path: cert.clone(),
+                        source,
+                    })?;
                     let der = openssl::x509::X509::from_pem(&pem)?.to_der()?;
                     let name = match blackboard_name {
                         Some(n) => Some(n),
@@ -1229,7 +1236,10 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
             let bytes = admin::crl(store, &ca, der)?;
             match out {
                 Some(path) => {
-                    std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?
+                    std::fs::write(&path, bytes).map_err(|source| admin::AdminError::File {
+                        path: path.clone(),
+                        source,
+                    })?
                 }
                 None => {
                     use std::io::Write;
