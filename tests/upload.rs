@@ -579,7 +579,7 @@ fn a_full_store_refuses_with_storage_full_and_keeps_what_it_acknowledged() -> Te
         ..Launch::default()
     };
     let server = TestServer::launch(dir, &[], &how)?;
-    full_store_refuses_the_second_file(&server, || Ok(sqlite(&server)?))
+    full_store_refuses_the_second_file(&server, || sqlite(&server))
 }
 
 /// PostgreSQL says a full disk by SQLSTATE 53100 (`disk_full`), whatever
