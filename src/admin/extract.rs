@@ -103,7 +103,9 @@ impl Dir {
             if e.kind() != std::io::ErrorKind::NotFound {
                 return Err(file_error(dir, e));
             }
-            fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
+            // Students' files: the folders made here are the server
+            // user's alone (0700), like the files in them (0600).
+            crate::fsutil::create_private_dir_all(dir).map_err(|e| file_error(dir, e))?;
         }
         let fd = rustix::fs::open(dir, DIR_FLAGS, Mode::empty()).map_err(|e| open_error(dir, e))?;
         Ok(Dir {
@@ -116,7 +118,7 @@ impl Dir {
     /// refused if a link or anything but a directory.
     fn sub(&self, name: &str) -> Result<Dir, AdminError> {
         let path = self.path.join(name);
-        match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o777)) {
+        match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700)) {
             Ok(()) => {}
             Err(e) if e == Errno::EXIST => {}
             Err(e) => return Err(file_error(&path, e.into())),
@@ -408,6 +410,14 @@ mod tests {
             b"../../escape.txt"
         );
         assert_eq!(fs::read(dir.join(format!("hw1/{SID}/6-file")))?, b"x");
+        // Students' files are the server user's alone, folders included.
+        use std::os::unix::fs::PermissionsExt;
+        for made in [dir.clone(), dir.join("hw1"), dir.join(format!("hw1/{SID}"))] {
+            let mode = fs::metadata(&made)?.permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", made.display());
+        }
+        let file = dir.join(format!("hw1/{SID}/7-..."));
+        assert_eq!(fs::metadata(file)?.permissions().mode() & 0o777, 0o600);
         // The latest only: the long one, cut to 255 bytes (127 é).
         let latest = work.path().join("latest");
         extract(&mut store, "hw1", &latest, false)?;
