@@ -201,7 +201,8 @@ fn roster_import_refuses_control_and_bidi_names_by_line() -> TestResult {
         &path,
         format!(
             "sid,name\r\n1155000001,Chan Tai Man\r\n1155000002,{ESC_NAME}\r\n\
-             1155000003,\"Eve \u{202e}reversed\"\r\n"
+             1155000003,\"Eve \u{202e}reversed\"\r\n1155000004,{}\r\n",
+            "é".repeat(201)
         ),
     )?;
     let err = admin::import_roster(&mut store, &path, admin::Unverified::Ask)
@@ -211,6 +212,10 @@ fn roster_import_refuses_control_and_bidi_names_by_line() -> TestResult {
     assert!(message.contains("line 3: SID 1155000002"), "{message}");
     assert!(message.contains("line 4: SID 1155000003"), "{message}");
     assert!(message.contains("control or bidi"), "{message}");
+    assert!(
+        message.contains("line 5: SID 1155000004: the name is 201 characters long; at most 200"),
+        "{message}"
+    );
     // The error itself is safe to print.
     assert_shown_not_run(&message);
     assert!(store.roster()?.is_empty(), "nothing imported");

@@ -14,6 +14,9 @@ use crate::store::{CertRow, Storage, Student};
 use crate::time::{now_unix, rfc3339};
 
 use super::csv;
+
+/// The longest roster name taken, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
 use super::{AdminError, Format};
 
 /// What `roster import` did.
@@ -168,6 +171,19 @@ pub fn parse_roster(text: &str) -> Result<Vec<Student>, Vec<(usize, String)>> {
                      remove it",
                     escaped(format_args!("{name:?}")),
                     u32::from(c)
+                ),
+            ));
+            continue;
+        }
+        // Shown on pages, in exports and in a message's header and first
+        // line (RFC 5322 lines end before 998 bytes): a real name is far
+        // shorter.
+        if name.chars().count() > MAX_NAME_CHARS {
+            problems.push((
+                *line,
+                format!(
+                    "SID {sid}: the name is {} characters long; at most {MAX_NAME_CHARS}",
+                    name.chars().count()
                 ),
             ));
             continue;
