@@ -935,24 +935,23 @@ pub fn run_student(
     let submitted = match submitted {
         Err(ClientError::Refused {
             code: ErrorCode::UnsupportedVersion,
-            reason,
+            ..
         }) if accepted.is_some() && !opts.resubmit => {
             // Already accepted, by either version: held back as version 2
             // would have been once Blackboard proved itself.
-            progress(&format!(
-                "Blackboard takes version 3 only ({reason}); the lab report was already \
-                 accepted"
-            ));
+            progress(
+                "Blackboard serves protocol version 3 only; the lab report was already accepted",
+            );
             held_back = true;
             Ok(None)
         }
         Err(ClientError::Refused {
             code: ErrorCode::UnsupportedVersion,
-            reason,
+            ..
         }) => {
             progress(&format!(
-                "Blackboard takes version 3 only ({reason}); handing in the lab report as the \
-                 file {LAB_REPORT_FILE} for assignment {}",
+                "Blackboard serves protocol version 3 only; handing in the lab report by \
+                 version 3, as the file {LAB_REPORT_FILE} for assignment {}",
                 crate::store::DEFAULT_ASSIGNMENT
             ));
             if opts.cipher == CipherId::Rc4 {

@@ -180,7 +180,7 @@ fn the_lab_run_hands_its_report_in_by_version_3_under_min_protocol_3() -> TestRe
     let out = strict.client(&[SID])?;
     assert!(out.status.success(), "{}", text(&out));
     let said = text(&out);
-    assert!(said.contains("version 3 only"), "{said}");
+    assert!(said.contains("protocol version 3 only"), "{said}");
     assert!(said.contains(client::LAB_REPORT_FILE), "{said}");
     let mut store = sqlite(&strict)?;
     let uploads = store.uploads()?;
