@@ -16,7 +16,7 @@ use crate::time::{now_unix, rfc3339};
 use super::csv;
 
 /// The longest roster name taken, in characters.
-pub const MAX_NAME_CHARS: usize = 200;
+const MAX_NAME_CHARS: usize = 200;
 use super::{AdminError, Format};
 
 /// What `roster import` did.
