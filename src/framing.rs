@@ -97,7 +97,16 @@ impl Decoder {
         let want = match self.state {
             DecodeState::Head if self.large => HEADER_LEN.checked_sub(buffered)?,
             DecodeState::Body(len) => len.checked_sub(buffered)?,
-            _ => return None,
+            // A large frame whose header came with part of its payload (the
+            // first of an upload, after small frames): read to its end and
+            // no further, so the next header comes alone and the frames
+            // after it are read apart. Read on past it, every later read
+            // would straddle two frames, and each frame would be copied
+            // out of the buffer (issue 20's CPU per MiB).
+            DecodeState::Data(len) if len >= LARGE_FRAME => {
+                (HEADER_LEN + len).checked_sub(buffered)?
+            }
+            DecodeState::Head | DecodeState::Data(_) => return None,
         };
         // Nothing missing: the frame is whole, and a read of 0 bytes
         // would look like the peer's close.
@@ -278,6 +287,50 @@ mod tests {
         let at = buf.as_ptr();
         let frame = d.decode(&mut buf).unwrap().unwrap();
         assert_eq!(frame.as_ptr(), at, "the buffer itself, not a copy");
+    }
+
+    /// An upload as the reactor reads it: small frames, then large ones,
+    /// each read at most 64 KiB (its scratch buffer). The first large
+    /// frame's header comes with part of its payload; from then on every
+    /// large frame is read apart (its header alone) and taken whole.
+    #[test]
+    fn after_a_large_frame_read_with_others_the_next_ones_are_read_apart() {
+        let chunk = |b: u8| vec![b; 64 * 1024 + 41];
+        let mut stream = Vec::new();
+        let sent: Vec<Vec<u8>> = std::iter::once(b"announce".to_vec())
+            .chain((1..=6).map(chunk))
+            .collect();
+        for f in &sent {
+            encode(f, &mut stream);
+        }
+        let mut d = Decoder::new(1 << 20);
+        let cap = 64 * 1024;
+        let (mut buf, mut at, mut frames, mut reads) = (Vec::new(), 0, Vec::new(), Vec::new());
+        let mut whole = 0;
+        while at < stream.len() {
+            let n = d
+                .wanted(buf.len())
+                .unwrap_or(cap)
+                .min(cap)
+                .min(stream.len() - at);
+            buf.extend_from_slice(&stream[at..at + n]);
+            reads.push(n);
+            at += n;
+            loop {
+                let start = buf.as_ptr();
+                let Some(f) = d.decode(&mut buf).unwrap() else {
+                    break;
+                };
+                whole += usize::from(f.as_ptr() == start);
+                frames.push(f);
+            }
+        }
+        assert_eq!(frames, sent);
+        let alone = reads.iter().filter(|&&n| n == HEADER_LEN).count();
+        assert_eq!(alone, 5, "every large frame after the first: {reads:?}");
+        // Each large frame is the buffer it was read into (the first one
+        // with its header drained off the front, the others untouched).
+        assert_eq!(whole, 6, "taken as the buffer itself: {reads:?}");
     }
 
     #[test]
