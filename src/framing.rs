@@ -92,7 +92,9 @@ impl Decoder {
     /// them, a sixth of the server's CPU per MiB, issue 20). While large
     /// frames come, that is the next header alone, then exactly its
     /// payload; `None`: read as much as there is (small frames, and
-    /// anything the buffer already completes).
+    /// anything the buffer already completes). `Some(0)`: a large frame is
+    /// whole in the buffer: read nothing until it is taken (read on, the
+    /// next one's header would come with its payload, and both be copied).
     pub fn wanted(&self, buffered: usize) -> Option<usize> {
         let want = match self.state {
             DecodeState::Head if self.large => HEADER_LEN.checked_sub(buffered)?,
@@ -108,9 +110,7 @@ impl Decoder {
             }
             DecodeState::Head | DecodeState::Data(_) => return None,
         };
-        // Nothing missing: the frame is whole, and a read of 0 bytes
-        // would look like the peer's close.
-        (want > 0).then_some(want)
+        Some(want)
     }
 
     /// Takes the next whole frame off the front of `buf`.
@@ -229,7 +229,6 @@ mod tests {
                 .unwrap_or(cap)
                 .min(cap)
                 .min(stream.len() - at);
-            assert!(n > 0, "a read of nothing would look like a close");
             buf.extend_from_slice(&stream[at..at + n]);
             at += n;
             while let Some(f) = d.decode(&mut buf).unwrap() {
@@ -281,8 +280,8 @@ mod tests {
         buf.resize(LARGE_FRAME, 7);
         assert_eq!(
             d.wanted(buf.len()),
-            None,
-            "whole: nothing more to read first"
+            Some(0),
+            "whole: nothing more to read until it is taken"
         );
         let at = buf.as_ptr();
         let frame = d.decode(&mut buf).unwrap().unwrap();

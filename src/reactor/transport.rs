@@ -207,6 +207,12 @@ impl<S: Read + Write> Transport<S> {
         peer_closed: bool,
         mut want: Option<usize>,
     ) -> Result<(), ConnectionError> {
+        if want == Some(0) {
+            // A whole frame waits in the buffer: nothing is read until it is
+            // taken (a read of 0 bytes would look like the peer's close).
+            self.paused = true;
+            return Ok(());
+        }
         loop {
             // A large frame's payload, wanted whole, is read straight into
             // the buffer it will be taken as (the decoder made room for
