@@ -207,43 +207,12 @@ impl<S: Read + Write> Transport<S> {
         peer_closed: bool,
         mut want: Option<usize>,
     ) -> Result<(), ConnectionError> {
-        if want == Some(0) {
-            // A whole frame waits in the buffer: nothing is read until it is
-            // taken (a read of 0 bytes would look like the peer's close).
-            self.paused = true;
-            return Ok(());
-        }
         loop {
-            // A large frame's payload, wanted whole, is read straight into
-            // the buffer it will be taken as (the decoder made room for
-            // it), not into the scratch buffer and copied: one copy of an
-            // upload's bytes fewer (issue 20's CPU per MiB). Only its first
-            // read: the room is zeroed first, and a peer trickling the
-            // payload a byte at a time must not cost a payload's worth of
-            // zeroing per byte; the rest of a short first read comes
-            // through the scratch buffer.
-            let direct =
-                self.inbuf.is_empty() && want.is_some_and(|w| w >= crate::framing::LARGE_FRAME);
-            let room = match want {
-                Some(w) if direct => w,
-                Some(w) => w.min(scratch.len()),
-                None => scratch.len(),
+            let room = want.map_or(scratch.len(), |w| w.min(scratch.len()));
+            let Some(into) = scratch.get_mut(..room) else {
+                return Ok(());
             };
-            let read = if direct {
-                let old = self.inbuf.len();
-                self.inbuf.resize(old + room, 0);
-                let read = self
-                    .stream
-                    .read(self.inbuf.get_mut(old..).unwrap_or_default());
-                self.inbuf.truncate(old + read.as_ref().map_or(0, |n| *n));
-                read
-            } else {
-                let Some(into) = scratch.get_mut(..room) else {
-                    return Ok(());
-                };
-                self.stream.read(into)
-            };
-            match read {
+            match self.stream.read(into) {
                 Ok(0) => {
                     self.eof = true;
                     return Ok(());
@@ -253,10 +222,8 @@ impl<S: Read + Write> Transport<S> {
                     if self.bytes_in > max_bytes {
                         return Err(ConnectionError::TooManyBytes { limit: max_bytes });
                     }
-                    if !direct {
-                        self.inbuf
-                            .extend_from_slice(scratch.get(..n).unwrap_or_default());
-                    }
+                    self.inbuf
+                        .extend_from_slice(scratch.get(..n).unwrap_or_default());
                     // Enough for the handler's next turns: the rest stays
                     // in the socket, where TCP flow control holds the
                     // sender, instead of in our memory (an upload would
@@ -520,43 +487,6 @@ mod tests {
         t.read_in(&mut scratch, &limits, &mut budget, true, Some(1))
             .unwrap();
         assert!(t.inbuf.len() > 5);
-    }
-
-    /// A large payload wanted whole is read into the input buffer itself
-    /// (a scratch buffer smaller than it would take several reads), its
-    /// first read only; a read that finds nothing leaves no zeros behind.
-    #[test]
-    fn a_large_payload_is_read_whole_into_the_buffer_past_a_small_scratch() {
-        let len = crate::framing::LARGE_FRAME + 100;
-        let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-        let (a, b) = payload.split_at(len - 50);
-        let mut t = transport(vec![
-            Step::WouldBlock,
-            Step::Bytes(a.to_vec()),
-            Step::Bytes(b.to_vec()),
-            Step::Bytes(b"next".to_vec()),
-        ]);
-        let mut budget = Budget::new(usize::MAX);
-        let limits = Limits {
-            max_conn_bytes: u64::MAX,
-            max_buffered: usize::MAX,
-            ..Limits::default()
-        };
-        let mut scratch = vec![0u8; 64];
-        t.read_in(&mut scratch, &limits, &mut budget, false, Some(len))
-            .unwrap();
-        assert!(t.inbuf.is_empty(), "nothing there: nothing added");
-        // All but 50 bytes in one read, past the 64-byte scratch buffer (a
-        // short read: the socket is taken as drained)...
-        t.read_in(&mut scratch, &limits, &mut budget, false, Some(len))
-            .unwrap();
-        assert!(t.inbuf == a, "{} bytes read", t.inbuf.len());
-        // ...the last 50 through it, on the next event; no further.
-        t.read_in(&mut scratch, &limits, &mut budget, false, Some(50))
-            .unwrap();
-        assert!(t.inbuf == payload, "{} bytes read", t.inbuf.len());
-        assert!(t.take_paused(), "what follows waits in the socket");
-        assert_eq!(budget.used(), len);
     }
 
     #[test]
