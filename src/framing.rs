@@ -109,6 +109,20 @@ impl Decoder {
         (want > 0).then_some(want)
     }
 
+    /// Whether `buf` holds a whole frame for [`Decoder::decode`] to take
+    /// (a header that will be refused counts as none).
+    pub fn holds_frame(&self, buf: &[u8]) -> bool {
+        let whole = |len: usize| buf.len() >= len;
+        match self.state {
+            DecodeState::Body(len) => whole(len),
+            DecodeState::Data(len) => whole(HEADER_LEN + len),
+            DecodeState::Head => buf
+                .get(..HEADER_LEN)
+                .and_then(|head| usize::try_from(LittleEndian::read_i32(head)).ok())
+                .is_some_and(|len| len <= self.max_frame && whole(HEADER_LEN + len)),
+        }
+    }
+
     /// Takes the next whole frame off the front of `buf`.
     ///
     /// `Ok(None)` means more bytes are needed. After an error the stream is
@@ -283,6 +297,28 @@ mod tests {
         let at = buf.as_ptr();
         let frame = d.decode(&mut buf).unwrap().unwrap();
         assert_eq!(frame.as_ptr(), at, "the buffer itself, not a copy");
+    }
+
+    #[test]
+    fn holds_frame_says_whether_decode_would_take_one() {
+        let mut d = Decoder::new(100);
+        let f = frame(b"hello");
+        assert!(d.holds_frame(&f));
+        assert!(!d.holds_frame(&f[..f.len() - 1]));
+        assert!(!d.holds_frame(&f[..3]), "not even a header");
+        assert!(!d.holds_frame(&header(-1)), "refused, not held");
+        let mut long = header(101);
+        long.resize(4 + 101, 0);
+        assert!(!d.holds_frame(&long), "over the limit: refused, not held");
+        // A large frame read apart: the buffer is its payload.
+        let mut d = Decoder::new(1 << 20);
+        let mut buf = header(LARGE_FRAME as i32);
+        d.large = true;
+        assert_eq!(d.decode(&mut buf).unwrap(), None);
+        buf.resize(LARGE_FRAME - 1, 0);
+        assert!(!d.holds_frame(&buf));
+        buf.push(0);
+        assert!(d.holds_frame(&buf));
     }
 
     #[test]

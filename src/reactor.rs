@@ -902,6 +902,9 @@ impl Reactor {
                     continue;
                 }
             };
+            // The server answers now: the peer's silence counts from here,
+            // not from its last frame (a commit may outlast the idle time).
+            conn.transport.touch();
             match failure {
                 None => {
                     conn.transport.outbuf.extend_from_slice(&held);

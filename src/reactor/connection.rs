@@ -165,17 +165,28 @@ impl Connection {
 
     /// Which of its time limits it has reached at `now`, if any; none
     /// while it waits on the server rather than on its peer: its record's
-    /// commit, or its turn in a ready queue. Under load the uploads' turns
-    /// come at most one per gap, so a peer whose chunks all sit in the
-    /// buffer and the socket may wait longer than the idle timeout for the
-    /// server to take the next: the server's pace, never the peer's fault.
-    /// The timers count again from its next frame taken (the idle timer)
-    /// or chunk (the exchange deadline of an upload).
+    /// commit, or its turn in a ready queue with a whole frame buffered.
+    /// Under load the uploads' turns come at most one per gap, so a peer
+    /// whose chunks all sit in the buffer and the socket may wait longer
+    /// than the idle timeout for the server to take the next: the server's
+    /// pace, never the peer's fault. Queued with a part of a frame only, it
+    /// is the peer that owes the rest: a peer trickling bytes is cut as
+    /// ever. The timers count again from its next frame taken (the idle
+    /// timer; the end of a commit too) or chunk (an upload's deadline).
     pub(super) fn expired(&self, now: Instant, limits: &Limits) -> Option<Expiry> {
-        if self.queued || matches!(self.wait, Some(Wait::Commit { .. })) {
+        if matches!(self.wait, Some(Wait::Commit { .. })) || (self.queued && self.holds_frame()) {
             return None;
         }
         self.transport.expired(now, limits)
+    }
+
+    /// Whether a whole frame waits in its buffer for its turn (HTTP
+    /// connections are served without a gap: never held for it).
+    fn holds_frame(&self) -> bool {
+        match &self.handler {
+            Handler::Frames(f) => f.holds_frame(&self.transport.inbuf),
+            Handler::Http(_) | Handler::Staff(_) => false,
+        }
     }
 
     /// Whether it may handle input now: waiting for nothing, not closing,
@@ -291,8 +302,9 @@ mod tests {
     use crate::testing::SharedBuilder;
 
     /// Its time limits do not run out while it waits on the server (its
-    /// turn in a ready queue, its record's commit), and run as before once
-    /// it waits on its peer again.
+    /// record's commit, its turn with a whole frame buffered), and run as
+    /// before once it waits on its peer again, or holds only part of a
+    /// frame (a peer trickling bytes is not the server's to wait for).
     #[test]
     fn no_time_limit_runs_out_while_it_waits_on_the_server(
     ) -> Result<(), Box<dyn std::error::Error>> {
@@ -308,7 +320,7 @@ mod tests {
         };
         let (mut conn, _) = Connection::start(
             TcpStream::from_std(stream),
-            Serves::Http,
+            Serves::Frames(crate::protocol::ServiceKind::Blackboard),
             from.to_string(),
             0,
             &shared,
@@ -322,9 +334,17 @@ mod tests {
         let past_deadline = Instant::now() + Duration::from_secs(31);
         assert_eq!(conn.expired(idle, &limits), Some(Expiry::Idle));
 
+        // Queued with a whole frame: the server's to take.
+        conn.transport.inbuf = crate::framing::frame(b"a whole frame");
         conn.queued = true;
         assert_eq!(conn.expired(idle, &limits), None);
         assert_eq!(conn.expired(past_deadline, &limits), None);
+        // Queued with part of one: the peer's to finish.
+        conn.transport.inbuf.pop();
+        assert_eq!(conn.expired(idle, &limits), Some(Expiry::Idle));
+        conn.transport.inbuf.clear();
+        assert_eq!(conn.expired(idle, &limits), Some(Expiry::Idle));
+
         conn.queued = false;
         conn.wait = Some(Wait::Commit {
             held: Vec::new(),

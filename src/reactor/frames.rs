@@ -99,6 +99,11 @@ impl Frames {
         self.session.awaits_record()
     }
 
+    /// Whether a whole frame waits in `buf` for its turn.
+    pub(super) fn holds_frame(&self, buf: &[u8]) -> bool {
+        self.decoder.holds_frame(buf)
+    }
+
     /// The upload whose staged chunks must go when the connection ends
     /// (deleting a recorded upload's chunks deletes nothing).
     pub(super) fn staged_upload(&self) -> Option<i64> {
