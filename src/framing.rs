@@ -301,7 +301,7 @@ mod tests {
 
     #[test]
     fn holds_frame_says_whether_decode_would_take_one() {
-        let mut d = Decoder::new(100);
+        let d = Decoder::new(100);
         let f = frame(b"hello");
         assert!(d.holds_frame(&f));
         assert!(!d.holds_frame(&f[..f.len() - 1]));
