@@ -187,9 +187,19 @@ impl DialName {
         let name = cert
             .subject_alt_names()
             .and_then(|names| names.iter().find_map(|n| n.dnsname().map(str::to_string)));
-        Ok(name
-            .filter(|n| n != crate::ca::DEFAULT_BLACKBOARD_NAME)
-            .and_then(|n| n.parse().ok()))
+        // A name the client's flag could not carry is said, never left out
+        // (every student's client would then refuse Blackboard).
+        name.filter(|n| n != crate::ca::DEFAULT_BLACKBOARD_NAME)
+            .map(|n| {
+                n.parse().map_err(|e| {
+                    AdminError::Refused(format!(
+                        "{}: Blackboard's name {n:?} cannot go into the students' command ({e}); \
+                         give --blackboard-name",
+                        path.display()
+                    ))
+                })
+            })
+            .transpose()
     }
 }
 
