@@ -95,6 +95,22 @@ fn open_error(path: &Path, errno: Errno) -> AdminError {
     }
 }
 
+/// A folder found under DIR must be the server user's: another user who
+/// owns one could not read the files written into it (0600), but could
+/// move or delete them.
+fn ours(path: &Path, owner: u32, me: u32) -> Result<(), AdminError> {
+    if owner == me {
+        Ok(())
+    } else {
+        Err(file_error(
+            path,
+            std::io::Error::other(format!(
+                "belongs to another user (uid {owner}): nothing is written into it"
+            )),
+        ))
+    }
+}
+
 impl Dir {
     /// DIR itself, made (with its parents) if absent. Only its last
     /// component is refused as a link: the path above it is the operator's.
@@ -125,6 +141,10 @@ impl Dir {
         }
         let fd = rustix::fs::openat(&self.fd, name, DIR_FLAGS, Mode::empty())
             .map_err(|e| open_error(&path, e))?;
+        let owner = rustix::fs::fstat(&fd)
+            .map_err(|e| file_error(&path, e.into()))?
+            .st_uid;
+        ours(&path, owner, rustix::process::geteuid().as_raw())?;
         Ok(Dir { fd, path })
     }
 
@@ -352,6 +372,32 @@ mod tests {
         }
         out.sort();
         Ok(out)
+    }
+
+    #[test]
+    fn a_folder_of_another_user_under_dir_is_refused() -> TestResult {
+        let work = tempfile::tempdir()?;
+        assert!(ours(work.path(), 1000, 1000).is_ok());
+        let e = ours(work.path(), 1001, 1000).err().ok_or("taken")?;
+        assert!(
+            e.to_string().contains("belongs to another user (uid 1001)"),
+            "{e}"
+        );
+        // For real, where this runs as root (CI): a student's folder handed
+        // to nobody (65534) is refused, nothing is written.
+        if rustix::process::geteuid().is_root() {
+            let mut store = store_with(&["a.txt".to_string()])?;
+            let dir = work.path().join("out");
+            let theirs = dir.join("hw1").join(SID);
+            fs::create_dir_all(&theirs)?;
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534))?;
+            let e = extract(&mut store, "hw1", &dir, false)
+                .err()
+                .ok_or("wrote into another user's folder")?;
+            assert!(e.to_string().contains("belongs to another user"), "{e}");
+            assert_eq!(fs::read_dir(&theirs)?.count(), 0);
+        }
+        Ok(())
     }
 
     #[test]
