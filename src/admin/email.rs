@@ -328,6 +328,17 @@ fn encoded_phrase(name: &str) -> String {
     tokens.join("\r\n ")
 }
 
+/// The body's first line. A name stored before the roster's length limit
+/// could make it longer than RFC 5322's 998 bytes: then no name.
+fn greeting(name: &str) -> String {
+    let line = format!("Dear {name},");
+    if line.len() <= 998 {
+        line
+    } else {
+        "Dear student,".to_string()
+    }
+}
+
 /// What every message says besides the student's own lines.
 #[derive(Debug, Clone)]
 pub struct Letter {
@@ -385,7 +396,7 @@ pub(super) fn message(
         "Content-Type: text/plain; charset=utf-8".into(),
         "Content-Transfer-Encoding: 8bit".into(),
         String::new(),
-        format!("Dear {},", entry.name),
+        greeting(&entry.name),
         String::new(),
         format!("your enrollment code for student id {sid} is:"),
         String::new(),
@@ -530,6 +541,14 @@ mod tests {
             missing.map(|_| ()),
             Err(MissingDialAddress("--blackboard-address"))
         );
+    }
+
+    #[test]
+    fn the_greeting_never_makes_a_line_over_998_bytes() {
+        assert_eq!(greeting("Chan Tai Man"), "Dear Chan Tai Man,");
+        let at_limit = "é".repeat(496); // "Dear " + 992 bytes + "," = 998
+        assert_eq!(greeting(&at_limit).len(), 998);
+        assert_eq!(greeting(&format!("{at_limit}x")), "Dear student,");
     }
 
     #[test]
