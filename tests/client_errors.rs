@@ -83,6 +83,24 @@ fn client(dir: &Path, ca: SocketAddr, bb: SocketAddr, args: &[&str]) -> std::io:
 }
 
 /// Failed, saying `needle` exactly once, and without a panic.
+/// The client's enrollment of 1155000001 against a fake CA that answers
+/// its first frame with `payload` as one frame; her out-dir and what the
+/// client said.
+fn enroll_against_one_answer(payload: &[u8]) -> Result<(tempfile::TempDir, Output), Error> {
+    let mut frame = (payload.len() as i32).to_le_bytes().to_vec();
+    frame.extend_from_slice(payload);
+    let answer: &'static [u8] = Box::leak(frame.into_boxed_slice());
+    let peer = FakePeer::start(Some(answer))?;
+    let dir = tempfile::tempdir()?;
+    let out = client(
+        dir.path(),
+        peer.addr,
+        peer.addr,
+        &["--timeout", "5", "1155000001"],
+    )?;
+    Ok((dir, out))
+}
+
 fn failed_saying(out: &Output, needle: &str) {
     assert!(!out.status.success(), "{}", text(out));
     let s = stdout(out);
@@ -341,17 +359,7 @@ fn a_challenge_of_another_version_is_refused_before_anything_is_sent() -> TestRe
         signature: Vec::new(),
     }
     .encode();
-    let mut frame = (payload.len() as i32).to_le_bytes().to_vec();
-    frame.extend_from_slice(&payload);
-    let answer: &'static [u8] = Box::leak(frame.into_boxed_slice());
-    let peer = FakePeer::start(Some(answer))?;
-    let dir = tempfile::tempdir()?;
-    let out = client(
-        dir.path(),
-        peer.addr,
-        peer.addr,
-        &["--timeout", "5", "1155000001"],
-    )?;
+    let (_dir, out) = enroll_against_one_answer(&payload)?;
     failed_saying(&out, "the CA answered with protocol version 4");
     Ok(())
 }
@@ -367,17 +375,7 @@ fn a_store_unavailable_refusal_says_whose_database_and_to_try_again() -> TestRes
          so nothing was recorded); try again in a minute",
     )
     .encode();
-    let mut frame = (payload.len() as i32).to_le_bytes().to_vec();
-    frame.extend_from_slice(&payload);
-    let answer: &'static [u8] = Box::leak(frame.into_boxed_slice());
-    let peer = FakePeer::start(Some(answer))?;
-    let dir = tempfile::tempdir()?;
-    let out = client(
-        dir.path(),
-        peer.addr,
-        peer.addr,
-        &["--timeout", "5", "1155000001"],
-    )?;
+    let (dir, out) = enroll_against_one_answer(&payload)?;
     failed_saying(
         &out,
         "the CA's database is unavailable; nothing was recorded; try again in a minute",

@@ -17,6 +17,26 @@ use common::{
 const SID: &str = "1155000077";
 
 /// The receipt ids she holds.
+/// `client submit --assignment ASSIGNMENT --file NAME SID` of a file
+/// holding `bytes`, written in the server's folder.
+fn submit_file(
+    server: &TestServer,
+    assignment: &str,
+    name: &str,
+    bytes: impl AsRef<[u8]>,
+) -> Result<std::process::Output, Box<dyn std::error::Error>> {
+    let file = server.path().join(name);
+    std::fs::write(&file, bytes)?;
+    Ok(server.client(&[
+        "submit",
+        "--assignment",
+        assignment,
+        "--file",
+        &file.display().to_string(),
+        SID,
+    ])?)
+}
+
 fn held(server: &TestServer) -> Result<Vec<String>, Box<dyn std::error::Error>> {
     let dir = server.path().join("students").join(SID).join("receipts");
     let mut out = Vec::new();
@@ -45,16 +65,7 @@ fn status_matches_her_receipts_and_a_deleted_submission_is_missing() -> TestResu
     // A lab report (version 2) and a file (version 3).
     let out = server.client(&[SID])?;
     assert!(out.status.success(), "{}", text(&out));
-    let file = server.path().join("essay.bin");
-    std::fs::write(&file, [0u8, 1, 2, 255, 10, 13])?;
-    let out = server.client(&[
-        "submit",
-        "--assignment",
-        "hw1",
-        "--file",
-        &file.display().to_string(),
-        SID,
-    ])?;
+    let out = submit_file(&server, "hw1", "essay.bin", [0u8, 1, 2, 255, 10, 13])?;
     assert!(out.status.success(), "{}", text(&out));
     server.admin_ok(&[
         "extend",
@@ -100,7 +111,7 @@ fn status_matches_her_receipts_and_a_deleted_submission_is_missing() -> TestResu
             .args(extra)
             .output()
     };
-    let file_arg = file.display().to_string();
+    let file_arg = server.path().join("essay.bin").display().to_string();
     let v = verify(&upload_receipt.to_string(), &["--file", &file_arg])?;
     assert!(v.status.success(), "{}", text(&v));
     let said = stdout(&v);
@@ -170,16 +181,7 @@ fn a_submission_without_a_receipt_in_her_folder_is_said_plainly() -> TestResult 
     server.course_with_hw1(&["--due", &rfc3339(now_unix() + 3600)])?;
     let out = server.client(&[SID])?;
     assert!(out.status.success(), "{}", text(&out));
-    let file = server.path().join("thesis.pdf");
-    std::fs::write(&file, b"%PDF-1.7 hers")?;
-    let out = server.client(&[
-        "submit",
-        "--assignment",
-        "hw1",
-        "--file",
-        &file.display().to_string(),
-        SID,
-    ])?;
+    let out = submit_file(&server, "hw1", "thesis.pdf", b"%PDF-1.7 hers")?;
     assert!(out.status.success(), "{}", text(&out));
     let upload_receipt: i64 =
         rusqlite::Connection::open(server.path().join("data").join(certboard::store::DB_FILE))?
@@ -282,16 +284,7 @@ fn a_removed_student_can_no_longer_submit_or_upload() -> TestResult {
     let said = text(&out);
     assert!(said.contains("not on the course roster"), "{said}");
     assert!(said.contains("removed by the instructor"), "{said}");
-    let file = server.path().join("late.txt");
-    std::fs::write(&file, "hello")?;
-    let out = server.client(&[
-        "submit",
-        "--assignment",
-        "lab",
-        "--file",
-        &file.display().to_string(),
-        SID,
-    ])?;
+    let out = submit_file(&server, "lab", "late.txt", "hello")?;
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("not on the course roster"),
@@ -307,7 +300,7 @@ fn a_removed_student_can_no_longer_submit_or_upload() -> TestResult {
         .to_bn()?
         .to_hex_str()?
         .to_string();
-    let prepared = client::prepare_file(&file)?;
+    let prepared = client::prepare_file(&server.path().join("late.txt"))?;
     let mut conn = FramedStream::connect(&server.blackboard.to_string(), NET_TIMEOUT)?;
     match client::upload(
         &mut conn,
