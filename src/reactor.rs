@@ -149,6 +149,9 @@ struct Flight {
     batch: InFlight,
     /// The connection awaiting each of its records, in order.
     tokens: Vec<Token>,
+    /// Which of them are streamed chunks ([`connection::CHUNK_WINDOW`]):
+    /// their connection holds no reply for them.
+    streamed: Vec<bool>,
     /// It holds a record someone awaits an answer for (a certificate, a
     /// receipt): other work is under way until it is answered.
     answers: bool,
@@ -468,7 +471,7 @@ impl Reactor {
         loop {
             if let Some(f) = self.in_flight.take() {
                 let outcome = f.batch.wait();
-                self.release(f.tokens, outcome);
+                self.release(f.tokens, f.streamed, outcome);
             }
             self.commit_now();
             if self.in_flight.is_none() {
@@ -743,6 +746,16 @@ impl Reactor {
                 conn.transport.outbuf.extend_from_slice(&frames);
                 self.offload(token, OffJob::Session(job));
             }
+            After::Persist(record @ Record::Chunk(_)) => {
+                // Nothing is answered for a chunk: the connection takes
+                // its next while the writer appends this one.
+                conn.transport.outbuf.extend_from_slice(&frames);
+                conn.chunks_in_commit += 1;
+                if self.pending.is_empty() {
+                    self.pending_since = Some(Instant::now());
+                }
+                self.pending.push((token, record));
+            }
             After::Persist(record) => {
                 conn.wait = Some(Wait::Commit {
                     held: frames,
@@ -789,6 +802,10 @@ impl Reactor {
         if self.in_flight.is_some() || self.pending.is_empty() {
             return;
         }
+        let more_chunks = !self.ready_bulk.is_empty() && !self.others_under_way();
+        if batch::gathering(&self.pending, more_chunks) {
+            return;
+        }
         if let Some(since) = self.pending_since {
             let expected = self.expected.load(Ordering::Relaxed);
             let now = Instant::now();
@@ -816,6 +833,10 @@ impl Reactor {
                 .into_iter()
                 .unzip();
         let answers = records.iter().any(batch::awaits_answer);
+        let streamed = records
+            .iter()
+            .map(|r| matches!(r, Record::Chunk(_)))
+            .collect();
         if self.pending.is_empty() {
             self.pending_since = None;
         }
@@ -824,6 +845,7 @@ impl Reactor {
                 self.in_flight = Some(Flight {
                     batch: flight,
                     tokens,
+                    streamed,
                     answers,
                 });
             }
@@ -833,7 +855,7 @@ impl Reactor {
                     .iter()
                     .map(|_| Err(CommitError::WriterLost("the commit thread has stopped")))
                     .collect();
-                self.release(tokens, outcomes);
+                self.release(tokens, streamed, outcomes);
             }
         }
     }
@@ -845,7 +867,7 @@ impl Reactor {
             return;
         };
         if let Some(f) = self.in_flight.take() {
-            self.release(f.tokens, outcome);
+            self.release(f.tokens, f.streamed, outcome);
         }
         self.start_commit();
     }
@@ -877,8 +899,8 @@ impl Reactor {
     /// Releases the replies held for a batch, each by its own record's
     /// outcome; a reply whose record is not known to be durable is replaced
     /// with an error that says what is known.
-    fn release(&mut self, tokens: Vec<Token>, outcomes: Vec<Outcome>) {
-        for (token, outcome) in tokens.into_iter().zip(outcomes) {
+    fn release(&mut self, tokens: Vec<Token>, streamed: Vec<bool>, outcomes: Vec<Outcome>) {
+        for ((token, outcome), streamed) in tokens.into_iter().zip(outcomes).zip(streamed) {
             let (logged, failure) = match outcome {
                 Ok(logged) => (logged, None),
                 Err(CommitError::Store(e)) => (None, Some(ConnectionError::Commit(e))),
@@ -891,6 +913,10 @@ impl Reactor {
                     (None, Some(ConnectionError::WriterLost))
                 }
             };
+            if streamed {
+                self.chunk_answered(token, failure);
+                continue;
+            }
             let Some(conn) = self.conns.get_mut(&token) else {
                 continue;
             };
@@ -938,6 +964,29 @@ impl Reactor {
             }
             self.after_io(token);
         }
+    }
+
+    /// The writer's answer for one of an upload's streamed chunks: a
+    /// failure refuses the upload (once: its later chunks fail too, as its
+    /// file then misses one), a success opens the window for the next.
+    fn chunk_answered(&mut self, token: Token, failure: Option<ConnectionError>) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let was_full = conn.chunks_in_commit >= connection::CHUNK_WINDOW;
+        conn.chunks_in_commit = conn.chunks_in_commit.saturating_sub(1);
+        match failure {
+            Some(e) if !conn.transport.closing() => self.refuse(token, e),
+            Some(_) => {}
+            None => {
+                if was_full {
+                    // The server held it: its silence counts from now.
+                    conn.transport.touch();
+                }
+                conn.more = true;
+            }
+        }
+        self.after_io(token);
     }
 
     /// Queues the refusal, in the form the peer reads, and closes after
@@ -1000,7 +1049,7 @@ impl Reactor {
                 );
                 return;
             }
-            if drained && conn.wait.is_none() && !work_left {
+            if drained && !conn.owed() && !work_left {
                 self.close(token, "peer closed the connection");
                 return;
             }

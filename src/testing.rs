@@ -675,8 +675,6 @@ pub fn get_request(target: &str) -> crate::ops::http::Request {
     }
 }
 
-/// A lab report record with this receipt id, for tests that only need some
-/// record to commit (the commit thread's, the batch rule's).
 /// An upload's records as a session stages them: its chunks of
 /// [`crate::store::MAX_CHUNK_ROW`] bytes, then its row.
 pub fn upload_file_records(receipt_id: u64, upload_id: i64, data: &[u8]) -> Vec<Record> {
@@ -707,6 +705,8 @@ pub fn upload_file_records(receipt_id: u64, upload_id: i64, data: &[u8]) -> Vec<
     v
 }
 
+/// A lab report record with this receipt id, for tests that only need some
+/// record to commit (the commit thread's, the batch rule's).
 pub fn report_record(receipt_id: u64) -> Record {
     Record::Report(ReportRecord {
         receipt_id,

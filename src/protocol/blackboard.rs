@@ -46,11 +46,12 @@ pub(super) enum Blackboard {
     Recording(Box<ReceiptToSign>),
     /// Version 3: signed offer sent, waiting for the file's announcement.
     AwaitAnnounce(Box<PendingReport<OfferKeys>>),
-    /// Version 3: waiting for the next chunk or the end.
+    /// Version 3: waiting for the next chunk or the end. A chunk on its
+    /// way to the store does not hold the next: nothing is answered for
+    /// it, and the file is recorded only once every chunk before its end
+    /// is written (the reactor's window of chunks, and its batches in
+    /// order).
     Receiving(Box<upload::Receiving>),
-    /// Version 3: a chunk is on its way to the store; nothing more is read
-    /// until it is durable.
-    Staging(Box<upload::Receiving>),
     /// Version 3, intent status: signed offer sent, waiting for her
     /// `StatusRequest`.
     AwaitStatusRequest(Box<PendingReport<OfferKeys>>),
@@ -145,7 +146,6 @@ impl Blackboard {
             Blackboard::Recording(_) => "recording the report",
             Blackboard::AwaitAnnounce(_) => "waiting for the file's announcement",
             Blackboard::Receiving(_) => "waiting for the next chunk or the upload's end",
-            Blackboard::Staging(_) => "recording a chunk",
             Blackboard::AwaitStatusRequest(_) => "waiting for the status request",
         }
     }
@@ -153,7 +153,7 @@ impl Blackboard {
     /// The upload whose chunks may be staged, while one is under way.
     pub(super) fn staged_upload(&self) -> Option<i64> {
         match self {
-            Blackboard::Receiving(r) | Blackboard::Staging(r) => Some(r.upload_id()),
+            Blackboard::Receiving(r) => Some(r.upload_id()),
             _ => None,
         }
     }
@@ -162,7 +162,7 @@ impl Blackboard {
     /// per-connection limits.
     pub(super) fn upload_allowance(&self) -> Option<(u64, u32)> {
         match self {
-            Blackboard::Receiving(r) | Blackboard::Staging(r) => Some(r.allowance()),
+            Blackboard::Receiving(r) => Some(r.allowance()),
             _ => None,
         }
     }
@@ -179,11 +179,6 @@ impl Blackboard {
             Blackboard::Recording(r) => {
                 (State::Done, receipt_after_commit(*r, shared, peer, logged))
             }
-            // A chunk is durable: the next one may be read.
-            Blackboard::Staging(r) => (
-                State::Blackboard(Blackboard::Receiving(r)),
-                Output::default(),
-            ),
             state @ (Blackboard::AwaitHello
             | Blackboard::AwaitReport(_)
             | Blackboard::AwaitAnnounce(_)

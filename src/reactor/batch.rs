@@ -45,6 +45,27 @@ pub(super) fn cap_for<T>(pending: &[(T, Record)]) -> usize {
     }
 }
 
+/// Whether the records waiting should wait for more: chunks only, fewer
+/// bytes than a batch takes, while uploads have turns left to make more
+/// (`more_to_come`). A batch's hand-over to the writer and back (a
+/// wake-up and a switch each way) is then shared by a batch's worth of
+/// chunks instead of paid per chunk (BENCHMARKS.md, "Chunks streamed to
+/// the writer"). Anything else waiting, or no upload able to go on, and
+/// the batch goes at once.
+pub(super) fn gathering<T>(pending: &[(T, Record)], more_to_come: bool) -> bool {
+    if !more_to_come || pending.is_empty() {
+        return false;
+    }
+    let mut bytes = 0usize;
+    for (_, r) in pending {
+        match r {
+            Record::Chunk(c) => bytes = bytes.saturating_add(c.data.len()),
+            _ => return false,
+        }
+    }
+    bytes < CHUNK_BYTES_PER_BATCH
+}
+
 /// The upload a record belongs to, if it is one's.
 fn upload_of(record: &Record) -> Option<i64> {
     match record {
@@ -203,6 +224,46 @@ mod tests {
         // Then the chunks have full batches again.
         let cap = cap_for(&pending);
         assert_eq!(tokens(&take_batch(&mut pending, cap)), vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn chunks_wait_for_a_batchs_worth_only_while_uploads_can_make_more() {
+        let mut pending = vec![(1, chunk(1, 0, CHUNK_MAX)), (2, chunk(2, 0, CHUNK_MAX))];
+        assert!(gathering(&pending, true), "two chunks: more may come");
+        assert!(!gathering(&pending, false), "no upload can go on: now");
+        pending.push((1, chunk(1, 1, CHUNK_MAX)));
+        pending.push((2, chunk(2, 1, CHUNK_MAX)));
+        assert!(!gathering(&pending, true), "a batch's worth: now");
+        pending.truncate(1);
+        pending.push((3, report(7)));
+        assert!(!gathering(&pending, true), "someone awaits a record: now");
+        let discard = vec![(1, Record::DiscardUpload { upload_id: 1 })];
+        assert!(!gathering(&discard, true), "a discard goes at once");
+        let none: Vec<(u32, Record)> = Vec::new();
+        assert!(!gathering(&none, true));
+    }
+
+    #[test]
+    fn a_files_record_waits_for_its_streamed_chunks_left_behind() {
+        // Streamed, an upload's chunks and then its record are all waiting
+        // at once: the record never commits before the last of them.
+        let records = crate::testing::upload_file_records(9, 1, &vec![7; 5 * CHUNK_MAX]);
+        let mut pending: Vec<(u32, Record)> = records.into_iter().map(|r| (1, r)).collect();
+        let cap = cap_for(&pending);
+        let first = take_batch(&mut pending, cap);
+        assert!(first.iter().all(|(_, r)| matches!(r, Record::Chunk(_))));
+        assert_eq!(chunk_bytes(&first), CHUNK_MAX, "one chunk beside an awaited record");
+        let mut seqs = Vec::new();
+        while !pending.is_empty() {
+            let cap = cap_for(&pending);
+            for (_, r) in take_batch(&mut pending, cap) {
+                seqs.push(match r {
+                    Record::Chunk(c) => c.seq as i64,
+                    _ => -1,
+                });
+            }
+        }
+        assert_eq!(seqs, vec![1, 2, 3, 4, -1], "in order, the record last");
     }
 
     #[test]

@@ -110,7 +110,19 @@ pub(super) struct Connection {
     /// Counted in the reactor's tally of exchanges owing a record
     /// ([`super::delay`]) while its session awaits one.
     pub(super) expected: Option<super::delay::Expected>,
+    /// An upload's chunks handed to the writer and not yet answered for:
+    /// it handles its next while they are written, up to [`CHUNK_WINDOW`].
+    pub(super) chunks_in_commit: usize,
 }
+
+/// Most chunks of one upload handed to the writer and not yet answered
+/// for. Nothing is acknowledged to the peer for a chunk, so the next need
+/// not wait for its write: waiting made every chunk a round trip to the
+/// commit thread and back (two wake-ups and switches per 64 KiB,
+/// BENCHMARKS.md, "Chunks streamed to the writer"). Four chunks (256 KiB)
+/// bound what an upload holds in the writer's queue, as
+/// `INPUT_HIGH_WATER` bounds its input buffer.
+pub(super) const CHUNK_WINDOW: usize = 8;
 
 impl Connection {
     /// A connection accepted on a listener that `serves`, and what to send
@@ -159,13 +171,15 @@ impl Connection {
             queued: false,
             more: false,
             expected: None,
+            chunks_in_commit: 0,
         };
         (conn, out)
     }
 
     /// Which of its time limits it has reached at `now`, if any; none
     /// while it waits on the server rather than on its peer: its record's
-    /// commit, or its turn in a ready queue with a whole frame buffered.
+    /// commit, the writer's answer for a whole window of chunks, or its
+    /// turn in a ready queue with a whole frame buffered.
     /// Under load the uploads' turns come at most one per gap, so a peer
     /// whose chunks all sit in the buffer and the socket may wait longer
     /// than the idle timeout for the server to take the next: the server's
@@ -174,7 +188,10 @@ impl Connection {
     /// ever. The timers count again from its next frame taken (the idle
     /// timer; the end of a commit too) or chunk (an upload's deadline).
     pub(super) fn expired(&self, now: Instant, limits: &Limits) -> Option<Expiry> {
-        if matches!(self.wait, Some(Wait::Commit { .. })) || (self.queued && self.holds_frame()) {
+        if matches!(self.wait, Some(Wait::Commit { .. }))
+            || self.chunks_in_commit >= CHUNK_WINDOW
+            || (self.queued && self.holds_frame())
+        {
             return None;
         }
         self.transport.expired(now, limits)
@@ -190,9 +207,17 @@ impl Connection {
     }
 
     /// Whether it may handle input now: waiting for nothing, not closing,
-    /// its peer reading what it is sent.
+    /// its peer reading what it is sent, its chunks in the writer's queue
+    /// within the window.
     pub(super) fn may_work(&self) -> bool {
-        self.wait.is_none() && self.transport.can_work()
+        self.wait.is_none() && self.chunks_in_commit < CHUNK_WINDOW && self.transport.can_work()
+    }
+
+    /// Whether the server owes it something still: a job's result, a
+    /// commit, or the writer's answer for a chunk (a peer that closed its
+    /// side after its last frame is served until then).
+    pub(super) fn owed(&self) -> bool {
+        self.wait.is_some() || self.chunks_in_commit > 0
     }
 
     /// Handles the next whole frame or request buffered, if any.
@@ -355,6 +380,18 @@ mod tests {
         conn.wait = None;
         assert_eq!(conn.expired(idle, &limits), Some(Expiry::Idle));
         assert_eq!(conn.expired(past_deadline, &limits), Some(Expiry::Deadline));
+
+        // Chunks streamed to the writer: within the window the peer owes
+        // the next, and it works on; a full window is the server's to
+        // drain, and it works no more until the writer answers.
+        conn.chunks_in_commit = CHUNK_WINDOW - 1;
+        assert!(conn.may_work() && conn.owed());
+        assert_eq!(conn.expired(idle, &limits), Some(Expiry::Idle));
+        conn.chunks_in_commit = CHUNK_WINDOW;
+        assert!(!conn.may_work() && conn.owed());
+        assert_eq!(conn.expired(past_deadline, &limits), None);
+        conn.chunks_in_commit = 0;
+        assert!(conn.may_work() && !conn.owed());
         Ok(())
     }
 }

@@ -386,7 +386,8 @@ fn random_id() -> Result<i64, openssl::error::ErrorStack> {
 /// One chunk: in sequence, of the agreed size, its MAC right, within the
 /// announced size; decrypted where it lies (the decoded frame's own
 /// buffer becomes the staged record: no copy of the file's bytes here),
-/// hashed, and staged before the next is read.
+/// hashed, and staged: handed to the writer, which appends it while the
+/// next is read.
 pub(super) fn chunk(mut r: Receiving, seq: u64, mut data: Vec<u8>, mac: &[u8], peer: &str) -> Step {
     let ciphertext = &data;
     let sid = r.p.sid.clone();
@@ -434,7 +435,7 @@ pub(super) fn chunk(mut r: Receiving, seq: u64, mut data: Vec<u8>, mac: &[u8], p
         data,
     });
     Ok((
-        State::Blackboard(Blackboard::Staging(Box::new(r))),
+        State::Blackboard(Blackboard::Receiving(Box::new(r))),
         Output {
             then: After::Persist(record),
             ..Output::default()
