@@ -190,6 +190,9 @@ pub(crate) struct Reactor {
     commit_delay: Duration,
     /// How many of this reactor's exchanges owe a record now.
     expected: Arc<AtomicUsize>,
+    /// Connections whose job is on the worker pool (a signature): other
+    /// work under way, which uploads give way to.
+    off_loop: Arc<AtomicUsize>,
     /// The pending records are held back until then.
     held_until: Option<Instant>,
     /// They have been held back (counted once handed over).
@@ -280,6 +283,7 @@ impl Reactor {
             pending_since: None,
             commit_delay: Duration::from_millis(delay::DEFAULT_COMMIT_DELAY_MS.into()),
             expected: Arc::new(AtomicUsize::new(0)),
+            off_loop: Arc::new(AtomicUsize::new(0)),
             held_until: None,
             held: false,
             commits: committer.handle(Arc::clone(&waker)),
@@ -676,14 +680,32 @@ impl Reactor {
     }
 
     /// Whether work other than uploads' is under way: a connection's frame
-    /// or request waiting for its turn, or a record someone awaits the
-    /// answer for (a certificate, a receipt) waiting for or in a commit.
+    /// or request waiting for its turn, its job on the worker pool (a
+    /// signature), or a record someone awaits the answer for (a
+    /// certificate, a receipt) waiting for or in a commit.
     /// Not an exchange waiting for its peer: a client that sent a hello and
     /// went quiet must not slow the uploads.
     fn others_under_way(&self) -> bool {
         !self.ready.is_empty()
+            || self.off_loop.load(Ordering::Relaxed) > 0
             || self.in_flight.as_ref().is_some_and(|f| f.answers)
             || self.pending.iter().any(|(_, r)| batch::awaits_answer(r))
+    }
+
+    /// How many of an upload's chunks may be in the writer's queue before
+    /// it handles the next: [`connection::CHUNK_WINDOW`] while nothing else
+    /// is under way, one while another exchange's work is. Streamed, the
+    /// uploads' chunks kept the core busy writing (up to a window per
+    /// upload queued) while an enrollment waited for its share: loaded
+    /// medians 12% higher in six alternated rounds (BENCHMARKS.md, "Chunks
+    /// streamed to the writer"). One at a time is the pace uploads had
+    /// before, when each chunk waited for its write.
+    fn chunk_window(&self) -> usize {
+        if self.others_under_way() {
+            1
+        } else {
+            connection::CHUNK_WINDOW
+        }
     }
 
     /// When the uploads' next turn is due: now, unless other work is under
@@ -700,10 +722,11 @@ impl Reactor {
     /// requests handled, while it may work.
     fn turn(&mut self, token: Token) {
         for _ in 0..WORK_PER_TURN {
+            let window = self.chunk_window();
             let Some(conn) = self.conns.get_mut(&token) else {
                 return;
             };
-            if !conn.may_work() {
+            if !conn.may_work(window) {
                 return;
             }
             let mut env = Env {
@@ -787,7 +810,10 @@ impl Reactor {
         match submitted {
             Ok(ticket) => {
                 if let Some(conn) = self.conns.get_mut(&token) {
-                    conn.wait = Some(Wait::Work { _ticket: ticket });
+                    conn.wait = Some(Wait::Work {
+                        _ticket: ticket,
+                        _counted: delay::Expected::new(&self.off_loop),
+                    });
                 }
             }
             Err(e) => self.refuse(token, e),
@@ -973,16 +999,14 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
-        let was_full = conn.chunks_in_commit >= connection::CHUNK_WINDOW;
         conn.chunks_in_commit = conn.chunks_in_commit.saturating_sub(1);
         match failure {
             Some(e) if !conn.transport.closing() => self.refuse(token, e),
             Some(_) => {}
             None => {
-                if was_full {
-                    // The server held it: its silence counts from now.
-                    conn.transport.touch();
-                }
+                // Its timers were held while the writer had it: the
+                // peer's silence counts from now.
+                conn.transport.touch();
                 conn.more = true;
             }
         }
@@ -1013,6 +1037,7 @@ impl Reactor {
     /// has work left, and set the interest to match what the connection
     /// is waiting for.
     fn after_io(&mut self, token: Token) {
+        let window = self.chunk_window();
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
@@ -1039,7 +1064,7 @@ impl Reactor {
             }
             conn.more |= conn.transport.inbuf.len() > before || conn.transport.eof();
         }
-        let work_left = conn.more && conn.may_work();
+        let work_left = conn.more && conn.may_work(window);
         if conn.transport.eof() {
             // Never work for nobody: its job is dropped with the ticket.
             if matches!(conn.wait, Some(Wait::Work { .. })) {

@@ -91,6 +91,9 @@ pub(super) enum Wait {
         /// Held while the job waits: dropping it (the connection closed)
         /// makes the pool skip the job.
         _ticket: Arc<()>,
+        /// Counted in the reactor's tally of jobs off the loop while it
+        /// waits, however the wait ends.
+        _counted: super::delay::Expected,
     },
 }
 
@@ -116,13 +119,14 @@ pub(super) struct Connection {
 }
 
 /// Most chunks of one upload handed to the writer and not yet answered
-/// for. Nothing is acknowledged to the peer for a chunk, so the next need
+/// for, while no other exchange's work is under way (then one: see
+/// `Reactor::chunk_window`). Nothing is acknowledged to the peer for a chunk, so the next need
 /// not wait for its write: waiting made every chunk a round trip to the
 /// commit thread and back (two wake-ups and switches per 64 KiB,
 /// BENCHMARKS.md, "Chunks streamed to the writer"). Four chunks (256 KiB)
 /// bound what an upload holds in the writer's queue, as
 /// `INPUT_HIGH_WATER` bounds its input buffer.
-pub(super) const CHUNK_WINDOW: usize = 8;
+pub(super) const CHUNK_WINDOW: usize = 4;
 
 impl Connection {
     /// A connection accepted on a listener that `serves`, and what to send
@@ -178,8 +182,8 @@ impl Connection {
 
     /// Which of its time limits it has reached at `now`, if any; none
     /// while it waits on the server rather than on its peer: its record's
-    /// commit, the writer's answer for a whole window of chunks, or its
-    /// turn in a ready queue with a whole frame buffered.
+    /// commit, the writer's answer for a chunk, or its turn in a ready
+    /// queue with a whole frame buffered.
     /// Under load the uploads' turns come at most one per gap, so a peer
     /// whose chunks all sit in the buffer and the socket may wait longer
     /// than the idle timeout for the server to take the next: the server's
@@ -189,7 +193,7 @@ impl Connection {
     /// timer; the end of a commit too) or chunk (an upload's deadline).
     pub(super) fn expired(&self, now: Instant, limits: &Limits) -> Option<Expiry> {
         if matches!(self.wait, Some(Wait::Commit { .. }))
-            || self.chunks_in_commit >= CHUNK_WINDOW
+            || self.chunks_in_commit > 0
             || (self.queued && self.holds_frame())
         {
             return None;
@@ -207,10 +211,10 @@ impl Connection {
     }
 
     /// Whether it may handle input now: waiting for nothing, not closing,
-    /// its peer reading what it is sent, its chunks in the writer's queue
-    /// within the window.
-    pub(super) fn may_work(&self) -> bool {
-        self.wait.is_none() && self.chunks_in_commit < CHUNK_WINDOW && self.transport.can_work()
+    /// its peer reading what it is sent, fewer than `window` of its chunks
+    /// in the writer's queue.
+    pub(super) fn may_work(&self, window: usize) -> bool {
+        self.wait.is_none() && self.chunks_in_commit < window && self.transport.can_work()
     }
 
     /// Whether the server owes it something still: a job's result, a
@@ -385,13 +389,15 @@ mod tests {
         // the next, and it works on; a full window is the server's to
         // drain, and it works no more until the writer answers.
         conn.chunks_in_commit = CHUNK_WINDOW - 1;
-        assert!(conn.may_work() && conn.owed());
-        assert_eq!(conn.expired(idle, &limits), Some(Expiry::Idle));
+        assert!(conn.may_work(CHUNK_WINDOW) && conn.owed());
+        assert!(!conn.may_work(1), "one at a time while others work");
+        assert_eq!(conn.expired(past_deadline, &limits), None);
         conn.chunks_in_commit = CHUNK_WINDOW;
-        assert!(!conn.may_work() && conn.owed());
+        assert!(!conn.may_work(CHUNK_WINDOW) && conn.owed());
         assert_eq!(conn.expired(past_deadline, &limits), None);
         conn.chunks_in_commit = 0;
-        assert!(conn.may_work() && !conn.owed());
+        assert!(conn.may_work(CHUNK_WINDOW) && !conn.owed());
+        assert_eq!(conn.expired(idle, &limits), Some(Expiry::Idle));
         Ok(())
     }
 }

@@ -26,7 +26,9 @@ pub const DEFAULT_COMMIT_DELAY_MS: u32 = 4;
 
 /// One exchange that owes the message making its record, counted in its
 /// reactor's tally while held; dropping it (the exchange moved on, was
-/// refused or closed) takes it out again, whatever the path.
+/// refused or closed) takes it out again, whatever the path. (The reactor
+/// counts its jobs on the worker pool the same way, in a tally of their
+/// own.)
 #[derive(Debug)]
 pub(super) struct Expected(Arc<AtomicUsize>);
 
