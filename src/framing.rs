@@ -7,6 +7,7 @@
 //! error before a single payload byte is buffered.
 
 use std::fmt;
+use std::ops::Range;
 
 use byteorder::{ByteOrder, LittleEndian};
 
@@ -72,6 +73,11 @@ pub struct Decoder {
     /// The last frame was large: the next one probably is too (an
     /// upload's chunks follow one another).
     large: bool,
+    /// Bytes at the front of the buffer already taken as frames but not
+    /// yet removed ([`Decoder::consume`]).
+    taken: usize,
+    /// The frame [`Decoder::next_frame`] gave, until consumed.
+    given: Option<Range<usize>>,
 }
 
 impl Decoder {
@@ -81,6 +87,8 @@ impl Decoder {
             state: DecodeState::Head,
             max_frame,
             large: false,
+            taken: 0,
+            given: None,
         }
     }
 
@@ -99,6 +107,7 @@ impl Decoder {
     /// apart, tried again"): no less CPU, and a turn of the loop more per
     /// chunk.
     pub fn wanted(&self, buffered: usize) -> Option<usize> {
+        let buffered = buffered.saturating_sub(self.taken);
         let want = match self.state {
             DecodeState::Head if self.large => HEADER_LEN.checked_sub(buffered)?,
             DecodeState::Body(len) => len.checked_sub(buffered)?,
@@ -112,6 +121,7 @@ impl Decoder {
     /// Whether `buf` holds a whole frame for [`Decoder::decode`] to take
     /// (a header that will be refused counts as none).
     pub fn holds_frame(&self, buf: &[u8]) -> bool {
+        let buf = buf.get(self.taken..).unwrap_or_default();
         let whole = |len: usize| buf.len() >= len;
         match self.state {
             DecodeState::Body(len) => whole(len),
@@ -123,24 +133,28 @@ impl Decoder {
         }
     }
 
-    /// Takes the next whole frame off the front of `buf`.
+    /// Where the next whole frame's payload lies in `buf`, to be read there
+    /// and then taken off with [`Decoder::consume`]: no copy of it is made.
     ///
     /// `Ok(None)` means more bytes are needed. After an error the stream is
     /// out of sync for good and the connection must be closed.
     ///
-    /// A frame costs copies of its own length only, however much is
-    /// buffered behind it: the header stays in `buf` until the frame is
-    /// whole, then header and frame leave in one move. (Draining the header
-    /// first and splitting the rest off moved and reallocated everything
-    /// buffered, per frame: with an upload's chunks queued behind one
-    /// another that was most of the server's CPU, issue 20.) A large frame
-    /// read as [`Decoder::wanted`] asks costs no copy at all: its header
-    /// came alone and is consumed at once, and the buffer it then fills
-    /// is the frame.
-    pub fn decode(&mut self, buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, FrameError> {
+    /// A taken frame's bytes leave the buffer lazily: only once they are as
+    /// many as what is left behind them (then the rest moves up, at most
+    /// once per byte taken), or all of it. Moving the rest up behind every
+    /// frame moved up to three of an upload's chunks per chunk taken, a
+    /// twentieth of the server's CPU per MiB (issue 20). A large frame read
+    /// as [`Decoder::wanted`] asks is its buffer's only content: its header
+    /// came alone and is consumed at once.
+    pub fn next_frame(&mut self, buf: &mut Vec<u8>) -> Result<Option<Range<usize>>, FrameError> {
+        if let Some(given) = &self.given {
+            // Not consumed: the same frame again.
+            return Ok(Some(given.clone()));
+        }
+        let at = self.taken;
         let len = match self.state {
             DecodeState::Head => {
-                let Some(head) = buf.get(..HEADER_LEN) else {
+                let Some(head) = buf.get(at..at + HEADER_LEN) else {
                     return Ok(None);
                 };
                 let raw = LittleEndian::read_i32(head);
@@ -151,11 +165,12 @@ impl Decoder {
                         max: self.max_frame,
                     });
                 }
-                if len >= LARGE_FRAME && buf.len() == HEADER_LEN {
+                if len >= LARGE_FRAME && buf.len() == at + HEADER_LEN {
                     // The header alone: the buffer is empty once it is
                     // consumed, so the payload fills it from the start.
                     buf.clear();
                     buf.reserve_exact(len);
+                    self.taken = 0;
                     self.state = DecodeState::Body(len);
                     return Ok(None);
                 }
@@ -163,41 +178,63 @@ impl Decoder {
                 len
             }
             DecodeState::Data(len) => len,
-            DecodeState::Body(len) => return Ok(self.body(len, buf)),
-        };
-        self.large = len >= LARGE_FRAME;
-        let end = HEADER_LEN + len;
-        let frame = if buf.len() == end {
-            // The usual case: the frame is all there is; no copy of it.
-            let mut whole = std::mem::take(buf);
-            whole.drain(..HEADER_LEN);
-            whole
-        } else if let Some(payload) = buf.get(HEADER_LEN..end) {
-            let frame = payload.to_vec();
-            buf.drain(..end);
-            frame
-        } else {
-            return Ok(None);
-        };
-        self.state = DecodeState::Head;
-        Ok(Some(frame))
-    }
-
-    /// A large frame whose header is gone: the buffer is its payload.
-    fn body(&mut self, len: usize, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
-        let frame = match buf.len().cmp(&len) {
-            std::cmp::Ordering::Less => return None,
-            std::cmp::Ordering::Equal => std::mem::take(buf),
-            // Read past it (a reader that did not follow `wanted`): the
-            // rest moves to a buffer of its own.
-            std::cmp::Ordering::Greater => {
-                let rest = buf.split_off(len);
-                std::mem::replace(buf, rest)
+            DecodeState::Body(len) => {
+                if buf.len() < len {
+                    return Ok(None);
+                }
+                self.given = Some(0..len);
+                return Ok(Some(0..len));
             }
         };
+        let end = at + HEADER_LEN + len;
+        if buf.len() < end {
+            return Ok(None);
+        }
+        let range = end - len..end;
+        self.given = Some(range.clone());
+        Ok(Some(range))
+    }
+
+    /// Takes the frame [`Decoder::next_frame`] gave off the buffer.
+    pub fn consume(&mut self, buf: &mut Vec<u8>) {
+        let Some(Range { end, .. }) = self.given.take() else {
+            return;
+        };
+        self.large = match self.state {
+            DecodeState::Body(_) => true,
+            DecodeState::Data(len) => len >= LARGE_FRAME,
+            DecodeState::Head => self.large,
+        };
         self.state = DecodeState::Head;
-        self.large = true;
-        Some(frame)
+        if end >= buf.len() {
+            buf.clear();
+            self.taken = 0;
+        } else if end >= buf.len() - end {
+            buf.drain(..end);
+            self.taken = 0;
+        } else {
+            self.taken = end;
+        }
+    }
+
+    /// Takes the next whole frame off the front of `buf`, as a buffer of
+    /// its own ([`Decoder::next_frame`], for a reader that keeps frames).
+    /// A large frame read as [`Decoder::wanted`] asks is the buffer itself.
+    pub fn decode(&mut self, buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, FrameError> {
+        let Some(range) = self.next_frame(buf)? else {
+            return Ok(None);
+        };
+        let frame = if range.start == 0 && range.end == buf.len() {
+            self.given = None;
+            self.state = DecodeState::Head;
+            self.large = true;
+            std::mem::take(buf)
+        } else {
+            let frame = buf.get(range).unwrap_or_default().to_vec();
+            self.consume(buf);
+            frame
+        };
+        Ok(Some(frame))
     }
 }
 
@@ -346,6 +383,46 @@ mod tests {
                 "cap {cap}"
             );
         }
+    }
+
+    #[test]
+    fn frames_are_read_in_place_and_what_follows_moves_up_only_once_as_much_is_taken() {
+        let mut d = Decoder::new(1024);
+        let mut buf = Vec::new();
+        for b in 1..=4u8 {
+            encode(&[b; 100], &mut buf);
+        }
+        let first = d.next_frame(&mut buf).unwrap().unwrap();
+        assert_eq!(first, 4..104);
+        assert_eq!(
+            d.next_frame(&mut buf).unwrap(),
+            Some(first.clone()),
+            "until consumed"
+        );
+        let at = buf.as_ptr();
+        d.consume(&mut buf);
+        assert_eq!(buf.len(), 416, "one taken, three behind it: nothing moved");
+        assert!(d.holds_frame(&buf));
+        let second = d.next_frame(&mut buf).unwrap().unwrap();
+        assert_eq!(&buf[second], &[2u8; 100][..]);
+        d.consume(&mut buf);
+        assert_eq!(buf.len(), 208, "two taken, as many behind: they moved up");
+        assert_eq!(buf.as_ptr(), at, "in the same buffer");
+        let third = d.next_frame(&mut buf).unwrap().unwrap();
+        assert_eq!(&buf[third], &[3u8; 100][..]);
+        d.consume(&mut buf);
+        assert_eq!(buf.len(), 104, "as many taken as behind: moved up again");
+        assert_eq!(d.wanted(buf.len()), None);
+        buf.extend_from_slice(&frame(b"fifth")[..3]);
+        assert!(d.holds_frame(&buf) && d.next_frame(&mut buf).unwrap().is_some());
+        d.consume(&mut buf);
+        assert!(!d.holds_frame(&buf), "a part of a header is no frame");
+        assert_eq!(d.next_frame(&mut buf), Ok(None));
+        buf.extend_from_slice(&frame(b"fifth")[3..]);
+        let fifth = d.next_frame(&mut buf).unwrap().unwrap();
+        assert_eq!(&buf[fifth], b"fifth");
+        d.consume(&mut buf);
+        assert!(buf.is_empty(), "all taken: the buffer is empty again");
     }
 
     #[test]

@@ -252,7 +252,11 @@ mod tests {
         let cap = cap_for(&pending);
         let first = take_batch(&mut pending, cap);
         assert!(first.iter().all(|(_, r)| matches!(r, Record::Chunk(_))));
-        assert_eq!(chunk_bytes(&first), CHUNK_MAX, "one chunk beside an awaited record");
+        assert_eq!(
+            chunk_bytes(&first),
+            CHUNK_MAX,
+            "one chunk beside an awaited record"
+        );
         let mut seqs = Vec::new();
         while !pending.is_empty() {
             let cap = cap_for(&pending);

@@ -64,20 +64,24 @@ impl Frames {
         shared: &mut Shared,
         peer: &str,
     ) -> Work {
-        let frame = match self.decoder.decode(&mut t.inbuf) {
-            Ok(Some(f)) => f,
+        let range = match self.decoder.next_frame(&mut t.inbuf) {
+            Ok(Some(r)) => r,
             Ok(None) => return Work::Idle,
             Err(e) => return Work::Refuse(ConnectionError::BadFrame(e)),
         };
         t.touch();
         self.messages = self.messages.saturating_add(1);
         if self.messages > self.max_messages.saturating_add(self.extra_messages) {
+            self.decoder.consume(&mut t.inbuf);
             return Work::Refuse(ConnectionError::TooManyMessages {
                 limit: self.max_messages,
             });
         }
         let session = std::mem::take(&mut self.session);
-        let (next, out) = session.on_frame(&frame, shared, peer);
+        // Read where it lies in the buffer, then taken off: no copy of it.
+        let frame = t.inbuf.get(range).unwrap_or_default();
+        let (next, out) = session.on_frame(frame, shared, peer);
+        self.decoder.consume(&mut t.inbuf);
         self.session = next;
         if let Some((bytes, frames)) = self.session.upload_allowance() {
             // Granted once, at the announcement: the file's own size.
