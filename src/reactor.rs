@@ -294,7 +294,7 @@ impl Reactor {
             writer_lost: false,
             id,
             signals,
-            scratch: vec![0u8; 64 * 1024],
+            scratch: vec![0u8; transport::READ_BUFFER],
             deadlines: BinaryHeap::new(),
             spare: open_spare(),
             accept_failures: AcceptFailures::default(),

@@ -86,6 +86,14 @@ pub(super) struct Transport<S> {
 /// read (four 64 KiB chunks): TCP flow control then holds the sender.
 pub(super) const INPUT_HIGH_WATER: usize = 4 * 65_600;
 
+/// Least a read asks for, however close to the high-water mark.
+const MIN_READ: usize = 16 * 1024;
+
+/// The reactor's read buffer: a read takes up to the high-water mark at
+/// once. Four 64 KiB reads per four chunks cost a system call and a TCP
+/// window update each (BENCHMARKS.md, "Chunks streamed to the writer").
+pub(super) const READ_BUFFER: usize = INPUT_HIGH_WATER;
+
 impl<S: Read + Write> Transport<S> {
     pub(super) fn new(stream: S, now: Instant) -> Transport<S> {
         Transport {
@@ -208,7 +216,12 @@ impl<S: Read + Write> Transport<S> {
         mut want: Option<usize>,
     ) -> Result<(), ConnectionError> {
         loop {
-            let room = want.map_or(scratch.len(), |w| w.min(scratch.len()));
+            // Up to the high-water mark in one read, not past it by more
+            // than a small read.
+            let up_to = INPUT_HIGH_WATER
+                .saturating_sub(self.inbuf.len())
+                .max(MIN_READ);
+            let room = want.map_or(up_to, |w| w.min(up_to)).min(scratch.len());
             let Some(into) = scratch.get_mut(..room) else {
                 return Ok(());
             };
@@ -517,6 +530,31 @@ mod tests {
             .unwrap();
         assert!(t.inbuf.len() > before, "read on after resuming");
         assert!(t.inbuf.len() < INPUT_HIGH_WATER + piece.len());
+    }
+
+    #[test]
+    fn one_read_takes_up_to_the_high_water_mark_and_never_far_past_it() {
+        let mut t = transport(vec![Step::Bytes(vec![1u8; 4 * INPUT_HIGH_WATER])]);
+        let mut budget = Budget::new(usize::MAX);
+        let limits = Limits {
+            max_conn_bytes: u64::MAX,
+            max_buffered: usize::MAX,
+            ..Limits::default()
+        };
+        let mut scratch = vec![0u8; READ_BUFFER];
+        t.read_in(&mut scratch, &limits, &mut budget, false, None)
+            .unwrap();
+        assert_eq!(t.inbuf.len(), INPUT_HIGH_WATER, "in one read, to the mark");
+        t.inbuf.drain(..1000);
+        t.settle(&mut budget);
+        assert!(t.take_paused());
+        t.read_in(&mut scratch, &limits, &mut budget, false, None)
+            .unwrap();
+        assert_eq!(
+            t.inbuf.len(),
+            INPUT_HIGH_WATER - 1000 + MIN_READ,
+            "near the mark, one small read"
+        );
     }
 
     #[test]
