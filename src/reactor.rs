@@ -142,6 +142,11 @@ const BULK_TURNS_PER_POLL: usize = 2;
 /// commit per chunk while an answer is awaited, gives them fewer; but
 /// they are never left without a turn.
 const BULK_GAP: Duration = Duration::from_millis(2);
+/// Uploads' chunks in the writer's queue, all connections together, past
+/// which each upload has one at most there (`Reactor::chunk_window`): two
+/// batches' worth, so one upload alone still hands its chunks over a
+/// batch at a time.
+const CHUNKS_QUEUED_MAX: usize = 8;
 
 /// The batch the writer is committing.
 #[derive(Debug)]
@@ -193,6 +198,9 @@ pub(crate) struct Reactor {
     /// Connections whose job is on the worker pool (a signature): other
     /// work under way, which uploads give way to.
     off_loop: Arc<AtomicUsize>,
+    /// Uploads' chunks handed to the writer and not yet answered for, all
+    /// connections together ([`CHUNKS_QUEUED_MAX`]).
+    chunks_queued: usize,
     /// The pending records are held back until then.
     held_until: Option<Instant>,
     /// They have been held back (counted once handed over).
@@ -284,6 +292,7 @@ impl Reactor {
             commit_delay: Duration::from_millis(delay::DEFAULT_COMMIT_DELAY_MS.into()),
             expected: Arc::new(AtomicUsize::new(0)),
             off_loop: Arc::new(AtomicUsize::new(0)),
+            chunks_queued: 0,
             held_until: None,
             held: false,
             commits: committer.handle(Arc::clone(&waker)),
@@ -694,18 +703,14 @@ impl Reactor {
 
     /// How many of an upload's chunks may be in the writer's queue before
     /// it handles the next: [`connection::CHUNK_WINDOW`] while nothing else
-    /// is under way, one while another exchange's work is. Streamed, the
-    /// uploads' chunks kept the core busy writing (up to a window per
-    /// upload queued) while an enrollment waited for its share: loaded
-    /// medians 12% higher in six alternated rounds (BENCHMARKS.md, "Chunks
-    /// streamed to the writer"). One at a time is the pace uploads had
-    /// before, when each chunk waited for its write.
+    /// is under way and the writer's queue is short, else one. Streamed,
+    /// the uploads' chunks kept the core busy writing (up to a window per
+    /// upload queued, 80 chunks for 20 uploads) while an enrollment waited
+    /// for its share (BENCHMARKS.md, "Chunks streamed to the writer"). One
+    /// at a time is the pace uploads had before, when each chunk waited for
+    /// its write: the writer is never more than a chunk per upload behind.
     fn chunk_window(&self) -> usize {
-        if self.others_under_way() {
-            1
-        } else {
-            connection::CHUNK_WINDOW
-        }
+        chunk_window(self.others_under_way(), self.chunks_queued)
     }
 
     /// When the uploads' next turn is due: now, unless other work is under
@@ -774,6 +779,7 @@ impl Reactor {
                 // its next while the writer appends this one.
                 conn.transport.outbuf.extend_from_slice(&frames);
                 conn.chunks_in_commit += 1;
+                self.chunks_queued += 1;
                 if self.pending.is_empty() {
                     self.pending_since = Some(Instant::now());
                 }
@@ -996,6 +1002,7 @@ impl Reactor {
     /// failure refuses the upload (once: its later chunks fail too, as its
     /// file then misses one), a success opens the window for the next.
     fn chunk_answered(&mut self, token: Token, failure: Option<ConnectionError>) {
+        self.chunks_queued = self.chunks_queued.saturating_sub(1);
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
@@ -1206,6 +1213,16 @@ fn bulk_turns(others: bool, now: Instant, next: &mut Instant) -> usize {
 
 /// Which queue each turn after a poll comes from (`true`: the uploads'),
 /// given how many connections wait in each: the others first, at most
+/// [`Reactor::chunk_window`]: `others`, another exchange's work is under
+/// way; `queued`, the chunks in the writer's queue.
+fn chunk_window(others: bool, queued: usize) -> usize {
+    if others || queued >= CHUNKS_QUEUED_MAX {
+        1
+    } else {
+        connection::CHUNK_WINDOW
+    }
+}
+
 /// [`TURNS_PER_POLL`], then at most `bulk_turns` uploads.
 fn turn_plan(ready: usize, bulk: usize, bulk_turns: usize) -> impl Iterator<Item = bool> {
     let first = ready.min(TURNS_PER_POLL);
@@ -1240,6 +1257,23 @@ mod tests {
             vec![false, false, true]
         );
         assert_eq!(turn_plan(0, 20, 0).count(), 0);
+    }
+
+    #[test]
+    fn an_upload_has_a_window_of_chunks_at_the_writer_only_while_nothing_else_waits() {
+        assert_eq!(chunk_window(false, 0), connection::CHUNK_WINDOW);
+        assert_eq!(
+            chunk_window(false, CHUNKS_QUEUED_MAX - 1),
+            connection::CHUNK_WINDOW
+        );
+        // The writer's queue long (many uploads), or another exchange at
+        // work: one chunk each, as when every chunk waited for its write.
+        assert_eq!(chunk_window(false, CHUNKS_QUEUED_MAX), 1);
+        assert_eq!(chunk_window(true, 0), 1);
+        // Never none: a window of one still lets each upload go on, and a
+        // connection with nothing at the writer always may work.
+        assert!(chunk_window(true, usize::MAX) >= 1);
+        assert!(CHUNKS_QUEUED_MAX >= connection::CHUNK_WINDOW);
     }
 
     #[test]
