@@ -147,6 +147,8 @@ const BULK_GAP: Duration = Duration::from_millis(2);
 /// batches' worth, so one upload alone still hands its chunks over a
 /// batch at a time.
 const CHUNKS_QUEUED_MAX: usize = 8;
+// One upload alone must be able to fill its window.
+const _: () = assert!(CHUNKS_QUEUED_MAX >= connection::CHUNK_WINDOW);
 
 /// The batch the writer is committing.
 #[derive(Debug)]
@@ -1273,7 +1275,6 @@ mod tests {
         // Never none: a window of one still lets each upload go on, and a
         // connection with nothing at the writer always may work.
         assert!(chunk_window(true, usize::MAX) >= 1);
-        assert!(CHUNKS_QUEUED_MAX >= connection::CHUNK_WINDOW);
     }
 
     #[test]
