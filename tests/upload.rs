@@ -379,6 +379,40 @@ fn three_chunks_of_eight_sent(server: &TestServer) -> Result<Raw, Box<dyn std::e
     Ok(raw)
 }
 
+/// Every chunk and the end sent at once, then the client's side closed
+/// (a half-close) before it reads anything: the close may be read while
+/// chunks are still at the writer and the end still buffered, and the
+/// server must still take the end, record the file and send the receipt,
+/// not take the close for an upload cut off (`Connection::owed` is the
+/// rule; its unit test pins it, this one the whole path).
+#[test]
+fn a_whole_upload_sent_then_half_closed_is_still_recorded_and_answered() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let mut data = vec![0u8; 8 * CHUNK_MAX + 1000];
+    openssl::rand::rand_bytes(&mut data)?;
+    let mut raw = offer(&server, &s)?;
+    let (ready, mut a) = raw.announce("whole.bin", &data)?;
+    assert!(matches!(ready?, Message::UploadReady { .. }));
+    for seq in 0..9 {
+        let c = raw.chunk(&mut a, &data, seq)?;
+        raw.conn.send(&c)?;
+    }
+    let done = raw.done(&a, 9)?;
+    raw.conn.send(&done)?;
+    raw.conn.finish_sending()?;
+    match raw.conn.recv()? {
+        Message::SignedReceipt { .. } => {}
+        other => return Err(format!("expected the receipt, got {}", other.name()).into()),
+    }
+    let mut store = sqlite(&server)?;
+    let uploads = store.uploads()?;
+    assert_eq!(uploads.len(), 1, "recorded once");
+    assert_eq!((uploads[0].size, uploads[0].chunks), (data.len() as u64, 9));
+    assert_eq!(read_back(&mut store, uploads[0].receipt_id)?, data);
+    Ok(())
+}
+
 #[test]
 fn a_connection_cut_mid_upload_leaves_nothing_recorded_or_staged() -> TestResult {
     let server = TestServer::start(&[])?;

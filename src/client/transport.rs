@@ -158,6 +158,15 @@ impl FramedStream {
         self.send_frame(&msg.encode())
     }
 
+    /// Tells the peer nothing more is coming (a TCP half-close); answers
+    /// can still be received.
+    pub fn finish_sending(&mut self) -> Result<(), ClientError> {
+        let peer = self.peer.clone();
+        self.stream
+            .shutdown(std::net::Shutdown::Write)
+            .map_err(net_ctx(format!("closing the way to {peer}")))
+    }
+
     /// Receives one frame.
     pub fn recv_frame(&mut self) -> Result<Vec<u8>, ClientError> {
         let mut chunk = [0u8; 16 * 1024];
