@@ -782,20 +782,14 @@ impl Reactor {
                 conn.transport.outbuf.extend_from_slice(&frames);
                 conn.chunks_in_commit += 1;
                 self.chunks_queued += 1;
-                if self.pending.is_empty() {
-                    self.pending_since = Some(Instant::now());
-                }
-                self.pending.push((token, record));
+                self.stage(token, record);
             }
             After::Persist(record) => {
                 conn.wait = Some(Wait::Commit {
                     held: frames,
                     close_after: out.close,
                 });
-                if self.pending.is_empty() {
-                    self.pending_since = Some(Instant::now());
-                }
-                self.pending.push((token, record));
+                self.stage(token, record);
             }
             After::Nothing => {
                 conn.transport.outbuf.extend_from_slice(&frames);
@@ -804,6 +798,14 @@ impl Reactor {
                 }
             }
         }
+    }
+
+    /// Queues `record` for the next commit batch.
+    fn stage(&mut self, token: Token, record: Record) {
+        if self.pending.is_empty() {
+            self.pending_since = Some(Instant::now());
+        }
+        self.pending.push((token, record));
     }
 
     /// Hands `job` to the worker pool; the connection waits for it, or is
