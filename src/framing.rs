@@ -225,10 +225,10 @@ impl Decoder {
             return Ok(None);
         };
         let frame = if range.start == 0 && range.end == buf.len() {
-            self.given = None;
-            self.state = DecodeState::Head;
-            self.large = true;
-            std::mem::take(buf)
+            // The buffer is the frame: taken whole, then consumed as any.
+            let whole = std::mem::take(buf);
+            self.consume(buf);
+            whole
         } else {
             let frame = buf.get(range).unwrap_or_default().to_vec();
             self.consume(buf);
