@@ -16,7 +16,9 @@
 use std::fmt::{self, Display, Write};
 
 /// Shows `value` with its control characters escaped (see the module).
-#[derive(Debug, Clone, Copy)]
+/// `{:?}` shows the same between double quotes, as a message quotes what a
+/// person typed.
+#[derive(Clone, Copy)]
 pub struct Escaped<T> {
     value: T,
     keep_tab: bool,
@@ -71,6 +73,12 @@ impl<T: Display> Display for Escaped<T> {
     }
 }
 
+impl<T: Display> fmt::Debug for Escaped<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
 struct EscapingWriter<'a, 'b> {
     out: &'a mut fmt::Formatter<'b>,
     keep_tab: bool,
@@ -116,6 +124,13 @@ mod tests {
         ] {
             assert_eq!(esc(s), s);
         }
+    }
+
+    #[test]
+    fn debug_quotes_the_escaped_text_and_shows_no_internals() {
+        assert_eq!(format!("{:?}", escaped("Mars/Phobos")), "\"Mars/Phobos\"");
+        assert_eq!(format!("{:?}", escaped("a\x1bb")), "\"a\\x1bb\"");
+        assert_eq!(format!("{:?}", escaped_keep_tab("a\tb")), "\"a\tb\"");
     }
 
     #[test]
