@@ -12,7 +12,6 @@
 //! the addresses students dial (`--ca-address`, `--blackboard-address`).
 
 use std::fmt;
-use std::io::Write;
 use std::path::Path;
 
 use openssl::base64::encode_block;
@@ -454,14 +453,14 @@ pub fn write_messages(
             continue;
         };
         let text = message(entry, email, code, letter)?;
+        // A reissued code replaces the message holding the old one (a
+        // message left with a spent code would be sent by mistake); the
+        // new one arrives whole or not at all, never through a link.
         let path = dir.join(format!("{sid}.eml"));
-        let file_err = |source| AdminError::File {
+        fsutil::write_atomic(&path, text.as_bytes(), 0o600).map_err(|e| AdminError::File {
             path: path.clone(),
-            source,
-        };
-        let mut f = fsutil::create_private(&path).map_err(file_err)?;
-        f.write_all(text.as_bytes()).map_err(file_err)?;
-        f.sync_all().map_err(file_err)?;
+            source: e.into(),
+        })?;
         written += 1;
     }
     Ok((written, without))
@@ -765,6 +764,34 @@ print(json.dumps(out))
                 assert!(body.contains(&want), "{sid}: {want:?} not in {body}");
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_reissued_code_replaces_the_old_message_and_never_follows_a_link() -> TestResult {
+        let roster = vec![entry("1155000001", "Chan Tai Man", "tm@example.edu")];
+        let dir = tempfile::tempdir()?;
+        let mail = dir.path().join("mail");
+        let letter = letter()?;
+        let codes =
+            |code: &str| format!("sid,name,email,code\r\n1155000001,x,tm@example.edu,{code}\r\n");
+        write_messages(&roster, &codes("OLD-CODE"), &mail, &letter)?;
+        let path = mail.join("1155000001.eml");
+        assert!(std::fs::read_to_string(&path)?.contains("OLD-CODE"));
+        let (written, _) = write_messages(&roster, &codes("NEW-CODE"), &mail, &letter)?;
+        assert_eq!(written, 1);
+        let text = std::fs::read_to_string(&path)?;
+        assert!(text.contains("NEW-CODE") && !text.contains("OLD-CODE"));
+        // A link planted where the message goes is replaced, its target
+        // left alone.
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, "untouched")?;
+        std::fs::remove_file(&path)?;
+        std::os::unix::fs::symlink(&target, &path)?;
+        write_messages(&roster, &codes("THIRD-CODE"), &mail, &letter)?;
+        assert_eq!(std::fs::read_to_string(&target)?, "untouched");
+        assert!(!std::fs::symlink_metadata(&path)?.file_type().is_symlink());
+        assert!(std::fs::read_to_string(&path)?.contains("THIRD-CODE"));
         Ok(())
     }
 }
