@@ -21,7 +21,8 @@ pub use course::{
 };
 pub use coursework::{
     add_assignment, assignment_status, close_assignment, edit_assignment, extend, gradebook,
-    list_assignments, remove_student, set_timezone, timezone, AssignmentSpec, Standing, Submitted,
+    list_assignments, remove_student, set_timezone, timezone, AssignmentSpec, Edited, Standing,
+    Submitted,
 };
 pub use email::{check_address, write_messages, Dial, DialAddress, DialName, Letter};
 pub use export::{certs, reports, select_reports, Format, ReportFilter};

@@ -448,6 +448,56 @@ fn assignment_commands_check_what_they_are_given() -> TestResult {
         Some("hw1,Homework 1,,2099-03-01T15:59:00Z,,"),
         "{csv}"
     );
+    // A new due time past the late period's end is refused until the
+    // instructor says what becomes of the late period.
+    admin_ok(
+        &server,
+        &[
+            "assignment",
+            "edit",
+            "hw1",
+            "--late-until",
+            "2099-03-02T23:59:00+08:00",
+        ],
+    )?;
+    let out = server.admin(&[
+        "assignment",
+        "edit",
+        "hw1",
+        "--due",
+        "2099-03-05T23:59:00+08:00",
+    ])?;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("ends 2099-03-02T23:59:00+08:00")
+            && text(&out).contains("--no-late-until"),
+        "{}",
+        text(&out)
+    );
+    let csv = admin_ok(&server, &["assignment", "list", "--format", "csv"])?;
+    assert!(
+        csv.contains(",2099-03-01T15:59:00Z,2099-03-02T15:59:00Z,"),
+        "unchanged: {csv}"
+    );
+    // Closed, then a new due time: open again, and said so.
+    admin_ok(&server, &["assignment", "close", "hw1"])?;
+    let said = admin_ok(
+        &server,
+        &[
+            "assignment",
+            "edit",
+            "hw1",
+            "--due",
+            "2099-03-05T23:59:00+08:00",
+            "--no-late-until",
+        ],
+    )?;
+    assert!(said.contains("it was closed and is open again"), "{said}");
+    let said = admin_ok(
+        &server,
+        &["assignment", "edit", "hw1", "--title", "Homework one"],
+    )?;
+    assert!(!said.contains("open again"), "{said}");
     Ok(())
 }
 

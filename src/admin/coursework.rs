@@ -110,7 +110,7 @@ pub fn edit_assignment(
     store: &mut dyn Storage,
     id: &str,
     spec: &AssignmentSpec,
-) -> Result<Assignment, AdminError> {
+) -> Result<Edited, AdminError> {
     let mut a =
         find(store, id)?.ok_or_else(|| AdminError::NotFound(format!("no assignment {id:?}")))?;
     if let Some(t) = &spec.title {
@@ -137,21 +137,42 @@ pub fn edit_assignment(
     } else {
         spec.late_until.or(a.late_until)
     };
+    let zone = timezone(store)?;
+    let mut reopened = false;
     if let Some(d) = spec.due {
         a.due = Some(d);
-        // A due time moved again opens what a `close` shut.
-        a.closed_at = None;
-        // A late period that would now end before the due time ends at it.
-        if a.late_until.is_some_and(|l| l < d) && spec.late_until.is_none() {
-            a.late_until = None;
+        // A due time moved again opens what a `close` shut (said to the
+        // caller: `Edited::reopened`).
+        reopened = a.closed_at.take().is_some();
+        // A late period the new due time would pass is not dropped or
+        // moved behind her back: the instructor says which.
+        if let Some(l) = a.late_until.filter(|l| *l < d) {
+            if spec.late_until.is_none() && !spec.no_late_until {
+                return Err(bad(format_args!(
+                    "the late period of {id} ends {}, before the new due time {}: give                      --late-until TIME (after the due time) or --no-late-until",
+                    show_time(l, zone.as_deref()),
+                    show_time(d, zone.as_deref())
+                )));
+            }
         }
     }
-    let zone = timezone(store)?;
     // Only a due time given now must not be past.
     let force = spec.force || spec.due.is_none();
     check_times(&a, now_unix(), force, zone.as_deref()).map_err(bad)?;
     store.put_assignment(&a)?;
-    Ok(a)
+    Ok(Edited {
+        assignment: a,
+        reopened,
+    })
+}
+
+/// What `assignment edit` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edited {
+    /// The assignment as stored now.
+    pub assignment: Assignment,
+    /// A new due time reopened an assignment `close` had shut.
+    pub reopened: bool,
 }
 
 /// `assignment close ID`: nothing more is taken, from now on, extensions

@@ -1277,10 +1277,15 @@ fn assignment(
                 no_late_until,
                 ..times.spec()
             };
-            let a = admin::edit_assignment(store, &id, &spec)?;
+            let edited = admin::edit_assignment(store, &id, &spec)?;
             println!(
-                "changed {} (from the next submission on)",
-                shown(store, &a)?
+                "changed {} (from the next submission on){}",
+                shown(store, &edited.assignment)?,
+                if edited.reopened {
+                    "; it was closed and is open again"
+                } else {
+                    ""
+                }
             );
         }
         AssignmentCommand::List { format } => {
