@@ -532,6 +532,37 @@ fn a_dropped_chunk_is_refused_with_code_2_and_nothing_recorded() -> TestResult {
     nothing_left(&mut sqlite(&server)?)
 }
 
+/// A whole chunk carrying bytes beyond the announced size is refused at
+/// once (code 1), before it is decrypted or written: an announcement of a
+/// few bytes cannot be followed by megabytes staged on the server.
+#[test]
+fn a_whole_chunk_past_the_announced_size_is_refused_at_once() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    for announced in [0usize, 100, CHUNK_MAX + 100] {
+        let data = vec![5u8; 3 * CHUNK_MAX];
+        let mut raw = offer(&server, &s)?;
+        let (ready, mut a) = raw.announce("over.bin", &data[..announced])?;
+        ready?;
+        let mut sent = 0;
+        let (code, reason) = loop {
+            let c = raw.chunk(&mut a, &data, sent)?;
+            raw.conn.send(&c)?;
+            sent += 1;
+            if (sent as usize) * CHUNK_MAX > announced {
+                break refusal(&mut raw)?;
+            }
+        };
+        assert_eq!(code, ErrorCode::Malformed, "{announced}: {reason}");
+        assert!(
+            reason.contains(&format!("more bytes than the {announced} announced")),
+            "{announced}: {reason}"
+        );
+        nothing_left(&mut sqlite(&server)?)?;
+    }
+    Ok(())
+}
+
 #[test]
 fn hostile_file_names_are_refused_at_the_announcement() -> TestResult {
     let server = TestServer::start(&[])?;

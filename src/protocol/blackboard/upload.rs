@@ -402,14 +402,19 @@ pub(super) fn chunk(mut r: Receiving, seq: u64, mut data: Vec<u8>, mac: &[u8], p
     }
     let len = ciphertext.len() as u64;
     let last = r.received.saturating_add(len) == r.size;
+    // Bytes beyond the announced size are refused at the first chunk that
+    // carries them, whole or short: nothing past `size` is ever decrypted
+    // or written (PROTOCOL.md V3.2).
+    if !ciphertext.is_empty()
+        && ciphertext.len() <= CHUNK_MAX
+        && r.received.saturating_add(len) > r.size
+    {
+        return Err(refused(&sid, UploadError::Overrun { size: r.size }));
+    }
     if ciphertext.is_empty()
         || ciphertext.len() > CHUNK_MAX
         || (!last && ciphertext.len() != CHUNK_MAX)
     {
-        // A short chunk that is not the last may also be an overrun to be.
-        if r.received.saturating_add(len) > r.size {
-            return Err(refused(&sid, UploadError::Overrun { size: r.size }));
-        }
         return Err(refused(
             &sid,
             UploadError::ChunkSize {
