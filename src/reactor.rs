@@ -629,7 +629,7 @@ impl Reactor {
         // Reading resumes after its turn or its record.
         let held = conn.wait.is_some() || conn.queued;
         if held && conn.transport.inbuf.len() >= transport::INPUT_HIGH_WATER {
-            conn.transport.pause();
+            conn.transport.pause(peer_closed);
             self.after_io(token);
             return;
         }

@@ -79,6 +79,10 @@ pub(super) struct Transport<S> {
     /// buffered: the socket must be read once the wait is over, as no new
     /// edge may come (the peer may be blocked on a full window).
     paused: bool,
+    /// An event announced the peer's FIN (or a reset): it raises no new
+    /// edge, so every later read, however late it resumes, reads on to the
+    /// end (a read held back at the high-water mark must not lose it).
+    peer_closed: bool,
     interest: Interest,
 }
 
@@ -108,6 +112,7 @@ impl<S: Read + Write> Transport<S> {
             bytes_in: 0,
             extra_bytes: 0,
             paused: false,
+            peer_closed: false,
             interest: Interest::READABLE,
         }
     }
@@ -136,8 +141,11 @@ impl<S: Read + Write> Transport<S> {
     }
 
     /// Skips reading now: the handler waits, with enough input buffered.
-    pub(super) fn pause(&mut self) {
+    /// `peer_closed`: the event skipped announced the peer's close, which
+    /// the read that resumes must then see.
+    pub(super) fn pause(&mut self, peer_closed: bool) {
         self.paused = true;
+        self.peer_closed |= peer_closed;
     }
 
     /// Whether reading was skipped; clears it.
@@ -193,6 +201,8 @@ impl<S: Read + Write> Transport<S> {
             self.discard_input(scratch);
             return Ok(());
         }
+        self.peer_closed |= peer_closed;
+        let peer_closed = self.peer_closed;
         let before = self.inbuf.len();
         let max_bytes = limits.max_conn_bytes.saturating_add(self.extra_bytes);
         let want = if peer_closed { None } else { want };
@@ -530,6 +540,40 @@ mod tests {
             .unwrap();
         assert!(t.inbuf.len() > before, "read on after resuming");
         assert!(t.inbuf.len() < INPUT_HIGH_WATER + piece.len());
+    }
+
+    #[test]
+    fn a_close_announced_while_reading_is_held_back_is_still_read_to_the_end() {
+        // An upload's chunks fill the buffer, then the peer closes: the
+        // event that says so comes while the connection is held at the
+        // high-water mark, and no further edge will come.
+        let piece = vec![1u8; 65_536];
+        let mut reads = vec![Step::Bytes(piece.clone()); 8];
+        reads.push(Step::Eof);
+        let mut t = transport(reads);
+        let mut budget = Budget::new(usize::MAX);
+        let limits = Limits {
+            max_conn_bytes: u64::MAX,
+            max_buffered: usize::MAX,
+            ..Limits::default()
+        };
+        let mut scratch = vec![0u8; READ_BUFFER];
+        t.read_in(&mut scratch, &limits, &mut budget, false, None)
+            .unwrap();
+        assert!(!t.eof());
+        t.pause(true);
+        // Taken, then resumed by a read that knows of no event: the rest
+        // and the close are read all the same.
+        for _ in 0..10 {
+            t.inbuf.clear();
+            t.settle(&mut budget);
+            if t.eof() || !t.take_paused() {
+                break;
+            }
+            t.read_in(&mut scratch, &limits, &mut budget, false, None)
+                .unwrap();
+        }
+        assert!(t.eof(), "the close is seen without a new edge");
     }
 
     #[test]
