@@ -96,7 +96,35 @@ fn status_matches_her_receipts_and_a_deleted_submission_is_missing() -> TestResu
     assert!(said.contains("Asia/Hong_Kong"), "{said}");
     assert!(said.contains("+08:00[Asia/Hong_Kong]"), "{said}");
     assert!(said.contains("HER EXTENSION: due"), "{said}");
+    assert!(
+        said.contains("nothing taken late after it"),
+        "no late period: {said}"
+    );
     assert!(said.contains("hw1 \"Homework 1\""), "{said}");
+    // With a late period of an hour, hers ends an hour after her own due
+    // time, not at the class's end.
+    server.admin_ok(&[
+        "assignment",
+        "edit",
+        "hw1",
+        "--late-until",
+        &rfc3339(now + 7200),
+    ])?;
+    let said = stdout(&server.client(&["status", SID])?);
+    let zone = Some("Asia/Hong_Kong");
+    let show = |t| certboard::assignment::show_time(t, zone);
+    assert!(
+        said.contains(&format!(
+            "HER EXTENSION: due {}, late until {}",
+            show(now + 86_400),
+            show(now + 86_400 + 3600)
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("late until {}", show(now + 7200))),
+        "{said}"
+    );
 
     // verify-receipt checks a version 3 receipt's fields and the file.
     let upload_receipt: i64 =

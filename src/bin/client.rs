@@ -1068,11 +1068,27 @@ fn status(common: &CommonArgs, sid: &str) -> ExitCode {
             Some(d) => format!("due {}", t(d)),
             None => "no due time".to_string(),
         });
-        if let Some(h) = a.her_due {
-            parts.push(format!("HER EXTENSION: due {}", t(h)));
-        }
         if let Some(l) = a.late_until {
             parts.push(format!("late until {}", t(l)));
+        }
+        if let Some(h) = a.her_due {
+            // Her own late period moves with her due time, as the server
+            // decides it (assignment::her_deadlines), not the class's.
+            let shape = certboard::store::Assignment {
+                id: a.id.clone(),
+                title: a.title.clone(),
+                opens: a.opens,
+                due: a.due,
+                late_until: a.late_until,
+                closed_at: a.closed_at,
+            };
+            let (_, her_close) = certboard::assignment::her_deadlines(&shape, Some(h));
+            let mut hers = format!("HER EXTENSION: due {}", t(h));
+            match her_close {
+                Some(c) if c > h => hers.push_str(&format!(", late until {}", t(c))),
+                _ => hers.push_str(", nothing taken late after it"),
+            }
+            parts.push(hers);
         }
         if let Some(c) = a.closed_at {
             parts.push(format!("closed {}", t(c)));
