@@ -191,6 +191,23 @@ fn the_lab_run_hands_its_report_in_by_version_3_under_min_protocol_3() -> TestRe
     let back = read_back(&mut store, uploads[0].receipt_id)?;
     assert!(back == crypto::lab_report(SID).into_bytes());
     assert!(store.reports()?.is_empty(), "nothing by version 2");
+    // The instructor's lab view counts it as her lab report.
+    let status = strict.admin(&["status", "--format", "json"])?;
+    assert!(status.status.success(), "{}", text(&status));
+    let rows: serde_json::Value = serde_json::from_slice(&status.stdout)?;
+    let hers = rows
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["sid"] == SID))
+        .ok_or("her status row")?;
+    assert_eq!(hers["reports"], 1, "{rows}");
+    // `reports` lists text reports only, and says where the file is.
+    let listed = strict.admin(&["reports", "--sid", SID])?;
+    assert!(listed.status.success(), "{}", text(&listed));
+    assert!(
+        String::from_utf8_lossy(&listed.stderr).contains("1 file(s) handed in by version 3"),
+        "{}",
+        text(&listed)
+    );
     let receipts = strict.path().join("students").join(SID).join("receipts");
     assert_eq!(std::fs::read_dir(&receipts)?.count(), 1, "{said}");
 

@@ -1056,8 +1056,21 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
             format,
             ..
         } => {
+            let files = store
+                .uploads()?
+                .iter()
+                .filter(|u| sid.as_ref().is_none_or(|s| *s == u.sid))
+                .count();
             let filter = ReportFilter { sid, latest, full };
-            admin::reports(store, &filter, format, &mut stdout.lock())?
+            admin::reports(store, &filter, format, &mut stdout.lock())?;
+            if files > 0 {
+                // On stderr: the listing itself stays what a script reads.
+                eprintln!(
+                    "note: {files} file(s) handed in by version 3 are not text reports and are not \
+                     listed here: see `server gradebook`, `server status --assignment ID` and \
+                     `server reports --assignment ID --extract DIR`"
+                );
+            }
         }
         Command::Status {
             assignment: None,
