@@ -1036,6 +1036,11 @@ fn extract_writes_what_was_handed_in_and_follows_no_link() -> TestResult {
     // Again into the same place: nothing written over.
     let again = server.admin(&["reports", "--assignment", "lab", "--extract", &dir_s])?;
     assert!(!again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("extract into a new or empty directory"),
+        "{}",
+        text(&again)
+    );
     // Every version.
     let every = server.path().join("every");
     let every_s = every.to_string_lossy().to_string();
@@ -1060,9 +1065,18 @@ fn extract_writes_what_was_handed_in_and_follows_no_link() -> TestResult {
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("never followed"), "{}", text(&out));
     assert_eq!(std::fs::read_dir(&outside)?.count(), 0);
-    // An assignment id that is no id.
+    // An assignment id that is no id, and one that is no assignment:
+    // refused, and no folder made for it.
     let out = server.admin(&["reports", "--assignment", "../x", "--extract", &dir_s])?;
     assert!(!out.status.success(), "{}", text(&out));
+    let out = server.admin(&["reports", "--assignment", "nosuch", "--extract", &dir_s])?;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("no assignment \"nosuch\""),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.join("nosuch").exists());
     Ok(())
 }
 

@@ -154,7 +154,20 @@ impl Dir {
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(0o600))
             .map(fs::File::from)
-            .map_err(|e| file_error(&self.path.join(name), e.into()))
+            .map_err(|e| {
+                let path = self.path.join(name);
+                if e == Errno::EXIST {
+                    file_error(
+                        &path,
+                        std::io::Error::other(
+                            "already exists: nothing is written over; extract into a new or \
+                             empty directory",
+                        ),
+                    )
+                } else {
+                    file_error(&path, e.into())
+                }
+            })
     }
 
     /// Removes `name` (a file this run created).
@@ -213,6 +226,18 @@ pub fn extract(
                 },
             });
         }
+    }
+    // A mistyped id is said, not answered with an empty folder.
+    if items.is_empty()
+        && !store
+            .assignments()
+            .map_err(AdminError::Store)?
+            .iter()
+            .any(|a| a.id == assignment)
+    {
+        return Err(AdminError::NotFound(format!(
+            "no assignment {assignment:?} (see `server assignment list`); nothing extracted"
+        )));
     }
     if !all {
         // Each SID's latest: the newest, the later receipt on a tie.
