@@ -126,8 +126,19 @@ fn deadlines_change_live_and_the_gradebook_shows_them() -> TestResult {
         "{eml}"
     );
 
-    // On time: the lab has no due time yet.
+    // On time: the lab has no due time yet, so no extension of it either.
     let now = now_unix();
+    let out = server.admin(&[
+        "extend",
+        "--sid",
+        "1155000001",
+        "--assignment",
+        "lab",
+        "--until",
+        &rfc3339(now + 3600),
+    ])?;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("has no due time"), "{}", text(&out));
     admin_ok(&server, &["course", "set", "--timezone", "Asia/Hong_Kong"])?;
     let soon = rfc3339(now + 3600);
     let later = rfc3339(now + 7200);
@@ -205,6 +216,22 @@ fn deadlines_change_live_and_the_gradebook_shows_them() -> TestResult {
         &rfc3339(now - 1000),
     ])?;
     assert!(!out.status.success(), "an extension before the due time");
+    // A SID on no roster is a typo: refused, not stored.
+    let out = server.admin(&[
+        "extend",
+        "--sid",
+        "1155009999",
+        "--assignment",
+        "lab",
+        "--until",
+        &later,
+    ])?;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("SID 1155009999 is not on the course roster"),
+        "{}",
+        text(&out)
+    );
     admin_ok(
         &server,
         &[

@@ -198,6 +198,29 @@ pub fn extend(
     })?;
     let a =
         find(store, id)?.ok_or_else(|| AdminError::NotFound(format!("no assignment {id:?}")))?;
+    // With a roster in force, a SID on no roster is a typo, not a student.
+    let roster = store.roster()?;
+    if !roster.is_empty() {
+        match roster.iter().find(|e| e.sid == sid) {
+            None => {
+                return Err(AdminError::NotFound(format!(
+                    "SID {sid} is not on the course roster: no extension given"
+                )))
+            }
+            Some(e) if e.dropped_at.is_some() => {
+                return Err(AdminError::NotFound(format!(
+                    "SID {sid} was removed from the roster: no extension given"
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    if a.due.is_none() {
+        return Err(bad(format_args!(
+            "assignment {id} has no due time, so nothing of it is late: an extension needs one \
+             (`server assignment edit {id} --due TIME`)"
+        )));
+    }
     if a.due.is_some_and(|d| until <= d) {
         return Err(bad(format_args!(
             "--until must be after the assignment's due time {} (an extension moves her due \
