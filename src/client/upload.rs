@@ -46,7 +46,26 @@ fn io_error(path: &Path, source: std::io::Error) -> ClientError {
 /// Reads `path` once, streaming, for its size and SHA-256; the name is its
 /// file name sanitised (`filename::sanitise_file_name`).
 pub fn prepare_file(path: &Path) -> Result<FileToSend, ClientError> {
+    // Before opening: a FIFO's open blocks until someone writes, and a
+    // device such as /dev/zero never ends. Only a regular file is handed in.
+    let not_regular = || {
+        io_error(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file (a directory, device, FIFO or socket): hand in a file",
+            ),
+        )
+    };
+    let meta = std::fs::metadata(path).map_err(|e| io_error(path, e))?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
     let mut f = File::open(path).map_err(|e| io_error(path, e))?;
+    // Replaced between the two looks: checked again on what was opened.
+    if !f.metadata().map_err(|e| io_error(path, e))?.is_file() {
+        return Err(not_regular());
+    }
     let mut hasher = openssl::sha::Sha256::new();
     let mut buf = vec![0u8; crypto::CHUNK_MAX];
     let mut size = 0u64;
@@ -266,4 +285,36 @@ pub fn upload(
         content,
         log_checkpoint,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_regular_file_is_prepared_and_a_fifo_never_blocks(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+        assert!(made.success());
+        for path in [
+            fifo.as_path(),
+            Path::new("/dev/zero"),
+            Path::new("/dev/null"),
+            dir.path(),
+        ] {
+            let e = prepare_file(path).err().ok_or("prepared")?;
+            assert!(
+                e.to_string().contains("not a regular file"),
+                "{}: {e}",
+                path.display()
+            );
+        }
+        let file = dir.path().join("essay.txt");
+        std::fs::write(&file, b"hello")?;
+        let f = prepare_file(&file)?;
+        assert_eq!((f.size, f.name.as_str()), (5, "essay.txt"));
+        Ok(())
+    }
 }
