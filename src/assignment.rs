@@ -109,22 +109,34 @@ impl std::error::Error for BadInput {}
 
 /// Unix seconds of an RFC 3339 time with any offset (`Z`, `+08:00`, ...).
 pub fn parse_time(text: &str) -> Result<i64, BadInput> {
-    jiff::Timestamp::from_str(text.trim())
+    let t = jiff::Timestamp::from_str(text.trim())
         .map(|t| t.as_second())
         .map_err(|e| BadInput::Time {
             text: text.to_string(),
             why: e.to_string(),
-        })
+        })?;
+    // jiff reads more than RFC 3339 (offsets up to 25:59, minutes without
+    // seconds): what it takes beyond the standard is refused, not guessed.
+    crate::time::parse_rfc3339(text.trim()).map_err(|_| BadInput::Time {
+        text: text.to_string(),
+        why: "RFC 3339 gives seconds and an offset from -23:59 to +23:59".to_string(),
+    })?;
+    Ok(t)
 }
 
 /// Checks an IANA zone name against the bundled tz database.
 pub fn validate_zone(name: &str) -> Result<(), BadInput> {
-    jiff::tz::TimeZone::get(name)
-        .map(|_| ())
-        .map_err(|e| BadInput::Zone {
-            text: name.to_string(),
-            why: e.to_string(),
-        })
+    canonical_zone(name).map(|_| ())
+}
+
+/// The zone's name as the tz database spells it (`asia/hong_kong` →
+/// `Asia/Hong_Kong`): the lookup ignores case, a listing should not.
+pub fn canonical_zone(name: &str) -> Result<String, BadInput> {
+    let tz = jiff::tz::TimeZone::get(name).map_err(|e| BadInput::Zone {
+        text: name.to_string(),
+        why: e.to_string(),
+    })?;
+    Ok(tz.iana_name().unwrap_or(name).to_string())
 }
 
 /// A time for people: in the course's zone when one is set (RFC 3339 with
@@ -530,8 +542,26 @@ mod tests {
         assert_eq!(parse_time("2025-12-01T14:00:00Z"), Ok(1_764_597_600));
         assert!(parse_time("2025-12-01 22:00").is_err());
         assert!(parse_time("2025-12-01T22:00:00").is_err(), "no offset");
+        for beyond in [
+            "2025-12-01T22:00:00+25:00",
+            "2025-12-01T22:00:00-24:00",
+            "2025-12-01T22:00Z",
+        ] {
+            let e = parse_time(beyond)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.contains("RFC 3339") && !e.contains("Escaped"),
+                "{beyond}: {e}"
+            );
+        }
         assert!(validate_zone("Asia/Hong_Kong").is_ok());
         assert!(validate_zone("Mars/Olympus").is_err());
+        assert_eq!(
+            canonical_zone("asia/hong_kong").ok().as_deref(),
+            Some("Asia/Hong_Kong")
+        );
         for good in ["lab", "hw1", "final-project", "a_b"] {
             assert!(validate_id(good).is_ok(), "{good}");
         }

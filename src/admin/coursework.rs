@@ -9,9 +9,7 @@ use std::io::Write;
 
 use serde_json::json;
 
-use crate::assignment::{
-    check_times, her_deadlines, show_duration, show_time, validate_id, validate_zone,
-};
+use crate::assignment::{check_times, her_deadlines, show_duration, show_time, validate_id};
 use crate::escape::escaped;
 use crate::store::{Assignment, Storage, TIMEZONE_SETTING};
 use crate::time::{now_unix, rfc3339};
@@ -50,10 +48,12 @@ pub fn timezone(store: &mut dyn Storage) -> Result<Option<String>, AdminError> {
 
 /// `server course set --timezone ZONE`: how times are shown to people
 /// (refusals, listings); `UTC` or an IANA name.
-pub fn set_timezone(store: &mut dyn Storage, zone: &str) -> Result<(), AdminError> {
-    validate_zone(zone).map_err(bad)?;
-    store.set_course_setting(TIMEZONE_SETTING, Some(zone))?;
-    Ok(())
+/// `course set --timezone NAME`: returns the name as stored (the tz
+/// database's spelling).
+pub fn set_timezone(store: &mut dyn Storage, zone: &str) -> Result<String, AdminError> {
+    let zone = crate::assignment::canonical_zone(zone).map_err(bad)?;
+    store.set_course_setting(TIMEZONE_SETTING, Some(&zone))?;
+    Ok(zone)
 }
 
 fn find(store: &mut dyn Storage, id: &str) -> Result<Option<Assignment>, AdminError> {

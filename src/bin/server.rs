@@ -1100,8 +1100,8 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
         }
         Command::Gradebook { format } => admin::gradebook(store, format, &mut stdout.lock())?,
         Command::Course(CourseCommand::Set { timezone }) => {
-            admin::set_timezone(store, &timezone)?;
-            println!("course times are shown in {timezone}");
+            let zone = admin::set_timezone(store, &timezone)?;
+            println!("course times are shown in {zone}");
         }
         Command::Roster(RosterCommand::Remove { sid }) => {
             admin::remove_student(store, &sid)?;
