@@ -483,6 +483,22 @@ impl Reactor {
                 self.id
             );
         }
+        self.drain_commits();
+        let tokens: Vec<Token> = self.conns.keys().copied().collect();
+        for t in tokens {
+            if let Some(c) = self.conns.get_mut(&t) {
+                let _ = c.transport.flush();
+            }
+            self.close(t, "server shutting down");
+        }
+        // Closing an upload cut off queues the removal of its part file:
+        // done now, not left for a later start to find.
+        self.drain_commits();
+        info!("reactor {}: stopped", self.id);
+    }
+
+    /// Commits what is pending, batch after batch, waiting for each.
+    fn drain_commits(&mut self) {
         loop {
             if let Some(f) = self.in_flight.take() {
                 let outcome = f.batch.wait();
@@ -493,14 +509,6 @@ impl Reactor {
                 break;
             }
         }
-        let tokens: Vec<Token> = self.conns.keys().copied().collect();
-        for t in tokens {
-            if let Some(c) = self.conns.get_mut(&t) {
-                let _ = c.transport.flush();
-            }
-            self.close(t, "server shutting down");
-        }
-        info!("reactor {}: stopped", self.id);
     }
 
     /// Accepts every pending connection of listener `idx`, whatever it

@@ -1167,6 +1167,27 @@ fn a_connection_cut_mid_upload_leaves_no_file() -> TestResult {
     Ok(())
 }
 
+/// A server stopped (SIGTERM) in the middle of an upload removes its part
+/// file on the way out: nothing is left for a later start to find.
+#[test]
+fn a_server_stopped_mid_upload_leaves_no_part_file() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let raw = three_chunks_of_eight_sent(&server)?;
+    let until = Instant::now() + Duration::from_secs(20);
+    while !upload_files(&server)?.iter().any(|f| f.ends_with(".part")) {
+        assert!(Instant::now() < until, "no part file was ever written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, dir) = server.stop_keeping()?;
+    assert!(status.success(), "{status:?}");
+    drop(raw);
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("data/uploads"))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    assert!(left.is_empty(), "left behind: {left:?}");
+    Ok(())
+}
+
 /// At start-up the files of uploads a crash cut off go (a `.part`, and a
 /// whole file whose record never committed); a recorded file stays.
 #[test]

@@ -281,10 +281,22 @@ impl TestServer {
     }
 
     /// Sends SIGTERM and waits for the exit status.
-    pub fn stop(mut self) -> Result<std::process::ExitStatus, Box<dyn std::error::Error>> {
+    pub fn stop(self) -> Result<std::process::ExitStatus, Box<dyn std::error::Error>> {
+        Ok(self.stop_keeping()?.0)
+    }
+
+    /// As [`TestServer::stop`], keeping the server's directory to look at.
+    #[allow(dead_code)]
+    pub fn stop_keeping(
+        mut self,
+    ) -> Result<(std::process::ExitStatus, tempfile::TempDir), Box<dyn std::error::Error>> {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status()?;
-        Ok(self.child.wait()?)
+        let status = self.child.wait()?;
+        Ok((
+            status,
+            std::mem::replace(&mut self.dir, tempfile::tempdir()?),
+        ))
     }
 }
 
