@@ -46,7 +46,9 @@ use crate::store::{Authorisation, CertRecord, Origin, Record, Storage};
 use crate::verify::Verifier;
 
 pub use admission::AdmissionError;
-pub use blackboard::{UploadError, UploadPolicy, DEFAULT_MAX_SUBMISSION};
+pub use blackboard::{
+    UploadError, UploadPolicy, UploadsInProgress, DEFAULT_MAX_SUBMISSION, MAX_UPLOADS_PER_SID,
+};
 pub use error::{
     commit_refusal, refusal_label, CommitRefusal, ConnectionError, Internal, ProtocolError,
     ServerFault,
@@ -106,6 +108,8 @@ pub struct Shared {
     pub window: Window,
     /// What Blackboard accepts of protocol version 3.
     pub upload: UploadPolicy,
+    /// The uploads in progress per SID, shared by every reactor.
+    pub uploads: UploadsInProgress,
     /// How many days after expiry a certificate still renews by proof of
     /// possession of its key (0: only while valid).
     pub renewal_grace_days: u32,

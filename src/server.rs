@@ -987,6 +987,7 @@ impl Server {
             )),
             None => None,
         };
+        let uploads = crate::protocol::UploadsInProgress::default();
         for (i, listeners) in bound.into_iter().enumerate() {
             let shared = Shared {
                 ca: ca.clone(),
@@ -997,6 +998,7 @@ impl Server {
                 legacy: cfg.legacy,
                 window: cfg.window,
                 upload: cfg.upload,
+                uploads: uploads.clone(),
                 renewal_grace_days: cfg.renewal_grace_days,
                 guess_limits: cfg.guess_limits,
                 // Receipts and certificates carry log proofs: every host

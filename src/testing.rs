@@ -322,6 +322,7 @@ impl SharedBuilder {
             guess_limits: self.guess_limits,
             log: self.log,
             upload: self.upload,
+            uploads: crate::protocol::UploadsInProgress::default(),
         })
     }
 }

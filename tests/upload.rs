@@ -580,6 +580,48 @@ fn a_whole_chunk_past_the_announced_size_is_refused_at_once() -> TestResult {
     Ok(())
 }
 
+/// One SID may have at most MAX_UPLOADS_PER_SID uploads in progress: the
+/// next announcement is refused with code 6 until one of hers ends.
+#[test]
+fn a_student_has_at_most_a_few_uploads_in_progress() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let data = vec![1u8; 2 * CHUNK_MAX];
+    let mut open = Vec::new();
+    for _ in 0..certboard::protocol::MAX_UPLOADS_PER_SID {
+        let mut raw = offer(&server, &s)?;
+        let (ready, a) = raw.announce("part.bin", &data)?;
+        ready?;
+        open.push((raw, a));
+    }
+    let mut raw = offer(&server, &s)?;
+    let (ready, _) = raw.announce("one-too-many.bin", &data)?;
+    match ready {
+        Err(ClientError::Refused { code, reason }) => {
+            assert_eq!(code, ErrorCode::Limit, "{reason}");
+            assert!(reason.contains("already in progress"), "{reason}");
+        }
+        other => return Err(format!("expected a refusal, got {other:?}").into()),
+    }
+    // One of hers cut off: her place comes back.
+    drop(open.pop());
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut raw = offer(&server, &s)?;
+        match raw.announce("next.bin", &data)?.0 {
+            Ok(_) => break,
+            Err(ClientError::Refused {
+                code: ErrorCode::Limit,
+                ..
+            }) if Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn hostile_file_names_are_refused_at_the_announcement() -> TestResult {
     let server = TestServer::start(&[])?;

@@ -15,7 +15,9 @@ use log::info;
 mod status;
 mod upload;
 
-pub use upload::{UploadError, UploadPolicy, DEFAULT_MAX_SUBMISSION};
+pub use upload::{
+    UploadError, UploadPolicy, UploadsInProgress, DEFAULT_MAX_SUBMISSION, MAX_UPLOADS_PER_SID,
+};
 
 use crate::assignment::{AdmitError, Refused, Timing};
 use crate::ca::{BlackboardIdentity, Serial};

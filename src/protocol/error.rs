@@ -623,7 +623,9 @@ impl From<&UploadError> for ErrorCode {
     fn from(e: &UploadError) -> ErrorCode {
         match e {
             UploadError::Upgrade | UploadError::Version(_) => ErrorCode::UnsupportedVersion,
-            UploadError::StatusTooLarge { .. } | UploadError::TooLarge { .. } => ErrorCode::Limit,
+            UploadError::StatusTooLarge { .. }
+            | UploadError::TooLarge { .. }
+            | UploadError::TooManyInProgress { .. } => ErrorCode::Limit,
             UploadError::UnknownAssignment(_)
             | UploadError::FileName(_)
             | UploadError::HashMismatch => ErrorCode::BadRequest,
@@ -1180,6 +1182,7 @@ mod tests {
             ),
             (UploadError::ChunkSize { len: 1 }, ErrorCode::Malformed),
             (UploadError::Overrun { size: 1 }, ErrorCode::Malformed),
+            (UploadError::TooManyInProgress { max: 4 }, ErrorCode::Limit),
         ];
         for (e, code) in cases {
             assert_eq!(ErrorCode::from(&e), code, "{e}");

@@ -8,8 +8,9 @@
 //! file becomes a submission in one transaction and the signed receipt
 //! follows.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use log::info;
 use openssl::sha::Sha256;
@@ -29,6 +30,63 @@ use super::{signed_offer, Blackboard, OfferKeys, OfferVersion, ReceiptToSign};
 
 /// Default of `--max-submission`: the largest file accepted, 20 MiB.
 pub const DEFAULT_MAX_SUBMISSION: u64 = 20 << 20;
+
+/// Uploads one SID may have in progress at once, over every connection and
+/// reactor of the process: a student hands in one file at a time, perhaps
+/// two assignments at once; without a cap, one certificate could keep
+/// thousands of connections each staging a file (`--max-connections` x
+/// `--max-submission` of disk).
+pub const MAX_UPLOADS_PER_SID: usize = 4;
+
+/// The uploads in progress per SID, shared by every reactor of a process.
+#[derive(Debug, Clone, Default)]
+pub struct UploadsInProgress(Arc<Mutex<HashMap<String, usize>>>);
+
+impl UploadsInProgress {
+    /// A place for one more upload of `sid`, if she has fewer than
+    /// [`MAX_UPLOADS_PER_SID`] under way; given back when dropped.
+    fn take(&self, sid: &str) -> Option<UploadSlot> {
+        // A poisoned lock only means a panic elsewhere while counting: the
+        // counts themselves are whole.
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(sid.to_string()).or_insert(0);
+        if *n >= MAX_UPLOADS_PER_SID {
+            return None;
+        }
+        *n += 1;
+        Some(UploadSlot {
+            sid: sid.to_string(),
+            of: self.clone(),
+        })
+    }
+
+    /// How many uploads of `sid` are under way.
+    pub fn of(&self, sid: &str) -> usize {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(sid).copied().unwrap_or(0)
+    }
+}
+
+/// One upload's place among her uploads in progress: held by the receiving
+/// state, so that however the upload ends (recorded, refused, cut off) the
+/// place is given back.
+#[derive(Debug)]
+struct UploadSlot {
+    sid: String,
+    of: UploadsInProgress,
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut map = self.of.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.sid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.sid);
+            }
+        }
+    }
+}
 
 /// What a server accepts of version 3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +163,11 @@ pub enum UploadError {
     },
     /// The bytes received do not hash to the announced SHA-256.
     HashMismatch,
+    /// She already has [`MAX_UPLOADS_PER_SID`] uploads in progress.
+    TooManyInProgress {
+        /// The cap.
+        max: usize,
+    },
 }
 
 impl fmt::Display for UploadError {
@@ -130,6 +193,11 @@ impl fmt::Display for UploadError {
             UploadError::TooLarge { size, max } => write!(
                 f,
                 "file refused: {size} bytes; at most {max} bytes are accepted (--max-submission)"
+            ),
+            UploadError::TooManyInProgress { max } => write!(
+                f,
+                "{max} uploads of this SID are already in progress: let one finish (or end it) \
+                 before the next"
             ),
             UploadError::BadMac(what) => write!(
                 f,
@@ -267,6 +335,8 @@ pub(in crate::protocol) struct Receiving {
     upload_id: i64,
     next_seq: u64,
     received: u64,
+    /// Her place among her uploads in progress, given back with the state.
+    _slot: UploadSlot,
 }
 
 impl fmt::Debug for Receiving {
@@ -336,6 +406,14 @@ pub(super) fn announce(
     }
     check_still_good(shared, &p).map_err(|e| ProtocolError::certificate(&sid, e))?;
     admit_assignment(shared, &sid, &assignment, now_unix())?;
+    let slot = shared.uploads.take(&sid).ok_or_else(|| {
+        refused(
+            &sid,
+            UploadError::TooManyInProgress {
+                max: MAX_UPLOADS_PER_SID,
+            },
+        )
+    })?;
     let cipher_state = file_cipher(&p.keys.keys, cipher, &iv)?;
     let chunk_mac = p
         .keys
@@ -359,6 +437,7 @@ pub(super) fn announce(
         upload_id,
         next_seq: 0,
         received: 0,
+        _slot: slot,
     };
     Ok((
         State::Blackboard(Blackboard::Receiving(Box::new(r))),
