@@ -339,14 +339,25 @@ pub fn lab_at_start(store: &mut dyn Storage, flags: &Window) -> Result<Assignmen
     let given = flags.open.is_some() || flags.close.is_some();
     let lab = match stored {
         Some(a) if !given => return Ok(a),
-        Some(a) => Assignment {
-            opens: flags.open,
-            due: flags.close,
-            late_until: a
-                .late_until
-                .filter(|l| flags.close.is_some_and(|c| *l >= c)),
-            ..a
-        },
+        Some(a) => {
+            // The flags are the lab card's window: open to close, nothing
+            // taken late (as `--submissions-close` says). Times set live
+            // with `assignment edit lab` give way to them, said so.
+            let lab = Assignment {
+                opens: flags.open,
+                due: flags.close,
+                late_until: None,
+                ..a.clone()
+            };
+            if (a.opens, a.due, a.late_until) != (lab.opens, lab.due, lab.late_until) {
+                log::warn!(
+                    "--submissions-open/--submissions-close replace the lab's times ({}); \
+                     leave the flags out to keep times set with `server assignment edit lab`",
+                    describe(&a, None)
+                );
+            }
+            lab
+        }
         None => Assignment {
             id: id.to_string(),
             title: "Lab".to_string(),
@@ -438,6 +449,34 @@ pub fn check_times(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_restart_flags_give_the_lab_their_window_and_nothing_late(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let mut store = crate::store::SqliteStore::in_memory()?;
+        let flags = Window {
+            open: None,
+            close: Some(2_000_000_000),
+        };
+        let lab = lab_at_start(&mut store, &flags)?;
+        assert_eq!((lab.due, lab.late_until), (Some(2_000_000_000), None));
+        // Times set live (a late period past the close) give way at the
+        // next start with the flags...
+        store.put_assignment(&Assignment {
+            late_until: Some(2_000_086_400),
+            ..lab
+        })?;
+        let lab = lab_at_start(&mut store, &flags)?;
+        assert_eq!((lab.due, lab.late_until), (Some(2_000_000_000), None));
+        // ...and stay at a start without them.
+        store.put_assignment(&Assignment {
+            late_until: Some(2_000_086_400),
+            ..lab
+        })?;
+        let lab = lab_at_start(&mut store, &Window::default())?;
+        assert_eq!(lab.late_until, Some(2_000_086_400));
+        Ok(())
+    }
 
     fn hw(opens: Option<i64>, due: i64, late_until: Option<i64>) -> Assignment {
         Assignment {
