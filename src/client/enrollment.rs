@@ -390,6 +390,8 @@ impl std::error::Error for CodesFileError {}
 /// code the last (a quoted name may hold commas; a code never does).
 pub fn read_codes(text: &str) -> Result<HashMap<String, EnrollCode>, CodesFileError> {
     let mut codes = HashMap::new();
+    // A spreadsheet's "CSV UTF-8" starts with a byte order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         let header = line.eq_ignore_ascii_case("sid,code")
@@ -696,6 +698,9 @@ mod tests {
             "sid,name,email,code\r\ns3,\"Chan, Tai Man\",tm@example.edu,{code}\r\n"
         ))?;
         assert!(wide.contains_key("s3"), "{wide:?}");
+        // Saved by a spreadsheet as "CSV UTF-8": a byte order mark first.
+        let bom = read_codes(&format!("\u{feff}sid,code\r\ns4,{code}\r\n"))?;
+        assert!(bom.contains_key("s4"), "{bom:?}");
         assert!(
             codes.contains_key("-s1") && codes.contains_key("s2"),
             "{codes:?}"
