@@ -1005,17 +1005,7 @@ pub fn run_student(
                  {CODE_ENV})"
             ),
         }),
-        Err(ClientError::Refused {
-            code: ErrorCode::UnexpectedMessage,
-            reason,
-        }) if reason.contains("CaHello") => Err(ClientError::Refused {
-            code: ErrorCode::UnexpectedMessage,
-            reason: format!(
-                "{reason} ({} is the CA, not Blackboard: the ports look swapped; --blackboard \
-                 is Blackboard's address)",
-                opts.blackboard
-            ),
-        }),
+        Err(e @ ClientError::Refused { .. }) => Err(transport::at_the_ca_port(e, &opts.blackboard)),
         Err(ClientError::UnverifiedReceipt {
             receipt_id,
             signed_receipt,
@@ -1044,9 +1034,15 @@ pub fn run_student(
     };
     let path = files::save_receipt(&files, &receipt, progress)?;
     remember_checkpoint(opts, &receipt, progress)?;
+    // The signed receipt says whether it came late: said here too.
+    let late = match (receipt.content.late, receipt.content.late_seconds) {
+        (Some(true), Some(s)) => format!(" (LATE by {})", crate::assignment::show_duration(s)),
+        (Some(true), None) => " (LATE)".to_string(),
+        _ => String::new(),
+    };
     progress(&format!(
-        "Blackboard acknowledged: receipt {} (certificate serial {}), signed by Blackboard; \
-         report SHA-256 {} matches; saved {}",
+        "Blackboard acknowledged: receipt {}{late} (certificate serial {}), signed by \
+         Blackboard; report SHA-256 {} matches; saved {}",
         receipt.receipt_id,
         receipt.serial_hex,
         receipt.content.report_sha256,

@@ -201,6 +201,22 @@ fn swapped_ports_are_named_as_swapped() -> TestResult {
             server.ca
         ),
     );
+    // The same for version 3's exchanges (her status, a file).
+    let out = client(
+        server.path(),
+        server.ca,
+        server.ca,
+        &["--timeout", "20", "status", "1155000001"],
+    )?;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "({} is the CA, not Blackboard: the ports look swapped",
+            server.ca
+        )),
+        "{}",
+        text(&out)
+    );
     Ok(())
 }
 

@@ -174,6 +174,11 @@ fn deadlines_change_live_and_the_gradebook_shows_them() -> TestResult {
     )?;
     let out = server.client(&["--codes-file", "codes.csv", "1155000002"])?;
     assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(" (LATE by 10m"),
+        "said late: {}",
+        text(&out)
+    );
     let r = receipts(&server, "1155000002")?;
     assert_eq!(
         (r[0].assignment.as_deref(), r[0].late),

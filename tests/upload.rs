@@ -549,6 +549,25 @@ fn a_dropped_chunk_is_refused_with_code_2_and_nothing_recorded() -> TestResult {
     nothing_left(&mut sqlite(&server)?)
 }
 
+/// A file written to between its hashing and its sending is said to have
+/// changed by the client, which sends no end: nothing is recorded.
+#[test]
+fn a_file_changed_while_it_is_sent_is_said_and_nothing_recorded() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let s = enroll(&server)?;
+    let tmp = tempfile::tempdir()?;
+    let mut data = random_file(tmp.path(), "essay.bin", 2 * CHUNK_MAX + 10)?;
+    let prepared = client::prepare_file(&tmp.path().join("essay.bin"))?;
+    data[CHUNK_MAX + 5] ^= 0xff;
+    std::fs::write(tmp.path().join("essay.bin"), &data)?;
+    let e = send(&server, &s, &prepared).err().ok_or("handed in")?;
+    assert!(
+        e.to_string().contains("changed while it was being sent"),
+        "{e}"
+    );
+    nothing_left(&mut sqlite(&server)?)
+}
+
 /// A whole chunk carrying bytes beyond the announced size is refused at
 /// once (code 1), before it is decrypted or written: an announcement of a
 /// few bytes cannot be followed by megabytes staged on the server.

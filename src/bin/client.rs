@@ -637,7 +637,9 @@ fn verify_receipt(
             };
             let assignment = c.assignment.as_deref().unwrap_or("lab");
             let timing = match (c.late, c.late_seconds) {
-                (Some(true), Some(s)) => format!(", LATE by {s} s"),
+                (Some(true), Some(s)) => {
+                    format!(", LATE by {}", certboard::assignment::show_duration(s))
+                }
                 (Some(true), None) => ", late".to_string(),
                 (Some(false), _) => ", on time".to_string(),
                 (None, _) => String::new(),
@@ -761,6 +763,15 @@ fn options(
             path: path.clone(),
             source,
         })?;
+        // Said, not refused: a SID already enrolled needs no code.
+        for sid in sids.iter().filter(|s| !codes.contains_key(*s)) {
+            complain(&format!(
+                "note: SID {} has no line in {}; she goes on without a code (enough only if \
+                 she is already enrolled)",
+                escaped(sid),
+                path.display()
+            ));
+        }
     }
     Ok(ClientOptions {
         ca: cli.ca.clone(),
@@ -1008,7 +1019,10 @@ fn submit(common: &CommonArgs, sid: &str, assignment: &str, path: &Path) -> Exit
             let late = receipt.content.late.unwrap_or(false);
             let late_seconds = receipt.content.late_seconds.unwrap_or(0);
             let lateness = if late {
-                format!("LATE by {late_seconds} s")
+                format!(
+                    "LATE by {}",
+                    certboard::assignment::show_duration(late_seconds)
+                )
             } else {
                 "on time".to_string()
             };

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::crypto;
 use crate::framing::{self, Decoder};
-use crate::message::Message;
+use crate::message::{ErrorCode, Message};
 
 use super::{io_ctx, ClientError};
 
@@ -252,6 +252,24 @@ impl FramedStream {
                 other.name()
             ))),
         }
+    }
+}
+
+/// A refusal from the CA where Blackboard was dialled (its ports swapped on
+/// the command line): the CA's own reason, and what to change.
+pub(crate) fn at_the_ca_port(e: ClientError, blackboard: &str) -> ClientError {
+    match e {
+        ClientError::Refused {
+            code: ErrorCode::UnexpectedMessage,
+            reason,
+        } if reason.contains("CaHello") => ClientError::Refused {
+            code: ErrorCode::UnexpectedMessage,
+            reason: format!(
+                "{reason} ({blackboard} is the CA, not Blackboard: the ports look swapped; \
+                 --blackboard is Blackboard's address)"
+            ),
+        },
+        other => other,
     }
 }
 

@@ -126,7 +126,10 @@ pub(super) fn open_v3(
     }
     .encode();
     conn.send_frame(&hello)?;
-    let (wrapped_key, th) = checked_offer(&hello, conn.recv()?, trust)?;
+    let offer = conn
+        .recv()
+        .map_err(|e| super::transport::at_the_ca_port(e, conn.peer()))?;
+    let (wrapped_key, th) = checked_offer(&hello, offer, trust)?;
     let session = session_key(key, &wrapped_key)?;
     Ok((SessionKeys::derive_v3(&session, &th)?, th))
 }
@@ -203,17 +206,27 @@ pub fn upload(
     let mut buf = vec![0u8; chunk_max];
     let mut seq = 0u64;
     let mut sent = 0u64;
+    // What was read this time: a file written to meanwhile is said to
+    // have changed, here, rather than refused by Blackboard's hash check.
+    let mut hasher = openssl::sha::Sha256::new();
+    let changed = |how: &str| {
+        io_error(
+            &file.path,
+            std::io::Error::other(format!(
+                "it {how} while it was being sent; nothing was handed in: send it again once \
+                 nothing writes to it"
+            )),
+        )
+    };
     // Chunks go without waiting for an answer: TCP holds her back when
     // Blackboard has not stored the last ones yet.
     while sent < file.size {
         let want = usize::try_from(file.size - sent).map_or(chunk_max, |r| r.min(chunk_max));
         let n = fill(&mut f, &mut buf[..want], &file.path)?;
         if n < want {
-            return Err(ClientError::Protocol(format!(
-                "{} shrank while it was being sent",
-                file.path.display()
-            )));
+            return Err(changed("shrank"));
         }
+        hasher.update(&buf[..n]);
         let ciphertext = stream.apply(&buf[..n])?;
         let mac = keys.chunk_mac_v3(&th, seq, &ciphertext)?;
         conn.send(&Message::Chunk {
@@ -224,6 +237,9 @@ pub fn upload(
         .map_err(|e| refusal_or(conn, e))?;
         seq += 1;
         sent += n as u64;
+    }
+    if hasher.finish() != file.sha256 {
+        return Err(changed("changed"));
     }
     let mac = keys.done_mac_v3(&th, &announce, seq, &file.sha256)?;
     conn.send(&Message::UploadDone { chunks: seq, mac })
