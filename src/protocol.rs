@@ -551,6 +551,12 @@ impl ProtocolError {
             ProtocolError::StoreUnavailable(e) => {
                 warn!("{peer}: refused, try later: {}", e.logged())
             }
+            ProtocolError::Upload {
+                sid,
+                source: UploadError::Upgrade,
+            } => {
+                warn!("{peer}: version 2 exchange of SID {sid:?} refused (--min-protocol 3)")
+            }
             ProtocolError::Upload { sid, source } => {
                 warn!("{peer}: version 3 exchange of SID {sid:?} refused: {source}")
             }

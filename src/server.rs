@@ -775,7 +775,13 @@ impl Server {
             let lab = crate::assignment::lab_at_start(&mut *writer, &cfg.window)?;
             let zone = writer.course_setting(crate::store::TIMEZONE_SETTING)?;
             info!(
-                "version 2 reports go to {} (server assignment edit lab ... changes it live)",
+                "{} go to {} (server assignment edit lab ... changes it live)",
+                if cfg.upload.min_protocol >= 3 {
+                    "lab reports (version 2 refused: --min-protocol 3; the lab run hands its \
+                     report in as a file)"
+                } else {
+                    "version 2 reports"
+                },
                 crate::assignment::describe(&lab, zone.as_deref())
             );
             // A restart flag is given again at every start, so a close time
