@@ -188,7 +188,20 @@ impl fmt::Display for UploadError {
                  instructor for `server gradebook`)",
                 crate::message::MAX_STATUS_BODY
             ),
-            UploadError::UnknownAssignment(a) => write!(f, "no assignment {a:?} on this server"),
+            UploadError::UnknownAssignment(a) => {
+                // No id is longer than MAX_ID_LEN: a longer name is shown
+                // cut, not echoed whole into the answer and the log.
+                let mut end = a.len().min(crate::assignment::MAX_ID_LEN + 1);
+                while !a.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let more = if end < a.len() { "..." } else { "" };
+                write!(
+                    f,
+                    "no assignment {:?}{more} on this server",
+                    crate::escape::escaped(&a[..end])
+                )
+            }
             UploadError::FileName(e) => write!(f, "file refused: {e}"),
             UploadError::TooLarge { size, max } => write!(
                 f,
@@ -608,4 +621,34 @@ pub(super) fn done(r: Receiving, chunks: u64, mac: &[u8], shared: &mut Shared, p
             ..Output::default()
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_assignment_is_named_cut_and_escaped_never_echoed_whole() {
+        let said = UploadError::UnknownAssignment("hw9".into()).to_string();
+        assert_eq!(said, "no assignment \"hw9\" on this server");
+        let long = "é".repeat(30_000);
+        let said = UploadError::UnknownAssignment(long).to_string();
+        assert!(said.len() < 100 && said.contains("\"..."), "{said}");
+        let said = UploadError::UnknownAssignment("a\u{1b}[2Kb".into()).to_string();
+        assert!(!said.contains('\u{1b}'), "{said}");
+    }
+
+    #[test]
+    fn a_students_uploads_in_progress_are_capped_and_given_back() {
+        let all = UploadsInProgress::default();
+        let held: Vec<UploadSlot> = (0..MAX_UPLOADS_PER_SID)
+            .filter_map(|_| all.take("s1"))
+            .collect();
+        assert_eq!(held.len(), MAX_UPLOADS_PER_SID);
+        assert!(all.take("s1").is_none(), "one too many");
+        assert!(all.take("s2").is_some(), "another student is not held back");
+        drop(held);
+        assert_eq!(all.of("s1"), 0);
+        assert!(all.take("s1").is_some());
+    }
 }
