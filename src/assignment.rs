@@ -212,6 +212,9 @@ pub enum Refused {
         at: i64,
         /// The course's zone, for the message.
         zone: Option<String>,
+        /// Closed by the instructor (`assignment close`), which no
+        /// extension moves, rather than by its times.
+        by_instructor: bool,
     },
     /// The restart flags' window (no `lab` assignment in the store).
     Window(Closed),
@@ -228,10 +231,26 @@ impl fmt::Display for Refused {
                 "assignment {id}: submissions open at {}; nothing was recorded",
                 show_time(*at, zone.as_deref())
             ),
-            Refused::Closed { id, at, zone } => write!(
+            Refused::Closed {
+                id,
+                at,
+                zone,
+                by_instructor: false,
+            } => write!(
                 f,
                 "assignment {id}: submissions closed at {}; nothing was recorded (ask the \
                  instructor for an extension)",
+                show_time(*at, zone.as_deref())
+            ),
+            Refused::Closed {
+                id,
+                at,
+                zone,
+                by_instructor: true,
+            } => write!(
+                f,
+                "assignment {id}: submissions closed at {} (closed by the instructor, \
+                 extensions included); nothing was recorded",
                 show_time(*at, zone.as_deref())
             ),
             Refused::Window(c) => write!(f, "{c}"),
@@ -278,6 +297,7 @@ pub fn decide(
                 id: a.id.clone(),
                 at,
                 zone,
+                by_instructor: a.closed_at == Some(at),
             });
         }
     }
@@ -531,11 +551,28 @@ mod tests {
         // Closing the assignment ends extensions too.
         let closed = Assignment {
             closed_at: Some(150),
-            ..a
+            ..a.clone()
         };
+        let refused = decide(&closed, Some(1000), None, 160);
         assert!(matches!(
-            decide(&closed, Some(1000), None, 160),
-            Err(Refused::Closed { at: 150, .. })
+            refused,
+            Err(Refused::Closed {
+                at: 150,
+                by_instructor: true,
+                ..
+            })
+        ));
+        let said = refused.err().map(|r| r.to_string()).unwrap_or_default();
+        assert!(
+            said.contains("closed by the instructor") && !said.contains("ask the instructor"),
+            "{said}"
+        );
+        assert!(matches!(
+            decide(&a, Some(1000), None, 1100),
+            Err(Refused::Closed {
+                by_instructor: false,
+                ..
+            })
         ));
         assert_eq!(decide(&closed, Some(1000), None, 149), Ok(Timing::OnTime));
     }
