@@ -155,6 +155,16 @@ pub enum ClientError {
     Decode(DecodeError),
     /// The server sent something the protocol does not allow here.
     Protocol(String),
+    /// She has no certificate saved that can be used (never enrolled, or
+    /// its files unreadable): a local matter, not the server's.
+    NotEnrolled {
+        /// Her SID.
+        sid: String,
+        /// Where her files were looked for.
+        dir: PathBuf,
+        /// What was wrong with them.
+        why: String,
+    },
     /// What the CA returned does not hold up.
     BadCertificate(String),
     /// The certificate the CA returned fails the check Blackboard will make.
@@ -278,6 +288,11 @@ impl fmt::Display for ClientError {
             ClientError::Frame(e) => write!(f, "protocol error: {e}"),
             ClientError::Decode(e) => write!(f, "protocol error: {e}"),
             ClientError::Protocol(m) => write!(f, "protocol error: {m}"),
+            ClientError::NotEnrolled { sid, dir, why } => write!(
+                f,
+                "no usable certificate of hers in {} ({why}): run `client enroll {sid}` first",
+                dir.display()
+            ),
             ClientError::BadCertificate(m) => write!(f, "bad certificate from the CA: {m}"),
             ClientError::Certificate(e) => write!(f, "bad certificate from the CA: {e}"),
             ClientError::BadSid { sid, source } => write!(f, "SID {sid:?}: {source}"),
@@ -342,6 +357,7 @@ impl std::error::Error for ClientError {
             | ClientError::LogFork(_)
             | ClientError::ReceiptNotSaved { .. }
             | ClientError::Protocol(_)
+            | ClientError::NotEnrolled { .. }
             | ClientError::BadCertificate(_)
             | ClientError::Timeout { .. }
             | ClientError::NotCertboard { .. }
@@ -695,12 +711,12 @@ pub fn status(
         RootPin::Cert(c) => Some(c),
         _ => None,
     };
-    let (key, cert_der, root) = load_saved(&files, sid, pinned_cert).map_err(|why| {
-        ClientError::Protocol(format!(
-            "no usable certificate of hers in {} ({why}): run `client enroll {sid}` first",
-            files.dir.display()
-        ))
-    })?;
+    let (key, cert_der, root) =
+        load_saved(&files, sid, pinned_cert).map_err(|why| ClientError::NotEnrolled {
+            sid: sid.to_string(),
+            dir: files.dir.clone(),
+            why: why.to_string(),
+        })?;
     pin_root(&root.to_der()?, &opts.root_pin, progress)?;
     let trust = BlackboardTrust {
         root,
