@@ -137,6 +137,19 @@ pub fn parse_roster(text: &str) -> Result<Vec<Student>, Vec<(usize, String)>> {
             .iter()
             .position(|h| h.trim().eq_ignore_ascii_case(name))
     };
+    // A column named twice: which one is meant cannot be guessed.
+    for key in ["sid", "name", "email"] {
+        let n = header
+            .iter()
+            .filter(|h| h.trim().eq_ignore_ascii_case(key))
+            .count();
+        if n > 1 {
+            return Err(vec![(
+                1,
+                format!("the header names the column `{key}` {n} times: keep one"),
+            )]);
+        }
+    }
     let (Some(sid_col), Some(name_col)) = (column("sid"), column("name")) else {
         return Err(vec![(
             1,
@@ -629,4 +642,19 @@ pub fn status(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_roster_header_naming_a_column_twice_is_refused() {
+        let refused = parse_roster("sid,name,Name\r\n1155000001,Chan,Wong\r\n");
+        let said = format!("{refused:?}");
+        assert!(said.contains("the column `name` 2 times"), "{said}");
+        assert!(parse_roster("sid,name,email,email\r\n1,A,a@b.c,d@e.f\r\n").is_err());
+        let ok = parse_roster("\u{feff}sid,name,email\r\n1155000001,Chan Tai Man,\r\n");
+        assert!(ok.is_ok_and(|s| s.len() == 1 && s[0].email.is_none()));
+    }
 }
