@@ -25,7 +25,7 @@ pub use coursework::{
     Submitted,
 };
 pub use email::{check_address, write_messages, Dial, DialAddress, DialName, Letter};
-pub use export::{certs, reports, select_reports, Format, ReportFilter};
+pub use export::{certs, reports, select_reports, DataFormat, Format, ReportFilter};
 
 use crate::ca::{CertificateAuthority, Serial};
 use crate::escape::escaped;

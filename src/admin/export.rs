@@ -33,6 +33,26 @@ pub enum Format {
     Json,
 }
 
+/// The formats of an export meant for another program (`gradebook`): no
+/// table for a terminal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DataFormat {
+    /// RFC 4180 CSV with a header line.
+    #[default]
+    Csv,
+    /// One JSON array of objects.
+    Json,
+}
+
+impl From<DataFormat> for Format {
+    fn from(f: DataFormat) -> Format {
+        match f {
+            DataFormat::Csv => Format::Csv,
+            DataFormat::Json => Format::Json,
+        }
+    }
+}
+
 /// Which reports `reports` lists.
 #[derive(Debug, Clone, Default)]
 pub struct ReportFilter {

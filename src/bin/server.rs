@@ -343,8 +343,8 @@ enum Command {
     /// late, missing), the submission time, its SHA-256 and the receipt.
     Gradebook {
         /// Output format (csv, the default, or json).
-        #[arg(long, value_enum, default_value_t = Format::Csv)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = admin::DataFormat::Csv)]
+        format: admin::DataFormat,
     },
     /// Course settings.
     #[command(subcommand)]
@@ -1098,7 +1098,9 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
                 t(close)
             );
         }
-        Command::Gradebook { format } => admin::gradebook(store, format, &mut stdout.lock())?,
+        Command::Gradebook { format } => {
+            admin::gradebook(store, format.into(), &mut stdout.lock())?
+        }
         Command::Course(CourseCommand::Set { timezone }) => {
             let zone = admin::set_timezone(store, &timezone)?;
             println!("course times are shown in {zone}");
