@@ -399,3 +399,19 @@ fn a_store_unavailable_refusal_says_whose_database_and_to_try_again() -> TestRes
     assert!(!dir.path().join("students/1155000001").exists());
     Ok(())
 }
+
+/// After `--` every word is a SID: an option written there is said to be
+/// one, not taken as a student.
+#[test]
+fn an_option_after_the_double_dash_is_not_taken_for_a_sid() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let out = server.client(&["--", "1155000001", "--out-dir", "elsewhere"])?;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("\"--out-dir\" is an option, not a SID"),
+        "{}",
+        text(&out)
+    );
+    assert!(!server.path().join("students/1155000001").exists());
+    Ok(())
+}

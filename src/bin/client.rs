@@ -315,6 +315,8 @@ enum UsageError {
         /// Why.
         source: certboard::sid::SidError,
     },
+    /// A SID that is an option written after `--`.
+    OptionAsSid(String),
     /// `--enroll-code`: a code on the command line.
     CodeOnCommandLine,
     /// A single code with several SIDs.
@@ -352,6 +354,11 @@ impl fmt::Display for UsageError {
             UsageError::AdmissionSecret(e) => write!(f, "--admission-secret-file: {e}"),
             UsageError::WitnessKey(e) => write!(f, "--witness-key: {e}"),
             UsageError::Sid { sid, source } => write!(f, "SID {sid:?}: {source}"),
+            UsageError::OptionAsSid(sid) => write!(
+                f,
+                "{sid:?} is an option, not a SID: after `--` every word is taken as a SID, so \
+                 give options before it"
+            ),
             UsageError::CodeOnCommandLine => write!(
                 f,
                 "--enroll-code is refused: a code on the command line can be read by every user \
@@ -387,6 +394,7 @@ impl std::error::Error for UsageError {
             UsageError::ReadCode(e) => Some(e),
             UsageError::CodesFile { source, .. } => Some(source),
             UsageError::BadFingerprint(_)
+            | UsageError::OptionAsSid(_)
             | UsageError::CodeOnCommandLine
             | UsageError::CodeForSeveral(_) => None,
         }
@@ -740,6 +748,11 @@ fn options(
             sid: sid.clone(),
             source,
         })?;
+        // `client -- 1155000001 --out-dir x`: after `--` every word is a
+        // SID; no student's SID starts with two dashes.
+        if sid.starts_with("--") {
+            return Err(UsageError::OptionAsSid(sid.clone()));
+        }
     }
     if cli.enroll_code.is_some() {
         return Err(UsageError::CodeOnCommandLine);
