@@ -407,6 +407,29 @@ fn actions_need_the_csrf_token_and_are_audited() -> R<()> {
     assert_eq!(r.status, 303, "{}", r.text());
     let list = stdout(&server.admin(&["assignment", "list"])?);
     assert!(list.contains("2030-01-01"), "{list}");
+    // A late period the form's new due time passes is dropped, and the
+    // audit log says so.
+    server.admin_ok(&[
+        "assignment",
+        "edit",
+        "lab",
+        "--late-until",
+        "2030-01-02T00:00:00Z",
+    ])?;
+    let r = post(
+        addr,
+        "/assignments/lab/due",
+        &cookie,
+        &format!("csrf={csrf}&due=2030-01-03T00%3A00%3A00Z"),
+    )?;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let csv = stdout(&server.admin(&["assignment", "list", "--format", "csv"])?);
+    assert!(csv.contains(",2030-01-03T00:00:00Z,,"), "{csv}");
+    let audit = get(addr, "/audit", &cookie)?.text();
+    assert!(
+        audit.contains("ended before the new due time and was dropped"),
+        "{audit}"
+    );
     let r = post(
         addr,
         "/students/1155000002/extension",

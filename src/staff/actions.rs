@@ -200,8 +200,14 @@ pub(crate) fn reissue_code(
 /// `<input type="datetime-local">` sends) in the course's zone (UTC
 /// without one).
 pub(crate) fn form_time(text: &str, zone: Option<&str>) -> Result<i64, StaffError> {
-    if let Ok(t) = crate::assignment::parse_time(text) {
-        return Ok(t);
+    match crate::assignment::parse_time(text) {
+        Ok(t) => return Ok(t),
+        // A time with an offset that RFC 3339 refuses is said so, never
+        // read again without its offset in the course's zone.
+        Err(e) if text.trim().parse::<jiff::Timestamp>().is_ok() => {
+            return Err(StaffError::BadRequest(e.to_string()))
+        }
+        Err(_) => {}
     }
     let civil: jiff::civil::DateTime = text
         .trim()
@@ -261,14 +267,34 @@ pub(crate) fn move_due(
 ) -> Result<Response, StaffError> {
     let zone = admin::timezone(&mut *cx.store)?;
     let due = form_time(f.need("due")?, zone.as_deref())?;
-    let spec = admin::AssignmentSpec {
-        due: Some(due),
-        ..admin::AssignmentSpec::default()
-    };
     let particulars = format!("due {}", crate::time::rfc3339(due));
     cx.audited(&s.name, "due", id, &particulars, |store| {
-        admin::edit_assignment(store, id, &spec)?;
-        Ok(((), String::new()))
+        // The form moves the due time alone: a late period the new due
+        // time passes is dropped (the page shows the times after), and
+        // the audit log says so, as it says a reopening.
+        let passed = store
+            .assignments()?
+            .into_iter()
+            .find(|a| a.id == id)
+            .and_then(|a| a.late_until)
+            .filter(|l| *l < due);
+        let spec = admin::AssignmentSpec {
+            due: Some(due),
+            no_late_until: passed.is_some(),
+            ..admin::AssignmentSpec::default()
+        };
+        let edited = admin::edit_assignment(store, id, &spec)?;
+        let mut said = Vec::new();
+        if let Some(l) = passed {
+            said.push(format!(
+                "its late period, to {}, ended before the new due time and was dropped",
+                crate::time::rfc3339(l)
+            ));
+        }
+        if edited.reopened {
+            said.push("it was closed and is open again".to_string());
+        }
+        Ok(((), said.join("; ")))
     })?;
     Ok(see_other(&format!("/assignments/{id}")))
 }
@@ -323,6 +349,14 @@ mod tests {
             1_772_323_200
         );
         assert!(form_time("tomorrow", None).is_err());
+        // An offset RFC 3339 does not allow is refused, not dropped.
+        for off in ["2026-03-01T23:59+08:00", "2026-03-01T23:59:00+25:00"] {
+            assert!(form_time(off, None).is_err(), "{off}");
+        }
+        assert_eq!(
+            form_time("2026-03-01T08:00:00+08:00[Asia/Hong_Kong]", None)?,
+            1_772_323_200
+        );
         Ok(())
     }
 }
