@@ -117,7 +117,14 @@ pub fn parse_time(text: &str) -> Result<i64, BadInput> {
         })?;
     // jiff reads more than RFC 3339 (offsets up to 25:59, minutes without
     // seconds): what it takes beyond the standard is refused, not guessed.
-    crate::time::parse_rfc3339(text.trim()).map_err(|_| BadInput::Time {
+    // A zone after the offset (`+08:00[Asia/Hong_Kong]`, as times are
+    // shown here) is RFC 9557's suffix: the offset decides, as for jiff.
+    let trimmed = text.trim();
+    let bare = match (trimmed.find('['), trimmed.ends_with(']')) {
+        (Some(at), true) => &trimmed[..at],
+        _ => trimmed,
+    };
+    crate::time::parse_rfc3339(bare).map_err(|_| BadInput::Time {
         text: text.to_string(),
         why: "RFC 3339 gives seconds and an offset from -23:59 to +23:59".to_string(),
     })?;
@@ -297,7 +304,7 @@ pub fn decide(
                 id: a.id.clone(),
                 at,
                 zone,
-                by_instructor: a.closed_at == Some(at),
+                by_instructor: a.closed_at.is_some_and(|c| c <= now),
             });
         }
     }
@@ -349,8 +356,9 @@ pub fn decide_view(
 }
 
 /// At server start: the restart flags `--submissions-open/close`, when
-/// given, become the default assignment's opening and due time (its late
-/// period and title kept); without them the stored `lab` stays as the
+/// given, become the default assignment's window, opening and due time
+/// with no late period (its title kept), and the log says when that
+/// changes the stored times; without them the stored `lab` stays as the
 /// instructor last set it (`assignment edit lab`), and one is made, always
 /// open, if there is none.
 pub fn lab_at_start(store: &mut dyn Storage, flags: &Window) -> Result<Assignment, StoreError> {
@@ -371,9 +379,11 @@ pub fn lab_at_start(store: &mut dyn Storage, flags: &Window) -> Result<Assignmen
             };
             if (a.opens, a.due, a.late_until) != (lab.opens, lab.due, lab.late_until) {
                 log::warn!(
-                    "--submissions-open/--submissions-close replace the lab's times ({}); \
-                     leave the flags out to keep times set with `server assignment edit lab`",
-                    describe(&a, None)
+                    "--submissions-open/--submissions-close change the lab's stored times \
+                     (were: {}; now: {}); to keep times set with `server assignment edit \
+                     lab`, start without the flags",
+                    describe(&a, None),
+                    describe(&lab, None)
                 );
             }
             lab
@@ -632,6 +642,11 @@ mod tests {
                 "{beyond}: {e}"
             );
         }
+        // A time as this server shows it reads back.
+        assert_eq!(
+            parse_time(&show_time(1_764_597_600, Some("Asia/Hong_Kong"))),
+            Ok(1_764_597_600)
+        );
         assert!(validate_zone("Asia/Hong_Kong").is_ok());
         assert!(validate_zone("Mars/Olympus").is_err());
         assert_eq!(

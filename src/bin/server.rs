@@ -196,8 +196,10 @@ struct RunArgs {
     submissions_open: Option<i64>,
     /// Blackboard refuses reports from this time on (RFC 3339); nothing
     /// late is recorded. It becomes the default assignment `lab`'s due
-    /// time at every start; a time already past is taken (a restart after
-    /// the deadline still starts) with a warning in the log.
+    /// time at every start, with no late period (a late period set with
+    /// `assignment edit lab` gives way: start without the flags to keep
+    /// it); a time already past is taken (a restart after the deadline
+    /// still starts) with a warning in the log.
     #[arg(long, value_name = "TIME", value_parser = rfc3339_arg)]
     submissions_close: Option<i64>,
     /// Enrollment code guesses are counted over a sliding window of this
