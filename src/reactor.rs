@@ -483,7 +483,7 @@ impl Reactor {
                 self.id
             );
         }
-        self.drain_commits();
+        let answered = self.drain_commits();
         let tokens: Vec<Token> = self.conns.keys().copied().collect();
         for t in tokens {
             if let Some(c) = self.conns.get_mut(&t) {
@@ -492,21 +492,34 @@ impl Reactor {
             self.close(t, "server shutting down");
         }
         // Closing an upload cut off queues the removal of its part file:
-        // done now, not left for a later start to find.
-        self.drain_commits();
+        // done now, not left for a later start to find; not when the
+        // writer has stopped answering (a second wait of STOP_WAIT would
+        // outlast a service manager's stop timeout: the next start's sweep
+        // removes them).
+        if answered {
+            self.drain_commits();
+        }
         info!("reactor {}: stopped", self.id);
     }
 
-    /// Commits what is pending, batch after batch, waiting for each.
-    fn drain_commits(&mut self) {
+    /// Commits what is pending, batch after batch, waiting for each;
+    /// whether the writer answered every batch (false once one timed out
+    /// or found the writer gone: the rest are not sent to it).
+    fn drain_commits(&mut self) -> bool {
         loop {
             if let Some(f) = self.in_flight.take() {
                 let outcome = f.batch.wait();
+                let lost = outcome
+                    .iter()
+                    .any(|o| matches!(o, Err(commit::CommitError::WriterLost(_))));
                 self.release(f.tokens, f.streamed, outcome);
+                if lost {
+                    return false;
+                }
             }
             self.commit_now();
             if self.in_flight.is_none() {
-                break;
+                return true;
             }
         }
     }

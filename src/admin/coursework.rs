@@ -149,7 +149,8 @@ pub fn edit_assignment(
         if let Some(l) = a.late_until.filter(|l| *l < d) {
             if spec.late_until.is_none() && !spec.no_late_until {
                 return Err(bad(format_args!(
-                    "the late period of {id} ends {}, before the new due time {}: give                      --late-until TIME (after the due time) or --no-late-until",
+                    "the late period of {id} ends {}, before the new due time {}: give \
+                     --late-until TIME (after the due time) or --no-late-until",
                     show_time(l, zone.as_deref()),
                     show_time(d, zone.as_deref())
                 )));

@@ -744,15 +744,15 @@ fn options(
         .transpose()
         .map_err(UsageError::AdmissionSecret)?;
     for sid in sids {
-        certboard::sid::validate(sid).map_err(|source| UsageError::Sid {
-            sid: sid.clone(),
-            source,
-        })?;
         // `client -- 1155000001 --out-dir x`: after `--` every word is a
         // SID; no student's SID starts with two dashes.
         if sid.starts_with("--") {
             return Err(UsageError::OptionAsSid(sid.clone()));
         }
+        certboard::sid::validate(sid).map_err(|source| UsageError::Sid {
+            sid: sid.clone(),
+            source,
+        })?;
     }
     if cli.enroll_code.is_some() {
         return Err(UsageError::CodeOnCommandLine);

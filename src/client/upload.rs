@@ -202,6 +202,12 @@ pub fn upload(
         file.name, file.size
     ));
     let mut f = File::open(&file.path).map_err(|e| io_error(&file.path, e))?;
+    if !f.metadata().map_err(|e| io_error(&file.path, e))?.is_file() {
+        return Err(io_error(
+            &file.path,
+            std::io::Error::other("no longer a regular file: nothing was handed in"),
+        ));
+    }
     let mut stream = keys.file_cipher(&iv)?;
     let mut buf = vec![0u8; chunk_max];
     let mut seq = 0u64;
