@@ -378,12 +378,14 @@ pub fn lab_at_start(store: &mut dyn Storage, flags: &Window) -> Result<Assignmen
                 ..a.clone()
             };
             if (a.opens, a.due, a.late_until) != (lab.opens, lab.due, lab.late_until) {
+                let zone = store.course_setting(crate::store::TIMEZONE_SETTING)?;
+                let zone = zone.as_deref();
                 log::warn!(
                     "--submissions-open/--submissions-close change the lab's stored times \
                      (were: {}; now: {}); to keep times set with `server assignment edit \
                      lab`, start without the flags",
-                    describe(&a, None),
-                    describe(&lab, None)
+                    describe(&a, zone),
+                    describe(&lab, zone)
                 );
             }
             lab

@@ -1109,13 +1109,25 @@ fn status(common: &CommonArgs, sid: &str) -> ExitCode {
                 late_until: a.late_until,
                 closed_at: a.closed_at,
             };
-            let (_, her_close) = certboard::assignment::her_deadlines(&shape, Some(h));
-            let mut hers = format!("HER EXTENSION: due {}", t(h));
-            match her_close {
-                Some(c) if c > h => hers.push_str(&format!(", late until {}", t(c))),
-                _ => hers.push_str(", nothing taken late after it"),
+            let (her_due, her_close) = certboard::assignment::her_deadlines(&shape, Some(h));
+            match (her_due, her_close) {
+                // The class's due time has since moved past it.
+                (Some(d), _) if d > h => {
+                    parts.push(format!("her extension (to {}) is no longer later", t(h)))
+                }
+                (_, Some(c)) if c > h => {
+                    parts.push(format!("HER EXTENSION: due {}, late until {}", t(h), t(c)))
+                }
+                (_, Some(c)) if c < h => parts.push(format!(
+                    "HER EXTENSION: due {}, but closed at {} (a close ends extensions)",
+                    t(h),
+                    t(c)
+                )),
+                _ => parts.push(format!(
+                    "HER EXTENSION: due {}, nothing taken late after it",
+                    t(h)
+                )),
             }
-            parts.push(hers);
         }
         if let Some(c) = a.closed_at {
             parts.push(format!("closed {}", t(c)));
