@@ -134,6 +134,10 @@ pub(crate) struct Ops {
     metrics: Arc<Metrics>,
     /// The transparency log's read API, when this process holds the log key.
     log: Option<transparency::LogApi>,
+    /// How long this reactor's batch in flight has gone unanswered, once
+    /// past the reactor's bound: nothing can be recorded, so `/health`
+    /// says unavailable even if a quick check of the store answers.
+    commit_stuck: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for Ops {
@@ -169,6 +173,7 @@ impl Ops {
             signing,
             crls,
             crl_without_store: false,
+            commit_stuck: None,
             metrics,
             log: None,
         })
@@ -178,6 +183,12 @@ impl Ops {
     pub(crate) fn with_log(mut self, log: Option<transparency::LogApi>) -> Ops {
         self.log = log;
         self
+    }
+
+    /// What the reactor knows of its commits: `Some(age)` while a batch
+    /// has gone unanswered past its bound, `None` otherwise.
+    pub(crate) fn set_commit_stuck(&mut self, stuck: Option<std::time::Duration>) {
+        self.commit_stuck = stuck;
     }
 
     /// Answers one request.
@@ -197,7 +208,7 @@ impl Ops {
                 (None, _) => text(404, "this server does not serve the transparency log\n"),
             },
             "/crl" if get => self.crl(store),
-            "/health" if get => health(store),
+            "/health" if get => health(store, self.commit_stuck),
             "/metrics" if get => Response::new(200, self.metrics.encode().into_bytes())
                 .content_type(metrics::CONTENT_TYPE),
             "/crl" | "/health" | "/metrics" => not_allowed("GET, HEAD"),
@@ -327,15 +338,22 @@ fn ocsp_status(s: store::CertStatus) -> CertStatus {
     }
 }
 
-fn health(store: &mut dyn Storage) -> Response {
+fn health(store: &mut dyn Storage, commit_stuck: Option<std::time::Duration>) -> Response {
+    let unavailable = |why: String| {
+        warn!("health: {why}");
+        let body = serde_json::json!({"status": "unavailable", "store": why});
+        Response::new(503, body.to_string().into_bytes()).content_type("application/json")
+    };
+    if let Some(age) = commit_stuck {
+        return unavailable(format!(
+            "a commit has not finished in {:.1} s: nothing can be recorded now",
+            age.as_secs_f32()
+        ));
+    }
     match store.check() {
         Ok(()) => Response::new(200, br#"{"status":"ok","store":"ok"}"#.to_vec())
             .content_type("application/json"),
-        Err(e) => {
-            warn!("health: {e}");
-            let body = serde_json::json!({"status": "unavailable", "store": e.to_string()});
-            Response::new(503, body.to_string().into_bytes()).content_type("application/json")
-        }
+        Err(e) => unavailable(e.to_string()),
     }
 }
 
@@ -495,10 +513,14 @@ mod tests {
     fn health_reasons_are_json_strings() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let mut store = crate::store::SqliteStore::open(dir.path())?;
-        let r = health(&mut store);
+        let r = health(&mut store, None);
         assert_eq!(r.body, br#"{"status":"ok","store":"ok"}"#);
+        // Answering, but a commit has been stuck: unavailable all the same.
+        let r = health(&mut store, Some(std::time::Duration::from_secs(3)));
+        assert_eq!(r.status, 503);
+        assert!(String::from_utf8_lossy(&r.body).contains("a commit has not finished in 3.0 s"));
         std::fs::remove_file(dir.path().join(crate::store::DB_FILE))?;
-        let r = health(&mut store);
+        let r = health(&mut store, None);
         assert_eq!(r.status, 503);
         let body: serde_json::Value = serde_json::from_slice(&r.body)?;
         assert_eq!(body["status"], "unavailable");

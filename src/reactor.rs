@@ -118,6 +118,13 @@ const WAKE_TOKEN: Token = Token(usize::MAX - 1);
 const LISTENER_TOKENS: usize = 16;
 /// How often deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+/// How long records someone awaits may wait behind a batch the writer has
+/// not finished (a database that stopped answering mid-`COMMIT`): then
+/// they are refused as "store unavailable, nothing recorded", within about
+/// a second as for a batch the writer never takes up, instead of waiting
+/// for the database and being written after their clients gave up.
+pub(crate) const BEHIND_STUCK_BATCH: Duration = Duration::from_secs(1);
 /// Pause before accepting again after running out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Most frames or requests one connection's turn handles: each may cost a
@@ -195,6 +202,10 @@ pub(crate) struct Reactor {
     /// How long a batch may be held back for the records other exchanges
     /// owe ([`delay`]; zero: never).
     commit_delay: Duration,
+    /// How long a batch in flight may take before the records behind it
+    /// are refused ([`BEHIND_STUCK_BATCH`], plus the witnesses' wait when
+    /// the writer waits for cosignatures).
+    stuck_after: Duration,
     /// How many of this reactor's exchanges owe a record now.
     expected: Arc<AtomicUsize>,
     /// Connections whose job is on the worker pool (a signature): other
@@ -292,6 +303,7 @@ impl Reactor {
             pending: Vec::new(),
             pending_since: None,
             commit_delay: Duration::from_millis(delay::DEFAULT_COMMIT_DELAY_MS.into()),
+            stuck_after: BEHIND_STUCK_BATCH,
             expected: Arc::new(AtomicUsize::new(0)),
             off_loop: Arc::new(AtomicUsize::new(0)),
             chunks_queued: 0,
@@ -336,6 +348,12 @@ impl Reactor {
 
     /// Holds a small commit batch back at most `delay` while other
     /// exchanges owe their records (`server --commit-delay`; zero: never).
+    /// How long a batch in flight may take before the records waiting
+    /// behind it are refused (see [`BEHIND_STUCK_BATCH`]).
+    pub(crate) fn set_stuck_after(&mut self, after: Duration) {
+        self.stuck_after = after;
+    }
+
     pub(crate) fn set_commit_delay(&mut self, delay: Duration) {
         self.commit_delay = delay;
     }
@@ -502,6 +520,57 @@ impl Reactor {
         info!("reactor {}: stopped", self.id);
     }
 
+    /// The batch in flight has not come back for [`BEHIND_STUCK_BATCH`]:
+    /// the records waiting behind it that someone awaits are taken out
+    /// (never written) and their connections told to try later. Chunks and
+    /// discards stay, in order: a refused upload's discard follows them.
+    fn refuse_behind_stuck_batch(&mut self) {
+        let mut refused = Vec::new();
+        let mut kept = Vec::with_capacity(self.pending.len());
+        for (token, record) in std::mem::take(&mut self.pending) {
+            let waiting = self
+                .conns
+                .get(&token)
+                .is_some_and(|c| matches!(c.wait, Some(Wait::Commit { .. })));
+            if batch::awaits_answer(&record) && waiting {
+                refused.push(token);
+            } else {
+                kept.push((token, record));
+            }
+        }
+        self.pending = kept;
+        if self.pending.is_empty() {
+            self.pending_since = None;
+        }
+        if refused.is_empty() {
+            return;
+        }
+        warn!(
+            "reactor {}: the database has not finished a commit in {:.1} s; {} record(s) \
+             waiting behind it refused (nothing of them recorded)",
+            self.id,
+            self.stuck_after.as_secs_f32(),
+            refused.len()
+        );
+        let secs = self.stuck_after.as_secs_f32();
+        for token in refused {
+            if let Some(conn) = self.conns.get_mut(&token) {
+                conn.wait = None;
+            }
+            let unavailable = crate::store::Unavailable {
+                target: format!("the database has not finished the previous commit in {secs:.1} s"),
+                outcome_unknown: false,
+                retry_in: Duration::ZERO,
+                source: None,
+            };
+            self.refuse(
+                token,
+                ConnectionError::Commit(crate::store::StoreError::Unavailable(unavailable)),
+            );
+            self.after_io(token);
+        }
+    }
+
     /// Commits what is pending, batch after batch, waiting for each;
     /// whether the writer answered every batch (false once one timed out
     /// or found the writer gone: the rest are not sent to it).
@@ -649,7 +718,7 @@ impl Reactor {
         // TCP, not by our memory (each event would add a read's worth).
         // Reading resumes after its turn or its record.
         let held = conn.wait.is_some() || conn.queued;
-        if held && conn.transport.inbuf.len() >= transport::INPUT_HIGH_WATER {
+        if held && conn.transport.at_high_water() {
             conn.transport.pause(peer_closed);
             self.after_io(token);
             return;
@@ -1156,6 +1225,17 @@ impl Reactor {
     fn sweep(&mut self) {
         // A writer that died answers no more: notice it here.
         self.collect_commit();
+        let stuck = self
+            .in_flight
+            .as_ref()
+            .map(|f| f.batch.age())
+            .filter(|age| *age >= self.stuck_after);
+        if let Some(ops) = self.ops.as_mut() {
+            ops.set_commit_stuck(stuck);
+        }
+        if stuck.is_some() {
+            self.refuse_behind_stuck_batch();
+        }
         let now = Instant::now();
         let mut expired = Vec::new();
         while let Some(Reverse((due, token))) = self.deadlines.peek().copied() {
@@ -1413,6 +1493,88 @@ mod tests {
         let stopped_with_error = done.recv_timeout(Duration::from_secs(10))?;
         assert!(stopped_with_error, "the reactor must stop with an error");
         committer.stop();
+        Ok(())
+    }
+
+    /// A batch the database does not finish (a COMMIT that never returns):
+    /// a request whose record waits behind it is told to try later within
+    /// about a second, and its record is never written; the stuck one is
+    /// answered when the database comes back.
+    #[test]
+    fn a_record_behind_a_commit_that_does_not_return_is_refused_and_never_written(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let ca = CaParams::default().create(&dir.path().join("keys"))?;
+        let data = dir.path().join("data");
+        let (go, gate) = std::sync::mpsc::channel();
+        let stuck = crate::store::gated::Gated {
+            inner: SqliteStore::open(&data)?,
+            at: crate::store::gated::GatedCall::Commit,
+            open: Arc::new(std::sync::Mutex::new(gate)),
+        };
+        let committer =
+            Committer::start(Box::new(stuck), |_: &[Record]| {}, Arc::new(Metrics::new()))?;
+        let shared = SharedBuilder::new()
+            .ca(Some(Arc::new(ca)))
+            .store(SqliteStore::open(&data)?)
+            .build()?;
+        let listener = bind("127.0.0.1:0".parse()?, false)?;
+        let addr = listener.local_addr()?.to_string();
+        let mut reactor = Reactor::new(
+            0,
+            vec![(ServiceKind::Ca, listener)],
+            shared,
+            Limits::default(),
+            &committer,
+            None,
+            false,
+        )?;
+        std::thread::spawn(move || {
+            let _ = reactor.run();
+        });
+        let enroll = |addr: String, sid: &'static str| {
+            std::thread::spawn(move || -> Result<(), client::ClientError> {
+                let mut conn = FramedStream::connect(&addr, Duration::from_secs(20))?;
+                let key = client::make_key(KeyType::Rsa2048)?;
+                let mut ca_session = client::CaSession::open(&mut conn)?;
+                ca_session
+                    .request(
+                        &mut conn,
+                        client::make_csr(sid, &key)?,
+                        crate::message::EnrollAuth::Open,
+                    )
+                    .map(|_| ())
+            })
+        };
+        // The first certificate's commit hangs at the database.
+        let first = enroll(addr.clone(), "1155000001");
+        std::thread::sleep(Duration::from_millis(500));
+        // The second waits behind it, then is refused: try later.
+        let t = Instant::now();
+        match enroll(addr.clone(), "1155000002").join() {
+            Ok(Err(client::ClientError::Refused { code, reason })) => {
+                assert_eq!(code, ErrorCode::StoreUnavailable, "{reason}");
+                assert!(reason.contains("nothing was acknowledged"), "{reason}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        // The database answers again: the first is issued, the second was
+        // never written.
+        go.send(())?;
+        drop(go);
+        match first.join() {
+            Ok(r) => r?,
+            Err(_) => panic!("the first enrollment's thread panicked"),
+        }
+        let sids: Vec<String> = crate::store::Storage::certs(&mut SqliteStore::open(&data)?)?
+            .into_iter()
+            .map(|c| c.sid)
+            .collect();
+        assert_eq!(sids, ["1155000001"]);
+        // The reactor serves on (its thread ends with the test process):
+        // the commit thread is left to it, not stopped.
+        drop(committer);
         Ok(())
     }
 }

@@ -1026,6 +1026,13 @@ impl Server {
             .map_err(|e| ServerError::Io(format!("reactor {i}"), e))?;
             r.set_metrics(Arc::clone(&metrics));
             r.set_commit_delay(cfg.commit_delay);
+            // The writer may wait for witnesses before answering a batch:
+            // that is not a stuck database.
+            let cosigning = match witnessing {
+                Some(_) => cfg.witnesses.wait,
+                None => Duration::ZERO,
+            };
+            r.set_stuck_after(crate::reactor::BEHIND_STUCK_BATCH + cosigning);
             if let Some(l) = listeners.http {
                 r.serve_http(l, ops, cfg.http_limits)
                     .map_err(|e| ServerError::Io(format!("reactor {i}: http listener"), e))?;

@@ -776,15 +776,6 @@ fn options(
             path: path.clone(),
             source,
         })?;
-        // Said, not refused: a SID already enrolled needs no code.
-        for sid in sids.iter().filter(|s| !codes.contains_key(*s)) {
-            complain(&format!(
-                "note: SID {} has no line in {}; she goes on without a code (enough only if \
-                 she is already enrolled)",
-                escaped(sid),
-                path.display()
-            ));
-        }
     }
     Ok(ClientOptions {
         ca: cli.ca.clone(),
@@ -872,6 +863,22 @@ fn main() -> ExitCode {
             }
         },
         None => lab(&common, &cli.run),
+    }
+}
+
+/// For the runs that enroll: a SID with no line in `--codes-file` is said,
+/// not refused (a SID already enrolled needs no code).
+fn note_codes_missing(common: &CommonArgs, sids: &[String], opts: &ClientOptions) {
+    let Some(path) = &common.codes_file else {
+        return;
+    };
+    for sid in sids.iter().filter(|s| !opts.codes.contains_key(*s)) {
+        complain(&format!(
+            "note: SID {} has no line in {}; she goes on without a code (enough only if she \
+             is already enrolled)",
+            escaped(sid),
+            path.display()
+        ));
     }
 }
 
@@ -1243,6 +1250,7 @@ fn enroll(common: &CommonArgs, sids: &[String]) -> ExitCode {
         Ok(o) => o,
         Err(code) => return code,
     };
+    note_codes_missing(common, sids, &opts);
     let mut failed = Vec::new();
     for sid in sids {
         say(&format!("== student {sid} =="));
@@ -1283,6 +1291,7 @@ fn lab(common: &CommonArgs, cli: &RunArgs) -> ExitCode {
         Ok(o) => o,
         Err(code) => return code,
     };
+    note_codes_missing(common, &cli.sids, &opts);
     let mut failed = Vec::new();
     for sid in &cli.sids {
         say(&format!("== student {sid} =="));

@@ -857,7 +857,8 @@ impl fmt::Display for ConnectionError {
             ConnectionError::WorkersBusy { queue } => write!(
                 f,
                 "server busy: {queue} requests are already waiting for work that cannot run on \
-                 the event loop (a legacy enrollment's key); try again in a moment"
+                 the event loop (a legacy enrollment's key, a staff page or login); try again in a \
+                 moment"
             ),
             ConnectionError::NoWorkers => {
                 write!(f, "internal error: this server has no worker pool")

@@ -314,6 +314,11 @@ impl InFlight {
         }
     }
 
+    /// How long since the batch was handed to the writer.
+    pub(crate) fn age(&self) -> Duration {
+        self.since.elapsed()
+    }
+
     /// Blocks until the writer answers (used when stopping).
     pub(crate) fn wait(self) -> Vec<Outcome> {
         match self.answer.recv_timeout(STOP_WAIT) {

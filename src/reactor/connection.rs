@@ -128,6 +128,9 @@ pub(super) struct Connection {
 /// `INPUT_HIGH_WATER` bounds its input buffer.
 pub(super) const CHUNK_WINDOW: usize = 4;
 
+/// A staff connection's kernel send buffer (the kernel doubles it).
+const STAFF_SEND_BUFFER: usize = 128 * 1024;
+
 impl Connection {
     /// A connection accepted on a listener that `serves`, and what to send
     /// at once.
@@ -166,8 +169,20 @@ impl Connection {
                 Output::default(),
             ),
         };
+        let mut transport = Transport::new(stream, Instant::now());
+        if let Handler::Staff(_) = handler {
+            // A staff form's body comes whole to the pool (up to
+            // MAX_BODY): the connection may buffer that much.
+            transport.set_high_water(http_limits.request.max_head + crate::staff::MAX_BODY);
+            // Downloads: a kernel send buffer grown to megabytes would
+            // let a slow reader go many seconds between two writes, which
+            // the idle timer would take for silence; a small one makes
+            // every ~100 KiB read a write the timers see.
+            let _ = socket2::SockRef::from(&*transport.stream_mut())
+                .set_send_buffer_size(STAFF_SEND_BUFFER);
+        }
         let conn = Connection {
-            transport: Transport::new(stream, Instant::now()),
+            transport,
             handler,
             peer,
             listener,

@@ -79,7 +79,10 @@ impl Http {
     ) -> Work {
         match self.decoder.decode(&mut t.inbuf) {
             Ok(Some(req)) => {
+                // Each request of a kept-alive connection is an exchange
+                // of its own: the deadline counts from it.
                 t.touch();
+                t.progress(std::time::Instant::now());
                 self.requests = self.requests.saturating_add(1);
                 self.continue_sent = false;
                 let mut resp = ops.handle(&req, store);
@@ -185,7 +188,10 @@ impl Staff {
         }
         match self.decoder.decode(&mut t.inbuf) {
             Ok(Some(req)) => {
+                // Each request of a kept-alive connection is an exchange
+                // of its own: the deadline counts from it.
                 t.touch();
+                t.progress(std::time::Instant::now());
                 self.requests = self.requests.saturating_add(1);
                 self.continue_sent = false;
                 self.close_after = !req.keep_alive || self.requests >= self.max_requests;

@@ -123,7 +123,7 @@ impl std::fmt::Display for Busy {
         write!(
             f,
             "server busy: {} requests are already waiting for work that cannot run on the event \
-             loop (a legacy enrollment's key); try again in a moment",
+             loop (a legacy enrollment's key, a staff page or login); try again in a moment",
             self.queue
         )
     }

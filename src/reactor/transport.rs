@@ -79,6 +79,13 @@ pub(super) struct Transport<S> {
     /// buffered: the socket must be read once the wait is over, as no new
     /// edge may come (the peer may be blocked on a full window).
     paused: bool,
+    /// Input buffered past which the connection is not read
+    /// ([`INPUT_HIGH_WATER`] unless its protocol part needs more whole, as
+    /// a staff form's body: [`Transport::set_high_water`]).
+    high_water: usize,
+    /// When the peer last took output (a write moved bytes): a slow reader
+    /// of a long answer is progress, not an idle or stuck exchange.
+    last_output: Option<Instant>,
     /// An event announced the peer's FIN (or a reset): it raises no new
     /// edge, so every later read, however late it resumes, reads on to the
     /// end (a read held back at the high-water mark must not lose it).
@@ -112,6 +119,8 @@ impl<S: Read + Write> Transport<S> {
             bytes_in: 0,
             extra_bytes: 0,
             paused: false,
+            high_water: INPUT_HIGH_WATER,
+            last_output: None,
             peer_closed: false,
             interest: Interest::READABLE,
         }
@@ -156,7 +165,20 @@ impl<S: Read + Write> Transport<S> {
     /// Reading was skipped, and the handler has since taken enough that
     /// the socket may be read again.
     pub(super) fn may_resume(&self) -> bool {
-        self.paused && !self.closing && self.inbuf.len() < INPUT_HIGH_WATER
+        self.paused && !self.closing && self.inbuf.len() < self.high_water
+    }
+
+    /// Raises the input high-water mark to `bytes` (never below
+    /// [`INPUT_HIGH_WATER`]): for a protocol part that can only take a
+    /// unit whole and whose units may be larger (an HTTP request with its
+    /// body). The reactor's budget of buffered bytes still bounds the sum.
+    pub(super) fn set_high_water(&mut self, bytes: usize) {
+        self.high_water = bytes.max(INPUT_HIGH_WATER);
+    }
+
+    /// Whether as much input is buffered as the connection may hold.
+    pub(super) fn at_high_water(&self) -> bool {
+        self.inbuf.len() >= self.high_water
     }
 
     /// An upload's chunk came: the exchange deadline counts from now, so
@@ -228,7 +250,8 @@ impl<S: Read + Write> Transport<S> {
         loop {
             // Up to the high-water mark in one read, not past it by more
             // than a small read.
-            let up_to = INPUT_HIGH_WATER
+            let up_to = self
+                .high_water
                 .saturating_sub(self.inbuf.len())
                 .max(MIN_READ);
             let room = want.map_or(up_to, |w| w.min(up_to)).min(scratch.len());
@@ -252,7 +275,7 @@ impl<S: Read + Write> Transport<S> {
                     // sender, instead of in our memory (an upload would
                     // otherwise pull MiBs in per event). The reactor reads
                     // again once the handler has taken from the buffer.
-                    if self.inbuf.len() >= INPUT_HIGH_WATER {
+                    if self.inbuf.len() >= self.high_water {
                         self.paused = true;
                         return Ok(());
                     }
@@ -334,6 +357,9 @@ impl<S: Read + Write> Transport<S> {
                 Err(e) => return Err(e),
             }
         }
+        if written > 0 {
+            self.last_output = Some(Instant::now());
+        }
         self.outbuf.drain(..written);
         if self.outbuf.is_empty() && self.outbuf.capacity() > KEEP_OUTPUT_CAPACITY {
             self.outbuf = Vec::new();
@@ -371,18 +397,30 @@ impl<S: Read + Write> Transport<S> {
                 .or_else(|| t.checked_add(Duration::from_secs(3600)))
                 .unwrap_or(t)
         };
-        after(self.started, limits.exchange_deadline)
-            .min(after(self.last_unit, limits.idle_timeout))
+        let (started, active) = self.timer_starts();
+        after(started, limits.exchange_deadline).min(after(active, limits.idle_timeout))
     }
 
     /// Which time limit, if any, is reached at `now`.
     pub(super) fn expired(&self, now: Instant, limits: &Limits) -> Option<Expiry> {
-        if now.duration_since(self.started) >= limits.exchange_deadline {
+        let (started, active) = self.timer_starts();
+        if now.duration_since(started) >= limits.exchange_deadline {
             Some(Expiry::Deadline)
-        } else if now.duration_since(self.last_unit) >= limits.idle_timeout {
+        } else if now.duration_since(active) >= limits.idle_timeout {
             Some(Expiry::Idle)
         } else {
             None
+        }
+    }
+
+    /// What the exchange deadline and the idle timer count from: the
+    /// exchange's start (or its last progress) and the last whole unit in,
+    /// each moved on by the peer taking output (a download to a slow
+    /// reader keeps moving while it reads).
+    fn timer_starts(&self) -> (Instant, Instant) {
+        match self.last_output {
+            Some(out) => (self.started.max(out), self.last_unit.max(out)),
+            None => (self.started, self.last_unit),
         }
     }
 }
