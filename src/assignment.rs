@@ -493,20 +493,19 @@ mod tests {
         let lab = lab_at_start(&mut store, &flags)?;
         assert_eq!((lab.due, lab.late_until), (Some(2_000_000_000), None));
         // Times set live (a late period past the close) give way at the
-        // next start with the flags...
-        store.put_assignment(&Assignment {
-            late_until: Some(2_000_086_400),
-            ..lab
-        })?;
-        let lab = lab_at_start(&mut store, &flags)?;
-        assert_eq!((lab.due, lab.late_until), (Some(2_000_000_000), None));
-        // ...and stay at a start without them.
-        store.put_assignment(&Assignment {
-            late_until: Some(2_000_086_400),
-            ..lab
-        })?;
-        let lab = lab_at_start(&mut store, &Window::default())?;
-        assert_eq!(lab.late_until, Some(2_000_086_400));
+        // next start with the flags, and stay at a start without them.
+        for (at_start, late_after) in [(flags, None), (Window::default(), Some(2_000_086_400))] {
+            let live = Assignment {
+                late_until: Some(2_000_086_400),
+                ..lab.clone()
+            };
+            store.put_assignment(&live)?;
+            let after = lab_at_start(&mut store, &at_start)?;
+            assert_eq!(
+                (after.due, after.late_until),
+                (Some(2_000_000_000), late_after)
+            );
+        }
         Ok(())
     }
 

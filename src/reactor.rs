@@ -1435,6 +1435,33 @@ mod tests {
             .contains("unfinished frames in flight"));
     }
 
+    /// A reactor serving the CA of a test CA in `dir/keys`, its records
+    /// through `committer`, its reads from the SQLite store in `data`;
+    /// returns it with its listening address.
+    fn ca_reactor(
+        dir: &std::path::Path,
+        data: &std::path::Path,
+        committer: &Committer,
+    ) -> Result<(Reactor, std::net::SocketAddr), Box<dyn std::error::Error>> {
+        let ca = CaParams::default().create(&dir.join("keys"))?;
+        let shared = SharedBuilder::new()
+            .ca(Some(Arc::new(ca)))
+            .store(SqliteStore::open(data)?)
+            .build()?;
+        let listener = bind("127.0.0.1:0".parse()?, false)?;
+        let addr = listener.local_addr()?;
+        let reactor = Reactor::new(
+            0,
+            vec![(ServiceKind::Ca, listener)],
+            shared,
+            Limits::default(),
+            committer,
+            None,
+            false,
+        )?;
+        Ok((reactor, addr))
+    }
+
     fn panicking_announce(_: &[Record]) {
         panic!("simulated bug in the commit thread");
     }
@@ -1447,28 +1474,13 @@ mod tests {
     fn a_lost_writer_stops_the_reactor_and_says_the_outcome_is_unknown(
     ) -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let ca = CaParams::default().create(&dir.path().join("keys"))?;
         let data = dir.path().join("data");
         let committer = Committer::start(
             Box::new(SqliteStore::open(&data)?),
             panicking_announce,
             Arc::new(Metrics::new()),
         )?;
-        let shared = SharedBuilder::new()
-            .ca(Some(Arc::new(ca)))
-            .store(SqliteStore::open(&data)?)
-            .build()?;
-        let listener = bind("127.0.0.1:0".parse()?, false)?;
-        let addr = listener.local_addr()?;
-        let mut reactor = Reactor::new(
-            0,
-            vec![(ServiceKind::Ca, listener)],
-            shared,
-            Limits::default(),
-            &committer,
-            None,
-            false,
-        )?;
+        let (mut reactor, addr) = ca_reactor(dir.path(), &data, &committer)?;
         let (done_tx, done) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let _ = done_tx.send(reactor.run().is_err());
@@ -1504,7 +1516,6 @@ mod tests {
     fn a_record_behind_a_commit_that_does_not_return_is_refused_and_never_written(
     ) -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let ca = CaParams::default().create(&dir.path().join("keys"))?;
         let data = dir.path().join("data");
         let (go, gate) = std::sync::mpsc::channel();
         let stuck = crate::store::gated::Gated {
@@ -1514,21 +1525,8 @@ mod tests {
         };
         let committer =
             Committer::start(Box::new(stuck), |_: &[Record]| {}, Arc::new(Metrics::new()))?;
-        let shared = SharedBuilder::new()
-            .ca(Some(Arc::new(ca)))
-            .store(SqliteStore::open(&data)?)
-            .build()?;
-        let listener = bind("127.0.0.1:0".parse()?, false)?;
-        let addr = listener.local_addr()?.to_string();
-        let mut reactor = Reactor::new(
-            0,
-            vec![(ServiceKind::Ca, listener)],
-            shared,
-            Limits::default(),
-            &committer,
-            None,
-            false,
-        )?;
+        let (mut reactor, addr) = ca_reactor(dir.path(), &data, &committer)?;
+        let addr = addr.to_string();
         std::thread::spawn(move || {
             let _ = reactor.run();
         });
