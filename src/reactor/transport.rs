@@ -492,6 +492,15 @@ mod tests {
         Transport::new(fake, Instant::now())
     }
 
+    /// Limits that never stop a read: what a test of the read marks needs.
+    fn unbounded() -> Limits {
+        Limits {
+            max_conn_bytes: u64::MAX,
+            max_buffered: usize::MAX,
+            ..Limits::default()
+        }
+    }
+
     fn limits() -> Limits {
         Limits {
             max_conn_bytes: 100,
@@ -529,11 +538,7 @@ mod tests {
         let mut t = transport(vec![Step::Bytes(vec![9u8; 1000]); 4]);
         let mut budget = Budget::new(usize::MAX);
         let mut scratch = vec![0u8; 64];
-        let limits = Limits {
-            max_conn_bytes: u64::MAX,
-            max_buffered: usize::MAX,
-            ..Limits::default()
-        };
+        let limits = unbounded();
         t.read_in(&mut scratch, &limits, &mut budget, false, Some(150))
             .unwrap();
         assert_eq!(t.inbuf.len(), 150, "no further than wanted");
@@ -558,11 +563,7 @@ mod tests {
         let piece = vec![1u8; 65_536];
         let mut t = transport(vec![Step::Bytes(piece.clone()); 64]);
         let mut budget = Budget::new(usize::MAX);
-        let limits = Limits {
-            max_conn_bytes: u64::MAX,
-            max_buffered: usize::MAX,
-            ..Limits::default()
-        };
+        let limits = unbounded();
         let mut scratch = vec![0u8; 65_536];
         t.read_in(&mut scratch, &limits, &mut budget, false, None)
             .unwrap();
@@ -590,11 +591,7 @@ mod tests {
         reads.push(Step::Eof);
         let mut t = transport(reads);
         let mut budget = Budget::new(usize::MAX);
-        let limits = Limits {
-            max_conn_bytes: u64::MAX,
-            max_buffered: usize::MAX,
-            ..Limits::default()
-        };
+        let limits = unbounded();
         let mut scratch = vec![0u8; READ_BUFFER];
         t.read_in(&mut scratch, &limits, &mut budget, false, None)
             .unwrap();
@@ -618,11 +615,7 @@ mod tests {
     fn one_read_takes_up_to_the_high_water_mark_and_never_far_past_it() {
         let mut t = transport(vec![Step::Bytes(vec![1u8; 4 * INPUT_HIGH_WATER])]);
         let mut budget = Budget::new(usize::MAX);
-        let limits = Limits {
-            max_conn_bytes: u64::MAX,
-            max_buffered: usize::MAX,
-            ..Limits::default()
-        };
+        let limits = unbounded();
         let mut scratch = vec![0u8; READ_BUFFER];
         t.read_in(&mut scratch, &limits, &mut budget, false, None)
             .unwrap();
