@@ -413,5 +413,14 @@ fn an_option_after_the_double_dash_is_not_taken_for_a_sid() -> TestResult {
         text(&out)
     );
     assert!(!server.path().join("students/1155000001").exists());
+    // A command after a SID is not a student either.
+    let out = server.client(&["1155000001", "status"])?;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("\"status\" is a command, not a SID"),
+        "{}",
+        text(&out)
+    );
+    assert!(!server.path().join("students/status").exists());
     Ok(())
 }

@@ -317,6 +317,8 @@ enum UsageError {
     },
     /// A SID that is an option written after `--`.
     OptionAsSid(String),
+    /// A SID that is a command's name written after a SID.
+    CommandAsSid(String),
     /// `--enroll-code`: a code on the command line.
     CodeOnCommandLine,
     /// A single code with several SIDs.
@@ -354,6 +356,10 @@ impl fmt::Display for UsageError {
             UsageError::AdmissionSecret(e) => write!(f, "--admission-secret-file: {e}"),
             UsageError::WitnessKey(e) => write!(f, "--witness-key: {e}"),
             UsageError::Sid { sid, source } => write!(f, "SID {sid:?}: {source}"),
+            UsageError::CommandAsSid(cmd) => write!(
+                f,
+                "{cmd:?} is a command, not a SID: give the command first (`client {cmd} SID`)"
+            ),
             UsageError::OptionAsSid(sid) => write!(
                 f,
                 "{sid:?} is an option, not a SID: after `--` every word is taken as a SID, so \
@@ -395,6 +401,7 @@ impl std::error::Error for UsageError {
             UsageError::CodesFile { source, .. } => Some(source),
             UsageError::BadFingerprint(_)
             | UsageError::OptionAsSid(_)
+            | UsageError::CommandAsSid(_)
             | UsageError::CodeOnCommandLine
             | UsageError::CodeForSeveral(_) => None,
         }
@@ -748,6 +755,14 @@ fn options(
         // SID; no student's SID starts with two dashes.
         if sid.starts_with("--") {
             return Err(UsageError::OptionAsSid(sid.clone()));
+        }
+        // `client 1155000001 status`: a command after a SID is read as a
+        // SID by the lab's run; no student's SID is a command's name.
+        if <Cli as clap::CommandFactory>::command()
+            .get_subcommands()
+            .any(|c| c.get_name() == sid.as_str())
+        {
+            return Err(UsageError::CommandAsSid(sid.clone()));
         }
         certboard::sid::validate(sid).map_err(|source| UsageError::Sid {
             sid: sid.clone(),
