@@ -256,7 +256,7 @@ pub(crate) enum Remembered {
     /// Kept: the first, one of another log, or one proved to extend the
     /// kept one.
     Kept,
-    /// The same tree as the one kept.
+    /// The same tree as the one kept, or an older one it extends.
     Same,
     /// Larger, but no consistency proof could be had: the kept one stays,
     /// so the next check asks again from it.
@@ -292,10 +292,20 @@ pub(crate) fn remember(
                 new.size
             ))
         } else if new.size < old.size {
-            Some(format!(
-                "the log shrank from {} to {} entries",
-                old.size, new.size
-            ))
+            // An older checkpoint than the one kept: another client run in
+            // the same folder kept a newer one meanwhile. Fine if the kept
+            // tree extends it; a log that cannot show that has shrunk.
+            match prove(new.size, old.size) {
+                Ok(proof)
+                    if verify_consistency(new.size, &new.root, old.size, &old.root, &proof) =>
+                {
+                    return Ok(Remembered::Same);
+                }
+                _ => Some(format!(
+                    "the log shrank from {} to {} entries",
+                    old.size, new.size
+                )),
+            }
         } else if new.size > old.size {
             match prove(old.size, new.size) {
                 Ok(proof) => (!verify_consistency(
@@ -339,4 +349,60 @@ pub(crate) fn remember(
     }
     let _ = crate::fsutil::write_atomic(&kept, note.as_bytes(), 0o644);
     Ok(Remembered::Kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tlog::{Checkpoint, NoteSigner};
+
+    fn node(l: &Hash, r: &Hash) -> Hash {
+        let mut b = vec![1u8];
+        b.extend_from_slice(l);
+        b.extend_from_slice(r);
+        openssl::sha::sha256(&b)
+    }
+
+    /// Two clients in one folder: the one with the older receipt finds the
+    /// newer checkpoint kept. An older tree the kept one extends is no
+    /// fork; one it cannot be shown to extend is.
+    #[test]
+    fn an_older_checkpoint_the_kept_one_extends_is_no_fork(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let signer = NoteSigner::new("test/log", openssl::pkey::PKey::generate_ed25519()?)?;
+        let note = |size: u64, root: Hash| -> Result<String, Box<dyn std::error::Error>> {
+            let text = Checkpoint {
+                origin: "test/log".into(),
+                size,
+                root,
+            }
+            .text();
+            Ok(signer.sign(&text)?)
+        };
+        let (a, b) = (leaf_hash(b"a"), leaf_hash(b"b"));
+        let (one, two) = (note(1, a)?, note(2, node(&a, &b))?);
+        let dir = tempfile::tempdir()?;
+        let kept = dir.path().join(CHECKPOINT_FILE);
+        std::fs::write(&kept, &two)?;
+        let mut good = |old: u64, new: u64| -> Result<Vec<Hash>, super::super::ClientError> {
+            assert_eq!((old, new), (1, 2));
+            Ok(vec![b])
+        };
+        assert_eq!(
+            remember(dir.path(), &one, &mut good).ok(),
+            Some(Remembered::Same)
+        );
+        assert_eq!(std::fs::read_to_string(&kept)?, two, "the newer stays kept");
+        let mut none = |_: u64, _: u64| -> Result<Vec<Hash>, super::super::ClientError> {
+            Err(super::super::ClientError::Protocol("no proof".into()))
+        };
+        let fork = remember(dir.path(), &one, &mut none)
+            .err()
+            .ok_or("no fork")?;
+        assert!(fork.why.contains("shrank from 2 to 1"), "{}", fork.why);
+        let mut bad =
+            |_: u64, _: u64| -> Result<Vec<Hash>, super::super::ClientError> { Ok(vec![a]) };
+        assert!(remember(dir.path(), &one, &mut bad).is_err());
+        Ok(())
+    }
 }
