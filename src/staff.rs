@@ -539,7 +539,9 @@ fn route(cx: &mut Cx<'_>, req: &Request) -> Result<Response, StaffError> {
             ["roster"] => pages::roster(cx, &s),
             ["audit"] => pages::audit(cx, &s),
             ["assignments", id] => pages::assignment(cx, &s, id, &forms::query(&req.target)),
-            ["assignments", id, "export.csv"] => pages::export_csv(cx, id),
+            ["assignments", id, "export.csv"] => {
+                pages::export_csv(cx, id, &forms::query(&req.target))
+            }
             ["assignments", id, "files", sid] => pages::download(cx, id, sid),
             ["students", sid] => pages::student(cx, &s, sid),
             _ => Err(StaffError::NotFound(path.to_string())),

@@ -468,6 +468,20 @@ fn actions_need_the_csrf_token_and_are_audited() -> R<()> {
     assert!(!table.contains("data-sid=\"1155000003\""));
 
     // CSV export with the formula guard.
+    // The export is the table as shown: the page's filter holds.
+    let shown = get(
+        addr,
+        "/assignments/lab/export.csv?filter=extension",
+        &cookie,
+    )?
+    .text();
+    assert!(shown.contains("1155000002,"), "{shown}");
+    assert!(!shown.contains("1155000003,"), "{shown}");
+    let page = get(addr, "/assignments/lab?filter=extension&sort=name", &cookie)?.text();
+    assert!(
+        page.contains("export.csv?filter=extension&amp;sort=name&amp;dir=asc"),
+        "the export link carries the view"
+    );
     let csv = get(addr, "/assignments/lab/export.csv", &cookie)?;
     assert!(csv.header("content-disposition").is_some());
     assert!(csv.text().contains("'=HYPERLINK"), "{}", csv.text());

@@ -548,16 +548,17 @@ pub(crate) fn assignment(
     )
 }
 
-/// `GET /assignments/ID/export.csv`: the table as CSV, each cell through
-/// the formula guard of the admin exports.
-pub(crate) fn export_csv(cx: &mut Cx<'_>, id: &str) -> Result<Response, StaffError> {
+/// `GET /assignments/ID/export.csv`: the table as shown (the page's
+/// filter and sort in the query) as CSV, each cell through the formula
+/// guard of the admin exports.
+pub(crate) fn export_csv(cx: &mut Cx<'_>, id: &str, q: &Form) -> Result<Response, StaffError> {
     let a = cx
         .store
         .assignments()?
         .into_iter()
         .find(|a| a.id == id)
         .ok_or_else(|| StaffError::NotFound(format!("assignment {id}")))?;
-    let (rows, ..) = assignment_rows(cx, &a, &Form::default())?;
+    let (rows, ..) = assignment_rows(cx, &a, q)?;
     use crate::admin::csv::record;
     let mut out = record(&[
         "sid",
