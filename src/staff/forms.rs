@@ -189,7 +189,7 @@ fn disposition(head: &str) -> Result<(String, Option<String>), FormError> {
     let (_, value) = line.split_once(':').unwrap_or(("", "")); // ok: found by its ':' above
     let mut name = None;
     let mut file_name = None;
-    for param in value.split(';').skip(1) {
+    for param in params(value).into_iter().skip(1) {
         let Some((k, v)) = param.split_once('=') else {
             continue;
         };
@@ -206,6 +206,27 @@ fn disposition(head: &str) -> Result<(String, Option<String>), FormError> {
     }
     let name = name.ok_or(FormError::BadMultipart("part without a name"))?;
     Ok((name, file_name))
+}
+
+/// A header value's `;`-separated parts, a `;` inside double quotes (a
+/// browser sends a file name's `;` as it is) not separating.
+fn params(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ';' if !quoted => {
+                out.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&value[start..]);
+    out
 }
 
 /// The value of cookie `name` in a `Cookie` header, if present.
@@ -265,6 +286,18 @@ sid,name\r\n1,A\r\n--not-the-boundary\r\n\r\n------XyZ--\r\n";
             "b",
         )?;
         assert_eq!(m.file("f").map(|f| f.data.len()), Some(0));
+        // A `;` in a quoted file name, as browsers send it, is the name's.
+        for (sent, read) in [
+            ("roster; fall 2026.csv", "roster; fall 2026.csv"),
+            ("roster;name=x.csv", "roster;name=x.csv"),
+        ] {
+            let body = format!(
+                "--b\r\nContent-Disposition: form-data; name=\"roster\"; filename=\"{sent}\"\r\n\r\nx\r\n--b--"
+            );
+            let m = multipart(body.as_bytes(), "b")?;
+            let f = m.file("roster").ok_or(FormError::NoBoundary)?;
+            assert_eq!(f.file_name.as_deref(), Some(read));
+        }
         for bad in [
             &b"no boundary at all"[..],
             b"--b\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nunterminated",
