@@ -174,6 +174,7 @@ impl Connection {
             // A staff form's body comes whole to the pool (up to
             // MAX_BODY): the connection may buffer that much.
             transport.set_high_water(http_limits.request.max_head + crate::staff::MAX_BODY);
+            transport.output_is_progress();
             // Downloads: a kernel send buffer grown to megabytes would
             // let a slow reader go many seconds between two writes, which
             // the idle timer would take for silence; a small one makes

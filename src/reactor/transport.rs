@@ -83,9 +83,14 @@ pub(super) struct Transport<S> {
     /// ([`INPUT_HIGH_WATER`] unless its protocol part needs more whole, as
     /// a staff form's body: [`Transport::set_high_water`]).
     high_water: usize,
-    /// When the peer last took output (a write moved bytes): a slow reader
-    /// of a long answer is progress, not an idle or stuck exchange.
+    /// When the peer last took output (a write moved bytes), for a
+    /// connection whose answers may be long (a staff download): a slow
+    /// reader of one is progress, not an idle or stuck exchange. `None`
+    /// for the others, whose exchange deadline stays whole (PROTOCOL.md
+    /// §7): an answer never extends it.
     last_output: Option<Instant>,
+    /// Whether output counts as progress ([`Transport::output_is_progress`]).
+    output_progress: bool,
     /// An event announced the peer's FIN (or a reset): it raises no new
     /// edge, so every later read, however late it resumes, reads on to the
     /// end (a read held back at the high-water mark must not lose it).
@@ -121,6 +126,7 @@ impl<S: Read + Write> Transport<S> {
             paused: false,
             high_water: INPUT_HIGH_WATER,
             last_output: None,
+            output_progress: false,
             peer_closed: false,
             interest: Interest::READABLE,
         }
@@ -174,6 +180,12 @@ impl<S: Read + Write> Transport<S> {
     /// body). The reactor's budget of buffered bytes still bounds the sum.
     pub(super) fn set_high_water(&mut self, bytes: usize) {
         self.high_water = bytes.max(INPUT_HIGH_WATER);
+    }
+
+    /// The peer taking output moves the timers on (a connection serving
+    /// downloads).
+    pub(super) fn output_is_progress(&mut self) {
+        self.output_progress = true;
     }
 
     /// Whether as much input is buffered as the connection may hold.
@@ -357,7 +369,7 @@ impl<S: Read + Write> Transport<S> {
                 Err(e) => return Err(e),
             }
         }
-        if written > 0 {
+        if written > 0 && self.output_progress {
             self.last_output = Some(Instant::now());
         }
         self.outbuf.drain(..written);
@@ -741,6 +753,38 @@ mod tests {
             t.expired(start + Duration::from_secs(30), &limits),
             Some(Expiry::Deadline)
         );
+    }
+
+    #[test]
+    fn output_taken_moves_the_timers_only_where_it_is_progress() {
+        let limits = Limits {
+            idle_timeout: Duration::from_secs(10),
+            exchange_deadline: Duration::from_secs(30),
+            ..Limits::default()
+        };
+        for download in [false, true] {
+            let mut t = Transport::new(
+                Fake {
+                    write_caps: vec![4].into(),
+                    ..Fake::default()
+                },
+                Instant::now() - Duration::from_secs(20),
+            );
+            t.last_unit = t.started;
+            if download {
+                t.output_is_progress();
+            }
+            t.outbuf.extend_from_slice(b"body");
+            t.flush().unwrap();
+            // Twenty seconds after the last unit in: idle, unless the peer
+            // just took output from a download.
+            let now = Instant::now();
+            assert_eq!(
+                t.expired(now, &limits),
+                (!download).then_some(Expiry::Idle),
+                "download: {download}"
+            );
+        }
     }
 
     #[test]
