@@ -125,6 +125,11 @@ const SWEEP_EVERY: Duration = Duration::from_millis(100);
 /// a second as for a batch the writer never takes up, instead of waiting
 /// for the database and being written after their clients gave up.
 pub(crate) const BEHIND_STUCK_BATCH: Duration = Duration::from_secs(1);
+
+/// The same bound for a store on the local disk (SQLite): a batch that
+/// syncs large uploads' files may take seconds there, and only a disk
+/// that hangs takes longer.
+pub(crate) const BEHIND_STUCK_LOCAL_BATCH: Duration = Duration::from_secs(10);
 /// Pause before accepting again after running out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Most frames or requests one connection's turn handles: each may cost a

@@ -1032,7 +1032,11 @@ impl Server {
                 Some(_) => cfg.witnesses.wait,
                 None => Duration::ZERO,
             };
-            r.set_stuck_after(crate::reactor::BEHIND_STUCK_BATCH + cosigning);
+            let stuck = match &location {
+                Location::Postgres(_) => crate::reactor::BEHIND_STUCK_BATCH,
+                Location::Sqlite(_) => crate::reactor::BEHIND_STUCK_LOCAL_BATCH,
+            };
+            r.set_stuck_after(stuck + cosigning);
             if let Some(l) = listeners.http {
                 r.serve_http(l, ops, cfg.http_limits)
                     .map_err(|e| ServerError::Io(format!("reactor {i}: http listener"), e))?;
