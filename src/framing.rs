@@ -133,6 +133,30 @@ impl Decoder {
         }
     }
 
+    /// Whether [`Decoder::next_frame`] has something to do with `buf` as it
+    /// is, without another byte: a whole frame to give, a header to refuse,
+    /// or a large frame's header that came alone (the reads then follow
+    /// [`Decoder::wanted`]). `false`: it can only wait for the peer.
+    pub fn has_next(&self, buf: &[u8]) -> bool {
+        if self.given.is_some() {
+            return true;
+        }
+        let buf = buf.get(self.taken..).unwrap_or_default();
+        match self.state {
+            DecodeState::Body(len) => buf.len() >= len,
+            DecodeState::Data(len) => buf.len() >= HEADER_LEN + len,
+            DecodeState::Head => buf.get(..HEADER_LEN).is_some_and(|head| {
+                match usize::try_from(LittleEndian::read_i32(head)) {
+                    Ok(len) if len <= self.max_frame => {
+                        buf.len() >= HEADER_LEN + len
+                            || (len >= LARGE_FRAME && buf.len() == HEADER_LEN)
+                    }
+                    _ => true,
+                }
+            }),
+        }
+    }
+
     /// Where the next whole frame's payload lies in `buf`, to be read there
     /// and then taken off with [`Decoder::consume`]: no copy of it is made.
     ///
@@ -356,6 +380,38 @@ mod tests {
         assert!(!d.holds_frame(&buf));
         buf.push(0);
         assert!(d.holds_frame(&buf));
+    }
+
+    #[test]
+    fn has_next_says_whether_next_frame_can_act_without_another_byte() {
+        let mut d = Decoder::new(100);
+        let f = frame(b"hello");
+        assert!(d.has_next(&f));
+        assert!(
+            !d.has_next(&f[..f.len() - 1]),
+            "a part: the peer owes the rest"
+        );
+        assert!(!d.has_next(&f[..3]), "not even a header");
+        assert!(!d.has_next(&[]));
+        assert!(d.has_next(&header(-1)), "a header to refuse");
+        assert!(d.has_next(&header(101)), "over the limit: to refuse");
+        // Taken, not consumed: the same frame is there to give again.
+        let mut two = f.clone();
+        two.extend_from_slice(&frame(b"x")[..4]);
+        assert!(d.next_frame(&mut two).unwrap().is_some());
+        assert!(d.has_next(&two));
+        d.consume(&mut two);
+        assert!(!d.has_next(&two), "the rest of the second is owed");
+        two.push(b'x');
+        assert!(d.has_next(&two));
+        // A large frame's header alone: the decoder reads it apart.
+        let mut d = Decoder::new(1 << 20);
+        let mut buf = header(LARGE_FRAME as i32);
+        assert!(d.has_next(&buf));
+        assert_eq!(d.decode(&mut buf).unwrap(), None);
+        assert!(!d.has_next(&buf), "its payload is owed");
+        buf.resize(LARGE_FRAME, 0);
+        assert!(d.has_next(&buf));
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! deadline heap. A connection's turn handles at most [`WORK_PER_TURN`]
 //! frames or requests (each may cost a signature); what is still buffered
 //! waits in the ready queue, served round-robin, [`TURNS_PER_POLL`] turns
-//! after each poll, so no client that pipelines can hold the loop.
+//! or [`READY_TIME_PER_POLL`] after each poll, so no client that pipelines
+//! can hold the loop.
 //! Connections in the middle of an upload have a queue of their own,
 //! served second, their input never handled as it is read, and their
 //! events looked at after the others': a chunk costs a MAC, a decryption
@@ -140,6 +141,13 @@ const WORK_PER_TURN: usize = 1;
 /// that sends one new frame waits behind at most this many pipelined
 /// units, not behind every connection's.
 const TURNS_PER_POLL: usize = 8;
+/// Most time the ready queue's turns take between two polls (the first
+/// turn is always served): with each turn a signature (pipelined OCSP
+/// POSTs, about 250 µs each with an RSA-2048 key), eight turns held a new
+/// frame back 2 ms per step of its exchange, and an enrollment has four
+/// (the connection, the hello, the request, the commit's answer). A poll
+/// costs a few µs, so one after about every signature costs ~2% of them.
+const READY_TIME_PER_POLL: Duration = Duration::from_micros(300);
 /// Turns served from the uploads' ready queue after each poll while
 /// nothing else is under way: a frame that comes in meanwhile waits for
 /// this many chunks at most.
@@ -753,14 +761,23 @@ impl Reactor {
     }
 
     /// Serves one turn to each of the next few connections of the ready
-    /// queues (round-robin), then to as many of the uploads' as
-    /// [`bulk_turns`] allows; those with work left go to the back.
+    /// queues (round-robin; [`TURNS_PER_POLL`] and [`READY_TIME_PER_POLL`]
+    /// at most), then to as many of the uploads' as [`bulk_turns`] allows;
+    /// those with work left go to the back.
     fn serve_ready(&mut self) {
         let bulk_turns = match self.ready_bulk.is_empty() {
             true => 0,
             false => bulk_turns(self.others_under_way(), Instant::now(), &mut self.next_bulk),
         };
-        for from_bulk in turn_plan(self.ready.len(), self.ready_bulk.len(), bulk_turns) {
+        let started = Instant::now();
+        for (i, from_bulk) in
+            turn_plan(self.ready.len(), self.ready_bulk.len(), bulk_turns).enumerate()
+        {
+            // The uploads' turns are not cut: they are few, and the gap
+            // already paces them.
+            if !from_bulk && i > 0 && started.elapsed() >= READY_TIME_PER_POLL {
+                continue;
+            }
             let queue = if from_bulk {
                 &mut self.ready_bulk
             } else {
@@ -838,7 +855,7 @@ impl Reactor {
             };
             let work = conn.next(&mut env);
             conn.transport.settle(&mut self.budget);
-            conn.more = !matches!(work, Work::Idle);
+            conn.more = !matches!(work, Work::Idle) && conn.may_have_more();
             match work {
                 Work::Idle => return,
                 Work::Done => {}

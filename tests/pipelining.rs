@@ -1,22 +1,54 @@
 //! Pipelining must not let one client hold the loop (issue 19): 64
-//! connections each pipeline 100 valid OCSP POSTs (each a CA signature)
+//! connections each pipeline 100 valid OCSP POSTs (each a CA signature,
+//! RSA-2048, the server's default CA key)
 //! while an honest student enrolls and submits. The student is served
 //! within a generous bound, and every pipelined request is still answered,
 //! in order. With `--nocapture` the test prints the student's time with
-//! and without the load (bench/pipelining.sh records it).
+//! and without the load, and the time of enrollments alone (a key made
+//! beforehand, a new connection, `CaHello`, one CSR), unloaded and one
+//! after the other while the load lasts (bench/pipelining.sh records
+//! them).
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{text, TestResult, TestServer};
+use common::{enroll_csr, text, Launch, TestResult, TestServer, NET_TIMEOUT};
 
 const CONNECTIONS: usize = 64;
 const PIPELINED: usize = 100;
+/// Enrollments timed on the idle server.
+const UNLOADED_PROBES: u64 = 15;
+/// Most enrollments timed while the load lasts (a bound on the loop).
+const LOADED_PROBES: u64 = 400;
+
+/// One enrollment on a new CA connection with a key made beforehand, timed.
+fn probe(
+    server: &TestServer,
+    sid: u64,
+    key: &openssl::pkey::PKey<openssl::pkey::Private>,
+) -> Result<Duration, Box<dyn std::error::Error>> {
+    let csr = certboard::client::make_csr(&sid.to_string(), key)?;
+    let started = Instant::now();
+    let mut conn = certboard::client::FramedStream::connect(&server.ca.to_string(), NET_TIMEOUT)?;
+    enroll_csr(&mut conn, csr)?;
+    Ok(started.elapsed())
+}
+
+/// The median and the 90th percentile (nearest rank) of `times`, in ms.
+fn median_p90(mut times: Vec<Duration>) -> (f64, f64) {
+    times.sort();
+    let at = |p: usize| {
+        let rank = (times.len() * p).div_ceil(100).clamp(1, times.len().max(1));
+        times.get(rank - 1).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    (at(50), at(90))
+}
 
 /// A student's whole exchange (enrollment, then a submission), timed.
 fn honest_student(server: &TestServer, sid: &str) -> Result<Duration, Box<dyn std::error::Error>> {
@@ -102,16 +134,35 @@ fn responses(mut all: &[u8]) -> Result<Vec<Answer>, Box<dyn std::error::Error>> 
 
 #[test]
 fn an_honest_student_is_served_while_64_connections_pipeline_ocsp() -> TestResult {
-    let server = TestServer::start(&["--http-listen", "127.0.0.1:0"])?;
+    // The default CA key: each OCSP answer is an RSA-2048 signature, the
+    // costliest turn a pipelining client can ask for.
+    let how = Launch {
+        ca_key_type: Some("rsa2048"),
+        ..Launch::default()
+    };
+    let server = TestServer::launch(
+        tempfile::tempdir()?,
+        &["--http-listen", "127.0.0.1:0"],
+        &how,
+    )?;
     let http = server.http_addr()?;
     let unloaded = honest_student(&server, "1155000040")?;
+    let key = openssl::rsa::Rsa::generate(2048).and_then(openssl::pkey::PKey::from_rsa)?;
+    let mut sid = 1_155_100_000u64;
+    let mut unloaded_probes = Vec::new();
+    for _ in 0..UNLOADED_PROBES {
+        sid += 1;
+        unloaded_probes.push(probe(&server, sid, &key)?);
+    }
     let template = Arc::new(request_template(&server)?);
 
     let sent = Arc::new(Barrier::new(CONNECTIONS + 1));
+    let finished = Arc::new(AtomicUsize::new(0));
     let mut load = Vec::new();
     for conn in 0..CONNECTIONS {
         let template = Arc::clone(&template);
         let sent = Arc::clone(&sent);
+        let finished = Arc::clone(&finished);
         load.push(std::thread::spawn(
             move || -> Result<Vec<Answer>, Box<dyn std::error::Error + Send + Sync>> {
                 let run = || -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
@@ -122,16 +173,28 @@ fn an_honest_student_is_served_while_64_connections_pipeline_ocsp() -> TestResul
                 };
                 let got = run();
                 sent.wait();
-                let mut s = got?;
-                let mut all = Vec::new();
-                s.read_to_end(&mut all)?;
-                Ok(responses(&all).map_err(|e| e.to_string())?)
+                let read = |s: Result<TcpStream, _>| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                    let mut all = Vec::new();
+                    s?.read_to_end(&mut all)?;
+                    Ok(responses(&all).map_err(|e| e.to_string())?)
+                };
+                let answers = read(got);
+                finished.fetch_add(1, Ordering::Relaxed);
+                answers
             },
         ));
     }
     // Every connection has its 100 requests in; the loop is busy with them.
     sent.wait();
     let loaded = honest_student(&server, "1155000041")?;
+    // Then enrollments alone, one after the other, while the load lasts.
+    let mut loaded_probes = Vec::new();
+    while finished.load(Ordering::Relaxed) < CONNECTIONS
+        && (loaded_probes.len() as u64) < LOADED_PROBES
+    {
+        sid += 1;
+        loaded_probes.push(probe(&server, sid, &key)?);
+    }
 
     for (conn, handle) in load.into_iter().enumerate() {
         let got = handle
@@ -155,6 +218,14 @@ fn an_honest_student_is_served_while_64_connections_pipeline_ocsp() -> TestResul
          connections pipelining {PIPELINED} OCSP POSTs each",
         unloaded.as_secs_f64() * 1e3,
         loaded.as_secs_f64() * 1e3
+    );
+    let (u50, u90) = median_p90(unloaded_probes);
+    let n = loaded_probes.len();
+    let (l50, l90) = median_p90(loaded_probes);
+    eprintln!(
+        "honest enrollment alone: median {u50:.2} ms (p90 {u90:.2}) unloaded, median {l50:.2} ms \
+         (p90 {l90:.2}) over {n} enrollments beside the load: +{:.2} ms",
+        l50 - u50
     );
     // Generous: unloaded it takes milliseconds; before bounded turns it
     // waited for thousands of signatures.

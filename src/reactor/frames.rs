@@ -103,6 +103,11 @@ impl Frames {
         self.session.awaits_record()
     }
 
+    /// Whether a turn can act on `buf` as it is ([`Decoder::has_next`]).
+    pub(super) fn has_next(&self, buf: &[u8]) -> bool {
+        self.decoder.has_next(buf)
+    }
+
     /// Whether a whole frame waits in `buf` for its turn.
     pub(super) fn holds_frame(&self, buf: &[u8]) -> bool {
         self.decoder.holds_frame(buf)

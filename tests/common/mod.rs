@@ -41,6 +41,9 @@ pub struct Launch {
     /// Read stdout only up to the listening lines, then leave the pipe
     /// open and unread, as a stuck pager or log shipper would.
     pub stop_reading_stdout: bool,
+    /// The CA's key type (`--ca-key-type`); P-256 when `None`, the
+    /// cheapest to make and to sign with.
+    pub ca_key_type: Option<&'static str>,
 }
 
 impl TestServer {
@@ -80,7 +83,7 @@ impl TestServer {
                 "127.0.0.1:0",
             ])
             .args(["--keys-dir", "keys", "--data-dir", "data"])
-            .args(["--ca-key-type", "p256"])
+            .args(["--ca-key-type", how.ca_key_type.unwrap_or("p256")])
             .args(extra)
             .env("CERTBOARD_CA_PASSPHRASE", PASSPHRASE)
             .env("RUST_LOG", "info")
