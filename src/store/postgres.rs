@@ -136,6 +136,15 @@ pub enum PgError {
         /// The handshake's error.
         source: postgres::Error,
     },
+    /// The server took the TCP connection but did not answer the start of
+    /// the session within the connect timeout: stopped, overloaded, or not
+    /// PostgreSQL.
+    NoAnswer {
+        /// `user@host:port/database`.
+        target: String,
+        /// How long it was given (the URL's `connect_timeout`, 10 s unset).
+        waited: Duration,
+    },
     /// A statement failed for a reason other than the connection: data the
     /// server rejected, missing privileges, a row of an unexpected shape.
     Statement {
@@ -156,7 +165,7 @@ impl PgError {
             | PgError::LoginRefused { source, .. }
             | PgError::NoDatabase { source, .. }
             | PgError::Tls { source, .. } => source.code() == Some(&SqlState::DISK_FULL),
-            PgError::BadUrl(_) | PgError::TlsSetup { .. } => false,
+            PgError::BadUrl(_) | PgError::TlsSetup { .. } | PgError::NoAnswer { .. } => false,
         }
     }
 }
@@ -180,6 +189,13 @@ impl fmt::Display for PgError {
             PgError::Tls { target, source } => {
                 write!(f, "{target}: tls handshake failed: {}", chain(source))
             }
+            PgError::NoAnswer { target, waited } => write!(
+                f,
+                "{target}: the server took the connection but has not answered in {} s \
+                 (is it stopped, overloaded, or not PostgreSQL? connect_timeout in the url \
+                 sets the wait)",
+                waited.as_secs_f32()
+            ),
             PgError::Statement { what, source } => write!(f, "{what}: {}", chain(source)),
         }
     }
@@ -189,7 +205,7 @@ impl std::error::Error for PgError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             PgError::BadUrl(UrlProblem::Syntax(e)) => Some(e),
-            PgError::BadUrl(_) => None,
+            PgError::BadUrl(_) | PgError::NoAnswer { .. } => None,
             PgError::TlsSetup { source, .. } => Some(source),
             PgError::LoginRefused { source, .. }
             | PgError::NoDatabase { source, .. }

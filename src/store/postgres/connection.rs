@@ -35,6 +35,40 @@ impl Target {
         Ok(client)
     }
 
+    /// [`Target::connect`], given up on after the URL's `connect_timeout`
+    /// even when the server took the TCP connection and then said nothing
+    /// (a stopped postmaster, a proxy with nothing behind it): the client
+    /// library bounds only the TCP connect, and a server started against
+    /// such a database waited in silence. For opening a store, where a
+    /// failure ends the process or the command; the attempt left behind
+    /// ends when the server answers or the process exits.
+    fn connect_answered(&self) -> Result<Client, StoreError> {
+        let waited = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::from_secs(10));
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let attempt = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("pg-connect".into())
+            .spawn(move || {
+                // The receiver may be gone (given up on): nothing to tell.
+                let _ = tx.send(attempt.connect());
+            });
+        if spawned.is_err() {
+            return self.connect();
+        }
+        match rx.recv_timeout(waited) {
+            Ok(done) => done,
+            Err(_) => Err(PgError::NoAnswer {
+                target: self.shown.clone(),
+                waited,
+            }
+            .into()),
+        }
+    }
+
     /// Sorts a failed connection attempt: the server's refusals are the
     /// operator's to fix; everything else (refused, timed out, starting
     /// up, too many connections) may pass and is retried.
@@ -169,7 +203,8 @@ impl PostgresStore {
             conn: None,
             backoff: Backoff::default(),
         };
-        let client = store.target.connect()?;
+        log::info!("{}: connecting", store.target.shown);
+        let client = store.target.connect_answered()?;
         store.attach(client, create)?;
         Ok(store)
     }
@@ -314,5 +349,33 @@ mod tests {
         assert_eq!(b.failed(t0, None), BACKOFF_MAX);
         b.succeeded();
         assert_eq!(b.wait(t0), None);
+    }
+
+    #[test]
+    fn a_server_that_takes_the_connection_and_says_nothing_is_given_up_on() {
+        // The kernel completes the handshake into the backlog; nothing
+        // ever answers, as with a stopped postmaster.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let url = format!("postgres://u@127.0.0.1:{port}/db?connect_timeout=1&sslmode=disable");
+        let started = Instant::now();
+        let Err(e) = PostgresStore::open(&url) else {
+            panic!("a silent server gave a store");
+        };
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "given up on after its timeout, not the kernel's"
+        );
+        assert!(
+            matches!(e, StoreError::Postgres(PgError::NoAnswer { .. })),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("u@127.0.0.1:{port}/db"))
+                && text.contains("not answered in 1 s"),
+            "{text}"
+        );
+        drop(silent);
     }
 }

@@ -25,6 +25,7 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEPALIVE_RETRIES: u32 = 3;
 
 /// The connection settings from a URL, fixed for the life of the store.
+#[derive(Clone)]
 pub(super) struct Target {
     pub(super) config: Config,
     pub(super) tls: MakeTlsConnector,
