@@ -16,7 +16,11 @@
 #   3. 20 concurrent 20 MiB uploads: the server's peak RSS (VmHWM) before
 #      and after; target a rise of at most 64 MiB.
 #   4. an honest enrollment during those uploads: median latency against
-#      the unloaded median (same server, just before); target <= 2x.
+#      the unloaded median (same server, just before); target <= 2x. The
+#      prober shares the driver's core with the twenty uploading threads
+#      (nice 19) and runs in the real-time class (chrt --fifo: root or
+#      CAP_SYS_NICE; without it the driver says so, and the figure then
+#      includes the prober's own wait for that busy core).
 #
 #   bash bench/upload.sh                 # ~3 minutes after the build
 #   BENCH_FILES=5 BENCH_PROBES=5 bash bench/upload.sh   # quicker
