@@ -11,13 +11,15 @@
 //! printable Unicode, is left as it is.
 //!
 //! A backslash is not escaped, so escaping twice changes nothing; the
-//! printed form is for reading. The database holds the exact text.
+//! printed form is for reading. The database holds the exact text. Quoted
+//! (`{:?}`), a backslash and a double quote of the text are escaped too,
+//! so that the quotes around it are the only bare ones.
 
 use std::fmt::{self, Display, Write};
 
 /// Shows `value` with its control characters escaped (see the module).
 /// `{:?}` shows the same between double quotes, as a message quotes what a
-/// person typed.
+/// person typed, with the text's own `"` and `\` escaped.
 #[derive(Clone, Copy)]
 pub struct Escaped<T> {
     value: T,
@@ -65,7 +67,8 @@ impl<T: Display> Display for Escaped<T> {
         write!(
             EscapingWriter {
                 out: f,
-                keep_tab: self.keep_tab
+                keep_tab: self.keep_tab,
+                quoted: false,
             },
             "{}",
             self.value
@@ -74,25 +77,45 @@ impl<T: Display> Display for Escaped<T> {
 }
 
 impl<T: Display> fmt::Debug for Escaped<T> {
+    /// Between double quotes, with a `"` or `\` of the text escaped too:
+    /// a name holding `x" sid="1` must not read as a quoted field that
+    /// ended, followed by another.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "\"{self}\"")
+        f.write_char('"')?;
+        write!(
+            EscapingWriter {
+                out: f,
+                keep_tab: self.keep_tab,
+                quoted: true,
+            },
+            "{}",
+            self.value
+        )?;
+        f.write_char('"')
     }
 }
 
 struct EscapingWriter<'a, 'b> {
     out: &'a mut fmt::Formatter<'b>,
     keep_tab: bool,
+    /// Inside double quotes: `"` and `\` are escaped as well.
+    quoted: bool,
 }
 
 impl Write for EscapingWriter<'_, '_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let mut plain = 0;
         for (i, c) in s.char_indices() {
-            if !needs_escape(c) || (self.keep_tab && c == '\t') {
+            let quote = self.quoted && matches!(c, '"' | '\\');
+            if !quote && (!needs_escape(c) || (self.keep_tab && c == '\t')) {
                 continue;
             }
             self.out.write_str(&s[plain..i])?;
             match c {
+                '"' | '\\' => {
+                    self.out.write_char('\\')?;
+                    self.out.write_char(c)?;
+                }
                 '\n' => self.out.write_str("\\n")?,
                 '\r' => self.out.write_str("\\r")?,
                 '\t' => self.out.write_str("\\t")?,
@@ -131,6 +154,17 @@ mod tests {
         assert_eq!(format!("{:?}", escaped("Mars/Phobos")), "\"Mars/Phobos\"");
         assert_eq!(format!("{:?}", escaped("a\x1bb")), "\"a\\x1bb\"");
         assert_eq!(format!("{:?}", escaped_keep_tab("a\tb")), "\"a\tb\"");
+    }
+
+    #[test]
+    fn debug_escapes_quotes_and_backslashes_so_the_quoted_text_cannot_end_early() {
+        assert_eq!(
+            format!("{:?}", escaped("lab\" sid=\"1")),
+            r#""lab\" sid=\"1""#
+        );
+        assert_eq!(format!("{:?}", escaped("a\\\"b")), r#""a\\\"b""#);
+        // Display is unchanged: quotes and backslashes are text there.
+        assert_eq!(escaped("a\\\"b").to_string(), "a\\\"b");
     }
 
     #[test]
