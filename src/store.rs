@@ -695,8 +695,28 @@ pub struct RosterChange {
     pub added: usize,
     /// Students whose name changed.
     pub renamed: usize,
+    /// Students whose name stayed and whose e-mail address changed.
+    pub new_email: usize,
     /// Students already there as given.
     pub unchanged: usize,
+}
+
+impl RosterChange {
+    /// Counts `student` against the roster's row for her SID, if any:
+    /// its name, whether she had been dropped, its e-mail address. The one
+    /// rule for both engines.
+    pub(crate) fn count(&mut self, student: &Student, old: Option<(&str, bool, Option<&str>)>) {
+        match old {
+            None | Some((_, true, _)) => self.added += 1,
+            Some((name, false, _)) if name != student.name => self.renamed += 1,
+            Some((_, false, email))
+                if student.email.as_deref().is_some_and(|e| Some(e) != email) =>
+            {
+                self.new_email += 1;
+            }
+            Some(_) => self.unchanged += 1,
+        }
+    }
 }
 
 /// A SID's enrollment code, as stored (only its key).

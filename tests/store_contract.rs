@@ -429,6 +429,41 @@ fn crl_numbers_increase<E: Engine>() -> TestResult {
     Ok(())
 }
 
+/// An address that changes is counted as such and kept; an import without
+/// addresses leaves them as they are.
+fn an_email_change_is_counted_and_kept<E: Engine>() -> TestResult {
+    let e = E::fresh("roster_email")?;
+    let mut s = e.open()?;
+    let with = |email: &str| {
+        vec![Student {
+            sid: "1155000001".into(),
+            name: "Lee Siu Ming".into(),
+            email: Some(email.into()),
+        }]
+    };
+    assert_eq!(s.import_roster(&with("lee@old.example"))?.added, 1);
+    let again = s.import_roster(&with("lee@old.example"))?;
+    assert_eq!((again.new_email, again.unchanged), (0, 1));
+    let moved = s.import_roster(&with("lee@new.example"))?;
+    assert_eq!(
+        moved,
+        RosterChange {
+            added: 0,
+            renamed: 0,
+            new_email: 1,
+            unchanged: 0
+        }
+    );
+    let without = s.import_roster(&students(&[("1155000001", "Lee Siu Ming")]))?;
+    assert_eq!((without.new_email, without.unchanged), (0, 1));
+    let roster = e.open()?.roster()?;
+    assert_eq!(
+        roster.first().and_then(|r| r.email.as_deref()),
+        Some("lee@new.example")
+    );
+    Ok(())
+}
+
 /// Importing adds and renames, never deletes; the roster comes back by
 /// SID with each code's state.
 fn the_roster_is_imported_and_listed<E: Engine>() -> TestResult {
@@ -444,6 +479,7 @@ fn the_roster_is_imported_and_listed<E: Engine>() -> TestResult {
         RosterChange {
             added: 2,
             renamed: 0,
+            new_email: 0,
             unchanged: 0
         }
     );
@@ -456,6 +492,7 @@ fn the_roster_is_imported_and_listed<E: Engine>() -> TestResult {
         RosterChange {
             added: 0,
             renamed: 1,
+            new_email: 0,
             unchanged: 1
         }
     );
@@ -1554,6 +1591,7 @@ contract!(
     revocation_by_serial_and_sid,
     crl_numbers_increase,
     the_roster_is_imported_and_listed,
+    an_email_change_is_counted_and_kept,
     the_enrollment_view_follows_the_roster,
     a_code_is_spent_with_its_certificate_or_not_at_all,
     guesses_are_bounded_per_source_never_per_sid,

@@ -1126,11 +1126,12 @@ fn run_admin(common: Common, cmd: Command) -> Result<(), Box<dyn std::error::Err
             };
             let done = admin::import_roster(store, &file, decision)?;
             println!(
-                "roster: {} student(s) in {}: {} added, {} renamed, {} unchanged",
+                "roster: {} student(s) in {}: {} added, {} renamed, {} with a new e-mail address, {} unchanged",
                 done.students,
                 file.display(),
                 done.change.added,
                 done.change.renamed,
+                done.change.new_email,
                 done.change.unchanged
             );
             if done.revoked > 0 {

@@ -323,10 +323,11 @@ pub(crate) fn import(
     let summary = cx.audited(&s.name, "import", &shown, &particulars, |store| {
         let done = admin::import_roster_text(store, text, Path::new(&shown), decision)?;
         let summary = format!(
-        "{} student(s): {} added, {} renamed, {} unchanged; {} open-enrollment certificate(s) revoked, {} kept",
+        "{} student(s): {} added, {} renamed, {} with a new e-mail address, {} unchanged; {} open-enrollment certificate(s) revoked, {} kept",
         done.students,
         done.change.added,
         done.change.renamed,
+        done.change.new_email,
         done.change.unchanged,
         done.revoked,
         done.unverified.len()

@@ -1200,7 +1200,7 @@ impl Storage for SqliteStore {
         let mut change = RosterChange::default();
         {
             let mut get =
-                tx.prepare_cached("SELECT name, dropped_at FROM roster WHERE sid = ?1")?;
+                tx.prepare_cached("SELECT name, dropped_at, email FROM roster WHERE sid = ?1")?;
             let mut add = tx.prepare_cached(
                 "INSERT INTO roster (sid, name, added_at, email) VALUES (?1, ?2, ?3, ?4)",
             )?;
@@ -1209,22 +1209,20 @@ impl Storage for SqliteStore {
             let mut email = tx.prepare_cached("UPDATE roster SET email = ?2 WHERE sid = ?1")?;
             let now = now_unix();
             for s in students {
-                let old: Option<(String, Option<i64>)> = get
-                    .query_row(params![s.sid], |r| Ok((r.get(0)?, r.get(1)?)))
+                let old: Option<(String, Option<i64>, Option<String>)> = get
+                    .query_row(params![s.sid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .optional()?;
+                change.count(
+                    s,
+                    old.as_ref().map(|(name, dropped, email)| {
+                        (name.as_str(), dropped.is_some(), email.as_deref())
+                    }),
+                );
                 match old {
                     None => {
                         add.execute(params![s.sid, s.name, now, s.email])?;
-                        change.added += 1;
                     }
-                    Some((old, dropped)) => {
-                        if dropped.is_some() {
-                            change.added += 1;
-                        } else if old != s.name {
-                            change.renamed += 1;
-                        } else {
-                            change.unchanged += 1;
-                        }
+                    Some(_) => {
                         rename.execute(params![s.sid, s.name])?;
                     }
                 }

@@ -808,28 +808,23 @@ impl Storage for PostgresStore {
                 let now = now_unix();
                 for s in students {
                     let old = tx.query_opt(
-                        "SELECT name, dropped_at FROM roster WHERE sid = $1",
+                        "SELECT name, dropped_at, email FROM roster WHERE sid = $1",
                         &[&s.sid],
                     )?;
                     match old {
                         None => {
+                            change.count(s, None);
                             tx.execute(
                                 "INSERT INTO roster (sid, name, added_at, email)
                                  VALUES ($1, $2, $3, $4)",
                                 &[&s.sid, &s.name, &now, &s.email],
                             )?;
-                            change.added += 1;
                         }
                         Some(row) => {
                             let name: String = row.try_get(0)?;
                             let dropped: Option<i64> = row.try_get(1)?;
-                            if dropped.is_some() {
-                                change.added += 1;
-                            } else if name != s.name {
-                                change.renamed += 1;
-                            } else {
-                                change.unchanged += 1;
-                            }
+                            let email: Option<String> = row.try_get(2)?;
+                            change.count(s, Some((&name, dropped.is_some(), email.as_deref())));
                             tx.execute(
                                 "UPDATE roster SET name = $2, dropped_at = NULL WHERE sid = $1",
                                 &[&s.sid, &s.name],
