@@ -583,6 +583,32 @@ fn the_staff_script_runs_the_pages_with_curl() -> R<()> {
     Ok(())
 }
 
+/// A request the staff listener's decoder refuses is answered in plain
+/// text with the headers that keep a browser from sniffing, framing or
+/// caching it, as every staff page is.
+#[test]
+fn a_malformed_request_to_the_staff_listener_is_refused_with_the_security_headers() -> R<()> {
+    use std::io::{Read, Write};
+    let (_server, addr) = started_with(&[])?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(b"GET /login HTTP/3.0\r\nHost: staff\r\n\r\n")?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    let head = answer.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 "), "{answer}");
+    assert!(!head.starts_with("http/1.1 200"), "{answer}");
+    for field in [
+        "x-content-type-options: nosniff",
+        "content-security-policy: default-src 'none'; frame-ancestors 'none'",
+        "cache-control: no-store",
+        "content-type: text/plain; charset=utf-8",
+    ] {
+        assert!(head.contains(field), "{field:?} missing:\n{answer}");
+    }
+    Ok(())
+}
+
 /// A kept-alive staff connection is cut by its exchange deadline only when
 /// one request takes that long, not when the connection has lived that
 /// long: each request starts the deadline again.

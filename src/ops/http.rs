@@ -209,9 +209,7 @@ impl HttpError {
     /// The whole answer: the status, this error's text as a plain-text
     /// body, `Allow` with a 405, and `Connection: close`.
     pub fn response(&self) -> Response {
-        let mut r = Response::new(self.status(), format!("{self}\n").into_bytes())
-            .content_type("text/plain; charset=utf-8")
-            .close();
+        let mut r = Response::refusal(self.status(), &self.to_string());
         if let HttpError::MethodNotAllowed(_) = self {
             r = r.allow(ALLOWED_METHODS);
         }
@@ -587,6 +585,21 @@ impl Response {
             headers: Vec::new(),
             body,
         }
+    }
+
+    /// A refusal in plain text that closes the connection, on either
+    /// listener: marked not to be sniffed, framed, cached or run, since on
+    /// the staff listener a browser may be the one refused.
+    pub fn refusal(status: u16, reason: &str) -> Response {
+        Response::new(status, format!("{reason}\n").into_bytes())
+            .content_type("text/plain; charset=utf-8")
+            .cache_control("no-store")
+            .header("X-Content-Type-Options", "nosniff")
+            .header(
+                "Content-Security-Policy",
+                "default-src 'none'; frame-ancestors 'none'",
+            )
+            .close()
     }
 
     /// Adds a header field (its value stripped of control characters).
@@ -1037,6 +1050,24 @@ mod tests {
         let mut head = Vec::new();
         r.clone().close().encode(Method::Head, &mut head);
         assert!(head.ends_with(b"Content-Length: 3\r\nConnection: close\r\n\r\n"));
+    }
+
+    #[test]
+    fn refusals_are_plain_text_not_to_be_sniffed_framed_or_cached() {
+        let mut out = Vec::new();
+        HttpError::UnsupportedVersion
+            .response()
+            .encode(Method::Get, &mut out);
+        let text = String::from_utf8_lossy(&out);
+        for field in [
+            "Content-Type: text/plain; charset=utf-8\r\n",
+            "Cache-Control: no-store\r\n",
+            "X-Content-Type-Options: nosniff\r\n",
+            "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n",
+            "Connection: close\r\n",
+        ] {
+            assert!(text.contains(field), "{field:?} missing:\n{text}");
+        }
     }
 
     #[test]

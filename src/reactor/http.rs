@@ -317,9 +317,7 @@ fn refused(status: u16, reason: String) -> Refused {
 /// that passes by itself.
 fn refused_with(status: u16, reason: String, retry_after: Option<u64>) -> Refused {
     let mut bytes = Vec::new();
-    let mut resp = Response::new(status, format!("{reason}\n").into_bytes())
-        .content_type("text/plain; charset=utf-8")
-        .close();
+    let mut resp = Response::refusal(status, &reason);
     if let Some(secs) = retry_after {
         resp = resp.header("Retry-After", secs.to_string());
     }
