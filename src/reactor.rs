@@ -526,6 +526,11 @@ impl Reactor {
         let tokens: Vec<Token> = self.conns.keys().copied().collect();
         for t in tokens {
             if let Some(c) = self.conns.get_mut(&t) {
+                if let Some(r) = c.shutdown_refusal() {
+                    self.metrics.refused(r.label);
+                    c.transport.outbuf.extend_from_slice(&r.bytes);
+                }
+                // One try: a peer not reading must not hold the stop.
                 let _ = c.transport.flush();
             }
             self.close(t, "server shutting down");
@@ -1473,6 +1478,7 @@ mod tests {
                 true,
             ),
             (ConnectionError::WriterLost, ErrorCode::Internal, true),
+            (ConnectionError::ShuttingDown, ErrorCode::Limit, false),
         ];
         for (e, code, fault) in cases {
             assert_eq!(ErrorCode::from(&e), code, "{e}");

@@ -300,6 +300,26 @@ fn three_students_enroll_submit_and_every_certificate_verifies() -> TestResult {
     Ok(())
 }
 
+/// A server told to stop tells a client in the middle of an exchange why
+/// it is cut off (code 6, "shutting down"), rather than only closing.
+#[test]
+fn a_client_mid_exchange_is_told_the_server_is_shutting_down() -> TestResult {
+    let server = TestServer::start(&[])?;
+    let mut conn = client::FramedStream::connect(&server.ca.to_string(), NET_TIMEOUT)?;
+    // Challenged: the server now owes her an answer to a request.
+    let _session = client::CaSession::open(&mut conn)?;
+    let status = server.stop()?;
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    match conn.recv() {
+        Err(ClientError::Refused { code, reason }) => {
+            assert_eq!(code, ErrorCode::Limit, "{reason}");
+            assert!(reason.contains("shutting down"), "{reason}");
+        }
+        other => panic!("expected an Error frame, got {other:?}"),
+    }
+    Ok(())
+}
+
 #[test]
 fn second_run_reuses_credentials_and_renew_enrolls_again() -> TestResult {
     let server = TestServer::start(&[])?;

@@ -732,6 +732,9 @@ pub enum ConnectionError {
     CommitOutcomeUnknown,
     /// The writer thread is gone: the record may or may not be durable.
     WriterLost,
+    /// The server is stopping (SIGTERM, SIGINT): what it had acknowledged
+    /// is committed; this exchange is cut off and may be tried again.
+    ShuttingDown,
 }
 
 impl ConnectionError {
@@ -745,7 +748,8 @@ impl ConnectionError {
             | ConnectionError::Overloaded { .. }
             | ConnectionError::TooManyConnections
             | ConnectionError::OutOfDescriptors
-            | ConnectionError::WorkersBusy { .. } => false,
+            | ConnectionError::WorkersBusy { .. }
+            | ConnectionError::ShuttingDown => false,
             ConnectionError::Commit(e) => commit_is_server_fault(e),
             ConnectionError::NoWorkers
             | ConnectionError::CommitOutcomeUnknown
@@ -764,7 +768,8 @@ impl ConnectionError {
             ConnectionError::Overloaded { .. }
             | ConnectionError::TooManyConnections
             | ConnectionError::OutOfDescriptors
-            | ConnectionError::WorkersBusy { .. } => 503,
+            | ConnectionError::WorkersBusy { .. }
+            | ConnectionError::ShuttingDown => 503,
             ConnectionError::Commit(e) => match commit_refusal(e) {
                 CommitRefusal::Unavailable => 503,
                 CommitRefusal::CodeUsed { .. }
@@ -788,6 +793,8 @@ impl ConnectionError {
                 let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
                 Some(secs.max(1))
             }
+            // A restart under a service manager takes seconds.
+            ConnectionError::ShuttingDown => Some(5),
             ConnectionError::BadFrame(_)
             | ConnectionError::TooManyBytes { .. }
             | ConnectionError::TooManyMessages { .. }
@@ -889,6 +896,11 @@ impl fmt::Display for ConnectionError {
                 "internal error: the server lost its database writer; the result may or may \
                  not have been recorded"
             ),
+            ConnectionError::ShuttingDown => write!(
+                f,
+                "server shutting down: this exchange was cut off (what was acknowledged is \
+                 recorded); try again in a moment"
+            ),
         }
     }
 }
@@ -906,7 +918,8 @@ impl Error for ConnectionError {
             | ConnectionError::WorkersBusy { .. }
             | ConnectionError::NoWorkers
             | ConnectionError::CommitOutcomeUnknown
-            | ConnectionError::WriterLost => None,
+            | ConnectionError::WriterLost
+            | ConnectionError::ShuttingDown => None,
         }
     }
 }
@@ -920,7 +933,8 @@ impl From<&ConnectionError> for ErrorCode {
             | ConnectionError::Overloaded { .. }
             | ConnectionError::TooManyConnections
             | ConnectionError::OutOfDescriptors
-            | ConnectionError::WorkersBusy { .. } => ErrorCode::Limit,
+            | ConnectionError::WorkersBusy { .. }
+            | ConnectionError::ShuttingDown => ErrorCode::Limit,
             ConnectionError::Commit(e) => ErrorCode::from(&commit_refusal(e)),
             ConnectionError::NoWorkers
             | ConnectionError::CommitOutcomeUnknown

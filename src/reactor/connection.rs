@@ -285,6 +285,23 @@ impl Connection {
         }
     }
 
+    /// What to send as the server stops, if anything: a frame connection
+    /// not yet finished is told why it is cut off; an HTTP one only in the
+    /// middle of a request (one kept alive between requests just closes).
+    pub(super) fn shutdown_refusal(&self) -> Option<Refused> {
+        if self.transport.closing() {
+            return None;
+        }
+        let mid_request = !self.transport.inbuf.is_empty() || self.wait.is_some();
+        match &self.handler {
+            Handler::Frames(_) => Some(self.refusal(&ConnectionError::ShuttingDown)),
+            Handler::Http(_) | Handler::Staff(_) if mid_request => {
+                Some(self.refusal(&ConnectionError::ShuttingDown))
+            }
+            Handler::Http(_) | Handler::Staff(_) => None,
+        }
+    }
+
     /// What to send as a time limit is reached, if anything.
     pub(super) fn on_expiry(&self, expiry: Expiry, limit: Duration) -> Option<Refused> {
         match &self.handler {
