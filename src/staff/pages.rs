@@ -848,17 +848,30 @@ struct AuditRow {
 struct AuditPage {
     nav: Nav,
     entries: Vec<AuditRow>,
+    /// Older entries than those shown are kept in the store.
+    older_kept: bool,
 }
 
 /// Most audit entries shown.
 const AUDIT_PAGE: u32 = 500;
 
+/// The first `max` of `entries` (read one more than `max`, newest first),
+/// and whether any was left out.
+fn newest<T>(mut entries: Vec<T>, max: u32) -> (Vec<T>, bool) {
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    let more = entries.len() > max;
+    entries.truncate(max);
+    (entries, more)
+}
+
 pub(crate) fn audit(cx: &mut Cx<'_>, s: &StaffSession) -> Result<Response, StaffError> {
     let (nav, _) = nav(cx, s)?;
     let zone = crate::admin::timezone(&mut *cx.store)?;
-    let entries = cx
-        .store
-        .audit_log(AUDIT_PAGE)?
+    let (entries, older_kept) = newest(
+        cx.store.audit_log(AUDIT_PAGE.saturating_add(1))?,
+        AUDIT_PAGE,
+    );
+    let entries = entries
         .into_iter()
         .map(|e| AuditRow {
             at: show_time(e.at, zone.as_deref()),
@@ -868,7 +881,14 @@ pub(crate) fn audit(cx: &mut Cx<'_>, s: &StaffSession) -> Result<Response, Staff
             detail: e.detail,
         })
         .collect();
-    html(200, &AuditPage { nav, entries })
+    html(
+        200,
+        &AuditPage {
+            nav,
+            entries,
+            older_kept,
+        },
+    )
 }
 
 #[derive(Template)]
@@ -966,6 +986,28 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("hw&#60;1&#62;"), "{page}");
+        Ok(())
+    }
+
+    #[test]
+    fn the_audit_page_says_when_older_entries_are_not_shown() -> Result<(), StaffError> {
+        let (shown, more) = newest((0..AUDIT_PAGE + 1).collect::<Vec<_>>(), AUDIT_PAGE);
+        assert_eq!((shown.len(), more), (AUDIT_PAGE as usize, true));
+        assert_eq!(shown.first(), Some(&0), "the newest first, kept");
+        let (shown, more) = newest((0..AUDIT_PAGE).collect::<Vec<_>>(), AUDIT_PAGE);
+        assert_eq!((shown.len(), more), (AUDIT_PAGE as usize, false));
+        let nav = || Nav {
+            who: "ta".into(),
+            csrf: "t".into(),
+            assignments: vec![],
+        };
+        let page = |older_kept| AuditPage {
+            nav: nav(),
+            entries: vec![],
+            older_kept,
+        };
+        assert!(page(true).render()?.contains("id=\"audit-older\""));
+        assert!(!page(false).render()?.contains("audit-older"));
         Ok(())
     }
 
