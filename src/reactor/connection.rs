@@ -292,14 +292,13 @@ impl Connection {
         if self.transport.closing() {
             return None;
         }
-        let mid_request = !self.transport.inbuf.is_empty() || self.wait.is_some();
-        match &self.handler {
-            Handler::Frames(_) => Some(self.refusal(&ConnectionError::ShuttingDown)),
-            Handler::Http(_) | Handler::Staff(_) if mid_request => {
-                Some(self.refusal(&ConnectionError::ShuttingDown))
+        let owes = match &self.handler {
+            Handler::Frames(_) => true,
+            Handler::Http(_) | Handler::Staff(_) => {
+                !self.transport.inbuf.is_empty() || self.wait.is_some()
             }
-            Handler::Http(_) | Handler::Staff(_) => None,
-        }
+        };
+        owes.then(|| self.refusal(&ConnectionError::ShuttingDown))
     }
 
     /// What to send as a time limit is reached, if anything.

@@ -47,7 +47,7 @@ impl Target {
             .config
             .get_connect_timeout()
             .copied()
-            .unwrap_or(Duration::from_secs(10));
+            .unwrap_or(super::url::CONNECT_TIMEOUT);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let attempt = self.clone();
         let spawned = std::thread::Builder::new()

@@ -14,7 +14,7 @@ use super::{PgError, UrlProblem};
 
 /// Used when the URL sets no `connect_timeout`: a server that does not
 /// answer must not hold the commit thread for the kernel's minutes.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Used when the URL sets no `tcp_user_timeout`: data unacknowledged by the
 /// server for this long means the connection is gone.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(20);
