@@ -1204,16 +1204,22 @@ fn on_sqlite_an_uploads_bytes_are_a_private_file_and_extract_byte_for_byte() -> 
     Ok(())
 }
 
+/// Waits (20 s at most) until the server has written part of an upload.
+fn wait_for_part_file(server: &TestServer) -> TestResult {
+    let until = Instant::now() + Duration::from_secs(20);
+    while !upload_files(server)?.iter().any(|f| f.ends_with(".part")) {
+        assert!(Instant::now() < until, "no part file was ever written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 /// A connection cut mid-upload leaves no file behind, partial or whole.
 #[test]
 fn a_connection_cut_mid_upload_leaves_no_file() -> TestResult {
     let server = TestServer::start(&[])?;
     let raw = three_chunks_of_eight_sent(&server)?;
-    let until = Instant::now() + Duration::from_secs(20);
-    while !upload_files(&server)?.iter().any(|f| f.ends_with(".part")) {
-        assert!(Instant::now() < until, "no part file was ever written");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_part_file(&server)?;
     drop(raw);
     nothing_left(&mut sqlite(&server)?)?;
     let until = Instant::now() + Duration::from_secs(20);
@@ -1234,11 +1240,7 @@ fn a_connection_cut_mid_upload_leaves_no_file() -> TestResult {
 fn a_server_stopped_mid_upload_leaves_no_part_file() -> TestResult {
     let server = TestServer::start(&[])?;
     let raw = three_chunks_of_eight_sent(&server)?;
-    let until = Instant::now() + Duration::from_secs(20);
-    while !upload_files(&server)?.iter().any(|f| f.ends_with(".part")) {
-        assert!(Instant::now() < until, "no part file was ever written");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_part_file(&server)?;
     let (status, dir) = server.stop_keeping()?;
     assert!(status.success(), "{status:?}");
     drop(raw);
